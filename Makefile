@@ -1,0 +1,61 @@
+# collapse-hpc: every target installs what it needs (make setup) first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/collapse-hpc
+CONFIG ?= configs/demo.yaml
+PROFILE ?=
+GENERATIONS ?=
+RUN ?= runs/$(basename $(notdir $(CONFIG)))
+EXECUTOR ?=
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/collapse-hpc/torch_extensions
+export PYTHONNOUSERSITE := 1
+
+.PHONY: setup demo test test-slurm submit status aggregate verify bench data image sif clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv from requirements.lock (idempotent)
+
+demo: setup  ## the whole suite locally on CPU, offline, then the report
+	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
+	$(CLI) aggregate $(RUN)
+
+test: setup  ## the whole test suite (Slurm tests excluded: make test-slurm)
+	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
+
+test-slurm: setup  ## start the single-node Slurm dev cluster and run the Slurm tests
+	bash slurm/dev-cluster/start.sh
+	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
+
+submit: setup  ## submit a run to Slurm: make submit GENERATIONS=10 [CONFIG=] [PROFILE=] [RUN=]
+	$(CLI) submit $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(PROFILE),--profile $(PROFILE))
+
+status: setup  ## per chain: generation reached, job states
+	$(CLI) status $(RUN)
+
+aggregate: setup  ## tidy tables, figures and the results page of RUN
+	$(CLI) aggregate $(RUN)
+
+verify: setup  ## re-hash every artefact of RUN against its manifest
+	$(CLI) verify $(RUN)
+
+bench: setup  ## every benchmark under benchmarks/, each ending with its figure
+	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+data: setup  ## prepare the offline default corpora (wikivital, digits)
+	$(CLI) data prepare wikivital
+	$(CLI) data prepare digits
+
+clean:  ## remove runs/ (not data/ or .venv)
+	rm -rf runs

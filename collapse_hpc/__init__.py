@@ -1,0 +1,3 @@
+"""collapse-hpc: model-collapse experiments as resumable HPC batch jobs."""
+
+__version__ = "0.1.0"

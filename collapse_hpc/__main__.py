@@ -1,0 +1,3 @@
+from collapse_hpc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""The collapse-hpc command.
+
+  collapse-hpc run CONFIG            run every experiment of a config here (local processes)
+  collapse-hpc submit CONFIG         the same as Slurm jobs (chains, arrays), returns at once
+  collapse-hpc status RUN            per chain: generation reached, job states
+  collapse-hpc aggregate RUN [RUN…]  tidy tables, figures, results page
+  collapse-hpc verify RUN            re-hash every artefact against its manifest
+  collapse-hpc data prepare NAME     prepare a data set under data/
+  collapse-hpc lm|gmm|gaussian|vae   run one experiment (or one unit of it) by hand
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from collapse_hpc import __version__
+from collapse_hpc.errors import UserError
+
+EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line and exit status 2."
+
+
+def _config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    p.add_argument("config", nargs=None if config_required else "?", default=None,
+                   help="config YAML (configs/demo.yaml, configs/paper.yaml, …)")
+    p.add_argument("--run", metavar="DIR", help="run folder (default: runs/<config file name>)")
+    p.add_argument("--generations", type=int, metavar="N", help="generations per chain (overrides the config)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="override one config value, e.g. --set gmm.replicates=64 (repeatable)")
+    p.add_argument("--only", action="append", metavar="EXPERIMENT", help="run only this experiment (repeatable)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from collapse_hpc import experiments
+
+    p = argparse.ArgumentParser(prog="collapse-hpc", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"collapse-hpc {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    r = sub.add_parser("run", help="run a config locally (or where --executor says)",
+                       description="Run every enabled experiment of CONFIG; finished units are skipped, "
+                                   "unfinished ones redone. Results go to the run folder.", epilog=EPILOG)
+    _config_args(r)
+    r.add_argument("--executor", choices=("local", "debug", "slurm"),
+                   help="local: subprocesses (default); debug: in this process; slurm: submit")
+    r.add_argument("--profile", metavar="YAML", help="cluster profile (slurm/local.yaml, …)")
+
+    s = sub.add_parser("submit", help="submit a config to Slurm (returns at once)",
+                       description="Submit each chain as afterok-chained jobs and each array experiment "
+                                   "as a job array, plus a final aggregation job. Only what is neither "
+                                   "done nor queued is submitted.", epilog=EPILOG)
+    _config_args(s)
+    s.add_argument("--profile", metavar="YAML", help="cluster profile (default: slurm/local.yaml)")
+
+    st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
+                        "job states and, for a failed job, its log and last lines.")
+    st.add_argument("run", help="run folder")
+
+    a = sub.add_parser("aggregate", help="tables, figures and the results page of runs",
+                       description="Write RUN/report/{metrics.parquet, summary.csv, figures, index.html, results.md}.")
+    a.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s); several are drawn side by side")
+    a.add_argument("--out", metavar="DIR", help="report folder (default: RUN/report of the first run)")
+
+    v = sub.add_parser("verify", help="re-hash every artefact against its manifest",
+                       description="Exit 1 on any mismatch, naming the file and the command that redoes it.")
+    v.add_argument("run", help="run folder")
+
+    d = sub.add_parser("data", help="prepare data sets", description="Prepare data sets as Parquet under data/.")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dp = dsub.add_parser("prepare", help="prepare NAME (wikivital, wikitext2, digits, mnist, or any name with --from)")
+    dp.add_argument("name")
+    dp.add_argument("--from", dest="source", metavar="PATH", help="local text or Parquet files to prepare instead")
+    dp.add_argument("--data-dir", default="data", help="where prepared data goes (default: data)")
+    dp.add_argument("--force", action="store_true", help="prepare again even if present")
+    dsub.add_parser("list", help="list prepared data sets")
+
+    for name in experiments.names():
+        exp_parser = sub.add_parser(name, help=f"run the {name} experiment by hand",
+                                    description=f"Run only the {name} experiment of CONFIG in this process "
+                                                f"(or one unit with --variant/--unit).", epilog=EPILOG)
+        hook = _experiment_cli(name)
+        if hook:
+            hook.add_arguments(exp_parser)
+        else:
+            _config_args(exp_parser)
+            exp_parser.add_argument("--variant", help="run one variant only")
+            exp_parser.add_argument("--unit", type=int, help="run one unit (generation or chunk) only")
+    return p
+
+
+def _experiment_cli(name: str):
+    from collapse_hpc import experiments
+    import importlib
+
+    try:
+        return importlib.import_module(experiments.REGISTRY[name] + ".cli")
+    except ModuleNotFoundError:
+        return None
+
+
+def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
+    root = logging.getLogger("collapse_hpc")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not root.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        root.addHandler(h)
+    if run_dir is not None:
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "logs" / "collapse-hpc.log")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
+        root.addHandler(fh)
+
+
+def default_run_dir(config: str) -> Path:
+    return Path("runs") / Path(config).stem
+
+
+def load_run(args, executor: str | None = None, profile: str | None = None):
+    """Load and validate the config, open (or check) the run folder. Returns (store, run)."""
+    from collapse_hpc import config as cfgmod
+    from collapse_hpc.store import RunStore
+
+    overrides = list(args.overrides)
+    if executor:
+        overrides.append(f"executor={executor}")
+    if profile:
+        overrides.append(f"profile={profile}")
+    run = cfgmod.load(args.config, overrides, args.generations)
+    if args.only:
+        unknown = [o for o in args.only if o not in run.sections]
+        if unknown:
+            raise UserError(f"--only {unknown[0]}: not a section of {args.config} "
+                            f"(it has: {', '.join(run.sections)})")
+    store = RunStore(args.run or default_run_dir(args.config))
+    store.open(run)
+    return store, run
+
+
+def cmd_run(args, executor=None) -> int:
+    from collapse_hpc import engine, launch
+
+    store, run = load_run(args, executor or args.executor, getattr(args, "profile", None))
+    _setup_logging(args.verbose, store.root)
+    chains = engine.plan(run, only=args.only)
+    jobs = sum(len(c.jobs) for c in chains)
+    log = logging.getLogger("collapse_hpc")
+    log.info("run %s: %d chains, %d units, executor %s", store.root, len(chains), jobs, run.executor)
+    if run.executor == "slurm":
+        launch.execute(store, run, chains, "slurm")
+        return 0
+    with store.lock(log=log.warning):
+        counts = launch.execute(store, run, chains, run.executor)
+    print(f"{store.root}: {counts.get('done', 0)} units done, {counts.get('skipped', 0)} already finished "
+          f"({jobs} planned)")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    if not args.profile:
+        args.profile = "slurm/local.yaml"
+    args.executor = "slurm"
+    return cmd_run(args, executor="slurm")
+
+
+def cmd_status(args) -> int:
+    from collapse_hpc.launch.status import show
+
+    return show(args.run)
+
+
+def cmd_verify(args) -> int:
+    from collapse_hpc.verify import verify_run
+
+    return verify_run(args.run)
+
+
+def cmd_aggregate(args) -> int:
+    from collapse_hpc.report import aggregate
+
+    return aggregate.main(args.runs, out=args.out)
+
+
+def cmd_data(args) -> int:
+    from collapse_hpc import data
+
+    if args.data_command == "list":
+        return data.list_prepared(Path("data"))
+    return data.prepare(args.name, Path(args.data_dir), source=args.source, force=args.force)
+
+
+def cmd_experiment(args) -> int:
+    from collapse_hpc import engine
+    from collapse_hpc.launch.debug import execute
+
+    hook = _experiment_cli(args.command)
+    if hook:
+        return hook.main(args)
+    args.only = [args.command]
+    store, run = load_run(args, "debug")
+    _setup_logging(args.verbose, store.root)
+    chains = engine.plan(run, only=args.only)
+    if args.variant:
+        chains = [c for c in chains if c.variant.name == args.variant]
+        if not chains:
+            raise UserError(f"--variant {args.variant}: no such variant")
+    if args.unit is not None:
+        for c in chains:
+            c.jobs = [j for j in c.jobs if j.index == args.unit]
+    with store.lock():
+        counts = execute(store, run, chains)
+    print(f"{store.root}: {counts['done']} units done, {counts['skipped']} already finished")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "verify": cmd_verify,
+            "aggregate": cmd_aggregate, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        _setup_logging(args.verbose)
+        return COMMANDS.get(args.command, cmd_experiment)(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

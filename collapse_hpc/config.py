@@ -1,0 +1,337 @@
+"""Typed configuration: YAML -> dataclasses, command-line overrides, validation.
+
+A config file has run-level keys (RunConfig below) and one section per experiment, named
+after it (`gmm:`, `gaussian:`, `lm:`, `vae:`), each loading into that experiment's own
+dataclass. Every problem is reported as one line naming the file and the key.
+
+Field metadata used for validation: min / max (inclusive), gt (exclusive lower bound),
+choices, and help (shown by `collapse-hpc config --help-keys`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from collapse_hpc.errors import ConfigError
+from collapse_hpc.regimes import Regime
+
+# Keys that say where or how a run executes, not what it computes: not part of the config hash.
+NOT_HASHED = ("name", "executor", "profile", "data_dir", "generations")
+
+
+def knob(default, help: str = "", **checks):
+    """A config field with a documented default and validation checks."""
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: _copy(default), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+def _copy(v):
+    return json.loads(json.dumps(v)) if not dataclasses.is_dataclass(v) else dataclasses.replace(v)
+
+
+@dataclass
+class Section:
+    """Base of every experiment's config section; unset shared keys fall back to the run's."""
+
+    enabled: bool = knob(True, "run this experiment when the config is run")
+    generations: int | None = knob(None, "generations for this experiment (default: the run's)", min=1)
+    seeds: list[int] | None = knob(None, "seeds for this experiment (default: the run's)")
+    regimes: list[Regime] | None = knob(None, "regimes for this experiment (default: the run's)")
+
+
+@dataclass
+class RunConfig:
+    name: str = knob("run", "run name; the default run folder is runs/<name>")
+    generations: int = knob(3, "generations per chain (generation 0 trains on real data)", min=1)
+    seeds: list[int] = knob([0], "one chain per seed (and regime)")
+    regimes: list[Regime] = knob([Regime()], "data regimes, each a chain: replace (with keep_fraction), "
+                                 "accumulate, accumulate-subsample")
+    executor: str = knob("local", "where units run: local (subprocesses), slurm, debug (in-process)",
+                         choices=("local", "slurm", "debug"))
+    profile: str | None = knob(None, "cluster profile YAML (slurm/…); needed for executor slurm")
+    data_dir: str = knob("data", "prepared data sets (collapse-hpc data prepare)")
+    sections: dict[str, Any] = field(default_factory=dict)  # experiment name -> its Section
+
+    def section(self, name: str):
+        return self.sections[name]
+
+    def enabled(self) -> list[str]:
+        return [n for n, s in self.sections.items() if s.enabled]
+
+    def generations_of(self, name: str) -> int:
+        return self.sections[name].generations or self.generations
+
+    def seeds_of(self, name: str) -> list[int]:
+        s = self.sections[name].seeds
+        return list(self.seeds if s is None else s)
+
+    def regimes_of(self, name: str) -> list[Regime]:
+        r = self.sections[name].regimes
+        return list(self.regimes if r is None else r)
+
+    def to_dict(self) -> dict:
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "sections"}
+        for name, sec in self.sections.items():
+            out[name] = _plain(sec)
+        return out
+
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+
+def _plain(v):
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _strip(d: dict) -> dict:
+    d = {k: v for k, v in d.items() if k not in NOT_HASHED}
+    return {k: (_strip(v) if isinstance(v, dict) else v) for k, v in d.items()}
+
+
+def config_hash(d: dict) -> str:
+    """Hash of what the run computes (locations, executor and generation counts excluded)."""
+    return hashlib.sha256(json.dumps(_strip(d), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring NOT_HASHED keys."""
+    a, b = _strip(a), _strip(b)
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+# ---------------------------------------------------------------- building dataclasses
+
+class _Where:
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, key: str, msg: str):
+        raise ConfigError(f"{self.file}: {key}: {msg}")
+
+
+def _typename(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp, value, key: str, where: _Where):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for a in options:
+            try:
+                return _convert(a, value, key, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is typing.Literal:
+        if value not in args:
+            where.fail(key, f"must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            if origin is list and args and not isinstance(value, dict):
+                value = [value]  # a scalar where a list is expected: a list of one
+            else:
+                where.fail(key, f"expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_convert(inner, v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            where.fail(key, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if tp is Regime and isinstance(value, str):
+            value = _regime_from_str(value, key, where)
+        if not isinstance(value, dict):
+            where.fail(key, f"expected a mapping of {tp.__name__} keys, got {value!r}")
+        return build(tp, value, where.file, prefix=f"{key}.")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            where.fail(key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            where.fail(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            where.fail(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            where.fail(key, f"expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _regime_from_str(text: str, key: str, where: _Where) -> dict:
+    """Short forms: 'replace', 'replace:0.1', 'accumulate', 'accumulate-subsample'."""
+    name, _, frac = text.partition(":")
+    if not frac:
+        return {"name": name}
+    try:
+        return {"name": name, "keep_fraction": float(frac)}
+    except ValueError:
+        where.fail(key, f"bad regime {text!r} (expected e.g. replace:0.1)")
+
+
+def _check(f: dataclasses.Field, value, key: str, where: _Where):
+    m = f.metadata
+    if value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if not isinstance(v, (int, float, str)) or isinstance(v, bool):
+            continue
+        if "choices" in m and v not in m["choices"]:
+            close = difflib.get_close_matches(str(v), [str(c) for c in m["choices"]], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            where.fail(key, f"must be one of {', '.join(map(str, m['choices']))}, got {v!r}{hint}")
+        if "min" in m and v < m["min"]:
+            where.fail(key, f"must be >= {m['min']}, got {v!r}")
+        if "max" in m and v > m["max"]:
+            where.fail(key, f"must be <= {m['max']}, got {v!r}")
+        if "gt" in m and v <= m["gt"]:
+            where.fail(key, f"must be > {m['gt']}, got {v!r}")
+
+
+def build(cls, data: dict, file: str = "<config>", prefix: str = ""):
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
+    where = _Where(file)
+    if data is None:
+        data = {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "sections"}
+    hints = typing.get_type_hints(cls)
+    for k in data:
+        if k not in fields:
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            valid = ", ".join(sorted(fields))
+            where.fail(f"{prefix}{k}", f"unknown key{hint}; valid keys: {valid}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        value = _convert(hints[name], data[name], prefix + name, where)
+        _check(f, value, prefix + name, where)
+        kwargs[name] = value
+    try:
+        obj = cls(**kwargs)
+    except (ValueError, TypeError) as e:  # __post_init__ cross-field checks
+        where.fail(prefix.rstrip(".") or "config", str(e))
+    validate = getattr(obj, "validate", None)
+    if validate:
+        try:
+            validate()
+        except ValueError as e:
+            where.fail(prefix.rstrip(".") or "config", str(e))
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load(path: str | Path, overrides: list[str] = (), generations: int | None = None) -> RunConfig:
+    """Load, override and validate a config file; raise ConfigError with one line on any problem."""
+    from collapse_hpc import experiments
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return from_dict(raw, str(path), overrides, generations)
+
+
+def from_dict(raw: dict, file: str = "<config>", overrides: list[str] = (),
+              generations: int | None = None) -> RunConfig:
+    from collapse_hpc import experiments
+
+    raw = json.loads(json.dumps(raw, default=str))
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {ov}: {k} is not a section")
+        node[keys[-1]] = value
+    if generations is not None:
+        if generations < 1:
+            raise ConfigError(f"--generations: must be >= 1, got {generations}")
+        raw["generations"] = generations
+        for name in experiments.names():
+            if isinstance(raw.get(name), dict):
+                raw[name].pop("generations", None)
+    names = experiments.names()
+    run_keys = {k: v for k, v in raw.items() if k not in names}
+    run = build(RunConfig, run_keys, file) if not _unknown(run_keys, names, file) else None
+    for name in names:
+        if name in raw:
+            if raw[name] is not None and not isinstance(raw[name], dict):
+                raise ConfigError(f"{file}: {name}: expected a mapping of {name} keys")
+            run.sections[name] = build(experiments.config_class(name), raw[name] or {}, file, prefix=f"{name}.")
+    if not run.sections:
+        raise ConfigError(f"{file}: names no experiment; add a section for one of: {', '.join(names)}")
+    if run.executor == "slurm" and not run.profile:
+        raise ConfigError(f"{file}: profile: executor slurm needs a cluster profile (--profile slurm/….yaml)")
+    return run
+
+
+def _unknown(run_keys: dict, names: list[str], file: str) -> bool:
+    valid = [f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"] + names
+    for k in run_keys:
+        if k not in valid:
+            close = difflib.get_close_matches(str(k), valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{file}: {k}: unknown key{hint}; valid keys: {', '.join(sorted(valid))}")
+    return False
+
+
+def dump(run: RunConfig) -> str:
+    return yaml.safe_dump(run.to_dict(), sort_keys=False)

@@ -1,0 +1,47 @@
+"""collapse-hpc data: prepare data sets once as Parquet under data/ (each beside a JSON card).
+
+Each preparer lives with the experiment that reads it; this module only names them.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+
+PREPARERS = {
+    "wikivital": "collapse_hpc.experiments.lm.data:prepare_wikivital",
+    "wikitext2": "collapse_hpc.experiments.lm.data:prepare_wikitext2",
+    "digits": "collapse_hpc.experiments.vae.data:prepare_digits",
+    "mnist": "collapse_hpc.experiments.vae.data:prepare_mnist",
+}
+LOCAL = "collapse_hpc.experiments.lm.data:prepare_local"
+
+
+def _load(ref: str):
+    module, _, fn = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), fn)
+    except (ModuleNotFoundError, AttributeError):
+        raise UserError(f"data preparer {ref} is not available in this installation") from None
+
+
+def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = False) -> int:
+    if source:
+        return _load(LOCAL)(name, Path(source), data_dir, force=force) or 0
+    if name not in PREPARERS:
+        raise UserError(f"unknown data set {name!r}; known: {', '.join(PREPARERS)} "
+                        f"(or give local files with --from PATH)")
+    return _load(PREPARERS[name])(data_dir, force=force) or 0
+
+
+def list_prepared(data_dir: Path) -> int:
+    cards = sorted(Path(data_dir).glob("*/card.json"))
+    if not cards:
+        print(f"no prepared data sets under {data_dir}/ (collapse-hpc data prepare NAME)")
+    for c in cards:
+        card = json.loads(c.read_text())
+        splits = ", ".join(f"{k}: {v}" for k, v in (card.get("splits") or {}).items())
+        print(f"{c.parent.name:12s} {card.get('source', '')}  [{splits}]")
+    return 0

@@ -1,0 +1,149 @@
+"""The one generation loop for every experiment.
+
+plan() expands a run into jobs (experiment x variant x unit); run_unit() performs one of them
+wherever it is called (in-process, a local subprocess, a Slurm task): skip it if its manifest
+verifies, otherwise clean what is left of it, hand the experiment its inputs and folder, and
+write the manifest last. The launch layer decides where and in which order jobs run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from collapse_hpc import experiments
+from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.base import UnitContext, Variant
+from collapse_hpc.store import RunStore, write_manifest
+
+log = logging.getLogger("collapse_hpc")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: a generation of a chain or a chunk of an array."""
+
+    experiment: str
+    variant: str
+    index: int
+    shape: str  # chain | array
+    kind: str  # gpu | gpu1 | cpu: which resources a cluster profile gives it
+
+    @property
+    def label(self) -> str:
+        unit = "gen" if self.shape == "chain" else "part"
+        return f"{self.experiment}/{self.variant}/{unit}_{self.index:03d}"
+
+
+@dataclass
+class Chain:
+    """The jobs of one variant, in order. A chain's jobs depend on each other; an array's don't."""
+
+    experiment: str
+    variant: Variant
+    shape: str
+    kind: str
+    jobs: list[Job]
+
+
+def plan(run, only: list[str] | None = None) -> list[Chain]:
+    chains = []
+    for name in run.enabled():
+        if only and name not in only:
+            continue
+        exp = experiments.get(name)
+        for v in exp.variants(run):
+            n = exp.units(run, v)
+            jobs = [Job(name, v.name, i, exp.shape, exp.job) for i in range(n)]
+            chains.append(Chain(name, v, exp.shape, exp.job, jobs))
+    return chains
+
+
+def _variant(exp, run, name: str) -> Variant:
+    for v in exp.variants(run):
+        if v.name == name:
+            return v
+    raise UserError(f"{exp.name}: no variant {name!r} in this run's config")
+
+
+def _dist_env() -> tuple[int, int, int]:
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def _wait_for_manifest(unit_dir: Path, timeout: float = 600.0) -> None:
+    """Ranks > 0 return only once rank 0 has written the manifest, so the next unit sees it."""
+    deadline = time.time() + timeout
+    while not (unit_dir / "manifest.json").exists():
+        if time.time() > deadline:
+            raise UserError(f"{unit_dir}: rank 0 did not finish the unit in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> str:
+    """Perform one unit (all ranks call this). Returns 'done', 'skipped'."""
+    store = RunStore(run_dir)
+    run = store.load_config()
+    exp = experiments.get(experiment)
+    v = _variant(exp, run, variant)
+    unit_dir = store.unit_dir(experiment, variant, exp.shape, index)
+    rank, world, local_rank = _dist_env()
+    if store.is_done(unit_dir):
+        return "skipped"
+    previous = []
+    if exp.shape == "chain":
+        previous = [store.unit_dir(experiment, variant, "chain", g) for g in range(index)]
+        for p in previous:
+            if not store.is_done(p, deep=False):
+                raise UserError(f"{p}: an earlier generation is not finished; run it first")
+    if rank == 0:
+        store.reset_unit(unit_dir, keep=tuple(getattr(exp, "resumable", ())))
+    else:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+    ctx = UnitContext(run=run, config=run.section(experiment), variant=v, index=index, dir=unit_dir,
+                      previous=previous, run_dir=store.root, data_dir=Path(run.data_dir).absolute(),
+                      rank=rank, world_size=world, local_rank=local_rank,
+                      log=logging.getLogger(f"collapse_hpc.{experiment}"))
+    started = time.time()
+    exp.run_unit(ctx)
+    if rank != 0:
+        _wait_for_manifest(unit_dir)
+        return "done"
+    for sub in getattr(exp, "scratch", ()):  # e.g. training checkpoints: not results
+        import shutil
+
+        shutil.rmtree(unit_dir / sub, ignore_errors=True)
+    write_manifest(unit_dir, config_hash=run.hash(), started=started,
+                   extra={"experiment": experiment, "variant": variant, "unit": unit_dir.name,
+                          "world_size": world, "resources": _resources(exp.job, world)})
+    return "done"
+
+
+def _resources(kind: str, world: int) -> dict:
+    """What the unit held, for the report's core- and GPU-hours."""
+    try:
+        import torch
+
+        gpus = world if torch.cuda.is_available() and kind != "cpu" else 0
+    except ImportError:
+        gpus = 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"gpus": gpus, "cpus": cores if world == 1 else cores * world}
+
+
+def status_rows(store: RunStore, run) -> list[dict]:
+    """Per chain: units done / planned (from the manifests alone)."""
+    rows = []
+    for chain in plan(run):
+        done = [store.is_done(store.unit_dir(j.experiment, j.variant, j.shape, j.index), deep=False)
+                for j in chain.jobs]
+        reached = -1
+        for i, d in enumerate(done):
+            if not d:
+                break
+            reached = i
+        rows.append({"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape,
+                     "done": sum(done), "planned": len(done), "reached": reached})
+    return rows

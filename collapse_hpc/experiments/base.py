@@ -1,0 +1,111 @@
+"""What every experiment offers the engine, and what the engine hands each unit of work.
+
+An experiment is `shape = "chain"` (one unit per generation, each reading the generations
+before it: lm, vae) or `shape = "array"` (independent chunks, e.g. of replicates, each running
+every generation in memory: gmm, gaussian). Either way a unit writes its artefacts into its own
+folder through the UnitContext; the engine writes the manifest after the unit returns. An
+experiment never knows where it runs (in-process, a local subprocess, a Slurm job).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from collapse_hpc.regimes import Regime
+from collapse_hpc.store import atomic
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One independent line of work of an experiment: regime x seed x setting."""
+
+    experiment: str
+    regime: Regime
+    seed: int
+    setting: tuple[tuple[str, Any], ...] = ()  # e.g. (("samples", 100),)
+
+    @property
+    def name(self) -> str:
+        extra = "".join(f"-{k}{v}" for k, v in self.setting)
+        return f"{self.regime.label}{extra}-s{self.seed}"
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.setting)
+
+
+def default_variants(experiment: str, run, extra: list[dict] | None = None) -> list[Variant]:
+    """regimes x seeds (x each dict of `extra` settings)."""
+    out = []
+    for setting in extra or [{}]:
+        for regime in run.regimes_of(experiment):
+            for seed in run.seeds_of(experiment):
+                out.append(Variant(experiment, regime, seed, tuple(setting.items())))
+    return out
+
+
+@dataclass
+class UnitContext:
+    """Everything one unit of work needs. `dir` exists and holds only resumable leftovers."""
+
+    run: Any  # RunConfig
+    config: Any  # this experiment's Section
+    variant: Variant
+    index: int  # generation (chain) or chunk number (array)
+    dir: Path
+    previous: list[Path]  # chain: finished folders of generations 0..index-1; array: []
+    run_dir: Path
+    data_dir: Path
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("collapse_hpc"))
+
+    @property
+    def generation(self) -> int:
+        return self.index
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def path(self, rel: str) -> Path:
+        return self.dir / rel
+
+    def write_table(self, rel: str, table, metadata: dict | None = None) -> Path:
+        return atomic.write_parquet(self.dir / rel, table, metadata)
+
+    def write_json(self, rel: str, obj) -> Path:
+        return atomic.write_json(self.dir / rel, obj)
+
+    def atomic(self, rel: str):
+        """`with ctx.atomic('model.safetensors') as tmp:` write to tmp; renamed on success."""
+        return atomic.atomic_path(self.dir / rel)
+
+    def seed(self, *keys: int) -> int:
+        """A seed derived from the variant's seed, the unit and any further keys."""
+        import numpy as np
+
+        ss = np.random.SeedSequence([self.variant.seed, self.index, *keys])
+        return int(ss.generate_state(1)[0])
+
+    @property
+    def threads(self) -> int:
+        return int(os.environ.get("COLLAPSE_THREADS", 0)) or (os.cpu_count() or 1)
+
+
+class Experiment(Protocol):
+    name: str
+    shape: Literal["chain", "array"]
+    job: Literal["gpu", "gpu1", "cpu"]  # resources on a cluster: multi-GPU, one GPU, CPU only
+    resumable: tuple[str, ...]  # sub-folders kept when an unfinished unit is redone
+
+    def variants(self, run) -> list[Variant]: ...
+
+    def units(self, run, variant: Variant) -> int:
+        """Number of units of a variant: its generations (chain) or its chunks (array)."""
+
+    def run_unit(self, ctx: UnitContext) -> None: ...

@@ -1,0 +1,98 @@
+"""The run folder: runs/<run>/{config.yaml, run.json, logs/, <experiment>/<variant>/<unit>/}."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from collapse_hpc import config as cfgmod
+from collapse_hpc.errors import UserError
+from collapse_hpc.store import atomic
+from collapse_hpc.store.lock import RunLock
+from collapse_hpc.store.manifest import read_manifest, verify_unit
+
+CONFIG = "config.yaml"
+
+
+def unit_name(shape: str, index: int) -> str:
+    return f"gen_{index:03d}" if shape == "chain" else f"part_{index:03d}"
+
+
+class RunStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).absolute()
+
+    # ---- paths
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def variant_dir(self, experiment: str, variant: str) -> Path:
+        return self.root / experiment / variant
+
+    def unit_dir(self, experiment: str, variant: str, shape: str, index: int) -> Path:
+        return self.variant_dir(experiment, variant) / unit_name(shape, index)
+
+    def lock(self, log=print) -> RunLock:
+        return RunLock(self.root / ".lock", log=log)
+
+    # ---- config
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def load_config(self) -> cfgmod.RunConfig:
+        if not self.exists():
+            raise UserError(f"{self.root}: not a run folder (no {CONFIG}); start one with collapse-hpc run")
+        return cfgmod.load(self.config_path)
+
+    def open(self, run: cfgmod.RunConfig) -> cfgmod.RunConfig:
+        """Create the run folder, or check that an existing one was made with the same config.
+
+        Generation counts may change (extend or shorten chains); anything that changes what a
+        generation computes is refused.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        new = run.to_dict()
+        if self.exists():
+            old = yaml.safe_load(self.config_path.read_text()) or {}
+            if cfgmod.config_hash(old) != run.hash():
+                changes = cfgmod.diff(old, new)
+                shown = "; ".join(changes[:3]) + (f"; … ({len(changes)} in all)" if len(changes) > 3 else "")
+                raise UserError(f"{self.root} was made with a different config ({shown}); "
+                                f"use another --run for a new run")
+            if old == new:
+                return run
+        atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
+        atomic.write_json(self.root / "run.json", {"config_hash": run.hash(), "updated": time.time()})
+        return run
+
+    # ---- units
+    def is_done(self, unit_dir: Path, deep: bool = True) -> bool:
+        return read_manifest(unit_dir) is not None and not verify_unit(unit_dir, deep=deep)
+
+    def reset_unit(self, unit_dir: Path, keep: tuple[str, ...] = ()) -> None:
+        """Make an unfinished unit ready to redo: drop its files except resumable sub-folders.
+
+        Inside those only temporaries go: their complete files (atomic writes) are reused.
+        """
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        for p in unit_dir.iterdir():
+            if p.is_dir() and p.name in keep:
+                for q in p.rglob("*"):
+                    if q.is_file() and atomic.is_temporary(q):
+                        q.unlink(missing_ok=True)
+            elif p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+    def units(self) -> list[Path]:
+        """Every unit folder of the run (finished or not)."""
+        return sorted(p for p in self.root.glob("*/*/*") if p.is_dir() and p.name[:4] in ("gen_", "part"))

@@ -1,0 +1,70 @@
+"""A run-level lock: one launcher drives a run at a time; a dead owner's lock is taken over."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
+class RunLock:
+    """O_EXCL lock file holding {pid, host, started}. Stale = same host and the pid is gone."""
+
+    def __init__(self, path: Path, log=print):
+        self.path = Path(path)
+        self.log = log
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self.owner()
+                if owner is None:  # being written or unreadable: look again
+                    time.sleep(0.2)
+                    continue
+                if owner.get("host") == me["host"] and not _alive(int(owner.get("pid", -1))):
+                    self.log(f"taking over stale lock {self.path} of dead process {owner.get('pid')}")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise UserError(f"run is locked by pid {owner.get('pid')} on {owner.get('host')} "
+                                f"({self.path}); wait for it, or remove the file if that process is gone")
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise UserError(f"could not take the run lock {self.path}")
+
+    def owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.held:
+            owner = self.owner()
+            if owner and owner.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

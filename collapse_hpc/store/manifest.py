@@ -1,0 +1,120 @@
+"""manifest.json: the completion marker of a unit (a generation or an array chunk).
+
+Written last, it lists every file of the unit with its sha256 and row count, so a unit
+counts as done only when its manifest exists and every file still matches it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
+
+MANIFEST = "manifest.json"
+PACKAGES = ("collapse-hpc", "torch", "deepspeed", "transformers", "datasets", "tokenizers",
+            "scikit-learn", "numpy", "pyarrow", "submitit", "matplotlib")
+
+
+@functools.lru_cache(maxsize=None)
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def job_id() -> str | None:
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def _rows(path: Path) -> int | None:
+    if path.suffix != ".parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def unit_files(unit_dir: Path) -> list[Path]:
+    """The artefacts of a unit: every plain file except the manifest and temporaries."""
+    return sorted(p for p in unit_dir.rglob("*")
+                  if p.is_file() and p.name != MANIFEST and not is_temporary(p))
+
+
+def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: dict | None = None) -> dict:
+    files = {}
+    for p in unit_files(unit_dir):
+        entry = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        rows = _rows(p)
+        if rows is not None:
+            entry["rows"] = rows
+        files[p.relative_to(unit_dir).as_posix()] = entry
+    finished = time.time()
+    manifest = {
+        "files": files,
+        "config_hash": config_hash,
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "job_id": job_id(),
+        "started": started,
+        "finished": finished,
+        "seconds": round(finished - started, 3),
+        **(extra or {}),
+    }
+    write_json(unit_dir / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(unit_dir: Path) -> dict | None:
+    path = Path(unit_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {"corrupt": True}
+
+
+def verify_unit(unit_dir: Path, deep: bool = True) -> list[str]:
+    """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes only."""
+    manifest = read_manifest(unit_dir)
+    if manifest is None:
+        return [f"{unit_dir}: no manifest (unfinished)"]
+    if manifest.get("corrupt"):
+        return [f"{unit_dir / MANIFEST}: manifest is not valid JSON"]
+    problems = []
+    for rel, entry in manifest["files"].items():
+        p = unit_dir / rel
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+        elif p.stat().st_size != entry["bytes"]:
+            problems.append(f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest")
+        elif deep and sha256_file(p) != entry["sha256"]:
+            problems.append(f"{p}: sha256 mismatch")
+    return problems
