@@ -9,6 +9,7 @@ choices, and help (shown by `collapse-hpc config --help-keys`).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -36,7 +37,7 @@ def knob(default, help: str = "", **checks):
 
 
 def _copy(v):
-    return json.loads(json.dumps(v)) if not dataclasses.is_dataclass(v) else dataclasses.replace(v)
+    return copy.deepcopy(v)
 
 
 @dataclass

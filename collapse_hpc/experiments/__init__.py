@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 
 REGISTRY = {
     "lm": "collapse_hpc.experiments.lm",
@@ -14,6 +15,11 @@ REGISTRY = {
     "gaussian": "collapse_hpc.experiments.gaussian",
     "vae": "collapse_hpc.experiments.vae",
 }
+# Extra experiments outside the package (e.g. tests' toy experiment), visible to job
+# subprocesses too: COLLAPSE_EXTRA_EXPERIMENTS="toy=tests.toy_experiment,other=pkg.mod".
+for _item in filter(None, os.environ.get("COLLAPSE_EXTRA_EXPERIMENTS", "").split(",")):
+    _name, _, _module = _item.partition("=")
+    REGISTRY[_name.strip()] = _module.strip()
 
 
 def _exists(name: str) -> bool:

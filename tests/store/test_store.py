@@ -1,0 +1,113 @@
+"""Run store: atomic writes, manifests and verification, config checks, the run lock."""
+import json
+import multiprocessing as mp
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc import config as cfgmod
+from collapse_hpc.errors import UserError
+from collapse_hpc.store import RunStore, atomic, read_manifest, verify_unit, write_manifest
+from collapse_hpc.store.lock import RunLock
+from tests import helpers  # noqa: F401
+
+
+def test_interrupted_write_leaves_no_file(tmp_path):
+    target = tmp_path / "t.parquet"
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(target) as tmp:
+            pq.write_table(pa.table({"a": [1, 2]}), tmp)
+            raise RuntimeError("killed mid-write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_writer_leaves_only_a_temporary(tmp_path):
+    """A process killed inside the write leaves at most a .tmp- file, never the final name."""
+    target = tmp_path / "big.parquet"
+    code = ("import time, pyarrow as pa, pyarrow.parquet as pq\n"
+            "from collapse_hpc.store import atomic\n"
+            f"with atomic.atomic_path({str(target)!r}) as tmp:\n"
+            "    pq.write_table(pa.table({'a': list(range(1000))}), tmp)\n"
+            "    time.sleep(30)\n")
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 30
+    while not any(tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    assert not target.exists()
+    assert all(atomic.is_temporary(f) for f in tmp_path.iterdir())
+    RunStore(tmp_path).reset_unit(tmp_path)  # a redo cleans the leftover
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_metadata_round_trip(tmp_path):
+    p = atomic.write_parquet(tmp_path / "x.parquet", {"a": [1]}, metadata={"decoding": {"beams": 5}})
+    assert atomic.read_parquet_metadata(p) == {"decoding": {"beams": 5}}
+
+
+def test_manifest_and_flipped_byte(tmp_path):
+    unit = tmp_path / "gen_000"
+    atomic.write_parquet(unit / "metrics.parquet", {"generation": [0, 0], "v": [1.0, 2.0]})
+    atomic.write_text(unit / "note.txt", "hello")
+    m = write_manifest(unit, config_hash="abc", started=time.time())
+    assert m["files"]["metrics.parquet"]["rows"] == 2
+    assert set(m["files"]) == {"metrics.parquet", "note.txt"}
+    assert verify_unit(unit) == []
+    data = bytearray((unit / "metrics.parquet").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (unit / "metrics.parquet").write_bytes(bytes(data))
+    problems = verify_unit(unit)
+    assert len(problems) == 1 and "metrics.parquet" in problems[0] and "sha256" in problems[0]
+
+
+def test_run_config_mismatch_is_refused(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open(cfgmod.from_dict({"toy": {"rows": 3}}))
+    store.open(cfgmod.from_dict({"generations": 9, "toy": {"rows": 3}}))  # more generations: fine
+    assert store.load_config().generations == 9
+    with pytest.raises(UserError, match=r"toy.rows: 3 -> 4.*another --run"):
+        store.open(cfgmod.from_dict({"toy": {"rows": 4}}))
+
+
+def _hold_lock(path, ready, release):
+    with RunLock(path):
+        ready.set()
+        release.wait(30)
+
+
+def test_lock_contention_between_processes(tmp_path):
+    path = tmp_path / ".lock"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(path, ready, release))
+    p.start()
+    assert ready.wait(30)
+    with pytest.raises(UserError, match=f"locked by pid {p.pid}"):
+        RunLock(path).acquire()
+    release.set()
+    p.join(30)
+    with RunLock(path):  # free again
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert not path.exists()
+
+
+def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / ".lock"
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+    messages = []
+    with RunLock(path, log=messages.append):
+        pass
+    assert messages and "stale" in messages[0]

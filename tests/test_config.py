@@ -1,0 +1,81 @@
+"""Typed configs: every kind of error is one line naming the file and the key."""
+import pytest
+
+from collapse_hpc import config as cfgmod
+from collapse_hpc.errors import ConfigError
+from collapse_hpc.regimes import Regime
+from tests import helpers  # noqa: F401  (registers the toy experiment)
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def error_of(tmp_path, text, **kw):
+    with pytest.raises(ConfigError) as e:
+        cfgmod.load(write(tmp_path, text), **kw)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "c.yaml" in msg
+    return msg
+
+
+def test_loads_typed_sections(tmp_path):
+    run = cfgmod.load(write(tmp_path, "generations: 4\nseeds: [1, 2]\nregimes: [replace, 'replace:0.1', accumulate]\n"
+                                      "toy: {rows: 5}\n"))
+    assert run.generations == 4 and run.seeds == [1, 2]
+    assert run.regimes == [Regime("replace"), Regime("replace", 0.1), Regime("accumulate")]
+    assert run.section("toy").rows == 5
+    assert run.generations_of("toy") == 4
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    msg = error_of(tmp_path, "generatons: 3\ntoy: {}\n")
+    assert "generatons" in msg and "did you mean 'generations'" in msg
+    msg = error_of(tmp_path, "toy: {rowz: 3}\n")
+    assert "toy.rowz" in msg and "toy.rows" in msg
+
+
+def test_wrong_type(tmp_path):
+    msg = error_of(tmp_path, "generations: three\ntoy: {}\n")
+    assert "generations" in msg and "integer" in msg
+    assert "toy.rows" in error_of(tmp_path, "toy: {rows: [1]}\n")
+
+
+def test_out_of_range(tmp_path):
+    assert ">= 1" in error_of(tmp_path, "generations: 0\ntoy: {}\n")
+    assert "keep_fraction" in error_of(tmp_path, "regimes: [{name: replace, keep_fraction: 1.5}]\ntoy: {}\n")
+    assert "regime" in error_of(tmp_path, "regimes: [replaec]\ntoy: {}\n")
+    assert "executor" in error_of(tmp_path, "executor: cloud\ntoy: {}\n")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        cfgmod.load(tmp_path / "nope.yaml")
+    assert "YAML" in error_of(tmp_path, "toy: {rows: [\n")
+
+
+def test_overrides(tmp_path):
+    p = write(tmp_path, "generations: 2\ntoy: {rows: 5, generations: 7}\n")
+    run = cfgmod.load(p, overrides=["toy.rows=9", "seeds=[3]"], generations=4)
+    assert run.section("toy").rows == 9 and run.seeds == [3]
+    assert run.generations_of("toy") == 4  # --generations overrides sections too
+    with pytest.raises(ConfigError, match="toy.rows"):
+        cfgmod.load(p, overrides=["toy.rows=-1"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        cfgmod.load(p, overrides=["nonsense"])
+
+
+def test_hash_ignores_locations_and_generations(tmp_path):
+    a = cfgmod.from_dict({"generations": 2, "data_dir": "x", "toy": {}})
+    b = cfgmod.from_dict({"generations": 5, "data_dir": "y", "executor": "debug", "toy": {}})
+    c = cfgmod.from_dict({"toy": {"rows": 3}})
+    assert a.hash() == b.hash() != c.hash()
+
+
+def test_saved_config_round_trips(tmp_path):
+    run = cfgmod.from_dict({"regimes": ["replace:0.1", "accumulate"], "toy": {"rows": 4}})
+    p = write(tmp_path, cfgmod.dump(run))
+    assert cfgmod.load(p).to_dict() == run.to_dict()

@@ -1,0 +1,68 @@
+"""The generation loop: resume skips finished units and redoes unfinished ones."""
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc import engine
+from collapse_hpc.launch import debug
+from collapse_hpc.store import read_manifest
+from collapse_hpc.verify import verify_run
+from tests.helpers import toy_run
+
+
+def gen(store, g):
+    return store.unit_dir("toy", "replace-p0-s0", "chain", g)
+
+
+def test_run_then_resume_skips_everything(tmp_path):
+    store, run = toy_run(tmp_path, generations=3)
+    chains = engine.plan(run)
+    assert [j.label for j in chains[0].jobs] == [f"toy/replace-p0-s0/gen_{g:03d}" for g in range(3)]
+    assert debug.execute(store, run, chains) == {"done": 3, "skipped": 0}
+    m = read_manifest(gen(store, 2))
+    assert m["files"]["metrics.parquet"]["rows"] == 10 and m["config_hash"] == run.hash()
+    assert debug.execute(store, run, chains) == {"done": 0, "skipped": 3}
+    assert verify_run(store.root) == 0
+
+
+def test_unfinished_generation_is_cleaned_and_redone(tmp_path):
+    store, run = toy_run(tmp_path, generations=3)
+    debug.execute(store, run, engine.plan(run))
+    before = pq.read_table(gen(store, 2) / "metrics.parquet")
+    # generation 2 "died": no manifest, a stray file and a temporary left behind
+    os.remove(gen(store, 2) / "manifest.json")
+    (gen(store, 2) / "stray.txt").write_text("half")
+    (gen(store, 2) / ".tmp-metrics.parquet.x").write_text("half")
+    assert debug.execute(store, run, engine.plan(run)) == {"done": 1, "skipped": 2}
+    assert sorted(p.name for p in gen(store, 2).iterdir()) == ["manifest.json", "metrics.parquet"]
+    assert pq.read_table(gen(store, 2) / "metrics.parquet").equals(before)  # deterministic redo
+
+
+def test_failed_generation_leaves_no_manifest(tmp_path):
+    store, run = toy_run(tmp_path, generations=3, fail_at=1)
+    with pytest.raises(RuntimeError, match="toy failure"):
+        debug.execute(store, run, engine.plan(run))
+    assert read_manifest(gen(store, 0)) is not None
+    assert read_manifest(gen(store, 1)) is None
+
+
+def test_verify_names_the_corrupted_file(tmp_path, capsys):
+    store, run = toy_run(tmp_path, generations=2)
+    debug.execute(store, run, engine.plan(run))
+    f = gen(store, 1) / "metrics.parquet"
+    data = bytearray(f.read_bytes())
+    data[100] ^= 0xFF
+    f.write_bytes(bytes(data))
+    assert verify_run(store.root) == 1
+    out = capsys.readouterr().out
+    assert str(f) in out and "--unit 1" in out
+
+
+def test_status_rows(tmp_path):
+    store, run = toy_run(tmp_path, generations=3)
+    chains = engine.plan(run)
+    chains[0].jobs = chains[0].jobs[:2]
+    debug.execute(store, run, chains)
+    (row,) = engine.status_rows(store, run)
+    assert row["done"] == 2 and row["planned"] == 3 and row["reached"] == 1

@@ -1,0 +1,49 @@
+"""Toy experiment: generation g writes g's values derived from generation g-1's, deterministically."""
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from collapse_hpc.experiments.base import default_variants
+
+
+class Toy:
+    name = "toy"
+    job = "cpu"
+    shape = "chain"
+    resumable = ("steps",)  # a requeued unit keeps its finished steps
+    scratch = ("steps",)  # not results: removed before the manifest
+
+    def variants(self, run):
+        return default_variants("toy", run)
+
+    def units(self, run, variant):
+        return run.generations_of("toy")
+
+    def run_unit(self, ctx):
+        cfg = ctx.config
+        if ctx.index == cfg.fail_at:
+            raise RuntimeError(f"toy failure at generation {ctx.index}")
+        rng = np.random.default_rng(ctx.seed())
+        if ctx.previous:
+            prev = pq.read_table(ctx.previous[-1] / "metrics.parquet").column("value").to_numpy()
+            values = prev + rng.normal(size=cfg.rows)
+        else:
+            values = rng.normal(size=cfg.rows)
+        # sleep in steps, each recorded in the resumable folder, so a requeue continues
+        steps = max(1, int(cfg.sleep_s / 0.5)) if cfg.sleep_s else 0
+        for s in range(steps):
+            marker = ctx.dir / "steps" / f"{s}.done"
+            if marker.exists():
+                continue
+            time.sleep(0.5)
+            marker.parent.mkdir(exist_ok=True)
+            marker.write_text("")
+        ctx.write_table("metrics.parquet", pa.table({
+            "generation": pa.array([ctx.index] * cfg.rows, pa.int32()),
+            "replicate": pa.array(range(cfg.rows), pa.int32()),
+            "value": values}))
+
+
+EXPERIMENT = Toy()
