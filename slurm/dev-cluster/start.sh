@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# slurm/dev-cluster/start.sh - the collapse-hpc dev cluster: install, configure and start a
+# single-node Slurm cluster (munged + mariadbd + slurmdbd + slurmctld + slurmd) on this
+# Debian machine, without systemd and without cgroups.  `make test-slurm` runs it.
+# Idempotent: daemons already running (checked through their PID files) are left alone;
+# a changed slurm.conf restarts slurmctld/slurmd.  Must run as root.  Stop: stop.sh.
+#
+# Environment knobs:
+#   LOCAL_SLURM_ACCOUNTING=1  (default) also run MariaDB + slurmdbd so that `sacct`
+#                             works (submitit polls job states with sacct).  0 = skip.
+#   LOCAL_SLURM_CPUS=N        advertise N CPUs (default 8, at least the real count);
+#                             N > real cores is allowed (SlurmdParameters=config_overrides)
+#                             so chains and array tasks run side by side on a 2-core box.
+#   LOCAL_SLURM_RESET=1       wipe slurmctld state (queued jobs, job-id counter) first.
+#   LOCAL_SLURM_TIMEOUT=60    seconds to wait for the node to become idle.
+set -euo pipefail
+
+[ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
+ACCT=${LOCAL_SLURM_ACCOUNTING:-1}
+TIMEOUT=${LOCAL_SLURM_TIMEOUT:-60}
+CLUSTER=collapse
+CONF=/etc/slurm/slurm.conf
+DBDCONF=/etc/slurm/slurmdbd.conf
+MYSOCK=/run/mysqld/mysqld.sock
+export DEBIAN_FRONTEND=noninteractive
+t_start=$(date +%s)
+log() { echo "[dev-cluster +$(( $(date +%s) - t_start ))s] $*"; }
+
+# alive PIDFILE COMM -> 0 if PIDFILE names a live process whose comm is COMM
+alive() {
+  local pf=$1 comm=$2 pid
+  [ -s "$pf" ] || return 1
+  pid=$(cat "$pf" 2>/dev/null) || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$comm" ]
+}
+wait_for() {  # wait_for SECONDS CMD...
+  local n=$(( $1 * 5 )); shift
+  for _ in $(seq 1 "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
+
+# ---------------------------------------------------------------- 1. packages
+PKGS=(munge slurmctld slurmd slurm-client)
+[ "$ACCT" = 1 ] && PKGS+=(slurmdbd mariadb-server)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  # keep maintainer scripts from auto-starting daemons (we start them ourselves)
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/var/log/collapse-dev-cluster-apt.log 2>&1 \
+    || { tail -20 /var/log/collapse-dev-cluster-apt.log >&2; exit 1; }
+fi
+log "slurm $(slurmd -V | awk '{print $2}')"
+
+# ------------------------------------------------------------ 2. host + dirs
+HOST=$(hostname -s)
+getent hosts "$HOST" >/dev/null || echo "127.0.0.1 $HOST" >>/etc/hosts
+mkdir -p /etc/slurm /var/log/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /run/munge
+chown slurm:slurm /var/log/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd
+chown munge:munge /run/munge; chmod 0755 /run/munge
+
+# refuse to start if another program already holds the Slurm ports
+for port in 6817 6818 6819; do
+  if ss -Hltnp "sport = :$port" 2>/dev/null | grep -q . && \
+     ! ss -Hltnp "sport = :$port" | grep -qE '"(slurmctld|slurmd|slurmdbd)"'; then
+    echo "port $port is in use by another program:" >&2; ss -Hltnp "sport = :$port" >&2; exit 1
+  fi
+done
+
+# ------------------------------------------------------------------ 3. munge
+if [ ! -s /etc/munge/munge.key ]; then
+  mkdir -p /etc/munge
+  dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+fi
+chown munge:munge /etc/munge /etc/munge/munge.key; chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
+if ! alive /run/munge/munged.pid munged; then
+  log "starting munged"
+  rm -f /run/munge/munged.pid
+  runuser -u munge -- /usr/sbin/munged    # daemonizes itself, writes /run/munge/munged.pid
+fi
+wait_for 10 sh -c 'munge -n | unmunge' || { echo "munge not working" >&2; exit 1; }
+
+# --------------------------------------------------- 4. accounting (optional)
+if [ "$ACCT" = 1 ]; then
+  mkdir -p /run/mysqld; chown mysql:mysql /run/mysqld
+  [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+  if ! alive /run/mysqld/mysqld.pid mariadbd; then
+    log "starting mariadbd"
+    setsid -f /usr/sbin/mariadbd --user=mysql --skip-networking --socket=$MYSOCK \
+      --pid-file=/run/mysqld/mysqld.pid --innodb-buffer-pool-size=128M \
+      --innodb-lock-wait-timeout=900 >/var/log/slurm/mariadb.log 2>&1 </dev/null
+  fi
+  wait_for 30 mariadb-admin --socket=$MYSOCK ping || { tail /var/log/slurm/mariadb.log >&2; exit 1; }
+  mariadb --socket=$MYSOCK -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+    CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmdbpw';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+  cat >$DBDCONF <<EOF
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=slurm
+LogFile=/var/log/slurm/slurmdbd.log
+PidFile=/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=slurmdbpw
+StorageLoc=slurm_acct_db
+EOF
+  chown slurm:slurm $DBDCONF; chmod 0600 $DBDCONF
+  if ! alive /run/slurmdbd.pid slurmdbd; then
+    log "starting slurmdbd"
+    slurmdbd
+  fi
+fi
+
+# ------------------------------------------------------------- 5. slurm.conf
+read -r D_CPUS D_BOARDS D_SOCKETS D_CORES D_THREADS D_MEM < <(slurmd -C | head -1 | awk '{
+  for (i=1;i<=NF;i++) { split($i,kv,"="); v[kv[1]]=kv[2] }
+  print v["CPUs"], v["Boards"], v["SocketsPerBoard"], v["CoresPerSocket"], v["ThreadsPerCore"], v["RealMemory"] }')
+MEM=$(( D_MEM * 9 / 10 ))            # leave headroom: memory reported can drift a bit
+CPUS=${LOCAL_SLURM_CPUS:-8}
+[ "$CPUS" -ge "$D_CPUS" ] || CPUS=$D_CPUS
+LOCAL_SLURM_CPUS=$CPUS
+if [ "$LOCAL_SLURM_CPUS" != "$D_CPUS" ]; then
+  NODE_HW="CPUs=$LOCAL_SLURM_CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$LOCAL_SLURM_CPUS ThreadsPerCore=1"
+  OVERRIDES="SlurmdParameters=config_overrides"
+else
+  NODE_HW="CPUs=$D_CPUS Boards=$D_BOARDS SocketsPerBoard=$D_SOCKETS CoresPerSocket=$D_CORES ThreadsPerCore=$D_THREADS"
+  OVERRIDES=""
+fi
+if [ "$ACCT" = 1 ]; then
+  ACCT_CONF="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=6819
+JobAcctGatherType=jobacct_gather/linux"
+else
+  ACCT_CONF="AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none"
+fi
+NEWCONF=$(cat <<EOF
+# generated by collapse-hpc slurm/dev-cluster/start.sh
+ClusterName=$CLUSTER
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmUser=slurm
+AuthType=auth/munge
+CredType=cred/munge
+# requeued jobs become eligible again after cred_expire+1 s (default 120 s)
+AuthInfo=cred_expire=10
+MpiDefault=none
+MailProg=/bin/true
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobCompType=jobcomp/none
+$ACCT_CONF
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
+DependencyParameters=kill_invalid_depend
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=512
+ReturnToService=2
+MinJobAge=600
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+StateSaveLocation=/var/lib/slurm/slurmctld
+SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmctldPort=6817
+SlurmdPort=6818
+$OVERRIDES
+NodeName=$HOST NodeAddr=127.0.0.1 $NODE_HW RealMemory=$MEM State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+)
+CONF_CHANGED=0
+if [ ! -f $CONF ] || [ "$(cat $CONF)" != "$NEWCONF" ]; then
+  printf '%s\n' "$NEWCONF" >$CONF; CONF_CHANGED=1
+fi
+# cgroup.conf is not read with proctrack/linuxproc + task/none; none is written.
+
+if [ "$ACCT" = 1 ]; then
+  wait_for 30 sacctmgr -n show cluster || { tail /var/log/slurm/slurmdbd.log >&2; exit 1; }
+  sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+fi
+
+# ------------------------------------------------------- 6. slurmctld/slurmd
+stop_pid() {  # stop_pid PIDFILE COMM
+  alive "$1" "$2" || return 0
+  local pid; pid=$(cat "$1"); kill "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+if [ "$CONF_CHANGED" = 1 ] || [ "${LOCAL_SLURM_RESET:-0}" = 1 ]; then
+  stop_pid /run/slurmd.pid slurmd; stop_pid /run/slurmctld.pid slurmctld
+fi
+if [ "${LOCAL_SLURM_RESET:-0}" = 1 ]; then
+  rm -rf /var/lib/slurm/slurmctld/* /var/lib/slurm/slurmd/*
+fi
+if ! alive /run/slurmctld.pid slurmctld; then
+  log "starting slurmctld"
+  slurmctld            # daemonizes, drops to SlurmUser=slurm
+fi
+wait_for 30 scontrol ping || { tail /var/log/slurm/slurmctld.log >&2; exit 1; }
+if ! alive /run/slurmd.pid slurmd; then
+  log "starting slurmd"
+  slurmd               # daemonizes, stays root (needed to launch jobs as other users)
+fi
+
+# --------------------------------------------------------- 7. wait for idle
+node_ok() { sinfo -h -n "$HOST" -o '%T' | grep -Eqx 'idle|mixed|allocated|completing'; }
+for i in $(seq 1 $(( TIMEOUT * 2 ))); do
+  node_ok && break
+  st=$(sinfo -h -n "$HOST" -o '%T' 2>/dev/null || true)
+  case "$st" in drain*|down*) scontrol update nodename="$HOST" state=resume 2>/dev/null || true;; esac
+  sleep 0.5
+done
+node_ok || { sinfo -N -l >&2; tail -n 20 /var/log/slurm/slurmd.log >&2; exit 1; }
+sinfo
+log "cluster ready"
