@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("--force", action="store_true", help="prepare again even if present")
     dsub.add_parser("list", help="list prepared data sets")
 
+    c = sub.add_parser("config", help="show every config key, or a resolved config",
+                       description="Without CONFIG: every key with its default and meaning. With CONFIG: the "
+                                   "resolved, validated config (after --set/--generations) and its hash.")
+    c.add_argument("config", nargs="?", help="config YAML to resolve")
+    c.add_argument("--generations", type=int, metavar="N")
+    c.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
+
     for name in experiments.names():
         exp_parser = sub.add_parser(name, help=f"run the {name} experiment by hand",
                                     description=f"Run only the {name} experiment of CONFIG in this process "
@@ -216,7 +223,19 @@ def cmd_experiment(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "verify": cmd_verify,
+def cmd_config(args) -> int:
+    from collapse_hpc import config as cfgmod
+
+    if args.config:
+        run = cfgmod.load(args.config, args.overrides, args.generations)
+        print(f"# config_hash: {run.hash()}")
+        print(cfgmod.dump(run), end="")
+    else:
+        print(cfgmod.describe(), end="")
+    return 0
+
+
+COMMANDS = {"config": cmd_config, "run": cmd_run, "submit": cmd_submit, "status": cmd_status, "verify": cmd_verify,
             "aggregate": cmd_aggregate, "data": cmd_data}
 
 

@@ -52,7 +52,7 @@ class Section:
 
 @dataclass
 class RunConfig:
-    name: str = knob("run", "run name; the default run folder is runs/<name>")
+    name: str = knob("run", "run name, shown in reports (the run folder defaults to runs/<config file name>)")
     generations: int = knob(3, "generations per chain (generation 0 trains on real data)", min=1)
     seeds: list[int] = knob([0], "one chain per seed (and regime)")
     regimes: list[Regime] = knob([Regime()], "data regimes, each a chain: replace (with keep_fraction), "
@@ -336,3 +336,25 @@ def _unknown(run_keys: dict, names: list[str], file: str) -> bool:
 
 def dump(run: RunConfig) -> str:
     return yaml.safe_dump(run.to_dict(), sort_keys=False)
+
+
+def describe() -> str:
+    """Every key of every section: name, default, checks, meaning (for --help and the README)."""
+    from collapse_hpc import experiments
+
+    def lines(cls, prefix):
+        out = []
+        for f in dataclasses.fields(cls):
+            if f.name == "sections":
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                _plain(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "")
+            checks = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k != "help")
+            extra = f" [{checks}]" if checks else ""
+            out.append(f"  {prefix}{f.name} = {json.dumps(_plain(default))}{extra}\n      {f.metadata.get('help', '')}")
+        return out
+
+    text = ["run-level keys:"] + lines(RunConfig, "")
+    for name in experiments.names():
+        text += ["", f"section {name}:"] + lines(experiments.config_class(name), f"{name}.")
+    return "\n".join(text) + "\n"
