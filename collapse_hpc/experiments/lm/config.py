@@ -1,0 +1,62 @@
+"""The `lm:` section of a config: data, model, training and evaluation knobs of the language model.
+
+Stage 1 (issue 5) owns the knobs down to the marked line; stage 2 (sampling, the recursive chain,
+issue 6) adds its own below it. Regimes, seeds and generations come from the Section base.
+No heavy imports here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collapse_hpc.config import Section, knob
+
+
+@dataclass
+class LMConfig(Section):
+    # --- data
+    dataset: str = knob("wikivital", "prepared data set under data/ (wikivital, wikitext2, or a --from name)")
+    block_size: int = knob(64, "tokens per training block (the reference: 64)", min=2)
+    max_train_blocks: int = knob(0, "use only the first N real training blocks (0: all)", min=0)
+    max_eval_blocks: int = knob(0, "use only the first N validation/test blocks (0: all)", min=0)
+
+    # --- model
+    model: str = knob("tiny", "causal LM: a hub tag (facebook/opt-125m, gpt2, ...) or 'tiny' (random OPT for CPU)")
+    pretrained: bool = knob(True, "start from pretrained weights (tiny: a base pretrained once on the "
+                                  "train split and cached under data/<dataset>/base/)")
+    tokenizer: str | None = knob(None, "tokenizer tag or folder (default: the model's; tiny: BPE trained on the train split)")
+    vocab_size: int = knob(8000, "tiny: vocabulary of the byte-level BPE trained on the train split", min=300)
+    hidden_size: int = knob(128, "tiny: hidden size", min=8)
+    layers: int = knob(2, "tiny: transformer layers", min=1)
+    heads: int = knob(4, "tiny: attention heads (must divide hidden_size)", min=1)
+    ffn_size: int = knob(512, "tiny: feed-forward width", min=8)
+    dropout: float = knob(0.1, "tiny: dropout (OPT's default 0.1)", min=0.0, max=1.0)
+    pretrain_epochs: int = knob(1, "tiny + pretrained: epochs of base pretraining on the real train split", min=1)
+    pretrain_lr: float = knob(1e-3, "tiny + pretrained: peak learning rate of base pretraining", gt=0)
+    pretrain_blocks: int = knob(0, "tiny + pretrained: use only the first N train blocks (0: all)", min=0)
+    pretrain_batch_size: int = knob(32, "tiny + pretrained: batch size of base pretraining", min=1)
+
+    # --- training one generation (DeepSpeed)
+    epochs: int = knob(5, "fine-tuning epochs per generation (the reference: 5)", min=1)
+    lr: float = knob(2e-5, "peak learning rate (AdamW; cosine decay per epoch to lr_min)", gt=0)
+    lr_min: float = knob(1e-6, "learning rate at the end of the cosine (eta_min)", min=0)
+    weight_decay: float = knob(0.01, "AdamW weight decay (torch's default)", min=0)
+    batch_size: int = knob(128, "global batch in blocks, over all ranks (gradient accumulation as needed)", min=1)
+    micro_batch_size: int = knob(16, "blocks per forward pass per rank", min=1)
+    zero_stage: int = knob(0, "DeepSpeed ZeRO stage", choices=(0, 1, 2))
+    fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's")
+    precision: str = knob("auto", "auto (bf16 on GPU, fp32 on CPU), bf16 or fp32", choices=("auto", "bf16", "fp32"))
+    checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
+    eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity", min=1)
+
+    # ------------------------------------------------------------------------------------------
+    # Stage 2 (issue 6): decoding preset, beams, repetition_penalty, sampling batch size,
+    # init: pretrained | previous, ... go below this line.
+
+    def validate(self):
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
+        if self.model == "tiny" and self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads})")
+
+
+CONFIG = LMConfig

@@ -1,0 +1,71 @@
+"""The process group every LM rank joins, from the environment the launch layer sets.
+
+RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT come from the launch layer (submitit
+exports them from Slurm's variables). A single process without them gets sane defaults, so that
+DeepSpeed does not fall back to MPI discovery (which fails without mpi4py). CPU ranks talk over
+gloo, GPU ranks over nccl.
+
+API: setup_env(), init(timeout_s) -> (rank, world_size, local_rank), device(local_rank),
+barrier(), is_initialized().
+"""
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+
+def setup_env() -> None:
+    """Defaults that must be in place before deepspeed is imported."""
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "collapse-hpc" / "torch_extensions"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "WORLD_SIZE" not in os.environ or os.environ.get("WORLD_SIZE") == "1":
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def init(timeout_s: float = 1800.0) -> tuple[int, int, int]:
+    """Join (or reuse) the process group; returns (rank, world_size, local_rank)."""
+    setup_env()
+    import torch
+    import torch.distributed as dist
+
+    if not is_initialized():
+        import deepspeed
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
+                                   timeout=timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def device(local_rank: int = 0):
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if is_initialized():
+        import torch.distributed as dist
+
+        dist.barrier()

@@ -1,0 +1,96 @@
+"""Tokenizers: a hub tag's own, or a byte-level BPE trained locally on a data set's train split.
+
+The BPE mirrors OPT's conventions (<s>=0, <pad>=1, </s>=2, <unk>=3; '</s>' is prepended to every
+text, as OPT's tokenizer does), is wrapped as PreTrainedTokenizerFast and saved to a folder that
+AutoTokenizer.from_pretrained(folder) reloads: data/<dataset>/tokenizer-bpe<vocab>/.
+
+API:
+- load_tokenizer(cfg, data_dir) -> tokenizer  (cfg.tokenizer, else the model's tag, else tiny's BPE)
+- bpe_tokenizer(data_dir, dataset, vocab_size) -> tokenizer  (trained once, then cached)
+- train_bpe(texts, vocab_size) -> PreTrainedTokenizerFast
+- fingerprint(tokenizer) -> str  (12 hex chars; names the block caches)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def train_bpe(texts, vocab_size: int = 8000):
+    """A byte-level BPE over `texts` (an iterable of strings), deterministic for the same input."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def bpe_dir(data_dir: Path, dataset: str, vocab_size: int) -> Path:
+    return Path(data_dir) / dataset / f"tokenizer-bpe{vocab_size}"
+
+
+def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
+    """The data set's BPE of this size: trained on its train split the first time, then reloaded."""
+    from transformers import AutoTokenizer
+
+    folder = bpe_dir(data_dir, dataset, vocab_size)
+    if not (folder / "tokenizer.json").is_file():
+        from collapse_hpc.experiments.lm.data import read_texts
+
+        texts = read_texts(data_dir, dataset, "train")
+        tok = train_bpe(texts, vocab_size)
+        save_atomic(tok, folder)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def save_atomic(tokenizer, folder: Path) -> None:
+    """save_pretrained into a temporary sibling, then rename (a concurrent winner is kept)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}.", dir=folder.parent))
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_tokenizer(cfg, data_dir: Path):
+    from transformers import AutoTokenizer
+
+    tag = cfg.tokenizer or (None if cfg.model == "tiny" else cfg.model)
+    if tag is None:
+        return bpe_tokenizer(data_dir, cfg.dataset, cfg.vocab_size)
+    try:
+        tok = AutoTokenizer.from_pretrained(tag)
+    except (OSError, ValueError) as e:
+        raise UserError(f"tokenizer {tag!r} cannot be loaded (not a folder, not in the HF cache"
+                        f"{', hub offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else ''}): "
+                        f"{str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:  # gpt2 and friends: pad with eos (padding is masked anyway)
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def fingerprint(tokenizer) -> str:
+    """Hash of the full tokenizer definition (vocabulary, merges, normaliser, post-processor)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
