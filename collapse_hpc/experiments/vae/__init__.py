@@ -1,0 +1,36 @@
+"""VAE recursion (the paper's notebook "VAE_experiments"): a chain of generations, each a
+fresh convolutional VAE trained on images decoded from the previous generation's prior.
+
+Files: config.py (the vae section), data.py (digits / MNIST to Parquet), model.py (the VAE),
+train.py (one generation's training on the regime's mix), classifier.py (the yardstick),
+metrics.py, grid.py (samples.png), generation.py (one generation, start to end).
+
+Regimes: all of collapse_hpc.regimes: replace (with keep_fraction: that share of each batch
+is real), accumulate (real + samples of every earlier generation; the epoch grows) and
+accumulate-subsample (the same pool, subsampled to the real data's size).
+"""
+from __future__ import annotations
+
+from collapse_hpc.experiments.base import default_variants
+
+
+class Vae:
+    name = "vae"
+    shape = "chain"
+    job = "gpu1"
+    resumable = ()  # a generation takes minutes even on MNIST: redone whole if interrupted
+    scratch = ()
+
+    def variants(self, run):
+        return default_variants(self.name, run)
+
+    def units(self, run, variant) -> int:
+        return run.generations_of(self.name)
+
+    def run_unit(self, ctx) -> None:
+        from collapse_hpc.experiments.vae.generation import run
+
+        run(ctx)
+
+
+EXPERIMENT = Vae()

@@ -1,0 +1,113 @@
+"""The digit classifier that labels generated images: trained once per run on real data.
+
+A small MLP (pixels -> 2*hidden -> hidden -> 10); its `hidden`-wide penultimate layer gives
+the features of the Frechet distance. It is trained with a fixed seed, so every process that
+needs it gets the same weights; the first one trains it and caches it in the run folder
+(runs/<run>/vae/classifier/<dataset>-h<hidden>-e<epochs>/classifier.safetensors, written
+atomically under a file lock), the others load it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from collapse_hpc.store import atomic
+
+SEED = 0  # the classifier is part of the yardstick, not of a variant: one seed for all
+LR = 1e-3
+BATCH = 128
+FILE = "classifier.safetensors"
+
+
+class DigitClassifier(nn.Module):
+    def __init__(self, pixels: int, hidden: int = 128, classes: int = 10):
+        super().__init__()
+        self.arch = {"pixels": pixels, "hidden": hidden, "classes": classes}
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(pixels, 2 * hidden), nn.ReLU(),
+                                  nn.Linear(2 * hidden, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@torch.no_grad()
+def predict(model: DigitClassifier, images: torch.Tensor, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted labels and penultimate features (float64) of images (N, 1, H, W) in [0, 1]."""
+    labels, feats = [], []
+    for start in range(0, len(images), batch):
+        f = model.features(images[start:start + batch])
+        labels.append(model.head(f).argmax(1).cpu())
+        feats.append(f.double().cpu())
+    return torch.cat(labels).numpy(), torch.cat(feats).numpy()
+
+
+def train(train_x: np.ndarray, train_y: np.ndarray, hidden: int, epochs: int, device) -> DigitClassifier:
+    torch.manual_seed(SEED)
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.from_numpy(train_x).to(device)
+    y = torch.from_numpy(train_y).to(device)
+    model = DigitClassifier(x[0].numel(), hidden).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(BATCH):
+            idx = idx.to(device)
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Serialise the first training between processes (best effort: fcntl where it works)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        yield
+
+
+def cached(folder: Path, splits, hidden: int, epochs: int, device,
+           log: logging.Logger | None = None) -> tuple[DigitClassifier, dict]:
+    """The run's classifier (trained on first use) and its record: test accuracy, sha256."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = folder / FILE
+    with _locked(folder):
+        if path.is_file():
+            try:
+                with safe_open(str(path), "pt") as f:
+                    meta = json.loads(f.metadata()["record"])
+                model = DigitClassifier(**meta["arch"])
+                model.load_state_dict(load_file(str(path)))
+                return model.to(device).eval(), {**meta, "sha256": atomic.sha256_file(path)}
+            except Exception:  # a foreign or damaged file: train it again below
+                pass
+        if log:
+            log.info("training the digit classifier (%d epochs) -> %s", epochs, path)
+        train_set, test_set = splits["train"], splits["test"]
+        model = train(train_set.images, train_set.labels, hidden, epochs, device)
+        predicted, _ = predict(model, torch.from_numpy(test_set.images).to(device))
+        record = {"arch": model.arch, "epochs": epochs, "seed": SEED,
+                  "accuracy": float((predicted == test_set.labels).mean())}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic.atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata={"record": json.dumps(record, sort_keys=True)})
+        return model, {**record, "sha256": atomic.sha256_file(path)}

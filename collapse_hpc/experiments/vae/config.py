@@ -1,0 +1,41 @@
+"""The vae section: the paper's convolutional VAE (reference-experiments.md section 4).
+
+Defaults are the notebook's: MNIST-sized model (latent 20, capacity 64, two stride-2 stages),
+summed BCE + KL, Adam lr 1e-3, weight decay 1e-5, batch 256, 30 epochs. The offline default
+data set is scikit-learn's 8x8 digits; the same architecture fits it (8 -> 4 -> 2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collapse_hpc.config import Section, knob
+
+
+@dataclass
+class VaeConfig(Section):
+    dataset: str = knob("digits", "prepared data set: digits (8x8, offline) or mnist (28x28)",
+                        choices=("digits", "mnist"))
+    # model
+    latent: int = knob(20, "latent dimensions", min=1)
+    capacity: int = knob(64, "channels of the first conv layer (doubled at each further stage)", min=1)
+    stages: int = knob(2, "stride-2 conv stages; height and width must be divisible by 2**stages", min=1, max=5)
+    beta: float = knob(1.0, "weight of the KL term (1: the ELBO)", min=0)
+    # training
+    epochs: int = knob(30, "epochs per generation", min=1)
+    batch_size: int = knob(256, "images per batch", min=1)
+    lr: float = knob(1e-3, "Adam learning rate", gt=0)
+    weight_decay: float = knob(1e-5, "Adam weight decay", min=0)
+    synthetic_size: int = knob(0, "generated images per generation and epoch (0: as many as real training images)",
+                               min=0)
+    synthetic: str = knob("mean", "what a decoder emits as a training image: mean (the sigmoid output, as "
+                          "the notebook) or bernoulli (binary pixels drawn from it)", choices=("mean", "bernoulli"))
+    # evaluation
+    eval_samples: int = knob(10000, "generated images scored per generation (class histogram, variance, "
+                             "Frechet distance)", min=100)
+    grid_scale: int = knob(4, "screen pixels per image pixel in samples.png (10x10 grid)", min=1, max=16)
+    classifier_epochs: int = knob(30, "epochs of the digit classifier (trained once per run on real data)", min=1)
+    classifier_hidden: int = knob(128, "width of the classifier's penultimate layer (Frechet features)", min=2)
+    device: str = knob("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda"))
+
+
+CONFIG = VaeConfig

@@ -1,0 +1,218 @@
+"""Digit images for the VAE: prepared once to Parquet, read back as float arrays in [0, 1].
+
+Layout: data/<name>/{train,test}.parquet, one row per image: pixels (list<uint8>, row-major),
+label (int8), height and width (int16); data/<name>/card.json: source, licence, pixel_max
+(an image is pixels / pixel_max), the sha256 of the source files and of each split, split sizes.
+
+- digits (offline default): scikit-learn's bundled copy of the UCI handwritten digits,
+  1,797 8x8 images with values 0..16, split 80/20 within each class by a fixed permutation.
+  A run prepares it by itself when it is missing.
+- mnist: the four standard IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+  t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, gzipped or not), looked for in
+  $COLLAPSE_MNIST_DIR, then in data/mnist/raw/; failing that, the Hugging Face datasets
+  cache of `ylecun/mnist` (offline is fine once cached). No torchvision.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.store import atomic
+
+SPLITS = ("train", "test")
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+@dataclass
+class Images:
+    """One split: images (N, 1, H, W) float32 in [0, 1] and labels (N,) int64."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.images.shape[2], self.images.shape[3]
+
+
+# ---------------------------------------------------------------- writing
+
+def _is_prepared(out: Path) -> bool:
+    return (out / "card.json").is_file() and all((out / f"{s}.parquet").is_file() for s in SPLITS)
+
+
+def _write(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], card: dict) -> None:
+    """Write each split (uint8 images (N, H, W), labels) and the card last, atomically."""
+    import pyarrow as pa
+
+    hashes, sizes = {}, {}
+    for split, (images, labels) in splits.items():
+        n, h, w = images.shape
+        flat = pa.array(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1))
+        table = pa.table({
+            "pixels": pa.FixedSizeListArray.from_arrays(flat, h * w).cast(pa.list_(pa.uint8())),
+            "label": pa.array(labels.astype(np.int8)),
+            "height": pa.array(np.full(n, h, np.int16)),
+            "width": pa.array(np.full(n, w, np.int16)),
+        })
+        path = atomic.write_parquet(out / f"{split}.parquet", table)
+        hashes[f"{split}.parquet"] = atomic.sha256_file(path)
+        sizes[split] = n
+    atomic.write_json(out / "card.json", {**card, "splits": sizes, "sha256": {**card.get("sha256", {}), **hashes}})
+    print(f"{out}: " + ", ".join(f"{n} {s}" for s, n in sizes.items()) + f" images ({card['source']})")
+
+
+def prepare_digits(data_dir: Path, force: bool = False) -> int:
+    """scikit-learn's 8x8 digits, split 80/20 within each class (deterministic)."""
+    from importlib import resources
+
+    from sklearn.datasets import load_digits
+
+    out = Path(data_dir) / "digits"
+    if _is_prepared(out) and not force:
+        print(f"{out}: already prepared (--force to redo)")
+        return 0
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)  # values 0..16, exactly integers
+    labels = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    test = np.zeros(len(labels), bool)
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        test[idx[:int(round(DIGITS_TEST_FRACTION * len(idx)))]] = True
+    source = resources.files("sklearn.datasets.data") / "digits.csv.gz"
+    _write(out, {"train": (images[~test], labels[~test]), "test": (images[test], labels[test])}, {
+        "name": "digits",
+        "source": "scikit-learn load_digits (UCI Optical Recognition of Handwritten Digits)",
+        "url": "https://archive.ics.uci.edu/dataset/80",
+        "licence": "CC BY 4.0 (E. Alpaydin, C. Kaynak, UCI Machine Learning Repository)",
+        "pixel_max": 16,
+        "split": f"{1 - DIGITS_TEST_FRACTION:.0%}/{DIGITS_TEST_FRACTION:.0%} within each class, "
+                 f"numpy default_rng({DIGITS_SPLIT_SEED}) permutation",
+        "sha256": {"digits.csv.gz": atomic.sha256_file(source)},
+    })
+    return 0
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (uint8 data, gzipped or not) as an array of its declared shape."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
+        raise UserError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise UserError(f"{path}: {body.size} bytes of data, the header says {dims}")
+    return body.reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _mnist_from_idx(folder: Path):
+    splits, hashes = {}, {}
+    for split, (img_stem, lab_stem) in MNIST_FILES.items():
+        paths = [_find_idx(folder, img_stem), _find_idx(folder, lab_stem)]
+        if None in paths:
+            return None
+        images, labels = (read_idx(p) for p in paths)
+        if images.ndim != 3 or labels.shape != (images.shape[0],):
+            raise UserError(f"{paths[0]}: {images.shape} images do not match {labels.shape} labels")
+        splits[split] = (images, labels.astype(np.int64))
+        hashes.update({p.name: atomic.sha256_file(p) for p in paths})
+    return splits, hashes, f"MNIST IDX files in {folder}"
+
+
+def _mnist_from_hf_cache():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset("ylecun/mnist")
+    except Exception:  # not cached (or no datasets): the caller names every place looked at
+        return None
+    splits = {s: (np.stack([np.asarray(im, np.uint8) for im in ds[s]["image"]]), np.asarray(ds[s]["label"], np.int64))
+              for s in SPLITS}
+    return splits, {}, "Hugging Face datasets cache of ylecun/mnist"
+
+
+def prepare_mnist(data_dir: Path, force: bool = False) -> int:
+    """MNIST from IDX files ($COLLAPSE_MNIST_DIR or data/mnist/raw/) or the HF datasets cache."""
+    out = Path(data_dir) / "mnist"
+    if _is_prepared(out) and not force:
+        print(f"{out}: already prepared (--force to redo)")
+        return 0
+    folders = [Path(p) for p in [os.environ.get("COLLAPSE_MNIST_DIR"), out / "raw"] if p]
+    found = None
+    for folder in folders:
+        found = _mnist_from_idx(folder)
+        if found:
+            break
+    found = found or _mnist_from_hf_cache()
+    if not found:
+        raise UserError("MNIST not found: put the four IDX files (train-images-idx3-ubyte.gz, …) in "
+                        f"{' or '.join(map(str, folders))} (or set COLLAPSE_MNIST_DIR), or cache ylecun/mnist "
+                        "with the datasets library")
+    splits, hashes, where = found
+    _write(out, splits, {
+        "name": "mnist", "source": where, "url": "http://yann.lecun.com/exdb/mnist/",
+        "licence": "CC BY-SA 3.0 (Y. LeCun, C. Cortes, C. J. C. Burges)", "pixel_max": 255,
+        "split": "the standard 60,000 / 10,000 split", "sha256": hashes,
+    })
+    return 0
+
+
+# ---------------------------------------------------------------- reading
+
+def ensure(data_dir: Path, name: str) -> Path:
+    """The prepared folder of `name`; digits is prepared on the spot, anything else must exist."""
+    out = Path(data_dir) / name
+    if _is_prepared(out):
+        return out
+    if name == "digits":
+        prepare_digits(data_dir)
+        return out
+    raise UserError(f"{out}: data set {name} is not prepared; run: collapse-hpc data prepare {name} "
+                    f"--data-dir {data_dir}")
+
+
+def load(data_dir: Path, name: str) -> dict[str, Images]:
+    """Both splits of a prepared data set, as float32 images in [0, 1]."""
+    import pyarrow.parquet as pq
+
+    out = ensure(data_dir, name)
+    card = json.loads((out / "card.json").read_text())
+    splits = {}
+    for split in SPLITS:
+        try:
+            table = pq.read_table(out / f"{split}.parquet")
+            h, w = int(table["height"][0].as_py()), int(table["width"][0].as_py())
+            pixels = table["pixels"].combine_chunks().flatten().to_numpy()
+        except Exception as e:  # truncated or foreign file
+            raise UserError(f"{out / split}.parquet: unreadable ({e}); prepare again with --force") from None
+        n = table.num_rows
+        if pixels.size != n * h * w:
+            raise UserError(f"{out / split}.parquet: images are not all {h}x{w}; prepare again with --force")
+        images = (pixels.reshape(n, 1, h, w).astype(np.float32) / float(card["pixel_max"]))
+        splits[split] = Images(images, table["label"].to_numpy().astype(np.int64))
+    return splits
