@@ -161,9 +161,10 @@ def cmd_run(args, executor=None) -> int:
         return 0
     with store.lock(log=log.warning):
         counts = launch.execute(store, run, chains, run.executor)
-    print(f"{store.root}: {counts.get('done', 0)} units done, {counts.get('skipped', 0)} already finished "
-          f"({jobs} planned)")
-    return 0
+    failed = counts.get("failed") or []
+    print(f"{store.root}: {counts.get('done', 0)} units done, {counts.get('skipped', 0)} already finished"
+          + (f", {len(failed)} failed" if failed else "") + f" ({jobs} planned)")
+    return 1 if failed else 0
 
 
 def cmd_submit(args) -> int:

@@ -123,12 +123,10 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
 
 def _resources(kind: str, world: int) -> dict:
     """What the unit held, for the report's core- and GPU-hours."""
-    try:
-        import torch
+    import sys
 
-        gpus = world if torch.cuda.is_available() and kind != "cpu" else 0
-    except ImportError:
-        gpus = 0
+    torch = sys.modules.get("torch")  # a unit that held a GPU has imported torch; others skip its import
+    gpus = world if torch is not None and kind != "cpu" and torch.cuda.is_available() else 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"gpus": gpus, "cpus": cores if world == 1 else cores * world}
 

@@ -142,7 +142,9 @@ if [ "$ACCT" = 1 ]; then
   ACCT_CONF="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
-JobAcctGatherType=jobacct_gather/linux"
+JobAcctGatherType=jobacct_gather/linux
+# sacct shows each job's comment: submit puts a generation's afterok dependency there
+AccountingStoreFlags=job_comment"
 else
   ACCT_CONF="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"

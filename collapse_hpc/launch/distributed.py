@@ -1,0 +1,48 @@
+"""Ranks and rendezvous for multi-process units (DeepSpeed on GPUs, gloo on CPUs).
+
+Inside a submitit job (local or Slurm) every task learns its rank from submitit's job
+environment; we export RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT so that
+torch.distributed / DeepSpeed initialise with env:// (without them DeepSpeed falls back to
+MPI discovery). No per-task CUDA_VISIBLE_DEVICES: DeepSpeed picks its GPU by LOCAL_RANK.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+
+def ranks_of(run, experiment: str) -> int:
+    """Processes one unit of `experiment` wants: its section's `ranks` (lm), else its object's, else 1."""
+    value = getattr(run.section(experiment), "ranks", None)
+    if value is None:
+        from collapse_hpc import experiments
+
+        value = getattr(experiments.get(experiment), "ranks", None)
+        if callable(value):
+            value = value(run)
+    return max(1, int(value or 1))
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a local job's MASTER_PORT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_env() -> dict[str, str]:
+    """Export the torch.distributed variables of this task; returns them.
+
+    Outside submitit (plain python) nothing is exported: the engine then runs as rank 0 of 1.
+    """
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return {}
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # overwrite: a job submitted from inside another job inherits the parent's variables
+    env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    threads = os.environ.get("SLURM_CPUS_PER_TASK")
+    if threads and not os.environ.get("COLLAPSE_THREADS"):
+        os.environ["COLLAPSE_THREADS"] = threads
+    return {"RANK": str(env.rank), "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank),
+            "MASTER_ADDR": env.master_addr, "MASTER_PORT": str(env.master_port)}

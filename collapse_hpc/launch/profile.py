@@ -1,0 +1,100 @@
+"""Cluster profiles (slurm/*.yaml): where and with what resources each kind of job runs.
+
+A profile names the cluster-wide settings (partition, account, qos, container, environment,
+setup lines) and, per job kind, the resources: `gpu` (a multi-GPU DeepSpeed generation),
+`gpu1` (a single-GPU generation), `cpu` (an array task) and `aggregate` (the final report).
+Loaded with the same validation as run configs: an unknown key or a bad value is one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from collapse_hpc.config import build, knob
+from collapse_hpc.errors import ConfigError
+
+KINDS = ("gpu", "gpu1", "cpu", "aggregate")
+
+
+@dataclass
+class Resources:
+    """What one job of a kind asks Slurm for."""
+
+    time_min: int = knob(60, "time limit in minutes; on USR2 before it the job checkpoints and requeues", min=1)
+    nodes: int = knob(1, "nodes per job (gpu kind only may use several)", min=1)
+    gpus_per_node: int = knob(0, "GPUs per node; one rank per GPU (tasks_per_node = gpus_per_node)", min=0)
+    tasks_per_node: int | None = knob(None, "ranks per node when there are no GPUs "
+                                      "(default: the experiment's `ranks`, else 1)", min=1)
+    cpus_per_task: int = knob(1, "CPU cores per rank", min=1)
+    mem: str | None = knob(None, "memory per node, as sbatch --mem takes it (e.g. 64G); unset: the cluster default")
+    partition: str | None = knob(None, "partition for this kind (default: the profile's)")
+    qos: str | None = knob(None, "quality of service for this kind (default: the profile's)")
+    sbatch: dict[str, str] = knob({}, "extra sbatch arguments for this kind, e.g. {constraint: a100}")
+
+
+@dataclass
+class Jobs:
+    gpu: Resources = knob(Resources(time_min=720, gpus_per_node=1), "multi-GPU DeepSpeed generations (lm)")
+    gpu1: Resources = knob(Resources(time_min=240, gpus_per_node=1), "single-GPU generations (vae)")
+    cpu: Resources = knob(Resources(time_min=60), "CPU array tasks (gmm, gaussian)")
+    aggregate: Resources = knob(Resources(time_min=30), "the final aggregation job (tables, figures, page)")
+
+    def validate(self):
+        for kind in ("gpu1", "cpu", "aggregate"):
+            if getattr(self, kind).nodes != 1:
+                raise ValueError(f"{kind}.nodes: only gpu jobs may span several nodes")
+        if self.gpu1.gpus_per_node > 1:
+            raise ValueError("gpu1.gpus_per_node: a gpu1 job uses one GPU (0 on a CPU-only cluster)")
+        for kind in ("cpu", "aggregate"):
+            if getattr(self, kind).gpus_per_node:
+                raise ValueError(f"{kind}.gpus_per_node: {kind} jobs use no GPU")
+
+
+try:  # the containers helper's section (image, binds, nv, env, …) and the command built from it
+    from collapse_hpc.launch.container import ContainerConfig as Container
+except ImportError:  # pragma: no cover - an installation without container support
+    @dataclass
+    class Container:
+        image: str | None = knob(None, "Apptainer image (.sif) the jobs' Python runs in; unset: the host's Python")
+        binds: list[str] = knob([], "bind mounts, as apptainer --bind takes them (src[:dst[:opts]])")
+
+
+@dataclass
+class Profile:
+    name: str = knob("cluster", "a name for the cluster, shown by submit and status")
+    partition: str | None = knob(None, "default partition (unset: the cluster's default)")
+    account: str | None = knob(None, "account jobs are charged to")
+    qos: str | None = knob(None, "default quality of service")
+    jobs: Jobs = knob(Jobs(), "resources per job kind: gpu, gpu1, cpu, aggregate")
+    array_parallelism: int = knob(32, "array tasks running at once (sbatch --array=…%N)", min=1)
+    signal_delay_s: int = knob(120, "USR2 this many seconds before the time limit: checkpoint and requeue", min=1)
+    max_requeues: int = knob(5, "requeues after preemption or time limit before a job counts as failed", min=0)
+    kill_on_invalid_dep: bool = knob(True, "cancel jobs whose afterok dependency failed (sbatch --kill-on-invalid-dep)")
+    container: Container = knob(Container(), "container the jobs run in (image, binds)")
+    sbatch: dict[str, str] = knob({}, "extra sbatch arguments for every job, e.g. {mail-type: FAIL}")
+    env: dict[str, str] = knob({}, "environment variables exported in every job")
+    setup: list[str] = knob([], "shell lines run before each job (module loads, venv activation)")
+    python: str | None = knob(None, "Python command on the nodes (default: this Python; ignored with a container)")
+
+    def resources(self, kind: str) -> Resources:
+        if kind not in KINDS:
+            raise ConfigError(f"profile {self.name}: no job kind {kind!r} (kinds: {', '.join(KINDS)})")
+        return getattr(self.jobs, kind)
+
+
+def load(path: str | Path) -> Profile:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: cluster profile not found (see slurm/local.yaml, slurm/example-cluster.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of profile keys at the top level")
+    raw.setdefault("name", path.stem)
+    return build(Profile, raw, str(path))

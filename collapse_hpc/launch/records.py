@@ -1,0 +1,46 @@
+"""runs/<run>/jobs.json: which job ran (or runs) each unit, written atomically by both back-ends.
+
+    {"executor": "slurm" | "local", "profile": "...", "updated": <time>,
+     "units": {"<experiment>/<variant>/gen_NNN": {"job_id", "log", "history": [older job ids],
+                                                   "dependency"?, "state"? (local), ...}},
+     "aggregate": {"job_id", "log", "dependency"}}
+
+status reads it beside the run store (manifests say what is done) and, on Slurm, sacct.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from collapse_hpc.store import write_json
+
+JOBS = "jobs.json"
+
+
+def load(store) -> dict:
+    path = store.root / JOBS
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"units": {}}
+    except ValueError:
+        return {"units": {}, "corrupt": str(path)}
+    data.setdefault("units", {})
+    return data
+
+
+def save(store, data: dict) -> None:
+    data["updated"] = time.time()
+    write_json(store.root / JOBS, data)
+
+
+def record(data: dict, label: str, **fields) -> dict:
+    """Set a unit's job; a different earlier job id goes to its history."""
+    entry = data["units"].setdefault(label, {})
+    old = entry.get("job_id")
+    if old is not None and "job_id" in fields and str(fields["job_id"]) != str(old):
+        entry.setdefault("history", []).append(str(old))
+        for stale in ("state", "elapsed", "error", "dependency"):
+            entry.pop(stale, None)
+    entry.update(fields)
+    return entry

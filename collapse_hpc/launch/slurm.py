@@ -1,0 +1,209 @@
+"""Slurm back-end: submit a planned run through submitit and return at once.
+
+- a chain (lm, vae): one job per generation, each `afterok` on the one before, with
+  kill-on-invalid-dep so a failed generation cancels the rest of its chain;
+- an array experiment (gmm, gaussian): all its parts (every variant) as ONE job array;
+- a final aggregation job `afterany` on everything, so the figures exist when the run ends.
+Every job is a Checkpointable UnitJob (USR2: checkpoint, requeue, resume). What was
+submitted is recorded in runs/<run>/jobs.json; submitting again skips units that are done
+or whose recorded job is still queued or running (checked with squeue), so a variant never
+gets two chains.
+"""
+from __future__ import annotations
+
+import getpass
+import shutil
+import subprocess
+import sys
+import time
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.launch import profile as profiles
+from collapse_hpc.launch import records
+from collapse_hpc.launch.distributed import ranks_of
+
+# squeue states in which a job will still run (or is running) its unit
+ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+          "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
+
+
+def _slurm(cmd: list[str]) -> str:
+    if shutil.which(cmd[0]) is None:
+        raise UserError(f"{cmd[0]} not found: not a Slurm host (the dev cluster: bash slurm/dev-cluster/start.sh)")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise UserError(f"{' '.join(cmd[:2])} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+    return out.stdout
+
+
+def queued() -> dict[str, str]:
+    """job id (array tasks as 123_4) -> state, for this user's jobs still in the queue."""
+    out = _slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"])
+    states = {}
+    for line in out.splitlines():
+        jid, _, state = line.strip().partition("|")
+        if jid:
+            states[jid] = state
+    return states
+
+
+def cancel(job_ids: list[str]) -> None:
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+
+
+def _shell_value(v: str) -> str:
+    """Double-quoted, so $USER and ${SCRATCH} in a profile's env expand in the job's shell."""
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`") + '"'
+
+
+class Submitter:
+    """Builds one submitit SlurmExecutor per job kind from the profile."""
+
+    def __init__(self, store, run, prof: profiles.Profile):
+        import submitit
+
+        self.store, self.run, self.prof = store, run, prof
+        self.folder = store.logs / "submitit"
+        self.python = self._python()
+        self._submitit = submitit
+
+    def _python(self) -> str | None:
+        if getattr(self.prof.container, "image", None):
+            try:
+                from collapse_hpc.launch.container import slurm_python
+            except ImportError:
+                raise UserError(f"profile {self.prof.name}: container.image is set but this installation "
+                                f"has no container support") from None
+            return slurm_python(self.prof.container, self.store.root, self.run.data_dir)
+        return self.prof.python
+
+    def executor(self, kind: str, ranks: int = 1, name: str = "collapse", dependency: str | None = None,
+                 comment: str | None = None):
+        prof, res = self.prof, self.prof.resources(kind)
+        tasks = res.gpus_per_node or res.tasks_per_node or (ranks if kind == "gpu" else 1)
+        extra = {**prof.sbatch, **res.sbatch}
+        if dependency and prof.kill_on_invalid_dep:
+            extra["kill-on-invalid-dep"] = "yes"
+        setup = list(prof.setup) + [f"export {k}={_shell_value(str(v))}" for k, v in prof.env.items()]
+        params = dict(job_name=name, time=res.time_min, nodes=res.nodes, ntasks_per_node=tasks,
+                      cpus_per_task=res.cpus_per_task, gpus_per_node=res.gpus_per_node or None, mem=res.mem,
+                      partition=res.partition or prof.partition, qos=res.qos or prof.qos, account=prof.account,
+                      signal_delay_s=prof.signal_delay_s, array_parallelism=prof.array_parallelism,
+                      dependency=dependency, comment=comment, setup=setup or None, additional_parameters=extra)
+        ex = self._submitit.SlurmExecutor(folder=self.folder, max_num_timeout=prof.max_requeues, python=self.python)
+        ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        return ex
+
+
+def submit(store, run, chains, **_) -> dict:
+    from submitit.helpers import clean_env
+
+    from collapse_hpc.launch.job import UnitJob, aggregate
+
+    prof = profiles.load(run.profile)
+    book = records.load(store)
+    book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
+    queue = queued()
+    sub = Submitter(store, run, prof)
+    root = str(store.root)
+    rows, new_ids, live_ids, stale = [], [], [], []
+    done_total = 0
+
+    def live(label: str) -> str | None:
+        jid = book["units"].get(label, {}).get("job_id")
+        return jid if jid and queue.get(str(jid)) in ACTIVE else None
+
+    def note(label: str, sj, dependency: str | None, kind: str) -> None:
+        records.record(book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,
+                       kind=kind, submitted=time.time())
+
+    with clean_env():  # submitting from inside a job must not pass on its SLURM_* variables
+        for chain in [c for c in chains if c.shape == "chain"]:
+            ranks = ranks_of(run, chain.experiment)
+            prev, resubmitted, ids = None, False, []
+            for job in chain.jobs:
+                if store.is_done(store.unit_dir(job.experiment, job.variant, job.shape, job.index), deep=False):
+                    done_total += 1
+                    prev = None
+                    continue
+                jid = live(job.label)
+                if jid and not resubmitted:  # queued or running already: the chain goes on after it
+                    prev = jid
+                    live_ids.append(jid)
+                    ids.append(f"{jid}(queued)")
+                    continue
+                if jid:  # waits on a job we are replacing: never two chains for one variant
+                    stale.append(jid)
+                dep = f"afterok:{prev}" if prev else None
+                ex = sub.executor(chain.kind, ranks, name=f"{run.name}:{job.label}", dependency=dep,
+                                  comment=f"{job.label}" + (f" {dep}" if dep else ""))
+                sj = ex.submit(UnitJob(), root, job.experiment, job.variant, job.index)
+                note(job.label, sj, dep, chain.kind)
+                prev, resubmitted = sj.job_id, True
+                new_ids.append(sj.job_id)
+                ids.append(sj.job_id)
+            rows.append((f"{chain.experiment}/{chain.variant.name}", "chain", len(chain.jobs),
+                         " -> ".join(ids) or "all done"))
+
+        arrays: dict[str, list] = {}
+        for chain in [c for c in chains if c.shape == "array"]:
+            arrays.setdefault(chain.experiment, []).append(chain)
+        for name, group in arrays.items():
+            todo, queued_parts, planned = [], [], 0
+            for chain in group:
+                for job in chain.jobs:
+                    planned += 1
+                    if store.is_done(store.unit_dir(job.experiment, job.variant, job.shape, job.index), deep=False):
+                        done_total += 1
+                    elif live(job.label):
+                        queued_parts.append(live(job.label))
+                    else:
+                        todo.append((job, chain.kind))
+            live_ids += queued_parts
+            ids = ""
+            if todo:
+                ex = sub.executor(group[0].kind, 1, name=f"{run.name}:{name}", comment=f"{name} array")
+                with ex.batch():  # one sbatch --array for every part of every variant
+                    jobs = [(job, kind, ex.submit(UnitJob(), root, job.experiment, job.variant, job.index))
+                            for job, kind in todo]
+                for job, kind, sj in jobs:
+                    note(job.label, sj, None, kind)
+                array_id = jobs[0][2].job_id.split("_")[0]
+                new_ids.append(array_id)
+                ids = f"{array_id}_[0-{len(jobs) - 1}]"
+            if queued_parts:
+                ids += (" + " if ids else "") + f"{len(queued_parts)} queued"
+            rows.append((name, "array", planned, ids or "all done"))
+
+        cancel(stale)
+        agg = book.get("aggregate", {})
+        agg_live = agg.get("job_id") if queue.get(str(agg.get("job_id"))) in ACTIVE else None
+        if new_ids:
+            if agg_live:  # it would run before the new jobs end
+                cancel([agg_live])
+            waits = sorted({str(j).split("_")[0] for j in new_ids + live_ids})
+            dep = "afterany:" + ":".join(waits)
+            ex = sub.executor("aggregate", 1, name=f"{run.name}:aggregate", dependency=dep, comment=f"aggregate {dep}")
+            sj = ex.submit(aggregate, root)
+            book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
+                                 "submitted": time.time(), "history": agg.get("history", []) + (
+                                     [agg["job_id"]] if agg.get("job_id") else [])}
+            rows.append(("aggregate", "job", 1, f"{sj.job_id} (afterany)"))
+        elif agg_live:
+            rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
+    records.save(store, book)
+    _print_table(store, prof, rows, len(new_ids), done_total)
+    return {"submitted": new_ids, "queued": live_ids, "done": done_total}
+
+
+def _print_table(store, prof, rows, n_new: int, done: int) -> None:
+    width = max([len(r[0]) for r in rows] + [5])
+    print(f"{'chain':<{width}}  {'shape':<5}  {'units':>5}  jobs")
+    for name, shape, units, ids in rows:
+        print(f"{name:<{width}}  {shape:<5}  {units:>5}  {ids}")
+    if n_new:
+        print(f"submitted {n_new} job(s) to {prof.name}; {done} unit(s) already done; "
+              f"jobs in {store.root / records.JOBS}; follow with: collapse-hpc status {store.root}")
+    else:
+        print(f"nothing to submit: {done} unit(s) done, the rest already queued or running", file=sys.stdout)

@@ -1,0 +1,38 @@
+"""ltarray: single-Gaussian recursion, each part running its replicates through every generation."""
+import numpy as np
+import pyarrow as pa
+
+from collapse_hpc.experiments.base import default_variants
+
+
+class ArrayToy:
+    name = "ltarray"
+    shape = "array"
+    job = "cpu"
+    resumable = ()
+    scratch = ()
+
+    def variants(self, run):
+        return default_variants(self.name, run)
+
+    def units(self, run, variant):
+        return run.section(self.name).parts
+
+    def run_unit(self, ctx):
+        cfg = ctx.config
+        if ctx.index == cfg.fail_part:
+            raise RuntimeError(f"ltarray failure in part {ctx.index}")
+        cols = {"generation": [], "replicate": [], "mu": [], "sigma": []}
+        for r in range(cfg.replicates):
+            replicate = ctx.index * cfg.replicates + r
+            rng = np.random.default_rng(ctx.seed(r))
+            mu, sigma = 0.0, 1.0
+            for g in range(ctx.run.generations_of(self.name)):
+                x = rng.normal(mu, sigma, cfg.samples)
+                mu, sigma = float(x.mean()), float(x.std())
+                for k, v in (("generation", g), ("replicate", replicate), ("mu", mu), ("sigma", sigma)):
+                    cols[k].append(v)
+        ctx.write_table("metrics.parquet", pa.table(cols))
+
+
+EXPERIMENT = ArrayToy()

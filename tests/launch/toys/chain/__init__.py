@@ -1,0 +1,67 @@
+"""ltchain: generation g = generation g-1 + noise; steps recorded in a resumable folder."""
+import os
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from collapse_hpc.experiments.base import default_variants
+
+STEP_S = 0.5
+
+
+class ChainToy:
+    name = "ltchain"
+    shape = "chain"
+    job = "gpu"  # the lm's kind: ranks from the config, GPUs where a profile gives some
+    resumable = ("steps",)
+    scratch = ()
+
+    def variants(self, run):
+        return default_variants(self.name, run)
+
+    def units(self, run, variant):
+        return run.generations_of(self.name)
+
+    def run_unit(self, ctx):
+        cfg = ctx.config
+        if ctx.index == cfg.fail_at and cfg.fail_seed in (-1, ctx.variant.seed):
+            raise RuntimeError(f"ltchain failure at generation {ctx.index}")
+        rank_sum = float(ctx.rank + 1)
+        if ctx.world_size > 1:  # a real rendezvous through the exported variables
+            import torch
+            import torch.distributed as dist
+
+            dist.init_process_group("gloo")
+            t = torch.tensor([rank_sum])
+            dist.all_reduce(t)
+            rank_sum = float(t.item())
+            dist.destroy_process_group()
+        if not ctx.is_main:
+            return
+        for s in range(int(cfg.sleep_s / STEP_S)):
+            marker = ctx.dir / "steps" / f"{s:03d}.done"
+            if marker.exists():
+                continue
+            time.sleep(STEP_S)
+            with ctx.atomic(f"steps/{s:03d}.done") as tmp:
+                tmp.write_text("")
+            print(f"ltchain step {s} done", file=sys.stderr, flush=True)
+        rng = np.random.default_rng(ctx.seed())
+        if ctx.previous:
+            prev = pq.read_table(ctx.previous[-1] / "metrics.parquet").column("x").to_numpy()
+            values = prev + rng.normal(size=cfg.rows)
+        else:
+            values = rng.normal(size=cfg.rows)
+        ctx.write_table("metrics.parquet", pa.table({
+            "generation": pa.array([ctx.index] * cfg.rows, pa.int64()),
+            "replicate": pa.array(range(cfg.rows), pa.int64()),
+            "x": pa.array(values, pa.float64()),
+            "world_size": pa.array([float(ctx.world_size)] * cfg.rows),
+            "rank_sum": pa.array([rank_sum] * cfg.rows)}))
+        ctx.write_json("env.json", {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")})
+
+
+EXPERIMENT = ChainToy()

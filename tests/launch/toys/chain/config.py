@@ -1,0 +1,15 @@
+from dataclasses import dataclass
+
+from collapse_hpc.config import Section, knob
+
+
+@dataclass
+class ChainToyConfig(Section):
+    rows: int = knob(8, "values per generation", min=1)
+    ranks: int = knob(1, "processes per unit (a gloo all-reduce checks the rendezvous when > 1)", min=1)
+    fail_at: int = knob(-1, "generation that raises; -1 never")
+    fail_seed: int = knob(-1, "only the chain of this seed fails; -1 every chain")
+    sleep_s: float = knob(0.0, "seconds per generation, in 0.5 s steps that survive a requeue", min=0)
+
+
+CONFIG = ChainToyConfig
