@@ -95,8 +95,8 @@ def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_pa
     """The argv that replaces `python` in every job, or None when the profile names no image.
 
     run_dir and data_dir are bound at their own absolute paths (the engine passes host paths to
-    the job); hf_home (default: default_hf_home()) is bound at /hf-cache. slurm_paths: the
-    Slurm binds (default: found on this host when cfg.slurm_binds)."""
+    the job); hf_home (default: default_hf_home(); $VARS expand) is bound at /hf-cache.
+    slurm_paths: the Slurm binds (default: found on this host when cfg.slurm_binds)."""
     if not cfg.image:
         return None
     image = cfg.image
@@ -107,7 +107,7 @@ def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_pa
         image = str(path)
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    hf_home = Path(hf_home).expanduser().resolve() if hf_home else default_hf_home()
+    hf_home = Path(os.path.expandvars(str(hf_home or default_hf_home()))).expanduser().resolve()
     hf_home.mkdir(parents=True, exist_ok=True)  # a missing bind source fails the job at start
 
     binds = [str(run_dir)]
