@@ -1,0 +1,89 @@
+"""Perplexity of token blocks under a causal LM: batched, no grad, bf16 autocast on GPU.
+
+Each block is scored on its own: every token after the first is predicted from the ones before
+it (the loss HF computes with labels = input_ids). Corpus perplexity is exp of the token-weighted
+mean loss over all blocks; a block's perplexity is exp of its own mean loss.
+
+Sharding: with world_size > 1 (and torch.distributed initialised), rank r scores the contiguous
+rows [r*N//W, (r+1)*N//W) and the per-block sums are all-gathered, so EVERY rank returns the full,
+identical result in the blocks' order. Nothing is written here; perplexity_table() makes the
+Parquet table a caller writes (rank 0 only).
+
+API:
+- perplexity(model, blocks, batch_size=64, device=None, rank=0, world_size=1)
+      -> (corpus_ppl: float, per_sequence_ppl: np.ndarray float64, one per block)
+- mean_loss(model, blocks, batch_size=64, device=None, rank=0, world_size=1) -> float
+- perplexity_table(blocks, per_sequence_ppl) -> pa.Table (block_id int64, perplexity float64)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _loss_sums(model, ids: np.ndarray, batch_size: int, device) -> np.ndarray:
+    """Per block: (sum of token losses, number of predicted tokens), float64 (n, 2)."""
+    import torch
+    import torch.nn.functional as F
+
+    out = np.zeros((len(ids), 2), np.float64)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            batch = torch.from_numpy(ids[start:start + batch_size]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(input_ids=batch).logits
+            losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch[:, 1:], reduction="none")
+            out[start:start + len(batch), 0] = losses.sum(1).double().cpu().numpy()
+            out[start:start + len(batch), 1] = losses.shape[1]
+    model.train(was_training)
+    return out
+
+
+def _sums(model, blocks, batch_size, device, rank, world_size) -> np.ndarray:
+    import torch
+
+    from collapse_hpc.experiments.lm.data import block_array
+    from collapse_hpc.experiments.lm.model import check_ids
+
+    ids = blocks if isinstance(blocks, np.ndarray) else block_array(blocks)
+    check_ids(model, ids)
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    if world_size <= 1:
+        return _loss_sums(model, ids, batch_size, device)
+    import torch.distributed as dist
+
+    n = len(ids)
+    bounds = [r * n // world_size for r in range(world_size + 1)]
+    mine = _loss_sums(model, ids[bounds[rank]:bounds[rank + 1]], batch_size, device)
+    width = max(bounds[r + 1] - bounds[r] for r in range(world_size))
+    comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    padded = torch.zeros((width, 2), dtype=torch.float64, device=comm)
+    padded[: len(mine)] = torch.from_numpy(mine)
+    parts = [torch.zeros_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded)
+    return np.concatenate([parts[r][: bounds[r + 1] - bounds[r]].cpu().numpy() for r in range(world_size)])
+
+
+def perplexity(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1):
+    sums = _sums(model, blocks, batch_size, device, rank, world_size)
+    if not len(sums):
+        return float("nan"), np.zeros(0)
+    corpus = math.exp(sums[:, 0].sum() / sums[:, 1].sum())
+    return corpus, np.exp(sums[:, 0] / sums[:, 1])
+
+
+def mean_loss(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1) -> float:
+    sums = _sums(model, blocks, batch_size, device, rank, world_size)
+    return float(sums[:, 0].sum() / sums[:, 1].sum()) if len(sums) else float("nan")
+
+
+def perplexity_table(blocks, per_sequence_ppl):
+    import pyarrow as pa
+
+    return pa.table({"block_id": blocks.column("block_id"),
+                     "perplexity": pa.array(np.asarray(per_sequence_ppl, np.float64))})

@@ -1,0 +1,191 @@
+"""Models: a hub causal LM (facebook/opt-125m, gpt2, ...) or the `tiny` preset for CPU.
+
+- A hub tag loads through the HF cache: `pretrained: true` -> AutoModelForCausalLM.from_pretrained,
+  `pretrained: false` -> the same architecture, randomly initialised.
+- `tiny` is a randomly initialised OPT (sizes from the config) over the data set's local BPE.
+  With `pretrained: true` it is first pretrained once on the real train split (budget:
+  pretrain_epochs / pretrain_lr / pretrain_blocks) and cached under
+  data/<dataset>/base/<fingerprint>/: the offline stand-in for pretrained OPT-125M.
+
+API:
+- build_model(cfg, tokenizer, data_dir) -> model   the initial model of a generation
+- load_model(dir) -> model                          a save_pretrained folder (safetensors)
+- model_fingerprint(dir) -> str                     sha256 of its safetensors files (16 hex)
+- check_vocab(model, tokenizer)                     UserError if the tokenizer does not fit the model
+- check_ids(model, ids)                             UserError if token ids exceed the embedding
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+
+
+def tiny_config(cfg, tokenizer):
+    from transformers import OPTConfig
+
+    return OPTConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, word_embed_proj_dim=cfg.hidden_size,
+                     num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, ffn_dim=cfg.ffn_size,
+                     max_position_embeddings=max(256, 2 * cfg.block_size), dropout=cfg.dropout,
+                     attention_dropout=0.0, pad_token_id=tokenizer.pad_token_id,
+                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
+def random_model(config, seed: int = 0):
+    """A randomly initialised causal LM, the same for the same config and seed."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def build_model(cfg, tokenizer, data_dir: Path):
+    if cfg.model == "tiny":
+        if not cfg.pretrained:
+            model = random_model(tiny_config(cfg, tokenizer))
+        else:
+            model = load_model(tiny_base(cfg, tokenizer, data_dir))
+    else:
+        model = _hub_model(cfg.model, cfg.pretrained)
+    check_vocab(model, tokenizer)
+    return model
+
+
+def _hub_model(tag: str, pretrained: bool):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    try:
+        if pretrained:
+            return AutoModelForCausalLM.from_pretrained(tag)
+        return random_model(AutoConfig.from_pretrained(tag))
+    except (OSError, ValueError) as e:
+        where = "not in the HF cache and the hub is offline (HF_HUB_OFFLINE=1)" if offline else \
+            "not found in the HF cache or on the hub"
+        raise UserError(f"model {tag!r}: {where}: {str(e).splitlines()[0][:160]}") from None
+
+
+def load_model(folder):
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not list(folder.glob("*.safetensors")):
+        raise UserError(f"{folder}: no saved model (config.json and *.safetensors expected)")
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(folder))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{folder}: model cannot be loaded: {str(e).splitlines()[0][:160]}") from None
+
+
+def model_fingerprint(folder) -> str:
+    h = hashlib.sha256()
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{folder}: no *.safetensors to fingerprint")
+    for p in files:
+        with open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def check_vocab(model, tokenizer) -> None:
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding has only {rows} "
+                        f"rows: tokenizer and model do not belong together")
+
+
+def check_ids(model, ids) -> None:
+    rows = model.get_input_embeddings().num_embeddings
+    top = int(ids.max()) if ids.size else -1
+    if top >= rows:
+        raise UserError(f"token id {top} does not fit the model's embedding of {rows} rows: "
+                        f"the blocks were made with another tokenizer")
+
+
+# ---------------------------------------------------------------- the tiny base model
+
+def base_fingerprint(cfg, tokenizer) -> str:
+    from collapse_hpc.experiments.lm.tokenizer import fingerprint
+
+    keys = {k: getattr(cfg, k) for k in ("dataset", "block_size", "hidden_size", "layers", "heads", "ffn_size",
+                                         "dropout", "pretrain_epochs", "pretrain_lr", "pretrain_blocks",
+                                         "pretrain_batch_size", "lr_min", "weight_decay")}
+    keys["tokenizer"] = fingerprint(tokenizer)
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
+    """The pretrained tiny base model's folder, pretraining it first if no process has yet."""
+    folder = Path(data_dir) / cfg.dataset / "base" / base_fingerprint(cfg, tokenizer)
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
+        if (folder / "config.json").is_file():
+            return folder
+        from collapse_hpc.experiments.lm.data import block_array, load_blocks
+
+        blocks = block_array(load_blocks(data_dir, cfg.dataset, "train", tokenizer, cfg.block_size))
+        if cfg.pretrain_blocks:
+            blocks = blocks[: cfg.pretrain_blocks]
+        model = random_model(tiny_config(cfg, tokenizer))
+        pretrain(model, blocks, cfg)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}.", dir=folder.parent))
+        try:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def pretrain(model, blocks, cfg, seed: int = 0) -> None:
+    """Plain single-process pretraining of the tiny base: AdamW, per-step cosine to lr_min."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay)
+    bs = cfg.pretrain_batch_size
+    steps = cfg.pretrain_epochs * math.ceil(len(blocks) / bs)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=cfg.lr_min)
+    with torch.random.fork_rng(devices=[]), tqdm(total=steps, desc="pretrain tiny base", leave=False) as bar:
+        torch.manual_seed(seed)
+        for epoch in range(cfg.pretrain_epochs):
+            order = np.random.default_rng([seed, epoch]).permutation(len(blocks))
+            for start in range(0, len(blocks), bs):
+                batch = torch.from_numpy(blocks[order[start:start + bs]]).to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    loss = model(input_ids=batch, labels=batch).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.to("cpu").eval()

@@ -1,0 +1,237 @@
+"""Fine-tune one generation as a DeepSpeed engine on 1..N ranks (CPU over gloo, GPU over nccl).
+
+The reference's recipe: AdamW (torch's, unless `fused_adam`), lr 2e-5 with cosine annealing per
+epoch down to 1e-6, 5 epochs, global batch 128 (split over ranks, gradient accumulation as
+needed), validation loss after every epoch, and the best-validation model kept. bf16 on GPU,
+fp32 on CPU; ZeRO stage 0/1/2.
+
+Data order: each epoch shuffles the blocks with a generator seeded by (seed, epoch), pads the
+order to whole global batches by wrapping around (as DistributedSampler does), and every optimizer
+step deals its 128 blocks out as disjoint micro-batches to the ranks. Dropout is reseeded from
+(seed, step, micro-batch, rank) before every forward, so a run is deterministic for a seed and a
+resumed run replays exactly what an uninterrupted one would have done.
+
+Checkpoints: a DeepSpeed checkpoint into ckpt_dir/step<N>/ after every epoch (and every
+`checkpoint_every_steps` steps), saved on ALL ranks; once every rank has returned from
+save_checkpoint, rank 0 writes ckpt_dir/step<N>/complete.json. On start the latest complete
+checkpoint is resumed; incomplete ones are ignored. The best model so far lives in
+ckpt_dir/best/ (save_pretrained, written atomically by rank 0). At the end rank 0 publishes it,
+with the tokenizer, to out_dir (a temporary sibling renamed into place).
+
+API:
+- train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir, ckpt_dir, *, seed,
+      rank, world_size, local_rank, log) -> dict summary:
+      best_val_loss, best_epoch, val_loss (per epoch), train_loss (per epoch), epochs, steps,
+      tokens, tokens_per_s, seconds, resumed_from (global step, or None)
+  `model` is consumed (moved to the device, possibly cast to bf16); reload from out_dir.
+- batch_plan(batch_size, micro_batch_size, world_size) -> (micro, accumulation)
+- ds_config(cfg, micro, accumulation, world_size, bf16) -> dict
+- epoch_order(n, seed, epoch, length) -> np.ndarray
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm import distributed
+
+COMPLETE = "complete.json"
+KILL_AT_STEP_ENV = "COLLAPSE_LM_KILL_AT_STEP"  # tests: SIGKILL this process after checkpoint N
+
+
+def batch_plan(batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:
+    """Per-rank micro batch and gradient-accumulation steps that make up the global batch."""
+    per_rank, rest = divmod(batch_size, world_size)
+    if rest or per_rank == 0:
+        raise UserError(f"batch_size {batch_size} cannot be split evenly over {world_size} ranks")
+    micro = min(micro_batch_size, per_rank)
+    while per_rank % micro:
+        micro -= 1
+    return micro, per_rank // micro
+
+
+def ds_config(cfg, micro: int, accumulation: int, world_size: int, bf16: bool) -> dict:
+    conf = {
+        "train_batch_size": micro * accumulation * world_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_allow_untested_optimizer": True,  # torch's AdamW under ZeRO 1/2
+        "bf16": {"enabled": bf16},
+        "gradient_clipping": 0.0,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+    if cfg.fused_adam:
+        conf["optimizer"] = {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay}}
+    return conf
+
+
+def epoch_order(n: int, seed: int, epoch: int, length: int) -> np.ndarray:
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return np.resize(order, length)  # wraps around to whole global batches
+
+
+def epoch_lr_factor(cfg, epoch: int) -> float:
+    """Cosine annealing per epoch (the reference's CosineAnnealingLR(T_max=epochs, eta_min))."""
+    lr = cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
+    return lr / cfg.lr
+
+
+def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for d in ckpt_dir.glob("step*"):
+        if (d / COMPLETE).is_file() and d.name[4:].isdigit():
+            found.append((int(d.name[4:]), d))
+    return sorted(found)
+
+
+def _save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        old = folder.with_name(f".old-{folder.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: Path, ckpt_dir: Path, *,
+                     seed: int, rank: int, world_size: int, local_rank: int,
+                     log: logging.Logger | None = None) -> dict:
+    log = log or logging.getLogger("collapse_hpc.lm")
+    out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
+    got = distributed.init()
+    if got[:2] != (rank, world_size):
+        raise UserError(f"rank {rank}/{world_size} given, but the process group says {got[0]}/{got[1]}")
+    import deepspeed
+    import torch
+    from tqdm import tqdm
+
+    from collapse_hpc.experiments.lm.data import block_array
+    from collapse_hpc.experiments.lm.evaluate import mean_loss
+    from collapse_hpc.experiments.lm.model import check_ids, check_vocab
+
+    check_vocab(model, tokenizer)
+    ids, val_ids = block_array(train_blocks), block_array(val_blocks)
+    if not len(ids):
+        raise UserError("no training blocks")
+    check_ids(model, ids)
+    device = distributed.device(local_rank)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    micro, accum = batch_plan(cfg.batch_size, cfg.micro_batch_size, world_size)
+    global_batch = micro * accum * world_size
+    steps_per_epoch = math.ceil(len(ids) / global_batch)
+
+    torch.manual_seed(seed)
+    optimizer = None if cfg.fused_adam else torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
+    else:  # DeepSpeed builds the optimizer; the scheduler wraps it after initialize
+        scheduler = None
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler,
+        model_parameters=model.parameters() if optimizer is None else None,
+        config=ds_config(cfg, micro, accum, world_size, bf16))
+    if scheduler is None:
+        engine.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            engine.optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
+
+    state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [], "train_loss": []}
+    resumed_from = None
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tags = _complete_tags(ckpt_dir)
+    if tags:
+        step, tag_dir = tags[-1]
+        _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag_dir.name)
+        state.update({k: client[k] for k in state})
+        resumed_from = step
+        log.info("resumed from checkpoint %s (epoch %d)", tag_dir.name, step // steps_per_epoch)
+
+    def checkpoint():
+        tag = f"step{state['global_step']:08d}"
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=dict(state), save_latest=False)
+        distributed.barrier()  # every rank has returned from save_checkpoint
+        if rank == 0:
+            (ckpt_dir / tag / COMPLETE).write_text(json.dumps(state, default=float) + "\n")
+            for _, old in _complete_tags(ckpt_dir)[:-1]:
+                shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
+        if os.environ.get(KILL_AT_STEP_ENV) == str(state["global_step"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    train_time, tokens = 0.0, 0
+    first_epoch = state["global_step"] // steps_per_epoch
+    for epoch in range(first_epoch, cfg.epochs):
+        order = epoch_order(len(ids), seed, epoch, steps_per_epoch * global_batch)
+        engine.train()
+        losses = []
+        start_step = state["global_step"] - epoch * steps_per_epoch
+        t0 = time.perf_counter()
+        bar = tqdm(range(start_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=rank != 0)
+        for step in bar:
+            base = step * global_batch
+            for m in range(accum):
+                pos = base + (m * world_size + rank) * micro
+                batch = torch.from_numpy(ids[order[pos:pos + micro]]).to(device)
+                torch.manual_seed(int(np.random.SeedSequence([seed, state["global_step"], m, rank])
+                                      .generate_state(1)[0]))
+                loss = engine(input_ids=batch, labels=batch).loss
+                engine.backward(loss)
+                engine.step()
+                losses.append(loss.item())
+            tokens += global_batch * ids.shape[1]
+            state["global_step"] += 1
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if cfg.checkpoint_every_steps and state["global_step"] % cfg.checkpoint_every_steps == 0 \
+                    and step + 1 < steps_per_epoch:
+                train_time += time.perf_counter() - t0
+                checkpoint()
+                t0 = time.perf_counter()
+        train_time += time.perf_counter() - t0
+        val = mean_loss(engine.module, val_ids, cfg.eval_batch_size, device, rank, world_size)
+        state["val_loss"].append(val)
+        state["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        log.info("epoch %d/%d: train loss %.4f, validation loss %.4f", epoch + 1, cfg.epochs,
+                 state["train_loss"][-1], val)
+        if val < state["best_val_loss"]:
+            state["best_val_loss"], state["best_epoch"] = val, epoch
+            if rank == 0:
+                _save_pretrained_atomic(engine.module, None, ckpt_dir / "best")
+        checkpoint()
+
+    distributed.barrier()
+    if rank == 0:
+        from collapse_hpc.experiments.lm.model import load_model
+
+        _save_pretrained_atomic(load_model(ckpt_dir / "best"), tokenizer, out_dir)
+    distributed.barrier()
+    del engine
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
+            "val_loss": state["val_loss"], "train_loss": state["train_loss"], "epochs": cfg.epochs,
+            "steps": state["global_step"], "tokens": tokens, "seconds": train_time,
+            "tokens_per_s": tokens / train_time if train_time else float("nan"),
+            "resumed_from": resumed_from, "world_size": world_size, "micro_batch_size": micro,
+            "gradient_accumulation": accum, "bf16": bf16, "zero_stage": cfg.zero_stage}
