@@ -1,0 +1,106 @@
+"""Preparing digits and MNIST to Parquet, and reading them back."""
+import gzip
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.vae import data
+
+
+def test_prepare_digits_layout_and_card(tmp_path):
+    assert data.prepare_digits(tmp_path) == 0
+    out = tmp_path / "digits"
+    card = json.loads((out / "card.json").read_text())
+    assert card["splits"]["train"] + card["splits"]["test"] == 1797
+    assert card["splits"]["test"] == pytest.approx(0.2 * 1797, abs=10)
+    assert card["pixel_max"] == 16 and "CC BY" in card["licence"]
+    assert set(card["sha256"]) == {"digits.csv.gz", "train.parquet", "test.parquet"}
+    table = pq.read_table(out / "train.parquet")
+    assert table.column_names == ["pixels", "label", "height", "width"]
+    assert table["height"][0].as_py() == table["width"][0].as_py() == 8
+    assert len(table["pixels"][0].as_py()) == 64
+    splits = data.load(tmp_path, "digits")
+    x = splits["train"].images
+    assert x.shape == (card["splits"]["train"], 1, 8, 8) and x.dtype == np.float32
+    assert x.min() == 0.0 and x.max() == 1.0
+    assert set(np.unique(x * 16)) <= set(range(17))  # 0..16 scaled exactly
+    assert sorted(np.unique(splits["test"].labels)) == list(range(10))  # every class in the test split
+
+
+def test_prepare_digits_is_deterministic(tmp_path):
+    data.prepare_digits(tmp_path / "a")
+    data.prepare_digits(tmp_path / "b")
+    for split in ("train.parquet", "test.parquet"):
+        assert (tmp_path / "a/digits" / split).read_bytes() == (tmp_path / "b/digits" / split).read_bytes()
+
+
+def _idx(path, array: np.ndarray, gz: bool):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def _fake_mnist(folder, n_train=30, n_test=10, gz=True):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    suffix = ".gz" if gz else ""
+    arrays = {}
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = np.arange(n) % 10
+        _idx(folder / f"{stem}-images-idx3-ubyte{suffix}", images, gz)
+        _idx(folder / f"{stem}-labels-idx1-ubyte{suffix}", labels, gz)
+        arrays[stem] = (images, labels)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_prepare_mnist_from_idx_files(tmp_path, monkeypatch, gz):
+    arrays = _fake_mnist(tmp_path / "idx", gz=gz)
+    monkeypatch.setenv("COLLAPSE_MNIST_DIR", str(tmp_path / "idx"))
+    data.prepare_mnist(tmp_path / "data")
+    card = json.loads((tmp_path / "data/mnist/card.json").read_text())
+    assert card["splits"] == {"train": 30, "test": 10} and card["pixel_max"] == 255
+    assert len(card["sha256"]) == 6  # four IDX files, two splits
+    splits = data.load(tmp_path / "data", "mnist")
+    assert splits["train"].images.shape == (30, 1, 28, 28)
+    np.testing.assert_array_equal(np.rint(splits["test"].images[:, 0] * 255), arrays["t10k"][0])
+    np.testing.assert_array_equal(splits["test"].labels, arrays["t10k"][1])
+
+
+def test_prepare_mnist_from_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("COLLAPSE_MNIST_DIR", raising=False)
+    _fake_mnist(tmp_path / "data/mnist/raw")
+    data.prepare_mnist(tmp_path / "data")
+    assert data.load(tmp_path / "data", "mnist")["train"].images.shape[0] == 30
+
+
+def test_missing_mnist_is_one_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLAPSE_MNIST_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="MNIST not found") as e:
+        data.prepare_mnist(tmp_path / "data")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="collapse-hpc data prepare mnist"):
+        data.load(tmp_path / "data", "mnist")  # a run on unprepared MNIST
+
+
+def test_bad_idx_file_is_a_user_error(tmp_path):
+    (tmp_path / "x").write_bytes(b"not an idx file")
+    with pytest.raises(UserError, match="not an IDX file"):
+        data.read_idx(tmp_path / "x")
+    _idx(tmp_path / "y", np.zeros((3, 2, 2)), gz=False)
+    (tmp_path / "y").write_bytes((tmp_path / "y").read_bytes()[:-1])  # truncated
+    with pytest.raises(UserError, match="header says"):
+        data.read_idx(tmp_path / "y")
+
+
+def test_corrupt_split_is_a_user_error(tmp_path):
+    data.prepare_digits(tmp_path)
+    (tmp_path / "digits/test.parquet").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="unreadable"):
+        data.load(tmp_path, "digits")

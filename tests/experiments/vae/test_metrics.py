@@ -1,0 +1,59 @@
+"""The VAE metrics on inputs whose answers are known."""
+import math
+
+import numpy as np
+import pytest
+from scipy import linalg
+
+from collapse_hpc.experiments.vae import metrics
+
+
+def test_entropy_of_one_class_is_zero():
+    shares = metrics.class_shares(np.full(10000, 7))
+    assert shares[7] == 1.0 and shares.sum() == 1.0
+    assert metrics.entropy(shares) == 0.0
+    assert str(metrics.entropy(shares)) == "0.0"  # not -0.0 in tables
+
+
+def test_entropy_of_uniform_classes_is_log_10():
+    shares = metrics.class_shares(np.repeat(np.arange(10), 1000))
+    assert np.allclose(shares, 0.1)
+    assert metrics.entropy(shares) == pytest.approx(math.log(10), abs=1e-12)
+
+
+def test_entropy_of_two_equal_classes_is_log_2():
+    assert metrics.entropy(metrics.class_shares(np.array([3, 5, 3, 5]))) == pytest.approx(math.log(2))
+
+
+def test_pixel_variance():
+    images = np.zeros((4, 1, 2, 2))
+    images[:2, 0, 0, 0] = 1.0  # one pixel half on, half off: variance 0.25; the other three 0
+    assert metrics.pixel_variance(images) == pytest.approx(0.25 / 4)
+    assert metrics.pixel_variance(np.ones((5, 1, 8, 8))) == 0.0
+
+
+def test_frechet_of_identical_features_is_zero_and_of_a_shift_is_its_square():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 6))
+    assert metrics.frechet(a, a) == pytest.approx(0.0, abs=1e-8)
+    shift = np.array([1.0, -2.0, 0, 0, 0, 0.5])
+    assert metrics.frechet(a, a + shift) == pytest.approx((shift ** 2).sum(), rel=1e-8)
+
+
+def test_frechet_matches_the_textbook_formula():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(500, 5))
+    b = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5)) + 1.0
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ref = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * np.real(linalg.sqrtm(ca @ cb)))
+    assert metrics.frechet(a, b) == pytest.approx(ref, rel=1e-9)
+
+
+def test_frechet_survives_dead_features():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 3
+    a[:, 2] = 0.0  # a ReLU unit that never fires: singular covariance
+    b[:, 2] = 0.0
+    value = metrics.frechet(a, b)
+    assert np.isfinite(value) and value == pytest.approx(
+        ((a.mean(0) - b.mean(0)) ** 2).sum(), rel=0.1)  # unit covariances: the mean term dominates
