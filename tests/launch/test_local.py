@@ -1,0 +1,63 @@
+"""The local back-end: real subprocesses through submitit's LocalExecutor."""
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc.store import RunStore, read_manifest
+from collapse_hpc.verify import verify_run
+from tests.launch.helpers import collapse, jobs, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def unit(run, exp, variant, name):
+    return run / exp / variant / name
+
+
+def test_chains_in_order_arrays_in_parallel(tmp_path):
+    cfg = write_config(tmp_path, generations=2, ltchain={"rows": 4}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0, err
+    assert "4 units done" in out and "units" in err  # the progress bar
+    gens = [read_manifest(unit(run, "ltchain", "replace-p0-s0", f"gen_{g:03d}")) for g in range(2)]
+    assert gens[1]["started"] >= gens[0]["finished"]  # a chain's generations in order
+    assert all(read_manifest(unit(run, "ltarray", "replace-p0-s0", f"part_{p:03d}")) for p in range(2))
+    assert verify_run(run) == 0
+    book = jobs(run)
+    assert book["executor"] == "local"
+    assert {e["state"] for e in book["units"].values()} == {"COMPLETED"}
+    assert all((run / "logs" / "submitit").glob("*_0_log.err"))
+    rc, out, _ = collapse("status", run)
+    assert rc == 0 and "generation 1 reached (2/2 done)" in out and "array: 2/2 parts done" in out
+    rc, out, _ = collapse("run", cfg, "--run", run)  # nothing left to do: no job at all
+    assert rc == 0 and "0 units done, 4 already finished" in out
+
+
+def test_failed_unit_stops_its_chain_only(tmp_path):
+    cfg = write_config(tmp_path, generations=3, seeds=[0, 1], ltchain={"fail_at": 1, "fail_seed": 0})
+    run = tmp_path / "run"
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 1
+    failed = "ltchain/replace-p0-s0/gen_001"
+    log = jobs(run)["units"][failed]["log"]
+    assert f"{failed}: log {log}" in err and "ltchain failure at generation 1" in open(log).read()
+    store = RunStore(run)
+    assert store.is_done(unit(run, "ltchain", "replace-p0-s0", "gen_000"))
+    assert not unit(run, "ltchain", "replace-p0-s0", "gen_002").exists()  # the dependent never ran
+    assert all(store.is_done(unit(run, "ltchain", "replace-p0-s1", f"gen_{g:03d}")) for g in range(3))
+    rc, out, _ = collapse("status", run)
+    assert "ltchain/replace-p0-s0  generation 0 reached (1/3 done)" in out
+    assert "gen_001  FAILED" in out and f"log: {log}" in out
+    assert "RuntimeError: ltchain failure at generation 1" in out
+    assert "gen_002  NOT_RUN" in out
+
+
+def test_several_ranks_rendezvous(tmp_path):
+    cfg = write_config(tmp_path, generations=1, ltchain={"ranks": 2, "rows": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run)
+    assert rc == 0, err
+    gen = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    table = pq.read_table(gen / "metrics.parquet").to_pydict()
+    assert table["world_size"] == [2.0, 2.0] and table["rank_sum"] == [3.0, 3.0]  # gloo all-reduce of 1 + 2
+    assert read_manifest(gen)["world_size"] == 2

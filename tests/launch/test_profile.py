@@ -1,0 +1,43 @@
+"""Cluster profiles: the shipped ones load; mistakes are one line naming the file and key."""
+import pytest
+
+from collapse_hpc.errors import ConfigError
+from collapse_hpc.launch import profile
+from tests.launch.helpers import REPO, collapse, write_config
+
+
+def test_shipped_profiles_load():
+    dev = profile.load(REPO / "slurm" / "local.yaml")
+    assert dev.partition == "debug" and dev.jobs.gpu.gpus_per_node == 0
+    ex = profile.load(REPO / "slurm" / "example-cluster.yaml")
+    assert ex.jobs.gpu.gpus_per_node == 4 and ex.account and ex.container.image.endswith(".sif")
+    assert ex.resources("cpu").partition == "cpu" and ex.setup and ex.env
+
+
+@pytest.mark.parametrize("text, where", [
+    ("partitoin: gpu\n", "partitoin: unknown key (did you mean 'partition'?)"),
+    ("jobs: {gpu: {gpus: 4}}\n", "jobs.gpu.gpus: unknown key"),
+    ("jobs: {cpu: {time_min: 0}}\n", "jobs.cpu.time_min: must be >= 1"),
+    ("jobs: {cpu: {gpus_per_node: 1}}\n", "jobs: cpu.gpus_per_node: cpu jobs use no GPU"),
+    ("jobs: {gpu1: {nodes: 2}}\n", "jobs: gpu1.nodes: only gpu jobs may span several nodes"),
+    ("array_parallelism: many\n", "array_parallelism: expected an integer"),
+    ("- a\n", "expected a mapping"),
+])
+def test_profile_errors_are_one_line(tmp_path, text, where):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        profile.load(path)
+    assert where in str(e.value) and str(path) in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_submit_with_bad_profile_exits_2(tmp_path):
+    (tmp_path / "bad.yaml").write_text("qos: [1, 2]\nnodes_typo: 1\n")
+    cfg = write_config(tmp_path, ltarray={"parts": 1})
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", tmp_path / "bad.yaml")
+    assert rc == 2
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "bad.yaml" in errors[0] and "Traceback" not in err
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", tmp_path / "missing.yaml")
+    assert rc == 2 and "cluster profile not found" in err

@@ -1,0 +1,151 @@
+"""The Slurm back-end's planning, against fake sbatch/squeue/scancel on PATH (as submitit's own
+tests fake sbatch): which jobs are submitted, with which dependencies and resources, and what
+a second submission leaves alone. The real-cluster tests are in tests/slurm/."""
+import re
+from pathlib import Path
+
+import pytest
+
+from collapse_hpc import engine
+from tests.launch.helpers import REPO, collapse, jobs, write_config
+
+FAKES = {
+    "sbatch": 'n=$(( $(cat "$FAKE_SLURM/counter" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE_SLURM/counter"\n'
+              'cp "${@: -1}" "$FAKE_SLURM/job_$n.sh"; echo "Submitted batch job $n"\n',
+    "squeue": 'cat "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
+    "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
+    "sacct": "true\n",
+}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    d = tmp_path / "fake"
+    (d / "bin").mkdir(parents=True)
+    for name, body in FAKES.items():
+        p = d / "bin" / name
+        p.write_text("#!/bin/bash\n" + body)
+        p.chmod(0o755)
+    monkeypatch.setenv("FAKE_SLURM", str(d))
+    monkeypatch.setenv("PATH", f"{d / 'bin'}:{__import__('os').environ['PATH']}")
+    return d
+
+
+def scripts(d: Path) -> dict[int, str]:
+    return {int(p.stem.split("_")[1]): p.read_text() for p in sorted(d.glob("job_*.sh"))}
+
+
+def flag(script: str, name: str) -> str | None:
+    m = re.search(rf"^#SBATCH --{name}=(.*)$", script, re.M)
+    return m.group(1).strip("'") if m else None
+
+
+def submit(cfg, run, profile=REPO / "slurm" / "local.yaml"):
+    rc, out, err = collapse("submit", cfg, "--run", run, "--profile", profile)
+    assert rc == 0, err
+    return out
+
+
+def test_chains_arrays_and_aggregate(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=3, seeds=[0, 1], ltchain={}, ltarray={"parts": 2, "seeds": [0]})
+    out = submit(cfg, tmp_path / "run")
+    s = scripts(fake_slurm)
+    assert len(s) == 3 + 3 + 1 + 1  # two chains of 3, one array, the aggregation
+    book = jobs(tmp_path / "run")["units"]
+    for seed in (0, 1):
+        ids = [book[f"ltchain/replace-p0-s{seed}/gen_{g:03d}"]["job_id"] for g in range(3)]
+        assert flag(s[int(ids[0])], "dependency") is None
+        for g in (1, 2):
+            script = s[int(ids[g])]
+            assert flag(script, "dependency") == f"afterok:{ids[g - 1]}"
+            assert flag(script, "kill-on-invalid-dep") == "yes"
+            assert f"afterok:{ids[g - 1]}" in flag(script, "comment")
+        assert " -> ".join(ids) in out
+    parts = [book[f"ltarray/replace-p0-s0/part_{p:03d}"]["job_id"] for p in range(2)]
+    array_id = parts[0].split("_")[0]
+    assert parts == [f"{array_id}_0", f"{array_id}_1"]
+    assert flag(s[int(array_id)], "array") == "0-1%2"  # one sbatch for every part
+    agg = jobs(tmp_path / "run")["aggregate"]
+    waits = flag(s[int(agg["job_id"])], "dependency")
+    assert waits.startswith("afterany:") and set(waits[9:].split(":")) == \
+        {j for j in {*(e["job_id"].split("_")[0] for e in book.values())}}
+    for script in s.values():  # every job: the dev partition, USR2 before the limit, env from the profile
+        assert flag(script, "partition") == "debug" and flag(script, "signal") == "USR2@30"
+        assert 'export HF_HUB_OFFLINE="1"' in script
+
+
+def test_resubmission_skips_queued_and_done(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=3, ltchain={}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    first = jobs(run)
+    ids = [e["job_id"] for e in first["units"].values()] + [first["aggregate"]["job_id"]]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{i}|PENDING\n" for i in ids))
+    n = len(scripts(fake_slurm))
+    out = submit(cfg, run)
+    assert len(scripts(fake_slurm)) == n and "nothing to submit" in out
+    assert jobs(run)["units"] == first["units"]
+
+    # gen_000's job vanished (failed) while gen_001/gen_002 still wait on it: a new chain
+    # replaces them (the stale ones are cancelled: never two chains for one variant)
+    chain = [first["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(3)]
+    queued = [i for i in ids if i != chain[0]]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{i}|PENDING\n" for i in queued))
+    submit(cfg, run)
+    again = jobs(run)
+    new = [again["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(3)]
+    assert not set(new) & set(chain)
+    assert again["units"]["ltchain/replace-p0-s0/gen_000"]["history"] == [chain[0]]
+    cancelled = (fake_slurm / "scancel.txt").read_text().split()
+    assert set(chain[1:]) <= set(cancelled) and first["aggregate"]["job_id"] in cancelled
+    assert again["units"]["ltarray/replace-p0-s0/part_000"] == first["units"]["ltarray/replace-p0-s0/part_000"]
+
+
+def test_finished_generations_are_not_submitted(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run, "--executor", "debug", "--generations", "1")
+    assert rc == 0, err
+    submit(cfg, run)
+    book = jobs(run)["units"]
+    assert "ltchain/replace-p0-s0/gen_000" not in book
+    s = scripts(fake_slurm)
+    assert flag(s[int(book["ltchain/replace-p0-s0/gen_001"]["job_id"])], "dependency") is None
+    assert len(s) == 3  # gen_001, gen_002, aggregate
+
+
+def test_multi_gpu_profile_and_container(tmp_path, fake_slurm):
+    (tmp_path / "img.sif").write_text("not a real image")
+    prof = tmp_path / "gpus.yaml"
+    prof.write_text(f"""
+name: gpus
+account: proj
+array_parallelism: 2
+jobs:
+  gpu: {{nodes: 2, gpus_per_node: 4, cpus_per_task: 8, mem: 200G, sbatch: {{constraint: h100}}}}
+container: {{image: {tmp_path / 'img.sif'}, binds: [/scratch]}}
+setup: [module load apptainer]
+""")
+    cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 3})
+    submit(cfg, tmp_path / "run", prof)
+    book = jobs(tmp_path / "run")["units"]
+    array = scripts(fake_slurm)[int(book["ltarray/replace-p0-s0/part_000"]["job_id"].split("_")[0])]
+    assert flag(array, "array") == "0-2%2" and flag(array, "gpus-per-node") is None
+    script = scripts(fake_slurm)[int(book["ltchain/replace-p0-s0/gen_000"]["job_id"])]
+    assert flag(script, "nodes") == "2" and flag(script, "gpus-per-node") == "4"
+    assert flag(script, "ntasks-per-node") == "4"  # one rank per GPU
+    assert flag(script, "cpus-per-task") == "8" and flag(script, "mem") == "200G"
+    assert flag(script, "constraint") == "h100" and flag(script, "account") == "proj"
+    assert "CUDA_VISIBLE_DEVICES" not in script  # DeepSpeed picks the GPU by LOCAL_RANK
+    assert "module load apptainer" in script
+    command = script.strip().splitlines()[-1]
+    assert "apptainer exec --nv" in command and str(tmp_path / "img.sif") in command and "/scratch" in command
+
+
+def test_ranks_of_reads_the_section():
+    from collapse_hpc import config as cfgmod
+    from collapse_hpc.launch.distributed import ranks_of
+
+    run = cfgmod.from_dict({"ltchain": {"ranks": 3}, "ltarray": {}})
+    assert ranks_of(run, "ltchain") == 3 and ranks_of(run, "ltarray") == 1
+    assert [c.kind for c in engine.plan(run)] == ["gpu", "cpu"]
