@@ -1,0 +1,145 @@
+"""Against the real single-node Slurm cluster (make test-slurm starts it): real sbatch,
+dependencies, arrays, failures, USR2 preemption and resubmission. No mocks."""
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.launch.helpers import REPO, collapse, jobs, write_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
+PROFILE = REPO / "slurm" / "local.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    try:
+        ok = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        ok = None
+    if ok is None or ok.returncode != 0 or "UP" not in ok.stdout:
+        pytest.fail("no Slurm controller answers: start the dev cluster (bash slurm/dev-cluster/start.sh)")
+
+
+def sacct(*ids: str, duplicates: bool = False) -> dict[str, list[dict]]:
+    """JobID -> its records (several for a requeued job with duplicates=True)."""
+    fields = ["JobID", "JobName", "State", "Comment", "Start", "End"]
+    cmd = ["sacct", "-n", "-P", "-X", "-o", ",".join(fields), "-j", ",".join(sorted({i.split("_")[0] for i in ids}))]
+    out = subprocess.run(cmd + (["-D"] if duplicates else []), capture_output=True, text=True, check=True).stdout
+    rows: dict[str, list[dict]] = {}
+    for line in out.splitlines():
+        row = dict(zip(fields, line.split("|")))
+        row["State"] = row["State"].split()[0]
+        rows.setdefault(row["JobID"], []).append(row)
+    return rows
+
+
+def wait_for(ids: list[str], timeout: float = 180) -> None:
+    """Until none of `ids` is queued or running (and sacct has recorded their end)."""
+    bases = sorted({i.split("_")[0] for i in ids})
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", ",".join(bases), "-o", "%i"], capture_output=True, text=True)
+        if q.returncode == 0 and not q.stdout.strip():
+            rows = sacct(*ids)
+            if all(r[-1]["State"] not in ("PENDING", "RUNNING", "REQUEUED") for r in rows.values()):
+                return
+        time.sleep(1)
+    pytest.fail(f"jobs {bases} still queued after {timeout} s")
+
+
+def unit_ids(run) -> dict[str, str]:
+    return {label: e["job_id"] for label, e in jobs(run)["units"].items()}
+
+
+def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
+    cfg = write_config(tmp_path, "tiny", ltchain={"rows": 4}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    make = ["make", "-s", "-o", ".venv/.installed", "submit", f"CONFIG={cfg}", f"RUN={run}",
+            f"PROFILE={PROFILE}", "GENERATIONS=2"]
+    t0 = time.time()
+    out = subprocess.run(make, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert time.time() - t0 < 60  # returns right after submitting
+    ids = unit_ids(run)
+    gen0, gen1 = ids["ltchain/replace-p0-s0/gen_000"], ids["ltchain/replace-p0-s0/gen_001"]
+    assert f"{gen0} -> {gen1}" in out.stdout  # the table of chains and job ids
+    agg = jobs(run)["aggregate"]["job_id"]
+    wait_for([*ids.values(), agg])
+
+    rows = sacct(*ids.values(), agg)
+    assert rows[gen0][-1]["State"] == "COMPLETED" and rows[gen1][-1]["State"] == "COMPLETED"
+    assert rows[gen1][-1]["Comment"] == f"ltchain/replace-p0-s0/gen_001 afterok:{gen0}"  # the chain in sacct
+    parts = [ids[f"ltarray/replace-p0-s0/part_{p:03d}"] for p in range(2)]
+    array = parts[0].split("_")[0]
+    assert parts == [f"{array}_0", f"{array}_1"]  # one job array for the array experiment
+    assert all(rows[p][-1]["State"] == "COMPLETED" for p in parts)
+    last_end = max(r[-1]["End"] for j, r in rows.items() if j != agg)
+    assert rows[agg][-1]["Comment"].startswith("aggregate afterany:") and rows[agg][-1]["Start"] >= last_end
+
+    verify = subprocess.run([str(REPO / ".venv/bin/collapse-hpc"), "verify", str(run)], capture_output=True,
+                            text=True, timeout=120)
+    assert verify.returncode == 0 and "4 units verified, 0 with mismatches, 0 unfinished" in verify.stdout
+    rc, status, _ = collapse("status", run)
+    assert "generation 1 reached (2/2 done)" in status and "array: 2/2 parts done" in status
+
+    before = jobs(run)
+    again = subprocess.run(make, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing to submit" in again.stdout
+    assert jobs(run)["units"] == before["units"] and jobs(run)["aggregate"] == before["aggregate"]
+    q = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout
+    assert "tiny:" not in q
+
+
+def test_failed_generation_cancels_its_dependents(tmp_path):
+    cfg = write_config(tmp_path, "failing", generations=3, ltchain={"fail_at": 1})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    ids = unit_ids(run)
+    gens = [ids[f"ltchain/replace-p0-s0/gen_{g:03d}"] for g in range(3)]
+    wait_for(gens)
+    rows = sacct(*gens)
+    assert [rows[g][-1]["State"] for g in gens] == ["COMPLETED", "FAILED", "CANCELLED"]
+    rc, out, _ = collapse("status", run)
+    assert rc == 0 and "generation 0 reached (1/3 done)" in out
+    log = jobs(run)["units"]["ltchain/replace-p0-s0/gen_001"]["log"]
+    assert re.search(rf"gen_001  FAILED +job {gens[1]}", out) and f"log: {log}" in out
+    assert "| RuntimeError: ltchain failure at generation 1" in out
+    assert re.search(rf"gen_002  CANCELLED +job {gens[2]}", out)
+
+
+def test_usr2_requeues_and_resumes_identically(tmp_path):
+    """A generation signalled USR2 mid-way checkpoints, is requeued, resumes from its finished
+    steps (none done twice) and ends with the same artefacts as an uninterrupted run."""
+    toy = {"rows": 6, "sleep_s": 6.0}  # 12 resumable steps of 0.5 s
+    runs = {}
+    for name in ("preempted", "reference"):
+        cfg = write_config(tmp_path, name, generations=1, ltchain=toy)
+        runs[name] = tmp_path / name
+        rc, _, err = collapse("submit", cfg, "--run", runs[name], "--profile", PROFILE)
+        assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = jobs(runs["preempted"])["units"][label]
+    steps = runs["preempted"] / label / "steps"
+    deadline = time.time() + 120
+    while not (steps / "002.done").exists():
+        assert time.time() < deadline, "the generation never got going"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR2", job["job_id"]], check=True)
+    wait_for([job["job_id"], unit_ids(runs["reference"])[label]], timeout=200)
+
+    records = sacct(job["job_id"], duplicates=True)[job["job_id"]]
+    assert [r["State"] for r in records] == ["REQUEUED", "COMPLETED"]
+    log = open(job["log"]).read()
+    assert "interrupted, requeueing to resume" in log
+    done = re.findall(r"ltchain step (\d+) done", log)
+    assert sorted(map(int, done)) == list(range(12))  # each step exactly once over both attempts
+
+    def files(run):
+        return {k: v["sha256"] for k, v in json.loads((run / label / "manifest.json").read_text())["files"].items()}
+
+    assert files(runs["preempted"]) == files(runs["reference"])
+    assert "metrics.parquet" in files(runs["preempted"])
