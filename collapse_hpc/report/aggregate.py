@@ -1,0 +1,62 @@
+"""collapse-hpc aggregate RUN [RUN …]: the tidy table, the summary, the figures and the page.
+
+Writes OUT (default: the first run's report/ folder):
+  metrics.parquet  long form: run, experiment, variant, regime, seed, settings…, replicate,
+                   generation, metric, value (finished units only)
+  summary.csv      mean and 95% confidence interval (t) over seeds and replicates per generation
+  figures/         PNG and PDF of every figure
+  results.md, index.html (written last: the page exists only once everything it links does)
+Works on unfinished runs: what is missing is shown as missing.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.report import collect, figures, page, stats, tables
+from collapse_hpc.report.plots import Context
+from collapse_hpc.store.atomic import write_parquet, write_text
+
+log = logging.getLogger("collapse_hpc.report")
+ORDER = ["lm", "gmm", "gaussian", "vae"]
+
+
+def build(runs: list[str], out: str | Path | None = None) -> Path:
+    """Write the report; returns the path of index.html."""
+    if not runs:
+        raise UserError("aggregate: name at least one run folder")
+    data = [collect.load_run(p, label) for p, label in zip(runs, collect.labels(runs))]
+    out = Path(out) if out else data[0].root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+
+    df = collect.tidy(data)
+    summary = stats.summarise(df)
+    write_parquet(out / "metrics.parquet", pa.Table.from_pandas(df, preserve_index=False))
+    write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.8g"))
+
+    names = sorted({e for r in data for e in r.experiments()}, key=lambda e: (e not in ORDER,
+                                                                              ORDER.index(e) if e in ORDER else 0, e))
+    sections = []
+    for name in names:
+        ctx = Context(name, df[df["experiment"] == name], summary[summary["experiment"] == name], data)
+        figs = figures.draw(ctx, out / "figures")
+        sections.append(page.Section(name, figs, tables.first_last(summary, data, name)))
+        log.info("report: %s: %d of %d figures", name, sum(bool(f.files) for f in figs), len(figs))
+
+    title = "Model collapse: " + ", ".join(r.label for r in data)
+    rep = page.Report(title, out.absolute(), [(r.label, r.root) for r in data], sections,
+                      tables.completeness(data), tables.compute(data), tables.packages(data),
+                      [(r.label, r.config_text) for r in data], tables.problems(data))
+    write_text(out / "results.md", page.write_markdown(rep))
+    index = out / "index.html"
+    write_text(index, page.write_html(rep))
+    return index.absolute()
+
+
+def main(runs: list[str], out: str | None = None) -> int:
+    index = build(runs, out)
+    print(index)
+    return 0

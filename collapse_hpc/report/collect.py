@@ -1,0 +1,235 @@
+"""Read a run folder: its config, every unit's manifest, and the metrics of finished units.
+
+Only units whose manifest is there and whose files match it (presence and size, plus the
+sha256 of every file the report reads) count; unfinished units are listed as such, so an
+in-progress run reports what it has and shows the rest as missing.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import yaml
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.store import RunStore, read_manifest, verify_unit
+from collapse_hpc.store.atomic import sha256_file
+
+log = logging.getLogger("collapse_hpc.report")
+
+KEYS = ["run", "experiment", "variant", "regime", "seed"]  # then setting columns
+TAIL = ["replicate", "generation", "metric", "value"]
+SUMMARY = ["n", "mean", "std", "ci_low", "ci_high"]  # stats.summarise's columns
+UNIT = re.compile(r"^(gen|part)_(\d+)$")
+# Fallback when the experiment's code is not importable: replace-p0.1-samples100-s2
+VARIANT = re.compile(r"^(?P<regime>replace-p[0-9.]+|accumulate-subsample|accumulate)(?P<rest>.*)-s(?P<seed>\d+)$")
+SETTING = re.compile(r"-([A-Za-z_]+)([^-]+)")
+
+
+@dataclass
+class Unit:
+    experiment: str
+    variant: str
+    name: str  # gen_003 / part_000
+    dir: Path
+    manifest: dict | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def index(self) -> int:
+        return int(UNIT.match(self.name).group(2))
+
+    @property
+    def done(self) -> bool:
+        return self.manifest is not None and not self.problems
+
+    def file(self, rel: str) -> Path | None:
+        """A file of a finished unit, checked against its manifest's sha256; None if unusable."""
+        if not self.done:
+            return None
+        entry = self.manifest.get("files", {}).get(rel)
+        path = self.dir / rel
+        if entry is None or not path.is_file():
+            return None
+        if sha256_file(path) != entry.get("sha256"):
+            self.problems.append(f"{path}: sha256 mismatch")
+            return None
+        return path
+
+
+@dataclass
+class VariantInfo:
+    name: str
+    regime: str
+    seed: int
+    settings: dict
+    planned: int | None  # units planned by the config (None: unknown)
+
+
+@dataclass
+class RunData:
+    label: str
+    root: Path
+    config_text: str
+    raw_config: dict
+    variants: dict  # (experiment, variant name) -> VariantInfo
+    units: list[Unit]
+    generations: dict  # experiment -> planned generations (None: unknown)
+
+    def experiments(self) -> list[str]:
+        seen = {u.experiment for u in self.units} | {e for e, _ in self.variants}
+        return sorted(seen)
+
+    def finished(self, experiment: str) -> list[Unit]:
+        return [u for u in self.units if u.experiment == experiment and u.done]
+
+    def variant(self, experiment: str, name: str) -> VariantInfo:
+        info = self.variants.get((experiment, name))
+        return info or _parse_variant(name, None)
+
+
+def _parse_variant(name: str, planned: int | None) -> VariantInfo:
+    m = VARIANT.match(name)
+    if not m:
+        return VariantInfo(name, name, -1, {}, planned)
+    settings = {}
+    for k, v in SETTING.findall(m.group("rest")):
+        settings[k] = int(v) if v.isdigit() else v
+    return VariantInfo(name, m.group("regime"), int(m.group("seed")), settings, planned)
+
+
+def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
+    """Variants and generation counts the config plans, from the experiments' own code when it
+    imports (it names variants authoritatively), else from the run's folders alone."""
+    variants, generations = {}, {}
+    try:
+        run = RunStore(root).load_config()
+    except Exception as e:  # an experiment's code missing or changed: fall back to folder names
+        log.warning("%s: config not loadable with this code (%s); reading folders only", root, e)
+        return variants, {k: raw[k].get("generations") or raw.get("generations")
+                          for k in raw if isinstance(raw.get(k), dict)}
+    from collapse_hpc import experiments
+
+    for name in run.sections:
+        generations[name] = run.generations_of(name)
+        try:
+            exp = experiments.get(name)
+            for v in exp.variants(run):
+                variants[(name, v.name)] = VariantInfo(v.name, v.regime.label, v.seed, v.settings,
+                                                       exp.units(run, v))
+        except Exception as e:  # the experiment's code is broken or absent: folder names will do
+            log.warning("%s: cannot list variants of %s (%s)", root, name, e)
+    return variants, generations
+
+
+def load_run(path: str | Path, label: str | None = None) -> RunData:
+    root = Path(path).absolute()
+    cfg = root / "config.yaml"
+    if not cfg.is_file():
+        raise UserError(f"{path}: not a run folder (no config.yaml)")
+    text = cfg.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{cfg}: not valid YAML") from None
+    variants, generations = _planned(root, raw)
+    units = []
+    for d in RunStore(root).units():
+        experiment, variant = d.parent.parent.name, d.parent.name
+        if not UNIT.match(d.name) or experiment == "report":
+            continue
+        manifest = read_manifest(d)
+        problems = verify_unit(d, deep=False) if manifest is not None else []
+        if problems:
+            log.warning("%s: %s", d, problems[0])
+        units.append(Unit(experiment, variant, d.name, d, manifest, problems))
+    return RunData(label or root.name, root, text, raw, variants, units, generations)
+
+
+def labels(paths: list[str]) -> list[str]:
+    """Short distinct labels for runs: folder names, or parent/name where names collide."""
+    roots = [Path(p).absolute() for p in paths]
+    names = [r.name for r in roots]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{r.parent.name}/{r.name}" for r in roots]
+
+
+# ------------------------------------------------------------------ metrics to long form
+
+def derive(experiment: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Metrics the figures need that an experiment may record only in parts."""
+    if experiment == "gmm" and "total_variance" not in df:
+        parts = [c for c in df.columns if re.fullmatch(r"(trace|var|variance)_?(c|comp|component)?_?\d+", c)]
+        if parts:
+            df = df.assign(total_variance=df[parts].sum(axis=1))
+    if experiment == "gaussian" and "sigma_hat" in df and "sigma2_hat" not in df:
+        df = df.assign(sigma2_hat=df["sigma_hat"].astype(float) ** 2)
+    return df
+
+
+def _unit_metrics(run: RunData, unit: Unit) -> pd.DataFrame | None:
+    path = unit.file("metrics.parquet")
+    if path is None:
+        if unit.done:
+            unit.problems.append(f"{unit.dir}: finished unit has no usable metrics.parquet")
+        return None
+    df = pq.read_table(path).to_pandas()
+    if "generation" not in df or not pd.api.types.is_integer_dtype(df["generation"]):
+        unit.problems.append(f"{path}: no integer 'generation' column")
+        return None
+    df = derive(unit.experiment, df)
+    metric_cols = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+    if not metric_cols:
+        unit.problems.append(f"{path}: no float metric columns")
+        return None
+    info = run.variant(unit.experiment, unit.variant)
+    setting_cols = [c for c in df.columns if c not in metric_cols and c not in ("generation", "replicate")]
+    ids = ["generation"] + (["replicate"] if "replicate" in df else []) + setting_cols
+    long = df.melt(id_vars=ids, value_vars=metric_cols, var_name="metric", value_name="value")
+    if "replicate" not in long:
+        long["replicate"] = 0
+    for k, v in info.settings.items():
+        if k not in long:
+            long[k] = v
+    long["run"], long["experiment"], long["variant"] = run.label, unit.experiment, unit.variant
+    long["regime"], long["seed"] = info.regime, info.seed
+    return long
+
+
+def tidy(runs: list[RunData]) -> pd.DataFrame:
+    """Every finished unit's metrics, long form: run, experiment, variant, regime, seed,
+    settings…, replicate, generation, metric, value."""
+    parts = []
+    for run in runs:
+        for unit in run.units:
+            if unit.done:
+                df = _unit_metrics(run, unit)
+                if df is not None:
+                    parts.append(df)
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+            KEYS + TAIL, ["str", "str", "str", "str", "int64", "int64", "int64", "str", "float64"])})
+    df = pd.concat(parts, ignore_index=True)
+    settings = [c for c in df.columns if c not in KEYS + TAIL]
+    for c in settings:  # one dtype per setting column across experiments (absent -> null)
+        vals = df[c].dropna()
+        numeric = pd.api.types.is_numeric_dtype(vals) and np.all(np.mod(vals.astype(float), 1) == 0)
+        df[c] = df[c].astype("Int64") if numeric else df[c].astype("string")
+    df["seed"] = df["seed"].astype("int64")
+    df["replicate"] = df["replicate"].astype("int64")
+    df["generation"] = df["generation"].astype("int64")
+    df["value"] = df["value"].astype("float64")
+    df = df[KEYS + sorted(settings) + TAIL]
+    return df.sort_values(KEYS + sorted(settings) + ["metric", "generation", "replicate"],
+                          ignore_index=True)
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """Setting columns that carry values in this (e.g. one experiment's) table."""
+    return [c for c in df.columns if c not in KEYS + TAIL + SUMMARY and df[c].notna().any()]

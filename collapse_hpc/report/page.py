@@ -1,0 +1,147 @@
+"""index.html (static, relative links, opens from disk) and results.md from the same content."""
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collapse_hpc.report.plots import Fig
+from collapse_hpc.report.tables import Table
+
+
+@dataclass
+class Section:
+    experiment: str
+    figures: list[Fig]
+    table: Table
+
+
+@dataclass
+class Report:
+    title: str
+    out: Path
+    runs: list[tuple[str, Path]]  # label, folder
+    sections: list[Section]
+    completeness: Table
+    compute: Table
+    packages: Table
+    configs: list[tuple[str, str]]  # label, config.yaml text
+    problems: list[str] = field(default_factory=list)
+
+    def rel(self, path: Path) -> str:
+        return Path(os.path.relpath(path, self.out)).as_posix()
+
+
+NAMES = {"lm": "Language model (OPT on WikiText-2)", "gmm": "Gaussian mixture", "gaussian": "Single Gaussian",
+         "vae": "Variational autoencoder (MNIST)"}
+
+# Records broken images and console errors into the DOM, so a headless browser's --dump-dom
+# shows them (the report's test reads these attributes).
+CHECK_SCRIPT = """<script>
+(function () {
+  var errors = [];
+  function note(msg) { errors.push(String(msg)); document.documentElement.setAttribute('data-errors', errors.join(' | ')); }
+  var error = console.error;
+  console.error = function () { note(Array.prototype.join.call(arguments, ' ')); error.apply(console, arguments); };
+  window.addEventListener('error', function (e) { note(e.message || ('failed to load ' + (e.target && e.target.src))); }, true);
+  window.addEventListener('load', function () {
+    var imgs = Array.prototype.slice.call(document.images);
+    var broken = imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; });
+    var root = document.documentElement;
+    root.setAttribute('data-images', imgs.length);
+    root.setAttribute('data-broken', broken.map(function (i) { return i.getAttribute('src'); }).join(' '));
+    root.setAttribute('data-errors', errors.join(' | '));
+    root.setAttribute('data-ready', '1');
+  });
+})();
+</script>"""
+
+CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111;line-height:1.45}
+h1,h2,h3{font-family:Helvetica,Arial,sans-serif}h2{border-bottom:1px solid #999;padding-bottom:.2em;margin-top:2em}
+figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9em;color:#333}table{border-collapse:collapse;font-size:.85em;margin:.8em 0}
+td,th{border:1px solid #bbb;padding:.2em .5em;text-align:right}th{background:#eee}td:first-child,th:first-child{text-align:left}
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}.missing{color:#777;font-style:italic}
+nav a{margin-right:1em}"""
+
+
+def _html_table(table: Table) -> str:
+    header, rows = table
+    if not rows:
+        return '<p class="missing">nothing yet</p>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_table(table: Table) -> str:
+    header, rows = table
+    if not rows:
+        return "_nothing yet_\n"
+    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _fig_html(rep: Report, fig: Fig) -> str:
+    title = html.escape(fig.title)
+    if not fig.files:
+        return f'<h3>{title}</h3><p class="missing">{html.escape(fig.caption)}</p>'
+    png, pdf = (rep.rel(p) for p in fig.files)
+    return (f'<figure id="{fig.key}"><h3>{title}</h3><a href="{html.escape(pdf)}">'
+            f'<img src="{html.escape(png)}" alt="{title}" loading="eager"></a>'
+            f'<figcaption>{html.escape(fig.caption)} (<a href="{html.escape(pdf)}">PDF</a>)</figcaption></figure>')
+
+
+def write_html(rep: Report) -> str:
+    e = html.escape
+    runs = ", ".join(f"<code>{e(label)}</code> ({e(str(root))})" for label, root in rep.runs)
+    nav = "".join(f'<a href="#{s.experiment}">{e(NAMES.get(s.experiment, s.experiment))}</a>' for s in rep.sections)
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(rep.title)}</title>",
+             f"<style>{CSS}</style>{CHECK_SCRIPT}</head><body>",
+             f"<h1>{e(rep.title)}</h1><p>Runs: {runs}.</p>",
+             '<p>Data: <a href="metrics.parquet">metrics.parquet</a> (long form), '
+             '<a href="summary.csv">summary.csv</a> (mean and 95% CI per generation), '
+             '<a href="results.md">results.md</a>.</p>',
+             f"<nav>{nav}<a href=\"#compute\">Compute</a><a href=\"#config\">Config</a></nav>"]
+    if rep.problems:
+        items = "".join(f"<li>{e(p)}</li>" for p in rep.problems[:50])
+        parts.append(f"<h2>Problems</h2><p>Units left out of the report:</p><ul>{items}</ul>")
+    for s in rep.sections:
+        parts.append(f'<h2 id="{s.experiment}">{e(NAMES.get(s.experiment, s.experiment))}</h2>')
+        parts += [_fig_html(rep, f) for f in s.figures]
+        parts.append("<h3>Generation 0 against the last</h3>" + _html_table(s.table))
+    parts.append("<h2 id=\"progress\">Progress</h2>" + _html_table(rep.completeness))
+    parts.append("<h2 id=\"compute\">Compute</h2><p>Summed from the manifests: seconds × CPU cores "
+                 "(core-hours) and × GPUs (GPU-hours) each unit held.</p>" + _html_table(rep.compute))
+    parts.append("<h2 id=\"packages\">Package versions</h2>" + _html_table(rep.packages))
+    parts.append("<h2 id=\"config\">Config</h2>")
+    parts += [f"<h3>{e(label)}</h3><pre>{e(text)}</pre>" for label, text in rep.configs]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_markdown(rep: Report) -> str:
+    out = [f"# {rep.title}\n", "Runs: " + ", ".join(f"`{label}` ({root})" for label, root in rep.runs) + "\n",
+           "Data: [metrics.parquet](metrics.parquet) (long form), [summary.csv](summary.csv) "
+           "(mean and 95% CI per generation), [index.html](index.html).\n"]
+    if rep.problems:
+        out.append("## Problems\n\n" + "\n".join(f"- {p}" for p in rep.problems[:50]) + "\n")
+    for s in rep.sections:
+        out.append(f"## {NAMES.get(s.experiment, s.experiment)}\n")
+        for f in s.figures:
+            if f.files:
+                png, pdf = (rep.rel(p) for p in f.files)
+                out.append(f"### {f.title}\n\n![{f.title}]({png})\n\n{f.caption} ([PDF]({pdf}))\n")
+            else:
+                out.append(f"### {f.title}\n\n_{f.caption}_\n")
+        out.append("### Generation 0 against the last\n\n" + _md_table(s.table))
+    out.append("## Progress\n\n" + _md_table(rep.completeness))
+    out.append("## Compute\n\nSummed from the manifests: seconds × CPU cores (core-hours) and × GPUs "
+               "(GPU-hours) each unit held.\n\n" + _md_table(rep.compute))
+    out.append("## Package versions\n\n" + _md_table(rep.packages))
+    out.append("## Config\n")
+    out += [f"### {label}\n\n```yaml\n{text.rstrip()}\n```\n" for label, text in rep.configs]
+    return "\n".join(out)

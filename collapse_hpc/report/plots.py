@@ -1,0 +1,149 @@
+"""Drawing helpers shared by the experiments' figures: series, bands, gaps, saving."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from collapse_hpc.report import style
+from collapse_hpc.report.collect import RunData, setting_columns
+from collapse_hpc.store.atomic import atomic_path
+
+
+@dataclass
+class Context:
+    """What one experiment's figures draw from."""
+
+    experiment: str
+    df: pd.DataFrame  # long metrics of this experiment, all runs
+    summary: pd.DataFrame  # its summary rows
+    runs: list[RunData]  # every run of the report (in order)
+
+    @property
+    def run_labels(self) -> list[str]:
+        return [r.label for r in self.runs if r.label in set(self.df["run"]) or r.finished(self.experiment)]
+
+    def run(self, label: str) -> RunData:
+        return next(r for r in self.runs if r.label == label)
+
+    def planned(self, label: str) -> int | None:
+        return self.run(label).generations.get(self.experiment)
+
+    def metrics(self) -> list[str]:
+        return sorted(self.df["metric"].unique())
+
+    def settings(self) -> list[str]:
+        return setting_columns(self.df)
+
+    def series_labels(self, exclude: tuple[str, ...] = ()) -> list[str]:
+        return sorted({series_label(r, self.settings(), exclude) for _, r in
+                       self.summary.drop_duplicates(["regime", *self.settings()]).iterrows()}, key=_order)
+
+
+@dataclass
+class Fig:
+    key: str  # file stem, e.g. gmm_l2
+    title: str
+    caption: str
+    files: list[Path] = field(default_factory=list)
+
+
+def pretty_regime(label: str) -> str:
+    if label.startswith("replace-p"):
+        frac = float(label[len("replace-p"):])
+        return f"replace, keep {frac:.0%}" if frac else "replace"
+    return label
+
+
+def series_label(row, settings: list[str], exclude: tuple[str, ...] = ()) -> str:
+    extra = [f"{k}={row[k]}" for k in settings if k not in exclude and pd.notna(row[k])]
+    return ", ".join([pretty_regime(row["regime"]), *extra])
+
+
+def _order(label: str):
+    return (not label.startswith("replace"), label)
+
+
+def gens_axis(planned: int | None, observed) -> np.ndarray:
+    """Every planned generation, so that missing ones show as gaps (NaN), never as zeros."""
+    top = max([planned - 1 if planned else -1, *(int(g) for g in observed)] or [0])
+    return np.arange(0, top + 1)
+
+
+def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None = None, band: bool = True,
+                exclude: tuple[str, ...] = (), replicates: bool = False) -> int:
+    """Mean against generation (95% CI band) of each series of `run` for `metric`; returns lines drawn."""
+    s = ctx.summary[(ctx.summary["run"] == run) & (ctx.summary["metric"] == metric)]
+    for k, v in (fixed or {}).items():
+        s = s[s[k] == v]
+    settings = ctx.settings()
+    order = ctx.series_labels(exclude)
+    drawn = 0
+    groups = [(series_label(grp.iloc[0], settings, exclude), grp)
+              for _, grp in s.groupby(["regime", *settings], dropna=False, sort=False)]
+    for label, grp in sorted(groups, key=lambda lg: _order(lg[0])):
+        i = order.index(label) if label in order else len(order)
+        gens = gens_axis(ctx.planned(run), grp["generation"])
+        g = grp.set_index("generation").reindex(gens)
+        kw = style.series(i, len(gens))
+        if replicates:
+            _replicate_lines(ax, ctx, run, metric, grp.iloc[0], settings, gens, kw["color"])
+        ax.plot(gens, g["mean"].to_numpy(), label=label, **kw)
+        if band and g["ci_low"].notna().any():
+            ax.fill_between(gens, g["ci_low"].to_numpy(), g["ci_high"].to_numpy(), color=kw["color"],
+                            alpha=0.18, linewidth=0, hatch=None)
+        drawn += 1
+    return drawn
+
+
+def _replicate_lines(ax, ctx, run, metric, row, settings, gens, colour, most: int = 12) -> None:
+    d = ctx.df[(ctx.df["run"] == run) & (ctx.df["metric"] == metric) & (ctx.df["regime"] == row["regime"])]
+    for k in settings:
+        d = d[d[k] == row[k]] if pd.notna(row[k]) else d[d[k].isna()]
+    for (_, _), one in list(d.groupby(["seed", "replicate"]))[:most]:
+        y = one.set_index("generation")["value"].reindex(gens)
+        ax.plot(gens, y.to_numpy(), color=colour, alpha=0.25, linewidth=0.5, marker=None, linestyle="-")
+
+
+def maybe_log(ax, values, force: bool = False) -> None:
+    """Log y-axis when the values span orders of magnitude (or `force`); values <= 0 (e.g. a
+    distance of exactly 0 at generation 0) are left out rather than drawn at a fake floor."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) and (force or v.max() / v.min() > 100):
+        ax.set_yscale("log", nonpositive="mask")
+
+
+def integer_x(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def no_data(ax, text: str = "no data yet") -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def legend_below(fig, axes) -> None:
+    """One legend for the figure, from the panel with the most entries."""
+    best = max(axes.flat, key=lambda a: len(a.get_legend_handles_labels()[1]))
+    handles, labels = best.get_legend_handles_labels()
+    if labels:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4))
+
+
+def save(fig, out: Path, key: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for fmt in ("png", "pdf"):
+        path = out / f"{key}.{fmt}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=style.DPI)
+        files.append(path)
+        fig.set_layout_engine("none")  # laid out once for the PNG; the PDF reuses it
+    return files

@@ -1,0 +1,65 @@
+"""One figure style for the whole report: print-sized, readable in greyscale.
+
+Series (regimes, settings) differ by marker and line style as well as colour, so a
+greyscale print still tells them apart; generations use a colour map whose lightness
+rises monotonically (viridis) plus cycling line styles.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+RC = {
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "0.88",
+    "grid.linewidth": 0.5,
+    "lines.linewidth": 1.3,
+    "lines.markersize": 4,
+    "legend.frameon": False,
+    # no savefig.bbox "tight": constrained layout already fits everything, and "tight" costs a draw
+    "pdf.fonttype": 42,  # editable text in the PDF
+    "figure.dpi": 100,
+}
+DPI = 200  # PNG resolution
+
+# Okabe-Ito colours (colour-blind safe) ordered dark to light, each with its own marker and dash.
+COLOURS = ["#000000", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#999999"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 2)), (0, (8, 2))]
+
+PANEL_W, PANEL_H = 2.9, 2.2  # inches per panel
+
+
+def series(i: int, points: int = 10) -> dict:
+    """Line keywords of the i-th series; markers on at most ~8 points of a long line."""
+    return {"color": COLOURS[i % len(COLOURS)], "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": DASHES[i % len(DASHES)], "markevery": max(1, points // 8),
+            "markerfacecolor": "white" if (i // len(COLOURS)) % 2 else COLOURS[i % len(COLOURS)]}
+
+
+def generation_colours(n: int) -> list:
+    """n colours from dark (early generations) to light (late ones)."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, max(n, 1))]
+
+
+def generation_dash(i: int):
+    return DASHES[i % 4]
+
+
+def figure(rows: int, cols: int, sharex: bool = False, sharey: bool = False, w: float = PANEL_W,
+           h: float = PANEL_H):
+    """A Figure (no pyplot: no global state) and a 2-D array of its axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w * cols, h * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex, sharey=sharey)
+    return fig, axes

@@ -1,0 +1,164 @@
+"""Synthetic run folders in the layout experiments write (config.yaml, units, manifests),
+with known metric values, so the report is tested without running any experiment."""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from collapse_hpc.store import write_manifest, write_parquet
+from collapse_hpc.store.atomic import write_bytes
+
+
+def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *, finished: bool = True,
+          seconds: float = 36.0, gpus: int = 0, cpus: int = 4, pngs: dict | None = None) -> Path:
+    d = root / experiment / variant / unit
+    d.mkdir(parents=True, exist_ok=True)
+    for name, cols in tables.items():
+        write_parquet(d / name, pa.table(cols))
+    for name, data in (pngs or {}).items():
+        write_bytes(d / name, data)
+    if finished:
+        now = time.time()
+        write_manifest(d, config_hash="synthetic", started=now - seconds,
+                       extra={"experiment": experiment, "variant": variant, "unit": unit,
+                              "resources": {"gpus": gpus, "cpus": cpus}})
+        # the manifest's own clock: make `seconds` exact for the compute test
+        import json
+
+        m = json.loads((d / "manifest.json").read_text())
+        m["seconds"] = seconds
+        (d / "manifest.json").write_text(json.dumps(m))
+    return d
+
+
+def write_config(root: Path, sections: dict, generations: int = 3, seeds=(0,), regimes=None) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = {"name": root.name, "generations": generations, "seeds": list(seeds),
+           "regimes": regimes or [{"name": "replace", "keep_fraction": 0.0}], "executor": "local",
+           "profile": None, "data_dir": "data", **sections}
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 100)) -> None:
+    """Real single-Gaussian recursion (MLE), replace and accumulate, one array part per variant."""
+    rng = np.random.default_rng(0)
+    for regime in ("replace-p0", "accumulate"):
+        for n in ns:
+            rows = {k: [] for k in ("generation", "replicate", "samples", "mu_hat", "sigma_hat",
+                                    "abs_mu_err", "abs_sigma_err")}
+            for r in range(replicates):
+                data = rng.normal(0, 1, n)
+                pool = data
+                for g in range(generations):
+                    fit = pool if regime == "accumulate" else data
+                    mu, sigma = fit.mean(), fit.std()
+                    for k, v in (("generation", g), ("replicate", r), ("samples", n), ("mu_hat", mu),
+                                 ("sigma_hat", sigma), ("abs_mu_err", abs(mu)), ("abs_sigma_err", abs(1 - sigma))):
+                        rows[k].append(v)
+                    data = rng.normal(mu, sigma, n)
+                    pool = np.concatenate([pool, data])
+            cols = {"generation": pa.array(rows["generation"], pa.int64()),
+                    "replicate": pa.array(rows["replicate"], pa.int64()),
+                    "samples": pa.array(rows["samples"], pa.int64()),
+                    **{k: pa.array(rows[k], pa.float64()) for k in ("mu_hat", "sigma_hat", "abs_mu_err",
+                                                                     "abs_sigma_err")}}
+            _unit(root, "gaussian", f"{regime}-samples{n}-s0", "part_000", {"metrics.parquet": cols}, seconds=7.2)
+
+
+def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) -> None:
+    rng = np.random.default_rng(1)
+    for regime, rate in (("replace-p0", 0.12), ("accumulate", 0.01)):
+        for p in range(parts):
+            metrics = {k: [] for k in ("generation", "replicate", "l2_to_gen0", "trace_0", "trace_1", "p95")}
+            snaps = {k: [] for k in ("replicate", "generation", "x", "y")}
+            for r in range(p * replicates, (p + 1) * replicates):
+                scale = 1.0
+                for g in range(generations):
+                    scale *= np.exp(-rate * rng.uniform(0.5, 1.5))
+                    metrics["generation"].append(g)
+                    metrics["replicate"].append(r)
+                    metrics["l2_to_gen0"].append(1e-3 * np.exp(0.2 * g) * rng.uniform(0.5, 2) if g else 0.0)
+                    metrics["trace_0"].append(scale ** 2)
+                    metrics["trace_1"].append(0.9 * scale ** 2)
+                    metrics["p95"].append(1.645 * scale)
+                    if g % 10 == 0 or g == generations - 1:
+                        pts = rng.normal(0, scale, (300, 2))
+                        snaps["replicate"] += [r] * 300
+                        snaps["generation"] += [g] * 300
+                        snaps["x"] += list(pts[:, 0])
+                        snaps["y"] += list(pts[:, 1])
+            m = {k: pa.array(v, pa.int64() if k in ("generation", "replicate") else pa.float64())
+                 for k, v in metrics.items()}
+            s = {k: pa.array(v, pa.int64() if k in ("generation", "replicate") else pa.float64())
+                 for k, v in snaps.items()}
+            _unit(root, "gmm", f"{regime}-s0", f"part_{p:03d}", {"metrics.parquet": m, "snapshots.parquet": s},
+                  seconds=72.0, cpus=2)
+
+
+def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None) -> None:
+    """done: variant -> generations finished (default all); one more is left unfinished."""
+    rng = np.random.default_rng(2)
+    for keep in (0.0, 0.1):
+        for seed in seeds:
+            variant = f"replace-p{keep:g}-s{seed}"
+            reached = (done or {}).get(variant, generations)
+            for g in range(min(reached + 1, generations)):
+                drift = (1 - keep * 8) * g
+                metrics = {"generation": pa.array([g], pa.int64()),
+                           "test_ppl": [30.0 + 6 * drift + rng.normal(0, 0.5)],
+                           **{f"distinct_{n}": [0.3 + 0.15 * n - 0.03 * drift] for n in range(1, 5)},
+                           "unigram_entropy": [8.0 - 0.3 * drift], "type_token_ratio": [0.2 - 0.02 * drift],
+                           "rare_token_share": [0.05 / (1 + drift)], "seq_ppl_p50": [20.0 - drift]}
+                ppl = np.exp(rng.normal(np.log(25) - 0.25 * drift, 0.4 + 0.1 * drift, 600))
+                seqs = {"block_id": pa.array(np.arange(600), pa.int64()), "ppl": ppl}
+                _unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics, "sequence_ppl.parquet": seqs},
+                      finished=g < reached, seconds=1800.0, gpus=2, cpus=16)
+
+
+def _grid_png(blur: float, seed: int) -> bytes:
+    """A 10x10 grid of 28x28 'digits' (rings), blurrier with `blur`."""
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:28, 0:28]
+    tiles = []
+    for _ in range(100):
+        cx, cy, rad = rng.uniform(11, 17), rng.uniform(11, 17), rng.uniform(5, 9)
+        d = np.abs(np.hypot(xx - cx, yy - cy) - rad)
+        tiles.append(np.clip(1 - d / (1.5 + blur), 0, 1))
+    img = np.block([[tiles[r * 10 + c] for c in range(10)] for r in range(10)])
+    fig = Figure(figsize=(2.8, 2.8), dpi=100)
+    fig.figimage(img, cmap="gray", vmin=0, vmax=1)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def vae(root: Path, generations: int = 4, finished: int = 3) -> None:
+    for regime in ("replace-p0", "accumulate"):
+        for g in range(finished):
+            blur = g * (2.0 if regime == "replace-p0" else 0.3)
+            metrics = {"generation": pa.array([g], pa.int64()), "class_entropy": [2.3 - 0.4 * blur / 2]}
+            _unit(root, "vae", f"{regime}-s0", f"gen_{g:03d}", {"metrics.parquet": metrics},
+                  pngs={"samples.png": _grid_png(blur, g)}, seconds=120.0, gpus=1, cpus=8)
+
+
+def full_run(root: Path) -> Path:
+    """A run with all four experiments; lm's replace-p0.1-s1 stopped after generation 1 and
+    vae after generation 2 (of 4): an in-progress run."""
+    regimes = [{"name": "replace", "keep_fraction": 0.0}, {"name": "replace", "keep_fraction": 0.1}]
+    write_config(root, {"lm": {"generations": 4, "seeds": [0, 1]},
+                        "gmm": {"generations": 40, "regimes": [regimes[0], {"name": "accumulate"}]},
+                        "gaussian": {"generations": 30, "regimes": [regimes[0], {"name": "accumulate"}]},
+                        "vae": {"generations": 4, "regimes": [regimes[0], {"name": "accumulate"}]}},
+                 generations=4, regimes=regimes)
+    lm(root, done={"replace-p0.1-s1": 2})
+    gmm(root)
+    gaussian(root)
+    vae(root)
+    return root
