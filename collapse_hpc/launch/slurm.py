@@ -102,9 +102,6 @@ def submit(store, run, chains, **_) -> dict:
     from collapse_hpc.launch.job import UnitJob, aggregate
 
     prof = profiles.load(run.profile)
-    book = records.load(store)
-    book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
-    queue = queued()
     sub = Submitter(store, run, prof)
     root = str(store.root)
     rows, new_ids, live_ids, stale = [], [], [], []
@@ -118,7 +115,10 @@ def submit(store, run, chains, **_) -> dict:
         records.record(book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,
                        kind=kind, submitted=time.time())
 
-    with clean_env():  # submitting from inside a job must not pass on its SLURM_* variables
+    # one submitter at a time per run (two would queue two chains for a variant); jobs need no lock
+    with store.lock(), clean_env():  # from inside a job, its SLURM_* variables must not pass on
+        book, queue = records.load(store), queued()
+        book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
         for chain in [c for c in chains if c.shape == "chain"]:
             ranks = ranks_of(run, chain.experiment)
             prev, resubmitted, ids = None, False, []
@@ -192,7 +192,7 @@ def submit(store, run, chains, **_) -> dict:
             rows.append(("aggregate", "job", 1, f"{sj.job_id} (afterany)"))
         elif agg_live:
             rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
-    records.save(store, book)
+        records.save(store, book)
     _print_table(store, prof, rows, len(new_ids), done_total)
     return {"submitted": new_ids, "queued": live_ids, "done": done_total}
 

@@ -78,6 +78,7 @@ def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
     assert all(rows[p][-1]["State"] == "COMPLETED" for p in parts)
     last_end = max(r[-1]["End"] for j, r in rows.items() if j != agg)
     assert rows[agg][-1]["Comment"].startswith("aggregate afterany:") and rows[agg][-1]["Start"] >= last_end
+    assert rows[agg][-1]["State"] == "COMPLETED" and (run / "report" / "index.html").is_file()
 
     verify = subprocess.run([str(REPO / ".venv/bin/collapse-hpc"), "verify", str(run)], capture_output=True,
                             text=True, timeout=120)
