@@ -4,7 +4,7 @@ place only. The one difference allowed: the containers take the CUDA torch of th
 instead of the lock's CPU wheel, and it must be the locked version."""
 import re
 import subprocess
-import tomllib
+import sys
 
 import pytest
 
@@ -23,6 +23,7 @@ def test_lock_is_exact_pins_with_torch():
 
 
 def test_every_declared_dependency_is_locked():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = list(project["dependencies"])
     for extra in project.get("optional-dependencies", {}).values():
@@ -98,3 +99,34 @@ def test_apptainer_def_installs_nothing_of_its_own():
 def test_named_package_detection(argv, named):
     """The checker above must catch a package installed by name."""
     assert named_packages(argv) == named
+
+
+def _guards() -> list[str]:
+    """The `python -c` programs the Dockerfile runs after installing (the build's guards)."""
+    return re.findall(r'python -c "([^"]+)"', _dockerfile_run_text())
+
+
+def test_build_guard_refuses_versions_other_than_the_lock(tmp_path):
+    """The Dockerfile's version guard, run on this environment (installed from the same lock)."""
+    guard = next(g for g in _guards() if "importlib.metadata" in g)
+    lock = [line for line in LOCK.read_text().splitlines() if not line.startswith("torch==")]
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(lock) + "\n")
+    r = subprocess.run([sys.executable, "-c", guard, str(good)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(re.sub(r"^numpy==.*", "numpy==0.0.1", line) for line in lock) + "\n")
+    r = subprocess.run([sys.executable, "-c", guard, str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and "not the locked versions: ['numpy==0.0.1 (installed" in r.stderr
+
+
+@pytest.mark.slow  # imports torch twice
+def test_build_guard_refuses_a_base_image_with_another_torch():
+    guard = next(g for g in _guards() if "torch.__version__" in g)
+    sed = re.search(r"\$\((sed -n '[^']+') /tmp/requirements\.lock\)", _dockerfile_run_text()).group(1)
+    locked = subprocess.run(["bash", "-c", f"{sed} requirements.lock"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert locked == lock_pins()["torch"]
+    assert subprocess.run([sys.executable, "-c", guard, locked], capture_output=True).returncode == 0
+    r = subprocess.run([sys.executable, "-c", guard, "9.9.9"], capture_output=True, text=True)
+    assert r.returncode == 1 and "!= locked torch 9.9.9" in r.stderr
