@@ -67,9 +67,11 @@ class ContainerConfig:
         for b in self.binds:
             if not b or "," in b or not b.split(":")[0].startswith(("/", "~", "$")):
                 raise ValueError(f"binds: {b!r} is not an absolute src[:dst[:opts]] path without commas")
-        for k in self.env:
+        for k, v in self.env.items():
             if not _ENV_NAME.match(k):
                 raise ValueError(f"env: {k!r} is not a valid environment variable name")
+            if "," in str(v):  # apptainer --env splits its value at commas
+                raise ValueError(f"env: {k} has a comma; set it in the profile's top-level env instead")
 
 
 def default_hf_home() -> Path:
@@ -118,7 +120,7 @@ def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_pa
         slurm_paths = slurm_host_paths() if cfg.slurm_binds else []
     binds += list(slurm_paths)
     binds += [os.path.expandvars(os.path.expanduser(b)) for b in cfg.binds]
-    binds = list(dict.fromkeys(binds))  # a data folder inside the run folder, listed twice
+    binds = list(dict.fromkeys(binds))  # one folder given twice (data as the run folder) binds once
 
     # Set, not inherited: the host's HF_HOME, TORCH_EXTENSIONS_DIR (compiled for the host's
     # torch) and PYTHONPATH (module loads) would otherwise win inside the image.

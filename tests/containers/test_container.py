@@ -84,6 +84,7 @@ def test_missing_image_is_one_user_error(tmp_path):
     ({"binds": ["/a,/b"]}, "binds"),
     ({"binds": ["relative/path"]}, "binds"),
     ({"env": {"BAD-NAME": "1"}}, "env"),
+    ({"env": {"NCCL_SOCKET_IFNAME": "ib0,ib1"}}, "env: NCCL_SOCKET_IFNAME has a comma"),
     ({"runtime": "docker"}, "runtime"),
     ({"imgae": "x.sif"}, "imgae"),
 ])
