@@ -1,0 +1,132 @@
+"""Training one generation: the loss falls, ranks agree, and a killed run resumes exactly."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm import train
+from tests.experiments.lm.conftest import tiny_cfg
+
+WORKER = Path(__file__).with_name("worker.py")
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(data_dir, out, overrides, world=1, extra_env=None):
+    """Start `world` worker ranks as subprocesses with the env the launch layer would set."""
+    out.mkdir(parents=True, exist_ok=True)
+    port = _port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "HF_HUB_OFFLINE": "1", **(extra_env or {})}
+        log = open(out / f"log-{rank}.txt", "w")
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(data_dir), str(out), json.dumps(overrides)],
+                                      env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _wait(procs, out, timeout=240):
+    codes = [p.wait(timeout=timeout) for p in procs]
+    return codes, [json.loads((out / f"summary-{r}.json").read_text()) if (out / f"summary-{r}.json").exists()
+                   else None for r in range(len(procs))]
+
+
+def _tail(out):
+    return "\n".join((p.read_text()[-1500:]) for p in sorted(out.glob("log-*.txt")))
+
+
+def test_batch_plan_splits_the_global_batch_over_ranks():
+    assert train.batch_plan(128, 16, 1) == (16, 8)
+    assert train.batch_plan(128, 16, 2) == (16, 4)
+    assert train.batch_plan(128, 16, 16) == (8, 1)
+    assert train.batch_plan(128, 48, 1) == (32, 4)  # largest micro batch dividing the per-rank share
+    with pytest.raises(UserError, match="cannot be split"):
+        train.batch_plan(128, 16, 3)
+
+
+def test_each_step_deals_disjoint_micro_batches_to_the_ranks():
+    micro, accum, world = 4, 2, 2
+    order = train.epoch_order(37, seed=0, epoch=1, length=48)
+    assert sorted(set(order)) == list(range(37))  # every block, padded by wrapping around
+    assert not np.array_equal(order, train.epoch_order(37, seed=0, epoch=2, length=48))
+    step = [order[(m * world + r) * micro:(m * world + r + 1) * micro] for r in range(world) for m in range(accum)]
+    flat = np.concatenate(step)
+    assert len(set(flat)) == len(flat) == micro * accum * world
+
+
+def test_cosine_learning_rate_per_epoch():
+    cfg = tiny_cfg(lr=2e-5, lr_min=1e-6, epochs=5)
+    lrs = [cfg.lr * train.epoch_lr_factor(cfg, e) for e in range(5)]
+    assert lrs[0] == pytest.approx(2e-5)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert cfg.lr * train.epoch_lr_factor(cfg, 5) == pytest.approx(1e-6)
+
+
+def test_ds_config_bf16_and_zero_stage():
+    conf = train.ds_config(tiny_cfg(zero_stage=2), 16, 4, 2, bf16=True)
+    assert conf["train_batch_size"] == 128 and conf["gradient_accumulation_steps"] == 4
+    assert conf["zero_optimization"]["stage"] == 2 and conf["bf16"]["enabled"]
+    assert "optimizer" not in conf  # torch AdamW unless fused_adam
+    assert train.ds_config(tiny_cfg(fused_adam=True), 16, 8, 1, False)["optimizer"]["type"] == "AdamW"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_loss_falls_and_kill_mid_epoch_then_resume_gives_the_same_weights(lm_data_dir, tmp_path):
+    from collapse_hpc.experiments.lm.model import model_fingerprint
+
+    # 112 train blocks, batch 16: 7 steps per epoch; checkpoints at steps 3, 6, 7, 9, 12, 14.
+    overrides = {"checkpoint_every_steps": 3}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    procs = _launch(lm_data_dir, whole, overrides) + \
+        _launch(lm_data_dir, killed, overrides, extra_env={train.KILL_AT_STEP_ENV: "3"})
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [0, -signal.SIGKILL], _tail(whole) + _tail(killed)
+    summary = json.loads((whole / "summary-0.json").read_text())
+    assert summary["val_loss"][-1] < summary["val_loss"][0] < summary["initial_val_loss"]
+    assert summary["best_val_loss"] == min(summary["val_loss"])
+    assert (whole / "model" / "model.safetensors").is_file() and (whole / "model" / "tokenizer.json").is_file()
+    assert not (killed / "model").exists()
+    assert (killed / "ckpt" / "step00000003" / train.COMPLETE).is_file()
+    (killed / "ckpt" / "step00000005").mkdir()  # a save cut short: no completion marker, never resumed
+
+    codes, (resumed,) = _wait(_launch(lm_data_dir, killed, overrides), killed)
+    assert codes == [0], _tail(killed)
+    assert resumed["resumed_from"] == 3
+    assert resumed["val_loss"] == summary["val_loss"]
+    assert model_fingerprint(killed / "model") == model_fingerprint(whole / "model")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_ranks_over_gloo_keep_identical_parameters(lm_data_dir, tmp_path):
+    from collapse_hpc.experiments.lm.data import load_blocks
+    from collapse_hpc.experiments.lm.evaluate import perplexity
+    from collapse_hpc.experiments.lm.model import load_model
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+
+    codes, (r0, r1) = _wait(_launch(lm_data_dir, tmp_path, {"zero_stage": 2}, world=2), tmp_path)
+    assert codes == [0, 0], _tail(tmp_path)
+    assert r0["params"] == r1["params"]
+    assert r0["gradient_accumulation"] == 1 and r0["micro_batch_size"] == 8
+    assert r0["val_loss"] == r1["val_loss"] and r0["val_loss"][-1] < r0["initial_val_loss"]
+    # perplexity sharded over the 2 ranks = unsharded perplexity of the saved model
+    val = load_blocks(lm_data_dir, "tiny", "validation", load_tokenizer(tiny_cfg(), lm_data_dir), 16)
+    corpus, per_seq = perplexity(load_model(tmp_path / "model"), val, 5, "cpu")
+    assert r0["per_seq"] == r1["per_seq"]
+    np.testing.assert_allclose(r0["per_seq"], per_seq, rtol=1e-5)
+    assert r0["ppl"] == pytest.approx(corpus, rel=1e-5)

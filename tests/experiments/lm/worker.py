@@ -1,0 +1,49 @@
+"""One rank of a tiny training run, for the multi-process tests (run as a script).
+
+argv: data_dir out_root json-overrides. Writes out_root/summary-<rank>.json with the summary, a
+hash of this rank's parameters after training, and the validation perplexities (sharded).
+"""
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tests.experiments.lm.conftest import tiny_cfg  # noqa: E402
+
+
+def main():
+    data_dir, out_root, overrides = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+    torch.set_num_threads(1)
+    from collapse_hpc.experiments.lm import distributed
+    from collapse_hpc.experiments.lm.data import load_blocks
+    from collapse_hpc.experiments.lm.evaluate import perplexity
+    from collapse_hpc.experiments.lm.model import build_model
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+    from collapse_hpc.experiments.lm.train import train_generation
+
+    logging.basicConfig(level=logging.INFO)
+    cfg = tiny_cfg(**overrides)
+    rank, world, local = distributed.init()
+    tok = load_tokenizer(cfg, data_dir)
+    train = load_blocks(data_dir, "tiny", "train", tok, cfg.block_size)
+    val = load_blocks(data_dir, "tiny", "validation", tok, cfg.block_size)
+    model = build_model(cfg, tok, data_dir)
+    from collapse_hpc.experiments.lm.evaluate import mean_loss
+
+    initial = mean_loss(model, val, 32, "cpu", rank=rank, world_size=world)
+    summary = train_generation(model, tok, train, val, cfg, out_root / "model", out_root / "ckpt", seed=0,
+                               rank=rank, world_size=world, local_rank=local)
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
+    corpus, per_seq = perplexity(model, val, 7, "cpu", rank=rank, world_size=world)
+    summary.update(initial_val_loss=initial, params=h.hexdigest(), ppl=corpus, per_seq=per_seq.tolist())
+    (out_root / f"summary-{rank}.json").write_text(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
