@@ -40,9 +40,11 @@ def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)
-        return out.stdout.strip() or None
+        commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        commit = ""
+    # inside the container image the package is no checkout: the image records its build commit
+    return commit or os.environ.get("COLLAPSE_HPC_GIT_COMMIT") or None
 
 
 def job_id() -> str | None:
