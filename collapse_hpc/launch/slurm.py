@@ -11,6 +11,7 @@ gets two chains.
 """
 from __future__ import annotations
 
+import contextlib
 import getpass
 import shutil
 import subprocess
@@ -50,6 +51,17 @@ def queued() -> dict[str, str]:
 def cancel(job_ids: list[str]) -> None:
     if job_ids:
         subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+
+
+def _sbatch(what: str, call):
+    """Run a submission; sbatch's refusal (bad partition, account, …) becomes one error line."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        return call()
+    except FailedJobError as e:
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise UserError(f"sbatch refused {what}: {lines[-1] if lines else e}") from None
 
 
 def _shell_value(v: str) -> str:
@@ -115,9 +127,12 @@ def submit(store, run, chains, **_) -> dict:
         records.record(book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,
                        kind=kind, submitted=time.time())
 
-    # one submitter at a time per run (two would queue two chains for a variant); jobs need no lock
-    with store.lock(), clean_env():  # from inside a job, its SLURM_* variables must not pass on
+    # One submitter at a time per run (two would queue two chains for a variant). clean_env: when
+    # submitting from inside a job, its SLURM_* variables must not pass on. What got queued is
+    # recorded even when a later sbatch fails.
+    with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
         book, queue = records.load(store), queued()
+        on_exit.callback(records.save, store, book)
         book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
         for chain in [c for c in chains if c.shape == "chain"]:
             ranks = ranks_of(run, chain.experiment)
@@ -138,7 +153,7 @@ def submit(store, run, chains, **_) -> dict:
                 dep = f"afterok:{prev}" if prev else None
                 ex = sub.executor(chain.kind, ranks, name=f"{run.name}:{job.label}", dependency=dep,
                                   comment=f"{job.label}" + (f" {dep}" if dep else ""))
-                sj = ex.submit(UnitJob(), root, job.experiment, job.variant, job.index)
+                sj = _sbatch(job.label, lambda: ex.submit(UnitJob(), root, job.experiment, job.variant, job.index))
                 note(job.label, sj, dep, chain.kind)
                 prev, resubmitted = sj.job_id, True
                 new_ids.append(sj.job_id)
@@ -164,9 +179,12 @@ def submit(store, run, chains, **_) -> dict:
             ids = ""
             if todo:
                 ex = sub.executor(group[0].kind, 1, name=f"{run.name}:{name}", comment=f"{name} array")
-                with ex.batch():  # one sbatch --array for every part of every variant
-                    jobs = [(job, kind, ex.submit(UnitJob(), root, job.experiment, job.variant, job.index))
-                            for job, kind in todo]
+                def array():
+                    with ex.batch():  # one sbatch --array for every part of every variant
+                        return [(job, kind, ex.submit(UnitJob(), root, job.experiment, job.variant, job.index))
+                                for job, kind in todo]
+
+                jobs = _sbatch(f"the {name} array", array)
                 for job, kind, sj in jobs:
                     note(job.label, sj, None, kind)
                 array_id = jobs[0][2].job_id.split("_")[0]
@@ -179,20 +197,19 @@ def submit(store, run, chains, **_) -> dict:
         cancel(stale)
         agg = book.get("aggregate", {})
         agg_live = agg.get("job_id") if queue.get(str(agg.get("job_id"))) in ACTIVE else None
-        if new_ids:
+        if new_ids or (live_ids and not agg_live):
             if agg_live:  # it would run before the new jobs end
                 cancel([agg_live])
             waits = sorted({str(j).split("_")[0] for j in new_ids + live_ids})
             dep = "afterany:" + ":".join(waits)
             ex = sub.executor("aggregate", 1, name=f"{run.name}:aggregate", dependency=dep, comment=f"aggregate {dep}")
-            sj = ex.submit(aggregate, root)
+            sj = _sbatch("the aggregation job", lambda: ex.submit(aggregate, root))
             book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
                                  "submitted": time.time(), "history": agg.get("history", []) + (
                                      [agg["job_id"]] if agg.get("job_id") else [])}
             rows.append(("aggregate", "job", 1, f"{sj.job_id} (afterany)"))
         elif agg_live:
             rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
-        records.save(store, book)
     _print_table(store, prof, rows, len(new_ids), done_total)
     return {"submitted": new_ids, "queued": live_ids, "done": done_total}
 

@@ -149,3 +149,18 @@ def test_ranks_of_reads_the_section():
     run = cfgmod.from_dict({"ltchain": {"ranks": 3}, "ltarray": {}})
     assert ranks_of(run, "ltchain") == 3 and ranks_of(run, "ltarray") == 1
     assert [c.kind for c in engine.plan(run)] == ["gpu", "cpu"]
+
+
+def test_sbatch_refusal_is_one_line_and_keeps_what_was_queued(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    sbatch = fake_slurm / "bin" / "sbatch"
+    real = sbatch.read_text()
+    # the second sbatch is refused, as a cluster refuses an unknown partition
+    sbatch.write_text(real.replace('cp "${@: -1}"', '[ $n = 102 ] && { echo "sbatch: error: invalid partition '
+                                   'specified: nope" >&2; exit 1; }; cp "${@: -1}"'))
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2
+    assert "error: sbatch refused ltchain/replace-p0-s0/gen_001: sbatch: error: invalid partition" in err
+    assert "Traceback" not in err
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"] == "101"  # recorded: not lost
