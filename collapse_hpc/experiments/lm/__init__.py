@@ -1,3 +1,35 @@
 """The language-model experiment (Shumailov et al., section 1): OPT fine-tuned recursively on its
-own generated text. Stage 1 (data, models, DeepSpeed training, evaluation) lives in data.py,
-tokenizer.py, model.py, train.py, evaluate.py, distributed.py; EXPERIMENT is defined by stage 2."""
+own generated text.
+
+Stage 1 (data, models, DeepSpeed training, evaluation): data.py, tokenizer.py, model.py, train.py,
+evaluate.py, distributed.py. Stage 2 (the chain): sample.py (the paper's decoding into Parquet
+shards), mixing.py (regimes and lineage), metrics.py (diversity), chain.py (one generation),
+cli.py (`collapse-hpc lm` with the reference implementation's flags).
+"""
+from __future__ import annotations
+
+from collapse_hpc.experiments.base import default_variants
+
+
+class LanguageModel:
+    name = "lm"
+    shape = "chain"  # generation g reads generations < g
+    job = "gpu"  # DeepSpeed over every GPU of the job
+    # kept when an unfinished generation is redone: sampled shards, training checkpoints and the
+    # trained model (saved atomically, so a kill during sampling does not retrain)
+    resumable = ("shards", "checkpoints", "model")
+    scratch = ("checkpoints",)
+
+    def variants(self, run):
+        return default_variants(self.name, run)
+
+    def units(self, run, variant) -> int:
+        return run.generations_of(self.name)
+
+    def run_unit(self, ctx) -> None:
+        from collapse_hpc.experiments.lm.chain import run_generation
+
+        run_generation(ctx)
+
+
+EXPERIMENT = LanguageModel()

@@ -1,0 +1,122 @@
+"""One generation of the recursive chain (run on every rank; rank 0 writes the tables).
+
+  1. training set: real train blocks (generation 0) or the regime's mix of real blocks and
+     earlier generations' generated blocks -> train_set.parquet (with lineage)
+  2. train (stage 1, DeepSpeed) from the initial model (init: pretrained, the paper) or from
+     generation g-1's (init: previous) -> model/ (kept on resume: it is written atomically)
+  3. sample: every training block is a prompt -> shards/part-<rank>-<chunk>.parquet
+  4. evaluate: real-test perplexity; each generated block's perplexity under the generation-0
+     model -> sequence_ppl.parquet; diversity -> metrics.parquet (one wide row)
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from collapse_hpc.store import atomic
+
+MODEL, SHARDS, CHECKPOINTS = "model", "shards", "checkpoints"
+TRAINING = "training.json"  # inside model/: the stage-1 training summary
+
+
+def _blocks(ctx, tokenizer, split: str, limit: int):
+    from collapse_hpc.experiments.lm.data import load_blocks
+
+    cfg = ctx.config
+    table = load_blocks(ctx.data_dir, cfg.dataset, split, tokenizer, cfg.block_size)
+    return table.slice(0, limit) if limit else table
+
+
+def _train(ctx, tokenizer, train_set, val, log) -> dict:
+    """Train this generation's model unless an earlier attempt already saved it."""
+    from collapse_hpc.experiments.lm import distributed
+    from collapse_hpc.experiments.lm.model import build_model, load_model
+    from collapse_hpc.experiments.lm.train import train_generation
+
+    cfg, out = ctx.config, ctx.path(MODEL)
+    if (out / TRAINING).is_file():
+        log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
+        distributed.barrier()
+        return json.loads((out / TRAINING).read_text())
+    if cfg.init == "previous" and ctx.previous:
+        model = load_model(ctx.previous[-1] / MODEL)
+    else:
+        model = build_model(cfg, tokenizer, ctx.data_dir)
+    result = train_generation(model, tokenizer, train_set, val, cfg, out, ctx.path(CHECKPOINTS),
+                              seed=ctx.seed(1), rank=ctx.rank, world_size=ctx.world_size,
+                              local_rank=ctx.local_rank, log=log)
+    if ctx.is_main:
+        atomic.write_json(out / TRAINING, result)
+    distributed.barrier()
+    return result
+
+
+def run_generation(ctx) -> None:
+    import pyarrow as pa
+    import torch
+
+    from collapse_hpc.experiments.lm import distributed, metrics, mixing
+    from collapse_hpc.experiments.lm.data import block_array
+    from collapse_hpc.experiments.lm.evaluate import perplexity
+    from collapse_hpc.experiments.lm.model import load_model, model_fingerprint
+    from collapse_hpc.experiments.lm.sample import Decoding, read_shards, sample_shards
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+
+    cfg, log, g = ctx.config, ctx.log, ctx.generation
+    torch.set_num_threads(ctx.threads)
+    distributed.init()
+    distributed.barrier()  # rank 0 has reset the unit folder before anyone writes into it
+    tokenizer = load_tokenizer(cfg, ctx.data_dir)
+    real = _blocks(ctx, tokenizer, "train", cfg.max_train_blocks)
+    val = _blocks(ctx, tokenizer, "validation", cfg.max_eval_blocks)
+    test = _blocks(ctx, tokenizer, "test", cfg.max_eval_blocks)
+
+    # 1. what this generation trains on (identical on every rank: same seed)
+    generated = [read_shards(p / SHARDS) for p in ctx.previous]
+    train_set = mixing.training_set(ctx.variant.regime, real, generated, np.random.default_rng(ctx.seed(2)))
+    log.info("gen %d (%s): %d training blocks by source %s", g, ctx.variant.regime.label, train_set.num_rows,
+             mixing.counts_by_source(train_set))
+
+    # 2. train
+    training = _train(ctx, tokenizer, train_set, val, log)
+
+    # 3. sample from the saved weights (the same on every rank and on resume)
+    device = distributed.device(ctx.local_rank)
+    model = load_model(ctx.path(MODEL)).to(device).eval()
+    model_hash = model_fingerprint(ctx.path(MODEL))
+    prompts = mixing.prompts(train_set, real.num_rows, np.random.default_rng(ctx.seed(3)))
+    decoding = Decoding.from_config(cfg)
+    t0 = time.time()
+    sample_shards(model, tokenizer, prompts, decoding, ctx.path(SHARDS), generation=g, rank=ctx.rank,
+                  world_size=ctx.world_size, batch_size=cfg.sample_batch_size, seed=ctx.seed(4),
+                  model_hash=model_hash, device=device, log=log)
+    sample_seconds = time.time() - t0
+    distributed.barrier()  # every shard exists
+
+    # 4. evaluate (sharded over ranks; every rank gets the full result)
+    ev = dict(batch_size=cfg.eval_batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size)
+    test_ppl, _ = perplexity(model, test, **ev)
+    shards = read_shards(ctx.path(SHARDS))
+    gen_ids = block_array(shards)
+    scorer = model if g == 0 else load_model(ctx.previous[0] / MODEL).to(device).eval()
+    _, seq_ppl = perplexity(scorer, gen_ids, **ev)
+    if not ctx.is_main:
+        return
+    rare = metrics.rare_vocabulary(block_array(real), cfg.rare_fraction)
+    values = {"test_ppl": test_ppl, "val_loss": training.get("best_val_loss", float("nan")),
+              **metrics.ppl_percentiles(seq_ppl),
+              **metrics.diversity(gen_ids, shards.column("text").to_pylist(), rare),
+              "train_blocks": train_set.num_rows, "generated_blocks": shards.num_rows,
+              "train_seconds": training.get("seconds", float("nan")), "sample_seconds": sample_seconds,
+              "sample_tokens_per_s": gen_ids.size / sample_seconds if sample_seconds > 0 else float("nan")}
+    meta = {"generation": g, "regime": ctx.variant.regime.label, "seed": ctx.variant.seed,
+            "model_sha256": model_hash, "decoding": decoding.metadata(), "init": cfg.init}
+    ctx.write_table("train_set.parquet", train_set, meta)
+    ctx.write_table("sequence_ppl.parquet", pa.table({
+        "block_id": shards.column("block_id"), "ppl": pa.array(seq_ppl, pa.float64())}), meta)
+    ctx.write_table("metrics.parquet", metrics.metrics_table(g, values), meta)
+    log.info("gen %d (%s): test ppl %.2f, generated-data ppl under gen 0: median %.2f", g,
+             ctx.variant.regime.label, test_ppl, values["ppl_p50"])

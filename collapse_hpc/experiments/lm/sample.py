@@ -1,0 +1,359 @@
+"""Sampling the next generation's data: every training block is a prompt, the model writes exactly
+`block_size` new tokens after it, and those new tokens become one block of the next generation.
+
+Decoding presets (config `decoding`):
+  beam      the paper's: beam search, `num_beams` 5, repetition penalty 3.0, min = max new tokens
+  greedy    argmax with the same repetition penalty
+  sampling  temperature / top-k / top-p sampling (1.0 / 50 / 0.95 by default)
+
+Semantics are HF `generate`'s (processors on log-probs in beam search, on logits otherwise; EOS
+blocked until the last token, so every output has exactly `new_tokens` tokens). For OPT models a
+hand-written decoder does the work much faster than `generate`: the prompt is encoded once per
+prompt (not once per beam) and its keys/values are shared by the beams; the beams' own keys/values
+are written once into slots and never reordered - each beam attends to its ancestors' slots through
+a mask. Other architectures go through `generate` (with left padding; the last tokens are taken).
+
+Sharding: prompts are cut into chunks of `batch_size`; rank r samples chunks r, r + world, ... and
+writes each as shards/part-<rank>-<chunk>.parquet. A chunk whose file exists is skipped, so a killed
+run resumes chunk by chunk, and a fixed config + seed gives the same tokens for any world size.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+PRESETS = ("beam", "greedy", "sampling")
+KILL_AFTER_ENV = "COLLAPSE_LM_KILL_AFTER_CHUNKS"  # tests: die (SIGKILL) after writing this many chunks
+
+
+@dataclass(frozen=True)
+class Decoding:
+    preset: str = "beam"
+    num_beams: int = 5  # beam only
+    repetition_penalty: float = 3.0  # 1.0: off
+    new_tokens: int = 64  # min = max new tokens
+    temperature: float = 1.0  # sampling only
+    top_k: int = 50  # sampling only (0: off)
+    top_p: float = 0.95  # sampling only (1.0: off)
+
+    @classmethod
+    def from_config(cls, cfg) -> "Decoding":
+        return cls(preset=cfg.decoding, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty,
+                   new_tokens=cfg.block_size, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+
+    @property
+    def beams(self) -> int:
+        return self.num_beams if self.preset == "beam" else 1
+
+    def metadata(self) -> dict:
+        d = asdict(self)
+        if self.preset != "sampling":
+            for k in ("temperature", "top_k", "top_p"):
+                d.pop(k)
+        if self.preset != "beam":
+            d.pop("num_beams")
+        return d
+
+
+# ------------------------------------------------------------------ logits processing (HF semantics)
+
+def _repetition_penalty(scores, history, penalty: float):
+    """HF RepetitionPenaltyLogitsProcessor: every token seen in the row's history is penalised."""
+    import torch
+
+    if penalty == 1.0:
+        return scores
+    seen = scores.gather(1, history)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return scores.scatter_(1, history, seen)
+
+
+def _block_eos(scores, eos: list[int]):
+    """HF MinNewTokensLengthLogitsProcessor with min = max new tokens: EOS is never chosen."""
+    if eos:
+        scores[:, eos] = float("-inf")
+    return scores
+
+
+def _sampling_warp(logits, d: Decoding):
+    """HF temperature, top-k and top-p warpers, in that order."""
+    import torch
+
+    if d.temperature != 1.0:
+        logits = logits / d.temperature
+    if d.top_k and d.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, d.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if d.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum <= (1 - d.top_p)
+        drop[:, -1] = False  # keep at least one token
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def _eos_ids(model) -> list[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+# ------------------------------------------------------------------ the fast OPT decoder
+
+class _OPTDecoder:
+    """OPT forward for decoding with a shared-prompt, never-reordered key/value cache."""
+
+    def __init__(self, model):
+        self.model = model
+        self.dec = model.model.decoder
+        cfg = model.config
+        self.heads = cfg.num_attention_heads
+        self.head_dim = cfg.hidden_size // self.heads
+        self.scaling = self.head_dim ** -0.5
+        self.pre_ln = cfg.do_layer_norm_before
+
+    def _embed(self, tokens, positions):
+        h = self.dec.embed_tokens(tokens)
+        if self.dec.project_in is not None:
+            h = self.dec.project_in(h)
+        return h + self.dec.embed_positions.weight[positions + self.dec.embed_positions.offset]
+
+    def _logits(self, h):
+        if self.dec.final_layer_norm is not None:
+            h = self.dec.final_layer_norm(h)
+        if self.dec.project_out is not None:
+            h = self.dec.project_out(h)
+        return self.model.lm_head(h).float()
+
+    def _mlp(self, layer, x):
+        r = x
+        h = layer.final_layer_norm(x) if self.pre_ln else x
+        h = r + layer.fc2(layer.activation_fn(layer.fc1(h)))
+        return h if self.pre_ln else layer.final_layer_norm(h)
+
+    def _qkv(self, attn, h):
+        return attn.q_proj(h) * self.scaling, attn.k_proj(h), attn.v_proj(h)
+
+    def prefill(self, prompts, cache_len: int):
+        """Encode (B, P) prompts; return next-token logits (B, V) and per-layer K/V caches."""
+        import torch
+        import torch.nn.functional as F
+
+        B, P = prompts.shape
+        H, hd = self.heads, self.head_dim
+        x = self._embed(prompts, torch.arange(P, device=prompts.device))
+        caches = []
+        for layer in self.dec.layers:
+            attn = layer.self_attn
+            r = x
+            h = layer.self_attn_layer_norm(x) if self.pre_ln else x
+            q, k, v = (t.view(B, P, H, hd).transpose(1, 2) for t in self._qkv(attn, h))
+            kc = x.new_empty(B, H, cache_len, hd)
+            vc = x.new_empty(B, H, cache_len, hd)
+            kc[:, :, :P] = k
+            vc[:, :, :P] = v
+            caches.append((kc, vc))
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+            x = r + attn.out_proj(a.transpose(1, 2).reshape(B, P, H * hd))
+            if not self.pre_ln:
+                x = layer.self_attn_layer_norm(x)
+            x = self._mlp(layer, x)
+        return self._logits(x[:, -1]), caches
+
+    def step(self, tokens, position: int, caches, slot: int, mask):
+        """One token for each of the (B, K) beams at `position`; their keys/values go to slots
+        slot..slot+K-1. mask (B, 1, K, slot+K) says which cache entries each beam sees."""
+        import torch
+
+        B, K = tokens.shape
+        H, hd = self.heads, self.head_dim
+        pos = torch.full((B, K), position, dtype=torch.long, device=tokens.device)
+        x = self._embed(tokens, pos).view(B * K, -1)
+        L = slot + K
+        for layer, (kc, vc) in zip(self.dec.layers, caches):
+            attn = layer.self_attn
+            r = x
+            h = layer.self_attn_layer_norm(x) if self.pre_ln else x
+            q, k, v = (t.view(B, K, H, hd).transpose(1, 2) for t in self._qkv(attn, h))
+            kc[:, :, slot:L] = k
+            vc[:, :, slot:L] = v
+            scores = torch.matmul(q, kc[:, :, :L].transpose(-1, -2))  # (B, H, K, L)
+            scores.masked_fill_(~mask, float("-inf"))
+            a = torch.matmul(scores.softmax(-1), vc[:, :, :L])  # (B, H, K, hd)
+            x = r + attn.out_proj(a.transpose(1, 2).reshape(B * K, H * hd))
+            if not self.pre_ln:
+                x = layer.self_attn_layer_norm(x)
+            x = self._mlp(layer, x)
+        return self._logits(x)
+
+
+def _ancestry_mask(anc, P: int, K: int):
+    """(B, K, t) slot of each earlier generated token on a beam's path -> (B, 1, K, P + K*t) mask."""
+    import torch
+    import torch.nn.functional as F
+
+    B, _, t = anc.shape
+    gen = F.one_hot(anc, K).bool().reshape(B, K, t * K)
+    prompt = torch.ones(B, K, P, dtype=torch.bool, device=anc.device)
+    return torch.cat([prompt, gen], dim=-1).unsqueeze(1)
+
+
+def _decode_opt(model, prompts, d: Decoding, generator=None):
+    import torch
+
+    B, P = prompts.shape
+    K, n, V = d.beams, d.new_tokens, model.config.vocab_size
+    eos = _eos_ids(model)
+    dec = _OPTDecoder(model)
+    logits, caches = dec.prefill(prompts, P + K * n)
+    seq = torch.zeros(B, K, n, dtype=torch.long, device=prompts.device)
+    anc = torch.zeros(B, K, n, dtype=torch.long, device=prompts.device)
+    beam_ids = torch.arange(K, device=prompts.device)
+    history = prompts.unsqueeze(1).expand(B, K, P)
+    scores = None
+    for t in range(n):
+        if t > 0:  # feed the tokens chosen at t-1; beam j's lands in slot j of step t-1
+            anc[:, :, t - 1] = beam_ids
+            mask = _ancestry_mask(anc[:, :, :t], P, K)
+            logits = dec.step(seq[:, :, t - 1], P + t - 1, caches, P + K * (t - 1), mask)
+        hist = torch.cat([history[:, : logits.shape[0] // B], seq[:, : logits.shape[0] // B, :t]], -1)
+        hist = hist.reshape(logits.shape[0], -1)
+        if d.preset == "beam":
+            lp = _repetition_penalty(logits.log_softmax(-1), hist, d.repetition_penalty)
+            lp = _block_eos(lp, eos).view(B, -1, V)
+            if scores is not None:
+                lp = lp + scores.unsqueeze(-1)
+            # HF keeps the top 2K candidates, then the best K of those that did not end
+            top_v, top_i = torch.topk(lp.reshape(B, -1), 2 * K)
+            scores, top_i = top_v[:, :K], top_i[:, :K]
+            src, tok = top_i // V, top_i % V
+            seq = seq.gather(1, src.unsqueeze(-1).expand(B, K, n))
+            anc = anc.gather(1, src.unsqueeze(-1).expand(B, K, n))
+            seq[:, :, t] = tok
+        else:
+            lg = _block_eos(_repetition_penalty(logits, hist, d.repetition_penalty), eos)
+            if d.preset == "greedy":
+                tok = lg.argmax(-1)
+            else:
+                probs = _sampling_warp(lg, d).softmax(-1)
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            seq[:, 0, t] = tok
+    return seq[:, 0]  # beams are sorted by score: beam 0 is the best (all have the same length)
+
+
+def generate_hf(model, prompts, d: Decoding, attention_mask=None, generator_seed: int | None = None):
+    """Reference path: HF `generate`, then the LAST new_tokens of each output (right with left padding)."""
+    import torch
+
+    if attention_mask is None:
+        attention_mask = torch.ones_like(prompts)
+    kw = dict(max_new_tokens=d.new_tokens, min_new_tokens=d.new_tokens, repetition_penalty=d.repetition_penalty)
+    if d.preset == "beam":
+        kw.update(num_beams=d.num_beams, do_sample=False)
+    elif d.preset == "greedy":
+        kw.update(num_beams=1, do_sample=False)
+    else:
+        if generator_seed is not None:
+            torch.manual_seed(generator_seed)
+        kw.update(num_beams=1, do_sample=True, temperature=d.temperature, top_k=d.top_k, top_p=d.top_p)
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = (_eos_ids(model) or [0])[0]
+    out = model.generate(prompts, attention_mask=attention_mask, pad_token_id=pad, **kw)
+    return out[:, -d.new_tokens:]
+
+
+def generate(model, prompts, d: Decoding, generator=None, generator_seed: int | None = None):
+    """(B, P) equal-length prompts -> (B, new_tokens) new tokens, under inference mode."""
+    import torch
+
+    with torch.inference_mode():
+        if getattr(model.config, "model_type", "") == "opt":
+            return _decode_opt(model, prompts, d, generator)
+        return generate_hf(model, prompts, d, generator_seed=generator_seed)
+
+
+# ------------------------------------------------------------------ shards
+
+def shard_name(rank: int, chunk: int) -> str:
+    return f"part-{rank:03d}-{chunk:05d}.parquet"
+
+
+def done_chunks(shard_dir: Path) -> set[int]:
+    return {int(p.stem.split("-")[2]) for p in Path(shard_dir).glob("part-*-*.parquet")}
+
+
+def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, generation: int, rank: int = 0,
+                  world_size: int = 1, batch_size: int = 128, seed: int = 0, model_hash: str = "",
+                  device=None, write=None, log=None) -> int:
+    """Sample this rank's chunks of `prompts` (pa.Table block_id, input_ids) into shard files.
+
+    write(path, table, metadata) writes one shard atomically (default: store.write_parquet).
+    Returns the number of chunks sampled now (finished ones are skipped)."""
+    import pyarrow as pa
+    import torch
+    from tqdm import tqdm
+
+    if write is None:
+        from collapse_hpc.store import write_parquet as write
+    shard_dir = Path(shard_dir)
+    n = prompts.num_rows
+    chunks = [k for k in range(-(-n // batch_size)) if k % world_size == rank]
+    todo = [k for k in chunks if k not in done_chunks(shard_dir)] if shard_dir.is_dir() else chunks
+    if log and len(todo) < len(chunks):
+        log.info("sampling: %d of %d chunks of rank %d already done", len(chunks) - len(todo), len(chunks), rank)
+    ids = prompts.column("block_id").to_numpy()
+    tokens = prompts.column("input_ids")
+    model.eval()
+    device = device or next(model.parameters()).device
+    started, produced = time.time(), 0
+    for k in tqdm(todo, desc=f"sample gen {generation} rank {rank}", unit="chunk", disable=not todo,
+                  dynamic_ncols=True):
+        lo, hi = k * batch_size, min(n, (k + 1) * batch_size)
+        batch = torch.tensor(np.stack(tokens.slice(lo, hi - lo).to_numpy(zero_copy_only=False)), dtype=torch.long,
+                             device=device)
+        chunk_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+        gen = torch.Generator(device=device).manual_seed(chunk_seed)
+        out = generate(model, batch, d, generator=gen, generator_seed=chunk_seed).cpu().numpy().astype(np.int32)
+        produced += out.size
+        table = pa.table({
+            "block_id": pa.array(ids[lo:hi], pa.int64()),
+            "prompt_block_id": pa.array(ids[lo:hi], pa.int64()),
+            "input_ids": pa.array(list(out), pa.list_(pa.int32())),
+            "text": pa.array(tokenizer.batch_decode(out.tolist()), pa.string()),
+            "generation": pa.array(np.full(hi - lo, generation), pa.int32()),
+            "source": pa.array(["generated"] * (hi - lo), pa.string()),
+        })
+        write(shard_dir / shard_name(rank, k), table,
+              {"decoding": d.metadata(), "model_sha256": model_hash, "generation": generation, "chunk": k,
+               "prompts": [lo, hi], "seed": chunk_seed})
+        if os.environ.get(KILL_AFTER_ENV) == str(todo.index(k) + 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+    if log and todo:
+        dt = time.time() - started
+        log.info("sampled %d chunks (%d tokens) in %.1f s: %.0f tokens/s", len(todo), produced, dt,
+                 produced / max(dt, 1e-9))
+    return len(todo)
+
+
+def read_shards(shard_dir: Path):
+    """Every shard of a generation as one table, in block order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from collapse_hpc.errors import UserError
+
+    files = sorted(Path(shard_dir).glob("part-*-*.parquet"))
+    if not files:
+        raise UserError(f"{shard_dir}: no generated shards (part-*.parquet)")
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    return table.sort_by("block_id")

@@ -1,0 +1,165 @@
+"""The recursive LM chain end to end on CPU: shards, lineage, metrics, manifests; regimes' mixes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc.regimes import Regime
+
+REPO = Path(__file__).resolve().parents[3]
+
+LM = dict(dataset="tiny", model="tiny", pretrained=False, vocab_size=300, hidden_size=32, layers=2, heads=2,
+          ffn_size=64, block_size=16, epochs=1, lr=3e-3, lr_min=1e-4, batch_size=16, micro_batch_size=8,
+          eval_batch_size=32, max_train_blocks=48, max_eval_blocks=16, num_beams=3, sample_batch_size=16)
+
+
+def _run(tmp_path, data_dir, executor="debug", generations=2, regimes=("replace:0", "replace:0.25"), **lm):
+    from collapse_hpc import config as cfgmod
+    from collapse_hpc.store import RunStore
+
+    run = cfgmod.from_dict({"name": "t", "generations": generations, "seeds": [0], "regimes": list(regimes),
+                            "executor": executor, "data_dir": str(data_dir), "lm": {**LM, **lm}})
+    store = RunStore(tmp_path / "run")
+    store.open(run)
+    return store, run
+
+
+def _execute(store, run):
+    from collapse_hpc import engine, launch
+
+    with store.lock():
+        return launch.execute(store, run, engine.plan(run), run.executor)
+
+
+# ------------------------------------------------------------------ regimes -> the right mix
+
+def _pool(n, start=0):
+    ids = np.arange(start, start + n, dtype=np.int64)
+    return pa.table({"block_id": ids, "input_ids": pa.array([[int(i)] * 4 for i in ids], pa.list_(pa.int32()))})
+
+
+@pytest.mark.parametrize("regime,expect", [
+    (Regime("replace", 0.0), {1: 40}),
+    (Regime("replace", 0.1), {-1: 4, 1: 36}),
+    (Regime("accumulate"), {-1: 40, 0: 40, 1: 40}),
+])
+def test_regime_counts_by_source(regime, expect):
+    from collapse_hpc.experiments.lm import mixing
+
+    real, gens = _pool(40), [_pool(40, 100), _pool(40, 200)]
+    ts = mixing.training_set(regime, real, gens, np.random.default_rng(0))
+    assert mixing.counts_by_source(ts) == expect
+    assert ts.column("block_id").to_pylist() == list(range(ts.num_rows))
+    # lineage: every row's tokens are those of the block it names
+    pools = {-1: real, 0: gens[0], 1: gens[1]}
+    for row in ts.to_pylist():
+        pool = pools[row["source_generation"]]
+        src = pool.filter(pa.compute.equal(pool.column("block_id"), row["source_block_id"]))
+        assert src.column("input_ids")[0].as_py() == row["input_ids"]
+
+
+def test_replace_is_slot_wise_and_subsample_keeps_size():
+    from collapse_hpc.experiments.lm import mixing
+
+    real, gens = _pool(40), [_pool(40, 100)]
+    ts = mixing.training_set(Regime("replace", 0.25), real, gens, np.random.default_rng(1))
+    # slot i holds real block i or the block generated from prompt i
+    assert [r["source_block_id"] % 100 for r in ts.to_pylist()] == list(range(40))
+    sub = mixing.training_set(Regime("accumulate-subsample"), real, [_pool(40, 100), _pool(40, 200)],
+                              np.random.default_rng(2))
+    assert sub.num_rows == 40 and len(mixing.counts_by_source(sub)) == 3
+    assert mixing.prompts(mixing.training_set(Regime("accumulate"), real, gens, np.random.default_rng(0)),
+                          40, np.random.default_rng(0)).num_rows == 40
+
+
+# ------------------------------------------------------------------ the chain
+
+def _check_chain(store, generations=2):
+    from collapse_hpc.experiments.lm import mixing
+    from collapse_hpc.store import verify_unit
+
+    variants = sorted(p.name for p in (store.root / "lm").iterdir())
+    assert variants == ["replace-p0-s0", "replace-p0.25-s0"]
+    for v in variants:
+        units = [store.root / "lm" / v / f"gen_{g:03d}" for g in range(generations)]
+        for g, unit in enumerate(units):
+            assert verify_unit(unit) == [], unit
+            assert not (unit / "checkpoints").exists()
+            m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
+            assert m["generation"] == g and m["test_ppl"] > 1
+            for k in ("distinct_1", "distinct_4", "unigram_entropy", "type_token_ratio", "rare_token_share",
+                      "ppl_p50", "ppl_p95"):
+                assert np.isfinite(m[k]), k
+            shards = sorted((unit / "shards").glob("part-*.parquet"))
+            assert len(shards) == 3  # 48 prompts in chunks of 16
+            table = pa.concat_tables(pq.read_table(s) for s in shards)
+            assert table.num_rows == 48 and set(table.column("source").to_pylist()) == {"generated"}
+            assert {len(x) for x in table.column("input_ids").to_pylist()} == {16}
+            meta = json.loads(pq.read_schema(shards[0]).metadata[b"decoding"])
+            assert meta == {"preset": "beam", "num_beams": 3, "repetition_penalty": 3.0, "new_tokens": 16}
+            assert pq.read_table(unit / "sequence_ppl.parquet").num_rows == 48
+        ts = pq.read_table(units[1] / "train_set.parquet")
+        counts = mixing.counts_by_source(ts)
+        assert counts == ({0: 48} if v == "replace-p0-s0" else {-1: 12, 0: 36})
+        path = mixing.trace(5, 1, units)
+        assert path[0] == (1, 5) and path[-1][0] == -1
+
+
+@pytest.mark.slow
+def test_two_generation_chain_debug(tmp_path, lm_data_dir):
+    store, run = _run(tmp_path, lm_data_dir)
+    counts = _execute(store, run)
+    assert counts["done"] == 4
+    _check_chain(store)
+    assert _execute(store, run)["skipped"] == 4  # finished units are not redone
+
+
+@pytest.mark.slow
+def test_two_generation_chain_two_ranks_local(tmp_path, lm_data_dir):
+    pytest.importorskip("collapse_hpc.launch.local")
+    store, run = _run(tmp_path, lm_data_dir, executor="local", ranks=2)
+    os.environ.setdefault("COLLAPSE_THREADS", "1")
+    _execute(store, run)
+    _check_chain(store)
+    manifest = json.loads((store.root / "lm" / "replace-p0-s0" / "gen_001" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    names = {p.name.split("-")[1] for p in (store.root / "lm" / "replace-p0-s0" / "gen_000" / "shards").iterdir()}
+    assert names == {"000", "001"}  # both ranks sampled
+
+
+# ------------------------------------------------------------------ kill during sampling, resume
+
+@pytest.mark.slow
+def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir):
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",))
+    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+    cmd = [sys.executable, "-c", "import sys, logging; logging.basicConfig(level=logging.INFO); "
+           "from collapse_hpc import engine; "
+           "engine.run_unit(sys.argv[1], 'lm', 'replace-p0-s0', 0)", str(store.root)]
+    env = {**os.environ, "COLLAPSE_LM_KILL_AFTER_CHUNKS": "1", "COLLAPSE_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not (unit / "manifest.json").exists()
+    assert len(list((unit / "shards").glob("part-*.parquet"))) == 1
+    first = {p.name: p.read_bytes() for p in (unit / "shards").glob("part-*.parquet")}
+    env.pop("COLLAPSE_LM_KILL_AFTER_CHUNKS")
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "already done" in proc.stderr and "not training again" in proc.stderr
+    resumed = {p.name: p.read_bytes() for p in (unit / "shards").glob("part-*.parquet")}
+    assert len(resumed) == 3 and all(resumed[k] == v for k, v in first.items())
+    # a fresh run from scratch gives the same tokens in every shard
+    fresh = tmp_path / "fresh"
+    shutil.copytree(store.root, fresh, ignore=shutil.ignore_patterns("lm", ".lock"))
+    proc = subprocess.run(cmd[:-1] + [str(fresh)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fresh_shards = fresh / "lm" / "replace-p0-s0" / "gen_000" / "shards"
+    for name in resumed:
+        assert pq.read_table(fresh_shards / name).equals(pq.read_table(unit / "shards" / name)), name
