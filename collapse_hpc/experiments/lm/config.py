@@ -51,6 +51,19 @@ class LMConfig(Section):
     # ------------------------------------------------------------------------------------------
     # Stage 2 (issue 6): decoding preset, beams, repetition_penalty, sampling batch size,
     # init: pretrained | previous, ... go below this line.
+    init: str = knob("pretrained", "weights each generation g >= 1 starts from: the initial model (the "
+                                   "paper) or generation g-1's", choices=("pretrained", "previous"))
+    decoding: str = knob("beam", "how the next generation's data is sampled: beam (the paper), greedy, "
+                                 "sampling", choices=("beam", "greedy", "sampling"))
+    num_beams: int = knob(5, "beam: beams (the paper: 5)", min=1)
+    repetition_penalty: float = knob(3.0, "HF repetition penalty on seen tokens (the paper: 3.0; 1.0: off)", gt=0)
+    temperature: float = knob(1.0, "sampling: temperature", gt=0)
+    top_k: int = knob(50, "sampling: keep the k most likely tokens (0: off)", min=0)
+    top_p: float = knob(0.95, "sampling: nucleus mass (1.0: off)", gt=0, max=1)
+    sample_batch_size: int = knob(128, "prompts per sampling batch per rank; one shard file each", min=1)
+    ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes", min=1)
+    rare_fraction: float = knob(0.1, "metrics: the rarest fraction of the real-train vocabulary whose "
+                                     "share of generated tokens is reported", gt=0, max=1)
 
     def validate(self):
         if self.lr_min > self.lr:
