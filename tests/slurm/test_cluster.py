@@ -5,6 +5,7 @@ import re
 import subprocess
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.launch.helpers import REPO, collapse, jobs, write_config
@@ -55,7 +56,9 @@ def unit_ids(run) -> dict[str, str]:
 
 
 def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
-    cfg = write_config(tmp_path, "tiny", ltchain={"rows": 4}, ltarray={"parts": 2})
+    # ltchain has the lm's job kind: with ranks 2 each generation is one job of two tasks
+    # (srun), whose ranks meet through the variables exported from Slurm's (a gloo all-reduce)
+    cfg = write_config(tmp_path, "tiny", ltchain={"rows": 4, "ranks": 2}, ltarray={"parts": 2})
     run = tmp_path / "run"
     make = ["make", "-s", "-o", ".venv/.installed", "submit", f"CONFIG={cfg}", f"RUN={run}",
             f"PROFILE={PROFILE}", "GENERATIONS=2"]
@@ -83,6 +86,9 @@ def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
     verify = subprocess.run([str(REPO / ".venv/bin/collapse-hpc"), "verify", str(run)], capture_output=True,
                             text=True, timeout=120)
     assert verify.returncode == 0 and "4 units verified, 0 with mismatches, 0 unfinished" in verify.stdout
+    for g in range(2):
+        metrics = pq.read_table(run / f"ltchain/replace-p0-s0/gen_{g:03d}/metrics.parquet").to_pydict()
+        assert set(metrics["world_size"]) == {2.0} and set(metrics["rank_sum"]) == {3.0}  # ranks 0 + 1 (+1 each)
     rc, status, _ = collapse("status", run)
     assert "generation 1 reached (2/2 done)" in status and "array: 2/2 parts done" in status
 
