@@ -46,6 +46,7 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
         sections.append(page.Section(name, figs, tables.first_last(summary, data, name)))
         log.info("report: %s: %d of %d figures", name, sum(bool(f.files) for f in figs), len(figs))
 
+    _drop_stale(out / "figures", {f for s in sections for fig in s.figures for f in fig.files})
     title = "Model collapse: " + ", ".join(r.label for r in data)
     rep = page.Report(title, out.absolute(), [(r.label, r.root) for r in data], sections,
                       tables.completeness(data), tables.compute(data), tables.packages(data),
@@ -54,6 +55,13 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     index = out / "index.html"
     write_text(index, page.write_html(rep))
     return index.absolute()
+
+
+def _drop_stale(folder: Path, keep: set) -> None:
+    """Figures of an earlier report that this one no longer draws."""
+    for p in folder.glob("*"):
+        if p.suffix in (".png", ".pdf") and p not in keep:
+            p.unlink()
 
 
 def main(runs: list[str], out: str | None = None) -> int:

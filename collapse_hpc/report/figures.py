@@ -62,10 +62,23 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: str = "auto", replica
 
 # ------------------------------------------------------------------ every experiment
 
-def overview(ctx: Context):
-    fig = metric_grid(ctx, ctx.metrics())
-    return fig and (fig, f"Every metric of {ctx.experiment} against generation: mean over seeds and "
+PAGE = 16  # metrics per overview figure
+
+
+def overview(ctx: Context, metrics: list[str]):
+    fig = metric_grid(ctx, metrics)
+    return fig and (fig, f"Metrics of {ctx.experiment} against generation: mean over seeds and "
                          f"replicates with its 95% confidence interval (t). {GAPS}")
+
+
+def overviews(ctx: Context) -> list:
+    """(key, title, function) per page of the every-metric overview."""
+    metrics = ctx.metrics()
+    pages = [metrics[i:i + PAGE] for i in range(0, len(metrics), PAGE)] or [[]]
+    if len(pages) == 1:
+        return [("all_metrics", "All metrics", lambda c: overview(c, pages[0]))]
+    return [(f"all_metrics_{i + 1}", f"All metrics ({i + 1} of {len(pages)})", lambda c, p=p: overview(c, p))
+            for i, p in enumerate(pages)]
 
 
 # ------------------------------------------------------------------ language model
@@ -321,14 +334,16 @@ def draw(ctx: Context, out) -> list[Fig]:
     from matplotlib import rc_context
 
     figs = []
-    for key, title, fn in FIGURES.get(ctx.experiment, []) + [("all_metrics", "All metrics", overview)]:
+    for key, title, fn in FIGURES.get(ctx.experiment, []) + overviews(ctx):
         with rc_context(style.RC):
             try:
                 made = fn(ctx)
             except Exception as e:  # one broken figure must not cost the whole report
                 log.warning("figure %s_%s failed: %s: %s", ctx.experiment, key, type(e).__name__, e)
-                made = None
-            fig = Fig(f"{ctx.experiment}_{key}", title, "not available yet (no finished data for it)")
+                made, error = None, f"could not be drawn: {type(e).__name__}: {e}"
+            else:
+                error = "not available yet (no finished data for it)"
+            fig = Fig(f"{ctx.experiment}_{key}", title, error)
             if made:
                 figure, fig.caption = made
                 fig.files = save(figure, out, fig.key)

@@ -24,7 +24,7 @@ RC = {
     "lines.markersize": 4,
     "legend.frameon": False,
     # no savefig.bbox "tight": constrained layout already fits everything, and "tight" costs a draw
-    "pdf.fonttype": 42,  # editable text in the PDF
+    "pdf.fonttype": 3,  # editable text in the PDF
     "figure.dpi": 100,
 }
 DPI = 200  # PNG resolution

@@ -100,7 +100,7 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
                   seconds=72.0, cpus=2)
 
 
-def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None) -> None:
+def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False) -> None:
     """done: variant -> generations finished (default all); one more is left unfinished."""
     rng = np.random.default_rng(2)
     for keep in (0.0, 0.1):
@@ -111,9 +111,10 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None)
                 drift = (1 - keep * 8) * g
                 metrics = {"generation": pa.array([g], pa.int64()),
                            "test_ppl": [30.0 + 6 * drift + rng.normal(0, 0.5)],
-                           **{f"distinct_{n}": [0.3 + 0.15 * n - 0.03 * drift] for n in range(1, 5)},
-                           "unigram_entropy": [8.0 - 0.3 * drift], "type_token_ratio": [0.2 - 0.02 * drift],
-                           "rare_token_share": [0.05 / (1 + drift)], "seq_ppl_p50": [20.0 - drift]}
+                           **{f"distinct_{n}": [0.3 + 0.15 * n - 0.03 * drift] for n in range(1, 3 if small else 5)},
+                           "unigram_entropy": [8.0 - 0.3 * drift], "seq_ppl_p50": [20.0 - drift]}
+                if not small:
+                    metrics.update({"type_token_ratio": [0.2 - 0.02 * drift], "rare_token_share": [0.05 / (1 + drift)]})
                 ppl = np.exp(rng.normal(np.log(25) - 0.25 * drift, 0.4 + 0.1 * drift, 600))
                 seqs = {"block_id": pa.array(np.arange(600), pa.int64()), "ppl": ppl}
                 _unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics, "sequence_ppl.parquet": seqs},
@@ -148,17 +149,17 @@ def vae(root: Path, generations: int = 4, finished: int = 3) -> None:
                   pngs={"samples.png": _grid_png(blur, g)}, seconds=120.0, gpus=1, cpus=8)
 
 
-def full_run(root: Path) -> Path:
+def full_run(root: Path, small: bool = False) -> Path:
     """A run with all four experiments; lm's replace-p0.1-s1 stopped after generation 1 and
     vae after generation 2 (of 4): an in-progress run."""
     regimes = [{"name": "replace", "keep_fraction": 0.0}, {"name": "replace", "keep_fraction": 0.1}]
     write_config(root, {"lm": {"generations": 4, "seeds": [0, 1]},
-                        "gmm": {"generations": 40, "regimes": [regimes[0], {"name": "accumulate"}]},
-                        "gaussian": {"generations": 30, "regimes": [regimes[0], {"name": "accumulate"}]},
+                        "gmm": {"generations": 12 if small else 40, "regimes": [regimes[0], {"name": "accumulate"}]},
+                        "gaussian": {"generations": 12 if small else 30, "regimes": [regimes[0], {"name": "accumulate"}]},
                         "vae": {"generations": 4, "regimes": [regimes[0], {"name": "accumulate"}]}},
                  generations=4, regimes=regimes)
-    lm(root, done={"replace-p0.1-s1": 2})
-    gmm(root)
-    gaussian(root)
+    lm(root, done={"replace-p0.1-s1": 2}, small=small)
+    gmm(root, generations=12 if small else 40)
+    gaussian(root, generations=12 if small else 30, replicates=40 if small else 200)
     vae(root)
     return root

@@ -1,0 +1,105 @@
+"""Reading run folders: tidy long table, manifests checked, unfinished units left out."""
+import json
+
+import pyarrow as pa
+import pytest
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.report import collect, tables
+from tests.report import synthetic
+
+
+@pytest.fixture
+def run(tmp_path):
+    root = tmp_path / "r1"
+    synthetic.write_config(root, {"gmm": {"generations": 3}, "lm": {"generations": 4}})
+    synthetic.gmm(root, generations=3, parts=2, replicates=2)
+    synthetic.lm(root, generations=4, seeds=(0,), done={"replace-p0-s0": 2})
+    return root
+
+
+def test_long_form_has_every_value_once(run):
+    data = collect.load_run(run)
+    df = collect.tidy([data])
+    assert list(df.columns[:5]) == ["run", "experiment", "variant", "regime", "seed"]
+    assert list(df.columns[-4:]) == ["replicate", "generation", "metric", "value"]
+    gmm = df[df["experiment"] == "gmm"]
+    # 2 regimes x 2 parts x 2 replicates x 3 generations, per metric; total_variance derived from traces
+    assert set(gmm["metric"]) == {"l2_to_gen0", "trace_0", "trace_1", "p95", "total_variance"}
+    assert len(gmm[gmm["metric"] == "p95"]) == 2 * 2 * 2 * 3
+    assert sorted(gmm["replicate"].unique()) == [0, 1, 2, 3]
+    assert set(gmm["regime"]) == {"replace-p0", "accumulate"} and set(gmm["seed"]) == {0}
+    tv = gmm[gmm["metric"] == "total_variance"].set_index(["variant", "replicate", "generation"])["value"]
+    parts = gmm[gmm["metric"].isin(["trace_0", "trace_1"])].groupby(["variant", "replicate", "generation"])["value"].sum()
+    assert (tv.sort_index() - parts.sort_index()).abs().max() < 1e-12
+
+
+def test_unfinished_generations_are_missing_not_zero(run):
+    data = collect.load_run(run)
+    lm = collect.tidy([data]).query("experiment == 'lm'")
+    # replace-p0-s0 finished generations 0 and 1; generation 2 has files but no manifest
+    assert sorted(lm[lm["variant"] == "replace-p0-s0"]["generation"].unique()) == [0, 1]
+    assert sorted(lm[lm["variant"] == "replace-p0.1-s0"]["generation"].unique()) == [0, 1, 2, 3]
+    header, rows = tables.completeness([data])
+    row = next(r for r in rows if r[1] == "lm" and r[2] == "replace-p0-s0")
+    assert row[header.index("finished units")] == "2" and row[header.index("unfinished")] == "1"
+
+
+def test_tampered_file_is_left_out_and_reported(run):
+    unit = run / "gmm" / "accumulate-s0" / "part_001"
+    path = unit / "metrics.parquet"
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF  # same size, different content: only the sha256 notices
+    path.write_bytes(bytes(data))
+    d = collect.load_run(run)
+    df = collect.tidy([d])
+    assert not ((df["variant"] == "accumulate-s0") & (df["replicate"] >= 2)).any()
+    assert any("sha256 mismatch" in p for p in tables.problems([d]))
+
+
+def test_metrics_without_generation_column_are_rejected(tmp_path):
+    root = tmp_path / "bad"
+    synthetic.write_config(root, {"vae": {"generations": 1}})
+    synthetic._unit(root, "vae", "replace-p0-s0", "gen_000", {"metrics.parquet": {"step": pa.array([0]),
+                                                                                    "class_entropy": [1.0]}})
+    d = collect.load_run(root)
+    assert collect.tidy([d]).empty
+    assert any("generation" in p for p in tables.problems([d]))
+
+
+def test_settings_come_from_variants_and_columns(tmp_path):
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 2}})
+    synthetic.gaussian(root, generations=2, replicates=3, ns=(10, 100))
+    df = collect.tidy([collect.load_run(root)])
+    assert str(df["samples"].dtype) == "Int64" and set(df["samples"]) == {10, 100}
+    assert "sigma2_hat" in set(df["metric"])
+    row = df[(df["metric"] == "sigma2_hat")].iloc[0]
+    sigma = df[(df["metric"] == "sigma_hat") & (df["variant"] == row["variant"]) & (df["replicate"] == row["replicate"])
+               & (df["generation"] == row["generation"])]["value"].iloc[0]
+    assert row["value"] == pytest.approx(sigma ** 2)
+
+
+def test_compute_hours_from_manifests(run):
+    header, rows = tables.compute([collect.load_run(run)])
+    by = {r[1]: r for r in rows}
+    # gmm: 4 finished parts x 72 s x 2 cores; lm: 2 + 4 finished generations x 1800 s x 16 cores, 2 GPUs
+    assert float(by["gmm"][header.index("core-hours")]) == pytest.approx(4 * 72 * 2 / 3600, abs=1e-3)
+    assert float(by["lm"][header.index("core-hours")]) == pytest.approx(6 * 1800 * 16 / 3600, abs=1e-3)
+    assert float(by["lm"][header.index("GPU-hours")]) == pytest.approx(6 * 1800 * 2 / 3600, abs=1e-3)
+    assert float(by[""][header.index("GPU-hours")]) == pytest.approx(6.0, abs=1e-3)
+
+
+def test_package_versions_come_from_manifests(run):
+    unit = run / "gmm" / "replace-p0-s0" / "part_000"
+    m = json.loads((unit / "manifest.json").read_text())
+    m["packages"]["torch"] = "9.9.9"
+    (unit / "manifest.json").write_text(json.dumps(m))
+    header, rows = tables.packages([collect.load_run(run)])
+    torch = dict(rows)["torch"]
+    assert "9.9.9" in torch and "," in torch  # both versions shown
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(UserError, match="not a run folder"):
+        collect.load_run(tmp_path)

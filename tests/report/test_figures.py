@@ -1,0 +1,53 @@
+"""Every figure of a synthetic four-experiment run is drawn, as PNG and PDF, and is not blank."""
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from collapse_hpc.report import figures
+
+pytestmark = pytest.mark.slow
+
+EXPECTED = [f"{e}_{key}" for e, figs in figures.FIGURES.items() for key, _, _ in figs] + \
+           [f"{e}_all_metrics" for e in ("gmm", "gaussian", "vae", "lm")]
+
+
+def ink(png) -> tuple[float, float]:
+    """(pixel standard deviation, share of non-white pixels) of a PNG in greyscale."""
+    a = np.asarray(Image.open(png).convert("L"), dtype=float)
+    return a.std(), (a < 250).mean()
+
+
+@pytest.mark.parametrize("key", EXPECTED)
+def test_figure_drawn_and_not_blank(full_report, key):
+    png, pdf = full_report / "figures" / f"{key}.png", full_report / "figures" / f"{key}.pdf"
+    assert png.is_file() and pdf.is_file(), f"{key} not drawn"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5000
+    std, share = ink(png)
+    assert std > 10 and share > 0.02, f"{key} looks blank (std {std:.1f}, ink {share:.3f})"
+    w, h = Image.open(png).size
+    assert min(w, h) >= 300  # print resolution
+
+
+def test_no_stray_figures(full_report):
+    drawn = {p.stem for p in (full_report / "figures").glob("*.png")}
+    assert drawn == set(EXPECTED)
+
+
+def test_summary_csv_matches_long_table(full_report):
+    df = pd.read_parquet(full_report / "metrics.parquet")
+    summary = pd.read_csv(full_report / "summary.csv")
+    one = df[(df["experiment"] == "gmm") & (df["metric"] == "p95") & (df["regime"] == "replace-p0")
+             & (df["generation"] == 5)]["value"]
+    row = summary[(summary["experiment"] == "gmm") & (summary["metric"] == "p95")
+                  & (summary["regime"] == "replace-p0") & (summary["generation"] == 5)].iloc[0]
+    assert row["n"] == len(one) == 6 and row["mean"] == pytest.approx(one.mean())
+    assert row["ci_high"] - row["mean"] == pytest.approx(2.5705818366147395 * one.std() / np.sqrt(6), rel=1e-6)
+
+
+def test_missing_generations_are_absent_from_summary(full_report):
+    summary = pd.read_csv(full_report / "summary.csv")
+    vae = summary[summary["experiment"] == "vae"]
+    assert sorted(vae["generation"].unique()) == [0, 1, 2]  # generation 3 of 4 is not finished
+    md = (full_report / "results.md").read_text()
+    assert "2 (of 3)" in md  # the table says the last generation reached and how many were planned

@@ -1,0 +1,70 @@
+"""index.html opens from disk in headless Chromium: every image loads, no console errors."""
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+INSTALL = Path(__file__).with_name("install_chromium.sh")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    if not os.access(CHROMIUM, os.X_OK):
+        if os.geteuid() != 0:
+            pytest.skip("chromium is not installed and installing it needs root (apt-get install -y chromium)")
+        subprocess.run(["bash", str(INSTALL)], check=True, timeout=600)
+    return CHROMIUM
+
+
+def open_page(chromium, index: Path, tmp_path: Path) -> tuple[str, str]:
+    """The page's DOM after load (with the attributes its check script sets) and Chromium's log."""
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+           "--virtual-time-budget=10000", "--dump-dom", index.absolute().as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout, out.stderr
+
+
+def attr(dom: str, name: str) -> str | None:
+    m = re.search(rf'<html[^>]*\s{name}="([^"]*)"', dom)
+    return m and m.group(1)
+
+
+def test_index_opens_with_every_image_and_no_errors(full_report, chromium, tmp_path):
+    dom, log = open_page(chromium, full_report / "index.html", tmp_path)
+    assert attr(dom, "data-ready") == "1", "the page's load handler did not run"
+    pngs = list((full_report / "figures").glob("*.png"))
+    srcs = re.findall(r'<img src="([^"]+)"', dom)
+    assert len(srcs) == len(pngs) > 10 and int(attr(dom, "data-images")) == len(srcs)
+    assert all(not s.startswith(("/", "file:", "http")) for s in srcs), "links must be relative"
+    assert attr(dom, "data-broken") == ""
+    assert attr(dom, "data-errors") == ""
+    console = [line for line in log.splitlines() if "CONSOLE" in line]
+    assert not console, console
+
+
+def test_check_catches_a_broken_image(full_report, chromium, tmp_path):
+    """The page's check can fail: a report with a figure removed shows it broken."""
+    copy = tmp_path / "report"
+    shutil.copytree(full_report, copy)
+    (copy / "figures" / "gmm_l2.png").unlink()
+    dom, _ = open_page(chromium, copy / "index.html", tmp_path)
+    assert "figures/gmm_l2.png" in attr(dom, "data-broken")
+    assert attr(dom, "data-errors")
+
+
+def test_page_has_tables_config_and_compute(full_report):
+    html = (full_report / "index.html").read_text()
+    for text in ("Generation 0 against the last", "relative change", "core-hours", "GPU-hours", "Package versions",
+                 "keep_fraction", "summary.csv", "metrics.parquet"):
+        assert text in html, text
+    md = (full_report / "results.md").read_text()
+    assert "![L2 distance to generation 0](figures/gmm_l2.png)" in md and "```yaml" in md
