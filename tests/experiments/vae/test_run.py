@@ -1,0 +1,116 @@
+"""Whole generations of the VAE chain through the engine and the launch back-ends."""
+import importlib.util
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from collapse_hpc import cli, config, engine, launch, verify
+from collapse_hpc.errors import UserError
+from collapse_hpc.launch import debug
+from collapse_hpc.store import RunStore, read_manifest
+
+TINY = {"epochs": 2, "batch_size": 64, "capacity": 4, "latent": 4, "eval_samples": 300,
+        "classifier_epochs": 2, "classifier_hidden": 16, "grid_scale": 2, "synthetic_size": 256}
+METRICS = ["generation", "elbo", "recon", "kl", "class_0", "class_1", "class_2", "class_3", "class_4",
+           "class_5", "class_6", "class_7", "class_8", "class_9", "class_entropy", "pixel_variance",
+           "frechet", "train_loss", "classifier_accuracy", "real_share"]
+
+
+def _run(tmp_path, regimes=("replace",), generations=2, executor="debug", seed=0, **vae):
+    run = config.from_dict({"name": "t", "generations": generations, "regimes": list(regimes), "seeds": [seed],
+                            "executor": executor, "data_dir": str(tmp_path / "data"), "vae": {**TINY, **vae}})
+    store = RunStore(tmp_path / "run")
+    store.open(run)
+    return store, run
+
+
+def _files(store, variant, gen):
+    return read_manifest(store.unit_dir("vae", variant, "chain", gen))["files"]
+
+
+@pytest.mark.slow
+def test_two_generations_in_process_complete_and_verify(tmp_path):
+    store, run = _run(tmp_path, regimes=("replace", "replace:0.5"))
+    chains = engine.plan(run)
+    assert [len(c.jobs) for c in chains] == [2, 2] and {c.kind for c in chains} == {"gpu1"}
+    assert debug.execute(store, run, chains) == {"done": 4, "skipped": 0}
+    assert verify.verify_run(store.root) == 0
+    for variant, real_share in (("replace-p0-s0", 0.0), ("replace-p0.5-s0", 0.5)):
+        for gen in (0, 1):
+            unit = store.unit_dir("vae", variant, "chain", gen)
+            assert set(_files(store, variant, gen)) == {"metrics.parquet", "model.safetensors", "samples.png"}
+            table = pq.read_table(unit / "metrics.parquet")
+            assert table.column_names == METRICS and table.num_rows == 1
+            row = table.to_pylist()[0]
+            assert row["generation"] == gen
+            assert row["real_share"] == (1.0 if gen == 0 else real_share)
+            assert sum(row[f"class_{c}"] for c in range(10)) == pytest.approx(1.0)
+            assert 0 <= row["class_entropy"] <= np.log(10) + 1e-9
+            assert row["elbo"] == pytest.approx(-(row["recon"] + row["kl"]))
+            assert row["pixel_variance"] >= 0 and row["frechet"] >= 0
+            with Image.open(unit / "samples.png") as im:
+                assert im.size == (10 * 8 * 2 + 11 * 2,) * 2  # 8x8 digits at scale 2, 2-pixel gaps
+    # the classifier is trained once per run and shared by every generation
+    cached = list((store.root / "vae" / "classifier").glob("*/classifier.safetensors"))
+    assert len(cached) == 1
+    meta = pq.read_schema(store.unit_dir("vae", "replace-p0-s0", "chain", 1) / "metrics.parquet").metadata
+    assert json.loads(meta[b"classifier"])["sha256"] == json.loads(
+        pq.read_schema(store.unit_dir("vae", "replace-p0.5-s0", "chain", 0) / "metrics.parquet").metadata[b"classifier"]
+    )["sha256"]
+    # generations 0 of both regimes are the same computation (same seed, real data only)
+    assert _files(store, "replace-p0-s0", 0)["model.safetensors"] == _files(store, "replace-p0.5-s0", 0)["model.safetensors"]
+    # a second pass finds everything done
+    assert debug.execute(store, run, engine.plan(run)) == {"done": 0, "skipped": 4}
+
+
+@pytest.mark.slow
+def test_same_seed_same_bytes(tmp_path):
+    sums = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        store, run = _run(tmp_path / name, seed=seed)
+        debug.execute(store, run, engine.plan(run))
+        variant = f"replace-p0-s{seed}"
+        sums.append({g: {k: v["sha256"] for k, v in _files(store, variant, g).items()} for g in (0, 1)})
+    assert sums[0] == sums[1]  # model, metrics and grid of both generations, byte for byte
+    assert sums[2][0]["model.safetensors"] != sums[0][0]["model.safetensors"]  # another seed differs
+
+
+@pytest.mark.slow
+def test_accumulate_reads_every_earlier_decoder(tmp_path):
+    store, run = _run(tmp_path, regimes=("accumulate",), generations=3)
+    debug.execute(store, run, engine.plan(run))
+    assert verify.verify_run(store.root) == 0
+    row = pq.read_table(store.unit_dir("vae", "accumulate-s0", "chain", 2) / "metrics.parquet").to_pylist()[0]
+    n_real = json.loads((tmp_path / "data/digits/card.json").read_text())["splits"]["train"]
+    assert row["real_share"] == pytest.approx(n_real / (n_real + 2 * 256))
+
+
+def test_unprepared_mnist_is_one_user_error(tmp_path, monkeypatch):
+    store, run = _run(tmp_path, dataset="mnist", generations=1)
+    with pytest.raises(UserError, match="collapse-hpc data prepare mnist"):
+        debug.execute(store, run, engine.plan(run))
+
+
+@pytest.mark.slow
+def test_cli_runs_the_vae_by_hand(tmp_path, capsys):
+    cfg = tmp_path / "vae.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "byhand", "generations": 1, "executor": "local",
+                                   "data_dir": str(tmp_path / "data"), "vae": TINY}))
+    assert cli.main(["vae", str(cfg), "--run", str(tmp_path / "run")]) == 0
+    assert "1 units done" in capsys.readouterr().out
+    assert cli.main(["verify", str(tmp_path / "run")]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("collapse_hpc.launch.local") is None,
+                    reason="the local back-end (collapse_hpc/launch/local.py) is not there yet")
+def test_two_generations_through_the_local_executor(tmp_path):
+    store, run = _run(tmp_path, executor="local")
+    counts = launch.execute(store, run, engine.plan(run), "local")
+    assert counts.get("done") == 2
+    assert verify.verify_run(store.root) == 0
+    assert (store.unit_dir("vae", "replace-p0-s0", "chain", 1) / "samples.png").is_file()
