@@ -153,7 +153,7 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     h = hashlib.sha256()
     for p in files:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
-    card = {"name": name, "source": f"local files: {source}", "licence": "as given by the files' owner",
+    card = {"name": name, "source": f"local files: {source.name}", "licence": "as given by the files' owner",
             "unit": "rows", "sha256": h.hexdigest(), "sha256_of": "the source files"}
     return _finish(out, splits, card)
 

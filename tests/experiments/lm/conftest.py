@@ -66,3 +66,14 @@ def lm_model(lm_data_dir, lm_tokenizer):
     from collapse_hpc.experiments.lm.model import build_model
 
     return build_model(tiny_cfg(), lm_tokenizer, lm_data_dir)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and spinning threads stall a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,72 @@
+"""Perplexity: exp of the token-weighted mean loss, per block and over a corpus; vocabulary checks."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm import evaluate
+from collapse_hpc.experiments.lm.data import block_array
+from collapse_hpc.experiments.lm.model import build_model, check_vocab, load_model, model_fingerprint
+from tests.experiments.lm.conftest import tiny_cfg
+
+
+def test_perplexity_matches_the_models_own_loss(lm_model, lm_blocks):
+    blocks = lm_blocks["test"]
+    ids = torch.from_numpy(block_array(blocks))
+    lm_model.eval()
+    with torch.no_grad():
+        per_block = [lm_model(input_ids=ids[i:i + 1], labels=ids[i:i + 1]).loss.item() for i in range(len(ids))]
+    corpus, per_seq = evaluate.perplexity(lm_model, blocks, batch_size=4, device="cpu")
+    np.testing.assert_allclose(per_seq, np.exp(per_block), rtol=1e-5)
+    assert corpus == pytest.approx(math.exp(np.mean(per_block)), rel=1e-5)  # equal lengths: plain mean
+    assert evaluate.mean_loss(lm_model, blocks, 3) == pytest.approx(np.mean(per_block), rel=1e-5)
+    corpus1, per_seq1 = evaluate.perplexity(lm_model, blocks, batch_size=1, device="cpu")
+    np.testing.assert_allclose(per_seq1, per_seq, rtol=1e-5)
+    table = evaluate.perplexity_table(blocks, per_seq)
+    assert table.column_names == ["block_id", "perplexity"] and table.num_rows == blocks.num_rows
+
+
+def test_a_random_model_is_near_uniform(lm_model, lm_blocks, lm_tokenizer):
+    corpus, _ = evaluate.perplexity(lm_model, lm_blocks["validation"], 8)
+    assert 0.5 * len(lm_tokenizer) < corpus < 2 * len(lm_tokenizer)
+
+
+def test_tokenizer_that_does_not_fit_the_model_is_a_user_error(lm_data_dir, lm_tokenizer, lm_blocks):
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+
+    big = load_tokenizer(tiny_cfg(vocab_size=400), lm_data_dir)
+    model = build_model(tiny_cfg(), lm_tokenizer, lm_data_dir)
+    with pytest.raises(UserError, match="do not belong together"):
+        check_vocab(model, big)
+    ids = block_array(lm_blocks["test"])
+    ids[0, 3] = len(lm_tokenizer) + 5
+    with pytest.raises(UserError, match="another tokenizer"):
+        evaluate.perplexity(model, ids, 4)
+
+
+def test_saved_models_reload_and_fingerprint(lm_model, tmp_path):
+    lm_model.save_pretrained(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    assert all(torch.equal(a, b) for a, b in zip(lm_model.state_dict().values(), again.state_dict().values()))
+    assert model_fingerprint(tmp_path / "m") == model_fingerprint(tmp_path / "m") != ""
+    with pytest.raises(UserError, match="no saved model"):
+        load_model(tmp_path / "nothing")
+
+
+def test_hub_model_offline_is_a_user_error(lm_tokenizer, lm_data_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="facebook/opt-125m"):
+        build_model(tiny_cfg(model="facebook/opt-125m", pretrained=True), lm_tokenizer, lm_data_dir)
+
+
+def test_tiny_base_is_pretrained_once_and_cached(lm_data_dir, lm_tokenizer, lm_blocks):
+    cfg = tiny_cfg(pretrained=True, pretrain_epochs=3, pretrain_batch_size=16, pretrain_lr=1e-2)
+    base = build_model(cfg, lm_tokenizer, lm_data_dir)
+    folders = list((lm_data_dir / "tiny" / "base").iterdir())
+    assert len([f for f in folders if f.is_dir()]) == 1
+    random = build_model(tiny_cfg(), lm_tokenizer, lm_data_dir)
+    assert evaluate.mean_loss(base, lm_blocks["validation"]) < evaluate.mean_loss(random, lm_blocks["validation"]) - 0.5
+    again = build_model(cfg, lm_tokenizer, lm_data_dir)  # from the cache: the same weights
+    assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), again.state_dict().values()))
