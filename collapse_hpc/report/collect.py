@@ -191,7 +191,9 @@ def _unit_metrics(run: RunData, unit: Unit) -> pd.DataFrame | None:
     info = run.variant(unit.experiment, unit.variant)
     setting_cols = [c for c in df.columns if c not in metric_cols and c not in ("generation", "replicate")]
     ids = ["generation"] + (["replicate"] if "replicate" in df else []) + setting_cols
-    long = df.melt(id_vars=ids, value_vars=metric_cols, var_name="metric", value_name="value")
+    # temporary names: a metric may itself be called "value" (or "metric")
+    long = df.melt(id_vars=ids, value_vars=metric_cols, var_name="__metric", value_name="__value")
+    long = long.rename(columns={"__metric": "metric", "__value": "value"})
     if "replicate" not in long:
         long["replicate"] = 0
     for k, v in info.settings.items():
