@@ -14,6 +14,7 @@ import yaml
 
 from collapse_hpc.config import build, knob
 from collapse_hpc.errors import ConfigError
+from collapse_hpc.launch.container import ContainerConfig as Container
 
 KINDS = ("gpu", "gpu1", "cpu", "aggregate")
 
@@ -50,15 +51,6 @@ class Jobs:
         for kind in ("cpu", "aggregate"):
             if getattr(self, kind).gpus_per_node:
                 raise ValueError(f"{kind}.gpus_per_node: {kind} jobs use no GPU")
-
-
-try:  # the containers helper's section (image, binds, nv, env, …) and the command built from it
-    from collapse_hpc.launch.container import ContainerConfig as Container
-except ImportError:  # pragma: no cover - an installation without container support
-    @dataclass
-    class Container:
-        image: str | None = knob(None, "Apptainer image (.sif) the jobs' Python runs in; unset: the host's Python")
-        binds: list[str] = knob([], "bind mounts, as apptainer --bind takes them (src[:dst[:opts]])")
 
 
 @dataclass

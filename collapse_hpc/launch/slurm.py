@@ -82,12 +82,11 @@ class Submitter:
 
     def _python(self) -> str | None:
         if getattr(self.prof.container, "image", None):
-            try:
-                from collapse_hpc.launch.container import slurm_python
-            except ImportError:
-                raise UserError(f"profile {self.prof.name}: container.image is set but this installation "
-                                f"has no container support") from None
-            return slurm_python(self.prof.container, self.store.root, self.run.data_dir)
+            from collapse_hpc.launch.container import slurm_python
+
+            # the profile's HF_HOME (e.g. on /scratch) is the cache jobs must see, not the submitter's
+            return slurm_python(self.prof.container, self.store.root, self.run.data_dir,
+                                hf_home=self.prof.env.get("HF_HOME"))
         return self.prof.python
 
     def executor(self, kind: str, ranks: int = 1, name: str = "collapse", dependency: str | None = None,
