@@ -142,6 +142,10 @@ def load_run(args, executor: str | None = None, profile: str | None = None):
         if unknown:
             raise UserError(f"--only {unknown[0]}: not a section of {args.config} "
                             f"(it has: {', '.join(run.sections)})")
+    if run.executor == "slurm":  # a bad profile must fail before the run folder exists
+        from collapse_hpc.launch import profile as profmod
+
+        profmod.load(run.profile)
     store = RunStore(args.run or default_run_dir(args.config))
     store.open(run)
     return store, run
