@@ -42,7 +42,7 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: str = "auto", replica
     else:
         cols, rows = len(runs), len(metrics)
         panels = [(m, r) for m in metrics for r in runs]
-    fig, axes = style.figure(rows, cols)
+    fig, axes = style.figure(rows, cols, sharey="row" if len(runs) > 1 else False)  # runs compare on one scale
     for ax, (metric, run) in zip(axes.flat, panels):
         if not draw_series(ax, ctx, run, metric, replicates=replicates):
             no_data(ax)

@@ -108,11 +108,14 @@ def _replicate_lines(ax, ctx, run, metric, row, settings, gens, colour, most: in
 
 
 def maybe_log(ax, values, force: bool = False) -> None:
-    """Log y-axis when the values span orders of magnitude (or `force`); values <= 0 (e.g. a
-    distance of exactly 0 at generation 0) are left out rather than drawn at a fake floor."""
+    """Log y-axis when positive values span orders of magnitude; with `force` (distances, variances)
+    also when some are 0 (e.g. the distance at generation 0), which are then left out."""
     v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v) & (v > 0)]
-    if len(v) and (force or v.max() / v.min() > 100):
+    v = v[np.isfinite(v)]
+    positive = v[v > 0]
+    if not len(positive) or (not force and len(positive) < len(v)):  # a real zero stays visible
+        return
+    if force or positive.max() / positive.min() > 100:
         ax.set_yscale("log", nonpositive="mask")
 
 

@@ -15,7 +15,7 @@ Table = tuple[list[str], list[list[str]]]
 def num(v) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)) or pd.isna(v):
         return "—"
-    return f"{v:.4g}"
+    return f"{v + 0.0:.4g}"  # + 0.0: no "-0"
 
 
 def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str) -> Table:
