@@ -220,11 +220,9 @@ def _per_samples(ctx: Context, metric: str, theory: bool):
                 no_data(ax)
                 continue
             if theory and n is not None:
-                sigma2 = _true_sigma(ctx.run(run)) ** 2
                 gens = gens_axis(ctx.planned(run), ctx.df["generation"])
-                # generation 0 is the first fit (to the real data), so it already shrinks once
-                ax.plot(gens, sigma2 * ((n - 1) / n) ** (gens + 1), color="0.35", linestyle=(0, (1, 1)),
-                        linewidth=1.6, label="theory (replace, MLE): σ²((n−1)/n)^(k+1)")
+                curve, label = _theory(ctx, run, int(n), gens)
+                ax.plot(gens, curve, color="0.35", linestyle=(0, (1, 1)), linewidth=1.6, label=label)
             ax.set_yscale("log", nonpositive="mask")
             ax.set_title((f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})"))
             ax.set_xlabel("generation k")
@@ -233,9 +231,20 @@ def _per_samples(ctx: Context, metric: str, theory: bool):
     return fig
 
 
-def _true_sigma(run) -> float:
-    sec = run.raw_config.get("gaussian") or {}
-    return float(sec.get("sigma", sec.get("std", 1.0)) or 1.0)
+def _theory(ctx: Context, run: str, n: int, gens):
+    """E[σ̂²] after generation k under replacement: σ²·f^(k+1) with f = (n−1)/n for the MLE (1 for
+    the unbiased estimator) when generation 0 is already a fit to n real points, σ²·f^k when
+    generation 0 records the true parameters (every replicate's σ̂ identical there)."""
+    sec = ctx.run(run).raw_config.get("gaussian") or {}
+    sigma = float(sec.get("sigma", sec.get("std", 1.0)) or 1.0)
+    f = 1.0 if sec.get("estimator") == "unbiased" else (n - 1) / n
+    d = ctx.df
+    first = d[(d["run"] == run) & (d["metric"] == "sigma_hat") & (d["generation"] == 0) & (d["samples"] == n)]
+    exact = len(first) > 1 and first["value"].std() == 0
+    curve = sigma ** 2 * f ** (gens + (0 if exact else 1))
+    if f == 1.0:
+        return curve, "theory (replace, unbiased): σ²"
+    return curve, f"theory (replace, MLE): σ²((n−1)/n)^{'k' if exact else '(k+1)'}"
 
 
 def gaussian_sigma_err(ctx: Context):
@@ -255,7 +264,8 @@ def gaussian_variance(ctx: Context):
     for ax in fig.axes:
         ax.set_ylabel("mean σ̂²") if ax.get_subplotspec().is_first_col() else None
     return fig, ("Mean of the estimated variance σ̂² against generation k, with the theory for the MLE "
-                 "under replacement, σ²((n−1)/n)^(k+1) (generation 0 is the first fit, to real data); "
+                 "under replacement, σ²((n−1)/n)^(k+1) where generation 0 is the first fit to n real points "
+                 "(σ²((n−1)/n)^k where generation 0 holds the true parameters); "
                  f"accumulating data keeps the variance. {GAPS}")
 
 
