@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 PRESETS = ("beam", "greedy", "sampling")
+ORIGINAL = "original.parquet"  # reference --generate: the blocks kept unchanged (source "original")
 KILL_AFTER_ENV = "COLLAPSE_LM_KILL_AFTER_CHUNKS"  # tests: die (SIGKILL) after writing this many chunks
 
 
@@ -113,6 +114,8 @@ class _OPTDecoder:
     """OPT forward for decoding with a shared-prompt, never-reordered key/value cache."""
 
     def __init__(self, model):
+        import torch
+
         self.model = model
         self.dec = model.model.decoder
         cfg = model.config
@@ -120,6 +123,13 @@ class _OPTDecoder:
         self.head_dim = cfg.hidden_size // self.heads
         self.scaling = self.head_dim ** -0.5
         self.pre_ln = cfg.do_layer_norm_before
+        # q, k and v of a layer as one matrix product (one large GEMM instead of three small ones)
+        self.qkv = []
+        for layer in self.dec.layers:
+            a = layer.self_attn
+            w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+            b = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]) if a.q_proj.bias is not None else None
+            self.qkv.append((w, b))
 
     def _embed(self, tokens, positions):
         h = self.dec.embed_tokens(tokens)
@@ -140,8 +150,11 @@ class _OPTDecoder:
         h = r + layer.fc2(layer.activation_fn(layer.fc1(h)))
         return h if self.pre_ln else layer.final_layer_norm(h)
 
-    def _qkv(self, attn, h):
-        return attn.q_proj(h) * self.scaling, attn.k_proj(h), attn.v_proj(h)
+    def _qkv(self, i: int, h):
+        import torch.nn.functional as F
+
+        q, k, v = F.linear(h, *self.qkv[i]).chunk(3, dim=-1)
+        return q * self.scaling, k, v
 
     def prefill(self, prompts, cache_len: int):
         """Encode (B, P) prompts; return next-token logits (B, V) and per-layer K/V caches."""
@@ -152,11 +165,11 @@ class _OPTDecoder:
         H, hd = self.heads, self.head_dim
         x = self._embed(prompts, torch.arange(P, device=prompts.device))
         caches = []
-        for layer in self.dec.layers:
+        for i, layer in enumerate(self.dec.layers):
             attn = layer.self_attn
             r = x
             h = layer.self_attn_layer_norm(x) if self.pre_ln else x
-            q, k, v = (t.view(B, P, H, hd).transpose(1, 2) for t in self._qkv(attn, h))
+            q, k, v = (t.reshape(B, P, H, hd).transpose(1, 2) for t in self._qkv(i, h))
             kc = x.new_empty(B, H, cache_len, hd)
             vc = x.new_empty(B, H, cache_len, hd)
             kc[:, :, :P] = k
@@ -179,11 +192,11 @@ class _OPTDecoder:
         pos = torch.full((B, K), position, dtype=torch.long, device=tokens.device)
         x = self._embed(tokens, pos).view(B * K, -1)
         L = slot + K
-        for layer, (kc, vc) in zip(self.dec.layers, caches):
+        for i, (layer, (kc, vc)) in enumerate(zip(self.dec.layers, caches)):
             attn = layer.self_attn
             r = x
             h = layer.self_attn_layer_norm(x) if self.pre_ln else x
-            q, k, v = (t.view(B, K, H, hd).transpose(1, 2) for t in self._qkv(attn, h))
+            q, k, v = (t.reshape(B, K, H, hd).transpose(1, 2) for t in self._qkv(i, h))
             kc[:, :, slot:L] = k
             vc[:, :, slot:L] = v
             scores = torch.matmul(q, kc[:, :, :L].transpose(-1, -2))  # (B, H, K, L)
@@ -231,7 +244,7 @@ def _decode_opt(model, prompts, d: Decoding, generator=None):
             lp = _repetition_penalty(logits.log_softmax(-1), hist, d.repetition_penalty)
             lp = _block_eos(lp, eos).view(B, -1, V)
             if scores is not None:
-                lp = lp + scores.unsqueeze(-1)
+                lp.add_(scores.unsqueeze(-1))
             # HF keeps the top 2K candidates, then the best K of those that did not end
             top_v, top_i = torch.topk(lp.reshape(B, -1), 2 * K)
             scores, top_i = top_v[:, :K], top_i[:, :K]
@@ -353,6 +366,8 @@ def read_shards(shard_dir: Path):
     from collapse_hpc.errors import UserError
 
     files = sorted(Path(shard_dir).glob("part-*-*.parquet"))
+    if (Path(shard_dir) / ORIGINAL).is_file():
+        files.append(Path(shard_dir) / ORIGINAL)
     if not files:
         raise UserError(f"{shard_dir}: no generated shards (part-*.parquet)")
     table = pa.concat_tables([pq.read_table(f) for f in files])

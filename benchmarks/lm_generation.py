@@ -1,0 +1,138 @@
+"""One full LM generation (train + sample + evaluate) of a fixed CPU workload.
+
+Workload (issue 6): the project's own wikivital preparation, 2048 training blocks, 256 validation and
+256 test blocks of 64 tokens; a byte-level BPE of vocabulary 8000; a randomly initialised OPT with
+hidden size 256, 4 layers, 4 heads, FFN 1024 (~5.3M parameters); 1 epoch at batch 16, lr 2e-5;
+then the paper's decoding (beam 5, repetition penalty 3.0, exactly 64 new tokens) for all 2048
+prompts; then test perplexity. Target on 2 CPU cores: <= 138 s (the authors' code: ~276 s).
+
+  python benchmarks/lm_generation.py                     the CPU benchmark; last line:
+                                                         seconds_per_generation: <x>
+  python benchmarks/lm_generation.py --decode-only --opt125m --blocks 36718 --batch 512
+      time only the paper's decoding with an OPT-125M-shaped model (random weights: the cost
+      is the same) on the GPU, e.g. for the whole WikiText-2 train split
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TRAIN_BLOCKS = 2048  # prompts too
+EVAL_BLOCKS = 256  # validation and test
+VOCAB = 8000
+
+
+def workload_config(sample_batch_size: int):
+    from collapse_hpc.experiments.lm.config import LMConfig
+
+    return LMConfig(dataset="wikivital", model="tiny", pretrained=False, vocab_size=VOCAB, hidden_size=256,
+                    layers=4, heads=4, ffn_size=1024, block_size=64, epochs=1, batch_size=16, micro_batch_size=16,
+                    lr=2e-5, max_train_blocks=TRAIN_BLOCKS, max_eval_blocks=EVAL_BLOCKS,
+                    sample_batch_size=sample_batch_size)
+
+
+def cpu_generation(data_dir: Path, sample_batch_size: int) -> float:
+    import torch
+
+    from collapse_hpc.experiments.lm import data, distributed
+    from collapse_hpc.experiments.lm.evaluate import perplexity
+    from collapse_hpc.experiments.lm.model import build_model, load_model
+    from collapse_hpc.experiments.lm.sample import Decoding, sample_shards
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+    from collapse_hpc.experiments.lm.train import train_generation
+
+    torch.set_num_threads(int(os.environ.get("COLLAPSE_THREADS", 0)) or os.cpu_count() or 1)
+    if not (data_dir / "wikivital" / "train.parquet").is_file():
+        data.prepare_wikivital(data_dir)
+    cfg = workload_config(sample_batch_size)
+    tokenizer = load_tokenizer(cfg, data_dir)
+    blocks = {s: data.load_blocks(data_dir, "wikivital", s, tokenizer, 64) for s in ("train", "validation", "test")}
+    train = blocks["train"].slice(0, TRAIN_BLOCKS)
+    val, test = blocks["validation"].slice(0, EVAL_BLOCKS), blocks["test"].slice(0, EVAL_BLOCKS)
+    assert train.num_rows == TRAIN_BLOCKS and test.num_rows == EVAL_BLOCKS
+    model = build_model(cfg, tokenizer, data_dir)
+    print(f"workload: {train.num_rows} train / {val.num_rows} validation / {test.num_rows} test blocks of 64, "
+          f"vocab {len(tokenizer)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+          f"{torch.get_num_threads()} threads")
+    distributed.init()  # process-group start-up is not part of a generation
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        result = train_generation(model, tokenizer, train, val, cfg, tmp / "model", tmp / "checkpoints", seed=0,
+                                  rank=0, world_size=1, local_rank=0)
+        trained = time.perf_counter()
+        model = load_model(tmp / "model").eval()
+        sample_shards(model, tokenizer, train, Decoding.from_config(cfg), tmp / "shards", generation=0,
+                      batch_size=cfg.sample_batch_size, seed=0)
+        sampled = time.perf_counter()
+        test_ppl, _ = perplexity(model, test, batch_size=cfg.eval_batch_size)
+        end = time.perf_counter()
+    new_tokens = TRAIN_BLOCKS * 64
+    print(f"train: {trained - start:.1f} s, {result['tokens_per_s']:.0f} tokens/s")
+    print(f"sample: {sampled - trained:.1f} s, {new_tokens / (sampled - trained):.0f} tokens/s "
+          f"(beam 5, repetition penalty 3.0, 64 new tokens, batch {cfg.sample_batch_size})")
+    print(f"evaluate: {end - sampled:.1f} s, test perplexity {test_ppl:.1f}")
+    return end - start
+
+
+def decode_only(blocks: int, batch: int, opt125m: bool, device: str) -> None:
+    """The paper's decoding alone, on random 64-token prompts (cost does not depend on the weights)."""
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from collapse_hpc.experiments.lm.sample import Decoding, generate
+
+    if opt125m:  # facebook/opt-125m's architecture
+        config = OPTConfig(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072,
+                           num_attention_heads=12, max_position_embeddings=2048, word_embed_proj_dim=768)
+    else:
+        config = OPTConfig(vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, ffn_dim=1024,
+                           num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=256)
+    torch.manual_seed(0)
+    model = OPTForCausalLM(config).to(device).eval()
+    prompts = torch.randint(3, config.vocab_size, (blocks, 64))
+    d = Decoding()
+    generate(model, prompts[:min(batch, 8)].to(device), d)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for lo in range(0, blocks, batch):
+        generate(model, prompts[lo:lo + batch].to(device), d).cpu()
+    seconds = time.perf_counter() - start
+    print(f"decoding {blocks} prompts x 64 new tokens (beam 5, repetition penalty 3.0) on {device} "
+          f"({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+          f"batch {batch}: {seconds:.1f} s, {blocks * 64 / seconds:.0f} new tokens/s")
+    print(f"decode_seconds: {seconds:.1f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default="data", help="prepared data sets (wikivital is prepared if missing)")
+    p.add_argument("--sample-batch-size", type=int, default=None, help="prompts per sampling batch")
+    p.add_argument("--decode-only", action="store_true", help="time only the decoding (see above)")
+    p.add_argument("--opt125m", action="store_true", help="decode-only: OPT-125M's architecture")
+    p.add_argument("--blocks", type=int, default=TRAIN_BLOCKS, help="decode-only: prompts")
+    p.add_argument("--batch", type=int, default=128, help="decode-only: prompts per batch")
+    p.add_argument("--device", default=None, help="decode-only: cpu or cuda (default: cuda if available)")
+    a = p.parse_args()
+    if a.decode_only:
+        import torch
+
+        decode_only(a.blocks, a.batch, a.opt125m, a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return
+    from collapse_hpc.experiments.lm.config import LMConfig
+
+    seconds = cpu_generation(Path(a.data_dir), a.sample_batch_size or LMConfig().sample_batch_size)
+    print(f"seconds_per_generation: {seconds:.1f}")
+
+
+if __name__ == "__main__":
+    main()

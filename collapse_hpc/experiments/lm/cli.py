@@ -1,0 +1,269 @@
+"""`collapse-hpc lm`: run the LM experiment of a config, or drive one step by hand with the flags
+of the authors' reference implementation (main.py), on our formats.
+
+  collapse-hpc lm CONFIG [--variant V] [--unit G]      the chain of a config, in this process
+
+  The reference README's four commands (Parquet and safetensors instead of pickle):
+  collapse-hpc lm -p --model_tag facebook/opt-125m --save-name gen0/      train generation 0
+  collapse-hpc lm --load-name gen0/best.ckpt --generate gen1_data         sample -> gen1_data/ shards
+  collapse-hpc lm --load-generate gen1_data --save-name gen1/             train on generated data
+  collapse-hpc lm --load-name gen1/best.ckpt --eval_only                  test perplexity
+
+A --save-name folder holds the best-validation model (save_pretrained, safetensors); --load-name
+takes that folder (or its old `best.ckpt` path, read as the folder). --generate writes a folder of
+Parquet shards (what a chain's gen_NNN/shards holds); --load-generate reads such a folder or one
+.parquet file. Pickle files (.pkl, Lightning .ckpt) are refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+
+PICKLE = (".pkl", ".pickle", ".pt", ".pth")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = __doc__
+    p.add_argument("config", nargs="?", default=None, help="config YAML: run its lm section (chain mode)")
+    p.add_argument("--run", metavar="DIR", help="chain mode: run folder (default: runs/<config file name>)")
+    p.add_argument("--generations", type=int, metavar="N", help="chain mode: generations per chain")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config value (chain mode: lm.epochs=1; reference mode: epochs=1)")
+    p.add_argument("--only", action="append", metavar="EXPERIMENT", help=argparse.SUPPRESS)
+    p.add_argument("--variant", help="chain mode: run one variant only")
+    p.add_argument("--unit", type=int, help="chain mode: run one generation only")
+    p.add_argument("--dataset", default="wikitext2", help="reference mode: prepared data set (default wikitext2)")
+    p.add_argument("--data-dir", default="data", help="reference mode: prepared data sets (default data)")
+
+    ref = p.add_argument_group("the reference implementation's flags")
+    ref.add_argument("-tag", "--model_tag", default="facebook/opt-125m", help="model tag (or tiny)")
+    ref.add_argument("-load", "--load-name", dest="load_name", help="saved model folder to start from")
+    ref.add_argument("-save", "--save-name", dest="save_name", help="folder for the trained (best) model")
+    ref.add_argument("-saveperplexities", "--saveperplexities", help="per-sequence test perplexities (.parquet)")
+    ref.add_argument("-eval", "--eval_only", action="store_true", help="no training: evaluate on the test set")
+    ref.add_argument("-eval_gen", "--evalgen_only", action="store_true", help="evaluate on the training data")
+    ref.add_argument("-opt", "--optimizer", default="adamw", help="optimizer (adamw)")
+    ref.add_argument("-lr", "--learning-rate", dest="learning_rate", type=float, default=2e-5)
+    ref.add_argument("-m", "--max-epochs", dest="max_epochs", type=int, default=5)
+    ref.add_argument("-st", "--saveto", help="write the evaluation result here (JSON); skip all if it exists")
+    ref.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=128)
+    ref.add_argument("-d", "--debug", action="store_true", help="a quick pass over one batch of each split")
+    ref.add_argument("-seed", "--seed", type=int, default=0)
+    ref.add_argument("-w", "--num_workers", type=int, default=1, help="accepted; data is in memory")
+    ref.add_argument("-n", "--num_devices", type=int, default=1, help="ranks (start them with a launcher)")
+    ref.add_argument("-a", "--accelerator", default=None, help="cpu, gpu/cuda or auto")
+    ref.add_argument("-s", "--strategy", default="ddp", help="accepted; training is always DeepSpeed")
+    ref.add_argument("-p", "--pretrained", action="store_true", help="start from pretrained weights")
+    ref.add_argument("-version_name", "--version_name", default=None, help="name shown in the logs")
+    ref.add_argument("-gen", "--generate", help="sample the next generation's data into this folder")
+    ref.add_argument("-load-gen", "--load-generate", dest="load_generate", help="train on these shards")
+    ref.add_argument("-gen_percent", "--generate_percentage", type=float, default=0.0,
+                     help="fraction of the original blocks kept unchanged in --generate's output")
+
+
+def main(args) -> int:
+    if args.config:
+        return _chain(args)
+    return reference(args)
+
+
+def _chain(args) -> int:
+    from collapse_hpc import engine
+    from collapse_hpc.cli import _setup_logging, load_run
+    from collapse_hpc.launch.debug import execute
+
+    args.only = ["lm"]
+    store, run = load_run(args, "debug")
+    _setup_logging(getattr(args, "verbose", False), store.root)
+    chains = engine.plan(run, only=args.only)
+    if args.variant:
+        chains = [c for c in chains if c.variant.name == args.variant]
+        if not chains:
+            raise UserError(f"--variant {args.variant}: no such variant")
+    if args.unit is not None:
+        for c in chains:
+            c.jobs = [j for j in c.jobs if j.index == args.unit]
+    with store.lock():
+        counts = execute(store, run, chains)
+    print(f"{store.root}: {counts['done']} units done, {counts['skipped']} already finished")
+    return 0
+
+
+# ------------------------------------------------------------------ reference mode
+
+def _refuse_pickle(path: str, flag: str) -> None:
+    if Path(path).suffix in PICKLE or (Path(path).suffix == ".ckpt" and Path(path).is_file()):
+        raise UserError(f"{flag} {path}: pickle files are not read (unsafe); give a folder written by "
+                        f"collapse-hpc ({'--generate' if 'gen' in flag else '--save-name'}) instead")
+
+
+def model_folder(path: str) -> Path:
+    """--load-name: a saved-model folder, or the reference's `<folder>/best.ckpt` naming it."""
+    _refuse_pickle(path, "--load-name")
+    folder = Path(path)
+    if folder.suffix == ".ckpt":
+        folder = folder.parent
+    if not (folder / "config.json").is_file():
+        raise UserError(f"--load-name {path}: no saved model in {folder} (expected a --save-name folder)")
+    return folder
+
+
+def load_generated(path: str):
+    """--load-generate: a folder of shards (or a chain's gen_NNN) or one Parquet file."""
+    import pyarrow.parquet as pq
+
+    from collapse_hpc.experiments.lm.sample import read_shards
+
+    _refuse_pickle(path, "--load-generate")
+    p = Path(path)
+    if p.is_dir():
+        return read_shards(p / "shards" if (p / "shards").is_dir() else p)
+    if p.suffix == ".parquet" and p.is_file():
+        try:
+            table = pq.read_table(p)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+            raise UserError(f"--load-generate {path}: not a readable Parquet file ({e})") from None
+        if "input_ids" not in table.column_names:
+            raise UserError(f"--load-generate {path}: no input_ids column")
+        return table
+    if not p.exists() and Path(path + ".parquet").is_file():
+        return load_generated(path + ".parquet")
+    raise UserError(f"--load-generate {path}: no such shards folder or .parquet file")
+
+
+def reference_config(a):
+    from collapse_hpc import config as cfgmod
+    from collapse_hpc.experiments.lm.config import LMConfig
+
+    if a.optimizer.lower() != "adamw":
+        raise UserError(f"--optimizer {a.optimizer}: only adamw is supported (the reference's default)")
+    values = {"dataset": a.dataset, "model": a.model_tag, "pretrained": bool(a.pretrained),
+              "lr": a.learning_rate, "epochs": a.max_epochs, "batch_size": a.batch_size,
+              "micro_batch_size": min(16, a.batch_size), "eval_batch_size": a.batch_size}
+    if a.learning_rate < 1e-6:  # the cosine's floor must stay below the peak
+        values["lr_min"] = 0.0
+    for item in a.overrides:
+        keys, value = cfgmod.parse_override(item)
+        values[keys[-1]] = value
+    if a.debug:  # Lightning's fast_dev_run: one batch of each split, one epoch
+        values.update(epochs=1, max_train_blocks=a.batch_size, max_eval_blocks=a.batch_size)
+    return cfgmod.build(LMConfig, values, "collapse-hpc lm", prefix="lm.")
+
+
+def reference(a) -> int:
+    if a.saveto and Path(a.saveto).exists():
+        print(f"{a.saveto} exists: nothing to do (as the reference)")
+        return 0
+    if a.accelerator and a.accelerator.lower() == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    for path, flag in ((a.generate, "--generate"), (a.saveperplexities, "--saveperplexities"),
+                       (a.saveto, "--saveto")):
+        if path and Path(path).suffix in PICKLE:
+            raise UserError(f"{flag} {path}: results are written as Parquet/JSON, not pickle; drop the suffix")
+    cfg = reference_config(a)
+    log = logging.getLogger("collapse_hpc.lm")
+    data_dir = Path(a.data_dir)
+    load = model_folder(a.load_name) if a.load_name else None
+    generated = load_generated(a.load_generate) if a.load_generate else None
+
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    from collapse_hpc.experiments.lm import distributed
+    from collapse_hpc.experiments.lm.data import load_blocks
+    from collapse_hpc.experiments.lm.evaluate import perplexity
+    from collapse_hpc.experiments.lm.model import build_model, load_model, model_fingerprint
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+    from collapse_hpc.store import write_json, write_parquet
+
+    rank, world, local = distributed.init()
+    if a.num_devices != world:
+        log.warning("--num_devices %d but %d rank(s) started; ranks come from the launcher", a.num_devices, world)
+    tokenizer = load_tokenizer(cfg, data_dir)
+
+    def split(name, limit):
+        t = load_blocks(data_dir, cfg.dataset, name, tokenizer, cfg.block_size)
+        return t.slice(0, limit) if limit else t
+
+    train = generated.select(["block_id", "input_ids"]) if generated is not None else split("train", cfg.max_train_blocks)
+    if cfg.max_train_blocks:
+        train = train.slice(0, cfg.max_train_blocks)
+    val, test = split("validation", cfg.max_eval_blocks), split("test", cfg.max_eval_blocks)
+    if a.evalgen_only:
+        test = train
+    torch.manual_seed(a.seed)
+    model = load_model(load) if load else build_model(cfg, tokenizer, data_dir)
+    device = distributed.device(local)
+    scratch = None
+    if not a.eval_only:
+        from collapse_hpc.experiments.lm.train import train_generation
+
+        out = Path(a.save_name) if a.save_name else Path(scratch := tempfile.mkdtemp(prefix="lm-model-"))
+        result = train_generation(model, tokenizer, train, val, cfg, out, out / "checkpoints", seed=a.seed,
+                                  rank=rank, world_size=world, local_rank=local, log=log)
+        distributed.barrier()
+        if rank == 0:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            print(f"trained {a.version_name or ''} model: best validation loss {result['best_val_loss']:.4f} "
+                  f"(epoch {result['best_epoch'] + 1}) -> {out if a.save_name else '(not saved: no --save-name)'}")
+        model, load = load_model(out), out
+    model = model.to(device).eval()
+    test_ppl, per_seq = perplexity(model, test, batch_size=cfg.eval_batch_size, device=device, rank=rank,
+                                   world_size=world)
+    if rank == 0:
+        print(f"test_loss: {float(np.log(test_ppl)):.4f}\ntest_ppl: {test_ppl:.4f}")
+        if a.saveperplexities:
+            write_parquet(a.saveperplexities, pa.table({"block_id": test.column("block_id"),
+                                                        "ppl": pa.array(per_seq, pa.float64())}))
+        if a.saveto:
+            write_json(a.saveto, {"test_loss": float(np.log(test_ppl)), "test_ppl": test_ppl})
+    if a.generate:
+        _generate(a, cfg, model, tokenizer, train, load, rank, world, device, log, model_fingerprint)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def _generate(a, cfg, model, tokenizer, train, load, rank, world, device, log, model_fingerprint) -> None:
+    """The reference's --generate: a fraction p of the blocks stays original, the rest is the model's
+    continuation of each block (same slot); written as a shards folder."""
+    import numpy as np
+    import pyarrow as pa
+
+    from collapse_hpc.experiments.lm import distributed
+    from collapse_hpc.experiments.lm.sample import ORIGINAL, Decoding, sample_shards
+    from collapse_hpc.regimes import Regime, mix
+    from collapse_hpc.store import write_parquet
+
+    if not 0.0 <= a.generate_percentage <= 1.0:
+        raise UserError(f"--generate_percentage {a.generate_percentage}: must be in [0, 1]")
+    out = Path(a.generate)
+    picks = dict(mix(Regime("replace", a.generate_percentage), train.num_rows, [train.num_rows],
+                     np.random.default_rng(a.seed)))
+    keep = picks[-1]
+    if rank == 0 and len(keep):
+        kept = train.take(pa.array(keep))
+        write_parquet(out / ORIGINAL, pa.table({
+            "block_id": kept.column("block_id"), "prompt_block_id": kept.column("block_id"),
+            "input_ids": kept.column("input_ids").cast(pa.list_(pa.int32())),
+            "text": pa.array(tokenizer.batch_decode(kept.column("input_ids").to_pylist()), pa.string()),
+            "generation": pa.array(np.zeros(len(keep), np.int32)),
+            "source": pa.array(["original"] * len(keep), pa.string())}),
+            {"generate_percentage": a.generate_percentage})
+    prompts = train.select(["block_id", "input_ids"]).take(pa.array(picks[0]))
+    model_hash = model_fingerprint(load) if load else ""
+    sample_shards(model, tokenizer, prompts, Decoding.from_config(cfg), out, generation=0, rank=rank,
+                  world_size=world, batch_size=cfg.sample_batch_size, seed=a.seed, model_hash=model_hash,
+                  device=device, log=log)
+    distributed.barrier()
+    if rank == 0:
+        print(f"{out}: {train.num_rows} blocks ({len(keep)} original, {len(picks[0])} generated) written")

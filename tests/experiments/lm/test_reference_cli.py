@@ -1,0 +1,69 @@
+"""The reference implementation's four README commands through `collapse-hpc lm`, on our formats."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc.cli import main
+
+
+def _tiny(data_dir):
+    sets = dict(vocab_size=300, hidden_size=32, layers=2, heads=2, ffn_size=64, block_size=16,
+                max_train_blocks=32, max_eval_blocks=16, num_beams=2, sample_batch_size=16, pretrain_blocks=32)
+    args = ["--dataset", "tiny", "--data-dir", str(data_dir), "--model_tag", "tiny", "-m", "1", "-b", "16",
+            "-lr", "3e-3"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+@pytest.mark.slow
+def test_readme_commands(tmp_path, lm_data_dir, capsys):
+    tiny = _tiny(lm_data_dir)
+    gen0, gen1, data1 = tmp_path / "gen0", tmp_path / "gen1", tmp_path / "gen1_data"
+    # 1. train generation 0
+    assert main(["lm", "-p", *tiny, "--save-name", f"{gen0}/"]) == 0
+    assert (gen0 / "config.json").is_file() and list(gen0.glob("*.safetensors"))
+    assert not (gen0 / "checkpoints").exists()
+    # 2. generate (the reference's best.ckpt path names the saved folder); keep 25% original
+    assert main(["lm", *tiny, "--load-name", f"{gen0}/best.ckpt", "--eval_only", "--generate", str(data1),
+                 "--generate_percentage", "0.25", "--saveperplexities", str(tmp_path / "ppl.parquet")]) == 0
+    shards = sorted(data1.glob("part-*.parquet"))
+    assert shards and (data1 / "original.parquet").is_file()
+    rows = pq.read_table(data1 / "original.parquet").num_rows + sum(pq.read_table(s).num_rows for s in shards)
+    assert rows == 32 and pq.read_table(data1 / "original.parquet").num_rows == 8
+    assert pq.read_table(tmp_path / "ppl.parquet").column_names == ["block_id", "ppl"]
+    # 3. a pickle is refused with one line; our shards train generation 1
+    capsys.readouterr()
+    assert main(["lm", *tiny, "--load-generate", f"{data1}.pkl", "--save-name", f"{gen1}/"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pickle" in err[0]
+    assert main(["lm", *tiny, "--load-generate", str(data1), "--save-name", f"{gen1}/",
+                 "--saveto", str(tmp_path / "gen1.json")]) == 0
+    assert json.loads((tmp_path / "gen1.json").read_text())["test_ppl"] > 1
+    # 4. evaluate
+    capsys.readouterr()
+    assert main(["lm", *tiny, "--load-name", f"{gen1}/best.ckpt", "--eval_only"]) == 0
+    assert "test_ppl:" in capsys.readouterr().out
+
+
+def test_reference_flags_parse_and_refuse(tmp_path, capsys):
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(b"\x80\x04not really")
+    assert main(["lm", "--load-name", str(bad), "--eval_only"]) == 2
+    assert "pickle" in capsys.readouterr().err
+    assert main(["lm", "--optimizer", "sgd", "--eval_only"]) == 2
+    assert "adamw" in capsys.readouterr().err
+    assert main(["lm", "--load-name", str(tmp_path / "nothing/"), "--eval_only"]) == 2
+    assert "no saved model" in capsys.readouterr().err
+    (tmp_path / "done.json").write_text("{}")
+    assert main(["lm", "--saveto", str(tmp_path / "done.json")]) == 0  # the reference skips finished work
+    from collapse_hpc.cli import _parser
+
+    args = _parser().parse_args(["lm", "-tag", "gpt2", "-load", "x/", "-save", "y/", "-saveperplexities", "p",
+                                 "-eval", "-eval_gen", "-opt", "adamw", "-lr", "1e-5", "-m", "3", "-st", "r",
+                                 "-b", "16", "-d", "-seed", "3", "-w", "2", "-n", "1", "-a", "cpu", "-s", "ddp",
+                                 "-p", "-version_name", "v", "-gen", "g", "-load-gen", "lg", "-gen_percent", "0.1"])
+    assert (args.model_tag, args.load_name, args.save_name, args.max_epochs, args.seed, args.generate_percentage,
+            args.load_generate, args.learning_rate) == ("gpt2", "x/", "y/", 3, 3, 0.1, "lg", 1e-5)
+    assert args.eval_only and args.evalgen_only and args.debug and args.pretrained and args.config is None
