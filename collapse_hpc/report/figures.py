@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from collapse_hpc.report import style
 from collapse_hpc.report.plots import (Context, Fig, draw_series, gens_axis, integer_x, legend_below, maybe_log,
-                                       no_data, save, series_label)
+                                       no_data, save, series_label, series_order)
 
 log = logging.getLogger("collapse_hpc.report")
 GAPS = "Gaps mark generations not (yet) finished."
@@ -47,7 +47,8 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: str = "auto", replica
         if not draw_series(ax, ctx, run, metric, replicates=replicates):
             no_data(ax)
         else:
-            vals = ctx.df.loc[(ctx.df["run"] == run) & (ctx.df["metric"] == metric), "value"]
+            sel = (ctx.summary["run"] == run) & (ctx.summary["metric"] == metric)
+            vals = ctx.summary.loc[sel, "mean"]  # what is drawn decides the scale
             if logy:
                 maybe_log(ax, vals, force=logy is True)
         ax.set_title(metric if len(runs) == 1 else f"{run}: {metric}")
@@ -102,7 +103,7 @@ def lm_sequence_ppl(ctx: Context):
     d = pd.concat(tables, ignore_index=True)
     d = d[np.isfinite(d["ppl"]) & (d["ppl"] > 0)]
     runs = [r for r in ctx.run_labels if r in set(d["run"])]
-    series = sorted(d["series"].unique(), key=lambda s: (not s.startswith("replace"), s))
+    series = sorted(d["series"].unique(), key=series_order)
     lo, hi = np.quantile(d["ppl"], [0.001, 0.999])
     bins = np.geomspace(max(lo, 1e-3), max(hi, lo * 1.01), 50)
     gens = sorted(d["generation"].unique())
@@ -179,7 +180,7 @@ def gmm_snapshots(ctx: Context, most: int = 6):
             if snap.empty:
                 continue
             chosen[key] = snap[snap["replicate"] == snap["replicate"].min()]
-        rows += [(run.label, k, v) for k, v in sorted(chosen.items(), key=lambda kv: (not kv[0].startswith("replace"), kv[0]))]
+        rows += [(run.label, k, v) for k, v in sorted(chosen.items(), key=lambda kv: series_order(kv[0]))]
     if not rows:
         return None
     gens = sorted(set().union(*(set(v["generation"]) for _, _, v in rows)))
@@ -285,7 +286,7 @@ def vae_samples(ctx: Context):
             path = unit.file("samples.png")
             if path is not None:
                 grids.setdefault(key, {})[unit.index] = path
-        rows += [(run, k, v) for k, v in sorted(grids.items(), key=lambda kv: (not kv[0].startswith("replace"), kv[0]))]
+        rows += [(run, k, v) for k, v in sorted(grids.items(), key=lambda kv: series_order(kv[0]))]
     if not rows:
         return None
     top = max(max(max(v), (r.generations.get("vae") or 0) - 1) for r, _, v in rows)

@@ -39,7 +39,7 @@ class Context:
 
     def series_labels(self, exclude: tuple[str, ...] = ()) -> list[str]:
         return sorted({series_label(r, self.settings(), exclude) for _, r in
-                       self.summary.drop_duplicates(["regime", *self.settings()]).iterrows()}, key=_order)
+                       self.summary.drop_duplicates(["regime", *self.settings()]).iterrows()}, key=series_order)
 
 
 @dataclass
@@ -62,8 +62,12 @@ def series_label(row, settings: list[str], exclude: tuple[str, ...] = ()) -> str
     return ", ".join([pretty_regime(row["regime"]), *extra])
 
 
-def _order(label: str):
-    return (not label.startswith("replace"), label)
+def series_order(label: str):
+    """replace before accumulate, then natural order (samples=100 before samples=1000)."""
+    import re
+
+    parts = [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]
+    return (not label.startswith("replace"), parts)
 
 
 def gens_axis(planned: int | None, observed) -> np.ndarray:
@@ -83,7 +87,7 @@ def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None =
     drawn = 0
     groups = [(series_label(grp.iloc[0], settings, exclude), grp)
               for _, grp in s.groupby(["regime", *settings], dropna=False, sort=False)]
-    for label, grp in sorted(groups, key=lambda lg: _order(lg[0])):
+    for label, grp in sorted(groups, key=lambda lg: series_order(lg[0])):
         i = order.index(label) if label in order else len(order)
         gens = gens_axis(ctx.planned(run), grp["generation"])
         g = grp.set_index("generation").reindex(gens)
@@ -117,6 +121,10 @@ def maybe_log(ax, values, force: bool = False) -> None:
         return
     if force or positive.max() / positive.min() > 100:
         ax.set_yscale("log", nonpositive="mask")
+        if positive.max() / positive.min() > 10:  # whole decades labelled: no crowded minor labels
+            from matplotlib.ticker import NullFormatter
+
+            ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def integer_x(ax) -> None:
