@@ -1,0 +1,36 @@
+"""Config section `gmm`: the Gaussian-mixture recursion (the paper's notebook, section 2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collapse_hpc.config import Section, knob
+
+
+@dataclass
+class GMMConfig(Section):
+    # generations: from the section or the run; the notebook ran 2050 (configs/paper.yaml)
+    samples: int = knob(1000, "points drawn per generation (and real points)", min=1)
+    components: int = knob(2, "mixture components fitted each generation", min=1)
+    covariance: str = knob("full", "covariance type, as scikit-learn's GaussianMixture",
+                           choices=("full", "tied", "diag", "spherical"))
+    tol: float = knob(1e-5, "EM stops when the lower bound changes by less than this", gt=0)
+    max_iter: int = knob(2000, "EM iterations at most", min=1)
+    reg_covar: float = knob(1e-6, "added to the covariance diagonals (scikit-learn's default)", min=0)
+    init_data: str = knob("blob", "real data: blob (2-D standard normal, the notebook) or two-mode",
+                          choices=("blob", "two-mode"))
+    separation: float = knob(4.0, "two-mode: distance between the two unit-variance modes (on x)", min=0)
+    replicates: int = knob(64, "independent replicates per variant", min=1)
+    chunk_replicates: int = knob(16, "replicates per array task (each runs every generation)", min=1)
+    snapshot_generations: list[int] = knob([0, 1, 10, 100, -1],
+                                           "generations whose training points go to snapshots.parquet "
+                                           "(-1: the last)")
+    snapshot_replicates: int = knob(3, "replicates (the first ones) with snapshots", min=0)
+    pool_memory_gib: float = knob(4.0, "accumulate regimes keep every generation's points: chunks are "
+                                       "made smaller to fit in this much memory", gt=0)
+
+    def validate(self):
+        if self.components > self.samples:
+            raise ValueError(f"components ({self.components}) must not exceed samples ({self.samples})")
+
+
+CONFIG = GMMConfig
