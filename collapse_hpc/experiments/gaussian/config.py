@@ -1,0 +1,27 @@
+"""Config section `gaussian`: the single-Gaussian recursion (the paper's notebook, section 3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collapse_hpc.config import Section, knob
+
+
+@dataclass
+class GaussianConfig(Section):
+    # generations: from the section or the run; the notebook ran 1000 (configs/paper.yaml)
+    samples: list[int] = knob([100, 500, 1000, 10000], "sample sizes n, one variant each", min=2)
+    estimator: str = knob("mle", "variance estimate: mle (ddof 0, the notebook) or unbiased (ddof 1)",
+                          choices=("mle", "unbiased"))
+    mu: float = knob(0.0, "mean of the real data")
+    sigma: float = knob(1.0, "standard deviation of the real data", gt=0)
+    replicates: int = knob(1000, "independent replicates per variant", min=1)
+    chunk_replicates: int = knob(250, "replicates per array task (each runs every generation)", min=1)
+    pool_memory_gib: float = knob(4.0, "accumulate-subsample keeps every generation's points: chunks "
+                                       "are made smaller to fit in this much memory", gt=0)
+
+    def validate(self):
+        if not self.samples:
+            raise ValueError("samples: give at least one sample size")
+
+
+CONFIG = GaussianConfig

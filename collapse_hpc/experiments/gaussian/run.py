@@ -1,0 +1,43 @@
+"""One array task of the gaussian experiment: a chunk of replicates through every generation."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from collapse_hpc.experiments.gaussian.recursion import recurse
+from collapse_hpc.experiments.gmm import parts
+
+METRICS = ("mu_hat", "sigma_hat", "var_hat", "mu_error", "sigma_error", "sample_variance")
+
+
+def run_part(ctx, size: int) -> None:
+    cfg, G = ctx.config, ctx.run.generations_of("gaussian")
+    n = ctx.variant.settings["samples"]
+    ids = parts.replicate_range(cfg.replicates, size, ctx.index)
+    R = len(ids)
+    rng = np.random.default_rng(ctx.seed(n))
+    table = {name: np.empty((G, R)) for name in METRICS}
+
+    def record(gen):
+        table["mu_hat"][gen.index] = gen.mu_hat
+        table["sigma_hat"][gen.index] = gen.sigma_hat
+        table["var_hat"][gen.index] = gen.sigma_hat**2
+        table["mu_error"][gen.index] = np.abs(cfg.mu - gen.mu_hat)
+        table["sigma_error"][gen.index] = np.abs(cfg.sigma - gen.sigma_hat)
+        table["sample_variance"][gen.index] = gen.drawn.var(1)
+
+    real = cfg.mu + cfg.sigma * rng.standard_normal((R, n))
+    ddof = 0 if cfg.estimator == "mle" else 1
+    with tqdm(total=G, desc=f"gaussian {ctx.variant.name} part {ctx.index}", unit="gen", disable=None,
+              mininterval=5) as bar:
+        recurse(real, G, ctx.variant.regime, ddof, rng, record, bar)
+
+    columns = {"generation": pa.array(np.repeat(np.arange(G, dtype=np.int32), R)),
+               "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G)),
+               "samples": pa.array(np.full(G * R, n, dtype=np.int32))}
+    columns.update({name: pa.array(table[name].reshape(-1)) for name in METRICS})
+    ctx.write_table("metrics.parquet", pa.table(columns), {
+        "experiment": "gaussian", "variant": ctx.variant.name, "part": ctx.index, "generations": G,
+        "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.label, "samples": n,
+        "estimator": cfg.estimator})

@@ -1,0 +1,57 @@
+"""The gaussian experiment through the engine, in-process: one variant per sample size."""
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc import config, engine
+from collapse_hpc.errors import UserError
+from collapse_hpc.launch.debug import execute
+from collapse_hpc.store import RunStore
+from collapse_hpc.verify import verify_run
+
+SECTION = {"samples": [20, 50], "replicates": 5, "chunk_replicates": 3}
+
+
+def _run(tmp_path, name, **section):
+    run = config.from_dict({"name": "t", "generations": 6, "seeds": [0], "executor": "debug",
+                            "regimes": ["replace", "accumulate", "accumulate-subsample"],
+                            "gaussian": {**SECTION, **section}})
+    store = RunStore(tmp_path / name)
+    store.open(run)
+    chains = engine.plan(run)
+    execute(store, run, chains)
+    return store, chains
+
+
+def test_runs_through_the_engine(tmp_path):
+    store, chains = _run(tmp_path, "a")
+    assert sorted(c.variant.name for c in chains) == sorted(
+        f"{r}-samples{n}-s0" for r in ("replace-p0", "accumulate", "accumulate-subsample") for n in (20, 50))
+    assert all(len(c.jobs) == 2 for c in chains)
+    assert verify_run(store.root) == 0
+    for chain in chains:
+        folder = store.variant_dir("gaussian", chain.variant.name)
+        t = pq.read_table(folder / "part_000" / "metrics.parquet").to_pandas()
+        assert len(t) == 6 * 3 and set(t["samples"]) == {chain.variant.settings["samples"]}
+        assert list(t.columns[:3]) == ["generation", "replicate", "samples"]
+        assert (t["mu_error"] == t["mu_hat"].abs()).all() and (t["var_hat"] > 0).all()
+        t1 = pq.read_table(folder / "part_001" / "metrics.parquet").to_pandas()
+        assert set(t1["replicate"]) == {3, 4}
+
+
+def test_same_seed_gives_bit_identical_parquet(tmp_path):
+    a, chains = _run(tmp_path, "a", samples=[20])
+    b, _ = _run(tmp_path, "b", samples=[20])
+    for chain in chains:
+        rel = f"gaussian/{chain.variant.name}/part_001/metrics.parquet"
+        assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"samples": [1]}, "gaussian.samples: must be >= 2"),
+    ({"estimator": "bayes"}, "gaussian.estimator: must be one of"),
+    ({"sigma": 0}, "gaussian.sigma: must be > 0"),
+    ({"samples": []}, "at least one sample size"),
+])
+def test_bad_parameters_give_one_clear_error(bad, message):
+    with pytest.raises(UserError, match=message):
+        config.from_dict({"gaussian": {**SECTION, **bad}})

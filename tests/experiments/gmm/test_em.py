@@ -1,0 +1,98 @@
+"""Batched EM against scikit-learn: same data and initial parameters -> same fit (to 1e-6)."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+
+from collapse_hpc.experiments.gmm import em
+from collapse_hpc.experiments.gmm.mixture import Mixtures
+
+
+def _full(cov, kind, K):
+    if kind == "full":
+        return cov
+    if kind == "tied":
+        return np.repeat(cov[None], K, 0)
+    if kind == "diag":
+        return np.stack([np.diag(v) for v in cov])
+    return np.stack([np.eye(2) * v for v in cov])  # spherical
+
+
+def _data(rng, n=400):
+    return np.concatenate([rng.normal(size=(n // 2, 2)), rng.normal(size=(n // 2, 2)) * [0.5, 0.8] + [2, 1]])
+
+
+@pytest.mark.parametrize("kind", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("K", [2, 3])
+def test_same_start_same_fit_as_sklearn(kind, K):
+    rng = np.random.default_rng(K)
+    sets = [_data(rng) for _ in range(3)]  # three replicates in one batch
+    inits, refs = [], []
+    for X in sets:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a 1-iteration fit to get a start that is not converged
+            start = GaussianMixture(K, covariance_type=kind, max_iter=1, random_state=0).fit(X)
+        c = start.covariances_
+        prec = np.linalg.inv(c) if kind in ("full", "tied") else 1 / c
+        ref = GaussianMixture(K, covariance_type=kind, tol=1e-5, max_iter=2000, weights_init=start.weights_,
+                              means_init=start.means_, precisions_init=prec).fit(X)
+        inits.append((start.weights_, start.means_, _full(c, kind, K)))
+        refs.append(ref)
+    init = Mixtures(*(torch.tensor(np.stack(v)) for v in zip(*inits)))
+    fit = em.fit(torch.tensor(np.stack(sets)), K, kind, tol=1e-5, max_iter=2000, init=init)
+    for r, ref in enumerate(refs):
+        assert int(fit.n_iter[r]) == ref.n_iter_
+        assert bool(fit.converged[r]) == ref.converged_
+        np.testing.assert_allclose(fit.mixtures.weights[r], ref.weights_, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(fit.mixtures.means[r], ref.means_, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(fit.mixtures.covariances[r], _full(ref.covariances_, kind, K), atol=1e-6, rtol=0)
+        assert float(fit.lower_bound[r]) == pytest.approx(ref.lower_bound_, abs=1e-9)
+
+
+def test_max_iter_stops_unconverged_like_sklearn():
+    X = _data(np.random.default_rng(5))
+    start = GaussianMixture(2, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start.fit(X)
+        ref = GaussianMixture(2, tol=1e-12, max_iter=3, weights_init=start.weights_, means_init=start.means_,
+                              precisions_init=np.linalg.inv(start.covariances_)).fit(X)
+    init = Mixtures(*(torch.tensor(v)[None] for v in (start.weights_, start.means_, start.covariances_)))
+    fit = em.fit(torch.tensor(X)[None], 2, tol=1e-12, max_iter=3, init=init)
+    assert int(fit.n_iter[0]) == 3 and not bool(fit.converged[0]) and not ref.converged_
+    np.testing.assert_allclose(fit.mixtures.means[0], ref.means_, atol=1e-9)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_kmeans_init_finds_sklearns_partition(K):
+    """Well separated clusters have one k-means solution: ours and scikit-learn's agree."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [8, 0], [0, 8]])[:K]
+    X = np.concatenate([rng.normal(size=(150, 2)) + c for c in centres])
+    ref = KMeans(K, n_init=1, random_state=0).fit(X).labels_
+    ours = em.kmeans_labels(em.Features(torch.tensor(X)[None]), K, torch.Generator().manual_seed(0))[0].numpy()
+    # same partition up to the naming of the clusters
+    assert len({(a, b) for a, b in zip(ref, ours)}) == K
+
+
+def test_kmeans_initialised_fit_matches_sklearn_fit():
+    """Default (k-means) start: with a unique k-means partition the whole fit matches."""
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(200, 2)) * 0.7 + [5, 3]])
+    ref = GaussianMixture(2, tol=1e-5, max_iter=2000, random_state=0).fit(X)
+    fit = em.fit(torch.tensor(X)[None], 2, tol=1e-5, max_iter=2000, generator=torch.Generator().manual_seed(0))
+    order = np.argsort(fit.mixtures.means[0, :, 0].numpy())
+    ref_order = np.argsort(ref.means_[:, 0])
+    np.testing.assert_allclose(fit.mixtures.means[0].numpy()[order], ref.means_[ref_order], atol=1e-6)
+    np.testing.assert_allclose(fit.mixtures.weights[0].numpy()[order], ref.weights_[ref_order], atol=1e-6)
+
+
+def test_bad_arguments_are_refused():
+    X = torch.zeros(1, 3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="cannot fit 5 components to 3 points"):
+        em.fit(X, 5)
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        em.fit(X, 2, covariance="banana")

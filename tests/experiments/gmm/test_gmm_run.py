@@ -1,0 +1,67 @@
+"""The gmm experiment through the engine, in-process: metrics, snapshots, manifests, determinism."""
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc import config, engine
+from collapse_hpc.errors import UserError
+from collapse_hpc.launch.debug import execute
+from collapse_hpc.store import RunStore
+from collapse_hpc.verify import verify_run
+
+SECTION = {"samples": 120, "replicates": 3, "chunk_replicates": 2, "snapshot_generations": [0, 2, -1],
+           "snapshot_replicates": 2}
+
+
+def _run(tmp_path, name, regimes=("replace", "replace:0.1"), **gmm):
+    run = config.from_dict({"name": "t", "generations": 4, "seeds": [0], "regimes": list(regimes),
+                            "executor": "debug", "gmm": {**SECTION, **gmm}})
+    store = RunStore(tmp_path / name)
+    store.open(run)
+    chains = engine.plan(run)
+    execute(store, run, chains)
+    return store, chains
+
+
+def test_runs_through_the_engine(tmp_path):
+    store, chains = _run(tmp_path, "a", regimes=("replace", "replace:0.1", "accumulate", "accumulate-subsample"))
+    assert [len(c.jobs) for c in chains] == [2, 2, 2, 2]  # 3 replicates in parts of 2
+    assert verify_run(store.root) == 0
+    for chain in chains:
+        folder = store.variant_dir("gmm", chain.variant.name)
+        table = pq.read_table(folder / "part_000" / "metrics.parquet")
+        assert table.num_rows == 4 * 2
+        assert table.column("generation").to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3]
+        assert table.column("replicate").to_pylist()[:2] == [0, 1]
+        assert table.column("l2").to_pylist()[:2] == [0.0, 0.0]  # generation 0 is the reference
+        for name in ("c0_weight", "c1_cov_eig1", "c0_q99_x", "total_variance", "sample_variance"):
+            assert table.schema.field(name).type == "double"
+        last = pq.read_table(folder / "part_001" / "metrics.parquet")
+        assert set(last.column("replicate").to_pylist()) == {2}
+        snaps = pq.read_table(folder / "part_000" / "snapshots.parquet").to_pandas()
+        assert sorted(snaps.groupby(["replicate", "generation"]).size().items()) == [
+            ((r, g), 120 * (g + 1) if chain.variant.regime.name == "accumulate" else 120)
+            for r in (0, 1) for g in (0, 2, 3)]
+        assert not (folder / "part_001" / "snapshots.parquet").exists()  # replicate 2: no snapshots
+
+
+def test_same_seed_gives_bit_identical_parquet(tmp_path):
+    a, chains = _run(tmp_path, "a", regimes=("replace:0.1",))
+    b, _ = _run(tmp_path, "b", regimes=("replace:0.1",))
+    for name in ("metrics.parquet", "snapshots.parquet"):
+        rel = f"gmm/{chains[0].variant.name}/part_000/{name}"
+        assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes()
+    c, _ = _run(tmp_path, "c", regimes=("replace:0.1",), seeds=[1])
+    rel = f"gmm/replace-p0.1-s1/part_000/metrics.parquet"
+    assert (c.root / rel).read_bytes() != (a.root / f"gmm/{chains[0].variant.name}/part_000/metrics.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"components": 200}, "components \\(200\\) must not exceed samples \\(120\\)"),
+    ({"tol": -1e-5}, "gmm.tol: must be > 0"),
+    ({"covariance": "fulll"}, "did you mean 'full'"),
+    ({"init_data": "three-mode"}, "gmm.init_data: must be one of"),
+    ({"replicates": 0}, "gmm.replicates: must be >= 1"),
+])
+def test_bad_parameters_give_one_clear_error(bad, message):
+    with pytest.raises(UserError, match=message):
+        config.from_dict({"gmm": {**SECTION, **bad}})
