@@ -59,6 +59,7 @@ def run_ours(R: int, G: int, N: int, seed: int) -> np.ndarray:
     from collapse_hpc.experiments.gmm.recursion import FitSettings, real_data, recurse
     from collapse_hpc.regimes import Regime
 
+    torch.set_num_threads(1)  # as in the experiment's array tasks (one per core)
     generator = torch.Generator().manual_seed(seed)
     last = {}
 
