@@ -1,6 +1,7 @@
 """Drawing helpers shared by the experiments' figures: series, bands, gaps, saving."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +22,10 @@ class Context:
     summary: pd.DataFrame  # its summary rows
     runs: list[RunData]  # every run of the report (in order)
 
-    @property
+    @functools.cached_property
     def run_labels(self) -> list[str]:
-        return [r.label for r in self.runs if r.label in set(self.df["run"]) or r.finished(self.experiment)]
+        present = set(self.df["run"].unique())
+        return [r.label for r in self.runs if r.label in present or r.finished(self.experiment)]
 
     def run(self, label: str) -> RunData:
         return next(r for r in self.runs if r.label == label)
@@ -32,9 +34,17 @@ class Context:
         return self.run(label).generations.get(self.experiment)
 
     def metrics(self) -> list[str]:
+        return self._metrics
+
+    @functools.cached_property
+    def _metrics(self) -> list[str]:
         return sorted(self.df["metric"].unique())
 
     def settings(self) -> list[str]:
+        return self._settings
+
+    @functools.cached_property
+    def _settings(self) -> list[str]:
         return setting_columns(self.df)
 
     def series_labels(self, exclude: tuple[str, ...] = ()) -> list[str]:

@@ -66,5 +66,8 @@ def test_page_has_tables_config_and_compute(full_report):
     for text in ("Generation 0 against the last", "relative change", "core-hours", "GPU-hours", "Package versions",
                  "keep_fraction", "summary.csv", "metrics.parquet"):
         assert text in html, text
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (full_report / "index.html").stat().st_mode & 0o777 == 0o666 & ~mask  # shareable, not 0600
     md = (full_report / "results.md").read_text()
     assert "![L2 distance to generation 0](figures/gmm_l2.png)" in md and "```yaml" in md
