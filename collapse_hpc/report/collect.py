@@ -168,7 +168,7 @@ def derive(experiment: str, df: pd.DataFrame) -> pd.DataFrame:
         parts = [c for c in df.columns if re.fullmatch(r"(trace|var|variance)_?(c|comp|component)?_?\d+", c)]
         if parts:
             df = df.assign(total_variance=df[parts].sum(axis=1))
-    if experiment == "gaussian" and "sigma_hat" in df and "sigma2_hat" not in df:
+    if experiment == "gaussian" and "sigma_hat" in df and not {"var_hat", "sigma2_hat"} & set(df.columns):
         df = df.assign(sigma2_hat=df["sigma_hat"].astype(float) ** 2)
     return df
 

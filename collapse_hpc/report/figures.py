@@ -244,8 +244,8 @@ def _theory(ctx: Context, run: str, n: int, gens):
     exact = len(first) > 1 and first["value"].std() == 0
     curve = sigma ** 2 * f ** (gens + (0 if exact else 1))
     if f == 1.0:
-        return curve, "theory (replace, unbiased): σ²"
-    return curve, f"theory (replace, MLE): σ²((n−1)/n)^{'k' if exact else '(k+1)'}"
+        return curve, r"theory (replace, unbiased): $\sigma^2$"
+    return curve, r"theory (replace, MLE): $\sigma^2((n-1)/n)^{%s}$" % ("k" if exact else "k+1")
 
 
 def gaussian_sigma_err(ctx: Context):
@@ -259,9 +259,10 @@ def gaussian_sigma_err(ctx: Context):
 
 
 def gaussian_variance(ctx: Context):
-    if "sigma2_hat" not in ctx.metrics():
+    metric = pick(ctx.metrics(), "var_hat", "sigma2_hat")
+    if not metric:
         return None
-    fig = _per_samples(ctx, "sigma2_hat", theory=True)
+    fig = _per_samples(ctx, metric, theory=True)
     for ax in fig.axes:
         ax.set_ylabel("mean σ̂²") if ax.get_subplotspec().is_first_col() else None
     return fig, ("Mean of the estimated variance σ̂² against generation k, with the theory for the MLE "

@@ -85,3 +85,19 @@ def test_real_gmm_run(tmp_path, capsys):
         assert np.asarray(Image.open(png).convert("L"), dtype=float).std() > 10, key
     df = pd.read_parquet(root / "report" / "metrics.parquet")
     assert set(df["regime"]) == {"replace-p0", "accumulate"} and df["generation"].max() == 2
+
+
+@pytest.mark.slow
+def test_real_gaussian_run(tmp_path):
+    if "gaussian" not in experiments.names():
+        pytest.skip("the gaussian experiment is not in this checkout yet")
+    section = {"generations": 6, "samples": [10, 100], "replicates": 40, "chunk_replicates": 20}
+    root = make_run(tmp_path / "grun", {"gaussian": section}, regimes=["replace", "accumulate"])
+    assert cli.main(["aggregate", str(root)]) == 0
+    figs = root / "report" / "figures"
+    for key in ("gaussian_sigma_err", "gaussian_variance"):
+        assert np.asarray(Image.open(figs / f"{key}.png").convert("L"), dtype=float).std() > 10, key
+    summary = pd.read_csv(root / "report" / "summary.csv")
+    assert set(summary["samples"]) == {10, 100}
+    first = summary[(summary["generation"] == 0) & (summary["regime"] == "replace-p0")]
+    assert set(first["n"]) == {40}  # two parts of 20 replicates pooled

@@ -19,7 +19,7 @@ def ctx_with(gen0_sigmas, section=None):
 
 def test_generation_0_fitted_to_real_data_has_shrunk_once():
     curve, label = _theory(ctx_with([0.9, 1.1, 0.95]), "r", 10, np.arange(3))
-    assert curve == pytest.approx([0.9, 0.81, 0.729]) and "(k+1)" in label
+    assert curve == pytest.approx([0.9, 0.81, 0.729]) and "{k+1}" in label
 
 
 def test_generation_0_holding_the_truth_has_not_shrunk():
