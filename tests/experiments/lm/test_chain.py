@@ -122,10 +122,10 @@ def test_two_generation_chain_debug(tmp_path, lm_data_dir):
 
 
 @pytest.mark.slow
-def test_two_generation_chain_two_ranks_local(tmp_path, lm_data_dir):
+def test_two_generation_chain_two_ranks_local(tmp_path, lm_data_dir, monkeypatch):
     pytest.importorskip("collapse_hpc.launch.local")
     store, run = _run(tmp_path, lm_data_dir, executor="local", ranks=2)
-    os.environ.setdefault("COLLAPSE_THREADS", "1")
+    monkeypatch.setenv("COLLAPSE_THREADS", "1")
     _execute(store, run)
     _check_chain(store)
     manifest = json.loads((store.root / "lm" / "replace-p0-s0" / "gen_001" / "manifest.json").read_text())
