@@ -44,7 +44,9 @@ class LMConfig(Section):
     micro_batch_size: int = knob(16, "blocks per forward pass per rank", min=1)
     zero_stage: int = knob(0, "DeepSpeed ZeRO stage", choices=(0, 1, 2))
     fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's")
-    precision: str = knob("auto", "auto (bf16 on GPU, fp32 on CPU), bf16 or fp32", choices=("auto", "bf16", "fp32"))
+    precision: str = knob("auto", "auto (bf16-mixed on GPU, fp32 on CPU); bf16-mixed: torch autocast over fp32 "
+                                  "weights; bf16: DeepSpeed's bf16 weights with fp32 master copies; fp32",
+                          choices=("auto", "bf16-mixed", "bf16", "fp32"))
     checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
     eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity", min=1)
 

@@ -16,8 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 
 
-def setup_env() -> None:
-    """Defaults that must be in place before deepspeed is imported."""
+def setup_env() -> list[str]:
+    """Defaults that must be in place before deepspeed is imported; returns the names it set."""
+    before = set(os.environ)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "collapse-hpc" / "torch_extensions"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "WORLD_SIZE" not in os.environ or os.environ.get("WORLD_SIZE") == "1":
@@ -26,6 +27,7 @@ def setup_env() -> None:
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    return sorted(set(os.environ) - before)
 
 
 def _free_port() -> int:
@@ -42,7 +44,7 @@ def is_initialized() -> bool:
 
 def init(timeout_s: float = 1800.0) -> tuple[int, int, int]:
     """Join (or reuse) the process group; returns (rank, world_size, local_rank)."""
-    setup_env()
+    added = setup_env()
     import torch
     import torch.distributed as dist
 
@@ -52,6 +54,9 @@ def init(timeout_s: float = 1800.0) -> tuple[int, int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
                                    timeout=timedelta(seconds=timeout_s))
+    for name in ("MASTER_ADDR", "MASTER_PORT"):  # ours, and in use by this process's store:
+        if name in added:                          # child processes must not inherit them
+            os.environ.pop(name, None)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
 
 

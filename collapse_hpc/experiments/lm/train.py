@@ -3,7 +3,9 @@
 The reference's recipe: AdamW (torch's, unless `fused_adam`), lr 2e-5 with cosine annealing per
 epoch down to 1e-6, 5 epochs, global batch 128 (split over ranks, gradient accumulation as
 needed), validation loss after every epoch, and the best-validation model kept. bf16 on GPU,
-fp32 on CPU; ZeRO stage 0/1/2.
+fp32 on CPU; ZeRO stage 0/1/2. On GPU, bf16 by default means torch autocast over fp32 weights
+(DeepSpeed's `torch_autocast`, as Lightning's bf16-mixed): measured 2x faster than DeepSpeed's
+bf16 weights + fp32 master copies for OPT-125M on an H100; `precision: bf16` selects the latter.
 
 Data order: each epoch shuffles the blocks with a generator seeded by (seed, epoch), pads the
 order to whole global batches by wrapping around (as DistributedSampler does), and every optimizer
@@ -22,10 +24,12 @@ API:
 - train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir, ckpt_dir, *, seed,
       rank, world_size, local_rank, log) -> dict summary:
       best_val_loss, best_epoch, val_loss (per epoch), train_loss (per epoch), epochs, steps,
-      tokens, tokens_per_s, seconds, resumed_from (global step, or None)
+      tokens, tokens_per_s, seconds, epoch_seconds (training time of each epoch run here),
+      resumed_from (global step, or None)
   `model` is consumed (moved to the device, possibly cast to bf16); reload from out_dir.
 - batch_plan(batch_size, micro_batch_size, world_size) -> (micro, accumulation)
-- ds_config(cfg, micro, accumulation, world_size, bf16) -> dict
+- ds_config(cfg, micro, accumulation, world_size, precision) -> dict
+- resolve_precision(cfg, device) -> 'bf16-mixed' | 'bf16' | 'fp32'
 - epoch_order(n, seed, epoch, length) -> np.ndarray
 """
 from __future__ import annotations
@@ -60,14 +64,22 @@ def batch_plan(batch_size: int, micro_batch_size: int, world_size: int) -> tuple
     return micro, per_rank // micro
 
 
-def ds_config(cfg, micro: int, accumulation: int, world_size: int, bf16: bool) -> dict:
+def resolve_precision(cfg, device) -> str:
+    """bf16-mixed, bf16 or fp32 for this device (auto: bf16-mixed on GPU, fp32 on CPU)."""
+    if cfg.precision == "auto":
+        return "bf16-mixed" if device.type == "cuda" else "fp32"
+    return cfg.precision
+
+
+def ds_config(cfg, micro: int, accumulation: int, world_size: int, precision: str) -> dict:
     conf = {
         "train_batch_size": micro * accumulation * world_size,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
         "zero_optimization": {"stage": cfg.zero_stage},
         "zero_allow_untested_optimizer": True,  # torch's AdamW under ZeRO 1/2
-        "bf16": {"enabled": bf16},
+        "bf16": {"enabled": precision == "bf16"},
+        "torch_autocast": {"enabled": precision == "bf16-mixed", "dtype": "bfloat16"},
         "gradient_clipping": 0.0,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
@@ -135,7 +147,7 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
         raise UserError("no training blocks")
     check_ids(model, ids)
     device = distributed.device(local_rank)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    precision = resolve_precision(cfg, device)
     micro, accum = batch_plan(cfg.batch_size, cfg.micro_batch_size, world_size)
     global_batch = micro * accum * world_size
     steps_per_epoch = math.ceil(len(ids) / global_batch)
@@ -151,7 +163,7 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
         model_parameters=model.parameters() if optimizer is None else None,
-        config=ds_config(cfg, micro, accum, world_size, bf16))
+        config=ds_config(cfg, micro, accum, world_size, precision))
     if scheduler is None:
         engine.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             engine.optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
@@ -179,7 +191,7 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
         if os.environ.get(KILL_AT_STEP_ENV) == str(state["global_step"]):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    train_time, tokens = 0.0, 0
+    train_time, tokens, epoch_seconds = 0.0, 0, []
     first_epoch = state["global_step"] // steps_per_epoch
     for epoch in range(first_epoch, cfg.epochs):
         order = epoch_order(len(ids), seed, epoch, steps_per_epoch * global_batch)
@@ -209,6 +221,7 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
                 checkpoint()
                 t0 = time.perf_counter()
         train_time += time.perf_counter() - t0
+        epoch_seconds.append(train_time - sum(epoch_seconds))
         val = mean_loss(engine.module, val_ids, cfg.eval_batch_size, device, rank, world_size)
         state["val_loss"].append(val)
         state["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
@@ -232,6 +245,7 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
     return {"best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
             "val_loss": state["val_loss"], "train_loss": state["train_loss"], "epochs": cfg.epochs,
             "steps": state["global_step"], "tokens": tokens, "seconds": train_time,
+            "epoch_seconds": epoch_seconds,
             "tokens_per_s": tokens / train_time if train_time else float("nan"),
             "resumed_from": resumed_from, "world_size": world_size, "micro_batch_size": micro,
-            "gradient_accumulation": accum, "bf16": bf16, "zero_stage": cfg.zero_stage}
+            "gradient_accumulation": accum, "precision": precision, "zero_stage": cfg.zero_stage}

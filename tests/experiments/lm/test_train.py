@@ -77,11 +77,18 @@ def test_cosine_learning_rate_per_epoch():
 
 
 def test_ds_config_bf16_and_zero_stage():
-    conf = train.ds_config(tiny_cfg(zero_stage=2), 16, 4, 2, bf16=True)
+    conf = train.ds_config(tiny_cfg(zero_stage=2), 16, 4, 2, "bf16")
     assert conf["train_batch_size"] == 128 and conf["gradient_accumulation_steps"] == 4
     assert conf["zero_optimization"]["stage"] == 2 and conf["bf16"]["enabled"]
+    assert not conf["torch_autocast"]["enabled"]
+    mixed = train.ds_config(tiny_cfg(), 16, 8, 1, "bf16-mixed")
+    assert mixed["torch_autocast"]["enabled"] and not mixed["bf16"]["enabled"]
     assert "optimizer" not in conf  # torch AdamW unless fused_adam
-    assert train.ds_config(tiny_cfg(fused_adam=True), 16, 8, 1, False)["optimizer"]["type"] == "AdamW"
+    assert train.ds_config(tiny_cfg(fused_adam=True), 16, 8, 1, "fp32")["optimizer"]["type"] == "AdamW"
+    import torch
+
+    assert train.resolve_precision(tiny_cfg(), torch.device("cpu")) == "fp32"
+    assert train.resolve_precision(tiny_cfg(), torch.device("cuda")) == "bf16-mixed"
 
 
 @pytest.mark.slow
@@ -130,3 +137,18 @@ def test_two_ranks_over_gloo_keep_identical_parameters(lm_data_dir, tmp_path):
     assert r0["per_seq"] == r1["per_seq"]
     np.testing.assert_allclose(r0["per_seq"], per_seq, rtol=1e-5)
     assert r0["ppl"] == pytest.approx(corpus, rel=1e-5)
+
+
+def test_single_process_defaults_keep_deepspeed_off_mpi(monkeypatch):
+    from collapse_hpc.experiments.lm import distributed
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCH_EXTENSIONS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    added = distributed.setup_env()
+    assert {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCH_EXTENSIONS_DIR"} <= set(added)
+    assert os.environ["WORLD_SIZE"] == "1" and int(os.environ["MASTER_PORT"]) > 0
+    assert os.environ["TORCH_EXTENSIONS_DIR"].endswith("collapse-hpc/torch_extensions")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # the launch layer's values are never replaced
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    distributed.setup_env()
+    assert os.environ["MASTER_PORT"] == "1234"
