@@ -29,7 +29,7 @@ def pick(metrics, *names, pattern: str | None = None) -> str | None:
     return None
 
 
-def metric_grid(ctx: Context, metrics: list[str], *, logy: str = "auto", replicates: bool = False,
+def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", replicates: bool = False,
                 ylabels: dict | None = None):
     """Panels of metric x run (runs side by side), series = regimes and settings."""
     runs = ctx.run_labels
@@ -51,7 +51,9 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: str = "auto", replica
             vals = ctx.summary.loc[sel, "mean"]  # what is drawn decides the scale
             if logy:
                 maybe_log(ax, vals, force=logy is True)
-        ax.set_title(metric if len(runs) == 1 else f"{run}: {metric}")
+        named = ylabels and metric in ylabels  # a figure of its own: the page gives its title
+        ax.set_title(run if named and len(runs) > 1 else "" if named else
+                     metric if len(runs) == 1 else f"{run}: {metric}")
         ax.set_xlabel("generation")
         integer_x(ax)
         ax.set_ylabel((ylabels or {}).get(metric, metric))
@@ -93,7 +95,11 @@ def lm_sequence_ppl(ctx: Context):
             path = unit.file("sequence_ppl.parquet")
             if path is None:
                 continue
-            ppl = pq.read_table(path, columns=["ppl"]).column("ppl").to_numpy()
+            names = pq.read_schema(path).names
+            column = next((c for c in ("ppl", "perplexity") if c in names), None)
+            if column is None:
+                continue
+            ppl = pq.read_table(path, columns=[column]).column(column).to_numpy()
             info = run.variant("lm", unit.variant)
             row = {"regime": info.regime, **info.settings}
             tables.append(pd.DataFrame({"run": run.label, "series": series_label(row, list(info.settings)),
@@ -102,10 +108,12 @@ def lm_sequence_ppl(ctx: Context):
         return None
     d = pd.concat(tables, ignore_index=True)
     d = d[np.isfinite(d["ppl"]) & (d["ppl"] > 0)]
+    if d.empty:
+        return None
     runs = [r for r in ctx.run_labels if r in set(d["run"])]
     series = sorted(d["series"].unique(), key=series_order)
-    lo, hi = np.quantile(d["ppl"], [0.001, 0.999])
-    bins = np.geomspace(max(lo, 1e-3), max(hi, lo * 1.01), 50)
+    lo, hi = d["ppl"].min(), d["ppl"].max()  # the whole range: the tail of unlikely sequences matters
+    bins = np.geomspace(lo, max(hi, lo * 1.01), 50)
     gens = sorted(d["generation"].unique())
     colours = style.generation_colours(len(gens))
     fig, axes = style.figure(len(runs), len(series), sharex=True, sharey=True)
@@ -151,7 +159,7 @@ def lm_diversity(ctx: Context):
 def gmm_l2(ctx: Context):
     metric = pick(ctx.metrics(), "l2_to_gen0", "l2", pattern=r"l2")
     fig = metric and metric_grid(ctx, [metric], logy=True, replicates=True,
-                                 ylabels={metric: "L2 distance to generation 0"})
+                                 ylabels={metric: "L2 distance to gen. 0"})
     return fig and (fig, "Exact L2 distance between the generation-0 mixture and each generation's, log "
                          "scale: mean over replicates (thick), 95% confidence band, and single replicates "
                          f"(thin). {GAPS}")

@@ -155,7 +155,10 @@ def legend_below(fig, axes) -> None:
     best = max(axes.flat, key=lambda a: len(a.get_legend_handles_labels()[1]))
     handles, labels = best.get_legend_handles_labels()
     if labels:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4))
+        # as many columns as fit the figure's width (about 0.065 in per character at 7 pt + the key)
+        entry = max(len(label) for label in labels) * 0.065 + 0.7
+        ncols = max(1, min(len(labels), 4, int(fig.get_figwidth() // entry)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
 
 
 def save(fig, out: Path, key: str) -> list[Path]:

@@ -23,7 +23,8 @@ RC = {
     "lines.linewidth": 1.3,
     "lines.markersize": 4,
     "legend.frameon": False,
-    # no savefig.bbox "tight": constrained layout already fits everything, and "tight" costs a draw
+    "savefig.bbox": "tight",  # a safety net for long labels; constrained layout does the rest
+    "savefig.pad_inches": 0.03,
     "pdf.fonttype": 3,  # editable text in the PDF
     "figure.dpi": 100,
 }
