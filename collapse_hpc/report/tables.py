@@ -78,8 +78,8 @@ def compute(runs: list[RunData]) -> Table:
                 acc[i] += v
                 total[i] += v
         for exp, (n, hours, core, gpu) in sorted(per.items()):
-            rows.append([run.label, exp, str(n), f"{hours:.3f}", f"{core:.3f}", f"{gpu:.3f}"])
-    rows.append(["all", "", str(total[0]), f"{total[1]:.3f}", f"{total[2]:.3f}", f"{total[3]:.3f}"])
+            rows.append([run.label, exp, str(n), num(hours), num(core), num(gpu)])
+    rows.append(["all", "", str(total[0]), num(total[1]), num(total[2]), num(total[3])])
     return header, rows
 
 
