@@ -302,13 +302,10 @@ def from_dict(raw: dict, file: str = "<config>", overrides: list[str] = (),
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {ov}: {k} is not a section")
         node[keys[-1]] = value
-    if generations is not None:
+    if generations is not None:  # the run's chains; a section's own count (gmm: 2050) stays
         if generations < 1:
             raise ConfigError(f"--generations: must be >= 1, got {generations}")
         raw["generations"] = generations
-        for name in experiments.names():
-            if isinstance(raw.get(name), dict):
-                raw[name].pop("generations", None)
     names = experiments.names()
     run_keys = {k: v for k, v in raw.items() if k not in names}
     run = build(RunConfig, run_keys, file) if not _unknown(run_keys, names, file) else None

@@ -28,6 +28,8 @@ def _load(ref: str):
 
 
 def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = False) -> int:
+    if source and name == "mnist":  # IDX files in a folder
+        return _load(PREPARERS["mnist"])(data_dir, force=force, source=Path(source)) or 0
     if source:
         return _load(LOCAL)(name, Path(source), data_dir, force=force) or 0
     if name not in PREPARERS:

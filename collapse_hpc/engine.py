@@ -90,7 +90,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
     v = _variant(exp, run, variant)
     unit_dir = store.unit_dir(experiment, variant, exp.shape, index)
     rank, world, local_rank = _dist_env()
-    if store.is_done(unit_dir):
+    if finished(store, unit_dir, exp, run):
         return "skipped"
     previous = []
     if exp.shape == "chain":
@@ -117,8 +117,27 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
         shutil.rmtree(unit_dir / sub, ignore_errors=True)
     write_manifest(unit_dir, config_hash=run.hash(), started=started,
                    extra={"experiment": experiment, "variant": variant, "unit": unit_dir.name,
+                          "generations": run.generations_of(experiment),
                           "world_size": world, "resources": _resources(exp.job, world)})
     return "done"
+
+
+def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True) -> bool:
+    """Done and intact; an array part must also hold the generations now asked for (a chain
+    unit is one generation, so a longer chain only adds units)."""
+    if not store.is_done(unit_dir, deep=deep):
+        return False
+    if exp.shape != "array":
+        return True
+    from collapse_hpc.store import read_manifest
+
+    return read_manifest(unit_dir).get("generations") == run.generations_of(exp.name)
+
+
+def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:
+    """Whether a planned job's unit is finished (for launchers deciding what to start)."""
+    return finished(store, store.unit_dir(job.experiment, job.variant, job.shape, job.index),
+                    experiments.get(job.experiment), run, deep=deep)
 
 
 def _resources(kind: str, world: int) -> dict:
@@ -129,19 +148,3 @@ def _resources(kind: str, world: int) -> dict:
     gpus = world if torch is not None and kind != "cpu" and torch.cuda.is_available() else 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"gpus": gpus, "cpus": cores if world == 1 else cores * world}
-
-
-def status_rows(store: RunStore, run) -> list[dict]:
-    """Per chain: units done / planned (from the manifests alone)."""
-    rows = []
-    for chain in plan(run):
-        done = [store.is_done(store.unit_dir(j.experiment, j.variant, j.shape, j.index), deep=False)
-                for j in chain.jobs]
-        reached = -1
-        for i, d in enumerate(done):
-            if not d:
-                break
-            reached = i
-        rows.append({"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape,
-                     "done": sum(done), "planned": len(done), "reached": reached})
-    return rows

@@ -58,10 +58,14 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_overrides(tmp_path):
-    p = write(tmp_path, "generations: 2\ntoy: {rows: 5, generations: 7}\n")
+    p = write(tmp_path, "generations: 2\ntoy: {rows: 5}\n")
     run = cfgmod.load(p, overrides=["toy.rows=9", "seeds=[3]"], generations=4)
     assert run.section("toy").rows == 9 and run.seeds == [3]
-    assert run.generations_of("toy") == 4  # --generations overrides sections too
+    assert run.generations_of("toy") == 4
+    # a section's own generation count is more specific than the run's --generations
+    p2 = write(tmp_path, "generations: 2\ntoy: {generations: 7}\n")
+    assert cfgmod.load(p2, generations=4).generations_of("toy") == 7
+    assert cfgmod.load(p2, overrides=["toy.generations=5"], generations=4).generations_of("toy") == 5
     with pytest.raises(ConfigError, match="toy.rows"):
         cfgmod.load(p, overrides=["toy.rows=-1"])
     with pytest.raises(ConfigError, match="section.key=value"):

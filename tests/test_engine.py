@@ -59,10 +59,16 @@ def test_verify_names_the_corrupted_file(tmp_path, capsys):
     assert str(f) in out and "--unit 1" in out
 
 
-def test_status_rows(tmp_path):
-    store, run = toy_run(tmp_path, generations=3)
-    chains = engine.plan(run)
-    chains[0].jobs = chains[0].jobs[:2]
-    debug.execute(store, run, chains)
-    (row,) = engine.status_rows(store, run)
-    assert row["done"] == 2 and row["planned"] == 3 and row["reached"] == 1
+def test_array_part_is_redone_when_generations_change(tmp_path):
+    store, run = toy_run(tmp_path, generations=2)
+    from collapse_hpc import config as cfgmod
+    unit = gen(store, 0)
+    debug.execute(store, run, engine.plan(run))
+
+    class Array:
+        name, shape = "toy", "array"
+
+    assert engine.finished(store, unit, Array, run)
+    longer = cfgmod.from_dict({**run.to_dict(), "generations": 5})
+    assert not engine.finished(store, unit, Array, longer)  # a part holds all its generations
+    assert engine.finished(store, unit, type("Chain", (), {"name": "toy", "shape": "chain"}), longer)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from collapse_hpc import engine
 from collapse_hpc.launch import records
 from collapse_hpc.launch.distributed import free_port, ranks_of
 
@@ -52,7 +53,7 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
     for chain in chains:
         todo = []
         for job in chain.jobs:
-            if store.is_done(store.unit_dir(job.experiment, job.variant, job.shape, job.index)):
+            if engine.job_done(store, run, job, deep=True):
                 skipped += 1
             else:
                 todo.append(job)

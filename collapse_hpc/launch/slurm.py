@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from collapse_hpc import engine
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch import records
@@ -137,7 +138,7 @@ def submit(store, run, chains, **_) -> dict:
             ranks = ranks_of(run, chain.experiment)
             prev, resubmitted, ids = None, False, []
             for job in chain.jobs:
-                if store.is_done(store.unit_dir(job.experiment, job.variant, job.shape, job.index), deep=False):
+                if engine.job_done(store, run, job):
                     done_total += 1
                     prev = None
                     continue
@@ -168,7 +169,7 @@ def submit(store, run, chains, **_) -> dict:
             for chain in group:
                 for job in chain.jobs:
                     planned += 1
-                    if store.is_done(store.unit_dir(job.experiment, job.variant, job.shape, job.index), deep=False):
+                    if engine.job_done(store, run, job):
                         done_total += 1
                     elif live(job.label):
                         queued_parts.append(live(job.label))

@@ -66,11 +66,11 @@ def error_lines(log: str | None, n: int = 5) -> list[str]:
     return lines[-n:]
 
 
-def unit_state(store: RunStore, job, entry: dict, slurm: dict, local: bool) -> tuple[str, str]:
+def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool) -> tuple[str, str]:
     """(state, elapsed) of one unit."""
     unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
     manifest = read_manifest(unit_dir)
-    if manifest is not None and store.is_done(unit_dir, deep=False):
+    if manifest is not None and engine.job_done(store, run, job):
         return "done", _clock(manifest.get("seconds"))
     jid = entry.get("job_id")
     if local:
@@ -98,7 +98,7 @@ def show(run_dir: str | Path) -> int:
     print(f"run {store.root} ({where})")
     failed = 0
     for chain in engine.plan(run):
-        states = [(job, *unit_state(store, job, units.get(job.label, {}), slurm, local)) for job in chain.jobs]
+        states = [(job, *unit_state(store, run, job, units.get(job.label, {}), slurm, local)) for job in chain.jobs]
         done = sum(s == "done" for _, s, _ in states)
         if chain.shape == "chain":
             reached = -1

@@ -11,7 +11,6 @@ Works on unfinished runs: what is missing is shown as missing.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -55,16 +54,7 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     write_text(out / "results.md", page.write_markdown(rep))
     index = out / "index.html"
     write_text(index, page.write_html(rep))
-    _readable(out)
     return index.absolute()
-
-
-def _readable(out: Path) -> None:
-    """Atomic writes create files 0600; a report is for sharing: give them the umask's usual mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in [out, *out.rglob("*")]:
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _drop_stale(folder: Path, keep: set) -> None:

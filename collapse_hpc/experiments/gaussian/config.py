@@ -8,7 +8,8 @@ from collapse_hpc.config import Section, knob
 
 @dataclass
 class GaussianConfig(Section):
-    # generations: from the section or the run; the notebook ran 1000 (configs/paper.yaml)
+    generations: int | None = knob(1000, "generations (the notebook's 1000; --generations sets the run's "
+                                   "chains, not this)", min=1)
     samples: list[int] = knob([100, 500, 1000, 10000], "sample sizes n, one variant each", min=2)
     estimator: str = knob("mle", "variance estimate: mle (ddof 0, the notebook) or unbiased (ddof 1)",
                           choices=("mle", "unbiased"))

@@ -8,7 +8,8 @@ from collapse_hpc.config import Section, knob
 
 @dataclass
 class GMMConfig(Section):
-    # generations: from the section or the run; the notebook ran 2050 (configs/paper.yaml)
+    generations: int | None = knob(2050, "generations (the notebook's 2050; --generations sets the run's "
+                                   "chains, not this)", min=1)
     samples: int = knob(1000, "points drawn per generation (and real points)", min=1)
     components: int = knob(2, "mixture components fitted each generation", min=1)
     covariance: str = knob("full", "covariance type, as scikit-learn's GaussianMixture",

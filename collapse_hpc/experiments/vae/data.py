@@ -156,13 +156,13 @@ def _mnist_from_hf_cache():
     return splits, {}, "Hugging Face datasets cache of ylecun/mnist"
 
 
-def prepare_mnist(data_dir: Path, force: bool = False) -> int:
-    """MNIST from IDX files ($COLLAPSE_MNIST_DIR or data/mnist/raw/) or the HF datasets cache."""
+def prepare_mnist(data_dir: Path, force: bool = False, source: Path | None = None) -> int:
+    """MNIST from IDX files (`source`, $COLLAPSE_MNIST_DIR or data/mnist/raw/) or the HF datasets cache."""
     out = Path(data_dir) / "mnist"
     if _is_prepared(out) and not force:
         print(f"{out}: already prepared (--force to redo)")
         return 0
-    folders = [Path(p) for p in [os.environ.get("COLLAPSE_MNIST_DIR"), out / "raw"] if p]
+    folders = [Path(p) for p in [source, os.environ.get("COLLAPSE_MNIST_DIR"), out / "raw"] if p]
     found = None
     for folder in folders:
         found = _mnist_from_idx(folder)
