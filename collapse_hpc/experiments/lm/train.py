@@ -27,6 +27,8 @@ API:
       tokens, tokens_per_s, seconds, epoch_seconds (training time of each epoch run here),
       resumed_from (global step, or None)
   `model` is consumed (moved to the device, possibly cast to bf16); reload from out_dir.
+  out_dir is replaced as a whole when training ends: keep ckpt_dir outside it (a ckpt_dir inside
+  it is discarded then, and a kill during that last rename loses it).
 - batch_plan(batch_size, micro_batch_size, world_size) -> (micro, accumulation)
 - ds_config(cfg, micro, accumulation, world_size, precision) -> dict
 - resolve_precision(cfg, device) -> 'bf16-mixed' | 'bf16' | 'fp32'
@@ -143,8 +145,9 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
 
     check_vocab(model, tokenizer)
     ids, val_ids = block_array(train_blocks), block_array(val_blocks)
-    if not len(ids):
-        raise UserError("no training blocks")
+    if not len(ids) or not len(val_ids):
+        raise UserError(f"no {'training' if not len(ids) else 'validation'} blocks: the split is shorter "
+                        f"than one block of {ids.shape[1] if len(ids) else cfg.block_size} tokens")
     check_ids(model, ids)
     device = distributed.device(local_rank)
     precision = resolve_precision(cfg, device)
