@@ -110,7 +110,7 @@ def gpu_benchmark(args) -> float:
     opt125m = OPTConfig(vocab_size=50272, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                         ffn_dim=3072, max_position_embeddings=2048, word_embed_proj_dim=768)
     cfg = LMConfig(model="facebook/opt-125m", epochs=2, batch_size=128, micro_batch_size=args.micro,
-                   zero_stage=args.zero, eval_batch_size=128, precision=args.precision)
+                   zero_stage=args.zero, eval_batch_size=128, precision=args.precision, compile=args.compile)
     n = args.blocks
     ids = torch.randint(4, 50265, (n, 64), generator=torch.Generator().manual_seed(0)).numpy()
     import pyarrow as pa
@@ -139,7 +139,7 @@ def gpu_benchmark(args) -> float:
     flops_per_token = 6 * params + 12 * 12 * 768 * 64  # PaLM's estimate: 6N + 12 L d T
     mfu = tps * flops_per_token / (args.peak_tflops * 1e12)
     print(f"device: {torch.cuda.get_device_name()}, OPT-125M shape ({params / 1e6:.1f}M parameters), "
-          f"{args.precision}, ZeRO-{args.zero}, block 64, global batch 128 = micro {args.micro} x accumulation {128 // args.micro}")
+          f"{args.precision}, ZeRO-{args.zero}{', compiled' if args.compile else ''}, block 64, global batch 128 = micro {args.micro} x accumulation {128 // args.micro}")
     print(f"ours (second epoch, after warm-up): {tps:,.0f} tokens/s, MFU {100 * mfu:.1f}% of {args.peak_tflops:g} TFLOP/s")
     model = random_model(opt125m).cuda()
     plain = plain_loop(model, np.ascontiguousarray(ids), cfg)
@@ -156,6 +156,7 @@ def main():
     p.add_argument("--micro", type=int, default=128, help="--opt125m: micro-batch per forward")
     p.add_argument("--zero", type=int, default=0, help="--opt125m: ZeRO stage")
     p.add_argument("--precision", default="auto", help="--opt125m: auto (bf16), bf16 or fp32")
+    p.add_argument("--compile", action="store_true", help="--opt125m: torch.compile the model (lm.compile)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="--opt125m: dense bf16 peak of the GPU")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)

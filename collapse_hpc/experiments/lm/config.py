@@ -47,6 +47,7 @@ class LMConfig(Section):
     precision: str = knob("auto", "auto (bf16-mixed on GPU, fp32 on CPU); bf16-mixed: torch autocast over fp32 "
                                   "weights; bf16: DeepSpeed's bf16 weights with fp32 master copies; fp32",
                           choices=("auto", "bf16-mixed", "bf16", "fp32"))
+    compile: bool = knob(False, "torch.compile the model (GPU: fewer kernel launches for small models)")
     checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
     eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity", min=1)
 
