@@ -28,6 +28,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 setup: $(VENV)/.installed  ## create .venv from requirements.lock (idempotent)
 
 demo: setup  ## the whole suite locally on CPU, offline, then the report
+	$(CLI) data prepare wikivital
 	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 	$(CLI) aggregate $(RUN)
 
