@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from collapse_hpc import __version__
+from collapse_hpc import __version__, logs
 from collapse_hpc.errors import UserError
 
 EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line and exit status 2."
@@ -108,20 +108,6 @@ def _experiment_cli(name: str):
         return None
 
 
-def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
-    root = logging.getLogger("collapse_hpc")
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not root.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-        root.addHandler(h)
-    if run_dir is not None:
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "logs" / "collapse-hpc.log")
-        fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
-        root.addHandler(fh)
-
-
 def default_run_dir(config: str) -> Path:
     return Path("runs") / Path(config).stem
 
@@ -155,7 +141,7 @@ def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
 
     store, run = load_run(args, executor or args.executor, getattr(args, "profile", None))
-    _setup_logging(args.verbose, store.root)
+    logs.setup(args.verbose, store.root)
     chains = engine.plan(run, only=args.only)
     jobs = sum(len(c.jobs) for c in chains)
     log = logging.getLogger("collapse_hpc")
@@ -213,7 +199,7 @@ def cmd_experiment(args) -> int:
         return hook.main(args)
     args.only = [args.command]
     store, run = load_run(args, "debug")
-    _setup_logging(args.verbose, store.root)
+    logs.setup(args.verbose, store.root)
     chains = engine.plan(run, only=args.only)
     if args.variant:
         chains = [c for c in chains if c.variant.name == args.variant]
@@ -247,7 +233,7 @@ COMMANDS = {"config": cmd_config, "run": cmd_run, "submit": cmd_submit, "status"
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        _setup_logging(args.verbose)
+        logs.setup(args.verbose)
         return COMMANDS.get(args.command, cmd_experiment)(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -6,20 +6,16 @@ carries the reference and the arguments (strings and an int), never data or resu
 from __future__ import annotations
 
 import logging
-import sys
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from collapse_hpc import logs
 from collapse_hpc.launch.distributed import export_env
 
 
 def _log_to_stderr() -> None:
-    root = logging.getLogger("collapse_hpc")
-    if not root.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-        root.addHandler(h)
-        root.setLevel(logging.INFO)
+    if not logging.getLogger("collapse_hpc").handlers:  # a job process: its stderr is the job's log
+        logs.setup()
 
 
 class UnitJob(Checkpointable):

@@ -15,6 +15,7 @@ FAKES = {
     "squeue": 'cat "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
     "sacct": "true\n",
+    "srun": "true\n",  # submitit only checks that it exists
 }
 
 

@@ -76,13 +76,13 @@ def main(args) -> int:
 
 
 def _chain(args) -> int:
-    from collapse_hpc import engine
-    from collapse_hpc.cli import _setup_logging, load_run
+    from collapse_hpc import engine, logs
+    from collapse_hpc.cli import load_run
     from collapse_hpc.launch.debug import execute
 
     args.only = ["lm"]
     store, run = load_run(args, "debug")
-    _setup_logging(getattr(args, "verbose", False), store.root)
+    logs.setup(getattr(args, "verbose", False), store.root)
     chains = engine.plan(run, only=args.only)
     if args.variant:
         chains = [c for c in chains if c.variant.name == args.variant]

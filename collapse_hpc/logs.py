@@ -1,0 +1,30 @@
+"""Logging of the collapse_hpc loggers: to stderr, and to RUN/logs/collapse-hpc.log for a run."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+_OURS = "_collapse_hpc_handler"
+
+
+def setup(verbose: bool = False, run_dir: Path | None = None) -> None:
+    """(Re)install our handlers: the stderr of this moment, and the log file of this run.
+
+    Earlier ones are closed first, so one process driving several runs (or tests swapping stderr)
+    writes neither to a stale stream nor to an earlier run's log."""
+    root = logging.getLogger("collapse_hpc")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for h in [h for h in root.handlers if getattr(h, _OURS, False)]:
+        root.removeHandler(h)
+        h.close()
+    handlers = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    if run_dir is not None:
+        (Path(run_dir) / "logs").mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(Path(run_dir) / "logs" / "collapse-hpc.log")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
+        handlers.append(fh)
+    for h in handlers:
+        setattr(h, _OURS, True)
+        root.addHandler(h)
