@@ -8,7 +8,7 @@ from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
 from collapse_hpc.verify import verify_run
 
-SECTION = {"samples": [20, 50], "replicates": 5, "chunk_replicates": 3}
+SECTION = {"generations": 6, "samples": [20, 50], "replicates": 5, "chunk_replicates": 3}
 
 
 def _run(tmp_path, name, **section):
