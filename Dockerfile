@@ -62,6 +62,7 @@ ENV PYTHONNOUSERSITE=1 \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/hf-cache \
     TORCH_EXTENSIONS_DIR=/hf-cache/torch_extensions \
+    NUMBA_CACHE_DIR=/hf-cache/numba \
     TOKENIZERS_PARALLELISM=false \
     MPLBACKEND=Agg \
     COLLAPSE_HPC_GIT_COMMIT=${GIT_COMMIT}

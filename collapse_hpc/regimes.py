@@ -58,10 +58,12 @@ def mix(regime: Regime, n_real: int, generated: list[int], rng: np.random.Genera
         if n_keep > n_real or n_new > generated[newest]:
             raise ValueError(f"cannot draw {n_keep} real + {n_new} generated items "
                              f"from pools of {n_real} and {generated[newest]}")
-        keep = np.sort(rng.choice(n_real, n_keep, replace=False))
+        keep = np.sort(rng.choice(n_real, n_keep, replace=False)) if n_keep else np.empty(0, np.int64)
         if n_real == size == generated[newest]:
             # slot-wise, as the reference: slot i holds real item i or the item generated from it
-            new = np.setdiff1d(np.arange(size), keep)
+            slots = np.ones(size, dtype=bool)
+            slots[keep] = False
+            new = np.flatnonzero(slots)
         else:
             new = np.sort(rng.choice(generated[newest], n_new, replace=False))
         return [(-1, keep), (newest, new)]

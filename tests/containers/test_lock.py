@@ -33,6 +33,34 @@ def test_every_declared_dependency_is_locked():
     assert not missing, f"in pyproject.toml but not in requirements.lock: {missing}"
 
 
+def test_every_third_party_import_of_the_package_is_declared():
+    """An import added to collapse_hpc/ without its distribution in pyproject.toml (and so the
+    lock) would pass here, where the venv has it, and fail on a fresh clone or in the image."""
+    import ast
+    import importlib.metadata
+
+    tomllib = pytest.importorskip("tomllib")
+    declared = {normalise(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0])
+                for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    providers = importlib.metadata.packages_distributions()
+    undeclared = set()
+    for path in (REPO / "collapse_hpc").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top in sys.stdlib_module_names or top == "collapse_hpc":
+                    continue
+                dists = {normalise(d) for d in providers.get(top, [top])}
+                if not dists & declared:
+                    undeclared.add(f"{top} ({path.relative_to(REPO)})")
+    assert not undeclared, f"imported but not in pyproject.toml's dependencies: {sorted(undeclared)}"
+
+
 def test_make_setup_installs_the_lock_and_nothing_by_name():
     recipe = "\n".join(make_recipe("$(VENV)/.installed"))
     cmds = pip_commands(recipe)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from collapse_hpc.experiments.gmm.mixture import l2_squared
+from collapse_hpc.experiments.gmm.mixture import l2_squared, total_variance
 
 AXES = ("x", "y")
 TAILS = (("q95", 1.645), ("q975", 1.960), ("q99", 2.326))
@@ -37,7 +37,7 @@ def measure(gen) -> dict[str, torch.Tensor]:
     out = {
         "l2": d2.sqrt(), "l2_squared": d2,
         "total_variance": torch.diagonal(mix.total_covariance(), dim1=-2, dim2=-1).sum(-1),
-        "sample_variance": drawn.var(1, unbiased=False).sum(-1),
+        "sample_variance": torch.from_numpy(total_variance(drawn)),
         "lower_bound": fit.lower_bound, "em_iterations": fit.n_iter.to(torch.float64),
         "em_converged": fit.converged.to(torch.float64),
     }

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import torch
 
 
@@ -33,18 +35,77 @@ class Mixtures:
         return (w * (self.covariances + spread[..., :, None] * spread[..., None, :])).sum(1)
 
 
-def sample(mix: Mixtures, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n points from every mixture, (R, n, d).
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def cholesky(C, L) -> bool:
+    """Lower Cholesky factor L of C (d, d), in place; False if C is not positive definite."""
+    d = C.shape[0]
+    L[:] = 0.0
+    for j in range(d):
+        s = C[j, j]
+        for m in range(j):
+            s -= L[j, m] * L[j, m]
+        if not (s > 0.0 and np.isfinite(s)):
+            return False
+        L[j, j] = math.sqrt(s)
+        for i in range(j + 1, d):
+            t = C[i, j]
+            for m in range(j):
+                t -= L[i, m] * L[j, m]
+            L[i, j] = t / L[j, j]
+    return True
 
-    Each point picks its component from the weights (the component counts are then multinomial,
-    as in scikit-learn's GaussianMixture.sample; points come in random rather than sorted order).
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _sample(weights, means, cov, uniforms, normals, out, failed):
+    R, K, d = means.shape
+    n = uniforms.shape[1]
+    for r in numba.prange(R):
+        chol = np.empty((K, d, d))
+        for k in range(K):
+            if not cholesky(cov[r, k], chol[k]):
+                failed[r] = True
+        edges = np.cumsum(weights[r])
+        for i in range(n):
+            k = min(np.searchsorted(edges, uniforms[r, i], side="right"), K - 1)
+            for a in range(d):
+                v = means[r, k, a]
+                for b in range(a + 1):
+                    v += chol[k, a, b] * normals[r, i, b]
+                out[r, i, a] = v
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def total_variance(points):
+    """Trace of the covariance (ddof 0) of each replicate's points (R, n, d), (R,); two passes."""
+    R, n, d = points.shape
+    out = np.zeros(R)
+    for r in numba.prange(R):
+        for a in range(d):
+            m = 0.0
+            for i in range(n):
+                m += points[r, i, a]
+            m /= n
+            v = 0.0
+            for i in range(n):
+                v += (points[r, i, a] - m) ** 2
+            out[r] += v / n
+    return out
+
+
+def sample(mix: Mixtures, uniforms: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Points (R, n, d) from every mixture, given uniforms (R, n) in [0, 1) and standard normals
+    (R, n, d) (the caller's random draws, so that each replicate can use its own generator).
+
+    Each point picks its component from the weights by its uniform (the component counts are then
+    multinomial, as in scikit-learn's GaussianMixture.sample; points come in random rather than
+    sorted order), then maps its normals through that component's Cholesky factor.
     """
-    R, K, d = mix.means.shape
-    labels = torch.multinomial(mix.weights, n, replacement=True, generator=generator)  # (R, n)
-    z = torch.randn(R, n, d, generator=generator, dtype=mix.means.dtype)
-    chol = torch.linalg.cholesky(mix.covariances)  # (R, K, d, d)
-    rows = torch.arange(R)[:, None]
-    return mix.means[rows, labels] + (chol[rows, labels] @ z[..., None]).squeeze(-1)
+    out, failed = np.empty(normals.shape), np.zeros(len(normals), dtype=bool)
+    _sample(*(np.ascontiguousarray(t.numpy()) for t in (mix.weights, mix.means, mix.covariances)),
+            np.ascontiguousarray(uniforms), np.ascontiguousarray(normals), out, failed)
+    if failed.any():
+        raise ValueError("a fitted component's covariance is not positive definite; increase reg_covar")
+    return out
 
 
 def _cross(f: Mixtures, g: Mixtures) -> torch.Tensor:

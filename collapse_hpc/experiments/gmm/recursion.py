@@ -1,18 +1,21 @@
 """The Gaussian-mixture recursion for a chunk of replicates, all generations in memory.
 
-Generation g fits a mixture to its training data (generation 0: the real data), then draws
-`samples` points from the fit. The next generation's training data is chosen by the regime
-(collapse_hpc.regimes.mix) from the real data and the generated pools. Every replicate of the
-chunk shares the regime's index plan, which is harmless: the items of a pool are exchangeable,
-so which slots are kept does not change any replicate's distribution.
+Generation g of a replicate fits a mixture to its training data (generation 0: the real data),
+then draws `samples` points from the fit. The next generation's training data is chosen by the
+regime (collapse_hpc.regimes.mix) from the replicate's real data and generated pools. The chunk's
+replicates go through the generations together: one em.fit call per generation fits all of them.
+
+Random draws: every replicate has a generator of its own, seeded by (seed, replicate id), and
+draws from it in a fixed order: its real data, then generation after generation the k-means++
+seeding of the fit, the points sampled from it and the choice of the next training data.
+Results therefore do not depend on how replicates are chunked into array tasks.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from collapse_hpc.experiments.gmm import em
 from collapse_hpc.experiments.gmm.mixture import Mixtures, sample
@@ -30,56 +33,65 @@ class FitSettings:
 
 @dataclass
 class Generation:
-    """What one generation hands the recorder."""
+    """What one generation of the chunk hands the recorder."""
 
     index: int
-    data: torch.Tensor  # (R, n, d) the training data of this generation
+    data: np.ndarray  # (R, n, d) the training data of this generation
     fit: em.Fit
-    samples: torch.Tensor  # (R, samples, d) drawn from the fit: the next generation's material
-    reference: Mixtures  # generation 0's fit
+    samples: np.ndarray  # (R, samples, d) drawn from the fits: the next generation's material
+    reference: Mixtures  # generation 0's fits
 
 
-def real_data(kind: str, replicates: int, n: int, generator: torch.Generator,
-              separation: float = 4.0) -> torch.Tensor:
+def draws(seed: int, replicate: int) -> np.random.Generator:
+    """The generator of one replicate (replicate: its id within the variant)."""
+    return np.random.default_rng([seed, replicate])
+
+
+def real_data(kind: str, n: int, rng: np.random.Generator, separation: float = 4.0) -> np.ndarray:
     """The notebook's 2-D standard normal blob, or two unit-variance modes `separation` apart on x."""
-    x = torch.randn(replicates, n, 2, generator=generator, dtype=torch.float64)
-    if kind == "blob":
-        return x
+    x = rng.standard_normal((n, 2))
     if kind == "two-mode":
-        side = torch.randint(2, (replicates, n), generator=generator).to(torch.float64) * 2 - 1
-        x[..., 0] += side * separation / 2
-        return x
-    raise ValueError(f"init_data must be blob or two-mode, got {kind!r}")
+        x[:, 0] += (rng.integers(2, size=n) * 2 - 1) * separation / 2
+    elif kind != "blob":
+        raise ValueError(f"init_data must be blob or two-mode, got {kind!r}")
+    return x
 
 
-def training_data(regime: Regime, real: torch.Tensor, pools: dict[int, torch.Tensor], made: int,
-                  samples: int, rng: np.random.Generator) -> torch.Tensor:
-    """The next generation's data from the real data and the pools of generations 0..made-1.
+def training_data(regime: Regime, real: np.ndarray, pools: dict[int, np.ndarray], made: int,
+                  samples: int, rng: np.random.Generator) -> np.ndarray:
+    """One replicate's next training data from its real data and the pools of generations 0..made-1.
 
     Every pool holds `samples` points; `pools` holds only those the regime can draw from.
     """
-    plan = mix(regime, real.shape[1], [samples] * made, rng, size=real.shape[1])
-    parts = [(real if src < 0 else pools[src])[:, torch.from_numpy(idx)] for src, idx in plan if len(idx)]
-    return torch.cat(parts, 1)
+    plan = mix(regime, real.shape[0], [samples] * made, rng, size=real.shape[0])
+    chosen = [(real if src < 0 else pools[src], idx) for src, idx in plan if len(idx)]
+    parts = [pool if len(idx) == len(pool) else pool[idx] for pool, idx in chosen]  # all of it: no copy
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def recurse(real: torch.Tensor, generations: int, regime: Regime, fit: FitSettings, samples: int,
-            generator: torch.Generator, rng: np.random.Generator,
-            record: Callable[[Generation], None], progress=None) -> None:
-    """Run every generation for the chunk; `record` sees each one (and must copy what it keeps)."""
-    keep_all = regime.name != "replace"  # accumulate regimes draw from every earlier pool
-    pools: dict[int, torch.Tensor] = {}
+def recurse(real: Sequence[np.ndarray], generations: int, regime: Regime, fit: FitSettings, samples: int,
+            rngs: Sequence[np.random.Generator], record: Callable[[Generation], None], progress=None) -> None:
+    """Run every generation of the chunk's replicates (real[r] and rngs[r]: the real data and the
+    generator of replicate r, see draws); `record` sees each generation (and must copy what it keeps)."""
+    R, d = len(real), real[0].shape[1]
+    data = np.stack(real)
+    pools: list[dict[int, np.ndarray]] = [{} for _ in range(R)]
     reference = None
     for g in range(generations):
-        data = real if g == 0 else training_data(regime, real, pools, g, samples, rng)
         result = em.fit(data, fit.components, fit.covariance, fit.tol, fit.max_iter, fit.reg_covar,
-                        generator=generator)
+                        seeding=em.kmeans_draws(rngs, fit.components))
         if reference is None:
             reference = result.mixtures
-        drawn = sample(result.mixtures, samples, generator)
+        uniforms = np.stack([rng.random(samples) for rng in rngs])
+        normals = np.stack([rng.standard_normal((samples, d)) for rng in rngs])
+        drawn = sample(result.mixtures, uniforms, normals)
         record(Generation(g, data, result, drawn, reference))
-        if not keep_all:
-            pools.clear()
-        pools[g] = drawn
         if progress is not None:
-            progress.update(1)
+            progress.update(R)
+        if g + 1 == generations:
+            return
+        for r in range(R):
+            if regime.name == "replace":  # only the newest pool can be drawn from
+                pools[r].clear()
+            pools[r][g] = drawn[r]
+        data = np.stack([training_data(regime, real[r], pools[r], g + 1, samples, rngs[r]) for r in range(R)])

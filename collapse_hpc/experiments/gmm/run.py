@@ -6,8 +6,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.experiments.gmm import metrics, parts
-from collapse_hpc.experiments.gmm.recursion import FitSettings, real_data, recurse
+from collapse_hpc.experiments.gmm import em, metrics, parts
+from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, recurse
 
 
 def snapshot_generations(wanted: list[int], generations: int) -> list[int]:
@@ -22,11 +22,13 @@ def run_part(ctx, size: int) -> None:
     # one thread per task: parts run side by side, one per core, and torch's intra-op threads
     # only add spin-waiting on such small tensors (20x slower on a busy machine, measured)
     torch.set_num_threads(1)
+    em.threads(ctx.threads)  # the fits: one compiled loop per replicate, replicates over threads
     cfg, G = ctx.config, ctx.run.generations_of("gmm")
     ids = parts.replicate_range(cfg.replicates, size, ctx.index)
     R = len(ids)
-    generator = torch.Generator().manual_seed(ctx.seed(1))
-    rng = np.random.default_rng(ctx.seed(2))
+    # every draw comes from a generator of its replicate (recursion.draws): the variant's seed and
+    # the replicate's id within the variant, not the part, decide the results
+    rngs = [draws(ctx.variant.seed, i) for i in ids]
     fit = FitSettings(cfg.components, cfg.covariance, cfg.tol, cfg.max_iter, cfg.reg_covar)
     names = metrics.names(cfg.components)
     table = {name: np.empty((G, R)) for name in names}
@@ -38,17 +40,17 @@ def run_part(ctx, size: int) -> None:
         for name, value in metrics.measure(gen).items():
             table[name][gen.index] = value.numpy()
         if gen.index in snap_gens and snap_rows:
-            pts = gen.data[snap_rows].numpy()  # (S, n, 2)
+            pts = gen.data[snap_rows]  # (S, n, 2)
             snapshots.append((np.repeat(np.array(ids)[snap_rows], pts.shape[1]),
                               np.full(pts.shape[0] * pts.shape[1], gen.index), pts.reshape(-1, 2)))
 
-    real = real_data(cfg.init_data, R, cfg.samples, generator, cfg.separation)
+    real = [real_data(cfg.init_data, cfg.samples, rng, cfg.separation) for rng in rngs]
     ctx.log.info("gmm %s part %d: replicates %d-%d, %d generations", ctx.variant.name, ctx.index,
                  ids.start, ids.stop - 1, G)
-    with tqdm(total=G, desc=f"gmm {ctx.variant.name} part {ctx.index}", unit="gen", disable=None,
+    with tqdm(total=G * R, desc=f"gmm {ctx.variant.name} part {ctx.index}", unit="fit", disable=None,
               mininterval=5) as bar:
         try:
-            recurse(real, G, ctx.variant.regime, fit, cfg.samples, generator, rng, record, bar)
+            recurse(real, G, ctx.variant.regime, fit, cfg.samples, rngs, record, bar)
         except ValueError as e:  # an EM failure the config can avoid (reg_covar, samples)
             raise UserError(f"gmm {ctx.variant.name} part {ctx.index}: {e}") from None
 

@@ -8,7 +8,7 @@ from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
 from collapse_hpc.verify import verify_run
 
-SECTION = {"samples": 120, "replicates": 3, "chunk_replicates": 2, "snapshot_generations": [0, 2, -1],
+SECTION = {"generations": 4, "samples": 120, "replicates": 3, "chunk_replicates": 2, "snapshot_generations": [0, 2, -1],
            "snapshot_replicates": 2}
 
 

@@ -28,7 +28,8 @@ def test_l2_matches_grid_integration():
 def test_sampling_follows_the_mixture():
     gen = torch.Generator().manual_seed(1)
     mix = _random_mixtures(gen, 2, 2)
-    x = sample(mix, 200_000, gen)
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(sample(mix, rng.random((2, 200_000)), rng.standard_normal((2, 200_000, 2))))
     np.testing.assert_allclose(x.mean(1).numpy(), (mix.weights[..., None] * mix.means).sum(1).numpy(), atol=0.02)
     emp = torch.stack([torch.cov(x[r].T) for r in range(2)])
     np.testing.assert_allclose(emp.numpy(), mix.total_covariance().numpy(), rtol=0.03, atol=0.02)

@@ -1,0 +1,30 @@
+"""The GMM recursion itself: collapse under replace, none under accumulate; chunking-independent."""
+import numpy as np
+
+from collapse_hpc.experiments.gmm import metrics
+from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, recurse
+from collapse_hpc.regimes import Regime
+
+
+def _total_variance(regime, replicates, generations=60, n=60, first=0):
+    rngs = [draws(0, r) for r in range(first, first + replicates)]
+    out = np.empty((generations, replicates))
+
+    def record(gen):
+        out[gen.index] = metrics.measure(gen)["total_variance"].numpy()
+
+    recurse([real_data("blob", n, rng) for rng in rngs], generations, regime, FitSettings(), n, rngs, record)
+    return out
+
+
+def test_replace_collapses_and_accumulate_does_not():
+    replace = _total_variance(Regime(), 12)
+    accumulate = _total_variance(Regime("accumulate"), 12)
+    assert np.median(replace[-1]) < 0.5 * np.median(replace[0])  # 2-D blob: total variance ~2 at first
+    assert 1.2 < np.median(accumulate[-1]) < 3.0
+
+
+def test_a_replicate_gives_the_same_numbers_in_any_chunk():
+    together = _total_variance(Regime("replace", 0.1), 4, generations=8)
+    alone = _total_variance(Regime("replace", 0.1), 1, generations=8, first=2)
+    np.testing.assert_array_equal(together[:, 2], alone[:, 0])
