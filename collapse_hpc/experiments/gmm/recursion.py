@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from collapse_hpc.experiments.gmm import em
+from collapse_hpc.experiments.gmm.kmeans import kmeans_draws
 from collapse_hpc.experiments.gmm.mixture import Mixtures, sample
 from collapse_hpc.regimes import Regime, mix
 
@@ -79,7 +80,7 @@ def recurse(real: Sequence[np.ndarray], generations: int, regime: Regime, fit: F
     reference = None
     for g in range(generations):
         result = em.fit(data, fit.components, fit.covariance, fit.tol, fit.max_iter, fit.reg_covar,
-                        seeding=em.kmeans_draws(rngs, fit.components))
+                        seeding=kmeans_draws(rngs, fit.components))
         if reference is None:
             reference = result.mixtures
         uniforms = np.stack([rng.random(samples) for rng in rngs])

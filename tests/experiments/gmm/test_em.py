@@ -7,7 +7,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
-from collapse_hpc.experiments.gmm import em
+from collapse_hpc.experiments.gmm import em, kmeans
 from collapse_hpc.experiments.gmm.mixture import Mixtures
 
 
@@ -73,8 +73,8 @@ def test_kmeans_init_finds_sklearns_partition(K):
     centres = np.array([[0, 0], [8, 0], [0, 8]])[:K]
     X = np.concatenate([rng.normal(size=(150, 2)) + c for c in centres])
     ref = KMeans(K, n_init=1, random_state=0).fit(X).labels_
-    seeding = em.kmeans_draws([np.random.default_rng(0)], K)
-    ours = em.kmeans_labels(X[None], K, seeding)[0]
+    seeding = kmeans.kmeans_draws([np.random.default_rng(0)], K)
+    ours = kmeans.kmeans_labels(X[None], K, seeding)[0]
     # same partition up to the naming of the clusters
     assert len({(a, b) for a, b in zip(ref, ours)}) == K
 
