@@ -21,14 +21,20 @@ from collapse_hpc.errors import UserError
 EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line and exit status 2."
 
 
-def _config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
-    p.add_argument("config", nargs=None if config_required else "?", default=None,
-                   help="config YAML (configs/demo.yaml, configs/paper.yaml, …)")
+GENERATIONS_HELP = ("generations of the run's chains (overrides the config's run-level generations); "
+                    "a section with its own generations (gmm, gaussian in the shipped configs) keeps it")
+SET_HELP = "override one config value, e.g. --set gmm.replicates=64 (repeatable)"
+
+
+def _config_args(p: argparse.ArgumentParser, only: bool = True) -> None:
+    p.add_argument("config", help="config YAML (configs/demo.yaml, configs/paper.yaml, …)")
     p.add_argument("--run", metavar="DIR", help="run folder (default: runs/<config file name>)")
-    p.add_argument("--generations", type=int, metavar="N", help="generations per chain (overrides the config)")
+    p.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
-                   help="override one config value, e.g. --set gmm.replicates=64 (repeatable)")
-    p.add_argument("--only", action="append", metavar="EXPERIMENT", help="run only this experiment (repeatable)")
+                   help=SET_HELP)
+    if only:  # a per-experiment subcommand runs its own experiment only
+        p.add_argument("--only", action="append", metavar="EXPERIMENT",
+                       help="run only this experiment (repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "unfinished ones redone. Results go to the run folder.", epilog=EPILOG)
     _config_args(r)
     r.add_argument("--executor", choices=("local", "debug", "slurm"),
-                   help="local: subprocesses (default); debug: in this process; slurm: submit")
+                   help="local: subprocesses (default; with --profile: the profile's, slurm unless it says "
+                        "otherwise); debug: in this process; slurm: submit")
     r.add_argument("--profile", metavar="YAML", help="cluster profile (slurm/local.yaml, …)")
 
     s = sub.add_parser("submit", help="submit a config to Slurm (returns at once)",
@@ -71,18 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="prepare data sets", description="Prepare data sets as Parquet under data/.")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     dp = dsub.add_parser("prepare", help="prepare NAME (wikivital, wikitext2, digits, mnist, or any name with --from)")
-    dp.add_argument("name")
+    dp.add_argument("name", metavar="NAME", help="data set to prepare: wikivital, wikitext2, digits, mnist, "
+                    "or a new name for the files given with --from")
     dp.add_argument("--from", dest="source", metavar="PATH", help="local text or Parquet files to prepare instead")
     dp.add_argument("--data-dir", default="data", help="where prepared data goes (default: data)")
     dp.add_argument("--force", action="store_true", help="prepare again even if present")
-    dsub.add_parser("list", help="list prepared data sets")
+    dl = dsub.add_parser("list", help="list prepared data sets")
+    dl.add_argument("--data-dir", default="data", help="where prepared data is (default: data)")
 
     c = sub.add_parser("config", help="show every config key, or a resolved config",
                        description="Without CONFIG: every key with its default and meaning. With CONFIG: the "
                                    "resolved, validated config (after --set/--generations) and its hash.")
-    c.add_argument("config", nargs="?", help="config YAML to resolve")
-    c.add_argument("--generations", type=int, metavar="N")
-    c.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
+    c.add_argument("config", nargs="?", help="config YAML to resolve (without it: every key)")
+    c.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
+    c.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
+                   help=SET_HELP)
 
     for name in experiments.names():
         exp_parser = sub.add_parser(name, help=f"run the {name} experiment by hand",
@@ -92,9 +102,10 @@ def _parser() -> argparse.ArgumentParser:
         if hook:
             hook.add_arguments(exp_parser)
         else:
-            _config_args(exp_parser)
+            _config_args(exp_parser, only=False)
             exp_parser.add_argument("--variant", help="run one variant only")
-            exp_parser.add_argument("--unit", type=int, help="run one unit (generation or chunk) only")
+            exp_parser.add_argument("--unit", type=int, metavar="N",
+                                    help="run one unit (generation or chunk) only")
     return p
 
 
@@ -112,19 +123,25 @@ def default_run_dir(config: str) -> Path:
     return Path("runs") / Path(config).stem
 
 
-def load_run(args, executor: str | None = None, profile: str | None = None):
-    """Load and validate the config, open (or check) the run folder. Returns (store, run)."""
+def resolve(args, executor: str | None = None, profile: str | None = None):
+    """Load and validate the config and check each experiment's inputs; writes nothing.
+
+    Returns (store, run); the store's folder may not exist yet."""
     from collapse_hpc import config as cfgmod
+    from collapse_hpc import experiments
+    from collapse_hpc.launch import choose
     from collapse_hpc.store import RunStore
 
+    executor = choose(executor, profile)  # --profile without --executor: the profile's back-end
     overrides = list(args.overrides)
     if executor:
         overrides.append(f"executor={executor}")
     if profile:
         overrides.append(f"profile={profile}")
     run = cfgmod.load(args.config, overrides, args.generations)
-    if args.only:
-        unknown = [o for o in args.only if o not in run.sections]
+    only = getattr(args, "only", None)
+    if only:
+        unknown = [o for o in only if o not in run.sections]
         if unknown:
             raise UserError(f"--only {unknown[0]}: not a section of {args.config} "
                             f"(it has: {', '.join(run.sections)})")
@@ -132,24 +149,42 @@ def load_run(args, executor: str | None = None, profile: str | None = None):
         from collapse_hpc.launch import profile as profmod
 
         profmod.load(run.profile)
-    store = RunStore(args.run or default_run_dir(args.config))
-    store.open(run)
+    for name in run.enabled():  # e.g. an unprepared data set: one line now, not a failed job later
+        check = getattr(experiments.get(name), "check", None)
+        if check and (not only or name in only):
+            try:
+                check(run)
+            except UserError as e:
+                raise UserError(f"{args.config}: {e}") from None
+    return RunStore(args.run or default_run_dir(args.config)), run
+
+
+def load_run(args, executor: str | None = None, profile: str | None = None):
+    """resolve(), then open (or check) the run folder under the run lock. Returns (store, run).
+
+    The lock comes first: a launcher that is refused must not have rewritten config.yaml."""
+    store, run = resolve(args, executor, profile)
+    with store.lock():
+        store.open(run)
     return store, run
 
 
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
 
-    store, run = load_run(args, executor or args.executor, getattr(args, "profile", None))
-    logs.setup(args.verbose, store.root)
-    chains = engine.plan(run, only=args.only)
-    jobs = sum(len(c.jobs) for c in chains)
+    store, run = resolve(args, executor or args.executor, getattr(args, "profile", None))
     log = logging.getLogger("collapse_hpc")
-    log.info("run %s: %d chains, %d units, executor %s", store.root, len(chains), jobs, run.executor)
-    if run.executor == "slurm":
-        launch.execute(store, run, chains, "slurm")
-        return 0
+    # locked before open and the log file: a refused launcher writes nothing into the run folder;
+    # submit holds it too (slurm's submit takes the same lock again inside)
     with store.lock(log=log.warning):
+        store.open(run)
+        logs.setup(args.verbose, store.root)
+        chains = engine.plan(run, only=args.only)
+        jobs = sum(len(c.jobs) for c in chains)
+        log.info("run %s: %d chains, %d units, executor %s", store.root, len(chains), jobs, run.executor)
+        if run.executor == "slurm":
+            launch.execute(store, run, chains, "slurm")
+            return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []
     print(f"{store.root}: {counts.get('done', 0)} units done, {counts.get('skipped', 0)} already finished"
@@ -186,7 +221,7 @@ def cmd_data(args) -> int:
     from collapse_hpc import data
 
     if args.data_command == "list":
-        return data.list_prepared(Path("data"))
+        return data.list_prepared(Path(args.data_dir))
     return data.prepare(args.name, Path(args.data_dir), source=args.source, force=args.force)
 
 
@@ -198,8 +233,7 @@ def cmd_experiment(args) -> int:
     if hook:
         return hook.main(args)
     args.only = [args.command]
-    store, run = load_run(args, "debug")
-    logs.setup(args.verbose, store.root)
+    store, run = resolve(args, "debug")
     chains = engine.plan(run, only=args.only)
     if args.variant:
         chains = [c for c in chains if c.variant.name == args.variant]
@@ -208,10 +242,22 @@ def cmd_experiment(args) -> int:
     if args.unit is not None:
         for c in chains:
             c.jobs = [j for j in c.jobs if j.index == args.unit]
-    with store.lock():
+        if not any(c.jobs for c in chains):
+            raise UserError(f"--unit {args.unit}: no such unit of {args.command} "
+                            f"(units are numbered from 0 to {_last_unit(run, args)})")
+    with store.lock():  # before open: a refused launcher must not rewrite config.yaml
+        store.open(run)
+        logs.setup(args.verbose, store.root)
         counts = execute(store, run, chains)
     print(f"{store.root}: {counts['done']} units done, {counts['skipped']} already finished")
     return 0
+
+
+def _last_unit(run, args) -> int:
+    from collapse_hpc import engine
+
+    chains = [c for c in engine.plan(run, only=args.only) if not args.variant or c.variant.name == args.variant]
+    return max((len(c.jobs) for c in chains), default=0) - 1
 
 
 def cmd_config(args) -> int:
@@ -230,6 +276,14 @@ COMMANDS = {"config": cmd_config, "run": cmd_run, "submit": cmd_submit, "status"
             "aggregate": cmd_aggregate, "data": cmd_data}
 
 
+def _os_message(e: OSError) -> str:
+    where = e.filename if e.filename is not None else ""
+    if e.filename2 is not None:
+        where += f" -> {e.filename2}"
+    what = e.strerror or str(e)
+    return f"{where}: {what}" if where else what
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -238,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a user path that cannot be made or read (--run /proc/x, a full disk)
+        print(f"error: {_os_message(e)}", file=sys.stderr)
+        return UserError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -5,7 +5,7 @@ after it (`gmm:`, `gaussian:`, `lm:`, `vae:`), each loading into that experiment
 dataclass. Every problem is reported as one line naming the file and the key.
 
 Field metadata used for validation: min / max (inclusive), gt (exclusive lower bound),
-choices, and help (shown by `collapse-hpc config --help-keys`).
+choices, and help (shown by `collapse-hpc config` without a CONFIG).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class Section:
 
     enabled: bool = knob(True, "run this experiment when the config is run")
     generations: int | None = knob(None, "generations for this experiment (default: the run's)", min=1)
-    seeds: list[int] | None = knob(None, "seeds for this experiment (default: the run's)")
+    seeds: list[int] | None = knob(None, "seeds for this experiment (default: the run's)", min=0)
     regimes: list[Regime] | None = knob(None, "regimes for this experiment (default: the run's)")
 
 
@@ -54,9 +54,9 @@ class Section:
 class RunConfig:
     name: str = knob("run", "run name, shown in reports (the run folder defaults to runs/<config file name>)")
     generations: int = knob(3, "generations per chain (generation 0 trains on real data)", min=1)
-    seeds: list[int] = knob([0], "one chain per seed (and regime)")
-    regimes: list[Regime] = knob([Regime()], "data regimes, each a chain: replace (with keep_fraction), "
-                                 "accumulate, accumulate-subsample")
+    seeds: list[int] = knob([0], "one chain per seed (and regime)", min=0)  # numpy seeds are >= 0
+    regimes: list[Regime] = knob([Regime()], "data regimes, each a chain: replace (with keep_fraction, alias "
+                                 "keep_original_fraction), accumulate, accumulate-subsample")
     executor: str = knob("local", "where units run: local (subprocesses), slurm, debug (in-process)",
                          choices=("local", "slurm", "debug"))
     profile: str | None = knob(None, "cluster profile YAML (slurm/…); needed for executor slurm")
@@ -170,6 +170,8 @@ def _convert(tp, value, key: str, where: _Where):
     if dataclasses.is_dataclass(tp):
         if tp is Regime and isinstance(value, str):
             value = _regime_from_str(value, key, where)
+        if tp is Regime and isinstance(value, dict):
+            value = _regime_alias(value, key, where)
         if not isinstance(value, dict):
             where.fail(key, f"expected a mapping of {tp.__name__} keys, got {value!r}")
         return build(tp, value, where.file, prefix=f"{key}.")
@@ -205,6 +207,17 @@ def _regime_from_str(text: str, key: str, where: _Where) -> dict:
         return {"name": name, "keep_fraction": float(frac)}
     except ValueError:
         where.fail(key, f"bad regime {text!r} (expected e.g. replace:0.1)")
+
+
+def _regime_alias(value: dict, key: str, where: _Where) -> dict:
+    """keep_original_fraction (the issue's and the reference's name) means keep_fraction."""
+    if "keep_original_fraction" not in value:
+        return value
+    if "keep_fraction" in value:
+        where.fail(f"{key}.keep_original_fraction", "is an alias of keep_fraction; give only one of them")
+    value = dict(value)
+    value["keep_fraction"] = value.pop("keep_original_fraction")
+    return value
 
 
 def _check(f: dataclasses.Field, value, key: str, where: _Where):

@@ -38,12 +38,24 @@ def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = 
     return _load(PREPARERS[name])(data_dir, force=force) or 0
 
 
+def _card(path: Path) -> dict:
+    try:
+        card = json.loads(path.read_text())
+    except ValueError:
+        card = None
+    if not isinstance(card, dict):
+        raise UserError(f"{path}: card is not a JSON mapping; prepare the data set again "
+                        f"(collapse-hpc data prepare {path.parent.name} --force)")
+    return card
+
+
 def list_prepared(data_dir: Path) -> int:
     cards = sorted(Path(data_dir).glob("*/card.json"))
     if not cards:
         print(f"no prepared data sets under {data_dir}/ (collapse-hpc data prepare NAME)")
     for c in cards:
-        card = json.loads(c.read_text())
-        splits = ", ".join(f"{k}: {v}" for k, v in (card.get("splits") or {}).items())
+        card = _card(c)
+        sizes = card.get("splits")
+        splits = ", ".join(f"{k}: {v}" for k, v in sizes.items()) if isinstance(sizes, dict) else ""
         print(f"{c.parent.name:12s} {card.get('source', '')}  [{splits}]")
     return 0

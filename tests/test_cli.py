@@ -62,3 +62,115 @@ def test_run_verify_and_tamper(tmp_path):
 def test_python_dash_m_version():
     p = cli("--version")
     assert p.returncode == 0 and p.stdout.startswith("collapse-hpc ")
+
+
+def _toy_config(tmp_path, name="toy.yaml", text="name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4}\n"):
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    return cfg
+
+
+def _hold_lock(run):
+    """The run's lock as a live process other than the launcher holds it (this test process)."""
+    import json
+    import socket
+
+    (run / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0}))
+
+
+def test_refused_launcher_writes_nothing(tmp_path):
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    before = {p: (run / p).read_bytes() for p in ("config.yaml", "run.json", "logs/collapse-hpc.log")}
+    _hold_lock(run)
+    # more generations is a config open() accepts and would rewrite: the lock must refuse it first
+    for argv in (("run", cfg, "--run", run, "--generations", "5"),
+                 ("toy", cfg, "--run", run, "--generations", "5")):
+        assert "locked by pid" in one_error_line(cli(*argv))
+        assert {p: (run / p).read_bytes() for p in before} == before
+
+
+def test_unprepared_data_set_writes_nothing(tmp_path):
+    data = tmp_path / "data"
+    for section, name in (("lm", "wikivital"), ("vae", "mnist")):
+        cfg = _toy_config(tmp_path, f"{section}.yaml",
+                          f"executor: debug\ndata_dir: {data}\n{section}: {{dataset: {name}}}\n")
+        for argv in (("run", cfg), (section, cfg)):
+            line = one_error_line(cli(*argv, "--run", tmp_path / "r"))
+            assert f"{section}.yaml" in line and f"data prepare {name}" in line, line
+            assert not (tmp_path / "r").exists()
+    # an experiment left out by --only is not checked
+    cfg = _toy_config(tmp_path, "both.yaml", f"executor: debug\ndata_dir: {data}\ngenerations: 1\n"
+                                             f"toy: {{rows: 2}}\nvae: {{dataset: mnist}}\n")
+    assert cli("run", cfg, "--run", tmp_path / "r", "--only", "toy").returncode == 0
+
+
+def test_corrupt_run_config_is_one_line(tmp_path):
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    run.mkdir()
+    for text in ("a: [\n", "- just\n- a list\n"):
+        (run / "config.yaml").write_text(text)
+        line = one_error_line(cli("run", cfg, "--run", run))
+        assert str(run / "config.yaml") in line
+        assert (run / "config.yaml").read_text() == text
+
+
+def test_run_folder_that_cannot_be_made(tmp_path):
+    cfg = _toy_config(tmp_path)
+    (tmp_path / "afile").write_text("")
+    for where in (tmp_path / "afile" / "x", "/proc/nope/x"):
+        line = one_error_line(cli("run", cfg, "--run", where))
+        assert "afile" in line or "/proc/nope" in line
+
+
+def test_data_list_with_corrupt_card(tmp_path):
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "card.json").write_text('{"source": "here", "splits": {"train": 3}}')
+    assert "train: 3" in cli("data", "list", "--data-dir", tmp_path).stdout
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "card.json").write_text("{not json")
+    line = one_error_line(cli("data", "list", "--data-dir", tmp_path))
+    assert str(tmp_path / "bad" / "card.json") in line
+
+
+def test_verify_a_manifest_without_files(tmp_path):
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    manifest = run / "toy" / "replace-p0-s0" / "gen_001" / "manifest.json"
+    for text in ('{"config_hash": "x"}', "[1, 2]"):
+        manifest.write_text(text)
+        p = cli("verify", run)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert f"MISMATCH {manifest}" in p.stdout and "corrupt" in p.stdout and "--unit 1" in p.stdout
+
+
+def test_status_with_corrupt_jobs_json(tmp_path):
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    assert cli("status", run).returncode == 0
+    for text in ("{oops", '["a"]', '{"units": {"toy/replace-p0-s0/gen_000": 3}}'):
+        (run / "jobs.json").write_text(text)
+        line = one_error_line(cli("status", run))
+        assert "jobs.json is corrupt" in line and str(run / "jobs.json") in line
+
+
+def test_unit_out_of_range(tmp_path):
+    cfg = _toy_config(tmp_path)
+    line = one_error_line(cli("toy", cfg, "--run", tmp_path / "r", "--unit", "2"))
+    assert "--unit 2" in line and "0 to 1" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_texts():
+    prepare = cli("data", "prepare", "--help").stdout
+    assert "NAME" in prepare and "wikivital" in prepare.split("positional arguments:")[1]
+    config = " ".join(cli("config", "--help").stdout.split())
+    assert "own generations" in config and "keeps it" in config and "override one config value" in config
+    run = " ".join(cli("run", "--help").stdout.split())
+    assert "run's chains" in run and "own generations" in run
+    toy = cli("toy", "--help")
+    assert toy.returncode == 0 and "--only" not in toy.stdout and "--unit N" in toy.stdout

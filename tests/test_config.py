@@ -83,3 +83,24 @@ def test_saved_config_round_trips(tmp_path):
     run = cfgmod.from_dict({"regimes": ["replace:0.1", "accumulate"], "toy": {"rows": 4}})
     p = write(tmp_path, cfgmod.dump(run))
     assert cfgmod.load(p).to_dict() == run.to_dict()
+
+
+def test_seeds_must_not_be_negative(tmp_path):
+    assert ">= 0" in error_of(tmp_path, "seeds: [0, -1]\ntoy: {}\n")
+    msg = error_of(tmp_path, "toy: {seeds: [-2]}\n")
+    assert "toy.seeds" in msg and ">= 0" in msg
+    assert cfgmod.load(write(tmp_path, "seeds: [0, 7]\ntoy: {seeds: [3]}\n")).seeds_of("toy") == [3]
+
+
+def test_keep_original_fraction_is_an_alias(tmp_path):
+    run = cfgmod.load(write(tmp_path, "regimes: [{name: replace, keep_original_fraction: 0.1}]\n"
+                                      "toy: {regimes: [{name: replace, keep_original_fraction: 0.5}]}\n"))
+    assert run.regimes == [Regime("replace", 0.1)] and run.regimes_of("toy") == [Regime("replace", 0.5)]
+    msg = error_of(tmp_path, "regimes: [{name: replace, keep_fraction: 0.1, keep_original_fraction: 0.1}]\n"
+                             "toy: {}\n")
+    assert "keep_original_fraction" in msg and "only one" in msg
+    assert "keep_fraction" in error_of(tmp_path, "regimes: [{name: replace, keep_original_fraction: 2}]\ntoy: {}\n")
+
+
+def test_docstring_names_a_real_command():
+    assert "--help-keys" not in cfgmod.__doc__

@@ -72,3 +72,22 @@ def test_array_part_is_redone_when_generations_change(tmp_path):
     longer = cfgmod.from_dict({**run.to_dict(), "generations": 5})
     assert not engine.finished(store, unit, Array, longer)  # a part holds all its generations
     assert engine.finished(store, unit, type("Chain", (), {"name": "toy", "shape": "chain"}), longer)
+
+
+def test_verify_checks_the_config_hash_and_reports_extra_files(tmp_path, capsys):
+    import json
+
+    store, run = toy_run(tmp_path, generations=2)
+    debug.execute(store, run, engine.plan(run))
+    (gen(store, 1) / "stray.txt").write_text("not in the manifest")
+    assert verify_run(store.root) == 0  # reported, not a failure: the recorded files are intact
+    out = capsys.readouterr().out
+    assert f"EXTRA {gen(store, 1) / 'stray.txt'}" in out and "1 extra files" in out
+    path = gen(store, 0) / "manifest.json"
+    m = json.loads(path.read_text())
+    m["config_hash"] = "0" * 16
+    path.write_text(json.dumps(m))
+    assert verify_run(store.root) == 1
+    out = capsys.readouterr().out
+    assert f"MISMATCH {gen(store, 0)}: made under config {'0' * 16}" in out and run.hash() in out
+    assert "--unit 0" in out and "1 with mismatches" in out

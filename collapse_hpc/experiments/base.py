@@ -98,6 +98,11 @@ class UnitContext:
 
 
 class Experiment(Protocol):
+    """Optional hook, looked up with getattr: `check(run) -> None` raises UserError (one line) when an
+    input the experiment needs is missing, e.g. an unprepared data set. The CLI calls it for every
+    experiment it is about to run, before the run folder is created, so a run that could only fail
+    writes nothing. It must be cheap (no heavy imports) and must not prepare anything itself."""
+
     name: str
     shape: Literal["chain", "array"]
     job: Literal["gpu", "gpu1", "cpu"]  # resources on a cluster: multi-GPU, one GPU, CPU only

@@ -7,6 +7,7 @@ for local runs. A failed job shows its log path and the last lines of its error.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -84,12 +85,28 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
     return state, elapsed
 
 
+def _book(store: RunStore) -> dict:
+    """jobs.json; a corrupt one is one error line, since every unit would silently read 'not run'."""
+    path = store.root / records.JOBS
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raw = {}
+    except ValueError:
+        raw = None
+    units = raw.get("units", {}) if isinstance(raw, dict) else None
+    if not isinstance(units, dict) or not all(isinstance(e, dict) for e in units.values()):
+        raise UserError(f"{path}: jobs.json is corrupt (not a JSON mapping of units), so job states are "
+                        f"unknown; restore it, or remove it to see only what the manifests say")
+    return records.load(store)
+
+
 def show(run_dir: str | Path) -> int:
     store = RunStore(run_dir)
     if not store.exists():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
     run = store.load_config()
-    book = records.load(store)
+    book = _book(store)
     local = book.get("executor") != "slurm"
     units = book["units"]
     slurm = {} if local else slurm_states([e.get("job_id") for e in units.values()]

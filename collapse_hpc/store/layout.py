@@ -1,6 +1,7 @@
 """The run folder: runs/<run>/{config.yaml, run.json, logs/, <experiment>/<variant>/<unit>/}."""
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.manifest import read_manifest, verify_unit
 
 CONFIG = "config.yaml"
+UNIT = re.compile(r"(gen|part)_\d{3,}")
 
 
 def unit_name(shape: str, index: int) -> str:
@@ -23,6 +25,7 @@ def unit_name(shape: str, index: int) -> str:
 class RunStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
+        self._lock: RunLock | None = None
 
     # ---- paths
     @property
@@ -40,7 +43,12 @@ class RunStore:
         return self.variant_dir(experiment, variant) / unit_name(shape, index)
 
     def lock(self, log=print) -> RunLock:
-        return RunLock(self.root / ".lock", log=log)
+        """The run's lock; one object per store, so taking it again inside a held block nests."""
+        if self._lock is None:
+            self._lock = RunLock(self.root / ".lock", log=log)
+        elif not self._lock.held:
+            self._lock.log = log
+        return self._lock
 
     # ---- config
     def exists(self) -> bool:
@@ -61,7 +69,7 @@ class RunStore:
         self.logs.mkdir(exist_ok=True)
         new = run.to_dict()
         if self.exists():
-            old = yaml.safe_load(self.config_path.read_text()) or {}
+            old = self._saved_config()
             if cfgmod.config_hash(old) != run.hash():
                 changes = cfgmod.diff(old, new)
                 shown = "; ".join(changes[:3]) + (f"; … ({len(changes)} in all)" if len(changes) > 3 else "")
@@ -72,6 +80,20 @@ class RunStore:
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
         atomic.write_json(self.root / "run.json", {"config_hash": run.hash(), "updated": time.time()})
         return run
+
+    def _saved_config(self) -> dict:
+        """The run's config.yaml as a mapping, or one error line naming it (never a traceback)."""
+        try:
+            old = yaml.safe_load(self.config_path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise UserError(f"{self.config_path}: the run's saved config is not valid YAML{where}; "
+                            f"restore it or use another --run") from None
+        if not isinstance(old, dict):
+            raise UserError(f"{self.config_path}: the run's saved config is not a mapping of keys; "
+                            f"restore it or use another --run")
+        return old
 
     # ---- units
     def is_done(self, unit_dir: Path, deep: bool = True) -> bool:
@@ -95,4 +117,4 @@ class RunStore:
 
     def units(self) -> list[Path]:
         """Every unit folder of the run (finished or not)."""
-        return sorted(p for p in self.root.glob("*/*/*") if p.is_dir() and p.name[:4] in ("gen_", "part"))
+        return sorted(p for p in self.root.glob("*/*/*") if p.is_dir() and UNIT.fullmatch(p.name))

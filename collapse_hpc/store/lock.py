@@ -19,15 +19,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _pid(owner: dict) -> int:
+    try:
+        return int(owner.get("pid", -1))
+    except (TypeError, ValueError):  # hand-edited: read as a missing pid (never taken over)
+        return -1
+
+
 class RunLock:
-    """O_EXCL lock file holding {pid, host, started}. Stale = same host and the pid is gone."""
+    """O_EXCL lock file holding {pid, host, started}. Stale = same host and the pid is gone.
+
+    Re-entrant per object: the CLI takes the lock before it opens the run folder, and a back-end
+    given the same store (slurm's submit) takes it again inside; only the outermost release frees it.
+    """
 
     def __init__(self, path: Path, log=print):
         self.path = Path(path)
         self.log = log
         self.held = False
+        self.depth = 0
 
     def acquire(self) -> "RunLock":
+        if self.held:
+            self.depth += 1
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         for _ in range(3):
@@ -38,7 +53,7 @@ class RunLock:
                 if owner is None:  # being written or unreadable: look again
                     time.sleep(0.2)
                     continue
-                if owner.get("host") == me["host"] and not _alive(int(owner.get("pid", -1))):
+                if owner.get("host") == me["host"] and not _alive(_pid(owner)):
                     self.log(f"taking over stale lock {self.path} of dead process {owner.get('pid')}")
                     self.path.unlink(missing_ok=True)
                     continue
@@ -46,22 +61,26 @@ class RunLock:
                                 f"({self.path}); wait for it, or remove the file if that process is gone")
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            self.held = True
+            self.held, self.depth = True, 1
             return self
         raise UserError(f"could not take the run lock {self.path}")
 
     def owner(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
+            owner = json.loads(self.path.read_text())
         except (FileNotFoundError, ValueError):
             return None
+        return owner if isinstance(owner, dict) else None
 
     def release(self) -> None:
+        if self.depth > 1:
+            self.depth -= 1
+            return
         if self.held:
             owner = self.owner()
             if owner and owner.get("pid") == os.getpid():
                 self.path.unlink(missing_ok=True)
-            self.held = False
+            self.held, self.depth = False, 0
 
     def __enter__(self):
         return self.acquire()

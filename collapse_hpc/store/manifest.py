@@ -96,27 +96,49 @@ def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: d
 def read_manifest(unit_dir: Path) -> dict | None:
     path = Path(unit_dir) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except ValueError:
-        return {"corrupt": True}
+        return {"corrupt": "not valid JSON"}
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return {"corrupt": "no mapping of files"}  # hand-edited or foreign: not a completion marker
+    return manifest
 
 
-def verify_unit(unit_dir: Path, deep: bool = True) -> list[str]:
-    """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes only."""
+def _entry_ok(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
+
+
+def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = None) -> list[str]:
+    """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes only;
+    config_hash given: the manifest must have been written under that config."""
     manifest = read_manifest(unit_dir)
     if manifest is None:
         return [f"{unit_dir}: no manifest (unfinished)"]
     if manifest.get("corrupt"):
-        return [f"{unit_dir / MANIFEST}: manifest is not valid JSON"]
+        return [f"{unit_dir / MANIFEST}: manifest is corrupt ({manifest['corrupt']})"]
     problems = []
+    if config_hash is not None and manifest.get("config_hash") != config_hash:
+        problems.append(f"{unit_dir}: made under config {manifest.get('config_hash')}, "
+                        f"the run's config is {config_hash}")
     for rel, entry in manifest["files"].items():
         p = unit_dir / rel
-        if not p.is_file():
+        if not _entry_ok(entry):
+            problems.append(f"{unit_dir / MANIFEST}: entry {rel!r} is corrupt (needs bytes and sha256)")
+        elif not p.is_file():
             problems.append(f"{p}: missing")
         elif p.stat().st_size != entry["bytes"]:
             problems.append(f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest")
         elif deep and sha256_file(p) != entry["sha256"]:
             problems.append(f"{p}: sha256 mismatch")
     return problems
+
+
+def extra_files(unit_dir: Path) -> list[Path]:
+    """Files of a finished unit that its manifest does not list (nothing vouches for them)."""
+    manifest = read_manifest(unit_dir)
+    if not manifest or manifest.get("corrupt"):
+        return []
+    listed = set(manifest["files"])
+    return [p for p in unit_files(unit_dir) if p.relative_to(unit_dir).as_posix() not in listed]

@@ -111,3 +111,57 @@ def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
     with RunLock(path, log=messages.append):
         pass
     assert messages and "stale" in messages[0]
+
+
+@pytest.mark.parametrize("text", ["a: [\n", "- a\n- list\n", ""])
+def test_corrupt_saved_config_is_one_user_error(tmp_path, text):
+    store = RunStore(tmp_path / "run")
+    store.root.mkdir()
+    store.config_path.write_text(text)
+    with pytest.raises(UserError) as e:
+        store.open(cfgmod.from_dict({"toy": {"rows": 3}}))
+    assert str(store.config_path) in str(e.value) and "\n" not in str(e.value)
+    assert store.config_path.read_text() == text
+
+
+def test_lock_nests_within_one_store(tmp_path):
+    store = RunStore(tmp_path / "run")
+    with store.lock():
+        with store.lock():  # e.g. the CLI holds it and slurm's submit takes it again
+            pass
+        assert (store.root / ".lock").exists()  # only the outer release frees it
+    assert not (store.root / ".lock").exists()
+    with pytest.raises(UserError, match="locked by pid"):  # another holder is still refused
+        with store.lock(), RunLock(store.root / ".lock"):
+            pass
+
+
+def test_manifest_without_files_is_corrupt_not_a_crash(tmp_path):
+    unit = tmp_path / "gen_000"
+    unit.mkdir()
+    for text in ('{"config_hash": "x"}', "[]", '{"files": {"a.txt": 3}}'):
+        (unit / "manifest.json").write_text(text)
+        problems = verify_unit(unit)
+        assert len(problems) == 1 and "corrupt" in problems[0] and "manifest.json" in problems[0]
+        assert not RunStore(tmp_path).is_done(unit)
+
+
+def test_config_hash_and_extra_files(tmp_path):
+    from collapse_hpc.store import extra_files
+
+    unit = tmp_path / "gen_000"
+    atomic.write_text(unit / "note.txt", "hello")
+    write_manifest(unit, config_hash="abc", started=time.time())
+    assert verify_unit(unit, config_hash="abc") == [] and extra_files(unit) == []
+    problems = verify_unit(unit, config_hash="def")
+    assert len(problems) == 1 and "abc" in problems[0] and "def" in problems[0]
+    (unit / "stray.txt").write_text("?")
+    atomic.write_text(unit / ".tmp-x", "")  # temporaries are not artefacts
+    assert extra_files(unit) == [unit / "stray.txt"]
+
+
+def test_units_are_only_unit_folders(tmp_path):
+    store = RunStore(tmp_path)
+    for name in ("gen_000", "part_001", "partial", "gen_x", "generated"):
+        (tmp_path / "exp" / "v" / name).mkdir(parents=True)
+    assert [p.name for p in store.units()] == ["gen_000", "part_001"]
