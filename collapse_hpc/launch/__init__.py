@@ -7,6 +7,16 @@ from collapse_hpc.errors import UserError
 BACKENDS = ("local", "slurm", "debug")
 
 
+def choose(executor: str | None, profile: str | None) -> str | None:
+    """The back-end: --executor when given, else the --profile's (a cluster profile submits
+    unless its `executor` says otherwise), else None: the config's own `executor` (local)."""
+    if executor or not profile:
+        return executor
+    from collapse_hpc.launch.profile import load
+
+    return load(profile).executor
+
+
 def execute(store, run, chains, executor: str, **options):
     """Run (or, for slurm, submit) the jobs of `chains`; returns a back-end specific summary."""
     if executor == "debug":

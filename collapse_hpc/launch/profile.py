@@ -4,6 +4,8 @@ A profile names the cluster-wide settings (partition, account, qos, container, e
 setup lines) and, per job kind, the resources: `gpu` (a multi-GPU DeepSpeed generation),
 `gpu1` (a single-GPU generation), `cpu` (an array task) and `aggregate` (the final report).
 Loaded with the same validation as run configs: an unknown key or a bad value is one line.
+A profile also picks the back-end: `collapse-hpc run CONFIG --profile P` without --executor
+uses P's `executor` (slurm unless the profile says otherwise).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import yaml
 
 from collapse_hpc.config import build, knob
 from collapse_hpc.errors import ConfigError
+from collapse_hpc.launch import BACKENDS
 from collapse_hpc.launch.container import ContainerConfig as Container
 
 KINDS = ("gpu", "gpu1", "cpu", "aggregate")
@@ -56,6 +59,8 @@ class Jobs:
 @dataclass
 class Profile:
     name: str = knob("cluster", "a name for the cluster, shown by submit and status")
+    executor: str = knob("slurm", "back-end of `run --profile THIS` without --executor: slurm (submit), "
+                         "local or debug", choices=BACKENDS)
     partition: str | None = knob(None, "default partition (unset: the cluster's default)")
     account: str | None = knob(None, "account jobs are charged to")
     qos: str | None = knob(None, "default quality of service")

@@ -3,7 +3,8 @@
 - a chain (lm, vae): one job per generation, each `afterok` on the one before, with
   kill-on-invalid-dep so a failed generation cancels the rest of its chain;
 - an array experiment (gmm, gaussian): all its parts (every variant) as ONE job array;
-- a final aggregation job `afterany` on everything, so the figures exist when the run ends.
+- a final aggregation job `afterany` on everything, so the figures exist when the run ends
+  (when every unit is done but the report is missing or stale, it alone is submitted again).
 Every job is a Checkpointable UnitJob (USR2: checkpoint, requeue, resume). What was
 submitted is recorded in runs/<run>/jobs.json; submitting again skips units that are done
 or whose recorded job is still queued or running (checked with squeue), so a variant never
@@ -197,21 +198,39 @@ def submit(store, run, chains, **_) -> dict:
         cancel(stale)
         agg = book.get("aggregate", {})
         agg_live = agg.get("job_id") if queue.get(str(agg.get("job_id"))) in ACTIVE else None
-        if new_ids or (live_ids and not agg_live):
+        # every unit done but no (current) report: the aggregation job failed; it runs again, at once
+        redo_report = not (new_ids or live_ids or agg_live) and _report_stale(store, chains)
+        if new_ids or (live_ids and not agg_live) or redo_report:
             if agg_live:  # it would run before the new jobs end
                 cancel([agg_live])
             waits = sorted({str(j).split("_")[0] for j in new_ids + live_ids})
-            dep = "afterany:" + ":".join(waits)
-            ex = sub.executor("aggregate", 1, name=f"{run.name}:aggregate", dependency=dep, comment=f"aggregate {dep}")
+            dep = "afterany:" + ":".join(waits) if waits else None
+            ex = sub.executor("aggregate", 1, name=f"{run.name}:aggregate", dependency=dep,
+                              comment="aggregate" + (f" {dep}" if dep else ""))
             sj = _sbatch("the aggregation job", lambda: ex.submit(aggregate, root))
             book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
                                  "submitted": time.time(), "history": agg.get("history", []) + (
                                      [agg["job_id"]] if agg.get("job_id") else [])}
-            rows.append(("aggregate", "job", 1, f"{sj.job_id} (afterany)"))
+            new_ids.append(sj.job_id)
+            rows.append(("aggregate", "job", 1, f"{sj.job_id} " + ("(afterany)" if dep else "(report missing)")))
         elif agg_live:
             rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
     _print_table(store, prof, rows, len(new_ids), done_total)
     return {"submitted": new_ids, "queued": live_ids, "done": done_total}
+
+
+def _report_stale(store, chains) -> bool:
+    """No report, or one older than a unit's manifest (index.html is written last)."""
+    index = store.root / "report" / "index.html"
+    if not index.is_file():
+        return True
+    made = index.stat().st_mtime
+    for job in (j for c in chains for j in c.jobs):
+        manifest = store.unit_dir(job.experiment, job.variant, job.shape, job.index) / "manifest.json"
+        with contextlib.suppress(FileNotFoundError):
+            if manifest.stat().st_mtime > made:
+                return True
+    return False
 
 
 def _print_table(store, prof, rows, n_new: int, done: int) -> None:

@@ -114,8 +114,8 @@ def write_html(rep: Report) -> str:
         parts += [_fig_html(rep, f) for f in s.figures]
         parts.append("<h3>Generation 0 against the last</h3>" + _html_table(s.table))
     parts.append("<h2 id=\"progress\">Progress</h2>" + _html_table(rep.completeness))
-    parts.append("<h2 id=\"compute\">Compute</h2><p>Summed from the manifests: seconds × CPU cores "
-                 "(core-hours) and × GPUs (GPU-hours) each unit held.</p>" + _html_table(rep.compute))
+    parts.append("<h2 id=\"compute\">Compute</h2><p>Summed from the manifests: seconds × the CPU cores "
+                 "allotted (core-hours) and × the GPUs (GPU-hours) each unit held.</p>" + _html_table(rep.compute))
     parts.append("<h2 id=\"packages\">Package versions</h2>" + _html_table(rep.packages))
     parts.append("<h2 id=\"config\">Config</h2>")
     parts += [f"<h3>{e(label)}</h3><pre>{e(text)}</pre>" for label, text in rep.configs]
@@ -139,8 +139,8 @@ def write_markdown(rep: Report) -> str:
                 out.append(f"### {f.title}\n\n_{f.caption}_\n")
         out.append("### Generation 0 against the last\n\n" + _md_table(s.table))
     out.append("## Progress\n\n" + _md_table(rep.completeness))
-    out.append("## Compute\n\nSummed from the manifests: seconds × CPU cores (core-hours) and × GPUs "
-               "(GPU-hours) each unit held.\n\n" + _md_table(rep.compute))
+    out.append("## Compute\n\nSummed from the manifests: seconds × the CPU cores allotted (core-hours) and × "
+               "the GPUs (GPU-hours) each unit held.\n\n" + _md_table(rep.compute))
     out.append("## Package versions\n\n" + _md_table(rep.packages))
     out.append("## Config\n")
     out += [f"### {label}\n\n```yaml\n{text.rstrip()}\n```\n" for label, text in rep.configs]

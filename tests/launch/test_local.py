@@ -1,7 +1,10 @@
 """The local back-end: real subprocesses through submitit's LocalExecutor."""
+import os
+
 import pyarrow.parquet as pq
 import pytest
 
+from collapse_hpc.launch.local import cores
 from collapse_hpc.store import RunStore, read_manifest
 from collapse_hpc.verify import verify_run
 from tests.launch.helpers import collapse, jobs, write_config
@@ -13,6 +16,11 @@ def unit(run, exp, variant, name):
     return run / exp / variant / name
 
 
+def share(ranks_at_once: int) -> int:
+    """Cores the local back-end gives each rank (COLLAPSE_THREADS), as its manifest should say."""
+    return int(os.environ.get("COLLAPSE_THREADS") or max(1, cores() // min(ranks_at_once, cores())))
+
+
 def test_chains_in_order_arrays_in_parallel(tmp_path):
     cfg = write_config(tmp_path, generations=2, ltchain={"rows": 4}, ltarray={"parts": 2})
     run = tmp_path / "run"
@@ -21,7 +29,9 @@ def test_chains_in_order_arrays_in_parallel(tmp_path):
     assert "4 units done" in out and "units" in err  # the progress bar
     gens = [read_manifest(unit(run, "ltchain", "replace-p0-s0", f"gen_{g:03d}")) for g in range(2)]
     assert gens[1]["started"] >= gens[0]["finished"]  # a chain's generations in order
-    assert all(read_manifest(unit(run, "ltarray", "replace-p0-s0", f"part_{p:03d}")) for p in range(2))
+    parts = [read_manifest(unit(run, "ltarray", "replace-p0-s0", f"part_{p:03d}")) for p in range(2)]
+    # three ranks side by side: each unit held its share of the cores, not all it could see
+    assert [m["resources"]["cpus"] for m in gens + parts] == [share(3)] * 4
     assert verify_run(run) == 0
     book = jobs(run)
     assert book["executor"] == "local"
@@ -61,3 +71,4 @@ def test_several_ranks_rendezvous(tmp_path):
     table = pq.read_table(gen / "metrics.parquet").to_pydict()
     assert table["world_size"] == [2.0, 2.0] and table["rank_sum"] == [3.0, 3.0]  # gloo all-reduce of 1 + 2
     assert read_manifest(gen)["world_size"] == 2
+    assert read_manifest(gen)["resources"]["cpus"] == 2 * share(2)  # per rank, times the ranks

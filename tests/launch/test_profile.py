@@ -12,6 +12,7 @@ def test_shipped_profiles_load():
     ex = profile.load(REPO / "slurm" / "example-cluster.yaml")
     assert ex.jobs.gpu.gpus_per_node == 4 and ex.account and ex.container.image.endswith(".sif")
     assert ex.resources("cpu").partition == "cpu" and ex.setup and ex.env
+    assert dev.executor == ex.executor == "slurm"  # what `run --profile` does without --executor
 
 
 @pytest.mark.parametrize("text, where", [

@@ -1,10 +1,12 @@
 """The Slurm back-end's planning, against fake sbatch/squeue/scancel on PATH (as submitit's own
 tests fake sbatch): which jobs are submitted, with which dependencies and resources, and what
 a second submission leaves alone. The real-cluster tests are in tests/slurm/."""
+import os
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from collapse_hpc import engine
 from tests.launch.helpers import REPO, collapse, jobs, write_config
@@ -165,3 +167,85 @@ def test_sbatch_refusal_is_one_line_and_keeps_what_was_queued(tmp_path, fake_slu
     assert "error: sbatch refused ltchain/replace-p0-s0/gen_001: sbatch: error: invalid partition" in err
     assert "Traceback" not in err
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"] == "101"  # recorded: not lost
+
+
+def test_profile_chooses_the_executor(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    # --profile alone: a cluster profile submits (before, this silently ran locally)
+    rc, out, err = collapse("run", cfg, "--run", tmp_path / "a", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0, err
+    assert jobs(tmp_path / "a")["executor"] == "slurm" and len(scripts(fake_slurm)) == 2  # gen_000, aggregate
+    # --executor still wins over the profile
+    rc, _, err = collapse("run", cfg, "--run", tmp_path / "b", "--profile", REPO / "slurm" / "local.yaml",
+                          "--executor", "debug")
+    assert rc == 0, err
+    assert (tmp_path / "b/ltchain/replace-p0-s0/gen_000/manifest.json").is_file() and len(scripts(fake_slurm)) == 2
+    # a profile may name another back-end
+    prof = tmp_path / "here.yaml"
+    prof.write_text("name: here\nexecutor: debug\n")
+    rc, _, err = collapse("run", cfg, "--run", tmp_path / "c", "--profile", prof)
+    assert rc == 0, err
+    assert (tmp_path / "c/ltchain/replace-p0-s0/gen_000/manifest.json").is_file() and len(scripts(fake_slurm)) == 2
+    prof.write_text("executor: cloud\n")
+    rc, _, err = collapse("run", cfg, "--run", tmp_path / "d", "--profile", prof)
+    assert rc == 2 and "executor" in err and "cloud" in err and not (tmp_path / "d").exists()
+
+
+def test_done_run_without_report_submits_the_aggregation_again(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run, "--executor", "debug")
+    assert rc == 0, err
+    out = submit(cfg, run)  # every unit done, no report (the aggregation job failed)
+    s = scripts(fake_slurm)
+    agg = jobs(run)["aggregate"]
+    assert list(s) == [int(agg["job_id"])] and jobs(run)["units"] == {}
+    assert flag(s[int(agg["job_id"])], "dependency") is None and agg["dependency"] is None  # runs at once
+    assert f"{agg['job_id']} (report missing)" in out and "nothing to submit" not in out
+
+    (fake_slurm / "squeue.txt").write_text(f"{agg['job_id']}|PENDING\n")  # queued: left alone
+    out = submit(cfg, run)
+    assert len(scripts(fake_slurm)) == 1 and "nothing to submit" in out
+
+    (fake_slurm / "squeue.txt").write_text("")
+    index = run / "report" / "index.html"
+    index.parent.mkdir()
+    index.write_text("<html></html>")  # the report exists and is newer than every unit
+    out = submit(cfg, run)
+    assert len(scripts(fake_slurm)) == 1 and "nothing to submit" in out
+
+    os.utime(index, (1, 1))  # older than the results: made before the last units finished
+    submit(cfg, run)
+    again = jobs(run)["aggregate"]
+    assert len(scripts(fake_slurm)) == 2 and again["history"] == [agg["job_id"]]
+
+
+def test_gmm_parts_are_one_array_and_vae_jobs_single_gpu(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=2, seeds=[0, 1],
+                       gmm={"replicates": 4, "chunk_replicates": 2, "generations": 3, "samples": 20},
+                       vae={"epochs": 1, "eval_samples": 100})
+    # the example cluster's resources, without its container (whose image is not here)
+    example = yaml.safe_load((REPO / "slurm" / "example-cluster.yaml").read_text())
+    example.pop("container")
+    prof = tmp_path / "example.yaml"
+    prof.write_text(yaml.safe_dump(example))
+    submit(cfg, tmp_path / "run", prof)
+    s, book = scripts(fake_slurm), jobs(tmp_path / "run")["units"]
+
+    gmm = [e["job_id"] for label, e in book.items() if label.startswith("gmm/")]
+    assert len(gmm) == 2 * 2  # two variants (seeds) x two parts of two replicates
+    arrays = {j.split("_")[0] for j in gmm}
+    assert len(arrays) == 1  # every part of every variant: ONE sbatch --array
+    array = s[int(arrays.pop())]
+    assert flag(array, "array") == "0-3%4" and flag(array, "gpus-per-node") is None
+    assert flag(array, "partition") == "cpu" and flag(array, "cpus-per-task") == "4"
+
+    for seed in (0, 1):
+        ids = [book[f"vae/replace-p0-s{seed}/gen_{g:03d}"]["job_id"] for g in range(2)]
+        assert flag(s[int(ids[1])], "dependency") == f"afterok:{ids[0]}"
+        for jid in ids:  # the gpu1 kind: one GPU, one rank
+            assert book[f"vae/replace-p0-s{seed}/gen_{ids.index(jid):03d}"]["kind"] == "gpu1"
+            assert flag(s[int(jid)], "gpus-per-node") == "1" and flag(s[int(jid)], "ntasks-per-node") == "1"
+            assert flag(s[int(jid)], "nodes") == "1" and flag(s[int(jid)], "mem") == "32G"
+            assert flag(s[int(jid)], "partition") == "gpu" and "--array" not in s[int(jid)]
+    assert len(s) == 1 + 2 * 2 + 1  # the gmm array, two vae chains of two, the aggregation
