@@ -55,10 +55,18 @@ def unit_ids(run) -> dict[str, str]:
     return {label: e["job_id"] for label, e in jobs(run)["units"].items()}
 
 
+def scontrol_job(job_id: str) -> str:
+    """What slurmctld itself holds for a queued job (its Dependency= is Slurm's, not our record)."""
+    return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+
+
 def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
     # ltchain has the lm's job kind: with ranks 2 each generation is one job of two tasks
-    # (srun), whose ranks meet through the variables exported from Slurm's (a gloo all-reduce)
-    cfg = write_config(tmp_path, "tiny", ltchain={"rows": 4, "ranks": 2}, ltarray={"parts": 2})
+    # (srun), whose ranks meet through the variables exported from Slurm's (a gloo all-reduce);
+    # the real gmm, tiny: two variants (seeds) of one part each, 3 generations of 50 points
+    gmm = {"replicates": 2, "chunk_replicates": 2, "generations": 3, "samples": 50, "seeds": [0, 1],
+           "snapshot_generations": [0, -1], "snapshot_replicates": 1}
+    cfg = write_config(tmp_path, "tiny", ltchain={"rows": 4, "ranks": 2}, ltarray={"parts": 2}, gmm=gmm)
     run = tmp_path / "run"
     make = ["make", "-s", "-o", ".venv/.installed", "submit", f"CONFIG={cfg}", f"RUN={run}",
             f"PROFILE={PROFILE}", "GENERATIONS=2"]
@@ -69,28 +77,40 @@ def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
     ids = unit_ids(run)
     gen0, gen1 = ids["ltchain/replace-p0-s0/gen_000"], ids["ltchain/replace-p0-s0/gen_001"]
     assert f"{gen0} -> {gen1}" in out.stdout  # the table of chains and job ids
+    # right after submitting (gen_000 takes seconds to start its two ranks), Slurm's own view
+    held = scontrol_job(gen1)
+    assert re.search(rf"\bDependency=afterok:{gen0}\((un)?fulfilled\)", held), held
+    assert "KillOInInvalidDependent=Yes" in held, held
+    assert "Dependency=(null)" in scontrol_job(gen0)
     agg = jobs(run)["aggregate"]["job_id"]
     wait_for([*ids.values(), agg])
 
     rows = sacct(*ids.values(), agg)
     assert rows[gen0][-1]["State"] == "COMPLETED" and rows[gen1][-1]["State"] == "COMPLETED"
     assert rows[gen1][-1]["Comment"] == f"ltchain/replace-p0-s0/gen_001 afterok:{gen0}"  # the chain in sacct
+    assert rows[gen1][-1]["Start"] >= rows[gen0][-1]["End"]  # and Slurm kept it: gen_001 ran after gen_000
     parts = [ids[f"ltarray/replace-p0-s0/part_{p:03d}"] for p in range(2)]
     array = parts[0].split("_")[0]
     assert parts == [f"{array}_0", f"{array}_1"]  # one job array for the array experiment
     assert all(rows[p][-1]["State"] == "COMPLETED" for p in parts)
+    gmm_parts = [ids[f"gmm/replace-p0-s{seed}/part_000"] for seed in (0, 1)]
+    gmm_array = gmm_parts[0].split("_")[0]
+    assert sorted(gmm_parts) == [f"{gmm_array}_0", f"{gmm_array}_1"]  # GMM work: one array, all variants
+    assert {j for j in rows if j.startswith(f"{gmm_array}_")} == set(gmm_parts)  # as sacct lists it
+    assert all(rows[p][-1]["State"] == "COMPLETED" for p in gmm_parts)
     last_end = max(r[-1]["End"] for j, r in rows.items() if j != agg)
     assert rows[agg][-1]["Comment"].startswith("aggregate afterany:") and rows[agg][-1]["Start"] >= last_end
     assert rows[agg][-1]["State"] == "COMPLETED" and (run / "report" / "index.html").is_file()
 
     verify = subprocess.run([str(REPO / ".venv/bin/collapse-hpc"), "verify", str(run)], capture_output=True,
                             text=True, timeout=120)
-    assert verify.returncode == 0 and "4 units verified, 0 with mismatches, 0 unfinished" in verify.stdout
+    assert verify.returncode == 0 and "6 units verified, 0 with mismatches, 0 unfinished" in verify.stdout
     for g in range(2):
         metrics = pq.read_table(run / f"ltchain/replace-p0-s0/gen_{g:03d}/metrics.parquet").to_pydict()
         assert set(metrics["world_size"]) == {2.0} and set(metrics["rank_sum"]) == {3.0}  # ranks 0 + 1 (+1 each)
     rc, status, _ = collapse("status", run)
     assert "generation 1 reached (2/2 done)" in status and "array: 2/2 parts done" in status
+    assert "gmm/replace-p0-s1  array: 1/1 parts done" in status
 
     before = jobs(run)
     again = subprocess.run(make, cwd=REPO, capture_output=True, text=True, timeout=120)
