@@ -27,6 +27,20 @@ def test_paper_architecture_on_mnist():
     assert vae.mu.in_features == 128 * 7 * 7 and vae.mu.out_features == 20
 
 
+def test_decoder_has_no_relu_after_the_projection():
+    """The notebook's decoder: fc -> view -> relu(convT) -> sigmoid(convT); negative outputs of
+    the fc reach the first transposed conv unchanged."""
+    vae = model.ConvVAE(8, 8, latent=4, capacity=4).eval()
+    with torch.no_grad():
+        vae.project.weight.zero_()
+        vae.project.bias.fill_(-1.0)  # every projected value negative: a ReLU here would zero them
+        z = torch.randn(3, 4)
+        expected = vae.decoder(torch.full((3, *vae.bottleneck), -1.0))
+        assert torch.allclose(vae.decode_logits(z), expected)
+        assert not torch.allclose(expected, vae.decoder(torch.zeros(3, *vae.bottleneck)))
+    assert [type(m).__name__ for m in vae.decoder] == ["ConvTranspose2d", "ReLU", "ConvTranspose2d"]
+
+
 def test_stages_must_divide_the_image():
     with pytest.raises(UserError, match="stride-2"):
         model.ConvVAE(28, 28, stages=3)
