@@ -16,7 +16,9 @@ resumed run replays exactly what an uninterrupted one would have done.
 Checkpoints: a DeepSpeed checkpoint into ckpt_dir/step<N>/ after every epoch (and every
 `checkpoint_every_steps` steps), saved on ALL ranks; once every rank has returned from
 save_checkpoint, rank 0 writes ckpt_dir/step<N>/complete.json. On start the latest complete
-checkpoint is resumed; incomplete ones are ignored. The best model so far lives in
+checkpoint is resumed (torch.load with weights_only=True, see checkpoint.py); incomplete ones are
+ignored. The cosine schedule is handed to deepspeed.initialize as a callable, so it wraps the torch
+optimizer under every ZeRO stage and precision. The best model so far lives in
 ckpt_dir/best/ (save_pretrained, written atomically by rank 0). At the end rank 0 publishes it,
 with the tokenizer, to out_dir (a temporary sibling renamed into place).
 
@@ -139,6 +141,7 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
     import torch
     from tqdm import tqdm
 
+    from collapse_hpc.experiments.lm.checkpoint import use_weights_only
     from collapse_hpc.experiments.lm.data import block_array
     from collapse_hpc.experiments.lm.evaluate import mean_loss
     from collapse_hpc.experiments.lm.model import check_ids, check_vocab
@@ -159,18 +162,18 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
     # torch's own fused AdamW on CUDA: one kernel, nothing to compile (same update as the default)
     optimizer = None if cfg.fused_adam else torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
-    if optimizer is not None:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
-    else:  # DeepSpeed builds the optimizer; the scheduler wraps it after initialize
-        scheduler = None
+
+    def scheduler(basic_optimizer):
+        # DeepSpeed calls this with the torch optimizer itself (ours, or the one it built for
+        # fused_adam): under ZeRO 1/2 or bf16, engine.optimizer is a wrapper LambdaLR refuses
+        return torch.optim.lr_scheduler.LambdaLR(
+            basic_optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
+
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
         model_parameters=model.parameters() if optimizer is None else None,
         config=ds_config(cfg, micro, accum, world_size, precision))
-    if scheduler is None:
-        engine.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            engine.optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
+    use_weights_only(engine)  # resume never unpickles arbitrary objects
 
     state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [], "train_loss": []}
     resumed_from = None

@@ -91,6 +91,84 @@ def test_ds_config_bf16_and_zero_stage():
     assert train.resolve_precision(tiny_cfg(), torch.device("cuda")) == "bf16-mixed"
 
 
+def _touch(path):  # what a tampered checkpoint would run if it were unpickled
+    Path(path).write_text("ran")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return _touch, (self.marker,)
+
+
+def _spy(monkeypatch, module, name, calls):
+    """Record (args, kwargs, result) of every call of module.name."""
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append((args, kwargs, result))
+        return result
+    monkeypatch.setattr(module, name, spy)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("stage", [1, 2])
+def test_schedule_under_zero_and_checkpoints_load_weights_only(stage, lm_data_dir, lm_tokenizer, lm_blocks,
+                                                                tmp_path, monkeypatch):
+    """fused_adam's path (DeepSpeed builds the optimizer, ZeRO wraps it) keeps the cosine schedule;
+    resuming reads the ZeRO checkpoint with weights_only=True and refuses a tampered one."""
+    import deepspeed
+    import torch
+
+    from collapse_hpc.experiments.lm.model import build_model
+
+    real_conf = train.ds_config
+
+    def torch_adam(*args):  # fused_adam on CPU: DeepSpeed's config optimizer with torch's kernel
+        conf = real_conf(*args)
+        conf["optimizer"]["params"]["torch_adam"] = True
+        return conf
+    monkeypatch.setattr(train, "ds_config", torch_adam)
+    inits, loads = [], []
+    _spy(monkeypatch, deepspeed, "initialize", inits)
+    cfg = tiny_cfg(zero_stage=stage, fused_adam=True, epochs=2)
+    blocks = lm_blocks["train"].slice(0, 32)  # 2 steps per epoch
+    out, ckpt = tmp_path / "model", tmp_path / "ckpt"
+
+    def run():
+        model = build_model(cfg, lm_tokenizer, lm_data_dir)
+        return train.train_generation(model, lm_tokenizer, blocks, lm_blocks["validation"], cfg, out, ckpt,
+                                      seed=0, rank=0, world_size=1, local_rank=0)
+
+    summary = run()
+    engine = inits[-1][2][0]
+    assert type(engine.optimizer).__name__ == "DeepSpeedZeroOptimizer"  # not a torch Optimizer
+    assert engine.lr_scheduler.optimizer is engine.optimizer.optimizer  # the one ZeRO steps
+    assert engine.get_lr() == [pytest.approx(cfg.lr_min)]  # 2 epochs stepped: the cosine's end
+    assert summary["steps"] == 4 and summary["val_loss"][-1] < summary["val_loss"][0]
+
+    _spy(monkeypatch, torch, "load", loads)
+    resumed = run()
+    assert resumed["resumed_from"] == 4 and resumed["val_loss"] == summary["val_loss"]
+    assert any("optim_states" in str(args[0]) for args, _, _ in loads)  # ZeRO's partition files too
+    assert all(kw.get("weights_only") is True for _, kw, _ in loads)
+
+    # a checkpoint holding an arbitrary object is refused in one line, and the object never runs
+    marker = tmp_path / "ran.txt"
+    states = next((ckpt / "step00000004").glob("mp_rank_*_model_states.pt"))
+    sd = torch.load(states, weights_only=False)  # our own file, before tampering
+    sd["payload"] = _Payload(str(marker))
+    torch.save(sd, states)
+    with pytest.raises(UserError, match="not loaded") as e:
+        run()
+    assert len(str(e.value).splitlines()) == 1 and "_touch" in str(e.value)
+    assert not marker.exists()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_loss_falls_and_kill_mid_epoch_then_resume_gives_the_same_weights(lm_data_dir, tmp_path):
