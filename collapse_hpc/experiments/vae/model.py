@@ -3,8 +3,9 @@
 Encoder: `stages` convs (k4 s2 p1, ReLU; channels capacity, 2*capacity, …) -> linear heads for
 mu and logvar. Decoder: linear -> the last conv's shape -> mirrored transposed convs (ReLU between
 them) -> one channel. As in the notebook (fc -> view -> relu(convT) -> sigmoid(convT)) there is no
-ReLU after the linear projection: the first transposed conv sees negative values too. With stages=2 and capacity 64 this is the notebook's MNIST model (28 -> 14 -> 7); the
-same two stages take 8x8 digits to a 2x2 bottleneck. The decoder returns logits: the loss uses
+ReLU after the linear projection: the first transposed conv sees negative values too. With
+stages=2 and capacity 64 this is the notebook's MNIST model (28 -> 14 -> 7); the same two stages
+take 8x8 digits to a 2x2 bottleneck. The decoder returns logits: the loss uses
 BCE with logits (the same summed BCE as on sigmoid outputs, without its overflow).
 """
 from __future__ import annotations
