@@ -5,8 +5,9 @@
   2. train (stage 1, DeepSpeed) from the initial model (init: pretrained, the paper) or from
      generation g-1's (init: previous) -> model/ (kept on resume: it is written atomically)
   3. sample: every training block is a prompt -> shards/part-<rank>-<chunk>.parquet
-  4. evaluate: real-test perplexity; each generated block's perplexity under the generation-0
-     model -> sequence_ppl.parquet; diversity -> metrics.parquet (one wide row)
+  4. evaluate: real-test perplexity, per test block -> test_ppl.parquet; each generated block's
+     perplexity under the generation-0 model -> sequence_ppl.parquet (both: block_id, ppl);
+     diversity -> metrics.parquet (one wide row)
 """
 from __future__ import annotations
 
@@ -55,12 +56,11 @@ def _train(ctx, tokenizer, train_set, val, log) -> dict:
 
 
 def run_generation(ctx) -> None:
-    import pyarrow as pa
     import torch
 
     from collapse_hpc.experiments.lm import distributed, metrics, mixing
     from collapse_hpc.experiments.lm.data import block_array
-    from collapse_hpc.experiments.lm.evaluate import perplexity
+    from collapse_hpc.experiments.lm.evaluate import perplexity, perplexity_table
     from collapse_hpc.experiments.lm.model import load_model, model_fingerprint
     from collapse_hpc.experiments.lm.sample import Decoding, read_shards, sample_shards
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
@@ -98,7 +98,7 @@ def run_generation(ctx) -> None:
 
     # 4. evaluate (sharded over ranks; every rank gets the full result)
     ev = dict(batch_size=cfg.eval_batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size)
-    test_ppl, _ = perplexity(model, test, **ev)
+    test_ppl, test_seq_ppl = perplexity(model, test, **ev)
     shards = read_shards(ctx.path(SHARDS))
     gen_ids = block_array(shards)
     scorer = model if g == 0 else load_model(ctx.previous[0] / MODEL).to(device).eval()
@@ -115,8 +115,8 @@ def run_generation(ctx) -> None:
     meta = {"generation": g, "regime": ctx.variant.regime.label, "seed": ctx.variant.seed,
             "model_sha256": model_hash, "decoding": decoding.metadata(), "init": cfg.init}
     ctx.write_table("train_set.parquet", train_set, meta)
-    ctx.write_table("sequence_ppl.parquet", pa.table({
-        "block_id": shards.column("block_id"), "ppl": pa.array(seq_ppl, pa.float64())}), meta)
+    ctx.write_table("test_ppl.parquet", perplexity_table(test, test_seq_ppl), meta)
+    ctx.write_table("sequence_ppl.parquet", perplexity_table(shards, seq_ppl), meta)
     ctx.write_table("metrics.parquet", metrics.metrics_table(g, values), meta)
     log.info("gen %d (%s): test ppl %.2f, generated-data ppl under gen 0: median %.2f", g,
              ctx.variant.regime.label, test_ppl, values["ppl_p50"])

@@ -7,13 +7,14 @@ mean loss over all blocks; a block's perplexity is exp of its own mean loss.
 Sharding: with world_size > 1 (and torch.distributed initialised), rank r scores the contiguous
 rows [r*N//W, (r+1)*N//W) and the per-block sums are all-gathered, so EVERY rank returns the full,
 identical result in the blocks' order. Nothing is written here; perplexity_table() makes the
-Parquet table a caller writes (rank 0 only).
+Parquet table a caller writes (rank 0 only): the chain's test_ppl.parquet and sequence_ppl.parquet,
+the reference CLI's --saveperplexities.
 
 API:
 - perplexity(model, blocks, batch_size=64, device=None, rank=0, world_size=1)
       -> (corpus_ppl: float, per_sequence_ppl: np.ndarray float64, one per block)
 - mean_loss(model, blocks, batch_size=64, device=None, rank=0, world_size=1) -> float
-- perplexity_table(blocks, per_sequence_ppl) -> pa.Table (block_id int64, perplexity float64)
+- perplexity_table(blocks, per_sequence_ppl) -> pa.Table (block_id int64, ppl float64)
 """
 from __future__ import annotations
 
@@ -83,7 +84,10 @@ def mean_loss(model, blocks, batch_size: int = 64, device=None, rank: int = 0, w
 
 
 def perplexity_table(blocks, per_sequence_ppl):
+    """One row per block, in the blocks' order: its block_id and its perplexity `ppl`."""
     import pyarrow as pa
 
-    return pa.table({"block_id": blocks.column("block_id"),
-                     "perplexity": pa.array(np.asarray(per_sequence_ppl, np.float64))})
+    if len(per_sequence_ppl) != blocks.num_rows:
+        raise ValueError(f"{len(per_sequence_ppl)} perplexities for {blocks.num_rows} blocks")
+    return pa.table({"block_id": blocks.column("block_id").cast(pa.int64()),
+                     "ppl": pa.array(np.asarray(per_sequence_ppl, np.float64))})

@@ -104,7 +104,16 @@ def _check_chain(store, generations=2):
             assert {len(x) for x in table.column("input_ids").to_pylist()} == {16}
             meta = json.loads(pq.read_schema(shards[0]).metadata[b"decoding"])
             assert meta == {"preset": "beam", "num_beams": 3, "repetition_penalty": 3.0, "new_tokens": 16}
-            assert pq.read_table(unit / "sequence_ppl.parquet").num_rows == 48
+            seq = pq.read_table(unit / "sequence_ppl.parquet")
+            assert seq.column_names == ["block_id", "ppl"] and seq.num_rows == 48
+            # per-sequence perplexities of the real test split: one row per test block (16)
+            test_ppl = pq.read_table(unit / "test_ppl.parquet")
+            assert test_ppl.column_names == ["block_id", "ppl"]
+            assert test_ppl.column("block_id").to_pylist() == list(range(16))
+            ppl = np.array(test_ppl.column("ppl").to_pylist())
+            assert (ppl > 1).all() and min(ppl) <= m["test_ppl"] <= max(ppl)
+            manifest = json.loads((unit / "manifest.json").read_text())
+            assert manifest["files"]["test_ppl.parquet"]["rows"] == 16
         ts = pq.read_table(units[1] / "train_set.parquet")
         counts = mixing.counts_by_source(ts)
         assert counts == ({0: 48} if v == "replace-p0-s0" else {-1: 12, 0: 36})

@@ -25,7 +25,10 @@ def test_perplexity_matches_the_models_own_loss(lm_model, lm_blocks):
     corpus1, per_seq1 = evaluate.perplexity(lm_model, blocks, batch_size=1, device="cpu")
     np.testing.assert_allclose(per_seq1, per_seq, rtol=1e-5)
     table = evaluate.perplexity_table(blocks, per_seq)
-    assert table.column_names == ["block_id", "perplexity"] and table.num_rows == blocks.num_rows
+    assert table.column_names == ["block_id", "ppl"] and table.num_rows == blocks.num_rows
+    np.testing.assert_array_equal(table.column("ppl").to_numpy(), per_seq)
+    with pytest.raises(ValueError, match="perplexities for"):
+        evaluate.perplexity_table(blocks, per_seq[:-1])
 
 
 def test_a_random_model_is_near_uniform(lm_model, lm_blocks, lm_tokenizer):
