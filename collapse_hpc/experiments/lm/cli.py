@@ -5,9 +5,15 @@ of the authors' reference implementation (main.py), on our formats.
 
   The reference README's four commands (Parquet and safetensors instead of pickle):
   collapse-hpc lm -p --model_tag facebook/opt-125m --save-name gen0/      train generation 0
-  collapse-hpc lm --load-name gen0/best.ckpt --generate gen1_data         sample -> gen1_data/ shards
+  collapse-hpc lm --load-name gen0/best.ckpt --eval_only --generate gen1_data
+                                                     sample gen0's model -> gen1_data/ shards
   collapse-hpc lm --load-generate gen1_data --save-name gen1/             train on generated data
   collapse-hpc lm --load-name gen1/best.ckpt --eval_only                  test perplexity
+
+Every invocation trains first unless --eval_only is given (as the reference main.py does), then
+scores the test split, then samples if --generate is given. So --generate WITHOUT --eval_only
+first fine-tunes (the --load-name model, else the initial one) on the training data for
+--max-epochs and samples from the model it trained.
 
 A --save-name folder holds the best-validation model (save_pretrained, safetensors); --load-name
 takes that folder (or its old `best.ckpt` path, read as the folder). --generate writes a folder of
@@ -48,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ref.add_argument("-load", "--load-name", dest="load_name", help="saved model folder to start from")
     ref.add_argument("-save", "--save-name", dest="save_name", help="folder for the trained (best) model")
     ref.add_argument("-saveperplexities", "--saveperplexities", help="per-sequence test perplexities (.parquet)")
-    ref.add_argument("-eval", "--eval_only", action="store_true", help="no training: evaluate on the test set")
+    ref.add_argument("-eval", "--eval_only", action="store_true",
+                     help="no training: evaluate (and --generate) with the loaded model as it is")
     ref.add_argument("-eval_gen", "--evalgen_only", action="store_true", help="evaluate on the training data")
     ref.add_argument("-opt", "--optimizer", default="adamw", help="optimizer (adamw)")
     ref.add_argument("-lr", "--learning-rate", dest="learning_rate", type=float, default=2e-5)
@@ -63,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ref.add_argument("-s", "--strategy", default="ddp", help="accepted; training is always DeepSpeed")
     ref.add_argument("-p", "--pretrained", action="store_true", help="start from pretrained weights")
     ref.add_argument("-version_name", "--version_name", default=None, help="name shown in the logs")
-    ref.add_argument("-gen", "--generate", help="sample the next generation's data into this folder")
+    ref.add_argument("-gen", "--generate", help="sample the next generation's data into this folder "
+                                                 "(after training, unless --eval_only)")
     ref.add_argument("-load-gen", "--load-generate", dest="load_generate", help="train on these shards")
     ref.add_argument("-gen_percent", "--generate_percentage", type=float, default=0.0,
                      help="fraction of the original blocks kept unchanged in --generate's output")
@@ -175,13 +183,12 @@ def reference(a) -> int:
     generated = load_generated(a.load_generate) if a.load_generate else None
 
     import numpy as np
-    import pyarrow as pa
     import torch
 
     from collapse_hpc.experiments.lm import distributed
     from collapse_hpc.experiments.lm.data import load_blocks
-    from collapse_hpc.experiments.lm.evaluate import perplexity
-    from collapse_hpc.experiments.lm.model import build_model, load_model, model_fingerprint
+    from collapse_hpc.experiments.lm.evaluate import perplexity, perplexity_table
+    from collapse_hpc.experiments.lm.model import build_model, check_vocab, load_model, model_fingerprint
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
     from collapse_hpc.store import write_json, write_parquet
 
@@ -202,6 +209,7 @@ def reference(a) -> int:
         test = train
     torch.manual_seed(a.seed)
     model = load_model(load) if load else build_model(cfg, tokenizer, data_dir)
+    check_vocab(model, tokenizer)  # before any block is scored: say which two do not fit
     device = distributed.device(local)
     scratch = None
     if not a.eval_only:
@@ -222,8 +230,7 @@ def reference(a) -> int:
     if rank == 0:
         print(f"test_loss: {float(np.log(test_ppl)):.4f}\ntest_ppl: {test_ppl:.4f}")
         if a.saveperplexities:
-            write_parquet(a.saveperplexities, pa.table({"block_id": test.column("block_id"),
-                                                        "ppl": pa.array(per_seq, pa.float64())}))
+            write_parquet(a.saveperplexities, perplexity_table(test, per_seq))
         if a.saveto:
             write_json(a.saveto, {"test_loss": float(np.log(test_ppl)), "test_ppl": test_ppl})
     if a.generate:

@@ -112,6 +112,47 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
         assert len(lines) == 1 and words in lines[0], proc.stderr
 
 
+def _one_error_line(proc, words):
+    """Exit 2, no traceback, and one `error:` line (progress bars of model loading may precede it)."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0], proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1] == errors[0], proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_lm_cli_refuses_a_tokenizer_that_does_not_fit_the_model(tmp_path, lm_data_dir, lm_model):
+    """A 300-token model with the data set's 400-token BPE: as a saved model (--load-name) and as a
+    model tag (a folder) with a separate tokenizer."""
+    from collapse_hpc.experiments.lm.tokenizer import bpe_dir, bpe_tokenizer
+
+    lm_model.save_pretrained(tmp_path / "model")
+    bpe_tokenizer(lm_data_dir, "tiny", 400)
+    common = ["lm", "--dataset", "tiny", "--data-dir", str(lm_data_dir), "--eval_only", "-a", "cpu",
+              "--set", "block_size=16"]
+    _one_error_line(_cli(*common, "--model_tag", "tiny", "--set", "vocab_size=400",
+                         "--load-name", str(tmp_path / "model")), "do not belong together")
+    _one_error_line(_cli(*common, "--model_tag", str(tmp_path / "model"), "-p",
+                         "--set", f"tokenizer={bpe_dir(lm_data_dir, 'tiny', 400)}"), "do not belong together")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_lm_cli_refuses_a_corrupt_prepared_split(tmp_path, lm_data_dir, lm_model):
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(lm_data_dir / "tiny", data_dir / "tiny", ignore=shutil.ignore_patterns("blocks", "base"))
+    (data_dir / "tiny" / "train.parquet").write_bytes(b"PAR1 cut short by a full disk")
+    lm_model.save_pretrained(tmp_path / "model")
+    proc = _cli("lm", "--dataset", "tiny", "--data-dir", str(data_dir), "--model_tag", "tiny", "--eval_only",
+                "-a", "cpu", "--set", "block_size=16", "--set", "vocab_size=300",
+                "--load-name", str(tmp_path / "model"))
+    _one_error_line(proc, "train.parquet: not a readable Parquet file")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_wikivital_from_pypi(tmp_path):

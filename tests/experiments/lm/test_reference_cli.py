@@ -67,3 +67,14 @@ def test_reference_flags_parse_and_refuse(tmp_path, capsys):
     assert (args.model_tag, args.load_name, args.save_name, args.max_epochs, args.seed, args.generate_percentage,
             args.load_generate, args.learning_rate) == ("gpt2", "x/", "y/", 3, 3, 0.1, "lg", 1e-5)
     assert args.eval_only and args.evalgen_only and args.debug and args.pretrained and args.config is None
+
+
+def test_help_says_generate_trains_first_without_eval_only(capsys):
+    from collapse_hpc.cli import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["lm", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--generate WITHOUT --eval_only first fine-tunes" in text
+    assert "(after training, unless --eval_only)" in text
+    assert "--load-name gen0/best.ckpt --eval_only --generate gen1_data" in text  # the README's step 2
