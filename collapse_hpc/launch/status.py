@@ -56,6 +56,13 @@ def _clock(seconds) -> str:
     return str(datetime.timedelta(seconds=int(seconds))) if seconds is not None else ""
 
 
+def _print_log(log: str | None, dependency: str | None) -> None:
+    if log and Path(log).is_file():
+        print(f"      log: {log}")
+    else:  # cancelled while queued (an afterok parent failed): it never ran, so there is no log
+        print("      never started, no log" + (f" (waited on {dependency})" if dependency else ""))
+
+
 def error_lines(log: str | None, n: int = 5) -> list[str]:
     """The last non-empty lines of a job's stderr (the exception is at the end)."""
     if not log or not Path(log).is_file():
@@ -139,7 +146,7 @@ def show(run_dir: str | Path) -> int:
             if s in BAD or s == "FAILED":
                 failed += 1
                 log = entry.get("log")
-                print(f"      log: {log}")
+                _print_log(log, entry.get("dependency"))
                 for ln in (entry.get("error") or "").splitlines()[-5:] if local else error_lines(log):
                     print(f"      | {ln}")
     agg = book.get("aggregate")
@@ -147,7 +154,7 @@ def show(run_dir: str | Path) -> int:
         state, elapsed = slurm.get(str(agg.get("job_id")), ("UNKNOWN", ""))
         print(f"\naggregate  {state:<13} job {agg['job_id']:<10} {elapsed}".rstrip())
         if state in BAD:
-            print(f"      log: {agg.get('log')}")
+            _print_log(agg.get("log"), agg.get("dependency"))
             for ln in error_lines(agg.get("log")):
                 print(f"      | {ln}")
     if failed:
