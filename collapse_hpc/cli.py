@@ -159,16 +159,6 @@ def resolve(args, executor: str | None = None, profile: str | None = None):
     return RunStore(args.run or default_run_dir(args.config)), run
 
 
-def load_run(args, executor: str | None = None, profile: str | None = None):
-    """resolve(), then open (or check) the run folder under the run lock. Returns (store, run).
-
-    The lock comes first: a launcher that is refused must not have rewritten config.yaml."""
-    store, run = resolve(args, executor, profile)
-    with store.lock():
-        store.open(run)
-    return store, run
-
-
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
 
@@ -226,12 +216,17 @@ def cmd_data(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from collapse_hpc import engine
-    from collapse_hpc.launch.debug import execute
-
     hook = _experiment_cli(args.command)
     if hook:
         return hook.main(args)
+    return run_by_hand(args)
+
+
+def run_by_hand(args) -> int:
+    """One experiment of a config (or one variant, one unit of it) in this process."""
+    from collapse_hpc import engine
+    from collapse_hpc.launch.debug import execute
+
     args.only = [args.command]
     store, run = resolve(args, "debug")
     chains = engine.plan(run, only=args.only)

@@ -84,25 +84,9 @@ def main(args) -> int:
 
 
 def _chain(args) -> int:
-    from collapse_hpc import engine, logs
-    from collapse_hpc.cli import load_run
-    from collapse_hpc.launch.debug import execute
+    from collapse_hpc.cli import run_by_hand
 
-    args.only = ["lm"]
-    store, run = load_run(args, "debug")
-    logs.setup(getattr(args, "verbose", False), store.root)
-    chains = engine.plan(run, only=args.only)
-    if args.variant:
-        chains = [c for c in chains if c.variant.name == args.variant]
-        if not chains:
-            raise UserError(f"--variant {args.variant}: no such variant")
-    if args.unit is not None:
-        for c in chains:
-            c.jobs = [j for j in c.jobs if j.index == args.unit]
-    with store.lock():
-        counts = execute(store, run, chains)
-    print(f"{store.root}: {counts['done']} units done, {counts['skipped']} already finished")
-    return 0
+    return run_by_hand(args)
 
 
 # ------------------------------------------------------------------ reference mode
