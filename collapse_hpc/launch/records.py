@@ -25,7 +25,8 @@ def load(store) -> dict:
         return {"units": {}}
     except ValueError:
         return {"units": {}, "corrupt": str(path)}
-    data.setdefault("units", {})
+    if not isinstance(data, dict) or not isinstance(data.setdefault("units", {}), dict):
+        return {"units": {}, "corrupt": str(path)}
     return data
 
 

@@ -133,6 +133,9 @@ def submit(store, run, chains, **_) -> dict:
     # recorded even when a later sbatch fails.
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
         book, queue = records.load(store), queued()
+        if book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
+            raise UserError(f"{book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
+                            f"(squeue --me) and remove it, then submit again")
         on_exit.callback(records.save, store, book)
         book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
         for chain in [c for c in chains if c.shape == "chain"]:

@@ -249,3 +249,15 @@ def test_gmm_parts_are_one_array_and_vae_jobs_single_gpu(tmp_path, fake_slurm):
             assert flag(s[int(jid)], "nodes") == "1" and flag(s[int(jid)], "mem") == "32G"
             assert flag(s[int(jid)], "partition") == "gpu" and "--array" not in s[int(jid)]
     assert len(s) == 1 + 2 * 2 + 1  # the gmm array, two vae chains of two, the aggregation
+
+
+def test_corrupt_jobs_json_refuses_to_submit(tmp_path, fake_slurm):
+    """Without jobs.json it is unknown what is queued: submitting could start a second chain."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    (run / "jobs.json").write_text("[1, 2]")
+    before = len(scripts(fake_slurm))
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and "jobs.json is corrupt" in err and "Traceback" not in err
+    assert len(scripts(fake_slurm)) == before and (run / "jobs.json").read_text() == "[1, 2]"
