@@ -348,23 +348,48 @@ def dump(run: RunConfig) -> str:
     return yaml.safe_dump(run.to_dict(), sort_keys=False)
 
 
-def describe() -> str:
-    """Every key of every section: name, default, checks, meaning (for --help and the README)."""
+def _keys(cls) -> list[tuple[str, str, str, str]]:
+    """(name, default as JSON, checks, help) of every key of a config dataclass."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name == "sections":
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            _plain(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "")
+        checks = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k != "help")
+        out.append((f.name, json.dumps(_plain(default)), checks, f.metadata.get("help", "")))
+    return out
+
+
+def _sections(names=None):
     from collapse_hpc import experiments
 
-    def lines(cls, prefix):
-        out = []
-        for f in dataclasses.fields(cls):
-            if f.name == "sections":
-                continue
-            default = f.default if f.default is not dataclasses.MISSING else (
-                _plain(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "")
-            checks = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k != "help")
-            extra = f" [{checks}]" if checks else ""
-            out.append(f"  {prefix}{f.name} = {json.dumps(_plain(default))}{extra}\n      {f.metadata.get('help', '')}")
-        return out
+    return [("run-level keys", RunConfig, "")] + [
+        (f"section {n}", experiments.config_class(n), f"{n}.") for n in names or experiments.names()]
 
-    text = ["run-level keys:"] + lines(RunConfig, "")
-    for name in experiments.names():
-        text += ["", f"section {name}:"] + lines(experiments.config_class(name), f"{name}.")
+
+def describe() -> str:
+    """Every key of every section: name, default, checks, meaning (collapse-hpc config)."""
+    text = []
+    for title, cls, prefix in _sections():
+        text += ([""] if text else []) + [f"{title}:"]
+        for name, default, checks, help in _keys(cls):
+            extra = f" [{checks}]" if checks else ""
+            text.append(f"  {prefix}{name} = {default}{extra}\n      {help}")
     return "\n".join(text) + "\n"
+
+
+def describe_markdown() -> str:
+    """The same as Markdown tables, one per section of the package's own experiments (the README's
+    configuration reference)."""
+    from collapse_hpc.experiments import BUILTIN
+
+    text = []
+    for title, cls, prefix in _sections(BUILTIN):
+        text += [f"**{title}**", "", "| key | default | meaning |", "|---|---|---|"]
+        for name, default, checks, help in _keys(cls):
+            note = f" ({checks})" if checks else ""
+            cell = f"{help}{note}".replace("|", "\\|").replace("\n", " ")
+            text.append(f"| `{prefix}{name}` | `{default}` | {cell} |")
+        text.append("")
+    return "\n".join(text)

@@ -104,3 +104,14 @@ def test_keep_original_fraction_is_an_alias(tmp_path):
 
 def test_docstring_names_a_real_command():
     assert "--help-keys" not in cfgmod.__doc__
+
+
+def test_readme_configuration_reference_is_current():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+    assert start in readme and end in readme
+    written = readme.split(start, 1)[1].split(end, 1)[0]
+    assert written == cfgmod.describe_markdown(), \
+        "README's configuration reference is stale: paste collapse_hpc.config.describe_markdown() between its markers"

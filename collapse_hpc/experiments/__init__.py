@@ -15,6 +15,7 @@ REGISTRY = {
     "gaussian": "collapse_hpc.experiments.gaussian",
     "vae": "collapse_hpc.experiments.vae",
 }
+BUILTIN = tuple(REGISTRY)
 # Extra experiments outside the package (e.g. tests' toy experiment), visible to job
 # subprocesses too: COLLAPSE_EXTRA_EXPERIMENTS="toy=tests.toy_experiment,other=pkg.mod".
 for _item in filter(None, os.environ.get("COLLAPSE_EXTRA_EXPERIMENTS", "").split(",")):
