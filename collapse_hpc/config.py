@@ -101,8 +101,10 @@ def _plain(v):
 
 
 def _strip(d: dict) -> dict:
-    d = {k: v for k, v in d.items() if k not in NOT_HASHED}
-    return {k: (_strip(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    """The config without what says where or how it runs: NOT_HASHED at the run level, and a
+    section's own generation count (the sections are the run-level mappings)."""
+    return {k: ({s: x for s, x in v.items() if s != "generations"} if isinstance(v, dict) else v)
+            for k, v in d.items() if k not in NOT_HASHED}
 
 
 def config_hash(d: dict) -> str:
@@ -110,17 +112,19 @@ def config_hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(_strip(d), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, ignoring NOT_HASHED keys."""
-    a, b = _strip(a), _strip(b)
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return out
+def diff(a: dict, b: dict) -> list[str]:
+    """Dotted keys whose values differ, ignoring what the hash ignores."""
+    def walk(a, b, prefix):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            va, vb = a.get(k), b.get(k)
+            if isinstance(va, dict) and isinstance(vb, dict):
+                out += walk(va, vb, f"{prefix}{k}.")
+            elif va != vb:
+                out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+        return out
+
+    return walk(_strip(a), _strip(b), "")
 
 
 # ---------------------------------------------------------------- building dataclasses

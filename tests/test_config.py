@@ -115,3 +115,12 @@ def test_readme_configuration_reference_is_current():
     written = readme.split(start, 1)[1].split(end, 1)[0]
     assert written == cfgmod.describe_markdown(), \
         "README's configuration reference is stale: paste collapse_hpc.config.describe_markdown() between its markers"
+
+
+def test_hash_ignores_where_and_how_long_only():
+    base = {"name": "a", "executor": "local", "generations": 2, "toy": {"generations": 3}}
+    h = cfgmod.from_dict(base).hash()
+    assert cfgmod.from_dict({**base, "name": "b", "executor": "debug", "generations": 5,
+                             "toy": {"generations": 9}}).hash() == h
+    assert cfgmod.from_dict({**base, "seeds": [1]}).hash() != h
+    assert cfgmod.from_dict({**base, "regimes": ["accumulate"]}).hash() != h  # a regime's name counts

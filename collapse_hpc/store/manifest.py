@@ -41,6 +41,10 @@ def git_commit() -> str | None:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)
         commit = out.stdout.strip()
+        if commit:  # results of uncommitted code say so, as the image labels do
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            commit += "-dirty" if dirty else ""
     except (OSError, subprocess.SubprocessError):
         commit = ""
     # inside the container image the package is no checkout: the image records its build commit
