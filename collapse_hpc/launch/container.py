@@ -107,14 +107,13 @@ def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_pa
         if not path.exists():
             raise UserError(f"container image {image} not found (build it with make image && make sif)")
         image = str(path)
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     hf_home = Path(os.path.expandvars(str(hf_home or default_hf_home()))).expanduser().resolve()
     hf_home.mkdir(parents=True, exist_ok=True)  # a missing bind source fails the job at start
 
-    binds = [str(run_dir)]
+    binds = [_same_path(run_dir)]
     if data_dir is not None and Path(data_dir).exists():
-        binds.append(str(Path(data_dir).resolve()))
+        binds.append(_same_path(data_dir))
     binds.append(f"{hf_home}:{HF_CACHE}")
     if slurm_paths is None:
         slurm_paths = slurm_host_paths() if cfg.slurm_binds else []
@@ -125,7 +124,8 @@ def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_pa
     # Set, not inherited: the host's HF_HOME, TORCH_EXTENSIONS_DIR (compiled for the host's
     # torch) and PYTHONPATH (module loads) would otherwise win inside the image.
     env = {"PYTHONNOUSERSITE": "1", "PYTHONSAFEPATH": "1", "PYTHONPATH": "", "HF_HOME": HF_CACHE,
-           "TORCH_EXTENSIONS_DIR": f"{HF_CACHE}/torch_extensions", **cfg.env}
+           "TORCH_EXTENSIONS_DIR": f"{HF_CACHE}/torch_extensions", "NUMBA_CACHE_DIR": f"{HF_CACHE}/numba",
+           **cfg.env}
     argv = [cfg.runtime, "exec"]
     if cfg.nv:
         argv.append("--nv")
@@ -133,6 +133,14 @@ def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_pa
     for k, v in env.items():
         argv += ["--env", f"{k}={v}"]
     return argv + [image, "python"]
+
+
+def _same_path(path) -> str:
+    """A bind that shows a host folder at the path jobs are given: through a symlink (/scratch ->
+    /lustre/scratch) the real folder is bound at the given path."""
+    given = Path(path).expanduser().absolute()
+    real = given.resolve()
+    return str(real) if real == given else f"{real}:{given}"
 
 
 def slurm_python(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None) -> str | None:

@@ -14,7 +14,8 @@ from collapse_hpc.launch.container import ContainerConfig, command, slurm_host_p
 
 SLURM = ["/usr/bin/scontrol:/usr/bin/scontrol", "/etc/slurm", "/run/munge"]
 ENV = ["--env", "PYTHONNOUSERSITE=1", "--env", "PYTHONSAFEPATH=1", "--env", "PYTHONPATH=",
-       "--env", "HF_HOME=/hf-cache", "--env", "TORCH_EXTENSIONS_DIR=/hf-cache/torch_extensions"]
+       "--env", "HF_HOME=/hf-cache", "--env", "TORCH_EXTENSIONS_DIR=/hf-cache/torch_extensions",
+       "--env", "NUMBA_CACHE_DIR=/hf-cache/numba"]
 
 
 @pytest.fixture
@@ -52,6 +53,18 @@ def test_sample_profile_command_line(site):
         str(root / "images/collapse-hpc.sif"), "python"])
     assert "--cleanenv" not in line and "--containall" not in line  # SLURM_* must reach the job
     assert run.is_dir() and hf.is_dir()  # bind sources exist before the job starts
+
+
+def test_symlinked_folders_are_bound_at_the_paths_jobs_are_given(tmp_path):
+    """/scratch -> /lustre/scratch: the job is handed /scratch/... paths, so they must exist inside."""
+    (tmp_path / "img.sif").write_bytes(b"SIF")
+    (tmp_path / "lustre" / "data").mkdir(parents=True)
+    (tmp_path / "scratch").symlink_to(tmp_path / "lustre")
+    run, data = tmp_path / "scratch" / "run", tmp_path / "scratch" / "data"
+    cfg = ContainerConfig(image=str(tmp_path / "img.sif"), slurm_binds=False)
+    argv = command(cfg, run, data, tmp_path / "hf")
+    binds = argv[argv.index("--bind") + 1].split(",")
+    assert f"{tmp_path / 'lustre' / 'run'}:{run}" in binds and f"{tmp_path / 'lustre' / 'data'}:{data}" in binds
 
 
 def test_no_gpu_no_data_no_slurm_binds_singularity(tmp_path):
