@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from collapse_hpc.report import style
 from collapse_hpc.report.plots import (Context, Fig, draw_series, gens_axis, integer_x, legend_below, maybe_log,
-                                       no_data, save, series_label, series_order)
+                                       no_data, plain_log_ticks, save, series_label, series_order)
 
 log = logging.getLogger("collapse_hpc.report")
 GAPS = "Gaps mark generations not (yet) finished."
@@ -130,6 +130,7 @@ def lm_sequence_ppl(ctx: Context):
                             linestyle=style.generation_dash(i), linewidth=1.2, label=f"generation {g}")
                     ax.hist(x, bins=bins, density=True, histtype="stepfilled", color=colours[i], alpha=0.08)
             ax.set_xscale("log")
+            plain_log_ticks(ax.xaxis)
             ax.set_title(s if len(runs) == 1 else f"{run}: {s}")
             ax.set_xlabel("perplexity under the generation-0 model")
             ax.set_ylabel("density")

@@ -137,6 +137,16 @@ def maybe_log(ax, values, force: bool = False) -> None:
             ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def plain_log_ticks(axis) -> None:
+    """A log axis labelled 20, 50, 100, 200 …: readable where it spans only a decade or two (the
+    default labels every minor tick as 3 x 10^1, 4 x 10^1, … and they collide)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def integer_x(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
