@@ -26,7 +26,6 @@ The passes over the points vectorise (passes.py).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numba
@@ -227,7 +226,7 @@ def _fit_one(x, K, cov_type, tol, max_iter, reg, init, weights, means, cov, seed
     total = phi.sum(1)
     S = np.zeros((K, F))
     if not init:
-        labels = kmeans(phi[F - 1 - d:F - 1], K, seeding, trials, 300, 1e-4 * (x * x).sum() / (N * d))
+        labels = kmeans(phi[F - 1 - d:F - 1], K, seeding, trials)
         for f in range(F):
             for n in range(N):
                 S[labels[n], f] += phi[f, n]
@@ -274,8 +273,8 @@ def check(X, components: int, covariance: str) -> None:
 
 
 def threads(n: int | None = None) -> None:
-    """Use n threads for the fits (default: COLLAPSE_THREADS, else every core numba sees)."""
-    n = n or int(os.environ.get("COLLAPSE_THREADS", 0)) or numba.config.NUMBA_NUM_THREADS
+    """Use n threads for the fits (default: every core numba sees; a unit passes ctx.threads)."""
+    n = n or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 

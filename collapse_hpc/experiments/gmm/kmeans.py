@@ -1,6 +1,7 @@
 """k-means as scikit-learn's KMeans(n_clusters=K, n_init=1) runs it, compiled, for one data set:
 k-means++ seeding with 2 + ln K local trials per centre, then Lloyd until the labels stop
-changing or the centres move (in total squared distance) by at most tol. The seeding's uniforms
+changing or the centres move (in total squared distance) by at most 1e-4 x the mean variance of
+the coordinates (scikit-learn's tol=1e-4, scaled as its _tolerance does). The seeding's uniforms
 come from the caller (kmeans_draws), one row per data set from its replicate's generator.
 """
 from __future__ import annotations
@@ -77,10 +78,11 @@ def _assign(xt, centres, score, labels, member):
 
 
 @numba.njit(**JIT)
-def kmeans(xt, K, seeding, trials, max_iter, tol):
+def kmeans(xt, K, seeding, trials, max_iter=300):
     """Labels (N,) of KMeans(n_clusters=K, n_init=1) on centred points xt (d, N) (see the module
     docstring)."""
     d, N = xt.shape
+    tol = 1e-4 * (xt * xt).sum() / (N * d)  # centred: the mean of the coordinates' variances
     centres = np.empty((K, d))
     first = min(int(seeding[0] * N), N - 1)
     centres[0] = xt[:, first]
@@ -157,6 +159,5 @@ def kmeans_labels(X, K: int, seeding: np.ndarray) -> np.ndarray:
     out = []
     for x, s in zip(X, seeding):
         xt = np.ascontiguousarray((x - x.mean(0)).T)
-        out.append(kmeans(xt, K, np.ascontiguousarray(s), seeding_trials(K), 300,
-                           1e-4 * (xt * xt).sum() / xt.size))
+        out.append(kmeans(xt, K, np.ascontiguousarray(s), seeding_trials(K)))
     return np.stack(out)

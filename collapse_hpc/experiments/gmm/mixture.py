@@ -13,6 +13,8 @@ import numba
 import numpy as np
 import torch
 
+from collapse_hpc.experiments.gmm.passes import JIT
+
 
 @dataclass
 class Mixtures:
@@ -35,7 +37,7 @@ class Mixtures:
         return (w * (self.covariances + spread[..., :, None] * spread[..., None, :])).sum(1)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(**JIT)
 def cholesky(C, L) -> bool:
     """Lower Cholesky factor L of C (d, d), in place; False if C is not positive definite."""
     d = C.shape[0]
@@ -55,7 +57,7 @@ def cholesky(C, L) -> bool:
     return True
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@numba.njit(parallel=True, **JIT)
 def _sample(weights, means, cov, uniforms, normals, out, failed):
     R, K, d = means.shape
     n = uniforms.shape[1]
@@ -74,7 +76,7 @@ def _sample(weights, means, cov, uniforms, normals, out, failed):
                 out[r, i, a] = v
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@numba.njit(parallel=True, **JIT)
 def total_variance(points):
     """Trace of the covariance (ddof 0) of each replicate's points (R, n, d), (R,); two passes."""
     R, n, d = points.shape
