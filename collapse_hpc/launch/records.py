@@ -25,7 +25,8 @@ def load(store) -> dict:
         return {"units": {}}
     except ValueError:
         return {"units": {}, "corrupt": str(path)}
-    if not isinstance(data, dict) or not isinstance(data.setdefault("units", {}), dict):
+    units = data.setdefault("units", {}) if isinstance(data, dict) else None
+    if not isinstance(units, dict) or not all(isinstance(e, dict) for e in units.values()):
         return {"units": {}, "corrupt": str(path)}
     return data
 

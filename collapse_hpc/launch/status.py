@@ -7,7 +7,6 @@ for local runs. A failed job shows its log path and the last lines of its error.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 import subprocess
@@ -94,18 +93,11 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
 
 def _book(store: RunStore) -> dict:
     """jobs.json; a corrupt one is one error line, since every unit would silently read 'not run'."""
-    path = store.root / records.JOBS
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raw = {}
-    except ValueError:
-        raw = None
-    units = raw.get("units", {}) if isinstance(raw, dict) else None
-    if not isinstance(units, dict) or not all(isinstance(e, dict) for e in units.values()):
-        raise UserError(f"{path}: jobs.json is corrupt (not a JSON mapping of units), so job states are "
-                        f"unknown; restore it, or remove it to see only what the manifests say")
-    return records.load(store)
+    book = records.load(store)
+    if book.get("corrupt"):
+        raise UserError(f"{book['corrupt']}: jobs.json is corrupt (not a JSON mapping of units), so job "
+                        f"states are unknown; restore it, or remove it to see only what the manifests say")
+    return book
 
 
 def show(run_dir: str | Path) -> int:
