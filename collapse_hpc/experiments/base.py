@@ -47,6 +47,18 @@ def default_variants(experiment: str, run, extra: list[dict] | None = None) -> l
     return out
 
 
+def check_prepared(experiment: str, run, splits) -> None:
+    """The experiment's prepared data set (section key `dataset`) exists under the run's data_dir,
+    with its card and every split; else one line saying how to prepare it (for Experiment.check)."""
+    from collapse_hpc.errors import UserError
+
+    name, data_dir = run.section(experiment).dataset, Path(run.data_dir)
+    out = data_dir / name
+    if not (out / "card.json").is_file() or not all((out / f"{s}.parquet").is_file() for s in splits):
+        raise UserError(f"{experiment}.dataset: {out} is not prepared; run: collapse-hpc data prepare {name} "
+                        f"--data-dir {data_dir}")
+
+
 @dataclass
 class UnitContext:
     """Everything one unit of work needs. `dir` exists and holds only resumable leftovers."""

@@ -8,7 +8,7 @@ cli.py (`collapse-hpc lm` with the reference implementation's flags).
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import default_variants
+from collapse_hpc.experiments.base import check_prepared, default_variants
 
 
 class LanguageModel:
@@ -28,16 +28,9 @@ class LanguageModel:
 
     def check(self, run) -> None:
         """The corpus must be prepared beforehand: a run never downloads or builds one itself."""
-        from pathlib import Path
-
-        from collapse_hpc.errors import UserError
         from collapse_hpc.experiments.lm.data import SPLITS
 
-        name, data_dir = run.section(self.name).dataset, Path(run.data_dir)
-        out = data_dir / name
-        if not (out / "card.json").is_file() or not all((out / f"{s}.parquet").is_file() for s in SPLITS):
-            raise UserError(f"lm.dataset: {out} is not prepared; run: collapse-hpc data prepare {name} "
-                            f"--data-dir {data_dir}")
+        check_prepared(self.name, run, SPLITS)
 
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.lm.chain import run_generation

@@ -11,7 +11,7 @@ accumulate-subsample (the same pool, subsampled to the real data's size).
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import default_variants
+from collapse_hpc.experiments.base import check_prepared, default_variants
 
 
 class Vae:
@@ -29,18 +29,10 @@ class Vae:
 
     def check(self, run) -> None:
         """digits is prepared by the run when missing (offline, seconds); anything else must exist."""
-        from pathlib import Path
-
-        from collapse_hpc.errors import UserError
         from collapse_hpc.experiments.vae.data import SPLITS
 
-        name, data_dir = run.section(self.name).dataset, Path(run.data_dir)
-        out = data_dir / name
-        if name == "digits":
-            return
-        if not (out / "card.json").is_file() or not all((out / f"{s}.parquet").is_file() for s in SPLITS):
-            raise UserError(f"vae.dataset: {out} is not prepared; run: collapse-hpc data prepare {name} "
-                            f"--data-dir {data_dir}")
+        if run.section(self.name).dataset != "digits":
+            check_prepared(self.name, run, SPLITS)
 
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.vae.generation import run
