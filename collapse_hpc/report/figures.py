@@ -95,11 +95,9 @@ def lm_sequence_ppl(ctx: Context):
             path = unit.file("sequence_ppl.parquet")
             if path is None:
                 continue
-            names = pq.read_schema(path).names
-            column = next((c for c in ("ppl", "perplexity") if c in names), None)
-            if column is None:
+            if "ppl" not in pq.read_schema(path).names:  # evaluate.perplexity_table's column
                 continue
-            ppl = pq.read_table(path, columns=[column]).column(column).to_numpy()
+            ppl = pq.read_table(path, columns=["ppl"]).column("ppl").to_numpy()
             info = run.variant("lm", unit.variant)
             row = {"regime": info.regime, **info.settings}
             tables.append(pd.DataFrame({"run": run.label, "series": series_label(row, list(info.settings)),
