@@ -30,6 +30,8 @@ def _load(ref: str):
 def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = False) -> int:
     if source and name == "mnist":  # IDX files in a folder
         return _load(PREPARERS["mnist"])(data_dir, force=force, source=Path(source)) or 0
+    if source and name in PREPARERS:  # the built-in preparer and its readers own that folder
+        raise UserError(f"data set name {name!r} is a built-in data set; give your files another name")
     if source:
         return _load(LOCAL)(name, Path(source), data_dir, force=force) or 0
     if name not in PREPARERS:

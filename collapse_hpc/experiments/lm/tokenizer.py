@@ -65,6 +65,9 @@ def save_atomic(tokenizer, folder: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}.", dir=folder.parent))
     try:
         tokenizer.save_pretrained(str(tmp))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; data/ is shared on a cluster
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
