@@ -143,7 +143,7 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     out = Path(data_dir) / name
     if _prepared(out, force):
         return 0
-    files = source_files(source)
+    files = source_files(source, exclude=Path(data_dir))
     if not files:
         raise UserError(f"--from {source}: no .txt or .parquet files")
     splits = {s: [] for s in SPLITS}
@@ -170,14 +170,17 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
 SPLIT_FILE = re.compile(r"(train|validation|test)(-\d+-of-\d+)?")
 
 
-def source_files(source: Path) -> list[Path]:
+def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     """The .txt and .parquet files (any case) of a file or folder, hidden ones skipped: editors'
-    and notebooks' copies (.ipynb_checkpoints/), macOS' ._ files and .git are not corpus text."""
+    and notebooks' copies (.ipynb_checkpoints/), macOS' ._ files and .git are not corpus text.
+    Nothing under `exclude` (the data dir, e.g. for --from .) is read: it is earlier output."""
     if source.is_file():
         return [source] if source.suffix.lower() in (".txt", ".parquet") else []
+    skip = exclude.resolve() if exclude is not None else None
     return sorted(p for p in source.rglob("*")
                   if p.suffix.lower() in (".txt", ".parquet") and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(source).parts))
+                  and not any(part.startswith(".") for part in p.relative_to(source).parts)
+                  and not (skip and p.resolve().is_relative_to(skip)))
 
 
 def file_split(path: Path) -> str | None:

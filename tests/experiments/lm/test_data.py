@@ -298,3 +298,10 @@ def test_the_tokenizer_folder_is_readable_per_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "data" / "perm" / "tokenizer-bpe8000").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_data_dir_inside_the_source_folder_is_not_read_back(tmp_path):
+    (tmp_path / "a.txt").write_text("\n".join(corpus_lines(400, seed=1)))
+    data.prepare_local("here", tmp_path, tmp_path / "data")
+    data.prepare_local("here", tmp_path, tmp_path / "data", force=True)  # data/here/*.parquet are split-named
+    assert len(_all_rows(tmp_path / "data", "here")) == 400
