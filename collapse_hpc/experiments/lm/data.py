@@ -147,7 +147,7 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if not files:
         raise UserError(f"--from {source}: no .txt or .parquet files")
     splits = {s: [] for s in SPLITS}
-    named = {p: file_split(p) for p in files}
+    named = {p: file_split(p) if source.is_dir() else None for p in files}  # one file: split its rows
     if any(named.values()):
         _check_split_layout(source, named)
         for p in files:

@@ -305,3 +305,9 @@ def test_a_data_dir_inside_the_source_folder_is_not_read_back(tmp_path):
     data.prepare_local("here", tmp_path, tmp_path / "data")
     data.prepare_local("here", tmp_path, tmp_path / "data", force=True)  # data/here/*.parquet are split-named
     assert len(_all_rows(tmp_path / "data", "here")) == 400
+
+
+def test_a_single_file_named_for_a_split_is_split_by_rows(tmp_path):
+    (tmp_path / "train.txt").write_text("\n".join(corpus_lines(400, seed=1)))
+    data.prepare_local("one", tmp_path / "train.txt", tmp_path / "data")
+    assert all(data.read_texts(tmp_path / "data", "one", s) for s in data.SPLITS)
