@@ -102,11 +102,14 @@ class RunStore:
     def reset_unit(self, unit_dir: Path, keep: tuple[str, ...] = ()) -> None:
         """Make an unfinished unit ready to redo: drop its files except resumable sub-folders.
 
-        Inside those only temporaries go: their complete files (atomic writes) are reused.
+        Inside those only temporaries go: their complete files (atomic writes) are reused, unless
+        the unit was finished once and its manifest no longer vouches for a file there (changed
+        or missing afterwards): then that whole sub-folder goes, its files may depend on each other.
         """
         unit_dir.mkdir(parents=True, exist_ok=True)
+        bad = self._tampered(unit_dir, keep)
         for p in unit_dir.iterdir():
-            if p.is_dir() and p.name in keep:
+            if p.is_dir() and p.name in keep and p.name not in bad:
                 for q in p.rglob("*"):
                     if q.is_file() and atomic.is_temporary(q):
                         q.unlink(missing_ok=True)
@@ -114,6 +117,24 @@ class RunStore:
                 shutil.rmtree(p)
             else:
                 p.unlink(missing_ok=True)
+
+    @staticmethod
+    def _tampered(unit_dir: Path, keep: tuple[str, ...]) -> set[str]:
+        """The kept sub-folders holding a file that differs from the unit's old manifest."""
+        manifest = read_manifest(unit_dir)
+        if not manifest or manifest.get("corrupt"):
+            return set()
+        bad = set()
+        for rel, entry in manifest["files"].items():
+            top = rel.split("/", 1)[0]
+            if top not in keep or "/" not in rel or top in bad:
+                continue
+            p = unit_dir / rel
+            ok = (isinstance(entry, dict) and p.is_file() and p.stat().st_size == entry.get("bytes")
+                  and atomic.sha256_file(p) == entry.get("sha256"))
+            if not ok:
+                bad.add(top)
+        return bad
 
     def units(self) -> list[Path]:
         """Every unit folder of the run (finished or not)."""

@@ -165,3 +165,18 @@ def test_units_are_only_unit_folders(tmp_path):
     for name in ("gen_000", "part_001", "partial", "gen_x", "generated"):
         (tmp_path / "exp" / "v" / name).mkdir(parents=True)
     assert [p.name for p in store.units()] == ["gen_000", "part_001"]
+
+
+def test_redo_of_a_corrupted_finished_unit_drops_its_bad_resumable_folder(tmp_path):
+    # a finished unit whose kept sub-folder (lm: shards/, model/) went bad must not reuse it on redo
+    unit = tmp_path / "lm" / "v" / "gen_000"
+    atomic.write_bytes(unit / "shards" / "part-000-00000.bin", b"good shard")
+    atomic.write_bytes(unit / "shards" / "part-000-00001.bin", b"good shard too")
+    atomic.write_bytes(unit / "model" / "model.safetensors", b"weights")
+    atomic.write_bytes(unit / "metrics.json", b"m")
+    write_manifest(unit, config_hash="h", started=time.time())
+    (unit / "shards" / "part-000-00001.bin").write_bytes(b"garbage!!!!!!!")  # same size
+    RunStore(tmp_path).reset_unit(unit, keep=("shards", "model"))
+    assert not (unit / "shards").exists()
+    assert (unit / "model" / "model.safetensors").read_bytes() == b"weights"  # intact: kept
+    assert not (unit / "metrics.json").exists() and not (unit / "manifest.json").exists()
