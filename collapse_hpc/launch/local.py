@@ -75,7 +75,9 @@ def execute(store, run, chains, **_) -> dict:
     n_cores, free_gpus = cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
     total = sum(len(lane.jobs) for lane in lanes)
-    width = sum(lane.ranks for lane in lanes) or 1  # ranks that could run at once
+    # ranks that could run at once in the whole plan, finished units included: a resumed run
+    # gives each unit the threads of an uninterrupted one (CPU results depend on them)
+    width = sum(ranks_of(run, c.experiment) * (len(c.jobs) if c.shape == "array" else 1) for c in chains) or 1
     threads = str(max(1, n_cores // min(width, n_cores)))
     book = records.load(store)
     book["executor"] = "local"

@@ -72,3 +72,15 @@ def test_several_ranks_rendezvous(tmp_path):
     assert table["world_size"] == [2.0, 2.0] and table["rank_sum"] == [3.0, 3.0]  # gloo all-reduce of 1 + 2
     assert read_manifest(gen)["world_size"] == 2
     assert read_manifest(gen)["resources"]["cpus"] == 2 * share(2)  # per rank, times the ranks
+
+
+def test_a_redone_unit_gets_the_same_threads_as_in_the_full_run(tmp_path):
+    # results depend on the thread count (torch's CPU reductions): a resume must not change it
+    cfg = write_config(tmp_path, generations=2, ltchain={"rows": 4}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    gen1 = unit(run, "ltchain", "replace-p0-s0", "gen_001")
+    (gen1 / "manifest.json").unlink()
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "1 units done" in out, err
+    assert read_manifest(gen1)["resources"]["cpus"] == share(3)
