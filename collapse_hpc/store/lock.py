@@ -10,6 +10,8 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError
 
+ABANDONED_S = 60  # a lock is written microseconds after it is created; leaves room for clock skew
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -51,6 +53,10 @@ class RunLock:
             except FileExistsError:
                 owner = self.owner()
                 if owner is None:  # being written or unreadable: look again
+                    if self._abandoned():
+                        self.log(f"taking over unreadable lock {self.path} (unchanged for over {ABANDONED_S} s)")
+                        self.path.unlink(missing_ok=True)
+                        continue
                     time.sleep(0.2)
                     continue
                 if owner.get("host") == me["host"] and not _alive(_pid(owner)):
@@ -63,7 +69,15 @@ class RunLock:
                 json.dump(me, f)
             self.held, self.depth = True, 1
             return self
-        raise UserError(f"could not take the run lock {self.path}")
+        raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
+                        f"launcher is running on this run")
+
+    def _abandoned(self) -> bool:
+        """Unreadable and untouched for a while: its writer died between creating and writing it."""
+        try:
+            return time.time() - self.path.stat().st_mtime > ABANDONED_S
+        except FileNotFoundError:
+            return False
 
     def owner(self) -> dict | None:
         try:

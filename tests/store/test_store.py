@@ -180,3 +180,17 @@ def test_redo_of_a_corrupted_finished_unit_drops_its_bad_resumable_folder(tmp_pa
     assert not (unit / "shards").exists()
     assert (unit / "model" / "model.safetensors").read_bytes() == b"weights"  # intact: kept
     assert not (unit / "metrics.json").exists() and not (unit / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("text", ["", "garbage"])
+def test_old_unreadable_lock_is_taken_over(tmp_path, text):
+    # a launcher killed between creating the lock and writing its pid leaves an empty file
+    path = tmp_path / ".lock"
+    path.write_text(text)
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    with RunLock(path, log=lambda *_: None):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    fresh = tmp_path / "fresh.lock"
+    fresh.write_text(text)  # maybe being written right now: not taken
+    with pytest.raises(UserError, match="remove"):
+        RunLock(fresh, log=lambda *_: None).acquire()
