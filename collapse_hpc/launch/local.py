@@ -86,6 +86,10 @@ def execute(store, run, chains, **_) -> dict:
         print(f"{skipped} units already finished (skipped)", file=sys.stderr)
     used = 0
 
+    def name_helpers() -> None:
+        pids = [int(lane.running[0].job_id) for lane in lanes if lane.running and lane.running[0].job_id.isdigit()]
+        store.lock().record_helpers(pids)
+
     def start(lane: Lane) -> None:
         nonlocal used
         job = lane.jobs[0]
@@ -104,6 +108,7 @@ def execute(store, run, chains, **_) -> dict:
         records.record(book, job.label, job_id=sj.job_id, log=str(sj.paths.stderr), state="RUNNING",
                        started=time.time(), ranks=lane.ranks)
         records.save(store, book)
+        name_helpers()
 
     def finish(lane: Lane, bar) -> None:
         nonlocal used
@@ -129,6 +134,7 @@ def execute(store, run, chains, **_) -> dict:
             tqdm.write(f"FAILED {job.label}: {entry['error'].splitlines()[-1] if entry['error'] else ''} "
                        f"(log: {entry['log']})", file=sys.stderr)
         records.save(store, book)
+        name_helpers()
         bar.update(1 + len(lane.blocked) if lane.failed else 1)
 
     shown = ""

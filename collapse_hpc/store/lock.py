@@ -18,7 +18,10 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except OSError as e:
         return e.errno == errno.EPERM
-    return True
+    try:  # an exited child nobody reaped (a container's pid 1 may not) is no owner
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _pid(owner: dict) -> int:
@@ -59,6 +62,12 @@ class RunLock:
                         continue
                     time.sleep(0.2)
                     continue
+                helpers = [h for h in owner.get("helpers") or [] if isinstance(h, int) and _alive(h)]
+                if owner.get("host") == me["host"] and not _alive(_pid(owner)) and helpers:
+                    # a launcher killed alone leaves its unit processes writing into the run
+                    raise UserError(f"run is locked by dead pid {owner.get('pid')}, whose unit processes "
+                                    f"{', '.join(map(str, helpers))} still run ({self.path}); wait for them "
+                                    f"or kill them")
                 if owner.get("host") == me["host"] and not _alive(_pid(owner)):
                     self.log(f"taking over stale lock {self.path} of dead process {owner.get('pid')}")
                     self.path.unlink(missing_ok=True)
@@ -71,6 +80,17 @@ class RunLock:
             return self
         raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
                         f"launcher is running on this run")
+
+    def record_helpers(self, pids: list[int]) -> None:
+        """Name the processes working for the holder (local unit jobs) in the lock: while any of
+        them lives the lock is not stale, even if the holder itself was killed."""
+        owner = self.owner()
+        if not self.held or not owner or owner.get("pid") != os.getpid():
+            return
+        owner["helpers"] = sorted(pids)
+        tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(owner))
+        os.replace(tmp, self.path)
 
     def _abandoned(self) -> bool:
         """Unreadable and untouched for a while: its writer died between creating and writing it."""

@@ -194,3 +194,23 @@ def test_old_unreadable_lock_is_taken_over(tmp_path, text):
     fresh.write_text(text)  # maybe being written right now: not taken
     with pytest.raises(UserError, match="remove"):
         RunLock(fresh, log=lambda *_: None).acquire()
+
+
+def test_lock_of_dead_launcher_is_kept_while_its_unit_processes_run(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / ".lock"
+    with RunLock(path, log=lambda *_: None) as lock:
+        lock.record_helpers([os.getpid()])
+        assert json.loads(path.read_text())["helpers"] == [os.getpid()]
+    owner = {"pid": dead.pid, "host": socket.gethostname(), "started": 0, "helpers": [os.getpid()]}
+    path.write_text(json.dumps(owner))
+    with pytest.raises(UserError, match="still run"):
+        RunLock(path, log=lambda *_: None).acquire()
+    path.write_text(json.dumps({**owner, "helpers": [dead.pid]}))  # helpers gone too: stale
+    with RunLock(path, log=lambda *_: None):
+        pass
