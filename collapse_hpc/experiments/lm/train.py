@@ -119,6 +119,9 @@ def _save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
         model.save_pretrained(str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; results are shared on a cluster
         old = folder.with_name(f".old-{folder.name}")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():

@@ -287,3 +287,17 @@ def test_compiled_engine_trains_and_saves_plain_weights(lm_data_dir, lm_tokenize
     assert compiled["val_loss"][-1] < compiled["val_loss"][0]
     # the same steps on the same data: the compiled kernels differ only in rounding
     np.testing.assert_allclose(compiled["val_loss"], eager["val_loss"], rtol=2e-2)
+
+
+def test_saved_model_folder_is_readable_by_the_group(tmp_path):
+    # mkdtemp makes 0700: on a shared cluster others must read the model as they read every result
+    class Stub:
+        def save_pretrained(self, where):
+            Path(where, "config.json").write_text("{}")
+
+    old = os.umask(0o022)
+    try:
+        train._save_pretrained_atomic(Stub(), None, tmp_path / "model")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
