@@ -147,8 +147,14 @@ def resolve(args, executor: str | None = None, profile: str | None = None):
                             f"(it has: {', '.join(run.sections)})")
     if run.executor == "slurm":  # a bad profile must fail before the run folder exists
         from collapse_hpc.launch import profile as profmod
+        from collapse_hpc.launch.container import resolve_image
 
-        profmod.load(run.profile)
+        prof = profmod.load(run.profile)
+        if prof.container.image:  # before the run folder too; the jobs would only fail at start
+            try:
+                resolve_image(prof.container.image)
+            except UserError as e:
+                raise UserError(f"{run.profile}: {e}".replace("container image", "container.image", 1)) from None
     for name in run.enabled():  # e.g. an unprepared data set: one line now, not a failed job later
         check = getattr(experiments.get(name), "check", None)
         if check and (not only or name in only):

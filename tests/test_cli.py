@@ -6,8 +6,8 @@ import sys
 from tests.conftest import REPO
 
 
-def cli(*args, cwd=None):
-    env = dict(os.environ, COLLAPSE_EXTRA_EXPERIMENTS="toy=tests.toy_experiment", PYTHONPATH=str(REPO))
+def cli(*args, cwd=None, env=None):
+    env = dict(os.environ, COLLAPSE_EXTRA_EXPERIMENTS="toy=tests.toy_experiment", PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run([sys.executable, "-m", "collapse_hpc", *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=cwd or REPO, timeout=300)
 

@@ -93,6 +93,16 @@ def slurm_host_paths(candidates=SLURM_PATHS) -> list[str]:
     return found
 
 
+def resolve_image(image: str) -> str:
+    """A local .sif or sandbox as an absolute path (UserError if missing); docker:// etc. as given."""
+    if "://" in image:
+        return image
+    path = Path(image).expanduser().resolve()
+    if not path.exists():
+        raise UserError(f"container image {image} not found (build it with make image && make sif)")
+    return str(path)
+
+
 def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None) -> list[str] | None:
     """The argv that replaces `python` in every job, or None when the profile names no image.
 
@@ -101,12 +111,7 @@ def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_pa
     slurm_paths: the Slurm binds (default: found on this host when cfg.slurm_binds)."""
     if not cfg.image:
         return None
-    image = cfg.image
-    if "://" not in image:  # a local .sif or sandbox; docker:// etc. are taken as given
-        path = Path(image).expanduser().resolve()
-        if not path.exists():
-            raise UserError(f"container image {image} not found (build it with make image && make sif)")
-        image = str(path)
+    image = resolve_image(cfg.image)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     hf_home = Path(os.path.expandvars(str(hf_home or default_hf_home()))).expanduser().resolve()
     hf_home.mkdir(parents=True, exist_ok=True)  # a missing bind source fails the job at start

@@ -27,10 +27,16 @@ class LanguageModel:
         return run.generations_of(self.name)
 
     def check(self, run) -> None:
-        """The corpus must be prepared beforehand: a run never downloads or builds one itself."""
+        """The corpus must be prepared beforehand (a run never downloads or builds one itself), and
+        the model and tokenizer must be loadable where the jobs run."""
         from collapse_hpc.experiments.lm.data import SPLITS
+        from collapse_hpc.experiments.lm.hub import check_source
 
         check_prepared(self.name, run, SPLITS)
+        cfg = run.section(self.name)
+        for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
+            if tag:
+                check_source(f"{self.name}.{key}", tag, slurm=run.executor == "slurm")
 
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.lm.chain import run_generation

@@ -111,6 +111,8 @@ def prepare_wikivital(data_dir: Path, force: bool = False) -> int:
 
 
 def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
+    from collapse_hpc.experiments.lm.hub import hub_offline
+
     out = Path(data_dir) / "wikitext2"
     if _prepared(out, force):
         return 0
@@ -121,7 +123,7 @@ def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
         ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1")
     except Exception as e:  # offline, no cache, hub errors: all one line for the user
         hint = " (HF_HUB_OFFLINE=1 and not in the HF cache: prepare it where the hub is reachable " \
-               "with HF_HOME on shared storage, see data/README.md)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+               "with HF_HOME on shared storage, see data/README.md)" if hub_offline() else ""
         msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"wikitext-2-raw-v1 cannot be loaded{hint}: {msg[:200]}") from None
     splits = {s: [{"text": t} for t in ds[s]["text"]] for s in SPLITS}

@@ -64,7 +64,9 @@ def build_model(cfg, tokenizer, data_dir: Path):
 def _hub_model(tag: str, pretrained: bool):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    from collapse_hpc.experiments.lm.hub import hub_offline
+
+    offline = hub_offline()
     try:
         if pretrained:
             return AutoModelForCausalLM.from_pretrained(tag)

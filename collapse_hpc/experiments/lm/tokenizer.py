@@ -81,11 +81,13 @@ def load_tokenizer(cfg, data_dir: Path):
     tag = cfg.tokenizer or (None if cfg.model == "tiny" else cfg.model)
     if tag is None:
         return bpe_tokenizer(data_dir, cfg.dataset, cfg.vocab_size)
+    from collapse_hpc.experiments.lm.hub import hub_offline
+
     try:
         tok = AutoTokenizer.from_pretrained(tag)
     except (OSError, ValueError) as e:
         raise UserError(f"tokenizer {tag!r} cannot be loaded (not a folder, not in the HF cache"
-                        f"{', hub offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else ''}): "
+                        f"{', hub offline' if hub_offline() else ''}): "
                         f"{str(e).splitlines()[0]}") from None
     if tok.pad_token is None:  # gpt2 and friends: pad with eos (padding is masked anyway)
         tok.pad_token = tok.eos_token

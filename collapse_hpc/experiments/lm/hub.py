@@ -1,0 +1,53 @@
+"""Where a model or tokenizer tag comes from: a local folder, the HF cache, or the hub.
+
+The launcher checks every tag before it writes anything (LanguageModel.check), so a tag that can
+only fail, e.g. facebook/opt-125m with the hub offline and an empty cache, is one error line at
+submit time instead of one failed job per chain.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's spelling of a true environment flag
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+
+
+def _looks_like_path(tag: str) -> bool:
+    return tag.startswith(("/", "./", "../", "~")) or tag in (".", "..")
+
+
+def check_source(key: str, tag: str, slurm: bool = False) -> None:
+    """UserError unless `tag` (config key `key`) can be loaded: a folder with config.json or
+    tokenizer files, a hub tag in the HF cache, or a hub tag with the hub reachable. On Slurm a tag
+    that is only on the hub is a warning: compute nodes often have no internet."""
+    folder = Path(tag).expanduser()
+    if folder.is_dir():
+        if not any((folder / f).is_file() for f in ("config.json", "tokenizer_config.json", "tokenizer.json")):
+            raise UserError(f"{key}: {folder} holds no model or tokenizer (config.json or tokenizer.json expected)")
+        return
+    if _looks_like_path(tag) or folder.exists():
+        raise UserError(f"{key}: {tag} is not a folder")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = any(isinstance(try_to_load_from_cache(tag, f), str)
+                     for f in ("config.json", "tokenizer_config.json"))
+    except ValueError:  # huggingface_hub refuses the name itself (HFValidationError is a ValueError)
+        raise UserError(f"{key}: {tag!r} is neither a folder nor a hub tag (owner/name)") from None
+    if cached:
+        return
+    fill = f"fill it where the hub is reachable: hf download {tag} (with the same HF_HOME)"
+    if hub_offline():
+        raise UserError(f"{key}: {tag!r} is not in the HF cache ({constants.HF_HUB_CACHE}) and the hub is "
+                        f"offline (HF_HUB_OFFLINE=1); {fill}")
+    if slurm:
+        logging.getLogger("collapse_hpc").warning(
+            "%s: %r is not in the HF cache (%s): each job downloads it, which needs internet on the compute "
+            "nodes; %s", key, tag, constants.HF_HUB_CACHE, fill)
