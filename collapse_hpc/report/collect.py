@@ -117,6 +117,8 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
 
     for name in run.sections:
         generations[name] = run.generations_of(name)
+        if name not in run.enabled():  # enabled: false plans nothing; its section stays out
+            continue
         try:
             exp = experiments.get(name)
             for v in exp.variants(run):

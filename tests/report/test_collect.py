@@ -103,3 +103,14 @@ def test_package_versions_come_from_manifests(run):
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(UserError, match="not a run folder"):
         collect.load_run(tmp_path)
+
+
+def test_disabled_experiment_is_not_planned(tmp_path):
+    # enabled: false runs nothing; the report must not list it as planned and missing
+    root = tmp_path / "r"
+    synthetic.write_config(root, {"gmm": {"generations": 3}, "lm": {"enabled": False}})
+    synthetic.gmm(root, generations=3, parts=1, replicates=2)
+    data = collect.load_run(root)
+    assert data.experiments() == ["gmm"]
+    header, rows = tables.completeness([data])
+    assert {r[1] for r in rows} == {"gmm"}
