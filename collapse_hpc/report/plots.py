@@ -150,7 +150,9 @@ def plain_log_ticks(axis) -> None:
 def integer_x(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # min_n_ticks=1: a single generation's +-0.05 range holds one integer, and the default (2)
+    # falls back to fractional ticks that overlap
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def no_data(ax, text: str = "no data yet") -> None:

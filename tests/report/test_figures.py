@@ -51,3 +51,33 @@ def test_missing_generations_are_absent_from_summary(full_report):
     assert sorted(vae["generation"].unique()) == [0, 1, 2]  # generation 3 of 4 is not finished
     md = (full_report / "results.md").read_text()
     assert "2 (of 3)" in md  # the table says the last generation reached and how many were planned
+
+
+def _context(root, experiment):
+    from collapse_hpc.report import collect, stats
+    from collapse_hpc.report.plots import Context
+
+    data = [collect.load_run(root)]
+    df = collect.tidy(data)
+    df = df[df["experiment"] == experiment]
+    return Context(experiment, df, stats.summarise(df), data)
+
+
+def test_one_generation_has_integer_ticks(tmp_path):
+    # a line from one point: matplotlib's default x range is +-0.05, whose ticks (-0.045 …) overlap
+    from collapse_hpc.report import style
+    from matplotlib import rc_context
+    from tests.report import synthetic
+
+    root = tmp_path / "g1"
+    synthetic.write_config(root, {"gaussian": {"generations": 1}}, generations=1)
+    synthetic.gaussian(root, generations=1, replicates=5)
+    ctx = _context(root, "gaussian")
+    with rc_context(style.RC):
+        for fn in (figures.gaussian_variance, figures.overviews(ctx)[0][2]):
+            fig, _ = fn(ctx)
+            fig.canvas.draw()
+            for ax in (a for a in fig.axes if a.get_visible()):
+                lo, hi = ax.get_xlim()
+                shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+                assert shown and all(float(t).is_integer() for t in shown), shown
