@@ -73,11 +73,19 @@ def series_label(row, settings: list[str], exclude: tuple[str, ...] = ()) -> str
 
 
 def series_order(label: str):
-    """replace before accumulate, then natural order (samples=100 before samples=1000)."""
+    """replace (by kept fraction) before accumulate, then settings in natural order (samples=100
+    before samples=1000): the regime decides first, so it keeps its place with or without settings."""
     import re
 
-    parts = [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]
-    return (not label.startswith("replace"), parts)
+    def natural(text):
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+    parts = label.split(", ")
+    regime, rest = parts[:1], parts[1:]
+    if rest and rest[0].startswith("keep "):
+        regime, rest = parts[:2], parts[2:]
+    keep = natural(regime[1]) if len(regime) > 1 else []
+    return (not label.startswith("replace"), natural(regime[0]), keep, natural(", ".join(rest)))
 
 
 def gens_axis(planned: int | None, observed) -> np.ndarray:

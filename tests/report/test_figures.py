@@ -81,3 +81,14 @@ def test_one_generation_has_integer_ticks(tmp_path):
                 lo, hi = ax.get_xlim()
                 shown = [t for t in ax.get_xticks() if lo <= t <= hi]
                 assert shown and all(float(t).is_integer() for t in shown), shown
+
+
+def test_series_ordered_by_regime_before_settings():
+    # the same regime keeps its place (and colour) whether or not a setting is in the label
+    from collapse_hpc.report.plots import series_order
+
+    labels = ["replace, keep 10%, samples=100", "accumulate, samples=100", "replace, samples=1000",
+              "replace, samples=100", "replace, keep 5%, samples=100", "accumulate-subsample, samples=100"]
+    assert sorted(labels, key=series_order) == [
+        "replace, samples=100", "replace, samples=1000", "replace, keep 5%, samples=100",
+        "replace, keep 10%, samples=100", "accumulate, samples=100", "accumulate-subsample, samples=100"]
