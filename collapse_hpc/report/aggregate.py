@@ -43,7 +43,10 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     for name in names:
         ctx = Context(name, df[df["experiment"] == name], summary[summary["experiment"] == name], data)
         figs = figures.draw(ctx, out / "figures")
-        sections.append(page.Section(name, figs, tables.first_last(summary, data, name)))
+        datasets = sorted({str(sec["dataset"]) for r in data for sec in [r.raw_config.get(name)]
+                           if isinstance(sec, dict) and sec.get("dataset")})
+        sections.append(page.Section(name, figs, tables.first_last(summary, data, name),
+                                     page.section_title(name, datasets)))
         log.info("report: %s: %d of %d figures", name, sum(bool(f.files) for f in figs), len(figs))
 
     _drop_stale(out / "figures", {f for s in sections for fig in s.figures for f in fig.files})

@@ -15,6 +15,11 @@ class Section:
     experiment: str
     figures: list[Fig]
     table: Table
+    title: str = ""  # default: NAMES
+
+    @property
+    def heading(self) -> str:
+        return self.title or NAMES.get(self.experiment, self.experiment)
 
 
 @dataclass
@@ -33,8 +38,17 @@ class Report:
         return Path(os.path.relpath(path, self.out)).as_posix()
 
 
-NAMES = {"lm": "Language model (OPT on WikiText-2)", "gmm": "Gaussian mixture", "gaussian": "Single Gaussian",
-         "vae": "Variational autoencoder (MNIST)"}
+NAMES = {"lm": "Language model (OPT)", "gmm": "Gaussian mixture", "gaussian": "Single Gaussian",
+         "vae": "Variational autoencoder"}
+
+
+def section_title(experiment: str, datasets: list[str]) -> str:
+    """The experiment's name with the data sets its runs used (from their configs, not assumed)."""
+    base = NAMES.get(experiment, experiment)
+    if not datasets:
+        return base
+    names = ", ".join(datasets)
+    return base[:-1] + f" on {names})" if base.endswith(")") else f"{base} ({names})"
 
 # Records broken images and console errors into the DOM, so a headless browser's --dump-dom
 # shows them (the report's test reads these attributes).
@@ -98,7 +112,7 @@ def _fig_html(rep: Report, fig: Fig) -> str:
 def write_html(rep: Report) -> str:
     e = html.escape
     runs = ", ".join(f"<code>{e(label)}</code> ({e(str(root))})" for label, root in rep.runs)
-    nav = "".join(f'<a href="#{s.experiment}">{e(NAMES.get(s.experiment, s.experiment))}</a>' for s in rep.sections)
+    nav = "".join(f'<a href="#{s.experiment}">{e(s.heading)}</a>' for s in rep.sections)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(rep.title)}</title>",
              f"<style>{CSS}</style>{CHECK_SCRIPT}</head><body>",
              f"<h1>{e(rep.title)}</h1><p>Runs: {runs}.</p>",
@@ -110,7 +124,7 @@ def write_html(rep: Report) -> str:
         items = "".join(f"<li>{e(p)}</li>" for p in rep.problems[:50])
         parts.append(f"<h2>Problems</h2><p>Units left out of the report:</p><ul>{items}</ul>")
     for s in rep.sections:
-        parts.append(f'<h2 id="{s.experiment}">{e(NAMES.get(s.experiment, s.experiment))}</h2>')
+        parts.append(f'<h2 id="{s.experiment}">{e(s.heading)}</h2>')
         parts += [_fig_html(rep, f) for f in s.figures]
         parts.append("<h3>Generation 0 against the last</h3>" + _html_table(s.table))
     parts.append("<h2 id=\"progress\">Progress</h2>" + _html_table(rep.completeness))
@@ -130,7 +144,7 @@ def write_markdown(rep: Report) -> str:
     if rep.problems:
         out.append("## Problems\n\n" + "\n".join(f"- {p}" for p in rep.problems[:50]) + "\n")
     for s in rep.sections:
-        out.append(f"## {NAMES.get(s.experiment, s.experiment)}\n")
+        out.append(f"## {s.heading}\n")
         for f in s.figures:
             if f.files:
                 png, pdf = (rep.rel(p) for p in f.files)

@@ -71,3 +71,18 @@ def test_page_has_tables_config_and_compute(full_report):
     assert (full_report / "index.html").stat().st_mode & 0o777 == 0o666 & ~mask  # shareable, not 0600
     md = (full_report / "results.md").read_text()
     assert "![L2 distance to generation 0](figures/gmm_l2.png)" in md and "```yaml" in md
+
+
+def test_section_titles_name_the_run_data_set(tmp_path):
+    # the titles named WikiText-2 and MNIST whatever data the run used (wikivital, digits by default)
+    from collapse_hpc.report import aggregate
+    from tests.report import synthetic
+
+    root = tmp_path / "r"
+    synthetic.write_config(root, {"lm": {"generations": 2, "seeds": [0, 1], "dataset": "wikivital"},
+                                  "vae": {"generations": 2, "dataset": "digits"}}, generations=2,
+                           regimes=[{"name": "replace", "keep_fraction": 0.0}, {"name": "replace", "keep_fraction": 0.1}])
+    synthetic.lm(root, generations=2, small=True)
+    md = (aggregate.build([str(root)]).parent / "results.md").read_text()
+    assert "## Language model (OPT on wikivital)" in md and "WikiText-2" not in md
+    assert "## Variational autoencoder (digits)" in md and "MNIST" not in md
