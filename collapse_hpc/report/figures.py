@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from collapse_hpc.report import style
-from collapse_hpc.report.plots import (Context, Fig, draw_series, gens_axis, integer_x, legend_below, maybe_log,
+from collapse_hpc.report.plots import (Context, Fig, draw_series, gens_axis, integer_x, legend_below, log_y, maybe_log,
                                        no_data, plain_log_ticks, save, series_label, series_order)
 
 log = logging.getLogger("collapse_hpc.report")
@@ -231,7 +231,7 @@ def _per_samples(ctx: Context, metric: str, theory: bool):
                 gens = gens_axis(ctx.planned(run), ctx.df["generation"])
                 curve, label = _theory(ctx, run, int(n), gens)
                 ax.plot(gens, curve, color="0.35", linestyle=(0, (1, 1)), linewidth=1.6, label=label)
-            ax.set_yscale("log", nonpositive="mask")
+            log_y(ax)
             ax.set_title((f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})"))
             ax.set_xlabel("generation k")
             integer_x(ax)

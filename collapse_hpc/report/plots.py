@@ -138,11 +138,25 @@ def maybe_log(ax, values, force: bool = False) -> None:
     if not len(positive) or (not force and len(positive) < len(v)):  # a real zero stays visible
         return
     if force or positive.max() / positive.min() > 100:
-        ax.set_yscale("log", nonpositive="mask")
-        if positive.max() / positive.min() > 10:  # whole decades labelled: no crowded minor labels
-            from matplotlib.ticker import NullFormatter
+        log_y(ax)
 
-            ax.yaxis.set_minor_formatter(NullFormatter())
+
+def log_y(ax) -> None:
+    """A log y-axis labelled 10^k over many decades, and 0.9, 1, 2 … over one or two (the default
+    writes 9 x 10^-1 and 2 x 10^0 there); minor labels only where a decade or less is shown."""
+    import math
+
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class Readable(LogFormatterSciNotation):
+        def __call__(self, x, pos=None):
+            text = super().__call__(x, pos)
+            lo, hi = sorted(abs(v) for v in self.axis.get_view_interval())
+            return f"{x:g}" if text and lo > 0 and math.log10(hi / lo) <= 2 else text
+
+    ax.set_yscale("log", nonpositive="mask")
+    ax.yaxis.set_major_formatter(Readable())
+    ax.yaxis.set_minor_formatter(Readable(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def plain_log_ticks(axis) -> None:

@@ -92,3 +92,26 @@ def test_series_ordered_by_regime_before_settings():
     assert sorted(labels, key=series_order) == [
         "replace, samples=100", "replace, samples=1000", "replace, keep 5%, samples=100",
         "replace, keep 10%, samples=100", "accumulate, samples=100", "accumulate-subsample, samples=100"]
+
+
+def test_log_axes_read_plainly_over_a_decade_or_two():
+    # the default labels a narrow log axis "9 x 10^-1", "2 x 10^0"; wide ones keep 10^k
+    import matplotlib.pyplot as plt
+    from collapse_hpc.report.plots import log_y
+
+    def labels(lo, hi):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [lo, hi])
+        log_y(ax)
+        fig.canvas.draw()
+        y0, y1 = ax.get_ylim()
+        shown = [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor)
+                 if t.get_text() and y0 <= t.get_position()[1] <= y1]
+        plt.close(fig)
+        return shown
+
+    narrow = labels(0.85, 2.2)
+    assert narrow and all(float(t) for t in narrow), narrow  # plain numbers: 1, 2
+    assert "1" in narrow and "2" in narrow
+    wide = labels(1e-6, 3)
+    assert wide and all("10^" in t for t in wide), wide
