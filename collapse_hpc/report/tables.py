@@ -7,7 +7,7 @@ from collections import defaultdict
 import pandas as pd
 
 from collapse_hpc.report.collect import RunData, setting_columns
-from collapse_hpc.report.plots import series_label
+from collapse_hpc.report.plots import series_label, series_order
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -38,9 +38,11 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str) -> T
         when = str(reached) if not planned or reached >= planned - 1 else f"{reached} (of {planned - 1})"
         change = (last["mean"] - first) / abs(first) if first and math.isfinite(first) else float("nan")
         label = series_label(grp.iloc[0], settings)
-        rows.append(([run] if multi else []) + [label, metric, num(first), num(last["mean"]), when, str(int(last["n"])),
-                                                "—" if not math.isfinite(change) else f"{change:+.1%}"])
-    return header, rows
+        rows.append((run, series_order(label), metric, ([run] if multi else []) + [
+            label, metric, num(first), num(last["mean"]), when, str(int(last["n"])),
+            "—" if not math.isfinite(change) else f"{change:+.1%}"]))
+    rows.sort(key=lambda r: r[:3])  # series in the figures' order (replace before accumulate)
+    return header, [r[3] for r in rows]
 
 
 def completeness(runs: list[RunData]) -> Table:

@@ -115,3 +115,16 @@ def test_log_axes_read_plainly_over_a_decade_or_two():
     assert "1" in narrow and "2" in narrow
     wide = labels(1e-6, 3)
     assert wide and all("10^" in t for t in wide), wide
+
+
+def test_first_last_table_lists_series_in_the_figures_order(tmp_path):
+    from collapse_hpc.report import tables
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 3}})
+    synthetic.gaussian(root, generations=3, replicates=4)
+    ctx = _context(root, "gaussian")
+    _, rows = tables.first_last(ctx.summary, ctx.runs, "gaussian")
+    series = list(dict.fromkeys(r[0].split(",")[0] for r in rows))
+    assert series == ["replace", "accumulate"], series
