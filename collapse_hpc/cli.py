@@ -155,6 +155,11 @@ def resolve(args, executor: str | None = None, profile: str | None = None):
                 resolve_image(prof.container.image)
             except UserError as e:
                 raise UserError(f"{run.profile}: {e}".replace("container image", "container.image", 1)) from None
+        from collapse_hpc import engine
+        from collapse_hpc.launch import slurm
+
+        kinds = {c.kind for c in engine.plan(run, only=only)} | {"aggregate"}
+        slurm.check_profile(prof, sorted(kinds))
     for name in run.enabled():  # e.g. an unprepared data set: one line now, not a failed job later
         check = getattr(experiments.get(name), "check", None)
         if check and (not only or name in only):

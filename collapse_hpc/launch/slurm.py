@@ -50,6 +50,47 @@ def queued() -> dict[str, str]:
     return states
 
 
+def _minutes(limit: str) -> float | None:
+    """Slurm's [days-]hours:minutes:seconds (or minutes[:seconds]) in minutes; None: no limit."""
+    if limit.upper() in ("UNLIMITED", "INFINITE", "NONE", ""):
+        return None
+    days, _, clock = limit.rpartition("-")
+    parts = [int(x) for x in clock.split(":")]
+    h, m, sec = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+    return (int(days or 0) * 24 + h) * 60 + m + sec / 60
+
+
+def partitions() -> dict[str, dict[str, str]]:
+    """partition name -> its `scontrol show partition` fields."""
+    out = {}
+    for line in _slurm(["scontrol", "show", "partition", "-o"]).splitlines():
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        if "PartitionName" in fields:
+            out[fields["PartitionName"]] = fields
+    return out
+
+
+def check_profile(prof: profiles.Profile, kinds) -> None:
+    """Before anything is written or queued: every partition the jobs of `kinds` ask for exists
+    and takes their time limit. sbatch would refuse only after earlier jobs were queued, or (with
+    EnforcePartLimits=NO) queue a too-long job that then pends forever."""
+    parts = partitions()
+    default = next((n for n, f in parts.items() if f.get("Default") == "YES"), None)
+    for kind in kinds:
+        res = prof.resources(kind)
+        named = res.partition or prof.partition
+        names = named.split(",") if named else [default] if default else []
+        where = f"jobs.{kind}.partition" if res.partition else "partition"
+        for name in names:
+            if name not in parts:
+                raise UserError(f"profile {prof.name}: {where}: no partition {name!r} on this cluster "
+                                f"(it has: {', '.join(parts)})")
+        limits = [_minutes(parts[n].get("MaxTime", "UNLIMITED")) for n in names]
+        if limits and all(m is not None and res.time_min > m for m in limits):
+            raise UserError(f"profile {prof.name}: jobs.{kind}.time_min: {res.time_min} is over the time "
+                            f"limit of partition {','.join(names)} ({max(limits):g} min)")
+
+
 def cancel(job_ids: list[str]) -> None:
     if job_ids:
         subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)

@@ -18,6 +18,11 @@ FAKES = {
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
     "sacct": "true\n",
     "srun": "true\n",  # submitit only checks that it exists
+    # the partitions of the dev cluster and the example profile, or partitions.txt
+    "scontrol": '[ "$1 $2" = "show partition" ] || exit 1\n'
+                'cat "$FAKE_SLURM/partitions.txt" 2>/dev/null || printf "%s\\n" '
+                '"PartitionName=debug Default=YES MaxTime=UNLIMITED" "PartitionName=gpu Default=NO MaxTime=2-00:00:00" '
+                '"PartitionName=cpu Default=NO MaxTime=UNLIMITED"\n',
 }
 
 
@@ -261,3 +266,31 @@ def test_corrupt_jobs_json_refuses_to_submit(tmp_path, fake_slurm):
     rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 2 and "jobs.json is corrupt" in err and "Traceback" not in err
     assert len(scripts(fake_slurm)) == before and (run / "jobs.json").read_text() == "[1, 2]"
+
+
+@pytest.mark.parametrize("partitions, profile_text, message", [
+    ("PartitionName=debug Default=YES MaxTime=UNLIMITED", "partition: nosuch\n",
+     "partition: no partition 'nosuch' on this cluster (it has: debug)"),
+    ("PartitionName=debug Default=YES MaxTime=UNLIMITED", "jobs: {cpu: {partition: cpu}}\n",
+     "jobs.cpu.partition: no partition 'cpu'"),
+    ("PartitionName=short Default=YES MaxTime=30:00", "jobs: {gpu: {time_min: 60}}\n",
+     "jobs.gpu.time_min: 60 is over the time limit of partition short (30 min)"),
+])
+def test_partition_problems_are_one_line_before_anything_is_written(tmp_path, fake_slurm, partitions,
+                                                                    profile_text, message):
+    """sbatch would refuse only after earlier jobs were queued, or queue a too-long job for ever."""
+    (fake_slurm / "partitions.txt").write_text(partitions + "\n")
+    profile = {"jobs": {kind: {"time_min": 20} for kind in ("gpu", "gpu1", "cpu", "aggregate")}}
+    for key, value in yaml.safe_load(profile_text).items():
+        if key == "jobs":
+            for kind, res in value.items():
+                profile["jobs"][kind].update(res)
+        else:
+            profile[key] = value
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(profile))
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 1})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and message in err and "Traceback" not in err, err
+    assert [ln for ln in err.splitlines() if ln.strip()] == [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
