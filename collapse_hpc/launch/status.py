@@ -67,9 +67,15 @@ def error_lines(log: str | None, n: int = 5) -> list[str]:
     if not log or not Path(log).is_file():
         return []
     with open(log, "rb") as f:
-        f.seek(max(0, os.path.getsize(log) - 16384))
+        f.seek(max(0, os.path.getsize(log) - 262144))  # progress bars fill a short tail
         text = f.read().decode(errors="replace")
-    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    # a progress bar redraws itself with \r: keep what a terminal would show, not every redraw
+    shown = [([seg for seg in ln.split("\r") if seg.strip()] or [""])[-1] for ln in text.split("\n")]
+    lines = [ln.rstrip() for ln in shown if ln.strip()]
+    # Slurm's own reason (*** JOB 45 ON vm CANCELLED AT … ***): the job may log on for its kill wait
+    reason = [ln for ln in lines if ln.startswith("slurmstepd") and "***" in ln][-1:]
+    if reason and reason[0] not in lines[-n:]:
+        return reason + lines[-(n - 1):]
     return lines[-n:]
 
 
