@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -298,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # `status RUN | head`: the reader left; quiet, as other tools are
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would raise
+        return 141
     except OSError as e:  # a user path that cannot be made or read (--run /proc/x, a full disk)
         print(f"error: {_os_message(e)}", file=sys.stderr)
         return UserError.exit_code

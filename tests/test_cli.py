@@ -174,3 +174,18 @@ def test_help_texts():
     assert "run's chains" in run and "own generations" in run
     toy = cli("toy", "--help")
     assert toy.returncode == 0 and "--only" not in toy.stdout and "--unit N" in toy.stdout
+
+
+def test_reader_closing_the_pipe_is_quiet(tmp_path):
+    # `collapse-hpc status RUN | head -3` with more than a pipe buffer of output
+    code = ("import sys; from collapse_hpc import cli\n"
+            "for _ in range(200):\n"
+            "    rc = cli.main(['config'])\n"
+            "    if rc: break\n"
+            "sys.exit(rc)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and "error" not in err.lower() and "Traceback" not in err, err
