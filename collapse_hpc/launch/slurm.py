@@ -55,15 +55,20 @@ def _minutes(limit: str) -> float | None:
     if limit.upper() in ("UNLIMITED", "INFINITE", "NONE", ""):
         return None
     days, _, clock = limit.rpartition("-")
-    parts = [int(x) for x in clock.split(":")]
+    try:
+        parts = [int(x) for x in clock.split(":")]
+        days = int(days or 0)
+    except ValueError:  # a format this parser does not know: sbatch still checks it
+        return None
     h, m, sec = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
-    return (int(days or 0) * 24 + h) * 60 + m + sec / 60
+    return (days * 24 + h) * 60 + m + sec / 60
 
 
 def partitions() -> dict[str, dict[str, str]]:
     """partition name -> its `scontrol show partition` fields."""
     out = {}
-    for line in _slurm(["scontrol", "show", "partition", "-o"]).splitlines():
+    # -a: hidden partitions too (a user allowed on one must not be refused here)
+    for line in _slurm(["scontrol", "-a", "-o", "show", "partition"]).splitlines():
         fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
         if "PartitionName" in fields:
             out[fields["PartitionName"]] = fields

@@ -19,7 +19,7 @@ FAKES = {
     "sacct": "true\n",
     "srun": "true\n",  # submitit only checks that it exists
     # the partitions of the dev cluster and the example profile, or partitions.txt
-    "scontrol": '[ "$1 $2" = "show partition" ] || exit 1\n'
+    "scontrol": '[[ "$*" == *"show partition"* ]] || exit 1\n'
                 'cat "$FAKE_SLURM/partitions.txt" 2>/dev/null || printf "%s\\n" '
                 '"PartitionName=debug Default=YES MaxTime=UNLIMITED" "PartitionName=gpu Default=NO MaxTime=2-00:00:00" '
                 '"PartitionName=cpu Default=NO MaxTime=UNLIMITED"\n',
@@ -294,3 +294,11 @@ def test_partition_problems_are_one_line_before_anything_is_written(tmp_path, fa
     assert rc == 2 and message in err and "Traceback" not in err, err
     assert [ln for ln in err.splitlines() if ln.strip()] == [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
+
+
+def test_partition_time_limits_parse_or_are_left_to_sbatch():
+    from collapse_hpc.launch.slurm import _minutes
+
+    assert _minutes("2-00:00:00") == 2880 and _minutes("12:30:00") == 750 and _minutes("30:00") == 30
+    assert _minutes("UNLIMITED") is None and _minutes("NONE") is None
+    assert _minutes("soon") is None  # unknown: not refused here
