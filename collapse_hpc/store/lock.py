@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.store import atomic
 
 ABANDONED_S = 60  # a lock is written microseconds after it is created; leaves room for clock skew
 
@@ -88,9 +89,7 @@ class RunLock:
         if not self.held or not owner or owner.get("pid") != os.getpid():
             return
         owner["helpers"] = sorted(pids)
-        tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(owner))
-        os.replace(tmp, self.path)
+        atomic.write_json(self.path, owner)
 
     def _abandoned(self) -> bool:
         """Unreadable and untouched for a while: its writer died between creating and writing it."""

@@ -13,12 +13,10 @@ API:
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.store import atomic
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
@@ -59,20 +57,9 @@ def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
 
 
 def save_atomic(tokenizer, folder: Path) -> None:
-    """save_pretrained into a temporary sibling, then rename (a concurrent winner is kept)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}.", dir=folder.parent))
-    try:
+    """save_pretrained into a temporary sibling, then swap it in (atomic.atomic_dir)."""
+    with atomic.atomic_dir(folder) as tmp:
         tokenizer.save_pretrained(str(tmp))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; data/ is shared on a cluster
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tokenizer(cfg, data_dir: Path):

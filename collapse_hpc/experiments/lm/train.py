@@ -44,7 +44,6 @@ import math
 import os
 import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +51,7 @@ import numpy as np
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import distributed
+from collapse_hpc.store import atomic
 
 COMPLETE = "complete.json"
 KILL_AT_STEP_ENV = "COLLAPSE_LM_KILL_AT_STEP"  # tests: SIGKILL this process after checkpoint N
@@ -113,23 +113,10 @@ def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}.", dir=folder.parent))
-    try:
+    with atomic.atomic_dir(folder) as tmp:
         model.save_pretrained(str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; results are shared on a cluster
-        old = folder.with_name(f".old-{folder.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: Path, ckpt_dir: Path, *,
