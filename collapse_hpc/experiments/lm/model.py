@@ -21,12 +21,10 @@ import fcntl
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.store import atomic
 
 
 def tiny_config(cfg, tokenizer):
@@ -144,13 +142,9 @@ def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
             blocks = blocks[: cfg.pretrain_blocks]
         model = random_model(tiny_config(cfg, tokenizer))
         pretrain(model, blocks, cfg)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}.", dir=folder.parent))
-        try:
+        with atomic.atomic_dir(folder) as tmp:
             model.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

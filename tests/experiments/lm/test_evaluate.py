@@ -1,5 +1,6 @@
 """Perplexity: exp of the token-weighted mean loss, per block and over a corpus; vocabulary checks."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -80,3 +81,17 @@ def test_tiny_base_is_pretrained_once_and_cached(lm_data_dir, lm_tokenizer, lm_b
     again = build_model(cfg, lm_tokenizer, lm_data_dir)  # from the cache: the same weights
     assert bases() == before
     assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), again.state_dict().values()))
+
+
+def test_tiny_base_folder_is_readable_by_the_group(lm_data_dir, lm_tokenizer):
+    # data/ is shared on a cluster: the cached base must not keep mkdtemp's 0700
+    from collapse_hpc.experiments.lm.model import base_fingerprint
+
+    cfg = tiny_cfg(pretrained=True, pretrain_epochs=1, pretrain_blocks=16, pretrain_lr=7e-3)
+    old = os.umask(0o022)
+    try:
+        build_model(cfg, lm_tokenizer, lm_data_dir)
+    finally:
+        os.umask(old)
+    folder = lm_data_dir / "tiny" / "base" / base_fingerprint(cfg, lm_tokenizer)
+    assert folder.stat().st_mode & 0o777 == 0o755
