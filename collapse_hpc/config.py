@@ -56,7 +56,9 @@ class RunConfig:
     generations: int = knob(3, "generations per chain (generation 0 trains on real data)", min=1)
     seeds: list[int] = knob([0], "one chain per seed (and regime)", min=0)  # numpy seeds are >= 0
     regimes: list[Regime] = knob([Regime()], "data regimes, each a chain: replace (with keep_fraction, alias "
-                                 "keep_original_fraction), accumulate, accumulate-subsample")
+                                 "keep_original_fraction), accumulate, accumulate-subsample; a regime may "
+                                 "override an experiment's keys for its own chains, e.g. "
+                                 "{name: replace, keep_fraction: 0.1, lm: {epochs: 10}}")
     executor: str = knob("local", "where units run: local (subprocesses), slurm, debug (in-process)",
                          choices=("local", "slurm", "debug"))
     profile: str | None = knob(None, "cluster profile YAML (slurm/…); needed for executor slurm")
@@ -65,6 +67,12 @@ class RunConfig:
 
     def section(self, name: str):
         return self.sections[name]
+
+    def section_for(self, name: str, regime: Regime | None = None):
+        """The section as the chains of `regime` see it: the regime's overrides of `name` applied
+        (checked when the config was loaded)."""
+        changes = regime.overrides_of(name) if regime is not None else {}
+        return dataclasses.replace(self.sections[name], **changes) if changes else self.sections[name]
 
     def enabled(self) -> list[str]:
         return [n for n, s in self.sections.items() if s.enabled]
@@ -91,6 +99,8 @@ class RunConfig:
 
 
 def _plain(v):
+    if isinstance(v, Regime):  # overrides written as the user writes them: {name: …, lm: {epochs: 10}}
+        return {"name": v.name, "keep_fraction": v.keep_fraction, **_plain(v.overrides)}
     if dataclasses.is_dataclass(v):
         return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
     if isinstance(v, (list, tuple)):
@@ -175,7 +185,7 @@ def _convert(tp, value, key: str, where: _Where):
         if tp is Regime and isinstance(value, str):
             value = _regime_from_str(value, key, where)
         if tp is Regime and isinstance(value, dict):
-            value = _regime_alias(value, key, where)
+            value = _regime_overrides(_regime_alias(value, key, where))
         if not isinstance(value, dict):
             where.fail(key, f"expected a mapping of {tp.__name__} keys, got {value!r}")
         return build(tp, value, where.file, prefix=f"{key}.")
@@ -222,6 +232,43 @@ def _regime_alias(value: dict, key: str, where: _Where) -> dict:
     value = dict(value)
     value["keep_fraction"] = value.pop("keep_original_fraction")
     return value
+
+
+def _regime_overrides(value: dict) -> dict:
+    """A regime's keys named after an experiment (`lm: {epochs: 10}`) are overrides of that
+    experiment's section; typed and checked by _type_overrides once the sections are built."""
+    from collapse_hpc import experiments
+
+    names = experiments.names()
+    if not any(k in names for k in value):
+        return value
+    value = {k: v for k, v in value.items() if k not in names} | {
+        "overrides": {**(value.get("overrides") or {}), **{k: v for k, v in value.items() if k in names}}}
+    return value
+
+
+# shared keys of every section: what a chain is, not how a unit computes; not overridable per regime
+CHAIN_KEYS = ("enabled", "generations", "seeds", "regimes")
+
+
+def _type_overrides(regime: Regime, key: str, raw: dict, file: str) -> Regime:
+    """Check a regime's overrides against each named experiment's section, as if written in it
+    (types, ranges, cross-field checks), and keep their typed values."""
+    from collapse_hpc import experiments
+
+    where, names, typed = _Where(file), experiments.names(), {}
+    for name, changes in regime.overrides.items():
+        if name not in names:
+            where.fail(f"{key}.{name}", f"unknown experiment; regimes override the keys of one of: {', '.join(names)}")
+        if not isinstance(changes, dict):
+            where.fail(f"{key}.{name}", f"expected a mapping of {name} keys, got {changes!r}")
+        for k in changes:
+            if k in CHAIN_KEYS:
+                where.fail(f"{key}.{name}.{k}", "cannot be set per regime (it defines the chains themselves)")
+        base = {k: v for k, v in (raw.get(name) or {}).items() if k not in CHAIN_KEYS}
+        section = build(experiments.config_class(name), {**base, **changes}, file, prefix=f"{key}.{name}.")
+        typed[name] = {k: getattr(section, k) for k in changes}
+    return dataclasses.replace(regime, overrides=typed)
 
 
 def _check(f: dataclasses.Field, value, key: str, where: _Where):
@@ -333,6 +380,9 @@ def from_dict(raw: dict, file: str = "<config>", overrides: list[str] = (),
             run.sections[name] = build(experiments.config_class(name), raw[name] or {}, file, prefix=f"{name}.")
     if not run.sections:
         raise ConfigError(f"{file}: names no experiment; add a section for one of: {', '.join(names)}")
+    lists = [("regimes", run.regimes)] + [(f"{n}.regimes", s.regimes) for n, s in run.sections.items() if s.regimes]
+    for key, regimes in lists:
+        regimes[:] = [_type_overrides(r, f"{key}[{i}]", raw, file) for i, r in enumerate(regimes)]
     if run.executor == "slurm" and not run.profile:
         raise ConfigError(f"{file}: profile: executor slurm needs a cluster profile (--profile slurm/….yaml)")
     return run

@@ -102,7 +102,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
         store.reset_unit(unit_dir, keep=tuple(getattr(exp, "resumable", ())))
     else:
         unit_dir.mkdir(parents=True, exist_ok=True)
-    ctx = UnitContext(run=run, config=run.section(experiment), variant=v, index=index, dir=unit_dir,
+    ctx = UnitContext(run=run, config=v.section(run), variant=v, index=index, dir=unit_dir,
                       previous=previous, run_dir=store.root, data_dir=Path(run.data_dir).absolute(),
                       rank=rank, world_size=world, local_rank=local_rank,
                       log=logging.getLogger(f"collapse_hpc.{experiment}"))
@@ -115,8 +115,12 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
         import shutil
 
         shutil.rmtree(unit_dir / sub, ignore_errors=True)
+    from collapse_hpc.config import config_hash
+
+    unit_config = v.config(run)  # the section as the unit saw it, regime overrides applied
     write_manifest(unit_dir, config_hash=run.hash(), started=started,
                    extra={"experiment": experiment, "variant": variant, "unit": unit_dir.name,
+                          "config": unit_config, "variant_hash": config_hash(unit_config),
                           "generations": run.generations_of(experiment),
                           "world_size": world, "resources": _resources(exp.job, world)})
     return "done"

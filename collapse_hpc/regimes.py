@@ -8,10 +8,15 @@
 
 Experiments mix pools of their own items (points, token blocks, images); this module only
 decides which items of which pool, so every experiment mixes the same way.
+
+A regime may also carry overrides of an experiment's config keys, e.g.
+`{name: replace, keep_fraction: 0.1, lm: {epochs: 10}}` (the paper trains p = 0.1 for 10 epochs):
+only that experiment's variants of this regime see them (config.RunConfig.section_for); other
+experiments ignore them. config.py checks them against the experiment's section.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,6 +27,8 @@ KINDS = ("replace", "accumulate", "accumulate-subsample")
 class Regime:
     name: str = "replace"  # replace | accumulate | accumulate-subsample
     keep_fraction: float = 0.0  # replace only: fraction of the real data kept each generation
+    # experiment -> {key: value}: that experiment's config keys under this regime (typed by config.py)
+    overrides: dict = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if self.name not in KINDS:
@@ -37,6 +44,14 @@ class Regime:
         if self.name == "replace":
             return f"replace-p{self.keep_fraction:g}"
         return self.name
+
+    def scoped(self, experiment: str) -> Regime:
+        """This regime as `experiment` sees it: other experiments' overrides dropped."""
+        mine = self.overrides.get(experiment)
+        return replace(self, overrides={experiment: dict(mine)} if mine else {})
+
+    def overrides_of(self, experiment: str) -> dict:
+        return dict(self.overrides.get(experiment) or {})
 
 
 def mix(regime: Regime, n_real: int, generated: list[int], rng: np.random.Generator,

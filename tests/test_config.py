@@ -124,3 +124,43 @@ def test_hash_ignores_where_and_how_long_only():
                              "toy": {"generations": 9}}).hash() == h
     assert cfgmod.from_dict({**base, "seeds": [1]}).hash() != h
     assert cfgmod.from_dict({**base, "regimes": ["accumulate"]}).hash() != h  # a regime's name counts
+
+
+def test_regime_overrides_reach_only_their_experiment(tmp_path):
+    from collapse_hpc import experiments
+
+    run = cfgmod.load(write(tmp_path, "regimes: [replace, {name: replace, keep_fraction: 0.1, toy: {rows: 7}, "
+                                      "gmm: {samples: 50}}]\ntoy: {rows: 5}\ngmm: {}\n"))
+    plain, special = run.regimes
+    assert special.overrides == {"toy": {"rows": 7}, "gmm": {"samples": 50}}
+    assert run.section_for("toy", plain).rows == 5 and run.section_for("toy", special).rows == 7
+    assert run.section("toy").rows == 5  # the experiment's own section is untouched
+    toy = experiments.get("toy").variants(run)
+    assert [v.name for v in toy] == ["replace-p0-s0", "replace-p0.1-rows7-s0"]
+    assert toy[1].section(run).rows == 7 and toy[1].settings == {"rows": 7}
+    gmm = experiments.get("gmm").variants(run)  # toy's override is not gmm's business
+    assert [v.name for v in gmm] == ["replace-p0-s0", "replace-p0.1-samples50-s0"]
+    assert gmm[1].section(run).samples == 50 and gmm[1].regime.overrides == {"gmm": {"samples": 50}}
+
+
+def test_regime_overrides_are_validated_like_their_section(tmp_path):
+    msg = error_of(tmp_path, "regimes: [{name: replace, toy: {rowz: 3}}]\ntoy: {}\n")
+    assert "regimes[0].toy.rowz" in msg and "did you mean 'regimes[0].toy.rows'" in msg
+    assert ">= 1" in error_of(tmp_path, "regimes: [replace, {name: replace, toy: {rows: 0}}]\ntoy: {}\n")
+    assert "regimes[1].toy.rows" in error_of(tmp_path, "regimes: [replace, {name: replace, toy: {rows: 0}}]\ntoy: {}\n")
+    assert "integer" in error_of(tmp_path, "toy: {regimes: [{name: accumulate, toy: {rows: x}}]}\n")
+    assert "toy.regimes[0].toy.rows" in error_of(tmp_path, "toy: {regimes: [{name: accumulate, toy: {rows: x}}]}\n")
+    assert "per regime" in error_of(tmp_path, "regimes: [{name: replace, toy: {seeds: [1]}}]\ntoy: {}\n")
+    assert "mapping" in error_of(tmp_path, "regimes: [{name: replace, toy: 3}]\ntoy: {}\n")
+    assert "unknown key" in error_of(tmp_path, "regimes: [{name: replace, toyy: {rows: 3}}]\ntoy: {}\n")
+
+
+def test_regime_overrides_round_trip_and_change_the_hash(tmp_path):
+    text = "regimes: [{name: replace, keep_fraction: 0.1, toy: {rows: 7}}]\ntoy: {}\n"
+    run = cfgmod.load(write(tmp_path, text))
+    assert run.to_dict()["regimes"] == [{"name": "replace", "keep_fraction": 0.1, "toy": {"rows": 7}}]
+    again = cfgmod.load(write(tmp_path, cfgmod.dump(run)))
+    assert again.regimes == run.regimes and again.hash() == run.hash()
+    assert cfgmod.load(write(tmp_path, "regimes: ['replace:0.1']\ntoy: {}\n")).hash() != run.hash()
+    # without overrides the saved form is as before, so existing runs keep their hash
+    assert cfgmod.from_dict({"toy": {}}).to_dict()["regimes"] == [{"name": "replace", "keep_fraction": 0.0}]

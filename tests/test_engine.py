@@ -91,3 +91,23 @@ def test_verify_checks_the_config_hash_and_reports_extra_files(tmp_path, capsys)
     out = capsys.readouterr().out
     assert f"MISMATCH {gen(store, 0)}: made under config {'0' * 16}" in out and run.hash() in out
     assert "--unit 0" in out and "1 with mismatches" in out
+
+
+def test_regime_override_is_what_the_unit_sees_and_what_its_manifest_records(tmp_path):
+    from collapse_hpc import config as cfgmod
+    from collapse_hpc.store import RunStore
+
+    run = cfgmod.from_dict({"generations": 1, "executor": "debug", "toy": {"rows": 5},
+                            "regimes": ["replace", {"name": "replace", "toy": {"rows": 7}}]})
+    store = RunStore(tmp_path / "run")
+    store.open(run)
+    assert debug.execute(store, run, engine.plan(run)) == {"done": 2, "skipped": 0}
+    plain = store.unit_dir("toy", "replace-p0-s0", "chain", 0)
+    special = store.unit_dir("toy", "replace-p0-rows7-s0", "chain", 0)
+    assert pq.read_table(plain / "metrics.parquet").num_rows == 5
+    assert pq.read_table(special / "metrics.parquet").num_rows == 7
+    a, b = read_manifest(plain), read_manifest(special)
+    assert a["config"]["toy"]["rows"] == 5 and b["config"]["toy"]["rows"] == 7
+    assert b["config"]["regime"] == {"name": "replace", "keep_fraction": 0.0, "toy": {"rows": 7}}
+    assert a["variant_hash"] != b["variant_hash"] and a["config_hash"] == b["config_hash"] == run.hash()
+    assert verify_run(store.root) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -23,28 +24,70 @@ class Variant:
     """One independent line of work of an experiment: regime x seed x setting."""
 
     experiment: str
-    regime: Regime
+    regime: Regime  # scoped to the experiment: its own overrides only (Regime.scoped)
     seed: int
     setting: tuple[tuple[str, Any], ...] = ()  # e.g. (("samples", 100),)
 
     @property
+    def overrides(self) -> dict:
+        """The regime's overrides of this experiment's config keys, e.g. {"epochs": 10}."""
+        return self.regime.overrides_of(self.experiment)
+
+    @property
     def name(self) -> str:
-        extra = "".join(f"-{k}{v}" for k, v in self.setting)
+        """e.g. replace-p0.1-s0, replace-p0.1-epochs10-s0 (an override), replace-p0-samples100-s0."""
+        extra = "".join(f"-{k}{_token(v)}" for k, v in sorted(self.overrides.items()))
+        extra += "".join(f"-{k}{v}" for k, v in self.setting)
         return f"{self.regime.label}{extra}-s{self.seed}"
 
     @property
     def settings(self) -> dict:
-        return dict(self.setting)
+        """What tells this variant apart besides regime and seed (the report's columns)."""
+        return {**{k: _token(v) if isinstance(v, (list, dict)) else v for k, v in self.overrides.items()},
+                **dict(self.setting)}
+
+    def section(self, run):
+        """The experiment's config section as this variant's units see it (overrides applied)."""
+        return run.section_for(self.experiment, self.regime)
+
+    def config(self, run) -> dict:
+        """What this variant computes, as recorded (and hashed) in each of its units' manifests."""
+        from collapse_hpc.config import _plain
+
+        return {"experiment": self.experiment, "regime": _plain(self.regime), "seed": self.seed,
+                "setting": dict(self.setting), self.experiment: _plain(self.section(run))}
 
 
-def default_variants(experiment: str, run, extra: list[dict] | None = None) -> list[Variant]:
-    """regimes x seeds (x each dict of `extra` settings)."""
-    out = []
-    for setting in extra or [{}]:
-        for regime in run.regimes_of(experiment):
+def _token(value) -> str:
+    """A folder-safe rendering of a setting's value: 10, 0.1, true, opt-125m -> opt_125m, [1, 2] -> 1_2."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "_".join(_token(v) for v in value)
+    if isinstance(value, dict):
+        return "_".join(f"{k}{_token(v)}" for k, v in sorted(value.items()))
+    return re.sub(r"[^A-Za-z0-9.]+", "_", str(value))
+
+
+def default_variants(experiment: str, run, extra=None) -> list[Variant]:
+    """regimes x seeds (x each dict of `extra` settings: a list, or a function of the variant's
+    config section giving one). Regimes that differ only in other experiments' overrides give
+    this experiment one variant, not two."""
+    out = {}
+    regimes = [r.scoped(experiment) for r in run.regimes_of(experiment)]
+    settings = {id(r): (extra(run.section_for(experiment, r)) if callable(extra) else extra) or [{}]
+                for r in regimes}
+    order = list(dict.fromkeys(tuple(s.items()) for r in regimes for s in settings[id(r)]))
+    for setting in order:
+        for regime in regimes:
+            if setting not in [tuple(s.items()) for s in settings[id(regime)]]:
+                continue
             for seed in run.seeds_of(experiment):
-                out.append(Variant(experiment, regime, seed, tuple(setting.items())))
-    return out
+                v = Variant(experiment, regime, seed, setting)
+                out.setdefault(v.name, v)
+    return list(out.values())
 
 
 def check_prepared(experiment: str, run, splits) -> None:

@@ -11,9 +11,11 @@ import os
 import socket
 
 
-def ranks_of(run, experiment: str) -> int:
-    """Processes one unit of `experiment` wants: its section's `ranks` (lm), else its object's, else 1."""
-    value = getattr(run.section(experiment), "ranks", None)
+def ranks_of(run, experiment: str, variant=None) -> int:
+    """Processes one unit of `experiment` (of `variant`) wants: its section's `ranks` (lm), else its
+    object's, else 1."""
+    section = variant.section(run) if variant is not None else run.section(experiment)
+    value = getattr(section, "ranks", None)
     if value is None:
         from collapse_hpc import experiments
 

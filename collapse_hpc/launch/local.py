@@ -59,7 +59,7 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
                 todo.append(job)
         if not todo:
             continue
-        ranks = ranks_of(run, chain.experiment)
+        ranks = ranks_of(run, chain.experiment, chain.variant)
         gpus = 0 if chain.kind == "cpu" or not gpus_here else (1 if chain.kind == "gpu1" else min(ranks, gpus_here))
         if chain.shape == "array":  # every part is independent
             lanes += [Lane(chain.experiment, ranks, gpus, [j]) for j in todo]
@@ -77,7 +77,8 @@ def execute(store, run, chains, **_) -> dict:
     total = sum(len(lane.jobs) for lane in lanes)
     # ranks that could run at once in the whole plan, finished units included: a resumed run
     # gives each unit the threads of an uninterrupted one (CPU results depend on them)
-    width = sum(ranks_of(run, c.experiment) * (len(c.jobs) if c.shape == "array" else 1) for c in chains) or 1
+    width = sum(ranks_of(run, c.experiment, c.variant) * (len(c.jobs) if c.shape == "array" else 1)
+                for c in chains) or 1
     threads = str(max(1, n_cores // min(width, n_cores)))
     book = records.load(store)
     book["executor"] = "local"

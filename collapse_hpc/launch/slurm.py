@@ -185,7 +185,7 @@ def submit(store, run, chains, **_) -> dict:
         on_exit.callback(records.save, store, book)
         book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
         for chain in [c for c in chains if c.shape == "chain"]:
-            ranks = ranks_of(run, chain.experiment)
+            ranks = ranks_of(run, chain.experiment, chain.variant)
             prev, resubmitted, ids = None, False, []
             for job in chain.jobs:
                 if engine.job_done(store, run, job):

@@ -16,7 +16,7 @@ NAME = "gaussian"
 
 
 def part_size(run, variant) -> int:
-    cfg = run.section(NAME)
+    cfg = variant.section(run)
     pool = 0.0
     if variant.regime.name == "accumulate-subsample":  # draws from every earlier pool
         pool = variant.settings["samples"] * 8 * run.generations_of(NAME)
@@ -31,10 +31,10 @@ class GaussianExperiment:
     scratch = ()
 
     def variants(self, run):
-        return default_variants(NAME, run, extra=[{"samples": n} for n in run.section(NAME).samples])
+        return default_variants(NAME, run, extra=lambda cfg: [{"samples": n} for n in cfg.samples])
 
     def units(self, run, variant) -> int:
-        return parts.count(run.section(NAME).replicates, part_size(run, variant))
+        return parts.count(variant.section(run).replicates, part_size(run, variant))
 
     def run_unit(self, ctx):
         from collapse_hpc.experiments.gaussian.run import run_part

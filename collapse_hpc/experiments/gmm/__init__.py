@@ -15,7 +15,7 @@ NAME = "gmm"
 
 
 def part_size(run, variant) -> int:
-    cfg = run.section(NAME)
+    cfg = variant.section(run)
     pool = 0.0
     if variant.regime.name != "replace":  # every generation's points stay in memory
         pool = cfg.samples * 2 * 8 * run.generations_of(NAME)
@@ -33,7 +33,7 @@ class GMMExperiment:
         return default_variants(NAME, run)
 
     def units(self, run, variant) -> int:
-        return parts.count(run.section(NAME).replicates, part_size(run, variant))
+        return parts.count(variant.section(run).replicates, part_size(run, variant))
 
     def run_unit(self, ctx):
         from collapse_hpc.experiments.gmm.run import run_part
