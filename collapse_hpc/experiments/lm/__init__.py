@@ -21,7 +21,13 @@ class LanguageModel:
     scratch = ("checkpoints",)
 
     def variants(self, run):
-        return default_variants(self.name, run)
+        """regimes x seeds, times the decoding strategies when the config sweeps them (setting
+        `decoding`; the paper's beam alone keeps the plain names, replace-p0-s0)."""
+        from collapse_hpc.experiments.lm.sample import labels
+
+        strategies = labels(run.section(self.name))
+        extra = None if strategies == ["beam"] else [{"decoding": s} for s in strategies]
+        return default_variants(self.name, run, extra)
 
     def units(self, run, variant) -> int:
         return run.generations_of(self.name)

@@ -88,7 +88,7 @@ def run_generation(ctx) -> None:
     model = load_model(ctx.path(MODEL)).to(device).eval()
     model_hash = model_fingerprint(ctx.path(MODEL))
     prompts = mixing.prompts(train_set, real.num_rows, np.random.default_rng(ctx.seed(3)))
-    decoding = Decoding.from_config(cfg)
+    decoding = Decoding.from_config(cfg, ctx.variant.settings.get("decoding"))
     t0 = time.time()
     sample_shards(model, tokenizer, prompts, decoding, ctx.path(SHARDS), generation=g, rank=ctx.rank,
                   world_size=ctx.world_size, batch_size=cfg.sample_batch_size, seed=ctx.seed(4),

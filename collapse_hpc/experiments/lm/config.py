@@ -52,23 +52,35 @@ class LMConfig(Section):
     eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity", min=1)
 
     # ------------------------------------------------------------------------------------------
-    # Stage 2 (issue 6): decoding preset, beams, repetition_penalty, sampling batch size,
+    # Stage 2 (issue 6): decoding strategies, beams, repetition_penalty, sampling batch size,
     # init: pretrained | previous, ... go below this line.
     init: str = knob("pretrained", "weights each generation g >= 1 starts from: the initial model (the "
                                    "paper) or generation g-1's", choices=("pretrained", "previous"))
-    decoding: str = knob("beam", "how the next generation's data is sampled: beam (the paper), greedy, "
-                                 "sampling", choices=("beam", "greedy", "sampling"))
+    decoding: list[str] = knob(["beam"], "how the next generation's data is sampled, one chain per entry: beam "
+                               "(the paper), greedy, sampling (pure), temperature, top_k, top_p, min_p; a "
+                               "sampling one may name its value (top_p:0.9), else it takes its knob below")
     num_beams: int = knob(5, "beam: beams (the paper: 5)", min=1)
-    repetition_penalty: float = knob(3.0, "HF repetition penalty on seen tokens (the paper: 3.0; 1.0: off)", gt=0)
-    temperature: float = knob(1.0, "sampling: temperature", gt=0)
-    top_k: int = knob(50, "sampling: keep the k most likely tokens (0: off)", min=0)
-    top_p: float = knob(0.95, "sampling: nucleus mass (1.0: off)", gt=0, max=1)
+    repetition_penalty: float = knob(3.0, "HF repetition penalty on seen tokens, every strategy (the paper: "
+                                          "3.0; 1.0: off)", gt=0)
+    temperature: float = knob(0.7, "the temperature strategy's temperature (0: greedy)", min=0)
+    top_k: int = knob(50, "the top_k strategy: sample from the k most likely tokens", min=1)
+    top_p: float = knob(0.95, "the top_p strategy: sample from the smallest set of tokens with this mass",
+                        gt=0, max=1)
+    min_p: float = knob(0.1, "the min_p strategy: sample from tokens at least this fraction as likely as "
+                             "the most likely one", gt=0, max=1)
     sample_batch_size: int = knob(128, "prompts per sampling batch per rank; one shard file each", min=1)
     ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes", min=1)
     rare_fraction: float = knob(0.1, "metrics: the rarest fraction of the real-train vocabulary whose "
                                      "share of generated tokens is reported", gt=0, max=1)
 
     def validate(self):
+        from collapse_hpc.experiments.lm.sample import labels
+
+        if not self.decoding:
+            raise ValueError("decoding: give at least one strategy")
+        names = labels(self)  # raises ValueError on a bad strategy
+        if len(set(names)) < len(names):
+            raise ValueError(f"decoding: a strategy is listed twice ({', '.join(names)})")
         if self.lr_min > self.lr:
             raise ValueError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
         if self.model == "tiny" and self.hidden_size % self.heads:

@@ -1,10 +1,16 @@
 """Sampling the next generation's data: every training block is a prompt, the model writes exactly
 `block_size` new tokens after it, and those new tokens become one block of the next generation.
 
-Decoding presets (config `decoding`):
-  beam      the paper's: beam search, `num_beams` 5, repetition penalty 3.0, min = max new tokens
-  greedy    argmax with the same repetition penalty
-  sampling  temperature / top-k / top-p sampling (1.0 / 50 / 0.95 by default)
+Decoding strategies (config `decoding`, one chain per listed strategy):
+  beam         the paper's: beam search, `num_beams` 5, min = max new tokens
+  greedy       argmax
+  sampling     pure ancestral sampling from the model's distribution
+  temperature  sampling at `temperature` (0: greedy)
+  top_k        sampling from the `top_k` most likely tokens
+  top_p        nucleus sampling: the smallest set of tokens whose mass reaches `top_p`
+  min_p        sampling from the tokens at least `min_p` times as likely as the most likely one
+Each sampling strategy changes only its own parameter, so strategies compare one knob at a time; a
+strategy may name its value, `top_p:0.9`. The repetition penalty (the paper's 3.0) applies to all.
 
 Semantics are HF `generate`'s (processors on log-probs in beam search, on logits otherwise; EOS
 blocked until the last token, so every output has exactly `new_tokens` tokens). For OPT models a
@@ -27,9 +33,42 @@ from pathlib import Path
 
 import numpy as np
 
-PRESETS = ("beam", "greedy", "sampling")
+PRESETS = ("beam", "greedy", "sampling", "temperature", "top_k", "top_p", "min_p")
+PARAMETER = ("temperature", "top_k", "top_p", "min_p")  # strategies named after the one knob they set
+SAMPLED = ("sampling", *PARAMETER)
 ORIGINAL = "original.parquet"  # reference --generate: the blocks kept unchanged (source "original")
 KILL_AFTER_ENV = "COLLAPSE_LM_KILL_AFTER_CHUNKS"  # tests: die (SIGKILL) after writing this many chunks
+
+
+def parse_strategy(text: str) -> tuple[str, float | None]:
+    """'top_p:0.9' or the label 'top_p0.9' -> ('top_p', 0.9); 'greedy' -> ('greedy', None).
+    Raises ValueError naming what is wrong."""
+    text = str(text).strip()
+    for name in sorted(PRESETS, key=len, reverse=True):
+        if not text.startswith(name):
+            continue
+        rest = text[len(name):].removeprefix(":")
+        if not rest:
+            return name, None
+        if name not in PARAMETER:
+            raise ValueError(f"decoding {text!r}: {name} takes no value")
+        try:
+            value = float(rest)
+        except ValueError:
+            raise ValueError(f"decoding {text!r}: expected {name}:<number>") from None
+        _check_value(name, value)
+        return name, value
+    raise ValueError(f"decoding {text!r}: must be one of {', '.join(PRESETS)} (a sampling one may add "
+                     f":value, e.g. top_p:0.9)")
+
+
+def _check_value(name: str, v: float) -> None:
+    ok = {"temperature": v >= 0, "top_k": v >= 1 and float(v).is_integer(), "top_p": 0 < v <= 1,
+          "min_p": 0 < v <= 1}[name]
+    if not ok:
+        need = {"temperature": ">= 0", "top_k": "a whole number >= 1", "top_p": "in (0, 1]",
+                "min_p": "in (0, 1]"}[name]
+        raise ValueError(f"decoding {name}: must be {need}, got {v:g}")
 
 
 @dataclass(frozen=True)
@@ -38,27 +77,52 @@ class Decoding:
     num_beams: int = 5  # beam only
     repetition_penalty: float = 3.0  # 1.0: off
     new_tokens: int = 64  # min = max new tokens
-    temperature: float = 1.0  # sampling only
-    top_k: int = 50  # sampling only (0: off)
-    top_p: float = 0.95  # sampling only (1.0: off)
+    # the sampling warpers, applied in HF's order; neutral values are off
+    temperature: float = 1.0  # 0: argmax (greedy)
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"decoding {self.preset!r}: must be one of {', '.join(PRESETS)}")
 
     @classmethod
-    def from_config(cls, cfg) -> "Decoding":
-        return cls(preset=cfg.decoding, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty,
-                   new_tokens=cfg.block_size, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    def from_config(cls, cfg, strategy: str | None = None) -> "Decoding":
+        """The decoding of one strategy of the config (default: its first): a sampling strategy sets
+        its own knob from the config (or from its `:value`) and leaves the other warpers off."""
+        name, value = parse_strategy(strategy or cfg.decoding[0])
+        warp = {}
+        if name in PARAMETER:
+            v = getattr(cfg, name) if value is None else value
+            warp[name] = int(v) if name == "top_k" else float(v)
+        return cls(preset=name, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty,
+                   new_tokens=cfg.block_size, **warp)
 
     @property
     def beams(self) -> int:
         return self.num_beams if self.preset == "beam" else 1
 
+    @property
+    def label(self) -> str:
+        """Folder-safe name of the strategy with its value: beam, greedy, sampling, top_p0.9, ..."""
+        if self.preset in PARAMETER:
+            return f"{self.preset}{getattr(self, self.preset):g}"
+        return self.preset
+
     def metadata(self) -> dict:
         d = asdict(self)
-        if self.preset != "sampling":
-            for k in ("temperature", "top_k", "top_p"):
+        if self.preset not in SAMPLED:
+            for k in PARAMETER:
                 d.pop(k)
         if self.preset != "beam":
             d.pop("num_beams")
         return d
+
+
+def labels(cfg) -> list[str]:
+    """The config's strategies as labels (the variants' `decoding` setting), in its order."""
+    return [Decoding.from_config(cfg, s).label for s in cfg.decoding]
 
 
 # ------------------------------------------------------------------ logits processing (HF semantics)
@@ -81,8 +145,8 @@ def _block_eos(scores, eos: list[int]):
     return scores
 
 
-def _sampling_warp(logits, d: Decoding):
-    """HF temperature, top-k and top-p warpers, in that order."""
+def sampling_warp(logits, d: Decoding):
+    """HF's temperature, top-k, top-p and min-p warpers, in that order (one token always kept)."""
     import torch
 
     if d.temperature != 1.0:
@@ -96,7 +160,22 @@ def _sampling_warp(logits, d: Decoding):
         drop = cum <= (1 - d.top_p)
         drop[:, -1] = False  # keep at least one token
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    if d.min_p > 0.0:
+        probs = logits.softmax(-1)
+        drop = probs < d.min_p * probs.amax(-1, keepdim=True)
+        drop.scatter_(1, probs.argmax(-1, keepdim=True), False)
+        logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def _choose(logits, d: Decoding, generator=None):
+    """The next token of each row from processed logits: argmax (greedy, temperature 0) or a draw."""
+    import torch
+
+    if d.preset == "greedy" or d.temperature == 0:
+        return logits.argmax(-1)
+    probs = sampling_warp(logits, d).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def _eos_ids(model) -> list[int]:
@@ -254,12 +333,7 @@ def _decode_opt(model, prompts, d: Decoding, generator=None):
             seq[:, :, t] = tok
         else:
             lg = _block_eos(_repetition_penalty(logits, hist, d.repetition_penalty), eos)
-            if d.preset == "greedy":
-                tok = lg.argmax(-1)
-            else:
-                probs = _sampling_warp(lg, d).softmax(-1)
-                tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            seq[:, 0, t] = tok
+            seq[:, 0, t] = _choose(lg, d, generator)
     return seq[:, 0]  # beams are sorted by score: beam 0 is the best (all have the same length)
 
 
@@ -272,12 +346,13 @@ def generate_hf(model, prompts, d: Decoding, attention_mask=None, generator_seed
     kw = dict(max_new_tokens=d.new_tokens, min_new_tokens=d.new_tokens, repetition_penalty=d.repetition_penalty)
     if d.preset == "beam":
         kw.update(num_beams=d.num_beams, do_sample=False)
-    elif d.preset == "greedy":
+    elif d.preset == "greedy" or d.temperature == 0:
         kw.update(num_beams=1, do_sample=False)
     else:
         if generator_seed is not None:
             torch.manual_seed(generator_seed)
-        kw.update(num_beams=1, do_sample=True, temperature=d.temperature, top_k=d.top_k, top_p=d.top_p)
+        kw.update(num_beams=1, do_sample=True, temperature=d.temperature, top_k=d.top_k, top_p=d.top_p,
+                  min_p=d.min_p or None)
     pad = model.generation_config.pad_token_id
     if pad is None:
         pad = (_eos_ids(model) or [0])[0]

@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from collapse_hpc.experiments.lm.sample import (Decoding, done_chunks, generate, generate_hf, read_shards,
-                                                 sample_shards)
+from collapse_hpc.experiments.lm.sample import (PRESETS, Decoding, done_chunks, generate, generate_hf,
+                                                 parse_strategy, read_shards, sample_shards, sampling_warp)
 from collapse_hpc.store import read_parquet_metadata
 
 
@@ -66,12 +66,92 @@ def test_last_tokens_with_left_padding(model, prompts):
     assert out.shape == (2, 8) and torch.equal(out[0], alone[0])
 
 
-def test_sampling_is_seeded(model, prompts):
-    d = Decoding(preset="sampling", new_tokens=10)
+SAMPLED = [Decoding(preset="sampling", new_tokens=10), Decoding(preset="temperature", temperature=0.7, new_tokens=10),
+           Decoding(preset="top_k", top_k=20, new_tokens=10), Decoding(preset="top_p", top_p=0.9, new_tokens=10),
+           Decoding(preset="min_p", min_p=0.05, new_tokens=10)]
+
+
+@pytest.mark.parametrize("d", SAMPLED, ids=lambda d: d.preset)
+def test_sampling_is_seeded(model, prompts, d):
     a = generate(model, prompts, d, generator=torch.Generator().manual_seed(3))
     b = generate(model, prompts, d, generator=torch.Generator().manual_seed(3))
     c = generate(model, prompts, d, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_temperature_zero_equals_greedy(model, prompts):
+    greedy = generate(model, prompts, Decoding(preset="greedy", new_tokens=12))
+    cold = generate(model, prompts, Decoding(preset="temperature", temperature=0.0, new_tokens=12),
+                    generator=torch.Generator().manual_seed(5))
+    assert torch.equal(cold, greedy)
+    with torch.inference_mode():  # the HF path for other architectures too
+        assert torch.equal(generate_hf(model, prompts, Decoding(preset="temperature", temperature=0.0,
+                                                                new_tokens=12)), greedy)
+
+
+def _kept(logits, **warp):
+    return set(torch.isfinite(sampling_warp(logits, Decoding(preset="sampling", **warp)))[0].nonzero()[:, 0].tolist())
+
+
+def test_truncation_keeps_what_it_should():
+    # probabilities 0.5, 0.3, 0.15, 0.05 (shuffled, so order by index does not matter)
+    logits = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).log()
+    assert _kept(logits, top_p=0.75) == {1, 3}  # 0.5 + 0.3 is the smallest set reaching 0.75
+    assert _kept(logits, top_p=0.85) == {0, 1, 3}
+    assert _kept(logits, top_p=0.4) == {1}
+    assert _kept(logits, top_k=2) == {1, 3}
+    assert _kept(logits, min_p=0.5) == {1, 3}  # at least half as likely as 0.5
+    assert _kept(logits, min_p=0.2) == {0, 1, 3}
+    assert _kept(logits, min_p=1.0) == {1}  # the most likely always stays
+    assert _kept(logits) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("warp", [dict(temperature=0.6), dict(top_k=7), dict(top_p=0.8), dict(min_p=0.1),
+                                  dict(temperature=1.5, top_k=30, top_p=0.9, min_p=0.05)])
+def test_warpers_match_hf(warp):
+    """The same processed logits as transformers' warpers, applied in generate's order."""
+    from transformers.generation import logits_process as lp
+
+    logits = torch.randn(8, 300, generator=torch.Generator().manual_seed(0)) * 3
+    hf = logits.clone()
+    if warp.get("temperature", 1.0) != 1.0:
+        hf = lp.TemperatureLogitsWarper(warp["temperature"])(None, hf)
+    if warp.get("top_k"):
+        hf = lp.TopKLogitsWarper(warp["top_k"])(None, hf)
+    if warp.get("top_p"):
+        hf = lp.TopPLogitsWarper(warp["top_p"])(None, hf)
+    if warp.get("min_p"):
+        hf = lp.MinPLogitsWarper(warp["min_p"])(None, hf)
+    ours = sampling_warp(logits.clone(), Decoding(preset="sampling", **warp))
+    assert torch.equal(torch.isfinite(ours), torch.isfinite(hf))
+    assert torch.allclose(ours[torch.isfinite(ours)], hf[torch.isfinite(hf)])
+
+
+@pytest.mark.parametrize("d", SAMPLED, ids=lambda d: d.preset)
+def test_hf_path_samples_each_strategy(model, prompts, d):
+    with torch.inference_mode():
+        a = generate_hf(model, prompts, d, generator_seed=7)
+        b = generate_hf(model, prompts, d, generator_seed=7)
+    assert a.shape == (6, 10) and torch.equal(a, b)
+
+
+def test_strategies_parse_and_label():
+    from tests.experiments.lm.conftest import tiny_cfg
+
+    assert parse_strategy("top_p:0.9") == ("top_p", 0.9) == parse_strategy("top_p0.9")
+    assert parse_strategy("greedy") == ("greedy", None)
+    cfg = tiny_cfg(decoding=list(PRESETS) + ["top_p:0.5", "temperature:0"])
+    assert [Decoding.from_config(cfg, s).label for s in cfg.decoding] == [
+        "beam", "greedy", "sampling", "temperature0.7", "top_k50", "top_p0.95", "min_p0.1", "top_p0.5",
+        "temperature0"]
+    d = Decoding.from_config(cfg, "top_p0.5")  # a label reads back as the same strategy
+    assert (d.preset, d.top_p, d.top_k, d.temperature, d.min_p) == ("top_p", 0.5, 0, 1.0, 0.0)
+    assert Decoding.from_config(cfg, "top_k:20").metadata() == {
+        "preset": "top_k", "repetition_penalty": 3.0, "new_tokens": 16, "temperature": 1.0, "top_k": 20,
+        "top_p": 1.0, "min_p": 0.0}
+    for bad in ("nucleus", "greedy:1", "top_p:2", "top_k:2.5", "min_p:0", "temperature:-1", "top_p:x"):
+        with pytest.raises(ValueError, match="decoding"):
+            parse_strategy(bad)
 
 
 class _Tok:
@@ -114,3 +194,25 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
         sample_shards(model, _Tok(), blocks, d, two, generation=2, rank=rank, world_size=2, batch_size=8)
     assert sorted(_tables(two)) == ["part-000-00000.parquet", "part-000-00002.parquet", "part-001-00001.parquet"]
     assert read_shards(two).column("input_ids").equals(t.column("input_ids"))
+
+
+def test_config_sweeps_decoding_one_chain_each():
+    from collapse_hpc import config as cfgmod
+    from collapse_hpc.errors import ConfigError
+    from collapse_hpc.experiments.lm import EXPERIMENT
+
+    def run(decoding=None):
+        lm = {} if decoding is None else {"decoding": decoding}
+        return cfgmod.from_dict({"regimes": ["replace", "accumulate"], "lm": lm})
+
+    assert [v.name for v in EXPERIMENT.variants(run())] == ["replace-p0-s0", "accumulate-s0"]
+    assert run("greedy").section("lm").decoding == ["greedy"]  # one value is a list of one
+    names = [v.name for v in EXPERIMENT.variants(run(["beam", "top_p:0.9", "min_p"]))]
+    assert names == ["replace-p0-decodingbeam-s0", "accumulate-decodingbeam-s0", "replace-p0-decodingtop_p0.9-s0",
+                     "accumulate-decodingtop_p0.9-s0", "replace-p0-decodingmin_p0.1-s0",
+                     "accumulate-decodingmin_p0.1-s0"]
+    for bad, msg in ((["nucleus"], "must be one of"), (["top_p", "top_p:0.95"], "listed twice"),
+                     (["top_k:0"], "whole number"), ([], "at least one")):
+        with pytest.raises(ConfigError, match=msg) as e:
+            run(bad)
+        assert "\n" not in str(e.value) and str(e.value).startswith("<config>: lm")
