@@ -146,12 +146,14 @@ def test_two_generation_chain_two_ranks_local(tmp_path, lm_data_dir, monkeypatch
 # ------------------------------------------------------------------ kill during sampling, resume
 
 @pytest.mark.slow
-def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir):
-    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",))
-    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+@pytest.mark.parametrize("decoding,variant", [("beam", "replace-p0-s0"), ("top_p:0.9", "replace-p0-decodingtop_p0.9-s0"),
+                                              ("min_p", "replace-p0-decodingmin_p0.1-s0")])
+def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir, decoding, variant):
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), decoding=decoding)
+    unit = store.root / "lm" / variant / "gen_000"
     cmd = [sys.executable, "-c", "import sys, logging; logging.basicConfig(level=logging.INFO); "
            "from collapse_hpc import engine; "
-           "engine.run_unit(sys.argv[1], 'lm', 'replace-p0-s0', 0)", str(store.root)]
+           f"engine.run_unit(sys.argv[1], 'lm', '{variant}', 0)", str(store.root)]
     env = {**os.environ, "COLLAPSE_LM_KILL_AFTER_CHUNKS": "1", "COLLAPSE_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
@@ -169,6 +171,8 @@ def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir):
     shutil.copytree(store.root, fresh, ignore=shutil.ignore_patterns("lm", ".lock"))
     proc = subprocess.run(cmd[:-1] + [str(fresh)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    fresh_shards = fresh / "lm" / "replace-p0-s0" / "gen_000" / "shards"
+    fresh_shards = fresh / "lm" / variant / "gen_000" / "shards"
     for name in resumed:
         assert pq.read_table(fresh_shards / name).equals(pq.read_table(unit / "shards" / name)), name
+    meta = json.loads(pq.read_schema(fresh_shards / name).metadata[b"decoding"])
+    assert meta["preset"] == decoding.partition(":")[0]
