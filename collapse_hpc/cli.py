@@ -78,8 +78,11 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="prepare data sets", description="Prepare data sets as Parquet under data/.")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    dp = dsub.add_parser("prepare", help="prepare NAME (wikivital, wikitext2, digits, mnist, or any name with --from)")
-    dp.add_argument("name", metavar="NAME", help="data set to prepare: wikivital, wikitext2, digits, mnist, "
+    from collapse_hpc.data import preparers
+
+    known = ", ".join(preparers())
+    dp = dsub.add_parser("prepare", help=f"prepare NAME ({known}, or any name with --from)")
+    dp.add_argument("name", metavar="NAME", help=f"data set to prepare: {known}, "
                     "or a new name for the files given with --from")
     dp.add_argument("--from", dest="source", metavar="PATH", help="local text or Parquet files to prepare instead")
     dp.add_argument("--data-dir", default="data", help="where prepared data goes (default: data)")
@@ -162,10 +165,9 @@ def resolve(args, executor: str | None = None, profile: str | None = None):
         kinds = {c.kind for c in engine.plan(run, only=only)} | {"aggregate"}
         slurm.check_profile(prof, sorted(kinds))
     for name in run.enabled():  # e.g. an unprepared data set: one line now, not a failed job later
-        check = getattr(experiments.get(name), "check", None)
-        if check and (not only or name in only):
+        if not only or name in only:
             try:
-                check(run)
+                experiments.get(name).check(run)
             except UserError as e:
                 raise UserError(f"{args.config}: {e}") from None
     return RunStore(args.run or default_run_dir(args.config)), run

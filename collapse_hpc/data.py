@@ -1,22 +1,26 @@
 """collapse-hpc data: prepare data sets once as Parquet under data/ (each beside a JSON card).
 
-Each preparer lives with the experiment that reads it; this module only names them.
+Each preparer lives with the experiment that reads it and is declared by it (Experiment.datasets,
+Experiment.local_data); this module only looks them up.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 
+from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 
-PREPARERS = {
-    "wikivital": "collapse_hpc.experiments.lm.data:prepare_wikivital",
-    "wikitext2": "collapse_hpc.experiments.lm.data:prepare_wikitext2",
-    "digits": "collapse_hpc.experiments.vae.data:prepare_digits",
-    "mnist": "collapse_hpc.experiments.vae.data:prepare_mnist",
-}
-LOCAL = "collapse_hpc.experiments.lm.data:prepare_local"
+
+def preparers() -> dict[str, str]:
+    """Every built-in data set: name -> "module:function", from the experiments that read them."""
+    return {name: ref for e in experiments.names() for name, ref in experiments.get(e).datasets.items()}
+
+
+def _local() -> str | None:
+    return next((ref for e in experiments.names() if (ref := experiments.get(e).local_data)), None)
 
 
 def _load(ref: str):
@@ -28,16 +32,22 @@ def _load(ref: str):
 
 
 def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = False) -> int:
-    if source and name == "mnist":  # IDX files in a folder
-        return _load(PREPARERS["mnist"])(data_dir, force=force, source=Path(source)) or 0
-    if source and name in PREPARERS:  # the built-in preparer and its readers own that folder
+    known = preparers()
+    if source and name in known:
+        fn = _load(known[name])
+        if "source" in inspect.signature(fn).parameters:  # e.g. mnist's IDX files in a folder
+            return fn(data_dir, force=force, source=Path(source)) or 0
+        # the built-in preparer and its readers own that folder
         raise UserError(f"data set name {name!r} is a built-in data set; give your files another name")
     if source:
-        return _load(LOCAL)(name, Path(source), data_dir, force=force) or 0
-    if name not in PREPARERS:
-        raise UserError(f"unknown data set {name!r}; known: {', '.join(PREPARERS)} "
+        local = _local()
+        if local is None:
+            raise UserError("no experiment prepares data sets from local files in this installation")
+        return _load(local)(name, Path(source), data_dir, force=force) or 0
+    if name not in known:
+        raise UserError(f"unknown data set {name!r}; known: {', '.join(known)} "
                         f"(or give local files with --from PATH)")
-    return _load(PREPARERS[name])(data_dir, force=force) or 0
+    return _load(known[name])(data_dir, force=force) or 0
 
 
 def _card(path: Path) -> dict:

@@ -99,7 +99,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
             if not store.is_done(p, deep=False):
                 raise UserError(f"{p}: an earlier generation is not finished; run it first")
     if rank == 0:
-        store.reset_unit(unit_dir, keep=tuple(getattr(exp, "resumable", ())))
+        store.reset_unit(unit_dir, keep=tuple(exp.resumable))
     else:
         unit_dir.mkdir(parents=True, exist_ok=True)
     ctx = UnitContext(run=run, config=v.section(run), variant=v, index=index, dir=unit_dir,
@@ -111,7 +111,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
     if rank != 0:
         _wait_for_manifest(unit_dir)
         return "done"
-    for sub in getattr(exp, "scratch", ()):  # e.g. training checkpoints: not results
+    for sub in exp.scratch:  # e.g. training checkpoints: not results
         import shutil
 
         shutil.rmtree(unit_dir / sub, ignore_errors=True)

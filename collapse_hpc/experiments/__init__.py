@@ -1,7 +1,8 @@
-"""The experiments: one folder each, with the same small surface (see base.py).
+"""The experiments: one folder each, with the same small surface (base.Experiment).
 
 Adding an experiment = a new folder with config.py (its Section dataclass as CONFIG) and
-__init__.py (its Experiment as EXPERIMENT), plus one line here.
+__init__.py (its base.Experiment subclass, instantiated as EXPERIMENT; its report figures,
+title, order, data sets and derived metrics are declared there too), plus one line here.
 """
 from __future__ import annotations
 
@@ -42,3 +43,21 @@ def config_class(name: str):
 def get(name: str):
     """The experiment's Experiment object."""
     return importlib.import_module(REGISTRY[name]).EXPERIMENT
+
+
+def describe(name: str):
+    """The experiment's Experiment object, or a bare one of that name when its code is absent
+    (the report of a run made by an experiment this installation lacks)."""
+    from collapse_hpc.experiments.base import Experiment
+
+    try:
+        return get(name)
+    except (KeyError, ImportError):
+        bare = Experiment()
+        bare.name = name
+        return bare
+
+
+def ordered(names: list[str]) -> list[str]:
+    """Experiment names in report order: each one's `order`, then the name."""
+    return sorted(names, key=lambda n: (describe(n).order, n))

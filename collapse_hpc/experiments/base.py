@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Callable, Literal
 
 from collapse_hpc.regimes import Regime
 from collapse_hpc.store import atomic
@@ -152,20 +152,57 @@ class UnitContext:
         return int(os.environ.get("COLLAPSE_THREADS", 0)) or (os.cpu_count() or 1)
 
 
-class Experiment(Protocol):
-    """Optional hook, looked up with getattr: `check(run) -> None` raises UserError (one line) when an
-    input the experiment needs is missing, e.g. an unprepared data set. The CLI calls it for every
-    experiment it is about to run, before the run folder is created, so a run that could only fail
-    writes nothing. It must be cheap (no heavy imports) and must not prepare anything itself."""
+class Experiment:
+    """What an experiment offers the engine, the launchers, the report and `collapse-hpc data`.
 
-    name: str
-    shape: Literal["chain", "array"]
-    job: Literal["gpu", "gpu1", "cpu"]  # resources on a cluster: multi-GPU, one GPU, CPU only
-    resumable: tuple[str, ...]  # sub-folders kept when an unfinished unit is redone
+    Subclass it in the experiment's folder and set what differs from these defaults; the rest of
+    the package iterates over experiments and never names one (experiments/__init__.py lists them).
+    Everything here is cheap to import: heavy code (torch, figures) is imported by the methods.
+    """
 
-    def variants(self, run) -> list[Variant]: ...
+    name: str = ""
+    shape: Literal["chain", "array"] = "chain"
+    job: Literal["gpu", "gpu1", "cpu"] = "cpu"  # resources on a cluster: multi-GPU, one GPU, CPU only
+    resumable: tuple[str, ...] = ()  # sub-folders kept when an unfinished unit is redone
+    scratch: tuple[str, ...] = ()  # sub-folders removed before the manifest: not results
+
+    # the report
+    title: str = ""  # section heading (default: the name)
+    order: int = 100  # sections are sorted by (order, name)
+    metrics: str = ""  # what the metrics mean, shown under the section heading
+
+    # collapse-hpc data prepare NAME: data set name -> "module:function(data_dir, force=False)";
+    # a function that takes `source` also prepares from the user's files (--from PATH)
+    datasets: dict[str, str] = {}
+    # prepares any other NAME from the user's files: "module:function(name, source, data_dir, force=False)"
+    local_data: str | None = None
+
+    def variants(self, run) -> list[Variant]:
+        return default_variants(self.name, run)
 
     def units(self, run, variant: Variant) -> int:
         """Number of units of a variant: its generations (chain) or its chunks (array)."""
+        return run.generations_of(self.name)
 
-    def run_unit(self, ctx: UnitContext) -> None: ...
+    def ranks(self, run, variant: Variant | None = None) -> int:
+        """Processes per unit: the section's `ranks` key where it has one (lm; a regime may
+        override it), else 1."""
+        section = variant.section(run) if variant is not None else run.section(self.name)
+        return getattr(section, "ranks", None) or 1
+
+    def check(self, run) -> None:
+        """Raise UserError (one line) when an input the experiment needs is missing, e.g. an
+        unprepared data set. The CLI calls it for every experiment it is about to run, before the run
+        folder is created, so a run that could only fail writes nothing. Cheap; prepares nothing."""
+
+    def run_unit(self, ctx: UnitContext) -> None:
+        raise NotImplementedError
+
+    def figures(self) -> list[tuple[str, str, Callable]]:
+        """The experiment's own report figures: (key, title, function(Context) -> (Figure, caption) or None)."""
+        return []
+
+    def derive(self, df):
+        """A unit's metrics table (pandas) with metrics the figures need that the experiment records
+        only in parts (e.g. older runs); the report calls it on every finished unit's table."""
+        return df

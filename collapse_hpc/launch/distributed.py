@@ -12,17 +12,10 @@ import socket
 
 
 def ranks_of(run, experiment: str, variant=None) -> int:
-    """Processes one unit of `experiment` (of `variant`) wants: its section's `ranks` (lm), else its
-    object's, else 1."""
-    section = variant.section(run) if variant is not None else run.section(experiment)
-    value = getattr(section, "ranks", None)
-    if value is None:
-        from collapse_hpc import experiments
+    """Processes one unit of `experiment` (of `variant`) wants (Experiment.ranks)."""
+    from collapse_hpc import experiments
 
-        value = getattr(experiments.get(experiment), "ranks", None)
-        if callable(value):
-            value = value(run)
-    return max(1, int(value or 1))
+    return max(1, int(experiments.get(experiment).ranks(run, variant)))
 
 
 def free_port() -> int:

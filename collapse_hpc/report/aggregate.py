@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.report import collect, figures, page, stats, tables
 from collapse_hpc.report.plots import Context
 from collapse_hpc.store.atomic import write_parquet, write_text
 
 log = logging.getLogger("collapse_hpc.report")
-ORDER = ["lm", "gmm", "gaussian", "vae"]
 
 
 def build(runs: list[str], out: str | Path | None = None) -> Path:
@@ -37,8 +37,7 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     write_parquet(out / "metrics.parquet", pa.Table.from_pandas(df, preserve_index=False))
     write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.8g"))
 
-    names = sorted({e for r in data for e in r.experiments()}, key=lambda e: (e not in ORDER,
-                                                                              ORDER.index(e) if e in ORDER else 0, e))
+    names = experiments.ordered(list({e for r in data for e in r.experiments()}))
     sections = []
     for name in names:
         ctx = Context(name, df[df["experiment"] == name], summary[summary["experiment"] == name], data)
@@ -46,7 +45,7 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
         datasets = sorted({str(sec["dataset"]) for r in data for sec in [r.raw_config.get(name)]
                            if isinstance(sec, dict) and sec.get("dataset")})
         sections.append(page.Section(name, figs, tables.first_last(summary, data, name),
-                                     page.section_title(name, datasets)))
+                                     page.section_title(name, datasets), experiments.describe(name).metrics))
         log.info("report: %s: %d of %d figures", name, sum(bool(f.files) for f in figs), len(figs))
 
     _drop_stale(out / "figures", {f for s in sections for fig in s.figures for f in fig.files})

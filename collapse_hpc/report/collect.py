@@ -164,17 +164,6 @@ def labels(paths: list[str]) -> list[str]:
 
 # ------------------------------------------------------------------ metrics to long form
 
-def derive(experiment: str, df: pd.DataFrame) -> pd.DataFrame:
-    """Metrics the figures need that an experiment may record only in parts."""
-    if experiment == "gmm" and "total_variance" not in df:
-        parts = [c for c in df.columns if re.fullmatch(r"(trace|var|variance)_?(c|comp|component)?_?\d+", c)]
-        if parts:
-            df = df.assign(total_variance=df[parts].sum(axis=1))
-    if experiment == "gaussian" and "sigma_hat" in df and not {"var_hat", "sigma2_hat"} & set(df.columns):
-        df = df.assign(sigma2_hat=df["sigma_hat"].astype(float) ** 2)
-    return df
-
-
 def _unit_metrics(run: RunData, unit: Unit) -> pd.DataFrame | None:
     path = unit.file("metrics.parquet")
     if path is None:
@@ -185,7 +174,9 @@ def _unit_metrics(run: RunData, unit: Unit) -> pd.DataFrame | None:
     if "generation" not in df or not pd.api.types.is_integer_dtype(df["generation"]):
         unit.problems.append(f"{path}: no integer 'generation' column")
         return None
-    df = derive(unit.experiment, df)
+    from collapse_hpc import experiments
+
+    df = experiments.describe(unit.experiment).derive(df)  # metrics the figures need, recorded in parts
     metric_cols = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
     if not metric_cols:
         unit.problems.append(f"{path}: no float metric columns")

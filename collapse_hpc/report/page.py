@@ -15,11 +15,12 @@ class Section:
     experiment: str
     figures: list[Fig]
     table: Table
-    title: str = ""  # default: NAMES
+    title: str = ""  # default: the experiment's own title
+    metrics: str = ""  # what its metrics mean
 
     @property
     def heading(self) -> str:
-        return self.title or NAMES.get(self.experiment, self.experiment)
+        return self.title or _title(self.experiment)
 
 
 @dataclass
@@ -38,13 +39,15 @@ class Report:
         return Path(os.path.relpath(path, self.out)).as_posix()
 
 
-NAMES = {"lm": "Language model (OPT)", "gmm": "Gaussian mixture", "gaussian": "Single Gaussian",
-         "vae": "Variational autoencoder"}
+def _title(experiment: str) -> str:
+    from collapse_hpc import experiments
+
+    return experiments.describe(experiment).title or experiment
 
 
 def section_title(experiment: str, datasets: list[str]) -> str:
-    """The experiment's name with the data sets its runs used (from their configs, not assumed)."""
-    base = NAMES.get(experiment, experiment)
+    """The experiment's title with the data sets its runs used (from their configs, not assumed)."""
+    base = _title(experiment)
     if not datasets:
         return base
     names = ", ".join(datasets)
@@ -125,6 +128,8 @@ def write_html(rep: Report) -> str:
         parts.append(f"<h2>Problems</h2><p>Units left out of the report:</p><ul>{items}</ul>")
     for s in rep.sections:
         parts.append(f'<h2 id="{s.experiment}">{e(s.heading)}</h2>')
+        if s.metrics:
+            parts.append(f"<p>Metrics: {e(s.metrics)}</p>")
         parts += [_fig_html(rep, f) for f in s.figures]
         parts.append("<h3>Generation 0 against the last</h3>" + _html_table(s.table))
     parts.append("<h2 id=\"progress\">Progress</h2>" + _html_table(rep.completeness))
@@ -145,6 +150,8 @@ def write_markdown(rep: Report) -> str:
         out.append("## Problems\n\n" + "\n".join(f"- {p}" for p in rep.problems[:50]) + "\n")
     for s in rep.sections:
         out.append(f"## {s.heading}\n")
+        if s.metrics:
+            out.append(f"Metrics: {s.metrics}\n")
         for f in s.figures:
             if f.files:
                 png, pdf = (rep.rel(p) for p in f.files)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from collapse_hpc.report.collect import RunData
-from collapse_hpc.report.figures import _theory
+from collapse_hpc.experiments.gaussian.figures import _theory
 from collapse_hpc.report.plots import Context
 
 

@@ -5,21 +5,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collapse_hpc.experiments.base import default_variants
+from collapse_hpc.experiments.base import Experiment
 
 
-class Toy:
+class Toy(Experiment):
     name = "toy"
     job = "cpu"
     shape = "chain"
     resumable = ("steps",)  # a requeued unit keeps its finished steps
     scratch = ("steps",)  # not results: removed before the manifest
-
-    def variants(self, run):
-        return default_variants("toy", run)
-
-    def units(self, run, variant):
-        return run.generations_of("toy")
 
     def run_unit(self, ctx):
         cfg = ctx.config

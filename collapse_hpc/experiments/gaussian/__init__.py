@@ -9,8 +9,8 @@ Theory (MLE): E[sigma_hat^2 at generation g] = sigma^2 ((n-1)/n)^(g+1) under rep
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import default_variants
-from collapse_hpc.experiments.gmm import parts
+from collapse_hpc.experiments import parts
+from collapse_hpc.experiments.base import Experiment, default_variants
 
 NAME = "gaussian"
 
@@ -23,12 +23,15 @@ def part_size(run, variant) -> int:
     return parts.chunk_size(cfg.replicates, cfg.chunk_replicates, pool, cfg.pool_memory_gib)
 
 
-class GaussianExperiment:
+class GaussianExperiment(Experiment):
     name = NAME
     shape = "array"
     job = "cpu"
-    resumable = ()
-    scratch = ()
+    title = "Single Gaussian"
+    order = 30
+    metrics = ("mu_hat, sigma_hat, var_hat: the fitted mean, standard deviation and variance; mu_error, "
+               "sigma_error: their distance to the real mu and sigma; sample_variance: of the points drawn; "
+               "one variant per sample size n (setting samples).")
 
     def variants(self, run):
         return default_variants(NAME, run, extra=lambda cfg: [{"samples": n} for n in cfg.samples])
@@ -40,6 +43,17 @@ class GaussianExperiment:
         from collapse_hpc.experiments.gaussian.run import run_part
 
         run_part(ctx, part_size(ctx.run, ctx.variant))
+
+    def figures(self):
+        from collapse_hpc.experiments.gaussian.figures import FIGURES
+
+        return FIGURES
+
+    def derive(self, df):
+        """Runs that recorded sigma_hat only: the variance the theory figure needs is its square."""
+        if "sigma_hat" in df and not {"var_hat", "sigma2_hat"} & set(df.columns):
+            df = df.assign(sigma2_hat=df["sigma_hat"].astype(float) ** 2)
+        return df
 
 
 EXPERIMENT = GaussianExperiment()

@@ -6,7 +6,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from collapse_hpc.experiments.gaussian.recursion import recurse
-from collapse_hpc.experiments.gmm import parts
+from collapse_hpc.experiments import parts
 
 METRICS = ("mu_hat", "sigma_hat", "var_hat", "mu_error", "sigma_error", "sample_variance")
 

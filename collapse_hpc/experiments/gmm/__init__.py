@@ -8,8 +8,10 @@ vectorised over its replicates (em.py), and writes
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import default_variants
-from collapse_hpc.experiments.gmm import parts
+import re
+
+from collapse_hpc.experiments import parts
+from collapse_hpc.experiments.base import Experiment
 
 NAME = "gmm"
 
@@ -22,15 +24,15 @@ def part_size(run, variant) -> int:
     return parts.chunk_size(cfg.replicates, cfg.chunk_replicates, pool, cfg.pool_memory_gib)
 
 
-class GMMExperiment:
+class GMMExperiment(Experiment):
     name = NAME
     shape = "array"
     job = "cpu"
-    resumable = ()
-    scratch = ()
-
-    def variants(self, run):
-        return default_variants(NAME, run)
+    title = "Gaussian mixture"
+    order = 20
+    metrics = ("l2: exact L2 distance between each generation's fitted mixture and generation 0's; "
+               "total_variance: trace of the fitted mixture's covariance; per component cK_: weight, mean, "
+               "covariance and tail positions (see gmm/metrics.py).")
 
     def units(self, run, variant) -> int:
         return parts.count(variant.section(run).replicates, part_size(run, variant))
@@ -39,6 +41,19 @@ class GMMExperiment:
         from collapse_hpc.experiments.gmm.run import run_part
 
         run_part(ctx, part_size(ctx.run, ctx.variant))
+
+    def figures(self):
+        from collapse_hpc.experiments.gmm.figures import FIGURES
+
+        return FIGURES
+
+    def derive(self, df):
+        """Runs that recorded per-component variances only: their sum is the total variance."""
+        if "total_variance" not in df:
+            comps = [c for c in df.columns if re.fullmatch(r"(trace|var|variance)_?(c|comp|component)?_?\d+", c)]
+            if comps:
+                df = df.assign(total_variance=df[comps].sum(axis=1))
+        return df
 
 
 EXPERIMENT = GMMExperiment()

@@ -6,7 +6,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.experiments.gmm import em, metrics, parts
+from collapse_hpc.experiments import parts
+from collapse_hpc.experiments.gmm import em, metrics
 from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, recurse
 
 

@@ -8,10 +8,10 @@ cli.py (`collapse-hpc lm` with the reference implementation's flags).
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import check_prepared, default_variants
+from collapse_hpc.experiments.base import Experiment, check_prepared, default_variants
 
 
-class LanguageModel:
+class LanguageModel(Experiment):
     name = "lm"
     shape = "chain"  # generation g reads generations < g
     job = "gpu"  # DeepSpeed over every GPU of the job
@@ -19,6 +19,14 @@ class LanguageModel:
     # trained model (saved atomically, so a kill during sampling does not retrain)
     resumable = ("shards", "checkpoints", "model")
     scratch = ("checkpoints",)
+    title = "Language model (OPT)"
+    order = 10
+    metrics = ("test_ppl: perplexity on the real test split; distinct_n, unigram_entropy, type_token_ratio, "
+               "rare_token_share: diversity of the generated text; ppl_p5 … ppl_p95: percentiles of the generated "
+               "sequences' perplexity under the generation-0 model (see lm/metrics.py).")
+    datasets = {"wikivital": "collapse_hpc.experiments.lm.data:prepare_wikivital",
+                "wikitext2": "collapse_hpc.experiments.lm.data:prepare_wikitext2"}
+    local_data = "collapse_hpc.experiments.lm.data:prepare_local"
 
     def variants(self, run):
         """regimes x seeds, times the decoding strategies when the config sweeps them (setting
@@ -28,9 +36,6 @@ class LanguageModel:
         strategies = labels(run.section(self.name))
         extra = None if strategies == ["beam"] else [{"decoding": s} for s in strategies]
         return default_variants(self.name, run, extra)
-
-    def units(self, run, variant) -> int:
-        return run.generations_of(self.name)
 
     def check(self, run) -> None:
         """The corpus must be prepared beforehand (a run never downloads or builds one itself), and
@@ -48,6 +53,11 @@ class LanguageModel:
         from collapse_hpc.experiments.lm.chain import run_generation
 
         run_generation(ctx)
+
+    def figures(self):
+        from collapse_hpc.experiments.lm.figures import FIGURES
+
+        return FIGURES
 
 
 EXPERIMENT = LanguageModel()

@@ -11,21 +11,21 @@ accumulate-subsample (the same pool, subsampled to the real data's size).
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import check_prepared, default_variants
+from collapse_hpc.experiments.base import Experiment, check_prepared
 
 
-class Vae:
+class Vae(Experiment):
     name = "vae"
     shape = "chain"
     job = "gpu1"
     resumable = ()  # a generation takes minutes even on MNIST: redone whole if interrupted
-    scratch = ()
-
-    def variants(self, run):
-        return default_variants(self.name, run)
-
-    def units(self, run, variant) -> int:
-        return run.generations_of(self.name)
+    title = "Variational autoencoder"
+    order = 40
+    metrics = ("elbo, recon, kl: on the real test split, per image (nats); class_entropy and class_0 … class_9: "
+               "the classifier's labels of generated samples; pixel_variance; frechet: Fréchet distance of "
+               "classifier features of generated and real images (see vae/metrics.py).")
+    datasets = {"digits": "collapse_hpc.experiments.vae.data:prepare_digits",
+                "mnist": "collapse_hpc.experiments.vae.data:prepare_mnist"}
 
     def check(self, run) -> None:
         """digits is prepared by the run when missing (offline, seconds); anything else must exist."""
@@ -38,6 +38,11 @@ class Vae:
         from collapse_hpc.experiments.vae.generation import run
 
         run(ctx)
+
+    def figures(self):
+        from collapse_hpc.experiments.vae.figures import FIGURES
+
+        return FIGURES
 
 
 EXPERIMENT = Vae()

@@ -2,18 +2,13 @@
 import numpy as np
 import pyarrow as pa
 
-from collapse_hpc.experiments.base import default_variants
+from collapse_hpc.experiments.base import Experiment
 
 
-class ArrayToy:
+class ArrayToy(Experiment):
     name = "ltarray"
     shape = "array"
     job = "cpu"
-    resumable = ()
-    scratch = ()
-
-    def variants(self, run):
-        return default_variants(self.name, run)
 
     def units(self, run, variant):
         return run.section(self.name).parts

@@ -7,23 +7,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collapse_hpc.experiments.base import default_variants
+from collapse_hpc.experiments.base import Experiment
 
 STEP_S = 0.5
 
 
-class ChainToy:
+class ChainToy(Experiment):
     name = "ltchain"
     shape = "chain"
     job = "gpu"  # the lm's kind: ranks from the config, GPUs where a profile gives some
     resumable = ("steps",)
-    scratch = ()
-
-    def variants(self, run):
-        return default_variants(self.name, run)
-
-    def units(self, run, variant):
-        return run.generations_of(self.name)
 
     def run_unit(self, ctx):
         cfg = ctx.config

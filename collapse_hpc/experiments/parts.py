@@ -1,4 +1,4 @@
-"""Splitting a variant's replicates into array tasks ("parts"), shared by gmm and gaussian.
+"""Splitting a variant's replicates into array tasks ("parts"), for array experiments (gmm, gaussian).
 
 Accumulate regimes keep every generation's points in memory, so their parts are made small
 enough that one part's pools fit in `pool_memory_gib`.
