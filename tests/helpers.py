@@ -1,12 +1,5 @@
 """Helpers for tests: a toy run built in a temporary folder."""
-import os
-
-os.environ.setdefault("COLLAPSE_EXTRA_EXPERIMENTS", "toy=tests.toy_experiment")
-
-from collapse_hpc import config as cfgmod  # noqa: E402
-from collapse_hpc import experiments  # noqa: E402
-
-experiments.REGISTRY.setdefault("toy", "tests.toy_experiment")
+from collapse_hpc import config as cfgmod  # toy is registered by tests/conftest.py
 
 
 def toy_run(tmp_path, generations=3, **toy):
