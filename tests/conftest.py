@@ -12,6 +12,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # (collapse_hpc/experiments/__init__.py reads the variable; job subprocesses inherit it).
 TEST_EXPERIMENTS = [
     "toy=tests.toy_experiment",
+    "tail=tests.tail_experiment",
 ]
 os.environ.setdefault("COLLAPSE_EXTRA_EXPERIMENTS", ",".join(TEST_EXPERIMENTS))
 

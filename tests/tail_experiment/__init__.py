@@ -1,0 +1,41 @@
+"""A fifth experiment, used only by the tests to prove that an experiment is one folder plus one
+registry line (tests/conftest.py): categorical recursion on a Zipf distribution, after Dohmatob et
+al., "A Tale of Tails: Model Collapse as a Change of Scaling Laws" (2024).
+
+Each generation fits category frequencies to `samples` points (the maximum-likelihood categorical)
+and draws the next generation's points from that fit. A category that draws no point is gone for
+good under replace: the support shrinks and the tail's mass goes to the head. Array-shaped like
+gaussian: each task is a chunk of replicates through every generation, writing metrics.parquet.
+"""
+from __future__ import annotations
+
+from collapse_hpc.experiments import parts
+from collapse_hpc.experiments.base import Experiment
+
+
+class Tail(Experiment):
+    name = "tail"
+    shape = "array"
+    job = "cpu"
+    title = "Zipf tail (categorical)"
+    order = 50
+    metrics = ("support: categories the fit gives any probability; tail_mass: its probability beyond the "
+               "real distribution's head; tv: total variation distance to the real distribution; "
+               "entropy: of the fit (nats).")
+
+    def units(self, run, variant) -> int:
+        cfg = variant.section(run)
+        return parts.count(cfg.replicates, cfg.chunk_replicates)
+
+    def run_unit(self, ctx) -> None:
+        from tests.tail_experiment.recursion import run_part
+
+        run_part(ctx)
+
+    def figures(self):
+        from tests.tail_experiment.figures import FIGURES
+
+        return FIGURES
+
+
+EXPERIMENT = Tail()

@@ -1,0 +1,54 @@
+"""One array task of the tail experiment: a chunk of replicates through every generation."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from collapse_hpc.experiments import parts
+from collapse_hpc.regimes import mix
+
+METRICS = ("support", "tail_mass", "tv", "entropy")
+
+
+def zipf(categories: int, exponent: float) -> np.ndarray:
+    p = np.arange(1, categories + 1, dtype=float) ** -exponent
+    return p / p.sum()
+
+
+def counts(points: np.ndarray, categories: int) -> np.ndarray:
+    """(R, n) category ids -> (R, categories) counts, one bincount for all replicates."""
+    R = len(points)
+    flat = (points + categories * np.arange(R)[:, None]).ravel()
+    return np.bincount(flat, minlength=R * categories).reshape(R, categories)
+
+
+def run_part(ctx) -> None:
+    cfg, regime, G = ctx.config, ctx.variant.regime, ctx.run.generations_of("tail")
+    K, n = cfg.categories, cfg.samples
+    ids = parts.replicate_range(cfg.replicates, cfg.chunk_replicates, ctx.index)
+    R = len(ids)
+    rng = np.random.default_rng(ctx.seed())
+    p = zipf(K, cfg.exponent)
+    real = rng.choice(K, size=(R, n), p=p)
+    pools: dict[int, np.ndarray] = {}
+    running = counts(real, K)  # accumulate: every point so far, as counts
+    table = {m: np.empty((G, R)) for m in METRICS}
+    for g in range(G):
+        if g == 0 or regime.name == "accumulate":
+            c = running
+        else:  # replace and accumulate-subsample assemble their data like every experiment
+            plan = mix(regime, n, [n] * g, rng, size=n)
+            c = counts(np.concatenate([(real if src < 0 else pools[src])[:, idx] for src, idx in plan if len(idx)],
+                                      1), K)
+        q = c / c.sum(1, keepdims=True)
+        table["support"][g] = (q > 0).sum(1)
+        table["tail_mass"][g] = q[:, cfg.head:].sum(1)
+        table["tv"][g] = 0.5 * np.abs(q - p).sum(1)
+        table["entropy"][g] = -np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0).sum(1)
+        pools[g] = np.stack([rng.choice(K, size=n, p=q[r]) for r in range(R)])
+        if regime.name == "accumulate":
+            running = running + counts(pools[g], K)
+    columns = {"generation": pa.array(np.repeat(np.arange(G, dtype=np.int32), R)),
+               "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G))}
+    columns.update({m: pa.array(table[m].reshape(-1)) for m in METRICS})
+    ctx.write_table("metrics.parquet", pa.table(columns))
