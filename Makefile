@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/collapse-hpc/torch_extensions
 export PYTHONNOUSERSITE := 1
 
-.PHONY: setup demo test test-slurm submit status aggregate verify bench data image sif clean help
+.PHONY: setup demo lint test test-slurm submit status aggregate verify bench data image sif clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -32,7 +32,10 @@ demo: setup  ## the whole suite locally on CPU, offline, then the report
 	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 	$(CLI) aggregate $(RUN)
 
-test: setup  ## the whole test suite (Slurm tests excluded: make test-slurm)
+lint: setup  ## ruff over the code (pyproject.toml's [tool.ruff])
+	$(VENV)/bin/ruff check .
+
+test: lint  ## lint, then the whole test suite (Slurm tests excluded: make test-slurm)
 	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
 
 test-slurm: setup  ## start the single-node Slurm dev cluster and run the Slurm tests

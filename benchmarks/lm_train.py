@@ -8,7 +8,8 @@ machine is shared). Claim: ours is not slower than the plain loop by more than 1
 
 --opt125m: on a GPU, the OPT-125M architecture (random weights: the hub is not needed for a
 speed figure) in bf16, block 64, micro-batch = global batch 128, 2 epochs; prints the second
-epoch's tokens/s (after DeepSpeed's one-time start-up costs) and model-FLOPs utilisation against the GPU's dense bf16 peak (--peak-tflops, H100 SXM: 989).
+epoch's tokens/s (after DeepSpeed's one-time start-up costs) and model-FLOPs utilisation
+against the GPU's dense bf16 peak (--peak-tflops, H100 SXM: 989).
 
 Last line: `tokens_per_s: <ours>`.
 """
@@ -31,7 +32,6 @@ from collapse_hpc.experiments.lm.config import LMConfig  # noqa: E402
 
 def plain_loop(model, ids, cfg, seed: int = 0) -> float:
     """The same epoch as train_generation, written as a bare PyTorch loop; returns tokens/s."""
-    import numpy as np
     import torch
 
     from collapse_hpc.experiments.lm.train import batch_plan, epoch_order
@@ -140,11 +140,14 @@ def gpu_benchmark(args) -> float:
     flops_per_token = 6 * params + 12 * 12 * 768 * 64  # PaLM's estimate: 6N + 12 L d T
     mfu = tps * flops_per_token / (args.peak_tflops * 1e12)
     print(f"device: {torch.cuda.get_device_name()}, OPT-125M shape ({params / 1e6:.1f}M parameters), "
-          f"{args.precision}, ZeRO-{args.zero}{', compiled' if args.compile else ''}, block 64, global batch 128 = micro {args.micro} x accumulation {128 // args.micro}")
-    print(f"ours (second epoch, after warm-up): {tps:,.0f} tokens/s, MFU {100 * mfu:.1f}% of {args.peak_tflops:g} TFLOP/s")
+          f"{args.precision}, ZeRO-{args.zero}{', compiled' if args.compile else ''}, block 64, "
+          f"global batch 128 = micro {args.micro} x accumulation {128 // args.micro}")
+    print(f"ours (second epoch, after warm-up): {tps:,.0f} tokens/s, "
+          f"MFU {100 * mfu:.1f}% of {args.peak_tflops:g} TFLOP/s")
     model = random_model(opt125m).cuda()
     plain = plain_loop(model, np.ascontiguousarray(ids), cfg)
-    print(f"plain PyTorch loop: {plain:,.0f} tokens/s, MFU {100 * plain * flops_per_token / (args.peak_tflops * 1e12):.1f}%")
+    plain_mfu = plain * flops_per_token / (args.peak_tflops * 1e12)
+    print(f"plain PyTorch loop: {plain:,.0f} tokens/s, MFU {100 * plain_mfu:.1f}%")
     return tps
 
 

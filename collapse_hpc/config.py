@@ -337,8 +337,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def load(path: str | Path, overrides: list[str] = (), generations: int | None = None) -> RunConfig:
     """Load, override and validate a config file; raise ConfigError with one line on any problem."""
-    from collapse_hpc import experiments
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")

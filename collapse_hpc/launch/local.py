@@ -165,8 +165,8 @@ def execute(store, run, chains, **_) -> dict:
         raise
     if counts["failed"]:
         blocked = sum(len(lane.blocked) for lane in lanes)
-        print(f"{len(counts['failed'])} unit(s) failed" + (f"; {blocked} later generation(s) not run" if blocked else ""),
-              file=sys.stderr)
+        print(f"{len(counts['failed'])} unit(s) failed"
+              + (f"; {blocked} later generation(s) not run" if blocked else ""), file=sys.stderr)
         for f in counts["failed"]:
             print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
     return counts

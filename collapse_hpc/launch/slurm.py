@@ -35,7 +35,8 @@ def _slurm(cmd: list[str]) -> str:
         raise UserError(f"{cmd[0]} not found: not a Slurm host (the dev cluster: bash slurm/dev-cluster/start.sh)")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
-        raise UserError(f"{' '.join(cmd[:2])} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+        why = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode
+        raise UserError(f"{' '.join(cmd[:2])} failed: {why}")
     return out.stdout
 
 

@@ -58,10 +58,14 @@ def section_title(experiment: str, datasets: list[str]) -> str:
 CHECK_SCRIPT = """<script>
 (function () {
   var errors = [];
-  function note(msg) { errors.push(String(msg)); document.documentElement.setAttribute('data-errors', errors.join(' | ')); }
+  function note(msg) {
+    errors.push(String(msg)); document.documentElement.setAttribute('data-errors', errors.join(' | '));
+  }
   var error = console.error;
   console.error = function () { note(Array.prototype.join.call(arguments, ' ')); error.apply(console, arguments); };
-  window.addEventListener('error', function (e) { note(e.message || ('failed to load ' + (e.target && e.target.src))); }, true);
+  window.addEventListener('error', function (e) {
+    note(e.message || ('failed to load ' + (e.target && e.target.src)));
+  }, true);
   window.addEventListener('load', function () {
     var imgs = Array.prototype.slice.call(document.images);
     var broken = imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; });
@@ -78,7 +82,8 @@ CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding
 h1,h2,h3{font-family:Helvetica,Arial,sans-serif}h2{border-bottom:1px solid #999;padding-bottom:.2em;margin-top:2em}
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9em;color:#333}table{border-collapse:collapse;font-size:.85em;margin:.8em 0}
-td,th{border:1px solid #bbb;padding:.2em .5em;text-align:right}th{background:#eee}td:first-child,th:first-child{text-align:left}
+td,th{border:1px solid #bbb;padding:.2em .5em;text-align:right}th{background:#eee}
+td:first-child,th:first-child{text-align:left}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}.missing{color:#777;font-style:italic}
 nav a{margin-right:1em}"""
 

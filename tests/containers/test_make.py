@@ -89,7 +89,8 @@ def test_sif_build_command(tmp_path):
     log = tmp_path / "apptainer.log"
     v = _version()
     path = _tools(tmp_path,
-                  docker=f'[ "$1 $2" = "image inspect" ] && [ "${{@: -1}}" = collapse-hpc:{v} ] && echo abc123 && exit 0\nexit 1\n',
+                  docker=f'[ "$1 $2" = "image inspect" ] && [ "${{@: -1}}" = collapse-hpc:{v} ] '
+                         '&& echo abc123 && exit 0\nexit 1\n',
                   apptainer=f'printf "%s\\n" "$@" > {log}\n')
     r = _make("sif", path)
     assert r.returncode == 0, r.stderr

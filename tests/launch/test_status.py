@@ -10,7 +10,8 @@ def test_cancelled_job_with_progress_bars_shows_slurms_reason_and_readable_lines
     text += "slurmstepd-vm: error: *** JOB 45 ON vm CANCELLED AT 2026-12-03T08:06:30 ***\n"
     text += "".join(bar.format(e=e) + f"\r{' ' * 70}\r08:06:{e:02d} collapse_hpc.lm: epoch {e}/40: train loss 4.4\n"
                     for e in range(1, 60))
-    text += "\repoch 60/40:   0%|          | 0/16 [00:00<?, ?it/s]\repoch 60/40:   6%|#  | 1/16srun: error: task 0: Killed\n"
+    text += ("\repoch 60/40:   0%|          | 0/16 [00:00<?, ?it/s]"
+             "\repoch 60/40:   6%|#  | 1/16srun: error: task 0: Killed\n")
     log = tmp_path / "45_0_log.err"
     log.write_text(text)
     assert log.stat().st_size > 16384

@@ -155,7 +155,8 @@ def full_run(root: Path, small: bool = False) -> Path:
     regimes = [{"name": "replace", "keep_fraction": 0.0}, {"name": "replace", "keep_fraction": 0.1}]
     write_config(root, {"lm": {"generations": 4, "seeds": [0, 1]},
                         "gmm": {"generations": 12 if small else 40, "regimes": [regimes[0], {"name": "accumulate"}]},
-                        "gaussian": {"generations": 12 if small else 30, "regimes": [regimes[0], {"name": "accumulate"}]},
+                        "gaussian": {"generations": 12 if small else 30,
+                                     "regimes": [regimes[0], {"name": "accumulate"}]},
                         "vae": {"generations": 4, "regimes": [regimes[0], {"name": "accumulate"}]}},
                  generations=4, regimes=regimes)
     lm(root, done={"replace-p0.1-s1": 2}, small=small)

@@ -35,7 +35,8 @@ def test_toy_run_through_the_engine(toy, tmp_path, capsys):
     raw = pd.read_parquet(root / "toy" / "replace-p0-s1" / "gen_002" / "metrics.parquet")
     summary = pd.read_csv(root / "report" / "summary.csv")
     row = summary[summary["generation"] == 2].iloc[0]
-    both = pd.concat([pd.read_parquet(root / "toy" / f"replace-p0-s{s}" / "gen_002" / "metrics.parquet") for s in (0, 1)])
+    both = pd.concat([pd.read_parquet(root / "toy" / f"replace-p0-s{s}" / "gen_002" / "metrics.parquet")
+                      for s in (0, 1)])
     assert row["n"] == 10 and row["mean"] == pytest.approx(both["value"].mean())
     assert raw["value"].tolist() == df[(df["seed"] == 1) & (df["generation"] == 2)]["value"].tolist()
     assert (root / "report" / "figures" / "toy_all_metrics.png").is_file()
@@ -80,7 +81,8 @@ def test_real_gmm_run(tmp_path, capsys):
     assert cli.main(["aggregate", str(root)]) == 0
     figs = root / "report" / "figures"
     pngs = {p.stem: p for p in figs.glob("*.png")}
-    assert {"gmm_l2", "gmm_variance", "gmm_snapshots"} <= set(pngs) and any(k.startswith("gmm_all_metrics") for k in pngs)
+    assert {"gmm_l2", "gmm_variance", "gmm_snapshots"} <= set(pngs)
+    assert any(k.startswith("gmm_all_metrics") for k in pngs)
     for key, png in pngs.items():
         assert np.asarray(Image.open(png).convert("L"), dtype=float).std() > 10, key
     df = pd.read_parquet(root / "report" / "metrics.parquet")

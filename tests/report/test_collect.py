@@ -30,7 +30,8 @@ def test_long_form_has_every_value_once(run):
     assert sorted(gmm["replicate"].unique()) == [0, 1, 2, 3]
     assert set(gmm["regime"]) == {"replace-p0", "accumulate"} and set(gmm["seed"]) == {0}
     tv = gmm[gmm["metric"] == "total_variance"].set_index(["variant", "replicate", "generation"])["value"]
-    parts = gmm[gmm["metric"].isin(["trace_0", "trace_1"])].groupby(["variant", "replicate", "generation"])["value"].sum()
+    traces = gmm[gmm["metric"].isin(["trace_0", "trace_1"])]
+    parts = traces.groupby(["variant", "replicate", "generation"])["value"].sum()
     assert (tv.sort_index() - parts.sort_index()).abs().max() < 1e-12
 
 

@@ -81,7 +81,8 @@ def test_section_titles_name_the_run_data_set(tmp_path):
     root = tmp_path / "r"
     synthetic.write_config(root, {"lm": {"generations": 2, "seeds": [0, 1], "dataset": "wikivital"},
                                   "vae": {"generations": 2, "dataset": "digits"}}, generations=2,
-                           regimes=[{"name": "replace", "keep_fraction": 0.0}, {"name": "replace", "keep_fraction": 0.1}])
+                           regimes=[{"name": "replace", "keep_fraction": 0.0},
+                                    {"name": "replace", "keep_fraction": 0.1}])
     synthetic.lm(root, generations=2, small=True)
     md = (aggregate.build([str(root)]).parent / "results.md").read_text()
     assert "## Language model (OPT on wikivital)" in md and "WikiText-2" not in md

@@ -10,7 +10,7 @@ import pytest
 
 from collapse_hpc import config as cfgmod
 from collapse_hpc.errors import UserError
-from collapse_hpc.store import RunStore, atomic, read_manifest, verify_unit, write_manifest
+from collapse_hpc.store import RunStore, atomic, verify_unit, write_manifest
 from collapse_hpc.store.lock import RunLock
 from tests import helpers  # noqa: F401
 

@@ -23,7 +23,6 @@ Parquet shards (what a chain's gen_NNN/shards holds); --load-generate reads such
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -185,7 +184,8 @@ def reference(a) -> int:
         t = load_blocks(data_dir, cfg.dataset, name, tokenizer, cfg.block_size)
         return t.slice(0, limit) if limit else t
 
-    train = generated.select(["block_id", "input_ids"]) if generated is not None else split("train", cfg.max_train_blocks)
+    train = (generated.select(["block_id", "input_ids"]) if generated is not None
+             else split("train", cfg.max_train_blocks))
     if cfg.max_train_blocks:
         train = train.slice(0, cfg.max_train_blocks)
     val, test = split("validation", cfg.max_eval_blocks), split("test", cfg.max_eval_blocks)

@@ -23,7 +23,8 @@ class LMConfig(Section):
     model: str = knob("tiny", "causal LM: a hub tag (facebook/opt-125m, gpt2, ...) or 'tiny' (random OPT for CPU)")
     pretrained: bool = knob(True, "start from pretrained weights (tiny: a base pretrained once on the "
                                   "train split and cached under data/<dataset>/base/)")
-    tokenizer: str | None = knob(None, "tokenizer tag or folder (default: the model's; tiny: BPE trained on the train split)")
+    tokenizer: str | None = knob(None, "tokenizer tag or folder (default: the model's; "
+                                       "tiny: BPE trained on the train split)")
     vocab_size: int = knob(8000, "tiny: vocabulary of the byte-level BPE trained on the train split", min=300)
     hidden_size: int = knob(128, "tiny: hidden size", min=8)
     layers: int = knob(2, "tiny: transformer layers", min=1)

@@ -247,7 +247,7 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
 
         _save_pretrained_atomic(load_model(ckpt_dir / "best"), tokenizer, out_dir)
     distributed.barrier()
-    del engine
+    engine = None  # frees it before empty_cache (a del would leave checkpoint() a dangling name)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],

@@ -1,6 +1,5 @@
 """A generation's training mix (regimes, fresh samples, even spread) and its determinism."""
 import numpy as np
-import pytest
 import torch
 
 from collapse_hpc.experiments.vae import model, train

@@ -1,0 +1,45 @@
+"""Lint is part of `make test` (and so CI): ruff with the project's own configuration, on the
+whole tree, before the tests; and the Python version the README promises is the package's."""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUFF = Path(sys.executable).parent / "ruff"
+
+
+def test_make_test_runs_ruff_before_pytest():
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    # -n prints the commands without running them; -o: setup counts as done
+    out = subprocess.run([make, "-n", "--no-print-directory", "-o", ".venv/.installed", "test"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    ruff = next(i for i, line in enumerate(out) if re.search(r"\bruff check \.", line))
+    pytest_line = next(i for i, line in enumerate(out) if "-m pytest" in line)
+    assert ruff < pytest_line
+
+
+def test_ruff_with_the_project_config_catches_an_unused_import_and_passes_the_tree(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n\nx = 1" + " " * 130 + "\n")
+    config = ["--config", str(REPO / "pyproject.toml")]
+    r = subprocess.run([str(RUFF), "check", *config, "--no-cache", "--output-format", "concise", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "F401" in r.stdout and "E501" in r.stdout and "W291" in r.stdout
+    r = subprocess.run([str(RUFF), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_requires_python_agrees_with_the_readme():
+    import tomllib
+
+    spec = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    promised = re.search(r"\(Python (3\.\d+)\+", (REPO / "README.md").read_text()).group(1)
+    assert spec == f">={promised}"
+    assert sys.version_info >= tuple(int(p) for p in promised.split("."))
