@@ -146,7 +146,8 @@ def test_two_generation_chain_two_ranks_local(tmp_path, lm_data_dir, monkeypatch
 # ------------------------------------------------------------------ kill during sampling, resume
 
 @pytest.mark.slow
-@pytest.mark.parametrize("decoding,variant", [("beam", "replace-p0-s0"), ("top_p:0.9", "replace-p0-decodingtop_p0.9-s0"),
+@pytest.mark.parametrize("decoding,variant", [("beam", "replace-p0-s0"),
+                                              ("top_p:0.9", "replace-p0-decodingtop_p0.9-s0"),
                                               ("min_p", "replace-p0-decodingmin_p0.1-s0")])
 def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir, decoding, variant):
     store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), decoding=decoding)
