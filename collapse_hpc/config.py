@@ -100,7 +100,8 @@ class RunConfig:
 
 def _plain(v):
     if isinstance(v, Regime):  # overrides written as the user writes them: {name: …, lm: {epochs: 10}}
-        return {"name": v.name, "keep_fraction": v.keep_fraction, **_plain(v.overrides)}
+        extra = {"verifier_quantile": v.verifier_quantile} if v.name == "verifier-filter" else {}
+        return {"name": v.name, "keep_fraction": v.keep_fraction, **extra, **_plain(v.overrides)}
     if dataclasses.is_dataclass(v):
         return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
     if isinstance(v, (list, tuple)):
@@ -381,9 +382,25 @@ def from_dict(raw: dict, file: str = "<config>", overrides: list[str] = (),
     lists = [("regimes", run.regimes)] + [(f"{n}.regimes", s.regimes) for n, s in run.sections.items() if s.regimes]
     for key, regimes in lists:
         regimes[:] = [_type_overrides(r, f"{key}[{i}]", raw, file) for i, r in enumerate(regimes)]
+    _check_scored(run, file)
     if run.executor == "slurm" and not run.profile:
         raise ConfigError(f"{file}: profile: executor slurm needs a cluster profile (--profile slurm/….yaml)")
     return run
+
+
+def _check_scored(run: RunConfig, file: str) -> None:
+    """Regimes that need an experiment's scores of its items (regimes.SCORED) only where the
+    experiment gives them (its `scored_regimes`)."""
+    from collapse_hpc import experiments
+    from collapse_hpc.regimes import SCORED
+
+    for name in run.enabled():
+        for regime in run.regimes_of(name):
+            if regime.name in SCORED and regime.name not in experiments.get(name).scored_regimes:
+                key = f"{name}.regimes" if run.section(name).regimes is not None else "regimes"
+                able = [n for n in experiments.names() if regime.name in experiments.get(n).scored_regimes]
+                raise ConfigError(f"{file}: {key}: the {regime.name} regime is not available for {name} (only for "
+                                  f"{', '.join(able) or 'no experiment'}); give {name} its own regimes")
 
 
 def _unknown(run_keys: dict, names: list[str], file: str) -> bool:

@@ -4,7 +4,14 @@
   of the real data is kept (the paper's generate_percentage: p = 0 and p = 0.1);
 - accumulate: real data plus the samples of every earlier generation (Gerstgrasser et al. 2024);
 - accumulate-subsample: the same pool as accumulate, subsampled to the size of the real data
-  (Kazdan/Schaeffer et al., "Collapse or Thrive").
+  (Kazdan/Schaeffer et al., "Collapse or Thrive");
+- detector-resample: the same pool, resampled (with replacement) to the size of the real data with
+  importance weights from a machine-text detector (Drayson & Lampos 2025);
+- verifier-filter: the previous generation's samples that pass a verifier (score at most the
+  `verifier_quantile` quantile of that generation's scores, lower is better), refilled to the
+  size of the real data by drawing passing items again (Feng et al. 2024).
+The last two need per-item scores only the experiment can give (SCORED): an experiment that
+supports them lists them in its `scored_regimes` and hands mix() the scores.
 
 Experiments mix pools of their own items (points, token blocks, images); this module only
 decides which items of which pool, so every experiment mixes the same way.
@@ -20,13 +27,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-KINDS = ("replace", "accumulate", "accumulate-subsample")
+KINDS = ("replace", "accumulate", "accumulate-subsample", "detector-resample", "verifier-filter")
+SCORED = ("detector-resample", "verifier-filter")  # need the experiment's scores of the pools' items
 
 
 @dataclass(frozen=True)
 class Regime:
     name: str = "replace"  # replace | accumulate | accumulate-subsample
     keep_fraction: float = 0.0  # replace only: fraction of the real data kept each generation
+    verifier_quantile: float = 0.5  # verifier-filter only: pass = score <= this quantile of the scores
     # experiment -> {key: value}: that experiment's config keys under this regime (typed by config.py)
     overrides: dict = field(default_factory=dict, hash=False)
 
@@ -37,12 +46,18 @@ class Regime:
             raise ValueError(f"keep_fraction must be in [0, 1], got {self.keep_fraction}")
         if self.keep_fraction and self.name != "replace":
             raise ValueError("keep_fraction applies to the replace regime only")
+        if not 0.0 < self.verifier_quantile <= 1.0:
+            raise ValueError(f"verifier_quantile must be in (0, 1], got {self.verifier_quantile}")
+        if self.verifier_quantile != 0.5 and self.name != "verifier-filter":
+            raise ValueError("verifier_quantile applies to the verifier-filter regime only")
 
     @property
     def label(self) -> str:
         """Folder-safe name, e.g. replace-p0, replace-p0.1, accumulate."""
         if self.name == "replace":
             return f"replace-p{self.keep_fraction:g}"
+        if self.name == "verifier-filter":
+            return f"verifier-filter-q{self.verifier_quantile:g}"
         return self.name
 
     def scoped(self, experiment: str) -> Regime:
@@ -55,17 +70,24 @@ class Regime:
 
 
 def mix(regime: Regime, n_real: int, generated: list[int], rng: np.random.Generator,
-        size: int | None = None) -> list[tuple[int, np.ndarray]]:
+        size: int | None = None, scores: dict[int, np.ndarray] | None = None) -> list[tuple[int, np.ndarray]]:
     """Choose the training items of the next generation.
 
     n_real: items in the real pool; generated[g]: items produced by generation g (oldest first,
-    the last one is the newest); size: items wanted for replace and accumulate-subsample
-    (default n_real). Returns (source, indices) pairs, source -1 for real data and g for the
-    pool of generation g, indices sorted. Generation 0 (no generated pools) trains on real data.
+    the last one is the newest); size: items wanted for every regime but accumulate (default
+    n_real); scores (SCORED regimes): source -> one number per item of that pool: importance
+    weights of every pool (detector-resample) or verifier scores of the newest (verifier-filter).
+    Returns (source, indices) pairs, source -1 for real data and g for the pool of generation g,
+    indices sorted (repeated where an item is drawn again). Generation 0 (no generated pools)
+    trains on real data.
     """
     size = n_real if size is None else size
     if not generated:
         return [(-1, np.arange(n_real))]
+    if regime.name in SCORED and scores is None:
+        raise ValueError(f"the {regime.name} regime needs the experiment's scores of its pools' items")
+    if regime.name == "verifier-filter":
+        return [_filtered(regime, len(generated) - 1, np.asarray(scores[len(generated) - 1]), size, rng)]
     if regime.name == "replace":
         n_keep = int(round(regime.keep_fraction * size))
         newest = len(generated) - 1
@@ -85,11 +107,28 @@ def mix(regime: Regime, n_real: int, generated: list[int], rng: np.random.Genera
     pools = [(-1, n_real)] + list(enumerate(generated))
     if regime.name == "accumulate":
         return [(src, np.arange(n)) for src, n in pools]
-    total = sum(n for _, n in pools)  # accumulate-subsample: uniform over the whole pool
-    pick = np.sort(rng.choice(total, min(size, total), replace=False))
+    total = sum(n for _, n in pools)
+    if regime.name == "detector-resample":  # importance resampling of the whole pool
+        w = np.concatenate([np.asarray(scores[src], dtype=float) for src, _ in pools])
+        if len(w) != total or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("detector-resample: expected one finite weight >= 0 per pooled item, not all 0")
+        pick = np.sort(rng.choice(total, size, replace=True, p=w / w.sum()))
+    else:  # accumulate-subsample: uniform over the whole pool
+        pick = np.sort(rng.choice(total, min(size, total), replace=False))
     out, start = [], 0
     for src, n in pools:
         sel = pick[(pick >= start) & (pick < start + n)] - start
         out.append((src, sel))
         start += n
     return out
+
+
+def _filtered(regime: Regime, source: int, score: np.ndarray, size: int, rng) -> tuple[int, np.ndarray]:
+    """The items of `source` whose score passes (<= the quantile), each once, then passing items
+    drawn again at random until there are `size` (or the best `size` if more pass)."""
+    passed = np.flatnonzero(score <= np.quantile(score, regime.verifier_quantile))
+    if len(passed) >= size:
+        keep = passed[np.argsort(score[passed], kind="stable")[:size]]
+    else:
+        keep = np.concatenate([passed, rng.choice(passed, size - len(passed), replace=True)])
+    return source, np.sort(keep)

@@ -165,6 +165,9 @@ class Experiment:
     job: Literal["gpu", "gpu1", "cpu"] = "cpu"  # resources on a cluster: multi-GPU, one GPU, CPU only
     resumable: tuple[str, ...] = ()  # sub-folders kept when an unfinished unit is redone
     scratch: tuple[str, ...] = ()  # sub-folders removed before the manifest: not results
+    # regimes.SCORED kinds it supports: it scores its pools' items and hands regimes.mix the scores
+    # (the config refuses the others for this experiment)
+    scored_regimes: tuple[str, ...] = ()
 
     # the report
     title: str = ""  # section heading (default: the name)

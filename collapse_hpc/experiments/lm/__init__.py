@@ -27,15 +27,20 @@ class LanguageModel(Experiment):
     datasets = {"wikivital": "collapse_hpc.experiments.lm.data:prepare_wikivital",
                 "wikitext2": "collapse_hpc.experiments.lm.data:prepare_wikitext2"}
     local_data = "collapse_hpc.experiments.lm.data:prepare_local"
+    # regimes that need scores of the pools' blocks (curation.py): a detector's importance weights,
+    # a verifier's perplexities
+    scored_regimes = ("detector-resample", "verifier-filter")
 
     def variants(self, run):
         """regimes x seeds, times the decoding strategies when the config sweeps them (setting
         `decoding`; the paper's beam alone keeps the plain names, replace-p0-s0)."""
         from collapse_hpc.experiments.lm.sample import labels
 
-        strategies = labels(run.section(self.name))
-        extra = None if strategies == ["beam"] else [{"decoding": s} for s in strategies]
-        return default_variants(self.name, run, extra)
+        def strategies(section):
+            names = labels(section)
+            return None if names == ["beam"] else [{"decoding": s} for s in names]
+
+        return default_variants(self.name, run, strategies)
 
     def check(self, run) -> None:
         """The corpus must be prepared beforehand (a run never downloads or builds one itself), and

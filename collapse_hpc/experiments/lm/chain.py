@@ -1,7 +1,8 @@
 """One generation of the recursive chain (run on every rank; rank 0 writes the tables).
 
   1. training set: real train blocks (generation 0) or the regime's mix of real blocks and
-     earlier generations' generated blocks -> train_set.parquet (with lineage)
+     earlier generations' generated blocks -> train_set.parquet (with lineage); the curated
+     regimes pick by scores of the pooled blocks (curation.py: a detector's weights, a verifier's)
   2. train (stage 1, DeepSpeed) from the initial model (init: pretrained, the paper) or from
      generation g-1's (init: previous) -> model/ (kept on resume: it is written atomically)
   3. sample: every training block is a prompt -> shards/part-<rank>-<chunk>.parquet
@@ -57,7 +58,7 @@ def _train(ctx, tokenizer, train_set, val, log) -> dict:
 def run_generation(ctx) -> None:
     import torch
 
-    from collapse_hpc.experiments.lm import distributed, metrics, mixing
+    from collapse_hpc.experiments.lm import curation, distributed, metrics, mixing
     from collapse_hpc.experiments.lm.data import block_array
     from collapse_hpc.experiments.lm.evaluate import perplexity, perplexity_table
     from collapse_hpc.experiments.lm.model import load_model, model_fingerprint
@@ -74,8 +75,10 @@ def run_generation(ctx) -> None:
     test = _blocks(ctx, tokenizer, "test", cfg.max_eval_blocks)
 
     # 1. what this generation trains on (identical on every rank: same seed)
+    device = distributed.device(ctx.local_rank)
     generated = [read_shards(p / SHARDS) for p in ctx.previous]
-    train_set = mixing.training_set(ctx.variant.regime, real, generated, np.random.default_rng(ctx.seed(2)))
+    scores, curated = curation.scores(ctx, real, generated, tokenizer, device)
+    train_set = mixing.training_set(ctx.variant.regime, real, generated, np.random.default_rng(ctx.seed(2)), scores)
     log.info("gen %d (%s): %d training blocks by source %s", g, ctx.variant.regime.label, train_set.num_rows,
              mixing.counts_by_source(train_set))
 
@@ -83,7 +86,6 @@ def run_generation(ctx) -> None:
     training = _train(ctx, tokenizer, train_set, val, log)
 
     # 3. sample from the saved weights (the same on every rank and on resume)
-    device = distributed.device(ctx.local_rank)
     model = load_model(ctx.path(MODEL)).to(device).eval()
     model_hash = model_fingerprint(ctx.path(MODEL))
     prompts = mixing.prompts(train_set, real.num_rows, np.random.default_rng(ctx.seed(3)))
@@ -110,7 +112,13 @@ def run_generation(ctx) -> None:
               **metrics.diversity(gen_ids, shards.column("text").to_pylist(), rare),
               "train_blocks": train_set.num_rows, "generated_blocks": shards.num_rows,
               "train_seconds": training.get("seconds", float("nan")), "sample_seconds": sample_seconds,
-              "sample_tokens_per_s": gen_ids.size / sample_seconds if sample_seconds > 0 else float("nan")}
+              "sample_tokens_per_s": gen_ids.size / sample_seconds if sample_seconds > 0 else float("nan"),
+              **curated}
+    if curated:  # what the curation let through: real blocks, and distinct blocks (it may draw one twice)
+        src = train_set.column("source_generation").to_numpy()
+        pairs = set(zip(src.tolist(), train_set.column("source_block_id").to_pylist()))
+        values.update(train_real_share=float((src == mixing.REAL).mean()),
+                      train_distinct_share=len(pairs) / max(train_set.num_rows, 1))
     meta = {"generation": g, "regime": ctx.variant.regime.label, "seed": ctx.variant.seed,
             "model_sha256": model_hash, "decoding": decoding.metadata(), "init": cfg.init}
     ctx.write_table("train_set.parquet", train_set, meta)

@@ -69,6 +69,9 @@ class LMConfig(Section):
                         gt=0, max=1)
     min_p: float = knob(0.1, "the min_p strategy: sample from tokens at least this fraction as likely as "
                              "the most likely one", gt=0, max=1)
+    verifier: str = knob("gen0", "verifier-filter regime: the model whose perplexity scores a generated block "
+                                 "(lower passes): gen0, the generation-0 model trained on real data; base, the "
+                                 "model before any training on the chain's data", choices=("gen0", "base"))
     sample_batch_size: int = knob(128, "prompts per sampling batch per rank; one shard file each", min=1)
     ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes", min=1)
     rare_fraction: float = knob(0.1, "metrics: the rarest fraction of the real-train vocabulary whose "

@@ -26,13 +26,14 @@ def _pool_table(pool, source: int, idx: np.ndarray):
     })
 
 
-def training_set(regime, real, generated: list, rng: np.random.Generator):
-    """real: blocks table; generated[g]: generation g's generated blocks (oldest first)."""
+def training_set(regime, real, generated: list, rng: np.random.Generator, scores: dict | None = None):
+    """real: blocks table; generated[g]: generation g's generated blocks (oldest first); scores: the
+    curated regimes' per-block scores by source (curation.scores)."""
     import pyarrow as pa
 
     from collapse_hpc.regimes import mix
 
-    picks = mix(regime, real.num_rows, [t.num_rows for t in generated], rng)
+    picks = mix(regime, real.num_rows, [t.num_rows for t in generated], rng, scores=scores)
     parts = [_pool_table(real if src == REAL else generated[src], src, idx) for src, idx in picks]
     table = pa.concat_tables(parts)
     slots = table.column("_slot").to_numpy()

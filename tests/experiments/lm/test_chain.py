@@ -145,16 +145,13 @@ def test_two_generation_chain_two_ranks_local(tmp_path, lm_data_dir, monkeypatch
 
 # ------------------------------------------------------------------ kill during sampling, resume
 
-@pytest.mark.slow
-@pytest.mark.parametrize("decoding,variant", [("beam", "replace-p0-s0"),
-                                              ("top_p:0.9", "replace-p0-decodingtop_p0.9-s0"),
-                                              ("min_p", "replace-p0-decodingmin_p0.1-s0")])
-def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir, decoding, variant):
-    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), decoding=decoding)
-    unit = store.root / "lm" / variant / "gen_000"
+def _kill_and_resume(tmp_path, store, variant: str, gen: int) -> Path:
+    """Kill generation `gen` after its first shard, resume it, and check it against a fresh run of
+    that generation (from the same earlier generations); return the fresh run's shards folder."""
+    unit = store.root / "lm" / variant / f"gen_{gen:03d}"
     cmd = [sys.executable, "-c", "import sys, logging; logging.basicConfig(level=logging.INFO); "
            "from collapse_hpc import engine; "
-           f"engine.run_unit(sys.argv[1], 'lm', '{variant}', 0)", str(store.root)]
+           f"engine.run_unit(sys.argv[1], 'lm', '{variant}', {gen})", str(store.root)]
     env = {**os.environ, "COLLAPSE_LM_KILL_AFTER_CHUNKS": "1", "COLLAPSE_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
@@ -167,13 +164,52 @@ def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir, decodin
     assert "already done" in proc.stderr and "not training again" in proc.stderr
     resumed = {p.name: p.read_bytes() for p in (unit / "shards").glob("part-*.parquet")}
     assert len(resumed) == 3 and all(resumed[k] == v for k, v in first.items())
-    # a fresh run from scratch gives the same tokens in every shard
+    # a fresh run of the generation gives the same training set and the same tokens in every shard
     fresh = tmp_path / "fresh"
-    shutil.copytree(store.root, fresh, ignore=shutil.ignore_patterns("lm", ".lock"))
+    shutil.copytree(store.root, fresh, ignore=shutil.ignore_patterns(f"gen_{gen:03d}", ".lock"))
     proc = subprocess.run(cmd[:-1] + [str(fresh)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    fresh_shards = fresh / "lm" / variant / "gen_000" / "shards"
+    fresh_unit = fresh / "lm" / variant / f"gen_{gen:03d}"
     for name in resumed:
-        assert pq.read_table(fresh_shards / name).equals(pq.read_table(unit / "shards" / name)), name
-    meta = json.loads(pq.read_schema(fresh_shards / name).metadata[b"decoding"])
+        assert pq.read_table(fresh_unit / "shards" / name).equals(pq.read_table(unit / "shards" / name)), name
+    assert pq.read_table(fresh_unit / "train_set.parquet").equals(pq.read_table(unit / "train_set.parquet"))
+    return fresh_unit / "shards"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoding,variant", [("beam", "replace-p0-s0"),
+                                              ("top_p:0.9", "replace-p0-decodingtop_p0.9-s0"),
+                                              ("min_p", "replace-p0-decodingmin_p0.1-s0")])
+def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir, decoding, variant):
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), decoding=decoding)
+    fresh_shards = _kill_and_resume(tmp_path, store, variant, 0)
+    meta = json.loads(pq.read_schema(sorted(fresh_shards.iterdir())[0]).metadata[b"decoding"])
     assert meta["preset"] == decoding.partition(":")[0]
+
+
+# ------------------------------------------------------------------ curated regimes: chain, kill, resume
+
+@pytest.mark.slow
+@pytest.mark.parametrize("regime,variant", [("detector-resample", "detector-resample-s0"),
+                                            ("verifier-filter", "verifier-filter-q0.5-s0")])
+def test_curated_regime_chain_kill_and_resume(tmp_path, lm_data_dir, regime, variant):
+    from collapse_hpc import engine
+    from collapse_hpc.experiments.lm import mixing
+
+    store, run = _run(tmp_path, lm_data_dir, generations=2, regimes=(regime,))
+    assert engine.run_unit(store.root, "lm", variant, 0) == "done"
+    _kill_and_resume(tmp_path, store, variant, 1)
+    gen0, gen1 = (store.root / "lm" / variant / f"gen_{g:03d}" for g in (0, 1))
+    ts = pq.read_table(gen1 / "train_set.parquet")
+    m = pq.read_table(gen1 / "metrics.parquet").to_pylist()[0]
+    assert ts.num_rows == 48 and m["train_blocks"] == 48
+    counts = mixing.counts_by_source(ts)
+    if regime == "verifier-filter":  # only generation 0's blocks with perplexity at or below the median
+        assert set(counts) == {0} and m["verifier_pass_share"] >= 0.5
+        seq = pq.read_table(gen0 / "sequence_ppl.parquet").to_pandas().set_index("block_id")["ppl"]
+        kept = seq.loc[ts.column("source_block_id").to_pylist()]
+        assert kept.max() <= m["verifier_threshold_ppl"] == pytest.approx(seq.median())
+        assert 0.5 <= m["train_distinct_share"] < 1
+    else:  # real and generated blocks pooled, weighed by a detector
+        assert set(counts) <= {-1, 0} and 0 < m["train_real_share"] < 1
+        assert 0 <= m["detector_auc"] <= 1 and np.isfinite(m["detector_accuracy"])

@@ -1,0 +1,55 @@
+"""The curated regimes pick what their scores say: importance resampling and verifier filtering."""
+import numpy as np
+import pytest
+
+from collapse_hpc import config as cfgmod
+from collapse_hpc.errors import ConfigError
+from collapse_hpc.regimes import Regime, mix
+
+
+def test_detector_resample_draws_by_weight_from_the_whole_pool():
+    # weight 0 for every generated item: only real items are drawn, with replacement, to the real size
+    scores = {-1: np.ones(10), 0: np.zeros(10), 1: np.zeros(10)}
+    picks = dict(mix(Regime("detector-resample"), 10, [10, 10], np.random.default_rng(0), scores=scores))
+    assert len(picks[-1]) == 10 and len(picks[0]) == len(picks[1]) == 0
+    # draw frequency follows the weights: items 0..4 of generation 0 weigh 9x the real ones
+    w = {-1: np.ones(50), 0: np.r_[np.full(5, 9.0), np.zeros(45)]}
+    picks = dict(mix(Regime("detector-resample"), 50, [50], np.random.default_rng(1), size=20000, scores=w))
+    assert set(picks[0]) <= set(range(5))
+    share = len(picks[0]) / 20000  # expected 45 / (45 + 50)
+    assert abs(share - 45 / 95) < 0.02
+    assert np.all(np.diff(picks[-1]) >= 0)  # sorted, repeats allowed
+    with pytest.raises(ValueError, match="weight"):
+        mix(Regime("detector-resample"), 3, [3], np.random.default_rng(0), scores={-1: np.zeros(3), 0: np.zeros(3)})
+
+
+def test_verifier_filter_keeps_the_passing_items_and_refills_with_them():
+    score = np.array([5.0, 1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0])  # items 1, 3, 5, 7 are the best half
+    (src, idx), = mix(Regime("verifier-filter"), 8, [8, 8], np.random.default_rng(0), scores={1: score})
+    assert src == 1 and len(idx) == 8  # the newest generation, refilled to the same size
+    assert set(idx) == {1, 3, 5, 7}  # every passing item, and only those
+    (_, idx), = mix(Regime("verifier-filter", verifier_quantile=0.25), 8, [8], np.random.default_rng(0),
+                    scores={0: score})
+    assert set(idx) == {1, 3} and len(idx) == 8
+    # more pass than wanted: the best ones
+    (_, idx), = mix(Regime("verifier-filter", verifier_quantile=1.0), 8, [8], np.random.default_rng(0),
+                    size=3, scores={0: score})
+    assert list(idx) == [1, 3, 5]
+    with pytest.raises(ValueError, match="needs the experiment's scores"):
+        mix(Regime("verifier-filter"), 8, [8], np.random.default_rng(0))
+
+
+def test_curated_regimes_in_configs():
+    run = cfgmod.from_dict({"regimes": ["detector-resample", {"name": "verifier-filter", "verifier_quantile": 0.3}],
+                            "lm": {"verifier": "base"}})
+    assert [r.label for r in run.regimes] == ["detector-resample", "verifier-filter-q0.3"]
+    again = cfgmod.from_dict(run.to_dict())  # the saved config reads back the same (and hashes the same)
+    assert again.regimes == run.regimes and again.hash() == run.hash()
+    for raw, msg in (({"regimes": ["detector-resample"], "gmm": {}}, r"not available for gmm \(only for lm\)"),
+                     ({"regimes": [{"name": "replace", "verifier_quantile": 0.2}], "lm": {}}, "verifier-filter"),
+                     ({"regimes": [{"name": "verifier-filter", "verifier_quantile": 0}], "lm": {}}, r"\(0, 1\]")):
+        with pytest.raises(ConfigError, match=msg) as e:
+            cfgmod.from_dict(raw)
+        assert "\n" not in str(e.value)
+    # another experiment may keep its own regimes beside lm's curated ones
+    cfgmod.from_dict({"regimes": ["verifier-filter"], "lm": {}, "gmm": {"regimes": ["replace"]}})
