@@ -56,7 +56,8 @@ class RunConfig:
     generations: int = knob(3, "generations per chain (generation 0 trains on real data)", min=1)
     seeds: list[int] = knob([0], "one chain per seed (and regime)", min=0)  # numpy seeds are >= 0
     regimes: list[Regime] = knob([Regime()], "data regimes, each a chain: replace (with keep_fraction, alias "
-                                 "keep_original_fraction), accumulate, accumulate-subsample; a regime may "
+                                 "keep_original_fraction), accumulate, accumulate-subsample, detector-resample, "
+                                 "verifier-filter (with verifier_quantile; lm only); a regime may "
                                  "override an experiment's keys for its own chains, e.g. "
                                  "{name: replace, keep_fraction: 0.1, lm: {epochs: 10}}")
     executor: str = knob("local", "where units run: local (subprocesses), slurm, debug (in-process)",

@@ -27,7 +27,8 @@ TAIL = ["replicate", "generation", "metric", "value"]
 SUMMARY = ["n", "mean", "std", "ci_low", "ci_high"]  # stats.summarise's columns
 UNIT = re.compile(r"^(gen|part)_(\d+)$")
 # Fallback when the experiment's code is not importable: replace-p0.1-samples100-s2
-VARIANT = re.compile(r"^(?P<regime>replace-p[0-9.]+|accumulate-subsample|accumulate|detector-resample|verifier-filter-q[0-9.]+)(?P<rest>.*)-s(?P<seed>\d+)$")
+VARIANT = re.compile(r"^(?P<regime>replace-p[0-9.]+|accumulate-subsample|accumulate|detector-resample"
+                     r"|verifier-filter-q[0-9.]+)(?P<rest>.*)-s(?P<seed>\d+)$")
 SETTING = re.compile(r"-([A-Za-z_]+)([^-]+)")
 
 
