@@ -50,7 +50,9 @@ def cpu_generation(data_dir: Path, sample_batch_size: int) -> float:
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
     from collapse_hpc.experiments.lm.train import train_generation
 
-    torch.set_num_threads(int(os.environ.get("COLLAPSE_THREADS", 0)) or os.cpu_count() or 1)
+    from collapse_hpc.launch.distributed import cores_per_rank
+
+    torch.set_num_threads(cores_per_rank())
     if not (data_dir / "wikivital" / "train.parquet").is_file():
         data.prepare_wikivital(data_dir)
     cfg = workload_config(sample_batch_size)

@@ -16,6 +16,7 @@ from pathlib import Path
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
+from collapse_hpc.launch.distributed import cores_per_rank
 from collapse_hpc.store import RunStore, write_manifest
 
 log = logging.getLogger("collapse_hpc")
@@ -150,15 +151,4 @@ def _resources(kind: str, world: int) -> dict:
 
     torch = sys.modules.get("torch")  # a unit that held a GPU has imported torch; others skip its import
     gpus = world if torch is not None and kind != "cpu" and torch.cuda.is_available() else 0
-    return {"gpus": gpus, "cpus": _cores_per_rank() * world}
-
-
-def _cores_per_rank() -> int:
-    """Cores allotted to each rank: the local back-end's share (COLLAPSE_THREADS) or Slurm's
-    cpus-per-task. Affinity only as a last resort: side-by-side local units, and tasks on a
-    Slurm node without cgroups, all see every core of the machine."""
-    for name in ("COLLAPSE_THREADS", "SLURM_CPUS_PER_TASK"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"gpus": gpus, "cpus": cores_per_rank() * world}

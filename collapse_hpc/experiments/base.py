@@ -9,7 +9,6 @@ experiment never knows where it runs (in-process, a local subprocess, a Slurm jo
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +148,10 @@ class UnitContext:
 
     @property
     def threads(self) -> int:
-        return int(os.environ.get("COLLAPSE_THREADS", 0)) or (os.cpu_count() or 1)
+        """Cores this rank may use (for torch, numba and BLAS threads)."""
+        from collapse_hpc.launch.distributed import cores_per_rank
+
+        return cores_per_rank()
 
 
 class Experiment:

@@ -17,14 +17,10 @@ from tqdm import tqdm
 
 from collapse_hpc import engine
 from collapse_hpc.launch import records
-from collapse_hpc.launch.distributed import free_port, ranks_of
+from collapse_hpc.launch.distributed import free_port, machine_cores, ranks_of
 
 POLL_S = 0.2
 TIMEOUT_MIN = 7 * 24 * 60  # local units are not time-limited (submitit's local default is 2 min)
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def gpu_ids() -> list[int]:
@@ -72,7 +68,7 @@ def execute(store, run, chains, **_) -> dict:
     import submitit
 
     folder = store.logs / "submitit"
-    n_cores, free_gpus = cores(), gpu_ids()
+    n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
     total = sum(len(lane.jobs) for lane in lanes)
     # ranks that could run at once in the whole plan, finished units included: a resumed run

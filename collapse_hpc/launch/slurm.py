@@ -40,15 +40,20 @@ def _slurm(cmd: list[str]) -> str:
     return out.stdout
 
 
+def squeue(selector: list[str]) -> dict[str, tuple[str, str]]:
+    """job id (array tasks as 123_4) -> (state, elapsed) of the queued jobs `selector` picks
+    (["-u", user] or ["-j", "1,2"]); UserError when squeue is missing or fails."""
+    jobs = {}
+    for line in _slurm(["squeue", "-h", "-r", *selector, "-o", "%i|%T|%M"]).splitlines():
+        fields = line.strip().split("|")
+        if len(fields) == 3 and fields[0]:
+            jobs[fields[0]] = (fields[1], fields[2])
+    return jobs
+
+
 def queued() -> dict[str, str]:
-    """job id (array tasks as 123_4) -> state, for this user's jobs still in the queue."""
-    out = _slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"])
-    states = {}
-    for line in out.splitlines():
-        jid, _, state = line.strip().partition("|")
-        if jid:
-            states[jid] = state
-    return states
+    """job id -> state, for this user's jobs still in the queue."""
+    return {jid: state for jid, (state, _) in squeue(["-u", getpass.getuser()]).items()}
 
 
 def _minutes(limit: str) -> float | None:

@@ -34,12 +34,12 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
             if len(parts) == 3:
                 out[parts[0]] = (parts[1].split()[0], parts[2])  # "CANCELLED by 0" -> CANCELLED
     if shutil.which("squeue"):
-        res = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(bases), "-o", "%i|%T|%M"],
-                             capture_output=True, text=True, timeout=60)
-        for line in res.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) == 3:
-                out[parts[0]] = (parts[1], parts[2])
+        from collapse_hpc.launch.slurm import squeue
+
+        try:
+            out.update(squeue(["-j", ",".join(bases)]))
+        except UserError:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
+            pass
     return out
 
 

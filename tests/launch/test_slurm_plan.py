@@ -88,7 +88,7 @@ def test_resubmission_skips_queued_and_done(tmp_path, fake_slurm):
     submit(cfg, run)
     first = jobs(run)
     ids = [e["job_id"] for e in first["units"].values()] + [first["aggregate"]["job_id"]]
-    (fake_slurm / "squeue.txt").write_text("".join(f"{i}|PENDING\n" for i in ids))
+    (fake_slurm / "squeue.txt").write_text("".join(f"{i}|PENDING|0:00\n" for i in ids))
     n = len(scripts(fake_slurm))
     out = submit(cfg, run)
     assert len(scripts(fake_slurm)) == n and "nothing to submit" in out
@@ -98,7 +98,7 @@ def test_resubmission_skips_queued_and_done(tmp_path, fake_slurm):
     # replaces them (the stale ones are cancelled: never two chains for one variant)
     chain = [first["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(3)]
     queued = [i for i in ids if i != chain[0]]
-    (fake_slurm / "squeue.txt").write_text("".join(f"{i}|PENDING\n" for i in queued))
+    (fake_slurm / "squeue.txt").write_text("".join(f"{i}|PENDING|0:00\n" for i in queued))
     submit(cfg, run)
     again = jobs(run)
     new = [again["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(3)]
@@ -208,7 +208,7 @@ def test_done_run_without_report_submits_the_aggregation_again(tmp_path, fake_sl
     assert flag(s[int(agg["job_id"])], "dependency") is None and agg["dependency"] is None  # runs at once
     assert f"{agg['job_id']} (report missing)" in out and "nothing to submit" not in out
 
-    (fake_slurm / "squeue.txt").write_text(f"{agg['job_id']}|PENDING\n")  # queued: left alone
+    (fake_slurm / "squeue.txt").write_text(f"{agg['job_id']}|PENDING|0:00\n")  # queued: left alone
     out = submit(cfg, run)
     assert len(scripts(fake_slurm)) == 1 and "nothing to submit" in out
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
 import sys
 from datetime import timedelta
 from pathlib import Path
+
+from collapse_hpc.launch.distributed import free_port
 
 
 def setup_env() -> list[str]:
@@ -28,14 +29,8 @@ def setup_env() -> list[str]:
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     return sorted(set(os.environ) - before)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def is_initialized() -> bool:
