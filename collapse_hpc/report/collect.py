@@ -7,7 +7,6 @@ in-progress run reports what it has and shows the rest as missing.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,17 +18,13 @@ import yaml
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.atomic import sha256_file
+from collapse_hpc.store.layout import unit_index
 
 log = logging.getLogger("collapse_hpc.report")
 
 KEYS = ["run", "experiment", "variant", "regime", "seed"]  # then setting columns
 TAIL = ["replicate", "generation", "metric", "value"]
 SUMMARY = ["n", "mean", "std", "ci_low", "ci_high"]  # stats.summarise's columns
-UNIT = re.compile(r"^(gen|part)_(\d+)$")
-# Fallback when the experiment's code is not importable: replace-p0.1-samples100-s2
-VARIANT = re.compile(r"^(?P<regime>replace-p[0-9.]+|accumulate-subsample|accumulate|detector-resample"
-                     r"|verifier-filter-q[0-9.]+)(?P<rest>.*)-s(?P<seed>\d+)$")
-SETTING = re.compile(r"-([A-Za-z_]+)([^-]+)")
 
 
 @dataclass
@@ -43,7 +38,7 @@ class Unit:
 
     @property
     def index(self) -> int:
-        return int(UNIT.match(self.name).group(2))
+        return unit_index(self.name)
 
     @property
     def done(self) -> bool:
@@ -91,27 +86,27 @@ class RunData:
 
     def variant(self, experiment: str, name: str) -> VariantInfo:
         info = self.variants.get((experiment, name))
-        return info or _parse_variant(name, None)
+        return info or VariantInfo(name, name, -1, {}, None)
 
 
-def _parse_variant(name: str, planned: int | None) -> VariantInfo:
-    m = VARIANT.match(name)
-    if not m:
-        return VariantInfo(name, name, -1, {}, planned)
-    settings = {}
-    for k, v in SETTING.findall(m.group("rest")):
-        settings[k] = int(v) if v.isdigit() else v
-    return VariantInfo(name, m.group("regime"), int(m.group("seed")), settings, planned)
+def _recorded(units: list[Unit], variants: dict) -> None:
+    """Variants the config could not list (its code missing or changed), from what their finished
+    units' manifests record: regime, seed and settings (names are never parsed back)."""
+    for u in units:
+        m = u.manifest or {}
+        if (u.experiment, u.variant) not in variants and "regime" in m and isinstance(m.get("settings"), dict):
+            variants[(u.experiment, u.variant)] = VariantInfo(u.variant, str(m["regime"]), int(m.get("seed", -1)),
+                                                              m["settings"], None)
 
 
 def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
     """Variants and generation counts the config plans, from the experiments' own code when it
-    imports (it names variants authoritatively), else from the run's folders alone."""
+    imports (it names variants authoritatively), else from the units' manifests alone (_recorded)."""
     variants, generations = {}, {}
     try:
         run = RunStore(root).load_config()
-    except Exception as e:  # an experiment's code missing or changed: fall back to folder names
-        log.warning("%s: config not loadable with this code (%s); reading folders only", root, e)
+    except Exception as e:  # an experiment's code missing or changed: fall back to the manifests
+        log.warning("%s: config not loadable with this code (%s); reading the manifests only", root, e)
         return variants, {k: raw[k].get("generations") or raw.get("generations")
                           for k in raw if isinstance(raw.get(k), dict)}
     from collapse_hpc import experiments
@@ -125,7 +120,7 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
             for v in exp.variants(run):
                 variants[(name, v.name)] = VariantInfo(v.name, v.regime.label, v.seed, v.settings,
                                                        exp.units(run, v))
-        except Exception as e:  # the experiment's code is broken or absent: folder names will do
+        except Exception as e:  # the experiment's code is broken or absent: the manifests will do
             log.warning("%s: cannot list variants of %s (%s)", root, name, e)
     return variants, generations
 
@@ -144,13 +139,14 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     units = []
     for d in RunStore(root).units():
         experiment, variant = d.parent.parent.name, d.parent.name
-        if not UNIT.match(d.name) or experiment == "report":
+        if experiment == "report":  # RunStore.units() lists unit folders only
             continue
         manifest = read_manifest(d)
         problems = verify_unit(d, deep=False) if manifest is not None else []
         if problems:
             log.warning("%s: %s", d, problems[0])
         units.append(Unit(experiment, variant, d.name, d, manifest, problems))
+    _recorded(units, variants)
     return RunData(label or root.name, root, text, raw, variants, units, generations)
 
 

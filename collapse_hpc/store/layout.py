@@ -22,6 +22,11 @@ def unit_name(shape: str, index: int) -> str:
     return f"gen_{index:03d}" if shape == "chain" else f"part_{index:03d}"
 
 
+def unit_index(name: str) -> int:
+    """The generation or part number of a unit folder's name (gen_003 -> 3)."""
+    return int(name.rpartition("_")[2])
+
+
 class RunStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()

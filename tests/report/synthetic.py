@@ -15,7 +15,8 @@ from collapse_hpc.store.atomic import write_bytes
 
 
 def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *, finished: bool = True,
-          seconds: float = 36.0, gpus: int = 0, cpus: int = 4, pngs: dict | None = None) -> Path:
+          seconds: float = 36.0, gpus: int = 0, cpus: int = 4, pngs: dict | None = None,
+          regime: str = "replace-p0", seed: int = 0, settings: dict | None = None) -> Path:
     d = root / experiment / variant / unit
     d.mkdir(parents=True, exist_ok=True)
     for name, cols in tables.items():
@@ -26,6 +27,7 @@ def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *,
         now = time.time()
         write_manifest(d, config_hash="synthetic", started=now - seconds,
                        extra={"experiment": experiment, "variant": variant, "unit": unit,
+                              "regime": regime, "seed": seed, "settings": settings or {},
                               "resources": {"gpus": gpus, "cpus": cpus}})
         # the manifest's own clock: make `seconds` exact for the compute test
         import json
@@ -67,7 +69,8 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
                     "samples": pa.array(rows["samples"], pa.int64()),
                     **{k: pa.array(rows[k], pa.float64()) for k in ("mu_hat", "sigma_hat", "abs_mu_err",
                                                                      "abs_sigma_err")}}
-            _unit(root, "gaussian", f"{regime}-samples{n}-s0", "part_000", {"metrics.parquet": cols}, seconds=7.2)
+            _unit(root, "gaussian", f"{regime}-samples{n}-s0", "part_000", {"metrics.parquet": cols}, seconds=7.2,
+                  regime=regime, settings={"samples": n})
 
 
 def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) -> None:
@@ -97,7 +100,7 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
             s = {k: pa.array(v, pa.int64() if k in ("generation", "replicate") else pa.float64())
                  for k, v in snaps.items()}
             _unit(root, "gmm", f"{regime}-s0", f"part_{p:03d}", {"metrics.parquet": m, "snapshots.parquet": s},
-                  seconds=72.0, cpus=2)
+                  seconds=72.0, cpus=2, regime=regime)
 
 
 def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False) -> None:
@@ -118,7 +121,7 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                 ppl = np.exp(rng.normal(np.log(25) - 0.25 * drift, 0.4 + 0.1 * drift, 600))
                 seqs = {"block_id": pa.array(np.arange(600), pa.int64()), "ppl": ppl}
                 _unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics, "sequence_ppl.parquet": seqs},
-                      finished=g < reached, seconds=1800.0, gpus=2, cpus=16)
+                      finished=g < reached, seconds=1800.0, gpus=2, cpus=16, regime=f"replace-p{keep:g}", seed=seed)
 
 
 def _grid_png(blur: float, seed: int) -> bytes:
@@ -146,7 +149,7 @@ def vae(root: Path, generations: int = 4, finished: int = 3) -> None:
             blur = g * (2.0 if regime == "replace-p0" else 0.3)
             metrics = {"generation": pa.array([g], pa.int64()), "class_entropy": [2.3 - 0.4 * blur / 2]}
             _unit(root, "vae", f"{regime}-s0", f"gen_{g:03d}", {"metrics.parquet": metrics},
-                  pngs={"samples.png": _grid_png(blur, g)}, seconds=120.0, gpus=1, cpus=8)
+                  pngs={"samples.png": _grid_png(blur, g)}, seconds=120.0, gpus=1, cpus=8, regime=regime)
 
 
 def full_run(root: Path, small: bool = False) -> Path:

@@ -115,3 +115,19 @@ def test_disabled_experiment_is_not_planned(tmp_path):
     assert data.experiments() == ["gmm"]
     header, rows = tables.completeness([data])
     assert {r[1] for r in rows} == {"gmm"}
+
+
+def test_variants_come_from_manifests_when_the_config_no_longer_loads(tmp_path):
+    # a run made by code that is gone (here: a key this code does not know): its variants' regime,
+    # seed and settings come from what each unit recorded, not from parsing folder names
+    from collapse_hpc.cli import main
+
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text("name: old\ngenerations: 2\nseeds: [3]\nexecutor: debug\nregimes: ['replace:0.1', accumulate]\n"
+                   "toy: {rows: 2}\n")
+    root = tmp_path / "run"
+    assert main(["run", str(cfg), "--run", str(root)]) == 0
+    (root / "config.yaml").write_text((root / "config.yaml").read_text() + "key_of_the_future: 1\n")
+    df = collect.tidy([collect.load_run(root)])
+    assert set(zip(df["variant"], df["regime"], df["seed"])) == {("replace-p0.1-s3", "replace-p0.1", 3),
+                                                                 ("accumulate-s3", "accumulate", 3)}
