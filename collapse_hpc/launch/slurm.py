@@ -164,114 +164,135 @@ class Submitter:
 def submit(store, run, chains, **_) -> dict:
     from submitit.helpers import clean_env
 
-    from collapse_hpc.launch.job import UnitJob, aggregate
-
     prof = profiles.load(run.profile)
-    sub = Submitter(store, run, prof)
-    root = str(store.root)
-    rows, new_ids, live_ids, stale = [], [], [], []
-    done_total = 0
-
-    def live(label: str) -> str | None:
-        jid = book["units"].get(label, {}).get("job_id")
-        return jid if jid and queue.get(str(jid)) in ACTIVE else None
-
-    def note(label: str, sj, dependency: str | None, kind: str) -> None:
-        records.record(book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,
-                       kind=kind, submitted=time.time())
-
     # One submitter at a time per run (two would queue two chains for a variant). clean_env: when
     # submitting from inside a job, its SLURM_* variables must not pass on. What got queued is
     # recorded even when a later sbatch fails.
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
-        book, queue = records.load(store), queued()
-        if book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
-            raise UserError(f"{book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
+        plan = _Submission(store, run, Submitter(store, run, prof), records.load(store), queued())
+        if plan.book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
+            raise UserError(f"{plan.book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
                             f"(squeue --me) and remove it, then submit again")
-        on_exit.callback(records.save, store, book)
-        book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
+        on_exit.callback(records.save, store, plan.book)
+        plan.book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
         for chain in [c for c in chains if c.shape == "chain"]:
-            ranks = ranks_of(run, chain.experiment, chain.variant)
-            prev, resubmitted, ids = None, False, []
-            for job in chain.jobs:
-                if engine.job_done(store, run, job):
-                    done_total += 1
-                    prev = None
-                    continue
-                jid = live(job.label)
-                if jid and not resubmitted:  # queued or running already: the chain goes on after it
-                    prev = jid
-                    live_ids.append(jid)
-                    ids.append(f"{jid}(queued)")
-                    continue
-                if jid:  # waits on a job we are replacing: never two chains for one variant
-                    stale.append(jid)
-                dep = f"afterok:{prev}" if prev else None
-                ex = sub.executor(chain.kind, ranks, name=f"{run.name}:{job.label}", dependency=dep,
-                                  comment=f"{job.label}" + (f" {dep}" if dep else ""))
-                sj = _sbatch(job.label, lambda: ex.submit(UnitJob(), root, job.experiment, job.variant, job.index))
-                note(job.label, sj, dep, chain.kind)
-                prev, resubmitted = sj.job_id, True
-                new_ids.append(sj.job_id)
-                ids.append(sj.job_id)
-            rows.append((f"{chain.experiment}/{chain.variant.name}", "chain", len(chain.jobs),
-                         " -> ".join(ids) or "all done"))
-
+            plan.chain(chain)
         arrays: dict[str, list] = {}
         for chain in [c for c in chains if c.shape == "array"]:
             arrays.setdefault(chain.experiment, []).append(chain)
         for name, group in arrays.items():
-            todo, queued_parts, planned = [], [], 0
-            for chain in group:
-                for job in chain.jobs:
-                    planned += 1
-                    if engine.job_done(store, run, job):
-                        done_total += 1
-                    elif live(job.label):
-                        queued_parts.append(live(job.label))
-                    else:
-                        todo.append((job, chain.kind))
-            live_ids += queued_parts
-            ids = ""
-            if todo:
-                ex = sub.executor(group[0].kind, 1, name=f"{run.name}:{name}", comment=f"{name} array")
-                def array():
-                    with ex.batch():  # one sbatch --array for every part of every variant
-                        return [(job, kind, ex.submit(UnitJob(), root, job.experiment, job.variant, job.index))
-                                for job, kind in todo]
+            plan.array(name, group)
+        cancel(plan.stale)
+        plan.aggregate(chains)
+    _print_table(store, prof, plan.rows, len(plan.new_ids), plan.done)
+    return {"submitted": plan.new_ids, "queued": plan.live_ids, "done": plan.done}
 
-                jobs = _sbatch(f"the {name} array", array)
-                for job, kind, sj in jobs:
-                    note(job.label, sj, None, kind)
-                array_id = jobs[0][2].job_id.split("_")[0]
-                new_ids.append(array_id)
-                ids = f"{array_id}_[0-{len(jobs) - 1}]"
-            if queued_parts:
-                ids += (" + " if ids else "") + f"{len(queued_parts)} queued"
-            rows.append((name, "array", planned, ids or "all done"))
 
-        cancel(stale)
-        agg = book.get("aggregate", {})
-        agg_live = agg.get("job_id") if queue.get(str(agg.get("job_id"))) in ACTIVE else None
+class _Submission:
+    """One `submit`: what it finds done or queued, what it queues, and the table it prints."""
+
+    def __init__(self, store, run, sub: Submitter, book: dict, queue: dict[str, str]):
+        self.store, self.run, self.sub, self.book, self.queue = store, run, sub, book, queue
+        self.root = str(store.root)
+        self.rows, self.new_ids, self.live_ids, self.stale = [], [], [], []
+        self.done = 0
+
+    def live(self, label: str) -> str | None:
+        jid = self.book["units"].get(label, {}).get("job_id")
+        return jid if jid and self.queue.get(str(jid)) in ACTIVE else None
+
+    def note(self, label: str, sj, dependency: str | None, kind: str) -> None:
+        records.record(self.book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,
+                       kind=kind, submitted=time.time())
+
+    def chain(self, chain) -> None:
+        """A chain's unfinished generations, each afterok on the one before (or on its queued job)."""
+        from collapse_hpc.launch.job import UnitJob
+
+        run = self.run
+        ranks = ranks_of(run, chain.experiment, chain.variant)
+        prev, resubmitted, ids = None, False, []
+        for job in chain.jobs:
+            if engine.job_done(self.store, run, job):
+                self.done += 1
+                prev = None
+                continue
+            jid = self.live(job.label)
+            if jid and not resubmitted:  # queued or running already: the chain goes on after it
+                prev = jid
+                self.live_ids.append(jid)
+                ids.append(f"{jid}(queued)")
+                continue
+            if jid:  # waits on a job we are replacing: never two chains for one variant
+                self.stale.append(jid)
+            dep = f"afterok:{prev}" if prev else None
+            ex = self.sub.executor(chain.kind, ranks, name=f"{run.name}:{job.label}", dependency=dep,
+                                   comment=f"{job.label}" + (f" {dep}" if dep else ""))
+            sj = _sbatch(job.label, lambda: ex.submit(UnitJob(), self.root, job.experiment, job.variant, job.index))
+            self.note(job.label, sj, dep, chain.kind)
+            prev, resubmitted = sj.job_id, True
+            self.new_ids.append(sj.job_id)
+            ids.append(sj.job_id)
+        self.rows.append((f"{chain.experiment}/{chain.variant.name}", "chain", len(chain.jobs),
+                          " -> ".join(ids) or "all done"))
+
+    def array(self, name: str, group: list) -> None:
+        """One job array for every unfinished, unqueued part of every variant of an experiment."""
+        from collapse_hpc.launch.job import UnitJob
+
+        todo, queued_parts, planned = [], [], 0
+        for chain in group:
+            for job in chain.jobs:
+                planned += 1
+                if engine.job_done(self.store, self.run, job):
+                    self.done += 1
+                elif self.live(job.label):
+                    queued_parts.append(self.live(job.label))
+                else:
+                    todo.append((job, chain.kind))
+        self.live_ids += queued_parts
+        ids = ""
+        if todo:
+            ex = self.sub.executor(group[0].kind, 1, name=f"{self.run.name}:{name}", comment=f"{name} array")
+
+            def array():
+                with ex.batch():  # one sbatch --array for every part of every variant
+                    return [(job, kind, ex.submit(UnitJob(), self.root, job.experiment, job.variant, job.index))
+                            for job, kind in todo]
+
+            jobs = _sbatch(f"the {name} array", array)
+            for job, kind, sj in jobs:
+                self.note(job.label, sj, None, kind)
+            array_id = jobs[0][2].job_id.split("_")[0]
+            self.new_ids.append(array_id)
+            ids = f"{array_id}_[0-{len(jobs) - 1}]"
+        if queued_parts:
+            ids += (" + " if ids else "") + f"{len(queued_parts)} queued"
+        self.rows.append((name, "array", planned, ids or "all done"))
+
+    def aggregate(self, chains) -> None:
+        """The report job, afterany on everything queued; again at once if the last one failed."""
+        from collapse_hpc.launch.job import aggregate
+
+        agg = self.book.get("aggregate", {})
+        agg_live = agg.get("job_id") if self.queue.get(str(agg.get("job_id"))) in ACTIVE else None
         # every unit done but no (current) report: the aggregation job failed; it runs again, at once
-        redo_report = not (new_ids or live_ids or agg_live) and _report_stale(store, chains)
-        if new_ids or (live_ids and not agg_live) or redo_report:
+        redo_report = not (self.new_ids or self.live_ids or agg_live) and _report_stale(self.store, chains)
+        if self.new_ids or (self.live_ids and not agg_live) or redo_report:
             if agg_live:  # it would run before the new jobs end
                 cancel([agg_live])
-            waits = sorted({str(j).split("_")[0] for j in new_ids + live_ids})
+            waits = sorted({str(j).split("_")[0] for j in self.new_ids + self.live_ids})
             dep = "afterany:" + ":".join(waits) if waits else None
-            ex = sub.executor("aggregate", 1, name=f"{run.name}:aggregate", dependency=dep,
-                              comment="aggregate" + (f" {dep}" if dep else ""))
-            sj = _sbatch("the aggregation job", lambda: ex.submit(aggregate, root))
-            book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
-                                 "submitted": time.time(), "history": agg.get("history", []) + (
-                                     [agg["job_id"]] if agg.get("job_id") else [])}
-            new_ids.append(sj.job_id)
-            rows.append(("aggregate", "job", 1, f"{sj.job_id} " + ("(afterany)" if dep else "(report missing)")))
+            ex = self.sub.executor("aggregate", 1, name=f"{self.run.name}:aggregate", dependency=dep,
+                                   comment="aggregate" + (f" {dep}" if dep else ""))
+            sj = _sbatch("the aggregation job", lambda: ex.submit(aggregate, self.root))
+            self.book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
+                                      "submitted": time.time(), "history": agg.get("history", []) + (
+                                          [agg["job_id"]] if agg.get("job_id") else [])}
+            self.new_ids.append(sj.job_id)
+            self.rows.append(("aggregate", "job", 1, f"{sj.job_id} " + ("(afterany)" if dep else "(report missing)")))
         elif agg_live:
-            rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
-    _print_table(store, prof, rows, len(new_ids), done_total)
-    return {"submitted": new_ids, "queued": live_ids, "done": done_total}
+            self.rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
 
 
 def _report_stale(store, chains) -> bool:
