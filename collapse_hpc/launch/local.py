@@ -65,107 +65,128 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
 
 
 def execute(store, run, chains, **_) -> dict:
-    import submitit
-
-    folder = store.logs / "submitit"
     n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
-    total = sum(len(lane.jobs) for lane in lanes)
-    # ranks that could run at once in the whole plan, finished units included: a resumed run
-    # gives each unit the threads of an uninterrupted one (CPU results depend on them)
-    width = sum(ranks_of(run, c.experiment, c.variant) * (len(c.jobs) if c.shape == "array" else 1)
-                for c in chains) or 1
-    threads = str(max(1, n_cores // min(width, n_cores)))
-    book = records.load(store)
-    book["executor"] = "local"
-    counts = {"done": 0, "skipped": skipped, "failed": []}
+    pool = _Pool(store, lanes, n_cores, free_gpus, _threads(run, chains, n_cores))
+    pool.counts["skipped"] = skipped
     if skipped:
         print(f"{skipped} units already finished (skipped)", file=sys.stderr)
-    used = 0
-
-    def name_helpers() -> None:
-        pids = [int(lane.running[0].job_id) for lane in lanes if lane.running and lane.running[0].job_id.isdigit()]
-        store.lock().record_helpers(pids)
-
-    def start(lane: Lane) -> None:
-        nonlocal used
-        job = lane.jobs[0]
-        gpus = [free_gpus.pop(0) for _ in range(lane.gpus)]
-        ex = submitit.LocalExecutor(folder=folder)
-        setup = [f"export MASTER_PORT={free_port()}", "export MASTER_ADDR=127.0.0.1",
-                 f"export COLLAPSE_THREADS=${{COLLAPSE_THREADS:-{threads}}}",
-                 f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{threads}}}"]
-        ex.update_parameters(timeout_min=TIMEOUT_MIN, tasks_per_node=lane.ranks, gpus_per_node=len(gpus),
-                             visible_gpus=tuple(gpus), setup=setup)
-        from collapse_hpc.launch.job import UnitJob
-
-        sj = ex.submit(UnitJob(), str(store.root), job.experiment, job.variant, job.index)
-        lane.running = (sj, job, time.time(), gpus)
-        used += lane.ranks
-        records.record(book, job.label, job_id=sj.job_id, log=str(sj.paths.stderr), state="RUNNING",
-                       started=time.time(), ranks=lane.ranks)
-        records.save(store, book)
-        name_helpers()
-
-    def finish(lane: Lane, bar) -> None:
-        nonlocal used
-        sj, job, started, gpus = lane.running
-        lane.running = None
-        used -= lane.ranks
-        free_gpus.extend(gpus)
-        entry = book["units"][job.label]
-        entry["elapsed"] = round(time.time() - started, 1)
-        try:
-            counts[sj.results()[0]] += 1  # rank 0 speaks for the unit
-            entry["state"] = "COMPLETED"
-            lane.jobs.pop(0)
-        except Exception as e:  # the unit failed: its chain stops here
-            entry["state"] = "FAILED"
-            entry["error"] = error_tail(str(e))
-            lane.failed = True
-            lane.blocked = lane.jobs[1:]
-            counts["failed"].append({"unit": job.label, "log": entry["log"], "error": entry["error"]})
-            for dep in lane.blocked:
-                records.record(book, dep.label, job_id=None, state="NOT_RUN", reason=f"{job.label} failed")
-            lane.jobs = []
-            tqdm.write(f"FAILED {job.label}: {entry['error'].splitlines()[-1] if entry['error'] else ''} "
-                       f"(log: {entry['log']})", file=sys.stderr)
-        records.save(store, book)
-        name_helpers()
-        bar.update(1 + len(lane.blocked) if lane.failed else 1)
-
-    shown = ""
     try:
-        with tqdm(total=total, desc="units", unit="unit", dynamic_ncols=True) as bar:
-            while any(lane.jobs or lane.running for lane in lanes):
-                for lane in lanes:
+        pool.run()
+    except KeyboardInterrupt:
+        pool.cancel()
+        raise
+    if pool.counts["failed"]:
+        blocked = sum(len(lane.blocked) for lane in lanes)
+        print(f"{len(pool.counts['failed'])} unit(s) failed"
+              + (f"; {blocked} later generation(s) not run" if blocked else ""), file=sys.stderr)
+        for f in pool.counts["failed"]:
+            print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
+    return pool.counts
+
+
+def _threads(run, chains, n_cores: int) -> str:
+    """Threads per rank: the machine's cores over the ranks that could run at once in the whole
+    plan, finished units included, so a resumed run gives each unit the threads of an
+    uninterrupted one (CPU results depend on them)."""
+    width = sum(ranks_of(run, c.experiment, c.variant) * (len(c.jobs) if c.shape == "array" else 1)
+                for c in chains) or 1
+    return str(max(1, n_cores // min(width, n_cores)))
+
+
+class _Pool:
+    """Runs lanes side by side as their ranks fit in the cores (and GPUs), recording each job."""
+
+    def __init__(self, store, lanes: list[Lane], n_cores: int, free_gpus: list[int], threads: str):
+        self.store, self.lanes, self.n_cores, self.free_gpus, self.threads = store, lanes, n_cores, free_gpus, threads
+        self.folder = store.logs / "submitit"
+        self.book = records.load(store)
+        self.book["executor"] = "local"
+        self.counts = {"done": 0, "skipped": 0, "failed": []}
+        self.used = 0  # ranks running now
+
+    def run(self) -> None:
+        shown = ""
+        with tqdm(total=sum(len(lane.jobs) for lane in self.lanes), desc="units", unit="unit",
+                  dynamic_ncols=True) as bar:
+            while any(lane.jobs or lane.running for lane in self.lanes):
+                for lane in self.lanes:
                     if lane.running and lane.running[0].done():
-                        finish(lane, bar)
-                for lane in lanes:
+                        self.finish(lane, bar)
+                for lane in self.lanes:
                     if lane.running or not lane.jobs:
                         continue
-                    fits = used + lane.ranks <= n_cores and len(free_gpus) >= lane.gpus
-                    if fits or (used == 0 and len(free_gpus) >= lane.gpus):  # too big for the machine: alone
-                        start(lane)
-                running = ", ".join(lane.running[1].label for lane in lanes if lane.running)[:80]
+                    fits = self.used + lane.ranks <= self.n_cores or self.used == 0  # too big: alone
+                    if fits and len(self.free_gpus) >= lane.gpus:
+                        self.start(lane)
+                running = ", ".join(lane.running[1].label for lane in self.lanes if lane.running)[:80]
                 if running != shown:
                     bar.set_postfix_str(running)
                     shown = running
                 time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        for lane in lanes:
+
+    def name_helpers(self) -> None:
+        pids = [int(lane.running[0].job_id) for lane in self.lanes
+                if lane.running and lane.running[0].job_id.isdigit()]
+        self.store.lock().record_helpers(pids)
+
+    def start(self, lane: Lane) -> None:
+        import submitit
+
+        from collapse_hpc.launch.job import UnitJob
+
+        job = lane.jobs[0]
+        gpus = [self.free_gpus.pop(0) for _ in range(lane.gpus)]
+        ex = submitit.LocalExecutor(folder=self.folder)
+        setup = [f"export MASTER_PORT={free_port()}", "export MASTER_ADDR=127.0.0.1",
+                 f"export COLLAPSE_THREADS=${{COLLAPSE_THREADS:-{self.threads}}}",
+                 f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.threads}}}"]
+        ex.update_parameters(timeout_min=TIMEOUT_MIN, tasks_per_node=lane.ranks, gpus_per_node=len(gpus),
+                             visible_gpus=tuple(gpus), setup=setup)
+        sj = ex.submit(UnitJob(), str(self.store.root), job.experiment, job.variant, job.index)
+        lane.running = (sj, job, time.time(), gpus)
+        self.used += lane.ranks
+        records.record(self.book, job.label, job_id=sj.job_id, log=str(sj.paths.stderr), state="RUNNING",
+                       started=time.time(), ranks=lane.ranks)
+        records.save(self.store, self.book)
+        self.name_helpers()
+
+    def finish(self, lane: Lane, bar) -> None:
+        sj, job, started, gpus = lane.running
+        lane.running = None
+        self.used -= lane.ranks
+        self.free_gpus.extend(gpus)
+        entry = self.book["units"][job.label]
+        entry["elapsed"] = round(time.time() - started, 1)
+        try:
+            self.counts[sj.results()[0]] += 1  # rank 0 speaks for the unit
+            entry["state"] = "COMPLETED"
+            lane.jobs.pop(0)
+        except Exception as e:  # the unit failed: its chain stops here
+            self.fail(lane, job, entry, e)
+        records.save(self.store, self.book)
+        self.name_helpers()
+        bar.update(1 + len(lane.blocked) if lane.failed else 1)
+
+    def fail(self, lane: Lane, job, entry: dict, e: Exception) -> None:
+        entry["state"] = "FAILED"
+        entry["error"] = error_tail(str(e))
+        lane.failed = True
+        lane.blocked = lane.jobs[1:]
+        self.counts["failed"].append({"unit": job.label, "log": entry["log"], "error": entry["error"]})
+        for dep in lane.blocked:
+            records.record(self.book, dep.label, job_id=None, state="NOT_RUN", reason=f"{job.label} failed")
+        lane.jobs = []
+        tqdm.write(f"FAILED {job.label}: {entry['error'].splitlines()[-1] if entry['error'] else ''} "
+                   f"(log: {entry['log']})", file=sys.stderr)
+
+    def cancel(self) -> None:
+        """Ctrl-C: the running jobs are cancelled and recorded as such."""
+        for lane in self.lanes:
             if lane.running:
                 lane.running[0].cancel()
-                book["units"][lane.running[1].label]["state"] = "CANCELLED"
-        records.save(store, book)
-        raise
-    if counts["failed"]:
-        blocked = sum(len(lane.blocked) for lane in lanes)
-        print(f"{len(counts['failed'])} unit(s) failed"
-              + (f"; {blocked} later generation(s) not run" if blocked else ""), file=sys.stderr)
-        for f in counts["failed"]:
-            print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
-    return counts
+                self.book["units"][lane.running[1].label]["state"] = "CANCELLED"
+        records.save(self.store, self.book)
 
 
 def error_tail(text: str, n: int = 6) -> str:
