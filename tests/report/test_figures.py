@@ -11,8 +11,9 @@ from collapse_hpc.report import figures
 pytestmark = pytest.mark.slow
 
 BUILTIN = ("lm", "gmm", "gaussian", "vae")  # the synthetic run's experiments
-EXPECTED = [f"{e}_{key}" for e in BUILTIN for key, _, _ in experiments.get(e).figures()] + \
-           [f"{e}_all_metrics" for e in BUILTIN]
+OPTIONAL = {"lm_beyond"}  # drawn only for runs that sweep decoding or run a curated regime
+EXPECTED = [f"{e}_{key}" for e in BUILTIN for key, _, _ in experiments.get(e).figures()
+            if f"{e}_{key}" not in OPTIONAL] + [f"{e}_all_metrics" for e in BUILTIN]
 
 
 def ink(png) -> tuple[float, float]:
@@ -131,3 +132,33 @@ def test_first_last_table_lists_series_in_the_figures_order(tmp_path):
     _, rows = tables.first_last(ctx.summary, ctx.runs, "gaussian")
     series = list(dict.fromkeys(r[0].split(",")[0] for r in rows))
     assert series == ["replace", "accumulate"], series
+
+
+def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp_path):
+    import pyarrow as pa
+    from collapse_hpc.experiments.lm.figures import lm_beyond
+    from tests.report import synthetic
+
+    root = tmp_path / "beyond"
+    synthetic.write_config(root, {"lm": {"decoding": ["beam", "top_p"]}},
+                           regimes=["replace", {"name": "detector-resample", "lm": {"decoding": "beam"}}])
+    growth = {"replace-p0-decodingbeam-s0": 10.0, "replace-p0-decodingtop_p0.95-s0": 2.0,
+              "detector-resample-decodingbeam-s0": 0.5}
+    for variant, step in growth.items():
+        for g in range(3):
+            metrics = {"generation": pa.array([g], pa.int64()), "test_ppl": [30.0 + step * g],
+                       "distinct_4": [0.9 - 0.01 * step * g]}
+            synthetic._unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics})
+    ctx = _context(root, "lm")
+    fig, caption = lm_beyond(ctx)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "replace, decoding=beam", "replace, decoding=top_p0.95", "detector-resample, decoding=beam"]
+    bars = {b.get_label(): [r.get_width() for r in b] for b in ax.containers}
+    assert bars == {"generation 0": [30.0, 30.0, 30.0], "last generation (2)": [50.0, 34.0, 31.0]}
+    assert "decoding" in caption.lower()
+    # a run of the paper's settings alone does not get it
+    plain = tmp_path / "plain"
+    synthetic.write_config(plain, {"lm": {"generations": 2}})
+    synthetic.lm(plain, generations=2, seeds=(0,), small=True)
+    assert lm_beyond(_context(plain, "lm")) is None

@@ -80,6 +80,56 @@ def lm_diversity(ctx: Context):
                          f"unigram entropy, share of rare tokens) against generation. {GAPS}")
 
 
+# what the comparison of decoding strategies and regimes shows: metric -> its axis label
+COMPARED = {"test_ppl": "test perplexity", "ppl_p50": "median perplexity of generated data under gen 0",
+            "distinct_4": "distinct-4 of generated data", "rare_token_share": "share of rare tokens generated"}
+
+
+def lm_beyond(ctx: Context):
+    """Beyond the paper: every series (decoding strategy, regime) at generation 0 and at the last
+    generation reached, one panel per metric; drawn only when a run sweeps decoding strategies or
+    runs a curated regime."""
+    from collapse_hpc.regimes import SCORED
+
+    s = ctx.summary
+    settings = ctx.settings()
+    if "decoding" not in settings and not any(r.startswith(SCORED) for r in s["regime"].unique()):
+        return None
+    metrics = [m for m in COMPARED if m in set(s["metric"])]
+    runs = ctx.run_labels
+    if not metrics or not runs:
+        return None
+    series = ctx.series_labels()
+    fig, axes = style.figure(len(runs), len(metrics), sharey=True, h=0.3 * len(series) + 1.2)
+    for r, run in enumerate(runs):
+        for c, metric in enumerate(metrics):
+            ax = axes[r, c]
+            sub = s[(s["run"] == run) & (s["metric"] == metric)].dropna(subset=["mean"])
+            first, last, reached = [], [], []
+            for label in series:
+                rows = sub[[series_label(row, settings) == label for _, row in sub.iterrows()]]
+                g0 = rows.loc[rows["generation"] == 0, "mean"]
+                end = rows.sort_values("generation").tail(1)
+                first.append(g0.iloc[0] if len(g0) else np.nan)
+                last.append(end["mean"].iloc[0] if len(end) else np.nan)
+                reached.append(int(end["generation"].iloc[0]) if len(end) else 0)
+            y = np.arange(len(series))
+            ax.barh(y + 0.2, first, height=0.4, color=style.generation_colours(2)[0], label="generation 0")
+            ax.barh(y - 0.2, last, height=0.4, color=style.generation_colours(2)[1],
+                    label=f"last generation ({max(reached)})")
+            ax.set_yticks(y, series)
+            ax.invert_yaxis()
+            ax.set_xlabel(COMPARED[metric])
+            if len(runs) > 1:
+                ax.set_title(run)
+    legend_below(fig, axes)
+    return fig, ("Decoding strategies (under replace) and regimes (accumulate, detector-weighted "
+                 "resampling, verifier filtering; with beam search) side by side: each series at "
+                 "generation 0 and at the last generation reached. Collapse shows as test perplexity "
+                 "rising from generation 0 and diversity (distinct-4, rare tokens) falling.")
+
+
 FIGURES = [("sequence_ppl", "Perplexity of generated data under the generation-0 model", lm_sequence_ppl),
            ("test_ppl", "Test perplexity", lm_test_ppl),
-           ("diversity", "Diversity of generated data", lm_diversity)]
+           ("diversity", "Diversity of generated data", lm_diversity),
+           ("beyond", "Beyond the paper: decoding strategies and curated regimes", lm_beyond)]
