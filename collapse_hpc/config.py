@@ -14,6 +14,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,8 +24,18 @@ from typing import Any
 
 import yaml
 
+from collapse_hpc import yamlfile
 from collapse_hpc.errors import ConfigError
 from collapse_hpc.regimes import Regime
+
+# Control characters: never meaningful in a config string, and a newline in a value that reaches
+# an #SBATCH line or an `export` would be a line of shell of its own.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# A name that becomes one folder (a data set): no `/`, no `..`, nothing a shell or a URL mangles.
+FILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+FILE_NAME_CHARS = "letters, digits, - and _"
+MAX_INT = 2**31 - 1  # no count of this project is larger; 1e20 is a typo, not a plan
 
 # Keys that say where or how a run executes, not what it computes: not part of the config hash.
 NOT_HASHED = ("name", "executor", "profile", "data_dir", "generations")
@@ -182,7 +194,13 @@ def _convert(tp, value, key: str, where: _Where):
     if origin is dict:
         if not isinstance(value, dict):
             where.fail(key, f"expected a mapping, got {value!r}")
-        return dict(value)
+        inner = args[1] if len(args) == 2 else Any
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or CONTROL.search(k):
+                where.fail(key, f"key {k!r}: must be a string without control characters")
+            out[k] = _convert(inner, v, f"{key}.{k}", where)
+        return out
     if dataclasses.is_dataclass(tp):
         if tp is Regime and isinstance(value, str):
             value = _regime_from_str(value, key, where)
@@ -206,10 +224,16 @@ def _convert(tp, value, key: str, where: _Where):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             where.fail(key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            where.fail(key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             where.fail(key, f"expected a string, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            where.fail(key, f"must be a finite number, got {value!r}")
+        if CONTROL.search(str(value)):  # a newline in a job name is a shell line in the sbatch script
+            where.fail(key, f"must not contain control characters (newline, tab, …), got {value!r}")
         return str(value)
     return value
 
@@ -285,6 +309,10 @@ def _check(f: dataclasses.Field, value, key: str, where: _Where):
             close = difflib.get_close_matches(str(v), [str(c) for c in m["choices"]], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             where.fail(key, f"must be one of {', '.join(map(str, m['choices']))}, got {v!r}{hint}")
+        if isinstance(v, int) and abs(v) > MAX_INT and "max" not in m:
+            where.fail(key, f"must be at most {MAX_INT}, got {v!r}")
+        if "chars" in m and isinstance(v, str) and not FILE_NAME.fullmatch(v):
+            where.fail(key, f"{v!r}: use {m['chars']} only (it names a folder)")
         if "min" in m and v < m["min"]:
             where.fail(key, f"must be >= {m['min']}, got {v!r}")
         if "max" in m and v > m["max"]:
@@ -331,25 +359,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text}: expected section.key=value")
     key, _, raw = text.partition("=")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yamlfile.loads(raw, f"--set {key.strip()}") if raw.strip() else ""
+    except ConfigError as e:
+        if "not valid YAML" not in str(e):  # a bomb, a deep nesting: refused, not taken as text
+            raise
         value = raw
     return key.strip().split("."), value
 
 
 def load(path: str | Path, overrides: list[str] = (), generations: int | None = None) -> RunConfig:
     """Load, override and validate a config file; raise ConfigError with one line on any problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    raw = yamlfile.load_mapping(path)
     return from_dict(raw, str(path), overrides, generations)
 
 
@@ -386,6 +406,9 @@ def from_dict(raw: dict, file: str = "<config>", overrides: list[str] = (),
     _check_scored(run, file)
     if run.executor == "slurm" and not run.profile:
         raise ConfigError(f"{file}: profile: executor slurm needs a cluster profile (--profile slurm/….yaml)")
+    from collapse_hpc import engine
+
+    engine.check(run, file)
     return run
 
 

@@ -62,6 +62,37 @@ def plan(run, only: list[str] | None = None) -> list[Chain]:
     return chains
 
 
+MAX_UNITS = 100_000  # the paper's config plans a few hundred; each unit is a folder and a job
+MAX_UNIT_GIB = 64  # what one array task may hold in memory (replicates x generations, pools)
+
+
+def check(run, file: str = "<config>") -> None:
+    """Before anything is written: every variant has its own name (its own folders), and the plan
+    is one a machine can hold: at most MAX_UNITS units, no unit estimated over MAX_UNIT_GIB.
+
+    Counted with integers from each experiment's units() and memory(): nothing is built, so a
+    count typed as 1e20 is one line now instead of a MemoryError after the run folder exists."""
+    total = 0
+    for name in run.enabled():
+        exp = experiments.get(name)
+        seen: dict[str, Variant] = {}
+        for v in exp.variants(run):
+            if v.name in seen:
+                raise UserError(f"{file}: {name}: two variants are both named {v.name} and would share its "
+                                f"folders (a seed, regime or setting listed twice, or keep fractions equal to "
+                                f"the shown precision); list each once")
+            seen[v.name] = v
+            total += exp.units(run, v)
+            if total > MAX_UNITS:
+                raise UserError(f"{file}: plans more than {MAX_UNITS} units ({name} alone reaches {total}); "
+                                f"lower the counts (seeds, regimes, replicates, generations)")
+            need = getattr(exp, "memory", lambda run, v: 0)(run, v)
+            if need > MAX_UNIT_GIB * 2**30:
+                raise UserError(f"{file}: {name}: one task of {v.name} would hold about {need / 2**30:.3g} GiB "
+                                f"in memory, more than {MAX_UNIT_GIB} GiB; lower replicates, chunk_replicates, "
+                                f"samples or generations")
+
+
 def _variant(exp, run, name: str) -> Variant:
     for v in exp.variants(run):
         if v.name == name:

@@ -21,3 +21,9 @@ def count(replicates: int, size: int) -> int:
 def replicate_range(replicates: int, size: int, part: int) -> range:
     """The replicate ids of one part (ids are global within the variant)."""
     return range(part * size, min(replicates, (part + 1) * size))
+
+
+def memory(size: int, generations: int, metrics: int, points: int, pool_points: int) -> int:
+    """Bytes one part holds: its metrics table (generations x replicates x metrics, float64), the
+    current points of each replicate and the pool an accumulate regime keeps."""
+    return 8 * size * (generations * metrics + points + pool_points)

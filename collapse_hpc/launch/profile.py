@@ -9,17 +9,19 @@ uses P's `executor` (slurm unless the profile says otherwise).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from collapse_hpc import yamlfile
 from collapse_hpc.config import build, knob
 from collapse_hpc.errors import ConfigError
 from collapse_hpc.launch import BACKENDS
 from collapse_hpc.launch.container import ContainerConfig as Container
 
 KINDS = ("gpu", "gpu1", "cpu", "aggregate")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 @dataclass
@@ -75,6 +77,18 @@ class Profile:
     setup: list[str] = knob([], "shell lines run before each job (module loads, venv activation)")
     python: str | None = knob(None, "Python command on the nodes (default: this Python; ignored with a container)")
 
+    def validate(self):
+        """Keys that become `export NAME=…` and `#SBATCH --KEY=…` lines must be names (values
+        without control characters are checked for every string of a profile)."""
+        for k in self.env:
+            if not ENV_NAME.fullmatch(k):
+                raise ValueError(f"env.{k}: not a valid environment variable name")
+        for where, extra in [("sbatch", self.sbatch)] + [(f"jobs.{kind}.sbatch", self.resources(kind).sbatch)
+                                                         for kind in KINDS]:
+            for k in extra:
+                if not SBATCH_KEY.fullmatch(k):
+                    raise ValueError(f"{where}.{k}: not an sbatch option name (letters, digits, - and _)")
+
     def resources(self, kind: str) -> Resources:
         if kind not in KINDS:
             raise ConfigError(f"profile {self.name}: no job kind {kind!r} (kinds: {', '.join(KINDS)})")
@@ -85,13 +99,6 @@ def load(path: str | Path) -> Profile:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: cluster profile not found (see slurm/local.yaml, slurm/example-cluster.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of profile keys at the top level")
+    raw = yamlfile.load_mapping(path, "cluster profile")
     raw.setdefault("name", path.stem)
     return build(Profile, raw, str(path))

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import yaml
-
+from collapse_hpc import yamlfile
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.atomic import sha256_file
@@ -131,10 +130,9 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     if not cfg.is_file():
         raise UserError(f"{path}: not a run folder (no config.yaml)")
     text = cfg.read_text()
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError:
-        raise UserError(f"{cfg}: not valid YAML") from None
+    raw = yamlfile.loads(text, str(cfg)) or {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{cfg}: not a mapping of config keys")
     variants, generations = _planned(root, raw)
     units = []
     for d in RunStore(root).units():

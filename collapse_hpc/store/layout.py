@@ -6,9 +6,8 @@ import shutil
 import time
 from pathlib import Path
 
-import yaml
-
 from collapse_hpc import config as cfgmod
+from collapse_hpc import yamlfile
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
@@ -89,12 +88,9 @@ class RunStore:
     def _saved_config(self) -> dict:
         """The run's config.yaml as a mapping, or one error line naming it (never a traceback)."""
         try:
-            old = yaml.safe_load(self.config_path.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise UserError(f"{self.config_path}: the run's saved config is not valid YAML{where}; "
-                            f"restore it or use another --run") from None
+            old = yamlfile.load(self.config_path)
+        except UserError as e:
+            raise UserError(f"the run's saved config: {e}; restore it or use another --run") from None
         if not isinstance(old, dict):
             raise UserError(f"{self.config_path}: the run's saved config is not a mapping of keys; "
                             f"restore it or use another --run")

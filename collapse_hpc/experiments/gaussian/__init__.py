@@ -39,6 +39,13 @@ class GaussianExperiment(Experiment):
     def units(self, run, variant) -> int:
         return parts.count(variant.section(run).replicates, part_size(run, variant))
 
+    def memory(self, run, variant) -> int:
+        from collapse_hpc.experiments.gaussian.run import METRICS
+
+        G, n = run.generations_of(NAME), variant.settings["samples"]
+        pool = n * G if variant.regime.name == "accumulate-subsample" else 0  # as part_size
+        return parts.memory(part_size(run, variant), G, len(METRICS), n, pool)
+
     def run_unit(self, ctx):
         from collapse_hpc.experiments.gaussian.run import run_part
 

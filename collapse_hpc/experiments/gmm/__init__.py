@@ -37,6 +37,13 @@ class GMMExperiment(Experiment):
     def units(self, run, variant) -> int:
         return parts.count(variant.section(run).replicates, part_size(run, variant))
 
+    def memory(self, run, variant) -> int:
+        from collapse_hpc.experiments.gmm.metrics import names
+
+        cfg, G = run.section(NAME), run.generations_of(NAME)
+        pool = 2 * cfg.samples * G if variant.regime.name != "replace" else 0
+        return parts.memory(part_size(run, variant), G, len(names(cfg.components)), 2 * cfg.samples, pool)
+
     def run_unit(self, ctx):
         from collapse_hpc.experiments.gmm.run import run_part
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collapse_hpc.config import Section, knob
+from collapse_hpc.config import FILE_NAME_CHARS, Section, knob
 
 
 @dataclass
 class LMConfig(Section):
     # --- data
-    dataset: str = knob("wikivital", "prepared data set under data/ (wikivital, wikitext2, or a --from name)")
+    dataset: str = knob("wikivital", "prepared data set under data/ (wikivital, wikitext2, or a --from name)",
+                        chars=FILE_NAME_CHARS)
     block_size: int = knob(64, "tokens per training block (the reference: 64)", min=2)
     max_train_blocks: int = knob(0, "use only the first N real training blocks (0: all)", min=0)
     max_eval_blocks: int = knob(0, "use only the first N validation/test blocks (0: all)", min=0)

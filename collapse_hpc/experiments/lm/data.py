@@ -35,6 +35,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 
@@ -138,8 +139,8 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     shards like train-00000-of-00002) keep that split; other files are split 90/5/5 by a hash of
     each row (.txt: one row per non-empty line)."""
     source = Path(source)
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise UserError(f"data set name {name!r}: use letters, digits, - and _ only")
+    if not FILE_NAME.fullmatch(name):  # the same rule as lm.dataset
+        raise UserError(f"data set name {name!r}: use {FILE_NAME_CHARS} only")
     if not source.exists():
         raise UserError(f"--from {source}: no such file or folder")
     out = Path(data_dir) / name

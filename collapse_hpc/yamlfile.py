@@ -1,0 +1,104 @@
+"""The one YAML reader of the project (configs, profiles, a run's saved config.yaml, --set values).
+
+Bounded before anything is built from it, so a hostile or broken file is one error line, never
+a crash: at most MAX_BYTES of text, MAX_VALUES values once aliases are expanded (an alias bomb
+expands to gigabytes from a few hundred bytes), nesting at most MAX_DEPTH deep, no alias that
+contains itself, and mapping keys that are strings (an unquoted `2024-01-01:` is a date).
+Every message names the source and, where it has one, the line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from collapse_hpc.errors import ConfigError
+
+MAX_BYTES = 1 << 20  # the shipped configs are a few KB
+MAX_VALUES = 100_000  # scalars, lists and mappings, aliases counted as often as they are used
+MAX_DEPTH = 32
+STR = "tag:yaml.org,2002:str"
+MERGE = "tag:yaml.org,2002:merge"  # `<<: *defaults`
+
+
+def _line(node) -> str:
+    mark = getattr(node, "start_mark", None)
+    return f" (line {mark.line + 1})" if mark else ""
+
+
+def _measure(root: yaml.Node, source: str) -> None:
+    """Walk the composed graph as construction would expand it; stop at the first bound crossed."""
+    seen = 0
+    path: set[int] = set()
+
+    def walk(node, depth: int) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError(f"{source}: expands to more than {MAX_VALUES} values (aliases?); not a config")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}{_line(node)}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.ScalarNode):
+            return
+        if id(node) in path:
+            raise ConfigError(f"{source}{_line(node)}: an alias that contains itself")
+        path.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if not (isinstance(key, yaml.ScalarNode) and key.tag in (STR, MERGE)):
+                    shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
+                    raise ConfigError(f"{source}{_line(key)}: key {shown!r} is not a string "
+                                      f"(quote it)")
+                walk(value, depth + 1)
+        else:
+            for item in node.value:
+                walk(item, depth + 1)
+        path.discard(id(node))
+
+    walk(root, 0)
+
+
+def loads(text: str, source: str) -> Any:
+    """The value of one YAML document (None when empty), or ConfigError with one line."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"{source}: {len(text)} bytes, more than the {MAX_BYTES} a config may have")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _measure(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:  # the parser itself recurses per level of nesting
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def load(path: str | Path, what: str = "config file") -> Any:
+    """Read and parse a YAML file; a missing, unreadable or oversized file is one line too."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    if path.stat().st_size > MAX_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_BYTES} a config may have")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (UTF-8)") from None
+    return loads(text, str(path))
+
+
+def load_mapping(path: str | Path, what: str = "config file") -> dict:
+    """load() of a file whose top level must be a mapping (empty file: {})."""
+    raw = load(path, what)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return raw

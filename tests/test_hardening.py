@@ -1,0 +1,97 @@
+"""Hostile and careless input to the collapse-hpc command: each case is one `error:` line, exit 2,
+and nothing written (no run folder, no data set, no stray file beside the inputs).
+
+CASES is also the table of the hardening note: `python -m tests.test_hardening` prints it.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+TOY = "executor: debug\ngenerations: 2\ntoy: {rows: 4}\n"
+BOMB = ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + "toy: {}\n")
+FLOW_BOMB = "[&a [0, 0, 0, 0, 0, 0, 0, 0, 0, 0], " + ", ".join(
+    f"&{c} [{', '.join(['*' + p] * 10)}]" for p, c in zip("abcdefgh", "bcdefghi")) + "]"
+DEEP = "toy: " + "[" * 5000 + "]" * 5000 + "\n"
+PROFILE = "executor: slurm\n"
+
+# (item of issue 17, what is tried, files written before the call, argv after `collapse-hpc`)
+CASES = [
+    ("1", "config name with a newline", {"c.yaml": 'name: "x\\ntouch /tmp/p #"\n' + TOY}, ["run", "c.yaml"]),
+    ("1", "profile env value with a newline", {"c.yaml": TOY, "p.yaml": PROFILE + 'env: {A: "1\\nrm -rf ~"}\n'},
+     ["submit", "c.yaml", "--profile", "p.yaml"]),
+    ("1", "profile env key not a variable name", {"c.yaml": TOY, "p.yaml": PROFILE + 'env: {"A;id": 1}\n'},
+     ["submit", "c.yaml", "--profile", "p.yaml"]),
+    ("1", "profile account with a newline", {"c.yaml": TOY, "p.yaml": PROFILE + 'account: "a\\n#SBATCH --x"\n'},
+     ["submit", "c.yaml", "--profile", "p.yaml"]),
+    ("1", "sbatch extra key with a newline", {"c.yaml": TOY, "p.yaml": PROFILE + 'sbatch: {"x\\ny": 1}\n'},
+     ["submit", "c.yaml", "--profile", "p.yaml"]),
+    ("1", "per-kind qos with a carriage return",
+     {"c.yaml": TOY, "p.yaml": PROFILE + 'jobs: {cpu: {qos: "q\\rz"}}\n'}, ["submit", "c.yaml", "--profile", "p.yaml"]),
+    ("2", "YAML alias bomb (10^9 values)", {"c.yaml": BOMB}, ["run", "c.yaml"]),
+    ("2", "recursive anchor", {"c.yaml": "seeds: &a [*a]\n" + TOY}, ["run", "c.yaml"]),
+    ("2", "a date as a key", {"c.yaml": TOY + "2024-01-01: 1\n"}, ["run", "c.yaml"]),
+    ("2", "a date as a key in a profile", {"c.yaml": TOY, "p.yaml": PROFILE + "env: {2024-01-01: 1}\n"},
+     ["submit", "c.yaml", "--profile", "p.yaml"]),
+    ("2", "nesting 5000 deep", {"c.yaml": DEEP}, ["run", "c.yaml"]),
+    ("2", "a 2 MB config", {"c.yaml": TOY + "#" * (2 << 20) + "\n"}, ["run", "c.yaml"]),
+    ("2", "alias bomb in --set", {"c.yaml": TOY}, ["run", "c.yaml", "--set", "seeds=" + FLOW_BOMB]),
+    ("3", "NaN float", {"c.yaml": "executor: debug\ngmm: {tol: .nan}\n"}, ["run", "c.yaml"]),
+    ("3", "inf float through --set", {"c.yaml": "executor: debug\ngmm: {}\n"},
+     ["run", "c.yaml", "--set", "gmm.reg_covar=.inf"]),
+    ("3", "gmm.replicates: 1.0e+20", {"c.yaml": "executor: debug\ngmm: {replicates: 1.0e+20}\n"}, ["run", "c.yaml"]),
+    ("3", "10^8 generations of a chain", {"c.yaml": TOY}, ["run", "c.yaml", "--generations", "100000000"]),
+    ("3", "a task holding 10^7 x 2050 values", {"c.yaml": "executor: debug\ngmm: {replicates: 10000000, "
+                                                          "chunk_replicates: 10000000}\n"}, ["run", "c.yaml"]),
+    ("4", "seeds: [0, 0]", {"c.yaml": "seeds: [0, 0]\n" + TOY}, ["run", "c.yaml"]),
+    ("4", "keep fractions 0.1 and 0.1000001", {"c.yaml": "regimes: [replace:0.1, replace:0.1000001]\n" + TOY},
+     ["run", "c.yaml"]),
+    ("4", "gaussian samples [100, 100]", {"c.yaml": "executor: debug\ngaussian: {samples: [100, 100]}\n"},
+     ["run", "c.yaml"]),
+    ("6", "lm.dataset: ../x", {"c.yaml": "executor: debug\nlm: {dataset: ../x}\n"}, ["run", "c.yaml"]),
+    ("6", "lm.dataset: a/b", {"c.yaml": "executor: debug\nlm: {dataset: a/b}\n"}, ["lm", "c.yaml"]),
+    ("6", "data prepare .. --from", {"t.txt": "some text\n"}, ["data", "prepare", "..", "--from", "t.txt"]),
+]
+
+
+def attempt(tmp: Path, files: dict, argv: list[str]) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Write the inputs into tmp, run the command there; its result and any path it added."""
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+    before = {p for p in tmp.rglob("*")}
+    env = dict(os.environ, COLLAPSE_EXTRA_EXPERIMENTS="toy=tests.toy_experiment", PYTHONPATH=str(REPO),
+               HF_HUB_OFFLINE="1")
+    p = subprocess.run([sys.executable, "-m", "collapse_hpc", *argv, *(["--run", "run"] if argv[0] != "data" else
+                                                                        ["--data-dir", "data"])],
+                       capture_output=True, text=True, cwd=tmp, env=env, timeout=300)
+    return p, sorted(str(q.relative_to(tmp)) for q in set(tmp.rglob("*")) - before)
+
+
+@pytest.mark.parametrize("item,what,files,argv", CASES, ids=[c[1] for c in CASES])
+def test_one_error_line_exit_2_nothing_written(tmp_path, item, what, files, argv):
+    p, written = attempt(tmp_path, files, argv)
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+    assert p.returncode == 2, p.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stdout + p.stderr
+    assert written == [], written
+
+
+def main() -> None:
+    import tempfile
+
+    print("| item | input tried | exit | lines printed | written |\n|---|---|---|---|---|")
+    for item, what, files, argv in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            p, written = attempt(Path(tmp), files, argv)
+        lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+        shown = f"1: `{lines[0][:150]}`" if len(lines) == 1 else f"{len(lines)} lines"
+        print(f"| {item} | {what} | {p.returncode} | {shown.replace('|', '/')} | {', '.join(written) or 'nothing'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The one bounded YAML reader: what it refuses, with the line, and that nothing else parses YAML."""
+import re
+from pathlib import Path
+
+import pytest
+
+from collapse_hpc import yamlfile
+from collapse_hpc.errors import ConfigError
+
+PACKAGE = Path(__file__).resolve().parents[1] / "collapse_hpc"
+
+
+def test_every_yaml_read_goes_through_the_bounded_reader():
+    readers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+               if re.search(r"yaml\.(safe_load|load|full_load|unsafe_load|compose)\(", p.read_text())]
+    assert readers == [], f"parse YAML with collapse_hpc.yamlfile, not yaml directly: {readers}"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("a: 1\nb: [1, 2\n", "not valid YAML (line 3)"),
+    ("a: 1\n2024-01-01: x\n", "(line 2): key '2024-01-01' is not a string"),
+    ("a: 1\n7: x\n", "(line 2): key '7' is not a string"),
+    ("a: &x [*x]\n", "an alias that contains itself"),
+    ("a: " + "[" * 40 + "]" * 40, "nested more than 32 levels deep"),
+    ("a: " + "[" * 3000 + "]" * 3000, "nested more than 32 levels deep"),
+])
+def test_refused_with_a_line(text, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        yamlfile.loads(text, "f.yaml")
+
+
+def test_alias_bomb_is_refused_before_it_expands():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    with pytest.raises(ConfigError, match="more than 100000 values"):
+        yamlfile.loads(bomb, "f.yaml")
+
+
+def test_ordinary_yaml_is_unchanged():
+    text = "base: &b {x: 1, y: [1.5, two]}\nother:\n  <<: *b\n  z: null\n"
+    assert yamlfile.loads(text, "f.yaml") == {"base": {"x": 1, "y": [1.5, "two"]},
+                                              "other": {"x": 1, "y": [1.5, "two"], "z": None}}
+    assert yamlfile.loads("", "f.yaml") is None
+
+
+def test_a_bomb_in_a_run_folder_is_one_line(tmp_path):
+    """A run's saved config.yaml goes through the same reader (status, aggregate, verify, a unit)."""
+    from tests.test_cli import cli, one_error_line
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("a: &a [*a]\n")
+    for argv in (("verify", run), ("aggregate", run), ("status", run)):
+        assert "contains itself" in one_error_line(cli(*argv)), argv
