@@ -58,20 +58,20 @@ class Section:
 
     enabled: bool = knob(True, "run this experiment when the config is run")
     generations: int | None = knob(None, "generations for this experiment (default: the run's)", min=1)
-    seeds: list[int] | None = knob(None, "seeds for this experiment (default: the run's)", min=0)
-    regimes: list[Regime] | None = knob(None, "regimes for this experiment (default: the run's)")
+    seeds: list[int] | None = knob(None, "seeds for this experiment (default: the run's)", min=0, unique=True)
+    regimes: list[Regime] | None = knob(None, "regimes for this experiment (default: the run's)", unique=True)
 
 
 @dataclass
 class RunConfig:
     name: str = knob("run", "run name, shown in reports (the run folder defaults to runs/<config file name>)")
     generations: int = knob(3, "generations per chain (generation 0 trains on real data)", min=1)
-    seeds: list[int] = knob([0], "one chain per seed (and regime)", min=0)  # numpy seeds are >= 0
+    seeds: list[int] = knob([0], "one chain per seed (and regime)", min=0, unique=True)  # numpy seeds are >= 0
     regimes: list[Regime] = knob([Regime()], "data regimes, each a chain: replace (with keep_fraction, alias "
                                  "keep_original_fraction), accumulate, accumulate-subsample, detector-resample, "
                                  "verifier-filter (with verifier_quantile; lm only); a regime may "
                                  "override an experiment's keys for its own chains, e.g. "
-                                 "{name: replace, keep_fraction: 0.1, lm: {epochs: 10}}")
+                                 "{name: replace, keep_fraction: 0.1, lm: {epochs: 10}}", unique=True)
     executor: str = knob("local", "where units run: local (subprocesses), slurm, debug (in-process)",
                          choices=("local", "slurm", "debug"))
     profile: str | None = knob(None, "cluster profile YAML (slurm/…); needed for executor slurm")
@@ -302,6 +302,10 @@ def _check(f: dataclasses.Field, value, key: str, where: _Where):
     if value is None:
         return
     items = value if isinstance(value, list) else [value]
+    if m.get("unique"):  # each entry is a variant with its own folders: a repeat would share them
+        for i, v in enumerate(items):
+            if v in items[:i]:
+                where.fail(key, f"lists {getattr(v, 'label', v)!r} twice; list each once")
     for v in items:
         if not isinstance(v, (int, float, str)) or isinstance(v, bool):
             continue

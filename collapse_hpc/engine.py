@@ -75,18 +75,21 @@ def check(run, file: str = "<config>") -> None:
     total = 0
     for name in run.enabled():
         exp = experiments.get(name)
-        seen: dict[str, Variant] = {}
-        for v in exp.variants(run):
+        try:
+            variants = exp.variants(run)
+        except UserError as e:
+            raise UserError(f"{file}: {e}") from None
+        seen: set[str] = set()
+        for v in variants:
             if v.name in seen:
                 raise UserError(f"{file}: {name}: two variants are both named {v.name} and would share its "
-                                f"folders (a seed, regime or setting listed twice, or keep fractions equal to "
-                                f"the shown precision); list each once")
-            seen[v.name] = v
+                                f"folders; list each seed, regime and setting once")
+            seen.add(v.name)
             total += exp.units(run, v)
             if total > MAX_UNITS:
                 raise UserError(f"{file}: plans more than {MAX_UNITS} units ({name} alone reaches {total}); "
                                 f"lower the counts (seeds, regimes, replicates, generations)")
-            need = getattr(exp, "memory", lambda run, v: 0)(run, v)
+            need = exp.memory(run, v)
             if need > MAX_UNIT_GIB * 2**30:
                 raise UserError(f"{file}: {name}: one task of {v.name} would hold about {need / 2**30:.3g} GiB "
                                 f"in memory, more than {MAX_UNIT_GIB} GiB; lower replicates, chunk_replicates, "

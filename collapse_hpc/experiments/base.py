@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.regimes import Regime
 from collapse_hpc.store import atomic
 
@@ -85,15 +86,15 @@ def default_variants(experiment: str, run, extra=None) -> list[Variant]:
                 continue
             for seed in run.seeds_of(experiment):
                 v = Variant(experiment, regime, seed, setting)
-                out.setdefault(v.name, v)
+                if out.setdefault(v.name, v) != v:  # e.g. keep fractions 0.1 and 0.1000001
+                    raise UserError(f"{experiment}: two different variants are both named {v.name} and would "
+                                    f"share its folders; make them differ in what the name shows")
     return list(out.values())
 
 
 def check_prepared(experiment: str, run, splits) -> None:
     """The experiment's prepared data set (section key `dataset`) exists under the run's data_dir,
     with its card and every split; else one line saying how to prepare it (for Experiment.check)."""
-    from collapse_hpc.errors import UserError
-
     name, data_dir = run.section(experiment).dataset, Path(run.data_dir)
     out = data_dir / name
     if not (out / "card.json").is_file() or not all((out / f"{s}.parquet").is_file() for s in splits):
@@ -194,6 +195,11 @@ class Experiment:
         override it), else 1."""
         section = variant.section(run) if variant is not None else run.section(self.name)
         return getattr(section, "ranks", None) or 1
+
+    def memory(self, run, variant: Variant) -> int:
+        """Bytes one unit of the variant holds at least, estimated from the config alone (engine.check
+        refuses a plan over its bound before anything is written); 0: not estimated."""
+        return 0
 
     def check(self, run) -> None:
         """Raise UserError (one line) when an input the experiment needs is missing, e.g. an

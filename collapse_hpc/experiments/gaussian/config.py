@@ -10,7 +10,7 @@ from collapse_hpc.config import Section, knob
 class GaussianConfig(Section):
     generations: int | None = knob(1000, "generations (the notebook's 1000; --generations sets the run's "
                                    "chains, not this)", min=1)
-    samples: list[int] = knob([100, 500, 1000, 10000], "sample sizes n, one variant each", min=2)
+    samples: list[int] = knob([100, 500, 1000, 10000], "sample sizes n, one variant each", min=2, unique=True)
     estimator: str = knob("mle", "variance estimate: mle (ddof 0, the notebook) or unbiased (ddof 1)",
                           choices=("mle", "unbiased"))
     mu: float = knob(0.0, "mean of the real data")

@@ -40,7 +40,7 @@ class GMMExperiment(Experiment):
     def memory(self, run, variant) -> int:
         from collapse_hpc.experiments.gmm.metrics import names
 
-        cfg, G = run.section(NAME), run.generations_of(NAME)
+        cfg, G = variant.section(run), run.generations_of(NAME)
         pool = 2 * cfg.samples * G if variant.regime.name != "replace" else 0
         return parts.memory(part_size(run, variant), G, len(names(cfg.components)), 2 * cfg.samples, pool)
 

@@ -60,7 +60,8 @@ class LMConfig(Section):
                                    "paper) or generation g-1's", choices=("pretrained", "previous"))
     decoding: list[str] = knob(["beam"], "how the next generation's data is sampled, one chain per entry: beam "
                                "(the paper), greedy, sampling (pure), temperature, top_k, top_p, min_p; a "
-                               "sampling one may name its value (top_p:0.9), else it takes its knob below")
+                               "sampling one may name its value (top_p:0.9), else it takes its knob below",
+                               unique=True)
     num_beams: int = knob(5, "beam: beams (the paper: 5)", min=1)
     repetition_penalty: float = knob(3.0, "HF repetition penalty on seen tokens, every strategy (the paper: "
                                           "3.0; 1.0: off)", gt=0)
