@@ -181,6 +181,8 @@ def cmd_run(args, executor=None) -> int:
     # locked before open and the log file: a refused launcher writes nothing into the run folder;
     # submit holds it too (slurm's submit takes the same lock again inside)
     with store.lock(log=log.warning):
+        if run.executor != "slurm":
+            launch.refuse_if_submitted(store)
         store.open(run)
         logs.setup(args.verbose, store.root)
         chains = engine.plan(run, only=args.only)
@@ -238,7 +240,7 @@ def cmd_experiment(args) -> int:
 
 def run_by_hand(args) -> int:
     """One experiment of a config (or one variant, one unit of it) in this process."""
-    from collapse_hpc import engine
+    from collapse_hpc import engine, launch
     from collapse_hpc.launch.debug import execute
 
     args.only = [args.command]
@@ -255,6 +257,7 @@ def run_by_hand(args) -> int:
             raise UserError(f"--unit {args.unit}: no such unit of {args.command} "
                             f"(units are numbered from 0 to {_last_unit(run, args)})")
     with store.lock():  # before open: a refused launcher must not rewrite config.yaml
+        launch.refuse_if_submitted(store)
         store.open(run)
         logs.setup(args.verbose, store.root)
         counts = execute(store, run, chains)

@@ -159,7 +159,8 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
                           "regime": v.regime.label, "seed": v.seed, "settings": v.settings,
                           "config": unit_config, "variant_hash": config_hash(unit_config),
                           "generations": run.generations_of(experiment),
-                          "world_size": world, "resources": _resources(exp.job, world)})
+                          "world_size": world, "resources": _resources(exp.job, world)},
+                   inputs=ctx.inputs, root=store.root)
     return "done"
 
 

@@ -27,7 +27,7 @@ def verify_run(run_dir: str | Path) -> int:
         for p in extra_files(unit):
             extra += 1
             print(f"EXTRA {p}: not in its manifest (not verified)")
-        problems = verify_unit(unit, config_hash=config_hash)
+        problems = verify_unit(unit, config_hash=config_hash, inputs=True)
         if problems:
             bad += 1
             exp, variant = unit.parent.parent.name, unit.parent.name

@@ -118,6 +118,12 @@ class UnitContext:
     world_size: int = 1
     local_rank: int = 0
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("collapse_hpc"))
+    inputs: list[Path] = field(default_factory=list)  # files of the run outside the unit it depends on
+
+    def uses(self, path: Path) -> None:
+        """Name a file of the run outside this unit's folder that its results depend on (e.g. the
+        run's shared VAE classifier): its sha256 goes into the unit's manifest, and verify checks it."""
+        self.inputs.append(Path(path))
 
     @property
     def generation(self) -> int:

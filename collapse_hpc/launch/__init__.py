@@ -32,3 +32,27 @@ def execute(store, run, chains, executor: str, **options):
 
         return submit(store, run, chains, **options)
     raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def refuse_if_submitted(store) -> None:
+    """One owner per run: a run here (local, debug, by hand) is refused while jobs.json names Slurm
+    jobs of the run that are still queued or running. They would run the same units side by side,
+    and the local job ids would replace theirs in jobs.json, so a later submit could not see them
+    and would queue a second chain. Off a Slurm host (no squeue) no such job can be live here."""
+    import shutil
+
+    from collapse_hpc.launch import records
+
+    book = records.load(store)
+    ids = {str(e.get("job_id")) for e in book["units"].values() if e.get("job_id") is not None}
+    ids |= {str(book.get("aggregate", {}).get("job_id"))} - {"None"}
+    if book.get("executor") != "slurm" or not ids or shutil.which("squeue") is None:
+        return
+    from collapse_hpc.launch.slurm import ACTIVE, queued
+
+    jobs = {i.split("_")[0] for i in ids}  # an array's tasks by the array's id
+    live = sorted(j for j, state in queued().items() if state in ACTIVE and j.split("_")[0] in jobs)
+    if live:
+        shown = ", ".join(live[:5]) + (f", … ({len(live)} in all)" if len(live) > 5 else "")
+        raise UserError(f"{store.root}: Slurm jobs of this run are queued or running ({shown}); wait for them "
+                        f"(collapse-hpc status {store.root}) or cancel them (scancel) before running it here")

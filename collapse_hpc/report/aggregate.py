@@ -10,6 +10,7 @@ Works on unfinished runs: what is missing is shown as missing.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -59,11 +60,23 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     return index.absolute()
 
 
+DRAWN = ".drawn.json"  # in figures/: the files the last report drew there
+
+
 def _drop_stale(folder: Path, keep: set) -> None:
-    """Figures of an earlier report that this one no longer draws."""
-    for p in folder.glob("*"):
-        if p.suffix in (".png", ".pdf") and p not in keep:
-            p.unlink()
+    """Figures an earlier report drew that this one no longer draws. Only files named in the
+    earlier report's own list go: an --out folder may hold the user's files, which are never ours."""
+    record = folder / DRAWN
+    try:
+        earlier = json.loads(record.read_text())
+    except (FileNotFoundError, ValueError):
+        earlier = []
+    names = {p.name for p in keep}
+    for name in earlier if isinstance(earlier, list) else []:
+        if isinstance(name, str) and name not in names and Path(name).name == name:
+            (folder / name).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(record, json.dumps(sorted(names)) + "\n")
 
 
 def main(runs: list[str], out: str | None = None) -> int:

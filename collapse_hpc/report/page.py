@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,12 +108,18 @@ def _md_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def anchor(name: str) -> str:
+    """An id and #fragment made of safe characters only: names come from experiments (a plugin's
+    too) and must not end the attribute or open a tag."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))
+
+
 def _fig_html(rep: Report, fig: Fig) -> str:
     title = html.escape(fig.title)
     if not fig.files:
         return f'<h3>{title}</h3><p class="missing">{html.escape(fig.caption)}</p>'
     png, pdf = (rep.rel(p) for p in fig.files)
-    return (f'<figure id="{fig.key}"><h3>{title}</h3><a href="{html.escape(pdf)}">'
+    return (f'<figure id="{anchor(fig.key)}"><h3>{title}</h3><a href="{html.escape(pdf)}">'
             f'<img src="{html.escape(png)}" alt="{title}" loading="eager"></a>'
             f'<figcaption>{html.escape(fig.caption)} (<a href="{html.escape(pdf)}">PDF</a>)</figcaption></figure>')
 
@@ -120,7 +127,7 @@ def _fig_html(rep: Report, fig: Fig) -> str:
 def write_html(rep: Report) -> str:
     e = html.escape
     runs = ", ".join(f"<code>{e(label)}</code> ({e(str(root))})" for label, root in rep.runs)
-    nav = "".join(f'<a href="#{s.experiment}">{e(s.heading)}</a>' for s in rep.sections)
+    nav = "".join(f'<a href="#{anchor(s.experiment)}">{e(s.heading)}</a>' for s in rep.sections)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(rep.title)}</title>",
              f"<style>{CSS}</style>{CHECK_SCRIPT}</head><body>",
              f"<h1>{e(rep.title)}</h1><p>Runs: {runs}.</p>",
@@ -132,7 +139,7 @@ def write_html(rep: Report) -> str:
         items = "".join(f"<li>{e(p)}</li>" for p in rep.problems[:50])
         parts.append(f"<h2>Problems</h2><p>Units left out of the report:</p><ul>{items}</ul>")
     for s in rep.sections:
-        parts.append(f'<h2 id="{s.experiment}">{e(s.heading)}</h2>')
+        parts.append(f'<h2 id="{anchor(s.experiment)}">{e(s.heading)}</h2>')
         if s.metrics:
             parts.append(f"<p>Metrics: {e(s.metrics)}</p>")
         parts += [_fig_html(rep, f) for f in s.figures]

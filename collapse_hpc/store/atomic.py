@@ -27,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared on a cluster
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -46,9 +47,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """The rename itself on disk: a crash right after it must not bring back the old name's
+    content (or none) while later work already trusts the new one."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that cannot sync a directory: the rename is all it offers
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -1,17 +1,56 @@
 """A run-level lock: one launcher drives a run at a time; a dead owner's lock is taken over."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import hashlib
 import json
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 
 ABANDONED_S = 60  # a lock is written microseconds after it is created; leaves room for clock skew
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[bool]:
+    """An exclusive flock on `path` (created) while the block runs; yields False, unlocked, on a
+    file system without flock (some NFS and Lustre mounts refuse it). For work that is safe
+    without it (deterministic results written atomically): a race then only repeats the work."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def host_lock(path: Path) -> Iterator[None]:
+    """file_lock, and where the file system has no flock the same lock in this host's temporary
+    folder instead (keyed by the path): mutual exclusion between the processes of one host."""
+    with file_lock(path) as locked:
+        if locked:
+            yield
+            return
+    key = hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:16]
+    with file_lock(Path(tempfile.gettempdir()) / f"collapse-hpc-{key}.lock") as locked:
+        if not locked:
+            raise UserError(f"cannot lock {path} nor a file in {tempfile.gettempdir()}: no flock there")
+        yield
 
 
 def _alive(pid: int) -> bool:
@@ -57,9 +96,8 @@ class RunLock:
             except FileExistsError:
                 owner = self.owner()
                 if owner is None:  # being written or unreadable: look again
-                    if self._abandoned():
-                        self.log(f"taking over unreadable lock {self.path} (unchanged for over {ABANDONED_S} s)")
-                        self.path.unlink(missing_ok=True)
+                    if self._abandoned() and self._take_over(None):
+                        self.log(f"took over unreadable lock {self.path} (unchanged for over {ABANDONED_S} s)")
                         continue
                     time.sleep(0.2)
                     continue
@@ -70,8 +108,8 @@ class RunLock:
                                     f"{', '.join(map(str, helpers))} still run ({self.path}); wait for them "
                                     f"or kill them")
                 if owner.get("host") == me["host"] and not _alive(_pid(owner)):
-                    self.log(f"taking over stale lock {self.path} of dead process {owner.get('pid')}")
-                    self.path.unlink(missing_ok=True)
+                    if self._take_over(owner):
+                        self.log(f"took over stale lock {self.path} of dead process {owner.get('pid')}")
                     continue
                 raise UserError(f"run is locked by pid {owner.get('pid')} on {owner.get('host')} "
                                 f"({self.path}); wait for it, or remove the file if that process is gone")
@@ -81,6 +119,20 @@ class RunLock:
             return self
         raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
                         f"launcher is running on this run")
+
+    def _take_over(self, judged: dict | None) -> bool:
+        """Remove the lock judged stale (judged: its owner record; None: unreadable and abandoned),
+        only if it is still that lock. Takers of a stale lock all run on its owner's host (only there
+        can its pid be judged dead), so a host-local flock serialises them: without it two takers
+        could both judge it stale, one remove it and create its own, and the other remove that one.
+        The caller then creates the lock with O_EXCL as usual; whoever loses that sees a live owner."""
+        with host_lock(self.path.with_name(self.path.name + ".takeover")):
+            current = self.owner()
+            still = current == judged if judged is not None else (
+                current is None and self.path.exists() and self._abandoned())
+            if still:
+                self.path.unlink(missing_ok=True)
+            return still
 
     def record_helpers(self, pids: list[int]) -> None:
         """Name the processes working for the holder (local unit jobs) in the lock: while any of

@@ -72,17 +72,30 @@ def unit_files(unit_dir: Path) -> list[Path]:
                   if p.is_file() and p.name != MANIFEST and not is_temporary(p))
 
 
-def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: dict | None = None) -> dict:
-    files = {}
-    for p in unit_files(unit_dir):
-        entry = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        rows = _rows(p)
-        if rows is not None:
-            entry["rows"] = rows
-        files[p.relative_to(unit_dir).as_posix()] = entry
+def _entry(p: Path) -> dict:
+    entry = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    rows = _rows(p)
+    if rows is not None:
+        entry["rows"] = rows
+    return entry
+
+
+def run_root(unit_dir: Path) -> Path:
+    """runs/<run>/<experiment>/<variant>/<unit> -> runs/<run>."""
+    return Path(unit_dir).parents[2]
+
+
+def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: dict | None = None,
+                   inputs=(), root: Path | None = None) -> dict:
+    """inputs: files of the run outside the unit that its results depend on (paths under `root`,
+    the run folder), listed under "inputs" relative to it."""
+    files = {p.relative_to(unit_dir).as_posix(): _entry(p) for p in unit_files(unit_dir)}
+    root = Path(root) if root is not None else run_root(unit_dir)
+    used = {Path(p).absolute().relative_to(root.absolute()).as_posix(): _entry(Path(p)) for p in inputs}
     finished = time.time()
     manifest = {
         "files": files,
+        **({"inputs": used} if used else {}),
         "config_hash": config_hash,
         "packages": package_versions(),
         "git_commit": git_commit(),
@@ -114,9 +127,12 @@ def _entry_ok(entry) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
 
 
-def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = None) -> list[str]:
+def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = None,
+                inputs: bool = False) -> list[str]:
     """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes only;
-    config_hash given: the manifest must have been written under that config."""
+    config_hash given: the manifest must have been written under that config; inputs: the run's
+    files outside the unit that it used (collapse-hpc verify) must be unchanged too. Launchers
+    leave inputs out: a shared file made again (the VAE classifier) does not redo finished units."""
     manifest = read_manifest(unit_dir)
     if manifest is None:
         return [f"{unit_dir}: no manifest (unfinished)"]
@@ -126,8 +142,11 @@ def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = Non
     if config_hash is not None and manifest.get("config_hash") != config_hash:
         problems.append(f"{unit_dir}: made under config {manifest.get('config_hash')}, "
                         f"the run's config is {config_hash}")
-    for rel, entry in manifest["files"].items():
-        p = unit_dir / rel
+    listed = [(unit_dir / rel, rel, e) for rel, e in manifest["files"].items()]
+    used = manifest.get("inputs") if inputs else None
+    if isinstance(used, dict):
+        listed += [(run_root(unit_dir) / rel, rel, e) for rel, e in used.items()]
+    for p, rel, entry in listed:
         if not _entry_ok(entry):
             problems.append(f"{unit_dir / MANIFEST}: entry {rel!r} is corrupt (needs bytes and sha256)")
         elif not p.is_file():

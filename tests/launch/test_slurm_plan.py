@@ -82,6 +82,27 @@ def test_chains_arrays_and_aggregate(tmp_path, fake_slurm):
         assert 'export HF_HUB_OFFLINE="1"' in script
 
 
+def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm):
+    """One owner per run: while submitted jobs are queued or running, a local (or debug, or by
+    hand) run of the same run folder is one error line and changes nothing; once they are gone
+    from the queue it runs."""
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = (run / "jobs.json").read_bytes()
+    array = next(e["job_id"] for k, e in jobs(run)["units"].items() if k.startswith("ltarray"))
+    (fake_slurm / "squeue.txt").write_text(f"{array.split('_')[0]}_1|RUNNING\n")  # one task of the array
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for argv in (("run", cfg, "--executor", "local"), ("run", cfg, "--executor", "debug"), ("ltchain", cfg)):
+        rc, out, err = collapse(*argv, "--run", run)
+        assert rc == 2 and err.count("error:") == 1 and "queued or running" in err, (argv, err)
+        assert (run / "jobs.json").read_bytes() == book
+        assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    (fake_slurm / "squeue.txt").write_text("")
+    rc, out, err = collapse("run", cfg, "--run", run, "--executor", "debug")
+    assert rc == 0, err
+
+
 def test_resubmission_skips_queued_and_done(tmp_path, fake_slurm):
     cfg = write_config(tmp_path, generations=3, ltchain={}, ltarray={"parts": 2})
     run = tmp_path / "run"

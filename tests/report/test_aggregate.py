@@ -103,3 +103,21 @@ def test_real_gaussian_run(tmp_path):
     assert set(summary["samples"]) == {10, 100}
     first = summary[(summary["generation"] == 0) & (summary["regime"] == "replace-p0")]
     assert set(first["n"]) == {40}  # two parts of 20 replicates pooled
+
+
+def test_out_folder_keeps_files_the_report_did_not_write(toy, tmp_path, capsys):
+    """aggregate --out DIR removes only figures an earlier report of its own drew there."""
+    root = make_run(tmp_path / "toyrun", {"toy": {"rows": 5}}, generations=2)
+    out = tmp_path / "mine"
+    (out / "figures").mkdir(parents=True)
+    mine = {out / "figures" / "holiday.png": b"png", out / "figures" / "paper.pdf": b"pdf", out / "notes.txt": b"x"}
+    for p, data in mine.items():
+        p.write_bytes(data)
+    assert cli.main(["aggregate", str(root), "--out", str(out)]) == 0
+    drawn = {p.name for p in (out / "figures").glob("*.png")} - {"holiday.png"}
+    assert drawn and all(p.read_bytes() == data for p, data in mine.items())
+    # a figure its own earlier report drew and this one does not is still dropped
+    (out / "figures" / ".drawn.json").write_text('["old.png"]')
+    (out / "figures" / "old.png").write_bytes(b"old")
+    assert cli.main(["aggregate", str(root), "--out", str(out)]) == 0
+    assert not (out / "figures" / "old.png").exists()

@@ -214,3 +214,72 @@ def test_lock_of_dead_launcher_is_kept_while_its_unit_processes_run(tmp_path):
     path.write_text(json.dumps({**owner, "helpers": [dead.pid]}))  # helpers gone too: stale
     with RunLock(path, log=lambda *_: None):
         pass
+
+
+def test_stale_lock_take_over_is_race_free(tmp_path, monkeypatch):
+    """Two launchers find the same stale lock (its pid is dead). B judges it stale, then A takes
+    it over and holds it; when B goes on it must see A's lock, not remove it and take its own."""
+    import json
+    import socket
+    import threading
+
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.store import lock as lockmod
+
+    path = tmp_path / "run" / ".lock"
+    path.parent.mkdir()
+    dead = 999_999_999
+    path.write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "started": 0}))
+    a_holds = threading.Event()
+    real_alive = lockmod._alive
+
+    def alive(pid):
+        if pid == dead and threading.current_thread().name == "B" and not a_holds.is_set():
+            a_holds.wait(10)  # B has read the stale owner; A takes over meanwhile
+            return False
+        return False if pid == dead else real_alive(pid)
+
+    monkeypatch.setattr(lockmod, "_alive", alive)
+    result = {}
+
+    def b():
+        try:
+            result["b"] = lockmod.RunLock(path, log=lambda m: None).acquire().held
+        except UserError as e:
+            result["b"] = str(e)
+
+    t = threading.Thread(target=b, name="B")
+    t.start()
+    a = lockmod.RunLock(path, log=lambda m: None).acquire()
+    a_holds.set()
+    t.join(10)
+    assert a.held and path.is_file()
+    assert result["b"] is not True, "both launchers hold the run lock"
+    assert "locked by pid" in result["b"]
+
+
+def test_atomic_writes_sync_the_folder_after_the_rename(tmp_path, monkeypatch):
+    """The rename is on disk too: the folder holding the new name is fsynced after os.replace."""
+    import os
+
+    from collapse_hpc.store import atomic
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace", str(b)))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic.write_text(tmp_path / "a" / "f.txt", "x")
+    with atomic.atomic_dir(tmp_path / "b" / "model") as d:
+        (d / "w").write_text("y")
+    for target in (tmp_path / "a" / "f.txt", tmp_path / "b" / "model"):
+        after = events[events.index(("replace", str(target))) + 1:]
+        assert ("fsync", str(target.parent)) in after, events

@@ -323,10 +323,21 @@ def read_texts(data_dir: Path, dataset: str, split: str) -> list[str]:
     path = Path(data_dir) / dataset / f"{split}.parquet"
     if not path.is_file():
         raise UserError(f"{path}: missing; prepare the data set first: collapse-hpc data prepare {dataset}")
+    _check_card(path)
     table = _read_parquet(path)
     if "text" not in table.column_names:
         raise UserError(f"{path}: no column 'text'; prepare it again with --force")
     return table.column("text").to_pylist()
+
+
+def _check_card(split_file: Path) -> None:
+    """The split is the file its card recorded; also where only its cached blocks are read, which
+    were made from it."""
+    from collapse_hpc.data import check_against_card, read_card
+
+    card = read_card(split_file.parent)
+    if card is not None and split_file.is_file():
+        check_against_card(split_file, card)
 
 
 def blocks_path(data_dir: Path, dataset: str, split: str, tokenizer, block_size: int) -> Path:
@@ -339,6 +350,7 @@ def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
     """The split's token blocks (cached; a corrupt cache is rebuilt, it is derived data)."""
     import pyarrow.parquet as pq
 
+    _check_card(Path(data_dir) / dataset / f"{split}.parquet")
     path = blocks_path(data_dir, dataset, split, tokenizer, block_size)
     if path.is_file():
         try:

@@ -16,8 +16,6 @@ API:
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -25,6 +23,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
+from collapse_hpc.store.lock import file_lock
 
 
 def tiny_config(cfg, tokenizer):
@@ -132,7 +131,7 @@ def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
+    with file_lock(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
         if (folder / "config.json").is_file():
             return folder
         from collapse_hpc.experiments.lm.data import block_array, load_blocks
@@ -146,16 +145,6 @@ def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
             model.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
     return folder
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def pretrain(model, blocks, cfg, seed: int = 0) -> None:

@@ -181,7 +181,8 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=dict(state), save_latest=False)
         distributed.barrier()  # every rank has returned from save_checkpoint
         if rank == 0:
-            (ckpt_dir / tag / COMPLETE).write_text(json.dumps(state, default=float) + "\n")
+            # atomic: a crash while writing must not leave a marker resume would trust half-written
+            atomic.write_text(ckpt_dir / tag / COMPLETE, json.dumps(state, default=float) + "\n")
             for _, old in _complete_tags(ckpt_dir)[:-1]:
                 shutil.rmtree(old, ignore_errors=True)
         distributed.barrier()

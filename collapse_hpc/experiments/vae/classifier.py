@@ -8,7 +8,6 @@ atomically under a file lock), the others load it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from collapse_hpc.store import atomic
+from collapse_hpc.store.lock import file_lock
 
 SEED = 0  # the classifier is part of the yardstick, not of a variant: one seed for all
 LR = 1e-3
@@ -69,20 +69,6 @@ def train(train_x: np.ndarray, train_y: np.ndarray, hidden: int, epochs: int, de
     return model.eval()
 
 
-@contextlib.contextmanager
-def _locked(folder: Path):
-    """Serialise the first training between processes (best effort: fcntl where it works)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
-        try:
-            import fcntl
-
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
-        yield
-
-
 def cached(folder: Path, splits, hidden: int, epochs: int, device,
            log: logging.Logger | None = None) -> tuple[DigitClassifier, dict]:
     """The run's classifier (trained on first use) and its record: test accuracy, sha256."""
@@ -90,7 +76,7 @@ def cached(folder: Path, splits, hidden: int, epochs: int, device,
     from safetensors.torch import load_file, save_file
 
     path = folder / FILE
-    with _locked(folder):
+    with file_lock(folder / ".lock"):  # the first process trains, the others wait and load
         if path.is_file():
             try:
                 with safe_open(str(path), "pt") as f:

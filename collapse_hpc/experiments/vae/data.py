@@ -15,7 +15,6 @@ label (int8), height and width (int16); data/<name>/card.json: source, licence, 
 from __future__ import annotations
 
 import gzip
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,10 +199,13 @@ def load(data_dir: Path, name: str) -> dict[str, Images]:
     """Both splits of a prepared data set, as float32 images in [0, 1]."""
     import pyarrow.parquet as pq
 
+    from collapse_hpc.data import check_against_card, read_card
+
     out = ensure(data_dir, name)
-    card = json.loads((out / "card.json").read_text())
+    card = read_card(out)
     splits = {}
     for split in SPLITS:
+        check_against_card(out / f"{split}.parquet", card)
         try:
             table = pq.read_table(out / f"{split}.parquet")
             h, w = int(table["height"][0].as_py()), int(table["width"][0].as_py())

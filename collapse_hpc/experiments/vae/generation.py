@@ -70,9 +70,9 @@ def _run(ctx) -> None:
     with ctx.atomic(MODEL) as tmp:
         model.save(vae, tmp)
 
-    judge, record = classifier.cached(
-        ctx.run_dir / "vae" / "classifier" / f"{cfg.dataset}-h{cfg.classifier_hidden}-e{cfg.classifier_epochs}",
-        splits, cfg.classifier_hidden, cfg.classifier_epochs, device, ctx.log)
+    judge_dir = ctx.run_dir / "vae" / "classifier" / f"{cfg.dataset}-h{cfg.classifier_hidden}-e{cfg.classifier_epochs}"
+    judge, record = classifier.cached(judge_dir, splits, cfg.classifier_hidden, cfg.classifier_epochs, device, ctx.log)
+    ctx.uses(judge_dir / classifier.FILE)  # the yardstick of every generation: in the manifest, verified
     row = evaluate(vae, judge, splits["test"], cfg.eval_samples, ctx.seed(6), device)
     row.update(train_loss=train_loss, classifier_accuracy=record["accuracy"],
                real_share=float((slots[0] == REAL).mean()))

@@ -81,6 +81,18 @@ def test_missing_and_corrupt_split_files_are_user_errors(tmp_path, lm_data_dir, 
         data.read_texts(tmp_path, "tiny", "test")
 
 
+def test_a_split_changed_after_preparation_is_refused(tmp_path, lm_tokenizer):
+    """The card's sha256 of each split is checked on load, also where only its cached blocks are read."""
+    data.prepare_local("tiny", write_corpus(tmp_path / "source"), tmp_path / "data")
+    data.load_blocks(tmp_path / "data", "tiny", "train", lm_tokenizer, 16)  # cached from the prepared text
+    path = tmp_path / "data" / "tiny" / "train.parquet"
+    pq.write_table(pq.read_table(path).slice(1), path)
+    for read in (lambda: data.read_texts(tmp_path / "data", "tiny", "train"),
+                 lambda: data.load_blocks(tmp_path / "data", "tiny", "train", lm_tokenizer, 16)):
+        with pytest.raises(UserError, match="train.parquet: not the file its card.json recorded"):
+            read()
+
+
 def test_a_corrupt_block_cache_is_rebuilt(lm_data_dir, lm_tokenizer, lm_blocks):
     path = data.blocks_path(lm_data_dir, "tiny", "test", lm_tokenizer, 16)
     path.write_bytes(b"garbage")

@@ -95,3 +95,17 @@ def test_tiny_base_folder_is_readable_by_the_group(lm_data_dir, lm_tokenizer):
         os.umask(old)
     folder = lm_data_dir / "tiny" / "base" / base_fingerprint(cfg, lm_tokenizer)
     assert folder.stat().st_mode & 0o777 == 0o755
+
+
+def test_tiny_base_without_flock(lm_data_dir, lm_tokenizer, monkeypatch):
+    """A data/ on a file system without flock (ENOLCK): the base is still built, unlocked, as the
+    VAE classifier's cache is (both are deterministic and written atomically)."""
+    import errno
+    import fcntl
+
+    def no_flock(*_):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    cfg = tiny_cfg(pretrained=True, pretrain_epochs=1, pretrain_blocks=16, pretrain_lr=3e-3)
+    build_model(cfg, lm_tokenizer, lm_data_dir)

@@ -301,3 +301,20 @@ def test_saved_model_folder_is_readable_by_the_group(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_checkpoint_marker_is_written_atomically(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
+    """complete.json is what makes resume trust a step: it appears whole or not at all."""
+    from collapse_hpc.experiments.lm.model import build_model
+    from collapse_hpc.store import atomic
+
+    writes = []
+    _spy(monkeypatch, atomic, "write_text", writes)
+    cfg = tiny_cfg(epochs=1)
+    model = build_model(cfg, lm_tokenizer, lm_data_dir)
+    train.train_generation(model, lm_tokenizer, lm_blocks["train"].slice(0, 16), lm_blocks["validation"], cfg,
+                           tmp_path / "model", tmp_path / "ckpt", seed=0, rank=0, world_size=1, local_rank=0)
+    markers = [args[0] for args, _, _ in writes if str(args[0]).endswith(train.COMPLETE)]
+    assert markers and all(p.parent.parent == tmp_path / "ckpt" for p in markers)

@@ -102,5 +102,16 @@ def test_bad_idx_file_is_a_user_error(tmp_path):
 def test_corrupt_split_is_a_user_error(tmp_path):
     data.prepare_digits(tmp_path)
     (tmp_path / "digits/test.parquet").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="unreadable"):
+    with pytest.raises(UserError, match="not the file its card.json recorded"):
+        data.load(tmp_path, "digits")
+
+
+def test_a_split_changed_after_preparation_is_refused(tmp_path):
+    """Readable but not what was prepared (here: one image fewer): the card's sha256 says so."""
+    import pyarrow.parquet as pq
+
+    data.prepare_digits(tmp_path)
+    path = tmp_path / "digits" / "train.parquet"
+    pq.write_table(pq.read_table(path).slice(1), path)
+    with pytest.raises(UserError, match="train.parquet: not the file its card.json recorded"):
         data.load(tmp_path, "digits")

@@ -69,6 +69,21 @@ def test_two_generations_in_process_complete_and_verify(tmp_path):
 
 
 @pytest.mark.slow
+def test_shared_classifier_is_in_the_manifests_and_verified(tmp_path, capsys):
+    store, run = _run(tmp_path, generations=1)
+    debug.execute(store, run, engine.plan(run))
+    (judge,) = (store.root / "vae" / "classifier").glob("*/classifier.safetensors")
+    rel = judge.relative_to(store.root).as_posix()
+    assert rel in read_manifest(store.unit_dir("vae", "replace-p0-s0", "chain", 0))["inputs"]
+    assert verify.verify_run(store.root) == 0
+    data = bytearray(judge.read_bytes())
+    data[-1] ^= 1  # the same size, other weights
+    judge.write_bytes(bytes(data))
+    assert verify.verify_run(store.root) == 1
+    assert f"MISMATCH {judge}: sha256 mismatch" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_same_seed_same_bytes(tmp_path):
     sums = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):

@@ -1,0 +1,19 @@
+"""The page's HTML as text: names that reach attributes are escaped (no browser needed)."""
+import re
+
+from collapse_hpc.report import page
+from collapse_hpc.report.plots import Fig
+
+
+def test_anchors_and_ids_are_safe(tmp_path):
+    hostile = 'x"><script>alert(1)</script>'
+    fig = Fig('k" onmouseover="alert(2)', "T", "C", [tmp_path / "a.png", tmp_path / "a.pdf"])
+    empty = ([], [])
+    rep = page.Report("R", tmp_path, [("r", tmp_path)], [page.Section(hostile, [fig], empty, title="S")],
+                      empty, empty, empty, [])
+    text = page.write_html(rep)
+    assert "<script>alert" not in text and "onmouseover=" not in text
+    ids = re.findall(r'\bid="([^"]*)"', text)
+    hrefs = re.findall(r'href="#([^"]*)"', text)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", a) for a in ids + hrefs), (ids, hrefs)
+    assert page.anchor(hostile) in ids and page.anchor(hostile) in hrefs  # the nav link still lands
