@@ -91,7 +91,7 @@ def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm
     submit(cfg, run)
     book = (run / "jobs.json").read_bytes()
     array = next(e["job_id"] for k, e in jobs(run)["units"].items() if k.startswith("ltarray"))
-    (fake_slurm / "squeue.txt").write_text(f"{array.split('_')[0]}_1|RUNNING\n")  # one task of the array
+    (fake_slurm / "squeue.txt").write_text(f"{array.split('_')[0]}_1|RUNNING|0:05\n")  # one task of the array
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     for argv in (("run", cfg, "--executor", "local"), ("run", cfg, "--executor", "debug"), ("ltchain", cfg)):
         rc, out, err = collapse(*argv, "--run", run)
