@@ -3,9 +3,12 @@
 Estimate mu and sigma from n points, draw n new points from N(mu_hat, sigma_hat^2), repeat.
 One variant per sample size n (setting `samples`); array-shaped like gmm: each task is a
 chunk of replicates through every generation, writing metrics.parquet with columns
-generation, replicate, samples, mu_hat, sigma_hat, var_hat, mu_error (|mu - mu_hat|),
-sigma_error (|sigma - sigma_hat|), sample_variance (of the points drawn, ddof 0).
-Theory (MLE): E[sigma_hat^2 at generation g] = sigma^2 ((n-1)/n)^(g+1) under replace.
+generation, replicate, samples, mu_hat, sigma_hat, var_hat, log_var_hat, mu_error (|mu - mu_hat|),
+sigma_error (|sigma - sigma_hat|), w2 and w2_squared (Wasserstein-2 distance between N(mu, sigma^2)
+and the fit), sample_variance (of the points drawn, ddof 0).
+Theory under replace (theory.py): MLE E[sigma_hat^2 at generation g] = sigma^2 ((n-1)/n)^(g+1);
+for both estimators E[log sigma_hat^2] falls linearly (variance -> 0 almost surely) and, for the
+unbiased one, E[W2^2] grows without bound.
 """
 from __future__ import annotations
 
@@ -29,8 +32,10 @@ class GaussianExperiment(Experiment):
     job = "cpu"
     title = "Single Gaussian"
     order = 30
-    metrics = ("mu_hat, sigma_hat, var_hat: the fitted mean, standard deviation and variance; mu_error, "
-               "sigma_error: their distance to the real mu and sigma; sample_variance: of the points drawn; "
+    metrics = ("mu_hat, sigma_hat, var_hat: the fitted mean, standard deviation and variance; log_var_hat: "
+               "log of var_hat (its mean is the log of the typical variance); mu_error, sigma_error: their "
+               "distance to the real mu and sigma; w2, w2_squared: Wasserstein-2 distance of the fit to the "
+               "real N(mu, sigma^2); sample_variance: of the points drawn; "
                "one variant per sample size n (setting samples).")
 
     def variants(self, run):

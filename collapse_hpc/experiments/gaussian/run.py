@@ -6,9 +6,11 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from collapse_hpc.experiments.gaussian.recursion import recurse
+from collapse_hpc.experiments.gaussian.theory import w2
 from collapse_hpc.experiments import parts
 
-METRICS = ("mu_hat", "sigma_hat", "var_hat", "mu_error", "sigma_error", "sample_variance")
+METRICS = ("mu_hat", "sigma_hat", "var_hat", "log_var_hat", "mu_error", "sigma_error", "w2", "w2_squared",
+           "sample_variance")
 
 
 def run_part(ctx, size: int) -> None:
@@ -23,8 +25,11 @@ def run_part(ctx, size: int) -> None:
         table["mu_hat"][gen.index] = gen.mu_hat
         table["sigma_hat"][gen.index] = gen.sigma_hat
         table["var_hat"][gen.index] = gen.sigma_hat**2
+        table["log_var_hat"][gen.index] = 2 * np.log(gen.sigma_hat)  # its mean: the typical variance (theory.py)
         table["mu_error"][gen.index] = np.abs(cfg.mu - gen.mu_hat)
         table["sigma_error"][gen.index] = np.abs(cfg.sigma - gen.sigma_hat)
+        table["w2"][gen.index] = w2(cfg.mu, cfg.sigma, gen.mu_hat, gen.sigma_hat)
+        table["w2_squared"][gen.index] = table["w2"][gen.index] ** 2
         table["sample_variance"][gen.index] = gen.drawn.var(1)
 
     real = cfg.mu + cfg.sigma * rng.standard_normal((R, n))

@@ -46,3 +46,49 @@ def test_accumulate_subsample_uses_the_whole_pool():
     var = _variances(Regime("accumulate-subsample"), 50, 60, replicates=300)
     replace = _variances(Regime(), 50, 60, replicates=300)
     assert np.median(var[-1]) > 2 * np.median(replace[-1])
+
+
+def _fits(regime, n, generations, ddof, replicates=4000, seed=1):
+    """(log sigma_hat^2, W2^2 to N(0, 1)) per generation and replicate, as run.py records them."""
+    from collapse_hpc.experiments.gaussian.theory import w2
+
+    rng = np.random.default_rng(seed)
+    logvar, w2sq = np.empty((generations, replicates)), np.empty((generations, replicates))
+
+    def record(gen):
+        logvar[gen.index] = 2 * np.log(gen.sigma_hat)
+        w2sq[gen.index] = w2(0.0, 1.0, gen.mu_hat, gen.sigma_hat) ** 2
+
+    recurse(rng.standard_normal((replicates, n)), generations, regime, ddof, rng, record)
+    return logvar, w2sq
+
+
+def test_w2_matches_the_quantile_integral():
+    """W2^2 = integral over u of (F^-1(u) - G^-1(u))^2, by quadrature, against the closed form."""
+    from scipy.stats import norm
+
+    from collapse_hpc.experiments.gaussian.theory import w2
+
+    u = (np.arange(200_000) + 0.5) / 200_000
+    for mu_hat, sigma_hat in [(0.3, 0.5), (-1.0, 2.0), (0.0, 1.0)]:
+        numeric = np.mean((norm.ppf(u, 0.0, 1.0) - norm.ppf(u, mu_hat, sigma_hat)) ** 2)
+        assert float(w2(0.0, 1.0, mu_hat, sigma_hat)) ** 2 == pytest.approx(numeric, rel=2e-3, abs=1e-9)
+
+
+@pytest.mark.parametrize("estimator, ddof", [("unbiased", 1), ("mle", 0)])
+def test_typical_variance_and_w2_follow_theory(estimator, ddof):
+    """Monte Carlo means of log sigma_hat^2 and W2^2 against theory.py at generation k (k+1 fits)."""
+    from collapse_hpc.experiments.gaussian import theory
+
+    n, G = 10, 30
+    logvar, w2sq = _fits(Regime(), n, G, ddof)
+    for k in (0, 4, 14, 29):
+        for sample, expected in ((logvar[k], theory.mean_log_variance(1.0, n, estimator, k + 1)),
+                                 (w2sq[k], theory.mean_w2_squared(1.0, n, estimator, k + 1))):
+            se = sample.std(ddof=1) / np.sqrt(len(sample))
+            assert abs(sample.mean() - expected) < 4 * se, (estimator, k, sample.mean(), expected, se)
+    # the theorem: under the unbiased estimator the typical variance dies while W2 keeps growing
+    if estimator == "unbiased":
+        assert np.median(np.exp(logvar[-1])) < 0.3
+        assert theory.mean_w2_squared(1.0, n, estimator, 1000) > theory.mean_w2_squared(1.0, n, estimator, 100) > 2
+    assert theory.mean_log_variance(1.0, n, estimator, 10) < theory.mean_log_variance(1.0, n, estimator, 1) < 0
