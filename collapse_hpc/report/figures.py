@@ -67,7 +67,9 @@ PAGE = 16  # metrics per overview figure
 def overview(ctx: Context, metrics: list[str]):
     fig = metric_grid(ctx, metrics)
     return fig and (fig, f"Metrics of {ctx.experiment} against generation: mean over seeds and "
-                         f"replicates with its 95% confidence interval (t). {GAPS}")
+                         f"replicates with its 95% confidence interval (t). Which way collapse moves each metric "
+                         f"(and so which direction is worse) is stated with this experiment's own figures above "
+                         f"and in its metric notes. {GAPS}")
 
 
 def overviews(ctx: Context) -> list:

@@ -52,7 +52,7 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
     for regime in ("replace-p0", "accumulate"):
         for n in ns:
             rows = {k: [] for k in ("generation", "replicate", "samples", "mu_hat", "sigma_hat",
-                                    "abs_mu_err", "abs_sigma_err")}
+                                    "abs_mu_err", "abs_sigma_err", "log_var_hat", "w2_squared")}
             for r in range(replicates):
                 data = rng.normal(0, 1, n)
                 pool = data
@@ -60,7 +60,8 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
                     fit = pool if regime == "accumulate" else data
                     mu, sigma = fit.mean(), fit.std()
                     for k, v in (("generation", g), ("replicate", r), ("samples", n), ("mu_hat", mu),
-                                 ("sigma_hat", sigma), ("abs_mu_err", abs(mu)), ("abs_sigma_err", abs(1 - sigma))):
+                                 ("sigma_hat", sigma), ("abs_mu_err", abs(mu)), ("abs_sigma_err", abs(1 - sigma)),
+                                 ("log_var_hat", 2 * np.log(sigma)), ("w2_squared", mu**2 + (1 - sigma)**2)):
                         rows[k].append(v)
                     data = rng.normal(mu, sigma, n)
                     pool = np.concatenate([pool, data])
@@ -68,7 +69,7 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
                     "replicate": pa.array(rows["replicate"], pa.int64()),
                     "samples": pa.array(rows["samples"], pa.int64()),
                     **{k: pa.array(rows[k], pa.float64()) for k in ("mu_hat", "sigma_hat", "abs_mu_err",
-                                                                     "abs_sigma_err")}}
+                                                                     "abs_sigma_err", "log_var_hat", "w2_squared")}}
             _unit(root, "gaussian", f"{regime}-samples{n}-s0", "part_000", {"metrics.parquet": cols}, seconds=7.2,
                   regime=regime, settings={"samples": n})
 
@@ -77,7 +78,7 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
     rng = np.random.default_rng(1)
     for regime, rate in (("replace-p0", 0.12), ("accumulate", 0.01)):
         for p in range(parts):
-            metrics = {k: [] for k in ("generation", "replicate", "l2_to_gen0", "trace_0", "trace_1", "p95")}
+            metrics = {k: [] for k in ("generation", "replicate", "l2_squared", "trace_0", "trace_1", "p95")}
             snaps = {k: [] for k in ("replicate", "generation", "x", "y")}
             for r in range(p * replicates, (p + 1) * replicates):
                 scale = 1.0
@@ -85,7 +86,7 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
                     scale *= np.exp(-rate * rng.uniform(0.5, 1.5))
                     metrics["generation"].append(g)
                     metrics["replicate"].append(r)
-                    metrics["l2_to_gen0"].append(1e-3 * np.exp(0.2 * g) * rng.uniform(0.5, 2) if g else 0.0)
+                    metrics["l2_squared"].append(1e-3 * np.exp(0.2 * g) * rng.uniform(0.5, 2) if g else 0.0)
                     metrics["trace_0"].append(scale ** 2)
                     metrics["trace_1"].append(0.9 * scale ** 2)
                     metrics["p95"].append(1.645 * scale)
@@ -148,7 +149,11 @@ def vae(root: Path, generations: int = 4, finished: int = 3) -> None:
         for g in range(finished):
             blur = g * (2.0 if regime == "replace-p0" else 0.3)
             metrics = {"generation": pa.array([g], pa.int64()), "class_entropy": [2.3 - 0.4 * blur / 2]}
-            _unit(root, "vae", f"{regime}-s0", f"gen_{g:03d}", {"metrics.parquet": metrics},
+            mu = np.random.default_rng(g).normal(0, 1 / (1 + blur), (400, 3))  # narrower with collapse
+            latents = {"generation": pa.array([g] * 400, pa.int64()), "sample": pa.array(range(400), pa.int64()),
+                       **{f"mu_{d}": mu[:, d] for d in range(3)}}
+            _unit(root, "vae", f"{regime}-s0", f"gen_{g:03d}", {"metrics.parquet": metrics,
+                                                                 "latents.parquet": latents},
                   pngs={"samples.png": _grid_png(blur, g)}, seconds=120.0, gpus=1, cpus=8, regime=regime)
 
 

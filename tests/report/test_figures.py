@@ -162,3 +162,34 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     synthetic.write_config(plain, {"lm": {"generations": 2}})
     synthetic.lm(plain, generations=2, seeds=(0,), small=True)
     assert lm_beyond(_context(plain, "lm")) is None
+
+
+def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
+    """The L2 figure draws the mean of l2_squared per generation (the notebook's quantity), labelled so."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gmm": {"generations": 12}}, generations=1)
+    synthetic.gmm(root, generations=12)
+    ctx = _context(root, "gmm")
+    fig, caption = gmm_l2(ctx)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "squared L2 distance ‖f₀ − fₖ‖²" and ax.get_yscale() == "log"
+    assert "squared" in caption and "higher is worse" in caption
+    want = ctx.df[ctx.df["metric"] == "l2_squared"].groupby(["regime", "generation"])["value"].mean()
+    thick = [ln for ln in ax.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]
+    assert len(thick) == 2
+    for line in thick:
+        regime = "replace-p0" if line.get_label().startswith("replace") else "accumulate"
+        np.testing.assert_allclose(line.get_ydata(), want[regime].to_numpy(), rtol=1e-12)
+
+
+def test_every_caption_says_what_collapse_looks_like(full_report):
+    """Each drawn figure's caption names collapse and which direction is worse (results.md holds them)."""
+    md = (full_report / "results.md").read_text()
+    sections = [s for s in md.split("\n### ")[1:] if "![" in s]
+    assert len(sections) == len(EXPECTED)
+    for section in sections:
+        caption = section.split("\n\n", 2)[-1].lower()
+        assert "collapse" in caption and "worse" in caption, section.splitlines()[0]

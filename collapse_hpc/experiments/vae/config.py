@@ -27,11 +27,15 @@ class VaeConfig(Section):
     weight_decay: float = knob(1e-5, "Adam weight decay", min=0)
     synthetic_size: int = knob(0, "generated images per generation and epoch (0: as many as real training images)",
                                min=0)
+    binarize: bool = knob(False, "train on binary real images (each pixel drawn once per run from its grey "
+                          "level), the domain of bernoulli samples; false: the grey images, as the notebook")
     synthetic: str = knob("mean", "what a decoder emits as a training image: mean (the sigmoid output, as "
                           "the notebook) or bernoulli (binary pixels drawn from it)", choices=("mean", "bernoulli"))
     # evaluation
     eval_samples: int = knob(10000, "generated images scored per generation (class histogram, variance, "
                              "Frechet distance)", min=100)
+    latent_samples: int = knob(2000, "generated images encoded by generation 0's encoder per generation "
+                               "(latents.parquet: the paper's latent-spread figure)", min=1)
     grid_scale: int = knob(4, "screen pixels per image pixel in samples.png (10x10 grid)", min=1, max=16)
     classifier_epochs: int = knob(30, "epochs of the digit classifier (trained once per run on real data)", min=1)
     classifier_hidden: int = knob(128, "width of the classifier's penultimate layer (Frechet features)", min=2)

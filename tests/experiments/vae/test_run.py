@@ -5,15 +5,17 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from collapse_hpc import cli, config, engine, launch, verify
 from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.vae import model
 from collapse_hpc.launch import debug
 from collapse_hpc.store import RunStore, read_manifest
 
-TINY = {"epochs": 2, "batch_size": 64, "capacity": 4, "latent": 4, "eval_samples": 300,
+TINY = {"epochs": 2, "batch_size": 64, "capacity": 4, "latent": 4, "eval_samples": 300, "latent_samples": 150,
         "classifier_epochs": 2, "classifier_hidden": 16, "grid_scale": 2, "synthetic_size": 256}
 METRICS = ["generation", "elbo", "recon", "kl", "class_0", "class_1", "class_2", "class_3", "class_4",
            "class_5", "class_6", "class_7", "class_8", "class_9", "class_entropy", "pixel_variance",
@@ -42,7 +44,8 @@ def test_two_generations_in_process_complete_and_verify(tmp_path):
     for variant, real_share in (("replace-p0-s0", 0.0), ("replace-p0.5-s0", 0.5)):
         for gen in (0, 1):
             unit = store.unit_dir("vae", variant, "chain", gen)
-            assert set(_files(store, variant, gen)) == {"metrics.parquet", "model.safetensors", "samples.png"}
+            assert set(_files(store, variant, gen)) == {"metrics.parquet", "model.safetensors", "samples.png",
+                                                               "latents.parquet"}
             table = pq.read_table(unit / "metrics.parquet")
             assert table.column_names == METRICS and table.num_rows == 1
             row = table.to_pylist()[0]
@@ -54,6 +57,29 @@ def test_two_generations_in_process_complete_and_verify(tmp_path):
             assert row["pixel_variance"] >= 0 and row["frechet"] >= 0
             with Image.open(unit / "samples.png") as im:
                 assert im.size == (10 * 8 * 2 + 11 * 2,) * 2  # 8x8 digits at scale 2, 2-pixel gaps
+    # latents.parquet: every generation's samples through generation 0's encoder, whose hash is recorded
+    for variant in ("replace-p0-s0", "replace-p0.5-s0"):
+        gen0 = _files(store, variant, 0)["model.safetensors"]["sha256"]
+        means = []
+        for gen in (0, 1):
+            unit = store.unit_dir("vae", variant, "chain", gen)
+            table = pq.read_table(unit / "latents.parquet")
+            assert table.column_names == ["generation", "sample", "mu_0", "mu_1", "mu_2", "mu_3"]
+            assert table.num_rows == 150 and set(table.column("generation").to_pylist()) == {gen}
+            assert table.column("sample").to_pylist() == list(range(150))
+            if gen:  # generation 0's own model is in its files; later generations list it as an input
+                used = read_manifest(unit)["inputs"][f"vae/{variant}/gen_000/model.safetensors"]
+                assert used["sha256"] == gen0
+            assert json.loads(table.schema.metadata[b"encoder_gen0"]) == gen0
+            means.append(table.select(["mu_0", "mu_1", "mu_2", "mu_3"]).to_pandas().to_numpy())
+        assert np.isfinite(means[0]).all() and not np.allclose(means[0], means[1])
+        # recompute generation 1's: its samples (seed key 7) through generation 0's encoder, not its own
+        vae0, vae1 = (model.load(store.unit_dir("vae", variant, "chain", g) / "model.safetensors") for g in (0, 1))
+        seed = int(np.random.SeedSequence([0, 1, 7]).generate_state(1)[0])
+        with torch.no_grad():
+            images = vae1.sample(150, torch.Generator().manual_seed(seed), "cpu")
+            np.testing.assert_allclose(vae0.encode(images)[0].double().numpy(), means[1], atol=1e-5)
+            assert not np.allclose(vae1.encode(images)[0].double().numpy(), means[1], atol=1e-3)
     # the classifier is trained once per run and shared by every generation
     cached = list((store.root / "vae" / "classifier").glob("*/classifier.safetensors"))
     assert len(cached) == 1
