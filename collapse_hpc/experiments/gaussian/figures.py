@@ -79,28 +79,31 @@ def gaussian_variance(ctx: Context):
                  f"worse); accumulating data keeps the variance. {GAPS}")
 
 
-def gaussian_typical_variance(ctx: Context):
-    if "log_var_hat" not in ctx.metrics():
+TYPICAL = ("Typical variance: mean over replicates of log σ̂² against generation k, with its expectation "
+           "under replace, log σ² + (k+1)·E log V where V ~ χ²(n−1)/d is one fit's variance ratio (d = n for "
+           "the MLE, n−1 for the unbiased estimator; E log V = ψ((n−1)/2) + log(2/d) < 0 for both). The "
+           "straight fall is the theorem's collapse: σ̂² → 0 almost surely, whichever estimator. Lower is "
+           "worse; accumulate stays near log σ² = 0 for σ = 1.")
+W2 = ("Squared Wasserstein-2 distance between the real N(μ, σ²) and each generation's fit, (μ̂−μ)² + (σ̂−σ)², "
+      "mean over replicates (log scale), with its expectation under replace: σ²(Σ_{j≤k} e^j/n + e^(k+1) − "
+      "2m^(k+1) + 1), e = E V, m = E √V (theory.py). Under the unbiased estimator it grows without bound (the "
+      "mean performs a random walk); under the MLE it levels off near 2σ² as σ̂ dies. Collapse: the distance "
+      "grows (higher is worse); accumulating data keeps it small.")
+
+
+def _against_theory(ctx: Context, metric: str, ylabel: str, caption: str, log: bool = True):
+    """A metric whose mean theory.py predicts (THEORY's key), per sample size, beside its curve."""
+    if metric not in ctx.metrics():
         return None
-    fig = _per_samples(ctx, "log_var_hat", "log_var_hat", "mean log σ̂²", log=False)
-    return fig, ("Typical variance: mean over replicates of log σ̂² against generation k, with its "
-                 "expectation under replace, log σ² + (k+1)·E log V where V ~ χ²(n−1)/d is one fit's "
-                 "variance ratio (d = n for the MLE, n−1 for the unbiased estimator; E log V = "
-                 "ψ((n−1)/2) + log(2/d) < 0 for both). The straight fall is the theorem's collapse: σ̂² → 0 "
-                 "almost surely, whichever estimator. Lower is worse; accumulate stays near log σ² = 0 for "
-                 f"σ = 1. {GAPS}")
+    return _per_samples(ctx, metric, metric, ylabel, log=log), f"{caption} {GAPS}"
+
+
+def gaussian_typical_variance(ctx: Context):
+    return _against_theory(ctx, "log_var_hat", "mean log σ̂²", TYPICAL, log=False)
 
 
 def gaussian_w2(ctx: Context):
-    if "w2_squared" not in ctx.metrics():
-        return None
-    fig = _per_samples(ctx, "w2_squared", "w2_squared", "mean W₂²")
-    return fig, ("Squared Wasserstein-2 distance between the real N(μ, σ²) and each generation's fit, "
-                 "(μ̂−μ)² + (σ̂−σ)², mean over replicates (log scale), with its expectation under replace: "
-                 "σ²(Σ_{j≤k} e^j/n + e^(k+1) − 2m^(k+1) + 1), e = E V, m = E √V (theory.py). Under the unbiased "
-                 "estimator it grows without bound (the mean performs a random walk); under the MLE it "
-                 f"levels off near 2σ² as σ̂ dies. Collapse: the distance grows (higher is worse); accumulating "
-                 f"data keeps it small. {GAPS}")
+    return _against_theory(ctx, "w2_squared", "mean W₂²", W2)
 
 
 FIGURES = [("sigma_err", "Error of the estimated standard deviation", gaussian_sigma_err),

@@ -156,3 +156,23 @@ def test_two_generations_through_the_local_executor(tmp_path):
     assert counts.get("done") == 2
     assert verify.verify_run(store.root) == 0
     assert (store.unit_dir("vae", "replace-p0-s0", "chain", 1) / "samples.png").is_file()
+
+
+@pytest.mark.slow
+def test_binarize_trains_on_binary_real_digits(tmp_path, monkeypatch):
+    """vae.binarize: generation 0 sees 0/1 pixels drawn from the grey levels (mean kept), not the grey images."""
+    from collapse_hpc.experiments.vae import train
+
+    seen, fit = [], train.fit
+
+    def spy(cfg, h, w, real, *a, **k):
+        seen.append(real)
+        return fit(cfg, h, w, real, *a, **k)
+
+    monkeypatch.setattr(train, "fit", spy)
+    for binarize in (True, False):
+        store, run = _run(tmp_path / str(binarize), generations=1, binarize=binarize, synthetic="bernoulli")
+        debug.execute(store, run, engine.plan(run))
+    binary, grey = seen
+    assert set(binary.unique().tolist()) == {0.0, 1.0}
+    assert len(grey.unique()) > 2 and abs(float(binary.mean()) - float(grey.mean())) < 0.01
