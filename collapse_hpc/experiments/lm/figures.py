@@ -129,7 +129,8 @@ def lm_beyond(ctx: Context):
     return fig, ("Decoding strategies (under replace) and regimes (accumulate, detector-weighted "
                  "resampling, verifier filtering; with beam search) side by side: each series at "
                  "generation 0 and at the last generation reached. Collapse shows as test perplexity "
-                 "rising from generation 0 and diversity (distinct-4, rare tokens) falling.")
+                 "rising from generation 0 (higher is worse) and diversity (distinct-4, rare tokens) falling "
+                 "(lower is worse).")
 
 
 FIGURES = [("sequence_ppl", "Perplexity of generated data under the generation-0 model", lm_sequence_ppl),
