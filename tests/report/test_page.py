@@ -70,7 +70,7 @@ def test_page_has_tables_config_and_compute(full_report):
     os.umask(mask)
     assert (full_report / "index.html").stat().st_mode & 0o777 == 0o666 & ~mask  # shareable, not 0600
     md = (full_report / "results.md").read_text()
-    assert "![L2 distance to generation 0](figures/gmm_l2.png)" in md and "```yaml" in md
+    assert "![Squared L2 distance to generation 0](figures/gmm_l2.png)" in md and "```yaml" in md
 
 
 def test_section_titles_name_the_run_data_set(tmp_path):
