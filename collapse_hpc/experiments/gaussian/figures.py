@@ -12,7 +12,7 @@ THEORY = {
     "var_hat": (theory.mean_variance, {
         "mle": r"theory (replace, MLE): $E\,\hat\sigma^2=\sigma^2((n-1)/n)^{%(t)s}$",
         "unbiased": r"theory (replace, unbiased): $E\,\hat\sigma^2=\sigma^2$ (martingale)"}),
-    "log_var_hat": (theory.mean_log_variance, r"theory (replace): $\log\sigma^2+%(t)s\,E\log V$"),
+    "log_var_hat": (theory.mean_log_variance, r"theory (replace): $\log\sigma^2+(%(t)s)\,E\log V$"),
     "w2_squared": (theory.mean_w2_squared, r"theory (replace): $E\,W_2^2$ after %(t)s fits"),
 }
 
@@ -87,8 +87,10 @@ TYPICAL = ("Typical variance: mean over replicates of log σ̂² against generat
 W2 = ("Squared Wasserstein-2 distance between the real N(μ, σ²) and each generation's fit, (μ̂−μ)² + (σ̂−σ)², "
       "mean over replicates (log scale), with its expectation under replace: σ²(Σ_{j≤k} e^j/n + e^(k+1) − "
       "2m^(k+1) + 1), e = E V, m = E √V (theory.py). Under the unbiased estimator it grows without bound (the "
-      "mean performs a random walk); under the MLE it levels off near 2σ² as σ̂ dies. Collapse: the distance "
-      "grows (higher is worse); accumulating data keeps it small.")
+      "mean performs a random walk); under the MLE it levels off near 2σ² as σ̂ dies. The unbiased growth is "
+      "carried by ever rarer replicates (almost every one's σ̂ dies, so its W₂ settles), so a mean over "
+      "finitely many replicates falls below the curve once those are missed (small n, late generations). "
+      "Collapse: the distance grows (higher is worse); accumulating data keeps it small.")
 
 
 def _against_theory(ctx: Context, metric: str, ylabel: str, caption: str, log: bool = True):
