@@ -33,7 +33,10 @@ def vae_samples(ctx: Context):
     if not rows:
         return None
     top = max(max(max(v), (r.generations.get("vae") or 0) - 1) for r, _, v in rows)
-    fig, axes = style.figure(len(rows), top + 1, w=1.5, h=1.6)
+    # at least one PNG pixel per grid pixel: drawn smaller, nearest-neighbour drops whole pixel columns
+    # (the frames between digits among them) and the grid turns into stripes
+    side = max(1.5, max(image.imread(next(iter(v.values()))).shape[1] for _, _, v in rows) / style.DPI * 1.15)
+    fig, axes = style.figure(len(rows), top + 1, w=side, h=side + 0.1)
     for r, (run, key, grids) in enumerate(rows):
         for g in range(top + 1):
             ax = axes[r, g]
