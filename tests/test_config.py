@@ -164,3 +164,22 @@ def test_regime_overrides_round_trip_and_change_the_hash(tmp_path):
     assert cfgmod.load(write(tmp_path, "regimes: ['replace:0.1']\ntoy: {}\n")).hash() != run.hash()
     # without overrides the saved form is as before, so existing runs keep their hash
     assert cfgmod.from_dict({"toy": {}}).to_dict()["regimes"] == [{"name": "replace", "keep_fraction": 0.0}]
+
+
+def test_paper_config_is_the_papers_lm_method():
+    """configs/paper.yaml resolves to the paper's language-model setting (Nature 2024, Methods, Fig. 1)."""
+    from pathlib import Path
+
+    from collapse_hpc import experiments
+
+    run = cfgmod.load(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
+    lm = run.section("lm")
+    assert (lm.model, lm.dataset, lm.block_size, lm.pretrained) == ("facebook/opt-125m", "wikitext2", 64, True)
+    assert (lm.decoding, lm.num_beams, lm.repetition_penalty) == ("beam", 5, 3.0)
+    assert (lm.prompts, lm.init, lm.eval_precision, lm.block_grouping) == ("real", "gen0", "fp32", "reference")
+    assert run.generations_of("lm") == 10 and run.seeds_of("lm") == [0, 1, 2, 3, 4]
+    variants = experiments.get("lm").variants(run)
+    epochs = {(v.regime.keep_fraction, v.section(run).epochs) for v in variants}
+    assert epochs == {(0.0, 5), (0.1, 10)} and len(variants) == 10
+    assert {v.name for v in variants if v.seed == 0} == {"replace-p0-s0", "replace-p0.1-epochs10-s0"}
+    assert {v.name for v in experiments.get("vae").variants(run) if v.seed == 0} == {"replace-p0-s0", "replace-p0.1-s0"}

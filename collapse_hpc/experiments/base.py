@@ -219,6 +219,11 @@ class Experiment:
         """The experiment's own report figures: (key, title, function(Context) -> (Figure, caption) or None)."""
         return []
 
+    def texts(self, runs) -> list[tuple[str, str, tuple]]:
+        """Texts the report shows under the figures: (title, prompt, table of (header, rows)); the
+        runs are report.collect's RunData. E.g. lm: each generation's continuation of the same prompts."""
+        return []
+
     def derive(self, df):
         """A unit's metrics table (pandas) with metrics the figures need that the experiment records
         only in parts (e.g. older runs); the report calls it on every finished unit's table."""

@@ -46,7 +46,8 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
         datasets = sorted({str(sec["dataset"]) for r in data for sec in [r.raw_config.get(name)]
                            if isinstance(sec, dict) and sec.get("dataset")})
         sections.append(page.Section(name, figs, tables.first_last(summary, data, name),
-                                     page.section_title(name, datasets), experiments.describe(name).metrics))
+                                     page.section_title(name, datasets), experiments.describe(name).metrics,
+                                     experiments.describe(name).texts(data)))
         log.info("report: %s: %d of %d figures", name, sum(bool(f.files) for f in figs), len(figs))
 
     _drop_stale(out / "figures", {f for s in sections for fig in s.figures for f in fig.files})

@@ -26,8 +26,9 @@ def pick(metrics, *names, pattern: str | None = None) -> str | None:
 
 
 def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", replicates: bool = False,
-                ylabels: dict | None = None):
-    """Panels of metric x run (runs side by side), series = regimes and settings."""
+                ylabels: dict | None = None, references: dict | None = None):
+    """Panels of metric x run (runs side by side), series = regimes and settings; references:
+    run -> [(y, label)] drawn as dotted grey lines across that run's panels (baselines)."""
     runs = ctx.run_labels
     if not metrics or not runs:
         return None
@@ -47,6 +48,8 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
             vals = ctx.summary.loc[sel, "mean"]  # what is drawn decides the scale
             if logy:
                 maybe_log(ax, vals, force=logy is True)
+            for y, label in (references or {}).get(run, []):
+                ax.axhline(y, color="0.35", linestyle=":", linewidth=1.2, label=label)
         named = ylabels and metric in ylabels  # a figure of its own: the page gives its title
         ax.set_title(run if named and len(runs) > 1 else "" if named else
                      metric if len(runs) == 1 else f"{run}: {metric}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collapse_hpc.report.plots import Fig
-from collapse_hpc.report.tables import Table
+from collapse_hpc.report.tables import Table, Text
 
 
 @dataclass
@@ -18,6 +18,7 @@ class Section:
     table: Table
     title: str = ""  # default: the experiment's own title
     metrics: str = ""  # what its metrics mean
+    texts: list[Text] = field(default_factory=list)  # e.g. lm: each generation's continuation of the same prompts
 
     @property
     def heading(self) -> str:
@@ -86,16 +87,22 @@ figcaption{font-size:.9em;color:#333}table{border-collapse:collapse;font-size:.8
 td,th{border:1px solid #bbb;padding:.2em .5em;text-align:right}th{background:#eee}
 td:first-child,th:first-child{text-align:left}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}.missing{color:#777;font-style:italic}
-nav a{margin-right:1em}"""
+nav a{margin-right:1em}table.texts td{text-align:left;vertical-align:top;font-size:.95em}
+table.texts td:first-child{text-align:right;white-space:nowrap}.prompt{font-style:italic}"""
 
 
-def _html_table(table: Table) -> str:
+def _html_table(table: Table, css: str = "") -> str:
     header, rows = table
     if not rows:
         return '<p class="missing">nothing yet</p>'
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    cls = f' class="{css}"' if css else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+TEXTS_INTRO = ("What the models wrote: the continuation each generation produced for the same prompt "
+               "(beam search, as its training data), next to the prompt itself.")
 
 
 def _md_table(table: Table) -> str:
@@ -143,6 +150,11 @@ def write_html(rep: Report) -> str:
         if s.metrics:
             parts.append(f"<p>Metrics: {e(s.metrics)}</p>")
         parts += [_fig_html(rep, f) for f in s.figures]
+        if s.texts:
+            parts.append(f'<h3 id="{s.experiment}-texts">Generated text</h3><p>{e(TEXTS_INTRO)}</p>')
+        for title, prompt, table in s.texts:
+            parts.append(f'<h4>{e(title)}</h4><p>Prompt: <span class="prompt">{e(prompt)}</span></p>'
+                         + _html_table(table, "texts"))
         parts.append("<h3>Generation 0 against the last</h3>" + _html_table(s.table))
     parts.append("<h2 id=\"progress\">Progress</h2>" + _html_table(rep.completeness))
     parts.append("<h2 id=\"compute\">Compute</h2><p>Summed from the manifests: seconds × the CPU cores "
@@ -170,6 +182,10 @@ def write_markdown(rep: Report) -> str:
                 out.append(f"### {f.title}\n\n![{f.title}]({png})\n\n{f.caption} ([PDF]({pdf}))\n")
             else:
                 out.append(f"### {f.title}\n\n_{f.caption}_\n")
+        if s.texts:
+            out.append(f"### Generated text\n\n{TEXTS_INTRO}\n")
+        for title, prompt, table in s.texts:
+            out.append(f"#### {title}\n\nPrompt: _{prompt}_\n\n" + _md_table(table))
         out.append("### Generation 0 against the last\n\n" + _md_table(s.table))
     out.append("## Progress\n\n" + _md_table(rep.completeness))
     out.append("## Compute\n\nSummed from the manifests: seconds × the CPU cores allotted (core-hours) and × "

@@ -108,3 +108,8 @@ def packages(runs: list[RunData]) -> Table:
 
 def problems(runs: list[RunData]) -> list[str]:
     return [p for run in runs for u in run.units for p in u.problems]
+
+
+# ------------------------------------------------------------------ texts: what the models wrote
+
+Text = tuple[str, str, Table]  # title, the prompt (shown above the table), table

@@ -104,6 +104,9 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
                   seconds=72.0, cpus=2, regime=regime)
 
 
+ZERO_SHOT, ZERO_SHOT_PPL = "zero_shot_test_ppl", 115.0
+
+
 def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False) -> None:
     """done: variant -> generations finished (default all); one more is left unfinished."""
     rng = np.random.default_rng(2)
@@ -119,9 +122,15 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                            "unigram_entropy": [8.0 - 0.3 * drift], "seq_ppl_p50": [20.0 - drift]}
                 if not small:
                     metrics.update({"type_token_ratio": [0.2 - 0.02 * drift], "rare_token_share": [0.05 / (1 + drift)]})
+                if g == 0:  # the initial model before fine-tuning, as the chain's generation 0 reports it
+                    metrics[ZERO_SHOT] = [ZERO_SHOT_PPL]
                 ppl = np.exp(rng.normal(np.log(25) - 0.25 * drift, 0.4 + 0.1 * drift, 600))
                 seqs = {"block_id": pa.array(np.arange(600), pa.int64()), "ppl": ppl}
-                _unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics, "sequence_ppl.parquet": seqs},
+                examples = {"prompt_block_id": pa.array([0, 199, 399, 599], pa.int64()),
+                            "prompt_source": ["real"] * 4, "prompt": [f"<b>Prompt</b> {i} & co" for i in range(4)],
+                            "continuation": [f"text of gen {g} for {i} in {variant} <i>" for i in range(4)]}
+                _unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics, "sequence_ppl.parquet": seqs,
+                                                            "examples.parquet": examples},
                       finished=g < reached, seconds=1800.0, gpus=2, cpus=16, regime=f"replace-p{keep:g}", seed=seed)
 
 

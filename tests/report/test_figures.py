@@ -193,3 +193,19 @@ def test_every_caption_says_what_collapse_looks_like(full_report):
     for section in sections:
         caption = section.split("\n\n", 2)[-1].lower()
         assert "collapse" in caption and "worse" in caption, section.splitlines()[0]
+def test_zero_shot_baseline_in_metrics_and_on_the_test_ppl_figure(full_run, full_report):
+    from collapse_hpc.report import collect, stats
+    from collapse_hpc.report.plots import Context
+    from tests.report.synthetic import ZERO_SHOT, ZERO_SHOT_PPL
+
+    df = pd.read_parquet(full_report / "metrics.parquet")
+    zs = df[(df["experiment"] == "lm") & (df["metric"] == ZERO_SHOT)]
+    assert len(zs) == 4 and set(zs["generation"]) == {0} and set(zs["value"]) == {ZERO_SHOT_PPL}
+    data = [collect.load_run(full_run, "full")]
+    tidy = collect.tidy(data)
+    lm = tidy[tidy["experiment"] == "lm"]
+    summary = stats.summarise(lm)
+    fig, caption = figures.lm_test_ppl(Context("lm", lm, summary, data))
+    lines = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label().startswith("initial model")]
+    assert len(lines) == 1 and set(lines[0].get_ydata()) == {ZERO_SHOT_PPL}
+    assert "zero-shot" in caption

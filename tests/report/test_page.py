@@ -87,3 +87,16 @@ def test_section_titles_name_the_run_data_set(tmp_path):
     md = (aggregate.build([str(root)]).parent / "results.md").read_text()
     assert "## Language model (OPT on wikivital)" in md and "WikiText-2" not in md
     assert "## Variational autoencoder (digits)" in md and "MNIST" not in md
+
+
+def test_page_shows_continuations_of_the_same_prompts_escaped(full_report):
+    """The paper's example of text outputs: the same real prompt, each generation's continuation."""
+    html = (full_report / "index.html").read_text()
+    assert "Generated text" in html and "Real training block 0" in html
+    assert "&lt;b&gt;Prompt&lt;/b&gt; 0 &amp; co" in html and "<b>Prompt</b>" not in html  # escaped
+    for g in range(4):
+        assert f"text of gen {g} for 0 in replace-p0-s0 &lt;i&gt;" in html
+    assert "text of gen 0 for 0 in replace-p0.1-s0" in html  # a column per series
+    assert "in replace-p0-s1" not in html  # one seed per series
+    md = (full_report / "results.md").read_text()
+    assert "#### Real training block 0" in md and "text of gen 3 for 0 in replace-p0-s0" in md

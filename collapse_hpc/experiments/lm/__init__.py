@@ -21,7 +21,8 @@ class LanguageModel(Experiment):
     scratch = ("checkpoints",)
     title = "Language model (OPT)"
     order = 10
-    metrics = ("test_ppl: perplexity on the real test split; distinct_n, unigram_entropy, type_token_ratio, "
+    metrics = ("test_ppl: perplexity on the real test split (zero_shot_test_ppl, generation 0 only: the initial "
+               "model's); real_train_ppl: on the real training blocks; distinct_n, unigram_entropy, type_token_ratio, "
                "rare_token_share: diversity of the generated text; ppl_p5 … ppl_p95: percentiles of the generated "
                "sequences' perplexity under the generation-0 model (see lm/metrics.py).")
     datasets = {"wikivital": "collapse_hpc.experiments.lm.data:prepare_wikivital",
@@ -63,6 +64,11 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.figures import FIGURES
 
         return FIGURES
+
+    def texts(self, runs):
+        from collapse_hpc.experiments.lm.figures import continuations
+
+        return continuations(runs)
 
 
 EXPERIMENT = LanguageModel()

@@ -3,12 +3,18 @@
   1. training set: real train blocks (generation 0) or the regime's mix of real blocks and
      earlier generations' generated blocks -> train_set.parquet (with lineage); the curated
      regimes pick by scores of the pooled blocks (curation.py: a detector's weights, a verifier's)
-  2. train (stage 1, DeepSpeed) from the initial model (init: pretrained, the paper) or from
-     generation g-1's (init: previous) -> model/ (kept on resume: it is written atomically)
-  3. sample: every training block is a prompt -> shards/part-<rank>-<chunk>.parquet
-  4. evaluate: real-test perplexity, per test block -> test_ppl.parquet; each generated block's
-     perplexity under the generation-0 model -> sequence_ppl.parquet (both: block_id, ppl);
-     diversity -> metrics.parquet (one wide row)
+  2. train (stage 1, DeepSpeed) from generation 0's model (init: gen0, the paper: the best model
+     on the real data by validation loss), from the initial model (init: pretrained) or from
+     generation g-1's (init: previous); generation 0 always from the initial model -> model/ (kept on
+     resume: it is written atomically), model/training.json says which weights it started from
+  3. sample: every real training block is a prompt (prompts: real, the paper), or every block of
+     this generation's training set (prompts: train_set) -> shards/part-<rank>-<chunk>.parquet;
+     the continuations of a few fixed prompts, as text -> examples.parquet (for the report)
+  4. evaluate: real-test perplexity, per test block -> test_ppl.parquet; perplexity of the real
+     training blocks (the reference's --evalgen_only) -> real_train_ppl.parquet; each generated
+     block's perplexity under the generation-0 model -> sequence_ppl.parquet (all: block_id, ppl);
+     generation 0 also scores the initial model on the test split (zero_shot_test_ppl, the paper's
+     115 for OPT-125M); diversity -> metrics.parquet (one wide row)
 """
 from __future__ import annotations
 
@@ -21,20 +27,21 @@ from collapse_hpc.store import atomic
 
 MODEL, SHARDS, CHECKPOINTS = "model", "shards", "checkpoints"
 TRAINING = "training.json"  # inside model/: the stage-1 training summary
+EXAMPLES = 4  # prompts whose continuations go to examples.parquet, evenly spaced over the prompts
 
 
 def _blocks(ctx, tokenizer, split: str, limit: int):
     from collapse_hpc.experiments.lm.data import load_blocks
 
     cfg = ctx.config
-    table = load_blocks(ctx.data_dir, cfg.dataset, split, tokenizer, cfg.block_size)
+    table = load_blocks(ctx.data_dir, cfg.dataset, split, tokenizer, cfg.block_size, cfg.block_grouping)
     return table.slice(0, limit) if limit else table
 
 
 def _train(ctx, tokenizer, train_set, val, log) -> dict:
     """Train this generation's model unless an earlier attempt already saved it."""
     from collapse_hpc.experiments.lm import distributed
-    from collapse_hpc.experiments.lm.model import build_model, load_model
+    from collapse_hpc.experiments.lm.model import build_model, load_model, weights_fingerprint
     from collapse_hpc.experiments.lm.train import train_generation
 
     cfg, out = ctx.config, ctx.path(MODEL)
@@ -42,11 +49,14 @@ def _train(ctx, tokenizer, train_set, val, log) -> dict:
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
         return json.loads((out / TRAINING).read_text())
-    if cfg.init == "previous" and ctx.previous:
-        model = load_model(ctx.previous[-1] / MODEL)
+    if ctx.previous and cfg.init in ("gen0", "previous"):
+        source = ctx.previous[0 if cfg.init == "gen0" else -1] / MODEL
+        model, init_from = load_model(source), source.parent.name
     else:
-        model = build_model(cfg, tokenizer, ctx.data_dir)
-    result = train_generation(model, tokenizer, train_set, val, cfg, out, ctx.path(CHECKPOINTS),
+        model, init_from = build_model(cfg, tokenizer, ctx.data_dir), "initial"
+    start = {"init": cfg.init, "init_from": init_from, "init_weights_sha256": weights_fingerprint(model)}
+    log.info("gen %d: training from %s weights (%s)", ctx.generation, init_from, start["init_weights_sha256"])
+    result = start | train_generation(model, tokenizer, train_set, val, cfg, out, ctx.path(CHECKPOINTS),
                               seed=ctx.seed(1), rank=ctx.rank, world_size=ctx.world_size,
                               local_rank=ctx.local_rank, log=log)
     if ctx.is_main:
@@ -61,7 +71,7 @@ def run_generation(ctx) -> None:
     from collapse_hpc.experiments.lm import curation, distributed, metrics, mixing
     from collapse_hpc.experiments.lm.data import block_array
     from collapse_hpc.experiments.lm.evaluate import perplexity, perplexity_table
-    from collapse_hpc.experiments.lm.model import load_model, model_fingerprint
+    from collapse_hpc.experiments.lm.model import build_model, load_model, model_fingerprint
     from collapse_hpc.experiments.lm.sample import Decoding, read_shards, sample_shards
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
 
@@ -88,26 +98,34 @@ def run_generation(ctx) -> None:
     # 3. sample from the saved weights (the same on every rank and on resume)
     model = load_model(ctx.path(MODEL)).to(device).eval()
     model_hash = model_fingerprint(ctx.path(MODEL))
-    prompts = mixing.prompts(train_set, real.num_rows, np.random.default_rng(ctx.seed(3)))
+    prompts = mixing.prompts(cfg.prompts, train_set, real, np.random.default_rng(ctx.seed(3)))
     decoding = Decoding.from_config(cfg, ctx.variant.settings.get("decoding"))
     t0 = time.time()
     sample_shards(model, tokenizer, prompts, decoding, ctx.path(SHARDS), generation=g, rank=ctx.rank,
                   world_size=ctx.world_size, batch_size=cfg.sample_batch_size, seed=ctx.seed(4),
-                  model_hash=model_hash, device=device, log=log)
+                  model_hash=model_hash, device=device, log=log, prompt_source=cfg.prompts)
     sample_seconds = time.time() - t0
     distributed.barrier()  # every shard exists
 
     # 4. evaluate (sharded over ranks; every rank gets the full result)
-    ev = dict(batch_size=cfg.eval_batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size)
+    ev = dict(batch_size=cfg.eval_batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size,
+              bf16=cfg.eval_precision == "bf16")
     test_ppl, test_seq_ppl = perplexity(model, test, **ev)
+    real_ppl, real_seq_ppl = perplexity(model, real, **ev)
     shards = read_shards(ctx.path(SHARDS))
     gen_ids = block_array(shards)
     scorer = model if g == 0 else load_model(ctx.previous[0] / MODEL).to(device).eval()
     _, seq_ppl = perplexity(scorer, gen_ids, **ev)
+    baseline = {}
+    if g == 0:  # the initial model before any fine-tuning, on the same test blocks (a reference line)
+        initial = build_model(cfg, tokenizer, ctx.data_dir).to(device).eval()
+        baseline["zero_shot_test_ppl"] = perplexity(initial, test, **ev)[0]
+        del initial
     if not ctx.is_main:
         return
     rare = metrics.rare_vocabulary(block_array(real), cfg.rare_fraction)
-    values = {"test_ppl": test_ppl, "val_loss": training.get("best_val_loss", float("nan")),
+    values = {"test_ppl": test_ppl, **baseline, "real_train_ppl": real_ppl,
+              "val_loss": training.get("best_val_loss", float("nan")),
               **metrics.ppl_percentiles(seq_ppl),
               **metrics.diversity(gen_ids, shards.column("text").to_pylist(), rare),
               "train_blocks": train_set.num_rows, "generated_blocks": shards.num_rows,
@@ -120,10 +138,13 @@ def run_generation(ctx) -> None:
         values.update(train_real_share=float((src == mixing.REAL).mean()),
                       train_distinct_share=len(pairs) / max(train_set.num_rows, 1))
     meta = {"generation": g, "regime": ctx.variant.regime.label, "seed": ctx.variant.seed,
-            "model_sha256": model_hash, "decoding": decoding.metadata(), "init": cfg.init}
+            "model_sha256": model_hash, "decoding": decoding.metadata(), "init": cfg.init,
+            "init_from": training.get("init_from"), "prompts": cfg.prompts}
     ctx.write_table("train_set.parquet", train_set, meta)
     ctx.write_table("test_ppl.parquet", perplexity_table(test, test_seq_ppl), meta)
+    ctx.write_table("real_train_ppl.parquet", perplexity_table(real, real_seq_ppl), meta)
     ctx.write_table("sequence_ppl.parquet", perplexity_table(shards, seq_ppl), meta)
+    ctx.write_table("examples.parquet", mixing.examples(prompts, shards, tokenizer, EXAMPLES, cfg.prompts), meta)
     ctx.write_table("metrics.parquet", metrics.metrics_table(g, values), meta)
     log.info("gen %d (%s): test ppl %.2f, generated-data ppl under gen 0: median %.2f", g,
              ctx.variant.regime.label, test_ppl, values["ppl_p50"])

@@ -181,7 +181,7 @@ def reference(a) -> int:
     tokenizer = load_tokenizer(cfg, data_dir)
 
     def split(name, limit):
-        t = load_blocks(data_dir, cfg.dataset, name, tokenizer, cfg.block_size)
+        t = load_blocks(data_dir, cfg.dataset, name, tokenizer, cfg.block_size, grouping=cfg.block_grouping)
         return t.slice(0, limit) if limit else t
 
     train = (generated.select(["block_id", "input_ids"]) if generated is not None
@@ -210,7 +210,7 @@ def reference(a) -> int:
         model, load = load_model(out), out
     model = model.to(device).eval()
     test_ppl, per_seq = perplexity(model, test, batch_size=cfg.eval_batch_size, device=device, rank=rank,
-                                   world_size=world)
+                                   world_size=world, bf16=cfg.eval_precision == "bf16")
     if rank == 0:
         print(f"test_loss: {float(np.log(test_ppl)):.4f}\ntest_ppl: {test_ppl:.4f}")
         if a.saveperplexities:

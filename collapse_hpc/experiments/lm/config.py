@@ -19,6 +19,10 @@ class LMConfig(Section):
     block_size: int = knob(64, "tokens per training block (the reference: 64)", min=2)
     max_train_blocks: int = knob(0, "use only the first N real training blocks (0: all)", min=0)
     max_eval_blocks: int = knob(0, "use only the first N validation/test blocks (0: all)", min=0)
+    block_grouping: str = knob("corpus", "corpus: all texts of a split concatenated, then cut into blocks (one "
+                                         "remainder dropped); reference: concatenated and cut per batch of 1000 "
+                                         "rows, each batch's remainder dropped (the authors' datasets.map)",
+                               choices=("corpus", "reference"))
 
     # --- model
     model: str = knob("tiny", "causal LM: a hub tag (facebook/opt-125m, gpt2, ...) or 'tiny' (random OPT for CPU)")
@@ -52,12 +56,18 @@ class LMConfig(Section):
     compile: bool = knob(False, "torch.compile the model (GPU: fewer kernel launches for small models)")
     checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
     eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity", min=1)
+    eval_precision: str = knob("fp32", "GPU: precision of every perplexity and validation loss (fp32, or bf16 "
+                                       "autocast); CPU always scores in fp32", choices=("fp32", "bf16"))
 
     # ------------------------------------------------------------------------------------------
     # Stage 2 (issue 6): decoding strategies, beams, repetition_penalty, sampling batch size,
-    # init: pretrained | previous, ... go below this line.
-    init: str = knob("pretrained", "weights each generation g >= 1 starts from: the initial model (the "
-                                   "paper) or generation g-1's", choices=("pretrained", "previous"))
+    # init: gen0 | pretrained | previous, ... go below this line.
+    init: str = knob("gen0", "weights each generation g >= 1 starts from: gen0 (the paper: generation 0's model, "
+                             "the best on the real data by validation loss), pretrained (the initial model) or "
+                             "previous (generation g-1's)", choices=("gen0", "pretrained", "previous"))
+    prompts: str = knob("real", "blocks each generation continues into the next one's data: real (the paper: "
+                                "every real training block, every generation) or train_set (its own training "
+                                "set, so the prompts drift too)", choices=("real", "train_set"))
     decoding: list[str] = knob(["beam"], "how the next generation's data is sampled, one chain per entry: beam "
                                "(the paper), greedy, sampling (pure), temperature, top_k, top_p, min_p; a "
                                "sampling one may name its value (top_p:0.9), else it takes its knob below",

@@ -7,9 +7,16 @@ Layout of a prepared data set (what `collapse-hpc data prepare NAME` writes):
   data/<name>/tokenizer-bpe8000/                default tokenizer: byte-level BPE on the train split
   data/<name>/blocks/<tokenizer fp>-<block size>/<split>.parquet   cached token blocks
 
-Blocks are made exactly as the reference does: every text is tokenised on its own (with the
-tokenizer's special tokens, e.g. OPT's leading '</s>'), all ids are concatenated in row order and
-cut into blocks of `block_size` tokens; the remainder is dropped.
+Blocks: every text (row) is tokenised on its own, with the tokenizer's special tokens (e.g. OPT's
+leading '</s>'), as the reference does. Then, by config `block_grouping`:
+  corpus (default)  all ids of the split are concatenated in row order and cut into blocks of
+                    `block_size` tokens; the one remainder at the end is dropped.
+  reference         as the authors' code (datasets.map(group_texts, batched=True), batches of
+                    1000 rows): the ids of each batch of 1000 rows are concatenated and cut on
+                    their own, and each batch's remainder is dropped. So a block never spans two
+                    batches, about block_size/2 tokens per 1000 rows are lost, and every block after
+                    the first batch starts at a different token than under `corpus`.
+WikiText-2 keeps its blank lines as rows (as in the HF data set), so the batches are the reference's.
 
 API:
 - prepare_wikivital(data_dir, force=False)   the offline default (Wikipedia vital-article leads)
@@ -17,7 +24,7 @@ API:
 - prepare_local(name, source, data_dir, force=False)   .txt / .parquet files (a `text` column)
       a data set is built in data/.<name>.preparing/ and renamed into place when complete
 - read_texts(data_dir, dataset, split) -> list[str]
-- load_blocks(data_dir, dataset, split, tokenizer, block_size=64) -> pa.Table
+- load_blocks(data_dir, dataset, split, tokenizer, block_size=64, grouping="corpus") -> pa.Table
       columns block_id (int64), input_ids (list<int32>); cached and deterministic
 - block_array(table) -> np.ndarray (blocks, block_size) int64
 """
@@ -340,25 +347,31 @@ def _check_card(split_file: Path) -> None:
         check_against_card(split_file, card)
 
 
-def blocks_path(data_dir: Path, dataset: str, split: str, tokenizer, block_size: int) -> Path:
+GROUP_ROWS = 1000  # rows per batch of the reference's grouping (datasets.map's default batch size)
+
+
+def blocks_path(data_dir: Path, dataset: str, split: str, tokenizer, block_size: int,
+                grouping: str = "corpus") -> Path:
     from collapse_hpc.experiments.lm.tokenizer import fingerprint
 
-    return Path(data_dir) / dataset / "blocks" / f"{fingerprint(tokenizer)}-{block_size}" / f"{split}.parquet"
+    folder = f"{fingerprint(tokenizer)}-{block_size}" + ("" if grouping == "corpus" else f"-{grouping}")
+    return Path(data_dir) / dataset / "blocks" / folder / f"{split}.parquet"
 
 
-def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size: int = 64):
+def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size: int = 64,
+                grouping: str = "corpus"):
     """The split's token blocks (cached; a corrupt cache is rebuilt, it is derived data)."""
     import pyarrow.parquet as pq
 
     _check_card(Path(data_dir) / dataset / f"{split}.parquet")
-    path = blocks_path(data_dir, dataset, split, tokenizer, block_size)
+    path = blocks_path(data_dir, dataset, split, tokenizer, block_size, grouping)
     if path.is_file():
         try:
             return pq.read_table(path)
         except Exception:  # noqa: BLE001 - rebuilt below from the text split
             path.unlink(missing_ok=True)
-    table = make_blocks(read_texts(data_dir, dataset, split), tokenizer, block_size)
-    atomic.write_parquet(path, table, _blocks_meta(dataset, split, block_size, tokenizer))
+    table = make_blocks(read_texts(data_dir, dataset, split), tokenizer, block_size, grouping)
+    atomic.write_parquet(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
     return pq.read_table(path)
 
 
@@ -368,16 +381,22 @@ def _blocks_meta(dataset: str, split: str, block_size: int, tokenizer) -> dict:
     return {"dataset": dataset, "split": split, "block_size": block_size, "tokenizer": fingerprint(tokenizer)}
 
 
-def make_blocks(texts: list[str], tokenizer, block_size: int = 64):
-    """Tokenise each text, concatenate, cut into blocks of block_size (remainder dropped)."""
+def make_blocks(texts: list[str], tokenizer, block_size: int = 64, grouping: str = "corpus"):
+    """Tokenise each text, concatenate, cut into blocks of block_size: the whole split at once
+    (corpus: one remainder dropped) or each batch of 1000 rows (reference: a remainder per batch)."""
     import numpy as np
     import pyarrow as pa
 
-    ids: list[np.ndarray] = []
-    for start in range(0, len(texts), 1000):
-        enc = tokenizer(texts[start:start + 1000], add_special_tokens=True, verbose=False)["input_ids"]
-        ids.extend(np.asarray(x, dtype=np.int32) for x in enc)
-    flat = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+    if grouping not in ("corpus", "reference"):
+        raise ValueError(f"grouping must be corpus or reference, got {grouping!r}")
+    kept: list[np.ndarray] = []
+    for start in range(0, len(texts), GROUP_ROWS):
+        enc = tokenizer(texts[start:start + GROUP_ROWS], add_special_tokens=True, verbose=False)["input_ids"]
+        batch = np.concatenate([np.asarray(x, dtype=np.int32) for x in enc]) if enc else np.zeros(0, np.int32)
+        if grouping == "reference":
+            batch = batch[: len(batch) // block_size * block_size]
+        kept.append(batch)
+    flat = np.concatenate(kept) if kept else np.zeros(0, np.int32)
     n = len(flat) // block_size
     flat = flat[: n * block_size]
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * block_size)

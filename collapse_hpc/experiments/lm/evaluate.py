@@ -1,4 +1,8 @@
-"""Perplexity of token blocks under a causal LM: batched, no grad, bf16 autocast on GPU.
+"""Perplexity of token blocks under a causal LM: batched, no grad, fp32 (bf16 autocast on GPU if asked).
+
+Scores are fp32 by default also on GPU, where training runs under bf16: bf16 rounding of the
+logits would add its own error to perplexities compared across generations. `bf16=True` (config
+`eval_precision: bf16`) autocasts the forward pass on GPU instead (CPU always scores in fp32).
 
 Each block is scored on its own: every token after the first is predicted from the ones before
 it (the loss HF computes with labels = input_ids). Corpus perplexity is exp of the token-weighted
@@ -11,9 +15,9 @@ Parquet table a caller writes (rank 0 only): the chain's test_ppl.parquet and se
 the reference CLI's --saveperplexities.
 
 API:
-- perplexity(model, blocks, batch_size=64, device=None, rank=0, world_size=1)
+- perplexity(model, blocks, batch_size=64, device=None, rank=0, world_size=1, bf16=False)
       -> (corpus_ppl: float, per_sequence_ppl: np.ndarray float64, one per block)
-- mean_loss(model, blocks, batch_size=64, device=None, rank=0, world_size=1) -> float
+- mean_loss(model, blocks, batch_size=64, device=None, rank=0, world_size=1, bf16=False) -> float
 - perplexity_table(blocks, per_sequence_ppl) -> pa.Table (block_id int64, ppl float64)
 """
 from __future__ import annotations
@@ -23,7 +27,7 @@ import math
 import numpy as np
 
 
-def _loss_sums(model, ids: np.ndarray, batch_size: int, device) -> np.ndarray:
+def _loss_sums(model, ids: np.ndarray, batch_size: int, device, bf16: bool = False) -> np.ndarray:
     """Per block: (sum of token losses, number of predicted tokens), float64 (n, 2)."""
     import torch
     import torch.nn.functional as F
@@ -34,7 +38,7 @@ def _loss_sums(model, ids: np.ndarray, batch_size: int, device) -> np.ndarray:
     with torch.no_grad():
         for start in range(0, len(ids), batch_size):
             batch = torch.from_numpy(ids[start:start + batch_size]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
                 logits = model(input_ids=batch).logits
             losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch[:, 1:], reduction="none")
             out[start:start + len(batch), 0] = losses.sum(1).double().cpu().numpy()
@@ -43,7 +47,7 @@ def _loss_sums(model, ids: np.ndarray, batch_size: int, device) -> np.ndarray:
     return out
 
 
-def _sums(model, blocks, batch_size, device, rank, world_size) -> np.ndarray:
+def _sums(model, blocks, batch_size, device, rank, world_size, bf16=False) -> np.ndarray:
     import torch
 
     from collapse_hpc.experiments.lm.data import block_array
@@ -55,12 +59,12 @@ def _sums(model, blocks, batch_size, device, rank, world_size) -> np.ndarray:
         device = next(model.parameters()).device
     device = torch.device(device)
     if world_size <= 1:
-        return _loss_sums(model, ids, batch_size, device)
+        return _loss_sums(model, ids, batch_size, device, bf16)
     import torch.distributed as dist
 
     n = len(ids)
     bounds = [r * n // world_size for r in range(world_size + 1)]
-    mine = _loss_sums(model, ids[bounds[rank]:bounds[rank + 1]], batch_size, device)
+    mine = _loss_sums(model, ids[bounds[rank]:bounds[rank + 1]], batch_size, device, bf16)
     width = max(bounds[r + 1] - bounds[r] for r in range(world_size))
     comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
     padded = torch.zeros((width, 2), dtype=torch.float64, device=comm)
@@ -70,16 +74,18 @@ def _sums(model, blocks, batch_size, device, rank, world_size) -> np.ndarray:
     return np.concatenate([parts[r][: bounds[r + 1] - bounds[r]].cpu().numpy() for r in range(world_size)])
 
 
-def perplexity(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1):
-    sums = _sums(model, blocks, batch_size, device, rank, world_size)
+def perplexity(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1,
+               bf16: bool = False):
+    sums = _sums(model, blocks, batch_size, device, rank, world_size, bf16)
     if not len(sums):
         return float("nan"), np.zeros(0)
     corpus = math.exp(sums[:, 0].sum() / sums[:, 1].sum())
     return corpus, np.exp(sums[:, 0] / sums[:, 1])
 
 
-def mean_loss(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1) -> float:
-    sums = _sums(model, blocks, batch_size, device, rank, world_size)
+def mean_loss(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1,
+              bf16: bool = False) -> float:
+    sums = _sums(model, blocks, batch_size, device, rank, world_size, bf16)
     return float(sums[:, 0].sum() / sums[:, 1].sum()) if len(sums) else float("nan")
 
 

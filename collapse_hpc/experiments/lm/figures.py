@@ -1,8 +1,10 @@
 """The language model's report figures: the paper's headline perplexity histograms, test
-perplexity and the diversity of generated text."""
+perplexity (with the zero-shot baseline) and the diversity of generated text; and its texts: what
+each generation wrote after the same real prompts (the paper's example of text outputs)."""
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 
 import numpy as np
 import pandas as pd
@@ -67,11 +69,19 @@ def lm_sequence_ppl(ctx: Context):
                  "right tail grows (further from generation 0's histogram is worse).")
 
 
+ZERO_SHOT = "zero_shot_test_ppl"  # the chain's generation 0: the initial model on the real test blocks
+
+
 def lm_test_ppl(ctx: Context):
-    metric = pick(ctx.metrics(), "test_ppl", "test_perplexity", "ppl_test", pattern=r"test.*ppl|ppl.*test")
-    fig = metric and metric_grid(ctx, [metric], ylabels={metric: "perplexity on real test data"})
+    metric = pick(ctx.metrics(), "test_ppl", "test_perplexity", "ppl_test", pattern=r"^test.*ppl|ppl.*test")
+    d = ctx.df[ctx.df["metric"] == ZERO_SHOT]
+    zero_shot = d.groupby("run")["value"].mean().dropna()  # one initial model per run: regimes agree
+    refs = {run: [(v, f"initial model, zero-shot ({v:.4g})")] for run, v in zero_shot.items()}
+    fig = metric and metric_grid(ctx, [metric], ylabels={metric: "perplexity on real test data"}, references=refs)
+    note = (" Dotted: the perplexity of the initial model before any fine-tuning (zero-shot; the paper: "
+            "115 for OPT-125M, against 34 after fine-tuning, generation 0).") if refs else ""
     return fig and (fig, f"Perplexity on the real test set against generation, per regime; band: 95% "
-                         f"confidence interval over seeds. Collapse: it rises (higher is worse). {GAPS}")
+                         f"confidence interval over seeds.{note} Collapse: it rises (higher is worse). {GAPS}")
 
 
 def lm_diversity(ctx: Context):
@@ -137,3 +147,39 @@ FIGURES = [("sequence_ppl", "Perplexity of generated data under the generation-0
            ("test_ppl", "Test perplexity", lm_test_ppl),
            ("diversity", "Diversity of generated data", lm_diversity),
            ("beyond", "Beyond the paper: decoding strategies and curated regimes", lm_beyond)]
+
+
+def continuations(runs, prompts: int = 2) -> list:
+    """The paper's example of text outputs: what each generation wrote after the same prompts (the
+    chain's examples.parquet: the same real blocks in every generation under prompts: real), one
+    table per prompt, a row per generation and a column per series (its lowest seed)."""
+    out = []
+    for run in runs:
+        found: dict = defaultdict(lambda: defaultdict(dict))  # series -> seed -> generation -> file
+        for unit in run.finished("lm"):
+            path = unit.file("examples.parquet")
+            if path is not None:
+                info = run.variant("lm", unit.variant)
+                series = series_label({"regime": info.regime, **info.settings}, list(info.settings))
+                found[series][info.seed][unit.index] = path
+        if not found:
+            continue
+        series = sorted(found, key=series_order)
+        texts = {s: {g: pq.read_table(p).to_pylist() for g, p in found[s][min(found[s])].items()} for s in series}
+        gens = sorted({g for s in series for g in texts[s]})
+        first = texts[series[0]][min(texts[series[0]])]
+        for ex in first[:: max(1, len(first) // prompts)][:prompts]:
+            block, rows = ex["prompt_block_id"], []
+            for g in gens:
+                cells = [next((e["continuation"] for e in texts[s].get(g, []) if e["prompt_block_id"] == block), None)
+                         for s in series]
+                rows.append([str(g)] + [_one_line(c) if c else "—" for c in cells])
+            where = "real training block" if ex["prompt_source"] == "real" else \
+                "block of each generation's own training set (the prompts differ by generation)"
+            title = f"{where} {block}" + (f" ({run.label})" if len(runs) > 1 else "")
+            out.append((title[0].upper() + title[1:], _one_line(ex["prompt"]), (["generation", *series], rows)))
+    return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())

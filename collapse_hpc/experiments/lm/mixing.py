@@ -3,7 +3,9 @@
 The choice of items is regimes.mix's (shared by every experiment); this module turns it into
 `train_set.parquet` with each block's lineage: block_id (its row), source_generation (-1 for real
 data) and source_block_id (its block_id in that pool). A generated block's prompt_block_id names its
-prompt's row in the generating generation's train_set, so any block traces back to real data.
+prompt: a real training block (its shard's prompt_source "real", the paper: every generation
+continues the real blocks) or a row of the generating generation's train_set (prompt_source
+"train_set"), so any block traces back to real data.
 """
 from __future__ import annotations
 
@@ -43,15 +45,36 @@ def training_set(regime, real, generated: list, rng: np.random.Generator, scores
     return table.add_column(0, "block_id", pa.array(np.arange(table.num_rows), pa.int64()))
 
 
-def prompts(train_set, n_real: int, rng: np.random.Generator):
-    """The blocks a generation continues: its whole training set, or (accumulate, where the set
-    grows) a random n_real of it, so every generation produces as much data as the real split."""
+def prompts(source: str, train_set, real, rng: np.random.Generator):
+    """The blocks a generation continues. real (the paper): every real training block, in every
+    generation. train_set: its own training set, or (accumulate, where the set grows) a random
+    len(real) of it; either way every generation produces as much data as the real split."""
     import pyarrow as pa
 
+    if source == "real":
+        return real.select(["block_id", "input_ids"])
+    n_real = real.num_rows
     if train_set.num_rows <= n_real:
         return train_set.select(["block_id", "input_ids"])
     idx = np.sort(rng.choice(train_set.num_rows, n_real, replace=False))
     return train_set.select(["block_id", "input_ids"]).take(pa.array(idx))
+
+
+def examples(prompts, shards, tokenizer, n: int, source: str):
+    """The continuations of n prompts evenly spaced over the prompts (the same real blocks in every
+    generation under prompts: real), as text: prompt_block_id, prompt_source, prompt, continuation."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = np.unique(np.linspace(0, prompts.num_rows - 1, min(n, prompts.num_rows)).astype(np.int64))
+    picked = prompts.take(pa.array(rows))
+    ids = picked.column("block_id")
+    out = shards.filter(pc.is_in(shards.column("prompt_block_id"), value_set=ids))
+    text = dict(zip(out.column("prompt_block_id").to_pylist(), out.column("text").to_pylist()))
+    return pa.table({"prompt_block_id": ids.cast(pa.int64()),
+                     "prompt_source": pa.array([source] * len(rows), pa.string()),
+                     "prompt": pa.array(tokenizer.batch_decode(picked.column("input_ids").to_pylist()), pa.string()),
+                     "continuation": pa.array([text.get(i) for i in ids.to_pylist()], pa.string())})
 
 
 def counts_by_source(train_set) -> dict[int, int]:
@@ -71,7 +94,11 @@ def trace(block_id: int, generation: int, unit_dirs: list[Path]) -> list[tuple[i
     g, b = generation, block_id
     while g != REAL:
         shard = read_shards(Path(unit_dirs[g]) / "shards")
-        prompt = shard.filter(pc.equal(shard.column("block_id"), b)).column("prompt_block_id")[0].as_py()
+        row = shard.filter(pc.equal(shard.column("block_id"), b))
+        prompt = row.column("prompt_block_id")[0].as_py()
+        if "prompt_source" in row.column_names and row.column("prompt_source")[0].as_py() == "real":
+            path.append((REAL, prompt))  # the continuation of a real block
+            break
         ts = pq.read_table(Path(unit_dirs[g]) / "train_set.parquet")
         row = ts.filter(pc.equal(ts.column("block_id"), prompt))
         g, b = row.column("source_generation")[0].as_py(), row.column("source_block_id")[0].as_py()

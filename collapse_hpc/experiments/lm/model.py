@@ -86,6 +86,19 @@ def load_model(folder):
         raise UserError(f"{folder}: model cannot be loaded: {str(e).splitlines()[0][:160]}") from None
 
 
+def weights_fingerprint(model) -> str:
+    """sha256 of a model's parameters and buffers in memory (names, dtypes, values): which weights a
+    generation started from, comparable with the same of any saved model once loaded."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 def model_fingerprint(folder) -> str:
     h = hashlib.sha256()
     files = sorted(Path(folder).glob("*.safetensors"))

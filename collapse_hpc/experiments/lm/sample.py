@@ -1,5 +1,6 @@
-"""Sampling the next generation's data: every training block is a prompt, the model writes exactly
-`block_size` new tokens after it, and those new tokens become one block of the next generation.
+"""Sampling the next generation's data: every prompt block (the real training blocks, the paper; or
+the generation's training set, config `prompts`), the model writes exactly `block_size` new tokens
+after it, and those new tokens become one block of the next generation.
 
 Decoding strategies (config `decoding`, one chain per listed strategy):
   beam         the paper's: beam search, `num_beams` 5, min = max new tokens
@@ -382,8 +383,10 @@ def done_chunks(shard_dir: Path) -> set[int]:
 
 def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, generation: int, rank: int = 0,
                   world_size: int = 1, batch_size: int = 128, seed: int = 0, model_hash: str = "",
-                  device=None, write=None, log=None) -> int:
-    """Sample this rank's chunks of `prompts` (pa.Table block_id, input_ids) into shard files.
+                  device=None, write=None, log=None, prompt_source: str = "train_set") -> int:
+    """Sample this rank's chunks of `prompts` (pa.Table block_id, input_ids) into shard files;
+    prompt_source says what the prompts' block_ids name (real: real training blocks; train_set:
+    rows of the generation's training set).
 
     write(path, table, metadata) writes one shard atomically (default: store.write_parquet).
     Returns the number of chunks sampled now (finished ones are skipped)."""
@@ -420,6 +423,7 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
             "text": pa.array(tokenizer.batch_decode(out.tolist()), pa.string()),
             "generation": pa.array(np.full(hi - lo, generation), pa.int32()),
             "source": pa.array(["generated"] * (hi - lo), pa.string()),
+            "prompt_source": pa.array([prompt_source] * (hi - lo), pa.string()),
         })
         write(shard_dir / shard_name(rank, k), table,
               {"decoding": d.metadata(), "model_sha256": model_hash, "generation": generation, "chunk": k,
@@ -445,5 +449,6 @@ def read_shards(shard_dir: Path):
         files.append(Path(shard_dir) / ORIGINAL)
     if not files:
         raise UserError(f"{shard_dir}: no generated shards (part-*.parquet)")
-    table = pa.concat_tables([pq.read_table(f) for f in files])
+    # the reference CLI's original.parquet (and shards from before prompt_source) lack columns: nulls
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     return table.sort_by("block_id")

@@ -2,7 +2,8 @@
 
 The reference's recipe: AdamW (torch's, unless `fused_adam`), lr 2e-5 with cosine annealing per
 epoch down to 1e-6, 5 epochs, global batch 128 (split over ranks, gradient accumulation as
-needed), validation loss after every epoch, and the best-validation model kept. bf16 on GPU,
+needed), validation loss after every epoch (scored as config `eval_precision`, fp32 by default), and the
+best-validation model kept (the epoch with the lowest validation loss, not the last). bf16 on GPU,
 fp32 on CPU; ZeRO stage 0/1/2. On GPU, bf16 by default means torch autocast over fp32 weights
 (DeepSpeed's `torch_autocast`, as Lightning's bf16-mixed): measured 2x faster than DeepSpeed's
 bf16 weights + fp32 master copies for OPT-125M on an H100; `precision: bf16` selects the latter.
@@ -231,7 +232,8 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
             torch.cuda.synchronize()  # steps are queued asynchronously: time them once they ran
         train_time += time.perf_counter() - t0
         epoch_seconds.append(train_time - sum(epoch_seconds))
-        val = mean_loss(engine.module, val_ids, cfg.eval_batch_size, device, rank, world_size)
+        val = mean_loss(engine.module, val_ids, cfg.eval_batch_size, device, rank, world_size,
+                        bf16=cfg.eval_precision == "bf16")
         state["val_loss"].append(val)
         state["train_loss"].append(float(loss_sum) / micro_steps if micro_steps else float("nan"))
         log.info("epoch %d/%d: train loss %.4f, validation loss %.4f", epoch + 1, cfg.epochs,

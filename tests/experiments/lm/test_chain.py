@@ -75,8 +75,18 @@ def test_replace_is_slot_wise_and_subsample_keeps_size():
     sub = mixing.training_set(Regime("accumulate-subsample"), real, [_pool(40, 100), _pool(40, 200)],
                               np.random.default_rng(2))
     assert sub.num_rows == 40 and len(mixing.counts_by_source(sub)) == 3
-    assert mixing.prompts(mixing.training_set(Regime("accumulate"), real, gens, np.random.default_rng(0)),
-                          40, np.random.default_rng(0)).num_rows == 40
+    acc = mixing.training_set(Regime("accumulate"), real, gens, np.random.default_rng(0))
+    assert mixing.prompts("train_set", acc, real, np.random.default_rng(0)).num_rows == 40
+
+
+def test_real_prompts_are_the_real_blocks_whatever_the_training_set():
+    from collapse_hpc.experiments.lm import mixing
+
+    real, gens = _pool(40), [_pool(40, 100)]
+    ts = mixing.training_set(Regime("replace", 0.0), real, gens, np.random.default_rng(0))
+    assert mixing.prompts("real", ts, real, np.random.default_rng(0)).equals(real.select(["block_id", "input_ids"]))
+    drifted = mixing.prompts("train_set", ts, real, np.random.default_rng(0))  # the generated blocks
+    assert drifted.column("input_ids").to_pylist() == gens[0].column("input_ids").to_pylist()
 
 
 # ------------------------------------------------------------------ the chain
@@ -213,3 +223,62 @@ def test_curated_regime_chain_kill_and_resume(tmp_path, lm_data_dir, regime, var
     else:  # real and generated blocks pooled, weighed by a detector
         assert set(counts) <= {-1, 0} and 0 < m["train_real_share"] < 1
         assert 0 <= m["detector_auc"] <= 1 and np.isfinite(m["detector_accuracy"])
+# ------------------------------------------------------------------ the paper's method (issue 15)
+
+@pytest.mark.slow
+def test_paper_method_real_prompts_gen0_base_per_regime_epochs(tmp_path, lm_data_dir):
+    """Prompts are the real train blocks in every generation, generation g >= 1 starts from
+    generation 0's weights, a regime's override reaches training, and generation 0 reports the
+    initial model's (zero-shot) perplexity beside its own."""
+    import torch
+
+    from collapse_hpc.experiments.lm.data import block_array, load_blocks
+    from collapse_hpc.experiments.lm.model import load_model, weights_fingerprint
+    from collapse_hpc.experiments.lm.sample import Decoding, generate, read_shards
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+
+    special = {"name": "replace", "keep_fraction": 0.25, "lm": {"epochs": 2}}
+    store, run = _run(tmp_path, lm_data_dir, generations=3, regimes=("replace:0", special))
+    assert run.section("lm").init == "gen0" and run.section("lm").prompts == "real"  # the defaults
+    assert _execute(store, run)["done"] == 6
+    cfg = run.section("lm")
+    real = load_blocks(lm_data_dir, "tiny", "train", load_tokenizer(cfg, lm_data_dir), cfg.block_size).slice(0, 48)
+    for variant, epochs in (("replace-p0-s0", 1), ("replace-p0.25-epochs2-s0", 2)):
+        units = [store.root / "lm" / variant / f"gen_{g:03d}" for g in range(3)]
+        gen0 = weights_fingerprint(load_model(units[0] / "model"))
+        for g, unit in enumerate(units):
+            shards = read_shards(unit / "shards")
+            # 1. every generation continues exactly the real training blocks
+            assert shards.column("prompt_block_id").to_pylist() == real.column("block_id").to_pylist()
+            assert set(shards.column("prompt_source").to_pylist()) == {"real"}
+            # 2. g >= 1 fine-tunes generation 0's model (the initial model for g = 0)
+            training = json.loads((unit / "model" / "training.json").read_text())
+            assert training["init_from"] == ("initial" if g == 0 else "gen_000")
+            if g:
+                assert training["init_weights_sha256"] == gen0
+            # 3. the regime's override reaches training
+            assert training["epochs"] == epochs and len(training["val_loss"]) == epochs
+            m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
+            assert np.isfinite(m["real_train_ppl"]) and m["real_train_ppl"] > 1
+            assert pq.read_table(unit / "real_train_ppl.parquet").num_rows == 48
+            ex = pq.read_table(unit / "examples.parquet").to_pylist()
+            assert [e["prompt_block_id"] for e in ex] == [0, 15, 31, 47] and all(e["continuation"] for e in ex)
+        # the tokens of generation 2 are its model's continuation of the real blocks (not of its data)
+        model = load_model(units[2] / "model").eval()
+        with torch.no_grad():
+            first = generate(model, torch.from_numpy(block_array(real.slice(0, 16))), Decoding.from_config(cfg),
+                             generator=torch.Generator().manual_seed(0))
+        assert first.numpy().tolist() == read_shards(units[2] / "shards").column("input_ids").to_pylist()[:16]
+        m0 = pq.read_table(units[0] / "metrics.parquet").to_pylist()[0]
+        assert m0["zero_shot_test_ppl"] > m0["test_ppl"] > 1  # fine-tuning on real data beats the initial model
+    # the override is part of what the variant computes: its manifest's hash differs from the plain one's
+    plain = json.loads((store.root / "lm" / "replace-p0-s0" / "gen_001" / "manifest.json").read_text())
+    longer = json.loads((store.root / "lm" / "replace-p0.25-epochs2-s0" / "gen_001" / "manifest.json").read_text())
+    assert longer["config"]["lm"]["epochs"] == 2 and plain["config"]["lm"]["epochs"] == 1
+    assert longer["variant_hash"] != plain["variant_hash"]
+    from collapse_hpc.experiments.base import Variant
+    from collapse_hpc.config import config_hash
+    from collapse_hpc.regimes import Regime as R
+
+    without = Variant("lm", R("replace", 0.25), 0)
+    assert config_hash(without.config(run)) != longer["variant_hash"]

@@ -323,3 +323,19 @@ def test_a_single_file_named_for_a_split_is_split_by_rows(tmp_path):
     (tmp_path / "train.txt").write_text("\n".join(corpus_lines(400, seed=1)))
     data.prepare_local("one", tmp_path / "train.txt", tmp_path / "data")
     assert all(data.read_texts(tmp_path / "data", "one", s) for s in data.SPLITS)
+
+
+def test_reference_grouping_cuts_each_batch_of_1000_rows_on_its_own(lm_tokenizer):
+    """block_grouping: reference drops each 1000-row batch's remainder (the authors' datasets.map);
+    corpus drops one remainder at the end."""
+    texts = [f"line {i} of the corpus" + " word" * (i % 7) for i in range(2500)]
+    corpus = data.block_array(data.make_blocks(texts, lm_tokenizer, 16))
+    reference = data.block_array(data.make_blocks(texts, lm_tokenizer, 16, grouping="reference"))
+    batches = [np.concatenate([np.asarray(x) for x in lm_tokenizer(texts[s:s + 1000])["input_ids"]])
+               for s in range(0, 2500, 1000)]
+    expect = np.concatenate([b[: len(b) // 16 * 16] for b in batches]).reshape(-1, 16)
+    assert np.array_equal(reference, expect)
+    assert len(reference) == sum(len(b) // 16 for b in batches) < len(corpus) + 1
+    first = len(batches[0]) // 16
+    assert np.array_equal(reference[:first], corpus[:first])  # the first batch is cut alike
+    assert not np.array_equal(reference[first:first + 5], corpus[first:first + 5])  # later blocks shift

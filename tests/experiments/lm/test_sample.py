@@ -176,7 +176,9 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
     first = _tables(one)
     assert sorted(first) == ["part-000-00000.parquet", "part-000-00001.parquet", "part-000-00002.parquet"]
     t = read_shards(one)
-    assert t.column_names == ["block_id", "prompt_block_id", "input_ids", "text", "generation", "source"]
+    assert t.column_names == ["block_id", "prompt_block_id", "input_ids", "text", "generation", "source",
+                              "prompt_source"]
+    assert set(t.column("prompt_source").to_pylist()) == {"train_set"}  # what these prompts' ids name
     assert t.column("block_id").to_pylist() == list(range(100, 120))
     assert t.schema.field("input_ids").type == pa.list_(pa.int32())
     assert set(t.column("source").to_pylist()) == {"generated"} and set(t.column("generation").to_pylist()) == {2}
