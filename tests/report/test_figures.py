@@ -205,7 +205,9 @@ def test_zero_shot_baseline_in_metrics_and_on_the_test_ppl_figure(full_run, full
     tidy = collect.tidy(data)
     lm = tidy[tidy["experiment"] == "lm"]
     summary = stats.summarise(lm)
-    fig, caption = figures.lm_test_ppl(Context("lm", lm, summary, data))
+    from collapse_hpc.experiments.lm.figures import lm_test_ppl
+
+    fig, caption = lm_test_ppl(Context("lm", lm, summary, data))
     lines = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label().startswith("initial model")]
     assert len(lines) == 1 and set(lines[0].get_ydata()) == {ZERO_SHOT_PPL}
     assert "zero-shot" in caption
