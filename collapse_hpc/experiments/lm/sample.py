@@ -26,8 +26,6 @@ run resumes chunk by chunk, and a fixed config + seed gives the same tokens for 
 """
 from __future__ import annotations
 
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +36,9 @@ PRESETS = ("beam", "greedy", "sampling", "temperature", "top_k", "top_p", "min_p
 PARAMETER = ("temperature", "top_k", "top_p", "min_p")  # strategies named after the one knob they set
 SAMPLED = ("sampling", *PARAMETER)
 ORIGINAL = "original.parquet"  # reference --generate: the blocks kept unchanged (source "original")
-KILL_AFTER_ENV = "COLLAPSE_LM_KILL_AFTER_CHUNKS"  # tests: die (SIGKILL) after writing this many chunks
+# Called with the number of chunks this call has written, after each one is on disk (tests append
+# one that kills the process, to check that sampling resumes to the same shards).
+AFTER_CHUNK: list = []
 
 
 def parse_strategy(text: str) -> tuple[str, float | None]:
@@ -428,8 +428,8 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
         write(shard_dir / shard_name(rank, k), table,
               {"decoding": d.metadata(), "model_sha256": model_hash, "generation": generation, "chunk": k,
                "prompts": [lo, hi], "seed": chunk_seed})
-        if os.environ.get(KILL_AFTER_ENV) == str(todo.index(k) + 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+        for hook in AFTER_CHUNK:
+            hook(todo.index(k) + 1)
     if log and todo:
         dt = time.time() - started
         log.info("sampled %d chunks (%d tokens) in %.1f s: %.0f tokens/s", len(todo), produced, dt,

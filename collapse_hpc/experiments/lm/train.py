@@ -42,9 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -55,7 +53,9 @@ from collapse_hpc.experiments.lm import distributed
 from collapse_hpc.store import atomic
 
 COMPLETE = "complete.json"
-KILL_AT_STEP_ENV = "COLLAPSE_LM_KILL_AT_STEP"  # tests: SIGKILL this process after checkpoint N
+# Called with the global step after each checkpoint is complete on every rank (tests append one
+# that kills the process, to check that training resumes to the same weights).
+AFTER_CHECKPOINT: list = []
 
 
 def batch_plan(batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:
@@ -187,8 +187,8 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
             for _, old in _complete_tags(ckpt_dir)[:-1]:
                 shutil.rmtree(old, ignore_errors=True)
         distributed.barrier()
-        if os.environ.get(KILL_AT_STEP_ENV) == str(state["global_step"]):
-            os.kill(os.getpid(), signal.SIGKILL)
+        for hook in AFTER_CHECKPOINT:
+            hook(state["global_step"])
 
     if cfg.compile:
         engine.compile()

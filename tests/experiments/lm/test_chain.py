@@ -162,13 +162,16 @@ def _kill_and_resume(tmp_path, store, variant: str, gen: int) -> Path:
     cmd = [sys.executable, "-c", "import sys, logging; logging.basicConfig(level=logging.INFO); "
            "from collapse_hpc import engine; "
            f"engine.run_unit(sys.argv[1], 'lm', '{variant}', {gen})", str(store.root)]
-    env = {**os.environ, "COLLAPSE_LM_KILL_AFTER_CHUNKS": "1", "COLLAPSE_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    # the same unit, in a process that kills itself (SIGKILL) once its first chunk is on disk
+    kill = "import os, signal; from collapse_hpc.experiments.lm import sample; " \
+           "sample.AFTER_CHUNK.append(lambda n: n == 1 and os.kill(os.getpid(), signal.SIGKILL)); "
+    env = {**os.environ, "COLLAPSE_THREADS": "1"}
+    proc = subprocess.run([cmd[0], cmd[1], kill + cmd[2], *cmd[3:]], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (unit / "manifest.json").exists()
     assert len(list((unit / "shards").glob("part-*.parquet"))) == 1
     first = {p.name: p.read_bytes() for p in (unit / "shards").glob("part-*.parquet")}
-    env.pop("COLLAPSE_LM_KILL_AFTER_CHUNKS")
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "already done" in proc.stderr and "not training again" in proc.stderr

@@ -178,7 +178,7 @@ def test_loss_falls_and_kill_mid_epoch_then_resume_gives_the_same_weights(lm_dat
     overrides = {"checkpoint_every_steps": 3}
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     procs = _launch(lm_data_dir, whole, overrides) + \
-        _launch(lm_data_dir, killed, overrides, extra_env={train.KILL_AT_STEP_ENV: "3"})
+        _launch(lm_data_dir, killed, overrides, extra_env={"WORKER_KILL_AT_STEP": "3"})
     codes = [p.wait(timeout=300) for p in procs]
     assert codes == [0, -signal.SIGKILL], _tail(whole) + _tail(killed)
     summary = json.loads((whole / "summary-0.json").read_text())

@@ -2,10 +2,14 @@
 
 argv: data_dir out_root json-overrides. Writes out_root/summary-<rank>.json with the summary, a
 hash of this rank's parameters after training, and the validation perplexities (sharded).
+With WORKER_KILL_AT_STEP=N in the environment the process kills itself (SIGKILL) once the
+checkpoint of step N is complete.
 """
 import hashlib
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,7 +27,11 @@ def main():
     from collapse_hpc.experiments.lm.evaluate import perplexity
     from collapse_hpc.experiments.lm.model import build_model
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
-    from collapse_hpc.experiments.lm.train import train_generation
+    from collapse_hpc.experiments.lm.train import AFTER_CHECKPOINT, train_generation
+
+    kill_at = os.environ.get("WORKER_KILL_AT_STEP")
+    if kill_at:
+        AFTER_CHECKPOINT.append(lambda step: step == int(kill_at) and os.kill(os.getpid(), signal.SIGKILL))
 
     logging.basicConfig(level=logging.INFO)
     cfg = tiny_cfg(**overrides)
