@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from collapse_hpc.experiments.base import Experiment
+
 
 def chunk_size(replicates: int, chunk: int, pool_bytes_per_replicate: float, memory_gib: float) -> int:
     if pool_bytes_per_replicate > 0:
@@ -27,3 +29,31 @@ def memory(size: int, generations: int, metrics: int, points: int, pool_points: 
     """Bytes one part holds: its metrics table (generations x replicates x metrics, float64), the
     current points of each replicate and the pool an accumulate regime keeps."""
     return 8 * size * (generations * metrics + points + pool_points)
+
+
+class ArrayExperiment(Experiment):
+    """An experiment whose units are parts: each a chunk of a variant's replicates through every
+    generation, in memory. Its section has `replicates` and `chunk_replicates` (and
+    `pool_memory_gib` where pool_bytes is not 0); it implements run_part."""
+
+    shape = "array"
+    job = "cpu"
+
+    def pool_bytes(self, run, variant) -> float:
+        """Memory per replicate that the variant's accumulated pools take (0: none kept)."""
+        return 0.0
+
+    def part_size(self, run, variant) -> int:
+        cfg = variant.section(run)
+        pool = self.pool_bytes(run, variant)
+        return chunk_size(cfg.replicates, cfg.chunk_replicates, pool, cfg.pool_memory_gib if pool else 0.0)
+
+    def units(self, run, variant) -> int:
+        return count(variant.section(run).replicates, self.part_size(run, variant))
+
+    def run_unit(self, ctx) -> None:
+        self.run_part(ctx, self.part_size(ctx.run, ctx.variant))
+
+    def run_part(self, ctx, size: int) -> None:
+        """Replicates replicate_range(replicates, size, ctx.index) through every generation."""
+        raise NotImplementedError

@@ -9,28 +9,21 @@ gaussian: each task is a chunk of replicates through every generation, writing m
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments import parts
-from collapse_hpc.experiments.base import Experiment
+from collapse_hpc.experiments.parts import ArrayExperiment
 
 
-class Tail(Experiment):
+class Tail(ArrayExperiment):
     name = "tail"
-    shape = "array"
-    job = "cpu"
     title = "Zipf tail (categorical)"
     order = 50
     metrics = ("support: categories the fit gives any probability; tail_mass: its probability beyond the "
                "real distribution's head; tv: total variation distance to the real distribution; "
                "entropy: of the fit (nats).")
 
-    def units(self, run, variant) -> int:
-        cfg = variant.section(run)
-        return parts.count(cfg.replicates, cfg.chunk_replicates)
-
-    def run_unit(self, ctx) -> None:
+    def run_part(self, ctx, size: int) -> None:
         from tests.tail_experiment.recursion import run_part
 
-        run_part(ctx)
+        run_part(ctx, size)
 
     def figures(self):
         from tests.tail_experiment.figures import FIGURES

@@ -22,10 +22,10 @@ def counts(points: np.ndarray, categories: int) -> np.ndarray:
     return np.bincount(flat, minlength=R * categories).reshape(R, categories)
 
 
-def run_part(ctx) -> None:
+def run_part(ctx, size: int) -> None:
     cfg, regime, G = ctx.config, ctx.variant.regime, ctx.run.generations_of("tail")
     K, n = cfg.categories, cfg.samples
-    ids = parts.replicate_range(cfg.replicates, cfg.chunk_replicates, ctx.index)
+    ids = parts.replicate_range(cfg.replicates, size, ctx.index)
     R = len(ids)
     rng = np.random.default_rng(ctx.seed())
     p = zipf(K, cfg.exponent)

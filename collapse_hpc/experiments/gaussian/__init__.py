@@ -12,24 +12,15 @@ unbiased one, E[W2^2] grows without bound.
 """
 from __future__ import annotations
 
+from collapse_hpc.experiments.base import default_variants
 from collapse_hpc.experiments import parts
-from collapse_hpc.experiments.base import Experiment, default_variants
+from collapse_hpc.experiments.parts import ArrayExperiment
 
 NAME = "gaussian"
 
 
-def part_size(run, variant) -> int:
-    cfg = variant.section(run)
-    pool = 0.0
-    if variant.regime.name == "accumulate-subsample":  # draws from every earlier pool
-        pool = variant.settings["samples"] * 8 * run.generations_of(NAME)
-    return parts.chunk_size(cfg.replicates, cfg.chunk_replicates, pool, cfg.pool_memory_gib)
-
-
-class GaussianExperiment(Experiment):
+class GaussianExperiment(ArrayExperiment):
     name = NAME
-    shape = "array"
-    job = "cpu"
     title = "Single Gaussian"
     order = 30
     metrics = ("mu_hat, sigma_hat, var_hat: the fitted mean, standard deviation and variance; log_var_hat: "
@@ -41,20 +32,22 @@ class GaussianExperiment(Experiment):
     def variants(self, run):
         return default_variants(NAME, run, extra=lambda cfg: [{"samples": n} for n in cfg.samples])
 
-    def units(self, run, variant) -> int:
-        return parts.count(variant.section(run).replicates, part_size(run, variant))
+    def pool_bytes(self, run, variant) -> float:
+        if variant.regime.name != "accumulate-subsample":  # accumulate keeps running moments only
+            return 0.0
+        return variant.settings["samples"] * 8 * run.generations_of(NAME)  # draws from every earlier pool
 
     def memory(self, run, variant) -> int:
         from collapse_hpc.experiments.gaussian.run import METRICS
 
         G, n = run.generations_of(NAME), variant.settings["samples"]
-        pool = n * G if variant.regime.name == "accumulate-subsample" else 0  # as part_size
-        return parts.memory(part_size(run, variant), G, len(METRICS), n, pool)
+        pool = int(self.pool_bytes(run, variant) // 8)  # float64 points per replicate
+        return parts.memory(self.part_size(run, variant), G, len(METRICS), n, pool)
 
-    def run_unit(self, ctx):
+    def run_part(self, ctx, size: int) -> None:
         from collapse_hpc.experiments.gaussian.run import run_part
 
-        run_part(ctx, part_size(ctx.run, ctx.variant))
+        run_part(ctx, size)
 
     def figures(self):
         from collapse_hpc.experiments.gaussian.figures import FIGURES

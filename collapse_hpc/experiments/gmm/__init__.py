@@ -11,43 +11,35 @@ from __future__ import annotations
 import re
 
 from collapse_hpc.experiments import parts
-from collapse_hpc.experiments.base import Experiment
+from collapse_hpc.experiments.parts import ArrayExperiment
 
 NAME = "gmm"
 
 
-def part_size(run, variant) -> int:
-    cfg = variant.section(run)
-    pool = 0.0
-    if variant.regime.name != "replace":  # every generation's points stay in memory
-        pool = cfg.samples * 2 * 8 * run.generations_of(NAME)
-    return parts.chunk_size(cfg.replicates, cfg.chunk_replicates, pool, cfg.pool_memory_gib)
-
-
-class GMMExperiment(Experiment):
+class GMMExperiment(ArrayExperiment):
     name = NAME
-    shape = "array"
-    job = "cpu"
     title = "Gaussian mixture"
     order = 20
     metrics = ("l2: exact L2 distance between each generation's fitted mixture and generation 0's; "
                "total_variance: trace of the fitted mixture's covariance; per component cK_: weight, mean, "
                "covariance and tail positions (see gmm/metrics.py).")
 
-    def units(self, run, variant) -> int:
-        return parts.count(variant.section(run).replicates, part_size(run, variant))
+    def pool_bytes(self, run, variant) -> float:
+        if variant.regime.name == "replace":
+            return 0.0
+        return variant.section(run).samples * 2 * 8 * run.generations_of(NAME)  # every generation's points
 
     def memory(self, run, variant) -> int:
         from collapse_hpc.experiments.gmm.metrics import names
 
         cfg, G = variant.section(run), run.generations_of(NAME)
-        pool = 2 * cfg.samples * G if variant.regime.name != "replace" else 0
-        return parts.memory(part_size(run, variant), G, len(names(cfg.components)), 2 * cfg.samples, pool)
+        return parts.memory(self.part_size(run, variant), G, len(names(cfg.components)), 2 * cfg.samples,
+                            int(self.pool_bytes(run, variant) // 8))
 
-    def run_unit(self, ctx):
+    def run_part(self, ctx, size: int) -> None:
         from collapse_hpc.experiments.gmm.run import run_part
 
-        run_part(ctx, part_size(ctx.run, ctx.variant))
+        run_part(ctx, size)
 
     def figures(self):
         from collapse_hpc.experiments.gmm.figures import FIGURES
