@@ -230,11 +230,12 @@ def test_stale_lock_take_over_is_race_free(tmp_path, monkeypatch):
     path.parent.mkdir()
     dead = 999_999_999
     path.write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "started": 0}))
-    a_holds = threading.Event()
+    a_holds, b_judging = threading.Event(), threading.Event()
     real_alive = lockmod._alive
 
     def alive(pid):
         if pid == dead and threading.current_thread().name == "B" and not a_holds.is_set():
+            b_judging.set()
             a_holds.wait(10)  # B has read the stale owner; A takes over meanwhile
             return False
         return False if pid == dead else real_alive(pid)
@@ -250,6 +251,7 @@ def test_stale_lock_take_over_is_race_free(tmp_path, monkeypatch):
 
     t = threading.Thread(target=b, name="B")
     t.start()
+    assert b_judging.wait(10)
     a = lockmod.RunLock(path, log=lambda m: None).acquire()
     a_holds.set()
     t.join(10)
