@@ -71,9 +71,10 @@ def examples(prompts, shards, tokenizer, n: int, source: str):
     ids = picked.column("block_id")
     out = shards.filter(pc.is_in(shards.column("prompt_block_id"), value_set=ids))
     text = dict(zip(out.column("prompt_block_id").to_pylist(), out.column("text").to_pylist()))
+    prompt = tokenizer.batch_decode(picked.column("input_ids").to_pylist(), skip_special_tokens=True)
     return pa.table({"prompt_block_id": ids.cast(pa.int64()),
                      "prompt_source": pa.array([source] * len(rows), pa.string()),
-                     "prompt": pa.array(tokenizer.batch_decode(picked.column("input_ids").to_pylist()), pa.string()),
+                     "prompt": pa.array(prompt, pa.string()),
                      "continuation": pa.array([text.get(i) for i in ids.to_pylist()], pa.string())})
 
 
