@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1
 # The GPU image of collapse-hpc: `make image` builds it, `make sif` converts it for Apptainer.
 #
-# Dependencies come from requirements.lock, the same lock `make setup` and CI install, with
-# one exception: the torch line. The lock pins the CPU wheel; here the base image already
-# carries the CUDA build of that same torch version, and the build fails if the two differ.
-# Everything else in the lock is installed unchanged (tests/containers/ checks this).
+# Dependencies come from requirements.lock, the runtime lock (make setup and CI install
+# requirements-dev.lock: the same pins plus test and lint tools, which stay out of this image),
+# with one exception: torch. The lock pins the CPU wheel; here the base image already carries
+# the CUDA build of that same torch version, and the build fails if the two differ. Everything
+# else in the lock is downloaded against its locked hash and installed unchanged
+# (tests/containers/ checks this).
 
 # A CUDA build of the locked torch version. Older drivers (< 580, CUDA 12): pass a cuda12.x
 # tag of the same torch version, e.g. make image BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
@@ -14,16 +16,21 @@ ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime
 # Build tools, the pip cache and the source tree stay here; the runtime stage only mounts
 # the finished wheels, so none of them ends up in a layer of the final image.
 FROM ${BASE_IMAGE} AS wheels
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY requirements.lock pyproject.toml README.md ./
 COPY collapse_hpc ./collapse_hpc
-# The lock without its torch line (the base image's CUDA torch stands in for it).
-RUN grep -v -E '^torch==' requirements.lock > /requirements.cuda.txt \
+# The lock without torch's entry (its line and its hash lines: the base image's CUDA torch
+# stands in for it).
+RUN awk '/^torch==/ {skip = 1; next} skip && /^[[:space:]]/ {next} {skip = 0; print}' requirements.lock \
+        > /requirements.cuda.txt \
     && grep -q -E '^torch==' requirements.lock
+# Every download is checked against the lock's hashes. The runtime stage installs these wheels
+# by their pins alone (deepspeed's wheel is built here from its checked sdist: no locked hash).
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip wheel --disable-pip-version-check --no-deps -w /wheels -r /requirements.cuda.txt \
+    python -m pip wheel --disable-pip-version-check --require-hashes --no-deps -w /wheels -r /requirements.cuda.txt \
     && python -m pip wheel --disable-pip-version-check --no-deps -w /wheels . \
-    && cp /requirements.cuda.txt /wheels/requirements.cuda.txt
+    && grep -E '^[A-Za-z0-9]' /requirements.cuda.txt | cut -d' ' -f1 > /wheels/requirements.cuda.txt
 
 # ---- stage 2: the runtime image ----
 FROM ${BASE_IMAGE} AS runtime
@@ -45,7 +52,7 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     python -m pip install --disable-pip-version-check --no-cache-dir --no-index --find-links /wheels \
         -r /wheels/requirements.cuda.txt /wheels/collapse_hpc-*.whl \
     && python -c "import sys, importlib.metadata as md; pins = [l.split('#')[0].strip().split('==') for l in open(sys.argv[1])]; bad = [f'{n}=={v} (installed {md.version(n)})' for n, v in (p for p in pins if len(p) == 2) if md.version(n) != v]; sys.exit(f'not the locked versions: {bad}' if bad else 0)" /wheels/requirements.cuda.txt \
-    && python -c "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(0 if v == sys.argv[1] else f'base image torch {v} != locked torch {sys.argv[1]}')" "$(sed -n 's/^torch==//p' /tmp/requirements.lock)" \
+    && python -c "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(0 if v == sys.argv[1] else f'base image torch {v} != locked torch {sys.argv[1]}')" "$(sed -n 's/^torch==\([^+ ]*\).*/\1/p' /tmp/requirements.lock)" \
     && rm /tmp/requirements.lock
 
 # Jobs run as an unprivileged user (Apptainer runs as the calling user anyway). Every

@@ -14,26 +14,34 @@ export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/collapse-hpc/torch_extensions
 export PYTHONNOUSERSITE := 1
 
-.PHONY: setup demo lint test test-slurm submit status aggregate verify bench data image sif clean help
+.PHONY: setup lock demo lint test test-slurm submit status aggregate verify bench data image sif clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# The dev lock: the runtime lock (requirements.lock, what the GPU image installs) plus the tools
+# to test, lint and lock; every file checked against its hash.
+$(VENV)/.installed: requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(PY) -m pip install --disable-pip-version-check -q --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv from requirements.lock (idempotent)
+setup: $(VENV)/.installed  ## create .venv from requirements-dev.lock (idempotent)
+
+LOCK_ARGS := -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock: setup  ## regenerate both locks from pyproject.toml (pip-tools; keeps pins: UPGRADE="-P numpy" moves one)
+	$(VENV)/bin/pip-compile $(LOCK_ARGS) $(UPGRADE) -o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile $(LOCK_ARGS) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
 
 demo: setup  ## the whole suite locally on CPU, offline, then the report
 	$(CLI) data prepare wikivital
 	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 	$(CLI) aggregate $(RUN)
 
-lint: setup  ## ruff over the code (pyproject.toml's [tool.ruff])
+lint: setup  ## ruff over the code, mypy over the public modules (pyproject.toml's [tool.ruff], [tool.mypy])
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: lint  ## lint, then the whole test suite (Slurm tests excluded: make test-slurm)
 	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)

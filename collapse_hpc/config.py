@@ -18,9 +18,10 @@ import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -157,7 +158,7 @@ class _Where:
     def __init__(self, file: str):
         self.file = file
 
-    def fail(self, key: str, msg: str):
+    def fail(self, key: str, msg: str) -> NoReturn:
         raise ConfigError(f"{self.file}: {key}: {msg}")
 
 
@@ -207,7 +208,7 @@ def _convert(tp, value, key: str, where: _Where):
         if tp is Regime and isinstance(value, dict):
             value = _regime_overrides(_regime_alias(value, key, where))
         if not isinstance(value, dict):
-            where.fail(key, f"expected a mapping of {tp.__name__} keys, got {value!r}")
+            where.fail(key, f"expected a mapping of {_typename(tp)} keys, got {value!r}")
         return build(tp, value, where.file, prefix=f"{key}.")
     if tp is Any:
         return value
@@ -371,13 +372,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load(path: str | Path, overrides: list[str] = (), generations: int | None = None) -> RunConfig:
+def load(path: str | Path, overrides: Sequence[str] = (), generations: int | None = None) -> RunConfig:
     """Load, override and validate a config file; raise ConfigError with one line on any problem."""
     raw = yamlfile.load_mapping(path)
     return from_dict(raw, str(path), overrides, generations)
 
 
-def from_dict(raw: dict, file: str = "<config>", overrides: list[str] = (),
+def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
               generations: int | None = None) -> RunConfig:
     from collapse_hpc import experiments
 
@@ -396,7 +397,8 @@ def from_dict(raw: dict, file: str = "<config>", overrides: list[str] = (),
         raw["generations"] = generations
     names = experiments.names()
     run_keys = {k: v for k, v in raw.items() if k not in names}
-    run = build(RunConfig, run_keys, file) if not _unknown(run_keys, names, file) else None
+    _refuse_unknown(run_keys, names, file)
+    run: RunConfig = build(RunConfig, run_keys, file)
     for name in names:
         if name in raw:
             if raw[name] is not None and not isinstance(raw[name], dict):
@@ -431,14 +433,13 @@ def _check_scored(run: RunConfig, file: str) -> None:
                                   f"{', '.join(able) or 'no experiment'}); give {name} its own regimes")
 
 
-def _unknown(run_keys: dict, names: list[str], file: str) -> bool:
+def _refuse_unknown(run_keys: dict, names: list[str], file: str) -> None:
     valid = [f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"] + names
     for k in run_keys:
         if k not in valid:
             close = difflib.get_close_matches(str(k), valid, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{file}: {k}: unknown key{hint}; valid keys: {', '.join(sorted(valid))}")
-    return False
 
 
 def dump(run: RunConfig) -> str:
@@ -467,7 +468,7 @@ def _sections(names=None):
 
 def describe() -> str:
     """Every key of every section: name, default, checks, meaning (collapse-hpc config)."""
-    text = []
+    text: list[str] = []
     for title, cls, prefix in _sections():
         text += ([""] if text else []) + [f"{title}:"]
         for name, default, checks, help in _keys(cls):

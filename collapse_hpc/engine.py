@@ -173,7 +173,7 @@ def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True) -> bo
         return True
     from collapse_hpc.store import read_manifest
 
-    return read_manifest(unit_dir).get("generations") == run.generations_of(exp.name)
+    return (read_manifest(unit_dir) or {}).get("generations") == run.generations_of(exp.name)
 
 
 def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:

@@ -86,6 +86,7 @@ def mix(regime: Regime, n_real: int, generated: list[int], rng: np.random.Genera
         return [(-1, np.arange(n_real))]
     if regime.name in SCORED and scores is None:
         raise ValueError(f"the {regime.name} regime needs the experiment's scores of its pools' items")
+    scores = scores or {}  # read by the SCORED regimes alone
     if regime.name == "verifier-filter":
         return [_filtered(regime, len(generated) - 1, np.asarray(scores[len(generated) - 1]), size, rng)]
     if regime.name == "replace":

@@ -75,7 +75,7 @@ def default_variants(experiment: str, run, extra=None) -> list[Variant]:
     """regimes x seeds (x each dict of `extra` settings: a list, or a function of the variant's
     config section giving one). Regimes that differ only in other experiments' overrides give
     this experiment one variant, not two."""
-    out = {}
+    out: dict[str, Variant] = {}
     regimes = [r.scoped(experiment) for r in run.regimes_of(experiment)]
     settings = {id(r): (extra(run.section_for(experiment, r)) if callable(extra) else extra) or [{}]
                 for r in regimes}

@@ -5,18 +5,33 @@ import shlex
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-LOCK = REPO / "requirements.lock"
+LOCK = REPO / "requirements.lock"  # the runtime lock: the GPU image
+DEV_LOCK = REPO / "requirements-dev.lock"  # the runtime lock's pins plus test/lint tools: make setup, CI
 
 
-def lock_pins() -> dict[str, str]:
-    """requirements.lock as {normalised name: version}."""
+def lock_pins(path=LOCK) -> dict[str, str]:
+    """A pip-compile lock as {normalised name: version} (its hash and comment lines skipped)."""
     pins = {}
-    for line in LOCK.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[normalise(name)] = version
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+        if m:
+            pins[normalise(m.group(1))] = m.group(2)
     return pins
+
+
+def lock_hashes(path=LOCK) -> dict[str, set[str]]:
+    """{normalised name: its --hash values} of a pip-compile --generate-hashes lock."""
+    hashes: dict[str, set[str]] = {}
+    name = None
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", line)
+        if m:
+            name = normalise(m.group(1))
+            hashes[name] = set()
+        hashes_here = re.findall(r"--hash=(sha256:[0-9a-f]{64})", line)
+        if hashes_here and name:
+            hashes[name].update(hashes_here)
+    return hashes
 
 
 def normalise(name: str) -> str:
