@@ -6,9 +6,15 @@ No heavy imports here.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from collapse_hpc.config import FILE_NAME_CHARS, Section, knob
+
+# Derived from batch_size, micro_batch_size and the ranks: the data order depends on them.
+DERIVED_DEEPSPEED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
 
 @dataclass
@@ -48,7 +54,10 @@ class LMConfig(Section):
     weight_decay: float = knob(0.01, "AdamW weight decay (torch's default)", min=0)
     batch_size: int = knob(128, "global batch in blocks, over all ranks (gradient accumulation as needed)", min=1)
     micro_batch_size: int = knob(16, "blocks per forward pass per rank", min=1)
-    zero_stage: int = knob(0, "DeepSpeed ZeRO stage", choices=(0, 1, 2))
+    zero_stage: int = knob(0, "DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
+    deepspeed: dict[str, Any] | str | None = knob(
+        None, "DeepSpeed config merged over the generated one (offload, monitors, ...): a mapping, or a JSON "
+              "file's path (read when the config loads; the run keeps its contents). Batch sizes: batch_size")
     fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's")
     precision: str = knob("auto", "auto (bf16-mixed on GPU, fp32 on CPU); bf16-mixed: torch autocast over fp32 "
                                   "weights; bf16: DeepSpeed's bf16 weights with fp32 master copies; fp32",
@@ -101,6 +110,24 @@ class LMConfig(Section):
             raise ValueError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
         if self.model == "tiny" and self.hidden_size % self.heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads})")
+        if isinstance(self.deepspeed, str):
+            self.deepspeed = _read_json(self.deepspeed)
+        derived = [k for k in DERIVED_DEEPSPEED_KEYS if k in (self.deepspeed or {})]
+        if derived:
+            raise ValueError(f"deepspeed: {', '.join(derived)} follow from batch_size, micro_batch_size and "
+                             "the ranks; set those instead")
+
+
+def _read_json(path: str) -> dict:
+    try:
+        value = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ValueError(f"deepspeed: cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ValueError(f"deepspeed: {path} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"deepspeed: {path} holds {type(value).__name__}, not a mapping of DeepSpeed keys")
+    return value
 
 
 CONFIG = LMConfig

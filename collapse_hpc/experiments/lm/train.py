@@ -4,9 +4,10 @@ The reference's recipe: AdamW (torch's, unless `fused_adam`), lr 2e-5 with cosin
 epoch down to 1e-6, 5 epochs, global batch 128 (split over ranks, gradient accumulation as
 needed), validation loss after every epoch (scored as config `eval_precision`, fp32 by default), and the
 best-validation model kept (the epoch with the lowest validation loss, not the last). bf16 on GPU,
-fp32 on CPU; ZeRO stage 0/1/2. On GPU, bf16 by default means torch autocast over fp32 weights
-(DeepSpeed's `torch_autocast`, as Lightning's bf16-mixed): measured 2x faster than DeepSpeed's
-bf16 weights + fp32 master copies for OPT-125M on an H100; `precision: bf16` selects the latter.
+fp32 on CPU; ZeRO stage 0-3, and `lm.deepspeed` merged over the generated DeepSpeed config
+(ds_config). On GPU, bf16 by default means torch autocast over fp32 weights (DeepSpeed's
+`torch_autocast`, as Lightning's bf16-mixed): measured 2x faster than DeepSpeed's bf16 weights +
+fp32 master copies for OPT-125M on an H100; `precision: bf16` selects the latter.
 
 Data order: each epoch shuffles the blocks with a generator seeded by (seed, epoch), pads the
 order to whole global batches by wrapping around (as DistributedSampler does), and every optimizer
@@ -91,7 +92,27 @@ def ds_config(cfg, micro: int, accumulation: int, world_size: int, precision: st
     }
     if cfg.fused_adam:
         conf["optimizer"] = {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay}}
-    return conf
+    return merge(conf, cfg.deepspeed or {})
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` laid over `base`: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _whole_weights(engine):
+    """ZeRO-3 splits every weight over the ranks: gather them (a collective: every rank enters)
+    to evaluate or save the model whole; a no-op under stages 0-2."""
+    import contextlib
+
+    import deepspeed
+
+    if not engine.zero_optimization_partition_weights():
+        return contextlib.nullcontext()
+    return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
 
 
 def epoch_order(n: int, seed: int, epoch: int, length: int) -> np.ndarray:
@@ -103,6 +124,54 @@ def epoch_lr_factor(cfg, epoch: int) -> float:
     """Cosine annealing per epoch (the reference's CosineAnnealingLR(T_max=epochs, eta_min))."""
     lr = cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
     return lr / cfg.lr
+
+
+CURVE = ("step", "epoch", "loss", "lr", "seconds", "tokens_per_s")  # one entry per optimizer step
+
+
+class _Curve:
+    """Per-step loss, learning rate and throughput, without a host sync per step: losses add up in
+    a device buffer, and on a GPU each step is timed by CUDA events, read when the curve is
+    flushed (at checkpoints, which sync anyway)."""
+
+    def __init__(self, device, tokens_per_step: int, accumulation: int):
+        import torch
+
+        self.torch, self.cuda = torch, device.type == "cuda"
+        self.device, self.tokens, self.accum = device, tokens_per_step, accumulation
+        self.pending: list[tuple] = []  # (step in epoch, global step, lr, start mark, end mark)
+
+    def epoch(self, epoch: int, steps: int) -> None:
+        self.current, self.losses = epoch, self.torch.zeros(steps, device=self.device)
+
+    def _mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def begin(self, step: int, global_step: int, lr: float) -> None:
+        self.pending.append((step, global_step, lr, self._mark()))
+
+    def add_loss(self, step: int, loss) -> None:
+        self.losses[step] += loss.detach().float() / self.accum  # in place: nothing kept per step
+
+    def end(self) -> None:
+        self.pending[-1] += (self._mark(),)
+
+    def flush(self, into: dict) -> None:
+        if not self.pending:
+            return
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        losses = self.losses.tolist()
+        for step, global_step, lr, t0, t1 in self.pending:
+            seconds = t0.elapsed_time(t1) / 1000 if self.cuda else t1 - t0
+            for key, value in zip(CURVE, (global_step, self.current + 1, losses[step], lr, seconds,
+                                          self.tokens / seconds if seconds > 0 else math.nan)):
+                into[key].append(value)
+        self.pending = []
 
 
 def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -160,24 +229,30 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
         return torch.optim.lr_scheduler.LambdaLR(
             basic_optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
 
+    conf = ds_config(cfg, micro, accum, world_size, precision)
+    zero_stage = conf.get("zero_optimization", {}).get("stage", 0)
+    if "activation_checkpointing" in conf:
+        # HF models do not call DeepSpeed's checkpointing API: turn on their own
+        model.gradient_checkpointing_enable()
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
-        model_parameters=model.parameters() if optimizer is None else None,
-        config=ds_config(cfg, micro, accum, world_size, precision))
+        model_parameters=model.parameters() if optimizer is None else None, config=conf)
     use_weights_only(engine)  # resume never unpickles arbitrary objects
 
-    state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [], "train_loss": []}
+    state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [], "train_loss": [],
+             "curve": {k: [] for k in CURVE}}
     resumed_from = None
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tags = _complete_tags(ckpt_dir)
     if tags:
         step, tag_dir = tags[-1]
         _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag_dir.name)
-        state.update({k: client[k] for k in state})
+        state.update({k: client[k] for k in state if k in client})  # older checkpoints: no curve
         resumed_from = step
         log.info("resumed from checkpoint %s (epoch %d)", tag_dir.name, step // steps_per_epoch)
 
     def checkpoint():
+        curve.flush(state["curve"])  # the checkpoint carries the curve so far: resume continues it
         tag = f"step{state['global_step']:08d}"
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=dict(state), save_latest=False)
         distributed.barrier()  # every rank has returned from save_checkpoint
@@ -195,17 +270,20 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
     # the whole training set lives on the device: no host-to-device copy per step
     ids_dev = torch.from_numpy(ids).to(device)
     train_time, tokens, epoch_seconds = 0.0, 0, []
+    curve = _Curve(device, global_batch * ids.shape[1], accum)
     first_epoch = state["global_step"] // steps_per_epoch
     for epoch in range(first_epoch, cfg.epochs):
         order = epoch_order(len(ids), seed, epoch, steps_per_epoch * global_batch)
         engine.train()
         loss_sum, micro_steps = torch.zeros((), device=device), 0
+        curve.epoch(epoch, steps_per_epoch)
         start_step = state["global_step"] - epoch * steps_per_epoch
         t0 = time.perf_counter()
         bar = tqdm(range(start_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    leave=False, disable=rank != 0)
         order_dev = torch.from_numpy(order).to(device)
         for step in bar:
+            curve.begin(step, state["global_step"] + 1, engine.get_lr()[0])
             base = step * global_batch
             for m in range(accum):
                 pos = base + (m * world_size + rank) * micro
@@ -218,7 +296,9 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
                 # a running sum on the device: no host sync per step, and no per-step tensor kept
                 # (a list of each step's detached loss grew memory by ~32 MB a step, torch 2.13)
                 loss_sum += loss.detach().float()
+                curve.add_loss(step, loss)
                 micro_steps += 1
+            curve.end()
             tokens += global_batch * ids.shape[1]
             state["global_step"] += 1
             if step % 50 == 0:
@@ -232,16 +312,18 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
             torch.cuda.synchronize()  # steps are queued asynchronously: time them once they ran
         train_time += time.perf_counter() - t0
         epoch_seconds.append(train_time - sum(epoch_seconds))
-        val = mean_loss(engine.module, val_ids, cfg.eval_batch_size, device, rank, world_size,
-                        bf16=cfg.eval_precision == "bf16")
+        with _whole_weights(engine):
+            val = mean_loss(engine.module, val_ids, cfg.eval_batch_size, device, rank, world_size,
+                            bf16=cfg.eval_precision == "bf16")
         state["val_loss"].append(val)
         state["train_loss"].append(float(loss_sum) / micro_steps if micro_steps else float("nan"))
         log.info("epoch %d/%d: train loss %.4f, validation loss %.4f", epoch + 1, cfg.epochs,
                  state["train_loss"][-1], val)
         if val < state["best_val_loss"]:
             state["best_val_loss"], state["best_epoch"] = val, epoch
-            if rank == 0:
-                _save_pretrained_atomic(engine.module, None, ckpt_dir / "best")
+            with _whole_weights(engine):
+                if rank == 0:
+                    _save_pretrained_atomic(engine.module, None, ckpt_dir / "best")
         checkpoint()
 
     distributed.barrier()
@@ -255,8 +337,9 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
         torch.cuda.empty_cache()
     return {"best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
             "val_loss": state["val_loss"], "train_loss": state["train_loss"], "epochs": cfg.epochs,
+            "curve": state["curve"],
             "steps": state["global_step"], "tokens": tokens, "seconds": train_time,
             "epoch_seconds": epoch_seconds,
             "tokens_per_s": tokens / train_time if train_time else float("nan"),
             "resumed_from": resumed_from, "world_size": world_size, "micro_batch_size": micro,
-            "gradient_accumulation": accum, "precision": precision, "zero_stage": cfg.zero_stage}
+            "gradient_accumulation": accum, "precision": precision, "zero_stage": zero_stage}

@@ -194,6 +194,17 @@ def test_loss_falls_and_kill_mid_epoch_then_resume_gives_the_same_weights(lm_dat
     assert resumed["resumed_from"] == 3
     assert resumed["val_loss"] == summary["val_loss"]
     assert model_fingerprint(killed / "model") == model_fingerprint(whole / "model")
+    # the training curve: one entry per optimizer step, continued across the kill
+    curve, n = summary["curve"], summary["steps"] // 2  # n steps per epoch
+    assert curve["step"] == list(range(1, 2 * n + 1)) and curve["epoch"] == [1] * n + [2] * n
+    for key in ("step", "epoch", "loss", "lr"):
+        assert resumed["curve"][key] == curve[key], key
+    cfg = tiny_cfg()
+    assert curve["lr"] == pytest.approx([cfg.lr] * n + [cfg.lr * train.epoch_lr_factor(cfg, 1)] * n)
+    for epoch in (0, 1):  # each epoch's mean step loss is the epoch's training loss
+        assert np.mean(curve["loss"][n * epoch:n * (epoch + 1)]) == pytest.approx(summary["train_loss"][epoch])
+    assert all(s > 0 for s in curve["seconds"])
+    assert curve["tokens_per_s"] == pytest.approx([16 * 16 / s for s in curve["seconds"]])
 
 
 @pytest.mark.slow

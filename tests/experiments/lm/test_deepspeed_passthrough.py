@@ -1,0 +1,87 @@
+"""lm.deepspeed: a mapping (or a JSON file) merged over the generated DeepSpeed config, reaching
+the real engine: ZeRO-3 and DeepSpeed's csv monitor on two CPU ranks over gloo."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from collapse_hpc import config as cfgmod
+from collapse_hpc.errors import ConfigError
+from collapse_hpc.experiments.lm import train
+from tests.experiments.lm.conftest import tiny_cfg
+from tests.experiments.lm.test_train import REPO, _launch, _tail, _wait
+
+
+def test_passthrough_merges_over_the_generated_config():
+    over = {"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}, "gradient_clipping": 1.0,
+            "csv_monitor": {"enabled": True, "output_path": "mon/"}}
+    conf = train.ds_config(tiny_cfg(deepspeed=over), 16, 4, 2, "fp32")
+    assert conf["zero_optimization"] == {"stage": 3, "offload_optimizer": {"device": "cpu"}}
+    assert conf["gradient_clipping"] == 1.0 and conf["csv_monitor"]["enabled"]
+    assert conf["train_batch_size"] == 128 and conf["bf16"] == {"enabled": False}  # the generated rest stays
+    assert train.ds_config(tiny_cfg(), 16, 4, 2, "fp32")["gradient_clipping"] == 0.0
+
+
+def _load(tmp_path, deepspeed):
+    return cfgmod.from_dict({"lm": {"deepspeed": deepspeed}}, str(tmp_path / "c.yaml")).sections["lm"]
+
+
+def test_a_json_file_is_read_when_the_config_loads(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 3}, "wall_clock_breakdown": True}))
+    section = _load(tmp_path, str(path))
+    assert section.deepspeed == {"zero_optimization": {"stage": 3}, "wall_clock_breakdown": True}
+    assert _load(tmp_path, {"gradient_clipping": 0.5}).deepspeed == {"gradient_clipping": 0.5}
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "lm.deepspeed: deepspeed: cannot read {path}: No such file or directory"),
+    ("{not json", "lm.deepspeed: deepspeed: {path} is not valid JSON: Expecting property name"),
+    ("[1, 2]", "lm.deepspeed: deepspeed: {path} holds list, not a mapping of DeepSpeed keys"),
+    ('{"train_batch_size": 64}', "lm.deepspeed: deepspeed: train_batch_size follow from batch_size"),
+])
+def test_a_bad_file_is_one_error_line(tmp_path, content, message):
+    path = tmp_path / "ds.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, str(path))
+    assert message.format(path=path).replace("lm.deepspeed: ", "") in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_the_cli_exits_2_with_one_error_line_on_bad_json(tmp_path):
+    (tmp_path / "ds.json").write_text("{oops")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"lm:\n  deepspeed: {tmp_path / 'ds.json'}\n")
+    r = subprocess.run([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(tmp_path / "run")],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "is not valid JSON" in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_zero3_and_csv_monitor_reach_the_engine_on_two_ranks(lm_data_dir, tmp_path):
+    """ZeRO-3 partitions the weights (gathered to evaluate and save), and the csv monitor, which
+    nothing in collapse_hpc knows of, writes DeepSpeed's per-step learning rate and loss."""
+    from collapse_hpc.experiments.lm.model import load_model
+
+    monitor = tmp_path / "monitor"
+    over = {"deepspeed": {"zero_optimization": {"stage": 3},
+                          "csv_monitor": {"enabled": True, "output_path": str(monitor), "job_name": "gen"}},
+            "epochs": 2}
+    codes, (r0, r1) = _wait(_launch(lm_data_dir, tmp_path, over, world=2), tmp_path)
+    assert codes == [0, 0], _tail(tmp_path)
+    assert r0["zero_stage"] == 3 and r0["params"] == r1["params"]
+    assert r0["val_loss"] == r1["val_loss"] and r0["val_loss"][-1] < r0["initial_val_loss"]
+    saved = load_model(tmp_path / "model")
+    assert all(p.numel() > 0 for p in saved.parameters())  # whole weights, not ZeRO-3's empty shards
+    rows = [line.split(",") for line in (monitor / "gen" / "Train_Samples_lr.csv").read_text().splitlines()]
+    assert rows[0] == ["step", "lr"] and len(rows) - 1 == r0["steps"]  # one row per optimizer step
+    lrs = sorted({float(lr) for _, lr in rows[1:]}, reverse=True)
+    cfg = tiny_cfg()
+    assert lrs == pytest.approx([cfg.lr * train.epoch_lr_factor(cfg, e) for e in range(2)])  # our cosine
