@@ -129,8 +129,15 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                 examples = {"prompt_block_id": pa.array([0, 199, 399, 599], pa.int64()),
                             "prompt_source": ["real"] * 4, "prompt": [f"<b>Prompt</b> {i} & co" for i in range(4)],
                             "continuation": [f"text of gen {g} for {i} in {variant} <i>" for i in range(4)]}
+                steps = np.arange(1, 41)
+                curve = {"generation": pa.array([g] * 40, pa.int64()), "step": pa.array(steps, pa.int64()),
+                         "epoch": pa.array((steps - 1) // 8 + 1, pa.int64()),
+                         "loss": 2.0 + 0.1 * drift + np.exp(-steps / 10) + rng.normal(0, 0.05, 40),
+                         "lr": np.full(40, 2e-5), "seconds": np.full(40, 0.5),
+                         "tokens_per_s": 16384 + rng.normal(0, 500, 40)}
                 _unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics, "sequence_ppl.parquet": seqs,
-                                                            "examples.parquet": examples},
+                                                            "examples.parquet": examples,
+                                                            "training_curve.parquet": curve},
                       finished=g < reached, seconds=1800.0, gpus=2, cpus=16, regime=f"replace-p{keep:g}", seed=seed)
 
 

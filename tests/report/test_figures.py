@@ -67,6 +67,25 @@ def _context(root, experiment):
     return Context(experiment, df, stats.summarise(df), data)
 
 
+def test_lm_training_curves_draw_every_generation_of_every_regime(tmp_path):
+    from collapse_hpc.experiments.lm.figures import lm_training_curves
+    from tests.report import synthetic
+
+    root = tmp_path / "run"
+    synthetic.write_config(root, {"lm": {"generations": 3}}, regimes=[{"name": "replace", "keep_fraction": 0.0},
+                                                                      {"name": "replace", "keep_fraction": 0.1}])
+    synthetic.lm(root, generations=3, seeds=(0,), small=True)
+    fig, caption = lm_training_curves(_context(root, "lm"))
+    axes = fig.axes
+    assert len(axes) == 4 and "training_curve.parquet" in caption  # loss and tokens/s x 2 regimes
+    loss = axes[0].get_lines()
+    assert [line.get_label() for line in loss] == ["generation 0", "generation 1", "generation 2"]
+    assert list(loss[0].get_xdata()) == list(range(1, 41))
+    written = pd.read_parquet(root / "lm" / "replace-p0-s0" / "gen_000" / "training_curve.parquet")
+    np.testing.assert_allclose(loss[0].get_ydata(), written["loss"])
+    np.testing.assert_allclose(axes[2].get_lines()[0].get_ydata(), written["tokens_per_s"])
+
+
 def test_one_generation_has_integer_ticks(tmp_path):
     # a line from one point: matplotlib's default x range is +-0.05, whose ticks (-0.045 …) overlap
     from collapse_hpc.report import style

@@ -14,7 +14,8 @@
      training blocks (the reference's --evalgen_only) -> real_train_ppl.parquet; each generated
      block's perplexity under the generation-0 model -> sequence_ppl.parquet (all: block_id, ppl);
      generation 0 also scores the initial model on the test split (zero_shot_test_ppl, the paper's
-     115 for OPT-125M); diversity -> metrics.parquet (one wide row)
+     115 for OPT-125M); diversity -> metrics.parquet (one wide row); the training curve (per
+     optimizer step: loss, learning rate, tokens/s) -> training_curve.parquet
 """
 from __future__ import annotations
 
@@ -63,6 +64,19 @@ def _train(ctx, tokenizer, train_set, val, log) -> dict:
         atomic.write_json(out / TRAINING, result)
     distributed.barrier()
     return result
+
+
+def curve_table(generation: int, curve: dict | None):
+    """The training curve (train.CURVE: one row per optimizer step) as a table; empty when the
+    model was trained before curves were recorded."""
+    import pyarrow as pa
+
+    from collapse_hpc.experiments.lm.train import CURVE
+
+    curve = curve or {k: [] for k in CURVE}
+    columns = {"generation": pa.array([generation] * len(curve["step"]), pa.int64()),
+               "step": pa.array(curve["step"], pa.int64()), "epoch": pa.array(curve["epoch"], pa.int64())}
+    return pa.table({**columns, **{k: pa.array(curve[k], pa.float64()) for k in CURVE if k not in columns}})
 
 
 def run_generation(ctx) -> None:
@@ -146,5 +160,6 @@ def run_generation(ctx) -> None:
     ctx.write_table("sequence_ppl.parquet", perplexity_table(shards, seq_ppl), meta)
     ctx.write_table("examples.parquet", mixing.examples(prompts, shards, tokenizer, EXAMPLES, cfg.prompts), meta)
     ctx.write_table("metrics.parquet", metrics.metrics_table(g, values), meta)
+    ctx.write_table("training_curve.parquet", curve_table(g, training.get("curve")), meta)
     log.info("gen %d (%s): test ppl %.2f, generated-data ppl under gen 0: median %.2f", g,
              ctx.variant.regime.label, test_ppl, values["ppl_p50"])

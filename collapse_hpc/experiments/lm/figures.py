@@ -143,9 +143,49 @@ def lm_beyond(ctx: Context):
                  "(lower is worse).")
 
 
+def lm_training_curves(ctx: Context):
+    """Training loss and throughput against the optimizer step, one line per generation (mean
+    over seeds), one column per regime: training_curve.parquet of each finished unit."""
+    tables = []
+    for run in ctx.runs:
+        for unit in run.finished("lm"):
+            path = unit.file("training_curve.parquet")
+            if path is None:
+                continue
+            d = pq.read_table(path, columns=["step", "loss", "tokens_per_s"]).to_pandas()
+            info = run.variant("lm", unit.variant)
+            row = {"regime": info.regime, **info.settings}
+            tables.append(d.assign(run=run.label, series=series_label(row, list(info.settings)),
+                                   generation=unit.index))
+    d = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if d.empty:
+        return None
+    d = d.groupby(["run", "series", "generation", "step"], as_index=False)[["loss", "tokens_per_s"]].mean()
+    panels = [(r, s) for r in ctx.run_labels for s in sorted(d["series"].unique(), key=series_order)
+              if ((d["run"] == r) & (d["series"] == s)).any()]
+    gens = sorted(d["generation"].unique())
+    colours = style.generation_colours(len(gens))
+    fig, axes = style.figure(2, len(panels), sharex=True)
+    for c, (run, s) in enumerate(panels):
+        sub = d[(d["run"] == run) & (d["series"] == s)]
+        for i, g in enumerate(gens):
+            line = sub[sub["generation"] == g]
+            for r, (col, label) in enumerate([("loss", "training loss"), ("tokens_per_s", "tokens/s")]):
+                axes[r, c].plot(line["step"], line[col], color=colours[i], linestyle=style.generation_dash(i),
+                                linewidth=1.0, label=f"generation {g}" if r == 0 else None)
+                axes[r, c].set_ylabel(label)
+        axes[0, c].set_title(s if len(ctx.run_labels) == 1 else f"{run}: {s}")
+        axes[1, c].set_xlabel("optimizer step within the generation")
+    legend_below(fig, axes)
+    return fig, ("Training loss (mean of each optimizer step's micro-batches) and training throughput "
+                 "against the step, one line per generation (mean over seeds), per regime: from each "
+                 "generation's training_curve.parquet.")
+
+
 FIGURES = [("sequence_ppl", "Perplexity of generated data under the generation-0 model", lm_sequence_ppl),
            ("test_ppl", "Test perplexity", lm_test_ppl),
            ("diversity", "Diversity of generated data", lm_diversity),
+           ("training_curves", "Training curves", lm_training_curves),
            ("beyond", "Beyond the paper: decoding strategies and curated regimes", lm_beyond)]
 
 

@@ -124,6 +124,13 @@ def _check_chain(store, generations=2):
             assert (ppl > 1).all() and min(ppl) <= m["test_ppl"] <= max(ppl)
             manifest = json.loads((unit / "manifest.json").read_text())
             assert manifest["files"]["test_ppl.parquet"]["rows"] == 16
+            # the training curve: one row per optimizer step of this generation's training
+            curve = pq.read_table(unit / "training_curve.parquet").to_pandas()
+            training = json.loads((unit / "model" / "training.json").read_text())
+            assert curve["step"].tolist() == list(range(1, training["steps"] + 1))
+            assert (curve["generation"] == g).all() and curve["epoch"].max() == training["epochs"]
+            assert (curve["loss"] > 0).all() and (curve["lr"] > 0).all() and (curve["tokens_per_s"] > 0).all()
+            assert manifest["files"]["training_curve.parquet"]["rows"] == training["steps"]
         ts = pq.read_table(units[1] / "train_set.parquet")
         counts = mixing.counts_by_source(ts)
         assert counts == ({0: 48} if v == "replace-p0-s0" else {-1: 12, 0: 36})
