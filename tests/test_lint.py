@@ -1,5 +1,6 @@
-"""Lint is part of `make test` (and so CI): ruff with the project's own configuration, on the
-whole tree, before the tests; and the Python version the README promises is the package's."""
+"""Lint is part of `make test` (and so CI): ruff with the project's own configuration on the
+whole tree, and mypy over the public modules, before the tests; and the Python version the
+README promises is the package's."""
 import re
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUFF = Path(sys.executable).parent / "ruff"
 
 
-def test_make_test_runs_ruff_before_pytest():
+def test_make_test_runs_ruff_and_mypy_before_pytest():
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
@@ -20,8 +21,22 @@ def test_make_test_runs_ruff_before_pytest():
     out = subprocess.run([make, "-n", "--no-print-directory", "-o", ".venv/.installed", "test"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout.splitlines()
     ruff = next(i for i, line in enumerate(out) if re.search(r"\bruff check \.", line))
+    mypy = next(i for i, line in enumerate(out) if re.search(r"/mypy$", line))
     pytest_line = next(i for i, line in enumerate(out) if "-m pytest" in line)
-    assert ruff < pytest_line
+    assert ruff < pytest_line and mypy < pytest_line
+
+
+def test_mypy_checks_the_public_modules_and_catches_a_type_error(tmp_path):
+    import tomllib
+
+    files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    public = {"collapse_hpc/config.py", "collapse_hpc/regimes.py", "collapse_hpc/store", "collapse_hpc/engine.py"}
+    assert public <= set(files)
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(x: int) -> str:\n    return x\n")
+    mypy = [str(RUFF.with_name("mypy")), "--config-file", str(REPO / "pyproject.toml"), "--no-incremental"]
+    r = subprocess.run([*mypy, str(bad)], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and "Incompatible return value type" in r.stdout
 
 
 def test_ruff_with_the_project_config_catches_an_unused_import_and_passes_the_tree(tmp_path):

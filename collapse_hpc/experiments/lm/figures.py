@@ -15,25 +15,28 @@ from collapse_hpc.report.figures import GAPS, metric_grid, pick
 from collapse_hpc.report.plots import (Context, legend_below, no_data, plain_log_ticks, series_label, series_order)
 
 
-def lm_sequence_ppl(ctx: Context):
-    """The paper's headline figure: perplexity (under the generation-0 model) of each sequence a
-    generation produced, one histogram per generation, one panel per regime."""
+def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
+    """`columns` of the table `name` of every finished lm unit, with its run, series and
+    generation (empty when no unit has them)."""
     tables = []
     for run in ctx.runs:
         for unit in run.finished("lm"):
-            path = unit.file("sequence_ppl.parquet")
-            if path is None:
+            path = unit.file(name)
+            if path is None or not set(columns) <= set(pq.read_schema(path).names):
                 continue
-            if "ppl" not in pq.read_schema(path).names:  # evaluate.perplexity_table's column
-                continue
-            ppl = pq.read_table(path, columns=["ppl"]).column("ppl").to_numpy()
             info = run.variant("lm", unit.variant)
             row = {"regime": info.regime, **info.settings}
-            tables.append(pd.DataFrame({"run": run.label, "series": series_label(row, list(info.settings)),
-                                        "generation": unit.index, "ppl": ppl}))
-    if not tables:
+            tables.append(pq.read_table(path, columns=columns).to_pandas().assign(
+                run=run.label, series=series_label(row, list(info.settings)), generation=unit.index))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+
+
+def lm_sequence_ppl(ctx: Context):
+    """The paper's headline figure: perplexity (under the generation-0 model) of each sequence a
+    generation produced, one histogram per generation, one panel per regime."""
+    d = unit_tables(ctx, "sequence_ppl.parquet", ["ppl"])  # evaluate.perplexity_table's column
+    if d.empty:
         return None
-    d = pd.concat(tables, ignore_index=True)
     d = d[np.isfinite(d["ppl"]) & (d["ppl"] > 0)]
     if d.empty:
         return None
@@ -146,18 +149,7 @@ def lm_beyond(ctx: Context):
 def lm_training_curves(ctx: Context):
     """Training loss and throughput against the optimizer step, one line per generation (mean
     over seeds), one column per regime: training_curve.parquet of each finished unit."""
-    tables = []
-    for run in ctx.runs:
-        for unit in run.finished("lm"):
-            path = unit.file("training_curve.parquet")
-            if path is None:
-                continue
-            d = pq.read_table(path, columns=["step", "loss", "tokens_per_s"]).to_pandas()
-            info = run.variant("lm", unit.variant)
-            row = {"regime": info.regime, **info.settings}
-            tables.append(d.assign(run=run.label, series=series_label(row, list(info.settings)),
-                                   generation=unit.index))
-    d = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    d = unit_tables(ctx, "training_curve.parquet", ["step", "loss", "tokens_per_s"])
     if d.empty:
         return None
     d = d.groupby(["run", "series", "generation", "step"], as_index=False)[["loss", "tokens_per_s"]].mean()
