@@ -170,8 +170,10 @@ def lm_training_curves(ctx: Context):
         axes[1, c].set_xlabel("optimizer step within the generation")
     legend_below(fig, axes)
     return fig, ("Training loss (mean of each optimizer step's micro-batches) and training throughput "
-                 "against the step, one line per generation (mean over seeds), per regime: from each "
-                 "generation's training_curve.parquet.")
+                 "against the step, one line per generation (mean over seeds), per regime, from each "
+                 "generation's training_curve.parquet. Under collapse later generations train to a lower "
+                 "loss: their data is text earlier models found likely, so a loss below generation 0's is "
+                 "worse here, not better. Tokens/s shows only the run's speed.")
 
 
 FIGURES = [("sequence_ppl", "Perplexity of generated data under the generation-0 model", lm_sequence_ppl),
