@@ -16,6 +16,7 @@ from collapse_hpc import engine
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
 from collapse_hpc.store import RunStore, read_manifest
+from collapse_hpc.store.lock import pid_alive
 
 BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}
 
@@ -41,14 +42,6 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
         except UserError:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
             pass
     return out
-
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def _clock(seconds) -> str:
@@ -88,7 +81,7 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
     jid = entry.get("job_id")
     if local:
         state = entry.get("state") or ("not run" if jid is None else "?")
-        if state == "RUNNING" and not _pid_alive(jid):
+        if state == "RUNNING" and not (str(jid).isdigit() and pid_alive(int(jid))):
             state = "INTERRUPTED"  # the launcher died with the job
         return state, _clock(entry.get("elapsed"))
     if jid is None:

@@ -53,7 +53,8 @@ def host_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host is running (an unreaped zombie is not)."""
     try:
         os.kill(pid, 0)
     except OSError as e:
@@ -101,13 +102,13 @@ class RunLock:
                         continue
                     time.sleep(0.2)
                     continue
-                helpers = [h for h in owner.get("helpers") or [] if isinstance(h, int) and _alive(h)]
-                if owner.get("host") == me["host"] and not _alive(_pid(owner)) and helpers:
+                helpers = [h for h in owner.get("helpers") or [] if isinstance(h, int) and pid_alive(h)]
+                if owner.get("host") == me["host"] and not pid_alive(_pid(owner)) and helpers:
                     # a launcher killed alone leaves its unit processes writing into the run
                     raise UserError(f"run is locked by dead pid {owner.get('pid')}, whose unit processes "
                                     f"{', '.join(map(str, helpers))} still run ({self.path}); wait for them "
                                     f"or kill them")
-                if owner.get("host") == me["host"] and not _alive(_pid(owner)):
+                if owner.get("host") == me["host"] and not pid_alive(_pid(owner)):
                     if self._take_over(owner):
                         self.log(f"took over stale lock {self.path} of dead process {owner.get('pid')}")
                     continue

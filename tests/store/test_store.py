@@ -231,7 +231,7 @@ def test_stale_lock_take_over_is_race_free(tmp_path, monkeypatch):
     dead = 999_999_999
     path.write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "started": 0}))
     a_holds, b_judging = threading.Event(), threading.Event()
-    real_alive = lockmod._alive
+    real_alive = lockmod.pid_alive
 
     def alive(pid):
         if pid == dead and threading.current_thread().name == "B" and not a_holds.is_set():
@@ -240,7 +240,7 @@ def test_stale_lock_take_over_is_race_free(tmp_path, monkeypatch):
             return False
         return False if pid == dead else real_alive(pid)
 
-    monkeypatch.setattr(lockmod, "_alive", alive)
+    monkeypatch.setattr(lockmod, "pid_alive", alive)
     result = {}
 
     def b():
