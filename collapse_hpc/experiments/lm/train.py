@@ -192,71 +192,104 @@ def _save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
 def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: Path, ckpt_dir: Path, *,
                      seed: int, rank: int, world_size: int, local_rank: int,
                      log: logging.Logger | None = None) -> dict:
-    log = log or logging.getLogger("collapse_hpc.lm")
-    out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
-    got = distributed.init()
-    if got[:2] != (rank, world_size):
-        raise UserError(f"rank {rank}/{world_size} given, but the process group says {got[0]}/{got[1]}")
-    import deepspeed
-    import torch
-    from tqdm import tqdm
+    t = _Training(model, tokenizer, train_blocks, val_blocks, cfg, Path(out_dir), Path(ckpt_dir), seed=seed,
+                  rank=rank, world_size=world_size, local_rank=local_rank,
+                  log=log or logging.getLogger("collapse_hpc.lm"))
+    t.resume()
+    if cfg.compile:
+        t.engine.compile()
+    for epoch in range(t.state["global_step"] // t.steps_per_epoch, cfg.epochs):
+        t.epoch(epoch)
+        t.validate(epoch)
+        t.checkpoint()
+    return t.finish()
 
-    from collapse_hpc.experiments.lm.checkpoint import use_weights_only
-    from collapse_hpc.experiments.lm.data import block_array
-    from collapse_hpc.experiments.lm.evaluate import mean_loss
-    from collapse_hpc.experiments.lm.model import check_ids, check_vocab
 
-    check_vocab(model, tokenizer)
-    ids, val_ids = block_array(train_blocks), block_array(val_blocks)
-    if not len(ids) or not len(val_ids):
-        raise UserError(f"no {'training' if not len(ids) else 'validation'} blocks: the split is shorter "
-                        f"than one block of {ids.shape[1] if len(ids) else cfg.block_size} tokens")
-    check_ids(model, ids)
-    device = distributed.device(local_rank)
-    precision = resolve_precision(cfg, device)
-    micro, accum = batch_plan(cfg.batch_size, cfg.micro_batch_size, world_size)
-    global_batch = micro * accum * world_size
-    steps_per_epoch = math.ceil(len(ids) / global_batch)
+class _Training:
+    """One generation's training in the steps train_generation takes: set up (process group, data,
+    batch plan, DeepSpeed engine), resume from the last complete checkpoint, train an epoch,
+    validate (keeping the best model), checkpoint, and save the best model."""
 
-    torch.manual_seed(seed)
-    # torch's own fused AdamW on CUDA: one kernel, nothing to compile (same update as the default)
-    optimizer = None if cfg.fused_adam else torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    def __init__(self, model, tokenizer, train_blocks, val_blocks, cfg, out_dir: Path, ckpt_dir: Path, *,
+                 seed: int, rank: int, world_size: int, local_rank: int, log: logging.Logger):
+        got = distributed.init()
+        if got[:2] != (rank, world_size):
+            raise UserError(f"rank {rank}/{world_size} given, but the process group says {got[0]}/{got[1]}")
+        import torch
 
-    def scheduler(basic_optimizer):
-        # DeepSpeed calls this with the torch optimizer itself (ours, or the one it built for
-        # fused_adam): under ZeRO 1/2 or bf16, engine.optimizer is a wrapper LambdaLR refuses
-        return torch.optim.lr_scheduler.LambdaLR(
-            basic_optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
+        from collapse_hpc.experiments.lm.data import block_array
+        from collapse_hpc.experiments.lm.model import check_ids, check_vocab
 
-    conf = ds_config(cfg, micro, accum, world_size, precision)
-    zero_stage = conf.get("zero_optimization", {}).get("stage", 0)
-    if "activation_checkpointing" in conf:
-        # HF models do not call DeepSpeed's checkpointing API: turn on their own
-        model.gradient_checkpointing_enable()
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler,
-        model_parameters=model.parameters() if optimizer is None else None, config=conf)
-    use_weights_only(engine)  # resume never unpickles arbitrary objects
+        self.tokenizer, self.cfg, self.out_dir, self.ckpt_dir, self.log = tokenizer, cfg, out_dir, ckpt_dir, log
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        check_vocab(model, tokenizer)
+        ids, self.val_ids = block_array(train_blocks), block_array(val_blocks)
+        if not len(ids) or not len(self.val_ids):
+            raise UserError(f"no {'training' if not len(ids) else 'validation'} blocks: the split is shorter "
+                            f"than one block of {ids.shape[1] if len(ids) else cfg.block_size} tokens")
+        check_ids(model, ids)
+        self.ids = ids
+        self.device = distributed.device(local_rank)
+        self.precision = resolve_precision(cfg, self.device)
+        self.micro, self.accum = batch_plan(cfg.batch_size, cfg.micro_batch_size, world_size)
+        self.global_batch = self.micro * self.accum * world_size
+        self.steps_per_epoch = math.ceil(len(ids) / self.global_batch)
+        torch.manual_seed(seed)
+        self.engine = self._engine(model)
+        self.state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [],
+                      "train_loss": [], "curve": {k: [] for k in CURVE}}
+        self.resumed_from = None
+        # the whole training set lives on the device: no host-to-device copy per step
+        self.ids_dev = torch.from_numpy(ids).to(self.device)
+        self.train_time, self.tokens, self.epoch_seconds = 0.0, 0, []
+        self.curve = _Curve(self.device, self.global_batch * ids.shape[1], self.accum)
 
-    state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [], "train_loss": [],
-             "curve": {k: [] for k in CURVE}}
-    resumed_from = None
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tags = _complete_tags(ckpt_dir)
-    if tags:
-        step, tag_dir = tags[-1]
-        _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag_dir.name)
-        state.update({k: client[k] for k in state if k in client})  # older checkpoints: no curve
-        resumed_from = step
-        log.info("resumed from checkpoint %s (epoch %d)", tag_dir.name, step // steps_per_epoch)
+    def _engine(self, model):
+        import deepspeed
+        import torch
 
-    def checkpoint():
-        curve.flush(state["curve"])  # the checkpoint carries the curve so far: resume continues it
+        from collapse_hpc.experiments.lm.checkpoint import use_weights_only
+
+        cfg, steps_per_epoch = self.cfg, self.steps_per_epoch
+        # torch's own fused AdamW on CUDA: one kernel, nothing to compile (same update as the default)
+        optimizer = None if cfg.fused_adam else torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=self.device.type == "cuda")
+
+        def scheduler(basic_optimizer):
+            # DeepSpeed calls this with the torch optimizer itself (ours, or the one it built for
+            # fused_adam): under ZeRO 1/2 or bf16, engine.optimizer is a wrapper LambdaLR refuses
+            return torch.optim.lr_scheduler.LambdaLR(
+                basic_optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
+
+        conf = ds_config(cfg, self.micro, self.accum, self.world_size, self.precision)
+        self.zero_stage = conf.get("zero_optimization", {}).get("stage", 0)
+        if "activation_checkpointing" in conf:
+            # HF models do not call DeepSpeed's checkpointing API: turn on their own
+            model.gradient_checkpointing_enable()
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler,
+            model_parameters=model.parameters() if optimizer is None else None, config=conf)
+        use_weights_only(engine)  # resume never unpickles arbitrary objects
+        return engine
+
+    def resume(self) -> None:
+        """Continue from the last complete checkpoint, if any."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tags = _complete_tags(self.ckpt_dir)
+        if tags:
+            step, tag_dir = tags[-1]
+            _, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag_dir.name)
+            self.state.update({k: client[k] for k in self.state if k in client})  # older checkpoints: no curve
+            self.resumed_from = step
+            self.log.info("resumed from checkpoint %s (epoch %d)", tag_dir.name, step // self.steps_per_epoch)
+
+    def checkpoint(self) -> None:
+        state, ckpt_dir = self.state, self.ckpt_dir
+        self.curve.flush(state["curve"])  # the checkpoint carries the curve so far: resume continues it
         tag = f"step{state['global_step']:08d}"
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=dict(state), save_latest=False)
+        self.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=dict(state), save_latest=False)
         distributed.barrier()  # every rank has returned from save_checkpoint
-        if rank == 0:
+        if self.rank == 0:
             # atomic: a crash while writing must not leave a marker resume would trust half-written
             atomic.write_text(ckpt_dir / tag / COMPLETE, json.dumps(state, default=float) + "\n")
             for _, old in _complete_tags(ckpt_dir)[:-1]:
@@ -265,23 +298,23 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
         for hook in AFTER_CHECKPOINT:
             hook(state["global_step"])
 
-    if cfg.compile:
-        engine.compile()
-    # the whole training set lives on the device: no host-to-device copy per step
-    ids_dev = torch.from_numpy(ids).to(device)
-    train_time, tokens, epoch_seconds = 0.0, 0, []
-    curve = _Curve(device, global_batch * ids.shape[1], accum)
-    first_epoch = state["global_step"] // steps_per_epoch
-    for epoch in range(first_epoch, cfg.epochs):
-        order = epoch_order(len(ids), seed, epoch, steps_per_epoch * global_batch)
+    def epoch(self, epoch: int) -> None:
+        """One epoch's optimizer steps (from where a resumed checkpoint left off)."""
+        import torch
+        from tqdm import tqdm
+
+        cfg, engine, state, curve, seed, rank = self.cfg, self.engine, self.state, self.curve, self.seed, self.rank
+        micro, accum, world_size, global_batch = self.micro, self.accum, self.world_size, self.global_batch
+        steps_per_epoch, ids_dev = self.steps_per_epoch, self.ids_dev
+        order = epoch_order(len(self.ids), seed, epoch, steps_per_epoch * global_batch)
         engine.train()
-        loss_sum, micro_steps = torch.zeros((), device=device), 0
+        loss_sum, micro_steps = torch.zeros((), device=self.device), 0
         curve.epoch(epoch, steps_per_epoch)
         start_step = state["global_step"] - epoch * steps_per_epoch
         t0 = time.perf_counter()
         bar = tqdm(range(start_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    leave=False, disable=rank != 0)
-        order_dev = torch.from_numpy(order).to(device)
+        order_dev = torch.from_numpy(order).to(self.device)
         for step in bar:
             curve.begin(step, state["global_step"] + 1, engine.get_lr()[0])
             base = step * global_batch
@@ -299,47 +332,57 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
                 curve.add_loss(step, loss)
                 micro_steps += 1
             curve.end()
-            tokens += global_batch * ids.shape[1]
+            self.tokens += global_batch * self.ids.shape[1]
             state["global_step"] += 1
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if cfg.checkpoint_every_steps and state["global_step"] % cfg.checkpoint_every_steps == 0 \
                     and step + 1 < steps_per_epoch:
-                train_time += time.perf_counter() - t0
-                checkpoint()
+                self.train_time += time.perf_counter() - t0
+                self.checkpoint()
                 t0 = time.perf_counter()
-        if device.type == "cuda":
+        if self.device.type == "cuda":
             torch.cuda.synchronize()  # steps are queued asynchronously: time them once they ran
-        train_time += time.perf_counter() - t0
-        epoch_seconds.append(train_time - sum(epoch_seconds))
-        with _whole_weights(engine):
-            val = mean_loss(engine.module, val_ids, cfg.eval_batch_size, device, rank, world_size,
-                            bf16=cfg.eval_precision == "bf16")
-        state["val_loss"].append(val)
+        self.train_time += time.perf_counter() - t0
+        self.epoch_seconds.append(self.train_time - sum(self.epoch_seconds))
         state["train_loss"].append(float(loss_sum) / micro_steps if micro_steps else float("nan"))
-        log.info("epoch %d/%d: train loss %.4f, validation loss %.4f", epoch + 1, cfg.epochs,
-                 state["train_loss"][-1], val)
+
+    def validate(self, epoch: int) -> None:
+        """Validation loss after the epoch; the best epoch's model is kept (not the last)."""
+        from collapse_hpc.experiments.lm.evaluate import mean_loss
+
+        cfg, engine, state = self.cfg, self.engine, self.state
+        with _whole_weights(engine):
+            val = mean_loss(engine.module, self.val_ids, cfg.eval_batch_size, self.device, self.rank,
+                            self.world_size, bf16=cfg.eval_precision == "bf16")
+        state["val_loss"].append(val)
+        self.log.info("epoch %d/%d: train loss %.4f, validation loss %.4f", epoch + 1, cfg.epochs,
+                      state["train_loss"][-1], val)
         if val < state["best_val_loss"]:
             state["best_val_loss"], state["best_epoch"] = val, epoch
             with _whole_weights(engine):
-                if rank == 0:
-                    _save_pretrained_atomic(engine.module, None, ckpt_dir / "best")
-        checkpoint()
+                if self.rank == 0:
+                    _save_pretrained_atomic(engine.module, None, self.ckpt_dir / "best")
 
-    distributed.barrier()
-    if rank == 0:
-        from collapse_hpc.experiments.lm.model import load_model
+    def finish(self) -> dict:
+        """The best model (and the tokenizer) saved to out_dir; the summary."""
+        import torch
 
-        _save_pretrained_atomic(load_model(ckpt_dir / "best"), tokenizer, out_dir)
-    distributed.barrier()
-    engine = None  # frees it before empty_cache (a del would leave checkpoint() a dangling name)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return {"best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
-            "val_loss": state["val_loss"], "train_loss": state["train_loss"], "epochs": cfg.epochs,
-            "curve": state["curve"],
-            "steps": state["global_step"], "tokens": tokens, "seconds": train_time,
-            "epoch_seconds": epoch_seconds,
-            "tokens_per_s": tokens / train_time if train_time else float("nan"),
-            "resumed_from": resumed_from, "world_size": world_size, "micro_batch_size": micro,
-            "gradient_accumulation": accum, "precision": precision, "zero_stage": zero_stage}
+        distributed.barrier()
+        if self.rank == 0:
+            from collapse_hpc.experiments.lm.model import load_model
+
+            _save_pretrained_atomic(load_model(self.ckpt_dir / "best"), self.tokenizer, self.out_dir)
+        distributed.barrier()
+        self.engine = None  # frees it before empty_cache
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        state, train_time, tokens = self.state, self.train_time, self.tokens
+        return {"best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
+                "val_loss": state["val_loss"], "train_loss": state["train_loss"], "epochs": self.cfg.epochs,
+                "curve": state["curve"],
+                "steps": state["global_step"], "tokens": tokens, "seconds": train_time,
+                "epoch_seconds": self.epoch_seconds,
+                "tokens_per_s": tokens / train_time if train_time else float("nan"),
+                "resumed_from": self.resumed_from, "world_size": self.world_size, "micro_batch_size": self.micro,
+                "gradient_accumulation": self.accum, "precision": self.precision, "zero_stage": self.zero_stage}
