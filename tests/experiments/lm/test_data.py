@@ -153,16 +153,24 @@ def test_lm_cli_refuses_a_tokenizer_that_does_not_fit_the_model(tmp_path, lm_dat
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_lm_cli_refuses_a_corrupt_prepared_split(tmp_path, lm_data_dir, lm_model):
+    """A split cut short after preparation: the card's hash catches it first; a card from before
+    hashes were recorded leaves it to the Parquet reader. One error line either way."""
+    import json
     import shutil
 
     data_dir = tmp_path / "data"
     shutil.copytree(lm_data_dir / "tiny", data_dir / "tiny", ignore=shutil.ignore_patterns("blocks", "base"))
     (data_dir / "tiny" / "train.parquet").write_bytes(b"PAR1 cut short by a full disk")
     lm_model.save_pretrained(tmp_path / "model")
-    proc = _cli("lm", "--dataset", "tiny", "--data-dir", str(data_dir), "--model_tag", "tiny", "--eval_only",
-                "-a", "cpu", "--set", "block_size=16", "--set", "vocab_size=300",
-                "--load-name", str(tmp_path / "model"))
-    _one_error_line(proc, "train.parquet: not a readable Parquet file")
+    args = ("lm", "--dataset", "tiny", "--data-dir", str(data_dir), "--model_tag", "tiny", "--eval_only",
+            "-a", "cpu", "--set", "block_size=16", "--set", "vocab_size=300", "--load-name", str(tmp_path / "model"))
+    _one_error_line(_cli(*args), "train.parquet: not the file its card.json recorded")
+
+    card_path = data_dir / "tiny" / "card.json"
+    card = json.loads(card_path.read_text())
+    assert card.pop("files_sha256", None) or card.pop("sha256", None), card  # the hashes were there
+    card_path.write_text(json.dumps(card))
+    _one_error_line(_cli(*args), "train.parquet: not a readable Parquet file")
 
 
 @pytest.mark.slow
