@@ -1,6 +1,7 @@
 """The report's figures: each experiment's own (its figures.py, listed by Experiment.figures),
 plus every metric of every experiment against generation, and the helpers they share. Each
-figure function returns (Figure, caption) or None when the run has nothing for it yet; runs are
+figure function returns (Figure, caption) or None when the run has nothing for it yet, or raises
+NotInThisRun when the run's settings never make its data (the page then leaves it off); runs are
 drawn side by side (one column, or row, per run).
 """
 from __future__ import annotations
@@ -13,6 +14,11 @@ from collapse_hpc.report.plots import Context, Fig, draw_series, integer_x, lege
 
 log = logging.getLogger("collapse_hpc.report")
 GAPS = "Gaps mark generations not (yet) finished."
+
+
+class NotInThisRun(Exception):
+    """A figure of settings the run does not have (a sweep it did not run): not drawn, not listed,
+    unlike a figure whose data is not finished yet."""
 
 
 def pick(metrics, *names, pattern: str | None = None) -> str | None:
@@ -97,6 +103,8 @@ def draw(ctx: Context, out) -> list[Fig]:
         with rc_context(style.RC):
             try:
                 made = fn(ctx)
+            except NotInThisRun:
+                continue
             except Exception as e:  # one broken figure must not cost the whole report
                 log.warning("figure %s_%s failed: %s: %s", ctx.experiment, key, type(e).__name__, e)
                 made, error = None, f"could not be drawn: {type(e).__name__}: {e}"

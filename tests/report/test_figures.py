@@ -11,7 +11,7 @@ from collapse_hpc.report import figures
 pytestmark = pytest.mark.slow
 
 BUILTIN = ("lm", "gmm", "gaussian", "vae")  # the synthetic run's experiments
-OPTIONAL = {"lm_beyond"}  # drawn only for runs that sweep decoding or run a curated regime
+OPTIONAL = {"lm_beyond"}  # only for runs that sweep decoding or run a curated regime
 EXPECTED = [f"{e}_{key}" for e in BUILTIN for key, _, _ in experiments.get(e).figures()
             if f"{e}_{key}" not in OPTIONAL] + [f"{e}_all_metrics" for e in BUILTIN]
 
@@ -36,6 +36,7 @@ def test_figure_drawn_and_not_blank(full_report, key):
 def test_no_stray_figures(full_report):
     drawn = {p.stem for p in (full_report / "figures").glob("*.png")}
     assert drawn == set(EXPECTED)
+    assert "not available yet" not in (full_report / "results.md").read_text()  # nor listed as missing
 
 
 def test_summary_csv_matches_long_table(full_report):
@@ -176,11 +177,13 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     bars = {b.get_label(): [r.get_width() for r in b] for b in ax.containers}
     assert bars == {"generation 0": [30.0, 30.0, 30.0], "last generation (2)": [50.0, 34.0, 31.0]}
     assert "decoding" in caption.lower()
-    # a run of the paper's settings alone does not get it
+    # a run of the paper's settings alone does not get it, not even as "not available yet"
     plain = tmp_path / "plain"
     synthetic.write_config(plain, {"lm": {"generations": 2}})
     synthetic.lm(plain, generations=2, seeds=(0,), small=True)
-    assert lm_beyond(_context(plain, "lm")) is None
+    with pytest.raises(figures.NotInThisRun):
+        lm_beyond(_context(plain, "lm"))
+    assert "lm_beyond" not in {f.key for f in figures.draw(_context(plain, "lm"), tmp_path / "figs")}
 
 
 def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):

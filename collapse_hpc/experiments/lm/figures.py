@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from collapse_hpc.report import style
-from collapse_hpc.report.figures import GAPS, metric_grid, pick
+from collapse_hpc.report.figures import GAPS, NotInThisRun, metric_grid, pick
 from collapse_hpc.report.plots import (Context, legend_below, no_data, plain_log_ticks, series_label, series_order)
 
 
@@ -103,14 +103,14 @@ COMPARED = {"test_ppl": "test perplexity", "ppl_p50": "median perplexity of gene
 
 def lm_beyond(ctx: Context):
     """Beyond the paper: every series (decoding strategy, regime) at generation 0 and at the last
-    generation reached, one panel per metric; drawn only when a run sweeps decoding strategies or
-    runs a curated regime."""
+    generation reached, one panel per metric; part of a run's report only when it sweeps decoding
+    strategies or runs a curated regime."""
     from collapse_hpc.regimes import SCORED
 
     s = ctx.summary
     settings = ctx.settings()
     if "decoding" not in settings and not any(r.startswith(SCORED) for r in s["regime"].unique()):
-        return None
+        raise NotInThisRun
     metrics = [m for m in COMPARED if m in set(s["metric"])]
     runs = ctx.run_labels
     if not metrics or not runs:
