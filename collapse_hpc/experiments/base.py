@@ -92,10 +92,22 @@ def default_variants(experiment: str, run, extra=None) -> list[Variant]:
     return list(out.values())
 
 
-def check_prepared(experiment: str, run, splits) -> None:
-    """The experiment's prepared data set (section key `dataset`) exists under the run's data_dir,
-    with its card and every split; else one line saying how to prepare it (for Experiment.check)."""
-    name, data_dir = run.section(experiment).dataset, Path(run.data_dir)
+def sections_seen(experiment: str, run) -> list:
+    """The experiment's section as each of its regimes sees it (a regime may override any key, the
+    data set or model included), without repeats: what Experiment.check must check."""
+    seen: list = []
+    for regime in run.regimes_of(experiment):
+        section = run.section_for(experiment, regime)
+        if section not in seen:
+            seen.append(section)
+    return seen
+
+
+def check_prepared(experiment: str, run, splits, section=None) -> None:
+    """The experiment's prepared data set (section key `dataset`; of `section` when given, else the
+    run's) exists under the run's data_dir, with its card and every split; else one line saying how
+    to prepare it (for Experiment.check)."""
+    name, data_dir = (section or run.section(experiment)).dataset, Path(run.data_dir)
     out = data_dir / name
     if not (out / "card.json").is_file() or not all((out / f"{s}.parquet").is_file() for s in splits):
         raise UserError(f"{experiment}.dataset: {out} is not prepared; run: collapse-hpc data prepare {name} "

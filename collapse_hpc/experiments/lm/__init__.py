@@ -8,7 +8,7 @@ cli.py (`collapse-hpc lm` with the reference implementation's flags).
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import Experiment, check_prepared, default_variants
+from collapse_hpc.experiments.base import Experiment, check_prepared, default_variants, sections_seen
 
 
 class LanguageModel(Experiment):
@@ -45,15 +45,17 @@ class LanguageModel(Experiment):
 
     def check(self, run) -> None:
         """The corpus must be prepared beforehand (a run never downloads or builds one itself), and
-        the model and tokenizer must be loadable where the jobs run."""
+        the model and tokenizer must be loadable where the jobs run; under every regime's overrides."""
         from collapse_hpc.experiments.lm.data import SPLITS
         from collapse_hpc.experiments.lm.hub import check_source
 
-        check_prepared(self.name, run, SPLITS)
-        cfg = run.section(self.name)
-        for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
-            if tag:
-                check_source(f"{self.name}.{key}", tag, slurm=run.executor == "slurm")
+        checked = set()
+        for cfg in sections_seen(self.name, run):
+            check_prepared(self.name, run, SPLITS, cfg)
+            for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
+                if tag and (key, tag) not in checked:
+                    checked.add((key, tag))
+                    check_source(f"{self.name}.{key}", tag, slurm=run.executor == "slurm")
 
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.lm.chain import run_generation

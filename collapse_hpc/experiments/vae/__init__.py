@@ -11,7 +11,7 @@ accumulate-subsample (the same pool, subsampled to the real data's size).
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import Experiment, check_prepared
+from collapse_hpc.experiments.base import Experiment, check_prepared, sections_seen
 
 
 class Vae(Experiment):
@@ -28,11 +28,13 @@ class Vae(Experiment):
                 "mnist": "collapse_hpc.experiments.vae.data:prepare_mnist"}
 
     def check(self, run) -> None:
-        """digits is prepared by the run when missing (offline, seconds); anything else must exist."""
+        """digits is prepared by the run when missing (offline, seconds); anything else must exist,
+        under every regime's overrides."""
         from collapse_hpc.experiments.vae.data import SPLITS
 
-        if run.section(self.name).dataset != "digits":
-            check_prepared(self.name, run, SPLITS)
+        for cfg in sections_seen(self.name, run):
+            if cfg.dataset != "digits":
+                check_prepared(self.name, run, SPLITS, cfg)
 
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.vae.generation import run

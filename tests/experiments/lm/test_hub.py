@@ -72,3 +72,17 @@ def test_run_with_an_unloadable_model_writes_nothing(tmp_path, lm_data_dir):
         line = one_error_line(p)
         assert "lm.yaml: lm.model: 'facebook/opt-125m' is not in the HF cache" in line, line
         assert not (tmp_path / "r").exists()
+
+
+def test_a_regimes_model_and_data_set_are_checked_too(tmp_path, lm_data_dir):
+    """A regime's overrides (`{name: replace, lm: {model: …}}`) reach the same checks before anything
+    is written, not one failed unit per chain later."""
+    for override, words in (("{model: ./no-such-model}", "lm.model: ./no-such-model is not a folder"),
+                            ("{dataset: unprepared}", "lm.dataset: ")):
+        cfg = tmp_path / "lm.yaml"
+        cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\nlm: {{dataset: tiny}}\n"
+                       f"regimes: [replace, {{name: replace, keep_fraction: 0.1, lm: {override}}}]\n")
+        p = cli("run", cfg, "--run", tmp_path / "r", env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+        line = one_error_line(p)
+        assert words in line, line
+        assert not (tmp_path / "r").exists()
