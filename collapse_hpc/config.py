@@ -354,8 +354,10 @@ def build(cls, data: dict, file: str = "<config>", prefix: str = ""):
     if validate:
         try:
             validate()
-        except ValueError as e:
-            where.fail(prefix.rstrip(".") or "config", str(e))
+        except ValueError as e:  # the message names its key, relative to the section's prefix
+            if not prefix:
+                raise ConfigError(f"{where.file}: {e}") from None
+            where.fail(prefix.rstrip("."), str(e))
     return obj
 
 

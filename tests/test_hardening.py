@@ -78,6 +78,7 @@ def test_one_error_line_exit_2_nothing_written(tmp_path, item, what, files, argv
     lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
     assert p.returncode == 2, p.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stdout + p.stderr
+    assert ": config: " not in lines[0]  # the file, then the key: no filler between them
     assert written == [], written
 
 
