@@ -72,6 +72,13 @@ def series_label(row, settings: list[str], exclude: tuple[str, ...] = ()) -> str
     return ", ".join([pretty_regime(row["regime"]), *extra])
 
 
+def unit_series(run: RunData, experiment: str, unit) -> tuple:
+    """A finished unit's variant (VariantInfo) and the label of the series it belongs to: its
+    regime and settings, as the figures' legends name them."""
+    info = run.variant(experiment, unit.variant)
+    return info, series_label({"regime": info.regime, **info.settings}, list(info.settings))
+
+
 def series_order(label: str):
     """replace (by kept fraction) before accumulate, then settings in natural order (samples=100
     before samples=1000): the regime decides first, so it keeps its place with or without settings."""

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from collapse_hpc.report import style
 from collapse_hpc.report.figures import GAPS, metric_grid, pick
-from collapse_hpc.report.plots import (Context, no_data, series_label, series_order)
+from collapse_hpc.report.plots import (Context, no_data, series_order, unit_series)
 
 
 L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀ − fₖ‖²", "l2": "L2 distance ‖f₀ − fₖ‖"}
@@ -41,8 +41,7 @@ def gmm_snapshots(ctx: Context, most: int = 8):
     for run in ctx.runs:
         chosen = {}
         for unit in sorted(run.finished("gmm"), key=lambda u: (u.variant, u.index)):
-            info = run.variant("gmm", unit.variant)
-            key = series_label({"regime": info.regime, **info.settings}, list(info.settings))
+            _, key = unit_series(run, "gmm", unit)
             if key in chosen:
                 continue
             path = unit.file("snapshots.parquet")

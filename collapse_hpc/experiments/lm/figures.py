@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from collapse_hpc.report import style
 from collapse_hpc.report.figures import GAPS, NotInThisRun, metric_grid, pick
-from collapse_hpc.report.plots import (Context, legend_below, no_data, plain_log_ticks, series_label, series_order)
+from collapse_hpc.report.plots import (Context, legend_below, no_data, plain_log_ticks, series_label, series_order,
+                                       unit_series)
 
 
 def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
@@ -24,10 +25,8 @@ def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
             path = unit.file(name)
             if path is None or not set(columns) <= set(pq.read_schema(path).names):
                 continue
-            info = run.variant("lm", unit.variant)
-            row = {"regime": info.regime, **info.settings}
             tables.append(pq.read_table(path, columns=columns).to_pandas().assign(
-                run=run.label, series=series_label(row, list(info.settings)), generation=unit.index))
+                run=run.label, series=unit_series(run, "lm", unit)[1], generation=unit.index))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
 
@@ -193,8 +192,7 @@ def continuations(runs, prompts: int = 2) -> list:
         for unit in run.finished("lm"):
             path = unit.file("examples.parquet")
             if path is not None:
-                info = run.variant("lm", unit.variant)
-                series = series_label({"regime": info.regime, **info.settings}, list(info.settings))
+                info, series = unit_series(run, "lm", unit)
                 found[series][info.seed][unit.index] = path
         if not found:
             continue

@@ -6,7 +6,7 @@ import numpy as np
 
 from collapse_hpc.report import style
 from collapse_hpc.report.figures import GAPS, metric_grid, pick
-from collapse_hpc.report.plots import (Context, no_data, series_label, series_order)
+from collapse_hpc.report.plots import (Context, no_data, series_order, unit_series)
 
 
 def _files(ctx: Context, name: str) -> list:
@@ -15,8 +15,7 @@ def _files(ctx: Context, name: str) -> list:
     for run in ctx.runs:
         found = {}
         for unit in run.finished("vae"):
-            info = run.variant("vae", unit.variant)
-            key = series_label({"regime": info.regime, **info.settings}, list(info.settings))
+            info, key = unit_series(run, "vae", unit)
             if info.seed != min(v.seed for v in _variants_of(run, "vae", info.regime)):
                 continue  # one seed per regime
             path = unit.file(name)
