@@ -151,7 +151,7 @@ def write_html(rep: Report) -> str:
             parts.append(f"<p>Metrics: {e(s.metrics)}</p>")
         parts += [_fig_html(rep, f) for f in s.figures]
         if s.texts:
-            parts.append(f'<h3 id="{s.experiment}-texts">Generated text</h3><p>{e(TEXTS_INTRO)}</p>')
+            parts.append(f'<h3 id="{anchor(s.experiment)}-texts">Generated text</h3><p>{e(TEXTS_INTRO)}</p>')
         for title, prompt, table in s.texts:
             parts.append(f'<h4>{e(title)}</h4><p>Prompt: <span class="prompt">{e(prompt)}</span></p>'
                          + _html_table(table, "texts"))

@@ -9,7 +9,8 @@ def test_anchors_and_ids_are_safe(tmp_path):
     hostile = 'x"><script>alert(1)</script>'
     fig = Fig('k" onmouseover="alert(2)', "T", "C", [tmp_path / "a.png", tmp_path / "a.pdf"])
     empty = ([], [])
-    rep = page.Report("R", tmp_path, [("r", tmp_path)], [page.Section(hostile, [fig], empty, title="S")],
+    rep = page.Report("R", tmp_path, [("r", tmp_path)], [page.Section(hostile, [fig], empty, title="S",
+                                                                    texts=[("t", "p", (["g"], [["0"]]))])],
                       empty, empty, empty, [])
     text = page.write_html(rep)
     assert "<script>alert" not in text and "onmouseover=" not in text
