@@ -246,8 +246,8 @@ class _Submission:
                 planned += 1
                 if engine.job_done(self.store, self.run, job):
                     self.done += 1
-                elif self.live(job.label):
-                    queued_parts.append(self.live(job.label))
+                elif jid := self.live(job.label):
+                    queued_parts.append(jid)
                 else:
                     todo.append((job, chain.kind))
         self.live_ids += queued_parts
