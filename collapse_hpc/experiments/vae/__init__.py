@@ -18,7 +18,7 @@ class Vae(Experiment):
     name = "vae"
     shape = "chain"
     job = "gpu1"
-    resumable = ()  # a generation takes minutes even on MNIST: redone whole if interrupted
+    resumable = ()  # a generation is short (the demo's: 5 s on 2 CPU cores): redone whole if interrupted
     title = "Variational autoencoder"
     order = 40
     metrics = ("elbo, recon, kl: on the real test split, per image (nats); class_entropy and class_0 … class_9: "
