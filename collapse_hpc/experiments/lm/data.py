@@ -340,7 +340,7 @@ def read_texts(data_dir: Path, dataset: str, split: str) -> list[str]:
 def _check_card(split_file: Path) -> None:
     """The split is the file its card recorded; also where only its cached blocks are read, which
     were made from it."""
-    from collapse_hpc.data import check_against_card, read_card
+    from collapse_hpc.store.cards import check_against_card, read_card
 
     card = read_card(split_file.parent)
     if card is not None and split_file.is_file():

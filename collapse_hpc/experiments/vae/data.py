@@ -199,7 +199,7 @@ def load(data_dir: Path, name: str) -> dict[str, Images]:
     """Both splits of a prepared data set, as float32 images in [0, 1]."""
     import pyarrow.parquet as pq
 
-    from collapse_hpc.data import check_against_card, read_card
+    from collapse_hpc.store.cards import check_against_card, read_card
 
     out = ensure(data_dir, name)
     card = read_card(out)
