@@ -58,7 +58,7 @@ def cpu_generation(data_dir: Path, sample_batch_size: int, n_blocks: int = TRAIN
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
     from collapse_hpc.experiments.lm.train import train_generation
 
-    from collapse_hpc.launch.distributed import cores_per_rank
+    from collapse_hpc.machine import cores_per_rank
 
     torch.set_num_threads(cores_per_rank())
     if not (data_dir / "wikivital" / "train.parquet").is_file():

@@ -16,7 +16,7 @@ from pathlib import Path
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
-from collapse_hpc.launch.distributed import cores_per_rank
+from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.store import RunStore, write_manifest
 
 log = logging.getLogger("collapse_hpc")

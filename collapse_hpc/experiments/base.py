@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime
 from collapse_hpc.store import atomic
 
@@ -168,8 +169,6 @@ class UnitContext:
     @property
     def threads(self) -> int:
         """Cores this rank may use (for torch, numba and BLAS threads)."""
-        from collapse_hpc.launch.distributed import cores_per_rank
-
         return cores_per_rank()
 
 

@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from collapse_hpc import engine
 from collapse_hpc.launch import records
-from collapse_hpc.launch.distributed import free_port, machine_cores, ranks_of
+from collapse_hpc.launch.distributed import ranks_of
+from collapse_hpc.machine import free_port, machine_cores
 
 POLL_S = 0.2
 TIMEOUT_MIN = 7 * 24 * 60  # local units are not time-limited (submitit's local default is 2 min)

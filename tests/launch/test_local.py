@@ -4,7 +4,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from collapse_hpc.launch.distributed import machine_cores as cores
+from collapse_hpc.machine import machine_cores as cores
 from collapse_hpc.store import RunStore, read_manifest
 from collapse_hpc.verify import verify_run
 from tests.launch.helpers import collapse, jobs, write_config

@@ -16,7 +16,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from collapse_hpc.launch.distributed import free_port
+from collapse_hpc.machine import free_port
 
 
 def setup_env() -> list[str]:

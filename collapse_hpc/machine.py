@@ -1,0 +1,32 @@
+"""Facts about the machine this process runs on: its cores, a rank's share of them, a free port.
+
+Read by every floor (a unit's threads, a launcher's slots, a rendezvous port), so it imports
+nothing of the package.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+
+def machine_cores() -> int:
+    """Cores this process may run on: its affinity (a cgroup or taskset shows fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cores_per_rank() -> int:
+    """Cores allotted to each rank: the local back-end's share (COLLAPSE_THREADS) or Slurm's
+    cpus-per-task. Affinity only as a last resort: side-by-side local units, and tasks on a
+    Slurm node without cgroups, all see every core of the machine."""
+    for name in ("COLLAPSE_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return machine_cores()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a local job's MASTER_PORT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
