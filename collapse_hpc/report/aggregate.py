@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
-from collapse_hpc.report import collect, figures, page, stats, tables
-from collapse_hpc.report.plots import Context
+from collapse_hpc.plotting.plots import Context
+from collapse_hpc.report import collect, drawing, page, stats, tables
 from collapse_hpc.store.atomic import write_parquet, write_text
 
 log = logging.getLogger("collapse_hpc.report")
@@ -42,7 +42,7 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     sections = []
     for name in names:
         ctx = Context(name, df[df["experiment"] == name], summary[summary["experiment"] == name], data)
-        figs = figures.draw(ctx, out / "figures")
+        figs = drawing.draw(ctx, out / "figures")
         datasets = sorted({str(sec["dataset"]) for r in data for sec in [r.raw_config.get(name)]
                            if isinstance(sec, dict) and sec.get("dataset")})
         sections.append(page.Section(name, figs, tables.first_last(summary, data, name),

@@ -15,15 +15,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 from collapse_hpc import yamlfile
 from collapse_hpc.errors import UserError
+from collapse_hpc.plotting.plots import KEYS, TAIL
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.atomic import sha256_file
 from collapse_hpc.store.layout import unit_index
 
 log = logging.getLogger("collapse_hpc.report")
-
-KEYS = ["run", "experiment", "variant", "regime", "seed"]  # then setting columns
-TAIL = ["replicate", "generation", "metric", "value"]
-SUMMARY = ["n", "mean", "std", "ci_low", "ci_high"]  # stats.summarise's columns
 
 
 @dataclass
@@ -219,7 +216,3 @@ def tidy(runs: list[RunData]) -> pd.DataFrame:
     return df.sort_values(KEYS + sorted(settings) + ["metric", "generation", "replicate"],
                           ignore_index=True)
 
-
-def setting_columns(df: pd.DataFrame) -> list[str]:
-    """Setting columns that carry values in this (e.g. one experiment's) table."""
-    return [c for c in df.columns if c not in KEYS + TAIL + SUMMARY and df[c].notna().any()]

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collapse_hpc.report.plots import Fig
+from collapse_hpc.plotting.plots import Fig
 from collapse_hpc.report.tables import Table, Text
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from collapse_hpc.report.collect import setting_columns
+from collapse_hpc.plotting.plots import setting_columns
 
 LEVEL = 0.95
 

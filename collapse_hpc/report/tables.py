@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import pandas as pd
 
-from collapse_hpc.report.collect import RunData, setting_columns
-from collapse_hpc.report.plots import series_label, series_order
+from collapse_hpc.plotting.plots import series_label, series_order, setting_columns
+from collapse_hpc.report.collect import RunData
 
 Table = tuple[list[str], list[list[str]]]
 

@@ -6,7 +6,8 @@ from PIL import Image
 
 from collapse_hpc import experiments
 from collapse_hpc.experiments.gaussian import figures as gaussian_figures
-from collapse_hpc.report import figures
+from collapse_hpc.plotting.figures import NotInThisRun
+from collapse_hpc.report import drawing
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def test_missing_generations_are_absent_from_summary(full_report):
 
 def _context(root, experiment):
     from collapse_hpc.report import collect, stats
-    from collapse_hpc.report.plots import Context
+    from collapse_hpc.plotting.plots import Context
 
     data = [collect.load_run(root)]
     df = collect.tidy(data)
@@ -89,7 +90,7 @@ def test_lm_training_curves_draw_every_generation_of_every_regime(tmp_path):
 
 def test_one_generation_has_integer_ticks(tmp_path):
     # a line from one point: matplotlib's default x range is +-0.05, whose ticks (-0.045 …) overlap
-    from collapse_hpc.report import style
+    from collapse_hpc.plotting import style
     from matplotlib import rc_context
     from tests.report import synthetic
 
@@ -98,7 +99,7 @@ def test_one_generation_has_integer_ticks(tmp_path):
     synthetic.gaussian(root, generations=1, replicates=5)
     ctx = _context(root, "gaussian")
     with rc_context(style.RC):
-        for fn in (gaussian_figures.gaussian_variance, figures.overviews(ctx)[0][2]):
+        for fn in (gaussian_figures.gaussian_variance, drawing.overviews(ctx)[0][2]):
             fig, _ = fn(ctx)
             fig.canvas.draw()
             for ax in (a for a in fig.axes if a.get_visible()):
@@ -109,7 +110,7 @@ def test_one_generation_has_integer_ticks(tmp_path):
 
 def test_series_ordered_by_regime_before_settings():
     # the same regime keeps its place (and colour) whether or not a setting is in the label
-    from collapse_hpc.report.plots import series_order
+    from collapse_hpc.plotting.plots import series_order
 
     labels = ["replace, keep 10%, samples=100", "accumulate, samples=100", "replace, samples=1000",
               "replace, samples=100", "replace, keep 5%, samples=100", "accumulate-subsample, samples=100"]
@@ -121,7 +122,7 @@ def test_series_ordered_by_regime_before_settings():
 def test_log_axes_read_plainly_over_a_decade_or_two():
     # the default labels a narrow log axis "9 x 10^-1", "2 x 10^0"; wide ones keep 10^k
     import matplotlib.pyplot as plt
-    from collapse_hpc.report.plots import log_y
+    from collapse_hpc.plotting.plots import log_y
 
     def labels(lo, hi):
         fig, ax = plt.subplots()
@@ -181,9 +182,9 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     plain = tmp_path / "plain"
     synthetic.write_config(plain, {"lm": {"generations": 2}})
     synthetic.lm(plain, generations=2, seeds=(0,), small=True)
-    with pytest.raises(figures.NotInThisRun):
+    with pytest.raises(NotInThisRun):
         lm_beyond(_context(plain, "lm"))
-    assert "lm_beyond" not in {f.key for f in figures.draw(_context(plain, "lm"), tmp_path / "figs")}
+    assert "lm_beyond" not in {f.key for f in drawing.draw(_context(plain, "lm"), tmp_path / "figs")}
 
 
 def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
@@ -217,7 +218,7 @@ def test_every_caption_says_what_collapse_looks_like(full_report):
         assert "collapse" in caption and "worse" in caption, section.splitlines()[0]
 def test_zero_shot_baseline_in_metrics_and_on_the_test_ppl_figure(full_run, full_report):
     from collapse_hpc.report import collect, stats
-    from collapse_hpc.report.plots import Context
+    from collapse_hpc.plotting.plots import Context
     from tests.report.synthetic import ZERO_SHOT, ZERO_SHOT_PPL
 
     df = pd.read_parquet(full_report / "metrics.parquet")

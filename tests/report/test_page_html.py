@@ -2,7 +2,7 @@
 import re
 
 from collapse_hpc.report import page
-from collapse_hpc.report.plots import Fig
+from collapse_hpc.plotting.plots import Fig
 
 
 def test_anchors_and_ids_are_safe(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 
 from collapse_hpc.report.collect import RunData
 from collapse_hpc.experiments.gaussian.figures import _theory
-from collapse_hpc.report.plots import Context
+from collapse_hpc.plotting.plots import Context
 
 
 def ctx_with(gen0_sigmas, section=None):

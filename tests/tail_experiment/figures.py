@@ -1,8 +1,8 @@
 """The tail experiment's report figure: how many categories survive, generation after generation."""
 from __future__ import annotations
 
-from collapse_hpc.report.figures import GAPS, metric_grid
-from collapse_hpc.report.plots import Context
+from collapse_hpc.plotting.figures import GAPS, metric_grid
+from collapse_hpc.plotting.plots import Context
 
 
 def tail_support(ctx: Context):

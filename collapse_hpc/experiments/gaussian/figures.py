@@ -3,9 +3,9 @@ error of sigma-hat, mean variance, typical (log) variance and Wasserstein-2 dist
 from __future__ import annotations
 
 from collapse_hpc.experiments.gaussian import theory
-from collapse_hpc.report import style
-from collapse_hpc.report.figures import GAPS, pick
-from collapse_hpc.report.plots import (Context, draw_series, gens_axis, integer_x, legend_below, log_y, no_data)
+from collapse_hpc.plotting import style
+from collapse_hpc.plotting.figures import GAPS, pick
+from collapse_hpc.plotting.plots import (Context, draw_series, gens_axis, integer_x, legend_below, log_y, no_data)
 
 # quantity -> (theory function, label of its curve with %(t)s for the number of fits)
 THEORY = {

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from collapse_hpc.report import style
-from collapse_hpc.report.figures import GAPS, metric_grid, pick
-from collapse_hpc.report.plots import (Context, no_data, series_order, unit_series)
+from collapse_hpc.plotting import style
+from collapse_hpc.plotting.figures import GAPS, metric_grid, pick
+from collapse_hpc.plotting.plots import (Context, no_data, series_order, unit_series)
 
 
 L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀ − fₖ‖²", "l2": "L2 distance ‖f₀ − fₖ‖"}

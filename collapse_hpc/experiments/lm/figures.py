@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from collapse_hpc.report import style
-from collapse_hpc.report.figures import GAPS, NotInThisRun, metric_grid, pick
-from collapse_hpc.report.plots import (Context, legend_below, no_data, plain_log_ticks, series_label, series_order,
+from collapse_hpc.plotting import style
+from collapse_hpc.plotting.figures import GAPS, NotInThisRun, metric_grid, pick
+from collapse_hpc.plotting.plots import (Context, legend_below, no_data, plain_log_ticks, series_label, series_order,
                                        unit_series)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from collapse_hpc.report import style
-from collapse_hpc.report.figures import GAPS, metric_grid, pick
-from collapse_hpc.report.plots import (Context, no_data, series_order, unit_series)
+from collapse_hpc.plotting import style
+from collapse_hpc.plotting.figures import GAPS, metric_grid, pick
+from collapse_hpc.plotting.plots import (Context, no_data, series_order, unit_series)
 
 
 def _files(ctx: Context, name: str) -> list:

@@ -1,16 +1,30 @@
-"""Drawing helpers shared by the experiments' figures: series, bands, gaps, saving."""
+"""Drawing helpers shared by the experiments' figures: series, bands, gaps, saving.
+
+They draw from the report's tables (long metrics: KEYS, settings, TAIL; their summary: SUMMARY)
+and know nothing of run folders: a figure reaches a run only through the objects the report
+hands it in its Context (report.collect's RunData).
+"""
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from collapse_hpc.report import style
-from collapse_hpc.report.collect import RunData, setting_columns
+from collapse_hpc.plotting import style
 from collapse_hpc.store.atomic import atomic_path
+
+KEYS = ["run", "experiment", "variant", "regime", "seed"]  # then setting columns
+TAIL = ["replicate", "generation", "metric", "value"]
+SUMMARY = ["n", "mean", "std", "ci_low", "ci_high"]  # report.stats.summarise's columns
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """Setting columns that carry values in this (e.g. one experiment's) table."""
+    return [c for c in df.columns if c not in KEYS + TAIL + SUMMARY and df[c].notna().any()]
 
 
 @dataclass
@@ -20,14 +34,14 @@ class Context:
     experiment: str
     df: pd.DataFrame  # long metrics of this experiment, all runs
     summary: pd.DataFrame  # its summary rows
-    runs: list[RunData]  # every run of the report (in order)
+    runs: list[Any]  # every run of the report (in order): report.collect's RunData
 
     @functools.cached_property
     def run_labels(self) -> list[str]:
         present = set(self.df["run"].unique())
         return [r.label for r in self.runs if r.label in present or r.finished(self.experiment)]
 
-    def run(self, label: str) -> RunData:
+    def run(self, label: str):
         return next(r for r in self.runs if r.label == label)
 
     def planned(self, label: str) -> int | None:
@@ -72,7 +86,7 @@ def series_label(row, settings: list[str], exclude: tuple[str, ...] = ()) -> str
     return ", ".join([pretty_regime(row["regime"]), *extra])
 
 
-def unit_series(run: RunData, experiment: str, unit) -> tuple:
+def unit_series(run, experiment: str, unit) -> tuple:
     """A finished unit's variant (VariantInfo) and the label of the series it belongs to: its
     regime and settings, as the figures' legends name them."""
     info = run.variant(experiment, unit.variant)

@@ -1,18 +1,16 @@
-"""The report's figures: each experiment's own (its figures.py, listed by Experiment.figures),
-plus every metric of every experiment against generation, and the helpers they share. Each
+"""What the experiments' figures (their figures.py, listed by Experiment.figures) and the
+report's every-metric overview share: the metric grid, picking a metric, the gaps note. Each
 figure function returns (Figure, caption) or None when the run has nothing for it yet, or raises
 NotInThisRun when the run's settings never make its data (the page then leaves it off); runs are
 drawn side by side (one column, or row, per run).
 """
 from __future__ import annotations
 
-import logging
 import re
 
-from collapse_hpc.report import style
-from collapse_hpc.report.plots import Context, Fig, draw_series, integer_x, legend_below, maybe_log, no_data, save
+from collapse_hpc.plotting import style
+from collapse_hpc.plotting.plots import Context, draw_series, integer_x, legend_below, maybe_log, no_data
 
-log = logging.getLogger("collapse_hpc.report")
 GAPS = "Gaps mark generations not (yet) finished."
 
 
@@ -66,53 +64,3 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
         ax.set_visible(False)
     legend_below(fig, axes)
     return fig
-
-
-# ------------------------------------------------------------------ every experiment
-
-PAGE = 16  # metrics per overview figure
-
-
-def overview(ctx: Context, metrics: list[str]):
-    fig = metric_grid(ctx, metrics)
-    return fig and (fig, f"Metrics of {ctx.experiment} against generation: mean over seeds and "
-                         f"replicates with its 95% confidence interval (t). Which way collapse moves each metric "
-                         f"(and so which direction is worse) is stated with this experiment's own figures above "
-                         f"and in its metric notes. {GAPS}")
-
-
-def overviews(ctx: Context) -> list:
-    """(key, title, function) per page of the every-metric overview."""
-    metrics = ctx.metrics()
-    pages = [metrics[i:i + PAGE] for i in range(0, len(metrics), PAGE)] or [[]]
-    if len(pages) == 1:
-        return [("all_metrics", "All metrics", lambda c: overview(c, pages[0]))]
-    return [(f"all_metrics_{i + 1}", f"All metrics ({i + 1} of {len(pages)})", lambda c, p=p: overview(c, p))
-            for i, p in enumerate(pages)]
-
-
-def draw(ctx: Context, out) -> list[Fig]:
-    """Every figure of one experiment, saved as PNG and PDF under `out`. A figure the data cannot
-    support yet comes back without files (the page says so)."""
-    from matplotlib import rc_context
-
-    from collapse_hpc import experiments
-
-    figs = []
-    for key, title, fn in experiments.describe(ctx.experiment).figures() + overviews(ctx):
-        with rc_context(style.RC):
-            try:
-                made = fn(ctx)
-            except NotInThisRun:
-                continue
-            except Exception as e:  # one broken figure must not cost the whole report
-                log.warning("figure %s_%s failed: %s: %s", ctx.experiment, key, type(e).__name__, e)
-                made, error = None, f"could not be drawn: {type(e).__name__}: {e}"
-            else:
-                error = "not available yet (no finished data for it)"
-            fig = Fig(f"{ctx.experiment}_{key}", title, error)
-            if made:
-                figure, fig.caption = made
-                fig.files = save(figure, out, fig.key)
-        figs.append(fig)
-    return figs
