@@ -131,8 +131,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None):
     """Load and validate the config and check each experiment's inputs; writes nothing.
 
     Returns (store, run); the store's folder may not exist yet."""
-    from collapse_hpc import config as cfgmod
-    from collapse_hpc import experiments
+    from collapse_hpc import engine, experiments
     from collapse_hpc.launch import choose
     from collapse_hpc.store import RunStore
 
@@ -142,7 +141,8 @@ def resolve(args, executor: str | None = None, profile: str | None = None):
         overrides.append(f"executor={executor}")
     if profile:
         overrides.append(f"profile={profile}")
-    run = cfgmod.load(args.config, overrides, args.generations)
+    run = experiments.load_config(args.config, overrides, args.generations)
+    engine.check(run, args.config)  # a plan no machine holds: one line before anything is written
     only = getattr(args, "only", None)
     if only:
         unknown = [o for o in only if o not in run.sections]
@@ -159,7 +159,6 @@ def resolve(args, executor: str | None = None, profile: str | None = None):
                 resolve_image(prof.container.image)
             except UserError as e:
                 raise UserError(f"{run.profile}: {e}".replace("container image", "container.image", 1)) from None
-        from collapse_hpc import engine
         from collapse_hpc.launch import slurm
 
         kinds = {c.kind for c in engine.plan(run, only=only)} | {"aggregate"}
@@ -274,13 +273,15 @@ def _last_unit(run, args) -> int:
 
 def cmd_config(args) -> int:
     from collapse_hpc import config as cfgmod
+    from collapse_hpc import engine, experiments
 
     if args.config:
-        run = cfgmod.load(args.config, args.overrides, args.generations)
+        run = experiments.load_config(args.config, args.overrides, args.generations)
+        engine.check(run, args.config)
         print(f"# config_hash: {run.hash()}")
         print(cfgmod.dump(run), end="")
     else:
-        print(cfgmod.describe(), end="")
+        print(cfgmod.describe(experiments.sections()), end="")
     return 0
 
 

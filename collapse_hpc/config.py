@@ -4,6 +4,11 @@ A config file has run-level keys (RunConfig below) and one section per experimen
 after it (`gmm:`, `gaussian:`, `lm:`, `vae:`), each loading into that experiment's own
 dataclass. Every problem is reported as one line naming the file and the key.
 
+This module knows no experiment: the caller names the sections a config may hold
+(`sections`: name -> Section dataclass; experiments.sections() gives the registered ones).
+Loading checks keys, types and ranges and nothing else; what a config plans is the engine's
+to check.
+
 Field metadata used for validation: min / max (inclusive), gt (exclusive lower bound),
 choices, and help (shown by `collapse-hpc config` without a CONFIG).
 """
@@ -18,7 +23,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -103,25 +108,26 @@ class RunConfig:
         return list(self.regimes if r is None else r)
 
     def to_dict(self) -> dict:
-        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "sections"}
+        out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "sections"}
         for name, sec in self.sections.items():
-            out[name] = _plain(sec)
+            out[name] = plain(sec)
         return out
 
     def hash(self) -> str:
         return config_hash(self.to_dict())
 
 
-def _plain(v):
+def plain(v):
+    """A config value as plain data (YAML/JSON): dataclasses as mappings, a Regime as the user writes it."""
     if isinstance(v, Regime):  # overrides written as the user writes them: {name: …, lm: {epochs: 10}}
         extra = {"verifier_quantile": v.verifier_quantile} if v.name == "verifier-filter" else {}
-        return {"name": v.name, "keep_fraction": v.keep_fraction, **extra, **_plain(v.overrides)}
+        return {"name": v.name, "keep_fraction": v.keep_fraction, **extra, **plain(v.overrides)}
     if dataclasses.is_dataclass(v):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: plain(x) for k, x in v.items()}
     return v
 
 
@@ -155,8 +161,9 @@ def diff(a: dict, b: dict) -> list[str]:
 # ---------------------------------------------------------------- building dataclasses
 
 class _Where:
-    def __init__(self, file: str):
+    def __init__(self, file: str, sections: Mapping[str, type] | None = None):
         self.file = file
+        self.sections = sections or {}  # experiment name -> its Section dataclass
 
     def fail(self, key: str, msg: str) -> NoReturn:
         raise ConfigError(f"{self.file}: {key}: {msg}")
@@ -206,10 +213,10 @@ def _convert(tp, value, key: str, where: _Where):
         if tp is Regime and isinstance(value, str):
             value = _regime_from_str(value, key, where)
         if tp is Regime and isinstance(value, dict):
-            value = _regime_overrides(_regime_alias(value, key, where))
+            value = _regime_overrides(_regime_alias(value, key, where), list(where.sections))
         if not isinstance(value, dict):
             where.fail(key, f"expected a mapping of {_typename(tp)} keys, got {value!r}")
-        return build(tp, value, where.file, prefix=f"{key}.")
+        return build(tp, value, where.file, prefix=f"{key}.", sections=where.sections)
     if tp is Any:
         return value
     if tp is bool:
@@ -261,12 +268,9 @@ def _regime_alias(value: dict, key: str, where: _Where) -> dict:
     return value
 
 
-def _regime_overrides(value: dict) -> dict:
+def _regime_overrides(value: dict, names: list[str]) -> dict:
     """A regime's keys named after an experiment (`lm: {epochs: 10}`) are overrides of that
     experiment's section; typed and checked by _type_overrides once the sections are built."""
-    from collapse_hpc import experiments
-
-    names = experiments.names()
     if not any(k in names for k in value):
         return value
     value = {k: v for k, v in value.items() if k not in names} | {
@@ -278,12 +282,10 @@ def _regime_overrides(value: dict) -> dict:
 CHAIN_KEYS = ("enabled", "generations", "seeds", "regimes")
 
 
-def _type_overrides(regime: Regime, key: str, raw: dict, file: str) -> Regime:
+def _type_overrides(regime: Regime, key: str, raw: dict, where: _Where) -> Regime:
     """Check a regime's overrides against each named experiment's section, as if written in it
     (types, ranges, cross-field checks), and keep their typed values."""
-    from collapse_hpc import experiments
-
-    where, names, typed = _Where(file), experiments.names(), {}
+    names, typed = list(where.sections), {}
     for name, changes in regime.overrides.items():
         if name not in names:
             where.fail(f"{key}.{name}", f"unknown experiment; regimes override the keys of one of: {', '.join(names)}")
@@ -293,7 +295,8 @@ def _type_overrides(regime: Regime, key: str, raw: dict, file: str) -> Regime:
             if k in CHAIN_KEYS:
                 where.fail(f"{key}.{name}.{k}", "cannot be set per regime (it defines the chains themselves)")
         base = {k: v for k, v in (raw.get(name) or {}).items() if k not in CHAIN_KEYS}
-        section = build(experiments.config_class(name), {**base, **changes}, file, prefix=f"{key}.{name}.")
+        section = build(where.sections[name], {**base, **changes}, where.file, prefix=f"{key}.{name}.",
+                        sections=where.sections)
         typed[name] = {k: getattr(section, k) for k in changes}
     return dataclasses.replace(regime, overrides=typed)
 
@@ -326,9 +329,10 @@ def _check(f: dataclasses.Field, value, key: str, where: _Where):
             where.fail(key, f"must be > {m['gt']}, got {v!r}")
 
 
-def build(cls, data: dict, file: str = "<config>", prefix: str = ""):
-    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
-    where = _Where(file)
+def build(cls, data: dict, file: str = "<config>", prefix: str = "", sections: Mapping[str, type] | None = None):
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges (a regime's overrides
+    against `sections`)."""
+    where = _Where(file, sections)
     if data is None:
         data = {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "sections"}
@@ -374,16 +378,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load(path: str | Path, overrides: Sequence[str] = (), generations: int | None = None) -> RunConfig:
-    """Load, override and validate a config file; raise ConfigError with one line on any problem."""
+def load(path: str | Path, overrides: Sequence[str] = (), generations: int | None = None, *,
+         sections: Mapping[str, type]) -> RunConfig:
+    """Load, override and validate a config file whose experiment sections are `sections`
+    (name -> Section dataclass); raise ConfigError with one line on any problem."""
     raw = yamlfile.load_mapping(path)
-    return from_dict(raw, str(path), overrides, generations)
+    return from_dict(raw, str(path), overrides, generations, sections=sections)
 
 
 def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
-              generations: int | None = None) -> RunConfig:
-    from collapse_hpc import experiments
-
+              generations: int | None = None, *, sections: Mapping[str, type]) -> RunConfig:
     raw = json.loads(json.dumps(raw, default=str))
     for ov in overrides:
         keys, value = parse_override(ov)
@@ -397,42 +401,24 @@ def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
         if generations < 1:
             raise ConfigError(f"--generations: must be >= 1, got {generations}")
         raw["generations"] = generations
-    names = experiments.names()
+    names = list(sections)
     run_keys = {k: v for k, v in raw.items() if k not in names}
     _refuse_unknown(run_keys, names, file)
-    run: RunConfig = build(RunConfig, run_keys, file)
+    run: RunConfig = build(RunConfig, run_keys, file, sections=sections)
     for name in names:
         if name in raw:
             if raw[name] is not None and not isinstance(raw[name], dict):
                 raise ConfigError(f"{file}: {name}: expected a mapping of {name} keys")
-            run.sections[name] = build(experiments.config_class(name), raw[name] or {}, file, prefix=f"{name}.")
+            run.sections[name] = build(sections[name], raw[name] or {}, file, prefix=f"{name}.", sections=sections)
     if not run.sections:
         raise ConfigError(f"{file}: names no experiment; add a section for one of: {', '.join(names)}")
     lists = [("regimes", run.regimes)] + [(f"{n}.regimes", s.regimes) for n, s in run.sections.items() if s.regimes]
+    where = _Where(file, sections)
     for key, regimes in lists:
-        regimes[:] = [_type_overrides(r, f"{key}[{i}]", raw, file) for i, r in enumerate(regimes)]
-    _check_scored(run, file)
+        regimes[:] = [_type_overrides(r, f"{key}[{i}]", raw, where) for i, r in enumerate(regimes)]
     if run.executor == "slurm" and not run.profile:
         raise ConfigError(f"{file}: profile: executor slurm needs a cluster profile (--profile slurm/….yaml)")
-    from collapse_hpc import engine
-
-    engine.check(run, file)
     return run
-
-
-def _check_scored(run: RunConfig, file: str) -> None:
-    """Regimes that need an experiment's scores of its items (regimes.SCORED) only where the
-    experiment gives them (its `scored_regimes`)."""
-    from collapse_hpc import experiments
-    from collapse_hpc.regimes import SCORED
-
-    for name in run.enabled():
-        for regime in run.regimes_of(name):
-            if regime.name in SCORED and regime.name not in experiments.get(name).scored_regimes:
-                key = f"{name}.regimes" if run.section(name).regimes is not None else "regimes"
-                able = [n for n in experiments.names() if regime.name in experiments.get(n).scored_regimes]
-                raise ConfigError(f"{file}: {key}: the {regime.name} regime is not available for {name} (only for "
-                                  f"{', '.join(able) or 'no experiment'}); give {name} its own regimes")
 
 
 def _refuse_unknown(run_keys: dict, names: list[str], file: str) -> None:
@@ -455,23 +441,20 @@ def _keys(cls) -> list[tuple[str, str, str, str]]:
         if f.name == "sections":
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
-            _plain(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "")
+            plain(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "")
         checks = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k != "help")
-        out.append((f.name, json.dumps(_plain(default)), checks, f.metadata.get("help", "")))
+        out.append((f.name, json.dumps(plain(default)), checks, f.metadata.get("help", "")))
     return out
 
 
-def _sections(names=None):
-    from collapse_hpc import experiments
-
-    return [("run-level keys", RunConfig, "")] + [
-        (f"section {n}", experiments.config_class(n), f"{n}.") for n in names or experiments.names()]
+def _sections(sections: Mapping[str, type]):
+    return [("run-level keys", RunConfig, "")] + [(f"section {n}", cls, f"{n}.") for n, cls in sections.items()]
 
 
-def describe() -> str:
-    """Every key of every section: name, default, checks, meaning (collapse-hpc config)."""
+def describe(sections: Mapping[str, type]) -> str:
+    """Every key of the run and of each of `sections`: name, default, checks, meaning (collapse-hpc config)."""
     text: list[str] = []
-    for title, cls, prefix in _sections():
+    for title, cls, prefix in _sections(sections):
         text += ([""] if text else []) + [f"{title}:"]
         for name, default, checks, help in _keys(cls):
             extra = f" [{checks}]" if checks else ""
@@ -479,13 +462,11 @@ def describe() -> str:
     return "\n".join(text) + "\n"
 
 
-def describe_markdown() -> str:
-    """The same as Markdown tables, one per section of the package's own experiments (the README's
-    configuration reference)."""
-    from collapse_hpc.experiments import BUILTIN
-
+def describe_markdown(sections: Mapping[str, type]) -> str:
+    """The same as Markdown tables (the README's configuration reference: the package's own
+    experiments, experiments.sections(experiments.BUILTIN))."""
     text = []
-    for title, cls, prefix in _sections(BUILTIN):
+    for title, cls, prefix in _sections(sections):
         text += [f"**{title}**", "", "| key | default | meaning |", "|---|---|---|"]
         for name, default, checks, help in _keys(cls):
             note = f" ({checks})" if checks else ""

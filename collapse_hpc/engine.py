@@ -120,7 +120,7 @@ def _wait_for_manifest(unit_dir: Path, timeout: float = 600.0) -> None:
 def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> str:
     """Perform one unit (all ranks call this). Returns 'done', 'skipped'."""
     store = RunStore(run_dir)
-    run = store.load_config()
+    run = store.load_config(experiments.sections())
     exp = experiments.get(experiment)
     v = _variant(exp, run, variant)
     unit_dir = store.unit_dir(experiment, variant, exp.shape, index)

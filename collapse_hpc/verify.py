@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collapse_hpc import experiments
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 
 
@@ -17,7 +18,7 @@ def verify_run(run_dir: str | Path) -> int:
         from collapse_hpc.errors import UserError
 
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
-    config_hash = store.load_config().hash()
+    config_hash = store.load_config(experiments.sections()).hash()
     units = store.units()
     bad, unfinished, extra = 0, 0, 0
     for unit in units:

@@ -2,6 +2,7 @@
 import pytest
 
 from collapse_hpc import config as cfgmod
+from collapse_hpc import experiments
 from collapse_hpc.errors import ConfigError
 from collapse_hpc.regimes import Regime
 from tests import helpers  # noqa: F401  (registers the toy experiment)
@@ -15,7 +16,7 @@ def write(tmp_path, text):
 
 def error_of(tmp_path, text, **kw):
     with pytest.raises(ConfigError) as e:
-        cfgmod.load(write(tmp_path, text), **kw)
+        experiments.load_config(write(tmp_path, text), **kw)
     msg = str(e.value)
     assert "\n" not in msg
     assert "c.yaml" in msg
@@ -23,8 +24,8 @@ def error_of(tmp_path, text, **kw):
 
 
 def test_loads_typed_sections(tmp_path):
-    run = cfgmod.load(write(tmp_path, "generations: 4\nseeds: [1, 2]\nregimes: [replace, 'replace:0.1', accumulate]\n"
-                                      "toy: {rows: 5}\n"))
+    run = experiments.load_config(write(tmp_path, "generations: 4\nseeds: [1, 2]\n"
+                                                  "regimes: [replace, 'replace:0.1', accumulate]\ntoy: {rows: 5}\n"))
     assert run.generations == 4 and run.seeds == [1, 2]
     assert run.regimes == [Regime("replace"), Regime("replace", 0.1), Regime("accumulate")]
     assert run.section("toy").rows == 5
@@ -53,48 +54,48 @@ def test_out_of_range(tmp_path):
 
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
-        cfgmod.load(tmp_path / "nope.yaml")
+        experiments.load_config(tmp_path / "nope.yaml")
     assert "YAML" in error_of(tmp_path, "toy: {rows: [\n")
 
 
 def test_overrides(tmp_path):
     p = write(tmp_path, "generations: 2\ntoy: {rows: 5}\n")
-    run = cfgmod.load(p, overrides=["toy.rows=9", "seeds=[3]"], generations=4)
+    run = experiments.load_config(p, overrides=["toy.rows=9", "seeds=[3]"], generations=4)
     assert run.section("toy").rows == 9 and run.seeds == [3]
     assert run.generations_of("toy") == 4
     # a section's own generation count is more specific than the run's --generations
     p2 = write(tmp_path, "generations: 2\ntoy: {generations: 7}\n")
-    assert cfgmod.load(p2, generations=4).generations_of("toy") == 7
-    assert cfgmod.load(p2, overrides=["toy.generations=5"], generations=4).generations_of("toy") == 5
+    assert experiments.load_config(p2, generations=4).generations_of("toy") == 7
+    assert experiments.load_config(p2, overrides=["toy.generations=5"], generations=4).generations_of("toy") == 5
     with pytest.raises(ConfigError, match="toy.rows"):
-        cfgmod.load(p, overrides=["toy.rows=-1"])
+        experiments.load_config(p, overrides=["toy.rows=-1"])
     with pytest.raises(ConfigError, match="section.key=value"):
-        cfgmod.load(p, overrides=["nonsense"])
+        experiments.load_config(p, overrides=["nonsense"])
 
 
 def test_hash_ignores_locations_and_generations(tmp_path):
-    a = cfgmod.from_dict({"generations": 2, "data_dir": "x", "toy": {}})
-    b = cfgmod.from_dict({"generations": 5, "data_dir": "y", "executor": "debug", "toy": {}})
-    c = cfgmod.from_dict({"toy": {"rows": 3}})
+    a = experiments.config_from_dict({"generations": 2, "data_dir": "x", "toy": {}})
+    b = experiments.config_from_dict({"generations": 5, "data_dir": "y", "executor": "debug", "toy": {}})
+    c = experiments.config_from_dict({"toy": {"rows": 3}})
     assert a.hash() == b.hash() != c.hash()
 
 
 def test_saved_config_round_trips(tmp_path):
-    run = cfgmod.from_dict({"regimes": ["replace:0.1", "accumulate"], "toy": {"rows": 4}})
+    run = experiments.config_from_dict({"regimes": ["replace:0.1", "accumulate"], "toy": {"rows": 4}})
     p = write(tmp_path, cfgmod.dump(run))
-    assert cfgmod.load(p).to_dict() == run.to_dict()
+    assert experiments.load_config(p).to_dict() == run.to_dict()
 
 
 def test_seeds_must_not_be_negative(tmp_path):
     assert ">= 0" in error_of(tmp_path, "seeds: [0, -1]\ntoy: {}\n")
     msg = error_of(tmp_path, "toy: {seeds: [-2]}\n")
     assert "toy.seeds" in msg and ">= 0" in msg
-    assert cfgmod.load(write(tmp_path, "seeds: [0, 7]\ntoy: {seeds: [3]}\n")).seeds_of("toy") == [3]
+    assert experiments.load_config(write(tmp_path, "seeds: [0, 7]\ntoy: {seeds: [3]}\n")).seeds_of("toy") == [3]
 
 
 def test_keep_original_fraction_is_an_alias(tmp_path):
-    run = cfgmod.load(write(tmp_path, "regimes: [{name: replace, keep_original_fraction: 0.1}]\n"
-                                      "toy: {regimes: [{name: replace, keep_original_fraction: 0.5}]}\n"))
+    run = experiments.load_config(write(tmp_path, "regimes: [{name: replace, keep_original_fraction: 0.1}]\n"
+                                                  "toy: {regimes: [{name: replace, keep_original_fraction: 0.5}]}\n"))
     assert run.regimes == [Regime("replace", 0.1)] and run.regimes_of("toy") == [Regime("replace", 0.5)]
     msg = error_of(tmp_path, "regimes: [{name: replace, keep_fraction: 0.1, keep_original_fraction: 0.1}]\n"
                              "toy: {}\n")
@@ -113,24 +114,22 @@ def test_readme_configuration_reference_is_current():
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
     assert start in readme and end in readme
     written = readme.split(start, 1)[1].split(end, 1)[0]
-    assert written == cfgmod.describe_markdown(), \
+    assert written == cfgmod.describe_markdown(experiments.sections(experiments.BUILTIN)), \
         "README's configuration reference is stale: paste collapse_hpc.config.describe_markdown() between its markers"
 
 
 def test_hash_ignores_where_and_how_long_only():
     base = {"name": "a", "executor": "local", "generations": 2, "toy": {"generations": 3}}
-    h = cfgmod.from_dict(base).hash()
-    assert cfgmod.from_dict({**base, "name": "b", "executor": "debug", "generations": 5,
-                             "toy": {"generations": 9}}).hash() == h
-    assert cfgmod.from_dict({**base, "seeds": [1]}).hash() != h
-    assert cfgmod.from_dict({**base, "regimes": ["accumulate"]}).hash() != h  # a regime's name counts
+    h = experiments.config_from_dict(base).hash()
+    assert experiments.config_from_dict({**base, "name": "b", "executor": "debug", "generations": 5,
+                                         "toy": {"generations": 9}}).hash() == h
+    assert experiments.config_from_dict({**base, "seeds": [1]}).hash() != h
+    assert experiments.config_from_dict({**base, "regimes": ["accumulate"]}).hash() != h  # a regime's name counts
 
 
 def test_regime_overrides_reach_only_their_experiment(tmp_path):
-    from collapse_hpc import experiments
-
-    run = cfgmod.load(write(tmp_path, "regimes: [replace, {name: replace, keep_fraction: 0.1, toy: {rows: 7}, "
-                                      "gmm: {samples: 50}}]\ntoy: {rows: 5}\ngmm: {}\n"))
+    run = experiments.load_config(write(tmp_path, "regimes: [replace, {name: replace, keep_fraction: 0.1, "
+                                                  "toy: {rows: 7}, gmm: {samples: 50}}]\ntoy: {rows: 5}\ngmm: {}\n"))
     plain, special = run.regimes
     assert special.overrides == {"toy": {"rows": 7}, "gmm": {"samples": 50}}
     assert run.section_for("toy", plain).rows == 5 and run.section_for("toy", special).rows == 7
@@ -157,22 +156,20 @@ def test_regime_overrides_are_validated_like_their_section(tmp_path):
 
 def test_regime_overrides_round_trip_and_change_the_hash(tmp_path):
     text = "regimes: [{name: replace, keep_fraction: 0.1, toy: {rows: 7}}]\ntoy: {}\n"
-    run = cfgmod.load(write(tmp_path, text))
+    run = experiments.load_config(write(tmp_path, text))
     assert run.to_dict()["regimes"] == [{"name": "replace", "keep_fraction": 0.1, "toy": {"rows": 7}}]
-    again = cfgmod.load(write(tmp_path, cfgmod.dump(run)))
+    again = experiments.load_config(write(tmp_path, cfgmod.dump(run)))
     assert again.regimes == run.regimes and again.hash() == run.hash()
-    assert cfgmod.load(write(tmp_path, "regimes: ['replace:0.1']\ntoy: {}\n")).hash() != run.hash()
+    assert experiments.load_config(write(tmp_path, "regimes: ['replace:0.1']\ntoy: {}\n")).hash() != run.hash()
     # without overrides the saved form is as before, so existing runs keep their hash
-    assert cfgmod.from_dict({"toy": {}}).to_dict()["regimes"] == [{"name": "replace", "keep_fraction": 0.0}]
+    assert experiments.config_from_dict({"toy": {}}).to_dict()["regimes"] == [{"name": "replace", "keep_fraction": 0.0}]
 
 
 def test_paper_config_is_the_papers_lm_method():
     """configs/paper.yaml resolves to the paper's language-model setting (Nature 2024, Methods, Fig. 1)."""
     from pathlib import Path
 
-    from collapse_hpc import experiments
-
-    run = cfgmod.load(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
+    run = experiments.load_config(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
     lm = run.section("lm")
     assert (lm.model, lm.dataset, lm.block_size, lm.pretrained) == ("facebook/opt-125m", "wikitext2", 64, True)
     assert (lm.decoding, lm.num_beams, lm.repetition_penalty) == (["beam"], 5, 3.0)
@@ -183,3 +180,33 @@ def test_paper_config_is_the_papers_lm_method():
     assert epochs == {(0.0, 5), (0.1, 10)} and len(variants) == 10
     assert {v.name for v in variants if v.seed == 0} == {"replace-p0-s0", "replace-p0.1-epochs10-s0"}
     assert {v.name for v in experiments.get("vae").variants(run) if v.seed == 0} == {"replace-p0-s0", "replace-p0.1-s0"}
+
+
+def test_loading_a_config_knows_no_experiment_and_imports_nothing_above_it(tmp_path):
+    """config.load is given the sections a config may hold; it imports no experiment, no engine and
+    no launcher (none of them is loaded afterwards), checks no plan, and writes nothing."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "c.yaml").write_text("generations: 2\nseeds: [0, 1]\ntiny: {rows: 2}\n")
+    code = textwrap.dedent("""
+        import sys
+        from dataclasses import dataclass
+
+        from collapse_hpc import config
+
+        @dataclass
+        class Tiny(config.Section):
+            rows: int = config.knob(1, "rows", min=1)
+
+        run = config.load("c.yaml", ["tiny.rows=300000000"], sections={"tiny": Tiny})
+        assert run.section("tiny").rows == 300000000 and run.seeds_of("tiny") == [0, 1]
+        print(" ".join(sorted(m for m in sys.modules if m.startswith("collapse_hpc"))))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.split())
+    assert loaded <= {"collapse_hpc", "collapse_hpc.config", "collapse_hpc.regimes", "collapse_hpc.yamlfile",
+                      "collapse_hpc.errors"}, loaded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]

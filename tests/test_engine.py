@@ -61,7 +61,7 @@ def test_verify_names_the_corrupted_file(tmp_path, capsys):
 
 def test_array_part_is_redone_when_generations_change(tmp_path):
     store, run = toy_run(tmp_path, generations=2)
-    from collapse_hpc import config as cfgmod
+    from collapse_hpc import experiments
     unit = gen(store, 0)
     debug.execute(store, run, engine.plan(run))
 
@@ -69,7 +69,7 @@ def test_array_part_is_redone_when_generations_change(tmp_path):
         name, shape = "toy", "array"
 
     assert engine.finished(store, unit, Array, run)
-    longer = cfgmod.from_dict({**run.to_dict(), "generations": 5})
+    longer = experiments.config_from_dict({**run.to_dict(), "generations": 5})
     assert not engine.finished(store, unit, Array, longer)  # a part holds all its generations
     assert engine.finished(store, unit, type("Chain", (), {"name": "toy", "shape": "chain"}), longer)
 
@@ -94,11 +94,11 @@ def test_verify_checks_the_config_hash_and_reports_extra_files(tmp_path, capsys)
 
 
 def test_regime_override_is_what_the_unit_sees_and_what_its_manifest_records(tmp_path):
-    from collapse_hpc import config as cfgmod
+    from collapse_hpc import experiments
     from collapse_hpc.store import RunStore
 
-    run = cfgmod.from_dict({"generations": 1, "executor": "debug", "toy": {"rows": 5},
-                            "regimes": ["replace", {"name": "replace", "toy": {"rows": 7}}]})
+    run = experiments.config_from_dict({"generations": 1, "executor": "debug", "toy": {"rows": 5},
+                                        "regimes": ["replace", {"name": "replace", "toy": {"rows": 7}}]})
     store = RunStore(tmp_path / "run")
     store.open(run)
     assert debug.execute(store, run, engine.plan(run)) == {"done": 2, "skipped": 0}

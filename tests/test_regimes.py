@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from collapse_hpc import config as cfgmod
+from collapse_hpc import experiments
 from collapse_hpc.errors import ConfigError
 from collapse_hpc.regimes import Regime, mix
 
@@ -40,16 +40,17 @@ def test_verifier_filter_keeps_the_passing_items_and_refills_with_them():
 
 
 def test_curated_regimes_in_configs():
-    run = cfgmod.from_dict({"regimes": ["detector-resample", {"name": "verifier-filter", "verifier_quantile": 0.3}],
-                            "lm": {"verifier": "base"}})
+    run = experiments.config_from_dict({"regimes": ["detector-resample",
+                                                    {"name": "verifier-filter", "verifier_quantile": 0.3}],
+                                        "lm": {"verifier": "base"}})
     assert [r.label for r in run.regimes] == ["detector-resample", "verifier-filter-q0.3"]
-    again = cfgmod.from_dict(run.to_dict())  # the saved config reads back the same (and hashes the same)
+    again = experiments.config_from_dict(run.to_dict())  # the saved config reads back the same (and hashes the same)
     assert again.regimes == run.regimes and again.hash() == run.hash()
     for raw, msg in (({"regimes": ["detector-resample"], "gmm": {}}, r"not available for gmm \(only for lm\)"),
                      ({"regimes": [{"name": "replace", "verifier_quantile": 0.2}], "lm": {}}, "verifier-filter"),
                      ({"regimes": [{"name": "verifier-filter", "verifier_quantile": 0}], "lm": {}}, r"\(0, 1\]")):
         with pytest.raises(ConfigError, match=msg) as e:
-            cfgmod.from_dict(raw)
+            experiments.config_from_dict(raw)
         assert "\n" not in str(e.value)
     # another experiment may keep its own regimes beside lm's curated ones
-    cfgmod.from_dict({"regimes": ["verifier-filter"], "lm": {}, "gmm": {"regimes": ["replace"]}})
+    experiments.config_from_dict({"regimes": ["verifier-filter"], "lm": {}, "gmm": {"regimes": ["replace"]}})

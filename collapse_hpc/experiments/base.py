@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from collapse_hpc.config import plain
 from collapse_hpc.errors import UserError
 from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime
@@ -53,10 +54,8 @@ class Variant:
 
     def config(self, run) -> dict:
         """What this variant computes, as recorded (and hashed) in each of its units' manifests."""
-        from collapse_hpc.config import _plain
-
-        return {"experiment": self.experiment, "regime": _plain(self.regime), "seed": self.seed,
-                "setting": dict(self.setting), self.experiment: _plain(self.section(run))}
+        return {"experiment": self.experiment, "regime": plain(self.regime), "seed": self.seed,
+                "setting": dict(self.setting), self.experiment: plain(self.section(run))}
 
 
 def _token(value) -> str:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from collapse_hpc import engine
+from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
 from collapse_hpc.store import RunStore, read_manifest
@@ -103,7 +103,7 @@ def show(run_dir: str | Path) -> int:
     store = RunStore(run_dir)
     if not store.exists():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
-    run = store.load_config()
+    run = store.load_config(experiments.sections())
     book = _book(store)
     local = book.get("executor") != "slurm"
     units = book["units"]

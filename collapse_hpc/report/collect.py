@@ -100,12 +100,13 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
     imports (it names variants authoritatively), else from the units' manifests alone (_recorded)."""
     variants, generations = {}, {}
     try:
-        run = RunStore(root).load_config()
+        from collapse_hpc import experiments
+
+        run = RunStore(root).load_config(experiments.sections())
     except Exception as e:  # an experiment's code missing or changed: fall back to the manifests
         log.warning("%s: config not loadable with this code (%s); reading the manifests only", root, e)
         return variants, {k: raw[k].get("generations") or raw.get("generations")
                           for k in raw if isinstance(raw.get(k), dict)}
-    from collapse_hpc import experiments
 
     for name in run.sections:
         generations[name] = run.generations_of(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from collapse_hpc import config as cfgmod
@@ -58,10 +59,11 @@ class RunStore:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def load_config(self) -> cfgmod.RunConfig:
+    def load_config(self, sections: Mapping[str, type]) -> cfgmod.RunConfig:
+        """The run's saved config, with `sections` (experiments.sections()) as its experiments."""
         if not self.exists():
             raise UserError(f"{self.root}: not a run folder (no {CONFIG}); start one with collapse-hpc run")
-        return cfgmod.load(self.config_path)
+        return cfgmod.load(self.config_path, sections=sections)
 
     def open(self, run: cfgmod.RunConfig) -> cfgmod.RunConfig:
         """Create the run folder, or check that an existing one was made with the same config.

@@ -172,10 +172,10 @@ setup: [module load apptainer]
 
 
 def test_ranks_of_reads_the_section():
-    from collapse_hpc import config as cfgmod
+    from collapse_hpc import experiments
     from collapse_hpc.launch.distributed import ranks_of
 
-    run = cfgmod.from_dict({"ltchain": {"ranks": 3}, "ltarray": {}})
+    run = experiments.config_from_dict({"ltchain": {"ranks": 3}, "ltarray": {}})
     assert ranks_of(run, "ltchain") == 3 and ranks_of(run, "ltarray") == 1
     assert [c.kind for c in engine.plan(run)] == ["gpu", "cpu"]
 

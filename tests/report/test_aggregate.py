@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from collapse_hpc import cli, config, engine, experiments
+from collapse_hpc import cli, engine, experiments
 from collapse_hpc.launch import debug
 from collapse_hpc.store import RunStore
 
@@ -17,7 +17,7 @@ def toy(monkeypatch):
 
 
 def make_run(root, sections: dict, **run_keys):
-    run = config.from_dict({"name": root.name, "executor": "debug", **run_keys, **sections})
+    run = experiments.config_from_dict({"name": root.name, "executor": "debug", **run_keys, **sections})
     store = RunStore(root)
     store.open(run)
     debug.execute(store, run, engine.plan(run))

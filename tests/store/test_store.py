@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collapse_hpc import config as cfgmod
+from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, atomic, verify_unit, write_manifest
 from collapse_hpc.store.lock import RunLock
@@ -69,11 +69,11 @@ def test_manifest_and_flipped_byte(tmp_path):
 
 def test_run_config_mismatch_is_refused(tmp_path):
     store = RunStore(tmp_path / "run")
-    store.open(cfgmod.from_dict({"toy": {"rows": 3}}))
-    store.open(cfgmod.from_dict({"generations": 9, "toy": {"rows": 3}}))  # more generations: fine
-    assert store.load_config().generations == 9
+    store.open(experiments.config_from_dict({"toy": {"rows": 3}}))
+    store.open(experiments.config_from_dict({"generations": 9, "toy": {"rows": 3}}))  # more generations: fine
+    assert store.load_config(experiments.sections()).generations == 9
     with pytest.raises(UserError, match=r"toy.rows: 3 -> 4.*another --run"):
-        store.open(cfgmod.from_dict({"toy": {"rows": 4}}))
+        store.open(experiments.config_from_dict({"toy": {"rows": 4}}))
 
 
 def _hold_lock(path, ready, release):
@@ -119,7 +119,7 @@ def test_corrupt_saved_config_is_one_user_error(tmp_path, text):
     store.root.mkdir()
     store.config_path.write_text(text)
     with pytest.raises(UserError) as e:
-        store.open(cfgmod.from_dict({"toy": {"rows": 3}}))
+        store.open(experiments.config_from_dict({"toy": {"rows": 3}}))
     assert str(store.config_path) in str(e.value) and "\n" not in str(e.value)
     assert store.config_path.read_text() == text
 

@@ -2,7 +2,7 @@
 import pyarrow.parquet as pq
 import pytest
 
-from collapse_hpc import config, engine
+from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
@@ -12,9 +12,9 @@ SECTION = {"generations": 6, "samples": [20, 50], "replicates": 5, "chunk_replic
 
 
 def _run(tmp_path, name, **section):
-    run = config.from_dict({"name": "t", "generations": 6, "seeds": [0], "executor": "debug",
-                            "regimes": ["replace", "accumulate", "accumulate-subsample"],
-                            "gaussian": {**SECTION, **section}})
+    run = experiments.config_from_dict({"name": "t", "generations": 6, "seeds": [0], "executor": "debug",
+                                        "regimes": ["replace", "accumulate", "accumulate-subsample"],
+                                        "gaussian": {**SECTION, **section}})
     store = RunStore(tmp_path / name)
     store.open(run)
     chains = engine.plan(run)
@@ -54,4 +54,4 @@ def test_same_seed_gives_bit_identical_parquet(tmp_path):
 ])
 def test_bad_parameters_give_one_clear_error(bad, message):
     with pytest.raises(UserError, match=message):
-        config.from_dict({"gaussian": {**SECTION, **bad}})
+        experiments.config_from_dict({"gaussian": {**SECTION, **bad}})

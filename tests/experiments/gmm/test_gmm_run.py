@@ -2,7 +2,7 @@
 import pyarrow.parquet as pq
 import pytest
 
-from collapse_hpc import config, engine
+from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
@@ -13,8 +13,8 @@ SECTION = {"generations": 4, "samples": 120, "replicates": 3, "chunk_replicates"
 
 
 def _run(tmp_path, name, regimes=("replace", "replace:0.1"), **gmm):
-    run = config.from_dict({"name": "t", "generations": 4, "seeds": [0], "regimes": list(regimes),
-                            "executor": "debug", "gmm": {**SECTION, **gmm}})
+    run = experiments.config_from_dict({"name": "t", "generations": 4, "seeds": [0], "regimes": list(regimes),
+                                        "executor": "debug", "gmm": {**SECTION, **gmm}})
     store = RunStore(tmp_path / name)
     store.open(run)
     chains = engine.plan(run)
@@ -65,4 +65,4 @@ def test_same_seed_gives_bit_identical_parquet(tmp_path):
 ])
 def test_bad_parameters_give_one_clear_error(bad, message):
     with pytest.raises(UserError, match=message):
-        config.from_dict({"gmm": {**SECTION, **bad}})
+        experiments.config_from_dict({"gmm": {**SECTION, **bad}})

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from collapse_hpc import config as cfgmod
+from collapse_hpc import experiments
 from collapse_hpc.errors import ConfigError
 from collapse_hpc.experiments.lm import train
 from tests.experiments.lm.conftest import tiny_cfg
@@ -24,7 +24,7 @@ def test_passthrough_merges_over_the_generated_config():
 
 
 def _load(tmp_path, deepspeed):
-    return cfgmod.from_dict({"lm": {"deepspeed": deepspeed}}, str(tmp_path / "c.yaml")).sections["lm"]
+    return experiments.config_from_dict({"lm": {"deepspeed": deepspeed}}, str(tmp_path / "c.yaml")).sections["lm"]
 
 
 def test_a_json_file_is_read_when_the_config_loads(tmp_path):

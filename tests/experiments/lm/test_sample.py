@@ -199,13 +199,13 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
 
 
 def test_config_sweeps_decoding_one_chain_each():
-    from collapse_hpc import config as cfgmod
+    from collapse_hpc import experiments
     from collapse_hpc.errors import ConfigError
     from collapse_hpc.experiments.lm import EXPERIMENT
 
     def run(decoding=None):
         lm = {} if decoding is None else {"decoding": decoding}
-        return cfgmod.from_dict({"regimes": ["replace", "accumulate"], "lm": lm})
+        return experiments.config_from_dict({"regimes": ["replace", "accumulate"], "lm": lm})
 
     assert [v.name for v in EXPERIMENT.variants(run())] == ["replace-p0-s0", "accumulate-s0"]
     assert run("greedy").section("lm").decoding == ["greedy"]  # one value is a list of one

@@ -9,7 +9,7 @@ import torch
 import yaml
 from PIL import Image
 
-from collapse_hpc import cli, config, engine, launch, verify
+from collapse_hpc import cli, engine, experiments, launch, verify
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae import model
 from collapse_hpc.launch import debug
@@ -23,8 +23,9 @@ METRICS = ["generation", "elbo", "recon", "kl", "class_0", "class_1", "class_2",
 
 
 def _run(tmp_path, regimes=("replace",), generations=2, executor="debug", seed=0, **vae):
-    run = config.from_dict({"name": "t", "generations": generations, "regimes": list(regimes), "seeds": [seed],
-                            "executor": executor, "data_dir": str(tmp_path / "data"), "vae": {**TINY, **vae}})
+    run = experiments.config_from_dict({"name": "t", "generations": generations, "regimes": list(regimes),
+                                        "seeds": [seed], "executor": executor, "data_dir": str(tmp_path / "data"),
+                                        "vae": {**TINY, **vae}})
     store = RunStore(tmp_path / "run")
     store.open(run)
     return store, run
