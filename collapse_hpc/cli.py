@@ -182,9 +182,8 @@ def cmd_run(args, executor=None) -> int:
     with store.lock(log=log.warning):
         if run.executor != "slurm":
             launch.refuse_if_submitted(store)
-        store.open(run)
+        chains = engine.open_run(store, run, only=args.only)
         logs.setup(args.verbose, store.root)
-        chains = engine.plan(run, only=args.only)
         jobs = sum(len(c.jobs) for c in chains)
         log.info("run %s: %d chains, %d units, executor %s", store.root, len(chains), jobs, run.executor)
         if run.executor == "slurm":
@@ -257,7 +256,7 @@ def run_by_hand(args) -> int:
                             f"(units are numbered from 0 to {_last_unit(run, args)})")
     with store.lock():  # before open: a refused launcher must not rewrite config.yaml
         launch.refuse_if_submitted(store)
-        store.open(run)
+        engine.open_run(store, run)
         logs.setup(args.verbose, store.root)
         counts = execute(store, run, chains)
     print(f"{store.root}: {counts['done']} units done, {counts['skipped']} already finished")

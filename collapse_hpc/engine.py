@@ -1,12 +1,16 @@
 """The one generation loop for every experiment.
 
-plan() expands a run into jobs (experiment x variant x unit); run_unit() performs one of them
-wherever it is called (in-process, a local subprocess, a Slurm task): skip it if its manifest
-verifies, otherwise clean what is left of it, hand the experiment its inputs and folder, and
-write the manifest last. The launch layer decides where and in which order jobs run.
+plan() expands a run into jobs (experiment x variant x unit); open_run() writes that plan into
+the run folder once (plan.json: every variant with its resolved config and hash), and what
+comes after (each job, status, the report) reads it there instead of planning again.
+run_unit() performs one job wherever it is called (in-process, a local subprocess, a Slurm
+task): skip it if its manifest verifies, otherwise clean what is left of it, hand the
+experiment its inputs and folder, and write the manifest last. The launch layer decides where
+and in which order jobs run.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -14,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collapse_hpc import experiments
+from collapse_hpc.config import CHAIN_KEYS, build, config_hash, plain
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
 from collapse_hpc.machine import cores_per_rank
-from collapse_hpc.store import RunStore, write_manifest
+from collapse_hpc.regimes import Regime
+from collapse_hpc.store import RunStore, read_manifest, write_json, write_manifest
 
 log = logging.getLogger("collapse_hpc")
 
@@ -46,6 +52,7 @@ class Chain:
     variant: Variant
     shape: str
     kind: str
+    ranks: int  # processes per unit (Experiment.ranks)
     jobs: list[Job]
 
 
@@ -58,8 +65,93 @@ def plan(run, only: list[str] | None = None) -> list[Chain]:
         for v in exp.variants(run):
             n = exp.units(run, v)
             jobs = [Job(name, v.name, i, exp.shape, exp.job) for i in range(n)]
-            chains.append(Chain(name, v, exp.shape, exp.job, jobs))
+            chains.append(Chain(name, v, exp.shape, exp.job, max(1, int(exp.ranks(run, v))), jobs))
     return chains
+
+
+# ---------------------------------------------------------------- the frozen plan (plan.json)
+
+def open_run(store: RunStore, run, only: list[str] | None = None) -> list[Chain]:
+    """Open the run folder (RunStore.open: a changed config is refused) and freeze its plan.
+    Returns the chains (of `only`, when given)."""
+    store.open(run)
+    return [c for c in freeze(store, run) if not only or c.experiment in only]
+
+
+def freeze(store: RunStore, run) -> list[Chain]:
+    """Write the plan of `run` (its saved config) as plan.json, unless it holds this very plan
+    already: once per config (a changed generation count plans anew)."""
+    chains = plan(run)
+    doc = json.loads(json.dumps({"config_hash": run.hash(), "generations": _generations(run),
+                                 "chains": [_record(run, c) for c in chains]}))
+    if _saved_plan(store) != doc:
+        write_json(store.plan_path, doc)
+    return chains
+
+
+def _generations(run) -> dict:
+    return {name: run.generations_of(name) for name in run.sections}
+
+
+def _record(run, chain: Chain) -> dict:
+    """One variant of the plan as values: what a job, status and the report need of it."""
+    v = chain.variant
+    unit_config = v.config(run)
+    return {"experiment": chain.experiment, "variant": v.name, "shape": chain.shape, "kind": chain.kind,
+            "ranks": chain.ranks, "units": len(chain.jobs),
+            "regime": {"name": v.regime.name, "keep_fraction": v.regime.keep_fraction,
+                       "verifier_quantile": v.regime.verifier_quantile, "overrides": plain(v.overrides),
+                       "label": v.regime.label},
+            "seed": v.seed, "setting": [list(kv) for kv in v.setting], "settings": v.settings,
+            "config": unit_config, "variant_hash": config_hash(unit_config)}
+
+
+def _saved_plan(store: RunStore) -> dict | None:
+    """plan.json as a mapping of chains; None when it is missing or not one."""
+    try:
+        doc = json.loads(store.plan_path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("chains"), list) else None
+
+
+def read_plan(store: RunStore) -> dict:
+    """plan.json as written (values only: the report reads it without the experiments' code)."""
+    doc = _saved_plan(store)
+    if doc is None:
+        what = "not a plan (corrupt)" if store.plan_path.exists() else "missing (a run folder of an older version)"
+        raise UserError(f"{store.plan_path}: {what}; run or submit the run's config again to plan it")
+    return doc
+
+
+def load_plan(store: RunStore, run) -> list[Chain]:
+    """The chains of the run's frozen plan; `run` is its saved config (RunStore.load_config)."""
+    doc = read_plan(store)
+    if doc.get("config_hash") != run.hash() or doc.get("generations") != _generations(run):
+        raise UserError(f"{store.plan_path}: made for another config than {store.config_path}; run or submit "
+                        f"the run's config again to plan it anew")
+    try:
+        return [_chain(run, rec, str(store.plan_path)) for rec in doc["chains"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{store.plan_path}: not a plan this version reads ({type(e).__name__}: {e}); run or "
+                        f"submit the run's config again to plan it anew") from None
+
+
+def _chain(run, rec: dict, file: str) -> Chain:
+    """A chain of plan.json; its variant rebuilt from the recorded values, a regime's overrides
+    typed by the experiment's section class (as the config typed them)."""
+    name, r = rec["experiment"], rec["regime"]
+    overrides = {}
+    if r["overrides"]:
+        base = {k: x for k, x in rec["config"][name].items() if k not in CHAIN_KEYS}
+        section = build(type(run.section(name)), base, file, prefix=f"{name}.")
+        overrides = {name: {k: getattr(section, k) for k in r["overrides"]}}
+    regime = Regime(r["name"], r["keep_fraction"], r["verifier_quantile"], overrides)
+    v = Variant(name, regime, rec["seed"], tuple((k, x) for k, x in rec["setting"]))
+    if v.name != rec["variant"]:
+        raise ValueError(f"variant {rec['variant']} reads back as {v.name}")
+    jobs = [Job(name, v.name, i, rec["shape"], rec["kind"]) for i in range(rec["units"])]
+    return Chain(name, v, rec["shape"], rec["kind"], rec["ranks"], jobs)
 
 
 MAX_UNITS = 100_000  # the paper's config plans a few hundred; each unit is a folder and a job
@@ -96,11 +188,11 @@ def check(run, file: str = "<config>") -> None:
                                 f"samples or generations")
 
 
-def _variant(exp, run, name: str) -> Variant:
-    for v in exp.variants(run):
-        if v.name == name:
-            return v
-    raise UserError(f"{exp.name}: no variant {name!r} in this run's config")
+def _variant(store: RunStore, run, experiment: str, name: str) -> Variant:
+    for chain in load_plan(store, run):
+        if chain.experiment == experiment and chain.variant.name == name:
+            return chain.variant
+    raise UserError(f"{experiment}: no variant {name!r} in this run's plan")
 
 
 def _dist_env() -> tuple[int, int, int]:
@@ -122,7 +214,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
     store = RunStore(run_dir)
     run = store.load_config(experiments.sections())
     exp = experiments.get(experiment)
-    v = _variant(exp, run, variant)
+    v = _variant(store, run, experiment, variant)
     unit_dir = store.unit_dir(experiment, variant, exp.shape, index)
     rank, world, local_rank = _dist_env()
     if finished(store, unit_dir, exp, run):
@@ -150,8 +242,6 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
         import shutil
 
         shutil.rmtree(unit_dir / sub, ignore_errors=True)
-    from collapse_hpc.config import config_hash
-
     unit_config = v.config(run)  # the section as the unit saw it, regime overrides applied
     write_manifest(unit_dir, config_hash=run.hash(), started=started,
                    extra={"experiment": experiment, "variant": variant, "unit": unit_dir.name,
@@ -171,8 +261,6 @@ def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True) -> bo
         return False
     if exp.shape != "array":
         return True
-    from collapse_hpc.store import read_manifest
-
     return (read_manifest(unit_dir) or {}).get("generations") == run.generations_of(exp.name)
 
 

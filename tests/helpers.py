@@ -1,5 +1,5 @@
 """Helpers for tests: a toy run built in a temporary folder."""
-from collapse_hpc import experiments  # toy is registered by tests/conftest.py
+from collapse_hpc import engine, experiments  # toy is registered by tests/conftest.py
 
 
 def toy_run(tmp_path, generations=3, **toy):
@@ -8,5 +8,5 @@ def toy_run(tmp_path, generations=3, **toy):
     from collapse_hpc.store import RunStore
 
     store = RunStore(tmp_path / "run")
-    store.open(run)
+    engine.open_run(store, run)
     return store, run

@@ -1,4 +1,5 @@
-"""The generation loop: resume skips finished units and redoes unfinished ones."""
+"""The generation loop: resume skips finished units and redoes unfinished ones; the plan is frozen
+once (plan.json) and read by jobs, status and the report."""
 import os
 
 import pyarrow.parquet as pq
@@ -100,7 +101,7 @@ def test_regime_override_is_what_the_unit_sees_and_what_its_manifest_records(tmp
     run = experiments.config_from_dict({"generations": 1, "executor": "debug", "toy": {"rows": 5},
                                         "regimes": ["replace", {"name": "replace", "toy": {"rows": 7}}]})
     store = RunStore(tmp_path / "run")
-    store.open(run)
+    engine.open_run(store, run)
     assert debug.execute(store, run, engine.plan(run)) == {"done": 2, "skipped": 0}
     plain = store.unit_dir("toy", "replace-p0-s0", "chain", 0)
     special = store.unit_dir("toy", "replace-p0-rows7-s0", "chain", 0)
@@ -111,3 +112,68 @@ def test_regime_override_is_what_the_unit_sees_and_what_its_manifest_records(tmp
     assert b["config"]["regime"] == {"name": "replace", "keep_fraction": 0.0, "toy": {"rows": 7}}
     assert a["variant_hash"] != b["variant_hash"] and a["config_hash"] == b["config_hash"] == run.hash()
     assert verify_run(store.root) == 0
+
+
+# ------------------------------------------------------------------ the frozen plan (plan.json)
+
+def test_the_plan_is_written_once_with_every_variant_its_config_and_hash(tmp_path):
+    import json
+
+    from collapse_hpc import experiments
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"generations": 2, "seeds": [0, 1], "executor": "debug", "toy": {"rows": 5},
+                                        "regimes": ["replace", {"name": "replace", "toy": {"rows": 7}}]})
+    store = RunStore(tmp_path / "run")
+    engine.open_run(store, run)
+    plan = json.loads(store.plan_path.read_text())
+    assert plan["config_hash"] == run.hash() and plan["generations"] == {"toy": 2}
+    by_name = {c["variant"]: c for c in plan["chains"]}
+    assert sorted(by_name) == ["replace-p0-rows7-s0", "replace-p0-rows7-s1", "replace-p0-s0", "replace-p0-s1"]
+    special = by_name["replace-p0-rows7-s1"]
+    assert special["config"]["toy"]["rows"] == 7 and special["seed"] == 1 and special["units"] == 2
+    assert special["regime"] == {"name": "replace", "keep_fraction": 0.0, "verifier_quantile": 0.5,
+                                 "overrides": {"rows": 7}, "label": "replace-p0"}
+    written = store.plan_path.stat().st_mtime_ns
+    engine.open_run(store, run)  # the same config again: the plan stands as it was written
+    assert store.plan_path.stat().st_mtime_ns == written
+    debug.execute(store, run, engine.plan(run))
+    unit = read_manifest(store.unit_dir("toy", "replace-p0-rows7-s1", "chain", 1))
+    assert unit["variant_hash"] == special["variant_hash"] and unit["config"] == special["config"]
+    longer = experiments.config_from_dict({**run.to_dict(), "generations": 3})
+    engine.open_run(store, longer)  # a longer chain is a new plan
+    assert {c["units"] for c in json.loads(store.plan_path.read_text())["chains"]} == {3}
+
+
+def test_jobs_status_and_report_read_the_plan_instead_of_planning_again(tmp_path, monkeypatch, capsys):
+    from collapse_hpc import experiments
+    from collapse_hpc.launch.status import show
+    from collapse_hpc.report import collect
+
+    store, run = toy_run(tmp_path, generations=2)
+    chains = engine.plan(run)
+    toy = type(experiments.get("toy"))
+
+    def replanned(self, run):
+        raise AssertionError("planned again")
+
+    monkeypatch.setattr(toy, "variants", replanned)
+    monkeypatch.setattr(toy, "units", replanned)
+    assert debug.execute(store, run, chains) == {"done": 2, "skipped": 0}
+    assert show(store.root) == 0 and "generation 1 reached (2/2 done)" in capsys.readouterr().out
+    info = collect.load_run(store.root).variant("toy", "replace-p0-s0")
+    assert (info.regime, info.seed, info.planned) == ("replace-p0", 0, 2)
+
+
+def test_a_unit_outside_the_plan_or_without_one_is_one_error_line(tmp_path):
+    from collapse_hpc.errors import UserError
+
+    store, run = toy_run(tmp_path, generations=1)
+    with pytest.raises(UserError, match="no variant 'replace-p0.5-s0' in this run's plan"):
+        engine.run_unit(store.root, "toy", "replace-p0.5-s0", 0)
+    store.plan_path.unlink()
+    with pytest.raises(UserError, match=r"plan.json: missing .*; run or submit the run's config again"):
+        engine.run_unit(store.root, "toy", "replace-p0-s0", 0)
+    store.plan_path.write_text("{not json")
+    with pytest.raises(UserError, match="not a plan"):
+        engine.run_unit(store.root, "toy", "replace-p0-s0", 0)

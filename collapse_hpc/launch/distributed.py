@@ -10,13 +10,6 @@ from __future__ import annotations
 import os
 
 
-def ranks_of(run, experiment: str, variant=None) -> int:
-    """Processes one unit of `experiment` (of `variant`) wants (Experiment.ranks)."""
-    from collapse_hpc import experiments
-
-    return max(1, int(experiments.get(experiment).ranks(run, variant)))
-
-
 def export_env() -> dict[str, str]:
     """Export the torch.distributed variables of this task; returns them.
 

@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from collapse_hpc import engine
 from collapse_hpc.launch import records
-from collapse_hpc.launch.distributed import ranks_of
 from collapse_hpc.machine import free_port, machine_cores
 
 POLL_S = 0.2
@@ -56,7 +55,7 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
                 todo.append(job)
         if not todo:
             continue
-        ranks = ranks_of(run, chain.experiment, chain.variant)
+        ranks = chain.ranks
         gpus = 0 if chain.kind == "cpu" or not gpus_here else (1 if chain.kind == "gpu1" else min(ranks, gpus_here))
         if chain.shape == "array":  # every part is independent
             lanes += [Lane(chain.experiment, ranks, gpus, [j]) for j in todo]
@@ -68,7 +67,7 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
 def execute(store, run, chains, **_) -> dict:
     n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
-    pool = _Pool(store, lanes, n_cores, free_gpus, _threads(run, chains, n_cores))
+    pool = _Pool(store, lanes, n_cores, free_gpus, _threads(chains, n_cores))
     pool.counts["skipped"] = skipped
     if skipped:
         print(f"{skipped} units already finished (skipped)", file=sys.stderr)
@@ -86,12 +85,11 @@ def execute(store, run, chains, **_) -> dict:
     return pool.counts
 
 
-def _threads(run, chains, n_cores: int) -> str:
+def _threads(chains, n_cores: int) -> str:
     """Threads per rank: the machine's cores over the ranks that could run at once in the whole
     plan, finished units included, so a resumed run gives each unit the threads of an
     uninterrupted one (CPU results depend on them)."""
-    width = sum(ranks_of(run, c.experiment, c.variant) * (len(c.jobs) if c.shape == "array" else 1)
-                for c in chains) or 1
+    width = sum(c.ranks * (len(c.jobs) if c.shape == "array" else 1) for c in chains) or 1
     return str(max(1, n_cores // min(width, n_cores)))
 
 

@@ -23,7 +23,6 @@ from collapse_hpc import engine
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch import records
-from collapse_hpc.launch.distributed import ranks_of
 
 # squeue states in which a job will still run (or is running) its unit
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
@@ -209,8 +208,7 @@ class _Submission:
         """A chain's unfinished generations, each afterok on the one before (or on its queued job)."""
         from collapse_hpc.launch.job import UnitJob
 
-        run = self.run
-        ranks = ranks_of(run, chain.experiment, chain.variant)
+        run, ranks = self.run, chain.ranks
         prev, resubmitted, ids = None, False, []
         for job in chain.jobs:
             if engine.job_done(self.store, run, job):

@@ -104,6 +104,7 @@ def show(run_dir: str | Path) -> int:
     if not store.exists():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
     run = store.load_config(experiments.sections())
+    chains = engine.load_plan(store, run)
     book = _book(store)
     local = book.get("executor") != "slurm"
     units = book["units"]
@@ -112,7 +113,7 @@ def show(run_dir: str | Path) -> int:
     where = f"{book.get('executor', 'not launched yet')}" + (f", {book['cluster']}" if book.get("cluster") else "")
     print(f"run {store.root} ({where})")
     failed = 0
-    for chain in engine.plan(run):
+    for chain in chains:
         states = [(job, *unit_state(store, run, job, units.get(job.label, {}), slurm, local)) for job in chain.jobs]
         done = sum(s == "done" for _, s, _ in states)
         if chain.shape == "chain":

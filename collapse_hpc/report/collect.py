@@ -1,4 +1,4 @@
-"""Read a run folder: its config, every unit's manifest, and the metrics of finished units.
+"""Read a run folder: its config and plan, every unit's manifest, and the metrics of finished units.
 
 Only units whose manifest is there and whose files match it (presence and size, plus the
 sha256 of every file the report reads) count; unfinished units are listed as such, so an
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from collapse_hpc import yamlfile
+from collapse_hpc.engine import read_plan
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import KEYS, TAIL
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
@@ -86,7 +87,7 @@ class RunData:
 
 
 def _recorded(units: list[Unit], variants: dict) -> None:
-    """Variants the config could not list (its code missing or changed), from what their finished
+    """Variants the plan does not list (a run folder without plan.json), from what their finished
     units' manifests record: regime, seed and settings (names are never parsed back)."""
     for u in units:
         m = u.manifest or {}
@@ -96,30 +97,18 @@ def _recorded(units: list[Unit], variants: dict) -> None:
 
 
 def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
-    """Variants and generation counts the config plans, from the experiments' own code when it
-    imports (it names variants authoritatively), else from the units' manifests alone (_recorded)."""
-    variants, generations = {}, {}
+    """Variants and generation counts of the run's plan (plan.json, written when the run was
+    started; values only, so no experiment's code is needed), else from the units' manifests
+    alone (_recorded) and the config's generation counts."""
     try:
-        from collapse_hpc import experiments
-
-        run = RunStore(root).load_config(experiments.sections())
-    except Exception as e:  # an experiment's code missing or changed: fall back to the manifests
-        log.warning("%s: config not loadable with this code (%s); reading the manifests only", root, e)
-        return variants, {k: raw[k].get("generations") or raw.get("generations")
-                          for k in raw if isinstance(raw.get(k), dict)}
-
-    for name in run.sections:
-        generations[name] = run.generations_of(name)
-        if name not in run.enabled():  # enabled: false plans nothing; its section stays out
-            continue
-        try:
-            exp = experiments.get(name)
-            for v in exp.variants(run):
-                variants[(name, v.name)] = VariantInfo(v.name, v.regime.label, v.seed, v.settings,
-                                                       exp.units(run, v))
-        except Exception as e:  # the experiment's code is broken or absent: the manifests will do
-            log.warning("%s: cannot list variants of %s (%s)", root, name, e)
-    return variants, generations
+        plan = read_plan(RunStore(root))
+        variants = {(c["experiment"], c["variant"]): VariantInfo(c["variant"], c["regime"]["label"], c["seed"],
+                                                                 c["settings"], c["units"]) for c in plan["chains"]}
+        return variants, dict(plan["generations"])
+    except (UserError, KeyError, TypeError) as e:  # an older run folder, or a damaged plan
+        log.warning("%s: no usable plan (%s); reading the manifests only", root, e)
+        return {}, {k: raw[k].get("generations") or raw.get("generations")
+                    for k in raw if isinstance(raw.get(k), dict)}
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunData:

@@ -1,4 +1,4 @@
-"""The run folder: runs/<run>/{config.yaml, run.json, logs/, <experiment>/<variant>/<unit>/}."""
+"""The run folder: runs/<run>/{config.yaml, run.json, plan.json, logs/, <experiment>/<variant>/<unit>/}."""
 from __future__ import annotations
 
 import re
@@ -15,6 +15,7 @@ from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.manifest import read_manifest, verify_unit
 
 CONFIG = "config.yaml"
+PLAN = "plan.json"  # the engine's plan of the run, written once per config (engine.freeze)
 UNIT = re.compile(r"(gen|part)_\d{3,}")
 
 
@@ -36,6 +37,10 @@ class RunStore:
     @property
     def config_path(self) -> Path:
         return self.root / CONFIG
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / PLAN
 
     @property
     def logs(self) -> Path:

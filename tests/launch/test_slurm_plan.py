@@ -171,13 +171,11 @@ setup: [module load apptainer]
     assert "apptainer exec --nv" in command and str(tmp_path / "img.sif") in command and "/scratch" in command
 
 
-def test_ranks_of_reads_the_section():
+def test_a_chains_ranks_come_from_the_section():
     from collapse_hpc import experiments
-    from collapse_hpc.launch.distributed import ranks_of
 
     run = experiments.config_from_dict({"ltchain": {"ranks": 3}, "ltarray": {}})
-    assert ranks_of(run, "ltchain") == 3 and ranks_of(run, "ltarray") == 1
-    assert [c.kind for c in engine.plan(run)] == ["gpu", "cpu"]
+    assert [(c.kind, c.ranks) for c in engine.plan(run)] == [("gpu", 3), ("cpu", 1)]
 
 
 def test_sbatch_refusal_is_one_line_and_keeps_what_was_queued(tmp_path, fake_slurm):

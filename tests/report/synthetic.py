@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from collapse_hpc.store import write_manifest, write_parquet
+from collapse_hpc import engine, experiments
+from collapse_hpc.store import RunStore, write_manifest, write_parquet
 from collapse_hpc.store.atomic import write_bytes
 
 
@@ -44,6 +45,7 @@ def write_config(root: Path, sections: dict, generations: int = 3, seeds=(0,), r
            "regimes": regimes or [{"name": "replace", "keep_fraction": 0.0}], "executor": "local",
            "profile": None, "data_dir": "data", **sections}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    engine.freeze(RunStore(root), experiments.config_from_dict(cfg, str(root / "config.yaml")))  # plan.json
 
 
 def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 100)) -> None:

@@ -19,7 +19,7 @@ def toy(monkeypatch):
 def make_run(root, sections: dict, **run_keys):
     run = experiments.config_from_dict({"name": root.name, "executor": "debug", **run_keys, **sections})
     store = RunStore(root)
-    store.open(run)
+    engine.open_run(store, run)
     debug.execute(store, run, engine.plan(run))
     return root
 

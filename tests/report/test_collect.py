@@ -117,9 +117,10 @@ def test_disabled_experiment_is_not_planned(tmp_path):
     assert {r[1] for r in rows} == {"gmm"}
 
 
-def test_variants_come_from_manifests_when_the_config_no_longer_loads(tmp_path):
-    # a run made by code that is gone (here: a key this code does not know): its variants' regime,
-    # seed and settings come from what each unit recorded, not from parsing folder names
+def test_variants_come_from_manifests_in_a_run_without_a_plan(tmp_path):
+    # a run folder of an older version (no plan.json) whose config no longer loads (here: a key this
+    # code does not know): its variants' regime, seed and settings come from what each unit
+    # recorded, not from parsing folder names
     from collapse_hpc.cli import main
 
     cfg = tmp_path / "toy.yaml"
@@ -128,6 +129,7 @@ def test_variants_come_from_manifests_when_the_config_no_longer_loads(tmp_path):
     root = tmp_path / "run"
     assert main(["run", str(cfg), "--run", str(root)]) == 0
     (root / "config.yaml").write_text((root / "config.yaml").read_text() + "key_of_the_future: 1\n")
+    (root / "plan.json").unlink()
     df = collect.tidy([collect.load_run(root)])
     assert set(zip(df["variant"], df["regime"], df["seed"])) == {("replace-p0.1-s3", "replace-p0.1", 3),
                                                                  ("accumulate-s3", "accumulate", 3)}

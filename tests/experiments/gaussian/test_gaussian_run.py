@@ -16,7 +16,7 @@ def _run(tmp_path, name, **section):
                                         "regimes": ["replace", "accumulate", "accumulate-subsample"],
                                         "gaussian": {**SECTION, **section}})
     store = RunStore(tmp_path / name)
-    store.open(run)
+    engine.open_run(store, run)
     chains = engine.plan(run)
     execute(store, run, chains)
     return store, chains

@@ -16,7 +16,7 @@ def _run(tmp_path, name, regimes=("replace", "replace:0.1"), **gmm):
     run = experiments.config_from_dict({"name": "t", "generations": 4, "seeds": [0], "regimes": list(regimes),
                                         "executor": "debug", "gmm": {**SECTION, **gmm}})
     store = RunStore(tmp_path / name)
-    store.open(run)
+    engine.open_run(store, run)
     chains = engine.plan(run)
     execute(store, run, chains)
     return store, chains

@@ -21,13 +21,13 @@ LM = dict(dataset="tiny", model="tiny", pretrained=False, vocab_size=300, hidden
 
 
 def _run(tmp_path, data_dir, executor="debug", generations=2, regimes=("replace:0", "replace:0.25"), **lm):
-    from collapse_hpc import experiments
+    from collapse_hpc import engine, experiments
     from collapse_hpc.store import RunStore
 
     run = experiments.config_from_dict({"name": "t", "generations": generations, "seeds": [0], "regimes": list(regimes),
                                         "executor": executor, "data_dir": str(data_dir), "lm": {**LM, **lm}})
     store = RunStore(tmp_path / "run")
-    store.open(run)
+    engine.open_run(store, run)
     return store, run
 
 

@@ -27,7 +27,7 @@ def _run(tmp_path, regimes=("replace",), generations=2, executor="debug", seed=0
                                         "seeds": [seed], "executor": executor, "data_dir": str(tmp_path / "data"),
                                         "vae": {**TINY, **vae}})
     store = RunStore(tmp_path / "run")
-    store.open(run)
+    engine.open_run(store, run)
     return store, run
 
 
