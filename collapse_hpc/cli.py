@@ -187,7 +187,9 @@ def cmd_run(args, executor=None) -> int:
         jobs = sum(len(c.jobs) for c in chains)
         log.info("run %s: %d chains, %d units, executor %s", store.root, len(chains), jobs, run.executor)
         if run.executor == "slurm":
-            launch.execute(store, run, chains, "slurm")
+            from collapse_hpc.report.aggregate import job as report
+
+            launch.execute(store, run, chains, "slurm", finish=report)
             return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []

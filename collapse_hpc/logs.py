@@ -8,6 +8,12 @@ from pathlib import Path
 _OURS = "_collapse_hpc_handler"
 
 
+def for_job() -> None:
+    """In a job's process: its stderr is the job's log (unless set up already)."""
+    if not logging.getLogger("collapse_hpc").handlers:
+        setup()
+
+
 def setup(verbose: bool = False, run_dir: Path | None = None) -> None:
     """(Re)install our handlers: the stderr of this moment, and the log file of this run.
 

@@ -1,7 +1,8 @@
-"""What a submitit job runs: one unit of the engine on every rank, or the final aggregation.
+"""What a submitit job runs: one unit of the engine on every rank.
 
-Both back-ends (local subprocesses, Slurm) submit these importable callables; submitit
+Both back-ends (local subprocesses, Slurm) submit this importable callable; submitit
 carries the reference and the arguments (strings and an int), never data or results.
+A run's final job (the report) is handed to the Slurm back-end by its caller (submit's `finish`).
 """
 from __future__ import annotations
 
@@ -11,11 +12,6 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from collapse_hpc import logs
 from collapse_hpc.launch.distributed import export_env
-
-
-def _log_to_stderr() -> None:
-    if not logging.getLogger("collapse_hpc").handlers:  # a job process: its stderr is the job's log
-        logs.setup()
 
 
 class UnitJob(Checkpointable):
@@ -30,7 +26,7 @@ class UnitJob(Checkpointable):
     def __call__(self, run_dir: str, experiment: str, variant: str, index: int) -> str:
         from collapse_hpc import engine
 
-        _log_to_stderr()
+        logs.for_job()
         export_env()
         return engine.run_unit(run_dir, experiment, variant, index)
 
@@ -39,18 +35,3 @@ class UnitJob(Checkpointable):
                                                   experiment, variant, index)
         return DelayedSubmission(UnitJob(), run_dir, experiment, variant, index)
 
-
-def aggregate(run_dir: str) -> int:
-    """The final job of a Slurm run: tables, figures and the results page."""
-    _log_to_stderr()
-    try:
-        from collapse_hpc.report import aggregate as report
-    except ModuleNotFoundError as e:
-        if e.name != "collapse_hpc.report.aggregate":
-            raise
-        logging.getLogger("collapse_hpc").warning("collapse_hpc.report.aggregate is not installed; no report")
-        return 0
-    status = report.main([run_dir], None)
-    if status:
-        raise RuntimeError(f"aggregate {run_dir} exited with status {status}")
-    return status

@@ -4,7 +4,8 @@
   kill-on-invalid-dep so a failed generation cancels the rest of its chain;
 - an array experiment (gmm, gaussian): all its parts (every variant) as ONE job array;
 - a final aggregation job `afterany` on everything, so the figures exist when the run ends
-  (when every unit is done but the report is missing or stale, it alone is submitted again).
+  (when every unit is done but the report is missing or stale, it alone is submitted again);
+  what it runs is the caller's (`finish`: the report's job, report.aggregate.job).
 Every job is a Checkpointable UnitJob (USR2: checkpoint, requeue, resume). What was
 submitted is recorded in runs/<run>/jobs.json; submitting again skips units that are done
 or whose recorded job is still queued or running (checked with squeue), so a variant never
@@ -160,7 +161,9 @@ class Submitter:
         return ex
 
 
-def submit(store, run, chains, **_) -> dict:
+def submit(store, run, chains, finish=None, **_) -> dict:
+    """Queue what is neither done nor queued; `finish(run_dir)`, an importable function, runs as the
+    final job (none without it)."""
     from submitit.helpers import clean_env
 
     prof = profiles.load(run.profile)
@@ -182,7 +185,8 @@ def submit(store, run, chains, **_) -> dict:
         for name, group in arrays.items():
             plan.array(name, group)
         cancel(plan.stale)
-        plan.aggregate(chains)
+        if finish is not None:
+            plan.aggregate(chains, finish)
     _print_table(store, prof, plan.rows, len(plan.new_ids), plan.done)
     return {"submitted": plan.new_ids, "queued": plan.live_ids, "done": plan.done}
 
@@ -268,10 +272,8 @@ class _Submission:
             ids += (" + " if ids else "") + f"{len(queued_parts)} queued"
         self.rows.append((name, "array", planned, ids or "all done"))
 
-    def aggregate(self, chains) -> None:
+    def aggregate(self, chains, finish) -> None:
         """The report job, afterany on everything queued; again at once if the last one failed."""
-        from collapse_hpc.launch.job import aggregate
-
         agg = self.book.get("aggregate", {})
         agg_live = agg.get("job_id") if self.queue.get(str(agg.get("job_id"))) in ACTIVE else None
         # every unit done but no (current) report: the aggregation job failed; it runs again, at once
@@ -283,7 +285,7 @@ class _Submission:
             dep = "afterany:" + ":".join(waits) if waits else None
             ex = self.sub.executor("aggregate", 1, name=f"{self.run.name}:aggregate", dependency=dep,
                                    comment="aggregate" + (f" {dep}" if dep else ""))
-            sj = _sbatch("the aggregation job", lambda: ex.submit(aggregate, self.root))
+            sj = _sbatch("the aggregation job", lambda: ex.submit(finish, self.root))
             self.book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
                                       "submitted": time.time(), "history": agg.get("history", []) + (
                                           [agg["job_id"]] if agg.get("job_id") else [])}

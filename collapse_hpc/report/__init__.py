@@ -6,5 +6,5 @@ drawing.py  every figure of an experiment: its own (plotting/ draws them), plus 
             against generation
 tables.py   generation 0 against the last, progress, compute, package versions
 page.py     index.html and results.md
-aggregate.py  the command: writes everything under RUN/report/
+aggregate.py  the command: writes everything under RUN/report/ (and the final job of a Slurm run)
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from collapse_hpc import experiments
+from collapse_hpc import experiments, logs
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import Context
 from collapse_hpc.report import collect, drawing, page, stats, tables
@@ -84,3 +84,9 @@ def main(runs: list[str], out: str | None = None) -> int:
     index = build(runs, out)
     print(index)
     return 0
+
+
+def job(run_dir: str) -> int:
+    """The final job of a Slurm run (submit's `finish`): tables, figures and the results page."""
+    logs.for_job()
+    return main([run_dir], None)
