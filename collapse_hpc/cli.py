@@ -233,7 +233,7 @@ def cmd_data(args) -> int:
 
 def cmd_experiment(args) -> int:
     hook = _experiment_cli(args.command)
-    if hook:
+    if hook and args.config is None:  # its own command line (lm: the reference implementation's flags)
         return hook.main(args)
     return run_by_hand(args)
 

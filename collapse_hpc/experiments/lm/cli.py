@@ -77,15 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    if args.config:
-        return _chain(args)
+    """Without a CONFIG (with one, the collapse-hpc command runs its lm chain by hand itself)."""
     return reference(args)
-
-
-def _chain(args) -> int:
-    from collapse_hpc.cli import run_by_hand
-
-    return run_by_hand(args)
 
 
 # ------------------------------------------------------------------ reference mode
