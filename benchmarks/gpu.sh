@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures (issues 5 and 6) in one run of about 6 minutes on one H100/H200:
+# The GPU figures of the language model in one run of about 6 minutes on one H100/H200:
 #   OPT-125M bf16 training tokens/s and MFU (autocast, autocast + torch.compile, DeepSpeed bf16
 #   weights), and the paper's decoding (beam 5, penalty 3.0, 64 new tokens) on 4096 prompts.
 # usage: bash benchmarks/gpu.sh [OUT_DIR]   (PYTHON=, PEAK_TFLOPS= dense bf16 peak, default 989)

@@ -1,6 +1,6 @@
 """One full LM generation (train + sample + evaluate) of a fixed CPU workload.
 
-Workload (issue 6): the project's own wikivital preparation, 2048 training blocks, 256 validation and
+Workload: the project's own wikivital preparation, 2048 training blocks, 256 validation and
 256 test blocks of 64 tokens; a byte-level BPE of vocabulary 8000; a randomly initialised OPT with
 hidden size 256, 4 layers, 4 heads, FFN 1024 (~5.3M parameters); 1 epoch at batch 16, lr 2e-5;
 then the paper's decoding (beam 5, repetition penalty 3.0, exactly 64 new tokens) for all 2048
@@ -35,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TRAIN_BLOCKS = 2048  # prompts too
 EVAL_BLOCKS = 256  # validation and test
 VOCAB = 8000
-TARGET_S = 138.0  # issue 6, on 2 CPU cores: half of the authors' code on this workload (~276 s)
+TARGET_S = 138.0  # on 2 CPU cores: half of the authors' code on this workload (~276 s)
 REFERENCE_BATCH = 16  # the reference code's batch for generate and evaluation
 
 

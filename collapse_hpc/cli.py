@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from collapse_hpc import __version__, logs
+from collapse_hpc.config import EXECUTORS
 from collapse_hpc.errors import UserError
 
 EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line and exit status 2."
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run every enabled experiment of CONFIG; finished units are skipped, "
                                    "unfinished ones redone. Results go to the run folder.", epilog=EPILOG)
     _config_args(r)
-    r.add_argument("--executor", choices=("local", "debug", "slurm"),
+    r.add_argument("--executor", choices=EXECUTORS,
                    help="local: subprocesses (default; with --profile: the profile's, slurm unless it says "
                         "otherwise); debug: in this process; slurm: submit")
     r.add_argument("--profile", metavar="YAML", help="cluster profile (slurm/local.yaml, …)")

@@ -43,6 +43,8 @@ FILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 FILE_NAME_CHARS = "letters, digits, - and _"
 MAX_INT = 2**31 - 1  # no count of this project is larger; 1e20 is a typo, not a plan
 
+EXECUTORS = ("local", "slurm", "debug")  # where units run; launch/ has one back-end each
+
 # Keys that say where or how a run executes, not what it computes: not part of the config hash.
 NOT_HASHED = ("name", "executor", "profile", "data_dir", "generations")
 
@@ -79,7 +81,7 @@ class RunConfig:
                                  "override an experiment's keys for its own chains, e.g. "
                                  "{name: replace, keep_fraction: 0.1, lm: {epochs: 10}}", unique=True)
     executor: str = knob("local", "where units run: local (subprocesses), slurm, debug (in-process)",
-                         choices=("local", "slurm", "debug"))
+                         choices=EXECUTORS)
     profile: str | None = knob(None, "cluster profile YAML (slurm/…); needed for executor slurm")
     data_dir: str = knob("data", "prepared data sets (collapse-hpc data prepare)")
     sections: dict[str, Any] = field(default_factory=dict)  # experiment name -> its Section
@@ -258,7 +260,7 @@ def _regime_from_str(text: str, key: str, where: _Where) -> dict:
 
 
 def _regime_alias(value: dict, key: str, where: _Where) -> dict:
-    """keep_original_fraction (the issue's and the reference's name) means keep_fraction."""
+    """keep_original_fraction (the reference implementation's name) means keep_fraction."""
     if "keep_original_fraction" not in value:
         return value
     if "keep_fraction" in value:

@@ -1,7 +1,7 @@
 """Hostile and careless input to the collapse-hpc command: each case is one `error:` line, exit 2,
 and nothing written (no run folder, no data set, no stray file beside the inputs).
 
-CASES is also the table of the hardening note: `python -m tests.test_hardening` prints it.
+`python -m tests.test_hardening` prints CASES as a table (the input tried, and what came of it).
 """
 import os
 import subprocess
@@ -20,7 +20,8 @@ FLOW_BOMB = "[&a [0, 0, 0, 0, 0, 0, 0, 0, 0, 0], " + ", ".join(
 DEEP = "toy: " + "[" * 5000 + "]" * 5000 + "\n"
 PROFILE = "executor: slurm\n"
 
-# (item of issue 17, what is tried, files written before the call, argv after `collapse-hpc`)
+# (kind: 1 shell lines in job scripts, 2 hostile YAML, 3 numbers, 4 repeats, 6 paths; what is tried;
+#  files written before the call; argv after `collapse-hpc`)
 CASES = [
     ("1", "config name with a newline", {"c.yaml": 'name: "x\\ntouch /tmp/p #"\n' + TOY}, ["run", "c.yaml"]),
     ("1", "profile env value with a newline", {"c.yaml": TOY, "p.yaml": PROFILE + 'env: {A: "1\\nrm -rf ~"}\n'},
@@ -72,8 +73,8 @@ def attempt(tmp: Path, files: dict, argv: list[str]) -> tuple[subprocess.Complet
     return p, sorted(str(q.relative_to(tmp)) for q in set(tmp.rglob("*")) - before)
 
 
-@pytest.mark.parametrize("item,what,files,argv", CASES, ids=[c[1] for c in CASES])
-def test_one_error_line_exit_2_nothing_written(tmp_path, item, what, files, argv):
+@pytest.mark.parametrize("kind,what,files,argv", CASES, ids=[c[1] for c in CASES])
+def test_one_error_line_exit_2_nothing_written(tmp_path, kind, what, files, argv):
     p, written = attempt(tmp_path, files, argv)
     lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
     assert p.returncode == 2, p.stderr
@@ -85,13 +86,13 @@ def test_one_error_line_exit_2_nothing_written(tmp_path, item, what, files, argv
 def main() -> None:
     import tempfile
 
-    print("| item | input tried | exit | lines printed | written |\n|---|---|---|---|---|")
-    for item, what, files, argv in CASES:
+    print("| kind | input tried | exit | lines printed | written |\n|---|---|---|---|---|")
+    for kind, what, files, argv in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             p, written = attempt(Path(tmp), files, argv)
         lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
         shown = f"1: `{lines[0][:150]}`" if len(lines) == 1 else f"{len(lines)} lines"
-        print(f"| {item} | {what} | {p.returncode} | {shown.replace('|', '/')} | {', '.join(written) or 'nothing'} |")
+        print(f"| {kind} | {what} | {p.returncode} | {shown.replace('|', '/')} | {', '.join(written) or 'nothing'} |")
 
 
 if __name__ == "__main__":

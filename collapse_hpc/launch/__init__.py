@@ -2,9 +2,8 @@
 (local) or as Slurm jobs (slurm). Experiments never know which."""
 from __future__ import annotations
 
+from collapse_hpc.config import EXECUTORS
 from collapse_hpc.errors import UserError
-
-BACKENDS = ("local", "slurm", "debug")
 
 
 def choose(executor: str | None, profile: str | None) -> str | None:
@@ -32,7 +31,7 @@ def execute(store, run, chains, executor: str, **options):
         from collapse_hpc.launch.slurm import submit
 
         return submit(store, run, chains, **options)
-    raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(BACKENDS)}")
+    raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
 def refuse_if_submitted(store) -> None:

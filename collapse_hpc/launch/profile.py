@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collapse_hpc import yamlfile
-from collapse_hpc.config import build, knob
+from collapse_hpc.config import EXECUTORS, build, knob
 from collapse_hpc.errors import ConfigError
-from collapse_hpc.launch import BACKENDS
 from collapse_hpc.launch.container import ContainerConfig as Container
 
 KINDS = ("gpu", "gpu1", "cpu", "aggregate")
@@ -62,7 +61,7 @@ class Jobs:
 class Profile:
     name: str = knob("cluster", "a name for the cluster, shown by submit and status")
     executor: str = knob("slurm", "back-end of `run --profile THIS` without --executor: slurm (submit), "
-                         "local or debug", choices=BACKENDS)
+                         "local or debug", choices=EXECUTORS)
     partition: str | None = knob(None, "default partition (unset: the cluster's default)")
     account: str | None = knob(None, "account jobs are charged to")
     qos: str | None = knob(None, "default quality of service")

@@ -1,7 +1,7 @@
 """The `lm:` section of a config: data, model, training and evaluation knobs of the language model.
 
-Stage 1 (issue 5) owns the knobs down to the marked line; stage 2 (sampling, the recursive chain,
-issue 6) adds its own below it. Regimes, seeds and generations come from the Section base.
+Data, model and training knobs come first; those of the chain (sampling, initialisation,
+curation) below the marked line. Regimes, seeds and generations come from the Section base.
 No heavy imports here.
 """
 from __future__ import annotations
@@ -69,8 +69,8 @@ class LMConfig(Section):
                                        "autocast); CPU always scores in fp32", choices=("fp32", "bf16"))
 
     # ------------------------------------------------------------------------------------------
-    # Stage 2 (issue 6): decoding strategies, beams, repetition_penalty, sampling batch size,
-    # init: gen0 | pretrained | previous, ... go below this line.
+    # The chain: decoding strategies, beams, repetition_penalty, sampling batch size,
+    # init: gen0 | pretrained | previous, ...
     init: str = knob("gen0", "weights each generation g >= 1 starts from: gen0 (the paper: generation 0's model, "
                              "the best on the real data by validation loss), pretrained (the initial model) or "
                              "previous (generation g-1's)", choices=("gen0", "pretrained", "previous"))

@@ -383,19 +383,17 @@ def done_chunks(shard_dir: Path) -> set[int]:
 
 def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, generation: int, rank: int = 0,
                   world_size: int = 1, batch_size: int = 128, seed: int = 0, model_hash: str = "",
-                  device=None, write=None, log=None, prompt_source: str = "train_set") -> int:
+                  device=None, log=None, prompt_source: str = "train_set") -> int:
     """Sample this rank's chunks of `prompts` (pa.Table block_id, input_ids) into shard files;
     prompt_source says what the prompts' block_ids name (real: real training blocks; train_set:
-    rows of the generation's training set).
-
-    write(path, table, metadata) writes one shard atomically (default: store.write_parquet).
+    rows of the generation's training set). Each shard is written atomically.
     Returns the number of chunks sampled now (finished ones are skipped)."""
     import pyarrow as pa
     import torch
     from tqdm import tqdm
 
-    if write is None:
-        from collapse_hpc.store import write_parquet as write
+    from collapse_hpc.store import write_parquet
+
     shard_dir = Path(shard_dir)
     n = prompts.num_rows
     chunks = [k for k in range(-(-n // batch_size)) if k % world_size == rank]
@@ -425,9 +423,9 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
             "source": pa.array(["generated"] * (hi - lo), pa.string()),
             "prompt_source": pa.array([prompt_source] * (hi - lo), pa.string()),
         })
-        write(shard_dir / shard_name(rank, k), table,
-              {"decoding": d.metadata(), "model_sha256": model_hash, "generation": generation, "chunk": k,
-               "prompts": [lo, hi], "seed": chunk_seed})
+        write_parquet(shard_dir / shard_name(rank, k), table,
+                      {"decoding": d.metadata(), "model_sha256": model_hash, "generation": generation, "chunk": k,
+                       "prompts": [lo, hi], "seed": chunk_seed})
         for hook in AFTER_CHUNK:
             hook(todo.index(k) + 1)
     if log and todo:

@@ -1,4 +1,4 @@
-"""The vae section: the paper's convolutional VAE (reference-experiments.md section 4).
+"""The vae section: the paper's convolutional VAE (its Methods and the authors' notebook; docs/vae.md).
 
 Defaults are the notebook's: MNIST-sized model (latent 20, capacity 64, two stride-2 stages),
 summed BCE + KL, Adam lr 1e-3, weight decay 1e-5, batch 256, 30 epochs. The offline default

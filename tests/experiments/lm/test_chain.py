@@ -233,7 +233,7 @@ def test_curated_regime_chain_kill_and_resume(tmp_path, lm_data_dir, regime, var
     else:  # real and generated blocks pooled, weighed by a detector
         assert set(counts) <= {-1, 0} and 0 < m["train_real_share"] < 1
         assert 0 <= m["detector_auc"] <= 1 and np.isfinite(m["detector_accuracy"])
-# ------------------------------------------------------------------ the paper's method (issue 15)
+# ------------------------------------------------------------------ the paper's method
 
 @pytest.mark.slow
 def test_paper_method_real_prompts_gen0_base_per_regime_epochs(tmp_path, lm_data_dir):
