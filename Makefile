@@ -39,9 +39,10 @@ demo: setup  ## the whole suite locally on CPU, offline, then the report
 	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 	$(CLI) aggregate $(RUN)
 
-lint: setup  ## ruff over the code, mypy over the public modules (pyproject.toml's [tool.ruff], [tool.mypy])
+lint: setup  ## ruff, mypy over the public modules, import-linter's contracts (pyproject.toml's [tool.*])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 test: lint  ## lint, then the whole test suite (Slurm tests excluded: make test-slurm)
 	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)

