@@ -27,8 +27,11 @@ class LMConfig(Section):
     max_eval_blocks: int = knob(0, "use only the first N validation/test blocks (0: all)", min=0)
     block_grouping: str = knob("corpus", "corpus: all texts of a split concatenated, then cut into blocks (one "
                                          "remainder dropped); reference: concatenated and cut per batch of 1000 "
-                                         "rows, each batch's remainder dropped (the authors' datasets.map)",
-                               choices=("corpus", "reference"))
+                                         "rows, each batch's remainder dropped (datasets.map(group_texts, "
+                                         "batched=True) in one process); reference-4: the same per batch of 1000 "
+                                         "rows of each of 4 contiguous row shards (the authors' dataset.py: "
+                                         "datasets.map(..., num_proc=4)), computed in one process",
+                               choices=("corpus", "reference", "reference-4"))
 
     # --- model
     model: str = knob("tiny", "causal LM: a hub tag (facebook/opt-125m, gpt2, ...) or 'tiny' (random OPT for CPU)")

@@ -8,15 +8,22 @@ Layout of a prepared data set (what `collapse-hpc data prepare NAME` writes):
   data/<name>/blocks/<tokenizer fp>-<block size>/<split>.parquet   cached token blocks
 
 Blocks: every text (row) is tokenised on its own, with the tokenizer's special tokens (e.g. OPT's
-leading '</s>'), as the reference does. Then, by config `block_grouping`:
-  corpus (default)  all ids of the split are concatenated in row order and cut into blocks of
-                    `block_size` tokens; the one remainder at the end is dropped.
-  reference         as the authors' code (datasets.map(group_texts, batched=True), batches of
-                    1000 rows): the ids of each batch of 1000 rows are concatenated and cut on
-                    their own, and each batch's remainder is dropped. So a block never spans two
-                    batches, about block_size/2 tokens per 1000 rows are lost, and every block after
-                    the first batch starts at a different token than under `corpus`.
-WikiText-2 keeps its blank lines as rows (as in the HF data set), so the batches are the reference's.
+leading '</s>'), as the reference does. Then, by config `block_grouping`, the rows are cut into
+batches whose ids are concatenated and cut into blocks of `block_size` tokens, each batch's
+remainder dropped (group_texts of the HF examples); the blocks keep the rows' order:
+  corpus (default)  one batch: the whole split; one remainder, at the end, is dropped. Equals
+                    datasets.map(group_texts, batched=True, batch_size=None).
+  reference         batches of 1000 rows from the first row on. Equals datasets.map(group_texts,
+                    batched=True) (batch_size 1000) in one process (num_proc None or 1).
+  reference-4       the authors' dataset.py: datasets.map(group_texts, batched=True, num_proc=4).
+                    datasets cuts the rows into 4 contiguous shards as Dataset.shard(4, i,
+                    contiguous=True) does (len // 4 rows each, the first len % 4 shards one more;
+                    fewer shards for fewer than 4 rows), and each shard goes in batches of 1000
+                    rows from its own first row; here in one process, deterministically.
+Under either reference a block never spans two batches, about block_size/2 tokens per batch are
+lost, and the blocks after the first batch start at other tokens than under `corpus`; the two
+references share only the blocks before the second shard starts. WikiText-2 keeps its blank
+lines as rows (as in the HF data set), so the batches are the reference's.
 
 API:
 - prepare_wikivital(data_dir, force=False)   the offline default (Wikipedia vital-article leads)
@@ -26,6 +33,7 @@ API:
 - read_texts(data_dir, dataset, split) -> list[str]
 - load_blocks(data_dir, dataset, split, tokenizer, block_size=64, grouping="corpus") -> pa.Table
       columns block_id (int64), input_ids (list<int32>); cached and deterministic
+- row_batches(rows, grouping) -> [(start, stop)]   the row batches cut into blocks on their own
 - block_array(table) -> np.ndarray (blocks, block_size) int64
 """
 from __future__ import annotations
@@ -348,6 +356,24 @@ def _check_card(split_file: Path) -> None:
 
 
 GROUP_ROWS = 1000  # rows per batch of the reference's grouping (datasets.map's default batch size)
+GROUPINGS = {"corpus": None, "reference": 1, "reference-4": 4}  # grouping -> datasets.map's num_proc
+
+
+def row_batches(rows: int, grouping: str) -> list[tuple[int, int]]:
+    """The (start, stop) row ranges whose ids are concatenated and cut on their own: as
+    datasets.map(batched=True, batch_size=1000, num_proc=N) makes them (module docstring)."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
+    if grouping == "corpus":
+        return [(0, rows)]
+    shards = max(1, min(GROUPINGS[grouping], rows))  # datasets lowers num_proc to the number of rows
+    div, mod = divmod(rows, shards)
+    out = []
+    for i in range(shards):  # Dataset.shard(shards, i, contiguous=True)
+        start = div * i + min(i, mod)
+        stop = start + div + (1 if i < mod else 0)
+        out += [(lo, min(lo + GROUP_ROWS, stop)) for lo in range(start, stop, GROUP_ROWS)]
+    return out
 
 
 def blocks_path(data_dir: Path, dataset: str, split: str, tokenizer, block_size: int,
@@ -382,20 +408,20 @@ def _blocks_meta(dataset: str, split: str, block_size: int, tokenizer) -> dict:
 
 
 def make_blocks(texts: list[str], tokenizer, block_size: int = 64, grouping: str = "corpus"):
-    """Tokenise each text, concatenate, cut into blocks of block_size: the whole split at once
-    (corpus: one remainder dropped) or each batch of 1000 rows (reference: a remainder per batch)."""
+    """Tokenise each text, concatenate, cut into blocks of block_size, batch by batch of
+    row_batches(len(texts), grouping), each batch's remainder dropped."""
     import numpy as np
     import pyarrow as pa
 
-    if grouping not in ("corpus", "reference"):
-        raise ValueError(f"grouping must be corpus or reference, got {grouping!r}")
     kept: list[np.ndarray] = []
-    for start in range(0, len(texts), GROUP_ROWS):
-        enc = tokenizer(texts[start:start + GROUP_ROWS], add_special_tokens=True, verbose=False)["input_ids"]
-        batch = np.concatenate([np.asarray(x, dtype=np.int32) for x in enc]) if enc else np.zeros(0, np.int32)
-        if grouping == "reference":
-            batch = batch[: len(batch) // block_size * block_size]
-        kept.append(batch)
+    for lo, hi in row_batches(len(texts), grouping):
+        ids = []
+        for start in range(lo, hi, GROUP_ROWS):  # the tokenizer takes 1000 rows at a time
+            enc = tokenizer(texts[start:min(start + GROUP_ROWS, hi)], add_special_tokens=True,
+                            verbose=False)["input_ids"]
+            ids += [np.asarray(x, dtype=np.int32) for x in enc]
+        batch = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+        kept.append(batch[: len(batch) // block_size * block_size])
     flat = np.concatenate(kept) if kept else np.zeros(0, np.int32)
     n = len(flat) // block_size
     flat = flat[: n * block_size]

@@ -347,3 +347,42 @@ def test_reference_grouping_cuts_each_batch_of_1000_rows_on_its_own(lm_tokenizer
     first = len(batches[0]) // 16
     assert np.array_equal(reference[:first], corpus[:first])  # the first batch is cut alike
     assert not np.array_equal(reference[first:first + 5], corpus[first:first + 5])  # later blocks shift
+
+
+@pytest.mark.parametrize("grouping,num_proc", [("reference", None), ("reference-4", 4)])
+def test_reference_groupings_equal_datasets_map_itself(lm_tokenizer, grouping, num_proc):
+    """The authors' dataset.py tokenises and groups with datasets.map(batched=True, num_proc=4):
+    4 contiguous row shards, each grouped per 1000 rows. reference-4 makes the same blocks in one
+    process; `reference` equals the single-process map, and the two differ (5003 rows: shards of
+    1251 and 1250 rows, none a multiple of 1000)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    texts = [f"line {i} of the corpus" + " word" * (i % 7) + "." * (i % 3) for i in range(5003)]
+    size = 16
+
+    def group_texts(batch):  # the HF example the authors' code follows
+        ids = sum(batch["input_ids"], [])
+        total = len(ids) // size * size
+        return {"input_ids": [ids[i:i + size] for i in range(0, total, size)]}
+
+    ds = datasets.Dataset.from_dict({"text": texts})
+    tokenized = ds.map(lambda b: {"input_ids": lm_tokenizer(b["text"])["input_ids"]}, batched=True,
+                       num_proc=num_proc, remove_columns=["text"])
+    grouped = tokenized.map(group_texts, batched=True, batch_size=1000, num_proc=num_proc)
+    expect = np.asarray(grouped["input_ids"], dtype=np.int64)
+    ours = data.block_array(data.make_blocks(texts, lm_tokenizer, size, grouping=grouping))
+    assert ours.shape == expect.shape and np.array_equal(ours, expect)
+    other = data.block_array(data.make_blocks(texts, lm_tokenizer, size,
+                                              grouping="reference" if num_proc else "reference-4"))
+    assert other.shape != ours.shape or not np.array_equal(other, ours)
+
+
+def test_row_batches_follow_datasets_contiguous_shards():
+    assert data.row_batches(2500, "reference") == [(0, 1000), (1000, 2000), (2000, 2500)]
+    assert data.row_batches(5003, "reference-4") == [(0, 1000), (1000, 1251), (1251, 2251), (2251, 2502),
+                                                     (2502, 3502), (3502, 3753), (3753, 4753), (4753, 5003)]
+    assert data.row_batches(3, "reference-4") == [(0, 1), (1, 2), (2, 3)]  # num_proc lowered to the rows
+    assert data.row_batches(10, "corpus") == [(0, 10)]
+    with pytest.raises(ValueError, match="grouping must be one of"):
+        data.row_batches(10, "reference-8")
