@@ -174,6 +174,7 @@ def test_paper_config_is_the_papers_lm_method():
     assert (lm.model, lm.dataset, lm.block_size, lm.pretrained) == ("facebook/opt-125m", "wikitext2", 64, True)
     assert (lm.decoding, lm.num_beams, lm.repetition_penalty) == (["beam"], 5, 3.0)
     assert (lm.prompts, lm.init, lm.eval_precision, lm.block_grouping) == ("real", "gen0", "fp32", "reference-4")
+    assert lm.ranks == 1  # ranks are only a speed knob
     assert run.generations_of("lm") == 10 and run.seeds_of("lm") == [0, 1, 2, 3, 4]
     variants = experiments.get("lm").variants(run)
     epochs = {(v.regime.keep_fraction, v.section(run).epochs) for v in variants}

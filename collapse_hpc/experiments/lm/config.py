@@ -63,8 +63,9 @@ class LMConfig(Section):
               "file's path (read when the config loads; the run keeps its contents). Batch sizes: batch_size")
     fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's")
     precision: str = knob("auto", "auto (bf16-mixed on GPU, fp32 on CPU); bf16-mixed: torch autocast over fp32 "
-                                  "weights; bf16: DeepSpeed's bf16 weights with fp32 master copies; fp32",
-                          choices=("auto", "bf16-mixed", "bf16", "fp32"))
+                                  "weights (saves fp32); bf16: DeepSpeed's bf16 weights with fp32 master copies "
+                                  "(saves the bf16 weights); fp32. Every checkpoint loads as fp32, whatever "
+                                  "dtype it was saved in", choices=("auto", "bf16-mixed", "bf16", "fp32"))
     compile: bool = knob(False, "torch.compile the model (GPU: fewer kernel launches for small models)")
     checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
     eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity", min=1)
@@ -97,7 +98,9 @@ class LMConfig(Section):
                                  "(lower passes): gen0, the generation-0 model trained on real data; base, the "
                                  "model before any training on the chain's data", choices=("gen0", "base"))
     sample_batch_size: int = knob(128, "prompts per sampling batch per rank; one shard file each", min=1)
-    ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes", min=1)
+    ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes; only a "
+                         "speed knob: the same batches, dropout and numbers on any count (as long as "
+                         "micro_batch_size divides batch_size / ranks)", min=1)
     rare_fraction: float = knob(0.1, "metrics: the rarest fraction of the real-train vocabulary whose "
                                      "share of generated tokens is reported", gt=0, max=1)
 

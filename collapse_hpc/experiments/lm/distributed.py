@@ -6,7 +6,7 @@ DeepSpeed does not fall back to MPI discovery (which fails without mpi4py). CPU 
 gloo, GPU ranks over nccl.
 
 API: setup_env(), init(timeout_s) -> (rank, world_size, local_rank), device(local_rank),
-barrier(), is_initialized(), keep_freed_memory().
+barrier(), mean_over_ranks(tensor), is_initialized(), keep_freed_memory().
 """
 from __future__ import annotations
 
@@ -90,3 +90,17 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def mean_over_ranks(tensor):
+    """`tensor` averaged over every rank, in place (a collective: every rank calls it); itself
+    without a process group or with one rank."""
+    if not is_initialized():
+        return tensor
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    if world > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= world
+    return tensor

@@ -2,6 +2,9 @@
 
 - A hub tag loads through the HF cache: `pretrained: true` -> AutoModelForCausalLM.from_pretrained,
   `pretrained: false` -> the same architecture, randomly initialised.
+- Every model is loaded or built in float32, whatever its config.json declares (facebook/opt-125m's
+  says float16, and transformers 5 honours that unless told otherwise): float32 are the master
+  weights training updates; compute dtypes are the precision knobs' business (train.py, evaluate.py).
 - `tiny` is a randomly initialised OPT (sizes from the config) over the data set's local BPE.
   With `pretrained: true` it is first pretrained once on the real train split (budget:
   pretrain_epochs / pretrain_lr / pretrain_blocks) and cached under
@@ -43,7 +46,7 @@ def random_model(config, seed: int = 0):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
 def build_model(cfg, tokenizer, data_dir: Path):
@@ -59,6 +62,7 @@ def build_model(cfg, tokenizer, data_dir: Path):
 
 
 def _hub_model(tag: str, pretrained: bool):
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from collapse_hpc.experiments.lm.hub import hub_offline
@@ -66,7 +70,7 @@ def _hub_model(tag: str, pretrained: bool):
     offline = hub_offline()
     try:
         if pretrained:
-            return AutoModelForCausalLM.from_pretrained(tag)
+            return AutoModelForCausalLM.from_pretrained(tag, dtype=torch.float32)
         return random_model(AutoConfig.from_pretrained(tag))
     except (OSError, ValueError) as e:
         where = "not in the HF cache and the hub is offline (HF_HUB_OFFLINE=1)" if offline else \
@@ -75,13 +79,15 @@ def _hub_model(tag: str, pretrained: bool):
 
 
 def load_model(folder):
+    """A save_pretrained folder's model, in float32 whatever dtype it was saved in."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not list(folder.glob("*.safetensors")):
         raise UserError(f"{folder}: no saved model (config.json and *.safetensors expected)")
     try:
-        return AutoModelForCausalLM.from_pretrained(str(folder))
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     except (OSError, ValueError, RuntimeError) as e:
         raise UserError(f"{folder}: model cannot be loaded: {str(e).splitlines()[0][:160]}") from None
 
@@ -97,6 +103,17 @@ def weights_fingerprint(model) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def saved_dtypes(folder) -> list[str]:
+    """The dtypes of the tensors in a saved model's safetensors files (e.g. ['F32'])."""
+    from safetensors import safe_open
+
+    found = set()
+    for p in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(p), "pt") as f:
+            found.update(f.get_slice(k).get_dtype() for k in f.keys())
+    return sorted(found)
 
 
 def model_fingerprint(folder) -> str:

@@ -11,9 +11,19 @@ fp32 master copies for OPT-125M on an H100; `precision: bf16` selects the latter
 
 Data order: each epoch shuffles the blocks with a generator seeded by (seed, epoch), pads the
 order to whole global batches by wrapping around (as DistributedSampler does), and every optimizer
-step deals its 128 blocks out as disjoint micro-batches to the ranks. Dropout is reseeded from
-(seed, step, micro-batch, rank) before every forward, so a run is deterministic for a seed and a
-resumed run replays exactly what an uninterrupted one would have done.
+step deals its 128 blocks out as disjoint micro-batches to the ranks. Dropout is reseeded before
+every forward from (seed, step, the micro-batch's position in the global batch), never from the
+rank, and the recorded losses are means over the whole global batch (summed over the ranks): the
+ranks are only a speed knob. 1 or N ranks compute the same steps on the same micro-batches with the
+same dropout, up to the order of floating-point sums, as long as `micro_batch_size` divides
+batch_size / ranks (else batch_plan lowers the micro-batch, and the dropout masks differ). A run is
+deterministic for a seed and a resumed run replays exactly what an uninterrupted one would have done.
+
+Precision: the model arrives in float32 (model.py loads every checkpoint so); those are the master
+weights the optimizer updates under fp32 and bf16-mixed, and DeepSpeed keeps float32 master copies
+of its bf16 weights under `bf16`. training.json records what ran: master_dtype (the optimizer's
+parameters), compute_dtype (the module's weights in the forward pass), autocast_dtype (or None)
+and saved_dtype (the saved model's tensors: float32, except bfloat16 under `precision: bf16`).
 
 Checkpoints: a DeepSpeed checkpoint into ckpt_dir/step<N>/ after every epoch (and every
 `checkpoint_every_steps` steps), saved on ALL ranks; once every rank has returned from
@@ -29,7 +39,7 @@ API:
       rank, world_size, local_rank, log) -> dict summary:
       best_val_loss, best_epoch, val_loss (per epoch), train_loss (per epoch), epochs, steps,
       tokens, tokens_per_s, seconds, epoch_seconds (training time of each epoch run here),
-      resumed_from (global step, or None)
+      resumed_from (global step, or None), master_dtype, compute_dtype, autocast_dtype, saved_dtype
   `model` is consumed (moved to the device, possibly cast to bf16); reload from out_dir.
   out_dir is replaced as a whole when training ends: keep ckpt_dir outside it (a ckpt_dir inside
   it is discarded then, and a kill during that last rename loses it).
@@ -120,6 +130,12 @@ def epoch_order(n: int, seed: int, epoch: int, length: int) -> np.ndarray:
     return np.resize(order, length)  # wraps around to whole global batches
 
 
+def dropout_seed(seed: int, global_step: int, position: int) -> int:
+    """The dropout seed of the micro-batch at `position` in the global batch of step `global_step`:
+    the same whichever rank computes it."""
+    return int(np.random.SeedSequence([seed, global_step, position]).generate_state(1)[0])
+
+
 def epoch_lr_factor(cfg, epoch: int) -> float:
     """Cosine annealing per epoch (the reference's CosineAnnealingLR(T_max=epochs, eta_min))."""
     lr = cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
@@ -132,7 +148,8 @@ CURVE = ("step", "epoch", "loss", "lr", "seconds", "tokens_per_s")  # one entry 
 class _Curve:
     """Per-step loss, learning rate and throughput, without a host sync per step: losses add up in
     a device buffer, and on a GPU each step is timed by CUDA events, read when the curve is
-    flushed (at checkpoints, which sync anyway)."""
+    flushed (at checkpoints, which sync anyway; every rank flushes there, and the losses are
+    averaged over the ranks then: each step's loss is its global batch's)."""
 
     def __init__(self, device, tokens_per_step: int, accumulation: int):
         import torch
@@ -165,6 +182,8 @@ class _Curve:
             return
         if self.cuda:
             self.torch.cuda.synchronize()
+        lo, hi = self.pending[0][0], self.pending[-1][0] + 1  # the steps not flushed yet
+        self.losses[lo:hi] = distributed.mean_over_ranks(self.losses[lo:hi].clone())
         losses = self.losses.tolist()
         for step, global_step, lr, t0, t1 in self.pending:
             seconds = t0.elapsed_time(t1) / 1000 if self.cuda else t1 - t0
@@ -172,6 +191,24 @@ class _Curve:
                                           self.tokens / seconds if seconds > 0 else math.nan)):
                 into[key].append(value)
         self.pending = []
+
+
+def _name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _master_dtype(engine) -> str:
+    """The dtype of the weights the optimizer updates: the torch optimizer's parameters (ours, or
+    DeepSpeed's ZeRO 1/2 and bf16 partitions); ZeRO-3 hands them to it only during a step."""
+    for optimizer in (getattr(engine.lr_scheduler, "optimizer", None), engine.optimizer):
+        for group in getattr(optimizer, "param_groups", None) or []:
+            if group["params"]:
+                return _name(group["params"][0].dtype)
+    flat = getattr(engine.optimizer, "fp32_partitioned_groups_flat", None)  # ZeRO-3's master partitions
+    return _name(flat[0].dtype) if flat else "unknown"
+
+
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
 
 def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -233,6 +270,10 @@ class _Training:
         self.precision = resolve_precision(cfg, self.device)
         self.micro, self.accum = batch_plan(cfg.batch_size, cfg.micro_batch_size, world_size)
         self.global_batch = self.micro * self.accum * world_size
+        if self.micro != min(cfg.micro_batch_size, cfg.batch_size):
+            log.info("micro-batch of %d blocks, not micro_batch_size %d (%d blocks per rank): another number "
+                     "of ranks may deal other micro-batches and dropout masks", self.micro, cfg.micro_batch_size,
+                     cfg.batch_size // world_size)
         self.steps_per_epoch = math.ceil(len(ids) / self.global_batch)
         torch.manual_seed(seed)
         self.engine = self._engine(model)
@@ -270,6 +311,9 @@ class _Training:
             model=model, optimizer=optimizer, lr_scheduler=scheduler,
             model_parameters=model.parameters() if optimizer is None else None, config=conf)
         use_weights_only(engine)  # resume never unpickles arbitrary objects
+        self.dtypes = {"master_dtype": _master_dtype(engine),
+                       "compute_dtype": _name(next(engine.module.parameters()).dtype),
+                       "autocast_dtype": "bfloat16" if self.precision == "bf16-mixed" else None}
         return engine
 
     def resume(self) -> None:
@@ -321,8 +365,7 @@ class _Training:
             for m in range(accum):
                 pos = base + (m * world_size + rank) * micro
                 batch = ids_dev[order_dev[pos:pos + micro]]
-                torch.manual_seed(int(np.random.SeedSequence([seed, state["global_step"], m, rank])
-                                      .generate_state(1)[0]))
+                torch.manual_seed(dropout_seed(seed, state["global_step"], pos - base))
                 loss = engine(input_ids=batch, labels=batch).loss
                 engine.backward(loss)
                 engine.step()
@@ -345,6 +388,7 @@ class _Training:
             torch.cuda.synchronize()  # steps are queued asynchronously: time them once they ran
         self.train_time += time.perf_counter() - t0
         self.epoch_seconds.append(self.train_time - sum(self.epoch_seconds))
+        loss_sum = distributed.mean_over_ranks(loss_sum)  # the global batches', not this rank's share
         state["train_loss"].append(float(loss_sum) / micro_steps if micro_steps else float("nan"))
 
     def validate(self, epoch: int) -> None:
@@ -377,8 +421,12 @@ class _Training:
         self.engine = None  # frees it before empty_cache
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        from collapse_hpc.experiments.lm.model import saved_dtypes
+
         state, train_time, tokens = self.state, self.train_time, self.tokens
-        return {"best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
+        saved = "/".join(SAFETENSORS_DTYPES.get(d, d) for d in saved_dtypes(self.out_dir))
+        return {**self.dtypes, "saved_dtype": saved,
+                "best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
                 "val_loss": state["val_loss"], "train_loss": state["train_loss"], "epochs": self.cfg.epochs,
                 "curve": state["curve"],
                 "steps": state["global_step"], "tokens": tokens, "seconds": train_time,

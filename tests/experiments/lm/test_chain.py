@@ -292,3 +292,45 @@ def test_paper_method_real_prompts_gen0_base_per_regime_epochs(tmp_path, lm_data
 
     without = Variant("lm", R("replace", 0.25), 0)
     assert config_hash(without.config(run)) != longer["variant_hash"]
+
+
+# ------------------------------------------------------------------ fp32 master weights (issue: fp16 checkpoints)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_an_fp16_checkpoint_trains_scores_and_samples_in_fp32(tmp_path, lm_data_dir, lm_tokenizer, stage,
+                                                               monkeypatch):
+    """A model saved in float16 (as facebook/opt-125m's config.json declares) is loaded in float32
+    everywhere: DeepSpeed trains float32 master weights on CPU under ZeRO 0, 1 and 2 (float16 ones
+    fail there: 'unsupported grad type'), every perplexity and every sampled token comes from
+    float32 weights, and the saved generation model is F32; training.json says what ran."""
+    import torch
+
+    from collapse_hpc.experiments.lm import evaluate, sample
+    from collapse_hpc.experiments.lm.model import random_model, saved_dtypes, tiny_config
+    from tests.experiments.lm.conftest import tiny_cfg
+
+    folder = tmp_path / "opt-fp16"
+    random_model(tiny_config(tiny_cfg(**{k: LM[k] for k in ("hidden_size", "layers", "heads", "ffn_size")}),
+                             lm_tokenizer)).half().save_pretrained(folder)
+    lm_tokenizer.save_pretrained(folder)
+    assert saved_dtypes(folder) == ["F16"]
+    seen = []
+    for module, name in ((evaluate, "_loss_sums"), (sample, "generate")):
+        real = getattr(module, name)
+
+        def spy(model, *args, _real=real, _name=name, **kwargs):
+            seen.append((_name, next(model.parameters()).dtype))
+            return _real(model, *args, **kwargs)
+        monkeypatch.setattr(module, name, spy)
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), model=str(folder),
+                      pretrained=True, zero_stage=stage)
+    assert _execute(store, run)["done"] == 1
+    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+    training = json.loads((unit / "model" / "training.json").read_text())
+    assert (training["master_dtype"], training["compute_dtype"], training["autocast_dtype"],
+            training["saved_dtype"], training["precision"]) == ("float32", "float32", None, "float32", "fp32")
+    assert saved_dtypes(unit / "model") == ["F32"]
+    assert {n for n, _ in seen} == {"_loss_sums", "generate"} and {d for _, d in seen} == {torch.float32}
+    m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
+    assert m["zero_shot_test_ppl"] > m["test_ppl"] > 1  # the float32 copy of the fp16 weights, then trained

@@ -209,14 +209,26 @@ def test_loss_falls_and_kill_mid_epoch_then_resume_gives_the_same_weights(lm_dat
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_two_ranks_over_gloo_keep_identical_parameters(lm_data_dir, tmp_path):
+def test_two_ranks_over_gloo_keep_identical_parameters_and_train_as_one(lm_data_dir, tmp_path):
+    """Two ranks keep identical parameters, and they compute what one rank computes: the same
+    global batches, micro-batches and dropout masks, so generation 0's loss curve (each step's
+    global-batch loss) and validation losses agree up to the order of floating-point sums."""
     from collapse_hpc.experiments.lm.data import load_blocks
     from collapse_hpc.experiments.lm.evaluate import perplexity
     from collapse_hpc.experiments.lm.model import load_model
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
 
-    codes, (r0, r1) = _wait(_launch(lm_data_dir, tmp_path, {"zero_stage": 2}, world=2), tmp_path)
-    assert codes == [0, 0], _tail(tmp_path)
+    one = tmp_path / "one-rank"
+    procs = _launch(lm_data_dir, tmp_path, {"zero_stage": 2}, world=2) + _launch(lm_data_dir, one, {"zero_stage": 2})
+    assert [p.wait(timeout=600) for p in procs] == [0, 0, 0], _tail(tmp_path) + _tail(one)
+    _, (r0, r1) = _wait(procs[:2], tmp_path)
+    _, (alone,) = _wait(procs[2:], one)
+    assert alone["gradient_accumulation"] == 2 and alone["micro_batch_size"] == 8  # 16 = 2 x 8 on one rank
+    assert len(alone["curve"]["loss"]) == len(r0["curve"]["loss"]) == r0["steps"]
+    np.testing.assert_allclose(r0["curve"]["loss"], alone["curve"]["loss"], rtol=2e-4)
+    np.testing.assert_allclose(r0["train_loss"], alone["train_loss"], rtol=2e-4)
+    np.testing.assert_allclose(r0["val_loss"], alone["val_loss"], rtol=2e-4)
+    assert r1["curve"]["loss"] == r0["curve"]["loss"]  # every rank records the global batch's loss
     assert r0["params"] == r1["params"]
     assert r0["gradient_accumulation"] == 1 and r0["micro_batch_size"] == 8
     assert r0["val_loss"] == r1["val_loss"] and r0["val_loss"][-1] < r0["initial_val_loss"]
