@@ -47,7 +47,8 @@ class LMConfig(Section):
     dropout: float = knob(0.1, "tiny: dropout (OPT's default 0.1)", min=0.0, max=1.0)
     pretrain_epochs: int = knob(1, "tiny + pretrained: epochs of base pretraining on the real train split", min=1)
     pretrain_lr: float = knob(1e-3, "tiny + pretrained: peak learning rate of base pretraining", gt=0)
-    pretrain_blocks: int = knob(0, "tiny + pretrained: use only the first N train blocks (0: all)", min=0)
+    pretrain_blocks: int = knob(0, "tiny + pretrained: pretrain on at most N train blocks, taken after the "
+                                   "first max_train_blocks (the chain's real blocks; 0: all that remain)", min=0)
     pretrain_batch_size: int = knob(32, "tiny + pretrained: batch size of base pretraining", min=1)
 
     # --- training one generation (DeepSpeed)

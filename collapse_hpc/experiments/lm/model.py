@@ -6,12 +6,18 @@
   says float16, and transformers 5 honours that unless told otherwise): float32 are the master
   weights training updates; compute dtypes are the precision knobs' business (train.py, evaluate.py).
 - `tiny` is a randomly initialised OPT (sizes from the config) over the data set's local BPE.
-  With `pretrained: true` it is first pretrained once on the real train split (budget:
+  With `pretrained: true` it is first pretrained once on real train blocks (budget:
   pretrain_epochs / pretrain_lr / pretrain_blocks) and cached under
-  data/<dataset>/base/<fingerprint>/: the offline stand-in for pretrained OPT-125M.
+  data/<dataset>/base/<fingerprint>/: the offline stand-in for pretrained OPT-125M. Those blocks
+  follow the first `max_train_blocks` (every generation's real training blocks and prompts), so
+  the base has never seen what the chain fine-tunes on; with max_train_blocks 0 (all blocks) no
+  block is left over, the base is pretrained on the training blocks themselves, and base.json in
+  its folder (and generation 0's manifest, `initial_model`) says so.
 
 API:
 - build_model(cfg, tokenizer, data_dir) -> model   the initial model of a generation
+- initial_model(cfg, data_dir, tokenizer) -> dict   what that initial model is (for reports)
+- pretrain_range(blocks, cfg) -> (start, stop, disjoint)   the tiny base's real train blocks
 - load_model(dir) -> model                          a save_pretrained folder (safetensors)
 - model_fingerprint(dir) -> str                     sha256 of its safetensors files (16 hex)
 - check_vocab(model, tokenizer)                     UserError if the tokenizer does not fit the model
@@ -150,7 +156,8 @@ def base_fingerprint(cfg, tokenizer) -> str:
 
     keys = {k: getattr(cfg, k) for k in ("dataset", "block_size", "hidden_size", "layers", "heads", "ffn_size",
                                          "dropout", "pretrain_epochs", "pretrain_lr", "pretrain_blocks",
-                                         "pretrain_batch_size", "lr_min", "weight_decay")}
+                                         "pretrain_batch_size", "lr_min", "weight_decay", "block_grouping",
+                                         "max_train_blocks")}
     keys["tokenizer"] = fingerprint(tokenizer)
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -166,15 +173,41 @@ def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
             return folder
         from collapse_hpc.experiments.lm.data import block_array, load_blocks
 
-        blocks = block_array(load_blocks(data_dir, cfg.dataset, "train", tokenizer, cfg.block_size))
-        if cfg.pretrain_blocks:
-            blocks = blocks[: cfg.pretrain_blocks]
+        blocks = block_array(load_blocks(data_dir, cfg.dataset, "train", tokenizer, cfg.block_size,
+                                         cfg.block_grouping))
+        start, stop, disjoint = pretrain_range(len(blocks), cfg)
         model = random_model(tiny_config(cfg, tokenizer))
-        pretrain(model, blocks, cfg)
+        pretrain(model, blocks[start:stop], cfg)
         with atomic.atomic_dir(folder) as tmp:
             model.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
+            atomic.write_json(tmp / BASE_INFO, {"train_blocks": [start, stop], "block_grouping": cfg.block_grouping,
+                                                "disjoint_from_training_blocks": disjoint})
     return folder
+
+
+BASE_INFO = "base.json"  # in the tiny base's folder: which real train blocks pretrained it
+
+
+def pretrain_range(n_blocks: int, cfg) -> tuple[int, int, bool]:
+    """The real train blocks [start, stop) that pretrain the tiny base, and whether they are disjoint
+    from every generation's real training blocks (the first max_train_blocks): the blocks after
+    those, at most pretrain_blocks of them; with none left over, the first pretrain_blocks."""
+    used = min(cfg.max_train_blocks or n_blocks, n_blocks)
+    start = used if used < n_blocks else 0
+    stop = min(n_blocks, start + cfg.pretrain_blocks) if cfg.pretrain_blocks else n_blocks
+    return start, stop, start > 0
+
+
+def initial_model(cfg, data_dir: Path, tokenizer) -> dict:
+    """What the model before any fine-tuning is (the test-perplexity figure's reference line):
+    kind hub | tiny-base | random, and for the tiny base which real train blocks pretrained it."""
+    if cfg.model != "tiny":
+        return {"kind": "hub" if cfg.pretrained else "random", "model": cfg.model}
+    if not cfg.pretrained:
+        return {"kind": "random", "model": "tiny"}
+    info = json.loads((tiny_base(cfg, tokenizer, data_dir) / BASE_INFO).read_text())
+    return {"kind": "tiny-base", "model": "tiny", **info}
 
 
 def pretrain(model, blocks, cfg, seed: int = 0) -> None:

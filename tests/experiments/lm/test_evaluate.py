@@ -109,3 +109,27 @@ def test_tiny_base_without_flock(lm_data_dir, lm_tokenizer, monkeypatch):
     monkeypatch.setattr(fcntl, "flock", no_flock)
     cfg = tiny_cfg(pretrained=True, pretrain_epochs=1, pretrain_blocks=16, pretrain_lr=3e-3)
     build_model(cfg, lm_tokenizer, lm_data_dir)
+
+
+def test_tiny_base_never_sees_the_chains_training_blocks(lm_data_dir, lm_tokenizer, lm_blocks, monkeypatch):
+    """The tiny base (the stand-in for pretrained OPT) pretrains on the train blocks after the first
+    max_train_blocks, which every generation trains on and continues; with no block left over it
+    pretrains on those and says so (the report then labels it: not zero-shot)."""
+    from collapse_hpc.experiments.lm import model as models
+
+    seen = []
+    pretrain = models.pretrain
+    monkeypatch.setattr(models, "pretrain", lambda m, blocks, cfg, **kw: (seen.append(blocks.copy()),
+                                                                          pretrain(m, blocks, cfg, **kw)))
+    cfg = tiny_cfg(pretrained=True, max_train_blocks=48, pretrain_blocks=32, pretrain_lr=5.5e-3)
+    build_model(cfg, lm_tokenizer, lm_data_dir)
+    np.testing.assert_array_equal(seen[0], block_array(lm_blocks["train"])[48:80])
+    assert models.initial_model(cfg, lm_data_dir, lm_tokenizer) == {
+        "kind": "tiny-base", "model": "tiny", "train_blocks": [48, 80], "block_grouping": "corpus",
+        "disjoint_from_training_blocks": True}
+    every = tiny_cfg(pretrained=True, pretrain_blocks=16, pretrain_lr=5.5e-3)  # max_train_blocks 0: all of them
+    info = models.initial_model(every, lm_data_dir, lm_tokenizer)
+    assert info["train_blocks"] == [0, 16] and info["disjoint_from_training_blocks"] is False
+    assert models.initial_model(tiny_cfg(), lm_data_dir, lm_tokenizer)["kind"] == "random"
+    assert models.pretrain_range(100, tiny_cfg(max_train_blocks=100)) == (0, 100, False)
+    assert models.pretrain_range(100, tiny_cfg(max_train_blocks=60, pretrain_blocks=80)) == (60, 100, True)
