@@ -244,7 +244,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
         shutil.rmtree(unit_dir / sub, ignore_errors=True)
     unit_config = v.config(run)  # the section as the unit saw it, regime overrides applied
     write_manifest(unit_dir, config_hash=run.hash(), started=started,
-                   extra={"experiment": experiment, "variant": variant, "unit": unit_dir.name,
+                   extra={**ctx.facts, "experiment": experiment, "variant": variant, "unit": unit_dir.name,
                           # what the name encodes, for readers without the experiment's code (the report)
                           "regime": v.regime.label, "seed": v.seed, "settings": v.settings,
                           "config": unit_config, "variant_hash": config_hash(unit_config),

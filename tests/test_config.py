@@ -174,7 +174,7 @@ def test_paper_config_is_the_papers_lm_method():
     assert (lm.model, lm.dataset, lm.block_size, lm.pretrained) == ("facebook/opt-125m", "wikitext2", 64, True)
     assert (lm.decoding, lm.num_beams, lm.repetition_penalty) == (["beam"], 5, 3.0)
     assert (lm.prompts, lm.init, lm.eval_precision, lm.block_grouping) == ("real", "gen0", "fp32", "reference-4")
-    assert lm.ranks == 1  # ranks are only a speed knob
+    assert (lm.sample_from, lm.ranks) == ("best", 1)  # the brief's workflow; ranks are only a speed knob
     assert run.generations_of("lm") == 10 and run.seeds_of("lm") == [0, 1, 2, 3, 4]
     variants = experiments.get("lm").variants(run)
     epochs = {(v.regime.keep_fraction, v.section(run).epochs) for v in variants}
@@ -211,3 +211,16 @@ def test_loading_a_config_knows_no_experiment_and_imports_nothing_above_it(tmp_p
     assert loaded <= {"collapse_hpc", "collapse_hpc.config", "collapse_hpc.regimes", "collapse_hpc.yamlfile",
                       "collapse_hpc.errors"}, loaded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_beyond_config_measures_sampling_with_the_last_epoch():
+    """configs/beyond.yaml runs the authors' main.py choice (sample_from: last) beside the paper's
+    replace under beam search, which samples with the best epoch."""
+    from pathlib import Path
+
+    from collapse_hpc import experiments
+
+    run = experiments.load_config(Path(__file__).resolve().parents[1] / "configs" / "beyond.yaml")
+    chains = {v.name: v.section(run) for v in experiments.get("lm").variants(run)}
+    assert chains["replace-p0-decodingbeam-sample_fromlast-s0"].sample_from == "last"
+    assert chains["replace-p0-decodingbeam-s0"].sample_from == "best"

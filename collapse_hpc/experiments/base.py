@@ -114,6 +114,12 @@ def check_prepared(experiment: str, run, splits, section=None) -> None:
                         f"--data-dir {data_dir}")
 
 
+# what the store and the engine write into every manifest (a unit's facts go beside them)
+MANIFEST_KEYS = frozenset({"files", "inputs", "config_hash", "packages", "git_commit", "host", "job_id", "started",
+                           "finished", "seconds", "experiment", "variant", "unit", "regime", "seed", "settings",
+                           "config", "variant_hash", "generations", "world_size", "resources"})
+
+
 @dataclass
 class UnitContext:
     """Everything one unit of work needs. `dir` exists and holds only resumable leftovers."""
@@ -131,6 +137,15 @@ class UnitContext:
     local_rank: int = 0
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("collapse_hpc"))
     inputs: list[Path] = field(default_factory=list)  # files of the run outside the unit it depends on
+    facts: dict = field(default_factory=dict)  # what the unit tells its manifest besides its files
+
+    def record(self, **facts) -> None:
+        """Facts about how the unit's results came about (e.g. which weights sampled and which were
+        scored) for its manifest, beside the engine's and the store's own keys."""
+        taken = sorted(set(facts) & MANIFEST_KEYS)
+        if taken:
+            raise ValueError(f"manifest keys {', '.join(taken)} are the engine's, not a unit's")
+        self.facts.update(facts)
 
     def uses(self, path: Path) -> None:
         """Name a file of the run outside this unit's folder that its results depend on (e.g. the

@@ -16,14 +16,19 @@ class LanguageModel(Experiment):
     shape = "chain"  # generation g reads generations < g
     job = "gpu"  # DeepSpeed over every GPU of the job
     # kept when an unfinished generation is redone: sampled shards, training checkpoints and the
-    # trained model (saved atomically, so a kill during sampling does not retrain)
-    resumable = ("shards", "checkpoints", "model")
+    # trained models (best and, with sample_from: last, the last epoch's; saved atomically, so a kill
+    # during sampling does not retrain)
+    resumable = ("shards", "checkpoints", "model", "model_last")
     scratch = ("checkpoints",)
     title = "Language model (OPT)"
     order = 10
     metrics = ("test_ppl: perplexity on the real test split (zero_shot_test_ppl, generation 0 only: the initial "
-               "model's); real_train_ppl: on the real training blocks; distinct_n, unigram_entropy, type_token_ratio, "
-               "rare_token_share: diversity of the generated text; ppl_p5 … ppl_p95: percentiles of the generated "
+               "model's, before fine-tuning); test_ppl_rare, test_ppl_middle, test_ppl_frequent: the same over the "
+               "test tokens whose type is rare (the least frequent types carrying 10% of the real train split's "
+               "tokens, and types never seen there), frequent (the most frequent carrying 50%) or in between; "
+               "real_train_ppl: on the real training blocks; distinct_n, unigram_entropy, type_token_ratio, "
+               "rare_token_share: diversity of the generated text (real_rare_token_share, generation 0 only: the "
+               "real training blocks' own share of rare tokens); ppl_p5 … ppl_p95: percentiles of the generated "
                "sequences' perplexity under the generation-0 model (see lm/metrics.py).")
     datasets = {"wikivital": "collapse_hpc.experiments.lm.data:prepare_wikivital",
                 "wikitext2": "collapse_hpc.experiments.lm.data:prepare_wikitext2"}

@@ -5,17 +5,24 @@
      regimes pick by scores of the pooled blocks (curation.py: a detector's weights, a verifier's)
   2. train (stage 1, DeepSpeed) from generation 0's model (init: gen0, the paper: the best model
      on the real data by validation loss), from the initial model (init: pretrained) or from
-     generation g-1's (init: previous); generation 0 always from the initial model -> model/ (kept on
-     resume: it is written atomically), model/training.json says which weights it started from
-  3. sample: every real training block is a prompt (prompts: real, the paper), or every block of
-     this generation's training set (prompts: train_set) -> shards/part-<rank>-<chunk>.parquet;
-     the continuations of a few fixed prompts, as text -> examples.parquet (for the report)
-  4. evaluate: real-test perplexity, per test block -> test_ppl.parquet; perplexity of the real
-     training blocks (the reference's --evalgen_only) -> real_train_ppl.parquet; each generated
-     block's perplexity under the generation-0 model -> sequence_ppl.parquet (all: block_id, ppl);
-     generation 0 also scores the initial model on the test split (zero_shot_test_ppl, the paper's
-     115 for OPT-125M); diversity -> metrics.parquet (one wide row); the training curve (per
-     optimizer step: loss, learning rate, tokens/s) -> training_curve.parquet
+     generation g-1's (init: previous); generation 0 always from the initial model -> model/, the
+     best-validation weights (kept on resume: it is written atomically), and with sample_from: last
+     also model_last/, the weights after the last epoch; model/training.json says which weights it
+     started from and the dtypes that ran
+  3. sample with the weights `sample_from` names (best: model/, last: model_last/): every real
+     training block is a prompt (prompts: real, the paper), or every block of this generation's
+     training set (prompts: train_set) -> shards/part-<rank>-<chunk>.parquet; the continuations of
+     a few fixed prompts, as text -> examples.parquet (for the report)
+  4. evaluate, always with model/ (best): real-test perplexity, per test block -> test_ppl.parquet,
+     and over the test tokens of each rarity class (metrics.py: rare / middle / frequent, defined
+     over the whole real train split) -> test_ppl_rare ...; perplexity of the real training blocks
+     (the reference's --evalgen_only) -> real_train_ppl.parquet; each generated block's perplexity
+     under the generation-0 model -> sequence_ppl.parquet (all: block_id, ppl); generation 0 also
+     scores the initial model, before fine-tuning, on the test split (zero_shot_test_ppl: the
+     paper's 115 for OPT-125M; what that model is goes to the manifest, `initial_model`); diversity
+     -> metrics.parquet (one wide row); the training curve (per optimizer step: loss, learning
+     rate, tokens/s) -> training_curve.parquet. The manifest's `weights` names the weights that
+     sampled and those that were scored (folder, fingerprint, epoch).
 """
 from __future__ import annotations
 
@@ -26,12 +33,12 @@ import numpy as np
 
 from collapse_hpc.store import atomic
 
-MODEL, SHARDS, CHECKPOINTS = "model", "shards", "checkpoints"
+MODEL, LAST, SHARDS, CHECKPOINTS = "model", "model_last", "shards", "checkpoints"
 TRAINING = "training.json"  # inside model/: the stage-1 training summary
 EXAMPLES = 4  # prompts whose continuations go to examples.parquet, evenly spaced over the prompts
 
 
-def _blocks(ctx, tokenizer, split: str, limit: int):
+def _blocks(ctx, tokenizer, split: str, limit: int = 0):
     from collapse_hpc.experiments.lm.data import load_blocks
 
     cfg = ctx.config
@@ -59,7 +66,8 @@ def _train(ctx, tokenizer, train_set, val, log) -> dict:
     log.info("gen %d: training from %s weights (%s)", ctx.generation, init_from, start["init_weights_sha256"])
     result = start | train_generation(model, tokenizer, train_set, val, cfg, out, ctx.path(CHECKPOINTS),
                               seed=ctx.seed(1), rank=ctx.rank, world_size=ctx.world_size,
-                              local_rank=ctx.local_rank, log=log)
+                              local_rank=ctx.local_rank, log=log,
+                              last_dir=ctx.path(LAST) if cfg.sample_from == "last" else None)
     if ctx.is_main:
         atomic.write_json(out / TRAINING, result)
     distributed.barrier()
@@ -84,8 +92,8 @@ def run_generation(ctx) -> None:
 
     from collapse_hpc.experiments.lm import curation, distributed, metrics, mixing
     from collapse_hpc.experiments.lm.data import block_array
-    from collapse_hpc.experiments.lm.evaluate import perplexity, perplexity_table
-    from collapse_hpc.experiments.lm.model import build_model, load_model, model_fingerprint
+    from collapse_hpc.experiments.lm.evaluate import perplexity, perplexity_table, score
+    from collapse_hpc.experiments.lm.model import build_model, initial_model, load_model, model_fingerprint
     from collapse_hpc.experiments.lm.sample import Decoding, read_shards, sample_shards
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
 
@@ -94,7 +102,8 @@ def run_generation(ctx) -> None:
     distributed.init()
     distributed.barrier()  # rank 0 has reset the unit folder before anyone writes into it
     tokenizer = load_tokenizer(cfg, ctx.data_dir)
-    real = _blocks(ctx, tokenizer, "train", cfg.max_train_blocks)
+    whole = _blocks(ctx, tokenizer, "train")  # the whole real train split: what rarity is counted over
+    real = whole.slice(0, cfg.max_train_blocks) if cfg.max_train_blocks else whole
     val = _blocks(ctx, tokenizer, "validation", cfg.max_eval_blocks)
     test = _blocks(ctx, tokenizer, "test", cfg.max_eval_blocks)
 
@@ -109,22 +118,31 @@ def run_generation(ctx) -> None:
     # 2. train
     training = _train(ctx, tokenizer, train_set, val, log)
 
-    # 3. sample from the saved weights (the same on every rank and on resume)
-    model = load_model(ctx.path(MODEL)).to(device).eval()
-    model_hash = model_fingerprint(ctx.path(MODEL))
+    # 3. sample with the weights sample_from names (the same on every rank and on resume)
+    model = load_model(ctx.path(MODEL)).to(device).eval()  # best: every score below is its
+    sampled = ctx.path(LAST if cfg.sample_from == "last" else MODEL)
+    sampler = model if sampled.name == MODEL else load_model(sampled).to(device).eval()
+    weights = {"sampled": {"folder": sampled.name, "sha256": model_fingerprint(sampled),
+                           "epoch": training["best_epoch"] if sampled.name == MODEL else training["epochs"] - 1},
+               "scored": {"folder": MODEL, "sha256": model_fingerprint(ctx.path(MODEL)),
+                          "epoch": training["best_epoch"]}}
     prompts = mixing.prompts(cfg.prompts, train_set, real, np.random.default_rng(ctx.seed(3)))
     decoding = Decoding.from_config(cfg, ctx.variant.settings.get("decoding"))
     t0 = time.time()
-    sample_shards(model, tokenizer, prompts, decoding, ctx.path(SHARDS), generation=g, rank=ctx.rank,
+    sample_shards(sampler, tokenizer, prompts, decoding, ctx.path(SHARDS), generation=g, rank=ctx.rank,
                   world_size=ctx.world_size, batch_size=cfg.sample_batch_size, seed=ctx.seed(4),
-                  model_hash=model_hash, device=device, log=log, prompt_source=cfg.prompts)
+                  model_hash=weights["sampled"]["sha256"], device=device, log=log, prompt_source=cfg.prompts)
     sample_seconds = time.time() - t0
+    del sampler
     distributed.barrier()  # every shard exists
 
-    # 4. evaluate (sharded over ranks; every rank gets the full result)
+    # 4. evaluate with the best weights (sharded over ranks; every rank gets the full result)
     ev = dict(batch_size=cfg.eval_batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size,
               bf16=cfg.eval_precision == "bf16")
-    test_ppl, test_seq_ppl = perplexity(model, test, **ev)
+    whole_ids = block_array(whole)
+    classes = metrics.token_classes(metrics.token_counts(whole_ids, model.get_input_embeddings().num_embeddings),
+                                    cfg.rare_fraction, cfg.frequent_fraction)
+    test_scores = score(model, test, classes=classes, **ev)
     real_ppl, real_seq_ppl = perplexity(model, real, **ev)
     shards = read_shards(ctx.path(SHARDS))
     gen_ids = block_array(shards)
@@ -134,15 +152,16 @@ def run_generation(ctx) -> None:
     if g == 0:  # the initial model before any fine-tuning, on the same test blocks (a reference line)
         initial = build_model(cfg, tokenizer, ctx.data_dir).to(device).eval()
         baseline["zero_shot_test_ppl"] = perplexity(initial, test, **ev)[0]
+        baseline["real_rare_token_share"] = metrics.rare_token_share(block_array(real), classes)
+        ctx.record(initial_model=initial_model(cfg, ctx.data_dir, tokenizer))
         del initial
     if not ctx.is_main:
         return
-    rare = metrics.rare_vocabulary(block_array(real), cfg.rare_fraction)
-    values = {"test_ppl": test_ppl, **baseline, "real_train_ppl": real_ppl,
+    tails = {f"test_ppl_{c}": test_scores.class_ppl(k) for k, c in enumerate(metrics.CLASSES)}
+    values = {"test_ppl": test_scores.corpus_ppl, **tails, **baseline, "real_train_ppl": real_ppl,
               "val_loss": training.get("best_val_loss", float("nan")),
               **metrics.ppl_percentiles(seq_ppl),
-              **metrics.diversity(gen_ids, shards.column("text").to_pylist(), rare),
-              "train_blocks": train_set.num_rows, "generated_blocks": shards.num_rows,
+              **metrics.diversity(gen_ids, shards.column("text").to_pylist(), classes),
               "train_seconds": training.get("seconds", float("nan")), "sample_seconds": sample_seconds,
               "sample_tokens_per_s": gen_ids.size / sample_seconds if sample_seconds > 0 else float("nan"),
               **curated}
@@ -151,15 +170,22 @@ def run_generation(ctx) -> None:
         pairs = set(zip(src.tolist(), train_set.column("source_block_id").to_pylist()))
         values.update(train_real_share=float((src == mixing.REAL).mean()),
                       train_distinct_share=len(pairs) / max(train_set.num_rows, 1))
+    rarity = {"rare_fraction": cfg.rare_fraction, "frequent_fraction": cfg.frequent_fraction,
+              "real_train_tokens": int(whole_ids.size), "real_train_mass": metrics.class_shares(whole_ids, classes),
+              "test_target_share": metrics.class_shares(block_array(test)[:, 1:], classes)}
+    ctx.record(weights=weights, rarity=rarity)
     meta = {"generation": g, "regime": ctx.variant.regime.label, "seed": ctx.variant.seed,
-            "model_sha256": model_hash, "decoding": decoding.metadata(), "init": cfg.init,
-            "init_from": training.get("init_from"), "prompts": cfg.prompts}
+            "model_sha256": weights["scored"]["sha256"], "sampled_sha256": weights["sampled"]["sha256"],
+            "sample_from": cfg.sample_from, "decoding": decoding.metadata(), "init": cfg.init,
+            "init_from": training.get("init_from"), "prompts": cfg.prompts,
+            "train_blocks": train_set.num_rows, "generated_blocks": shards.num_rows}
     ctx.write_table("train_set.parquet", train_set, meta)
-    ctx.write_table("test_ppl.parquet", perplexity_table(test, test_seq_ppl), meta)
+    ctx.write_table("test_ppl.parquet", perplexity_table(test, test_scores.per_sequence), meta)
     ctx.write_table("real_train_ppl.parquet", perplexity_table(real, real_seq_ppl), meta)
     ctx.write_table("sequence_ppl.parquet", perplexity_table(shards, seq_ppl), meta)
     ctx.write_table("examples.parquet", mixing.examples(prompts, shards, tokenizer, EXAMPLES, cfg.prompts), meta)
-    ctx.write_table("metrics.parquet", metrics.metrics_table(g, values), meta)
+    ctx.write_table("metrics.parquet", metrics.metrics_table(g, values), meta | {"rarity": rarity})
     ctx.write_table("training_curve.parquet", curve_table(g, training.get("curve")), meta)
-    log.info("gen %d (%s): test ppl %.2f, generated-data ppl under gen 0: median %.2f", g,
-             ctx.variant.regime.label, test_ppl, values["ppl_p50"])
+    log.info("gen %d (%s): test ppl %.2f (rare %.1f, middle %.1f, frequent %.1f), generated-data ppl under "
+             "gen 0: median %.2f, rare tokens %.4f of generated", g, ctx.variant.regime.label,
+             test_scores.corpus_ppl, *tails.values(), values["ppl_p50"], values["rare_token_share"])

@@ -13,7 +13,9 @@ of the authors' reference implementation (main.py), on our formats.
 Every invocation trains first unless --eval_only is given (as the reference main.py does), then
 scores the test split, then samples if --generate is given. So --generate WITHOUT --eval_only
 first fine-tunes (the --load-name model, else the initial one) on the training data for
---max-epochs and samples from the model it trained.
+--max-epochs and samples from the model it trained: its best-validation weights, or with
+--set sample_from=last (what main.py does) the weights after the last epoch (kept as
+<--save-name>-last). The test split is always scored with the best weights.
 
 A --save-name folder holds the best-validation model (save_pretrained, safetensors); --load-name
 takes that folder (or its old `best.ckpt` path, read as the folder). --generate writes a folder of
@@ -188,19 +190,25 @@ def reference(a) -> int:
     model = load_model(load) if load else build_model(cfg, tokenizer, data_dir)
     check_vocab(model, tokenizer)  # before any block is scored: say which two do not fit
     device = distributed.device(local)
-    scratch = None
+    scratch = tempfile.mkdtemp(prefix="lm-model-")  # the models nobody asked to keep
+    sampler = None
     if not a.eval_only:
         from collapse_hpc.experiments.lm.train import train_generation
 
-        out = Path(a.save_name) if a.save_name else Path(scratch := tempfile.mkdtemp(prefix="lm-model-"))
+        out = Path(a.save_name) if a.save_name else Path(scratch) / "best"
+        last = None  # main.py's way: sample with the weights after the last epoch
+        if a.generate and cfg.sample_from == "last":
+            last = Path(f"{out}-last") if a.save_name else Path(scratch) / "last"
         result = train_generation(model, tokenizer, train, val, cfg, out, out / "checkpoints", seed=a.seed,
-                                  rank=rank, world_size=world, local_rank=local, log=log)
+                                  rank=rank, world_size=world, local_rank=local, log=log, last_dir=last)
         distributed.barrier()
         if rank == 0:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
             print(f"trained {a.version_name or ''} model: best validation loss {result['best_val_loss']:.4f} "
                   f"(epoch {result['best_epoch'] + 1}) -> {out if a.save_name else '(not saved: no --save-name)'}")
         model, load = load_model(out), out
+        if last is not None:
+            sampler = (load_model(last).to(device).eval(), last)
     model = model.to(device).eval()
     test_ppl, per_seq = perplexity(model, test, batch_size=cfg.eval_batch_size, device=device, rank=rank,
                                    world_size=world, bf16=cfg.eval_precision == "bf16")
@@ -211,9 +219,9 @@ def reference(a) -> int:
         if a.saveto:
             write_json(a.saveto, {"test_loss": float(np.log(test_ppl)), "test_ppl": test_ppl})
     if a.generate:
-        _generate(a, cfg, model, tokenizer, train, load, rank, world, device, log, model_fingerprint)
-    if scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
+        sample_model, sample_load = sampler or (model, load)
+        _generate(a, cfg, sample_model, tokenizer, train, sample_load, rank, world, device, log, model_fingerprint)
+    shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -102,8 +102,18 @@ class LMConfig(Section):
     ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes; only a "
                          "speed knob: the same batches, dropout and numbers on any count (as long as "
                          "micro_batch_size divides batch_size / ranks)", min=1)
-    rare_fraction: float = knob(0.1, "metrics: the rarest fraction of the real-train vocabulary whose "
-                                     "share of generated tokens is reported", gt=0, max=1)
+    rare_fraction: float = knob(0.1, "metrics: a token type is rare if it is among the least frequent types "
+                                     "of the whole real train split that together carry at most this share of "
+                                     "its tokens (ties by token id; types never seen there are rare)",
+                                gt=0, max=1)
+    frequent_fraction: float = knob(0.5, "metrics: a token type is frequent if it is among the most frequent "
+                                         "types that together carry at most this share of the real train "
+                                         "tokens; the rest is the middle", gt=0, max=1)
+    sample_from: str = knob("best", "weights that write the next generation's data: best (the project brief's "
+                                    "workflow: the epoch with the lowest validation loss) or last (the authors' "
+                                    "main.py training and generating in one call: the weights after the last "
+                                    "epoch, saved to model_last/); every perplexity is scored with best",
+                            choices=("best", "last"))
 
     def validate(self):
         from collapse_hpc.experiments.lm.sample import labels
@@ -113,6 +123,9 @@ class LMConfig(Section):
         names = labels(self)  # raises ValueError on a bad strategy
         if len(set(names)) < len(names):
             raise ValueError(f"decoding: a strategy is listed twice ({', '.join(names)})")
+        if self.rare_fraction + self.frequent_fraction > 1:
+            raise ValueError(f"rare_fraction ({self.rare_fraction}) + frequent_fraction ({self.frequent_fraction}) "
+                             f"must not exceed 1: no token is both rare and frequent")
         if self.lr_min > self.lr:
             raise ValueError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
         if self.model == "tiny" and self.hidden_size % self.heads:

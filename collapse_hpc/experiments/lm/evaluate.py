@@ -14,7 +14,13 @@ identical result in the blocks' order. Nothing is written here; perplexity_table
 Parquet table a caller writes (rank 0 only): the chain's test_ppl.parquet and sequence_ppl.parquet,
 the reference CLI's --saveperplexities.
 
+Token classes: score(..., classes=array) also sums the loss of the predicted tokens by the class
+of the TARGET token (classes[target id]: metrics.RARE, MIDDLE, FREQUENT), in the same pass; a
+target beyond the array (an id never seen in real data) counts as class 0, rare.
+
 API:
+- score(model, blocks, batch_size=64, device=None, rank=0, world_size=1, bf16=False, classes=None)
+      -> Scores: .corpus_ppl, .per_sequence (np.ndarray float64, one per block), .class_ppl(k)
 - perplexity(model, blocks, batch_size=64, device=None, rank=0, world_size=1, bf16=False)
       -> (corpus_ppl: float, per_sequence_ppl: np.ndarray float64, one per block)
 - mean_loss(model, blocks, batch_size=64, device=None, rank=0, world_size=1, bf16=False) -> float
@@ -23,16 +29,23 @@ API:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 
-def _loss_sums(model, ids: np.ndarray, batch_size: int, device, bf16: bool = False) -> np.ndarray:
-    """Per block: (sum of token losses, number of predicted tokens), float64 (n, 2)."""
+def _loss_sums(model, ids: np.ndarray, batch_size: int, device, bf16: bool = False, classes=None) -> np.ndarray:
+    """Per block: (sum of token losses, number of predicted tokens), then with `classes` (K of
+    them) the same for the targets of each class: float64 (n, 2 + 2K)."""
     import torch
     import torch.nn.functional as F
 
-    out = np.zeros((len(ids), 2), np.float64)
+    from collapse_hpc.experiments.lm.metrics import CLASSES
+
+    k = 0 if classes is None else len(CLASSES)
+    if classes is not None:
+        classes = torch.as_tensor(np.asarray(classes), dtype=torch.long, device=device)
+    out = np.zeros((len(ids), 2 + 2 * k), np.float64)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -41,13 +54,22 @@ def _loss_sums(model, ids: np.ndarray, batch_size: int, device, bf16: bool = Fal
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
                 logits = model(input_ids=batch).logits
             losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch[:, 1:], reduction="none")
-            out[start:start + len(batch), 0] = losses.sum(1).double().cpu().numpy()
-            out[start:start + len(batch), 1] = losses.shape[1]
+            rows = slice(start, start + len(batch))
+            out[rows, 0] = losses.sum(1).double().cpu().numpy()
+            out[rows, 1] = losses.shape[1]
+            if k:
+                target = batch[:, 1:]
+                known = target < len(classes)
+                cls = torch.where(known, classes[target.clamp(max=len(classes) - 1)], 0)
+                for c in range(k):
+                    hit = cls == c
+                    out[rows, 2 + 2 * c] = (losses * hit).sum(1).double().cpu().numpy()
+                    out[rows, 3 + 2 * c] = hit.sum(1).cpu().numpy()
     model.train(was_training)
     return out
 
 
-def _sums(model, blocks, batch_size, device, rank, world_size, bf16=False) -> np.ndarray:
+def _sums(model, blocks, batch_size, device, rank, world_size, bf16=False, classes=None) -> np.ndarray:
     import torch
 
     from collapse_hpc.experiments.lm.data import block_array
@@ -59,28 +81,53 @@ def _sums(model, blocks, batch_size, device, rank, world_size, bf16=False) -> np
         device = next(model.parameters()).device
     device = torch.device(device)
     if world_size <= 1:
-        return _loss_sums(model, ids, batch_size, device, bf16)
+        return _loss_sums(model, ids, batch_size, device, bf16, classes)
     import torch.distributed as dist
 
     n = len(ids)
     bounds = [r * n // world_size for r in range(world_size + 1)]
-    mine = _loss_sums(model, ids[bounds[rank]:bounds[rank + 1]], batch_size, device, bf16)
+    mine = _loss_sums(model, ids[bounds[rank]:bounds[rank + 1]], batch_size, device, bf16, classes)
     width = max(bounds[r + 1] - bounds[r] for r in range(world_size))
     comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    padded = torch.zeros((width, 2), dtype=torch.float64, device=comm)
+    padded = torch.zeros((width, mine.shape[1]), dtype=torch.float64, device=comm)
     padded[: len(mine)] = torch.from_numpy(mine)
     parts = [torch.zeros_like(padded) for _ in range(world_size)]
     dist.all_gather(parts, padded)
     return np.concatenate([parts[r][: bounds[r + 1] - bounds[r]].cpu().numpy() for r in range(world_size)])
 
 
+@dataclass
+class Scores:
+    """Loss sums per block (_loss_sums' columns) and what follows from them."""
+
+    sums: np.ndarray
+
+    @property
+    def corpus_ppl(self) -> float:
+        return _ppl(self.sums[:, 0].sum(), self.sums[:, 1].sum())
+
+    @property
+    def per_sequence(self) -> np.ndarray:
+        return np.exp(self.sums[:, 0] / self.sums[:, 1]) if len(self.sums) else np.zeros(0)
+
+    def class_ppl(self, k: int) -> float:
+        """Perplexity over the predicted tokens whose target is of class k (NaN: none is)."""
+        return _ppl(self.sums[:, 2 + 2 * k].sum(), self.sums[:, 3 + 2 * k].sum())
+
+
+def _ppl(loss_sum: float, tokens: float) -> float:
+    return math.exp(loss_sum / tokens) if tokens else float("nan")
+
+
+def score(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1,
+          bf16: bool = False, classes=None) -> Scores:
+    return Scores(_sums(model, blocks, batch_size, device, rank, world_size, bf16, classes))
+
+
 def perplexity(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1,
                bf16: bool = False):
-    sums = _sums(model, blocks, batch_size, device, rank, world_size, bf16)
-    if not len(sums):
-        return float("nan"), np.zeros(0)
-    corpus = math.exp(sums[:, 0].sum() / sums[:, 1].sum())
-    return corpus, np.exp(sums[:, 0] / sums[:, 1])
+    s = score(model, blocks, batch_size, device, rank, world_size, bf16)
+    return s.corpus_ppl, s.per_sequence
 
 
 def mean_loss(model, blocks, batch_size: int = 64, device=None, rank: int = 0, world_size: int = 1,

@@ -1,10 +1,19 @@
 """Diversity and tail measures of a generation's generated text (later LM-collapse studies).
 
+Rarity is defined once, over the whole real train split (not the chain's first max_train_blocks):
+token types sorted by their count there, ties by token id. A type is *rare* if it is among the
+least frequent types that together carry at most `rare_fraction` (10%) of the split's tokens;
+types never seen in the split (count 0, e.g. embedding rows no text uses) come first in that order
+and carry no mass, so they are always rare. A type is *frequent* if it is among the most frequent
+types that together carry at most `frequent_fraction` (50%); the rest is the *middle*.
+
 - distinct_n: unique n-grams / all n-grams of token ids, over the whole generated set (n = 1..4)
 - unigram_entropy: entropy in bits of the token distribution of the generated set
 - type_token_ratio: unique / all words of the decoded text (lower-cased, split at white space)
-- rare_token_share: share of generated tokens that are among the rarest `fraction` of the original
-  vocabulary (the token types seen in the real train split, ordered by their train frequency)
+- rare_token_share: share of generated tokens that are rare; real_rare_token_share (generation 0
+  only): the same share in the chain's real training blocks, the level it is read against
+- test_ppl_rare, test_ppl_middle, test_ppl_frequent (chain.py, evaluate.score): real-test
+  perplexity over the predicted tokens of each class
 - ppl_p5 ... ppl_p95, ppl_mean: percentiles of the generated sequences' perplexities under the
   generation-0 model (the paper's histogram, summarised)
 """
@@ -37,17 +46,43 @@ def type_token_ratio(texts: list[str]) -> float:
     return len(set(words)) / len(words) if words else float("nan")
 
 
-def rare_vocabulary(real_ids: np.ndarray, fraction: float = 0.1) -> np.ndarray:
-    """The rarest `fraction` of the token types seen in real data (ties broken by token id)."""
-    types, counts = np.unique(np.asarray(real_ids).ravel(), return_counts=True)
-    order = np.lexsort((types, counts))  # by count, then id: deterministic
-    k = max(1, int(round(fraction * len(types))))
-    return np.sort(types[order[:k]])
+RARE, MIDDLE, FREQUENT = 0, 1, 2
+CLASSES = ("rare", "middle", "frequent")  # names of the classes, in their codes' order
 
 
-def rare_token_share(ids: np.ndarray, rare: np.ndarray) -> float:
-    flat = np.asarray(ids).ravel()
-    return float(np.isin(flat, rare).mean()) if flat.size else float("nan")
+def token_counts(ids: np.ndarray, vocab: int) -> np.ndarray:
+    """How often each token id 0..vocab-1 occurs in `ids`."""
+    return np.bincount(np.asarray(ids, np.int64).ravel(), minlength=vocab)
+
+
+def token_classes(counts: np.ndarray, rare_fraction: float = 0.1, frequent_fraction: float = 0.5) -> np.ndarray:
+    """RARE, MIDDLE or FREQUENT for every token id, from its count in the real train split (module
+    docstring); a type both rare and frequent can only be one never seen: it stays rare."""
+    counts = np.asarray(counts, np.int64)
+    total = counts.sum()
+    if total <= 0:
+        raise ValueError("token_classes: no real tokens to count")
+    ids = np.arange(len(counts))
+    classes = np.full(len(counts), MIDDLE, np.int8)
+    down = np.lexsort((ids, -counts))  # most frequent first, ties by id
+    classes[down[np.cumsum(counts[down]) <= frequent_fraction * total]] = FREQUENT
+    up = np.lexsort((ids, counts))  # least frequent first (never seen: count 0), ties by id
+    classes[up[np.cumsum(counts[up]) <= rare_fraction * total]] = RARE
+    return classes
+
+
+def class_shares(ids: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+    """Share of the tokens in `ids` in each class; ids beyond the classes' vocabulary (never seen
+    in real data) count as rare."""
+    flat = np.asarray(ids, np.int64).ravel()
+    if not flat.size:
+        return {c: float("nan") for c in CLASSES}
+    cls = np.where(flat < len(classes), np.asarray(classes)[np.minimum(flat, len(classes) - 1)], RARE)
+    return {c: float((cls == k).mean()) for k, c in enumerate(CLASSES)}
+
+
+def rare_token_share(ids: np.ndarray, classes: np.ndarray) -> float:
+    return class_shares(ids, classes)["rare"]
 
 
 def ppl_percentiles(ppl: np.ndarray) -> dict[str, float]:
@@ -57,11 +92,11 @@ def ppl_percentiles(ppl: np.ndarray) -> dict[str, float]:
     return out
 
 
-def diversity(ids: np.ndarray, texts: list[str], rare: np.ndarray) -> dict[str, float]:
+def diversity(ids: np.ndarray, texts: list[str], classes: np.ndarray) -> dict[str, float]:
     out = {f"distinct_{n}": distinct_n(ids, n) for n in (1, 2, 3, 4)}
     out["unigram_entropy"] = unigram_entropy(ids)
     out["type_token_ratio"] = type_token_ratio(texts)
-    out["rare_token_share"] = rare_token_share(ids, rare)
+    out["rare_token_share"] = rare_token_share(ids, classes)
     return out
 
 

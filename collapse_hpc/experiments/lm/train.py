@@ -42,7 +42,9 @@ API:
       resumed_from (global step, or None), master_dtype, compute_dtype, autocast_dtype, saved_dtype
   `model` is consumed (moved to the device, possibly cast to bf16); reload from out_dir.
   out_dir is replaced as a whole when training ends: keep ckpt_dir outside it (a ckpt_dir inside
-  it is discarded then, and a kill during that last rename loses it).
+  it is discarded then, and a kill during that last rename loses it). With `last_dir` the weights
+  after the last epoch are saved there too (before out_dir, so a finished out_dir implies it):
+  what the authors' main.py samples from when it trains and generates in one call.
 - batch_plan(batch_size, micro_batch_size, world_size) -> (micro, accumulation)
 - ds_config(cfg, micro, accumulation, world_size, precision) -> dict
 - resolve_precision(cfg, device) -> 'bf16-mixed' | 'bf16' | 'fp32'
@@ -228,10 +230,11 @@ def _save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
 
 def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: Path, ckpt_dir: Path, *,
                      seed: int, rank: int, world_size: int, local_rank: int,
-                     log: logging.Logger | None = None) -> dict:
+                     log: logging.Logger | None = None, last_dir: Path | None = None) -> dict:
     t = _Training(model, tokenizer, train_blocks, val_blocks, cfg, Path(out_dir), Path(ckpt_dir), seed=seed,
                   rank=rank, world_size=world_size, local_rank=local_rank,
                   log=log or logging.getLogger("collapse_hpc.lm"))
+    t.last_dir = Path(last_dir) if last_dir is not None else None
     t.resume()
     if cfg.compile:
         t.engine.compile()
@@ -280,6 +283,7 @@ class _Training:
         self.state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [],
                       "train_loss": [], "curve": {k: [] for k in CURVE}}
         self.resumed_from = None
+        self.last_dir: Path | None = None  # where finish() saves the last epoch's weights, if anywhere
         # the whole training set lives on the device: no host-to-device copy per step
         self.ids_dev = torch.from_numpy(ids).to(self.device)
         self.train_time, self.tokens, self.epoch_seconds = 0.0, 0, []
@@ -409,9 +413,14 @@ class _Training:
                     _save_pretrained_atomic(engine.module, None, self.ckpt_dir / "best")
 
     def finish(self) -> dict:
-        """The best model (and the tokenizer) saved to out_dir; the summary."""
+        """The weights after the last epoch to last_dir (if given), then the best model to out_dir
+        (each with the tokenizer); the summary."""
         import torch
 
+        if self.last_dir is not None:
+            with _whole_weights(self.engine):
+                if self.rank == 0:
+                    _save_pretrained_atomic(self.engine.module, self.tokenizer, self.last_dir)
         distributed.barrier()
         if self.rank == 0:
             from collapse_hpc.experiments.lm.model import load_model

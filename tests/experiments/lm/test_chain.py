@@ -105,8 +105,11 @@ def _check_chain(store, generations=2):
             m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
             assert m["generation"] == g and m["test_ppl"] > 1
             for k in ("distinct_1", "distinct_4", "unigram_entropy", "type_token_ratio", "rare_token_share",
-                      "ppl_p50", "ppl_p95"):
+                      "ppl_p50", "ppl_p95", "test_ppl_rare", "test_ppl_middle", "test_ppl_frequent"):
                 assert np.isfinite(m[k]), k
+            # bookkeeping, constant by construction under replace: not a metric
+            assert "train_blocks" not in m and "generated_blocks" not in m
+            assert ("real_rare_token_share" in m) == (g == 0)
             shards = sorted((unit / "shards").glob("part-*.parquet"))
             assert len(shards) == 3  # 48 prompts in chunks of 16
             table = pa.concat_tables(pq.read_table(s) for s in shards)
@@ -124,6 +127,10 @@ def _check_chain(store, generations=2):
             assert (ppl > 1).all() and min(ppl) <= m["test_ppl"] <= max(ppl)
             manifest = json.loads((unit / "manifest.json").read_text())
             assert manifest["files"]["test_ppl.parquet"]["rows"] == 16
+            # sample_from: best (the default): the best-validation weights sampled and were scored
+            weights = manifest["weights"]
+            assert weights["sampled"] == weights["scored"] and weights["scored"]["folder"] == "model"
+            assert not (unit / "model_last").exists()
             # the training curve: one row per optimizer step of this generation's training
             curve = pq.read_table(unit / "training_curve.parquet").to_pandas()
             training = json.loads((unit / "model" / "training.json").read_text())
@@ -222,10 +229,10 @@ def test_curated_regime_chain_kill_and_resume(tmp_path, lm_data_dir, regime, var
     gen0, gen1 = (store.root / "lm" / variant / f"gen_{g:03d}" for g in (0, 1))
     ts = pq.read_table(gen1 / "train_set.parquet")
     m = pq.read_table(gen1 / "metrics.parquet").to_pylist()[0]
-    assert ts.num_rows == 48 and m["train_blocks"] == 48
+    assert ts.num_rows == 48
     counts = mixing.counts_by_source(ts)
     if regime == "verifier-filter":  # only generation 0's blocks with perplexity at or below the median
-        assert set(counts) == {0} and m["verifier_pass_share"] >= 0.5
+        assert set(counts) == {0} and "verifier_pass_share" not in m  # q by construction: not a metric
         seq = pq.read_table(gen0 / "sequence_ppl.parquet").to_pandas().set_index("block_id")["ppl"]
         kept = seq.loc[ts.column("source_block_id").to_pylist()]
         assert kept.max() <= m["verifier_threshold_ppl"] == pytest.approx(seq.median())
@@ -334,3 +341,79 @@ def test_an_fp16_checkpoint_trains_scores_and_samples_in_fp32(tmp_path, lm_data_
     assert {n for n, _ in seen} == {"_loss_sums", "generate"} and {d for _, d in seen} == {torch.float32}
     m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
     assert m["zero_shot_test_ppl"] > m["test_ppl"] > 1  # the float32 copy of the fp16 weights, then trained
+
+
+# ------------------------------------------------------------------ which weights sample, which are scored
+
+@pytest.mark.slow
+def test_sample_from_last_samples_with_the_last_epoch_and_scores_with_the_best(tmp_path, lm_data_dir):
+    """sample_from: last (the authors' main.py) writes the next generation's data with the weights
+    after the last epoch (model_last/); every perplexity is still the best-validation model's, and
+    the manifest names both by fingerprint and epoch."""
+    import torch
+
+    from collapse_hpc.experiments.lm.data import block_array, load_blocks
+    from collapse_hpc.experiments.lm.evaluate import perplexity
+    from collapse_hpc.experiments.lm.model import load_model, model_fingerprint
+    from collapse_hpc.experiments.lm.sample import Decoding, generate, read_shards
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+
+    store, run = _run(tmp_path, lm_data_dir, generations=2, regimes=("replace:0",), sample_from="last", epochs=3,
+                      lr=3e-2)  # generation 1 then forgets the real data after its first epoch
+    assert run.section("lm").sample_from == "last"
+    assert _execute(store, run)["done"] == 2
+    cfg = run.section("lm")
+    tok = load_tokenizer(cfg, lm_data_dir)
+    real = load_blocks(lm_data_dir, "tiny", "train", tok, cfg.block_size).slice(0, 48)
+    test = load_blocks(lm_data_dir, "tiny", "test", tok, cfg.block_size).slice(0, 16)
+    differ = []
+    for g in (0, 1):
+        unit = store.root / "lm" / "replace-p0-s0" / f"gen_{g:03d}"
+        manifest = json.loads((unit / "manifest.json").read_text())
+        training = json.loads((unit / "model" / "training.json").read_text())
+        weights = manifest["weights"]
+        assert weights["sampled"] == {"folder": "model_last", "sha256": model_fingerprint(unit / "model_last"),
+                                      "epoch": 2}
+        assert weights["scored"] == {"folder": "model", "sha256": model_fingerprint(unit / "model"),
+                                     "epoch": training["best_epoch"]}
+        assert "model_last/model.safetensors" in manifest["files"]  # the weights that sampled are kept
+        differ.append(weights["sampled"]["sha256"] != weights["scored"]["sha256"])
+        assert differ[-1] == (training["best_epoch"] != 2)
+        shards = read_shards(unit / "shards")
+        first = sorted((unit / "shards").glob("part-*.parquet"))[0]
+        assert json.loads(pq.read_schema(first).metadata[b"model_sha256"]) == weights["sampled"]["sha256"]
+        last = load_model(unit / "model_last").eval()
+        with torch.no_grad():
+            tokens = generate(last, torch.from_numpy(block_array(real.slice(0, 16))), Decoding.from_config(cfg),
+                              generator=torch.Generator().manual_seed(0))
+        assert tokens.numpy().tolist() == shards.column("input_ids").to_pylist()[:16]
+        m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
+        assert m["test_ppl"] == pytest.approx(perplexity(load_model(unit / "model"), test)[0], rel=1e-6)
+    assert any(differ), "no generation's best epoch came before its last: the test shows nothing"
+
+
+# ------------------------------------------------------------------ rarity over the whole real split
+
+@pytest.mark.slow
+def test_rarity_is_counted_over_the_whole_real_split(tmp_path, lm_data_dir):
+    """The rare types are those of the whole real train split (not of the chain's first
+    max_train_blocks, whose rarest types are singletons no model emits): the manifest records the
+    count's basis and the classes' real mass, and generation 0 the real blocks' own rare share."""
+    from collapse_hpc.experiments.lm import metrics
+    from collapse_hpc.experiments.lm.data import block_array, load_blocks
+    from collapse_hpc.experiments.lm.model import load_model
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",))
+    assert _execute(store, run)["done"] == 1
+    cfg = run.section("lm")
+    whole = block_array(load_blocks(lm_data_dir, "tiny", "train", load_tokenizer(cfg, lm_data_dir), cfg.block_size))
+    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+    rarity = json.loads((unit / "manifest.json").read_text())["rarity"]
+    assert rarity["real_train_tokens"] == whole.size > 48 * 16
+    vocab = load_model(unit / "model").get_input_embeddings().num_embeddings
+    classes = metrics.token_classes(metrics.token_counts(whole, vocab), 0.1, 0.5)
+    assert rarity["real_train_mass"] == pytest.approx(metrics.class_shares(whole, classes))
+    assert 0 < rarity["real_train_mass"]["rare"] <= 0.1 and 0 < rarity["real_train_mass"]["frequent"] <= 0.5
+    m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
+    assert m["real_rare_token_share"] == pytest.approx(metrics.rare_token_share(whole[:48], classes))

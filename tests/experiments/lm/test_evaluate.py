@@ -111,6 +111,32 @@ def test_tiny_base_without_flock(lm_data_dir, lm_tokenizer, monkeypatch):
     build_model(cfg, lm_tokenizer, lm_data_dir)
 
 
+def test_loss_split_by_the_class_of_the_target_token(lm_model, lm_blocks):
+    """score(classes=...) sums each predicted token's loss under its target's class: the classes'
+    token-weighted losses make up the whole, and each equals the loss over those targets alone."""
+    import torch.nn.functional as F
+
+    from collapse_hpc.experiments.lm import metrics
+
+    blocks = lm_blocks["test"]
+    ids = torch.from_numpy(block_array(blocks))
+    vocab = lm_model.get_input_embeddings().num_embeddings
+    classes = metrics.token_classes(metrics.token_counts(block_array(lm_blocks["train"]), vocab - 5), 0.1, 0.5)
+    lm_model.eval()
+    with torch.no_grad():
+        logits = lm_model(input_ids=ids).logits[:, :-1]
+    losses = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").numpy()
+    target = ids[:, 1:].numpy()
+    cls = np.where(target < len(classes), classes[np.minimum(target, len(classes) - 1)], metrics.RARE)
+    s = evaluate.score(lm_model, blocks, batch_size=5, device="cpu", classes=classes)
+    assert s.corpus_ppl == pytest.approx(math.exp(losses.mean()), rel=1e-5)
+    for k in range(len(metrics.CLASSES)):
+        assert (cls == k).any(), metrics.CLASSES[k]
+        assert s.class_ppl(k) == pytest.approx(math.exp(losses[cls == k].mean()), rel=1e-5)
+    assert s.sums[:, 3::2].sum() == s.sums[:, 1].sum() == losses.size
+    assert evaluate.score(lm_model, blocks, batch_size=5, device="cpu").sums.shape == (len(ids), 2)
+
+
 def test_tiny_base_never_sees_the_chains_training_blocks(lm_data_dir, lm_tokenizer, lm_blocks, monkeypatch):
     """The tiny base (the stand-in for pretrained OPT) pretrains on the train blocks after the first
     max_train_blocks, which every generation trains on and continues; with no block left over it

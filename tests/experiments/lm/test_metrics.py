@@ -19,17 +19,33 @@ def test_entropy_ttr_rare_share_and_percentiles():
     assert metrics.unigram_entropy(np.array([[1, 2, 3, 4]])) == 2.0
     assert metrics.unigram_entropy(np.array([[7, 7, 7]])) == 0.0
     assert metrics.type_token_ratio(["The cat", "the dog"]) == 3 / 4
+    # 103 real tokens over ids 1..10; ids 0 and 11 never occur (vocabulary of 12)
     real = np.array([[1] * 50 + [2] * 30 + [3] * 10 + [4] * 5 + [5] * 3 + [6] * 1 + [7] * 1 + [8] * 1 + [9] * 1
                       + [10] * 1])
-    rare = metrics.rare_vocabulary(real, 0.2)  # 10 types: the 2 rarest, ties by id
-    assert rare.tolist() == [6, 7]
-    assert metrics.rare_token_share(np.array([[6, 7, 1, 1]]), rare) == 0.5
+    classes = metrics.token_classes(metrics.token_counts(real, 12), 0.1, 0.5)
+    rare = np.flatnonzero(classes == metrics.RARE).tolist()
+    assert rare == [0, 5, 6, 7, 8, 9, 10, 11]  # unseen types, then the rarest up to 8 of 103 tokens (<= 10%)
+    assert np.flatnonzero(classes == metrics.FREQUENT).tolist() == [1]  # 50 of 103 tokens (<= 50%)
+    assert np.flatnonzero(classes == metrics.MIDDLE).tolist() == [2, 3, 4]
+    assert metrics.class_shares(real, classes) == {"rare": 8 / 103, "middle": 45 / 103, "frequent": 50 / 103}
+    assert metrics.rare_token_share(np.array([[6, 11, 1, 12]]), classes) == 0.75  # 12: beyond the vocabulary
     p = metrics.ppl_percentiles(np.arange(1, 102, dtype=float))
     assert p["ppl_p50"] == 51 and p["ppl_p5"] == 6 and p["ppl_mean"] == 51
 
 
 def test_metrics_table_is_wide_with_float_columns():
-    t = metrics.metrics_table(3, {"test_ppl": 12.5, "distinct_1": 0.4, "train_blocks": 512})
-    assert t.num_rows == 1 and t.column_names == ["generation", "test_ppl", "distinct_1", "train_blocks"]
+    t = metrics.metrics_table(3, {"test_ppl": 12.5, "distinct_1": 0.4, "test_ppl_rare": 512})
+    assert t.num_rows == 1 and t.column_names == ["generation", "test_ppl", "distinct_1", "test_ppl_rare"]
     assert t.schema.field("generation").type == pa.int64()
     assert all(t.schema.field(c).type == pa.float64() for c in t.column_names[1:])
+
+
+def test_rarity_is_a_share_of_the_token_mass_whatever_the_vocabulary():
+    """Zipf-like counts over 1000 types: the rare types carry at most 10% of the tokens and adding
+    one more type to them would pass 10%; the frequent ones at most 50%."""
+    counts = (1e5 / np.arange(1, 1001) ** 1.1).astype(np.int64)
+    classes = metrics.token_classes(counts, 0.1, 0.5)
+    mass = {k: counts[classes == k].sum() / counts.sum() for k in (metrics.RARE, metrics.FREQUENT)}
+    assert 0.09 < mass[metrics.RARE] <= 0.1 and 0.45 < mass[metrics.FREQUENT] <= 0.5
+    rarest_common = counts[classes != metrics.RARE].min()
+    assert counts[classes == metrics.RARE].max() <= rarest_common

@@ -78,3 +78,20 @@ def test_help_says_generate_trains_first_without_eval_only(capsys):
     assert "--generate WITHOUT --eval_only first fine-tunes" in text
     assert "(after training, unless --eval_only)" in text
     assert "--load-name gen0/best.ckpt --eval_only --generate gen1_data" in text  # the README's step 2
+
+
+@pytest.mark.slow
+def test_train_and_generate_in_one_call_samples_as_sample_from_says(tmp_path, lm_data_dir):
+    """main.py trains and generates in one call with the weights after the last epoch: the same
+    with --set sample_from=last (kept as <save-name>-last); the default samples with the best."""
+    from collapse_hpc.experiments.lm.model import model_fingerprint
+
+    tiny = [*_tiny(lm_data_dir), "-m", "2"]
+    for how in ("best", "last"):
+        saved, data = tmp_path / f"gen0-{how}", tmp_path / f"data-{how}"
+        assert main(["lm", *tiny, "--set", f"sample_from={how}", "--save-name", str(saved),
+                     "--generate", str(data)]) == 0
+        sampled = saved if how == "best" else tmp_path / f"gen0-{how}-last"
+        assert sampled.is_dir() and (tmp_path / "gen0-best-last").exists() is False
+        meta = pq.read_schema(sorted(data.glob("part-*.parquet"))[0]).metadata
+        assert json.loads(meta[b"model_sha256"]) == model_fingerprint(sampled)
