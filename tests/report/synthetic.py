@@ -17,7 +17,7 @@ from collapse_hpc.store.atomic import write_bytes
 
 def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *, finished: bool = True,
           seconds: float = 36.0, gpus: int = 0, cpus: int = 4, pngs: dict | None = None,
-          regime: str = "replace-p0", seed: int = 0, settings: dict | None = None) -> Path:
+          regime: str = "replace-p0", seed: int = 0, settings: dict | None = None, facts: dict | None = None) -> Path:
     d = root / experiment / variant / unit
     d.mkdir(parents=True, exist_ok=True)
     for name, cols in tables.items():
@@ -27,7 +27,7 @@ def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *,
     if finished:
         now = time.time()
         write_manifest(d, config_hash="synthetic", started=now - seconds,
-                       extra={"experiment": experiment, "variant": variant, "unit": unit,
+                       extra={**(facts or {}), "experiment": experiment, "variant": variant, "unit": unit,
                               "regime": regime, "seed": seed, "settings": settings or {},
                               "resources": {"gpus": gpus, "cpus": cpus}})
         # the manifest's own clock: make `seconds` exact for the compute test
@@ -107,6 +107,11 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
 
 
 ZERO_SHOT, ZERO_SHOT_PPL = "zero_shot_test_ppl", 115.0
+# the initial model as the chain's generation 0 records it (model.initial_model)
+INITIAL_MODEL = {"kind": "tiny-base", "model": "tiny", "train_blocks": [512, 4608], "block_grouping": "corpus",
+                 "disjoint_from_training_blocks": True}
+TAIL_PPL = {"rare": (300.0, 0.3), "middle": (40.0, 0.1), "frequent": (8.0, 0.03)}  # generation 0, rise per drift
+REAL_RARE_SHARE = 0.09
 
 
 def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False) -> None:
@@ -121,11 +126,14 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                 metrics = {"generation": pa.array([g], pa.int64()),
                            "test_ppl": [30.0 + 6 * drift + rng.normal(0, 0.5)],
                            **{f"distinct_{n}": [0.3 + 0.15 * n - 0.03 * drift] for n in range(1, 3 if small else 5)},
-                           "unigram_entropy": [8.0 - 0.3 * drift], "seq_ppl_p50": [20.0 - drift]}
+                           "unigram_entropy": [8.0 - 0.3 * drift], "seq_ppl_p50": [20.0 - drift],
+                           "rare_token_share": [0.05 / (1 + drift)],
+                           **{f"test_ppl_{c}": [v * (1 + r * drift)] for c, (v, r) in TAIL_PPL.items()}}
                 if not small:
-                    metrics.update({"type_token_ratio": [0.2 - 0.02 * drift], "rare_token_share": [0.05 / (1 + drift)]})
+                    metrics.update({"type_token_ratio": [0.2 - 0.02 * drift]})
                 if g == 0:  # the initial model before fine-tuning, as the chain's generation 0 reports it
                     metrics[ZERO_SHOT] = [ZERO_SHOT_PPL]
+                    metrics["real_rare_token_share"] = [REAL_RARE_SHARE]
                 ppl = np.exp(rng.normal(np.log(25) - 0.25 * drift, 0.4 + 0.1 * drift, 600))
                 seqs = {"block_id": pa.array(np.arange(600), pa.int64()), "ppl": ppl}
                 examples = {"prompt_block_id": pa.array([0, 199, 399, 599], pa.int64()),
@@ -140,7 +148,8 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                 _unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics, "sequence_ppl.parquet": seqs,
                                                             "examples.parquet": examples,
                                                             "training_curve.parquet": curve},
-                      finished=g < reached, seconds=1800.0, gpus=2, cpus=16, regime=f"replace-p{keep:g}", seed=seed)
+                      finished=g < reached, seconds=1800.0, gpus=2, cpus=16, regime=f"replace-p{keep:g}", seed=seed,
+                      facts={"initial_model": INITIAL_MODEL} if g == 0 else None)
 
 
 def _grid_png(blur: float, seed: int) -> bytes:

@@ -233,4 +233,47 @@ def test_zero_shot_baseline_in_metrics_and_on_the_test_ppl_figure(full_run, full
     fig, caption = lm_test_ppl(Context("lm", lm, summary, data))
     lines = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label().startswith("initial model")]
     assert len(lines) == 1 and set(lines[0].get_ydata()) == {ZERO_SHOT_PPL}
-    assert "zero-shot" in caption
+    assert lines[0].get_label() == f"initial model, before fine-tuning ({ZERO_SHOT_PPL:.4g})"
+    # what the initial model is, from generation 0's manifest: the tiny base saw none of the chain's blocks
+    assert "the initial model, before fine-tuning, the tiny base, pretrained on real train blocks 512-4607, none " \
+           "of which any generation trains on" in caption
+    # what the caption says about this run is this run's numbers
+    want = summary[(summary["metric"] == "test_ppl") & (summary["regime"] == "replace-p0")].set_index("generation")
+    assert f"replace {want['mean'][0]:.3g} -> {want['mean'][3]:.3g} at generation 3" in caption
+
+
+def test_initial_model_is_described_as_what_it_is():
+    from collapse_hpc.experiments.lm.figures import describe_initial
+
+    seen = describe_initial({"kind": "tiny-base", "train_blocks": [0, 4096], "disjoint_from_training_blocks": False})
+    assert "include the blocks generation 0 fine-tunes on: not zero-shot" in seen
+    assert "facebook/opt-125m" in describe_initial({"kind": "hub", "model": "facebook/opt-125m"})
+
+
+def test_lm_captions_state_this_runs_tails(full_run, full_report):
+    """The tails figure and the sequence histogram say what happened in this run, from its numbers."""
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl, lm_tails
+    from tests.report.synthetic import REAL_RARE_SHARE, TAIL_PPL
+
+    ctx = _context(full_run, "lm")
+    fig, caption = lm_tails(ctx)
+    s = ctx.summary[ctx.summary["regime"] == "replace-p0"]
+    ratio = {c: s[(s["metric"] == f"test_ppl_{c}") & (s["generation"] == 3)]["mean"].iloc[0] / TAIL_PPL[c][0]
+             for c in TAIL_PPL}
+    assert ratio["rare"] > ratio["middle"] > ratio["frequent"] > 1  # as the synthetic run is made
+    assert ("replace, generation 0 -> 3: " + ", ".join(f"{c} x{ratio[c]:.3g} (from {TAIL_PPL[c][0]:.3g})"
+                                                        for c in TAIL_PPL) + ": the tails went first") in caption
+    assert f"against {REAL_RARE_SHARE:.3g} in the real training blocks" in caption
+    dotted = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == "real training blocks"]
+    assert dotted and set(dotted[0].get_ydata()) == {REAL_RARE_SHARE}
+    fig, caption = lm_sequence_ppl(ctx)
+    import pyarrow.parquet as pq
+
+    ppl = {g: np.concatenate([pq.read_table(full_run / "lm" / f"replace-p0-s{seed}" / f"gen_{g:03d}" /
+                                            "sequence_ppl.parquet").column("ppl").to_numpy() for seed in (0, 1)])
+           for g in (0, 3)}
+    p95 = [np.percentile(ppl[g], 95) for g in (0, 3)]
+    way = "shrank" if p95[1] < p95[0] else "grew"
+    assert f"replace, generation 0 -> 3: median {np.median(ppl[0]):.3g} -> {np.median(ppl[3]):.3g}, " \
+           f"p95 {p95[0]:.3g} -> {p95[1]:.3g}: the right tail {way}" in caption
+    assert "long right tail grows" not in caption  # the old fixed claim
