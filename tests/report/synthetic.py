@@ -111,7 +111,7 @@ ZERO_SHOT, ZERO_SHOT_PPL = "zero_shot_test_ppl", 115.0
 INITIAL_MODEL = {"kind": "tiny-base", "model": "tiny", "train_blocks": [512, 4608], "block_grouping": "corpus",
                  "disjoint_from_training_blocks": True}
 TAIL_PPL = {"rare": (300.0, 0.3), "middle": (40.0, 0.1), "frequent": (8.0, 0.03)}  # generation 0, rise per drift
-REAL_RARE_SHARE = 0.09
+REAL_RARE_SHARE, REAL_MIDDLE_SHARE = 0.09, 0.4
 
 
 def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False) -> None:
@@ -127,13 +127,14 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                            "test_ppl": [30.0 + 6 * drift + rng.normal(0, 0.5)],
                            **{f"distinct_{n}": [0.3 + 0.15 * n - 0.03 * drift] for n in range(1, 3 if small else 5)},
                            "unigram_entropy": [8.0 - 0.3 * drift], "seq_ppl_p50": [20.0 - drift],
-                           "rare_token_share": [0.05 / (1 + drift)],
+                           "rare_token_share": [0.05 / (1 + drift)], "middle_token_share": [0.3 - 0.02 * drift],
                            **{f"test_ppl_{c}": [v * (1 + r * drift)] for c, (v, r) in TAIL_PPL.items()}}
                 if not small:
                     metrics.update({"type_token_ratio": [0.2 - 0.02 * drift]})
                 if g == 0:  # the initial model before fine-tuning, as the chain's generation 0 reports it
                     metrics[ZERO_SHOT] = [ZERO_SHOT_PPL]
                     metrics["real_rare_token_share"] = [REAL_RARE_SHARE]
+                    metrics["real_middle_token_share"] = [REAL_MIDDLE_SHARE]
                 ppl = np.exp(rng.normal(np.log(25) - 0.25 * drift, 0.4 + 0.1 * drift, 600))
                 seqs = {"block_id": pa.array(np.arange(600), pa.int64()), "ppl": ppl}
                 examples = {"prompt_block_id": pa.array([0, 199, 399, 599], pa.int64()),

@@ -253,7 +253,7 @@ def test_initial_model_is_described_as_what_it_is():
 def test_lm_captions_state_this_runs_tails(full_run, full_report):
     """The tails figure and the sequence histogram say what happened in this run, from its numbers."""
     from collapse_hpc.experiments.lm.figures import lm_sequence_ppl, lm_tails
-    from tests.report.synthetic import REAL_RARE_SHARE, TAIL_PPL
+    from tests.report.synthetic import REAL_MIDDLE_SHARE, REAL_RARE_SHARE, TAIL_PPL
 
     ctx = _context(full_run, "lm")
     fig, caption = lm_tails(ctx)
@@ -263,9 +263,13 @@ def test_lm_captions_state_this_runs_tails(full_run, full_report):
     assert ratio["rare"] > ratio["middle"] > ratio["frequent"] > 1  # as the synthetic run is made
     assert ("replace, generation 0 -> 3: " + ", ".join(f"{c} x{ratio[c]:.3g} (from {TAIL_PPL[c][0]:.3g})"
                                                         for c in TAIL_PPL) + ": the tails went first") in caption
-    assert f"against {REAL_RARE_SHARE:.3g} in the real training blocks" in caption
-    dotted = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == "real training blocks"]
-    assert dotted and set(dotted[0].get_ydata()) == {REAL_RARE_SHARE}
+    for cls, real in (("rare", REAL_RARE_SHARE), ("middle", REAL_MIDDLE_SHARE)):
+        ends = s[(s["metric"] == f"{cls}_token_share") & s["generation"].isin([0, 3])].sort_values("generation")["mean"]
+        assert (f"{cls.capitalize()} tokens in generated data: replace {ends.iloc[0]:.3g} -> {ends.iloc[1]:.3g} at "
+                f"generation 3") in caption and f"against {real:.3g} in the real training blocks" in caption
+        label = f"{cls} tokens, real blocks"
+        dotted = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == label]
+        assert dotted and set(dotted[0].get_ydata()) == {real}
     fig, caption = lm_sequence_ppl(ctx)
     import pyarrow.parquet as pq
 

@@ -27,9 +27,10 @@ class LanguageModel(Experiment):
                "test tokens whose type is rare (the least frequent types carrying 10% of the real train split's "
                "tokens, and types never seen there), frequent (the most frequent carrying 50%) or in between; "
                "real_train_ppl: on the real training blocks; distinct_n, unigram_entropy, type_token_ratio, "
-               "rare_token_share: diversity of the generated text (real_rare_token_share, generation 0 only: the "
-               "real training blocks' own share of rare tokens); ppl_p5 … ppl_p95: percentiles of the generated "
-               "sequences' perplexity under the generation-0 model (see lm/metrics.py).")
+               "rare_token_share, middle_token_share: diversity of the generated text (real_rare_token_share, "
+               "real_middle_token_share, generation 0 only: the real training blocks' own shares); ppl_p5 … "
+               "ppl_p95: percentiles of the generated sequences' perplexity under the generation-0 model (see "
+               "lm/metrics.py).")
     datasets = {"wikivital": "collapse_hpc.experiments.lm.data:prepare_wikivital",
                 "wikitext2": "collapse_hpc.experiments.lm.data:prepare_wikitext2"}
     local_data = "collapse_hpc.experiments.lm.data:prepare_local"

@@ -152,7 +152,8 @@ def run_generation(ctx) -> None:
     if g == 0:  # the initial model before any fine-tuning, on the same test blocks (a reference line)
         initial = build_model(cfg, tokenizer, ctx.data_dir).to(device).eval()
         baseline["zero_shot_test_ppl"] = perplexity(initial, test, **ev)[0]
-        baseline["real_rare_token_share"] = metrics.rare_token_share(block_array(real), classes)
+        real_shares = metrics.class_shares(block_array(real), classes)
+        baseline.update(real_rare_token_share=real_shares["rare"], real_middle_token_share=real_shares["middle"])
         ctx.record(initial_model=initial_model(cfg, ctx.data_dir, tokenizer))
         del initial
     if not ctx.is_main:

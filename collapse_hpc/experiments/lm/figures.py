@@ -34,7 +34,7 @@ def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"  # 12576, not 1.26e+04
 
 
 def _ends(ctx: Context, metric: str) -> list[tuple[str, float, int, float]]:
@@ -191,7 +191,7 @@ def lm_diversity(ctx: Context):
 
 
 TAILS = ("rare", "middle", "frequent")  # metrics.CLASSES: test_ppl_<class>
-REAL_RARE = "real_rare_token_share"  # generation 0 only: the real training blocks' own share
+SHARES = ("rare", "middle")  # <class>_token_share of generated data; real_<class>_token_share at generation 0
 
 
 def _series_rows(ctx: Context, run: str, label: str, metric: str) -> pd.DataFrame:
@@ -215,24 +215,25 @@ def _tail_panel(ax, ctx: Context, run: str, label: str) -> dict:
         if rows["generation"].max() > 0:
             rise[cls] = (ratio[-1], base.iloc[0], int(rows["generation"].max()))
     ax.axhline(1.0, color="0.35", linestyle=":", linewidth=1.0)
-    ax.set_ylabel("test perplexity / generation 0's")
+    ax.set_ylabel("test ppl / generation 0's")
     return rise
 
 
-def _rare_panel(ax, ctx: Context, run: str, label: str) -> None:
-    """Bottom panel: the share of rare tokens in the generated data, and the real blocks' own."""
-    rows = _series_rows(ctx, run, label, "rare_token_share")
-    kw = style.series(len(TAILS), len(rows)) | {"linestyle": "-"}  # dotted is the real share's
-    ax.plot(rows["generation"], rows["mean"], label="generated data", **kw)
-    if rows["ci_low"].notna().any():
-        ax.fill_between(rows["generation"], rows["ci_low"], rows["ci_high"], color=kw["color"], alpha=0.18,
-                        linewidth=0)
-    real = ctx.df[(ctx.df["run"] == run) & (ctx.df["metric"] == REAL_RARE)]["value"].mean()
-    if np.isfinite(real):
-        ax.axhline(real, color="0.35", linestyle=":", linewidth=1.2, label="real training blocks")
-    if rows.empty:
-        no_data(ax)
-    ax.set_ylabel("share of rare tokens")
+def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
+    """Bottom panel: the shares of rare and of middle tokens in the generated data (solid), and the
+    real training blocks' own shares (dotted, the same colour)."""
+    for i, cls in enumerate(SHARES):
+        rows = _series_rows(ctx, run, label, f"{cls}_token_share")
+        kw = style.series(i, len(rows)) | {"linestyle": "-"}  # dotted is the real share's
+        ax.plot(rows["generation"], rows["mean"], label=f"{cls} tokens, generated", **kw)
+        if rows["ci_low"].notna().any():
+            ax.fill_between(rows["generation"], rows["ci_low"], rows["ci_high"], color=kw["color"], alpha=0.18,
+                            linewidth=0)
+        real = ctx.df[(ctx.df["run"] == run) & (ctx.df["metric"] == f"real_{cls}_token_share")]["value"].mean()
+        if np.isfinite(real):
+            ax.axhline(real, color=kw["color"], linestyle=":", linewidth=1.2,
+                       label=f"{cls} tokens, real blocks")
+    ax.set_ylabel("share of tokens")
 
 
 def _verdict(label: str, rise: dict) -> str:
@@ -245,8 +246,8 @@ def _verdict(label: str, rise: dict) -> str:
 
 def lm_tails(ctx: Context):
     """Beyond the paper, the tails measured: per series, the real-test perplexity over target tokens
-    of each rarity class relative to generation 0 (top), and the share of rare tokens in the
-    generated data against the real training blocks' own share (bottom)."""
+    of each rarity class relative to generation 0 (top), and the shares of rare and middle tokens
+    in the generated data against the real training blocks' own shares (bottom)."""
     s = ctx.summary
     if not {f"test_ppl_{c}" for c in TAILS} <= set(s["metric"]):
         return None
@@ -258,7 +259,7 @@ def lm_tails(ctx: Context):
     statements = []
     for c, (run, label) in enumerate(panels):
         rise = _tail_panel(axes[0, c], ctx, run, label)
-        _rare_panel(axes[1, c], ctx, run, label)
+        _share_panel(axes[1, c], ctx, run, label)
         axes[0, c].set_title(label if len(ctx.run_labels) == 1 else f"{run}: {label}")
         axes[1, c].set_xlabel("generation")
         integer_x(axes[1, c])
@@ -267,19 +268,25 @@ def lm_tails(ctx: Context):
     entries = {}  # one legend for both rows: the classes (top) and the two shares (bottom)
     for ax in axes[:, 0]:
         entries.update(zip(*reversed(ax.get_legend_handles_labels())))
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=min(len(entries), 5))
-    shares = [f"{label} {_fmt(a)} -> {_fmt(b)} at generation {g}" for label, a, g, b in _ends(ctx, "rare_token_share")]
-    real = ctx.df[ctx.df["metric"] == REAL_RARE]["value"]
-    real_text = f", against {_fmt(real.mean())} in the real training blocks" if len(real) else ""
+    width = max(map(len, entries)) * 0.065 + 0.7  # inches per legend entry, as legend_below reckons
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center",
+               ncols=max(1, min(len(entries), int(fig.get_figwidth() // width))))
+    shares = []
+    for cls in SHARES:
+        moved = "; ".join(f"{label} {_fmt(a)} -> {_fmt(b)} at generation {g}"
+                          for label, a, g, b in _ends(ctx, f"{cls}_token_share"))
+        real = ctx.df[ctx.df["metric"] == f"real_{cls}_token_share"]["value"]
+        if moved:
+            shares.append(f"{cls} tokens in generated data: {moved}"
+                          + (f", against {_fmt(real.mean())} in the real training blocks" if len(real) else ""))
     return fig, ("The tails, measured (beyond the paper). Top: perplexity on the real test set over the predicted "
                  "tokens whose type is rare (the least frequent types carrying 10% of the real train split's tokens, "
                  "and types never seen there), frequent (the most frequent carrying 50%) or in between, each "
-                 "relative to generation 0. Bottom: the share of rare tokens in each generation's generated data; "
-                 "dotted, the real training blocks' own share. Collapse is expected to forget the tails first: the "
-                 "rare tokens' perplexity rises most (higher is worse) and generated text holds fewer rare tokens "
-                 "than real text (lower is worse)." + _here(statements, most=len(statements))
-                 + (f" Rare tokens in generated data: {'; '.join(shares)}{real_text}." if shares else "")
-                 + f" {GAPS}")
+                 "relative to generation 0. Bottom: the shares of rare and of middle tokens in each generation's "
+                 "generated data; dotted, the real training blocks' own shares. Collapse is expected to forget the "
+                 "tails first: the rare tokens' perplexity rises most (higher is worse) and generated text holds "
+                 "fewer rare tokens than real text (lower is worse)." + _here(statements, most=len(statements))
+                 + "".join(f" {text[0].upper()}{text[1:]}." for text in shares) + f" {GAPS}")
 
 
 # what the comparison of decoding strategies and regimes shows: metric -> its axis label

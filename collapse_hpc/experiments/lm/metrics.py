@@ -10,8 +10,10 @@ types that together carry at most `frequent_fraction` (50%); the rest is the *mi
 - distinct_n: unique n-grams / all n-grams of token ids, over the whole generated set (n = 1..4)
 - unigram_entropy: entropy in bits of the token distribution of the generated set
 - type_token_ratio: unique / all words of the decoded text (lower-cased, split at white space)
-- rare_token_share: share of generated tokens that are rare; real_rare_token_share (generation 0
-  only): the same share in the chain's real training blocks, the level it is read against
+- rare_token_share, middle_token_share: shares of generated tokens that are rare, and in the
+  middle; real_rare_token_share, real_middle_token_share (generation 0 only): the same shares in
+  the chain's real training blocks, the levels they are read against (a small model's beam text can
+  hold no rare token at all from generation 0 on: the middle is then where the tail still shows)
 - test_ppl_rare, test_ppl_middle, test_ppl_frequent (chain.py, evaluate.score): real-test
   perplexity over the predicted tokens of each class
 - ppl_p5 ... ppl_p95, ppl_mean: percentiles of the generated sequences' perplexities under the
@@ -96,7 +98,8 @@ def diversity(ids: np.ndarray, texts: list[str], classes: np.ndarray) -> dict[st
     out = {f"distinct_{n}": distinct_n(ids, n) for n in (1, 2, 3, 4)}
     out["unigram_entropy"] = unigram_entropy(ids)
     out["type_token_ratio"] = type_token_ratio(texts)
-    out["rare_token_share"] = rare_token_share(ids, classes)
+    shares = class_shares(ids, classes)
+    out["rare_token_share"], out["middle_token_share"] = shares["rare"], shares["middle"]
     return out
 
 

@@ -109,7 +109,8 @@ def _check_chain(store, generations=2):
                 assert np.isfinite(m[k]), k
             # bookkeeping, constant by construction under replace: not a metric
             assert "train_blocks" not in m and "generated_blocks" not in m
-            assert ("real_rare_token_share" in m) == (g == 0)
+            assert ("real_rare_token_share" in m) == ("real_middle_token_share" in m) == (g == 0)
+            assert 0 <= m["rare_token_share"] + m["middle_token_share"] <= 1
             shards = sorted((unit / "shards").glob("part-*.parquet"))
             assert len(shards) == 3  # 48 prompts in chunks of 16
             table = pa.concat_tables(pq.read_table(s) for s in shards)
@@ -416,4 +417,5 @@ def test_rarity_is_counted_over_the_whole_real_split(tmp_path, lm_data_dir):
     assert rarity["real_train_mass"] == pytest.approx(metrics.class_shares(whole, classes))
     assert 0 < rarity["real_train_mass"]["rare"] <= 0.1 and 0 < rarity["real_train_mass"]["frequent"] <= 0.5
     m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
-    assert m["real_rare_token_share"] == pytest.approx(metrics.rare_token_share(whole[:48], classes))
+    real = metrics.class_shares(whole[:48], classes)
+    assert (m["real_rare_token_share"], m["real_middle_token_share"]) == pytest.approx((real["rare"], real["middle"]))
