@@ -47,7 +47,13 @@ def init(timeout_s: float = 1800.0) -> tuple[int, int, int]:
 
     if not is_initialized():
         import deepspeed
+        import deepspeed.ops
 
+        # DeepSpeed's backend JIT-compiles a shared-memory all-reduce that only its
+        # inference_all_reduce uses (never called here), after probing every op with the compiler:
+        # ~45 s per fresh machine, and a build killed half-way (a preempted job) leaves a lock file
+        # on which every later job of the node waits forever. Its only reader is that build.
+        deepspeed.ops.__compatible_ops__ = {"deepspeed_shm_comm": False}
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
                                    timeout=timedelta(seconds=timeout_s))

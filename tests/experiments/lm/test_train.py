@@ -341,3 +341,20 @@ def test_checkpoint_marker_is_written_atomically(lm_data_dir, lm_tokenizer, lm_b
                            tmp_path / "model", tmp_path / "ckpt", seed=0, rank=0, world_size=1, local_rank=0)
     markers = [args[0] for args, _, _ in writes if str(args[0]).endswith(train.COMPLETE)]
     assert markers and all(p.parent.parent == tmp_path / "ckpt" for p in markers)
+
+
+def test_joining_builds_no_extension_and_a_stale_build_lock_cannot_hang_it(tmp_path):
+    """A job killed while DeepSpeed JIT-built its shared-memory op left `lock` in the extensions
+    folder, and every later job waited on it forever (CI hung 15 min per test); a fresh machine
+    spent ~45 s compiling it. Joining the process group builds nothing now."""
+    stale = tmp_path / "ext" / "deepspeed_shm_comm"
+    stale.mkdir(parents=True)
+    (stale / "lock").touch()
+    code = ("from collapse_hpc.experiments.lm import distributed; print(distributed.init()[:2])")
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "(0, 1)"
+    assert sorted(p.name for p in stale.iterdir()) == ["lock"]  # nothing built beside it
