@@ -6,11 +6,11 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from collapse_hpc.experiments.gaussian.recursion import recurse
-from collapse_hpc.experiments.gaussian.theory import w2
+from collapse_hpc.experiments.gaussian.theory import SIGMAS, tail_mass, w2
 from collapse_hpc.experiments import parts
 
 METRICS = ("mu_hat", "sigma_hat", "var_hat", "log_var_hat", "mu_error", "sigma_error", "w2", "w2_squared",
-           "sample_variance")
+           "sample_variance", *(f"tail_mass_{k}sigma" for k in SIGMAS))
 
 
 def run_part(ctx, size: int) -> None:
@@ -32,6 +32,8 @@ def run_part(ctx, size: int) -> None:
         table["w2"][gen.index] = w2(cfg.mu, cfg.sigma, gen.mu_hat, gen.sigma_hat)
         table["w2_squared"][gen.index] = table["w2"][gen.index] ** 2
         table["sample_variance"][gen.index] = gen.drawn.var(1)
+        for k in SIGMAS:  # the fit's own mass beyond the original's k-sigma bounds, exact (no sampling)
+            table[f"tail_mass_{k}sigma"][gen.index] = tail_mass(cfg.mu, cfg.sigma, gen.mu_hat, gen.sigma_hat, k)
 
     real = cfg.mu + cfg.sigma * rng.standard_normal((R, n))
     ddof = 0 if cfg.estimator == "mle" else 1
