@@ -59,7 +59,7 @@ def run_ours(R: int, G: int, N: int, seed: int) -> np.ndarray:
     import torch
 
     from collapse_hpc.experiments.gmm import em, metrics
-    from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, recurse
+    from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, real_modes, recurse
     from collapse_hpc.regimes import Regime
 
     torch.set_num_threads(1)  # as in the experiment's array tasks: small tensors, no intra-op threads
@@ -67,7 +67,7 @@ def run_ours(R: int, G: int, N: int, seed: int) -> np.ndarray:
     last = {}
 
     def record(gen):
-        last.update(metrics.measure(gen))  # every recorded metric, as a run computes them
+        last.update(metrics.measure(gen, real_modes("blob")))  # every recorded metric, as a run computes them
 
     rngs = [draws(seed, r) for r in range(R)]
     recurse([real_data("blob", N, rng) for rng in rngs], G, Regime(), FitSettings(), N, rngs, record)

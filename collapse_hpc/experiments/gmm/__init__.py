@@ -21,8 +21,10 @@ class GMMExperiment(ArrayExperiment):
     title = "Gaussian mixture"
     order = 20
     metrics = ("l2: exact L2 distance between each generation's fitted mixture and generation 0's; "
-               "total_variance: trace of the fitted mixture's covariance; per component cK_: weight, mean, "
-               "covariance and tail positions (see gmm/metrics.py).")
+               "total_variance: trace of the fitted mixture's covariance; tail_share_2sigma, tail_share_3sigma: the "
+               "share of each generation's samples beyond the real distribution's 2- and 3-sigma contour (more "
+               "than 2 or 3 from every real mode); per component cK_: weight, mean, covariance and tail positions "
+               "(see gmm/metrics.py).")
 
     def pool_bytes(self, run, variant) -> float:
         if variant.regime.name == "replace":

@@ -5,31 +5,77 @@ component keeps its name when EM happens to return them in another order.
 - l2, l2_squared: exact L2 distance (and its square) between this fit and generation 0's;
 - total_variance: trace of the fitted mixture's covariance; sample_variance: trace of the
   covariance of the points drawn from it (ddof 0); lower_bound, em_iterations, em_converged;
+- tail_share_2sigma, tail_share_3sigma: the share of this generation's own samples (the points drawn
+  from the fit) beyond the real distribution's 2- and 3-sigma contour (beyond; real_share: its own);
 - per component cK_: weight, mean_x/y, cov_trace, cov_eig0/1 (ascending), std as the notebook
   defines it (sqrt(trace(cov) / components)), and the tail positions q95/q975/q99_x/y
   (mean + 1.645 / 1.960 / 2.326 std).
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from collapse_hpc.experiments.gmm.mixture import l2_squared, total_variance
 
 AXES = ("x", "y")
 TAILS = (("q95", 1.645), ("q975", 1.960), ("q99", 2.326))
+SIGMAS = (2, 3)  # the real distribution's k-sigma contours (tail_share_2sigma, tail_share_3sigma)
 
 
 def names(components: int) -> list[str]:
     out = ["l2", "l2_squared", "total_variance", "sample_variance", "lower_bound", "em_iterations",
-           "em_converged"]
+           "em_converged", *(f"tail_share_{k}sigma" for k in SIGMAS)]
     for k in range(components):
         out += [f"c{k}_{m}" for m in ("weight", "mean_x", "mean_y", "cov_trace", "cov_eig0", "cov_eig1", "std")]
         out += [f"c{k}_{q}_{a}" for q, _ in TAILS for a in AXES]
     return out
 
 
-def measure(gen) -> dict[str, torch.Tensor]:
-    """Every metric of one generation (a recursion.Generation), each a (R,) tensor."""
+def beyond(points: np.ndarray, modes: np.ndarray, sigmas=SIGMAS) -> dict[int, np.ndarray]:
+    """k -> the share of each replicate's points (R, n, 2) beyond the real distribution's k-sigma contour.
+
+    The contour: the real distribution is a mixture of unit-covariance normal modes (modes (M, 2), from
+    recursion.real_modes), and its k-sigma contour is the outline of the points within Mahalanobis
+    distance k of some mode (Euclidean, the covariance being I). For the notebook's blob that is the
+    circle of radius k around the origin; for two-mode data the outline of the union of the two discs
+    of radius k around the modes. A point lies beyond it when it is more than k from every mode."""
+    d2 = np.full(points.shape[:2], np.inf)
+    for m in modes:  # one or two: (R, n) squared distances, the nearest mode's kept
+        d2 = np.minimum(d2, ((points - m) ** 2).sum(-1))
+    return {k: (d2 > k * k).mean(1) for k in sigmas}
+
+
+def real_share(modes: np.ndarray, k: float) -> float:
+    """The real distribution's own share beyond its k-sigma contour (see beyond): exp(-k^2/2) for one
+    mode (0.135 for k = 2, 0.0111 for k = 3). For two modes s apart, a point of one mode at radius rho
+    from it lies within k of the other on the arc of the circle of angle 2 arccos((rho^2 + s^2 - k^2) /
+    (2 rho s)); so the share is the integral over rho > k of rho e^(-rho^2/2) times the rest of the circle
+    (numerical quadrature; none of the circle is near the other mode beyond rho = s + k)."""
+    from scipy.integrate import quad
+
+    if len(modes) == 1 or np.allclose(modes[0], modes[-1]):
+        return math.exp(-k * k / 2)
+    if len(modes) != 2:
+        raise ValueError(f"real_share: one or two modes, got {len(modes)}")
+    s = float(np.linalg.norm(modes[1] - modes[0]))
+
+    def elsewhere(rho):  # the share of the circle of radius rho more than k from the other mode
+        c = (rho * rho + s * s - k * k) / (2 * rho * s)
+        return 1 - math.acos(min(1.0, max(-1.0, c))) / math.pi
+
+    top = s + k
+    kink = [abs(s - k)] if k < abs(s - k) < top else None
+    inner, _ = quad(lambda rho: rho * math.exp(-rho * rho / 2) * elsewhere(rho), k, top, points=kink,
+                    epsabs=1e-13, epsrel=1e-11)
+    return inner + math.exp(-top * top / 2)
+
+
+def measure(gen, modes: np.ndarray) -> dict[str, torch.Tensor]:
+    """Every metric of one generation (a recursion.Generation), each a (R,) tensor; modes: the real
+    distribution's (recursion.real_modes), whose contours the tail shares are measured against."""
     mix, fit = gen.fit.mixtures, gen.fit
     K = mix.weights.shape[1]
     d2 = l2_squared(gen.reference, mix).clamp(min=0)
@@ -41,6 +87,7 @@ def measure(gen) -> dict[str, torch.Tensor]:
         "lower_bound": fit.lower_bound, "em_iterations": fit.n_iter.to(torch.float64),
         "em_converged": fit.converged.to(torch.float64),
     }
+    out.update({f"tail_share_{k}sigma": torch.from_numpy(v) for k, v in beyond(drawn, modes).items()})
     order = mix.means[..., 0].argsort(1)  # (R, K)
     rows = torch.arange(mix.replicates)[:, None]
     w, m, c = mix.weights[rows, order], mix.means[rows, order], mix.covariances[rows, order]

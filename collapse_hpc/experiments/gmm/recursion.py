@@ -48,6 +48,16 @@ def draws(seed: int, replicate: int) -> np.random.Generator:
     return np.random.default_rng([seed, replicate])
 
 
+def real_modes(kind: str, separation: float = 4.0) -> np.ndarray:
+    """Centres (M, 2) of the real distribution's modes, each a unit-covariance normal taken equally
+    often: the blob's one at the origin, or two-mode's two at (-/+ separation / 2, 0) (as real_data draws)."""
+    if kind == "blob":
+        return np.zeros((1, 2))
+    if kind == "two-mode":
+        return np.array([[-separation / 2, 0.0], [separation / 2, 0.0]])
+    raise ValueError(f"init_data must be blob or two-mode, got {kind!r}")
+
+
 def real_data(kind: str, n: int, rng: np.random.Generator, separation: float = 4.0) -> np.ndarray:
     """The notebook's 2-D standard normal blob, or two unit-variance modes `separation` apart on x."""
     x = rng.standard_normal((n, 2))

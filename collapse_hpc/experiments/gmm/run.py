@@ -8,7 +8,7 @@ from tqdm import tqdm
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.gmm import em, metrics
-from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, recurse
+from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, real_modes, recurse
 
 
 def snapshot_generations(wanted: list[int], generations: int) -> list[int]:
@@ -36,9 +36,10 @@ def run_part(ctx, size: int) -> None:
     snap_gens = set(snapshot_generations(cfg.snapshot_generations, G))
     snap_rows = [r for r in range(R) if ids[r] < cfg.snapshot_replicates]
     snapshots = []
+    modes = real_modes(cfg.init_data, cfg.separation)
 
     def record(gen):
-        for name, value in metrics.measure(gen).items():
+        for name, value in metrics.measure(gen, modes).items():
             table[name][gen.index] = value.numpy()
         if gen.index in snap_gens and snap_rows:
             pts = gen.data[snap_rows]  # (S, n, 2)

@@ -1,4 +1,5 @@
 """The gmm experiment through the engine, in-process: metrics, snapshots, manifests, determinism."""
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -66,3 +67,22 @@ def test_same_seed_gives_bit_identical_parquet(tmp_path):
 def test_bad_parameters_give_one_clear_error(bad, message):
     with pytest.raises(UserError, match=message):
         experiments.config_from_dict({"gmm": {**SECTION, **bad}})
+
+
+@pytest.mark.parametrize("init_data", ["blob", "two-mode"])
+def test_tail_shares_are_those_of_the_samples_the_next_generation_trains_on(tmp_path, init_data):
+    # under replace (keep 0) generation g+1 trains on exactly the points generation g drew: its snapshot
+    # holds them, and the recorded share of generation g is counted over them directly
+    from collapse_hpc.experiments.gmm.recursion import real_modes
+
+    store, chains = _run(tmp_path, init_data, regimes=("replace",), init_data=init_data, separation=3.0,
+                          snapshot_generations=[1, 3])
+    part = store.variant_dir("gmm", chains[0].variant.name) / "part_000"
+    table = pq.read_table(part / "metrics.parquet").to_pandas().set_index(["generation", "replicate"])
+    snaps = pq.read_table(part / "snapshots.parquet").to_pandas()
+    modes = real_modes(init_data, 3.0)
+    for g, r in ((0, 0), (0, 1), (2, 0), (2, 1)):
+        pts = snaps[(snaps["generation"] == g + 1) & (snaps["replicate"] == r)][["x", "y"]].to_numpy()
+        far = np.min([np.hypot(*(pts - m).T) for m in modes], axis=0)
+        for k in (2, 3):
+            assert table.loc[(g, r), f"tail_share_{k}sigma"] == (far > k).mean()

@@ -57,7 +57,7 @@ def test_recorded_l2_squared_is_the_notebooks_quantity():
     gen = torch.Generator().manual_seed(3)
     f, g = _random_mixtures(gen, 3, 2), _random_mixtures(gen, 3, 2)
     fit = SimpleNamespace(mixtures=g, lower_bound=torch.zeros(3), n_iter=torch.ones(3), converged=torch.ones(3))
-    out = measure(SimpleNamespace(fit=fit, reference=f, samples=np.zeros((3, 5, 2))))
+    out = measure(SimpleNamespace(fit=fit, reference=f, samples=np.zeros((3, 5, 2))), np.zeros((1, 2)))
     notebook = [_notebook_l2(f, g, r) for r in range(3)]
     np.testing.assert_allclose(out["l2_squared"].numpy(), notebook, rtol=1e-10)
     np.testing.assert_allclose(out["l2"].numpy() ** 2, notebook, rtol=1e-10)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from collapse_hpc.experiments.gmm import metrics
-from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, recurse
+from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, real_modes, recurse
 from collapse_hpc.regimes import Regime
 
 
@@ -11,7 +11,7 @@ def _total_variance(regime, replicates, generations=60, n=60, first=0):
     out = np.empty((generations, replicates))
 
     def record(gen):
-        out[gen.index] = metrics.measure(gen)["total_variance"].numpy()
+        out[gen.index] = metrics.measure(gen, real_modes("blob"))["total_variance"].numpy()
 
     recurse([real_data("blob", n, rng) for rng in rngs], generations, regime, FitSettings(), n, rngs, record)
     return out
