@@ -33,7 +33,7 @@ class VaeConfig(Section):
                           "the notebook) or bernoulli (binary pixels drawn from it)", choices=("mean", "bernoulli"))
     # evaluation
     eval_samples: int = knob(10000, "generated images scored per generation (class histogram, variance, "
-                             "Frechet distance)", min=100)
+                             "Frechet distance, latent tail)", min=100)
     latent_samples: int = knob(2000, "generated images encoded by generation 0's encoder per generation "
                                "(latents.parquet: the paper's latent-spread figure)", min=1)
     grid_scale: int = knob(4, "screen pixels per image pixel in samples.png (10x10 grid)", min=1, max=16)

@@ -5,7 +5,11 @@
   collapse shows as entropy falling from ~log 10 towards 0;
 - pixel_variance: per-pixel variance across generated samples, averaged over pixels;
 - frechet: Frechet distance between Gaussians fitted to the classifier's penultimate features
-  of generated and of real test images (FID's formula, with our small classifier).
+  of generated and of real test images (FID's formula, with our small classifier);
+- the tails: class_min_share, the share of the rarest class among the labels (0.1 when all ten
+  digits come equally often; 0 once one is lost), and latent_tail_share, the share of generated
+  images whose latent mean under generation 0's encoder lies farther from the prior's centre than
+  99% of the real training images' (beyond_radius; the real images' own share is 0.01 by definition).
 """
 from __future__ import annotations
 
@@ -25,6 +29,22 @@ def entropy(shares: np.ndarray) -> float:
     p = np.asarray(shares, np.float64)
     p = p[p > 0]
     return float(-(p * np.log(p)).sum()) + 0.0  # + 0.0: no -0.0 for a single class
+
+
+def beyond_radius(real_radii: np.ndarray, radii: np.ndarray, q: float = 0.99) -> tuple[float, float]:
+    """(share of `radii` beyond the q-quantile of `real_radii`, that quantile): the share of generated
+    images out in the latent tail that the real images occupy only 1 - q of."""
+    bound = float(np.quantile(np.asarray(real_radii, np.float64), q))
+    return float((np.asarray(radii, np.float64) > bound).mean()), bound
+
+
+def latent_radii(encoder, images, batch: int = 4096) -> np.ndarray:
+    """||mu(x)||, the distance of each image's latent mean under `encoder` from the prior's centre."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([encoder.encode(images[i:i + batch])[0].double().norm(dim=1).cpu()
+                          for i in range(0, len(images), batch)]).numpy()
 
 
 def pixel_variance(images: np.ndarray) -> float:

@@ -57,3 +57,26 @@ def test_frechet_survives_dead_features():
     value = metrics.frechet(a, b)
     assert np.isfinite(value) and value == pytest.approx(
         ((a.mean(0) - b.mean(0)) ** 2).sum(), rel=0.1)  # unit covariances: the mean term dominates
+
+
+def test_beyond_radius_counts_what_lies_past_the_real_99th_percentile():
+    # real radii 1 … 1000: the 99th percentile is 990.01 (numpy's linear rule)
+    real = np.arange(1, 1001, dtype=float)
+    share, bound = metrics.beyond_radius(real, np.array([5.0, 990.0, 990.02, 2000.0]))
+    assert bound == pytest.approx(990.01) and share == 0.5
+    assert metrics.beyond_radius(real, real)[0] == 0.01  # the real images' own share: 1% by definition
+    assert metrics.beyond_radius(real, np.full(7, 3.0))[0] == 0.0  # a collapsed generation has no tail
+
+
+def test_latent_radii_are_the_norms_of_the_encoders_means():
+    import torch
+
+    class Encoder:  # mu(x) = the first two pixels, so the radius is known
+        def encode(self, x):
+            return x.flatten(1)[:, :2], None
+
+    images = torch.zeros(5, 1, 2, 2)
+    images[:, 0, 0, 0] = torch.tensor([3.0, 0.0, 1.0, 6.0, 0.5])
+    images[:, 0, 0, 1] = torch.tensor([4.0, 0.0, 0.0, 8.0, 0.5])
+    radii = metrics.latent_radii(Encoder(), images, batch=2)  # batches join in order
+    np.testing.assert_allclose(radii, [5.0, 0.0, 1.0, 10.0, np.sqrt(0.5)])

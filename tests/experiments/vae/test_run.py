@@ -18,8 +18,8 @@ from collapse_hpc.store import RunStore, read_manifest
 TINY = {"epochs": 2, "batch_size": 64, "capacity": 4, "latent": 4, "eval_samples": 300, "latent_samples": 150,
         "classifier_epochs": 2, "classifier_hidden": 16, "grid_scale": 2, "synthetic_size": 256}
 METRICS = ["generation", "elbo", "recon", "kl", "class_0", "class_1", "class_2", "class_3", "class_4",
-           "class_5", "class_6", "class_7", "class_8", "class_9", "class_entropy", "pixel_variance",
-           "frechet", "train_loss", "classifier_accuracy", "real_share"]
+           "class_5", "class_6", "class_7", "class_8", "class_9", "class_entropy", "class_min_share", "pixel_variance",
+           "frechet", "latent_tail_share", "train_loss", "classifier_accuracy", "real_share"]
 
 
 def _run(tmp_path, regimes=("replace",), generations=2, executor="debug", seed=0, **vae):
@@ -56,6 +56,10 @@ def test_two_generations_in_process_complete_and_verify(tmp_path):
             assert 0 <= row["class_entropy"] <= np.log(10) + 1e-9
             assert row["elbo"] == pytest.approx(-(row["recon"] + row["kl"]))
             assert row["pixel_variance"] >= 0 and row["frechet"] >= 0
+            assert row["class_min_share"] == min(row[f"class_{c}"] for c in range(10))
+            assert 0 <= row["latent_tail_share"] <= 1
+            tail = json.loads(table.schema.metadata[b"latent_tail"])
+            assert tail["radius_q99"] > 0 and tail["generated"] == "mean" and tail["real"] == "train split"
             with Image.open(unit / "samples.png") as im:
                 assert im.size == (10 * 8 * 2 + 11 * 2,) * 2  # 8x8 digits at scale 2, 2-pixel gaps
     # latents.parquet: every generation's samples through generation 0's encoder, whose hash is recorded
@@ -74,6 +78,15 @@ def test_two_generations_in_process_complete_and_verify(tmp_path):
             assert json.loads(table.schema.metadata[b"encoder_gen0"]) == gen0
             means.append(table.select(["mu_0", "mu_1", "mu_2", "mu_3"]).to_pandas().to_numpy())
         assert np.isfinite(means[0]).all() and not np.allclose(means[0], means[1])
+        # the latent tail's radius: the 99th percentile of the real training images' under generation 0's encoder
+        from collapse_hpc.experiments.vae import data, metrics
+
+        real = torch.from_numpy(data.load(tmp_path / "data", "digits")["train"].images)
+        gen0 = model.load(store.unit_dir("vae", variant, "chain", 0) / "model.safetensors")
+        radius = np.quantile(metrics.latent_radii(gen0, real), 0.99)
+        for gen in (0, 1):
+            meta = pq.read_schema(store.unit_dir("vae", variant, "chain", gen) / "metrics.parquet").metadata
+            assert json.loads(meta[b"latent_tail"])["radius_q99"] == pytest.approx(radius, rel=1e-5)
         # recompute generation 1's: its samples (seed key 7) through generation 0's encoder, not its own
         vae0, vae1 = (model.load(store.unit_dir("vae", variant, "chain", g) / "model.safetensors") for g in (0, 1))
         seed = int(np.random.SeedSequence([0, 1, 7]).generate_state(1)[0])
