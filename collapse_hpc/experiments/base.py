@@ -207,6 +207,9 @@ class Experiment:
     title: str = ""  # section heading (default: the name)
     order: int = 100  # sections are sorted by (order, name)
     metrics: str = ""  # what the metrics mean, shown under the section heading
+    # metrics.parquet columns that record how a unit was set up, not what collapse does to it (e.g. the
+    # share of real images it trained on): in the tables and metrics.parquet, not in the All-metrics grids
+    bookkeeping: tuple[str, ...] = ()
 
     # collapse-hpc data prepare NAME: data set name -> "module:function(data_dir, force=False)";
     # a function that takes `source` also prepares from the user's files (--from PATH)

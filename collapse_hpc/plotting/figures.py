@@ -1,5 +1,6 @@
 """What the experiments' figures (their figures.py, listed by Experiment.figures) and the
-report's every-metric overview share: the metric grid, picking a metric, the gaps note. Each
+report's every-metric overview share: the metric grid, picking a metric, the gaps note, and trend
+(what a caption says about the run, from its numbers). Each
 figure function returns (Figure, caption) or None when the run has nothing for it yet, or raises
 NotInThisRun when the run's settings never make its data (the page then leaves it off); runs are
 drawn side by side (one column, or row, per run).
@@ -9,7 +10,8 @@ from __future__ import annotations
 import re
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.plots import Context, draw_series, integer_x, legend_below, maybe_log, no_data
+from collapse_hpc.plotting.plots import (Context, draw_series, integer_x, legend_below, maybe_log, no_data, num,
+                                         series_rows)
 
 GAPS = "Gaps mark generations not (yet) finished."
 
@@ -29,10 +31,41 @@ def pick(metrics, *names, pattern: str | None = None) -> str | None:
     return None
 
 
+def trend(ctx: Context, metric: str, *, fixed: dict | None = None, exclude: tuple[str, ...] = (),
+          stat: str = "mean", start: int | None = None, digits: int = 3) -> str:
+    """What this run's numbers say, for a caption: each series' value of `metric` (its mean, or
+    median) at its first finished generation (or `start`) and at its last, e.g. "replace 1.9 → 0.0021,
+    replace, keep 10% 1.9 → 1.2 (generation 0 → 99)"; runs one after another. "" when nothing is finished."""
+    out = []
+    for run in ctx.run_labels:
+        parts, spans = [], set()
+        for label, grp in series_rows(ctx, run, metric, fixed=fixed, exclude=exclude, stat=stat):
+            g = grp.dropna(subset=[stat]).sort_values("generation")
+            if start is not None:
+                g = g[g["generation"] >= start]
+            if g.empty:
+                continue
+            first, last = g.iloc[0], g.iloc[-1]
+            span = (int(first["generation"]), int(last["generation"]))
+            spans.add(span)
+            parts.append((label, f"{num(first[stat], digits)} → {num(last[stat], digits)}", span))
+        if not parts:
+            continue
+        one = len(spans) == 1
+        text = ", ".join(f"{label} {values}" + ("" if one else f" (generation {a} → {b})")
+                         for label, values, (a, b) in parts)
+        if one:
+            a, b = spans.pop()
+            text += f" (generation {a} → {b})"
+        out.append(text if len(ctx.run_labels) == 1 else f"{run}: {text}")
+    return "; ".join(out)
+
+
 def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", replicates: bool = False,
-                ylabels: dict | None = None, references: dict | None = None):
+                ylabels: dict | None = None, references: dict | None = None, lines: dict | None = None):
     """Panels of metric x run (runs side by side), series = regimes and settings; references:
-    run -> [(y, label)] drawn as dotted grey lines across that run's panels (baselines)."""
+    run -> [(y, label)] drawn as dotted grey lines across that run's panels (baselines); lines:
+    metric -> [(y, label)], thick light lines across that metric's panels (the real data's own value)."""
     runs = ctx.run_labels
     if not metrics or not runs:
         return None
@@ -54,6 +87,8 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
                 maybe_log(ax, vals, force=logy is True)
             for y, label in (references or {}).get(run, []):
                 ax.axhline(y, color="0.35", linestyle=":", linewidth=1.2, label=label)
+            for y, label in (lines or {}).get(metric, []):
+                ax.axhline(y, label=label, **style.REAL)
         named = ylabels and metric in ylabels  # a figure of its own: the page gives its title
         ax.set_title(run if named and len(runs) > 1 else "" if named else
                      metric if len(runs) == 1 else f"{run}: {metric}")

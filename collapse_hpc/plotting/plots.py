@@ -7,6 +7,7 @@ hands it in its Context (report.collect's RunData).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,13 @@ class Context:
     def _settings(self) -> list[str]:
         return setting_columns(self.df)
 
+    def medians(self, run: str, metric: str) -> pd.DataFrame:
+        """The summary's rows of `metric` in `run` with the median over seeds and replicates instead of the
+        mean (column median): for metrics whose mean a few replicates carry."""
+        keys = ["run", "experiment", "regime", *self.settings(), "metric", "generation"]  # the summary's
+        d = self.df[(self.df["run"] == run) & (self.df["metric"] == metric)]
+        return d.groupby(keys, dropna=False, sort=True)["value"].median().rename("median").reset_index()
+
     def series_labels(self, exclude: tuple[str, ...] = ()) -> list[str]:
         return sorted({series_label(r, self.settings(), exclude) for _, r in
                        self.summary.drop_duplicates(["regime", *self.settings()]).iterrows()}, key=series_order)
@@ -109,42 +117,69 @@ def series_order(label: str):
     return (not label.startswith("replace"), natural(regime[0]), keep, natural(", ".join(rest)))
 
 
+def num(v, digits: int = 4) -> str:
+    """A number as tables and captions write it (— for none)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)) or pd.isna(v):
+        return "—"
+    return f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
+
+
 def gens_axis(planned: int | None, observed) -> np.ndarray:
     """Every planned generation, so that missing ones show as gaps (NaN), never as zeros."""
     top = max([planned - 1 if planned else -1, *(int(g) for g in observed)] or [0])
     return np.arange(0, top + 1)
 
 
-def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None = None, band: bool = True,
-                exclude: tuple[str, ...] = (), replicates: bool = False) -> int:
-    """Mean against generation (95% CI band) of each series of `run` for `metric`; returns lines drawn."""
-    s = ctx.summary[(ctx.summary["run"] == run) & (ctx.summary["metric"] == metric)]
+def series_rows(ctx: Context, run: str, metric: str, *, fixed: dict | None = None, exclude: tuple[str, ...] = (),
+                stat: str = "mean") -> list[tuple[str, pd.DataFrame]]:
+    """(label, its summary rows) of each series of `run` for `metric`, in the legend's order; stat
+    "median": the median over seeds and replicates (Context.medians) in the rows' column median."""
+    s = ctx.summary if stat == "mean" else ctx.medians(run, metric)
+    s = s[(s["run"] == run) & (s["metric"] == metric)]
     for k, v in (fixed or {}).items():
         s = s[s[k] == v]
     settings = ctx.settings()
-    order = ctx.series_labels(exclude)
-    drawn = 0
     groups = [(series_label(grp.iloc[0], settings, exclude), grp)
               for _, grp in s.groupby(["regime", *settings], dropna=False, sort=False)]
-    for label, grp in sorted(groups, key=lambda lg: series_order(lg[0])):
+    return sorted(groups, key=lambda lg: series_order(lg[0]))
+
+
+def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None = None, band: bool = True,
+                exclude: tuple[str, ...] = (), replicates: bool = False, stat: str = "mean",
+                suffix: str = "", thin: bool = False) -> int:
+    """Mean (95% CI band) or median against generation of each series of `run` for `metric`; returns
+    lines drawn. thin: a thin dotted line without markers in the series' colour (a second statistic
+    beside the first), labelled with `suffix` after the series' label."""
+    settings = ctx.settings()
+    order = ctx.series_labels(exclude)
+    drawn = 0
+    for label, grp in series_rows(ctx, run, metric, fixed=fixed, exclude=exclude, stat=stat):
         i = order.index(label) if label in order else len(order)
         gens = gens_axis(ctx.planned(run), grp["generation"])
         g = grp.set_index("generation").reindex(gens)
         kw = style.series(i, len(gens))
+        if thin:
+            kw.update(marker=None, linestyle=":", linewidth=0.9)
         if replicates:
             _replicate_lines(ax, ctx, run, metric, grp.iloc[0], settings, gens, kw["color"])
-        ax.plot(gens, g["mean"].to_numpy(), label=label, **kw)
-        if band and g["ci_low"].notna().any():
+        ax.plot(gens, g[stat].to_numpy(), label=label + suffix, **kw)
+        if band and stat == "mean" and g["ci_low"].notna().any():
             ax.fill_between(gens, g["ci_low"].to_numpy(), g["ci_high"].to_numpy(), color=kw["color"],
                             alpha=0.18, linewidth=0, hatch=None)
         drawn += 1
     return drawn
 
 
-def _replicate_lines(ax, ctx, run, metric, row, settings, gens, colour, most: int = 12) -> None:
+def series_data(ctx: Context, run: str, metric: str, row) -> pd.DataFrame:
+    """The long rows (every seed, replicate and generation) of the series a summary row belongs to."""
     d = ctx.df[(ctx.df["run"] == run) & (ctx.df["metric"] == metric) & (ctx.df["regime"] == row["regime"])]
-    for k in settings:
+    for k in ctx.settings():
         d = d[d[k] == row[k]] if pd.notna(row[k]) else d[d[k].isna()]
+    return d
+
+
+def _replicate_lines(ax, ctx, run, metric, row, settings, gens, colour, most: int = 12) -> None:
+    d = series_data(ctx, run, metric, row)
     for (_, _), one in list(d.groupby(["seed", "replicate"]))[:most]:
         y = one.set_index("generation")["value"].reindex(gens)
         ax.plot(gens, y.to_numpy(), color=colour, alpha=0.25, linewidth=0.5, marker=None, linestyle="-")

@@ -6,16 +6,10 @@ from collections import defaultdict
 
 import pandas as pd
 
-from collapse_hpc.plotting.plots import series_label, series_order, setting_columns
+from collapse_hpc.plotting.plots import num, series_label, series_order, setting_columns
 from collapse_hpc.report.collect import RunData
 
 Table = tuple[list[str], list[list[str]]]
-
-
-def num(v) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)) or pd.isna(v):
-        return "—"
-    return f"{v + 0.0:.4g}"  # + 0.0: no "-0"
 
 
 def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str) -> Table:

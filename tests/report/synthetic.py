@@ -11,6 +11,7 @@ import pyarrow as pa
 import yaml
 
 from collapse_hpc import engine, experiments
+from collapse_hpc.experiments.gaussian.theory import tail_mass
 from collapse_hpc.store import RunStore, write_manifest, write_parquet
 from collapse_hpc.store.atomic import write_bytes
 
@@ -48,13 +49,16 @@ def write_config(root: Path, sections: dict, generations: int = 3, seeds=(0,), r
     engine.freeze(RunStore(root), experiments.config_from_dict(cfg, str(root / "config.yaml")))  # plan.json
 
 
+TAIL_MASS = ("tail_mass_2sigma", "tail_mass_3sigma")
+
+
 def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 100)) -> None:
     """Real single-Gaussian recursion (MLE), replace and accumulate, one array part per variant."""
     rng = np.random.default_rng(0)
     for regime in ("replace-p0", "accumulate"):
         for n in ns:
             rows = {k: [] for k in ("generation", "replicate", "samples", "mu_hat", "sigma_hat",
-                                    "abs_mu_err", "abs_sigma_err", "log_var_hat", "w2_squared")}
+                                    "abs_mu_err", "abs_sigma_err", "log_var_hat", "w2_squared", *TAIL_MASS)}
             for r in range(replicates):
                 data = rng.normal(0, 1, n)
                 pool = data
@@ -63,7 +67,8 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
                     mu, sigma = fit.mean(), fit.std()
                     for k, v in (("generation", g), ("replicate", r), ("samples", n), ("mu_hat", mu),
                                  ("sigma_hat", sigma), ("abs_mu_err", abs(mu)), ("abs_sigma_err", abs(1 - sigma)),
-                                 ("log_var_hat", 2 * np.log(sigma)), ("w2_squared", mu**2 + (1 - sigma)**2)):
+                                 ("log_var_hat", 2 * np.log(sigma)), ("w2_squared", mu**2 + (1 - sigma)**2),
+                                 *((f"tail_mass_{k}sigma", float(tail_mass(0, 1, mu, sigma, k))) for k in (2, 3))):
                         rows[k].append(v)
                     data = rng.normal(mu, sigma, n)
                     pool = np.concatenate([pool, data])
@@ -71,7 +76,8 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
                     "replicate": pa.array(rows["replicate"], pa.int64()),
                     "samples": pa.array(rows["samples"], pa.int64()),
                     **{k: pa.array(rows[k], pa.float64()) for k in ("mu_hat", "sigma_hat", "abs_mu_err",
-                                                                     "abs_sigma_err", "log_var_hat", "w2_squared")}}
+                                                                     "abs_sigma_err", "log_var_hat", "w2_squared",
+                                                                     *TAIL_MASS)}}
             _unit(root, "gaussian", f"{regime}-samples{n}-s0", "part_000", {"metrics.parquet": cols}, seconds=7.2,
                   regime=regime, settings={"samples": n})
 
@@ -80,7 +86,8 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
     rng = np.random.default_rng(1)
     for regime, rate in (("replace-p0", 0.12), ("accumulate", 0.01)):
         for p in range(parts):
-            metrics = {k: [] for k in ("generation", "replicate", "l2_squared", "trace_0", "trace_1", "p95")}
+            metrics = {k: [] for k in ("generation", "replicate", "l2_squared", "trace_0", "trace_1", "p95",
+                                       "tail_share_2sigma", "tail_share_3sigma")}
             snaps = {k: [] for k in ("replicate", "generation", "x", "y")}
             for r in range(p * replicates, (p + 1) * replicates):
                 scale = 1.0
@@ -92,6 +99,8 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
                     metrics["trace_0"].append(scale ** 2)
                     metrics["trace_1"].append(0.9 * scale ** 2)
                     metrics["p95"].append(1.645 * scale)
+                    metrics["tail_share_2sigma"].append(np.exp(-2 / scale**2))  # a blob of sd `scale`
+                    metrics["tail_share_3sigma"].append(np.exp(-4.5 / scale**2))
                     if g % 10 == 0 or g == generations - 1:
                         pts = rng.normal(0, scale, (300, 2))
                         snaps["replicate"] += [r] * 300
@@ -176,7 +185,10 @@ def vae(root: Path, generations: int = 4, finished: int = 3) -> None:
     for regime in ("replace-p0", "accumulate"):
         for g in range(finished):
             blur = g * (2.0 if regime == "replace-p0" else 0.3)
-            metrics = {"generation": pa.array([g], pa.int64()), "class_entropy": [2.3 - 0.4 * blur / 2]}
+            metrics = {"generation": pa.array([g], pa.int64()), "class_entropy": [2.3 - 0.4 * blur / 2],
+                       "class_min_share": [0.09 / (1 + blur)], "latent_tail_share": [0.008 / (1 + blur) ** 2],
+                       "classifier_accuracy": [0.94],
+                       "real_share": [1.0 if g == 0 else 0.0 if regime == "replace-p0" else 1 / (g + 1)]}
             mu = np.random.default_rng(g).normal(0, 1 / (1 + blur), (400, 3))  # narrower with collapse
             latents = {"generation": pa.array([g] * 400, pa.int64()), "sample": pa.array(range(400), pa.int64()),
                        **{f"mu_{d}": mu[:, d] for d in range(3)}}

@@ -25,7 +25,8 @@ def test_long_form_has_every_value_once(run):
     assert list(df.columns[-4:]) == ["replicate", "generation", "metric", "value"]
     gmm = df[df["experiment"] == "gmm"]
     # 2 regimes x 2 parts x 2 replicates x 3 generations, per metric; total_variance derived from traces
-    assert set(gmm["metric"]) == {"l2_squared", "trace_0", "trace_1", "p95", "total_variance"}
+    assert set(gmm["metric"]) == {"l2_squared", "trace_0", "trace_1", "p95", "tail_share_2sigma", "tail_share_3sigma",
+                                  "total_variance"}
     assert len(gmm[gmm["metric"] == "p95"]) == 2 * 2 * 2 * 3
     assert sorted(gmm["replicate"].unique()) == [0, 1, 2, 3]
     assert set(gmm["regime"]) == {"replace-p0", "accumulate"} and set(gmm["seed"]) == {0}

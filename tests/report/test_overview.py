@@ -1,0 +1,52 @@
+"""Captions computed from the run's own numbers (plotting.figures.trend), and the All-metrics grids without
+metrics that are one value throughout each series or that record how the run was set up."""
+import pandas as pd
+
+from collapse_hpc.plotting.figures import trend
+from collapse_hpc.report import drawing
+from tests.report import synthetic
+from tests.report.test_figures import _context
+
+
+def test_trend_reads_first_and_last_generation_from_the_summary(tmp_path):
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gmm": {"generations": 12}}, generations=1)
+    synthetic.gmm(root, generations=12)
+    ctx = _context(root, "gmm")
+    s = ctx.summary[ctx.summary["metric"] == "trace_0"].set_index(["regime", "generation"])["mean"]
+    text = trend(ctx, "trace_0")
+    assert text == (f"replace {s['replace-p0', 0]:.3g} → {s['replace-p0', 11]:.3g}, accumulate "
+                    f"{s['accumulate', 0]:.3g} → {s['accumulate', 11]:.3g} (generation 0 → 11)")
+    med = ctx.df[ctx.df["metric"] == "trace_0"].groupby(["regime", "generation"])["value"].median()
+    assert f"replace {med['replace-p0', 2]:.3g} → " in trend(ctx, "trace_0", stat="median", start=2)
+    assert trend(ctx, "no_such_metric") == ""
+
+
+def test_all_metrics_leave_out_constant_and_bookkeeping_metrics(full_run):
+    ctx = _context(full_run, "vae")
+    ((_, _, draw),) = drawing.overviews(ctx)
+    fig, caption = draw(ctx)
+    drawn = {ax.get_title() for ax in fig.axes if ax.get_visible()}
+    assert drawn == {"class_entropy", "class_min_share", "latent_tail_share"}
+    assert "classifier_accuracy (0.94)" in caption  # one value throughout: said once, not drawn
+    assert "real_share." in caption and "how the run was set up" in caption  # declared bookkeeping
+    assert "one value per generation and series (one seed, no replicates: no interval)" in caption
+
+
+def test_a_metric_that_moves_at_all_stays_in_the_grid():
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import stats
+
+    rows = []
+    for regime, level in (("replace-p0", 5.0), ("accumulate", 7.0)):
+        for g in range(3):
+            for r in range(2):
+                rows += [("run", "toy", "v", regime, 0, r, g, "flat", 1.0),  # the same everywhere
+                         ("run", "toy", "v", regime, 0, r, g, "per_series", level),  # flat within each series
+                         ("run", "toy", "v", regime, 0, r, g, "moves", 1.0 + (g == 2 and r == 1) * 1e-12),
+                         ("run", "toy", "v", regime, 0, r, g, "missing", float("nan"))]
+    rows += [("run", "toy", "v", "replace-p0", 0, 0, 0, "once", 3.0)]  # one generation: not a line at all
+    df = pd.DataFrame(rows, columns=["run", "experiment", "variant", "regime", "seed", "replicate", "generation",
+                                     "metric", "value"])
+    ctx = Context("toy", df, stats.summarise(df), [])
+    assert drawing.constant_metrics(ctx) == {"flat": [1.0], "per_series": [5.0, 7.0]}
