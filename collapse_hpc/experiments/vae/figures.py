@@ -1,11 +1,11 @@
 """The VAE's report figures: sample grids of every generation, the spread of their latent means
-under generation 0's encoder (the paper's figure) and the class entropy."""
+under generation 0's encoder (the paper's figure), the class entropy and the tails."""
 from __future__ import annotations
 
 import numpy as np
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, metric_grid, pick
+from collapse_hpc.plotting.figures import GAPS, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import (Context, no_data, series_order, unit_series)
 
 
@@ -52,10 +52,12 @@ def vae_samples(ctx: Context):
                 ax.set_title(f"generation {g}")
             if g == 0:
                 ax.set_ylabel(key if len(ctx.runs) == 1 else f"{run.label}\n{key}")
-    return fig, ("100 samples decoded from the prior by each generation's VAE (one seed per regime). "
-                 "Collapse: from left to right the digits blur and converge to a few shapes, then one; "
-                 "fewer and blurrier shapes are worse; the row whose last grid still shows many different digits "
-                 "has degraded least.")
+    counted = [f"{m} {t}" for m in ("class_entropy", "class_min_share") if m in ctx.metrics() and (t := trend(ctx, m))]
+    here = (" Here (the classifier's labels of vae.eval_samples samples, mean over seeds): " + "; ".join(counted)
+            + ".") if counted else ""
+    return fig, ("100 samples decoded from the prior by each generation's VAE (one seed per regime). Collapse "
+                 "as the paper expects it: from left to right the digits blur and converge to a few shapes, then one "
+                 "(fewer and blurrier shapes are worse)." + here)
 
 
 def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
@@ -94,6 +96,24 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
                  "its own samples, has sd 1.")
 
 
+def vae_tails(ctx: Context):
+    metrics = [m for m in ("latent_tail_share", "class_min_share") if m in ctx.metrics()]
+    if not metrics:
+        return None
+    fig = metric_grid(ctx, metrics, ylabels={"latent_tail_share": "share beyond the real 99% radius",
+                                             "class_min_share": "rarest digit's share"},
+                      lines={"latent_tail_share": [(0.01, "real training images (1% by definition)")],
+                             "class_min_share": [(0.1, "all ten digits equally often")]})
+    here = "; ".join(f"{m}: {t}" for m in metrics if (t := trend(ctx, m)))
+    return fig, ("The tails of the VAE's output: the share of each generation's generated images (the "
+                 "vae.eval_samples it emits as training data, binary under vae.synthetic: bernoulli) whose latent "
+                 "mean under generation 0's encoder lies farther from the prior's centre than 99% of the real "
+                 "training images' (share beyond the real 99% radius; the radius is in each unit's metrics.parquet "
+                 "metadata, latent_tail), and the share of the rarest digit among the classifier's labels of those "
+                 "images (rarest digit's share). Collapse as the paper expects it: the tails go first, so both "
+                 f"fall to 0 while the common shapes remain (lower is worse). Here: {here}. {GAPS}")
+
+
 def _variants_of(run, experiment: str, regime: str):
     vs = [v for (e, _), v in run.variants.items() if e == experiment and v.regime == regime]
     return vs or [run.variant(experiment, u.variant) for u in run.finished(experiment)
@@ -104,10 +124,12 @@ def vae_class_entropy(ctx: Context):
     metric = pick(ctx.metrics(), "class_entropy", pattern=r"entropy")
     fig = metric and metric_grid(ctx, [metric], ylabels={metric: "class entropy (nats)"})
     return fig and (fig, "Entropy of the classifier's labels of the generated samples (vae.eval_samples) "
-                         "against generation (log 10 = 2.30: all ten digits equally often). Collapse: it falls "
-                         f"towards 0, one digit shape left (lower is worse). {GAPS}")
+                         "against generation (log 10 = 2.30: all ten digits equally often). Collapse as the "
+                         "paper expects it: it falls towards 0, one digit shape left (lower is worse). Here: "
+                         f"{trend(ctx, metric)} nats. {GAPS}")
 
 
 FIGURES = [("samples", "Samples of every generation", vae_samples),
            ("latents", "Latent means of generated images under the generation-0 encoder", vae_latents),
-           ("class_entropy", "Class entropy", vae_class_entropy)]
+           ("class_entropy", "Class entropy", vae_class_entropy),
+           ("tails", "The tails: latent tail and rarest digit", vae_tails)]

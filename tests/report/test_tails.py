@@ -1,0 +1,67 @@
+"""The tail figures of gmm, gaussian and vae: what they draw, against the real data's own level, with
+captions computed from the run's numbers."""
+import numpy as np
+from scipy.special import ndtr
+
+from collapse_hpc.plotting.figures import trend
+from tests.report import synthetic
+from tests.report.test_figures import _context
+
+
+def _labels(fig):
+    return {ln.get_label() for ax in fig.axes for ln in ax.get_lines()}
+
+
+def test_gaussian_tails_draw_median_mean_and_the_real_mass(tmp_path):
+    from collapse_hpc.experiments.gaussian.figures import gaussian_tails
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 12}})
+    synthetic.gaussian(root, generations=12, replicates=40)
+    ctx = _context(root, "gaussian")
+    fig, caption = gaussian_tails(ctx)
+    assert len(fig.axes) == 4  # 2 sigma and 3 sigma x n = 10, 100
+    top = fig.axes[0]
+    assert top.get_ylabel() == "mass beyond μ ± 2σ" and top.get_title() == "n = 10"
+    lines = {ln.get_label(): ln for ln in top.get_lines()}
+    d = ctx.df[(ctx.df["metric"] == "tail_mass_2sigma") & (ctx.df["samples"] == 10)]
+    d = d[d["regime"] == "replace-p0"]
+    np.testing.assert_allclose(lines["replace (median)"].get_ydata(), d.groupby("generation")["value"].median())
+    np.testing.assert_allclose(lines["replace (mean)"].get_ydata(), d.groupby("generation")["value"].mean())
+    assert set(lines["the real distribution's own"].get_ydata()) == {2 * ndtr(-2)}
+    last = d[d["generation"] == 11]["value"]
+    assert (f"replace, samples=10: median {d[d['generation'] == 0]['value'].median():.2g} → {last.median():.2g}, "
+            f"mean") in caption
+    assert f"{(last > 0.5).mean():.1%} of the fits mostly beyond" in caption
+
+
+def test_gmm_tails_draw_against_the_real_distributions_own_share(tmp_path):
+    from collapse_hpc.experiments.gmm.figures import gmm_tails
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gmm": {"generations": 12, "init_data": "two-mode", "separation": 3.0}})
+    synthetic.gmm(root, generations=12)
+    ctx = _context(root, "gmm")
+    fig, caption = gmm_tails(ctx)
+    from collapse_hpc.experiments.gmm.metrics import real_share
+    from collapse_hpc.experiments.gmm.recursion import real_modes
+
+    own = real_share(real_modes("two-mode", 3.0), 2)
+    assert {"replace (median)", "replace (mean)", "accumulate (median)"} <= _labels(fig)
+    ref = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "the real distribution's own"]
+    assert set(ref[0].get_ydata()) == {own} and f"2σ {own:.4f}" in caption
+    assert trend(ctx, "tail_share_3sigma", stat="median") in caption
+    assert "more than k (Mahalanobis, here Euclidean) from every mode" in caption
+
+
+def test_vae_tails_and_the_smallest_class(full_run):
+    from collapse_hpc.experiments.vae.figures import vae_tails
+
+    ctx = _context(full_run, "vae")
+    fig, caption = vae_tails(ctx)
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_visible()] == ["share beyond the real 99% radius",
+                                                                        "rarest digit's share"]
+    refs = {ln.get_label(): set(ln.get_ydata()) for ax in fig.axes for ln in ax.get_lines()
+            if not ln.get_label().startswith(("replace", "accumulate"))}
+    assert refs == {"real training images (1% by definition)": {0.01}, "all ten digits equally often": {0.1}}
+    assert trend(ctx, "latent_tail_share") in caption and trend(ctx, "class_min_share") in caption
