@@ -1,6 +1,8 @@
 """The tail figures of gmm, gaussian and vae: what they draw, against the real data's own level, with
-captions computed from the run's numbers."""
+captions computed from the run's numbers; and the VAE's latent figure as the notebook draws it."""
 import numpy as np
+import pandas as pd
+import pytest
 from scipy.special import ndtr
 
 from collapse_hpc.plotting.figures import trend
@@ -65,3 +67,23 @@ def test_vae_tails_and_the_smallest_class(full_run):
             if not ln.get_label().startswith(("replace", "accumulate"))}
     assert refs == {"real training images (1% by definition)": {0.01}, "all ten digits equally often": {0.1}}
     assert trend(ctx, "latent_tail_share") in caption and trend(ctx, "class_min_share") in caption
+
+
+@pytest.mark.parametrize("how", ["raw", "standardised"])
+def test_latent_figure_raw_as_the_notebook_or_standardised(tmp_path, how):
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    root = tmp_path / "v"
+    section = {"generations": 4, "regimes": [{"name": "replace", "keep_fraction": 0.0}]}
+    synthetic.write_config(root, {"vae": section if how == "raw" else {**section, "latent_figure": how}})
+    synthetic.vae(root)
+    fig, caption = vae_latents(_context(root, "vae"))
+    legend = fig.axes[0].get_legend_handles_labels()[1]
+    pooled = pd.read_parquet(root / "vae" / "replace-p0-s0" / "gen_001" / "latents.parquet")
+    raw = pooled[["mu_0", "mu_1", "mu_2"]].to_numpy().ravel()
+    if how == "raw":  # the notebook: every dimension's means as they are (the default)
+        assert legend[1] == f"generation 1 (sd {np.std(raw):.2f})"
+        assert fig.axes[0].get_xlabel() == "latent mean μ(x), all dimensions pooled" and "as the notebook" in caption
+    else:
+        assert legend[0] == "generation 0 (sd 1.00)" and "so generation 0 has sd 1" in caption
+    assert f"→ {float(legend[-1].split('sd ')[1][:-1]):.2f} (generation 2)" in caption
