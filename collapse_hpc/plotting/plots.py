@@ -150,7 +150,6 @@ def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None =
     """Mean (95% CI band) or median against generation of each series of `run` for `metric`; returns
     lines drawn. thin: a thin dotted line without markers in the series' colour (a second statistic
     beside the first), labelled with `suffix` after the series' label."""
-    settings = ctx.settings()
     order = ctx.series_labels(exclude)
     drawn = 0
     for label, grp in series_rows(ctx, run, metric, fixed=fixed, exclude=exclude, stat=stat):
@@ -161,7 +160,7 @@ def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None =
         if thin:
             kw.update(marker=None, linestyle=":", linewidth=0.9)
         if replicates:
-            _replicate_lines(ax, ctx, run, metric, grp.iloc[0], settings, gens, kw["color"])
+            _replicate_lines(ax, ctx, run, metric, grp.iloc[0], gens, kw["color"])
         ax.plot(gens, g[stat].to_numpy(), label=label + suffix, **kw)
         if band and stat == "mean" and g["ci_low"].notna().any():
             ax.fill_between(gens, g["ci_low"].to_numpy(), g["ci_high"].to_numpy(), color=kw["color"],
@@ -178,7 +177,7 @@ def series_data(ctx: Context, run: str, metric: str, row) -> pd.DataFrame:
     return d
 
 
-def _replicate_lines(ax, ctx, run, metric, row, settings, gens, colour, most: int = 12) -> None:
+def _replicate_lines(ax, ctx, run, metric, row, gens, colour, most: int = 12) -> None:
     d = series_data(ctx, run, metric, row)
     for (_, _), one in list(d.groupby(["seed", "replicate"]))[:most]:
         y = one.set_index("generation")["value"].reindex(gens)

@@ -69,6 +69,8 @@ def overviews(ctx: Context) -> list:
     bookkeeping = [m for m in ctx.metrics() if m in declared and m not in constant]
     metrics = [m for m in ctx.metrics() if m not in constant and m not in declared]
     note = _overview_note(ctx, constant, bookkeeping)
+    if ctx.metrics() and not metrics:  # nothing moves: no grid to draw (not "no data yet")
+        return []
     pages = [metrics[i:i + PAGE] for i in range(0, len(metrics), PAGE)] or [[]]
     if len(pages) == 1:
         return [("all_metrics", "All metrics", lambda c: overview(c, pages[0], note))]
