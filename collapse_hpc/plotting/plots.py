@@ -64,10 +64,17 @@ class Context:
 
     def medians(self, run: str, metric: str) -> pd.DataFrame:
         """The summary's rows of `metric` in `run` with the median over seeds and replicates instead of the
-        mean (column median): for metrics whose mean a few replicates carry."""
-        keys = ["run", "experiment", "regime", *self.settings(), "metric", "generation"]  # the summary's
-        d = self.df[(self.df["run"] == run) & (self.df["metric"] == metric)]
-        return d.groupby(keys, dropna=False, sort=True)["value"].median().rename("median").reset_index()
+        mean (column median): for metrics whose mean a few replicates carry. Computed once per pair."""
+        if (run, metric) not in self._medians:
+            keys = ["run", "experiment", "regime", *self.settings(), "metric", "generation"]  # the summary's
+            d = self.df[(self.df["run"] == run) & (self.df["metric"] == metric)]
+            self._medians[(run, metric)] = d.groupby(keys, dropna=False, sort=True)["value"].median().rename(
+                "median").reset_index()
+        return self._medians[(run, metric)]
+
+    @functools.cached_property
+    def _medians(self) -> dict:
+        return {}
 
     def series_labels(self, exclude: tuple[str, ...] = ()) -> list[str]:
         return sorted({series_label(r, self.settings(), exclude) for _, r in
