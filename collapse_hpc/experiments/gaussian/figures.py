@@ -162,7 +162,7 @@ def _tails_here(ctx: Context, metric: str) -> str:
                          + (f" ({away:.1%} of the fits mostly beyond)" if away else "")
                          + ("" if len(spans) == 1 else f" (generation {first} → {last})"))
         if parts:
-            span = f"generation {min(spans)[0]} → {min(spans)[1]}, " if len(spans) == 1 else ""
+            span = f"generation {min(spans)[0]} → {min(spans)[1]}: " if len(spans) == 1 else ""
             out.append(("" if len(ctx.run_labels) == 1 else f"{run}: ") + span + "; ".join(parts))
     return "; ".join(out)
 
@@ -192,7 +192,7 @@ def gaussian_tails(ctx: Context):
             ax.set_ylabel(f"mass beyond μ ± {k}σ" if c == 0 else "")
             integer_x(ax)
     legend_below(fig, axes)
-    here = " ".join(f"{k}σ ({t})." for k, m in tails if (t := _tails_here(ctx, m)))
+    here = " ".join(f"{k}σ, {t}." for k, m in tails if (t := _tails_here(ctx, m)))
     return fig, ("The tails: the mass each generation's fit N(μ̂, σ̂²) puts beyond the real μ ± 2σ (top) and "
                  "± 3σ (bottom), exact (closed form), one panel per sample size n: the median over replicates (the "
                  "typical fit, solid) and the mean (dotted), against the real distribution's own 0.0455 and 0.0027 "
