@@ -53,8 +53,8 @@ def beyond(points: np.ndarray, modes: np.ndarray, sigmas=SIGMAS) -> dict[int, np
 @numba.njit(**JIT)
 def _count_beyond(points, modes, radii2, counts):
     """counts[r, j]: the points of replicate r whose squared distance to the nearest mode exceeds
-    radii2[j]; one pass over the points without temporaries (with numpy's the recursion took about a
-    tenth longer), on one thread (a parallel region costs more than the pass on a busy machine)."""
+    radii2[j]; one pass over the points without numpy's temporaries, on one thread (starting a parallel
+    region costs more than the pass itself on a busy machine)."""
     R, n, d = points.shape
     for r in range(R):
         for i in range(n):
