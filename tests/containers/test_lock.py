@@ -182,13 +182,28 @@ def test_build_guard_refuses_versions_other_than_the_lock(tmp_path):
     assert r.returncode == 1 and "not the locked versions: ['numpy==0.0.1 (installed" in r.stderr
 
 
-@pytest.mark.slow  # imports torch twice
-def test_build_guard_refuses_a_base_image_with_another_torch():
-    guard = next(g for g in _guards() if "torch.__version__" in g)
-    sed = re.search(r"\$\((sed -n '[^']+') /tmp/requirements\.lock\)", _dockerfile_run_text()).group(1)
+def _locked_torch() -> str:
+    """The locked torch version as the Dockerfile's own sed reads it from the copied lock."""
+    sed = re.search(r"\$\((sed -n '[^']+') /opt/collapse-hpc/requirements\.lock\)", _dockerfile_run_text()).group(1)
     locked = subprocess.run(["bash", "-c", f"{sed} requirements.lock"], cwd=REPO, capture_output=True,
                             text=True, check=True).stdout.strip()
     assert locked == lock_pins()["torch"].split("+")[0]
-    assert subprocess.run([sys.executable, "-c", guard, locked], capture_output=True).returncode == 0
-    r = subprocess.run([sys.executable, "-c", guard, "9.9.9"], capture_output=True, text=True)
-    assert r.returncode == 1 and "!= locked torch 9.9.9" in r.stderr
+    return locked
+
+
+@pytest.mark.slow  # imports torch four times
+def test_build_guard_refuses_a_base_image_with_another_torch():
+    """The torch guard, run on this environment's torch: exact (the default) refuses another
+    version; warn (an NGC base image) keeps it and prints the mismatch; other values are refused."""
+    guard = next(g for g in _guards() if "torch.__version__" in g)
+    assert 'ARG TORCH_GUARD=exact' in (REPO / "Dockerfile").read_text()
+    locked = _locked_torch()
+    r = subprocess.run([sys.executable, "-c", guard, locked, "exact"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith(f"torch {locked}") and "MISMATCH" not in r.stdout
+    r = subprocess.run([sys.executable, "-c", guard, "9.9.9", "exact"], capture_output=True, text=True)
+    assert r.returncode == 1 and "!= locked torch 9.9.9 (make image TORCH_GUARD=warn" in r.stderr
+    assert "locked 9.9.9: MISMATCH" in r.stdout
+    r = subprocess.run([sys.executable, "-c", guard, "9.9.9", "warn"], capture_output=True, text=True)
+    assert r.returncode == 0 and "locked 9.9.9: MISMATCH, kept (TORCH_GUARD=warn)" in r.stdout
+    r = subprocess.run([sys.executable, "-c", guard, locked, "loose"], capture_output=True, text=True)
+    assert r.returncode == 1 and "TORCH_GUARD=loose: exact or warn" in r.stderr
