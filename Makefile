@@ -70,13 +70,13 @@ data: setup  ## prepare the offline default corpora (wikivital, digits)
 	$(CLI) data prepare wikivital
 	$(CLI) data prepare digits
 
-image:  ## build the GPU Docker image (needs a Docker engine): make image [IMAGE=collapse-hpc] [BASE_IMAGE=…]
+image:  ## build the GPU Docker image (needs a Docker engine): make image [IMAGE=collapse-hpc] [BASE_IMAGE=…] [TORCH_GUARD=warn]
 	@command -v docker >/dev/null 2>&1 || { echo "make image: docker not found; build the image on a machine with Docker (README: Containers)" >&2; exit 2; }
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers (docker info failed); start one or build on a workstation with Docker" >&2; exit 2; }
 	@set -e; version=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml); \
 	commit=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD || commit=$$commit-dirty; } || commit=unknown; \
-	set -x; DOCKER_BUILDKIT=1 docker build --build-arg VERSION=$$version --build-arg GIT_COMMIT=$$commit \
-	  $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	set -x; DOCKER_BUILDKIT=1 docker build --platform linux/amd64 --build-arg VERSION=$$version --build-arg GIT_COMMIT=$$commit \
+	  $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(if $(TORCH_GUARD),--build-arg TORCH_GUARD=$(TORCH_GUARD)) \
 	  -t $(or $(IMAGE),collapse-hpc):$$version -t $(or $(IMAGE),collapse-hpc):latest .
 
 sif:  ## convert the Docker image to collapse-hpc-<version>.sif (needs Apptainer): make sif [IMAGE=…] [SIF=…]

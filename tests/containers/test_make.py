@@ -78,11 +78,16 @@ def test_image_build_command(tmp_path):
     assert r.returncode == 0, r.stderr
     v = _version()
     assert log.read_text().splitlines() == [
-        "build", "--build-arg", f"VERSION={v}", "--build-arg", f"GIT_COMMIT={_commit()}",
+        "build", "--platform", "linux/amd64", "--build-arg", f"VERSION={v}", "--build-arg", f"GIT_COMMIT={_commit()}",
         "-t", f"reg.example/me/collapse-hpc:{v}", "-t", "reg.example/me/collapse-hpc:latest", "."]
     r = _make("image", path, "BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime")
     assert "--build-arg\nBASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime\n" in log.read_text()
-    assert f"collapse-hpc:{_version()}" in log.read_text()
+    assert f"collapse-hpc:{_version()}" in log.read_text() and "TORCH_GUARD" not in log.read_text()
+    # an NGC base image keeps its own torch: the guard's switch reaches the build
+    r = _make("image", path, "BASE_IMAGE=nvcr.io/nvidia/pytorch:25.11-py3", "TORCH_GUARD=warn")
+    assert r.returncode == 0, r.stderr
+    assert ("--build-arg\nBASE_IMAGE=nvcr.io/nvidia/pytorch:25.11-py3\n--build-arg\nTORCH_GUARD=warn\n"
+            in log.read_text())
 
 
 def test_sif_build_command(tmp_path):
