@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/collapse-hpc/torch_extensions
 export PYTHONNOUSERSITE := 1
 
-.PHONY: setup lock demo lint test test-slurm submit status aggregate verify bench data image sif clean help
+.PHONY: setup lock demo lint test test-slurm submit status aggregate verify bench data image image-test sif clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -78,6 +78,9 @@ image:  ## build the GPU Docker image (needs a Docker engine): make image [IMAGE
 	set -x; DOCKER_BUILDKIT=1 docker build --platform linux/amd64 --build-arg VERSION=$$version --build-arg GIT_COMMIT=$$commit \
 	  $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(if $(TORCH_GUARD),--build-arg TORCH_GUARD=$(TORCH_GUARD)) \
 	  -t $(or $(IMAGE),collapse-hpc):$$version -t $(or $(IMAGE),collapse-hpc):latest .
+
+image-test: setup  ## build the image with podman on a stand-in base, run a tiny config in it (root, Debian; no Docker needed)
+	bash containers/image-test.sh
 
 sif:  ## convert the Docker image to collapse-hpc-<version>.sif (needs Apptainer): make sif [IMAGE=…] [SIF=…]
 	@command -v apptainer >/dev/null 2>&1 || { echo "make sif: apptainer not found; build the SIF where Apptainer is, from docker save's archive (README: Containers)" >&2; exit 2; }

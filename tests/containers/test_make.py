@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.containers.recipes import REPO
+from tests.containers.recipes import REPO, make_recipe
 
 MAKE = shutil.which("make")
 pytestmark = pytest.mark.skipif(MAKE is None, reason="make is not installed")
@@ -88,6 +88,12 @@ def test_image_build_command(tmp_path):
     assert r.returncode == 0, r.stderr
     assert ("--build-arg\nBASE_IMAGE=nvcr.io/nvidia/pytorch:25.11-py3\n--build-arg\nTORCH_GUARD=warn\n"
             in log.read_text())
+
+
+def test_ci_builds_and_uses_the_image():
+    assert make_recipe("image-test") == ["bash containers/image-test.sh"]
+    assert any(line.split("#")[0].split() == ["timed", "make", "image-test"]
+               for line in (REPO / ".ci" / "run").read_text().splitlines())
 
 
 def test_sif_build_command(tmp_path):
