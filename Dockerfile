@@ -57,7 +57,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN if ! ldconfig -p | grep -q 'libibverbs\.so\.1 '; then \
         apt-get update \
         && apt-get install -y --no-install-recommends libibverbs1 ibverbs-providers librdmacm1 \
-        && rm -rf /var/lib/apt/lists/*; \
+        && apt-get clean && rm -rf /var/lib/apt/lists/*; \
     fi
 
 # The lock stays in the image as the record of its pins. Copied, not mounted: a changed lock

@@ -215,6 +215,8 @@ standin_base
 build
 settings_left_out
 use
-say "image $IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1 / 1e9}'), base $BASE"
+size() { podman image inspect --format '{{.Size}}' "$1"; }
+say "image $IMAGE: $(awk -v i="$(size "$IMAGE")" -v b="$(size "$BASE")" \
+    'BEGIN {printf "%.2f GB, %.2f GB over the base", i / 1e9, (i - b) / 1e9}') ($BASE)"
 say "verify inside the image: $(grep 'units verified' "$WORK/inside.log")"
 step "passed"

@@ -188,5 +188,5 @@ def test_verbs_libraries_installed_only_where_missing(tmp_path, ldconfig, instal
     assert rc == 0
     assert calls[0] == "ldconfig -p"
     expected = ["apt-get update", "apt-get install -y --no-install-recommends libibverbs1 ibverbs-providers librdmacm1",
-                "rm -rf /var/lib/apt/lists/*"]
+                "apt-get clean", "rm -rf /var/lib/apt/lists/*"]
     assert calls[1:] == (expected if installs else [])
