@@ -3,6 +3,7 @@ image installs) and requirements-dev.lock (the same pins and hashes plus the tes
 tools, what make setup and so CI install). Nothing is installed by name anywhere, so a dependency
 cannot be added in one place only. The one difference allowed: the containers take the CUDA
 torch of the base image instead of the lock's CPU wheel, and it must be the locked version."""
+import os
 import re
 import subprocess
 import sys
@@ -207,3 +208,21 @@ def test_build_guard_refuses_a_base_image_with_another_torch():
     assert r.returncode == 0 and "locked 9.9.9: MISMATCH, kept (TORCH_GUARD=warn)" in r.stdout
     r = subprocess.run([sys.executable, "-c", guard, locked, "loose"], capture_output=True, text=True)
     assert r.returncode == 1 and "TORCH_GUARD=loose: exact or warn" in r.stderr
+
+
+def test_ngc_constraints_do_not_reach_the_locks_pip_steps():
+    """NGC PyTorch images set PIP_CONSTRAINT to pin their own numpy and others, which conflict
+    with the lock: the steps that download and install the lock run pip without it."""
+    lock_steps = [a for w, a in dockerfile_instructions() if w == "RUN" and "requirements.cuda.txt" in a
+                  and re.search(r"pip (wheel|install)", a)]
+    assert len(lock_steps) == 2
+    prefixes = {re.match(r"(.*?)python -m pip (?:wheel|install)", re.sub(r"--mount=\S+\s+", "", step)).group(1).strip()
+                for step in lock_steps}
+    assert prefixes == {"env -u PIP_CONSTRAINT"}
+    env = {**os.environ, "PIP_CONSTRAINT": "/etc/pip/constraint.txt"}
+    seen = subprocess.run(["bash", "-c", f"{prefixes.pop()} {sys.executable} -m pip config list"], env=env,
+                          capture_output=True, text=True, check=True).stdout
+    assert ":env:.constraint" not in seen
+    plain = subprocess.run([sys.executable, "-m", "pip", "config", "list"], env=env, capture_output=True,
+                           text=True, check=True).stdout
+    assert ":env:.constraint='/etc/pip/constraint.txt'" in plain  # what NGC's pip would see
