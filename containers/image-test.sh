@@ -199,9 +199,9 @@ use() {
     head -n 1 "$WORK/help.txt"
 }
 
-cleanup() {
-    [ -n "${INSIDE_GROUP:-}" ] && kill -KILL -- "-$INSIDE_GROUP" 2>/dev/null
-    [ -n "${CTR:-}" ] && buildah rm "$CTR" >/dev/null 2>&1
+cleanup() {  # under set -e: every step must succeed, or the rest would not run
+    if [ -n "$INSIDE_GROUP" ]; then kill -KILL -- "-$INSIDE_GROUP" 2>/dev/null || true; fi
+    if [ -n "$CTR" ]; then buildah rm "$CTR" >/dev/null 2>&1 || true; fi
     rm -rf --one-file-system "$WORK"
 }
 
