@@ -36,9 +36,10 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # ---- stage 2: the project's own wheel ----
 # Apart from the locked wheels, so that a change of the code rebuilds only this stage and the
-# one layer that installs its wheel.
-FROM ${BASE_IMAGE} AS project
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# one layer that installs its wheel. On top of stage 1, so that a change of the lock rebuilds
+# both: podman (buildah 1.28) cannot mount a stage that it took whole from its cache into a
+# step that it runs.
+FROM wheels AS project
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY collapse_hpc ./collapse_hpc
@@ -86,7 +87,6 @@ RUN user="$(getent passwd 1000 || true)" && { [ -z "$user" ] || userdel --remove
     && useradd --create-home --uid 1000 --gid 1000 --shell /bin/bash collapse \
     && mkdir -p /hf-cache /workspace \
     && chown collapse:collapse /hf-cache /workspace
-COPY --chown=collapse:collapse configs /opt/collapse-hpc/configs
 
 # The project's wheel, through a mount; the copied checksum changes with the wheel, so no
 # builder reuses this layer for other code, and the mounted wheel is checked against it.
@@ -94,6 +94,7 @@ COPY --from=project /project/SHA256SUMS /opt/collapse-hpc/wheel.sha256
 RUN --mount=type=bind,from=project,source=/project,target=/project \
     sha256sum --check --quiet /opt/collapse-hpc/wheel.sha256 \
     && python -m pip install --disable-pip-version-check --no-cache-dir --no-index --no-deps /project/*.whl
+COPY --chown=collapse:collapse configs /opt/collapse-hpc/configs
 
 ARG VERSION=0.0.0
 ARG GIT_COMMIT=unknown

@@ -148,9 +148,17 @@ build() {
     local version commit
     version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
     commit=$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD || commit=$commit-dirty; } || commit=unknown
-    podman build --isolation chroot --format docker --layers --pull=never "${BUILD_VOLUMES[@]}" \
-        --build-arg BASE_IMAGE="$BASE" --build-arg VERSION="$version" --build-arg GIT_COMMIT="$commit" \
-        -t "$IMAGE" . > "$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; die "podman build failed"; }
+    local args=(--isolation chroot --format docker --pull=never "${BUILD_VOLUMES[@]}" --build-arg BASE_IMAGE="$BASE"
+                --build-arg VERSION="$version" --build-arg GIT_COMMIT="$commit" -t "$IMAGE" .)
+    if ! podman build --layers "${args[@]}" > "$WORK/build.log" 2>&1; then
+        # buildah 1.28 cannot mount a stage it took whole from its cache into a step it runs
+        # (after an edit of the runtime stage above such a step): once more, without the cache
+        grep -q "on host to bind mount into container" "$WORK/build.log" \
+            || { tail -n 40 "$WORK/build.log" >&2; die "podman build failed"; }
+        say "podman could not mount a stage it took from its cache: building again without its cache"
+        podman build --no-cache --layers "${args[@]}" > "$WORK/build.log" 2>&1 \
+            || { tail -n 40 "$WORK/build.log" >&2; die "podman build failed"; }
+    fi
     grep -E "^torch .* from the base image" "$WORK/build.log" || true
 }
 

@@ -49,7 +49,7 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path):
 def test_multi_stage_non_root_entrypoint():
     ins = dockerfile_instructions()
     froms = [a for w, a in ins if w == "FROM"]
-    assert froms == ["${BASE_IMAGE} AS wheels", "${BASE_IMAGE} AS project", "${BASE_IMAGE} AS runtime"]
+    assert froms == ["${BASE_IMAGE} AS wheels", "wheels AS project", "${BASE_IMAGE} AS runtime"]
     final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM"):]
     users = [a for w, a in final if w == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
@@ -75,7 +75,7 @@ def _stages() -> dict[str, list[tuple[str, str]]]:
 
 def test_a_code_change_reuses_the_locked_layers():
     """The code is copied in the project stage only, and in the runtime stage nothing a commit
-    changes (source, VERSION, GIT_COMMIT) comes before the locked wheels are installed."""
+    changes (source, configs, VERSION, GIT_COMMIT) comes before the wheels are installed."""
     stages = _stages()
     assert [name for name, ins in stages.items() if any(w == "COPY" and "collapse_hpc" in a for w, a in ins)] \
         == ["project"]
@@ -83,6 +83,9 @@ def test_a_code_change_reuses_the_locked_layers():
     lock_install = next(i for i, (w, a) in enumerate(runtime) if w == "RUN" and "from=wheels" in a)
     assert [a.split("=")[0] for w, a in runtime[:lock_install] if w == "ARG"] == ["TORCH_GUARD"]
     assert all("--from=project" not in a for w, a in runtime[:lock_install])
+    project_install = next(i for i, (w, a) in enumerate(runtime) if w == "RUN" and "from=project" in a)
+    assert not any(w == "COPY" and "configs" in a for w, a in runtime[:project_install])
+    assert not any(w == "ARG" and a.startswith(("VERSION", "GIT_COMMIT")) for w, a in runtime[:project_install])
 
 
 def _env(ins) -> dict[str, str]:
