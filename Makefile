@@ -80,7 +80,7 @@ image:  ## build the GPU Docker image (needs a Docker engine): make image [IMAGE
 	  -t $(or $(IMAGE),collapse-hpc):$$version -t $(or $(IMAGE),collapse-hpc):latest .
 
 image-test: setup  ## build the image with podman on a stand-in base, run a tiny config in it (root, Debian; no Docker needed)
-	bash containers/image-test.sh
+	bash tests/containers/image/image-test.sh
 
 sif:  ## convert the Docker image to collapse-hpc-<version>.sif (needs Apptainer): make sif [IMAGE=…] [SIF=…]
 	@command -v apptainer >/dev/null 2>&1 || { echo "make sif: apptainer not found; build the SIF where Apptainer is, from docker save's archive (README: Containers)" >&2; exit 2; }

@@ -91,7 +91,7 @@ def test_image_build_command(tmp_path):
 
 
 def test_ci_builds_and_uses_the_image():
-    assert make_recipe("image-test") == ["bash containers/image-test.sh"]
+    assert make_recipe("image-test") == ["bash tests/containers/image/image-test.sh"]
     assert any(line.split("#")[0].split() == ["timed", "make", "image-test"]
                for line in (REPO / ".ci" / "run").read_text().splitlines())
 

@@ -10,11 +10,11 @@
 #      torch at the locked version (the Dockerfile's guards hold unchanged) and, like Ubuntu 24.04
 #      based images (recent NGC PyTorch), a user with uid 1000 already there;
 #   3. build the Dockerfile on it (BASE_IMAGE=);
-#   4. inside the image, as its user (uid 1000): prepare wikivital, run containers/image-test.yaml
+#   4. inside the image, as its user (uid 1000): prepare wikivital, run tests/containers/image/image-test.yaml
 #      (gmm, gaussian, one generation of a tiny LM), verify the run, and run the entrypoint with
 #      its default arguments (--help). The verify line is printed last.
 # pip inside the builds gets this machine's settings and CA bundle as read-only mounts
-# (containers/pip_settings.py): nothing of them lands in a layer, which is checked after the build.
+# (tests/containers/image/pip_settings.py): nothing of them lands in a layer, which is checked after the build.
 #
 # Cached between runs on one machine (a fresh machine builds everything): the debootstrap
 # tarball and the HF cache the run binds (compiled DeepSpeed and numba code) under
@@ -22,7 +22,7 @@
 # pip's downloads (the Dockerfile's cache mounts) and podman's layers (a commit that changes
 # only collapse_hpc/ rebuilds only the project's layers).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 
 CACHE="${COLLAPSE_CACHE:-$HOME/.cache/collapse-hpc}/image-test"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -77,12 +77,12 @@ tools() {
 # for the Dockerfile, the registry's only (pip_settings.py --registry-only): BUILD_VOLUMES.
 pip_volumes() {
     "$PY" -m pip config list > "$WORK/pip-config"
-    "$PY" containers/pip_settings.py "$WORK/pip" < "$WORK/pip-config" > "$WORK/volumes"
+    "$PY" tests/containers/image/pip_settings.py "$WORK/pip" < "$WORK/pip-config" > "$WORK/volumes"
     PIP_VOLUMES=() TARGETS=() BUILD_VOLUMES=() BUILD_TARGETS=()
     while read -r v; do
         PIP_VOLUMES+=(--volume "$v") TARGETS+=("$(cut -d: -f2 <<< "$v")")
     done < "$WORK/volumes"
-    "$PY" containers/pip_settings.py "$WORK/pip-registry" --registry-only < "$WORK/pip-config" > "$WORK/volumes"
+    "$PY" tests/containers/image/pip_settings.py "$WORK/pip-registry" --registry-only < "$WORK/pip-config" > "$WORK/volumes"
     while read -r v; do
         BUILD_VOLUMES+=(--volume "$v") BUILD_TARGETS+=("$(cut -d: -f2 <<< "$v")")
     done < "$WORK/volumes"
@@ -191,7 +191,7 @@ use() {
     CTR=$(buildah from --pull=never --add-host image-test:127.0.0.1 "$IMAGE")
     # its own process group: whatever still runs in the image when this script ends is killed
     setsid buildah run --hostname image-test \
-        --volume "$PWD/containers/image-test.yaml:/image-test/config.yaml:ro" \
+        --volume "$PWD/tests/containers/image/image-test.yaml:/image-test/config.yaml:ro" \
         --volume "$downloads:/cache/downloads:ro" --volume "$hf:/hf-cache" \
         --env COLLAPSE_CACHE=/cache --env HF_HUB_OFFLINE=1 --env HF_DATASETS_OFFLINE=1 \
         "$CTR" -- bash -euo pipefail -c "$INSIDE" > >(tee "$WORK/inside.log") 2>&1 &

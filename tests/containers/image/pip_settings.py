@@ -4,7 +4,7 @@ pip inside `podman build` reaches the package registry only with the host's CA b
 settings (its config files and PIP_* variables, as `pip config list` shows them). They are given
 to every RUN step as read-only volumes, so none of them lands in an image layer:
 
-    pip config list | python containers/pip_settings.py DIR [--registry-only]
+    pip config list | python tests/containers/image/pip_settings.py DIR [--registry-only]
 
 writes DIR/pip.conf (the merged settings, mounted at /etc/pip.conf) and prints one podman
 `--volume` value a line: that file, and every existing file or folder the settings name
@@ -106,7 +106,7 @@ def write(sections: dict[str, dict[str, str]], folder: Path) -> list[str]:
 def main(argv: list[str]) -> int:
     folders = [a for a in argv if a != "--registry-only"]
     if len(folders) != 1 or len(argv) - len(folders) > 1:
-        print("usage: pip config list | python containers/pip_settings.py DIR [--registry-only]", file=sys.stderr)
+        print("usage: pip config list | python tests/containers/image/pip_settings.py DIR [--registry-only]", file=sys.stderr)
         return 2
     sections = with_ca_bundle(parse(sys.stdin.read()))
     if "--registry-only" in argv:
