@@ -52,7 +52,7 @@ def _loss_sums(model, ids: np.ndarray, batch_size: int, device, bf16: bool = Fal
         for start in range(0, len(ids), batch_size):
             batch = torch.from_numpy(ids[start:start + batch_size]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
-                logits = model(input_ids=batch).logits
+                logits = model(input_ids=batch, use_cache=False).logits
             losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch[:, 1:], reduction="none")
             rows = slice(start, start + len(batch))
             out[rows, 0] = losses.sum(1).double().cpu().numpy()

@@ -229,7 +229,7 @@ def pretrain(model, blocks, cfg, seed: int = 0) -> None:
             for start in range(0, len(blocks), bs):
                 batch = torch.from_numpy(blocks[order[start:start + bs]]).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    loss = model(input_ids=batch, labels=batch).loss
+                    loss = model(input_ids=batch, labels=batch, use_cache=False).loss
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)

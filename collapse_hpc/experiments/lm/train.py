@@ -370,7 +370,7 @@ class _Training:
                 pos = base + (m * world_size + rank) * micro
                 batch = ids_dev[order_dev[pos:pos + micro]]
                 torch.manual_seed(dropout_seed(seed, state["global_step"], pos - base))
-                loss = engine(input_ids=batch, labels=batch).loss
+                loss = engine(input_ids=batch, labels=batch, use_cache=False).loss
                 engine.backward(loss)
                 engine.step()
                 # a running sum on the device: no host sync per step, and no per-step tensor kept

@@ -358,3 +358,23 @@ def test_joining_builds_no_extension_and_a_stale_build_lock_cannot_hang_it(tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "(0, 1)"
     assert sorted(p.name for p in stale.iterdir()) == ["lock"]  # nothing built beside it
+
+
+def test_training_and_evaluation_never_build_a_kv_cache(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path):
+    """HF's OPT returns a key/value cache from every forward unless told not to: in training and
+    evaluation that is memory and time for nothing (and under torch.compile a recompile trigger)."""
+    import torch
+
+    from collapse_hpc.experiments.lm.evaluate import perplexity
+    from collapse_hpc.experiments.lm.model import build_model
+
+    cfg = tiny_cfg(epochs=1)
+    model = build_model(cfg, lm_tokenizer, lm_data_dir)
+    caches = []
+    model.register_forward_hook(lambda _m, _a, out: caches.append(out.past_key_values))
+    train.train_generation(model, lm_tokenizer, lm_blocks["train"].slice(0, 32), lm_blocks["validation"].slice(0, 16), cfg,
+                           tmp_path / "model", tmp_path / "ckpt", seed=0, rank=0, world_size=1, local_rank=0)
+    trained = len(caches)
+    perplexity(model, lm_blocks["validation"].slice(0, 16), 8, torch.device("cpu"))
+    assert trained > 0 and len(caches) > trained
+    assert all(c is None for c in caches), f"{sum(c is not None for c in caches)} of {len(caches)} forwards built a cache"
