@@ -8,7 +8,8 @@ import sys
 
 from tests.containers.recipes import REPO
 
-_spec = importlib.util.spec_from_file_location("pip_settings", REPO / "tests" / "containers" / "image" / "pip_settings.py")
+SCRIPT = REPO / "tests" / "containers" / "image" / "pip_settings.py"
+_spec = importlib.util.spec_from_file_location("pip_settings", SCRIPT)
 pip_settings = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pip_settings)
 
@@ -66,7 +67,7 @@ def test_ca_bundle_from_ssl_cert_file_when_pip_has_none():
 def test_the_command_writes_the_conf_and_prints_the_volumes(tmp_path):
     """As image-test runs it: `pip config list` on stdin; the pip.conf holds the merged settings."""
     (tmp_path / "wheels").mkdir()
-    r = subprocess.run([sys.executable, str(REPO / "tests" / "containers" / "image" / "pip_settings.py"), str(tmp_path / "out")],
+    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "out")],
                        input=_listing(tmp_path), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [f"{tmp_path}/out/pip.conf:/etc/pip.conf:ro",
@@ -77,6 +78,6 @@ def test_the_command_writes_the_conf_and_prints_the_volumes(tmp_path):
 
 
 def test_usage_without_a_folder():
-    r = subprocess.run([sys.executable, str(REPO / "tests" / "containers" / "image" / "pip_settings.py")], capture_output=True,
+    r = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True,
                        text=True, input="")
     assert r.returncode == 2 and r.stderr.startswith("usage:")

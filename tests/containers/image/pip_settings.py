@@ -106,7 +106,8 @@ def write(sections: dict[str, dict[str, str]], folder: Path) -> list[str]:
 def main(argv: list[str]) -> int:
     folders = [a for a in argv if a != "--registry-only"]
     if len(folders) != 1 or len(argv) - len(folders) > 1:
-        print("usage: pip config list | python tests/containers/image/pip_settings.py DIR [--registry-only]", file=sys.stderr)
+        print("usage: pip config list | python tests/containers/image/pip_settings.py DIR [--registry-only]",
+              file=sys.stderr)
         return 2
     sections = with_ca_bundle(parse(sys.stdin.read()))
     if "--registry-only" in argv:
