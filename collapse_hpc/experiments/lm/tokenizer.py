@@ -16,6 +16,7 @@ import hashlib
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm.corpus import read_texts
 from collapse_hpc.store import atomic
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -48,11 +49,7 @@ def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
 
     folder = bpe_dir(data_dir, dataset, vocab_size)
     if not (folder / "tokenizer.json").is_file():
-        from collapse_hpc.experiments.lm.data import read_texts
-
-        texts = read_texts(data_dir, dataset, "train")
-        tok = train_bpe(texts, vocab_size)
-        save_atomic(tok, folder)
+        save_atomic(train_bpe(read_texts(data_dir, dataset, "train"), vocab_size), folder)
     return AutoTokenizer.from_pretrained(str(folder))
 
 

@@ -1,0 +1,51 @@
+"""A prepared data set's text: its splits' rows, each checked against the data set's card.
+
+The lowest of the language model's data modules: the tokenizer reads the train split here to
+learn its BPE, and data.py (preparation, token blocks) reads texts here to cut them into blocks.
+
+API:
+- SPLITS                                     the splits every prepared data set has
+- read_texts(data_dir, dataset, split) -> list[str]   column `text` of data/<dataset>/<split>.parquet
+- check_card(split_file)                     UserError if the split is not the file its card recorded
+- read_parquet(path, columns=None, schema_only=False)  a Parquet table or schema, else a UserError
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+
+
+def read_parquet(path: Path, columns=None, schema_only: bool = False):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path) if schema_only else pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+
+
+def read_texts(data_dir: Path, dataset: str, split: str) -> list[str]:
+    if split not in SPLITS:
+        raise UserError(f"split {split!r}: must be one of {', '.join(SPLITS)}")
+    path = Path(data_dir) / dataset / f"{split}.parquet"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; prepare the data set first: collapse-hpc data prepare {dataset}")
+    check_card(path)
+    table = read_parquet(path)
+    if "text" not in table.column_names:
+        raise UserError(f"{path}: no column 'text'; prepare it again with --force")
+    return table.column("text").to_pylist()
+
+
+def check_card(split_file: Path) -> None:
+    """The split is the file its card recorded; also where only its cached blocks are read, which
+    were made from it."""
+    from collapse_hpc.store.cards import check_against_card, read_card
+
+    card = read_card(split_file.parent)
+    if card is not None and split_file.is_file():
+        check_against_card(split_file, card)
