@@ -36,9 +36,6 @@ PRESETS = ("beam", "greedy", "sampling", "temperature", "top_k", "top_p", "min_p
 PARAMETER = ("temperature", "top_k", "top_p", "min_p")  # strategies named after the one knob they set
 SAMPLED = ("sampling", *PARAMETER)
 ORIGINAL = "original.parquet"  # reference --generate: the blocks kept unchanged (source "original")
-# Called with the number of chunks this call has written, after each one is on disk (tests append
-# one that kills the process, to check that sampling resumes to the same shards).
-AFTER_CHUNK: list = []
 
 
 def parse_strategy(text: str) -> tuple[str, float | None]:
@@ -426,8 +423,6 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
         write_parquet(shard_dir / shard_name(rank, k), table,
                       {"decoding": d.metadata(), "model_sha256": model_hash, "generation": generation, "chunk": k,
                        "prompts": [lo, hi], "seed": chunk_seed})
-        for hook in AFTER_CHUNK:
-            hook(todo.index(k) + 1)
     if log and todo:
         dt = time.time() - started
         log.info("sampled %d chunks (%d tokens) in %.1f s: %.0f tokens/s", len(todo), produced, dt,

@@ -66,9 +66,6 @@ from collapse_hpc.experiments.lm import distributed
 from collapse_hpc.store import atomic
 
 COMPLETE = "complete.json"
-# Called with the global step after each checkpoint is complete on every rank (tests append one
-# that kills the process, to check that training resumes to the same weights).
-AFTER_CHECKPOINT: list = []
 
 
 def batch_plan(batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:
@@ -343,8 +340,6 @@ class _Training:
             for _, old in _complete_tags(ckpt_dir)[:-1]:
                 shutil.rmtree(old, ignore_errors=True)
         distributed.barrier()
-        for hook in AFTER_CHECKPOINT:
-            hook(state["global_step"])
 
     def epoch(self, epoch: int) -> None:
         """One epoch's optimizer steps (from where a resumed checkpoint left off)."""

@@ -178,8 +178,9 @@ def _kill_and_resume(tmp_path, store, variant: str, gen: int) -> Path:
            "from collapse_hpc import engine; "
            f"engine.run_unit(sys.argv[1], 'lm', '{variant}', {gen})", str(store.root)]
     # the same unit, in a process that kills itself (SIGKILL) once its first chunk is on disk
-    kill = "import os, signal; from collapse_hpc.experiments.lm import sample; " \
-           "sample.AFTER_CHUNK.append(lambda n: n == 1 and os.kill(os.getpid(), signal.SIGKILL)); "
+    kill = ("import os, signal, collapse_hpc.store as store; write = store.write_parquet; "
+            "store.write_parquet = lambda path, *a, **k: (write(path, *a, **k), "
+            "os.path.basename(path).startswith('part-') and os.kill(os.getpid(), signal.SIGKILL))[0]; ")
     env = {**os.environ, "COLLAPSE_THREADS": "1"}
     proc = subprocess.run([cmd[0], cmd[1], kill + cmd[2], *cmd[3:]], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=300)

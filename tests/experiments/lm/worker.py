@@ -19,6 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tests.experiments.lm.conftest import tiny_cfg  # noqa: E402
 
 
+def _kill_after_checkpoint(training, step: int) -> None:
+    """SIGKILL this process once the checkpoint of `step` is complete on every rank."""
+    checkpoint = training._Training.checkpoint
+
+    def checkpoint_then_kill(self):
+        checkpoint(self)
+        if self.state["global_step"] == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    training._Training.checkpoint = checkpoint_then_kill
+
+
 def main():
     data_dir, out_root, overrides = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
     torch.set_num_threads(1)
@@ -27,11 +39,12 @@ def main():
     from collapse_hpc.experiments.lm.evaluate import perplexity
     from collapse_hpc.experiments.lm.model import build_model
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
-    from collapse_hpc.experiments.lm.train import AFTER_CHECKPOINT, train_generation
+    from collapse_hpc.experiments.lm import train as training
+    from collapse_hpc.experiments.lm.train import train_generation
 
     kill_at = os.environ.get("WORKER_KILL_AT_STEP")
     if kill_at:
-        AFTER_CHECKPOINT.append(lambda step: step == int(kill_at) and os.kill(os.getpid(), signal.SIGKILL))
+        _kill_after_checkpoint(training, int(kill_at))
 
     logging.basicConfig(level=logging.INFO)
     cfg = tiny_cfg(**overrides)
