@@ -27,10 +27,13 @@
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from collapse_hpc.experiments.lm import distributed
+from collapse_hpc.experiments.lm.pipeline import Pipeline
 from collapse_hpc.store import atomic
 
 MODEL, LAST, SHARDS, CHECKPOINTS = "model", "model_last", "shards", "checkpoints"
@@ -38,21 +41,65 @@ TRAINING = "training.json"  # inside model/: the stage-1 training summary
 EXAMPLES = 4  # prompts whose continuations go to examples.parquet, evenly spaced over the prompts
 
 
-def _blocks(ctx, tokenizer, split: str, limit: int = 0):
-    from collapse_hpc.experiments.lm.data import load_blocks
+@dataclass
+class _Inputs:
+    """What a generation reads: the real splits' blocks and its training set (step 1)."""
+
+    whole: Any  # the whole real train split: what rarity is counted over
+    real: Any  # its first max_train_blocks: generation 0's training blocks, the paper's prompts
+    val: Any
+    test: Any
+    train_set: Any = None
+    curated: dict = field(default_factory=dict)  # what a curated regime's scores came to (metrics)
+
+
+def run_generation(ctx) -> None:
+    import torch
+
+    from collapse_hpc.experiments.lm.sample import read_shards
+
+    torch.set_num_threads(ctx.threads)
+    lm = Pipeline.start(ctx.config, ctx.data_dir, ctx.log)
+    distributed.barrier()  # rank 0 has reset the unit folder before anyone writes into it
+    inputs = _inputs(ctx, lm)
+    training = _train(ctx, lm, inputs)
+    model = lm.load(ctx.path(MODEL))  # the best weights: every score below is theirs
+    weights = _weights(ctx, training)
+    prompts, decoding, sample_seconds = _sample(ctx, lm, model, inputs, weights)
+    shards = read_shards(ctx.path(SHARDS))
+    scores = _evaluate(ctx, lm, model, inputs, shards)
+    if not ctx.is_main:
+        return
+    values = _metrics(ctx, inputs, training, scores, shards, sample_seconds)
+    rarity = _rarity(ctx.config, inputs, scores)
+    ctx.record(weights=weights, rarity=rarity)
+    _write(ctx, lm, inputs, training, weights, decoding, prompts, shards, scores, values, rarity)
+
+
+def _inputs(ctx, lm: Pipeline) -> _Inputs:
+    """Step 1: the real blocks, and what this generation trains on (identical on every rank: same
+    seed): the regime's mix of real blocks and earlier generations' generated ones."""
+    from collapse_hpc.experiments.lm import curation, mixing
+    from collapse_hpc.experiments.lm.sample import read_shards
 
     cfg = ctx.config
-    table = load_blocks(ctx.data_dir, cfg.dataset, split, tokenizer, cfg.block_size, cfg.block_grouping)
-    return table.slice(0, limit) if limit else table
+    whole = lm.blocks("train")
+    inputs = _Inputs(whole, whole.slice(0, cfg.max_train_blocks) if cfg.max_train_blocks else whole,
+                     lm.blocks("validation", cfg.max_eval_blocks), lm.blocks("test", cfg.max_eval_blocks))
+    generated = [read_shards(p / SHARDS) for p in ctx.previous]
+    scores, inputs.curated = curation.scores(ctx, inputs.real, generated, lm.tokenizer, lm.device)
+    inputs.train_set = mixing.training_set(ctx.variant.regime, inputs.real, generated,
+                                           np.random.default_rng(ctx.seed(2)), scores)
+    ctx.log.info("gen %d (%s): %d training blocks by source %s", ctx.generation, ctx.variant.regime.label,
+                 inputs.train_set.num_rows, mixing.counts_by_source(inputs.train_set))
+    return inputs
 
 
-def _train(ctx, tokenizer, train_set, val, log) -> dict:
-    """Train this generation's model unless an earlier attempt already saved it."""
-    from collapse_hpc.experiments.lm import distributed
+def _train(ctx, lm: Pipeline, inputs: _Inputs) -> dict:
+    """Step 2: train this generation's model unless an earlier attempt already saved it."""
     from collapse_hpc.experiments.lm.model import build_model, load_model, weights_fingerprint
-    from collapse_hpc.experiments.lm.train import train_generation
 
-    cfg, out = ctx.config, ctx.path(MODEL)
+    cfg, out, log = ctx.config, ctx.path(MODEL), ctx.log
     if (out / TRAINING).is_file():
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
@@ -61,17 +108,112 @@ def _train(ctx, tokenizer, train_set, val, log) -> dict:
         source = ctx.previous[0 if cfg.init == "gen0" else -1] / MODEL
         model, init_from = load_model(source), source.parent.name
     else:
-        model, init_from = build_model(cfg, tokenizer, ctx.data_dir), "initial"
+        model, init_from = build_model(cfg, lm.tokenizer, ctx.data_dir), "initial"
     start = {"init": cfg.init, "init_from": init_from, "init_weights_sha256": weights_fingerprint(model)}
     log.info("gen %d: training from %s weights (%s)", ctx.generation, init_from, start["init_weights_sha256"])
-    result = start | train_generation(model, tokenizer, train_set, val, cfg, out, ctx.path(CHECKPOINTS),
-                              seed=ctx.seed(1), rank=ctx.rank, world_size=ctx.world_size,
-                              local_rank=ctx.local_rank, log=log,
-                              last_dir=ctx.path(LAST) if cfg.sample_from == "last" else None)
+    result = start | lm.train(model, inputs.train_set, inputs.val, out, seed=ctx.seed(1),
+                              checkpoints=ctx.path(CHECKPOINTS),
+                              last=ctx.path(LAST) if cfg.sample_from == "last" else None)
     if ctx.is_main:
         atomic.write_json(out / TRAINING, result)
     distributed.barrier()
     return result
+
+
+def _weights(ctx, training: dict) -> dict:
+    """The weights that sample (sample_from: best, model/; last, model_last/) and those every score
+    is taken with (model/): folder, fingerprint, epoch."""
+    from collapse_hpc.experiments.lm.model import model_fingerprint
+
+    sampled = LAST if ctx.config.sample_from == "last" else MODEL
+    return {"sampled": {"folder": sampled, "sha256": model_fingerprint(ctx.path(sampled)),
+                        "epoch": training["best_epoch"] if sampled == MODEL else training["epochs"] - 1},
+            "scored": {"folder": MODEL, "sha256": model_fingerprint(ctx.path(MODEL)),
+                       "epoch": training["best_epoch"]}}
+
+
+def _sample(ctx, lm: Pipeline, model, inputs: _Inputs, weights: dict):
+    """Step 3: the next generation's data, by the weights sample_from names (the same on every rank
+    and on resume) -> (prompts, decoding, seconds this rank sampled)."""
+    from collapse_hpc.experiments.lm import mixing
+    from collapse_hpc.experiments.lm.sample import Decoding
+
+    cfg = ctx.config
+    sampler = model if weights["sampled"]["folder"] == MODEL else lm.load(ctx.path(LAST))
+    prompts = mixing.prompts(cfg.prompts, inputs.train_set, inputs.real, np.random.default_rng(ctx.seed(3)))
+    decoding = Decoding.from_config(cfg, ctx.variant.settings.get("decoding"))
+    seconds = lm.sample(sampler, prompts, decoding, ctx.path(SHARDS), generation=ctx.generation, seed=ctx.seed(4),
+                        model_hash=weights["sampled"]["sha256"], prompt_source=cfg.prompts)
+    return prompts, decoding, seconds
+
+
+def _evaluate(ctx, lm: Pipeline, model, inputs: _Inputs, shards) -> dict:
+    """Step 4, with the best weights (sharded over ranks; every rank gets the full result): the
+    real test split, also by token class; the real training blocks; the generated blocks under the
+    generation-0 model; generation 0 also scores the initial model (a reference line)."""
+    from collapse_hpc.experiments.lm import metrics
+    from collapse_hpc.experiments.lm.data import block_array
+
+    cfg = ctx.config
+    whole_ids = block_array(inputs.whole)
+    classes = metrics.token_classes(metrics.token_counts(whole_ids, model.get_input_embeddings().num_embeddings),
+                                    cfg.rare_fraction, cfg.frequent_fraction)
+    scores = {"classes": classes, "whole_ids": whole_ids, "test": lm.score(model, inputs.test, classes=classes),
+              "real": lm.score(model, inputs.real), "gen_ids": block_array(shards)}
+    scorer = model if ctx.generation == 0 else lm.load(ctx.previous[0] / MODEL)
+    scores["generated"] = lm.score(scorer, scores["gen_ids"])
+    scores["baseline"] = _initial_model(ctx, lm, inputs, classes) if ctx.generation == 0 else {}
+    return scores
+
+
+def _initial_model(ctx, lm: Pipeline, inputs: _Inputs, classes) -> dict:
+    """Generation 0's reference lines: the initial model, before any fine-tuning, on the same test
+    blocks, and the real training blocks' own token-class shares; the manifest says what that
+    initial model is."""
+    from collapse_hpc.experiments.lm import metrics
+    from collapse_hpc.experiments.lm.data import block_array
+    from collapse_hpc.experiments.lm.model import build_model, initial_model
+
+    cfg = ctx.config
+    initial = build_model(cfg, lm.tokenizer, ctx.data_dir).to(lm.device).eval()
+    baseline = {"zero_shot_test_ppl": lm.score(initial, inputs.test).corpus_ppl}
+    real_shares = metrics.class_shares(block_array(inputs.real), classes)
+    baseline.update(real_rare_token_share=real_shares["rare"], real_middle_token_share=real_shares["middle"])
+    ctx.record(initial_model=initial_model(cfg, ctx.data_dir, lm.tokenizer))
+    return baseline
+
+
+def _metrics(ctx, inputs: _Inputs, training: dict, scores: dict, shards, sample_seconds: float) -> dict:
+    """metrics.parquet's one row: perplexities, diversity of the generated text, timings, and what
+    a curated regime let through."""
+    from collapse_hpc.experiments.lm import metrics, mixing
+
+    test, gen_ids = scores["test"], scores["gen_ids"]
+    tails = {f"test_ppl_{c}": test.class_ppl(k) for k, c in enumerate(metrics.CLASSES)}
+    values = {"test_ppl": test.corpus_ppl, **tails, **scores["baseline"], "real_train_ppl": scores["real"].corpus_ppl,
+              "val_loss": training.get("best_val_loss", float("nan")),
+              **metrics.ppl_percentiles(scores["generated"].per_sequence),
+              **metrics.diversity(gen_ids, shards.column("text").to_pylist(), scores["classes"]),
+              "train_seconds": training.get("seconds", float("nan")), "sample_seconds": sample_seconds,
+              "sample_tokens_per_s": gen_ids.size / sample_seconds if sample_seconds > 0 else float("nan"),
+              **inputs.curated}
+    if inputs.curated:  # what the curation let through: real blocks, and distinct blocks (it may draw one twice)
+        src = inputs.train_set.column("source_generation").to_numpy()
+        pairs = set(zip(src.tolist(), inputs.train_set.column("source_block_id").to_pylist()))
+        values.update(train_real_share=float((src == mixing.REAL).mean()),
+                      train_distinct_share=len(pairs) / max(inputs.train_set.num_rows, 1))
+    return values
+
+
+def _rarity(cfg, inputs: _Inputs, scores: dict) -> dict:
+    """How the token classes were drawn, for the manifest and metrics.parquet's metadata."""
+    from collapse_hpc.experiments.lm import metrics
+    from collapse_hpc.experiments.lm.data import block_array
+
+    whole_ids, classes = scores["whole_ids"], scores["classes"]
+    return {"rare_fraction": cfg.rare_fraction, "frequent_fraction": cfg.frequent_fraction,
+            "real_train_tokens": int(whole_ids.size), "real_train_mass": metrics.class_shares(whole_ids, classes),
+            "test_target_share": metrics.class_shares(block_array(inputs.test)[:, 1:], classes)}
 
 
 def curve_table(generation: int, curve: dict | None):
@@ -87,106 +229,28 @@ def curve_table(generation: int, curve: dict | None):
     return pa.table({**columns, **{k: pa.array(curve[k], pa.float64()) for k in CURVE if k not in columns}})
 
 
-def run_generation(ctx) -> None:
-    import torch
+def _write(ctx, lm: Pipeline, inputs: _Inputs, training, weights, decoding, prompts, shards, scores, values,
+           rarity) -> None:
+    """Rank 0: this generation's tables, each with the same metadata."""
+    from collapse_hpc.experiments.lm import mixing
+    from collapse_hpc.experiments.lm.evaluate import perplexity_table
+    from collapse_hpc.experiments.lm.metrics import metrics_table
 
-    from collapse_hpc.experiments.lm import curation, distributed, metrics, mixing
-    from collapse_hpc.experiments.lm.data import block_array
-    from collapse_hpc.experiments.lm.evaluate import perplexity, perplexity_table, score
-    from collapse_hpc.experiments.lm.model import build_model, initial_model, load_model, model_fingerprint
-    from collapse_hpc.experiments.lm.sample import Decoding, read_shards, sample_shards
-    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
-
-    cfg, log, g = ctx.config, ctx.log, ctx.generation
-    torch.set_num_threads(ctx.threads)
-    distributed.init()
-    distributed.barrier()  # rank 0 has reset the unit folder before anyone writes into it
-    tokenizer = load_tokenizer(cfg, ctx.data_dir)
-    whole = _blocks(ctx, tokenizer, "train")  # the whole real train split: what rarity is counted over
-    real = whole.slice(0, cfg.max_train_blocks) if cfg.max_train_blocks else whole
-    val = _blocks(ctx, tokenizer, "validation", cfg.max_eval_blocks)
-    test = _blocks(ctx, tokenizer, "test", cfg.max_eval_blocks)
-
-    # 1. what this generation trains on (identical on every rank: same seed)
-    device = distributed.device(ctx.local_rank)
-    generated = [read_shards(p / SHARDS) for p in ctx.previous]
-    scores, curated = curation.scores(ctx, real, generated, tokenizer, device)
-    train_set = mixing.training_set(ctx.variant.regime, real, generated, np.random.default_rng(ctx.seed(2)), scores)
-    log.info("gen %d (%s): %d training blocks by source %s", g, ctx.variant.regime.label, train_set.num_rows,
-             mixing.counts_by_source(train_set))
-
-    # 2. train
-    training = _train(ctx, tokenizer, train_set, val, log)
-
-    # 3. sample with the weights sample_from names (the same on every rank and on resume)
-    model = load_model(ctx.path(MODEL)).to(device).eval()  # best: every score below is its
-    sampled = ctx.path(LAST if cfg.sample_from == "last" else MODEL)
-    sampler = model if sampled.name == MODEL else load_model(sampled).to(device).eval()
-    weights = {"sampled": {"folder": sampled.name, "sha256": model_fingerprint(sampled),
-                           "epoch": training["best_epoch"] if sampled.name == MODEL else training["epochs"] - 1},
-               "scored": {"folder": MODEL, "sha256": model_fingerprint(ctx.path(MODEL)),
-                          "epoch": training["best_epoch"]}}
-    prompts = mixing.prompts(cfg.prompts, train_set, real, np.random.default_rng(ctx.seed(3)))
-    decoding = Decoding.from_config(cfg, ctx.variant.settings.get("decoding"))
-    t0 = time.time()
-    sample_shards(sampler, tokenizer, prompts, decoding, ctx.path(SHARDS), generation=g, rank=ctx.rank,
-                  world_size=ctx.world_size, batch_size=cfg.sample_batch_size, seed=ctx.seed(4),
-                  model_hash=weights["sampled"]["sha256"], device=device, log=log, prompt_source=cfg.prompts)
-    sample_seconds = time.time() - t0
-    del sampler
-    distributed.barrier()  # every shard exists
-
-    # 4. evaluate with the best weights (sharded over ranks; every rank gets the full result)
-    ev = dict(batch_size=cfg.eval_batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size,
-              bf16=cfg.eval_precision == "bf16")
-    whole_ids = block_array(whole)
-    classes = metrics.token_classes(metrics.token_counts(whole_ids, model.get_input_embeddings().num_embeddings),
-                                    cfg.rare_fraction, cfg.frequent_fraction)
-    test_scores = score(model, test, classes=classes, **ev)
-    real_ppl, real_seq_ppl = perplexity(model, real, **ev)
-    shards = read_shards(ctx.path(SHARDS))
-    gen_ids = block_array(shards)
-    scorer = model if g == 0 else load_model(ctx.previous[0] / MODEL).to(device).eval()
-    _, seq_ppl = perplexity(scorer, gen_ids, **ev)
-    baseline = {}
-    if g == 0:  # the initial model before any fine-tuning, on the same test blocks (a reference line)
-        initial = build_model(cfg, tokenizer, ctx.data_dir).to(device).eval()
-        baseline["zero_shot_test_ppl"] = perplexity(initial, test, **ev)[0]
-        real_shares = metrics.class_shares(block_array(real), classes)
-        baseline.update(real_rare_token_share=real_shares["rare"], real_middle_token_share=real_shares["middle"])
-        ctx.record(initial_model=initial_model(cfg, ctx.data_dir, tokenizer))
-        del initial
-    if not ctx.is_main:
-        return
-    tails = {f"test_ppl_{c}": test_scores.class_ppl(k) for k, c in enumerate(metrics.CLASSES)}
-    values = {"test_ppl": test_scores.corpus_ppl, **tails, **baseline, "real_train_ppl": real_ppl,
-              "val_loss": training.get("best_val_loss", float("nan")),
-              **metrics.ppl_percentiles(seq_ppl),
-              **metrics.diversity(gen_ids, shards.column("text").to_pylist(), classes),
-              "train_seconds": training.get("seconds", float("nan")), "sample_seconds": sample_seconds,
-              "sample_tokens_per_s": gen_ids.size / sample_seconds if sample_seconds > 0 else float("nan"),
-              **curated}
-    if curated:  # what the curation let through: real blocks, and distinct blocks (it may draw one twice)
-        src = train_set.column("source_generation").to_numpy()
-        pairs = set(zip(src.tolist(), train_set.column("source_block_id").to_pylist()))
-        values.update(train_real_share=float((src == mixing.REAL).mean()),
-                      train_distinct_share=len(pairs) / max(train_set.num_rows, 1))
-    rarity = {"rare_fraction": cfg.rare_fraction, "frequent_fraction": cfg.frequent_fraction,
-              "real_train_tokens": int(whole_ids.size), "real_train_mass": metrics.class_shares(whole_ids, classes),
-              "test_target_share": metrics.class_shares(block_array(test)[:, 1:], classes)}
-    ctx.record(weights=weights, rarity=rarity)
+    cfg, g = ctx.config, ctx.generation
     meta = {"generation": g, "regime": ctx.variant.regime.label, "seed": ctx.variant.seed,
             "model_sha256": weights["scored"]["sha256"], "sampled_sha256": weights["sampled"]["sha256"],
             "sample_from": cfg.sample_from, "decoding": decoding.metadata(), "init": cfg.init,
             "init_from": training.get("init_from"), "prompts": cfg.prompts,
-            "train_blocks": train_set.num_rows, "generated_blocks": shards.num_rows}
-    ctx.write_table("train_set.parquet", train_set, meta)
-    ctx.write_table("test_ppl.parquet", perplexity_table(test, test_scores.per_sequence), meta)
-    ctx.write_table("real_train_ppl.parquet", perplexity_table(real, real_seq_ppl), meta)
-    ctx.write_table("sequence_ppl.parquet", perplexity_table(shards, seq_ppl), meta)
-    ctx.write_table("examples.parquet", mixing.examples(prompts, shards, tokenizer, EXAMPLES, cfg.prompts), meta)
-    ctx.write_table("metrics.parquet", metrics.metrics_table(g, values), meta | {"rarity": rarity})
+            "train_blocks": inputs.train_set.num_rows, "generated_blocks": shards.num_rows}
+    ctx.write_table("train_set.parquet", inputs.train_set, meta)
+    ctx.write_table("test_ppl.parquet", perplexity_table(inputs.test, scores["test"].per_sequence), meta)
+    ctx.write_table("real_train_ppl.parquet", perplexity_table(inputs.real, scores["real"].per_sequence), meta)
+    ctx.write_table("sequence_ppl.parquet", perplexity_table(shards, scores["generated"].per_sequence), meta)
+    ctx.write_table("examples.parquet", mixing.examples(prompts, shards, lm.tokenizer, EXAMPLES, cfg.prompts),
+                    meta)
+    ctx.write_table("metrics.parquet", metrics_table(g, values), meta | {"rarity": rarity})
     ctx.write_table("training_curve.parquet", curve_table(g, training.get("curve")), meta)
-    log.info("gen %d (%s): test ppl %.2f (rare %.1f, middle %.1f, frequent %.1f), generated-data ppl under "
-             "gen 0: median %.2f, rare tokens %.4f of generated", g, ctx.variant.regime.label,
-             test_scores.corpus_ppl, *tails.values(), values["ppl_p50"], values["rare_token_share"])
+    ctx.log.info("gen %d (%s): test ppl %.2f (rare %.1f, middle %.1f, frequent %.1f), generated-data ppl under "
+                 "gen 0: median %.2f, rare tokens %.4f of generated", g, ctx.variant.regime.label,
+                 values["test_ppl"], values["test_ppl_rare"], values["test_ppl_middle"], values["test_ppl_frequent"],
+                 values["ppl_p50"], values["rare_token_share"])

@@ -1,0 +1,98 @@
+"""The language model's steps, each callable on its own. The chain (chain.py: one generation of a
+recursive chain) and the reference CLI (cli.py: the authors' main.py, by its flags) are two orders
+of these same steps:
+
+  start    join the process group (every rank), this rank's device, the tokenizer  -> Pipeline
+  blocks   a real split's token blocks (cached), the first `limit` of them
+  train    fine-tune a model on blocks (DeepSpeed, train.py): the best-validation weights saved
+           to a folder (and with `last`, those after the last epoch); returns the summary
+  load     saved weights onto this rank's device, for scoring or sampling
+  sample   continue prompt blocks into Parquet shards (sample.py), each rank its chunks
+  score    perplexities of blocks: corpus, per block, per target-token class (evaluate.py)
+
+Each step runs on every rank; train, sample and score return once every rank has finished
+(start, blocks and load need no other rank). Beneath them, each in one function of its own: one
+epoch's optimizer steps (train.py `_Training.epoch`), the token losses of a batch of blocks
+(evaluate.py `_loss_sums`), one batch of prompts decoded (sample.py `generate`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collapse_hpc.experiments.lm import distributed
+
+
+@dataclass
+class Pipeline:
+    cfg: Any  # LMConfig
+    data_dir: Path
+    tokenizer: Any
+    rank: int
+    world_size: int
+    local_rank: int
+    device: Any  # torch.device
+    log: logging.Logger
+
+    @classmethod
+    def start(cls, cfg, data_dir: Path, log: logging.Logger | None = None) -> "Pipeline":
+        from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+
+        rank, world_size, local_rank = distributed.init()
+        return cls(cfg, Path(data_dir), load_tokenizer(cfg, data_dir), rank, world_size, local_rank,
+                   distributed.device(local_rank), log or logging.getLogger("collapse_hpc.lm"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def blocks(self, split: str, limit: int = 0):
+        """The split's blocks (block_id, input_ids) as the config cuts them; the first `limit` (0: all)."""
+        from collapse_hpc.experiments.lm.data import load_blocks
+
+        cfg = self.cfg
+        table = load_blocks(self.data_dir, cfg.dataset, split, self.tokenizer, cfg.block_size, cfg.block_grouping)
+        return table.slice(0, limit) if limit else table
+
+    def train(self, model, blocks, val, out: Path, *, seed: int, checkpoints: Path, last: Path | None = None) -> dict:
+        """Fine-tune `model` (consumed) on `blocks`, validated on `val`: the best weights to `out`,
+        with `last` the last epoch's there too; resumes from `checkpoints` (train.train_generation)."""
+        from collapse_hpc.experiments.lm.train import train_generation
+
+        summary = train_generation(model, self.tokenizer, blocks, val, self.cfg, out, checkpoints, seed=seed,
+                                   rank=self.rank, world_size=self.world_size, local_rank=self.local_rank,
+                                   log=self.log, last_dir=last)
+        distributed.barrier()
+        return summary
+
+    def load(self, folder: Path):
+        """A saved model (float32) on this rank's device, in eval mode."""
+        from collapse_hpc.experiments.lm.model import load_model
+
+        return load_model(folder).to(self.device).eval()
+
+    def sample(self, model, prompts, decoding, shards: Path, *, generation: int, seed: int, model_hash: str,
+               prompt_source: str = "train_set") -> float:
+        """This rank's chunks of `prompts` continued into `shards` (chunks already there are kept);
+        returns the seconds this rank sampled."""
+        from collapse_hpc.experiments.lm.sample import sample_shards
+
+        started = time.time()
+        sample_shards(model, self.tokenizer, prompts, decoding, shards, generation=generation, rank=self.rank,
+                      world_size=self.world_size, batch_size=self.cfg.sample_batch_size, seed=seed,
+                      model_hash=model_hash, device=self.device, log=self.log, prompt_source=prompt_source)
+        seconds = time.time() - started
+        distributed.barrier()  # every shard exists
+        return seconds
+
+    def score(self, model, blocks, classes=None):
+        """evaluate.Scores of `blocks` (a table or an id array) under `model`, sharded over the ranks
+        (every rank gets them all), in the config's eval precision; with `classes`, per token class."""
+        from collapse_hpc.experiments.lm.evaluate import score
+
+        cfg = self.cfg
+        return score(model, blocks, batch_size=cfg.eval_batch_size, device=self.device, rank=self.rank,
+                     world_size=self.world_size, bf16=cfg.eval_precision == "bf16", classes=classes)
