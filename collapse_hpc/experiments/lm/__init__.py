@@ -1,10 +1,11 @@
 """The language-model experiment (Shumailov et al., section 1): OPT fine-tuned recursively on its
 own generated text.
 
-Stage 1 (data, models, DeepSpeed training, evaluation): data.py, tokenizer.py, model.py, train.py,
-evaluate.py, distributed.py. Stage 2 (the chain): sample.py (the paper's decoding into Parquet
-shards), mixing.py (regimes and lineage), metrics.py (diversity), chain.py (one generation),
-cli.py (`collapse-hpc lm` with the reference implementation's flags).
+Stage 1 (data, models, DeepSpeed training, evaluation): corpus.py (the prepared splits' text),
+data.py, tokenizer.py, model.py, train.py, evaluate.py, distributed.py. Stage 2 (the chain):
+sample.py (the paper's decoding into Parquet shards), mixing.py (regimes and lineage), metrics.py
+(diversity). pipeline.py holds the steps (train, sample, score, ...) that both chain.py (one
+generation) and cli.py (`collapse-hpc lm` with the reference implementation's flags) run.
 """
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ Parquet shards (what a chain's gen_NNN/shards holds); --load-generate reads such
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import tempfile
@@ -145,96 +144,112 @@ def reference_config(a):
 
 
 def reference(a) -> int:
+    """The reference main.py's order of the pipeline's steps: train (unless --eval_only), score the
+    test split, then sample (--generate)."""
+    from collapse_hpc.experiments.lm.pipeline import Pipeline
+
     if a.saveto and Path(a.saveto).exists():
         print(f"{a.saveto} exists: nothing to do (as the reference)")
         return 0
+    _check_outputs(a)
+    cfg = reference_config(a)
+    load = model_folder(a.load_name) if a.load_name else None
+    generated = load_generated(a.load_generate) if a.load_generate else None
+    lm = Pipeline.start(cfg, Path(a.data_dir))
+    if a.num_devices != lm.world_size:
+        lm.log.warning("--num_devices %d but %d rank(s) started; ranks come from the launcher", a.num_devices,
+                       lm.world_size)
+    train, val, test = _splits(lm, generated, a.evalgen_only)
+    model = _start_model(a, lm, load)
+    with tempfile.TemporaryDirectory(prefix="lm-model-") as scratch:  # the models nobody asked to keep
+        sampler = None
+        if a.eval_only:
+            model = model.to(lm.device).eval()
+        else:
+            load, sampler = _train(a, lm, model, train, val, Path(scratch))
+            model = lm.load(load)
+        _test(a, lm, model, test)
+        if a.generate:
+            _generate(a, lm, *(sampler or (model, load)), train)
+    return 0
+
+
+def _check_outputs(a) -> None:
     if a.accelerator and a.accelerator.lower() == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     for path, flag in ((a.generate, "--generate"), (a.saveperplexities, "--saveperplexities"),
                        (a.saveto, "--saveto")):
         if path and Path(path).suffix in PICKLE:
             raise UserError(f"{flag} {path}: results are written as Parquet/JSON, not pickle; drop the suffix")
-    cfg = reference_config(a)
-    log = logging.getLogger("collapse_hpc.lm")
-    data_dir = Path(a.data_dir)
-    load = model_folder(a.load_name) if a.load_name else None
-    generated = load_generated(a.load_generate) if a.load_generate else None
 
-    import numpy as np
-    import torch
 
-    from collapse_hpc.experiments.lm import distributed
-    from collapse_hpc.experiments.lm.data import load_blocks
-    from collapse_hpc.experiments.lm.evaluate import perplexity, perplexity_table
-    from collapse_hpc.experiments.lm.model import build_model, check_vocab, load_model, model_fingerprint
-    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
-    from collapse_hpc.store import write_json, write_parquet
-
-    rank, world, local = distributed.init()
-    if a.num_devices != world:
-        log.warning("--num_devices %d but %d rank(s) started; ranks come from the launcher", a.num_devices, world)
-    tokenizer = load_tokenizer(cfg, data_dir)
-
-    def split(name, limit):
-        t = load_blocks(data_dir, cfg.dataset, name, tokenizer, cfg.block_size, grouping=cfg.block_grouping)
-        return t.slice(0, limit) if limit else t
-
+def _splits(lm, generated, evalgen_only: bool):
+    """(train, validation, test) blocks: train is --load-generate's blocks or the real train split;
+    --evalgen_only scores the training blocks in place of the test split."""
+    cfg = lm.cfg
     train = (generated.select(["block_id", "input_ids"]) if generated is not None
-             else split("train", cfg.max_train_blocks))
+             else lm.blocks("train", cfg.max_train_blocks))
     if cfg.max_train_blocks:
         train = train.slice(0, cfg.max_train_blocks)
-    val, test = split("validation", cfg.max_eval_blocks), split("test", cfg.max_eval_blocks)
-    if a.evalgen_only:
-        test = train
+    val, test = lm.blocks("validation", cfg.max_eval_blocks), lm.blocks("test", cfg.max_eval_blocks)
+    return train, val, train if evalgen_only else test
+
+
+def _start_model(a, lm, load: Path | None):
+    """The --load-name model, else the initial one (seeded by --seed), checked against the tokenizer."""
+    import torch
+
+    from collapse_hpc.experiments.lm.model import build_model, check_vocab, load_model
+
     torch.manual_seed(a.seed)
-    model = load_model(load) if load else build_model(cfg, tokenizer, data_dir)
-    check_vocab(model, tokenizer)  # before any block is scored: say which two do not fit
-    device = distributed.device(local)
-    scratch = tempfile.mkdtemp(prefix="lm-model-")  # the models nobody asked to keep
-    sampler = None
-    if not a.eval_only:
-        from collapse_hpc.experiments.lm.train import train_generation
-
-        out = Path(a.save_name) if a.save_name else Path(scratch) / "best"
-        last = None  # main.py's way: sample with the weights after the last epoch
-        if a.generate and cfg.sample_from == "last":
-            last = Path(f"{out}-last") if a.save_name else Path(scratch) / "last"
-        result = train_generation(model, tokenizer, train, val, cfg, out, out / "checkpoints", seed=a.seed,
-                                  rank=rank, world_size=world, local_rank=local, log=log, last_dir=last)
-        distributed.barrier()
-        if rank == 0:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
-            print(f"trained {a.version_name or ''} model: best validation loss {result['best_val_loss']:.4f} "
-                  f"(epoch {result['best_epoch'] + 1}) -> {out if a.save_name else '(not saved: no --save-name)'}")
-        model, load = load_model(out), out
-        if last is not None:
-            sampler = (load_model(last).to(device).eval(), last)
-    model = model.to(device).eval()
-    test_ppl, per_seq = perplexity(model, test, batch_size=cfg.eval_batch_size, device=device, rank=rank,
-                                   world_size=world, bf16=cfg.eval_precision == "bf16")
-    if rank == 0:
-        print(f"test_loss: {float(np.log(test_ppl)):.4f}\ntest_ppl: {test_ppl:.4f}")
-        if a.saveperplexities:
-            write_parquet(a.saveperplexities, perplexity_table(test, per_seq))
-        if a.saveto:
-            write_json(a.saveto, {"test_loss": float(np.log(test_ppl)), "test_ppl": test_ppl})
-    if a.generate:
-        sample_model, sample_load = sampler or (model, load)
-        _generate(a, cfg, sample_model, tokenizer, train, sample_load, rank, world, device, log, model_fingerprint)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return 0
+    model = load_model(load) if load else build_model(lm.cfg, lm.tokenizer, lm.data_dir)
+    check_vocab(model, lm.tokenizer)  # before any block is scored: say which two do not fit
+    return model
 
 
-def _generate(a, cfg, model, tokenizer, train, load, rank, world, device, log, model_fingerprint) -> None:
+def _train(a, lm, model, train, val, scratch: Path):
+    """Fine-tune: the best weights to --save-name (else scratch); with --generate and sample_from:
+    last (main.py's way) also the last epoch's, which then sample -> (best folder, (sampler, its
+    folder) or None)."""
+    out = Path(a.save_name) if a.save_name else scratch / "best"
+    last = None
+    if a.generate and lm.cfg.sample_from == "last":
+        last = Path(f"{out}-last") if a.save_name else scratch / "last"
+    result = lm.train(model, train, val, out, seed=a.seed, checkpoints=out / "checkpoints", last=last)
+    if lm.is_main:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        print(f"trained {a.version_name or ''} model: best validation loss {result['best_val_loss']:.4f} "
+              f"(epoch {result['best_epoch'] + 1}) -> {out if a.save_name else '(not saved: no --save-name)'}")
+    return out, ((lm.load(last), last) if last is not None else None)
+
+
+def _test(a, lm, model, test) -> None:
+    """Test perplexity, printed; per block to --saveperplexities, the total to --saveto."""
+    import numpy as np
+
+    from collapse_hpc.experiments.lm.evaluate import perplexity_table
+    from collapse_hpc.store import write_json, write_parquet
+
+    scores = lm.score(model, test)
+    if not lm.is_main:
+        return
+    test_ppl = scores.corpus_ppl
+    print(f"test_loss: {float(np.log(test_ppl)):.4f}\ntest_ppl: {test_ppl:.4f}")
+    if a.saveperplexities:
+        write_parquet(a.saveperplexities, perplexity_table(test, scores.per_sequence))
+    if a.saveto:
+        write_json(a.saveto, {"test_loss": float(np.log(test_ppl)), "test_ppl": test_ppl})
+
+
+def _generate(a, lm, model, load: Path | None, train) -> None:
     """The reference's --generate: a fraction p of the blocks stays original, the rest is the model's
     continuation of each block (same slot); written as a shards folder."""
     import numpy as np
     import pyarrow as pa
 
-    from collapse_hpc.experiments.lm import distributed
-    from collapse_hpc.experiments.lm.sample import ORIGINAL, Decoding, sample_shards
+    from collapse_hpc.experiments.lm.model import model_fingerprint
+    from collapse_hpc.experiments.lm.sample import Decoding
     from collapse_hpc.regimes import Regime, mix
-    from collapse_hpc.store import write_parquet
 
     if not 0.0 <= a.generate_percentage <= 1.0:
         raise UserError(f"--generate_percentage {a.generate_percentage}: must be in [0, 1]")
@@ -242,20 +257,27 @@ def _generate(a, cfg, model, tokenizer, train, load, rank, world, device, log, m
     picks = dict(mix(Regime("replace", a.generate_percentage), train.num_rows, [train.num_rows],
                      np.random.default_rng(a.seed)))
     keep = picks[-1]
-    if rank == 0 and len(keep):
-        kept = train.take(pa.array(keep))
-        write_parquet(out / ORIGINAL, pa.table({
-            "block_id": kept.column("block_id"), "prompt_block_id": kept.column("block_id"),
-            "input_ids": kept.column("input_ids").cast(pa.list_(pa.int32())),
-            "text": pa.array(tokenizer.batch_decode(kept.column("input_ids").to_pylist()), pa.string()),
-            "generation": pa.array(np.zeros(len(keep), np.int32)),
-            "source": pa.array(["original"] * len(keep), pa.string())}),
-            {"generate_percentage": a.generate_percentage})
+    if lm.is_main and len(keep):
+        _write_original(out, train.take(pa.array(keep)), lm.tokenizer, a.generate_percentage)
     prompts = train.select(["block_id", "input_ids"]).take(pa.array(picks[0]))
-    model_hash = model_fingerprint(load) if load else ""
-    sample_shards(model, tokenizer, prompts, Decoding.from_config(cfg), out, generation=0, rank=rank,
-                  world_size=world, batch_size=cfg.sample_batch_size, seed=a.seed, model_hash=model_hash,
-                  device=device, log=log)
-    distributed.barrier()
-    if rank == 0:
+    lm.sample(model, prompts, Decoding.from_config(lm.cfg), out, generation=0, seed=a.seed,
+              model_hash=model_fingerprint(load) if load else "")
+    if lm.is_main:
         print(f"{out}: {train.num_rows} blocks ({len(keep)} original, {len(picks[0])} generated) written")
+
+
+def _write_original(out: Path, kept, tokenizer, percentage: float) -> None:
+    """The blocks --generate_percentage keeps unchanged, as shards (source "original")."""
+    import numpy as np
+    import pyarrow as pa
+
+    from collapse_hpc.experiments.lm.sample import ORIGINAL
+    from collapse_hpc.store import write_parquet
+
+    write_parquet(out / ORIGINAL, pa.table({
+        "block_id": kept.column("block_id"), "prompt_block_id": kept.column("block_id"),
+        "input_ids": kept.column("input_ids").cast(pa.list_(pa.int32())),
+        "text": pa.array(tokenizer.batch_decode(kept.column("input_ids").to_pylist()), pa.string()),
+        "generation": pa.array(np.zeros(len(kept), np.int32)),
+        "source": pa.array(["original"] * len(kept), pa.string())}),
+        {"generate_percentage": percentage})
