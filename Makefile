@@ -39,10 +39,11 @@ demo: setup  ## the whole suite locally on CPU, offline, then the report
 	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 	$(CLI) aggregate $(RUN)
 
-lint: setup  ## ruff, mypy over the public modules, import-linter's contracts (pyproject.toml's [tool.*])
+lint: setup  ## ruff, mypy over the public modules, import-linter's contracts (pyproject.toml's [tool.*]), function length
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-logo
+	$(PY) tests/function_length.py --max 40 collapse_hpc/experiments/lm
 
 test: lint  ## lint, then the whole test suite (Slurm tests excluded: make test-slurm)
 	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)

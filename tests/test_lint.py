@@ -82,6 +82,29 @@ def test_import_contracts_hold_and_an_upward_import_breaks_them(tmp_path):
     assert "BROKEN" in r.stdout and "collapse_hpc.config -> collapse_hpc.engine" in r.stdout
 
 
+def test_make_lint_bounds_the_language_model_functions_at_40_lines(tmp_path):
+    """`make lint` runs tests/function_length.py over collapse_hpc/experiments/lm: the tree passes,
+    and a planted function of 41 lines (a nested one counted on its own too) fails it."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run([make, "-n", "--no-print-directory", "-o", ".venv/.installed", "lint"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert re.search(r"tests/function_length\.py --max 40 collapse_hpc/experiments/lm$", out, re.M), out
+    check = [sys.executable, str(REPO / "tests" / "function_length.py"), "--max", "40"]
+    r = subprocess.run([*check, str(REPO / "collapse_hpc" / "experiments" / "lm")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    body = "".join(f"    x{i} = {i}\n" for i in range(38))
+    (tmp_path / "ok.py").write_text(f"def fits():\n{body}    return 0\n")  # 40 lines
+    nested = "".join(f"            x{i} = {i}\n" for i in range(39))
+    (tmp_path / "long.py").write_text(f"class C:\n    def outer(self):\n        def inner():\n{nested}"
+                                      "            return 1\n        return inner\n")  # inner 41 lines
+    r = subprocess.run([*check, str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [f"{tmp_path / 'long.py'}:2: C.outer is 43 lines (max 40)",
+                                     f"{tmp_path / 'long.py'}:3: C.outer.inner is 41 lines (max 40)"], r.stdout
+
+
 def test_the_language_model_modules_import_one_way(tmp_path):
     """data.py reads text through corpus.py and imports the tokenizer; the tokenizer importing
     data.py back (the circle there was, inside a function) breaks the lm-one-way contract."""

@@ -265,20 +265,8 @@ def lm_tails(ctx: Context):
         integer_x(axes[1, c])
         if rise:
             statements.append(_verdict(label if len(ctx.run_labels) == 1 else f"{run}: {label}", rise))
-    entries = {}  # one legend for both rows: the classes (top) and the two shares (bottom)
-    for ax in axes[:, 0]:
-        entries.update(zip(*reversed(ax.get_legend_handles_labels())))
-    width = max(map(len, entries)) * 0.065 + 0.7  # inches per legend entry, as legend_below reckons
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center",
-               ncols=max(1, min(len(entries), int(fig.get_figwidth() // width))))
-    shares = []
-    for cls in SHARES:
-        moved = "; ".join(f"{label} {_fmt(a)} -> {_fmt(b)} at generation {g}"
-                          for label, a, g, b in _ends(ctx, f"{cls}_token_share"))
-        real = ctx.df[ctx.df["metric"] == f"real_{cls}_token_share"]["value"]
-        if moved:
-            shares.append(f"{cls} tokens in generated data: {moved}"
-                          + (f", against {_fmt(real.mean())} in the real training blocks" if len(real) else ""))
+    _rows_legend(fig, axes)
+    shares = _share_statements(ctx)
     return fig, ("The tails, measured (beyond the paper). Top: perplexity on the real test set over the predicted "
                  "tokens whose type is rare (the least frequent types carrying 10% of the real train split's tokens, "
                  "and types never seen there), frequent (the most frequent carrying 50%) or in between, each "
@@ -287,6 +275,29 @@ def lm_tails(ctx: Context):
                  "tails first: the rare tokens' perplexity rises most (higher is worse) and generated text holds "
                  "fewer rare tokens than real text (lower is worse)." + _here(statements, most=len(statements))
                  + "".join(f" {text[0].upper()}{text[1:]}." for text in shares) + f" {GAPS}")
+
+
+def _rows_legend(fig, axes) -> None:
+    """One legend below the figure for both rows: the classes (top) and the two shares (bottom)."""
+    entries = {}
+    for ax in axes[:, 0]:
+        entries.update(zip(*reversed(ax.get_legend_handles_labels())))
+    width = max(map(len, entries)) * 0.065 + 0.7  # inches per legend entry, as legend_below reckons
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center",
+               ncols=max(1, min(len(entries), int(fig.get_figwidth() // width))))
+
+
+def _share_statements(ctx: Context) -> list[str]:
+    """Per token class in SHARES: its share of generated data, first and last, beside the real blocks'."""
+    shares = []
+    for cls in SHARES:
+        moved = "; ".join(f"{label} {_fmt(a)} -> {_fmt(b)} at generation {g}"
+                          for label, a, g, b in _ends(ctx, f"{cls}_token_share"))
+        real = ctx.df[ctx.df["metric"] == f"real_{cls}_token_share"]["value"]
+        if moved:
+            shares.append(f"{cls} tokens in generated data: {moved}"
+                          + (f", against {_fmt(real.mean())} in the real training blocks" if len(real) else ""))
+    return shares
 
 
 # what the comparison of decoding strategies and regimes shows: metric -> its axis label
@@ -314,14 +325,7 @@ def lm_beyond(ctx: Context):
         for c, metric in enumerate(metrics):
             ax = axes[r, c]
             sub = s[(s["run"] == run) & (s["metric"] == metric)].dropna(subset=["mean"])
-            first, last, reached = [], [], []
-            for label in series:
-                rows = sub[[series_label(row, settings) == label for _, row in sub.iterrows()]]
-                g0 = rows.loc[rows["generation"] == 0, "mean"]
-                end = rows.sort_values("generation").tail(1)
-                first.append(g0.iloc[0] if len(g0) else np.nan)
-                last.append(end["mean"].iloc[0] if len(end) else np.nan)
-                reached.append(int(end["generation"].iloc[0]) if len(end) else 0)
+            first, last, reached = _first_and_last(sub, series, settings)
             y = np.arange(len(series))
             ax.barh(y + 0.2, first, height=0.4, color=style.generation_colours(2)[0], label="generation 0")
             ax.barh(y - 0.2, last, height=0.4, color=style.generation_colours(2)[1],
@@ -337,6 +341,20 @@ def lm_beyond(ctx: Context):
                  "generation 0 and at the last generation reached. Collapse shows as test perplexity "
                  "rising from generation 0 (higher is worse) and diversity (distinct-4, rare tokens) falling "
                  "(lower is worse).")
+
+
+def _first_and_last(sub, series: list[str], settings) -> tuple[list, list, list]:
+    """Per series of `sub` (one run's one metric): its mean at generation 0, at the last generation
+    it reached, and that generation (NaN, NaN, 0 where it has none)."""
+    first, last, reached = [], [], []
+    for label in series:
+        rows = sub[[series_label(row, settings) == label for _, row in sub.iterrows()]]
+        g0 = rows.loc[rows["generation"] == 0, "mean"]
+        end = rows.sort_values("generation").tail(1)
+        first.append(g0.iloc[0] if len(g0) else np.nan)
+        last.append(end["mean"].iloc[0] if len(end) else np.nan)
+        reached.append(int(end["generation"].iloc[0]) if len(end) else 0)
+    return first, last, reached
 
 
 def lm_training_curves(ctx: Context):

@@ -12,7 +12,7 @@ of these same steps:
 
 Each step runs on every rank; train, sample and score return once every rank has finished
 (start, blocks and load need no other rank). Beneath them, each in one function of its own: one
-epoch's optimizer steps (train.py `_Training.epoch`), the token losses of a batch of blocks
+optimizer step (train.py `_Training.optimizer_step`), the token losses of a batch of blocks
 (evaluate.py `_loss_sums`), one batch of prompts decoded (sample.py `generate`).
 """
 from __future__ import annotations

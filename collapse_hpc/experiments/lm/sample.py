@@ -385,7 +385,6 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
     prompt_source says what the prompts' block_ids name (real: real training blocks; train_set:
     rows of the generation's training set). Each shard is written atomically.
     Returns the number of chunks sampled now (finished ones are skipped)."""
-    import pyarrow as pa
     import torch
     from tqdm import tqdm
 
@@ -397,8 +396,7 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
     todo = [k for k in chunks if k not in done_chunks(shard_dir)] if shard_dir.is_dir() else chunks
     if log and len(todo) < len(chunks):
         log.info("sampling: %d of %d chunks of rank %d already done", len(chunks) - len(todo), len(chunks), rank)
-    ids = prompts.column("block_id").to_numpy()
-    tokens = prompts.column("input_ids")
+    ids, tokens = prompts.column("block_id").to_numpy(), prompts.column("input_ids")
     model.eval()
     device = device or next(model.parameters()).device
     started, produced = time.time(), 0
@@ -411,15 +409,7 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
         gen = torch.Generator(device=device).manual_seed(chunk_seed)
         out = generate(model, batch, d, generator=gen, generator_seed=chunk_seed).cpu().numpy().astype(np.int32)
         produced += out.size
-        table = pa.table({
-            "block_id": pa.array(ids[lo:hi], pa.int64()),
-            "prompt_block_id": pa.array(ids[lo:hi], pa.int64()),
-            "input_ids": pa.array(list(out), pa.list_(pa.int32())),
-            "text": pa.array(tokenizer.batch_decode(out.tolist()), pa.string()),
-            "generation": pa.array(np.full(hi - lo, generation), pa.int32()),
-            "source": pa.array(["generated"] * (hi - lo), pa.string()),
-            "prompt_source": pa.array([prompt_source] * (hi - lo), pa.string()),
-        })
+        table = _shard_table(ids[lo:hi], out, tokenizer, generation, prompt_source)
         write_parquet(shard_dir / shard_name(rank, k), table,
                       {"decoding": d.metadata(), "model_sha256": model_hash, "generation": generation, "chunk": k,
                        "prompts": [lo, hi], "seed": chunk_seed})
@@ -428,6 +418,22 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
         log.info("sampled %d chunks (%d tokens) in %.1f s: %.0f tokens/s", len(todo), produced, dt,
                  produced / max(dt, 1e-9))
     return len(todo)
+
+
+def _shard_table(block_ids, out: np.ndarray, tokenizer, generation: int, prompt_source: str):
+    """One chunk's continuations (int32, one row per prompt) as a shard: lineage, tokens and text."""
+    import pyarrow as pa
+
+    n = len(block_ids)
+    return pa.table({
+        "block_id": pa.array(block_ids, pa.int64()),
+        "prompt_block_id": pa.array(block_ids, pa.int64()),
+        "input_ids": pa.array(list(out), pa.list_(pa.int32())),
+        "text": pa.array(tokenizer.batch_decode(out.tolist()), pa.string()),
+        "generation": pa.array(np.full(n, generation), pa.int32()),
+        "source": pa.array(["generated"] * n, pa.string()),
+        "prompt_source": pa.array([prompt_source] * n, pa.string()),
+    })
 
 
 def read_shards(shard_dir: Path):

@@ -346,36 +346,19 @@ class _Training:
         import torch
         from tqdm import tqdm
 
-        cfg, engine, state, curve, seed, rank = self.cfg, self.engine, self.state, self.curve, self.seed, self.rank
-        micro, accum, world_size, global_batch = self.micro, self.accum, self.world_size, self.global_batch
-        steps_per_epoch, ids_dev = self.steps_per_epoch, self.ids_dev
-        order = epoch_order(len(self.ids), seed, epoch, steps_per_epoch * global_batch)
-        engine.train()
+        cfg, state, steps_per_epoch = self.cfg, self.state, self.steps_per_epoch
+        order = epoch_order(len(self.ids), self.seed, epoch, steps_per_epoch * self.global_batch)
+        self.engine.train()
         loss_sum, micro_steps = torch.zeros((), device=self.device), 0
-        curve.epoch(epoch, steps_per_epoch)
+        self.curve.epoch(epoch, steps_per_epoch)
         start_step = state["global_step"] - epoch * steps_per_epoch
         t0 = time.perf_counter()
         bar = tqdm(range(start_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, disable=rank != 0)
+                   leave=False, disable=self.rank != 0)
         order_dev = torch.from_numpy(order).to(self.device)
         for step in bar:
-            curve.begin(step, state["global_step"] + 1, engine.get_lr()[0])
-            base = step * global_batch
-            for m in range(accum):
-                pos = base + (m * world_size + rank) * micro
-                batch = ids_dev[order_dev[pos:pos + micro]]
-                torch.manual_seed(dropout_seed(seed, state["global_step"], pos - base))
-                loss = engine(input_ids=batch, labels=batch, use_cache=False).loss
-                engine.backward(loss)
-                engine.step()
-                # a running sum on the device: no host sync per step, and no per-step tensor kept
-                # (a list of each step's detached loss grew memory by ~32 MB a step, torch 2.13)
-                loss_sum += loss.detach().float()
-                curve.add_loss(step, loss)
-                micro_steps += 1
-            curve.end()
-            self.tokens += global_batch * self.ids.shape[1]
-            state["global_step"] += 1
+            loss = self.optimizer_step(step, order_dev, loss_sum)
+            micro_steps += self.accum
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if cfg.checkpoint_every_steps and state["global_step"] % cfg.checkpoint_every_steps == 0 \
@@ -389,6 +372,30 @@ class _Training:
         self.epoch_seconds.append(self.train_time - sum(self.epoch_seconds))
         loss_sum = distributed.mean_over_ranks(loss_sum)  # the global batches', not this rank's share
         state["train_loss"].append(float(loss_sum) / micro_steps if micro_steps else float("nan"))
+
+    def optimizer_step(self, step: int, order_dev, loss_sum):
+        """One optimizer step of the epoch: `accum` micro-batches of this rank's share of the global
+        batch, their losses added to `loss_sum` (in place, on the device) -> the last one's loss."""
+        import torch
+
+        engine, state, micro = self.engine, self.state, self.micro
+        self.curve.begin(step, state["global_step"] + 1, engine.get_lr()[0])
+        base = step * self.global_batch
+        for m in range(self.accum):
+            pos = base + (m * self.world_size + self.rank) * micro
+            batch = self.ids_dev[order_dev[pos:pos + micro]]
+            torch.manual_seed(dropout_seed(self.seed, state["global_step"], pos - base))
+            loss = engine(input_ids=batch, labels=batch, use_cache=False).loss
+            engine.backward(loss)
+            engine.step()
+            # a running sum on the device: no host sync per step, and no per-step tensor kept
+            # (a list of each step's detached loss grew memory by ~32 MB a step, torch 2.13)
+            loss_sum += loss.detach().float()
+            self.curve.add_loss(step, loss)
+        self.curve.end()
+        self.tokens += self.global_batch * self.ids.shape[1]
+        state["global_step"] += 1
+        return loss
 
     def validate(self, epoch: int) -> None:
         """Validation loss after the epoch; the best epoch's model is kept (not the last)."""
