@@ -55,30 +55,6 @@ def section_title(experiment: str, datasets: list[str]) -> str:
     names = ", ".join(datasets)
     return base[:-1] + f" on {names})" if base.endswith(")") else f"{base} ({names})"
 
-# Records broken images and console errors into the DOM, so a headless browser's --dump-dom
-# shows them (the report's test reads these attributes).
-CHECK_SCRIPT = """<script>
-(function () {
-  var errors = [];
-  function note(msg) {
-    errors.push(String(msg)); document.documentElement.setAttribute('data-errors', errors.join(' | '));
-  }
-  var error = console.error;
-  console.error = function () { note(Array.prototype.join.call(arguments, ' ')); error.apply(console, arguments); };
-  window.addEventListener('error', function (e) {
-    note(e.message || ('failed to load ' + (e.target && e.target.src)));
-  }, true);
-  window.addEventListener('load', function () {
-    var imgs = Array.prototype.slice.call(document.images);
-    var broken = imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; });
-    var root = document.documentElement;
-    root.setAttribute('data-images', imgs.length);
-    root.setAttribute('data-broken', broken.map(function (i) { return i.getAttribute('src'); }).join(' '));
-    root.setAttribute('data-errors', errors.join(' | '));
-    root.setAttribute('data-ready', '1');
-  });
-})();
-</script>"""
 
 CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111;line-height:1.45}
 h1,h2,h3{font-family:Helvetica,Arial,sans-serif}h2{border-bottom:1px solid #999;padding-bottom:.2em;margin-top:2em}
@@ -136,7 +112,7 @@ def write_html(rep: Report) -> str:
     runs = ", ".join(f"<code>{e(label)}</code> ({e(str(root))})" for label, root in rep.runs)
     nav = "".join(f'<a href="#{anchor(s.experiment)}">{e(s.heading)}</a>' for s in rep.sections)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(rep.title)}</title>",
-             f"<style>{CSS}</style>{CHECK_SCRIPT}</head><body>",
+             f"<style>{CSS}</style></head><body>",
              f"<h1>{e(rep.title)}</h1><p>Runs: {runs}.</p>",
              '<p>Data: <a href="metrics.parquet">metrics.parquet</a> (long form), '
              '<a href="summary.csv">summary.csv</a> (mean and 95% CI per generation), '

@@ -22,12 +22,50 @@ def chromium():
     return CHROMIUM
 
 
+# Injected by the test into a copy of the page (the report itself carries no script): records
+# broken images and console errors into the DOM, so a headless browser's --dump-dom shows them.
+CHECK_SCRIPT = """<script>
+(function () {
+  var errors = [];
+  function note(msg) {
+    errors.push(String(msg)); document.documentElement.setAttribute('data-errors', errors.join(' | '));
+  }
+  var error = console.error;
+  console.error = function () { note(Array.prototype.join.call(arguments, ' ')); error.apply(console, arguments); };
+  window.addEventListener('error', function (e) {
+    note(e.message || ('failed to load ' + (e.target && e.target.src)));
+  }, true);
+  window.addEventListener('load', function () {
+    var imgs = Array.prototype.slice.call(document.images);
+    var broken = imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; });
+    var root = document.documentElement;
+    root.setAttribute('data-images', imgs.length);
+    root.setAttribute('data-broken', broken.map(function (i) { return i.getAttribute('src'); }).join(' '));
+    root.setAttribute('data-errors', errors.join(' | '));
+    root.setAttribute('data-ready', '1');
+  });
+})();
+</script>"""
+
+
 def open_page(chromium, index: Path, tmp_path: Path) -> tuple[str, str]:
-    """The page's DOM after load (with the attributes its check script sets) and Chromium's log."""
+    """The page's DOM after load (with the attributes CHECK_SCRIPT sets) and Chromium's log; the
+    page is opened as a copy beside it (its links are relative) with CHECK_SCRIPT in its head."""
+    page = index.with_name(f".check-{index.name}")
+    html = index.read_text()
+    assert html.count("</head>") == 1
+    page.write_text(html.replace("</head>", CHECK_SCRIPT + "</head>"))
+    try:
+        return _dump_dom(chromium, page, tmp_path)
+    finally:
+        page.unlink()
+
+
+def _dump_dom(chromium, page: Path, tmp_path: Path) -> tuple[str, str]:
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-           "--virtual-time-budget=10000", "--dump-dom", index.absolute().as_uri()]
+           "--virtual-time-budget=10000", "--dump-dom", page.absolute().as_uri()]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout, out.stderr
@@ -63,6 +101,7 @@ def test_check_catches_a_broken_image(full_report, chromium, tmp_path):
 
 def test_page_has_tables_config_and_compute(full_report):
     html = (full_report / "index.html").read_text()
+    assert "<script" not in html  # the browser test brings its own check
     for text in ("Generation 0 against the last", "relative change", "core-hours", "GPU-hours", "Package versions",
                  "keep_fraction", "summary.csv", "metrics.parquet"):
         assert text in html, text
