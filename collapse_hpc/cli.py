@@ -116,12 +116,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _experiment_cli(name: str):
     from collapse_hpc import experiments
-    import importlib
 
-    try:
-        return importlib.import_module(experiments.REGISTRY[name] + ".cli")
-    except ModuleNotFoundError:
-        return None
+    return experiments.cli(name)
 
 
 def default_run_dir(config: str) -> Path:

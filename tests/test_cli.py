@@ -7,7 +7,7 @@ from tests.conftest import REPO
 
 
 def cli(*args, cwd=None, env=None):
-    env = dict(os.environ, COLLAPSE_EXTRA_EXPERIMENTS="toy=tests.toy_experiment", PYTHONPATH=str(REPO), **(env or {}))
+    env = dict(os.environ, **(env or {}))  # PYTHONPATH (conftest): the repository and the tests' entry points
     return subprocess.run([sys.executable, "-m", "collapse_hpc", *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=cwd or REPO, timeout=300)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 
 TOY = "executor: debug\ngenerations: 2\ntoy: {rows: 4}\n"
 BOMB = ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -65,8 +64,7 @@ def attempt(tmp: Path, files: dict, argv: list[str]) -> tuple[subprocess.Complet
     for name, text in files.items():
         (tmp / name).write_text(text)
     before = {p for p in tmp.rglob("*")}
-    env = dict(os.environ, COLLAPSE_EXTRA_EXPERIMENTS="toy=tests.toy_experiment", PYTHONPATH=str(REPO),
-               HF_HUB_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")  # PYTHONPATH (conftest): the tests' experiments too
     p = subprocess.run([sys.executable, "-m", "collapse_hpc", *argv, *(["--run", "run"] if argv[0] != "data" else
                                                                         ["--data-dir", "data"])],
                        capture_output=True, text=True, cwd=tmp, env=env, timeout=300)

@@ -1,49 +1,71 @@
 """The experiments: one folder each, with the same small surface (base.Experiment), and their
 registry: which experiments exist, and a config loaded with their sections (load_config).
 
-Adding an experiment = a new folder with config.py (its Section dataclass as CONFIG) and
-__init__.py (its base.Experiment subclass, instantiated as EXPERIMENT; its report figures,
-title, order, data sets and derived metrics are declared there too), plus one line here.
+Adding an experiment = a new folder with config.py (its Section dataclass) and __init__.py (its
+base.Experiment subclass; its report figures, title, order, data sets and derived metrics are
+declared there too) ending in `REGISTRATION = Registration(config, experiment)`, plus its name in
+BUILTIN and registry() here. Experiments outside the package (a third party's, the tests')
+register through the Python entry-point group ENTRY_POINTS, each naming its Registration
+(docs/extending.md); job subprocesses see the same installed entry points. A built-in name
+cannot be taken by one.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
+import functools
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from collapse_hpc import config as cfgmod
-from collapse_hpc.errors import ConfigError
+from collapse_hpc.errors import ConfigError, UserError
+from collapse_hpc.experiments.base import Registration
 from collapse_hpc.regimes import SCORED
 
-REGISTRY = {
-    "lm": "collapse_hpc.experiments.lm",
-    "gmm": "collapse_hpc.experiments.gmm",
-    "gaussian": "collapse_hpc.experiments.gaussian",
-    "vae": "collapse_hpc.experiments.vae",
-}
-BUILTIN = tuple(REGISTRY)
-# Extra experiments outside the package (e.g. tests' toy experiment), visible to job
-# subprocesses too: COLLAPSE_EXTRA_EXPERIMENTS="toy=tests.toy_experiment,other=pkg.mod".
-for _item in filter(None, os.environ.get("COLLAPSE_EXTRA_EXPERIMENTS", "").split(",")):
-    _name, _, _module = _item.partition("=")
-    REGISTRY[_name.strip()] = _module.strip()
+BUILTIN = ("lm", "gmm", "gaussian", "vae")  # registry()'s first entries, in this order
+ENTRY_POINTS = "collapse_hpc.experiments"  # group of the entry points naming a Registration
 
 
-def _exists(name: str) -> bool:
+@functools.cache
+def registry() -> dict[str, Registration]:
+    """name -> Registration: the built-in experiments, then those of installed entry points."""
+    from collapse_hpc.experiments import gaussian, gmm, lm, vae
+
+    found = {r.name: r for r in (lm.REGISTRATION, gmm.REGISTRATION, gaussian.REGISTRATION, vae.REGISTRATION)}
+    for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
+        if point.name in found:
+            raise UserError(f"entry point {point.name} = {point.value} (group {ENTRY_POINTS}): "
+                            f"{'a built-in experiment' if point.name in BUILTIN else 'already registered'} "
+                            f"of that name cannot be replaced")
+        found[point.name] = _load(point)
+    return found
+
+
+def _load(point) -> Registration:
     try:
-        return importlib.util.find_spec(REGISTRY[name] + ".config") is not None
-    except ModuleNotFoundError:  # the experiment's package is not there at all
-        return False
+        loaded = point.load()
+    except Exception as e:  # noqa: BLE001 - whatever a broken plug-in raises, one line names it
+        raise UserError(f"entry point {point.name} = {point.value} (group {ENTRY_POINTS}) does not load: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(loaded, Registration):
+        raise UserError(f"entry point {point.name} = {point.value} (group {ENTRY_POINTS}): "
+                        f"names a {type(loaded).__name__}, not an experiments.base.Registration")
+    if loaded.name != point.name:
+        raise UserError(f"entry point {point.name} = {point.value} (group {ENTRY_POINTS}): "
+                        f"registers the experiment {loaded.name!r} under the name {point.name!r}")
+    return loaded
 
 
 def names() -> list[str]:
-    return [n for n in REGISTRY if _exists(n)]
+    return list(registry())
 
 
 def config_class(name: str):
     """The experiment's Section dataclass (a light import: no torch)."""
-    return importlib.import_module(REGISTRY[name] + ".config").CONFIG
+    return registry()[name].config
+
+
+def cli(name: str):
+    """The module of the experiment's own `collapse-hpc NAME` command (add_arguments, main), or None."""
+    return registry()[name].cli
 
 
 def sections(only: Sequence[str] | None = None) -> dict:
@@ -81,7 +103,7 @@ def check_regimes(run, file: str) -> None:
 
 def get(name: str):
     """The experiment's Experiment object."""
-    return importlib.import_module(REGISTRY[name]).EXPERIMENT
+    return registry()[name].experiment
 
 
 def describe(name: str):
@@ -91,7 +113,7 @@ def describe(name: str):
 
     try:
         return get(name)
-    except (KeyError, ImportError):
+    except KeyError:
         bare = Experiment()
         bare.name = name
         return bare

@@ -256,3 +256,23 @@ class Experiment:
         """A unit's metrics table (pandas) with metrics the figures need that the experiment records
         only in parts (e.g. older runs); the report calls it on every finished unit's table."""
         return df
+
+
+@dataclass(frozen=True)
+class Registration:
+    """An experiment as the registry holds it (experiments/__init__.py): its config section (a
+    Section dataclass: a light import), its Experiment, and the module of its own `collapse-hpc
+    NAME` command if it has one (add_arguments(parser), main(args)). A built-in's package and an
+    entry point of the group `collapse_hpc.experiments` each hand the registry one."""
+
+    config: type
+    experiment: Experiment
+    cli: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.experiment.name:
+            raise TypeError(f"{type(self.experiment).__name__}: an experiment needs a name")
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import yaml
 
-import tests.launch.toys  # noqa: F401  (registers ltchain / ltarray, also for job subprocesses)
 from collapse_hpc import cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -175,7 +175,8 @@ def test_a_chains_ranks_come_from_the_section():
     from collapse_hpc import experiments
 
     run = experiments.config_from_dict({"ltchain": {"ranks": 3}, "ltarray": {}})
-    assert [(c.kind, c.ranks) for c in engine.plan(run)] == [("gpu", 3), ("cpu", 1)]
+    # entry-point experiments come in name order (experiments.registry), so key by experiment
+    assert {c.experiment: (c.kind, c.ranks) for c in engine.plan(run)} == {"ltchain": ("gpu", 3), "ltarray": ("cpu", 1)}
 
 
 def test_sbatch_refusal_is_one_line_and_keeps_what_was_queued(tmp_path, fake_slurm):

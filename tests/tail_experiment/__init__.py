@@ -10,6 +10,8 @@ gaussian: each task is a chunk of replicates through every generation, writing m
 from __future__ import annotations
 
 from collapse_hpc.experiments.parts import ArrayExperiment
+from collapse_hpc.experiments.base import Registration
+from tests.tail_experiment.config import TailConfig
 
 
 class Tail(ArrayExperiment):
@@ -32,3 +34,4 @@ class Tail(ArrayExperiment):
 
 
 EXPERIMENT = Tail()
+REGISTRATION = Registration(TailConfig, EXPERIMENT)  # the entry point (tests/entry_points)

@@ -18,6 +18,3 @@ class TailConfig(Section):
     def validate(self):
         if self.head >= self.categories:
             raise ValueError(f"head: must be below categories ({self.categories}), got {self.head}")
-
-
-CONFIG = TailConfig

@@ -5,7 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collapse_hpc.experiments.base import Experiment
+from collapse_hpc.experiments.base import Experiment, Registration
+from tests.toy_experiment.config import ToyConfig
 
 
 class Toy(Experiment):
@@ -41,3 +42,4 @@ class Toy(Experiment):
 
 
 EXPERIMENT = Toy()
+REGISTRATION = Registration(ToyConfig, EXPERIMENT)  # the entry point (tests/entry_points)

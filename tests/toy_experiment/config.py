@@ -9,6 +9,3 @@ class ToyConfig(Section):
     rows: int = knob(10, "rows per generation", min=1)
     fail_at: int = knob(-1, "generation that raises (for failure tests); -1 never")
     sleep_s: float = knob(0.0, "seconds each generation sleeps, in steps that survive preemption", min=0)
-
-
-CONFIG = ToyConfig

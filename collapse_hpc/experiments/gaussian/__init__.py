@@ -13,9 +13,10 @@ unbiased one, E[W2^2] grows without bound.
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import default_variants
+from collapse_hpc.experiments.base import Registration, default_variants
 from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.parts import ArrayExperiment
+from collapse_hpc.experiments.gaussian.config import GaussianConfig
 
 NAME = "gaussian"
 
@@ -65,3 +66,4 @@ class GaussianExperiment(ArrayExperiment):
 
 
 EXPERIMENT = GaussianExperiment()
+REGISTRATION = Registration(GaussianConfig, EXPERIMENT)

@@ -23,6 +23,3 @@ class GaussianConfig(Section):
     def validate(self):
         if not self.samples:
             raise ValueError("samples: give at least one sample size")
-
-
-CONFIG = GaussianConfig

@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 
 from collapse_hpc.experiments import parts
+from collapse_hpc.experiments.base import Registration
 from collapse_hpc.experiments.parts import ArrayExperiment
+from collapse_hpc.experiments.gmm.config import GMMConfig
 
 NAME = "gmm"
 
@@ -58,3 +60,4 @@ class GMMExperiment(ArrayExperiment):
 
 
 EXPERIMENT = GMMExperiment()
+REGISTRATION = Registration(GMMConfig, EXPERIMENT)

@@ -32,6 +32,3 @@ class GMMConfig(Section):
     def validate(self):
         if self.components > self.samples:
             raise ValueError(f"components ({self.components}) must not exceed samples ({self.samples})")
-
-
-CONFIG = GMMConfig

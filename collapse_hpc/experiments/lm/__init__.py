@@ -9,7 +9,9 @@ generation) and cli.py (`collapse-hpc lm` with the reference implementation's fl
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import Experiment, check_prepared, default_variants, sections_seen
+from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, default_variants, sections_seen
+from collapse_hpc.experiments.lm import cli
+from collapse_hpc.experiments.lm.config import LMConfig
 
 
 class LanguageModel(Experiment):
@@ -81,3 +83,4 @@ class LanguageModel(Experiment):
 
 
 EXPERIMENT = LanguageModel()
+REGISTRATION = Registration(LMConfig, EXPERIMENT, cli=cli)

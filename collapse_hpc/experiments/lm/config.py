@@ -148,6 +148,3 @@ def _read_json(path: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"deepspeed: {path} holds {type(value).__name__}, not a mapping of DeepSpeed keys")
     return value
-
-
-CONFIG = LMConfig

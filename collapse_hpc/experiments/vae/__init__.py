@@ -11,7 +11,8 @@ accumulate-subsample (the same pool, subsampled to the real data's size).
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.base import Experiment, check_prepared, sections_seen
+from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_seen
+from collapse_hpc.experiments.vae.config import VaeConfig
 
 
 class Vae(Experiment):
@@ -53,3 +54,4 @@ class Vae(Experiment):
 
 
 EXPERIMENT = Vae()
+REGISTRATION = Registration(VaeConfig, EXPERIMENT)

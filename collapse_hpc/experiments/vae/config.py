@@ -44,6 +44,3 @@ class VaeConfig(Section):
     classifier_epochs: int = knob(30, "epochs of the digit classifier (trained once per run on real data)", min=1)
     classifier_hidden: int = knob(128, "width of the classifier's penultimate layer (Frechet features)", min=2)
     device: str = knob("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda"))
-
-
-CONFIG = VaeConfig

@@ -2,7 +2,8 @@
 import numpy as np
 import pyarrow as pa
 
-from collapse_hpc.experiments.base import Experiment
+from collapse_hpc.experiments.base import Experiment, Registration
+from tests.launch.toys.array.config import ArrayToyConfig
 
 
 class ArrayToy(Experiment):
@@ -31,3 +32,4 @@ class ArrayToy(Experiment):
 
 
 EXPERIMENT = ArrayToy()
+REGISTRATION = Registration(ArrayToyConfig, EXPERIMENT)  # the entry point (tests/entry_points)

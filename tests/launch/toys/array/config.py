@@ -9,6 +9,3 @@ class ArrayToyConfig(Section):
     replicates: int = knob(3, "replicates per part", min=1)
     samples: int = knob(50, "samples per generation", min=2)
     fail_part: int = knob(-1, "part that raises; -1 never")
-
-
-CONFIG = ArrayToyConfig

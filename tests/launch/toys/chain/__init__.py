@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collapse_hpc.experiments.base import Experiment
+from collapse_hpc.experiments.base import Experiment, Registration
+from tests.launch.toys.chain.config import ChainToyConfig
 
 STEP_S = 0.5
 
@@ -58,3 +59,4 @@ class ChainToy(Experiment):
 
 
 EXPERIMENT = ChainToy()
+REGISTRATION = Registration(ChainToyConfig, EXPERIMENT)  # the entry point (tests/entry_points)

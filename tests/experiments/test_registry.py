@@ -1,0 +1,64 @@
+"""The experiment registry: the built-ins, then experiments registered through the entry-point
+group `collapse_hpc.experiments` (a typed Registration each); a built-in name cannot be taken,
+and an entry point that does not load ends the command with one error line (exit 2)."""
+import os
+
+import pytest
+
+from collapse_hpc import experiments
+from collapse_hpc.experiments.base import Registration
+from tests.test_cli import cli, one_error_line
+from tests.toy_experiment import Toy
+from tests.toy_experiment.config import ToyConfig
+
+
+def _plugin(tmp_path, lines: list[str]) -> dict:
+    """An installed distribution holding only these entry points; the env that puts it on the path."""
+    info = tmp_path / "plugin" / "collapse_hpc_plugin-1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: collapse-hpc-plugin\nVersion: 1\n")
+    (info / "entry_points.txt").write_text("[collapse_hpc.experiments]\n" + "\n".join(lines) + "\n")
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path / "plugin"), os.environ["PYTHONPATH"]])}
+
+
+def test_builtins_first_then_the_entry_points_each_a_typed_registration():
+    registry = experiments.registry()
+    assert list(registry)[:4] == list(experiments.BUILTIN)
+    assert {"toy", "tail", "ltchain", "ltarray"} <= set(registry)  # tests/entry_points
+    assert all(isinstance(r, Registration) and r.name == n for n, r in registry.items())
+    assert experiments.get("toy").name == "toy" and experiments.config_class("toy").__name__ == "ToyConfig"
+    assert experiments.cli("lm").__name__ == "collapse_hpc.experiments.lm.cli" and experiments.cli("gmm") is None
+
+
+def test_a_third_party_entry_point_registers_an_experiment_for_the_command(tmp_path):
+    env = _plugin(tmp_path, ["toy2 = tests.experiments.test_registry:TOY2"])
+    p = cli("config", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "section toy2:" in p.stdout
+
+
+def test_a_builtin_name_cannot_be_replaced(tmp_path):
+    line = one_error_line(cli("config", env=_plugin(tmp_path, ["lm = tests.toy_experiment:REGISTRATION"])))
+    assert "entry point lm = tests.toy_experiment:REGISTRATION" in line and "built-in" in line
+
+
+@pytest.mark.parametrize("value,says", [("no_such_module:REGISTRATION", "does not load: ModuleNotFoundError"),
+                                        ("tests.toy_experiment:NOPE", "does not load: AttributeError"),
+                                        ("tests.toy_experiment:EXPERIMENT", "names a Toy, not"),
+                                        ("tests.toy_experiment:REGISTRATION", "registers the experiment 'toy'")])
+def test_an_entry_point_that_does_not_give_a_registration_is_one_error_line(tmp_path, value, says):
+    line = one_error_line(cli("config", env=_plugin(tmp_path, [f"broken = {value}"])))
+    assert f"entry point broken = {value}" in line and says in line
+
+
+def test_the_old_environment_variable_registers_nothing():
+    p = cli("config", env={"COLLAPSE_EXTRA_EXPERIMENTS": "lm=tests.toy_experiment,extra=tests.toy_experiment"})
+    assert p.returncode == 0, p.stderr
+    assert "section extra:" not in p.stdout and "lm.vocab_size" in p.stdout
+
+
+class _Toy2(Toy):
+    name = "toy2"
+
+
+TOY2 = Registration(ToyConfig, _Toy2())  # what a third party's package would hold
