@@ -22,6 +22,24 @@ KINDS = ("gpu", "gpu1", "cpu", "aggregate")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
+# sbatch options the tool writes itself; a profile's `sbatch:` extras replacing one would silently
+# break what it is there for
+RESERVED = {
+    "dependency": "the afterok chaining of generations",
+    "output": "the job logs that status shows",
+    "error": "the job logs that status shows",
+    "signal": "USR2 before the time limit (checkpoint and requeue)",
+    "array": "the array experiments' tasks",
+    "export": "the environment that the ranks and the container read",
+}
+
+
+def reserved(key: str) -> str | None:
+    """The reserved option an extra sbatch key would set, or None. submitit writes `_` as `-`,
+    and sbatch takes any unambiguous prefix of a long option (`--dep` is `--dependency`)."""
+    k = key.replace("_", "-").lower()
+    return next((r for r in RESERVED if r.startswith(k)), None)
+
 
 @dataclass
 class Resources:
@@ -71,7 +89,10 @@ class Profile:
     max_requeues: int = knob(5, "requeues after preemption or time limit before a job counts as failed", min=0)
     kill_on_invalid_dep: bool = knob(True, "cancel jobs whose afterok dependency failed (sbatch --kill-on-invalid-dep)")
     container: Container = knob(Container(), "container the jobs run in (image, binds)")
-    sbatch: dict[str, str] = knob({}, "extra sbatch arguments for every job, e.g. {mail-type: FAIL}")
+    sbatch: dict[str, str] = knob({}, "extra sbatch arguments for every job, e.g. {mail-type: FAIL}; not the "
+                                  "ones collapse-hpc sets itself: " + ", ".join(RESERVED))
+    wckey: str | None = knob(None, "workload characterisation key of every job (sbatch --wckey); unset: none "
+                             "(submitit's default 'submitit' is left out: clusters that check wckeys refuse it)")
     env: dict[str, str] = knob({}, "environment variables exported in every job")
     setup: list[str] = knob([], "shell lines run before each job (module loads, venv activation)")
     python: str | None = knob(None, "Python command on the nodes (default: this Python; ignored with a container)")
@@ -87,6 +108,9 @@ class Profile:
             for k in extra:
                 if not SBATCH_KEY.fullmatch(k):
                     raise ValueError(f"{where}.{k}: not an sbatch option name (letters, digits, - and _)")
+                if r := reserved(k):
+                    raise ValueError(f"{where}.{k}: would replace --{r}, which collapse-hpc sets itself for "
+                                     f"{RESERVED[r]}; remove it")
 
     def resources(self, kind: str) -> Resources:
         if kind not in KINDS:

@@ -158,6 +158,7 @@ class Submitter:
                       dependency=dependency, comment=comment, setup=setup or None, additional_parameters=extra)
         ex = self._submitit.SlurmExecutor(folder=self.folder, max_num_timeout=prof.max_requeues, python=self.python)
         ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        ex.parameters["wckey"] = prof.wckey  # None drops submitit's own --wckey=submitit
         return ex
 
 

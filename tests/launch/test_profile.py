@@ -42,3 +42,27 @@ def test_submit_with_bad_profile_exits_2(tmp_path):
     assert len(errors) == 1 and "bad.yaml" in errors[0] and "Traceback" not in err
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", tmp_path / "missing.yaml")
     assert rc == 2 and "cluster profile not found" in err
+
+
+@pytest.mark.parametrize("where, key, option", [
+    ("sbatch", "dependency", "dependency"),
+    ("sbatch", "dep", "dependency"),  # sbatch takes any unambiguous prefix of a long option
+    ("sbatch", "Output", "output"),
+    ("sbatch", "error", "error"),
+    ("jobs.gpu.sbatch", "signal", "signal"),
+    ("jobs.cpu.sbatch", "array", "array"),
+    ("sbatch", "export", "export"),
+])
+def test_sbatch_extras_may_not_replace_what_the_tool_sets(tmp_path, where, key, option):
+    path = tmp_path / "p.yaml"
+    nested = {"sbatch": f"sbatch: {{{key}: x}}\n", "jobs.gpu.sbatch": f"jobs: {{gpu: {{sbatch: {{{key}: x}}}}}}\n",
+              "jobs.cpu.sbatch": f"jobs: {{cpu: {{sbatch: {{{key}: x}}}}}}\n"}[where]
+    path.write_text(nested)
+    with pytest.raises(ConfigError) as e:
+        profile.load(path)
+    assert f"{where}.{key}: would replace --{option}" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_other_sbatch_extras_pass():
+    assert profile.reserved("wckey") is None and profile.reserved("qos") is None
+    assert profile.reserved("constraint") is None and profile.reserved("mail_type") is None

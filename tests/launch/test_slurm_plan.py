@@ -165,6 +165,7 @@ setup: [module load apptainer]
     assert flag(script, "ntasks-per-node") == "4"  # one rank per GPU
     assert flag(script, "cpus-per-task") == "8" and flag(script, "mem") == "200G"
     assert flag(script, "constraint") == "h100" and flag(script, "account") == "proj"
+    assert flag(script, "wckey") is None  # not submitit's default 'submitit': clusters that check wckeys refuse it
     assert "CUDA_VISIBLE_DEVICES" not in script  # DeepSpeed picks the GPU by LOCAL_RANK
     assert "module load apptainer" in script
     command = script.strip().splitlines()[-1]
@@ -322,3 +323,12 @@ def test_partition_time_limits_parse_or_are_left_to_sbatch():
     assert _minutes("2-00:00:00") == 2880 and _minutes("12:30:00") == 750 and _minutes("30:00") == 30
     assert _minutes("UNLIMITED") is None and _minutes("NONE") is None
     assert _minutes("soon") is None  # unknown: not refused here
+
+
+def test_wckey_and_other_extras_pass_through(tmp_path, fake_slurm):
+    prof = tmp_path / "p.yaml"
+    prof.write_text("partition: debug\nwckey: collapse\nsbatch: {mail-type: FAIL, qos: low}\n")
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    submit(cfg, tmp_path / "run", prof)
+    script = scripts(fake_slurm)[int(jobs(tmp_path / "run")["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"])]
+    assert flag(script, "wckey") == "collapse" and flag(script, "mail-type") == "FAIL" and flag(script, "qos") == "low"
