@@ -52,7 +52,7 @@ test-slurm: setup  ## start the single-node Slurm dev cluster and run the Slurm 
 	bash slurm/dev-cluster/start.sh
 	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
-submit: setup  ## submit a run to Slurm: make submit GENERATIONS=10 [CONFIG=] [PROFILE=] [RUN=]
+submit: setup  ## submit to Slurm: make submit GENERATIONS=10 [CONFIG=] [PROFILE=, else the config's profile:, else slurm/site.yaml] [RUN=]
 	$(CLI) submit $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(PROFILE),--profile $(PROFILE))
 
 status: setup  ## per chain: generation reached, job states

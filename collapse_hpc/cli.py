@@ -2,6 +2,7 @@
 
   collapse-hpc run CONFIG            run every experiment of a config here (local processes)
   collapse-hpc submit CONFIG         the same as Slurm jobs (chains, arrays), returns at once
+  collapse-hpc profile init          write slurm/site.yaml, this checkout's cluster profile, from sinfo
   collapse-hpc status RUN            per chain: generation reached, job states
   collapse-hpc aggregate RUN [RUN…]  tidy tables, figures, results page
   collapse-hpc verify RUN            re-hash every artefact against its manifest
@@ -62,7 +63,16 @@ def _parser() -> argparse.ArgumentParser:
                                    "as a job array, plus a final aggregation job. Only what is neither "
                                    "done nor queued is submitted.", epilog=EPILOG)
     _config_args(s)
-    s.add_argument("--profile", metavar="YAML", help="cluster profile (default: slurm/local.yaml)")
+    s.add_argument("--profile", metavar="YAML", help="cluster profile (default: the config's `profile:`, "
+                   "else slurm/site.yaml)")
+
+    pr = sub.add_parser("profile", help="the site's cluster profile (slurm/site.yaml)",
+                        description="init: write a starter slurm/site.yaml from sinfo (submit uses it when "
+                                    "neither --profile nor the config's profile: names one).", epilog=EPILOG)
+    prsub = pr.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    pi = prsub.add_parser("init", help="write a starter profile from sinfo")
+    pi.add_argument("--out", default="slurm/site.yaml", help="where (default: slurm/site.yaml)")
+    pi.add_argument("--force", action="store_true", help="replace an existing file")
 
     st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
                         "job states and, for a failed job, its log and last lines.")
@@ -196,10 +206,19 @@ def cmd_run(args, executor=None) -> int:
 
 
 def cmd_submit(args) -> int:
-    if not args.profile:
-        args.profile = "slurm/local.yaml"
+    from collapse_hpc import experiments
+    from collapse_hpc.launch.profile import pick
+
+    configured = experiments.load_config(args.config, args.overrides, args.generations).profile
+    args.profile = pick(args.profile, configured, args.config)
     args.executor = "slurm"
     return cmd_run(args, executor="slurm")
+
+
+def cmd_profile(args) -> int:
+    from collapse_hpc.launch.site import init
+
+    return init(Path(args.out), force=args.force)
 
 
 def cmd_status(args) -> int:
@@ -284,7 +303,7 @@ def cmd_config(args) -> int:
 
 
 COMMANDS = {"config": cmd_config, "run": cmd_run, "submit": cmd_submit, "status": cmd_status, "verify": cmd_verify,
-            "aggregate": cmd_aggregate, "data": cmd_data}
+            "aggregate": cmd_aggregate, "data": cmd_data, "profile": cmd_profile}
 
 
 def _os_message(e: OSError) -> str:

@@ -6,21 +6,28 @@ setup lines) and, per job kind, the resources: `gpu` (a multi-GPU DeepSpeed gene
 Loaded with the same validation as run configs: an unknown key or a bad value is one line.
 A profile also picks the back-end: `collapse-hpc run CONFIG --profile P` without --executor
 uses P's `executor` (slurm unless the profile says otherwise).
+
+Which profile a submission uses (pick): --profile, else the config's `profile:`, else the
+site profile slurm/site.yaml (ignored by git; `collapse-hpc profile init` writes a starter
+from sinfo), else none: refused, naming the three ways.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from collapse_hpc import yamlfile
 from collapse_hpc.config import EXECUTORS, build, knob
-from collapse_hpc.errors import ConfigError
+from collapse_hpc.errors import ConfigError, UserError
 from collapse_hpc.launch.container import ContainerConfig as Container
 
 KINDS = ("gpu", "gpu1", "cpu", "aggregate")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+SITE = Path("slurm") / "site.yaml"  # the cluster's own profile, made once per checkout
 
 # sbatch options the tool writes itself; a profile's `sbatch:` extras replacing one would silently
 # break what it is there for
@@ -116,6 +123,30 @@ class Profile:
         if kind not in KINDS:
             raise ConfigError(f"profile {self.name}: no job kind {kind!r} (kinds: {', '.join(KINDS)})")
         return getattr(self.jobs, kind)
+
+
+def pick(given: str | None, configured: str | None, config: str) -> str:
+    """The profile of a submission: --profile, else the config's `profile:`, else the site profile."""
+    if given or configured:
+        return str(given or configured)
+    if SITE.is_file():
+        return str(SITE)
+    raise UserError(f"{config}: no cluster profile: give --profile P (make submit PROFILE=P), set `profile: P` in "
+                    f"the config, or write {SITE} once (collapse-hpc profile init writes a starter from sinfo)")
+
+
+@contextlib.contextmanager
+def job_environment(prof: Profile | None):
+    """os.environ as the profile's jobs see it (its `env` over this shell's, $VARS expanded), for the
+    checks of what jobs will load: e.g. a model in the HF cache of the jobs' HF_HOME, not this shell's."""
+    saved = dict(os.environ)
+    try:
+        for k, v in (prof.env if prof else {}).items():
+            os.environ[k] = os.path.expanduser(os.path.expandvars(str(v)))
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def load(path: str | Path) -> Profile:

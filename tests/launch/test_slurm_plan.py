@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from collapse_hpc import engine
+from collapse_hpc.launch import profile as profile_mod
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
 FAKES = {
@@ -18,6 +19,7 @@ FAKES = {
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
     "sacct": "true\n",
     "srun": "true\n",  # submitit only checks that it exists
+    "sinfo": 'printf "%s\\n" "debug*|1:00:00|(null)" "gpu|2-00:00:00|gpu:h100:4" "gpu|2-00:00:00|gpu:h100:4"\n',
     # the partitions of the dev cluster and the example profile, or partitions.txt
     "scontrol": '[[ "$*" == *"show partition"* ]] || exit 1\n'
                 'cat "$FAKE_SLURM/partitions.txt" 2>/dev/null || printf "%s\\n" '
@@ -332,3 +334,35 @@ def test_wckey_and_other_extras_pass_through(tmp_path, fake_slurm):
     submit(cfg, tmp_path / "run", prof)
     script = scripts(fake_slurm)[int(jobs(tmp_path / "run")["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"])]
     assert flag(script, "wckey") == "collapse" and flag(script, "mail-type") == "FAIL" and flag(script, "qos") == "low"
+
+
+def test_submit_without_a_profile_refuses_naming_the_three_ways(tmp_path, fake_slurm, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no slurm/site.yaml here
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run")
+    assert rc == 2 and not (tmp_path / "run").exists() and not scripts(fake_slurm)
+    line = err.strip()
+    assert "\n" not in line and "--profile" in line and "profile: P" in line and "slurm/site.yaml" in line
+    assert "profile init" in line
+
+
+def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_slurm, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = collapse("profile", "init")  # the site profile, from (fake) sinfo
+    assert rc == 0, err
+    site = profile_mod.load(tmp_path / "slurm" / "site.yaml")
+    assert site.partition == "debug" and site.jobs.gpu.partition == "gpu" and site.jobs.gpu.gpus_per_node == 1
+    assert site.jobs.cpu.time_min == 60 and site.jobs.gpu.time_min == 120  # within the partitions' limits
+    rc, _, err = collapse("profile", "init")
+    assert rc == 2 and "exists" in err  # never replaced without --force
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    submit_anywhere = collapse("submit", cfg, "--run", tmp_path / "a")
+    assert submit_anywhere[0] == 0, submit_anywhere[2]
+    assert jobs(tmp_path / "a")["profile"] == "slurm/site.yaml"
+    (tmp_path / "own.yaml").write_text("name: own\npartition: gpu\n")
+    cfg = write_config(tmp_path, "withprofile", generations=1, ltchain={}, profile=str(tmp_path / "own.yaml"))
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "b")
+    assert rc == 0, err
+    assert jobs(tmp_path / "b")["profile"] == str(tmp_path / "own.yaml")  # the config's, over the site's
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "c", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0 and jobs(tmp_path / "c")["profile"] == str(REPO / "slurm" / "local.yaml")  # --profile first
