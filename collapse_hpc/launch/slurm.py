@@ -123,6 +123,16 @@ def _shell_value(v: str) -> str:
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`") + '"'
 
 
+def job_name(run_name: str, label: str, experiment: str, chain: int | None = None, unit: int | None = None) -> str:
+    """squeue shows 8 characters of a name by default: they tell chain and generation apart
+    (lm03g007: the lm's chain 3, generation 7; gm-array; report), the rest says which run."""
+    if chain is None:
+        head = f"{experiment[:2]}-array" if experiment != "aggregate" else "report"
+    else:
+        head = f"{experiment[:2]}{chain:02d}g{unit:03d}"
+    return f"{head}-{run_name}:{label}"
+
+
 class Submitter:
     """Builds one submitit SlurmExecutor per job kind from the profile."""
 
@@ -162,6 +172,16 @@ class Submitter:
         return ex
 
 
+def numbered(chains) -> list:
+    """(chain, its number among its experiment's chains) for every chain-shaped one, in plan order."""
+    counts: dict[str, int] = {}
+    out = []
+    for chain in (c for c in chains if c.shape == "chain"):
+        out.append((chain, counts.setdefault(chain.experiment, 0)))
+        counts[chain.experiment] += 1
+    return out
+
+
 def submit(store, run, chains, finish=None, **_) -> dict:
     """Queue what is neither done nor queued; `finish(run_dir)`, an importable function, runs as the
     final job (none without it)."""
@@ -178,8 +198,8 @@ def submit(store, run, chains, finish=None, **_) -> dict:
                             f"(squeue --me) and remove it, then submit again")
         on_exit.callback(records.save, store, plan.book)
         plan.book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
-        for chain in [c for c in chains if c.shape == "chain"]:
-            plan.chain(chain)
+        for chain, number in numbered(chains):
+            plan.chain(chain, number)
         arrays: dict[str, list] = {}
         for chain in [c for c in chains if c.shape == "array"]:
             arrays.setdefault(chain.experiment, []).append(chain)
@@ -209,8 +229,9 @@ class _Submission:
         records.record(self.book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,
                        kind=kind, submitted=time.time())
 
-    def chain(self, chain) -> None:
-        """A chain's unfinished generations, each afterok on the one before (or on its queued job)."""
+    def chain(self, chain, number: int) -> None:
+        """A chain's unfinished generations, each afterok on the one before (or on its queued job);
+        `number`: the chain's place among its experiment's (in its job names)."""
         from collapse_hpc.launch.job import UnitJob
 
         run, ranks = self.run, chain.ranks
@@ -229,7 +250,8 @@ class _Submission:
             if jid:  # waits on a job we are replacing: never two chains for one variant
                 self.stale.append(jid)
             dep = f"afterok:{prev}" if prev else None
-            ex = self.sub.executor(chain.kind, ranks, name=f"{run.name}:{job.label}", dependency=dep,
+            name = job_name(run.name, job.label, chain.experiment, number, job.index)
+            ex = self.sub.executor(chain.kind, ranks, name=name, dependency=dep,
                                    comment=f"{job.label}" + (f" {dep}" if dep else ""))
             sj = _sbatch(job.label, lambda: ex.submit(UnitJob(), self.root, job.experiment, job.variant, job.index))
             self.note(job.label, sj, dep, chain.kind)
@@ -256,7 +278,8 @@ class _Submission:
         self.live_ids += queued_parts
         ids = ""
         if todo:
-            ex = self.sub.executor(group[0].kind, 1, name=f"{self.run.name}:{name}", comment=f"{name} array")
+            ex = self.sub.executor(group[0].kind, 1, name=job_name(self.run.name, name, name),
+                                   comment=f"{name} array")
 
             def array():
                 with ex.batch():  # one sbatch --array for every part of every variant
@@ -284,7 +307,8 @@ class _Submission:
                 cancel([agg_live])
             waits = sorted({str(j).split("_")[0] for j in self.new_ids + self.live_ids})
             dep = "afterany:" + ":".join(waits) if waits else None
-            ex = self.sub.executor("aggregate", 1, name=f"{self.run.name}:aggregate", dependency=dep,
+            ex = self.sub.executor("aggregate", 1, name=job_name(self.run.name, "aggregate", "aggregate"),
+                                   dependency=dep,
                                    comment="aggregate" + (f" {dep}" if dep else ""))
             sj = _sbatch("the aggregation job", lambda: ex.submit(finish, self.root))
             self.book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,

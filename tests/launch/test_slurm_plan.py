@@ -366,3 +366,17 @@ def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_s
     assert jobs(tmp_path / "b")["profile"] == str(tmp_path / "own.yaml")  # the config's, over the site's
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "c", "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 0 and jobs(tmp_path / "c")["profile"] == str(REPO / "slurm" / "local.yaml")  # --profile first
+
+
+def test_job_names_tell_chain_and_generation_apart_in_8_characters(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=3, seeds=[0, 1], ltchain={}, ltarray={"parts": 2})
+    submit(cfg, tmp_path / "run")
+    book = jobs(tmp_path / "run")
+    names = {label: flag(scripts(fake_slurm)[int(e["job_id"].split("_")[0])], "job-name")
+             for label, e in book["units"].items()}
+    chain = {label: name for label, name in names.items() if label.startswith("ltchain/")}
+    assert len({name[:8] for name in chain.values()}) == len(chain) == 6  # squeue's default width
+    assert chain["ltchain/replace-p0-s1/gen_002"].startswith("lt01g002-t:")
+    assert all(name.endswith(label) for label, name in chain.items())  # the rest: run and unit
+    assert {n[:8] for label, n in names.items() if label.startswith("ltarray/")} == {"lt-array"}
+    assert flag(scripts(fake_slurm)[int(book["aggregate"]["job_id"])], "job-name").startswith("report-t")
