@@ -87,3 +87,23 @@ def test_zero3_and_csv_monitor_reach_the_engine_on_two_ranks(lm_data_dir, tmp_pa
     cfg = tiny_cfg()
     # our cosine, as DeepSpeed reads it after each step: the last step of an epoch shows the next one's
     assert lrs == pytest.approx([cfg.lr * train.epoch_lr_factor(cfg, e) for e in range(3)])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_tensorboard_monitor_writes_its_event_file(lm_data_dir, tmp_path):
+    """tensorboard is in the runtime lock (and so the image): DeepSpeed's monitor, enabled through
+    lm.deepspeed alone, writes an event file with the per-step learning rate on a gloo rank."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = tmp_path / "board"
+    over = {"deepspeed": {"tensorboard": {"enabled": True, "output_path": str(board), "job_name": "gen"}},
+            "epochs": 1, "batch_size": 64}
+    codes, (r0,) = _wait(_launch(lm_data_dir, tmp_path, over, world=1), tmp_path, timeout=540)
+    assert codes == [0], _tail(tmp_path)
+    events = list((board / "gen").glob("events.out.tfevents.*"))
+    assert len(events) == 1, list(board.rglob("*"))
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    lr = acc.Scalars("Train/Samples/lr")
+    assert len(lr) == r0["steps"] and lr[0].value == pytest.approx(tiny_cfg().lr)
