@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/collapse-hpc/torch_extensions
 export PYTHONNOUSERSITE := 1
 
-.PHONY: setup lock demo lint test test-slurm submit status aggregate verify bench data image image-test sif clean help
+.PHONY: setup lock demo lint test test-slurm submit stage cancel status aggregate verify bench data image image-test sif clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -54,6 +54,9 @@ test-slurm: setup  ## start the single-node Slurm dev cluster and run the Slurm 
 
 submit: setup  ## submit to Slurm: make submit GENERATIONS=10 [CONFIG=] [PROFILE=, else the config's profile:, else slurm/site.yaml] [RUN=]
 	$(CLI) submit $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(PROFILE),--profile $(PROFILE))
+
+stage: setup  ## on a login node with internet: data sets and models of CONFIG where PROFILE's jobs look
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(CLI) stage $(CONFIG) $(if $(PROFILE),--profile $(PROFILE))
 
 status: setup  ## per chain: generation reached, job states
 	$(CLI) status $(RUN)

@@ -3,6 +3,7 @@
   collapse-hpc run CONFIG            run every experiment of a config here (local processes)
   collapse-hpc submit CONFIG         the same as Slurm jobs (chains, arrays), returns at once
   collapse-hpc profile init          write slurm/site.yaml, this checkout's cluster profile, from sinfo
+  collapse-hpc stage CONFIG          prepare its data sets, fetch its models where the profile's jobs look
   collapse-hpc status RUN            per chain: generation reached, job states
   collapse-hpc aggregate RUN [RUN…]  tidy tables, figures, results page
   collapse-hpc verify RUN            re-hash every artefact against its manifest
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(s)
     s.add_argument("--profile", metavar="YAML", help="cluster profile (default: the config's `profile:`, "
                    "else slurm/site.yaml)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan, each kind of sbatch script, the "
+                   "estimated GPU-hours, wall time and disk, and every failing check; write and queue nothing "
+                   "(exit 2 only when a check failed)")
 
     pr = sub.add_parser("profile", help="the site's cluster profile (slurm/site.yaml)",
                         description="init: write a starter slurm/site.yaml from sinfo (submit uses it when "
@@ -73,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     pi = prsub.add_parser("init", help="write a starter profile from sinfo")
     pi.add_argument("--out", default="slurm/site.yaml", help="where (default: slurm/site.yaml)")
     pi.add_argument("--force", action="store_true", help="replace an existing file")
+
+    sg = sub.add_parser("stage", help="prepare the data sets and fetch the models a config needs",
+                        description="On a login node with internet: prepare every data set and download every "
+                                    "hub model the config's variants need, into the config's data folder and "
+                                    "the HF cache the profile's jobs use (its env.HF_HOME), then run the checks "
+                                    "submit runs. Done ones are skipped.", epilog=EPILOG)
+    sg.add_argument("config", help="config YAML")
+    sg.add_argument("--profile", metavar="YAML", help="cluster profile (default: the config's `profile:`, "
+                    "else slurm/site.yaml)")
+    sg.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                    help=SET_HELP)
 
     st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
                         "job states and, for a failed job, its log and last lines.")
@@ -134,13 +149,23 @@ def default_run_dir(config: str) -> Path:
     return Path("runs") / Path(config).stem
 
 
-def resolve(args, executor: str | None = None, profile: str | None = None):
+def resolve(args, executor: str | None = None, profile: str | None = None, problems: list[str] | None = None):
     """Load and validate the config and check each experiment's inputs; writes nothing.
 
-    Returns (store, run); the store's folder may not exist yet."""
+    Returns (store, run); the store's folder may not exist yet. With `problems` (a list), the checks
+    of the cluster and of the inputs add their failures to it instead of raising the first."""
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import choose
+    from collapse_hpc.launch import profile as profmod
     from collapse_hpc.store import RunStore
+
+    def check(what, *a):
+        try:
+            what(*a)
+        except UserError as e:
+            if problems is None:
+                raise
+            problems.append(str(e))
 
     executor = choose(executor, profile)  # --profile without --executor: the profile's back-end
     overrides = list(args.overrides)
@@ -156,26 +181,32 @@ def resolve(args, executor: str | None = None, profile: str | None = None):
         if unknown:
             raise UserError(f"--only {unknown[0]}: not a section of {args.config} "
                             f"(it has: {', '.join(run.sections)})")
+    prof = None
     if run.executor == "slurm":  # a bad profile must fail before the run folder exists
-        from collapse_hpc.launch import profile as profmod
+        from collapse_hpc.launch import slurm
         from collapse_hpc.launch.container import resolve_image
 
         prof = profmod.load(run.profile)
         if prof.container.image:  # before the run folder too; the jobs would only fail at start
-            try:
-                resolve_image(prof.container.image)
-            except UserError as e:
-                raise UserError(f"{run.profile}: {e}".replace("container image", "container.image", 1)) from None
-        from collapse_hpc.launch import slurm
-
+            def image():
+                try:
+                    resolve_image(prof.container.image)
+                except UserError as e:
+                    raise UserError(f"{run.profile}: {e}".replace("container image", "container.image", 1)) from None
+            check(image)
         kinds = {c.kind for c in engine.plan(run, only=only)} | {"aggregate"}
-        slurm.check_profile(prof, sorted(kinds))
-    for name in run.enabled():  # e.g. an unprepared data set: one line now, not a failed job later
-        if not only or name in only:
-            try:
-                experiments.get(name).check(run)
-            except UserError as e:
-                raise UserError(f"{args.config}: {e}") from None
+        check(slurm.check_profile, prof, sorted(kinds))
+    # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
+    # HF cache the profile's jobs use, not this shell's
+    with profmod.job_environment(prof):
+        for name in run.enabled():
+            if not only or name in only:
+                def inputs(name=name):
+                    try:
+                        experiments.get(name).check(run)
+                    except UserError as e:
+                        raise UserError(f"{args.config}: {e}") from None
+                check(inputs)
     return RunStore(args.run or default_run_dir(args.config)), run
 
 
@@ -212,7 +243,47 @@ def cmd_submit(args) -> int:
     configured = experiments.load_config(args.config, args.overrides, args.generations).profile
     args.profile = pick(args.profile, configured, args.config)
     args.executor = "slurm"
+    if args.dry_run:
+        return dry_run(args)
     return cmd_run(args, executor="slurm")
+
+
+def dry_run(args) -> int:
+    """The plan, its sbatch scripts, the estimate and every failing check; writes nothing."""
+    from collapse_hpc import engine
+    from collapse_hpc.launch import dryrun
+    from collapse_hpc.launch import profile as profmod
+
+    problems: list[str] = []
+    store, run = resolve(args, "slurm", args.profile, problems)
+    return dryrun.show(store, run, engine.plan(run, only=args.only), profmod.load(run.profile), problems)
+
+
+def cmd_stage(args) -> int:
+    """Prepare every data set and fetch every hub model of the config, where the profile's jobs look."""
+    from collapse_hpc import data, experiments
+    from collapse_hpc.launch import profile as profmod
+    from collapse_hpc.launch.stage import fetch_models
+
+    run = experiments.load_config(args.config, args.overrides)
+    profile = profmod.pick(args.profile, run.profile, args.config)
+    prof = profmod.load(profile)
+    data_dir, known = Path(run.data_dir), data.preparers()
+    names = list(dict.fromkeys(n for e in run.enabled() for n in experiments.get(e).data_sets(run)))
+    for name in names:
+        if name in known:
+            data.prepare(name, data_dir)
+        elif not (data_dir / name / "card.json").is_file():  # the user's own files: only they can prepare it
+            raise UserError(f"{args.config}: data set {name!r} is not built in: prepare it from your files "
+                            f"(collapse-hpc data prepare {name} --from PATH --data-dir {data_dir})")
+    tags = list(dict.fromkeys(t for e in run.enabled() for t in experiments.get(e).hub_models(run)))
+    for line in fetch_models(tags, prof):
+        print(line)
+    args.run, args.generations, args.only = None, None, None
+    resolve(args, "slurm", profile)  # the checks submit runs, under the profile's job environment
+    print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; models "
+          f"{', '.join(tags) or 'none'}; submit's checks pass")
+    return 0
 
 
 def cmd_profile(args) -> int:
@@ -303,7 +374,7 @@ def cmd_config(args) -> int:
 
 
 COMMANDS = {"config": cmd_config, "run": cmd_run, "submit": cmd_submit, "status": cmd_status, "verify": cmd_verify,
-            "aggregate": cmd_aggregate, "data": cmd_data, "profile": cmd_profile}
+            "aggregate": cmd_aggregate, "data": cmd_data, "profile": cmd_profile, "stage": cmd_stage}
 
 
 def _os_message(e: OSError) -> str:

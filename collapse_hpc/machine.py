@@ -1,4 +1,5 @@
-"""Facts about the machine this process runs on: its cores, a rank's share of them, a free port.
+"""Facts about the machine this process runs on: its cores, a rank's share of them, a free port,
+its HF cache.
 
 Read by every floor (a unit's threads, a launcher's slots, a rendezvous port), so it imports
 nothing of the package.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 
 def machine_cores() -> int:
@@ -30,3 +32,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def hf_home() -> Path:
+    """The HF cache's root as os.environ says now: $HF_HOME, else $XDG_CACHE_HOME/huggingface (what
+    huggingface_hub uses; its own constants are fixed when it is imported)."""
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "huggingface"
+
+
+def hub_cache() -> Path:
+    """Where hub models are cached: $HF_HUB_CACHE, else hf_home()/hub."""
+    return Path(os.environ["HF_HUB_CACHE"]).expanduser() if os.environ.get("HF_HUB_CACHE") else hf_home() / "hub"

@@ -240,6 +240,16 @@ class Experiment:
         unprepared data set. The CLI calls it for every experiment it is about to run, before the run
         folder is created, so a run that could only fail writes nothing. Cheap; prepares nothing."""
 
+    def data_sets(self, run) -> list[str]:
+        """The prepared data sets the run's units read (`collapse-hpc stage` prepares them): the
+        `dataset` key of the section under each regime, where the section has one."""
+        names = [getattr(s, "dataset", None) for s in sections_seen(self.name, run)]
+        return list(dict.fromkeys(n for n in names if n))
+
+    def hub_models(self, run) -> list[str]:
+        """Hub repositories (models, tokenizers) the units load (`collapse-hpc stage` downloads them)."""
+        return []
+
     def run_unit(self, ctx: UnitContext) -> None:
         raise NotImplementedError
 

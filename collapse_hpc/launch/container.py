@@ -76,7 +76,9 @@ class ContainerConfig:
 
 def default_hf_home() -> Path:
     """The host's HF cache: $HF_HOME, else ~/.cache/huggingface (what huggingface_hub uses)."""
-    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    from collapse_hpc.machine import hf_home
+
+    return hf_home()
 
 
 def slurm_host_paths(candidates=SLURM_PATHS) -> list[str]:
@@ -103,18 +105,21 @@ def resolve_image(image: str) -> str:
     return str(path)
 
 
-def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None) -> list[str] | None:
+def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None,
+            dry_run: bool = False) -> list[str] | None:
     """The argv that replaces `python` in every job, or None when the profile names no image.
 
     run_dir and data_dir are bound at their own absolute paths (the engine passes host paths to
     the job); hf_home (default: default_hf_home(); $VARS expand) is bound at /hf-cache.
-    slurm_paths: the Slurm binds (default: found on this host when cfg.slurm_binds)."""
+    slurm_paths: the Slurm binds (default: found on this host when cfg.slurm_binds).
+    dry_run: creates no folder and takes the image as given (submit --dry-run checks it apart)."""
     if not cfg.image:
         return None
-    image = resolve_image(cfg.image)
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    image = cfg.image if dry_run else resolve_image(cfg.image)
     hf_home = Path(os.path.expandvars(str(hf_home or default_hf_home()))).expanduser().resolve()
-    hf_home.mkdir(parents=True, exist_ok=True)  # a missing bind source fails the job at start
+    if not dry_run:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        hf_home.mkdir(parents=True, exist_ok=True)  # a missing bind source fails the job at start
 
     binds = [_same_path(run_dir)]
     if data_dir is not None and Path(data_dir).exists():
@@ -148,7 +153,8 @@ def _same_path(path) -> str:
     return str(real) if real == given else f"{real}:{given}"
 
 
-def slurm_python(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None) -> str | None:
+def slurm_python(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None,
+                 dry_run: bool = False) -> str | None:
     """`command` as the shell string submitit's `slurm_python` takes, or None (host Python)."""
-    argv = command(cfg, run_dir, data_dir, hf_home, slurm_paths)
+    argv = command(cfg, run_dir, data_dir, hf_home, slurm_paths, dry_run=dry_run)
     return shlex.join(argv) if argv else None

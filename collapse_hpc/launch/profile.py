@@ -136,13 +136,15 @@ def pick(given: str | None, configured: str | None, config: str) -> str:
 
 
 @contextlib.contextmanager
-def job_environment(prof: Profile | None):
-    """os.environ as the profile's jobs see it (its `env` over this shell's, $VARS expanded), for the
-    checks of what jobs will load: e.g. a model in the HF cache of the jobs' HF_HOME, not this shell's."""
+def job_environment(prof: Profile | None, only: tuple[str, ...] | None = None):
+    """os.environ as the profile's jobs see it (its `env` over this shell's, $VARS expanded; of the
+    names in `only` when given), for the checks of what jobs will load: e.g. a model in the HF cache
+    of the jobs' HF_HOME, not this shell's."""
     saved = dict(os.environ)
     try:
         for k, v in (prof.env if prof else {}).items():
-            os.environ[k] = os.path.expanduser(os.path.expandvars(str(v)))
+            if only is None or k in only:
+                os.environ[k] = os.path.expanduser(os.path.expandvars(str(v)))
         yield
     finally:
         os.environ.clear()

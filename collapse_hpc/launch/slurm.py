@@ -136,10 +136,10 @@ def job_name(run_name: str, label: str, experiment: str, chain: int | None = Non
 class Submitter:
     """Builds one submitit SlurmExecutor per job kind from the profile."""
 
-    def __init__(self, store, run, prof: profiles.Profile):
+    def __init__(self, store, run, prof: profiles.Profile, dry_run: bool = False):
         import submitit
 
-        self.store, self.run, self.prof = store, run, prof
+        self.store, self.run, self.prof, self.dry_run = store, run, prof, dry_run
         self.folder = store.logs / "submitit"
         self.python = self._python()
         self._submitit = submitit
@@ -150,7 +150,7 @@ class Submitter:
 
             # the profile's HF_HOME (e.g. on /scratch) is the cache jobs must see, not the submitter's
             return slurm_python(self.prof.container, self.store.root, self.run.data_dir,
-                                hf_home=self.prof.env.get("HF_HOME"))
+                                hf_home=self.prof.env.get("HF_HOME"), dry_run=self.dry_run)
         return self.prof.python
 
     def executor(self, kind: str, ranks: int = 1, name: str = "collapse", dependency: str | None = None,

@@ -21,7 +21,8 @@ FAKES = {
     "srun": "true\n",  # submitit only checks that it exists
     "sinfo": 'printf "%s\\n" "debug*|1:00:00|(null)" "gpu|2-00:00:00|gpu:h100:4" "gpu|2-00:00:00|gpu:h100:4"\n',
     # the partitions of the dev cluster and the example profile, or partitions.txt
-    "scontrol": '[[ "$*" == *"show partition"* ]] || exit 1\n'
+    "scontrol": '[[ "$*" == *"show config"* ]] && { cat "$FAKE_SLURM/config.txt" 2>/dev/null; exit 0; }\n'
+                '[[ "$*" == *"show partition"* ]] || exit 1\n'
                 'cat "$FAKE_SLURM/partitions.txt" 2>/dev/null || printf "%s\\n" '
                 '"PartitionName=debug Default=YES MaxTime=UNLIMITED" "PartitionName=gpu Default=NO MaxTime=2-00:00:00" '
                 '"PartitionName=cpu Default=NO MaxTime=UNLIMITED"\n',

@@ -66,6 +66,12 @@ class LanguageModel(Experiment):
                     checked.add((key, tag))
                     check_source(f"{self.name}.{key}", tag, slurm=run.executor == "slurm")
 
+    def hub_models(self, run) -> list[str]:
+        from collapse_hpc.experiments.lm.hub import hub_tag
+
+        tags = [t for cfg in sections_seen(self.name, run) for t in (cfg.model, cfg.tokenizer) if hub_tag(t)]
+        return list(dict.fromkeys(tags))
+
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.lm.chain import run_generation
 

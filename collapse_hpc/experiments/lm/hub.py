@@ -11,12 +11,18 @@ import os
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.machine import hub_cache
 
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's spelling of a true environment flag
 
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+
+
+def hub_tag(tag: str | None) -> bool:
+    """Whether a model or tokenizer setting names a hub repository (not a folder, not the tiny model)."""
+    return bool(tag) and tag != "tiny" and not _looks_like_path(str(tag)) and not Path(str(tag)).expanduser().exists()
 
 
 def _looks_like_path(tag: str) -> bool:
@@ -34,20 +40,22 @@ def check_source(key: str, tag: str, slurm: bool = False) -> None:
         return
     if _looks_like_path(tag) or folder.exists():
         raise UserError(f"{key}: {tag} is not a folder")
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
+    cache = hub_cache()
     try:
-        cached = any(isinstance(try_to_load_from_cache(tag, f), str)
+        cached = any(isinstance(try_to_load_from_cache(tag, f, cache_dir=cache), str)
                      for f in ("config.json", "tokenizer_config.json"))
     except ValueError:  # huggingface_hub refuses the name itself (HFValidationError is a ValueError)
         raise UserError(f"{key}: {tag!r} is neither a folder nor a hub tag (owner/name)") from None
     if cached:
         return
-    fill = f"fill it where the hub is reachable: hf download {tag} (with the same HF_HOME)"
+    fill = (f"fill it where the hub is reachable: collapse-hpc stage CONFIG --profile P (or hf download {tag} "
+            f"with HF_HOME={cache.parent})")
     if hub_offline():
-        raise UserError(f"{key}: {tag!r} is not in the HF cache ({constants.HF_HUB_CACHE}) and the hub is "
+        raise UserError(f"{key}: {tag!r} is not in the HF cache ({cache}) and the hub is "
                         f"offline (HF_HUB_OFFLINE=1); {fill}")
     if slurm:
         logging.getLogger("collapse_hpc").warning(
             "%s: %r is not in the HF cache (%s): each job downloads it, which needs internet on the compute "
-            "nodes; %s", key, tag, constants.HF_HUB_CACHE, fill)
+            "nodes; %s", key, tag, cache, fill)

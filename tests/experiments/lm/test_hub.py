@@ -16,6 +16,7 @@ def hf_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hf" / "hub"
     cache.mkdir(parents=True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # the check reads the environment when it runs
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return cache
 

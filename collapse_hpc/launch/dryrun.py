@@ -1,0 +1,109 @@
+"""`submit --dry-run`: what a submission would queue, printed, with nothing written or queued.
+
+The plan (chains, arrays, jobs by kind, the job count against the cluster's limits where
+`scontrol show config` tells them), the sbatch script of each kind of job (as submitit would write
+it), the estimated GPU-hours, wall time and disk (estimate.py), and every failing pre-submit
+check. Exit status 2 only when a check failed.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+
+from collapse_hpc.launch import estimate
+from collapse_hpc.launch import profile as profiles
+from collapse_hpc.launch.slurm import Submitter, job_name, numbered
+
+
+def limits() -> dict[str, int]:
+    """MaxJobCount and MaxArraySize of this cluster, where scontrol answers; {} elsewhere."""
+    if shutil.which("scontrol") is None:
+        return {}
+    import subprocess
+
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
+    found = dict(re.findall(r"^(MaxJobCount|MaxArraySize)\s*=\s*(\d+)", out.stdout, re.M))
+    return {k: int(v) for k, v in found.items()}
+
+
+def _script(sub: Submitter, kind: str, ranks: int, name: str, dependency: str | None, comment: str,
+            tasks: int | None = None) -> str:
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    ex = sub.executor(kind, ranks, name=name, dependency=dependency, comment=comment)
+    params = dict(ex.parameters)
+    if tasks:
+        params["map_count"] = tasks
+    return _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
+
+
+def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int:
+    from collapse_hpc import engine
+
+    sub = Submitter(store, run, prof, dry_run=True)
+    done = {id(j) for c in chains for j in c.jobs if engine.job_done(store, run, j)}
+    print(f"dry run: {run.name} -> {store.root} (not created), profile {prof.name}; nothing is written or queued")
+    print("\n== plan")
+    kinds: dict[str, int] = {}
+    scripts: list[tuple[str, str]] = []
+    width = max([len(f"{c.experiment}/{c.variant.name}") for c in chains] + [5])
+    for chain, number in numbered(chains):
+        todo = [j for j in chain.jobs if id(j) not in done]
+        kinds[chain.kind] = kinds.get(chain.kind, 0) + len(todo)
+        first = job_name(run.name, "…", chain.experiment, number, todo[0].index)[:8] if todo else "-"
+        print(f"{chain.experiment + '/' + chain.variant.name:<{width}}  chain  {len(todo):>4} of {len(chain.jobs):>4} "
+              f"generations  {chain.kind}  {first} …  afterok")
+        if todo and number == 0:  # one chain per experiment shown in full: its first job and a dependent one
+            for job, dep in [(todo[0], None)] + ([(todo[1], "afterok:<job id of the one before>")]
+                                                  if len(todo) > 1 else []):
+                name = job_name(run.name, job.label, chain.experiment, number, job.index)
+                scripts.append((f"{job.label} ({chain.kind}; every generation of every {chain.experiment} chain "
+                                f"alike but for name and dependency)",
+                                _script(sub, chain.kind, chain.ranks, name, dep, job.label)))
+    arrays: dict[str, list] = {}
+    for chain in (c for c in chains if c.shape == "array"):
+        arrays.setdefault(chain.experiment, []).append(chain)
+    biggest_array = 0
+    for name, group in arrays.items():
+        todo = [j for c in group for j in c.jobs if id(j) not in done]
+        kinds[group[0].kind] = kinds.get(group[0].kind, 0) + len(todo)
+        biggest_array = max(biggest_array, len(todo))
+        print(f"{name:<{width}}  array  {len(todo):>4} of {sum(len(c.jobs) for c in group):>4} tasks        "
+              f"{group[0].kind}  %{min(len(todo) or 1, prof.array_parallelism)} at once")
+        if todo:
+            scripts.append((f"the {name} array ({len(todo)} tasks)",
+                            _script(sub, group[0].kind, 1, job_name(run.name, name, name), None, f"{name} array",
+                                    tasks=len(todo))))
+    kinds["aggregate"] = 1
+    scripts.append(("the aggregation job (afterany on every job above)",
+                    _script(sub, "aggregate", 1, job_name(run.name, "aggregate", "aggregate"),
+                            "afterany:<every job above>", "aggregate")))
+    total = sum(kinds.values())
+    print(f"{'aggregate':<{width}}  job       1")
+    print("jobs by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items() if n) + f"; {total} in all "
+          f"(an array task counts as a job); {len(done)} unit(s) already done")
+    lim = limits()
+    if lim:
+        over = []
+        if "MaxJobCount" in lim and total > lim["MaxJobCount"]:
+            over.append(f"{total} jobs > MaxJobCount {lim['MaxJobCount']}")
+        if "MaxArraySize" in lim and biggest_array >= lim["MaxArraySize"]:
+            over.append(f"an array of {biggest_array} tasks >= MaxArraySize {lim['MaxArraySize']}")
+        print("cluster limits (scontrol): " + ", ".join(f"{k} {v}" for k, v in lim.items())
+              + ("; OVER: " + "; ".join(over) if over else "; within them"))
+        problems += [f"cluster limit: {o}" for o in over]
+    else:
+        print("cluster limits: unknown here (no scontrol); per-user limits: sacctmgr show assoc user=$USER")
+    for title, text in scripts:
+        print(f"\n== sbatch script: {title}\n{text.rstrip()}")
+    print("\n== estimate of the whole plan (per-generation rates: README, What it costs on a GPU)")
+    for line in estimate.estimate(run, chains).lines():
+        print(line)
+    print("\n== checks before submitting")
+    if not problems:
+        print("all passed")
+        return 0
+    for p in problems:
+        print(f"FAILED: {p}")
+    print(f"{len(problems)} check(s) failed: fix them, then submit without --dry-run")
+    return 2

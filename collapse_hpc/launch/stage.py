@@ -1,0 +1,38 @@
+"""`collapse-hpc stage`: on a login node with internet, fill the HF cache that a profile's jobs
+will use with every hub model the config's variants load, so that jobs run offline
+(HF_HUB_OFFLINE=1) and the check before submitting, which looks in that same cache, passes.
+The data sets are prepared by the command itself (cli.cmd_stage: collapse-hpc data prepare).
+"""
+from __future__ import annotations
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.launch.profile import Profile, job_environment
+from collapse_hpc.machine import hub_cache
+
+# what from_pretrained reads; the hub's other formats (TensorFlow, Flax, ONNX) are left out
+MODEL_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "*.py"]
+
+
+def jobs_hub_cache(prof: Profile | None):
+    """The hub cache the profile's jobs use (its env's HF_HOME / HF_HUB_CACHE over this shell's)."""
+    with job_environment(prof, only=("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME")):
+        return hub_cache()
+
+
+def fetch_models(tags: list[str], prof: Profile | None) -> list[str]:
+    """Download every tag into the jobs' hub cache (a cached one is not fetched again); one line per
+    tag. The hub's reachability is this shell's (HF_HUB_OFFLINE unset: online)."""
+    from huggingface_hub import constants, snapshot_download
+
+    cache = jobs_hub_cache(prof)
+    lines = []
+    for tag in tags:
+        try:
+            path = snapshot_download(tag, cache_dir=cache, allow_patterns=MODEL_FILES)
+        except Exception as e:  # offline, unknown repository, network, disk: huggingface_hub's many kinds
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            hint = " (the hub is offline here: HF_HUB_OFFLINE=1; stage where it is reachable)" \
+                if constants.HF_HUB_OFFLINE else ""
+            raise UserError(f"stage: {tag}: cannot fetch into {cache}: {why}{hint}") from None
+        lines.append(f"model {tag}: in {cache} ({path})")
+    return lines

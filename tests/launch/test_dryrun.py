@@ -1,0 +1,44 @@
+"""submit --dry-run: the plan, the sbatch scripts, the estimate and every failing check are printed;
+nothing is written or queued; exit 2 only when a check failed."""
+from tests.launch.helpers import REPO, collapse, write_config
+from tests.launch.test_slurm_plan import fake_slurm, scripts  # noqa: F401  (the fixture)
+
+
+def test_paper_on_a_machine_without_that_cluster(tmp_path):
+    run = tmp_path / "DIR"
+    rc, out, err = collapse("submit", REPO / "configs" / "paper.yaml", "--dry-run", "--profile",
+                            REPO / "slurm" / "example-cluster.yaml", "--run", run)
+    assert rc == 2, err
+    assert not run.exists() and not tmp_path.joinpath("DIR").exists()
+    assert "#SBATCH --job-name=lm00g000-paper:lm/replace-p0-s0/gen_000" in out
+    assert "#SBATCH --array=0-119%64" in out and "#SBATCH --gpus-per-node=1" in out
+    assert "gpu 100, gpu1 100, cpu 435, aggregate 1; 636 in all" in out
+    # 50 generations of ~231 s (p = 0, 5 epochs) and 50 of ~312 s (p = 0.1, 10 epochs): README's 7.5
+    assert "GPU-hours: 7.5" in out and "not estimated (no measured rate)" in out
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
+    assert any("container.image /project/collapse/images/collapse-hpc.sif not found" in f for f in failed)
+    assert len(failed) >= 2 and f"{len(failed)} check(s) failed" in out
+
+
+def test_dry_run_that_passes_writes_and_queues_nothing(tmp_path, fake_slurm):  # noqa: F811
+    (fake_slurm / "config.txt").write_text("MaxJobCount = 10000\nMaxArraySize = 1001\n")
+    cfg = write_config(tmp_path, generations=3, ltchain={}, ltarray={"parts": 2})
+    rc, out, err = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run",
+                            "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0, out + err
+    assert not (tmp_path / "run").exists() and not scripts(fake_slurm)  # no sbatch ran
+    assert "#SBATCH --dependency='afterok:<job id of the one before>'" in out
+    assert "MaxJobCount 10000, MaxArraySize 1001; within them" in out and "all passed" in out
+
+
+def test_every_failing_check_is_listed(tmp_path, fake_slurm):  # noqa: F811
+    (fake_slurm / "config.txt").write_text("MaxArraySize = 2\n")
+    prof = tmp_path / "p.yaml"
+    prof.write_text(f"partition: nowhere\ncontainer: {{image: {tmp_path / 'missing.sif'}}}\n")
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 3})
+    rc, out, _ = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and not (tmp_path / "run").exists()
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
+    assert len(failed) == 3, out
+    assert "missing.sif not found" in failed[0] and "no partition 'nowhere'" in failed[1]
+    assert "an array of 3 tasks >= MaxArraySize 2" in failed[2]

@@ -1,0 +1,62 @@
+"""The model check before submitting, and `collapse-hpc stage`, look in the HF cache that the
+profile's jobs use (its env.HF_HOME), not in the submitting shell's."""
+import pytest
+
+from tests.experiments.lm.test_hub import cache_model
+from tests.launch.helpers import collapse, write_config
+from tests.launch.test_slurm_plan import fake_slurm, scripts  # noqa: F401  (the fixture)
+
+TAG = "facebook/opt-125m"
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch, fake_slurm):  # noqa: F811
+    shell, jobs = tmp_path / "shell-hf", tmp_path / "jobs-hf"
+    cache_model(shell / "hub", TAG)  # the submitting shell's cache has the model; the jobs' does not
+    monkeypatch.setenv("HF_HOME", str(shell))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "data" / "corpus"  # a prepared data set, as the check sees one
+    data.mkdir(parents=True)
+    for f in ("card.json", "train.parquet", "validation.parquet", "test.parquet"):
+        (data / f).write_text("{}")
+    cfg = write_config(tmp_path, generations=1, data_dir=str(tmp_path / "data"),
+                       lm={"dataset": "corpus", "model": TAG, "pretrained": True})
+    prof = tmp_path / "p.yaml"
+    prof.write_text(f"partition: debug\nenv: {{HF_HOME: {jobs}, HF_HUB_OFFLINE: '1'}}\n")
+    return cfg, prof, shell, jobs
+
+
+def test_the_check_looks_in_the_jobs_hf_cache(tmp_path, setup, fake_slurm):  # noqa: F811
+    cfg, prof, shell, jobs = setup
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and not (tmp_path / "run").exists() and not scripts(fake_slurm)
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ") and TAG in line and f"not in the HF cache ({jobs / 'hub'})" in line
+    rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
+    assert rc == 2 and not (tmp_path / "run").exists()
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
+    assert len(failed) == 1 and TAG in failed[0] and str(jobs) in failed[0]
+    prof.write_text(f"partition: debug\nenv: {{HF_HOME: {shell}, HF_HUB_OFFLINE: '1'}}\n")
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
+    assert rc == 0 and "all passed" in out, out + err
+
+
+def test_stage_fetches_into_the_jobs_cache_and_then_the_check_passes(tmp_path, setup):
+    cfg, prof, shell, jobs = setup
+    # offline and not in the jobs' cache: one line naming the model and where it would go
+    rc, _, err = collapse("stage", cfg, "--profile", prof)
+    assert rc == 2, err
+    (line,) = err.strip().splitlines()
+    assert TAG in line and f"cannot fetch into {jobs / 'hub'}" in line and "HF_HUB_OFFLINE" in line
+    cache_model(jobs / "hub", TAG)  # as a download would leave it
+    rc, out, err = collapse("stage", cfg, "--profile", prof)
+    assert rc == 0, err
+    assert f"model {TAG}: in {jobs / 'hub'}" in out and "submit's checks pass" in out
+
+
+def test_stage_refuses_a_data_set_only_the_user_can_prepare(tmp_path, setup):
+    cfg, prof, _, jobs = setup
+    cfg.write_text(cfg.read_text().replace("dataset: corpus", "dataset: mine"))
+    rc, _, err = collapse("stage", cfg, "--profile", prof)
+    assert rc == 2 and "'mine' is not built in" in err and "--from PATH" in err
