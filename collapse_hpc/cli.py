@@ -5,6 +5,7 @@
   collapse-hpc profile init          write slurm/site.yaml, this checkout's cluster profile, from sinfo
   collapse-hpc stage CONFIG          prepare its data sets, fetch its models where the profile's jobs look
   collapse-hpc status RUN            per chain: generation reached, job states
+  collapse-hpc cancel RUN            cancel the run's queued and running Slurm jobs
   collapse-hpc aggregate RUN [RUN…]  tidy tables, figures, results page
   collapse-hpc verify RUN            re-hash every artefact against its manifest
   collapse-hpc data prepare NAME     prepare a data set under data/
@@ -88,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
                     "else slurm/site.yaml)")
     sg.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                     help=SET_HELP)
+
+    ca = sub.add_parser("cancel", help="cancel a run's queued and running Slurm jobs",
+                        description="scancel every job of RUN (its jobs.json) still queued or running; finished "
+                                    "units stay, and submit queues what is left.", epilog=EPILOG)
+    ca.add_argument("run", help="run folder")
 
     st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
                         "job states and, for a failed job, its log and last lines.")
@@ -240,7 +246,8 @@ def cmd_submit(args) -> int:
     from collapse_hpc import experiments
     from collapse_hpc.launch.profile import pick
 
-    configured = experiments.load_config(args.config, args.overrides, args.generations).profile
+    # the config's own profile: key (read as if local: a slurm config without one reaches pick's message)
+    configured = experiments.load_config(args.config, args.overrides + ["executor=local"], args.generations).profile
     args.profile = pick(args.profile, configured, args.config)
     args.executor = "slurm"
     if args.dry_run:
@@ -284,6 +291,15 @@ def cmd_stage(args) -> int:
     print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; models "
           f"{', '.join(tags) or 'none'}; submit's checks pass")
     return 0
+
+
+def cmd_cancel(args) -> int:
+    from collapse_hpc.launch.slurm import cancel_run
+    from collapse_hpc.store import RunStore
+
+    if not Path(args.run).is_dir():
+        raise UserError(f"{args.run}: no such run folder")
+    return cancel_run(RunStore(args.run))
 
 
 def cmd_profile(args) -> int:
@@ -374,7 +390,8 @@ def cmd_config(args) -> int:
 
 
 COMMANDS = {"config": cmd_config, "run": cmd_run, "submit": cmd_submit, "status": cmd_status, "verify": cmd_verify,
-            "aggregate": cmd_aggregate, "data": cmd_data, "profile": cmd_profile, "stage": cmd_stage}
+            "aggregate": cmd_aggregate, "data": cmd_data, "profile": cmd_profile, "stage": cmd_stage,
+            "cancel": cmd_cancel}
 
 
 def _os_message(e: OSError) -> str:

@@ -44,14 +44,11 @@ def refuse_if_submitted(store) -> None:
     from collapse_hpc.launch import records
 
     book = records.load(store)
-    ids = {str(e.get("job_id")) for e in book["units"].values() if e.get("job_id") is not None}
-    ids |= {str(book.get("aggregate", {}).get("job_id"))} - {"None"}
-    if book.get("executor") != "slurm" or not ids or shutil.which("squeue") is None:
+    if book.get("executor") != "slurm" or not records.job_ids(book) or shutil.which("squeue") is None:
         return
-    from collapse_hpc.launch.slurm import ACTIVE, queued
+    from collapse_hpc.launch.slurm import live as live_jobs
 
-    jobs = {i.split("_")[0] for i in ids}  # an array's tasks by the array's id
-    live = sorted(j for j, state in queued().items() if state in ACTIVE and j.split("_")[0] in jobs)
+    live = live_jobs(book)
     if live:
         shown = ", ".join(live[:5]) + (f", … ({len(live)} in all)" if len(live) > 5 else "")
         raise UserError(f"{store.root}: Slurm jobs of this run are queued or running ({shown}); wait for them "

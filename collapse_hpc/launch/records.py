@@ -46,3 +46,9 @@ def record(data: dict, label: str, **fields) -> dict:
             entry.pop(stale, None)
     entry.update(fields)
     return entry
+
+
+def job_ids(data: dict) -> set[str]:
+    """Every job id the book names: its units' and the aggregation job's."""
+    ids = {str(e.get("job_id")) for e in data["units"].values() if e.get("job_id") is not None}
+    return ids | ({str(data.get("aggregate", {}).get("job_id"))} - {"None"})

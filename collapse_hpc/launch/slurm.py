@@ -107,6 +107,31 @@ def cancel(job_ids: list[str]) -> None:
         subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
 
 
+def live(book: dict) -> list[str]:
+    """The jobs of a run's book still queued or running (array tasks as 123_4), from squeue."""
+    mine = {i.split("_")[0] for i in records.job_ids(book)}  # an array's tasks by the array's id
+    return sorted(j for j, state in queued().items() if state in ACTIVE and j.split("_")[0] in mine)
+
+
+def cancel_run(store) -> int:
+    """scancel every job of the run (jobs.json) that is still queued or running; the finished units
+    stay, and a later submit queues what is left."""
+    if not (store.root / records.JOBS).is_file():
+        raise UserError(f"{store.root}: no Slurm jobs recorded (no {records.JOBS}): nothing to cancel")
+    book = records.load(store)
+    if book.get("corrupt"):
+        raise UserError(f"{book['corrupt']} is corrupt: the run's jobs are unknown; find them with squeue --me")
+    with store.lock():  # no submit of this run in between
+        jobs = live(book)
+        cancel(jobs)
+    if jobs:
+        print(f"{store.root}: cancelled {len(jobs)} queued or running job(s): {' '.join(jobs[:10])}"
+              + (" …" if len(jobs) > 10 else "") + f"; finished units stay (collapse-hpc status {store.root})")
+    else:
+        print(f"{store.root}: nothing to cancel: none of its jobs is queued or running")
+    return 0
+
+
 def _sbatch(what: str, call):
     """Run a submission; sbatch's refusal (bad partition, account, …) becomes one error line."""
     from submitit.core.utils import FailedJobError

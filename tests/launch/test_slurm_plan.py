@@ -381,3 +381,23 @@ def test_job_names_tell_chain_and_generation_apart_in_8_characters(tmp_path, fak
     assert all(name.endswith(label) for label, name in chain.items())  # the rest: run and unit
     assert {n[:8] for label, n in names.items() if label.startswith("ltarray/")} == {"lt-array"}
     assert flag(scripts(fake_slurm)[int(book["aggregate"]["job_id"])], "job-name").startswith("report-t")
+
+
+def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slurm):
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)
+    chain = [book["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2)]
+    task = book["units"]["ltarray/replace-p0-s0/part_001"]["job_id"]
+    # gen_000 has ended; gen_001, one array task and another user's job are still queued
+    (fake_slurm / "squeue.txt").write_text(f"{chain[1]}|PENDING|0:00\n{task}|RUNNING|0:10\n999|RUNNING|1:00\n")
+    rc, out, err = collapse("cancel", run)
+    assert rc == 0, err
+    assert (fake_slurm / "scancel.txt").read_text().split() == sorted([chain[1], task])
+    assert "cancelled 2 queued or running job(s)" in out
+    (fake_slurm / "squeue.txt").write_text("999|RUNNING|1:00\n")
+    rc, out, _ = collapse("cancel", run)
+    assert rc == 0 and "nothing to cancel" in out
+    rc, _, err = collapse("cancel", tmp_path / "nowhere")
+    assert rc == 2 and "no such run folder" in err
