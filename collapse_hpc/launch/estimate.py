@@ -29,8 +29,11 @@ class Estimate:
     not_estimated: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"GPU-hours: {self.gpu_hours:.1f}", f"wall time: {self.wall_hours:.1f} h (the longest chain; "
-               f"without queue waits)", f"disk: {self.disk_gb:.1f} GB (model weights)"]
+        h = self.gpu_hours
+        gpu = f"{h:.1f}" if h >= 1 else f"{h:.2f} ({h * 60:.0f} min)"
+        wall = f"{self.wall_hours:.1f} h" if self.wall_hours >= 1 else f"{self.wall_hours * 60:.0f} min"
+        out = [f"GPU-hours: {gpu}", f"wall time: {wall} (the longest chain; without queue waits)",
+               f"disk: {self.disk_gb:.1f} GB (model weights)"]
         if self.not_estimated:
             out.append("not estimated (no measured rate): " + "; ".join(self.not_estimated))
         return out

@@ -42,3 +42,11 @@ def test_every_failing_check_is_listed(tmp_path, fake_slurm):  # noqa: F811
     assert len(failed) == 3, out
     assert "missing.sif not found" in failed[0] and "no partition 'nowhere'" in failed[1]
     assert "an array of 3 tasks >= MaxArraySize 2" in failed[2]
+
+
+def test_cluster_smoke_is_one_short_chain_per_experiment(tmp_path):
+    rc, out, _ = collapse("submit", REPO / "configs" / "cluster-smoke.yaml", "--dry-run", "--profile",
+                          REPO / "slurm" / "example-cluster.yaml", "--run", tmp_path / "run")
+    assert rc == 2 and not (tmp_path / "run").exists()  # here: no image, no Slurm, nothing staged
+    assert "jobs by kind: gpu 2, gpu1 2, cpu 2, aggregate 1; 7 in all" in out
+    assert "GPU-hours: 0.0" in out and "wall time: " in out  # a couple of minutes per LM generation
