@@ -10,9 +10,11 @@ and in which order jobs run.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,9 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
 from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime
-from collapse_hpc.store import RunStore, read_manifest, write_json, write_manifest
+from collapse_hpc.store import RunStore, read_manifest, verify_unit, write_json, write_manifest
+from collapse_hpc.store.layout import unit_index
+from collapse_hpc.store.manifest import BINDING, binding, write_binding
 
 log = logging.getLogger("collapse_hpc")
 
@@ -216,17 +220,23 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
     exp = experiments.get(experiment)
     v = _variant(store, run, experiment, variant)
     unit_dir = store.unit_dir(experiment, variant, exp.shape, index)
+    store.refuse_links(unit_dir)
     rank, world, local_rank = _dist_env()
-    if finished(store, unit_dir, exp, run):
+    variant_hash = config_hash(v.config(run))
+    if finished(store, unit_dir, exp, run, variant_hash=variant_hash):
         return "skipped"
     previous = []
     if exp.shape == "chain":
         previous = [store.unit_dir(experiment, variant, "chain", g) for g in range(index)]
-        for p in previous:
-            if not store.is_done(p, deep=False):
-                raise UserError(f"{p}: an earlier generation is not finished; run it first")
+        for p in previous:  # built on only what verifies in full: its bytes and its own binding
+            problems = verify_unit(p, variant_hash=variant_hash) if read_manifest(p) is not None else ["unfinished"]
+            if problems:
+                raise UserError(f"{p}: an earlier generation is unfinished or does not verify ({problems[0]}); "
+                                f"run it first: {redo_command(store, experiment, variant, unit_index(p.name))}")
+    expected = binding(unit_dir, variant_hash)
     if rank == 0:
-        store.reset_unit(unit_dir, keep=tuple(exp.resumable))
+        store.reset_unit(unit_dir, keep=tuple(exp.resumable), expected=expected)
+        write_binding(unit_dir, expected)
     else:
         unit_dir.mkdir(parents=True, exist_ok=True)
     ctx = UnitContext(run=run, config=v.section(run), variant=v, index=index, dir=unit_dir,
@@ -244,30 +254,60 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
         shutil.rmtree(unit_dir / sub, ignore_errors=True)
     unit_config = v.config(run)  # the section as the unit saw it, regime overrides applied
     write_manifest(unit_dir, config_hash=run.hash(), started=started,
-                   extra={**ctx.facts, "experiment": experiment, "variant": variant, "unit": unit_dir.name,
+                   extra={**ctx.facts, **expected,
                           # what the name encodes, for readers without the experiment's code (the report)
                           "regime": v.regime.label, "seed": v.seed, "settings": v.settings,
-                          "config": unit_config, "variant_hash": config_hash(unit_config),
-                          "generations": run.generations_of(experiment),
+                          "config": unit_config, "generations": run.generations_of(experiment),
                           "world_size": world, "resources": _resources(exp.job, world)},
-                   inputs=ctx.inputs, root=store.root)
+                   inputs=ctx.inputs, root=store.root, data_dir=ctx.data_dir)
+    (unit_dir / BINDING).unlink(missing_ok=True)
     return "done"
 
 
-def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True) -> bool:
-    """Done and intact; an array part must also hold the generations now asked for (a chain
-    unit is one generation, so a longer chain only adds units)."""
-    if not store.is_done(unit_dir, deep=deep):
+def redo_command(store: RunStore, experiment: str, variant: str, index: int) -> str:
+    """The command that redoes one unit, quoted for a shell (a path may hold `$(...)`). It needs no
+    `rm`: a unit whose manifest no longer verifies is redone, and its resumable leftovers only
+    where that manifest still vouches for them."""
+    return shlex.join(["collapse-hpc", experiment, str(store.config_path), "--run", str(store.root),
+                       "--variant", variant, "--unit", str(index)])
+
+
+def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True, variant_hash: str | None = None) -> bool:
+    """Done, intact and bound to its folder and what it was built on (manifest.binding; the
+    variant's hash when given); an array part must also hold the generations now asked for (a
+    chain unit is one generation, so a longer chain only adds units)."""
+    manifest = read_manifest(unit_dir)
+    if manifest is None or verify_unit(unit_dir, deep=deep, variant_hash=variant_hash):
         return False
     if exp.shape != "array":
         return True
-    return (read_manifest(unit_dir) or {}).get("generations") == run.generations_of(exp.name)
+    return manifest.get("generations") == run.generations_of(exp.name)
 
 
 def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:
     """Whether a planned job's unit is finished (for launchers deciding what to start)."""
     return finished(store, store.unit_dir(job.experiment, job.variant, job.shape, job.index),
-                    experiments.get(job.experiment), run, deep=deep)
+                    experiments.get(job.experiment), run, deep=deep,
+                    variant_hash=planned_hashes(store).get((job.experiment, job.variant)))
+
+
+def planned_hashes(store: RunStore) -> dict[tuple[str, str], str]:
+    """(experiment, variant) -> the variant's hash, as plan.json records it (read once per version
+    of the file: launchers ask for every job)."""
+    try:
+        st = store.plan_path.stat()
+    except OSError:
+        return {}
+    return _plan_hashes(str(store.plan_path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_hashes(path: str, mtime: int, size: int) -> dict[tuple[str, str], str]:
+    try:
+        doc = json.loads(Path(path).read_text())
+        return {(c["experiment"], c["variant"]): c["variant_hash"] for c in doc["chains"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _resources(kind: str, world: int) -> dict:

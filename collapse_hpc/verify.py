@@ -1,15 +1,18 @@
 """collapse-hpc verify: re-hash every artefact of a run against its manifests.
 
-A mismatch (exit 1): a listed file changed or went missing, a corrupt manifest, or a manifest
-written under another config than the run's. A file the manifest does not list is reported
+A mismatch (exit 1): a listed file changed or went missing, a corrupt manifest, a manifest
+written under another config than the run's, or one bound to another folder, variant or content of
+the earlier generations (store.manifest.binding). Each comes with the command that redoes the
+unit. A file the manifest does not list is reported
 (EXTRA) but does not fail: the recorded results are intact; remove it, or redo the unit.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from collapse_hpc import experiments
+from collapse_hpc import engine, experiments
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
+from collapse_hpc.store.layout import unit_index
 
 
 def verify_run(run_dir: str | Path) -> int:
@@ -19,6 +22,7 @@ def verify_run(run_dir: str | Path) -> int:
 
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
     config_hash = store.load_config(experiments.sections()).hash()
+    hashes = engine.planned_hashes(store)
     units = store.units()
     bad, unfinished, extra = 0, 0, 0
     for unit in units:
@@ -27,17 +31,20 @@ def verify_run(run_dir: str | Path) -> int:
             continue
         for p in extra_files(unit):
             extra += 1
-            print(f"EXTRA {p}: not in its manifest (not verified)")
-        problems = verify_unit(unit, config_hash=config_hash, inputs=True)
+            print(f"EXTRA {_printable(p)}: not in its manifest (not verified)")
+        exp, variant = unit.parent.parent.name, unit.parent.name
+        problems = verify_unit(unit, config_hash=config_hash, inputs=True, variant_hash=hashes.get((exp, variant)))
         if problems:
             bad += 1
-            exp, variant = unit.parent.parent.name, unit.parent.name
-            index = int(unit.name.split("_")[1])
             for p in problems:
-                print(f"MISMATCH {p}")
-            print(f"  redo with: rm {unit / 'manifest.json'} && collapse-hpc {exp} {store.config_path} "
-                  f"--run {store.root} --variant {variant} --unit {index}")
+                print(f"MISMATCH {_printable(p)}")
+            print(f"  redo with: {_printable(engine.redo_command(store, exp, variant, unit_index(unit.name)))}")
     ok = len(units) - bad - unfinished
     print(f"{store.root}: {ok} units verified, {bad} with mismatches, {unfinished} unfinished"
           + (f", {extra} extra files" if extra else ""))
     return 1 if bad else 0
+
+
+def _printable(text) -> str:
+    """A file name's control characters escaped: printed raw, they would drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

@@ -117,7 +117,8 @@ def check_prepared(experiment: str, run, splits, section=None) -> None:
 # what the store and the engine write into every manifest (a unit's facts go beside them)
 MANIFEST_KEYS = frozenset({"files", "inputs", "config_hash", "packages", "git_commit", "host", "job_id", "started",
                            "finished", "seconds", "experiment", "variant", "unit", "regime", "seed", "settings",
-                           "config", "variant_hash", "generations", "world_size", "resources"})
+                           "config", "variant_hash", "generations", "world_size", "resources",
+                           "upstream", "data", "data_dir"})
 
 
 @dataclass

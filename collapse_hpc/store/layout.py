@@ -12,7 +12,7 @@ from collapse_hpc import yamlfile
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
-from collapse_hpc.store.manifest import read_manifest, verify_unit
+from collapse_hpc.store.manifest import binding_problems, read_binding, read_manifest, verify_unit
 
 CONFIG = "config.yaml"
 PLAN = "plan.json"  # the engine's plan of the run, written once per config (engine.freeze)
@@ -107,15 +107,21 @@ class RunStore:
     def is_done(self, unit_dir: Path, deep: bool = True) -> bool:
         return read_manifest(unit_dir) is not None and not verify_unit(unit_dir, deep=deep)
 
-    def reset_unit(self, unit_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    def reset_unit(self, unit_dir: Path, keep: tuple[str, ...] = (), expected: dict | None = None) -> None:
         """Make an unfinished unit ready to redo: drop its files except resumable sub-folders.
 
         Inside those only temporaries go: their complete files (atomic writes) are reused, unless
         the unit was finished once and its manifest no longer vouches for a file there (changed
         or missing afterwards): then that whole sub-folder goes, its files may depend on each other.
+        Nothing is kept when the last attempt was made for another binding (`expected`, manifest.binding:
+        another folder, variant or earlier generations' content). A symlink in the unit is refused,
+        never followed: deleting through it would empty whatever it points at.
         """
+        self.refuse_links(unit_dir)
         unit_dir.mkdir(parents=True, exist_ok=True)
-        bad = self._tampered(unit_dir, keep)
+        last = read_binding(unit_dir)
+        stale = expected is not None and last is not None and bool(binding_problems(unit_dir, last, expected))
+        bad = set(keep) if stale else self._tampered(unit_dir, keep)
         for p in unit_dir.iterdir():
             if p.is_dir() and p.name in keep and p.name not in bad:
                 for q in p.rglob("*"):
@@ -125,6 +131,21 @@ class RunStore:
                 shutil.rmtree(p)
             else:
                 p.unlink(missing_ok=True)
+
+    def refuse_links(self, unit_dir: Path) -> None:
+        """One error line naming the first symlink on the way to or inside a unit folder."""
+        unit_dir = Path(unit_dir)
+        here = unit_dir
+        while here != self.root and self.root in here.parents:
+            if here.is_symlink():
+                raise UserError(f"{here}: a symbolic link inside the run folder; the run never deletes or writes "
+                                f"through one: remove the link (the run makes a plain folder)")
+            here = here.parent
+        if unit_dir.is_dir():
+            for p in unit_dir.rglob("*"):
+                if p.is_symlink():
+                    raise UserError(f"{p}: a symbolic link inside a unit folder; the run never deletes or writes "
+                                    f"through one: remove the link")
 
     @staticmethod
     def _tampered(unit_dir: Path, keep: tuple[str, ...]) -> set[str]:

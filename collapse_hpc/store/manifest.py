@@ -6,6 +6,7 @@ counts as done only when its manifest exists and every file still matches it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ from pathlib import Path
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
 
 MANIFEST = "manifest.json"
+BINDING = ".binding.json"  # an unfinished unit's binding (written before it starts)
 PACKAGES = ("collapse-hpc", "torch", "deepspeed", "transformers", "datasets", "tokenizers",
             "scikit-learn", "numpy", "pyarrow", "submitit", "matplotlib")
 
@@ -67,9 +69,74 @@ def _rows(path: Path) -> int | None:
 
 
 def unit_files(unit_dir: Path) -> list[Path]:
-    """The artefacts of a unit: every plain file except the manifest and temporaries."""
+    """The artefacts of a unit: every plain file except the manifest, its binding and temporaries."""
     return sorted(p for p in unit_dir.rglob("*")
-                  if p.is_file() and p.name != MANIFEST and not is_temporary(p))
+                  if p.is_file() and p.name not in (MANIFEST, BINDING) and not is_temporary(p))
+
+
+def files_digest(manifest: dict) -> str:
+    """One hash of a finished unit's content (its files' sha256s): what a later unit that read it
+    records, so a unit redone with other content makes every unit built on it stale."""
+    return hashlib.sha256(json.dumps(manifest.get("files"), sort_keys=True).encode()).hexdigest()
+
+
+def upstream(unit_dir: Path) -> dict[str, str]:
+    """The earlier generations of a chain unit (gen_003 -> gen_000..gen_002), each with the digest
+    of its manifest's files ('' when it has no manifest): what the unit is built on."""
+    name = Path(unit_dir).name
+    if not name.startswith("gen_"):
+        return {}
+    width = len(name) - 4
+    out = {}
+    for g in range(int(name[4:])):
+        prev = f"gen_{g:0{width}d}"
+        m = read_manifest(Path(unit_dir).parent / prev)
+        out[prev] = files_digest(m) if m and not m.get("corrupt") else ""
+    return out
+
+
+def binding(unit_dir: Path, variant_hash: str | None = None) -> dict:
+    """What a unit's manifest must say to count for the folder it sits in: its experiment, variant
+    and unit (the path), the variant's config hash (the plan) and the content of the units it was
+    built on. A unit copied into another variant's folder, or left from before an earlier
+    generation was redone, fails it."""
+    unit_dir = Path(unit_dir)
+    out = {"experiment": unit_dir.parent.parent.name, "variant": unit_dir.parent.name, "unit": unit_dir.name,
+           "upstream": upstream(unit_dir)}
+    if variant_hash is not None:
+        out["variant_hash"] = variant_hash
+    return out
+
+
+def binding_problems(unit_dir: Path, manifest: dict, expected: dict) -> list[str]:
+    """How a manifest (or an unfinished unit's binding file) differs from `expected` (binding())."""
+    return [f"{unit_dir}: its manifest says {key} {_shown(manifest.get(key))}, "
+            f"{'the folder' if key in ('experiment', 'variant', 'unit') else 'the run'} says {_shown(want)}"
+            for key, want in expected.items() if manifest.get(key) != want]
+
+
+def _shown(value) -> str:
+    if isinstance(value, dict):  # upstream: name the generations whose content changed
+        return "{" + ", ".join(f"{k}: {str(v)[:12]}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def write_binding(unit_dir: Path, expected: dict) -> None:
+    """Record what an unfinished unit is being built for; reset_unit keeps its resumable
+    leftovers only for the same binding."""
+    write_json(Path(unit_dir) / BINDING, expected)
+
+
+def read_binding(unit_dir: Path) -> dict | None:
+    """The binding of a unit's last attempt: its manifest's, else its binding file's."""
+    manifest = read_manifest(unit_dir)
+    if manifest and not manifest.get("corrupt"):
+        return manifest
+    try:
+        doc = json.loads((Path(unit_dir) / BINDING).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _entry(p: Path) -> dict:
@@ -86,16 +153,26 @@ def run_root(unit_dir: Path) -> Path:
 
 
 def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: dict | None = None,
-                   inputs=(), root: Path | None = None) -> dict:
-    """inputs: files of the run outside the unit that its results depend on (paths under `root`,
-    the run folder), listed under "inputs" relative to it."""
+                   inputs=(), root: Path | None = None,
+                   data_dir: Path | None = None) -> dict:
+    """inputs: files outside the unit that its results depend on: under `root` (the run folder)
+    listed under "inputs" relative to it; under `data_dir` (cached data, the base model) under
+    "data" relative to it, beside "data_dir"."""
     files = {p.relative_to(unit_dir).as_posix(): _entry(p) for p in unit_files(unit_dir)}
-    root = Path(root) if root is not None else run_root(unit_dir)
-    used = {Path(p).absolute().relative_to(root.absolute()).as_posix(): _entry(Path(p)) for p in inputs}
+    root = (Path(root) if root is not None else run_root(unit_dir)).absolute()
+    used, data = {}, {}
+    for p in map(lambda q: Path(q).absolute(), inputs):
+        if p.is_relative_to(root):
+            used[p.relative_to(root).as_posix()] = _entry(p)
+        elif data_dir is not None and p.is_relative_to(Path(data_dir).absolute()):
+            data[p.relative_to(Path(data_dir).absolute()).as_posix()] = _entry(p)
+        else:
+            raise ValueError(f"{p}: an input outside the run folder and the data folder")
     finished = time.time()
     manifest = {
         "files": files,
         **({"inputs": used} if used else {}),
+        **({"data": data, "data_dir": str(Path(data_dir or "").absolute())} if data else {}),
         "config_hash": config_hash,
         "packages": package_versions(),
         "git_commit": git_commit(),
@@ -104,6 +181,7 @@ def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: d
         "started": started,
         "finished": finished,
         "seconds": round(finished - started, 3),
+        **binding(unit_dir),  # the engine's extra gives the variant's hash and the binding it started with
         **(extra or {}),
     }
     write_json(unit_dir / MANIFEST, manifest)
@@ -128,11 +206,13 @@ def _entry_ok(entry) -> bool:
 
 
 def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = None,
-                inputs: bool = False) -> list[str]:
+                inputs: bool = False, variant_hash: str | None = None) -> list[str]:
     """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes only;
     config_hash given: the manifest must have been written under that config; inputs: the run's
     files outside the unit that it used (collapse-hpc verify) must be unchanged too. Launchers
-    leave inputs out: a shared file made again (the VAE classifier) does not redo finished units."""
+    leave inputs out: a shared file made again (the VAE classifier) does not redo finished units.
+    Always checked: the binding (binding(): the folder, the variant's hash when given, the earlier
+    generations' content) and the cached data the unit read ("data", sizes unless deep)."""
     manifest = read_manifest(unit_dir)
     if manifest is None:
         return [f"{unit_dir}: no manifest (unfinished)"]
@@ -146,6 +226,9 @@ def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = Non
     used = manifest.get("inputs") if inputs else None
     if isinstance(used, dict):
         listed += [(run_root(unit_dir) / rel, rel, e) for rel, e in used.items()]
+    data = manifest.get("data")
+    if isinstance(data, dict) and isinstance(manifest.get("data_dir"), str):
+        listed += [(Path(manifest["data_dir"]) / rel, rel, e) for rel, e in data.items()]
     for p, rel, entry in listed:
         if not _entry_ok(entry):
             problems.append(f"{unit_dir / MANIFEST}: entry {rel!r} is corrupt (needs bytes and sha256)")
@@ -155,7 +238,7 @@ def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = Non
             problems.append(f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest")
         elif deep and sha256_file(p) != entry["sha256"]:
             problems.append(f"{p}: sha256 mismatch")
-    return problems
+    return problems + binding_problems(unit_dir, manifest, binding(unit_dir, variant_hash))
 
 
 def extra_files(unit_dir: Path) -> list[Path]:

@@ -1,0 +1,127 @@
+"""A unit's manifest binds it to its folder (experiment, variant, unit, the variant's hash) and to
+the content of the generations it was built on; every reuse checks that binding, for every
+registered experiment (a new one cannot skip it).
+
+The experiments' unit bodies are replaced by a small writer here: what is tested is the engine's
+and the store's logic around any unit, fast enough to run for each experiment."""
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc import engine, experiments
+from collapse_hpc.errors import UserError
+from collapse_hpc.store import RunStore, read_manifest
+from collapse_hpc.verify import verify_run
+
+
+def _body(calls):
+    def run_unit(ctx):
+        calls.append((ctx.variant.name, ctx.index))
+        prev = [read_manifest(p)["files"]["out.parquet"]["sha256"] for p in ctx.previous]
+        # the attempt number too: a redone unit has other content than the one it replaces
+        ctx.write_table("out.parquet", pa.table({"variant": [ctx.variant.name], "prev": [",".join(prev)],
+                                                 "attempt": [len(calls)]}))
+    return run_unit
+
+
+@pytest.fixture(params=experiments.names())
+def two_variants(request, tmp_path, monkeypatch):
+    """A run of one experiment with two seeds (two variants), each unit done by the writer."""
+    name = request.param
+    exp = experiments.get(name)
+    calls: list = []
+    monkeypatch.setattr(exp, "run_unit", _body(calls))
+    run = experiments.config_from_dict({"name": "b", "generations": 2, "seeds": [0, 1], "executor": "debug",
+                                        name: {}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run)
+    for chain in chains:
+        for job in chain.jobs:
+            assert engine.run_unit(store.root, job.experiment, job.variant, job.index) == "done"
+    return store, run, exp, chains, calls
+
+
+def _unit(store, chain, index):
+    return store.unit_dir(chain.experiment, chain.variant.name, chain.shape, index)
+
+
+def test_a_unit_copied_into_another_variants_folder_is_refused_and_redone(two_variants, capsys):
+    store, run, exp, (a, b, *_), calls = two_variants
+    assert verify_run(store.root) == 0
+    ua, ub = _unit(store, a, 0), _unit(store, b, 0)
+    shutil.rmtree(ua)
+    shutil.copytree(ub, ua)
+    assert not engine.job_done(store, run, a.jobs[0], deep=True)
+    assert verify_run(store.root) == 1
+    out = capsys.readouterr().out
+    assert f"its manifest says variant '{b.variant.name}', the folder says '{a.variant.name}'" in out
+    calls.clear()
+    assert engine.run_unit(store.root, exp.name, a.variant.name, 0) == "done"  # redone, not skipped
+    assert calls == [(a.variant.name, 0)]
+    assert pq.read_table(ua / "out.parquet").column("variant").to_pylist() == [a.variant.name]
+    assert verify_run(store.root) == 0
+
+
+def test_a_manifest_edited_to_name_the_folder_still_fails_on_the_variant_hash(two_variants, capsys):
+    import json
+
+    store, run, exp, (a, b, *_), calls = two_variants
+    ua, ub = _unit(store, a, 0), _unit(store, b, 0)
+    shutil.rmtree(ua)
+    shutil.copytree(ub, ua)
+    m = json.loads((ua / "manifest.json").read_text())
+    m["variant"] = a.variant.name
+    (ua / "manifest.json").write_text(json.dumps(m))
+    assert not engine.job_done(store, run, a.jobs[0])
+    assert verify_run(store.root) == 1
+    assert "its manifest says variant_hash" in capsys.readouterr().out
+
+
+def test_verifys_printed_command_repairs_a_corrupt_unit(two_variants, capsys):
+    """The printed command, run as printed (no rm first), redoes the unit; verify is clean after."""
+    import shlex
+
+    from collapse_hpc import cli
+
+    store, run, exp, (a, *_), calls = two_variants
+    f = _unit(store, a, 0) / "out.parquet"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert verify_run(store.root) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "redo with:" in ln)
+    argv = shlex.split(line.split("redo with:", 1)[1])
+    assert argv[0] == "collapse-hpc" and "rm" not in argv
+    calls.clear()
+    assert cli.main(argv[1:]) == 0
+    assert (a.variant.name, 0) in calls
+    assert verify_run(store.root) == 0
+
+
+def test_a_later_generation_built_on_other_content_is_stale(two_variants):
+    """Chains: a corrupt generation 0 is refused before anything builds on it; redone with other
+    content, it makes generation 1 stale (redone, not skipped)."""
+    store, run, exp, (a, *_), calls = two_variants
+    if exp.shape != "chain":
+        pytest.skip("an array experiment's units are independent (no earlier generations)")
+    g0, g1 = _unit(store, a, 0), _unit(store, a, 1)
+    g1_manifest = (g1 / "manifest.json").read_bytes()
+    f = g0 / "out.parquet"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    (g1 / "manifest.json").unlink()
+    with pytest.raises(UserError, match="gen_000: an earlier generation is unfinished or does not verify"):
+        engine.run_unit(store.root, exp.name, a.variant.name, 1)
+    assert engine.run_unit(store.root, exp.name, a.variant.name, 0) == "done"  # the repair
+    (g1 / "manifest.json").write_bytes(g1_manifest)  # generation 1 as it was, built on the old generation 0
+    assert not engine.job_done(store, run, a.jobs[1], deep=True)
+    calls.clear()
+    assert engine.run_unit(store.root, exp.name, a.variant.name, 1) == "done"
+    assert calls == [(a.variant.name, 1)]
+    g0_sha = read_manifest(g0)["files"]["out.parquet"]["sha256"]
+    assert pq.read_table(g1 / "out.parquet").column("prev").to_pylist() == [g0_sha]
+    assert verify_run(store.root) == 0
