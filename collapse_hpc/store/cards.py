@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.store.atomic import sha256_file
+from collapse_hpc.store.atomic import sha256_file, write_json
 
 _HASHED: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256, per process
 
 
-def check_against_card(path: Path, card: dict) -> None:
+def check_against_card(path: Path, card: dict, redo: str = "") -> None:
     """A prepared split must still be the file its card recorded (card keys files_sha256 or
     sha256, {file name: sha256}); a data set edited after preparation would change every result
     silently. Hashed once per process and version of the file: a unit reads a split once or a few
@@ -30,8 +30,8 @@ def check_against_card(path: Path, card: dict) -> None:
         _HASHED[key] = sha256_file(path)
     if _HASHED[key] != expected:
         raise UserError(f"{path}: not the file its card.json recorded (sha256 {_HASHED[key][:12]}… != "
-                        f"{str(expected)[:12]}…); prepare it again: collapse-hpc data prepare "
-                        f"{path.parent.name} --force")
+                        f"{str(expected)[:12]}…); " + (redo or f"prepare it again: collapse-hpc data prepare "
+                                                      f"{path.parent.name} --force"))
 
 
 def read_card(folder: Path) -> dict | None:
@@ -50,3 +50,27 @@ def load_card(path: Path) -> dict:
         raise UserError(f"{path}: card is not a JSON mapping; prepare the data set again "
                         f"(collapse-hpc data prepare {path.parent.name} --force)")
     return card
+
+
+def seal(folder: Path) -> None:
+    """Give a cache folder under data/ (built once, reused by every later run: the tiny base model)
+    its card: the sha256 of each file, so a reuse can check it (sealed_files)."""
+    folder = Path(folder)
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "card.json"}
+    write_json(folder / "card.json", {"files_sha256": files})
+
+
+def sealed_files(folder: Path) -> list[Path] | None:
+    """A sealed cache folder's files, each checked against its card (hashed once per process);
+    None when the folder has no card (unfinished, or from before cards: build it again). A file
+    changed since is one error line naming it."""
+    card = read_card(folder)
+    listed = card.get("files_sha256") if card else None
+    if not isinstance(listed, dict):
+        return None
+    paths = [Path(folder) / name for name in sorted(listed)]
+    for path in paths:
+        if not path.is_file() or path.is_symlink():
+            raise UserError(f"{path}: missing from the cache its card.json lists; remove {folder} to build it again")
+        check_against_card(path, card or {}, redo=f"remove {folder} to build it again")
+    return paths

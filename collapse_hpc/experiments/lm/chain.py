@@ -62,6 +62,7 @@ def run_generation(ctx) -> None:
     lm = Pipeline.start(ctx.config, ctx.data_dir, ctx.log)
     distributed.barrier()  # rank 0 has reset the unit folder before anyone writes into it
     inputs = _inputs(ctx, lm)
+    _uses_data(ctx, lm.tokenizer)
     training = _train(ctx, lm, inputs)
     model = lm.load(ctx.path(MODEL))  # the best weights: every score below is theirs
     weights = _weights(ctx, training)
@@ -74,6 +75,25 @@ def run_generation(ctx) -> None:
     rarity = _rarity(ctx.config, inputs, scores)
     ctx.record(weights=weights, rarity=rarity)
     _write(ctx, lm, inputs, training, weights, decoding, prompts, shards, scores, values, rarity)
+
+
+def _uses_data(ctx, tokenizer) -> None:
+    """The prepared data and its caches this generation read (splits, card, BPE, token blocks, the
+    tiny base model) go into its manifest by content hash: verify re-hashes them."""
+    from collapse_hpc.experiments.lm.data import SPLITS, blocks_path
+    from collapse_hpc.experiments.lm.model import tiny_base
+    from collapse_hpc.experiments.lm.tokenizer import bpe_dir
+
+    cfg, folder = ctx.config, ctx.data_dir / ctx.config.dataset
+    used = [folder / "card.json"] + [folder / f"{s}.parquet" for s in SPLITS]
+    used += [blocks_path(ctx.data_dir, cfg.dataset, s, tokenizer, cfg.block_size, cfg.block_grouping) for s in SPLITS]
+    if cfg.tokenizer is None and cfg.model == "tiny":
+        used += sorted(p for p in bpe_dir(ctx.data_dir, cfg.dataset, cfg.vocab_size).iterdir() if p.is_file())
+    if cfg.model == "tiny" and cfg.pretrained:
+        used += sorted(p for p in tiny_base(cfg, tokenizer, ctx.data_dir).iterdir() if p.is_file())
+    for path in used:
+        if path.is_file():
+            ctx.uses(path)
 
 
 def _inputs(ctx, lm: Pipeline) -> _Inputs:

@@ -164,12 +164,16 @@ def base_fingerprint(cfg, tokenizer) -> str:
 
 def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
     """The pretrained tiny base model's folder, pretraining it first if no process has yet."""
+    from collapse_hpc.store.cards import seal, sealed_files
+
+    # reused only as its card recorded it (a changed byte would change every later run's results);
+    # one without a card (unfinished, or from before cards) is built again
     folder = Path(data_dir) / cfg.dataset / "base" / base_fingerprint(cfg, tokenizer)
-    if (folder / "config.json").is_file():
+    if sealed_files(folder) is not None:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
-        if (folder / "config.json").is_file():
+        if sealed_files(folder) is not None:
             return folder
         from collapse_hpc.experiments.lm.data import block_array, load_blocks
 
@@ -183,6 +187,7 @@ def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
             tokenizer.save_pretrained(str(tmp))
             atomic.write_json(tmp / BASE_INFO, {"train_blocks": [start, stop], "block_grouping": cfg.block_grouping,
                                                 "disjoint_from_training_blocks": disjoint})
+            seal(tmp)
     return folder
 
 

@@ -374,8 +374,17 @@ def shard_name(rank: int, chunk: int) -> str:
     return f"part-{rank:03d}-{chunk:05d}.parquet"
 
 
-def done_chunks(shard_dir: Path) -> set[int]:
-    return {int(p.stem.split("-")[2]) for p in Path(shard_dir).glob("part-*-*.parquet")}
+def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
+    """The chunks with a shard; with model_hash, only those sampled by that model (a shard left by
+    weights since retrained is sampled again, never mixed with the new model's)."""
+    from collapse_hpc.store import read_parquet_metadata
+
+    done = set()
+    for p in Path(shard_dir).glob("part-*-*.parquet"):
+        if model_hash is not None and read_parquet_metadata(p).get("model_sha256") != model_hash:
+            continue
+        done.add(int(p.stem.split("-")[2]))
+    return done
 
 
 def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, generation: int, rank: int = 0,
@@ -393,7 +402,8 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
     shard_dir = Path(shard_dir)
     n = prompts.num_rows
     chunks = [k for k in range(-(-n // batch_size)) if k % world_size == rank]
-    todo = [k for k in chunks if k not in done_chunks(shard_dir)] if shard_dir.is_dir() else chunks
+    done = done_chunks(shard_dir, model_hash) if shard_dir.is_dir() else set()
+    todo = [k for k in chunks if k not in done]
     if log and len(todo) < len(chunks):
         log.info("sampling: %d of %d chunks of rank %d already done", len(chunks) - len(todo), len(chunks), rank)
     ids, tokens = prompts.column("block_id").to_numpy(), prompts.column("input_ids")

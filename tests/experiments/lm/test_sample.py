@@ -190,6 +190,10 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
     assert done_chunks(one) == {0, 2}
     assert sample_shards(model, _Tok(), blocks, d, one, generation=2, batch_size=8, model_hash="abc") == 1
     assert all(first[k].equals(v) for k, v in _tables(one).items())
+    # weights since retrained: every shard of the old model is sampled again, none is mixed in
+    assert done_chunks(one, "retrained") == set()
+    assert sample_shards(model, _Tok(), blocks, d, one, generation=2, batch_size=8, model_hash="retrained") == 3
+    assert {read_parquet_metadata(f)["model_sha256"] for f in one.glob("part-*")} == {"retrained"}
     # two ranks take disjoint chunks; together the same tokens as one rank
     two = tmp_path / "two"
     for rank in (0, 1):
