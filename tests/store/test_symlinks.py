@@ -1,0 +1,45 @@
+"""The run never deletes or writes through a symbolic link in its folder: one error line naming
+the link, exit 2, the link's target untouched; removed, the run resumes to the same results."""
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc import cli
+
+TOY = "name: t\nexecutor: debug\ngenerations: 3\nseeds: [0]\ntoy: {rows: 4}\n"
+
+
+def _run(tmp_path, capsys) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = cli.main(["run", str(tmp_path / "c.yaml"), "--run", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, [ln for ln in err.splitlines() if ln.startswith("error:")]
+
+
+@pytest.mark.parametrize("where", ["unit", "inside"])
+def test_a_symlink_in_the_run_is_refused_and_its_target_kept(tmp_path, capsys, where):
+    (tmp_path / "c.yaml").write_text(TOY)
+    assert _run(tmp_path, capsys)[0] == 0
+    variant = tmp_path / "run" / "toy" / "replace-p0-s0"
+    expected = pq.read_table(variant / "gen_002" / "metrics.parquet")
+    important = tmp_path / "important"
+    important.mkdir()
+    (important / "thesis.tex").write_text("years of work")
+    if where == "unit":  # a unit folder that is a link
+        for g in ("gen_001", "gen_002"):
+            for p in sorted((variant / g).rglob("*"), reverse=True):
+                p.unlink() if p.is_file() else p.rmdir()
+            (variant / g).rmdir()
+        (variant / "gen_001").symlink_to(important)
+        link = variant / "gen_001"
+    else:  # a resumable sub-folder of an unfinished unit that is a link
+        (variant / "gen_002" / "manifest.json").unlink()
+        (variant / "gen_002" / "steps").symlink_to(important)
+        link = variant / "gen_002" / "steps"
+    code, errors = _run(tmp_path, capsys)
+    assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: {link}: a symbolic link")
+    assert (important / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in important.iterdir()) == ["thesis.tex"]
+    link.unlink()
+    assert _run(tmp_path, capsys)[0] == 0
+    assert pq.read_table(variant / "gen_002" / "metrics.parquet").equals(expected)
