@@ -20,7 +20,7 @@ from collapse_hpc import experiments, logs
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import Context
 from collapse_hpc.report import collect, drawing, page, stats, tables
-from collapse_hpc.store.atomic import write_parquet, write_text
+from collapse_hpc.store.atomic import claim_folder, write_parquet, write_text
 
 log = logging.getLogger("collapse_hpc.report")
 
@@ -30,8 +30,9 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     if not runs:
         raise UserError("aggregate: name at least one run folder")
     data = [collect.load_run(p, label) for p, label in zip(runs, collect.labels(runs))]
-    out = Path(out) if out else data[0].root / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    # --out must be new, empty or made by aggregate before; a run's own report/ is the run's
+    out = claim_folder(Path(out) if out else data[0].root / "report", "the report folder", owned=not out)
+    claim_folder(out / "figures", "the report's figures folder", owned=True)
 
     df = collect.tidy(data)
     summary = stats.summarise(df)

@@ -130,3 +130,30 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
 
 def is_temporary(path: Path) -> bool:
     return path.name.startswith(TMP_PREFIX)
+
+
+OWNED = ".collapse-hpc"  # in a folder the tool made for its output (aggregate --out): it may write there again
+
+
+def claim_folder(path: str | os.PathLike, what: str, owned: bool = False) -> Path:
+    """A folder the tool may write into: new, empty, or marked as made by it (OWNED); `owned`: the
+    caller's own place (a run's report/). Never a symbolic link, nor one with a linked sub-folder:
+    writes would land wherever it points. Anything else is refused in one line (UserError)."""
+    from collapse_hpc.errors import UserError
+
+    path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"{path}: {what} is a symbolic link; the tool never writes through one: name a plain folder")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: {what} exists and is not a folder")
+    if path.is_dir():
+        links = [p for p in path.iterdir() if p.is_symlink()]
+        if links:
+            raise UserError(f"{links[0]}: a symbolic link in {what}; the tool never writes through one: remove it")
+        if not owned and not (path / OWNED).is_file() and any(path.iterdir()):
+            raise UserError(f"{path}: {what} holds files the tool did not write (no {OWNED} marker); name a new "
+                            f"or empty folder, it never overwrites what it does not own")
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / OWNED).is_file():
+        write_text(path / OWNED, f"made by collapse-hpc for {what}; it may write here again\n")
+    return path

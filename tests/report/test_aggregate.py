@@ -106,10 +106,16 @@ def test_real_gaussian_run(tmp_path):
 
 
 def test_out_folder_keeps_files_the_report_did_not_write(toy, tmp_path, capsys):
-    """aggregate --out DIR removes only figures an earlier report of its own drew there."""
+    """aggregate --out DIR refuses a folder it did not make, and in its own removes only figures an
+    earlier report of its own drew there."""
     root = make_run(tmp_path / "toyrun", {"toy": {"rows": 5}}, generations=2)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_bytes(b"x")
+    assert cli.main(["aggregate", str(root), "--out", str(theirs)]) == 2
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
     out = tmp_path / "mine"
-    (out / "figures").mkdir(parents=True)
+    assert cli.main(["aggregate", str(root), "--out", str(out)]) == 0  # a new folder: its own from now on
     mine = {out / "figures" / "holiday.png": b"png", out / "figures" / "paper.pdf": b"pdf", out / "notes.txt": b"x"}
     for p, data in mine.items():
         p.write_bytes(data)
