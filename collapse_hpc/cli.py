@@ -37,6 +37,9 @@ def _config_args(p: argparse.ArgumentParser, only: bool = True) -> None:
     p.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                    help=SET_HELP)
+    p.add_argument("--force", action="store_true",
+                   help="allow a plan over 2000 units (engine.LARGE_UNITS), or a generation count that redoes "
+                        "finished array parts (their results are deleted)")
     if only:  # a per-experiment subcommand runs its own experiment only
         p.add_argument("--only", action="append", metavar="EXPERIMENT",
                        help="run only this experiment (repeatable)")
@@ -180,7 +183,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     if profile:
         overrides.append(f"profile={profile}")
     run = experiments.load_config(args.config, overrides, args.generations)
-    engine.check(run, args.config)  # a plan no machine holds: one line before anything is written
+    engine.check(run, args.config, getattr(args, "force", False))  # one line before anything is written
     only = getattr(args, "only", None)
     if only:
         unknown = [o for o in only if o not in run.sections]
@@ -226,7 +229,7 @@ def cmd_run(args, executor=None) -> int:
     with store.lock(log=log.warning):
         if run.executor != "slurm":
             launch.refuse_if_submitted(store)
-        chains = engine.open_run(store, run, only=args.only)
+        chains = engine.open_run(store, run, only=args.only, force=getattr(args, "force", False))
         logs.setup(args.verbose, store.root)
         jobs = sum(len(c.jobs) for c in chains)
         log.info("run %s: %d chains, %d units, executor %s", store.root, len(chains), jobs, run.executor)
@@ -381,7 +384,7 @@ def cmd_config(args) -> int:
 
     if args.config:
         run = experiments.load_config(args.config, args.overrides, args.generations)
-        engine.check(run, args.config)
+        engine.check(run, args.config, force=True)  # only shown: a large plan is no risk here
         print(f"# config_hash: {run.hash()}")
         print(cfgmod.dump(run), end="")
     else:

@@ -75,11 +75,36 @@ def plan(run, only: list[str] | None = None) -> list[Chain]:
 
 # ---------------------------------------------------------------- the frozen plan (plan.json)
 
-def open_run(store: RunStore, run, only: list[str] | None = None) -> list[Chain]:
+def open_run(store: RunStore, run, only: list[str] | None = None, force: bool = False) -> list[Chain]:
     """Open the run folder (RunStore.open: a changed config is refused) and freeze its plan.
-    Returns the chains (of `only`, when given)."""
+    Finished units the new plan would redo (an array part made for another generation count) are
+    redone only with `force`; without it, one line says what would go. Returns the chains (of
+    `only`, when given)."""
+    if store.exists() and not force:
+        doomed = redone_by(store, run)
+        if doomed:
+            unit, had = doomed[0]
+            raise UserError(f"{store.root}: this config would redo {len(doomed)} finished units, deleting their "
+                            f"results (e.g. {unit.relative_to(store.root)}: {had} generations -> "
+                            f"{run.generations_of(unit.parent.parent.name)}); pass --force to redo them, or use "
+                            f"another --run")
     store.open(run)
     return [c for c in freeze(store, run) if not only or c.experiment in only]
+
+
+def redone_by(store: RunStore, run) -> list[tuple[Path, object]]:
+    """The finished array parts that `run` would redo (and what generation count each holds): a
+    part runs every generation in memory, so another count redoes it whole."""
+    out = []
+    for name in run.enabled():
+        exp = experiments.get(name)
+        if exp.shape != "array":
+            continue
+        for unit in sorted(p for p in (store.root / name).glob("*/part_*") if p.is_dir()):
+            had = (read_manifest(unit) or {}).get("generations")
+            if had is not None and had != run.generations_of(name):
+                out.append((unit, had))
+    return out
 
 
 def freeze(store: RunStore, run) -> list[Chain]:
@@ -162,9 +187,13 @@ MAX_UNITS = 100_000  # the paper's config plans a few hundred; each unit is a fo
 MAX_UNIT_GIB = 64  # what one array task may hold in memory (replicates x generations, pools)
 
 
-def check(run, file: str = "<config>") -> None:
+LARGE_UNITS = 2_000  # a plan beyond this many units (the paper's config plans 635) needs --force
+
+
+def check(run, file: str = "<config>", force: bool = False) -> None:
     """Before anything is written: every variant has its own name (its own folders), and the plan
-    is one a machine can hold: at most MAX_UNITS units, no unit estimated over MAX_UNIT_GIB.
+    is one a machine can hold: at most MAX_UNITS units, no unit estimated over MAX_UNIT_GIB; over
+    LARGE_UNITS units (e.g. a typo in --generations) only with `force`.
 
     Counted with integers from each experiment's units() and memory(): nothing is built, so a
     count typed as 1e20 is one line now instead of a MemoryError after the run folder exists."""
@@ -190,6 +219,10 @@ def check(run, file: str = "<config>") -> None:
                 raise UserError(f"{file}: {name}: one task of {v.name} would hold about {need / 2**30:.3g} GiB "
                                 f"in memory, more than {MAX_UNIT_GIB} GiB; lower replicates, chunk_replicates, "
                                 f"samples or generations")
+    if total > LARGE_UNITS and not force:
+        raise UserError(f"{file}: plans {total} units, more than {LARGE_UNITS} (the paper's config plans 635: "
+                        f"one job each on a cluster); check the counts (generations, seeds, regimes, replicates), "
+                        f"or pass --force to run it")
 
 
 def _variant(store: RunStore, run, experiment: str, name: str) -> Variant:

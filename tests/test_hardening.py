@@ -46,6 +46,7 @@ CASES = [
      ["run", "c.yaml", "--set", "gmm.reg_covar=.inf"]),
     ("3", "gmm.replicates: 1.0e+20", {"c.yaml": "executor: debug\ngmm: {replicates: 1.0e+20}\n"}, ["run", "c.yaml"]),
     ("3", "10^8 generations of a chain", {"c.yaml": TOY}, ["run", "c.yaml", "--generations", "100000000"]),
+    ("3", "--generations 100000 (a typo: 10^5 units)", {"c.yaml": TOY}, ["run", "c.yaml", "--generations", "100000"]),
     ("3", "a task holding 10^7 x 2050 values", {"c.yaml": "executor: debug\ngmm: {replicates: 10000000, "
                                                           "chunk_replicates: 10000000}\n"}, ["run", "c.yaml"]),
     ("4", "seeds: [0, 0]", {"c.yaml": "seeds: [0, 0]\n" + TOY}, ["run", "c.yaml"]),
