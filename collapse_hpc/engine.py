@@ -27,6 +27,7 @@ from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime
 from collapse_hpc.store import RunStore, read_manifest, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
+from collapse_hpc.store.lock import working
 from collapse_hpc.store.manifest import BINDING, binding, write_binding
 
 log = logging.getLogger("collapse_hpc")
@@ -277,7 +278,8 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
                       rank=rank, world_size=world, local_rank=local_rank,
                       log=logging.getLogger(f"collapse_hpc.{experiment}"))
     started = time.time()
-    exp.run_unit(ctx)
+    with working(store.root):  # holds the run against a new launcher even if ours is killed
+        exp.run_unit(ctx)
     if rank != 0:
         _wait_for_manifest(unit_dir)
         return "done"

@@ -16,6 +16,7 @@ from typing import Iterator
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 
+WORKERS = ".units"  # beside the lock: one empty file <host>-<pid> per running unit process
 ABANDONED_S = 60  # a lock is written microseconds after it is created; leaves room for clock skew
 
 
@@ -103,6 +104,7 @@ class RunLock:
                     time.sleep(0.2)
                     continue
                 helpers = [h for h in owner.get("helpers") or [] if isinstance(h, int) and pid_alive(h)]
+                helpers += [h for h in self.workers() if h not in helpers]
                 if owner.get("host") == me["host"] and not pid_alive(_pid(owner)) and helpers:
                     # a launcher killed alone leaves its unit processes writing into the run
                     raise UserError(f"run is locked by dead pid {owner.get('pid')}, whose unit processes "
@@ -116,6 +118,11 @@ class RunLock:
                                 f"({self.path}); wait for it, or remove the file if that process is gone")
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
+            orphans = self.workers()
+            if orphans:  # no launcher holds the run (its lock removed by hand), but its units still write
+                self.path.unlink(missing_ok=True)
+                raise UserError(f"run has unit processes {', '.join(map(str, orphans))} still running without "
+                                f"a launcher ({self.path.with_name(WORKERS)}); wait for them or kill them")
             self.held, self.depth = True, 1
             return self
         raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
@@ -143,6 +150,16 @@ class RunLock:
             return
         owner["helpers"] = sorted(pids)
         atomic.write_json(self.path, owner)
+
+    def workers(self) -> list[int]:
+        """The live unit processes of this host that registered in the run (working()), whoever
+        launched them: a killed launcher's orphans still hold the run."""
+        host, out = socket.gethostname(), []
+        for p in sorted(self.path.with_name(WORKERS).glob("*")):
+            name, _, pid = p.name.rpartition("-")
+            if name == host and pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+                out.append(int(pid))
+        return out
 
     def _abandoned(self) -> bool:
         """Unreadable and untouched for a while: its writer died between creating and writing it."""
@@ -173,3 +190,17 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+@contextlib.contextmanager
+def working(run_root: Path) -> Iterator[None]:
+    """Register this process as a unit process of the run while the block runs (RunLock.workers):
+    recorded by the unit itself, so it holds the run even when its launcher is gone."""
+    folder = Path(run_root) / WORKERS
+    folder.mkdir(exist_ok=True)
+    me = folder / f"{socket.gethostname()}-{os.getpid()}"
+    me.touch()
+    try:
+        yield
+    finally:
+        me.unlink(missing_ok=True)

@@ -285,3 +285,33 @@ def test_atomic_writes_sync_the_folder_after_the_rename(tmp_path, monkeypatch):
     for target in (tmp_path / "a" / "f.txt", tmp_path / "b" / "model"):
         after = events[events.index(("replace", str(target))) + 1:]
         assert ("fsync", str(target.parent)) in after, events
+
+
+def test_an_orphaned_unit_process_holds_the_run_though_its_launcher_recorded_only_its_wrapper(tmp_path):
+    """The unit process registers itself (lock.working): a launcher killed with only a wrapper's
+    pid in its lock, or with the lock removed by hand, cannot free the run while the unit writes."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    code = ("import sys, time; from collapse_hpc.store.lock import working\n"
+            "with working(sys.argv[1]):\n    print('in', flush=True); time.sleep(60)\n")
+    unit = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert unit.stdout.readline().strip() == "in"
+        path = tmp_path / ".lock"
+        path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0,
+                                    "helpers": [dead.pid]}))  # the wrapper, gone with the launcher
+        with pytest.raises(UserError, match=f"unit processes {unit.pid} still run"):
+            RunLock(path, log=lambda *_: None).acquire()
+        path.unlink()
+        with pytest.raises(UserError, match=f"unit processes {unit.pid} still running without a launcher"):
+            RunLock(path, log=lambda *_: None).acquire()
+        assert not path.exists()
+    finally:
+        unit.kill()
+        unit.wait()
+    with RunLock(tmp_path / ".lock", log=lambda *_: None):  # the orphan gone: the run is free
+        pass
