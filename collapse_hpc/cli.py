@@ -413,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except MemoryError:  # a size no check foresaw: one line, not a traceback
+        print(f"error: out of memory in collapse-hpc {' '.join((argv or sys.argv[1:])[:1])}; lower the sizes "
+              f"involved (data rows, replicates, samples, generations)", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `status RUN | head`: the reader left; quiet, as other tools are
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would raise
         return 141

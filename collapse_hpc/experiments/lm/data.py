@@ -221,10 +221,26 @@ def _check_split_layout(source: Path, named: dict) -> None:
                         f"rename the files so that their rows are split 90/5/5")
 
 
+MAX_ROW_CHARS = 1 << 20  # a row is one article or paragraph (WikiText-2's longest: under 4,000 characters)
+MAX_SOURCE_BYTES = 4 << 30  # one source file (WikiText-103 is 0.5 GB); reading it takes several times that
+
+
 def _read_file(path: Path) -> list[str]:
+    """The rows of one source file; a file or a row too large for the tokenizer's training (one
+    48 MB line needed 9.2 GB of memory) is one error line naming it."""
+    size = path.stat().st_size
+    if size > MAX_SOURCE_BYTES:
+        raise UserError(f"{path}: {size / 2**30:.1f} GiB, more than one source file may hold "
+                        f"({MAX_SOURCE_BYTES >> 30} GiB); split it into several files")
     if path.suffix.lower() == ".txt":
-        return [line for line in _decode(path).splitlines() if line.strip()]
-    return _read_parquet_texts(path)
+        rows = [line for line in _decode(path).splitlines() if line.strip()]
+    else:
+        rows = _read_parquet_texts(path)
+    long = next((i for i, t in enumerate(rows) if len(t) > MAX_ROW_CHARS), None)
+    if long is not None:
+        raise UserError(f"{path}: row {long + 1} (non-empty rows counted) has {len(rows[long])} characters, more "
+                        f"than {MAX_ROW_CHARS} (one paragraph or article per row); break it into lines")
+    return rows
 
 
 def _decode(path: Path) -> str:
