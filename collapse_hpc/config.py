@@ -49,6 +49,8 @@ EXECUTORS = ("local", "slurm", "debug")  # where units run; launch/ has one back
 NOT_HASHED = ("name", "executor", "profile", "data_dir", "generations")
 
 
+DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # 1e-3, 3E5, .5: a number in any notation
+
 def knob(default, help: str = "", **checks):
     """A config field with a documented default and validation checks."""
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
@@ -232,6 +234,8 @@ def _convert(tp, value, key: str, where: _Where):
             where.fail(key, f"expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             where.fail(key, f"expected a number, got {value!r}")
         if not math.isfinite(value):

@@ -224,3 +224,17 @@ def test_beyond_config_measures_sampling_with_the_last_epoch():
     chains = {v.name: v.section(run) for v in experiments.get("lm").variants(run)}
     assert chains["replace-p0-decodingbeam-sample_fromlast-s0"].sample_from == "last"
     assert chains["replace-p0-decodingbeam-s0"].sample_from == "best"
+
+
+@pytest.mark.parametrize("text", ["1e-3", "1E-3", "+1e-3", "0.1e-2"])
+def test_a_number_in_scientific_notation_is_a_number(tmp_path, text):
+    """YAML 1.1 reads 1e-3 (no dot) as a string: a float key takes it as the number it is, from the
+    file and from --set alike; text that is no number is still refused."""
+    from collapse_hpc import experiments
+
+    f = tmp_path / "c.yaml"
+    f.write_text(f"lm:\n  lr: {text}\n")
+    assert experiments.load_config(f).section("lm").lr == 0.001
+    assert experiments.load_config(f, [f"lm.lr_min={text}"]).section("lm").lr_min == 0.001
+    with pytest.raises(ConfigError, match="expected a number, got '1e-3x'"):
+        experiments.load_config(f, ["lm.lr=1e-3x"])
