@@ -57,6 +57,8 @@ CASES = [
     ("6", "lm.dataset: ../x", {"c.yaml": "executor: debug\nlm: {dataset: ../x}\n"}, ["run", "c.yaml"]),
     ("6", "lm.dataset: a/b", {"c.yaml": "executor: debug\nlm: {dataset: a/b}\n"}, ["lm", "c.yaml"]),
     ("6", "data prepare .. --from", {"t.txt": "some text\n"}, ["data", "prepare", "..", "--from", "t.txt"]),
+    ("10", "--only of a disabled experiment", {"c.yaml": TOY + "gmm: {enabled: false}\n"},
+     ["run", "c.yaml", "--only", "gmm"]),
     ("9", "a 2 MB line in a --from text", {"t.txt": "word " * 400_000 + "\n" + "some text\n" * 50},
      ["data", "prepare", "big", "--from", "t.txt"]),
 ]
