@@ -1,6 +1,7 @@
 """The run folder: runs/<run>/{config.yaml, run.json, plan.json, logs/, <experiment>/<variant>/<unit>/}."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -26,6 +27,21 @@ def unit_name(shape: str, index: int) -> str:
 def unit_index(name: str) -> int:
     """The generation or part number of a unit folder's name (gen_003 -> 3)."""
     return int(name.rpartition("_")[2])
+
+
+def closed(folder: Path) -> None:
+    """Make `folder` (or keep it) writable by its owner only: submitit's job pickles live in
+    logs/submitit, and whoever can write there runs code in the run's jobs."""
+    if folder.is_symlink():
+        raise UserError(f"{folder}: a symbolic link in the run folder; the run never writes through one: remove it")
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = folder.stat().st_mode
+    if mode & 0o022:
+        try:
+            os.chmod(folder, mode & 0o7755)
+        except OSError:  # someone else's folder: its owner must close it
+            raise UserError(f"{folder}: writable by others and not ours to change; the jobs run the pickles "
+                            f"in it: make it writable by its owner only (chmod go-w)") from None
 
 
 class RunStore:
@@ -77,7 +93,8 @@ class RunStore:
         generation computes is refused.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        for folder in (self.logs, self.logs / "submitit"):
+            closed(folder)
         new = run.to_dict()
         if self.exists():
             old = self._saved_config()

@@ -43,3 +43,22 @@ def test_a_symlink_in_the_run_is_refused_and_its_target_kept(tmp_path, capsys, w
     link.unlink()
     assert _run(tmp_path, capsys)[0] == 0
     assert pq.read_table(variant / "gen_002" / "metrics.parquet").equals(expected)
+
+
+def test_the_job_pickles_folder_is_writable_by_its_owner_only(tmp_path, capsys):
+    """submitit's pickles in logs/submitit are code the jobs run: the run closes that folder to
+    group and others, whatever the umask, and refuses a link there."""
+    import os
+    import stat
+
+    (tmp_path / "c.yaml").write_text(TOY)
+    old = os.umask(0o002)  # a shared group's umask
+    try:
+        assert _run(tmp_path, capsys)[0] == 0
+    finally:
+        os.umask(old)
+    for folder in ("logs", "logs/submitit"):
+        assert not stat.S_IMODE((tmp_path / "run" / folder).stat().st_mode) & 0o022, folder
+    os.chmod(tmp_path / "run" / "logs" / "submitit", 0o777)  # opened by someone since
+    assert _run(tmp_path, capsys)[0] == 0
+    assert stat.S_IMODE((tmp_path / "run" / "logs" / "submitit").stat().st_mode) == 0o755
