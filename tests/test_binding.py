@@ -125,3 +125,30 @@ def test_a_later_generation_built_on_other_content_is_stale(two_variants):
     g0_sha = read_manifest(g0)["files"]["out.parquet"]["sha256"]
     assert pq.read_table(g1 / "out.parquet").column("prev").to_pylist() == [g0_sha]
     assert verify_run(store.root) == 0
+
+
+def test_verify_quotes_its_command_and_escapes_file_names(tmp_path, capsys):
+    """A run path holding `$(...)` is quoted in the printed command (pasted, it runs nothing), and a
+    file name's escape codes are printed escaped, not sent to the terminal."""
+    import subprocess
+
+    from tests.helpers import toy_run
+
+    hostile = tmp_path / "$(touch pwned)"
+    hostile.mkdir()
+    store, run = toy_run(hostile, generations=1)
+    engine.run_unit(store.root, "toy", "replace-p0-s0", 0)
+    unit = store.unit_dir("toy", "replace-p0-s0", "chain", 0)
+    (unit / "red\x1b[31m.txt").write_text("x")
+    f = unit / "metrics.parquet"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert verify_run(store.root) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "red\\x1b[31m.txt" in out
+    line = next(ln for ln in out.splitlines() if "redo with:" in ln)
+    cmd = line.split("redo with:", 1)[1].replace("collapse-hpc", "echo", 1)
+    subprocess.run(["bash", "-c", cmd], cwd=tmp_path, check=True, capture_output=True)
+    assert not (tmp_path / "pwned").exists()
