@@ -28,6 +28,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared on a cluster
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as e:
+        if e.filename is None:  # a full disk while writing names no file: name the one being written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

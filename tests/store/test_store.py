@@ -315,3 +315,23 @@ def test_an_orphaned_unit_process_holds_the_run_though_its_launcher_recorded_onl
         unit.wait()
     with RunLock(tmp_path / ".lock", log=lambda *_: None):  # the orphan gone: the run is free
         pass
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, capsys):
+    """ENOSPC from a write names no file; the atomic write names the one it was writing, and the
+    command prints it in its one error line."""
+    import errno
+
+    from collapse_hpc import cli
+
+    target = tmp_path / "out" / "metrics.parquet"
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as e:
+        with atomic.atomic_path(target):
+            full()
+    assert e.value.filename == str(target) and e.value.errno == errno.ENOSPC
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    assert cli._os_message(e.value) == f"{target}: No space left on device"
