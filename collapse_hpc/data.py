@@ -13,6 +13,7 @@ from pathlib import Path
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.store.cards import load_card
+from collapse_hpc.store.lock import folder_lock
 
 
 def preparers() -> dict[str, str]:
@@ -33,6 +34,14 @@ def _load(ref: str):
 
 
 def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = False) -> int:
+    """Prepare one data set; two processes preparing into one data folder take turns (the second
+    then finds it prepared) instead of one failing on the other's half-built folder. The lock is on
+    the data folder's parent: the data folder itself may not exist yet, and bad input creates it not."""
+    with folder_lock(Path(data_dir).absolute().parent):
+        return _prepare(name, data_dir, source, force)
+
+
+def _prepare(name: str, data_dir: Path, source: str | None, force: bool) -> int:
     known = preparers()
     if source and name in known:
         fn = _load(known[name])

@@ -40,6 +40,25 @@ def file_lock(path: Path) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on a folder itself (its nearest existing ancestor when it does not exist
+    yet): serialises writers of a shared folder without writing a file into it. Unlocked where the
+    file system has no flock."""
+    here = Path(folder).absolute()
+    while not here.is_dir():
+        here = here.parent
+    fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
 def host_lock(path: Path) -> Iterator[None]:
     """file_lock, and where the file system has no flock the same lock in this host's temporary
     folder instead (keyed by the path): mutual exclusion between the processes of one host."""
