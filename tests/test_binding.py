@@ -152,3 +152,23 @@ def test_verify_quotes_its_command_and_escapes_file_names(tmp_path, capsys):
     cmd = line.split("redo with:", 1)[1].replace("collapse-hpc", "echo", 1)
     subprocess.run(["bash", "-c", cmd], cwd=tmp_path, check=True, capture_output=True)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_manifest_from_before_upstream_was_recorded_still_counts(tmp_path):
+    """Runs made by an earlier version are not redone for lacking the upstream record; their folder
+    and variant bindings are still checked."""
+    import json
+
+    from tests.helpers import toy_run
+
+    store, run = toy_run(tmp_path, generations=2)
+    for g in range(2):
+        engine.run_unit(store.root, "toy", "replace-p0-s0", g)
+    path = store.unit_dir("toy", "replace-p0-s0", "chain", 1) / "manifest.json"
+    m = json.loads(path.read_text())
+    del m["upstream"]
+    path.write_text(json.dumps(m))
+    assert engine.run_unit(store.root, "toy", "replace-p0-s0", 1) == "skipped"
+    m["variant"] = "replace-p0-s1"
+    path.write_text(json.dumps(m))
+    assert engine.run_unit(store.root, "toy", "replace-p0-s0", 1) == "done"

@@ -109,10 +109,13 @@ def binding(unit_dir: Path, variant_hash: str | None = None) -> dict:
 
 
 def binding_problems(unit_dir: Path, manifest: dict, expected: dict) -> list[str]:
-    """How a manifest (or an unfinished unit's binding file) differs from `expected` (binding())."""
+    """How a manifest (or an unfinished unit's binding file) differs from `expected` (binding()).
+    A manifest from before upstream was recorded is not redone for lacking it: its folder and
+    variant are still checked, and it was only trusted by verify's deep check of every unit."""
     return [f"{unit_dir}: its manifest says {key} {_shown(manifest.get(key))}, "
             f"{'the folder' if key in ('experiment', 'variant', 'unit') else 'the run'} says {_shown(want)}"
-            for key, want in expected.items() if manifest.get(key) != want]
+            for key, want in expected.items()
+            if manifest.get(key) != want and not (key == "upstream" and key not in manifest)]
 
 
 def _shown(value) -> str:
