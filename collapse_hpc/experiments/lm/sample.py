@@ -402,8 +402,7 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
     shard_dir = Path(shard_dir)
     n = prompts.num_rows
     chunks = [k for k in range(-(-n // batch_size)) if k % world_size == rank]
-    done = done_chunks(shard_dir, model_hash) if shard_dir.is_dir() else set()
-    todo = [k for k in chunks if k not in done]
+    todo = sorted(set(chunks) - done_chunks(shard_dir, model_hash))  # a missing folder: none done
     if log and len(todo) < len(chunks):
         log.info("sampling: %d of %d chunks of rank %d already done", len(chunks) - len(todo), len(chunks), rank)
     ids, tokens = prompts.column("block_id").to_numpy(), prompts.column("input_ids")
