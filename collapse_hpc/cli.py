@@ -99,8 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("run", help="run folder")
 
     st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
-                        "job states and, for a failed job, its log and last lines.")
+                        "job states and, for a failed job, its log and last lines; for a job that completed "
+                        "without its unit being done, the missing artefact and the command that redoes it.")
     st.add_argument("run", help="run folder")
+    st.add_argument("--json", action="store_true", help="print the state as JSON (for scripts)")
 
     a = sub.add_parser("aggregate", help="tables, figures and the results page of runs",
                        description="Write RUN/report/{metrics.parquet, summary.csv, figures, index.html, results.md}.")
@@ -318,7 +320,7 @@ def cmd_profile(args) -> int:
 def cmd_status(args) -> int:
     from collapse_hpc.launch.status import show
 
-    return show(args.run)
+    return show(args.run, as_json=args.json)
 
 
 def cmd_verify(args) -> int:

@@ -7,6 +7,7 @@ for local runs. A failed job shows its log path and the last lines of its error.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
-from collapse_hpc.store import RunStore, read_manifest
+from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.lock import pid_alive
 
 BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}
@@ -99,10 +100,33 @@ def _book(store: RunStore) -> dict:
     return book
 
 
-def show(run_dir: str | Path) -> int:
-    store = RunStore(run_dir)
-    if not store.exists():
-        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
+COMPLETED = {"COMPLETED"}  # the job said it finished (Slurm's state, the local launcher's record)
+
+
+def why_not_done(store: RunStore, run, job) -> str:
+    """Why a unit whose job completed does not count as done: the missing or mismatching artefact."""
+    unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
+    rel = unit_dir.relative_to(store.root).as_posix()
+    manifest = read_manifest(unit_dir)
+    if manifest is None:
+        return f"{rel}/manifest.json is missing (the job ended before the unit's results were recorded)"
+    problems = verify_unit(unit_dir, deep=False)
+    if problems:
+        return problems[0].replace(str(store.root) + os.sep, "")
+    if job.shape == "array" and manifest.get("generations") != run.generations_of(job.experiment):
+        return (f"{rel} holds {manifest.get('generations')} generations, the config asks for "
+                f"{run.generations_of(job.experiment)}")
+    return f"{rel} does not verify"
+
+
+def redo_command(store: RunStore, job, executor: str) -> str:
+    """The command that redoes the unit (finished units are kept, so it reruns only what is missing)."""
+    verb = "submit" if executor == "slurm" else "run"
+    return f"collapse-hpc {verb} {store.root / 'config.yaml'} --run {store.root} --only {job.experiment}"
+
+
+def state_of(store: RunStore, run_dir) -> dict:
+    """Everything `status` says, as plain values (--json prints it as is)."""
     run = store.load_config(experiments.sections())
     chains = engine.load_plan(store, run)
     book = _book(store)
@@ -110,46 +134,95 @@ def show(run_dir: str | Path) -> int:
     units = book["units"]
     slurm = {} if local else slurm_states([e.get("job_id") for e in units.values()]
                                           + [book.get("aggregate", {}).get("job_id")])
-    where = f"{book.get('executor', 'not launched yet')}" + (f", {book['cluster']}" if book.get("cluster") else "")
-    print(f"run {store.root} ({where})")
-    failed = 0
+    # an experiment none of whose units has a job or a folder was left out of the run (--only)
+    launched = {label.split("/", 1)[0] for label in units} | {
+        c.experiment for c in chains for j in c.jobs
+        if store.unit_dir(j.experiment, j.variant, j.shape, j.index).exists()}
+    out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": []}
     for chain in chains:
-        states = [(job, *unit_state(store, run, job, units.get(job.label, {}), slurm, local)) for job in chain.jobs]
-        done = sum(s == "done" for _, s, _ in states)
-        if chain.shape == "chain":
-            reached = -1
-            for job, s, _ in states:
-                if s != "done":
-                    break
-                reached = job.index
-            head = (f"generation {reached} reached" if reached >= 0 else "no generation finished") + \
-                f" ({done}/{len(states)} done)"
-        else:
-            head = f"array: {done}/{len(states)} parts done"
-        print(f"\n{chain.experiment}/{chain.variant.name}  {head}")
-        for job, s, elapsed in states:
+        item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
+        out["chains"].append(item)
+        if book.get("executor") and chain.experiment not in launched:
+            item["not_in_this_run"] = True
+            continue
+        for job in chain.jobs:
             entry = units.get(job.label, {})
-            jid = entry.get("job_id")
-            unit = job.label.rsplit("/", 1)[1]
-            line = f"  {unit}  {s:<13} {('job ' + str(jid)) if jid else '':<14} {elapsed}"
-            if entry.get("reason") and s == "NOT_RUN":
-                line += f"  ({entry['reason']})"
-            print(line.rstrip())
-            if s in BAD or s == "FAILED":
-                failed += 1
-                log = entry.get("log")
-                _print_log(log, entry.get("dependency"))
-                for ln in (entry.get("error") or "").splitlines()[-5:] if local else error_lines(log):
-                    print(f"      | {ln}")
+            state, elapsed = unit_state(store, run, job, entry, slurm, local)
+            unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
+                    "job_id": entry.get("job_id")}
+            if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
+                unit["why_not_done"] = why_not_done(store, run, job)
+                unit["redo"] = redo_command(store, job, book.get("executor") or "local")
+            if entry.get("reason") and state == "NOT_RUN":
+                unit["reason"] = entry["reason"]
+            if state in BAD:
+                unit["log"] = entry.get("log")
+                unit["dependency"] = entry.get("dependency")
+                unit["error"] = ((entry.get("error") or "").splitlines()[-5:] if local
+                                 else error_lines(entry.get("log")))
+            item["units"].append(unit)
+        done = [u["state"] == "done" for u in item["units"]]
+        item["done"] = sum(done)
+        item["reached"] = (done + [False]).index(False) - 1 if chain.shape == "chain" else None
     agg = book.get("aggregate")
     if agg:
         state, elapsed = slurm.get(str(agg.get("job_id")), ("UNKNOWN", ""))
-        print(f"\naggregate  {state:<13} job {agg['job_id']:<10} {elapsed}".rstrip())
-        if state in BAD:
+        out["aggregate"] = {"state": state, "elapsed": elapsed, "job_id": agg.get("job_id"), "log": agg.get("log"),
+                            "dependency": agg.get("dependency"),
+                            "error": error_lines(agg.get("log")) if state in BAD else []}
+    return out
+
+
+def _print(state: dict) -> int:
+    where = f"{state['executor'] or 'not launched yet'}" + (f", {state['cluster']}" if state.get("cluster") else "")
+    print(f"run {state['run']} ({where})")
+    failed = 0
+    for item in state["chains"]:
+        name = f"{item['experiment']}/{item['variant']}"
+        if item.get("not_in_this_run"):
+            print(f"\n{name}  not in this run (left out with --only)")
+            continue
+        total = len(item["units"])
+        if item["shape"] == "chain":
+            reached = item["reached"]
+            head = (f"generation {reached} reached" if reached >= 0 else "no generation finished") + \
+                f" ({item['done']}/{total} done)"
+        else:
+            head = f"array: {item['done']}/{total} parts done"
+        print(f"\n{name}  {head}")
+        for u in item["units"]:
+            jid = u["job_id"]
+            line = f"  {u['unit']}  {u['state']:<13} {('job ' + str(jid)) if jid else '':<14} {u['elapsed']}"
+            if u.get("reason"):
+                line += f"  ({u['reason']})"
+            print(line.rstrip())
+            if "why_not_done" in u:
+                print(f"      not done: {u['why_not_done']}")
+                print(f"      redo: {u['redo']}")
+            if u["state"] in BAD:
+                failed += 1
+                _print_log(u.get("log"), u.get("dependency"))
+                for ln in u.get("error") or []:
+                    print(f"      | {ln}")
+    agg = state.get("aggregate")
+    if agg:
+        print(f"\naggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip())
+        if agg["state"] in BAD:
             _print_log(agg.get("log"), agg.get("dependency"))
-            for ln in error_lines(agg.get("log")):
+            for ln in agg["error"]:
                 print(f"      | {ln}")
     if failed:
         print(f"\n{failed} unit(s) failed or were cancelled; fix the cause and run or submit again "
               f"(finished units are kept)")
     return 0
+
+
+def show(run_dir: str | Path, as_json: bool = False) -> int:
+    store = RunStore(run_dir)
+    if not store.exists():
+        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
+    state = state_of(store, run_dir)
+    if as_json:
+        print(json.dumps(state, indent=1))
+        return 0
+    return _print(state)

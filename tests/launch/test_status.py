@@ -26,3 +26,62 @@ def test_last_lines_of_a_plain_traceback(tmp_path):
     log = tmp_path / "9_0_log.err"
     log.write_text("start\nTraceback (most recent call last):\n  File x\nValueError: boom\n\n")
     assert error_lines(str(log), n=2) == ["  File x", "ValueError: boom"]
+
+
+def _toy_and_tail(tmp_path):
+    """A run of config toy + tail, launched with --only toy (recorded as the local back-end does), both toy
+    generations COMPLETED as jobs."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import debug, records
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local",
+                                        "toy": {}, "tail": {"replicates": 2, "chunk_replicates": 2}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run, only=["toy"])
+    debug.execute(store, run, chains)
+    book = {"executor": "local", "units": {}}
+    for job in chains[0].jobs:
+        records.record(book, job.label, job_id=str(100 + job.index), log=None, state="COMPLETED", elapsed=1.0)
+    records.save(store, book)
+    return store
+
+
+def test_status_explains_a_completed_job_whose_unit_is_not_done(tmp_path, capsys):
+    import json
+
+    from collapse_hpc.launch.status import show
+
+    store = _toy_and_tail(tmp_path)
+    gen1 = store.root / "toy" / "replace-p0-s0" / "gen_001"
+    (gen1 / "metrics.parquet").unlink()  # e.g. weights lost on a scratch file system
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "toy/replace-p0-s0  generation 0 reached (1/2 done)" in out
+    assert "gen_001  COMPLETED" in out
+    assert "not done: toy/replace-p0-s0/gen_001/metrics.parquet" in out and "missing" in out
+    assert f"redo: collapse-hpc run {store.root / 'config.yaml'} --run {store.root} --only toy" in out
+    # left out with --only: said so, not "not run"
+    assert "tail/replace-p0-s0  not in this run" in out and "NOT_RUN" not in out and "not run" not in out
+
+    (gen1 / "manifest.json").unlink()
+    assert show(store.root, as_json=True) == 0
+    state = json.loads(capsys.readouterr().out)
+    toy, tail = [c for c in state["chains"] if c["experiment"] == "toy"][0], \
+        [c for c in state["chains"] if c["experiment"] == "tail"][0]
+    assert toy["reached"] == 0 and toy["done"] == 1
+    unit = toy["units"][1]
+    assert unit["state"] == "COMPLETED" and "manifest.json is missing" in unit["why_not_done"]
+    assert unit["redo"].startswith("collapse-hpc run ") and tail["not_in_this_run"] is True
+
+
+def test_status_json_from_the_command_line(tmp_path):
+    import json
+
+    from tests.launch.helpers import collapse
+
+    store = _toy_and_tail(tmp_path)
+    rc, out, _ = collapse("status", store.root, "--json")
+    assert rc == 0
+    state = json.loads(out)
+    assert [c["done"] for c in state["chains"] if c["experiment"] == "toy"] == [2]
