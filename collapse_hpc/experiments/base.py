@@ -208,9 +208,6 @@ class Experiment:
     title: str = ""  # section heading (default: the name)
     order: int = 100  # sections are sorted by (order, name)
     metrics: str = ""  # what the metrics mean, shown under the section heading
-    # metrics.parquet columns that record how a unit was set up, not what collapse does to it (e.g. the
-    # share of real images it trained on): in the tables and metrics.parquet, not in the All-metrics grids
-    bookkeeping: tuple[str, ...] = ()
 
     # collapse-hpc data prepare NAME: data set name -> "module:function(data_dir, force=False)";
     # a function that takes `source` also prepares from the user's files (--from PATH)
@@ -257,6 +254,21 @@ class Experiment:
     def figures(self) -> list[tuple[str, str, Callable]]:
         """The experiment's own report figures: (key, title, function(Context) -> (Figure, caption) or None)."""
         return []
+
+    def metric_specs(self, columns: list[str]) -> dict:
+        """name -> plotting.metrics.Metric (display name, unit, which way collapse moves it, and whether it is
+        a result, run bookkeeping or compute) of the metrics.parquet columns among `columns`, declared next
+        to the code that computes them; the report shows an undeclared column under its own name."""
+        return {}
+
+    def heading(self, sections: list[dict]) -> str:
+        """The report section's heading, given this experiment's config section of each run (raw mappings):
+        the title with the data sets the runs used (from their configs, not assumed)."""
+        datasets = ", ".join(sorted({str(s["dataset"]) for s in sections if s.get("dataset")}))
+        base = self.title or self.name
+        if not datasets:
+            return base
+        return base[:-1] + f" on {datasets})" if base.endswith(")") else f"{base} ({datasets})"
 
     def texts(self, runs) -> list[tuple[str, str, tuple]]:
         """Texts the report shows under the figures: (title, prompt, table of (header, rows)); the

@@ -61,11 +61,37 @@ def trend(ctx: Context, metric: str, *, fixed: dict | None = None, exclude: tupl
     return "; ".join(out)
 
 
+WORSE = {"higher": " (↑ worse)", "lower": " (↓ worse)"}  # a panel title's note of which way collapse moves it
+
+
+def band_note(ctx: Context, metrics: list[str]) -> str:
+    """What a point and its band are, with n (seeds x replicates per point): no band is promised with n = 1."""
+    n = ctx.summary.loc[ctx.summary["metric"].isin(metrics), "n"]
+    if not len(n) or n.max() <= 1:
+        return "one value per generation and series (n = 1: one seed, no replicates), so no interval"
+    counts = f"n = {int(n.min())}" if n.min() == n.max() else f"n = {int(n.min())} to {int(n.max())}"
+    return f"mean over seeds × replicates ({counts} per point), band: its 95% confidence interval (t)"
+
+
+def keep_scale(ax, share: float = 0.1) -> None:
+    """A linear y-axis spans at least `share` of its values' magnitude: a metric that barely moves is drawn
+    flat rather than magnified until its noise fills the panel."""
+    if ax.get_yscale() != "linear":
+        return
+    lo, hi = ax.get_ylim()
+    need = share * max(abs(lo), abs(hi))
+    if 0 < hi - lo < need:
+        mid = (lo + hi) / 2
+        ax.set_ylim(mid - need / 2, mid + need / 2)
+
+
 def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", replicates: bool = False,
                 ylabels: dict | None = None, references: dict | None = None, lines: dict | None = None):
     """Panels of metric x run (runs side by side), series = regimes and settings; references:
     run -> [(y, label)] drawn as dotted grey lines across that run's panels (baselines); lines:
-    metric -> [(y, label)], thick light lines across that metric's panels (the real data's own value)."""
+    metric -> [(y, label)], thick light lines across that metric's panels (the real data's own value).
+    Panels are titled and labelled from the metrics' declarations (ctx.spec); the paper's reported values
+    are drawn as reference marks where a run's config is the paper's setting (Metric.paper)."""
     runs = ctx.run_labels
     if not metrics or not runs:
         return None
@@ -78,6 +104,7 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
         panels = [(m, r) for m in metrics for r in runs]
     fig, axes = style.figure(rows, cols, sharey="row" if len(runs) > 1 else False)  # runs compare on one scale
     for ax, (metric, run) in zip(axes.flat, panels):
+        spec = ctx.spec(metric)
         if not draw_series(ax, ctx, run, metric, replicates=replicates):
             no_data(ax)
         else:
@@ -89,12 +116,16 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
                 ax.axhline(y, color="0.35", linestyle=":", linewidth=1.2, label=label)
             for y, label in (lines or {}).get(metric, []):
                 ax.axhline(y, label=label, **style.REAL)
+            for y, label in spec.paper_marks(ctx.section(run)):
+                ax.axhline(y, label=label, **style.PAPER)
+            keep_scale(ax)
         named = ylabels and metric in ylabels  # a figure of its own: the page gives its title
+        title = spec.label + WORSE.get(spec.worse or "", "")
         ax.set_title(run if named and len(runs) > 1 else "" if named else
-                     metric if len(runs) == 1 else f"{run}: {metric}")
+                     title if len(runs) == 1 else f"{run}: {title}")
         ax.set_xlabel("generation")
         integer_x(ax)
-        ax.set_ylabel((ylabels or {}).get(metric, metric))
+        ax.set_ylabel((ylabels or {}).get(metric, spec.unit))  # the title names the metric
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     legend_below(fig, axes)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from collapse_hpc.plotting import style
+from collapse_hpc.plotting.metrics import Metric, spec
 from collapse_hpc.store.atomic import atomic_path
 
 KEYS = ["run", "experiment", "variant", "regime", "seed"]  # then setting columns
@@ -36,6 +37,7 @@ class Context:
     df: pd.DataFrame  # long metrics of this experiment, all runs
     summary: pd.DataFrame  # its summary rows
     runs: list[Any]  # every run of the report (in order): report.collect's RunData
+    specs: dict = field(default_factory=dict)  # metric -> plotting.metrics.Metric (the experiment's declarations)
 
     @functools.cached_property
     def run_labels(self) -> list[str]:
@@ -57,6 +59,15 @@ class Context:
 
     def settings(self) -> list[str]:
         return self._settings
+
+    def spec(self, metric: str) -> Metric:
+        """The metric's declaration (display name, unit, direction), or a bare one of its column name."""
+        return spec(self.specs, metric)
+
+    def section(self, label: str) -> dict:
+        """The run's config section of this experiment (a raw mapping; {} when it has none)."""
+        sec = self.run(label).raw_config.get(self.experiment)
+        return sec if isinstance(sec, dict) else {}
 
     @functools.cached_property
     def _settings(self) -> list[str]:

@@ -38,6 +38,8 @@ DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 2)
 PANEL_W, PANEL_H = 2.9, 2.2  # inches per panel
 # a level to compare against (the real data's own value): a thick light line behind the series, unlike any of them
 REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}
+# a value the paper reports (its own setting only): dash-dotted, dark red, behind the series
+PAPER = {"color": "#8B0000", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 1.2, "zorder": 1}
 
 
 def series(i: int, points: int = 10) -> dict:

@@ -40,26 +40,34 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.8g"))
 
     names = experiments.ordered(list({e for r in data for e in r.experiments()}))
-    sections = []
+    sections, specs = [], {}
     for name in names:
-        ctx = Context(name, df[df["experiment"] == name], summary[summary["experiment"] == name], data)
+        exp = experiments.describe(name)
+        specs[name] = exp.metric_specs(sorted(df.loc[df["experiment"] == name, "metric"].unique()))
+        ctx = Context(name, df[df["experiment"] == name], summary[summary["experiment"] == name], data, specs[name])
         figs = drawing.draw(ctx, out / "figures")
-        datasets = sorted({str(sec["dataset"]) for r in data for sec in [r.raw_config.get(name)]
-                           if isinstance(sec, dict) and sec.get("dataset")})
-        sections.append(page.Section(name, figs, tables.first_last(summary, data, name),
-                                     page.section_title(name, datasets), experiments.describe(name).metrics,
-                                     experiments.describe(name).texts(data)))
+        configs = [sec for r in data for sec in [r.raw_config.get(name)] if isinstance(sec, dict)]
+        table, notes = tables.first_last(summary, data, name, specs[name])
+        bookkeeping, _ = tables.first_last(summary, data, name, specs[name], kind="bookkeeping")
+        sections.append(page.Section(name, figs, table, exp.heading(configs), exp.metrics, exp.texts(data), notes,
+                                     bookkeeping))
         log.info("report: %s: %d of %d figures", name, sum(bool(f.files) for f in figs), len(figs))
 
     _drop_stale(out / "figures", {f for s in sections for fig in s.figures for f in fig.files})
-    title = "Model collapse: " + ", ".join(r.label for r in data)
-    rep = page.Report(title, out.absolute(), [(r.label, r.root) for r in data], sections,
+    rep = page.Report(title(data), out.absolute(), [(r.label, r.root) for r in data], sections,
                       tables.completeness(data), tables.compute(data), tables.packages(data),
-                      [(r.label, r.config_text) for r in data], tables.problems(data))
+                      [(r.label, r.config_text) for r in data], tables.problems(data), tables.unfinished(data),
+                      tables.phases(df, data, specs))
     write_text(out / "results.md", page.write_markdown(rep))
     index = out / "index.html"
     write_text(index, page.write_html(rep))
     return index.absolute()
+
+
+def title(runs: list[collect.RunData]) -> str:
+    """The page's title from the configs' names (`name:`), not the run folders' (e.g. "gpu")."""
+    names = [str(r.raw_config.get("name") or r.label) for r in runs]
+    return "Model collapse: " + ", ".join(dict.fromkeys(names))
 
 
 DRAWN = ".drawn.json"  # in figures/: the files the last report drew there

@@ -62,6 +62,7 @@ class VariantInfo:
     seed: int
     settings: dict
     planned: int | None  # units planned by the config (None: unknown)
+    shape: str = "chain"  # chain (a unit per generation) or array (parts)
 
 
 @dataclass
@@ -93,7 +94,8 @@ def _recorded(units: list[Unit], variants: dict) -> None:
         m = u.manifest or {}
         if (u.experiment, u.variant) not in variants and "regime" in m and isinstance(m.get("settings"), dict):
             variants[(u.experiment, u.variant)] = VariantInfo(u.variant, str(m["regime"]), int(m.get("seed", -1)),
-                                                              m["settings"], None)
+                                                              m["settings"], None,
+                                                              "chain" if u.name.startswith("gen_") else "array")
 
 
 def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
@@ -103,7 +105,8 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
     try:
         plan = read_plan(RunStore(root))
         variants = {(c["experiment"], c["variant"]): VariantInfo(c["variant"], c["regime"]["label"], c["seed"],
-                                                                 c["settings"], c["units"]) for c in plan["chains"]}
+                                                                 c["settings"], c["units"], c.get("shape", "chain"))
+                    for c in plan["chains"]}
         return variants, dict(plan["generations"])
     except (UserError, KeyError, TypeError) as e:  # an older run folder, or a damaged plan
         log.warning("%s: no usable plan (%s); reading the manifests only", root, e)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, NotInThisRun, metric_grid
+from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, metric_grid
 from collapse_hpc.plotting.plots import Context, Fig, num, save
 
 log = logging.getLogger("collapse_hpc.report")
@@ -31,15 +31,17 @@ def constant_metrics(ctx: Context) -> dict[str, list[float]]:
     return {m: sorted(set(g.loc[g["metric"] == m, "low"])) for m in per.index[per["flat"] & per["span"]]}
 
 
-def _overview_note(ctx: Context, constant: dict, bookkeeping: list[str]) -> str:
+def _overview_note(ctx: Context, constant: dict, bookkeeping: list[str], compute: list[str]) -> str:
     """What the grids leave out, with the constants' values, for the captions."""
     notes = []
     if constant:
         notes.append("Not drawn, being one value throughout each series: " + ", ".join(
-            f"{m} ({', '.join(num(v) for v in vals)})" for m, vals in sorted(constant.items())) + ".")
+            f"{ctx.spec(m).label} ({', '.join(num(v) for v in vals)})" for m, vals in sorted(constant.items())) + ".")
     if bookkeeping:
         notes.append("Not drawn, being how the run was set up rather than what it measured (in metrics.parquet "
-                     "and in the table below): " + ", ".join(sorted(bookkeeping)) + ".")
+                     "and in the run bookkeeping table below): " + ", ".join(sorted(bookkeeping)) + ".")
+    if compute:
+        notes.append("Timings are in the Compute section: " + ", ".join(sorted(compute)) + ".")
     return " ".join(notes)
 
 
@@ -47,28 +49,23 @@ def overview(ctx: Context, metrics: list[str], note: str = ""):
     fig = metric_grid(ctx, metrics)
     if not fig:
         return None
-    n = ctx.summary.loc[ctx.summary["metric"].isin(metrics), "n"]
-    if len(n) and n.max() <= 1:
-        what = "one value per generation and series (one seed, no replicates: no interval)"
-    else:
-        counts = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())} to {int(n.max())}"
-        what = (f"mean over the seeds and replicates ({counts} values per point) with its 95% confidence "
-                f"interval (t)")
-    return fig, (f"Metrics of {ctx.experiment} against generation: {what}. Which way collapse moves each metric "
-                 f"(and so which direction is worse) is stated with this experiment's own figures above and in "
-                 f"its metric notes. {note + ' ' if note else ''}{GAPS}")
+    return fig, (f"Metrics of {ctx.experiment} against generation: {band_note(ctx, metrics)}. ↑ worse, ↓ worse: "
+                 f"the way collapse moves a metric, as the experiment declares it (none: neither, or not "
+                 f"known). {note + ' ' if note else ''}{GAPS}")
 
 
 def overviews(ctx: Context) -> list:
     """(key, title, function) per page of the every-metric overview: every metric but those that are one
-    value throughout each series (constant_metrics) and those the experiment declares bookkeeping."""
-    from collapse_hpc import experiments
-
+    value throughout each series (constant_metrics) and those the experiment declares bookkeeping or compute
+    (Metric.kind: the bookkeeping table and the Compute section show them)."""
     constant = constant_metrics(ctx)
-    declared = set(experiments.describe(ctx.experiment).bookkeeping)
-    bookkeeping = [m for m in ctx.metrics() if m in declared and m not in constant]
-    metrics = [m for m in ctx.metrics() if m not in constant and m not in declared]
-    note = _overview_note(ctx, constant, bookkeeping)
+    kinds = {m: ctx.spec(m).kind for m in ctx.metrics()}
+    bookkeeping = [m for m in ctx.metrics() if kinds[m] == "bookkeeping" and m not in constant]
+    compute = [m for m in ctx.metrics() if kinds[m] == "compute"]
+    order = list(ctx.specs)  # as the experiment declares them (p5 before p25), the undeclared after
+    metrics = sorted((m for m in ctx.metrics() if m not in constant and kinds[m] == "result"),
+                     key=lambda m: (order.index(m) if m in order else len(order), m))
+    note = _overview_note(ctx, constant, bookkeeping, compute)
     if ctx.metrics() and not metrics:  # nothing moves: no grid to draw (not "no data yet")
         return []
     pages = [metrics[i:i + PAGE] for i in range(0, len(metrics), PAGE)] or [[]]

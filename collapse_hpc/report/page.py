@@ -19,10 +19,12 @@ class Section:
     title: str = ""  # default: the experiment's own title
     metrics: str = ""  # what its metrics mean
     texts: list[Text] = field(default_factory=list)  # e.g. lm: each generation's continuation of the same prompts
+    notes: list[str] = field(default_factory=list)  # why the comparison table lacks a run (nothing after generation 0)
+    bookkeeping: Table = ([], [])  # the same comparison of how the units were set up (Metric.kind bookkeeping)
 
     @property
     def heading(self) -> str:
-        return self.title or _title(self.experiment)
+        return self.title or self.experiment
 
 
 @dataclass
@@ -36,24 +38,12 @@ class Report:
     packages: Table
     configs: list[tuple[str, str]]  # label, config.yaml text
     problems: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)  # unfinished chains and why (tables.unfinished)
+    phases: Table = ([], [])  # per-generation compute (tables.phases)
 
     def rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.out)).as_posix()
 
-
-def _title(experiment: str) -> str:
-    from collapse_hpc import experiments
-
-    return experiments.describe(experiment).title or experiment
-
-
-def section_title(experiment: str, datasets: list[str]) -> str:
-    """The experiment's title with the data sets its runs used (from their configs, not assumed)."""
-    base = _title(experiment)
-    if not datasets:
-        return base
-    names = ", ".join(datasets)
-    return base[:-1] + f" on {names})" if base.endswith(")") else f"{base} ({names})"
 
 
 CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111;line-height:1.45}
@@ -64,7 +54,9 @@ td,th{border:1px solid #bbb;padding:.2em .5em;text-align:right}th{background:#ee
 td:first-child,th:first-child{text-align:left}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}.missing{color:#777;font-style:italic}
 nav a{margin-right:1em}table.texts td{text-align:left;vertical-align:top;font-size:.95em}
-table.texts td:first-child{text-align:right;white-space:nowrap}.prompt{font-style:italic}"""
+table.texts td:first-child{text-align:right;white-space:nowrap}.prompt{font-style:italic}
+.incomplete{border:2px solid #b35900;background:#fff4e5;padding:.6em 1em;margin:1em 0}
+.incomplete h2{border:0;margin:0 0 .3em 0;font-size:1.2em}.wide{overflow-x:auto}"""
 
 
 def _html_table(table: Table, css: str = "") -> str:
@@ -75,6 +67,27 @@ def _html_table(table: Table, css: str = "") -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     cls = f' class="{css}"' if css else ""
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+INCOMPLETE = "Incomplete run"
+COMPARE = "Generation 0 against the last common generation"
+COMPARE_INTRO = ("Each series' mean at generation 0 and at the last generation every series of the run reached; "
+                 "collapse: which way it moves the metric (the experiment's declaration).")
+BOOKKEEPING = "Run bookkeeping"
+BOOKKEEPING_INTRO = "How the units were set up (not what collapse did), at the same generations."
+COMPUTE_INTRO = ("Summed from the manifests: seconds × the CPU cores allotted (core-hours) and × the GPUs (GPU-hours) "
+                 "each unit held.")
+PHASES_INTRO = ("Per generation: a unit's seconds (mean over the generation's units; an array experiment's unit runs "
+                "every generation) × its CPU cores and × its GPUs, and the phases the experiment times (mean over "
+                "series and seeds).")
+
+
+def _incomplete_html(lines: list[str]) -> str:
+    items = "".join(f"<li>{html.escape(ln)}</li>" for ln in lines[:50])
+    more = f"<li>… and {len(lines) - 50} more</li>" if len(lines) > 50 else ""
+    return (f'<div class="incomplete" id="incomplete"><h2>{INCOMPLETE}</h2><p>{len(lines)} chain(s) not finished; '
+            f"the figures show gaps and the tables compare only what every chain reached:</p>"
+            f"<ul>{items}{more}</ul></div>")
 
 
 TEXTS_INTRO = ("What the models wrote: the continuation each generation produced for the same prompt "
@@ -107,9 +120,14 @@ def _fig_html(rep: Report, fig: Fig) -> str:
             f'<figcaption>{html.escape(fig.caption)} (<a href="{html.escape(pdf)}">PDF</a>)</figcaption></figure>')
 
 
+def _runs(rep: Report) -> str:
+    """The runs by label, with their folders relative to the page (no machine path)."""
+    return ", ".join(f"{label} (folder {rep.rel(root)})" for label, root in rep.runs)
+
+
 def write_html(rep: Report) -> str:
     e = html.escape
-    runs = ", ".join(f"<code>{e(label)}</code> ({e(str(root))})" for label, root in rep.runs)
+    runs = ", ".join(f"<code>{e(label)}</code> (folder <code>{e(rep.rel(root))}</code>)" for label, root in rep.runs)
     nav = "".join(f'<a href="#{anchor(s.experiment)}">{e(s.heading)}</a>' for s in rep.sections)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(rep.title)}</title>",
              f"<style>{CSS}</style></head><body>",
@@ -118,6 +136,8 @@ def write_html(rep: Report) -> str:
              '<a href="summary.csv">summary.csv</a> (mean and 95% CI per generation), '
              '<a href="results.md">results.md</a>.</p>',
              f"<nav>{nav}<a href=\"#compute\">Compute</a><a href=\"#config\">Config</a></nav>"]
+    if rep.incomplete:
+        parts.insert(3, _incomplete_html(rep.incomplete))
     if rep.problems:
         items = "".join(f"<li>{e(p)}</li>" for p in rep.problems[:50])
         parts.append(f"<h2>Problems</h2><p>Units left out of the report:</p><ul>{items}</ul>")
@@ -131,10 +151,15 @@ def write_html(rep: Report) -> str:
         for title, prompt, table in s.texts:
             parts.append(f'<h4>{e(title)}</h4><p>Prompt: <span class="prompt">{e(prompt)}</span></p>'
                          + _html_table(table, "texts"))
-        parts.append("<h3>Generation 0 against the last</h3>" + _html_table(s.table))
+        parts.append(f"<h3>{COMPARE}</h3><p>{e(COMPARE_INTRO)}</p>"
+                     + "".join(f'<p class="missing">{e(n)}</p>' for n in s.notes)
+                     + (_html_table(s.table) if s.table[1] or not s.notes else ""))
+        if s.bookkeeping[1]:
+            parts.append(f"<h3>{BOOKKEEPING}</h3><p>{e(BOOKKEEPING_INTRO)}</p>" + _html_table(s.bookkeeping))
     parts.append("<h2 id=\"progress\">Progress</h2>" + _html_table(rep.completeness))
-    parts.append("<h2 id=\"compute\">Compute</h2><p>Summed from the manifests: seconds × the CPU cores "
-                 "allotted (core-hours) and × the GPUs (GPU-hours) each unit held.</p>" + _html_table(rep.compute))
+    parts.append(f"<h2 id=\"compute\">Compute</h2><p>{e(COMPUTE_INTRO)}</p>" + _html_table(rep.compute))
+    if rep.phases[1]:
+        parts.append(f"<h3>Per generation</h3><p>{e(PHASES_INTRO)}</p>" + _html_table(rep.phases))
     parts.append("<h2 id=\"packages\">Package versions</h2>" + _html_table(rep.packages))
     parts.append("<h2 id=\"config\">Config</h2>")
     parts += [f"<h3>{e(label)}</h3><pre>{e(text)}</pre>" for label, text in rep.configs]
@@ -143,9 +168,11 @@ def write_html(rep: Report) -> str:
 
 
 def write_markdown(rep: Report) -> str:
-    out = [f"# {rep.title}\n", "Runs: " + ", ".join(f"`{label}` ({root})" for label, root in rep.runs) + "\n",
+    out = [f"# {rep.title}\n", f"Runs: {_runs(rep)}.\n",
            "Data: [metrics.parquet](metrics.parquet) (long form), [summary.csv](summary.csv) "
            "(mean and 95% CI per generation), [index.html](index.html).\n"]
+    if rep.incomplete:
+        out.insert(2, f"## {INCOMPLETE}\n\n" + "\n".join(f"- {ln}" for ln in rep.incomplete) + "\n")
     if rep.problems:
         out.append("## Problems\n\n" + "\n".join(f"- {p}" for p in rep.problems[:50]) + "\n")
     for s in rep.sections:
@@ -162,10 +189,14 @@ def write_markdown(rep: Report) -> str:
             out.append(f"### Generated text\n\n{TEXTS_INTRO}\n")
         for title, prompt, table in s.texts:
             out.append(f"#### {title}\n\nPrompt: _{prompt}_\n\n" + _md_table(table))
-        out.append("### Generation 0 against the last\n\n" + _md_table(s.table))
+        out.append(f"### {COMPARE}\n\n{COMPARE_INTRO}\n\n" + "".join(f"_{n}_\n\n" for n in s.notes)
+                   + (_md_table(s.table) if s.table[1] or not s.notes else ""))
+        if s.bookkeeping[1]:
+            out.append(f"### {BOOKKEEPING}\n\n{BOOKKEEPING_INTRO}\n\n" + _md_table(s.bookkeeping))
     out.append("## Progress\n\n" + _md_table(rep.completeness))
-    out.append("## Compute\n\nSummed from the manifests: seconds × the CPU cores allotted (core-hours) and × "
-               "the GPUs (GPU-hours) each unit held.\n\n" + _md_table(rep.compute))
+    out.append(f"## Compute\n\n{COMPUTE_INTRO}\n\n" + _md_table(rep.compute))
+    if rep.phases[1]:
+        out.append(f"### Per generation\n\n{PHASES_INTRO}\n\n" + _md_table(rep.phases))
     out.append("## Package versions\n\n" + _md_table(rep.packages))
     out.append("## Config\n")
     out += [f"### {label}\n\n```yaml\n{text.rstrip()}\n```\n" for label, text in rep.configs]

@@ -2,41 +2,114 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 
 import pandas as pd
 
+from collapse_hpc.plotting.metrics import spec
 from collapse_hpc.plotting.plots import num, series_label, series_order, setting_columns
+from collapse_hpc.launch import records
 from collapse_hpc.report.collect import RunData
+from collapse_hpc.store import RunStore
+from collapse_hpc.store.layout import unit_name
 
 Table = tuple[list[str], list[list[str]]]
 
 
-def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str) -> Table:
-    """Generation 0 against the last generation reached, per run, series and metric."""
-    s = summary[summary["experiment"] == experiment]
+def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, specs: dict | None = None,
+               kind: str = "result") -> tuple[Table, list[str]]:
+    """Generation 0 against the last generation every series of a run reached (one generation for all, so
+    rows compare like with like), per run, series and metric of `kind` (Metric.kind); a run whose series
+    have not all passed generation 0 is left out with a note saying so. Returns (table, notes)."""
+    s = summary[summary["experiment"] == experiment].dropna(subset=["mean"])
+    s = s[s["metric"].map(lambda m: spec(specs, m).kind == kind).astype(bool)] if len(s) else s
     settings = setting_columns(s)
     multi = len({r.label for r in runs}) > 1
-    header = (["run"] if multi else []) + ["series", "metric", "generation 0", "last", "last generation",
-                                           "n (last)", "relative change"]
-    rows = []
-    for (run, *_, metric), grp in s.groupby(["run", "regime", *settings, "metric"], dropna=False, sort=True):
-        grp = grp.dropna(subset=["mean"]).sort_values("generation")
-        if grp.empty:
+    header = (["run"] if multi else []) + ["series", "metric", "unit", "collapse", "generation 0", "last common",
+                                           "generation", "n (last)", "relative change"]
+    rows, notes = [], []
+    for run, rs in s.groupby("run", sort=True):
+        reached = rs.groupby(["regime", *settings], dropna=False)["generation"].max()
+        last = min([int(reached.min()), *_chains_reached(next(r for r in runs if r.label == run), experiment)])
+        if last <= 0:
+            notes.append(f"{run + ': ' if multi else ''}no comparison yet: not every series has finished a "
+                         f"generation after 0 (the last generation all of them reached is {last})")
             continue
         planned = next((r.generations.get(experiment) for r in runs if r.label == run), None)
-        g0 = grp[grp["generation"] == 0]["mean"]
-        first = g0.iloc[0] if len(g0) else float("nan")
-        last = grp.iloc[-1]
-        reached = int(last["generation"])
-        when = str(reached) if not planned or reached >= planned - 1 else f"{reached} (of {planned - 1})"
-        change = (last["mean"] - first) / abs(first) if first and math.isfinite(first) else float("nan")
-        label = series_label(grp.iloc[0], settings)
-        rows.append((run, series_order(label), metric, ([run] if multi else []) + [
-            label, metric, num(first), num(last["mean"]), when, str(int(last["n"])),
-            "—" if not math.isfinite(change) else f"{change:+.1%}"]))
+        when = str(last) if not planned or last >= planned - 1 else f"{last} (of {planned - 1})"
+        for (*_, metric), grp in rs.groupby(["regime", *settings, "metric"], dropna=False, sort=True):
+            g0, gl = grp[grp["generation"] == 0], grp[grp["generation"] == last]
+            if g0.empty or gl.empty:
+                continue
+            first, end = g0["mean"].iloc[0], gl.iloc[0]
+            change = (end["mean"] - first) / abs(first) if first and math.isfinite(first) else float("nan")
+            label, m = series_label(grp.iloc[0], settings), spec(specs, metric)
+            rows.append((run, series_order(label), metric, ([run] if multi else []) + [
+                label, m.label, m.unit or "—", m.direction or "—", num(first), num(end["mean"]), when,
+                str(int(end["n"])), "—" if not math.isfinite(change) else f"{change:+.1%}"]))
     rows.sort(key=lambda r: r[:3])  # series in the figures' order (replace before accumulate)
-    return header, [r[3] for r in rows]
+    return (header, [r[3] for r in rows]), notes
+
+
+def _chains_reached(run: RunData, experiment: str) -> list[int]:
+    """The last generation each chain of the experiment reached in order (-1: none); [] for an array one."""
+    done = {(u.variant, u.index) for u in run.units if u.experiment == experiment and u.done}
+    out = []
+    for (e, variant), info in run.variants.items():
+        if e == experiment and info.shape == "chain":
+            g = 0
+            while (variant, g) in done:
+                g += 1
+            out.append(g - 1)
+    return out
+
+
+def _rel(run: RunData, text: str) -> str:
+    """A message with the run folder's absolute path made relative to it (the page names no machine path)."""
+    return text.replace(str(run.root) + os.sep, "").replace(str(run.root), ".")
+
+
+def _job_states(run: RunData) -> dict:
+    """jobs.json's record of each unit (experiment/variant/unit -> entry); {} when there is none."""
+    return records.load(RunStore(run.root)).get("units") or {}
+
+
+def _why(run: RunData, experiment: str, variant: str, unit: str, found, jobs: dict) -> str:
+    """Why a unit is not finished, as far as the run folder and its job record tell."""
+    entry = jobs.get(f"{experiment}/{variant}/{unit}", {})
+    if found is not None and found.problems:
+        return "artefact missing or not matching its manifest: " + _rel(run, found.problems[0])
+    state = str(entry.get("state") or "")
+    if state in ("FAILED", "INTERRUPTED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NOT_RUN"):
+        err = [ln for ln in str(entry.get("error") or entry.get("reason") or "").splitlines() if ln.strip()]
+        return state.lower().replace("_", " ") + (f": {_rel(run, err[-1])}" if err else "")
+    if found is None:
+        return "not started"
+    if state == "RUNNING":
+        return "running"
+    return "unfinished (no manifest yet)"
+
+
+def unfinished(runs: list[RunData]) -> list[str]:
+    """One line per chain (or array) of the plan that is not complete: its first unfinished unit and why."""
+    out = []
+    for run in runs:
+        jobs = _job_states(run)
+        found = {(u.experiment, u.variant, u.index): u for u in run.units}
+        for (experiment, variant), info in sorted(run.variants.items()):
+            if info.planned is None:
+                continue
+            units = [found.get((experiment, variant, i)) for i in range(info.planned)]
+            done = sum(bool(u and u.done) for u in units)
+            if done == info.planned:
+                continue
+            i = next(i for i, u in enumerate(units) if not (u and u.done))
+            what, name = "generations" if info.shape == "chain" else "parts", unit_name(info.shape, i)
+            why = _why(run, experiment, variant, name, units[i], jobs)
+            out.append(f"{run.label + ': ' if len(runs) > 1 else ''}{experiment}/{variant}: {done} of "
+                       f"{info.planned} {what} finished; {name}: {why}")
+    return out
 
 
 def completeness(runs: list[RunData]) -> Table:
@@ -79,6 +152,41 @@ def compute(runs: list[RunData]) -> Table:
     return header, rows
 
 
+def phases(df: pd.DataFrame, runs: list[RunData], specs: dict) -> Table:
+    """Per run, experiment and generation: what a unit cost (its seconds from the manifests, × the CPU cores and
+    × the GPUs it held; the mean over the generation's units) and the phases the experiment times (its metrics
+    of kind compute, e.g. training and sampling seconds, tokens/s; mean over series and seeds). An array
+    experiment's unit runs every generation: its row is "all". specs: experiment -> its metric declarations."""
+    def declared(e):  # the experiment's order of declaration (training before sampling), then the rest
+        order = list(specs.get(e) or {})
+        return lambda m: (order.index(m) if m in order else len(order), m)
+
+    timed = {e: sorted((m for m in df.loc[df["experiment"] == e, "metric"].unique()
+                        if spec(specs.get(e), m).kind == "compute"), key=declared(e))
+             for e in df["experiment"].unique()}
+    columns = list(dict.fromkeys(spec(specs.get(e), m).axis for e in sorted(timed) for m in timed[e]))
+    header = ["run", "experiment", "generation", "units", "seconds", "CPU core-seconds", "GPU-seconds", *columns]
+    rows = []
+    for run in runs:
+        cost = defaultdict(list)
+        for u in run.units:
+            if u.done:
+                res = u.manifest.get("resources") or {}
+                sec = float(u.manifest.get("seconds") or 0.0)
+                key = (u.experiment, u.index if u.name.startswith("gen_") else -1)
+                cost[key].append((sec, sec * res.get("cpus", 1), sec * res.get("gpus", 0)))
+        d = df[df["run"] == run.label]
+        for (experiment, g), units in sorted(cost.items()):
+            mean = [sum(c[i] for c in units) / len(units) for i in range(3)]
+            cells = dict.fromkeys(columns, "—")
+            for m in timed.get(experiment, []) if g >= 0 else []:
+                v = d.loc[(d["experiment"] == experiment) & (d["metric"] == m) & (d["generation"] == g), "value"]
+                cells[spec(specs.get(experiment), m).axis] = num(v.mean()) if len(v) else "—"
+            rows.append([run.label, experiment, str(g) if g >= 0 else "all", str(len(units)),
+                         *(num(v) for v in mean), *cells.values()])
+    return header, rows
+
+
 def packages(runs: list[RunData]) -> Table:
     """Package versions recorded in the manifests (every distinct version, if they differ)."""
     seen = defaultdict(set)
@@ -101,7 +209,7 @@ def packages(runs: list[RunData]) -> Table:
 
 
 def problems(runs: list[RunData]) -> list[str]:
-    return [p for run in runs for u in run.units for p in u.problems]
+    return [_rel(run, p) for run in runs for u in run.units for p in u.problems]
 
 
 # ------------------------------------------------------------------ texts: what the models wrote

@@ -121,6 +121,7 @@ INITIAL_MODEL = {"kind": "tiny-base", "model": "tiny", "train_blocks": [512, 460
                  "disjoint_from_training_blocks": True}
 TAIL_PPL = {"rare": (300.0, 0.3), "middle": (40.0, 0.1), "frequent": (8.0, 0.03)}  # generation 0, rise per drift
 REAL_RARE_SHARE, REAL_MIDDLE_SHARE = 0.09, 0.4
+TIMINGS = {"train_seconds": [1500.0], "sample_seconds": [250.0], "sample_tokens_per_s": [20480.0]}  # per generation
 
 
 def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False) -> None:
@@ -137,7 +138,8 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                            **{f"distinct_{n}": [0.3 + 0.15 * n - 0.03 * drift] for n in range(1, 3 if small else 5)},
                            "unigram_entropy": [8.0 - 0.3 * drift], "seq_ppl_p50": [20.0 - drift],
                            "rare_token_share": [0.05 / (1 + drift)], "middle_token_share": [0.3 - 0.02 * drift],
-                           **{f"test_ppl_{c}": [v * (1 + r * drift)] for c, (v, r) in TAIL_PPL.items()}}
+                           **{f"test_ppl_{c}": [v * (1 + r * drift)] for c, (v, r) in TAIL_PPL.items()},
+                           **TIMINGS}
                 if not small:
                     metrics.update({"type_token_ratio": [0.2 - 0.02 * drift]})
                 if g == 0:  # the initial model before fine-tuning, as the chain's generation 0 reports it

@@ -63,10 +63,13 @@ def _context(root, experiment):
     from collapse_hpc.report import collect, stats
     from collapse_hpc.plotting.plots import Context
 
+    from collapse_hpc import experiments
+
     data = [collect.load_run(root)]
     df = collect.tidy(data)
     df = df[df["experiment"] == experiment]
-    return Context(experiment, df, stats.summarise(df), data)
+    specs = experiments.describe(experiment).metric_specs(sorted(df["metric"].unique()))
+    return Context(experiment, df, stats.summarise(df), data, specs)
 
 
 def test_lm_training_curves_draw_every_generation_of_every_regime(tmp_path):
@@ -150,7 +153,7 @@ def test_first_last_table_lists_series_in_the_figures_order(tmp_path):
     synthetic.write_config(root, {"gaussian": {"generations": 3}})
     synthetic.gaussian(root, generations=3, replicates=4)
     ctx = _context(root, "gaussian")
-    _, rows = tables.first_last(ctx.summary, ctx.runs, "gaussian")
+    (_, rows), _ = tables.first_last(ctx.summary, ctx.runs, "gaussian")
     series = list(dict.fromkeys(r[0].split(",")[0] for r in rows))
     assert series == ["replace", "accumulate"], series
 

@@ -8,9 +8,22 @@ from tqdm import tqdm
 from collapse_hpc.experiments.gaussian.recursion import recurse
 from collapse_hpc.experiments.gaussian.theory import SIGMAS, tail_mass, w2
 from collapse_hpc.experiments import parts
+from collapse_hpc.plotting.metrics import Metric, specs
 
-METRICS = ("mu_hat", "sigma_hat", "var_hat", "log_var_hat", "mu_error", "sigma_error", "w2", "w2_squared",
-           "sample_variance", *(f"tail_mass_{k}sigma" for k in SIGMAS))
+# what each column is, for the report: display name, unit, which way collapse moves it
+SPECS = specs(
+    Metric("mu_hat", "fitted mean"),
+    Metric("sigma_hat", "fitted σ", worse="lower"),
+    Metric("var_hat", "fitted variance", worse="lower"),
+    Metric("log_var_hat", "log fitted variance", worse="lower"),
+    Metric("mu_error", "|μ − fitted mean|", worse="higher"),
+    Metric("sigma_error", "|σ − fitted σ|", worse="higher"),
+    Metric("w2", "W2 to the real", worse="higher"),
+    Metric("w2_squared", "W2² to the real", worse="higher"),
+    Metric("sample_variance", "variance of the samples", worse="lower"),
+    *(Metric(f"tail_mass_{k}sigma", f"mass beyond the real μ ± {k}σ", worse="lower") for k in SIGMAS),
+)
+METRICS = tuple(SPECS)
 
 
 def run_part(ctx, size: int) -> None:

@@ -28,6 +28,11 @@ class GMMExperiment(ArrayExperiment):
                "than 2 or 3 from every real mode); per component cK_: weight, mean, covariance and tail positions "
                "(see gmm/metrics.py).")
 
+    def metric_specs(self, columns):
+        from collapse_hpc.experiments.gmm.metrics import SPECS, component_specs
+
+        return SPECS | component_specs(columns)
+
     def pool_bytes(self, run, variant) -> float:
         if variant.regime.name == "replace":
             return 0.0

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from collapse_hpc.experiments.gmm.metrics import SIGMAS, real_share
 from collapse_hpc.experiments.gmm.recursion import real_modes
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, metric_grid, pick, trend
+from collapse_hpc.plotting.figures import GAPS, band_note, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import (Context, draw_series, integer_x, legend_below, no_data, series_order,
                                          unit_series)
 
@@ -26,7 +26,7 @@ def gmm_l2(ctx: Context):
     what = "squared L2 distance ‖f₀ − fₖ‖² (the closed form the notebook plots)" if metric == "l2_squared" \
         else "L2 distance ‖f₀ − fₖ‖"
     return fig and (fig, f"Exact {what} between the generation-0 mixture f₀ and each generation's fₖ, log "
-                         "scale: mean over replicates (thick), 95% confidence band, and single replicates "
+                         f"scale: {band_note(ctx, [metric])} (thick), and single replicates "
                          "(thin). Collapse as the paper expects it: the distance grows by orders of magnitude "
                          f"(higher is worse); keeping real data holds it down. Here, the mean from generation 1: "
                          f"{trend(ctx, metric, start=1)}. {GAPS}")

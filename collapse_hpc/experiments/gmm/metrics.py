@@ -21,6 +21,7 @@ import torch
 
 from collapse_hpc.experiments.gmm.mixture import l2_squared, total_variance
 from collapse_hpc.experiments.gmm.passes import JIT
+from collapse_hpc.plotting.metrics import Metric, specs
 
 AXES = ("x", "y")
 TAILS = (("q95", 1.645), ("q975", 1.960), ("q99", 2.326))
@@ -123,4 +124,33 @@ def measure(gen, modes: np.ndarray) -> dict[str, torch.Tensor]:
         for q, z in TAILS:
             for a, axis in enumerate(AXES):
                 out[f"c{k}_{q}_{axis}"] = m[:, k, a] + z * std[:, k]
+    return out
+
+
+# ------------------------------------------------------------------ how the report shows them
+
+SPECS = specs(
+    Metric("l2", "L2 distance to generation 0", worse="higher"),
+    Metric("l2_squared", "squared L2 to generation 0", worse="higher"),
+    Metric("total_variance", "total variance", worse="lower"),
+    Metric("sample_variance", "sample variance", worse="lower"),
+    Metric("lower_bound", "EM lower bound", "nats"),
+    Metric("em_iterations", "EM iterations", kind="bookkeeping"),
+    Metric("em_converged", "share of EM fits converged", kind="bookkeeping"),
+    *(Metric(f"tail_share_{k}sigma", f"share beyond real {k}σ", worse="lower") for k in SIGMAS),
+)
+
+
+def component_specs(columns) -> dict[str, Metric]:
+    """Declarations of the per-component columns (c0_weight, …) among `columns`: their number depends
+    on the config's components."""
+    what = {"weight": "weight", "mean_x": "mean x", "mean_y": "mean y", "cov_trace": "cov. trace",
+            "cov_eig0": "cov. eigenvalue, small", "cov_eig1": "cov. eigenvalue, large", "std": "std"}
+    for q, _ in TAILS:  # q975 -> 97.5%
+        what.update({f"{q}_{a}": f"{q[1:3]}{'.' + q[3:] if q[3:] else ''}% tail {a}" for a in AXES})
+    out = {}
+    for c in columns:
+        k, _, rest = c.partition("_")
+        if k[:1] == "c" and k[1:].isdigit() and rest in what:
+            out[c] = Metric(c, f"comp. {k[1:]} {what[rest]}")
     return out

@@ -77,6 +77,17 @@ class LanguageModel(Experiment):
 
         run_generation(ctx)
 
+    def metric_specs(self, columns):
+        from collapse_hpc.experiments.lm.metrics import SPECS
+
+        return SPECS
+
+    def heading(self, sections):
+        """e.g. "Language model: tiny OPT (2 layers, 128 wide) on wikivital": the model the runs used."""
+        models = ", ".join(dict.fromkeys(model_name(s) for s in sections)) or "OPT"
+        datasets = ", ".join(sorted({str(s["dataset"]) for s in sections if s.get("dataset")}))
+        return f"Language model: {models}" + (f" on {datasets}" if datasets else "")
+
     def figures(self):
         from collapse_hpc.experiments.lm.figures import FIGURES
 
@@ -86,6 +97,19 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.figures import continuations
 
         return continuations(runs)
+
+
+def model_name(section: dict) -> str:
+    """The model of a config's lm section in words: "tiny OPT (2 layers, 128 wide)", "OPT-125M", "gpt2"."""
+    from collapse_hpc.experiments.lm.config import CONFIG
+
+    default = CONFIG()
+    tag = str(section.get("model", default.model))
+    if tag == "tiny":
+        return (f"tiny OPT ({section.get('layers', default.layers)} layers, "
+                f"{section.get('hidden_size', default.hidden_size)} wide)")
+    name = tag.rstrip("/").rsplit("/", 1)[-1]
+    return "OPT-" + name[4:].upper() if name.lower().startswith("opt-") else name
 
 
 EXPERIMENT = LanguageModel()

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, NotInThisRun, metric_grid, pick
+from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, metric_grid, pick
 from collapse_hpc.plotting.plots import (Context, integer_x, legend_below, no_data, plain_log_ticks, series_label,
                                          series_order, unit_series)
 
@@ -155,16 +155,21 @@ def lm_test_ppl(ctx: Context):
     d = ctx.df[ctx.df["metric"] == ZERO_SHOT]
     zero_shot = d.groupby("run")["value"].mean().dropna()  # one initial model per run: regimes agree
     refs = {run: [(v, f"{INITIAL} ({v:.4g})")] for run, v in zero_shot.items()}
+    for run in ctx.run_labels:  # the paper's zero-shot value, where the run is the paper's setting
+        refs.setdefault(run, []).extend(ctx.spec(ZERO_SHOT).paper_marks(ctx.section(run)))
     fig = metric and metric_grid(ctx, [metric], ylabels={metric: "perplexity on real test data"}, references=refs)
     if not fig:
         return None
     infos = initial_models(ctx)
-    note = "".join(f" Dotted{f' ({run})' if len(refs) > 1 else ''}: the {INITIAL}, "
-                   f"{describe_initial(infos.get(run))}." for run in refs)
+    note = "".join(f" Dotted{f' ({run})' if len(zero_shot) > 1 else ''}: the {INITIAL}, "
+                   f"{describe_initial(infos.get(run))}." for run in zero_shot.index)
+    if any(ctx.spec(metric).paper_marks(ctx.section(run)) for run in ctx.run_labels):
+        note += (" Dark red, dash-dotted: the paper's reported test perplexity of generation 0 (34); in the legend, "
+                 "its zero-shot OPT-125M (115): the config is the paper's setting (OPT-125M on WikiText-2).")
     here = _here([f"{label} {_fmt(a)} -> {_fmt(b)} at generation {g} ({b / a - 1:+.0%})"
                   for label, a, g, b in _ends(ctx, metric)])
-    return fig, (f"Perplexity on the real test set against generation, per regime; band: 95% confidence "
-                 f"interval over seeds.{note} The paper expects it to rise under collapse (higher is worse), "
+    return fig, (f"Perplexity on the real test set against generation, per regime: {band_note(ctx, [metric])}."
+                 f"{note} The paper expects it to rise under collapse (higher is worse), "
                  f"most with no real data kept.{here} {GAPS}")
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from collapse_hpc.plotting.metrics import Metric, specs
+
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
@@ -111,3 +113,38 @@ def metrics_table(generation: int, values: dict[str, float]):
     for k, v in values.items():
         cols[k] = pa.array([float(v)], pa.float64())
     return pa.table(cols)
+
+
+# ------------------------------------------------------------------ how the report shows them
+
+def _specs():
+    paper = (("model", "facebook/opt-125m"), ("dataset", "wikitext2"))  # the paper's own setting
+    tails = [Metric(f"test_ppl_{c}", f"test ppl, {c} tokens", worse="higher") for c in CLASSES]
+    shares = [Metric(f"{c}_token_share", f"{c}-token share", worse="lower") for c in CLASSES[:2]]
+    real_shares = [Metric(f"real_{c}_token_share", f"real {c}-token share") for c in CLASSES[:2]]
+    percentiles = [Metric(f"ppl_p{q}", f"generated ppl p{q}") for q in PERCENTILES]
+    return specs(
+        Metric("test_ppl", "test perplexity", worse="higher", paper=((34.0, "paper: OPT-125M, generation 0"),),
+               paper_setting=paper),
+        Metric("zero_shot_test_ppl", "zero-shot test ppl", paper=((115.0, "paper: OPT-125M zero-shot"),),
+               paper_setting=paper),
+        *tails, *shares, *real_shares, *percentiles,
+        Metric("ppl_mean", "generated ppl, mean"),
+        Metric("real_train_ppl", "real-train perplexity", worse="higher"),
+        Metric("val_loss", "validation loss", "nats"),
+        *(Metric(f"distinct_{n}", f"distinct-{n}", worse="lower") for n in (1, 2, 3, 4)),
+        Metric("unigram_entropy", "unigram entropy", "bits", worse="lower"),
+        Metric("type_token_ratio", "type-token ratio", worse="lower"),
+        Metric("train_seconds", "training", "s", kind="compute"),
+        Metric("sample_seconds", "sampling", "s", kind="compute"),
+        Metric("sample_tokens_per_s", "sampling throughput", "tokens/s", kind="compute"),
+        Metric("train_real_share", "real share trained on", kind="bookkeeping"),
+        Metric("train_distinct_share", "distinct share trained on", kind="bookkeeping"),
+        Metric("detector_accuracy", "detector accuracy", kind="bookkeeping"),
+        Metric("detector_auc", "detector AUC", kind="bookkeeping"),
+        Metric("detector_real_weight_share", "detector weight on real", kind="bookkeeping"),
+        Metric("verifier_threshold_ppl", "verifier ppl threshold", kind="bookkeeping"),
+    )
+
+
+SPECS = _specs()  # the report's display name, unit and direction of every column above

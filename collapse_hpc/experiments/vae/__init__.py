@@ -29,7 +29,6 @@ class Vae(Experiment):
                "generation 0's encoder lies beyond the real training images' 99th-percentile radius; train_loss, "
                "classifier_accuracy; real_share: the share of real images in the training data (see "
                "vae/metrics.py).")
-    bookkeeping = ("real_share",)  # the regime's share of real training images, set by the config
     datasets = {"digits": "collapse_hpc.experiments.vae.data:prepare_digits",
                 "mnist": "collapse_hpc.experiments.vae.data:prepare_mnist"}
 
@@ -46,6 +45,11 @@ class Vae(Experiment):
         from collapse_hpc.experiments.vae.generation import run
 
         run(ctx)
+
+    def metric_specs(self, columns):
+        from collapse_hpc.experiments.vae.metrics import SPECS
+
+        return SPECS
 
     def figures(self):
         from collapse_hpc.experiments.vae.figures import FIGURES

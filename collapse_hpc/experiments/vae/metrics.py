@@ -15,7 +15,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from collapse_hpc.plotting.metrics import Metric, specs
+
 CLASSES = 10
+
+# what each column of metrics.parquet is, for the report: display name, unit, which way collapse moves it
+SPECS = specs(
+    Metric("elbo", "test ELBO", "nats", worse="lower"),
+    Metric("recon", "test reconstruction", "nats", worse="higher"),
+    Metric("kl", "test KL", "nats"),
+    *(Metric(f"class_{c}", f"share labelled {c}") for c in range(CLASSES)),
+    Metric("class_entropy", "label entropy", "nats", worse="lower"),
+    Metric("class_min_share", "rarest digit's share", worse="lower"),
+    Metric("pixel_variance", "pixel variance", worse="lower"),
+    Metric("frechet", "Fréchet distance", worse="higher"),
+    Metric("latent_tail_share", "latent tail share"),
+    Metric("train_loss", "training loss", "nats"),
+    Metric("classifier_accuracy", "classifier accuracy", kind="bookkeeping"),
+    Metric("real_share", "real share trained on", kind="bookkeeping"),
+)
 
 
 def class_shares(labels: np.ndarray, classes: int = CLASSES) -> np.ndarray:

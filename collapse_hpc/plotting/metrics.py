@@ -1,0 +1,59 @@
+"""What a metric is for the people who read it: a display name, a unit and which way collapse moves it.
+
+Each experiment declares its metrics once, next to the code that computes them (its metrics.py, listed
+by Experiment.metric_specs); figures and tables read them from the Context and never guess from a
+column name. A column without a declaration is shown under its own name (an older run, a plugin).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["result", "bookkeeping", "compute"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metrics.parquet column as a reader sees it."""
+
+    name: str  # the column
+    label: str  # e.g. "test perplexity"
+    unit: str = ""  # e.g. "nats", "s", "tokens/s"; "" for a ratio or a count
+    worse: Literal["higher", "lower"] | None = None  # which way collapse moves it (None: neither, or unknown)
+    # result: what collapse does; bookkeeping: how the unit was set up (e.g. its share of real data);
+    # compute: what it cost (seconds, throughput), shown in the Compute section
+    kind: Kind = "result"
+    # the paper's reported values, (value, what), drawn as reference marks where a run's experiment section
+    # has every key of `paper_setting` with that value (the paper's own setting)
+    paper: tuple[tuple[float, str], ...] = ()
+    paper_setting: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def axis(self) -> str:
+        """An axis label: the display name with its unit."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    @property
+    def direction(self) -> str:
+        return {"higher": "higher is worse", "lower": "lower is worse"}.get(self.worse or "", "")
+
+    def paper_marks(self, section) -> list[tuple[float, str]]:
+        """The paper's values to draw for a run whose experiment section (its config, a mapping) is this."""
+        if not self.paper or not isinstance(section, dict):
+            return []
+        return list(self.paper) if all(section.get(k) == v for k, v in self.paper_setting) else []
+
+
+def specs(*metrics: Metric) -> dict[str, Metric]:
+    """name -> Metric, refusing a name declared twice."""
+    out: dict[str, Metric] = {}
+    for m in metrics:
+        if m.name in out:
+            raise ValueError(f"metric {m.name} is declared twice")
+        out[m.name] = m
+    return out
+
+
+def spec(table: dict[str, Metric] | None, name: str) -> Metric:
+    """The declaration of `name`, or a bare one that shows the column's own name."""
+    return (table or {}).get(name) or Metric(name, name)

@@ -1,0 +1,196 @@
+"""The page as a paper's author reads it: named after the config and the model, no machine path, an
+unfinished run said to be one, every metric with its declared name, unit and direction, results apart from
+bookkeeping and timing, n beside every band, and the paper's values where the config is the paper's."""
+import json
+
+import pytest
+import yaml
+
+from collapse_hpc import experiments
+from collapse_hpc.plotting.metrics import Metric, spec, specs
+from collapse_hpc.report import aggregate, collect, tables
+from tests.report import synthetic
+
+REGIMES = [{"name": "replace", "keep_fraction": 0.0}, {"name": "replace", "keep_fraction": 0.1}]
+
+
+def _lm_run(root, lm: dict | None = None, seeds=(0, 1), done: dict | None = None, name: str | None = None):
+    synthetic.write_config(root, {"lm": {"generations": 3, "seeds": list(seeds), "dataset": "wikivital", **(lm or {})}},
+                           generations=3, seeds=seeds, regimes=REGIMES)
+    if name:  # the config's name, unlike the folder's
+        cfg = yaml.safe_load((root / "config.yaml").read_text())
+        (root / "config.yaml").write_text(yaml.safe_dump({**cfg, "name": name}, sort_keys=False))
+    synthetic.lm(root, generations=3, seeds=seeds, done=done, small=True)
+    return root
+
+
+def _page(root):
+    index = aggregate.build([str(root)])
+    return index.read_text(), (index.parent / "results.md").read_text()
+
+
+# ------------------------------------------------------------------ 1. titles, no machine path
+
+def test_title_is_the_configs_name_and_the_page_names_no_machine_path(tmp_path):
+    root = _lm_run(tmp_path / "gpu", name="demo")
+    html, md = _page(root)
+    assert "<title>Model collapse: demo</title>" in html and md.startswith("# Model collapse: demo\n")
+    assert "Model collapse: gpu" not in html
+    for text in (html, md):
+        assert str(tmp_path) not in text and str(root.absolute()) not in text
+    assert "folder <code>..</code>" in html  # the run folder, relative to the page
+
+
+def test_problems_name_paths_relative_to_the_run(tmp_path):
+    root = _lm_run(tmp_path / "r")
+    (root / "lm" / "replace-p0-s0" / "gen_000" / "sequence_ppl.parquet").unlink()
+    html, md = _page(root)
+    assert "lm/replace-p0-s0/gen_000/sequence_ppl.parquet" in md and str(tmp_path) not in md + html
+
+
+def test_lm_heading_names_the_model_actually_used():
+    lm = experiments.describe("lm")
+    assert lm.heading([{"model": "tiny", "layers": 2, "hidden_size": 128, "dataset": "wikivital"}]) == \
+        "Language model: tiny OPT (2 layers, 128 wide) on wikivital"
+    assert lm.heading([{"model": "facebook/opt-125m", "dataset": "wikitext2"}]) == \
+        "Language model: OPT-125M on wikitext2"
+    assert experiments.describe("vae").heading([{"dataset": "digits"}]) == "Variational autoencoder (digits)"
+
+
+# ------------------------------------------------------------------ 2. the incomplete run
+
+def test_page_of_an_incomplete_run_shows_the_banner(full_report):
+    html = (full_report / "index.html").read_text()
+    md = (full_report / "results.md").read_text()
+    assert '<div class="incomplete" id="incomplete"><h2>Incomplete run</h2>' in html
+    assert html.index("Incomplete run") < html.index("<nav>")  # above everything else
+    for line in ("lm/replace-p0.1-s1: 2 of 4 generations finished; gen_002: unfinished (no manifest yet)",
+                 "vae/accumulate-s0: 3 of 4 generations finished; gen_003: not started"):
+        assert line in html and f"- {line}" in md
+    assert "lm/replace-p0-s0" not in html.split('id="incomplete"')[1].split("</div>")[0]  # finished chains: not
+
+
+def test_banner_says_failed_and_missing_artefact_and_a_finished_run_has_none(tmp_path):
+    root = _lm_run(tmp_path / "r", done={"replace-p0-s1": 1})
+    html, _ = _page(root)
+    assert "Incomplete run" in html and "lm/replace-p0-s1: 1 of 3 generations finished; gen_001: unfinished" in html
+    (root / "jobs.json").write_text(json.dumps({"executor": "local", "units": {
+        "lm/replace-p0-s1/gen_001": {"job_id": "7", "state": "FAILED", "error": "Traceback …\nValueError: boom"}}}))
+    (root / "lm" / "replace-p0-s0" / "gen_002" / "metrics.parquet").unlink()
+    html, _ = _page(root)
+    assert "lm/replace-p0-s1: 1 of 3 generations finished; gen_001: failed: ValueError: boom" in html
+    assert ("lm/replace-p0-s0: 2 of 3 generations finished; gen_002: artefact missing or not matching its manifest: "
+            "lm/replace-p0-s0/gen_002/metrics.parquet") in html
+
+    whole = _lm_run(tmp_path / "whole")
+    html, md = _page(whole)
+    assert "Incomplete run" not in html + md
+
+
+def test_comparison_only_where_every_chain_passed_generation_0(tmp_path):
+    root = _lm_run(tmp_path / "r", done={"replace-p0.1-s1": 1})  # one chain stopped after generation 0
+    data = [collect.load_run(root)]
+    df = collect.tidy(data)
+    from collapse_hpc.report import stats
+
+    summary = stats.summarise(df)
+    specs_ = experiments.describe("lm").metric_specs([])
+    (header, rows), notes = tables.first_last(summary, data, "lm", specs_)
+    assert rows == [] and notes == ["no comparison yet: not every series has finished a generation after 0 (the "
+                                    "last generation all of them reached is 0)"]
+    html, _ = _page(root)
+    assert "no comparison yet" in html and "+0.0%" not in html
+
+    root2 = _lm_run(tmp_path / "r2", done={"replace-p0.1-s1": 2})  # every chain reached generation 1, not 2
+    data = [collect.load_run(root2)]
+    summary = stats.summarise(collect.tidy(data))
+    (header, rows), notes = tables.first_last(summary, data, "lm", specs_)
+    assert not notes and rows and {r[header.index("generation")] for r in rows} == {"1 (of 2)"}
+    test_ppl = [r for r in rows if r[header.index("metric")] == "test perplexity"]  # the declared name
+    assert len(test_ppl) == 2 and all(r[header.index("collapse")] == "higher is worse" for r in test_ppl)
+
+
+# ------------------------------------------------------------------ 3. declared metrics, results apart
+
+def test_metric_declarations():
+    m = Metric("x", "thing", "s", worse="lower", paper=((1.0, "paper"),), paper_setting=(("model", "m"),))
+    assert m.axis == "thing (s)" and m.direction == "lower is worse"
+    assert m.paper_marks({"model": "m"}) == [(1.0, "paper")] and m.paper_marks({"model": "tiny"}) == []
+    assert spec({}, "raw_column").label == "raw_column" and spec({}, "raw_column").kind == "result"
+    with pytest.raises(ValueError, match="declared twice"):
+        specs(m, m)
+
+
+def test_every_metric_the_experiments_write_is_declared():
+    from collapse_hpc.experiments.gaussian.run import METRICS
+    from collapse_hpc.experiments.gmm.metrics import names
+
+    gmm = experiments.describe("gmm").metric_specs(names(3))
+    assert set(names(3)) <= set(gmm) and gmm["c2_q975_y"].label == "comp. 2 97.5% tail y"
+    assert set(METRICS) <= set(experiments.describe("gaussian").metric_specs([]))
+    lm = experiments.describe("lm").metric_specs([])
+    assert lm["test_ppl"].worse == "higher" and lm["sample_tokens_per_s"].kind == "compute"
+    assert lm["unigram_entropy"].unit == "bits"
+    vae = experiments.describe("vae").metric_specs([])
+    assert vae["real_share"].kind == "bookkeeping" and vae["elbo"].unit == "nats"
+
+
+def test_timings_go_to_compute_per_generation_not_the_grids(full_report):
+    html = (full_report / "index.html").read_text()
+    compute = html.split('id="compute"')[1]
+    assert "<h3>Per generation</h3>" in compute
+    for col in ("training (s)", "sampling (s)", "sampling throughput (tokens/s)", "GPU-seconds"):
+        assert f"<th>{col}</th>" in compute, col
+    assert "<th>GPU-seconds</th><th>training (s)</th><th>sampling (s)</th>" in compute  # declared order
+    assert "<td>lm</td><td>1</td><td>4</td><td>1800</td><td>2.88e+04</td><td>3600</td><td>1500</td><td>250</td>" \
+        "<td>2.048e+04</td>" in compute
+    assert "<td>gmm</td><td>all</td><td>4</td><td>72</td>" in compute  # an array's unit runs every generation
+    assert "Timings are in the Compute section: sample_seconds, sample_tokens_per_s, train_seconds." in html
+    assert "<h3>Run bookkeeping</h3>" in html  # vae's real_share
+
+
+def test_flat_metric_is_not_magnified():
+    from matplotlib.figure import Figure
+
+    from collapse_hpc.plotting.figures import keep_scale
+
+    ax = Figure().subplots()
+    ax.plot([0, 1, 2], [0.0030, 0.0031, 0.0030])
+    keep_scale(ax)
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.1 * 0.0031 * 0.99
+    ax2 = Figure().subplots()
+    ax2.plot([0, 1, 2], [1.0, 5.0, 9.0])
+    before = ax2.get_ylim()
+    keep_scale(ax2)
+    assert ax2.get_ylim() == before  # a metric that moves keeps its scale
+
+
+def test_paper_values_are_marked_only_where_the_config_is_the_papers(tmp_path):
+    paper = _lm_run(tmp_path / "paper", lm={"model": "facebook/opt-125m", "dataset": "wikitext2"})
+    _, md = _page(paper)
+    assert "the paper's reported test perplexity of generation 0 (34)" in md
+    demo = _lm_run(tmp_path / "demo")
+    _, md = _page(demo)
+    assert "paper's reported" not in md
+
+
+def test_paper_marks_are_drawn_in_the_test_perplexity_figure(tmp_path):
+    from collapse_hpc.experiments.lm.figures import lm_test_ppl
+    from tests.report.test_figures import _context
+
+    paper = _lm_run(tmp_path / "paper", lm={"model": "facebook/opt-125m", "dataset": "wikitext2"})
+    fig, _ = lm_test_ppl(_context(paper, "lm"))
+    labels = {line.get_label() for ax in fig.axes for line in ax.get_lines()}
+    assert {"paper: OPT-125M, generation 0", "paper: OPT-125M zero-shot"} <= labels
+
+
+# ------------------------------------------------------------------ 4. n beside every band
+
+def test_band_says_n_and_none_is_promised_with_one_seed(tmp_path):
+    _, md = _page(_lm_run(tmp_path / "one", seeds=(0,)))
+    caption = md.split("Perplexity on the real test set against generation")[1].split("\n")[0]
+    assert "n = 1" in caption and "95%" not in caption and "no interval" in caption
+    _, md = _page(_lm_run(tmp_path / "two", seeds=(0, 1)))
+    caption = md.split("Perplexity on the real test set against generation")[1].split("\n")[0]
+    assert "n = 2 per point" in caption and "95% confidence interval" in caption
