@@ -23,7 +23,8 @@ def chromium():
 
 
 # Injected by the test into a copy of the page (the report itself carries no script): records
-# broken images and console errors into the DOM, so a headless browser's --dump-dom shows them.
+# broken images, console errors and tables or captions wider than the page (pre blocks scroll on their
+# own and are not checked) into the DOM, so a headless browser's --dump-dom shows them.
 CHECK_SCRIPT = """<script>
 (function () {
   var errors = [];
@@ -42,10 +43,30 @@ CHECK_SCRIPT = """<script>
     root.setAttribute('data-images', imgs.length);
     root.setAttribute('data-broken', broken.map(function (i) { return i.getAttribute('src'); }).join(' '));
     root.setAttribute('data-errors', errors.join(' | '));
+    var page = root.clientWidth;
+    var wide = Array.prototype.slice.call(document.querySelectorAll('table, figcaption')).filter(function (el) {
+      return !el.closest('pre') && (el.scrollWidth > page || el.getBoundingClientRect().right > page + 1);
+    });
+    root.setAttribute('data-wide', wide.map(function (el) {
+      return el.tagName.toLowerCase() + ':' + el.scrollWidth + '>' + page;
+    }).join(' ') + (root.scrollWidth > page ? ' page:' + root.scrollWidth + '>' + page : ''));
     root.setAttribute('data-ready', '1');
   });
 })();
 </script>"""
+
+
+WINDOW = (1280, 2400)  # a laptop's width; tall enough for the screenshot to show the header and first figures
+
+
+def _browse(chromium, index: Path, tmp_path: Path, *mode: str) -> subprocess.CompletedProcess:
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+           f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--user-data-dir={tmp_path / 'profile'}",
+           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", *mode, index.absolute().as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
 
 
 def open_page(chromium, index: Path, tmp_path: Path) -> tuple[str, str]:
@@ -56,19 +77,16 @@ def open_page(chromium, index: Path, tmp_path: Path) -> tuple[str, str]:
     assert html.count("</head>") == 1
     page.write_text(html.replace("</head>", CHECK_SCRIPT + "</head>"))
     try:
-        return _dump_dom(chromium, page, tmp_path)
+        out = _browse(chromium, page, tmp_path, "--dump-dom")
     finally:
         page.unlink()
-
-
-def _dump_dom(chromium, page: Path, tmp_path: Path) -> tuple[str, str]:
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-           "--virtual-time-budget=10000", "--dump-dom", page.absolute().as_uri()]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout, out.stderr
+
+
+def screenshot(chromium, index: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "page.png"
+    _browse(chromium, index, tmp_path, f"--screenshot={path}")
+    return path
 
 
 def attr(dom: str, name: str) -> str | None:
@@ -85,6 +103,7 @@ def test_index_opens_with_every_image_and_no_errors(full_report, chromium, tmp_p
     assert all(not s.startswith(("/", "file:", "http")) for s in srcs), "links must be relative"
     assert attr(dom, "data-broken") == ""
     assert attr(dom, "data-errors") == ""
+    assert attr(dom, "data-wide") == "", "a table or caption is wider than the page"
     console = [line for line in log.splitlines() if "CONSOLE" in line]
     assert not console, console
 
@@ -97,6 +116,32 @@ def test_check_catches_a_broken_image(full_report, chromium, tmp_path):
     dom, _ = open_page(chromium, copy / "index.html", tmp_path)
     assert "figures/gmm_l2.png" in attr(dom, "data-broken")
     assert attr(dom, "data-errors")
+
+
+def test_screenshot_of_the_page(full_report, chromium, tmp_path):
+    """What a reader sees first: a screenshot of the page at a laptop's width (left in pytest's tmp_path for a
+    look by hand), not blank."""
+    from PIL import Image
+
+    with Image.open(screenshot(chromium, full_report / "index.html", tmp_path)) as img:
+        assert img.size == WINDOW
+        grey = img.convert("L")
+        assert len(grey.getcolors(maxcolors=256) or []) > 16  # text and figures, not an empty white page
+
+
+def test_check_catches_a_table_or_caption_wider_than_the_page(full_report, chromium, tmp_path):
+    """The width check can fail: a planted table of one unbreakable cell, and a caption, overflow the page;
+    a long line in a pre block (it scrolls on its own) does not count."""
+    copy = tmp_path / "report"
+    shutil.copytree(full_report, copy)
+    page = copy / "index.html"
+    text = page.read_text()
+    plant = ("<pre>" + "p" * 600 + "</pre><table><tr><td>" + "x" * 600 + "</td></tr></table>"
+             "<figure><figcaption>" + "y" * 600 + "</figcaption></figure>")
+    page.write_text(text.replace("</body>", plant + "</body>"))
+    dom, _ = open_page(chromium, page, tmp_path)
+    wide = attr(dom, "data-wide")
+    assert "table:" in wide and "figcaption:" in wide and "pre" not in wide
 
 
 def test_page_has_tables_config_and_compute(full_report):
@@ -124,7 +169,7 @@ def test_section_titles_name_the_run_data_set(tmp_path):
                                     {"name": "replace", "keep_fraction": 0.1}])
     synthetic.lm(root, generations=2, small=True)
     md = (aggregate.build([str(root)]).parent / "results.md").read_text()
-    assert "## Language model (OPT on wikivital)" in md and "WikiText-2" not in md
+    assert "## Language model: tiny OPT (2 layers, 128 wide) on wikivital" in md and "WikiText-2" not in md
     assert "## Variational autoencoder (digits)" in md and "MNIST" not in md
 
 
