@@ -33,8 +33,9 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
         reached = rs.groupby(["regime", *settings], dropna=False)["generation"].max()
         last = min([int(reached.min()), *_chains_reached(next(r for r in runs if r.label == run), experiment)])
         if last <= 0:
-            notes.append(f"{run + ': ' if multi else ''}no comparison yet: not every series has finished a "
-                         f"generation after 0 (the last generation all of them reached is {last})")
+            notes.append(f"{run + ': ' if multi else ''}no comparison yet: " + (
+                "a chain has not finished generation 0" if last < 0 else
+                "not every chain has finished a generation after 0 (the last generation all of them reached is 0)"))
             continue
         planned = next((r.generations.get(experiment) for r in runs if r.label == run), None)
         when = str(last) if not planned or last >= planned - 1 else f"{last} (of {planned - 1})"
@@ -88,6 +89,8 @@ def _why(run: RunData, experiment: str, variant: str, unit: str, found, jobs: di
         return "not started"
     if state == "RUNNING":
         return "running"
+    if state == "COMPLETED":  # the job ended well, yet the unit recorded nothing: see collapse-hpc status
+        return "its job completed, but manifest.json is missing"
     return "unfinished (no manifest yet)"
 
 

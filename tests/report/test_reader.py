@@ -77,7 +77,13 @@ def test_banner_says_failed_and_missing_artefact_and_a_finished_run_has_none(tmp
     (root / "jobs.json").write_text(json.dumps({"executor": "local", "units": {
         "lm/replace-p0-s1/gen_001": {"job_id": "7", "state": "FAILED", "error": "Traceback …\nValueError: boom"}}}))
     (root / "lm" / "replace-p0-s0" / "gen_002" / "metrics.parquet").unlink()
+    (root / "lm" / "replace-p0.1-s0" / "gen_002" / "manifest.json").unlink()
+    book = json.loads((root / "jobs.json").read_text())
+    book["units"]["lm/replace-p0.1-s0/gen_002"] = {"job_id": "8", "state": "COMPLETED"}
+    (root / "jobs.json").write_text(json.dumps(book))
     html, _ = _page(root)
+    assert "lm/replace-p0.1-s0: 2 of 3 generations finished; gen_002: its job completed, but manifest.json is " \
+        "missing" in html
     assert "lm/replace-p0-s1: 1 of 3 generations finished; gen_001: failed: ValueError: boom" in html
     assert ("lm/replace-p0-s0: 2 of 3 generations finished; gen_002: artefact missing or not matching its manifest: "
             "lm/replace-p0-s0/gen_002/metrics.parquet") in html
@@ -96,7 +102,7 @@ def test_comparison_only_where_every_chain_passed_generation_0(tmp_path):
     summary = stats.summarise(df)
     specs_ = experiments.describe("lm").metric_specs([])
     (header, rows), notes = tables.first_last(summary, data, "lm", specs_)
-    assert rows == [] and notes == ["no comparison yet: not every series has finished a generation after 0 (the "
+    assert rows == [] and notes == ["no comparison yet: not every chain has finished a generation after 0 (the "
                                     "last generation all of them reached is 0)"]
     html, _ = _page(root)
     assert "no comparison yet" in html and "+0.0%" not in html
