@@ -101,9 +101,9 @@ class LanguageModel(Experiment):
 
 def model_name(section: dict) -> str:
     """The model of a config's lm section in words: "tiny OPT (2 layers, 128 wide)", "OPT-125M", "gpt2"."""
-    from collapse_hpc.experiments.lm.config import CONFIG
+    from collapse_hpc.experiments.lm.config import LMConfig
 
-    default = CONFIG()
+    default = LMConfig()
     tag = str(section.get("model", default.model))
     if tag == "tiny":
         return (f"tiny OPT ({section.get('layers', default.layers)} layers, "
