@@ -73,6 +73,20 @@ def band_note(ctx: Context, metrics: list[str]) -> str:
     return f"mean over seeds × replicates ({counts} per point), band: its 95% confidence interval (t)"
 
 
+def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, **series) -> bool:
+    """One tails panel: the median over replicates (the typical fit, solid) and the mean (dotted)
+    against the real distribution's own value (thick grey), from 0 up; False, and the panel says
+    so, when the run has no data for it. `series` goes to draw_series (fixed, exclude)."""
+    if not draw_series(ax, ctx, run, metric, stat="median", suffix=" (median)", **series):
+        no_data(ax)
+        return False
+    draw_series(ax, ctx, run, metric, band=False, suffix=" (mean)", thin=True, **series)
+    ax.axhline(real, label="the real distribution's own", **style.REAL)
+    ax.set_ylim(bottom=0)
+    integer_x(ax)
+    return True
+
+
 def keep_scale(ax, share: float = 0.1) -> None:
     """A linear y-axis spans at least `share` of its values' magnitude: a metric that barely moves is drawn
     flat rather than magnified until its noise fills the panel."""

@@ -8,7 +8,7 @@ from scipy.special import ndtr
 
 from collapse_hpc.experiments.gaussian import theory
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, pick, trend
+from collapse_hpc.plotting.figures import GAPS, median_and_mean, pick, trend
 from collapse_hpc.plotting.plots import (Context, draw_series, gens_axis, integer_x, legend_below, log_y, no_data,
                                          num, series_data, series_rows)
 
@@ -179,18 +179,11 @@ def gaussian_tails(ctx: Context):
         for c, n in enumerate(ns):
             ax = axes[r, c]
             fixed = {"samples": n} if n is not None else None
-            if not draw_series(ax, ctx, run, metric, fixed=fixed, exclude=("samples",), stat="median",
-                               suffix=" (median)"):
-                no_data(ax)
+            if not median_and_mean(ax, ctx, run, metric, 2 * ndtr(-k), fixed=fixed, exclude=("samples",)):
                 continue
-            draw_series(ax, ctx, run, metric, fixed=fixed, exclude=("samples",), band=False, suffix=" (mean)",
-                        thin=True)
-            ax.axhline(2 * ndtr(-k), label="the real distribution's own", **style.REAL)
-            ax.set_ylim(bottom=0)
             ax.set_title((f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})"))
             ax.set_xlabel("generation k")
             ax.set_ylabel(f"mass beyond μ ± {k}σ" if c == 0 else "")
-            integer_x(ax)
     legend_below(fig, axes)
     here = " ".join(f"{k}σ, {t}." for k, m in tails if (t := _tails_here(ctx, m)))
     return fig, ("The tails: the mass each generation's fit N(μ̂, σ̂²) puts beyond the real μ ± 2σ (top) and "

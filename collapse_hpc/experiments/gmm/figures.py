@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 from collapse_hpc.experiments.gmm.metrics import SIGMAS, real_share
 from collapse_hpc.experiments.gmm.recursion import real_modes
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, band_note, metric_grid, pick, trend
-from collapse_hpc.plotting.plots import (Context, draw_series, integer_x, legend_below, no_data, series_order,
+from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, metric_grid, pick, trend
+from collapse_hpc.plotting.plots import (Context, legend_below, no_data, series_order,
                                          unit_series)
 
 
@@ -116,16 +116,11 @@ def gmm_tails(ctx: Context):
         real = _real_shares(ctx, run)
         for c, (k, metric) in enumerate(tails):
             ax = axes[r, c]
-            if not draw_series(ax, ctx, run, metric, stat="median", suffix=" (median)"):
-                no_data(ax)
+            if not median_and_mean(ax, ctx, run, metric, real[k]):
                 continue
-            draw_series(ax, ctx, run, metric, band=False, suffix=" (mean)", thin=True)
-            ax.axhline(real[k], label="the real distribution's own", **style.REAL)
-            ax.set_ylim(bottom=0)
             ax.set_title(f"beyond the {k}σ contour" + ("" if len(runs) == 1 else f" ({run})"))
             ax.set_xlabel("generation")
             ax.set_ylabel("share of samples" if c == 0 else "")
-            integer_x(ax)
     legend_below(fig, axes)
     own = "; ".join(f"{run + ': ' if len(runs) > 1 else ''}" + ", ".join(
         f"{k}σ {v:.4f}" for k, v in _real_shares(ctx, run).items()) for run in runs)
