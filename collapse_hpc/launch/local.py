@@ -20,6 +20,7 @@ from collapse_hpc.launch import records
 from collapse_hpc.machine import free_port, machine_cores
 
 POLL_S = 0.2
+CANCEL_WAIT_S = 10  # on Ctrl-C, how long the units' processes get to end before their state is read
 TIMEOUT_MIN = 7 * 24 * 60  # local units are not time-limited (submitit's local default is 2 min)
 
 
@@ -67,7 +68,7 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
 def execute(store, run, chains, **_) -> dict:
     n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
-    pool = _Pool(store, lanes, n_cores, free_gpus, _threads(chains, n_cores))
+    pool = _Pool(store, run, lanes, n_cores, free_gpus, _threads(chains, n_cores))
     pool.counts["skipped"] = skipped
     if skipped:
         print(f"{skipped} units already finished (skipped)", file=sys.stderr)
@@ -96,8 +97,9 @@ def _threads(chains, n_cores: int) -> str:
 class _Pool:
     """Runs lanes side by side as their ranks fit in the cores (and GPUs), recording each job."""
 
-    def __init__(self, store, lanes: list[Lane], n_cores: int, free_gpus: list[int], threads: str):
-        self.store, self.lanes, self.n_cores, self.free_gpus, self.threads = store, lanes, n_cores, free_gpus, threads
+    def __init__(self, store, run, lanes: list[Lane], n_cores: int, free_gpus: list[int], threads: str):
+        self.store, self.run_config, self.lanes = store, run, lanes
+        self.n_cores, self.free_gpus, self.threads = n_cores, free_gpus, threads
         self.folder = store.logs / "submitit"
         self.book = records.load(store)
         self.book["executor"] = "local"
@@ -180,11 +182,22 @@ class _Pool:
                    f"(log: {entry['log']})", file=sys.stderr)
 
     def cancel(self) -> None:
-        """Ctrl-C: the running jobs are cancelled and recorded as such."""
-        for lane in self.lanes:
-            if lane.running:
-                lane.running[0].cancel()
-                self.book["units"][lane.running[1].label]["state"] = "CANCELLED"
+        """Ctrl-C: the running jobs are cancelled; each is recorded by what its manifest says once
+        its process has ended. A unit may have finished after the last poll (its manifest is
+        complete, its process not yet gone): that one is COMPLETED, not CANCELLED."""
+        running = [lane.running for lane in self.lanes if lane.running]
+        for sj, *_ in running:
+            sj.cancel()
+        deadline = time.time() + CANCEL_WAIT_S
+        try:
+            while any(not sj.done() for sj, *_ in running) and time.time() < deadline:
+                time.sleep(POLL_S / 4)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, record what the manifests say now
+            pass
+        for sj, job, started, _ in running:
+            entry = self.book["units"][job.label]
+            entry["elapsed"] = round(time.time() - started, 1)
+            entry["state"] = "COMPLETED" if engine.job_done(self.store, self.run_config, job) else "CANCELLED"
         records.save(self.store, self.book)
 
 

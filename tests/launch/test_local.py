@@ -1,5 +1,9 @@
 """The local back-end: real subprocesses through submitit's LocalExecutor."""
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -84,3 +88,42 @@ def test_a_redone_unit_gets_the_same_threads_as_in_the_full_run(tmp_path):
     rc, out, err = collapse("run", cfg, "--run", run)
     assert rc == 0 and "1 units done" in out, err
     assert read_manifest(gen1)["resources"]["cpus"] == share(3)
+
+
+def _ctrl_c_when(cfg, run, marker) -> int:
+    """`collapse-hpc run` in its own process group, given Ctrl-C (SIGINT to the whole group, as a
+    terminal sends it) once `marker` exists; its exit status."""
+    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), f"{marker} never appeared"
+        time.sleep(1)  # the launcher has polled the job since (it still runs)
+        os.killpg(proc.pid, signal.SIGINT)
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_after_a_unit_finished_records_it_completed(tmp_path):
+    # the unit's manifest is complete but its process lives on: the launcher still sees it running
+    cfg = write_config(tmp_path, generations=2, ltchain={"rows": 2, "linger_s": 60})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    assert _ctrl_c_when(cfg, run, gen0 / "manifest.json") == 130
+    assert RunStore(run).is_done(gen0)
+    units = jobs(run)["units"]
+    assert units["ltchain/replace-p0-s0/gen_000"]["state"] == "COMPLETED"
+    assert "ltchain/replace-p0-s0/gen_001" not in units
+
+
+def test_ctrl_c_during_a_unit_records_it_cancelled(tmp_path):
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done") == 130
+    assert not RunStore(run).is_done(gen0)
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"

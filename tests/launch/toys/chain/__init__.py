@@ -1,4 +1,5 @@
 """ltchain: generation g = generation g-1 + noise; steps recorded in a resumable folder."""
+import atexit
 import os
 import sys
 import time
@@ -35,6 +36,8 @@ class ChainToy(Experiment):
             dist.destroy_process_group()
         if not ctx.is_main:
             return
+        if cfg.linger_s:  # after the manifest is written: a finished unit whose process has not yet ended
+            atexit.register(time.sleep, cfg.linger_s)
         for s in range(int(cfg.sleep_s / STEP_S)):
             marker = ctx.dir / "steps" / f"{s:03d}.done"
             if marker.exists():

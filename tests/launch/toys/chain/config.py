@@ -10,3 +10,4 @@ class ChainToyConfig(Section):
     fail_at: int = knob(-1, "generation that raises; -1 never")
     fail_seed: int = knob(-1, "only the chain of this seed fails; -1 every chain")
     sleep_s: float = knob(0.0, "seconds per generation, in 0.5 s steps that survive a requeue", min=0)
+    linger_s: float = knob(0.0, "seconds the job's process lives on after its unit is finished", min=0)
