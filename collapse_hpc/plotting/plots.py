@@ -21,7 +21,7 @@ from collapse_hpc.store.atomic import atomic_path
 
 KEYS = ["run", "experiment", "variant", "regime", "seed"]  # then setting columns
 TAIL = ["replicate", "generation", "metric", "value"]
-SUMMARY = ["n", "mean", "std", "ci_low", "ci_high"]  # report.stats.summarise's columns
+SUMMARY = ["n", "n_infinite", "mean", "std", "ci_low", "ci_high"]  # report.stats.summarise's columns
 
 
 def setting_columns(df: pd.DataFrame) -> list[str]:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from collapse_hpc.plotting.plots import setting_columns
+from collapse_hpc.plotting.plots import SUMMARY, setting_columns
 
 LEVEL = 0.95
 
@@ -17,13 +17,22 @@ def group_keys(df: pd.DataFrame) -> list[str]:
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, experiment, regime, settings, metric, generation): n, mean, std and the
-    t-distribution 95% interval of the mean (NaN where n < 2). NaN values are not counted."""
+    """One row per (run, experiment, regime, settings, metric, generation): n, n_infinite, mean, std
+    and the t-distribution 95% interval of the mean (NaN where n < 2). NaN values are not counted.
+
+    A log or ratio of a variance that reached exactly 0 is ±inf in the tidy table (log σ̂² of a replicate
+    collapsed to a point mass). Its mean is no number to print or plot (-inf, or NaN beside +inf), and the
+    mean of the other values would hide the collapse: such a row keeps n, counts the infinite values in
+    n_infinite and leaves mean, std and the interval empty. The variance itself (0) stays a number."""
     keys = group_keys(df)
     if df.empty:
-        return pd.DataFrame(columns=keys + ["n", "mean", "std", "ci_low", "ci_high"])
-    g = df.groupby(keys, dropna=False, sort=True)["value"]
-    out = g.agg(n="count", mean="mean", std="std").reset_index()
+        return pd.DataFrame(columns=keys + SUMMARY)
+    values = df["value"].astype(float)
+    g = df.assign(value=values, infinite=np.isinf(values)).groupby(keys, dropna=False, sort=True)
+    out = g["value"].agg(n="count", mean="mean", std="std").reset_index()
+    out.insert(out.columns.get_loc("mean"), "n_infinite", g["infinite"].sum().to_numpy().astype(int))
+    collapsed = out["n_infinite"].to_numpy() > 0
+    out.loc[collapsed, ["mean", "std"]] = np.nan
     n = out["n"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         half = stats.t.ppf(0.5 + LEVEL / 2, n - 1) * out["std"].to_numpy() / np.sqrt(n)

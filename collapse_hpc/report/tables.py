@@ -22,7 +22,8 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
     """Generation 0 against the last generation every series of a run reached (one generation for all, so
     rows compare like with like), per run, series and metric of `kind` (Metric.kind); a run whose series
     have not all passed generation 0 is left out with a note saying so. Returns (table, notes)."""
-    s = summary[summary["experiment"] == experiment].dropna(subset=["mean"])
+    s = summary[summary["experiment"] == experiment]
+    s = s[s["mean"].notna() | (s["n_infinite"] > 0)]  # a collapsed row (mean empty) still shows, as —
     s = s[s["metric"].map(lambda m: spec(specs, m).kind == kind).astype(bool)] if len(s) else s
     settings = setting_columns(s)
     multi = len({r.label for r in runs}) > 1

@@ -127,3 +127,23 @@ def test_out_folder_keeps_files_the_report_did_not_write(toy, tmp_path, capsys):
     (out / "figures" / "old.png").write_bytes(b"old")
     assert cli.main(["aggregate", str(root), "--out", str(out)]) == 0
     assert not (out / "figures" / "old.png").exists()
+
+
+@pytest.mark.slow
+def test_a_variance_that_reaches_zero_prints_no_infinity(tmp_path, capsys):
+    # two samples per fit: within a few dozen generations σ̂ falls below the spacing of floats near μ̂,
+    # both draws are equal and the fitted variance is exactly 0 (log σ̂² -inf) in every replicate
+    gauss = {"generations": 120, "samples": [2], "replicates": 4, "chunk_replicates": 4, "regimes": ["replace"]}
+    root = make_run(tmp_path / "zero", {"gaussian": gauss}, generations=120)
+    raw = pd.read_parquet(root / "gaussian" / "replace-p0-samples2-s0" / "part_000" / "metrics.parquet")
+    assert (raw.loc[raw["generation"] == 119, "var_hat"] == 0).all()
+    assert cli.main(["aggregate", str(root)]) == 0
+    cells = {c.strip().lower() for name, sep in (("summary.csv", ","), ("results.md", "|"))
+             for ln in (root / "report" / name).read_text().splitlines() for c in ln.split(sep)}
+    assert not cells & {"inf", "-inf", "nan"}
+    summary = pd.read_csv(root / "report" / "summary.csv").set_index(["metric", "generation"])
+    assert summary.loc[("var_hat", 119), "mean"] == 0  # the real 0 stays a number
+    log = summary.loc[("log_var_hat", 119)]
+    assert log["n"] == 4 and log["n_infinite"] == 4 and pd.isna(log["mean"]) and pd.isna(log["ci_low"])
+    md = (root / "report" / "results.md").read_text()
+    assert "| replace, samples=2 | log fitted variance | — | lower is worse |" in md  # its row, shown as —

@@ -53,3 +53,29 @@ def test_missing_values_are_not_counted_as_zeros():
             for rep, v in enumerate([2.0, float("nan"), 4.0])]
     row = summarise(tidy(rows)).iloc[0]
     assert row["n"] == 2 and row["mean"] == pytest.approx(3.0)
+
+
+def test_a_log_of_a_zero_variance_leaves_the_mean_empty_and_is_counted():
+    # replicate 1 collapsed to a point mass: its variance is 0, its log variance -inf
+    rows = [("r", "gaussian", "replace-p0-samples2-s0", "replace-p0", 0, 2, rep, 5, metric, v)
+            for rep, (var, log) in enumerate([(0.5, math.log(0.5)), (0.0, -math.inf), (0.25, math.log(0.25))])
+            for metric, v in (("var_hat", var), ("log_var_hat", log))]
+    rows.append(("r", "gaussian", "replace-p0-samples2-s0", "replace-p0", 0, 2, 0, 6, "log_var_hat", math.inf))
+    rows.append(("r", "gaussian", "replace-p0-samples2-s0", "replace-p0", 0, 2, 1, 6, "log_var_hat", -math.inf))
+    out = summarise(tidy(rows)).set_index(["metric", "generation"])
+    var = out.loc[("var_hat", 5)]
+    assert var["n"] == 3 and var["n_infinite"] == 0 and var["mean"] == pytest.approx(0.25)  # the 0 counts
+    for key in [("log_var_hat", 5), ("log_var_hat", 6)]:  # -inf alone, and -inf beside +inf (NaN)
+        row = out.loc[key]
+        assert row["n_infinite"] == row["n"] - (key[1] == 5) * 2
+        assert all(math.isnan(row[c]) for c in ("mean", "std", "ci_low", "ci_high"))
+    text = out.reset_index().to_csv(index=False, float_format="%.8g")
+    assert not {c.lower() for ln in text.splitlines()[1:] for c in ln.split(",")} & {"inf", "-inf", "nan"}
+
+
+def test_every_replicate_at_zero_variance_is_a_real_zero_mean():
+    rows = [("r", "gaussian", "replace-p0-samples2-s0", "replace-p0", 0, 2, rep, 9, "var_hat", 0.0)
+            for rep in range(4)]
+    row = summarise(tidy(rows)).iloc[0]
+    assert row["n"] == 4 and row["n_infinite"] == 0
+    assert row["mean"] == 0.0 and row["std"] == 0.0 and row["ci_low"] == 0.0 and row["ci_high"] == 0.0
