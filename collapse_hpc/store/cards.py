@@ -73,4 +73,41 @@ def sealed_files(folder: Path) -> list[Path] | None:
         if not path.is_file() or path.is_symlink():
             raise UserError(f"{path}: missing from the cache its card.json lists; remove {folder} to build it again")
         check_against_card(path, card or {}, redo=f"remove {folder} to build it again")
+    extra = sorted(p.name for p in Path(folder).iterdir() if p.name not in listed and p.name != "card.json")
+    if extra:  # e.g. a tokenizer's added_tokens.json: read by the loader, so as binding as a listed file
+        raise UserError(f"{Path(folder) / extra[0]}: not on the card.json of its cache; remove {folder} to build "
+                        f"it again")
     return paths
+
+
+def file_card(path: Path) -> Path:
+    """The card of one cached file: <name>.card.json beside it."""
+    return path.with_name(path.name + ".card.json")
+
+
+def seal_file(path: Path) -> None:
+    """Give one cached file (a split's token blocks) its own card, {"files_sha256": {name: sha256}}.
+    One card per file, not per folder: processes building other files of the folder at once never
+    rewrite each other's card."""
+    write_json(file_card(path), {"files_sha256": {path.name: sha256_file(path)}})
+
+
+def sealed_file(path: Path) -> bool:
+    """Whether a cached file may be reused: False when it or its card is missing (build it, again:
+    unfinished, or from before cards); True when it is the file its card recorded (hashed once per
+    process); otherwise one error line naming it."""
+    redo = f"remove {path} to build it again"
+    card_path = file_card(path)
+    if not path.is_file() or not card_path.is_file():
+        return False
+    if path.is_symlink():
+        raise UserError(f"{path}: a link, not the cached file its card recorded; {redo}")
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError:
+        card = None
+    if not isinstance(card, dict) or not isinstance(card.get("files_sha256"), dict) \
+            or path.name not in card["files_sha256"]:
+        raise UserError(f"{card_path}: not the card of {path.name}; {redo}")
+    check_against_card(path, card, redo=redo)
+    return True

@@ -9,6 +9,8 @@ generation) and cli.py (`collapse-hpc lm` with the reference implementation's fl
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, default_variants, sections_seen
 from collapse_hpc.experiments.lm import cli
 from collapse_hpc.experiments.lm.config import LMConfig
@@ -54,13 +56,16 @@ class LanguageModel(Experiment):
 
     def check(self, run) -> None:
         """The corpus must be prepared beforehand (a run never downloads or builds one itself), and
-        the model and tokenizer must be loadable where the jobs run; under every regime's overrides."""
+        the model and tokenizer must be loadable where the jobs run, and the data set's caches (BPE, token
+        blocks) must be the files their cards recorded; under every regime's overrides."""
         from collapse_hpc.experiments.lm.corpus import SPLITS
+        from collapse_hpc.experiments.lm.data import check_caches
         from collapse_hpc.experiments.lm.hub import check_source
 
         checked = set()
         for cfg in sections_seen(self.name, run):
             check_prepared(self.name, run, SPLITS, cfg)
+            check_caches(Path(run.data_dir), cfg)
             for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
                 if tag and (key, tag) not in checked:
                     checked.add((key, tag))

@@ -5,7 +5,9 @@ Layout of a prepared data set (what `collapse-hpc data prepare NAME` writes):
   data/<name>/card.json                         source, licence, sha256 of the download, split sizes
                                                 (rows, blocks and tokens with the default tokenizer)
   data/<name>/tokenizer-bpe8000/                default tokenizer: byte-level BPE on the train split
-  data/<name>/blocks/<tokenizer fp>-<block size>/<split>.parquet   cached token blocks
+                                                (its card.json: each file's sha256, checked on reuse)
+  data/<name>/blocks/<tokenizer fp>-<block size>/<split>.parquet   cached token blocks, beside
+                                                <split>.parquet.card.json (its sha256, checked on reuse)
 
 Blocks: every text (row) is tokenised on its own, with the tokenizer's special tokens (e.g. OPT's
 leading '</s>'), as the reference does. Then, by config `block_grouping`, the rows are cut into
@@ -35,6 +37,7 @@ API:
       columns block_id (int64), input_ids (list<int32>); cached and deterministic
 - row_batches(rows, grouping) -> [(start, stop)]   the row batches cut into blocks on their own
 - block_array(table) -> np.ndarray (blocks, block_size) int64
+- check_caches(data_dir, cfg)   the cached BPE and blocks a run would reuse still match their cards
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import tokenizer as tk
 from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, read_parquet, read_texts
 from collapse_hpc.store import atomic
+from collapse_hpc.store.cards import seal_file, sealed_file, sealed_files
 
 DEFAULT_VOCAB = 8000
 
@@ -329,7 +333,7 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
             raise UserError(f"{name}: too little text for the {s} split ({len(splits[s])} {card['unit']}, "
                             f"less than one block of 64 tokens); give more text, more (shorter) rows to "
                             f"split 90/5/5, or your own train, validation and test files")
-        atomic.write_parquet(blocks_path(data_dir, tmp_name, s, tok, 64), blocks, _blocks_meta(name, s, 64, tok))
+        write_blocks(blocks_path(data_dir, tmp_name, s, tok, 64), blocks, _blocks_meta(name, s, 64, tok))
         card["blocks"][s] = blocks.num_rows
         card["tokens"][s] = blocks.num_rows * 64
     atomic.write_json(folder / "card.json", card)
@@ -366,19 +370,35 @@ def blocks_path(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
 
 def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size: int = 64,
                 grouping: str = "corpus"):
-    """The split's token blocks (cached; a corrupt cache is rebuilt, it is derived data)."""
+    """The split's token blocks, cached beside the split with a card (<split>.parquet.card.json: its
+    sha256). A cached file is reused only as its card recorded it, else refused in one line naming
+    it; one without a card (unfinished, or from before cards) is built again."""
     import pyarrow.parquet as pq
 
     check_card(Path(data_dir) / dataset / f"{split}.parquet")
     path = blocks_path(data_dir, dataset, split, tokenizer, block_size, grouping)
-    if path.is_file():
-        try:
-            return pq.read_table(path)
-        except Exception:  # noqa: BLE001 - rebuilt below from the text split
-            path.unlink(missing_ok=True)
-    table = make_blocks(read_texts(data_dir, dataset, split), tokenizer, block_size, grouping)
-    atomic.write_parquet(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
+    if not sealed_file(path):
+        table = make_blocks(read_texts(data_dir, dataset, split), tokenizer, block_size, grouping)
+        write_blocks(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
     return pq.read_table(path)
+
+
+def check_caches(data_dir: Path, cfg) -> None:
+    """Before a run writes anything: the data set's cached BPE and token blocks of this block size
+    and grouping, where built, are the files their cards recorded (else one line naming the file).
+    Without loading the tokenizer (its fingerprint names the blocks' folder): every tokenizer's
+    blocks of the size are checked; each file is hashed once per process."""
+    if cfg.tokenizer is None and cfg.model == "tiny" and tk.bpe_dir(data_dir, cfg.dataset, cfg.vocab_size).is_dir():
+        sealed_files(tk.bpe_dir(data_dir, cfg.dataset, cfg.vocab_size))
+    suffix = f"-{cfg.block_size}" + ("" if cfg.block_grouping == "corpus" else f"-{cfg.block_grouping}")
+    for path in sorted((Path(data_dir) / cfg.dataset / "blocks").glob(f"*{suffix}/*.parquet")):
+        sealed_file(path)
+
+
+def write_blocks(path: Path, table, meta: dict) -> None:
+    """A token-block cache file and then its card (a file without a card is never reused)."""
+    atomic.write_parquet(path, table, meta)
+    seal_file(path)
 
 
 def _blocks_meta(dataset: str, split: str, block_size: int, tokenizer) -> dict:

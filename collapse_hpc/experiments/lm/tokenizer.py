@@ -6,7 +6,7 @@ AutoTokenizer.from_pretrained(folder) reloads: data/<dataset>/tokenizer-bpe<voca
 
 API:
 - load_tokenizer(cfg, data_dir) -> tokenizer  (cfg.tokenizer, else the model's tag, else tiny's BPE)
-- bpe_tokenizer(data_dir, dataset, vocab_size) -> tokenizer  (trained once, then cached)
+- bpe_tokenizer(data_dir, dataset, vocab_size) -> tokenizer  (trained once, then cached: sealed by its card)
 - train_bpe(texts, vocab_size) -> PreTrainedTokenizerFast
 - fingerprint(tokenizer) -> str  (12 hex chars; names the block caches)
 """
@@ -18,6 +18,8 @@ from pathlib import Path
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm.corpus import read_texts
 from collapse_hpc.store import atomic
+from collapse_hpc.store.cards import seal, sealed_files
+from collapse_hpc.store.lock import file_lock
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
@@ -47,16 +49,22 @@ def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
     """The data set's BPE of this size: trained on its train split the first time, then reloaded."""
     from transformers import AutoTokenizer
 
+    # reused only as its card recorded it (a changed byte would change every later run's tokens);
+    # one without a card (unfinished, or from before cards) is trained again: the same BPE
     folder = bpe_dir(data_dir, dataset, vocab_size)
-    if not (folder / "tokenizer.json").is_file():
-        save_atomic(train_bpe(read_texts(data_dir, dataset, "train"), vocab_size), folder)
+    if sealed_files(folder) is None:
+        with file_lock(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
+            if sealed_files(folder) is None:
+                save_atomic(train_bpe(read_texts(data_dir, dataset, "train"), vocab_size), folder)
     return AutoTokenizer.from_pretrained(str(folder))
 
 
 def save_atomic(tokenizer, folder: Path) -> None:
-    """save_pretrained into a temporary sibling, then swap it in (atomic.atomic_dir)."""
+    """save_pretrained into a temporary sibling, sealed (its card: each file's sha256), then swap it
+    in (atomic.atomic_dir)."""
     with atomic.atomic_dir(folder) as tmp:
         tokenizer.save_pretrained(str(tmp))
+        seal(tmp)
 
 
 def load_tokenizer(cfg, data_dir: Path):

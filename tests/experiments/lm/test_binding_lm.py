@@ -3,10 +3,13 @@
 import shlex
 import shutil
 
+import pytest
+import yaml
+
 from collapse_hpc import cli, engine
 from collapse_hpc.store import read_manifest
 from collapse_hpc.verify import verify_run
-from tests.experiments.lm.test_chain import _execute, _run
+from tests.experiments.lm.test_chain import LM, _execute, _run
 
 
 def _flip(path):
@@ -61,3 +64,44 @@ def test_corrupt_model_and_base_model_are_caught_and_repaired(tmp_path, lm_data_
     assert cli.main(["lm", str(store2.config_path), "--run", str(store2.root), "--variant", "replace-p0-s0",
                      "--unit", "0"]) == 0
     assert verify_run(store.root) == 0
+
+
+@pytest.mark.parametrize("cached", ["tokenizer", "blocks"])
+def test_a_changed_byte_in_a_cached_tokenizer_or_block_file_is_refused(tmp_path, lm_data_dir, capsys, cached):
+    from collapse_hpc.experiments.lm.config import LMConfig
+    from collapse_hpc.experiments.lm.data import SPLITS, blocks_path, load_blocks
+    from collapse_hpc.experiments.lm.tokenizer import bpe_dir, load_tokenizer
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(lm_data_dir, data_dir)  # the session's data stays intact
+    cfg = LMConfig(**LM)
+    tok = load_tokenizer(cfg, data_dir)
+    for s in SPLITS:  # cached, as an earlier run leaves them
+        load_blocks(data_dir, cfg.dataset, s, tok, cfg.block_size, cfg.block_grouping)
+    if cached == "tokenizer":
+        target = bpe_dir(data_dir, cfg.dataset, cfg.vocab_size) / "tokenizer.json"
+        redo = target.parent
+    else:
+        target = redo = blocks_path(data_dir, cfg.dataset, "train", tok, cfg.block_size, cfg.block_grouping)
+    _flip(target)
+    flipped = sorted((p, p.read_bytes()) for p in data_dir.rglob("*") if p.is_file())
+    config = tmp_path / "t.yaml"
+    config.write_text(yaml.safe_dump({"name": "t", "generations": 1, "seeds": [0], "regimes": ["replace:0"],
+                                      "data_dir": str(data_dir), "lm": LM}))
+    run = tmp_path / "run"
+    for runner in (["run", str(config), "--run", str(run), "--executor", "debug"],  # a new run
+                   ["lm", str(config), "--run", str(run), "--unit", "0"]):  # one unit, as verify's redo does
+        capsys.readouterr()
+        assert cli.main(runner) == 2
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert "Traceback" not in err and len(lines) == 1
+        assert f" {target}: not the file its card.json recorded" in lines[0]
+        assert lines[0].endswith(f"remove {redo} to build it again")
+        assert not run.exists()  # nothing written: no run folder
+        assert sorted((p, p.read_bytes()) for p in data_dir.rglob("*") if p.is_file()) == flipped  # nor in data/
+
+    # removed as the line says, it is built again (the same bytes: deterministic) and the run goes on
+    shutil.rmtree(redo) if redo.is_dir() else redo.unlink()
+    assert cli.main(["run", str(config), "--run", str(run), "--executor", "debug"]) == 0
+    assert target.is_file() and verify_run(run) == 0

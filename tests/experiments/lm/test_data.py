@@ -93,10 +93,34 @@ def test_a_split_changed_after_preparation_is_refused(tmp_path, lm_tokenizer):
             read()
 
 
-def test_a_corrupt_block_cache_is_rebuilt(lm_data_dir, lm_tokenizer, lm_blocks):
+def test_a_changed_block_cache_is_refused_and_one_without_a_card_rebuilt(lm_data_dir, lm_tokenizer, lm_blocks):
     path = data.blocks_path(lm_data_dir, "tiny", "test", lm_tokenizer, 16)
+    original = path.read_bytes()
+    path.write_bytes(b"garbage")
+    with pytest.raises(UserError, match=f"{path}: not the file its card.json recorded.*remove {path} to build"):
+        data.load_blocks(lm_data_dir, "tiny", "test", lm_tokenizer, 16)
+    path.unlink()  # as the line says: built again, the same bytes, sealed again
+    assert data.load_blocks(lm_data_dir, "tiny", "test", lm_tokenizer, 16).equals(lm_blocks["test"])
+    assert path.read_bytes() == original
+    path.with_name(path.name + ".card.json").unlink()  # a cache from before cards: built again, not trusted
     path.write_bytes(b"garbage")
     assert data.load_blocks(lm_data_dir, "tiny", "test", lm_tokenizer, 16).equals(lm_blocks["test"])
+    assert path.read_bytes() == original
+
+
+def test_a_changed_or_added_tokenizer_file_is_refused(tmp_path, lm_data_dir):
+    import shutil
+
+    from collapse_hpc.experiments.lm.tokenizer import bpe_dir, bpe_tokenizer
+
+    shutil.copytree(lm_data_dir, tmp_path / "data")
+    folder = bpe_dir(tmp_path / "data", "tiny", 300)
+    (folder / "added_tokens.json").write_text('{"river": 5}')
+    with pytest.raises(UserError, match=f"added_tokens.json: not on the card.json of its cache; remove {folder}"):
+        bpe_tokenizer(tmp_path / "data", "tiny", 300)
+    shutil.rmtree(folder)
+    assert len(bpe_tokenizer(tmp_path / "data", "tiny", 300)) == 300  # trained again, sealed
+    assert (folder / "card.json").is_file()
 
 
 def test_corrupt_download_is_refused(tmp_path, monkeypatch):
