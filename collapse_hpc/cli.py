@@ -38,8 +38,9 @@ def _config_args(p: argparse.ArgumentParser, only: bool = True) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                    help=SET_HELP)
     p.add_argument("--force", action="store_true",
-                   help="allow a plan over 2000 units (engine.LARGE_UNITS), or a generation count that redoes "
-                        "finished array parts (their results are deleted)")
+                   help="allow a plan over 2000 units (engine.LARGE_UNITS) or estimated over 100 GPU-hours "
+                        "(launch.estimate.LARGE_GPU_HOURS), or a generation count that redoes finished array "
+                        "parts (their results are deleted)")
     if only:  # a per-experiment subcommand runs its own experiment only
         p.add_argument("--only", action="append", metavar="EXPERIMENT",
                        help="run only this experiment (repeatable)")
@@ -166,7 +167,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     Returns (store, run); the store's folder may not exist yet. With `problems` (a list), the checks
     of the cluster and of the inputs add their failures to it instead of raising the first."""
     from collapse_hpc import engine, experiments
-    from collapse_hpc.launch import choose
+    from collapse_hpc.launch import choose, estimate
     from collapse_hpc.launch import profile as profmod
     from collapse_hpc.store import RunStore
 
@@ -186,6 +187,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
         overrides.append(f"profile={profile}")
     run = experiments.load_config(args.config, overrides, args.generations)
     engine.check(run, args.config, getattr(args, "force", False))  # one line before anything is written
+    check(estimate.check, run, engine.plan(run), args.config, getattr(args, "force", False))
     only = getattr(args, "only", None)
     if only:
         unknown = [o for o in only if o not in run.sections]

@@ -6,10 +6,15 @@ The LM rate, measured on one H200 for an OPT-125M-shaped generation of 8192 trai
 tokens: ~15 s start-up, then per 8192 blocks 3.5 s per epoch of training, 20.5 s of sampling (the
 paper's beam search) and 9 s of evaluation. A generation holds `ranks` GPUs throughout; how much
 faster more ranks run was not measured, so the wall time is counted as one GPU's.
+
+A plan estimated over LARGE_GPU_HOURS (check) needs --force, as one over engine.LARGE_UNITS units
+does: e.g. a typo in --generations or max_train_blocks on the paper's model.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from collapse_hpc.errors import UserError
 
 STARTUP_S = 15.0
 PER_8192_BLOCKS_S = {"epoch": 3.5, "sample": 20.5, "evaluate": 9.0}
@@ -19,6 +24,7 @@ TRAIN_BLOCKS = {"wikitext2": 37_700}
 # the models measured, and their parameters (fp32 weights: 4 bytes each, saved once per generation, twice
 # with sample_from: last)
 PARAMETERS = {"facebook/opt-125m": 125_239_296}
+LARGE_GPU_HOURS = 100.0  # a plan estimated over this needs --force (paper.yaml: 7.5 GPU-hours)
 
 
 @dataclass
@@ -28,11 +34,13 @@ class Estimate:
     disk_gb: float = 0.0
     not_estimated: list[str] = field(default_factory=list)
 
+    def wall(self) -> str:
+        return f"{self.wall_hours:.1f} h" if self.wall_hours >= 1 else f"{self.wall_hours * 60:.0f} min"
+
     def lines(self) -> list[str]:
         h = self.gpu_hours
         gpu = f"{h:.1f}" if h >= 1 else f"{h:.2f} ({h * 60:.0f} min)"
-        wall = f"{self.wall_hours:.1f} h" if self.wall_hours >= 1 else f"{self.wall_hours * 60:.0f} min"
-        out = [f"GPU-hours: {gpu}", f"wall time: {wall} (the longest chain; without queue waits)",
+        out = [f"GPU-hours: {gpu}", f"wall time: {self.wall()} (the longest chain; without queue waits)",
                f"disk: {self.disk_gb:.1f} GB (model weights)"]
         if self.not_estimated:
             out.append("not estimated (no measured rate): " + "; ".join(self.not_estimated))
@@ -69,3 +77,14 @@ def estimate(run, chains) -> Estimate:
         est.disk_gb += lm_generation_gb(section) * len(chain.jobs)
     est.not_estimated = [f"{n} units of {name}" for name, n in skipped.items()]
     return est
+
+
+def check(run, chains, file: str = "<config>", force: bool = False) -> None:
+    """Before anything is written: a plan estimated over LARGE_GPU_HOURS runs only with `force`;
+    the line prints the estimate. Units without a measured rate count for nothing here (the unit
+    limit, engine.check, holds them)."""
+    est = estimate(run, chains)
+    if est.gpu_hours > LARGE_GPU_HOURS and not force:
+        raise UserError(f"{file}: the plan is estimated at {est.gpu_hours:,.0f} GPU-hours (wall time {est.wall()}, "
+                        f"the longest chain), more than {LARGE_GPU_HOURS:.0f} (the paper's config: 7.5); check the "
+                        f"counts (generations, seeds, regimes, max_train_blocks, epochs), or pass --force to run it")
