@@ -262,8 +262,10 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
     previous = []
     if exp.shape == "chain":
         previous = [store.unit_dir(experiment, variant, "chain", g) for g in range(index)]
-        for p in previous:  # built on only what verifies in full: its bytes and its own binding
-            problems = verify_unit(p, variant_hash=variant_hash) if read_manifest(p) is not None else ["unfinished"]
+        read = exp.reads(v, index)
+        for g, p in enumerate(previous):  # built on only what verifies: hashed in full where the unit reads it
+            problems = (verify_unit(p, deep=g in read, variant_hash=variant_hash) if read_manifest(p) is not None
+                        else ["unfinished"])
             if problems:
                 raise UserError(f"{p}: an earlier generation is unfinished or does not verify ({problems[0]}); "
                                 f"run it first: {redo_command(store, experiment, variant, unit_index(p.name))}")

@@ -69,6 +69,17 @@ class Regime:
         return dict(self.overrides.get(experiment) or {})
 
 
+NEWEST_ONLY = ("replace", "verifier-filter")  # draw from the newest generated pool alone
+
+
+def pooled(regime: Regime, index: int) -> list[int]:
+    """The earlier generations whose items generation `index` draws from (mix's pools): the newest
+    under replace and verifier-filter, every one under the pooling regimes."""
+    if index <= 0:
+        return []
+    return [index - 1] if regime.name in NEWEST_ONLY else list(range(index))
+
+
 def mix(regime: Regime, n_real: int, generated: list[int], rng: np.random.Generator,
         size: int | None = None, scores: dict[int, np.ndarray] | None = None) -> list[tuple[int, np.ndarray]]:
     """Choose the training items of the next generation.

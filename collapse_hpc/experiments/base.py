@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal
 from collapse_hpc.config import plain
 from collapse_hpc.errors import UserError
 from collapse_hpc.machine import cores_per_rank
-from collapse_hpc.regimes import Regime
+from collapse_hpc.regimes import Regime, pooled
 from collapse_hpc.store import atomic
 
 
@@ -221,6 +221,15 @@ class Experiment:
     def units(self, run, variant: Variant) -> int:
         """Number of units of a variant: its generations (chain) or its chunks (array)."""
         return run.generations_of(self.name)
+
+    def reads(self, variant: Variant, index: int) -> set[int]:
+        """The earlier generations of a chain whose files generation `index` reads. The engine hashes
+        these in full before the unit starts; the others it checks through their manifests (sizes,
+        and the digests each records of the ones before it), so the check does not grow with the
+        chain. Default: generation 0 (the model later ones start from or are measured with), the
+        previous one, and the pools the regime draws from (regimes.pooled). An experiment that
+        reads other generations says so here."""
+        return {0, index - 1, *pooled(variant.regime, index)} if index > 0 else set()
 
     def ranks(self, run, variant: Variant | None = None) -> int:
         """Processes per unit: the section's `ranks` key where it has one (lm; a regime may

@@ -99,14 +99,21 @@ def _uses_data(ctx, tokenizer) -> None:
 def _inputs(ctx, lm: Pipeline) -> _Inputs:
     """Step 1: the real blocks, and what this generation trains on (identical on every rank: same
     seed): the regime's mix of real blocks and earlier generations' generated ones."""
+    import pyarrow as pa
+
     from collapse_hpc.experiments.lm import curation, mixing
     from collapse_hpc.experiments.lm.sample import read_shards
+    from collapse_hpc.regimes import pooled
 
     cfg = ctx.config
     whole = lm.blocks("train")
     inputs = _Inputs(whole, whole.slice(0, cfg.max_train_blocks) if cfg.max_train_blocks else whole,
                      lm.blocks("validation", cfg.max_eval_blocks), lm.blocks("test", cfg.max_eval_blocks))
-    generated = [read_shards(p / SHARDS) for p in ctx.previous]
+    # only the pools the regime draws from are read (the engine hashed those); an older one under
+    # replace is an empty stand-in: mix() looks at the newest pool alone there
+    pools = set(pooled(ctx.variant.regime, ctx.index))
+    generated = [read_shards(p / SHARDS) if g in pools else pa.table({"block_id": pa.array([], pa.int64())})
+                 for g, p in enumerate(ctx.previous)]
     scores, inputs.curated = curation.scores(ctx, inputs.real, generated, lm.tokenizer, lm.device)
     inputs.train_set = mixing.training_set(ctx.variant.regime, inputs.real, generated,
                                            np.random.default_rng(ctx.seed(2)), scores)
