@@ -8,6 +8,7 @@ listed at the end with their log paths, and the command exits non-zero.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -139,7 +140,10 @@ class _Pool:
         job = lane.jobs[0]
         gpus = [self.free_gpus.pop(0) for _ in range(lane.gpus)]
         ex = submitit.LocalExecutor(folder=self.folder)
-        setup = [f"export MASTER_PORT={free_port()}", "export MASTER_ADDR=127.0.0.1",
+        # the controller's own output to a file: on Ctrl-C (the terminal signals every process of the
+        # group) it would print its KeyboardInterrupt traceback here; $$ is its job id
+        setup = [f"exec >>{shlex.quote(str(self.folder))}/$$_controller.log 2>&1",
+                 f"export MASTER_PORT={free_port()}", "export MASTER_ADDR=127.0.0.1",
                  f"export COLLAPSE_THREADS=${{COLLAPSE_THREADS:-{self.threads}}}",
                  f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.threads}}}"]
         ex.update_parameters(timeout_min=TIMEOUT_MIN, tasks_per_node=lane.ranks, gpus_per_node=len(gpus),

@@ -92,9 +92,10 @@ def test_a_redone_unit_gets_the_same_threads_as_in_the_full_run(tmp_path):
 
 def _ctrl_c_when(cfg, run, marker) -> int:
     """`collapse-hpc run` in its own process group, given Ctrl-C (SIGINT to the whole group, as a
-    terminal sends it) once `marker` exists; its exit status."""
+    terminal sends it) once `marker` exists; its exit status. It prints no traceback (nor do its
+    job processes, which share its terminal), and says it was interrupted."""
     proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while not marker.exists() and time.time() < deadline and proc.poll() is None:
@@ -102,7 +103,9 @@ def _ctrl_c_when(cfg, run, marker) -> int:
         assert marker.exists(), f"{marker} never appeared"
         time.sleep(1)  # the launcher has polled the job since (it still runs)
         os.killpg(proc.pid, signal.SIGINT)
-        return proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err and err.replace("\r", "\n").splitlines()[-1] == "interrupted", err
+        return proc.returncode
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
