@@ -67,3 +67,16 @@ def test_a_corrupt_file_the_unit_reads_is_refused_one_it_does_not_read_is_not(tm
     (gens[4] / "manifest.json").unlink()
     with pytest.raises(UserError, match=f"{gens[1]}: an earlier generation .*size 7 !="):
         engine.run_unit(store.root, "toy", variant, 4)
+
+
+def test_each_earlier_manifest_is_read_once_per_check(tmp_path, monkeypatch):
+    # every earlier generation's binding names all generations before it: read, they are g² manifests
+    store, variant = _run(tmp_path, "replace")
+    for g in range(GENS - 1):
+        engine.run_unit(store.root, "toy", variant, g)
+    manifest._digest_of.cache_clear()  # as in a fresh job process
+    reads, real = [], manifest.read_manifest
+    monkeypatch.setattr(manifest, "read_manifest", lambda d: reads.append(d.name) or real(d))
+    assert engine.run_unit(store.root, "toy", variant, GENS - 1) == "done"
+    # a fixed few times each (the engine, verify, the digest), not once per later generation as well
+    assert all(reads.count(f"gen_{g:03d}") <= 3 for g in range(GENS - 1)), reads

@@ -90,9 +90,24 @@ def upstream(unit_dir: Path) -> dict[str, str]:
     out = {}
     for g in range(int(name[4:])):
         prev = f"gen_{g:0{width}d}"
-        m = read_manifest(Path(unit_dir).parent / prev)
-        out[prev] = files_digest(m) if m and not m.get("corrupt") else ""
+        out[prev] = _digest(Path(unit_dir).parent / prev)
     return out
+
+
+def _digest(unit_dir: Path) -> str:
+    """files_digest of a unit's manifest, read once per process and version of the file: checking
+    generation g reads the bindings of every earlier one, each naming all before it."""
+    try:
+        st = (unit_dir / MANIFEST).stat()
+    except OSError:
+        return ""
+    return _digest_of(str(unit_dir), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(unit_dir: str, mtime: int, size: int, inode: int) -> str:
+    m = read_manifest(Path(unit_dir))
+    return files_digest(m) if m and not m.get("corrupt") else ""
 
 
 def binding(unit_dir: Path, variant_hash: str | None = None) -> dict:
