@@ -181,6 +181,11 @@ def _check_outputs(a) -> None:
                        (a.saveto, "--saveto")):
         if path and Path(path).suffix in PICKLE:
             raise UserError(f"{flag} {path}: results are written as Parquet/JSON, not pickle; drop the suffix")
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1 and not (a.save_name or a.eval_only):
+        # the model rank 0 trains is what every rank tests and samples with: a per-process scratch
+        # folder would leave the other ranks without it
+        raise UserError(f"--save-name is needed with {os.environ['WORLD_SIZE']} ranks: the other ranks load the "
+                        f"model rank 0 trains from it (a folder every rank can read)")
 
 
 def _splits(lm, generated, evalgen_only: bool):

@@ -95,3 +95,13 @@ def test_train_and_generate_in_one_call_samples_as_sample_from_says(tmp_path, lm
         assert sampled.is_dir() and (tmp_path / "gen0-best-last").exists() is False
         meta = pq.read_schema(sorted(data.glob("part-*.parquet"))[0]).metadata
         assert json.loads(meta[b"model_sha256"]) == model_fingerprint(sampled)
+
+
+def test_several_ranks_without_save_name_are_refused_before_anything_starts(tmp_path, monkeypatch, capsys):
+    # ranks above 0 would look for rank 0's model in their own scratch folder
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    assert main(["lm", "-p", *_tiny(tmp_path / "data"), "--generate", "out"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--save-name is needed with 2 ranks" in err[0]
+    assert list(tmp_path.iterdir()) == []
