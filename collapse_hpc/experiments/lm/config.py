@@ -67,7 +67,19 @@ class LMConfig(Section):
                                   "weights (saves fp32); bf16: DeepSpeed's bf16 weights with fp32 master copies "
                                   "(saves the bf16 weights); fp32. Every checkpoint loads as fp32, whatever "
                                   "dtype it was saved in", choices=("auto", "bf16-mixed", "bf16", "fp32"))
-    compile: bool = knob(False, "torch.compile the model (GPU: fewer kernel launches for small models)")
+    compile: bool = knob(False, "torch.compile the training step's model (GPU: fewer kernel launches for small "
+                                "models; all blocks have one shape, so it compiles once); its cache lives in the "
+                                "run folder (.compile-cache/)")
+    compile_mode: str = knob("default", "compile: torch.compile's mode: default, reduce-overhead (CUDA graphs of "
+                                        "the step) or max-autotune-no-cudagraphs",
+                             choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"))
+    compile_backend: str = knob("inductor", "compile: torch.compile's backend: inductor (generated kernels; needs a "
+                                            "C compiler on CPU) or aot_eager (traced, no code generation)",
+                                choices=("inductor", "aot_eager"))
+    loss_chunk_tokens: int = knob(2048, "training loss from the last hidden states in chunks of this many tokens "
+                                        "(the whole batch's vocabulary logits never exist at once; the same value "
+                                        "and gradients as HF's loss up to rounding); 0: HF's loss over the whole "
+                                        "batch's logits. OPT and GPT-2 below ZeRO-3; others use HF's", min=0)
     checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
     eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity", min=1)
     eval_precision: str = knob("fp32", "GPU: precision of every perplexity and validation loss (fp32, or bf16 "

@@ -234,7 +234,7 @@ def train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir: P
     t.last_dir = Path(last_dir) if last_dir is not None else None
     t.resume()
     if cfg.compile:
-        t.engine.compile()
+        t.compile()
     for epoch in range(t.state["global_step"] // t.steps_per_epoch, cfg.epochs):
         t.epoch(epoch)
         t.validate(epoch)
@@ -276,6 +276,7 @@ class _Training:
                      cfg.batch_size // world_size)
         self.steps_per_epoch = math.ceil(len(ids) / self.global_batch)
         torch.manual_seed(seed)
+        self.startup: dict[str, float] = {}  # seconds of the one-time phases (DeepSpeed init, first step)
         self.engine = self._engine(model)
         self.state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [],
                       "train_loss": [], "curve": {k: [] for k in CURVE}}
@@ -296,6 +297,7 @@ class _Training:
         # torch's own fused AdamW on CUDA: one kernel, nothing to compile (same update as the default)
         optimizer = None if cfg.fused_adam else torch.optim.AdamW(
             model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=self.device.type == "cuda")
+        self.model, module = model, self._loss_module(model)
 
         def scheduler(basic_optimizer):
             # DeepSpeed calls this with the torch optimizer itself (ours, or the one it built for
@@ -308,14 +310,35 @@ class _Training:
         if "activation_checkpointing" in conf:
             # HF models do not call DeepSpeed's checkpointing API: turn on their own
             model.gradient_checkpointing_enable()
+        started = time.perf_counter()
         engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler,
+            model=module, optimizer=optimizer, lr_scheduler=scheduler,
             model_parameters=model.parameters() if optimizer is None else None, config=conf)
         use_weights_only(engine)  # resume never unpickles arbitrary objects
+        self.startup["deepspeed_init"] = time.perf_counter() - started
         self.dtypes = {"master_dtype": _master_dtype(engine),
                        "compute_dtype": _name(next(engine.module.parameters()).dtype),
                        "autocast_dtype": "bfloat16" if self.precision == "bf16-mixed" else None}
         return engine
+
+    def _loss_module(self, model):
+        """What the engine wraps: the model itself (HF's loss), or loss.LossHead around it (the
+        chunked loss; ZeRO-3 gathers weights per submodule call, and the head reads the embedding
+        outside one)."""
+        from collapse_hpc.experiments.lm.loss import LossHead, supports
+
+        cfg = self.cfg
+        self.chunked = bool(cfg.loss_chunk_tokens) and cfg.zero_stage < 3 and supports(model)
+        if cfg.loss_chunk_tokens and not self.chunked:
+            self.log.info("loss: HF's over the whole batch's logits (the chunked loss needs an OPT or GPT-2 "
+                          "model below ZeRO-3)")
+        return LossHead(model, cfg.loss_chunk_tokens) if self.chunked else model
+
+    def compile(self) -> None:
+        """torch.compile the engine's module with the config's backend and mode; static shapes (every
+        micro-batch is micro x block_size), so it compiles once, at the first step."""
+        cfg = self.cfg
+        self.engine.compile(backend=cfg.compile_backend, compile_kwargs={"mode": cfg.compile_mode, "dynamic": False})
 
     def resume(self) -> None:
         """Continue from the last complete checkpoint, if any."""
@@ -379,13 +402,14 @@ class _Training:
         import torch
 
         engine, state, micro = self.engine, self.state, self.micro
+        started = time.perf_counter()
         self.curve.begin(step, state["global_step"] + 1, engine.get_lr()[0])
         base = step * self.global_batch
         for m in range(self.accum):
             pos = base + (m * self.world_size + self.rank) * micro
             batch = self.ids_dev[order_dev[pos:pos + micro]]
             torch.manual_seed(dropout_seed(self.seed, state["global_step"], pos - base))
-            loss = engine(input_ids=batch, labels=batch, use_cache=False).loss
+            loss = engine(batch) if self.chunked else engine(input_ids=batch, labels=batch, use_cache=False).loss
             engine.backward(loss)
             engine.step()
             # a running sum on the device: no host sync per step, and no per-step tensor kept
@@ -393,6 +417,10 @@ class _Training:
             loss_sum += loss.detach().float()
             self.curve.add_loss(step, loss)
         self.curve.end()
+        if "first_step" not in self.startup:  # under compile: mostly the compilation
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.startup["first_step"] = time.perf_counter() - started
         self.tokens += self.global_batch * self.ids.shape[1]
         state["global_step"] += 1
         return loss
@@ -403,7 +431,7 @@ class _Training:
 
         cfg, engine, state = self.cfg, self.engine, self.state
         with _whole_weights(engine):
-            val = mean_loss(engine.module, self.val_ids, cfg.eval_batch_size, self.device, self.rank,
+            val = mean_loss(self.model, self.val_ids, cfg.eval_batch_size, self.device, self.rank,
                             self.world_size, bf16=cfg.eval_precision == "bf16")
         state["val_loss"].append(val)
         self.log.info("epoch %d/%d: train loss %.4f, validation loss %.4f", epoch + 1, cfg.epochs,
@@ -412,7 +440,7 @@ class _Training:
             state["best_val_loss"], state["best_epoch"] = val, epoch
             with _whole_weights(engine):
                 if self.rank == 0:
-                    _save_pretrained_atomic(engine.module, None, self.ckpt_dir / "best")
+                    _save_pretrained_atomic(self.model, None, self.ckpt_dir / "best")
 
     def finish(self) -> dict:
         """The weights after the last epoch to last_dir (if given), then the best model to out_dir
@@ -422,14 +450,14 @@ class _Training:
         if self.last_dir is not None:
             with _whole_weights(self.engine):
                 if self.rank == 0:
-                    _save_pretrained_atomic(self.engine.module, self.tokenizer, self.last_dir)
+                    _save_pretrained_atomic(self.model, self.tokenizer, self.last_dir)
         distributed.barrier()
         if self.rank == 0:
             from collapse_hpc.experiments.lm.model import load_model
 
             _save_pretrained_atomic(load_model(self.ckpt_dir / "best"), self.tokenizer, self.out_dir)
         distributed.barrier()
-        self.engine = None  # frees it before empty_cache
+        self.engine = self.model = None  # frees them before empty_cache
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         from collapse_hpc.experiments.lm.model import saved_dtypes
@@ -444,4 +472,6 @@ class _Training:
                 "epoch_seconds": self.epoch_seconds,
                 "tokens_per_s": tokens / train_time if train_time else float("nan"),
                 "resumed_from": self.resumed_from, "world_size": self.world_size, "micro_batch_size": self.micro,
-                "gradient_accumulation": self.accum, "precision": self.precision, "zero_stage": self.zero_stage}
+                "gradient_accumulation": self.accum, "precision": self.precision, "zero_stage": self.zero_stage,
+                "loss": f"chunked ({self.cfg.loss_chunk_tokens} tokens)" if self.chunked else "hf",
+                "startup": self.startup}

@@ -371,7 +371,8 @@ def test_training_and_evaluation_never_build_a_kv_cache(lm_data_dir, lm_tokenize
     cfg = tiny_cfg(epochs=1)
     model = build_model(cfg, lm_tokenizer, lm_data_dir)
     caches = []
-    model.register_forward_hook(lambda _m, _a, out: caches.append(out.past_key_values))
+    # the decoder: every forward runs it (the chunked loss without the causal LM's own forward)
+    model.get_decoder().register_forward_hook(lambda _m, _a, out: caches.append(out.past_key_values))
     val = lm_blocks["validation"].slice(0, 16)
     train.train_generation(model, lm_tokenizer, lm_blocks["train"].slice(0, 32), val, cfg,
                            tmp_path / "model", tmp_path / "ckpt", seed=0, rank=0, world_size=1, local_rank=0)
