@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,11 +60,13 @@ def run_generation(ctx) -> None:
     from collapse_hpc.experiments.lm.sample import read_shards
 
     torch.set_num_threads(ctx.threads)
-    lm = Pipeline.start(ctx.config, ctx.data_dir, ctx.log)
+    lm = Pipeline.start(ctx.config, ctx.data_dir, ctx.log, run_dir=ctx.run_dir)
     distributed.barrier()  # rank 0 has reset the unit folder before anyone writes into it
     inputs = _inputs(ctx, lm)
     _uses_data(ctx, lm.tokenizer)
     training = _train(ctx, lm, inputs)
+    lm.log_startup(f"gen {ctx.generation}:")
+    ctx.record(startup_seconds=lm.startup)
     model = lm.load(ctx.path(MODEL))  # the best weights: every score below is theirs
     weights = _weights(ctx, training)
     prompts, decoding, sample_seconds = _sample(ctx, lm, model, inputs, weights)
@@ -131,16 +134,19 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> dict:
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
         return json.loads((out / TRAINING).read_text())
+    started = time.perf_counter()
     if ctx.previous and cfg.init in ("gen0", "previous"):
         source = ctx.previous[0 if cfg.init == "gen0" else -1] / MODEL
         model, init_from = load_model(source), source.parent.name
     else:
         model, init_from = build_model(cfg, lm.tokenizer, ctx.data_dir), "initial"
+    lm.startup["model_load"] = time.perf_counter() - started
     start = {"init": cfg.init, "init_from": init_from, "init_weights_sha256": weights_fingerprint(model)}
     log.info("gen %d: training from %s weights (%s)", ctx.generation, init_from, start["init_weights_sha256"])
     result = start | lm.train(model, inputs.train_set, inputs.val, out, seed=ctx.seed(1),
                               checkpoints=ctx.path(CHECKPOINTS),
                               last=ctx.path(LAST) if cfg.sample_from == "last" else None)
+    lm.startup.update(result.get("startup", {}))
     if ctx.is_main:
         atomic.write_json(out / TRAINING, result)
     distributed.barrier()
@@ -169,6 +175,7 @@ def _sample(ctx, lm: Pipeline, model, inputs: _Inputs, weights: dict):
     sampler = model if weights["sampled"]["folder"] == MODEL else lm.load(ctx.path(LAST))
     prompts = mixing.prompts(cfg.prompts, inputs.train_set, inputs.real, np.random.default_rng(ctx.seed(3)))
     decoding = Decoding.from_config(cfg, ctx.variant.settings.get("decoding"))
+    ctx.record(decoding=decoding.metadata())  # with the weights' precision while decoding
     seconds = lm.sample(sampler, prompts, decoding, ctx.path(SHARDS), generation=ctx.generation, seed=ctx.seed(4),
                         model_hash=weights["sampled"]["sha256"], prompt_source=cfg.prompts)
     return prompts, decoding, seconds

@@ -110,6 +110,9 @@ class LMConfig(Section):
     verifier: str = knob("gen0", "verifier-filter regime: the model whose perplexity scores a generated block "
                                  "(lower passes): gen0, the generation-0 model trained on real data; base, the "
                                  "model before any training on the chain's data", choices=("gen0", "base"))
+    sample_precision: str = knob("fp32", "dtype of the weights that sample the next generation's data: fp32 "
+                                         "(the paper; the same tokens as HF generate) or bf16 (GPU: faster; near-"
+                                         "ties between tokens may break the other way)", choices=("fp32", "bf16"))
     sample_batch_size: int = knob(128, "prompts per sampling batch per rank; one shard file each", min=1)
     ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes; only a "
                          "speed knob: the same batches, dropout and numbers on any count (as long as "

@@ -18,12 +18,24 @@ optimizer step (train.py `_Training.optimizer_step`), the token losses of a batc
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collapse_hpc.experiments.lm import distributed
+
+COMPILE_CACHE = ".compile-cache"  # in the run folder: torch.compile's caches, written by this run only
+
+
+def compile_cache(run_dir: Path) -> dict[str, str]:
+    """Point inductor's and Triton's caches into the run folder (their defaults are folders in /tmp
+    that every user of the node may write, and a planted entry there is code our jobs would run)."""
+    root = Path(run_dir).absolute() / COMPILE_CACHE
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"), "TRITON_CACHE_DIR": str(root / "triton")}
+    os.environ.update(env)
+    return env
 
 
 @dataclass
@@ -36,14 +48,34 @@ class Pipeline:
     local_rank: int
     device: Any  # torch.device
     log: logging.Logger
+    startup: dict[str, float]  # seconds of the one-time phases of this process, in order
 
     @classmethod
-    def start(cls, cfg, data_dir: Path, log: logging.Logger | None = None) -> "Pipeline":
+    def start(cls, cfg, data_dir: Path, log: logging.Logger | None = None, run_dir: Path | None = None) -> "Pipeline":
+        """Join the process group and load the tokenizer; with `compile` and a run folder, the
+        compile caches go into it (before anything compiles)."""
+        if cfg.compile and run_dir is not None:
+            compile_cache(run_dir)
+        startup, t = {}, time.perf_counter()
+        import deepspeed  # noqa: F401  (torch, transformers and DeepSpeed: timed on their own)
+
+        startup["imports"], t = time.perf_counter() - t, time.perf_counter()
+        rank, world_size, local_rank = distributed.init()
+        startup["process_group"], t = time.perf_counter() - t, time.perf_counter()
         from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
 
-        rank, world_size, local_rank = distributed.init()
-        return cls(cfg, Path(data_dir), load_tokenizer(cfg, data_dir), rank, world_size, local_rank,
-                   distributed.device(local_rank), log or logging.getLogger("collapse_hpc.lm"))
+        tokenizer = load_tokenizer(cfg, data_dir)
+        startup["tokenizer"] = time.perf_counter() - t
+        return cls(cfg, Path(data_dir), tokenizer, rank, world_size, local_rank, distributed.device(local_rank),
+                   log or logging.getLogger("collapse_hpc.lm"), startup)
+
+    def log_startup(self, prefix: str) -> None:
+        """One line of the job log: the seconds of each start-up phase so far."""
+        names = {"imports": "imports", "process_group": "process group", "tokenizer": "tokenizer",
+                 "model_load": "model load", "deepspeed_init": "DeepSpeed init",
+                 "first_step": "first step" + (" (compiles)" if self.cfg.compile else "")}
+        self.log.info("%s start-up: %s", prefix, ", ".join(f"{names.get(k, k)} {v:.2f} s"
+                                                             for k, v in self.startup.items()))
 
     @property
     def is_main(self) -> bool:

@@ -35,6 +35,7 @@ import numpy as np
 PRESETS = ("beam", "greedy", "sampling", "temperature", "top_k", "top_p", "min_p")
 PARAMETER = ("temperature", "top_k", "top_p", "min_p")  # strategies named after the one knob they set
 SAMPLED = ("sampling", *PARAMETER)
+PRECISIONS = ("fp32", "bf16")
 ORIGINAL = "original.parquet"  # reference --generate: the blocks kept unchanged (source "original")
 
 
@@ -80,10 +81,13 @@ class Decoding:
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
+    precision: str = "fp32"  # the weights' dtype while decoding: fp32 or bf16
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"decoding {self.preset!r}: must be one of {', '.join(PRESETS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"sample precision {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
 
     @classmethod
     def from_config(cls, cfg, strategy: str | None = None) -> "Decoding":
@@ -95,7 +99,7 @@ class Decoding:
             v = getattr(cfg, name) if value is None else value
             warp[name] = int(v) if name == "top_k" else float(v)
         return cls(preset=name, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty,
-                   new_tokens=cfg.block_size, **warp)
+                   new_tokens=cfg.block_size, precision=cfg.sample_precision, **warp)
 
     @property
     def beams(self) -> int:
@@ -358,10 +362,33 @@ def generate_hf(model, prompts, d: Decoding, attention_mask=None, generator_seed
     return out[:, -d.new_tokens:]
 
 
-def generate(model, prompts, d: Decoding, generator=None, generator_seed: int | None = None):
-    """(B, P) equal-length prompts -> (B, new_tokens) new tokens, under inference mode."""
+def in_precision(model, precision: str):
+    """The model with its weights in `precision` (fp32 or bf16): itself if they are, else a copy in
+    eval mode (the model is still needed in fp32 for scoring)."""
+    import copy
+
     import torch
 
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    if next(model.parameters()).dtype == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype).eval()
+
+
+def token_agreement(a, b) -> float:
+    """The share of positions at which two (B, T) token arrays agree (1.0: identical)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"token arrays of shapes {a.shape} and {b.shape} cannot be compared")
+    return float((a == b).mean()) if a.size else 1.0
+
+
+def generate(model, prompts, d: Decoding, generator=None, generator_seed: int | None = None):
+    """(B, P) equal-length prompts -> (B, new_tokens) new tokens, under inference mode, with the
+    weights in d.precision (a copy if the model's are not)."""
+    import torch
+
+    model = in_precision(model, d.precision)
     with torch.inference_mode():
         if getattr(model.config, "model_type", "") == "opt":
             return _decode_opt(model, prompts, d, generator)
@@ -406,7 +433,7 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
     if log and len(todo) < len(chunks):
         log.info("sampling: %d of %d chunks of rank %d already done", len(chunks) - len(todo), len(chunks), rank)
     ids, tokens = prompts.column("block_id").to_numpy(), prompts.column("input_ids")
-    model.eval()
+    model = in_precision(model.eval(), d.precision)  # converted once, not per chunk
     device = device or next(model.parameters()).device
     started, produced = time.time(), 0
     for k in tqdm(todo, desc=f"sample gen {generation} rank {rank}", unit="chunk", disable=not todo,

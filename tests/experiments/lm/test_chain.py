@@ -117,7 +117,8 @@ def _check_chain(store, generations=2):
             assert table.num_rows == 48 and set(table.column("source").to_pylist()) == {"generated"}
             assert {len(x) for x in table.column("input_ids").to_pylist()} == {16}
             meta = json.loads(pq.read_schema(shards[0]).metadata[b"decoding"])
-            assert meta == {"preset": "beam", "num_beams": 3, "repetition_penalty": 3.0, "new_tokens": 16}
+            assert meta == {"preset": "beam", "num_beams": 3, "repetition_penalty": 3.0, "new_tokens": 16,
+                            "precision": "fp32"}
             seq = pq.read_table(unit / "sequence_ppl.parquet")
             assert seq.column_names == ["block_id", "ppl"] and seq.num_rows == 48
             # per-sequence perplexities of the real test split: one row per test block (16)
@@ -420,3 +421,32 @@ def test_rarity_is_counted_over_the_whole_real_split(tmp_path, lm_data_dir):
     m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
     real = metrics.class_shares(whole[:48], classes)
     assert (m["real_rare_token_share"], m["real_middle_token_share"]) == pytest.approx((real["rare"], real["middle"]))
+
+
+# ------------------------------------------------------------------ start-up phases, compile cache
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_job_logs_its_start_up_phases_and_keeps_the_compile_cache_in_the_run_folder(tmp_path, lm_data_dir):
+    """A generation job logs one line with the seconds of each start-up phase (and its manifest
+    keeps them); with `compile`, inductor's and Triton's caches are folders of the run, not the
+    node's shared /tmp ones (aot_eager here: the same code path, without minutes of C compiling)."""
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), compile=True,
+                      compile_backend="aot_eager")
+    code = ("import os, sys, logging; logging.basicConfig(level=logging.INFO); from collapse_hpc import engine; "
+            "engine.run_unit(sys.argv[1], 'lm', 'replace-p0-s0', 0); "
+            "print(os.environ['TORCHINDUCTOR_CACHE_DIR']); print(os.environ['TRITON_CACHE_DIR'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    proc = subprocess.run([sys.executable, "-c", code, str(store.root)], env={**env, "COLLAPSE_THREADS": "1"},
+                          cwd=REPO, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(x for x in proc.stderr.splitlines() if "gen 0: start-up:" in x)
+    for phase in ("imports", "process group", "tokenizer", "model load", "DeepSpeed init", "first step (compiles)"):
+        assert f"{phase} " in line, line
+    caches = [Path(p) for p in proc.stdout.split()[-2:]]
+    assert caches == [store.root.absolute() / ".compile-cache" / "inductor",
+                      store.root.absolute() / ".compile-cache" / "triton"]
+    manifest = json.loads((store.root / "lm" / "replace-p0-s0" / "gen_000" / "manifest.json").read_text())
+    assert set(manifest["startup_seconds"]) == {"imports", "process_group", "tokenizer", "model_load",
+                                                "deepspeed_init", "first_step"}
+    assert all(v >= 0 for v in manifest["startup_seconds"].values())

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from collapse_hpc.experiments.lm.sample import (PRESETS, Decoding, done_chunks, generate, generate_hf,
-                                                 parse_strategy, read_shards, sample_shards, sampling_warp)
+                                                 parse_strategy, read_shards, sample_shards, sampling_warp,
+                                                 token_agreement)
 from collapse_hpc.store import read_parquet_metadata
 
 
@@ -45,6 +46,42 @@ def test_same_tokens_as_hf_generate(model, prompts, preset):
     assert torch.equal(ours, ref)
 
 
+SAMPLED = [Decoding(preset="sampling", new_tokens=10), Decoding(preset="temperature", temperature=0.7, new_tokens=10),
+           Decoding(preset="top_k", top_k=20, new_tokens=10), Decoding(preset="top_p", top_p=0.9, new_tokens=10),
+           Decoding(preset="min_p", min_p=0.05, new_tokens=10)]
+
+
+@pytest.mark.parametrize("d", SAMPLED, ids=lambda d: d.preset)
+def test_seeded_sampling_draws_hf_generates_tokens(model, prompts, d):
+    """The same seed gives the same draws as HF generate (its global generator seeded alike)."""
+    ours = generate(model, prompts, d, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        ref = generate_hf(model, prompts, d, generator_seed=7)
+    assert torch.equal(ours, ref)
+
+
+def test_bf16_sampling_decodes_a_copy_and_its_agreement_is_measured(model, prompts):
+    """sample_precision bf16: a bf16 copy of the weights decodes (the fp32 model, still needed for
+    scoring, is untouched); how many tokens it shares with fp32 is what token_agreement says."""
+    fp32 = generate(model, prompts, Decoding(new_tokens=12))
+    bf16 = generate(model, prompts, Decoding(new_tokens=12, precision="bf16"))
+    assert next(model.parameters()).dtype == torch.float32
+    assert torch.equal(generate(model, prompts, Decoding(new_tokens=12)), fp32)
+    assert bf16.shape == fp32.shape and bf16.dtype == torch.long
+    rate = token_agreement(bf16, fp32)
+    assert rate == pytest.approx(float((bf16 == fp32).double().mean()))
+    assert rate > 0.5  # the same model: most tokens agree, near-ties may not
+    with pytest.raises(ValueError, match="precision"):
+        Decoding(precision="fp16")
+
+
+def test_token_agreement():
+    assert token_agreement([[1, 2], [3, 4]], [[1, 2], [3, 5]]) == 0.75
+    assert token_agreement(np.zeros((0, 3)), np.zeros((0, 3))) == 1.0
+    with pytest.raises(ValueError, match="shapes"):
+        token_agreement([[1, 2]], [[1, 2, 3]])
+
+
 def test_beam_search_differs_from_greedy_and_never_stops_early(model, prompts):
     beam = generate(model, prompts, Decoding(new_tokens=12))
     greedy = generate(model, prompts, Decoding(preset="greedy", new_tokens=12))
@@ -65,10 +102,6 @@ def test_last_tokens_with_left_padding(model, prompts):
         alone = generate_hf(model, short.unsqueeze(0), d)
     assert out.shape == (2, 8) and torch.equal(out[0], alone[0])
 
-
-SAMPLED = [Decoding(preset="sampling", new_tokens=10), Decoding(preset="temperature", temperature=0.7, new_tokens=10),
-           Decoding(preset="top_k", top_k=20, new_tokens=10), Decoding(preset="top_p", top_p=0.9, new_tokens=10),
-           Decoding(preset="min_p", min_p=0.05, new_tokens=10)]
 
 
 @pytest.mark.parametrize("d", SAMPLED, ids=lambda d: d.preset)
@@ -148,7 +181,7 @@ def test_strategies_parse_and_label():
     assert (d.preset, d.top_p, d.top_k, d.temperature, d.min_p) == ("top_p", 0.5, 0, 1.0, 0.0)
     assert Decoding.from_config(cfg, "top_k:20").metadata() == {
         "preset": "top_k", "repetition_penalty": 3.0, "new_tokens": 16, "temperature": 1.0, "top_k": 20,
-        "top_p": 1.0, "min_p": 0.0}
+        "top_p": 1.0, "min_p": 0.0, "precision": "fp32"}
     for bad in ("nucleus", "greedy:1", "top_p:2", "top_k:2.5", "min_p:0", "temperature:-1", "top_p:x"):
         with pytest.raises(ValueError, match="decoding"):
             parse_strategy(bad)
@@ -183,7 +216,8 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
     assert t.schema.field("input_ids").type == pa.list_(pa.int32())
     assert set(t.column("source").to_pylist()) == {"generated"} and set(t.column("generation").to_pylist()) == {2}
     meta = read_parquet_metadata(one / "part-000-00001.parquet")
-    assert meta["decoding"] == {"preset": "beam", "num_beams": 3, "repetition_penalty": 3.0, "new_tokens": 16}
+    assert meta["decoding"] == {"preset": "beam", "num_beams": 3, "repetition_penalty": 3.0, "new_tokens": 16,
+                                "precision": "fp32"}
     assert meta["model_sha256"] == "abc" and meta["prompts"] == [8, 16]
     # resume: only the missing chunk is sampled again, and it comes out the same
     (one / "part-000-00001.parquet").unlink()
