@@ -81,7 +81,9 @@ class LMConfig(Section):
                                         "and gradients as HF's loss up to rounding); 0: HF's loss over the whole "
                                         "batch's logits. OPT and GPT-2 below ZeRO-3; others use HF's", min=0)
     checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
-    eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity", min=1)
+    eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity and validation loss (no "
+                                    "grad, no KV cache, the vocabulary logits a chunk at a time: on a GPU it can "
+                                    "be several times micro_batch_size)", min=1)
     eval_precision: str = knob("fp32", "GPU: precision of every perplexity and validation loss (fp32, or bf16 "
                                        "autocast); CPU always scores in fp32", choices=("fp32", "bf16"))
 

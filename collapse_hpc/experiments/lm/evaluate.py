@@ -4,6 +4,9 @@ Scores are fp32 by default also on GPU, where training runs under bf16: bf16 rou
 logits would add its own error to perplexities compared across generations. `bf16=True` (config
 `eval_precision: bf16`) autocasts the forward pass on GPU instead (CPU always scores in fp32).
 
+No KV cache is built, and the logits are computed a chunk of tokens at a time (loss.token_losses):
+the batch (config eval_batch_size) can be large without its whole vocabulary logits in memory.
+
 Each block is scored on its own: every token after the first is predicted from the ones before
 it (the loss HF computes with labels = input_ids). Corpus perplexity is exp of the token-weighted
 mean loss over all blocks; a block's perplexity is exp of its own mean loss.
@@ -38,8 +41,8 @@ def _loss_sums(model, ids: np.ndarray, batch_size: int, device, bf16: bool = Fal
     """Per block: (sum of token losses, number of predicted tokens), then with `classes` (K of
     them) the same for the targets of each class: float64 (n, 2 + 2K)."""
     import torch
-    import torch.nn.functional as F
 
+    from collapse_hpc.experiments.lm.loss import token_losses
     from collapse_hpc.experiments.lm.metrics import CLASSES
 
     k = 0 if classes is None else len(CLASSES)
@@ -52,8 +55,7 @@ def _loss_sums(model, ids: np.ndarray, batch_size: int, device, bf16: bool = Fal
         for start in range(0, len(ids), batch_size):
             batch = torch.from_numpy(ids[start:start + batch_size]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
-                logits = model(input_ids=batch, use_cache=False).logits
-            losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch[:, 1:], reduction="none")
+                losses = token_losses(model, batch)  # the batch's vocabulary logits a chunk at a time
             rows = slice(start, start + len(batch))
             out[rows, 0] = losses.sum(1).double().cpu().numpy()
             out[rows, 1] = losses.shape[1]

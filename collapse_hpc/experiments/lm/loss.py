@@ -14,6 +14,8 @@ API:
 - chunked_lm_loss(hidden, weight, input_ids, chunk_tokens) -> scalar loss (autograd through both)
 - LossHead(model, chunk_tokens): the model's training forward with this loss: module(input_ids)
       -> loss; what the DeepSpeed engine wraps (the HF model stays `.lm`)
+- token_losses(model, input_ids, chunk_tokens) -> (B, T-1) fp32 per-token losses (evaluation, no
+      grad): the same chunks, HF's full logits for unsupported models
 - supports(model) -> bool: an OPT or GPT-2 causal LM whose output embedding has no bias
 """
 from __future__ import annotations
@@ -34,11 +36,17 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype
 
 
-def _chunk(h, w, target, scale: float, grads: bool):
-    """One chunk: (sum of token losses, grad of h, grad of w) with grads scaled by `scale`."""
+def _logits(h, w, target):
+    """One chunk's logits (fp32), their logsumexp and each token's cross entropy."""
     logits = (h @ w.t()).float()
     lse = torch.logsumexp(logits, dim=-1)
-    loss = (lse - logits.gather(1, target[:, None]).squeeze(1)).sum()
+    return logits, lse, lse - logits.gather(1, target[:, None]).squeeze(1)
+
+
+def _chunk(h, w, target, scale: float, grads: bool):
+    """One chunk: (sum of token losses, grad of h, grad of w) with grads scaled by `scale`."""
+    logits, lse, losses = _logits(h, w, target)
+    loss = losses.sum()
     if not grads:
         return loss, None, None
     d = torch.exp(logits - lse[:, None])  # the softmax, in place of the logits
@@ -83,6 +91,24 @@ def chunked_lm_loss(hidden, weight, input_ids, chunk_tokens: int = 2048):
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = input_ids[:, 1:].reshape(-1)
     return _ChunkedCE.apply(h, weight, targets, chunk_tokens)
+
+
+def token_losses(model, input_ids, chunk_tokens: int = 2048):
+    """(B, T-1) fp32 cross entropy of each next token (what HF's loss averages) with the logits
+    computed chunk by chunk (the matrix product in the autocast dtype if autocast is on, as the
+    lm_head's would be); models without chunked support: from their full logits."""
+    import torch.nn.functional as F
+
+    if not supports(model):
+        logits = model(input_ids=input_ids, use_cache=False).logits
+        return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")
+    hidden = model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
+    h, targets = hidden.reshape(-1, hidden.shape[-1]), input_ids[:, 1:].reshape(-1)
+    weight = model.get_output_embeddings().weight
+    out = torch.empty(len(targets), dtype=torch.float32, device=h.device)
+    for lo in range(0, len(targets), chunk_tokens):
+        out[lo:lo + chunk_tokens] = _logits(h[lo:lo + chunk_tokens], weight, targets[lo:lo + chunk_tokens])[2]
+    return out.view(hidden.shape[:2])
 
 
 class LossHead(torch.nn.Module):

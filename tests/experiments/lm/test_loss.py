@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from collapse_hpc.experiments.lm.loss import LossHead, chunked_lm_loss, supports
+from collapse_hpc.experiments.lm.loss import LossHead, chunked_lm_loss, supports, token_losses
 from tests.experiments.lm.conftest import tiny_cfg
 
 
@@ -54,6 +54,21 @@ def test_scaled_gradient_and_no_grad_path():
         assert abs(chunked_lm_loss(hidden, weight, ids, 4).item() - full.item()) < 1e-5
     with pytest.raises(ValueError, match="chunk_tokens"):
         chunked_lm_loss(hidden, weight, ids, 0)
+
+
+@pytest.mark.parametrize("chunk", [7, 10_000])
+def test_token_losses_for_scoring_equal_the_full_logits_ones(chunk):
+    """Scoring's per-token losses: HF's cross entropy of each next token, the head never run whole."""
+    model = _opt().eval()
+    ids = torch.randint(3, 300, (3, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = model(input_ids=ids, use_cache=False).logits
+        want = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+        calls = []
+        model.lm_head.register_forward_hook(lambda *_: calls.append(1))
+        got = token_losses(model, ids, chunk)
+    assert got.shape == (3, 11) and got.dtype == torch.float32 and not calls
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_supported_models():
