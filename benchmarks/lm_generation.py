@@ -17,7 +17,9 @@ The ratio ours/plain of the seconds is what is recorded (the machine's speed can
                                                          (a loaded or slow machine)
   python benchmarks/lm_generation.py --decode-only --opt125m --blocks 36718 --batch 512
       time only the paper's decoding with an OPT-125M-shaped model (random weights: the cost
-      is the same) on the GPU, e.g. for the whole WikiText-2 train split
+      is the same) on the GPU, e.g. for the whole WikiText-2 train split: ours with fp32 and
+      with bf16 weights, HF generate at the reference's batch 16 on the first --hf-blocks
+      prompts, the ratios and how many tokens agree; last line: decode_tokens_per_s: <ours fp32>
 """
 from __future__ import annotations
 
@@ -129,12 +131,10 @@ def plain_hf_generation(data_dir: Path, train, test, tokenizer, cfg) -> float:
     return end - start
 
 
-def decode_only(blocks: int, batch: int, opt125m: bool, device: str) -> None:
-    """The paper's decoding alone, on random 64-token prompts (cost does not depend on the weights)."""
+def decode_model(opt125m: bool, device: str):
+    """A random OPT of OPT-125M's shape (or the CPU workload's): decoding costs the same whatever the weights."""
     import torch
     from transformers import OPTConfig, OPTForCausalLM
-
-    from collapse_hpc.experiments.lm.sample import Decoding, generate
 
     if opt125m:  # facebook/opt-125m's architecture
         config = OPTConfig(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072,
@@ -143,20 +143,53 @@ def decode_only(blocks: int, batch: int, opt125m: bool, device: str) -> None:
         config = OPTConfig(vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, ffn_dim=1024,
                            num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=256)
     torch.manual_seed(0)
-    model = OPTForCausalLM(config).to(device).eval()
-    prompts = torch.randint(3, config.vocab_size, (blocks, 64))
-    d = Decoding()
-    generate(model, prompts[:min(batch, 8)].to(device), d)  # warm-up
+    return OPTForCausalLM(config).to(device).eval()
+
+
+def _timed(fn, prompts, batch: int, device: str):
+    """(new tokens per second, the tokens) of fn over `prompts` in batches of `batch`."""
+    import torch
+
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    for lo in range(0, blocks, batch):
-        generate(model, prompts[lo:lo + batch].to(device), d).cpu()
+    start, out = time.perf_counter(), []
+    for lo in range(0, len(prompts), batch):
+        out.append(fn(prompts[lo:lo + batch].to(device)).cpu())
     seconds = time.perf_counter() - start
-    print(f"decoding {blocks} prompts x 64 new tokens (beam 5, repetition penalty 3.0) on {device} "
-          f"({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"batch {batch}: {seconds:.1f} s, {blocks * 64 / seconds:.0f} new tokens/s")
-    print(f"decode_seconds: {seconds:.1f}")
+    tokens = torch.cat(out)
+    return tokens.numel() / seconds, tokens
+
+
+def decode_only(blocks: int, batch: int, opt125m: bool, device: str, hf_blocks: int) -> None:
+    """The paper's decoding alone on random 64-token prompts: ours in fp32 and bf16, and HF generate
+    at the reference's batch 16 on the first hf_blocks prompts (all in this process)."""
+    import torch
+
+    from collapse_hpc.experiments.lm.sample import Decoding, generate, generate_hf, in_precision, token_agreement
+
+    model = decode_model(opt125m, device)
+    prompts = torch.randint(3, model.config.vocab_size, (blocks, 64), generator=torch.Generator().manual_seed(1))
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"decoding: beam 5, repetition penalty 3.0, 64 new tokens, {blocks} prompts at batch {batch} on {device} "
+          f"({where}); torch {torch.__version__}, transformers {__import__('transformers').__version__}")
+    rates, tokens = {}, {}
+    for precision in ("fp32", "bf16"):
+        d = Decoding(precision=precision)
+        sampler = in_precision(model, precision)
+        generate(sampler, prompts[:min(batch, 8)].to(device), d)  # warm-up
+        rates[precision], tokens[precision] = _timed(lambda b: generate(sampler, b, d), prompts, batch, device)
+        print(f"ours {precision}: {rates[precision]:.0f} new tokens/s")
+    with torch.inference_mode():
+        hf, hf_tokens = _timed(lambda b: generate_hf(model, b, Decoding()), prompts[:hf_blocks], REFERENCE_BATCH,
+                               device)
+    print(f"HF generate fp32 (batch {REFERENCE_BATCH}, {hf_blocks} prompts): {hf:.0f} new tokens/s")
+    n = len(hf_tokens)
+    print(f"token agreement with HF generate: fp32 {token_agreement(tokens['fp32'][:n], hf_tokens):.4f} "
+          f"(rows equal {int((tokens['fp32'][:n] == hf_tokens).all(1).sum())}/{n}), "
+          f"bf16 {token_agreement(tokens['bf16'][:n], hf_tokens):.4f}; "
+          f"bf16 with fp32: {token_agreement(tokens['bf16'], tokens['fp32']):.4f}")
+    print(f"decode ours/HF generate: fp32 {rates['fp32'] / hf:.2f}, bf16 {rates['bf16'] / hf:.2f}")
+    print(f"decode_tokens_per_s: {rates['fp32']:.0f}")
 
 
 def main() -> None:
@@ -169,11 +202,13 @@ def main() -> None:
                    "138 s target is for the default)")
     p.add_argument("--batch", type=int, default=128, help="decode-only: prompts per batch")
     p.add_argument("--device", default=None, help="decode-only: cpu or cuda (default: cuda if available)")
+    p.add_argument("--hf-blocks", type=int, default=64, help="decode-only: prompts HF generate decodes")
     a = p.parse_args()
     if a.decode_only:
         import torch
 
-        decode_only(a.blocks, a.batch, a.opt125m, a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        decode_only(a.blocks, a.batch, a.opt125m, a.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                    min(a.hf_blocks, a.blocks))
         return
     from collapse_hpc.experiments.lm.config import LMConfig
 
