@@ -192,12 +192,15 @@ def _eos_ids(model) -> list[int]:
 # ------------------------------------------------------------------ the fast OPT decoder
 
 class _OPTDecoder:
-    """OPT forward for decoding with a shared-prompt, never-reordered key/value cache."""
+    """OPT forward for decoding with a shared-prompt, never-reordered key/value cache. static: every
+    step attends over the whole preallocated cache (one shape per step, as CUDA graphs need; the
+    default on CUDA), else over the slots written so far (less work on a CPU)."""
 
-    def __init__(self, model):
+    def __init__(self, model, static: bool | None = None):
         import torch
 
         self.model = model
+        self.static = model.device.type == "cuda" if static is None else static
         self.dec = model.model.decoder
         cfg = model.config
         self.heads = cfg.num_attention_heads
@@ -251,8 +254,9 @@ class _OPTDecoder:
             r = x
             h = layer.self_attn_layer_norm(x) if self.pre_ln else x
             q, k, v = (t.reshape(B, P, H, hd).transpose(1, 2) for t in self._qkv(i, h))
-            kc = x.new_empty(B, H, cache_len, hd)
-            vc = x.new_empty(B, H, cache_len, hd)
+            # zeros, not empty: every step attends over the whole cache, unwritten slots with weight 0
+            kc = x.new_zeros(B, H, cache_len, hd)
+            vc = x.new_zeros(B, H, cache_len, hd)
             kc[:, :, :P] = k
             vc[:, :, :P] = v
             caches.append((kc, vc))
@@ -265,24 +269,27 @@ class _OPTDecoder:
 
     def step(self, tokens, position: int, caches, slot: int, mask):
         """One token for each of the (B, K) beams at `position`; their keys/values go to slots
-        slot..slot+K-1. mask (B, 1, K, slot+K) says which cache entries each beam sees."""
+        slot..slot+K-1. mask (B, K, C) says which of the cache's C slots each beam sees. Static:
+        every tensor has the same shape at every step (attention spans the whole preallocated
+        cache), nothing is allocated by size or concatenated, as CUDA graphs of the step need."""
         import torch
 
         B, K = tokens.shape
         H, hd = self.heads, self.head_dim
         pos = torch.full((B, K), position, dtype=torch.long, device=tokens.device)
         x = self._embed(tokens, pos).view(B * K, -1)
-        L = slot + K
+        span = mask.shape[-1] if self.static else slot + K
+        hidden = ~mask[:, None, :, :span]  # (B, 1, K, span)
         for i, (layer, (kc, vc)) in enumerate(zip(self.dec.layers, caches)):
             attn = layer.self_attn
             r = x
             h = layer.self_attn_layer_norm(x) if self.pre_ln else x
             q, k, v = (t.reshape(B, K, H, hd).transpose(1, 2) for t in self._qkv(i, h))
-            kc[:, :, slot:L] = k
-            vc[:, :, slot:L] = v
-            scores = torch.matmul(q, kc[:, :, :L].transpose(-1, -2))  # (B, H, K, L)
-            scores.masked_fill_(~mask, float("-inf"))
-            a = torch.matmul(scores.softmax(-1), vc[:, :, :L])  # (B, H, K, hd)
+            kc[:, :, slot:slot + K] = k
+            vc[:, :, slot:slot + K] = v
+            scores = torch.matmul(q, kc[:, :, :span].transpose(-1, -2))  # (B, H, K, span)
+            scores.masked_fill_(hidden, float("-inf"))
+            a = torch.matmul(scores.softmax(-1), vc[:, :, :span])  # (B, H, K, hd)
             x = r + attn.out_proj(a.transpose(1, 2).reshape(B * K, H * hd))
             if not self.pre_ln:
                 x = layer.self_attn_layer_norm(x)
@@ -290,53 +297,55 @@ class _OPTDecoder:
         return self._logits(x)
 
 
-def _ancestry_mask(anc, P: int, K: int):
-    """(B, K, t) slot of each earlier generated token on a beam's path -> (B, 1, K, P + K*t) mask."""
-    import torch
-    import torch.nn.functional as F
-
-    B, _, t = anc.shape
-    gen = F.one_hot(anc, K).bool().reshape(B, K, t * K)
-    prompt = torch.ones(B, K, P, dtype=torch.bool, device=anc.device)
-    return torch.cat([prompt, gen], dim=-1).unsqueeze(1)
-
-
-def _decode_opt(model, prompts, d: Decoding, generator=None):
+def _decode_opt(model, prompts, d: Decoding, generator=None, static: bool | None = None):
+    """The decoding loop over preallocated state of fixed shapes: `tokens` (B, K, P + n) holds each
+    beam's prompt and new tokens (slots not yet written hold the prompt's first token, already in
+    the history, so the repetition penalty's set is the same), `mask` (B, K, P + K*n) the cache
+    slots each beam sees (the prompt's, then its ancestors': beam j's token of step t sits in slot
+    P + K*t + j). A beam search step reorders both rows by the surviving beams' sources."""
     import torch
 
     B, P = prompts.shape
-    K, n, V = d.beams, d.new_tokens, model.config.vocab_size
-    eos = _eos_ids(model)
-    dec = _OPTDecoder(model)
+    K, n = d.beams, d.new_tokens
+    dec = _OPTDecoder(model, static)
     logits, caches = dec.prefill(prompts, P + K * n)
-    seq = torch.zeros(B, K, n, dtype=torch.long, device=prompts.device)
-    anc = torch.zeros(B, K, n, dtype=torch.long, device=prompts.device)
+    tokens = prompts[:, :1, None].expand(B, K, P + n).clone()
+    tokens[:, :, :P] = prompts.unsqueeze(1)
+    mask = torch.zeros(B, K, P + K * n, dtype=torch.bool, device=prompts.device)
+    mask[:, :, :P] = True
     beam_ids = torch.arange(K, device=prompts.device)
-    history = prompts.unsqueeze(1).expand(B, K, P)
     scores = None
     for t in range(n):
         if t > 0:  # feed the tokens chosen at t-1; beam j's lands in slot j of step t-1
-            anc[:, :, t - 1] = beam_ids
-            mask = _ancestry_mask(anc[:, :, :t], P, K)
-            logits = dec.step(seq[:, :, t - 1], P + t - 1, caches, P + K * (t - 1), mask)
-        hist = torch.cat([history[:, : logits.shape[0] // B], seq[:, : logits.shape[0] // B, :t]], -1)
-        hist = hist.reshape(logits.shape[0], -1)
+            slot = P + K * (t - 1)
+            mask[:, beam_ids, slot + beam_ids] = True
+            logits = dec.step(tokens[:, :, P + t - 1], P + t - 1, caches, slot, mask)
+        rows = logits.shape[0] // B  # 1 at t = 0 (the prompt's logits), else K
+        history = tokens[:, :rows].reshape(B * rows, -1)
         if d.preset == "beam":
-            lp = _repetition_penalty(logits.log_softmax(-1), hist, d.repetition_penalty)
-            lp = _block_eos(lp, eos).view(B, -1, V)
-            if scores is not None:
-                lp.add_(scores.unsqueeze(-1))
-            # HF keeps the top 2K candidates, then the best K of those that did not end
-            top_v, top_i = torch.topk(lp.reshape(B, -1), 2 * K)
-            scores, top_i = top_v[:, :K], top_i[:, :K]
-            src, tok = top_i // V, top_i % V
-            seq = seq.gather(1, src.unsqueeze(-1).expand(B, K, n))
-            anc = anc.gather(1, src.unsqueeze(-1).expand(B, K, n))
-            seq[:, :, t] = tok
+            src, tok, scores = _beam_choice(logits, history, scores, B, K, d, _eos_ids(model))
+            tokens = tokens.gather(1, src.unsqueeze(-1).expand_as(tokens))
+            mask = mask.gather(1, src.unsqueeze(-1).expand_as(mask))
+            tokens[:, :, P + t] = tok
         else:
-            lg = _block_eos(_repetition_penalty(logits, hist, d.repetition_penalty), eos)
-            seq[:, 0, t] = _choose(lg, d, generator)
-    return seq[:, 0]  # beams are sorted by score: beam 0 is the best (all have the same length)
+            lg = _block_eos(_repetition_penalty(logits, history, d.repetition_penalty), _eos_ids(model))
+            tokens[:, 0, P + t] = _choose(lg, d, generator)
+    return tokens[:, 0, P:]  # beams are sorted by score: beam 0 is the best (all have the same length)
+
+
+def _beam_choice(logits, history, scores, B: int, K: int, d: Decoding, eos: list[int]):
+    """One beam-search step as HF's: log-probs, repetition penalty, EOS blocked, added to the beams'
+    scores; of the top 2K candidates the best K that did not end -> (source beam, token, scores)."""
+    import torch
+
+    V = logits.shape[-1]
+    lp = _repetition_penalty(logits.log_softmax(-1), history, d.repetition_penalty)
+    lp = _block_eos(lp, eos).view(B, -1, V)
+    if scores is not None:
+        lp.add_(scores.unsqueeze(-1))
+    top_v, top_i = torch.topk(lp.reshape(B, -1), 2 * K)
+    scores, top_i = top_v[:, :K], top_i[:, :K]
+    return top_i // V, top_i % V, scores
 
 
 def generate_hf(model, prompts, d: Decoding, attention_mask=None, generator_seed: int | None = None):

@@ -82,6 +82,33 @@ def test_token_agreement():
         token_agreement([[1, 2]], [[1, 2, 3]])
 
 
+@pytest.mark.parametrize("preset", ["beam", "greedy"])
+def test_static_decode_steps_have_one_shape_and_hf_generates_tokens(model, prompts, preset, monkeypatch):
+    """The static step (CUDA's default): every step sees tensors of the same shapes and the same
+    cache buffers, and concatenates nothing (a step CUDA graphs can capture); the tokens are still
+    HF generate's."""
+    from collapse_hpc.experiments.lm import sample
+
+    seen, cats, real_cat, step = [], [], torch.cat, sample._OPTDecoder.step
+
+    def spy(self, tokens, position, caches, slot, mask):
+        before = len(cats)
+        out = step(self, tokens, position, caches, slot, mask)
+        seen.append((tuple(tokens.shape), tuple(mask.shape), tuple(out.shape), len(cats) - before,
+                     tuple((tuple(k.shape), k.data_ptr(), v.data_ptr()) for k, v in caches)))
+        return out
+
+    monkeypatch.setattr(sample._OPTDecoder, "step", spy)
+    monkeypatch.setattr(torch, "cat", lambda *a, **k: (cats.append(1), real_cat(*a, **k))[1])
+    d = Decoding(preset=preset, new_tokens=12)
+    with torch.inference_mode():
+        ours = sample._decode_opt(model, prompts, d, static=True)
+        monkeypatch.setattr(torch, "cat", real_cat)
+        assert torch.equal(ours, generate_hf(model, prompts, d))
+    assert len(seen) == 11 and len(set(seen)) == 1
+    assert seen[0][3] == 0  # no concatenation inside a step
+
+
 def test_beam_search_differs_from_greedy_and_never_stops_early(model, prompts):
     beam = generate(model, prompts, Decoding(new_tokens=12))
     greedy = generate(model, prompts, Decoding(preset="greedy", new_tokens=12))
