@@ -55,12 +55,12 @@ class _Inputs:
 
 
 def run_generation(ctx) -> None:
+    lm = Pipeline.start(ctx.config, ctx.data_dir, ctx.log, run_dir=ctx.run_dir)  # times the imports too
     import torch
 
     from collapse_hpc.experiments.lm.sample import read_shards
 
     torch.set_num_threads(ctx.threads)
-    lm = Pipeline.start(ctx.config, ctx.data_dir, ctx.log, run_dir=ctx.run_dir)
     distributed.barrier()  # rank 0 has reset the unit folder before anyone writes into it
     inputs = _inputs(ctx, lm)
     _uses_data(ctx, lm.tokenizer)
@@ -71,7 +71,10 @@ def run_generation(ctx) -> None:
     weights = _weights(ctx, training)
     prompts, decoding, sample_seconds = _sample(ctx, lm, model, inputs, weights)
     shards = read_shards(ctx.path(SHARDS))
+    started = time.perf_counter()
     scores = _evaluate(ctx, lm, model, inputs, shards)
+    ctx.record(phase_seconds={"train": training.get("seconds"), "sample": sample_seconds,
+                              "evaluate": time.perf_counter() - started})
     if not ctx.is_main:
         return
     values = _metrics(ctx, inputs, training, scores, shards, sample_seconds)

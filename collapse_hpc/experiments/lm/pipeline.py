@@ -58,6 +58,8 @@ class Pipeline:
             compile_cache(run_dir)
         startup, t = {}, time.perf_counter()
         import deepspeed  # noqa: F401  (torch, transformers and DeepSpeed: timed on their own)
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
 
         startup["imports"], t = time.perf_counter() - t, time.perf_counter()
         rank, world_size, local_rank = distributed.init()

@@ -450,3 +450,5 @@ def test_job_logs_its_start_up_phases_and_keeps_the_compile_cache_in_the_run_fol
     assert set(manifest["startup_seconds"]) == {"imports", "process_group", "tokenizer", "model_load",
                                                 "deepspeed_init", "first_step"}
     assert all(v >= 0 for v in manifest["startup_seconds"].values())
+    assert set(manifest["phase_seconds"]) == {"train", "sample", "evaluate"}
+    assert all(v > 0 for v in manifest["phase_seconds"].values())
