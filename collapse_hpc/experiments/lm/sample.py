@@ -20,6 +20,12 @@ prompt (not once per beam) and its keys/values are shared by the beams; the beam
 are written once into slots and never reordered - each beam attends to its ancestors' slots through
 a mask. Other architectures go through `generate` (with left padding; the last tokens are taken).
 
+The decoder keeps fixed-shape state (each beam's tokens, the cache slots it sees), so a step needs
+no concatenation; on CUDA every step also attends over the whole preallocated cache (one shape per
+step, what CUDA graphs capture), on a CPU only over the slots written so far. `sample_precision`
+(Decoding.precision) bf16 decodes with a bf16 copy of the weights; token_agreement() says how many
+tokens it shares with fp32 (fp32: HF generate's tokens).
+
 Sharding: prompts are cut into chunks of `batch_size`; rank r samples chunks r, r + world, ... and
 writes each as shards/part-<rank>-<chunk>.parquet. A chunk whose file exists is skipped, so a killed
 run resumes chunk by chunk, and a fixed config + seed gives the same tokens for any world size.

@@ -9,6 +9,14 @@ fp32 on CPU; ZeRO stage 0-3, and `lm.deepspeed` merged over the generated DeepSp
 `torch_autocast`, as Lightning's bf16-mixed): measured 2x faster than DeepSpeed's bf16 weights +
 fp32 master copies for OPT-125M on an H100; `precision: bf16` selects the latter.
 
+Loss and compilation: the engine wraps loss.LossHead (the next-token loss from the decoder's last
+hidden states, `loss_chunk_tokens` tokens of vocabulary logits at a time, gradients taken in the
+same pass; HF's loss with 0, under ZeRO-3 and for other architectures); no KV cache is built.
+`compile` torch.compiles that module (backend and mode from the config) with static shapes: every
+micro-batch is micro x block_size, and validation runs the uncompiled model, so it compiles once.
+The summary's `startup` holds the seconds of DeepSpeed's initialisation and of the first optimizer
+step (with compile, mostly the compilation).
+
 Data order: each epoch shuffles the blocks with a generator seeded by (seed, epoch), pads the
 order to whole global batches by wrapping around (as DistributedSampler does), and every optimizer
 step deals its 128 blocks out as disjoint micro-batches to the ranks. Dropout is reseeded before
@@ -39,7 +47,8 @@ API:
       rank, world_size, local_rank, log) -> dict summary:
       best_val_loss, best_epoch, val_loss (per epoch), train_loss (per epoch), epochs, steps,
       tokens, tokens_per_s, seconds, epoch_seconds (training time of each epoch run here),
-      resumed_from (global step, or None), master_dtype, compute_dtype, autocast_dtype, saved_dtype
+      resumed_from (global step, or None), master_dtype, compute_dtype, autocast_dtype, saved_dtype,
+      loss ('hf' or 'chunked (N tokens)'), startup ({deepspeed_init, first_step} seconds)
   `model` is consumed (moved to the device, possibly cast to bf16); reload from out_dir.
   out_dir is replaced as a whole when training ends: keep ckpt_dir outside it (a ckpt_dir inside
   it is discarded then, and a kill during that last rename loses it). With `last_dir` the weights
