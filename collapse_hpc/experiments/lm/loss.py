@@ -36,16 +36,16 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype
 
 
-def _logits(h, w, target):
-    """One chunk's logits (fp32), their logsumexp and each token's cross entropy."""
-    logits = (h @ w.t()).float()
+def _losses(logits, target):
+    """One chunk's logits in fp32, their logsumexp and each token's cross entropy."""
+    logits = logits.float()
     lse = torch.logsumexp(logits, dim=-1)
     return logits, lse, lse - logits.gather(1, target[:, None]).squeeze(1)
 
 
 def _chunk(h, w, target, scale: float, grads: bool):
     """One chunk: (sum of token losses, grad of h, grad of w) with grads scaled by `scale`."""
-    logits, lse, losses = _logits(h, w, target)
+    logits, lse, losses = _losses(h @ w.t(), target)
     loss = losses.sum()
     if not grads:
         return loss, None, None
@@ -95,8 +95,9 @@ def chunked_lm_loss(hidden, weight, input_ids, chunk_tokens: int = 2048):
 
 def token_losses(model, input_ids, chunk_tokens: int = 2048):
     """(B, T-1) fp32 cross entropy of each next token (what HF's loss averages) with the logits
-    computed chunk by chunk (the matrix product in the autocast dtype if autocast is on, as the
-    lm_head's would be); models without chunked support: from their full logits."""
+    computed chunk by chunk by the model's own output layer (autocast applies as in HF's forward,
+    and under ZeRO-3 each call gathers its weight); models without chunked support: from their
+    full logits."""
     import torch.nn.functional as F
 
     if not supports(model):
@@ -104,10 +105,10 @@ def token_losses(model, input_ids, chunk_tokens: int = 2048):
         return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")
     hidden = model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
     h, targets = hidden.reshape(-1, hidden.shape[-1]), input_ids[:, 1:].reshape(-1)
-    weight = model.get_output_embeddings().weight
+    head = model.get_output_embeddings()
     out = torch.empty(len(targets), dtype=torch.float32, device=h.device)
     for lo in range(0, len(targets), chunk_tokens):
-        out[lo:lo + chunk_tokens] = _logits(h[lo:lo + chunk_tokens], weight, targets[lo:lo + chunk_tokens])[2]
+        out[lo:lo + chunk_tokens] = _losses(head(h[lo:lo + chunk_tokens]), targets[lo:lo + chunk_tokens])[2]
     return out.view(hidden.shape[:2])
 
 

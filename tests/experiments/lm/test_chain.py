@@ -429,10 +429,11 @@ def test_rarity_is_counted_over_the_whole_real_split(tmp_path, lm_data_dir):
 @pytest.mark.timeout(600)
 def test_job_logs_its_start_up_phases_and_keeps_the_compile_cache_in_the_run_folder(tmp_path, lm_data_dir):
     """A generation job logs one line with the seconds of each start-up phase (and its manifest
-    keeps them); with `compile`, inductor's and Triton's caches are folders of the run, not the
-    node's shared /tmp ones (aot_eager here: the same code path, without minutes of C compiling)."""
+    keeps them, and those of training, sampling and evaluation); with `compile`, inductor's and
+    Triton's caches are folders of the run, not the node's shared /tmp ones (aot_eager here: the
+    same code path, without minutes of C compiling); sample_precision bf16 is recorded."""
     store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), compile=True,
-                      compile_backend="aot_eager")
+                      compile_backend="aot_eager", sample_precision="bf16")
     code = ("import os, sys, logging; logging.basicConfig(level=logging.INFO); from collapse_hpc import engine; "
             "engine.run_unit(sys.argv[1], 'lm', 'replace-p0-s0', 0); "
             "print(os.environ['TORCHINDUCTOR_CACHE_DIR']); print(os.environ['TRITON_CACHE_DIR'])")
@@ -451,4 +452,8 @@ def test_job_logs_its_start_up_phases_and_keeps_the_compile_cache_in_the_run_fol
                                                 "deepspeed_init", "first_step"}
     assert all(v >= 0 for v in manifest["startup_seconds"].values())
     assert set(manifest["phase_seconds"]) == {"train", "sample", "evaluate"}
+    # the weights' precision while sampling: in the manifest and in every shard's metadata
+    assert manifest["decoding"]["precision"] == "bf16"
+    shard = next((store.root / "lm" / "replace-p0-s0" / "gen_000" / "shards").glob("part-*.parquet"))
+    assert json.loads(pq.read_schema(shard).metadata[b"decoding"])["precision"] == "bf16"
     assert all(v > 0 for v in manifest["phase_seconds"].values())

@@ -58,16 +58,17 @@ def test_scaled_gradient_and_no_grad_path():
 
 @pytest.mark.parametrize("chunk", [7, 10_000])
 def test_token_losses_for_scoring_equal_the_full_logits_ones(chunk):
-    """Scoring's per-token losses: HF's cross entropy of each next token, the head never run whole."""
+    """Scoring's per-token losses: HF's cross entropy of each next token, the head run a chunk at a time."""
     model = _opt().eval()
     ids = torch.randint(3, 300, (3, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         logits = model(input_ids=ids, use_cache=False).logits
         want = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-        calls = []
-        model.lm_head.register_forward_hook(lambda *_: calls.append(1))
+        rows = []
+        model.lm_head.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[0]))
         got = token_losses(model, ids, chunk)
-    assert got.shape == (3, 11) and got.dtype == torch.float32 and not calls
+    assert got.shape == (3, 11) and got.dtype == torch.float32
+    assert max(rows) == min(chunk, 33) and sum(rows) == 33  # 3 x 11 predicted tokens
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
