@@ -275,10 +275,11 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
         write_binding(unit_dir, expected)
     else:
         unit_dir.mkdir(parents=True, exist_ok=True)
-    ctx = UnitContext(run=run, config=v.section(run), variant=v, index=index, dir=unit_dir,
+    section = v.section(run)
+    ctx = UnitContext(run=run, config=section, variant=v, index=index, dir=unit_dir,
                       previous=previous, run_dir=store.root, data_dir=Path(run.data_dir).absolute(),
                       rank=rank, world_size=world, local_rank=local_rank,
-                      log=logging.getLogger(f"collapse_hpc.{experiment}"))
+                      log=logging.getLogger(f"collapse_hpc.{experiment}"), schema=exp.metrics_schema(section))
     started = time.time()
     with working(store.root):  # holds the run against a new launcher even if ours is killed
         exp.run_unit(ctx)

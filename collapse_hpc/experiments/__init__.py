@@ -17,7 +17,8 @@ from importlib.metadata import entry_points
 
 from collapse_hpc import config as cfgmod
 from collapse_hpc.errors import ConfigError, UserError
-from collapse_hpc.experiments.base import Registration
+from collapse_hpc.experiments.base import Experiment, Registration
+from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.regimes import SCORED
 
 BUILTIN = ("lm", "gmm", "gaussian", "vae")  # registry()'s first entries, in this order
@@ -109,14 +110,21 @@ def get(name: str):
 def describe(name: str):
     """The experiment's Experiment object, or a bare one of that name when its code is absent
     (the report of a run made by an experiment this installation lacks)."""
-    from collapse_hpc.experiments.base import Experiment
-
     try:
         return get(name)
     except KeyError:
-        bare = Experiment()
-        bare.name = name
-        return bare
+        return Unknown(name)
+
+
+class Unknown(Experiment):
+    """An experiment this installation lacks, as the report sees its run folders: its name, and
+    metrics keyed by generation and replicate where the tables have them (no declared metrics)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def metrics_schema(self, section=None) -> MetricsSchema:
+        return MetricsSchema(per_replicate=True, metrics={})
 
 
 def ordered(names: list[str]) -> list[str]:

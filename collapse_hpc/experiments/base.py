@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal
 
 from collapse_hpc.config import plain
 from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime, pooled
 from collapse_hpc.store import atomic
@@ -114,6 +115,8 @@ def check_prepared(experiment: str, run, splits, section=None) -> None:
                         f"--data-dir {data_dir}")
 
 
+METRICS = "metrics.parquet"  # each unit's table of metrics (MetricsSchema), written by UnitContext.write_metrics
+
 # what the store and the engine write into every manifest (a unit's facts go beside them)
 MANIFEST_KEYS = frozenset({"files", "inputs", "config_hash", "packages", "git_commit", "host", "job_id", "started",
                            "finished", "seconds", "experiment", "variant", "unit", "regime", "seed", "settings",
@@ -137,6 +140,7 @@ class UnitContext:
     world_size: int = 1
     local_rank: int = 0
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("collapse_hpc"))
+    schema: MetricsSchema | None = None  # the experiment's metrics_schema(config): what write_metrics checks
     inputs: list[Path] = field(default_factory=list)  # files of the run outside the unit it depends on
     facts: dict = field(default_factory=dict)  # what the unit tells its manifest besides its files
 
@@ -166,6 +170,17 @@ class UnitContext:
 
     def write_table(self, rel: str, table, metadata: dict | None = None) -> Path:
         return atomic.write_parquet(self.dir / rel, table, metadata)
+
+    def write_metrics(self, table, metadata: dict | None = None) -> Path:
+        """metrics.parquet (a pyarrow Table or a dict of columns), checked against the experiment's
+        declared schema first: a table that breaks it raises ValueError and writes nothing."""
+        import pyarrow as pa
+
+        if self.schema is None:
+            raise ValueError(f"{self.variant.experiment}: this unit was given no metrics schema to write against")
+        table = table if isinstance(table, pa.Table) else pa.table(table)
+        self.schema.check(self.variant.experiment, table)
+        return self.write_table(METRICS, table, metadata)
 
     def write_json(self, rel: str, obj) -> Path:
         return atomic.write_json(self.dir / rel, obj)
@@ -218,6 +233,12 @@ class Experiment:
     def variants(self, run) -> list[Variant]:
         return default_variants(self.name, run)
 
+    def metrics_schema(self, section=None) -> MetricsSchema:
+        """What its metrics.parquet holds (schema.MetricsSchema), for the experiment's config section as a
+        unit sees it; section None (the report, which has no section at hand): the key columns and the
+        metrics that do not depend on the config."""
+        raise NotImplementedError
+
     def units(self, run, variant: Variant) -> int:
         """Number of units of a variant: its generations (chain) or its chunks (array)."""
         return run.generations_of(self.name)
@@ -266,9 +287,9 @@ class Experiment:
 
     def metric_specs(self, columns: list[str]) -> dict:
         """name -> plotting.metrics.Metric (display name, unit, which way collapse moves it, and whether it is
-        a result, run bookkeeping or compute) of the metrics.parquet columns among `columns`, declared next
-        to the code that computes them; the report shows an undeclared column under its own name."""
-        return {}
+        a result, run bookkeeping or compute) of the metrics.parquet columns among `columns`: those its
+        metrics_schema declares; the report shows an undeclared column under its own name."""
+        return dict(self.metrics_schema().metrics)
 
     def heading(self, sections: list[dict]) -> str:
         """The report section's heading, given this experiment's config section of each run (raw mappings):

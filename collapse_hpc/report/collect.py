@@ -161,14 +161,17 @@ def _unit_metrics(run: RunData, unit: Unit) -> pd.DataFrame | None:
         return None
     from collapse_hpc import experiments
 
-    df = experiments.describe(unit.experiment).derive(df)  # metrics the figures need, recorded in parts
-    metric_cols = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+    experiment = experiments.describe(unit.experiment)
+    df = experiment.derive(df)  # metrics the figures need, recorded in parts
+    ids = [c for c in experiment.metrics_schema().keys if c in df]  # the declared key columns
+    metric_cols = [c for c in df.columns if c not in ids and pd.api.types.is_float_dtype(df[c])]
+    left = [c for c in df.columns if c not in ids and c not in metric_cols]
+    if left:  # metrics are float64 (schema.MetricsSchema): anything else is no metric, nor a declared key
+        log.warning("%s: columns %s are neither declared keys nor float metrics; left out", path, ", ".join(left))
     if not metric_cols:
         unit.problems.append(f"{path}: no float metric columns")
         return None
     info = run.variant(unit.experiment, unit.variant)
-    setting_cols = [c for c in df.columns if c not in metric_cols and c not in ("generation", "replicate")]
-    ids = ["generation"] + (["replicate"] if "replicate" in df else []) + setting_cols
     # temporary names: a metric may itself be called "value" (or "metric")
     long = df.melt(id_vars=ids, value_vars=metric_cols, var_name="__metric", value_name="__value")
     long = long.rename(columns={"__metric": "metric", "__value": "value"})

@@ -134,3 +134,17 @@ def test_variants_come_from_manifests_in_a_run_without_a_plan(tmp_path):
     df = collect.tidy([collect.load_run(root)])
     assert set(zip(df["variant"], df["regime"], df["seed"])) == {("replace-p0.1-s3", "replace-p0.1", 3),
                                                                  ("accumulate-s3", "accumulate", 3)}
+
+
+def test_key_columns_come_from_the_experiments_declared_schema(tmp_path):
+    """gaussian declares samples a key (MetricsSchema.settings): a float samples column stays a key, and
+    a column that is neither a declared key nor a float metric is left out, not taken for a setting."""
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 1}})
+    synthetic._unit(root, "gaussian", "replace-p0-samples10-s0", "part_000", {"metrics.parquet": {
+        "generation": pa.array([0, 0], pa.int32()), "replicate": pa.array([0, 1], pa.int32()),
+        "samples": pa.array([10.0, 10.0]), "mu_hat": [0.1, 0.2], "note": pa.array([1, 2], pa.int64())}},
+        settings={"samples": 10})
+    df = collect.tidy([collect.load_run(root)])
+    assert set(df["metric"]) == {"mu_hat"}
+    assert "note" not in df.columns and set(df["samples"]) == {10}

@@ -9,8 +9,8 @@ gaussian: each task is a chunk of replicates through every generation, writing m
 """
 from __future__ import annotations
 
-from collapse_hpc.experiments.parts import ArrayExperiment
 from collapse_hpc.experiments.base import Registration
+from collapse_hpc.experiments.parts import ArrayExperiment
 from tests.tail_experiment.config import TailConfig
 
 
@@ -21,6 +21,11 @@ class Tail(ArrayExperiment):
     metrics = ("support: categories the fit gives any probability; tail_mass: its probability beyond the "
                "real distribution's head; tv: total variation distance to the real distribution; "
                "entropy: of the fit (nats).")
+
+    def metrics_schema(self, section=None):
+        from tests.tail_experiment.recursion import SCHEMA
+
+        return SCHEMA
 
     def run_part(self, ctx, size: int) -> None:
         from tests.tail_experiment.recursion import run_part

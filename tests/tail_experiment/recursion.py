@@ -5,9 +5,16 @@ import numpy as np
 import pyarrow as pa
 
 from collapse_hpc.experiments import parts
+from collapse_hpc.experiments.schema import INT32, MetricsSchema
+from collapse_hpc.plotting.metrics import Metric, specs
 from collapse_hpc.regimes import mix
 
-METRICS = ("support", "tail_mass", "tv", "entropy")
+SCHEMA = MetricsSchema(per_replicate=True, generation=INT32, metrics=specs(
+    Metric("support", "categories with any probability", worse="lower"),
+    Metric("tail_mass", "probability beyond the head", worse="lower"),
+    Metric("tv", "total variation to the real", worse="higher"),
+    Metric("entropy", "entropy of the fit", "nats", worse="lower")))
+METRICS = tuple(SCHEMA.metrics)
 
 
 def zipf(categories: int, exponent: float) -> np.ndarray:
@@ -51,4 +58,4 @@ def run_part(ctx, size: int) -> None:
     columns = {"generation": pa.array(np.repeat(np.arange(G, dtype=np.int32), R)),
                "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G))}
     columns.update({m: pa.array(table[m].reshape(-1)) for m in METRICS})
-    ctx.write_table("metrics.parquet", pa.table(columns))
+    ctx.write_metrics(pa.table(columns))

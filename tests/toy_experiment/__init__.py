@@ -6,6 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collapse_hpc.experiments.base import Experiment, Registration
+from collapse_hpc.experiments.schema import INT32, MetricsSchema
+from collapse_hpc.plotting.metrics import Metric
 from tests.toy_experiment.config import ToyConfig
 
 
@@ -15,6 +17,9 @@ class Toy(Experiment):
     shape = "chain"
     resumable = ("steps",)  # a requeued unit keeps its finished steps
     scratch = ("steps",)  # not results: removed before the manifest
+
+    def metrics_schema(self, section=None):
+        return MetricsSchema(per_replicate=True, generation=INT32, metrics={"value": Metric("value", "value")})
 
     def run_unit(self, ctx):
         cfg = ctx.config
@@ -35,7 +40,7 @@ class Toy(Experiment):
             time.sleep(0.5)
             marker.parent.mkdir(exist_ok=True)
             marker.write_text("")
-        ctx.write_table("metrics.parquet", pa.table({
+        ctx.write_metrics(pa.table({
             "generation": pa.array([ctx.index] * cfg.rows, pa.int32()),
             "replicate": pa.array(range(cfg.rows), pa.int32()),
             "value": values}))

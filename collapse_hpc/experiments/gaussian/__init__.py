@@ -33,10 +33,10 @@ class GaussianExperiment(ArrayExperiment):
                "form; the real distribution's own: 0.0455 and 0.0027); "
                "one variant per sample size n (setting samples).")
 
-    def metric_specs(self, columns):
-        from collapse_hpc.experiments.gaussian.run import SPECS
+    def metrics_schema(self, section=None):
+        from collapse_hpc.experiments.gaussian.run import SCHEMA
 
-        return SPECS
+        return SCHEMA
 
     def variants(self, run):
         return default_variants(NAME, run, extra=lambda cfg: [{"samples": n} for n in cfg.samples])

@@ -8,6 +8,7 @@ from tqdm import tqdm
 from collapse_hpc.experiments.gaussian.recursion import recurse
 from collapse_hpc.experiments.gaussian.theory import SIGMAS, tail_mass, w2
 from collapse_hpc.experiments import parts
+from collapse_hpc.experiments.schema import INT32, MetricsSchema
 from collapse_hpc.plotting.metrics import Metric, specs
 
 # what each column is, for the report: display name, unit, which way collapse moves it
@@ -24,6 +25,7 @@ SPECS = specs(
     *(Metric(f"tail_mass_{k}sigma", f"mass beyond the real μ ± {k}σ", worse="lower") for k in SIGMAS),
 )
 METRICS = tuple(SPECS)
+SCHEMA = MetricsSchema(per_replicate=True, metrics=SPECS, generation=INT32, settings=(("samples", INT32),))
 
 
 def run_part(ctx, size: int) -> None:
@@ -58,7 +60,7 @@ def run_part(ctx, size: int) -> None:
                "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G)),
                "samples": pa.array(np.full(G * R, n, dtype=np.int32))}
     columns.update({name: pa.array(table[name].reshape(-1)) for name in METRICS})
-    ctx.write_table("metrics.parquet", pa.table(columns), {
+    ctx.write_metrics(pa.table(columns), {
         "experiment": "gaussian", "variant": ctx.variant.name, "part": ctx.index, "generations": G,
         "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.label, "samples": n,
         "estimator": cfg.estimator})

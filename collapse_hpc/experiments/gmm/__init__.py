@@ -28,7 +28,13 @@ class GMMExperiment(ArrayExperiment):
                "than 2 or 3 from every real mode); per component cK_: weight, mean, covariance and tail positions "
                "(see gmm/metrics.py).")
 
+    def metrics_schema(self, section=None):
+        from collapse_hpc.experiments.gmm.metrics import schema
+
+        return schema(section.components if section is not None else None)
+
     def metric_specs(self, columns):
+        """Also the per-component columns among `columns` (their number is the config's)."""
         from collapse_hpc.experiments.gmm.metrics import SPECS, component_specs
 
         return SPECS | component_specs(columns)

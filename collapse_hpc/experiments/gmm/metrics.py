@@ -21,6 +21,7 @@ import torch
 
 from collapse_hpc.experiments.gmm.mixture import l2_squared, total_variance
 from collapse_hpc.experiments.gmm.passes import JIT
+from collapse_hpc.experiments.schema import INT32, MetricsSchema
 from collapse_hpc.plotting.metrics import Metric, specs
 
 AXES = ("x", "y")
@@ -154,3 +155,9 @@ def component_specs(columns) -> dict[str, Metric]:
         if k[:1] == "c" and k[1:].isdigit() and rest in what:
             out[c] = Metric(c, f"comp. {k[1:]} {what[rest]}")
     return out
+
+
+def schema(components: int | None) -> MetricsSchema:
+    """metrics.parquet of a config with this many components (None: the columns every config has)."""
+    columns = SPECS | component_specs(names(components)) if components else SPECS
+    return MetricsSchema(per_replicate=True, metrics=columns, generation=INT32)

@@ -62,7 +62,7 @@ def run_part(ctx, size: int) -> None:
     columns = {"generation": pa.array(np.repeat(np.arange(G, dtype=np.int32), R)),
                "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G))}
     columns.update({name: pa.array(table[name].reshape(-1)) for name in names})
-    ctx.write_table("metrics.parquet", pa.table(columns), meta)
+    ctx.write_metrics(pa.table(columns), meta)
     if snapshots:
         rep, gen, xy = (np.concatenate(v) for v in zip(*snapshots))
         ctx.write_table("snapshots.parquet", pa.table({

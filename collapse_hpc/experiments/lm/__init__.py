@@ -82,10 +82,10 @@ class LanguageModel(Experiment):
 
         run_generation(ctx)
 
-    def metric_specs(self, columns):
-        from collapse_hpc.experiments.lm.metrics import SPECS
+    def metrics_schema(self, section=None):
+        from collapse_hpc.experiments.lm.metrics import SCHEMA
 
-        return SPECS
+        return SCHEMA
 
     def heading(self, sections):
         """e.g. "Language model: tiny OPT (2 layers, 128 wide) on wikivital": the model the runs used."""

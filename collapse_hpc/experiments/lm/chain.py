@@ -285,7 +285,7 @@ def _write(ctx, lm: Pipeline, inputs: _Inputs, training, weights, decoding, prom
     ctx.write_table("sequence_ppl.parquet", perplexity_table(shards, scores["generated"].per_sequence), meta)
     ctx.write_table("examples.parquet", mixing.examples(prompts, shards, lm.tokenizer, EXAMPLES, cfg.prompts),
                     meta)
-    ctx.write_table("metrics.parquet", metrics_table(g, values), meta | {"rarity": rarity})
+    ctx.write_metrics(metrics_table(g, values), meta | {"rarity": rarity})
     ctx.write_table("training_curve.parquet", curve_table(g, training.get("curve")), meta)
     ctx.log.info("gen %d (%s): test ppl %.2f (rare %.1f, middle %.1f, frequent %.1f), generated-data ppl under "
                  "gen 0: median %.2f, rare tokens %.4f of generated", g, ctx.variant.regime.label,

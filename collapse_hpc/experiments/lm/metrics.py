@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.plotting.metrics import Metric, specs
 
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -148,3 +149,8 @@ def _specs():
 
 
 SPECS = _specs()  # the report's display name, unit and direction of every column above
+# written by generation 0 only (its reference lines), or only under a curated regime (what it let through)
+SOMETIMES = frozenset({"zero_shot_test_ppl", "real_rare_token_share", "real_middle_token_share", "train_real_share",
+                       "train_distinct_share", "detector_accuracy", "detector_auc", "detector_real_weight_share",
+                       "verifier_threshold_ppl"})
+SCHEMA = MetricsSchema(per_replicate=False, metrics=SPECS, optional=SOMETIMES)  # one row per generation

@@ -46,10 +46,10 @@ class Vae(Experiment):
 
         run(ctx)
 
-    def metric_specs(self, columns):
-        from collapse_hpc.experiments.vae.metrics import SPECS
+    def metrics_schema(self, section=None):
+        from collapse_hpc.experiments.vae.metrics import SCHEMA
 
-        return SPECS
+        return SCHEMA
 
     def figures(self):
         from collapse_hpc.experiments.vae.figures import FIGURES

@@ -99,7 +99,7 @@ def _run(ctx) -> None:
     write_latents(ctx, vae, encoder, device)
     table = pa.table({"generation": pa.array([ctx.index], pa.int64()),
                       **{k: pa.array([float(v)], pa.float64()) for k, v in row.items()}})
-    ctx.write_table("metrics.parquet", table, {
+    ctx.write_metrics(table, {
         "experiment": "vae", "dataset": cfg.dataset, "regime": ctx.variant.regime.label,
         "classifier": {k: record[k] for k in ("sha256", "accuracy", "epochs", "arch")},
         "grid": {"rows": grid.ROWS, "cols": grid.COLS, "scale": cfg.grid_scale, "pad": grid.PAD},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.plotting.metrics import Metric, specs
 
 CLASSES = 10
@@ -34,6 +35,8 @@ SPECS = specs(
     Metric("classifier_accuracy", "classifier accuracy", kind="bookkeeping"),
     Metric("real_share", "real share trained on", kind="bookkeeping"),
 )
+
+SCHEMA = MetricsSchema(per_replicate=False, metrics=SPECS)  # one row per generation
 
 
 def class_shares(labels: np.ndarray, classes: int = CLASSES) -> np.ndarray:

@@ -3,6 +3,8 @@ import numpy as np
 import pyarrow as pa
 
 from collapse_hpc.experiments.base import Experiment, Registration
+from collapse_hpc.experiments.schema import MetricsSchema
+from collapse_hpc.plotting.metrics import Metric, specs
 from tests.launch.toys.array.config import ArrayToyConfig
 
 
@@ -13,6 +15,9 @@ class ArrayToy(Experiment):
 
     def units(self, run, variant):
         return run.section(self.name).parts
+
+    def metrics_schema(self, section=None):
+        return MetricsSchema(per_replicate=True, metrics=specs(Metric("mu", "mean"), Metric("sigma", "std")))
 
     def run_unit(self, ctx):
         cfg = ctx.config
@@ -28,7 +33,7 @@ class ArrayToy(Experiment):
                 mu, sigma = float(x.mean()), float(x.std())
                 for k, v in (("generation", g), ("replicate", replicate), ("mu", mu), ("sigma", sigma)):
                     cols[k].append(v)
-        ctx.write_table("metrics.parquet", pa.table(cols))
+        ctx.write_metrics(pa.table(cols))
 
 
 EXPERIMENT = ArrayToy()

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collapse_hpc.experiments.base import Experiment, Registration
+from collapse_hpc.experiments.schema import MetricsSchema
+from collapse_hpc.plotting.metrics import Metric, specs
 from tests.launch.toys.chain.config import ChainToyConfig
 
 STEP_S = 0.5
@@ -19,6 +21,10 @@ class ChainToy(Experiment):
     shape = "chain"
     job = "gpu"  # the lm's kind: ranks from the config, GPUs where a profile gives some
     resumable = ("steps",)
+
+    def metrics_schema(self, section=None):
+        columns = specs(*(Metric(m, m) for m in ("x", "world_size", "rank_sum")))
+        return MetricsSchema(per_replicate=True, metrics=columns)
 
     def run_unit(self, ctx):
         cfg = ctx.config
@@ -52,7 +58,7 @@ class ChainToy(Experiment):
             values = prev + rng.normal(size=cfg.rows)
         else:
             values = rng.normal(size=cfg.rows)
-        ctx.write_table("metrics.parquet", pa.table({
+        ctx.write_metrics(pa.table({
             "generation": pa.array([ctx.index] * cfg.rows, pa.int64()),
             "replicate": pa.array(range(cfg.rows), pa.int64()),
             "x": pa.array(values, pa.float64()),
