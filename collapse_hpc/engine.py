@@ -85,10 +85,10 @@ def open_run(store: RunStore, run, only: list[str] | None = None, force: bool = 
         doomed = redone_by(store, run)
         if doomed:
             unit, had = doomed[0]
+            asked = experiments.get(unit.parent.parent.name).generations(run)
             raise UserError(f"{store.root}: this config would redo {len(doomed)} finished units, deleting their "
-                            f"results (e.g. {unit.relative_to(store.root)}: {had} generations -> "
-                            f"{run.generations_of(unit.parent.parent.name)}); pass --force to redo them, or use "
-                            f"another --run")
+                            f"results (e.g. {unit.relative_to(store.root)}: {had} generations -> {asked}); pass "
+                            f"--force to redo them, or use another --run")
     store.open(run)
     return [c for c in freeze(store, run) if not only or c.experiment in only]
 
@@ -103,7 +103,7 @@ def redone_by(store: RunStore, run) -> list[tuple[Path, object]]:
             continue
         for unit in sorted(p for p in (store.root / name).glob("*/part_*") if p.is_dir()):
             had = (read_manifest(unit) or {}).get("generations")
-            if had is not None and had != run.generations_of(name):
+            if had is not None and had != exp.generations(run):
                 out.append((unit, had))
     return out
 
@@ -120,7 +120,7 @@ def freeze(store: RunStore, run) -> list[Chain]:
 
 
 def _generations(run) -> dict:
-    return {name: run.generations_of(name) for name in run.sections}
+    return {name: experiments.get(name).generations(run) for name in run.sections}
 
 
 def _record(run, chain: Chain) -> dict:
@@ -295,7 +295,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
                    extra={**ctx.facts, **expected,
                           # what the name encodes, for readers without the experiment's code (the report)
                           "regime": v.regime.label, "seed": v.seed, "settings": v.settings,
-                          "config": unit_config, "generations": run.generations_of(experiment),
+                          "config": unit_config, "generations": exp.generations(run),
                           "world_size": world, "resources": _resources(exp.job, world)},
                    inputs=ctx.inputs, root=store.root, data_dir=ctx.data_dir)
     (unit_dir / BINDING).unlink(missing_ok=True)
@@ -319,7 +319,7 @@ def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True, varia
         return False
     if exp.shape != "array":
         return True
-    return manifest.get("generations") == run.generations_of(exp.name)
+    return manifest.get("generations") == exp.generations(run)
 
 
 def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:

@@ -5,7 +5,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from collapse_hpc import engine
+from collapse_hpc import engine, experiments
+from collapse_hpc.errors import UserError
 from collapse_hpc.launch import debug
 from collapse_hpc.store import read_manifest
 from collapse_hpc.verify import verify_run
@@ -66,8 +67,12 @@ def test_array_part_is_redone_when_generations_change(tmp_path):
     unit = gen(store, 0)
     debug.execute(store, run, engine.plan(run))
 
-    class Array:
+    class Array:  # a fake array experiment: an array part holds every generation of its config
         name, shape = "toy", "array"
+
+        @staticmethod
+        def generations(run):
+            return run.generations_of("toy")
 
     assert engine.finished(store, unit, Array, run)
     longer = experiments.config_from_dict({**run.to_dict(), "generations": 5})
@@ -177,3 +182,14 @@ def test_a_unit_outside_the_plan_or_without_one_is_one_error_line(tmp_path):
     store.plan_path.write_text("{not json")
     with pytest.raises(UserError, match="not a plan"):
         engine.run_unit(store.root, "toy", "replace-p0-s0", 0)
+
+
+@pytest.mark.parametrize("section,says", [({"lm": {"model": "facebook/opt-13b"}}, "lm: one task of replace-p0-s0"),
+                                          ({"vae": {"dataset": "mnist", "eval_samples": 30_000_000}},
+                                           "vae: one task of replace-p0-s0")])
+def test_the_memory_guard_sees_the_chain_experiments_too(section, says):
+    """lm and vae estimate their memory as gmm and gaussian do (no experiment may leave it out)."""
+    with pytest.raises(UserError, match=f"{says} would hold about .* GiB in memory, more than"):
+        engine.check(experiments.config_from_dict(section))
+    small = {name: {k: v for k, v in keys.items() if k == "dataset"} for name, keys in section.items()}
+    engine.check(experiments.config_from_dict(small))

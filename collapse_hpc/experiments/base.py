@@ -205,8 +205,9 @@ class UnitContext:
 class Experiment:
     """What an experiment offers the engine, the launchers, the report and `collapse-hpc data`.
 
-    Subclass it in the experiment's folder and set what differs from these defaults; the rest of
-    the package iterates over experiments and never names one (experiments/__init__.py lists them).
+    Subclass it in the experiment's folder, implement the REQUIRED methods (Registration refuses an
+    experiment without them) and set what differs from the defaults; the rest of the package
+    iterates over experiments and never names one (experiments/__init__.py lists them).
     Everything here is cheap to import: heavy code (torch, figures) is imported by the methods.
     """
 
@@ -233,15 +234,37 @@ class Experiment:
     def variants(self, run) -> list[Variant]:
         return default_variants(self.name, run)
 
+    def unmet(self, config: type) -> list[str]:
+        """What of the contract this experiment (with `config`, its Section dataclass) lacks: the
+        required methods it does not implement; empty when it is complete (Registration checks it)."""
+        return [f"{m}()" for m in REQUIRED if getattr(type(self), m) is getattr(Experiment, m)]
+
+    # ---- required: every experiment implements these (Registration refuses one that does not)
+
+    def generations(self, run) -> int:
+        """Generations each of its chains runs (an array part runs them all in memory); the plan,
+        the manifests and the report read it from here."""
+        raise NotImplementedError
+
+    def memory(self, run, variant: Variant) -> int:
+        """Bytes one unit of the variant holds at least, estimated from the config alone (engine.check
+        refuses a plan over its bound before anything is written)."""
+        raise NotImplementedError
+
     def metrics_schema(self, section=None) -> MetricsSchema:
         """What its metrics.parquet holds (schema.MetricsSchema), for the experiment's config section as a
         unit sees it; section None (the report, which has no section at hand): the key columns and the
         metrics that do not depend on the config."""
         raise NotImplementedError
 
+    def run_unit(self, ctx: UnitContext) -> None:
+        raise NotImplementedError
+
+    # ---- defaults an experiment may change
+
     def units(self, run, variant: Variant) -> int:
         """Number of units of a variant: its generations (chain) or its chunks (array)."""
-        return run.generations_of(self.name)
+        return self.generations(run)
 
     def reads(self, variant: Variant, index: int) -> set[int]:
         """The earlier generations of a chain whose files generation `index` reads. The engine hashes
@@ -258,11 +281,6 @@ class Experiment:
         section = variant.section(run) if variant is not None else run.section(self.name)
         return getattr(section, "ranks", None) or 1
 
-    def memory(self, run, variant: Variant) -> int:
-        """Bytes one unit of the variant holds at least, estimated from the config alone (engine.check
-        refuses a plan over its bound before anything is written); 0: not estimated."""
-        return 0
-
     def check(self, run) -> None:
         """Raise UserError (one line) when an input the experiment needs is missing, e.g. an
         unprepared data set. The CLI calls it for every experiment it is about to run, before the run
@@ -277,9 +295,6 @@ class Experiment:
     def hub_models(self, run) -> list[str]:
         """Hub repositories (models, tokenizers) the units load (`collapse-hpc stage` downloads them)."""
         return []
-
-    def run_unit(self, ctx: UnitContext) -> None:
-        raise NotImplementedError
 
     def figures(self) -> list[tuple[str, str, Callable]]:
         """The experiment's own report figures: (key, title, function(Context) -> (Figure, caption) or None)."""
@@ -311,6 +326,9 @@ class Experiment:
         return df
 
 
+REQUIRED = ("generations", "memory", "metrics_schema", "run_unit")  # Experiment's methods without a default
+
+
 @dataclass(frozen=True)
 class Registration:
     """An experiment as the registry holds it (experiments/__init__.py): its config section (a
@@ -323,8 +341,13 @@ class Registration:
     cli: Any = None
 
     def __post_init__(self) -> None:
+        kind = type(self.experiment).__name__
         if not self.experiment.name:
-            raise TypeError(f"{type(self.experiment).__name__}: an experiment needs a name")
+            raise TypeError(f"{kind}: an experiment needs a name")
+        unmet = self.experiment.unmet(self.config)
+        if unmet:
+            raise TypeError(f"experiment {self.experiment.name} ({kind}) lacks {', '.join(unmet)} "
+                            f"(the contract of experiments.base.Experiment)")
 
     @property
     def name(self) -> str:

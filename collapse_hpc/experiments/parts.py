@@ -5,6 +5,7 @@ enough that one part's pools fit in `pool_memory_gib`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from collapse_hpc.experiments.base import Experiment
@@ -25,6 +26,20 @@ def replicate_range(replicates: int, size: int, part: int) -> range:
     return range(part * size, min(replicates, (part + 1) * size))
 
 
+def metrics_table(values: dict, ids: range, **settings: int):
+    """A part's metrics.parquet rows, generation-major: int32 generation and replicate (ids), each
+    setting as an int32 column, and each metric's (generations, replicates) array as a float64 column."""
+    import numpy as np
+    import pyarrow as pa
+
+    G, R = len(next(iter(values.values()))), len(ids)
+    columns = {"generation": pa.array(np.repeat(np.arange(G, dtype=np.int32), R)),
+               "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G))}
+    columns.update({k: pa.array(np.full(G * R, v, dtype=np.int32)) for k, v in settings.items()})
+    columns.update({k: pa.array(np.asarray(v, np.float64).reshape(-1)) for k, v in values.items()})
+    return pa.table(columns)
+
+
 def memory(size: int, generations: int, metrics: int, points: int, pool_points: int) -> int:
     """Bytes one part holds: its metrics table (generations x replicates x metrics, float64), the
     current points of each replicate and the pool an accumulate regime keeps."""
@@ -33,11 +48,23 @@ def memory(size: int, generations: int, metrics: int, points: int, pool_points: 
 
 class ArrayExperiment(Experiment):
     """An experiment whose units are parts: each a chunk of a variant's replicates through every
-    generation, in memory. Its section has `replicates` and `chunk_replicates` (and
-    `pool_memory_gib` where pool_bytes is not 0); it implements run_part."""
+    generation, in memory. Its section has the int keys `replicates` and `chunk_replicates` (and the
+    float `pool_memory_gib` where it implements pool_bytes); it implements run_part (not run_unit)."""
 
     shape = "array"
     job = "cpu"
+
+    def unmet(self, config: type) -> list[str]:
+        """Also run_part, and the section's typed replicate keys."""
+        out = Experiment.unmet(self, config)
+        if type(self).run_part is ArrayExperiment.run_part:
+            out.append("run_part()")
+        keys = {"replicates": int, "chunk_replicates": int}
+        if type(self).pool_bytes is not ArrayExperiment.pool_bytes:
+            keys["pool_memory_gib"] = float
+        types = {f.name: f.type for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else {}
+        out += [f"config key {k}: {t.__name__}" for k, t in keys.items() if types.get(k) not in (t, t.__name__)]
+        return out
 
     def pool_bytes(self, run, variant) -> float:
         """Memory per replicate that the variant's accumulated pools take (0: none kept)."""

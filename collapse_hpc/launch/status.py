@@ -113,9 +113,9 @@ def why_not_done(store: RunStore, run, job) -> str:
     problems = verify_unit(unit_dir, deep=False)
     if problems:
         return problems[0].replace(str(store.root) + os.sep, "")
-    if job.shape == "array" and manifest.get("generations") != run.generations_of(job.experiment):
-        return (f"{rel} holds {manifest.get('generations')} generations, the config asks for "
-                f"{run.generations_of(job.experiment)}")
+    asked = experiments.get(job.experiment).generations(run)
+    if job.shape == "array" and manifest.get("generations") != asked:
+        return f"{rel} holds {manifest.get('generations')} generations, the config asks for {asked}"
     return f"{rel} does not verify"
 
 

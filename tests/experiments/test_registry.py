@@ -6,7 +6,10 @@ import os
 import pytest
 
 from collapse_hpc import experiments
-from collapse_hpc.experiments.base import Registration
+from collapse_hpc.experiments.base import Experiment, Registration
+from collapse_hpc.experiments.parts import ArrayExperiment
+from tests.tail_experiment import Tail
+from tests.tail_experiment.config import TailConfig
 from tests.test_cli import cli, one_error_line
 from tests.toy_experiment import Toy
 from tests.toy_experiment.config import ToyConfig
@@ -62,3 +65,38 @@ class _Toy2(Toy):
 
 
 TOY2 = Registration(ToyConfig, _Toy2())  # what a third party's package would hold
+
+
+def _without(base, *methods):
+    """A subclass of `base` that falls back to Experiment's own `methods` (those it must implement)."""
+    own = {m: getattr(ArrayExperiment if m == "run_part" else Experiment, m) for m in methods}
+    return type("Partial", (base,), {"name": "partial", **own})
+
+
+@pytest.mark.parametrize("missing", ["generations", "memory", "metrics_schema", "run_unit"])
+def test_registration_refuses_an_experiment_without_a_required_method(missing):
+    with pytest.raises(TypeError) as e:
+        Registration(ToyConfig, _without(Toy, missing)())
+    assert str(e.value) == (f"experiment partial (Partial) lacks {missing}() "
+                            f"(the contract of experiments.base.Experiment)")
+
+
+def test_registration_names_everything_missing_at_once():
+    with pytest.raises(TypeError, match=r"lacks generations\(\), memory\(\) \("):
+        Registration(ToyConfig, _without(Toy, "generations", "memory")())
+
+
+def test_an_array_experiment_needs_run_part_and_its_replicate_keys():
+    with pytest.raises(TypeError, match=r"lacks run_part\(\) "):
+        Registration(TailConfig, _without(Tail, "run_part")())
+    Registration(TailConfig, Tail())  # the tail itself is complete
+    with pytest.raises(TypeError, match="lacks config key replicates: int, config key chunk_replicates: int"):
+        Registration(ToyConfig, Tail())
+    with pytest.raises(TypeError, match="lacks config key pool_memory_gib: float"):
+        Registration(TailConfig, type("Pooled", (Tail,), {"pool_bytes": lambda self, run, variant: 8.0})())
+
+
+def test_an_incomplete_experiment_of_an_entry_point_is_one_error_line(tmp_path):
+    point = "nomemory = tests.experiments.incomplete:REGISTRATION"
+    line = one_error_line(cli("config", env=_plugin(tmp_path, [point])))
+    assert "does not load: TypeError: experiment nomemory (NoMemory) lacks memory()" in line

@@ -9,6 +9,7 @@ gaussian: each task is a chunk of replicates through every generation, writing m
 """
 from __future__ import annotations
 
+from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.base import Registration
 from collapse_hpc.experiments.parts import ArrayExperiment
 from tests.tail_experiment.config import TailConfig
@@ -21,6 +22,16 @@ class Tail(ArrayExperiment):
     metrics = ("support: categories the fit gives any probability; tail_mass: its probability beyond the "
                "real distribution's head; tv: total variation distance to the real distribution; "
                "entropy: of the fit (nats).")
+
+    def generations(self, run) -> int:
+        return run.generations_of(self.name)
+
+    def memory(self, run, variant) -> int:
+        from tests.tail_experiment.recursion import METRICS
+
+        cfg = variant.section(run)
+        return parts.memory(self.part_size(run, variant), self.generations(run), len(METRICS), cfg.samples,
+                            cfg.samples * self.generations(run))  # the pools of every generation
 
     def metrics_schema(self, section=None):
         from tests.tail_experiment.recursion import SCHEMA

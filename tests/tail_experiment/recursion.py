@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.schema import INT32, MetricsSchema
@@ -55,7 +54,4 @@ def run_part(ctx, size: int) -> None:
         pools[g] = np.stack([rng.choice(K, size=n, p=q[r]) for r in range(R)])
         if regime.name == "accumulate":
             running = running + counts(pools[g], K)
-    columns = {"generation": pa.array(np.repeat(np.arange(G, dtype=np.int32), R)),
-               "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G))}
-    columns.update({m: pa.array(table[m].reshape(-1)) for m in METRICS})
-    ctx.write_metrics(pa.table(columns))
+    ctx.write_metrics(parts.metrics_table(table, ids))

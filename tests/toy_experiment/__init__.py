@@ -18,6 +18,12 @@ class Toy(Experiment):
     resumable = ("steps",)  # a requeued unit keeps its finished steps
     scratch = ("steps",)  # not results: removed before the manifest
 
+    def generations(self, run):
+        return run.generations_of(self.name)
+
+    def memory(self, run, variant):
+        return 8 * variant.section(run).rows
+
     def metrics_schema(self, section=None):
         return MetricsSchema(per_replicate=True, generation=INT32, metrics={"value": Metric("value", "value")})
 

@@ -33,6 +33,9 @@ class GaussianExperiment(ArrayExperiment):
                "form; the real distribution's own: 0.0455 and 0.0027); "
                "one variant per sample size n (setting samples).")
 
+    def generations(self, run) -> int:
+        return run.generations_of(NAME)
+
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.gaussian.run import SCHEMA
 
@@ -44,12 +47,12 @@ class GaussianExperiment(ArrayExperiment):
     def pool_bytes(self, run, variant) -> float:
         if variant.regime.name != "accumulate-subsample":  # accumulate keeps running moments only
             return 0.0
-        return variant.settings["samples"] * 8 * run.generations_of(NAME)  # draws from every earlier pool
+        return variant.settings["samples"] * 8 * self.generations(run)  # draws from every earlier pool
 
     def memory(self, run, variant) -> int:
         from collapse_hpc.experiments.gaussian.run import METRICS
 
-        G, n = run.generations_of(NAME), variant.settings["samples"]
+        G, n = self.generations(run), variant.settings["samples"]
         pool = int(self.pool_bytes(run, variant) // 8)  # float64 points per replicate
         return parts.memory(self.part_size(run, variant), G, len(METRICS), n, pool)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 from tqdm import tqdm
 
 from collapse_hpc.experiments.gaussian.recursion import recurse
@@ -56,11 +55,7 @@ def run_part(ctx, size: int) -> None:
               mininterval=5) as bar:
         recurse(real, G, ctx.variant.regime, ddof, rng, record, bar)
 
-    columns = {"generation": pa.array(np.repeat(np.arange(G, dtype=np.int32), R)),
-               "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G)),
-               "samples": pa.array(np.full(G * R, n, dtype=np.int32))}
-    columns.update({name: pa.array(table[name].reshape(-1)) for name in METRICS})
-    ctx.write_metrics(pa.table(columns), {
+    ctx.write_metrics(parts.metrics_table(table, ids, samples=n), {
         "experiment": "gaussian", "variant": ctx.variant.name, "part": ctx.index, "generations": G,
         "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.label, "samples": n,
         "estimator": cfg.estimator})

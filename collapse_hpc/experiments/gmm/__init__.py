@@ -28,6 +28,9 @@ class GMMExperiment(ArrayExperiment):
                "than 2 or 3 from every real mode); per component cK_: weight, mean, covariance and tail positions "
                "(see gmm/metrics.py).")
 
+    def generations(self, run) -> int:
+        return run.generations_of(NAME)
+
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.gmm.metrics import schema
 
@@ -42,12 +45,12 @@ class GMMExperiment(ArrayExperiment):
     def pool_bytes(self, run, variant) -> float:
         if variant.regime.name == "replace":
             return 0.0
-        return variant.section(run).samples * 2 * 8 * run.generations_of(NAME)  # every generation's points
+        return variant.section(run).samples * 2 * 8 * self.generations(run)  # every generation's points
 
     def memory(self, run, variant) -> int:
         from collapse_hpc.experiments.gmm.metrics import names
 
-        cfg, G = variant.section(run), run.generations_of(NAME)
+        cfg, G = variant.section(run), self.generations(run)
         return parts.memory(self.part_size(run, variant), G, len(names(cfg.components)), 2 * cfg.samples,
                             int(self.pool_bytes(run, variant) // 8))
 

@@ -59,10 +59,7 @@ def run_part(ctx, size: int) -> None:
     meta = {"experiment": "gmm", "variant": ctx.variant.name, "part": ctx.index, "generations": G,
             "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.label,
             "init_data": cfg.init_data, "samples": cfg.samples}
-    columns = {"generation": pa.array(np.repeat(np.arange(G, dtype=np.int32), R)),
-               "replicate": pa.array(np.tile(np.array(ids, dtype=np.int32), G))}
-    columns.update({name: pa.array(table[name].reshape(-1)) for name in names})
-    ctx.write_metrics(pa.table(columns), meta)
+    ctx.write_metrics(parts.metrics_table(table, ids), meta)
     if snapshots:
         rep, gen, xy = (np.concatenate(v) for v in zip(*snapshots))
         ctx.write_table("snapshots.parquet", pa.table({

@@ -82,6 +82,15 @@ class LanguageModel(Experiment):
 
         run_generation(ctx)
 
+    def generations(self, run) -> int:
+        return run.generations_of(self.name)
+
+    def memory(self, run, variant) -> int:
+        """Per rank (model.memory): the model's weights, gradients and optimizer moments."""
+        from collapse_hpc.experiments.lm.model import memory
+
+        return memory(variant.section(run))
+
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.lm.metrics import SCHEMA
 

@@ -28,11 +28,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
+
+
+def parameters(cfg) -> int:
+    """Parameters of the config's model, from the config alone: the tiny OPT's from its knobs (embeddings,
+    positions, attention and feed-forward weights; biases and norms left out); a hub tag's from the size
+    its name states (facebook/opt-125m: 125M, opt-1.3b: 1.3B); 0 where the name states none (gpt2)."""
+    if cfg.model == "tiny":
+        h = cfg.hidden_size
+        return cfg.vocab_size * h + max(256, 2 * cfg.block_size) * h + cfg.layers * (4 * h * h + 2 * h * cfg.ffn_size)
+    size = re.search(r"(\d+(?:\.\d+)?)([mb])(?![a-z])", cfg.model.rstrip("/").rsplit("/", 1)[-1].lower())
+    return int(float(size.group(1)) * (1e6 if size.group(2) == "m" else 1e9)) if size else 0
+
+
+def memory(cfg) -> int:
+    """Bytes one rank holds at least while training: fp32 weights and gradients, and AdamW's two moments
+    (shared out over the ranks from ZeRO stage 1 on)."""
+    moments = 8 * parameters(cfg) // (cfg.ranks if cfg.zero_stage >= 1 else 1)
+    return 8 * parameters(cfg) + moments
 
 
 def tiny_config(cfg, tokenizer):

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_seen
 from collapse_hpc.experiments.vae.config import VaeConfig
 
+# (pixels per image, training images) of the data sets the vae reads (data.py: digits 80% of 1,797)
+SIZES = {"digits": (8 * 8, 1438), "mnist": (28 * 28, 60000)}
+
 
 class Vae(Experiment):
     name = "vae"
@@ -45,6 +48,16 @@ class Vae(Experiment):
         from collapse_hpc.experiments.vae.generation import run
 
         run(ctx)
+
+    def generations(self, run) -> int:
+        return run.generations_of(self.name)
+
+    def memory(self, run, variant) -> int:
+        """The float32 images one generation holds: the real training images, as many generated ones
+        (or synthetic_size), the scored samples and those through generation 0's encoder."""
+        cfg = variant.section(run)
+        pixels, train = SIZES[cfg.dataset]
+        return 4 * pixels * (train + (cfg.synthetic_size or train) + cfg.eval_samples + cfg.latent_samples)
 
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.vae.metrics import SCHEMA

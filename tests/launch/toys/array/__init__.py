@@ -16,6 +16,13 @@ class ArrayToy(Experiment):
     def units(self, run, variant):
         return run.section(self.name).parts
 
+    def generations(self, run):
+        return run.generations_of(self.name)
+
+    def memory(self, run, variant):
+        cfg = variant.section(run)
+        return 8 * cfg.samples + 32 * cfg.replicates * self.generations(run)
+
     def metrics_schema(self, section=None):
         return MetricsSchema(per_replicate=True, metrics=specs(Metric("mu", "mean"), Metric("sigma", "std")))
 
@@ -28,7 +35,7 @@ class ArrayToy(Experiment):
             replicate = ctx.index * cfg.replicates + r
             rng = np.random.default_rng(ctx.seed(r))
             mu, sigma = 0.0, 1.0
-            for g in range(ctx.run.generations_of(self.name)):
+            for g in range(self.generations(ctx.run)):
                 x = rng.normal(mu, sigma, cfg.samples)
                 mu, sigma = float(x.mean()), float(x.std())
                 for k, v in (("generation", g), ("replicate", replicate), ("mu", mu), ("sigma", sigma)):

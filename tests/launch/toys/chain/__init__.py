@@ -22,6 +22,12 @@ class ChainToy(Experiment):
     job = "gpu"  # the lm's kind: ranks from the config, GPUs where a profile gives some
     resumable = ("steps",)
 
+    def generations(self, run):
+        return run.generations_of(self.name)
+
+    def memory(self, run, variant):
+        return 8 * variant.section(run).rows
+
     def metrics_schema(self, section=None):
         columns = specs(*(Metric(m, m) for m in ("x", "world_size", "rank_sum")))
         return MetricsSchema(per_replicate=True, metrics=columns)
