@@ -32,7 +32,7 @@ def test_mypy_checks_the_public_modules_and_catches_a_type_error(tmp_path):
     import tomllib
 
     files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
-    public = {"collapse_hpc/config.py", "collapse_hpc/regimes.py", "collapse_hpc/store", "collapse_hpc/engine.py"}
+    public = {"collapse_hpc/config.py", "collapse_hpc/regimes", "collapse_hpc/store", "collapse_hpc/engine.py"}
     assert public <= set(files)
     bad = tmp_path / "bad.py"
     bad.write_text("def f(x: int) -> str:\n    return x\n")

@@ -6,7 +6,7 @@ import numpy as np
 from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.schema import INT32, MetricsSchema
 from collapse_hpc.plotting.metrics import Metric, specs
-from collapse_hpc.regimes import mix
+from collapse_hpc.regimes import Pool
 
 SCHEMA = MetricsSchema(per_replicate=True, generation=INT32, metrics=specs(
     Metric("support", "categories with any probability", worse="lower"),
@@ -36,22 +36,14 @@ def run_part(ctx, size: int) -> None:
     rng = np.random.default_rng(ctx.seed())
     p = zipf(K, cfg.exponent)
     real = rng.choice(K, size=(R, n), p=p)
-    pools: dict[int, np.ndarray] = {}
-    running = counts(real, K)  # accumulate: every point so far, as counts
+    pool = Pool(regime, real, axis=1, summarize=lambda x: counts(x, K), merge=np.add)  # accumulate: counts
     table = {m: np.empty((G, R)) for m in METRICS}
     for g in range(G):
-        if g == 0 or regime.name == "accumulate":
-            c = running
-        else:  # replace and accumulate-subsample assemble their data like every experiment
-            plan = mix(regime, n, [n] * g, rng, size=n)
-            c = counts(np.concatenate([(real if src < 0 else pools[src])[:, idx] for src, idx in plan if len(idx)],
-                                      1), K)
+        c = pool.summary(rng)
         q = c / c.sum(1, keepdims=True)
         table["support"][g] = (q > 0).sum(1)
         table["tail_mass"][g] = q[:, cfg.head:].sum(1)
         table["tv"][g] = 0.5 * np.abs(q - p).sum(1)
         table["entropy"][g] = -np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0).sum(1)
-        pools[g] = np.stack([rng.choice(K, size=n, p=q[r]) for r in range(R)])
-        if regime.name == "accumulate":
-            running = running + counts(pools[g], K)
+        pool.add(np.stack([rng.choice(K, size=n, p=q[r]) for r in range(R)]))
     ctx.write_metrics(parts.metrics_table(table, ids))

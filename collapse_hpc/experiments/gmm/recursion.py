@@ -2,7 +2,7 @@
 
 Generation g of a replicate fits a mixture to its training data (generation 0: the real data),
 then draws `samples` points from the fit. The next generation's training data is chosen by the
-regime (collapse_hpc.regimes.mix) from the replicate's real data and generated pools. The chunk's
+regime from the replicate's real data and generated pools (its collapse_hpc.regimes.Pool). The chunk's
 replicates go through the generations together: one em.fit call per generation fits all of them.
 
 Random draws: every replicate has a generator of its own, seeded by (seed, replicate id), and
@@ -20,7 +20,7 @@ import numpy as np
 from collapse_hpc.experiments.gmm import em
 from collapse_hpc.experiments.gmm.kmeans import kmeans_draws
 from collapse_hpc.experiments.gmm.mixture import Mixtures, sample
-from collapse_hpc.regimes import Regime, mix
+from collapse_hpc.regimes import Pool, Regime
 
 
 @dataclass(frozen=True)
@@ -68,25 +68,13 @@ def real_data(kind: str, n: int, rng: np.random.Generator, separation: float = 4
     return x
 
 
-def training_data(regime: Regime, real: np.ndarray, pools: dict[int, np.ndarray], made: int,
-                  samples: int, rng: np.random.Generator) -> np.ndarray:
-    """One replicate's next training data from its real data and the pools of generations 0..made-1.
-
-    Every pool holds `samples` points; `pools` holds only those the regime can draw from.
-    """
-    plan = mix(regime, real.shape[0], [samples] * made, rng, size=real.shape[0])
-    chosen = [(real if src < 0 else pools[src], idx) for src, idx in plan if len(idx)]
-    parts = [pool if len(idx) == len(pool) else pool[idx] for pool, idx in chosen]  # all of it: no copy
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
 def recurse(real: Sequence[np.ndarray], generations: int, regime: Regime, fit: FitSettings, samples: int,
             rngs: Sequence[np.random.Generator], record: Callable[[Generation], None], progress=None) -> None:
     """Run every generation of the chunk's replicates (real[r] and rngs[r]: the real data and the
     generator of replicate r, see draws); `record` sees each generation (and must copy what it keeps)."""
     R, d = len(real), real[0].shape[1]
     data = np.stack(real)
-    pools: list[dict[int, np.ndarray]] = [{} for _ in range(R)]
+    pools = [Pool(regime, x) for x in real]  # every pool holds `samples` points per generation
     reference = None
     for g in range(generations):
         result = em.fit(data, fit.components, fit.covariance, fit.tol, fit.max_iter, fit.reg_covar,
@@ -101,8 +89,6 @@ def recurse(real: Sequence[np.ndarray], generations: int, regime: Regime, fit: F
             progress.update(R)
         if g + 1 == generations:
             return
-        for r in range(R):
-            if regime.name == "replace":  # only the newest pool can be drawn from
-                pools[r].clear()
-            pools[r][g] = drawn[r]
-        data = np.stack([training_data(regime, real[r], pools[r], g + 1, samples, rngs[r]) for r in range(R)])
+        for pool, items in zip(pools, drawn):
+            pool.add(items)
+        data = np.stack([pool.training(rng) for pool, rng in zip(pools, rngs)])

@@ -254,14 +254,14 @@ def _generate(a, lm, model, load: Path | None, train) -> None:
 
     from collapse_hpc.experiments.lm.model import model_fingerprint
     from collapse_hpc.experiments.lm.sample import Decoding
-    from collapse_hpc.regimes import Regime, mix
+    from collapse_hpc.regimes import REAL, Regime, mix
 
     if not 0.0 <= a.generate_percentage <= 1.0:
         raise UserError(f"--generate_percentage {a.generate_percentage}: must be in [0, 1]")
     out = Path(a.generate)
     picks = dict(mix(Regime("replace", a.generate_percentage), train.num_rows, [train.num_rows],
                      np.random.default_rng(a.seed)))
-    keep = picks[-1]
+    keep = picks[REAL]
     if lm.is_main and len(keep):
         _write_original(out, train.take(pa.array(keep)), lm.tokenizer, a.generate_percentage)
     prompts = train.select(["block_id", "input_ids"]).take(pa.array(picks[0]))

@@ -1,9 +1,9 @@
-"""Scores of the pooled blocks for the curated regimes (regimes.SCORED); regimes.mix uses them.
+"""Scores of the pooled blocks for the curated regimes (collapse_hpc.regimes.scores: how mix reads them).
 
 detector-resample (Drayson & Lampos 2025): a small machine-text detector, trained here on blocks
 of known origin - the real blocks (human) against every generated block of the pool (machine) -
-gives each pooled block an importance weight p(human | block) / p(machine | block), the density
-ratio that makes a weighted draw from the pool a draw from the real data. The detector is a
+gives each pooled block its probability of being real (regimes.scores turns it into the importance
+weight). The detector is a
 logistic regression on TF-IDF of token uni- and bigrams (scikit-learn, no hub model), with
 balanced class weights (so the ratio does not depend on how much of the pool is generated) and
 cross-fitted over two folds: no block is weighed by a detector that saw it in training.
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-REAL = -1
+from collapse_hpc.regimes import REAL
+from collapse_hpc.regimes import scores as curation
+
 FOLDS = 2
-CLIP = 1e-3  # detector probabilities kept in [CLIP, 1 - CLIP]: weights stay within 1e-3 .. 1e3
 
 
 def _texts(blocks) -> list[str]:
@@ -45,8 +46,7 @@ def detector_weights(real, generated: list, seed: int) -> tuple[dict[int, np.nda
         clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
         clf.fit(x, human[train])
         p_human[held] = clf.predict_proba(vec.transform([texts[i] for i in held]))[:, 1]
-    p = np.clip(p_human, CLIP, 1 - CLIP)
-    weights = p / (1 - p)
+    weights = curation.importance_weights(p_human)
     out, start = {}, 0
     for src, pool in pools:
         out[src] = weights[start:start + pool.num_rows]
@@ -57,14 +57,14 @@ def detector_weights(real, generated: list, seed: int) -> tuple[dict[int, np.nda
     return out, info
 
 
-def verifier_scores(ctx, newest, tokenizer, device) -> tuple[dict[int, np.ndarray], dict]:
+def verifier_scores(ctx, newest, tokenizer, device) -> tuple[np.ndarray, dict]:
     """Perplexity of each block of the newest generated pool (generation g-1) under the verifier."""
     import pyarrow.parquet as pq
 
     from collapse_hpc.experiments.lm.evaluate import perplexity
     from collapse_hpc.experiments.lm.model import build_model
 
-    cfg, source = ctx.config, len(ctx.previous) - 1
+    cfg = ctx.config
     if cfg.verifier == "gen0":  # stored by generation g-1 itself: each of its blocks under gen 0
         table = pq.read_table(ctx.previous[-1] / "sequence_ppl.parquet")
         by_id = dict(zip(table.column("block_id").to_pylist(), table.column("ppl").to_pylist()))
@@ -73,17 +73,13 @@ def verifier_scores(ctx, newest, tokenizer, device) -> tuple[dict[int, np.ndarra
         model = build_model(cfg, tokenizer, ctx.data_dir).to(device).eval()
         _, ppl = perplexity(model, newest, batch_size=cfg.eval_batch_size, device=device, rank=ctx.rank,
                             world_size=ctx.world_size)
-    q = ctx.variant.regime.verifier_quantile
-    # the share passing is q by construction (the q-quantile of these very scores): not a metric
-    return {source: ppl}, {"verifier_threshold_ppl": float(np.quantile(ppl, q))}
+    # the share passing is the quantile by construction (of these very scores): not a metric
+    return ppl, {"verifier_threshold_ppl": curation.threshold(ctx.variant.regime, ppl)}
 
 
 def scores(ctx, real, generated: list, tokenizer, device) -> tuple[dict | None, dict]:
     """What regimes.mix needs for this variant's regime (None for the uncurated ones), and figures
     about it for metrics.parquet."""
-    name = ctx.variant.regime.name
-    if not generated or name not in ("detector-resample", "verifier-filter"):
-        return None, {}
-    if name == "detector-resample":
-        return detector_weights(real, generated, ctx.seed(5))
-    return verifier_scores(ctx, generated[-1], tokenizer, device)
+    return curation.curated(ctx.variant.regime, len(generated),
+                            detector=lambda: detector_weights(real, generated, ctx.seed(5)),
+                            verifier=lambda source: verifier_scores(ctx, generated[source], tokenizer, device))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-REAL = -1
+from collapse_hpc.regimes import REAL, mix, slot_order
 
 
 def _pool_table(pool, source: int, idx: np.ndarray):
@@ -24,7 +24,6 @@ def _pool_table(pool, source: int, idx: np.ndarray):
         "source_generation": pa.array(np.full(len(idx), source), pa.int32()),
         "source_block_id": part.column("block_id").cast(pa.int64()),
         "input_ids": part.column("input_ids").cast(pa.list_(pa.int32())),
-        "_slot": pa.array(idx, pa.int64()),
     })
 
 
@@ -33,15 +32,11 @@ def training_set(regime, real, generated: list, rng: np.random.Generator, scores
     curated regimes' per-block scores by source (curation.scores)."""
     import pyarrow as pa
 
-    from collapse_hpc.regimes import mix
-
     picks = mix(regime, real.num_rows, [t.num_rows for t in generated], rng, scores=scores)
-    parts = [_pool_table(real if src == REAL else generated[src], src, idx) for src, idx in picks]
-    table = pa.concat_tables(parts)
-    slots = table.column("_slot").to_numpy()
-    if regime.name == "replace" and np.array_equal(np.sort(slots), np.arange(len(slots))):
-        table = table.take(pa.array(np.argsort(slots, kind="stable")))  # slot i: real i or its successor
-    table = table.drop_columns(["_slot"])
+    table = pa.concat_tables([_pool_table(real if src == REAL else generated[src], src, idx) for src, idx in picks])
+    order = slot_order(regime, picks)
+    if order is not None:
+        table = table.take(pa.array(order))  # slot i: real i or its successor
     return table.add_column(0, "block_id", pa.array(np.arange(table.num_rows), pa.int64()))
 
 

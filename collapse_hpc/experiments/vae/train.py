@@ -15,14 +15,12 @@ import torch
 from tqdm import tqdm
 
 from collapse_hpc.experiments.vae.model import ConvVAE, losses
-from collapse_hpc.regimes import Regime, mix
-
-REAL = -1
+from collapse_hpc.regimes import REAL, Regime, mix
 
 
 def plan_slots(regime: Regime, n_real: int, n_generated: int, generations: int,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(source, index) of every training slot: source -1 real image `index`, g a sample of generation g."""
+    """(source, index) of every training slot: source REAL real image `index`, g a sample of generation g."""
     size = n_real if generations == 0 else n_generated
     parts = mix(regime, n_real, [n_generated] * generations, rng, size=size)
     source = np.concatenate([np.full(len(idx), src, np.int64) for src, idx in parts])

@@ -43,6 +43,6 @@ def test_verifier_gen0_reads_the_stored_perplexities_by_block(tmp_path):
     newest = _blocks(np.zeros((3, 4)), 10)  # block ids 10, 11, 12
     ctx = SimpleNamespace(config=SimpleNamespace(verifier="gen0"), previous=[Path(gen)],
                           variant=SimpleNamespace(regime=Regime("verifier-filter", verifier_quantile=0.5)))
-    scores, info = curation.verifier_scores(ctx, newest, tokenizer=None, device=None)
+    scores, info = curation.scores(ctx, None, [newest], tokenizer=None, device=None)
     assert list(scores) == [0] and scores[0].tolist() == [10.0, 20.0, 30.0]
     assert info == {"verifier_threshold_ppl": 20.0}  # the share passing is the quantile: not a metric

@@ -4,9 +4,8 @@ import torch
 
 from collapse_hpc.experiments.vae import model, train
 from collapse_hpc.experiments.vae.config import VaeConfig
+from collapse_hpc.regimes import REAL as R
 from collapse_hpc.regimes import Regime
-
-R = train.REAL
 
 
 def _plan(regime, generations, n_real=1000, n_gen=1000):

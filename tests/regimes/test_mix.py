@@ -1,10 +1,10 @@
-"""The curated regimes pick what their scores say: importance resampling and verifier filtering."""
+"""What mix picks: the curated regimes by their scores, replace slot by slot (and slot_order back)."""
 import numpy as np
 import pytest
 
 from collapse_hpc import experiments
 from collapse_hpc.errors import ConfigError
-from collapse_hpc.regimes import Regime, mix
+from collapse_hpc.regimes import REAL, Regime, mix, slot_order
 
 
 def test_detector_resample_draws_by_weight_from_the_whole_pool():
@@ -54,3 +54,25 @@ def test_curated_regimes_in_configs():
         assert "\n" not in str(e.value)
     # another experiment may keep its own regimes beside lm's curated ones
     experiments.config_from_dict({"regimes": ["verifier-filter"], "lm": {}, "gmm": {"regimes": ["replace"]}})
+
+
+def test_replace_draws_slot_wise_and_slot_order_puts_items_back():
+    # equal sizes: slot i holds real item i (kept) or the item generated from it, never both
+    picks = mix(Regime("replace", 0.3), 10, [10, 10], np.random.default_rng(0))
+    (real_src, keep), (new_src, new) = picks
+    assert (real_src, new_src) == (REAL, 1) and len(keep) == 3
+    assert sorted([*keep, *new]) == list(range(10)) and not set(keep) & set(new)
+    order = slot_order(Regime("replace", 0.3), picks)
+    slots = np.concatenate([keep, new])[order]
+    assert slots.tolist() == list(range(10))
+    source = np.concatenate([np.full(len(keep), REAL), np.full(len(new), 1)])[order]
+    assert (source[keep] == REAL).all() and (source[new] == 1).all()
+
+
+def test_slot_order_only_where_the_draw_was_slot_wise():
+    rng = np.random.default_rng(0)
+    assert slot_order(Regime("accumulate"), mix(Regime("accumulate"), 4, [4], rng)) is None
+    # a newest pool larger than the training set: a random draw, not slots
+    picks = [(REAL, np.array([0, 5])), (0, np.array([1, 7, 8]))]
+    assert slot_order(Regime("replace", 0.4), picks) is None
+    assert slot_order(Regime(), [(REAL, np.arange(3))]).tolist() == [0, 1, 2]  # generation 0
