@@ -24,7 +24,7 @@ from collapse_hpc.config import CHAIN_KEYS, build, config_hash, plain
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
 from collapse_hpc.machine import cores_per_rank
-from collapse_hpc.regimes import Regime
+from collapse_hpc.regimes import Regime, values_of
 from collapse_hpc.store import RunStore, read_manifest, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.lock import working
@@ -129,9 +129,7 @@ def _record(run, chain: Chain) -> dict:
     unit_config = v.config(run)
     return {"experiment": chain.experiment, "variant": v.name, "shape": chain.shape, "kind": chain.kind,
             "ranks": chain.ranks, "units": len(chain.jobs),
-            "regime": {"name": v.regime.name, "keep_fraction": v.regime.keep_fraction,
-                       "verifier_quantile": v.regime.verifier_quantile, "overrides": plain(v.overrides),
-                       "label": v.regime.label},
+            "regime": {**v.regime.record(), "overrides": plain(v.overrides)},
             "seed": v.seed, "setting": [list(kv) for kv in v.setting], "settings": v.settings,
             "config": unit_config, "variant_hash": config_hash(unit_config)}
 
@@ -176,7 +174,8 @@ def _chain(run, rec: dict, file: str) -> Chain:
         base = {k: x for k, x in rec["config"][name].items() if k not in CHAIN_KEYS}
         section = build(type(run.section(name)), base, file, prefix=f"{name}.")
         overrides = {name: {k: getattr(section, k) for k in r["overrides"]}}
-    regime = Regime(r["name"], r["keep_fraction"], r["verifier_quantile"], overrides)
+    values = values_of(r)
+    regime = Regime(values["kind"], values["keep_fraction"], values["verifier_quantile"], overrides)
     v = Variant(name, regime, rec["seed"], tuple((k, x) for k, x in rec["setting"]))
     if v.name != rec["variant"]:
         raise ValueError(f"variant {rec['variant']} reads back as {v.name}")
@@ -293,8 +292,8 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
     unit_config = v.config(run)  # the section as the unit saw it, regime overrides applied
     write_manifest(unit_dir, config_hash=run.hash(), started=started,
                    extra={**ctx.facts, **expected,
-                          # what the name encodes, for readers without the experiment's code (the report)
-                          "regime": v.regime.label, "seed": v.seed, "settings": v.settings,
+                          # what the name encodes, as values, for readers without the experiment's code
+                          "regime": v.regime.record(), "seed": v.seed, "settings": v.settings,
                           "config": unit_config, "generations": exp.generations(run),
                           "world_size": world, "resources": _resources(exp.job, world)},
                    inputs=ctx.inputs, root=store.root, data_dir=ctx.data_dir)

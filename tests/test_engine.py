@@ -115,6 +115,8 @@ def test_regime_override_is_what_the_unit_sees_and_what_its_manifest_records(tmp
     a, b = read_manifest(plain), read_manifest(special)
     assert a["config"]["toy"]["rows"] == 5 and b["config"]["toy"]["rows"] == 7
     assert b["config"]["regime"] == {"name": "replace", "keep_fraction": 0.0, "toy": {"rows": 7}}
+    # the regime as values (a reader needs no label to parse), its label beside them for folders
+    assert b["regime"] == {"kind": "replace", "keep_fraction": 0.0, "verifier_quantile": 0.5, "label": "replace-p0"}
     assert a["variant_hash"] != b["variant_hash"] and a["config_hash"] == b["config_hash"] == run.hash()
     assert verify_run(store.root) == 0
 
@@ -137,7 +139,7 @@ def test_the_plan_is_written_once_with_every_variant_its_config_and_hash(tmp_pat
     assert sorted(by_name) == ["replace-p0-rows7-s0", "replace-p0-rows7-s1", "replace-p0-s0", "replace-p0-s1"]
     special = by_name["replace-p0-rows7-s1"]
     assert special["config"]["toy"]["rows"] == 7 and special["seed"] == 1 and special["units"] == 2
-    assert special["regime"] == {"name": "replace", "keep_fraction": 0.0, "verifier_quantile": 0.5,
+    assert special["regime"] == {"kind": "replace", "keep_fraction": 0.0, "verifier_quantile": 0.5,
                                  "overrides": {"rows": 7}, "label": "replace-p0"}
     written = store.plan_path.stat().st_mtime_ns
     engine.open_run(store, run)  # the same config again: the plan stands as it was written

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from collapse_hpc import regimes
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.metrics import Metric, spec
 from collapse_hpc.store.atomic import atomic_path
 
-KEYS = ["run", "experiment", "variant", "regime", "seed"]  # then setting columns
+REGIME = list(regimes.VALUES)  # the regime as values (kind, keep_fraction, ...) beside its label `regime`
+KEYS = ["run", "experiment", "variant", "regime", *REGIME, "seed"]  # then setting columns
 TAIL = ["replicate", "generation", "metric", "value"]
 SUMMARY = ["n", "n_infinite", "mean", "std", "ci_low", "ci_high"]  # report.stats.summarise's columns
 
@@ -77,7 +79,7 @@ class Context:
         """The summary's rows of `metric` in `run` with the median over seeds and replicates instead of the
         mean (column median): for metrics whose mean a few replicates carry. Computed once per pair."""
         if (run, metric) not in self._medians:
-            keys = ["run", "experiment", "regime", *self.settings(), "metric", "generation"]  # the summary's
+            keys = ["run", "experiment", "regime", *REGIME, *self.settings(), "metric", "generation"]  # the summary's
             d = self.df[(self.df["run"] == run) & (self.df["metric"] == metric)]
             self._medians[(run, metric)] = d.groupby(keys, dropna=False, sort=True)["value"].median().rename(
                 "median").reset_index()
@@ -88,8 +90,19 @@ class Context:
         return {}
 
     def series_labels(self, exclude: tuple[str, ...] = ()) -> list[str]:
-        return sorted({series_label(r, self.settings(), exclude) for _, r in
-                       self.summary.drop_duplicates(["regime", *self.settings()]).iterrows()}, key=series_order)
+        rows = self.summary.drop_duplicates(["regime", *self.settings()])
+        orders = {series_label(r, self.settings(), exclude): series_order(r, self.settings(), exclude)
+                  for _, r in rows.iterrows()}
+        return sorted(orders, key=orders.__getitem__)
+
+    def in_order(self, labels) -> list[str]:
+        """Series labels as unit_series names them, in the legends' order (from their variants' values)."""
+        return sorted(labels, key=lambda label: self._orders.get(label, (True, label)))
+
+    @functools.cached_property
+    def _orders(self) -> dict:
+        return {unit_label(info): unit_order(info) for run in self.runs
+                for (experiment, _), info in run.variants.items() if experiment == self.experiment}
 
 
 @dataclass
@@ -100,39 +113,58 @@ class Fig:
     files: list[Path] = field(default_factory=list)
 
 
-def pretty_regime(label: str) -> str:
-    if label.startswith("replace-p"):
-        frac = float(label[len("replace-p"):])
-        return f"replace, keep {frac:.0%}" if frac else "replace"
-    return label
+def regime_legend(row) -> str:
+    """The regime of a row (of the metrics, the summary or a variant) as legends name it, made from its
+    values (regimes.legend); a row without them (a unit of an unknown variant) shows its label."""
+    kind = row.get("kind")
+    if kind is None or pd.isna(kind):
+        return str(row["regime"])
+    return regimes.legend(kind, float(row["keep_fraction"]), float(row["verifier_quantile"]))
+
+
+def _settings_text(row, settings: list[str], exclude: tuple[str, ...]) -> list[str]:
+    return [f"{k}={row[k]}" for k in settings if k not in exclude and pd.notna(row[k])]
 
 
 def series_label(row, settings: list[str], exclude: tuple[str, ...] = ()) -> str:
-    extra = [f"{k}={row[k]}" for k in settings if k not in exclude and pd.notna(row[k])]
-    return ", ".join([pretty_regime(row["regime"]), *extra])
+    return ", ".join([regime_legend(row), *_settings_text(row, settings, exclude)])
 
 
-def unit_series(run, experiment: str, unit) -> tuple:
-    """A finished unit's variant (VariantInfo) and the label of the series it belongs to: its
-    regime and settings, as the figures' legends name them."""
-    info = run.variant(experiment, unit.variant)
-    return info, series_label({"regime": info.regime, **info.settings}, list(info.settings))
-
-
-def series_order(label: str):
-    """replace (by kept fraction) before accumulate, then settings in natural order (samples=100
-    before samples=1000): the regime decides first, so it keeps its place with or without settings."""
+def series_order(row, settings: list[str], exclude: tuple[str, ...] = ()) -> tuple:
+    """Where a row's series goes in legends: replace (by kept fraction) before the other kinds, then
+    settings in natural order (samples=100 before samples=1000): the regime decides first, so it keeps
+    its place with or without settings. From the row's values, never from its label."""
     import re
 
     def natural(text):
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
-    parts = label.split(", ")
-    regime, rest = parts[:1], parts[1:]
-    if rest and rest[0].startswith("keep "):
-        regime, rest = parts[:2], parts[2:]
-    keep = natural(regime[1]) if len(regime) > 1 else []
-    return (not label.startswith("replace"), natural(regime[0]), keep, natural(", ".join(rest)))
+    kind = row.get("kind")
+    if kind is None or pd.isna(kind):
+        regime: tuple = (True, str(row["regime"]), 0.0, 0.5)
+    else:
+        regime = regimes.order(kind, float(row["keep_fraction"]), float(row["verifier_quantile"]))
+    return (*regime, natural(", ".join(_settings_text(row, settings, exclude))))
+
+
+def variant_row(info) -> dict:
+    """A variant (report.collect's VariantInfo) as a row: its regime's label and values, its settings."""
+    return {"regime": info.regime, **info.values, **info.settings}
+
+
+def unit_label(info) -> str:
+    return series_label(variant_row(info), list(info.settings))
+
+
+def unit_order(info) -> tuple:
+    return series_order(variant_row(info), list(info.settings))
+
+
+def unit_series(run, experiment: str, unit) -> tuple:
+    """A finished unit's variant (VariantInfo) and the label of the series it belongs to: its
+    regime and settings, as the figures' legends name them (unit_order(info): its place in them)."""
+    info = run.variant(experiment, unit.variant)
+    return info, unit_label(info)
 
 
 def num(v, digits: int = 4) -> str:
@@ -157,9 +189,9 @@ def series_rows(ctx: Context, run: str, metric: str, *, fixed: dict | None = Non
     for k, v in (fixed or {}).items():
         s = s[s[k] == v]
     settings = ctx.settings()
-    groups = [(series_label(grp.iloc[0], settings, exclude), grp)
+    groups = [(series_order(grp.iloc[0], settings, exclude), series_label(grp.iloc[0], settings, exclude), grp)
               for _, grp in s.groupby(["regime", *settings], dropna=False, sort=False)]
-    return sorted(groups, key=lambda lg: series_order(lg[0]))
+    return [(label, grp) for _, label, grp in sorted(groups, key=lambda olg: olg[:2])]
 
 
 def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None = None, band: bool = True,

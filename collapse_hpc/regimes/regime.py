@@ -61,6 +61,13 @@ class Regime:
         return dict(self.overrides.get(experiment) or {})
 
 
+def values_of(record: dict) -> dict:
+    """kind, keep_fraction and verifier_quantile of a recorded regime (Regime.record(); a plan.json
+    written before these records calls the kind `name`)."""
+    return {"kind": record.get("kind", record.get("name")), "keep_fraction": record["keep_fraction"],
+            "verifier_quantile": record["verifier_quantile"]}
+
+
 def legend(kind: str, keep_fraction: float = 0.0, verifier_quantile: float = 0.5) -> str:
     """How figures and tables name a regime: replace, replace, keep 10%, accumulate, verifier-filter-q0.3."""
     if kind == "replace":

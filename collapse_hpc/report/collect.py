@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from collapse_hpc import yamlfile
 from collapse_hpc.engine import read_plan
 from collapse_hpc.errors import UserError
-from collapse_hpc.plotting.plots import KEYS, TAIL
+from collapse_hpc.plotting.plots import KEYS, REGIME, TAIL
+from collapse_hpc.regimes import values_of
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.atomic import sha256_file
 from collapse_hpc.store.layout import unit_index
@@ -58,11 +59,20 @@ class Unit:
 @dataclass
 class VariantInfo:
     name: str
-    regime: str
+    regime: str  # its label (the folder-name token): an identity, never parsed
     seed: int
     settings: dict
     planned: int | None  # units planned by the config (None: unknown)
     shape: str = "chain"  # chain (a unit per generation) or array (parts)
+    values: dict = field(default_factory=dict)  # the regime's values (plotting.plots.REGIME); {}: unknown
+
+    @classmethod
+    def of(cls, name: str, regime, seed: int, settings: dict, planned: int | None, shape: str) -> VariantInfo:
+        """From a recorded regime (plan.json's, a manifest's: Regime.record()); an older manifest's bare
+        label gives no values."""
+        if isinstance(regime, dict):
+            return cls(name, str(regime["label"]), seed, settings, planned, shape, values_of(regime))
+        return cls(name, str(regime), seed, settings, planned, shape)
 
 
 @dataclass
@@ -93,9 +103,9 @@ def _recorded(units: list[Unit], variants: dict) -> None:
     for u in units:
         m = u.manifest or {}
         if (u.experiment, u.variant) not in variants and "regime" in m and isinstance(m.get("settings"), dict):
-            variants[(u.experiment, u.variant)] = VariantInfo(u.variant, str(m["regime"]), int(m.get("seed", -1)),
-                                                              m["settings"], None,
-                                                              "chain" if u.name.startswith("gen_") else "array")
+            variants[(u.experiment, u.variant)] = VariantInfo.of(u.variant, m["regime"], int(m.get("seed", -1)),
+                                                                 m["settings"], None,
+                                                                 "chain" if u.name.startswith("gen_") else "array")
 
 
 def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
@@ -104,8 +114,8 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
     alone (_recorded) and the config's generation counts."""
     try:
         plan = read_plan(RunStore(root))
-        variants = {(c["experiment"], c["variant"]): VariantInfo(c["variant"], c["regime"]["label"], c["seed"],
-                                                                 c["settings"], c["units"], c.get("shape", "chain"))
+        variants = {(c["experiment"], c["variant"]): VariantInfo.of(c["variant"], c["regime"], c["seed"],
+                                                                    c["settings"], c["units"], c.get("shape", "chain"))
                     for c in plan["chains"]}
         return variants, dict(plan["generations"])
     except (UserError, KeyError, TypeError) as e:  # an older run folder, or a damaged plan
@@ -182,6 +192,8 @@ def _unit_metrics(run: RunData, unit: Unit) -> pd.DataFrame | None:
             long[k] = v
     long["run"], long["experiment"], long["variant"] = run.label, unit.experiment, unit.variant
     long["regime"], long["seed"] = info.regime, info.seed
+    for k in REGIME:
+        long[k] = info.values.get(k)
     return long
 
 
@@ -197,7 +209,8 @@ def tidy(runs: list[RunData]) -> pd.DataFrame:
                     parts.append(df)
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            KEYS + TAIL, ["str", "str", "str", "str", "int64", "int64", "int64", "str", "float64"])})
+            KEYS + TAIL, ["str", "str", "str", "str", "str", "float64", "float64", "int64", "int64", "int64", "str",
+                          "float64"])})
     df = pd.concat(parts, ignore_index=True)
     settings = [c for c in df.columns if c not in KEYS + TAIL]
     for c in settings:  # one dtype per setting column across experiments (absent -> null)
@@ -205,6 +218,8 @@ def tidy(runs: list[RunData]) -> pd.DataFrame:
         numeric = pd.api.types.is_numeric_dtype(vals) and np.all(np.mod(vals.astype(float), 1) == 0)
         df[c] = df[c].astype("Int64") if numeric else df[c].astype("string")
     df["seed"] = df["seed"].astype("int64")
+    df["keep_fraction"] = df["keep_fraction"].astype("float64")
+    df["verifier_quantile"] = df["verifier_quantile"].astype("float64")
     df["replicate"] = df["replicate"].astype("int64")
     df["generation"] = df["generation"].astype("int64")
     df["value"] = df["value"].astype("float64")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from collapse_hpc.plotting.plots import SUMMARY, setting_columns
+from collapse_hpc.plotting.plots import REGIME, SUMMARY, setting_columns
 
 LEVEL = 0.95
 
@@ -13,7 +13,7 @@ LEVEL = 0.95
 def group_keys(df: pd.DataFrame) -> list[str]:
     """What a summary row is about: everything except seed, replicate and variant (which names
     the seed) and the value itself."""
-    return ["run", "experiment", "regime", *setting_columns(df), "metric", "generation"]
+    return ["run", "experiment", "regime", *REGIME, *setting_columns(df), "metric", "generation"]
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:

@@ -47,7 +47,7 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
             first, end = g0["mean"].iloc[0], gl.iloc[0]
             change = (end["mean"] - first) / abs(first) if first and math.isfinite(first) else float("nan")
             label, m = series_label(grp.iloc[0], settings), spec(specs, metric)
-            rows.append((run, series_order(label), metric, ([run] if multi else []) + [
+            rows.append((run, series_order(grp.iloc[0], settings), metric, ([run] if multi else []) + [
                 label, m.label, m.unit or "—", m.direction or "—", num(first), num(end["mean"]), when,
                 str(int(end["n"])), "—" if not math.isfinite(change) else f"{change:+.1%}"]))
     rows.sort(key=lambda r: r[:3])  # series in the figures' order (replace before accumulate)

@@ -12,8 +12,12 @@ import yaml
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.experiments.gaussian.theory import tail_mass
+from collapse_hpc.regimes import Regime
 from collapse_hpc.store import RunStore, write_manifest, write_parquet
 from collapse_hpc.store.atomic import write_bytes
+
+# the regimes these runs use, by the label their variants' names start with
+REGIMES = {r.label: r for r in (Regime(), Regime("replace", 0.1), Regime("accumulate"))}
 
 
 def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *, finished: bool = True,
@@ -29,7 +33,7 @@ def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *,
         now = time.time()
         write_manifest(d, config_hash="synthetic", started=now - seconds,
                        extra={**(facts or {}), "experiment": experiment, "variant": variant, "unit": unit,
-                              "regime": regime, "seed": seed, "settings": settings or {},
+                              "regime": REGIMES[regime].record(), "seed": seed, "settings": settings or {},
                               "resources": {"gpus": gpus, "cpus": cpus}})
         # the manifest's own clock: make `seconds` exact for the compute test
         import json

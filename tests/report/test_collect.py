@@ -21,7 +21,8 @@ def run(tmp_path):
 def test_long_form_has_every_value_once(run):
     data = collect.load_run(run)
     df = collect.tidy([data])
-    assert list(df.columns[:5]) == ["run", "experiment", "variant", "regime", "seed"]
+    assert list(df.columns[:8]) == ["run", "experiment", "variant", "regime", "kind", "keep_fraction",
+                                    "verifier_quantile", "seed"]
     assert list(df.columns[-4:]) == ["replicate", "generation", "metric", "value"]
     gmm = df[df["experiment"] == "gmm"]
     # 2 regimes x 2 parts x 2 replicates x 3 generations, per metric; total_variance derived from traces
@@ -134,6 +135,9 @@ def test_variants_come_from_manifests_in_a_run_without_a_plan(tmp_path):
     df = collect.tidy([collect.load_run(root)])
     assert set(zip(df["variant"], df["regime"], df["seed"])) == {("replace-p0.1-s3", "replace-p0.1", 3),
                                                                  ("accumulate-s3", "accumulate", 3)}
+    # and the regime as values, as the units' manifests record it
+    assert set(zip(df["variant"], df["kind"], df["keep_fraction"])) == {("replace-p0.1-s3", "replace", 0.1),
+                                                                        ("accumulate-s3", "accumulate", 0.0)}
 
 
 def test_key_columns_come_from_the_experiments_declared_schema(tmp_path):
@@ -148,3 +152,55 @@ def test_key_columns_come_from_the_experiments_declared_schema(tmp_path):
     df = collect.tidy([collect.load_run(root)])
     assert set(df["metric"]) == {"mu_hat"}
     assert "note" not in df.columns and set(df["samples"]) == {10}
+
+
+def test_legends_read_the_regime_values_not_the_label(tmp_path):
+    # the plan's labels say keep 50% and "accumulate"; the values say keep 10% and 0%: the legends,
+    # their order and the tables follow the values (a label names folders, it is never parsed)
+    from collapse_hpc.plotting.plots import Context, series_label, unit_series
+    from collapse_hpc.report import stats
+
+    root = tmp_path / "r"
+    keeps = [{"name": "replace", "keep_fraction": 0.0}, {"name": "replace", "keep_fraction": 0.1}]
+    synthetic.write_config(root, {"lm": {"generations": 3}}, regimes=keeps)
+    synthetic.lm(root, generations=3, seeds=(0,))
+    plan = json.loads((root / "plan.json").read_text())
+    misleading = {"replace-p0.1": "replace-p0.5", "replace-p0": "accumulate"}
+    for chain in plan["chains"]:
+        chain["regime"]["label"] = misleading[chain["regime"]["label"]]
+    (root / "plan.json").write_text(json.dumps(plan))
+    data = collect.load_run(root)
+    df = collect.tidy([data])
+    assert set(df["regime"]) == {"replace-p0.5", "accumulate"}  # the labels, as identities
+    summary = stats.summarise(df[df["experiment"] == "lm"])
+    ctx = Context("lm", df[df["experiment"] == "lm"], summary, [data])
+    assert ctx.series_labels() == ["replace", "replace, keep 10%"]
+    unit = next(u for u in data.finished("lm") if u.variant == "replace-p0.1-s0")
+    assert unit_series(data, "lm", unit)[1] == "replace, keep 10%"
+    assert ctx.in_order(["replace, keep 10%", "replace"]) == ["replace", "replace, keep 10%"]
+    (_, rows), _ = tables.first_last(summary, [data], "lm")
+    assert {r[0] for r in rows} == {"replace", "replace, keep 10%"}
+    row = {"regime": "replace-p0.5", "kind": "verifier-filter", "keep_fraction": 0.0, "verifier_quantile": 0.3}
+    assert series_label(row, []) == "verifier-filter-q0.3"
+
+
+def test_a_plan_written_before_regime_records_still_gives_the_values(tmp_path):
+    # plan.json called the kind `name` before it held Regime.record(); its values still read
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.store import RunStore
+
+    root = tmp_path / "r"
+    synthetic.write_config(root, {"gmm": {"generations": 2, "regimes": ["replace", "accumulate"]}})
+    synthetic.gmm(root, generations=2, parts=1, replicates=2)
+    plan = json.loads((root / "plan.json").read_text())
+    for chain in plan["chains"]:
+        chain["regime"]["name"] = chain["regime"].pop("kind")
+    (root / "plan.json").write_text(json.dumps(plan))
+    data = collect.load_run(root)
+    info = data.variant("gmm", "accumulate-s0")
+    assert info.values["kind"] == "accumulate" and info.planned is not None  # from the plan, not the manifests
+    df = collect.tidy([data])
+    assert set(zip(df["regime"], df["kind"])) == {("replace-p0", "replace"), ("accumulate", "accumulate")}
+    store = RunStore(root)
+    chains = engine.load_plan(store, store.load_config(experiments.sections()))
+    assert {c.variant.regime.name for c in chains} == {"replace", "accumulate"}

@@ -113,11 +113,14 @@ def test_one_generation_has_integer_ticks(tmp_path):
 
 def test_series_ordered_by_regime_before_settings():
     # the same regime keeps its place (and colour) whether or not a setting is in the label
-    from collapse_hpc.plotting.plots import series_order
+    from collapse_hpc.plotting.plots import series_label, series_order
+    from collapse_hpc.regimes import Regime
 
-    labels = ["replace, keep 10%, samples=100", "accumulate, samples=100", "replace, samples=1000",
-              "replace, samples=100", "replace, keep 5%, samples=100", "accumulate-subsample, samples=100"]
-    assert sorted(labels, key=series_order) == [
+    rows = [{"regime": r.label, **r.record(), "samples": n} for r, n in (
+        (Regime("replace", 0.1), 100), (Regime("accumulate"), 100), (Regime(), 1000), (Regime(), 100),
+        (Regime("replace", 0.05), 100), (Regime("accumulate-subsample"), 100))]
+    rows.sort(key=lambda row: series_order(row, ["samples"]))
+    assert [series_label(row, ["samples"]) for row in rows] == [
         "replace, samples=100", "replace, samples=1000", "replace, keep 5%, samples=100",
         "replace, keep 10%, samples=100", "accumulate, samples=100", "accumulate-subsample, samples=100"]
 

@@ -49,5 +49,7 @@ def test_a_metric_that_moves_at_all_stays_in_the_grid():
     rows += [("run", "toy", "v", "replace-p0", 0, 0, 0, "once", 3.0)]  # one generation: not a line at all
     df = pd.DataFrame(rows, columns=["run", "experiment", "variant", "regime", "seed", "replicate", "generation",
                                      "metric", "value"])
+    df = df.assign(kind=df["regime"].map({"replace-p0": "replace", "accumulate": "accumulate"}), keep_fraction=0.0,
+                   verifier_quantile=0.5)  # the regime's values, as collect.tidy gives them
     ctx = Context("toy", df, stats.summarise(df), [])
     assert drawing.constant_metrics(ctx) == {"flat": [1.0], "per_series": [5.0, 7.0]}

@@ -15,7 +15,7 @@ def tidy(rows):
     cols = ["run", "experiment", "variant", "regime", "seed", "samples", "replicate", "generation", "metric", "value"]
     df = pd.DataFrame(rows, columns=cols)
     df["samples"] = df["samples"].astype("Int64")
-    return df
+    return df.assign(kind="replace", keep_fraction=0.0, verifier_quantile=0.5)  # the regime's values (collect.tidy)
 
 
 def test_mean_and_interval_over_seeds():

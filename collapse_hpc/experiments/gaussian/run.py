@@ -57,5 +57,5 @@ def run_part(ctx, size: int) -> None:
 
     ctx.write_metrics(parts.metrics_table(table, ids, samples=n), {
         "experiment": "gaussian", "variant": ctx.variant.name, "part": ctx.index, "generations": G,
-        "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.label, "samples": n,
+        "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.record(), "samples": n,
         "estimator": cfg.estimator})

@@ -11,8 +11,7 @@ from collapse_hpc.experiments.gmm.metrics import SIGMAS, real_share
 from collapse_hpc.experiments.gmm.recursion import real_modes
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, metric_grid, pick, trend
-from collapse_hpc.plotting.plots import (Context, legend_below, no_data, series_order,
-                                         unit_series)
+from collapse_hpc.plotting.plots import Context, legend_below, no_data, unit_order, unit_series
 
 
 L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀ − fₖ‖²", "l2": "L2 distance ‖f₀ − fₖ‖"}
@@ -45,9 +44,10 @@ def gmm_variance(ctx: Context):
 def gmm_snapshots(ctx: Context, most: int = 8):
     rows = []  # (run label, series, DataFrame of one replicate)
     for run in ctx.runs:
-        chosen = {}
+        chosen, orders = {}, {}
         for unit in sorted(run.finished("gmm"), key=lambda u: (u.variant, u.index)):
-            _, key = unit_series(run, "gmm", unit)
+            info, key = unit_series(run, "gmm", unit)
+            orders[key] = unit_order(info)
             if key in chosen:
                 continue
             path = unit.file("snapshots.parquet")
@@ -57,7 +57,7 @@ def gmm_snapshots(ctx: Context, most: int = 8):
             if snap.empty:
                 continue
             chosen[key] = snap[snap["replicate"] == snap["replicate"].min()]
-        rows += [(run.label, k, v) for k, v in sorted(chosen.items(), key=lambda kv: series_order(kv[0]))]
+        rows += [(run.label, k, v) for k, v in sorted(chosen.items(), key=lambda kv: orders[kv[0]])]
     if not rows:
         return None
     gens = sorted(set().union(*(set(v["generation"]) for _, _, v in rows)))

@@ -57,7 +57,7 @@ def run_part(ctx, size: int) -> None:
             raise UserError(f"gmm {ctx.variant.name} part {ctx.index}: {e}") from None
 
     meta = {"experiment": "gmm", "variant": ctx.variant.name, "part": ctx.index, "generations": G,
-            "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.label,
+            "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.record(),
             "init_data": cfg.init_data, "samples": cfg.samples}
     ctx.write_metrics(parts.metrics_table(table, ids), meta)
     if snapshots:

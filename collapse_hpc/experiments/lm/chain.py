@@ -274,7 +274,7 @@ def _write(ctx, lm: Pipeline, inputs: _Inputs, training, weights, decoding, prom
     from collapse_hpc.experiments.lm.metrics import metrics_table
 
     cfg, g = ctx.config, ctx.generation
-    meta = {"generation": g, "regime": ctx.variant.regime.label, "seed": ctx.variant.seed,
+    meta = {"generation": g, "regime": ctx.variant.regime.record(), "seed": ctx.variant.seed,
             "model_sha256": weights["scored"]["sha256"], "sampled_sha256": weights["sampled"]["sha256"],
             "sample_from": cfg.sample_from, "decoding": decoding.metadata(), "init": cfg.init,
             "init_from": training.get("init_from"), "prompts": cfg.prompts,

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, metric_grid, pick
 from collapse_hpc.plotting.plots import (Context, integer_x, legend_below, no_data, plain_log_ticks, series_label,
-                                         series_order, unit_series)
+                                         series_order, unit_order, unit_series)
 
 
 def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
@@ -49,8 +49,9 @@ def _ends(ctx: Context, metric: str) -> list[tuple[str, float, int, float]]:
             continue
         label = series_label(grp.iloc[0], settings)
         label = label if len(ctx.run_labels) == 1 else f"{grp['run'].iloc[0]}: {label}"
-        out.append((label, float(g0["mean"].iloc[0]), int(last["generation"].iloc[0]), float(last["mean"].iloc[0])))
-    return sorted(out, key=lambda e: series_order(e[0]))
+        out.append(((grp["run"].iloc[0], series_order(grp.iloc[0], settings)), label, float(g0["mean"].iloc[0]),
+                    int(last["generation"].iloc[0]), float(last["mean"].iloc[0])))
+    return [e[1:] for e in sorted(out, key=lambda e: e[0])]
 
 
 def _here(parts: list[str], most: int = 4) -> str:
@@ -61,10 +62,10 @@ def _here(parts: list[str], most: int = 4) -> str:
     return " Here: " + "; ".join(parts[:most]) + more + "."
 
 
-def _tail_statements(d: pd.DataFrame) -> list[str]:
+def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
     """Per series: median and p95 of the sequence perplexities at generation 0 and at the last
     generation (seeds pooled), and which way the right tail went."""
-    out = []
+    out, order = [], ctx.in_order(d["series"].unique())
     for (run, series), sub in d.groupby(["run", "series"], sort=False):
         first, last = sub["generation"].min(), sub["generation"].max()
         if first != 0 or last == 0:
@@ -72,8 +73,8 @@ def _tail_statements(d: pd.DataFrame) -> list[str]:
         a, b = (np.percentile(sub.loc[sub["generation"] == g, "ppl"], [50, 95]) for g in (first, last))
         way = "shrank" if b[1] < a[1] else "grew" if b[1] > a[1] else "stayed"
         name = series if d["run"].nunique() == 1 else f"{run}: {series}"
-        out.append((series_order(series), f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])}, "
-                                          f"p95 {_fmt(a[1])} -> {_fmt(b[1])}: the right tail {way}"))
+        out.append((order.index(series), f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])}, "
+                                         f"p95 {_fmt(a[1])} -> {_fmt(b[1])}: the right tail {way}"))
     return [text for _, text in sorted(out, key=lambda e: e[0])]
 
 
@@ -87,7 +88,7 @@ def lm_sequence_ppl(ctx: Context):
     if d.empty:
         return None
     runs = [r for r in ctx.run_labels if r in set(d["run"])]
-    series = sorted(d["series"].unique(), key=series_order)
+    series = ctx.in_order(d["series"].unique())
     lo, hi = d["ppl"].min(), d["ppl"].max()  # the whole range: the tail of unlikely sequences matters
     bins = np.geomspace(lo, max(hi, lo * 1.01), 50)
     gens = sorted(d["generation"].unique())
@@ -115,7 +116,7 @@ def lm_sequence_ppl(ctx: Context):
                  "model (the paper's headline figure), one panel per regime. The paper expects collapse to "
                  "move the histogram left (more sequences the original model finds likely) while a tail of "
                  "sequences it finds unlikely appears; further from generation 0's histogram is worse."
-                 + _here(_tail_statements(d)))
+                 + _here(_tail_statements(ctx, d)))
 
 
 ZERO_SHOT = "zero_shot_test_ppl"  # the chain's generation 0: the initial model on the real test blocks
@@ -318,7 +319,7 @@ def lm_beyond(ctx: Context):
 
     s = ctx.summary
     settings = ctx.settings()
-    if "decoding" not in settings and not any(r.startswith(SCORED) for r in s["regime"].unique()):
+    if "decoding" not in settings and not s["kind"].isin(SCORED).any():
         raise NotInThisRun
     metrics = [m for m in COMPARED if m in set(s["metric"])]
     runs = ctx.run_labels
@@ -369,7 +370,7 @@ def lm_training_curves(ctx: Context):
     if d.empty:
         return None
     d = d.groupby(["run", "series", "generation", "step"], as_index=False)[["loss", "tokens_per_s"]].mean()
-    panels = [(r, s) for r in ctx.run_labels for s in sorted(d["series"].unique(), key=series_order)
+    panels = [(r, s) for r in ctx.run_labels for s in ctx.in_order(d["series"].unique())
               if ((d["run"] == r) & (d["series"] == s)).any()]
     gens = sorted(d["generation"].unique())
     colours = style.generation_colours(len(gens))
@@ -407,14 +408,16 @@ def continuations(runs, prompts: int = 2) -> list:
     out = []
     for run in runs:
         found: dict = defaultdict(lambda: defaultdict(dict))  # series -> seed -> generation -> file
+        orders = {}
         for unit in run.finished("lm"):
             path = unit.file("examples.parquet")
             if path is not None:
                 info, series = unit_series(run, "lm", unit)
                 found[series][info.seed][unit.index] = path
+                orders[series] = unit_order(info)
         if not found:
             continue
-        series = sorted(found, key=series_order)
+        series = sorted(found, key=orders.__getitem__)
         texts = {s: {g: pq.read_table(p).to_pylist() for g, p in found[s][min(found[s])].items()} for s in series}
         gens = sorted({g for s in series for g in texts[s]})
         first = texts[series[0]][min(texts[series[0]])]

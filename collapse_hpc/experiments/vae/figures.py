@@ -6,22 +6,23 @@ import numpy as np
 
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, metric_grid, pick, trend
-from collapse_hpc.plotting.plots import (Context, no_data, series_order, unit_series)
+from collapse_hpc.plotting.plots import Context, no_data, unit_order, unit_series
 
 
 def _files(ctx: Context, name: str) -> list:
     """(run, series, {generation: path of `name`}) for one seed per regime, in the series' order."""
     rows = []
     for run in ctx.runs:
-        found = {}
+        found, orders = {}, {}
         for unit in run.finished("vae"):
             info, key = unit_series(run, "vae", unit)
+            orders[key] = unit_order(info)
             if info.seed != min(v.seed for v in _variants_of(run, "vae", info.regime)):
                 continue  # one seed per regime
             path = unit.file(name)
             if path is not None:
                 found.setdefault(key, {})[unit.index] = path
-        rows += [(run, k, v) for k, v in sorted(found.items(), key=lambda kv: series_order(kv[0]))]
+        rows += [(run, k, v) for k, v in sorted(found.items(), key=lambda kv: orders[kv[0]])]
     return rows
 
 

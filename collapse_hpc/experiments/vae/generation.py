@@ -20,7 +20,7 @@ import torch
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae import classifier, data, grid, metrics, model, train
-from collapse_hpc.experiments.vae.train import REAL
+from collapse_hpc.regimes import REAL
 from collapse_hpc.store import atomic
 
 MODEL = "model.safetensors"
@@ -100,7 +100,7 @@ def _run(ctx) -> None:
     table = pa.table({"generation": pa.array([ctx.index], pa.int64()),
                       **{k: pa.array([float(v)], pa.float64()) for k, v in row.items()}})
     ctx.write_metrics(table, {
-        "experiment": "vae", "dataset": cfg.dataset, "regime": ctx.variant.regime.label,
+        "experiment": "vae", "dataset": cfg.dataset, "regime": ctx.variant.regime.record(),
         "classifier": {k: record[k] for k in ("sha256", "accuracy", "epochs", "arch")},
         "grid": {"rows": grid.ROWS, "cols": grid.COLS, "scale": cfg.grid_scale, "pad": grid.PAD},
         "latent_tail": {"radius_q99": bound, "real": "train split" + (", binarized" if cfg.binarize else ""),

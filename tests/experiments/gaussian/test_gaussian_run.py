@@ -1,4 +1,6 @@
 """The gaussian experiment through the engine, in-process: one variant per sample size."""
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -36,6 +38,9 @@ def test_runs_through_the_engine(tmp_path):
         assert (t["mu_error"] == t["mu_hat"].abs()).all() and (t["var_hat"] > 0).all()
         t1 = pq.read_table(folder / "part_001" / "metrics.parquet").to_pandas()
         assert set(t1["replicate"]) == {3, 4}
+        # the table's metadata carries the regime as values, not only its label
+        meta = json.loads(pq.read_schema(folder / "part_000" / "metrics.parquet").metadata[b"regime"])
+        assert meta == chain.variant.regime.record() and meta["kind"] == chain.variant.regime.name
 
 
 def test_same_seed_gives_bit_identical_parquet(tmp_path):
