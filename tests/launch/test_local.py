@@ -90,12 +90,19 @@ def test_a_redone_unit_gets_the_same_threads_as_in_the_full_run(tmp_path):
     assert read_manifest(gen1)["resources"]["cpus"] == share(3)
 
 
+def _sigint_default() -> None:
+    # a test runner started in the background by a script (no job control) ignores SIGINT, and
+    # the ignore is inherited; a terminal's Ctrl-C reaches a foreground command with it in place
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _ctrl_c_when(cfg, run, marker) -> int:
     """`collapse-hpc run` in its own process group, given Ctrl-C (SIGINT to the whole group, as a
     terminal sends it) once `marker` exists; its exit status. It prints no traceback (nor do its
     job processes, which share its terminal), and says it was interrupted."""
     proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     try:
         deadline = time.time() + 120
         while not marker.exists() and time.time() < deadline and proc.poll() is None:
