@@ -11,7 +11,8 @@ fp32 master copies for OPT-125M on an H100; `precision: bf16` selects the latter
 
 Loss and compilation: the engine wraps loss.LossHead (the next-token loss from the decoder's last
 hidden states, `loss_chunk_tokens` tokens of vocabulary logits at a time, gradients taken in the
-same pass; HF's loss with 0, under ZeRO-3 and for other architectures); no KV cache is built.
+same pass; HF's loss with 0 and for other architectures; under ZeRO-3 the output embedding is the
+head's external parameter, gathered for its forward and backward); no KV cache is built.
 `compile` torch.compiles that module (backend and mode from the config) with static shapes: every
 micro-batch is micro x block_size, and validation runs the uncompiled model, so it compiles once.
 The summary's `startup` holds the seconds of DeepSpeed's initialisation and of the first optimizer
@@ -306,6 +307,8 @@ class _Training:
         # torch's own fused AdamW on CUDA: one kernel, nothing to compile (same update as the default)
         optimizer = None if cfg.fused_adam else torch.optim.AdamW(
             model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=self.device.type == "cuda")
+        conf = ds_config(cfg, self.micro, self.accum, self.world_size, self.precision)
+        self.zero_stage = conf.get("zero_optimization", {}).get("stage", 0)
         self.model, module = model, self._loss_module(model)
 
         def scheduler(basic_optimizer):
@@ -314,8 +317,6 @@ class _Training:
             return torch.optim.lr_scheduler.LambdaLR(
                 basic_optimizer, lambda step: epoch_lr_factor(cfg, step // steps_per_epoch))
 
-        conf = ds_config(cfg, self.micro, self.accum, self.world_size, self.precision)
-        self.zero_stage = conf.get("zero_optimization", {}).get("stage", 0)
         if "activation_checkpointing" in conf:
             # HF models do not call DeepSpeed's checkpointing API: turn on their own
             model.gradient_checkpointing_enable()
@@ -332,16 +333,23 @@ class _Training:
 
     def _loss_module(self, model):
         """What the engine wraps: the model itself (HF's loss), or loss.LossHead around it (the
-        chunked loss; ZeRO-3 gathers weights per submodule call, and the head reads the embedding
-        outside one)."""
+        chunked loss). ZeRO-3 gathers a weight only for its own module's forward and backward; the
+        head reads the output embedding outside lm_head's forward, so it is registered as the
+        head's external parameter: gathered for the head's whole forward and backward."""
         from collapse_hpc.experiments.lm.loss import LossHead, supports
 
         cfg = self.cfg
-        self.chunked = bool(cfg.loss_chunk_tokens) and cfg.zero_stage < 3 and supports(model)
+        self.chunked = bool(cfg.loss_chunk_tokens) and supports(model)
         if cfg.loss_chunk_tokens and not self.chunked:
-            self.log.info("loss: HF's over the whole batch's logits (the chunked loss needs an OPT or GPT-2 "
-                          "model below ZeRO-3)")
-        return LossHead(model, cfg.loss_chunk_tokens) if self.chunked else model
+            self.log.info("loss: HF's over the whole batch's logits (the chunked loss needs an OPT or GPT-2 model)")
+        if not self.chunked:
+            return model
+        head = LossHead(model, cfg.loss_chunk_tokens)
+        if self.zero_stage == 3:
+            import deepspeed
+
+            deepspeed.zero.register_external_parameter(head, model.get_output_embeddings().weight)
+        return head
 
     def compile(self) -> None:
         """torch.compile the engine's module with the config's backend and mode; static shapes (every

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from collapse_hpc import experiments
@@ -107,3 +108,27 @@ def test_tensorboard_monitor_writes_its_event_file(lm_data_dir, tmp_path):
     acc.Reload()
     lr = acc.Scalars("Train/Samples/lr")
     assert len(lr) == r0["steps"] and lr[0].value == pytest.approx(tiny_cfg().lr)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_zero3_trains_on_the_chunked_loss_as_on_hf_loss(lm_data_dir, tmp_path):
+    """Under ZeRO-3 the output embedding is partitioned outside lm_head's forward; registered as the
+    loss head's external parameter it is gathered whole, so the chunked loss runs (the summary, and
+    so training.json, says so) and takes HF's steps: the same per-step losses, validation loss and
+    perplexity on two gloo ranks."""
+    runs = {}
+    for chunk in (40, 0):  # 40 tokens: several chunks per micro-batch of 8 x 15 predicted tokens
+        out = tmp_path / f"chunk{chunk}"
+        over = {"zero_stage": 3, "loss_chunk_tokens": chunk, "epochs": 2, "batch_size": 32, "max_train_blocks": 128}
+        codes, (r0, r1) = _wait(_launch(lm_data_dir, out, over, world=2), out, timeout=540)
+        assert codes == [0, 0], _tail(out)
+        assert r0["zero_stage"] == 3 and r0["params"] == r1["params"]
+        runs[chunk] = r0
+    chunked, hf = runs[40], runs[0]
+    assert (chunked["loss"], hf["loss"]) == ("chunked (40 tokens)", "hf")
+    assert len(chunked["curve"]["loss"]) == chunked["steps"] == 8  # beyond a few steps, rounding compounds
+    np.testing.assert_allclose(chunked["curve"]["loss"], hf["curve"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(chunked["val_loss"], hf["val_loss"], rtol=1e-5)
+    assert chunked["ppl"] == pytest.approx(hf["ppl"], rel=1e-5)
+    assert chunked["val_loss"][-1] < chunked["initial_val_loss"]

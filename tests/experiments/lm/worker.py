@@ -51,6 +51,8 @@ def main():
     rank, world, local = distributed.init()
     tok = load_tokenizer(cfg, data_dir)
     train = load_blocks(data_dir, "tiny", "train", tok, cfg.block_size)
+    if cfg.max_train_blocks:  # as the chain takes generation 0's blocks
+        train = train.slice(0, cfg.max_train_blocks)
     val = load_blocks(data_dir, "tiny", "validation", tok, cfg.block_size)
     model = build_model(cfg, tok, data_dir)
     from collapse_hpc.experiments.lm.evaluate import mean_loss
