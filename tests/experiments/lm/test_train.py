@@ -81,8 +81,14 @@ def test_ds_config_bf16_and_zero_stage():
     assert conf["train_batch_size"] == 128 and conf["gradient_accumulation_steps"] == 4
     assert conf["zero_optimization"]["stage"] == 2 and conf["bf16"]["enabled"]
     assert not conf["torch_autocast"]["enabled"]
+    assert conf["data_types"] == {"grad_accum_dtype": "fp32"} and conf["communication_data_type"] == "fp32"
+    # bf16 weights with fp32 gradients: DeepSpeed's BF16_Optimizer, which it builds from ZeRO-1 on
+    assert train.ds_config(tiny_cfg(), 16, 8, 1, "bf16")["zero_optimization"]["stage"] == 1
+    bf16_sums = train.ds_config(tiny_cfg(deepspeed={"data_types": {"grad_accum_dtype": "bf16"}}), 16, 8, 1, "bf16")
+    assert bf16_sums["zero_optimization"]["stage"] == 0  # DeepSpeed's ZeRO-0 bf16 wrapper stays an option
     mixed = train.ds_config(tiny_cfg(), 16, 8, 1, "bf16-mixed")
     assert mixed["torch_autocast"]["enabled"] and not mixed["bf16"]["enabled"]
+    assert "data_types" not in mixed and mixed["zero_optimization"]["stage"] == 0
     assert "optimizer" not in conf  # torch AdamW unless fused_adam
     assert train.ds_config(tiny_cfg(fused_adam=True), 16, 8, 1, "fp32")["optimizer"]["type"] == "AdamW"
     import torch
@@ -167,6 +173,50 @@ def test_schedule_under_zero_and_checkpoints_load_weights_only(stage, lm_data_di
         run()
     assert len(str(e.value).splitlines()) == 1 and "_touch" in str(e.value)
     assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bf16_weights_train_on_fp32_gradients_with_one_host_sync_per_step(lm_data_dir, lm_tokenizer, lm_blocks,
+                                                                          tmp_path, monkeypatch):
+    """precision: bf16 with ZeRO-0 asked for: bf16 weights, gradients summed in fp32 over the
+    micro-batches, fp32 master weights in one flat tensor (DeepSpeed's BF16_Optimizer): an optimizer
+    step syncs the host once or twice, not once per parameter as DeepSpeed's ZeRO-0 bf16 wrapper's
+    overflow checks do; the loss falls, and the checkpoint resumes with weights_only."""
+    import deepspeed
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from collapse_hpc.experiments.lm.model import build_model
+
+    inits = []
+    _spy(monkeypatch, deepspeed, "initialize", inits)
+    cfg = tiny_cfg(precision="bf16", epochs=2)  # 16 = 2 micro-batches x 8
+    blocks = lm_blocks["train"].slice(0, 32)  # 2 steps per epoch
+
+    def run():
+        model = build_model(cfg, lm_tokenizer, lm_data_dir)
+        return train.train_generation(model, lm_tokenizer, blocks, lm_blocks["validation"], cfg, tmp_path / "model",
+                                      tmp_path / "ckpt", seed=0, rank=0, world_size=1, local_rank=0)
+
+    summary = run()
+    engine = inits[-1][2][0]
+    assert engine.get_data_types() == (torch.bfloat16, torch.float32)  # weights, gradient accumulation
+    assert (summary["master_dtype"], summary["compute_dtype"]) == ("float32", "bfloat16")
+    assert summary["zero_stage"] == 1 and summary["gradient_accumulation"] == 2
+    assert summary["steps"] == 4 and summary["val_loss"][-1] < summary["val_loss"][0]
+
+    batch = torch.from_numpy(np.array(blocks["input_ids"].to_pylist()[:8]))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):  # one optimizer step
+            engine.backward(engine(batch))
+            engine.step()
+    syncs = sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
+    n_params = len(list(engine.module.parameters()))
+    assert 1 <= syncs <= 3 < n_params
+
+    resumed = run()
+    assert resumed["resumed_from"] == 4 and resumed["val_loss"] == summary["val_loss"]
 
 
 @pytest.mark.slow
