@@ -290,6 +290,25 @@ def test_two_ranks_over_gloo_keep_identical_parameters_and_train_as_one(lm_data_
     assert r0["ppl"] == pytest.approx(corpus, rel=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bf16_weights_on_two_gloo_ranks_train_as_one(lm_data_dir, tmp_path):
+    """precision: bf16 over two ranks (DeepSpeed's BF16_Optimizer partitions the fp32 master
+    weights, all-reduces fp32 gradients and all-gathers the bf16 weights) takes one rank's steps."""
+    one = tmp_path / "one-rank"
+    over = {"precision": "bf16", "epochs": 1, "max_train_blocks": 64}
+    procs = _launch(lm_data_dir, tmp_path, over, world=2) + _launch(lm_data_dir, one, over)
+    assert [p.wait(timeout=600) for p in procs] == [0, 0, 0], _tail(tmp_path) + _tail(one)
+    _, (r0, r1) = _wait(procs[:2], tmp_path)
+    _, (alone,) = _wait(procs[2:], one)
+    assert r0["params"] == r1["params"] and r0["zero_stage"] == alone["zero_stage"] == 1
+    assert (r0["master_dtype"], r0["compute_dtype"]) == ("float32", "bfloat16")
+    assert len(r0["curve"]["loss"]) == r0["steps"] == 4
+    np.testing.assert_allclose(r0["curve"]["loss"], alone["curve"]["loss"], rtol=1e-3)  # bf16 rounding
+    np.testing.assert_allclose(r0["val_loss"], alone["val_loss"], rtol=1e-3)
+    assert r0["val_loss"][-1] < r0["initial_val_loss"]
+
+
 def test_single_process_defaults_keep_deepspeed_off_mpi(monkeypatch):
     from collapse_hpc.experiments.lm import distributed
 
