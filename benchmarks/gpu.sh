@@ -2,7 +2,8 @@
 # The GPU figures of the language model in one run of under 5 minutes on one H100/H200 (so that a
 # rerun fits in 15 device minutes), each beside the torch and transformers versions that made it:
 #   1. training at OPT-125M's shape, block 64, the paper's batch 128: tokens/s, MFU and the ratio to
-#      a plain eager loop in the same process, per path of our engine (benchmarks/lm_train.py)
+#      a plain eager loop in the same process, per path of our engine (benchmarks/lm_train.py); the
+#      `precision: bf16` paths also against a plain bf16 loop (bf16 weights, fp32 master copies)
 #   2. the paper's decoding (beam 5, penalty 3.0, 64 new tokens): ours with fp32 and with bf16
 #      weights, HF generate, the ratios and the token agreement rates (benchmarks/lm_generation.py)
 #   3. a chain of 2 generations at OPT-125M's shape (benchmarks/gpu-chain.yaml): seconds per phase

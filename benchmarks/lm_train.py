@@ -12,7 +12,9 @@ each of --paths (autocast: bf16 autocast with the chunked loss; compiled: + lm.c
 compiled-reduce-overhead: + CUDA graphs; bf16: DeepSpeed's bf16 weights; ...): the second
 epoch's tokens/s (after the one-time start-up and compilation), model-FLOPs utilisation against
 the GPU's dense bf16 peak (--peak-tflops, H100/H200 SXM: 989) and the ratio to a plain eager
-PyTorch loop (bf16 autocast, HF's loss, the same model, data and batch) in this process. Last
+PyTorch loop (bf16 autocast, HF's loss, the same model, data and batch) in this process; the bf16
+paths also against a plain bf16 loop (bf16 weights, gradients accumulated in fp32, fused AdamW on
+fp32 master copies: `precision: bf16`'s optimisation by hand), `ours bf16/plain-bf16: X`. Last
 line: `ours/plain-eager: X` for the fastest path. --tiny: the same with a tiny OPT, to dry-run
 the script on a CPU (fp32 there).
 
@@ -35,16 +37,29 @@ from collapse_hpc.experiments.lm import distributed  # noqa: E402
 from collapse_hpc.experiments.lm.config import LMConfig  # noqa: E402
 
 
-def plain_loop(model, ids, cfg, seed: int = 0) -> float:
-    """The same epoch as train_generation, written as a bare PyTorch loop; returns tokens/s."""
+def plain_loop(model, ids, cfg, seed: int = 0, bf16_weights: bool = False) -> float:
+    """The same epoch as train_generation, written as a bare PyTorch loop; returns tokens/s. On a
+    GPU bf16 autocast over fp32 weights; with bf16_weights, what `precision: bf16` does by hand:
+    bf16 weights, gradients accumulated into fp32 ones, AdamW on fp32 master copies, copied back."""
     import torch
 
     from collapse_hpc.experiments.lm.train import batch_plan, epoch_order
 
     device = next(model.parameters()).device
-    bf16 = device.type == "cuda"
+    autocast = device.type == "cuda" and not bf16_weights
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
+    if bf16_weights:
+        model.to(torch.bfloat16)
+        master = [p.detach().float() for p in params]
+        for m in master:
+            m.grad = torch.zeros_like(m)
+    else:
+        master = params
+    # the autocast baseline as the issue measured it (foreach AdamW, HF's default cache); the bf16 one
+    # as our engine runs: fused AdamW on CUDA, no KV cache
+    fused, extra = (device.type == "cuda", {"use_cache": False}) if bf16_weights else (None, {})
+    opt = torch.optim.AdamW(master, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     micro, accum = batch_plan(cfg.batch_size, cfg.micro_batch_size, 1)
     steps = -(-len(ids) // cfg.batch_size)
     order = epoch_order(len(ids), seed, 0, steps * cfg.batch_size)
@@ -53,12 +68,20 @@ def plain_loop(model, ids, cfg, seed: int = 0) -> float:
         for m in range(accum):
             pos = step * cfg.batch_size + m * micro
             batch = torch.from_numpy(ids[order[pos:pos + micro]]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = model(input_ids=batch, labels=batch).loss / accum
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = model(input_ids=batch, labels=batch, **extra).loss / accum
             loss.backward()
             loss.item()
+            if bf16_weights:
+                torch._foreach_add_([m.grad for m in master], [p.grad for p in params])
+                model.zero_grad(set_to_none=True)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        if bf16_weights:
+            with torch.no_grad():
+                torch._foreach_copy_(params, master)
+            torch._foreach_zero_([m.grad for m in master])
+        else:
+            opt.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * cfg.batch_size * ids.shape[1] / (time.perf_counter() - start)
@@ -186,6 +209,11 @@ def gpu_benchmark(args) -> float:
     plain = [plain_loop(random_model(shape).to(device), ids, cfg)]
     plain_mfu = plain[0] * flops_per_token / (args.peak_tflops * 1e12)
     print(f"plain eager loop: {plain[0]:,.0f} tokens/s, MFU {100 * plain_mfu:.1f}%")
+    bf16_paths = [name for name in args.paths.split(",") if PATHS[name].get("precision") == "bf16"]
+    plain_bf16 = []  # `precision: bf16`'s own baseline: the same optimisation by hand
+    if bf16_paths:
+        plain_bf16.append(plain_loop(random_model(shape).to(device), ids, cfg, bf16_weights=True))
+        print(f"plain bf16 loop (bf16 weights, fp32 gradients and master copies): {plain_bf16[0]:,.0f} tokens/s")
     results = {}
     for name in args.paths.split(","):
         try:
@@ -194,6 +222,12 @@ def gpu_benchmark(args) -> float:
             print(f"ours {name}: failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
     plain.append(plain_loop(random_model(shape).to(device), ids, cfg))
     print(f"plain eager loop, again: {plain[1]:,.0f} tokens/s (the best of both is the baseline)")
+    if bf16_paths:
+        plain_bf16.append(plain_loop(random_model(shape).to(device), ids, cfg, bf16_weights=True))
+        print(f"plain bf16 loop, again: {plain_bf16[1]:,.0f} tokens/s (the best of both is its baseline)")
+        for name in bf16_paths:
+            if name in results:
+                print(f"ours {name}/plain-bf16: {results[name] / max(plain_bf16):.2f}")
     if not results:
         raise SystemExit("every path failed")
     best = max(results, key=results.get)
