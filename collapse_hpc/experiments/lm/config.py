@@ -64,9 +64,9 @@ class LMConfig(Section):
               "file's path (read when the config loads; the run keeps its contents). Batch sizes: batch_size")
     fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's")
     precision: str = knob("auto", "auto (bf16-mixed on GPU, fp32 on CPU); bf16-mixed: torch autocast over fp32 "
-                                  "weights (saves fp32); bf16: DeepSpeed's bf16 weights with fp32 master copies "
-                                  "(saves the bf16 weights); fp32. Every checkpoint loads as fp32, whatever "
-                                  "dtype it was saved in", choices=("auto", "bf16-mixed", "bf16", "fp32"))
+                                  "weights; bf16: DeepSpeed's bf16 weights with fp32 master copies and fp32 "
+                                  "gradient sums (ZeRO 0 runs as 1); fp32. The published model is fp32. Every checkpoint "
+                                  "loads as fp32, whatever dtype it was saved in", choices=("auto", "bf16-mixed", "bf16", "fp32"))
     compile: bool = knob(False, "torch.compile the training step's model (GPU: fewer kernel launches for small "
                                 "models; all blocks have one shape, so it compiles once); its cache lives in the "
                                 "run folder (.compile-cache/)")
@@ -79,7 +79,7 @@ class LMConfig(Section):
     loss_chunk_tokens: int = knob(2048, "training loss from the last hidden states in chunks of this many tokens "
                                         "(the whole batch's vocabulary logits never exist at once; the same value "
                                         "and gradients as HF's loss up to rounding); 0: HF's loss over the whole "
-                                        "batch's logits. OPT and GPT-2 below ZeRO-3; others use HF's", min=0)
+                                        "batch's logits. OPT and GPT-2 (every ZeRO stage); others use HF's", min=0)
     checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
     eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity and validation loss (no "
                                     "grad, no KV cache, the vocabulary logits a chunk at a time: on a GPU it can "
