@@ -65,8 +65,9 @@ class LMConfig(Section):
     fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's")
     precision: str = knob("auto", "auto (bf16-mixed on GPU, fp32 on CPU); bf16-mixed: torch autocast over fp32 "
                                   "weights; bf16: DeepSpeed's bf16 weights with fp32 master copies and fp32 "
-                                  "gradient sums (ZeRO 0 runs as 1); fp32. The published model is fp32. Every checkpoint "
-                                  "loads as fp32, whatever dtype it was saved in", choices=("auto", "bf16-mixed", "bf16", "fp32"))
+                                  "gradient sums (ZeRO 0 runs as 1); fp32. The published model is fp32. Every "
+                                  "checkpoint loads as fp32, whatever dtype it was saved in",
+                          choices=("auto", "bf16-mixed", "bf16", "fp32"))
     compile: bool = knob(False, "torch.compile the training step's model (GPU: fewer kernel launches for small "
                                 "models; all blocks have one shape, so it compiles once); its cache lives in the "
                                 "run folder (.compile-cache/)")
