@@ -1,7 +1,8 @@
 """Splitting a variant's replicates into array tasks ("parts"), for array experiments (gmm, gaussian).
 
-Accumulate regimes keep every generation's points in memory, so their parts are made small
-enough that one part's pools fit in `pool_memory_gib`.
+A regime's pool keeps the real points and the generated ones it can still draw from (every
+generation's under the accumulating regimes), so parts are made small enough that one part's
+pools fit in `pool_memory_gib`.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def metrics_table(values: dict, ids: range, **settings: int):
 
 def memory(size: int, generations: int, metrics: int, points: int, pool_points: int) -> int:
     """Bytes one part holds: its metrics table (generations x replicates x metrics, float64), the
-    current points of each replicate and the pool an accumulate regime keeps."""
+    current points of each replicate and its pool (the real points and the generated ones kept)."""
     return 8 * size * (generations * metrics + points + pool_points)
 
 
@@ -67,7 +68,8 @@ class ArrayExperiment(Experiment):
         return out
 
     def pool_bytes(self, run, variant) -> float:
-        """Memory per replicate that the variant's accumulated pools take (0: none kept)."""
+        """Bytes per replicate that the variant's pool holds at its fullest (0: none kept): with a
+        regimes.Pool, regimes.items_held of its items."""
         return 0.0
 
     def part_size(self, run, variant) -> int:

@@ -23,8 +23,8 @@ only that experiment's variants of this regime see them (config.RunConfig.sectio
 experiments ignore them. config.py checks them against the experiment's section.
 """
 from collapse_hpc.regimes.mix import REAL, mix, slot_order
-from collapse_hpc.regimes.pool import Pool, pooled
+from collapse_hpc.regimes.pool import Pool, items_held, pooled
 from collapse_hpc.regimes.regime import KINDS, NEWEST_ONLY, SCORED, VALUES, Regime, legend, order, values_of
 
-__all__ = ["KINDS", "NEWEST_ONLY", "REAL", "SCORED", "VALUES", "Pool", "Regime", "legend", "mix", "order",
-           "pooled", "slot_order", "values_of"]
+__all__ = ["KINDS", "NEWEST_ONLY", "REAL", "SCORED", "VALUES", "Pool", "Regime", "items_held", "legend", "mix",
+           "order", "pooled", "slot_order", "values_of"]

@@ -4,7 +4,9 @@ still draw from, generation after generation (the array experiments: gaussian, g
 Items lie along `axis` of numpy arrays (e.g. (replicates, n) points with axis 1: every replicate
 gets the same choice of items; (n, d) points with axis 0: one replicate). add() hands in each
 generation's items; training() assembles the next generation's data with mix. A pool under
-replace or verifier-filter keeps only the newest generated pool.
+replace or verifier-filter keeps only the newest generated pool. items_held() counts what a pool
+holds after a number of generations, from the regime's values, for an experiment's memory
+estimate (Pool.nbytes: the bytes it does hold).
 
 The accumulate shortcut: an experiment whose estimate is a summary that merges (running moments,
 counts) passes `summarize` and `merge`; under accumulate the pool then keeps that summary of
@@ -27,6 +29,18 @@ def pooled(regime: Regime, index: int) -> list[int]:
     if index <= 0:
         return []
     return [index - 1] if regime.name in NEWEST_ONLY else list(range(index))
+
+
+def held(regime: Regime, added: int, summarized: bool = False) -> list[int]:
+    """The generations whose items a Pool keeps once `added` generations were added: those the
+    next one draws from, none under accumulate with a summary (the summary stands for them)."""
+    return [] if summarized and regime.name == "accumulate" else pooled(regime, added)
+
+
+def items_held(regime: Regime, real: int, made: int, added: int, summarized: bool = False) -> int:
+    """Items a Pool holds once `added` generations of `made` items each were added to `real` real
+    items: the memory estimate of an in-memory recursion (Pool.nbytes is what it holds)."""
+    return real + made * len(held(regime, added, summarized))
 
 
 class Pool:
@@ -53,7 +67,14 @@ class Pool:
         else:
             self.pools[self.made] = items
         self.sizes.append(items.shape[self.axis])
-        self.pools = {g: self.pools[g] for g in pooled(self.regime, self.made) if g in self.pools}
+        self.pools = {g: self.pools[g] for g in held(self.regime, self.made, self.running is not None)
+                      if g in self.pools}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the items held: the real ones and the generated pools kept (a running summary,
+        a few numbers per replicate, is not counted)."""
+        return self.real.nbytes + sum(items.nbytes for items in self.pools.values())
 
     def training(self, rng: np.random.Generator, size: int | None = None,
                  scores: dict[int, np.ndarray] | None = None) -> np.ndarray:

@@ -3,7 +3,7 @@ and the accumulate shortcut (a running summary instead of the items)."""
 import numpy as np
 import pytest
 
-from collapse_hpc.regimes import REAL, Pool, Regime, mix
+from collapse_hpc.regimes import REAL, Pool, Regime, items_held, mix
 
 
 def _points(rng, r=3, n=8):
@@ -18,6 +18,7 @@ def test_a_pool_keeps_what_its_regime_can_draw_from(name, kept):
     for _ in range(3):
         pool.add(_points(rng))
     assert sorted(pool.pools) == kept and pool.sizes == [8, 8, 8] and pool.made == 3
+    assert pool.nbytes == 3 * 8 * 8 * (1 + len(kept)) == 8 * 3 * items_held(Regime(name), 8, 8, 3)
 
 
 @pytest.mark.parametrize("regime", [Regime(), Regime("replace", 0.25), Regime("accumulate"),

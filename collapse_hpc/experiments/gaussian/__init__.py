@@ -17,6 +17,7 @@ from collapse_hpc.experiments.base import Registration, default_variants
 from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.parts import ArrayExperiment
 from collapse_hpc.experiments.gaussian.config import GaussianConfig
+from collapse_hpc.regimes import items_held
 
 NAME = "gaussian"
 
@@ -45,9 +46,10 @@ class GaussianExperiment(ArrayExperiment):
         return default_variants(NAME, run, extra=lambda cfg: [{"samples": n} for n in cfg.samples])
 
     def pool_bytes(self, run, variant) -> float:
-        if variant.regime.name != "accumulate-subsample":  # accumulate keeps running moments only
-            return 0.0
-        return variant.settings["samples"] * 8 * self.generations(run)  # draws from every earlier pool
+        """The Pool of recursion.recurse at its end (it adds every generation's n float64 draws;
+        accumulate folds them into running moments)."""
+        n = variant.settings["samples"]
+        return 8 * items_held(variant.regime, n, n, self.generations(run), summarized=True)
 
     def memory(self, run, variant) -> int:
         from collapse_hpc.experiments.gaussian.run import METRICS

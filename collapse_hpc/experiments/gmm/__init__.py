@@ -14,6 +14,7 @@ from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.base import Registration
 from collapse_hpc.experiments.parts import ArrayExperiment
 from collapse_hpc.experiments.gmm.config import GMMConfig
+from collapse_hpc.regimes import items_held
 
 NAME = "gmm"
 
@@ -43,9 +44,10 @@ class GMMExperiment(ArrayExperiment):
         return SPECS | component_specs(columns)
 
     def pool_bytes(self, run, variant) -> float:
-        if variant.regime.name == "replace":
-            return 0.0
-        return variant.section(run).samples * 2 * 8 * self.generations(run)  # every generation's points
+        """A replicate's Pool in recursion.recurse at its fullest: `samples` 2-D float64 points from
+        each generation but the last (whose samples train no one)."""
+        n = variant.section(run).samples
+        return 2 * 8 * items_held(variant.regime, n, n, self.generations(run) - 1)
 
     def memory(self, run, variant) -> int:
         from collapse_hpc.experiments.gmm.metrics import names
