@@ -269,6 +269,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
                 raise UserError(f"{p}: an earlier generation is unfinished or does not verify ({problems[0]}); "
                                 f"run it first: {redo_command(store, experiment, variant, unit_index(p.name))}")
     expected = binding(unit_dir, variant_hash)
+    made = _missing(store.root, unit_dir)
     if rank == 0:
         store.reset_unit(unit_dir, keep=tuple(exp.resumable), expected=expected)
         write_binding(unit_dir, expected)
@@ -281,7 +282,12 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
                       log=logging.getLogger(f"collapse_hpc.{experiment}"), schema=exp.metrics_schema(section))
     started = time.time()
     with working(store.root):  # holds the run against a new launcher even if ours is killed
-        exp.run_unit(ctx)
+        try:
+            exp.run_unit(ctx)
+        except UserError:
+            if rank == 0:
+                _refused(unit_dir, made)
+            raise
     if rank != 0:
         _wait_for_manifest(unit_dir)
         return "done"
@@ -299,6 +305,24 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
                    inputs=ctx.inputs, root=store.root, data_dir=ctx.data_dir)
     (unit_dir / BINDING).unlink(missing_ok=True)
     return "done"
+
+
+def _missing(root: Path, unit_dir: Path) -> list[Path]:
+    """The folders on the way from the run folder to `unit_dir` that do not exist yet, innermost first."""
+    return [p for p in [unit_dir, *unit_dir.parents] if root in p.parents and not p.exists()]
+
+
+def _refused(unit_dir: Path, made: list[Path]) -> None:
+    """A unit that refused its input (UserError, e.g. a changed cache file) and wrote nothing leaves
+    nothing new: its binding goes, and the folders this attempt made. Where kept resumable leftovers
+    remain, the binding stays: it vouches for them."""
+    if any(p.name != BINDING for p in unit_dir.iterdir()):
+        return
+    (unit_dir / BINDING).unlink(missing_ok=True)
+    for folder in made:
+        if any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 def redo_command(store: RunStore, experiment: str, variant: str, index: int) -> str:

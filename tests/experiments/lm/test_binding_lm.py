@@ -58,6 +58,7 @@ def test_corrupt_model_and_base_model_are_caught_and_repaired(tmp_path, lm_data_
     assert "Traceback" not in err and len(lines) == 1
     assert lines[0].startswith(f"error: {base}: not the file its card.json recorded")
     assert not engine.job_done(store2, run2, engine.plan(run2)[0].jobs[0])
+    assert not (store2.root / "lm").exists()  # refused inside the unit: no binding file, no unit folder left
 
     # 3. removed as the line says, it is built again: the same base, the run verifies again
     shutil.rmtree(base.parent)
@@ -105,3 +106,25 @@ def test_a_changed_byte_in_a_cached_tokenizer_or_block_file_is_refused(tmp_path,
     shutil.rmtree(redo) if redo.is_dir() else redo.unlink()
     assert cli.main(["run", str(config), "--run", str(run), "--executor", "debug"]) == 0
     assert target.is_file() and verify_run(run) == 0
+
+
+def test_a_unit_refused_by_a_cache_check_leaves_nothing_behind(tmp_path, lm_data_dir):
+    """A job's unit (engine.run_unit, as launchers start it: the CLI's checks ran long before) whose
+    cached tokenizer changed since is refused before it writes: no binding file, no unit folder."""
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.experiments.lm.config import LMConfig
+    from collapse_hpc.experiments.lm.tokenizer import bpe_dir
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(lm_data_dir, data_dir)  # the session's data stays intact
+    store, run = _run(tmp_path, data_dir, regimes=("replace:0",), generations=1)
+
+    def listing():  # but .units/: the run's register of unit processes, empty again once they end
+        return sorted(p.relative_to(store.root) for p in store.root.rglob("*") if p.name != ".units")
+
+    before = listing()
+    target = bpe_dir(data_dir, "tiny", LMConfig(**LM).vocab_size) / "tokenizer.json"
+    _flip(target)
+    with pytest.raises(UserError, match="not the file its card.json recorded"):
+        engine.run_unit(store.root, "lm", "replace-p0-s0", 0)
+    assert listing() == before
