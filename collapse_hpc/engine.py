@@ -215,7 +215,7 @@ def check(run, file: str = "<config>", force: bool = False) -> None:
                 raise UserError(f"{file}: plans more than {MAX_UNITS} units ({name} alone reaches {total}); "
                                 f"lower the counts (seeds, regimes, replicates, generations)")
             need = exp.memory(run, v)
-            if need > MAX_UNIT_GIB * 2**30:
+            if need is not None and need > MAX_UNIT_GIB * 2**30:  # unknown: the estimate says so
                 raise UserError(f"{file}: {name}: one task of {v.name} would hold about {need / 2**30:.3g} GiB "
                                 f"in memory, more than {MAX_UNIT_GIB} GiB; lower replicates, chunk_replicates, "
                                 f"samples or generations")

@@ -246,10 +246,16 @@ class Experiment:
         the manifests and the report read it from here."""
         raise NotImplementedError
 
-    def memory(self, run, variant: Variant) -> int:
+    def memory(self, run, variant: Variant) -> int | None:
         """Bytes one unit of the variant holds at least, estimated from the config alone (engine.check
-        refuses a plan over its bound before anything is written)."""
+        refuses a plan over its bound before anything is written); None: unknown here (e.g. a model
+        whose size nothing on this machine states), which the estimate says."""
         raise NotImplementedError
+
+    def disk(self, run, variant: Variant) -> int | None:
+        """Bytes one unit leaves on disk at least, where its results are large (model weights), for
+        the plan's estimate; None: not estimated."""
+        return None
 
     def metrics_schema(self, section=None) -> MetricsSchema:
         """What its metrics.parquet holds (schema.MetricsSchema), for the experiment's config section as a

@@ -7,6 +7,9 @@ tokens: ~15 s start-up, then per 8192 blocks 3.5 s per epoch of training, 20.5 s
 paper's beam search) and 9 s of evaluation. A generation holds `ranks` GPUs throughout; how much
 faster more ranks run was not measured, so the wall time is counted as one GPU's.
 
+Also the most memory one unit holds (the experiments' memory()), or that it is unknown, e.g. for
+a hub model with no config.json on this machine and no size in its name (gpt2 uncached).
+
 A plan estimated over LARGE_GPU_HOURS (check) needs --force, as one over engine.LARGE_UNITS units
 does: e.g. a typo in --generations or max_train_blocks on the paper's model.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 
 STARTUP_S = 15.0
@@ -21,9 +25,7 @@ PER_8192_BLOCKS_S = {"epoch": 3.5, "sample": 20.5, "evaluate": 9.0}
 MEASURED_BLOCK = 64  # tokens per block of the measurement
 # real training blocks of 64 tokens of the data sets estimated (WikiText-2's train split: ~2.4M OPT tokens)
 TRAIN_BLOCKS = {"wikitext2": 37_700}
-# the models measured, and their parameters (fp32 weights: 4 bytes each, saved once per generation, twice
-# with sample_from: last)
-PARAMETERS = {"facebook/opt-125m": 125_239_296}
+MEASURED_MODELS = ("facebook/opt-125m",)  # the rates are this model's (its size: the experiment's disk())
 LARGE_GPU_HOURS = 100.0  # a plan estimated over this needs --force (paper.yaml: 7.5 GPU-hours)
 
 
@@ -33,6 +35,15 @@ class Estimate:
     wall_hours: float = 0.0  # the longest chain, generations one after another (chains side by side)
     disk_gb: float = 0.0
     not_estimated: list[str] = field(default_factory=list)
+    memory_bytes: int = 0  # the most one unit holds (per rank), from the experiments' memory()
+    memory_of: str = ""  # experiment/variant of that unit
+    memory_unknown: list[str] = field(default_factory=list)  # experiment/variant whose memory() is None
+
+    def add_memory(self, unit: str, need: int | None) -> None:
+        if need is None:
+            self.memory_unknown.append(unit)
+        elif need > self.memory_bytes or not self.memory_of:
+            self.memory_bytes, self.memory_of = need, unit
 
     def wall(self) -> str:
         return f"{self.wall_hours:.1f} h" if self.wall_hours >= 1 else f"{self.wall_hours * 60:.0f} min"
@@ -42,6 +53,13 @@ class Estimate:
         gpu = f"{h:.1f}" if h >= 1 else f"{h:.2f} ({h * 60:.0f} min)"
         out = [f"GPU-hours: {gpu}", f"wall time: {self.wall()} (the longest chain; without queue waits)",
                f"disk: {self.disk_gb:.1f} GB (model weights)"]
+        if self.memory_of:
+            out.append(f"memory: {self.memory_bytes / 2**30:.3g} GiB at least for the largest unit, per rank "
+                       f"({self.memory_of})")
+        if self.memory_unknown:
+            units = self.memory_unknown
+            out.append("memory: unknown for " + ", ".join(units[:3]) + (f" and {len(units) - 3} more" if len(units) > 3
+                       else "") + " (nothing here states the size of the model they hold)")
         if self.not_estimated:
             out.append("not estimated (no measured rate): " + "; ".join(self.not_estimated))
         return out
@@ -50,22 +68,19 @@ class Estimate:
 def lm_generation_s(section) -> float | None:
     """Seconds of one LM generation on one GPU, or None outside what was measured."""
     blocks = getattr(section, "max_train_blocks", 0) or TRAIN_BLOCKS.get(getattr(section, "dataset", ""))
-    if not blocks or getattr(section, "model", None) not in PARAMETERS:
+    if not blocks or getattr(section, "model", None) not in MEASURED_MODELS:
         return None
     blocks *= getattr(section, "block_size", MEASURED_BLOCK) / MEASURED_BLOCK  # tokens, as measured
     r = PER_8192_BLOCKS_S
     return STARTUP_S + blocks / 8192 * (r["epoch"] * section.epochs + r["sample"] + r["evaluate"])
 
 
-def lm_generation_gb(section) -> float:
-    copies = 2 if getattr(section, "sample_from", "best") == "last" else 1
-    return PARAMETERS[section.model] * 4 * copies / 1e9
-
-
 def estimate(run, chains) -> Estimate:
     est = Estimate()
     skipped: dict[str, int] = {}
     for chain in chains:
+        exp = experiments.get(chain.experiment)
+        est.add_memory(f"{chain.experiment}/{chain.variant.name}", exp.memory(run, chain.variant))
         section = chain.variant.section(run)
         seconds = lm_generation_s(section) if chain.experiment == "lm" else None
         if seconds is None:
@@ -74,8 +89,12 @@ def estimate(run, chains) -> Estimate:
         hours = seconds * len(chain.jobs) / 3600
         est.gpu_hours += hours * chain.ranks
         est.wall_hours = max(est.wall_hours, hours)
-        est.disk_gb += lm_generation_gb(section) * len(chain.jobs)
-    est.not_estimated = [f"{n} units of {name}" for name, n in skipped.items()]
+        disk = exp.disk(run, chain.variant)
+        if disk is None:
+            est.not_estimated.append(f"disk of {chain.experiment}/{chain.variant.name}")
+        else:
+            est.disk_gb += disk * len(chain.jobs) / 1e9
+    est.not_estimated += [f"{n} units of {name}" for name, n in skipped.items()]
     return est
 
 

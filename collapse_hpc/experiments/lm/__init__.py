@@ -85,11 +85,17 @@ class LanguageModel(Experiment):
     def generations(self, run) -> int:
         return run.generations_of(self.name)
 
-    def memory(self, run, variant) -> int:
+    def memory(self, run, variant) -> int | None:
         """Per rank (model.memory): the model's weights, gradients and optimizer moments."""
         from collapse_hpc.experiments.lm.model import memory
 
         return memory(variant.section(run))
+
+    def disk(self, run, variant) -> int | None:
+        """The weights a generation saves (model.weights_bytes)."""
+        from collapse_hpc.experiments.lm.model import weights_bytes
+
+        return weights_bytes(variant.section(run))
 
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.lm.metrics import SCHEMA

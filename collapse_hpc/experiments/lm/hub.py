@@ -29,6 +29,23 @@ def _looks_like_path(tag: str) -> bool:
     return tag.startswith(("/", "./", "../", "~")) or tag in (".", "..")
 
 
+def local_config(tag: str) -> Path | None:
+    """The folder holding `tag`'s config.json on this machine: a local model folder, or the HF
+    cache's snapshot of a hub tag (never the network); None where there is none."""
+    folder = Path(tag).expanduser()
+    if (folder / "config.json").is_file():
+        return folder
+    if not hub_tag(tag):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(tag, "config.json", cache_dir=hub_cache())
+    except ValueError:  # not a valid hub name
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def check_source(key: str, tag: str, slurm: bool = False) -> None:
     """UserError unless `tag` (config key `key`) can be loaded: a folder with config.json or
     tokenizer files, a hub tag in the HF cache, or a hub tag with the hub reachable. On Slurm a tag

@@ -25,6 +25,7 @@ API:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -32,26 +33,63 @@ import re
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm.hub import local_config
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
 
 
-def parameters(cfg) -> int:
-    """Parameters of the config's model, from the config alone: the tiny OPT's from its knobs (embeddings,
-    positions, attention and feed-forward weights; biases and norms left out); a hub tag's from the size
-    its name states (facebook/opt-125m: 125M, opt-1.3b: 1.3B); 0 where the name states none (gpt2)."""
+# hub models whose parameter count is known without their config.json (launch/estimate.py's
+# measured rates are for these): 4 bytes each in fp32
+PARAMETERS = {"facebook/opt-125m": 125_239_296}
+
+
+def parameters(cfg) -> int | None:
+    """Parameters of the config's model, without loading weights: the tiny OPT's from its knobs
+    (embeddings, positions, attention and feed-forward weights; biases and norms left out); a hub
+    model's from PARAMETERS, else from its config.json where one is here (a local folder, the HF
+    cache), else from the size its name states (opt-1.3b: 1.3B); None: unknown (gpt2, uncached)."""
     if cfg.model == "tiny":
         h = cfg.hidden_size
         return cfg.vocab_size * h + max(256, 2 * cfg.block_size) * h + cfg.layers * (4 * h * h + 2 * h * cfg.ffn_size)
+    if cfg.model in PARAMETERS:
+        return PARAMETERS[cfg.model]
+    folder = local_config(cfg.model)
+    counted = _counted(str(folder)) if folder is not None else None
+    if counted is not None:
+        return counted
     size = re.search(r"(\d+(?:\.\d+)?)([mb])(?![a-z])", cfg.model.rstrip("/").rsplit("/", 1)[-1].lower())
-    return int(float(size.group(1)) * (1e6 if size.group(2) == "m" else 1e9)) if size else 0
+    return int(float(size.group(1)) * (1e6 if size.group(2) == "m" else 1e9)) if size else None
 
 
-def memory(cfg) -> int:
+@functools.lru_cache(maxsize=None)
+def _counted(folder: str) -> int | None:
+    """Parameters of the causal LM that `folder`'s config.json describes, built on the meta device
+    (shapes only: no memory, no weights read); None where transformers cannot build it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError, TypeError):  # a config this transformers cannot read or build
+        return None
+    return sum(p.numel() for p in model.parameters())  # tied weights once
+
+
+def memory(cfg) -> int | None:
     """Bytes one rank holds at least while training: fp32 weights and gradients, and AdamW's two moments
-    (shared out over the ranks from ZeRO stage 1 on)."""
-    moments = 8 * parameters(cfg) // (cfg.ranks if cfg.zero_stage >= 1 else 1)
-    return 8 * parameters(cfg) + moments
+    (shared out over the ranks from ZeRO stage 1 on); None where the model's size is unknown."""
+    n = parameters(cfg)
+    if n is None:
+        return None
+    return 8 * n + 8 * n // (cfg.ranks if cfg.zero_stage >= 1 else 1)
+
+
+def weights_bytes(cfg) -> int | None:
+    """Bytes of the fp32 weights a generation saves (twice with sample_from: last); None: unknown."""
+    n = parameters(cfg)
+    return None if n is None else 4 * n * (2 if cfg.sample_from == "last" else 1)
 
 
 def tiny_config(cfg, tokenizer):

@@ -1,0 +1,67 @@
+"""The LM's size for the memory and disk estimates: counted from a config.json on this machine (a
+local model folder, the HF cache offline) where the name states none, and unknown, said so, where
+nothing here states it."""
+import pytest
+
+from collapse_hpc import engine, experiments
+from collapse_hpc.experiments.lm.config import LMConfig
+from collapse_hpc.experiments.lm.model import memory, parameters
+from collapse_hpc.launch import estimate
+from tests.experiments.lm.test_chain import LM
+from tests.launch.helpers import REPO
+
+
+def _opt(folder):
+    """A small OPT's config.json in `folder`, and its parameter count as the built model has them."""
+    from transformers import AutoModelForCausalLM, OPTConfig
+
+    config = OPTConfig(vocab_size=120, hidden_size=16, word_embed_proj_dim=16, num_hidden_layers=2,
+                       num_attention_heads=2, ffn_dim=40, max_position_embeddings=64)
+    config.save_pretrained(folder)
+    return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def test_a_local_model_folder_is_counted_from_its_config(tmp_path, hub_cache):
+    want = _opt(tmp_path / "mine")
+    cfg = LMConfig(**{**LM, "model": str(tmp_path / "mine")})
+    assert parameters(cfg) == want
+    assert memory(cfg) == 16 * want  # fp32 weights and gradients, two AdamW moments, one rank
+
+
+def test_a_hub_tag_in_the_hf_cache_is_counted_from_its_config_offline(hub_cache):
+    repo = hub_cache / "models--someone--chat"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    want = _opt(repo / "snapshots" / ("0" * 40))
+    assert parameters(LMConfig(**{**LM, "model": "someone/chat"})) == want
+
+
+def test_a_model_nothing_here_sizes_is_unknown_and_the_estimate_says_so(hub_cache):
+    assert parameters(LMConfig(**{**LM, "model": "gpt2"})) is None  # uncached, no size in its name
+    assert parameters(LMConfig(**{**LM, "model": "facebook/opt-1.3b"})) == 1_300_000_000  # the name's
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "regimes": ["replace"],
+                                        "lm": {**LM, "model": "gpt2"}})
+    engine.check(run)  # no bound to hold it to: not refused
+    lines = estimate.estimate(run, engine.plan(run)).lines()
+    assert "memory: unknown for lm/replace-p0-s0 (nothing here states the size of the model they hold)" in lines
+
+
+def test_the_estimate_s_disk_is_the_lm_s_weights():
+    """One table of hub models' sizes (the LM's): the estimate's disk is read through the experiment."""
+    from collapse_hpc.experiments.lm.model import PARAMETERS
+
+    run = experiments.load_config(str(REPO / "configs" / "paper.yaml"), [], None)
+    chains = engine.plan(run)
+    lm = [c for c in chains if c.experiment == "lm"]
+    copies = {c.variant.name: 2 if c.variant.section(run).sample_from == "last" else 1 for c in lm}
+    want = sum(4 * PARAMETERS["facebook/opt-125m"] * copies[c.variant.name] * len(c.jobs) for c in lm) / 1e9
+    assert estimate.estimate(run, chains).disk_gb == pytest.approx(want) and want > 0
