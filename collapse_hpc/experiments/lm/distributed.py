@@ -5,8 +5,8 @@ exports them from Slurm's variables). A single process without them gets sane de
 DeepSpeed does not fall back to MPI discovery (which fails without mpi4py). CPU ranks talk over
 gloo, GPU ranks over nccl.
 
-API: setup_env(), init(timeout_s) -> (rank, world_size, local_rank), device(local_rank),
-barrier(), mean_over_ranks(tensor), is_initialized(), keep_freed_memory().
+API: setup_env(), init(timeout_s) -> (rank, world_size, local_rank), group_options(...), load_deepspeed(),
+device(local_rank), barrier(), mean_over_ranks(tensor), is_initialized(), keep_freed_memory().
 """
 from __future__ import annotations
 
@@ -40,27 +40,48 @@ def is_initialized() -> bool:
 
 
 def init(timeout_s: float = 1800.0) -> tuple[int, int, int]:
-    """Join (or reuse) the process group; returns (rank, world_size, local_rank)."""
+    """Join (or reuse) the process group; returns (rank, world_size, local_rank). torch's own
+    init_process_group, without importing DeepSpeed (its engine adopts the group: load_deepspeed() below)."""
     added = setup_env()
     import torch
     import torch.distributed as dist
 
     if not is_initialized():
-        import deepspeed
-        import deepspeed.ops
-
-        # DeepSpeed's backend JIT-compiles a shared-memory all-reduce that only its
-        # inference_all_reduce uses (never called here), after probing every op with the compiler:
-        # ~45 s per fresh machine, and a build killed half-way (a preempted job) leaves a lock file
-        # on which every later job of the node waits forever. Its only reader is that build.
-        deepspeed.ops.__compatible_ops__ = {"deepspeed_shm_comm": False}
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
-                                   timeout=timedelta(seconds=timeout_s))
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(**group_options(cuda, int(os.environ["WORLD_SIZE"]), local_rank, timeout_s))
     for name in ("MASTER_ADDR", "MASTER_PORT"):  # ours, and in use by this process's store:
         if name in added:                          # child processes must not inherit them
             os.environ.pop(name, None)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def group_options(cuda: bool, world_size: int, local_rank: int, timeout_s: float) -> dict:
+    """init_process_group's arguments: nccl on GPUs, gloo on CPUs; on GPUs with more than one rank
+    the rank's device is bound (device_id), so NCCL connects inside init_process_group, not at the
+    first collective, and barriers know their device. One rank is left unbound, as DeepSpeed does
+    (DeepSpeed issue 8248: binding a single GPU failed with CUDA error 600)."""
+    import torch
+
+    options = {"backend": "nccl" if cuda else "gloo", "init_method": "env://", "timeout": timedelta(seconds=timeout_s)}
+    if cuda and world_size > 1:
+        options["device_id"] = torch.device("cuda", local_rank)
+    return options
+
+
+def load_deepspeed():
+    """The deepspeed module, made safe to initialise an engine: DeepSpeed's comm layer JIT-compiles
+    a shared-memory all-reduce that only its inference_all_reduce uses (never called here), after
+    probing every op with the compiler: ~45 s per fresh machine, and a build killed half-way (a
+    preempted job) leaves a lock file on which every later job of the node waits forever. Its only
+    reader is that build."""
+    import deepspeed
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__ = {"deepspeed_shm_comm": False}
+    return deepspeed
 
 
 def device(local_rank: int = 0):

@@ -57,8 +57,7 @@ class Pipeline:
         if cfg.compile and run_dir is not None:
             compile_cache(run_dir)
         startup, t = {}, time.perf_counter()
-        import deepspeed  # noqa: F401  (torch, transformers and DeepSpeed: timed on their own)
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (timed on their own; DeepSpeed is imported by training alone)
         import transformers  # noqa: F401
 
         startup["imports"], t = time.perf_counter() - t, time.perf_counter()
@@ -74,7 +73,8 @@ class Pipeline:
     def log_startup(self, prefix: str) -> None:
         """One line of the job log: the seconds of each start-up phase so far."""
         names = {"imports": "imports", "process_group": "process group", "tokenizer": "tokenizer",
-                 "model_load": "model load", "deepspeed_init": "DeepSpeed init",
+                 "model_load": "model load", "deepspeed_import": "DeepSpeed import",
+                 "deepspeed_init": "DeepSpeed init",
                  "first_step": "first step" + (" (compiles)" if self.cfg.compile else "")}
         self.log.info("%s start-up: %s", prefix, ", ".join(f"{names.get(k, k)} {v:.2f} s"
                                                              for k, v in self.startup.items()))

@@ -15,8 +15,8 @@ same pass; HF's loss with 0 and for other architectures; under ZeRO-3 the output
 head's external parameter, gathered for its forward and backward); no KV cache is built.
 `compile` torch.compiles that module (backend and mode from the config) with static shapes: every
 micro-batch is micro x block_size, and validation runs the uncompiled model, so it compiles once.
-The summary's `startup` holds the seconds of DeepSpeed's initialisation and of the first optimizer
-step (with compile, mostly the compilation).
+The summary's `startup` holds the seconds of DeepSpeed's import and initialisation and of the first
+optimizer step (with compile, mostly the compilation).
 
 Data order: each epoch shuffles the blocks with a generator seeded by (seed, epoch), pads the
 order to whole global batches by wrapping around (as DistributedSampler does), and every optimizer
@@ -52,7 +52,8 @@ API:
       best_val_loss, best_epoch, val_loss (per epoch), train_loss (per epoch), epochs, steps,
       tokens, tokens_per_s, seconds, epoch_seconds (training time of each epoch run here),
       resumed_from (global step, or None), master_dtype, compute_dtype, autocast_dtype, saved_dtype,
-      loss ('hf' or 'chunked (N tokens)'), startup ({deepspeed_init, first_step} seconds)
+      loss ('hf' or 'chunked (N tokens)'), startup ({deepspeed_import, deepspeed_init,
+      first_step} seconds)
   `model` is consumed (moved to the device, possibly cast to bf16); reload from out_dir.
   out_dir is replaced as a whole when training ends: keep ckpt_dir outside it (a ckpt_dir inside
   it is discarded then, and a kill during that last rename loses it). With `last_dir` the weights
@@ -317,10 +318,7 @@ class _Training:
         self.curve = _Curve(self.device, self.global_batch * ids.shape[1], self.accum)
 
     def _engine(self, model):
-        import deepspeed
         import torch
-
-        from collapse_hpc.experiments.lm.checkpoint import use_weights_only
 
         cfg, steps_per_epoch = self.cfg, self.steps_per_epoch
         # torch's own fused AdamW on CUDA: one kernel, nothing to compile (same update as the default)
@@ -340,6 +338,10 @@ class _Training:
             # HF models do not call DeepSpeed's checkpointing API: turn on their own
             model.gradient_checkpointing_enable()
         started = time.perf_counter()
+        deepspeed = distributed.load_deepspeed()  # not before: a job resumed after training never imports it
+        from collapse_hpc.experiments.lm.checkpoint import use_weights_only  # DeepSpeed's checkpoint engine
+
+        self.startup["deepspeed_import"], started = time.perf_counter() - started, time.perf_counter()
         engine, _, _, _ = deepspeed.initialize(
             model=module, optimizer=optimizer, lr_scheduler=scheduler,
             model_parameters=model.parameters() if optimizer is None else None, config=conf)

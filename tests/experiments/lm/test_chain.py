@@ -431,25 +431,30 @@ def test_job_logs_its_start_up_phases_and_keeps_the_compile_cache_in_the_run_fol
     """A generation job logs one line with the seconds of each start-up phase (and its manifest
     keeps them, and those of training, sampling and evaluation); with `compile`, inductor's and
     Triton's caches are folders of the run, not the node's shared /tmp ones (aot_eager here: the
-    same code path, without minutes of C compiling); sample_precision bf16 is recorded."""
+    same code path, without minutes of C compiling); sample_precision bf16 is recorded. The job's
+    entry point (UnitJob) imports neither matplotlib, scikit-learn nor datasets."""
     store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), compile=True,
                       compile_backend="aot_eager", sample_precision="bf16")
-    code = ("import os, sys, logging; logging.basicConfig(level=logging.INFO); from collapse_hpc import engine; "
-            "engine.run_unit(sys.argv[1], 'lm', 'replace-p0-s0', 0); "
+    code = ("import os, sys; from collapse_hpc.launch.job import UnitJob; "
+            "UnitJob()(sys.argv[1], 'lm', 'replace-p0-s0', 0); "
+            "print(sorted(m for m in ('matplotlib', 'sklearn', 'datasets') if m in sys.modules)); "
             "print(os.environ['TORCHINDUCTOR_CACHE_DIR']); print(os.environ['TRITON_CACHE_DIR'])")
     env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
     proc = subprocess.run([sys.executable, "-c", code, str(store.root)], env={**env, "COLLAPSE_THREADS": "1"},
                           cwd=REPO, capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = next(x for x in proc.stderr.splitlines() if "gen 0: start-up:" in x)
-    for phase in ("imports", "process group", "tokenizer", "model load", "DeepSpeed init", "first step (compiles)"):
+    for phase in ("imports", "process group", "tokenizer", "model load", "DeepSpeed import", "DeepSpeed init",
+                  "first step (compiles)"):
         assert f"{phase} " in line, line
+    # the job's entry point never imports what only reports and other experiments need
+    assert proc.stdout.splitlines()[-3] == "[]", proc.stdout[-500:]
     caches = [Path(p) for p in proc.stdout.split()[-2:]]
     assert caches == [store.root.absolute() / ".compile-cache" / "inductor",
                       store.root.absolute() / ".compile-cache" / "triton"]
     manifest = json.loads((store.root / "lm" / "replace-p0-s0" / "gen_000" / "manifest.json").read_text())
     assert set(manifest["startup_seconds"]) == {"imports", "process_group", "tokenizer", "model_load",
-                                                "deepspeed_init", "first_step"}
+                                                "deepspeed_import", "deepspeed_init", "first_step"}
     assert all(v >= 0 for v in manifest["startup_seconds"].values())
     assert set(manifest["phase_seconds"]) == {"train", "sample", "evaluate"}
     # the weights' precision while sampling: in the manifest and in every shard's metadata

@@ -426,11 +426,14 @@ def test_checkpoint_marker_is_written_atomically(lm_data_dir, lm_tokenizer, lm_b
 def test_joining_builds_no_extension_and_a_stale_build_lock_cannot_hang_it(tmp_path):
     """A job killed while DeepSpeed JIT-built its shared-memory op left `lock` in the extensions
     folder, and every later job waited on it forever (CI hung 15 min per test); a fresh machine
-    spent ~45 s compiling it. Joining the process group builds nothing now."""
+    spent ~45 s compiling it. Joining the process group and starting an engine (whose comm layer
+    adopts the group) build nothing now."""
     stale = tmp_path / "ext" / "deepspeed_shm_comm"
     stale.mkdir(parents=True)
     (stale / "lock").touch()
-    code = ("from collapse_hpc.experiments.lm import distributed; print(distributed.init()[:2])")
+    code = ("import torch; from collapse_hpc.experiments.lm import distributed; got = distributed.init()[:2]; "
+            "net = torch.nn.Linear(2, 2); distributed.load_deepspeed().initialize(model=net, "
+            "optimizer=torch.optim.AdamW(net.parameters()), config={'train_batch_size': 1}); print(got)")
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
@@ -438,6 +441,35 @@ def test_joining_builds_no_extension_and_a_stale_build_lock_cannot_hang_it(tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "(0, 1)"
     assert sorted(p.name for p in stale.iterdir()) == ["lock"]  # nothing built beside it
+
+
+def test_joining_the_process_group_leaves_deepspeed_to_training():
+    """distributed.init is torch's own init_process_group: a job that finds its model trained (a
+    requeued one) never pays DeepSpeed's import; training imports it, timed as its own phase."""
+    code = ("import sys; from collapse_hpc.experiments.lm import distributed; print(distributed.init()[:2]); "
+            "print('deepspeed' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-3:-1] == ["(0, 1)", "False"]
+
+
+@pytest.mark.parametrize("cuda,world,expect", [
+    (False, 1, {"backend": "gloo"}), (False, 4, {"backend": "gloo"}),
+    (True, 1, {"backend": "nccl"}),  # one GPU: left unbound, as DeepSpeed does (its issue 8248)
+    (True, 4, {"backend": "nccl", "device_id": "cuda:3"})])
+def test_gpu_ranks_bind_their_device_when_joining(cuda, world, expect):
+    """On GPUs with more than one rank the process group binds the rank's device (device_id), so NCCL
+    connects eagerly in init_process_group; CPU ranks use gloo, unbound. The logic alone (no GPU
+    here): torch.device('cuda', n) is only a name until used."""
+    from datetime import timedelta
+
+    from collapse_hpc.experiments.lm.distributed import group_options
+
+    got = group_options(cuda, world, 3, 60.0)
+    assert got.pop("timeout") == timedelta(seconds=60) and got.pop("init_method") == "env://"
+    assert {k: str(v) for k, v in got.items()} == expect
 
 
 def test_training_and_evaluation_never_build_a_kv_cache(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path):
