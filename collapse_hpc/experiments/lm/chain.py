@@ -162,10 +162,10 @@ def _weights(ctx, training: dict) -> dict:
     from collapse_hpc.experiments.lm.model import model_fingerprint
 
     sampled = LAST if ctx.config.sample_from == "last" else MODEL
-    return {"sampled": {"folder": sampled, "sha256": model_fingerprint(ctx.path(sampled)),
+    sha = {folder: model_fingerprint(ctx.path(folder)) for folder in {sampled, MODEL}}  # each read once
+    return {"sampled": {"folder": sampled, "sha256": sha[sampled],
                         "epoch": training["best_epoch"] if sampled == MODEL else training["epochs"] - 1},
-            "scored": {"folder": MODEL, "sha256": model_fingerprint(ctx.path(MODEL)),
-                       "epoch": training["best_epoch"]}}
+            "scored": {"folder": MODEL, "sha256": sha[MODEL], "epoch": training["best_epoch"]}}
 
 
 def _sample(ctx, lm: Pipeline, model, inputs: _Inputs, weights: dict):
