@@ -52,6 +52,9 @@ def init(timeout_s: float = 1800.0) -> tuple[int, int, int]:
         if cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(**group_options(cuda, int(os.environ["WORLD_SIZE"]), local_rank, timeout_s))
+        # an unbound NCCL group connects at its first collective: let that be here, in the
+        # process-group phase of the job's start-up, not in whatever comes next
+        dist.barrier(**({"device_ids": [local_rank]} if cuda else {}))
     for name in ("MASTER_ADDR", "MASTER_PORT"):  # ours, and in use by this process's store:
         if name in added:                          # child processes must not inherit them
             os.environ.pop(name, None)
