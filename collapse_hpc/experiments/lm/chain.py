@@ -178,7 +178,7 @@ def _sample(ctx, lm: Pipeline, model, inputs: _Inputs, weights: dict):
     sampler = model if weights["sampled"]["folder"] == MODEL else lm.load(ctx.path(LAST))
     prompts = mixing.prompts(cfg.prompts, inputs.train_set, inputs.real, np.random.default_rng(ctx.seed(3)))
     decoding = Decoding.from_config(cfg, ctx.variant.settings.get("decoding"))
-    ctx.record(decoding=decoding.metadata())  # with the weights' precision while decoding
+    ctx.record(decoding=decoding.metadata(lm.device))  # with the weights' precision and the step that ran
     seconds = lm.sample(sampler, prompts, decoding, ctx.path(SHARDS), generation=ctx.generation, seed=ctx.seed(4),
                         model_hash=weights["sampled"]["sha256"], prompt_source=cfg.prompts)
     return prompts, decoding, seconds

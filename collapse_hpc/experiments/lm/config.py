@@ -74,8 +74,9 @@ class LMConfig(Section):
     compile_mode: str = knob("default", "compile: torch.compile's mode: default, reduce-overhead (CUDA graphs of "
                                         "the step) or max-autotune-no-cudagraphs",
                              choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"))
-    compile_backend: str = knob("inductor", "compile: torch.compile's backend: inductor (generated kernels; needs a "
-                                            "C compiler on CPU) or aot_eager (traced, no code generation)",
+    compile_backend: str = knob("inductor", "compile and sample_compile: torch.compile's backend: inductor "
+                                            "(generated kernels; needs a C compiler on CPU) or aot_eager (traced, "
+                                            "no code generation)",
                                 choices=("inductor", "aot_eager"))
     loss_chunk_tokens: int = knob(2048, "training loss from the last hidden states in chunks of this many tokens "
                                         "(the whole batch's vocabulary logits never exist at once; the same value "
@@ -116,6 +117,15 @@ class LMConfig(Section):
     sample_precision: str = knob("fp32", "dtype of the weights that sample the next generation's data: fp32 "
                                          "(the paper; the same tokens as HF generate) or bf16 (GPU: faster; near-"
                                          "ties between tokens may break the other way)", choices=("fp32", "bf16"))
+    sample_graphs: str = knob("auto", "the OPT decoder's step as a CUDA graph, captured once per (batch, beams) "
+                                      "shape and replayed every step: auto (on where sampling runs on CUDA), on, "
+                                      "off. A CPU has no graphs: there, on runs the same fixed-buffer step "
+                                      "uncaptured (over the whole cache: slower than off, which attends only to "
+                                      "the slots written so far). Manifest and shards record the step that ran "
+                                      "(decoding.step)", choices=("auto", "on", "off"))
+    sample_compile: bool = knob(False, "torch.compile the OPT decoder's fixed-shape step (dynamic=False, "
+                                       "compile_backend; inside the CUDA graph where graphs are on): compiled "
+                                       "once per (batch, beams) shape, its cache in the run folder")
     sample_batch_size: int = knob(128, "prompts per sampling batch per rank; one shard file each", min=1)
     ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes; only a "
                          "speed knob: the same batches, dropout and numbers on any count (as long as "

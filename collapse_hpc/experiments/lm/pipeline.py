@@ -52,9 +52,9 @@ class Pipeline:
 
     @classmethod
     def start(cls, cfg, data_dir: Path, log: logging.Logger | None = None, run_dir: Path | None = None) -> "Pipeline":
-        """Join the process group and load the tokenizer; with `compile` and a run folder, the
-        compile caches go into it (before anything compiles)."""
-        if cfg.compile and run_dir is not None:
+        """Join the process group and load the tokenizer; with `compile` or `sample_compile` and a
+        run folder, the compile caches go into it (before anything compiles)."""
+        if (cfg.compile or cfg.sample_compile) and run_dir is not None:
             compile_cache(run_dir)
         startup, t = {}, time.perf_counter()
         import torch  # noqa: F401  (timed on their own; DeepSpeed is imported by training alone)

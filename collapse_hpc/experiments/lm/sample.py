@@ -20,9 +20,14 @@ prompt (not once per beam) and its keys/values are shared by the beams; the beam
 are written once into slots and never reordered - each beam attends to its ancestors' slots through
 a mask. Other architectures go through `generate` (with left padding; the last tokens are taken).
 
-The decoder keeps fixed-shape state (each beam's tokens, the cache slots it sees), so a step needs
-no concatenation; on CUDA every step also attends over the whole preallocated cache (one shape per
-step, what CUDA graphs capture), on a CPU only over the slots written so far. `sample_precision`
+The decoder keeps fixed-shape state in buffers reused by every chunk of one shape (each beam's
+tokens, the cache slots it sees, the caches, the step's tokens, position and slots as tensors), so a
+step needs no concatenation and reads the same tensors every time. On CUDA every step attends over
+the whole preallocated cache (one shape per step) and, `sample_graphs` auto or on, replays a CUDA
+graph of the step captured once per (batch, beams) shape; on a CPU it attends only over the slots
+written so far (less work), unless graphs are on (the same static step, uncaptured: no CUDA).
+`sample_compile` torch.compiles the static step (dynamic=False: compiled once per shape). Which of
+these ran is the decoding's `step` in the manifest and the shards' metadata. `sample_precision`
 (Decoding.precision) bf16 decodes with a bf16 copy of the weights; token_agreement() says how many
 tokens it shares with fp32 (fp32: HF generate's tokens).
 
@@ -42,6 +47,10 @@ PRESETS = ("beam", "greedy", "sampling", "temperature", "top_k", "top_p", "min_p
 PARAMETER = ("temperature", "top_k", "top_p", "min_p")  # strategies named after the one knob they set
 SAMPLED = ("sampling", *PARAMETER)
 PRECISIONS = ("fp32", "bf16")
+GRAPHS = ("auto", "on", "off")
+# how the OPT decoder's step runs (Decoding.step): over the cache slots written so far (a CPU's
+# default: least work), over the whole fixed-shape cache (static), as a CUDA graph of that, compiled
+STEPS = ("slots", "static", "graph", "compiled", "compiled-graph")
 ORIGINAL = "original.parquet"  # reference --generate: the blocks kept unchanged (source "original")
 
 
@@ -88,12 +97,17 @@ class Decoding:
     top_p: float = 1.0
     min_p: float = 0.0
     precision: str = "fp32"  # the weights' dtype while decoding: fp32 or bf16
+    graphs: str = "auto"  # the OPT step as a CUDA graph: auto (on CUDA), on, off
+    compile: bool = False  # torch.compile the OPT step (static shapes)
+    compile_backend: str = "inductor"
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"decoding {self.preset!r}: must be one of {', '.join(PRESETS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"sample precision {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
+        if self.graphs not in GRAPHS:
+            raise ValueError(f"sample graphs {self.graphs!r}: must be one of {', '.join(GRAPHS)}")
 
     @classmethod
     def from_config(cls, cfg, strategy: str | None = None) -> "Decoding":
@@ -105,7 +119,8 @@ class Decoding:
             v = getattr(cfg, name) if value is None else value
             warp[name] = int(v) if name == "top_k" else float(v)
         return cls(preset=name, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty,
-                   new_tokens=cfg.block_size, precision=cfg.sample_precision, **warp)
+                   new_tokens=cfg.block_size, precision=cfg.sample_precision, graphs=cfg.sample_graphs,
+                   compile=cfg.sample_compile, compile_backend=cfg.compile_backend, **warp)
 
     @property
     def beams(self) -> int:
@@ -118,8 +133,28 @@ class Decoding:
             return f"{self.preset}{getattr(self, self.preset):g}"
         return self.preset
 
-    def metadata(self) -> dict:
+    def step(self, device) -> str:
+        """How the OPT decoder's step runs on `device` (one of STEPS): a CUDA graph where graphs are
+        auto or on and the device is CUDA; the static step without one where graphs are on or the
+        step is compiled, or on CUDA; else (a CPU's default) over the slots written so far."""
+        cuda = getattr(device, "type", device) == "cuda"
+        graph = cuda and self.graphs != "off"
+        if self.compile:
+            return "compiled-graph" if graph else "compiled"
+        if graph:
+            return "graph"
+        return "static" if cuda or self.graphs == "on" else "slots"
+
+    def metadata(self, device) -> dict:
+        """The decoding's settings, with the step that runs on `device` (what ran, not the config's
+        graphs/compile)."""
         d = asdict(self)
+        step = self.step(device)
+        for k in ("graphs", "compile", "compile_backend"):
+            d.pop(k)
+        d["step"] = step
+        if step.startswith("compiled"):
+            d["compile_backend"] = self.compile_backend
         if self.preset not in SAMPLED:
             for k in PARAMETER:
                 d.pop(k)
@@ -198,15 +233,12 @@ def _eos_ids(model) -> list[int]:
 # ------------------------------------------------------------------ the fast OPT decoder
 
 class _OPTDecoder:
-    """OPT forward for decoding with a shared-prompt, never-reordered key/value cache. static: every
-    step attends over the whole preallocated cache (one shape per step, as CUDA graphs need; the
-    default on CUDA), else over the slots written so far (less work on a CPU)."""
+    """OPT forward for decoding with a shared-prompt, never-reordered key/value cache."""
 
-    def __init__(self, model, static: bool | None = None):
+    def __init__(self, model):
         import torch
 
         self.model = model
-        self.static = model.device.type == "cuda" if static is None else static
         self.dec = model.model.decoder
         cfg = model.config
         self.heads = cfg.num_attention_heads
@@ -220,6 +252,13 @@ class _OPTDecoder:
             w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
             b = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]) if a.q_proj.bias is not None else None
             self.qkv.append((w, b))
+
+    def new_caches(self, batch: int, cache_len: int):
+        """Per-layer (keys, values) of shape (batch, heads, cache_len, head_dim). Zeros, not empty: a
+        static step attends over the whole cache, unwritten slots with weight 0 (0 * NaN would not be 0)."""
+        w = self.dec.embed_tokens.weight
+        shape = (batch, self.heads, cache_len, self.head_dim)
+        return [(w.new_zeros(shape), w.new_zeros(shape)) for _ in self.dec.layers]
 
     def _embed(self, tokens, positions):
         h = self.dec.embed_tokens(tokens)
@@ -246,53 +285,48 @@ class _OPTDecoder:
         q, k, v = F.linear(h, *self.qkv[i]).chunk(3, dim=-1)
         return q * self.scaling, k, v
 
-    def prefill(self, prompts, cache_len: int):
-        """Encode (B, P) prompts; return next-token logits (B, V) and per-layer K/V caches."""
+    def prefill(self, prompts, caches):
+        """Encode (B, P) prompts into the first P slots of `caches`; return next-token logits (B, V)."""
         import torch
         import torch.nn.functional as F
 
         B, P = prompts.shape
         H, hd = self.heads, self.head_dim
         x = self._embed(prompts, torch.arange(P, device=prompts.device))
-        caches = []
-        for i, layer in enumerate(self.dec.layers):
+        for i, (layer, (kc, vc)) in enumerate(zip(self.dec.layers, caches)):
             attn = layer.self_attn
             r = x
             h = layer.self_attn_layer_norm(x) if self.pre_ln else x
             q, k, v = (t.reshape(B, P, H, hd).transpose(1, 2) for t in self._qkv(i, h))
-            # zeros, not empty: every step attends over the whole cache, unwritten slots with weight 0
-            kc = x.new_zeros(B, H, cache_len, hd)
-            vc = x.new_zeros(B, H, cache_len, hd)
             kc[:, :, :P] = k
             vc[:, :, :P] = v
-            caches.append((kc, vc))
             a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
             x = r + attn.out_proj(a.transpose(1, 2).reshape(B, P, H * hd))
             if not self.pre_ln:
                 x = layer.self_attn_layer_norm(x)
             x = self._mlp(layer, x)
-        return self._logits(x[:, -1]), caches
+        return self._logits(x[:, -1])
 
-    def step(self, tokens, position: int, caches, slot: int, mask):
-        """One token for each of the (B, K) beams at `position`; their keys/values go to slots
-        slot..slot+K-1. mask (B, K, C) says which of the cache's C slots each beam sees. Static:
-        every tensor has the same shape at every step (attention spans the whole preallocated
-        cache), nothing is allocated by size or concatenated, as CUDA graphs of the step need."""
+    def step(self, tokens, position, caches, slot, mask, span: int | None = None):
+        """One token for each of the (B, K) beams at `position` (a (1,) tensor); their keys/values go
+        to the cache slots `slot` (a (K,) tensor). mask (B, K, C) says which of the cache's C slots
+        each beam sees. Every input is a tensor read in place, so the same step can be replayed (a
+        CUDA graph) or compiled once; span None attends over the whole cache (one shape at every
+        step), an int over its first `span` slots (less work on a CPU, a new shape each step)."""
         import torch
 
         B, K = tokens.shape
         H, hd = self.heads, self.head_dim
-        pos = torch.full((B, K), position, dtype=torch.long, device=tokens.device)
-        x = self._embed(tokens, pos).view(B * K, -1)
-        span = mask.shape[-1] if self.static else slot + K
+        x = self._embed(tokens, position).view(B * K, -1)
+        span = mask.shape[-1] if span is None else span
         hidden = ~mask[:, None, :, :span]  # (B, 1, K, span)
         for i, (layer, (kc, vc)) in enumerate(zip(self.dec.layers, caches)):
             attn = layer.self_attn
             r = x
             h = layer.self_attn_layer_norm(x) if self.pre_ln else x
             q, k, v = (t.reshape(B, K, H, hd).transpose(1, 2) for t in self._qkv(i, h))
-            kc[:, :, slot:slot + K] = k
-            vc[:, :, slot:slot + K] = v
+            kc.index_copy_(2, slot, k)
+            vc.index_copy_(2, slot, v)
             scores = torch.matmul(q, kc[:, :, :span].transpose(-1, -2))  # (B, H, K, span)
             scores.masked_fill_(hidden, float("-inf"))
             a = torch.matmul(scores.softmax(-1), vc[:, :, :span])  # (B, H, K, hd)
@@ -303,40 +337,117 @@ class _OPTDecoder:
         return self._logits(x)
 
 
-def _decode_opt(model, prompts, d: Decoding, generator=None, static: bool | None = None):
-    """The decoding loop over preallocated state of fixed shapes: `tokens` (B, K, P + n) holds each
-    beam's prompt and new tokens (slots not yet written hold the prompt's first token, already in
-    the history, so the repetition penalty's set is the same), `mask` (B, K, P + K*n) the cache
-    slots each beam sees (the prompt's, then its ancestors': beam j's token of step t sits in slot
-    P + K*t + j). A beam search step reorders both rows by the surviving beams' sources."""
+class _DecodeState:
+    """The decoding's fixed buffers for one (model, batch, beams, prompt, new tokens) shape, reused by
+    every chunk of that shape: `tokens` (B, K, P + n) each beam's prompt and new tokens (slots not
+    yet written hold the prompt's first token, already in the history, so the repetition penalty's
+    set is the same), `mask` (B, K, P + K*n) the cache slots each beam sees (the prompt's, then its
+    ancestors': beam j's token of step t sits in slot P + K*t + j), the key/value caches, and the
+    step's inputs (this step's tokens, position, slots). All are written in place, so the step reads
+    the same tensors every time: `graph` replays it as a CUDA graph captured at its first run (once
+    per shape), `compiled` runs it through torch.compile (static shapes: compiled once)."""
+
+    def __init__(self, dec: _OPTDecoder, B: int, K: int, P: int, n: int, kind: str, backend: str = "inductor"):
+        import torch
+
+        self.dec, self.P, self.K, self.kind = dec, P, K, kind
+        device = dec.dec.embed_tokens.weight.device
+        long = dict(dtype=torch.long, device=device)
+        self.caches = dec.new_caches(B, P + K * n)
+        self.tokens = torch.zeros(B, K, P + n, **long)
+        self.mask = torch.zeros(B, K, P + K * n, dtype=torch.bool, device=device)
+        self.step_tokens = torch.zeros(B, K, **long)
+        self.position = torch.zeros(1, **long)  # (1,), not 0-d: a 0-d index is a Python number to dynamo
+        self.beam_ids = torch.arange(K, **long)
+        self.slot = torch.zeros(K, **long)
+        self.fn = dec.step
+        if kind.startswith("compiled"):
+            self.fn = torch.compile(dec.step, dynamic=False, fullgraph=True, backend=backend)
+        self.graph, self.logits = None, None
+
+    def start(self, prompts):
+        """Encode these (B, P) prompts into the caches and reset the buffers; the prompts' logits."""
+        P, K = self.P, self.K
+        logits = self.dec.prefill(prompts, self.caches)
+        self.tokens[:, :, :P] = prompts.unsqueeze(1)
+        self.tokens[:, :, P:] = prompts[:, :1, None]
+        self.mask.zero_()
+        self.mask[:, :, :P] = True
+        self.position.fill_(P - 1)
+        self.slot.copy_(self.beam_ids + P - K)  # the first step() moves them to P .. P + K - 1
+        return logits
+
+    def step(self, t: int):
+        """Feed the tokens chosen at step t - 1 (beam j's lands in slot P + K*(t-1) + j); (B*K, V) logits,
+        valid until the next step."""
+        self.position.add_(1)
+        self.slot.add_(self.K)
+        self.mask[:, self.beam_ids, self.slot] = True
+        self.step_tokens.copy_(self.tokens[:, :, self.P + t - 1])
+        if self.kind == "slots":
+            return self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask, self.P + self.K * t)
+        if not self.kind.endswith("graph"):
+            return self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask)
+        if self.graph is None:
+            self.graph, self.logits = _capture(
+                lambda: self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask))
+        self.graph.replay()
+        return self.logits
+
+    def reorder(self, src):
+        """Beam search: every beam's row of tokens and mask becomes that of its source beam (B, K)."""
+        self.tokens.copy_(self.tokens.gather(1, src.unsqueeze(-1).expand_as(self.tokens)))
+        self.mask.copy_(self.mask.gather(1, src.unsqueeze(-1).expand_as(self.mask)))
+
+
+def _capture(run, warmup: int = 3):
+    """(CUDA graph, its output) of run(), as the PyTorch docs do it: warm-up runs on a side stream
+    (they also compile a compiled step), then one capture. The step is idempotent (it rewrites the
+    same slots from the same inputs), so the warm-up leaves the state as one run would; a capture
+    runs nothing, so the caller replays it once for this step."""
     import torch
 
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    return graph, out
+
+
+def _decode_opt(model, prompts, d: Decoding, generator=None, states: dict | None = None):
+    """The decoding loop over a _DecodeState (from `states`, kept across calls, when it has this
+    shape): the prompt's logits choose each beam's first token, every further step feeds the chosen
+    tokens; a beam search step reorders the beams' rows by their sources. `states` keeps the last
+    shape's only (a chain's chunks share one shape but the last; one set of caches in memory)."""
     B, P = prompts.shape
     K, n = d.beams, d.new_tokens
-    dec = _OPTDecoder(model, static)
-    logits, caches = dec.prefill(prompts, P + K * n)
-    tokens = prompts[:, :1, None].expand(B, K, P + n).clone()
-    tokens[:, :, :P] = prompts.unsqueeze(1)
-    mask = torch.zeros(B, K, P + K * n, dtype=torch.bool, device=prompts.device)
-    mask[:, :, :P] = True
-    beam_ids = torch.arange(K, device=prompts.device)
+    kind = d.step(prompts.device)
+    states = {} if states is None else states
+    key = (id(model), B, K, P, n, kind)  # a state holds its model, so the id is not reused meanwhile
+    if key not in states:
+        states.clear()  # frees the previous shape's caches (and graph) before allocating these
+        states[key] = _DecodeState(_OPTDecoder(model), B, K, P, n, kind, d.compile_backend)
+    state = states[key]
+    logits, eos = state.start(prompts), _eos_ids(model)
     scores = None
     for t in range(n):
-        if t > 0:  # feed the tokens chosen at t-1; beam j's lands in slot j of step t-1
-            slot = P + K * (t - 1)
-            mask[:, beam_ids, slot + beam_ids] = True
-            logits = dec.step(tokens[:, :, P + t - 1], P + t - 1, caches, slot, mask)
+        if t > 0:
+            logits = state.step(t)
         rows = logits.shape[0] // B  # 1 at t = 0 (the prompt's logits), else K
-        history = tokens[:, :rows].reshape(B * rows, -1)
+        history = state.tokens[:, :rows].reshape(B * rows, -1)
         if d.preset == "beam":
-            src, tok, scores = _beam_choice(logits, history, scores, B, K, d, _eos_ids(model))
-            tokens = tokens.gather(1, src.unsqueeze(-1).expand_as(tokens))
-            mask = mask.gather(1, src.unsqueeze(-1).expand_as(mask))
-            tokens[:, :, P + t] = tok
+            src, tok, scores = _beam_choice(logits, history, scores, B, K, d, eos)
+            state.reorder(src)
+            state.tokens[:, :, P + t] = tok
         else:
-            lg = _block_eos(_repetition_penalty(logits, history, d.repetition_penalty), _eos_ids(model))
-            tokens[:, 0, P + t] = _choose(lg, d, generator)
-    return tokens[:, 0, P:]  # beams are sorted by score: beam 0 is the best (all have the same length)
+            lg = _block_eos(_repetition_penalty(logits, history, d.repetition_penalty), eos)
+            state.tokens[:, 0, P + t] = _choose(lg, d, generator)
+    return state.tokens[:, 0, P:].clone()  # beams are sorted by score: beam 0 is the best (all have the same length)
 
 
 def _beam_choice(logits, history, scores, B: int, K: int, d: Decoding, eos: list[int]):
@@ -398,15 +509,17 @@ def token_agreement(a, b) -> float:
     return float((a == b).mean()) if a.size else 1.0
 
 
-def generate(model, prompts, d: Decoding, generator=None, generator_seed: int | None = None):
+def generate(model, prompts, d: Decoding, generator=None, generator_seed: int | None = None,
+             states: dict | None = None):
     """(B, P) equal-length prompts -> (B, new_tokens) new tokens, under inference mode, with the
-    weights in d.precision (a copy if the model's are not)."""
+    weights in d.precision (a copy if the model's are not). `states` (a dict the caller keeps) holds
+    the OPT decoder's buffers across calls, so a CUDA graph or a compiled step is made once per shape."""
     import torch
 
     model = in_precision(model, d.precision)
     with torch.inference_mode():
         if getattr(model.config, "model_type", "") == "opt":
-            return _decode_opt(model, prompts, d, generator)
+            return _decode_opt(model, prompts, d, generator, states)
         return generate_hf(model, prompts, d, generator_seed=generator_seed)
 
 
@@ -450,7 +563,7 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
     ids, tokens = prompts.column("block_id").to_numpy(), prompts.column("input_ids")
     model = in_precision(model.eval(), d.precision)  # converted once, not per chunk
     device = device or next(model.parameters()).device
-    started, produced = time.time(), 0
+    started, produced, states = time.time(), 0, {}
     for k in tqdm(todo, desc=f"sample gen {generation} rank {rank}", unit="chunk", disable=not todo,
                   dynamic_ncols=True):
         lo, hi = k * batch_size, min(n, (k + 1) * batch_size)
@@ -458,11 +571,11 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
                              device=device)
         chunk_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
         gen = torch.Generator(device=device).manual_seed(chunk_seed)
-        out = generate(model, batch, d, generator=gen, generator_seed=chunk_seed).cpu().numpy().astype(np.int32)
+        out = generate(model, batch, d, gen, chunk_seed, states).cpu().numpy().astype(np.int32)
         produced += out.size
         table = _shard_table(ids[lo:hi], out, tokenizer, generation, prompt_source)
         write_parquet(shard_dir / shard_name(rank, k), table,
-                      {"decoding": d.metadata(), "model_sha256": model_hash, "generation": generation, "chunk": k,
+                      {"decoding": d.metadata(device), "model_sha256": model_hash, "generation": generation, "chunk": k,
                        "prompts": [lo, hi], "seed": chunk_seed})
     if log and todo:
         dt = time.time() - started

@@ -136,7 +136,7 @@ def _check_chain(store, generations=2):
             assert {len(x) for x in table.column("input_ids").to_pylist()} == {16}
             meta = json.loads(pq.read_schema(shards[0]).metadata[b"decoding"])
             assert meta == {"preset": "beam", "num_beams": 3, "repetition_penalty": 3.0, "new_tokens": 16,
-                            "precision": "fp32"}
+                            "precision": "fp32", "step": "slots"}  # a CPU's step: the slots written so far
             seq = pq.read_table(unit / "sequence_ppl.parquet")
             assert seq.column_names == ["block_id", "ppl"] and seq.num_rows == 48
             # per-sequence perplexities of the real test split: one row per test block (16)

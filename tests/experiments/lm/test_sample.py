@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from collapse_hpc.experiments.lm.sample import (PRESETS, Decoding, done_chunks, generate, generate_hf,
+from collapse_hpc.experiments.lm.sample import (PRESETS, STEPS, Decoding, done_chunks, generate, generate_hf,
                                                  parse_strategy, read_shards, sample_shards, sampling_warp,
                                                  token_agreement)
 from collapse_hpc.store import read_parquet_metadata
@@ -82,31 +82,174 @@ def test_token_agreement():
         token_agreement([[1, 2]], [[1, 2, 3]])
 
 
-@pytest.mark.parametrize("preset", ["beam", "greedy"])
-def test_static_decode_steps_have_one_shape_and_hf_generates_tokens(model, prompts, preset, monkeypatch):
-    """The static step (CUDA's default): every step sees tensors of the same shapes and the same
-    cache buffers, and concatenates nothing (a step CUDA graphs can capture); the tokens are still
-    HF generate's."""
+STEPPED = [Decoding(preset="beam", new_tokens=12), Decoding(preset="greedy", new_tokens=12),
+           Decoding(preset="top_k", top_k=20, new_tokens=10)]
+
+
+def _hf(model, prompts, d, seed=7):
+    with torch.inference_mode():
+        return generate_hf(model, prompts, d, generator_seed=seed)
+
+
+def _spy_steps(monkeypatch):
+    """Record, for every decoder step, its inputs' identities and shapes and the concatenations inside."""
     from collapse_hpc.experiments.lm import sample
 
     seen, cats, real_cat, step = [], [], torch.cat, sample._OPTDecoder.step
 
-    def spy(self, tokens, position, caches, slot, mask):
+    def spy(self, *args, **kwargs):
         before = len(cats)
-        out = step(self, tokens, position, caches, slot, mask)
-        seen.append((tuple(tokens.shape), tuple(mask.shape), tuple(out.shape), len(cats) - before,
-                     tuple((tuple(k.shape), k.data_ptr(), v.data_ptr()) for k, v in caches)))
+        out = step(self, *args, **kwargs)
+        flat = [t for a in args for t in (a if isinstance(a, list) else [a])]
+        flat = [t for x in flat for t in (x if isinstance(x, tuple) else [x])]
+        seen.append((tuple((type(t).__name__, tuple(getattr(t, "shape", ())),
+                            t.data_ptr() if isinstance(t, torch.Tensor) else t) for t in flat),
+                     tuple(kwargs.items()), tuple(out.shape), len(cats) - before))
         return out
 
     monkeypatch.setattr(sample._OPTDecoder, "step", spy)
     monkeypatch.setattr(torch, "cat", lambda *a, **k: (cats.append(1), real_cat(*a, **k))[1])
-    d = Decoding(preset=preset, new_tokens=12)
-    with torch.inference_mode():
-        ours = sample._decode_opt(model, prompts, d, static=True)
-        monkeypatch.setattr(torch, "cat", real_cat)
-        assert torch.equal(ours, generate_hf(model, prompts, d))
-    assert len(seen) == 11 and len(set(seen)) == 1
-    assert seen[0][3] == 0  # no concatenation inside a step
+    return seen
+
+
+@pytest.mark.parametrize("d", STEPPED, ids=lambda d: d.preset)
+def test_static_step_reads_the_same_tensors_every_step_and_hf_generates_tokens(model, prompts, d, monkeypatch):
+    """graphs on (on a CPU: the step a CUDA graph would capture, uncaptured): every step gets the
+    same tensors - tokens, position, slots, caches, mask - in the same buffers, and no Python number
+    (a graph or a compiled step would bake one in), and concatenates nothing; the tokens are still
+    HF generate's, for beam search, greedy and seeded sampling."""
+    from dataclasses import replace
+
+    seen = _spy_steps(monkeypatch)
+    d = replace(d, graphs="on")
+    assert d.step("cpu") == "static"
+    ours = generate(model, prompts, d, generator=torch.Generator().manual_seed(7))
+    assert len(seen) == d.new_tokens - 1 and len(set(seen)) == 1, "a step's inputs changed"
+    inputs, kwargs, _, cats = seen[0]
+    assert all(kind == "Tensor" for kind, _, _ in inputs) and not kwargs and cats == 0
+    monkeypatch.undo()
+    assert torch.equal(ours, _hf(model, prompts, d))
+
+
+@pytest.mark.parametrize("d", STEPPED, ids=lambda d: d.preset)
+def test_slots_step_is_the_cpu_default_and_hf_generates_tokens(model, prompts, d, monkeypatch):
+    """A CPU's default (graphs auto): the step attends over the slots written so far (a span that
+    grows: less work than the whole cache), from the same buffers; HF generate's tokens."""
+    seen = _spy_steps(monkeypatch)
+    assert d.step("cpu") == "slots" and d.step(torch.device("cuda")) == "graph"
+    ours = generate(model, prompts, d, generator=torch.Generator().manual_seed(7))
+    spans = [dict(kwargs).get("span", inputs[-1][2]) for inputs, kwargs, _, _ in seen]
+    K = d.beams
+    assert spans == [16 + K * t for t in range(1, d.new_tokens)]
+    assert len({inputs[:-1] for inputs, _, _, _ in seen}) == 1  # the same buffers, but the span
+    monkeypatch.undo()
+    assert torch.equal(ours, _hf(model, prompts, d))
+
+
+@pytest.mark.parametrize("graphs", ["on", "off"])
+def test_decode_state_is_kept_per_shape_across_chunks(model, prompts, graphs):
+    """`states` keeps one set of buffers per (model, batch, beams, prompt, new tokens): chunks of one
+    shape reuse it (a CUDA graph is captured once per shape) and still give each chunk's own tokens
+    (nothing of an earlier chunk leaks through the reused caches); a new shape replaces it (one set
+    of caches in memory)."""
+    d = Decoding(new_tokens=12, graphs=graphs)
+    states = {}
+    a = generate(model, prompts[:3], d, states=states)
+    (state,) = states.values()
+    caches = [(k.data_ptr(), v.data_ptr()) for k, v in state.caches]
+    b = generate(model, prompts[3:], d, states=states)
+    assert list(states.values()) == [state] and caches == [(k.data_ptr(), v.data_ptr()) for k, v in state.caches]
+    assert torch.equal(a, generate(model, prompts[:3], d)) and torch.equal(b, generate(model, prompts[3:], d))
+    assert torch.equal(torch.cat([a, b]), _hf(model, prompts, d))
+    generate(model, prompts[:2], d, states=states)
+    assert len(states) == 1 and state not in states.values()
+
+
+def test_step_kind_follows_graphs_compile_and_device():
+    """Which step runs, as the manifest and shards record it (what ran, not the config's words)."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    table = {(g, c, dev): Decoding(graphs=g, compile=c).step(dev) for g in ("auto", "on", "off")
+             for c in (False, True) for dev in (cpu, cuda)}
+    assert table == {
+        ("auto", False, cpu): "slots", ("auto", False, cuda): "graph", ("on", False, cpu): "static",
+        ("on", False, cuda): "graph", ("off", False, cpu): "slots", ("off", False, cuda): "static",
+        ("auto", True, cpu): "compiled", ("auto", True, cuda): "compiled-graph", ("on", True, cpu): "compiled",
+        ("on", True, cuda): "compiled-graph", ("off", True, cpu): "compiled", ("off", True, cuda): "compiled"}
+    assert set(table.values()) == set(STEPS)
+    meta = Decoding(compile=True, compile_backend="aot_eager").metadata(cuda)
+    assert (meta["step"], meta["compile_backend"]) == ("compiled-graph", "aot_eager")
+    assert "graphs" not in meta and "compile" not in meta
+    with pytest.raises(ValueError, match="graphs"):
+        Decoding(graphs="yes")
+
+
+def test_sample_graphs_and_compile_come_from_the_config_and_a_bad_value_is_one_error_line(tmp_path):
+    """lm.sample_graphs (auto, on, off) and lm.sample_compile reach the decoding (with the training's
+    compile_backend); any other graphs value stops the command with one error line and exit 2."""
+    from tests.experiments.lm.conftest import tiny_cfg
+    from tests.test_cli import cli, one_error_line
+
+    d = Decoding.from_config(tiny_cfg(sample_graphs="off", sample_compile=True, compile_backend="aot_eager"))
+    assert (d.graphs, d.compile, d.compile_backend) == ("off", True, "aot_eager")
+    assert Decoding.from_config(tiny_cfg()).graphs == "auto" and not Decoding.from_config(tiny_cfg()).compile
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: x\nregimes: [replace]\nlm: {sample_graphs: always}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r"))
+    assert "sample_graphs" in line and "always" in line and "auto" in line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("d", [STEPPED[0], STEPPED[2]], ids=lambda d: d.preset)
+def test_compiled_step_gives_eager_tokens_and_never_recompiles(model, prompts, d, tmp_path, monkeypatch):
+    """sample_compile (inductor on a CPU; static shapes): the compiled step gives the eager step's
+    tokens (and so HF generate's), compiles one graph without a break and never recompiles over
+    all decode steps, nor for a second chunk of the same shape."""
+    from dataclasses import replace
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # never the shared /tmp one
+    torch._dynamo.reset()
+    counters.clear()
+    states, seed = {}, torch.Generator().manual_seed
+    compiled = replace(d, compile=True)
+    assert compiled.step("cpu") == "compiled"
+    with torch._dynamo.config.patch(error_on_recompile=True):  # (monkeypatch's undo deletes a config key)
+        ours = generate(model, prompts[:3], compiled, generator=seed(7), states=states)
+        again = generate(model, prompts[3:], compiled, generator=seed(8), states=states)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    eager = replace(d, graphs="on")
+    assert torch.equal(ours, generate(model, prompts[:3], eager, generator=seed(7)))
+    assert torch.equal(again, generate(model, prompts[3:], eager, generator=seed(8)))
+    assert torch.equal(ours, _hf(model, prompts[:3], d))
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; on a CPU the same "
+                    "buffers and step bookkeeping run uncaptured (test_static_step_reads_the_same_tensors_...)")
+@pytest.mark.parametrize("d", STEPPED, ids=lambda d: d.preset)
+def test_cuda_graph_replays_give_the_uncaptured_tokens(model, prompts, d):
+    """On CUDA (fp32, TF32 off, torch's default): the graph captured at the first step of a shape and
+    replayed for every step and chunk gives the uncaptured static step's tokens, and HF generate's."""
+    import copy
+    from dataclasses import replace
+
+    cuda = copy.deepcopy(model).cuda()
+    p = prompts.cuda()
+    states, seed = {}, lambda s: torch.Generator(device="cuda").manual_seed(s)
+    graph = replace(d, graphs="on")
+    assert graph.step(p.device) == "graph"
+    ours = [generate(cuda, p[:3], graph, generator=seed(7), states=states),
+            generate(cuda, p[3:], graph, generator=seed(8), states=states)]
+    (state,) = states.values()
+    assert state.graph is not None
+    off = replace(d, graphs="off")
+    assert torch.equal(ours[0], generate(cuda, p[:3], off, generator=seed(7)))
+    assert torch.equal(ours[1], generate(cuda, p[3:], off, generator=seed(8)))
+    assert torch.equal(ours[0], _hf(cuda, p[:3], d))  # HF seeds CUDA's default generator alike
 
 
 def test_beam_search_differs_from_greedy_and_never_stops_early(model, prompts):
@@ -206,9 +349,9 @@ def test_strategies_parse_and_label():
         "temperature0"]
     d = Decoding.from_config(cfg, "top_p0.5")  # a label reads back as the same strategy
     assert (d.preset, d.top_p, d.top_k, d.temperature, d.min_p) == ("top_p", 0.5, 0, 1.0, 0.0)
-    assert Decoding.from_config(cfg, "top_k:20").metadata() == {
+    assert Decoding.from_config(cfg, "top_k:20").metadata("cpu") == {
         "preset": "top_k", "repetition_penalty": 3.0, "new_tokens": 16, "temperature": 1.0, "top_k": 20,
-        "top_p": 1.0, "min_p": 0.0, "precision": "fp32"}
+        "top_p": 1.0, "min_p": 0.0, "precision": "fp32", "step": "slots"}
     for bad in ("nucleus", "greedy:1", "top_p:2", "top_k:2.5", "min_p:0", "temperature:-1", "top_p:x"):
         with pytest.raises(ValueError, match="decoding"):
             parse_strategy(bad)
@@ -244,7 +387,7 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
     assert set(t.column("source").to_pylist()) == {"generated"} and set(t.column("generation").to_pylist()) == {2}
     meta = read_parquet_metadata(one / "part-000-00001.parquet")
     assert meta["decoding"] == {"preset": "beam", "num_beams": 3, "repetition_penalty": 3.0, "new_tokens": 16,
-                                "precision": "fp32"}
+                                "precision": "fp32", "step": "slots"}
     assert meta["model_sha256"] == "abc" and meta["prompts"] == [8, 16]
     # resume: only the missing chunk is sampled again, and it comes out the same
     (one / "part-000-00001.parquet").unlink()
