@@ -18,8 +18,10 @@ The ratio ours/plain of the seconds is what is recorded (the machine's speed can
   python benchmarks/lm_generation.py --decode-only --opt125m --blocks 36718 --batch 512
       time only the paper's decoding with an OPT-125M-shaped model (random weights: the cost
       is the same) on the GPU, e.g. for the whole WikiText-2 train split: ours with fp32 and
-      with bf16 weights, HF generate at the reference's batch 16 on the first --hf-blocks
-      prompts, the ratios and how many tokens agree; last line: decode_tokens_per_s: <ours fp32>
+      with bf16 weights, each with CUDA graphs of the step on and off (lm.sample_graphs; on a
+      CPU: the static step uncaptured, and the default slots-so-far step), HF generate at the
+      reference's batch 16 on the first --hf-blocks prompts, the ratios and how many tokens
+      agree; last line: decode_tokens_per_s: <ours fp32, sample_graphs auto>
 """
 from __future__ import annotations
 
@@ -160,36 +162,56 @@ def _timed(fn, prompts, batch: int, device: str):
     return tokens.numel() / seconds, tokens
 
 
+def _decode_paths(model, prompts, batch: int, device: str) -> tuple[dict, dict]:
+    """Ours with fp32 and bf16 weights, each with the step's CUDA graphs on and off (on a CPU: the
+    static step uncaptured, and the slots-so-far step): (new tokens/s, tokens) per path. The first
+    batch (the graph's capture) is a warm-up, timed on its own."""
+    from collapse_hpc.experiments.lm.sample import Decoding, generate, in_precision
+
+    rates, tokens = {}, {}
+    for precision in ("fp32", "bf16"):
+        sampler = in_precision(model, precision)
+        for graphs in ("on", "off"):
+            d, states = Decoding(precision=precision, graphs=graphs), {}
+            warm, _ = _timed(lambda b: generate(sampler, b, d, states=states), prompts[:batch], batch, device)
+            path = f"{precision} graphs {graphs}"
+            rates[path], tokens[path] = _timed(lambda b: generate(sampler, b, d, states=states), prompts, batch,
+                                               device)
+            print(f"ours {path} (step {d.step(device)}): {rates[path]:.0f} new tokens/s (first batch, with "
+                  f"capture: {warm:.0f})")
+    return rates, tokens
+
+
 def decode_only(blocks: int, batch: int, opt125m: bool, device: str, hf_blocks: int) -> None:
-    """The paper's decoding alone on random 64-token prompts: ours in fp32 and bf16, and HF generate
-    at the reference's batch 16 on the first hf_blocks prompts (all in this process)."""
+    """The paper's decoding alone on random 64-token prompts: ours in fp32 and bf16, CUDA graphs of
+    the step on and off, and HF generate at the reference's batch 16 on the first hf_blocks prompts
+    (all in this process); the rates, their ratios and how many tokens agree."""
     import torch
 
-    from collapse_hpc.experiments.lm.sample import Decoding, generate, generate_hf, in_precision, token_agreement
+    from collapse_hpc.experiments.lm.sample import Decoding, generate_hf, token_agreement
 
     model = decode_model(opt125m, device)
     prompts = torch.randint(3, model.config.vocab_size, (blocks, 64), generator=torch.Generator().manual_seed(1))
     where = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"decoding: beam 5, repetition penalty 3.0, 64 new tokens, {blocks} prompts at batch {batch} on {device} "
           f"({where}); torch {torch.__version__}, transformers {__import__('transformers').__version__}")
-    rates, tokens = {}, {}
-    for precision in ("fp32", "bf16"):
-        d = Decoding(precision=precision)
-        sampler = in_precision(model, precision)
-        generate(sampler, prompts[:min(batch, 8)].to(device), d)  # warm-up
-        rates[precision], tokens[precision] = _timed(lambda b: generate(sampler, b, d), prompts, batch, device)
-        print(f"ours {precision}: {rates[precision]:.0f} new tokens/s")
+    rates, tokens = _decode_paths(model, prompts, batch, device)
     with torch.inference_mode():
         hf, hf_tokens = _timed(lambda b: generate_hf(model, b, Decoding()), prompts[:hf_blocks], REFERENCE_BATCH,
                                device)
     print(f"HF generate fp32 (batch {REFERENCE_BATCH}, {hf_blocks} prompts): {hf:.0f} new tokens/s")
     n = len(hf_tokens)
-    print(f"token agreement with HF generate: fp32 {token_agreement(tokens['fp32'][:n], hf_tokens):.4f} "
-          f"(rows equal {int((tokens['fp32'][:n] == hf_tokens).all(1).sum())}/{n}), "
-          f"bf16 {token_agreement(tokens['bf16'][:n], hf_tokens):.4f}; "
-          f"bf16 with fp32: {token_agreement(tokens['bf16'], tokens['fp32']):.4f}")
-    print(f"decode ours/HF generate: fp32 {rates['fp32'] / hf:.2f}, bf16 {rates['bf16'] / hf:.2f}")
-    print(f"decode_tokens_per_s: {rates['fp32']:.0f}")
+    print("token agreement of graphs on with off: " + ", ".join(
+        f"{p} {token_agreement(tokens[f'{p} graphs on'], tokens[f'{p} graphs off']):.4f}" for p in ("fp32", "bf16")))
+    print("token agreement with HF generate: " + ", ".join(
+        f"{path} {token_agreement(t[:n], hf_tokens):.4f} (rows equal {int((t[:n] == hf_tokens).all(1).sum())}/{n})"
+        for path, t in tokens.items())
+        + f"; bf16 with fp32 (graphs on): {token_agreement(tokens['bf16 graphs on'], tokens['fp32 graphs on']):.4f}")
+    print("decode ours/HF generate: " + ", ".join(f"{path} {r / hf:.2f}" for path, r in rates.items()))
+    print("decode graphs on/off: " + ", ".join(f"{p} {rates[f'{p} graphs on'] / rates[f'{p} graphs off']:.2f}"
+                                               for p in ("fp32", "bf16")))
+    default = "on" if device == "cuda" else "off"  # sample_graphs auto
+    print(f"decode_tokens_per_s: {rates[f'fp32 graphs {default}']:.0f}")
 
 
 def main() -> None:
