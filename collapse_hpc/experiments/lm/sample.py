@@ -388,10 +388,18 @@ class _DecodeState:
             return self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask, self.P + self.K * t)
         if not self.kind.endswith("graph"):
             return self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask)
-        if self.graph is None:
-            self.graph, self.logits = _capture(
-                lambda: self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask))
-        self.graph.replay()
+        return self._replay()
+
+    def _replay(self):
+        """The step as a CUDA graph: captured at the first step of this shape, replayed on the
+        buffers' GPU (whichever is current); its logits are the graph's own output tensor."""
+        import torch
+
+        with torch.cuda.device(self.mask.device):
+            if self.graph is None:
+                self.graph, self.logits = _capture(
+                    lambda: self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask))
+            self.graph.replay()
         return self.logits
 
     def reorder(self, src):
@@ -401,10 +409,10 @@ class _DecodeState:
 
 
 def _capture(run, warmup: int = 3):
-    """(CUDA graph, its output) of run(), as the PyTorch docs do it: warm-up runs on a side stream
-    (they also compile a compiled step), then one capture. The step is idempotent (it rewrites the
-    same slots from the same inputs), so the warm-up leaves the state as one run would; a capture
-    runs nothing, so the caller replays it once for this step."""
+    """(CUDA graph, its output) of run() on the current GPU, as the PyTorch docs do it: warm-up
+    runs on a side stream (they also compile a compiled step), then one capture. The step is
+    idempotent (it rewrites the same slots from the same inputs), so the warm-up leaves the state as
+    one run would; a capture runs nothing, so the caller replays it once for this step."""
     import torch
 
     side = torch.cuda.Stream()
