@@ -228,6 +228,51 @@ def test_compiled_step_gives_eager_tokens_and_never_recompiles(model, prompts, d
     torch._dynamo.reset()
 
 
+class _GraphOnCPU:
+    """Stands in for a CUDA graph on a CPU (a fake for the replay bookkeeping only): the capture
+    leaves its output unwritten (NaN) as a real capture runs nothing; each replay reruns the step on
+    the buffers as they are then and writes that same output tensor, as a graph's static output."""
+
+    captures = 0
+
+    def __init__(self, run):
+        self.run, self.replays = run, 0
+        for _ in range(3):  # the warm-up runs
+            run()
+        self.out = torch.full_like(run(), float("nan"))
+        _GraphOnCPU.captures += 1
+
+    def replay(self):
+        self.out.copy_(self.run())
+        self.replays += 1
+
+
+@pytest.mark.parametrize("d", STEPPED, ids=lambda d: d.preset)
+def test_graph_replay_bookkeeping_gives_hf_generates_tokens(model, prompts, d, monkeypatch):
+    """The CUDA-graph path's own logic on a CPU, the graph faked: captured once per shape at the
+    first step, replayed at every step and chunk, its one output tensor (rewritten by each replay)
+    read after each replay; the tokens are HF generate's. (That the step reads only tensors, which a
+    real graph needs, is test_static_step_reads_the_same_tensors_every_step_...)"""
+    import contextlib
+
+    from collapse_hpc.experiments.lm import sample
+
+    def capture(run):
+        graph = _GraphOnCPU(run)
+        return graph, graph.out
+
+    monkeypatch.setattr(sample, "_capture", capture)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(Decoding, "step", lambda self, device: "graph")
+    _GraphOnCPU.captures, states, seed = 0, {}, torch.Generator().manual_seed
+    ours = torch.cat([generate(model, prompts[:3], d, generator=seed(7), states=states),
+                      generate(model, prompts[3:], d, generator=seed(7), states=states)])
+    (state,) = states.values()
+    assert _GraphOnCPU.captures == 1 and state.graph.replays == 2 * (d.new_tokens - 1)
+    monkeypatch.undo()
+    assert torch.equal(ours[:3], _hf(model, prompts[:3], d)) and torch.equal(ours[3:], _hf(model, prompts[3:], d))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; on a CPU the same "
                     "buffers and step bookkeeping run uncaptured (test_static_step_reads_the_same_tensors_...)")
 @pytest.mark.parametrize("d", STEPPED, ids=lambda d: d.preset)
