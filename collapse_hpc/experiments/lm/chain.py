@@ -276,7 +276,7 @@ def _write(ctx, lm: Pipeline, inputs: _Inputs, training, weights, decoding, prom
     cfg, g = ctx.config, ctx.generation
     meta = {"generation": g, "regime": ctx.variant.regime.record(), "seed": ctx.variant.seed,
             "model_sha256": weights["scored"]["sha256"], "sampled_sha256": weights["sampled"]["sha256"],
-            "sample_from": cfg.sample_from, "decoding": decoding.metadata(), "init": cfg.init,
+            "sample_from": cfg.sample_from, "decoding": decoding.metadata(lm.device), "init": cfg.init,
             "init_from": training.get("init_from"), "prompts": cfg.prompts,
             "train_blocks": inputs.train_set.num_rows, "generated_blocks": shards.num_rows}
     ctx.write_table("train_set.parquet", inputs.train_set, meta)

@@ -477,6 +477,7 @@ def test_job_logs_its_start_up_phases_and_keeps_the_compile_cache_in_the_run_fol
     assert set(manifest["phase_seconds"]) == {"train", "sample", "evaluate"}
     # the weights' precision while sampling: in the manifest and in every shard's metadata
     assert manifest["decoding"]["precision"] == "bf16"
+    assert manifest["decoding"]["step"] == "slots"  # the step that ran: a CPU's default
     shard = next((store.root / "lm" / "replace-p0-s0" / "gen_000" / "shards").glob("part-*.parquet"))
     assert json.loads(pq.read_schema(shard).metadata[b"decoding"])["precision"] == "bf16"
     assert all(v > 0 for v in manifest["phase_seconds"].values())
