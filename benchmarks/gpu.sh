@@ -58,8 +58,8 @@ from pathlib import Path
 for m in sorted(Path(sys.argv[1]).glob("lm/*/gen_*/manifest.json")):
     facts = json.loads(m.read_text())
     phases = {**facts.get("startup_seconds", {}), **facts.get("phase_seconds", {})}
-    order = ("imports", "process_group", "tokenizer", "model_load", "deepspeed_init", "first_step", "train", "sample",
-             "evaluate")
+    order = ("imports", "process_group", "tokenizer", "model_load", "deepspeed_import", "deepspeed_init", "first_step",
+             "train", "sample", "evaluate")
     shown = ", ".join(f"{k} {phases[k]:.1f} s" for k in sorted(phases, key=lambda k: (k not in order, order.index(k)
                                                                                      if k in order else 0, k)))
     print(f"   {m.parent.name}: {shown}; whole job {facts['seconds']:.1f} s")
