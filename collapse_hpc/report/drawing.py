@@ -2,6 +2,7 @@
 of every metric against generation, saved as PNG and PDF."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from collapse_hpc.plotting import style
@@ -75,16 +76,32 @@ def overviews(ctx: Context) -> list:
             for i, p in enumerate(pages)]
 
 
+@contextlib.contextmanager
+def figure_style():
+    """The report's style, and matplotlib's font fallbacks kept off the terminal: a font cache shared
+    with another matplotlib install (~/.cache/matplotlib is per version, not per install) can lack
+    the bundled STIX and Computer Modern fonts, and each figure then logs one findfont line per
+    family while falling back to DejaVu Sans, burying the report's own lines."""
+    from matplotlib import rc_context
+
+    fonts = logging.getLogger("matplotlib.font_manager")
+    level = fonts.level
+    fonts.setLevel(logging.ERROR)
+    try:
+        with rc_context(style.RC):
+            yield
+    finally:
+        fonts.setLevel(level)
+
+
 def draw(ctx: Context, out) -> list[Fig]:
     """Every figure of one experiment, saved as PNG and PDF under `out`. A figure the data cannot
     support yet comes back without files (the page says so)."""
-    from matplotlib import rc_context
-
     from collapse_hpc import experiments
 
     figs = []
     for key, title, fn in experiments.describe(ctx.experiment).figures() + overviews(ctx):
-        with rc_context(style.RC):
+        with figure_style():
             try:
                 made = fn(ctx)
             except NotInThisRun:
