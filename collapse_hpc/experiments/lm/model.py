@@ -78,12 +78,17 @@ def _counted(folder: str) -> int | None:
 
 
 def memory(cfg) -> int | None:
-    """Bytes one rank holds at least while training: fp32 weights and gradients, and AdamW's two moments
-    (shared out over the ranks from ZeRO stage 1 on); None where the model's size is unknown."""
+    """Bytes one rank holds at least while training: the weights (fp32, or bf16 under `precision:
+    bf16`), fp32 gradients, AdamW's two fp32 moments and, under bf16, the fp32 master copies; the
+    optimizer's state shared out over the ranks from ZeRO stage 1 on (bf16 runs as stage 1 at
+    least), the gradients from 2 on, the weights at 3. None where the model's size is unknown."""
     n = parameters(cfg)
     if n is None:
         return None
-    return 8 * n + 8 * n // (cfg.ranks if cfg.zero_stage >= 1 else 1)
+    bf16 = cfg.precision == "bf16"
+    stage = max(cfg.zero_stage, 1 if bf16 else 0)
+    weights, gradients, optimizer = (2 if bf16 else 4) * n, 4 * n, (12 if bf16 else 8) * n
+    return sum(b // (cfg.ranks if stage >= s else 1) for b, s in ((weights, 3), (gradients, 2), (optimizer, 1)))
 
 
 def weights_bytes(cfg) -> int | None:

@@ -65,3 +65,19 @@ def test_the_estimate_s_disk_is_the_lm_s_weights():
     copies = {c.variant.name: 2 if c.variant.section(run).sample_from == "last" else 1 for c in lm}
     want = sum(4 * PARAMETERS["facebook/opt-125m"] * copies[c.variant.name] * len(c.jobs) for c in lm) / 1e9
     assert estimate.estimate(run, chains).disk_gb == pytest.approx(want) and want > 0
+
+
+@pytest.mark.parametrize("precision, stage, ranks, per_parameter", [
+    ("fp32", 0, 4, 16),           # nothing shared out
+    ("fp32", 1, 4, 8 + 8 / 4),    # AdamW's moments shared
+    ("fp32", 2, 4, 4 + 12 / 4),   # and the gradients
+    ("fp32", 3, 4, 16 / 4),       # and the weights
+    ("bf16", 0, 1, 18),           # bf16 weights, fp32 gradients, fp32 masters and moments
+    ("bf16", 0, 4, 6 + 12 / 4),   # bf16 runs as ZeRO-1: masters and moments shared
+])
+def test_the_memory_estimate_follows_precision_and_zero_stage(tmp_path, hub_cache, precision, stage, ranks,
+                                                              per_parameter):
+    n = _opt(tmp_path / "mine")
+    cfg = LMConfig(**{**LM, "model": str(tmp_path / "mine"), "precision": precision, "zero_stage": stage,
+                      "ranks": ranks})
+    assert memory(cfg) == pytest.approx(per_parameter * n, abs=3)
