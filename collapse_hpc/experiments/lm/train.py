@@ -326,7 +326,12 @@ class _Training:
             model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=self.device.type == "cuda")
         conf = ds_config(cfg, self.micro, self.accum, self.world_size, self.precision)
         self.zero_stage = conf.get("zero_optimization", {}).get("stage", 0)
-        self.model, module = model, self._loss_module(model)
+        started = time.perf_counter()
+        deepspeed = distributed.load_deepspeed()  # not before: a job resumed after training never imports it
+        from collapse_hpc.experiments.lm.checkpoint import use_weights_only  # DeepSpeed's checkpoint engine
+
+        self.startup["deepspeed_import"] = time.perf_counter() - started
+        self.model, module = model, self._loss_module(model, deepspeed)
 
         def scheduler(basic_optimizer):
             # DeepSpeed calls this with the torch optimizer itself (ours, or the one it built for
@@ -338,10 +343,6 @@ class _Training:
             # HF models do not call DeepSpeed's checkpointing API: turn on their own
             model.gradient_checkpointing_enable()
         started = time.perf_counter()
-        deepspeed = distributed.load_deepspeed()  # not before: a job resumed after training never imports it
-        from collapse_hpc.experiments.lm.checkpoint import use_weights_only  # DeepSpeed's checkpoint engine
-
-        self.startup["deepspeed_import"], started = time.perf_counter() - started, time.perf_counter()
         engine, _, _, _ = deepspeed.initialize(
             model=module, optimizer=optimizer, lr_scheduler=scheduler,
             model_parameters=model.parameters() if optimizer is None else None, config=conf)
@@ -352,7 +353,7 @@ class _Training:
                        "autocast_dtype": "bfloat16" if self.precision == "bf16-mixed" else None}
         return engine
 
-    def _loss_module(self, model):
+    def _loss_module(self, model, deepspeed):
         """What the engine wraps: the model itself (HF's loss), or loss.LossHead around it (the
         chunked loss). ZeRO-3 gathers a weight only for its own module's forward and backward; the
         head reads the output embedding outside lm_head's forward, so it is registered as the
@@ -367,8 +368,6 @@ class _Training:
             return model
         head = LossHead(model, cfg.loss_chunk_tokens)
         if self.zero_stage == 3:
-            import deepspeed
-
             deepspeed.zero.register_external_parameter(head, model.get_output_embeddings().weight)
         return head
 
