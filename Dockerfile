@@ -54,8 +54,10 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # NCCL between nodes (InfiniBand, RoCE) needs the verbs libraries: NGC images have them,
 # pytorch/pytorch's runtime images do not. Left unpinned: their versions are the base
 # distribution's own (Ubuntu or Debian, whichever the base image is).
+# grep reads the whole listing (no -q): under pipefail, an early exit could kill ldconfig with
+# SIGPIPE and read as "missing".
 # hadolint ignore=DL3008
-RUN if ! ldconfig -p | grep -q 'libibverbs\.so\.1 '; then \
+RUN if ! ldconfig -p | grep 'libibverbs\.so\.1 ' >/dev/null; then \
         apt-get update \
         && apt-get install -y --no-install-recommends libibverbs1 ibverbs-providers librdmacm1 \
         && apt-get clean && rm -rf /var/lib/apt/lists/*; \

@@ -45,7 +45,7 @@ PKGS=(munge slurmctld slurmd slurm-client)
 [ "$ACCT" = 1 ] && PKGS+=(slurmdbd mariadb-server)
 missing=()
 for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
@@ -69,8 +69,8 @@ chown munge:munge /run/munge; chmod 0755 /run/munge
 
 # refuse to start if another program already holds the Slurm ports
 for port in 6817 6818 6819; do
-  if ss -Hltnp "sport = :$port" 2>/dev/null | grep -q . && \
-     ! ss -Hltnp "sport = :$port" | grep -qE '"(slurmctld|slurmd|slurmdbd)"'; then
+  if ss -Hltnp "sport = :$port" 2>/dev/null | grep . >/dev/null && \
+     ! ss -Hltnp "sport = :$port" | grep -E '"(slurmctld|slurmd|slurmdbd)"' >/dev/null; then
     echo "port $port is in use by another program:" >&2; ss -Hltnp "sport = :$port" >&2; exit 1
   fi
 done
@@ -193,7 +193,7 @@ fi
 
 if [ "$ACCT" = 1 ]; then
   wait_for 30 sacctmgr -n show cluster || { tail /var/log/slurm/slurmdbd.log >&2; exit 1; }
-  sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+  sacctmgr -n -P show cluster format=cluster | grep -x "$CLUSTER" >/dev/null || sacctmgr -i add cluster "$CLUSTER" >/dev/null
 fi
 
 # ------------------------------------------------------- 6. slurmctld/slurmd
@@ -220,7 +220,7 @@ if ! alive /run/slurmd.pid slurmd; then
 fi
 
 # --------------------------------------------------------- 7. wait for idle
-node_ok() { sinfo -h -n "$HOST" -o '%T' | grep -Eqx 'idle|mixed|allocated|completing'; }
+node_ok() { sinfo -h -n "$HOST" -o '%T' | grep -Ex 'idle|mixed|allocated|completing' >/dev/null; }
 for i in $(seq 1 $(( TIMEOUT * 2 ))); do
   node_ok && break
   st=$(sinfo -h -n "$HOST" -o '%T' 2>/dev/null || true)

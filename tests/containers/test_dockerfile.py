@@ -181,13 +181,19 @@ def test_the_user_step_takes_uid_and_gid_1000(tmp_path, passwd, group, gone):
     assert rc == 0 and calls == gone + MADE
 
 
+VERBS = "\tlibibverbs.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libibverbs.so.1"
+# a real cache lists hundreds of libraries, written in several chunks: a grep that stops reading at
+# the first match leaves ldconfig writing into a closed pipe (SIGPIPE, a failed pipeline)
+LONG_LISTING = "for i in {1..20000}; do echo \"\tlibx$i.so (libc6,x86-64) => /lib/libx$i.so\"; done"
+
+
 @pytest.mark.parametrize("ldconfig, installs", [
-    ("\tlibibverbs.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libibverbs.so.1", False),  # NGC
-    ("\tlibc.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libc.so.6", True),  # pytorch/pytorch runtime
-], ids=["present", "missing"])
+    (f"printf '%s\\n' '{VERBS}'", False),  # NGC
+    (f"printf '%s\\n' '{VERBS}'; {LONG_LISTING}", False),  # NGC, the match early in a long listing
+    ("printf '%s\\n' '\tlibc.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libc.so.6'", True),  # pytorch/pytorch
+], ids=["present", "present-early-in-a-long-listing", "missing"])
 def test_verbs_libraries_installed_only_where_missing(tmp_path, ldconfig, installs):
-    rc, calls = _run_step(tmp_path, _step("libibverbs"),
-                          {"ldconfig": f"printf '%s\\n' '{ldconfig}'", "apt-get": "", "rm": ""})
+    rc, calls = _run_step(tmp_path, _step("libibverbs"), {"ldconfig": ldconfig, "apt-get": "", "rm": ""})
     assert rc == 0
     assert calls[0] == "ldconfig -p"
     expected = ["apt-get update", "apt-get install -y --no-install-recommends libibverbs1 ibverbs-providers librdmacm1",

@@ -47,7 +47,7 @@ python -c "import torch; print(\"stand-in base: torch\", torch.__version__)"
 INSIDE='
 echo "uid $(id -u) in $(pwd)"
 test "$(id -u)" = 1000
-ldconfig -p | grep -q "libibverbs\.so\.1 " || { echo "libibverbs.so.1 missing (multi-node NCCL)" >&2; exit 1; }
+ldconfig -p | grep "libibverbs\.so\.1 " >/dev/null || { echo "libibverbs.so.1 missing (multi-node NCCL)" >&2; exit 1; }
 python -c "import torch, deepspeed, collapse_hpc; print(\"torch\", torch.__version__, \"deepspeed\", deepspeed.__version__)"
 collapse-hpc data prepare wikivital
 collapse-hpc run /image-test/config.yaml --run runs/image-test
