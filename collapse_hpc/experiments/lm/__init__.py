@@ -86,8 +86,8 @@ class LanguageModel(Experiment):
         return run.generations_of(self.name)
 
     def memory(self, run, variant) -> int | None:
-        """Per rank (model.memory): the model's weights, gradients and optimizer moments."""
-        from collapse_hpc.experiments.lm.model import memory
+        """Per rank (train.memory): the model's weights, gradients and optimizer moments."""
+        from collapse_hpc.experiments.lm.train import memory
 
         return memory(variant.section(run))
 

@@ -77,20 +77,6 @@ def _counted(folder: str) -> int | None:
     return sum(p.numel() for p in model.parameters())  # tied weights once
 
 
-def memory(cfg) -> int | None:
-    """Bytes one rank holds at least while training: the weights (fp32, or bf16 under `precision:
-    bf16`), fp32 gradients, AdamW's two fp32 moments and, under bf16, the fp32 master copies; the
-    optimizer's state shared out over the ranks from ZeRO stage 1 on (bf16 runs as stage 1 at
-    least), the gradients from 2 on, the weights at 3. None where the model's size is unknown."""
-    n = parameters(cfg)
-    if n is None:
-        return None
-    bf16 = cfg.precision == "bf16"
-    stage = max(cfg.zero_stage, 1 if bf16 else 0)
-    weights, gradients, optimizer = (2 if bf16 else 4) * n, 4 * n, (12 if bf16 else 8) * n
-    return sum(b // (cfg.ranks if stage >= s else 1) for b, s in ((weights, 3), (gradients, 2), (optimizer, 1)))
-
-
 def weights_bytes(cfg) -> int | None:
     """Bytes of the fp32 weights a generation saves (twice with sample_from: last); None: unknown."""
     n = parameters(cfg)

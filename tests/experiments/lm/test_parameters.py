@@ -5,7 +5,8 @@ import pytest
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.experiments.lm.config import LMConfig
-from collapse_hpc.experiments.lm.model import memory, parameters
+from collapse_hpc.experiments.lm.model import parameters
+from collapse_hpc.experiments.lm.train import memory
 from collapse_hpc.launch import estimate
 from tests.experiments.lm.test_chain import LM
 from tests.launch.helpers import REPO
@@ -74,10 +75,13 @@ def test_the_estimate_s_disk_is_the_lm_s_weights():
     ("fp32", 3, 4, 16 / 4),       # and the weights
     ("bf16", 0, 1, 18),           # bf16 weights, fp32 gradients, fp32 masters and moments
     ("bf16", 0, 4, 6 + 12 / 4),   # bf16 runs as ZeRO-1: masters and moments shared
+    ("bf16-accumulate", 0, 4, 16),  # bf16 gradients (DeepSpeed's ZeRO-0 bf16 path): nothing shared
 ])
 def test_the_memory_estimate_follows_precision_and_zero_stage(tmp_path, hub_cache, precision, stage, ranks,
                                                               per_parameter):
     n = _opt(tmp_path / "mine")
-    cfg = LMConfig(**{**LM, "model": str(tmp_path / "mine"), "precision": precision, "zero_stage": stage,
-                      "ranks": ranks})
+    bf16_grads = {"deepspeed": {"data_types": {"grad_accum_dtype": "bf16"}}}
+    accumulate = bf16_grads if precision.endswith("-accumulate") else {}
+    cfg = LMConfig(**{**LM, "model": str(tmp_path / "mine"), "precision": precision.removesuffix("-accumulate"),
+                      "zero_stage": stage, "ranks": ranks, **accumulate})
     assert memory(cfg) == pytest.approx(per_parameter * n, abs=3)
