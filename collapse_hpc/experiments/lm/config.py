@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from collapse_hpc.config import FILE_NAME_CHARS, Section, knob
+from collapse_hpc.experiments.lm.sample import GRAPHS, PRECISIONS
 
 # Derived from batch_size, micro_batch_size and the ranks: the data order depends on them.
 DERIVED_DEEPSPEED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
@@ -116,13 +117,13 @@ class LMConfig(Section):
                                  "model before any training on the chain's data", choices=("gen0", "base"))
     sample_precision: str = knob("fp32", "dtype of the weights that sample the next generation's data: fp32 "
                                          "(the paper; the same tokens as HF generate) or bf16 (GPU: faster; near-"
-                                         "ties between tokens may break the other way)", choices=("fp32", "bf16"))
+                                         "ties between tokens may break the other way)", choices=PRECISIONS)
     sample_graphs: str = knob("auto", "the OPT decoder's step as a CUDA graph, captured once per (batch, beams) "
                                       "shape and replayed every step: auto (on where sampling runs on CUDA), on, "
                                       "off. A CPU has no graphs: there, on runs the same fixed-buffer step "
                                       "uncaptured (over the whole cache: slower than off, which attends only to "
                                       "the slots written so far). Manifest and shards record the step that ran "
-                                      "(decoding.step)", choices=("auto", "on", "off"))
+                                      "(decoding.step)", choices=GRAPHS)
     sample_compile: bool = knob(False, "torch.compile the OPT decoder's fixed-shape step (dynamic=False, "
                                        "compile_backend; inside the CUDA graph where graphs are on): compiled "
                                        "once per (batch, beams) shape, its cache in the run folder")
