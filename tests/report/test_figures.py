@@ -283,7 +283,26 @@ def test_lm_captions_state_this_runs_tails(full_run, full_report):
                                             "sequence_ppl.parquet").column("ppl").to_numpy() for seed in (0, 1)])
            for g in (0, 3)}
     p95 = [np.percentile(ppl[g], 95) for g in (0, 3)]
-    way = "shrank" if p95[1] < p95[0] else "grew"
+    change = p95[1] / p95[0] - 1
+    assert abs(change) >= 0.01  # as the synthetic run is made
+    way = "shrank" if change < 0 else "grew"
     assert f"replace, generation 0 -> 3: median {np.median(ppl[0]):.3g} -> {np.median(ppl[3]):.3g}, " \
-           f"p95 {p95[0]:.3g} -> {p95[1]:.3g}: the right tail {way}" in caption
+           f"p95 {p95[0]:.3g} -> {p95[1]:.3g} ({change:+.0%}): the right tail {way}" in caption
     assert "long right tail grows" not in caption  # the old fixed claim
+
+
+@pytest.mark.parametrize("scale, way", [(1.005, "held (within 1%)"), (1.2, "grew"), (0.9, "shrank")])
+def test_sequence_ppl_caption_calls_a_p95_within_one_percent_held(scale, way):
+    """A percentile of a few hundred sequences moves by a percent from noise alone: the caption
+    gives the change and does not call +0.5% growth."""
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from collapse_hpc.experiments.lm.figures import _tail_statements
+
+    ppl = np.linspace(100.0, 200.0, 512)
+    d = pd.DataFrame({"run": "r", "series": "replace", "generation": np.repeat([0, 2], 512),
+                      "ppl": np.concatenate([ppl, ppl * scale])})
+    ctx = SimpleNamespace(in_order=lambda names: list(names))
+    (text,) = _tail_statements(ctx, d)
+    assert text.endswith(f"({scale - 1:+.0%}): the right tail {way}"), text

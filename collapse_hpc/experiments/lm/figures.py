@@ -71,10 +71,12 @@ def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
         if first != 0 or last == 0:
             continue
         a, b = (np.percentile(sub.loc[sub["generation"] == g, "ppl"], [50, 95]) for g in (first, last))
-        way = "shrank" if b[1] < a[1] else "grew" if b[1] > a[1] else "stayed"
+        change = b[1] / a[1] - 1
+        # a percentile of a few hundred sequences moves by a percent without any trend
+        way = "held (within 1%)" if abs(change) < 0.01 else "shrank" if change < 0 else "grew"
         name = series if d["run"].nunique() == 1 else f"{run}: {series}"
         out.append((order.index(series), f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])}, "
-                                         f"p95 {_fmt(a[1])} -> {_fmt(b[1])}: the right tail {way}"))
+                                         f"p95 {_fmt(a[1])} -> {_fmt(b[1])} ({change:+.0%}): the right tail {way}"))
     return [text for _, text in sorted(out, key=lambda e: e[0])]
 
 
