@@ -352,6 +352,17 @@ def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:
                     variant_hash=planned_hashes(store).get((job.experiment, job.variant)))
 
 
+def pending(store: RunStore, run, chain: Chain, deep: bool = False) -> list[Job]:
+    """The jobs of a chain a launcher starts: an array's unfinished parts; a chain's generations
+    from its first unfinished one on, since each later one is built on it and a redo there
+    unbinds them (a later generation still bound when its turn comes is skipped by run_unit)."""
+    todo: list[Job] = []
+    for job in chain.jobs:
+        if (todo and chain.shape == "chain") or not job_done(store, run, job, deep=deep):
+            todo.append(job)
+    return todo
+
+
 def planned_hashes(store: RunStore) -> dict[tuple[str, str], str]:
     """(experiment, variant) -> the variant's hash, as plan.json records it (read once per version
     of the file: launchers ask for every job)."""

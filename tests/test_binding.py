@@ -130,6 +130,27 @@ def test_a_later_generation_built_on_other_content_is_stale(two_variants):
     assert verify_run(store.root) == 0
 
 
+def test_launchers_start_a_chain_from_its_first_unfinished_generation(two_variants):
+    """A redo of generation 0 unbinds generation 1 (built on the old content), so the launchers
+    queue generation 1 behind it although it is done now: one run or submit repairs the chain,
+    not two. Where generation 1 is still bound when its turn comes, run_unit skips it."""
+    from collapse_hpc.launch import local
+
+    store, run, exp, (a, b, *_), calls = two_variants
+    if exp.shape != "chain":
+        pytest.skip("an array experiment's units are independent (no earlier generations)")
+    assert engine.pending(store, run, a) == []
+    f = _unit(store, a, 0) / "out.parquet"
+    f.write_bytes(f.read_bytes()[:-1] + b"x")
+    assert engine.job_done(store, run, a.jobs[1], deep=True)  # bound to generation 0's manifest
+    assert engine.pending(store, run, a, deep=True) == a.jobs and engine.pending(store, run, b, deep=True) == []
+    lanes, skipped = local._lanes(store, run, [a, b], 0)
+    assert [lane.jobs for lane in lanes] == [a.jobs] and skipped == len(b.jobs)
+    # the redo writes other content (its attempt number): generation 1 is then redone, not skipped
+    assert [engine.run_unit(store.root, exp.name, a.variant.name, j.index) for j in a.jobs] == ["done", "done"]
+    assert verify_run(store.root) == 0
+
+
 def test_verify_quotes_its_command_and_escapes_file_names(tmp_path, capsys):
     """A run path holding `$(...)` is quoted in the printed command (pasted, it runs nothing), and a
     file name's escape codes are printed escaped, not sent to the terminal."""

@@ -41,14 +41,14 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     from collapse_hpc import engine
 
     sub = Submitter(store, run, prof, dry_run=True)
-    done = {id(j) for c in chains for j in c.jobs if engine.job_done(store, run, j)}
+    started = {id(j) for c in chains for j in engine.pending(store, run, c)}
     print(f"dry run: {run.name} -> {store.root} (not created), profile {prof.name}; nothing is written or queued")
     print("\n== plan")
     kinds: dict[str, int] = {}
     scripts: list[tuple[str, str]] = []
     width = max([len(f"{c.experiment}/{c.variant.name}") for c in chains] + [5])
     for chain, number in numbered(chains):
-        todo = [j for j in chain.jobs if id(j) not in done]
+        todo = [j for j in chain.jobs if id(j) in started]
         kinds[chain.kind] = kinds.get(chain.kind, 0) + len(todo)
         first = job_name(run.name, "…", chain.experiment, number, todo[0].index)[:8] if todo else "-"
         print(f"{chain.experiment + '/' + chain.variant.name:<{width}}  chain  {len(todo):>4} of {len(chain.jobs):>4} "
@@ -65,7 +65,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
         arrays.setdefault(chain.experiment, []).append(chain)
     biggest_array = 0
     for name, group in arrays.items():
-        todo = [j for c in group for j in c.jobs if id(j) not in done]
+        todo = [j for c in group for j in c.jobs if id(j) in started]
         kinds[group[0].kind] = kinds.get(group[0].kind, 0) + len(todo)
         biggest_array = max(biggest_array, len(todo))
         print(f"{name:<{width}}  array  {len(todo):>4} of {sum(len(c.jobs) for c in group):>4} tasks        "
@@ -81,7 +81,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     total = sum(kinds.values())
     print(f"{'aggregate':<{width}}  job       1")
     print("jobs by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items() if n) + f"; {total} in all "
-          f"(an array task counts as a job); {len(done)} unit(s) already done")
+          f"(an array task counts as a job); {sum(len(c.jobs) for c in chains) - len(started)} unit(s) already done")
     lim = limits()
     if lim:
         over = []

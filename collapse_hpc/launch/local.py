@@ -49,12 +49,8 @@ class Lane:
 def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
     lanes, skipped = [], 0
     for chain in chains:
-        todo = []
-        for job in chain.jobs:
-            if engine.job_done(store, run, job, deep=True):
-                skipped += 1
-            else:
-                todo.append(job)
+        todo = engine.pending(store, run, chain, deep=True)
+        skipped += len(chain.jobs) - len(todo)
         if not todo:
             continue
         ranks = chain.ranks

@@ -261,8 +261,9 @@ class _Submission:
 
         run, ranks = self.run, chain.ranks
         prev, resubmitted, ids = None, False, []
+        todo = {id(job) for job in engine.pending(self.store, run, chain)}
         for job in chain.jobs:
-            if engine.job_done(self.store, run, job):
+            if id(job) not in todo:
                 self.done += 1
                 prev = None
                 continue

@@ -146,6 +146,24 @@ def test_finished_generations_are_not_submitted(tmp_path, fake_slurm):
     assert len(s) == 3  # gen_001, gen_002, aggregate
 
 
+def test_a_chain_is_resubmitted_from_its_first_unfinished_generation(tmp_path, fake_slurm):
+    """Generation 0 lost a file: it is redone, and generation 1 (built on the old generation 0,
+    done and bound until then) is queued after it, not left for a second submission."""
+    import json
+
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run, "--executor", "debug")
+    assert rc == 0, err
+    g0 = run / "ltchain" / "replace-p0-s0" / "gen_000"
+    (g0 / next(iter(json.loads((g0 / "manifest.json").read_text())["files"]))).unlink()
+    submit(cfg, run)
+    book = jobs(run)["units"]
+    first, second = (int(book[f"ltchain/replace-p0-s0/gen_00{g}"]["job_id"]) for g in (0, 1))
+    s = scripts(fake_slurm)
+    assert flag(s[first], "dependency") is None and flag(s[second], "dependency") == f"afterok:{first}"
+
+
 def test_multi_gpu_profile_and_container(tmp_path, fake_slurm):
     (tmp_path / "img.sif").write_text("not a real image")
     prof = tmp_path / "gpus.yaml"
