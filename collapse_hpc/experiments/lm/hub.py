@@ -48,8 +48,9 @@ def local_config(tag: str) -> Path | None:
 
 def check_source(key: str, tag: str, slurm: bool = False) -> None:
     """UserError unless `tag` (config key `key`) can be loaded: a folder with config.json or
-    tokenizer files, a hub tag in the HF cache, or a hub tag with the hub reachable. On Slurm a tag
-    that is only on the hub is a warning: compute nodes often have no internet."""
+    tokenizer files, a hub tag in the HF cache, or a hub tag the hub serves to this machine. On
+    Slurm a tag that is only on the hub is a warning (compute nodes often have no internet), and so
+    is a hub this machine cannot reach; a tag the hub says it lacks is refused everywhere."""
     folder = Path(tag).expanduser()
     if folder.is_dir():
         if not any((folder / f).is_file() for f in ("config.json", "tokenizer_config.json", "tokenizer.json")):
@@ -72,7 +73,36 @@ def check_source(key: str, tag: str, slurm: bool = False) -> None:
     if hub_offline():
         raise UserError(f"{key}: {tag!r} is not in the HF cache ({cache}) and the hub is "
                         f"offline (HF_HUB_OFFLINE=1); {fill}")
-    if slurm:
-        logging.getLogger("collapse_hpc").warning(
-            "%s: %r is not in the HF cache (%s): each job downloads it, which needs internet on the compute "
-            "nodes; %s", key, tag, cache, fill)
+    problem = _on_the_hub(tag)
+    if problem is None:
+        if slurm:
+            logging.getLogger("collapse_hpc").warning(
+                "%s: %r is not in the HF cache (%s): each job downloads it, which needs internet on the compute "
+                "nodes; %s", key, tag, cache, fill)
+        return
+    reachable, why = problem
+    if reachable or not slurm:  # a local job needs the hub that this machine cannot reach
+        raise UserError(f"{key}: {tag!r} is not in the HF cache ({cache}) and {why}"
+                        + ("" if reachable else f"; {fill}"))
+    logging.getLogger("collapse_hpc").warning(  # compute nodes may reach what a login node cannot
+        "%s: %r is not in the HF cache (%s) and %s: each job downloads it; %s", key, tag, cache, why, fill)
+
+
+def _on_the_hub(tag: str) -> tuple[bool, str] | None:
+    """None where the hub serves `tag` to this machine; else (the hub answered, why not): a
+    misspelt tag is refused here in a second, not by every job after its download retries."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    api = HfApi()
+    try:
+        api.model_info(tag, timeout=10)
+    except GatedRepoError:
+        return True, (f"it is gated on the hub ({api.endpoint}/{tag}): accept its terms and log in "
+                      f"(hf auth login, or HF_TOKEN) where the jobs run")
+    except RepositoryNotFoundError:
+        return True, f"the hub ({api.endpoint}) has no model {tag!r} (misspelt, or private without a token)"
+    except Exception as e:  # noqa: BLE001 - any failure to connect: DNS, refused, timeout, proxy
+        first = (str(e).splitlines() or [""])[0][:120]
+        return False, f"the hub ({api.endpoint}) cannot be reached from here ({type(e).__name__}: {first})"
+    return None

@@ -1,5 +1,9 @@
 """Model and tokenizer tags are checked before a run writes anything: a folder, the HF cache, the hub."""
+import http.server
+import json
 import logging
+import socket
+import threading
 
 import pytest
 
@@ -43,13 +47,86 @@ def test_cached_tag_passes_offline(hf_cache):
         check_source("lm.model", "facebook/opt-350m")
 
 
-def test_online_tag_missing_from_the_cache_warns_only_on_slurm(hf_cache, monkeypatch, caplog):
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """The hub's model API as huggingface_hub reads it: /api/models/<tag> answers 200 with the
+    model's info, 404 RepoNotFound, or 403 GatedRepo."""
+    MODELS = {"facebook/opt-125m": 200, "meta/gated-lm": 403}
+
+    def do_GET(self):
+        tag = self.path.split("?")[0].removeprefix("/api/models/")
+        status = self.MODELS.get(tag, 404)
+        body = json.dumps({"id": tag, "sha": "abc123"} if status == 200 else {"error": "no"}).encode()
+        self.send_response(status)
+        if status != 200:
+            self.send_header("X-Error-Code", "GatedRepo" if status == 403 else "RepoNotFound")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub(hf_cache, monkeypatch):
+    """An online hub at a local address (HF_ENDPOINT), serving _Hub.MODELS."""
+    from huggingface_hub import constants
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read at import: the tests start offline
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    yield endpoint
+    server.shutdown()
+
+
+def test_a_tag_only_on_the_hub_passes_and_warns_only_on_slurm(hub, caplog):
     with caplog.at_level(logging.WARNING, logger="collapse_hpc"):
         check_source("lm.model", "facebook/opt-125m")
         assert not caplog.records
         check_source("lm.model", "facebook/opt-125m", slurm=True)
     assert "internet on the compute nodes" in caplog.text and "hf download facebook/opt-125m" in caplog.text
+
+
+@pytest.mark.parametrize("slurm", [False, True], ids=["local", "slurm"])
+def test_a_tag_the_hub_lacks_or_gates_is_refused_everywhere(hub, slurm):
+    with pytest.raises(UserError, match=r"lm.model: 'facebook/opt-999m' is not in the HF cache .* and the hub "
+                                        r"\(http://127.0.0.1:\d+\) has no model 'facebook/opt-999m' \(misspelt"):
+        check_source("lm.model", "facebook/opt-999m", slurm=slurm)
+    with pytest.raises(UserError, match=r"lm.tokenizer: 'meta/gated-lm' .* it is gated on the hub .*hf auth login"):
+        check_source("lm.tokenizer", "meta/gated-lm", slurm=slurm)
+
+
+def test_an_unreachable_hub_is_refused_for_local_jobs_and_a_warning_on_slurm(hf_cache, monkeypatch, caplog):
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a port nobody listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", closed)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with pytest.raises(UserError, match=r"the hub \(http://127.0.0.1:\d+\) cannot be reached from here "
+                                        r"\(ConnectError: .*\); fill it where the hub is reachable"):
+        check_source("lm.model", "facebook/opt-125m")
+    with caplog.at_level(logging.WARNING, logger="collapse_hpc"):
+        check_source("lm.model", "facebook/opt-125m", slurm=True)
+    assert "cannot be reached from here" in caplog.text and "each job downloads it" in caplog.text
+
+
+def test_run_with_a_misspelt_hub_model_is_one_line_before_anything_is_written(tmp_path, lm_data_dir, hub):
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
+                   f"lm: {{dataset: tiny, model: facebook/opt-999m}}\n")
+    p = cli("run", cfg, "--run", tmp_path / "r", env={"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub,
+                                                      "HF_HUB_OFFLINE": "0"})
+    line = one_error_line(p)
+    assert "lm.model: 'facebook/opt-999m' is not in the HF cache" in line and "has no model" in line, line
+    assert not (tmp_path / "r").exists()
 
 
 def test_folders(tmp_path, hf_cache):
