@@ -404,10 +404,29 @@ class _Training:
         tags = _complete_tags(self.ckpt_dir)
         if tags:
             step, tag_dir = tags[-1]
+            self._check_layout(tag_dir)
             _, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag_dir.name)
             self.state.update({k: client[k] for k in self.state if k in client})  # older checkpoints: no curve
             self.resumed_from = step
             self.log.info("resumed from checkpoint %s (epoch %d)", tag_dir.name, step // self.steps_per_epoch)
+
+    def _layout(self) -> dict:
+        """How the optimizer state is laid out in a checkpoint: by ZeRO stage, rank count, bf16."""
+        return {"zero_stage": self.zero_stage, "world_size": self.world_size, "bf16": self.precision == "bf16"}
+
+    def _check_layout(self, tag_dir: Path) -> None:
+        """A checkpoint laid out otherwise than this job's engine (e.g. bf16 written at ZeRO-0 by an
+        older version, now run as ZeRO-1) is refused by name, not by a missing DeepSpeed file."""
+        written = json.loads((tag_dir / COMPLETE).read_text()).get("layout")
+        if written is None or written == self._layout():  # checkpoints from before layouts were kept
+            return
+
+        def said(d):
+            return f"ZeRO stage {d['zero_stage']} on {d['world_size']} rank(s){', bf16 weights' if d['bf16'] else ''}"
+
+        raise UserError(f"training checkpoint {tag_dir}: written by {said(written)}, this job trains by "
+                        f"{said(self._layout())}: its optimizer state does not fit; delete {self.ckpt_dir} to "
+                        f"train this generation afresh")
 
     def checkpoint(self) -> None:
         state, ckpt_dir = self.state, self.ckpt_dir
@@ -417,7 +436,8 @@ class _Training:
         distributed.barrier()  # every rank has returned from save_checkpoint
         if self.rank == 0:
             # atomic: a crash while writing must not leave a marker resume would trust half-written
-            atomic.write_text(ckpt_dir / tag / COMPLETE, json.dumps(state, default=float) + "\n")
+            atomic.write_text(ckpt_dir / tag / COMPLETE,
+                              json.dumps({**state, "layout": self._layout()}, default=float) + "\n")
             for _, old in _complete_tags(ckpt_dir)[:-1]:
                 shutil.rmtree(old, ignore_errors=True)
         distributed.barrier()

@@ -257,6 +257,25 @@ def test_loss_falls_and_kill_mid_epoch_then_resume_gives_the_same_weights(lm_dat
     assert curve["tokens_per_s"] == pytest.approx([16 * 16 / s for s in curve["seconds"]])
 
 
+@pytest.mark.timeout(600)
+def test_a_checkpoint_laid_out_otherwise_is_refused_by_name(lm_data_dir, tmp_path):
+    """bf16 weights trained at ZeRO-0 (DeepSpeed's bf16 gradient accumulation, what versions
+    before bf16 ran as ZeRO-1 wrote) and resumed as ZeRO-1: one line saying why the checkpoint
+    does not fit and what to delete, not DeepSpeed's missing optimizer file."""
+    base = {"checkpoint_every_steps": 3, "precision": "bf16", "epochs": 1, "max_train_blocks": 64}
+    zero0 = {**base, "deepspeed": {"data_types": {"grad_accum_dtype": "bf16"}}}
+    codes, _ = _wait(_launch(lm_data_dir, tmp_path, zero0, extra_env={"WORKER_KILL_AT_STEP": "3"}), tmp_path)
+    assert codes == [-signal.SIGKILL], _tail(tmp_path)
+    marker = json.loads((tmp_path / "ckpt" / "step00000003" / train.COMPLETE).read_text())
+    assert marker["layout"] == {"zero_stage": 0, "world_size": 1, "bf16": True}
+    codes, _ = _wait(_launch(lm_data_dir, tmp_path, base), tmp_path)
+    log = _tail(tmp_path)
+    assert codes == [1]
+    assert ("step00000003: written by ZeRO stage 0 on 1 rank(s), bf16 weights, this job trains by ZeRO stage 1 "
+            "on 1 rank(s), bf16 weights: its optimizer state does not fit; delete") in log, log
+    assert "optim_states.pt" not in log
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_ranks_over_gloo_keep_identical_parameters_and_train_as_one(lm_data_dir, tmp_path):
