@@ -418,11 +418,16 @@ class _Training:
         """A checkpoint laid out otherwise than this job's engine (e.g. bf16 written at ZeRO-0 by an
         older version, now run as ZeRO-1) is refused by name, not by a missing DeepSpeed file."""
         written = json.loads((tag_dir / COMPLETE).read_text()).get("layout")
-        if written is None or written == self._layout():  # checkpoints from before layouts were kept
+        if written is None:  # from before layouts were kept: only a ZeRO-0 one shows, by its lack of optimizer shards
+            if self.zero_stage == 0 or any(tag_dir.glob("*optim_states.pt")):
+                return
+            written = {"zero_stage": 0}
+        if written == self._layout():
             return
 
         def said(d):
-            return f"ZeRO stage {d['zero_stage']} on {d['world_size']} rank(s){', bf16 weights' if d['bf16'] else ''}"
+            ranks = f" on {d['world_size']} rank(s)" if "world_size" in d else ""
+            return f"ZeRO stage {d['zero_stage']}{ranks}{', bf16 weights' if d.get('bf16') else ''}"
 
         raise UserError(f"training checkpoint {tag_dir}: written by {said(written)}, this job trains by "
                         f"{said(self._layout())}: its optimizer state does not fit; delete {self.ckpt_dir} to "

@@ -274,6 +274,14 @@ def test_a_checkpoint_laid_out_otherwise_is_refused_by_name(lm_data_dir, tmp_pat
     assert ("step00000003: written by ZeRO stage 0 on 1 rank(s), bf16 weights, this job trains by ZeRO stage 1 "
             "on 1 rank(s), bf16 weights: its optimizer state does not fit; delete") in log, log
     assert "optim_states.pt" not in log
+    # the marker as versions before layouts wrote it: a ZeRO-0 checkpoint shows by its missing optimizer shards
+    del marker["layout"]
+    (tmp_path / "ckpt" / "step00000003" / train.COMPLETE).write_text(json.dumps(marker))
+    codes, _ = _wait(_launch(lm_data_dir, tmp_path, base), tmp_path)
+    log = _tail(tmp_path)
+    assert codes == [1]
+    assert ("step00000003: written by ZeRO stage 0, this job trains by ZeRO stage 1 on 1 rank(s), bf16 weights: "
+            "its optimizer state does not fit") in log, log
 
 
 @pytest.mark.slow
