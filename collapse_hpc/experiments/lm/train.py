@@ -422,11 +422,14 @@ class _Training:
             if self.zero_stage == 0 or any(tag_dir.glob("*optim_states.pt")):
                 return
             written = {"zero_stage": 0}
-        if written == self._layout():
+        mine = self._layout()
+        if self.zero_stage == 0:  # an unpartitioned optimizer state fits any rank count
+            written, mine = {**written, "world_size": None}, {**mine, "world_size": None}
+        if written == mine:
             return
 
         def said(d):
-            ranks = f" on {d['world_size']} rank(s)" if "world_size" in d else ""
+            ranks = f" on {d['world_size']} rank(s)" if d.get("world_size") else ""
             return f"ZeRO stage {d['zero_stage']}{ranks}{', bf16 weights' if d.get('bf16') else ''}"
 
         raise UserError(f"training checkpoint {tag_dir}: written by {said(written)}, this job trains by "

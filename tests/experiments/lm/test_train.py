@@ -1,6 +1,7 @@
 """Training one generation: the loss falls, ranks agree, and a killed run resumes exactly."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -255,6 +256,34 @@ def test_loss_falls_and_kill_mid_epoch_then_resume_gives_the_same_weights(lm_dat
         assert np.mean(curve["loss"][n * epoch:n * (epoch + 1)]) == pytest.approx(summary["train_loss"][epoch])
     assert all(s > 0 for s in curve["seconds"])
     assert curve["tokens_per_s"] == pytest.approx([16 * 16 / s for s in curve["seconds"]])
+
+
+@pytest.mark.parametrize("written, shards, mine, refused", [
+    ({"zero_stage": 0, "world_size": 2, "bf16": False}, False, (0, 1, "fp32"), None),  # ZeRO-0: any rank count
+    ({"zero_stage": 1, "world_size": 2, "bf16": True}, True, (1, 2, "bf16"), None),
+    ({"zero_stage": 1, "world_size": 2, "bf16": False}, True, (1, 1, "fp32"),
+     "written by ZeRO stage 1 on 2 rank(s), this job trains by ZeRO stage 1 on 1 rank(s)"),
+    ({"zero_stage": 1, "world_size": 1, "bf16": False}, True, (0, 1, "fp32"),
+     "written by ZeRO stage 1, this job trains by ZeRO stage 0"),
+    (None, False, (1, 1, "bf16"), "written by ZeRO stage 0, this job trains by ZeRO stage 1 on 1 rank(s), bf16"),
+    (None, True, (1, 1, "bf16"), None),  # before layouts were kept, with optimizer shards: left to DeepSpeed
+    (None, False, (0, 4, "fp32"), None),
+], ids=["zero0-ranks", "same", "zero1-ranks", "zero1-to-0", "old-zero0-to-1", "old-sharded", "old-zero0"])
+def test_checkpoint_layouts_that_fit_and_that_do_not(tmp_path, written, shards, mine, refused):
+    from types import SimpleNamespace
+
+    tag = tmp_path / "step00000003"
+    tag.mkdir()
+    (tag / train.COMPLETE).write_text(json.dumps({"global_step": 3} | ({"layout": written} if written else {})))
+    if shards:
+        (tag / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"")
+    job = SimpleNamespace(zero_stage=mine[0], world_size=mine[1], precision=mine[2], ckpt_dir=tmp_path)
+    job._layout = lambda: train._Training._layout(job)
+    if refused is None:
+        train._Training._check_layout(job, tag)
+    else:
+        with pytest.raises(UserError, match=re.escape(refused)):
+            train._Training._check_layout(job, tag)
 
 
 @pytest.mark.timeout(600)
