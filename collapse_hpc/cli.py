@@ -227,6 +227,19 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     return RunStore(args.run or default_run_dir(args.config)), run
 
 
+def _generations(run, chains) -> str:
+    """Per experiment, its chains (or array parts) and their generations: a section's own count
+    (gmm's 2050) differs from the run's."""
+    from collapse_hpc import experiments
+
+    out = []
+    for name in dict.fromkeys(c.experiment for c in chains):
+        mine = [c for c in chains if c.experiment == name]
+        n, what = (len(mine), "chain") if mine[0].shape == "chain" else (sum(len(c.jobs) for c in mine), "part")
+        out.append(f"{name}: {n} {what}{'s' if n != 1 else ''} of {experiments.get(name).generations(run)} generations")
+    return "; ".join(out)
+
+
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
 
@@ -240,7 +253,8 @@ def cmd_run(args, executor=None) -> int:
         chains = engine.open_run(store, run, only=args.only, force=getattr(args, "force", False))
         logs.setup(args.verbose, store.root)
         jobs = sum(len(c.jobs) for c in chains)
-        log.info("run %s: %d chains, %d units, executor %s", store.root, len(chains), jobs, run.executor)
+        log.info("run %s: %d chains, %d units, executor %s (%s)", store.root, len(chains), jobs, run.executor,
+                 _generations(run, chains))
         if run.executor == "slurm":
             from collapse_hpc.report.aggregate import job as report
 

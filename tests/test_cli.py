@@ -189,3 +189,15 @@ def test_reader_closing_the_pipe_is_quiet(tmp_path):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and "error" not in err.lower() and "Traceback" not in err, err
+
+
+def test_the_run_header_gives_each_experiments_generations():
+    """A section's own generation count (gmm: the notebook's 2050) shows when the run starts, beside
+    the run's (here 2), so a config's `generations: 2` is not read as every experiment's."""
+    from collapse_hpc import cli, engine, experiments
+
+    run = experiments.config_from_dict({"name": "h", "generations": 2, "seeds": [0, 1], "gaussian": {"enabled": False},
+                                        "lm": {"enabled": False}, "vae": {"enabled": False},
+                                        "gmm": {"replicates": 4, "chunk_replicates": 2}, "toy": {}})
+    chains = engine.plan(run)
+    assert cli._generations(run, chains) == "gmm: 4 parts of 2050 generations; toy: 2 chains of 2 generations"
