@@ -75,6 +75,8 @@ COMPARE_INTRO = ("Each series' mean at generation 0 and at the last generation e
                  "collapse: which way it moves the metric (the experiment's declaration).")
 BOOKKEEPING = "Run bookkeeping"
 BOOKKEEPING_INTRO = "How the units were set up (not what collapse did), at the same generations."
+PROGRESS_INTRO = ("Problems: the files this report reads, checked against their units' manifests; collapse-hpc "
+                  "verify RUN re-hashes every file (generated shards and model weights too).")
 COMPUTE_INTRO = ("Summed from the manifests: seconds × the CPU cores allotted (core-hours) and × the GPUs (GPU-hours) "
                  "each unit held.")
 PHASES_INTRO = ("Per generation: a unit's seconds (mean over the generation's units; an array experiment's unit runs "
@@ -156,7 +158,7 @@ def write_html(rep: Report) -> str:
                      + (_html_table(s.table) if s.table[1] or not s.notes else ""))
         if s.bookkeeping[1]:
             parts.append(f"<h3>{BOOKKEEPING}</h3><p>{e(BOOKKEEPING_INTRO)}</p>" + _html_table(s.bookkeeping))
-    parts.append("<h2 id=\"progress\">Progress</h2>" + _html_table(rep.completeness))
+    parts.append(f"<h2 id=\"progress\">Progress</h2><p>{e(PROGRESS_INTRO)}</p>" + _html_table(rep.completeness))
     parts.append(f"<h2 id=\"compute\">Compute</h2><p>{e(COMPUTE_INTRO)}</p>" + _html_table(rep.compute))
     if rep.phases[1]:
         parts.append(f"<h3>Per generation</h3><p>{e(PHASES_INTRO)}</p>" + _html_table(rep.phases))
@@ -193,7 +195,7 @@ def write_markdown(rep: Report) -> str:
                    + (_md_table(s.table) if s.table[1] or not s.notes else ""))
         if s.bookkeeping[1]:
             out.append(f"### {BOOKKEEPING}\n\n{BOOKKEEPING_INTRO}\n\n" + _md_table(s.bookkeeping))
-    out.append("## Progress\n\n" + _md_table(rep.completeness))
+    out.append(f"## Progress\n\n{PROGRESS_INTRO}\n\n" + _md_table(rep.completeness))
     out.append(f"## Compute\n\n{COMPUTE_INTRO}\n\n" + _md_table(rep.compute))
     if rep.phases[1]:
         out.append(f"### Per generation\n\n{PHASES_INTRO}\n\n" + _md_table(rep.phases))
