@@ -95,6 +95,19 @@ class Context:
                   for _, r in rows.iterrows()}
         return sorted(orders, key=orders.__getitem__)
 
+    def unplanned(self, label: str, series: str | None = None, **settings) -> str | None:
+        """'not in <run>' where the run plans no variant of this experiment with that series label
+        and those setting values: a panel of a comparison that only another run fills, which
+        'no data yet' would promise. None where it plans one, or its plan is unknown."""
+        infos = [i for (e, _), i in self.run(label).variants.items() if e == self.experiment]
+        if not infos:
+            return None
+        if series is not None:
+            infos = [i for i in infos if unit_label(i) == series]
+        if any(all(i.settings.get(k) == v for k, v in settings.items()) for i in infos):
+            return None
+        return f"not in {label}"
+
     def in_order(self, labels) -> list[str]:
         """Series labels as unit_series names them, in the legends' order (from their variants' values)."""
         return sorted(labels, key=lambda label: self._orders.get(label, (True, label)))

@@ -306,3 +306,36 @@ def test_sequence_ppl_caption_calls_a_p95_within_one_percent_held(scale, way):
     ctx = SimpleNamespace(in_order=lambda names: list(names))
     (text,) = _tail_statements(ctx, d)
     assert text.endswith(f"({scale - 1:+.0%}): the right tail {way}"), text
+
+
+def test_a_panel_only_another_run_fills_says_so_not_no_data_yet(tmp_path):
+    """Two real Gaussian runs of different sample sizes side by side: each run's panel of the other's
+    n is not in its plan (said so), while a planned panel without data stays 'no data yet'."""
+    from collapse_hpc import engine
+    from collapse_hpc.experiments.gaussian.figures import _per_samples
+    from collapse_hpc.launch import debug
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import collect, stats
+    from collapse_hpc.store import RunStore
+
+    from collapse_hpc import experiments
+
+    roots = []
+    for name, n in (("small", 2), ("large", 5)):
+        run = experiments.config_from_dict({
+            "name": name, "executor": "debug", "generations": 3, "seeds": [0], "regimes": ["replace"],
+            "gaussian": {"samples": [n], "replicates": 4, "chunk_replicates": 4, "generations": 3},
+            "gmm": {"enabled": False}, "lm": {"enabled": False}, "vae": {"enabled": False}, "toy": {"enabled": False}})
+        store = RunStore(tmp_path / name)
+        engine.open_run(store, run)
+        debug.execute(store, run, engine.plan(run))
+        roots.append(store.root)
+    data = [collect.load_run(r) for r in roots]
+    df = collect.tidy(data)
+    df = df[df["experiment"] == "gaussian"]
+    ctx = Context("gaussian", df, stats.summarise(df), data,
+                  experiments.describe("gaussian").metric_specs(sorted(df["metric"].unique())))
+    assert ctx.unplanned("small", samples=5) == "not in small" and ctx.unplanned("small", samples=2) is None
+    fig = _per_samples(ctx, "var_hat", "var_hat", "mean")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["n = 5: not in small", "n = 2: not in large"]

@@ -101,7 +101,8 @@ def lm_sequence_ppl(ctx: Context):
             ax = axes[r, c]
             sub = d[(d["run"] == run) & (d["series"] == s)]
             if sub.empty:
-                no_data(ax)
+                absent = ctx.unplanned(run, series=s)
+                no_data(ax, f"{s}: {absent}" if absent else "no data yet")
             for i, g in enumerate(gens):
                 x = sub.loc[sub["generation"] == g, "ppl"].to_numpy()
                 if len(x):
