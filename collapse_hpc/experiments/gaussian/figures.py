@@ -36,7 +36,7 @@ def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, l
             fixed = {"samples": n} if n is not None else None
             if not draw_series(ax, ctx, run, metric, fixed=fixed, exclude=("samples",)):
                 absent = ctx.unplanned(run, **(fixed or {}))
-                no_data(ax, f"n = {n}: {absent}" if absent and n is not None else absent or "no data yet")
+                no_data(ax, f"n = {n}: {absent}" if absent else "no data yet")  # absent only where n is set
                 continue
             if quantity and n is not None:
                 gens = gens_axis(ctx.planned(run), ctx.df["generation"])

@@ -385,10 +385,15 @@ class _DecodeState:
         self.mask[:, self.beam_ids, self.slot] = True
         self.step_tokens.copy_(self.tokens[:, :, self.P + t - 1])
         if self.kind == "slots":
-            return self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask, self.P + self.K * t)
+            return self._run(self.P + self.K * t)
         if not self.kind.endswith("graph"):
-            return self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask)
+            return self._run()
         return self._replay()
+
+    def _run(self, *span: int):
+        """The step over the buffers; a span (see _OPTDecoder.step) only where given, so the static
+        step's inputs are tensors alone."""
+        return self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask, *span)
 
     def _replay(self):
         """The step as a CUDA graph: captured at the first step of this shape, replayed on the
@@ -397,8 +402,7 @@ class _DecodeState:
 
         with torch.cuda.device(self.mask.device):
             if self.graph is None:
-                self.graph, self.logits = _capture(
-                    lambda: self.fn(self.step_tokens, self.position, self.caches, self.slot, self.mask))
+                self.graph, self.logits = _capture(self._run)
             self.graph.replay()
         return self.logits
 
