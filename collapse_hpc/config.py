@@ -162,6 +162,20 @@ def diff(a: dict, b: dict) -> list[str]:
     return walk(_strip(a), _strip(b), "")
 
 
+def added_keys(old: dict, new: dict) -> list[str]:
+    """Dotted keys of `new` that `old` lacks (what a later version added), ignoring what the hash ignores."""
+    def walk(a, b, prefix):
+        out = []
+        for k in sorted(b):
+            if k not in a:
+                out.append(f"{prefix}{k}")
+            elif isinstance(a[k], dict) and isinstance(b[k], dict):
+                out += walk(a[k], b[k], f"{prefix}{k}.")
+        return out
+
+    return walk(_strip(old), _strip(new), "")
+
+
 # ---------------------------------------------------------------- building dataclasses
 
 class _Where:

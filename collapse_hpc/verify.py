@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collapse_hpc import engine, experiments
+from collapse_hpc import config as cfgmod
+from collapse_hpc import engine
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import unit_index
 
@@ -21,7 +22,7 @@ def verify_run(run_dir: str | Path) -> int:
         from collapse_hpc.errors import UserError
 
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
-    config_hash = store.load_config(experiments.sections()).hash()
+    config_hash = cfgmod.config_hash(store.saved_config())  # as made: also a run of an older version
     hashes = engine.planned_hashes(store)
     units = store.units()
     bad, unfinished, extra = 0, 0, 0

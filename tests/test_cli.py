@@ -201,3 +201,64 @@ def test_the_run_header_gives_each_experiments_generations():
                                         "gmm": {"replicates": 4, "chunk_replicates": 2}, "toy": {}})
     chains = engine.plan(run)
     assert cli._generations(run, chains) == "gmm: 4 parts of 2050 generations; toy: 2 chains of 2 generations"
+
+
+def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    results = {p: p.read_bytes() for p in run.glob("toy/*/gen_*/*.parquet")}
+    saved = run / "config.yaml"
+    saved.write_text(saved.read_text().replace("rows: 4", "rows: 5"))
+    # run on its own saved config would otherwise redo every unit under the new value
+    for argv in (("run", saved, "--run", run), ("status", run), ("verify", run), ("aggregate", run)):
+        line = one_error_line(cli(*argv))
+        assert f"{saved} was edited after the run was made" in line and "restore it" in line, line
+    assert {p: p.read_bytes() for p in run.glob("toy/*/gen_*/*.parquet")} == results
+    # what the hash leaves out may change: one more generation
+    saved.write_text(saved.read_text().replace("rows: 5", "rows: 4").replace("generations: 2", "generations: 3"))
+    p = cli("run", saved, "--run", run)
+    assert p.returncode == 0 and "1 units done, 2 already finished" in p.stdout, p.stdout + p.stderr
+
+
+def _evolving(tmp_path, version: str, knobs: str) -> dict:
+    """The env of a third-party experiment `evolving` at one version of its code: its config has
+    `knobs` besides rows (a later version adds one)."""
+    from tests.experiments.test_registry import _plugin
+
+    env = _plugin(tmp_path / version, ["evolving = evolving:REGISTRATION"])
+    package = tmp_path / version / "plugin" / "evolving"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from collapse_hpc.config import Section, knob\n"
+        "from collapse_hpc.experiments.base import Experiment, Registration\n"
+        "from collapse_hpc.experiments.schema import MetricsSchema\n"
+        "from collapse_hpc.plotting.metrics import Metric\n\n"
+        "@dataclass\nclass EvolvingConfig(Section):\n    rows: int = knob(3)\n" + knobs + "\n\n"
+        "class Evolving(Experiment):\n    name = 'evolving'\n"
+        "    def generations(self, run):\n        return run.generations_of(self.name)\n"
+        "    def memory(self, run, variant):\n        return 8\n"
+        "    def metrics_schema(self, section=None):\n"
+        "        return MetricsSchema(per_replicate=False, metrics={'value': Metric('value', 'value')})\n"
+        "    def run_unit(self, ctx):\n"
+        "        ctx.write_metrics({'generation': [ctx.generation], 'value': [float(ctx.config.rows)]})\n\n"
+        "REGISTRATION = Registration(EvolvingConfig, Evolving())\n")
+    return env
+
+
+def test_a_run_folder_of_an_older_version_is_refused_by_name_and_still_read(tmp_path):
+    old = _evolving(tmp_path, "v1", "")
+    new = _evolving(tmp_path, "v2", "    scale: float = knob(1.0)\n    shift: float = knob(0.0)")
+    cfg = _toy_config(tmp_path, "evolving.yaml", "name: e\ngenerations: 2\nexecutor: debug\nevolving: {rows: 4}\n")
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run, env=old).returncode == 0
+    for argv in (("run", cfg, "--run", run), ("status", run)):
+        line = one_error_line(cli(*argv, env=new))
+        assert "made by an older collapse-hpc, before evolving.scale, evolving.shift existed" in line, line
+    verified = cli("verify", run, env=new)
+    assert verified.returncode == 0 and "2 units verified, 0 with mismatches" in verified.stdout, verified.stdout
+    assert cli("aggregate", run, env=new).returncode == 0
+    # a config that also differs in an old key is a different config, as ever
+    other = _toy_config(tmp_path, "other.yaml", "name: e\ngenerations: 2\nexecutor: debug\nevolving: {rows: 5}\n")
+    assert "made with a different config" in one_error_line(cli("run", other, "--run", run, env=new))

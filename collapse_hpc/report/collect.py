@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from collapse_hpc import yamlfile
 from collapse_hpc.engine import read_plan
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import KEYS, REGIME, TAIL
@@ -129,10 +128,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     cfg = root / "config.yaml"
     if not cfg.is_file():
         raise UserError(f"{path}: not a run folder (no config.yaml)")
+    raw = RunStore(root).saved_config()  # as the run made it: an edited one is refused
     text = cfg.read_text()
-    raw = yamlfile.loads(text, str(cfg)) or {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{cfg}: not a mapping of config keys")
     variants, generations = _planned(root, raw)
     units = []
     for d in RunStore(root).units():

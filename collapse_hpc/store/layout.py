@@ -1,6 +1,7 @@
 """The run folder: runs/<run>/{config.yaml, run.json, plan.json, logs/, <experiment>/<variant>/<unit>/}."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.manifest import binding_problems, read_binding, read_manifest, verify_unit
 
 CONFIG = "config.yaml"
+RUN_JSON = "run.json"  # the config hash the run was made with (RunStore.open)
 PLAN = "plan.json"  # the engine's plan of the run, written once per config (engine.freeze)
 UNIT = re.compile(r"(gen|part)_\d{3,}")
 
@@ -84,7 +86,10 @@ class RunStore:
         """The run's saved config, with `sections` (experiments.sections()) as its experiments."""
         if not self.exists():
             raise UserError(f"{self.root}: not a run folder (no {CONFIG}); start one with collapse-hpc run")
-        return cfgmod.load(self.config_path, sections=sections)
+        old = self.saved_config()
+        run = cfgmod.load(self.config_path, sections=sections)
+        self._refuse_older(run, old)
+        return run
 
     def open(self, run: cfgmod.RunConfig) -> cfgmod.RunConfig:
         """Create the run folder, or check that an existing one was made with the same config.
@@ -97,8 +102,9 @@ class RunStore:
             closed(folder)
         new = run.to_dict()
         if self.exists():
-            old = self._saved_config()
+            old = self.saved_config()
             if cfgmod.config_hash(old) != run.hash():
+                self._refuse_older(run, old)
                 changes = cfgmod.diff(old, new)
                 shown = "; ".join(changes[:3]) + (f"; … ({len(changes)} in all)" if len(changes) > 3 else "")
                 raise UserError(f"{self.root} was made with a different config ({shown}); "
@@ -106,11 +112,15 @@ class RunStore:
             if old == new:
                 return run
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
-        atomic.write_json(self.root / "run.json", {"config_hash": run.hash(), "updated": time.time()})
+        atomic.write_json(self.root / RUN_JSON, {"config_hash": run.hash(), "updated": time.time()})
         return run
 
-    def _saved_config(self) -> dict:
-        """The run's config.yaml as a mapping, or one error line naming it (never a traceback)."""
+    def saved_config(self) -> dict:
+        """The run's config.yaml as a mapping, as the run made it, or one error line (never a traceback).
+
+        Its hash stays what run.json recorded when the run was made (only keys the hash leaves out,
+        such as generation counts, may change): an edit by hand would have the next run redo, under
+        the edited values, every unit made under the old ones."""
         try:
             old = yamlfile.load(self.config_path)
         except UserError as e:
@@ -118,7 +128,35 @@ class RunStore:
         if not isinstance(old, dict):
             raise UserError(f"{self.config_path}: the run's saved config is not a mapping of keys; "
                             f"restore it or use another --run")
+        recorded = self._recorded_hash()
+        if recorded is not None and cfgmod.config_hash(old) != recorded:
+            raise UserError(f"{self.config_path} was edited after the run was made: its values no longer hash to "
+                            f"the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it, "
+                            f"or start another --run with the new ones (more generations need no edit: "
+                            f"--generations N)")
         return old
+
+    def _recorded_hash(self) -> str | None:
+        """The config hash run.json recorded; None where it has none (unreadable, or not yet written)."""
+        try:
+            doc = json.loads((self.root / RUN_JSON).read_text())
+        except (OSError, ValueError):
+            return None
+        found = doc.get("config_hash") if isinstance(doc, dict) else None
+        return found if isinstance(found, str) else None
+
+    def _refuse_older(self, run: cfgmod.RunConfig, old: dict) -> None:
+        """One line where the saved config, as the run recorded it (run.json), lacks keys this version
+        has (a run folder of an older collapse-hpc) and differs from `run` in nothing else: these keys
+        change what a generation computes, so this version cannot go on with the run (aggregate and
+        verify still read it)."""
+        if self._recorded_hash() is None or cfgmod.config_hash(old) == run.hash():
+            return
+        added = cfgmod.added_keys(old, run.to_dict())
+        if added and len(added) == len(cfgmod.diff(old, run.to_dict())):
+            shown = ", ".join(added[:4]) + (f", … ({len(added)} in all)" if len(added) > 4 else "")
+            raise UserError(f"{self.root} was made by an older collapse-hpc, before {shown} existed: this version "
+                            f"cannot continue it (aggregate and verify still read it); use another --run")
 
     # ---- units
     def is_done(self, unit_dir: Path, deep: bool = True) -> bool:

@@ -53,6 +53,15 @@ def write_config(root: Path, sections: dict, generations: int = 3, seeds=(0,), r
     engine.freeze(RunStore(root), experiments.config_from_dict(cfg, str(root / "config.yaml")))  # plan.json
 
 
+def record_config(root: Path) -> None:
+    """run.json as the version that wrote the run's config.yaml recorded it: its hash."""
+    from collapse_hpc import yamlfile
+    from collapse_hpc.config import config_hash
+    from collapse_hpc.store.atomic import write_json
+
+    write_json(root / "run.json", {"config_hash": config_hash(yamlfile.load(root / "config.yaml")), "updated": 0})
+
+
 TAIL_MASS = ("tail_mass_2sigma", "tail_mass_3sigma")
 
 

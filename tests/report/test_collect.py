@@ -131,6 +131,7 @@ def test_variants_come_from_manifests_in_a_run_without_a_plan(tmp_path):
     root = tmp_path / "run"
     assert main(["run", str(cfg), "--run", str(root)]) == 0
     (root / "config.yaml").write_text((root / "config.yaml").read_text() + "key_of_the_future: 1\n")
+    synthetic.record_config(root)  # as the version that wrote it recorded it
     (root / "plan.json").unlink()
     df = collect.tidy([collect.load_run(root)])
     assert set(zip(df["variant"], df["regime"], df["seed"])) == {("replace-p0.1-s3", "replace-p0.1", 3),
