@@ -215,6 +215,8 @@ def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
         line = one_error_line(cli(*argv))
         assert f"{saved} was edited after the run was made" in line and "restore it" in line, line
     assert {p: p.read_bytes() for p in run.glob("toy/*/gen_*/*.parquet")} == results
+    (run / "run.json").unlink()  # config.yaml's own first line records the hash too
+    assert "was edited after the run was made" in one_error_line(cli("run", saved, "--run", run))
     # what the hash leaves out may change: one more generation
     saved.write_text(saved.read_text().replace("rows: 5", "rows: 4").replace("generations: 2", "generations: 3"))
     p = cli("run", saved, "--run", run)

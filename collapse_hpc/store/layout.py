@@ -137,13 +137,18 @@ class RunStore:
         return old
 
     def _recorded_hash(self) -> str | None:
-        """The config hash run.json recorded; None where it has none (unreadable, or not yet written)."""
+        """The config hash run.json recorded, else config.yaml's first line (`# config_hash: …`, written
+        with it); None where neither has one (a config.yaml written by another hand)."""
         try:
             doc = json.loads((self.root / RUN_JSON).read_text())
         except (OSError, ValueError):
-            return None
+            doc = None
         found = doc.get("config_hash") if isinstance(doc, dict) else None
-        return found if isinstance(found, str) else None
+        if isinstance(found, str):
+            return found
+        with open(self.config_path, errors="replace") as f:
+            header = re.fullmatch(r"# config_hash: ([0-9a-f]{16})\s*", f.readline())
+        return header.group(1) if header else None
 
     def _refuse_older(self, run: cfgmod.RunConfig, old: dict) -> None:
         """One line where the saved config, as the run recorded it (run.json), lacks keys this version
