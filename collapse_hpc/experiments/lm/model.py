@@ -45,12 +45,14 @@ PARAMETERS = {"facebook/opt-125m": 125_239_296}
 
 def parameters(cfg) -> int | None:
     """Parameters of the config's model, without loading weights: the tiny OPT's from its knobs
-    (embeddings, positions, attention and feed-forward weights; biases and norms left out); a hub
-    model's from PARAMETERS, else from its config.json where one is here (a local folder, the HF
-    cache), else from the size its name states (opt-1.3b: 1.3B); None: unknown (gpt2, uncached)."""
+    (tiny_config's shapes, exact where the tokenizer has vocab_size tokens); a hub model's from
+    PARAMETERS, else from its config.json where one is here (a local folder, the HF cache), else
+    from the size its name states (opt-1.3b: 1.3B); None: unknown (gpt2, uncached)."""
     if cfg.model == "tiny":
-        h = cfg.hidden_size
-        return cfg.vocab_size * h + max(256, 2 * cfg.block_size) * h + cfg.layers * (4 * h * h + 2 * h * cfg.ffn_size)
+        h, f = cfg.hidden_size, cfg.ffn_size
+        positions = max(256, 2 * cfg.block_size) + 2  # OPT's learned positions start at offset 2
+        layer = 4 * (h * h + h) + (h * f + f) + (f * h + h) + 2 * 2 * h  # attention, feed-forward, 2 norms
+        return cfg.vocab_size * h + positions * h + cfg.layers * layer + 2 * h  # the output head is tied
     if cfg.model in PARAMETERS:
         return PARAMETERS[cfg.model]
     folder = local_config(cfg.model)
