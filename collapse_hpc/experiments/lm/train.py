@@ -123,15 +123,19 @@ def ds_config(cfg, micro: int, accumulation: int, world_size: int, precision: st
     return _bf16_from_zero1(merge(conf, cfg.deepspeed or {}), precision)
 
 
+def zero_stage(conf: dict) -> int:
+    """The ZeRO stage a DeepSpeed config asks for (DeepSpeed's default: 0)."""
+    return conf.get("zero_optimization", {}).get("stage", 0)
+
+
 def _bf16_from_zero1(conf: dict, precision: str) -> dict:
     """DeepSpeed takes bf16 weights with fp32 gradients from ZeRO-1 on only (its BF16_Optimizer: one
     flat fp32 master copy, one optimizer tensor, one host sync per step); on one rank ZeRO-1 is
     ZeRO-0. Its ZeRO-0 bf16 wrapper (FP16_UnfusedOptimizer) sums gradients in bf16 and checks each
     one for overflow with a host sync (measured on an H200: 0.56x the plain loop)."""
-    zero = conf["zero_optimization"]
-    if precision == "bf16" and zero.get("stage", 0) == 0 \
+    if precision == "bf16" and zero_stage(conf) == 0 \
             and conf.get("data_types", {}).get("grad_accum_dtype") == "fp32":
-        conf["zero_optimization"] = {**zero, "stage": 1}
+        conf["zero_optimization"] = {**conf["zero_optimization"], "stage": 1}
     return conf
 
 
@@ -148,7 +152,7 @@ def memory(cfg) -> int | None:
         return None
     precision = "bf16" if cfg.precision == "bf16" else "fp32"  # autocast keeps fp32 weights
     conf = ds_config(cfg, 1, 1, cfg.ranks, precision)
-    stage = conf["zero_optimization"].get("stage", 0)
+    stage = zero_stage(conf)
     bf16 = precision == "bf16"
     accumulate_fp32 = not bf16 or conf.get("data_types", {}).get("grad_accum_dtype") == "fp32"
     weights, gradients, optimizer = (2 if bf16 else 4) * n, (4 if accumulate_fp32 else 2) * n, (12 if bf16 else 8) * n
@@ -346,7 +350,7 @@ class _Training:
         optimizer = None if cfg.fused_adam else torch.optim.AdamW(
             model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=self.device.type == "cuda")
         conf = ds_config(cfg, self.micro, self.accum, self.world_size, self.precision)
-        self.zero_stage = conf.get("zero_optimization", {}).get("stage", 0)
+        self.zero_stage = zero_stage(conf)
         started = time.perf_counter()
         deepspeed = distributed.load_deepspeed()  # not before: a job resumed after training never imports it
         from collapse_hpc.experiments.lm.checkpoint import use_weights_only  # DeepSpeed's checkpoint engine
