@@ -6,6 +6,7 @@ Experiment.local_data); this module only looks them up.
 """
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 from pathlib import Path
@@ -21,8 +22,18 @@ def preparers() -> dict[str, str]:
     return {name: ref for e in experiments.names() for name, ref in experiments.get(e).datasets.items()}
 
 
-def _local() -> str | None:
-    return next((ref for e in experiments.names() if (ref := experiments.get(e).local_data)), None)
+def _local(source: Path) -> str | None:
+    """The local_data preparer of the experiment whose local_files match a file of `source` (a file,
+    or a folder searched recursively, hidden names skipped), else of the first that declares none
+    (also for a PATH that does not exist: its preparer says so)."""
+    offered = [experiments.get(e) for e in experiments.names() if experiments.get(e).local_data]
+    names = [source.name] if source.is_file() else [
+        p.name for p in source.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                                                                      p.relative_to(source).parts)]
+    for exp in offered:
+        if any(fnmatch.fnmatch(n.lower(), pattern) for n in names for pattern in exp.local_files):
+            return exp.local_data
+    return next((exp.local_data for exp in offered if not exp.local_files), None)
 
 
 def _load(ref: str):
@@ -50,7 +61,7 @@ def _prepare(name: str, data_dir: Path, source: str | None, force: bool) -> int:
         # the built-in preparer and its readers own that folder
         raise UserError(f"data set name {name!r} is a built-in data set; give your files another name")
     if source:
-        local = _local()
+        local = _local(Path(source))
         if local is None:
             raise UserError("no experiment prepares data sets from local files in this installation")
         return _load(local)(name, Path(source), data_dir, force=force) or 0

@@ -110,7 +110,11 @@ def check_prepared(experiment: str, run, splits, section=None) -> None:
     to prepare it (for Experiment.check)."""
     name, data_dir = (section or run.section(experiment)).dataset, Path(run.data_dir)
     out = data_dir / name
-    if not (out / "card.json").is_file() or not all((out / f"{s}.parquet").is_file() for s in splits):
+    missing = [s for s in splits if not (out / f"{s}.parquet").is_file()]
+    if (out / "card.json").is_file() and missing:  # prepared, for another experiment (images, not text)
+        raise UserError(f"{experiment}.dataset: {out} has no {missing[0]} split: it is not a data set the "
+                        f"{experiment} reads ({', '.join(splits)})")
+    if missing or not (out / "card.json").is_file():
         raise UserError(f"{experiment}.dataset: {out} is not prepared; run: collapse-hpc data prepare {name} "
                         f"--data-dir {data_dir}")
 
@@ -230,6 +234,10 @@ class Experiment:
     datasets: dict[str, str] = {}
     # prepares any other NAME from the user's files: "module:function(name, source, data_dir, force=False)"
     local_data: str | None = None
+    # the files its local_data reads, as name patterns (fnmatch, any case), where it shares --from with
+    # other experiments: PATH goes to the experiment whose patterns match a file of it, else to one
+    # that declares none (lm: text)
+    local_files: tuple[str, ...] = ()
 
     def variants(self, run) -> list[Variant]:
         return default_variants(self.name, run)

@@ -62,10 +62,10 @@ def test_vae_tails_and_the_smallest_class(full_run):
     ctx = _context(full_run, "vae")
     fig, caption = vae_tails(ctx)
     assert [ax.get_ylabel() for ax in fig.axes if ax.get_visible()] == ["share beyond the real 99% radius",
-                                                                        "rarest digit's share"]
+                                                                        "rarest class's share"]
     refs = {ln.get_label(): set(ln.get_ydata()) for ax in fig.axes for ln in ax.get_lines()
             if not ln.get_label().startswith(("replace", "accumulate"))}
-    assert refs == {"real training images (1% by definition)": {0.01}, "all ten digits equally often": {0.1}}
+    assert refs == {"real training images (1% by definition)": {0.01}, "all ten classes equally often": {0.1}}
     assert trend(ctx, "latent_tail_share") in caption and trend(ctx, "class_min_share") in caption
 
 

@@ -11,6 +11,8 @@ accumulate-subsample (the same pool, subsampled to the real data's size).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_seen
 from collapse_hpc.experiments.vae.config import VaeConfig
 
@@ -27,13 +29,15 @@ class Vae(Experiment):
     order = 40
     metrics = ("elbo, recon, kl: on the real test split, per image (nats); class_entropy and class_0 … class_9: "
                "the classifier's labels of generated samples; pixel_variance; frechet: Fréchet distance of "
-               "classifier features of generated and real images; the tails: class_min_share, the rarest digit's "
+               "classifier features of generated and real images; the tails: class_min_share, the rarest class's "
                "share of the labels, and latent_tail_share, the share of generated images whose latent mean under "
                "generation 0's encoder lies beyond the real training images' 99th-percentile radius; train_loss, "
                "classifier_accuracy; real_share: the share of real images in the training data (see "
                "vae/metrics.py).")
     datasets = {"digits": "collapse_hpc.experiments.vae.data:prepare_digits",
                 "mnist": "collapse_hpc.experiments.vae.data:prepare_mnist"}
+    local_data = "collapse_hpc.experiments.vae.data:prepare_local"
+    local_files = ("*-idx1-ubyte", "*-idx3-ubyte", "*-idx1-ubyte.gz", "*-idx3-ubyte.gz")
 
     def check(self, run) -> None:
         """digits is prepared by the run when missing (offline, seconds); anything else must exist,
@@ -52,11 +56,15 @@ class Vae(Experiment):
     def generations(self, run) -> int:
         return run.generations_of(self.name)
 
-    def memory(self, run, variant) -> int:
+    def memory(self, run, variant) -> int | None:
         """The float32 images one generation holds: the real training images, as many generated ones
-        (or synthetic_size), the scored samples and those through generation 0's encoder."""
+        (or synthetic_size), the scored samples and those through generation 0's encoder; a data set
+        of the user's is sized by its card, where it is prepared here (else None: unknown)."""
         cfg = variant.section(run)
-        pixels, train = SIZES[cfg.dataset]
+        size = SIZES.get(cfg.dataset) or _size(Path(run.data_dir) / cfg.dataset)
+        if size is None:
+            return None
+        pixels, train = size
         return 4 * pixels * (train + (cfg.synthetic_size or train) + cfg.eval_samples + cfg.latent_samples)
 
     def metrics_schema(self, section=None):
@@ -68,6 +76,17 @@ class Vae(Experiment):
         from collapse_hpc.experiments.vae.figures import FIGURES
 
         return FIGURES
+
+
+def _size(folder: Path) -> tuple[int, int] | None:
+    """(pixels per image, training images) from a prepared data set's card; None where it has none."""
+    import json
+
+    try:
+        card = json.loads((folder / "card.json").read_text())
+        return int(card["height"]) * int(card["width"]), int(card["splits"]["train"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 EXPERIMENT = Vae()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collapse_hpc.config import Section, knob
+from collapse_hpc.config import FILE_NAME_CHARS, Section, knob
 
 
 @dataclass
 class VaeConfig(Section):
-    dataset: str = knob("digits", "prepared data set: digits (8x8, offline) or mnist (28x28)",
-                        choices=("digits", "mnist"))
+    dataset: str = knob("digits", "prepared data set of images: digits (8x8, offline), mnist (28x28), or a "
+                                  "--from name (your IDX files, labels 0..9)", chars=FILE_NAME_CHARS)
     # model
     latent: int = knob(20, "latent dimensions", min=1)
     capacity: int = knob(64, "channels of the first conv layer (doubled at each further stage)", min=1)

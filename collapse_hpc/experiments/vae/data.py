@@ -11,6 +11,9 @@ label (int8), height and width (int16); data/<name>/card.json: source, licence, 
   t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, gzipped or not), looked for in
   $COLLAPSE_MNIST_DIR, then in data/mnist/raw/; failing that, the Hugging Face datasets
   cache of `ylecun/mnist` (offline is fine once cached). No torchvision.
+- any other name: the same four IDX files of the user's own grey images (`data prepare NAME
+  --from FOLDER`: Fashion-MNIST, KMNIST and other sets ship so), labels 0..9 (the class metrics
+  are ten shares).
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.vae.metrics import CLASSES  # labels 0..9: ten class shares
 from collapse_hpc.store import atomic
 
 SPLITS = ("train", "test")
+KIND = "images"  # card.json's kind (an older card has none: its pixel_max tells images)
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -52,13 +58,15 @@ def _is_prepared(out: Path) -> bool:
     return (out / "card.json").is_file() and all((out / f"{s}.parquet").is_file() for s in SPLITS)
 
 
-def _write(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], card: dict) -> None:
-    """Write each split (uint8 images (N, H, W), labels) and the card last, atomically."""
+def _write(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], card: dict, final: Path | None = None) -> None:
+    """Write each split (uint8 images (N, H, W), labels) and the card last, atomically; `final`: the
+    folder `out` becomes, as the line printed names it."""
     import pyarrow as pa
 
     hashes, sizes = {}, {}
     for split, (images, labels) in splits.items():
         n, h, w = images.shape
+        card = {**card, "height": h, "width": w}
         flat = pa.array(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1))
         table = pa.table({
             "pixels": pa.FixedSizeListArray.from_arrays(flat, h * w).cast(pa.list_(pa.uint8())),
@@ -69,8 +77,9 @@ def _write(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], card: di
         path = atomic.write_parquet(out / f"{split}.parquet", table)
         hashes[f"{split}.parquet"] = atomic.sha256_file(path)
         sizes[split] = n
-    atomic.write_json(out / "card.json", {**card, "splits": sizes, "sha256": {**card.get("sha256", {}), **hashes}})
-    print(f"{out}: " + ", ".join(f"{n} {s}" for s, n in sizes.items()) + f" images ({card['source']})")
+    atomic.write_json(out / "card.json", {**card, "kind": KIND, "splits": sizes,
+                                          "sha256": {**card.get("sha256", {}), **hashes}})
+    print(f"{final or out}: " + ", ".join(f"{n} {s}" for s, n in sizes.items()) + f" images ({card['source']})")
 
 
 def prepare_digits(data_dir: Path, force: bool = False) -> int:
@@ -181,6 +190,45 @@ def prepare_mnist(data_dir: Path, force: bool = False, source: Path | None = Non
     return 0
 
 
+def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) -> int:
+    """The user's own grey images as the four IDX files MNIST ships (the same names, gzipped or
+    not) in the folder `source`; labels 0..9. Built beside data/NAME and renamed into place."""
+    import shutil
+
+    source = Path(source)
+    if not FILE_NAME.fullmatch(name):  # the same rule as vae.dataset
+        raise UserError(f"data set name {name!r}: use {FILE_NAME_CHARS} only")
+    out = Path(data_dir) / name
+    if (out / "card.json").is_file() and not force:
+        print(f"{out}: already prepared (use --force to redo)")
+        return 0
+    found = _mnist_from_idx(source) if source.is_dir() else None
+    if not found:
+        raise UserError(f"--from {source}: a folder with the four IDX files of MNIST's names "
+                        f"({', '.join(s for pair in MNIST_FILES.values() for s in pair)}; .gz or not)")
+    splits, hashes, _ = found
+    if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
+        raise UserError(f"--from {source}: train images are {splits['train'][0].shape[1:]}, test images "
+                        f"{splits['test'][0].shape[1:]}; both splits need one size")
+    for split, (images, labels) in splits.items():
+        if len(labels) == 0 or labels.max() >= CLASSES:
+            raise UserError(f"--from {source}: the {split} labels must be 0..{CLASSES - 1} and not empty "
+                            f"(the vae's class metrics are {CLASSES} shares); found "
+                            f"{sorted(set(labels.tolist()))[:12] if len(labels) else 'none'}")
+    building = out.parent / f".{name}.preparing"
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        _write(building, splits, {"name": name, "source": f"IDX files: {source.resolve().name}",
+                                  "licence": "as given by the files' owner", "pixel_max": 255,
+                                  "split": "the files' own train (train-*) and test (t10k-*) images",
+                                  "sha256": hashes}, final=out)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(building, out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return 0
+
+
 # ---------------------------------------------------------------- reading
 
 def ensure(data_dir: Path, name: str) -> Path:
@@ -203,6 +251,9 @@ def load(data_dir: Path, name: str) -> dict[str, Images]:
 
     out = ensure(data_dir, name)
     card = read_card(out)
+    if "pixel_max" not in card:  # e.g. a text data set of the lm's
+        raise UserError(f"vae.dataset: {out} is not a data set of images; name one prepared from images "
+                        f"(digits, mnist, or IDX files: data prepare NAME --from FOLDER)")
     splits = {}
     for split in SPLITS:
         check_against_card(out / f"{split}.parquet", card)

@@ -57,7 +57,7 @@ def vae_samples(ctx: Context):
     here = (" Here (the classifier's labels of vae.eval_samples samples, mean over seeds): " + "; ".join(counted)
             + ".") if counted else ""
     return fig, ("100 samples decoded from the prior by each generation's VAE (one seed per regime). Collapse "
-                 "as the paper expects it: from left to right the digits blur and converge to a few shapes, then one "
+                 "as the paper expects it: from left to right the images blur and converge to a few shapes, then one "
                  "(fewer and blurrier shapes are worse)." + here)
 
 
@@ -127,16 +127,16 @@ def vae_tails(ctx: Context):
     if not metrics:
         return None
     fig = metric_grid(ctx, metrics, ylabels={"latent_tail_share": "share beyond the real 99% radius",
-                                             "class_min_share": "rarest digit's share"},
+                                             "class_min_share": "rarest class's share"},
                       lines={"latent_tail_share": [(0.01, "real training images (1% by definition)")],
-                             "class_min_share": [(0.1, "all ten digits equally often")]})
+                             "class_min_share": [(0.1, "all ten classes equally often")]})
     here = "; ".join(f"{m}: {t}" for m in metrics if (t := trend(ctx, m)))
     return fig, ("The tails of the VAE's output: the share of each generation's generated images (the "
                  "vae.eval_samples it emits as training data, binary under vae.synthetic: bernoulli) whose latent "
                  "mean under generation 0's encoder lies farther from the prior's centre than 99% of the real "
                  "training images' (share beyond the real 99% radius; the radius is in each unit's metrics.parquet "
-                 "metadata, latent_tail), and the share of the rarest digit among the classifier's labels of those "
-                 "images (rarest digit's share). Collapse as the paper expects it: the tails go first, so both "
+                 "metadata, latent_tail), and the share of the rarest class among the classifier's labels of those "
+                 "images (rarest class's share). Collapse as the paper expects it: the tails go first, so both "
                  f"fall to 0 while the common shapes remain (lower is worse). Here: {here}. {GAPS}")
 
 
@@ -150,12 +150,12 @@ def vae_class_entropy(ctx: Context):
     metric = pick(ctx.metrics(), "class_entropy", pattern=r"entropy")
     fig = metric and metric_grid(ctx, [metric], ylabels={metric: "class entropy (nats)"})
     return fig and (fig, "Entropy of the classifier's labels of the generated samples (vae.eval_samples) "
-                         "against generation (log 10 = 2.30: all ten digits equally often). Collapse as the "
-                         "paper expects it: it falls towards 0, one digit shape left (lower is worse). Here: "
+                         "against generation (log 10 = 2.30: all ten classes equally often). Collapse as the "
+                         "paper expects it: it falls towards 0, one class's shape left (lower is worse). Here: "
                          f"{trend(ctx, metric)} nats. {GAPS}")
 
 
 FIGURES = [("samples", "Samples of every generation", vae_samples),
            ("latents", "Latent means of generated images under the generation-0 encoder", vae_latents),
            ("class_entropy", "Class entropy", vae_class_entropy),
-           ("tails", "The tails: latent tail and rarest digit", vae_tails)]
+           ("tails", "The tails: latent tail and rarest class", vae_tails)]

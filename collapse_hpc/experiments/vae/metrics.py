@@ -7,7 +7,7 @@
 - frechet: Frechet distance between Gaussians fitted to the classifier's penultimate features
   of generated and of real test images (FID's formula, with our small classifier);
 - the tails: class_min_share, the share of the rarest class among the labels (0.1 when all ten
-  digits come equally often; 0 once one is lost), and latent_tail_share, the share of generated
+  classes come equally often; 0 once one is lost), and latent_tail_share, the share of generated
   images whose latent mean under generation 0's encoder lies farther from the prior's centre than
   99% of the real training images' (beyond_radius; the real images' own share is 0.01 by definition).
 """
@@ -27,7 +27,7 @@ SPECS = specs(
     Metric("kl", "test KL", "nats"),
     *(Metric(f"class_{c}", f"share labelled {c}") for c in range(CLASSES)),
     Metric("class_entropy", "label entropy", "nats", worse="lower"),
-    Metric("class_min_share", "rarest digit's share", worse="lower"),
+    Metric("class_min_share", "rarest class's share", worse="lower"),
     Metric("pixel_variance", "pixel variance", worse="lower"),
     Metric("frechet", "Fréchet distance", worse="higher"),
     Metric("latent_tail_share", "latent tail share"),

@@ -115,3 +115,63 @@ def test_a_split_changed_after_preparation_is_refused(tmp_path):
     pq.write_table(pq.read_table(path).slice(1), path)
     with pytest.raises(UserError, match="train.parquet: not the file its card.json recorded"):
         data.load(tmp_path, "digits")
+
+
+def _clothes(folder, labels=range(10), size=(12, 16)):
+    """A 10-class set of grey images of the user's (e.g. Fashion-MNIST) as the four IDX files."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    for stem, n in (("train", 200), ("t10k", 60)):
+        y = np.resize(np.asarray(list(labels)), n)
+        x = np.clip(rng.normal(20 * y[:, None, None], 30, size=(n, *size)), 0, 255)  # class sets the grey
+        _idx(folder / f"{stem}-images-idx3-ubyte.gz", x, gz=True)
+        _idx(folder / f"{stem}-labels-idx1-ubyte.gz", y, gz=True)
+    return folder
+
+
+def test_your_own_idx_images_are_prepared_under_their_own_name(tmp_path):
+    from collapse_hpc.data import prepare
+
+    assert prepare("clothes", tmp_path / "data", source=str(_clothes(tmp_path / "idx"))) == 0
+    card = json.loads((tmp_path / "data/clothes/card.json").read_text())
+    assert card["kind"] == "images" and (card["height"], card["width"]) == (12, 16)
+    assert card["splits"] == {"train": 200, "test": 60} and card["pixel_max"] == 255
+    splits = data.load(tmp_path / "data", "clothes")
+    assert splits["train"].images.shape == (200, 1, 12, 16) and splits["train"].shape == (12, 16)
+    assert sorted(np.unique(splits["test"].labels)) == list(range(10))
+    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]  # built beside, renamed in
+    # named as the language model's data, it is refused as not text (not as unprepared)
+    from collapse_hpc import experiments
+
+    run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"), "lm": {"dataset": "clothes"}})
+    with pytest.raises(UserError, match="has no validation split: it is not a data set the lm reads"):
+        experiments.get("lm").check(run)
+
+
+@pytest.mark.parametrize("labels, says", [(range(12), "labels must be 0..9"), ((), "not empty")])
+def test_your_own_images_with_other_labels_are_refused_and_nothing_is_written(tmp_path, labels, says):
+    from collapse_hpc.data import prepare
+
+    folder = tmp_path / "idx"
+    if labels:
+        _clothes(folder, labels)
+    else:  # empty splits
+        folder.mkdir()
+        for stem in ("train", "t10k"):
+            _idx(folder / f"{stem}-images-idx3-ubyte", np.zeros((0, 8, 8)), gz=False)
+            _idx(folder / f"{stem}-labels-idx1-ubyte", np.zeros((0,)), gz=False)
+    with pytest.raises(UserError, match=says):
+        prepare("clothes", tmp_path / "data", source=str(folder))
+    assert not (tmp_path / "data" / "clothes").exists()
+
+
+def test_a_text_folder_still_goes_to_the_language_model_and_vae_refuses_it(tmp_path):
+    from collapse_hpc.data import prepare
+
+    (tmp_path / "text").mkdir()
+    story = "".join(f"line {i} of a story about a cat and a dog\n" for i in range(3000))
+    (tmp_path / "text" / "a.txt").write_text(story)
+    assert prepare("story", tmp_path / "data", source=str(tmp_path / "text")) == 0
+    assert (tmp_path / "data/story/validation.parquet").is_file()  # the lm's three splits
+    with pytest.raises(UserError, match="story is not a data set of images"):
+        data.load(tmp_path / "data", "story")

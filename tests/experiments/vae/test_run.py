@@ -190,3 +190,20 @@ def test_binarize_trains_on_binary_real_digits(tmp_path, monkeypatch):
     binary, grey = seen
     assert set(binary.unique().tolist()) == {0.0, 1.0}
     assert len(grey.unique()) > 2 and abs(float(binary.mean()) - float(grey.mean())) < 0.01
+
+
+@pytest.mark.slow
+def test_a_chain_on_your_own_images(tmp_path):
+    """IDX files of the user's (another size than digits and MNIST) prepared under their own name,
+    then the chain: the memory estimate reads the card, and the generations run and verify."""
+    from collapse_hpc.data import prepare
+    from tests.experiments.vae.test_data import _clothes
+
+    prepare("clothes", tmp_path / "data", source=str(_clothes(tmp_path / "idx")))
+    store, run = _run(tmp_path, dataset="clothes", stages=2)
+    variant = experiments.get("vae").variants(run)[0]
+    assert experiments.get("vae").memory(run, variant) == 4 * 12 * 16 * (200 + 256 + 300 + 150)
+    debug.execute(store, run, engine.plan(run))
+    assert verify.verify_run(store.root) == 0
+    row = pq.read_table(store.unit_dir("vae", "replace-p0-s0", "chain", 1) / "metrics.parquet").to_pylist()[0]
+    assert set(METRICS) <= set(row) and 0 <= row["class_min_share"] <= 0.1 + 1e-9
