@@ -73,12 +73,13 @@ def band_note(ctx: Context, metrics: list[str]) -> str:
     return f"mean over seeds × replicates ({counts} per point), band: its 95% confidence interval (t)"
 
 
-def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, **series) -> bool:
+def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, empty: str = "no data yet",
+                    **series) -> bool:
     """One tails panel: the median over replicates (the typical fit, solid) and the mean (dotted)
     against the real distribution's own value (thick grey), from 0 up; False, and the panel says
-    so, when the run has no data for it. `series` goes to draw_series (fixed, exclude)."""
+    so (`empty`), when the run has no data for it. `series` goes to draw_series (fixed, exclude)."""
     if not draw_series(ax, ctx, run, metric, stat="median", suffix=" (median)", **series):
-        no_data(ax)
+        no_data(ax, empty)
         return False
     draw_series(ax, ctx, run, metric, band=False, suffix=" (mean)", thin=True, **series)
     ax.axhline(real, label="the real distribution's own", **style.REAL)

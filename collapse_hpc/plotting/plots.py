@@ -273,8 +273,21 @@ def log_y(ax) -> None:
             return f"{x:g}" if text and lo > 0 and math.log10(hi / lo) <= 2 else text
 
     ax.set_yscale("log", nonpositive="mask")
+    _bands_to_floor(ax)
     ax.yaxis.set_major_formatter(Readable())
     ax.yaxis.set_minor_formatter(Readable(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
+def _bands_to_floor(ax) -> None:
+    """A 95% interval reaching 0 or below (few replicates) runs off a log axis's bottom: masked, its
+    lower edge would skip those generations and the band would leave its own mean."""
+    from matplotlib.collections import PolyCollection
+
+    for band in (c for c in ax.collections if isinstance(c, PolyCollection)):  # fill_between's, in data units
+        for path in band.get_paths():
+            y = path.vertices[:, 1]
+            if (y <= 0).any() and (y > 0).any():  # far below the axis (its limits come from the data)
+                path.vertices = np.column_stack([path.vertices[:, 0], np.where(y > 0, y, y[y > 0].min() * 1e-6)])
 
 
 def plain_log_ticks(axis) -> None:
@@ -297,15 +310,23 @@ def integer_x(ax) -> None:
 
 def no_data(ax, text: str = "no data yet") -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    # a shared axis's ticks are its whole row's (column's): emptying them here would leave the panels
+    # beside it without a scale
+    if len(ax.get_shared_x_axes().get_siblings(ax)) == 1:
+        ax.set_xticks([])
+    if len(ax.get_shared_y_axes().get_siblings(ax)) == 1:
+        ax.set_yticks([])
     ax.grid(False)
 
 
 def legend_below(fig, axes) -> None:
-    """One legend for the figure, from the panel with the most entries."""
-    best = max(axes.flat, key=lambda a: len(a.get_legend_handles_labels()[1]))
-    handles, labels = best.get_legend_handles_labels()
+    """One legend for the figure: every panel's entries, each label once (runs side by side draw
+    different series)."""
+    entries: dict = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    handles, labels = list(entries.values()), list(entries)
     if labels:
         # as many columns as fit the figure's width (about 0.065 in per character at 7 pt + the key)
         entry = max(len(label) for label in labels) * 0.065 + 0.7

@@ -311,19 +311,27 @@ def test_sequence_ppl_caption_calls_a_p95_within_one_percent_held(scale, way):
 def test_a_panel_only_another_run_fills_says_so_not_no_data_yet(tmp_path):
     """Two real Gaussian runs of different sample sizes side by side: each run's panel of the other's
     n is not in its plan (said so), while a planned panel without data stays 'no data yet'."""
-    from collapse_hpc import engine
     from collapse_hpc.experiments.gaussian.figures import _per_samples
+
+    ctx = _side_by_side(tmp_path, [("small", 2, "replace"), ("large", 5, "replace")])
+    assert ctx.unplanned("small", samples=5) == "not in small" and ctx.unplanned("small", samples=2) is None
+    fig = _per_samples(ctx, "var_hat", "var_hat", "mean")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["n = 5: not in small", "n = 2: not in large"]
+
+
+def _side_by_side(tmp_path, runs):
+    """A Context over real Gaussian runs (name, sample size, regime) drawn side by side."""
+    from collapse_hpc import engine, experiments
     from collapse_hpc.launch import debug
     from collapse_hpc.plotting.plots import Context
     from collapse_hpc.report import collect, stats
     from collapse_hpc.store import RunStore
 
-    from collapse_hpc import experiments
-
     roots = []
-    for name, n in (("small", 2), ("large", 5)):
+    for name, n, regime in runs:
         run = experiments.config_from_dict({
-            "name": name, "executor": "debug", "generations": 3, "seeds": [0], "regimes": ["replace"],
+            "name": name, "executor": "debug", "generations": 3, "seeds": [0], "regimes": [regime],
             "gaussian": {"samples": [n], "replicates": 4, "chunk_replicates": 4, "generations": 3},
             "gmm": {"enabled": False}, "lm": {"enabled": False}, "vae": {"enabled": False}, "toy": {"enabled": False}})
         store = RunStore(tmp_path / name)
@@ -333,9 +341,58 @@ def test_a_panel_only_another_run_fills_says_so_not_no_data_yet(tmp_path):
     data = [collect.load_run(r) for r in roots]
     df = collect.tidy(data)
     df = df[df["experiment"] == "gaussian"]
-    ctx = Context("gaussian", df, stats.summarise(df), data,
-                  experiments.describe("gaussian").metric_specs(sorted(df["metric"].unique())))
-    assert ctx.unplanned("small", samples=5) == "not in small" and ctx.unplanned("small", samples=2) is None
-    fig = _per_samples(ctx, "var_hat", "var_hat", "mean")
-    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert texts == ["n = 5: not in small", "n = 2: not in large"]
+    return Context("gaussian", df, stats.summarise(df), data,
+                   experiments.describe("gaussian").metric_specs(sorted(df["metric"].unique())))
+
+
+def test_runs_side_by_side_keep_every_series_in_the_legend_and_a_scale_on_every_row(tmp_path):
+    """Two runs of different regimes and sample sizes: the one legend names both runs' series (it
+    named only the panel with most entries), an empty panel of the tails figure says whose n it is,
+    and every row keeps its y scale (an empty panel's shared ticks had emptied the row's)."""
+    from collapse_hpc.experiments.gaussian.figures import gaussian_sigma_err, gaussian_tails
+    from collapse_hpc.plotting import style
+    from matplotlib import rc_context
+
+    ctx = _side_by_side(tmp_path, [("small", 5, "replace"), ("large", 9, "accumulate")])
+    with rc_context(style.RC):
+        for fn in (gaussian_sigma_err, gaussian_tails):
+            fig, _ = fn(ctx)
+            fig.canvas.draw()
+            (legend,) = fig.legends
+            names = [t.get_text() for t in legend.get_texts()]
+            assert any(n.startswith("replace") for n in names) and any(n.startswith("accumulate") for n in names), \
+                names
+            rows: dict = {}
+            for ax in fig.axes:
+                rows.setdefault(ax.get_subplotspec().rowspan.start, []).append(ax)
+            for r, row in rows.items():
+                shown = [t.get_text() for ax in row for t in ax.get_yticklabels() if t.get_visible() and t.get_text()]
+                assert shown, f"{fn.__name__}: row {r} has no y scale"
+                assert row[0].get_ylabel(), f"{fn.__name__}: row {r} has no y label"
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert "n = 9: not in small" in texts and "n = 5: not in large" in texts, texts
+
+
+def test_an_interval_below_zero_on_a_log_axis_still_holds_its_mean():
+    """With a few replicates a 95% interval of a distance reaches below 0; on a log axis its lower
+    edge ran from the one positive point to the next, leaving the band above its own mean."""
+    from matplotlib.figure import Figure
+
+    from collapse_hpc.plotting.plots import log_y
+
+    gens = np.arange(5.0)
+    mean = np.array([0.08, 0.09, 0.12, 0.18, 0.25])
+    low, high = np.array([-0.01, -0.01, 0.03, -0.03, -0.03]), np.array([0.16, 0.19, 0.21, 0.4, 0.54])
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot(gens, mean)
+    band = ax.fill_between(gens, low, high)
+    log_y(ax)
+    fig.canvas.draw()
+    (path,) = band.get_paths()
+    drawn = ax.transData.transform(path.vertices)  # where the edge lands on the page (log: <= 0 is lost)
+    drawn = drawn[np.isfinite(drawn).all(axis=1)]
+    for x, y in ax.transData.transform(np.column_stack([gens, mean])):
+        edge = drawn[np.isclose(drawn[:, 0], x), 1]
+        assert len(edge) and edge.min() < y < edge.max(), (x, edge)
+

@@ -33,10 +33,10 @@ def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, l
     for r, run in enumerate(runs):
         for c, n in enumerate(ns):
             ax = axes[r, c]
+            ax.set_ylabel(ylabel if c == 0 else "")  # also on an empty first panel: the row's scale is there
             fixed = {"samples": n} if n is not None else None
             if not draw_series(ax, ctx, run, metric, fixed=fixed, exclude=("samples",)):
-                absent = ctx.unplanned(run, **(fixed or {}))
-                no_data(ax, f"n = {n}: {absent}" if absent else "no data yet")  # absent only where n is set
+                no_data(ax, _empty(ctx, run, n))
                 continue
             if quantity and n is not None:
                 gens = gens_axis(ctx.planned(run), ctx.df["generation"])
@@ -46,10 +46,15 @@ def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, l
                 log_y(ax)
             ax.set_title((f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})"))
             ax.set_xlabel("generation k")
-            ax.set_ylabel(ylabel if c == 0 else "")
             integer_x(ax)
     legend_below(fig, axes)
     return fig
+
+
+def _empty(ctx: Context, run: str, n) -> str:
+    """What an empty panel of sample size n says: not in the run's plan (another run's n), or no data yet."""
+    absent = ctx.unplanned(run, samples=n) if n is not None else None
+    return f"n = {n}: {absent}" if absent else "no data yet"
 
 
 def _theory_at_last(ctx: Context, metric: str, quantity: str) -> str:
@@ -179,12 +184,13 @@ def gaussian_tails(ctx: Context):
     for r, (run, (k, metric)) in enumerate((run, t) for run in runs for t in tails):
         for c, n in enumerate(ns):
             ax = axes[r, c]
+            ax.set_ylabel(f"mass beyond μ ± {k}σ" if c == 0 else "")
             fixed = {"samples": n} if n is not None else None
-            if not median_and_mean(ax, ctx, run, metric, 2 * ndtr(-k), fixed=fixed, exclude=("samples",)):
+            if not median_and_mean(ax, ctx, run, metric, 2 * ndtr(-k), fixed=fixed, exclude=("samples",),
+                                   empty=_empty(ctx, run, n)):
                 continue
             ax.set_title((f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})"))
             ax.set_xlabel("generation k")
-            ax.set_ylabel(f"mass beyond μ ± {k}σ" if c == 0 else "")
     legend_below(fig, axes)
     here = " ".join(f"{k}σ, {t}." for k, m in tails if (t := _tails_here(ctx, m)))
     return fig, ("The tails: the mass each generation's fit N(μ̂, σ̂²) puts beyond the real μ ± 2σ (top) and "
