@@ -396,3 +396,37 @@ def test_an_interval_below_zero_on_a_log_axis_still_holds_its_mean():
         edge = drawn[np.isclose(drawn[:, 0], x), 1]
         assert len(edge) and edge.min() < y < edge.max(), (x, edge)
 
+
+@pytest.mark.parametrize("ratios, verdict", [
+    ({"rare": 1.0012, "middle": 0.9997, "frequent": 0.9999}, "none rose by 1% or more: no class went first"),
+    ({"rare": 1.004, "middle": 0.95, "frequent": 0.9}, "none rose by 1% or more: no class went first"),
+    ({"rare": 1.3, "middle": 1.1, "frequent": 1.0}, "the tails went first"),
+    ({"rare": 1.02, "middle": 1.1, "frequent": 1.0}, "the middle tokens' rose most, not the rare ones'")])
+def test_tails_verdict_ranks_only_changes_beyond_noise(ratios, verdict):
+    """A tiny model moved every class by a tenth of a percent; the caption said 'the tails went
+    first' because the rare ratio was the largest of three equal-within-noise numbers."""
+    from collapse_hpc.experiments.lm.figures import _verdict
+
+    text = _verdict("replace", {cls: (r, 490.0, 1) for cls, r in ratios.items()})
+    assert text.endswith(f": {verdict}"), text
+
+
+def test_tail_ratios_near_one_are_labelled_as_ratios():
+    """Ratios that barely move were labelled 0.0005, 0.0010 under a '+1' in the corner."""
+    from types import SimpleNamespace
+
+    from matplotlib import rc_context
+
+    from collapse_hpc.experiments.lm.figures import _tail_panel
+    from collapse_hpc.plotting import style
+
+    rows = [{"run": "r", "regime": "replace", "kind": None, "metric": f"test_ppl_{cls}", "generation": g,
+             "mean": 490.0 * (1 + g * change), "ci_low": np.nan, "ci_high": np.nan}
+            for cls, change in (("rare", 0.0012), ("middle", -0.0003), ("frequent", -0.0001)) for g in (0, 1)]
+    ctx = SimpleNamespace(summary=pd.DataFrame(rows), settings=lambda: [])
+    with rc_context(style.RC):
+        fig, axes = style.figure(2, 1, sharex=True, sharey="row", h=1.4)  # a short panel: few ticks
+        _tail_panel(axes[0, 0], ctx, "r", "replace")
+        fig.canvas.draw()
+    labels = [t.get_text().replace("\N{MINUS SIGN}", "-") for t in axes[0, 0].get_yticklabels() if t.get_text()]
+    assert labels and all(float(t) > 0.99 for t in labels), labels

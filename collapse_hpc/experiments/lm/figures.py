@@ -54,6 +54,11 @@ def _ends(ctx: Context, metric: str) -> list[tuple[str, float, int, float]]:
     return [e[1:] for e in sorted(out, key=lambda e: e[0])]
 
 
+# a percentile of a few hundred sequences, or a perplexity over a few thousand test tokens, moves by a
+# percent without any trend: a smaller change is called held, not ranked
+NOISE = 0.01
+
+
 def _here(parts: list[str], most: int = 4) -> str:
     """'Here: a; b; c.' from at most `most` statements (and how many more there are)."""
     if not parts:
@@ -72,8 +77,7 @@ def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
             continue
         a, b = (np.percentile(sub.loc[sub["generation"] == g, "ppl"], [50, 95]) for g in (first, last))
         change = b[1] / a[1] - 1
-        # a percentile of a few hundred sequences moves by a percent without any trend
-        way = "held (within 1%)" if abs(change) < 0.01 else "shrank" if change < 0 else "grew"
+        way = "held (within 1%)" if abs(change) < NOISE else "shrank" if change < 0 else "grew"
         name = series if d["run"].nunique() == 1 else f"{run}: {series}"
         out.append((order.index(series), f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])}, "
                                          f"p95 {_fmt(a[1])} -> {_fmt(b[1])} ({change:+.0%}): the right tail {way}"))
@@ -224,6 +228,7 @@ def _tail_panel(ax, ctx: Context, run: str, label: str) -> dict:
         if rows["generation"].max() > 0:
             rise[cls] = (ratio[-1], base.iloc[0], int(rows["generation"].max()))
     ax.axhline(1.0, color="0.35", linestyle=":", linewidth=1.0)
+    ax.ticklabel_format(axis="y", useOffset=False)  # ratios near 1 read 1.001, not "+1" over 0.001
     ax.set_ylabel("test ppl / generation 0's")
     return rise
 
@@ -248,7 +253,12 @@ def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
 def _verdict(label: str, rise: dict) -> str:
     g = max(v[2] for v in rise.values())
     first = max(rise, key=lambda k: rise[k][0])
-    verdict = "the tails went first" if first == "rare" else f"the {first} tokens' rose most, not the rare ones'"
+    if rise[first][0] < 1 + NOISE:
+        verdict = "none rose by 1% or more: no class went first"
+    elif first == "rare":
+        verdict = "the tails went first"
+    else:
+        verdict = f"the {first} tokens' rose most, not the rare ones'"
     return (f"{label}, generation 0 -> {g}: " + ", ".join(f"{k} x{rise[k][0]:.3g} (from {_fmt(rise[k][1])})"
                                                            for k in TAILS if k in rise) + f": {verdict}")
 
