@@ -1,33 +1,57 @@
 """The site profile: slurm/site.yaml, this checkout's own cluster profile (ignored by git).
 
 `collapse-hpc profile init` writes a starter from what `sinfo` reports: the default partition
-for every job kind, a partition with GPUs for the GPU kinds, time limits within each partition's.
+for every job kind, a partition with GPUs for the GPU kinds, time limits within each partition's,
+memory and CPUs within its largest node's.
 The user then checks it (account, QOS, container image); `submit` uses it when neither --profile
 nor the config's `profile:` names one.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch.profile import SITE
 
-FORMAT = "%P|%l|%G"  # partition (the default marked with *), time limit, generic resources
+# partition (the default marked with *), time limit, generic resources, memory (MiB) and CPUs per node
+FORMAT = "%P|%l|%G|%m|%c"
 
 
-def partitions(sinfo: str) -> list[tuple[str, bool, str, bool]]:
-    """(name, is default, time limit, has GPUs) per partition, from `sinfo -h -o FORMAT`."""
-    seen: dict[str, tuple[str, bool, str, bool]] = {}
+def _count(field: str) -> int:
+    """sinfo's 21694 or 21694+ (nodes of several sizes: the smallest, and more); 0 when not given."""
+    digits = re.match(r"\d+", field.strip())
+    return int(digits[0]) if digits else 0
+
+
+def partitions(sinfo: str) -> list[tuple[str, bool, str, bool, int, int]]:
+    """(name, is default, time limit, has GPUs, MiB and CPUs of its largest node) per partition, from
+    `sinfo -h -o FORMAT` (memory and CPUs 0 where sinfo gives none)."""
+    seen: dict[str, tuple[str, bool, str, bool, int, int]] = {}
     for line in sinfo.splitlines():
         fields = line.strip().split("|")
-        if len(fields) != 3 or not fields[0]:
+        if len(fields) not in (3, 5) or not fields[0]:
             continue
-        name, limit, gres = fields
+        name, limit, gres = fields[:3]
+        mem, cpus = (_count(f) for f in (fields[3:] or ["", ""]))
         default = name.endswith("*")
         name = name.rstrip("*")
-        gpus = "gpu" in gres.lower() or (name in seen and seen[name][3])  # one line per node state
-        seen[name] = (name, default or (name in seen and seen[name][1]), limit, gpus)
+        before = seen.get(name, (name, False, limit, False, 0, 0))  # one line per node state and size
+        seen[name] = (name, default or before[1], limit, "gpu" in gres.lower() or before[3],
+                      max(mem, before[4]), max(cpus, before[5]))
     return list(seen.values())
+
+
+def _mem(part: tuple, want_gib: int) -> str:
+    """`want_gib` GiB, or what the partition's largest node has where that is less (sbatch refuses more)."""
+    have = part[4]
+    if not have or want_gib * 1024 <= have:
+        return f"{want_gib}G"
+    return f"{have // 1024}G" if have >= 1024 else f"{have}M"
+
+
+def _cpus(part: tuple, want: int) -> int:
+    return min(want, part[5]) if part[5] else want
 
 
 def _minutes(limit: str, want: int) -> int:
@@ -59,22 +83,22 @@ jobs:
     partition: {gpu_part[0]}
     time_min: {_minutes(gpu_part[2], 120)}
     gpus_per_node: {gpus}
-    cpus_per_task: 8
-    mem: 64G
+    cpus_per_task: {_cpus(gpu_part, 8)}
+    mem: {_mem(gpu_part, 64)}
   gpu1:                   # one VAE generation
     partition: {gpu_part[0]}
     time_min: {_minutes(gpu_part[2], 120)}
     gpus_per_node: {gpus}
-    cpus_per_task: 4
-    mem: 32G
+    cpus_per_task: {_cpus(gpu_part, 4)}
+    mem: {_mem(gpu_part, 32)}
   cpu:                    # one GMM / Gaussian array task
     time_min: {_minutes(default[2], 60)}
-    cpus_per_task: 4
-    mem: 8G
+    cpus_per_task: {_cpus(default, 4)}
+    mem: {_mem(default, 8)}
   aggregate:
     time_min: {_minutes(default[2], 30)}
-    cpus_per_task: 2
-    mem: 16G
+    cpus_per_task: {_cpus(default, 2)}
+    mem: {_mem(default, 16)}
 # container:
 #   image: /path/to/collapse-hpc.sif   # make image && make sif
 env:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import re
 import shutil
 import subprocess
 import sys
@@ -81,11 +82,51 @@ def partitions() -> dict[str, dict[str, str]]:
     return out
 
 
+def nodes() -> list[dict[str, str]]:
+    """Every node's `scontrol show node` fields (Partitions, CPUTot, RealMemory, Gres); none where
+    the cluster does not list them to this user (sbatch still checks)."""
+    try:
+        text = _slurm(["scontrol", "-o", "show", "node"])
+    except UserError:
+        return []
+    return [f for f in (dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in text.splitlines())
+            if "NodeName" in f]
+
+
+def mebibytes(mem: str) -> float | None:
+    """sbatch --mem's value (a number, K/M/G/T suffix, M without) in MiB; None: a form sbatch checks itself."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)B?", mem.strip().upper())
+    return float(m[1]) * 1024.0 ** " KMGT".index(m[2] or "M") / 1024 ** 2 if m else None
+
+
+def gpus(gres: str) -> int:
+    """GPUs a node offers, from its Gres (gpu:4, gpu:h100:4(S:0-1), several comma-separated)."""
+    counts = [item.split("(")[0].split(":") for item in gres.split(",")]
+    return sum(int(c[-1]) for c in counts if c[0] == "gpu" and len(c) > 1 and c[-1].isdigit())
+
+
+def _check_fits(prof: profiles.Profile, kind: str, names: list[str], members: list[dict]) -> None:
+    """A job of `kind` fits one node of its partitions: sbatch refuses one that fits none ("Requested
+    node configuration is not available"), after the jobs before it were queued."""
+    res, where = prof.resources(kind), ",".join(names)
+    need = mebibytes(res.mem) if res.mem else None
+    tasks = res.gpus_per_node or res.tasks_per_node or 1
+    for key, asked, have, unit in (
+            ("mem", need, [float(n.get("RealMemory", 0) or 0) for n in members], "M"),
+            ("cpus_per_task", res.cpus_per_task * tasks, [int(n.get("CPUTot", 0) or 0) for n in members], " CPUs"),
+            ("gpus_per_node", res.gpus_per_node, [gpus(n.get("Gres", "")) for n in members], " GPUs")):
+        if asked and asked > max(have) and (max(have) or key == "gpus_per_node"):  # 0 CPUs, 0 MiB: not listed
+            shown = res.mem if key == "mem" else asked
+            raise UserError(f"profile {prof.name}: jobs.{kind}.{key}: {shown}"
+                            + (f" ({res.cpus_per_task} x {tasks} tasks)" if key == "cpus_per_task" and tasks > 1
+                               else "") + f" is more than any node of partition {where} has ({max(have):g}{unit})")
+
+
 def check_profile(prof: profiles.Profile, kinds) -> None:
-    """Before anything is written or queued: every partition the jobs of `kinds` ask for exists
-    and takes their time limit. sbatch would refuse only after earlier jobs were queued, or (with
-    EnforcePartLimits=NO) queue a too-long job that then pends forever."""
-    parts = partitions()
+    """Before anything is written or queued: every partition the jobs of `kinds` ask for exists,
+    takes their time limit and has a node that fits them. sbatch would refuse only after earlier
+    jobs were queued, or (with EnforcePartLimits=NO) queue a too-long job that then pends forever."""
+    parts, listed = partitions(), nodes()
     default = next((n for n, f in parts.items() if f.get("Default") == "YES"), None)
     for kind in kinds:
         res = prof.resources(kind)
@@ -100,6 +141,9 @@ def check_profile(prof: profiles.Profile, kinds) -> None:
         if limits and all(m is not None and res.time_min > m for m in limits):
             raise UserError(f"profile {prof.name}: jobs.{kind}.time_min: {res.time_min} is over the time "
                             f"limit of partition {','.join(names)} ({max(limits):g} min)")
+        members = [n for n in listed if set(n.get("Partitions", "").split(",")) & set(names)]
+        if members:
+            _check_fits(prof, kind, names, members)
 
 
 def cancel(job_ids: list[str]) -> None:

@@ -19,9 +19,11 @@ FAKES = {
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
     "sacct": "true\n",
     "srun": "true\n",  # submitit only checks that it exists
-    "sinfo": 'printf "%s\\n" "debug*|1:00:00|(null)" "gpu|2-00:00:00|gpu:h100:4" "gpu|2-00:00:00|gpu:h100:4"\n',
-    # the partitions of the dev cluster and the example profile, or partitions.txt
+    "sinfo": 'cat "$FAKE_SLURM/sinfo.txt" 2>/dev/null || '
+             'printf "%s\\n" "debug*|1:00:00|(null)" "gpu|2-00:00:00|gpu:h100:4" "gpu|2-00:00:00|gpu:h100:4"\n',
+    # the partitions of the dev cluster and the example profile, or partitions.txt; nodes: nodes.txt
     "scontrol": '[[ "$*" == *"show config"* ]] && { cat "$FAKE_SLURM/config.txt" 2>/dev/null; exit 0; }\n'
+                '[[ "$*" == *"show node"* ]] && { cat "$FAKE_SLURM/nodes.txt" 2>/dev/null; exit 0; }\n'
                 '[[ "$*" == *"show partition"* ]] || exit 1\n'
                 'cat "$FAKE_SLURM/partitions.txt" 2>/dev/null || printf "%s\\n" '
                 '"PartitionName=debug Default=YES MaxTime=UNLIMITED" "PartitionName=gpu Default=NO MaxTime=2-00:00:00" '
@@ -336,6 +338,54 @@ def test_partition_problems_are_one_line_before_anything_is_written(tmp_path, fa
     assert rc == 2 and message in err and "Traceback" not in err, err
     assert [ln for ln in err.splitlines() if ln.strip()] == [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
+
+
+NODES = ("NodeName=cn1 CPUTot=8 RealMemory=21694 Gres=(null) Partitions=debug,cpu State=IDLE\n"
+         "NodeName=g1 CPUTot=32 RealMemory=515000 Gres=gpu:h100:4(S:0-1) Partitions=gpu State=IDLE\n")
+
+
+@pytest.mark.parametrize("jobs_text, message", [
+    ("{gpu: {partition: debug, gpus_per_node: 0, mem: 64G}}",
+     "jobs.gpu.mem: 64G is more than any node of partition debug has (21694M)"),
+    ("{gpu: {partition: gpu, gpus_per_node: 8}}", "jobs.gpu.gpus_per_node: 8 is more than any node of partition gpu "
+                                                  "has (4 GPUs)"),
+    ("{gpu: {partition: debug, gpus_per_node: 1}}", "jobs.gpu.gpus_per_node: 1 is more than any node of partition "
+                                                    "debug has (0 GPUs)"),
+    ("{cpu: {cpus_per_task: 16}}", "jobs.cpu.cpus_per_task: 16 is more than any node of partition cpu has (8 CPUs)"),
+    ("{gpu: {partition: gpu, gpus_per_node: 4, cpus_per_task: 16}}",
+     "jobs.gpu.cpus_per_task: 64 (16 x 4 tasks) is more than any node of partition gpu has (32 CPUs)"),
+])
+def test_a_job_no_node_fits_is_one_line_before_anything_is_queued(tmp_path, fake_slurm, jobs_text, message):
+    """sbatch refuses a job that no node of its partition fits ('Requested node configuration is not
+    available'): on the dev cluster the starter profile's 64G LM job was refused with the run folder
+    written; with a big enough first kind, the chains would be queued and the aggregation refused."""
+    (fake_slurm / "nodes.txt").write_text(NODES)
+    profile = {"partition": "cpu", "jobs": {"gpu": {"partition": "gpu", "gpus_per_node": 1},
+                                            "gpu1": {"partition": "gpu", "gpus_per_node": 1}}}
+    for kind, res in yaml.safe_load(jobs_text).items():
+        profile["jobs"].setdefault(kind, {}).update(res)
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(profile))
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 1})
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
+    rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
+    assert rc == 2 and f"FAILED: profile p: {message}" in out
+
+
+def test_the_starter_profile_fits_the_nodes_sinfo_lists(tmp_path, fake_slurm, monkeypatch):
+    """profile init asked 64G for an LM job on a cluster of 21 GiB nodes: sbatch refused the first job."""
+    monkeypatch.chdir(tmp_path)
+    (fake_slurm / "sinfo.txt").write_text("debug*|infinite|(null)|21694|8\n")
+    (fake_slurm / "nodes.txt").write_text(NODES)
+    rc, _, err = collapse("profile", "init")
+    assert rc == 0, err
+    site = profile_mod.load(tmp_path / "slurm" / "site.yaml")
+    assert site.jobs.gpu.mem == "21G" and site.jobs.cpu.mem == "8G" and site.jobs.gpu.cpus_per_task == 8
+    cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 1})
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--dry-run")
+    assert rc == 0 and "all passed" in out, out + err
 
 
 def test_partition_time_limits_parse_or_are_left_to_sbatch():
