@@ -41,20 +41,20 @@ def _slurm(cmd: list[str]) -> str:
     return out.stdout
 
 
-def squeue(selector: list[str]) -> dict[str, tuple[str, str]]:
-    """job id (array tasks as 123_4) -> (state, elapsed) of the queued jobs `selector` picks
-    (["-u", user] or ["-j", "1,2"]); UserError when squeue is missing or fails."""
+def squeue(selector: list[str]) -> dict[str, tuple[str, str, str]]:
+    """job id (array tasks as 123_4) -> (state, elapsed, Slurm's reason it waits or ended) of the queued
+    jobs `selector` picks (["-u", user] or ["-j", "1,2"]); UserError when squeue is missing or fails."""
     jobs = {}
-    for line in _slurm(["squeue", "-h", "-r", *selector, "-o", "%i|%T|%M"]).splitlines():
-        fields = line.strip().split("|")
-        if len(fields) == 3 and fields[0]:
-            jobs[fields[0]] = (fields[1], fields[2])
+    for line in _slurm(["squeue", "-h", "-r", *selector, "-o", "%i|%T|%M|%r"]).splitlines():
+        fields = line.strip().split("|", 3)
+        if len(fields) >= 3 and fields[0]:
+            jobs[fields[0]] = (fields[1], fields[2], fields[3] if len(fields) > 3 else "")
     return jobs
 
 
 def queued() -> dict[str, str]:
     """job id -> state, for this user's jobs still in the queue."""
-    return {jid: state for jid, (state, _) in squeue(["-u", getpass.getuser()]).items()}
+    return {jid: job[0] for jid, job in squeue(["-u", getpass.getuser()]).items()}
 
 
 def _minutes(limit: str) -> float | None:

@@ -22,9 +22,13 @@ from collapse_hpc.store.lock import pid_alive
 BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """job id -> (state, elapsed) from sacct, overridden by squeue for jobs still queued."""
-    out: dict[str, tuple[str, str]] = {}
+# why a queued job waits, where that is news: an afterok parent still running is the chain's normal wait
+ROUTINE = {"None", "Dependency", ""}
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """job id -> (state, elapsed, why it waits) from sacct, overridden by squeue for jobs still queued."""
+    out: dict[str, tuple[str, str, str]] = {}
     bases = sorted({str(j).split("_")[0] for j in job_ids if j})
     if not bases:
         return out
@@ -34,7 +38,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
         for line in res.stdout.splitlines():
             parts = line.split("|")
             if len(parts) == 3:
-                out[parts[0]] = (parts[1].split()[0], parts[2])  # "CANCELLED by 0" -> CANCELLED
+                out[parts[0]] = (parts[1].split()[0], parts[2], "")  # "CANCELLED by 0" -> CANCELLED
     if shutil.which("squeue"):
         from collapse_hpc.launch.slurm import squeue
 
@@ -87,8 +91,15 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
         return state, _clock(entry.get("elapsed"))
     if jid is None:
         return "not submitted", ""
-    state, elapsed = slurm.get(str(jid), ("UNKNOWN", ""))
+    state, elapsed, _ = slurm.get(str(jid), ("UNKNOWN", "", ""))
     return state, elapsed
+
+
+def waits_on(slurm: dict, job_id) -> str | None:
+    """Slurm's reason a pending job waits (a drained node, a QOS limit, a dependency never satisfied),
+    unless it only waits for its chain's previous generation."""
+    state, _, reason = slurm.get(str(job_id), ("", "", ""))
+    return reason if state == "PENDING" and reason not in ROUTINE else None
 
 
 def _book(store: RunStore) -> dict:
@@ -155,6 +166,8 @@ def state_of(store: RunStore, run_dir) -> dict:
                 unit["redo"] = redo_command(store, job, book.get("executor") or "local")
             if entry.get("reason") and state == "NOT_RUN":
                 unit["reason"] = entry["reason"]
+            elif state == "PENDING" and (why := waits_on(slurm, entry.get("job_id"))):  # not a done unit's requeue
+                unit["reason"] = why
             if state in BAD:
                 unit["log"] = entry.get("log")
                 unit["dependency"] = entry.get("dependency")
@@ -166,8 +179,9 @@ def state_of(store: RunStore, run_dir) -> dict:
         item["reached"] = (done + [False]).index(False) - 1 if chain.shape == "chain" else None
     agg = book.get("aggregate")
     if agg:
-        state, elapsed = slurm.get(str(agg.get("job_id")), ("UNKNOWN", ""))
+        state, elapsed, _ = slurm.get(str(agg.get("job_id")), ("UNKNOWN", "", ""))
         out["aggregate"] = {"state": state, "elapsed": elapsed, "job_id": agg.get("job_id"), "log": agg.get("log"),
+                            "reason": waits_on(slurm, agg.get("job_id")),
                             "dependency": agg.get("dependency"),
                             "error": error_lines(agg.get("log")) if state in BAD else []}
     return out
@@ -206,7 +220,8 @@ def _print(state: dict) -> int:
                     print(f"      | {ln}")
     agg = state.get("aggregate")
     if agg:
-        print(f"\naggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip())
+        print(f"\naggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()
+              + (f"  ({agg['reason']})" if agg.get("reason") else ""))
         if agg["state"] in BAD:
             _print_log(agg.get("log"), agg.get("dependency"))
             for ln in agg["error"]:

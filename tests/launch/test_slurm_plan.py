@@ -469,3 +469,35 @@ def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slu
     assert rc == 0 and "nothing to cancel" in out
     rc, _, err = collapse("cancel", tmp_path / "nowhere")
     assert rc == 2 and "no such run folder" in err
+
+
+def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fake_slurm):
+    """A drained node (or a QOS limit, or a dependency never satisfied) keeps a job PENDING for ever;
+    status showed only PENDING, while squeue knew why."""
+    import json
+
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)
+    chain = [book["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2)]
+    drained = "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"
+    (fake_slurm / "squeue.txt").write_text(f"{chain[0]}|PENDING|0:00|{drained}\n{chain[1]}|PENDING|0:00|Dependency\n"
+                                           f"{book['aggregate']['job_id']}|PENDING|0:00|DependencyNeverSatisfied\n")
+    rc, out, err = collapse("status", run)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert any(ln.startswith("  gen_000  PENDING") and ln.endswith(f"({drained})") for ln in lines), out
+    assert any(ln.startswith("  gen_001  PENDING") and "(" not in ln for ln in lines), out  # its chain's wait
+    assert any(ln.startswith("aggregate  PENDING") and ln.endswith("(DependencyNeverSatisfied)") for ln in lines), out
+    rc, out, _ = collapse("status", run, "--json")
+    units = json.loads(out)["chains"][0]["units"]
+    assert units[0]["reason"] == drained and "reason" not in units[1]
+    # a node failure requeues a job whose unit had finished: the unit is done, whatever its job waits for
+    (fake_slurm / "squeue.txt").write_text("")
+    rc, _, err = collapse("ltchain", run / "config.yaml", "--run", run, "--variant", "replace-p0-s0", "--unit", "0")
+    assert rc == 0, err
+    (fake_slurm / "squeue.txt").write_text(f"{chain[0]}|PENDING|0:00|BeginTime\n")
+    rc, out, _ = collapse("status", run)
+    line = next(ln for ln in out.splitlines() if ln.startswith("  gen_000"))
+    assert "done" in line and "BeginTime" not in line, line
