@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collapse_hpc import config as cfgmod
-from collapse_hpc import engine
+from collapse_hpc import engine, experiments
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import unit_index
 
@@ -24,10 +24,10 @@ def verify_run(run_dir: str | Path) -> int:
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
     config_hash = cfgmod.config_hash(store.saved_config())  # as made: also a run of an older version
     hashes = engine.planned_hashes(store)
-    units = store.units()
+    units = sorted(set(store.units()) | _planned(store))
     bad, unfinished, extra = 0, 0, 0
     for unit in units:
-        if read_manifest(unit) is None:
+        if not unit.is_dir() or read_manifest(unit) is None:
             unfinished += 1
             continue
         for p in extra_files(unit):
@@ -44,6 +44,22 @@ def verify_run(run_dir: str | Path) -> int:
     print(f"{store.root}: {ok} units verified, {bad} with mismatches, {unfinished} unfinished"
           + (f", {extra} extra files" if extra else ""))
     return 1 if bad else 0
+
+
+def _planned(store: RunStore) -> set[Path]:
+    """The folders of every unit the run's plan holds of the experiments it launched: a generation whose
+    job never started (its chain stopped before it) has none yet, and counts as unfinished, not as
+    absent; an experiment left out with --only is not the run's."""
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.launch import records, status
+
+    try:
+        chains = engine.load_plan(store, store.load_config(experiments.sections()))
+    except UserError:  # no plan, one of another config, a run of an older version: the folders are all there is
+        return set()
+    started = status.launched(store, chains, records.load(store))
+    return {store.unit_dir(j.experiment, j.variant, j.shape, j.index) for c in chains for j in c.jobs
+            if c.experiment in started}
 
 
 def _printable(text) -> str:

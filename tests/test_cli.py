@@ -264,3 +264,16 @@ def test_a_run_folder_of_an_older_version_is_refused_by_name_and_still_read(tmp_
     # a config that also differs in an old key is a different config, as ever
     other = _toy_config(tmp_path, "other.yaml", "name: e\ngenerations: 2\nexecutor: debug\nevolving: {rows: 5}\n")
     assert "made with a different config" in one_error_line(cli("run", other, "--run", run, env=new))
+
+
+def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):
+    """A chain that failed at generation 1 of 4 read '1 units verified, 0 with mismatches, 1 unfinished':
+    generations 2 and 3, never started, have no folder and went uncounted. An experiment left out
+    with --only is not the run's, and is not counted."""
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 4\nexecutor: debug\ntoy: {rows: 4, fail_at: 1}\n"
+                                     "tail: {replicates: 1, samples: 20, categories: 30}\n")
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run, "--only", "toy").returncode != 0
+    p = cli("verify", run)
+    assert p.returncode == 0, p.stderr
+    assert "1 units verified, 0 with mismatches, 3 unfinished" in p.stdout, p.stdout

@@ -136,6 +136,14 @@ def redo_command(store: RunStore, job, executor: str) -> str:
     return f"collapse-hpc {verb} {store.root / 'config.yaml'} --run {store.root} --only {job.experiment}"
 
 
+def launched(store: RunStore, chains, book: dict) -> set[str]:
+    """The experiments the run has launched: an experiment none of whose units has a job or a folder was
+    left out of it (--only)."""
+    return {label.split("/", 1)[0] for label in book["units"]} | {
+        c.experiment for c in chains for j in c.jobs
+        if store.unit_dir(j.experiment, j.variant, j.shape, j.index).exists()}
+
+
 def state_of(store: RunStore, run_dir) -> dict:
     """Everything `status` says, as plain values (--json prints it as is)."""
     run = store.load_config(experiments.sections())
@@ -145,15 +153,12 @@ def state_of(store: RunStore, run_dir) -> dict:
     units = book["units"]
     slurm = {} if local else slurm_states([e.get("job_id") for e in units.values()]
                                           + [book.get("aggregate", {}).get("job_id")])
-    # an experiment none of whose units has a job or a folder was left out of the run (--only)
-    launched = {label.split("/", 1)[0] for label in units} | {
-        c.experiment for c in chains for j in c.jobs
-        if store.unit_dir(j.experiment, j.variant, j.shape, j.index).exists()}
+    started = launched(store, chains, book)
     out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": []}
     for chain in chains:
         item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
         out["chains"].append(item)
-        if book.get("executor") and chain.experiment not in launched:
+        if book.get("executor") and chain.experiment not in started:
             item["not_in_this_run"] = True
             continue
         for job in chain.jobs:
