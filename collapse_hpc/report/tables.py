@@ -117,8 +117,9 @@ def unfinished(runs: list[RunData]) -> list[str]:
 
 
 def completeness(runs: list[RunData]) -> Table:
-    """Units finished / planned per variant: what an in-progress run still lacks."""
-    header = ["run", "experiment", "variant", "finished units", "planned", "unfinished", "problems"]
+    """Units finished / planned per variant: what an in-progress run still lacks, started (a folder
+    without its manifest) or not (a generation after a stopped one has no folder)."""
+    header = ["run", "experiment", "variant", "finished units", "planned", "unfinished", "not started", "problems"]
     rows = []
     for run in runs:
         found = defaultdict(list)
@@ -130,8 +131,9 @@ def completeness(runs: list[RunData]) -> Table:
             done = sum(u.done for u in units)
             unfinished = sum(u.manifest is None for u in units)
             problems = sum(bool(u.problems) for u in units)
-            planned = str(info.planned) if info and info.planned is not None else "?"
-            rows.append([run.label, key[0], key[1], str(done), planned, str(unfinished), str(problems)])
+            known = info is not None and info.planned is not None
+            planned, waiting = (str(info.planned), str(info.planned - len(units))) if known else ("?", "?")
+            rows.append([run.label, key[0], key[1], str(done), planned, str(unfinished), waiting, str(problems)])
     return header, rows
 
 

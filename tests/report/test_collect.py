@@ -46,6 +46,8 @@ def test_unfinished_generations_are_missing_not_zero(run):
     header, rows = tables.completeness([data])
     row = next(r for r in rows if r[1] == "lm" and r[2] == "replace-p0-s0")
     assert row[header.index("finished units")] == "2" and row[header.index("unfinished")] == "1"
+    # gen_003 has no folder: the chain stopped before it; finished + unfinished + not started = planned
+    assert row[header.index("planned")] == "4" and row[header.index("not started")] == "1"
 
 
 def test_tampered_file_is_left_out_and_reported(run):
