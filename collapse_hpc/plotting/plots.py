@@ -280,14 +280,16 @@ def log_y(ax) -> None:
 
 def _bands_to_floor(ax) -> None:
     """A 95% interval reaching 0 or below (few replicates) runs off a log axis's bottom: masked, its
-    lower edge would skip those generations and the band would leave its own mean."""
+    lower edge would skip those generations and the band would leave its own mean. Where the whole
+    interval is 0 (a distance at generation 0) it stays out, as the line's point does."""
     from matplotlib.collections import PolyCollection
 
     for band in (c for c in ax.collections if isinstance(c, PolyCollection)):  # fill_between's, in data units
         for path in band.get_paths():
-            y = path.vertices[:, 1]
-            if (y <= 0).any() and (y > 0).any():  # far below the axis (its limits come from the data)
-                path.vertices = np.column_stack([path.vertices[:, 0], np.where(y > 0, y, y[y > 0].min() * 1e-6)])
+            x, y = path.vertices[:, 0], path.vertices[:, 1]
+            top = np.isin(x, x[y > 0])  # the generations whose upper edge is on the axis
+            if (top & (y <= 0)).any():  # far below the axis (its limits come from the data)
+                path.vertices = np.column_stack([x, np.where(top & (y <= 0), y[y > 0].min() * 1e-6, y)])
 
 
 def plain_log_ticks(axis) -> None:

@@ -380,9 +380,9 @@ def test_an_interval_below_zero_on_a_log_axis_still_holds_its_mean():
 
     from collapse_hpc.plotting.plots import log_y
 
-    gens = np.arange(5.0)
-    mean = np.array([0.08, 0.09, 0.12, 0.18, 0.25])
-    low, high = np.array([-0.01, -0.01, 0.03, -0.03, -0.03]), np.array([0.16, 0.19, 0.21, 0.4, 0.54])
+    gens = np.arange(6.0)  # generation 0: a distance of 0 in every replicate, left out like the line's point
+    mean = np.array([0.0, 0.08, 0.09, 0.12, 0.18, 0.25])
+    low, high = np.array([0.0, -0.01, -0.01, 0.03, -0.03, -0.03]), np.array([0.0, 0.16, 0.19, 0.21, 0.4, 0.54])
     fig = Figure()
     ax = fig.subplots()
     ax.plot(gens, mean)
@@ -392,7 +392,9 @@ def test_an_interval_below_zero_on_a_log_axis_still_holds_its_mean():
     (path,) = band.get_paths()
     drawn = ax.transData.transform(path.vertices)  # where the edge lands on the page (log: <= 0 is lost)
     drawn = drawn[np.isfinite(drawn).all(axis=1)]
-    for x, y in ax.transData.transform(np.column_stack([gens, mean])):
+    points = ax.transData.transform(np.column_stack([gens, mean]))
+    assert not np.isfinite(points[0]).all() and not np.isclose(drawn[:, 0], ax.transData.transform((0, 1))[0]).any()
+    for x, y in points[1:]:
         edge = drawn[np.isclose(drawn[:, 0], x), 1]
         assert len(edge) and edge.min() < y < edge.max(), (x, edge)
 
