@@ -71,7 +71,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
         print(f"{name:<{width}}  array  {len(todo):>4} of {sum(len(c.jobs) for c in group):>4} tasks        "
               f"{group[0].kind}  %{min(len(todo) or 1, prof.array_parallelism)} at once")
         if todo:
-            scripts.append((f"the {name} array ({len(todo)} tasks)",
+            scripts.append((f"the {name} array ({len(todo)} task{'s' if len(todo) != 1 else ''})",
                             _script(sub, group[0].kind, 1, job_name(run.name, name, name), None, f"{name} array",
                                     tasks=len(todo))))
     kinds["aggregate"] = 1

@@ -35,6 +35,7 @@ class Estimate:
     wall_hours: float = 0.0  # the longest chain, generations one after another (chains side by side)
     disk_gb: float = 0.0
     not_estimated: list[str] = field(default_factory=list)
+    rated: int = 0  # units with a measured rate: with none, the zeros above would read as an estimate
     memory_bytes: int = 0  # the most one unit holds (per rank), from the experiments' memory()
     memory_of: str = ""  # experiment/variant of that unit
     memory_unknown: list[str] = field(default_factory=list)  # experiment/variant whose memory() is None
@@ -52,7 +53,8 @@ class Estimate:
         h = self.gpu_hours
         gpu = f"{h:.1f}" if h >= 1 else f"{h:.2f} ({h * 60:.0f} min)"
         out = [f"GPU-hours: {gpu}", f"wall time: {self.wall()} (the longest chain; without queue waits)",
-               f"disk: {self.disk_gb:.1f} GB (model weights)"]
+               f"disk: {self.disk_gb:.1f} GB (model weights)"] if self.rated else [
+            "GPU-hours, wall time, disk: not estimated (no unit of this plan has a measured rate)"]
         if self.memory_of:
             out.append(f"memory: {self.memory_bytes / 2**30:.3g} GiB at least for the largest unit, per rank "
                        f"({self.memory_of})")
@@ -86,6 +88,7 @@ def estimate(run, chains) -> Estimate:
         if seconds is None:
             skipped[chain.experiment] = skipped.get(chain.experiment, 0) + len(chain.jobs)
             continue
+        est.rated += len(chain.jobs)
         hours = seconds * len(chain.jobs) / 3600
         est.gpu_hours += hours * chain.ranks
         est.wall_hours = max(est.wall_hours, hours)
@@ -94,7 +97,7 @@ def estimate(run, chains) -> Estimate:
             est.not_estimated.append(f"disk of {chain.experiment}/{chain.variant.name}")
         else:
             est.disk_gb += disk * len(chain.jobs) / 1e9
-    est.not_estimated += [f"{n} units of {name}" for name, n in skipped.items()]
+    est.not_estimated += [f"{n} unit{'s' if n != 1 else ''} of {name}" for name, n in skipped.items()]
     return est
 
 

@@ -29,6 +29,18 @@ def test_dry_run_that_passes_writes_and_queues_nothing(tmp_path, fake_slurm):  #
     assert not (tmp_path / "run").exists() and not scripts(fake_slurm)  # no sbatch ran
     assert "#SBATCH --dependency='afterok:<job id of the one before>'" in out
     assert "MaxJobCount 10000, MaxArraySize 1001; within them" in out and "all passed" in out
+    # no unit has a measured rate: no estimate of 0 GPU-hours, 0 min, 0.0 GB that reads as one
+    assert "GPU-hours, wall time, disk: not estimated (no unit of this plan has a measured rate)" in out
+    assert "GPU-hours: 0" not in out and "wall time: 0 min" not in out
+    assert "not estimated (no measured rate): 2 units of ltarray; 3 units of ltchain" in out
+
+
+def test_dry_run_counts_one_of_a_kind_in_the_singular(tmp_path, fake_slurm):  # noqa: F811
+    cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 1})
+    rc, out, err = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run",
+                            "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0, out + err
+    assert "the ltarray array (1 task)" in out and "1 unit of ltarray; 1 unit of ltchain" in out
 
 
 def test_every_failing_check_is_listed(tmp_path, fake_slurm):  # noqa: F811
