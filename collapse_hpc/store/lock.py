@@ -16,7 +16,8 @@ from typing import Iterator
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 
-WORKERS = ".units"  # beside the lock: one empty file <host>-<pid> per running unit process
+SLURM_HELD = "slurm job"  # a worker file's text: the unit runs in this Slurm job
+WORKERS = ".units"  # beside the lock: one file <host>-<pid> per running unit process (empty, or SLURM_HELD)
 ABANDONED_S = 60  # a lock is written microseconds after it is created; leaves room for clock skew
 
 
@@ -176,7 +177,8 @@ class RunLock:
         host, out = socket.gethostname(), []
         for p in sorted(self.path.with_name(WORKERS).glob("*")):
             name, _, pid = p.name.rpartition("-")
-            if name == host and pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            if name == host and pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)) \
+                    and not _slurm_held(p):
                 out.append(int(pid))
         return out
 
@@ -211,6 +213,16 @@ class RunLock:
         self.release()
 
 
+def _slurm_held(worker: Path) -> bool:
+    """A unit process of a Slurm job: Slurm, not a launcher here, holds it, and squeue tells whether it
+    lives (submit skips it, cancel ends it). On a node that is also the login host (a single-node
+    cluster) it must not lock those two out."""
+    try:
+        return worker.read_text().startswith(SLURM_HELD)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def working(run_root: Path) -> Iterator[None]:
     """Register this process as a unit process of the run while the block runs (RunLock.workers):
@@ -218,7 +230,9 @@ def working(run_root: Path) -> Iterator[None]:
     folder = Path(run_root) / WORKERS
     folder.mkdir(exist_ok=True)
     me = folder / f"{socket.gethostname()}-{os.getpid()}"
-    me.touch()
+    # submitit's Slurm job script exports SUBMITIT_EXECUTOR=slurm; its local executor, local
+    slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+    me.write_text(f"{SLURM_HELD} {os.environ.get('SLURM_JOB_ID', '')}" if slurm else "")
     try:
         yield
     finally:

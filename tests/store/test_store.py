@@ -317,6 +317,28 @@ def test_an_orphaned_unit_process_holds_the_run_though_its_launcher_recorded_onl
         pass
 
 
+def test_a_slurm_jobs_unit_process_leaves_the_run_to_submit_and_cancel(tmp_path):
+    """On a node that is also the login host (a single-node cluster), a running Slurm job's unit
+    registered like a local orphan: submit (to queue the rest) and cancel (to end it) were refused
+    with 'unit processes … still running without a launcher'. Slurm holds it; squeue tells."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from collapse_hpc.store.lock import working\n"
+            "with working(sys.argv[1]):\n    print('in', flush=True); time.sleep(60)\n")
+    env = dict(os.environ, SUBMITIT_EXECUTOR="slurm", SLURM_JOB_ID="4242")
+    unit = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert unit.stdout.readline().strip() == "in"
+        assert [p.read_text() for p in (tmp_path / ".units").iterdir()] == ["slurm job 4242"]
+        with RunLock(tmp_path / ".lock", log=lambda *_: None) as lock:
+            assert lock.workers() == []
+    finally:
+        unit.kill()
+        unit.wait()
+
+
 def test_a_full_disk_names_the_file_being_written(tmp_path, capsys):
     """ENOSPC from a write names no file; the atomic write names the one it was writing, and the
     command prints it in its one error line."""
