@@ -3,13 +3,15 @@
     {"executor": "slurm" | "local", "profile": "...", "updated": <time>,
      "units": {"<experiment>/<variant>/gen_NNN": {"job_id", "log", "history": [older job ids],
                                                    "dependency"?, "state"? (local), ...}},
-     "aggregate": {"job_id", "log", "dependency"}}
+     "aggregate": {"job_id", "log", "dependency"},
+     "folder": {"root", "inode"} (Slurm: the run folder the jobs write to)}
 
 status reads it beside the run store (manifests say what is done) and, on Slurm, sacct.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from collapse_hpc.store import write_json
@@ -28,7 +30,26 @@ def load(store) -> dict:
     units = data.setdefault("units", {}) if isinstance(data, dict) else None
     if not isinstance(units, dict) or not all(isinstance(e, dict) for e in units.values()):
         return {"units": {}, "corrupt": str(path)}
+    if source := copied_from(store, data):  # its jobs write to the original: none of them is this folder's
+        return {"units": {}, "executor": data.get("executor"), "cluster": data.get("cluster"), "copied_from": source}
     return data
+
+
+def identity(store) -> dict:
+    """The run folder the jobs are submitted for: its path and inode (a copy has another inode; the same
+    folder seen through a symlink or another mount keeps it)."""
+    return {"root": str(store.root), "inode": store.root.stat().st_ino}
+
+
+def copied_from(store, data: dict) -> str | None:
+    """The folder a book's jobs were submitted for, where this run folder is a copy of it (a book from
+    before folders were recorded: None)."""
+    folder = data.get("folder")
+    if not isinstance(folder, dict) or folder.get("inode") in (None, store.root.stat().st_ino):
+        return None
+    if os.path.realpath(str(folder.get("root"))) == os.path.realpath(store.root):
+        return None
+    return str(folder.get("root"))
 
 
 def save(store, data: dict) -> None:

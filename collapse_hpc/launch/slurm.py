@@ -165,6 +165,9 @@ def cancel_run(store) -> int:
     book = records.load(store)
     if book.get("corrupt"):
         raise UserError(f"{book['corrupt']} is corrupt: the run's jobs are unknown; find them with squeue --me")
+    if book.get("copied_from"):
+        raise UserError(f"{store.root}: its jobs.json records the jobs of {book['copied_from']}, of which this folder "
+                        f"is a copy; none of them is this folder's: cancel them there")
     with store.lock():  # no submit of this run in between
         jobs = live(book)
         cancel(jobs)
@@ -266,7 +269,8 @@ def submit(store, run, chains, finish=None, **_) -> dict:
             raise UserError(f"{plan.book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
                             f"(squeue --me) and remove it, then submit again")
         on_exit.callback(records.save, store, plan.book)
-        plan.book.update(executor="slurm", profile=str(run.profile), cluster=prof.name)
+        plan.book.update(executor="slurm", profile=str(run.profile), cluster=prof.name, folder=records.identity(store))
+        plan.book.pop("copied_from", None)  # a copied run's book is its own from its first submit
         for chain, number in numbered(chains):
             plan.chain(chain, number)
         arrays: dict[str, list] = {}

@@ -154,11 +154,12 @@ def state_of(store: RunStore, run_dir) -> dict:
     slurm = {} if local else slurm_states([e.get("job_id") for e in units.values()]
                                           + [book.get("aggregate", {}).get("job_id")])
     started = launched(store, chains, book)
-    out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": []}
+    out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": [],
+           "copied_from": book.get("copied_from")}
     for chain in chains:
         item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
         out["chains"].append(item)
-        if book.get("executor") and chain.experiment not in started:
+        if book.get("executor") and not book.get("copied_from") and chain.experiment not in started:
             item["not_in_this_run"] = True
             continue
         for job in chain.jobs:
@@ -195,6 +196,9 @@ def state_of(store: RunStore, run_dir) -> dict:
 def _print(state: dict) -> int:
     where = f"{state['executor'] or 'not launched yet'}" + (f", {state['cluster']}" if state.get("cluster") else "")
     print(f"run {state['run']} ({where})")
+    if state.get("copied_from"):
+        print(f"a copy of {state['copied_from']}: the jobs recorded there are that folder's; here only the "
+              f"finished units count (submit queues the rest for this folder)")
     failed = 0
     for item in state["chains"]:
         name = f"{item['experiment']}/{item['variant']}"

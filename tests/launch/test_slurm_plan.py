@@ -501,3 +501,32 @@ def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fak
     rc, out, _ = collapse("status", run)
     line = next(ln for ln in out.splitlines() if ln.startswith("  gen_000"))
     assert "done" in line and "BeginTime" not in line, line
+
+
+def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slurm):
+    """cp -r of a run whose jobs were queued: cancel on the copy cancelled the original's jobs, submit
+    on the copy took them as its own queued units (they write to the original) and status showed them."""
+    import shutil
+
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    ids = [e["job_id"] for e in jobs(run)["units"].values()]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{i}|PENDING|0:00|Dependency\n" for i in ids))
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    rc, _, err = collapse("cancel", copy)
+    assert rc == 2 and f"records the jobs of {run}" in err and not (fake_slurm / "scancel.txt").exists()
+    rc, out, _ = collapse("status", copy)
+    assert rc == 0 and f"a copy of {run}" in out and "PENDING" not in out and "not submitted" in out
+    before = set(scripts(fake_slurm))
+    out = submit(cfg, copy)
+    new = set(scripts(fake_slurm)) - before
+    assert len(new) == 2 + 1 and "(queued)" not in out  # both generations and the report, for the copy
+    assert all(str(copy) in scripts(fake_slurm)[n] for n in new)
+    assert {e["job_id"] for e in jobs(copy)["units"].values()} == {str(n) for n in new} - {
+        jobs(copy)["aggregate"]["job_id"]}
+    rc, out, _ = collapse("status", run)  # the original keeps its own
+    assert "a copy of" not in out and "PENDING" in out
+    rc, out, _ = collapse("status", copy)  # and the copy, from its first submit, its own
+    assert "a copy of" not in out
