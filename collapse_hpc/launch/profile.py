@@ -118,6 +118,12 @@ class Profile:
                 if r := reserved(k):
                     raise ValueError(f"{where}.{k}: would replace --{r}, which collapse-hpc sets itself for "
                                      f"{RESERVED[r]}; remove it")
+        for kind in KINDS:  # Slurm then sends USR2 at its first check of the job (27 s in, on the dev cluster)
+            limit = self.resources(kind).time_min
+            if self.signal_delay_s >= limit * 60:
+                raise ValueError(f"signal_delay_s: {self.signal_delay_s} s is not shorter than jobs.{kind}.time_min "
+                                 f"({limit} min): every {kind} job would be signalled soon after it starts and "
+                                 f"requeue itself until max_requeues; lower it or raise the time limit")
 
     def resources(self, kind: str) -> Resources:
         if kind not in KINDS:

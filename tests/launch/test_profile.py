@@ -28,6 +28,8 @@ def test_shipped_profiles_load():
     ("jobs: {gpu1: {nodes: 2}}\n", "jobs: gpu1.nodes: only gpu jobs may span several nodes"),
     ("array_parallelism: many\n", "array_parallelism: expected an integer"),
     ("- a\n", "expected a mapping"),
+    # USR2 120 s before a 1-minute limit: Slurm signals at once, the job checkpoints and requeues, again and again
+    ("jobs: {cpu: {time_min: 1}}\n", "signal_delay_s: 120 s is not shorter than jobs.cpu.time_min (1 min)"),
 ])
 def test_profile_errors_are_one_line(tmp_path, text, where):
     path = tmp_path / "p.yaml"
