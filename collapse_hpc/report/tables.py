@@ -73,8 +73,22 @@ def _rel(run: RunData, text: str) -> str:
 
 
 def _job_states(run: RunData) -> dict:
-    """jobs.json's record of each unit (experiment/variant/unit -> entry); {} when there is none."""
-    return records.load(RunStore(run.root)).get("units") or {}
+    """jobs.json's record of each unit (experiment/variant/unit -> entry); {} when there is none. A Slurm
+    run's entries get their job's state from sacct and squeue (where this host has them), and a failed
+    job the last line of its error: jobs.json holds no state of a Slurm job."""
+    from collapse_hpc.launch import status
+
+    book = records.load(RunStore(run.root))
+    units = book.get("units") or {}
+    if book.get("executor") != "slurm":
+        return units
+    states = status.slurm_states([e.get("job_id") for e in units.values()])
+    out = {}
+    for label, entry in units.items():
+        state = states.get(str(entry.get("job_id")), ("",))[0]
+        said = [ln for ln in status.error_lines(entry.get("log")) if not ln.startswith("srun: ")]
+        out[label] = {**entry, "state": state} | ({"error": said[-1]} if state in status.BAD and said else {})
+    return out
 
 
 def _why(run: RunData, experiment: str, variant: str, unit: str, found, jobs: dict) -> str:
@@ -86,6 +100,8 @@ def _why(run: RunData, experiment: str, variant: str, unit: str, found, jobs: di
     if state in ("FAILED", "INTERRUPTED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NOT_RUN"):
         err = [ln for ln in str(entry.get("error") or entry.get("reason") or "").splitlines() if ln.strip()]
         return state.lower().replace("_", " ") + (f": {_rel(run, err[-1])}" if err else "")
+    if state in ("PENDING", "REQUEUED", "CONFIGURING"):  # a Slurm job's (tables._job_states)
+        return "queued"
     if found is None:
         return "not started"
     if state == "RUNNING":

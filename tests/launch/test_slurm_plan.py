@@ -17,7 +17,7 @@ FAKES = {
               'cp "${@: -1}" "$FAKE_SLURM/job_$n.sh"; echo "Submitted batch job $n"\n',
     "squeue": 'cat "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
-    "sacct": "true\n",
+    "sacct": 'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null; true\n',  # JobID|State|Elapsed lines, or nothing
     "srun": "true\n",  # submitit only checks that it exists
     "sinfo": 'cat "$FAKE_SLURM/sinfo.txt" 2>/dev/null || '
              'printf "%s\\n" "debug*|1:00:00|(null)" "gpu|2-00:00:00|gpu:h100:4" "gpu|2-00:00:00|gpu:h100:4"\n',
@@ -530,3 +530,4 @@ def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slur
     assert "a copy of" not in out and "PENDING" in out
     rc, out, _ = collapse("status", copy)  # and the copy, from its first submit, its own
     assert "a copy of" not in out
+

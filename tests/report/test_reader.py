@@ -2,6 +2,7 @@
 unfinished run said to be one, every metric with its declared name, unit and direction, results apart from
 bookkeeping and timing, n beside every band, and the paper's values where the config is the paper's."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,6 +10,7 @@ import yaml
 from collapse_hpc import experiments
 from collapse_hpc.plotting.metrics import Metric, spec, specs
 from collapse_hpc.report import aggregate, collect, tables
+from tests.launch.test_slurm_plan import fake_slurm  # noqa: F401  (the fixture)
 from tests.report import synthetic
 
 REGIMES = [{"name": "replace", "keep_fraction": 0.0}, {"name": "replace", "keep_fraction": 0.1}]
@@ -200,3 +202,26 @@ def test_band_says_n_and_none_is_promised_with_one_seed(tmp_path):
     _, md = _page(_lm_run(tmp_path / "two", seeds=(0, 1)))
     caption = md.split("Perplexity on the real test set against generation")[1].split("\n")[0]
     assert "n = 2 per point" in caption and "95% confidence interval" in caption
+
+
+def test_the_reports_banner_says_a_slurm_generation_failed_and_why(tmp_path, fake_slurm):  # noqa: F811
+    """jobs.json holds no state of a Slurm job: the Incomplete banner read 'gen_001: not started' for a
+    generation whose job had failed (its log said why), and 'not started' for one queued."""
+    from tests.launch.helpers import jobs, write_config
+    from tests.launch.test_slurm_plan import submit
+
+    cfg = write_config(tmp_path, generations=3, seeds=[0, 1], ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)["units"]
+    failed = book["ltchain/replace-p0-s0/gen_000"]
+    Path(failed["log"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(failed["log"]).write_text("Traceback (most recent call last):\nValueError: the shard is corrupt\n"
+                                   "srun: error: vm: task 0: Exited with exit code 1\n")
+    (fake_slurm / "sacct.txt").write_text(f"{failed['job_id']}|FAILED|00:00:01\n")
+    queued = book["ltchain/replace-p0-s1/gen_000"]["job_id"]
+    (fake_slurm / "squeue.txt").write_text(f"{queued}|PENDING|0:00|Priority\n")
+    lines = tables.unfinished([collect.load_run(run)])
+    assert "ltchain/replace-p0-s0: 0 of 3 generations finished; gen_000: failed: ValueError: the shard is corrupt" \
+        in lines, lines
+    assert "ltchain/replace-p0-s1: 0 of 3 generations finished; gen_000: queued" in lines, lines
