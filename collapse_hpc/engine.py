@@ -352,14 +352,22 @@ def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:
                     variant_hash=planned_hashes(store).get((job.experiment, job.variant)))
 
 
-def pending(store: RunStore, run, chain: Chain, deep: bool = False) -> list[Job]:
+def pending(store: RunStore, run, chain: Chain, deep: bool = False, inputs: bool = False) -> list[Job]:
     """The jobs of a chain a launcher starts: an array's unfinished parts; a chain's generations
     from its first unfinished one on, since each later one is built on it and a redo there
-    unbinds them (a later generation still bound when its turn comes is skipped by run_unit)."""
+    unbinds them (a later generation still bound when its turn comes is skipped by run_unit).
+    inputs: the finished generations the first of them reads are hashed in full, as its unit will
+    (run_unit): from one that does not verify on, the chain is pending again. A launcher that does
+    not hash everything (Slurm's submit) would otherwise queue a job that fails on it, at every submit."""
     todo: list[Job] = []
     for job in chain.jobs:
         if (todo and chain.shape == "chain") or not job_done(store, run, job, deep=deep):
             todo.append(job)
+    if inputs and not deep and chain.shape == "chain" and todo:
+        read = experiments.get(chain.experiment).reads(chain.variant, todo[0].index)
+        bad = [j.index for j in chain.jobs if j.index in read and not job_done(store, run, j, deep=True)]
+        if bad:
+            return [j for j in chain.jobs if j.index >= min(bad)]
     return todo
 
 

@@ -531,3 +531,26 @@ def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slur
     rc, out, _ = collapse("status", copy)  # and the copy, from its first submit, its own
     assert "a copy of" not in out
 
+
+
+def test_submit_redoes_a_finished_generation_the_next_one_cannot_read(tmp_path, fake_slurm):
+    """gen_001's data corrupted after it finished (same size): submit queued gen_002 alone, which
+    refused to start on it ('an earlier generation … does not verify'), and again at every submit.
+    The generations the next one reads are hashed as its unit will hash them."""
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    (fake_slurm / "squeue.txt").write_text("")  # those jobs are gone; two generations done by hand
+    for g in (0, 1):
+        rc, _, err = collapse("ltchain", run / "config.yaml", "--run", run, "--variant", "replace-p0-s0", "--unit", g)
+        assert rc == 0, err
+    shard = run / "ltchain" / "replace-p0-s0" / "gen_001" / "metrics.parquet"
+    data = bytearray(shard.read_bytes())
+    data[60] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    before = set(scripts(fake_slurm))
+    out = submit(cfg, run)
+    new = sorted(set(scripts(fake_slurm)) - before)
+    book = jobs(run)["units"]
+    assert [book[f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in (1, 2)] == [str(n) for n in new[:2]], out
+    assert flag(scripts(fake_slurm)[new[1]], "dependency") == f"afterok:{new[0]}"
