@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import re
 import shutil
 import subprocess
@@ -180,11 +181,13 @@ def cancel_run(store) -> int:
 
 
 def _sbatch(what: str, call):
-    """Run a submission; sbatch's refusal (bad partition, account, …) becomes one error line."""
+    """Run a submission; sbatch's refusal (bad partition, account, …) becomes one error line (submitit
+    also prints sbatch's stderr as it is: kept out, the line quotes it)."""
     from submitit.core.utils import FailedJobError
 
     try:
-        return call()
+        with contextlib.redirect_stderr(io.StringIO()):
+            return call()
     except FailedJobError as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         raise UserError(f"sbatch refused {what}: {lines[-1] if lines else e}") from None
