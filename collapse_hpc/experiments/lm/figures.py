@@ -37,6 +37,12 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"  # 12576, not 1.26e+04
 
 
+def _change(ratio: float) -> str:
+    """A relative change in whole percent: +12%, -3%; 0% where it rounds to nothing (never -0%)."""
+    shown = f"{ratio:+.0%}"
+    return "0%" if shown in ("+0%", "-0%") else shown
+
+
 def _ends(ctx: Context, metric: str) -> list[tuple[str, float, int, float]]:
     """(series, mean at generation 0, last generation reached, mean there) of each series that has
     both, in the figures' order; a series is prefixed by its run when the report has several."""
@@ -80,7 +86,7 @@ def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
         way = "held (within 1%)" if abs(change) < NOISE else "shrank" if change < 0 else "grew"
         name = series if d["run"].nunique() == 1 else f"{run}: {series}"
         out.append((order.index(series), f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])}, "
-                                         f"p95 {_fmt(a[1])} -> {_fmt(b[1])} ({change:+.0%}): the right tail {way}"))
+                                         f"p95 {_fmt(a[1])} -> {_fmt(b[1])} ({_change(change)}): the right tail {way}"))
     return [text for _, text in sorted(out, key=lambda e: e[0])]
 
 
@@ -174,7 +180,7 @@ def lm_test_ppl(ctx: Context):
     if any(ctx.spec(metric).paper_marks(ctx.section(run)) for run in ctx.run_labels):
         note += (" Dark red, dash-dotted: the paper's reported test perplexity of generation 0 (34); in the legend, "
                  "its zero-shot OPT-125M (115): the config is the paper's setting (OPT-125M on WikiText-2).")
-    here = _here([f"{label} {_fmt(a)} -> {_fmt(b)} at generation {g} ({b / a - 1:+.0%})"
+    here = _here([f"{label} {_fmt(a)} -> {_fmt(b)} at generation {g} ({_change(b / a - 1)})"
                   for label, a, g, b in _ends(ctx, metric)])
     return fig, (f"Perplexity on the real test set against generation, per regime: {band_note(ctx, [metric])}."
                  f"{note} The paper expects it to rise under collapse (higher is worse), "
