@@ -3,7 +3,8 @@
 Bounded before anything is built from it, so a hostile or broken file is one error line, never
 a crash: at most MAX_BYTES of text, MAX_VALUES values once aliases are expanded (an alias bomb
 expands to gigabytes from a few hundred bytes), nesting at most MAX_DEPTH deep, no alias that
-contains itself, and mapping keys that are strings (an unquoted `2024-01-01:` is a date).
+contains itself, and mapping keys that are strings (an unquoted `2024-01-01:` is a date) and are
+given once (YAML would keep the last of two `gmm:` sections and silently drop the first).
 Every message names the source and, where it has one, the line.
 """
 from __future__ import annotations
@@ -45,11 +46,17 @@ def _measure(root: yaml.Node, source: str) -> None:
             raise ConfigError(f"{source}{_line(node)}: an alias that contains itself")
         path.add(id(node))
         if isinstance(node, yaml.MappingNode):
+            keys: dict[str, yaml.Node] = {}
             for key, value in node.value:
                 if not (isinstance(key, yaml.ScalarNode) and key.tag in (STR, MERGE)):
                     shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
                     raise ConfigError(f"{source}{_line(key)}: key {shown!r} is not a string "
                                       f"(quote it)")
+                if key.tag == STR and key.value in keys:
+                    first = keys[key.value].start_mark.line + 1
+                    raise ConfigError(f"{source}{_line(key)}: key {key.value!r} given twice (first on line "
+                                      f"{first}); give each key once")
+                keys[key.value] = key
                 walk(value, depth + 1)
         else:
             for item in node.value:

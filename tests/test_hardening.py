@@ -39,6 +39,7 @@ CASES = [
     ("2", "a date as a key in a profile", {"c.yaml": TOY, "p.yaml": PROFILE + "env: {2024-01-01: 1}\n"},
      ["submit", "c.yaml", "--profile", "p.yaml"]),
     ("2", "nesting 5000 deep", {"c.yaml": DEEP}, ["run", "c.yaml"]),
+    ("2", "a section given twice (YAML keeps the last)", {"c.yaml": TOY + "toy: {rows: 2}\n"}, ["run", "c.yaml"]),
     ("2", "a 2 MB config", {"c.yaml": TOY + "#" * (2 << 20) + "\n"}, ["run", "c.yaml"]),
     ("2", "alias bomb in --set", {"c.yaml": TOY}, ["run", "c.yaml", "--set", "seeds=" + FLOW_BOMB]),
     ("3", "NaN float", {"c.yaml": "executor: debug\ngmm: {tol: .nan}\n"}, ["run", "c.yaml"]),

@@ -23,6 +23,8 @@ def test_every_yaml_read_goes_through_the_bounded_reader():
     ("a: &x [*x]\n", "an alias that contains itself"),
     ("a: " + "[" * 40 + "]" * 40, "nested more than 32 levels deep"),
     ("a: " + "[" * 3000 + "]" * 3000, "nested more than 32 levels deep"),
+    ("gmm:\n  generations: 2\nseeds: [0]\ngmm:\n  samples: 5\n", "(line 4): key 'gmm' given twice (first on line 1)"),
+    ("gmm: {generations: 2, generations: 3}\n", "(line 1): key 'generations' given twice"),
 ])
 def test_refused_with_a_line(text, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
@@ -40,6 +42,10 @@ def test_ordinary_yaml_is_unchanged():
     text = "base: &b {x: 1, y: [1.5, two]}\nother:\n  <<: *b\n  z: null\n"
     assert yamlfile.loads(text, "f.yaml") == {"base": {"x": 1, "y": [1.5, "two"]},
                                               "other": {"x": 1, "y": [1.5, "two"], "z": None}}
+    # a key given beside a merge overrides the merged one: not a repeat
+    assert yamlfile.loads("b: &b {x: 1}\no: {<<: *b, x: 2}\n", "f.yaml")["o"] == {"x": 2}
+    # the same alias used twice is not a repeated key either
+    assert yamlfile.loads("b: &b {x: 1}\no: [*b, *b]\n", "f.yaml")["o"] == [{"x": 1}, {"x": 1}]
     assert yamlfile.loads("", "f.yaml") is None
 
 
