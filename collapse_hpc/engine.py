@@ -191,19 +191,27 @@ LARGE_UNITS = 2_000  # a plan beyond this many units (the paper's config plans 6
 
 
 def check(run, file: str = "<config>", force: bool = False) -> None:
-    """Before anything is written: every variant has its own name (its own folders), and the plan
-    is one a machine can hold: at most MAX_UNITS units, no unit estimated over MAX_UNIT_GIB; over
-    LARGE_UNITS units (e.g. a typo in --generations) only with `force`.
+    """Before anything is written: an experiment is enabled and each enabled one plans a chain (an
+    empty seeds or regimes list would make a run folder that plans nothing), every variant has its own
+    name (its own folders), and the plan is one a machine can hold: at most MAX_UNITS units, no unit
+    estimated over MAX_UNIT_GIB; over LARGE_UNITS units (e.g. a typo in --generations) only with `force`.
 
     Counted with integers from each experiment's units() and memory(): nothing is built, so a
     count typed as 1e20 is one line now instead of a MemoryError after the run folder exists."""
     total = 0
+    if not run.enabled():  # a run folder with an empty plan would look like a finished run
+        raise UserError(f"{file}: every experiment is disabled (enabled: false); enable one, e.g. "
+                        f"--set {next(iter(run.sections))}.enabled=true")
     for name in run.enabled():
         exp = experiments.get(name)
         try:
             variants = exp.variants(run)
         except UserError as e:
             raise UserError(f"{file}: {e}") from None
+        if not variants:
+            empty = [f"{k}: []" for k, v in (("seeds", run.seeds_of(name)), ("regimes", run.regimes_of(name))) if not v]
+            raise UserError(f"{file}: {name} plans no chains ({', '.join(empty) or 'an empty list of settings'}); "
+                            f"list at least one, or set {name}.enabled: false")
         seen: set[str] = set()
         for v in variants:
             if v.name in seen:
