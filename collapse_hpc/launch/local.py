@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,11 +72,12 @@ def execute(store, run, chains, **_) -> dict:
     pool.counts["skipped"] = skipped
     if skipped:
         print(f"{skipped} units already finished (skipped)", file=sys.stderr)
-    try:
-        pool.run()
-    except KeyboardInterrupt:
-        pool.cancel()
-        raise
+    with _term_as_interrupt():
+        try:
+            pool.run()
+        except KeyboardInterrupt:
+            pool.cancel()
+            raise
     if pool.counts["failed"]:
         blocked = sum(len(lane.blocked) for lane in lanes)
         print(f"{len(pool.counts['failed'])} unit(s) failed"
@@ -81,6 +85,21 @@ def execute(store, run, chains, **_) -> dict:
         for f in pool.counts["failed"]:
             print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
     return pool.counts
+
+
+@contextmanager
+def _term_as_interrupt():
+    """SIGTERM (`kill`, `timeout`, a session's end) handled as Ctrl-C: the units' processes ignore
+    it (submitit bypasses SIGTERM), so a launcher dying of it left them running unattended and the
+    run locked by a dead launcher. Python takes signals in its main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _threads(chains, n_cores: int) -> str:
@@ -188,9 +207,19 @@ class _Pool:
         running = [lane.running for lane in self.lanes if lane.running]
         for sj, *_ in running:
             sj.cancel()
+        # cancel() signals the shell that submitit runs its controller under (setup lines), which dies
+        # and leaves the unit running; a terminal's Ctrl-C reaches every process, a `kill` of the
+        # launcher does not. So the unit processes, as they registered in the run, are told too.
+        lock, told = self.store.lock(), set()
         deadline = time.time() + CANCEL_WAIT_S
         try:
-            while any(not sj.done() for sj, *_ in running) and time.time() < deadline:
+            while time.time() < deadline:
+                units = set(lock.workers())
+                if not units and all(sj.done() for sj, *_ in running):
+                    break
+                for pid in units - told:
+                    _interrupt(pid)
+                told |= units
                 time.sleep(POLL_S / 4)
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, record what the manifests say now
             pass
@@ -199,6 +228,13 @@ class _Pool:
             entry["elapsed"] = round(time.time() - started, 1)
             entry["state"] = "COMPLETED" if engine.job_done(self.store, self.run_config, job) else "CANCELLED"
         records.save(self.store, self.book)
+
+
+def _interrupt(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:  # it ended meanwhile
+        pass
 
 
 def error_tail(text: str, n: int = 6) -> str:

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -96,10 +97,24 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _ctrl_c_when(cfg, run, marker) -> int:
+def _running_in_group(pgid: int) -> list[int]:
+    """The processes of a group that still run (a zombie has ended, only its parent has not reaped it)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rpartition(")")[2].split()[:3]
+        except OSError:
+            continue
+        if int(group) == pgid and state != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _ctrl_c_when(cfg, run, marker, sig=signal.SIGINT, group=True) -> int:
     """`collapse-hpc run` in its own process group, given Ctrl-C (SIGINT to the whole group, as a
-    terminal sends it) once `marker` exists; its exit status. It prints no traceback (nor do its
-    job processes, which share its terminal), and says it was interrupted."""
+    terminal sends it; or `sig`, to the launcher alone unless `group`) once `marker` exists; its
+    exit status. It prints no traceback (nor
+    do its job processes, which share its terminal), says it was interrupted, and leaves no process."""
     proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_sigint_default)
@@ -109,9 +124,14 @@ def _ctrl_c_when(cfg, run, marker) -> int:
             time.sleep(0.05)
         assert marker.exists(), f"{marker} never appeared"
         time.sleep(1)  # the launcher has polled the job since (it still runs)
-        os.killpg(proc.pid, signal.SIGINT)
+        (os.killpg if group else os.kill)(proc.pid, sig)
         _, err = proc.communicate(timeout=60)
         assert "Traceback" not in err and err.replace("\r", "\n").splitlines()[-1] == "interrupted", err
+        time.sleep(1)
+        deadline = time.time() + 5
+        while _running_in_group(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _running_in_group(proc.pid) == []  # the units' processes ended with the launcher
         return proc.returncode
     finally:
         if proc.poll() is None:
@@ -137,3 +157,17 @@ def test_ctrl_c_during_a_unit_records_it_cancelled(tmp_path):
     assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done") == 130
     assert not RunStore(run).is_done(gen0)
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["group", "launcher alone"])
+def test_sigterm_during_a_unit_cancels_it_as_ctrl_c_does(tmp_path, group):
+    # `timeout` (the group) or `kill PID` (the launcher alone): the units ignore SIGTERM (submitit)
+    # and never see a signal sent to the launcher, so it must end them, or they run on unattended
+    # and keep the run locked
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done", signal.SIGTERM, group) == 130
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
+    with RunStore(run).lock() as lock:  # a next run is not refused for the units of a dead launcher
+        assert lock.held and lock.workers() == []
