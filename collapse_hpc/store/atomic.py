@@ -46,7 +46,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     old = path.with_name(f".old-{path.name}")
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; results and data/ are shared on a cluster
+        _share(tmp)
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             os.replace(path, old)
@@ -55,6 +55,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _share(folder: Path) -> None:
+    """A new folder and what it holds as readable as the umask lets new files be: results and data/
+    are shared on a cluster, and mkdtemp makes 0700 while transformers' save_pretrained writes
+    model.safetensors 0600 (a teammate's verify of the run stopped on it)."""
+    mask = _umask()
+    for p in [folder, *folder.rglob("*")]:
+        if p.is_symlink():
+            continue
+        st = p.stat().st_mode
+        os.chmod(p, (0o777 if p.is_dir() or st & 0o111 else 0o666) & ~mask)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -357,3 +357,27 @@ def test_a_full_disk_names_the_file_being_written(tmp_path, capsys):
     assert e.value.filename == str(target) and e.value.errno == errno.ENOSPC
     assert not target.exists() and list(target.parent.iterdir()) == []
     assert cli._os_message(e.value) == f"{target}: No space left on device"
+
+
+def test_a_folder_written_whole_is_as_readable_as_a_file(tmp_path):
+    """transformers' save_pretrained writes model.safetensors 0600 (and mkdtemp makes 0700): a
+    teammate reading the run (verify, the report) was refused the weights."""
+    import stat
+
+    from transformers import OPTConfig, OPTForCausalLM
+
+    model = OPTForCausalLM(OPTConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, ffn_dim=8,
+                                     num_attention_heads=2, word_embed_proj_dim=8, max_position_embeddings=16))
+    old = os.umask(0o022)
+    try:
+        with atomic.atomic_dir(tmp_path / "model") as d:
+            model.save_pretrained(str(d))
+            (d / "sub").mkdir(mode=0o700)
+            (d / "sub" / "run.sh").write_text("#!/bin/sh\n")
+            os.chmod(d / "sub" / "run.sh", 0o700)
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")}
+    assert modes.pop("model/model.safetensors") == 0o644
+    assert modes.pop("model") == modes.pop("model/sub") == modes.pop("model/sub/run.sh") == 0o755
+    assert set(modes.values()) == {0o644}, modes
