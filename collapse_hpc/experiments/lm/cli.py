@@ -151,7 +151,7 @@ def reference(a) -> int:
     if a.saveto and Path(a.saveto).exists():
         print(f"{a.saveto} exists: nothing to do (as the reference)")
         return 0
-    _check_outputs(a)
+    _check_flags(a)
     cfg = reference_config(a)
     load = model_folder(a.load_name) if a.load_name else None
     generated = load_generated(a.load_generate) if a.load_generate else None
@@ -174,7 +174,15 @@ def reference(a) -> int:
     return 0
 
 
-def _check_outputs(a) -> None:
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+
+
+def _check_flags(a) -> None:
+    """The flags' values, before anything is trained (a bad one used to stop only the sampling)."""
+    if not 0.0 <= a.generate_percentage <= 1.0:
+        raise UserError(f"--generate_percentage {a.generate_percentage}: must be in [0, 1]")
+    if a.accelerator and a.accelerator.lower() not in ACCELERATORS:
+        raise UserError(f"--accelerator {a.accelerator}: must be one of {', '.join(ACCELERATORS)}")
     if a.accelerator and a.accelerator.lower() == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     for path, flag in ((a.generate, "--generate"), (a.saveperplexities, "--saveperplexities"),
@@ -256,8 +264,6 @@ def _generate(a, lm, model, load: Path | None, train) -> None:
     from collapse_hpc.experiments.lm.sample import Decoding
     from collapse_hpc.regimes import REAL, Regime, mix
 
-    if not 0.0 <= a.generate_percentage <= 1.0:
-        raise UserError(f"--generate_percentage {a.generate_percentage}: must be in [0, 1]")
     out = Path(a.generate)
     picks = dict(mix(Regime("replace", a.generate_percentage), train.num_rows, [train.num_rows],
                      np.random.default_rng(a.seed)))

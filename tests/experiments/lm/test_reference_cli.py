@@ -69,6 +69,18 @@ def test_reference_flags_parse_and_refuse(tmp_path, capsys):
     assert args.eval_only and args.evalgen_only and args.debug and args.pretrained and args.config is None
 
 
+@pytest.mark.parametrize("flags,expected", [
+    (["--generate_percentage", "2", "--generate", "out"], "--generate_percentage 2.0: must be in [0, 1]"),
+    (["--accelerator", "tpu"], "--accelerator tpu: must be one of cpu, gpu, cuda, auto"),
+])
+def test_bad_flag_values_are_refused_before_any_work(tmp_path, monkeypatch, capsys, flags, expected):
+    # --generate_percentage was checked only once the model had been trained and tested; a tpu ran on
+    monkeypatch.chdir(tmp_path)
+    assert main(["lm", *_tiny(tmp_path / "data"), *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {expected}"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_help_says_generate_trains_first_without_eval_only(capsys):
     from collapse_hpc.cli import _parser
 
