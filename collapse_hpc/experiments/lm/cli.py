@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ref.add_argument("-s", "--strategy", default="ddp", help="accepted; training is always DeepSpeed")
     ref.add_argument("-p", "--pretrained", action="store_true", help="start from pretrained weights")
     ref.add_argument("-version_name", "--version_name", default=None, help="name shown in the logs")
-    ref.add_argument("-gen", "--generate", help="sample the next generation's data into this folder "
+    ref.add_argument("-gen", "--generate", help="sample the next generation's data into this new or empty folder "
                                                  "(after training, unless --eval_only)")
     ref.add_argument("-load-gen", "--load-generate", dest="load_generate", help="train on these shards")
     ref.add_argument("-gen_percent", "--generate_percentage", type=float, default=0.0,
@@ -181,6 +181,11 @@ def _check_flags(a) -> None:
     """The flags' values, before anything is trained (a bad one used to stop only the sampling)."""
     if not 0.0 <= a.generate_percentage <= 1.0:
         raise UserError(f"--generate_percentage {a.generate_percentage}: must be in [0, 1]")
+    out = Path(a.generate) if a.generate else None
+    if out and out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        # its shards would count as this call's (same chunk names) beside a stale original.parquet
+        raise UserError(f"--generate {a.generate}: exists and is not an empty folder (an earlier --generate's "
+                        f"blocks would be mixed with this one's); give a new folder, or remove it")
     if a.accelerator and a.accelerator.lower() not in ACCELERATORS:
         raise UserError(f"--accelerator {a.accelerator}: must be one of {', '.join(ACCELERATORS)}")
     if a.accelerator and a.accelerator.lower() == "cpu":

@@ -72,13 +72,18 @@ def test_reference_flags_parse_and_refuse(tmp_path, capsys):
 @pytest.mark.parametrize("flags,expected", [
     (["--generate_percentage", "2", "--generate", "out"], "--generate_percentage 2.0: must be in [0, 1]"),
     (["--accelerator", "tpu"], "--accelerator tpu: must be one of cpu, gpu, cuda, auto"),
+    (["--eval_only", "--generate", "earlier"], "--generate earlier: exists and is not an empty folder"),
 ])
 def test_bad_flag_values_are_refused_before_any_work(tmp_path, monkeypatch, capsys, flags, expected):
-    # --generate_percentage was checked only once the model had been trained and tested; a tpu ran on
+    # --generate_percentage was checked only once the model had been trained and tested; a tpu ran
+    # on; a second --generate into one folder kept the first's shards and original.parquet as its own
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "original.parquet").write_bytes(b"blocks of an earlier call")
     assert main(["lm", *_tiny(tmp_path / "data"), *flags]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"error: {expected}"]
-    assert list(tmp_path.iterdir()) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {expected}"), err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["earlier", "original.parquet"]
 
 
 def test_help_says_generate_trains_first_without_eval_only(capsys):
