@@ -164,11 +164,15 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if not source.exists():
         raise UserError(f"--from {source}: no such file or folder")
     out = Path(data_dir) / name
-    if _prepared(out, force):
-        return 0
     files = source_files(source, exclude=Path(data_dir))
     if not files:
         raise UserError(f"--from {source}: no .txt or .parquet files")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    _same_source(out, h.hexdigest(), source, force)
+    if _prepared(out, force):
+        return 0
     splits = {s: [] for s in SPLITS}
     named = {p: file_split(p) if source.is_dir() else None for p in files}  # one file: split its rows
     if any(named.values()):
@@ -181,13 +185,22 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
                 splits[split_of(t)].append({"text": t})
     if not splits["train"]:
         raise UserError(f"--from {source}: no training text")
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
     card = {"name": name, "source": f"local files: {source.resolve().name}",
             "licence": "as given by the files' owner",
             "unit": "rows", "sha256": h.hexdigest(), "sha256_of": "the source files"}
     return _finish(out, splits, card)
+
+
+def _same_source(out: Path, digest: str, source: Path, force: bool) -> None:
+    """A name already prepared from other files is refused, not reported as prepared: a run would
+    read the earlier text under the name the user just gave the new one."""
+    try:
+        earlier = json.loads((out / "card.json").read_text())
+    except (OSError, ValueError):
+        return  # not prepared (or unreadable: _prepared and the run's checks say so)
+    if not force and isinstance(earlier, dict) and earlier.get("sha256") != digest:
+        raise UserError(f"{out}: already prepared from other files ({earlier.get('source')}); give these "
+                        f"another name, or --force to prepare {out.name} again from {source}")
 
 
 SPLIT_FILE = re.compile(r"(train|validation|test)(-\d+-of-\d+)?")

@@ -324,6 +324,20 @@ def test_force_rebuilds_tokenizer_and_blocks_from_the_new_text_and_a_failed_forc
     assert _hashes(tmp_path / "data") == before and [p.name for p in (tmp_path / "data").iterdir()] == ["redo"]
 
 
+def test_a_name_prepared_from_other_files_is_refused_without_force(tmp_path):
+    # it printed "already prepared" and exit 0: a run then read the earlier text under the new name
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("\n".join(corpus_lines(400, seed=1)))
+    second.write_text("\n".join(corpus_lines(400, seed=2)))
+    data.prepare_local("mine", first, tmp_path / "data")
+    before = _hashes(tmp_path / "data")
+    assert data.prepare_local("mine", first, tmp_path / "data") == 0  # the same files: already prepared
+    with pytest.raises(UserError, match=r"mine: already prepared from other files \(local files: first.txt\); "
+                                        r"give these another name, or --force"):
+        data.prepare_local("mine", second, tmp_path / "data")
+    assert _hashes(tmp_path / "data") == before
+
+
 def test_builtin_names_are_refused_for_local_files(tmp_path):
     from collapse_hpc import data as datasets
 
