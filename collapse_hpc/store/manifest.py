@@ -214,6 +214,8 @@ def read_manifest(unit_dir: Path) -> dict | None:
         return None
     except ValueError:
         return {"corrupt": "not valid JSON"}
+    except IsADirectoryError:  # made by hand or a stray tool: the unit is redone, not the run stopped
+        return {"corrupt": "a folder, not a file"}
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         return {"corrupt": "no mapping of files"}  # hand-edited or foreign: not a completion marker
     return manifest

@@ -146,6 +146,17 @@ def test_manifest_without_files_is_corrupt_not_a_crash(tmp_path):
         assert not RunStore(tmp_path).is_done(unit)
 
 
+def test_a_folder_in_place_of_the_manifest_is_a_unit_to_redo_not_a_stopped_run(tmp_path):
+    # verify and run stopped on it with "Is a directory": the run could not heal itself
+    unit = tmp_path / "lm" / "v" / "gen_000"
+    atomic.write_bytes(unit / "metrics.json", b"m")
+    (unit / "manifest.json").mkdir()
+    assert "corrupt" in verify_unit(unit)[0]
+    assert not RunStore(tmp_path).is_done(unit)
+    RunStore(tmp_path).reset_unit(unit)
+    assert not (unit / "manifest.json").exists() and not (unit / "metrics.json").exists()
+
+
 def test_config_hash_and_extra_files(tmp_path):
     from collapse_hpc.store import extra_files
 
