@@ -97,20 +97,19 @@ class RunStore:
         Generation counts may change (extend or shorten chains); anything that changes what a
         generation computes is refused.
         """
+        new = run.to_dict()
+        old = self.saved_config() if self.exists() else None
+        if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
+            self._refuse_older(run, old)
+            changes = cfgmod.diff(old, new)
+            shown = "; ".join(changes[:3]) + (f"; … ({len(changes)} in all)" if len(changes) > 3 else "")
+            raise UserError(f"{self.root} was made with a different config ({shown}); "
+                            f"use another --run for a new run")
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.logs, self.logs / "submitit"):
             closed(folder)
-        new = run.to_dict()
-        if self.exists():
-            old = self.saved_config()
-            if cfgmod.config_hash(old) != run.hash():
-                self._refuse_older(run, old)
-                changes = cfgmod.diff(old, new)
-                shown = "; ".join(changes[:3]) + (f"; … ({len(changes)} in all)" if len(changes) > 3 else "")
-                raise UserError(f"{self.root} was made with a different config ({shown}); "
-                                f"use another --run for a new run")
-            if old == new:
-                return run
+        if old == new:
+            return run
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
         atomic.write_json(self.root / RUN_JSON, {"config_hash": run.hash(), "updated": time.time()})
         return run

@@ -2,6 +2,7 @@
 import json
 import multiprocessing as mp
 import os
+import shutil
 import time
 
 import pyarrow as pa
@@ -72,8 +73,10 @@ def test_run_config_mismatch_is_refused(tmp_path):
     store.open(experiments.config_from_dict({"toy": {"rows": 3}}))
     store.open(experiments.config_from_dict({"generations": 9, "toy": {"rows": 3}}))  # more generations: fine
     assert store.load_config(experiments.sections()).generations == 9
+    shutil.rmtree(store.logs)
     with pytest.raises(UserError, match=r"toy.rows: 3 -> 4.*another --run"):
         store.open(experiments.config_from_dict({"toy": {"rows": 4}}))
+    assert not store.logs.exists()  # refused with nothing made (it made logs/ first)
 
 
 def _hold_lock(path, ready, release):
