@@ -117,6 +117,17 @@ def test_corrupt_run_config_is_one_line(tmp_path):
         assert (run / "config.yaml").read_text() == text
 
 
+def test_a_folder_holding_the_users_own_config_is_not_taken_for_a_run(tmp_path):
+    # `run exp/config.yaml --run exp`: read as the run's saved config, it was refused as "made with a
+    # different config (… None -> 2 …)" after logs/ had been made in the user's folder
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.yaml").write_text(_toy_config(tmp_path).read_text())
+    line = one_error_line(cli("run", exp / "config.yaml", "--run", exp))
+    assert f"{exp / 'config.yaml'}: not a config a run saved (no run.json beside it, no '# config_hash:' line)" in line
+    assert [p.name for p in exp.iterdir()] == ["config.yaml"]
+
+
 def test_run_folder_that_cannot_be_made(tmp_path):
     cfg = _toy_config(tmp_path)
     (tmp_path / "afile").write_text("")

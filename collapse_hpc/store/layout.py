@@ -98,6 +98,10 @@ class RunStore:
         generation computes is refused.
         """
         new = run.to_dict()
+        if self.exists() and self._recorded_hash() is None:  # neither run.json nor the line a run writes
+            raise UserError(f"{self.config_path}: not a config a run saved (no {RUN_JSON} beside it, no "
+                            f"'# config_hash:' line): --run names a folder of yours; keep configs outside run "
+                            f"folders, or give another --run")
         old = self.saved_config() if self.exists() else None
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
             self._refuse_older(run, old)
