@@ -42,6 +42,7 @@ API:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import json
 import logging
@@ -309,6 +310,7 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
     swap it in whole: a failed or refused preparation leaves data/ as it was, and --force never
     keeps a tokenizer, blocks or base model derived from the earlier text."""
     building = out.parent / f".{out.name}.preparing"
+    made = not out.parent.exists()
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     try:
@@ -319,6 +321,12 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
             os.replace(out, old)
         os.replace(building, out)
         shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        if made:  # the data folder this refused preparation made goes too, if nothing else came in
+            with contextlib.suppress(OSError):
+                out.parent.rmdir()
+        raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
     print(f"{out}: " + ", ".join(f"{s} {card['splits'][s]} {card['unit']} / {card['blocks'][s]} blocks"
