@@ -192,13 +192,14 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     check(estimate.check, run, engine.plan(run), args.config, getattr(args, "force", False))
     only = getattr(args, "only", None)
     if only:
+        asked = "collapse-hpc" if args.command in experiments.names() else "--only"  # by hand: `collapse-hpc vae CFG`
         unknown = [o for o in only if o not in run.sections]
         if unknown:
-            raise UserError(f"--only {unknown[0]}: not a section of {args.config} "
+            raise UserError(f"{asked} {unknown[0]}: not a section of {args.config} "
                             f"(it has: {', '.join(run.sections)})")
         disabled = [o for o in only if o not in run.enabled()]
         if disabled:  # it would plan nothing, yet make a run folder
-            raise UserError(f"--only {disabled[0]}: disabled in {args.config} ({disabled[0]}.enabled: false); "
+            raise UserError(f"{asked} {disabled[0]}: disabled in {args.config} ({disabled[0]}.enabled: false); "
                             f"enable it, e.g. --set {disabled[0]}.enabled=true")
     prof = None
     if run.executor == "slurm":  # a bad profile must fail before the run folder exists

@@ -117,6 +117,15 @@ def test_corrupt_run_config_is_one_line(tmp_path):
         assert (run / "config.yaml").read_text() == text
 
 
+def test_an_experiment_by_hand_that_the_config_lacks_or_disables_names_the_command_typed(tmp_path):
+    # `collapse-hpc gmm CFG` said "--only gmm: …", a flag the user never typed
+    cfg = _toy_config(tmp_path, text="executor: debug\ntoy: {rows: 2}\ngmm: {enabled: false}\n")
+    assert one_error_line(cli("vae", cfg, "--run", tmp_path / "r")).startswith("error: collapse-hpc vae: not a section")
+    assert one_error_line(cli("gmm", cfg, "--run", tmp_path / "r")).startswith("error: collapse-hpc gmm: disabled in")
+    assert one_error_line(cli("run", cfg, "--run", tmp_path / "r", "--only", "gmm")).startswith("error: --only gmm:")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_folder_holding_the_users_own_config_is_not_taken_for_a_run(tmp_path):
     # `run exp/config.yaml --run exp`: read as the run's saved config, it was refused as "made with a
     # different config (… None -> 2 …)" after logs/ had been made in the user's folder

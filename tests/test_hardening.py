@@ -63,6 +63,7 @@ CASES = [
     ("6", "data prepare .. --from", {"t.txt": "some text\n"}, ["data", "prepare", "..", "--from", "t.txt"]),
     ("10", "--only of a disabled experiment", {"c.yaml": TOY + "gmm: {enabled: false}\n"},
      ["run", "c.yaml", "--only", "gmm"]),
+    ("10", "an experiment by hand that the config lacks", {"c.yaml": TOY}, ["gmm", "c.yaml"]),
     ("9", "a --from text too short for one block", {"t.txt": "hello world\n"},
      ["data", "prepare", "small", "--from", "t.txt"]),
     ("9", "a 2 MB line in a --from text", {"t.txt": "word " * 400_000 + "\n" + "some text\n" * 50},
