@@ -18,7 +18,9 @@ label (int8), height and width (int16); data/<name>/card.json: source, licence, 
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +120,10 @@ def read_idx(path: Path) -> np.ndarray:
     """An IDX file (uint8 data, gzipped or not) as an array of its declared shape."""
     raw = Path(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:  # cut short or damaged: one line, not a traceback
+            raise UserError(f"{path}: not a readable gzip file ({e})") from None
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise UserError(f"{path}: not an IDX file of unsigned bytes")
     ndim = raw[3]
@@ -190,6 +195,15 @@ def prepare_mnist(data_dir: Path, force: bool = False, source: Path | None = Non
     return 0
 
 
+def _card(out: Path) -> dict | None:
+    """A prepared set's card; None where there is none (or an unreadable one: prepared again)."""
+    try:
+        card = json.loads((out / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
 def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) -> int:
     """The user's own grey images as the four IDX files MNIST ships (the same names, gzipped or
     not) in the folder `source`; labels 0..9. Built beside data/NAME and renamed into place."""
@@ -199,14 +213,19 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if not FILE_NAME.fullmatch(name):  # the same rule as vae.dataset
         raise UserError(f"data set name {name!r}: use {FILE_NAME_CHARS} only")
     out = Path(data_dir) / name
-    if (out / "card.json").is_file() and not force:
-        print(f"{out}: already prepared (use --force to redo)")
-        return 0
     found = _mnist_from_idx(source) if source.is_dir() else None
     if not found:
         raise UserError(f"--from {source}: a folder with the four IDX files of MNIST's names "
                         f"({', '.join(s for pair in MNIST_FILES.values() for s in pair)}; .gz or not)")
     splits, hashes, _ = found
+    earlier = _card(out) if not force else None
+    if earlier is not None:
+        sources = {k: v for k, v in (earlier.get("sha256") or {}).items() if not k.endswith(".parquet")}
+        if sources != hashes:  # a run would read the earlier images under this name
+            raise UserError(f"{out}: already prepared from other files ({earlier.get('source')}); give these "
+                            f"another name, or --force to prepare {name} again from {source}")
+        print(f"{out}: already prepared (use --force to redo)")
+        return 0
     if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
         raise UserError(f"--from {source}: train images are {splits['train'][0].shape[1:]}, test images "
                         f"{splits['test'][0].shape[1:]}; both splits need one size")

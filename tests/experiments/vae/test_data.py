@@ -148,6 +148,22 @@ def test_your_own_idx_images_are_prepared_under_their_own_name(tmp_path):
         experiments.get("lm").check(run)
 
 
+def test_your_own_images_cut_short_or_prepared_from_other_files_are_refused(tmp_path):
+    from collapse_hpc.data import prepare
+
+    first, second = _clothes(tmp_path / "a"), _clothes(tmp_path / "b", range(9, -1, -1))
+    gz = second / "train-images-idx3-ubyte.gz"
+    whole = gz.read_bytes()
+    gz.write_bytes(whole[:200])  # a download cut short: it was an EOFError traceback
+    with pytest.raises(UserError, match="train-images-idx3-ubyte.gz: not a readable gzip file"):
+        prepare("clothes", tmp_path / "data", source=str(second))
+    gz.write_bytes(whole)
+    assert prepare("clothes", tmp_path / "data", source=str(first)) == 0
+    assert prepare("clothes", tmp_path / "data", source=str(first)) == 0  # the same files: already prepared
+    with pytest.raises(UserError, match=r"clothes: already prepared from other files \(IDX files: a\)"):
+        prepare("clothes", tmp_path / "data", source=str(second))  # it said "already prepared", exit 0
+
+
 @pytest.mark.parametrize("labels, says", [(range(12), "labels must be 0..9"), ((), "not empty")])
 def test_your_own_images_with_other_labels_are_refused_and_nothing_is_written(tmp_path, labels, says):
     from collapse_hpc.data import prepare
