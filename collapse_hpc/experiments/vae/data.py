@@ -229,6 +229,9 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
         raise UserError(f"--from {source}: train images are {splits['train'][0].shape[1:]}, test images "
                         f"{splits['test'][0].shape[1:]}; both splits need one size")
+    if 0 in splits["train"][0].shape[1:]:  # Arrow's fixed-size lists refused it with a traceback
+        raise UserError(f"--from {source}: the images are {'x'.join(map(str, splits['train'][0].shape[1:]))} "
+                        f"pixels; give images of at least one pixel")
     for split, (images, labels) in splits.items():
         if len(labels) == 0 or labels.max() >= CLASSES:
             raise UserError(f"--from {source}: the {split} labels must be 0..{CLASSES - 1} and not empty "

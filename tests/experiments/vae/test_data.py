@@ -164,6 +164,17 @@ def test_your_own_images_cut_short_or_prepared_from_other_files_are_refused(tmp_
         prepare("clothes", tmp_path / "data", source=str(second))  # it said "already prepared", exit 0
 
 
+def test_your_own_images_of_no_pixels_are_refused_in_one_line(tmp_path):
+    from collapse_hpc.data import prepare
+
+    folder = _clothes(tmp_path / "idx")
+    for stem, n in (("train", 200), ("t10k", 60)):
+        _idx(folder / f"{stem}-images-idx3-ubyte.gz", np.zeros((n, 0, 16)), gz=True)
+    with pytest.raises(UserError, match="the images are 0x16 pixels"):
+        prepare("clothes", tmp_path / "data", source=str(folder))
+    assert not (tmp_path / "data" / "clothes").exists()
+
+
 @pytest.mark.parametrize("labels, says", [(range(12), "labels must be 0..9"), ((), "not empty")])
 def test_your_own_images_with_other_labels_are_refused_and_nothing_is_written(tmp_path, labels, says):
     from collapse_hpc.data import prepare
