@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_seen
-from collapse_hpc.experiments.vae.config import VaeConfig
+from collapse_hpc.experiments.vae.config import VaeConfig, check_stages
 
 # (pixels per image, training images) of the data sets the vae reads (data.py: digits 80% of 1,797)
 SIZES = {"digits": (8 * 8, 1438), "mnist": (28 * 28, 60000)}
+SHAPES = {"digits": (8, 8), "mnist": (28, 28)}  # (height, width)
 
 
 class Vae(Experiment):
@@ -47,6 +48,9 @@ class Vae(Experiment):
         for cfg in sections_seen(self.name, run):
             if cfg.dataset != "digits":
                 check_prepared(self.name, run, SPLITS, cfg)
+            shape = SHAPES.get(cfg.dataset) or _shape(Path(run.data_dir) / cfg.dataset)
+            if shape:  # before the run folder: the model refused it only inside the first generation
+                check_stages(*shape, cfg.stages)
 
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.vae.generation import run
@@ -78,14 +82,31 @@ class Vae(Experiment):
         return FIGURES
 
 
-def _size(folder: Path) -> tuple[int, int] | None:
-    """(pixels per image, training images) from a prepared data set's card; None where it has none."""
+def _card(folder: Path) -> dict:
     import json
 
     try:
         card = json.loads((folder / "card.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def _size(folder: Path) -> tuple[int, int] | None:
+    """(pixels per image, training images) from a prepared data set's card; None where it has none."""
+    card = _card(folder)
+    try:
         return int(card["height"]) * int(card["width"]), int(card["splits"]["train"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _shape(folder: Path) -> tuple[int, int] | None:
+    """(height, width) of a prepared data set's images, from its card; None where it has none."""
+    card = _card(folder)
+    try:
+        return int(card["height"]), int(card["width"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from collapse_hpc.config import FILE_NAME_CHARS, Section, knob
+from collapse_hpc.errors import UserError
 
 
 @dataclass
@@ -44,3 +45,10 @@ class VaeConfig(Section):
     classifier_epochs: int = knob(30, "epochs of the digit classifier (trained once per run on real data)", min=1)
     classifier_hidden: int = knob(128, "width of the classifier's penultimate layer (Frechet features)", min=2)
     device: str = knob("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda"))
+
+
+def check_stages(height: int, width: int, stages: int) -> None:
+    """Each stride-2 stage halves the image: 2**stages must divide both sides (model.ConvVAE)."""
+    if height % 2 ** stages or width % 2 ** stages:
+        raise UserError(f"vae: {height}x{width} images cannot pass {stages} stride-2 stages "
+                        f"(set vae.stages so that 2**stages divides both)")

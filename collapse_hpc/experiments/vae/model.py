@@ -18,14 +18,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.vae.config import check_stages
 
 
 class ConvVAE(nn.Module):
     def __init__(self, height: int, width: int, latent: int = 20, capacity: int = 64, stages: int = 2):
         super().__init__()
-        if height % 2 ** stages or width % 2 ** stages:
-            raise UserError(f"vae: {height}x{width} images cannot pass {stages} stride-2 stages "
-                            f"(set vae.stages so that 2**stages divides both)")
+        check_stages(height, width, stages)
         self.arch = {"height": height, "width": width, "latent": latent, "capacity": capacity, "stages": stages}
         channels = [1] + [capacity * 2 ** i for i in range(stages)]
         enc = []

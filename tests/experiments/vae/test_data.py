@@ -164,6 +164,22 @@ def test_your_own_images_cut_short_or_prepared_from_other_files_are_refused(tmp_
         prepare("clothes", tmp_path / "data", source=str(second))  # it said "already prepared", exit 0
 
 
+def test_a_stage_count_the_images_do_not_fit_is_refused_before_the_run(tmp_path):
+    # it was refused only inside the first generation, after the run folder had been made
+    from collapse_hpc import experiments
+    from collapse_hpc.data import prepare
+
+    prepare("clothes", tmp_path / "data", source=str(_clothes(tmp_path / "idx")))
+    for dataset, stages, says in (("clothes", 3, "12x16 images cannot pass 3"),
+                                  ("digits", 4, "8x8 images cannot pass 4")):
+        run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"),
+                                            "vae": {"dataset": dataset, "stages": stages}})
+        with pytest.raises(UserError, match=says):
+            experiments.get("vae").check(run)
+    fits = {"data_dir": str(tmp_path / "data"), "vae": {"dataset": "clothes", "stages": 2}}
+    experiments.get("vae").check(experiments.config_from_dict(fits))
+
+
 def test_your_own_images_of_no_pixels_are_refused_in_one_line(tmp_path):
     from collapse_hpc.data import prepare
 
