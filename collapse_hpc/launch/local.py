@@ -8,6 +8,7 @@ listed at the end with their log paths, and the command exits non-zero.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import sys
@@ -197,8 +198,7 @@ class _Pool:
         for dep in lane.blocked:
             records.record(self.book, dep.label, job_id=None, state="NOT_RUN", reason=f"{job.label} failed")
         lane.jobs = []
-        tqdm.write(f"FAILED {job.label}: {entry['error'].splitlines()[-1] if entry['error'] else ''} "
-                   f"(log: {entry['log']})", file=sys.stderr)
+        tqdm.write(f"FAILED {job.label}: {last_error(entry['error'])} (log: {entry['log']})", file=sys.stderr)
 
     def cancel(self) -> None:
         """Ctrl-C: the running jobs are cancelled; each is recorded by what its manifest says once
@@ -235,6 +235,13 @@ def _interrupt(pid: int) -> None:
         os.kill(pid, signal.SIGINT)
     except ProcessLookupError:  # it ended meanwhile
         pass
+
+
+def last_error(tail: str) -> str:
+    """A failed unit's error in one line: bad input as its own line says it (the package's
+    UserError and ConfigError unnamed), anything else with its exception's name."""
+    last = tail.splitlines()[-1] if tail else ""
+    return re.sub(r"^collapse_hpc\.errors\.(User|Config)Error: ", "", last)
 
 
 def error_tail(text: str, n: int = 6) -> str:

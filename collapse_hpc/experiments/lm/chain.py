@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import distributed
 from collapse_hpc.experiments.lm.pipeline import Pipeline
 from collapse_hpc.store import atomic
@@ -115,6 +116,7 @@ def _inputs(ctx, lm: Pipeline) -> _Inputs:
     whole = lm.blocks("train")
     inputs = _Inputs(whole, whole.slice(0, cfg.max_train_blocks) if cfg.max_train_blocks else whole,
                      lm.blocks("validation", cfg.max_eval_blocks), lm.blocks("test", cfg.max_eval_blocks))
+    _refuse_empty(cfg, inputs)
     # only the pools the regime draws from are read (the engine hashed those); an older one under
     # replace is an empty stand-in: mix() looks at the newest pool alone there
     pools = set(pooled(ctx.variant.regime, ctx.index))
@@ -126,6 +128,16 @@ def _inputs(ctx, lm: Pipeline) -> _Inputs:
     ctx.log.info("gen %d (%s): %d training blocks by source %s", ctx.generation, ctx.variant.regime.label,
                  inputs.train_set.num_rows, mixing.counts_by_source(inputs.train_set))
     return inputs
+
+
+def _refuse_empty(cfg, inputs: _Inputs) -> None:
+    """A split without a block (block_size longer than its text under this tokenizer) stops the unit
+    here, before a model is built or pretrained."""
+    from collapse_hpc.experiments.lm.data import no_blocks
+
+    for split, table in (("train", inputs.whole), ("validation", inputs.val), ("test", inputs.test)):
+        if table.num_rows == 0:
+            raise UserError(no_blocks(cfg, split, "under this tokenizer"))
 
 
 def _train(ctx, lm: Pipeline, inputs: _Inputs) -> dict:

@@ -414,6 +414,26 @@ def check_caches(data_dir: Path, cfg) -> None:
     suffix = f"-{cfg.block_size}" + ("" if cfg.block_grouping == "corpus" else f"-{cfg.block_grouping}")
     for path in sorted((Path(data_dir) / cfg.dataset / "blocks").glob(f"*{suffix}/*.parquet")):
         sealed_file(path)
+    _check_block_size(data_dir, cfg)
+
+
+def _check_block_size(data_dir: Path, cfg) -> None:
+    """Every split holds a block of block_size tokens, by the card's counts where they are this
+    run's (the data set's own BPE of vocab_size); other tokenizers are checked once a unit has cut
+    the blocks (no_blocks), still before any model is built."""
+    card = json.loads((Path(data_dir) / cfg.dataset / "card.json").read_text())
+    own = (card.get("tokenizer") or {}).get("dir") == tk.bpe_dir(data_dir, cfg.dataset, cfg.vocab_size).name
+    cut = card.get("block_size")  # the card counts the tokens of its blocks of this size: fewer than cut left out
+    if cfg.tokenizer is None and cfg.model == "tiny" and own and isinstance(cut, int):
+        for split, tokens in (card.get("tokens") or {}).items():
+            if isinstance(tokens, int) and tokens + cut - 1 < cfg.block_size:
+                raise UserError(no_blocks(cfg, split, f"under {tokens + cut} tokens"))
+
+
+def no_blocks(cfg, split: str, held: str) -> str:
+    """The line that refuses a block size no block of a split fits."""
+    return (f"lm.block_size {cfg.block_size}: the {split} split of {cfg.dataset} makes no block of that many tokens "
+            f"({held}); lower lm.block_size, or give the split more text")
 
 
 def write_blocks(path: Path, table, meta: dict) -> None:

@@ -424,3 +424,35 @@ def test_row_batches_follow_datasets_contiguous_shards():
     assert data.row_batches(10, "corpus") == [(0, 10)]
     with pytest.raises(ValueError, match="grouping must be one of"):
         data.row_batches(10, "reference-8")
+
+
+def test_a_block_size_no_split_fits_is_refused_before_a_model_is_built(tmp_path):
+    """By the card before the run folder exists (the data set's own BPE), and by the unit once it has
+    cut the blocks under another tokenizer, before any model is built or pretrained."""
+    from tests.test_cli import cli, one_error_line
+
+    src = tmp_path / "src"
+    src.mkdir()
+    words = "the cat sat on a mat while dogs ran far away under blue skies".split()
+    rows = [" ".join(words[(i + j) % len(words)] for j in range(30)) for i in range(1000)]
+    for split, n in (("train", 800), ("validation", 8), ("test", 30)):
+        (src / f"{split}.txt").write_text("\n".join(rows[:n]) + "\n")
+    data.prepare_local("small", src, tmp_path / "data")
+    tokens = json.loads((tmp_path / "data/small/card.json").read_text())["tokens"]["validation"]
+    cfg = tmp_path / "c.yaml"
+    lm = "epochs: 1, hidden_size: 16, layers: 1, heads: 2, ffn_size: 32, pretrained: false"
+    cfg.write_text(f"generations: 1\nexecutor: debug\ndata_dir: {tmp_path / 'data'}\n"
+                   f"lm: {{dataset: small, block_size: {tokens + 64}, {lm}}}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r1"))
+    assert f"lm.block_size {tokens + 64}: the validation split of small makes no block" in line, line
+    assert not (tmp_path / "r1").exists()
+    cfg.write_text(cfg.read_text().replace("dataset: small,", "dataset: small, vocab_size: 300,")
+                   .replace(f"block_size: {tokens + 64}", "block_size: 4000"))
+    unit = cli("run", cfg, "--run", tmp_path / "r2")  # the run's header and progress, then the unit's line
+    assert unit.returncode == 2 and "Traceback" not in unit.stderr, unit.stderr
+    assert unit.stderr.strip().splitlines()[-1].startswith(
+        "error: lm.block_size 4000: the validation split of small makes no block"), unit.stderr
+    assert not list((tmp_path / "r2").glob("lm/*/gen_000/model"))
+    # a unit process of the local launcher says it as its own line, not as an exception's name
+    local = cli("run", cfg, "--run", tmp_path / "r3", "--executor", "local")
+    assert "FAILED lm/replace-p0-s0/gen_000: lm.block_size 4000: the validation split" in local.stderr, local.stderr
