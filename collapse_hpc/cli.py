@@ -46,10 +46,18 @@ def _config_args(p: argparse.ArgumentParser, only: bool = True) -> None:
                        help="run only this experiment (repeatable)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is bad input like any other: one `error:` line (naming the command and its --help)
+    and exit status 2, not argparse's usage block above it. Subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from collapse_hpc import experiments
 
-    p = argparse.ArgumentParser(prog="collapse-hpc", description=__doc__,
+    p = _Parser(prog="collapse-hpc", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"collapse-hpc {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

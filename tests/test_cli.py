@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -297,3 +299,14 @@ def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):
     p = cli("verify", run)
     assert p.returncode == 0, p.stderr
     assert "1 units verified, 0 with mismatches, 3 unfinished" in p.stdout, p.stdout
+
+
+@pytest.mark.parametrize("argv, says", [
+    (("run", "configs/demo.yaml", "--generations", "abc"), "collapse-hpc run: argument --generations: invalid int"),
+    (("nosuch",), "collapse-hpc: argument COMMAND: invalid choice: 'nosuch'"),
+    (("data", "prepare"), "collapse-hpc data prepare: the following arguments are required: NAME"),
+    (("lm", "configs/demo.yaml", "--generate_percentage", "x"), "collapse-hpc lm: argument"),
+])
+def test_bad_usage_is_one_error_line_naming_the_commands_help(argv, says):
+    line = one_error_line(cli(*argv))
+    assert line.startswith(f"error: {says}") and line.endswith("--help)"), line
