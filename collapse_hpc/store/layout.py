@@ -160,8 +160,9 @@ class RunStore:
         verify still read it)."""
         if self._recorded_hash() is None or cfgmod.config_hash(old) == run.hash():
             return
-        added = cfgmod.added_keys(old, run.to_dict())
-        if added and len(added) == len(cfgmod.diff(old, run.to_dict())):
+        new = run.to_dict()
+        added = cfgmod.added_keys(old, new)
+        if added and len(added) == len(cfgmod.diff(old, new)):
             shown = ", ".join(added[:4]) + (f", … ({len(added)} in all)" if len(added) > 4 else "")
             raise UserError(f"{self.root} was made by an older collapse-hpc, before {shown} existed: this version "
                             f"cannot continue it (aggregate and verify still read it); use another --run")

@@ -59,7 +59,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import tokenizer as tk
 from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, read_parquet, read_texts
 from collapse_hpc.store import atomic
-from collapse_hpc.store.cards import seal_file, sealed_file, sealed_files
+from collapse_hpc.store.cards import load_card, seal_file, sealed_file, sealed_files
 
 DEFAULT_VOCAB = 8000
 
@@ -421,7 +421,7 @@ def _check_block_size(data_dir: Path, cfg) -> None:
     """Every split holds a block of block_size tokens, by the card's counts where they are this
     run's (the data set's own BPE of vocab_size); other tokenizers are checked once a unit has cut
     the blocks (no_blocks), still before any model is built."""
-    card = json.loads((Path(data_dir) / cfg.dataset / "card.json").read_text())
+    card = load_card(Path(data_dir) / cfg.dataset / "card.json")
     own = (card.get("tokenizer") or {}).get("dir") == tk.bpe_dir(data_dir, cfg.dataset, cfg.vocab_size).name
     cut = card.get("block_size")  # the card counts the tokens of its blocks of this size: fewer than cut left out
     if cfg.tokenizer is None and cfg.model == "tiny" and own and isinstance(cut, int):

@@ -16,9 +16,8 @@ from pathlib import Path
 from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_seen
 from collapse_hpc.experiments.vae.config import VaeConfig, check_stages
 
-# (pixels per image, training images) of the data sets the vae reads (data.py: digits 80% of 1,797)
-SIZES = {"digits": (8 * 8, 1438), "mnist": (28 * 28, 60000)}
-SHAPES = {"digits": (8, 8), "mnist": (28, 28)}  # (height, width)
+# (height, width, training images) of the built-in data sets (data.py: digits 80% of 1,797)
+DIMS = {"digits": (8, 8, 1438), "mnist": (28, 28, 60000)}
 
 
 class Vae(Experiment):
@@ -48,9 +47,9 @@ class Vae(Experiment):
         for cfg in sections_seen(self.name, run):
             if cfg.dataset != "digits":
                 check_prepared(self.name, run, SPLITS, cfg)
-            shape = SHAPES.get(cfg.dataset) or _shape(Path(run.data_dir) / cfg.dataset)
-            if shape:  # before the run folder: the model refused it only inside the first generation
-                check_stages(*shape, cfg.stages)
+            dims = _dims(run, cfg.dataset)
+            if dims:  # before the run folder: the model refused it only inside the first generation
+                check_stages(dims[0], dims[1], cfg.stages)
 
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.vae.generation import run
@@ -65,11 +64,11 @@ class Vae(Experiment):
         (or synthetic_size), the scored samples and those through generation 0's encoder; a data set
         of the user's is sized by its card, where it is prepared here (else None: unknown)."""
         cfg = variant.section(run)
-        size = SIZES.get(cfg.dataset) or _size(Path(run.data_dir) / cfg.dataset)
-        if size is None:
+        dims = _dims(run, cfg.dataset)
+        if dims is None:
             return None
-        pixels, train = size
-        return 4 * pixels * (train + (cfg.synthetic_size or train) + cfg.eval_samples + cfg.latent_samples)
+        height, width, train = dims
+        return 4 * height * width * (train + (cfg.synthetic_size or train) + cfg.eval_samples + cfg.latent_samples)
 
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.vae.metrics import SCHEMA
@@ -82,30 +81,16 @@ class Vae(Experiment):
         return FIGURES
 
 
-def _card(folder: Path) -> dict:
-    import json
+def _dims(run, dataset: str) -> tuple[int, int, int] | None:
+    """(height, width, training images): a built-in data set's, else its card's where it is prepared
+    here (data.py writes them); None where nothing here states them."""
+    from collapse_hpc.store.cards import read_card
 
+    if dataset in DIMS:
+        return DIMS[dataset]
+    card = read_card(Path(run.data_dir) / dataset) or {}
     try:
-        card = json.loads((folder / "card.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return card if isinstance(card, dict) else {}
-
-
-def _size(folder: Path) -> tuple[int, int] | None:
-    """(pixels per image, training images) from a prepared data set's card; None where it has none."""
-    card = _card(folder)
-    try:
-        return int(card["height"]) * int(card["width"]), int(card["splits"]["train"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _shape(folder: Path) -> tuple[int, int] | None:
-    """(height, width) of a prepared data set's images, from its card; None where it has none."""
-    card = _card(folder)
-    try:
-        return int(card["height"]), int(card["width"])
+        return int(card["height"]), int(card["width"]), int(card["splits"]["train"])
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -207,8 +207,6 @@ def _card(out: Path) -> dict | None:
 def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) -> int:
     """The user's own grey images as the four IDX files MNIST ships (the same names, gzipped or
     not) in the folder `source`; labels 0..9. Built beside data/NAME and renamed into place."""
-    import shutil
-
     source = Path(source)
     if not FILE_NAME.fullmatch(name):  # the same rule as vae.dataset
         raise UserError(f"data set name {name!r}: use {FILE_NAME_CHARS} only")
@@ -237,17 +235,11 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
             raise UserError(f"--from {source}: the {split} labels must be 0..{CLASSES - 1} and not empty "
                             f"(the vae's class metrics are {CLASSES} shares); found "
                             f"{sorted(set(labels.tolist()))[:12] if len(labels) else 'none'}")
-    building = out.parent / f".{name}.preparing"
-    shutil.rmtree(building, ignore_errors=True)
-    try:
+    with atomic.atomic_dir(out) as building:
         _write(building, splits, {"name": name, "source": f"IDX files: {source.resolve().name}",
                                   "licence": "as given by the files' owner", "pixel_max": 255,
                                   "split": "the files' own train (train-*) and test (t10k-*) images",
                                   "sha256": hashes}, final=out)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(building, out)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
     return 0
 
 

@@ -456,3 +456,6 @@ def test_a_block_size_no_split_fits_is_refused_before_a_model_is_built(tmp_path)
     # a unit process of the local launcher says it as its own line, not as an exception's name
     local = cli("run", cfg, "--run", tmp_path / "r3", "--executor", "local")
     assert "FAILED lm/replace-p0-s0/gen_000: lm.block_size 4000: the validation split" in local.stderr, local.stderr
+    # the card the check reads, damaged: one line, as every reader of a card says it
+    (tmp_path / "data/small/card.json").write_text("{oops")
+    assert "card is not a JSON mapping" in one_error_line(cli("run", cfg, "--run", tmp_path / "r4"))
