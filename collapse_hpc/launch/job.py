@@ -7,11 +7,20 @@ A run's final job (the report) is handed to the Slurm back-end by its caller (su
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from collapse_hpc import logs
 from collapse_hpc.launch.distributed import export_env
+
+
+def _interruptible() -> None:
+    """A local launcher stops its units by SIGINT (Ctrl-C, cancel). Started from a script in the
+    background (`nohup … &`), the unit inherits SIGINT ignored and would run on unattended."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class UnitJob(Checkpointable):
@@ -28,6 +37,7 @@ class UnitJob(Checkpointable):
 
         logs.for_job()
         export_env()
+        _interruptible()
         return engine.run_unit(run_dir, experiment, variant, index)
 
     def checkpoint(self, run_dir: str, experiment: str, variant: str, index: int) -> DelayedSubmission:

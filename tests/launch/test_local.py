@@ -110,14 +110,19 @@ def _running_in_group(pgid: int) -> list[int]:
     return out
 
 
-def _ctrl_c_when(cfg, run, marker, sig=signal.SIGINT, group=True) -> int:
+def _sigint_ignored() -> None:
+    # `nohup collapse-hpc run … &` from a script: the launcher and its units inherit SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ctrl_c_when(cfg, run, marker, sig=signal.SIGINT, group=True, preexec=_sigint_default) -> int:
     """`collapse-hpc run` in its own process group, given Ctrl-C (SIGINT to the whole group, as a
     terminal sends it; or `sig`, to the launcher alone unless `group`) once `marker` exists; its
     exit status. It prints no traceback (nor
     do its job processes, which share its terminal), says it was interrupted, and leaves no process."""
     proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_default)
+                            preexec_fn=preexec)
     try:
         deadline = time.time() + 120
         while not marker.exists() and time.time() < deadline and proc.poll() is None:
@@ -171,3 +176,12 @@ def test_sigterm_during_a_unit_cancels_it_as_ctrl_c_does(tmp_path, group):
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
     with RunStore(run).lock() as lock:  # a next run is not refused for the units of a dead launcher
         assert lock.held and lock.workers() == []
+
+
+def test_sigterm_reaches_units_started_with_sigint_ignored(tmp_path):
+    # the launcher tells its units by SIGINT; a unit that inherited it ignored ran on unattended
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done", signal.SIGTERM, False, _sigint_ignored) == 130
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
