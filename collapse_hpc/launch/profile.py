@@ -93,7 +93,8 @@ class Profile:
     jobs: Jobs = knob(Jobs(), "resources per job kind: gpu, gpu1, cpu, aggregate")
     array_parallelism: int = knob(32, "array tasks running at once (sbatch --array=…%N)", min=1)
     signal_delay_s: int = knob(120, "USR2 this many seconds before the time limit: checkpoint and requeue", min=1)
-    max_requeues: int = knob(5, "requeues after preemption or time limit before a job counts as failed", min=0)
+    max_requeues: int = knob(5, "requeues after a time limit before a job counts as failed (submitit's "
+                            "max_num_timeout; requeues after a preemption are not counted)", min=0)
     kill_on_invalid_dep: bool = knob(True, "cancel jobs whose afterok dependency failed (sbatch --kill-on-invalid-dep)")
     container: Container = knob(Container(), "container the jobs run in (image, binds)")
     sbatch: dict[str, str] = knob({}, "extra sbatch arguments for every job, e.g. {mail-type: FAIL}; not the "
