@@ -9,6 +9,7 @@
   collapse-hpc aggregate RUN [RUN…]  tidy tables, figures, results page
   collapse-hpc verify RUN            re-hash every artefact against its manifest
   collapse-hpc data prepare NAME     prepare a data set under data/
+  collapse-hpc config [CONFIG]       every config key with its default and meaning, or a resolved config
   collapse-hpc lm|gmm|gaussian|vae   run one experiment (or one unit of it) by hand
 """
 from __future__ import annotations
@@ -68,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "unfinished ones redone. Results go to the run folder.", epilog=EPILOG)
     _config_args(r)
     r.add_argument("--executor", choices=EXECUTORS,
-                   help="local: subprocesses (default; with --profile: the profile's, slurm unless it says "
-                        "otherwise); debug: in this process; slurm: submit")
+                   help="local: subprocesses; debug: in this process; slurm: submit (default: the config's "
+                        "executor:, local where it names none; with --profile: the profile's, slurm unless it "
+                        "says otherwise)")
     r.add_argument("--profile", metavar="YAML", help="cluster profile (slurm/local.yaml, …)")
 
     s = sub.add_parser("submit", help="submit a config to Slurm (returns at once)",

@@ -1,4 +1,7 @@
-"""The README and docs/ as a newcomer reads them: links that resolve, the cluster guide in order."""
+"""The README, data/README, docs/ and the configs' and profiles' comments as a newcomer reads them: links
+that resolve, the cluster guide in order, and every make target, command, flag and config key they
+name exists."""
+import dataclasses
 import re
 from pathlib import Path
 
@@ -47,3 +50,102 @@ def test_readme_opens_with_two_commands_then_the_cluster_guide_in_order():
     steps = re.findall(r"^### \d\. (.+)$", guide, flags=re.M)
     order = ["image", "sif", "stage", "dry run", "submit", "status", "aggregate"]
     assert len(steps) == len(order) and all(word in step.lower() for word, step in zip(order, steps)), steps
+
+
+# --- what the pages tell a reader to type: every make target and variable, every collapse-hpc
+# command and flag, every config key they name, exists (the code, not the page, is the judge)
+
+YAMLS = [*sorted((REPO / "configs").glob("*.yaml")), *sorted((REPO / "slurm").glob("*.yaml"))]
+
+
+def code_of(page: Path) -> list[str]:
+    """What a reader copies: the lines of fenced blocks and the inline code spans (not the generated
+    config reference), or, in a YAML file, its comments."""
+    text = page.read_text()
+    if page.suffix == ".yaml":
+        return [line.split("#", 1)[1].strip() for line in text.splitlines() if "#" in line]
+    text = text.split("<!-- config-reference:start -->")[0]
+    blocks = [line for b in re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S) for line in b.splitlines()]
+    return blocks + re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+
+
+SNIPPETS = [(page, s) for page in PAGES + YAMLS for s in code_of(page)]
+
+
+def makefile() -> tuple[set[str], set[str]]:
+    text = (REPO / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][a-z-]*):", text, flags=re.M)), set(re.findall(r"\$\(([A-Z_]+)\)", text))
+
+
+def test_every_make_target_and_variable_the_pages_name_exists():
+    targets, variables = makefile()
+    seen = 0
+    for page, s in SNIPPETS:
+        start = r"^" if page.suffix == ".yaml" else r"(?:^|[\s(])"  # a comment's prose says "make the …"
+        for target, assigns in re.findall(start + r"make ([a-z][a-z-]*)((?: [A-Z_]+=\S*)*)", s):
+            seen += 1
+            assert target in targets, f"{page.name}: make {target}: no such target in the Makefile ({s})"
+            for var in re.findall(r" ([A-Z_]+)=", assigns):
+                assert var in variables, f"{page.name}: make {target} {var}=: the Makefile reads no {var} ({s})"
+    assert seen > 20  # the pages' make lines were found, not skipped
+
+
+def _subcommands(parser) -> dict:
+    import argparse
+
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def test_every_collapse_hpc_command_and_flag_the_pages_name_parses():
+    from collapse_hpc import cli
+
+    top, seen = cli._parser(), 0
+    for page, s in SNIPPETS:
+        start = r"^" if page.suffix == ".yaml" else r"(?:^|[\s/(])"
+        for m in re.finditer(start + r"collapse-hpc ([a-z][a-z|]*)((?: [a-z]+)?)([^#]*)", s):
+            for name in m[1].split("|"):
+                seen += 1
+                parser = _subcommands(top).get(name)
+                assert parser is not None, f"{page.name}: collapse-hpc {name}: no such command ({s})"
+                action = m[2].strip()
+                if action in _subcommands(parser):
+                    parser = _subcommands(parser)[action]
+                known = {o for a in parser._actions for o in a.option_strings}
+                for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", m[2] + m[3]):
+                    assert flag in known, f"{page.name}: collapse-hpc {name} {flag}: no such flag ({s})"
+    assert seen > 20
+
+
+def test_every_config_key_the_pages_name_exists():
+    from collapse_hpc import experiments
+
+    keys = {name: {f.name for f in dataclasses.fields(section)}
+            for name, section in experiments.sections(experiments.BUILTIN).items()}
+    sections = "|".join(keys)
+    seen = 0
+    for page in PAGES + YAMLS:
+        text = page.read_text().split("<!-- config-reference:start -->")[0]
+        named = re.findall(rf"(?<![\w./-])({sections})\.([a-z_]+)", text)
+        for section, body in re.findall(rf"(?<![\w./-])({sections}): \{{([^{{}}]*)\}}", text):
+            named += [(section, k) for k in re.findall(r"(\w+):", body)]
+        for section, key in named:
+            seen += 1
+            assert key in keys[section], f"{page.name}: {section}.{key}: no such key (collapse-hpc config lists them)"
+    assert seen > 40
+
+
+def test_every_benchmark_flag_the_table_names_is_the_scripts():
+    rows = re.findall(r"^\| `(\w+\.py)` \|(.*)$", (REPO / "docs" / "benchmarks.md").read_text(), flags=re.M)
+    assert len(rows) >= 4
+    for script, row in rows:
+        source = (REPO / "benchmarks" / script).read_text()
+        for flag in re.findall(r"`(--[a-z][\w-]*)", row):
+            assert f'"{flag}"' in source, f"docs/benchmarks.md: {script} {flag}: the script takes no such flag"
+
+
+def test_the_commands_help_lists_every_command():
+    from collapse_hpc import cli, experiments
+
+    summary, plugged = cli.__doc__, set(experiments.names()) - set(experiments.BUILTIN)  # the tests' toys
+    for name in set(_subcommands(cli._parser())) - plugged:
+        assert re.search(rf"collapse-hpc (\S+\|)?{name}\b", summary), f"collapse-hpc --help: {name} is not listed"
