@@ -96,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     sg = sub.add_parser("stage", help="prepare the data sets and fetch the models a config needs",
                         description="On a login node with internet: prepare every data set and download every "
                                     "hub model the config's variants need, into the config's data folder and "
-                                    "the HF cache the profile's jobs use (its env.HF_HOME), then run the checks "
-                                    "submit runs. Done ones are skipped.", epilog=EPILOG)
+                                    "the HF cache the profile's jobs use (its env.HF_HOME or HF_HUB_CACHE), then run "
+                                    "the checks submit runs. Done ones are skipped.", epilog=EPILOG)
     sg.add_argument("config", help="config YAML")
     sg.add_argument("--profile", metavar="YAML", help="cluster profile (default: the config's `profile:`, "
                     "else slurm/site.yaml)")
