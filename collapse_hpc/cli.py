@@ -5,7 +5,7 @@
   collapse-hpc profile init          write slurm/site.yaml, this checkout's cluster profile, from sinfo
   collapse-hpc stage CONFIG          prepare its data sets, fetch its models where the profile's jobs look
   collapse-hpc status RUN            per chain: generation reached, job states
-  collapse-hpc cancel RUN            cancel the run's queued and running Slurm jobs
+  collapse-hpc cancel RUN            cancel the run's queued and running Slurm jobs, or stop its local launcher
   collapse-hpc aggregate RUN [RUN…]  tidy tables, figures, results page
   collapse-hpc verify RUN            re-hash every artefact against its manifest
   collapse-hpc data prepare NAME     prepare a data set under data/
@@ -104,9 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                     help=SET_HELP)
 
-    ca = sub.add_parser("cancel", help="cancel a run's queued and running Slurm jobs",
+    ca = sub.add_parser("cancel", help="cancel a run's queued and running Slurm jobs, or stop its local launcher",
                         description="scancel every job of RUN (its jobs.json) still queued or running; finished "
-                                    "units stay, and submit queues what is left.", epilog=EPILOG)
+                                    "units stay, and submit queues what is left. A run launched here by "
+                                    "`collapse-hpc run` is stopped as Ctrl-C stops it (its launcher and units, on "
+                                    "this host); a next run goes on from its finished units.", epilog=EPILOG)
     ca.add_argument("run", help="run folder")
 
     st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
@@ -332,12 +334,14 @@ def cmd_stage(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from collapse_hpc.launch.slurm import cancel_run
+    from collapse_hpc.launch import local, records, slurm
     from collapse_hpc.store import RunStore
 
     if not Path(args.run).is_dir():
         raise UserError(f"{args.run}: no such run folder")
-    return cancel_run(RunStore(args.run))
+    store = RunStore(args.run)
+    local_run = (store.root / records.JOBS).is_file() and records.load(store).get("executor") == "local"
+    return (local.cancel_run if local_run else slurm.cancel_run)(store)
 
 
 def cmd_profile(args) -> int:

@@ -230,6 +230,35 @@ class _Pool:
         records.save(self.store, self.book)
 
 
+def cancel_run(store) -> int:
+    """`collapse-hpc cancel` of a local run, from another shell: its launcher is told as `kill`
+    tells it (SIGTERM, taken as Ctrl-C: it cancels its units); unit processes a killed launcher
+    left behind are told as it would have told them. Finished units stay; a next run goes on."""
+    from collapse_hpc.store.lock import launcher_pid
+
+    lock = store.lock()
+    pid, units = launcher_pid(lock), lock.workers()
+    if pid is None and not units:
+        print(f"{store.root}: nothing to cancel: no launcher runs it on this host")
+        return 0
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+    for unit in units if pid is None else []:
+        _interrupt(unit)
+    deadline = time.time() + CANCEL_WAIT_S + 20
+    while (launcher_pid(lock) is not None or lock.workers()) and time.time() < deadline:
+        time.sleep(POLL_S)
+    left = lock.workers()
+    if launcher_pid(lock) is not None or left:
+        from collapse_hpc.errors import UserError
+
+        raise UserError(f"{store.root}: told the run to stop (launcher {pid}, units {units}), but "
+                        f"{', '.join(map(str, left)) or pid} still run(s) after {CANCEL_WAIT_S + 20} s; kill them")
+    print(f"{store.root}: cancelled the local run" + (f" (launcher pid {pid})" if pid else "")
+          + f"; finished units stay (collapse-hpc verify {store.root}), and a next run goes on from them")
+    return 0
+
+
 def _interrupt(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGINT)

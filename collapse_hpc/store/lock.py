@@ -213,6 +213,25 @@ class RunLock:
         self.release()
 
 
+def launcher_pid(lock: RunLock) -> int | None:
+    """The pid of the live collapse-hpc process of this host that holds the run's lock, else None
+    (no lock, a dead or other-host owner, or a pid reused by another program)."""
+    owner = lock.owner()
+    if not owner or owner.get("host") != socket.gethostname():
+        if owner:
+            raise UserError(f"{lock.path.parent}: run by pid {owner.get('pid')} on {owner.get('host')}; "
+                            f"cancel it there")
+        return None
+    pid = _pid(owner)
+    if pid <= 0 or not pid_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"collapse" in cmdline else None
+
+
 def _slurm_held(worker: Path) -> bool:
     """A unit process of a Slurm job: Slurm, not a launcher here, holds it, and squeue tells whether it
     lives (submit skips it, cancel ends it). On a node that is also the login host (a single-node

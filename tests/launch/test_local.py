@@ -185,3 +185,29 @@ def test_sigterm_reaches_units_started_with_sigint_ignored(tmp_path):
     gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
     assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done", signal.SIGTERM, False, _sigint_ignored) == 130
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
+
+
+def test_cancel_stops_a_local_run_from_another_shell(tmp_path):
+    # `collapse-hpc cancel RUN` of a local run said "squeue not found"; it stops the run as Ctrl-C does
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
+    try:
+        deadline = time.time() + 120
+        while not (gen0 / "steps" / "000.done").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(1)
+        rc, out, err = collapse("cancel", run)
+        assert (rc, err) == (0, ""), err
+        assert "cancelled the local run (launcher pid" in out
+        assert proc.wait(timeout=5) == 130
+        assert _running_in_group(proc.pid) == []
+        assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
+        rc, out, _ = collapse("cancel", run)
+        assert rc == 0 and "nothing to cancel: no launcher runs it" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

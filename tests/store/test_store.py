@@ -395,3 +395,24 @@ def test_a_folder_written_whole_is_as_readable_as_a_file(tmp_path):
     assert modes.pop("model/model.safetensors") == 0o644
     assert modes.pop("model") == modes.pop("model/sub") == modes.pop("model/sub/run.sh") == 0o755
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_launcher_pid_is_only_a_live_collapse_hpc_owner_of_this_host(tmp_path):
+    import socket
+    import subprocess
+
+    from collapse_hpc.store.lock import launcher_pid
+
+    path = tmp_path / ".lock"
+    lock = RunLock(path)
+    assert launcher_pid(lock) is None  # no lock
+    other = subprocess.Popen(["sleep", "30"])  # a live pid that is not collapse-hpc (a reused pid)
+    try:
+        path.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "started": 0}))
+        assert launcher_pid(lock) is None
+    finally:
+        other.kill()
+        other.wait()
+    path.write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "started": 0}))
+    with pytest.raises(UserError, match="run by pid .* on elsewhere; cancel it there"):
+        launcher_pid(lock)
