@@ -52,7 +52,7 @@ test-slurm: setup  ## start the single-node Slurm dev cluster and run the Slurm 
 	bash slurm/dev-cluster/start.sh
 	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
-submit: setup  ## submit to Slurm: make submit GENERATIONS=10 [CONFIG=] [PROFILE=, else the config's profile:, else slurm/site.yaml] [RUN=]
+submit: setup  ## submit to Slurm: make submit GENERATIONS=10 [CONFIG=] [PROFILE=, else the run's earlier submit's, else the config's profile:, else slurm/site.yaml] [RUN=]
 	$(CLI) submit $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(PROFILE),--profile $(PROFILE))
 
 stage: setup  ## on a login node with internet: data sets and models of CONFIG where PROFILE's jobs look

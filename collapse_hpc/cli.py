@@ -79,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "as a job array, plus a final aggregation job. Only what is neither "
                                    "done nor queued is submitted.", epilog=EPILOG)
     _config_args(s)
-    s.add_argument("--profile", metavar="YAML", help="cluster profile (default: the config's `profile:`, "
-                   "else slurm/site.yaml)")
+    s.add_argument("--profile", metavar="YAML", help="cluster profile (default: an existing run's own, its "
+                   "earlier submit's; else the config's `profile:`, else slurm/site.yaml)")
     s.add_argument("--dry-run", action="store_true", help="print the plan, each kind of sbatch script, the "
                    "estimated GPU-hours, wall time and disk, and every failing check; write and queue nothing "
                    "(exit 2 only when a check failed)")
@@ -288,11 +288,32 @@ def cmd_submit(args) -> int:
 
     # the config's own profile: key (read as if local: a slurm config without one reaches pick's message)
     configured = experiments.load_config(args.config, args.overrides + ["executor=local"], args.generations).profile
-    args.profile = pick(args.profile, configured, args.config)
+    args.profile = pick(args.profile or _runs_own_profile(args), configured, args.config)
     args.executor = "slurm"
     if args.dry_run:
         return dry_run(args)
     return cmd_run(args, executor="slurm")
+
+
+def _runs_own_profile(args) -> str | None:
+    """Where --profile is not given, an existing run's own: its last submit's (jobs.json). A
+    resubmission keeps the partitions, account and image of the jobs it joins; the config's
+    profile: or slurm/site.yaml may have changed since."""
+    from collapse_hpc.launch import records
+    from collapse_hpc.store import RunStore
+
+    store = RunStore(args.run or default_run_dir(args.config))
+    if not (store.root / records.JOBS).is_file():
+        return None
+    book = records.load(store)
+    own = book.get("profile") if book.get("executor") == "slurm" and not book.get("corrupt") else None
+    if not isinstance(own, str) or not own:
+        return None
+    if not Path(own).is_file():
+        raise UserError(f"{store.root}: its jobs were submitted with the profile {own}, not found from here; "
+                        f"submit from where you submitted it, or give --profile P")
+    print(f"{store.root}: submitting with the profile of its earlier submit, {own} (--profile P for another)")
+    return own
 
 
 def dry_run(args) -> int:

@@ -555,3 +555,27 @@ def test_submit_redoes_a_finished_generation_the_next_one_cannot_read(tmp_path, 
     book = jobs(run)["units"]
     assert [book[f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in (1, 2)] == [str(n) for n in new[:2]], out
     assert flag(scripts(fake_slurm)[new[1]], "dependency") == f"afterok:{new[0]}"
+
+
+def test_a_resubmission_keeps_the_runs_own_profile(tmp_path, fake_slurm, monkeypatch):
+    # first submitted with --profile; a later `make submit` without PROFILE took the site profile
+    # (another partition, account, image) for the jobs of the same run
+    monkeypatch.chdir(tmp_path)
+    assert collapse("profile", "init")[0] == 0  # slurm/site.yaml: partition debug
+    (tmp_path / "own.yaml").write_text("name: own\npartition: gpu\n")
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run, profile=tmp_path / "own.yaml")
+    rc, out, err = collapse("submit", cfg, "--run", run, "--generations", "2")
+    assert rc == 0, err
+    assert f"submitting with the profile of its earlier submit, {tmp_path / 'own.yaml'}" in out
+    book = jobs(run)
+    assert book["profile"] == str(tmp_path / "own.yaml")
+    script = scripts(fake_slurm)[int(book["units"]["ltchain/replace-p0-s0/gen_001"]["job_id"])]
+    assert flag(script, "partition") == "gpu"
+    (tmp_path / "own.yaml").unlink()  # gone: one line, not another profile in its place
+    rc, _, err = collapse("submit", cfg, "--run", run, "--generations", "3")
+    assert rc == 2 and "submitted with the profile" in err and "--profile P" in err
+    rc, _, err = collapse("submit", cfg, "--run", run, "--generations", "3", "--profile", "slurm/site.yaml")
+    assert rc == 0, err
+    assert jobs(run)["profile"] == "slurm/site.yaml"
