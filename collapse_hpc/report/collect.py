@@ -146,12 +146,27 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
 
 
 def labels(paths: list[str]) -> list[str]:
-    """Short distinct labels for runs: folder names, or parent/name where names collide."""
+    """Short distinct labels for runs: folder names, else as many trailing parts of their paths as
+    tell them apart (the run column is what keeps their rows apart: two alike would be pooled).
+    Paths must name distinct folders (distinct_runs)."""
     roots = [Path(p).absolute() for p in paths]
-    names = [r.name for r in roots]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{r.parent.name}/{r.name}" for r in roots]
+    depth = 1
+    while True:
+        out = ["/".join(r.parts[-depth:]).lstrip("/") or "/" for r in roots]
+        if len(set(out)) == len(out) or depth >= max(len(r.parts) for r in roots):
+            return out
+        depth += 1
+
+
+def distinct_runs(paths: list[str]) -> None:
+    """Each run folder once: a folder named twice (r1 and ./r1/, or a link to it) would count every
+    value twice, doubling n and narrowing every interval."""
+    seen: dict[Path, str] = {}
+    for p in paths:
+        real = Path(p).resolve()
+        if real in seen:
+            raise UserError(f"aggregate: {p} is the same run folder as {seen[real]} ({real}); name each run once")
+        seen[real] = p
 
 
 # ------------------------------------------------------------------ metrics to long form
