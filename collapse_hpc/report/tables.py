@@ -10,7 +10,6 @@ import pandas as pd
 from collapse_hpc.plotting.metrics import spec
 from collapse_hpc.plotting.plots import num, series_label, series_order, setting_columns
 from collapse_hpc.report.collect import RunData
-from collapse_hpc.store import RunStore
 from collapse_hpc.store.layout import unit_name
 
 Table = tuple[list[str], list[list[str]]]
