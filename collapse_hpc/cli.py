@@ -413,9 +413,11 @@ def run_by_hand(args) -> int:
     store, run = resolve(args, "debug")
     chains = engine.plan(run, only=args.only)
     if args.variant:
+        names = [c.variant.name for c in chains]
         chains = [c for c in chains if c.variant.name == args.variant]
-        if not chains:
-            raise UserError(f"--variant {args.variant}: no such variant")
+        if not chains:  # the names come from the plan: the user cannot know them before
+            raise UserError(f"--variant {args.variant}: no such variant of {args.command} in {args.config} "
+                            f"(it has: {', '.join(dict.fromkeys(names))})")
     if args.unit is not None:
         for c in chains:
             c.jobs = [j for j in c.jobs if j.index == args.unit]

@@ -187,6 +187,13 @@ def test_unit_out_of_range(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_an_unknown_variant_lists_the_variants(tmp_path):
+    cfg = _toy_config(tmp_path)
+    line = one_error_line(cli("toy", cfg, "--run", tmp_path / "r", "--variant", "replace-s0"))
+    assert "--variant replace-s0: no such variant of toy" in line and "(it has: replace-p0-s0)" in line
+    assert not (tmp_path / "r").exists()
+
+
 def test_help_texts():
     prepare = cli("data", "prepare", "--help").stdout
     assert "NAME" in prepare and "wikivital" in prepare.split("positional arguments:")[1]

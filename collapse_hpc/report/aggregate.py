@@ -29,6 +29,7 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     """Write the report; returns the path of index.html."""
     if not runs:
         raise UserError("aggregate: name at least one run folder")
+    collect.distinct_runs(runs)
     data = [collect.load_run(p, label) for p, label in zip(runs, collect.labels(runs))]
     # --out must be new, empty or made by aggregate before; a run's own report/ is the run's
     out = claim_folder(Path(out) if out else data[0].root / "report", "the report folder", owned=not out)

@@ -83,6 +83,7 @@ class RunData:
     variants: dict  # (experiment, variant name) -> VariantInfo
     units: list[Unit]
     generations: dict  # experiment -> planned generations (None: unknown)
+    jobs: dict = field(default_factory=dict)  # job_states, read before the units were listed
 
     def experiments(self) -> list[str]:
         seen = {u.experiment for u in self.units} | {e for e, _ in self.variants}
@@ -131,6 +132,9 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     raw = RunStore(root).saved_config()  # as the run made it: an edited one is refused
     text = cfg.read_text()
     variants, generations = _planned(root, raw)
+    # the job records first: a unit that finishes meanwhile is then found done, never "its job
+    # completed, but manifest.json is missing" (records newer than the listing of the units)
+    jobs = job_states(root)
     units = []
     for d in RunStore(root).units():
         experiment, variant = d.parent.parent.name, d.parent.name
@@ -142,16 +146,50 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
             log.warning("%s: %s", d, problems[0])
         units.append(Unit(experiment, variant, d.name, d, manifest, problems))
     _recorded(units, variants)
-    return RunData(label or root.name, root, text, raw, variants, units, generations)
+    return RunData(label or root.name, root, text, raw, variants, units, generations, jobs)
+
+
+def job_states(root: Path) -> dict:
+    """jobs.json's record of each unit (experiment/variant/unit -> entry); {} when there is none. A Slurm
+    run's entries get their job's state from sacct and squeue (where this host has them), and a failed
+    job the last line of its error: jobs.json holds no state of a Slurm job."""
+    from collapse_hpc.launch import records, status
+
+    book = records.load(RunStore(root))
+    units = book.get("units") or {}
+    if book.get("executor") != "slurm":
+        return units
+    states = status.slurm_states([e.get("job_id") for e in units.values()])
+    out = {}
+    for label, entry in units.items():
+        state = states.get(str(entry.get("job_id")), ("",))[0]
+        said = [ln for ln in status.error_lines(entry.get("log")) if not ln.startswith("srun: ")]
+        out[label] = {**entry, "state": state} | ({"error": said[-1]} if state in status.BAD and said else {})
+    return out
 
 
 def labels(paths: list[str]) -> list[str]:
-    """Short distinct labels for runs: folder names, or parent/name where names collide."""
+    """Short distinct labels for runs: folder names, else as many trailing parts of their paths as
+    tell them apart (the run column is what keeps their rows apart: two alike would be pooled).
+    Paths must name distinct folders (distinct_runs)."""
     roots = [Path(p).absolute() for p in paths]
-    names = [r.name for r in roots]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{r.parent.name}/{r.name}" for r in roots]
+    depth = 1
+    while True:
+        out = ["/".join(r.parts[-depth:]).lstrip("/") or "/" for r in roots]
+        if len(set(out)) == len(out) or depth >= max(len(r.parts) for r in roots):
+            return out
+        depth += 1
+
+
+def distinct_runs(paths: list[str]) -> None:
+    """Each run folder once: a folder named twice (r1 and ./r1/, or a link to it) would count every
+    value twice, doubling n and narrowing every interval."""
+    seen: dict[Path, str] = {}
+    for p in paths:
+        real = Path(p).resolve()
+        if real in seen:
+            raise UserError(f"aggregate: {p} is the same run folder as {seen[real]} ({real}); name each run once")
+        seen[real] = p
 
 
 # ------------------------------------------------------------------ metrics to long form

@@ -9,9 +9,7 @@ import pandas as pd
 
 from collapse_hpc.plotting.metrics import spec
 from collapse_hpc.plotting.plots import num, series_label, series_order, setting_columns
-from collapse_hpc.launch import records
 from collapse_hpc.report.collect import RunData
-from collapse_hpc.store import RunStore
 from collapse_hpc.store.layout import unit_name
 
 Table = tuple[list[str], list[list[str]]]
@@ -72,25 +70,6 @@ def _rel(run: RunData, text: str) -> str:
     return text.replace(str(run.root) + os.sep, "").replace(str(run.root), ".")
 
 
-def _job_states(run: RunData) -> dict:
-    """jobs.json's record of each unit (experiment/variant/unit -> entry); {} when there is none. A Slurm
-    run's entries get their job's state from sacct and squeue (where this host has them), and a failed
-    job the last line of its error: jobs.json holds no state of a Slurm job."""
-    from collapse_hpc.launch import status
-
-    book = records.load(RunStore(run.root))
-    units = book.get("units") or {}
-    if book.get("executor") != "slurm":
-        return units
-    states = status.slurm_states([e.get("job_id") for e in units.values()])
-    out = {}
-    for label, entry in units.items():
-        state = states.get(str(entry.get("job_id")), ("",))[0]
-        said = [ln for ln in status.error_lines(entry.get("log")) if not ln.startswith("srun: ")]
-        out[label] = {**entry, "state": state} | ({"error": said[-1]} if state in status.BAD and said else {})
-    return out
-
-
 def _why(run: RunData, experiment: str, variant: str, unit: str, found, jobs: dict) -> str:
     """Why a unit is not finished, as far as the run folder and its job record tell."""
     entry = jobs.get(f"{experiment}/{variant}/{unit}", {})
@@ -100,12 +79,12 @@ def _why(run: RunData, experiment: str, variant: str, unit: str, found, jobs: di
     if state in ("FAILED", "INTERRUPTED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NOT_RUN"):
         err = [ln for ln in str(entry.get("error") or entry.get("reason") or "").splitlines() if ln.strip()]
         return state.lower().replace("_", " ") + (f": {_rel(run, err[-1])}" if err else "")
-    if state in ("PENDING", "REQUEUED", "CONFIGURING"):  # a Slurm job's (tables._job_states)
+    if state in ("PENDING", "REQUEUED", "CONFIGURING"):  # a Slurm job's (collect.job_states)
         return "queued"
+    if state == "RUNNING":  # its folder may not exist yet
+        return "running"
     if found is None:
         return "not started"
-    if state == "RUNNING":
-        return "running"
     if state == "COMPLETED":  # the job ended well, yet the unit recorded nothing: see collapse-hpc status
         return "its job completed, but manifest.json is missing"
     return "unfinished (no manifest yet)"
@@ -115,7 +94,7 @@ def unfinished(runs: list[RunData]) -> list[str]:
     """One line per chain (or array) of the plan that is not complete: its first unfinished unit and why."""
     out = []
     for run in runs:
-        jobs = _job_states(run)
+        jobs = run.jobs
         found = {(u.experiment, u.variant, u.index): u for u in run.units}
         for (experiment, variant), info in sorted(run.variants.items()):
             if info.planned is None:

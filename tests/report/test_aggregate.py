@@ -59,6 +59,29 @@ def test_runs_side_by_side(toy, tmp_path, capsys):
     assert not (a / "report").exists()
 
 
+def test_runs_alike_in_folder_and_parent_stay_apart(toy, tmp_path, capsys):
+    # results copied home from two clusters: ~/clusterA/runs/paper and ~/clusterB/runs/paper
+    a = make_run(tmp_path / "clusterA" / "runs" / "paper", {"toy": {"rows": 4}}, generations=2)
+    b = make_run(tmp_path / "clusterB" / "runs" / "paper", {"toy": {"rows": 4}}, generations=2)
+    out = tmp_path / "both"
+    assert cli.main(["aggregate", str(a), str(b), "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["run"]) == {"clusterA/runs/paper", "clusterB/runs/paper"}
+    assert set(summary["n"]) == {4}  # each run's own 4 replicates, never the two pooled as 8
+
+
+@pytest.mark.parametrize("again", ["{a}/", "{a}/../{name}", "link"])
+def test_a_run_named_twice_is_refused(toy, tmp_path, capsys, again):
+    a = make_run(tmp_path / "run", {"toy": {"rows": 4}}, generations=2)
+    (tmp_path / "link").symlink_to(a)
+    second = str(tmp_path / "link") if again == "link" else again.format(a=a, name=a.name)
+    capsys.readouterr()
+    assert cli.main(["aggregate", str(a), second, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: aggregate: ") and "same run folder" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_aggregate_of_a_non_run_is_one_line_exit_2(tmp_path, capsys):
     assert cli.main(["aggregate", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -2,6 +2,7 @@
 unfinished run said to be one, every metric with its declared name, unit and direction, results apart from
 bookkeeping and timing, n beside every band, and the paper's values where the config is the paper's."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,24 @@ def test_banner_says_failed_and_missing_artefact_and_a_finished_run_has_none(tmp
     whole = _lm_run(tmp_path / "whole")
     html, md = _page(whole)
     assert "Incomplete run" not in html + md
+
+
+def test_banner_reads_the_job_records_as_they_were_when_the_units_were_listed(tmp_path):
+    """aggregate during a local run: a generation running when the report listed the units and
+    finished before its banner was written read 'its job completed, but manifest.json is missing';
+    one whose folder its process had not made yet read 'not started'."""
+    root = _lm_run(tmp_path / "r", done={"replace-p0-s1": 1})
+    unit = root / "lm" / "replace-p0-s1" / "gen_001"
+    assert unit.is_dir() and not (unit / "manifest.json").exists()
+    for started in (True, False):
+        if not started:
+            shutil.rmtree(unit)
+        book = {"executor": "local", "units": {"lm/replace-p0-s1/gen_001": {"job_id": "7", "state": "RUNNING"}}}
+        (root / "jobs.json").write_text(json.dumps(book))
+        data = [collect.load_run(root)]
+        book["units"]["lm/replace-p0-s1/gen_001"]["state"] = "COMPLETED"  # it finished meanwhile
+        (root / "jobs.json").write_text(json.dumps(book))
+        assert tables.unfinished(data) == ["lm/replace-p0-s1: 1 of 3 generations finished; gen_001: running"]
 
 
 def test_comparison_only_where_every_chain_passed_generation_0(tmp_path):

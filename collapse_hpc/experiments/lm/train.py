@@ -526,6 +526,9 @@ class _Training:
         state["val_loss"].append(val)
         self.log.info("epoch %d/%d: train loss %.4f, validation loss %.4f", epoch + 1, cfg.epochs,
                       state["train_loss"][-1], val)
+        if not math.isfinite(val) and state["best_epoch"] < 0:  # no model to keep: finish would find none
+            raise UserError(f"lm: training diverged: the validation loss is {val} after epoch {epoch + 1} of "
+                            f"{cfg.epochs}, and no epoch before had a finite one (lm.lr {cfg.lr:g}); lower lm.lr")
         if val < state["best_val_loss"]:
             state["best_val_loss"], state["best_epoch"] = val, epoch
             with _whole_weights(engine):

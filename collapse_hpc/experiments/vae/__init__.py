@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_seen
 from collapse_hpc.experiments.vae.config import VaeConfig, check_stages
 
@@ -50,6 +51,8 @@ class Vae(Experiment):
             dims = _dims(run, cfg.dataset)
             if dims:  # before the run folder: the model refused it only inside the first generation
                 check_stages(dims[0], dims[1], cfg.stages)
+            if cfg.device == "cuda" and run.executor != "slurm":  # a Slurm job's node is not this machine
+                _check_cuda()
 
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.vae.generation import run
@@ -79,6 +82,15 @@ class Vae(Experiment):
         from collapse_hpc.experiments.vae.figures import FIGURES
 
         return FIGURES
+
+
+def _check_cuda() -> None:
+    """A local run's units run on this machine: without a GPU each generation would fail at its start."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("vae.device: cuda, but this machine has no GPU that torch can use, and a local run's units "
+                        "run here; set vae.device to auto or cpu, or submit the run to Slurm")
 
 
 def _dims(run, dataset: str) -> tuple[int, int, int] | None:

@@ -9,11 +9,13 @@ every batch carries about the same share of each source (e.g. 10% real under rep
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae.model import ConvVAE, losses
 from collapse_hpc.regimes import REAL, Regime, mix
 
@@ -51,7 +53,7 @@ def fit(cfg, height: int, width: int, real: torch.Tensor, slots: tuple[np.ndarra
     noise = torch.Generator(device=device).manual_seed(seeds["noise"])
     last = float("nan")
     bar = tqdm(range(cfg.epochs), desc=f"vae epochs ({len(source)} images)", unit="epoch", disable=None, leave=False)
-    for _ in bar:
+    for epoch in bar:
         vae.train()
         order = epoch_order(source, order_rng)
         total = 0.0
@@ -59,10 +61,14 @@ def fit(cfg, height: int, width: int, real: torch.Tensor, slots: tuple[np.ndarra
             x = _batch(order[start:start + cfg.batch_size], source, index, real, decoders, cfg.synthetic, prior)
             recon, kl = losses(x, *vae(x, noise))
             loss = (recon + cfg.beta * kl).sum()  # summed over the batch, as the notebook
+            value = float(loss.detach())
+            if not math.isfinite(value):  # NaN weights stay NaN: every later step and metric would be NaN
+                raise UserError(f"vae: training diverged: the loss is {value} in epoch {epoch + 1} of {cfg.epochs} "
+                                f"(vae.lr {cfg.lr:g}, vae.beta {cfg.beta:g}); lower vae.lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach())
+            total += value
         last = total / len(order)
         bar.set_postfix(loss=f"{last:.2f}")
     if log:

@@ -569,3 +569,18 @@ def test_compile_loss_and_sample_precision_options_are_validated():
                      ("sample_precision", "fp16")):
         with pytest.raises(ConfigError, match=key):
             lm(**{key: bad})
+
+
+def test_a_diverging_training_says_so(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path):
+    """lr 1e6 makes the weights NaN in the first epoch: no validation loss is finite, so no best model
+    is ever saved; the generation failed with '.../checkpoints/best: no saved model'."""
+    from collapse_hpc.experiments.lm.model import build_model
+
+    cfg = tiny_cfg(epochs=2, lr=1e6)
+    model = build_model(cfg, lm_tokenizer, lm_data_dir)
+    with pytest.raises(UserError, match=r"lm: training diverged: the validation loss is nan after epoch 1 of 2, "
+                                        r"and no epoch before had a finite one \(lm.lr 1e\+06\); lower lm.lr"):
+        train.train_generation(model, lm_tokenizer, lm_blocks["train"].slice(0, 32),
+                               lm_blocks["validation"].slice(0, 16), cfg, tmp_path / "model", tmp_path / "ckpt",
+                               seed=0, rank=0, world_size=1, local_rank=0)
+    assert not (tmp_path / "model").exists()

@@ -151,6 +151,19 @@ def test_unprepared_mnist_is_one_user_error(tmp_path, monkeypatch):
         debug.execute(store, run, engine.plan(run))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("command", ["run", "vae"])
+def test_cuda_without_a_gpu_is_refused_before_the_run_folder(tmp_path, capsys, command):
+    # the run folder was made and each chain's first generation failed on 'no GPU is visible'
+    cfg = tmp_path / "vae.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "gpu", "generations": 1, "executor": "local",
+                                   "data_dir": str(tmp_path / "data"), "vae": {**TINY, "device": "cuda"}}))
+    assert cli.main([command, str(cfg), "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "vae.device: cuda, but this machine has no GPU" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_cli_runs_the_vae_by_hand(tmp_path, capsys):
     cfg = tmp_path / "vae.yaml"

@@ -1,7 +1,9 @@
 """A generation's training mix (regimes, fresh samples, even spread) and its determinism."""
 import numpy as np
+import pytest
 import torch
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae import model, train
 from collapse_hpc.experiments.vae.config import VaeConfig
 from collapse_hpc.regimes import REAL as R
@@ -54,8 +56,8 @@ def test_generated_slots_are_fresh_decoder_samples():
     assert set(c[1:].unique().tolist()) <= {0.0, 1.0}
 
 
-def _fit(seed_shift=0):
-    cfg = VaeConfig(epochs=2, batch_size=16, capacity=4, latent=3)
+def _fit(seed_shift=0, **knobs):
+    cfg = VaeConfig(**{"epochs": 2, "batch_size": 16, "capacity": 4, "latent": 3, **knobs})
     torch.manual_seed(99)
     real = torch.rand(40, 1, 8, 8)
     slots = train.plan_slots(Regime(), 40, 40, 0, np.random.default_rng(0))
@@ -70,3 +72,10 @@ def test_training_is_deterministic_for_a_seed():
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
     assert not torch.equal(a.mu.weight, c.mu.weight)
+
+
+def test_a_diverging_training_says_so():
+    # lr 10 turns the weights to NaN in the first epoch; the generation then failed in its Frechet
+    # distance with "LinAlgError: Eigenvalues did not converge"
+    with pytest.raises(UserError, match=r"vae: training diverged: the loss is nan in epoch 1 of 2 .*lower vae.lr"):
+        _fit(lr=10.0)
