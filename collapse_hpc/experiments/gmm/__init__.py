@@ -56,6 +56,18 @@ class GMMExperiment(ArrayExperiment):
         return parts.memory(self.part_size(run, variant), G, len(names(cfg.components)), 2 * cfg.samples,
                             int(self.pool_bytes(run, variant) // 8))
 
+    def check(self, run) -> None:
+        """Nothing to refuse; on this machine (a local run) the wait for numba's first compile is said
+        up front, as the units' bar stays at 0 meanwhile."""
+        import logging
+
+        from collapse_hpc.experiments.gmm.em import compiled
+
+        if run.executor != "slurm" and not compiled():
+            logging.getLogger("collapse_hpc").info(
+                "gmm: the first fit compiles the EM kernels (numba; up to 2 minutes on 2 cores, once per "
+                "environment, cached afterwards)")
+
     def run_part(self, ctx, size: int) -> None:
         from collapse_hpc.experiments.gmm.run import run_part
 

@@ -47,6 +47,8 @@ def run_part(ctx, size: int) -> None:
                               np.full(pts.shape[0] * pts.shape[1], gen.index), pts.reshape(-1, 2)))
 
     real = [real_data(cfg.init_data, cfg.samples, rng, cfg.separation) for rng in rngs]
+    if not em.compiled():  # the job's log says why its first minutes show no fit
+        ctx.log.info("gmm: compiling the EM kernels (numba) before the first fit, once per environment")
     ctx.log.info("gmm %s part %d: replicates %d-%d, %d generations", ctx.variant.name, ctx.index,
                  ids.start, ids.stop - 1, G)
     with tqdm(total=G * R, desc=f"gmm {ctx.variant.name} part {ctx.index}", unit="fit", disable=None,

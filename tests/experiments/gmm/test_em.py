@@ -97,3 +97,16 @@ def test_bad_arguments_are_refused():
         em.fit(X, 5)
     with pytest.raises(ValueError, match="covariance must be one of"):
         em.fit(X, 2, covariance="banana")
+
+
+def test_compiled_tells_whether_numbas_cache_holds_the_fit(tmp_path):
+    # a fresh environment compiles for minutes before the first fit: the unit says so only then
+    import subprocess
+    import sys
+
+    em.fit(torch.as_tensor(_data(np.random.default_rng(0), 40))[None], 2)
+    assert em.compiled()  # cached now, wherever numba keeps this process's cache
+    empty = subprocess.run([sys.executable, "-c", "from collapse_hpc.experiments.gmm import em; print(em.compiled())"],
+                           env={**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)},
+                           capture_output=True, text=True, check=True)
+    assert empty.stdout.strip() == "False"

@@ -86,3 +86,17 @@ def test_tail_shares_are_those_of_the_samples_the_next_generation_trains_on(tmp_
         far = np.min([np.hypot(*(pts - m).T) for m in modes], axis=0)
         for k in (2, 3):
             assert table.loc[(g, r), f"tail_share_{k}sigma"] == (far > k).mean()
+
+
+@pytest.mark.parametrize("executor, cached, said", [("local", False, True), ("local", True, False),
+                                                     ("slurm", False, False)])
+def test_a_local_run_says_the_first_fit_compiles(monkeypatch, caplog, executor, cached, said):
+    # a fresh environment's first gmm run showed a bar at 0 for minutes, looking hung
+    from collapse_hpc.experiments.gmm import em
+
+    monkeypatch.setattr(em, "compiled", lambda: cached)
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": executor, "gmm": SECTION,
+                                        "profile": "slurm/local.yaml"})
+    with caplog.at_level("INFO", logger="collapse_hpc"):
+        experiments.get("gmm").check(run)
+    assert ("the first fit compiles the EM kernels" in caplog.text) == said
