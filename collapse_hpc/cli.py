@@ -268,8 +268,8 @@ def cmd_run(args, executor=None) -> int:
         chains = engine.open_run(store, run, only=args.only, force=getattr(args, "force", False))
         logs.setup(args.verbose, store.root)
         jobs = sum(len(c.jobs) for c in chains)
-        log.info("run %s: %d chains, %d units, executor %s (%s)", store.root, len(chains), jobs, run.executor,
-                 _generations(run, chains))
+        log.info("run %s: %s, %s, executor %s (%s)", store.root, _count(len(chains), "chain"), _count(jobs, "unit"),
+                 run.executor, _generations(run, chains))
         if run.executor == "slurm":
             from collapse_hpc.report.aggregate import job as report
 
@@ -277,9 +277,13 @@ def cmd_run(args, executor=None) -> int:
             return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []
-    print(f"{store.root}: {counts.get('done', 0)} units done, {counts.get('skipped', 0)} already finished"
+    print(f"{store.root}: {_count(counts.get('done', 0), 'unit')} done, {counts.get('skipped', 0)} already finished"
           + (f", {len(failed)} failed" if failed else "") + f" ({jobs} planned)")
     return 1 if failed else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def cmd_submit(args) -> int:
@@ -429,7 +433,7 @@ def run_by_hand(args) -> int:
         engine.open_run(store, run)
         logs.setup(args.verbose, store.root)
         counts = execute(store, run, chains)
-    print(f"{store.root}: {counts['done']} units done, {counts['skipped']} already finished")
+    print(f"{store.root}: {_count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
 
 

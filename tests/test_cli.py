@@ -249,7 +249,7 @@ def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
     # what the hash leaves out may change: one more generation
     saved.write_text(saved.read_text().replace("rows: 5", "rows: 4").replace("generations: 2", "generations: 3"))
     p = cli("run", saved, "--run", run)
-    assert p.returncode == 0 and "1 units done, 2 already finished" in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 0 and "1 unit done, 2 already finished" in p.stdout, p.stdout + p.stderr
 
 
 def _evolving(tmp_path, version: str, knobs: str) -> dict:

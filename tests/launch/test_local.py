@@ -87,7 +87,7 @@ def test_a_redone_unit_gets_the_same_threads_as_in_the_full_run(tmp_path):
     gen1 = unit(run, "ltchain", "replace-p0-s0", "gen_001")
     (gen1 / "manifest.json").unlink()
     rc, out, err = collapse("run", cfg, "--run", run)
-    assert rc == 0 and "1 units done" in out, err
+    assert rc == 0 and "1 unit done" in out, err
     assert read_manifest(gen1)["resources"]["cpus"] == share(3)
 
 

@@ -170,7 +170,7 @@ def test_cli_runs_the_vae_by_hand(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"name": "byhand", "generations": 1, "executor": "local",
                                    "data_dir": str(tmp_path / "data"), "vae": TINY}))
     assert cli.main(["vae", str(cfg), "--run", str(tmp_path / "run")]) == 0
-    assert "1 units done" in capsys.readouterr().out
+    assert "1 unit done" in capsys.readouterr().out
     assert cli.main(["verify", str(tmp_path / "run")]) == 0
 
 
