@@ -241,10 +241,24 @@ class Submitter:
                       partition=res.partition or prof.partition, qos=res.qos or prof.qos, account=prof.account,
                       signal_delay_s=prof.signal_delay_s, array_parallelism=prof.array_parallelism,
                       dependency=dependency, comment=comment, setup=setup or None, additional_parameters=extra)
-        ex = self._submitit.SlurmExecutor(folder=self.folder, max_num_timeout=prof.max_requeues, python=self.python)
+        make = _planned_executor if self.dry_run else self._submitit.SlurmExecutor
+        ex = make(folder=self.folder, max_num_timeout=prof.max_requeues, python=self.python)
         ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
         ex.parameters["wckey"] = prof.wckey  # None drops submitit's own --wckey=submitit
         return ex
+
+
+def _planned_executor(**kwargs):
+    """A SlurmExecutor that only writes sbatch scripts (submit --dry-run): submitit refuses to build
+    one where there is no srun, e.g. a workstation reading the scripts before the cluster sees them."""
+    from submitit import SlurmExecutor
+
+    class Planned(SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+    return Planned(**kwargs)
 
 
 def numbered(chains) -> list:

@@ -4,7 +4,9 @@ from tests.launch.helpers import REPO, collapse, write_config
 from tests.launch.test_slurm_plan import fake_slurm, scripts  # noqa: F401  (the fixture)
 
 
-def test_paper_on_a_machine_without_that_cluster(tmp_path):
+def test_paper_on_a_machine_without_that_cluster(tmp_path, monkeypatch):
+    # no Slurm here at all (a workstation): submitit builds no executor without srun on PATH
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     run = tmp_path / "DIR"
     rc, out, err = collapse("submit", REPO / "configs" / "paper.yaml", "--dry-run", "--profile",
                             REPO / "slurm" / "example-cluster.yaml", "--run", run)
@@ -18,6 +20,7 @@ def test_paper_on_a_machine_without_that_cluster(tmp_path):
     failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
     assert any("container.image /project/collapse/images/collapse-hpc.sif not found" in f for f in failed)
     assert len(failed) >= 2 and f"{len(failed)} check(s) failed" in out
+    assert any("scontrol not found: not a Slurm host" in f for f in failed)
 
 
 def test_dry_run_that_passes_writes_and_queues_nothing(tmp_path, fake_slurm):  # noqa: F811
