@@ -13,7 +13,11 @@ from collapse_hpc.launch import profile as profile_mod
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
 FAKES = {
-    "sbatch": 'n=$(( $(cat "$FAKE_SLURM/counter" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE_SLURM/counter"\n'
+    # --test-only: sbatch's check of a job (refused with test-only.txt's words), nothing queued or counted
+    "sbatch": '[ "$1" = --test-only ] && { cp "$2" "$FAKE_SLURM/test-only-$(basename "$2")"; '
+              '[ -f "$FAKE_SLURM/test-only.txt" ] && { cat "$FAKE_SLURM/test-only.txt" >&2; exit 1; }; '
+              'echo "sbatch: Job 1 to start at 2026-01-01T00:00:00" >&2; exit 0; }\n'
+              'n=$(( $(cat "$FAKE_SLURM/counter" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE_SLURM/counter"\n'
               'cp "${@: -1}" "$FAKE_SLURM/job_$n.sh"; echo "Submitted batch job $n"\n',
     "squeue": 'cat "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
@@ -213,10 +217,33 @@ def test_sbatch_refusal_is_one_line_and_keeps_what_was_queued(tmp_path, fake_slu
                                    'specified: nope" >&2; exit 1; }; cp "${@: -1}"'))
     rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 2
-    assert "error: sbatch refused ltchain/replace-p0-s0/gen_001: sbatch: error: invalid partition" in err
+    assert "error: sbatch refused ltchain/replace-p0-s0/gen_001: invalid partition specified: nope" in err
     assert "Traceback" not in err
     assert not [ln for ln in err.splitlines() if ln.startswith("sbatch: ")], err  # submitit's echo of sbatch's stderr
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"] == "101"  # recorded: not lost
+
+
+def test_what_sbatch_refuses_is_one_line_before_anything_is_written(tmp_path, fake_slurm):
+    """An account the user may not charge (or a --mem sbatch cannot read, an unknown extra): sbatch
+    refused the first job with the run folder written, or a later kind's job after the chains were queued."""
+    (fake_slurm / "test-only.txt").write_text("sbatch: error: Batch job submission failed: Invalid account or "
+                                              "account/partition combination specified\n")
+    prof = tmp_path / "p.yaml"
+    prof.write_text("account: nobody\n")
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 1})
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and "Traceback" not in err, err
+    assert err.strip() == "error: profile p: sbatch refuses its aggregate jobs: Batch job submission failed: " \
+                          "Invalid account or account/partition combination specified"
+    assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
+    tried = [p.read_text() for p in fake_slurm.glob("test-only-*")]
+    assert len(tried) == 1 and "#SBATCH --account=nobody" in tried[0]
+    rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
+    assert rc == 2 and "FAILED: profile p: sbatch refuses its aggregate jobs: Batch job" in out
+    (fake_slurm / "test-only.txt").unlink()
+    submit(cfg, tmp_path / "run", prof)  # then every kind is tried (gpu, cpu, aggregate), and queued
+    assert len(list(fake_slurm.glob("test-only-*"))) == 2 + 3  # refused twice (submit, dry run), then 3 kinds
+    assert len(scripts(fake_slurm)) == 4  # ltchain's 2 generations, the ltarray array, the aggregation
 
 
 def test_profile_chooses_the_executor(tmp_path, fake_slurm):

@@ -171,3 +171,17 @@ def test_usr2_requeues_and_resumes_identically(tmp_path):
 
     assert files(runs["preempted"]) == files(runs["reference"])
     assert "metrics.parquet" in files(runs["preempted"])
+
+
+def test_what_sbatch_refuses_stops_submit_before_anything_is_written(tmp_path):
+    """A --mem sbatch cannot read, here for the aggregation job: the arrays were queued, the run folder
+    written, and then sbatch refused the last job."""
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE.read_text().replace("  aggregate:\n", "  aggregate:\n    mem: lots\n"))
+    cfg = write_config(tmp_path, "refused", generations=1, ltarray={"parts": 1})
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and err.strip() == ("error: profile dev-cluster: sbatch refuses its aggregate jobs: "
+                                       "Invalid --mem specification")
+    assert not (tmp_path / "run").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
