@@ -212,7 +212,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     prof = None
     if run.executor == "slurm":  # a bad profile must fail before the run folder exists
         from collapse_hpc.launch import slurm
-        from collapse_hpc.launch.container import resolve_image
+        from collapse_hpc.launch.container import check_binds, resolve_image
 
         prof = profmod.load(run.profile)
         if prof.container.image:  # before the run folder too; the jobs would only fail at start
@@ -221,7 +221,14 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                     resolve_image(prof.container.image)
                 except UserError as e:
                     raise UserError(f"{run.profile}: {e}".replace("container image", "container.image", 1)) from None
+
+            def binds():
+                try:
+                    check_binds(prof.container)
+                except UserError as e:
+                    raise UserError(f"{run.profile}: {e}") from None
             check(image)
+            check(binds)
         kinds = {"aggregate": 1}
         for c in engine.plan(run, only=only):
             kinds[c.kind] = max(c.ranks, kinds.get(c.kind, 1))

@@ -172,6 +172,7 @@ def test_a_chain_is_resubmitted_from_its_first_unfinished_generation(tmp_path, f
 
 def test_multi_gpu_profile_and_container(tmp_path, fake_slurm):
     (tmp_path / "img.sif").write_text("not a real image")
+    (tmp_path / "scratch").mkdir()
     prof = tmp_path / "gpus.yaml"
     prof.write_text(f"""
 name: gpus
@@ -179,7 +180,7 @@ account: proj
 array_parallelism: 2
 jobs:
   gpu: {{nodes: 2, gpus_per_node: 4, cpus_per_task: 8, mem: 200G, sbatch: {{constraint: h100}}}}
-container: {{image: {tmp_path / 'img.sif'}, binds: [/scratch]}}
+container: {{image: {tmp_path / 'img.sif'}, binds: [{tmp_path / 'scratch'}]}}
 setup: [module load apptainer]
 """)
     cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 3})
@@ -196,7 +197,8 @@ setup: [module load apptainer]
     assert "CUDA_VISIBLE_DEVICES" not in script  # DeepSpeed picks the GPU by LOCAL_RANK
     assert "module load apptainer" in script
     command = script.strip().splitlines()[-1]
-    assert "apptainer exec --nv" in command and str(tmp_path / "img.sif") in command and "/scratch" in command
+    assert "apptainer exec --nv" in command and str(tmp_path / "img.sif") in command
+    assert f"{tmp_path}/scratch" in command
 
 
 def test_a_chains_ranks_come_from_the_section():
@@ -244,6 +246,23 @@ def test_what_sbatch_refuses_is_one_line_before_anything_is_written(tmp_path, fa
     submit(cfg, tmp_path / "run", prof)  # then every kind is tried (gpu, cpu, aggregate), and queued
     assert len(list(fake_slurm.glob("test-only-*"))) == 2 + 3  # refused twice (submit, dry run), then 3 kinds
     assert len(scripts(fake_slurm)) == 4  # ltchain's 2 generations, the ltarray array, the aggregation
+
+
+def test_a_bind_whose_source_is_missing_is_one_line_before_anything_is_written(tmp_path, fake_slurm, monkeypatch):
+    """apptainer refuses to start a container whose bind source is missing: every job failed at its start."""
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    (tmp_path / "img.sif").write_text("not a real image")
+    (tmp_path / "there").mkdir()
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 1})
+    for bind, source in [(f"{tmp_path}/gone:/data", f"{tmp_path}/gone does not exist;"),
+                         ("$NOT_SET_HERE/x", "$NOT_SET_HERE/x does not exist (a variable not set here stays as")]:
+        prof = tmp_path / "p.yaml"
+        prof.write_text(f"container: {{image: {tmp_path / 'img.sif'}, binds: [{tmp_path / 'there'}, '{bind}']}}\n")
+        rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+        assert rc == 2 and err.startswith(f"error: {prof}: container.binds: {bind}: {source}") and err.count("\n") == 1
+        assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
+        rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
+        assert rc == 2 and f"FAILED: {prof}: container.binds: {bind}" in out
 
 
 def test_profile_chooses_the_executor(tmp_path, fake_slurm):
