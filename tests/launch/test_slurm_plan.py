@@ -471,6 +471,9 @@ def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_s
     assert site.jobs.cpu.time_min == 60 and site.jobs.gpu.time_min == 120  # within the partitions' limits
     rc, _, err = collapse("profile", "init")
     assert rc == 2 and "exists" in err  # never replaced without --force
+    rc, _, err = collapse("profile", "init", "--out", "slurm", "--force")  # a folder, not a file
+    assert rc == 2 and err == "error: slurm is a folder: --out names the profile file to write, e.g. slurm/site.yaml\n"
+    assert sorted(p.name for p in (tmp_path / "slurm").iterdir()) == ["site.yaml"]
     cfg = write_config(tmp_path, generations=1, ltchain={})
     submit_anywhere = collapse("submit", cfg, "--run", tmp_path / "a")
     assert submit_anywhere[0] == 0, submit_anywhere[2]
