@@ -7,6 +7,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
@@ -185,3 +186,24 @@ def test_what_sbatch_refuses_stops_submit_before_anything_is_written(tmp_path):
                                        "Invalid --mem specification")
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
+
+
+def test_a_generation_out_of_time_says_which_limit_to_raise(tmp_path):
+    """A time limit too short for a generation: USR2 before it, no requeue left (max_requeues: 0), and
+    the job fails. Its log said only submitit's 'timed-out too many times' under Slurm's 'CANCELLED …
+    DUE TO JOB REQUEUE'; status says which profile key to raise."""
+    prof = tmp_path / "short.yaml"
+    short = yaml.safe_load(PROFILE.read_text())
+    short.update(max_requeues=0, signal_delay_s=60)
+    short["jobs"]["gpu"]["time_min"] = 2
+    prof.write_text(yaml.safe_dump(short))
+    cfg = write_config(tmp_path, "slow", generations=1, ltchain={"rows": 2, "sleep_s": 300})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", prof)
+    assert rc == 0, err
+    job = unit_ids(run)["ltchain/replace-p0-s0/gen_000"]
+    wait_for([job], timeout=200)
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  FAILED +job {job}", out), out
+    assert (f"it reached its time limit more often than max_requeues allows: raise jobs.gpu.time_min (or "
+            f"max_requeues) in {prof} and submit again") in out, out
