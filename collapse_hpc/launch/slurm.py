@@ -261,7 +261,8 @@ class Submitter:
 def try_requests(store, run, prof: profiles.Profile, kinds: dict[str, int]) -> None:
     """`sbatch --test-only` with one job of each kind (kind -> its ranks), before anything is written or
     queued: what sbatch refuses beyond the checks above (an account or QOS the user may not charge, a
-    --mem it cannot read, an unknown extra option) it would refuse only once earlier jobs were queued."""
+    --mem it cannot read, an unknown extra option) it would refuse only once earlier jobs were queued.
+    Nodes unavailable now (WAITS) are no refusal: the jobs wait, and status says why."""
     import tempfile
 
     if shutil.which("sbatch") is None:
@@ -272,9 +273,15 @@ def try_requests(store, run, prof: profiles.Profile, kinds: dict[str, int]) -> N
             f.write(sub.script(kind, ranks, name=f"test-only-{kind}"))
             f.flush()
             out = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=120)
-        if out.returncode != 0:
-            why = said(out.stderr) or f"exit status {out.returncode}"
+        why = said(out.stderr) or f"exit status {out.returncode}"
+        if out.returncode != 0 and not any(w in why for w in WAITS):
             raise UserError(f"profile {prof.name}: sbatch refuses its {kind} jobs: {why}")
+
+
+# --test-only's answers while the nodes are drained, down or reserved (or the partition is down): sbatch
+# queues such a job, which waits; a job that no node could ever fit is _check_fits' refusal
+WAITS = ("Requested node configuration is not available", "Requested nodes are busy", "Required node not available",
+         "configuration not available now")
 
 
 def said(stderr: str) -> str:

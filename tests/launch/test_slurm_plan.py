@@ -242,7 +242,8 @@ def test_what_sbatch_refuses_is_one_line_before_anything_is_written(tmp_path, fa
     assert len(tried) == 1 and "#SBATCH --account=nobody" in tried[0]
     rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
     assert rc == 2 and "FAILED: profile p: sbatch refuses its aggregate jobs: Batch job" in out
-    (fake_slurm / "test-only.txt").unlink()
+    # no node to run it now (drained, down, reserved): sbatch queues it to wait, so no refusal
+    (fake_slurm / "test-only.txt").write_text("allocation failure: Requested node configuration is not available\n")
     submit(cfg, tmp_path / "run", prof)  # then every kind is tried (gpu, cpu, aggregate), and queued
     assert len(list(fake_slurm.glob("test-only-*"))) == 2 + 3  # refused twice (submit, dry run), then 3 kinds
     assert len(scripts(fake_slurm)) == 4  # ltchain's 2 generations, the ltarray array, the aggregation

@@ -207,3 +207,22 @@ def test_a_generation_out_of_time_says_which_limit_to_raise(tmp_path):
     assert re.search(rf"gen_000  FAILED +job {job}", out), out
     assert (f"it reached its time limit more often than max_requeues allows: raise jobs.gpu.time_min (or "
             f"max_requeues) in {prof} and submit again") in out, out
+
+
+def test_a_drained_node_queues_the_jobs_to_wait(tmp_path):
+    """The checks before submitting try each kind with sbatch --test-only, which answers 'Requested node
+    configuration is not available' while the nodes are drained; sbatch itself queues the jobs."""
+    node = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True, check=True).stdout.split()[0]
+    cfg = write_config(tmp_path, "drained", generations=1, ltarray={"parts": 1})
+    run = tmp_path / "run"
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=maintenance"], check=True)
+    try:
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+        assert rc == 0, err
+        rc, out, _ = collapse("status", run)
+        assert re.search(r"part_000  PENDING .*\(ReqNodeNotAvail", out), out
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    ids = [*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]]
+    wait_for(ids)
+    assert all(r[-1]["State"] == "COMPLETED" for r in sacct(*ids).values())
