@@ -216,7 +216,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     prof = None
     if run.executor == "slurm":  # a bad profile must fail before the run folder exists
         from collapse_hpc.launch import slurm
-        from collapse_hpc.launch.container import resolve_image
+        from collapse_hpc.launch.container import check_binds, resolve_image
 
         prof = profmod.load(run.profile)
         if prof.container.image:  # before the run folder too; the jobs would only fail at start
@@ -225,9 +225,22 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                     resolve_image(prof.container.image)
                 except UserError as e:
                     raise UserError(f"{run.profile}: {e}".replace("container image", "container.image", 1)) from None
+
+            def binds():
+                try:
+                    check_binds(prof.container)
+                except UserError as e:
+                    raise UserError(f"{run.profile}: {e}") from None
             check(image)
-        kinds = {c.kind for c in engine.plan(run, only=only)} | {"aggregate"}
-        check(slurm.check_profile, prof, sorted(kinds))
+            check(binds)
+        kinds = {"aggregate": 1}
+        for c in engine.plan(run, only=only):
+            kinds[c.kind] = max(c.ranks, kinds.get(c.kind, 1))
+
+        def cluster():  # sbatch's own word only where the named checks pass (one line per problem)
+            slurm.check_profile(prof, sorted(kinds))
+            slurm.try_requests(RunStore(args.run or default_run_dir(args.config)), run, prof, kinds)
+        check(cluster)
     # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
     # HF cache the profile's jobs use, not this shell's
     with profmod.job_environment(prof):

@@ -105,6 +105,17 @@ def resolve_image(image: str) -> str:
     return str(path)
 
 
+def check_binds(cfg: ContainerConfig) -> None:
+    """Every `binds` source exists here (UserError naming the first that does not): apptainer refuses to
+    start a container whose bind source is missing, so every job would fail at its start."""
+    for bind in cfg.binds:
+        source = os.path.expandvars(os.path.expanduser(bind.split(":")[0]))
+        if not os.path.exists(source):
+            unset = " (a variable not set here stays as written)" if "$" in source else ""
+            raise UserError(f"container.binds: {bind}: {source} does not exist{unset}; apptainer refuses a bind "
+                            f"whose source is missing, so every job would fail at its start")
+
+
 def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None,
             dry_run: bool = False) -> list[str] | None:
     """The argv that replaces `python` in every job, or None when the profile names no image.

@@ -28,13 +28,7 @@ def limits() -> dict[str, int]:
 
 def _script(sub: Submitter, kind: str, ranks: int, name: str, dependency: str | None, comment: str,
             tasks: int | None = None) -> str:
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    ex = sub.executor(kind, ranks, name=name, dependency=dependency, comment=comment)
-    params = dict(ex.parameters)
-    if tasks:
-        params["map_count"] = tasks
-    return _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
+    return sub.script(kind, ranks, name=name, dependency=dependency, comment=comment, tasks=tasks)
 
 
 def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int:

@@ -111,6 +111,8 @@ def init(path: Path = SITE, force: bool = False) -> int:
     from collapse_hpc.launch.slurm import _slurm
     from collapse_hpc.store import atomic
 
+    if path.is_dir():  # --force would swap a file in for the folder: refused with a temporary file's name
+        raise UserError(f"{path} is a folder: --out names the profile file to write, e.g. {path / 'site.yaml'}")
     if path.exists() and not force:
         raise UserError(f"{path} exists; edit it, or write a new starter with --force")
     text = starter(_slurm(["sinfo", "-h", "-o", FORMAT]))

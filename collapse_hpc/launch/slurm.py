@@ -189,8 +189,7 @@ def _sbatch(what: str, call):
         with contextlib.redirect_stderr(io.StringIO()):
             return call()
     except FailedJobError as e:
-        lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        raise UserError(f"sbatch refused {what}: {lines[-1] if lines else e}") from None
+        raise UserError(f"sbatch refused {what}: {said(str(e)) or e}") from None
 
 
 def _shell_value(v: str) -> str:
@@ -246,6 +245,62 @@ class Submitter:
         ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
         ex.parameters["wckey"] = prof.wckey  # None drops submitit's own --wckey=submitit
         return ex
+
+    def script(self, kind: str, ranks: int = 1, name: str = "collapse", dependency: str | None = None,
+               comment: str | None = None, tasks: int | None = None) -> str:
+        """The sbatch script of one job of `kind` (of an array of `tasks`), as submitit writes it."""
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        ex = self.executor(kind, ranks, name=name, dependency=dependency, comment=comment)
+        params = dict(ex.parameters)
+        if tasks:
+            params["map_count"] = tasks
+        return _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
+
+
+def try_requests(store, run, prof: profiles.Profile, kinds: dict[str, int]) -> None:
+    """`sbatch --test-only` with one job of each kind (kind -> its ranks), before anything is written or
+    queued: what sbatch refuses beyond the checks above (an account or QOS the user may not charge, a
+    --mem it cannot read, an unknown extra option) it would refuse only once earlier jobs were queued.
+    Nodes unavailable now (WAITS) are no refusal: the jobs wait, and status says why."""
+    import tempfile
+
+    if shutil.which("sbatch") is None:
+        raise UserError("sbatch not found: not a Slurm host (the dev cluster: bash slurm/dev-cluster/start.sh)")
+    sub = Submitter(store, run, prof, dry_run=True)
+    for kind, ranks in kinds.items():
+        with tempfile.NamedTemporaryFile("w", prefix="collapse-test-only-", suffix=".sh") as f:
+            f.write(sub.script(kind, ranks, name=f"test-only-{kind}"))
+            f.flush()
+            out = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=120)
+        why = said(out.stderr) or f"exit status {out.returncode}"
+        if out.returncode != 0 and not any(w in why for w in WAITS):
+            raise UserError(f"profile {prof.name}: sbatch refuses its {kind} jobs: {why}")
+
+
+# --test-only's answers while the nodes are drained, down or reserved (or the partition is down): sbatch
+# queues such a job, which waits; a job that no node could ever fit is _check_fits' refusal
+WAITS = ("Requested node configuration is not available", "Requested nodes are busy", "Required node not available",
+         "configuration not available now")
+
+
+def said(stderr: str) -> str:
+    """What sbatch says is wrong: its last line but the usage hint ('Try "sbatch --help"')."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("Try ")]
+    return lines[-1].removeprefix("sbatch: error: ") if lines else ""
+
+
+def _planned_executor(**kwargs):
+    """A SlurmExecutor that only writes sbatch scripts (submit --dry-run): submitit refuses to build
+    one where there is no srun, e.g. a workstation reading the scripts before the cluster sees them."""
+    from submitit import SlurmExecutor
+
+    class Planned(SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+    return Planned(**kwargs)
 
 
 def _planned_executor(**kwargs):

@@ -77,6 +77,15 @@ def error_lines(log: str | None, n: int = 5) -> list[str]:
     return lines[-n:]
 
 
+def out_of_time(error: list[str], kind: str | None, profile: str | None) -> str | None:
+    """What to change when a job reached its time limit once more than the profile's max_requeues allow
+    (submitit's 'timed-out too many times', under Slurm's 'CANCELLED … DUE TO JOB REQUEUE')."""
+    if not any("timed-out too many times" in ln for ln in error):
+        return None
+    return (f"it reached its time limit more often than max_requeues allows: raise jobs.{kind or 'KIND'}.time_min "
+            f"(or max_requeues) in {profile or 'the profile'} and submit again (what it finished is kept)")
+
+
 def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool) -> tuple[str, str]:
     """(state, elapsed) of one unit."""
     unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
@@ -179,6 +188,8 @@ def state_of(store: RunStore, run_dir) -> dict:
                 unit["dependency"] = entry.get("dependency")
                 unit["error"] = ((entry.get("error") or "").splitlines()[-5:] if local
                                  else error_lines(entry.get("log")))
+                if hint := out_of_time(unit["error"], entry.get("kind"), book.get("profile")):
+                    unit["hint"] = hint
             item["units"].append(unit)
         done = [u["state"] == "done" for u in item["units"]]
         item["done"] = sum(done)
@@ -227,6 +238,8 @@ def _print(state: dict) -> int:
                 _print_log(u.get("log"), u.get("dependency"))
                 for ln in u.get("error") or []:
                     print(f"      | {ln}")
+                if u.get("hint"):
+                    print(f"      {u['hint']}")
     agg = state.get("aggregate")
     if agg:
         print(f"\naggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()

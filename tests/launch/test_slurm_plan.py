@@ -13,7 +13,11 @@ from collapse_hpc.launch import profile as profile_mod
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
 FAKES = {
-    "sbatch": 'n=$(( $(cat "$FAKE_SLURM/counter" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE_SLURM/counter"\n'
+    # --test-only: sbatch's check of a job (refused with test-only.txt's words), nothing queued or counted
+    "sbatch": '[ "$1" = --test-only ] && { cp "$2" "$FAKE_SLURM/test-only-$(basename "$2")"; '
+              '[ -f "$FAKE_SLURM/test-only.txt" ] && { cat "$FAKE_SLURM/test-only.txt" >&2; exit 1; }; '
+              'echo "sbatch: Job 1 to start at 2026-01-01T00:00:00" >&2; exit 0; }\n'
+              'n=$(( $(cat "$FAKE_SLURM/counter" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE_SLURM/counter"\n'
               'cp "${@: -1}" "$FAKE_SLURM/job_$n.sh"; echo "Submitted batch job $n"\n',
     "squeue": 'cat "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
@@ -168,6 +172,7 @@ def test_a_chain_is_resubmitted_from_its_first_unfinished_generation(tmp_path, f
 
 def test_multi_gpu_profile_and_container(tmp_path, fake_slurm):
     (tmp_path / "img.sif").write_text("not a real image")
+    (tmp_path / "scratch").mkdir()
     prof = tmp_path / "gpus.yaml"
     prof.write_text(f"""
 name: gpus
@@ -175,7 +180,7 @@ account: proj
 array_parallelism: 2
 jobs:
   gpu: {{nodes: 2, gpus_per_node: 4, cpus_per_task: 8, mem: 200G, sbatch: {{constraint: h100}}}}
-container: {{image: {tmp_path / 'img.sif'}, binds: [/scratch]}}
+container: {{image: {tmp_path / 'img.sif'}, binds: [{tmp_path / 'scratch'}]}}
 setup: [module load apptainer]
 """)
     cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 3})
@@ -192,7 +197,8 @@ setup: [module load apptainer]
     assert "CUDA_VISIBLE_DEVICES" not in script  # DeepSpeed picks the GPU by LOCAL_RANK
     assert "module load apptainer" in script
     command = script.strip().splitlines()[-1]
-    assert "apptainer exec --nv" in command and str(tmp_path / "img.sif") in command and "/scratch" in command
+    assert "apptainer exec --nv" in command and str(tmp_path / "img.sif") in command
+    assert f"{tmp_path}/scratch" in command
 
 
 def test_a_chains_ranks_come_from_the_section():
@@ -213,10 +219,51 @@ def test_sbatch_refusal_is_one_line_and_keeps_what_was_queued(tmp_path, fake_slu
                                    'specified: nope" >&2; exit 1; }; cp "${@: -1}"'))
     rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 2
-    assert "error: sbatch refused ltchain/replace-p0-s0/gen_001: sbatch: error: invalid partition" in err
+    assert "error: sbatch refused ltchain/replace-p0-s0/gen_001: invalid partition specified: nope" in err
     assert "Traceback" not in err
     assert not [ln for ln in err.splitlines() if ln.startswith("sbatch: ")], err  # submitit's echo of sbatch's stderr
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"] == "101"  # recorded: not lost
+
+
+def test_what_sbatch_refuses_is_one_line_before_anything_is_written(tmp_path, fake_slurm):
+    """An account the user may not charge (or a --mem sbatch cannot read, an unknown extra): sbatch
+    refused the first job with the run folder written, or a later kind's job after the chains were queued."""
+    (fake_slurm / "test-only.txt").write_text("sbatch: error: Batch job submission failed: Invalid account or "
+                                              "account/partition combination specified\n")
+    prof = tmp_path / "p.yaml"
+    prof.write_text("account: nobody\n")
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 1})
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and "Traceback" not in err, err
+    assert err.strip() == "error: profile p: sbatch refuses its aggregate jobs: Batch job submission failed: " \
+                          "Invalid account or account/partition combination specified"
+    assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
+    tried = [p.read_text() for p in fake_slurm.glob("test-only-*")]
+    assert len(tried) == 1 and "#SBATCH --account=nobody" in tried[0]
+    rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
+    assert rc == 2 and "FAILED: profile p: sbatch refuses its aggregate jobs: Batch job" in out
+    # no node to run it now (drained, down, reserved): sbatch queues it to wait, so no refusal
+    (fake_slurm / "test-only.txt").write_text("allocation failure: Requested node configuration is not available\n")
+    submit(cfg, tmp_path / "run", prof)  # then every kind is tried (gpu, cpu, aggregate), and queued
+    assert len(list(fake_slurm.glob("test-only-*"))) == 2 + 3  # refused twice (submit, dry run), then 3 kinds
+    assert len(scripts(fake_slurm)) == 4  # ltchain's 2 generations, the ltarray array, the aggregation
+
+
+def test_a_bind_whose_source_is_missing_is_one_line_before_anything_is_written(tmp_path, fake_slurm, monkeypatch):
+    """apptainer refuses to start a container whose bind source is missing: every job failed at its start."""
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    (tmp_path / "img.sif").write_text("not a real image")
+    (tmp_path / "there").mkdir()
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 1})
+    for bind, source in [(f"{tmp_path}/gone:/data", f"{tmp_path}/gone does not exist;"),
+                         ("$NOT_SET_HERE/x", "$NOT_SET_HERE/x does not exist (a variable not set here stays as")]:
+        prof = tmp_path / "p.yaml"
+        prof.write_text(f"container: {{image: {tmp_path / 'img.sif'}, binds: [{tmp_path / 'there'}, '{bind}']}}\n")
+        rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+        assert rc == 2 and err.startswith(f"error: {prof}: container.binds: {bind}: {source}") and err.count("\n") == 1
+        assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
+        rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
+        assert rc == 2 and f"FAILED: {prof}: container.binds: {bind}" in out
 
 
 def test_profile_chooses_the_executor(tmp_path, fake_slurm):
@@ -425,6 +472,9 @@ def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_s
     assert site.jobs.cpu.time_min == 60 and site.jobs.gpu.time_min == 120  # within the partitions' limits
     rc, _, err = collapse("profile", "init")
     assert rc == 2 and "exists" in err  # never replaced without --force
+    rc, _, err = collapse("profile", "init", "--out", "slurm", "--force")  # a folder, not a file
+    assert rc == 2 and err == "error: slurm is a folder: --out names the profile file to write, e.g. slurm/site.yaml\n"
+    assert sorted(p.name for p in (tmp_path / "slurm").iterdir()) == ["site.yaml"]
     cfg = write_config(tmp_path, generations=1, ltchain={})
     submit_anywhere = collapse("submit", cfg, "--run", tmp_path / "a")
     assert submit_anywhere[0] == 0, submit_anywhere[2]

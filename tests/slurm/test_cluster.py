@@ -7,6 +7,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
@@ -171,3 +172,57 @@ def test_usr2_requeues_and_resumes_identically(tmp_path):
 
     assert files(runs["preempted"]) == files(runs["reference"])
     assert "metrics.parquet" in files(runs["preempted"])
+
+
+def test_what_sbatch_refuses_stops_submit_before_anything_is_written(tmp_path):
+    """A --mem sbatch cannot read, here for the aggregation job: the arrays were queued, the run folder
+    written, and then sbatch refused the last job."""
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE.read_text().replace("  aggregate:\n", "  aggregate:\n    mem: lots\n"))
+    cfg = write_config(tmp_path, "refused", generations=1, ltarray={"parts": 1})
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and err.strip() == ("error: profile dev-cluster: sbatch refuses its aggregate jobs: "
+                                       "Invalid --mem specification")
+    assert not (tmp_path / "run").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
+
+
+def test_a_generation_out_of_time_says_which_limit_to_raise(tmp_path):
+    """A time limit too short for a generation: USR2 before it, no requeue left (max_requeues: 0), and
+    the job fails. Its log said only submitit's 'timed-out too many times' under Slurm's 'CANCELLED …
+    DUE TO JOB REQUEUE'; status says which profile key to raise."""
+    prof = tmp_path / "short.yaml"
+    short = yaml.safe_load(PROFILE.read_text())
+    short.update(max_requeues=0, signal_delay_s=60)
+    short["jobs"]["gpu"]["time_min"] = 2
+    prof.write_text(yaml.safe_dump(short))
+    cfg = write_config(tmp_path, "slow", generations=1, ltchain={"rows": 2, "sleep_s": 300})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", prof)
+    assert rc == 0, err
+    job = unit_ids(run)["ltchain/replace-p0-s0/gen_000"]
+    wait_for([job], timeout=200)
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  FAILED +job {job}", out), out
+    assert (f"it reached its time limit more often than max_requeues allows: raise jobs.gpu.time_min (or "
+            f"max_requeues) in {prof} and submit again") in out, out
+
+
+def test_a_drained_node_queues_the_jobs_to_wait(tmp_path):
+    """The checks before submitting try each kind with sbatch --test-only, which answers 'Requested node
+    configuration is not available' while the nodes are drained; sbatch itself queues the jobs."""
+    node = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True, check=True).stdout.split()[0]
+    cfg = write_config(tmp_path, "drained", generations=1, ltarray={"parts": 1})
+    run = tmp_path / "run"
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=maintenance"], check=True)
+    try:
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+        assert rc == 0, err
+        rc, out, _ = collapse("status", run)
+        assert re.search(r"part_000  PENDING .*\(ReqNodeNotAvail", out), out
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    ids = [*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]]
+    wait_for(ids)
+    assert all(r[-1]["State"] == "COMPLETED" for r in sacct(*ids).values())
