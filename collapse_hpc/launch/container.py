@@ -117,34 +117,40 @@ def check_binds(cfg: ContainerConfig) -> None:
 
 
 def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None,
-            dry_run: bool = False) -> list[str] | None:
+            dry_run: bool = False, hub_cache=None) -> list[str] | None:
     """The argv that replaces `python` in every job, or None when the profile names no image.
 
     run_dir and data_dir are bound at their own absolute paths (the engine passes host paths to
-    the job); hf_home (default: default_hf_home(); $VARS expand) is bound at /hf-cache.
+    the job); hf_home (default: default_hf_home(); $VARS expand) is bound at /hf-cache, and
+    hub_cache (HF_HUB_CACHE, where hub models are; default: hf_home's hub/) at /hf-cache/hub.
     slurm_paths: the Slurm binds (default: found on this host when cfg.slurm_binds).
     dry_run: creates no folder and takes the image as given (submit --dry-run checks it apart)."""
     if not cfg.image:
         return None
     image = cfg.image if dry_run else resolve_image(cfg.image)
     hf_home = Path(os.path.expandvars(str(hf_home or default_hf_home()))).expanduser().resolve()
+    hub = Path(os.path.expandvars(str(hub_cache))).expanduser().resolve() if hub_cache else hf_home / "hub"
     if not dry_run:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        hf_home.mkdir(parents=True, exist_ok=True)  # a missing bind source fails the job at start
+        for cache in (hf_home, hub):  # a missing bind source fails the job at start
+            cache.mkdir(parents=True, exist_ok=True)
 
     binds = [_same_path(run_dir)]
     if data_dir is not None and Path(data_dir).exists():
         binds.append(_same_path(data_dir))
     binds.append(f"{hf_home}:{HF_CACHE}")
+    if hub != hf_home / "hub":  # the models stage fetched, where they are (a profile's own HF_HUB_CACHE)
+        binds.append(f"{hub}:{HF_CACHE}/hub")
     if slurm_paths is None:
         slurm_paths = slurm_host_paths() if cfg.slurm_binds else []
     binds += list(slurm_paths)
     binds += [os.path.expandvars(os.path.expanduser(b)) for b in cfg.binds]
     binds = list(dict.fromkeys(binds))  # one folder given twice (data as the run folder) binds once
 
-    # Set, not inherited: the host's HF_HOME, TORCH_EXTENSIONS_DIR (compiled for the host's
-    # torch) and PYTHONPATH (module loads) would otherwise win inside the image.
+    # Set, not inherited: the host's HF_HOME and HF_HUB_CACHE (host paths), TORCH_EXTENSIONS_DIR
+    # (compiled for the host's torch) and PYTHONPATH (module loads) would otherwise win inside the image.
     env = {"PYTHONNOUSERSITE": "1", "PYTHONSAFEPATH": "1", "PYTHONPATH": "", "HF_HOME": HF_CACHE,
+           "HF_HUB_CACHE": f"{HF_CACHE}/hub",
            "TORCH_EXTENSIONS_DIR": f"{HF_CACHE}/torch_extensions", "NUMBA_CACHE_DIR": f"{HF_CACHE}/numba",
            **cfg.env}
     argv = [cfg.runtime, "exec"]
@@ -165,7 +171,7 @@ def _same_path(path) -> str:
 
 
 def slurm_python(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None,
-                 dry_run: bool = False) -> str | None:
+                 dry_run: bool = False, hub_cache=None) -> str | None:
     """`command` as the shell string submitit's `slurm_python` takes, or None (host Python)."""
-    argv = command(cfg, run_dir, data_dir, hf_home, slurm_paths, dry_run=dry_run)
+    argv = command(cfg, run_dir, data_dir, hf_home, slurm_paths, dry_run=dry_run, hub_cache=hub_cache)
     return shlex.join(argv) if argv else None

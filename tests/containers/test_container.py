@@ -14,7 +14,8 @@ from collapse_hpc.launch.container import ContainerConfig, command, slurm_host_p
 
 SLURM = ["/usr/bin/scontrol:/usr/bin/scontrol", "/etc/slurm", "/run/munge"]
 ENV = ["--env", "PYTHONNOUSERSITE=1", "--env", "PYTHONSAFEPATH=1", "--env", "PYTHONPATH=",
-       "--env", "HF_HOME=/hf-cache", "--env", "TORCH_EXTENSIONS_DIR=/hf-cache/torch_extensions",
+       "--env", "HF_HOME=/hf-cache", "--env", "HF_HUB_CACHE=/hf-cache/hub",
+       "--env", "TORCH_EXTENSIONS_DIR=/hf-cache/torch_extensions",
        "--env", "NUMBA_CACHE_DIR=/hf-cache/numba"]
 
 
@@ -139,3 +140,20 @@ def test_the_sbatch_script_runs_the_job_in_the_container(site, monkeypatch):
     expected = slurm_python(prof.container, run_dir, root / "scratch" / "data", root / "scratch" / "hf")
     assert srun_line.endswith(f" {expected} -u -m submitit.core._submit {store.logs / 'submitit'}")
     assert shlex.split(srun_line)[shlex.split(srun_line).index("apptainer"):][:3] == ["apptainer", "exec", "--nv"]
+
+
+def test_a_profiles_own_hub_cache_is_what_the_jobs_see(site, monkeypatch):
+    # stage and submit's check look for the model in the profile's HF_HUB_CACHE; the jobs saw only
+    # HF_HOME at /hf-cache, and the host's HF_HUB_CACHE path, not bound, leaked into the container
+    root, prof = site
+    prof.env.update({"HF_HOME": str(root / "scratch" / "hf"), "HF_HUB_CACHE": "$SCRATCH/models"})
+    monkeypatch.setenv("SCRATCH", str(root / "scratch"))
+    monkeypatch.setenv("HF_HUB_CACHE", "/elsewhere/on/the/login/node")
+    from collapse_hpc.launch.slurm import Submitter
+
+    run_dir = root / "scratch" / "runs" / "paper"
+    store = SimpleNamespace(root=run_dir, logs=run_dir / "logs")
+    argv = shlex.split(Submitter(store, SimpleNamespace(data_dir=str(root / "scratch" / "data")), prof, dry_run=True).python)
+    binds = argv[argv.index("--bind") + 1].split(",")
+    assert f"{root / 'scratch' / 'hf'}:/hf-cache" in binds and f"{root / 'scratch' / 'models'}:/hf-cache/hub" in binds
+    assert "HF_HUB_CACHE=/hf-cache/hub" in argv
