@@ -153,7 +153,8 @@ def test_a_profiles_own_hub_cache_is_what_the_jobs_see(site, monkeypatch):
 
     run_dir = root / "scratch" / "runs" / "paper"
     store = SimpleNamespace(root=run_dir, logs=run_dir / "logs")
-    argv = shlex.split(Submitter(store, SimpleNamespace(data_dir=str(root / "scratch" / "data")), prof, dry_run=True).python)
+    sub = Submitter(store, SimpleNamespace(data_dir=str(root / "scratch" / "data")), prof, dry_run=True)
+    argv = shlex.split(sub.python)
     binds = argv[argv.index("--bind") + 1].split(",")
     assert f"{root / 'scratch' / 'hf'}:/hf-cache" in binds and f"{root / 'scratch' / 'models'}:/hf-cache/hub" in binds
     assert "HF_HUB_CACHE=/hf-cache/hub" in argv
