@@ -53,11 +53,22 @@ def _clock(seconds) -> str:
     return str(datetime.timedelta(seconds=int(seconds))) if seconds is not None else ""
 
 
-def _print_log(log: str | None, dependency: str | None) -> None:
+def _print_log(log: str | None, why: str | None) -> None:
     if log and Path(log).is_file():
         print(f"      log: {log}")
-    else:  # cancelled while queued (an afterok parent failed): it never ran, so there is no log
-        print("      never started, no log" + (f" (waited on {dependency})" if dependency else ""))
+    else:  # cancelled while queued: it never ran, so there is no log
+        print("      never started, no log" + (f" ({why})" if why else ""))
+
+
+def never_started(dependency: str | None, slurm: dict) -> str:
+    """Why a job that left the queue unrun did: a job it waited on ended badly (kill-on-invalid-dep
+    cancels it), else it was cancelled by hand (scancel, collapse-hpc cancel)."""
+    parents = [p for p in (dependency or "").split(":")[1:] if p]
+    ended = [(p, slurm.get(p, ("UNKNOWN", "", ""))[0]) for p in parents]
+    bad = [f"job {p} ended {state}" for p, state in ended if state in BAD]
+    if bad:
+        return f"waited on {dependency}: {', '.join(bad)}"
+    return "cancelled while queued: scancel or collapse-hpc cancel"
 
 
 def error_lines(log: str | None, n: int = 5) -> list[str]:
@@ -186,6 +197,7 @@ def state_of(store: RunStore, run_dir) -> dict:
             if state in BAD:
                 unit["log"] = entry.get("log")
                 unit["dependency"] = entry.get("dependency")
+                unit["never_started"] = never_started(entry.get("dependency"), slurm) if not local else None
                 unit["error"] = ((entry.get("error") or "").splitlines()[-5:] if local
                                  else error_lines(entry.get("log")))
                 if hint := out_of_time(unit["error"], entry.get("kind"), book.get("profile")):
@@ -235,7 +247,8 @@ def _print(state: dict) -> int:
                 print(f"      redo: {u['redo']}")
             if u["state"] in BAD:
                 failed += 1
-                _print_log(u.get("log"), u.get("dependency"))
+                _print_log(u.get("log"), u.get("never_started") or (f"waited on {u['dependency']}"
+                                                                     if u.get("dependency") else None))
                 for ln in u.get("error") or []:
                     print(f"      | {ln}")
                 if u.get("hint"):
@@ -245,7 +258,7 @@ def _print(state: dict) -> int:
         print(f"\naggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()
               + (f"  ({agg['reason']})" if agg.get("reason") else ""))
         if agg["state"] in BAD:
-            _print_log(agg.get("log"), agg.get("dependency"))
+            _print_log(agg.get("log"), f"waited on {agg['dependency']}" if agg.get("dependency") else None)
             for ln in agg["error"]:
                 print(f"      | {ln}")
     if failed:

@@ -629,3 +629,17 @@ def test_a_resubmission_keeps_the_runs_own_profile(tmp_path, fake_slurm, monkeyp
     rc, _, err = collapse("submit", cfg, "--run", run, "--generations", "3", "--profile", "slurm/site.yaml")
     assert rc == 0, err
     assert jobs(run)["profile"] == "slurm/site.yaml"
+
+
+@pytest.mark.parametrize("parent, why", [("COMPLETED", "cancelled while queued: scancel or collapse-hpc cancel"),
+                                         ("FAILED", "waited on afterok:{p}: job {p} ended FAILED")])
+def test_status_tells_a_job_cancelled_by_hand_from_one_its_parent_failed(tmp_path, fake_slurm, parent, why):
+    # a generation cancelled while queued read 'waited on afterok:X' as if X had failed
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    gen = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2)]
+    (fake_slurm / "sacct.txt").write_text(f"{gen[0]}|{parent}|0:10\n{gen[1]}|CANCELLED by 0|0:00\n")
+    rc, out, err = collapse("status", run)
+    assert rc == 0, err
+    assert f"never started, no log ({why.format(p=gen[0])})" in out

@@ -137,7 +137,7 @@ def test_failed_generation_cancels_its_dependents(tmp_path):
     assert re.search(rf"gen_001  FAILED +job {gens[1]}", out) and f"log: {log}" in out
     assert "| RuntimeError: ltchain failure at generation 1" in out
     assert re.search(rf"gen_002  CANCELLED +job {gens[2]}", out)
-    assert f"never started, no log (waited on afterok:{gens[1]})" in out
+    assert f"never started, no log (waited on afterok:{gens[1]}: job {gens[1]} ended FAILED)" in out
 
 
 def test_usr2_requeues_and_resumes_identically(tmp_path):
