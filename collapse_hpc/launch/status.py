@@ -46,7 +46,20 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
             out.update(squeue(["-j", ",".join(bases)]))
         except UserError:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
             pass
-    return out
+    return {j: (state, _clock(slurm_seconds(elapsed)), why) for j, (state, elapsed, why) in out.items()}
+
+
+def slurm_seconds(elapsed: str) -> int | None:
+    """Seconds of Slurm's elapsed time ([D-]HH:MM:SS, MM:SS, M:SS as squeue and sacct print it), so
+    that a status shows every time in one form; None where it is none of these."""
+    days, _, clock = elapsed.strip().rpartition("-")
+    parts = clock.split(":")
+    if not (days.isdigit() or not days) or not all(p.isdigit() for p in parts) or not 2 <= len(parts) <= 3:
+        return None
+    seconds = 0
+    for p in parts:
+        seconds = seconds * 60 + int(p)
+    return seconds + int(days or 0) * 86400
 
 
 def _clock(seconds) -> str:

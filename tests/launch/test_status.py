@@ -85,3 +85,12 @@ def test_status_json_from_the_command_line(tmp_path):
     assert rc == 0
     state = json.loads(out)
     assert [c["done"] for c in state["chains"] if c["experiment"] == "toy"] == [2]
+
+
+def test_slurms_times_read_in_one_form():
+    # squeue printed 0:16, sacct 00:00:49, a local run's record 0:00:20: one status, three forms
+    from collapse_hpc.launch.status import _clock, slurm_seconds
+
+    assert [_clock(slurm_seconds(t)) for t in ("0:16", "00:00:49", "1:02:03", "2-03:04:05")] == \
+        ["0:00:16", "0:00:49", "1:02:03", "2 days, 3:04:05"]
+    assert slurm_seconds("INVALID") is None and slurm_seconds("") is None and _clock(None) == ""
