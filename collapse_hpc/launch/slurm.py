@@ -280,7 +280,10 @@ def try_requests(store, run, prof: profiles.Profile, kinds: dict[str, int]) -> N
             out = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=120)
         why = said(out.stderr) or f"exit status {out.returncode}"
         if out.returncode != 0 and not any(w in why for w in WAITS):
-            raise UserError(f"profile {prof.name}: sbatch refuses its {kind} jobs: {why}")
+            shared = [k for k in ("sbatch", "account", "qos") if getattr(prof, k)]  # what every kind's jobs get
+            raise UserError(f"profile {prof.name}: sbatch refuses its {kind} jobs: {why} (jobs.{kind} sets this "
+                            f"kind's requests" + (f"; {', '.join(shared)} appl{'y' if len(shared) > 1 else 'ies'} to every kind" if shared else "")
+                            + ")")
 
 
 # --test-only's answers while the nodes are drained, down or reserved (or the partition is down): sbatch

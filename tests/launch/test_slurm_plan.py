@@ -236,7 +236,8 @@ def test_what_sbatch_refuses_is_one_line_before_anything_is_written(tmp_path, fa
     rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
     assert rc == 2 and "Traceback" not in err, err
     assert err.strip() == "error: profile p: sbatch refuses its aggregate jobs: Batch job submission failed: " \
-                          "Invalid account or account/partition combination specified"
+                          "Invalid account or account/partition combination specified (jobs.aggregate sets this " \
+                          "kind's requests; account applies to every kind)"
     assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
     tried = [p.read_text() for p in fake_slurm.glob("test-only-*")]
     assert len(tried) == 1 and "#SBATCH --account=nobody" in tried[0]

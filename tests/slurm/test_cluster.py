@@ -182,8 +182,8 @@ def test_what_sbatch_refuses_stops_submit_before_anything_is_written(tmp_path):
     cfg = write_config(tmp_path, "refused", generations=1, ltarray={"parts": 1})
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
     rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
-    assert rc == 2 and err.strip() == ("error: profile dev-cluster: sbatch refuses its aggregate jobs: "
-                                       "Invalid --mem specification")
+    assert rc == 2 and err.strip().startswith("error: profile dev-cluster: sbatch refuses its aggregate jobs: "
+                                              "Invalid --mem specification (jobs.aggregate sets this kind's requests")
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
 
