@@ -281,8 +281,9 @@ def try_requests(store, run, prof: profiles.Profile, kinds: dict[str, int]) -> N
         why = said(out.stderr) or f"exit status {out.returncode}"
         if out.returncode != 0 and not any(w in why for w in WAITS):
             shared = [k for k in ("sbatch", "account", "qos") if getattr(prof, k)]  # what every kind's jobs get
+            verb = "apply" if len(shared) > 1 else "applies"
             raise UserError(f"profile {prof.name}: sbatch refuses its {kind} jobs: {why} (jobs.{kind} sets this "
-                            f"kind's requests" + (f"; {', '.join(shared)} appl{'y' if len(shared) > 1 else 'ies'} to every kind" if shared else "")
+                            f"kind's requests" + (f"; {', '.join(shared)} {verb} to every kind" if shared else "")
                             + ")")
 
 
