@@ -57,12 +57,18 @@ class GMMExperiment(ArrayExperiment):
                             int(self.pool_bytes(run, variant) // 8))
 
     def check(self, run) -> None:
-        """Nothing to refuse; on this machine (a local run) the wait for numba's first compile is said
-        up front, as the units' bar stays at 0 meanwhile."""
+        """Nothing to refuse. Said up front: snapshot generations the run does not reach, and on this
+        machine (a local run) the wait for numba's first compile, as the units' bar stays at 0 meanwhile."""
         import logging
 
         from collapse_hpc.experiments.gmm.em import compiled
 
+        wanted, G = run.section(NAME).snapshot_generations, self.generations(run)
+        beyond = [g for g in wanted if not -G <= g < G]
+        if beyond:  # kept (a longer run may reach them), but nothing of them is drawn now
+            logging.getLogger("collapse_hpc").warning(
+                "gmm.snapshot_generations %s: beyond the run's %d generations (0..%d, or -1 for the last); "
+                "no snapshots of them", beyond, G, G - 1)
         if run.executor != "slurm" and not compiled():
             logging.getLogger("collapse_hpc").info(
                 "gmm: the first fit compiles the EM kernels (numba; up to 2 minutes on 2 cores, once per "

@@ -100,3 +100,12 @@ def test_a_local_run_says_the_first_fit_compiles(monkeypatch, caplog, executor, 
     with caplog.at_level("INFO", logger="collapse_hpc"):
         experiments.get("gmm").check(run)
     assert ("the first fit compiles the EM kernels" in caplog.text) == said
+
+
+def test_snapshot_generations_beyond_the_run_are_named(caplog):
+    # they were dropped silently: a run of 5 generations asked for [7] and drew no snapshot
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug",
+                                        "gmm": {**SECTION, "snapshot_generations": [0, 7, -1, -9]}})
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        experiments.get("gmm").check(run)
+    assert "gmm.snapshot_generations [7, -9]: beyond the run's 4 generations (0..3" in caplog.text
