@@ -13,8 +13,9 @@ class GaussianConfig(Section):
     samples: list[int] = knob([100, 500, 1000, 10000], "sample sizes n, one variant each", min=2, unique=True)
     estimator: str = knob("mle", "variance estimate: mle (ddof 0, the notebook) or unbiased (ddof 1)",
                           choices=("mle", "unbiased"))
-    mu: float = knob(0.0, "mean of the real data")
-    sigma: float = knob(1.0, "standard deviation of the real data", gt=0)
+    # bounded so that squares and logs stay finite in float64 (W2, log variance): the results scale with sigma
+    mu: float = knob(0.0, "mean of the real data", min=-1e100, max=1e100)
+    sigma: float = knob(1.0, "standard deviation of the real data", gt=1e-100, max=1e100)
     replicates: int = knob(1000, "independent replicates per variant", min=1)
     chunk_replicates: int = knob(250, "replicates per array task (each runs every generation)", min=1)
     pool_memory_gib: float = knob(4.0, "accumulate-subsample keeps every generation's points: chunks "

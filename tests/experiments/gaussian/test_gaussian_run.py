@@ -54,9 +54,18 @@ def test_same_seed_gives_bit_identical_parquet(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     ({"samples": [1]}, "gaussian.samples: must be >= 2"),
     ({"estimator": "bayes"}, "gaussian.estimator: must be one of"),
-    ({"sigma": 0}, "gaussian.sigma: must be > 0"),
+    ({"sigma": 0}, "gaussian.sigma: must be > 1e-100"),
     ({"samples": []}, "at least one sample size"),
 ])
 def test_bad_parameters_give_one_clear_error(bad, message):
     with pytest.raises(UserError, match=message):
         experiments.config_from_dict({"gaussian": {**SECTION, **bad}})
+
+
+@pytest.mark.parametrize("key, value", [("sigma", 1e300), ("sigma", 1e-320), ("mu", -1e300)])
+def test_scales_that_overflow_float64_are_refused(key, value):
+    # sigma 1e300 gave NaN metrics and an OverflowError in the W2 figure; 1e-320 a log variance of -inf
+    from collapse_hpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"gaussian.{key}: must be"):
+        experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "gaussian": {key: value}})
