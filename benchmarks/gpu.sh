@@ -26,7 +26,9 @@ if ! "$py" -c "import deepspeed" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; t
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 2
   export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
-"$py" -c "import sys, torch, transformers; print(f'python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}')" | tee "$out/versions.txt"
+"$py" -c "import sys, torch, transformers; print(f'python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}')" >"$out/versions.txt" \
+  || { echo "gpu.sh: $py cannot import torch and transformers; give the interpreter that has them (PYTHON=.venv/bin/python)" >&2; exit 2; }
+cat "$out/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$out/gpu.txt"
 
 if [ "${TINY:-0}" = 1 ]; then  # a dry run of every step with tiny shapes (CPU)
@@ -39,11 +41,14 @@ else
   limits=(170 90 200)  # seconds on one H200: 8 min at most, under 5 expected
 fi
 
+failed=0
 bench() {  # name, seconds, then the command; the full log stays in $out/<name>.log
-  local name=$1 limit=$2 started=$SECONDS; shift 2
+  local name=$1 limit=$2 started=$SECONDS rc; shift 2
   echo "== $name: $*"
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
-  echo "   exit $?, $((SECONDS - started)) s"
+  rc=$?
+  [ "$rc" -eq 0 ] || failed=$((failed + 1))
+  echo "   exit $rc, $((SECONDS - started)) s"
 }
 bench train "${limits[0]}" "$py" benchmarks/lm_train.py --opt125m --paths "$paths" --peak-tflops "$peak" "${train_args[@]}"
 grep -E "^(device|plain|ours|fastest)" "$out/train.log" | sed 's/^/   /'
@@ -65,3 +70,4 @@ for m in sorted(Path(sys.argv[1]).glob("lm/*/gen_*/manifest.json")):
     print(f"   {m.parent.name}: {shown}; whole job {facts['seconds']:.1f} s")
 PY
 grep -h "^ours/plain-eager:" "$out/train.log" || echo "ours/plain-eager: n/a (see $out/train.log)"
+[ "$failed" -eq 0 ]  # a step that failed fails the script, after its last line
