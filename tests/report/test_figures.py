@@ -433,3 +433,47 @@ def test_tail_ratios_near_one_are_labelled_as_ratios():
         fig.canvas.draw()
     labels = [t.get_text().replace("\N{MINUS SIGN}", "-") for t in axes[0, 0].get_yticklabels() if t.get_text()]
     assert labels and all(float(t) > 0.99 for t in labels), labels
+
+
+def test_a_regime_has_one_colour_in_every_figure(full_run):
+    """accumulate is drawn in one colour whether the figure splits it by sample size (the overview's
+    'accumulate, samples=10') or has a panel per size, and in every experiment; keep 10% (the lm's
+    only) in another: the colour names the regime, not the series' place in one figure."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2
+    from collapse_hpc.experiments.lm.figures import lm_test_ppl
+    from collapse_hpc.plotting import style
+    from matplotlib import rc_context
+
+    colours: dict = {}
+    with rc_context(style.RC):
+        for experiment, fns in (("gaussian", [gaussian_figures.gaussian_sigma_err]), ("gmm", [gmm_l2]),
+                                ("lm", [lm_test_ppl])):
+            ctx = _context(full_run, experiment)
+            for fn in fns + [drawing.overviews(ctx)[0][2]]:
+                fig, _ = fn(ctx)
+                for line in (ln for ax in fig.axes for ln in ax.get_lines()):
+                    regime = line.get_label().split(", samples=")[0]
+                    if not regime.startswith("_") and regime in ("replace", "replace, keep 10%", "accumulate"):
+                        colours.setdefault(regime, set()).add(line.get_color())
+    assert set(colours) == {"replace", "replace, keep 10%", "accumulate"}
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert len(set().union(*colours.values())) == 3, colours
+
+
+def test_settings_of_one_regime_share_its_colour_and_differ_by_dash(full_run):
+    from collapse_hpc.plotting import style
+    from matplotlib import rc_context
+
+    ctx = _context(full_run, "gaussian")
+    with rc_context(style.RC):
+        fig, _ = drawing.overviews(ctx)[0][2](ctx)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")}
+    assert set(lines) == {"replace, samples=10", "replace, samples=100", "accumulate, samples=10",
+                          "accumulate, samples=100"}
+    for regime in ("replace", "accumulate"):
+        small, large = lines[f"{regime}, samples=10"], lines[f"{regime}, samples=100"]
+        assert small.get_color() == large.get_color() and small.get_marker() == large.get_marker()
+        assert small.get_linestyle() != large.get_linestyle()
+    styles = {(ln.get_color(), ln.get_linestyle()) for ln in lines.values()}
+    assert len(styles) == 4
+
