@@ -477,3 +477,24 @@ def test_settings_of_one_regime_share_its_colour_and_differ_by_dash(full_run):
     styles = {(ln.get_color(), ln.get_linestyle()) for ln in lines.values()}
     assert len(styles) == 4
 
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_a_figure_with_bands_says_what_they_are(full_run, experiment):
+    """Every figure that draws a shaded band around a line says in its caption what the band is,
+    and over how many values (n)."""
+    from matplotlib.collections import PolyCollection
+    from collapse_hpc.plotting import style
+    from matplotlib import rc_context
+
+    ctx = _context(full_run, experiment)
+    banded = []
+    with rc_context(style.RC):
+        for key, _, fn in experiments.describe(experiment).figures() + drawing.overviews(ctx):
+            try:
+                made = fn(ctx)
+            except NotInThisRun:
+                continue
+            if made and any(isinstance(c, PolyCollection) for ax in made[0].axes for c in ax.collections):
+                banded.append(key)
+                assert "band: its 95% confidence interval" in made[1] and "n = " in made[1], (key, made[1])
+    assert banded or experiment == "vae"  # the synthetic vae has one seed: no band to explain

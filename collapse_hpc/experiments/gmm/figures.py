@@ -36,7 +36,8 @@ def gmm_variance(ctx: Context):
     fig = metric and metric_grid(ctx, [metric], logy=True, replicates=True,
                                  ylabels={metric: "total variance"})
     return fig and (fig, "Total variance (trace of the covariance) of the fitted mixture against generation "
-                         "(log scale; the real blob's: 2, two-mode's: 2 + separation²/4). Collapse as the paper "
+                         f"(log scale; the real blob's: 2, two-mode's: 2 + separation²/4): {band_note(ctx, [metric])} "
+                         "(thick), and single replicates (thin). Collapse as the paper "
                          "expects it: it falls towards 0 (lower is worse) as the mixture loses its tails. Here, "
                          f"the mean: {trend(ctx, metric)}. {GAPS}")
 

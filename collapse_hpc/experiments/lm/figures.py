@@ -204,7 +204,8 @@ def lm_diversity(ctx: Context):
     fig = metric_grid(ctx, metrics)
     return fig and (fig, "Diversity of the data each generation produces (distinct-n, type-token ratio, "
                          "unigram entropy; its rare tokens, against the real data's share, are in the tails "
-                         "figure) against generation. Later studies expect collapse to lower them (lower is "
+                         f"figure) against generation: {band_note(ctx, metrics)}. Later studies expect collapse "
+                         "to lower them (lower is "
                          "worse): fewer distinct phrases."
                          + _here(_diversity_statements(ctx, metrics), most=len(metrics)) + f" {GAPS}")
 
@@ -296,7 +297,8 @@ def lm_tails(ctx: Context):
                  "tokens whose type is rare (the least frequent types carrying 10% of the real train split's tokens, "
                  "and types never seen there), frequent (the most frequent carrying 50%) or in between, each "
                  "relative to generation 0. Bottom: the shares of rare and of middle tokens in each generation's "
-                 "generated data; dotted, the real training blocks' own shares. Collapse is expected to forget the "
+                 f"generated data ({band_note(ctx, [f'{c}_token_share' for c in SHARES])}); dotted, the real "
+                 "training blocks' own shares. Collapse is expected to forget the "
                  "tails first: the rare tokens' perplexity rises most (higher is worse) and generated text holds "
                  "fewer rare tokens than real text (lower is worse)." + _here(statements, most=len(statements))
                  + "".join(f" {text[0].upper()}{text[1:]}." for text in shares) + f" {GAPS}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, metric_grid, pick, trend
+from collapse_hpc.plotting.figures import GAPS, band_note, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import Context, no_data, unit_order, unit_series
 
 
@@ -136,7 +136,8 @@ def vae_tails(ctx: Context):
                  "mean under generation 0's encoder lies farther from the prior's centre than 99% of the real "
                  "training images' (share beyond the real 99% radius; the radius is in each unit's metrics.parquet "
                  "metadata, latent_tail), and the share of the rarest class among the classifier's labels of those "
-                 "images (rarest class's share). Collapse as the paper expects it: the tails go first, so both "
+                 f"images (rarest class's share); {band_note(ctx, metrics)}. Collapse as the paper expects it: "
+                 "the tails go first, so both "
                  f"fall to 0 while the common shapes remain (lower is worse). Here: {here}. {GAPS}")
 
 
@@ -150,7 +151,8 @@ def vae_class_entropy(ctx: Context):
     metric = pick(ctx.metrics(), "class_entropy", pattern=r"entropy")
     fig = metric and metric_grid(ctx, [metric], ylabels={metric: "class entropy (nats)"})
     return fig and (fig, "Entropy of the classifier's labels of the generated samples (vae.eval_samples) "
-                         "against generation (log 10 = 2.30: all ten classes equally often). Collapse as the "
+                         f"against generation (log 10 = 2.30: all ten classes equally often): "
+                         f"{band_note(ctx, [metric])}. Collapse as the "
                          "paper expects it: it falls towards 0, one class's shape left (lower is worse). Here: "
                          f"{trend(ctx, metric)} nats. {GAPS}")
 
