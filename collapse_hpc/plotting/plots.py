@@ -317,13 +317,44 @@ def _bands_to_floor(ax) -> None:
 
 
 def plain_log_ticks(axis) -> None:
-    """A log axis labelled 20, 50, 100, 200 …: readable where it spans only a decade or two (the
-    default labels every minor tick as 3 x 10^1, 4 x 10^1, … and they collide)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """A log axis labelled 20, 50, 100, 200 … (the default labels every minor tick as 3 x 10^1, 4 x 10^1,
+    … and they collide), with as few labels as still give at least three in view: 80, 100, 150 where the
+    axis spans less than a decade (1-2-5 alone would label 100 and nothing else)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(_ladder_locator())
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
+
+
+def _log_ladder_ticks(lo: float, hi: float, least: int = 3) -> np.ndarray:
+    """Ticks at 1, 10, 100 …, else 1-2-5, else finer ladders: the sparsest with `least` ticks in [lo, hi]."""
+    ladders = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
+               (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0))
+    lo, hi = sorted((lo, hi))
+    hi = hi if hi > 0 else 1.0
+    lo = lo if lo > 0 else hi / 1e3
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for subs in ladders:
+        ticks = np.array(sorted(s * 10.0 ** k for k in decades for s in subs))
+        if ((ticks >= lo) & (ticks <= hi)).sum() >= least:
+            break
+    return ticks
+
+
+def _ladder_locator():
+    """A matplotlib Locator of _log_ladder_ticks over the axis' view (defined here: importing this module
+    does not import matplotlib)."""
+    from matplotlib.ticker import Locator
+
+    class LogLadder(Locator):
+        def __call__(self):
+            return self.tick_values(*self.axis.get_view_interval())
+
+        def tick_values(self, vmin, vmax):
+            return _log_ladder_ticks(vmin, vmax)
+
+    return LogLadder()
 
 
 def integer_x(ax) -> None:

@@ -498,3 +498,22 @@ def test_a_figure_with_bands_says_what_they_are(full_run, experiment):
                 banded.append(key)
                 assert "band: its 95% confidence interval" in made[1] and "n = " in made[1], (key, made[1])
     assert banded or experiment == "vae"  # the synthetic vae has one seed: no band to explain
+
+
+@pytest.mark.parametrize("lo, hi, least", [(75.6, 186.0, 3), (20.0, 2000.0, 3), (1.0, 1e5, 3)])
+def test_a_narrow_log_axis_labels_at_least_three_values(lo, hi, least):
+    """The sequence-perplexity histogram spans 76 to 186 in the demo: labelled 1-2-5 only, its axis read
+    "100" and nothing else."""
+    from matplotlib.figure import Figure
+    from collapse_hpc.plotting.plots import plain_log_ticks
+
+    fig = Figure()
+    ax = fig.subplots()
+    ax.hist(np.geomspace(lo, hi, 200), bins=np.geomspace(lo, hi, 30))
+    ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
+    fig.canvas.draw()
+    x0, x1 = ax.get_xlim()
+    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and x0 <= t.get_position()[0] <= x1]
+    assert len(shown) >= least and all(float(t) > 0 for t in shown), shown
+    assert len(shown) <= 8, shown  # still readable, not every minor tick
