@@ -73,20 +73,27 @@ def _here(parts: list[str], most: int = 4) -> str:
     return " Here: " + "; ".join(parts[:most]) + more + "."
 
 
+def _way(change: float, down: str, up: str) -> str:
+    return "held (within 1%)" if abs(change) < NOISE else down if change < 0 else up
+
+
 def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
-    """Per series: median and p95 of the sequence perplexities at generation 0 and at the last
-    generation (seeds pooled), and which way the right tail went."""
+    """Per series: where the histogram went (its median, generation 0 against the last, seeds pooled) and
+    how far its right tail reaches beyond it (p95 over the median): a histogram that moves left as a
+    whole lowers its p95 too, without its tail shrinking."""
     out, order = [], ctx.in_order(d["series"].unique())
     for (run, series), sub in d.groupby(["run", "series"], sort=False):
         first, last = sub["generation"].min(), sub["generation"].max()
         if first != 0 or last == 0:
             continue
         a, b = (np.percentile(sub.loc[sub["generation"] == g, "ppl"], [50, 95]) for g in (first, last))
-        change = b[1] / a[1] - 1
-        way = "held (within 1%)" if abs(change) < NOISE else "shrank" if change < 0 else "grew"
+        moved, reach = b[0] / a[0] - 1, (b[1] / b[0]) / (a[1] / a[0]) - 1
         name = series if d["run"].nunique() == 1 else f"{run}: {series}"
-        out.append((order.index(series), f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])}, "
-                                         f"p95 {_fmt(a[1])} -> {_fmt(b[1])} ({_change(change)}): the right tail {way}"))
+        out.append((order.index(series),
+                    f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])} ({_change(moved)}): the "
+                    f"histogram {_way(moved, 'moved left', 'moved right')}; p95 {_fmt(a[1])} -> {_fmt(b[1])}, "
+                    f"{a[1] / a[0]:.3g} -> {b[1] / b[0]:.3g} times the median ({_change(reach)}): the right tail "
+                    f"{_way(reach, 'shortened', 'lengthened')}"))
     return [text for _, text in sorted(out, key=lambda e: e[0])]
 
 
