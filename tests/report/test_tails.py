@@ -87,3 +87,22 @@ def test_latent_figure_raw_as_the_notebook_or_standardised(tmp_path, how):
     else:
         assert legend[0] == "generation 0 (sd 1.00)" and "so generation 0 has sd 1" in caption
     assert f"→ {float(legend[-1].split('sd ')[1][:-1]):.2f} (generation 2)" in caption
+
+
+def test_vae_grids_and_latents_show_the_seed_that_got_furthest(tmp_path):
+    """A run stopped midway: seed 0 finished generation 0 only, seed 1 three generations. The sample
+    grids and the latent densities draw seed 1's three, not seed 0's one and 'missing' twice."""
+    from collapse_hpc.experiments.vae.figures import vae_latents, vae_samples
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 3, "regimes": [{"name": "replace", "keep_fraction": 0.0}]}},
+                           seeds=(0, 1))
+    synthetic.vae(root, finished=1, seed=0)
+    synthetic.vae(root, finished=3, seed=1)
+    ctx = _context(root, "vae")
+    fig, caption = vae_samples(ctx)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "missing" not in texts and sum(bool(ax.images) for ax in fig.axes) == 6  # 2 regimes x 3
+    fig, _ = vae_latents(ctx)
+    assert [label.split(" (")[0] for label in fig.axes[0].get_legend_handles_labels()[1]] == [
+        "generation 0", "generation 1", "generation 2"]

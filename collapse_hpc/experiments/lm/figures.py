@@ -432,7 +432,7 @@ FIGURES = [("sequence_ppl", "Perplexity of generated data under the generation-0
 def continuations(runs, prompts: int = 2) -> list:
     """The paper's example of text outputs: what each generation wrote after the same prompts (the
     chain's examples.parquet: the same real blocks in every generation under prompts: real), one
-    table per prompt, a row per generation and a column per series (its lowest seed)."""
+    table per prompt, a row per generation and a column per series (its seed that got furthest)."""
     out = []
     for run in runs:
         found: dict = defaultdict(lambda: defaultdict(dict))  # series -> seed -> generation -> file
@@ -446,7 +446,10 @@ def continuations(runs, prompts: int = 2) -> list:
         if not found:
             continue
         series = sorted(found, key=orders.__getitem__)
-        texts = {s: {g: pq.read_table(p).to_pylist() for g, p in found[s][min(found[s])].items()} for s in series}
+        # per series its seed that reached the most generations (the lowest of those): a seed stopped early
+        # would leave the generations another finished blank
+        chosen = {s: min(found[s], key=lambda seed: (-len(found[s][seed]), seed)) for s in series}
+        texts = {s: {g: pq.read_table(p).to_pylist() for g, p in found[s][chosen[s]].items()} for s in series}
         gens = sorted({g for s in series for g in texts[s]})
         first = texts[series[0]][min(texts[series[0]])]
         for ex in first[:: max(1, len(first) // prompts)][:prompts]:

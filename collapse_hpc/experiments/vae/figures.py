@@ -10,19 +10,20 @@ from collapse_hpc.plotting.plots import Context, no_data, unit_order, unit_serie
 
 
 def _files(ctx: Context, name: str) -> list:
-    """(run, series, {generation: path of `name`}) for one seed per regime, in the series' order."""
+    """(run, series, {generation: path of `name`}) of one seed per series, in the series' order: the seed
+    that reached the most generations (the lowest of those), so that a run whose first seed stopped early
+    still shows the generations another seed finished."""
     rows = []
     for run in ctx.runs:
-        found, orders = {}, {}
+        found, orders = {}, {}  # series -> seed -> generation -> path
         for unit in run.finished("vae"):
             info, key = unit_series(run, "vae", unit)
             orders[key] = unit_order(info)
-            if info.seed != min(v.seed for v in _variants_of(run, "vae", info.regime)):
-                continue  # one seed per regime
             path = unit.file(name)
             if path is not None:
-                found.setdefault(key, {})[unit.index] = path
-        rows += [(run, k, v) for k, v in sorted(found.items(), key=lambda kv: orders[kv[0]])]
+                found.setdefault(key, {}).setdefault(info.seed, {})[unit.index] = path
+        chosen = {k: seeds[min(seeds, key=lambda seed: (-len(seeds[seed]), seed))] for k, seeds in found.items()}
+        rows += [(run, k, v) for k, v in sorted(chosen.items(), key=lambda kv: orders[kv[0]])]
     return rows
 
 
@@ -56,7 +57,8 @@ def vae_samples(ctx: Context):
     counted = [f"{m} {t}" for m in ("class_entropy", "class_min_share") if m in ctx.metrics() and (t := trend(ctx, m))]
     here = (" Here (the classifier's labels of vae.eval_samples samples, mean over seeds): " + "; ".join(counted)
             + ".") if counted else ""
-    return fig, ("100 samples decoded from the prior by each generation's VAE (one seed per regime). Collapse "
+    return fig, ("100 samples decoded from the prior by each generation's VAE (one seed per regime, the one "
+                 "that reached the most generations). Collapse "
                  "as the paper expects it: from left to right the images blur and converge to a few shapes, then one "
                  "(fewer and blurrier shapes are worse)." + here)
 
@@ -139,12 +141,6 @@ def vae_tails(ctx: Context):
                  f"images (rarest class's share); {band_note(ctx, metrics)}. Collapse as the paper expects it: "
                  "the tails go first, so both "
                  f"fall to 0 while the common shapes remain (lower is worse). Here: {here}. {GAPS}")
-
-
-def _variants_of(run, experiment: str, regime: str):
-    vs = [v for (e, _), v in run.variants.items() if e == experiment and v.regime == regime]
-    return vs or [run.variant(experiment, u.variant) for u in run.finished(experiment)
-                  if run.variant(experiment, u.variant).regime == regime]
 
 
 def vae_class_entropy(ctx: Context):
