@@ -305,7 +305,7 @@ def test_sequence_ppl_caption_tells_a_shift_from_a_longer_tail(shift, spread, mo
 
     base = np.exp(np.linspace(-1.0, 1.0, 512)) * 100
     later = shift * 100 * (base / 100) ** np.log(spread * np.e)  # log-spread scaled: p95/median ** (1 + log spread)
-    d = pd.DataFrame({"run": "r", "series": "replace", "generation": np.repeat([0, 2], 512),
+    d = pd.DataFrame({"run": "r", "series": "replace", "seed": 0, "generation": np.repeat([0, 2], 512),
                       "ppl": np.concatenate([base, later])})
     ctx = SimpleNamespace(in_order=lambda names: list(names))
     (text,) = _tail_statements(ctx, d)
@@ -521,3 +521,28 @@ def test_a_narrow_log_axis_labels_at_least_three_values(lo, hi, least):
     shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and x0 <= t.get_position()[0] <= x1]
     assert len(shown) >= least and all(float(t) > 0 for t in shown), shown
     assert len(shown) <= 8, shown  # still readable, not every minor tick
+
+
+def test_captions_of_a_run_stopped_midway_compare_the_same_chains(tmp_path):
+    """Seed 1 stopped after generation 0, seed 0 reached generation 3: a caption's change from generation 0
+    to 3 starts from seed 0's generation 0 alone, not from the mean of both seeds (which would credit seed 1's
+    start to seed 0's end)."""
+    import pyarrow.parquet as pq
+
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl, lm_test_ppl
+    from collapse_hpc.plotting.figures import trend
+    from tests.report import synthetic
+
+    root = tmp_path / "lm"
+    synthetic.write_config(root, {"lm": {"generations": 4, "seeds": [0, 1]}}, generations=4, seeds=(0, 1))
+    synthetic.lm(root, done={"replace-p0-s1": 1, "replace-p0.1-s1": 1}, small=True)
+    ctx = _context(root, "lm")
+    unit = root / "lm" / "replace-p0-s0"
+    start, end = (pq.read_table(unit / f"gen_00{g}" / "metrics.parquet").column("test_ppl")[0].as_py() for g in (0, 3))
+    both = ctx.summary[(ctx.summary["metric"] == "test_ppl") & (ctx.summary["regime"] == "replace-p0")
+                       & (ctx.summary["generation"] == 0)]["mean"].iloc[0]
+    assert f"{both:.3g}" != f"{start:.3g}"  # as the synthetic run is made: the seeds start apart
+    assert f"replace {start:.3g} -> {end:.3g} at generation 3" in lm_test_ppl(ctx)[1]
+    assert f"replace {start:.3g} → {end:.3g}" in trend(ctx, "test_ppl")
+    ppl = pq.read_table(unit / "gen_000" / "sequence_ppl.parquet").column("ppl").to_numpy()
+    assert f"replace, generation 0 -> 3: median {np.median(ppl):.3g} -> " in lm_sequence_ppl(ctx)[1]

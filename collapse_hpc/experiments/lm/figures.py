@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, metric_grid, pick
+from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick
 from collapse_hpc.plotting.plots import (Context, integer_x, legend_below, no_data, plain_log_ticks, series_label,
                                          series_order, unit_order, unit_series)
 
@@ -28,8 +28,9 @@ def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
             path = unit.file(name)
             if path is None or not set(columns) <= set(pq.read_schema(path).names):
                 continue
+            info, series = unit_series(run, "lm", unit)
             tables.append(pq.read_table(path, columns=columns).to_pandas().assign(
-                run=run.label, series=unit_series(run, "lm", unit)[1], generation=unit.index))
+                run=run.label, series=series, seed=info.seed, generation=unit.index))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
 
@@ -54,9 +55,10 @@ def _ends(ctx: Context, metric: str) -> list[tuple[str, float, int, float]]:
         if g0.empty or int(last["generation"].iloc[0]) == 0:
             continue
         label = series_label(grp.iloc[0], settings)
-        label = label if len(ctx.run_labels) == 1 else f"{grp['run'].iloc[0]}: {label}"
-        out.append(((grp["run"].iloc[0], series_order(grp.iloc[0], settings)), label, float(g0["mean"].iloc[0]),
-                    int(last["generation"].iloc[0]), float(last["mean"].iloc[0])))
+        run, end = grp["run"].iloc[0], int(last["generation"].iloc[0])
+        start = like_for_like(ctx, run, metric, g0.iloc[0], end, float(g0["mean"].iloc[0]))
+        label = label if len(ctx.run_labels) == 1 else f"{run}: {label}"
+        out.append(((run, series_order(grp.iloc[0], settings)), label, start, end, float(last["mean"].iloc[0])))
     return [e[1:] for e in sorted(out, key=lambda e: e[0])]
 
 
@@ -78,14 +80,15 @@ def _way(change: float, down: str, up: str) -> str:
 
 
 def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
-    """Per series: where the histogram went (its median, generation 0 against the last, seeds pooled) and
-    how far its right tail reaches beyond it (p95 over the median): a histogram that moves left as a
-    whole lowers its p95 too, without its tail shrinking."""
+    """Per series: where the histogram went (its median, generation 0 against the last, pooled over the
+    seeds that reached the last) and how far its right tail reaches beyond it (p95 over the median): a
+    histogram that moves left as a whole lowers its p95 too, without its tail shrinking."""
     out, order = [], ctx.in_order(d["series"].unique())
     for (run, series), sub in d.groupby(["run", "series"], sort=False):
         first, last = sub["generation"].min(), sub["generation"].max()
         if first != 0 or last == 0:
             continue
+        sub = sub[sub["seed"].isin(sub.loc[sub["generation"] == last, "seed"])]  # the chains that got there
         a, b = (np.percentile(sub.loc[sub["generation"] == g, "ppl"], [50, 95]) for g in (first, last))
         moved, reach = b[0] / a[0] - 1, (b[1] / b[0]) / (a[1] / a[0]) - 1
         name = series if d["run"].nunique() == 1 else f"{run}: {series}"
