@@ -106,3 +106,34 @@ def test_vae_grids_and_latents_show_the_seed_that_got_furthest(tmp_path):
     fig, _ = vae_latents(ctx)
     assert [label.split(" (")[0] for label in fig.axes[0].get_legend_handles_labels()[1]] == [
         "generation 0", "generation 1", "generation 2"]
+
+
+def test_gmm_snapshots_show_every_point_and_say_what_a_run_did_not_record(tmp_path):
+    """Every sampled point lies inside its panel (the outermost are the tails; the axes came from generation
+    0's 99.5% quantile and cut some off), and beside a run of other snapshot generations a cell the run never
+    recorded says so instead of 'missing'."""
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import collect, stats
+    from collapse_hpc import experiments
+
+    roots = []
+    for name, generations in (("long", 21), ("short", 12)):
+        root = tmp_path / name
+        synthetic.write_config(root, {"gmm": {"generations": generations}}, generations=1)
+        synthetic.gmm(root, generations=generations)
+        roots.append(root)
+    data = [collect.load_run(r) for r in roots]
+    df = collect.tidy(data)
+    df = df[df["experiment"] == "gmm"]
+    ctx = Context("gmm", df, stats.summarise(df), data,
+                  experiments.describe("gmm").metric_specs(sorted(df["metric"].unique())))
+    fig, caption = gmm_snapshots(ctx)
+    for ax in fig.axes:
+        for points in ax.collections:
+            xy = points.get_offsets()
+            (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+            assert ((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)).all()
+    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert texts == {"not recorded in long", "not recorded in short"}, texts  # 0, 10, 11 against 0, 10, 20
+    assert "every point in view" in caption
