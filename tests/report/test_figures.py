@@ -83,6 +83,7 @@ def test_lm_training_curves_draw_every_generation_of_every_regime(tmp_path):
     fig, caption = lm_training_curves(_context(root, "lm"))
     axes = fig.axes
     assert len(axes) == 4 and "training_curve.parquet" in caption  # loss and tokens/s x 2 regimes
+    assert [axes[0].get_ylabel(), axes[2].get_ylabel()] == ["training loss (nats per token)", "tokens/s"]  # units
     loss = axes[0].get_lines()
     assert [line.get_label() for line in loss] == ["generation 0", "generation 1", "generation 2"]
     assert list(loss[0].get_xdata()) == list(range(1, 41))

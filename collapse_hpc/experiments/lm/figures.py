@@ -410,7 +410,7 @@ def lm_training_curves(ctx: Context):
         sub = d[(d["run"] == run) & (d["series"] == s)]
         for i, g in enumerate(gens):
             line = sub[sub["generation"] == g]
-            for r, (col, label) in enumerate([("loss", "training loss"), ("tokens_per_s", "tokens/s")]):
+            for r, (col, label) in enumerate([("loss", "training loss (nats per token)"), ("tokens_per_s", "tokens/s")]):
                 axes[r, c].plot(line["step"], line[col], color=colours[i], linestyle=style.generation_dash(i),
                                 linewidth=1.0, label=f"generation {g}" if r == 0 else None)
                 axes[r, c].set_ylabel(label)
