@@ -394,6 +394,9 @@ def _first_and_last(sub, series: list[str], settings) -> tuple[list, list, list]
     return first, last, reached
 
 
+CURVES = [("loss", "training loss (nats per token)"), ("tokens_per_s", "tokens/s")]  # column, axis label
+
+
 def lm_training_curves(ctx: Context):
     """Training loss and throughput against the optimizer step, one line per generation (mean
     over seeds), one column per regime: training_curve.parquet of each finished unit."""
@@ -410,7 +413,7 @@ def lm_training_curves(ctx: Context):
         sub = d[(d["run"] == run) & (d["series"] == s)]
         for i, g in enumerate(gens):
             line = sub[sub["generation"] == g]
-            for r, (col, label) in enumerate([("loss", "training loss (nats per token)"), ("tokens_per_s", "tokens/s")]):
+            for r, (col, label) in enumerate(CURVES):
                 axes[r, c].plot(line["step"], line[col], color=colours[i], linestyle=style.generation_dash(i),
                                 linewidth=1.0, label=f"generation {g}" if r == 0 else None)
                 axes[r, c].set_ylabel(label)
