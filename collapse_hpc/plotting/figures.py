@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.plots import (Context, draw_series, integer_x, legend_below, maybe_log, no_data, num,
-                                         series_rows)
+                                         series_data, series_rows)
 
 GAPS = "Gaps mark generations not (yet) finished."
 
@@ -48,7 +50,8 @@ def trend(ctx: Context, metric: str, *, fixed: dict | None = None, exclude: tupl
             first, last = g.iloc[0], g.iloc[-1]
             span = (int(first["generation"]), int(last["generation"]))
             spans.add(span)
-            parts.append((label, f"{num(first[stat], digits)} → {num(last[stat], digits)}", span))
+            a = like_for_like(ctx, run, metric, first, span[1], first[stat], stat)
+            parts.append((label, f"{num(a, digits)} → {num(last[stat], digits)}", span))
         if not parts:
             continue
         one = len(spans) == 1
@@ -59,6 +62,22 @@ def trend(ctx: Context, metric: str, *, fixed: dict | None = None, exclude: tupl
             text += f" (generation {a} → {b})"
         out.append(text if len(ctx.run_labels) == 1 else f"{run}: {text}")
     return "; ".join(out)
+
+
+def like_for_like(ctx: Context, run: str, metric: str, row, last: int, value: float, stat: str = "mean") -> float:
+    """`value`, the series' `stat` at the generation of summary row `row`, taken over only the seeds and
+    replicates the series has at generation `last`: in a run stopped midway a chain that stopped early would
+    otherwise count at the start and not at the end, and the change would compare different chains."""
+    d = series_data(ctx, run, metric, row)
+    keys = ["seed", "replicate"]
+    have = d.loc[d["generation"] == last, keys].drop_duplicates()
+    start = d[d["generation"] == row["generation"]]
+    if len(have) >= len(start[keys].drop_duplicates()):
+        return value
+    at = start.merge(have, on=keys)["value"].astype(float).dropna()
+    if not len(at) or np.isinf(at).any():
+        return value
+    return float(at.mean() if stat == "mean" else at.median())
 
 
 WORSE = {"higher": " (↑ worse)", "lower": " (↓ worse)"}  # a panel title's note of which way collapse moves it

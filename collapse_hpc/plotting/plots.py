@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,28 @@ class Context:
             return None
         return f"not in {label}"
 
+    def series_style(self, row, points: int, exclude: tuple[str, ...] = ()) -> dict:
+        """Line keywords of the series a summary row belongs to: colour and marker from its regime's place
+        among every regime of the report (so a regime looks the same in every figure, whatever else is
+        drawn beside it), the dash from its settings' place among this experiment's (samples=1000 beside
+        samples=100)."""
+        settings = [k for k in self.settings() if k not in exclude]
+        combos = self.summary.drop_duplicates(settings) if settings else self.summary.head(1)
+        texts = sorted({tuple(_settings_text(r, settings, ())) for _, r in combos.iterrows()},
+                       key=lambda t: _natural(", ".join(t)))
+        mine = tuple(_settings_text(row, settings, ()))
+        return style.series(self._regime_places.get(regime_legend(row), len(self._regime_places)), points,
+                            texts.index(mine) if mine in texts else 0)
+
+    @functools.cached_property
+    def _regime_places(self) -> dict:
+        """regime (as legends name it) -> its place among the regimes of every experiment of every run."""
+        found = {regime_legend(variant_row(info)): regime_order(variant_row(info))
+                 for run in self.runs for info in run.variants.values()}
+        for _, row in self.summary.drop_duplicates(["regime", *REGIME]).iterrows():
+            found.setdefault(regime_legend(row), regime_order(row))
+        return {name: i for i, name in enumerate(sorted(found, key=found.__getitem__))}
+
     def in_order(self, labels) -> list[str]:
         """Series labels as unit_series names them, in the legends' order (from their variants' values)."""
         return sorted(labels, key=lambda label: self._orders.get(label, (True, label)))
@@ -143,21 +166,24 @@ def series_label(row, settings: list[str], exclude: tuple[str, ...] = ()) -> str
     return ", ".join([regime_legend(row), *_settings_text(row, settings, exclude)])
 
 
-def series_order(row, settings: list[str], exclude: tuple[str, ...] = ()) -> tuple:
-    """Where a row's series goes in legends: replace (by kept fraction) before the other kinds, then
-    settings in natural order (samples=100 before samples=1000): the regime decides first, so it keeps
-    its place with or without settings. From the row's values, never from its label."""
-    import re
+def _natural(text: str) -> list:
+    """A sort key reading digits as numbers: samples=100 before samples=1000."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
-    def natural(text):
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
+def regime_order(row) -> tuple:
+    """Where a row's regime goes in legends: replace (by kept fraction) before the other kinds."""
     kind = row.get("kind")
     if kind is None or pd.isna(kind):
-        regime: tuple = (True, str(row["regime"]), 0.0, 0.5)
-    else:
-        regime = regimes.order(kind, float(row["keep_fraction"]), float(row["verifier_quantile"]))
-    return (*regime, natural(", ".join(_settings_text(row, settings, exclude))))
+        return True, str(row["regime"]), 0.0, 0.5
+    return regimes.order(kind, float(row["keep_fraction"]), float(row["verifier_quantile"]))
+
+
+def series_order(row, settings: list[str], exclude: tuple[str, ...] = ()) -> tuple:
+    """Where a row's series goes in legends: its regime, then settings in natural order (samples=100
+    before samples=1000): the regime decides first, so it keeps its place with or without settings.
+    From the row's values, never from its label."""
+    return (*regime_order(row), _natural(", ".join(_settings_text(row, settings, exclude))))
 
 
 def variant_row(info) -> dict:
@@ -213,13 +239,11 @@ def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None =
     """Mean (95% CI band) or median against generation of each series of `run` for `metric`; returns
     lines drawn. thin: a thin dotted line without markers in the series' colour (a second statistic
     beside the first), labelled with `suffix` after the series' label."""
-    order = ctx.series_labels(exclude)
     drawn = 0
     for label, grp in series_rows(ctx, run, metric, fixed=fixed, exclude=exclude, stat=stat):
-        i = order.index(label) if label in order else len(order)
         gens = gens_axis(ctx.planned(run), grp["generation"])
         g = grp.set_index("generation").reindex(gens)
-        kw = style.series(i, len(gens))
+        kw = ctx.series_style(grp.iloc[0], len(gens), exclude)
         if thin:
             kw.update(marker=None, linestyle=":", linewidth=0.9)
         if replicates:
@@ -293,13 +317,44 @@ def _bands_to_floor(ax) -> None:
 
 
 def plain_log_ticks(axis) -> None:
-    """A log axis labelled 20, 50, 100, 200 …: readable where it spans only a decade or two (the
-    default labels every minor tick as 3 x 10^1, 4 x 10^1, … and they collide)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """A log axis labelled 20, 50, 100, 200 … (the default labels every minor tick as 3 x 10^1, 4 x 10^1,
+    … and they collide), with as few labels as still give at least three in view: 80, 100, 150 where the
+    axis spans less than a decade (1-2-5 alone would label 100 and nothing else)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(_ladder_locator())
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
+
+
+def _log_ladder_ticks(lo: float, hi: float, least: int = 3) -> np.ndarray:
+    """Ticks at 1, 10, 100 …, else 1-2-5, else finer ladders: the sparsest with `least` ticks in [lo, hi]."""
+    ladders = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
+               (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0))
+    lo, hi = sorted((lo, hi))
+    hi = hi if hi > 0 else 1.0
+    lo = lo if lo > 0 else hi / 1e3
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for subs in ladders:
+        ticks = np.array(sorted(s * 10.0 ** k for k in decades for s in subs))
+        if ((ticks >= lo) & (ticks <= hi)).sum() >= least:
+            break
+    return ticks
+
+
+def _ladder_locator():
+    """A matplotlib Locator of _log_ladder_ticks over the axis' view (defined here: importing this module
+    does not import matplotlib)."""
+    from matplotlib.ticker import Locator
+
+    class LogLadder(Locator):
+        def __call__(self):
+            return self.tick_values(*self.axis.get_view_interval())
+
+        def tick_values(self, vmin, vmax):
+            return _log_ladder_ticks(vmin, vmax)
+
+    return LogLadder()
 
 
 def integer_x(ax) -> None:

@@ -42,11 +42,14 @@ REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}
 PAPER = {"color": "#8B0000", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 1.2, "zorder": 1}
 
 
-def series(i: int, points: int = 10) -> dict:
-    """Line keywords of the i-th series; markers on at most ~8 points of a long line."""
+def series(i: int, points: int = 10, setting: int = 0) -> dict:
+    """Line keywords of the i-th series (of a regime: its colour and marker in every figure); markers on
+    at most ~8 points of a long line. `setting`: the i-th regime's variant of another setting (a sample
+    size): the same colour and marker, its own dash, hollow markers on every other one."""
+    hollow = (i // len(COLOURS) + setting) % 2
     return {"color": COLOURS[i % len(COLOURS)], "marker": MARKERS[i % len(MARKERS)],
-            "linestyle": DASHES[i % len(DASHES)], "markevery": max(1, points // 8),
-            "markerfacecolor": "white" if (i // len(COLOURS)) % 2 else COLOURS[i % len(COLOURS)]}
+            "linestyle": DASHES[(i + setting) % len(DASHES)], "markevery": max(1, points // 8),
+            "markerfacecolor": "white" if hollow else COLOURS[i % len(COLOURS)]}
 
 
 def generation_colours(n: int) -> list:

@@ -32,9 +32,29 @@ def constant_metrics(ctx: Context) -> dict[str, list[float]]:
     return {m: sorted(set(g.loc[g["metric"] == m, "low"])) for m in per.index[per["flat"] & per["span"]]}
 
 
-def _overview_note(ctx: Context, constant: dict, bookkeeping: list[str], compute: list[str]) -> str:
+def one_generation_metrics(ctx: Context) -> dict[str, tuple[int, list[float]]]:
+    """Metrics recorded at one generation only (the initial model's test perplexity, the real data's own
+    shares: generation 0) where the run has several: a panel of them is one point, every series' hidden
+    under the last one drawn. metric -> (that generation, its values: one per series, without repeats)."""
+    d = ctx.df
+    if d.empty or d["generation"].nunique() < 2:
+        return {}
+    per = d.groupby("metric")["generation"].agg(["nunique", "min"])
+    out = {}
+    for m in per.index[per["nunique"] == 1]:
+        means = d[d["metric"] == m].groupby(["run", "regime", *ctx.settings()], dropna=False)["value"].mean()
+        out[m] = (int(per.loc[m, "min"]), sorted(set(means.dropna())))
+    return out
+
+
+def _overview_note(ctx: Context, constant: dict, bookkeeping: list[str], compute: list[str],
+                   single: dict | None = None) -> str:
     """What the grids leave out, with the constants' values, for the captions."""
     notes = []
+    if single:
+        notes.append("Not drawn, being recorded at one generation only (a single point): " + ", ".join(
+            f"{ctx.spec(m).label} at generation {g} ({', '.join(num(v) for v in vals)})"
+            for m, (g, vals) in sorted(single.items())) + ".")
     if constant:
         notes.append("Not drawn, being one value throughout each series: " + ", ".join(
             f"{ctx.spec(m).label} ({', '.join(num(v) for v in vals)})" for m, vals in sorted(constant.items())) + ".")
@@ -57,16 +77,18 @@ def overview(ctx: Context, metrics: list[str], note: str = ""):
 
 def overviews(ctx: Context) -> list:
     """(key, title, function) per page of the every-metric overview: every metric but those that are one
-    value throughout each series (constant_metrics) and those the experiment declares bookkeeping or compute
+    value throughout each series (constant_metrics) or recorded at one generation only (one_generation_metrics;
+    both named with their values in the caption) and those the experiment declares bookkeeping or compute
     (Metric.kind: the bookkeeping table and the Compute section show them)."""
     constant = constant_metrics(ctx)
     kinds = {m: ctx.spec(m).kind for m in ctx.metrics()}
+    single = {m: v for m, v in one_generation_metrics(ctx).items() if kinds[m] == "result" and m not in constant}
     bookkeeping = [m for m in ctx.metrics() if kinds[m] == "bookkeeping" and m not in constant]
     compute = [m for m in ctx.metrics() if kinds[m] == "compute"]
     order = list(ctx.specs)  # as the experiment declares them (p5 before p25), the undeclared after
-    metrics = sorted((m for m in ctx.metrics() if m not in constant and kinds[m] == "result"),
+    metrics = sorted((m for m in ctx.metrics() if m not in constant and m not in single and kinds[m] == "result"),
                      key=lambda m: (order.index(m) if m in order else len(order), m))
-    note = _overview_note(ctx, constant, bookkeeping, compute)
+    note = _overview_note(ctx, constant, bookkeeping, compute, single)
     if ctx.metrics() and not metrics:  # nothing moves: no grid to draw (not "no data yet")
         return []
     pages = [metrics[i:i + PAGE] for i in range(0, len(metrics), PAGE)] or [[]]

@@ -196,7 +196,7 @@ def _grid_png(blur: float, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def vae(root: Path, generations: int = 4, finished: int = 3) -> None:
+def vae(root: Path, generations: int = 4, finished: int = 3, seed: int = 0) -> None:
     for regime in ("replace-p0", "accumulate"):
         for g in range(finished):
             blur = g * (2.0 if regime == "replace-p0" else 0.3)
@@ -207,9 +207,9 @@ def vae(root: Path, generations: int = 4, finished: int = 3) -> None:
             mu = np.random.default_rng(g).normal(0, 1 / (1 + blur), (400, 3))  # narrower with collapse
             latents = {"generation": pa.array([g] * 400, pa.int64()), "sample": pa.array(range(400), pa.int64()),
                        **{f"mu_{d}": mu[:, d] for d in range(3)}}
-            _unit(root, "vae", f"{regime}-s0", f"gen_{g:03d}", {"metrics.parquet": metrics,
-                                                                 "latents.parquet": latents},
-                  pngs={"samples.png": _grid_png(blur, g)}, seconds=120.0, gpus=1, cpus=8, regime=regime)
+            _unit(root, "vae", f"{regime}-s{seed}", f"gen_{g:03d}", {"metrics.parquet": metrics,
+                                                                      "latents.parquet": latents},
+                  pngs={"samples.png": _grid_png(blur, g)}, seconds=120.0, gpus=1, cpus=8, regime=regime, seed=seed)
 
 
 def full_run(root: Path, small: bool = False) -> Path:

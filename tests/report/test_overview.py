@@ -53,3 +53,23 @@ def test_a_metric_that_moves_at_all_stays_in_the_grid():
                    verifier_quantile=0.5)  # the regime's values, as collect.tidy gives them
     ctx = Context("toy", df, stats.summarise(df), [])
     assert drawing.constant_metrics(ctx) == {"flat": [1.0], "per_series": [5.0, 7.0]}
+
+
+def test_all_metrics_leave_out_a_metric_of_generation_0_only(full_run):
+    """The initial model's test perplexity and the real data's shares exist at generation 0 only: as
+    panels they were one point each, every series but the last hidden under it. The caption gives them."""
+    from tests.report.synthetic import REAL_MIDDLE_SHARE, REAL_RARE_SHARE, ZERO_SHOT_PPL
+
+    ctx = _context(full_run, "lm")
+    captions, titles = [], set()
+    for _, _, draw in drawing.overviews(ctx):
+        fig, caption = draw(ctx)
+        captions.append(caption)
+        titles |= {ax.get_title() for ax in fig.axes if ax.get_visible()}
+    for metric in ("zero_shot_test_ppl", "real_rare_token_share", "real_middle_token_share"):
+        assert not any(t.startswith(ctx.spec(metric).label) for t in titles), titles
+    assert any(t.startswith(ctx.spec("test_ppl").label) for t in titles)
+    note = (f"recorded at one generation only (a single point): {ctx.spec('real_middle_token_share').label} at "
+            f"generation 0 ({REAL_MIDDLE_SHARE:g}), {ctx.spec('real_rare_token_share').label} at generation 0 "
+            f"({REAL_RARE_SHARE:g}), {ctx.spec('zero_shot_test_ppl').label} at generation 0 ({ZERO_SHOT_PPL:g})")
+    assert all(note in c for c in captions), captions[0]

@@ -184,3 +184,19 @@ def test_page_shows_continuations_of_the_same_prompts_escaped(full_report):
     assert "in replace-p0-s1" not in html  # one seed per series
     md = (full_report / "results.md").read_text()
     assert "#### Real training block 0" in md and "text of gen 3 for 0 in replace-p0-s0" in md
+
+
+def test_continuations_come_from_the_seed_that_got_furthest(tmp_path):
+    """Seed 0 stopped after generation 0, seed 1 reached generation 3: every generation's row has
+    seed 1's text, none is blank."""
+    from collapse_hpc.experiments.lm.figures import continuations
+    from collapse_hpc.report import collect
+    from tests.report import synthetic
+
+    root = tmp_path / "lm"
+    synthetic.write_config(root, {"lm": {"generations": 4, "seeds": [0, 1]}}, generations=4, seeds=(0, 1))
+    synthetic.lm(root, done={"replace-p0-s0": 1, "replace-p0.1-s0": 1}, small=True)
+    (title, _, (header, rows)), *_ = continuations([collect.load_run(root)])
+    assert header == ["generation", "replace", "replace, keep 10%"]
+    assert [row[0] for row in rows] == ["0", "1", "2", "3"]
+    assert rows[3][1] == "text of gen 3 for 0 in replace-p0-s1 <i>" and "—" not in [c for r in rows for c in r]

@@ -87,3 +87,53 @@ def test_latent_figure_raw_as_the_notebook_or_standardised(tmp_path, how):
     else:
         assert legend[0] == "generation 0 (sd 1.00)" and "so generation 0 has sd 1" in caption
     assert f"→ {float(legend[-1].split('sd ')[1][:-1]):.2f} (generation 2)" in caption
+
+
+def test_vae_grids_and_latents_show_the_seed_that_got_furthest(tmp_path):
+    """A run stopped midway: seed 0 finished generation 0 only, seed 1 three generations. The sample
+    grids and the latent densities draw seed 1's three, not seed 0's one and 'missing' twice."""
+    from collapse_hpc.experiments.vae.figures import vae_latents, vae_samples
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 3, "regimes": [{"name": "replace", "keep_fraction": 0.0}]}},
+                           seeds=(0, 1))
+    synthetic.vae(root, finished=1, seed=0)
+    synthetic.vae(root, finished=3, seed=1)
+    ctx = _context(root, "vae")
+    fig, caption = vae_samples(ctx)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "missing" not in texts and sum(bool(ax.images) for ax in fig.axes) == 6  # 2 regimes x 3
+    fig, _ = vae_latents(ctx)
+    assert [label.split(" (")[0] for label in fig.axes[0].get_legend_handles_labels()[1]] == [
+        "generation 0", "generation 1", "generation 2"]
+
+
+def test_gmm_snapshots_show_every_point_and_say_what_a_run_did_not_record(tmp_path):
+    """Every sampled point lies inside its panel (the outermost are the tails; the axes came from generation
+    0's 99.5% quantile and cut some off), and beside a run of other snapshot generations a cell the run never
+    recorded says so instead of 'missing'."""
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import collect, stats
+    from collapse_hpc import experiments
+
+    roots = []
+    for name, generations in (("long", 21), ("short", 12)):
+        root = tmp_path / name
+        synthetic.write_config(root, {"gmm": {"generations": generations}}, generations=1)
+        synthetic.gmm(root, generations=generations)
+        roots.append(root)
+    data = [collect.load_run(r) for r in roots]
+    df = collect.tidy(data)
+    df = df[df["experiment"] == "gmm"]
+    ctx = Context("gmm", df, stats.summarise(df), data,
+                  experiments.describe("gmm").metric_specs(sorted(df["metric"].unique())))
+    fig, caption = gmm_snapshots(ctx)
+    for ax in fig.axes:
+        for points in ax.collections:
+            xy = points.get_offsets()
+            (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+            assert ((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)).all()
+    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert texts == {"not recorded in long", "not recorded in short"}, texts  # 0, 10, 11 against 0, 10, 20
+    assert "every point in view" in caption

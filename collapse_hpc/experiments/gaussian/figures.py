@@ -8,7 +8,7 @@ from scipy.special import ndtr
 
 from collapse_hpc.experiments.gaussian import theory
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, median_and_mean, pick, trend
+from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, pick, trend
 from collapse_hpc.plotting.plots import (Context, draw_series, gens_axis, integer_x, legend_below, log_y, no_data,
                                          num, series_data, series_rows)
 
@@ -74,13 +74,14 @@ def _theory_at_last(ctx: Context, metric: str, quantity: str) -> str:
 
 
 def _here(ctx: Context, metric: str, quantity: str | None = None) -> str:
-    """'Here: <each series first → last>[; theory under replace: …].' from this run's numbers."""
+    """'Drawn: <the line and its band>. Here: <each series first → last>[; theory under replace: …].' from this
+    run's numbers."""
     measured = trend(ctx, metric)
     if not measured:
         return ""
     against = quantity and _theory_at_last(ctx, metric, quantity)
-    return f" Here, the mean over replicates: {measured}" + (f"; theory under replace: {against}" if against
-                                                                else "") + "."
+    return (f" Drawn: {band_note(ctx, [metric])}. Here, the mean over replicates: {measured}"
+            + (f"; theory under replace: {against}" if against else "") + ".")
 
 
 def _theory(ctx: Context, run: str, n: int, gens, quantity: str = "var_hat"):

@@ -36,7 +36,8 @@ def gmm_variance(ctx: Context):
     fig = metric and metric_grid(ctx, [metric], logy=True, replicates=True,
                                  ylabels={metric: "total variance"})
     return fig and (fig, "Total variance (trace of the covariance) of the fitted mixture against generation "
-                         "(log scale; the real blob's: 2, two-mode's: 2 + separation²/4). Collapse as the paper "
+                         f"(log scale; the real blob's: 2, two-mode's: 2 + separation²/4): {band_note(ctx, [metric])} "
+                         "(thick), and single replicates (thin). Collapse as the paper "
                          "expects it: it falls towards 0 (lower is worse) as the mixture loses its tails. Here, "
                          f"the mean: {trend(ctx, metric)}. {GAPS}")
 
@@ -63,15 +64,17 @@ def gmm_snapshots(ctx: Context, most: int = 8):
     gens = sorted(set().union(*(set(v["generation"]) for _, _, v in rows)))
     if len(gens) > most:
         gens = [gens[i] for i in np.unique(np.round(np.linspace(0, len(gens) - 1, most)).astype(int))]
-    first = pd.concat([v[v["generation"] == gens[0]] for _, _, v in rows])
-    lim = np.nanquantile(np.abs(first[["x", "y"]].to_numpy()), 0.995) * 1.15 if len(first) else 4
+    shown = pd.concat([v[v["generation"].isin(gens)] for _, _, v in rows])
+    # every point in view: the outermost ones are the tails the figure is about
+    lim = np.nanmax(np.abs(shown[["x", "y"]].to_numpy())) * 1.05 if len(shown) else 4
+    recorded = {run: set().union(*(set(v["generation"]) for r, _, v in rows if r == run)) for run, _, _ in rows}
     fig, axes = style.figure(len(rows), len(gens), sharex=True, sharey=True, w=1.6, h=1.6)
     for r, (run, key, snap) in enumerate(rows):
         for c, g in enumerate(gens):
             ax = axes[r, c]
             pts = snap[snap["generation"] == g]
             if pts.empty:
-                no_data(ax, "missing")
+                no_data(ax, "missing" if g in recorded[run] else f"not recorded in {run}")
             ax.scatter(pts["x"], pts["y"], s=1.5, color="black", alpha=0.4, linewidths=0, rasterized=True)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
@@ -83,8 +86,9 @@ def gmm_snapshots(ctx: Context, most: int = 8):
     spreads = "; ".join(f"{key if len(ctx.runs) == 1 else f'{run}: {key}'} " + " → ".join(
         f"{_spread(snap[snap['generation'] == g]):.2g}" for g in gens if (snap["generation"] == g).any())
         for run, key, snap in rows)
-    return fig, ("Samples of one replicate at the recorded generations (gmm.snapshot_generations; same axes "
-                 "throughout): each generation's training data. Collapse as the paper expects it: the cloud "
+    return fig, ("Samples of one replicate at the recorded generations (gmm.snapshot_generations; the data's "
+                 "two coordinates, on the same axes throughout, every point in view): each generation's training "
+                 "data. Collapse as the paper expects it: the cloud "
                  "loses its tails and shrinks towards a point, generation after generation (a smaller cloud is "
                  f"worse). Here, the total variance of the points, generation {' → '.join(map(str, gens))}: "
                  f"{spreads}.")

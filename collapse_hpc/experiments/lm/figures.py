@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, metric_grid, pick
+from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick
 from collapse_hpc.plotting.plots import (Context, integer_x, legend_below, no_data, plain_log_ticks, series_label,
                                          series_order, unit_order, unit_series)
 
@@ -28,8 +28,9 @@ def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
             path = unit.file(name)
             if path is None or not set(columns) <= set(pq.read_schema(path).names):
                 continue
+            info, series = unit_series(run, "lm", unit)
             tables.append(pq.read_table(path, columns=columns).to_pandas().assign(
-                run=run.label, series=unit_series(run, "lm", unit)[1], generation=unit.index))
+                run=run.label, series=series, seed=info.seed, generation=unit.index))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
 
@@ -54,9 +55,10 @@ def _ends(ctx: Context, metric: str) -> list[tuple[str, float, int, float]]:
         if g0.empty or int(last["generation"].iloc[0]) == 0:
             continue
         label = series_label(grp.iloc[0], settings)
-        label = label if len(ctx.run_labels) == 1 else f"{grp['run'].iloc[0]}: {label}"
-        out.append(((grp["run"].iloc[0], series_order(grp.iloc[0], settings)), label, float(g0["mean"].iloc[0]),
-                    int(last["generation"].iloc[0]), float(last["mean"].iloc[0])))
+        run, end = grp["run"].iloc[0], int(last["generation"].iloc[0])
+        start = like_for_like(ctx, run, metric, g0.iloc[0], end, float(g0["mean"].iloc[0]))
+        label = label if len(ctx.run_labels) == 1 else f"{run}: {label}"
+        out.append(((run, series_order(grp.iloc[0], settings)), label, start, end, float(last["mean"].iloc[0])))
     return [e[1:] for e in sorted(out, key=lambda e: e[0])]
 
 
@@ -73,20 +75,28 @@ def _here(parts: list[str], most: int = 4) -> str:
     return " Here: " + "; ".join(parts[:most]) + more + "."
 
 
+def _way(change: float, down: str, up: str) -> str:
+    return "held (within 1%)" if abs(change) < NOISE else down if change < 0 else up
+
+
 def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
-    """Per series: median and p95 of the sequence perplexities at generation 0 and at the last
-    generation (seeds pooled), and which way the right tail went."""
+    """Per series: where the histogram went (its median, generation 0 against the last, pooled over the
+    seeds that reached the last) and how far its right tail reaches beyond it (p95 over the median): a
+    histogram that moves left as a whole lowers its p95 too, without its tail shrinking."""
     out, order = [], ctx.in_order(d["series"].unique())
     for (run, series), sub in d.groupby(["run", "series"], sort=False):
         first, last = sub["generation"].min(), sub["generation"].max()
         if first != 0 or last == 0:
             continue
+        sub = sub[sub["seed"].isin(sub.loc[sub["generation"] == last, "seed"])]  # the chains that got there
         a, b = (np.percentile(sub.loc[sub["generation"] == g, "ppl"], [50, 95]) for g in (first, last))
-        change = b[1] / a[1] - 1
-        way = "held (within 1%)" if abs(change) < NOISE else "shrank" if change < 0 else "grew"
+        moved, reach = b[0] / a[0] - 1, (b[1] / b[0]) / (a[1] / a[0]) - 1
         name = series if d["run"].nunique() == 1 else f"{run}: {series}"
-        out.append((order.index(series), f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])}, "
-                                         f"p95 {_fmt(a[1])} -> {_fmt(b[1])} ({_change(change)}): the right tail {way}"))
+        out.append((order.index(series),
+                    f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])} ({_change(moved)}): the "
+                    f"histogram {_way(moved, 'moved left', 'moved right')}; p95 {_fmt(a[1])} -> {_fmt(b[1])}, "
+                    f"{a[1] / a[0]:.3g} -> {b[1] / b[0]:.3g} times the median ({_change(reach)}): the right tail "
+                    f"{_way(reach, 'shortened', 'lengthened')}"))
     return [text for _, text in sorted(out, key=lambda e: e[0])]
 
 
@@ -204,7 +214,8 @@ def lm_diversity(ctx: Context):
     fig = metric_grid(ctx, metrics)
     return fig and (fig, "Diversity of the data each generation produces (distinct-n, type-token ratio, "
                          "unigram entropy; its rare tokens, against the real data's share, are in the tails "
-                         "figure) against generation. Later studies expect collapse to lower them (lower is "
+                         f"figure) against generation: {band_note(ctx, metrics)}. Later studies expect collapse "
+                         "to lower them (lower is "
                          "worse): fewer distinct phrases."
                          + _here(_diversity_statements(ctx, metrics), most=len(metrics)) + f" {GAPS}")
 
@@ -296,7 +307,8 @@ def lm_tails(ctx: Context):
                  "tokens whose type is rare (the least frequent types carrying 10% of the real train split's tokens, "
                  "and types never seen there), frequent (the most frequent carrying 50%) or in between, each "
                  "relative to generation 0. Bottom: the shares of rare and of middle tokens in each generation's "
-                 "generated data; dotted, the real training blocks' own shares. Collapse is expected to forget the "
+                 f"generated data ({band_note(ctx, [f'{c}_token_share' for c in SHARES])}); dotted, the real "
+                 "training blocks' own shares. Collapse is expected to forget the "
                  "tails first: the rare tokens' perplexity rises most (higher is worse) and generated text holds "
                  "fewer rare tokens than real text (lower is worse)." + _here(statements, most=len(statements))
                  + "".join(f" {text[0].upper()}{text[1:]}." for text in shares) + f" {GAPS}")
@@ -382,6 +394,9 @@ def _first_and_last(sub, series: list[str], settings) -> tuple[list, list, list]
     return first, last, reached
 
 
+CURVES = [("loss", "training loss (nats per token)"), ("tokens_per_s", "tokens/s")]  # column, axis label
+
+
 def lm_training_curves(ctx: Context):
     """Training loss and throughput against the optimizer step, one line per generation (mean
     over seeds), one column per regime: training_curve.parquet of each finished unit."""
@@ -398,7 +413,7 @@ def lm_training_curves(ctx: Context):
         sub = d[(d["run"] == run) & (d["series"] == s)]
         for i, g in enumerate(gens):
             line = sub[sub["generation"] == g]
-            for r, (col, label) in enumerate([("loss", "training loss"), ("tokens_per_s", "tokens/s")]):
+            for r, (col, label) in enumerate(CURVES):
                 axes[r, c].plot(line["step"], line[col], color=colours[i], linestyle=style.generation_dash(i),
                                 linewidth=1.0, label=f"generation {g}" if r == 0 else None)
                 axes[r, c].set_ylabel(label)
@@ -423,7 +438,7 @@ FIGURES = [("sequence_ppl", "Perplexity of generated data under the generation-0
 def continuations(runs, prompts: int = 2) -> list:
     """The paper's example of text outputs: what each generation wrote after the same prompts (the
     chain's examples.parquet: the same real blocks in every generation under prompts: real), one
-    table per prompt, a row per generation and a column per series (its lowest seed)."""
+    table per prompt, a row per generation and a column per series (its seed that got furthest)."""
     out = []
     for run in runs:
         found: dict = defaultdict(lambda: defaultdict(dict))  # series -> seed -> generation -> file
@@ -437,7 +452,10 @@ def continuations(runs, prompts: int = 2) -> list:
         if not found:
             continue
         series = sorted(found, key=orders.__getitem__)
-        texts = {s: {g: pq.read_table(p).to_pylist() for g, p in found[s][min(found[s])].items()} for s in series}
+        # per series its seed that reached the most generations (the lowest of those): a seed stopped early
+        # would leave the generations another finished blank
+        chosen = {s: min(found[s], key=lambda seed: (-len(found[s][seed]), seed)) for s in series}
+        texts = {s: {g: pq.read_table(p).to_pylist() for g, p in found[s][chosen[s]].items()} for s in series}
         gens = sorted({g for s in series for g in texts[s]})
         first = texts[series[0]][min(texts[series[0]])]
         for ex in first[:: max(1, len(first) // prompts)][:prompts]:

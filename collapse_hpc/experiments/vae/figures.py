@@ -5,24 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, metric_grid, pick, trend
+from collapse_hpc.plotting.figures import GAPS, band_note, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import Context, no_data, unit_order, unit_series
 
 
 def _files(ctx: Context, name: str) -> list:
-    """(run, series, {generation: path of `name`}) for one seed per regime, in the series' order."""
+    """(run, series, {generation: path of `name`}) of one seed per series, in the series' order: the seed
+    that reached the most generations (the lowest of those), so that a run whose first seed stopped early
+    still shows the generations another seed finished."""
     rows = []
     for run in ctx.runs:
-        found, orders = {}, {}
+        found, orders = {}, {}  # series -> seed -> generation -> path
         for unit in run.finished("vae"):
             info, key = unit_series(run, "vae", unit)
             orders[key] = unit_order(info)
-            if info.seed != min(v.seed for v in _variants_of(run, "vae", info.regime)):
-                continue  # one seed per regime
             path = unit.file(name)
             if path is not None:
-                found.setdefault(key, {})[unit.index] = path
-        rows += [(run, k, v) for k, v in sorted(found.items(), key=lambda kv: orders[kv[0]])]
+                found.setdefault(key, {}).setdefault(info.seed, {})[unit.index] = path
+        chosen = {k: seeds[min(seeds, key=lambda seed: (-len(seeds[seed]), seed))] for k, seeds in found.items()}
+        rows += [(run, k, v) for k, v in sorted(chosen.items(), key=lambda kv: orders[kv[0]])]
     return rows
 
 
@@ -56,7 +57,8 @@ def vae_samples(ctx: Context):
     counted = [f"{m} {t}" for m in ("class_entropy", "class_min_share") if m in ctx.metrics() and (t := trend(ctx, m))]
     here = (" Here (the classifier's labels of vae.eval_samples samples, mean over seeds): " + "; ".join(counted)
             + ".") if counted else ""
-    return fig, ("100 samples decoded from the prior by each generation's VAE (one seed per regime). Collapse "
+    return fig, ("100 samples decoded from the prior by each generation's VAE (one seed per regime, the one "
+                 "that reached the most generations). Collapse "
                  "as the paper expects it: from left to right the images blur and converge to a few shapes, then one "
                  "(fewer and blurrier shapes are worse)." + here)
 
@@ -136,21 +138,17 @@ def vae_tails(ctx: Context):
                  "mean under generation 0's encoder lies farther from the prior's centre than 99% of the real "
                  "training images' (share beyond the real 99% radius; the radius is in each unit's metrics.parquet "
                  "metadata, latent_tail), and the share of the rarest class among the classifier's labels of those "
-                 "images (rarest class's share). Collapse as the paper expects it: the tails go first, so both "
+                 f"images (rarest class's share); {band_note(ctx, metrics)}. Collapse as the paper expects it: "
+                 "the tails go first, so both "
                  f"fall to 0 while the common shapes remain (lower is worse). Here: {here}. {GAPS}")
-
-
-def _variants_of(run, experiment: str, regime: str):
-    vs = [v for (e, _), v in run.variants.items() if e == experiment and v.regime == regime]
-    return vs or [run.variant(experiment, u.variant) for u in run.finished(experiment)
-                  if run.variant(experiment, u.variant).regime == regime]
 
 
 def vae_class_entropy(ctx: Context):
     metric = pick(ctx.metrics(), "class_entropy", pattern=r"entropy")
     fig = metric and metric_grid(ctx, [metric], ylabels={metric: "class entropy (nats)"})
     return fig and (fig, "Entropy of the classifier's labels of the generated samples (vae.eval_samples) "
-                         "against generation (log 10 = 2.30: all ten classes equally often). Collapse as the "
+                         f"against generation (log 10 = 2.30: all ten classes equally often): "
+                         f"{band_note(ctx, [metric])}. Collapse as the "
                          "paper expects it: it falls towards 0, one class's shape left (lower is worse). Here: "
                          f"{trend(ctx, metric)} nats. {GAPS}")
 
