@@ -547,3 +547,22 @@ def test_captions_of_a_run_stopped_midway_compare_the_same_chains(tmp_path):
     assert f"replace {start:.3g} → {end:.3g}" in trend(ctx, "test_ppl")
     ppl = pq.read_table(unit / "gen_000" / "sequence_ppl.parquet").column("ppl").to_numpy()
     assert f"replace, generation 0 -> 3: median {np.median(ppl):.3g} -> " in lm_sequence_ppl(ctx)[1]
+
+
+def test_side_by_side_initial_models_are_named_by_run(tmp_path):
+    """Two runs' dotted initial-model lines had alike legend entries, told apart only by their values."""
+    from collapse_hpc.experiments.lm.figures import INITIAL, lm_test_ppl
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import collect, stats
+    from tests.report import synthetic
+
+    data = [collect.load_run(synthetic.full_run(tmp_path / name, small=True)) for name in ("first", "second")]
+    df = collect.tidy(data)
+    df = df[df["experiment"] == "lm"]
+    ctx = Context("lm", df, stats.summarise(df), data,
+                  experiments.describe("lm").metric_specs(sorted(df["metric"].unique())))
+    fig, _ = lm_test_ppl(ctx)
+    labels = {t.get_text() for legend in fig.legends for t in legend.get_texts()} | \
+        {ln.get_label() for ax in fig.axes for ln in ax.get_lines()}
+    initial = sorted(lb for lb in labels if lb.startswith(INITIAL))
+    assert len(initial) == 2 and "(first)" in initial[0] and "(second)" in initial[1], initial

@@ -178,7 +178,9 @@ def lm_test_ppl(ctx: Context):
     metric = pick(ctx.metrics(), "test_ppl", "test_perplexity", "ppl_test", pattern=r"^test.*ppl|ppl.*test")
     d = ctx.df[ctx.df["metric"] == ZERO_SHOT]
     zero_shot = d.groupby("run")["value"].mean().dropna()  # one initial model per run: regimes agree
-    refs = {run: [(v, f"{INITIAL} ({v:.4g})")] for run, v in zero_shot.items()}
+    # side by side, each run's dotted line names its run: the legend showed two alike entries
+    refs = {run: [(v, f"{INITIAL}{f' ({run})' if len(zero_shot) > 1 else ''} ({v:.4g})")]
+            for run, v in zero_shot.items()}
     for run in ctx.run_labels:  # the paper's zero-shot value, where the run is the paper's setting
         refs.setdefault(run, []).extend(ctx.spec(ZERO_SHOT).paper_marks(ctx.section(run)))
     fig = metric and metric_grid(ctx, [metric], ylabels={metric: "perplexity on real test data"}, references=refs)
