@@ -29,13 +29,15 @@ EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line an
 
 GENERATIONS_HELP = ("generations of the run's chains (overrides the config's run-level generations); "
                     "a section with its own generations (gmm, gaussian in the shipped configs) keeps it")
+EXPERIMENT_GENERATIONS_HELP = "generations of this experiment's chains (sets its section's generations)"
 SET_HELP = "override one config value, e.g. --set gmm.replicates=64 (repeatable)"
 
 
 def _config_args(p: argparse.ArgumentParser, only: bool = True) -> None:
     p.add_argument("config", help="config YAML (configs/demo.yaml, configs/paper.yaml, …)")
     p.add_argument("--run", metavar="DIR", help="run folder (default: runs/<config file name>)")
-    p.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
+    p.add_argument("--generations", type=int, metavar="N",
+                   help=GENERATIONS_HELP if only else EXPERIMENT_GENERATIONS_HELP)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                    help=SET_HELP)
     p.add_argument("--force", action="store_true",
@@ -427,6 +429,8 @@ def run_by_hand(args) -> int:
     from collapse_hpc.launch.debug import execute
 
     args.only = [args.command]
+    if args.generations is not None:  # this experiment's chains, also where its section sets its own count
+        args.overrides = [*args.overrides, f"{args.command}.generations={args.generations}"]
     store, run = resolve(args, "debug")
     chains = engine.plan(run, only=args.only)
     if args.variant:

@@ -32,7 +32,7 @@ import yaml
 
 from collapse_hpc import yamlfile
 from collapse_hpc.errors import ConfigError
-from collapse_hpc.regimes import Regime
+from collapse_hpc.regimes import KINDS, Regime
 
 # Control characters: never meaningful in a config string, and a newline in a value that reaches
 # an #SBATCH line or an `export` would be a line of shell of its own.
@@ -266,13 +266,22 @@ def _convert(tp, value, key: str, where: _Where):
     return value
 
 
+SHORT_NUMBER = {"replace": "keep_fraction", "verifier-filter": "verifier_quantile"}  # NAME:VALUE sets it
+
+
 def _regime_from_str(text: str, key: str, where: _Where) -> dict:
-    """Short forms: 'replace', 'replace:0.1', 'accumulate', 'accumulate-subsample'."""
-    name, _, frac = text.partition(":")
-    if not frac:
+    """Short forms: 'replace', 'replace:0.1' (keep_fraction), 'verifier-filter:0.3' (verifier_quantile),
+    'accumulate', 'accumulate-subsample', 'detector-resample'."""
+    name, _, number = text.partition(":")
+    if not number:
         return {"name": name}
+    if name not in SHORT_NUMBER:
+        if name not in KINDS:  # no such regime: said by the regime's own check
+            return {"name": name}
+        where.fail(key, f"bad regime {text!r}: only {' and '.join(SHORT_NUMBER)} take a number "
+                        f"(replace:0.1 keeps 10% real data, verifier-filter:0.3 passes the best 30%)")
     try:
-        return {"name": name, "keep_fraction": float(frac)}
+        return {"name": name, SHORT_NUMBER[name]: float(number)}
     except ValueError:
         where.fail(key, f"bad regime {text!r} (expected e.g. replace:0.1)")
 

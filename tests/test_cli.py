@@ -187,6 +187,16 @@ def test_unit_out_of_range(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_generations_by_hand_are_the_experiment_s_own_also_where_its_section_sets_them(tmp_path):
+    # `collapse-hpc toy CFG --generations 3` where toy says generations: 1 ran 1 (the run-level
+    # count changed, the section's stayed), saying nothing
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4, generations: 1}\n")
+    p = cli("toy", cfg, "--run", tmp_path / "r", "--generations", "3")
+    assert p.returncode == 0, p.stderr
+    assert sorted(d.name for d in (tmp_path / "r" / "toy" / "replace-p0-s0").iterdir()) == [
+        "gen_000", "gen_001", "gen_002"]
+
+
 def test_an_unknown_variant_lists_the_variants(tmp_path):
     cfg = _toy_config(tmp_path)
     line = one_error_line(cli("toy", cfg, "--run", tmp_path / "r", "--variant", "replace-s0"))

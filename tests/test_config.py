@@ -103,6 +103,16 @@ def test_keep_original_fraction_is_an_alias(tmp_path):
     assert "keep_fraction" in error_of(tmp_path, "regimes: [{name: replace, keep_original_fraction: 2}]\ntoy: {}\n")
 
 
+def test_a_short_regime_s_number_is_that_regime_s_own(tmp_path):
+    # verifier-filter:0.3 was read as keep_fraction 0.3 and refused: "keep_fraction applies to the replace
+    # regime only", a key the user never wrote
+    run = experiments.load_config(write(tmp_path, "regimes: ['replace:0.1', 'verifier-filter:0.3']\nlm: {}\n"))
+    assert run.regimes == [Regime("replace", 0.1), Regime("verifier-filter", verifier_quantile=0.3)]
+    msg = error_of(tmp_path, "regimes: ['accumulate:0.1']\ntoy: {}\n")
+    assert "'accumulate:0.1': only replace and verifier-filter take a number" in msg
+    assert "regime must be one of" in error_of(tmp_path, "regimes: ['replac:0.1']\ntoy: {}\n")
+
+
 def test_docstring_names_a_real_command():
     assert "--help-keys" not in cfgmod.__doc__
 

@@ -118,14 +118,22 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
         return "done", _clock(manifest.get("seconds"))
     jid = entry.get("job_id")
     if local:
-        state = entry.get("state") or ("not run" if jid is None else "?")
-        if state == "RUNNING" and not (str(jid).isdigit() and pid_alive(int(jid))):
-            state = "INTERRUPTED"  # the launcher died with the job
-        return state, _clock(entry.get("elapsed"))
+        return local_state(entry), _clock(entry.get("elapsed"))
     if jid is None:
         return "not submitted", ""
     state, elapsed, _ = slurm.get(str(jid), ("UNKNOWN", "", ""))
     return state, elapsed
+
+
+def local_state(entry: dict) -> str:
+    """A local unit's state as jobs.json records it, except that a RUNNING one whose process is gone
+    is INTERRUPTED: the launcher died with the job (killed, out of memory, the machine restarted)
+    and never wrote its end."""
+    jid = entry.get("job_id")
+    state = entry.get("state") or ("not run" if jid is None else "?")
+    if state == "RUNNING" and not (str(jid).isdigit() and pid_alive(int(jid))):
+        return "INTERRUPTED"
+    return state
 
 
 def waits_on(slurm: dict, job_id) -> str | None:

@@ -157,8 +157,9 @@ def job_states(root: Path) -> dict:
 
     book = records.load(RunStore(root))
     units = book.get("units") or {}
-    if book.get("executor") != "slurm":
-        return units
+    if book.get("executor") != "slurm":  # a local job recorded RUNNING may have died with its launcher
+        return {label: {**e, "state": status.local_state(e)} if e.get("state") == "RUNNING" else e
+                for label, e in units.items()}
     states = status.slurm_states([e.get("job_id") for e in units.values()])
     out = {}
     for label, entry in units.items():

@@ -127,8 +127,10 @@ def completeness(runs: list[RunData]) -> Table:
             unfinished = sum(u.manifest is None for u in units)
             problems = sum(bool(u.problems) for u in units)
             known = info is not None and info.planned is not None
-            planned, waiting = (str(info.planned), str(info.planned - len(units))) if known else ("?", "?")
-            rows.append([run.label, key[0], key[1], str(done), planned, str(unfinished), waiting, str(problems)])
+            # units past the plan (a chain run earlier with more generations) are finished, not waiting
+            waiting = sum(1 for i in range(info.planned) if i not in {u.index for u in units}) if known else "?"
+            planned = str(info.planned) if known else "?"
+            rows.append([run.label, key[0], key[1], str(done), planned, str(unfinished), str(waiting), str(problems)])
     return header, rows
 
 

@@ -2,7 +2,10 @@
 unfinished run said to be one, every metric with its declared name, unit and direction, results apart from
 bookkeeping and timing, n beside every band, and the paper's values where the config is the paper's."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,12 +109,25 @@ def test_banner_reads_the_job_records_as_they_were_when_the_units_were_listed(tm
     for started in (True, False):
         if not started:
             shutil.rmtree(unit)
-        book = {"executor": "local", "units": {"lm/replace-p0-s1/gen_001": {"job_id": "7", "state": "RUNNING"}}}
+        job = {"job_id": str(os.getpid()), "state": "RUNNING"}  # a live process: the job still runs
+        book = {"executor": "local", "units": {"lm/replace-p0-s1/gen_001": job}}
         (root / "jobs.json").write_text(json.dumps(book))
         data = [collect.load_run(root)]
         book["units"]["lm/replace-p0-s1/gen_001"]["state"] = "COMPLETED"  # it finished meanwhile
         (root / "jobs.json").write_text(json.dumps(book))
         assert tables.unfinished(data) == ["lm/replace-p0-s1: 1 of 3 generations finished; gen_001: running"]
+
+
+def test_a_local_job_whose_process_died_reads_interrupted_not_running(tmp_path):
+    """The local launcher killed (kill -9, out of memory, a restart) leaves its unit RUNNING in
+    jobs.json: status said INTERRUPTED while the report's banner said 'running' for ever."""
+    root = _lm_run(tmp_path / "r", done={"replace-p0-s1": 1})
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process
+    book = {"executor": "local", "units": {"lm/replace-p0-s1/gen_001": {"job_id": str(gone.pid), "state": "RUNNING"}}}
+    (root / "jobs.json").write_text(json.dumps(book))
+    assert tables.unfinished([collect.load_run(root)]) == [
+        "lm/replace-p0-s1: 1 of 3 generations finished; gen_001: interrupted"]
 
 
 def test_comparison_only_where_every_chain_passed_generation_0(tmp_path):

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__
     p.add_argument("config", nargs="?", default=None, help="config YAML: run its lm section (chain mode)")
     p.add_argument("--run", metavar="DIR", help="chain mode: run folder (default: runs/<config file name>)")
-    p.add_argument("--generations", type=int, metavar="N", help="chain mode: generations per chain")
+    p.add_argument("--generations", type=int, metavar="N", help="chain mode: the LM's generations (lm.generations)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config value (chain mode: lm.epochs=1; reference mode: epochs=1)")
     p.add_argument("--only", action="append", metavar="EXPERIMENT", help=argparse.SUPPRESS)

@@ -155,6 +155,9 @@ class LMConfig(Section):
         if self.rare_fraction + self.frequent_fraction > 1:
             raise ValueError(f"rare_fraction ({self.rare_fraction}) + frequent_fraction ({self.frequent_fraction}) "
                              f"must not exceed 1: no token is both rare and frequent")
+        if self.batch_size % self.ranks:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of ranks ({self.ranks}): "
+                             "every rank takes an equal share of the global batch")
         if self.lr_min > self.lr:
             raise ValueError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
         if self.model == "tiny" and self.hidden_size % self.heads:

@@ -59,6 +59,19 @@ def test_batch_plan_splits_the_global_batch_over_ranks():
         train.batch_plan(128, 16, 3)
 
 
+@pytest.mark.parametrize("where", ["lm", "regime"])
+def test_a_batch_the_ranks_cannot_share_is_refused_when_the_config_loads(where):
+    """Not in every rank's job after the run folder exists: before anything is written."""
+    from collapse_hpc import experiments
+    from collapse_hpc.errors import ConfigError
+
+    lm, regime = {"batch_size": 16, "micro_batch_size": 8}, {"name": "replace"}
+    (lm if where == "lm" else regime.setdefault("lm", {})).update(ranks=3)
+    with pytest.raises(ConfigError, match=r"batch_size \(16\) must be a multiple of ranks \(3\)"):
+        experiments.config_from_dict({"regimes": [regime], "lm": lm})
+    experiments.config_from_dict({"regimes": [regime], "lm": {**lm, "batch_size": 18}})
+
+
 def test_each_step_deals_disjoint_micro_batches_to_the_ranks():
     micro, accum, world = 4, 2, 2
     order = train.epoch_order(37, seed=0, epoch=1, length=48)
