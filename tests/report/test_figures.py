@@ -566,3 +566,10 @@ def test_side_by_side_initial_models_are_named_by_run(tmp_path):
         {ln.get_label() for ax in fig.axes for ln in ax.get_lines()}
     initial = sorted(lb for lb in labels if lb.startswith(INITIAL))
     assert len(initial) == 2 and "(first)" in initial[0] and "(second)" in initial[1], initial
+
+
+def test_a_change_under_1_percent_reads_to_a_tenth():
+    # "(+1%)" stood beside "held (within 1%)" for a change of 0.7%
+    from collapse_hpc.experiments.lm.figures import _change
+
+    assert [_change(r) for r in (0.12, -0.034, 0.007, -0.0004, 0.0)] == ["+12%", "-3%", "+0.7%", "0%", "0%"]

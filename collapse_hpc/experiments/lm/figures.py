@@ -39,9 +39,10 @@ def _fmt(v: float) -> str:
 
 
 def _change(ratio: float) -> str:
-    """A relative change in whole percent: +12%, -3%; 0% where it rounds to nothing (never -0%)."""
-    shown = f"{ratio:+.0%}"
-    return "0%" if shown in ("+0%", "-0%") else shown
+    """A relative change in whole percent: +12%, -3%; under 1% to a tenth (+0.7%, beside a verdict of
+    'held (within 1%)' that +1% would contradict); 0% where it rounds to nothing (never -0%)."""
+    shown = f"{ratio:+.1%}" if abs(ratio) < 0.01 else f"{ratio:+.0%}"
+    return "0%" if shown in ("+0.0%", "-0.0%") else shown
 
 
 def _ends(ctx: Context, metric: str) -> list[tuple[str, float, int, float]]:
