@@ -445,6 +445,7 @@ def run_by_hand(args) -> int:
         if not any(c.jobs for c in chains):
             raise UserError(f"--unit {args.unit}: no such unit of {args.command} "
                             f"(units are numbered from 0 to {_last_unit(run, args)})")
+        _refuse_unbuilt(store, chains, args.unit)
     with store.lock():  # before open: a refused launcher must not rewrite config.yaml
         launch.refuse_if_submitted(store)
         engine.open_run(store, run)
@@ -452,6 +453,19 @@ def run_by_hand(args) -> int:
         counts = execute(store, run, chains)
     print(f"{store.root}: {_count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
+
+
+def _refuse_unbuilt(store, chains, index: int) -> None:
+    """A chain's generation by hand needs the one before it finished: said before the run folder is made."""
+    from collapse_hpc.store import read_manifest
+
+    for c in chains:
+        if c.shape == "chain" and index > 0:
+            before = store.unit_dir(c.experiment, c.variant.name, "chain", index - 1)
+            if read_manifest(before) is None:
+                raise UserError(f"--unit {index}: {c.experiment}/{c.variant.name} generation {index - 1} is not "
+                                f"finished ({before}); run the units before it first (--unit {index - 1}), or "
+                                f"the chain without --unit")
 
 
 def _last_unit(run, args) -> int:

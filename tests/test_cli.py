@@ -187,6 +187,16 @@ def test_unit_out_of_range(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_generation_by_hand_before_the_one_it_builds_on_is_refused_before_the_run_folder(tmp_path):
+    # it made the run folder, then the unit refused
+    cfg = _toy_config(tmp_path)
+    line = one_error_line(cli("toy", cfg, "--run", tmp_path / "r", "--unit", "1"))
+    assert "--unit 1: toy/replace-p0-s0 generation 0 is not finished" in line and "--unit 0" in line
+    assert not (tmp_path / "r").exists()
+    assert cli("toy", cfg, "--run", tmp_path / "r", "--unit", "0").returncode == 0
+    assert cli("toy", cfg, "--run", tmp_path / "r", "--unit", "1").returncode == 0
+
+
 def test_generations_by_hand_are_the_experiment_s_own_also_where_its_section_sets_them(tmp_path):
     # `collapse-hpc toy CFG --generations 3` where toy says generations: 1 ran 1 (the run-level
     # count changed, the section's stayed), saying nothing
