@@ -255,7 +255,8 @@ def tidy(runs: list[RunData]) -> pd.DataFrame:
         df[c] = df[c].astype("Int64") if numeric else df[c].astype("string")
     df["seed"] = df["seed"].astype("int64")
     df["keep_fraction"] = df["keep_fraction"].astype("float64")
-    df["verifier_quantile"] = df["verifier_quantile"].astype("float64")
+    # a quantile only where a verifier filters: other regimes' rows carried 0.5 as if they had one
+    df["verifier_quantile"] = df["verifier_quantile"].astype("float64").where(df["kind"] == "verifier-filter")
     df["replicate"] = df["replicate"].astype("int64")
     df["generation"] = df["generation"].astype("int64")
     df["value"] = df["value"].astype("float64")

@@ -218,3 +218,13 @@ def test_a_plan_written_before_regime_records_still_gives_the_values(tmp_path):
     store = RunStore(root)
     chains = engine.load_plan(store, store.load_config(experiments.sections()))
     assert {c.variant.regime.name for c in chains} == {"replace", "accumulate"}
+
+
+def test_a_verifier_quantile_only_on_rows_of_a_verifier(tmp_path):
+    # every regime's rows carried verifier_quantile 0.5, as if each filtered by a verifier
+    root = tmp_path / "r"
+    synthetic.write_config(root, {"gmm": {"generations": 2, "regimes": ["replace", "accumulate"]}})
+    synthetic.gmm(root, generations=2, parts=1, replicates=2)
+    df = collect.tidy([collect.load_run(root)])
+    assert len(df) and df["verifier_quantile"].isna().all()
+    assert df["keep_fraction"].notna().all()
