@@ -230,9 +230,11 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
 
             def binds():
                 try:
-                    check_binds(prof.container)
+                    missing = check_binds(prof.container)
                 except UserError as e:
                     raise UserError(f"{run.profile}: {e}") from None
+                for line in missing:  # node-local storage may exist only there: said, not refused
+                    logging.getLogger("collapse_hpc").warning("%s: %s", run.profile, line)
             check(image)
             check(binds)
         kinds = {"aggregate": 1}

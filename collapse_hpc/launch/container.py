@@ -105,15 +105,20 @@ def resolve_image(image: str) -> str:
     return str(path)
 
 
-def check_binds(cfg: ContainerConfig) -> None:
-    """Every `binds` source exists here (UserError naming the first that does not): apptainer refuses to
-    start a container whose bind source is missing, so every job would fail at its start."""
+def check_binds(cfg: ContainerConfig) -> list[str]:
+    """UserError for a `binds` source naming a variable not set here (it is expanded here, at submit,
+    and would reach apptainer as written); the sources missing on this host, which apptainer would
+    refuse at every job's start unless they exist on the compute nodes (node-local storage)."""
+    missing = []
     for bind in cfg.binds:
         source = os.path.expandvars(os.path.expanduser(bind.split(":")[0]))
+        if "$" in source:
+            raise UserError(f"container.binds: {bind}: {source} names a variable not set here (binds are expanded "
+                            f"where you submit); set it, or write the path")
         if not os.path.exists(source):
-            unset = " (a variable not set here stays as written)" if "$" in source else ""
-            raise UserError(f"container.binds: {bind}: {source} does not exist{unset}; apptainer refuses a bind "
-                            f"whose source is missing, so every job would fail at its start")
+            missing.append(f"container.binds: {bind}: {source} does not exist on this host; every job fails at "
+                           f"its start unless it exists on the compute nodes")
+    return missing
 
 
 def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None,
