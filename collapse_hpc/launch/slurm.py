@@ -312,19 +312,6 @@ def _planned_executor(**kwargs):
     return Planned(**kwargs)
 
 
-def _planned_executor(**kwargs):
-    """A SlurmExecutor that only writes sbatch scripts (submit --dry-run): submitit refuses to build
-    one where there is no srun, e.g. a workstation reading the scripts before the cluster sees them."""
-    from submitit import SlurmExecutor
-
-    class Planned(SlurmExecutor):
-        @classmethod
-        def affinity(cls) -> int:
-            return 1
-
-    return Planned(**kwargs)
-
-
 def numbered(chains) -> list:
     """(chain, its number among its experiment's chains) for every chain-shaped one, in plan order."""
     counts: dict[str, int] = {}
