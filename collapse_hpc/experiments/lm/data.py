@@ -351,8 +351,12 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
     for s in SPLITS:
         blocks = make_blocks(read_texts(data_dir, tmp_name, s), tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
+            texts = {row.get("text") for part in splits.values() for row in part}
+            alike = (f"; the {sum(map(len, splits.values()))} rows hold {len(texts)} distinct text(s), and a "
+                     f"text goes whole to one split (by its hash), so copies of a row never land in two splits"
+                     if len(texts) < 20 else "")
             raise UserError(f"{name}: too little text for the {s} split ({len(splits[s])} {card['unit']}, "
-                            f"less than one block of 64 tokens); give more text, more (shorter) rows to "
+                            f"less than one block of 64 tokens{alike}); give more text, more (shorter) rows to "
                             f"split 90/5/5, or your own train, validation and test files")
         write_blocks(blocks_path(data_dir, tmp_name, s, tok, 64), blocks, _blocks_meta(name, s, 64, tok))
         card["blocks"][s] = blocks.num_rows

@@ -295,6 +295,14 @@ def test_a_corpus_too_small_for_every_split_is_refused_and_nothing_is_written(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.txt"]  # not even an empty data folder
 
 
+def test_a_corpus_of_one_repeated_line_is_told_why_it_cannot_be_split(tmp_path):
+    # "too little text (0 rows)" for 2000 rows: each distinct text goes whole to one split
+    (tmp_path / "src.txt").write_text("the same sentence, over and over, as a corpus\n" * 2000)
+    with pytest.raises(UserError, match=r"the 2000 rows hold 1 distinct text\(s\), and a text goes whole to one "
+                                        r"split"):
+        data.prepare_local("same", tmp_path / "src.txt", tmp_path / "data")
+
+
 def test_force_rebuilds_tokenizer_and_blocks_from_the_new_text_and_a_failed_force_keeps_the_old(tmp_path):
     from collapse_hpc.experiments.lm.tokenizer import bpe_tokenizer
 
