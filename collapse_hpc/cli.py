@@ -268,7 +268,7 @@ def _generations(run, chains) -> str:
     for name in dict.fromkeys(c.experiment for c in chains):
         mine = [c for c in chains if c.experiment == name]
         n, what = (len(mine), "chain") if mine[0].shape == "chain" else (sum(len(c.jobs) for c in mine), "part")
-        out.append(f"{name}: {n} {what}{'s' if n != 1 else ''} of {experiments.get(name).generations(run)} generations")
+        out.append(f"{name}: {_count(n, what)} of {experiments.get(name).generations(run)} generations")
     return "; ".join(out)
 
 
@@ -324,9 +324,7 @@ def _runs_own_profile(args) -> str | None:
     from collapse_hpc.store import RunStore
 
     store = RunStore(args.run or default_run_dir(args.config))
-    if not (store.root / records.JOBS).is_file():
-        return None
-    book = records.load(store)
+    book = records.load(store)  # {"units": {}} where there is none
     own = book.get("profile") if book.get("executor") == "slurm" and not book.get("corrupt") else None
     if not isinstance(own, str) or not own:
         return None
@@ -382,8 +380,7 @@ def cmd_cancel(args) -> int:
     if not Path(args.run).is_dir():
         raise UserError(f"{args.run}: no such run folder")
     store = RunStore(args.run)
-    local_run = (store.root / records.JOBS).is_file() and records.load(store).get("executor") == "local"
-    return (local.cancel_run if local_run else slurm.cancel_run)(store)
+    return (local.cancel_run if records.load(store).get("executor") == "local" else slurm.cancel_run)(store)
 
 
 def cmd_profile(args) -> int:
@@ -461,13 +458,12 @@ def _refuse_unbuilt(store, chains, index: int) -> None:
     """A chain's generation by hand needs the one before it finished: said before the run folder is made."""
     from collapse_hpc.store import read_manifest
 
-    for c in chains:
-        if c.shape == "chain" and index > 0:
-            before = store.unit_dir(c.experiment, c.variant.name, "chain", index - 1)
-            if read_manifest(before) is None:
-                raise UserError(f"--unit {index}: {c.experiment}/{c.variant.name} generation {index - 1} is not "
-                                f"finished ({before}); run the units before it first (--unit {index - 1}), or "
-                                f"the chain without --unit")
+    for c in (c for c in chains if c.shape == "chain" and index > 0):
+        before = store.unit_dir(c.experiment, c.variant.name, "chain", index - 1)
+        if read_manifest(before) is None:
+            raise UserError(f"--unit {index}: {c.experiment}/{c.variant.name} generation {index - 1} is not "
+                            f"finished ({before}); run the units before it first (--unit {index - 1}), or "
+                            f"the chain without --unit")
 
 
 def _last_unit(run, args) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from collapse_hpc import engine
+from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
 from collapse_hpc.machine import free_port, machine_cores
 
@@ -250,8 +251,6 @@ def cancel_run(store) -> int:
         time.sleep(POLL_S)
     left = lock.workers()
     if launcher_pid(lock) is not None or left:
-        from collapse_hpc.errors import UserError
-
         raise UserError(f"{store.root}: told the run to stop (launcher {pid}, units {units}), but "
                         f"{', '.join(map(str, left)) or pid} still run(s) after {CANCEL_WAIT_S + 20} s; kill them")
     print(f"{store.root}: cancelled the local run" + (f" (launcher pid {pid})" if pid else "")

@@ -217,11 +217,10 @@ def launcher_pid(lock: RunLock) -> int | None:
     """The pid of the live collapse-hpc process of this host that holds the run's lock, else None
     (no lock, a dead or other-host owner, or a pid reused by another program)."""
     owner = lock.owner()
-    if not owner or owner.get("host") != socket.gethostname():
-        if owner:
-            raise UserError(f"{lock.path.parent}: run by pid {owner.get('pid')} on {owner.get('host')}; "
-                            f"cancel it there")
+    if not owner:
         return None
+    if owner.get("host") != socket.gethostname():
+        raise UserError(f"{lock.path.parent}: run by pid {owner.get('pid')} on {owner.get('host')}; cancel it there")
     pid = _pid(owner)
     if pid <= 0 or not pid_alive(pid):
         return None
