@@ -158,6 +158,14 @@ def job_environment(prof: Profile | None, only: tuple[str, ...] | None = None):
         os.environ.update(saved)
 
 
+def jobs_caches(prof: Profile | None) -> tuple[Path, Path]:
+    """(HF home, hub cache) as the profile's jobs see them: its env's HF_HOME / HF_HUB_CACHE over this shell's."""
+    from collapse_hpc.machine import hf_home, hub_cache
+
+    with job_environment(prof, only=("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME")):
+        return hf_home(), hub_cache()
+
+
 def load(path: str | Path) -> Profile:
     path = Path(path)
     if not path.is_file():

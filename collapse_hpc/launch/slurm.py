@@ -221,13 +221,11 @@ class Submitter:
     def _python(self) -> str | None:
         if getattr(self.prof.container, "image", None):
             from collapse_hpc.launch.container import slurm_python
-            from collapse_hpc.launch.profile import job_environment
-            from collapse_hpc.machine import hf_home, hub_cache
+            from collapse_hpc.launch.profile import jobs_caches
 
             # the caches of the jobs' environment (the profile's env, e.g. on /scratch, over this shell's):
             # where stage fetched the models and submit's check found them
-            with job_environment(self.prof, only=("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME")):
-                home, hub = hf_home(), hub_cache()
+            home, hub = jobs_caches(self.prof)
             return slurm_python(self.prof.container, self.store.root, self.run.data_dir,
                                 hf_home=home, hub_cache=hub, dry_run=self.dry_run)
         return self.prof.python

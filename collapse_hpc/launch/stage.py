@@ -6,17 +6,10 @@ The data sets are prepared by the command itself (cli.cmd_stage: collapse-hpc da
 from __future__ import annotations
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.launch.profile import Profile, job_environment
-from collapse_hpc.machine import hub_cache
+from collapse_hpc.launch.profile import Profile, jobs_caches
 
 # what from_pretrained reads; the hub's other formats (TensorFlow, Flax, ONNX) are left out
 MODEL_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "*.py"]
-
-
-def jobs_hub_cache(prof: Profile | None):
-    """The hub cache the profile's jobs use (its env's HF_HOME / HF_HUB_CACHE over this shell's)."""
-    with job_environment(prof, only=("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME")):
-        return hub_cache()
 
 
 def fetch_models(tags: list[str], prof: Profile | None) -> list[str]:
@@ -24,7 +17,7 @@ def fetch_models(tags: list[str], prof: Profile | None) -> list[str]:
     tag. The hub's reachability is this shell's (HF_HUB_OFFLINE unset: online)."""
     from huggingface_hub import constants, snapshot_download
 
-    cache = jobs_hub_cache(prof)
+    cache = jobs_caches(prof)[1]  # the hub cache the profile's jobs use
     lines = []
     for tag in tags:
         try:
