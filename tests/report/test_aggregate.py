@@ -120,7 +120,7 @@ def test_real_gaussian_run(tmp_path):
     root = make_run(tmp_path / "grun", {"gaussian": section}, regimes=["replace", "accumulate"])
     assert cli.main(["aggregate", str(root)]) == 0
     figs = root / "report" / "figures"
-    for key in ("gaussian_sigma_err", "gaussian_variance"):
+    for key in ("gaussian_mu_err", "gaussian_sigma_err", "gaussian_variance"):
         assert np.asarray(Image.open(figs / f"{key}.png").convert("L"), dtype=float).std() > 10, key
     summary = pd.read_csv(root / "report" / "summary.csv")
     assert set(summary["samples"]) == {10, 100}

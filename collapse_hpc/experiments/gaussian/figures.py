@@ -1,5 +1,5 @@
 """The single Gaussian's report figures, each against the theory of theory.py where it has one:
-error of sigma-hat, mean variance, typical (log) variance, Wasserstein-2 distance to the original,
+error of mu-hat and of sigma-hat, mean variance, typical (log) variance, Wasserstein-2 distance to the original,
 and the tails (the mass each fit puts beyond the original's 2 and 3 sigma)."""
 from __future__ import annotations
 
@@ -98,6 +98,20 @@ def _theory(ctx: Context, run: str, n: int, gens, quantity: str = "var_hat"):
     curve = fn(sigma, n, estimator, gens + (0 if exact else 1))
     label = labels[estimator] if isinstance(labels, dict) else labels
     return curve, label % {"t": "k" if exact else "k+1"}
+
+
+def gaussian_mu_err(ctx: Context):
+    metric = pick(ctx.metrics(), "mu_error", "abs_mu_err", pattern=r"mu.*err")
+    if not metric:
+        return None
+    fig = _per_samples(ctx, metric, None, "|μ − μ̂|")
+    return fig, ("|μ − μ̂| against generation, one panel per sample size n. Under replace the fitted mean performs "
+                 "a random walk whose step j has variance σ̂²_{j−1}/n, so E(μ̂ − μ)² = σ²Σ_{j<t} e^j/n after t fits "
+                 "(e = E V, theory.py): it grows without bound for the unbiased estimator (e = 1) and levels off "
+                 "near σ² for the MLE (a mean |μ − μ̂| near √(2/π)σ ≈ 0.8σ), whose variance dies and freezes the walk "
+                 "where it stands. Collapse as the "
+                 "paper expects it: the error grows (higher is worse); accumulating data keeps it small."
+                 f"{_here(ctx, metric)} {GAPS}")
 
 
 def gaussian_sigma_err(ctx: Context):
@@ -202,7 +216,8 @@ def gaussian_tails(ctx: Context):
                  f"has wandered, which is beyond the bound for some replicates. Here: {here} {GAPS}")
 
 
-FIGURES = [("sigma_err", "Error of the estimated standard deviation", gaussian_sigma_err),
+FIGURES = [("mu_err", "Error of the estimated mean", gaussian_mu_err),
+           ("sigma_err", "Error of the estimated standard deviation", gaussian_sigma_err),
            ("variance", "Estimated variance against theory", gaussian_variance),
            ("typical_variance", "Typical variance (mean log σ̂²) against theory", gaussian_typical_variance),
            ("w2", "Wasserstein-2 distance to the original against theory", gaussian_w2),
