@@ -196,7 +196,8 @@ def _grid_png(blur: float, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def vae(root: Path, generations: int = 4, finished: int = 3, seed: int = 0) -> None:
+def vae(root: Path, generations: int = 4, finished: int = 3, seed: int = 0, far: int | None = None) -> None:
+    """far: a generation where a quarter of one latent dimension's means lie far out (1e3)."""
     for regime in ("replace-p0", "accumulate"):
         for g in range(finished):
             blur = g * (2.0 if regime == "replace-p0" else 0.3)
@@ -205,6 +206,8 @@ def vae(root: Path, generations: int = 4, finished: int = 3, seed: int = 0) -> N
                        "classifier_accuracy": [0.94],
                        "real_share": [1.0 if g == 0 else 0.0 if regime == "replace-p0" else 1 / (g + 1)]}
             mu = np.random.default_rng(g).normal(0, 1 / (1 + blur), (400, 3))  # narrower with collapse
+            if g == far:
+                mu[:100, 0] = 1e3
             latents = {"generation": pa.array([g] * 400, pa.int64()), "sample": pa.array(range(400), pa.int64()),
                        **{f"mu_{d}": mu[:, d] for d in range(3)}}
             _unit(root, "vae", f"{regime}-s{seed}", f"gen_{g:03d}", {"metrics.parquet": metrics,

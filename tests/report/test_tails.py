@@ -89,6 +89,24 @@ def test_latent_figure_raw_as_the_notebook_or_standardised(tmp_path, how):
     assert f"→ {float(legend[-1].split('sd ')[1][:-1]):.2f} (generation 2)" in caption
 
 
+def test_latent_figure_says_how_many_means_lie_beyond_its_axis(tmp_path):
+    """Means beyond the axis are drawn in the outermost bins (clipped); the caption says how many, and
+    says nothing where none are."""
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    section = {"vae": {"generations": 4, "regimes": [{"name": "replace", "keep_fraction": 0.0}]}}
+    root = tmp_path / "v"
+    synthetic.write_config(root, section)
+    synthetic.vae(root)
+    assert "outermost" not in vae_latents(_context(root, "vae"))[1]
+    root = tmp_path / "far"
+    synthetic.write_config(root, section)
+    synthetic.vae(root, far=2)  # a quarter of one of 3 dimensions: 1/12 of the pooled means
+    fig, caption = vae_latents(_context(root, "vae"))
+    assert "Means beyond the axis are drawn in its outermost bins; the most of any generation: replace: 8.3% of " \
+           "generation 2's beyond ±4.02; accumulate: 8.3% of generation 2's beyond ±4.02." in caption, caption
+
+
 def test_vae_grids_and_latents_show_the_seed_that_got_furthest(tmp_path):
     """A run stopped midway: seed 0 finished generation 0 only, seed 1 three generations. The sample
     grids and the latent densities draw seed 1's three, not seed 0's one and 'missing' twice."""

@@ -95,7 +95,7 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
     top = max(max(v) for _, _, v in rows)
     colours = mpl.colormaps["viridis"](np.linspace(0, 0.9, top + 1))
     fig, axes = style.figure(1, len(rows), w=3.2, h=2.6, sharey=True)
-    spreads, kinds = [], set()
+    spreads, kinds, beyond = [], set(), []
     for ax, (run, key, paths) in zip(axes.flat, rows):
         how = _latent_figure(ctx, run)
         kinds.add(how)
@@ -107,6 +107,10 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
             ax.hist(np.clip(z, -edge, edge), bins=edges, density=True, histtype="step", color=colours[g],
                     linewidth=1.4, label=f"generation {g} (sd {np.std(z):.2f})")
         last = max(values)
+        share, g = max((float(np.mean(np.abs(z) > edge)), g) for g, z in values.items())
+        if share:  # np.clip piles them into the outer bins: say how many
+            beyond.append(("" if len(rows) == 1 else f"{key}: ")
+                          + f"{share:.1%} of generation {g}'s beyond ±{edge:.3g}")
         spreads.append(f"{key if len(ctx.runs) == 1 else f'{run.label}: {key}'} {np.std(values[0]):.2f} → "
                        f"{np.std(values[last]):.2f} (generation {last})")
         ax.set_title(key if len(ctx.runs) == 1 else f"{run.label}\n{key}")
@@ -121,7 +125,9 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
                  + "; ".join(what[k] for k in sorted(kinds)) + " (vae.latent_figure); one panel per regime, sd in "
                  "the legend. Collapse as the paper expects it: generation after generation the density "
                  "narrows towards a spike (narrower, a smaller sd, is worse). Here, the sd of the pooled means: "
-                 + "; ".join(spreads) + ".")
+                 + "; ".join(spreads) + "."
+                 + (" Means beyond the axis are drawn in its outermost bins; the most of any generation: "
+                    + "; ".join(beyond) + "." if beyond else ""))
 
 
 def vae_tails(ctx: Context):
