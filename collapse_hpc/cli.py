@@ -23,6 +23,7 @@ from pathlib import Path
 from collapse_hpc import __version__, logs
 from collapse_hpc.config import EXECUTORS
 from collapse_hpc.errors import UserError
+from collapse_hpc.logs import count
 
 EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line and exit status 2."
 
@@ -268,7 +269,7 @@ def _generations(run, chains) -> str:
     for name in dict.fromkeys(c.experiment for c in chains):
         mine = [c for c in chains if c.experiment == name]
         n, what = (len(mine), "chain") if mine[0].shape == "chain" else (sum(len(c.jobs) for c in mine), "part")
-        out.append(f"{name}: {_count(n, what)} of {experiments.get(name).generations(run)} generations")
+        out.append(f"{name}: {count(n, what)} of {experiments.get(name).generations(run)} generations")
     return "; ".join(out)
 
 
@@ -285,7 +286,7 @@ def cmd_run(args, executor=None) -> int:
         chains = engine.open_run(store, run, only=args.only, force=getattr(args, "force", False))
         logs.setup(args.verbose, store.root)
         jobs = sum(len(c.jobs) for c in chains)
-        log.info("run %s: %s, %s, executor %s (%s)", store.root, _count(len(chains), "chain"), _count(jobs, "unit"),
+        log.info("run %s: %s, %s, executor %s (%s)", store.root, count(len(chains), "chain"), count(jobs, "unit"),
                  run.executor, _generations(run, chains))
         if run.executor == "slurm":
             from collapse_hpc.report.aggregate import job as report
@@ -294,13 +295,9 @@ def cmd_run(args, executor=None) -> int:
             return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []
-    print(f"{store.root}: {_count(counts.get('done', 0), 'unit')} done, {counts.get('skipped', 0)} already finished"
+    print(f"{store.root}: {count(counts.get('done', 0), 'unit')} done, {counts.get('skipped', 0)} already finished"
           + (f", {len(failed)} failed" if failed else "") + f" ({jobs} planned)")
     return 1 if failed else 0
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def cmd_submit(args) -> int:
@@ -450,7 +447,7 @@ def run_by_hand(args) -> int:
         engine.open_run(store, run)
         logs.setup(args.verbose, store.root)
         counts = execute(store, run, chains)
-    print(f"{store.root}: {_count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
+    print(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Logging of the collapse_hpc loggers: to stderr, and to RUN/logs/collapse-hpc.log for a run."""
+"""Logging of the collapse_hpc loggers: to stderr, and to RUN/logs/collapse-hpc.log for a run; and
+how a count reads in what the commands say (count)."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +7,11 @@ import sys
 from pathlib import Path
 
 _OURS = "_collapse_hpc_handler"
+
+
+def count(n: int, noun: str) -> str:
+    """'1 unit', '2 units', '0 units'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def for_job() -> None:

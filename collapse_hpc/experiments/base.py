@@ -96,26 +96,36 @@ def default_variants(experiment: str, run, extra=None) -> list[Variant]:
 def sections_seen(experiment: str, run) -> list:
     """The experiment's section as each of its regimes sees it (a regime may override any key, the
     data set or model included), without repeats: what Experiment.check must check."""
+    return [section for section, _ in sections_placed(experiment, run)]
+
+
+def sections_placed(experiment: str, run) -> list[tuple[Any, Callable[[str], str]]]:
+    """sections_seen's sections, each with where its keys are written in the config file: a key its
+    regime overrides as `regimes[1].lm.dataset` (or `lm.regimes[1].lm.dataset`), any other as
+    `lm.dataset`; so a check's line names the value the user must change."""
+    listed = "regimes" if run.section(experiment).regimes is None else f"{experiment}.regimes"
     seen: list = []
-    for regime in run.regimes_of(experiment):
+    for i, regime in enumerate(run.regimes_of(experiment)):
         section = run.section_for(experiment, regime)
-        if section not in seen:
-            seen.append(section)
+        if all(section != s for s, _ in seen):
+            own = regime.overrides_of(experiment)
+            seen.append((section, lambda key, own=own, i=i:
+                         f"{listed}[{i}].{experiment}.{key}" if key in own else f"{experiment}.{key}"))
     return seen
 
 
-def check_prepared(experiment: str, run, splits, section=None) -> None:
+def check_prepared(experiment: str, run, splits, section=None, key: str | None = None) -> None:
     """The experiment's prepared data set (section key `dataset`; of `section` when given, else the
     run's) exists under the run's data_dir, with its card and every split; else one line saying how
-    to prepare it (for Experiment.check)."""
+    to prepare it (for Experiment.check), naming the config key `key` (default `<experiment>.dataset`)."""
     name, data_dir = (section or run.section(experiment)).dataset, Path(run.data_dir)
-    out = data_dir / name
+    key, out = key or f"{experiment}.dataset", data_dir / name
     missing = [s for s in splits if not (out / f"{s}.parquet").is_file()]
     if (out / "card.json").is_file() and missing:  # prepared, for another experiment (images, not text)
-        raise UserError(f"{experiment}.dataset: {out} has no {missing[0]} split: it is not a data set the "
+        raise UserError(f"{key}: {out} has no {missing[0]} split: it is not a data set the "
                         f"{experiment} reads ({', '.join(splits)})")
     if missing or not (out / "card.json").is_file():
-        raise UserError(f"{experiment}.dataset: {out} is not prepared; run: collapse-hpc data prepare {name} "
+        raise UserError(f"{key}: {out} is not prepared; run: collapse-hpc data prepare {name} "
                         f"--data-dir {data_dir}")
 
 

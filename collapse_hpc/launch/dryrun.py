@@ -13,6 +13,7 @@ import shutil
 from collapse_hpc.launch import estimate
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch.slurm import Submitter, job_name, numbered
+from collapse_hpc.logs import count
 
 
 def limits() -> dict[str, int]:
@@ -65,7 +66,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
         print(f"{name:<{width}}  array  {len(todo):>4} of {sum(len(c.jobs) for c in group):>4} tasks        "
               f"{group[0].kind}  %{min(len(todo) or 1, prof.array_parallelism)} at once")
         if todo:
-            scripts.append((f"the {name} array ({len(todo)} task{'s' if len(todo) != 1 else ''})",
+            scripts.append((f"the {name} array ({count(len(todo), 'task')})",
                             _script(sub, group[0].kind, 1, job_name(run.name, name, name), None, f"{name} array",
                                     tasks=len(todo))))
     kinds["aggregate"] = 1
@@ -74,15 +75,16 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
                             "afterany:<every job above>", "aggregate")))
     total = sum(kinds.values())
     print(f"{'aggregate':<{width}}  job       1")
+    done = sum(len(c.jobs) for c in chains) - len(started)
     print("jobs by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items() if n) + f"; {total} in all "
-          f"(an array task counts as a job); {sum(len(c.jobs) for c in chains) - len(started)} unit(s) already done")
+          f"(an array task counts as a job); {count(done, 'unit')} already done")
     lim = limits()
     if lim:
         over = []
         if "MaxJobCount" in lim and total > lim["MaxJobCount"]:
-            over.append(f"{total} jobs > MaxJobCount {lim['MaxJobCount']}")
+            over.append(f"{count(total, 'job')} > MaxJobCount {lim['MaxJobCount']}")
         if "MaxArraySize" in lim and biggest_array >= lim["MaxArraySize"]:
-            over.append(f"an array of {biggest_array} tasks >= MaxArraySize {lim['MaxArraySize']}")
+            over.append(f"an array of {count(biggest_array, 'task')} >= MaxArraySize {lim['MaxArraySize']}")
         print("cluster limits (scontrol): " + ", ".join(f"{k} {v}" for k, v in lim.items())
               + ("; OVER: " + "; ".join(over) if over else "; within them"))
         problems += [f"cluster limit: {o}" for o in over]
@@ -99,5 +101,5 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
         return 0
     for p in problems:
         print(f"FAILED: {p}")
-    print(f"{len(problems)} check(s) failed: fix them, then submit without --dry-run")
+    print(f"{count(len(problems), 'check')} failed: submit without --dry-run once every check passes")
     return 2

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
+from collapse_hpc.logs import count
 
 STARTUP_S = 15.0
 PER_8192_BLOCKS_S = {"epoch": 3.5, "sample": 20.5, "evaluate": 9.0}
@@ -97,7 +98,7 @@ def estimate(run, chains) -> Estimate:
             est.not_estimated.append(f"disk of {chain.experiment}/{chain.variant.name}")
         else:
             est.disk_gb += disk * len(chain.jobs) / 1e9
-    est.not_estimated += [f"{n} unit{'s' if n != 1 else ''} of {name}" for name, n in skipped.items()]
+    est.not_estimated += [f"{count(n, 'unit')} of {name}" for name, n in skipped.items()]
     return est
 
 

@@ -246,12 +246,20 @@ def working(run_root: Path) -> Iterator[None]:
     """Register this process as a unit process of the run while the block runs (RunLock.workers):
     recorded by the unit itself, so it holds the run even when its launcher is gone."""
     folder = Path(run_root) / WORKERS
-    folder.mkdir(exist_ok=True)
     me = folder / f"{socket.gethostname()}-{os.getpid()}"
     # submitit's Slurm job script exports SUBMITIT_EXECUTOR=slurm; its local executor, local
     slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
-    me.write_text(f"{SLURM_HELD} {os.environ.get('SLURM_JOB_ID', '')}" if slurm else "")
+    for attempt in range(3):
+        folder.mkdir(exist_ok=True)
+        try:
+            me.write_text(f"{SLURM_HELD} {os.environ.get('SLURM_JOB_ID', '')}" if slurm else "")
+            break
+        except FileNotFoundError:  # another unit, ending, removed the empty register in between
+            if attempt == 2:
+                raise
     try:
         yield
     finally:
         me.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the last unit out leaves no empty register behind
+            folder.rmdir()

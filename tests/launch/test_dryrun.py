@@ -19,7 +19,7 @@ def test_paper_on_a_machine_without_that_cluster(tmp_path, monkeypatch):
     assert "GPU-hours: 7.5" in out and "not estimated (no measured rate)" in out
     failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
     assert any("container.image /project/collapse/images/collapse-hpc.sif not found" in f for f in failed)
-    assert len(failed) >= 2 and f"{len(failed)} check(s) failed" in out
+    assert len(failed) >= 2 and f"{len(failed)} checks failed" in out
     assert any("scontrol not found: not a Slurm host" in f for f in failed)
 
 
@@ -44,6 +44,19 @@ def test_dry_run_counts_one_of_a_kind_in_the_singular(tmp_path, fake_slurm):  # 
                             "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 0, out + err
     assert "the ltarray array (1 task)" in out and "1 unit of ltarray; 1 unit of ltchain" in out
+    assert "0 units already done" in out  # it read "0 unit(s) already done"
+
+
+def test_one_failed_check_reads_in_the_singular(tmp_path, fake_slurm):  # noqa: F811
+    # it read "an array of 1 tasks >= MaxArraySize 1" and "1 check(s) failed"
+    (fake_slurm / "config.txt").write_text("MaxArraySize = 1\n")
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 1})
+    rc, out, _ = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run",
+                          "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2
+    assert [ln for ln in out.splitlines() if ln.startswith("FAILED: ")] == [
+        "FAILED: cluster limit: an array of 1 task >= MaxArraySize 1"]
+    assert "\n1 check failed: submit without --dry-run once" in out
 
 
 def test_every_failing_check_is_listed(tmp_path, fake_slurm):  # noqa: F811

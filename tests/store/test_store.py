@@ -353,6 +353,24 @@ def test_a_slurm_jobs_unit_process_leaves_the_run_to_submit_and_cancel(tmp_path)
         unit.wait()
 
 
+def test_the_register_of_unit_processes_goes_with_the_last_one_out(tmp_path):
+    """A refused first unit left an empty .units/ in the run folder; a unit still registered keeps it."""
+    import os
+    import socket
+
+    from collapse_hpc.store.lock import working
+
+    with working(tmp_path):
+        assert [p.name for p in (tmp_path / ".units").iterdir()] == [f"{socket.gethostname()}-{os.getpid()}"]
+    assert not (tmp_path / ".units").exists()
+    other = tmp_path / ".units" / "elsewhere-1"
+    other.parent.mkdir()
+    other.write_text("")
+    with working(tmp_path):
+        pass
+    assert [p.name for p in (tmp_path / ".units").iterdir()] == ["elsewhere-1"]
+
+
 def test_a_full_disk_names_the_file_being_written(tmp_path, capsys):
     """ENOSPC from a write names no file; the atomic write names the one it was writing, and the
     command prints it in its one error line."""

@@ -266,15 +266,34 @@ def _fit_all(X, K, cov_type, tol, max_iter, reg, init, weights, means, cov, seed
 # ---------------------------------------------------------------- the fit
 
 def compiled() -> bool:
-    """Whether numba's on-disk cache holds the fit (its index file; compiling _fit_all compiles what
-    it calls); False where it cannot tell. A fresh environment compiles on the first fit: about
-    half a minute to 2 minutes on 2 cores."""
-    import os
+    """Whether numba's on-disk cache holds the fit: the kernel's index file in its cache folder
+    (compiling _fit_all compiles what it calls); False where there is none. A fresh environment
+    compiles on the first fit: about half a minute to 2 minutes on 2 cores."""
+    import sys
+    from pathlib import Path
 
-    try:
-        return os.path.exists(_fit_all._cache._cache_file._index_path)
-    except AttributeError:  # another numba's layout
-        return False
+    func = _fit_all.py_func
+    # numba names a kernel's index <module>.<qualname>-<first line>.py<version><abiflags>.nbi
+    index = f"{Path(func.__code__.co_filename).stem}.{func.__qualname__}-{func.__code__.co_firstlineno}" \
+            f".py{sys.version_info[0]}{sys.version_info[1]}*.nbi"
+    return any(any(folder.glob(index)) for folder in _cache_folders(func))
+
+
+def _cache_folders(func) -> list:
+    """Where numba keeps _fit_all's cache: the dispatcher says (stats.cache_path); a numba whose
+    dispatcher does not is looked through where numba caches: NUMBA_CACHE_DIR's folders (named
+    after the source folder), else __pycache__ beside the source, and the user-wide cache."""
+    import os
+    from pathlib import Path
+
+    said = getattr(getattr(_fit_all, "stats", None), "cache_path", None)
+    if said:
+        return [Path(said)]
+    if numba.config.CACHE_DIR:
+        return [p for p in Path(numba.config.CACHE_DIR).glob("*") if p.is_dir()]
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "numba"
+    return [Path(func.__code__.co_filename).parent / "__pycache__",
+            *(p for p in user.glob("*") if p.is_dir())]
 
 
 def check(X, components: int, covariance: str) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, default_variants, sections_seen
+from collapse_hpc.experiments.base import (Experiment, Registration, check_prepared, default_variants,
+                                          sections_placed, sections_seen)
 from collapse_hpc.experiments.lm import cli
 from collapse_hpc.experiments.lm.config import LMConfig
 
@@ -63,13 +64,13 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.hub import check_source
 
         checked = set()
-        for cfg in sections_seen(self.name, run):
-            check_prepared(self.name, run, SPLITS, cfg)
+        for cfg, where in sections_placed(self.name, run):
+            check_prepared(self.name, run, SPLITS, cfg, where("dataset"))
             check_caches(Path(run.data_dir), cfg)
             for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
                 if tag and (key, tag) not in checked:
                     checked.add((key, tag))
-                    check_source(f"{self.name}.{key}", tag, slurm=run.executor == "slurm")
+                    check_source(where(key), tag, slurm=run.executor == "slurm")
 
     def hub_models(self, run) -> list[str]:
         from collapse_hpc.experiments.lm.hub import hub_tag

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_seen
+from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_placed
 from collapse_hpc.experiments.vae.config import VaeConfig, check_stages
 
 # (height, width, training images) of the built-in data sets (data.py: digits 80% of 1,797)
@@ -45,9 +45,9 @@ class Vae(Experiment):
         under every regime's overrides."""
         from collapse_hpc.experiments.vae.data import SPLITS
 
-        for cfg in sections_seen(self.name, run):
+        for cfg, where in sections_placed(self.name, run):
             if cfg.dataset != "digits":
-                check_prepared(self.name, run, SPLITS, cfg)
+                check_prepared(self.name, run, SPLITS, cfg, where("dataset"))
             dims = _dims(run, cfg.dataset)
             if dims:  # before the run folder: the model refused it only inside the first generation
                 check_stages(dims[0], dims[1], cfg.stages)

@@ -1,5 +1,6 @@
 """Batched EM against scikit-learn: same data and initial parameters -> same fit (to 1e-6)."""
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,43 @@ def test_compiled_tells_whether_numbas_cache_holds_the_fit(tmp_path):
                            env={**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)},
                            capture_output=True, text=True, check=True)
     assert empty.stdout.strip() == "False"
+
+
+def _real_index() -> Path:
+    """The index file numba wrote for the fit's kernel (a fit first: it compiles, or loads the cache)."""
+    em.fit(torch.as_tensor(_data(np.random.default_rng(0), 40))[None], 2)
+    line = em._fit_all.py_func.__code__.co_firstlineno
+    found = list(Path(em._fit_all.stats.cache_path).glob(f"em._fit_all-{line}.py*.nbi"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_compiled_reads_no_private_numba_attribute(tmp_path, monkeypatch):
+    """It read numba's private _cache._cache_file._index_path: a numba laid out otherwise read
+    False, and every run told of a compile that never came. Now the dispatcher's public
+    stats.cache_path names the folder that must hold the kernel's index file."""
+    from types import SimpleNamespace
+
+    index = _real_index()
+    stand_in = SimpleNamespace(py_func=em._fit_all.py_func, stats=SimpleNamespace(cache_path=str(tmp_path)))
+    monkeypatch.setattr(em, "_fit_all", stand_in)  # a dispatcher without numba's private cache objects
+    assert not em.compiled()
+    (tmp_path / index.name).write_bytes(b"")
+    assert em.compiled()
+
+
+def test_compiled_looks_where_numba_caches_when_the_dispatcher_does_not_say(tmp_path, monkeypatch):
+    """A numba whose dispatcher has no stats: NUMBA_CACHE_DIR's folders, else __pycache__ beside
+    the source (or the user-wide cache); the index a real fit wrote is found there."""
+    import numba
+    from types import SimpleNamespace
+
+    index = _real_index()
+    monkeypatch.setattr(em, "_fit_all", SimpleNamespace(py_func=em._fit_all.py_func))
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(index.parent.parent) if numba.config.CACHE_DIR else "")
+    assert em.compiled()  # found without the dispatcher's word, in numba's real layout
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    assert not em.compiled()  # an empty NUMBA_CACHE_DIR
+    (tmp_path / "gmm_0123abcd").mkdir()
+    (tmp_path / "gmm_0123abcd" / index.name).write_bytes(b"")
+    assert em.compiled()

@@ -154,13 +154,26 @@ def test_run_with_an_unloadable_model_writes_nothing(tmp_path, lm_data_dir):
 
 def test_a_regimes_model_and_data_set_are_checked_too(tmp_path, lm_data_dir):
     """A regime's overrides (`{name: replace, lm: {model: …}}`) reach the same checks before anything
-    is written, not one failed unit per chain later."""
-    for override, words in (("{model: ./no-such-model}", "lm.model: ./no-such-model is not a folder"),
-                            ("{dataset: unprepared}", "lm.dataset: ")):
+    is written, not one failed unit per chain later; the line names the key where the file writes it."""
+    regimes = "[replace, {name: replace, keep_fraction: 0.1, lm: %s}]"
+    for override, in_lm, words in (
+            ("{model: ./no-such-model}", False, "lm.yaml: regimes[1].lm.model: ./no-such-model is not a folder"),
+            ("{dataset: unprepared}", False, "lm.yaml: regimes[1].lm.dataset: "),
+            ("{dataset: unprepared}", True, "lm.yaml: lm.regimes[1].lm.dataset: ")):
         cfg = tmp_path / "lm.yaml"
-        cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\nlm: {{dataset: tiny}}\n"
-                       f"regimes: [replace, {{name: replace, keep_fraction: 0.1, lm: {override}}}]\n")
+        listed = regimes % override
+        cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
+                       + (f"lm: {{dataset: tiny, regimes: {listed}}}\n" if in_lm
+                          else f"lm: {{dataset: tiny}}\nregimes: {listed}\n"))
         p = cli("run", cfg, "--run", tmp_path / "r", env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
         line = one_error_line(p)
         assert words in line, line
         assert not (tmp_path / "r").exists()
+
+
+def test_an_unprepared_data_set_of_the_section_is_named_by_its_section_key(tmp_path, lm_data_dir):
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\nlm: {{dataset: unprepared}}\n"
+                   "regimes: [replace, {name: replace, keep_fraction: 0.1, lm: {epochs: 2}}]\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r"))
+    assert "lm.yaml: lm.dataset: " in line and "is not prepared" in line, line
