@@ -24,6 +24,7 @@ from collapse_hpc import engine
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
 from collapse_hpc.machine import free_port, machine_cores
+from collapse_hpc.logs import count
 
 POLL_S = 0.2
 CANCEL_WAIT_S = 10  # on Ctrl-C, how long the units' processes get to end before their state is read
@@ -82,8 +83,8 @@ def execute(store, run, chains, **_) -> dict:
             raise
     if pool.counts["failed"]:
         blocked = sum(len(lane.blocked) for lane in lanes)
-        print(f"{len(pool.counts['failed'])} unit(s) failed"
-              + (f"; {blocked} later generation(s) not run" if blocked else ""), file=sys.stderr)
+        print(f"{count(len(pool.counts['failed']), 'unit')} failed"
+              + (f"; {count(blocked, 'later generation')} not run" if blocked else ""), file=sys.stderr)
         for f in pool.counts["failed"]:
             print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
     return pool.counts
@@ -252,7 +253,7 @@ def cancel_run(store) -> int:
     left = lock.workers()
     if launcher_pid(lock) is not None or left:
         raise UserError(f"{store.root}: told the run to stop (launcher {pid}, units {units}), but "
-                        f"{', '.join(map(str, left)) or pid} still run(s) after {CANCEL_WAIT_S + 20} s; kill them")
+                        f"{', '.join(map(str, left)) or pid} still running after {CANCEL_WAIT_S + 20} s; kill them")
     print(f"{store.root}: cancelled the local run" + (f" (launcher pid {pid})" if pid else "")
           + f"; finished units stay (collapse-hpc verify {store.root}), and a next run goes on from them")
     return 0

@@ -26,6 +26,7 @@ from collapse_hpc import engine
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch import records
+from collapse_hpc.logs import count
 
 # squeue states in which a job will still run (or is running) its unit
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
@@ -173,7 +174,7 @@ def cancel_run(store) -> int:
         jobs = live(book)
         cancel(jobs)
     if jobs:
-        print(f"{store.root}: cancelled {len(jobs)} queued or running job(s): {' '.join(jobs[:10])}"
+        print(f"{store.root}: cancelled {count(len(jobs), 'queued or running job')}: {' '.join(jobs[:10])}"
               + (" …" if len(jobs) > 10 else "") + f"; finished units stay (collapse-hpc status {store.root})")
     else:
         print(f"{store.root}: nothing to cancel: none of its jobs is queued or running")
@@ -480,7 +481,7 @@ def _print_table(store, prof, rows, n_new: int, done: int) -> None:
     for name, shape, units, ids in rows:
         print(f"{name:<{width}}  {shape:<5}  {units:>5}  {ids}")
     if n_new:
-        print(f"submitted {n_new} job(s) to {prof.name}; {done} unit(s) already done; "
+        print(f"submitted {count(n_new, 'job')} to {prof.name}; {count(done, 'unit')} already done; "
               f"jobs in {store.root / records.JOBS}; follow with: collapse-hpc status {store.root}")
     else:
-        print(f"nothing to submit: {done} unit(s) done, the rest already queued or running", file=sys.stdout)
+        print(f"nothing to submit: {count(done, 'unit')} done, the rest already queued or running", file=sys.stdout)

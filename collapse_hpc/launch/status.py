@@ -18,6 +18,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.lock import pid_alive
+from collapse_hpc.logs import count
 
 BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}
 
@@ -283,8 +284,8 @@ def _print(state: dict) -> int:
             for ln in agg["error"]:
                 print(f"      | {ln}")
     if failed:
-        print(f"\n{failed} unit(s) failed or were cancelled; fix the cause and run or submit again "
-              f"(finished units are kept)")
+        print(f"\n{count(failed, 'unit')} failed or {'was' if failed == 1 else 'were'} cancelled; fix the cause "
+              f"and run or submit again (finished units are kept)")
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from collapse_hpc.plotting.plots import Fig
 from collapse_hpc.report.tables import Table, Text
+from collapse_hpc.logs import count
 
 
 @dataclass
@@ -87,7 +88,8 @@ PHASES_INTRO = ("Per generation: a unit's seconds (mean over the generation's un
 def _incomplete_html(lines: list[str]) -> str:
     items = "".join(f"<li>{html.escape(ln)}</li>" for ln in lines[:50])
     more = f"<li>… and {len(lines) - 50} more</li>" if len(lines) > 50 else ""
-    return (f'<div class="incomplete" id="incomplete"><h2>{INCOMPLETE}</h2><p>{len(lines)} chain(s) not finished; '
+    return (f'<div class="incomplete" id="incomplete"><h2>{INCOMPLETE}</h2><p>{count(len(lines), "chain")} '
+            f"not finished; "
             f"the figures show gaps and the tables compare only what every chain reached:</p>"
             f"<ul>{items}{more}</ul></div>")
 

@@ -523,7 +523,7 @@ def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slu
     rc, out, err = collapse("cancel", run)
     assert rc == 0, err
     assert (fake_slurm / "scancel.txt").read_text().split() == sorted([chain[1], task])
-    assert "cancelled 2 queued or running job(s)" in out
+    assert "cancelled 2 queued or running jobs" in out
     (fake_slurm / "squeue.txt").write_text("999|RUNNING|1:00\n")
     rc, out, _ = collapse("cancel", run)
     assert rc == 0 and "nothing to cancel" in out

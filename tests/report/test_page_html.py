@@ -18,3 +18,10 @@ def test_anchors_and_ids_are_safe(tmp_path):
     hrefs = re.findall(r'href="#([^"]*)"', text)
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", a) for a in ids + hrefs), (ids, hrefs)
     assert page.anchor(hostile) in ids and page.anchor(hostile) in hrefs  # the nav link still lands
+
+
+def test_the_incomplete_banner_counts_in_the_singular_and_plural():
+    from collapse_hpc.report.page import _incomplete_html
+
+    assert "<p>1 chain not finished; " in _incomplete_html(["lm/replace-p0-s0: 1 of 2 generations"])
+    assert "<p>2 chains not finished; " in _incomplete_html(["a", "b"])  # it read "1 chain(s)", "2 chain(s)"

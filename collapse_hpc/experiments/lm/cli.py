@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.logs import count
 
 PICKLE = (".pkl", ".pickle", ".pt", ".pth")
 
@@ -157,8 +158,8 @@ def reference(a) -> int:
     generated = load_generated(a.load_generate) if a.load_generate else None
     lm = Pipeline.start(cfg, Path(a.data_dir))
     if a.num_devices != lm.world_size:
-        lm.log.warning("--num_devices %d but %d rank(s) started; ranks come from the launcher", a.num_devices,
-                       lm.world_size)
+        lm.log.warning("--num_devices %d but %s started; ranks come from the launcher", a.num_devices,
+                       count(lm.world_size, "rank"))
     train, val, test = _splits(lm, generated, a.evalgen_only)
     model = _start_model(a, lm, load)
     with tempfile.TemporaryDirectory(prefix="lm-model-") as scratch:  # the models nobody asked to keep

@@ -60,6 +60,7 @@ from collapse_hpc.experiments.lm import tokenizer as tk
 from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, read_parquet, read_texts
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import load_card, seal_file, sealed_file, sealed_files
+from collapse_hpc.logs import count
 
 DEFAULT_VOCAB = 8000
 
@@ -234,8 +235,9 @@ def _check_split_layout(source: Path, named: dict) -> None:
                         f"split, or none (rows are then split 90/5/5)")
     missing = [s for s in SPLITS if s not in named.values()]
     if missing:
+        given = sorted(set(named.values()))
         raise UserError(f"--from {source}: no {' or '.join(missing)} file beside the "
-                        f"{', '.join(sorted(set(named.values())))} file(s): give all three splits, or "
+                        f"{', '.join(given)} file{'s' if len(given) > 1 else ''}: give all three splits, or "
                         f"rename the files so that their rows are split 90/5/5")
 
 
@@ -277,8 +279,9 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError:
         text = raw.decode("utf-8-sig", errors="replace")
         bad = text.count("\ufffd") - raw.count("\ufffd".encode())
-        log.warning("warning: %s is not UTF-8: %d undecodable byte sequence(s) replaced by U+FFFD "
-                    "(to keep them, convert it first, e.g. iconv -f latin1 -t utf-8)", path, bad)
+        log.warning("warning: %s is not UTF-8: %s replaced by U+FFFD "
+                    "(to keep them, convert it first, e.g. iconv -f latin1 -t utf-8)", path,
+                    count(bad, "undecodable byte sequence"))
         return text
 
 
@@ -352,7 +355,7 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
         blocks = make_blocks(read_texts(data_dir, tmp_name, s), tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
             texts = {row.get("text") for part in splits.values() for row in part}
-            alike = (f"; the {sum(map(len, splits.values()))} rows hold {len(texts)} distinct text(s), and a "
+            alike = (f"; the {sum(map(len, splits.values()))} rows hold {count(len(texts), 'distinct text')}, and a "
                      f"text goes whole to one split (by its hash), so copies of a row never land in two splits"
                      if len(texts) < 20 else "")
             raise UserError(f"{name}: too little text for the {s} split ({len(splits[s])} {card['unit']}, "

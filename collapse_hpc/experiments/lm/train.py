@@ -79,6 +79,7 @@ import numpy as np
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import distributed
 from collapse_hpc.store import atomic
+from collapse_hpc.logs import count
 
 COMPLETE = "complete.json"
 
@@ -433,7 +434,7 @@ class _Training:
             return
 
         def said(d):
-            ranks = f" on {d['world_size']} rank(s)" if d.get("world_size") else ""
+            ranks = f" on {count(d['world_size'], 'rank')}" if d.get("world_size") else ""
             return f"ZeRO stage {d['zero_stage']}{ranks}{', bf16 weights' if d.get('bf16') else ''}"
 
         raise UserError(f"training checkpoint {tag_dir}: written by {said(written)}, this job trains by "

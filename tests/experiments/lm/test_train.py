@@ -275,10 +275,10 @@ def test_loss_falls_and_kill_mid_epoch_then_resume_gives_the_same_weights(lm_dat
     ({"zero_stage": 0, "world_size": 2, "bf16": False}, False, (0, 1, "fp32"), None),  # ZeRO-0: any rank count
     ({"zero_stage": 1, "world_size": 2, "bf16": True}, True, (1, 2, "bf16"), None),
     ({"zero_stage": 1, "world_size": 2, "bf16": False}, True, (1, 1, "fp32"),
-     "written by ZeRO stage 1 on 2 rank(s), this job trains by ZeRO stage 1 on 1 rank(s)"),
+     "written by ZeRO stage 1 on 2 ranks, this job trains by ZeRO stage 1 on 1 rank"),
     ({"zero_stage": 1, "world_size": 1, "bf16": False}, True, (0, 1, "fp32"),
      "written by ZeRO stage 1, this job trains by ZeRO stage 0"),
-    (None, False, (1, 1, "bf16"), "written by ZeRO stage 0, this job trains by ZeRO stage 1 on 1 rank(s), bf16"),
+    (None, False, (1, 1, "bf16"), "written by ZeRO stage 0, this job trains by ZeRO stage 1 on 1 rank, bf16"),
     (None, True, (1, 1, "bf16"), None),  # before layouts were kept, with optimizer shards: left to DeepSpeed
     (None, False, (0, 4, "fp32"), None),
 ], ids=["zero0-ranks", "same", "zero1-ranks", "zero1-to-0", "old-zero0-to-1", "old-sharded", "old-zero0"])
@@ -313,8 +313,8 @@ def test_a_checkpoint_laid_out_otherwise_is_refused_by_name(lm_data_dir, tmp_pat
     codes, _ = _wait(_launch(lm_data_dir, tmp_path, base), tmp_path)
     log = _tail(tmp_path)
     assert codes == [1]
-    assert ("step00000003: written by ZeRO stage 0 on 1 rank(s), bf16 weights, this job trains by ZeRO stage 1 "
-            "on 1 rank(s), bf16 weights: its optimizer state does not fit; delete") in log, log
+    assert ("step00000003: written by ZeRO stage 0 on 1 rank, bf16 weights, this job trains by ZeRO stage 1 "
+            "on 1 rank, bf16 weights: its optimizer state does not fit; delete") in log, log
     assert "optim_states.pt" not in log
     # the marker as versions before layouts wrote it: a ZeRO-0 checkpoint shows by its missing optimizer shards
     del marker["layout"]
@@ -322,7 +322,7 @@ def test_a_checkpoint_laid_out_otherwise_is_refused_by_name(lm_data_dir, tmp_pat
     codes, _ = _wait(_launch(lm_data_dir, tmp_path, base), tmp_path)
     log = _tail(tmp_path)
     assert codes == [1]
-    assert ("step00000003: written by ZeRO stage 0, this job trains by ZeRO stage 1 on 1 rank(s), bf16 weights: "
+    assert ("step00000003: written by ZeRO stage 0, this job trains by ZeRO stage 1 on 1 rank, bf16 weights: "
             "its optimizer state does not fit") in log, log
 
 
