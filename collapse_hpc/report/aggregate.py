@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,6 +31,8 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     if not runs:
         raise UserError("aggregate: name at least one run folder")
     collect.distinct_runs(runs)
+    if out is None and Path(runs[0]).is_dir():
+        _writable(Path(runs[0]) / "report")
     data = [collect.load_run(p, label) for p, label in zip(runs, collect.labels(runs))]
     # --out must be new, empty or made by aggregate before; a run's own report/ is the run's
     out = claim_folder(Path(out) if out else data[0].root / "report", "the report folder", owned=not out)
@@ -63,6 +66,16 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     index = out / "index.html"
     write_text(index, page.write_html(rep))
     return index.absolute()
+
+
+def _writable(report: Path) -> None:
+    """A run one may only read (a colleague's) is refused before anything is read, naming --out."""
+    here = report
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if here.is_dir() and not os.access(here, os.W_OK | os.X_OK):
+        raise UserError(f"{here}: not writable by you (a run you may only read); write its report elsewhere "
+                        f"with --out DIR")
 
 
 def title(runs: list[collect.RunData]) -> str:

@@ -9,6 +9,7 @@ vectorised over its replicates (em.py), and writes
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.base import Registration
@@ -61,6 +62,7 @@ class GMMExperiment(ArrayExperiment):
         machine (a local run) the wait for numba's first compile, as the units' bar stays at 0 meanwhile."""
         import logging
 
+        from collapse_hpc.experiments.gmm import passes
         from collapse_hpc.experiments.gmm.em import compiled
 
         wanted, G = run.section(NAME).snapshot_generations, self.generations(run)
@@ -69,7 +71,12 @@ class GMMExperiment(ArrayExperiment):
             logging.getLogger("collapse_hpc").warning(
                 "gmm.snapshot_generations %s: beyond the run's %d generations (0..%d, or -1 for the last); "
                 "no snapshots of them", beyond, G, G - 1)
-        if run.executor != "slurm" and not compiled():
+        if run.executor != "slurm" and not passes.CACHED:
+            logging.getLogger("collapse_hpc").warning(
+                "gmm: numba has nowhere to cache the EM kernels (NUMBA_CACHE_DIR, %s, ~/.cache/numba: none writable): "
+                "every gmm unit compiles them again (up to 2 minutes on 2 cores); set "
+                "NUMBA_CACHE_DIR to a folder of yours", Path(passes.__file__).parent / "__pycache__")
+        elif run.executor != "slurm" and not compiled():
             logging.getLogger("collapse_hpc").info(
                 "gmm: the first fit compiles the EM kernels (numba; up to 2 minutes on 2 cores, once per "
                 "environment, cached afterwards)")

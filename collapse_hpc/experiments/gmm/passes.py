@@ -10,7 +10,25 @@ import math
 
 import numba
 
-JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+def _probe():
+    return 0
+
+
+def _cacheable() -> bool:
+    """Whether numba finds a writable place for its cache of this folder's kernels: NUMBA_CACHE_DIR,
+    this package's __pycache__, or the user's cache (~/.cache/numba). With none (a read-only
+    install and a read-only HOME) numba refuses cache=True as the module is imported, which
+    stopped every command that reads gmm, status and aggregate included, with a traceback."""
+    try:
+        numba.njit(cache=True)(_probe)
+    except RuntimeError:
+        return False
+    return True
+
+
+CACHED = _cacheable()  # else every process compiles the kernels again (gmm's check says so)
+JIT = dict(cache=CACHED, nogil=True, error_model="numpy")
 # passes over the points may fuse multiplies and adds (FMA): faster and as exact or more;
 # nothing else of fast-math (no reassociation), so results do not depend on the vector width
 POINTS = dict(JIT, fastmath={"contract"})

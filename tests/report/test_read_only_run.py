@@ -1,0 +1,88 @@
+"""A run one may only read (a colleague's, or one on read-only storage): status, verify and
+aggregate --out elsewhere work; aggregate into the run itself is refused in one line naming --out.
+Root writes anywhere, so the commands run in a child process that has become user `nobody`."""
+import io
+import os
+import pwd
+import shutil
+import tempfile
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from collapse_hpc import cli, engine
+from collapse_hpc.launch import debug
+from tests.helpers import toy_run
+
+
+def _nobody() -> pwd.struct_passwd:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the commands as another user (nobody) who may only read the run")
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' on this machine")
+
+
+def _as(user: pwd.struct_passwd, argv: list[str]) -> tuple[int, str]:
+    """cli.main(argv) in a forked child running as `user`: (exit status, stderr)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 70
+        try:
+            os.close(read)
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            err = io.StringIO()
+            with redirect_stderr(err), redirect_stdout(io.StringIO()):
+                code = cli.main(argv)
+            os.write(write, err.getvalue().encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        err = f.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), err
+
+
+@pytest.fixture
+def theirs():
+    """A finished run with its report, owned by root, readable by all (a colleague's)."""
+    user = _nobody()
+    top = Path(tempfile.mkdtemp(prefix="collapse-hpc-theirs-"))
+    try:
+        top.chmod(0o755)
+        store, run = toy_run(top, generations=2)
+        debug.execute(store, run, engine.plan(run))
+        assert cli.main(["aggregate", str(store.root)]) == 0
+        for path in [store.root, *store.root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield user, store.root
+    finally:
+        shutil.rmtree(top)
+
+
+def test_status_verify_and_a_report_elsewhere_work_on_a_run_one_may_only_read(theirs):
+    user, run = theirs
+    mine = Path(tempfile.mkdtemp(prefix="collapse-hpc-mine-"))
+    os.chown(mine, user.pw_uid, user.pw_gid)
+    try:
+        for argv in (["status", str(run)], ["verify", str(run)], ["aggregate", str(run), "--out", str(mine / "r")]):
+            code, err = _as(user, argv)
+            assert code == 0, (argv, err)
+        assert (mine / "r" / "index.html").is_file()
+    finally:
+        shutil.rmtree(mine)
+
+
+def test_a_report_into_a_run_one_may_only_read_is_refused_naming_out(theirs):
+    user, run = theirs
+    before = sorted(p.name for p in (run / "report").iterdir())
+    code, err = _as(user, ["aggregate", str(run)])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0] == (f"error: {run / 'report'}: not writable by you (a run you may only read); write its "
+                        f"report elsewhere with --out DIR")
+    assert sorted(p.name for p in (run / "report").iterdir()) == before
