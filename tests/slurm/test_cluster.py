@@ -2,6 +2,7 @@
 dependencies, arrays, failures, USR2 preemption and resubmission. No mocks."""
 import json
 import re
+import shlex
 import subprocess
 import time
 
@@ -119,6 +120,36 @@ def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
     assert jobs(run)["units"] == before["units"] and jobs(run)["aggregate"] == before["aggregate"]
     q = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout
     assert "tiny:" not in q
+
+
+def test_status_names_what_made_each_generation_after_a_redo(tmp_path):
+    """A generation redone by hand, as verify says to, was still shown as the Slurm job that had made the
+    damaged copy; one submitted again is shown as its new job."""
+    cfg = write_config(tmp_path, "redo", generations=2, ltchain={"rows": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_001"
+    first = unit_ids(run)[label]
+    wait_for([*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]])
+    (run / label / "metrics.parquet").write_bytes(b"damaged")
+    _, out, _ = collapse("verify", run)
+    redo = shlex.split(re.search(r"redo with: (.*)", out)[1])
+    assert redo[0] == "collapse-hpc" and redo[-2:] == ["--unit", "1"], out
+    done = subprocess.run([str(REPO / ".venv/bin/collapse-hpc"), *redo[1:]], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    rc, out, _ = collapse("status", run)
+    assert re.search(r"gen_001  done +by hand on ", out) and f"job {first}" not in out, out
+
+    (run / label / "metrics.parquet").write_bytes(b"damaged")
+    rc, _, err = collapse("submit", run / "config.yaml", "--run", run)
+    assert rc == 0, err
+    again = unit_ids(run)[label]
+    assert again != first
+    wait_for([again, jobs(run)["aggregate"]["job_id"]])
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_001  done +job {again} ", out), out
 
 
 def test_failed_generation_cancels_its_dependents(tmp_path):
