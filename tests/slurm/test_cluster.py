@@ -257,3 +257,37 @@ def test_a_drained_node_queues_the_jobs_to_wait(tmp_path):
     ids = [*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]]
     wait_for(ids)
     assert all(r[-1]["State"] == "COMPLETED" for r in sacct(*ids).values())
+
+
+def test_a_gres_no_node_has_is_refused_and_one_a_drained_node_has_queues(tmp_path):
+    """sbatch --test-only answers gpu:h1000 (no node has it; start.sh's cluster knows gpu, has none) as it
+    answers drained nodes, and submit queued the jobs to wait for ever. The node's scratch:ssd passes."""
+    node = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True, check=True).stdout.split()[0]
+    cfg = write_config(tmp_path, "gres", generations=1, ltarray={"parts": 1})
+
+    def profile(name: str, gres: str):
+        prof = yaml.safe_load(PROFILE.read_text())
+        prof["jobs"]["cpu"]["sbatch"] = {"gres": gres}
+        (tmp_path / name).write_text(yaml.safe_dump(prof))
+        return tmp_path / name
+
+    typo = profile("typo.yaml", "gpu:h1000:1")
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "typo", "--profile", typo)
+    assert rc == 2 and err.startswith("error: profile dev-cluster: jobs.cpu.sbatch.gres: gpu:h1000:1: no node of "
+                                      "partition debug offers gres gpu:h1000 (they offer: scratch:ssd)"), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "typo").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
+
+    has = profile("has.yaml", "scratch:ssd:1")
+    run = tmp_path / "run"
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=maintenance"], check=True)
+    try:
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", has)
+        assert rc == 0, err
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    part = unit_ids(run)["ltarray/replace-p0-s0/part_000"]
+    assert "scratch:ssd:1" in scontrol_job(part.split("_")[0])
+    wait_for([part, jobs(run)["aggregate"]["job_id"]])
+    assert sacct(part)[part][-1]["State"] == "COMPLETED"
