@@ -291,3 +291,40 @@ def test_a_gres_no_node_has_is_refused_and_one_a_drained_node_has_queues(tmp_pat
     assert "scratch:ssd:1" in scontrol_job(part.split("_")[0])
     wait_for([part, jobs(run)["aggregate"]["job_id"]])
     assert sacct(part)[part][-1]["State"] == "COMPLETED"
+
+
+def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_path):
+    """scancel's SIGTERM was ignored (submitit bypasses it): a cancelled generation ran on through Slurm's
+    KillWait (30 s), finished and wrote its results after `collapse-hpc cancel` had said it was cancelled."""
+    cfg = write_config(tmp_path, "cancelled", generations=1, ltchain={"rows": 2, "sleep_s": 10.0})  # 20 steps
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    first = jobs(run)["units"][label]
+    unit = run / label
+    deadline = time.time() + 120
+    while not (unit / "steps" / "002.done").exists():
+        assert time.time() < deadline, "the generation never got going"
+        time.sleep(0.2)
+    rc, out, _ = collapse("cancel", run)
+    assert rc == 0 and "cancelled 2 queued or running job(s)" in out, out
+    wait_for([first["job_id"]], timeout=60)
+    row = sacct(first["job_id"])[first["job_id"]][-1]
+    assert row["State"] == "CANCELLED" and row["End"] >= row["Start"]
+    assert not (unit / "manifest.json").exists() and not (unit / "metrics.parquet").exists()
+    assert {p.name for p in unit.iterdir()} <= {"steps", ".binding.json"}  # nothing half-written
+    done = sorted(p.name for p in (unit / "steps").iterdir())
+    assert all(re.fullmatch(r"\d{3}\.done", n) for n in done) and len(done) < 20, done
+    assert "the unit stops here (what it finished stays for a resume)" in open(first["log"]).read()
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  CANCELLED +job {first['job_id']}", out), out
+
+    rc, _, err = collapse("submit", run / "config.yaml", "--run", run)
+    assert rc == 0, err
+    again = jobs(run)["units"][label]
+    wait_for([again["job_id"], jobs(run)["aggregate"]["job_id"]])
+    steps = re.findall(r"ltchain step (\d+) done", open(first["log"]).read() + open(again["log"]).read())
+    assert sorted(map(int, steps)) == list(range(20))  # the resumed job did only what was left
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  done +job {again['job_id']} ", out), out
