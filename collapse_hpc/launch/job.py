@@ -7,7 +7,10 @@ A run's final job (the report) is handed to the Slurm back-end by its caller (su
 from __future__ import annotations
 
 import logging
+import os
+import re
 import signal
+import subprocess
 import threading
 
 from submitit.helpers import Checkpointable, DelayedSubmission
@@ -21,6 +24,50 @@ def _interruptible() -> None:
     background (`nohup … &`), the unit inherits SIGINT ignored and would run on unattended."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class Ending(KeyboardInterrupt):
+    """Slurm ends the job (scancel, collapse-hpc cancel, a requeue, the time limit): the unit stops as on
+    Ctrl-C, its manifest unwritten and its finished resumable steps kept. A KeyboardInterrupt, so no
+    `except Exception` of an experiment swallows it."""
+
+
+# Slurm's state of a job whose end has begun (a running job's is RUNNING, also while a preemption's
+# grace time runs: its SIGTERM comes first, then USR2, which checkpoints and requeues)
+ENDING = {"COMPLETING", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "DEADLINE", "FAILED", "COMPLETED",
+          "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "OUT_OF_MEMORY", "BOOT_FAIL"}
+_requeueing = threading.Event()  # set by checkpoint(): the SIGTERM that follows our own requeue is submitit's
+
+
+def _stop_when_ending() -> None:
+    """scancel sends SIGTERM, then SIGKILL after Slurm's KillWait (30 s by default). submitit ignores
+    SIGTERM (on some clusters a preemption's SIGTERM comes before its USR2), so a cancelled unit ran on
+    and could finish and write its results after the cancel. A SIGTERM of a job whose end Slurm has
+    begun stops the unit now; one of a job still running (a preemption's notice) goes to submitit."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or not job or \
+            threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        if not _requeueing.is_set() and (state := slurm_state(job)) in ENDING:
+            raise Ending(f"job {job} is ending (Slurm: {state}): the unit stops here (what it finished stays "
+                         f"for a resume)")
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def slurm_state(job: str) -> str | None:
+    """Slurm's state of `job` (None: unknown). scontrol is bound into a container too (for requeues)."""
+    try:
+        out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"\bJobState=(\S+)", out.stdout)
+    return found[1] if found else None
 
 
 class UnitJob(Checkpointable):
@@ -38,9 +85,15 @@ class UnitJob(Checkpointable):
         logs.for_job()
         export_env()
         _interruptible()
-        return engine.run_unit(run_dir, experiment, variant, index)
+        _stop_when_ending()
+        try:
+            return engine.run_unit(run_dir, experiment, variant, index)
+        except Ending as e:
+            logging.getLogger("collapse_hpc").warning("%s/%s unit %d: %s", experiment, variant, index, e)
+            raise SystemExit(143) from None  # 128 + SIGTERM, without a traceback
 
     def checkpoint(self, run_dir: str, experiment: str, variant: str, index: int) -> DelayedSubmission:
+        _requeueing.set()
         logging.getLogger("collapse_hpc").warning("%s/%s unit %d: interrupted, requeueing to resume",
                                                   experiment, variant, index)
         return DelayedSubmission(UnitJob(), run_dir, experiment, variant, index)

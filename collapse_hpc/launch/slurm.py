@@ -26,6 +26,7 @@ from collapse_hpc import engine
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch import records
+from collapse_hpc.launch.gres import check as check_gres
 from collapse_hpc.logs import count
 
 # squeue states in which a job will still run (or is running) its unit
@@ -126,8 +127,9 @@ def _check_fits(prof: profiles.Profile, kind: str, names: list[str], members: li
 
 def check_profile(prof: profiles.Profile, kinds) -> None:
     """Before anything is written or queued: every partition the jobs of `kinds` ask for exists,
-    takes their time limit and has a node that fits them. sbatch would refuse only after earlier
-    jobs were queued, or (with EnforcePartLimits=NO) queue a too-long job that then pends forever."""
+    takes their time limit and has a node that fits them and offers the gres they ask for. sbatch
+    would refuse only after earlier jobs were queued, or (with EnforcePartLimits=NO) queue a too-long
+    job, or one asking for a gres no node has, that then pends forever."""
     parts, listed = partitions(), nodes()
     default = next((n for n, f in parts.items() if f.get("Default") == "YES"), None)
     for kind in kinds:
@@ -146,6 +148,7 @@ def check_profile(prof: profiles.Profile, kinds) -> None:
         members = [n for n in listed if set(n.get("Partitions", "").split(",")) & set(names)]
         if members:
             _check_fits(prof, kind, names, members)
+            check_gres(prof, kind, ",".join(names), members)
 
 
 def cancel(job_ids: list[str]) -> None:

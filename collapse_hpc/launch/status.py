@@ -126,6 +126,25 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
     return state, elapsed
 
 
+def made_by(manifest: dict, entry: dict, local: bool) -> tuple[str | None, str | None]:
+    """(job id, host of a run by hand) of what wrote a done unit's manifest. jobs.json keeps the job
+    that ran the unit before a redo by hand (verify's `collapse-hpc EXPERIMENT … --unit N`), so the
+    manifest decides: the Slurm job it records; else the local launcher's job where the manifest was
+    begun before that job ended; else the run by hand."""
+    if manifest.get("job_id"):
+        return str(manifest["job_id"]), None
+    jid = entry.get("job_id")
+    if local and jid is not None and not _begun_after(manifest, entry):
+        return str(jid), None
+    return None, str(manifest.get("host") or "?")
+
+
+def _begun_after(manifest: dict, entry: dict) -> bool:
+    """Whether the unit's manifest was begun after its recorded local job had ended (unknown: no)."""
+    begun, started, elapsed = manifest.get("started"), entry.get("started"), entry.get("elapsed")
+    return None not in (begun, started, elapsed) and begun > started + elapsed
+
+
 def local_state(entry: dict) -> str:
     """A local unit's state as jobs.json records it, except that a RUNNING one whose process is gone
     is INTERRUPTED: the launcher died with the job (killed, out of memory, the machine restarted)
@@ -209,6 +228,9 @@ def state_of(store: RunStore, run_dir) -> dict:
             state, elapsed = unit_state(store, run, job, entry, slurm, local)
             unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
                     "job_id": entry.get("job_id")}
+            if state == "done":  # the job that made it, which a redo by hand leaves jobs.json unaware of
+                manifest = read_manifest(store.unit_dir(job.experiment, job.variant, job.shape, job.index)) or {}
+                unit["job_id"], unit["by_hand_on"] = made_by(manifest, entry, local)
             if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
                 unit["why_not_done"] = why_not_done(store, run, job)
                 unit["redo"] = redo_command(store, job, book.get("executor") or "local")
@@ -260,7 +282,8 @@ def _print(state: dict) -> int:
         print(f"\n{name}  {head}")
         for u in item["units"]:
             jid = u["job_id"]
-            line = f"  {u['unit']}  {u['state']:<13} {('job ' + str(jid)) if jid else '':<14} {u['elapsed']}"
+            ran = f"job {jid}" if jid else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else ""
+            line = f"  {u['unit']}  {u['state']:<13} {ran:<14} {u['elapsed']}"
             if u.get("reason"):
                 line += f"  ({u['reason']})"
             print(line.rstrip())

@@ -181,13 +181,21 @@ SlurmdLogFile=/var/log/slurm/slurmd.log
 SlurmctldPort=6817
 SlurmdPort=6818
 $OVERRIDES
-NodeName=$HOST NodeAddr=127.0.0.1 $NODE_HW RealMemory=$MEM State=UNKNOWN
+# gpu as on a GPU cluster, yet no node has one: a gres asked for but offered by no node (a typo
+# of a type, gpu:h1000) is answered by sbatch --test-only as drained nodes are; scratch:ssd:2 is
+# one the node has (a count, no device files), which submit's check of gres must let through
+GresTypes=gpu,scratch
+NodeName=$HOST NodeAddr=127.0.0.1 $NODE_HW RealMemory=$MEM Gres=scratch:ssd:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 )
+NEWGRES="NodeName=$HOST Name=scratch Type=ssd Count=2"
 CONF_CHANGED=0
 if [ ! -f $CONF ] || [ "$(cat $CONF)" != "$NEWCONF" ]; then
   printf '%s\n' "$NEWCONF" >$CONF; CONF_CHANGED=1
+fi
+if [ ! -f /etc/slurm/gres.conf ] || [ "$(cat /etc/slurm/gres.conf)" != "$NEWGRES" ]; then
+  printf '%s\n' "$NEWGRES" >/etc/slurm/gres.conf; CONF_CHANGED=1
 fi
 # cgroup.conf is not read with proctrack/linuxproc + task/none; none is written.
 

@@ -431,6 +431,58 @@ def test_a_job_no_node_fits_is_one_line_before_anything_is_queued(tmp_path, fake
     assert rc == 2 and f"FAILED: profile p: {message}" in out
 
 
+@pytest.mark.parametrize("extra, message", [
+    ("{jobs: {gpu: {sbatch: {gres: 'gpu:h1000:1'}}}}",
+     "jobs.gpu.sbatch.gres: gpu:h1000:1: no node of partition gpu offers gres gpu:h1000 (they offer: gpu:h100)"),
+    ("{jobs: {gpu: {sbatch: {gres: 'gpu:h100:8'}}}}",
+     "jobs.gpu.sbatch.gres: gpu:h100:8: no node of partition gpu has 8 gpu:h100 per node (at most 4)"),
+    ("{jobs: {cpu: {sbatch: {gres: 'gpu:1'}}}}",
+     "jobs.cpu.sbatch.gres: gpu:1: no node of partition cpu offers gres gpu (they offer: none)"),
+    ("{sbatch: {gpus-per-node: 'a100:1'}}",
+     "sbatch.gpus-per-node: a100:1: no node of partition cpu offers gres gpu:a100 (they offer: none)"),
+])
+def test_a_gres_no_node_offers_is_one_line_before_anything_is_queued(tmp_path, fake_slurm, extra, message):
+    """sbatch --test-only answers a gres no node has as it answers drained nodes ('Requested node
+    configuration is not available'), which submit lets through: the jobs were queued to wait for ever."""
+    (fake_slurm / "nodes.txt").write_text(NODES)
+    (fake_slurm / "test-only.txt").write_text("allocation failure: Requested node configuration is not available\n")
+    profile = {"partition": "cpu", "jobs": {"gpu": {"partition": "gpu", "gpus_per_node": 1},
+                                            "gpu1": {"partition": "gpu", "gpus_per_node": 1}}}
+    extra = yaml.safe_load(extra)
+    for kind, res in extra.pop("jobs", {}).items():
+        profile["jobs"].setdefault(kind, {}).update(res)
+    profile.update(extra)
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(profile))
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 1})
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and err.startswith(f"error: profile p: {message}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
+
+
+def test_a_gres_a_drained_node_offers_is_let_through(tmp_path, fake_slurm):
+    (fake_slurm / "nodes.txt").write_text(NODES.replace("State=IDLE", "State=IDLE+DRAIN"))
+    (fake_slurm / "test-only.txt").write_text("allocation failure: Requested node configuration is not available\n")
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump({"partition": "cpu", "jobs": {"gpu": {"partition": "gpu", "sbatch": {
+        "gres": "gpu:h100:2"}, "gpus_per_node": 0}}}))
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    submit(cfg, tmp_path / "run", prof)
+    script = scripts(fake_slurm)[int(jobs(tmp_path / "run")["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"])]
+    assert flag(script, "gres") == "gpu:h100:2"
+
+
+def test_gres_requests_and_offers_read_as_slurm_writes_them():
+    from collapse_hpc.launch.gres import offered, requested
+
+    assert requested("gres", "gpu:h100:2,scratch:10G") == [("gpu", "h100", 2), ("scratch", None, 10 * 1024 ** 3)]
+    assert requested("gpus-per-node", "a100:2") == [("gpu", "a100", 2)] and requested("gpus", "3") == [("gpu", None, 3)]
+    assert requested("gres", "gpu:h100") == [("gpu", "h100", 1)] and requested("gres", "none") == []
+    assert offered("gpu:h100:4(S:0-1),gpu:a100:2,mps:400") == {("gpu", "h100"): 4, ("gpu", "a100"): 2,
+                                                                ("gpu", None): 6, ("mps", None): 400}
+    assert offered("(null)") == {}
+
+
 def test_the_starter_profile_fits_the_nodes_sinfo_lists(tmp_path, fake_slurm, monkeypatch):
     """profile init asked 64G for an LM job on a cluster of 21 GiB nodes: sbatch refused the first job."""
     monkeypatch.chdir(tmp_path)

@@ -94,3 +94,36 @@ def test_slurms_times_read_in_one_form():
     assert [_clock(slurm_seconds(t)) for t in ("0:16", "00:00:49", "1:02:03", "2-03:04:05")] == \
         ["0:00:16", "0:00:49", "1:02:03", "2 days, 3:04:05"]
     assert slurm_seconds("INVALID") is None and slurm_seconds("") is None and _clock(None) == ""
+
+
+def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys):
+    """verify's redo (`collapse-hpc toy CFG --run RUN --variant V --unit 1`) rewrites a unit without a job:
+    status named the local job that had made it before, whose results are gone."""
+    import time
+
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import debug, records
+    from collapse_hpc.launch.status import show
+    from collapse_hpc.store import RunStore, read_manifest
+    from tests.launch.helpers import collapse
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run)
+    started = time.time()
+    debug.execute(store, run, chains)  # as the local launcher's jobs 100 and 101 would
+    book = {"executor": "local", "units": {}}
+    for job in chains[0].jobs:
+        records.record(book, job.label, job_id=str(100 + job.index), log=None, state="COMPLETED", started=started,
+                       elapsed=time.time() - started)
+    records.save(store, book)
+    gen1 = store.root / "toy" / "replace-p0-s0" / "gen_001"
+    (gen1 / "metrics.parquet").write_bytes(b"damaged")
+    time.sleep(0.01)
+    rc, _, err = collapse("toy", store.config_path, "--run", store.root, "--variant", "replace-p0-s0", "--unit", "1")
+    assert rc == 0, err
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    host = read_manifest(gen1)["host"]
+    assert "gen_000  done          job 100" in out
+    assert f"gen_001  done          by hand on {host}" in out and "job 101" not in out

@@ -2,6 +2,7 @@
 dependencies, arrays, failures, USR2 preemption and resubmission. No mocks."""
 import json
 import re
+import shlex
 import subprocess
 import time
 
@@ -121,6 +122,36 @@ def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
     assert "tiny:" not in q
 
 
+def test_status_names_what_made_each_generation_after_a_redo(tmp_path):
+    """A generation redone by hand, as verify says to, was still shown as the Slurm job that had made the
+    damaged copy; one submitted again is shown as its new job."""
+    cfg = write_config(tmp_path, "redo", generations=2, ltchain={"rows": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_001"
+    first = unit_ids(run)[label]
+    wait_for([*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]])
+    (run / label / "metrics.parquet").write_bytes(b"damaged")
+    _, out, _ = collapse("verify", run)
+    redo = shlex.split(re.search(r"redo with: (.*)", out)[1])
+    assert redo[0] == "collapse-hpc" and redo[-2:] == ["--unit", "1"], out
+    done = subprocess.run([str(REPO / ".venv/bin/collapse-hpc"), *redo[1:]], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    rc, out, _ = collapse("status", run)
+    assert re.search(r"gen_001  done +by hand on ", out) and f"job {first}" not in out, out
+
+    (run / label / "metrics.parquet").write_bytes(b"damaged")
+    rc, _, err = collapse("submit", run / "config.yaml", "--run", run)
+    assert rc == 0, err
+    again = unit_ids(run)[label]
+    assert again != first
+    wait_for([again, jobs(run)["aggregate"]["job_id"]])
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_001  done +job {again} ", out), out
+
+
 def test_failed_generation_cancels_its_dependents(tmp_path):
     cfg = write_config(tmp_path, "failing", generations=3, ltchain={"fail_at": 1})
     run = tmp_path / "run"
@@ -226,3 +257,74 @@ def test_a_drained_node_queues_the_jobs_to_wait(tmp_path):
     ids = [*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]]
     wait_for(ids)
     assert all(r[-1]["State"] == "COMPLETED" for r in sacct(*ids).values())
+
+
+def test_a_gres_no_node_has_is_refused_and_one_a_drained_node_has_queues(tmp_path):
+    """sbatch --test-only answers gpu:h1000 (no node has it; start.sh's cluster knows gpu, has none) as it
+    answers drained nodes, and submit queued the jobs to wait for ever. The node's scratch:ssd passes."""
+    node = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True, check=True).stdout.split()[0]
+    cfg = write_config(tmp_path, "gres", generations=1, ltarray={"parts": 1})
+
+    def profile(name: str, gres: str):
+        prof = yaml.safe_load(PROFILE.read_text())
+        prof["jobs"]["cpu"]["sbatch"] = {"gres": gres}
+        (tmp_path / name).write_text(yaml.safe_dump(prof))
+        return tmp_path / name
+
+    typo = profile("typo.yaml", "gpu:h1000:1")
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "typo", "--profile", typo)
+    assert rc == 2 and err.startswith("error: profile dev-cluster: jobs.cpu.sbatch.gres: gpu:h1000:1: no node of "
+                                      "partition debug offers gres gpu:h1000 (they offer: scratch:ssd)"), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "typo").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
+
+    has = profile("has.yaml", "scratch:ssd:1")
+    run = tmp_path / "run"
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=maintenance"], check=True)
+    try:
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", has)
+        assert rc == 0, err
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    part = unit_ids(run)["ltarray/replace-p0-s0/part_000"]
+    assert "scratch:ssd:1" in scontrol_job(part.split("_")[0])
+    wait_for([part, jobs(run)["aggregate"]["job_id"]])
+    assert sacct(part)[part][-1]["State"] == "COMPLETED"
+
+
+def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_path):
+    """scancel's SIGTERM was ignored (submitit bypasses it): a cancelled generation ran on through Slurm's
+    KillWait (30 s), finished and wrote its results after `collapse-hpc cancel` had said it was cancelled."""
+    cfg = write_config(tmp_path, "cancelled", generations=1, ltchain={"rows": 2, "sleep_s": 10.0})  # 20 steps
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    first = jobs(run)["units"][label]
+    unit = run / label
+    deadline = time.time() + 120
+    while not (unit / "steps" / "002.done").exists():
+        assert time.time() < deadline, "the generation never got going"
+        time.sleep(0.2)
+    rc, out, _ = collapse("cancel", run)
+    assert rc == 0 and "cancelled 2 queued or running job(s)" in out, out
+    wait_for([first["job_id"]], timeout=60)
+    row = sacct(first["job_id"])[first["job_id"]][-1]
+    assert row["State"] == "CANCELLED" and row["End"] >= row["Start"]
+    assert not (unit / "manifest.json").exists() and not (unit / "metrics.parquet").exists()
+    assert {p.name for p in unit.iterdir()} <= {"steps", ".binding.json"}  # nothing half-written
+    done = sorted(p.name for p in (unit / "steps").iterdir())
+    assert all(re.fullmatch(r"\d{3}\.done", n) for n in done) and len(done) < 20, done
+    assert "the unit stops here (what it finished stays for a resume)" in open(first["log"]).read()
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  CANCELLED +job {first['job_id']}", out), out
+
+    rc, _, err = collapse("submit", run / "config.yaml", "--run", run)
+    assert rc == 0, err
+    again = jobs(run)["units"][label]
+    wait_for([again["job_id"], jobs(run)["aggregate"]["job_id"]])
+    steps = re.findall(r"ltchain step (\d+) done", open(first["log"]).read() + open(again["log"]).read())
+    assert sorted(map(int, steps)) == list(range(20))  # the resumed job did only what was left
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  done +job {again['job_id']} ", out), out
