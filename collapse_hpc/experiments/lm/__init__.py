@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import (Experiment, Registration, check_prepared, default_variants,
                                           sections_placed, sections_seen)
 from collapse_hpc.experiments.lm import cli
@@ -81,7 +82,15 @@ class LanguageModel(Experiment):
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.lm.chain import run_generation
 
-        run_generation(ctx)
+        try:
+            run_generation(ctx)
+        except PermissionError as e:  # a shared, read-only data folder whose caches are not built yet
+            data = Path(ctx.data_dir).absolute() / ctx.config.dataset
+            if not e.filename or not Path(e.filename).absolute().is_relative_to(data):
+                raise
+            raise UserError(f"{data}: not writable by you ({e.filename}): the LM keeps its tokenizer, token blocks "
+                            f"and tiny base model beside the data set, built once on first use; run once as the "
+                            f"folder's owner, or prepare the data set in a folder of yours (data_dir)") from None
 
     def generations(self, run) -> int:
         return run.generations_of(self.name)
