@@ -12,6 +12,7 @@ from pathlib import Path
 
 from collapse_hpc import config as cfgmod
 from collapse_hpc import engine, experiments
+from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import unit_index
 
@@ -34,14 +35,18 @@ def verify_run(run_dir: str | Path) -> int:
             extra += 1
             print(f"EXTRA {_printable(p)}: not in its manifest (not verified)")
         exp, variant = unit.parent.parent.name, unit.parent.name
-        problems = verify_unit(unit, config_hash=config_hash, inputs=True, variant_hash=hashes.get((exp, variant)))
+        try:
+            problems = verify_unit(unit, config_hash=config_hash, inputs=True,
+                                   variant_hash=hashes.get((exp, variant)))
+        except OSError as e:  # a file one may not read: this unit is not vouched for; the others still are
+            problems = [f"{e.filename or unit}: not readable ({e.strerror or e})"]
         if problems:
             bad += 1
             for p in problems:
                 print(f"MISMATCH {_printable(p)}")
             print(f"  redo with: {_printable(engine.redo_command(store, exp, variant, unit_index(unit.name)))}")
     ok = len(units) - bad - unfinished
-    print(f"{store.root}: {ok} units verified, {bad} with mismatches, {unfinished} unfinished"
+    print(f"{store.root}: {count(ok, 'unit')} verified, {bad} with mismatches, {unfinished} unfinished"
           + (f", {extra} extra files" if extra else ""))
     return 1 if bad else 0
 

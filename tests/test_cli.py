@@ -325,7 +325,7 @@ def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):
     assert cli("run", cfg, "--run", run, "--only", "toy").returncode != 0
     p = cli("verify", run)
     assert p.returncode == 0, p.stderr
-    assert "1 units verified, 0 with mismatches, 3 unfinished" in p.stdout, p.stdout
+    assert "1 unit verified, 0 with mismatches, 3 unfinished" in p.stdout, p.stdout
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -25,8 +25,8 @@ def _nobody() -> pwd.struct_passwd:
         pytest.skip("no user 'nobody' on this machine")
 
 
-def _as(user: pwd.struct_passwd, argv: list[str]) -> tuple[int, str]:
-    """cli.main(argv) in a forked child running as `user`: (exit status, stderr)."""
+def _as(user: pwd.struct_passwd, argv: list[str], stdout: bool = False) -> tuple[int, str]:
+    """cli.main(argv) in a forked child running as `user`: (exit status, stderr, or stdout)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -35,10 +35,10 @@ def _as(user: pwd.struct_passwd, argv: list[str]) -> tuple[int, str]:
             os.close(read)
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
-            err = io.StringIO()
-            with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            err, out = io.StringIO(), io.StringIO()
+            with redirect_stderr(err), redirect_stdout(out):
                 code = cli.main(argv)
-            os.write(write, err.getvalue().encode())
+            os.write(write, (out if stdout else err).getvalue().encode())
         finally:
             os._exit(code)
     os.close(write)
@@ -86,3 +86,15 @@ def test_a_report_into_a_run_one_may_only_read_is_refused_naming_out(theirs):
     assert lines[0] == (f"error: {run / 'report'}: not writable by you (a run you may only read); write its "
                         f"report elsewhere with --out DIR")
     assert sorted(p.name for p in (run / "report").iterdir()) == before
+
+
+def test_verify_names_a_file_it_may_not_read_and_goes_on_to_the_other_units(theirs):
+    """verify stopped at the first file it could not read ('error: …: Permission denied', exit 2),
+    leaving every later unit unchecked; it now names that unit's file and verifies the rest."""
+    user, run = theirs
+    first = sorted(run.glob("toy/*/gen_000"))[0]
+    (first / "metrics.parquet").chmod(0o000)
+    code, out = _as(user, ["verify", str(run)], stdout=True)
+    assert code == 1, out
+    assert f"MISMATCH {first / 'metrics.parquet'}: not readable (Permission denied)" in out, out
+    assert "redo with:" in out and ": 1 unit verified, 1 with mismatches, 0 unfinished" in out, out

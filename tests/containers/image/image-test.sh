@@ -226,5 +226,5 @@ use
 size() { podman image inspect --format '{{.Size}}' "$1"; }
 say "image $IMAGE: $(awk -v i="$(size "$IMAGE")" -v b="$(size "$BASE")" \
     'BEGIN {printf "%.2f GB, %.2f GB over the base", i / 1e9, (i - b) / 1e9}') ($BASE)"
-say "verify inside the image: $(grep 'units verified' "$WORK/inside.log")"
+say "verify inside the image: $(grep ' verified, ' "$WORK/inside.log")"
 step "passed"
