@@ -573,3 +573,19 @@ def test_a_change_under_1_percent_reads_to_a_tenth():
     from collapse_hpc.experiments.lm.figures import _change
 
     assert [_change(r) for r in (0.12, -0.034, 0.007, -0.0004, 0.0)] == ["+12%", "-3%", "+0.7%", "0%", "0%"]
+
+
+def test_mean_variance_caption_names_the_sample_sizes_too_few_replicates_can_follow(tmp_path):
+    # at the paper's n = 100 the measured mean after 1000 generations is ~10x under (n-1)/n)^1000 with 250
+    # replicates: log sigma_hat^2 spreads by sd 4.5 and the mean is carried by 1-in-e^20 replicates
+    from collapse_hpc.experiments.gaussian import figures as gaussian_figures
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 30}}, generations=30)
+    synthetic.gaussian(root, generations=30, replicates=40)
+    _, caption = gaussian_figures.gaussian_variance(_context(root, "gaussian"))
+    # n = 10: sd = sqrt(30 trigamma(4.5)) = 2.7, e^7.5 far above 40; n = 100: sd 0.78, e^0.6 = 1.8
+    assert "Under replace here: n = 10: sd 2.7 at generation 29, e^(sd²) ≈ 1.7e+03 against 40 replicates." \
+        in caption, caption
+    assert "n = 100: sd" not in caption
