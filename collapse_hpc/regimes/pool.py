@@ -99,8 +99,9 @@ class Pool:
 
     def _take(self, source: int, idx: np.ndarray) -> np.ndarray:
         items = self.real if source == REAL else self.pools[source]
-        if self.axis == 0 and np.array_equal(idx, np.arange(len(items))):
-            return items  # the whole pool: no copy
+        if self.axis == 0:
+            whole = len(idx) == len(items) and np.array_equal(idx, np.arange(len(items)))
+            return items if whole else items[idx]  # the whole pool: no copy
         # along a later axis the copy comes out column-major, which numpy sums in another order than
         # the row-major pool: always copy there, so every generation's data has the same layout
         return items[(slice(None),) * self.axis + (idx,)]

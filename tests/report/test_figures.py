@@ -573,3 +573,39 @@ def test_a_change_under_1_percent_reads_to_a_tenth():
     from collapse_hpc.experiments.lm.figures import _change
 
     assert [_change(r) for r in (0.12, -0.034, 0.007, -0.0004, 0.0)] == ["+12%", "-3%", "+0.7%", "0%", "0%"]
+
+
+def test_mean_variance_caption_names_the_sample_sizes_too_few_replicates_can_follow(tmp_path):
+    # at the paper's n = 100 the measured mean after 1000 generations is ~10x under (n-1)/n)^1000 with 250
+    # replicates: log sigma_hat^2 spreads by sd 4.5 and the mean is carried by 1-in-e^20 replicates
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 30}}, generations=30)
+    synthetic.gaussian(root, generations=30, replicates=40)
+    _, caption = gaussian_figures.gaussian_variance(_context(root, "gaussian"))
+    # n = 10: sd = sqrt(30 trigamma(4.5)) = 2.7, e^7.5 far above 40; n = 100: sd 0.78, e^0.6 = 1.8
+    assert "Under replace here: n = 10: sd 2.7 at generation 29, e^(sd²) ≈ 1.7e+03 against 40 replicates." \
+        in caption, caption
+    assert "n = 100: sd" not in caption
+
+
+def test_gmm_tails_caption_says_why_the_mean_rises_and_for_how_many_replicates(tmp_path):
+    # at 2050 generations the replace mean share beyond 3 sigma rose 0.011 -> 0.031 (one replicate in 32 had
+    # collapsed off-centre) while the caption said only that the share falls towards 0
+    import pyarrow as pa
+
+    from collapse_hpc.experiments.gmm.figures import gmm_tails
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gmm": {"generations": 3}}, generations=1)
+    for regime, shares in (("replace-p0", [[0.13, 0.05, 0.0], [0.13, 0.08, 1.0]]), ("accumulate", [[0.13] * 3] * 2)):
+        cols = {"generation": pa.array([0, 1, 2] * 2, pa.int64()),
+                "replicate": pa.array([0] * 3 + [1] * 3, pa.int64()),
+                "tail_share_2sigma": pa.array([v for rep in shares for v in rep], pa.float64())}
+        synthetic._unit(root, "gmm", f"{regime}-s0", "part_000", {"metrics.parquet": cols}, regime=regime)
+    _, caption = gmm_tails(_context(root, "gmm"))
+    assert "The mean need not fall with the median" in caption
+    assert "(mostly beyond: replace: 50.0% of the replicates at generation 2)" in caption, caption
+    assert "accumulate: " not in caption.split("mostly beyond")[-1]

@@ -91,13 +91,39 @@ def _theory(ctx: Context, run: str, n: int, gens, quantity: str = "var_hat"):
     sec = ctx.run(run).raw_config.get("gaussian") or {}
     sigma = float(sec.get("sigma", sec.get("std", 1.0)) or 1.0)
     estimator = sec.get("estimator") or "mle"
-    d = ctx.df
-    first = d[(d["run"] == run) & (d["metric"] == "sigma_hat") & (d["generation"] == 0) & (d["samples"] == n)]
-    exact = len(first) > 1 and first["value"].std() == 0
+    exact = _exact_start(ctx, run, n)
     fn, labels = THEORY[quantity]
     curve = fn(sigma, n, estimator, gens + (0 if exact else 1))
     label = labels[estimator] if isinstance(labels, dict) else labels
     return curve, label % {"t": "k" if exact else "k+1"}
+
+
+def _exact_start(ctx: Context, run: str, n: int) -> bool:
+    """Whether generation 0 records the true parameters (every replicate's sigma_hat identical) rather than
+    a first fit to n real points."""
+    d = ctx.df
+    first = d[(d["run"] == run) & (d["metric"] == "sigma_hat") & (d["generation"] == 0) & (d["samples"] == n)]
+    return len(first) > 1 and first["value"].std() == 0
+
+
+def _carried_by_rare(ctx: Context, metric: str) -> str:
+    """Sample sizes whose mean variance this run's replicates cannot follow to its last generation: the
+    spread of log σ̂² there (theory.sd_log_variance) makes e^(sd²) above a tenth of the replicates."""
+    out = []
+    for run in ctx.run_labels:
+        s = ctx.summary[(ctx.summary["run"] == run) & (ctx.summary["metric"] == metric)]
+        for n in _samples(ctx) if "samples" in s else []:
+            at = s[s["samples"] == n]
+            if n is None or at.empty:
+                continue
+            last = at[at["generation"] == at["generation"].max()].iloc[0]
+            fits = int(last["generation"]) + (0 if _exact_start(ctx, run, int(n)) else 1)
+            sd = float(theory.sd_log_variance(int(n), fits))
+            if np.exp(sd**2) > int(last["n"]) / 10:
+                out.append(f"n = {n}: sd {num(sd, 2)} at generation {int(last['generation'])}, e^(sd²) ≈ "
+                           f"{num(np.exp(sd**2), 2)} against {int(last['n'])} replicates"
+                           + ("" if len(ctx.run_labels) == 1 else f" ({run})"))
+    return "; ".join(out)
 
 
 def gaussian_mu_err(ctx: Context):
@@ -129,12 +155,17 @@ def gaussian_variance(ctx: Context):
     if not metric:
         return None
     fig = _per_samples(ctx, metric, "var_hat", "mean σ̂²")
+    rare = _carried_by_rare(ctx, metric)
     return fig, ("Mean over replicates of the estimated variance σ̂² against generation k (log scale), with "
                  "its expectation under replace: σ²((n−1)/n)^(k+1) for the MLE (generation 0 is the first fit "
                  "to n real points), σ² for the unbiased estimator, whose mean does not move although almost "
                  "every replicate's variance collapses (next figure). Collapse as expected under replace with the "
-                 "MLE: the curve falls (lower is worse); accumulating data keeps the variance."
-                 f"{_here(ctx, metric, 'var_hat')} {GAPS}")
+                 "MLE: the curve falls (lower is worse); accumulating data keeps the variance. The expectation is "
+                 "carried by ever rarer replicates as log σ̂² spreads (its sd after t fits: √(t·ψ′((n−1)/2))): "
+                 "a mean over R replicates follows the curve while e^(sd²) stays well below R, and falls below it "
+                 "after (the typical variance, next figure, is the one to hold against theory there)."
+                 + (f" Under replace here: {rare}." if rare else "")
+                 + f"{_here(ctx, metric, 'var_hat')} {GAPS}")
 
 
 TYPICAL = ("Typical variance: mean over replicates of log σ̂² against generation k, with its expectation "

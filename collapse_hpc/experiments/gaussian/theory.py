@@ -25,7 +25,7 @@ generation 0 holds the true parameters.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import digamma, gammaln, ndtr
+from scipy.special import digamma, gammaln, ndtr, polygamma
 
 SIGMAS = (2, 3)  # the original's k-sigma bounds whose tail mass is recorded (tail_mass_2sigma, …)
 
@@ -44,6 +44,13 @@ def mean_log_variance(sigma: float, n: int, estimator: str, fits) -> np.ndarray:
     """E[log sigma_t^2] after `fits` fits (the log of the geometric mean of sigma_t^2)."""
     c = digamma((n - 1) / 2) + np.log(2 / divisor(n, estimator))
     return 2 * np.log(sigma) + c * np.asarray(fits, np.float64)
+
+
+def sd_log_variance(n: int, fits) -> np.ndarray:
+    """Standard deviation of log sigma_t^2 after `fits` fits: sqrt(t Var[log V]), Var[log V] = trigamma((n-1)/2)
+    for either estimator (the divisor only shifts log V). Where it is large, E[sigma_t^2] is carried by
+    replicates rarer than about 1 in exp(sd^2): a mean over fewer replicates falls below mean_variance."""
+    return np.sqrt(np.asarray(fits, np.float64) * polygamma(1, (n - 1) / 2))
 
 
 def mean_w2_squared(sigma: float, n: int, estimator: str, fits) -> np.ndarray:

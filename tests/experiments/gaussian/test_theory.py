@@ -92,3 +92,16 @@ def test_typical_variance_and_w2_follow_theory(estimator, ddof):
         assert np.median(np.exp(logvar[-1])) < 0.3
         assert theory.mean_w2_squared(1.0, n, estimator, 1000) > theory.mean_w2_squared(1.0, n, estimator, 100) > 2
     assert theory.mean_log_variance(1.0, n, estimator, 10) < theory.mean_log_variance(1.0, n, estimator, 1) < 0
+
+
+def test_the_spread_of_log_variance_follows_theory():
+    """sd of log sigma_hat^2 after t fits: sqrt(t trigamma((n-1)/2)), either estimator."""
+    from collapse_hpc.experiments.gaussian import theory
+
+    n, G = 10, 30
+    for ddof in (0, 1):
+        logvar, _ = _fits(Regime(), n, G, ddof)
+        for k in (0, 9, 29):
+            expected = float(theory.sd_log_variance(n, k + 1))
+            assert logvar[k].std(ddof=1) == pytest.approx(expected, rel=0.05), (ddof, k)
+    assert float(theory.sd_log_variance(100, 1000)) == pytest.approx(4.52, abs=0.01)  # the paper's n = 100, k = 999
