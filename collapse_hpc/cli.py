@@ -124,6 +124,10 @@ def _parser() -> argparse.ArgumentParser:
                        description="Write RUN/report/{metrics.parquet, summary.csv, figures, index.html, results.md}.")
     a.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s); several are drawn side by side")
     a.add_argument("--out", metavar="DIR", help="report folder (default: RUN/report of the first run)")
+    a.add_argument("--replicates", type=int, metavar="K",
+                   help="use only the first K replicates of each variant (gmm, gaussian): a report of many "
+                        "replicates holds every value in memory (submit --dry-run estimates how much); the page "
+                        "says so")
 
     v = sub.add_parser("verify", help="re-hash every artefact against its manifest",
                        description="Exit 1 on any mismatch, naming the file and the command that redoes it.")
@@ -401,7 +405,7 @@ def cmd_verify(args) -> int:
 def cmd_aggregate(args) -> int:
     from collapse_hpc.report import aggregate
 
-    return aggregate.main(args.runs, out=args.out)
+    return aggregate.main(args.runs, out=args.out, replicates=args.replicates)
 
 
 def cmd_data(args) -> int:

@@ -12,7 +12,7 @@ import shutil
 
 from collapse_hpc.launch import estimate
 from collapse_hpc.launch import profile as profiles
-from collapse_hpc.launch.slurm import Submitter, job_name, numbered
+from collapse_hpc.launch.slurm import Submitter, job_name, numbered, report_memory_short
 from collapse_hpc.logs import count
 
 
@@ -95,6 +95,8 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     print("\n== estimate of the whole plan (per-generation rates: README, What it costs on a GPU)")
     for line in estimate.estimate(run, chains).lines():
         print(line)
+    if short := report_memory_short(prof, run, chains):
+        print(f"WARNING: {short[0]}")
     print("\n== checks before submitting")
     if not problems:
         print("all passed")

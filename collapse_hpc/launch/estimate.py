@@ -28,6 +28,11 @@ MEASURED_BLOCK = 64  # tokens per block of the measurement
 TRAIN_BLOCKS = {"wikitext2": 37_700}
 MEASURED_MODELS = ("facebook/opt-125m",)  # the rates are this model's (its size: the experiment's disk())
 LARGE_GPU_HOURS = 100.0  # a plan estimated over this needs --force (paper.yaml: 7.5 GPU-hours)
+# the report (collect.tidy) holds every metric of every replicate and generation as one long row:
+# its peak was 18.3 GB for 39.9M rows (the paper's gmm and gaussian at 32 and 250 replicates, one
+# seed) and 1.4 GB for 2.6M rows, i.e. about 460 bytes a row above the imports' half GiB
+REPORT_BYTES_PER_ROW = 460
+REPORT_BASE_BYTES = 2**29
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Estimate:
     memory_bytes: int = 0  # the most one unit holds (per rank), from the experiments' memory()
     memory_of: str = ""  # experiment/variant of that unit
     memory_unknown: list[str] = field(default_factory=list)  # experiment/variant whose memory() is None
+    report_rows: int = 0  # the long rows of the run's report (metrics x generations x replicates)
 
     def add_memory(self, unit: str, need: int | None) -> None:
         if need is None:
@@ -63,9 +69,16 @@ class Estimate:
             units = self.memory_unknown
             out.append("memory: unknown for " + ", ".join(units[:3]) + (f" and {len(units) - 3} more" if len(units) > 3
                        else "") + " (nothing here states the size of the model they hold)")
+        if self.report_rows:
+            out.append(f"report: {self.report_bytes / 2**30:.3g} GiB of memory for the aggregation job "
+                       f"({self.report_rows:,} metric rows: every metric of every replicate and generation)")
         if self.not_estimated:
             out.append("not estimated (no measured rate): " + "; ".join(self.not_estimated))
         return out
+
+    @property
+    def report_bytes(self) -> int:
+        return REPORT_BASE_BYTES + REPORT_BYTES_PER_ROW * self.report_rows
 
 
 def lm_generation_s(section) -> float | None:
@@ -78,8 +91,42 @@ def lm_generation_s(section) -> float | None:
     return STARTUP_S + blocks / 8192 * (r["epoch"] * section.epochs + r["sample"] + r["evaluate"])
 
 
+def _report_variants(run, chains):
+    """Per variant: its report rows per replicate (metrics x generations) and its replicates (None
+    where its rows are not per replicate)."""
+    seen = set()
+    for chain in chains:
+        if (chain.experiment, chain.variant.name) in seen:  # an array's parts share their variant
+            continue
+        seen.add((chain.experiment, chain.variant.name))
+        exp, section = experiments.get(chain.experiment), chain.variant.section(run)
+        schema = exp.metrics_schema(section)
+        yield exp.generations(run) * len(schema.metrics), (getattr(section, "replicates", None) if schema.per_replicate
+                                                           else None)
+
+
+def report_rows(run, chains) -> int:
+    """The rows of the report's long table once every unit has finished: each variant's metrics
+    (its metrics_schema) at every generation, for every replicate where rows are per replicate."""
+    return sum(rows * (n or 1) for rows, n in _report_variants(run, chains))
+
+
+def report_replicates(run, chains, memory_bytes: float) -> int | None:
+    """The most replicates per variant whose report fits in `memory_bytes` (aggregate --replicates),
+    at least 1; None where every replicate fits."""
+    fixed = per = most = 0
+    for rows, n in _report_variants(run, chains):
+        if n is None:
+            fixed += rows
+        else:
+            per, most = per + rows, max(most, n)
+    room = (memory_bytes - REPORT_BASE_BYTES) / REPORT_BYTES_PER_ROW - fixed
+    fits = int(room // per) if per else most
+    return None if fits >= most else max(fits, 1)
+
+
 def estimate(run, chains) -> Estimate:
-    est = Estimate()
+    est = Estimate(report_rows=report_rows(run, chains))
     skipped: dict[str, int] = {}
     for chain in chains:
         exp = experiments.get(chain.experiment)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import math
 import re
 import shutil
 import subprocess
@@ -100,6 +101,28 @@ def mebibytes(mem: str) -> float | None:
     """sbatch --mem's value (a number, K/M/G/T suffix, M without) in MiB; None: a form sbatch checks itself."""
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)B?", mem.strip().upper())
     return float(m[1]) * 1024.0 ** " KMGT".index(m[2] or "M") / 1024 ** 2 if m else None
+
+
+def report_memory_short(prof: profiles.Profile, run, chains) -> tuple[str, int] | None:
+    """Where the aggregation job's memory (jobs.aggregate.mem) is below what the run's report is
+    estimated to need (estimate.report_rows): the job would be killed for its memory once every unit
+    has finished. Then the job's report holds the first replicates of each variant that fit (the
+    page says so): what to say of it, and that number."""
+    from collapse_hpc.launch import estimate
+
+    mem = prof.resources("aggregate").mem
+    have = mebibytes(mem) if mem else None
+    est = estimate.Estimate(report_rows=estimate.report_rows(run, chains))
+    if have is None or have * 2**20 >= est.report_bytes:
+        return None
+    fits = estimate.report_replicates(run, chains, 0.8 * have * 2**20)  # a fifth spare: the rate is one run's
+    if fits is None:
+        return None
+    need = est.report_bytes / 2**30
+    return (f"the report of every replicate needs about {need:.3g} GiB ({est.report_rows:,} metric rows), the "
+            f"profile's jobs.aggregate.mem is {mem}: the aggregation job reports the first {fits} replicates of "
+            f"each variant (its page says so); for all of them, raise jobs.aggregate.mem to {math.ceil(need)}G, "
+            f"or run collapse-hpc aggregate RUN where that much memory is, once the jobs have ended"), fits
 
 
 def gpus(gres: str) -> int:
@@ -349,9 +372,16 @@ def submit(store, run, chains, finish=None, **_) -> dict:
         for name, group in arrays.items():
             plan.array(name, group)
         cancel(plan.stale)
+        short = report_memory_short(prof, run, chains) if finish is not None else None
+        if short:  # the aggregation job (aggregate.job) reads it
+            plan.book["report_replicates"] = short[1]
+        else:
+            plan.book.pop("report_replicates", None)
         if finish is not None:
             plan.aggregate(chains, finish)
     _print_table(store, prof, plan.rows, len(plan.new_ids), plan.done)
+    if short:
+        print(f"warning: {short[0]}", file=sys.stderr)
     return {"submitted": plan.new_ids, "queued": plan.live_ids, "done": plan.done}
 
 

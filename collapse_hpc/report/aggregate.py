@@ -26,10 +26,13 @@ from collapse_hpc.store.atomic import claim_folder, write_parquet, write_text
 log = logging.getLogger("collapse_hpc.report")
 
 
-def build(runs: list[str], out: str | Path | None = None) -> Path:
-    """Write the report; returns the path of index.html."""
+def build(runs: list[str], out: str | Path | None = None, replicates: int | None = None) -> Path:
+    """Write the report; returns the path of index.html. `replicates`: only the first that many
+    replicates of each variant (a report of many replicates that would not fit in memory)."""
     if not runs:
         raise UserError("aggregate: name at least one run folder")
+    if replicates is not None and replicates < 1:
+        raise UserError(f"aggregate: --replicates {replicates}: at least 1")
     collect.distinct_runs(runs)
     if out is None and Path(runs[0]).is_dir():
         _writable(Path(runs[0]) / "report")
@@ -38,7 +41,7 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     out = claim_folder(Path(out) if out else data[0].root / "report", "the report folder", owned=not out)
     claim_folder(out / "figures", "the report's figures folder", owned=True)
 
-    df = collect.tidy(data)
+    df = collect.tidy(data, replicates)
     summary = stats.summarise(df)
     write_parquet(out / "metrics.parquet", pa.Table.from_pandas(df, preserve_index=False))
     write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.8g"))
@@ -61,11 +64,32 @@ def build(runs: list[str], out: str | Path | None = None) -> Path:
     rep = page.Report(title(data), out.absolute(), [(r.label, r.root) for r in data], sections,
                       tables.completeness(data), tables.compute(data), tables.packages(data),
                       [(r.label, r.config_text) for r in data], tables.problems(data), tables.unfinished(data),
-                      tables.phases(df, data, specs))
+                      tables.phases(df, data, specs), _subset(data, replicates))
     write_text(out / "results.md", page.write_markdown(rep))
     index = out / "index.html"
     write_text(index, page.write_html(rep))
     return index.absolute()
+
+
+def _subset(data: list[collect.RunData], replicates: int | None) -> str:
+    """What the page says of a report of the first `replicates` replicates, where a variant had more."""
+    if replicates is None:
+        return ""
+    cut = sorted({f"{name}'s {n}" for r in data for name in r.experiments()
+                  if (n := _replicates(r, name)) and n > replicates})
+    if not cut:
+        return ""
+    return (f"Replicates: this report uses the first {replicates} of each variant's replicates (aggregate "
+            f"--replicates {replicates}, to fit in memory), of {', '.join(cut)}; every replicate's values are "
+            f"in the units' own metrics.parquet.")
+
+
+def _replicates(run: collect.RunData, name: str) -> int | None:
+    """The replicates of each variant of experiment `name` in a run's config (its default where unset)."""
+    section = run.raw_config.get(name)
+    n = (section or {}).get("replicates") if isinstance(section, dict) else None
+    n = n if n is not None else getattr(experiments.config_class(name), "replicates", None)
+    return n if isinstance(n, int) else None
 
 
 def _writable(report: Path) -> None:
@@ -103,13 +127,18 @@ def _drop_stale(folder: Path, keep: set) -> None:
     write_text(record, json.dumps(sorted(names)) + "\n")
 
 
-def main(runs: list[str], out: str | None = None) -> int:
-    index = build(runs, out)
+def main(runs: list[str], out: str | None = None, replicates: int | None = None) -> int:
+    index = build(runs, out, replicates)
     print(index)
     return 0
 
 
 def job(run_dir: str) -> int:
-    """The final job of a Slurm run (submit's `finish`): tables, figures and the results page."""
+    """The final job of a Slurm run (submit's `finish`): tables, figures and the results page, of the
+    first replicates that fit in the job's memory where submit recorded a number (report_replicates)."""
+    from collapse_hpc.launch import records
+    from collapse_hpc.store import RunStore
+
     logs.for_job()
-    return main([run_dir], None)
+    replicates = records.load(RunStore(run_dir)).get("report_replicates")
+    return main([run_dir], None, replicates if isinstance(replicates, int) else None)

@@ -195,13 +195,22 @@ def distinct_runs(paths: list[str]) -> None:
 
 # ------------------------------------------------------------------ metrics to long form
 
-def _unit_metrics(run: RunData, unit: Unit) -> pd.DataFrame | None:
+def _unit_metrics(run: RunData, unit: Unit, replicates: int | None = None) -> pd.DataFrame | None:
+    """The unit's metrics in long form; with `replicates`, only its rows of replicates 0..replicates-1
+    (ids are global within a variant: a part beyond them gives none)."""
     path = unit.file("metrics.parquet")
     if path is None:
         if unit.done:
             unit.problems.append(f"{unit.dir}: finished unit has no usable metrics.parquet")
         return None
-    df = pq.read_table(path).to_pandas()
+    table = pq.read_table(path)
+    if replicates is not None and "replicate" in table.column_names:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.less(table["replicate"], replicates))
+        if not table.num_rows:
+            return None
+    df = table.to_pandas()
     if "generation" not in df or not pd.api.types.is_integer_dtype(df["generation"]):
         unit.problems.append(f"{path}: no integer 'generation' column")
         return None
@@ -233,14 +242,15 @@ def _unit_metrics(run: RunData, unit: Unit) -> pd.DataFrame | None:
     return long
 
 
-def tidy(runs: list[RunData]) -> pd.DataFrame:
+def tidy(runs: list[RunData], replicates: int | None = None) -> pd.DataFrame:
     """Every finished unit's metrics, long form: run, experiment, variant, regime, seed,
-    settings…, replicate, generation, metric, value."""
+    settings…, replicate, generation, metric, value; with `replicates`, the first that many
+    replicates of each variant (a report that fits in memory: estimate.report_rows)."""
     parts = []
     for run in runs:
         for unit in run.units:
             if unit.done:
-                df = _unit_metrics(run, unit)
+                df = _unit_metrics(run, unit, replicates)
                 if df is not None:
                     parts.append(df)
     if not parts:

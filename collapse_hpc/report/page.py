@@ -41,6 +41,7 @@ class Report:
     problems: list[str] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)  # unfinished chains and why (tables.unfinished)
     phases: Table = ([], [])  # per-generation compute (tables.phases)
+    subset: str = ""  # which replicates the report holds, where not all (aggregate --replicates)
 
     def rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.out)).as_posix()
@@ -138,7 +139,7 @@ def write_html(rep: Report) -> str:
              f"<h1>{e(rep.title)}</h1><p>Runs: {runs}.</p>",
              '<p>Data: <a href="metrics.parquet">metrics.parquet</a> (long form), '
              '<a href="summary.csv">summary.csv</a> (mean and 95% CI per generation), '
-             '<a href="results.md">results.md</a>.</p>',
+             '<a href="results.md">results.md</a>.</p>' + (f"<p>{e(rep.subset)}</p>" if rep.subset else ""),
              f"<nav>{nav}<a href=\"#compute\">Compute</a><a href=\"#config\">Config</a></nav>"]
     if rep.incomplete:
         parts.insert(3, _incomplete_html(rep.incomplete))
@@ -175,6 +176,7 @@ def write_markdown(rep: Report) -> str:
     out = [f"# {rep.title}\n", f"Runs: {_runs(rep)}.\n",
            "Data: [metrics.parquet](metrics.parquet) (long form), [summary.csv](summary.csv) "
            "(mean and 95% CI per generation), [index.html](index.html).\n"]
+    out += [rep.subset + "\n"] if rep.subset else []
     if rep.incomplete:
         out.insert(2, f"## {INCOMPLETE}\n\n" + "\n".join(f"- {ln}" for ln in rep.incomplete) + "\n")
     if rep.problems:

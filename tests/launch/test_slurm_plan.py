@@ -1,6 +1,7 @@
 """The Slurm back-end's planning, against fake sbatch/squeue/scancel on PATH (as submitit's own
 tests fake sbatch): which jobs are submitted, with which dependencies and resources, and what
 a second submission leaves alone. The real-cluster tests are in tests/slurm/."""
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -704,3 +705,43 @@ def test_status_tells_a_job_cancelled_by_hand_from_one_its_parent_failed(tmp_pat
     rc, out, err = collapse("status", run)
     assert rc == 0, err
     assert f"never started, no log ({why.format(p=gen[0])})" in out
+
+
+def test_an_aggregation_job_short_of_memory_reports_the_first_replicates_that_fit(tmp_path, fake_slurm):
+    """A run whose report of every replicate needs more than jobs.aggregate.mem: the dry run and submit
+    say so, and the aggregation job (aggregate.job) reports the first replicates that fit, as recorded
+    by submit; it would otherwise be killed for its memory after every unit had finished."""
+    from collapse_hpc import experiments
+    from collapse_hpc.launch import estimate
+    from collapse_hpc.launch.debug import execute
+    from collapse_hpc.report import aggregate
+    from collapse_hpc.store import RunStore
+
+    gaussian = {"generations": 300, "samples": [10], "replicates": 400, "chunk_replicates": 400}
+    cfg = write_config(tmp_path, gmm={"enabled": False}, lm={"enabled": False}, vae={"enabled": False},
+                       gaussian=gaussian)
+    local = yaml.safe_load((REPO / "slurm" / "local.yaml").read_text())
+    local["jobs"]["aggregate"]["mem"] = "1G"
+    prof = tmp_path / "small.yaml"
+    prof.write_text(yaml.safe_dump(local))
+    rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "dry", "--profile", prof, "--dry-run")
+    assert rc == 0 and "WARNING: the report of every replicate needs about" in out, out
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    store = RunStore(tmp_path / "run")
+    run = store.load_config(experiments.sections())
+    fits = estimate.report_replicates(run, engine.plan(run), 0.8 * 2**30)
+    assert rc == 0 and 1 <= fits < 400 and jobs(store.root)["report_replicates"] == fits
+    assert (f"the profile's jobs.aggregate.mem is 1G: the aggregation job reports the first {fits} replicates "
+            "of each variant") in err, err
+    run = dataclasses.replace(run, executor="debug")
+    execute(store, run, engine.plan(run))  # the units, here; then the aggregation job itself
+    assert aggregate.job(str(store.root)) == 0
+    import pandas as pd
+
+    assert pd.read_parquet(store.root / "report" / "metrics.parquet")["replicate"].max() == fits - 1
+    assert f"uses the first {fits} of each variant" in (store.root / "report" / "index.html").read_text()
+
+    del local["jobs"]["aggregate"]["mem"]  # no memory asked for: nothing to fit, every replicate reported
+    prof.write_text(yaml.safe_dump(local))
+    assert collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)[0] == 0
+    assert "report_replicates" not in jobs(store.root)

@@ -170,3 +170,43 @@ def test_a_variance_that_reaches_zero_prints_no_infinity(tmp_path, capsys):
     assert log["n"] == 4 and log["n_infinite"] == 4 and pd.isna(log["mean"]) and pd.isna(log["ci_low"])
     md = (root / "report" / "results.md").read_text()
     assert "| replace, samples=2 | log fitted variance | — | lower is worse |" in md  # its row, shown as —
+
+
+def test_a_report_of_the_first_replicates_and_the_rows_the_estimate_counts(tmp_path, capsys):
+    """aggregate --replicates K holds only replicates 0..K-1 of each variant (a part beyond them adds
+    nothing) and its page says so; the dry run's estimate of the report's rows (estimate.report_rows)
+    is the number a full report writes."""
+    from collapse_hpc.launch import estimate
+
+    section = {"generations": 4, "samples": [10], "replicates": 30, "chunk_replicates": 10}
+    root = make_run(tmp_path / "g", {"gaussian": section}, seeds=[0, 1])
+    run = RunStore(root).load_config(experiments.sections())
+    assert cli.main(["aggregate", str(root), "--out", str(tmp_path / "all")]) == 0
+    full = pd.read_parquet(tmp_path / "all" / "metrics.parquet")
+    assert len(full) == estimate.report_rows(run, engine.plan(run))
+    assert "Replicates:" not in (tmp_path / "all" / "index.html").read_text()
+
+    assert cli.main(["aggregate", str(root), "--replicates", "12"]) == 0
+    df = pd.read_parquet(root / "report" / "metrics.parquet")
+    assert sorted(df["replicate"].unique()) == list(range(12)) and len(df) == len(full) * 12 // 30
+    summary = pd.read_csv(root / "report" / "summary.csv")
+    assert set(summary["n"]) == {2 * 12}  # seeds x replicates
+    note = ("Replicates: this report uses the first 12 of each variant's replicates (aggregate --replicates 12, "
+            "to fit in memory), of gaussian's 30")
+    assert note in (root / "report" / "results.md").read_text()
+    capsys.readouterr()
+    assert cli.main(["aggregate", str(root), "--replicates", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: aggregate: --replicates 0: at least 1"
+
+
+def test_report_replicates_fit_the_memory_given():
+    from collapse_hpc.launch import estimate
+
+    run = experiments.config_from_dict({"name": "r", "seeds": [0], "gaussian": {
+        "generations": 10, "samples": [10, 100], "replicates": 50, "chunk_replicates": 50}})
+    chains = engine.plan(run)
+    per = estimate.report_rows(run, chains) // 50  # rows of one replicate of every variant
+    room = lambda k: estimate.REPORT_BASE_BYTES + estimate.REPORT_BYTES_PER_ROW * per * k  # noqa: E731
+    assert estimate.report_replicates(run, chains, room(50)) is None  # all fit
+    assert estimate.report_replicates(run, chains, room(7) + 1) == 7
+    assert estimate.report_replicates(run, chains, 1) == 1  # never none
