@@ -50,6 +50,8 @@ CASES = [
     ("3", "--generations 100000 (a typo: 10^5 units)", {"c.yaml": TOY}, ["run", "c.yaml", "--generations", "100000"]),
     ("3", "a task holding 10^7 x 2050 values", {"c.yaml": "executor: debug\ngmm: {replicates: 10000000, "
                                                           "chunk_replicates: 10000000}\n"}, ["run", "c.yaml"]),
+    ("2", "a NUL character in the config", {"c.yaml": TOY + "name: a\x00b\n"}, ["run", "c.yaml"]),
+    ("2", "an escape character in --set", {"c.yaml": TOY}, ["run", "c.yaml", "--set", "name=\x1b[31mred"]),
     ("4", "seeds: [0, 0]", {"c.yaml": "seeds: [0, 0]\n" + TOY}, ["run", "c.yaml"]),
     ("4", "keep fractions 0.1 and 0.1000001", {"c.yaml": "regimes: [replace:0.1, replace:0.1000001]\n" + TOY},
      ["run", "c.yaml"]),
