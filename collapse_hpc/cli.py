@@ -22,7 +22,7 @@ from pathlib import Path
 
 from collapse_hpc import __version__, logs
 from collapse_hpc.config import EXECUTORS
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 
 EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line and exit status 2."
@@ -190,7 +190,8 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import choose, estimate
     from collapse_hpc.launch import profile as profmod
-    from collapse_hpc.store import RunStore
+
+    store = _run_store(args)  # a file where the run folder goes: refused before any check
 
     def check(what, *a):
         try:
@@ -248,7 +249,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
 
         def cluster():  # sbatch's own word only where the named checks pass (one line per problem)
             slurm.check_profile(prof, sorted(kinds))
-            slurm.try_requests(RunStore(args.run or default_run_dir(args.config)), run, prof, kinds)
+            slurm.try_requests(store, run, prof, kinds)
         check(cluster)
     # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
     # HF cache the profile's jobs use, not this shell's
@@ -261,7 +262,19 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                     except UserError as e:
                         raise UserError(f"{args.config}: {e}") from None
                 check(inputs)
-    return RunStore(args.run or default_run_dir(args.config)), run
+    return store, run
+
+
+def _run_store(args):
+    """The run folder of args (--run, else runs/<config name>): a path that is a file is refused here,
+    not by mkdir's bare 'File exists' once the checks passed."""
+    from collapse_hpc.store import RunStore
+
+    root = Path(args.run or default_run_dir(args.config))
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{'--run ' if args.run else ''}{root}: not a folder; a run folder is made there "
+                        f"(give --run a folder's path)")
+    return RunStore(root)
 
 
 def _generations(run, chains) -> str:
@@ -280,7 +293,8 @@ def _generations(run, chains) -> str:
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
 
-    store, run = resolve(args, executor or args.executor, getattr(args, "profile", None))
+    with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
+        store, run = resolve(args, executor or args.executor, getattr(args, "profile", None))
     log = logging.getLogger("collapse_hpc")
     # locked before open and the log file: a refused launcher writes nothing into the run folder;
     # submit holds it too (slurm's submit takes the same lock again inside)
@@ -289,6 +303,7 @@ def cmd_run(args, executor=None) -> int:
             launch.refuse_if_submitted(store)
         chains = engine.open_run(store, run, only=args.only, force=getattr(args, "force", False))
         logs.setup(args.verbose, store.root)
+        notes.say()
         jobs = sum(len(c.jobs) for c in chains)
         log.info("run %s: %s, %s, executor %s (%s)", store.root, count(len(chains), "chain"), count(jobs, "unit"),
                  run.executor, _generations(run, chains))
@@ -431,9 +446,10 @@ def run_by_hand(args) -> int:
     args.only = [args.command]
     if args.generations is not None:  # this experiment's chains, also where its section sets its own count
         args.overrides = [*args.overrides, f"{args.command}.generations={args.generations}"]
-    store, run = resolve(args, "debug")
+    with logs.held() as notes:  # said once the unit goes ahead, as by cmd_run
+        store, run = resolve(args, "debug")
     chains = engine.plan(run, only=args.only)
-    if args.variant:
+    if args.variant is not None:  # --variant '' names no variant: refused, not taken as all of them
         names = [c.variant.name for c in chains]
         chains = [c for c in chains if c.variant.name == args.variant]
         if not chains:  # the names come from the plan: the user cannot know them before
@@ -450,6 +466,7 @@ def run_by_hand(args) -> int:
         launch.refuse_if_submitted(store)
         engine.open_run(store, run)
         logs.setup(args.verbose, store.root)
+        notes.say()
         counts = execute(store, run, chains)
     print(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
@@ -507,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(args.verbose)
         return COMMANDS.get(args.command, cmd_experiment)(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except MemoryError:  # a size no check foresaw: one line, not a traceback
         print(f"error: out of memory in collapse-hpc {' '.join((argv or sys.argv[1:])[:1])}; lower the sizes "
@@ -517,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would raise
         return 141
     except OSError as e:  # a user path that cannot be made or read (--run /proc/x, a full disk)
-        print(f"error: {_os_message(e)}", file=sys.stderr)
+        print(f"error: {one_line(_os_message(e))}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -231,7 +231,7 @@ def _convert(tp, value, key: str, where: _Where):
         if tp is Regime and isinstance(value, str):
             value = _regime_from_str(value, key, where)
         if tp is Regime and isinstance(value, dict):
-            value = _regime_overrides(_regime_alias(value, key, where), list(where.sections))
+            value = _regime_overrides(_regime_alias(value, key, where), key, where)
         if not isinstance(value, dict):
             where.fail(key, f"expected a mapping of {_typename(tp)} keys, got {value!r}")
         return build(tp, value, where.file, prefix=f"{key}.", sections=where.sections)
@@ -297,14 +297,18 @@ def _regime_alias(value: dict, key: str, where: _Where) -> dict:
     return value
 
 
-def _regime_overrides(value: dict, names: list[str]) -> dict:
+def _regime_overrides(value: dict, key: str, where: _Where) -> dict:
     """A regime's keys named after an experiment (`lm: {epochs: 10}`) are overrides of that
-    experiment's section; typed and checked by _type_overrides once the sections are built."""
+    experiment's section; typed and checked by _type_overrides once the sections are built.
+    `overrides` is where they are kept, not a key one writes."""
+    names = list(where.sections)
+    if "overrides" in value:
+        where.fail(f"{key}.overrides", f"unknown key; a regime overrides an experiment's keys under its name, "
+                                       f"e.g. {{name: replace, {(names or ['lm'])[0]}: {{...}}}}")
     if not any(k in names for k in value):
         return value
-    value = {k: v for k, v in value.items() if k not in names} | {
-        "overrides": {**(value.get("overrides") or {}), **{k: v for k, v in value.items() if k in names}}}
-    return value
+    return {k: v for k, v in value.items() if k not in names} | {
+        "overrides": {k: v for k, v in value.items() if k in names}}
 
 
 # shared keys of every section: what a chain is, not how a unit computes; not overridable per regime

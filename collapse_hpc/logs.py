@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 _OURS = "_collapse_hpc_handler"
@@ -40,3 +41,40 @@ def setup(verbose: bool = False, run_dir: Path | None = None) -> None:
     for h in handlers:
         setattr(h, _OURS, True)
         root.addHandler(h)
+
+
+class Held(logging.Handler):
+    """The records of a command's checks, held back (held()) and said once it goes ahead (say())."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def say(self) -> None:
+        """Each held record, through the handlers installed now (the run's log file too)."""
+        records, self.records = self.records, []
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+
+
+@contextmanager
+def held():
+    """Hold back what the collapse_hpc loggers say in the block: a command refused after its checks
+    then prints its one error line alone, not the checks' notes (a first numba compile, snapshots
+    beyond the run) above it. Whoever goes ahead calls say(); what is never said is dropped."""
+    root = logging.getLogger("collapse_hpc")
+    ours = [h for h in root.handlers if getattr(h, _OURS, False)]
+    notes = Held()
+    for h in ours:
+        root.removeHandler(h)
+    root.addHandler(notes)
+    try:
+        yield notes
+    finally:
+        root.removeHandler(notes)
+        for h in ours:
+            if h not in root.handlers:
+                root.addHandler(h)

@@ -70,13 +70,18 @@ def loads(text: str, source: str) -> Any:
     """The value of one YAML document (None when empty), or ConfigError with one line."""
     if len(text) > MAX_BYTES:
         raise ConfigError(f"{source}: {len(text)} bytes, more than the {MAX_BYTES} a config may have")
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses a NUL or other unprintable character at once
         node = loader.get_single_node()
         if node is None:
             return None
         _measure(node, source)
         return loader.construct_document(node)
+    except yaml.reader.ReaderError as e:  # a NUL, an escape code: characters YAML does not allow
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"{source}: not valid YAML (line {line}): character #x{e.character:02x} is not "
+                          f"allowed in YAML text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -84,7 +89,8 @@ def loads(text: str, source: str) -> Any:
     except RecursionError:  # the parser itself recurses per level of nesting
         raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load(path: str | Path, what: str = "config file") -> Any:

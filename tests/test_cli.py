@@ -337,3 +337,37 @@ def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):
 def test_bad_usage_is_one_error_line_naming_the_commands_help(argv, says):
     line = one_error_line(cli(*argv))
     assert line.startswith(f"error: {says}") and line.endswith("--help)"), line
+
+
+def test_run_folder_that_is_a_file_is_named(tmp_path):
+    """--run naming a file: said as such before anything, not mkdir's bare 'File exists'."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4}\n")
+    (tmp_path / "r").write_text("notes\n")
+    for args in (("run", cfg), ("submit", cfg, "--dry-run", "--profile", REPO / "slurm/local.yaml"), ("toy", cfg)):
+        line = one_error_line(cli(*args, "--run", tmp_path / "r", cwd=tmp_path))
+        assert f"--run {tmp_path / 'r'}: not a folder" in line, line
+    assert (tmp_path / "r").read_text() == "notes\n"
+
+
+def test_held_notes_are_said_once_the_command_goes_ahead(capsys):
+    import logging
+
+    from collapse_hpc import logs
+
+    logs.setup()
+    log = logging.getLogger("collapse_hpc.gmm")
+    with logs.held() as notes:
+        log.warning("a note of the checks")
+    assert "a note of the checks" not in capsys.readouterr().err
+    notes.say()
+    assert "a note of the checks" in capsys.readouterr().err
+    try:
+        with logs.held():
+            log.warning("dropped")
+            raise ValueError
+    except ValueError:
+        pass
+    log.warning("after")
+    err = capsys.readouterr().err
+    assert "dropped" not in err and "after" in err

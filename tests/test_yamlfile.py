@@ -25,6 +25,8 @@ def test_every_yaml_read_goes_through_the_bounded_reader():
     ("a: " + "[" * 3000 + "]" * 3000, "nested more than 32 levels deep"),
     ("gmm:\n  generations: 2\nseeds: [0]\ngmm:\n  samples: 5\n", "(line 4): key 'gmm' given twice (first on line 1)"),
     ("gmm: {generations: 2, generations: 3}\n", "(line 1): key 'generations' given twice"),
+    ("a: 1\nb: x\x00y\n", "not valid YAML (line 2): character #x00 is not allowed"),
+    ("a: \x1b[31mred\n", "not valid YAML (line 1): character #x1b is not allowed"),
 ])
 def test_refused_with_a_line(text, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):

@@ -14,7 +14,9 @@ from collapse_hpc.experiments.base import Experiment
 
 def chunk_size(replicates: int, chunk: int, pool_bytes_per_replicate: float, memory_gib: float) -> int:
     if pool_bytes_per_replicate > 0:
-        chunk = min(chunk, max(1, int(memory_gib * 2**30 // pool_bytes_per_replicate)))
+        fit = memory_gib * 2**30 / pool_bytes_per_replicate  # inf for a budget of 1e300 GiB: no bound
+        if fit < chunk:
+            chunk = max(1, int(fit))
     return max(1, min(chunk, replicates))
 
 

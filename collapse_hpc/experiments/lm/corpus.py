@@ -28,12 +28,19 @@ def read_parquet(path: Path, columns=None, schema_only: bool = False):
         raise UserError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
 
 
-def read_texts(data_dir: Path, dataset: str, split: str) -> list[str]:
+def split_file(data_dir: Path, dataset: str, split: str) -> Path:
+    """The prepared split's Parquet file; a data set not prepared is one line, before anything is made
+    beside it (a cache's lock file would make the data set's folder)."""
     if split not in SPLITS:
         raise UserError(f"split {split!r}: must be one of {', '.join(SPLITS)}")
     path = Path(data_dir) / dataset / f"{split}.parquet"
     if not path.is_file():
         raise UserError(f"{path}: missing; prepare the data set first: collapse-hpc data prepare {dataset}")
+    return path
+
+
+def read_texts(data_dir: Path, dataset: str, split: str) -> list[str]:
+    path = split_file(data_dir, dataset, split)
     check_card(path)
     table = read_parquet(path)
     if "text" not in table.column_names:

@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.experiments.lm.corpus import read_texts
+from collapse_hpc.experiments.lm.corpus import read_texts, split_file
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
 from collapse_hpc.store.lock import file_lock
@@ -53,6 +53,7 @@ def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
     # one without a card (unfinished, or from before cards) is trained again: the same BPE
     folder = bpe_dir(data_dir, dataset, vocab_size)
     if sealed_files(folder) is None:
+        split_file(data_dir, dataset, "train")  # an unprepared data set: said before its lock file is made
         with file_lock(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
             if sealed_files(folder) is None:
                 save_atomic(train_bpe(read_texts(data_dir, dataset, "train"), vocab_size), folder)
