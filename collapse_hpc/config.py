@@ -225,7 +225,8 @@ def _convert(tp, value, key: str, where: _Where):
         for k, v in value.items():
             if not isinstance(k, str) or CONTROL.search(k):
                 where.fail(key, f"key {k!r}: must be a string without control characters")
-            out[k] = _convert(inner, v, f"{key}.{k}", where)
+            # a mapping's value may be empty (env: {CUDA_VISIBLE_DEVICES: ""}); a key's own value may not
+            out[k] = v if inner is str and v == "" else _convert(inner, v, f"{key}.{k}", where)
         return out
     if dataclasses.is_dataclass(tp):
         if tp is Regime and isinstance(value, str):
@@ -262,6 +263,8 @@ def _convert(tp, value, key: str, where: _Where):
             where.fail(key, f"must be a finite number, got {value!r}")
         if CONTROL.search(str(value)):  # a newline in a job name is a shell line in the sbatch script
             where.fail(key, f"must not contain control characters (newline, tab, …), got {value!r}")
+        if not str(value).strip():  # lm.model: '' failed only inside a unit; unset is null (the default)
+            where.fail(key, f"must not be empty, got {value!r} (leave the key out for its default)")
         return str(value)
     return value
 

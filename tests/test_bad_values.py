@@ -17,7 +17,7 @@ BASE = {"executor": "debug", "generations": 2, "seeds": [0], "regimes": ["replac
         "vae": {"epochs": 1, "classifier_epochs": 1}}
 
 # YAML text of wrong values: types, sizes, non-finite numbers, repeats, control characters, regimes
-VALUES = ["abc", "[1, 2]", "[]", "[1, 1]", "{a: 1}", "null", "true", "99999999999999999999999", "1.0e+300",
+VALUES = ["abc", "''", "'  '", "[1, 2]", "[]", "[1, 1]", "{a: 1}", "null", "true", "99999999999999999999999", "1.0e+300",
           "-1", "0", ".nan", "-.inf", "1e400", '"a\\x01b"', "'ünï🙂'", "2024-01-01", "[[1]]", "[{a: 1}]",
           "[{name: replace, overrides: 3}]", "[{name: replace, overrides: {gmm: {samples: 3}}}]",
           "[{name: replace, gmm: 3}]", "[{name: replace, gmm: {bogus: 1}}]", "[replace:1.5]", "[{}]"]
@@ -68,3 +68,25 @@ def test_a_pool_budget_beyond_any_machine_plans_as_no_bound(section):
     engine.check(run, "c.yaml", force=True)
     chains = [c for c in engine.plan(run) if c.experiment == section]
     assert chains and all(len(c.jobs) == 1 for c in chains)  # 2 replicates in chunks of 2
+
+
+@pytest.mark.parametrize("key", ["name", "data_dir", "lm.model", "lm.dataset", "vae.dataset"])
+def test_an_empty_string_is_refused_naming_the_key(key):
+    """lm.model: '' was taken and failed only inside a unit, after the run folder was made; name: '' and
+    data_dir: '' were taken as they are. Unset is null, the key's default."""
+    section, _, name = key.rpartition(".")
+    raw = dict(BASE)
+    if section:
+        raw[section] = {**raw[section], name: " "}
+    else:
+        raw[name] = ""
+    with pytest.raises(UserError, match=rf"c.yaml: {key}: must not be empty, got '\s*' \(leave the key out"):
+        cfgmod.from_dict(raw, "c.yaml", sections=experiments.sections(experiments.BUILTIN))
+
+
+def test_a_profiles_environment_may_set_a_variable_empty(tmp_path):
+    from collapse_hpc.launch import profile
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\npartition: debug\nenv:\n  CUDA_VISIBLE_DEVICES: ''\n")
+    assert profile.load(path).env == {"CUDA_VISIBLE_DEVICES": ""}
