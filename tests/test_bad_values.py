@@ -17,7 +17,8 @@ BASE = {"executor": "debug", "generations": 2, "seeds": [0], "regimes": ["replac
         "vae": {"epochs": 1, "classifier_epochs": 1}}
 
 # YAML text of wrong values: types, sizes, non-finite numbers, repeats, control characters, regimes
-VALUES = ["abc", "''", "'  '", "[1, 2]", "[]", "[1, 1]", "{a: 1}", "null", "true", "99999999999999999999999", "1.0e+300",
+VALUES = ["abc", "''", "'  '",
+          "[1, 2]", "[]", "[1, 1]", "{a: 1}", "null", "true", "99999999999999999999999", "1.0e+300",
           "-1", "0", ".nan", "-.inf", "1e400", '"a\\x01b"', "'ünï🙂'", "2024-01-01", "[[1]]", "[{a: 1}]",
           "[{name: replace, overrides: 3}]", "[{name: replace, overrides: {gmm: {samples: 3}}}]",
           "[{name: replace, gmm: 3}]", "[{name: replace, gmm: {bogus: 1}}]", "[replace:1.5]", "[{}]"]
