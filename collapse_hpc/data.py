@@ -72,6 +72,9 @@ def _prepare(name: str, data_dir: Path, source: str | None, force: bool) -> int:
 
 
 def list_prepared(data_dir: Path) -> int:
+    if not Path(data_dir).is_dir():  # a typo of --data-dir read as "nothing prepared" (exit 0)
+        what = "not a folder" if Path(data_dir).exists() else "no such folder"
+        raise UserError(f"--data-dir {data_dir}: {what} (data sets are prepared under data/ by default)")
     cards = sorted(Path(data_dir).glob("*/card.json"))
     if not cards:
         print(f"no prepared data sets under {data_dir}/ (collapse-hpc data prepare NAME)")

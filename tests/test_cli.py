@@ -157,6 +157,15 @@ def test_data_list_with_corrupt_card(tmp_path):
     assert str(tmp_path / "bad" / "card.json") in line
 
 
+def test_data_list_of_a_folder_that_is_not_there_is_one_line(tmp_path):
+    """A typo of --data-dir read 'no prepared data sets under …' with exit 0."""
+    (tmp_path / "afile").write_text("")
+    for where, what in ((tmp_path / "nope", "no such folder"), (tmp_path / "afile", "not a folder")):
+        assert one_error_line(cli("data", "list", "--data-dir", where)) == \
+            f"error: --data-dir {where}: {what} (data sets are prepared under data/ by default)"
+    assert "no prepared data sets" in cli("data", "list", "--data-dir", tmp_path).stdout
+
+
 def test_verify_a_manifest_without_files(tmp_path):
     cfg = _toy_config(tmp_path)
     run = tmp_path / "r"
