@@ -9,6 +9,7 @@ Every message names the source and, where it has one, the line.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,30 @@ MAX_VALUES = 100_000  # scalars, lists and mappings, aliases counted as often as
 MAX_DEPTH = 32
 STR = "tag:yaml.org,2002:str"
 MERGE = "tag:yaml.org,2002:merge"  # `<<: *defaults`
+INT, FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+OCTAL = re.compile(r"[-+]?0[0-7]+")
 
 
 def _line(node) -> str:
     mark = getattr(node, "start_mark", None)
     return f" (line {mark.line + 1})" if mark else ""
+
+
+def _plain_number(node: yaml.ScalarNode, source: str) -> None:
+    """YAML 1.1 reads 1:30:00 as 5400 (base 60) and 017 as 15 (octal): a Slurm time given as
+    time_min: 1:30:00 would ask for 5400 minutes. Such a number is refused, not read."""
+    if node.tag not in (INT, FLOAT) or node.style:  # quoted: a string
+        return
+    text = node.value.replace("_", "")
+    if ":" in text:
+        value = 0.0
+        for part in text.lstrip("+-").split(":"):
+            value = value * 60 + float(part)
+        raise ConfigError(f"{source}{_line(node)}: {node.value} reads as a base-60 number in YAML "
+                          f"({value:g}); write the number itself (time_min: 90), or quote it")
+    if node.tag == INT and OCTAL.fullmatch(text):
+        raise ConfigError(f"{source}{_line(node)}: {node.value} reads as an octal number in YAML "
+                          f"({int(text, 8)}); write it without the leading zero, or quote it")
 
 
 def _measure(root: yaml.Node, source: str) -> None:
@@ -41,6 +61,7 @@ def _measure(root: yaml.Node, source: str) -> None:
         if depth > MAX_DEPTH:
             raise ConfigError(f"{source}{_line(node)}: nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, yaml.ScalarNode):
+            _plain_number(node, source)
             return
         if id(node) in path:
             raise ConfigError(f"{source}{_line(node)}: an alias that contains itself")

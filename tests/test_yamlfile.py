@@ -60,3 +60,16 @@ def test_a_bomb_in_a_run_folder_is_one_line(tmp_path):
     (run / "config.yaml").write_text("a: &a [*a]\n")
     for argv in (("verify", run), ("aggregate", run), ("status", run)):
         assert "contains itself" in one_error_line(cli(*argv)), argv
+
+
+@pytest.mark.parametrize("text,reads", [("time_min: 1:30:00", "a base-60 number in YAML (5400)"),
+                                        ("seeds: [0, 017]", "an octal number in YAML (15)")])
+def test_numbers_yaml_1_1_reads_otherwise_are_refused(text, reads):
+    """YAML 1.1 reads 1:30:00 as 5400 (a Slurm time as time_min asked for 5400 minutes) and 017 as 15."""
+    with pytest.raises(ConfigError, match=rf"^c.yaml \(line 1\): \S+ reads as {re.escape(reads)}; "):
+        yamlfile.loads(text, "c.yaml")
+
+
+def test_those_numbers_quoted_are_strings():
+    assert yamlfile.loads("a: '1:30:00'\nb: \"017\"\nc: 0\nd: 10\ne: 0x1F", "c.yaml") == \
+        {"a": "1:30:00", "b": "017", "c": 0, "d": 10, "e": 31}
