@@ -224,9 +224,9 @@ def check(run, file: str = "<config>", force: bool = False) -> None:
                                 f"lower the counts (seeds, regimes, replicates, generations)")
             need = exp.memory(run, v)
             if need is not None and need > MAX_UNIT_GIB * 2**30:  # unknown: the estimate says so
+                keys = " or ".join(", ".join(f"{name}.{k}" for k in exp.memory_keys).rsplit(", ", 1))
                 raise UserError(f"{file}: {name}: one task of {v.name} would hold about {need / 2**30:.3g} GiB "
-                                f"in memory, more than {MAX_UNIT_GIB} GiB; lower replicates, chunk_replicates, "
-                                f"samples or generations")
+                                f"in memory, more than {MAX_UNIT_GIB} GiB" + (f"; lower {keys}" if keys else ""))
     if total > LARGE_UNITS and not force:
         raise UserError(f"{file}: plans {total} units, more than {LARGE_UNITS} (the paper's config plans 635: "
                         f"one job each on a cluster); check the counts (generations, seeds, regimes, replicates), "

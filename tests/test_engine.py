@@ -195,3 +195,14 @@ def test_the_memory_guard_sees_the_chain_experiments_too(section, says):
         engine.check(experiments.config_from_dict(section))
     small = {name: {k: v for k, v in keys.items() if k == "dataset"} for name, keys in section.items()}
     engine.check(experiments.config_from_dict(small))
+
+
+@pytest.mark.parametrize("key", ["capacity", "batch_size", "latent", "classifier_hidden"])
+def test_a_vae_size_no_machine_holds_is_refused_before_the_run_naming_its_keys(key):
+    """vae.capacity: 1e8 (or batch_size, latent, classifier_hidden) passed every check and failed only in
+    the unit, after the run folder existed: the VAE's memory counted its images alone. It now counts the
+    model, the classifier and a batch's activations, and the refusal names the section's size keys."""
+    with pytest.raises(UserError, match=r"vae: one task of replace-p0-s0 would hold about .* GiB in memory, "
+                                        r"more than 64 GiB; lower vae.capacity, vae.latent, vae.batch_size"):
+        engine.check(experiments.config_from_dict({"vae": {key: 100_000_000}}))
+    engine.check(experiments.config_from_dict({"vae": {key: 64}}))

@@ -233,6 +233,8 @@ class Experiment:
     # regimes.SCORED kinds it supports: it scores its pools' items and hands regimes.mix the scores
     # (the config refuses the others for this experiment)
     scored_regimes: tuple[str, ...] = ()
+    # the section's keys that set what memory() counts: named where a unit would hold too much
+    memory_keys: tuple[str, ...] = ()
 
     # the report
     title: str = ""  # section heading (default: the name)

@@ -56,6 +56,7 @@ class ArrayExperiment(Experiment):
 
     shape = "array"
     job = "cpu"
+    memory_keys = ("replicates", "chunk_replicates", "samples", "generations")
 
     def unmet(self, config: type) -> list[str]:
         """Also run_part, and the section's typed replicate keys."""

@@ -27,6 +27,7 @@ class LanguageModel(Experiment):
     # during sampling does not retrain)
     resumable = ("shards", "checkpoints", "model", "model_last")
     scratch = ("checkpoints",)
+    memory_keys = ("hidden_size", "layers", "ffn_size", "vocab_size", "ranks")
     title = "Language model (OPT)"
     order = 10
     metrics = ("test_ppl: perplexity on the real test split (zero_shot_test_ppl, generation 0 only: the initial "

@@ -26,6 +26,7 @@ class Vae(Experiment):
     shape = "chain"
     job = "gpu1"
     resumable = ()  # a generation is short (the demo's: 5 s on 2 CPU cores): redone whole if interrupted
+    memory_keys = ("capacity", "latent", "batch_size", "eval_samples", "synthetic_size", "classifier_hidden")
     title = "Variational autoencoder"
     order = 40
     metrics = ("elbo, recon, kl: on the real test split, per image (nats); class_entropy and class_0 … class_9: "
@@ -64,14 +65,16 @@ class Vae(Experiment):
 
     def memory(self, run, variant) -> int | None:
         """The float32 images one generation holds: the real training images, as many generated ones
-        (or synthetic_size), the scored samples and those through generation 0's encoder; a data set
-        of the user's is sized by its card, where it is prepared here (else None: unknown)."""
+        (or synthetic_size), the scored samples and those through generation 0's encoder; the model
+        and classifier with their gradients and Adam's two moments, and one batch's activations; a
+        data set of the user's is sized by its card, where it is prepared here (else None: unknown)."""
         cfg = variant.section(run)
         dims = _dims(run, cfg.dataset)
         if dims is None:
             return None
         height, width, train = dims
-        return 4 * height * width * (train + (cfg.synthetic_size or train) + cfg.eval_samples + cfg.latent_samples)
+        images = height * width * (train + (cfg.synthetic_size or train) + cfg.eval_samples + cfg.latent_samples)
+        return 4 * images + 16 * _parameters(cfg, height, width) + 4 * _activations(cfg, height, width)
 
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.vae.metrics import SCHEMA
@@ -91,6 +94,23 @@ def _check_cuda() -> None:
     if not torch.cuda.is_available():
         raise UserError("vae.device: cuda, but this machine has no GPU that torch can use, and a local run's units "
                         "run here; set vae.device to auto or cpu, or submit the run to Slurm")
+
+
+def _parameters(cfg, height: int, width: int) -> int:
+    """Weights of model.ConvVAE (its convolutions twice, encoder and decoder; three linear maps to and
+    from the latent) and of classifier.DigitClassifier, counted as integers (a size of 1e8 is a count)."""
+    channels = [1] + [cfg.capacity * 2**i for i in range(cfg.stages)]
+    convs = sum(16 * a * b + b for a, b in zip(channels, channels[1:]))
+    flat = channels[-1] * (height >> cfg.stages) * (width >> cfg.stages)
+    h = cfg.classifier_hidden
+    return 2 * convs + 3 * flat * cfg.latent + height * width * 2 * h + 2 * h * h + 10 * h
+
+
+def _activations(cfg, height: int, width: int) -> int:
+    """Values one training batch keeps for its backward pass: each stage's feature maps, in the
+    encoder and the decoder."""
+    per_image = sum(cfg.capacity * 2**i * (height >> i + 1) * (width >> i + 1) for i in range(cfg.stages))
+    return 2 * cfg.batch_size * (per_image + height * width)
 
 
 def _dims(run, dataset: str) -> tuple[int, int, int] | None:

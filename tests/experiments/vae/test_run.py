@@ -215,7 +215,11 @@ def test_a_chain_on_your_own_images(tmp_path):
     prepare("clothes", tmp_path / "data", source=str(_clothes(tmp_path / "idx")))
     store, run = _run(tmp_path, dataset="clothes", stages=2)
     variant = experiments.get("vae").variants(run)[0]
-    assert experiments.get("vae").memory(run, variant) == 4 * 12 * 16 * (200 + 256 + 300 + 150)
+    from collapse_hpc.experiments.vae import _activations, _parameters
+
+    cfg = variant.section(run)  # the card's 12x16 images, 200 of them for training
+    model = 16 * _parameters(cfg, 12, 16) + 4 * _activations(cfg, 12, 16)
+    assert experiments.get("vae").memory(run, variant) == 4 * 12 * 16 * (200 + 256 + 300 + 150) + model
     debug.execute(store, run, engine.plan(run))
     assert verify.verify_run(store.root) == 0
     row = pq.read_table(store.unit_dir("vae", "replace-p0-s0", "chain", 1) / "metrics.parquet").to_pylist()[0]
