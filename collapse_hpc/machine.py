@@ -27,6 +27,18 @@ def cores_per_rank() -> int:
     return machine_cores()
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes now (MemAvailable), None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (for a local job's MASTER_PORT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

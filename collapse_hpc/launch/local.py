@@ -1,7 +1,8 @@
 """Local back-end: each unit is a submitit LocalExecutor job (real subprocesses, one per rank).
 
 Chains run their generations in order; different chains and array parts run side by side
-as long as their ranks fit in the machine's cores (and GPUs, where there are some). A failed
+as long as their ranks fit in the machine's cores (and GPUs, where there are some) and CPU units'
+memory (the experiments' memory()) fits in what the machine has available as the run starts. A failed
 unit stops its chain (later generations are not run); other chains go on; the failures are
 listed at the end with their log paths, and the command exits non-zero.
 """
@@ -20,10 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from collapse_hpc import engine
+from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
-from collapse_hpc.machine import free_port, machine_cores
+from collapse_hpc.machine import available_memory, free_port, machine_cores
 from collapse_hpc.logs import count
 
 POLL_S = 0.2
@@ -47,6 +48,7 @@ class Lane:
     ranks: int
     gpus: int
     jobs: list  # engine.Job, in order
+    memory: int = 0  # bytes a unit holds in this machine's memory (experiments' memory(); 0: unknown or on GPUs)
     running: object = None  # (submitit job, engine.Job, started, gpu ids)
     failed: bool = False
     blocked: list = field(default_factory=list)  # dependents never run because of a failure
@@ -61,10 +63,12 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
             continue
         ranks = chain.ranks
         gpus = 0 if chain.kind == "cpu" or not gpus_here else (1 if chain.kind == "gpu1" else min(ranks, gpus_here))
+        # a GPU unit's memory() is its GPU's; a CPU unit's is this machine's, shared by the units side by side
+        need = 0 if gpus else (experiments.get(chain.experiment).memory(run, chain.variant) or 0) * ranks
         if chain.shape == "array":  # every part is independent
-            lanes += [Lane(chain.experiment, ranks, gpus, [j]) for j in todo]
+            lanes += [Lane(chain.experiment, ranks, gpus, [j], need) for j in todo]
         else:
-            lanes.append(Lane(chain.experiment, ranks, gpus, todo))
+            lanes.append(Lane(chain.experiment, ranks, gpus, todo, need))
     return lanes, skipped
 
 
@@ -124,6 +128,9 @@ class _Pool:
         self.book["executor"] = "local"
         self.counts = {"done": 0, "skipped": 0, "failed": []}
         self.used = 0  # ranks running now
+        # memory the units may share: what is available as the run starts (a paper-scale gaussian part
+        # holds 4 GiB; one per core of a laptop would not fit); unknown: not limited
+        self.memory, self.memory_used = available_memory(), 0
 
     def run(self) -> None:
         shown = ""
@@ -136,7 +143,9 @@ class _Pool:
                 for lane in self.lanes:
                     if lane.running or not lane.jobs:
                         continue
-                    fits = self.used + lane.ranks <= self.n_cores or self.used == 0  # too big: alone
+                    fits = self.used == 0 or (  # too big: alone
+                        self.used + lane.ranks <= self.n_cores
+                        and (self.memory is None or self.memory_used + lane.memory <= self.memory))
                     if fits and len(self.free_gpus) >= lane.gpus:
                         self.start(lane)
                 running = ", ".join(lane.running[1].label for lane in self.lanes if lane.running)[:80]
@@ -169,6 +178,7 @@ class _Pool:
         sj = ex.submit(UnitJob(), str(self.store.root), job.experiment, job.variant, job.index)
         lane.running = (sj, job, time.time(), gpus)
         self.used += lane.ranks
+        self.memory_used += lane.memory
         records.record(self.book, job.label, job_id=sj.job_id, log=str(sj.paths.stderr), state="RUNNING",
                        started=time.time(), ranks=lane.ranks)
         records.save(self.store, self.book)
@@ -178,6 +188,7 @@ class _Pool:
         sj, job, started, gpus = lane.running
         lane.running = None
         self.used -= lane.ranks
+        self.memory_used -= lane.memory
         self.free_gpus.extend(gpus)
         entry = self.book["units"][job.label]
         entry["elapsed"] = round(time.time() - started, 1)

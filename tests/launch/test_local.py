@@ -211,3 +211,24 @@ def test_cancel_stops_a_local_run_from_another_shell(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_cpu_units_side_by_side_fit_in_the_memory_the_machine_has(tmp_path, monkeypatch):
+    """Array parts ran side by side as far as the cores allowed, whatever they held: paper-scale
+    gaussian parts hold 4 GiB each, and one per core of a laptop would not fit. With room for one
+    part's memory (experiments' memory()) they run one after another; every one still runs."""
+    from collapse_hpc import experiments
+    from collapse_hpc.launch import local
+
+    cfg = write_config(tmp_path, gmm={"enabled": False}, lm={"enabled": False}, vae={"enabled": False},
+                       gaussian={"generations": 3, "samples": [50], "replicates": 30, "chunk_replicates": 10})
+    run = experiments.load_config(cfg)
+    need = experiments.get("gaussian").memory(run, experiments.get("gaussian").variants(run)[0])
+    assert need > 0
+    monkeypatch.setattr(local, "machine_cores", lambda: 4)
+    monkeypatch.setattr(local, "available_memory", lambda: int(1.5 * need))
+    rc, out, err = collapse("run", cfg, "--run", tmp_path / "run")
+    assert rc == 0 and "3 units done" in out, err
+    parts = sorted((read_manifest(unit(tmp_path / "run", "gaussian", "replace-p0-samples50-s0", f"part_{p:03d}"))
+                    for p in range(3)), key=lambda m: m["started"])
+    assert all(b["started"] >= a["finished"] for a, b in zip(parts, parts[1:])), parts
