@@ -153,7 +153,7 @@ class _Pool:
     def start(self, lane: Lane) -> None:
         import submitit
 
-        from collapse_hpc.launch.job import UnitJob
+        from collapse_hpc.launch.job import LAUNCHER, UnitJob
 
         job = lane.jobs[0]
         gpus = [self.free_gpus.pop(0) for _ in range(lane.gpus)]
@@ -162,6 +162,7 @@ class _Pool:
         # group) it would print its KeyboardInterrupt traceback here; $$ is its job id
         setup = [f"exec >>{shlex.quote(str(self.folder))}/$$_controller.log 2>&1",
                  f"export MASTER_PORT={free_port()}", "export MASTER_ADDR=127.0.0.1",
+                 f"export {LAUNCHER}={os.getpid()}",
                  f"export COLLAPSE_THREADS=${{COLLAPSE_THREADS:-{self.threads}}}",
                  f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.threads}}}"]
         ex.update_parameters(timeout_min=TIMEOUT_MIN, tasks_per_node=lane.ranks, gpus_per_node=len(gpus),
