@@ -170,3 +170,16 @@ def test_a_variance_that_reaches_zero_prints_no_infinity(tmp_path, capsys):
     assert log["n"] == 4 and log["n_infinite"] == 4 and pd.isna(log["mean"]) and pd.isna(log["ci_low"])
     md = (root / "report" / "results.md").read_text()
     assert "| replace, samples=2 | log fitted variance | — | lower is worse |" in md  # its row, shown as —
+
+
+def test_a_killed_reports_temporaries_are_removed_by_the_next(toy, tmp_path, capsys):
+    """A report killed while writing (SIGKILL, the OOM killer) leaves its temporaries; the next
+    aggregate of the folder removed none of them, so they stayed for good."""
+    root = make_run(tmp_path / "toyrun", {"toy": {"rows": 5}}, generations=2)
+    figures = root / "report" / "figures"
+    figures.mkdir(parents=True)
+    left = [figures / ".tmp-toy_all_metrics.png.hbf0_6hs", root / "report" / ".tmp-summary.csv.x1y2z3"]
+    for p in left:
+        p.write_bytes(b"half")
+    assert cli.main(["aggregate", str(root)]) == 0
+    assert not [p for p in (root / "report").rglob("*") if p.name.startswith(".tmp-")]
