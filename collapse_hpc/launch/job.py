@@ -120,8 +120,9 @@ class UnitJob(Checkpointable):
         except KeyboardInterrupt:
             if not _orphaned.is_set():
                 raise
-            logging.getLogger("collapse_hpc").warning("%s/%s unit %d: its launcher is gone: the unit stops here "
-                                                      "(what it finished stays for a resume)", experiment, variant, index)
+            logging.getLogger("collapse_hpc").warning(
+                "%s/%s unit %d: its launcher is gone: the unit stops here (what it finished stays for a resume)",
+                experiment, variant, index)
             raise SystemExit(130) from None
 
     def checkpoint(self, run_dir: str, experiment: str, variant: str, index: int) -> DelayedSubmission:

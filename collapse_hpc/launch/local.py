@@ -12,9 +12,7 @@ import re
 import shlex
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from tqdm import tqdm
 from collapse_hpc import engine
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
-from collapse_hpc.machine import free_port, machine_cores
+from collapse_hpc.machine import free_port, machine_cores, term_as_interrupt
 from collapse_hpc.logs import count
 
 POLL_S = 0.2
@@ -75,7 +73,7 @@ def execute(store, run, chains, **_) -> dict:
     pool.counts["skipped"] = skipped
     if skipped:
         print(f"{skipped} units already finished (skipped)", file=sys.stderr)
-    with _term_as_interrupt():
+    with term_as_interrupt():  # a `kill` of the launcher cancels its units, as Ctrl-C does
         try:
             pool.run()
         except KeyboardInterrupt:
@@ -88,21 +86,6 @@ def execute(store, run, chains, **_) -> dict:
         for f in pool.counts["failed"]:
             print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
     return pool.counts
-
-
-@contextmanager
-def _term_as_interrupt():
-    """SIGTERM (`kill`, `timeout`, a session's end) handled as Ctrl-C: the units' processes ignore
-    it (submitit bypasses SIGTERM), so a launcher dying of it left them running unattended and the
-    run locked by a dead launcher. Python takes signals in its main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _threads(chains, n_cores: int) -> str:
