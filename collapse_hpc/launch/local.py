@@ -26,6 +26,7 @@ from collapse_hpc.logs import count
 
 POLL_S = 0.2
 CANCEL_WAIT_S = 10  # on Ctrl-C, how long the units' processes get to end before their state is read
+KILLED = "its process was killed (it ended without a result or an error: a signal, the OOM killer)"
 TIMEOUT_MIN = 7 * 24 * 60  # local units are not time-limited (submitit's local default is 2 min)
 
 
@@ -178,6 +179,8 @@ class _Pool:
     def fail(self, lane: Lane, job, entry: dict, e: Exception) -> None:
         entry["state"] = "FAILED"
         entry["error"] = error_tail(str(e))
+        if "has not produced any output" in str(e):  # submitit: no result, no exception: the process died
+            entry["error"] += f"\n{KILLED}"
         lane.failed = True
         lane.blocked = lane.jobs[1:]
         self.counts["failed"].append({"unit": job.label, "log": entry["log"], "error": entry["error"]})
