@@ -24,6 +24,7 @@ from collapse_hpc import __version__, logs
 from collapse_hpc.config import EXECUTORS
 from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
+from collapse_hpc.machine import term_as_interrupt
 
 EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line and exit status 2."
 
@@ -522,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         logs.setup(args.verbose)
-        return COMMANDS.get(args.command, cmd_experiment)(args)
+        with term_as_interrupt():
+            return COMMANDS.get(args.command, cmd_experiment)(args)
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code

@@ -1,5 +1,5 @@
 """Facts about the machine this process runs on: its cores, a rank's share of them, a free port,
-its HF cache.
+its HF cache; and how this process takes SIGTERM.
 
 Read by every floor (a unit's threads, a launcher's slots, a rendezvous port), so it imports
 nothing of the package.
@@ -7,8 +7,12 @@ nothing of the package.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def machine_cores() -> int:
@@ -57,3 +61,18 @@ def hf_home() -> Path:
 def hub_cache() -> Path:
     """Where hub models are cached: $HF_HUB_CACHE, else hf_home()/hub."""
     return Path(os.environ["HF_HUB_CACHE"]).expanduser() if os.environ.get("HF_HUB_CACHE") else hf_home() / "hub"
+
+
+@contextmanager
+def term_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`, a session's end) handled as Ctrl-C: the command cleans up as on
+    KeyboardInterrupt (temporaries, a half-built data set, a launcher's units) instead of dying
+    where it stands. Python takes signals in its main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

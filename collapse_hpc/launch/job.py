@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
@@ -24,6 +25,30 @@ def _interruptible() -> None:
     background (`nohup … &`), the unit inherits SIGINT ignored and would run on unattended."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+LAUNCHER = "COLLAPSE_LAUNCHER_PID"  # set by the local launcher for its units
+LAUNCHER_POLL_S = 1.0
+_orphaned = threading.Event()
+
+
+def _stop_without_launcher() -> None:
+    """A local unit stops as on Ctrl-C once its launcher is gone. A launcher killed outright
+    (SIGKILL, the OOM killer) cannot cancel its units: they ran on unattended to their end, and
+    held the run against the next launcher meanwhile."""
+    pid = os.environ.get(LAUNCHER, "")
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local" or not pid.isdigit() or \
+            threading.current_thread() is not threading.main_thread():
+        return
+    from collapse_hpc.store.lock import pid_alive
+
+    def watch() -> None:
+        while pid_alive(int(pid)):
+            time.sleep(LAUNCHER_POLL_S)
+        _orphaned.set()
+        os.kill(os.getpid(), signal.SIGINT)  # the main thread stops where Ctrl-C would stop it
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 class Ending(KeyboardInterrupt):
@@ -86,11 +111,19 @@ class UnitJob(Checkpointable):
         export_env()
         _interruptible()
         _stop_when_ending()
+        _stop_without_launcher()
         try:
             return engine.run_unit(run_dir, experiment, variant, index)
         except Ending as e:
             logging.getLogger("collapse_hpc").warning("%s/%s unit %d: %s", experiment, variant, index, e)
             raise SystemExit(143) from None  # 128 + SIGTERM, without a traceback
+        except KeyboardInterrupt:
+            if not _orphaned.is_set():
+                raise
+            logging.getLogger("collapse_hpc").warning(
+                "%s/%s unit %d: its launcher is gone: the unit stops here (what it finished stays for a resume)",
+                experiment, variant, index)
+            raise SystemExit(130) from None
 
     def checkpoint(self, run_dir: str, experiment: str, variant: str, index: int) -> DelayedSubmission:
         _requeueing.set()

@@ -13,9 +13,7 @@ import re
 import shlex
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +22,12 @@ from tqdm import tqdm
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
-from collapse_hpc.machine import available_memory, free_port, machine_cores
+from collapse_hpc.machine import available_memory, free_port, machine_cores, term_as_interrupt
 from collapse_hpc.logs import count
 
 POLL_S = 0.2
 CANCEL_WAIT_S = 10  # on Ctrl-C, how long the units' processes get to end before their state is read
+KILLED = "its process was killed (it ended without a result or an error: a signal, the OOM killer)"
 TIMEOUT_MIN = 7 * 24 * 60  # local units are not time-limited (submitit's local default is 2 min)
 
 
@@ -79,7 +78,7 @@ def execute(store, run, chains, **_) -> dict:
     pool.counts["skipped"] = skipped
     if skipped:
         print(f"{skipped} units already finished (skipped)", file=sys.stderr)
-    with _term_as_interrupt():
+    with term_as_interrupt():  # a `kill` of the launcher cancels its units, as Ctrl-C does
         try:
             pool.run()
         except KeyboardInterrupt:
@@ -92,21 +91,6 @@ def execute(store, run, chains, **_) -> dict:
         for f in pool.counts["failed"]:
             print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
     return pool.counts
-
-
-@contextmanager
-def _term_as_interrupt():
-    """SIGTERM (`kill`, `timeout`, a session's end) handled as Ctrl-C: the units' processes ignore
-    it (submitit bypasses SIGTERM), so a launcher dying of it left them running unattended and the
-    run locked by a dead launcher. Python takes signals in its main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _threads(chains, n_cores: int) -> str:
@@ -162,7 +146,7 @@ class _Pool:
     def start(self, lane: Lane) -> None:
         import submitit
 
-        from collapse_hpc.launch.job import UnitJob
+        from collapse_hpc.launch.job import LAUNCHER, UnitJob
 
         job = lane.jobs[0]
         gpus = [self.free_gpus.pop(0) for _ in range(lane.gpus)]
@@ -171,6 +155,7 @@ class _Pool:
         # group) it would print its KeyboardInterrupt traceback here; $$ is its job id
         setup = [f"exec >>{shlex.quote(str(self.folder))}/$$_controller.log 2>&1",
                  f"export MASTER_PORT={free_port()}", "export MASTER_ADDR=127.0.0.1",
+                 f"export {LAUNCHER}={os.getpid()}",
                  f"export COLLAPSE_THREADS=${{COLLAPSE_THREADS:-{self.threads}}}",
                  f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.threads}}}"]
         ex.update_parameters(timeout_min=TIMEOUT_MIN, tasks_per_node=lane.ranks, gpus_per_node=len(gpus),
@@ -205,6 +190,8 @@ class _Pool:
     def fail(self, lane: Lane, job, entry: dict, e: Exception) -> None:
         entry["state"] = "FAILED"
         entry["error"] = error_tail(str(e))
+        if "has not produced any output" in str(e):  # submitit: no result, no exception: the process died
+            entry["error"] += f"\n{KILLED}"
         lane.failed = True
         lane.blocked = lane.jobs[1:]
         self.counts["failed"].append({"unit": job.label, "log": entry["log"], "error": entry["error"]})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +22,8 @@ from collapse_hpc import experiments, logs
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import Context
 from collapse_hpc.report import collect, drawing, page, stats, tables
-from collapse_hpc.store.atomic import claim_folder, write_parquet, write_text
+from collapse_hpc.store.atomic import claim_folder, is_temporary, write_parquet, write_text
+from collapse_hpc.store.lock import folder_lock
 
 log = logging.getLogger("collapse_hpc.report")
 
@@ -40,7 +42,20 @@ def build(runs: list[str], out: str | Path | None = None, replicates: int | None
     # --out must be new, empty or made by aggregate before; a run's own report/ is the run's
     out = claim_folder(Path(out) if out else data[0].root / "report", "the report folder", owned=not out)
     claim_folder(out / "figures", "the report's figures folder", owned=True)
+    with folder_lock(out):  # one report at a time writes a folder: the sweep removes no live writer's files
+        _sweep(out)
+        return _write(out, data, replicates)
 
+
+def _sweep(out: Path) -> None:
+    """Temporaries of a report killed while writing (SIGKILL, the OOM killer): nothing else removes them."""
+    for folder in (out, out / "figures"):
+        for p in folder.iterdir():
+            if is_temporary(p):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+
+def _write(out: Path, data: list, replicates: int | None) -> Path:
     df = collect.tidy(data, replicates)
     summary = stats.summarise(df)
     write_parquet(out / "metrics.parquet", pa.Table.from_pandas(df, preserve_index=False))

@@ -143,6 +143,7 @@ class RunLock:
                 self.path.unlink(missing_ok=True)
                 raise UserError(f"run has unit processes {', '.join(map(str, orphans))} still running without "
                                 f"a launcher ({self.path.with_name(WORKERS)}); wait for them or kill them")
+            self._drop_dead_workers()
             self.held, self.depth = True, 1
             return self
         raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
@@ -181,6 +182,17 @@ class RunLock:
                     and not _slurm_held(p):
                 out.append(int(pid))
         return out
+
+    def _drop_dead_workers(self) -> None:
+        """Registrations of this host's unit processes that were killed outright (SIGKILL cannot
+        unregister): left, they stay for good, and a reused pid would read as a running unit."""
+        host, folder = socket.gethostname(), self.path.with_name(WORKERS)
+        for p in sorted(folder.glob("*")):
+            name, _, pid = p.name.rpartition("-")
+            if name == host and pid.isdigit() and not pid_alive(int(pid)) and not _slurm_held(p):
+                p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # empty: gone, as the last unit out leaves it
+            folder.rmdir()
 
     def _abandoned(self) -> bool:
         """Unreadable and untouched for a while: its writer died between creating and writing it."""

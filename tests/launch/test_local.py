@@ -178,6 +178,61 @@ def test_sigterm_during_a_unit_cancels_it_as_ctrl_c_does(tmp_path, group):
         assert lock.held and lock.workers() == []
 
 
+def test_units_of_a_launcher_killed_alone_stop_and_the_next_run_resumes(tmp_path):
+    # `kill -9 PID` of the launcher (the OOM killer, a crashed login node's session) cannot be
+    # handled by it: its units ran on unattended to their end, and a next run was refused meanwhile
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_sigint_default)
+    try:
+        deadline = time.time() + 120
+        while not (gen0 / "steps" / "000.done").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert (gen0 / "steps" / "000.done").exists()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 15
+        while _running_in_group(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _running_in_group(proc.pid) == []
+    finally:
+        for pid in _running_in_group(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert not RunStore(run).is_done(gen0) and (gen0 / "steps" / "000.done").exists()  # kept to resume
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "took over stale lock" in out + err, err
+    assert verify_run(run) == 0
+
+
+def test_a_unit_killed_alone_is_named_killed_and_the_next_run_resumes_it(tmp_path):
+    # a unit process killed outright (the OOM killer) was reported FAILED with its log's last line,
+    # which read like progress, not like what happened
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 4})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
+    try:
+        deadline = time.time() + 120
+        while not (gen0 / "steps" / "000.done").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        (registered,) = (run / ".units").iterdir()
+        os.kill(int(registered.name.rpartition("-")[2]), signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "FAILED ltchain/replace-p0-s0/gen_000: its process was killed" in err, err
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "1 unit done" in out, err
+    assert verify_run(run) == 0
+
+
 def test_sigterm_reaches_units_started_with_sigint_ignored(tmp_path):
     # the launcher tells its units by SIGINT; a unit that inherited it ignored ran on unattended
     cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})

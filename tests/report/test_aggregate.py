@@ -210,3 +210,16 @@ def test_report_replicates_fit_the_memory_given():
     assert estimate.report_replicates(run, chains, room(50)) is None  # all fit
     assert estimate.report_replicates(run, chains, room(7) + 1) == 7
     assert estimate.report_replicates(run, chains, 1) == 1  # never none
+
+
+def test_a_killed_reports_temporaries_are_removed_by_the_next(toy, tmp_path, capsys):
+    """A report killed while writing (SIGKILL, the OOM killer) leaves its temporaries; the next
+    aggregate of the folder removed none of them, so they stayed for good."""
+    root = make_run(tmp_path / "toyrun", {"toy": {"rows": 5}}, generations=2)
+    figures = root / "report" / "figures"
+    figures.mkdir(parents=True)
+    left = [figures / ".tmp-toy_all_metrics.png.hbf0_6hs", root / "report" / ".tmp-summary.csv.x1y2z3"]
+    for p in left:
+        p.write_bytes(b"half")
+    assert cli.main(["aggregate", str(root)]) == 0
+    assert not [p for p in (root / "report").rglob("*") if p.name.startswith(".tmp-")]

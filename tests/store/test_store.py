@@ -434,3 +434,20 @@ def test_launcher_pid_is_only_a_live_collapse_hpc_owner_of_this_host(tmp_path):
     path.write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "started": 0}))
     with pytest.raises(UserError, match="run by pid .* on elsewhere; cancel it there"):
         launcher_pid(lock)
+
+
+def test_a_killed_units_registration_is_dropped_by_the_next_launcher(tmp_path):
+    """A unit killed outright (SIGKILL) cannot unregister: its RUN/.units/ entry stayed for good, and
+    once the pid was reused by any other process the run read as held by a running unit."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    register = tmp_path / ".units"
+    register.mkdir()
+    (register / f"{socket.gethostname()}-{dead.pid}").write_text("")
+    (register / f"otherhost-{dead.pid}").write_text("")  # another host's: not ours to judge
+    with RunLock(tmp_path / ".lock", log=lambda *_: None):
+        assert [p.name for p in register.iterdir()] == [f"otherhost-{dead.pid}"]
