@@ -298,7 +298,7 @@ def test_a_corpus_too_small_for_every_split_is_refused_and_nothing_is_written(tm
 def test_a_corpus_of_one_repeated_line_is_told_why_it_cannot_be_split(tmp_path):
     # "too little text (0 rows)" for 2000 rows: each distinct text goes whole to one split
     (tmp_path / "src.txt").write_text("the same sentence, over and over, as a corpus\n" * 2000)
-    with pytest.raises(UserError, match=r"the 2000 rows hold 1 distinct text\(s\), and a text goes whole to one "
+    with pytest.raises(UserError, match=r"the 2000 rows hold 1 distinct text, and a text goes whole to one "
                                         r"split"):
         data.prepare_local("same", tmp_path / "src.txt", tmp_path / "data")
 
