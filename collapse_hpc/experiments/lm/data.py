@@ -248,6 +248,9 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
         atomic.write_parquet(folder / f"{s}.parquet", pa.table(columns, schema=None) if splits[s]
                              else pa.table({"text": pa.array([], pa.string())}))
     data_dir, tmp_name = folder.parent, folder.name
+    # a 50 MB corpus takes minutes on two cores, most of them here: say where it is
+    log.info("%s: training its byte-level BPE (%d) on the train split's %s", name, DEFAULT_VOCAB,
+             count(len(splits["train"]), card["unit"].rstrip("s")))
     tok = tk.bpe_tokenizer(data_dir, tmp_name, DEFAULT_VOCAB)
     card["splits"] = {s: len(splits[s]) for s in SPLITS}
     card["files_sha256"] = {f"{s}.parquet": atomic.sha256_file(folder / f"{s}.parquet") for s in SPLITS}
@@ -255,6 +258,7 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
     card["block_size"] = 64
     card["blocks"], card["tokens"] = {}, {}
     for s in SPLITS:
+        log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)
         blocks = make_blocks(read_texts(data_dir, tmp_name, s), tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
             texts = {row.get("text") for part in splits.values() for row in part}
