@@ -248,9 +248,6 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
         atomic.write_parquet(folder / f"{s}.parquet", pa.table(columns, schema=None) if splits[s]
                              else pa.table({"text": pa.array([], pa.string())}))
     data_dir, tmp_name = folder.parent, folder.name
-    # a 50 MB corpus takes minutes on two cores, most of them here: say where it is
-    log.info("%s: training its byte-level BPE (%d) on the train split's %s", name, DEFAULT_VOCAB,
-             count(len(splits["train"]), card["unit"].rstrip("s")))
     tok = tk.bpe_tokenizer(data_dir, tmp_name, DEFAULT_VOCAB)
     card["splits"] = {s: len(splits[s]) for s in SPLITS}
     card["files_sha256"] = {f"{s}.parquet": atomic.sha256_file(folder / f"{s}.parquet") for s in SPLITS}
@@ -258,7 +255,7 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
     card["block_size"] = 64
     card["blocks"], card["tokens"] = {}, {}
     for s in SPLITS:
-        log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)
+        log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)  # a 50 MB corpus: a minute
         blocks = make_blocks(read_texts(data_dir, tmp_name, s), tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
             texts = {row.get("text") for part in splits.values() for row in part}
@@ -313,6 +310,7 @@ def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
     check_card(Path(data_dir) / dataset / f"{split}.parquet")
     path = blocks_path(data_dir, dataset, split, tokenizer, block_size, grouping)
     if not sealed_file(path):
+        log.info("%s: cutting the %s split into blocks of %d tokens (once)", path.parent, split, block_size)
         table = make_blocks(read_texts(data_dir, dataset, split), tokenizer, block_size, grouping)
         write_blocks(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
     return pq.read_table(path)

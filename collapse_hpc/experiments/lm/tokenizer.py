@@ -13,6 +13,7 @@ API:
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
@@ -20,6 +21,9 @@ from collapse_hpc.experiments.lm.corpus import read_texts
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
 from collapse_hpc.store.lock import file_lock
+from collapse_hpc.logs import count
+
+log = logging.getLogger("collapse_hpc")
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
@@ -55,7 +59,11 @@ def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
     if sealed_files(folder) is None:
         with file_lock(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
             if sealed_files(folder) is None:
-                save_atomic(train_bpe(read_texts(data_dir, dataset, "train"), vocab_size), folder)
+                texts = read_texts(data_dir, dataset, "train")
+                # minutes on a large corpus, once: say so (a 50 MB one was 25 s without a line)
+                log.info("%s: training a byte-level BPE of %d tokens on the %s of the train split (once)",
+                         folder, vocab_size, count(len(texts), "row"))
+                save_atomic(train_bpe(texts, vocab_size), folder)
     return AutoTokenizer.from_pretrained(str(folder))
 
 
