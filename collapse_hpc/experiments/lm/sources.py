@@ -235,7 +235,9 @@ def _table_texts(path: Path) -> list:
                             f"name the column that holds the text 'text'")
         return [row["text"] for row in reader]
     except csv.Error as e:
-        raise UserError(f"{path}: not {'TSV' if tab else 'CSV'} (line {reader.line_num}: {e})") from None
+        raise UserError(f"{path}: not {'TSV' if tab else 'CSV'} (near line {reader.line_num + 1}: {e}); a field "
+                        f"that starts with a quote is quoted whole, its quotes doubled, as CSV writers do "
+                        f"(\"\"\"Hi,\"\" she said\"), or give the text as .txt or .jsonl") from None
 
 
 def _columnar(path: Path) -> list:

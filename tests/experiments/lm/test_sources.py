@@ -100,3 +100,10 @@ def test_a_compressed_file_under_a_text_name_is_told_its_name(tmp_path):
         sources.read_rows(tmp_path / "train.txt")
     (tmp_path / "b.txt").write_text("BZh is how a bz2 stream starts\n")
     assert sources.read_rows(tmp_path / "b.txt") == ["BZh is how a bz2 stream starts"]
+
+
+def test_a_hand_made_tsv_with_a_stray_quote_is_refused_with_how_to_quote(tmp_path):
+    (tmp_path / "q.tsv").write_text('id\ttext\n1\t"Hello," he said.\n2\tplain line\n')
+    with pytest.raises(UserError, match=r"q.tsv: not TSV \(near line 2: .*\); a field that starts with a quote is "
+                                        r"quoted whole"):
+        sources.read_rows(tmp_path / "q.tsv")
