@@ -56,7 +56,7 @@ from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import sources
 from collapse_hpc.experiments.lm import tokenizer as tk
-from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, read_texts
+from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, long_text, read_texts
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import load_card, seal_file, sealed_file, sealed_files
 from collapse_hpc.logs import count
@@ -255,8 +255,10 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
     card["block_size"] = 64
     card["blocks"], card["tokens"] = {}, {}
     for s in SPLITS:
-        log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)  # a 50 MB corpus: a minute
-        blocks = make_blocks(read_texts(data_dir, tmp_name, s), tok, 64)
+        texts = read_texts(data_dir, tmp_name, s)
+        if long_text(texts):  # a 50 MB corpus: a minute
+            log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)
+        blocks = make_blocks(texts, tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
             texts = {row.get("text") for part in splits.values() for row in part}
             alike = (f"; the {sum(map(len, splits.values()))} rows hold {count(len(texts), 'distinct text')}, and a "
@@ -310,8 +312,10 @@ def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
     check_card(Path(data_dir) / dataset / f"{split}.parquet")
     path = blocks_path(data_dir, dataset, split, tokenizer, block_size, grouping)
     if not sealed_file(path):
-        log.info("%s: cutting the %s split into blocks of %d tokens (once)", path.parent, split, block_size)
-        table = make_blocks(read_texts(data_dir, dataset, split), tokenizer, block_size, grouping)
+        texts = read_texts(data_dir, dataset, split)
+        if long_text(texts):
+            log.info("%s: cutting the %s split into blocks of %d tokens (once)", path.parent, split, block_size)
+        table = make_blocks(texts, tokenizer, block_size, grouping)
         write_blocks(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
     return pq.read_table(path)
 

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.experiments.lm.corpus import read_texts
+from collapse_hpc.experiments.lm.corpus import long_text, read_texts
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
 from collapse_hpc.store.lock import file_lock
@@ -61,8 +61,9 @@ def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
             if sealed_files(folder) is None:
                 texts = read_texts(data_dir, dataset, "train")
                 # minutes on a large corpus, once: say so (a 50 MB one was 25 s without a line)
-                log.info("%s: training a byte-level BPE of %d tokens on the %s of the train split (once)",
-                         folder, vocab_size, count(len(texts), "row"))
+                if long_text(texts):
+                    log.info("%s: training a byte-level BPE of %d tokens on the %s of the train split (once)",
+                             folder, vocab_size, count(len(texts), "row"))
                 save_atomic(train_bpe(texts, vocab_size), folder)
     return AutoTokenizer.from_pretrained(str(folder))
 
