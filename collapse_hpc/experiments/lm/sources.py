@@ -49,7 +49,8 @@ ACCEPTED = ("text (.txt, .tokens, .raw: a row per line), JSON lines (.jsonl, .js
 DATASETS_METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
 ARCHIVES = {".zip": "unzip {p} -d DIR", ".tar": "tar xf {p} -C DIR", ".tgz": "tar xzf {p} -C DIR",
             ".7z": "7z x {p} -oDIR"}
-SPLIT_NAME = re.compile(r"(?:.*[._-])?(train|training|validation|valid|val|dev|test)(-\d+-of-\d+)?")
+# the hub's shards: train-00000-of-00002, and from older datasets versions a hash after it
+SPLIT_NAME = re.compile(r"(?:.*[._-])?(train|training|validation|valid|val|dev|test)(-\d+-of-\d+(-[0-9a-f]{8,})?)?")
 ALIASES = {"training": "train", "valid": "validation", "val": "validation", "dev": "validation"}
 MAX_ROW_CHARS = 1 << 20  # a row is one article or paragraph (WikiText-2's longest: under 4,000 characters)
 MAX_SOURCE_BYTES = 4 << 30  # one source file (WikiText-103 is 0.5 GB); reading it takes several times that

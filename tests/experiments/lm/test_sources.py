@@ -28,7 +28,8 @@ def test_wikitext_as_shipped_and_valid_or_dev_names_keep_their_splits(tmp_path):
     assert data.read_texts(tmp_path / "data", "wt", "validation") == [" = Heading = "] + corpus_lines(60, 2)
     assert [sources.file_split(tmp_path / n, tmp_path) for n in
             ("dev.txt", "val.jsonl", "ptb.valid.txt", "wiki.test.tokens", "train.txt.gz", "training.csv",
-             "notes.txt", "contest.txt")] == ["validation"] * 3 + ["test", "train", "train", None, None]
+             "validation-00000-of-00001-5c0b2ad0c6cb6a45.parquet", "notes.txt", "contest.txt")] == (
+                ["validation"] * 3 + ["test", "train", "train", "validation", None, None])
 
 
 def test_compressed_text_reads_as_the_plain_file(tmp_path):
