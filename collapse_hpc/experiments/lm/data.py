@@ -183,6 +183,8 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         for p in files:
             for t in sources.read_rows(p):
                 splits[split_of(t)].append({"text": t})
+    if not any(splits.values()):  # e.g. a file of blank lines
+        raise UserError(f"--from {source}: no text: every line or row of {count(len(files), 'file')} is blank")
     if not splits["train"]:
         raise UserError(f"--from {source}: no training text")
     card = {"name": name, "source": f"local files: {source.resolve().name}",

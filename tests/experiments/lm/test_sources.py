@@ -108,3 +108,10 @@ def test_a_hand_made_tsv_with_a_stray_quote_is_refused_with_how_to_quote(tmp_pat
     with pytest.raises(UserError, match=r"q.tsv: not TSV \(near line 2: .*\); a field that starts with a quote is "
                                         r"quoted whole"):
         sources.read_rows(tmp_path / "q.tsv")
+
+
+def test_a_file_of_blank_lines_is_refused_as_blank(tmp_path):
+    # it said "no training text", as for a corpus too small to split
+    (tmp_path / "ws.txt").write_text("   \n\t\n\n" * 100)
+    with pytest.raises(UserError, match=r"ws.txt: no text: every line or row of 1 file is blank"):
+        data.prepare_local("ws", tmp_path / "ws.txt", tmp_path / "data")
