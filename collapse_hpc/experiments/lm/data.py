@@ -263,8 +263,10 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
         blocks = make_blocks(texts, tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
             texts = {row.get("text") for part in splits.values() for row in part}
-            alike = (f"; the {sum(map(len, splits.values()))} rows hold {count(len(texts), 'distinct text')}, and a "
-                     f"text goes whole to one split (by its hash), so copies of a row never land in two splits"
+            rows = sum(map(len, splits.values()))
+            alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
+                     f"{count(len(texts), 'distinct text')}, and a text goes whole to one split (by its hash), "
+                     f"so copies of a row never land in two splits"
                      if len(texts) < 20 else "")
             raise UserError(f"{name}: too little text for the {s} split ({len(splits[s])} {card['unit']}, "
                             f"less than one block of 64 tokens{alike}); give more text, more (shorter) rows to "

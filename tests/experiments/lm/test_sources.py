@@ -115,3 +115,11 @@ def test_a_file_of_blank_lines_is_refused_as_blank(tmp_path):
     (tmp_path / "ws.txt").write_text("   \n\t\n\n" * 100)
     with pytest.raises(UserError, match=r"ws.txt: no text: every line or row of 1 file is blank"):
         data.prepare_local("ws", tmp_path / "ws.txt", tmp_path / "data")
+
+
+def test_a_100_word_corpus_is_refused_in_words_that_count_right(tmp_path):
+    (tmp_path / "tiny.txt").write_text(" ".join(" ".join(corpus_lines(20, 1)).split()[:100]))
+    with pytest.raises(UserError, match=r"too little text for the (validation|test) split .*the 1 row holds 1 "
+                                        r"distinct text,"):  # it said "the 1 rows hold"
+        data.prepare_local("tiny", tmp_path / "tiny.txt", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
