@@ -262,12 +262,12 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
             log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)
         blocks = make_blocks(texts, tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
-            texts = {row.get("text") for part in splits.values() for row in part}
+            distinct = {row.get("text") for part in splits.values() for row in part}
             rows = sum(map(len, splits.values()))
             alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
-                     f"{count(len(texts), 'distinct text')}, and a text goes whole to one split (by its hash), "
+                     f"{count(len(distinct), 'distinct text')}, and a text goes whole to one split (by its hash), "
                      f"so copies of a row never land in two splits"
-                     if len(texts) < 20 else "")
+                     if len(distinct) < 20 else "")
             raise UserError(f"{name}: too little text for the {s} split ({len(splits[s])} {card['unit']}, "
                             f"less than one block of 64 tokens{alike}); give more text, more (shorter) rows to "
                             f"split 90/5/5, or your own train, validation and test files")
