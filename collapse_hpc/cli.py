@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("name", metavar="NAME", help=f"data set to prepare: {known}, "
                     "or a new name for the files given with --from")
     dp.add_argument("--from", dest="source", metavar="PATH",
-                    help="your own files to prepare instead: text or Parquet files (the lm), or a folder of "
+                    help="your own files to prepare instead: text, JSON lines, CSV, Parquet or datasets files (the "
+                    "lm; data/README.md lists the formats), or a folder of "
                     "MNIST-named IDX images (the vae)")
     dp.add_argument("--data-dir", default="data", help="where prepared data goes (default: data)")
     dp.add_argument("--force", action="store_true", help="prepare again even if present")

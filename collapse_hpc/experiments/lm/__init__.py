@@ -2,7 +2,8 @@
 own generated text.
 
 Stage 1 (data, models, DeepSpeed training, evaluation): corpus.py (the prepared splits' text),
-data.py, tokenizer.py, model.py, train.py, evaluate.py, distributed.py. Stage 2 (the chain):
+sources.py (the user's own files: formats, splits), data.py, tokenizer.py, model.py, train.py,
+evaluate.py, distributed.py. Stage 2 (the chain):
 sample.py (the paper's decoding into Parquet shards), mixing.py (regimes and lineage), metrics.py
 (diversity). pipeline.py holds the steps (train, sample, score, ...) that both chain.py (one
 generation) and cli.py (`collapse-hpc lm` with the reference implementation's flags) run.

@@ -5,6 +5,7 @@ learn its BPE, and data.py (preparation, token blocks) reads texts here to cut t
 
 API:
 - SPLITS                                     the splits every prepared data set has
+- long_text(texts)                           whether working through them is worth a progress line
 - read_texts(data_dir, dataset, split) -> list[str]   column `text` of data/<dataset>/<split>.parquet
 - check_card(split_file)                     UserError if the split is not the file its card recorded
 - read_parquet(path, columns=None, schema_only=False)  a Parquet table or schema, else a UserError
@@ -16,6 +17,13 @@ from pathlib import Path
 from collapse_hpc.errors import UserError
 
 SPLITS = ("train", "validation", "test")
+# text above which training a BPE or cutting blocks takes long enough to say so (10 s on 2 cores);
+# below it nothing is said, so that a refused small corpus stays one error line
+LONG_TEXT_CHARS = 10_000_000
+
+
+def long_text(texts: list[str]) -> bool:
+    return sum(map(len, texts)) > LONG_TEXT_CHARS
 
 
 def read_parquet(path: Path, columns=None, schema_only: bool = False):

@@ -30,7 +30,7 @@ lines as rows (as in the HF data set), so the batches are the reference's.
 API:
 - prepare_wikivital(data_dir, force=False)   the offline default (Wikipedia vital-article leads)
 - prepare_wikitext2(data_dir, force=False)   wikitext-2-raw-v1 through datasets.load_dataset
-- prepare_local(name, source, data_dir, force=False)   .txt / .parquet files (a `text` column)
+- prepare_local(name, source, data_dir, force=False)   the user's text files (sources.py: formats)
       a data set is built in data/.<name>.preparing/ and renamed into place when complete
 - read_texts(data_dir, dataset, split) -> list[str]   (corpus.py: the splits' text, below the tokenizer)
 - load_blocks(data_dir, dataset, split, tokenizer, block_size=64, grouping="corpus") -> pa.Table
@@ -41,13 +41,11 @@ API:
 """
 from __future__ import annotations
 
-import codecs
 import contextlib
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -56,8 +54,9 @@ from pathlib import Path
 
 from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm import sources
 from collapse_hpc.experiments.lm import tokenizer as tk
-from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, read_parquet, read_texts
+from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, long_text, read_texts
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import load_card, seal_file, sealed_file, sealed_files
 from collapse_hpc.logs import count
@@ -157,18 +156,17 @@ def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
 
 
 def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) -> int:
-    """Text or Parquet files. Files named for the splits (train, validation, test, or Hugging Face
-    shards like train-00000-of-00002) keep that split; other files are split 90/5/5 by a hash of
-    each row (.txt: one row per non-empty line)."""
+    """Text, JSON, CSV, Parquet or Arrow files (sources.py). Files named for the splits (train,
+    validation or valid or dev, test; wiki.train.tokens; Hugging Face shards like
+    train-00000-of-00002), or in folders so named, keep that split; other files are split 90/5/5
+    by a hash of each row (a line of a text file, a record of the others)."""
     source = Path(source)
     if not FILE_NAME.fullmatch(name):  # the same rule as lm.dataset
         raise UserError(f"data set name {name!r}: use {FILE_NAME_CHARS} only")
     if not source.exists():
         raise UserError(f"--from {source}: no such file or folder")
     out = Path(data_dir) / name
-    files = source_files(source, exclude=Path(data_dir))
-    if not files:
-        raise UserError(f"--from {source}: no .txt or .parquet files")
+    files = sources.source_files(source, exclude=Path(data_dir))
     h = hashlib.sha256()
     for p in files:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
@@ -176,15 +174,17 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if _prepared(out, force):
         return 0
     splits = {s: [] for s in SPLITS}
-    named = {p: file_split(p) if source.is_dir() else None for p in files}  # one file: split its rows
+    named = {p: sources.file_split(p, source) if source.is_dir() else None for p in files}  # one file: split its rows
     if any(named.values()):
-        _check_split_layout(source, named)
+        sources.check_split_layout(source, named)
         for p in files:
-            splits[named[p]].extend({"text": t} for t in _read_file(p))
+            splits[named[p]].extend({"text": t} for t in sources.read_rows(p))
     else:
         for p in files:
-            for t in _read_file(p):
+            for t in sources.read_rows(p):
                 splits[split_of(t)].append({"text": t})
+    if not any(splits.values()):  # e.g. a file of blank lines
+        raise UserError(f"--from {source}: no text: every line or row of {count(len(files), 'file')} is blank")
     if not splits["train"]:
         raise UserError(f"--from {source}: no training text")
     card = {"name": name, "source": f"local files: {source.resolve().name}",
@@ -203,101 +203,6 @@ def _same_source(out: Path, digest: str, source: Path, force: bool) -> None:
     if not force and isinstance(earlier, dict) and earlier.get("sha256") != digest:
         raise UserError(f"{out}: already prepared from other files ({earlier.get('source')}); give these "
                         f"another name, or --force to prepare {out.name} again from {source}")
-
-
-SPLIT_FILE = re.compile(r"(train|validation|test)(-\d+-of-\d+)?")
-
-
-def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
-    """The .txt and .parquet files (any case) of a file or folder, hidden ones skipped: editors'
-    and notebooks' copies (.ipynb_checkpoints/), macOS' ._ files and .git are not corpus text.
-    Nothing under `exclude` (the data dir, e.g. for --from .) is read: it is earlier output."""
-    if source.is_file():
-        return [source] if source.suffix.lower() in (".txt", ".parquet") else []
-    skip = exclude.resolve() if exclude is not None else None
-    return sorted(p for p in source.rglob("*")
-                  if p.suffix.lower() in (".txt", ".parquet") and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(source).parts)
-                  and not (skip and p.resolve().is_relative_to(skip)))
-
-
-def file_split(path: Path) -> str | None:
-    m = SPLIT_FILE.fullmatch(path.stem.lower())
-    return m.group(1) if m else None
-
-
-def _check_split_layout(source: Path, named: dict) -> None:
-    """All files named for splits, all three present: else rows would silently cross splits."""
-    stray = [str(p.relative_to(source) if p != source else p) for p, s in named.items() if s is None]
-    if stray:
-        raise UserError(f"--from {source}: files named for splits (train, validation, test) beside others "
-                        f"({', '.join(stray[:3])}{' …' if len(stray) > 3 else ''}): name every file for its "
-                        f"split, or none (rows are then split 90/5/5)")
-    missing = [s for s in SPLITS if s not in named.values()]
-    if missing:
-        given = sorted(set(named.values()))
-        raise UserError(f"--from {source}: no {' or '.join(missing)} file beside the "
-                        f"{', '.join(given)} file{'s' if len(given) > 1 else ''}: give all three splits, or "
-                        f"rename the files so that their rows are split 90/5/5")
-
-
-MAX_ROW_CHARS = 1 << 20  # a row is one article or paragraph (WikiText-2's longest: under 4,000 characters)
-MAX_SOURCE_BYTES = 4 << 30  # one source file (WikiText-103 is 0.5 GB); reading it takes several times that
-
-
-def _read_file(path: Path) -> list[str]:
-    """The rows of one source file; a file or a row too large for the tokenizer's training (one
-    48 MB line needed 9.2 GB of memory) is one error line naming it."""
-    size = path.stat().st_size
-    if size > MAX_SOURCE_BYTES:
-        raise UserError(f"{path}: {size / 2**30:.1f} GiB, more than one source file may hold "
-                        f"({MAX_SOURCE_BYTES >> 30} GiB); split it into several files")
-    if path.suffix.lower() == ".txt":
-        rows = [line for line in _decode(path).splitlines() if line.strip()]
-    else:
-        rows = _read_parquet_texts(path)
-    long = next((i for i, t in enumerate(rows) if len(t) > MAX_ROW_CHARS), None)
-    if long is not None:
-        raise UserError(f"{path}: row {long + 1} (non-empty rows counted) has {len(rows[long])} characters, more "
-                        f"than {MAX_ROW_CHARS} (one paragraph or article per row); break it into lines")
-    return rows
-
-
-def _decode(path: Path) -> str:
-    """UTF-8 (a BOM dropped); UTF-16 with a BOM; anything else: UTF-8 with the undecodable bytes
-    replaced by U+FFFD and a warning (a stray latin-1 file should not stop a corpus)."""
-    raw = path.read_bytes()
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return raw.decode("utf-16")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-16 text despite its byte-order mark ({e.reason})") from None
-    if b"\0" in raw:
-        raise UserError(f"{path}: binary data (NUL bytes), not text")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8-sig", errors="replace")
-        bad = text.count("\ufffd") - raw.count("\ufffd".encode())
-        log.warning("warning: %s is not UTF-8: %s replaced by U+FFFD "
-                    "(to keep them, convert it first, e.g. iconv -f latin1 -t utf-8)", path,
-                    count(bad, "undecodable byte sequence"))
-        return text
-
-
-def _read_parquet_texts(path: Path) -> list[str]:
-    import pyarrow as pa
-
-    schema = read_parquet(path, schema_only=True)
-    if "text" not in schema.names:
-        raise UserError(f"{path}: no column 'text' (columns: {', '.join(schema.names)})")
-    kind = schema.field("text").type
-    if pa.types.is_dictionary(kind):  # pandas categoricals
-        kind = kind.value_type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or str(kind) == "string_view"):
-        raise UserError(f"{path}: column 'text' holds {kind}, not strings")
-    table = read_parquet(path, columns=["text"])
-    return [t for t in table.column("text").to_pylist() if t and t.strip()]
 
 
 def _rows_sha256(splits: dict) -> str:
@@ -352,12 +257,17 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
     card["block_size"] = 64
     card["blocks"], card["tokens"] = {}, {}
     for s in SPLITS:
-        blocks = make_blocks(read_texts(data_dir, tmp_name, s), tok, 64)
+        texts = read_texts(data_dir, tmp_name, s)
+        if long_text(texts):  # a 50 MB corpus: a minute
+            log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)
+        blocks = make_blocks(texts, tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
-            texts = {row.get("text") for part in splits.values() for row in part}
-            alike = (f"; the {sum(map(len, splits.values()))} rows hold {count(len(texts), 'distinct text')}, and a "
-                     f"text goes whole to one split (by its hash), so copies of a row never land in two splits"
-                     if len(texts) < 20 else "")
+            distinct = {row.get("text") for part in splits.values() for row in part}
+            rows = sum(map(len, splits.values()))
+            alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
+                     f"{count(len(distinct), 'distinct text')}, and a text goes whole to one split (by its hash), "
+                     f"so copies of a row never land in two splits"
+                     if len(distinct) < 20 else "")
             raise UserError(f"{name}: too little text for the {s} split ({len(splits[s])} {card['unit']}, "
                             f"less than one block of 64 tokens{alike}); give more text, more (shorter) rows to "
                             f"split 90/5/5, or your own train, validation and test files")
@@ -406,7 +316,10 @@ def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
     check_card(Path(data_dir) / dataset / f"{split}.parquet")
     path = blocks_path(data_dir, dataset, split, tokenizer, block_size, grouping)
     if not sealed_file(path):
-        table = make_blocks(read_texts(data_dir, dataset, split), tokenizer, block_size, grouping)
+        texts = read_texts(data_dir, dataset, split)
+        if long_text(texts):
+            log.info("%s: cutting the %s split into blocks of %d tokens (once)", path.parent, split, block_size)
+        table = make_blocks(texts, tokenizer, block_size, grouping)
         write_blocks(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
     return pq.read_table(path)
 

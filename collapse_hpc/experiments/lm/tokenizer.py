@@ -13,13 +13,17 @@ API:
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.experiments.lm.corpus import read_texts, split_file
+from collapse_hpc.experiments.lm.corpus import long_text, read_texts, split_file
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
 from collapse_hpc.store.lock import file_lock
+from collapse_hpc.logs import count
+
+log = logging.getLogger("collapse_hpc")
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
@@ -56,7 +60,12 @@ def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
         split_file(data_dir, dataset, "train")  # an unprepared data set: said before its lock file is made
         with file_lock(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
             if sealed_files(folder) is None:
-                save_atomic(train_bpe(read_texts(data_dir, dataset, "train"), vocab_size), folder)
+                texts = read_texts(data_dir, dataset, "train")
+                # minutes on a large corpus, once: say so (a 50 MB one was 25 s without a line)
+                if long_text(texts):
+                    log.info("%s: training a byte-level BPE of %d tokens on the %s of the train split (once)",
+                             folder, vocab_size, count(len(texts), "row"))
+                save_atomic(train_bpe(texts, vocab_size), folder)
     return AutoTokenizer.from_pretrained(str(folder))
 
 

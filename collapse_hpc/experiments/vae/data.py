@@ -213,8 +213,10 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     out = Path(data_dir) / name
     found = _mnist_from_idx(source) if source.is_dir() else None
     if not found:
-        raise UserError(f"--from {source}: a folder with the four IDX files of MNIST's names "
-                        f"({', '.join(s for pair in MNIST_FILES.values() for s in pair)}; .gz or not)")
+        stems = [s for pair in MNIST_FILES.values() for s in pair]
+        missing = [s for s in stems if not source.is_dir() or _find_idx(source, s) is None]
+        raise UserError(f"--from {source}: a folder with the four IDX files of MNIST's names ({', '.join(stems)}; "
+                        f".gz or not); missing: {', '.join(missing)}")
     splits, hashes, _ = found
     earlier = _card(out) if not force else None
     if earlier is not None:

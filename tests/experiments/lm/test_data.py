@@ -467,3 +467,32 @@ def test_a_block_size_no_split_fits_is_refused_before_a_model_is_built(tmp_path)
     # the card the check reads, damaged: one line, as every reader of a card says it
     (tmp_path / "data/small/card.json").write_text("{oops")
     assert "card is not a JSON mapping" in one_error_line(cli("run", cfg, "--run", tmp_path / "r4"))
+
+
+def test_preparation_of_a_long_text_says_which_stage_it_is_in(tmp_path, caplog, monkeypatch):
+    # a 50 MB corpus was 80 s of silence on two cores between the command and its one result line
+    from collapse_hpc.experiments.lm import corpus
+
+    monkeypatch.setattr(corpus, "LONG_TEXT_CHARS", 1000)  # the 760 rows here: ~40,000 characters
+    with caplog.at_level("INFO", logger="collapse_hpc"):
+        data.prepare_local("staged", write_corpus(tmp_path / "source"), tmp_path / "data")
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if "training a byte-level BPE of 8000 tokens on the 600 rows of the train split" in m]
+    assert [m for m in said if m.startswith("staged: cutting the")] == [
+        f"staged: cutting the {s} split into blocks of 64 tokens" for s in data.SPLITS]
+
+
+def test_a_run_says_when_it_cuts_blocks_of_a_long_text(tmp_path, caplog, lm_tokenizer, monkeypatch):
+    # a run's own vocab_size trains another BPE and cuts every split again: 2 min without a line on 50 MB
+    from collapse_hpc.experiments.lm import corpus
+
+    data.prepare_local("cut", write_corpus(tmp_path / "source"), tmp_path / "data")
+    with caplog.at_level("INFO", logger="collapse_hpc"):
+        data.load_blocks(tmp_path / "data", "cut", "test", lm_tokenizer, 16)
+    assert not [r for r in caplog.records if "cutting" in r.getMessage()]  # a short text: nothing said
+    monkeypatch.setattr(corpus, "LONG_TEXT_CHARS", 1000)
+    with caplog.at_level("INFO", logger="collapse_hpc"):
+        data.load_blocks(tmp_path / "data", "cut", "train", lm_tokenizer, 16)
+        data.load_blocks(tmp_path / "data", "cut", "train", lm_tokenizer, 16)  # cached: no second line
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "cutting the train split into blocks of 16 tokens (once)" in m]) == 1

@@ -218,3 +218,14 @@ def test_a_text_folder_still_goes_to_the_language_model_and_vae_refuses_it(tmp_p
     assert (tmp_path / "data/story/validation.parquet").is_file()  # the lm's three splits
     with pytest.raises(UserError, match="story is not a data set of images"):
         data.load(tmp_path / "data", "story")
+
+
+def test_your_own_images_with_a_labels_file_missing_name_it(tmp_path):
+    # it listed all four names, leaving the user to find which one was not there
+    from collapse_hpc.data import prepare
+
+    folder = _clothes(tmp_path / "idx")
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match=r"\.gz or not\); missing: t10k-labels-idx1-ubyte$"):
+        prepare("clothes", tmp_path / "data", source=str(folder))
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,275 @@
+"""A user's own text for `data prepare NAME --from PATH`: which files are read, the split each
+keeps, and their rows.
+
+Formats, by extension (any case); the line formats and the JSON and CSV ones also compressed
+(.gz, .bz2, .xz on top, e.g. corpus.txt.gz):
+  .txt .text .tokens .raw   one row per non-empty line (WikiText ships wiki.train.tokens / .raw)
+  .jsonl .ndjson .json      JSON lines (datasets' to_json) or one array, of objects; field `text`
+  .csv .tsv                 a header row, then rows; column `text` (quoted fields may span lines)
+  .parquet                  column `text` (datasets' to_parquet, the hub's shards)
+  .arrow                    column `text` (datasets' save_to_disk)
+Null and blank texts of the structured formats are dropped, with a warning that counts them.
+
+API:
+- FORMATS, ACCEPTED                      the extensions read, and their one-line description
+- source_files(source, exclude) -> [Path]   the readable files of a file or folder
+- file_split(path, source) -> split | None  the split a file's name (or its folder's) gives it
+- check_split_layout(source, named)      all files named for splits, all three there, else a UserError
+- read_rows(path) -> [str]               one file's rows
+"""
+from __future__ import annotations
+
+import bz2
+import codecs
+import csv
+import gzip
+import io
+import json
+import logging
+import lzma
+import re
+import zlib
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm.corpus import SPLITS, read_parquet
+from collapse_hpc.logs import count
+
+LINES = (".txt", ".text", ".tokens", ".raw")
+JSON = (".jsonl", ".ndjson", ".json")
+TABLES = (".csv", ".tsv")
+COLUMNAR = (".parquet", ".arrow")
+FORMATS = LINES + JSON + TABLES + COLUMNAR
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+MAGIC = {".gz": re.compile(b"\x1f\x8b"), ".bz2": re.compile(b"BZh[1-9]1AY&SY"), ".xz": re.compile(b"\xfd7zXZ\x00")}
+ACCEPTED = ("text (.txt, .tokens, .raw: a row per line), JSON lines (.jsonl, .json), .csv or .tsv "
+            "with a column text, .parquet or .arrow with a column text; the first three also as .gz, "
+            ".bz2 or .xz")
+# datasets' save_to_disk writes these beside its .arrow files: metadata, not corpus text
+DATASETS_METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
+ARCHIVES = {".zip": "unzip {p} -d DIR", ".tar": "tar xf {p} -C DIR", ".tgz": "tar xzf {p} -C DIR",
+            ".7z": "7z x {p} -oDIR"}
+# the hub's shards: train-00000-of-00002, and from older datasets versions a hash after it
+SPLIT_NAME = re.compile(r"(?:.*[._-])?(train|training|validation|valid|val|dev|test)(-\d+-of-\d+(-[0-9a-f]{8,})?)?")
+ALIASES = {"training": "train", "valid": "validation", "val": "validation", "dev": "validation"}
+MAX_ROW_CHARS = 1 << 20  # a row is one article or paragraph (WikiText-2's longest: under 4,000 characters)
+MAX_SOURCE_BYTES = 4 << 30  # one source file (WikiText-103 is 0.5 GB); reading it takes several times that
+
+log = logging.getLogger("collapse_hpc")
+
+
+def kind(path: Path) -> tuple[str, str | None]:
+    """(format extension, compression extension or None) of a file name."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        return (suffixes[0] if len(suffixes) == 2 else ""), suffixes[-1]
+    return (suffixes[-1] if suffixes else ""), None
+
+
+def readable(path: Path) -> bool:
+    fmt, packed = kind(path)
+    return fmt in FORMATS and not (packed and fmt in COLUMNAR) and path.name not in DATASETS_METADATA
+
+
+def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
+    """The readable files of a file or folder, hidden ones skipped: editors' and notebooks' copies
+    (.ipynb_checkpoints/), macOS' ._ files and .git are not corpus text. Nothing under `exclude`
+    (the data dir, e.g. for --from .) is read: it is earlier output. Other files in a folder are
+    skipped with a warning naming them; a lone file or folder of none is one error line."""
+    if source.is_file():
+        if not readable(source):
+            raise UserError(_not_readable(source))
+        return [source]
+    skip = exclude.resolve() if exclude is not None else None
+    found = sorted(p for p in source.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(source).parts)
+                   and not (skip and p.resolve().is_relative_to(skip)))
+    files = [p for p in found if readable(p)]
+    other = [str(p.relative_to(source)) for p in found if not readable(p) and p.name not in DATASETS_METADATA]
+    if not files:
+        raise UserError(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
+                        + (f"; found {', '.join(other[:3])}{' …' if len(other) > 3 else ''}" if other else ""))
+    if other:
+        log.warning("warning: --from %s: %s of other formats skipped (%s%s); prepare reads %s", source,
+                    count(len(other), "file"), ", ".join(other[:3]), " …" if len(other) > 3 else "", ACCEPTED)
+    return files
+
+
+def _not_readable(path: Path) -> str:
+    archive = next((how for ext, how in ARCHIVES.items() if path.name.lower().endswith((ext, ".tar" + ext))),
+                   ARCHIVES[".tgz"] if path.name.lower().endswith(".tar.gz") else None)
+    if archive:
+        return (f"--from {path}: an archive; unpack it first ({archive.format(p=path)}) and give the folder: "
+                f"prepare reads {ACCEPTED}")
+    return (f"--from {path}: not a format prepare reads; give {ACCEPTED} (convert others first, e.g. a "
+            f"text column to Parquet with pandas' to_parquet)")
+
+
+def file_split(path: Path, source: Path | None = None) -> str | None:
+    """The split a file's name gives it (train.txt, wiki.valid.tokens, dev.jsonl, Hugging Face
+    shards like train-00000-of-00002.parquet), else the nearest of its folders inside `source`
+    (datasets' save_to_disk: train/data-00000-of-00001.arrow)."""
+    names = [path.name]
+    if source is not None and path != source:
+        names += reversed(path.relative_to(source).parts[:-1])
+    for i, name in enumerate(names):
+        stem = name.lower()
+        while i == 0 and Path(stem).suffix in (*FORMATS, *COMPRESSED):
+            stem = stem[: -len(Path(stem).suffix)]
+        m = SPLIT_NAME.fullmatch(stem)
+        if m:
+            return ALIASES.get(m.group(1), m.group(1))
+    return None
+
+
+def check_split_layout(source: Path, named: dict) -> None:
+    """All files named for splits, all three present: else rows would silently cross splits."""
+    stray = [str(p.relative_to(source) if p != source else p) for p, s in named.items() if s is None]
+    if stray:
+        raise UserError(f"--from {source}: files named for splits (train, validation or valid or dev, test) "
+                        f"beside others ({', '.join(stray[:3])}{' …' if len(stray) > 3 else ''}): name every "
+                        f"file (or its folder) for its split, or none (rows are then split 90/5/5)")
+    missing = [s for s in SPLITS if s not in named.values()]
+    if missing:
+        given = sorted(set(named.values()))
+        raise UserError(f"--from {source}: no {' or '.join(missing)} file beside the "
+                        f"{', '.join(given)} file{'s' if len(given) > 1 else ''}: give all three splits, or "
+                        f"rename the files so that their rows are split 90/5/5")
+
+
+def read_rows(path: Path) -> list[str]:
+    """The rows of one source file; a file or a row too large for the tokenizer's training (one
+    48 MB line needed 9.2 GB of memory) is one error line naming it."""
+    size = path.stat().st_size
+    if size > MAX_SOURCE_BYTES:
+        raise UserError(f"{path}: {size / 2**30:.1f} GiB, more than one source file may hold "
+                        f"({MAX_SOURCE_BYTES >> 30} GiB); split it into several files")
+    fmt, _ = kind(path)
+    if fmt in LINES:
+        rows = [line for line in _decode(path, _raw(path)).splitlines() if line.strip()]
+    else:
+        texts = (_columnar(path) if fmt in COLUMNAR else _json_texts(path) if fmt in JSON else _table_texts(path))
+        rows = [t for t in texts if t and t.strip()]
+        if len(rows) < len(texts):
+            log.warning("warning: %s: %s of %d dropped (no text)", path,
+                        count(len(texts) - len(rows), "null or blank row"), len(texts))
+    long = next((i for i, t in enumerate(rows) if len(t) > MAX_ROW_CHARS), None)
+    if long is not None:
+        raise UserError(f"{path}: row {long + 1} (non-empty rows counted) has {len(rows[long])} characters, more "
+                        f"than {MAX_ROW_CHARS} (one paragraph or article per row); break it into lines")
+    return rows
+
+
+def _raw(path: Path) -> bytes:
+    """The file's bytes, decompressed where its name says so (at most MAX_SOURCE_BYTES of them)."""
+    _, packed = kind(path)
+    if packed is None:
+        return path.read_bytes()
+    try:
+        with COMPRESSED[packed](path, "rb") as f:
+            raw = f.read(MAX_SOURCE_BYTES + 1)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise UserError(f"{path}: not a readable {packed[1:]} file ({e})") from None
+    if len(raw) > MAX_SOURCE_BYTES:
+        raise UserError(f"{path}: over {MAX_SOURCE_BYTES >> 30} GiB decompressed; split it into several files")
+    return raw
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 (a BOM dropped); UTF-16 with a BOM; anything else: UTF-8 with the undecodable bytes
+    replaced by U+FFFD and a warning (a stray latin-1 file should not stop a corpus)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-16 text despite its byte-order mark ({e.reason})") from None
+    packed = next((ext for ext, magic in MAGIC.items() if magic.match(raw)), None)
+    if packed:  # e.g. corpus.txt that is gzip inside
+        raise UserError(f"{path}: {packed[1:]}-compressed, not text; name it {path.name}{packed}")
+    if b"\0" in raw:
+        raise UserError(f"{path}: binary data (NUL bytes), not text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8-sig", errors="replace")
+        bad = text.count("\ufffd") - raw.count("\ufffd".encode())
+        log.warning("warning: %s is not UTF-8: %s replaced by U+FFFD "
+                    "(to keep them, convert it first, e.g. iconv -f latin1 -t utf-8)", path,
+                    count(bad, "undecodable byte sequence"))
+        return text
+
+
+def _json_texts(path: Path) -> list:
+    """Field `text` of JSON lines, or of one JSON array of objects."""
+    body = _decode(path, _raw(path))
+    try:
+        if body.lstrip().startswith("["):
+            records = json.loads(body)
+        else:
+            records = [json.loads(line) for line in body.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: neither JSON lines nor one JSON array of objects ({e.msg})") from None
+    return [_text_field(path, i, r) for i, r in enumerate(records)]
+
+
+def _text_field(path: Path, i: int, record) -> str | None:
+    if not isinstance(record, dict) or "text" not in record:
+        keys = ", ".join(map(str, record)) if isinstance(record, dict) else type(record).__name__
+        raise UserError(f"{path}: record {i + 1} has no field 'text' ({keys}); name the field that holds "
+                        f"the text 'text' (e.g. jq -c '{{text: .FIELD}}')")
+    text = record["text"]
+    if text is not None and not isinstance(text, str):
+        raise UserError(f"{path}: record {i + 1}: field 'text' holds {type(text).__name__}, not a string")
+    return text
+
+
+def _table_texts(path: Path) -> list:
+    """Column `text` of a CSV or TSV file with a header row."""
+    body = _decode(path, _raw(path))
+    tab = kind(path)[0] == ".tsv"
+    csv.field_size_limit(MAX_ROW_CHARS + 1)  # longer rows are refused by the row check, not csv
+    try:
+        reader = csv.DictReader(io.StringIO(body, newline=""), delimiter="\t" if tab else ",",
+                                strict=True)
+        if "text" not in (reader.fieldnames or []):
+            raise UserError(f"{path}: no column 'text' in the header row ({', '.join(reader.fieldnames or [])}); "
+                            f"name the column that holds the text 'text'")
+        return [row["text"] for row in reader]
+    except csv.Error as e:
+        raise UserError(f"{path}: not {'TSV' if tab else 'CSV'} (near line {reader.line_num + 1}: {e}); a field "
+                        f"that starts with a quote is quoted whole, its quotes doubled, as CSV writers do "
+                        f"(\"\"\"Hi,\"\" she said\"), or give the text as .txt or .jsonl") from None
+
+
+def _columnar(path: Path) -> list:
+    """Column `text` (strings of any Arrow kind) of a Parquet file or an Arrow stream or file."""
+    import pyarrow as pa
+
+    schema = read_parquet(path, schema_only=True) if kind(path)[0] == ".parquet" else None
+    table = None
+    if schema is None:
+        table = _read_arrow(path)
+        schema = table.schema
+    if "text" not in schema.names:
+        raise UserError(f"{path}: no column 'text' (columns: {', '.join(schema.names)}); name the column that "
+                        f"holds the text 'text'")
+    column = schema.field("text").type
+    if pa.types.is_dictionary(column):  # pandas categoricals
+        column = column.value_type
+    if not (pa.types.is_string(column) or pa.types.is_large_string(column) or str(column) == "string_view"):
+        raise UserError(f"{path}: column 'text' holds {column}, not strings")
+    table = table if table is not None else read_parquet(path, columns=["text"])
+    return table.column("text").to_pylist()
+
+
+def _read_arrow(path: Path):
+    """datasets' .arrow files are Arrow IPC streams; an Arrow (Feather v2) file is read too."""
+    import pyarrow as pa
+
+    raw = pa.py_buffer(path.read_bytes())  # the table's buffers stay owned by it, not by an open file
+    for opener in (pa.ipc.open_stream, pa.ipc.open_file):
+        try:
+            return opener(pa.BufferReader(raw)).read_all()
+        except (pa.ArrowInvalid, OSError):
+            continue
+    raise UserError(f"{path}: not a readable Arrow stream or file")

@@ -1,0 +1,125 @@
+"""A user's own corpus in the shapes it arrives in: WikiText's file names, compressed text, JSON
+lines, CSV, a datasets export; what cannot be read is named, never dropped unsaid."""
+import bz2
+import csv
+import gzip
+import json
+import lzma
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.lm import data, sources
+from tests.experiments.lm.conftest import corpus_lines
+
+
+def _lines(n: int, seed: int) -> str:
+    return "\n".join(corpus_lines(n, seed)) + "\n"
+
+
+def test_wikitext_as_shipped_and_valid_or_dev_names_keep_their_splits(tmp_path):
+    src = tmp_path / "wikitext-2-raw"
+    src.mkdir()
+    for name, seed in (("train", 1), ("valid", 2), ("test", 3)):
+        (src / f"wiki.{name}.raw").write_text(" = Heading = \n\n" + _lines(300 if name == "train" else 60, seed))
+    data.prepare_local("wt", src, tmp_path / "data")
+    assert data.read_texts(tmp_path / "data", "wt", "validation") == [" = Heading = "] + corpus_lines(60, 2)
+    assert [sources.file_split(tmp_path / n, tmp_path) for n in
+            ("dev.txt", "val.jsonl", "ptb.valid.txt", "wiki.test.tokens", "train.txt.gz", "training.csv",
+             "validation-00000-of-00001-5c0b2ad0c6cb6a45.parquet", "notes.txt", "contest.txt")] == (
+                ["validation"] * 3 + ["test", "train", "train", "validation", None, None])
+
+
+def test_compressed_text_reads_as_the_plain_file(tmp_path):
+    body = _lines(50, 1).encode()
+    for ext, pack in ((".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)):
+        (tmp_path / f"c.txt{ext}").write_bytes(pack(body))
+        assert sources.read_rows(tmp_path / f"c.txt{ext}") == corpus_lines(50, 1)
+    (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(body)[:40])
+    with pytest.raises(UserError, match="cut.txt.gz: not a readable gz file"):
+        sources.read_rows(tmp_path / "cut.txt.gz")
+
+
+def test_json_lines_csv_and_tsv_give_their_text_field_and_say_what_they_drop(tmp_path, caplog):
+    rows = corpus_lines(5, 1) + ['a "quoted", multi-line\ntext, with commas']
+    records = [{"id": i, "text": t} for i, t in enumerate(rows)] + [{"id": 9, "text": None}, {"id": 10, "text": " "}]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "a.json").write_text(json.dumps(records))
+    for name, delimiter in (("a.csv", ","), ("a.tsv", "\t")):
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.writer(f, delimiter=delimiter)
+            w.writerows([["id", "text"]] + [[r["id"], r["text"] or ""] for r in records])
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        for name in ("a.jsonl", "a.json", "a.csv", "a.tsv"):
+            assert sources.read_rows(tmp_path / name) == rows, name
+    assert sum("2 null or blank rows of 8 dropped" in r.getMessage() for r in caplog.records) == 4
+    (tmp_path / "b.jsonl").write_text(json.dumps({"content": "x", "id": 1}) + "\n")
+    with pytest.raises(UserError, match=r"b.jsonl: record 1 has no field 'text' \(content, id\)"):
+        sources.read_rows(tmp_path / "b.jsonl")
+    (tmp_path / "b.csv").write_text("id,content\n1,x\n")
+    with pytest.raises(UserError, match=r"b.csv: no column 'text' in the header row \(id, content\)"):
+        sources.read_rows(tmp_path / "b.csv")
+
+
+def test_a_datasets_save_to_disk_folder_keeps_its_splits(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    parts = {"train": corpus_lines(300, 1), "validation": corpus_lines(60, 2), "test": corpus_lines(60, 3)}
+    datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": t, "n": list(range(len(t)))})
+                          for s, t in parts.items()}).save_to_disk(str(tmp_path / "hf"))
+    data.prepare_local("hf", tmp_path / "hf", tmp_path / "data")
+    assert {s: data.read_texts(tmp_path / "data", "hf", s) for s in data.SPLITS} == parts
+
+
+def test_files_of_other_formats_in_a_folder_are_named_not_skipped_unsaid(tmp_path, caplog):
+    (tmp_path / "a.txt").write_text(_lines(5, 1))
+    (tmp_path / "b.JSONL").write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus_lines(5, 2)))
+    pq.write_table(pa.table({"text": corpus_lines(5, 3)}), tmp_path / "c.parquet")
+    (tmp_path / "notes.md").write_text("# notes\n")
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        files = sources.source_files(tmp_path)
+    assert [p.name for p in files] == ["a.txt", "b.JSONL", "c.parquet"]
+    assert [r.getMessage() for r in caplog.records if "1 file of other formats skipped (notes.md)" in r.getMessage()]
+
+
+@pytest.mark.parametrize("name, says", [("corpus.zip", r"unpack it first \(unzip .*corpus.zip -d DIR\)"),
+                                        ("corpus.tar.gz", r"unpack it first \(tar xzf"),
+                                        ("corpus.docx", r"not a format prepare reads; give text \(.txt")])
+def test_an_unreadable_file_says_what_is_read_and_how_to_get_there(tmp_path, name, says):
+    (tmp_path / name).write_bytes(b"PK\x03\x04")
+    with pytest.raises(UserError, match=says):
+        data.prepare_local("x", tmp_path / name, tmp_path / "data")
+    with pytest.raises(UserError, match=r"no file of a format prepare reads \(.*\); found " + name):
+        data.prepare_local("x", tmp_path, tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_compressed_file_under_a_text_name_is_told_its_name(tmp_path):
+    (tmp_path / "train.txt").write_bytes(gzip.compress(_lines(5, 1).encode()))
+    with pytest.raises(UserError, match=r"train.txt: gz-compressed, not text; name it train.txt.gz"):
+        sources.read_rows(tmp_path / "train.txt")
+    (tmp_path / "b.txt").write_text("BZh is how a bz2 stream starts\n")
+    assert sources.read_rows(tmp_path / "b.txt") == ["BZh is how a bz2 stream starts"]
+
+
+def test_a_hand_made_tsv_with_a_stray_quote_is_refused_with_how_to_quote(tmp_path):
+    (tmp_path / "q.tsv").write_text('id\ttext\n1\t"Hello," he said.\n2\tplain line\n')
+    with pytest.raises(UserError, match=r"q.tsv: not TSV \(near line 2: .*\); a field that starts with a quote is "
+                                        r"quoted whole"):
+        sources.read_rows(tmp_path / "q.tsv")
+
+
+def test_a_file_of_blank_lines_is_refused_as_blank(tmp_path):
+    # it said "no training text", as for a corpus too small to split
+    (tmp_path / "ws.txt").write_text("   \n\t\n\n" * 100)
+    with pytest.raises(UserError, match=r"ws.txt: no text: every line or row of 1 file is blank"):
+        data.prepare_local("ws", tmp_path / "ws.txt", tmp_path / "data")
+
+
+def test_a_100_word_corpus_is_refused_in_words_that_count_right(tmp_path):
+    (tmp_path / "tiny.txt").write_text(" ".join(" ".join(corpus_lines(20, 1)).split()[:100]))
+    with pytest.raises(UserError, match=r"too little text for the (validation|test) split .*the 1 row holds 1 "
+                                        r"distinct text,"):  # it said "the 1 rows hold"
+        data.prepare_local("tiny", tmp_path / "tiny.txt", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
