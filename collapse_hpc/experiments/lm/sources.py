@@ -85,6 +85,10 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
                    and not any(part.startswith(".") for part in p.relative_to(source).parts)
                    and not (skip and p.resolve().is_relative_to(skip)))
     files = [p for p in found if readable(p)]
+    twice = [p for p in files if kind(p)[1] and p.with_suffix("") in files]
+    if twice:  # train.txt beside train.txt.gz: its text would be read twice
+        raise UserError(f"--from {source}: {twice[0].relative_to(source)} beside {twice[0].with_suffix('').name}: "
+                        f"the same text twice? give one of them (move the other out of the folder)")
     other = [str(p.relative_to(source)) for p in found if not readable(p) and p.name not in DATASETS_METADATA]
     if not files:
         raise UserError(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"

@@ -123,3 +123,14 @@ def test_a_100_word_corpus_is_refused_in_words_that_count_right(tmp_path):
                                         r"distinct text,"):  # it said "the 1 rows hold"
         data.prepare_local("tiny", tmp_path / "tiny.txt", tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_a_text_beside_its_compressed_copy_is_refused_not_read_twice(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    text = "\n".join(corpus_lines(50, 0)) + "\n"
+    (src / "train.txt").write_text(text)
+    with gzip.open(src / "train.txt.gz", "wt") as f:
+        f.write(text)
+    with pytest.raises(UserError, match=r"train.txt.gz beside train.txt: the same text twice\? give one of them"):
+        sources.source_files(src)
