@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from collapse_hpc.logs import count
+
 PRESETS = ("beam", "greedy", "sampling", "temperature", "top_k", "top_p", "min_p")
 PARAMETER = ("temperature", "top_k", "top_p", "min_p")  # strategies named after the one knob they set
 SAMPLED = ("sampling", *PARAMETER)
@@ -591,7 +593,7 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
                        "prompts": [lo, hi], "seed": chunk_seed})
     if log and todo:
         dt = time.time() - started
-        log.info("sampled %d chunks (%d tokens) in %.1f s: %.0f tokens/s", len(todo), produced, dt,
+        log.info("sampled %s (%d tokens) in %.1f s: %.0f tokens/s", count(len(todo), "chunk"), produced, dt,
                  produced / max(dt, 1e-9))
     return len(todo)
 
