@@ -115,18 +115,24 @@ def _sigint_ignored() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _launched(cfg, run, marker, preexec=_sigint_default, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """`collapse-hpc run` in its own process group, once `marker` exists (or it ended, or 2 minutes)."""
+    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                            preexec_fn=preexec)
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc
+
+
 def _ctrl_c_when(cfg, run, marker, sig=signal.SIGINT, group=True, preexec=_sigint_default) -> int:
     """`collapse-hpc run` in its own process group, given Ctrl-C (SIGINT to the whole group, as a
     terminal sends it; or `sig`, to the launcher alone unless `group`) once `marker` exists; its
     exit status. It prints no traceback (nor
     do its job processes, which share its terminal), says it was interrupted, and leaves no process."""
-    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=preexec)
+    proc = _launched(cfg, run, marker, preexec)
     try:
-        deadline = time.time() + 120
-        while not marker.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         assert marker.exists(), f"{marker} never appeared"
         time.sleep(1)  # the launcher has polled the job since (it still runs)
         (os.killpg if group else os.kill)(proc.pid, sig)
@@ -184,13 +190,8 @@ def test_units_of_a_launcher_killed_alone_stop_and_the_next_run_resumes(tmp_path
     cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
     run = tmp_path / "run"
     gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
-    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=_sigint_default)
+    proc = _launched(cfg, run, gen0 / "steps" / "000.done", stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while not (gen0 / "steps" / "000.done").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         assert (gen0 / "steps" / "000.done").exists()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -213,13 +214,8 @@ def test_a_unit_killed_alone_is_named_killed_and_the_next_run_resumes_it(tmp_pat
     cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 4})
     run = tmp_path / "run"
     gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
-    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_default)
+    proc = _launched(cfg, run, gen0 / "steps" / "000.done")
     try:
-        deadline = time.time() + 120
-        while not (gen0 / "steps" / "000.done").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         (registered,) = (run / ".units").iterdir()
         os.kill(int(registered.name.rpartition("-")[2]), signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
@@ -247,13 +243,8 @@ def test_cancel_stops_a_local_run_from_another_shell(tmp_path):
     cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
     run = tmp_path / "run"
     gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
-    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_default)
+    proc = _launched(cfg, run, gen0 / "steps" / "000.done")
     try:
-        deadline = time.time() + 120
-        while not (gen0 / "steps" / "000.done").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         time.sleep(1)
         rc, out, err = collapse("cancel", run)
         assert (rc, err) == (0, ""), err

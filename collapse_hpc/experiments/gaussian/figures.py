@@ -126,28 +126,28 @@ def _carried_by_rare(ctx: Context, metric: str) -> str:
     return "; ".join(out)
 
 
-def gaussian_mu_err(ctx: Context):
-    metric = pick(ctx.metrics(), "mu_error", "abs_mu_err", pattern=r"mu.*err")
+def _error(ctx: Context, names: tuple[str, ...], pattern: str, ylabel: str, caption: str):
+    """A fitted parameter's distance to the real one, one panel per sample size n."""
+    metric = pick(ctx.metrics(), *names, pattern=pattern)
     if not metric:
         return None
-    fig = _per_samples(ctx, metric, None, "|μ − μ̂|")
-    return fig, ("|μ − μ̂| against generation, one panel per sample size n. Under replace the fitted mean performs "
-                 "a random walk whose step j has variance σ̂²_{j−1}/n, so E(μ̂ − μ)² = σ²Σ_{j<t} e^j/n after t fits "
-                 "(e = E V, theory.py): it grows without bound for the unbiased estimator (e = 1) and levels off "
-                 "near σ² for the MLE (a mean |μ − μ̂| near √(2/π)σ ≈ 0.8σ), whose variance dies and freezes the walk "
-                 "where it stands. Collapse as the "
-                 "paper expects it: the error grows (higher is worse); accumulating data keeps it small."
-                 f"{_here(ctx, metric)} {GAPS}")
+    return _per_samples(ctx, metric, None, ylabel), f"{caption}{_here(ctx, metric)} {GAPS}"
+
+
+def gaussian_mu_err(ctx: Context):
+    return _error(ctx, ("mu_error", "abs_mu_err"), r"mu.*err", "|μ − μ̂|", (
+        "|μ − μ̂| against generation, one panel per sample size n. Under replace the fitted mean performs "
+        "a random walk whose step j has variance σ̂²_{j−1}/n, so E(μ̂ − μ)² = σ²Σ_{j<t} e^j/n after t fits "
+        "(e = E V, theory.py): it grows without bound for the unbiased estimator (e = 1) and levels off "
+        "near σ² for the MLE (a mean |μ − μ̂| near √(2/π)σ ≈ 0.8σ), whose variance dies and freezes the walk "
+        "where it stands. Collapse as the paper expects it: the error grows (higher is worse); accumulating "
+        "data keeps it small."))
 
 
 def gaussian_sigma_err(ctx: Context):
-    metric = pick(ctx.metrics(), "sigma_error", "abs_sigma_err", pattern=r"sigma.*err")
-    if not metric:
-        return None
-    fig = _per_samples(ctx, metric, None, "|σ − σ̂|")
-    return fig, ("|σ − σ̂| against generation, one panel per sample size n. Collapse as the paper expects it: the "
-                 "error grows (higher is worse) under replace, while accumulating data keeps it small."
-                 f"{_here(ctx, metric)} {GAPS}")
+    return _error(ctx, ("sigma_error", "abs_sigma_err"), r"sigma.*err", "|σ − σ̂|", (
+        "|σ − σ̂| against generation, one panel per sample size n. Collapse as the paper expects it: the "
+        "error grows (higher is worse) under replace, while accumulating data keeps it small."))
 
 
 def gaussian_variance(ctx: Context):
