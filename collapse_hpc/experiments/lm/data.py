@@ -83,6 +83,19 @@ def split_of(key: str) -> str:
     return "train" if bucket < 90 else "validation" if bucket < 95 else "test"
 
 
+DOCUMENTS = 20  # a folder of at least this many files is split by file, not by row
+
+
+def by_file(files: list[Path], source: Path) -> dict[Path, str]:
+    """A folder of documents (one file each: articles, chapters, shards) split 90/5/5 by file, so that
+    no document's lines are in two splits (split by row, a test line's neighbours were training text).
+    The files are ordered by a hash of their path in the folder; the first 5% (at least one) are the
+    validation split, the next 5% the test split: deterministic, and neither split is left empty."""
+    order = sorted(files, key=lambda p: hashlib.sha256(str(p.relative_to(source)).encode()).hexdigest())
+    k = max(1, round(len(files) * 0.05))
+    return {p: "validation" if i < k else "test" if i < 2 * k else "train" for i, p in enumerate(order)}
+
+
 # ---------------------------------------------------------------- preparers
 
 def _prepared(out: Path, force: bool) -> bool:
@@ -158,8 +171,9 @@ def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
 def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) -> int:
     """Text, JSON, CSV, Parquet or Arrow files (sources.py). Files named for the splits (train,
     validation or valid or dev, test; wiki.train.tokens; Hugging Face shards like
-    train-00000-of-00002), or in folders so named, keep that split; other files are split 90/5/5
-    by a hash of each row (a line of a text file, a record of the others)."""
+    train-00000-of-00002), or in folders so named, keep that split; a folder of DOCUMENTS files or more
+    is split 90/5/5 by file (by_file); the rows of fewer files by a hash of each row (a line of a text
+    file, a record of the others)."""
     source = Path(source)
     if not FILE_NAME.fullmatch(name):  # the same rule as lm.dataset
         raise UserError(f"data set name {name!r}: use {FILE_NAME_CHARS} only")
@@ -179,6 +193,9 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         sources.check_split_layout(source, named)
         for p in files:
             splits[named[p]].extend({"text": t} for t in sources.read_rows(p))
+    elif len(files) >= DOCUMENTS:  # a folder of documents: each goes whole to one split
+        for p, split in by_file(files, source).items():
+            splits[split].extend({"text": t} for t in sources.read_rows(p))
     else:
         for p in files:
             for t in sources.read_rows(p):

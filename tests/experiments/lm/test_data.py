@@ -496,3 +496,27 @@ def test_a_run_says_when_it_cuts_blocks_of_a_long_text(tmp_path, caplog, lm_toke
         data.load_blocks(tmp_path / "data", "cut", "train", lm_tokenizer, 16)  # cached: no second line
     said = [r.getMessage() for r in caplog.records]
     assert len([m for m in said if "cutting the train split into blocks of 16 tokens (once)" in m]) == 1
+
+
+def test_a_folder_of_documents_is_split_by_document(tmp_path):
+    """A folder of one document per file (articles, chapters) was split by line: a test line's
+    neighbours were training text. From 20 files on, each file goes whole to one split (5% of the
+    files each to validation and test, at least one); fewer files are still split by row."""
+    import pyarrow.parquet as pq
+
+    from tests.experiments.lm.conftest import corpus_lines
+
+    docs = {}
+    for i in range(40):
+        lines = [f"{line} (document {i})" for line in corpus_lines(12, 100 + i)]
+        docs[i] = set(lines)
+        (tmp_path / "docs").mkdir(exist_ok=True)
+        (tmp_path / "docs" / f"doc{i:02d}.txt").write_text("\n".join(lines) + "\n")
+    data.prepare_local("docs", tmp_path / "docs", tmp_path / "data")
+    where = {s: set(pq.read_table(tmp_path / "data" / "docs" / f"{s}.parquet").column("text").to_pylist())
+             for s in ("train", "validation", "test")}
+    homes = [{s for s, texts in where.items() if lines & texts} for lines in docs.values()]
+    assert all(len(h) == 1 for h in homes)  # every document whole in one split
+    assert sum(h == {"validation"} for h in homes) == 2 and sum(h == {"test"} for h in homes) == 2
+    assert data.by_file(sorted((tmp_path / "docs").iterdir()), tmp_path / "docs") == \
+        data.by_file(sorted((tmp_path / "docs").iterdir(), reverse=True), tmp_path / "docs")  # by name, not order
