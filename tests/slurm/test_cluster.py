@@ -308,7 +308,7 @@ def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_pat
         assert time.time() < deadline, "the generation never got going"
         time.sleep(0.2)
     rc, out, _ = collapse("cancel", run)
-    assert rc == 0 and "cancelled 2 queued or running job(s)" in out, out
+    assert rc == 0 and "cancelled 2 queued or running jobs" in out, out
     wait_for([first["job_id"]], timeout=60)
     row = sacct(first["job_id"])[first["job_id"]][-1]
     assert row["State"] == "CANCELLED" and row["End"] >= row["Start"]
