@@ -78,7 +78,7 @@ class Estimate:
 
     @property
     def report_bytes(self) -> int:
-        return REPORT_BASE_BYTES + REPORT_BYTES_PER_ROW * self.report_rows
+        return report_bytes(self.report_rows)
 
 
 def lm_generation_s(section) -> float | None:
@@ -103,6 +103,11 @@ def _report_variants(run, chains):
         schema = exp.metrics_schema(section)
         yield exp.generations(run) * len(schema.metrics), (getattr(section, "replicates", None) if schema.per_replicate
                                                            else None)
+
+
+def report_bytes(rows: int) -> int:
+    """The memory a report of `rows` long rows holds at its peak."""
+    return REPORT_BASE_BYTES + REPORT_BYTES_PER_ROW * rows
 
 
 def report_rows(run, chains) -> int:

@@ -28,6 +28,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch import records
 from collapse_hpc.launch.gres import check as check_gres
+from collapse_hpc.launch.gres import offered
 from collapse_hpc.logs import count
 
 # squeue states in which a job will still run (or is running) its unit
@@ -112,14 +113,14 @@ def report_memory_short(prof: profiles.Profile, run, chains) -> tuple[str, int] 
 
     mem = prof.resources("aggregate").mem
     have = mebibytes(mem) if mem else None
-    est = estimate.Estimate(report_rows=estimate.report_rows(run, chains))
-    if have is None or have * 2**20 >= est.report_bytes:
+    rows = estimate.report_rows(run, chains)
+    if have is None or have * 2**20 >= estimate.report_bytes(rows):
         return None
     fits = estimate.report_replicates(run, chains, 0.8 * have * 2**20)  # a fifth spare: the rate is one run's
     if fits is None:
         return None
-    need = est.report_bytes / 2**30
-    return (f"the report of every replicate needs about {need:.3g} GiB ({est.report_rows:,} metric rows), the "
+    need = estimate.report_bytes(rows) / 2**30
+    return (f"the report of every replicate needs about {need:.3g} GiB ({rows:,} metric rows), the "
             f"profile's jobs.aggregate.mem is {mem}: the aggregation job reports the first {fits} replicates of "
             f"each variant (its page says so); for all of them, raise jobs.aggregate.mem to {math.ceil(need)}G, "
             f"or run collapse-hpc aggregate RUN where that much memory is, once the jobs have ended"), fits
@@ -127,8 +128,7 @@ def report_memory_short(prof: profiles.Profile, run, chains) -> tuple[str, int] 
 
 def gpus(gres: str) -> int:
     """GPUs a node offers, from its Gres (gpu:4, gpu:h100:4(S:0-1), several comma-separated)."""
-    counts = [item.split("(")[0].split(":") for item in gres.split(",")]
-    return sum(int(c[-1]) for c in counts if c[0] == "gpu" and len(c) > 1 and c[-1].isdigit())
+    return offered(gres).get(("gpu", None), 0)
 
 
 def _check_fits(prof: profiles.Profile, kind: str, names: list[str], members: list[dict]) -> None:

@@ -52,15 +52,15 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
 
 def slurm_seconds(elapsed: str) -> int | None:
     """Seconds of Slurm's elapsed time ([D-]HH:MM:SS, MM:SS, M:SS as squeue and sacct print it), so
-    that a status shows every time in one form; None where it is none of these."""
-    days, _, clock = elapsed.strip().rpartition("-")
-    parts = clock.split(":")
-    if not (days.isdigit() or not days) or not all(p.isdigit() for p in parts) or not 2 <= len(parts) <= 3:
+    that a status shows every time in one form; None where it is none of these. The clock is read as
+    slurm._minutes reads a time limit's; a lone number, there minutes, is no elapsed time."""
+    from collapse_hpc.launch.slurm import _minutes
+
+    clock = elapsed.strip()
+    if not 2 <= len(clock.rpartition("-")[2].split(":")) <= 3:
         return None
-    seconds = 0
-    for p in parts:
-        seconds = seconds * 60 + int(p)
-    return seconds + int(days or 0) * 86400
+    minutes = _minutes(clock)
+    return None if minutes is None else round(minutes * 60)
 
 
 def _clock(seconds) -> str:
@@ -111,19 +111,19 @@ def out_of_time(error: list[str], kind: str | None, profile: str | None) -> str 
             f"(or max_requeues) in {profile or 'the profile'} and submit again (what it finished is kept)")
 
 
-def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool) -> tuple[str, str]:
-    """(state, elapsed) of one unit."""
+def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool) -> tuple[str, str, dict | None]:
+    """(state, elapsed, the manifest of a done unit) of one unit."""
     unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
     manifest = read_manifest(unit_dir)
     if manifest is not None and engine.job_done(store, run, job):
-        return "done", _clock(manifest.get("seconds"))
+        return "done", _clock(manifest.get("seconds")), manifest
     jid = entry.get("job_id")
     if local:
-        return local_state(entry), _clock(entry.get("elapsed"))
+        return local_state(entry), _clock(entry.get("elapsed")), None
     if jid is None:
-        return "not submitted", ""
+        return "not submitted", "", None
     state, elapsed, _ = slurm.get(str(jid), ("UNKNOWN", "", ""))
-    return state, elapsed
+    return state, elapsed, None
 
 
 def made_by(manifest: dict, entry: dict, local: bool) -> tuple[str | None, str | None]:
@@ -225,11 +225,10 @@ def state_of(store: RunStore, run_dir) -> dict:
             continue
         for job in chain.jobs:
             entry = units.get(job.label, {})
-            state, elapsed = unit_state(store, run, job, entry, slurm, local)
+            state, elapsed, manifest = unit_state(store, run, job, entry, slurm, local)
             unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
                     "job_id": entry.get("job_id")}
-            if state == "done":  # the job that made it, which a redo by hand leaves jobs.json unaware of
-                manifest = read_manifest(store.unit_dir(job.experiment, job.variant, job.shape, job.index)) or {}
+            if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
                 unit["job_id"], unit["by_hand_on"] = made_by(manifest, entry, local)
             if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
                 unit["why_not_done"] = why_not_done(store, run, job)

@@ -172,27 +172,29 @@ class RunLock:
         owner["helpers"] = sorted(pids)
         atomic.write_json(self.path, owner)
 
-    def workers(self) -> list[int]:
-        """The live unit processes of this host that registered in the run (working()), whoever
-        launched them: a killed launcher's orphans still hold the run."""
+    def _registered(self) -> list[tuple[Path, int]]:
+        """(registration, pid) of this host's unit processes registered in the run (working()),
+        but those of Slurm jobs, which Slurm holds."""
         host, out = socket.gethostname(), []
         for p in sorted(self.path.with_name(WORKERS).glob("*")):
             name, _, pid = p.name.rpartition("-")
-            if name == host and pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)) \
-                    and not _slurm_held(p):
-                out.append(int(pid))
+            if name == host and pid.isdigit() and not _slurm_held(p):
+                out.append((p, int(pid)))
         return out
+
+    def workers(self) -> list[int]:
+        """The live unit processes of this host that registered in the run (working()), whoever
+        launched them: a killed launcher's orphans still hold the run."""
+        return [pid for _, pid in self._registered() if pid != os.getpid() and pid_alive(pid)]
 
     def _drop_dead_workers(self) -> None:
         """Registrations of this host's unit processes that were killed outright (SIGKILL cannot
         unregister): left, they stay for good, and a reused pid would read as a running unit."""
-        host, folder = socket.gethostname(), self.path.with_name(WORKERS)
-        for p in sorted(folder.glob("*")):
-            name, _, pid = p.name.rpartition("-")
-            if name == host and pid.isdigit() and not pid_alive(int(pid)) and not _slurm_held(p):
+        for p, pid in self._registered():
+            if not pid_alive(pid):
                 p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # empty: gone, as the last unit out leaves it
-            folder.rmdir()
+            self.path.with_name(WORKERS).rmdir()
 
     def _abandoned(self) -> bool:
         """Unreadable and untouched for a while: its writer died between creating and writing it."""
