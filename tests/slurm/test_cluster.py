@@ -250,8 +250,12 @@ def test_a_drained_node_queues_the_jobs_to_wait(tmp_path):
     try:
         rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
         assert rc == 0, err
-        rc, out, _ = collapse("status", run)
-        assert re.search(r"part_000  PENDING .*\(ReqNodeNotAvail", out), out
+        # squeue gives the reason code (ReqNodeNotAvail) until a scheduling pass words it; either names the nodes
+        waiting = re.compile(r"part_000  PENDING .*\((ReqNodeNotAvail|Nodes required for job are DOWN, DRAINED)")
+        deadline = time.time() + 30
+        while not waiting.search(out := collapse("status", run)[1]) and time.time() < deadline:
+            time.sleep(1)
+        assert waiting.search(out), out
     finally:
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
     ids = [*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]]
