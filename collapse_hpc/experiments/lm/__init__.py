@@ -28,7 +28,8 @@ class LanguageModel(Experiment):
     # during sampling does not retrain)
     resumable = ("shards", "checkpoints", "model", "model_last")
     scratch = ("checkpoints",)
-    memory_keys = ("hidden_size", "layers", "ffn_size", "vocab_size", "ranks")
+    memory_keys = ("hidden_size", "layers", "ffn_size", "vocab_size", "micro_batch_size", "sample_batch_size",
+                   "ranks")
     title = "Language model (OPT)"
     order = 10
     metrics = ("test_ppl: perplexity on the real test split (zero_shot_test_ppl, generation 0 only: the initial "
@@ -98,8 +99,8 @@ class LanguageModel(Experiment):
         return run.generations_of(self.name)
 
     def memory(self, run, variant) -> int | None:
-        """Per rank (train.memory): the model's weights, gradients and optimizer moments."""
-        from collapse_hpc.experiments.lm.train import memory
+        """Per rank (lm/memory.py): the larger of training's (state and activations) and sampling's."""
+        from collapse_hpc.experiments.lm.memory import memory
 
         return memory(variant.section(run))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-SUPPORTED = ("opt", "gpt2")  # last_hidden_state is what their lm_head multiplies, nothing after it
+from collapse_hpc.experiments.lm.model import CHUNKED_LOSS as SUPPORTED
 
 
 def supports(model) -> bool:

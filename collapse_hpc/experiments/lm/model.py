@@ -31,6 +31,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm.hub import local_config
@@ -61,6 +62,43 @@ def parameters(cfg) -> int | None:
         return counted
     size = re.search(r"(\d+(?:\.\d+)?)([mb])(?![a-z])", cfg.model.rstrip("/").rsplit("/", 1)[-1].lower())
     return int(float(size.group(1)) * (1e6 if size.group(2) == "m" else 1e9)) if size else None
+
+
+class Shape(NamedTuple):
+    kind: str  # config.json's model_type: opt, gpt2, ...
+    vocab: int
+    hidden: int
+    layers: int
+    ffn: int
+
+
+CHUNKED_LOSS = ("opt", "gpt2")  # model types whose last hidden states are what their output layer multiplies
+
+# hub models whose shapes are known without their config.json
+SHAPES = {"facebook/opt-125m": Shape("opt", 50272, 768, 12, 3072)}
+
+
+def shape(cfg) -> Shape | None:
+    """The shapes of the config's model, without loading it: the tiny OPT's knobs, SHAPES, else its
+    config.json where one is here; None: unknown."""
+    if cfg.model == "tiny":
+        return Shape("opt", cfg.vocab_size, cfg.hidden_size, cfg.layers, cfg.ffn_size)
+    if cfg.model in SHAPES:
+        return SHAPES[cfg.model]
+    folder = local_config(cfg.model)
+    return _shape(str(folder)) if folder is not None else None
+
+
+@functools.lru_cache(maxsize=None)
+def _shape(folder: str) -> Shape | None:
+    try:
+        c = json.loads((Path(folder) / "config.json").read_text())
+        h = int(c.get("hidden_size") or c["n_embd"])  # GPT-2 names them n_embd, n_layer, n_inner
+        return Shape(str(c.get("model_type", "")), int(c["vocab_size"]), h,
+                     int(c.get("num_hidden_layers") or c["n_layer"]),
+                     int(c.get("ffn_dim") or c.get("intermediate_size") or c.get("n_inner") or 4 * h))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @functools.lru_cache(maxsize=None)

@@ -61,7 +61,6 @@ API:
   what the authors' main.py samples from when it trains and generates in one call.
 - batch_plan(batch_size, micro_batch_size, world_size) -> (micro, accumulation)
 - ds_config(cfg, micro, accumulation, world_size, precision) -> dict
-- memory(cfg) -> bytes one rank holds at least while training (None: the model's size is unknown)
 - resolve_precision(cfg, device) -> 'bf16-mixed' | 'bf16' | 'fp32'
 - epoch_order(n, seed, epoch, length) -> np.ndarray
 """
@@ -138,26 +137,6 @@ def _bf16_from_zero1(conf: dict, precision: str) -> dict:
             and conf.get("data_types", {}).get("grad_accum_dtype") == "fp32":
         conf["zero_optimization"] = {**conf["zero_optimization"], "stage": 1}
     return conf
-
-
-def memory(cfg) -> int | None:
-    """Bytes one rank holds at least while training, read off the DeepSpeed config that runs
-    (ds_config): the weights (fp32, bf16 under `precision: bf16`), the gradients (fp32; bf16 where
-    bf16 weights accumulate in bf16), AdamW's two fp32 moments and, under bf16, the fp32 master
-    copies; the optimizer's state shared out over the ranks from ZeRO stage 1 on, the gradients
-    from 2, the weights at 3. None where the model's size is unknown."""
-    from collapse_hpc.experiments.lm.model import parameters
-
-    n = parameters(cfg)
-    if n is None:
-        return None
-    precision = "bf16" if cfg.precision == "bf16" else "fp32"  # autocast keeps fp32 weights
-    conf = ds_config(cfg, 1, 1, cfg.ranks, precision)
-    stage = zero_stage(conf)
-    bf16 = precision == "bf16"
-    accumulate_fp32 = not bf16 or conf.get("data_types", {}).get("grad_accum_dtype") == "fp32"
-    weights, gradients, optimizer = (2 if bf16 else 4) * n, (4 if accumulate_fp32 else 2) * n, (12 if bf16 else 8) * n
-    return sum(b // (cfg.ranks if stage >= s else 1) for b, s in ((weights, 3), (gradients, 2), (optimizer, 1)))
 
 
 def merge(base: dict, over: dict) -> dict:

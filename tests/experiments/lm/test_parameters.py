@@ -6,7 +6,7 @@ import pytest
 from collapse_hpc import engine, experiments
 from collapse_hpc.experiments.lm.config import LMConfig
 from collapse_hpc.experiments.lm.model import parameters
-from collapse_hpc.experiments.lm.train import memory
+from collapse_hpc.experiments.lm.memory import state_bytes
 from collapse_hpc.launch import estimate
 from tests.experiments.lm.test_chain import LM
 from tests.launch.helpers import REPO
@@ -35,7 +35,7 @@ def test_a_local_model_folder_is_counted_from_its_config(tmp_path, hub_cache):
     want = _opt(tmp_path / "mine")
     cfg = LMConfig(**{**LM, "model": str(tmp_path / "mine")})
     assert parameters(cfg) == want
-    assert memory(cfg) == 16 * want  # fp32 weights and gradients, two AdamW moments, one rank
+    assert state_bytes(cfg) == 16 * want  # fp32 weights and gradients, two AdamW moments, one rank
 
 
 def test_the_tiny_model_is_counted_from_its_knobs_exactly():
@@ -103,4 +103,4 @@ def test_the_memory_estimate_follows_precision_and_zero_stage(tmp_path, hub_cach
     accumulate = bf16_grads if precision.endswith("-accumulate") else {}
     cfg = LMConfig(**{**LM, "model": str(tmp_path / "mine"), "precision": precision.removesuffix("-accumulate"),
                       "zero_stage": stage, "ranks": ranks, **accumulate})
-    assert memory(cfg) == pytest.approx(per_parameter * n, abs=3)
+    assert state_bytes(cfg) == pytest.approx(per_parameter * n, abs=3)
