@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,12 +393,17 @@ def legend_below(fig, axes) -> None:
 
 
 def save(fig, out: Path, key: str) -> list[Path]:
+    """The figure as PNG and PDF, the same bytes each time the same figure is saved: the PDF without
+    the date it was written (dated SOURCE_DATE_EPOCH where that is set, as reproducible builds ask), so a
+    report made again from the same run changes no figure file. Both keep the matplotlib version that
+    drew them (PNG Software, PDF Creator and Producer)."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for fmt in ("png", "pdf"):
         path = out / f"{key}.{fmt}"
+        undated = {"CreationDate": None} if fmt == "pdf" and not os.environ.get("SOURCE_DATE_EPOCH") else None
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=style.DPI)
+            fig.savefig(tmp, format=fmt, dpi=style.DPI, metadata=undated)
         files.append(path)
         fig.set_layout_engine("none")  # laid out once for the PNG; the PDF reuses it
     return files
