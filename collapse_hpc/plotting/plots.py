@@ -251,10 +251,15 @@ def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None =
             _replicate_lines(ax, ctx, run, metric, grp.iloc[0], gens, kw["color"])
         ax.plot(gens, g[stat].to_numpy(), label=label + suffix, **kw)
         if band and stat == "mean" and g["ci_low"].notna().any():
-            ax.fill_between(gens, g["ci_low"].to_numpy(), g["ci_high"].to_numpy(), color=kw["color"],
-                            alpha=0.18, linewidth=0, hatch=None)
+            draw_band(ax, ctx.spec(metric), gens, g["ci_low"], g["ci_high"], kw["color"])
         drawn += 1
     return drawn
+
+
+def draw_band(ax, spec: Metric, x, low, high, colour) -> None:
+    """A 95% interval as a light band, within the values the metric can take (spec.bounds): a distance's
+    interval of a few replicates reaching below 0 is drawn down to 0 (band_note says so)."""
+    ax.fill_between(x, spec.within(low), spec.within(high), color=colour, alpha=0.18, linewidth=0, hatch=None)
 
 
 def series_data(ctx: Context, run: str, metric: str, row) -> pd.DataFrame:
