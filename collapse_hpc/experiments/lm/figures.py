@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from collapse_hpc.errors import one_line
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick
 from collapse_hpc.plotting.plots import (Context, draw_band, integer_x, legend_below, no_data, plain_log_ticks,
@@ -475,4 +476,7 @@ def continuations(runs, prompts: int = 2) -> list:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """Generated text as one table cell: its runs of white space one space (the layout's, not the model's),
+    what else does not print escaped (errors.one_line: a byte-level BPE can write ESC or NUL, which would
+    drive the terminal of whoever reads results.md there)."""
+    return one_line(" ".join(str(text).split()))
