@@ -13,8 +13,9 @@ from pathlib import Path
 
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
+from collapse_hpc.store.atomic import sweep
 from collapse_hpc.store.cards import load_card
-from collapse_hpc.store.lock import folder_lock
+from collapse_hpc.store.lock import data_lock
 
 
 def preparers() -> dict[str, str]:
@@ -46,9 +47,13 @@ def _load(ref: str):
 
 def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = False) -> int:
     """Prepare one data set; two processes preparing into one data folder take turns (the second
-    then finds it prepared) instead of one failing on the other's half-built folder. The lock is on
-    the data folder's parent: the data folder itself may not exist yet, and bad input creates it not."""
-    with folder_lock(Path(data_dir).absolute().parent):
+    then finds it prepared) instead of one failing on the other's half-built folder. Holding that
+    lock, it removes what a preparation of `name` killed outright left (a data set is built whole in
+    a temporary beside its folder, .tmp-NAME.*, only by a preparation, which holds the lock); other
+    names' are left to theirs: --data-dir may be a folder that holds other things too."""
+    with data_lock(data_dir) as locked:
+        if locked:
+            sweep(data_dir, name)
         return _prepare(name, data_dir, source, force)
 
 

@@ -1,9 +1,5 @@
-"""The one error type users see: a single line, exit status 2, no traceback."""
-import re
-
-# What would break the one line: a newline or other control character a message quotes from the input
-# (a YAML key "a\nb", a path), and the line breaks of Unicode.
-BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+"""The one error type users see: a single line, exit status 2, no traceback; and one_line, how any
+text from the input (a key, a path, a file name) is printed."""
 
 
 class UserError(Exception):
@@ -16,6 +12,11 @@ class ConfigError(UserError):
     """A configuration problem; the message names the file and the key."""
 
 
-def one_line(message: str) -> str:
-    """The message as one line: each control character written as its escape (\\n, \\x00)."""
-    return BREAKS.sub(lambda m: repr(m.group())[1:-1], message)
+def one_line(text) -> str:
+    """`text` as one line that shows what it holds: each character Python does not call printable
+    written as its escape, as repr writes it. These are what would break the line or drive the terminal
+    (a newline, an escape sequence's ESC or CSI, Unicode's line and paragraph separators), reorder or
+    hide what is shown (a right-to-left override, a zero-width joiner), pass for a plain space (a
+    no-break space) or not print at all (the surrogate an undecodable byte of a file name becomes):
+    a message quoting a YAML key "a\\nb" or a path, verify naming a stray file."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

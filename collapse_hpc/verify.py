@@ -12,6 +12,7 @@ from pathlib import Path
 
 from collapse_hpc import config as cfgmod
 from collapse_hpc import engine, experiments
+from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import unit_index
@@ -20,8 +21,6 @@ from collapse_hpc.store.layout import unit_index
 def verify_run(run_dir: str | Path) -> int:
     store = RunStore(run_dir)
     if not store.exists():
-        from collapse_hpc.errors import UserError
-
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
     config_hash = cfgmod.config_hash(store.saved_config())  # as made: also a run of an older version
     hashes = engine.planned_hashes(store)
@@ -33,7 +32,7 @@ def verify_run(run_dir: str | Path) -> int:
             continue
         for p in extra_files(unit):
             extra += 1
-            print(f"EXTRA {_printable(p)}: not in its manifest (not verified)")
+            print(f"EXTRA {one_line(p)}: not in its manifest (not verified)")
         exp, variant = unit.parent.parent.name, unit.parent.name
         try:
             problems = verify_unit(unit, config_hash=config_hash, inputs=True,
@@ -43,10 +42,10 @@ def verify_run(run_dir: str | Path) -> int:
         if problems:
             bad += 1
             for p in problems:
-                print(f"MISMATCH {_printable(p)}")
-            print(f"  redo with: {_printable(engine.redo_command(store, exp, variant, unit_index(unit.name)))}")
+                print(f"MISMATCH {one_line(p)}")
+            print(f"  redo with: {one_line(engine.redo_command(store, exp, variant, unit_index(unit.name)))}")
     ok = len(units) - bad - unfinished
-    print(f"{store.root}: {count(ok, 'unit')} verified, {bad} with mismatches, {unfinished} unfinished"
+    print(f"{one_line(store.root)}: {count(ok, 'unit')} verified, {bad} with mismatches, {unfinished} unfinished"
           + (f", {extra} extra files" if extra else ""))
     return 1 if bad else 0
 
@@ -55,7 +54,6 @@ def _planned(store: RunStore) -> set[Path]:
     """The folders of every unit the run's plan holds of the experiments it launched: a generation whose
     job never started (its chain stopped before it) has none yet, and counts as unfinished, not as
     absent; an experiment left out with --only is not the run's."""
-    from collapse_hpc.errors import UserError
     from collapse_hpc.launch import records, status
 
     try:
@@ -66,7 +64,3 @@ def _planned(store: RunStore) -> set[Path]:
     return {store.unit_dir(j.experiment, j.variant, j.shape, j.index) for c in chains for j in c.jobs
             if c.experiment in started}
 
-
-def _printable(text) -> str:
-    """A file name's control characters escaped: printed raw, they would drive the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

@@ -380,3 +380,23 @@ def test_held_notes_are_said_once_the_command_goes_ahead(capsys):
     log.warning("after")
     err = capsys.readouterr().err
     assert "dropped" not in err and "after" in err
+
+
+def test_what_an_error_line_quotes_from_the_input_shows_what_it_holds(tmp_path):
+    """A path holding a terminal's control sequences (ESC, the one-character CSI U+009B), a right-to-left
+    override or a no-break space: the error line escaped C0 controls only and wrote the rest raw (the
+    terminal acted on the CSI, the override reordered the line, the space passed for a plain one). Each
+    is now written as its escape, as verify writes file names (errors.one_line, the one function)."""
+    odd = tmp_path / "a\x1b[2J\x9b2Jb\u202ecba\xa0c"
+    line = one_error_line(cli("data", "prepare", "x", "--from", odd, "--data-dir", tmp_path / "data"))
+    assert line == f"error: --from {tmp_path}/a\\x1b[2J\\x9b2Jb\\u202ecba\\xa0c: no such file or folder"
+
+
+def test_one_line_escapes_what_does_not_print_as_itself_and_keeps_the_rest():
+    from collapse_hpc.errors import one_line
+
+    assert one_line("key 'a\nb'\tin\r\x00\x7f\x85\u2028\u2029") == "key 'a\\nb'\\tin\\r\\x00\\x7f\\x85\\u2028\\u2029"
+    assert one_line("\x9b\u202e\u2066\u200b\u200d\xa0\u3000\udcff") == \
+        "\\x9b\\u202e\\u2066\\u200b\\u200d\\xa0\\u3000\\udcff"
+    kept = "σ̂² → 10⁻³ … — ‘quoted’ 数据 émigré path/with spaces and \\ backslash"
+    assert one_line(kept) == kept and one_line(3) == "3"

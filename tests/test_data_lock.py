@@ -27,7 +27,7 @@ def test_concurrent_prepares_of_one_name_take_turns(tmp_path):
 
 def test_sigterm_of_a_prepare_leaves_nothing(tmp_path):
     """`kill` (SIGTERM, `timeout`) of a preparation is taken as Ctrl-C: the half-built hidden folder
-    goes and the command says so; it died at once and left data/.NAME.preparing behind."""
+    goes and the command says so; it died at once and left data/.tmp-NAME.preparing behind."""
     import signal
     import time
 
@@ -38,7 +38,7 @@ def test_sigterm_of_a_prepare_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "data", "prepare", "same", "--from", "corpus.txt",
                              "--data-dir", "data"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    building = tmp_path / "data" / ".same.preparing"
+    building = tmp_path / "data" / ".tmp-same.preparing"
     deadline = time.time() + 120
     while not building.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -47,3 +47,92 @@ def test_sigterm_of_a_prepare_leaves_nothing(tmp_path):
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130 and out.strip().splitlines()[-1] == "interrupted", out
     assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+def _corpus(path, lines):
+    rng = np.random.default_rng(0)
+    words = "the a river city king poet engine forest bridge island school army old new small large".split()
+    path.write_text("\n".join(" ".join(rng.choice(words, 30)) for _ in range(lines)))
+    return path
+
+
+def _prepare(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "collapse_hpc", "data", "prepare", *map(str, args),
+                           "--data-dir", "data"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_what_a_killed_prepare_left_the_next_prepare_removes(tmp_path):
+    """SIGKILL (the OOM killer) of `data prepare --force` of a prepared name left its half-built data set
+    in data/ for ever: the next prepare of that name found it prepared and left the temporary alone."""
+    import signal
+    import time
+
+    _corpus(tmp_path / "corpus.txt", 60000)
+    assert _prepare(tmp_path, "same", "--from", "corpus.txt").returncode == 0
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "data", "prepare", "same", "--from", "corpus.txt",
+                             "--data-dir", "data", "--force"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "data").glob(".*preparing")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert list((tmp_path / "data").glob(".*preparing")), "the preparation ended before it built anything"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    left = sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert len(left) == 2 and "same" in left, left  # the prepared set and the killed one's temporary
+    done = _prepare(tmp_path, "same", "--from", "corpus.txt")
+    assert done.returncode == 0 and "already prepared" in done.stdout, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["same"]
+
+
+def test_a_prepare_removes_its_data_sets_temporaries_and_nothing_else(tmp_path):
+    """A data set is written whole into a temporary beside data/NAME (the VAE's .tmp-NAME.XXXX, the LM's
+    .tmp-NAME.preparing), only by a preparation, which holds the data folder's lock: such a temporary a
+    preparation of NAME finds is a killed one's. Other names' wait for theirs (--data-dir may hold other
+    things), and the caches inside a data set (tokenizer, token blocks, base model) are written by runs
+    under their own locks: a preparation leaves their temporaries to them."""
+    from collapse_hpc import data
+
+    data_dir = tmp_path / "data"
+    killed = data_dir / ".tmp-digits.k2j4h1x0"
+    others = [data_dir / ".tmp-mnist.q1w2e3r4", data_dir / ".tmp-notes.txt"]
+    cache = data_dir / "tiny" / ".tmp-tokenizer-bpe8000.q9w8e7"
+    for folder in (killed, others[0], cache):
+        folder.mkdir(parents=True)
+        (folder / "part").write_bytes(b"half")
+    others[1].write_text("not ours")
+    assert data.prepare("digits", data_dir) == 0
+    assert not killed.exists() and all(p.exists() for p in others)
+    assert cache.is_dir()  # not the preparation's to remove: a run may be training that tokenizer now
+    assert not [p for p in (data_dir / "digits").iterdir() if p.name.startswith(".")]  # digits too is built aside
+
+
+def test_a_cache_built_again_removes_what_a_killed_builder_left(tmp_path):
+    """The token blocks, the BPE and the tiny base are built by the first unit that needs them, the others
+    waiting on the cache's lock; a unit killed while writing one left its temporary beside it for ever.
+    Whoever takes the lock next removes it: no other writer of that cache is alive then. Another cache's
+    temporary in the same folder (another split, cut under its own lock) stays."""
+    from collapse_hpc.experiments.lm import data
+    from collapse_hpc.experiments.lm.tokenizer import bpe_dir, bpe_tokenizer
+    from tests.experiments.lm.conftest import write_corpus
+
+    data.prepare_local("tiny", write_corpus(tmp_path / "source"), tmp_path / "data")
+    set_dir = tmp_path / "data" / "tiny"
+    bpe = bpe_dir(tmp_path / "data", "tiny", 300)
+    killed_bpe = set_dir / f".tmp-{bpe.name}.x7y8z9"
+    killed_bpe.mkdir()
+    (killed_bpe / "tokenizer.json").write_text("{")
+    tok = bpe_tokenizer(tmp_path / "data", "tiny", 300)
+    assert bpe.is_dir() and not killed_bpe.exists()
+
+    path = data.blocks_path(tmp_path / "data", "tiny", "train", tok, 16)
+    path.parent.mkdir(parents=True)
+    killed = [path.parent / ".tmp-train.parquet.a1b2c3d4", path.parent / ".tmp-train.parquet.card.json.e5f6"]
+    other = path.parent / ".tmp-validation.parquet.g7h8i9"
+    for p in [*killed, other]:
+        p.write_bytes(b"half")
+    assert data.load_blocks(tmp_path / "data", "tiny", "train", tok, 16).num_rows > 0
+    assert not [p for p in killed if p.exists()] and other.exists()

@@ -99,6 +99,21 @@ def test_verify_checks_the_config_hash_and_reports_extra_files(tmp_path, capsys)
     assert "--unit 0" in out and "1 with mismatches" in out
 
 
+def test_verify_writes_names_as_they_are_held(tmp_path, capsys):
+    """A stray file's name and the run folder's with a newline, a terminal's ESC and CSI, a right-to-left
+    override: each line of verify stays one line and shows them escaped (the summary line wrote the run
+    folder's raw), as an error line does (errors.one_line)."""
+    store, run = toy_run(tmp_path / "run\x1b[31m\u202e", generations=1)
+    debug.execute(store, run, engine.plan(run))
+    (gen(store, 0) / "stray\n\x9b2J.txt").write_text("not in the manifest")
+    assert verify_run(store.root) == 0
+    lines = capsys.readouterr().out.splitlines()
+    root = str(store.root).replace("\x1b", "\\x1b").replace("\u202e", "\\u202e")
+    assert lines[0] == f"EXTRA {root}/toy/{gen(store, 0).parent.name}/gen_000/stray\\n\\x9b2J.txt: not in its " \
+                       f"manifest (not verified)"
+    assert lines[1].startswith(f"{root}: 1 unit verified") and len(lines) == 2
+
+
 def test_regime_override_is_what_the_unit_sees_and_what_its_manifest_records(tmp_path):
     from collapse_hpc import experiments
     from collapse_hpc.store import RunStore

@@ -55,9 +55,9 @@ def _cpus(part: tuple, want: int) -> int:
 
 
 def _minutes(limit: str, want: int) -> int:
-    from collapse_hpc.launch.slurm import _minutes as parse
+    from collapse_hpc.launch.slurm import limit_minutes
 
-    m = parse(limit)
+    m = limit_minutes(limit)
     return want if m is None else max(1, min(want, int(m)))
 
 

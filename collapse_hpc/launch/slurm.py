@@ -62,18 +62,35 @@ def queued() -> dict[str, str]:
     return {jid: job[0] for jid, job in squeue(["-u", getpass.getuser()]).items()}
 
 
+NO_LIMIT = ("UNLIMITED", "INFINITE", "NONE", "")
+# sbatch --time's forms: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
+# days-hours:minutes:seconds (ASCII digits only: int() would take "٣" and " 3")
+TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", re.ASCII)
+
+
 def _minutes(limit: str) -> float | None:
-    """Slurm's [days-]hours:minutes:seconds (or minutes[:seconds]) in minutes; None: no limit."""
-    if limit.upper() in ("UNLIMITED", "INFINITE", "NONE", ""):
+    """A Slurm time (a time limit as sbatch --time, scontrol's MaxTime and sinfo write it; an elapsed time
+    as squeue and sacct do) in minutes. After "days-" the first number is hours ("1-12" is 36 h); without,
+    a lone number or two are minutes[:seconds] and three hours:minutes:seconds. None: no limit
+    (UNLIMITED, INFINITE, NONE) or a form this parser does not know (INVALID, Partition_Limit): sbatch
+    still checks those. A zero is 0 minutes here; as a time limit Slurm reads it as none (limit_minutes)."""
+    text = limit.strip()
+    m = TIME.fullmatch(text)
+    if text.upper() in NO_LIMIT or m is None:
         return None
-    days, _, clock = limit.rpartition("-")
-    try:
-        parts = [int(x) for x in clock.split(":")]
-        days = int(days or 0)
-    except ValueError:  # a format this parser does not know: sbatch still checks it
-        return None
-    h, m, sec = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
-    return (days * 24 + h) * 60 + m + sec / 60
+    days, first, second, third = m.groups()
+    if days is not None:
+        h, mins, sec = int(first), int(second or 0), int(third or 0)
+    elif third is not None:
+        h, mins, sec = int(first), int(second), int(third)
+    else:
+        h, mins, sec = 0, int(first), int(second or 0)
+    return (int(days or 0) * 24 + h) * 60 + mins + sec / 60
+
+
+def limit_minutes(limit: str) -> float | None:
+    """A time limit in minutes; None: no limit (a zero limit is none, as sbatch --time=0) or not known."""
+    return _minutes(limit) or None
 
 
 def partitions() -> dict[str, dict[str, str]]:
@@ -164,7 +181,7 @@ def check_profile(prof: profiles.Profile, kinds) -> None:
             if name not in parts:
                 raise UserError(f"profile {prof.name}: {where}: no partition {name!r} on this cluster "
                                 f"(it has: {', '.join(parts)})")
-        limits = [_minutes(parts[n].get("MaxTime", "UNLIMITED")) for n in names]
+        limits = [limit_minutes(parts[n].get("MaxTime", "UNLIMITED")) for n in names]
         if limits and all(m is not None and res.time_min > m for m in limits):
             raise UserError(f"profile {prof.name}: jobs.{kind}.time_min: {res.time_min} is over the time "
                             f"limit of partition {','.join(names)} ({max(limits):g} min)")

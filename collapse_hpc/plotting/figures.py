@@ -89,7 +89,23 @@ def band_note(ctx: Context, metrics: list[str]) -> str:
     if not len(n) or n.max() <= 1:
         return "one value per generation and series (n = 1: one seed, no replicates), so no interval"
     counts = f"n = {int(n.min())}" if n.min() == n.max() else f"n = {int(n.min())} to {int(n.max())}"
-    return f"mean over seeds × replicates ({counts} per point), band: its 95% confidence interval (t)"
+    return (f"mean over seeds × replicates ({counts} per point), band: its 95% confidence interval (t)"
+            + _cut(ctx, metrics))
+
+
+def _cut(ctx: Context, metrics: list[str]) -> str:
+    """Where a drawn band stops at a metric's bound (plots.draw_band) instead of the interval's edge: which
+    metrics, at which value."""
+    at: dict[float, list[str]] = {}
+    for m in metrics:
+        spec, rows = ctx.spec(m), ctx.summary[ctx.summary["metric"] == m]
+        for bound in spec.passed(rows["ci_low"], rows["ci_high"]):
+            at.setdefault(bound, []).append(spec.label)
+    if not at:
+        return ""
+    where = "; ".join(f"at {num(b)}: {', '.join(labels)}" for b, labels in sorted(at.items()))
+    return (f", drawn only within the values a metric can take (cut {where}; summary.csv keeps the interval "
+            f"as computed)")
 
 
 def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, empty: str = "no data yet",

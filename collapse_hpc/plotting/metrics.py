@@ -3,13 +3,24 @@
 Each experiment declares its metrics once, next to the code that computes them (its metrics.py, listed
 by Experiment.metric_specs); figures and tables read them from the Context and never guess from a
 column name. A column without a declaration is shown under its own name (an older run, a plugin).
+
+A declaration also says which values the metric can take (bounds): a 95% interval of the mean of a few
+replicates can reach past them (a distance's below 0), which the figures do not draw; summary.csv keeps
+the interval as computed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 Kind = Literal["result", "bookkeeping", "compute"]
+Bounds = tuple[float | None, float | None]  # (least, most) a metric can take; None: no bound on that side
+
+NONNEGATIVE: Bounds = (0.0, None)  # a distance, a variance, a divergence, a loss, a count, an entropy
+SHARE: Bounds = (0.0, 1.0)  # a share, an accuracy, an AUC
+PERPLEXITY: Bounds = (1.0, None)  # exp of a cross-entropy, itself at least 0
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,7 @@ class Metric:
     # has every key of `paper_setting` with that value (the paper's own setting)
     paper: tuple[tuple[float, str], ...] = ()
     paper_setting: tuple[tuple[str, object], ...] = ()
+    bounds: Bounds = (None, None)  # the values it can take (NONNEGATIVE, SHARE, PERPLEXITY); unknown: none
 
     @property
     def axis(self) -> str:
@@ -36,6 +48,19 @@ class Metric:
     @property
     def direction(self) -> str:
         return {"higher": "higher is worse", "lower": "lower is worse"}.get(self.worse or "", "")
+
+    def within(self, values) -> np.ndarray:
+        """`values` (a band's edge) cut to the metric's bounds; NaN stays NaN."""
+        least, most = self.bounds
+        return np.clip(np.asarray(values, dtype=float), -np.inf if least is None else least,
+                       np.inf if most is None else most)
+
+    def passed(self, low, high) -> list[float]:
+        """The bounds an interval [low, high] (arrays) reaches past: where within() cuts it."""
+        least, most = self.bounds
+        low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+        return ([least] if least is not None and (low < least).any() else []) + \
+            ([most] if most is not None and (high > most).any() else [])
 
     def paper_marks(self, section) -> list[tuple[float, str]]:
         """The paper's values to draw for a run whose experiment section (its config, a mapping) is this."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,10 +251,15 @@ def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None =
             _replicate_lines(ax, ctx, run, metric, grp.iloc[0], gens, kw["color"])
         ax.plot(gens, g[stat].to_numpy(), label=label + suffix, **kw)
         if band and stat == "mean" and g["ci_low"].notna().any():
-            ax.fill_between(gens, g["ci_low"].to_numpy(), g["ci_high"].to_numpy(), color=kw["color"],
-                            alpha=0.18, linewidth=0, hatch=None)
+            draw_band(ax, ctx.spec(metric), gens, g["ci_low"], g["ci_high"], kw["color"])
         drawn += 1
     return drawn
+
+
+def draw_band(ax, spec: Metric, x, low, high, colour) -> None:
+    """A 95% interval as a light band, within the values the metric can take (spec.bounds): a distance's
+    interval of a few replicates reaching below 0 is drawn down to 0 (band_note says so)."""
+    ax.fill_between(x, spec.within(low), spec.within(high), color=colour, alpha=0.18, linewidth=0, hatch=None)
 
 
 def series_data(ctx: Context, run: str, metric: str, row) -> pd.DataFrame:
@@ -392,12 +398,17 @@ def legend_below(fig, axes) -> None:
 
 
 def save(fig, out: Path, key: str) -> list[Path]:
+    """The figure as PNG and PDF, the same bytes each time the same figure is saved: the PDF without
+    the date it was written (dated SOURCE_DATE_EPOCH where that is set, as reproducible builds ask), so a
+    report made again from the same run changes no figure file. Both keep the matplotlib version that
+    drew them (PNG Software, PDF Creator and Producer)."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for fmt in ("png", "pdf"):
         path = out / f"{key}.{fmt}"
+        undated = {"CreationDate": None} if fmt == "pdf" and not os.environ.get("SOURCE_DATE_EPOCH") else None
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=style.DPI)
+            fig.savefig(tmp, format=fmt, dpi=style.DPI, metadata=undated)
         files.append(path)
         fig.set_layout_engine("none")  # laid out once for the PNG; the PDF reuses it
     return files

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +21,7 @@ from collapse_hpc import experiments, logs
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import Context
 from collapse_hpc.report import collect, drawing, page, stats, tables
-from collapse_hpc.store.atomic import claim_folder, is_temporary, write_parquet, write_text
+from collapse_hpc.store.atomic import claim_folder, sweep, write_parquet, write_text
 from collapse_hpc.store.lock import folder_lock
 
 log = logging.getLogger("collapse_hpc.report")
@@ -50,9 +49,7 @@ def build(runs: list[str], out: str | Path | None = None, replicates: int | None
 def _sweep(out: Path) -> None:
     """Temporaries of a report killed while writing (SIGKILL, the OOM killer): nothing else removes them."""
     for folder in (out, out / "figures"):
-        for p in folder.iterdir():
-            if is_temporary(p):
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        sweep(folder)
 
 
 def _write(out: Path, data: list, replicates: int | None) -> Path:

@@ -148,6 +148,25 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(TMP_PREFIX)
 
 
+def sweep(folder: str | os.PathLike, *names: str) -> list[Path]:
+    """Remove what writers killed outright (SIGKILL, the OOM killer) left in `folder`: the temporaries
+    of the files or folders `names` (every temporary there when none is named); nothing else removes
+    them. Only under the lock every writer of those names holds: a live writer's temporary looks the
+    same. Returns what was removed."""
+    folder = Path(folder)
+    prefixes = tuple(f"{TMP_PREFIX}{n}." for n in names) or (TMP_PREFIX,)
+    try:
+        found = [p for p in folder.iterdir() if p.name.startswith(prefixes)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
+
+
 OWNED = ".collapse-hpc"  # in a folder the tool made for its output (aggregate --out): it may write there again
 
 

@@ -41,10 +41,10 @@ def file_lock(path: Path) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
+def folder_lock(folder: Path) -> Iterator[bool]:
     """An exclusive flock on a folder itself (its nearest existing ancestor when it does not exist
-    yet): serialises writers of a shared folder without writing a file into it. Unlocked where the
-    file system has no flock."""
+    yet): serialises writers of a shared folder without writing a file into it. Yields False,
+    unlocked, where the file system has no flock (as file_lock)."""
     here = Path(folder).absolute()
     while not here.is_dir():
         here = here.parent
@@ -53,10 +53,19 @@ def folder_lock(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
-            pass
-        yield
+            locked = False
+        else:
+            locked = True
+        yield locked
     finally:
         os.close(fd)  # releases the flock
+
+
+def data_lock(data_dir: Path):
+    """The lock of a data folder (data/) that every preparation of a data set in it holds: on the
+    folder's parent, as data/ itself may not exist yet and a refused preparation must not create it.
+    Yields whether it is held (folder_lock)."""
+    return folder_lock(Path(data_dir).absolute().parent)
 
 
 @contextlib.contextmanager

@@ -498,12 +498,48 @@ def test_the_starter_profile_fits_the_nodes_sinfo_lists(tmp_path, fake_slurm, mo
     assert rc == 0 and "all passed" in out, out + err
 
 
-def test_partition_time_limits_parse_or_are_left_to_sbatch():
+@pytest.mark.parametrize("text, minutes", [
+    ("30", 30), ("30:15", 30.25), ("12:30:00", 750), ("1:02:03", 62.05),  # minutes[:seconds]; h:m:s
+    ("1-12", 2160), ("2-0", 2880), ("1-12:30", 2190), ("2-00:00:00", 2880), ("0-00:00:30", 0.5),  # days-...
+    (" 1-12 ", 2160), ("0:00", 0)])
+def test_every_form_of_a_slurm_time_is_read_as_sbatch_reads_it(text, minutes):
+    """sbatch --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
+    days-hours:minutes:seconds. "1-12" is a day and 12 hours (it was read as a day and 12 minutes)."""
     from collapse_hpc.launch.slurm import _minutes
 
-    assert _minutes("2-00:00:00") == 2880 and _minutes("12:30:00") == 750 and _minutes("30:00") == 30
-    assert _minutes("UNLIMITED") is None and _minutes("NONE") is None
-    assert _minutes("soon") is None  # unknown: not refused here
+    assert _minutes(text) == pytest.approx(minutes)
+
+
+@pytest.mark.parametrize("text", ["UNLIMITED", "infinite", "NONE", "", "INVALID", "Partition_Limit", "soon",
+                                  "1:02:03:04", "1-2-3", "-5", "1-", "1-:30", "1:", "٣", "+5", "1.5"])
+def test_no_limit_and_unknown_slurm_times_are_none(text):
+    """No limit, or a form this parser does not know: not refused here (sbatch checks a limit; a status
+    shows no elapsed time); four clock fields raised ValueError (a traceback)."""
+    from collapse_hpc.launch.slurm import _minutes
+
+    assert _minutes(text) is None
+
+
+def test_a_days_hours_partition_limit_starts_the_profile_and_checks_it(tmp_path, fake_slurm, monkeypatch):
+    """sinfo and scontrol limits of the form days-hours: 0-12 is 12 hours (read as 12 minutes, profile init
+    wrote time_min 12 for a 120-minute job and submit refused 60 minutes as over the limit)."""
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.launch.slurm import check_profile
+
+    monkeypatch.chdir(tmp_path)
+    (fake_slurm / "sinfo.txt").write_text("debug*|0-12|(null)|21694|8\n")
+    rc, _, err = collapse("profile", "init")
+    assert rc == 0, err
+    assert profile_mod.load(tmp_path / "slurm" / "site.yaml").jobs.gpu.time_min == 120
+    (fake_slurm / "partitions.txt").write_text("PartitionName=debug Default=YES MaxTime=0-12\n")
+    prof = tmp_path / "p.yaml"
+    prof.write_text("partition: debug\njobs: {cpu: {time_min: 720}}\n")
+    check_profile(profile_mod.load(prof), ["cpu"])  # 12 hours exactly: allowed
+    prof.write_text("partition: debug\njobs: {cpu: {time_min: 721}}\n")
+    with pytest.raises(UserError, match=r"time_min: 721 is over the time limit of partition debug \(720 min\)"):
+        check_profile(profile_mod.load(prof), ["cpu"])
+    (fake_slurm / "partitions.txt").write_text("PartitionName=debug Default=YES MaxTime=0\n")
+    check_profile(profile_mod.load(prof), ["cpu"])  # a zero limit is none, as sbatch --time=0
 
 
 def test_wckey_and_other_extras_pass_through(tmp_path, fake_slurm):

@@ -137,8 +137,10 @@ REAL_RARE_SHARE, REAL_MIDDLE_SHARE = 0.09, 0.4
 TIMINGS = {"train_seconds": [1500.0], "sample_seconds": [250.0], "sample_tokens_per_s": [20480.0]}  # per generation
 
 
-def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False) -> None:
-    """done: variant -> generations finished (default all); one more is left unfinished."""
+def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False,
+       continuation: str = "text of gen {g} for {i} in {variant} <i>") -> None:
+    """done: variant -> generations finished (default all); one more is left unfinished. continuation:
+    the generated text of each example (str.format with g, i, variant)."""
     rng = np.random.default_rng(2)
     for keep in (0.0, 0.1):
         for seed in seeds:
@@ -163,7 +165,7 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                 seqs = {"block_id": pa.array(np.arange(600), pa.int64()), "ppl": ppl}
                 examples = {"prompt_block_id": pa.array([0, 199, 399, 599], pa.int64()),
                             "prompt_source": ["real"] * 4, "prompt": [f"<b>Prompt</b> {i} & co" for i in range(4)],
-                            "continuation": [f"text of gen {g} for {i} in {variant} <i>" for i in range(4)]}
+                            "continuation": [continuation.format(g=g, i=i, variant=variant) for i in range(4)]}
                 steps = np.arange(1, 41)
                 curve = {"generation": pa.array([g] * 40, pa.int64()), "step": pa.array(steps, pa.int64()),
                          "epoch": pa.array((steps - 1) // 8 + 1, pa.int64()),

@@ -200,3 +200,18 @@ def test_continuations_come_from_the_seed_that_got_furthest(tmp_path):
     assert header == ["generation", "replace", "replace, keep 10%"]
     assert [row[0] for row in rows] == ["0", "1", "2", "3"]
     assert rows[3][1] == "text of gen 3 for 0 in replace-p0-s1 <i>" and "—" not in [c for r in rows for c in r]
+
+
+def test_generated_text_is_one_cell_with_what_does_not_print_escaped(tmp_path):
+    """A byte-level BPE can generate ESC or NUL: the text went raw into results.md (`cat` of it drove the
+    terminal) and the page. White space runs are one space (the layout's); the rest as errors.one_line
+    writes it."""
+    from collapse_hpc.experiments.lm.figures import continuations
+    from collapse_hpc.report import collect
+    from tests.report import synthetic
+
+    root = tmp_path / "lm"
+    synthetic.write_config(root, {"lm": {"generations": 1, "seeds": [0]}}, generations=1, seeds=(0,))
+    synthetic.lm(root, generations=1, seeds=(0,), small=True, continuation="red\x1b[31m  {i}\n\nnext\tline\x00 σ")
+    (_, _, (_, rows)), *_ = continuations([collect.load_run(root)])
+    assert rows[0][1:] == ["red\\x1b[31m 0 next line\\x00 σ"] * 2

@@ -8,20 +8,20 @@ from collapse_hpc.experiments.gaussian.recursion import recurse
 from collapse_hpc.experiments.gaussian.theory import SIGMAS, tail_mass, w2
 from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.schema import INT32, MetricsSchema
-from collapse_hpc.plotting.metrics import Metric, specs
+from collapse_hpc.plotting.metrics import NONNEGATIVE, SHARE, Metric, specs
 
 # what each column is, for the report: display name, unit, which way collapse moves it
 SPECS = specs(
     Metric("mu_hat", "fitted mean"),
-    Metric("sigma_hat", "fitted σ", worse="lower"),
-    Metric("var_hat", "fitted variance", worse="lower"),
+    Metric("sigma_hat", "fitted σ", worse="lower", bounds=NONNEGATIVE),
+    Metric("var_hat", "fitted variance", worse="lower", bounds=NONNEGATIVE),
     Metric("log_var_hat", "log fitted variance", worse="lower"),
-    Metric("mu_error", "|μ − fitted mean|", worse="higher"),
-    Metric("sigma_error", "|σ − fitted σ|", worse="higher"),
-    Metric("w2", "W2 to the real", worse="higher"),
-    Metric("w2_squared", "W2² to the real", worse="higher"),
-    Metric("sample_variance", "variance of the samples", worse="lower"),
-    *(Metric(f"tail_mass_{k}sigma", f"mass beyond the real μ ± {k}σ", worse="lower") for k in SIGMAS),
+    Metric("mu_error", "|μ − fitted mean|", worse="higher", bounds=NONNEGATIVE),
+    Metric("sigma_error", "|σ − fitted σ|", worse="higher", bounds=NONNEGATIVE),
+    Metric("w2", "W2 to the real", worse="higher", bounds=NONNEGATIVE),
+    Metric("w2_squared", "W2² to the real", worse="higher", bounds=NONNEGATIVE),
+    Metric("sample_variance", "variance of the samples", worse="lower", bounds=NONNEGATIVE),
+    *(Metric(f"tail_mass_{k}sigma", f"mass beyond the real μ ± {k}σ", worse="lower", bounds=SHARE) for k in SIGMAS),
 )
 METRICS = tuple(SPECS)
 SCHEMA = MetricsSchema(per_replicate=True, metrics=SPECS, generation=INT32, settings=(("samples", INT32),))

@@ -22,7 +22,7 @@ import torch
 from collapse_hpc.experiments.gmm.mixture import l2_squared, total_variance
 from collapse_hpc.experiments.gmm.passes import JIT
 from collapse_hpc.experiments.schema import INT32, MetricsSchema
-from collapse_hpc.plotting.metrics import Metric, specs
+from collapse_hpc.plotting.metrics import NONNEGATIVE, SHARE, Metric, specs
 
 AXES = ("x", "y")
 TAILS = (("q95", 1.645), ("q975", 1.960), ("q99", 2.326))
@@ -131,15 +131,20 @@ def measure(gen, modes: np.ndarray) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------ how the report shows them
 
 SPECS = specs(
-    Metric("l2", "L2 distance to generation 0", worse="higher"),
-    Metric("l2_squared", "squared L2 to generation 0", worse="higher"),
-    Metric("total_variance", "total variance", worse="lower"),
-    Metric("sample_variance", "sample variance", worse="lower"),
+    Metric("l2", "L2 distance to generation 0", worse="higher", bounds=NONNEGATIVE),
+    Metric("l2_squared", "squared L2 to generation 0", worse="higher", bounds=NONNEGATIVE),
+    Metric("total_variance", "total variance", worse="lower", bounds=NONNEGATIVE),
+    Metric("sample_variance", "sample variance", worse="lower", bounds=NONNEGATIVE),
     Metric("lower_bound", "EM lower bound", "nats"),
-    Metric("em_iterations", "EM iterations", kind="bookkeeping"),
-    Metric("em_converged", "share of EM fits converged", kind="bookkeeping"),
-    *(Metric(f"tail_share_{k}sigma", f"share beyond real {k}σ", worse="lower") for k in SIGMAS),
+    Metric("em_iterations", "EM iterations", kind="bookkeeping", bounds=NONNEGATIVE),
+    Metric("em_converged", "share of EM fits converged", kind="bookkeeping", bounds=SHARE),
+    *(Metric(f"tail_share_{k}sigma", f"share beyond real {k}σ", worse="lower", bounds=SHARE) for k in SIGMAS),
 )
+
+
+# the per-component columns that cannot be negative (a weight is a share); means and tail positions can
+BOUNDS = {"weight": SHARE, "cov_trace": NONNEGATIVE, "cov_eig0": NONNEGATIVE, "cov_eig1": NONNEGATIVE,
+          "std": NONNEGATIVE}
 
 
 def component_specs(columns) -> dict[str, Metric]:
@@ -153,7 +158,7 @@ def component_specs(columns) -> dict[str, Metric]:
     for c in columns:
         k, _, rest = c.partition("_")
         if k[:1] == "c" and k[1:].isdigit() and rest in what:
-            out[c] = Metric(c, f"comp. {k[1:]} {what[rest]}")
+            out[c] = Metric(c, f"comp. {k[1:]} {what[rest]}", bounds=BOUNDS.get(rest, (None, None)))
     return out
 
 

@@ -8,6 +8,7 @@ Layout of a prepared data set (what `collapse-hpc data prepare NAME` writes):
                                                 (its card.json: each file's sha256, checked on reuse)
   data/<name>/blocks/<tokenizer fp>-<block size>/<split>.parquet   cached token blocks, beside
                                                 <split>.parquet.card.json (its sha256, checked on reuse)
+                                                and .lock-<split> (one process cuts them, the others wait)
 
 Blocks: every text (row) is tokenised on its own, with the tokenizer's special tokens (e.g. OPT's
 leading '</s>'), as the reference does. Then, by config `block_grouping`, the rows are cut into
@@ -31,7 +32,7 @@ API:
 - prepare_wikivital(data_dir, force=False)   the offline default (Wikipedia vital-article leads)
 - prepare_wikitext2(data_dir, force=False)   wikitext-2-raw-v1 through datasets.load_dataset
 - prepare_local(name, source, data_dir, force=False)   the user's text files (sources.py: formats)
-      a data set is built in data/.<name>.preparing/ and renamed into place when complete
+      a data set is built in data/.tmp-<name>.preparing/ and renamed into place when complete
 - read_texts(data_dir, dataset, split) -> list[str]   (corpus.py: the splits' text, below the tokenizer)
 - load_blocks(data_dir, dataset, split, tokenizer, block_size=64, grouping="corpus") -> pa.Table
       columns block_id (int64), input_ids (list<int32>); cached and deterministic
@@ -56,9 +57,10 @@ from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import sources
 from collapse_hpc.experiments.lm import tokenizer as tk
-from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, long_text, read_texts
+from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, long_text, read_texts, split_file
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import load_card, seal_file, sealed_file, sealed_files
+from collapse_hpc.store.lock import file_lock
 from collapse_hpc.logs import count
 
 DEFAULT_VOCAB = 8000
@@ -234,7 +236,7 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
     """Build the data set in a hidden sibling folder (splits, default tokenizer, blocks, card) and
     swap it in whole: a failed or refused preparation leaves data/ as it was, and --force never
     keeps a tokenizer, blocks or base model derived from the earlier text."""
-    building = out.parent / f".{out.name}.preparing"
+    building = out.parent / f"{atomic.TMP_PREFIX}{out.name}.preparing"  # a temporary: data prepare sweeps it
     made = not out.parent.exists()
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
@@ -333,12 +335,23 @@ def load_blocks(data_dir: Path, dataset: str, split: str, tokenizer, block_size:
     check_card(Path(data_dir) / dataset / f"{split}.parquet")
     path = blocks_path(data_dir, dataset, split, tokenizer, block_size, grouping)
     if not sealed_file(path):
-        texts = read_texts(data_dir, dataset, split)
-        if long_text(texts):
-            log.info("%s: cutting the %s split into blocks of %d tokens (once)", path.parent, split, block_size)
-        table = make_blocks(texts, tokenizer, block_size, grouping)
-        write_blocks(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
+        split_file(data_dir, dataset, split)  # an unprepared data set: said before its lock file is made
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(path.parent / f".lock-{split}") as locked:  # other ranks and chains wait, then reuse
+            if locked:  # no other writer of this split's blocks is alive: what one left is a killed one's
+                atomic.sweep(path.parent, path.name)
+            if not sealed_file(path):
+                _cut_blocks(path, data_dir, dataset, split, tokenizer, block_size, grouping)
     return pq.read_table(path)
+
+
+def _cut_blocks(path: Path, data_dir: Path, dataset: str, split: str, tokenizer, block_size: int,
+                grouping: str) -> None:
+    texts = read_texts(data_dir, dataset, split)
+    if long_text(texts):
+        log.info("%s: cutting the %s split into blocks of %d tokens (once)", path.parent, split, block_size)
+    table = make_blocks(texts, tokenizer, block_size, grouping)
+    write_blocks(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
 
 
 def check_caches(data_dir: Path, cfg) -> None:

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from collapse_hpc.errors import one_line
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick
-from collapse_hpc.plotting.plots import (Context, integer_x, legend_below, no_data, plain_log_ticks, series_label,
-                                         series_order, unit_order, unit_series)
+from collapse_hpc.plotting.plots import (Context, draw_band, integer_x, legend_below, no_data, plain_log_ticks,
+                                         series_label, series_order, unit_order, unit_series)
 
 
 def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
@@ -261,8 +262,8 @@ def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
         kw = style.series(i, len(rows)) | {"linestyle": "-"}  # dotted is the real share's
         ax.plot(rows["generation"], rows["mean"], label=f"{cls} tokens, generated", **kw)
         if rows["ci_low"].notna().any():
-            ax.fill_between(rows["generation"], rows["ci_low"], rows["ci_high"], color=kw["color"], alpha=0.18,
-                            linewidth=0)
+            draw_band(ax, ctx.spec(f"{cls}_token_share"), rows["generation"], rows["ci_low"], rows["ci_high"],
+                      kw["color"])
         real = ctx.df[(ctx.df["run"] == run) & (ctx.df["metric"] == f"real_{cls}_token_share")]["value"].mean()
         if np.isfinite(real):
             ax.axhline(real, color=kw["color"], linestyle=":", linewidth=1.2,
@@ -475,4 +476,7 @@ def continuations(runs, prompts: int = 2) -> list:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """Generated text as one table cell: its runs of white space one space (the layout's, not the model's),
+    what else does not print escaped (errors.one_line: a byte-level BPE can write ESC or NUL, which would
+    drive the terminal of whoever reads results.md there)."""
+    return one_line(" ".join(str(text).split()))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from collapse_hpc.experiments.schema import MetricsSchema
-from collapse_hpc.plotting.metrics import Metric, specs
+from collapse_hpc.plotting.metrics import NONNEGATIVE, PERPLEXITY, SHARE, Metric, specs
 
 PERCENTILES = (5, 25, 50, 75, 95)
 
@@ -120,31 +120,31 @@ def metrics_table(generation: int, values: dict[str, float]):
 
 def _specs():
     paper = (("model", "facebook/opt-125m"), ("dataset", "wikitext2"))  # the paper's own setting
-    tails = [Metric(f"test_ppl_{c}", f"test ppl, {c} tokens", worse="higher") for c in CLASSES]
-    shares = [Metric(f"{c}_token_share", f"{c}-token share", worse="lower") for c in CLASSES[:2]]
-    real_shares = [Metric(f"real_{c}_token_share", f"real {c}-token share") for c in CLASSES[:2]]
-    percentiles = [Metric(f"ppl_p{q}", f"generated ppl p{q}") for q in PERCENTILES]
+    tails = [Metric(f"test_ppl_{c}", f"test ppl, {c} tokens", worse="higher", bounds=PERPLEXITY) for c in CLASSES]
+    shares = [Metric(f"{c}_token_share", f"{c}-token share", worse="lower", bounds=SHARE) for c in CLASSES[:2]]
+    real_shares = [Metric(f"real_{c}_token_share", f"real {c}-token share", bounds=SHARE) for c in CLASSES[:2]]
+    percentiles = [Metric(f"ppl_p{q}", f"generated ppl p{q}", bounds=PERPLEXITY) for q in PERCENTILES]
     return specs(
         Metric("test_ppl", "test perplexity", worse="higher", paper=((34.0, "paper: OPT-125M, generation 0"),),
-               paper_setting=paper),
+               paper_setting=paper, bounds=PERPLEXITY),
         Metric("zero_shot_test_ppl", "zero-shot test ppl", paper=((115.0, "paper: OPT-125M zero-shot"),),
-               paper_setting=paper),
+               paper_setting=paper, bounds=PERPLEXITY),
         *tails, *shares, *real_shares, *percentiles,
-        Metric("ppl_mean", "generated ppl, mean"),
-        Metric("real_train_ppl", "real-train perplexity", worse="higher"),
-        Metric("val_loss", "validation loss", "nats"),
-        *(Metric(f"distinct_{n}", f"distinct-{n}", worse="lower") for n in (1, 2, 3, 4)),
-        Metric("unigram_entropy", "unigram entropy", "bits", worse="lower"),
-        Metric("type_token_ratio", "type-token ratio", worse="lower"),
-        Metric("train_seconds", "training", "s", kind="compute"),
-        Metric("sample_seconds", "sampling", "s", kind="compute"),
-        Metric("sample_tokens_per_s", "sampling throughput", "tokens/s", kind="compute"),
-        Metric("train_real_share", "real share trained on", kind="bookkeeping"),
-        Metric("train_distinct_share", "distinct share trained on", kind="bookkeeping"),
-        Metric("detector_accuracy", "detector accuracy", kind="bookkeeping"),
-        Metric("detector_auc", "detector AUC", kind="bookkeeping"),
-        Metric("detector_real_weight_share", "detector weight on real", kind="bookkeeping"),
-        Metric("verifier_threshold_ppl", "verifier ppl threshold", kind="bookkeeping"),
+        Metric("ppl_mean", "generated ppl, mean", bounds=PERPLEXITY),
+        Metric("real_train_ppl", "real-train perplexity", worse="higher", bounds=PERPLEXITY),
+        Metric("val_loss", "validation loss", "nats", bounds=NONNEGATIVE),
+        *(Metric(f"distinct_{n}", f"distinct-{n}", worse="lower", bounds=SHARE) for n in (1, 2, 3, 4)),
+        Metric("unigram_entropy", "unigram entropy", "bits", worse="lower", bounds=NONNEGATIVE),
+        Metric("type_token_ratio", "type-token ratio", worse="lower", bounds=SHARE),
+        Metric("train_seconds", "training", "s", kind="compute", bounds=NONNEGATIVE),
+        Metric("sample_seconds", "sampling", "s", kind="compute", bounds=NONNEGATIVE),
+        Metric("sample_tokens_per_s", "sampling throughput", "tokens/s", kind="compute", bounds=NONNEGATIVE),
+        Metric("train_real_share", "real share trained on", kind="bookkeeping", bounds=SHARE),
+        Metric("train_distinct_share", "distinct share trained on", kind="bookkeeping", bounds=SHARE),
+        Metric("detector_accuracy", "detector accuracy", kind="bookkeeping", bounds=SHARE),
+        Metric("detector_auc", "detector AUC", kind="bookkeeping", bounds=SHARE),
+        Metric("detector_real_weight_share", "detector weight on real", kind="bookkeeping", bounds=SHARE),
+        Metric("verifier_threshold_ppl", "verifier ppl threshold", kind="bookkeeping", bounds=PERPLEXITY),
     )
 
 

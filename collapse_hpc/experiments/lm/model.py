@@ -260,7 +260,9 @@ def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
     if sealed_files(folder) is not None:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
+    with file_lock(folder.parent / f".lock-{folder.name}") as locked:  # other ranks and chains wait, then reuse
+        if locked:  # no other writer of it is alive: a temporary there is a killed one's
+            atomic.sweep(folder.parent, folder.name)
         if sealed_files(folder) is not None:
             return folder
         from collapse_hpc.experiments.lm.data import block_array, load_blocks

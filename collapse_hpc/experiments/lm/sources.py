@@ -9,10 +9,13 @@ Formats, by extension (any case); the line formats and the JSON and CSV ones als
   .parquet                  column `text` (datasets' to_parquet, the hub's shards)
   .arrow                    column `text` (datasets' save_to_disk)
 Null and blank texts of the structured formats are dropped, with a warning that counts them.
+A .json file that is one JSON object without a field `text` (README.json, dataset_info.json, a
+metadata file) describes the data and holds no records of text: skipped with a warning naming it.
 
 API:
 - FORMATS, ACCEPTED                      the extensions read, and their one-line description
 - source_files(source, exclude) -> [Path]   the readable files of a file or folder
+- describes(path) -> bool                a .json file of one object without a field text: not corpus
 - file_split(path, source) -> split | None  the split a file's name (or its folder's) gives it
 - check_split_layout(source, named)      all files named for splits, all three there, else a UserError
 - read_rows(path) -> [str]               one file's rows
@@ -54,6 +57,8 @@ SPLIT_NAME = re.compile(r"(?:.*[._-])?(train|training|validation|valid|val|dev|t
 ALIASES = {"training": "train", "valid": "validation", "val": "validation", "dev": "validation"}
 MAX_ROW_CHARS = 1 << 20  # a row is one article or paragraph (WikiText-2's longest: under 4,000 characters)
 MAX_SOURCE_BYTES = 4 << 30  # one source file (WikiText-103 is 0.5 GB); reading it takes several times that
+HEAD_BYTES = 1 << 16  # what is read of a .json file to tell records from a description
+MAX_DESCRIPTION_BYTES = 1 << 24  # a larger file of one JSON object is no description: read_rows says what it is
 
 log = logging.getLogger("collapse_hpc")
 
@@ -79,6 +84,9 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     if source.is_file():
         if not readable(source):
             raise UserError(_not_readable(source))
+        if describes(source):
+            raise UserError(f"--from {source}: {DESCRIPTION}, not records of text; give the text's files "
+                            f"(JSON lines, or one array of objects, each with a field text)")
         return [source]
     skip = exclude.resolve() if exclude is not None else None
     found = sorted(p for p in source.rglob("*") if p.is_file()
@@ -89,14 +97,61 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     if twice:  # train.txt beside train.txt.gz: its text would be read twice
         raise UserError(f"--from {source}: {twice[0].relative_to(source)} beside {twice[0].with_suffix('').name}: "
                         f"the same text twice? give one of them (move the other out of the folder)")
+    described = [p for p in files if describes(p)]
+    files = [p for p in files if p not in described]
     other = [str(p.relative_to(source)) for p in found if not readable(p) and p.name not in DATASETS_METADATA]
     if not files:
+        found_here = other + [str(p.relative_to(source)) for p in described]
         raise UserError(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
-                        + (f"; found {', '.join(other[:3])}{' …' if len(other) > 3 else ''}" if other else ""))
+                        + (f"; found {_names(found_here)}" if found_here else ""))
     if other:
-        log.warning("warning: --from %s: %s of other formats skipped (%s%s); prepare reads %s", source,
-                    count(len(other), "file"), ", ".join(other[:3]), " …" if len(other) > 3 else "", ACCEPTED)
+        log.warning("warning: --from %s: %s of other formats skipped (%s); prepare reads %s", source,
+                    count(len(other), "file"), _names(other), ACCEPTED)
+    if described:
+        log.warning("warning: --from %s: %s skipped (%s): %s, not records of text", source,
+                    count(len(described), "JSON file"), _names([str(p.relative_to(source)) for p in described]),
+                    "each " + DESCRIPTION if len(described) > 1 else DESCRIPTION)
     return files
+
+
+DESCRIPTION = "one JSON object without a field 'text', which describes the data (as README.json or dataset_info.json)"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (" …" if len(names) > 3 else "")
+
+
+def describes(path: Path) -> bool:
+    """A .json file that is one JSON object without a field `text`, on one line or several: it describes
+    the data (README.json, dataset_info.json, metadata.json) and holds no records of text. JSON lines
+    (one object per line, several lines) and one array of objects are records, whatever their fields:
+    read_rows names a missing field there. Reads the file's start; the whole only for an object over
+    several lines, at most MAX_DESCRIPTION_BYTES of it."""
+    fmt, packed = kind(path)
+    if fmt != ".json":
+        return False
+    try:
+        with (COMPRESSED[packed](path, "rb") if packed else open(path, "rb")) as f:
+            head = f.read(HEAD_BYTES + 1)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError):
+        return False  # read_rows says what is wrong with it
+    text = head[:HEAD_BYTES].decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    if not text.startswith("{"):
+        return False
+    first, _, rest = text.partition("\n")
+    try:
+        value = json.loads(first)  # a whole object on the first line: JSON lines, or one line only
+    except ValueError:
+        if path.stat().st_size > MAX_DESCRIPTION_BYTES:
+            return False
+        try:
+            value = json.loads(_raw(path).decode("utf-8-sig", errors="replace"))
+        except ValueError:
+            return False
+    else:
+        if rest.strip() or len(head) > HEAD_BYTES:  # more lines: records
+            return False
+    return isinstance(value, dict) and "text" not in value
 
 
 def _not_readable(path: Path) -> str:

@@ -58,7 +58,9 @@ def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
     folder = bpe_dir(data_dir, dataset, vocab_size)
     if sealed_files(folder) is None:
         split_file(data_dir, dataset, "train")  # an unprepared data set: said before its lock file is made
-        with file_lock(folder.parent / f".lock-{folder.name}"):  # other ranks and chains wait, then reuse
+        with file_lock(folder.parent / f".lock-{folder.name}") as locked:  # other ranks and chains wait, then reuse
+            if locked:  # no other writer of it is alive: a temporary there is a killed one's
+                atomic.sweep(folder.parent, folder.name)
             if sealed_files(folder) is None:
                 texts = read_texts(data_dir, dataset, "train")
                 # minutes on a large corpus, once: say so (a 50 MB one was 25 s without a line)

@@ -76,7 +76,9 @@ def cached(folder: Path, splits, hidden: int, epochs: int, device,
     from safetensors.torch import load_file, save_file
 
     path = folder / FILE
-    with file_lock(folder / ".lock"):  # the first process trains, the others wait and load
+    with file_lock(folder / ".lock") as locked:  # the first process trains, the others wait and load
+        if locked:  # no other writer of it is alive: a temporary there is a killed one's
+            atomic.sweep(folder, FILE)
         if path.is_file():
             try:
                 with safe_open(str(path), "pt") as f:

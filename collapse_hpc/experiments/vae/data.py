@@ -30,6 +30,7 @@ from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae.metrics import CLASSES  # labels 0..9: ten class shares
 from collapse_hpc.store import atomic
+from collapse_hpc.store.lock import data_lock
 
 SPLITS = ("train", "test")
 KIND = "images"  # card.json's kind (an older card has none: its pixel_max tells images)
@@ -103,16 +104,17 @@ def prepare_digits(data_dir: Path, force: bool = False) -> int:
         idx = rng.permutation(np.flatnonzero(labels == c))
         test[idx[:int(round(DIGITS_TEST_FRACTION * len(idx)))]] = True
     source = resources.files("sklearn.datasets.data") / "digits.csv.gz"
-    _write(out, {"train": (images[~test], labels[~test]), "test": (images[test], labels[test])}, {
-        "name": "digits",
-        "source": "scikit-learn load_digits (UCI Optical Recognition of Handwritten Digits)",
-        "url": "https://archive.ics.uci.edu/dataset/80",
-        "licence": "CC BY 4.0 (E. Alpaydin, C. Kaynak, UCI Machine Learning Repository)",
-        "pixel_max": 16,
-        "split": f"{1 - DIGITS_TEST_FRACTION:.0%}/{DIGITS_TEST_FRACTION:.0%} within each class, "
-                 f"numpy default_rng({DIGITS_SPLIT_SEED}) permutation",
-        "sha256": {"digits.csv.gz": atomic.sha256_file(source)},
-    })
+    with atomic.atomic_dir(out) as building:  # whole or not at all, as every data set
+        _write(building, {"train": (images[~test], labels[~test]), "test": (images[test], labels[test])}, {
+            "name": "digits",
+            "source": "scikit-learn load_digits (UCI Optical Recognition of Handwritten Digits)",
+            "url": "https://archive.ics.uci.edu/dataset/80",
+            "licence": "CC BY 4.0 (E. Alpaydin, C. Kaynak, UCI Machine Learning Repository)",
+            "pixel_max": 16,
+            "split": f"{1 - DIGITS_TEST_FRACTION:.0%}/{DIGITS_TEST_FRACTION:.0%} within each class, "
+                     f"numpy default_rng({DIGITS_SPLIT_SEED}) permutation",
+            "sha256": {"digits.csv.gz": atomic.sha256_file(source)},
+        }, final=out)
     return 0
 
 
@@ -253,7 +255,9 @@ def ensure(data_dir: Path, name: str) -> Path:
     if _is_prepared(out):
         return out
     if name == "digits":
-        prepare_digits(data_dir)
+        with data_lock(data_dir):  # as data prepare: units starting together take turns, the later find it
+            if not _is_prepared(out):
+                prepare_digits(data_dir)
         return out
     raise UserError(f"{out}: data set {name} is not prepared; run: collapse-hpc data prepare {name} "
                     f"--data-dir {data_dir}")

@@ -16,24 +16,24 @@ from __future__ import annotations
 import numpy as np
 
 from collapse_hpc.experiments.schema import MetricsSchema
-from collapse_hpc.plotting.metrics import Metric, specs
+from collapse_hpc.plotting.metrics import NONNEGATIVE, SHARE, Metric, specs
 
 CLASSES = 10
 
 # what each column of metrics.parquet is, for the report: display name, unit, which way collapse moves it
 SPECS = specs(
-    Metric("elbo", "test ELBO", "nats", worse="lower"),
-    Metric("recon", "test reconstruction", "nats", worse="higher"),
-    Metric("kl", "test KL", "nats"),
-    *(Metric(f"class_{c}", f"share labelled {c}") for c in range(CLASSES)),
-    Metric("class_entropy", "label entropy", "nats", worse="lower"),
-    Metric("class_min_share", "rarest class's share", worse="lower"),
-    Metric("pixel_variance", "pixel variance", worse="lower"),
-    Metric("frechet", "Fréchet distance", worse="higher"),
-    Metric("latent_tail_share", "latent tail share"),
-    Metric("train_loss", "training loss", "nats"),
-    Metric("classifier_accuracy", "classifier accuracy", kind="bookkeeping"),
-    Metric("real_share", "real share trained on", kind="bookkeeping"),
+    Metric("elbo", "test ELBO", "nats", worse="lower", bounds=(None, 0.0)),
+    Metric("recon", "test reconstruction", "nats", worse="higher", bounds=NONNEGATIVE),
+    Metric("kl", "test KL", "nats", bounds=NONNEGATIVE),
+    *(Metric(f"class_{c}", f"share labelled {c}", bounds=SHARE) for c in range(CLASSES)),
+    Metric("class_entropy", "label entropy", "nats", worse="lower", bounds=NONNEGATIVE),
+    Metric("class_min_share", "rarest class's share", worse="lower", bounds=SHARE),
+    Metric("pixel_variance", "pixel variance", worse="lower", bounds=NONNEGATIVE),
+    Metric("frechet", "Fréchet distance", worse="higher", bounds=NONNEGATIVE),
+    Metric("latent_tail_share", "latent tail share", bounds=SHARE),
+    Metric("train_loss", "training loss", "nats", bounds=NONNEGATIVE),
+    Metric("classifier_accuracy", "classifier accuracy", kind="bookkeeping", bounds=SHARE),
+    Metric("real_share", "real share trained on", kind="bookkeeping", bounds=SHARE),
 )
 
 SCHEMA = MetricsSchema(per_replicate=False, metrics=SPECS)  # one row per generation

@@ -83,6 +83,44 @@ def test_files_of_other_formats_in_a_folder_are_named_not_skipped_unsaid(tmp_pat
     assert [r.getMessage() for r in caplog.records if "1 file of other formats skipped (notes.md)" in r.getMessage()]
 
 
+def test_a_json_description_beside_the_text_is_skipped_and_named(tmp_path, caplog):
+    """train.txt, validation.txt and test.txt beside a README.json (a hub download's card, dataset_info.json
+    from another tool, a metadata file): the JSON was read as corpus, and refused the folder as a stray file
+    beside split files, or as a record without a field text. One JSON object without a field text describes
+    the data: skipped with a warning naming it. JSON lines and arrays of records are still read, and one
+    lacking the field is still refused."""
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for split, n in (("train", 300), ("validation", 60), ("test", 60)):
+        (src / f"{split}.txt").write_text(_lines(n, 1))
+    (src / "README.json").write_text(json.dumps({"name": "corpus", "licence": "CC0", "rows": 420}, indent=2))
+    (src / "meta").mkdir()
+    (src / "meta" / "info.json.gz").write_bytes(gzip.compress(json.dumps({"source": "web"}).encode()))
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        data.prepare_local("described", src, tmp_path / "data")
+    assert data.read_texts(tmp_path / "data", "described", "validation") == corpus_lines(60, 1)
+    said = [r.getMessage() for r in caplog.records if "JSON files skipped" in r.getMessage()]
+    assert said and "(README.json, meta/info.json.gz)" in said[0] and "without a field 'text'" in said[0], said
+
+    records = [{"text": t} for t in corpus_lines(3, 2)]
+    for name, body in (("lines.json", "".join(json.dumps(r) + "\n" for r in records)),
+                       ("array.json", json.dumps(records, indent=2)), ("one.json", json.dumps(records[0]))):
+        (tmp_path / name).write_text(body)
+        assert not sources.describes(tmp_path / name) and sources.source_files(tmp_path / name), name
+    (tmp_path / "fields.json").write_text("".join(json.dumps({"content": t}) + "\n" for t in corpus_lines(3, 2)))
+    assert not sources.describes(tmp_path / "fields.json")  # records under another field: told to rename it
+    with pytest.raises(UserError, match=r"fields.json: record 1 has no field 'text' \(content\)"):
+        sources.read_rows(tmp_path / "fields.json")
+    with pytest.raises(UserError, match=r"README.json: one JSON object without a field 'text', which describes the "
+                                        r"data .*not records of text"):
+        data.prepare_local("x", src / "README.json", tmp_path / "data")
+    (src / "train.txt").rename(tmp_path / "elsewhere.txt")
+    for split in ("validation", "test"):
+        (src / f"{split}.txt").unlink()
+    with pytest.raises(UserError, match=r"no file of a format prepare reads \(.*\); found README.json"):
+        data.prepare_local("y", src, tmp_path / "data")
+
+
 @pytest.mark.parametrize("name, says", [("corpus.zip", r"unpack it first \(unzip .*corpus.zip -d DIR\)"),
                                         ("corpus.tar.gz", r"unpack it first \(tar xzf"),
                                         ("corpus.docx", r"not a format prepare reads; give text \(.txt")])
