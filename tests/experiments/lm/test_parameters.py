@@ -41,15 +41,7 @@ def test_a_local_model_folder_is_counted_from_its_config(tmp_path, hub_cache):
 def test_the_tiny_model_is_counted_from_its_knobs_exactly():
     """The shapes tiny_config builds, for a tokenizer of vocab_size tokens (the trained BPE's)."""
     from collapse_hpc.experiments.lm.model import random_model, tiny_config
-
-    class Tokenizer:  # what tiny_config reads of one
-        pad_token_id, bos_token_id, eos_token_id = 1, 2, 2
-
-        def __init__(self, n):
-            self.n = n
-
-        def __len__(self):
-            return self.n
+    from tests.experiments.lm.test_memory import Tokenizer
 
     for knobs in ({}, {"hidden_size": 48, "heads": 4, "layers": 3, "ffn_size": 100, "block_size": 200}):
         cfg = LMConfig(**{**LM, "model": "tiny", **knobs})
