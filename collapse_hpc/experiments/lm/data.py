@@ -183,10 +183,8 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         raise UserError(f"--from {source}: no such file or folder")
     out = Path(data_dir) / name
     files = sources.source_files(source, exclude=Path(data_dir))
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    _same_source(out, h.hexdigest(), source, force)
+    digest = source_digest(files)
+    _same_source(out, digest, source, force)
     if _prepared(out, force):
         return 0
     splits = {s: [] for s in SPLITS}
@@ -208,8 +206,20 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         raise UserError(f"--from {source}: no training text")
     card = {"name": name, "source": f"local files: {source.resolve().name}",
             "licence": "as given by the files' owner",
-            "unit": "rows", "sha256": h.hexdigest(), "sha256_of": "the source files"}
+            "unit": "rows", "sha256": digest, "sha256_of": "the source files"}
     return _finish(out, splits, card)
+
+
+def source_digest(files: list[Path]) -> str:
+    """sha256 over each file's name, a NUL and its bytes, read in pieces (a corpus file of many GB is
+    never whole in memory for it)."""
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode() + b"\0")
+        with p.open("rb") as f:
+            for piece in iter(lambda: f.read(1 << 20), b""):
+                h.update(piece)
+    return h.hexdigest()
 
 
 def _same_source(out: Path, digest: str, source: Path, force: bool) -> None:

@@ -172,3 +172,25 @@ def test_a_text_beside_its_compressed_copy_is_refused_not_read_twice(tmp_path):
         f.write(text)
     with pytest.raises(UserError, match=r"train.txt.gz beside train.txt: the same text twice\? give one of them"):
         sources.source_files(src)
+
+
+def test_the_source_digest_reads_a_large_file_in_pieces(tmp_path):
+    """prepare_local hashed each source file through read_bytes: a corpus file of many GB was whole in
+    memory for its digest alone. The digest is the same (what card.json recorded before)."""
+    import hashlib
+    import tracemalloc
+
+    from collapse_hpc.experiments.lm.data import source_digest
+
+    big, small = tmp_path / "train.txt", tmp_path / "test.txt"
+    big.write_bytes(b"a line of the corpus\n" * 2_000_000)  # 42 MB
+    small.write_bytes(b"the test split\n")
+    tracemalloc.start()
+    try:
+        digest = source_digest([big, small])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak
+    want = hashlib.sha256(b"train.txt\0" + big.read_bytes() + b"test.txt\0" + small.read_bytes()).hexdigest()
+    assert digest == want
