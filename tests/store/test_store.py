@@ -388,7 +388,9 @@ def test_a_full_disk_names_the_file_being_written(tmp_path, capsys):
             full()
     assert e.value.filename == str(target) and e.value.errno == errno.ENOSPC
     assert not target.exists() and list(target.parent.iterdir()) == []
-    assert cli._os_message(e.value) == f"{target}: No space left on device"
+    line = cli._os_message(e.value)
+    assert line.startswith(f"{target}: No space left on device: the file system at ")
+    assert line.endswith("free space there or write elsewhere, then run the same command again")
 
 
 def test_a_folder_written_whole_is_as_readable_as_a_file(tmp_path):

@@ -1,0 +1,64 @@
+"""Scratch fills up mid-command: one `error:` line saying which file system is full and what to do
+(exit 2, no traceback), nothing half-written left looking finished, and the same command run
+again once there is room goes on from what was finished. The disk is made full by making the
+write fail as it fails on a full tmpfs (the library's own error, or /dev/full's ENOSPC);
+docs/robustness.md keeps the steps that fill real file systems."""
+import errno
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.experiments.lm.conftest import corpus_lines
+from tests.launch.helpers import collapse
+
+FULL = "No space left on device: the file system at "
+AGAIN = "free space there or write elsewhere, then run the same command again"
+
+
+def _one_error(err: str) -> str:
+    assert "Traceback" not in err and "Logging error" not in err, err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_data_prepare_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """The tokenizer's save (Rust's tokenizers) raises a bare Exception on a full disk: it ended in a
+    traceback and exit status 1."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(corpus_lines(400, seed=1)))
+
+    def full(*_, **__):
+        raise Exception("No space left on device (os error 28)")  # as tokenizers raised it on a full tmpfs
+
+    monkeypatch.setattr(TokenizersBackend, "_save_pretrained", full)
+    rc, _, err = collapse("data", "prepare", "mine", "--from", source, "--data-dir", tmp_path / "data")
+    line = _one_error(err)
+    assert rc == 2 and line.startswith(f"error: {tmp_path / 'data'}/.mine.preparing/tokenizer-bpe8000: {FULL}")
+    assert line.endswith(AGAIN)
+    assert not (tmp_path / "data").exists()  # the data folder this preparation made went with it
+    monkeypatch.undo()
+    rc, _, err = collapse("data", "prepare", "mine", "--from", source, "--data-dir", tmp_path / "data")
+    assert rc == 0, err
+    assert (tmp_path / "data" / "mine" / "card.json").is_file()
+
+
+@pytest.mark.parametrize("number", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
+def test_the_command_line_explains_each_refusal(tmp_path, monkeypatch, number):
+    """A quota and a read-only remount are said as such too (EDQUOT and EROFS cannot be made here
+    without root: the write raises them as the kernel does)."""
+    import os
+
+    def refused(*_, **__):
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(pq, "write_table", refused)
+    rc, _, err = collapse("data", "prepare", "digits", "--data-dir", tmp_path / "data")
+    line = _one_error(err)
+    assert rc == 2 and line.startswith(f"error: {tmp_path}/data/digits/train.parquet: {os.strerror(number)}: ")
+    assert line.endswith("then run the same command again")
+    assert {errno.ENOSPC: "has no room left", errno.EDQUOT: "your disk quota on",
+            errno.EROFS: "is mounted read-only"}[number] in line
+    assert not list((tmp_path / "data").rglob("*.parquet"))
