@@ -8,8 +8,10 @@ import errno
 import pyarrow.parquet as pq
 import pytest
 
+from collapse_hpc.store import read_manifest
+from collapse_hpc.verify import verify_run
 from tests.experiments.lm.conftest import corpus_lines
-from tests.launch.helpers import collapse
+from tests.launch.helpers import collapse, write_config
 
 FULL = "No space left on device: the file system at "
 AGAIN = "free space there or write elsewhere, then run the same command again"
@@ -43,6 +45,32 @@ def test_data_prepare_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, mo
     rc, _, err = collapse("data", "prepare", "mine", "--from", source, "--data-dir", tmp_path / "data")
     assert rc == 0, err
     assert (tmp_path / "data" / "mine" / "card.json").is_file()
+
+
+def test_a_unit_on_a_full_disk_says_so_and_the_run_goes_on_afterwards(tmp_path, monkeypatch):
+    """pyarrow's words for a full disk ('Error writing bytes to file. Detail: [errno 28] …') were the
+    unit's line; it now says which file system, and what to do."""
+    cfg = write_config(tmp_path, generations=3, toy={"rows": 4})
+    run = tmp_path / "run"
+    write_table = pq.write_table
+
+    def full_at_gen_1(table, where, *args, **kwargs):
+        if "gen_001" in str(where):
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        return write_table(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", full_at_gen_1)
+    rc, _, err = collapse("run", cfg, "--run", run, "--executor", "debug")
+    unit = run / "toy" / "replace-p0-s0"
+    line = _one_error(err)
+    assert rc == 2 and line.startswith(f"error: {unit / 'gen_001' / 'metrics.parquet'}: {FULL}")
+    assert line.endswith(f"{AGAIN} (finished units are kept)")
+    assert read_manifest(unit / "gen_000") is not None and read_manifest(unit / "gen_001") is None
+    assert not [p for p in run.rglob(".tmp-*")]
+    monkeypatch.undo()
+    rc, out, err = collapse("run", cfg, "--run", run, "--executor", "debug")
+    assert rc == 0 and "2 units done, 1 already finished" in out, err
+    assert verify_run(run) == 0
 
 
 @pytest.mark.parametrize("number", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
