@@ -210,6 +210,28 @@ def test_old_unreadable_lock_is_taken_over(tmp_path, text):
         RunLock(fresh, log=lambda *_: None).acquire()
 
 
+def test_a_lock_the_full_disk_would_not_take_is_not_left_empty(tmp_path, monkeypatch):
+    """Creating the lock takes no room, writing its owner does: on a full disk it stayed behind
+    empty, and once there was room again every run was refused for a minute ('it is unreadable;
+    remove it') as if a launcher were writing it."""
+    import errno
+
+    from collapse_hpc.store import lock as lockmod
+
+    path = tmp_path / ".lock"
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lockmod.json, "dump", full)
+    with pytest.raises(OSError) as e:
+        RunLock(path, log=lambda *_: None).acquire()
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(path)) and not path.exists()
+    monkeypatch.undo()  # room again: the next run takes the lock at once
+    with RunLock(path, log=lambda *_: None):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
 def test_lock_of_dead_launcher_is_kept_while_its_unit_processes_run(tmp_path):
     import socket
     import subprocess
