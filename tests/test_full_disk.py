@@ -73,6 +73,29 @@ def test_a_unit_on_a_full_disk_says_so_and_the_run_goes_on_afterwards(tmp_path, 
     assert verify_run(run) == 0
 
 
+def test_a_run_log_the_disk_stops_taking_is_one_warning_not_a_traceback_per_line(tmp_path, capsys):
+    """logging answers a failed write with '--- Logging error ---' and a traceback, at every line."""
+    import logging
+
+    from collapse_hpc import logs
+
+    (tmp_path / "run" / "logs").mkdir(parents=True)
+    (tmp_path / "run" / "logs" / "collapse-hpc.log").symlink_to("/dev/full")  # every write: ENOSPC
+    try:
+        logs.setup(run_dir=tmp_path / "run")
+        for n in range(3):
+            logging.getLogger("collapse_hpc").info("line %d", n)
+    finally:
+        logs.setup()
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if "warning" in ln] == [
+        f"warning: {tmp_path}/run/logs/collapse-hpc.log: No space left on device; logging to the terminal only "
+        f"from here"]
+    assert [ln.split(": ", 1)[1] for ln in err.splitlines() if "collapse_hpc: line" in ln] == [
+        "line 0", "line 1", "line 2"]  # still said on the terminal
+
+
 @pytest.mark.parametrize("number", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
 def test_the_command_line_explains_each_refusal(tmp_path, monkeypatch, number):
     """A quota and a read-only remount are said as such too (EDQUOT and EROFS cannot be made here
