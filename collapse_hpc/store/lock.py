@@ -221,7 +221,10 @@ class RunLock:
         if self.held:
             owner = self.owner()
             if owner and owner.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
+                try:
+                    self.path.unlink(missing_ok=True)
+                except OSError:  # remounted read-only: the next launcher takes this dead one's lock over
+                    pass
             self.held, self.depth = False, 0
 
     def __enter__(self):

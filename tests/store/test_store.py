@@ -232,6 +232,26 @@ def test_a_lock_the_full_disk_would_not_take_is_not_left_empty(tmp_path, monkeyp
         assert json.loads(path.read_text())["pid"] == os.getpid()
 
 
+def test_a_lock_on_a_file_system_remounted_read_only_is_left_to_the_next_launcher(tmp_path, monkeypatch):
+    """Its removal failed as the run ended, and that error (RUN/.lock: Read-only file system) took the
+    place of the one that had stopped the run; the next launcher takes a dead owner's lock over."""
+    import errno
+    import pathlib
+
+    path = tmp_path / ".lock"
+    unlink = pathlib.Path.unlink
+
+    def read_only(self, *args, **kwargs):
+        if self == path:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return unlink(self, *args, **kwargs)
+
+    lock = RunLock(path, log=lambda *_: None).acquire()
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    lock.release()
+    assert not lock.held and path.exists()
+
+
 def test_lock_of_dead_launcher_is_kept_while_its_unit_processes_run(tmp_path):
     import socket
     import subprocess
