@@ -513,6 +513,10 @@ COMMANDS = {"config": cmd_config, "run": cmd_run, "submit": cmd_submit, "status"
 
 
 def _os_message(e: OSError) -> str:
+    from collapse_hpc.store import space
+
+    if space.refused(e):  # a full disk, a quota, a read-only mount: which file system, and what to do
+        return space.explain(e)
     where = e.filename if e.filename is not None else ""
     if e.filename2 is not None:
         where += f" -> {e.filename2}"
@@ -538,6 +542,14 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except OSError as e:  # a user path that cannot be made or read (--run /proc/x, a full disk)
         print(f"error: {one_line(_os_message(e))}", file=sys.stderr)
+        return UserError.exit_code
+    except Exception as e:  # a library's own error type for a full disk (Rust's safetensors, tokenizers)
+        from collapse_hpc.store import space
+
+        said = space.named(e, None)
+        if said is e:
+            raise
+        print(f"error: {one_line(_os_message(said))}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

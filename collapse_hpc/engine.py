@@ -25,7 +25,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
 from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime, values_of
-from collapse_hpc.store import RunStore, read_manifest, verify_unit, write_json, write_manifest
+from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.lock import working
 from collapse_hpc.store.manifest import BINDING, binding, write_binding
@@ -255,7 +255,21 @@ def _wait_for_manifest(unit_dir: Path, timeout: float = 600.0) -> None:
 
 
 def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> str:
-    """Perform one unit (all ranks call this). Returns 'done', 'skipped'."""
+    """Perform one unit (all ranks call this). Returns 'done', 'skipped'. A write the disk refused
+    (full, a quota, read-only) ends it in one line naming the file system and what to do, as its
+    FAILED line and status show it, not a library's own words."""
+    try:
+        return _run_unit(run_dir, experiment, variant, index)
+    except UserError:
+        raise
+    except Exception as e:
+        said = space.named(e, getattr(e, "filename", None) or run_dir)
+        if not isinstance(said, OSError) or not space.refused(said):
+            raise
+        raise UserError(space.explain(said) + space.KEPT) from e
+
+
+def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> str:
     store = RunStore(run_dir)
     run = store.load_config(experiments.sections())
     exp = experiments.get(experiment)

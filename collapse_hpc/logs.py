@@ -35,12 +35,31 @@ def setup(verbose: bool = False, run_dir: Path | None = None) -> None:
     handlers[0].setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     if run_dir is not None:
         (Path(run_dir) / "logs").mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(Path(run_dir) / "logs" / "collapse-hpc.log")
+        fh = RunLog(Path(run_dir) / "logs" / "collapse-hpc.log")
         fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
         handlers.append(fh)
     for h in handlers:
         setattr(h, _OURS, True)
         root.addHandler(h)
+
+
+class RunLog(logging.FileHandler):
+    """The run's log file. One the disk stops taking (full, a quota, read-only) is dropped with one
+    warning: logging's own answer is a traceback on the terminal at every line after it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        root = logging.getLogger("collapse_hpc")  # a new list: the record is still going through the old one
+        root.handlers = [h for h in root.handlers if h is not self]
+        try:
+            self.close()
+        except OSError:  # its buffer cannot be flushed either
+            pass
+        print(f"warning: {self.baseFilename}: {error.strerror or error}; logging to the terminal only from "
+              f"here", file=sys.stderr)
 
 
 class Held(logging.Handler):

@@ -8,6 +8,7 @@ listed at the end with their log paths, and the command exits non-zero.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
 from collapse_hpc.machine import available_memory, free_port, machine_cores, term_as_interrupt
 from collapse_hpc.logs import count
+from collapse_hpc.store import space
 
 POLL_S = 0.2
 CANCEL_WAIT_S = 10  # on Ctrl-C, how long the units' processes get to end before their state is read
@@ -77,7 +79,7 @@ def execute(store, run, chains, **_) -> dict:
     pool = _Pool(store, run, lanes, n_cores, free_gpus, _threads(chains, n_cores))
     pool.counts["skipped"] = skipped
     if skipped:
-        print(f"{skipped} units already finished (skipped)", file=sys.stderr)
+        print(f"{count(skipped, 'unit')} already finished (skipped)", file=sys.stderr)
     with term_as_interrupt():  # a `kill` of the launcher cancels its units, as Ctrl-C does
         try:
             pool.run()
@@ -90,7 +92,22 @@ def execute(store, run, chains, **_) -> dict:
               + (f"; {count(blocked, 'later generation')} not run" if blocked else ""), file=sys.stderr)
         for f in pool.counts["failed"]:
             print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
+    if pool.halted is not None:
+        _halted(store, pool.book, lanes, pool.halted)
     return pool.counts
+
+
+def _halted(store, book: dict, lanes: list[Lane], e: OSError) -> None:
+    """The run's folder took no more writes of the launcher's own: what was not started, then why,
+    in the one error line."""
+    left = sum(len(lane.jobs) for lane in lanes)
+    if left:
+        print(f"{count(left, 'unit')} not started", file=sys.stderr)
+    with contextlib.suppress(OSError):  # the final states, where there is room again
+        records.save(store, book)
+    if space.refused(e):
+        raise UserError(space.explain(e) + space.KEPT) from e
+    raise e
 
 
 def _threads(chains, n_cores: int) -> str:
@@ -111,6 +128,7 @@ class _Pool:
         self.book = records.load(store)
         self.book["executor"] = "local"
         self.counts = {"done": 0, "skipped": 0, "failed": []}
+        self.halted: OSError | None = None  # a write of the launcher's own the run's folder refused
         self.used = 0  # ranks running now
         # memory the units may share: what is available as the run starts (a paper-scale gaussian part
         # holds 4 GiB; one per core of a laptop would not fit); unknown: not limited
@@ -120,12 +138,12 @@ class _Pool:
         shown = ""
         with tqdm(total=sum(len(lane.jobs) for lane in self.lanes), desc="units", unit="unit",
                   dynamic_ncols=True) as bar:
-            while any(lane.jobs or lane.running for lane in self.lanes):
+            while any(lane.running or (lane.jobs and self.halted is None) for lane in self.lanes):
                 for lane in self.lanes:
                     if lane.running and lane.running[0].done():
                         self.finish(lane, bar)
                 for lane in self.lanes:
-                    if lane.running or not lane.jobs:
+                    if lane.running or not lane.jobs or self.halted is not None:
                         continue
                     fits = self.used == 0 or (  # too big: alone
                         self.used + lane.ranks <= self.n_cores
@@ -141,7 +159,27 @@ class _Pool:
     def name_helpers(self) -> None:
         pids = [int(lane.running[0].job_id) for lane in self.lanes
                 if lane.running and lane.running[0].job_id.isdigit()]
-        self.store.lock().record_helpers(pids)
+        with self.writing():
+            self.store.lock().record_helpers(pids)
+
+    def save(self) -> None:
+        with self.writing():
+            records.save(self.store, self.book)
+
+    @contextlib.contextmanager
+    def writing(self, where: Path | None = None):
+        """A write of the launcher's own (jobs.json, the lock, a job's pickle) that the file system
+        refuses (a full disk, a quota, a read-only remount) halts the run: no unit starts after it,
+        the running ones finish or fail on their own (their work is kept), then its error ends the
+        command in one line. It does not end it at once: units left without their launcher stop."""
+        try:
+            yield
+        except OSError as e:
+            e = space.named(e, where)  # submitit's pickle names no file
+            if self.halted is None:
+                tqdm.write(f"{e.filename}: {e.strerror or e}: no further unit starts; waiting for the running "
+                           f"ones", file=sys.stderr)
+                self.halted = e
 
     def start(self, lane: Lane) -> None:
         import submitit
@@ -149,7 +187,7 @@ class _Pool:
         from collapse_hpc.launch.job import LAUNCHER, UnitJob
 
         job = lane.jobs[0]
-        gpus = [self.free_gpus.pop(0) for _ in range(lane.gpus)]
+        gpus = self.free_gpus[:lane.gpus]
         ex = submitit.LocalExecutor(folder=self.folder)
         # the controller's own output to a file: on Ctrl-C (the terminal signals every process of the
         # group) it would print its KeyboardInterrupt traceback here; $$ is its job id
@@ -160,13 +198,17 @@ class _Pool:
                  f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.threads}}}"]
         ex.update_parameters(timeout_min=TIMEOUT_MIN, tasks_per_node=lane.ranks, gpus_per_node=len(gpus),
                              visible_gpus=tuple(gpus), setup=setup)
-        sj = ex.submit(UnitJob(), str(self.store.root), job.experiment, job.variant, job.index)
+        with self.writing(self.folder):  # submitit writes the job's pickle there, naming no file
+            sj = ex.submit(UnitJob(), str(self.store.root), job.experiment, job.variant, job.index)
+        if self.halted is not None:
+            return
+        del self.free_gpus[:lane.gpus]
         lane.running = (sj, job, time.time(), gpus)
         self.used += lane.ranks
         self.memory_used += lane.memory
         records.record(self.book, job.label, job_id=sj.job_id, log=str(sj.paths.stderr), state="RUNNING",
                        started=time.time(), ranks=lane.ranks)
-        records.save(self.store, self.book)
+        self.save()
         self.name_helpers()
 
     def finish(self, lane: Lane, bar) -> None:
@@ -178,20 +220,20 @@ class _Pool:
         entry = self.book["units"][job.label]
         entry["elapsed"] = round(time.time() - started, 1)
         try:
-            self.counts[sj.results()[0]] += 1  # rank 0 speaks for the unit
+            self.counts[_result(sj, lambda: engine.job_done(self.store, self.run_config, job))] += 1
             entry["state"] = "COMPLETED"
             lane.jobs.pop(0)
         except Exception as e:  # the unit failed: its chain stops here
-            self.fail(lane, job, entry, e)
-        records.save(self.store, self.book)
+            self.fail(lane, job, entry, e, sj)
+        self.save()
         self.name_helpers()
         bar.update(1 + len(lane.blocked) if lane.failed else 1)
 
-    def fail(self, lane: Lane, job, entry: dict, e: Exception) -> None:
+    def fail(self, lane: Lane, job, entry: dict, e: Exception, sj) -> None:
         entry["state"] = "FAILED"
         entry["error"] = error_tail(str(e))
         if "has not produced any output" in str(e):  # submitit: no result, no exception: the process died
-            entry["error"] += f"\n{KILLED}"
+            entry["error"] += f"\n{unwritten(sj) or KILLED}"
         lane.failed = True
         lane.blocked = lane.jobs[1:]
         self.counts["failed"].append({"unit": job.label, "log": entry["log"], "error": entry["error"]})
@@ -227,7 +269,7 @@ class _Pool:
             entry = self.book["units"][job.label]
             entry["elapsed"] = round(time.time() - started, 1)
             entry["state"] = "COMPLETED" if engine.job_done(self.store, self.run_config, job) else "CANCELLED"
-        records.save(self.store, self.book)
+        self.save()
 
 
 def cancel_run(store) -> int:
@@ -262,6 +304,33 @@ def _interrupt(pid: int) -> None:
         os.kill(pid, signal.SIGINT)
     except ProcessLookupError:  # it ended meanwhile
         pass
+
+
+def _result(sj, done) -> str:
+    """What rank 0 of a finished job returned ('done', 'skipped'). submitit touches the job's folder
+    (chmod) before it reads the result, which a file system remounted read-only refuses: a unit whose
+    manifest was complete (done()) is done all the same; any other failed there."""
+    try:
+        return sj.results()[0]
+    except OSError as e:
+        if space.refused(e) and done():
+            return "done"
+        if space.refused(e):
+            raise UserError(space.explain(e) + space.KEPT) from e
+        raise
+
+
+def unwritten(sj) -> str | None:
+    """Why a unit ended without a result where it could not write one: submitit leaves its result's
+    temporary (<result>.save_tmp) when the write fails, as on a full disk, a quota or a read-only
+    remount of the logs' file system; the unit's own error went the same way. Not a kill."""
+    tmp = Path(f"{sj.paths.result_pickle}.save_tmp")
+    if not tmp.exists():
+        return None
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+    return (f"it could not write its result in {tmp.parent}: {space.state(tmp.parent)}; free space there, "
+            f"{space.AGAIN}{space.KEPT}")
 
 
 def last_error(tail: str) -> str:

@@ -5,7 +5,8 @@ Writes OUT (default: the first run's report/ folder):
                    generation, metric, value (finished units only)
   summary.csv      mean and 95% confidence interval (t) over seeds and replicates per generation
   figures/         PNG and PDF of every figure
-  results.md, index.html (written last: the page exists only once everything it links does)
+  results.md, index.html (removed first and written last: the page exists only once everything it
+                   links does, never over a report that stopped halfway, on a full disk, say)
 Works on unfinished runs: what is missing is shown as missing.
 """
 from __future__ import annotations
@@ -55,6 +56,8 @@ def _sweep(out: Path) -> None:
 def _write(out: Path, data: list, replicates: int | None) -> Path:
     df = collect.tidy(data, replicates)
     summary = stats.summarise(df)
+    for page_file in (out / "index.html", out / "results.md"):  # an earlier report's page: not over new files
+        page_file.unlink(missing_ok=True)
     write_parquet(out / "metrics.parquet", pa.Table.from_pandas(df, preserve_index=False))
     write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.8g"))
 

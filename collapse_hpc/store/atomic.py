@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from collapse_hpc.store import space
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -18,20 +20,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    with _naming(path):  # a read-only file system refuses the temporary: name the file it is for
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        with open(tmp, "rb") as f:  # data on disk before the name points at it
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared on a cluster
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as e:
-        if e.filename is None:  # a full disk while writing names no file: name the one being written
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        raise
+        with _naming(path):  # a full disk while writing names no file: name the one being written
+            yield tmp
+            with open(tmp, "rb") as f:  # data on disk before the name points at it
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared on a cluster
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -42,19 +42,34 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+    with _naming(path):
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
     old = path.with_name(f".old-{path.name}")
     try:
-        yield tmp
-        _share(tmp)
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        with _naming(path):  # safetensors' and tokenizers' full disk: their own error types, no file named
+            yield tmp
+            _share(tmp)
+            shutil.rmtree(old, ignore_errors=True)
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """A write refused in the block (space.named: a full disk, a quota, a read-only file system, or
+    an OSError naming no file) raised as an OSError naming `path`, the file the user knows."""
+    try:
+        yield
+    except Exception as e:
+        said = space.named(e, path)
+        if said is e:
+            raise
+        raise said from e
 
 
 def _share(folder: Path) -> None:

@@ -145,8 +145,12 @@ class RunLock:
                     continue
                 raise UserError(f"run is locked by pid {owner.get('pid')} on {owner.get('host')} "
                                 f"({self.path}); wait for it, or remove the file if that process is gone")
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+            except OSError as e:  # a full disk: left empty, the lock would refuse every run for ABANDONED_S
+                self.path.unlink(missing_ok=True)
+                raise OSError(e.errno, e.strerror, str(self.path)) from e
             orphans = self.workers()
             if orphans:  # no launcher holds the run (its lock removed by hand), but its units still write
                 self.path.unlink(missing_ok=True)
@@ -226,7 +230,10 @@ class RunLock:
         if self.held:
             owner = self.owner()
             if owner and owner.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
+                try:
+                    self.path.unlink(missing_ok=True)
+                except OSError:  # remounted read-only: the next launcher takes this dead one's lock over
+                    pass
             self.held, self.depth = False, 0
 
     def __enter__(self):

@@ -48,3 +48,26 @@ def test_a_linked_report_folder_is_refused(toy, tmp_path, capsys, link):
     assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: {toy.root / link}:")
     assert [p.name for p in elsewhere.iterdir()] == ["index.html"]
     assert (elsewhere / "index.html").read_text() == "someone else's page"
+
+
+def test_a_report_stopped_by_a_full_disk_leaves_no_page_over_its_new_files(toy, tmp_path, capsys, monkeypatch):
+    """The page was written last but the earlier report's stayed: after a report that stopped at its
+    figures, index.html described the earlier run over the new metrics.parquet and figures."""
+    import errno
+
+    from collapse_hpc.report import drawing
+
+    out = tmp_path / "report"
+    assert _aggregate(capsys, toy.root, "--out", out)[0] == 0
+    figure = out / "figures" / "toy_value.png"
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device", str(figure))
+
+    monkeypatch.setattr(drawing, "draw", full)
+    code, errors = _aggregate(capsys, toy.root, "--out", out)
+    assert code == 2 and errors[0].startswith(f"error: {figure}: No space left on device: the file system at ")
+    assert not (out / "index.html").exists() and not (out / "results.md").exists()
+    assert (out / "metrics.parquet").is_file()  # written whole before the disk filled
+    monkeypatch.undo()
+    assert _aggregate(capsys, toy.root, "--out", out)[0] == 0 and (out / "index.html").is_file()

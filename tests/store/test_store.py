@@ -210,6 +210,48 @@ def test_old_unreadable_lock_is_taken_over(tmp_path, text):
         RunLock(fresh, log=lambda *_: None).acquire()
 
 
+def test_a_lock_the_full_disk_would_not_take_is_not_left_empty(tmp_path, monkeypatch):
+    """Creating the lock takes no room, writing its owner does: on a full disk it stayed behind
+    empty, and once there was room again every run was refused for a minute ('it is unreadable;
+    remove it') as if a launcher were writing it."""
+    import errno
+
+    from collapse_hpc.store import lock as lockmod
+
+    path = tmp_path / ".lock"
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lockmod.json, "dump", full)
+    with pytest.raises(OSError) as e:
+        RunLock(path, log=lambda *_: None).acquire()
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(path)) and not path.exists()
+    monkeypatch.undo()  # room again: the next run takes the lock at once
+    with RunLock(path, log=lambda *_: None):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
+def test_a_lock_on_a_file_system_remounted_read_only_is_left_to_the_next_launcher(tmp_path, monkeypatch):
+    """Its removal failed as the run ended, and that error (RUN/.lock: Read-only file system) took the
+    place of the one that had stopped the run; the next launcher takes a dead owner's lock over."""
+    import errno
+    import pathlib
+
+    path = tmp_path / ".lock"
+    unlink = pathlib.Path.unlink
+
+    def read_only(self, *args, **kwargs):
+        if self == path:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return unlink(self, *args, **kwargs)
+
+    lock = RunLock(path, log=lambda *_: None).acquire()
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    lock.release()
+    assert not lock.held and path.exists()
+
+
 def test_lock_of_dead_launcher_is_kept_while_its_unit_processes_run(tmp_path):
     import socket
     import subprocess
@@ -388,7 +430,9 @@ def test_a_full_disk_names_the_file_being_written(tmp_path, capsys):
             full()
     assert e.value.filename == str(target) and e.value.errno == errno.ENOSPC
     assert not target.exists() and list(target.parent.iterdir()) == []
-    assert cli._os_message(e.value) == f"{target}: No space left on device"
+    line = cli._os_message(e.value)
+    assert line.startswith(f"{target}: No space left on device: the file system at ")
+    assert line.endswith("free space there or write elsewhere, then run the same command again")
 
 
 def test_a_folder_written_whole_is_as_readable_as_a_file(tmp_path):

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from collapse_hpc.experiments.base import Experiment, Registration
 from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.plotting.metrics import Metric, specs
+from tests.launch.toys import full_disk
 from tests.launch.toys.chain.config import ChainToyConfig
 
 STEP_S = 0.5
@@ -71,6 +72,8 @@ class ChainToy(Experiment):
             "world_size": pa.array([float(ctx.world_size)] * cfg.rows),
             "rank_sum": pa.array([rank_sum] * cfg.rows)}))
         ctx.write_json("env.json", {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")})
+        if os.environ.get(full_disk.FULL_AT) == str(ctx.index):  # its manifest and result find no room
+            full_disk.fill()
 
 
 EXPERIMENT = ChainToy()

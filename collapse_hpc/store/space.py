@@ -1,0 +1,110 @@
+"""A write the file system refused: a full disk (ENOSPC), a used-up quota (EDQUOT) or a read-only
+mount (EROFS, also a scratch disk remounted so after an error). Said as such, with the file system
+and what to do, in the one error line: scratch filling up mid-run is an everyday event on a
+cluster, and the run goes on from its finished units once there is room again."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+from typing import overload
+
+REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# Rust libraries (safetensors, tokenizers) raise their own types with the OS error in the text only;
+# pyarrow's OSError words it in its message too
+_SAID = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]", re.IGNORECASE)
+AGAIN = "then run the same command again"
+KEPT = " (finished units are kept)"  # said of a run: it goes on from them
+FULL_BELOW = 1 << 20  # bytes free under which a file system reads as full to state()
+
+
+def refused(e: BaseException) -> int | None:
+    """ENOSPC, EDQUOT or EROFS where `e` is, or says it comes from, such a refusal; else None."""
+    if isinstance(e, OSError) and e.errno in REFUSED:
+        return e.errno
+    said = _SAID.search(str(e))
+    number = int(said.group(1) or said.group(2)) if said else None
+    return number if number in REFUSED else None
+
+
+@overload
+def named(e: OSError, path: str | os.PathLike | None) -> OSError: ...
+@overload
+def named(e: BaseException, path: str | os.PathLike | None) -> BaseException: ...
+
+
+def named(e: BaseException, path: str | os.PathLike | None) -> BaseException:
+    """`e` as an OSError naming `path` (None: the file `e` names, if any) where it is a refusal of the
+    file system, worded plainly, not in a library's words, or an OSError naming no file (a write
+    names none); else `e` itself."""
+    number = refused(e)
+    if number is not None:
+        return OSError(number, os.strerror(number), getattr(e, "filename", None) if path is None else str(path))
+    if isinstance(e, OSError) and e.filename is None and path is not None:
+        return OSError(e.errno, e.strerror or str(e), str(path))
+    return e
+
+
+def explain(e: OSError) -> str:
+    """'<file>: <strerror>: <what it means here>; <what to do>' for a refusal (refused(e))."""
+    where = e.filename
+    strerror = os.strerror(e.errno) if e.errno is not None else str(e)
+    if where is None:
+        return f"{strerror}: a file system this command writes to refused the write; free space, {AGAIN}"
+    mount = mount_point(where)
+    if e.errno == errno.EDQUOT:
+        what = (f"your disk quota on {mount} is used up (`quota -s`, or `lfs quota -u $USER {mount}` on Lustre, "
+                f"shows it); free space there or write elsewhere")
+    elif e.errno == errno.EROFS:
+        what = (f"{mount} is mounted read-only (or was remounted so after a disk error); write elsewhere, or "
+                f"wait until it is writable again")
+    else:
+        # usage now: the command's temporaries, the failed write's among them, are gone by the time it is said
+        what = (f"the file system at {mount} has no room left for it ({usage(mount)} now); free space there or "
+                f"write elsewhere")
+    return f"{where}: {strerror}: {what}, {AGAIN}"
+
+
+def state(folder: str | os.PathLike) -> str:
+    """What the file system of `folder` is like now, for a write that failed without a word (a unit
+    whose result could not be written): read-only, full, or how much it has left."""
+    mount = mount_point(folder)
+    try:
+        st = os.statvfs(mount)
+    except OSError:
+        return f"the file system at {mount} refused it"
+    if st.f_flag & os.ST_RDONLY:
+        return f"{mount} is mounted read-only"
+    if st.f_bavail * st.f_frsize < FULL_BELOW:
+        return f"the file system at {mount} is full ({usage(mount)})"
+    return f"the file system at {mount} refused it (a full disk since freed, or a quota: {usage(mount)} now)"
+
+
+def mount_point(path: str | os.PathLike) -> Path:
+    """The mount point of the file system `path` is (or would be) on."""
+    here = Path(os.path.abspath(path))
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    while not os.path.ismount(here) and here != here.parent:
+        here = here.parent
+    return here
+
+
+def usage(path: str | os.PathLike) -> str:
+    """'12 KiB free of 2.0 MiB' (free to this user, of the file system's size)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "free space unknown"
+    return f"{size(st.f_bavail * st.f_frsize)} free of {size(st.f_blocks * st.f_frsize)}"
+
+
+def size(n: float) -> str:
+    """'0 bytes', '12 KiB', '2.0 MiB', '1.5 TiB'."""
+    unit = "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            break
+        n /= 1024
+    return f"{n:.0f} {unit}" if unit in ("bytes", "KiB") else f"{n:.1f} {unit}"

@@ -1,0 +1,85 @@
+"""The local launcher when the run's disk fills up: a unit that could not write its result is said
+to be that, not killed; a launcher that cannot write its own records starts no further unit, lets
+the running ones end, and says why in one line; the same command then goes on from there."""
+import errno
+
+import pytest
+
+from collapse_hpc.launch import local, records
+from collapse_hpc.store import read_manifest
+from collapse_hpc.verify import verify_run
+from tests.launch.helpers import collapse, jobs, write_config
+from tests.launch.toys import full_disk
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_unit_whose_result_the_full_disk_refused_is_not_called_killed(tmp_path, monkeypatch):
+    """Its manifest, its error and submitit's result pickle all went to the full disk: the launcher
+    saw no result and said 'its process was killed (… the OOM killer)'."""
+    cfg = write_config(tmp_path, generations=2, ltchain={"rows": 4})
+    run = tmp_path / "run"
+    monkeypatch.setenv(full_disk.FULL_AT, "1")
+    rc, _, err = collapse("run", cfg, "--run", run)
+    assert rc == 1 and "Traceback" not in err
+    failed = [ln for ln in err.splitlines() if ln.startswith("FAILED ")]
+    assert len(failed) == 1 and failed[0].startswith(
+        f"FAILED ltchain/replace-p0-s0/gen_001: it could not write its result in {run}/logs/submitit: the file "
+        f"system at ")
+    assert "killed" not in failed[0] and "then run the same command again (finished units are kept)" in failed[0]
+    assert not list((run / "logs" / "submitit").glob("*.save_tmp"))  # swept
+    unit = run / "ltchain" / "replace-p0-s0"
+    assert read_manifest(unit / "gen_000") is not None and read_manifest(unit / "gen_001") is None
+    monkeypatch.delenv(full_disk.FULL_AT)  # room again
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "1 unit done, 1 already finished" in out, err
+    assert verify_run(run) == 0
+
+
+def test_a_launcher_that_cannot_write_its_records_halts_and_says_why(tmp_path, monkeypatch):
+    """jobs.json on a full disk ended the launcher at once, its running units left to stop without
+    it, the failures not listed, and the line said nothing of what to do."""
+    cfg = write_config(tmp_path, generations=3, ltchain={"rows": 4})
+    run = tmp_path / "run"
+    saved = []
+    write_json = records.write_json
+
+    def full_after_first(path, obj):  # room for the first unit's start, none from then on
+        saved.append(path)
+        if len(saved) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write_json(path, obj)
+
+    monkeypatch.setattr(records, "write_json", full_after_first)
+    rc, _, err = collapse("run", cfg, "--run", run)
+    lines = err.splitlines()
+    assert rc == 2 and "Traceback" not in err
+    assert f"{run}/jobs.json: No space left on device: no further unit starts; waiting for the running ones" in lines
+    assert "2 units not started" in lines
+    assert lines[-1].startswith(f"error: {run}/jobs.json: No space left on device: the file system at ")
+    assert lines[-1].endswith("then run the same command again (finished units are kept)")
+    unit = run / "ltchain" / "replace-p0-s0"
+    assert read_manifest(unit / "gen_000") is not None  # the running unit finished
+    assert not (unit / "gen_001").exists()
+    monkeypatch.undo()
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "2 units done, 1 already finished" in out, err
+    assert "1 unit already finished (skipped)" in err  # not '1 units'
+    units = jobs(run)["units"]
+    assert [units[f"ltchain/replace-p0-s0/gen_{g:03d}"]["state"] for g in (1, 2)] == ["COMPLETED"] * 2
+    assert verify_run(run) == 0
+
+
+class _ReadOnlyFolderJob:
+    """submitit's job as a read-only remount leaves it: reading the result first touches (chmod) the
+    job's folder, which the file system refuses."""
+
+    def results(self):
+        raise OSError(errno.EROFS, "Read-only file system", "/scratch/run/logs/submitit")
+
+
+def test_a_finished_unit_on_a_disk_remounted_read_only_is_not_failed():
+    assert local._result(_ReadOnlyFolderJob(), lambda: True) == "done"  # its manifest was complete
+    with pytest.raises(Exception, match=r"^/scratch/run/logs/submitit: Read-only file system: /\S* is mounted "
+                                        r"read-only .*\(finished units are kept\)$"):
+        local._result(_ReadOnlyFolderJob(), lambda: False)

@@ -1,0 +1,69 @@
+"""A full disk, a quota, a read-only file system: named as such (which file, which file system, what
+to do), whatever library's words the refusal came in; the atomic writes leave nothing behind."""
+import errno
+import os
+
+import pytest
+
+from collapse_hpc.store import atomic, space
+
+# the refusals as the libraries raise them (seen on a full tmpfs): not all of them OSErrors
+SAFETENSORS = "Error while serializing: I/O error: No space left on device (os error 28)"
+TOKENIZERS = "No space left on device (os error 28)"
+PYARROW = "Error writing bytes to file. Detail: [errno 28] No space left on device"
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, PYARROW), Exception(SAFETENSORS), Exception(TOKENIZERS),
+                                   OSError(errno.EDQUOT, "Disk quota exceeded"), OSError(errno.EROFS, "")])
+def test_each_refusal_is_recognised_whatever_its_type(error):
+    assert space.refused(error) in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOENT, "No such file"), Exception("No such file (os error 2)"),
+                                   RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")])
+def test_other_errors_are_not_read_as_a_full_disk(error):
+    assert space.refused(error) is None
+
+
+def test_a_folder_written_whole_names_itself_on_a_libraries_full_disk(tmp_path):
+    """safetensors and tokenizers raise their own exception types on a full disk, naming no file: the
+    tokenizer's save in `data prepare` ended in a traceback and exit status 1."""
+    target = tmp_path / "tokenizer-bpe8000"
+    with pytest.raises(OSError) as e:
+        with atomic.atomic_dir(target) as tmp:
+            (tmp / "tokenizer.json").write_text("{")
+            raise Exception(TOKENIZERS)
+    assert (e.value.errno, e.value.filename, e.value.strerror) == (errno.ENOSPC, str(target), os.strerror(errno.ENOSPC))
+    assert list(tmp_path.iterdir()) == []  # the temporary folder went
+
+
+def test_a_file_names_itself_in_plain_words(tmp_path):
+    target = tmp_path / "metrics.parquet"
+    with pytest.raises(OSError) as e:
+        with atomic.atomic_path(target):
+            raise OSError(errno.ENOSPC, PYARROW)
+    assert str(e.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("number, meaning", [
+    (errno.ENOSPC, r"the file system at {m} has no room left for it \(\d.* free of \d.* now\); free space there "
+                   r"or write elsewhere"),
+    (errno.EDQUOT, r"your disk quota on {m} is used up \(`quota -s`, or `lfs quota -u \$USER {m}` on Lustre, "
+                   r"shows it\); free space there or write elsewhere"),
+    (errno.EROFS, r"{m} is mounted read-only \(or was remounted so after a disk error\); write elsewhere, or wait "
+                  r"until it is writable again")])
+def test_the_line_says_which_file_system_and_what_to_do(tmp_path, number, meaning):
+    import re
+
+    target = tmp_path / "run" / "jobs.json"  # not there (yet): its file system is its folder's
+    line = space.explain(OSError(number, os.strerror(number), str(target)))
+    assert line.startswith(f"{target}: {os.strerror(number)}: ")
+    assert line.endswith(", then run the same command again")
+    mount = space.mount_point(tmp_path)
+    assert os.path.ismount(mount) and tmp_path.is_relative_to(mount)
+    assert re.search(meaning.format(m=re.escape(str(mount))), line), line
+
+
+def test_sizes_read_as_people_write_them():
+    assert [space.size(n) for n in (0, 4096, 2 << 20, 3 << 40)] == ["0 bytes", "4 KiB", "2.0 MiB", "3.0 TiB"]
