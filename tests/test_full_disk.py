@@ -38,7 +38,7 @@ def test_data_prepare_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, mo
     monkeypatch.setattr(TokenizersBackend, "_save_pretrained", full)
     rc, _, err = collapse("data", "prepare", "mine", "--from", source, "--data-dir", tmp_path / "data")
     line = _one_error(err)
-    assert rc == 2 and line.startswith(f"error: {tmp_path / 'data'}/.mine.preparing/tokenizer-bpe8000: {FULL}")
+    assert rc == 2 and line.startswith(f"error: {tmp_path / 'data'}/.tmp-mine.preparing/tokenizer-bpe8000: {FULL}")
     assert line.endswith(AGAIN)
     assert not (tmp_path / "data").exists()  # the data folder this preparation made went with it
     monkeypatch.undo()
@@ -108,7 +108,7 @@ def test_the_command_line_explains_each_refusal(tmp_path, monkeypatch, number):
     monkeypatch.setattr(pq, "write_table", refused)
     rc, _, err = collapse("data", "prepare", "digits", "--data-dir", tmp_path / "data")
     line = _one_error(err)
-    assert rc == 2 and line.startswith(f"error: {tmp_path}/data/digits/train.parquet: {os.strerror(number)}: ")
+    assert rc == 2 and line.startswith(f"error: {tmp_path}/data/digits: {os.strerror(number)}: ")  # built aside, whole
     assert line.endswith("then run the same command again")
     assert {errno.ENOSPC: "has no room left", errno.EDQUOT: "your disk quota on",
             errno.EROFS: "is mounted read-only"}[number] in line
