@@ -82,8 +82,8 @@ class Context:
         if (run, metric) not in self._medians:
             keys = ["run", "experiment", "regime", *REGIME, *self.settings(), "metric", "generation"]  # the summary's
             d = self.df[(self.df["run"] == run) & (self.df["metric"] == metric)]
-            self._medians[(run, metric)] = d.groupby(keys, dropna=False, sort=True)["value"].median().rename(
-                "median").reset_index()
+            self._medians[(run, metric)] = d.groupby(keys, dropna=False, sort=True, observed=True)[
+                "value"].median().rename("median").reset_index()
         return self._medians[(run, metric)]
 
     @functools.cached_property
@@ -229,7 +229,7 @@ def series_rows(ctx: Context, run: str, metric: str, *, fixed: dict | None = Non
         s = s[s[k] == v]
     settings = ctx.settings()
     groups = [(series_order(grp.iloc[0], settings, exclude), series_label(grp.iloc[0], settings, exclude), grp)
-              for _, grp in s.groupby(["regime", *settings], dropna=False, sort=False)]
+              for _, grp in s.groupby(["regime", *settings], dropna=False, sort=False, observed=True)]
     return [(label, grp) for _, label, grp in sorted(groups, key=lambda olg: olg[:2])]
 
 
@@ -266,7 +266,7 @@ def series_data(ctx: Context, run: str, metric: str, row) -> pd.DataFrame:
 
 def _replicate_lines(ax, ctx, run, metric, row, gens, colour, most: int = 12) -> None:
     d = series_data(ctx, run, metric, row)
-    for (_, _), one in list(d.groupby(["seed", "replicate"]))[:most]:
+    for (_, _), one in list(d.groupby(["seed", "replicate"], observed=True))[:most]:
         y = one.set_index("generation")["value"].reindex(gens)
         ax.plot(gens, y.to_numpy(), color=colour, alpha=0.25, linewidth=0.5, marker=None, linestyle="-")
 

@@ -23,12 +23,12 @@ def constant_metrics(ctx: Context) -> dict[str, list[float]]:
     d = ctx.df
     if d.empty:
         return {}
-    g = d.groupby(["run", "regime", *ctx.settings(), "metric"], dropna=False, sort=False).agg(
+    g = d.groupby(["run", "regime", *ctx.settings(), "metric"], dropna=False, sort=False, observed=True).agg(
         low=("value", "min"), high=("value", "max"), first=("generation", "min"), last=("generation", "max"))
     g = g.reset_index()
     g["flat"] = g["low"] == g["high"]  # all NaN: not flat (drawn as missing instead)
     g["span"] = g["last"] > g["first"]
-    per = g.groupby("metric").agg(flat=("flat", "all"), span=("span", "any"))
+    per = g.groupby("metric", observed=True).agg(flat=("flat", "all"), span=("span", "any"))
     return {m: sorted(set(g.loc[g["metric"] == m, "low"])) for m in per.index[per["flat"] & per["span"]]}
 
 
@@ -39,10 +39,11 @@ def one_generation_metrics(ctx: Context) -> dict[str, tuple[int, list[float]]]:
     d = ctx.df
     if d.empty or d["generation"].nunique() < 2:
         return {}
-    per = d.groupby("metric")["generation"].agg(["nunique", "min"])
+    per = d.groupby("metric", observed=True)["generation"].agg(["nunique", "min"])
     out = {}
     for m in per.index[per["nunique"] == 1]:
-        means = d[d["metric"] == m].groupby(["run", "regime", *ctx.settings()], dropna=False)["value"].mean()
+        means = d[d["metric"] == m].groupby(["run", "regime", *ctx.settings()], dropna=False,
+                                            observed=True)["value"].mean()
         out[m] = (int(per.loc[m, "min"]), sorted(set(means.dropna())))
     return out
 

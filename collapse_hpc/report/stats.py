@@ -6,6 +6,7 @@ import pandas as pd
 from scipy import stats
 
 from collapse_hpc.plotting.plots import REGIME, SUMMARY, setting_columns
+from collapse_hpc.report.longform import plain
 
 LEVEL = 0.95
 
@@ -28,9 +29,10 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=keys + SUMMARY)
     values = df["value"].astype(float)
-    g = df.assign(value=values, infinite=np.isinf(values)).groupby(keys, dropna=False, sort=True)
+    g = df.assign(value=values, infinite=np.isinf(values)).groupby(keys, dropna=False, sort=True, observed=True)
     out = g["value"].agg(n="count", mean="mean", std="std").reset_index()
     out.insert(out.columns.get_loc("mean"), "n_infinite", g["infinite"].sum().to_numpy().astype(int))
+    out = plain(out)  # the key columns as the values they stand for: the table's are Categoricals
     collapsed = out["n_infinite"].to_numpy() > 0
     out.loc[collapsed, ["mean", "std"]] = np.nan
     n = out["n"].to_numpy(dtype=float)

@@ -1,0 +1,125 @@
+"""The report's long table held compactly (report.longform): the same rows, values, dtypes and order as
+the plain way (melt every unit, concatenate, sort), in a fraction of the memory; metrics.parquet and the
+summary as they were."""
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from collapse_hpc.plotting.plots import KEYS
+from collapse_hpc.report import collect, longform
+from collapse_hpc.report.collect import VariantInfo
+from tests.report import synthetic
+
+REPLACE = {"kind": "replace", "keep_fraction": 0.0, "verifier_quantile": 0.5}
+
+
+def plain_way(parts: list[longform.Part]) -> pd.DataFrame:
+    """Every part melted, concatenated, converted and sorted: the table as the report built it before."""
+    df = longform.finish(pd.concat([longform.melted(p, p.wide) for p in parts], ignore_index=True))
+    settings = [c for c in df.columns if c not in KEYS + ["replicate", "generation", "metric", "value"]]
+    return df.sort_values(KEYS + settings + longform.SORT_TAIL, ignore_index=True)
+
+
+def parts_of(runs: list[collect.RunData]) -> list[longform.Part]:
+    return [p for r in runs for u in r.units if u.done for p in [collect._unit_part(r, u)] if p is not None]
+
+
+def test_a_variants_parts_interleave_by_metric_generation_and_replicate(tmp_path):
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 2, "samples": [10, 100], "replicates": 2,
+                                               "chunk_replicates": 1}})
+    for n in (100, 10):
+        for r in (0, 1):  # a part per replicate
+            synthetic._unit(root, "gaussian", f"replace-p0-samples{n}-s0", f"part_00{r}", {"metrics.parquet": {
+                "generation": pa.array([0, 1], pa.int32()), "replicate": pa.array([r, r], pa.int32()),
+                "samples": pa.array([n, n], pa.int32()), "mu_hat": [n + 10.0 * r, n + 10.0 * r + 1],
+                "sigma_hat": [1 + r / 10, 2 + r / 10]}}, settings={"samples": n})
+    df = collect.tidy([collect.load_run(root)])
+
+    rows = [("g", "gaussian", f"replace-p0-samples{n}-s0", "replace-p0", "replace", 0.0, np.nan, 0, n, r, g, m,
+             {"mu_hat": n + 10.0 * r + g, "sigma_hat": g + 1 + r / 10, "sigma2_hat": (g + 1 + r / 10) ** 2}[m])
+            for n in (10, 100) for m in ("mu_hat", "sigma2_hat", "sigma_hat") for g in (0, 1) for r in (0, 1)]
+    expected = pd.DataFrame(rows, columns=KEYS + ["samples", "replicate", "generation", "metric", "value"])
+    expected["samples"] = expected["samples"].astype("Int64")
+    pd.testing.assert_frame_equal(longform.plain(df), expected, check_exact=True)
+
+
+def test_every_column_but_the_values_is_a_few_codes_a_row(full_run):
+    """The table held each row's run, variant, regime and metric as strings of their own (Arrow strings:
+    offsets and bytes, or Python objects): 170 bytes a row of the paper's Gaussian table, 460 at the peak."""
+    df = collect.tidy([collect.load_run(full_run)])
+    codes = [c for c in df.columns if c not in longform.VALUES]
+    assert all(isinstance(df[c].dtype, pd.CategoricalDtype) for c in codes)
+    assert df.memory_usage(deep=True, index=False).sum() / len(df) < 3 * 8 + 2 * len(codes)
+
+
+def test_the_table_is_the_plain_ways_for_every_experiment(full_run, tmp_path):
+    runs = [collect.load_run(full_run)]
+    expected = plain_way(parts_of(runs))
+    df = collect.tidy(runs)
+    pd.testing.assert_frame_equal(longform.plain(df), expected, check_exact=True)
+    # metrics.parquet: the file pyarrow made of the whole table as strings
+    longform.write(tmp_path / "compact.parquet", df)
+    pq.write_table(pa.Table.from_pandas(expected, preserve_index=False), tmp_path / "plain.parquet",
+                   compression="zstd")
+    assert (tmp_path / "compact.parquet").read_bytes() == (tmp_path / "plain.parquet").read_bytes()
+
+
+def _part(run, variant, wide, *, regime="replace-p0", seed=0, settings=None, values=REPLACE, experiment="gaussian"):
+    info = VariantInfo(variant, regime, seed, settings or {}, None, "array", values or {})
+    ids = [c for c in ("generation", "replicate", "samples") if c in wide]
+    return longform.Part(run, experiment, variant, info, wide, ids, [c for c in wide if c not in ids])
+
+
+def _wide(rng, generations, replicates, metrics=("a", "b"), first=0, **keys):
+    g, r = np.meshgrid(np.arange(generations), np.arange(first, first + replicates), indexing="ij")
+    out = {"generation": g.ravel().astype(np.int32), "replicate": r.ravel().astype(np.int32)}
+    out.update({k: np.resize(np.asarray(v), g.size) for k, v in keys.items()})
+    out.update({m: rng.normal(size=g.size) for m in metrics})
+    return pd.DataFrame(out)
+
+
+def test_parts_of_every_shape_come_as_the_plain_way_has_them():
+    """Text and numeric settings (absent from some experiments), a key column whose values vary within a
+    unit, a unit without rows, one with a further metric, a regime without values, two runs with
+    variants alike, parts given out of order."""
+    def parts():
+        rng = np.random.default_rng(0)
+        return [
+            _part("b", "replace-p0-samples10-s0", _wide(rng, 3, 2, samples=[10]), settings={"samples": 10}),
+            _part("a", "replace-p0-samples10-s0", _wide(rng, 3, 2, samples=[10]), settings={"samples": 10}),
+            _part("a", "mixed-s1", _wide(rng, 2, 3, samples=[10, 20, 10]), seed=1, regime="mixed", values=None),
+            _part("a", "replace-p0-samples10-s0", _wide(rng, 3, 2, metrics=("a", "b", "c"), first=2, samples=[10]),
+                  settings={"samples": 10}),
+            _part("a", "empty-s0", _wide(rng, 0, 2, samples=[10]), settings={"samples": 10}),
+            _part("a", "replace-p0-s0", _wide(rng, 2, 2, metrics=("l2", "a")), experiment="gmm",
+                  settings={"mode": "two", "scale": 0.5}),
+            _part("a", "replace-p0-s1", _wide(rng, 2, 2, metrics=("l2", "a")), experiment="gmm", seed=1,
+                  settings={"mode": "blob", "scale": 2}),
+        ]
+    expected = plain_way(parts())
+    df = longform.build(parts())
+    pd.testing.assert_frame_equal(longform.plain(df), expected, check_exact=True)
+    assert list(expected["scale"].dropna().unique()) == ["0.5", "2.0"]  # a text setting: not every one whole
+
+
+def test_a_row_group_at_a_time_writes_the_whole_tables_file(tmp_path):
+    rng = np.random.default_rng(1)
+    parts = [_part("r", f"replace-p0-samples{n}-s0", _wide(rng, 300, 200, metrics=tuple("abcdefghij"),
+                                                           samples=[n]), settings={"samples": n}) for n in (10, 100)]
+    df = longform.build(parts)
+    assert len(df) > longform.ROW_GROUP  # more than one row group
+    longform.write(tmp_path / "compact.parquet", df)
+    pq.write_table(pa.Table.from_pandas(longform.plain(df), preserve_index=False), tmp_path / "plain.parquet",
+                   compression="zstd")
+    assert (tmp_path / "compact.parquet").read_bytes() == (tmp_path / "plain.parquet").read_bytes()
+
+
+def test_an_experiments_rows_of_one_run_are_a_view_not_a_copy(full_run, tmp_path):
+    df = collect.tidy([collect.load_run(full_run)])
+    gmm = longform.rows(df, "experiment", "gmm")
+    assert np.shares_memory(gmm["value"].to_numpy(), df["value"].to_numpy())
+    pd.testing.assert_frame_equal(gmm, df[df["experiment"] == "gmm"])
+    two = collect.tidy([collect.load_run(full_run, "a"), collect.load_run(full_run, "b")])
+    pd.testing.assert_frame_equal(longform.rows(two, "experiment", "gmm"), two[two["experiment"] == "gmm"])
