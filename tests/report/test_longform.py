@@ -1,13 +1,16 @@
 """The report's long table held compactly (report.longform): the same rows, values, dtypes and order as
 the plain way (melt every unit, concatenate, sort), in a fraction of the memory; metrics.parquet and the
 summary as they were."""
+import tracemalloc
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from collapse_hpc.plotting.plots import KEYS
-from collapse_hpc.report import collect, longform
+from collapse_hpc.report import collect, longform, stats
 from collapse_hpc.report.collect import VariantInfo
 from tests.report import synthetic
 
@@ -116,6 +119,41 @@ def test_a_row_group_at_a_time_writes_the_whole_tables_file(tmp_path):
     assert (tmp_path / "compact.parquet").read_bytes() == (tmp_path / "plain.parquet").read_bytes()
 
 
+# 16 values whose mean pandas gives as 0.009125 summed one after another and 0.009125000000000001 pairwise
+CLOSE = [0.008, 0.007, 0.009, 0.013, 0.007, 0.007, 0.005, 0.01, 0.01, 0.011, 0.006, 0.007, 0.01, 0.018, 0.013, 0.005]
+
+
+def one_grouping(df: pd.DataFrame) -> pd.DataFrame:
+    """The summary as one groupby of every row makes it (summarise before it went a metric at a time)."""
+    keys = stats.group_keys(df)
+    values = df["value"].astype(float)
+    g = df.assign(value=values, infinite=np.isinf(values)).groupby(keys, dropna=False, sort=True, observed=True)
+    out = g["value"].agg(n="count", mean="mean", std="std").reset_index()
+    out.insert(out.columns.get_loc("mean"), "n_infinite", g["infinite"].sum().to_numpy().astype(int))
+    return out
+
+
+@pytest.mark.parametrize("seeds, other", [((0,), 1.0), ((0, 1), 1.0), ((0,), np.nan)],
+                         ids=["one-seed", "two-seeds", "a-nan-elsewhere"])
+def test_the_summary_sums_as_one_grouping_of_every_row_would(seeds, other):
+    """A metric at a time, each group's mean is summed as the grouping of every row sums it (pandas sums
+    pairwise only where all rows come group after group and none is NaN); the summary is the same to the
+    last bit, in the same order, with the same dtypes."""
+    def wide(seed):
+        return pd.DataFrame({"generation": np.repeat(np.arange(2, dtype=np.int32), 16),
+                             "replicate": np.tile(np.arange(16, dtype=np.int32), 2),
+                             "samples": np.int32(10), "tail": CLOSE * 2, "other": other})
+    parts = [_part("r", f"replace-p0-samples10-s{s}", wide(s), seed=s, settings={"samples": 10}) for s in seeds]
+    expected = one_grouping(plain_way(parts))
+    df = longform.build(parts)
+    out = stats.summarise(df)
+    pd.testing.assert_frame_equal(out[expected.columns], expected, check_exact=True)
+    pd.testing.assert_frame_equal(stats.summarise(longform.plain(df)), out, check_exact=True)
+    if len(seeds) == 1:  # the data tells the two sums apart, else this test would prove nothing
+        mean = out.loc[out["metric"] == "tail", "mean"].iloc[0]
+        assert mean == (0.009125 if np.isnan(other) else 0.009125000000000001)
+
+
 def test_an_experiments_rows_of_one_run_are_a_view_not_a_copy(full_run, tmp_path):
     df = collect.tidy([collect.load_run(full_run)])
     gmm = longform.rows(df, "experiment", "gmm")
@@ -123,3 +161,22 @@ def test_an_experiments_rows_of_one_run_are_a_view_not_a_copy(full_run, tmp_path
     pd.testing.assert_frame_equal(gmm, df[df["experiment"] == "gmm"])
     two = collect.tidy([collect.load_run(full_run, "a"), collect.load_run(full_run, "b")])
     pd.testing.assert_frame_equal(longform.rows(two, "experiment", "gmm"), two[two["experiment"] == "gmm"])
+
+
+def test_the_table_and_its_summary_peak_at_a_fraction_of_the_plain_ways():
+    """The plain way's peak (melted parts, their concatenation, the sort's copy, one grouping's codes for
+    each of its nine keys), as numpy allocates it, against the compact table's and its summary's."""
+    def parts():
+        rng = np.random.default_rng(2)
+        return [_part("r", f"{regime}-samples{n}-s{s}", _wide(rng, 100, 100, metrics=tuple("abcdefghijk"), samples=[n]),
+                      regime=regime, seed=s, settings={"samples": n})
+                for regime in ("replace-p0", "accumulate") for n in (10, 100) for s in (0, 1)]
+    peaks = {}
+    for name, way in (("plain", lambda ps: one_grouping(plain_way(ps))),
+                      ("compact", lambda ps: stats.summarise(longform.build(ps)))):
+        given = parts()
+        tracemalloc.start()
+        way(given)
+        peaks[name] = tracemalloc.get_traced_memory()[1] / (8 * 100 * 100 * 11)  # bytes a row
+        tracemalloc.stop()
+    assert peaks["compact"] < 80 and peaks["plain"] > 3 * peaks["compact"]  # measured: 56 and 194
