@@ -215,7 +215,8 @@ def num(v, digits: int = 4) -> str:
 
 def gens_axis(planned: int | None, observed) -> np.ndarray:
     """Every planned generation, so that missing ones show as gaps (NaN), never as zeros."""
-    top = max([planned - 1 if planned else -1, *(int(g) for g in observed)] or [0])
+    seen = np.asarray(observed)  # a table's column of generations: a Python int each would be ~36 bytes
+    top = max(planned - 1 if planned else -1, int(seen.max()) if len(seen) else -1)
     return np.arange(0, top + 1)
 
 

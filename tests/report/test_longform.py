@@ -2,6 +2,7 @@
 the plain way (melt every unit, concatenate, sort), in a fraction of the memory; metrics.parquet and the
 summary as they were."""
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -180,3 +181,33 @@ def test_the_table_and_its_summary_peak_at_a_fraction_of_the_plain_ways():
         peaks[name] = tracemalloc.get_traced_memory()[1] / (8 * 100 * 100 * 11)  # bytes a row
         tracemalloc.stop()
     assert peaks["compact"] < 80 and peaks["plain"] > 3 * peaks["compact"]  # measured: 56 and 194
+
+
+def _peak(step) -> float:
+    """The most bytes numpy and Python hold at once while `step()` runs, beyond what they held before."""
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_the_pages_checks_of_the_table_copy_a_metrics_rows_not_every_row():
+    """The overview's checks (a metric one value throughout, or recorded at one generation) grouped every row
+    at once (a copy of each key column), the Compute table copied a run's rows, the generation axis made a
+    Python int of each row: 25-50 bytes a row they read, beyond the table, where now a few suffice."""
+    from collapse_hpc.plotting.plots import Context, gens_axis
+    from collapse_hpc.report import drawing, tables
+
+    rng = np.random.default_rng(3)
+    df = longform.build([_part(run, f"{regime}-samples{n}-s{s}", _wide(rng, 300, 100, metrics=tuple("abcdefghijk"),
+                                                                       samples=[n]),
+                               regime=regime, seed=s, settings={"samples": n})
+                         for run in ("q", "r") for regime in ("replace-p0", "accumulate") for n in (10, 100)
+                         for s in (0, 1)])
+    ctx = Context("gaussian", longform.rows(df, "run", "r"), stats.summarise(df), [])
+    run = collect.RunData("r", Path("r"), "", {}, {}, [], {})
+    for step in (lambda: drawing.constant_metrics(ctx), lambda: drawing.one_generation_metrics(ctx),
+                 lambda: tables.phases(df, [run], {})):
+        assert _peak(step) / len(df) < 12
+    assert _peak(lambda: gens_axis(None, df["generation"])) < 8 * 1000  # the axis itself: 300 generations
