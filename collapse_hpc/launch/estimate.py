@@ -28,11 +28,13 @@ MEASURED_BLOCK = 64  # tokens per block of the measurement
 TRAIN_BLOCKS = {"wikitext2": 37_700}
 MEASURED_MODELS = ("facebook/opt-125m",)  # the rates are this model's (its size: the experiment's disk())
 LARGE_GPU_HOURS = 100.0  # a plan estimated over this needs --force (paper.yaml: 7.5 GPU-hours)
-# the report (collect.tidy) holds every metric of every replicate and generation as one long row:
-# its peak was 18.3 GB for 39.9M rows (the paper's gmm and gaussian at 32 and 250 replicates, one
-# seed) and 1.4 GB for 2.6M rows, i.e. about 460 bytes a row above the imports' half GiB
-REPORT_BYTES_PER_ROW = 460
-REPORT_BASE_BYTES = 2**29
+# the report (collect.tidy) holds every metric of every replicate and generation as one long row, ~34 bytes
+# (report.longform); its peak (benchmarks/report_memory.py --replicates 2000) was 3.06 GiB for 52.8M rows of
+# the Gaussian's 11 metrics, 55.5 bytes a row above a report of one replicate (was ~440: 4.60 GiB for 10.6M
+# rows); the base: the imports (up to half a GiB: torch, for lm and vae) and a row group of metrics.parquet
+# in writing (~0.4 GiB)
+REPORT_BYTES_PER_ROW = 60
+REPORT_BASE_BYTES = 2**30
 
 
 @dataclass

@@ -83,8 +83,8 @@ class Context:
         if (run, metric) not in self._medians:
             keys = ["run", "experiment", "regime", *REGIME, *self.settings(), "metric", "generation"]  # the summary's
             d = self.df[(self.df["run"] == run) & (self.df["metric"] == metric)]
-            self._medians[(run, metric)] = d.groupby(keys, dropna=False, sort=True)["value"].median().rename(
-                "median").reset_index()
+            self._medians[(run, metric)] = d.groupby(keys, dropna=False, sort=True, observed=True)[
+                "value"].median().rename("median").reset_index()
         return self._medians[(run, metric)]
 
     @functools.cached_property
@@ -216,7 +216,8 @@ def num(v, digits: int = 4) -> str:
 
 def gens_axis(planned: int | None, observed) -> np.ndarray:
     """Every planned generation, so that missing ones show as gaps (NaN), never as zeros."""
-    top = max([planned - 1 if planned else -1, *(int(g) for g in observed)] or [0])
+    seen = np.asarray(observed)  # a table's column of generations: a Python int each would be ~36 bytes
+    top = max(planned - 1 if planned else -1, int(seen.max()) if len(seen) else -1)
     return np.arange(0, top + 1)
 
 
@@ -230,7 +231,7 @@ def series_rows(ctx: Context, run: str, metric: str, *, fixed: dict | None = Non
         s = s[s[k] == v]
     settings = ctx.settings()
     groups = [(series_order(grp.iloc[0], settings, exclude), series_label(grp.iloc[0], settings, exclude), grp)
-              for _, grp in s.groupby(["regime", *settings], dropna=False, sort=False)]
+              for _, grp in s.groupby(["regime", *settings], dropna=False, sort=False, observed=True)]
     return [(label, grp) for _, label, grp in sorted(groups, key=lambda olg: olg[:2])]
 
 
@@ -272,7 +273,7 @@ def series_data(ctx: Context, run: str, metric: str, row) -> pd.DataFrame:
 
 def _replicate_lines(ax, ctx, run, metric, row, gens, colour, most: int = 12) -> None:
     d = series_data(ctx, run, metric, row)
-    for (_, _), one in list(d.groupby(["seed", "replicate"]))[:most]:
+    for (_, _), one in list(d.groupby(["seed", "replicate"], observed=True))[:most]:
         y = one.set_index("generation")["value"].reindex(gens)
         ax.plot(gens, y.to_numpy(), color=colour, alpha=0.25, linewidth=0.5, marker=None, linestyle="-")
 

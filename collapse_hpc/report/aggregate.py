@@ -16,13 +16,11 @@ import logging
 import os
 from pathlib import Path
 
-import pyarrow as pa
-
 from collapse_hpc import experiments, logs
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import Context
-from collapse_hpc.report import collect, drawing, page, stats, tables
-from collapse_hpc.store.atomic import claim_folder, sweep, write_parquet, write_text
+from collapse_hpc.report import collect, drawing, longform, page, stats, tables
+from collapse_hpc.store.atomic import claim_folder, sweep, write_text
 from collapse_hpc.store.lock import folder_lock
 
 log = logging.getLogger("collapse_hpc.report")
@@ -58,7 +56,7 @@ def _write(out: Path, data: list, replicates: int | None) -> Path:
     summary = stats.summarise(df)
     for page_file in (out / "index.html", out / "results.md"):  # an earlier report's page: not over new files
         page_file.unlink(missing_ok=True)
-    write_parquet(out / "metrics.parquet", pa.Table.from_pandas(df, preserve_index=False))
+    longform.write(out / "metrics.parquet", df)
     write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.8g"))
 
     names = experiments.ordered(list({e for r in data for e in r.experiments()}))
@@ -66,7 +64,8 @@ def _write(out: Path, data: list, replicates: int | None) -> Path:
     for name in names:
         exp = experiments.describe(name)
         specs[name] = exp.metric_specs(sorted(df.loc[df["experiment"] == name, "metric"].unique()))
-        ctx = Context(name, df[df["experiment"] == name], summary[summary["experiment"] == name], data, specs[name])
+        ctx = Context(name, longform.rows(df, "experiment", name), summary[summary["experiment"] == name], data,
+                      specs[name])
         figs = drawing.draw(ctx, out / "figures")
         configs = [sec for r in data for sec in [r.raw_config.get(name)] if isinstance(sec, dict)]
         table, notes = tables.first_last(summary, data, name, specs[name])

@@ -10,13 +10,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from collapse_hpc.engine import read_plan
 from collapse_hpc.errors import UserError
-from collapse_hpc.plotting.plots import KEYS, REGIME, TAIL
+from collapse_hpc.plotting.plots import KEYS, TAIL
 from collapse_hpc.regimes import values_of
+from collapse_hpc.report import longform
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.atomic import sha256_file
 from collapse_hpc.store.layout import unit_index
@@ -195,9 +195,9 @@ def distinct_runs(paths: list[str]) -> None:
 
 # ------------------------------------------------------------------ metrics to long form
 
-def _unit_metrics(run: RunData, unit: Unit, replicates: int | None = None) -> pd.DataFrame | None:
-    """The unit's metrics in long form; with `replicates`, only its rows of replicates 0..replicates-1
-    (ids are global within a variant: a part beyond them gives none)."""
+def _unit_part(run: RunData, unit: Unit, replicates: int | None = None) -> longform.Part | None:
+    """The unit's metrics as recorded (derived ones added); with `replicates`, only its rows of replicates
+    0..replicates-1 (ids are global within a variant: a part beyond them gives none)."""
     path = unit.file("metrics.parquet")
     if path is None:
         if unit.done:
@@ -211,6 +211,7 @@ def _unit_metrics(run: RunData, unit: Unit, replicates: int | None = None) -> pd
         if not table.num_rows:
             return None
     df = table.to_pandas()
+    del table
     if "generation" not in df or not pd.api.types.is_integer_dtype(df["generation"]):
         unit.problems.append(f"{path}: no integer 'generation' column")
         return None
@@ -226,51 +227,19 @@ def _unit_metrics(run: RunData, unit: Unit, replicates: int | None = None) -> pd
     if not metric_cols:
         unit.problems.append(f"{path}: no float metric columns")
         return None
-    info = run.variant(unit.experiment, unit.variant)
-    # temporary names: a metric may itself be called "value" (or "metric")
-    long = df.melt(id_vars=ids, value_vars=metric_cols, var_name="__metric", value_name="__value")
-    long = long.rename(columns={"__metric": "metric", "__value": "value"})
-    if "replicate" not in long:
-        long["replicate"] = 0
-    for k, v in info.settings.items():
-        if k not in long:
-            long[k] = v
-    long["run"], long["experiment"], long["variant"] = run.label, unit.experiment, unit.variant
-    long["regime"], long["seed"] = info.regime, info.seed
-    for k in REGIME:
-        long[k] = info.values.get(k)
-    return long
+    return longform.Part(run.label, unit.experiment, unit.variant, run.variant(unit.experiment, unit.variant),
+                         df[ids + metric_cols], ids, metric_cols)
 
 
 def tidy(runs: list[RunData], replicates: int | None = None) -> pd.DataFrame:
     """Every finished unit's metrics, long form: run, experiment, variant, regime, seed,
-    settings…, replicate, generation, metric, value; with `replicates`, the first that many
-    replicates of each variant (a report that fits in memory: estimate.report_rows)."""
-    parts = []
-    for run in runs:
-        for unit in run.units:
-            if unit.done:
-                df = _unit_metrics(run, unit, replicates)
-                if df is not None:
-                    parts.append(df)
+    settings…, replicate, generation, metric, value, sorted by them; with `replicates`, the first that many
+    replicates of each variant (a report that fits in memory: estimate.report_rows). Its string columns
+    are Categoricals (longform.plain gives them as strings)."""
+    parts = [part for run in runs for unit in run.units if unit.done
+             for part in [_unit_part(run, unit, replicates)] if part is not None]
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
             KEYS + TAIL, ["str", "str", "str", "str", "str", "float64", "float64", "int64", "int64", "int64", "str",
                           "float64"])})
-    df = pd.concat(parts, ignore_index=True)
-    settings = [c for c in df.columns if c not in KEYS + TAIL]
-    for c in settings:  # one dtype per setting column across experiments (absent -> null)
-        vals = df[c].dropna()
-        numeric = pd.api.types.is_numeric_dtype(vals) and np.all(np.mod(vals.astype(float), 1) == 0)
-        df[c] = df[c].astype("Int64") if numeric else df[c].astype("string")
-    df["seed"] = df["seed"].astype("int64")
-    df["keep_fraction"] = df["keep_fraction"].astype("float64")
-    # a quantile only where a verifier filters: other regimes' rows carried 0.5 as if they had one
-    df["verifier_quantile"] = df["verifier_quantile"].astype("float64").where(df["kind"] == "verifier-filter")
-    df["replicate"] = df["replicate"].astype("int64")
-    df["generation"] = df["generation"].astype("int64")
-    df["value"] = df["value"].astype("float64")
-    df = df[KEYS + sorted(settings) + TAIL]
-    return df.sort_values(KEYS + sorted(settings) + ["metric", "generation", "replicate"],
-                          ignore_index=True)
-
+    return longform.build(parts)

@@ -20,31 +20,35 @@ def constant_metrics(ctx: Context) -> dict[str, list[float]]:
     some series has two generations or more: against generation they draw a flat line that says nothing
     (e.g. the run's one classifier's accuracy). metric -> its values (one per series, without repeats).
     Exact equality: a metric that moves at all is kept."""
-    d = ctx.df
-    if d.empty:
-        return {}
-    g = d.groupby(["run", "regime", *ctx.settings(), "metric"], dropna=False, sort=False).agg(
-        low=("value", "min"), high=("value", "max"), first=("generation", "min"), last=("generation", "max"))
-    g = g.reset_index()
-    g["flat"] = g["low"] == g["high"]  # all NaN: not flat (drawn as missing instead)
-    g["span"] = g["last"] > g["first"]
-    per = g.groupby("metric").agg(flat=("flat", "all"), span=("span", "any"))
-    return {m: sorted(set(g.loc[g["metric"] == m, "low"])) for m in per.index[per["flat"] & per["span"]]}
+    out = {}
+    for m, d in _each_metric(ctx):
+        g = d.groupby(["run", "regime", *ctx.settings()], dropna=False, sort=False, observed=True).agg(
+            low=("value", "min"), high=("value", "max"), first=("generation", "min"), last=("generation", "max"))
+        # all NaN: not flat (drawn as missing instead)
+        if (g["low"] == g["high"]).all() and (g["last"] > g["first"]).any():
+            out[m] = sorted(set(g["low"]))
+    return out
 
 
 def one_generation_metrics(ctx: Context) -> dict[str, tuple[int, list[float]]]:
     """Metrics recorded at one generation only (the initial model's test perplexity, the real data's own
     shares: generation 0) where the run has several: a panel of them is one point, every series' hidden
     under the last one drawn. metric -> (that generation, its values: one per series, without repeats)."""
-    d = ctx.df
-    if d.empty or d["generation"].nunique() < 2:
+    if ctx.df.empty or ctx.df["generation"].nunique() < 2:
         return {}
-    per = d.groupby("metric")["generation"].agg(["nunique", "min"])
     out = {}
-    for m in per.index[per["nunique"] == 1]:
-        means = d[d["metric"] == m].groupby(["run", "regime", *ctx.settings()], dropna=False)["value"].mean()
-        out[m] = (int(per.loc[m, "min"]), sorted(set(means.dropna())))
+    for m, d in _each_metric(ctx):
+        if d["generation"].nunique() == 1:
+            means = d.groupby(["run", "regime", *ctx.settings()], dropna=False, observed=True)["value"].mean()
+            out[m] = (int(d["generation"].min()), sorted(set(means.dropna())))
     return out
+
+
+def _each_metric(ctx: Context):
+    """(metric, its rows) for each metric of the experiment: grouping every row at once would copy a key
+    column per grouping key of every row (the report's peak of memory), one metric's rows are a fraction."""
+    for m in ctx.metrics():
+        yield m, ctx.df[ctx.df["metric"] == m]
 
 
 def _overview_note(ctx: Context, constant: dict, bookkeeping: list[str], compute: list[str],

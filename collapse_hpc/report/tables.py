@@ -168,6 +168,7 @@ def phases(df: pd.DataFrame, runs: list[RunData], specs: dict) -> Table:
                         if spec(specs.get(e), m).kind == "compute"), key=declared(e))
              for e in df["experiment"].unique()}
     columns = list(dict.fromkeys(spec(specs.get(e), m).axis for e in sorted(timed) for m in timed[e]))
+    timing = sorted({m for e in timed for m in timed[e]})
     header = ["run", "experiment", "generation", "units", "seconds", "CPU core-seconds", "GPU-seconds", *columns]
     rows = []
     for run in runs:
@@ -178,7 +179,7 @@ def phases(df: pd.DataFrame, runs: list[RunData], specs: dict) -> Table:
                 sec = float(u.manifest.get("seconds") or 0.0)
                 key = (u.experiment, u.index if u.name.startswith("gen_") else -1)
                 cost[key].append((sec, sec * res.get("cpus", 1), sec * res.get("gpus", 0)))
-        d = df[df["run"] == run.label]
+        d = df[(df["run"] == run.label) & df["metric"].isin(timing)]  # the rest is no timing: a copy spared
         for (experiment, g), units in sorted(cost.items()):
             mean = [sum(c[i] for c in units) / len(units) for i in range(3)]
             cells = dict.fromkeys(columns, "—")

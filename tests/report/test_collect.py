@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.report import collect, tables
+from collapse_hpc.report import collect, longform, tables
 from tests.report import synthetic
 
 
@@ -88,7 +88,8 @@ def test_settings_come_from_variants_and_columns(tmp_path):
     synthetic.write_config(root, {"gaussian": {"generations": 2}})
     synthetic.gaussian(root, generations=2, replicates=3, ns=(10, 100))
     df = collect.tidy([collect.load_run(root)])
-    assert str(df["samples"].dtype) == "Int64" and set(df["samples"]) == {10, 100}
+    # a Categorical of integers in memory (longform), integers in metrics.parquet
+    assert str(longform.plain(df)["samples"].dtype) == "Int64" and set(df["samples"]) == {10, 100}
     assert "sigma2_hat" in set(df["metric"])
     row = df[(df["metric"] == "sigma2_hat")].iloc[0]
     sigma = df[(df["metric"] == "sigma_hat") & (df["variant"] == row["variant"]) & (df["replicate"] == row["replicate"])

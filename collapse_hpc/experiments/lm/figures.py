@@ -179,7 +179,7 @@ def describe_initial(info: dict | None) -> str:
 def lm_test_ppl(ctx: Context):
     metric = pick(ctx.metrics(), "test_ppl", "test_perplexity", "ppl_test", pattern=r"^test.*ppl|ppl.*test")
     d = ctx.df[ctx.df["metric"] == ZERO_SHOT]
-    zero_shot = d.groupby("run")["value"].mean().dropna()  # one initial model per run: regimes agree
+    zero_shot = d.groupby("run", observed=True)["value"].mean().dropna()  # one initial model per run: regimes agree
     # side by side, each run's dotted line names its run: the legend showed two alike entries
     refs = {run: [(v, f"{INITIAL}{f' ({run})' if len(zero_shot) > 1 else ''} ({v:.4g})")]
             for run, v in zero_shot.items()}
