@@ -15,6 +15,7 @@ weights).
 from __future__ import annotations
 
 from collapse_hpc.experiments.lm.model import CHUNKED_LOSS, Shape, parameters, shape
+from collapse_hpc.experiments.lm.sample import Decoding
 from collapse_hpc.experiments.lm.train import batch_plan, ds_config, zero_stage
 
 
@@ -63,9 +64,10 @@ def sampling_bytes(cfg, dims: Shape) -> int:
     """Sampling's weights and caches: sample_batch_size prompts of block_size tokens, each continued by
     block_size new tokens on `num_beams` beams where a strategy is beam search. OPT's decoder keeps a
     prompt's keys and values once for its beams (sample.py), `generate` once per beam."""
-    beams = cfg.num_beams if any(d.split(":")[0] == "beam" for d in cfg.decoding) else 1
+    decodings = [Decoding.from_config(cfg, s) for s in cfg.decoding]  # a variant's, or every strategy's
+    beams, new = max(d.beams for d in decodings), max(d.new_tokens for d in decodings)
     width = 2 if cfg.sample_precision == "bf16" else 4
-    batch, prompt, new = cfg.sample_batch_size, cfg.block_size, cfg.block_size
+    batch, prompt = cfg.sample_batch_size, cfg.block_size
     slots = batch * (prompt + beams * new) if dims.kind == "opt" else batch * beams * (prompt + new)
     caches = 2 * dims.layers * slots * dims.hidden * width  # keys and values of every layer
     logits = 3 * 4 * batch * beams * dims.vocab  # a step's logits, log-probabilities and scores (fp32)
