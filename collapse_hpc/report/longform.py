@@ -98,6 +98,11 @@ def finish(df: pd.DataFrame) -> pd.DataFrame:
 VALUES = ("replicate", "generation", "value")  # numbers of their own a row; every other column repeats a few
 
 
+def missing_last(codes: np.ndarray, categories: int) -> np.ndarray:
+    """Category codes as numbers that order like their values, a missing value's (-1) after every other."""
+    return np.where(codes < 0, categories, codes)
+
+
 class Column:
     """One column of the table, allocated at its full length: a Categorical's codes (its few values, sorted,
     once), or the values themselves (VALUES)."""
@@ -120,7 +125,7 @@ class Column:
         """Ordering stored values as a sort of the values does (missing last: code -1)."""
         if self.categories is None:
             return data
-        return np.where(data < 0, len(self.categories.categories), data)
+        return missing_last(data, len(self.categories.categories))
 
     def array(self):
         if self.categories is not None:

@@ -6,7 +6,7 @@ import pandas as pd
 from scipy import stats
 
 from collapse_hpc.plotting.plots import REGIME, SUMMARY, setting_columns
-from collapse_hpc.report.longform import plain
+from collapse_hpc.report.longform import missing_last, plain
 
 LEVEL = 0.95
 
@@ -69,12 +69,11 @@ def _grouped_in_order(df: pd.DataFrame, keys: list[str]) -> bool:
 def _rank(column: pd.Series) -> np.ndarray:
     """Numbers in the order groupby sorts the column's values, missing last; a Categorical's own codes."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        codes = column.cat.codes.to_numpy()
-        return np.where(codes < 0, len(column.cat.categories), codes)
+        return missing_last(column.cat.codes.to_numpy(), len(column.cat.categories))
     if isinstance(column.dtype, np.dtype) and column.dtype.kind in "iub":
         return column.to_numpy()
     codes, uniques = pd.factorize(column, sort=True)
-    return np.where(codes < 0, len(uniques), codes)
+    return missing_last(codes, len(uniques))
 
 
 def _pooled(df: pd.DataFrame, keys: list[str], in_order: bool = False) -> pd.DataFrame:
