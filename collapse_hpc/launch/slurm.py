@@ -335,10 +335,18 @@ WAITS = ("Requested node configuration is not available", "Requested nodes are b
          "configuration not available now")
 
 
+# How sbatch frames its reason: a submission's "sbatch: error: Batch job submission failed: …",
+# --test-only's "allocation failure: …"
+FRAMING = ("sbatch: error: ", "Batch job submission failed: ", "allocation failure: ")
+
+
 def said(stderr: str) -> str:
-    """What sbatch says is wrong: its last line but the usage hint ('Try "sbatch --help"')."""
+    """What sbatch says is wrong: its last line but the usage hint ('Try "sbatch --help"'), unframed."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("Try ")]
-    return lines[-1].removeprefix("sbatch: error: ") if lines else ""
+    why = lines[-1] if lines else ""
+    for prefix in FRAMING:
+        why = why.removeprefix(prefix)
+    return why
 
 
 def _planned_executor(**kwargs):

@@ -7,7 +7,9 @@
 #
 # Environment knobs:
 #   LOCAL_SLURM_ACCOUNTING=1  (default) also run MariaDB + slurmdbd so that `sacct`
-#                             works (submitit polls job states with sacct).  0 = skip.
+#                             works (submitit polls job states with sacct), with
+#                             associations and QOS enforced: accounts collapse (default)
+#                             and collapse-b, QOS normal (default) and short.  0 = skip.
 #   LOCAL_SLURM_CPUS=N        advertise N CPUs (default 8, at least the real count);
 #                             N > real cores is allowed (SlurmdParameters=config_overrides)
 #                             so chains and array tasks run side by side on a 2-core box.
@@ -144,7 +146,9 @@ AccountingStorageHost=localhost
 AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
 # sacct shows each job's comment: submit puts a generation's afterok dependency there
-AccountingStoreFlags=job_comment"
+AccountingStoreFlags=job_comment
+# as on a real cluster, a job must charge an account its user may use and a QOS that exists
+AccountingStorageEnforce=associations,qos"
 else
   ACCT_CONF="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"
@@ -202,6 +206,18 @@ fi
 if [ "$ACCT" = 1 ]; then
   wait_for 30 sacctmgr -n show cluster || { tail /var/log/slurm/slurmdbd.log >&2; exit 1; }
   sacctmgr -n -P show cluster format=cluster | grep -x "$CLUSTER" >/dev/null || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+  # accounts and QOS the Slurm tests charge: every local user may use "collapse" (the default) and
+  # "collapse-b", under QOS normal (the default) or "short"; anything else sbatch refuses
+  sacctmgr -n -P show qos format=name | grep -x short >/dev/null || sacctmgr -i add qos short >/dev/null
+  for a in collapse collapse-b; do
+    sacctmgr -n -P show account "$a" format=account | grep -x "$a" >/dev/null \
+      || sacctmgr -i add account "$a" cluster="$CLUSTER" >/dev/null
+  done
+  for u in root $(getent passwd | awk -F: '$3 >= 1000 && $3 < 65534 {print $1}'); do
+    sacctmgr -n -P show assoc user="$u" format=account | grep -x collapse-b >/dev/null && continue
+    sacctmgr -i add user "$u" account=collapse,collapse-b defaultaccount=collapse cluster="$CLUSTER" >/dev/null
+    sacctmgr -i modify user "$u" set qos=normal,short defaultqos=normal >/dev/null
+  done
 fi
 
 # ------------------------------------------------------- 6. slurmctld/slurmd

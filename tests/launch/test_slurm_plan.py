@@ -236,14 +236,14 @@ def test_what_sbatch_refuses_is_one_line_before_anything_is_written(tmp_path, fa
     cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 1})
     rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
     assert rc == 2 and "Traceback" not in err, err
-    assert err.strip() == "error: profile p: sbatch refuses its aggregate jobs: Batch job submission failed: " \
+    assert err.strip() == "error: profile p: sbatch refuses its aggregate jobs: " \
                           "Invalid account or account/partition combination specified (jobs.aggregate sets this " \
                           "kind's requests; account applies to every kind)"
     assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
     tried = [p.read_text() for p in fake_slurm.glob("test-only-*")]
     assert len(tried) == 1 and "#SBATCH --account=nobody" in tried[0]
     rc, out, _ = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
-    assert rc == 2 and "FAILED: profile p: sbatch refuses its aggregate jobs: Batch job" in out
+    assert rc == 2 and "FAILED: profile p: sbatch refuses its aggregate jobs: Invalid account" in out
     # no node to run it now (drained, down, reserved): sbatch queues it to wait, so no refusal
     (fake_slurm / "test-only.txt").write_text("allocation failure: Requested node configuration is not available\n")
     submit(cfg, tmp_path / "run", prof)  # then every kind is tried (gpu, cpu, aggregate), and queued

@@ -332,3 +332,51 @@ def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_pat
     assert sorted(map(int, steps)) == list(range(20))  # the resumed job did only what was left
     rc, out, _ = collapse("status", run)
     assert re.search(rf"gen_000  done +job {again['job_id']} ", out), out
+
+
+def _profile_with(tmp_path, **keys) -> object:
+    """The dev-cluster profile with top-level keys added (account, qos) or one kind's key (jobs.cpu.qos)."""
+    prof = yaml.safe_load(PROFILE.read_text())
+    for key, value in keys.items():
+        *path, last = key.split("__")
+        node = prof
+        for p in path:
+            node = node[p]
+        node[last] = value
+    out = tmp_path / "profile.yaml"
+    out.write_text(yaml.safe_dump(prof))
+    return out
+
+
+def test_jobs_charge_the_profiles_account_and_qos(tmp_path):
+    """start.sh enforces associations and QOS, as real clusters do: the jobs of every kind (a chain's
+    generations, an array, the aggregation) are charged to the profile's account under its QOS."""
+    prof = _profile_with(tmp_path, account="collapse-b", qos="short")
+    cfg = write_config(tmp_path, "charged", generations=1, ltchain={"rows": 2}, ltarray={"parts": 1})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", prof)
+    assert rc == 0, err
+    ids = [*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]]
+    wait_for(ids)
+    bases = sorted({i.split("_")[0] for i in ids})
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,Account,QOS,State", "-j", ",".join(bases)],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("|") for line in out.splitlines()]
+    assert len(rows) == len(ids) and {(r[1], r[2], r[3]) for r in rows} == {("collapse-b", "short", "COMPLETED")}
+
+
+@pytest.mark.parametrize("keys, refused", [
+    ({"account": "nosuch"}, "Invalid account or account/partition combination specified"),
+    ({"jobs__cpu__qos": "nosuch"}, "Invalid qos specification"),
+])
+def test_an_account_or_qos_the_user_may_not_charge_stops_submit_before_anything(tmp_path, keys, refused):
+    prof = _profile_with(tmp_path, **keys)
+    cfg = write_config(tmp_path, "uncharged", generations=1, ltarray={"parts": 1})
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    kind = "cpu" if "jobs__cpu__qos" in keys else "[a-z0-9]+"
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.match(rf"error: profile dev-cluster: sbatch refuses its {kind} jobs: {refused} ", err), err
+    assert ("account applies to every kind" in err) == ("account" in keys)
+    assert not (tmp_path / "run").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
