@@ -609,3 +609,33 @@ def test_gmm_tails_caption_says_why_the_mean_rises_and_for_how_many_replicates(t
     assert "The mean need not fall with the median" in caption
     assert "(mostly beyond: replace: 50.0% of the replicates at generation 2)" in caption, caption
     assert "accumulate: " not in caption.split("mostly beyond")[-1]
+
+
+def test_sequence_ppl_caption_says_each_histogram_pools_the_seeds(full_run):
+    """A histogram of a generation holds the sequences of every seed that reached it, each chain's scored by
+    its own generation-0 model: the caption says so and how many (replace, keep 10%'s seed 1 stopped after
+    generation 1, so its later histograms hold one seed's 600 sequences, the others two seeds' 1200)."""
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl
+
+    _, caption = lm_sequence_ppl(_context(full_run, "lm"))
+    assert ("Each histogram pools the sequences of every seed that reached its generation (1 to 2 seeds, 600 to "
+            "1200 sequences per histogram), each scored by its own seed's generation-0 model.") in caption
+
+
+def test_vae_figures_of_one_seed_name_it(tmp_path):
+    """The sample grids and the latent figure draw one seed per regime, the one that reached the most
+    generations: with seeds 0 and 3, seed 3 further along, both captions name seed 3."""
+    from collapse_hpc.experiments.vae.figures import vae_latents, vae_samples
+    from tests.report import synthetic
+
+    root = tmp_path / "vae"
+    synthetic.write_config(root, {"vae": {"generations": 4, "seeds": [0, 3],
+                                          "regimes": [{"name": "replace", "keep_fraction": 0.0}]}},
+                           generations=4, seeds=(0, 3))
+    synthetic.vae(root, finished=2, seed=0)
+    synthetic.vae(root, finished=3, seed=3)
+    ctx = _context(root, "vae")
+    for figure in (vae_samples, vae_latents):
+        _, caption = figure(ctx)
+        assert "the most generations" in caption and "replace: seed 3" in caption, caption
+        assert "seed 0" not in caption
