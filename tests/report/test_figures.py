@@ -639,3 +639,20 @@ def test_vae_figures_of_one_seed_name_it(tmp_path):
         _, caption = figure(ctx)
         assert "the most generations" in caption and "replace: seed 3" in caption, caption
         assert "seed 0" not in caption
+
+
+def test_gmm_figures_say_which_single_replicates_they_draw(tmp_path):
+    """16 replicates per series: the thin lines are the first 12 of each series, and the captions say so
+    (they said 'single replicates', as if every one were drawn)."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2, gmm_variance
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gmm": {"generations": 6}}, generations=1)
+    synthetic.gmm(root, generations=6, parts=2, replicates=8)
+    ctx = _context(root, "gmm")
+    fig, caption = gmm_l2(ctx)
+    thin = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("_") and ln.get_linewidth() == 0.5]
+    assert len(thin) == 2 * 12  # two series
+    for figure in (gmm_l2, gmm_variance):
+        assert "single replicates, the first 12 of each series by seed and replicate (thin)" in figure(ctx)[1]
