@@ -656,3 +656,14 @@ def test_gmm_figures_say_which_single_replicates_they_draw(tmp_path):
     assert len(thin) == 2 * 12  # two series
     for figure in (gmm_l2, gmm_variance):
         assert "single replicates, the first 12 of each series by seed and replicate (thin)" in figure(ctx)[1]
+
+
+def test_band_note_counts_seeds_where_an_experiment_has_no_replicates(full_run):
+    """The language model records one value per seed and generation: its points are means over seeds (the
+    caption said 'seeds × replicates' there too); the GMM's are over seeds × replicates."""
+    from collapse_hpc.plotting.figures import band_note
+
+    lm = band_note(_context(full_run, "lm"), ["test_ppl"])
+    assert lm.startswith("mean over seeds (n = 1 to 2 per point), band: its 95% confidence interval (t)"), lm
+    gmm = band_note(_context(full_run, "gmm"), ["l2_squared"])
+    assert gmm.startswith("mean over seeds × replicates (n = 6 per point)"), gmm
