@@ -193,6 +193,19 @@ def test_paper_config_is_the_papers_lm_method():
     assert {v.name for v in experiments.get("vae").variants(run) if v.seed == 0} == {"replace-p0-s0", "replace-p0.1-s0"}
 
 
+def test_paper_config_fits_the_single_gaussian_as_the_papers_theory():
+    """The paper's single Gaussian (Methods, "Theoretical intuition") estimates the variance with the
+    unbiased estimator, 1/(M-1) sum (X - mu_hat)^2, and notes that maximum likelihood would be biased; its
+    theorem (W2 to the original grows, the variance dies almost surely) is about that estimator. The
+    notebook's np.std (ddof 0, the MLE) stays gaussian.estimator: mle."""
+    from pathlib import Path
+
+    run = experiments.load_config(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
+    gaussian = run.section("gaussian")
+    assert gaussian.estimator == "unbiased"
+    assert (gaussian.samples, run.generations_of("gaussian")) == ([100, 500, 1000, 10000], 1000)
+
+
 def test_loading_a_config_knows_no_experiment_and_imports_nothing_above_it(tmp_path):
     """config.load is given the sections a config may hold; it imports no experiment, no engine and
     no launcher (none of them is loaded afterwards), checks no plan, and writes nothing."""

@@ -84,13 +84,15 @@ WORSE = {"higher": " (↑ worse)", "lower": " (↓ worse)"}  # a panel title's n
 
 
 def band_note(ctx: Context, metrics: list[str]) -> str:
-    """What a point and its band are, with n (seeds x replicates per point): no band is promised with n = 1."""
+    """What a point and its band are, with n (seeds x replicates per point, or seeds where an experiment
+    records one value per seed and generation): no band is promised with n = 1."""
     n = ctx.summary.loc[ctx.summary["metric"].isin(metrics), "n"]
     if not len(n) or n.max() <= 1:
         return "one value per generation and series (n = 1: one seed, no replicates), so no interval"
     counts = f"n = {int(n.min())}" if n.min() == n.max() else f"n = {int(n.min())} to {int(n.max())}"
-    return (f"mean over seeds × replicates ({counts} per point), band: its 95% confidence interval (t)"
-            + _cut(ctx, metrics))
+    replicated = ctx.df.loc[ctx.df["metric"].isin(metrics), "replicate"].nunique() > 1
+    return (f"mean over {'seeds × replicates' if replicated else 'seeds'} ({counts} per point), band: its 95% "
+            "confidence interval (t)" + _cut(ctx, metrics))
 
 
 def _cut(ctx: Context, metrics: list[str]) -> str:

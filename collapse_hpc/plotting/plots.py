@@ -271,7 +271,10 @@ def series_data(ctx: Context, run: str, metric: str, row) -> pd.DataFrame:
     return d
 
 
-def _replicate_lines(ax, ctx, run, metric, row, gens, colour, most: int = 12) -> None:
+REPLICATE_LINES = 12  # single replicates drawn per series (draw_series' replicates): the first, by seed and replicate
+
+
+def _replicate_lines(ax, ctx, run, metric, row, gens, colour, most: int = REPLICATE_LINES) -> None:
     d = series_data(ctx, run, metric, row)
     for (_, _), one in list(d.groupby(["seed", "replicate"], observed=True))[:most]:
         y = one.set_index("generation")["value"].reindex(gens)

@@ -609,3 +609,61 @@ def test_gmm_tails_caption_says_why_the_mean_rises_and_for_how_many_replicates(t
     assert "The mean need not fall with the median" in caption
     assert "(mostly beyond: replace: 50.0% of the replicates at generation 2)" in caption, caption
     assert "accumulate: " not in caption.split("mostly beyond")[-1]
+
+
+def test_sequence_ppl_caption_says_each_histogram_pools_the_seeds(full_run):
+    """A histogram of a generation holds the sequences of every seed that reached it, each chain's scored by
+    its own generation-0 model: the caption says so and how many (replace, keep 10%'s seed 1 stopped after
+    generation 1, so its later histograms hold one seed's 600 sequences, the others two seeds' 1200)."""
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl
+
+    _, caption = lm_sequence_ppl(_context(full_run, "lm"))
+    assert ("Each histogram pools the sequences of every seed that reached its generation (1 to 2 seeds, 600 to "
+            "1200 sequences per histogram), each scored by its own seed's generation-0 model.") in caption
+
+
+def test_vae_figures_of_one_seed_name_it(tmp_path):
+    """The sample grids and the latent figure draw one seed per regime, the one that reached the most
+    generations: with seeds 0 and 3, seed 3 further along, both captions name seed 3."""
+    from collapse_hpc.experiments.vae.figures import vae_latents, vae_samples
+    from tests.report import synthetic
+
+    root = tmp_path / "vae"
+    synthetic.write_config(root, {"vae": {"generations": 4, "seeds": [0, 3],
+                                          "regimes": [{"name": "replace", "keep_fraction": 0.0}]}},
+                           generations=4, seeds=(0, 3))
+    synthetic.vae(root, finished=2, seed=0)
+    synthetic.vae(root, finished=3, seed=3)
+    ctx = _context(root, "vae")
+    for figure in (vae_samples, vae_latents):
+        _, caption = figure(ctx)
+        assert "the most generations" in caption and "replace: seed 3" in caption, caption
+        assert "seed 0" not in caption
+
+
+def test_gmm_figures_say_which_single_replicates_they_draw(tmp_path):
+    """16 replicates per series: the thin lines are the first 12 of each series, and the captions say so
+    (they said 'single replicates', as if every one were drawn)."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2, gmm_variance
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gmm": {"generations": 6}}, generations=1)
+    synthetic.gmm(root, generations=6, parts=2, replicates=8)
+    ctx = _context(root, "gmm")
+    fig, caption = gmm_l2(ctx)
+    thin = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("_") and ln.get_linewidth() == 0.5]
+    assert len(thin) == 2 * 12  # two series
+    for figure in (gmm_l2, gmm_variance):
+        assert "single replicates, the first 12 of each series by seed and replicate (thin)" in figure(ctx)[1]
+
+
+def test_band_note_counts_seeds_where_an_experiment_has_no_replicates(full_run):
+    """The language model records one value per seed and generation: its points are means over seeds (the
+    caption said 'seeds × replicates' there too); the GMM's are over seeds × replicates."""
+    from collapse_hpc.plotting.figures import band_note
+
+    lm = band_note(_context(full_run, "lm"), ["test_ppl"])
+    assert lm.startswith("mean over seeds (n = 1 to 2 per point), band: its 95% confidence interval (t)"), lm
+    gmm = band_note(_context(full_run, "gmm"), ["l2_squared"])
+    assert gmm.startswith("mean over seeds × replicates (n = 6 per point)"), gmm

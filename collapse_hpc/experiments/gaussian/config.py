@@ -11,7 +11,8 @@ class GaussianConfig(Section):
     generations: int | None = knob(1000, "generations (the notebook's 1000; --generations sets the run's "
                                    "chains, not this)", min=1)
     samples: list[int] = knob([100, 500, 1000, 10000], "sample sizes n, one variant each", min=2, unique=True)
-    estimator: str = knob("mle", "variance estimate: mle (ddof 0, the notebook) or unbiased (ddof 1)",
+    estimator: str = knob("mle", "variance estimate: mle (ddof 0, the notebook) or unbiased (ddof 1, the paper's "
+                                 "theory and configs/paper.yaml)",
                           choices=("mle", "unbiased"))
     # bounded so that squares and logs stay finite in float64 (W2, log variance): the results scale with sigma
     mu: float = knob(0.0, "mean of the real data", min=-1e100, max=1e100)

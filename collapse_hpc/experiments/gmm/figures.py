@@ -11,10 +11,11 @@ from collapse_hpc.experiments.gmm.metrics import SIGMAS, real_share
 from collapse_hpc.experiments.gmm.recursion import real_modes
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, metric_grid, pick, trend
-from collapse_hpc.plotting.plots import (Context, legend_below, no_data, series_data, series_rows, unit_order,
-                                         unit_series)
+from collapse_hpc.plotting.plots import (REPLICATE_LINES, Context, legend_below, no_data, series_data, series_rows,
+                                         unit_order, unit_series)
 
 
+SINGLE = f"single replicates, the first {REPLICATE_LINES} of each series by seed and replicate"
 L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀ − fₖ‖²", "l2": "L2 distance ‖f₀ − fₖ‖"}
 
 
@@ -26,10 +27,9 @@ def gmm_l2(ctx: Context):
     what = "squared L2 distance ‖f₀ − fₖ‖² (the closed form the notebook plots)" if metric == "l2_squared" \
         else "L2 distance ‖f₀ − fₖ‖"
     return fig and (fig, f"Exact {what} between the generation-0 mixture f₀ and each generation's fₖ, log "
-                         f"scale: {band_note(ctx, [metric])} (thick), and single replicates "
-                         "(thin). Collapse as the paper expects it: the distance grows by orders of magnitude "
-                         f"(higher is worse); keeping real data holds it down. Here, the mean from generation 1: "
-                         f"{trend(ctx, metric, start=1)}. {GAPS}")
+                         f"scale: {band_note(ctx, [metric])} (thick), and {SINGLE} (thin). Collapse as the paper "
+                         "expects it: the distance grows by orders of magnitude (higher is worse); keeping real "
+                         f"data holds it down. Here, the mean from generation 1: {trend(ctx, metric, start=1)}. {GAPS}")
 
 
 def gmm_variance(ctx: Context):
@@ -38,7 +38,7 @@ def gmm_variance(ctx: Context):
                                  ylabels={metric: "total variance"})
     return fig and (fig, "Total variance (trace of the covariance) of the fitted mixture against generation "
                          f"(log scale; the real blob's: 2, two-mode's: 2 + separation²/4): {band_note(ctx, [metric])} "
-                         "(thick), and single replicates (thin). Collapse as the paper "
+                         f"(thick), and {SINGLE} (thin). Collapse as the paper "
                          "expects it: it falls towards 0 (lower is worse) as the mixture loses its tails. Here, "
                          f"the mean: {trend(ctx, metric)}. {GAPS}")
 

@@ -105,3 +105,20 @@ def test_the_spread_of_log_variance_follows_theory():
             expected = float(theory.sd_log_variance(n, k + 1))
             assert logvar[k].std(ddof=1) == pytest.approx(expected, rel=0.05), (ddof, k)
     assert float(theory.sd_log_variance(100, 1000)) == pytest.approx(4.52, abs=0.01)  # the paper's n = 100, k = 999
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_the_spread_of_the_variance_follows_its_closed_form(ddof):
+    """Var[sigma_hat^2] after t fits, from the suite's recursion, against its closed form: each fit multiplies
+    sigma_hat^2 by an independent V ~ chi^2(n-1)/d, so E[sigma_t^4] = sigma^4 (E V^2)^t with
+    E V^2 = (n-1)(n+1)/d^2, and Var = sigma^4 ((E V^2)^t - (E V)^(2t))."""
+    n, G = 10, 5
+    var = _variances(Regime(), n, G, replicates=40_000, ddof=ddof, seed=3)
+    d = n - ddof
+    ev, ev2, ev4 = (n - 1) / d, (n - 1) * (n + 1) / d**2, (n - 1) * (n + 1) * (n + 3) * (n + 5) / d**4
+    for k in range(G):
+        t = k + 1
+        second = var[k] ** 2  # sigma_hat^4: its mean is E V^2 to the t
+        se = np.sqrt(ev4**t - ev2 ** (2 * t)) / np.sqrt(len(second))  # exact sd of sigma_hat^4, over sqrt(R)
+        assert abs(second.mean() - ev2**t) < 4 * se, (ddof, k, second.mean(), ev2**t, se)
+        assert var[k].var() == pytest.approx(ev2**t - ev ** (2 * t), rel=0.15), (ddof, k)
