@@ -241,6 +241,20 @@ def test_sigterm_reaches_units_started_with_sigint_ignored(tmp_path):
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["kill -INT of the launcher", "the script's Ctrl-C"])
+def test_sigint_stops_a_launcher_started_with_it_ignored_and_the_next_run_resumes(tmp_path, group):
+    # `nohup collapse-hpc run … &` from a script: the launcher inherited SIGINT ignored, so `kill -INT`
+    # did nothing, and the Ctrl-C of the script's terminal stopped its units (they take SIGINT) but not
+    # the launcher, which recorded them failed and went on
+    cfg, run, gen0 = _stepping(tmp_path, sleep_s=8)
+    assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done", signal.SIGINT, group, _sigint_ignored) == 130
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
+    assert not RunStore(run).is_done(gen0) and (gen0 / "steps" / "000.done").exists()  # kept to resume
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "1 unit done" in out, err
+    assert verify_run(run) == 0
+
+
 def test_cancel_stops_a_local_run_from_another_shell(tmp_path):
     # `collapse-hpc cancel RUN` of a local run said "squeue not found"; it stops the run as Ctrl-C does
     _, run, _, proc = _launched_stepping(tmp_path)
