@@ -194,14 +194,12 @@ def is_temporary(path: Path) -> bool:
 def sweep(folder: str | os.PathLike, *names: str) -> list[Path]:
     """Remove what writers killed outright (SIGKILL, the OOM killer) left in `folder`: the temporaries
     of the files or folders `names` (every temporary there when none is named), and recover() what a
-    swap of them left aside (every .old-NAME there when none is named); nothing else removes them.
-    Only under the lock every writer of those names holds: a live writer's temporary looks the same.
-    Returns what was removed or put back."""
+    swap of a named folder left aside; nothing else removes them. Only under the lock every writer of
+    those names holds: a live writer's temporary looks the same. Returns what was removed or put back."""
     folder = Path(folder)
     prefixes = tuple(f"{TMP_PREFIX}{n}." for n in names) or (TMP_PREFIX,)
     try:
         found = [p for p in folder.iterdir() if p.name.startswith(prefixes)]
-        names = names or tuple(p.name[len(OLD_PREFIX):] for p in folder.iterdir() if p.name.startswith(OLD_PREFIX))
     except (FileNotFoundError, NotADirectoryError):
         return []
     for p in found:
