@@ -4,7 +4,8 @@ DeepSpeed's own TorchCheckpointEngine loads with torch.load(weights_only=False),
 code a tampered checkpoint file names. Ours loads with weights_only=True and allows, besides
 tensors and plain containers, exactly the DeepSpeed types its ZeRO 0/1/2 checkpoints hold
 (found by saving real ones and listing what weights_only refuses). Anything else is refused with
-one line naming the file and the type.
+one line naming the file and the type. Saved through a file of ours, so that a full disk is the
+OSError it was (PyTorch's own writer says it as a RuntimeError without an errno).
 
 API:
 - use_weights_only(engine)   swap the engine's checkpoint engine for ours (after deepspeed.initialize)
@@ -51,27 +52,23 @@ class _Writes:
         self.f.flush()
 
 
-def save_refusing_plainly(state_dict, path: str, zipfile: bool) -> None:
-    """torch.save to `path`; a write the file system refuses (a full disk, a quota, a read-only
-    remount) is raised as the OSError it was, naming `path` (space.named): a unit's FAILED line then
-    says which file system and what to do, as every other write of the run does."""
-    writes = None
-    try:
-        with open(path, "wb") as f:
-            writes = _Writes(f)
-            torch.save(state_dict, writes, _use_new_zipfile_serialization=zipfile)
-    except (OSError, RuntimeError) as e:
-        said = space.named((writes.refused if writes else None) or e, path)
-        if said is e:
-            raise
-        raise said from e
-
-
 class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
     """torch.save like DeepSpeed's, its refusals said plainly; torch.load with weights_only=True."""
 
     def save(self, state_dict, path: str):
-        save_refusing_plainly(state_dict, path, self.zipfile_serialization)
+        """torch.save to `path`; a write the file system refuses (a full disk, a quota, a read-only
+        remount) is raised as the OSError it was, naming `path` (space.named): the unit's FAILED line
+        then says which file system and what to do, as every other write of the run does."""
+        writes = None
+        try:
+            with open(path, "wb") as f:
+                writes = _Writes(f)
+                torch.save(state_dict, writes, _use_new_zipfile_serialization=self.zipfile_serialization)
+        except (OSError, RuntimeError) as e:
+            said = space.named((writes.refused if writes else None) or e, path)
+            if said is e:
+                raise
+            raise said from e
 
     def load(self, path: str, map_location=None):
         try:
