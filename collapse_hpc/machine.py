@@ -63,16 +63,32 @@ def hub_cache() -> Path:
     return Path(os.environ["HF_HUB_CACHE"]).expanduser() if os.environ.get("HF_HUB_CACHE") else hf_home() / "hub"
 
 
+def interruptible() -> bool:
+    """SIGINT taken as Ctrl-C (KeyboardInterrupt) also where this process inherited it ignored: a
+    script's background command (`nohup collapse-hpc run … &`, any `&` of a shell without job
+    control) starts so, and then `kill -INT`, a launcher's SIGINT to its units or the Ctrl-C of the
+    script's terminal did nothing to it, while its units (which take it) stopped. Whether it was
+    ignored. Main thread only."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return True
+    return False
+
+
 @contextmanager
 def term_as_interrupt() -> Iterator[None]:
     """SIGTERM (`kill`, `timeout`, a session's end) handled as Ctrl-C: the command cleans up as on
     KeyboardInterrupt (temporaries, a half-built data set, a launcher's units) instead of dying
-    where it stands. Python takes signals in its main thread only."""
+    where it stands; SIGINT so too where it was inherited ignored (interruptible()). Python takes
+    signals in its main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    ignored = interruptible()
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

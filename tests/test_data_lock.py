@@ -110,6 +110,23 @@ def test_a_prepare_removes_its_data_sets_temporaries_and_nothing_else(tmp_path):
     assert not [p for p in (data_dir / "digits").iterdir() if p.name.startswith(".")]  # digits too is built aside
 
 
+def test_a_data_set_whose_swap_was_killed_is_put_back_by_the_next_prepare(tmp_path):
+    """`data prepare NAME --force` swaps the new data set in whole; killed between its two renames it left
+    no data/NAME and the complete earlier one aside (.old-NAME) for good, and the next preparation built
+    it anew. It is put back: a data set made from files that are gone since is not lost."""
+    from collapse_hpc import data
+
+    data_dir = tmp_path / "data"
+    assert data.prepare("digits", data_dir) == 0
+    digits = data_dir / "digits"
+    before = {p.name: p.stat().st_ino for p in digits.iterdir()}
+    os.replace(digits, data_dir / ".old-digits")  # what the kill left: the old one aside, the new one
+    (data_dir / ".tmp-digits.k2j4h1x0").mkdir()   # half-built beside it
+    assert data.prepare("digits", data_dir) == 0
+    assert sorted(p.name for p in data_dir.iterdir()) == ["digits"]
+    assert {p.name: p.stat().st_ino for p in digits.iterdir()} == before  # the same files, not made again
+
+
 def test_a_cache_built_again_removes_what_a_killed_builder_left(tmp_path):
     """The token blocks, the BPE and the tiny base are built by the first unit that needs them, the others
     waiting on the cache's lock; a unit killed while writing one left its temporary beside it for ever.

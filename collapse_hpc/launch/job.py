@@ -18,13 +18,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from collapse_hpc import logs
 from collapse_hpc.launch.distributed import export_env
-
-
-def _interruptible() -> None:
-    """A local launcher stops its units by SIGINT (Ctrl-C, cancel). Started from a script in the
-    background (`nohup … &`), the unit inherits SIGINT ignored and would run on unattended."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+from collapse_hpc.machine import interruptible
 
 
 LAUNCHER = "COLLAPSE_LAUNCHER_PID"  # set by the local launcher for its units
@@ -109,7 +103,7 @@ class UnitJob(Checkpointable):
 
         logs.for_job()
         export_env()
-        _interruptible()
+        interruptible()  # a local launcher stops its units by SIGINT (Ctrl-C, cancel)
         _stop_when_ending()
         _stop_without_launcher()
         try:

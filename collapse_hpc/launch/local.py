@@ -77,6 +77,8 @@ def execute(store, run, chains, **_) -> dict:
     n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
     pool = _Pool(store, run, lanes, n_cores, free_gpus, _threads(chains, n_cores))
+    if settle(store, run, pool.book):
+        pool.save()
     pool.counts["skipped"] = skipped
     if skipped:
         print(f"{count(skipped, 'unit')} already finished (skipped)", file=sys.stderr)
@@ -95,6 +97,21 @@ def execute(store, run, chains, **_) -> dict:
     if pool.halted is not None:
         _halted(store, pool.book, lanes, pool.halted)
     return pool.counts
+
+
+def settle(store, run, book: dict) -> bool:
+    """Units jobs.json still calls RUNNING, though no launcher runs them (this one holds the run's lock,
+    and the lock refused it while any of their processes lived): a launcher that could not record their
+    end (a full disk), or was killed outright. Recorded as their manifests say: COMPLETED where
+    finished, else INTERRUPTED (as status reads them). Whether any was."""
+    settled = False
+    for chain in engine.load_plan(store, run):
+        for job in chain.jobs:
+            entry = book["units"].get(job.label)
+            if entry is not None and entry.get("state") == "RUNNING":
+                entry["state"] = "COMPLETED" if engine.job_done(store, run, job) else "INTERRUPTED"
+                settled = True
+    return settled
 
 
 def _halted(store, book: dict, lanes: list[Lane], e: OSError) -> None:

@@ -22,6 +22,7 @@ from collapse_hpc.plotting.plots import Context
 from collapse_hpc.report import collect, drawing, longform, page, stats, tables
 from collapse_hpc.store.atomic import claim_folder, sweep, write_text
 from collapse_hpc.store.lock import folder_lock
+from collapse_hpc.store.space import nearest_folder
 
 log = logging.getLogger("collapse_hpc.report")
 
@@ -108,10 +109,8 @@ def _replicates(run: collect.RunData, name: str) -> int | None:
 
 def _writable(report: Path) -> None:
     """A run one may only read (a colleague's) is refused before anything is read, naming --out."""
-    here = report
-    while not here.exists() and here != here.parent:
-        here = here.parent
-    if here.is_dir() and not os.access(here, os.W_OK | os.X_OK):
+    here = nearest_folder(report)
+    if not os.access(here, os.W_OK | os.X_OK):
         raise UserError(f"{here}: not writable by you (a run you may only read); write its report elsewhere "
                         f"with --out DIR")
 

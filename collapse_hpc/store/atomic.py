@@ -13,6 +13,7 @@ from typing import Iterator
 from collapse_hpc.store import space
 
 TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"  # a folder swap_in moved aside
 
 
 @contextlib.contextmanager
@@ -44,19 +45,46 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _naming(path):
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
-    old = path.with_name(f".old-{path.name}")
     try:
         with _naming(path):  # safetensors' and tokenizers' full disk: their own error types, no file named
             yield tmp
             _share(tmp)
-            shutil.rmtree(old, ignore_errors=True)
-            if path.exists():
-                os.replace(path, old)
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
-            shutil.rmtree(old, ignore_errors=True)
+            swap_in(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_in(new: Path, path: Path) -> None:
+    """Put the complete folder `new` in place of `path`: a folder there is moved aside (.old-NAME),
+    `new` renamed to `path`, then the old one removed. A kill between the two renames leaves no
+    `path` and the old one aside, the only complete copy: recover() puts it back."""
+    recover(path)
+    old = _aside(path)[0]
+    if path.exists():
+        os.replace(path, old)
+    os.replace(new, path)
+    fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _aside(path: Path) -> list[Path]:
+    """Where a swap of `path` moves the old folder (the LM data set's own swap named it .NAME.replaced)."""
+    return [path.with_name(f"{OLD_PREFIX}{path.name}"), path.with_name(f".{path.name}.replaced")]
+
+
+def recover(path: str | os.PathLike) -> list[Path]:
+    """What a swap of `path` killed midway left aside: put back where `path` is missing (it died
+    between its two renames), else removed (it died after the swap, or while removing the old one).
+    Only under the lock every writer of `path` holds. Returns what was put back or removed."""
+    path = Path(path)
+    found = [p for p in _aside(path) if p.is_dir() and not p.is_symlink()]
+    for old in found:
+        if not os.path.lexists(path):
+            os.replace(old, path)
+            fsync_dir(path.parent)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return found
 
 
 @contextlib.contextmanager
@@ -165,9 +193,9 @@ def is_temporary(path: Path) -> bool:
 
 def sweep(folder: str | os.PathLike, *names: str) -> list[Path]:
     """Remove what writers killed outright (SIGKILL, the OOM killer) left in `folder`: the temporaries
-    of the files or folders `names` (every temporary there when none is named); nothing else removes
-    them. Only under the lock every writer of those names holds: a live writer's temporary looks the
-    same. Returns what was removed."""
+    of the files or folders `names` (every temporary there when none is named), and recover() what a
+    swap of a named folder left aside; nothing else removes them. Only under the lock every writer of
+    those names holds: a live writer's temporary looks the same. Returns what was removed or put back."""
     folder = Path(folder)
     prefixes = tuple(f"{TMP_PREFIX}{n}." for n in names) or (TMP_PREFIX,)
     try:
@@ -179,7 +207,7 @@ def sweep(folder: str | os.PathLike, *names: str) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-    return found
+    return found + [p for name in names for p in recover(folder / name)]
 
 
 OWNED = ".collapse-hpc"  # in a folder the tool made for its output (aggregate --out): it may write there again

@@ -174,7 +174,8 @@ class RunStore:
     def reset_unit(self, unit_dir: Path, keep: tuple[str, ...] = (), expected: dict | None = None) -> None:
         """Make an unfinished unit ready to redo: drop its files except resumable sub-folders.
 
-        Inside those only temporaries go: their complete files (atomic writes) are reused, unless
+        Inside those only temporaries go, and a folder swap killed midway is put back (atomic.recover):
+        their complete files (atomic writes) are reused, unless
         the unit was finished once and its manifest no longer vouches for a file there (changed
         or missing afterwards): then that whole sub-folder goes, its files may depend on each other.
         Nothing is kept when the last attempt was made for another binding (`expected`, manifest.binding:
@@ -185,9 +186,13 @@ class RunStore:
         unit_dir.mkdir(parents=True, exist_ok=True)
         last = read_binding(unit_dir)
         stale = expected is not None and last is not None and bool(binding_problems(unit_dir, last, expected))
+        for name in keep:  # a kept folder whose swap (atomic_dir) was killed midway: back in place
+            atomic.recover(unit_dir / name)
         bad = set(keep) if stale else self._tampered(unit_dir, keep)
         for p in unit_dir.iterdir():
             if p.is_dir() and p.name in keep and p.name not in bad:
+                for old in sorted(p.rglob(atomic.OLD_PREFIX + "*"), reverse=True):  # so too inside (a best model)
+                    atomic.recover(old.with_name(old.name[len(atomic.OLD_PREFIX):]))
                 for q in p.rglob("*"):
                     if q.is_file() and atomic.is_temporary(q):
                         q.unlink(missing_ok=True)

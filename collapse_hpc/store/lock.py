@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.store import atomic
+from collapse_hpc.store import atomic, space
 
 SLURM_HELD = "slurm job"  # a worker file's text: the unit runs in this Slurm job
 WORKERS = ".units"  # beside the lock: one file <host>-<pid> per running unit process (empty, or SLURM_HELD)
@@ -45,10 +45,7 @@ def folder_lock(folder: Path) -> Iterator[bool]:
     """An exclusive flock on a folder itself (its nearest existing ancestor when it does not exist
     yet): serialises writers of a shared folder without writing a file into it. Yields False,
     unlocked, where the file system has no flock (as file_lock)."""
-    here = Path(folder).absolute()
-    while not here.is_dir():
-        here = here.parent
-    fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(space.nearest_folder(Path(folder).absolute()), os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

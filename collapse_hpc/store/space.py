@@ -81,11 +81,18 @@ def state(folder: str | os.PathLike) -> str:
     return f"the file system at {mount} refused it (a full disk since freed, or a quota: {usage(mount)} now)"
 
 
+def nearest_folder(path: str | os.PathLike) -> Path:
+    """`path` where it is a folder, else the nearest folder above it that exists (as given: a relative
+    path stays relative, "." at the top): where a path not made yet would be made."""
+    here = Path(path)
+    while not here.is_dir() and here != here.parent:
+        here = here.parent
+    return here
+
+
 def mount_point(path: str | os.PathLike) -> Path:
     """The mount point of the file system `path` is (or would be) on."""
-    here = Path(os.path.abspath(path))
-    while not here.exists() and here != here.parent:
-        here = here.parent
+    here = nearest_folder(os.path.abspath(path))
     while not os.path.ismount(here) and here != here.parent:
         here = here.parent
     return here

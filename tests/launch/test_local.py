@@ -126,6 +126,21 @@ def _launched(cfg, run, marker, preexec=_sigint_default, stderr=subprocess.PIPE)
     return proc
 
 
+def _stepping(tmp_path, sleep_s: float = 30):
+    """(config, run, generation 0) of a run of one generation that takes `sleep_s` in resumable steps:
+    its first step (gen0/steps/000.done) is the moment to stop it mid-unit."""
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": sleep_s})
+    run = tmp_path / "run"
+    return cfg, run, unit(run, "ltchain", "replace-p0-s0", "gen_000")
+
+
+def _launched_stepping(tmp_path, sleep_s: float = 30, **options):
+    """(config, run, generation 0, the launcher) of _stepping's run, launched (_launched) and past its
+    first step."""
+    cfg, run, gen0 = _stepping(tmp_path, sleep_s)
+    return cfg, run, gen0, _launched(cfg, run, gen0 / "steps" / "000.done", **options)
+
+
 def _ctrl_c_when(cfg, run, marker, sig=signal.SIGINT, group=True, preexec=_sigint_default) -> int:
     """`collapse-hpc run` in its own process group, given Ctrl-C (SIGINT to the whole group, as a
     terminal sends it; or `sig`, to the launcher alone unless `group`) once `marker` exists; its
@@ -162,9 +177,7 @@ def test_ctrl_c_after_a_unit_finished_records_it_completed(tmp_path):
 
 
 def test_ctrl_c_during_a_unit_records_it_cancelled(tmp_path):
-    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
-    run = tmp_path / "run"
-    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    cfg, run, gen0 = _stepping(tmp_path)
     assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done") == 130
     assert not RunStore(run).is_done(gen0)
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
@@ -175,9 +188,7 @@ def test_sigterm_during_a_unit_cancels_it_as_ctrl_c_does(tmp_path, group):
     # `timeout` (the group) or `kill PID` (the launcher alone): the units ignore SIGTERM (submitit)
     # and never see a signal sent to the launcher, so it must end them, or they run on unattended
     # and keep the run locked
-    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
-    run = tmp_path / "run"
-    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    cfg, run, gen0 = _stepping(tmp_path)
     assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done", signal.SIGTERM, group) == 130
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
     with RunStore(run).lock() as lock:  # a next run is not refused for the units of a dead launcher
@@ -187,10 +198,7 @@ def test_sigterm_during_a_unit_cancels_it_as_ctrl_c_does(tmp_path, group):
 def test_units_of_a_launcher_killed_alone_stop_and_the_next_run_resumes(tmp_path):
     # `kill -9 PID` of the launcher (the OOM killer, a crashed login node's session) cannot be
     # handled by it: its units ran on unattended to their end, and a next run was refused meanwhile
-    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
-    run = tmp_path / "run"
-    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
-    proc = _launched(cfg, run, gen0 / "steps" / "000.done", stderr=subprocess.DEVNULL)
+    cfg, run, gen0, proc = _launched_stepping(tmp_path, stderr=subprocess.DEVNULL)
     try:
         assert (gen0 / "steps" / "000.done").exists()
         os.kill(proc.pid, signal.SIGKILL)
@@ -211,10 +219,7 @@ def test_units_of_a_launcher_killed_alone_stop_and_the_next_run_resumes(tmp_path
 def test_a_unit_killed_alone_is_named_killed_and_the_next_run_resumes_it(tmp_path):
     # a unit process killed outright (the OOM killer) was reported FAILED with its log's last line,
     # which read like progress, not like what happened
-    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 4})
-    run = tmp_path / "run"
-    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
-    proc = _launched(cfg, run, gen0 / "steps" / "000.done")
+    cfg, run, _, proc = _launched_stepping(tmp_path, sleep_s=4)
     try:
         (registered,) = (run / ".units").iterdir()
         os.kill(int(registered.name.rpartition("-")[2]), signal.SIGKILL)
@@ -231,19 +236,28 @@ def test_a_unit_killed_alone_is_named_killed_and_the_next_run_resumes_it(tmp_pat
 
 def test_sigterm_reaches_units_started_with_sigint_ignored(tmp_path):
     # the launcher tells its units by SIGINT; a unit that inherited it ignored ran on unattended
-    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
-    run = tmp_path / "run"
-    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    cfg, run, gen0 = _stepping(tmp_path)
     assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done", signal.SIGTERM, False, _sigint_ignored) == 130
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["kill -INT of the launcher", "the script's Ctrl-C"])
+def test_sigint_stops_a_launcher_started_with_it_ignored_and_the_next_run_resumes(tmp_path, group):
+    # `nohup collapse-hpc run … &` from a script: the launcher inherited SIGINT ignored, so `kill -INT`
+    # did nothing, and the Ctrl-C of the script's terminal stopped its units (they take SIGINT) but not
+    # the launcher, which recorded them failed and went on
+    cfg, run, gen0 = _stepping(tmp_path, sleep_s=8)
+    assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done", signal.SIGINT, group, _sigint_ignored) == 130
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
+    assert not RunStore(run).is_done(gen0) and (gen0 / "steps" / "000.done").exists()  # kept to resume
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "1 unit done" in out, err
+    assert verify_run(run) == 0
+
+
 def test_cancel_stops_a_local_run_from_another_shell(tmp_path):
     # `collapse-hpc cancel RUN` of a local run said "squeue not found"; it stops the run as Ctrl-C does
-    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30})
-    run = tmp_path / "run"
-    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
-    proc = _launched(cfg, run, gen0 / "steps" / "000.done")
+    _, run, _, proc = _launched_stepping(tmp_path)
     try:
         time.sleep(1)
         rc, out, err = collapse("cancel", run)

@@ -41,16 +41,7 @@ def test_a_launcher_that_cannot_write_its_records_halts_and_says_why(tmp_path, m
     it, the failures not listed, and the line said nothing of what to do."""
     cfg = write_config(tmp_path, generations=3, ltchain={"rows": 4})
     run = tmp_path / "run"
-    saved = []
-    write_json = records.write_json
-
-    def full_after_first(path, obj):  # room for the first unit's start, none from then on
-        saved.append(path)
-        if len(saved) > 1:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return write_json(path, obj)
-
-    monkeypatch.setattr(records, "write_json", full_after_first)
+    _full_after_first(monkeypatch)
     rc, _, err = collapse("run", cfg, "--run", run)
     lines = err.splitlines()
     assert rc == 2 and "Traceback" not in err
@@ -66,8 +57,39 @@ def test_a_launcher_that_cannot_write_its_records_halts_and_says_why(tmp_path, m
     assert rc == 0 and "2 units done, 1 already finished" in out, err
     assert "1 unit already finished (skipped)" in err  # not '1 units'
     units = jobs(run)["units"]
-    assert [units[f"ltchain/replace-p0-s0/gen_{g:03d}"]["state"] for g in (1, 2)] == ["COMPLETED"] * 2
+    # the unit that ended while jobs.json had no room too: as its manifest says
+    assert [units[f"ltchain/replace-p0-s0/gen_{g:03d}"]["state"] for g in (0, 1, 2)] == ["COMPLETED"] * 3
     assert verify_run(run) == 0
+
+
+def _full_after_first(monkeypatch) -> None:
+    """jobs.json has room for the first unit's start, none from then on."""
+    saved = []
+    write_json = records.write_json
+
+    def full_after_first(path, obj):
+        saved.append(path)
+        if len(saved) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write_json(path, obj)
+
+    monkeypatch.setattr(records, "write_json", full_after_first)
+
+
+def test_a_unit_that_finished_while_jobs_json_had_no_room_is_recorded_by_the_next_launch(tmp_path, monkeypatch):
+    """The launcher could not record the unit's end: jobs.json said RUNNING for good (status, reading
+    the manifest, said done), as a next launch with nothing to start wrote nothing."""
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 4})
+    run = tmp_path / "run"
+    _full_after_first(monkeypatch)
+    rc, _, err = collapse("run", cfg, "--run", run)
+    assert rc == 2 and "Traceback" not in err, err
+    assert read_manifest(run / "ltchain" / "replace-p0-s0" / "gen_000") is not None
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "RUNNING"  # its end unrecorded
+    monkeypatch.undo()  # room again
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "0 units done, 1 already finished" in out, err
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "COMPLETED"
 
 
 class _ReadOnlyFolderJob:

@@ -2,6 +2,7 @@
 to do), whatever library's words the refusal came in; the atomic writes leave nothing behind."""
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,18 @@ def test_the_line_says_which_file_system_and_what_to_do(tmp_path, number, meanin
 
 def test_sizes_read_as_people_write_them():
     assert [space.size(n) for n in (0, 4096, 2 << 20, 3 << 40)] == ["0 bytes", "4 KiB", "2.0 MiB", "3.0 TiB"]
+
+
+def test_the_nearest_folder_above_a_path_is_found_once_for_every_caller(tmp_path, monkeypatch):
+    """The mount point of a file not written yet, the folder a lock is taken on and the folder a report
+    would be made in all start from the folder a path is (or would be) made in: one walk up, not three."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "jobs.json").write_text("{}")
+    assert space.nearest_folder(tmp_path / "run") == tmp_path / "run"
+    assert space.nearest_folder(tmp_path / "run" / "report" / "figures") == tmp_path / "run"
+    assert space.nearest_folder(tmp_path / "run" / "jobs.json") == tmp_path / "run"  # a file: its folder
+    assert space.nearest_folder(tmp_path / "run" / "jobs.json" / "x") == tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    assert space.nearest_folder("run/report") == Path("run")  # as given: said to the user as they wrote it
+    assert space.nearest_folder("new/report") == Path(".")
+    assert space.mount_point("new/report") == space.mount_point(tmp_path)

@@ -181,6 +181,63 @@ def test_units_are_only_unit_folders(tmp_path):
     assert [p.name for p in store.units()] == ["gen_000", "part_001"]
 
 
+def _swap_killed_between_its_renames(target) -> None:
+    """atomic_dir(target) over a complete folder, its process killed (SIGKILL) once the old folder is
+    moved aside and before the new one is renamed in: what a kill at that moment leaves."""
+    import subprocess
+    import sys
+
+    code = ("import os, time\n"
+            "from collapse_hpc.store import atomic\n"
+            "real = os.replace\n"
+            "def replace(a, b):\n"
+            "    real(a, b)\n"
+            "    if os.path.basename(b).startswith(atomic.OLD_PREFIX):\n"
+            "        time.sleep(30)\n"
+            "os.replace = replace\n"
+            f"with atomic.atomic_dir({str(target)!r}) as tmp:\n"
+            "    (tmp / 'w').write_text('new')\n")
+    p = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 30
+    while not target.with_name(f".old-{target.name}").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+
+
+def test_a_folder_swap_killed_midway_is_put_back_by_the_next_writer(tmp_path):
+    """A swap killed after it moved the old folder aside (.old-NAME) and before the new one arrived left
+    no NAME, the only complete copy aside for ever: only a next swap of that name cleaned it, by
+    removing it. The next writer's sweep under the same lock puts it back; one left after a finished
+    swap (.old-NAME beside NAME, or the LM data set's .NAME.replaced) goes; other names' stay."""
+    model = tmp_path / "model"
+    with atomic.atomic_dir(model) as d:
+        (d / "w").write_text("old")
+    _swap_killed_between_its_renames(model)
+    assert not model.exists() and (tmp_path / ".old-model" / "w").read_text() == "old"
+    atomic.sweep(tmp_path, "model")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and (model / "w").read_text() == "old"
+
+    for left in (".old-model", ".model.replaced", ".old-other"):
+        (tmp_path / left).mkdir()
+        (tmp_path / left / "w").write_text("stale")
+    atomic.sweep(tmp_path, "model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".old-other", "model"]
+    assert (model / "w").read_text() == "old"
+
+
+def test_a_kept_folder_whose_swap_was_killed_is_put_back_when_its_unit_is_redone(tmp_path):
+    """The LM's best model (checkpoints/best) and published model (model/) are swapped in whole: a kill
+    between the renames left the only complete copy as .old-NAME, which the redo then removed."""
+    unit = tmp_path / "lm" / "v" / "gen_000"
+    for folder in (unit / "model", unit / "checkpoints" / "best"):
+        atomic.write_bytes(folder / "model.safetensors", b"weights")
+        os.replace(folder, folder.with_name(f".old-{folder.name}"))
+    RunStore(tmp_path).reset_unit(unit, keep=("checkpoints", "model"))
+    assert sorted(p.relative_to(unit).as_posix() for p in unit.rglob("*")) == [
+        "checkpoints", "checkpoints/best", "checkpoints/best/model.safetensors", "model", "model/model.safetensors"]
+
+
 def test_redo_of_a_corrupted_finished_unit_drops_its_bad_resumable_folder(tmp_path):
     # a finished unit whose kept sub-folder (lm: shards/, model/) went bad must not reuse it on redo
     unit = tmp_path / "lm" / "v" / "gen_000"

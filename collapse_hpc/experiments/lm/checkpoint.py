@@ -4,7 +4,8 @@ DeepSpeed's own TorchCheckpointEngine loads with torch.load(weights_only=False),
 code a tampered checkpoint file names. Ours loads with weights_only=True and allows, besides
 tensors and plain containers, exactly the DeepSpeed types its ZeRO 0/1/2 checkpoints hold
 (found by saving real ones and listing what weights_only refuses). Anything else is refused with
-one line naming the file and the type.
+one line naming the file and the type. Saved through a file of ours, so that a full disk is the
+OSError it was (PyTorch's own writer says it as a RuntimeError without an errno).
 
 API:
 - use_weights_only(engine)   swap the engine's checkpoint engine for ours (after deepspeed.initialize)
@@ -20,6 +21,7 @@ import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.store import space
 
 
 def safe_types() -> list:
@@ -31,8 +33,42 @@ def safe_types() -> list:
     return [ZeroStageEnum, LossScaler, fragment_address]
 
 
+class _Writes:
+    """The file torch.save writes into, keeping the OSError a write got: PyTorch's writer turns it
+    into a RuntimeError of its own words without an errno ("PytorchStreamWriter failed writing file
+    …", "unexpected pos …")."""
+
+    def __init__(self, f):
+        self.f, self.refused = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.refused = self.refused or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
-    """torch.save like DeepSpeed's; torch.load with weights_only=True."""
+    """torch.save like DeepSpeed's, its refusals said plainly; torch.load with weights_only=True."""
+
+    def save(self, state_dict, path: str):
+        """torch.save to `path`; a write the file system refuses (a full disk, a quota, a read-only
+        remount) is raised as the OSError it was, naming `path` (space.named): the unit's FAILED line
+        then says which file system and what to do, as every other write of the run does."""
+        writes = None
+        try:
+            with open(path, "wb") as f:
+                writes = _Writes(f)
+                torch.save(state_dict, writes, _use_new_zipfile_serialization=self.zipfile_serialization)
+        except (OSError, RuntimeError) as e:
+            said = space.named((writes.refused if writes else None) or e, path)
+            if said is e:
+                raise
+            raise said from e
 
     def load(self, path: str, map_location=None):
         try:

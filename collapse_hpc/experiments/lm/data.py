@@ -252,12 +252,7 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
     building.mkdir(parents=True)
     try:
         _build(building, out.name, splits, card)
-        old = out.parent / f".{out.name}.replaced"
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(building, out)
-        shutil.rmtree(old, ignore_errors=True)
+        atomic.swap_in(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         if made:  # the data folder this refused preparation made goes too, if nothing else came in

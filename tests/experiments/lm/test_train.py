@@ -475,6 +475,31 @@ def test_saved_model_folder_is_readable_by_the_group(tmp_path):
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
 
 
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip (DeepSpeed's default)", "legacy"])
+def test_a_training_checkpoint_on_a_full_disk_is_said_as_every_full_disk_is(tmp_path, zipfile):
+    """DeepSpeed's torch.save of a checkpoint on a full disk raised PyTorch's own RuntimeError ("[enforce
+    fail at inline_container.cc] … unexpected pos", "PytorchStreamWriter failed writing file …"), no
+    errno: the unit's FAILED line gave those words, not the file system that was full."""
+    import errno
+
+    import torch
+
+    from collapse_hpc.experiments.lm.checkpoint import WeightsOnlyCheckpointEngine
+    from collapse_hpc.store import space
+
+    states = tmp_path / "step00000004" / "mp_rank_00_model_states.pt"
+    states.parent.mkdir()
+    states.symlink_to("/dev/full")  # every write answers ENOSPC, as a full file system does
+    engine = WeightsOnlyCheckpointEngine()
+    engine.zipfile_serialization = zipfile
+    with pytest.raises(OSError) as e:
+        engine.save({"module": torch.zeros(1 << 16)}, str(states))
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(states))
+    assert space.explain(e.value).startswith(f"{states}: No space left on device: the file system at ")
+    engine.save({"module": torch.arange(4)}, str(tmp_path / "fits.pt"))  # room: the same file as before
+    assert engine.load(str(tmp_path / "fits.pt"))["module"].tolist() == [0, 1, 2, 3]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_checkpoint_marker_is_written_atomically(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
