@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collapse_hpc import config as cfgmod
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
@@ -22,7 +21,7 @@ def verify_run(run_dir: str | Path) -> int:
     store = RunStore(run_dir)
     if not store.exists():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
-    config_hash = cfgmod.config_hash(store.saved_config())  # as made: also a run of an older version
+    config_hashes = store.config_hashes()  # as made: also a run of an older version, or before a knob changed
     hashes = engine.planned_hashes(store)
     units = sorted(set(store.units()) | _planned(store))
     bad, unfinished, extra = 0, 0, 0
@@ -35,8 +34,9 @@ def verify_run(run_dir: str | Path) -> int:
             print(f"EXTRA {one_line(p)}: not in its manifest (not verified)")
         exp, variant = unit.parent.parent.name, unit.parent.name
         try:
-            problems = verify_unit(unit, config_hash=config_hash, inputs=True,
-                                   variant_hash=hashes.get((exp, variant)))
+            want, config = hashes.get((exp, variant), (None, None))
+            problems = verify_unit(unit, config_hash=config_hashes, inputs=True,
+                                   variant_hash=engine.unit_hash(unit, want, config))
         except OSError as e:  # a file one may not read: this unit is not vouched for; the others still are
             problems = [f"{e.filename or unit}: not readable ({e.strerror or e})"]
         if problems:
