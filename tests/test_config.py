@@ -287,3 +287,5 @@ def test_the_reference_says_which_knobs_a_run_may_change_when_it_resumes():
     assert "unit.workers = 1\n      processes; how it runs: a run resumes after a change, with a warning" in text
     assert "unit.log_every = 10\n      log lines; how it runs: a run resumes after a change (the same results)" in text
     assert "hashed" not in text
+    lm = cfgmod.how_it_runs(experiments.config_class("lm"))
+    assert lm["ranks"] is False and lm["checkpoint_every_steps"] is True and "lr" not in lm
