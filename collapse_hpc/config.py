@@ -180,20 +180,13 @@ def computed(d: dict, sections: Mapping[str, type]) -> dict:
     """What a config (a run's, or a variant's: Variant.config) computes: what the hash ignores left
     out, each of `sections` (name -> Section dataclass) with its keys at their defaults where `d`
     lacks them (keys added since a run folder was made; a new key's default keeps the old behaviour)
-    and without its how-it-runs knobs, also in regimes' overrides."""
+    and without its how-it-runs knobs. A regime's overrides stay as they are: they name its variants
+    (replace-p0-ranks2-s0), so another value would be another chain."""
     out = _strip(copy.deepcopy(d))
     for name, cls in sections.items():
         if isinstance(out.get(name), dict):
             out[name] = {k: v for k, v in (defaults(cls) | out[name]).items()
                          if k not in how_it_runs(cls) and k != "generations"}
-    regimes = [out.get("regime")] + list(out.get("regimes") or []) + [
-        r for s in sections if isinstance(out.get(s), dict) for r in out[s].get("regimes") or []]
-    for regime in regimes:  # a regime's overrides: {name: replace, lm: {ranks: 2}}
-        for name, cls in sections.items():
-            if isinstance(regime, dict) and isinstance(regime.get(name), dict):
-                regime[name] = {k: v for k, v in regime[name].items() if k not in how_it_runs(cls)}
-                if not regime[name]:  # it overrode only how its units run
-                    del regime[name]
     return out
 
 

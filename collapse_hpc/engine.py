@@ -155,7 +155,7 @@ def read_plan(store: RunStore) -> dict:
 def load_plan(store: RunStore, run) -> list[Chain]:
     """The chains of the run's frozen plan; `run` is its saved config (RunStore.load_config)."""
     doc = read_plan(store)
-    made_for = (run.hash(), saved_hash(store))  # the latter: a run folder of an older version, not resumed since
+    made_for = (run.hash(), saved_hash(store))  # the latter: a run folder of an older version, not resumed
     if doc.get("config_hash") not in made_for or doc.get("generations") != _generations(run):
         raise UserError(f"{store.plan_path}: made for another config than {store.config_path}; run or submit "
                         f"the run's config again to plan it anew")
@@ -320,7 +320,7 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) ->
 
         shutil.rmtree(unit_dir / sub, ignore_errors=True)
     unit_config = v.config(run)  # the section as the unit saw it, regime overrides applied
-    write_manifest(unit_dir, config_hash=run.hash(), started=started,
+    write_manifest(unit_dir, config_hash=saved_hash(store), started=started,  # an older version's, unresumed, too
                    extra={**ctx.facts, **expected,
                           # what the name encodes, as values, for readers without the experiment's code
                           "regime": v.regime.record(), "seed": v.seed, "settings": v.settings,

@@ -1,5 +1,6 @@
 """The collapse-hpc command as a user meets it: one error line and exit 2 on bad input."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -315,8 +316,15 @@ def test_a_run_folder_of_an_older_version_resumes_where_its_new_keys_are_at_thei
     cfg = _toy_config(tmp_path, "evolving.yaml", "name: e\ngenerations: 2\nexecutor: debug\nevolving: {rows: 4}\n")
     run = tmp_path / "r"
     assert cli("run", cfg, "--run", run, env=old).returncode == 0
-    made = {p: p.read_bytes() for p in run.glob("evolving/*/gen_*/*")}
     assert cli("status", run, env=new).returncode == 0
+    # a job queued by the older version that the newer one runs: the run folder as it was made
+    variant = next(run.glob("evolving/*"))
+    shutil.rmtree(variant / "gen_001")
+    job = subprocess.run([sys.executable, "-c", "import sys; from collapse_hpc import engine; "
+                          "print(engine.run_unit(sys.argv[1], 'evolving', sys.argv[2], 1))", str(run), variant.name],
+                         capture_output=True, text=True, env=dict(os.environ, **new), timeout=300)
+    assert job.stdout.strip() == "done", job.stderr
+    made = {p: p.read_bytes() for p in run.glob("evolving/*/gen_*/*")}
     verified = cli("verify", run, env=new)
     assert verified.returncode == 0 and "2 units verified, 0 with mismatches" in verified.stdout, verified.stdout
     scaled = _toy_config(tmp_path, "scaled.yaml", "name: e\ngenerations: 2\nexecutor: debug\n"

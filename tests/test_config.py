@@ -272,14 +272,19 @@ def test_what_a_config_computes_leaves_out_how_it_runs_and_reads_missing_keys_as
     sections = {"unit": _Unit}
     a = {"name": "a", "seeds": [0], "regimes": [{"name": "replace", "keep_fraction": 0.0, "unit": {"workers": 2}}],
          "unit": {"rows": 3, "workers": 4, "log_every": 10, "generations": 2}}
-    older = {"name": "a", "seeds": [0], "regimes": [{"name": "replace", "keep_fraction": 0.0}],
+    older = {"name": "a", "seeds": [0], "regimes": [{"name": "replace", "keep_fraction": 0.0, "unit": {"workers": 2}}],
              "unit": {"workers": 1}}  # made before rows and log_every existed; rows at its default
     assert cfgmod.computed(a, sections) == cfgmod.computed(older, sections)
     assert cfgmod.computed_hash(a, sections) == cfgmod.computed_hash(older, sections)
     assert cfgmod.diff(older, a, sections) == []
     assert cfgmod.diff(older, {**a, "unit": {"rows": 4}}, sections) == ["unit.rows: 3 -> 4"]
     assert cfgmod.runs_diff(older, a, sections) == [("unit.workers: 1 -> 4", False)]
-    assert a["unit"]["workers"] == 4 and a["regimes"][0]["unit"] == {"workers": 2}  # its input is left as it was
+    assert a["unit"]["workers"] == 4  # its input is left as it was
+    # a regime's override names its variants (replace-p0-workers3-s0): another value is another chain
+    other = {**a, "regimes": [{"name": "replace", "keep_fraction": 0.0, "unit": {"workers": 3}}]}
+    assert cfgmod.diff(a, other, sections) == ["regimes: [{'name': 'replace', 'keep_fraction': 0.0, 'unit': "
+                                               "{'workers': 2}}] -> [{'name': 'replace', 'keep_fraction': 0.0, "
+                                               "'unit': {'workers': 3}}]"]
 
 
 def test_the_reference_says_which_knobs_a_run_may_change_when_it_resumes():
