@@ -23,8 +23,9 @@ def verify_run(run_dir: str | Path) -> int:
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
     config_hashes = store.config_hashes()  # as made: also a run of an older version, or before a knob changed
     hashes = engine.planned_hashes(store)
+    now = engine.saved_hash(store)
     units = sorted(set(store.units()) | _planned(store))
-    bad, unfinished, extra = 0, 0, 0
+    bad, unfinished, extra, earlier = 0, 0, 0, 0
     for unit in units:
         if not unit.is_dir() or read_manifest(unit) is None:
             unfinished += 1
@@ -44,9 +45,13 @@ def verify_run(run_dir: str | Path) -> int:
             for p in problems:
                 print(f"MISMATCH {one_line(p)}")
             print(f"  redo with: {one_line(engine.redo_command(store, exp, variant, unit_index(unit.name)))}")
+        elif (read_manifest(unit) or {}).get("config_hash") != now:
+            earlier += 1
     ok = len(units) - bad - unfinished
     print(f"{one_line(store.root)}: {count(ok, 'unit')} verified, {bad} with mismatches, {unfinished} unfinished"
-          + (f", {extra} extra files" if extra else ""))
+          + (f", {extra} extra files" if extra else "")
+          + (f"; {earlier} made under an earlier config of the run (how they ran: their manifests' config)"
+             if earlier else ""))
     return 1 if bad else 0
 
 

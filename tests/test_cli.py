@@ -388,6 +388,7 @@ def test_a_run_resumes_after_a_knob_of_how_it_runs_changed_also_one_made_while_i
     assert json.loads((run / "run.json").read_text())["earlier"] == [recorded]
     verified = cli("verify", run, env=now)
     assert verified.returncode == 0 and "3 units verified, 0 with mismatches" in verified.stdout, verified.stdout
+    assert "; 2 made under an earlier config of the run (how they ran: their manifests' config)" in verified.stdout
 
     # a knob whose change leaves every result as it was: no warning; a computing one: refused as ever
     p = cli("run", _toy_config(tmp_path, "quiet.yaml", text.format(2, 50)), "--run", run, "--generations", "3",
