@@ -185,8 +185,8 @@ def computed(d: dict, sections: Mapping[str, type]) -> dict:
     out = _strip(copy.deepcopy(d))
     for name, cls in sections.items():
         if isinstance(out.get(name), dict):
-            out[name] = {k: v for k, v in (defaults(cls) | out[name]).items()
-                         if k not in how_it_runs(cls) and k != "generations"}
+            left_out = {*how_it_runs(cls), "generations"}
+            out[name] = {k: v for k, v in (defaults(cls) | out[name]).items() if k not in left_out}
     return out
 
 
