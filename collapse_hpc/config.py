@@ -190,11 +190,6 @@ def computed(d: dict, sections: Mapping[str, type]) -> dict:
     return out
 
 
-def computed_hash(d: dict, sections: Mapping[str, type]) -> str:
-    """Hash of computed(d): the same for configs that differ only in how their units run."""
-    return hashlib.sha256(json.dumps(computed(d, sections), sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _walk(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(a) | set(b)):
