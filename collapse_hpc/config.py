@@ -10,7 +10,10 @@ Loading checks keys, types and ranges and nothing else; what a config plans is t
 to check.
 
 Field metadata used for validation: min / max (inclusive), gt (exclusive lower bound),
-choices, and help (shown by `collapse-hpc config` without a CONFIG).
+choices, and help (shown by `collapse-hpc config` without a CONFIG). Metadata of what a run folder
+compares when it resumes (knob's hashed / exact): a knob that says how a unit runs, not what it computes,
+is hashed=False; exact=False where changing it changes results in float rounding or random draws only
+(equal in distribution, not bit for bit).
 """
 from __future__ import annotations
 
@@ -51,11 +54,16 @@ NOT_HASHED = ("name", "executor", "profile", "data_dir", "generations")
 
 DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # 1e-3, 3E5, .5: a number in any notation
 
-def knob(default, help: str = "", **checks):
-    """A config field with a documented default and validation checks."""
+def knob(default, help: str = "", *, hashed: bool = True, exact: bool = True, **checks):
+    """A config field with a documented default and validation checks.
+
+    hashed=False: the knob says how a unit runs, not what it computes; a run resumes after it changed
+    (each unit's manifest records the value it ran with). exact=False (with hashed=False): results then
+    differ from the earlier generations' in float rounding or random draws, and the resume warns."""
+    meta = {"help": help, **checks} | ({} if hashed else {"hashed": False, "exact": exact})
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
-        return field(default_factory=lambda: _copy(default), metadata={"help": help, **checks})
-    return field(default=default, metadata={"help": help, **checks})
+        return field(default_factory=lambda: _copy(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def _copy(v):
@@ -120,6 +128,10 @@ class RunConfig:
     def hash(self) -> str:
         return config_hash(self.to_dict())
 
+    def section_classes(self) -> dict[str, type]:
+        """experiment name -> its Section dataclass, for the sections this config holds."""
+        return {name: type(sec) for name, sec in self.sections.items()}
+
 
 def plain(v):
     """A config value as plain data (YAML/JSON): dataclasses as mappings, a Regime as the user writes it."""
@@ -147,33 +159,67 @@ def config_hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(_strip(d), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def diff(a: dict, b: dict) -> list[str]:
-    """Dotted keys whose values differ, ignoring what the hash ignores."""
-    def walk(a, b, prefix):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            va, vb = a.get(k), b.get(k)
-            if isinstance(va, dict) and isinstance(vb, dict):
-                out += walk(va, vb, f"{prefix}{k}.")
-            elif va != vb:
-                out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-        return out
-
-    return walk(_strip(a), _strip(b), "")
+def how_it_runs(cls) -> dict[str, bool]:
+    """The knobs of a config dataclass that the hash of what it computes leaves out (hashed=False),
+    each with whether results stay bit for bit the same when it changes (exact)."""
+    return {f.name: f.metadata["exact"] for f in dataclasses.fields(cls) if f.metadata.get("hashed") is False}
 
 
-def added_keys(old: dict, new: dict) -> list[str]:
-    """Dotted keys of `new` that `old` lacks (what a later version added), ignoring what the hash ignores."""
-    def walk(a, b, prefix):
-        out = []
-        for k in sorted(b):
-            if k not in a:
-                out.append(f"{prefix}{k}")
-            elif isinstance(a[k], dict) and isinstance(b[k], dict):
-                out += walk(a[k], b[k], f"{prefix}{k}.")
-        return out
+def defaults(cls) -> dict:
+    """Every key of a config dataclass at its default, as plain data."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name != "sections" and f.default is not dataclasses.MISSING:
+            out[f.name] = plain(f.default)
+        elif f.name != "sections" and f.default_factory is not dataclasses.MISSING:
+            out[f.name] = plain(f.default_factory())
+    return out
 
-    return walk(_strip(old), _strip(new), "")
+
+def computed(d: dict, sections: Mapping[str, type]) -> dict:
+    """What a config (a run's, or a variant's: Variant.config) computes: what the hash ignores left
+    out, each of `sections` (name -> Section dataclass) with its keys at their defaults where `d`
+    lacks them (keys added since a run folder was made; a new key's default keeps the old behaviour)
+    and without its how-it-runs knobs. A regime's overrides stay as they are: they name its variants
+    (replace-p0-ranks2-s0), so another value would be another chain."""
+    out = _strip(copy.deepcopy(d))
+    for name, cls in sections.items():
+        if isinstance(out.get(name), dict):
+            left_out = {*how_it_runs(cls), "generations"}
+            out[name] = {k: v for k, v in (defaults(cls) | out[name]).items() if k not in left_out}
+    return out
+
+
+def _walk(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _walk(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def diff(a: dict, b: dict, sections: Mapping[str, type] | None = None) -> list[str]:
+    """Dotted keys whose values differ, ignoring what the hash ignores; given `sections`, what
+    computed() ignores too (how-it-runs knobs, keys of one config at their defaults in the other)."""
+    if sections is None:
+        return _walk(_strip(a), _strip(b))
+    return _walk(computed(a, sections), computed(b, sections))
+
+
+def runs_diff(a: dict, b: dict, sections: Mapping[str, type]) -> list[tuple[str, bool]]:
+    """The how-it-runs knobs of the sections that differ between configs `a` and `b`, each with
+    whether results stay bit for bit the same (exact): ('lm.ranks: 4 -> 2', False)."""
+    out = []
+    for name, cls in sections.items():
+        old, new = a.get(name), b.get(name)
+        if isinstance(old, dict) and isinstance(new, dict):
+            base = defaults(cls)
+            out += [(f"{name}.{k}: {(base | old).get(k)!r} -> {(base | new).get(k)!r}", exact)
+                    for k, exact in how_it_runs(cls).items() if (base | old).get(k) != (base | new).get(k)]
+    return out
 
 
 # ---------------------------------------------------------------- building dataclasses
@@ -478,9 +524,18 @@ def _keys(cls) -> list[tuple[str, str, str, str]]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             plain(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "")
-        checks = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k != "help")
-        out.append((f.name, json.dumps(plain(default)), checks, f.metadata.get("help", "")))
+        checks = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k not in ("help", "hashed", "exact"))
+        out.append((f.name, json.dumps(plain(default)), checks, f.metadata.get("help", "") + _resumes(f)))
     return out
+
+
+def _resumes(f: dataclasses.Field) -> str:
+    """What the reference says of a how-it-runs knob (knob's hashed=False)."""
+    if f.metadata.get("hashed") is not False:
+        return ""
+    if f.metadata["exact"]:
+        return "; how it runs: a run resumes after a change (the same results)"
+    return "; how it runs: a run resumes after a change, with a warning (results equal up to rounding and random draws)"
 
 
 def _sections(sections: Mapping[str, type]):

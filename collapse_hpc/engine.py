@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collapse_hpc import experiments
-from collapse_hpc.config import CHAIN_KEYS, build, config_hash, plain
+from collapse_hpc.config import CHAIN_KEYS, build, config_hash, diff, plain
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
 from collapse_hpc.machine import cores_per_rank
@@ -155,7 +155,8 @@ def read_plan(store: RunStore) -> dict:
 def load_plan(store: RunStore, run) -> list[Chain]:
     """The chains of the run's frozen plan; `run` is its saved config (RunStore.load_config)."""
     doc = read_plan(store)
-    if doc.get("config_hash") != run.hash() or doc.get("generations") != _generations(run):
+    made_for = (run.hash(), saved_hash(store))  # the latter: a run folder of an older version, not resumed
+    if doc.get("config_hash") not in made_for or doc.get("generations") != _generations(run):
         raise UserError(f"{store.plan_path}: made for another config than {store.config_path}; run or submit "
                         f"the run's config again to plan it anew")
     try:
@@ -278,14 +279,15 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) ->
     store.refuse_links(unit_dir)
     rank, world, local_rank = _dist_env()
     variant_hash = config_hash(v.config(run))
-    if finished(store, unit_dir, exp, run, variant_hash=variant_hash):
+    if finished(store, unit_dir, exp, run, variant_hash=unit_hash(unit_dir, variant_hash, v.config(run))):
         return "skipped"
     previous = []
     if exp.shape == "chain":
         previous = [store.unit_dir(experiment, variant, "chain", g) for g in range(index)]
         read = exp.reads(v, index)
         for g, p in enumerate(previous):  # built on only what verifies: hashed in full where the unit reads it
-            problems = (verify_unit(p, deep=g in read, variant_hash=variant_hash) if read_manifest(p) is not None
+            bound = unit_hash(p, variant_hash, v.config(run))
+            problems = (verify_unit(p, deep=g in read, variant_hash=bound) if read_manifest(p) is not None
                         else ["unfinished"])
             if problems:
                 raise UserError(f"{p}: an earlier generation is unfinished or does not verify ({problems[0]}); "
@@ -318,7 +320,7 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) ->
 
         shutil.rmtree(unit_dir / sub, ignore_errors=True)
     unit_config = v.config(run)  # the section as the unit saw it, regime overrides applied
-    write_manifest(unit_dir, config_hash=run.hash(), started=started,
+    write_manifest(unit_dir, config_hash=saved_hash(store), started=started,  # an older version's, unresumed, too
                    extra={**ctx.facts, **expected,
                           # what the name encodes, as values, for readers without the experiment's code
                           "regime": v.regime.record(), "seed": v.seed, "settings": v.settings,
@@ -369,9 +371,10 @@ def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True, varia
 
 def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:
     """Whether a planned job's unit is finished (for launchers deciding what to start)."""
-    return finished(store, store.unit_dir(job.experiment, job.variant, job.shape, job.index),
-                    experiments.get(job.experiment), run, deep=deep,
-                    variant_hash=planned_hashes(store).get((job.experiment, job.variant)))
+    unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
+    want, config = planned_hashes(store).get((job.experiment, job.variant), (None, None))
+    return finished(store, unit_dir, experiments.get(job.experiment), run, deep=deep,
+                    variant_hash=unit_hash(unit_dir, want, config))
 
 
 def pending(store: RunStore, run, chain: Chain, deep: bool = False, inputs: bool = False) -> list[Job]:
@@ -393,9 +396,28 @@ def pending(store: RunStore, run, chain: Chain, deep: bool = False, inputs: bool
     return todo
 
 
-def planned_hashes(store: RunStore) -> dict[tuple[str, str], str]:
-    """(experiment, variant) -> the variant's hash, as plan.json records it (read once per version
-    of the file: launchers ask for every job)."""
+def unit_hash(unit_dir: Path, want: str | None, config: dict | None) -> str | None:
+    """The variant hash a finished unit must carry to count for its variant: `want` (the variant's
+    `config` now), or the one its manifest records where the config recorded with it computes the
+    same (config.computed): made before a how-it-runs knob changed (lm.ranks), or by an older version
+    whose config lacked keys now at their defaults."""
+    manifest = read_manifest(unit_dir) or {}
+    had, recorded = manifest.get("variant_hash"), manifest.get("config")
+    if want is None or had in (None, want) or not isinstance(recorded, dict) or not isinstance(config, dict):
+        return want
+    name = str(config.get("experiment"))
+    same = config_hash(recorded) == had and diff(recorded, config, {name: experiments.config_class(name)}) == []
+    return had if same else want
+
+
+def saved_hash(store: RunStore) -> str:
+    """The hash of the run's config as saved (an older version's, lacking keys, included)."""
+    return config_hash(store.saved_config())
+
+
+def planned_hashes(store: RunStore) -> dict[tuple[str, str], tuple[str, dict]]:
+    """(experiment, variant) -> the variant's hash and config, as plan.json records them (read once
+    per version of the file: launchers ask for every job)."""
     try:
         st = store.plan_path.stat()
     except OSError:
@@ -404,10 +426,10 @@ def planned_hashes(store: RunStore) -> dict[tuple[str, str], str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _plan_hashes(path: str, mtime: int, size: int) -> dict[tuple[str, str], str]:
+def _plan_hashes(path: str, mtime: int, size: int) -> dict[tuple[str, str], tuple[str, dict]]:
     try:
         doc = json.loads(Path(path).read_text())
-        return {(c["experiment"], c["variant"]): c["variant_hash"] for c in doc["chains"]}
+        return {(c["experiment"], c["variant"]): (c["variant_hash"], c.get("config")) for c in doc["chains"]}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 

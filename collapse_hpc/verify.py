@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collapse_hpc import config as cfgmod
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
@@ -22,10 +21,11 @@ def verify_run(run_dir: str | Path) -> int:
     store = RunStore(run_dir)
     if not store.exists():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
-    config_hash = cfgmod.config_hash(store.saved_config())  # as made: also a run of an older version
+    config_hashes = store.config_hashes()  # as made: also a run of an older version, or before a knob changed
     hashes = engine.planned_hashes(store)
+    now = engine.saved_hash(store)
     units = sorted(set(store.units()) | _planned(store))
-    bad, unfinished, extra = 0, 0, 0
+    bad, unfinished, extra, earlier = 0, 0, 0, 0
     for unit in units:
         if not unit.is_dir() or read_manifest(unit) is None:
             unfinished += 1
@@ -35,8 +35,9 @@ def verify_run(run_dir: str | Path) -> int:
             print(f"EXTRA {one_line(p)}: not in its manifest (not verified)")
         exp, variant = unit.parent.parent.name, unit.parent.name
         try:
-            problems = verify_unit(unit, config_hash=config_hash, inputs=True,
-                                   variant_hash=hashes.get((exp, variant)))
+            want, config = hashes.get((exp, variant), (None, None))
+            problems = verify_unit(unit, config_hash=config_hashes, inputs=True,
+                                   variant_hash=engine.unit_hash(unit, want, config))
         except OSError as e:  # a file one may not read: this unit is not vouched for; the others still are
             problems = [f"{e.filename or unit}: not readable ({e.strerror or e})"]
         if problems:
@@ -44,9 +45,13 @@ def verify_run(run_dir: str | Path) -> int:
             for p in problems:
                 print(f"MISMATCH {one_line(p)}")
             print(f"  redo with: {one_line(engine.redo_command(store, exp, variant, unit_index(unit.name)))}")
+        elif (read_manifest(unit) or {}).get("config_hash") != now:
+            earlier += 1
     ok = len(units) - bad - unfinished
     print(f"{one_line(store.root)}: {count(ok, 'unit')} verified, {bad} with mismatches, {unfinished} unfinished"
-          + (f", {extra} extra files" if extra else ""))
+          + (f", {extra} extra files" if extra else "")
+          + (f"; {earlier} made under an earlier config of the run (how they ran: their manifests' config)"
+             if earlier else ""))
     return 1 if bad else 0
 
 

@@ -1,5 +1,6 @@
 """The collapse-hpc command as a user meets it: one error line and exit 2 on bad input."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -307,21 +308,97 @@ def _evolving(tmp_path, version: str, knobs: str) -> dict:
     return env
 
 
-def test_a_run_folder_of_an_older_version_is_refused_by_name_and_still_read(tmp_path):
+def test_a_run_folder_of_an_older_version_resumes_where_its_new_keys_are_at_their_defaults(tmp_path):
+    """A later version adds keys whose defaults keep the old behaviour: the run folder the older one made
+    (its config.yaml, run.json and manifests without them) goes on; a new key set otherwise is a change."""
     old = _evolving(tmp_path, "v1", "")
     new = _evolving(tmp_path, "v2", "    scale: float = knob(1.0)\n    shift: float = knob(0.0)")
     cfg = _toy_config(tmp_path, "evolving.yaml", "name: e\ngenerations: 2\nexecutor: debug\nevolving: {rows: 4}\n")
     run = tmp_path / "r"
     assert cli("run", cfg, "--run", run, env=old).returncode == 0
-    for argv in (("run", cfg, "--run", run), ("status", run)):
-        line = one_error_line(cli(*argv, env=new))
-        assert "made by an older collapse-hpc, before evolving.scale, evolving.shift existed" in line, line
+    assert cli("status", run, env=new).returncode == 0
+    # a job queued by the older version that the newer one runs: the run folder as it was made
+    variant = next(run.glob("evolving/*"))
+    shutil.rmtree(variant / "gen_001")
+    job = subprocess.run([sys.executable, "-c", "import sys; from collapse_hpc import engine; "
+                          "print(engine.run_unit(sys.argv[1], 'evolving', sys.argv[2], 1))", str(run), variant.name],
+                         capture_output=True, text=True, env=dict(os.environ, **new), timeout=300)
+    assert job.stdout.strip() == "done", job.stderr
+    made = {p: p.read_bytes() for p in run.glob("evolving/*/gen_*/*")}
     verified = cli("verify", run, env=new)
     assert verified.returncode == 0 and "2 units verified, 0 with mismatches" in verified.stdout, verified.stdout
-    assert cli("aggregate", run, env=new).returncode == 0
-    # a config that also differs in an old key is a different config, as ever
+    scaled = _toy_config(tmp_path, "scaled.yaml", "name: e\ngenerations: 2\nexecutor: debug\n"
+                                                  "evolving: {rows: 4, scale: 2.0}\n")
+    line = one_error_line(cli("run", scaled, "--run", run, env=new))
+    assert "made with a different config (evolving.scale: 1.0 -> 2.0)" in line, line
     other = _toy_config(tmp_path, "other.yaml", "name: e\ngenerations: 2\nexecutor: debug\nevolving: {rows: 5}\n")
-    assert "made with a different config" in one_error_line(cli("run", other, "--run", run, env=new))
+    assert "made with a different config (evolving.rows: 4 -> 5)" in one_error_line(
+        cli("run", other, "--run", run, env=new))
+    p = cli("run", cfg, "--run", run, "--generations", "3", env=new)
+    assert p.returncode == 0 and "1 unit done, 2 already finished" in p.stdout, p.stdout + p.stderr
+    assert {p: p.read_bytes() for p in run.glob("evolving/*/gen_*/*") if "gen_002" not in str(p)} == made
+    verified = cli("verify", run, env=new)
+    assert verified.returncode == 0 and "3 units verified, 0 with mismatches" in verified.stdout, verified.stdout
+    assert cli("aggregate", run, env=new).returncode == 0
+
+
+def _stored_hash(config: dict) -> str:
+    """The config hash as run folders of every version so far record it (written out here, so that a
+    change of config_hash shows)."""
+    import hashlib
+    import json
+
+    kept = {k: ({s: x for s, x in v.items() if s != "generations"} if isinstance(v, dict) else v)
+            for k, v in config.items() if k not in ("name", "executor", "profile", "data_dir", "generations")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_a_run_resumes_after_a_knob_of_how_it_runs_changed_also_one_made_while_it_was_hashed(tmp_path):
+    """The allocation shrank (a knob like lm.ranks: 4 -> 2): the run goes on with one warning line, each
+    manifest records what its unit ran with, and verify vouches for the generations of both. The run
+    folder was made while the knob was still hashed (every key in the hash, as collapse-hpc did before
+    knob's hashed=False): its recorded hashes are kept, and verify still checks them."""
+    import json
+
+    import yaml
+
+    before = _evolving(tmp_path, "v1", "    workers: int = knob(1)\n    log_every: int = knob(10)")
+    now = _evolving(tmp_path, "v2", "    workers: int = knob(1, hashed=False, exact=False)\n"
+                                    "    log_every: int = knob(10, hashed=False)")
+    text = "name: e\ngenerations: 2\nexecutor: debug\nevolving: {{rows: 4, workers: {}, log_every: {}}}\n"
+    run = tmp_path / "r"
+    assert cli("run", _toy_config(tmp_path, "four.yaml", text.format(4, 10)), "--run", run, env=before).returncode == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    recorded = json.loads((run / "run.json").read_text())["config_hash"]
+    assert recorded == _stored_hash(saved)
+    variant = next(run.glob("evolving/*"))
+    first = json.loads((variant / "gen_000" / "manifest.json").read_text())
+    assert first["config_hash"] == recorded and first["variant_hash"] == _stored_hash(first["config"])
+    made = {p: p.read_bytes() for p in run.glob("evolving/*/gen_*/*")}
+
+    p = cli("run", _toy_config(tmp_path, "two.yaml", text.format(2, 10)), "--run", run, "--generations", "3", env=now)
+    assert p.returncode == 0 and "1 unit done, 2 already finished" in p.stdout, p.stdout + p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "evolving.workers: 4 -> 2: the run goes on" in warnings[0], p.stderr
+    assert "rounding and random draws" in warnings[0]
+    assert {p: p.read_bytes() for p in run.glob("evolving/*/gen_*/*") if "gen_002" not in str(p)} == made
+    ran = [json.loads((variant / f"gen_{g:03d}" / "manifest.json").read_text())["config"]["evolving"]["workers"]
+           for g in range(3)]
+    assert ran == [4, 4, 2]
+    assert json.loads((run / "run.json").read_text())["earlier"] == [recorded]
+    verified = cli("verify", run, env=now)
+    assert verified.returncode == 0 and "3 units verified, 0 with mismatches" in verified.stdout, verified.stdout
+    assert "; 2 made under an earlier config of the run (how they ran: their manifests' config)" in verified.stdout
+
+    # a knob whose change leaves every result as it was: no warning; a computing one: refused as ever
+    p = cli("run", _toy_config(tmp_path, "quiet.yaml", text.format(2, 50)), "--run", run, "--generations", "3",
+            env=now)
+    assert p.returncode == 0 and "warning" not in p.stderr and "3 already finished" in p.stdout, p.stdout + p.stderr
+    verified = cli("verify", run, env=now)
+    assert verified.returncode == 0 and "3 units verified, 0 with mismatches" in verified.stdout, verified.stdout
+    rows = _toy_config(tmp_path, "rows.yaml", text.format(2, 50).replace("rows: 4", "rows: 5"))
+    line = one_error_line(cli("run", rows, "--run", run, env=now))
+    assert "made with a different config (evolving.rows: 4 -> 5)" in line, line
 
 
 def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):

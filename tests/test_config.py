@@ -1,4 +1,6 @@
 """Typed configs: every kind of error is one line naming the file and the key."""
+from dataclasses import dataclass
+
 import pytest
 
 from collapse_hpc import config as cfgmod
@@ -261,3 +263,46 @@ def test_a_number_in_scientific_notation_is_a_number(tmp_path, text):
     assert experiments.load_config(f, [f"lm.lr_min={text}"]).section("lm").lr_min == 0.001
     with pytest.raises(ConfigError, match="expected a number, got '1e-3x'"):
         experiments.load_config(f, ["lm.lr=1e-3x"])
+
+
+def test_the_config_hash_is_the_one_run_folders_already_record():
+    """Run folders made before how-it-runs knobs existed record this very hash (run.json, manifests,
+    plan.json): the value main computed for this config, lm.ranks included."""
+    made = {"name": "paper", "executor": "slurm", "generations": 4, "seeds": [0, 1],
+            "regimes": [{"name": "replace", "keep_fraction": 0.1}],
+            "lm": {"generations": 3, "ranks": 4, "epochs": 5, "lr": 2e-05}}
+    assert cfgmod.config_hash(made) == "26ef04d8aecaebb8"
+
+
+@dataclass
+class _Unit(cfgmod.Section):
+    rows: int = cfgmod.knob(3)
+    workers: int = cfgmod.knob(1, "processes", hashed=False, exact=False)
+    log_every: int = cfgmod.knob(10, "log lines", hashed=False)
+
+
+def test_what_a_config_computes_leaves_out_how_it_runs_and_reads_missing_keys_as_their_defaults():
+    sections = {"unit": _Unit}
+    a = {"name": "a", "seeds": [0], "regimes": [{"name": "replace", "keep_fraction": 0.0, "unit": {"workers": 2}}],
+         "unit": {"rows": 3, "workers": 4, "log_every": 10, "generations": 2}}
+    older = {"name": "a", "seeds": [0], "regimes": [{"name": "replace", "keep_fraction": 0.0, "unit": {"workers": 2}}],
+             "unit": {"workers": 1}}  # made before rows and log_every existed; rows at its default
+    assert cfgmod.computed(a, sections) == cfgmod.computed(older, sections)
+    assert cfgmod.diff(older, a, sections) == []
+    assert cfgmod.diff(older, {**a, "unit": {"rows": 4}}, sections) == ["unit.rows: 3 -> 4"]
+    assert cfgmod.runs_diff(older, a, sections) == [("unit.workers: 1 -> 4", False)]
+    assert a["unit"]["workers"] == 4  # its input is left as it was
+    # a regime's override names its variants (replace-p0-workers3-s0): another value is another chain
+    other = {**a, "regimes": [{"name": "replace", "keep_fraction": 0.0, "unit": {"workers": 3}}]}
+    assert cfgmod.diff(a, other, sections) == ["regimes: [{'name': 'replace', 'keep_fraction': 0.0, 'unit': "
+                                               "{'workers': 2}}] -> [{'name': 'replace', 'keep_fraction': 0.0, "
+                                               "'unit': {'workers': 3}}]"]
+
+
+def test_the_reference_says_which_knobs_a_run_may_change_when_it_resumes():
+    text = cfgmod.describe({"unit": _Unit})
+    assert "unit.workers = 1\n      processes; how it runs: a run resumes after a change, with a warning" in text
+    assert "unit.log_every = 10\n      log lines; how it runs: a run resumes after a change (the same results)" in text
+    assert "hashed" not in text
+    lm = cfgmod.how_it_runs(experiments.config_class("lm"))
+    assert lm["ranks"] is False and lm["checkpoint_every_steps"] is True and "lr" not in lm

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,15 @@ def unit_name(shape: str, index: int) -> str:
 def unit_index(name: str) -> int:
     """The generation or part number of a unit folder's name (gen_003 -> 3)."""
     return int(name.rpartition("_")[2])
+
+
+def _warn_inexact(root: Path, changed: list[tuple[str, bool]]) -> None:
+    """One line where how-it-runs knobs changed that change results in rounding or random draws."""
+    inexact = [line for line, exact in changed if not exact]
+    if inexact:
+        print(f"warning: {root}: {'; '.join(inexact)}: the run goes on, and its generations from now on differ "
+              f"from the earlier ones in float rounding and random draws only (equal in distribution, not bit "
+              f"for bit); each generation's manifest records what it ran with", file=sys.stderr)
 
 
 def closed(folder: Path) -> None:
@@ -86,16 +96,17 @@ class RunStore:
         """The run's saved config, with `sections` (experiments.sections()) as its experiments."""
         if not self.exists():
             raise UserError(f"{self.root}: not a run folder (no {CONFIG}); start one with collapse-hpc run")
-        old = self.saved_config()
-        run = cfgmod.load(self.config_path, sections=sections)
-        self._refuse_older(run, old)
-        return run
+        self.saved_config()  # as the run recorded it; keys added since take their defaults
+        return cfgmod.load(self.config_path, sections=sections)
 
     def open(self, run: cfgmod.RunConfig) -> cfgmod.RunConfig:
         """Create the run folder, or check that an existing one was made with the same config.
 
-        Generation counts may change (extend or shorten chains); anything that changes what a
-        generation computes is refused.
+        Generation counts may change (extend or shorten chains), and so may a section's how-it-runs
+        knobs (config.knob's hashed=False; a warning where results change in rounding or random draws);
+        keys the saved config lacks (made by an older version) count at their defaults. Anything else
+        that changes what a generation computes is refused. A changed config is saved, and run.json
+        keeps the hashes it was made under before (`earlier`: the manifests of its finished units).
         """
         new = run.to_dict()
         if self.exists() and self._recorded_hash() is None:  # neither run.json nor the line a run writes
@@ -104,19 +115,34 @@ class RunStore:
                             f"folders, or give another --run")
         old = self.saved_config() if self.exists() else None
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
-            self._refuse_older(run, old)
-            changes = cfgmod.diff(old, new)
+            old = cfgmod.defaults(cfgmod.RunConfig) | old  # run-level keys added since: at their defaults
+            changes = cfgmod.diff(old, new, run.section_classes())
             shown = "; ".join(changes[:3]) + (f"; … ({len(changes)} in all)" if len(changes) > 3 else "")
-            raise UserError(f"{self.root} was made with a different config ({shown}); "
-                            f"use another --run for a new run")
+            if changes:
+                raise UserError(f"{self.root} was made with a different config ({shown}); "
+                                f"use another --run for a new run")
+            _warn_inexact(self.root, cfgmod.runs_diff(old, new, run.section_classes()))
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.logs, self.logs / "submitit"):
             closed(folder)
         if old == new:
             return run
+        earlier = self.config_hashes() - {run.hash()} if old is not None else set()
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
-        atomic.write_json(self.root / RUN_JSON, {"config_hash": run.hash(), "updated": time.time()})
+        atomic.write_json(self.root / RUN_JSON, {"config_hash": run.hash(), "updated": time.time(),
+                                                 **({"earlier": sorted(earlier)} if earlier else {})})
         return run
+
+    def config_hashes(self) -> set[str]:
+        """The hashes of every config the run was made under: its saved config's, and those run.json
+        keeps from before a how-it-runs knob changed or a newer version added keys (`earlier`)."""
+        try:
+            doc = json.loads((self.root / RUN_JSON).read_text())
+        except (OSError, ValueError):
+            doc = None
+        earlier = doc.get("earlier") if isinstance(doc, dict) else None
+        kept = {h for h in earlier if isinstance(h, str)} if isinstance(earlier, list) else set()
+        return {cfgmod.config_hash(self.saved_config())} | kept
 
     def saved_config(self) -> dict:
         """The run's config.yaml as a mapping, as the run made it, or one error line (never a traceback).
@@ -152,20 +178,6 @@ class RunStore:
         with open(self.config_path, errors="replace") as f:
             header = re.fullmatch(r"# config_hash: ([0-9a-f]{16})\s*", f.readline())
         return header.group(1) if header else None
-
-    def _refuse_older(self, run: cfgmod.RunConfig, old: dict) -> None:
-        """One line where the saved config, as the run recorded it (run.json), lacks keys this version
-        has (a run folder of an older collapse-hpc) and differs from `run` in nothing else: these keys
-        change what a generation computes, so this version cannot go on with the run (aggregate and
-        verify still read it)."""
-        if self._recorded_hash() is None or cfgmod.config_hash(old) == run.hash():
-            return
-        new = run.to_dict()
-        added = cfgmod.added_keys(old, new)
-        if added and len(added) == len(cfgmod.diff(old, new)):
-            shown = ", ".join(added[:4]) + (f", … ({len(added)} in all)" if len(added) > 4 else "")
-            raise UserError(f"{self.root} was made by an older collapse-hpc, before {shown} existed: this version "
-                            f"cannot continue it (aggregate and verify still read it); use another --run")
 
     # ---- units
     def is_done(self, unit_dir: Path, deep: bool = True) -> bool:

@@ -13,6 +13,7 @@ import platform
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
@@ -225,10 +226,10 @@ def _entry_ok(entry) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
 
 
-def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = None,
+def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | Collection[str] | None = None,
                 inputs: bool = False, variant_hash: str | None = None) -> list[str]:
     """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes only;
-    config_hash given: the manifest must have been written under that config; inputs: the run's
+    config_hash given: the manifest must have been written under that config (or one of them); inputs: the run's
     files outside the unit that it used (collapse-hpc verify) must be unchanged too. Launchers
     leave inputs out: a shared file made again (the VAE classifier) does not redo finished units.
     Always checked: the binding (binding(): the folder, the variant's hash when given, the earlier
@@ -239,9 +240,10 @@ def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | None = Non
     if manifest.get("corrupt"):
         return [f"{unit_dir / MANIFEST}: manifest is corrupt ({manifest['corrupt']})"]
     problems = []
-    if config_hash is not None and manifest.get("config_hash") != config_hash:
+    allowed = {config_hash} if isinstance(config_hash, str) else set(config_hash or ())
+    if config_hash is not None and manifest.get("config_hash") not in allowed:
         problems.append(f"{unit_dir}: made under config {manifest.get('config_hash')}, "
-                        f"the run's config is {config_hash}")
+                        f"the run's config is {' or '.join(sorted(allowed))}")
     listed = [(unit_dir / rel, rel, e) for rel, e in manifest["files"].items()]
     used = manifest.get("inputs") if inputs else None
     if isinstance(used, dict):

@@ -58,12 +58,13 @@ class LMConfig(Section):
     lr_min: float = knob(1e-6, "learning rate at the end of the cosine (eta_min)", min=0)
     weight_decay: float = knob(0.01, "AdamW weight decay (torch's default)", min=0)
     batch_size: int = knob(128, "global batch in blocks, over all ranks (gradient accumulation as needed)", min=1)
-    micro_batch_size: int = knob(16, "blocks per forward pass per rank", min=1)
+    micro_batch_size: int = knob(16, "blocks per forward pass per rank", min=1, hashed=False, exact=False)
     zero_stage: int = knob(0, "DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
     deepspeed: dict[str, Any] | str | None = knob(
         None, "DeepSpeed config merged over the generated one (offload, monitors, ...): a mapping, or a JSON "
               "file's path (read when the config loads; the run keeps its contents). Batch sizes: batch_size")
-    fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's")
+    fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's",
+                            hashed=False, exact=False)
     precision: str = knob("auto", "auto (bf16-mixed on GPU, fp32 on CPU); bf16-mixed: torch autocast over fp32 "
                                   "weights; bf16: DeepSpeed's bf16 weights with fp32 master copies and fp32 "
                                   "gradient sums (ZeRO 0 runs as 1); fp32. The published model is fp32. Every "
@@ -71,22 +72,25 @@ class LMConfig(Section):
                           choices=("auto", "bf16-mixed", "bf16", "fp32"))
     compile: bool = knob(False, "torch.compile the training step's model (GPU: fewer kernel launches for small "
                                 "models; all blocks have one shape, so it compiles once); its cache lives in the "
-                                "run folder (.compile-cache/)")
+                                "run folder (.compile-cache/)", hashed=False, exact=False)
     compile_mode: str = knob("default", "compile: torch.compile's mode: default, reduce-overhead (CUDA graphs of "
                                         "the step) or max-autotune-no-cudagraphs",
-                             choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"))
+                             choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                             hashed=False, exact=False)
     compile_backend: str = knob("inductor", "compile and sample_compile: torch.compile's backend: inductor "
                                             "(generated kernels; needs a C compiler on CPU) or aot_eager (traced, "
                                             "no code generation)",
-                                choices=("inductor", "aot_eager"))
+                                choices=("inductor", "aot_eager"), hashed=False, exact=False)
     loss_chunk_tokens: int = knob(2048, "training loss from the last hidden states in chunks of this many tokens "
                                         "(the whole batch's vocabulary logits never exist at once; the same value "
                                         "and gradients as HF's loss up to rounding); 0: HF's loss over the whole "
-                                        "batch's logits. OPT and GPT-2 (every ZeRO stage); others use HF's", min=0)
-    checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0)
+                                        "batch's logits. OPT and GPT-2 (every ZeRO stage); others use HF's", min=0,
+                                 hashed=False, exact=False)
+    checkpoint_every_steps: int = knob(0, "also checkpoint every K optimizer steps (0: each epoch only)", min=0,
+                                       hashed=False)
     eval_batch_size: int = knob(64, "blocks per forward pass when scoring perplexity and validation loss (no "
                                     "grad, no KV cache, the vocabulary logits a chunk at a time: on a GPU it can "
-                                    "be several times micro_batch_size)", min=1)
+                                    "be several times micro_batch_size)", min=1, hashed=False, exact=False)
     eval_precision: str = knob("fp32", "GPU: precision of every perplexity and validation loss (fp32, or bf16 "
                                        "autocast); CPU always scores in fp32", choices=("fp32", "bf16"))
 
@@ -123,14 +127,15 @@ class LMConfig(Section):
                                       "off. A CPU has no graphs: there, on runs the same fixed-buffer step "
                                       "uncaptured (over the whole cache: slower than off, which attends only to "
                                       "the slots written so far). Manifest and shards record the step that ran "
-                                      "(decoding.step)", choices=GRAPHS)
+                                      "(decoding.step)", choices=GRAPHS, hashed=False, exact=False)
     sample_compile: bool = knob(False, "torch.compile the OPT decoder's fixed-shape step (dynamic=False, "
                                        "compile_backend; inside the CUDA graph where graphs are on): compiled "
-                                       "once per (batch, beams) shape, its cache in the run folder")
+                                       "once per (batch, beams) shape, its cache in the run folder",
+                            hashed=False, exact=False)
     sample_batch_size: int = knob(128, "prompts per sampling batch per rank; one shard file each", min=1)
     ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes; only a "
                          "speed knob: the same batches, dropout and numbers on any count (as long as "
-                         "micro_batch_size divides batch_size / ranks)", min=1)
+                         "micro_batch_size divides batch_size / ranks)", min=1, hashed=False, exact=False)
     rare_fraction: float = knob(0.1, "metrics: a token type is rare if it is among the least frequent types "
                                      "of the whole real train split that together carry at most this share of "
                                      "its tokens (ties by token id; types never seen there are rare)",

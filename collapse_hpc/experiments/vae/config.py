@@ -40,11 +40,12 @@ class VaeConfig(Section):
     latent_figure: str = knob("raw", "the report's latent figure: raw (the notebook: every dimension's latent means "
                               "pooled as they are) or standardised (each dimension centred and divided by its "
                               "spread in generation 0's samples, dimensions generation 0 leaves unused dropped)",
-                              choices=("raw", "standardised"))
+                              choices=("raw", "standardised"), hashed=False)
     grid_scale: int = knob(4, "screen pixels per image pixel in samples.png (10x10 grid)", min=1, max=16)
     classifier_epochs: int = knob(30, "epochs of the digit classifier (trained once per run on real data)", min=1)
     classifier_hidden: int = knob(128, "width of the classifier's penultimate layer (Frechet features)", min=2)
-    device: str = knob("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    device: str = knob("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda"),
+                       hashed=False, exact=False)
 
 
 def check_stages(height: int, width: int, stages: int) -> None:

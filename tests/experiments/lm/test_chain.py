@@ -535,3 +535,47 @@ def test_a_read_only_data_set_without_its_caches_is_one_line_naming_the_folder(t
     monkeypatch.setattr(data, "write_blocks", elsewhere)
     with pytest.raises(PermissionError):
         engine.run_unit(store.root, "lm", "replace-p0-s0", 0)
+
+
+# ------------------------------------------------------------------ knobs of how a generation runs
+
+TIMINGS = ("seconds", "tokens_per_s", "startup")  # wall-clock: differ between any two runs
+
+
+def _values(unit: Path) -> dict:
+    """Every file of a finished unit as its values, wall-clock timings left out."""
+    def untimed(v):
+        if isinstance(v, dict):
+            return {k: untimed(x) for k, x in v.items() if not any(t in k for t in TIMINGS)}
+        return [untimed(x) for x in v] if isinstance(v, list) else v
+
+    out = {}
+    for rel in json.loads((unit / "manifest.json").read_text())["files"]:
+        p = unit / rel
+        if p.suffix == ".parquet":
+            t = pq.read_table(p)
+            out[rel] = t.select([c for c in t.column_names if not any(x in c for x in TIMINGS)]).to_pylist()
+        elif p.suffix == ".json":
+            out[rel] = untimed(json.loads(p.read_text()))
+        else:
+            out[rel] = p.read_bytes()
+    return out
+
+
+@pytest.mark.slow
+def test_a_knob_marked_exact_leaves_a_generation_as_it_was_and_one_marked_inexact_does_not(tmp_path, lm_data_dir):
+    """knob(hashed=False) says a run resumes after the knob changed; exact says the results stay bit for
+    bit (checkpoint_every_steps only adds checkpoints), exact=False that they may not (micro_batch_size
+    changes the dropout masks: equal in distribution only)."""
+    from collapse_hpc.config import how_it_runs
+    from collapse_hpc.experiments.lm.config import LMConfig
+
+    assert how_it_runs(LMConfig)["checkpoint_every_steps"] and not how_it_runs(LMConfig)["micro_batch_size"]
+    made = {}
+    runs = {"base": {}, "checkpoints": {"checkpoint_every_steps": 1}, "micro": {"micro_batch_size": 4}}
+    for name, knobs in runs.items():
+        store, run = _run(tmp_path / name, lm_data_dir, generations=1, regimes=("replace:0",), **knobs)
+        _execute(store, run)
+        made[name] = _values(store.root / "lm" / "replace-p0-s0" / "gen_000")
+    assert made["checkpoints"] == made["base"]
+    assert made["micro"]["model/model.safetensors"] != made["base"]["model/model.safetensors"]
