@@ -17,7 +17,8 @@ line fitted to each generation's pool time (constant + slope x generation: the t
 the square of the generations where the slope is not 0). Then the same for the single Gaussian's
 accumulate-subsample (one pool for all replicates, points along axis 1). The last line is
 `ratio: <new / old seconds per generation, GMM accumulate-subsample>`.
-Defaults: R=8, G=400, N=1000 (about 2 minutes on 2 shared cores).
+Defaults: R=8, G=400, N=1000, 2 alternated runs of each (2 min 14 s on 2 busy cores). A whole
+paper-scale task: -G 2050 --repeats 1 --gaussian-generations 20 (3 min 38 s).
 """
 from __future__ import annotations
 
@@ -190,6 +191,25 @@ def gmm_regime(label: str, regime, R: int, G: int, N: int, seed: int, paper: int
     return seconds["new"] / seconds["old"]
 
 
+def gaussian(G: int, seed: int, repeats: int) -> bool:
+    """The single Gaussian's accumulate-subsample, old and new; whether their estimates agree bit for bit."""
+    from collapse_hpc.regimes import Pool, Regime
+
+    print(f"gaussian: R=250 replicates x G={G} generations, accumulate-subsample")
+    for n in (100, 1000):
+        got: dict[str, list] = {"old": [], "new": []}
+        for _ in range(repeats):
+            for name, cls in (("old", Concatenated), ("new", Pool)):
+                got[name].append(run_gaussian(cls, Regime("accumulate-subsample"), 250, G, n, seed))
+        same = all(np.array_equal(got["old"][0][0], values) for rs in got.values() for values, _ in rs)
+        old, new = (min(seconds for _, seconds in got[name]) for name in ("old", "new"))
+        print(f"  n={n:5d}: old {old / G * 1e3:6.2f}, new {new / G * 1e3:6.2f} ms/generation, "
+              f"new/old {new / old:.2f}; estimates {'bit-identical' if same else 'DIFFER'}")
+        if not same:
+            return False
+    return True
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--replicates", "-R", type=int, default=8, help="replicates of one array task (paper.yaml: 8)")
@@ -218,19 +238,8 @@ def main() -> int:
     ratios = {label: gmm_regime(label, regime, R, G, N, a.seed, a.paper_generations, a.repeats)
               for label, regime in regimes}
 
-    Gg = a.gaussian_generations
-    print(f"gaussian: R=250 replicates x G={Gg} generations, accumulate-subsample")
-    for n in (100, 1000):
-        got: dict[str, list] = {"old": [], "new": []}
-        for _ in range(a.repeats):
-            for name, cls in (("old", Concatenated), ("new", Pool)):
-                got[name].append(run_gaussian(cls, Regime("accumulate-subsample"), 250, Gg, n, a.seed))
-        same = all(np.array_equal(got["old"][0][0], values) for rs in got.values() for values, _ in rs)
-        old, new = (min(seconds for _, seconds in got[name]) for name in ("old", "new"))
-        print(f"  n={n:5d}: old {old / Gg * 1e3:6.2f}, new {new / Gg * 1e3:6.2f} ms/generation, "
-              f"new/old {new / old:.2f}; estimates {'bit-identical' if same else 'DIFFER'}")
-        if not same:
-            return 1
+    if not gaussian(a.gaussian_generations, a.seed, a.repeats):
+        return 1
     print(f"ratio: {ratios['accumulate-subsample']:.2f}")
     return 0
 
