@@ -17,8 +17,8 @@ line fitted to each generation's pool time (constant + slope x generation: the t
 the square of the generations where the slope is not 0). Then the same for the single Gaussian's
 accumulate-subsample (one pool for all replicates, points along axis 1). The last line is
 `ratio: <new / old seconds per generation, GMM accumulate-subsample>`.
-Defaults: R=8, G=400, N=1000, 2 alternated runs of each (2 min 14 s on 2 busy cores). A whole
-paper-scale task: -G 2050 --repeats 1 --gaussian-generations 20 (3 min 38 s).
+Defaults: R=8, G=400, N=1000, 2 alternated runs of each (46 s on 2 cores; 2 min 14 s on busy
+ones). A whole paper-scale task: -G 2050 --repeats 1 --gaussian-generations 20 (1 min 52 s).
 """
 from __future__ import annotations
 
