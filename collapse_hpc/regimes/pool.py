@@ -52,7 +52,8 @@ class Stacked:
     """Items laid end to end along `axis`, held with that axis first (row-major), so that any
     choice of them is one gather of whole rows. take() hands them back with the axis where it was
     and the layout numpy gives a fancy index along it (a[:, idx]: column-major), as the pools'
-    concatenation did. Room for `reserve` items is made at once; past it the array doubles."""
+    concatenation did. Room for `reserve` items is made at once (pages not yet written hold no memory:
+    the pool fills them as the old one grew); past it the array doubles."""
 
     def __init__(self, first: np.ndarray, axis: int, reserve: int = 0):
         self.axis, self.end = axis, 0
