@@ -34,21 +34,33 @@ def mix(regime: Regime, n_real: int, generated: list[int], rng: np.random.Genera
     pools = [(REAL, n_real)] + list(enumerate(generated))
     if regime.name == "accumulate":
         return [(src, np.arange(n)) for src, n in pools]
-    total = sum(n for _, n in pools)
-    if regime.name == "detector-resample":  # importance resampling of the whole pool
-        w = np.concatenate([np.asarray(scores[src], dtype=float) for src, _ in pools])
-        if len(w) != total or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise ValueError("detector-resample: expected one finite weight >= 0 per pooled item, not all 0")
-        pick = np.sort(rng.choice(total, size, replace=True, p=w / w.sum()))
-    else:  # accumulate-subsample: uniform over the whole pool
-        pick = np.sort(rng.choice(total, min(size, total), replace=False))
+    pick = drawn(regime, n_real, generated, rng, size, scores)
     # pick is sorted: cut it at the pools' boundaries (a mask per pool cost pools x size, minutes
     # per chain once a paper-scale accumulate-subsample run holds 2000 pools)
-    sizes = np.array([n for _, n in pools])
+    sizes = np.array([n_real, *generated])
     ends = np.cumsum(sizes)
     local = pick - (ends - sizes)[np.searchsorted(ends, pick, side="right")]
     cuts = [0] + np.searchsorted(pick, ends).tolist()
     return [(src, local[a:b]) for (src, _), a, b in zip(pools, cuts, cuts[1:])]
+
+
+def drawn(regime: Regime, n_real: int, generated: list[int], rng: np.random.Generator,
+          size: int | None = None, scores: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """The draw of accumulate-subsample or detector-resample from every pool: sorted indices into
+    the pools laid end to end (the real one, then generation 0, 1, ...; mix cuts it into pools).
+    Arguments as mix's; generated must not be empty."""
+    size = n_real if size is None else size
+    total = n_real + sum(generated)
+    if regime.name == "detector-resample":  # importance resampling of the whole pool
+        if scores is None:
+            raise ValueError("the detector-resample regime needs the experiment's scores of its pools' items")
+        w = np.concatenate([np.asarray(scores[src], dtype=float) for src in [REAL, *range(len(generated))]])
+        if len(w) != total or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("detector-resample: expected one finite weight >= 0 per pooled item, not all 0")
+        return np.sort(rng.choice(total, size, replace=True, p=w / w.sum()))
+    if regime.name != "accumulate-subsample":
+        raise ValueError(f"the {regime.name} regime draws no subsample of its pools")
+    return np.sort(rng.choice(total, min(size, total), replace=False))
 
 
 def _replaced(regime: Regime, n_real: int, generated: list[int], rng, size: int) -> list[tuple[int, np.ndarray]]:

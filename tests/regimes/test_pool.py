@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from collapse_hpc.regimes import REAL, Pool, Regime, items_held, mix
+from tests.regimes.concatenated import Concatenated
 
 
 def _points(rng, r=3, n=8):
@@ -79,3 +80,60 @@ def test_items_along_a_later_axis_are_summed_as_the_recursions_always_summed_the
     got = pool.training(rng)
     assert np.array_equal(got, drawn)
     assert np.array_equal(got.mean(1), np.concatenate([drawn[:, np.arange(100)]], 1).mean(1))
+
+
+def _same(got, want):
+    assert np.array_equal(got, want) and got.dtype == want.dtype and got.shape == want.shape
+    def layout(x):  # the strides that matter: numpy sums another layout in another order
+        return [s for s, n in zip(x.strides, x.shape) if n > 1]
+
+    assert layout(got) == layout(want)
+
+
+@pytest.mark.parametrize("reserve", [0, 7, 10_000])
+@pytest.mark.parametrize("shape, axis", [((3,), 0), ((3,), 1), ((1,), 1), ((4, 2), 1)])
+@pytest.mark.parametrize("name", ["accumulate", "accumulate-subsample", "detector-resample"])
+def test_pooling_regimes_train_on_what_concatenating_the_pools_gave(name, shape, axis, reserve):
+    # every pool kept in one array: the same items, order, dtype and layout as the pools concatenated
+    # (along a later axis numpy lays out a concatenation of one-item parts otherwise), whether the
+    # array was made big enough at once (reserve) or grew; early and late draws (a permutation of
+    # the whole pool, then a choice among many pools)
+    make = np.random.default_rng(6)
+
+    def items(n):
+        x = make.standard_normal(shape[:axis] + (n,) + shape[axis:])
+        return x.astype(np.float32) if n == 5 else x  # a float32 pool: concatenating promotes it
+
+    real = items(9)
+    regime = Regime(name)
+    pool, reference = Pool(regime, real, axis, reserve=reserve), Concatenated(regime, real, axis)
+    scores = {REAL: make.random(9)}
+    rng, rng_reference = np.random.default_rng(7), np.random.default_rng(7)
+    for g, n in enumerate([9, 5, 1, 9, 30, 2] + [9] * 30):
+        given = scores if name == "detector-resample" else None
+        for size in (11, 3):
+            _same(pool.training(rng, size=size, scores=given),
+                  reference.training(rng_reference, size=size, scores=given))
+        made = items(n)
+        pool.add(made)
+        reference.add(made)
+        scores[g] = make.random(n)
+    assert pool.nbytes == 8 * sum(x.size for x in [real, *reference.pools.values()])  # float64, as promoted
+    assert sorted(pool.pools) == sorted(reference.pools)
+    assert all(np.array_equal(pool.pools[g], reference.pools[g]) for g in reference.pools)
+
+
+def test_a_draw_from_thousands_of_pools_costs_what_a_draw_from_one_does():
+    # the paper's GMM under accumulate-subsample holds 2050 pools of 1000 points per replicate; one
+    # fancy index per pool made its generations cost ever more (O(generations^2) per chain)
+    import timeit
+
+    def pool(generations, n):
+        make = np.random.default_rng(8)
+        p = Pool(Regime("accumulate-subsample"), make.standard_normal((1000, 2)))
+        for _ in range(generations):
+            p.add(make.standard_normal((n, 2)))
+        rng = np.random.default_rng(9)
+        return min(timeit.repeat(lambda: p.training(rng), number=3, repeat=5))
+
+    assert pool(2000, 1000) < 5 * pool(1, 2000 * 1000)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from collapse_hpc.regimes import Pool, Regime
+from collapse_hpc.regimes import Pool, Regime, items_held
 
 
 @dataclass
@@ -46,7 +46,8 @@ class Moments:
 def recurse(real: np.ndarray, generations: int, regime: Regime, ddof: int, rng: np.random.Generator,
             record: Callable[[Generation], None], progress=None) -> None:
     R, n = real.shape
-    pool = Pool(regime, real, axis=1, summarize=Moments, merge=Moments.merge)
+    pool = Pool(regime, real, axis=1, summarize=Moments, merge=Moments.merge,
+                reserve=items_held(regime, n, n, generations, summarized=True))
     for g in range(generations):
         mu_hat, sigma_hat = pool.summary(rng).estimate(ddof)
         drawn = mu_hat[:, None] + sigma_hat[:, None] * rng.standard_normal((R, n))

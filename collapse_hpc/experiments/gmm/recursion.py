@@ -20,7 +20,7 @@ import numpy as np
 from collapse_hpc.experiments.gmm import em
 from collapse_hpc.experiments.gmm.kmeans import kmeans_draws
 from collapse_hpc.experiments.gmm.mixture import Mixtures, sample
-from collapse_hpc.regimes import Pool, Regime
+from collapse_hpc.regimes import Pool, Regime, items_held
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,9 @@ def recurse(real: Sequence[np.ndarray], generations: int, regime: Regime, fit: F
     generator of replicate r, see draws); `record` sees each generation (and must copy what it keeps)."""
     R, d = len(real), real[0].shape[1]
     data = np.stack(real)
-    pools = [Pool(regime, x) for x in real]  # every pool holds `samples` points per generation
+    # every pool holds `samples` points per generation; room for the most it holds is made at once
+    reserve = items_held(regime, len(real[0]), samples, generations - 1)
+    pools = [Pool(regime, x, reserve=reserve) for x in real]
     reference = None
     for g in range(generations):
         result = em.fit(data, fit.components, fit.covariance, fit.tol, fit.max_iter, fit.reg_covar,

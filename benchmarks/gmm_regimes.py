@@ -1,0 +1,248 @@
+"""Seconds per generation of the Gaussian-mixture recursion under each regime, this code's pool
+against the straightforward one (the baseline), in the same process.
+
+The baseline pool keeps every generation's points apart and takes mix's choice pool by pool, then
+concatenates the parts (what regimes.Pool did before it stacked the pooling regimes' points in one
+array); under accumulate-subsample that is one fancy index per generation so far, per replicate and
+generation, so a generation's cost grows with its index and a chain's with the square of its
+generations. Both run collapse_hpc.experiments.gmm.recursion.recurse on the same replicates (one
+array task of paper.yaml: R = 8 replicates of N = 1000 points, 2 full components) and must give the
+same numbers bit for bit (every recorded metric, every generation: exit 1 otherwise).
+
+Per regime it prints seconds per generation (all of it, and its phases: building the next
+generation's training data from the pool, the EM fit, the metrics, the rest: sampling), the
+regime's pool seconds per generation (median) over the first and the last tenth of the generations (how
+they grow), and the ratio new / old. A chain at paper scale (2050 generations) is projected from a
+line fitted to each generation's pool time (constant + slope x generation: the total grows with
+the square of the generations where the slope is not 0). Then the same for the single Gaussian's
+accumulate-subsample (one pool for all replicates, points along axis 1). The last line is
+`ratio: <new / old seconds per generation, GMM accumulate-subsample>`.
+Defaults: R=8, G=400, N=1000, 2 alternated runs of each (46 s on 2 cores; 2 min 14 s on busy
+ones). A whole paper-scale task: -G 2050 --repeats 1 --gaussian-generations 20 (1 min 52 s).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+
+class Concatenated:
+    """The baseline: every generation's items apart, mix's choice concatenated pool by pool."""
+
+    def __init__(self, regime, real, axis=0, summarize=None, merge=None, reserve=0):
+        self.regime, self.real, self.axis, self.summarize, self.merge = regime, real, axis, summarize, merge
+        self.sizes, self.pools = [], {}
+        self.running = summarize(real) if summarize is not None and regime.name == "accumulate" else None
+
+    def add(self, items):
+        from collapse_hpc.regimes import pooled
+
+        if self.running is not None:
+            self.running = self.merge(self.running, self.summarize(items))
+        else:
+            self.pools[len(self.sizes)] = items
+        self.sizes.append(items.shape[self.axis])
+        self.pools = {g: self.pools[g] for g in pooled(self.regime, len(self.sizes)) if g in self.pools}
+
+    def training(self, rng, size=None, scores=None):
+        from collapse_hpc.regimes import REAL, mix
+
+        n_real = self.real.shape[self.axis]
+        picks = mix(self.regime, n_real, self.sizes, rng, size=n_real if size is None else size, scores=scores)
+        parts = []
+        for src, idx in picks:
+            if len(idx):
+                items = self.real if src == REAL else self.pools[src]
+                whole = self.axis == 0 and len(idx) == len(items) and np.array_equal(idx, np.arange(len(items)))
+                parts.append(items if whole else items[(slice(None),) * self.axis + (idx,)])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, self.axis)
+
+    def summary(self, rng):
+        if self.running is not None:
+            return self.running
+        return self.summarize(self.training(rng) if self.sizes else self.real)
+
+
+class Clock:
+    """Seconds spent per phase, and each generation's pool seconds."""
+
+    def __init__(self):
+        self.phases = dict.fromkeys(("pool", "fit", "metrics"), 0.0)
+        self.pool_by_generation: list[float] = []
+
+    def timed(self, cls):
+        clock = self
+
+        class Timed(cls):
+            def add(self, items):
+                t = time.perf_counter()
+                super().add(items)
+                clock.charge("pool", t)
+
+            def training(self, *a, **k):
+                t = time.perf_counter()
+                out = super().training(*a, **k)
+                clock.charge("pool", t)
+                return out
+
+        return Timed
+
+    def charge(self, phase: str, since: float) -> None:
+        dt = time.perf_counter() - since
+        self.phases[phase] += dt
+        if phase == "pool":
+            self.pool_by_generation[-1] += dt
+
+
+@contextmanager
+def patched(module, **values):
+    old = {k: getattr(module, k) for k in values}
+    for k, v in values.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+def run_gmm(pool_class, regime, R: int, G: int, N: int, seed: int):
+    """(metrics: (G, names, R), Clock, seconds) of one chunk's recursion with `pool_class`."""
+    from collapse_hpc.experiments.gmm import em, metrics, recursion
+
+    clock = Clock()
+    fit = em.fit
+
+    def timed_fit(*a, **k):
+        clock.pool_by_generation.append(0.0)
+        t = time.perf_counter()
+        out = fit(*a, **k)
+        clock.charge("fit", t)
+        return out
+
+    rows = []
+
+    def record(gen):
+        t = time.perf_counter()
+        rows.append(np.stack([v.numpy() for v in metrics.measure(gen, recursion.real_modes("blob")).values()]))
+        clock.charge("metrics", t)
+
+    rngs = [recursion.draws(seed, r) for r in range(R)]
+    real = [recursion.real_data("blob", N, rng) for rng in rngs]
+    with patched(recursion, Pool=clock.timed(pool_class)), patched(recursion.em, fit=timed_fit):
+        t = time.perf_counter()
+        recursion.recurse(real, G, regime, recursion.FitSettings(), N, rngs, record)
+        seconds = time.perf_counter() - t
+    return np.stack(rows), clock, seconds
+
+
+def run_gaussian(pool_class, regime, R: int, G: int, n: int, seed: int):
+    from collapse_hpc.experiments.gaussian import recursion
+
+    rows = []
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((R, n))
+    with patched(recursion, Pool=pool_class):
+        t = time.perf_counter()
+        recursion.recurse(real, G, regime, 0, rng, lambda gen: rows.append((gen.mu_hat, gen.sigma_hat)))
+        seconds = time.perf_counter() - t
+    return np.array(rows), seconds
+
+
+def projected(pool: list[float], other: float, generations: int) -> float:
+    """Seconds of a chain of `generations`: its pool's per-generation times fitted by a line
+    (constant + slope x generation, summed; fitted to the median of each tenth of the generations,
+    which a busy machine's stalls do not move), the rest at `other` seconds per generation."""
+    tenths = np.array_split(np.arange(len(pool)), 10)
+    slope, constant = np.polyfit([t.mean() for t in tenths], [np.median(np.array(pool)[t]) for t in tenths], 1)
+    return (other + constant) * generations + slope * generations * (generations - 1) / 2
+
+
+def gmm_regime(label: str, regime, R: int, G: int, N: int, seed: int, paper: int, repeats: int) -> float:
+    """new / old seconds per generation here (the fastest of `repeats` runs of each, alternated)."""
+    from collapse_hpc.regimes import Pool
+
+    runs: dict[str, list] = {"old": [], "new": []}
+    for _ in range(repeats):
+        for name, cls in (("old", Concatenated), ("new", Pool)):
+            runs[name].append(run_gmm(cls, regime, R, G, N, seed))
+    first = runs["old"][0][0]
+    same = all(np.array_equal(first, values, equal_nan=True) for rs in runs.values() for values, _, _ in rs)
+    seconds, pool = {}, {}
+    for name, rs in runs.items():
+        _, clock, seconds[name] = min(rs, key=lambda r: r[2])
+        ms = {k: v / G * 1e3 for k, v in clock.phases.items()}
+        rest = seconds[name] / G * 1e3 - sum(ms.values())
+        per, tenth = clock.pool_by_generation, max(1, G // 10)  # medians: a busy machine stalls now and then
+        pool[name] = clock.phases["pool"]
+        chain = projected(per, (seconds[name] - pool[name]) / G, paper)
+        print(f"  {label:21s} {name}: {seconds[name] / G * 1e3:6.2f} ms/generation = pool {ms['pool']:5.2f} "
+              f"(first tenth {np.median(per[:tenth]) * 1e3:5.2f}, last {np.median(per[-tenth:]) * 1e3:5.2f}) "
+              f"+ fit {ms['fit']:5.2f} + metrics {ms['metrics']:4.2f} + sampling and rest {rest:4.2f}; "
+              f"{paper} generations: {chain:5.0f} s projected")
+    print(f"  {label:21s} new/old {seconds['new'] / seconds['old']:.2f} (pool alone {pool['new'] / pool['old']:.2f}); "
+          f"every metric of every generation {'bit-identical' if same else 'DIFFERS'}")
+    if not same:
+        raise SystemExit(1)
+    return seconds["new"] / seconds["old"]
+
+
+def gaussian(G: int, seed: int, repeats: int) -> bool:
+    """The single Gaussian's accumulate-subsample, old and new; whether their estimates agree bit for bit."""
+    from collapse_hpc.regimes import Pool, Regime
+
+    print(f"gaussian: R=250 replicates x G={G} generations, accumulate-subsample")
+    for n in (100, 1000):
+        got: dict[str, list] = {"old": [], "new": []}
+        for _ in range(repeats):
+            for name, cls in (("old", Concatenated), ("new", Pool)):
+                got[name].append(run_gaussian(cls, Regime("accumulate-subsample"), 250, G, n, seed))
+        same = all(np.array_equal(got["old"][0][0], values) for rs in got.values() for values, _ in rs)
+        old, new = (min(seconds for _, seconds in got[name]) for name in ("old", "new"))
+        print(f"  n={n:5d}: old {old / G * 1e3:6.2f}, new {new / G * 1e3:6.2f} ms/generation, "
+              f"new/old {new / old:.2f}; estimates {'bit-identical' if same else 'DIFFER'}")
+        if not same:
+            return False
+    return True
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--replicates", "-R", type=int, default=8, help="replicates of one array task (paper.yaml: 8)")
+    p.add_argument("--generations", "-G", type=int, default=400)
+    p.add_argument("--samples", "-N", type=int, default=1000)
+    p.add_argument("--paper-generations", type=int, default=2050, help="the chain length projected to")
+    p.add_argument("--gaussian-generations", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=2, help="runs of each, alternated; the fastest counts")
+    a = p.parse_args()
+    import torch
+
+    from collapse_hpc.experiments.gmm import em
+    from collapse_hpc.regimes import Pool, Regime
+
+    torch.set_num_threads(1)  # as the array tasks
+    em.threads(1)
+    R, G, N = a.replicates, a.generations, a.samples
+    t = time.perf_counter()
+    run_gmm(Pool, Regime(), 2, 2, N, a.seed)
+    print(f"warm-up: {time.perf_counter() - t:.1f} s (numba kernels: compile or cache load; not timed below)")
+    print(f"gmm: R={R} replicates x G={G} generations, N={N}, 2 full components, one thread "
+          "(pool: the next generation's training data; ms per generation of the whole chunk)")
+    regimes = (("replace", Regime()), ("replace, keep 10%", Regime("replace", 0.1)),
+               ("accumulate-subsample", Regime("accumulate-subsample")))
+    ratios = {label: gmm_regime(label, regime, R, G, N, a.seed, a.paper_generations, a.repeats)
+              for label, regime in regimes}
+
+    if not gaussian(a.gaussian_generations, a.seed, a.repeats):
+        return 1
+    print(f"ratio: {ratios['accumulate-subsample']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
