@@ -26,45 +26,12 @@ import argparse
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
-
-class Concatenated:
-    """The baseline: every generation's items apart, mix's choice concatenated pool by pool."""
-
-    def __init__(self, regime, real, axis=0, summarize=None, merge=None, reserve=0):
-        self.regime, self.real, self.axis, self.summarize, self.merge = regime, real, axis, summarize, merge
-        self.sizes, self.pools = [], {}
-        self.running = summarize(real) if summarize is not None and regime.name == "accumulate" else None
-
-    def add(self, items):
-        from collapse_hpc.regimes import pooled
-
-        if self.running is not None:
-            self.running = self.merge(self.running, self.summarize(items))
-        else:
-            self.pools[len(self.sizes)] = items
-        self.sizes.append(items.shape[self.axis])
-        self.pools = {g: self.pools[g] for g in pooled(self.regime, len(self.sizes)) if g in self.pools}
-
-    def training(self, rng, size=None, scores=None):
-        from collapse_hpc.regimes import REAL, mix
-
-        n_real = self.real.shape[self.axis]
-        picks = mix(self.regime, n_real, self.sizes, rng, size=n_real if size is None else size, scores=scores)
-        parts = []
-        for src, idx in picks:
-            if len(idx):
-                items = self.real if src == REAL else self.pools[src]
-                whole = self.axis == 0 and len(idx) == len(items) and np.array_equal(idx, np.arange(len(items)))
-                parts.append(items if whole else items[(slice(None),) * self.axis + (idx,)])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, self.axis)
-
-    def summary(self, rng):
-        if self.running is not None:
-            return self.running
-        return self.summarize(self.training(rng) if self.sizes else self.real)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.regimes.concatenated import Concatenated  # noqa: E402  the baseline: the straightforward pool
 
 
 class Clock:
