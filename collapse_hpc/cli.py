@@ -250,8 +250,13 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
             kinds[c.kind] = max(c.ranks, kinds.get(c.kind, 1))
 
         def cluster():  # sbatch's own word only where the named checks pass (one line per problem)
-            slurm.check_profile(prof, sorted(kinds))
-            slurm.try_requests(store, run, prof, kinds)
+            found = slurm.profile_problems(prof, sorted(kinds))
+            if found and problems is not None:  # the dry run lists every kind's, not only the first
+                problems.extend(found)
+            elif found:
+                raise UserError(found[0])
+            else:
+                slurm.try_requests(store, run, prof, kinds)
         check(cluster)
     # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
     # HF cache the profile's jobs use, not this shell's

@@ -72,6 +72,26 @@ def test_every_failing_check_is_listed(tmp_path, fake_slurm):  # noqa: F811
     assert "an array of 3 tasks >= MaxArraySize 2" in failed[2]
 
 
+def test_every_job_kinds_partition_problem_is_listed(tmp_path, fake_slurm):  # noqa: F811
+    # the dry run listed only the first kind's (aggregate's), as if the cpu and gpu jobs were fine
+    (fake_slurm / "partitions.txt").write_text("PartitionName=short Default=YES MaxTime=30:00\n")
+    prof = tmp_path / "p.yaml"
+    prof.write_text("jobs: {aggregate: {partition: reports, time_min: 10}, cpu: {partition: cpu, time_min: 10},"
+                    " gpu: {time_min: 60}}\n")
+    cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 1})
+    rc, out, _ = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and not (tmp_path / "run").exists()
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
+    assert len(failed) == 3, out
+    assert "jobs.aggregate.partition: no partition 'reports'" in failed[0]
+    assert "jobs.cpu.partition: no partition 'cpu'" in failed[1]
+    assert "jobs.gpu.time_min: 60 is over the time limit of partition short (30 min)" in failed[2]
+    # without --dry-run the first is the one error line, and nothing is written
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and err.count("error:") == 1 and "no partition 'reports'" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_cluster_smoke_is_one_short_chain_per_experiment(tmp_path):
     rc, out, _ = collapse("submit", REPO / "configs" / "cluster-smoke.yaml", "--dry-run", "--profile",
                           REPO / "slurm" / "example-cluster.yaml", "--run", tmp_path / "run")
