@@ -149,3 +149,27 @@ def test_the_commands_help_lists_every_command():
     summary, plugged = cli.__doc__, set(experiments.names()) - set(experiments.BUILTIN)  # the tests' toys
     for name in set(_subcommands(cli._parser())) - plugged:
         assert re.search(rf"collapse-hpc (\S+\|)?{name}\b", summary), f"collapse-hpc --help: {name} is not listed"
+
+
+def test_a_run_and_its_report_hold_what_the_outputs_block_names(tmp_path, capsys):
+    """The run's own files, its logs, every unit's manifest and metrics, and the report's files, as a
+    local run of the tests' toy experiment and its aggregate write them (each experiment's own files
+    are checked by its end-to-end test: lm's test_chain, vae's test_run, gmm's test_gmm_run)."""
+    from collapse_hpc import cli
+    from tests.helpers import holds, readme_outputs
+
+    outputs = readme_outputs()
+    assert {"run", "logs", "unit", "report", "lm", "vae", "gmm"} <= set(outputs), outputs
+    config = tmp_path / "toy.yaml"
+    config.write_text("name: toy\ngenerations: 2\nexecutor: local\ntoy: {rows: 2}\n")
+    run = tmp_path / "run"
+    assert cli.main(["run", str(config), "--run", str(run)]) == 0
+    assert cli.main(["aggregate", str(run)]) == 0
+    capsys.readouterr()
+    where = {"run": [run], "logs": [run / "logs"], "report": [run / "report"],
+             "unit": sorted(run.glob("toy/*/gen_*"))}
+    assert len(where["unit"]) == 2
+    for part, folders in where.items():
+        for pattern in outputs[part]:
+            for folder in folders:
+                assert holds(folder, pattern), f"README, Outputs: {folder} holds no {pattern}"
