@@ -502,6 +502,10 @@ def cmd_config(args) -> int:
     from collapse_hpc import config as cfgmod
     from collapse_hpc import engine, experiments
 
+    if not args.config and (args.overrides or args.generations is not None):  # else silently the key list
+        flag = "--set" if args.overrides else "--generations"
+        raise UserError(f"config: {flag} resolves a config: give its file (collapse-hpc config CONFIG {flag} …); "
+                        f"without one, config lists every key")
     if args.config:
         run = experiments.load_config(args.config, args.overrides, args.generations)
         engine.check(run, args.config, force=True)  # only shown: a large plan is no risk here
