@@ -173,3 +173,20 @@ def test_a_run_and_its_report_hold_what_the_outputs_block_names(tmp_path, capsys
         for pattern in outputs[part]:
             for folder in folders:
                 assert holds(folder, pattern), f"README, Outputs: {folder} holds no {pattern}"
+
+
+MADE_BY_THE_USER = {"slurm/site.yaml", "slurm/x.yaml", "slurm/mycluster.yaml"}  # profile init writes site.yaml
+
+
+def test_every_repository_file_the_pages_name_exists():
+    """A path under the repository's own folders that a page puts in code (a script, a config, a test, a
+    module) is there; data/'s prepared sets and the profiles a user writes are not the repository's."""
+    seen = 0
+    for page, s in SNIPPETS:
+        for path in re.findall(r"(?<![\w/.$-])((?:benchmarks|collapse_hpc|configs|docs|slurm|tests)/[\w./*-]*)", s):
+            path = path.rstrip(".")
+            if path in MADE_BY_THE_USER or not ("." in path.rsplit("/", 1)[-1] or path.endswith("/")):
+                continue
+            seen += 1
+            assert list(REPO.glob(path.rstrip("/"))), f"{page.name}: {path}: no such file or folder ({s})"
+    assert seen > 30
