@@ -30,7 +30,8 @@ EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line an
 
 
 GENERATIONS_HELP = ("generations of the run's chains (overrides the config's run-level generations); "
-                    "a section with its own generations (gmm, gaussian in the shipped configs) keeps it")
+                    "a section with its own generations keeps it (gmm and gaussian in the shipped configs, "
+                    "and the vae in demo.yaml)")
 EXPERIMENT_GENERATIONS_HELP = "generations of this experiment's chains (sets its section's generations)"
 SET_HELP = "override one config value, e.g. --set gmm.replicates=64 (repeatable)"
 
