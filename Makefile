@@ -39,7 +39,7 @@ demo: setup  ## the whole suite locally on CPU, offline, then the report
 	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 	$(CLI) aggregate $(RUN)
 
-lint: setup  ## ruff, mypy over the public modules, import-linter's contracts (pyproject.toml's [tool.*]), function length
+lint: setup  ## ruff, mypy over config, regimes, store and engine, import-linter's contracts (pyproject.toml's [tool.*]), function length
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-logo
