@@ -205,3 +205,15 @@ def test_the_generations_help_names_every_shipped_section_that_keeps_its_own_cou
         for section, body in data.items():
             if isinstance(body, dict) and "generations" in body and section not in ("gmm", "gaussian"):
                 assert f"the {section} in {config.name}" in cli.GENERATIONS_HELP, (config.name, section)
+
+
+def test_the_modules_mypy_checks_are_the_ones_readme_and_make_help_name():
+    import tomllib
+
+    files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    names = sorted(Path(f).stem for f in files)
+    readme = re.search(r"mypy over ([\w, ]+);", (REPO / "README.md").read_text())
+    make = re.search(r"mypy over ([\w, ]+), import-linter", (REPO / "Makefile").read_text())
+    assert readme and make
+    for said in (readme[1], make[1]):
+        assert sorted(re.split(r",\s*|\s+and\s+", said.strip())) == names, said
