@@ -227,7 +227,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     prof = None
     if run.executor == "slurm":  # a bad profile must fail before the run folder exists
         from collapse_hpc.launch import slurm
-        from collapse_hpc.launch.container import check_binds, resolve_image
+        from collapse_hpc.launch.container import check_binds, check_cache_env, resolve_image
 
         prof = profmod.load(run.profile)
         if prof.container.image:  # before the run folder too; the jobs would only fail at start
@@ -244,8 +244,15 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                     raise UserError(f"{run.profile}: {e}") from None
                 for line in missing:  # node-local storage may exist only there: said, not refused
                     logging.getLogger("collapse_hpc").warning("%s: %s", run.profile, line)
+
+            def caches():
+                try:
+                    check_cache_env(prof.env)
+                except UserError as e:
+                    raise UserError(f"{run.profile}: {e}") from None
             check(image)
             check(binds)
+            check(caches)
         kinds = {"aggregate": 1}
         for c in engine.plan(run, only=only):
             kinds[c.kind] = max(c.ranks, kinds.get(c.kind, 1))

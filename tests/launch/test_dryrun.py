@@ -98,3 +98,21 @@ def test_cluster_smoke_is_one_short_chain_per_experiment(tmp_path):
     assert rc == 2 and not (tmp_path / "run").exists()  # here: no image, no Slurm, nothing staged
     assert "jobs by kind: gpu 2, gpu1 2, cpu 2, aggregate 1; 7 in all" in out
     assert "GPU-hours: 0.0" in out and "wall time: " in out  # a couple of minutes per LM generation
+
+
+def test_an_hf_cache_placed_with_a_variable_not_set_is_a_failed_check(tmp_path, fake_slurm, monkeypatch):  # noqa: F811
+    # it was bound (and made, by a real submit) as a folder literally named '$NOT_SET_HERE'
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    (tmp_path / "img.sif").write_bytes(b"SIF")
+    prof = tmp_path / "p.yaml"
+    prof.write_text(f"container: {{image: {tmp_path / 'img.sif'}}}\n"
+                    f"env: {{HF_HOME: '{tmp_path}/$NOT_SET_HERE/hf'}}\n")
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 1})
+    rc, out, _ = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
+    assert failed == [f"FAILED: {prof}: env.HF_HOME: {tmp_path}/$NOT_SET_HERE/hf names a variable not set here "
+                      "(the HF cache is bound into the container where you submit); set it, or write the path"]
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and "env.HF_HOME" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "$NOT_SET_HERE").exists()
