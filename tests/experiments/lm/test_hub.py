@@ -190,3 +190,19 @@ def test_an_unprepared_data_set_and_a_missing_model_are_both_said(tmp_path):
     assert f"lm.yaml: lm.dataset: {tmp_path / 'data' / 'wikitext2'} is not prepared" in line, line
     assert "; lm.model: 'facebook/opt-125m' is not in the HF cache" in line, line
     assert not (tmp_path / "r").exists()
+
+
+def test_the_reference_flags_check_the_model_tag_as_a_config_does(tmp_path, lm_data_dir):
+    # `collapse-hpc lm --eval_only` (the reference's default tag, facebook/opt-125m) with a hub out of reach
+    # retried for most of a minute, printing each retry, before transformers' own error
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    start = time.monotonic()
+    p = cli("lm", "--eval_only", "--dataset", "tiny", "--data-dir", lm_data_dir,
+            env={"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": closed, "HF_HUB_OFFLINE": "0"})
+    line = one_error_line(p)
+    assert line.startswith("error: --model_tag: 'facebook/opt-125m' is not in the HF cache"), line
+    assert "cannot be reached from here" in line and time.monotonic() - start < 20
