@@ -39,7 +39,7 @@ demo: setup  ## the whole suite locally on CPU, offline, then the report
 	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 	$(CLI) aggregate $(RUN)
 
-lint: setup  ## ruff, mypy over the public modules, import-linter's contracts (pyproject.toml's [tool.*]), function length
+lint: setup  ## ruff, mypy over config, regimes, store and engine, import-linter's contracts (pyproject.toml's [tool.*]), function length
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-logo
@@ -58,7 +58,7 @@ submit: setup  ## submit to Slurm: make submit GENERATIONS=10 [CONFIG=] [PROFILE
 stage: setup  ## on a login node with internet: data sets and models of CONFIG where PROFILE's jobs look
 	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(CLI) stage $(CONFIG) $(if $(PROFILE),--profile $(PROFILE))
 
-cancel: setup  ## cancel RUN's queued and running Slurm jobs (finished units stay)
+cancel: setup  ## cancel RUN's queued and running Slurm jobs, or stop its local launcher (finished units stay)
 	$(CLI) cancel $(RUN)
 
 status: setup  ## per chain: generation reached, job states

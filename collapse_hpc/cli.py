@@ -30,7 +30,8 @@ EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line an
 
 
 GENERATIONS_HELP = ("generations of the run's chains (overrides the config's run-level generations); "
-                    "a section with its own generations (gmm, gaussian in the shipped configs) keeps it")
+                    "a section with its own generations keeps it (gmm and gaussian in the shipped configs, "
+                    "and the vae in demo.yaml)")
 EXPERIMENT_GENERATIONS_HELP = "generations of this experiment's chains (sets its section's generations)"
 SET_HELP = "override one config value, e.g. --set gmm.replicates=64 (repeatable)"
 
@@ -226,7 +227,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     prof = None
     if run.executor == "slurm":  # a bad profile must fail before the run folder exists
         from collapse_hpc.launch import slurm
-        from collapse_hpc.launch.container import check_binds, resolve_image
+        from collapse_hpc.launch.container import check_binds, check_cache_env, resolve_image
 
         prof = profmod.load(run.profile)
         if prof.container.image:  # before the run folder too; the jobs would only fail at start
@@ -243,15 +244,27 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                     raise UserError(f"{run.profile}: {e}") from None
                 for line in missing:  # node-local storage may exist only there: said, not refused
                     logging.getLogger("collapse_hpc").warning("%s: %s", run.profile, line)
+
+            def caches():
+                try:
+                    check_cache_env(prof.env)
+                except UserError as e:
+                    raise UserError(f"{run.profile}: {e}") from None
             check(image)
             check(binds)
+            check(caches)
         kinds = {"aggregate": 1}
         for c in engine.plan(run, only=only):
             kinds[c.kind] = max(c.ranks, kinds.get(c.kind, 1))
 
         def cluster():  # sbatch's own word only where the named checks pass (one line per problem)
-            slurm.check_profile(prof, sorted(kinds))
-            slurm.try_requests(store, run, prof, kinds)
+            found = slurm.profile_problems(prof, sorted(kinds))
+            if found and problems is not None:  # the dry run lists every kind's, not only the first
+                problems.extend(found)
+            elif found:
+                raise UserError(found[0])
+            else:
+                slurm.try_requests(store, run, prof, kinds)
         check(cluster)
     # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
     # HF cache the profile's jobs use, not this shell's
@@ -497,6 +510,10 @@ def cmd_config(args) -> int:
     from collapse_hpc import config as cfgmod
     from collapse_hpc import engine, experiments
 
+    if not args.config and (args.overrides or args.generations is not None):  # else silently the key list
+        flag = "--set" if args.overrides else "--generations"
+        raise UserError(f"config: {flag} resolves a config: give its file (collapse-hpc config CONFIG {flag} …); "
+                        f"without one, config lists every key")
     if args.config:
         run = experiments.load_config(args.config, args.overrides, args.generations)
         engine.check(run, args.config, force=True)  # only shown: a large plan is no risk here

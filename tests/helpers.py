@@ -10,3 +10,50 @@ def toy_run(tmp_path, generations=3, **toy):
     store = RunStore(tmp_path / "run")
     engine.open_run(store, run)
     return store, run
+
+
+def readme_outputs() -> dict[str, list[str]]:
+    """What the README's Outputs block says a run folder holds, as glob patterns by where: 'run' (its
+    top), 'logs', 'unit' (every unit), 'report', and each experiment's own unit files ('lm', 'vae',
+    'gmm'). `<name>` and NNN become wildcards, {out,err} two names."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("\n## Outputs\n", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    name = re.compile(r"[\w<>-]+(?:/[\w<>-]+)*\.(?:\{out,err\}|\w+)|[\w<>-]+/(?=[\s(;]|$)")
+    labels = "|".join(experiments.BUILTIN)
+
+    def names(s: str) -> list[str]:
+        out = []
+        for n in name.findall(s):
+            n = re.sub(r"<[^>]*>", "*", n).replace("NNN", "[0-9][0-9][0-9]")
+            out += [n.replace("{out,err}", e) for e in ("out", "err")] if "{out,err}" in n else [n]
+        return out
+
+    lines = block.splitlines()
+    found: dict[str, list[str]] = {"run": names(lines[1].split("   ")[0]), "unit": []}
+    for i, line in enumerate(lines):
+        head, _, rest = line.strip().partition(" ")
+        if head == "logs/":
+            found["logs"] = names(rest)
+        elif head == "report/":
+            found["report"] = names(rest)
+        elif head == "...":  # each experiment's own files, in the prose of this line and the ones below it
+            prose = " ".join([rest, *(ln.strip() for ln in lines[i + 1:] if ln.startswith(" " * 42))])
+            for experiment, files in re.findall(rf"\b({labels}): (.*?)(?=\b(?:{labels}): |$)", prose):
+                found[experiment] = names(files)
+        elif line.startswith(" " * 6) and line[6] != " ":
+            found["unit"] += names(head)
+    return found
+
+
+def holds(folder, pattern: str) -> bool:
+    """`folder` has something matching an Outputs pattern: a folder (`model/`), or a file at any depth
+    (`training.json`, which the block names inside model/)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if pattern.endswith("/"):
+        return any(p.is_dir() for p in folder.glob(pattern.rstrip("/")))
+    return any(folder.glob(pattern)) or any(folder.rglob(pattern))

@@ -477,3 +477,11 @@ def test_one_line_escapes_what_does_not_print_as_itself_and_keeps_the_rest():
         "\\x9b\\u202e\\u2066\\u200b\\u200d\\xa0\\u3000\\udcff"
     kept = "σ̂² → 10⁻³ … — ‘quoted’ 数据 émigré path/with spaces and \\ backslash"
     assert one_line(kept) == kept and one_line(3) == "3"
+
+
+@pytest.mark.parametrize("flags", [("--set", "lm.epochs=3"), ("--generations", "5")])
+def test_config_without_a_file_refuses_what_only_a_file_takes(flags):
+    # `collapse-hpc config --set lm.epochs=3` printed the key list, exit 0, the override silently dropped
+    p = cli("config", *flags)
+    assert one_error_line(p).startswith(f"error: config: {flags[0]} resolves a config: give its file")
+    assert p.stdout == ""

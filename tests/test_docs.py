@@ -137,6 +137,8 @@ def test_every_config_key_the_pages_name_exists():
 def test_every_benchmark_flag_the_table_names_is_the_scripts():
     rows = re.findall(r"^\| `(\w+\.py)` \|(.*)$", (REPO / "docs" / "benchmarks.md").read_text(), flags=re.M)
     assert len(rows) >= 4
+    # make bench runs every Python script there: each has its row
+    assert sorted(script for script, _ in rows) == sorted(p.name for p in (REPO / "benchmarks").glob("*.py"))
     for script, row in rows:
         source = (REPO / "benchmarks" / script).read_text()
         for flag in re.findall(r"`(--[a-z][\w-]*)", row):
@@ -149,3 +151,69 @@ def test_the_commands_help_lists_every_command():
     summary, plugged = cli.__doc__, set(experiments.names()) - set(experiments.BUILTIN)  # the tests' toys
     for name in set(_subcommands(cli._parser())) - plugged:
         assert re.search(rf"collapse-hpc (\S+\|)?{name}\b", summary), f"collapse-hpc --help: {name} is not listed"
+
+
+def test_a_run_and_its_report_hold_what_the_outputs_block_names(tmp_path, capsys):
+    """The run's own files, its logs, every unit's manifest and metrics, and the report's files, as a
+    local run of the tests' toy experiment and its aggregate write them (each experiment's own files
+    are checked by its end-to-end test: lm's test_chain, vae's test_run, gmm's test_gmm_run)."""
+    from collapse_hpc import cli
+    from tests.helpers import holds, readme_outputs
+
+    outputs = readme_outputs()
+    assert {"run", "logs", "unit", "report", "lm", "vae", "gmm"} <= set(outputs), outputs
+    config = tmp_path / "toy.yaml"
+    config.write_text("name: toy\ngenerations: 2\nexecutor: local\ntoy: {rows: 2}\n")
+    run = tmp_path / "run"
+    assert cli.main(["run", str(config), "--run", str(run)]) == 0
+    assert cli.main(["aggregate", str(run)]) == 0
+    capsys.readouterr()
+    where = {"run": [run], "logs": [run / "logs"], "report": [run / "report"],
+             "unit": sorted(run.glob("toy/*/gen_*"))}
+    assert len(where["unit"]) == 2
+    for part, folders in where.items():
+        for pattern in outputs[part]:
+            for folder in folders:
+                assert holds(folder, pattern), f"README, Outputs: {folder} holds no {pattern}"
+
+
+MADE_BY_THE_USER = {"slurm/site.yaml", "slurm/x.yaml", "slurm/mycluster.yaml"}  # profile init writes site.yaml
+
+
+def test_every_repository_file_the_pages_name_exists():
+    """A path under the repository's own folders that a page puts in code (a script, a config, a test, a
+    module) is there; data/'s prepared sets and the profiles a user writes are not the repository's."""
+    seen = 0
+    for page, s in SNIPPETS:
+        for path in re.findall(r"(?<![\w/.$-])((?:benchmarks|collapse_hpc|configs|docs|slurm|tests)/[\w./*-]*)", s):
+            path = path.rstrip(".")
+            if path in MADE_BY_THE_USER or not ("." in path.rsplit("/", 1)[-1] or path.endswith("/")):
+                continue
+            seen += 1
+            assert list(REPO.glob(path.rstrip("/"))), f"{page.name}: {path}: no such file or folder ({s})"
+    assert seen > 30
+
+
+def test_the_generations_help_names_every_shipped_section_that_keeps_its_own_count():
+    # it named gmm and gaussian only: `make demo GENERATIONS=5` left demo.yaml's vae at its own 6 unsaid
+    import yaml
+
+    from collapse_hpc import cli
+
+    for config in sorted((REPO / "configs").glob("*.yaml")):
+        data = yaml.safe_load(config.read_text())
+        for section, body in data.items():
+            if isinstance(body, dict) and "generations" in body and section not in ("gmm", "gaussian"):
+                assert f"the {section} in {config.name}" in cli.GENERATIONS_HELP, (config.name, section)
+
+
+def test_the_modules_mypy_checks_are_the_ones_readme_and_make_help_name():
+    import tomllib
+
+    files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    names = sorted(Path(f).stem for f in files)
+    readme = re.search(r"mypy over ([\w, ]+);", (REPO / "README.md").read_text())
+    make = re.search(r"mypy over ([\w, ]+), import-linter", (REPO / "Makefile").read_text())
+    assert readme and make
+    for said in (readme[1], make[1]):
+        assert sorted(re.split(r",\s*|\s+and\s+", said.strip())) == names, said

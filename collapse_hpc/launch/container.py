@@ -121,6 +121,21 @@ def check_binds(cfg: ContainerConfig) -> list[str]:
     return missing
 
 
+CACHE_VARIABLES = ("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME")  # where the HF cache bound at /hf-cache is
+
+
+def check_cache_env(env: dict) -> None:
+    """UserError for a profile `env` entry that places the HF cache with a variable not set here: the
+    cache is bound into the container as expanded where you submit (and made there if missing), so
+    the jobs would bind a folder literally named after the variable."""
+    for key in CACHE_VARIABLES:
+        if key in env:
+            value = os.path.expandvars(os.path.expanduser(str(env[key])))
+            if "$" in value:
+                raise UserError(f"env.{key}: {env[key]} names a variable not set here (the HF cache is bound "
+                                f"into the container where you submit); set it, or write the path")
+
+
 def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None,
             dry_run: bool = False, hub_cache=None) -> list[str] | None:
     """The argv that replaces `python` in every job, or None when the profile names no image.

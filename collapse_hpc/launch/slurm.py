@@ -166,29 +166,42 @@ def _check_fits(prof: profiles.Profile, kind: str, names: list[str], members: li
 
 
 def check_profile(prof: profiles.Profile, kinds) -> None:
-    """Before anything is written or queued: every partition the jobs of `kinds` ask for exists,
-    takes their time limit and has a node that fits them and offers the gres they ask for. sbatch
-    would refuse only after earlier jobs were queued, or (with EnforcePartLimits=NO) queue a too-long
-    job, or one asking for a gres no node has, that then pends forever."""
+    """Before anything is written or queued: the first of `profile_problems`, refused in one line."""
+    found = profile_problems(prof, kinds)
+    if found:
+        raise UserError(found[0])
+
+
+def profile_problems(prof: profiles.Profile, kinds) -> list[str]:
+    """Every partition the jobs of `kinds` ask for exists, takes their time limit and has a node that
+    fits them and offers the gres they ask for; one line per problem, every kind's (the dry run lists
+    them all). sbatch would refuse only after earlier jobs were queued, or (with EnforcePartLimits=NO)
+    queue a too-long job, or one asking for a gres no node has, that then pends forever."""
     parts, listed = partitions(), nodes()
     default = next((n for n, f in parts.items() if f.get("Default") == "YES"), None)
+    found: list[str] = []
     for kind in kinds:
         res = prof.resources(kind)
         named = res.partition or prof.partition
         names = named.split(",") if named else [default] if default else []
         where = f"jobs.{kind}.partition" if res.partition else "partition"
-        for name in names:
-            if name not in parts:
-                raise UserError(f"profile {prof.name}: {where}: no partition {name!r} on this cluster "
-                                f"(it has: {', '.join(parts)})")
+        unknown = [n for n in names if n not in parts]
+        if unknown:  # the kind's other checks need its partitions
+            found.append(f"profile {prof.name}: {where}: no partition {unknown[0]!r} on this cluster "
+                         f"(it has: {', '.join(parts)})")
+            continue
         limits = [limit_minutes(parts[n].get("MaxTime", "UNLIMITED")) for n in names]
         if limits and all(m is not None and res.time_min > m for m in limits):
-            raise UserError(f"profile {prof.name}: jobs.{kind}.time_min: {res.time_min} is over the time "
-                            f"limit of partition {','.join(names)} ({max(limits):g} min)")
+            found.append(f"profile {prof.name}: jobs.{kind}.time_min: {res.time_min} is over the time "
+                         f"limit of partition {','.join(names)} ({max(limits):g} min)")
         members = [n for n in listed if set(n.get("Partitions", "").split(",")) & set(names)]
         if members:
-            _check_fits(prof, kind, names, members)
-            check_gres(prof, kind, ",".join(names), members)
+            try:
+                _check_fits(prof, kind, names, members)
+                check_gres(prof, kind, ",".join(names), members)
+            except UserError as e:
+                found.append(str(e))
+    return list(dict.fromkeys(found))  # kinds sharing the profile's partition: said once
 
 
 def cancel(job_ids: list[str]) -> None:

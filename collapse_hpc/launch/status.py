@@ -220,7 +220,7 @@ def state_of(store: RunStore, run_dir) -> dict:
     for chain in chains:
         item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
         out["chains"].append(item)
-        if book.get("executor") and not book.get("copied_from") and chain.experiment not in started:
+        if (book.get("executor") or started) and not book.get("copied_from") and chain.experiment not in started:
             item["not_in_this_run"] = True
             continue
         for job in chain.jobs:
@@ -260,7 +260,9 @@ def state_of(store: RunStore, run_dir) -> dict:
 
 
 def _print(state: dict) -> int:
-    where = f"{state['executor'] or 'not launched yet'}" + (f", {state['cluster']}" if state.get("cluster") else "")
+    ran = any(u["state"] == "done" for c in state["chains"] for u in c["units"])
+    unrecorded = "run in-process: --executor debug or by hand" if ran else "not launched yet"  # no jobs.json
+    where = f"{state['executor'] or unrecorded}" + (f", {state['cluster']}" if state.get("cluster") else "")
     print(f"run {state['run']} ({where})")
     if state.get("copied_from"):
         print(f"a copy of {state['copied_from']}: the jobs recorded there are that folder's; here only the "

@@ -191,8 +191,11 @@ def rows(df: pd.DataFrame, column: str, value) -> pd.DataFrame:
     """The rows whose `column` is `value`: a view where they are one block (an experiment of one run: the
     rows are sorted by run, then experiment), else a copy."""
     mask = (df[column] == value).to_numpy()
-    first, count = int(mask.argmax()), int(mask.sum())
-    if count and mask[first:first + count].all():
+    count = int(mask.sum())
+    if not count:  # also a run with no finished unit yet: argmax has nothing to look at
+        return df.iloc[:0]
+    first = int(mask.argmax())
+    if mask[first:first + count].all():
         return df.iloc[first:first + count]
     return df[mask]
 

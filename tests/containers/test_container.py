@@ -158,3 +158,16 @@ def test_a_profiles_own_hub_cache_is_what_the_jobs_see(site, monkeypatch):
     binds = argv[argv.index("--bind") + 1].split(",")
     assert f"{root / 'scratch' / 'hf'}:/hf-cache" in binds and f"{root / 'scratch' / 'models'}:/hf-cache/hub" in binds
     assert "HF_HUB_CACHE=/hf-cache/hub" in argv
+
+
+def test_docs_containers_shows_every_variable_a_job_is_given(tmp_path):
+    # its command lacked --env HF_HUB_CACHE=/hf-cache/hub, which every job is given
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "containers.md").read_text()
+    shown = text.split("apptainer exec --nv --bind <run folder>", 1)[1].split("```", 1)[0]
+    (tmp_path / "img.sif").write_bytes(b"SIF")
+    argv = command(ContainerConfig(image=str(tmp_path / "img.sif")), tmp_path / "run", tmp_path / "run",
+                   tmp_path / "hf", slurm_paths=[])
+    given = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
+    assert given and [e for e in given if f"--env {e} " not in shown.replace("\\\n", "")] == []

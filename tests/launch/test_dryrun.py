@@ -72,9 +72,47 @@ def test_every_failing_check_is_listed(tmp_path, fake_slurm):  # noqa: F811
     assert "an array of 3 tasks >= MaxArraySize 2" in failed[2]
 
 
+def test_every_job_kinds_partition_problem_is_listed(tmp_path, fake_slurm):  # noqa: F811
+    # the dry run listed only the first kind's (aggregate's), as if the cpu and gpu jobs were fine
+    (fake_slurm / "partitions.txt").write_text("PartitionName=short Default=YES MaxTime=30:00\n")
+    prof = tmp_path / "p.yaml"
+    prof.write_text("jobs: {aggregate: {partition: reports, time_min: 10}, cpu: {partition: cpu, time_min: 10},"
+                    " gpu: {time_min: 60}}\n")
+    cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 1})
+    rc, out, _ = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and not (tmp_path / "run").exists()
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
+    assert len(failed) == 3, out
+    assert "jobs.aggregate.partition: no partition 'reports'" in failed[0]
+    assert "jobs.cpu.partition: no partition 'cpu'" in failed[1]
+    assert "jobs.gpu.time_min: 60 is over the time limit of partition short (30 min)" in failed[2]
+    # without --dry-run the first is the one error line, and nothing is written
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and err.count("error:") == 1 and "no partition 'reports'" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_cluster_smoke_is_one_short_chain_per_experiment(tmp_path):
     rc, out, _ = collapse("submit", REPO / "configs" / "cluster-smoke.yaml", "--dry-run", "--profile",
                           REPO / "slurm" / "example-cluster.yaml", "--run", tmp_path / "run")
     assert rc == 2 and not (tmp_path / "run").exists()  # here: no image, no Slurm, nothing staged
     assert "jobs by kind: gpu 2, gpu1 2, cpu 2, aggregate 1; 7 in all" in out
     assert "GPU-hours: 0.0" in out and "wall time: " in out  # a couple of minutes per LM generation
+
+
+def test_an_hf_cache_placed_with_a_variable_not_set_is_a_failed_check(tmp_path, fake_slurm, monkeypatch):  # noqa: F811
+    # it was bound (and made, by a real submit) as a folder literally named '$NOT_SET_HERE'
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    (tmp_path / "img.sif").write_bytes(b"SIF")
+    prof = tmp_path / "p.yaml"
+    prof.write_text(f"container: {{image: {tmp_path / 'img.sif'}}}\n"
+                    f"env: {{HF_HOME: '{tmp_path}/$NOT_SET_HERE/hf'}}\n")
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 1})
+    rc, out, _ = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
+    assert failed == [f"FAILED: {prof}: env.HF_HOME: {tmp_path}/$NOT_SET_HERE/hf names a variable not set here "
+                      "(the HF cache is bound into the container where you submit); set it, or write the path"]
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and "env.HF_HOME" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "$NOT_SET_HERE").exists()

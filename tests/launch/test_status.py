@@ -127,3 +127,26 @@ def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys)
     host = read_manifest(gen1)["host"]
     assert "gen_000  done          job 100" in out
     assert f"gen_001  done          by hand on {host}" in out and "job 101" not in out
+
+
+def test_a_run_in_process_reads_as_run_not_as_not_launched(tmp_path, capsys):
+    # `collapse-hpc run CONFIG --executor debug` records no jobs: status read "(not launched yet)" over its
+    # finished units, and an experiment left out with --only as if it were still to come
+    from collapse_hpc import cli, engine, experiments
+    from collapse_hpc.launch import debug
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "debug",
+                                        "toy": {}, "tail": {"replicates": 2, "chunk_replicates": 2}})
+    store = RunStore(tmp_path / "run")
+    assert cli.main(["status", str(store.root)]) == 2  # no run folder yet
+    engine.open_run(store, run, only=["toy"])
+    capsys.readouterr()
+    assert cli.main(["status", str(store.root)]) == 0
+    assert "(not launched yet)" in capsys.readouterr().out  # opened, nothing run
+    debug.execute(store, run, engine.plan(run, only=["toy"]))
+    assert cli.main(["status", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"run {store.root} (run in-process: --executor debug or by hand)"
+    assert "toy/replace-p0-s0  generation 1 reached (2/2 done)" in out
+    assert "tail/replace-p0-s0  not in this run (left out with --only)" in out

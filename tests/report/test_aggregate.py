@@ -223,3 +223,16 @@ def test_a_killed_reports_temporaries_are_removed_by_the_next(toy, tmp_path, cap
         p.write_bytes(b"half")
     assert cli.main(["aggregate", str(root)]) == 0
     assert not [p for p in (root / "report").rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_a_run_with_no_finished_unit_yet_is_reported_as_incomplete(toy, tmp_path, capsys):
+    # it ended in a traceback (argmax of an empty table): the aggregation job of a run whose every chain
+    # failed, or `aggregate` before the first unit finished
+    run = experiments.config_from_dict({"name": "none", "executor": "debug", "generations": 2, "toy": {}})
+    store = RunStore(tmp_path / "none")
+    engine.open_run(store, run)
+    assert cli.main(["aggregate", str(store.root)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(store.root / "report" / "index.html")
+    md = (store.root / "report" / "results.md").read_text()
+    assert "## Incomplete run" in md and "toy/replace-p0-s0" in md
+    assert len(pd.read_parquet(store.root / "report" / "metrics.parquet")) == 0

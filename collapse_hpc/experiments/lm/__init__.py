@@ -67,14 +67,23 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.data import check_caches
         from collapse_hpc.experiments.lm.hub import check_source
 
-        checked = set()
+        checked, problems = set(), []
+
+        def attempt(check, *args, **kwargs):  # the data set and the model apart: both are said, not the first
+            try:
+                check(*args, **kwargs)
+            except UserError as e:
+                problems.append(str(e))
+
         for cfg, where in sections_placed(self.name, run):
-            check_prepared(self.name, run, SPLITS, cfg, where("dataset"))
-            check_caches(Path(run.data_dir), cfg)
+            attempt(lambda: check_prepared(self.name, run, SPLITS, cfg, where("dataset"))
+                    or check_caches(Path(run.data_dir), cfg))  # the caches of a prepared data set
             for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
                 if tag and (key, tag) not in checked:
                     checked.add((key, tag))
-                    check_source(where(key), tag, slurm=run.executor == "slurm")
+                    attempt(check_source, where(key), tag, slurm=run.executor == "slurm")
+        if problems:
+            raise UserError("; ".join(dict.fromkeys(problems)))
 
     def hub_models(self, run) -> list[str]:
         from collapse_hpc.experiments.lm.hub import hub_tag

@@ -156,6 +156,7 @@ def reference(a) -> int:
     cfg = reference_config(a)
     load = model_folder(a.load_name) if a.load_name else None
     generated = load_generated(a.load_generate) if a.load_generate else None
+    _check_sources(cfg)  # the tokenizer is the tag's, also for a --load-name model
     lm = Pipeline.start(cfg, Path(a.data_dir))
     if a.num_devices != lm.world_size:
         lm.log.warning("--num_devices %d but %s started; ranks come from the launcher", a.num_devices,
@@ -176,6 +177,16 @@ def reference(a) -> int:
 
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+
+
+def _check_sources(cfg) -> None:
+    """The model tag (whose tokenizer every call loads) and tokenizer, checked as a config's are: the HF
+    cache, else one request to the hub (10 s at most), not transformers' retries for a minute."""
+    from collapse_hpc.experiments.lm.hub import check_source
+
+    for flag, tag in (("--model_tag", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
+        if tag:
+            check_source(flag, tag)
 
 
 def _check_flags(a) -> None:

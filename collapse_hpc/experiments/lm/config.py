@@ -62,7 +62,8 @@ class LMConfig(Section):
     zero_stage: int = knob(0, "DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
     deepspeed: dict[str, Any] | str | None = knob(
         None, "DeepSpeed config merged over the generated one (offload, monitors, ...): a mapping, or a JSON "
-              "file's path (read when the config loads; the run keeps its contents). Batch sizes: batch_size")
+              "file's path (read when the config loads; the run keeps its contents); its batch keys are refused: "
+              "they follow from batch_size, micro_batch_size and ranks")
     fused_adam: bool = knob(False, "DeepSpeed's fused AdamW (compiles a CUDA op) instead of torch's",
                             hashed=False, exact=False)
     precision: str = knob("auto", "auto (bf16-mixed on GPU, fp32 on CPU); bf16-mixed: torch autocast over fp32 "

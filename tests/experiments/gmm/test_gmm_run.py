@@ -8,6 +8,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
 from collapse_hpc.verify import verify_run
+from tests.helpers import holds, readme_outputs
 
 SECTION = {"generations": 4, "samples": 120, "replicates": 3, "chunk_replicates": 2, "snapshot_generations": [0, 2, -1],
            "snapshot_replicates": 2}
@@ -43,6 +44,7 @@ def test_runs_through_the_engine(tmp_path):
             ((r, g), 120 * (g + 1) if chain.variant.regime.name == "accumulate" else 120)
             for r in (0, 1) for g in (0, 2, 3)]
         assert not (folder / "part_001" / "snapshots.parquet").exists()  # replicate 2: no snapshots
+        assert [f for f in readme_outputs()["gmm"] if not holds(folder / "part_000", f)] == []  # README, Outputs
 
 
 def test_same_seed_gives_bit_identical_parquet(tmp_path):

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collapse_hpc.regimes import Regime
+from tests.helpers import holds, readme_outputs
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -120,6 +121,7 @@ def _check_chain(store, generations=2):
         for g, unit in enumerate(units):
             assert verify_unit(unit) == [], unit
             assert not (unit / "checkpoints").exists()
+            assert [f for f in readme_outputs()["lm"] if not holds(unit, f)] == []  # README, Outputs
             m = pq.read_table(unit / "metrics.parquet").to_pylist()[0]
             assert m["generation"] == g and m["test_ppl"] > 1
             for k in ("distinct_1", "distinct_4", "unigram_entropy", "type_token_ratio", "rare_token_share",

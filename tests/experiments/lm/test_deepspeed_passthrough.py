@@ -52,6 +52,18 @@ def test_a_bad_file_is_one_error_line(tmp_path, content, message):
     assert "\n" not in str(e.value)
 
 
+def test_the_keys_help_says_what_a_batch_key_meets(tmp_path):
+    # it read "... the run keeps its contents). Batch sizes: batch_size", cut off before saying what happens
+    import dataclasses
+
+    from collapse_hpc.experiments.lm.config import DERIVED_DEEPSPEED_KEYS, LMConfig
+
+    help = next(f for f in dataclasses.fields(LMConfig) if f.name == "deepspeed").metadata["help"]
+    assert "batch keys are refused" in help and "batch_size, micro_batch_size and ranks" in help
+    with pytest.raises(ConfigError, match="follow from batch_size, micro_batch_size"):
+        _load(tmp_path, {DERIVED_DEEPSPEED_KEYS[0]: 64})
+
+
 def test_the_cli_exits_2_with_one_error_line_on_bad_json(tmp_path):
     (tmp_path / "ds.json").write_text("{oops")
     cfg = tmp_path / "c.yaml"

@@ -177,3 +177,32 @@ def test_an_unprepared_data_set_of_the_section_is_named_by_its_section_key(tmp_p
                    "regimes: [replace, {name: replace, keep_fraction: 0.1, lm: {epochs: 2}}]\n")
     line = one_error_line(cli("run", cfg, "--run", tmp_path / "r"))
     assert "lm.yaml: lm.dataset: " in line and "is not prepared" in line, line
+
+
+def test_an_unprepared_data_set_and_a_missing_model_are_both_said(tmp_path):
+    # the data set's line alone was said: submit --dry-run hid the missing model behind it (README: every
+    # failing check), and a run fixed one to meet the other
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {tmp_path / 'data'}\ngenerations: 1\n"
+                   f"lm: {{dataset: wikitext2, model: facebook/opt-125m}}\n")
+    p = cli("run", cfg, "--run", tmp_path / "r", env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    line = one_error_line(p)
+    assert f"lm.yaml: lm.dataset: {tmp_path / 'data' / 'wikitext2'} is not prepared" in line, line
+    assert "; lm.model: 'facebook/opt-125m' is not in the HF cache" in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_reference_flags_check_the_model_tag_as_a_config_does(tmp_path, lm_data_dir):
+    # `collapse-hpc lm --eval_only` (the reference's default tag, facebook/opt-125m) with a hub out of reach
+    # retried for most of a minute, printing each retry, before transformers' own error
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    start = time.monotonic()
+    p = cli("lm", "--eval_only", "--dataset", "tiny", "--data-dir", lm_data_dir,
+            env={"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": closed, "HF_HUB_OFFLINE": "0"})
+    line = one_error_line(p)
+    assert line.startswith("error: --model_tag: 'facebook/opt-125m' is not in the HF cache"), line
+    assert "cannot be reached from here" in line and time.monotonic() - start < 20

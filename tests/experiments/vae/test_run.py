@@ -14,6 +14,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae import model
 from collapse_hpc.launch import debug
 from collapse_hpc.store import RunStore, read_manifest
+from tests.helpers import holds, readme_outputs
 
 TINY = {"epochs": 2, "batch_size": 64, "capacity": 4, "latent": 4, "eval_samples": 300, "latent_samples": 150,
         "classifier_epochs": 2, "classifier_hidden": 16, "grid_scale": 2, "synthetic_size": 256}
@@ -47,6 +48,7 @@ def test_two_generations_in_process_complete_and_verify(tmp_path):
             unit = store.unit_dir("vae", variant, "chain", gen)
             assert set(_files(store, variant, gen)) == {"metrics.parquet", "model.safetensors", "samples.png",
                                                                "latents.parquet"}
+            assert [f for f in readme_outputs()["vae"] if not holds(unit, f)] == []  # README, Outputs
             table = pq.read_table(unit / "metrics.parquet")
             assert table.column_names == METRICS and table.num_rows == 1
             row = table.to_pylist()[0]
