@@ -381,11 +381,16 @@ def cmd_stage(args) -> int:
     """Prepare every data set and fetch every hub model of the config, where the profile's jobs look."""
     from collapse_hpc import data, experiments
     from collapse_hpc.launch import profile as profmod
+    from collapse_hpc.launch.container import check_cache_env
     from collapse_hpc.launch.stage import fetch_models
 
     run = experiments.load_config(args.config, args.overrides)
     profile = profmod.pick(args.profile, run.profile, args.config)
     prof = profmod.load(profile)
+    try:  # before anything is fetched: it would go into a folder named after the variable
+        check_cache_env(prof.env)
+    except UserError as e:
+        raise UserError(f"{profile}: {e}") from None
     data_dir, known = Path(run.data_dir), data.preparers()
     names = list(dict.fromkeys(n for e in run.enabled() for n in experiments.get(e).data_sets(run)))
     for name in names:

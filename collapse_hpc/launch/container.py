@@ -132,8 +132,9 @@ def check_cache_env(env: dict) -> None:
         if key in env:
             value = os.path.expandvars(os.path.expanduser(str(env[key])))
             if "$" in value:
-                raise UserError(f"env.{key}: {env[key]} names a variable not set here (the HF cache is bound "
-                                f"into the container where you submit); set it, or write the path")
+                raise UserError(f"env.{key}: {env[key]} names a variable not set here (stage fetches the "
+                                f"models into the HF cache, and submit binds it, as expanded here); set it, or "
+                                f"write the path")
 
 
 def command(cfg: ContainerConfig, run_dir, data_dir=None, hf_home=None, slurm_paths=None,

@@ -112,7 +112,8 @@ def test_an_hf_cache_placed_with_a_variable_not_set_is_a_failed_check(tmp_path, 
     assert rc == 2
     failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
     assert failed == [f"FAILED: {prof}: env.HF_HOME: {tmp_path}/$NOT_SET_HERE/hf names a variable not set here "
-                      "(the HF cache is bound into the container where you submit); set it, or write the path"]
+                      "(stage fetches the models into the HF cache, and submit binds it, as expanded here); set it, "
+                      "or write the path"]
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
     assert rc == 2 and "env.HF_HOME" in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "$NOT_SET_HERE").exists()

@@ -60,3 +60,16 @@ def test_stage_refuses_a_data_set_only_the_user_can_prepare(tmp_path, setup):
     cfg.write_text(cfg.read_text().replace("dataset: corpus", "dataset: mine"))
     rc, _, err = collapse("stage", cfg, "--profile", prof)
     assert rc == 2 and "'mine' is not built in" in err and "--from PATH" in err
+
+
+def test_stage_refuses_an_hf_cache_placed_with_a_variable_not_set_before_fetching(tmp_path, setup, monkeypatch):
+    # it fetched into a folder literally named '$NOT_SET_HERE', then submit's check refused the profile
+    cfg, prof, shell, jobs = setup
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    prof.write_text(f"partition: debug\nenv: {{HF_HOME: '{tmp_path}/$NOT_SET_HERE/hf', HF_HUB_OFFLINE: '1'}}\n")
+    rc, out, err = collapse("stage", cfg, "--profile", prof)
+    assert rc == 2 and out == "", out
+    assert err.strip() == (f"error: {prof}: env.HF_HOME: {tmp_path}/$NOT_SET_HERE/hf names a variable not set here "
+                           "(stage fetches the models into the HF cache, and submit binds it, as expanded here); "
+                           "set it, or write the path")
+    assert not (tmp_path / "$NOT_SET_HERE").exists()
