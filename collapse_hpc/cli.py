@@ -416,7 +416,13 @@ def cmd_cancel(args) -> int:
     if not Path(args.run).is_dir():
         raise UserError(f"{args.run}: no such run folder")
     store = RunStore(args.run)
-    return (local.cancel_run if records.load(store).get("executor") == "local" else slurm.cancel_run)(store)
+    if not store.exists():
+        raise UserError(f"{args.run}: not a run folder (no {store.config_path.name})")
+    # no jobs.json: a run made in-process (--executor debug), whose process holds the run's lock as a
+    # local launcher does
+    book = records.load(store)
+    on_host = book.get("executor") == "local" or not (store.root / records.JOBS).is_file()
+    return (local.cancel_run if on_host else slurm.cancel_run)(store)
 
 
 def cmd_profile(args) -> int:

@@ -273,6 +273,33 @@ def test_cancel_stops_a_local_run_from_another_shell(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_cancel_stops_a_run_made_in_process_and_refuses_a_folder_that_is_no_run(tmp_path):
+    # a run made in-process (--executor debug) records no jobs.json: cancel said "no Slurm jobs
+    # recorded" (exit 2) while it ran on; its process holds the run's lock as a local launcher does
+    cfg, run, gen0 = _stepping(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run),
+                             "--executor", "debug"], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+    try:
+        deadline = time.time() + 120
+        while not (gen0 / "steps" / "000.done").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        rc, out, err = collapse("cancel", run)
+        assert (rc, err) == (0, ""), err
+        assert "cancelled the local run (launcher pid" in out
+        assert proc.wait(timeout=5) == 130
+        assert not RunStore(run).is_done(gen0) and (gen0 / "steps" / "000.done").exists()  # kept to resume
+        rc, out, _ = collapse("cancel", run)
+        assert rc == 0 and "nothing to cancel: no launcher runs it" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = sorted(tmp_path.iterdir())
+    rc, _, err = collapse("cancel", tmp_path)
+    assert rc == 2 and err.strip() == f"error: {tmp_path}: not a run folder (no config.yaml)"
+    assert sorted(tmp_path.iterdir()) == before  # no lock left in someone's folder
+
+
 def test_cpu_units_side_by_side_fit_in_the_memory_the_machine_has(tmp_path, monkeypatch):
     """Array parts ran side by side as far as the cores allowed, whatever they held: paper-scale
     gaussian parts hold 4 GiB each, and one per core of a laptop would not fit. With room for one
