@@ -17,6 +17,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic, space
 
 SLURM_HELD = "slurm job"  # a worker file's text: the unit runs in this Slurm job
+FOLDER = "folder"  # or the run folder it works in (folder_id): a copy's registrations are not its units
 WORKERS = ".units"  # beside the lock: one file <host>-<pid> per running unit process (empty, or SLURM_HELD)
 ABANDONED_S = 60  # a lock is written microseconds after it is created; leaves room for clock skew
 
@@ -99,6 +100,25 @@ def _pid(owner: dict) -> int:
         return -1
 
 
+def folder_id(folder: Path) -> str | None:
+    """The run folder's identity (device and inode): the same through a rename or another path to it,
+    another for a copy, whose lock and unit registrations name the original's live processes."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def _of_a_copy(record: dict, folder: Path) -> bool:
+    """Whether a lock record of this host was copied from another run folder. Another host's is never
+    judged (a shared file system's device number differs from host to host), nor a record without a
+    folder (an older version's)."""
+    made_in = record.get("folder")
+    return (record.get("host") == socket.gethostname() and isinstance(made_in, str)
+            and made_in != folder_id(folder))
+
+
 class RunLock:
     """O_EXCL lock file holding {pid, host, started}. Stale = same host and the pid is gone.
 
@@ -117,7 +137,8 @@ class RunLock:
             self.depth += 1
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+              "folder": folder_id(self.path.parent)}
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -128,6 +149,11 @@ class RunLock:
                         self.log(f"took over unreadable lock {self.path} (unchanged for over {ABANDONED_S} s)")
                         continue
                     time.sleep(0.2)
+                    continue
+                if _of_a_copy(owner, self.path.parent):  # its owner runs the original, never this copy
+                    if self._take_over(owner):
+                        self.log(f"took over lock {self.path}: copied with the folder from the run of pid "
+                                 f"{owner.get('pid')}")
                     continue
                 helpers = [h for h in owner.get("helpers") or [] if isinstance(h, int) and pid_alive(h)]
                 helpers += [h for h in self.workers() if h not in helpers]
@@ -185,10 +211,10 @@ class RunLock:
     def _registered(self) -> list[tuple[Path, int]]:
         """(registration, pid) of this host's unit processes registered in the run (working()),
         but those of Slurm jobs, which Slurm holds."""
-        host, out = socket.gethostname(), []
+        host, out, here = socket.gethostname(), [], folder_id(self.path.parent)
         for p in sorted(self.path.with_name(WORKERS).glob("*")):
             name, _, pid = p.name.rpartition("-")
-            if name == host and pid.isdigit() and not _slurm_held(p):
+            if name == host and pid.isdigit() and _text(p) in ("", f"{FOLDER} {here}"):  # not Slurm's, nor a copy's
                 out.append((p, int(pid)))
         return out
 
@@ -200,8 +226,13 @@ class RunLock:
     def _drop_dead_workers(self) -> None:
         """Registrations of this host's unit processes that were killed outright (SIGKILL cannot
         unregister): left, they stay for good, and a reused pid would read as a running unit."""
+        here = f"{FOLDER} {folder_id(self.path.parent)}"
         for p, pid in self._registered():
             if not pid_alive(pid):
+                p.unlink(missing_ok=True)
+        for p in self.path.with_name(WORKERS).glob(f"{socket.gethostname()}-*"):  # copied with the folder
+            text = _text(p)
+            if text is not None and text.startswith(FOLDER) and text != here:
                 p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # empty: gone, as the last unit out leaves it
             self.path.with_name(WORKERS).rmdir()
@@ -244,7 +275,7 @@ def launcher_pid(lock: RunLock) -> int | None:
     """The pid of the live collapse-hpc process of this host that holds the run's lock, else None
     (no lock, a dead or other-host owner, or a pid reused by another program)."""
     owner = lock.owner()
-    if not owner:
+    if not owner or _of_a_copy(owner, lock.path.parent):
         return None
     if owner.get("host") != socket.gethostname():
         raise UserError(f"{lock.path.parent}: run by pid {owner.get('pid')} on {owner.get('host')}; cancel it there")
@@ -258,14 +289,15 @@ def launcher_pid(lock: RunLock) -> int | None:
     return pid if b"collapse" in cmdline else None
 
 
-def _slurm_held(worker: Path) -> bool:
-    """A unit process of a Slurm job: Slurm, not a launcher here, holds it, and squeue tells whether it
-    lives (submit skips it, cancel ends it). On a node that is also the login host (a single-node
-    cluster) it must not lock those two out."""
+def _text(worker: Path) -> str | None:
+    """A unit's registration: SLURM_HELD for a unit of a Slurm job (Slurm, not a launcher here, holds
+    it, and squeue tells whether it lives: submit skips it, cancel ends it; on a node that is also the
+    login host it must not lock those two out), else FOLDER and the run folder's folder_id (empty:
+    an older version's). None where it is gone."""
     try:
-        return worker.read_text().startswith(SLURM_HELD)
+        return worker.read_text()
     except OSError:
-        return False
+        return None
 
 
 @contextlib.contextmanager
@@ -279,7 +311,8 @@ def working(run_root: Path) -> Iterator[None]:
     for attempt in range(3):
         folder.mkdir(exist_ok=True)
         try:
-            me.write_text(f"{SLURM_HELD} {os.environ.get('SLURM_JOB_ID', '')}" if slurm else "")
+            me.write_text(f"{SLURM_HELD} {os.environ.get('SLURM_JOB_ID', '')}" if slurm
+                          else f"{FOLDER} {folder_id(Path(run_root))}")
             break
         except FileNotFoundError:  # another unit, ending, removed the empty register in between
             if attempt == 2:

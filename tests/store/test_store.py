@@ -552,3 +552,39 @@ def test_a_killed_units_registration_is_dropped_by_the_next_launcher(tmp_path):
     (register / f"otherhost-{dead.pid}").write_text("")  # another host's: not ours to judge
     with RunLock(tmp_path / ".lock", log=lambda *_: None):
         assert [p.name for p in register.iterdir()] == [f"otherhost-{dead.pid}"]
+
+
+def test_a_copy_of_a_running_run_folder_is_not_held_by_the_originals_processes(tmp_path):
+    """`cp -r` of a run folder while it runs copies its lock and its units' registrations: cancel of the
+    copy stopped the original's launcher and units (they were the pids the copy named), and a run of
+    the copy was refused as locked by them."""
+    import subprocess
+    import sys
+
+    from collapse_hpc.store.lock import launcher_pid
+
+    original, copy = tmp_path / "run", tmp_path / "copy"
+    original.mkdir()
+    code = ("import sys, time; from collapse_hpc.store.lock import RunLock, working\n"
+            "with RunLock(__import__('pathlib').Path(sys.argv[1]) / '.lock'), working(sys.argv[1]):\n"
+            "    print('in', flush=True); time.sleep(60)\n")
+    # named collapse… in its command line, as a launcher is (launcher_pid checks it)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(original), "collapse-hpc"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "in"
+        lock = RunLock(original / ".lock")
+        assert launcher_pid(lock) == proc.pid and lock.workers() == [proc.pid]  # the original's, as before
+        shutil.copytree(original, copy)
+        copied = RunLock(copy / ".lock", log=lambda *_: None)
+        assert launcher_pid(copied) is None and copied.workers() == []
+        with copied:  # taken over: the owner it names runs the original, not the copy
+            assert json.loads((copy / ".lock").read_text())["pid"] == os.getpid()
+            assert not (copy / ".units").exists()  # the copied registration dropped
+        assert launcher_pid(lock) == proc.pid and lock.workers() == [proc.pid]  # the original untouched
+        moved = tmp_path / "moved"
+        original.rename(moved)  # a folder moved is the same run, still held by its launcher
+        assert launcher_pid(RunLock(moved / ".lock")) == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
