@@ -8,7 +8,7 @@
      generation g-1's (init: previous); generation 0 always from the initial model -> model/, the
      best-validation weights (kept on resume: it is written atomically), and with sample_from: last
      also model_last/, the weights after the last epoch; model/training.json says which weights it
-     started from and the dtypes that ran
+     started from and the dtypes that ran; once it is written the training checkpoints go
   3. sample with the weights `sample_from` names (best: model/, last: model_last/): every real
      training block is a prompt (prompts: real, the paper), or every block of this generation's
      training set (prompts: train_set) -> shards/part-<rank>-<chunk>.parquet; the continuations of
@@ -153,6 +153,7 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
     if (out / TRAINING).is_file():
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
+        _trained(ctx)  # a kill between publishing the model and removing its checkpoints left them
         return json.loads((out / TRAINING).read_text()), None
     started = time.perf_counter()
     gen0 = None
@@ -173,7 +174,19 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
     if ctx.is_main:
         atomic.write_json(out / TRAINING, result)
     distributed.barrier()
+    _trained(ctx)
     return result, gen0
+
+
+def _trained(ctx) -> None:
+    """Once model/training.json is published no step reads the training checkpoints again (a redo
+    skips training), so they go now rather than with the manifest: a step of OPT-125M with its
+    optimizer state, ~1.5 GB, no longer waits on a quota through sampling and evaluation, nor in a
+    generation stopped there. Rank 0, after every rank has returned from training."""
+    import shutil
+
+    if ctx.is_main:
+        shutil.rmtree(ctx.path(CHECKPOINTS), ignore_errors=True)
 
 
 def _weights(ctx, training: dict) -> dict:

@@ -206,6 +206,8 @@ def _kill_and_resume(tmp_path, store, variant: str, gen: int) -> Path:
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (unit / "manifest.json").exists()
     assert len(list((unit / "shards").glob("part-*.parquet"))) == 1
+    # trained and published: its training checkpoints (GBs for OPT-125M) no longer wait for the manifest
+    assert (unit / "model" / "training.json").is_file() and not (unit / "checkpoints").exists()
     first = {p.name: p.read_bytes() for p in (unit / "shards").glob("part-*.parquet")}
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
