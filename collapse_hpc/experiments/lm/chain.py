@@ -82,6 +82,27 @@ def run_generation(ctx) -> None:
     rarity = _rarity(ctx.config, inputs, scores)
     ctx.record(weights=weights, rarity=rarity)
     _write(ctx, lm, inputs, training, weights, decoding, prompts, shards, scores, values, rarity)
+    _drop_unread_weights(ctx)
+
+
+def kept_weights(cfg, generation: int) -> tuple[str, ...]:
+    """The weight folders a finished generation keeps (lm.keep_models): needed keeps only what a later
+    generation reads, generation 0's model/ (every later one is scored under it, and with init: gen0
+    starts from it) and, with init: previous, each model/ (the next one starts from it)."""
+    if cfg.keep_models == "all":
+        return (MODEL, LAST) if cfg.sample_from == "last" else (MODEL,)
+    return (MODEL,) if generation == 0 or cfg.init == "previous" else ()
+
+
+def _drop_unread_weights(ctx) -> None:
+    """Rank 0, once every table is written and every rank has scored (the weights are read no more):
+    the weight folders no later generation reads go under keep_models: needed, before the manifest
+    (which names what sampled and what was scored by fingerprint, `weights`). A kill between this and
+    the manifest retrains the generation on its redo, to the same weights: its shards are kept."""
+    import shutil
+
+    for folder in {MODEL, LAST} - set(kept_weights(ctx.config, ctx.generation)):
+        shutil.rmtree(ctx.path(folder), ignore_errors=True)
 
 
 def _uses_data(ctx, tokenizer) -> None:
