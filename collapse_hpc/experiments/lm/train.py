@@ -260,7 +260,8 @@ def _cut_short(ckpt_dir: Path) -> list[Path]:
     and the temporaries of a best-model swap killed midway (atomic.sweep); complete steps stay (an
     earlier one is what a refused newest one falls back to). Returns the step folders removed."""
     complete = {d for _, d in _complete_tags(ckpt_dir)}
-    cut = sorted(d for d in ckpt_dir.glob("step*") if d.is_dir() and not d.is_symlink() and d not in complete)
+    cut = sorted(d for d in ckpt_dir.glob("step*") if d.name[4:].isdigit() and d.is_dir() and not d.is_symlink()
+                 and d not in complete)
     for d in cut:
         shutil.rmtree(d, ignore_errors=True)
     atomic.sweep(ckpt_dir, "best")
