@@ -272,9 +272,9 @@ class Experiment:
         whose size nothing on this machine states), which the estimate says."""
         raise NotImplementedError
 
-    def disk(self, run, variant: Variant) -> int | None:
-        """Bytes one unit leaves on disk at least, where its results are large (model weights), for
-        the plan's estimate; None: not estimated."""
+    def disk(self, run, variant: Variant, index: int) -> int | None:
+        """Bytes unit `index` of the variant leaves on disk at least, where its results are large (model
+        weights), for the plan's estimate; None: not estimated."""
         return None
 
     def metrics_schema(self, section=None) -> MetricsSchema:

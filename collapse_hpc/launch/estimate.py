@@ -147,11 +147,11 @@ def estimate(run, chains) -> Estimate:
         hours = seconds * len(chain.jobs) / 3600
         est.gpu_hours += hours * chain.ranks
         est.wall_hours = max(est.wall_hours, hours)
-        disk = exp.disk(run, chain.variant)
-        if disk is None:
+        disks = [exp.disk(run, chain.variant, job.index) for job in chain.jobs]
+        if None in disks:
             est.not_estimated.append(f"disk of {chain.experiment}/{chain.variant.name}")
         else:
-            est.disk_gb += disk * len(chain.jobs) / 1e9
+            est.disk_gb += sum(disks) / 1e9
     est.not_estimated += [f"{count(n, 'unit')} of {name}" for name, n in skipped.items()]
     return est
 

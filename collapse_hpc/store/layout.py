@@ -186,7 +186,8 @@ class RunStore:
     def reset_unit(self, unit_dir: Path, keep: tuple[str, ...] = (), expected: dict | None = None) -> None:
         """Make an unfinished unit ready to redo: drop its files except resumable sub-folders.
 
-        Inside those only temporaries go, and a folder swap killed midway is put back (atomic.recover):
+        Inside those only temporaries go (files, and folders such as a killed swap's .tmp-best.XXXX/;
+        the unit's redo is their only writer), and a folder swap killed midway is put back (atomic.recover):
         their complete files (atomic writes) are reused, unless
         the unit was finished once and its manifest no longer vouches for a file there (changed
         or missing afterwards): then that whole sub-folder goes, its files may depend on each other.
@@ -205,9 +206,8 @@ class RunStore:
             if p.is_dir() and p.name in keep and p.name not in bad:
                 for old in sorted(p.rglob(atomic.OLD_PREFIX + "*"), reverse=True):  # so too inside (a best model)
                     atomic.recover(old.with_name(old.name[len(atomic.OLD_PREFIX):]))
-                for q in p.rglob("*"):
-                    if q.is_file() and atomic.is_temporary(q):
-                        q.unlink(missing_ok=True)
+                for folder in [p, *sorted(q for q in p.rglob("*") if q.is_dir())]:
+                    atomic.sweep(folder)  # temporary files and folders (a killed atomic_dir's, whole)
             elif p.is_dir():
                 shutil.rmtree(p)
             else:

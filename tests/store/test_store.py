@@ -238,6 +238,30 @@ def test_a_kept_folder_whose_swap_was_killed_is_put_back_when_its_unit_is_redone
         "checkpoints", "checkpoints/best", "checkpoints/best/model.safetensors", "model", "model/model.safetensors"]
 
 
+def test_a_redo_removes_temporary_folders_in_kept_folders_as_it_removes_temporary_files(tmp_path):
+    """A folder swap (atomic_dir: the LM's checkpoints/best) killed before its rename left its
+    .tmp-best.XXXX/ whole, the size of a model; the redo removed only temporary files inside kept
+    folders, so it stayed for good. Both kinds go now; the complete files and folders stay."""
+    import tempfile
+
+    unit = tmp_path / "lm" / "v" / "gen_000"
+    ckpt = unit / "checkpoints"
+    atomic.write_bytes(ckpt / "best" / "model.safetensors", b"weights")
+    atomic.write_text(ckpt / "step00000003" / "complete.json", "{}")
+    for where in (ckpt, ckpt / "step00000003"):  # where atomic_dir puts its temporary: beside the folder
+        swapping = tempfile.mkdtemp(prefix=atomic.TMP_PREFIX + "best.", dir=where)
+        os.makedirs(os.path.join(swapping, "sub"))
+        for name in ("model.safetensors", "sub/config.json"):
+            with open(os.path.join(swapping, name), "wb") as f:
+                f.write(b"partly written")
+    (unit / "shards").mkdir()
+    (unit / "shards" / ".tmp-part-000-00001.parquet.x1").write_bytes(b"half")
+    RunStore(tmp_path).reset_unit(unit, keep=("checkpoints", "shards"))
+    assert sorted(p.relative_to(unit).as_posix() for p in unit.rglob("*")) == [
+        "checkpoints", "checkpoints/best", "checkpoints/best/model.safetensors", "checkpoints/step00000003",
+        "checkpoints/step00000003/complete.json", "shards"]
+
+
 def test_redo_of_a_corrupted_finished_unit_drops_its_bad_resumable_folder(tmp_path):
     # a finished unit whose kept sub-folder (lm: shards/, model/) went bad must not reuse it on redo
     unit = tmp_path / "lm" / "v" / "gen_000"

@@ -113,11 +113,13 @@ class LanguageModel(Experiment):
 
         return memory(variant.section(run))
 
-    def disk(self, run, variant) -> int | None:
-        """The weights a generation saves (model.weights_bytes)."""
+    def disk(self, run, variant, index: int) -> int | None:
+        """The weights generation `index` keeps (model.weights_bytes, per folder chain.kept_weights)."""
+        from collapse_hpc.experiments.lm.chain import kept_weights
         from collapse_hpc.experiments.lm.model import weights_bytes
 
-        return weights_bytes(variant.section(run))
+        cfg = variant.section(run)
+        return weights_bytes(cfg, len(kept_weights(cfg, index)))
 
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.lm.metrics import SCHEMA

@@ -8,7 +8,7 @@
      generation g-1's (init: previous); generation 0 always from the initial model -> model/, the
      best-validation weights (kept on resume: it is written atomically), and with sample_from: last
      also model_last/, the weights after the last epoch; model/training.json says which weights it
-     started from and the dtypes that ran
+     started from and the dtypes that ran; once it is written the training checkpoints go
   3. sample with the weights `sample_from` names (best: model/, last: model_last/): every real
      training block is a prompt (prompts: real, the paper), or every block of this generation's
      training set (prompts: train_set) -> shards/part-<rank>-<chunk>.parquet; the continuations of
@@ -82,6 +82,27 @@ def run_generation(ctx) -> None:
     rarity = _rarity(ctx.config, inputs, scores)
     ctx.record(weights=weights, rarity=rarity)
     _write(ctx, lm, inputs, training, weights, decoding, prompts, shards, scores, values, rarity)
+    _drop_unread_weights(ctx)
+
+
+def kept_weights(cfg, generation: int) -> tuple[str, ...]:
+    """The weight folders a finished generation keeps (lm.keep_models): needed keeps only what a later
+    generation reads, generation 0's model/ (every later one is scored under it, and with init: gen0
+    starts from it) and, with init: previous, each model/ (the next one starts from it)."""
+    if cfg.keep_models == "all":
+        return (MODEL, LAST) if cfg.sample_from == "last" else (MODEL,)
+    return (MODEL,) if generation == 0 or cfg.init == "previous" else ()
+
+
+def _drop_unread_weights(ctx) -> None:
+    """Rank 0, once every table is written and every rank has scored (the weights are read no more):
+    the weight folders no later generation reads go under keep_models: needed, before the manifest
+    (which names what sampled and what was scored by fingerprint, `weights`). A kill between this and
+    the manifest retrains the generation on its redo, to the same weights: its shards are kept."""
+    import shutil
+
+    for folder in {MODEL, LAST} - set(kept_weights(ctx.config, ctx.generation)):
+        shutil.rmtree(ctx.path(folder), ignore_errors=True)
 
 
 def _uses_data(ctx, tokenizer) -> None:
@@ -153,6 +174,7 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
     if (out / TRAINING).is_file():
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
+        _trained(ctx)  # a kill between publishing the model and removing its checkpoints left them
         return json.loads((out / TRAINING).read_text()), None
     started = time.perf_counter()
     gen0 = None
@@ -173,7 +195,19 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
     if ctx.is_main:
         atomic.write_json(out / TRAINING, result)
     distributed.barrier()
+    _trained(ctx)
     return result, gen0
+
+
+def _trained(ctx) -> None:
+    """Once model/training.json is published no step reads the training checkpoints again (a redo
+    skips training), so they go now rather than with the manifest: a step of OPT-125M with its
+    optimizer state, ~1.5 GB, no longer waits on a quota through sampling and evaluation, nor in a
+    generation stopped there. Rank 0, after every rank has returned from training."""
+    import shutil
+
+    if ctx.is_main:
+        shutil.rmtree(ctx.path(CHECKPOINTS), ignore_errors=True)
 
 
 def _weights(ctx, training: dict) -> dict:

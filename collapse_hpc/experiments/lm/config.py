@@ -149,6 +149,12 @@ class LMConfig(Section):
                                     "main.py training and generating in one call: the weights after the last "
                                     "epoch, saved to model_last/); every perplexity is scored with best",
                             choices=("best", "last"))
+    keep_models: str = knob("all", "the weights a finished generation keeps: all (model/, and model_last/ with "
+                                   "sample_from: last) or needed (only those a later generation reads: generation "
+                                   "0's model/, which scores every later generation's text, and with init: "
+                                   "previous every model/; the others go before the manifest, which keeps their "
+                                   "fingerprints). OPT-125M: 0.5 GB a generation",
+                            choices=("all", "needed"), hashed=False)
 
     def validate(self):
         from collapse_hpc.experiments.lm.sample import labels

@@ -117,10 +117,10 @@ def _counted(folder: str) -> int | None:
     return sum(p.numel() for p in model.parameters())  # tied weights once
 
 
-def weights_bytes(cfg) -> int | None:
-    """Bytes of the fp32 weights a generation saves (twice with sample_from: last); None: unknown."""
+def weights_bytes(cfg, copies: int = 1) -> int | None:
+    """Bytes of `copies` saved copies of the fp32 weights (model/, model_last/); None: unknown."""
     n = parameters(cfg)
-    return None if n is None else 4 * n * (2 if cfg.sample_from == "last" else 1)
+    return None if n is None else 4 * n * copies
 
 
 def tiny_config(cfg, tokenizer):

@@ -40,9 +40,10 @@ load_model reloads the best one; under `precision: bf16` they hold bf16 values).
 Checkpoints: a DeepSpeed checkpoint into ckpt_dir/step<N>/ after every epoch (and every
 `checkpoint_every_steps` steps), saved on ALL ranks; once every rank has returned from
 save_checkpoint, rank 0 writes ckpt_dir/step<N>/complete.json. On start the latest complete
-checkpoint is resumed (torch.load with weights_only=True, see checkpoint.py); incomplete ones are
-ignored. The cosine schedule is handed to deepspeed.initialize as a callable, so it wraps the torch
-optimizer under every ZeRO stage and precision. The best model so far lives in
+checkpoint is resumed (torch.load with weights_only=True, see checkpoint.py); incomplete ones (a
+save a full disk or a kill cut short) are removed by rank 0 first, before any rank writes. The
+cosine schedule is handed to deepspeed.initialize as a callable, so it wraps the torch optimizer
+under every ZeRO stage and precision. The best model so far lives in
 ckpt_dir/best/ (save_pretrained, written atomically by rank 0). At the end rank 0 publishes it,
 with the tokenizer, to out_dir (a temporary sibling renamed into place).
 
@@ -253,6 +254,20 @@ def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _cut_short(ckpt_dir: Path) -> list[Path]:
+    """Remove the step folders of saves cut short (a full disk, a quota, a kill: no complete.json),
+    which resume never reads and which hold a step's size (OPT-125M with its optimizer state: ~1.5 GB),
+    and the temporaries of a best-model swap killed midway (atomic.sweep); complete steps stay (an
+    earlier one is what a refused newest one falls back to). Returns the step folders removed."""
+    complete = {d for _, d in _complete_tags(ckpt_dir)}
+    cut = sorted(d for d in ckpt_dir.glob("step*") if d.name[4:].isdigit() and d.is_dir() and not d.is_symlink()
+                 and d not in complete)
+    for d in cut:
+        shutil.rmtree(d, ignore_errors=True)
+    atomic.sweep(ckpt_dir, "best")
+    return cut
+
+
 def _save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
     with atomic.atomic_dir(folder) as tmp:
         model.save_pretrained(str(tmp))
@@ -383,8 +398,14 @@ class _Training:
         self.engine.compile(backend=cfg.compile_backend, compile_kwargs={"mode": cfg.compile_mode, "dynamic": False})
 
     def resume(self) -> None:
-        """Continue from the last complete checkpoint, if any."""
+        """Continue from the last complete checkpoint, if any; first rank 0 removes what saves cut
+        short left (_cut_short), while every other rank waits: no rank of this job is writing, and
+        the unit's redo (or this CLI call) is the folder's only writer."""
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            for left in _cut_short(self.ckpt_dir):
+                self.log.info("removed %s: a checkpoint whose save was cut short (no %s)", left, COMPLETE)
+        distributed.barrier()
         tags = _complete_tags(self.ckpt_dir)
         if tags:
             step, tag_dir = tags[-1]

@@ -189,6 +189,33 @@ def test_two_generation_chain_two_ranks_local(tmp_path, lm_data_dir, monkeypatch
     assert names == {"000", "001"}  # both ranks sampled
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("init, kept", [("gen0", [0]), ("previous", [0, 1, 2])])
+def test_keep_models_needed_keeps_only_the_weights_a_later_generation_reads(tmp_path, lm_data_dir, init, kept):
+    """Every generation kept its weights (OPT-125M: 0.5 GB each, paper.yaml 50 GB) though with init:
+    gen0 no later step reads those of generations >= 1. keep_models: needed drops them before the
+    manifest, which still names them by fingerprint; the chain verifies, is skipped when run again and
+    grows by a generation, whose start and scorer are still there."""
+    from collapse_hpc.experiments.lm.model import model_fingerprint
+    from collapse_hpc.store import verify_unit
+
+    chain = tmp_path / "run" / "lm" / "replace-p0-s0"
+    for generations in (2, 3):  # the second: the chain extended, as --generations 3 does
+        store, run = _run(tmp_path, lm_data_dir, generations=generations, regimes=("replace:0",), init=init,
+                          keep_models="needed", sample_from="last")
+        assert _execute(store, run)["done"] == (2 if generations == 2 else 1)
+    units = [chain / f"gen_{g:03d}" for g in range(3)]
+    assert [g for g, unit in enumerate(units) if (unit / "model").exists()] == kept
+    assert not any((unit / "model_last").exists() for unit in units)  # sampled, read by nobody since
+    for unit in units:
+        assert verify_unit(unit) == [], unit
+        weights = json.loads((unit / "manifest.json").read_text())["weights"]
+        assert weights["sampled"]["folder"] == "model_last" and len(weights["scored"]["sha256"]) == 16
+        if (unit / "model").exists():
+            assert weights["scored"]["sha256"] == model_fingerprint(unit / "model")
+    assert _execute(store, run)["skipped"] == 3
+
+
 # ------------------------------------------------------------------ kill during sampling, resume
 
 def _kill_and_resume(tmp_path, store, variant: str, gen: int) -> Path:
@@ -208,6 +235,8 @@ def _kill_and_resume(tmp_path, store, variant: str, gen: int) -> Path:
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (unit / "manifest.json").exists()
     assert len(list((unit / "shards").glob("part-*.parquet"))) == 1
+    # trained and published: its training checkpoints (GBs for OPT-125M) no longer wait for the manifest
+    assert (unit / "model" / "training.json").is_file() and not (unit / "checkpoints").exists()
     first = {p.name: p.read_bytes() for p in (unit / "shards").glob("part-*.parquet")}
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

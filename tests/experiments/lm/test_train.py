@@ -500,6 +500,49 @@ def test_a_training_checkpoint_on_a_full_disk_is_said_as_every_full_disk_is(tmp_
     assert engine.load(str(tmp_path / "fits.pt"))["module"].tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.timeout(600)
+def test_step_folders_a_full_disk_or_a_kill_cut_short_are_removed_by_the_next_writer(
+        lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
+    """A save that failed on a full disk (or was killed) left its step folder without complete.json:
+    resume ignored it, and nothing removed it (an OPT-125M step with its optimizer state is ~1.5 GB of
+    a quota), so the resumed job met the same full disk. It removes them before it trains now; the
+    complete steps stay (an earlier one is what a refused newest one falls back to)."""
+    import errno
+
+    from collapse_hpc.experiments.lm.model import build_model
+
+    cfg = tiny_cfg(epochs=1, checkpoint_every_steps=2)  # 64 blocks of 16 a step: checkpoints at steps 2 and 4
+    ckpt = tmp_path / "ckpt"
+    full, killed = ckpt / "step00000004", ckpt / "step00000003"
+    checkpoint = train._Training.checkpoint
+
+    def disk_full_at_step_4(self):
+        if self.state["global_step"] == 4:  # the disk fills up between the two saves
+            full.mkdir()
+            (full / "mp_rank_00_model_states.pt").symlink_to("/dev/full")  # every write answers ENOSPC
+        checkpoint(self)
+
+    def attempt():
+        return train.train_generation(build_model(cfg, lm_tokenizer, lm_data_dir), lm_tokenizer,
+                                      lm_blocks["train"].slice(0, 64), lm_blocks["validation"], cfg,
+                                      tmp_path / "model", ckpt, seed=0, rank=0, world_size=1, local_rank=0)
+
+    monkeypatch.setattr(train._Training, "checkpoint", disk_full_at_step_4)
+    with pytest.raises(OSError) as e:
+        attempt()
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(full / "mp_rank_00_model_states.pt")
+    assert (ckpt / "step00000002" / train.COMPLETE).is_file() and not (full / train.COMPLETE).exists()
+    killed.mkdir()  # an earlier attempt's save, killed midway: a step this job never saves again
+    (killed / "mp_rank_00_model_states.pt").write_bytes(b"partly written")
+    (ckpt / ".tmp-best.x1y2z3").mkdir()  # and a best-model swap killed before its rename
+    (ckpt / ".tmp-best.x1y2z3" / "model.safetensors").write_bytes(b"partly written")
+    monkeypatch.undo()
+    summary = attempt()  # what filled the disk is gone: the same step's save succeeds
+    assert summary["resumed_from"] == 2 and summary["steps"] == 4
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best", "step00000004"]
+    assert (full / train.COMPLETE).is_file() and not (full / "mp_rank_00_model_states.pt").is_symlink()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_checkpoint_marker_is_written_atomically(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
