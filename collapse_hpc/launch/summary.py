@@ -21,7 +21,7 @@ def summary(state: dict) -> list[str]:
         experiments.setdefault(item["experiment"], []).append(item)
     for name, items in experiments.items():
         out += ["", *experiment_lines(name, items)]
-    needing = [entry for item in state["chains"] for entry in attention(item)]
+    needing = [entry for name, items in experiments.items() for group in _groups(items) for entry in attention(group)]
     if needing:
         out += ["", "failed, cancelled or completed without being done"
                 + (f" (the first {SHOWN} of {len(needing)})" if len(needing) > SHOWN else "") + ":"]
@@ -59,30 +59,49 @@ def experiment_lines(name: str, items: list[dict]) -> list[str]:
     return out
 
 
-def attention(item: dict) -> list[list[str]]:
-    """The chain's units to look at, each as status --all shows it under its full name; a run of
-    dependents that never started (cancelled with their failed generation) is one line."""
-    name = f"{item['experiment']}/{item['variant']}"
+def _groups(items: list[dict]) -> list[list[tuple[str, dict]]]:
+    """(variant's name, unit) of each chain apart; an experiment's array parts as one list, since a whole
+    array failing alike (a bad config) is one entry, not one per variant."""
+    named = [[(f"{item['experiment']}/{item['variant']}", u) for u in item["units"]] for item in items
+             if not item.get("not_in_this_run")]
+    return named if items[0]["shape"] == "chain" else [[nu for group in named for nu in group]]
+
+
+def attention(units: list[tuple[str, dict]]) -> list[list[str]]:
+    """The units to look at, each as status --all shows it under its full name; a run of them alike (a
+    chain's dependents cancelled with their failed generation, array parts whose logs end alike) is one."""
     out: list[list[str]] = []
-    run: list[dict] = []
+    run: list[tuple[str, dict]] = []
 
     def close() -> None:
+        (name, first), (last_name, last) = (run[0], run[-1]) if run else ((None, None), (None, None))
         if len(run) > 1:
-            first = unit_lines({**run[0], "unit": f"{name}/{run[0]['unit']}..{run[-1]['unit']}"})
-            out.append([f"{first[0]}  ({count(len(run), 'unit')})", *first[1:]])
+            upto = last["unit"] if last_name == name else f"{last_name}/{last['unit']}"
+            lines = unit_lines({**first, "unit": f"{name}/{first['unit']}..{upto}"})
+            alike = "" if _unstarted(first) else ", their logs ending alike"
+            out.append([f"{lines[0]}  ({count(len(run), 'unit')}{alike})", *lines[1:]])
         elif run:
-            out.append(unit_lines({**run[0], "unit": f"{name}/{run[0]['unit']}"}))
+            out.append(unit_lines({**first, "unit": f"{name}/{first['unit']}"}))
         run.clear()
 
-    for u in item["units"]:
+    for name, u in units:
         if u["state"] not in BAD and "why_not_done" not in u:
             close()
             continue
-        if run and not (u["state"] == run[0]["state"] and _unstarted(u) and _unstarted(run[0])):
+        if run and not _alike(u, run[0][1]):
             close()
-        run.append(u)
+        run.append((name, u))
     close()
     return out
+
+
+def _alike(u: dict, v: dict) -> bool:
+    """Failed the same way: both never started, or both ran and their logs end in the same line."""
+    if u["state"] != v["state"] or "why_not_done" in u or "why_not_done" in v:
+        return False
+    if _unstarted(u) or _unstarted(v):
+        return _unstarted(u) and _unstarted(v)
+    return bool(u.get("error")) and (u["error"] or [])[-1:] == (v.get("error") or [])[-1:]
 
 
 def _unstarted(u: dict) -> bool:

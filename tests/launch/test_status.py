@@ -130,9 +130,10 @@ def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys)
     assert f"gen_001  done          by hand on {host}" in out and "job 101" not in out
 
 
-def _submitted_run(tmp_path, fake, generations: int, parts: int):
+def _submitted_run(tmp_path, fake, generations: int, parts: int, parts_fail: bool = False):
     """A Slurm run of a toy chain and a toy array as submit records it, nothing finished: the chain's
-    first generation FAILED (its log kept), its dependents CANCELLED unstarted, every part PENDING."""
+    first generation FAILED (its log kept), its dependents CANCELLED unstarted, every part PENDING
+    (parts_fail: FAILED, each log ending in ValueError but the last part's)."""
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import records
     from collapse_hpc.store import RunStore
@@ -151,8 +152,14 @@ def _submitted_run(tmp_path, fake, generations: int, parts: int):
                        dependency=f"afterok:{199 + n}" if n else None)
         sacct.append(f"{200 + n}|{'FAILED' if n == 0 else 'CANCELLED by 0'}|00:00:0{int(n == 0)}")
     for job in chains["tail"].jobs:
-        records.record(book, job.label, job_id=f"900_{job.index}", log=None)
-        squeue.append(f"900_{job.index}|PENDING|0:00|Priority")
+        log = store.logs / f"900_{job.index}_0_log.err"
+        records.record(book, job.label, job_id=f"900_{job.index}", log=str(log))
+        if not parts_fail:
+            squeue.append(f"900_{job.index}|PENDING|0:00|Priority")
+            continue
+        sacct.append(f"900_{job.index}|FAILED|00:00:02")
+        last = "KeyError: 'x'" if job.index == parts - 1 else "ValueError: tail.samples must be >= 2"
+        log.write_text(f"part {job.index}\nTraceback (most recent call last):\n{last}\n")
     records.save(store, book)
     (fake / "sacct.txt").write_text("\n".join(sacct) + "\n")
     (fake / "squeue.txt").write_text("\n".join(squeue) + "\n")
@@ -186,3 +193,16 @@ def test_a_large_runs_status_fits_a_screen_and_names_what_failed(tmp_path, fake_
     assert "40 units failed or were cancelled" in out and f"status {store.root} --all" in out
     rc, every, _ = collapse("status", store.root, "--all")
     assert rc == 0 and len(every.splitlines()) > 640 and "  part_599  PENDING" in every
+
+
+def test_a_large_runs_status_shows_an_array_that_failed_alike_once(tmp_path, fake_slurm):  # noqa: F811
+    """Every part of an array failing the same way (a bad config) is one entry of the summary, the first
+    part's log in full; a part whose log ends otherwise is an entry of its own."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=300, parts_fail=True)
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0 and len(out.splitlines()) < 40, out
+    assert "tail/replace-p0-s0/part_000..part_298  FAILED" in out and "(299 units, their logs ending alike)" in out
+    assert "| ValueError: tail.samples must be >= 2" in out
+    assert "  tail/replace-p0-s0/part_299  FAILED" in out and "| KeyError: 'x'" in out
