@@ -39,7 +39,10 @@ def experiment_lines(name: str, items: list[dict]) -> list[str]:
     if all(item.get("not_in_this_run") for item in items):
         return [f"{name}  not in this run (left out with --only)"]
     units = [u for item in items for u in item["units"]]
-    states = Counter(u["state"] + (f" ({u['reason']})" if u.get("reason") else "") for u in units)
+    # why a queued job waits (a QOS limit, a drained node) beside its count; a local chain's NOT_RUN
+    # reason names its failed generation, shown below
+    states = Counter(u["state"] + (f" ({u['reason']})" if u.get("reason") and u["state"] == "PENDING" else "")
+                     for u in units)
     done = states.pop("done", 0)
     shape = items[0]["shape"]
     what = count(len(items), "chain") if shape == "chain" else \
