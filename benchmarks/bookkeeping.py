@@ -16,10 +16,10 @@ are paper.yaml's.
 
 Each command runs in a fresh process (its imports included, as a user waits for them), the fastest of
 --repeats; the baseline is the same command with the package of --baseline (git archive), on the same
-folder, alternated with ours. Recorded (2 shared cores): status of the paper-scale run 0.46 s against
-0.49 s and 33 lines against 828 (the small run: 0.34 s, 33 lines both); every command under 1 s but submit
-(3.1 s, one squeue and an sbatch per new job) and its dry run (2.3 s: imports); paper/small 1.2 to 2.0 for
-29x the units.
+folder, alternated with ours. Recorded (2 shared cores): status of the paper-scale run 53 lines against
+842 (the small run: 33 both), in the same time (0.46-0.81 s, ratio 0.80-1.13 over three runs: noise);
+every command under 1 s but submit (3.1-4.3 s, one squeue and an sbatch per new job) and its dry run
+(2.0-3.7 s: imports); paper/small 1.1 to 2.4 for 29x the units.
 
   python benchmarks/bookkeeping.py                    last line: ratio: <ours / baseline, status s>
   python benchmarks/bookkeeping.py --baseline ''      ours only
@@ -199,8 +199,7 @@ def measure(runs: dict, packages: dict, env: dict, repeats: int) -> dict:
         for run_name, (root, config, overrides) in runs.items():
             for what, argv in commands(root, config, overrides).items():
                 for pkg_name, pkg in packages.items():
-                    if what == "submit":
-                        shutil.copy(root.with_name("jobs.json"), root / "jobs.json")
+                    shutil.copy(root.with_name("jobs.json"), root / "jobs.json")  # as built (submit adds jobs)
                     if pkg_name == "baseline" and what == "status --all":
                         argv = argv[:-1]  # before --all, status listed every unit
                     took, out, calls = timed(pkg, argv, env)
