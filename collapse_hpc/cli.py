@@ -117,10 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("run", help="run folder")
 
     st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
-                        "job states and, for a failed job, its log and last lines; for a job that completed "
+                        "job states (summarised where every unit would not fit a screen: --all lists them) "
+                        "and, for a failed job, its log and last lines; for a job that completed "
                         "without its unit being done, the missing artefact and the command that redoes it.")
     st.add_argument("run", help="run folder")
     st.add_argument("--json", action="store_true", help="print the state as JSON (for scripts)")
+    st.add_argument("--all", action="store_true", dest="every",
+                    help="every unit on its own line (a run too long for a screen is otherwise summarised: units "
+                         "by state, each chain, the failed ones in full)")
 
     a = sub.add_parser("aggregate", help="tables, figures and the results page of runs",
                        description="Write RUN/report/{metrics.parquet, summary.csv, figures, index.html, results.md}.")
@@ -434,7 +438,7 @@ def cmd_profile(args) -> int:
 def cmd_status(args) -> int:
     from collapse_hpc.launch.status import show
 
-    return show(args.run, as_json=args.json)
+    return show(args.run, as_json=args.json, every=args.every)
 
 
 def cmd_verify(args) -> int:

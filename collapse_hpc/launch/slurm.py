@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import itertools
 import math
 import re
 import shutil
@@ -471,7 +472,7 @@ class _Submission:
             self.new_ids.append(sj.job_id)
             ids.append(sj.job_id)
         self.rows.append((f"{chain.experiment}/{chain.variant.name}", "chain", len(chain.jobs),
-                          " -> ".join(ids) or "all done"))
+                          chain_ids(ids) or "all done"))
 
     def array(self, name: str, group: list) -> None:
         """One job array for every unfinished, unqueued part of every variant of an experiment."""
@@ -530,6 +531,16 @@ class _Submission:
             self.rows.append(("aggregate", "job", 1, f"{sj.job_id} " + ("(afterany)" if dep else "(report missing)")))
         elif agg_live:
             self.rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
+
+
+def chain_ids(ids: list[str]) -> str:
+    """A chain's job ids in order, a run of more than 3 alike (new, or queued before) as its first and
+    last: paper.yaml's 10 generations made a line of 190 characters, a longer chain one of thousands."""
+    out: list[str] = []
+    for _, alike in itertools.groupby(ids, key=lambda i: i.endswith("(queued)")):
+        run = list(alike)
+        out += run if len(run) <= 3 else [run[0], f"({len(run) - 2} more)", run[-1]]
+    return " -> ".join(out)
 
 
 def _report_stale(store, chains) -> bool:

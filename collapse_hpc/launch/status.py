@@ -67,11 +67,10 @@ def _clock(seconds) -> str:
     return str(datetime.timedelta(seconds=int(seconds))) if seconds is not None else ""
 
 
-def _print_log(log: str | None, why: str | None) -> None:
+def log_lines(log: str | None, why: str | None) -> list[str]:
     if log and Path(log).is_file():
-        print(f"      log: {log}")
-    else:  # cancelled while queued: it never ran, so there is no log
-        print("      never started, no log" + (f" ({why})" if why else ""))
+        return [f"      log: {log}"]
+    return ["      never started, no log" + (f" ({why})" if why else "")]  # cancelled while queued: no log
 
 
 def never_started(dependency: str | None, slurm: dict) -> str:
@@ -259,61 +258,83 @@ def state_of(store: RunStore, run_dir) -> dict:
     return out
 
 
-def _print(state: dict) -> int:
+def header(state: dict) -> list[str]:
     ran = any(u["state"] == "done" for c in state["chains"] for u in c["units"])
     unrecorded = "run in-process: --executor debug or by hand" if ran else "not launched yet"  # no jobs.json
     where = f"{state['executor'] or unrecorded}" + (f", {state['cluster']}" if state.get("cluster") else "")
-    print(f"run {state['run']} ({where})")
+    out = [f"run {state['run']} ({where})"]
     if state.get("copied_from"):
-        print(f"a copy of {state['copied_from']}: the jobs recorded there are that folder's; here only the "
-              f"finished units count (submit queues the rest for this folder)")
-    failed = 0
+        out.append(f"a copy of {state['copied_from']}: the jobs recorded there are that folder's; here only the "
+                   f"finished units count (submit queues the rest for this folder)")
+    return out
+
+
+def chain_head(item: dict) -> str:
+    total = len(item["units"])
+    if item["shape"] != "chain":
+        return f"array: {item['done']}/{total} parts done"
+    reached = item["reached"]
+    return (f"generation {reached} reached" if reached >= 0 else "no generation finished") + \
+        f" ({item['done']}/{total} done)"
+
+
+def unit_lines(u: dict) -> list[str]:
+    """A unit's line, and for one not done or failed what is missing, its log and last lines."""
+    jid = u["job_id"]
+    ran = f"job {jid}" if jid else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else ""
+    line = f"  {u['unit']}  {u['state']:<13} {ran:<14} {u['elapsed']}"
+    if u.get("reason"):
+        line += f"  ({u['reason']})"
+    out = [line.rstrip()]
+    if "why_not_done" in u:
+        out += [f"      not done: {u['why_not_done']}", f"      redo: {u['redo']}"]
+    if u["state"] in BAD:
+        out += log_lines(u.get("log"), u.get("never_started") or (f"waited on {u['dependency']}"
+                                                                  if u.get("dependency") else None))
+        out += [f"      | {ln}" for ln in u.get("error") or []]
+        if u.get("hint"):
+            out.append(f"      {u['hint']}")
+    return out
+
+
+def footer(state: dict) -> list[str]:
+    """The aggregation job, and how many units failed."""
+    out = []
+    agg = state.get("aggregate")
+    if agg:
+        out += ["", f"aggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()
+                + (f"  ({agg['reason']})" if agg.get("reason") else "")]
+        if agg["state"] in BAD:
+            out += log_lines(agg.get("log"), f"waited on {agg['dependency']}" if agg.get("dependency") else None)
+            out += [f"      | {ln}" for ln in agg["error"]]
+    failed = sum(u["state"] in BAD for item in state["chains"] for u in item["units"])
+    if failed:
+        out += ["", f"{count(failed, 'unit')} failed or {'was' if failed == 1 else 'were'} cancelled; fix the "
+                f"cause and run or submit again (finished units are kept)"]
+    return out
+
+
+def every_unit(state: dict) -> list[str]:
+    """Every chain with every unit on its own line."""
+    out = header(state)
     for item in state["chains"]:
         name = f"{item['experiment']}/{item['variant']}"
         if item.get("not_in_this_run"):
-            print(f"\n{name}  not in this run (left out with --only)")
+            out += ["", f"{name}  not in this run (left out with --only)"]
             continue
-        total = len(item["units"])
-        if item["shape"] == "chain":
-            reached = item["reached"]
-            head = (f"generation {reached} reached" if reached >= 0 else "no generation finished") + \
-                f" ({item['done']}/{total} done)"
-        else:
-            head = f"array: {item['done']}/{total} parts done"
-        print(f"\n{name}  {head}")
+        out += ["", f"{name}  {chain_head(item)}"]
         for u in item["units"]:
-            jid = u["job_id"]
-            ran = f"job {jid}" if jid else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else ""
-            line = f"  {u['unit']}  {u['state']:<13} {ran:<14} {u['elapsed']}"
-            if u.get("reason"):
-                line += f"  ({u['reason']})"
-            print(line.rstrip())
-            if "why_not_done" in u:
-                print(f"      not done: {u['why_not_done']}")
-                print(f"      redo: {u['redo']}")
-            if u["state"] in BAD:
-                failed += 1
-                _print_log(u.get("log"), u.get("never_started") or (f"waited on {u['dependency']}"
-                                                                     if u.get("dependency") else None))
-                for ln in u.get("error") or []:
-                    print(f"      | {ln}")
-                if u.get("hint"):
-                    print(f"      {u['hint']}")
-    agg = state.get("aggregate")
-    if agg:
-        print(f"\naggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()
-              + (f"  ({agg['reason']})" if agg.get("reason") else ""))
-        if agg["state"] in BAD:
-            _print_log(agg.get("log"), f"waited on {agg['dependency']}" if agg.get("dependency") else None)
-            for ln in agg["error"]:
-                print(f"      | {ln}")
-    if failed:
-        print(f"\n{count(failed, 'unit')} failed or {'was' if failed == 1 else 'were'} cancelled; fix the cause "
-              f"and run or submit again (finished units are kept)")
-    return 0
+            out += unit_lines(u)
+    return out + footer(state)
 
 
-def show(run_dir: str | Path, as_json: bool = False) -> int:
+SCREEN = 60  # lines: a longer listing of every unit is summarised (status --all lists them)
+
+
+def show(run_dir: str | Path, as_json: bool = False, every: bool = False) -> int:
+    """Print the run's status: every unit where that fits a screen (or `every`), else a summary."""
+    from collapse_hpc.launch.summary import summary
+
     store = RunStore(run_dir)
     if not store.exists():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
@@ -321,4 +342,6 @@ def show(run_dir: str | Path, as_json: bool = False) -> int:
     if as_json:
         print(json.dumps(state, indent=1))
         return 0
-    return _print(state)
+    lines = every_unit(state)
+    print("\n".join(lines if every or len(lines) <= SCREEN else summary(state)))
+    return 0

@@ -781,3 +781,19 @@ def test_an_aggregation_job_short_of_memory_reports_the_first_replicates_that_fi
     prof.write_text(yaml.safe_dump(local))
     assert collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)[0] == 0
     assert "report_replicates" not in jobs(store.root)
+
+
+def test_a_long_chains_row_names_its_first_and_last_jobs(tmp_path, fake_slurm):
+    """submit's table listed every job of a chain in one row (paper.yaml's 10 generations: 190 characters,
+    queued ones marked); a run of more than 3 alike shows its first and last job and how many between."""
+    cfg = write_config(tmp_path, generations=12, ltchain={})
+    run = tmp_path / "run"
+    out = submit(cfg, run)
+    book = jobs(run)["units"]
+    ids = [book[f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(12)]
+    row = next(ln for ln in out.splitlines() if ln.startswith("ltchain/"))
+    assert row.endswith(f"{ids[0]} -> (10 more) -> {ids[-1]}") and len(row) < 100, row
+    (fake_slurm / "squeue.txt").write_text("".join(f"{i}|PENDING|0:00\n" for i in ids[:2]))  # the rest gone
+    row = next(ln for ln in submit(cfg, run).splitlines() if ln.startswith("ltchain/"))
+    new = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2, 12)]
+    assert row.endswith(f"{ids[0]}(queued) -> {ids[1]}(queued) -> {new[0]} -> (8 more) -> {new[-1]}"), row

@@ -1,5 +1,6 @@
-"""status's view of a failed or cancelled job's log."""
+"""status's view of a failed or cancelled job's log, and of a run too long for a screen."""
 from collapse_hpc.launch.status import error_lines
+from tests.launch.test_slurm_plan import fake_slurm  # noqa: F401  (the fixture)
 
 
 def test_cancelled_job_with_progress_bars_shows_slurms_reason_and_readable_lines(tmp_path):
@@ -150,3 +151,81 @@ def test_a_run_in_process_reads_as_run_not_as_not_launched(tmp_path, capsys):
     assert out.splitlines()[0] == f"run {store.root} (run in-process: --executor debug or by hand)"
     assert "toy/replace-p0-s0  generation 1 reached (2/2 done)" in out
     assert "tail/replace-p0-s0  not in this run (left out with --only)" in out
+
+
+def _submitted_run(tmp_path, fake, generations: int, parts: int, parts_fail: bool = False):
+    """A Slurm run of a toy chain and a toy array as submit records it, nothing finished: the chain's
+    first generation FAILED (its log kept), its dependents CANCELLED unstarted, every part PENDING
+    (parts_fail: FAILED, each log ending in ValueError but the last part's)."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": generations, "seeds": [0], "executor": "local",
+                                        "toy": {}, "tail": {"replicates": parts, "chunk_replicates": 1}})
+    store = RunStore(tmp_path / "run")
+    chains = {c.experiment: c for c in engine.open_run(store, run)}
+    book = {"executor": "slurm", "units": {}, "folder": records.identity(store)}
+    sacct, squeue = [], []
+    for n, job in enumerate(chains["toy"].jobs):
+        log = store.logs / f"{200 + n}_0_log.err"
+        if n == 0:
+            log.write_text("Traceback (most recent call last):\nRuntimeError: out of memory\n")
+        records.record(book, job.label, job_id=str(200 + n), log=str(log),
+                       dependency=f"afterok:{199 + n}" if n else None)
+        sacct.append(f"{200 + n}|{'FAILED' if n == 0 else 'CANCELLED by 0'}|00:00:0{int(n == 0)}")
+    for job in chains["tail"].jobs:
+        log = store.logs / f"900_{job.index}_0_log.err"
+        records.record(book, job.label, job_id=f"900_{job.index}", log=str(log))
+        if not parts_fail:
+            squeue.append(f"900_{job.index}|PENDING|0:00|Priority")
+            continue
+        sacct.append(f"900_{job.index}|FAILED|00:00:02")
+        last = "KeyError: 'x'" if job.index == parts - 1 else "ValueError: tail.samples must be >= 2"
+        log.write_text(f"part {job.index}\nTraceback (most recent call last):\n{last}\n")
+    records.save(store, book)
+    (fake / "sacct.txt").write_text("\n".join(sacct) + "\n")
+    (fake / "squeue.txt").write_text("\n".join(squeue) + "\n")
+    return store
+
+
+def test_a_small_runs_status_lists_every_unit(tmp_path, fake_slurm):  # noqa: F811
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=3, parts=4)
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0 and out == collapse("status", store.root, "--all")[1]
+    assert "  gen_002  CANCELLED     job 202" in out and "  part_003  PENDING       job 900_3" in out
+
+
+def test_a_large_runs_status_fits_a_screen_and_names_what_failed(tmp_path, fake_slurm):  # noqa: F811
+    """A run of 640 units printed every unit on its own line (1300 lines, its failure scrolled away);
+    now a screen: units by state, the chain, the failed generation in full, its 39 dependents in one
+    line. --all lists every unit as before."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=40, parts=600)
+    rc, out, _ = collapse("status", store.root)
+    lines = out.splitlines()
+    assert rc == 0 and len(lines) < 40, out
+    assert "toy: 1 chain, 0/40 done; 39 CANCELLED, 1 FAILED" in out
+    assert "tail: array of 600 parts (1 variant), 0/600 done; 600 PENDING (Priority)" in out
+    assert "  toy/replace-p0-s0/gen_000  FAILED        job 200" in out and "| RuntimeError: out of memory" in out
+    assert "toy/replace-p0-s0/gen_001..gen_039  CANCELLED     job 201" in out and "(39 units)" in out
+    assert "waited on afterok:200: job 200 ended FAILED" in out
+    assert "40 units failed or were cancelled" in out and f"status {store.root} --all" in out
+    rc, every, _ = collapse("status", store.root, "--all")
+    assert rc == 0 and len(every.splitlines()) > 640 and "  part_599  PENDING" in every
+
+
+def test_a_large_runs_status_shows_an_array_that_failed_alike_once(tmp_path, fake_slurm):  # noqa: F811
+    """Every part of an array failing the same way (a bad config) is one entry of the summary, the first
+    part's log in full; a part whose log ends otherwise is an entry of its own."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=300, parts_fail=True)
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0 and len(out.splitlines()) < 40, out
+    assert "tail/replace-p0-s0/part_000..part_298  FAILED" in out and "(299 units, their logs ending alike)" in out
+    assert "| ValueError: tail.samples must be >= 2" in out
+    assert "  tail/replace-p0-s0/part_299  FAILED" in out and "| KeyError: 'x'" in out

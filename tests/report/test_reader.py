@@ -260,3 +260,30 @@ def test_the_reports_banner_says_a_slurm_generation_failed_and_why(tmp_path, fak
     assert "ltchain/replace-p0-s0: 0 of 3 generations finished; gen_000: failed: ValueError: the shard is corrupt" \
         in lines, lines
     assert "ltchain/replace-p0-s1: 0 of 3 generations finished; gen_000: queued" in lines, lines
+
+
+def test_the_report_reads_only_failed_jobs_logs(tmp_path, fake_slurm, monkeypatch):  # noqa: F811
+    """job_states read the tail (up to 256 KiB) of every job's log, to keep a failed job's last line:
+    at paper scale hundreds of logs of jobs that completed or still run. Only a failed job's is read."""
+    from collapse_hpc.launch import status
+    from tests.launch.helpers import jobs, write_config
+    from tests.launch.test_slurm_plan import submit
+
+    cfg = write_config(tmp_path, generations=3, seeds=[0], ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)["units"]
+    ids = [book[f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(3)]
+    for g, jid in enumerate(ids):
+        log = Path(book[f"ltchain/replace-p0-s0/gen_{g:03d}"]["log"])
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("step 1: loss 3.2\n" + ("ValueError: the shard is corrupt\n" if g == 1 else ""))
+    (fake_slurm / "sacct.txt").write_text(f"{ids[0]}|COMPLETED|00:01:00\n{ids[1]}|FAILED|00:00:01\n")
+    (fake_slurm / "squeue.txt").write_text(f"{ids[2]}|RUNNING|0:05|None\n")
+    read = []
+    original = status.error_lines
+    monkeypatch.setattr(status, "error_lines", lambda log, *a: read.append(log) or original(log, *a))
+    states = collect.job_states(run)
+    assert read == [book["ltchain/replace-p0-s0/gen_001"]["log"]]
+    assert states["ltchain/replace-p0-s0/gen_001"]["error"] == "ValueError: the shard is corrupt"
+    assert not {"error"} & (states["ltchain/replace-p0-s0/gen_000"].keys() | states["ltchain/replace-p0-s0/gen_002"])

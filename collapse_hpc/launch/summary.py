@@ -1,0 +1,113 @@
+"""collapse-hpc status of a run whose every unit would not fit a screen (the paper's 635): per
+experiment its units counted by state, each chain's line, and the units that need a hand (failed,
+cancelled, completed without being done) in full, a chain's run of dependents never started as one.
+`status RUN --all` lists every unit, `--json` gives everything to scripts."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from collapse_hpc.launch.status import BAD, chain_head, footer, header, unit_lines
+from collapse_hpc.logs import count
+
+CHAINS = 12  # chain lines per experiment; the rest are counted
+SHOWN = 5  # units (or runs of a chain's dependents) shown in full; the rest are counted
+
+
+def summary(state: dict) -> list[str]:
+    out = header(state)
+    experiments: dict[str, list[dict]] = {}
+    for item in state["chains"]:
+        experiments.setdefault(item["experiment"], []).append(item)
+    for name, items in experiments.items():
+        out += ["", *experiment_lines(name, items)]
+    needing = [entry for name, items in experiments.items() for group in _groups(items) for entry in attention(group)]
+    if needing:
+        out += ["", "failed, cancelled or completed without being done"
+                + (f" (the first {SHOWN} of {len(needing)})" if len(needing) > SHOWN else "") + ":"]
+        for entry in needing[:SHOWN]:
+            out += entry
+        if len(needing) > SHOWN:
+            out.append(f"  … {len(needing) - SHOWN} more: collapse-hpc status {state['run']} --all")
+    units = sum(len(item["units"]) for item in state["chains"])
+    return out + footer(state) + ["", f"{count(units, 'unit')} in all; every unit: collapse-hpc status "
+                                      f"{state['run']} --all (or --json)"]
+
+
+def experiment_lines(name: str, items: list[dict]) -> list[str]:
+    """One line of an experiment's units by state; then a line per chain (CHAINS at most)."""
+    if all(item.get("not_in_this_run") for item in items):
+        return [f"{name}  not in this run (left out with --only)"]
+    units = [u for item in items for u in item["units"]]
+    # why a queued job waits (a QOS limit, a drained node) beside its count; a local chain's NOT_RUN
+    # reason names its failed generation, shown below
+    states = Counter(u["state"] + (f" ({u['reason']})" if u.get("reason") and u["state"] == "PENDING" else "")
+                     for u in units)
+    done = states.pop("done", 0)
+    shape = items[0]["shape"]
+    what = count(len(items), "chain") if shape == "chain" else \
+        f"array of {count(len(units), 'part')} ({count(len(items), 'variant')})"
+    out = [f"{name}: {what}, {done}/{len(units)} done"
+           + ("; " + ", ".join(f"{n} {s}" for s, n in states.most_common()) if states else "")]
+    if shape != "chain":
+        return out
+    width = max(len(item["variant"]) for item in items[:CHAINS])
+    for item in items[:CHAINS]:
+        nxt = next((u for u in item["units"] if u["state"] != "done"), None)
+        where = f"; {nxt['unit']} {nxt['state']}" + (f", job {nxt['job_id']}" if nxt.get("job_id") else "") \
+            if nxt else ""
+        out.append(f"  {item['variant']:<{width}}  {chain_head(item)}{where}")
+    if len(items) > CHAINS:
+        out.append(f"  … {count(len(items) - CHAINS, 'more chain')}")
+    return out
+
+
+def _groups(items: list[dict]) -> list[list[tuple[str, dict]]]:
+    """(variant's name, unit) of each chain apart; an experiment's array parts as one list, since a whole
+    array failing alike (a bad config) is one entry, not one per variant."""
+    named = [[(f"{item['experiment']}/{item['variant']}", u) for u in item["units"]] for item in items
+             if not item.get("not_in_this_run")]
+    return named if items[0]["shape"] == "chain" else [[nu for group in named for nu in group]]
+
+
+def attention(units: list[tuple[str, dict]]) -> list[list[str]]:
+    """The units to look at, each as status --all shows it under its full name; a run of them alike (a
+    chain's dependents cancelled with their failed generation, array parts whose logs end alike) is one."""
+    out: list[list[str]] = []
+    run: list[tuple[str, dict]] = []
+
+    def close() -> None:
+        (name, first), (last_name, last) = (run[0], run[-1]) if run else ((None, None), (None, None))
+        if len(run) > 1:
+            upto = last["unit"] if last_name == name else f"{last_name}/{last['unit']}"
+            lines = unit_lines({**first, "unit": f"{name}/{first['unit']}..{upto}"})
+            alike = "" if _unstarted(first) else ", their logs ending alike"
+            out.append([f"{lines[0]}  ({count(len(run), 'unit')}{alike})", *lines[1:]])
+        elif run:
+            out.append(unit_lines({**first, "unit": f"{name}/{first['unit']}"}))
+        run.clear()
+
+    for name, u in units:
+        if u["state"] not in BAD and "why_not_done" not in u:
+            close()
+            continue
+        if run and not _alike(u, run[0][1]):
+            close()
+        run.append((name, u))
+    close()
+    return out
+
+
+def _alike(u: dict, v: dict) -> bool:
+    """Failed the same way: both never started, or both ran and their logs end in the same line."""
+    if u["state"] != v["state"] or "why_not_done" in u or "why_not_done" in v:
+        return False
+    if _unstarted(u) or _unstarted(v):
+        return _unstarted(u) and _unstarted(v)
+    return bool(u.get("error")) and (u["error"] or [])[-1:] == (v.get("error") or [])[-1:]
+
+
+def _unstarted(u: dict) -> bool:
+    """A failed unit whose job never ran: no log, nothing of its own to show."""
+    return u["state"] in BAD and not u.get("error") and not (u.get("log") and Path(u["log"]).is_file()) \
+        and "why_not_done" not in u
