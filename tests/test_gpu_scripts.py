@@ -1,0 +1,44 @@
+"""benchmarks/gpu.sh and gpu_wheels.sh: what they do before any GPU work (the GPU machine's minutes
+are few, so a missing wheel must stop the run at once, and the wheels must build in any checkout)."""
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_gpu_wheels_builds_in_a_git_worktree_with_every_carried_pin(tmp_path):
+    # a worktree's .git is a file: the script stopped on 'mkdir: cannot create directory .git'
+    main = tmp_path / "main"
+    (main / "benchmarks").mkdir(parents=True)
+    for name in ("benchmarks/gpu_wheels.sh", "requirements.lock", ".gitignore"):
+        shutil.copy(REPO / name, main / name)
+    _git(main, "init", "-q")
+    _git(main, "add", ".")
+    _git(main, "commit", "-q", "-m", "copy")
+    _git(main, "worktree", "add", "-q", str(tmp_path / "wt"))
+    calls = tmp_path / "pip-calls"
+    pip = tmp_path / "python"  # stands in for the interpreter's pip (the registry is not a test's)
+    pip.write_text(f'#!/bin/sh\necho "$@" >>{calls}\n')
+    pip.chmod(pip.stat().st_mode | stat.S_IEXEC)
+    done = subprocess.run(["bash", str(tmp_path / "wt" / "benchmarks" / "gpu_wheels.sh")],
+                          env={**os.environ, "PYTHON": str(pip)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    asked = calls.read_text()
+    lock = (REPO / "requirements.lock").read_text()
+    for name in ("deepspeed", "hjson", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
+                 "submitit", "cloudpickle", "typing-extensions"):
+        version = re.search(rf"^{name}==(\S+)", lock, flags=re.M).group(1)
+        assert f" {name}=={version}" in asked, name
+    assert (tmp_path / "wt" / ".whl").is_dir()
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path / "wt", capture_output=True,
+                          text=True).stdout == ""  # the wheels' folder is ignored
+
