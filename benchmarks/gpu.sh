@@ -13,7 +13,8 @@
 #        PATHS= the training paths, default autocast,compiled,bf16; TINY=1: tiny shapes, a dry run
 #        on a CPU)
 # Where deepspeed is not installed, wheels in .whl/ are installed first: bash benchmarks/gpu_wheels.sh
-# (run where a registry is reachable). The chain needs data/wikivital prepared (carry data/).
+# (run where a registry is reachable); without deepspeed and submitit it stops at once. The chain
+# needs data/wikivital prepared. Both are git-ignored: carry .whl and data.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-runs/gpu-bench}}
@@ -23,11 +24,13 @@ paths=${PATHS:-autocast,compiled,bf16}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 if ! "$py" -c "import deepspeed" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 2
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
   export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 "$py" -c "import sys, torch, transformers; print(f'python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}')" >"$out/versions.txt" \
   || { echo "gpu.sh: $py cannot import torch and transformers; give the interpreter that has them (PYTHON=.venv/bin/python)" >&2; exit 2; }
+"$py" -c "import deepspeed, submitit" 2>"$out/imports.log" \
+  || { echo "gpu.sh: $py cannot import deepspeed and submitit ($(tail -1 "$out/imports.log")); build .whl/ with bash benchmarks/gpu_wheels.sh where a registry is reachable, and carry it" >&2; exit 2; }
 cat "$out/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$out/gpu.txt"
 

@@ -5,6 +5,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,3 +43,21 @@ def test_gpu_wheels_builds_in_a_git_worktree_with_every_carried_pin(tmp_path):
     assert subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path / "wt", capture_output=True,
                           text=True).stdout == ""  # the wheels' folder is ignored
 
+
+def test_gpu_sh_without_deepspeed_stops_before_the_first_step(tmp_path):
+    # it ran every step, each failing on the missing import: minutes of a lent GPU for nothing
+    copy = tmp_path / "repo"
+    (copy / "benchmarks").mkdir(parents=True)
+    shutil.copy(REPO / "benchmarks" / "gpu.sh", copy / "benchmarks" / "gpu.sh")
+    (tmp_path / "shadow" / "deepspeed").mkdir(parents=True)
+    (tmp_path / "shadow" / "deepspeed" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'deepspeed'\")\n")
+    done = subprocess.run(["bash", str(copy / "benchmarks" / "gpu.sh"), str(tmp_path / "out")],
+                          env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path / "shadow"),
+                               "TINY": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "== train" not in done.stdout
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("gpu.sh: ") and "gpu_wheels.sh" in errors[0]
+    assert "No module named 'deepspeed'" in errors[0]
