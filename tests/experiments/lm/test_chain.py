@@ -1,4 +1,5 @@
 """The recursive LM chain end to end on CPU: shards, lineage, metrics, manifests; regimes' mixes."""
+import ast
 import json
 import os
 import shutil
@@ -497,6 +498,14 @@ def test_rarity_is_counted_over_the_whole_real_split(tmp_path, lm_data_dir):
 
 # ------------------------------------------------------------------ start-up phases, compile cache
 
+def _brought_by_transformers() -> set[str]:
+    """Which of matplotlib, sklearn and datasets importing transformers' causal-LM classes imports."""
+    code = ("import sys; from transformers import AutoModelForCausalLM, OPTForCausalLM; "
+            "print(' '.join(m for m in ('matplotlib', 'sklearn', 'datasets') if m in sys.modules))")
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              timeout=300).stdout.split())
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_job_logs_its_start_up_phases_and_keeps_the_compile_cache_in_the_run_folder(tmp_path, lm_data_dir):
@@ -519,8 +528,9 @@ def test_job_logs_its_start_up_phases_and_keeps_the_compile_cache_in_the_run_fol
     for phase in ("imports", "process group", "tokenizer", "model load", "DeepSpeed import", "DeepSpeed init",
                   "first step (compiles)"):
         assert f"{phase} " in line, line
-    # the job's entry point never imports what only reports and other experiments need
-    assert proc.stdout.splitlines()[-3] == "[]", proc.stdout[-500:]
+    # the job's entry point never imports what only reports and other experiments need, beyond what
+    # transformers' own model classes bring (5.17's generation imports sklearn.metrics when installed)
+    assert set(ast.literal_eval(proc.stdout.splitlines()[-3])) <= _brought_by_transformers(), proc.stdout[-500:]
     caches = [Path(p) for p in proc.stdout.split()[-2:]]
     assert caches == [store.root.absolute() / ".compile-cache" / "inductor",
                       store.root.absolute() / ".compile-cache" / "triton"]
