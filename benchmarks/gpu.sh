@@ -29,7 +29,7 @@ if ! "$py" -c "import deepspeed" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; t
 fi
 "$py" -c "import sys, torch, transformers; print(f'python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}')" >"$out/versions.txt" \
   || { echo "gpu.sh: $py cannot import torch and transformers; give the interpreter that has them (PYTHON=.venv/bin/python)" >&2; exit 2; }
-"$py" -c "import deepspeed, submitit" 2>"$out/imports.log" \
+"$py" -c "import deepspeed, submitit" >"$out/imports.log" 2>&1 \
   || { echo "gpu.sh: $py cannot import deepspeed and submitit ($(tail -1 "$out/imports.log")); build .whl/ with bash benchmarks/gpu_wheels.sh where a registry is reachable, and carry it" >&2; exit 2; }
 cat "$out/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$out/gpu.txt"
