@@ -143,6 +143,25 @@ def random_model(config, seed: int = 0):
         return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
+def skip_layerdrop_draws(model) -> None:
+    """transformers 5.17's OPT decoder draws LayerDrop's number for every layer in training even at
+    layerdrop 0 (a host sync each, and a graph break each under torch.compile); 5.24 draws only above
+    0. At 0 the decoder's own training flag stays off, and so it draws nothing; its layers keep
+    theirs (dropout as before)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if getattr(decoder, "layerdrop", None) != 0.0:
+        return
+
+    def train(mode: bool = True):
+        for child in decoder.children():
+            child.train(mode)
+        decoder.training = False
+        return decoder
+
+    decoder.train = train
+    decoder.train(model.training)
+
+
 def build_model(cfg, tokenizer, data_dir: Path):
     if cfg.model == "tiny":
         if not cfg.pretrained:

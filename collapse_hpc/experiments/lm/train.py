@@ -349,8 +349,10 @@ class _Training:
         started = time.perf_counter()
         deepspeed = distributed.load_deepspeed()  # not before: a job resumed after training never imports it
         from collapse_hpc.experiments.lm.checkpoint import use_weights_only  # DeepSpeed's checkpoint engine
+        from collapse_hpc.experiments.lm.model import skip_layerdrop_draws
 
         self.startup["deepspeed_import"] = time.perf_counter() - started
+        skip_layerdrop_draws(model)
         self.model, module = model, self._loss_module(model, deepspeed)
 
         def scheduler(basic_optimizer):

@@ -666,3 +666,36 @@ def test_a_diverging_training_says_so(lm_data_dir, lm_tokenizer, lm_blocks, tmp_
                                lm_blocks["validation"].slice(0, 16), cfg, tmp_path / "model", tmp_path / "ckpt",
                                seed=0, rank=0, world_size=1, local_rank=0)
     assert not (tmp_path / "model").exists()
+
+
+def test_a_training_forward_at_layerdrop_0_draws_no_layerdrop_number_and_keeps_dropout():
+    """transformers 5.17's OPT decoder drew LayerDrop's number for every layer in training even at
+    layerdrop 0: a host sync per layer (and a graph break per layer under compile). The decoder's
+    own flag stays off through train(); its layers train, so dropout still draws its masks."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import OPTConfig
+
+    from collapse_hpc.experiments.lm.model import random_model, skip_layerdrop_draws
+
+    config = OPTConfig(vocab_size=64, hidden_size=16, word_embed_proj_dim=16, num_hidden_layers=4,
+                       num_attention_heads=2, ffn_dim=32, dropout=0.1, layerdrop=0.0)
+    model = random_model(config)
+    skip_layerdrop_draws(model)
+    model.eval()
+    model.train()
+    decoder = model.get_decoder()
+    assert model.training and not decoder.training and all(layer.training for layer in decoder.layers)
+    ids = torch.randint(0, 64, (2, 8))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        first = model(input_ids=ids, use_cache=False).logits
+    syncs = sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
+    assert syncs <= 1 < len(decoder.layers)  # 5.17's all-ones mask check may stay: once, not per layer
+    assert not torch.equal(first, model(input_ids=ids, use_cache=False).logits)  # dropout draws
+    model.eval()
+    assert torch.equal(*(model(input_ids=ids, use_cache=False).logits for _ in range(2)))  # eval: none
+
+    dropping = random_model(OPTConfig(**{**config.to_dict(), "layerdrop": 0.5}))
+    skip_layerdrop_draws(dropping)
+    dropping.train()
+    assert dropping.get_decoder().training  # LayerDrop asked for: the decoder keeps drawing
