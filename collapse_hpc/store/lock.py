@@ -110,6 +110,11 @@ def folder_id(folder: Path) -> str | None:
     return f"{st.st_dev}:{st.st_ino}"
 
 
+def _registration(folder: Path) -> str:
+    """A local unit's registration text in the run folder `folder` (FOLDER and its folder_id)."""
+    return f"{FOLDER} {folder_id(folder)}"
+
+
 def _of_a_copy(record: dict, folder: Path) -> bool:
     """Whether a lock record of this host was copied from another run folder. Another host's is never
     judged (a shared file system's device number differs from host to host), nor a record without a
@@ -211,10 +216,10 @@ class RunLock:
     def _registered(self) -> list[tuple[Path, int]]:
         """(registration, pid) of this host's unit processes registered in the run (working()),
         but those of Slurm jobs, which Slurm holds."""
-        host, out, here = socket.gethostname(), [], folder_id(self.path.parent)
+        host, out, ours = socket.gethostname(), [], _registration(self.path.parent)
         for p in sorted(self.path.with_name(WORKERS).glob("*")):
             name, _, pid = p.name.rpartition("-")
-            if name == host and pid.isdigit() and _text(p) in ("", f"{FOLDER} {here}"):  # not Slurm's, nor a copy's
+            if name == host and pid.isdigit() and _text(p) in ("", ours):  # not Slurm's, nor a copy's
                 out.append((p, int(pid)))
         return out
 
@@ -226,13 +231,13 @@ class RunLock:
     def _drop_dead_workers(self) -> None:
         """Registrations of this host's unit processes that were killed outright (SIGKILL cannot
         unregister): left, they stay for good, and a reused pid would read as a running unit."""
-        here = f"{FOLDER} {folder_id(self.path.parent)}"
+        ours = _registration(self.path.parent)
         for p, pid in self._registered():
             if not pid_alive(pid):
                 p.unlink(missing_ok=True)
         for p in self.path.with_name(WORKERS).glob(f"{socket.gethostname()}-*"):  # copied with the folder
             text = _text(p)
-            if text is not None and text.startswith(FOLDER) and text != here:
+            if text is not None and text.startswith(FOLDER) and text != ours:
                 p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # empty: gone, as the last unit out leaves it
             self.path.with_name(WORKERS).rmdir()
@@ -312,7 +317,7 @@ def working(run_root: Path) -> Iterator[None]:
         folder.mkdir(exist_ok=True)
         try:
             me.write_text(f"{SLURM_HELD} {os.environ.get('SLURM_JOB_ID', '')}" if slurm
-                          else f"{FOLDER} {folder_id(Path(run_root))}")
+                          else _registration(Path(run_root)))
             break
         except FileNotFoundError:  # another unit, ending, removed the empty register in between
             if attempt == 2:
