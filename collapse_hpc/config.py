@@ -165,15 +165,19 @@ def how_it_runs(cls) -> dict[str, bool]:
     return {f.name: f.metadata["exact"] for f in dataclasses.fields(cls) if f.metadata.get("hashed") is False}
 
 
+def _default(f: dataclasses.Field):
+    """A config field's default as plain data; dataclasses.MISSING where it has none."""
+    if f.default is not dataclasses.MISSING:
+        return plain(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return plain(f.default_factory())
+    return dataclasses.MISSING
+
+
 def defaults(cls) -> dict:
     """Every key of a config dataclass at its default, as plain data."""
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.name != "sections" and f.default is not dataclasses.MISSING:
-            out[f.name] = plain(f.default)
-        elif f.name != "sections" and f.default_factory is not dataclasses.MISSING:
-            out[f.name] = plain(f.default_factory())
-    return out
+    return {f.name: d for f in dataclasses.fields(cls)
+            if f.name != "sections" and (d := _default(f)) is not dataclasses.MISSING}
 
 
 def computed(d: dict, sections: Mapping[str, type]) -> dict:
@@ -522,10 +526,10 @@ def _keys(cls) -> list[tuple[str, str, str, str]]:
     for f in dataclasses.fields(cls):
         if f.name == "sections":
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            plain(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "")
+        default = _default(f)
         checks = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k not in ("help", "hashed", "exact"))
-        out.append((f.name, json.dumps(plain(default)), checks, f.metadata.get("help", "") + _resumes(f)))
+        out.append((f.name, json.dumps("" if default is dataclasses.MISSING else default), checks,
+                    f.metadata.get("help", "") + _resumes(f)))
     return out
 
 
