@@ -62,8 +62,9 @@ def _fake_slurm(where: Path) -> dict:
     return {"FAKE_SLURM": str(where), "PATH": f"{where / 'bin'}:{os.environ['PATH']}"}
 
 
-def _finish(store, run, chain, job, started: float, job_id: str) -> None:
-    """The files and the manifest a finished unit has (engine._run_unit's, small results)."""
+def _finish(store, run, chain, job, started: float, job_id: str, weights: int = 0) -> None:
+    """The files and the manifest a finished unit has (engine._run_unit's, small results; a chain unit
+    also `weights` bytes of model weights, random, where given)."""
     import numpy as np
     import pyarrow as pa
 
@@ -78,6 +79,11 @@ def _finish(store, run, chain, job, started: float, job_id: str) -> None:
     rows = 64
     write_parquet(unit / "metrics.parquet", pa.table({"generation": np.arange(rows), "value": np.random.rand(rows)}))
     (unit / "facts.json").write_text(json.dumps({"unit": job.label}))
+    if weights and job.shape == "chain":
+        (unit / "model").mkdir(exist_ok=True)
+        with open(unit / "model" / "model.safetensors", "wb") as f:
+            for left in range(weights, 0, -2**24):
+                f.write(os.urandom(min(left, 2**24)))
     exp = __import__("collapse_hpc.experiments", fromlist=["get"]).get(job.experiment)
     write_manifest(unit, config_hash=engine.saved_hash(store), started=started,
                    extra={**binding(unit, config_hash(v.config(run))), "regime": v.regime.record(), "seed": v.seed,
@@ -92,8 +98,9 @@ def _log(label: str, lines: int) -> str:
     return f"{label}: start\n" + "".join(f"{bar}\rstep {n}: loss 3.2\n" for n in range(lines // 20))
 
 
-def build(root: Path, config: Path, overrides: list[str], fake: Path) -> int:
-    """A mid-run snapshot of `config`'s run in `root`; returns its number of units."""
+def build(root: Path, config: Path, overrides: list[str], fake: Path, weights: int = 0) -> int:
+    """A mid-run snapshot of `config`'s run in `root` (`weights`: bytes of each finished chain unit's
+    model); returns its number of units."""
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import records
     from collapse_hpc.store import RunStore
@@ -121,7 +128,7 @@ def build(root: Path, config: Path, overrides: list[str], fake: Path) -> int:
                 label_id = str(jid)
             dep = None if array or prev is None else f"afterok:{prev}"
             if (array and job.index % 5 != 4) or job.index < reached:
-                _finish(store, run, chain, job, now - 60, label_id)
+                _finish(store, run, chain, job, now - 60, label_id, weights)
                 state = "COMPLETED"
             elif array:
                 state = "RUNNING" if job.index % 10 == 4 else "PENDING"

@@ -377,18 +377,19 @@ def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:
                     variant_hash=unit_hash(unit_dir, want, config))
 
 
-def pending(store: RunStore, run, chain: Chain, deep: bool = False, inputs: bool = False) -> list[Job]:
-    """The jobs of a chain a launcher starts: an array's unfinished parts; a chain's generations
-    from its first unfinished one on, since each later one is built on it and a redo there
-    unbinds them (a later generation still bound when its turn comes is skipped by run_unit).
-    inputs: the finished generations the first of them reads are hashed in full, as its unit will
-    (run_unit): from one that does not verify on, the chain is pending again. A launcher that does
-    not hash everything (Slurm's submit) would otherwise queue a job that fails on it, at every submit."""
+def pending(store: RunStore, run, chain: Chain) -> list[Job]:
+    """The jobs of a chain a launcher starts, local or Slurm alike: an array's unfinished parts; a
+    chain's generations from its first unfinished one on, since each later one is built on it and a redo
+    there unbinds them (a later generation still bound when its turn comes is skipped by run_unit).
+    Finished units are checked through their manifests (sizes, bindings), not hashed: the paper's ~50 GB
+    of weights took a minute before any unit started; verify hashes everything. Only the finished
+    generations the first pending one reads are hashed in full, as its unit will (run_unit): from one
+    that does not verify on, the chain is pending again (redone), instead of a unit that refuses it."""
     todo: list[Job] = []
     for job in chain.jobs:
-        if (todo and chain.shape == "chain") or not job_done(store, run, job, deep=deep):
+        if (todo and chain.shape == "chain") or not job_done(store, run, job):
             todo.append(job)
-    if inputs and not deep and chain.shape == "chain" and todo:
+    if chain.shape == "chain" and todo:
         read = experiments.get(chain.experiment).reads(chain.variant, todo[0].index)
         bad = [j.index for j in chain.jobs if j.index in read and not job_done(store, run, j, deep=True)]
         if bad:

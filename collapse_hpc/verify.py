@@ -5,6 +5,8 @@ written under another config than the run's, or one bound to another folder, var
 the earlier generations (store.manifest.binding). Each comes with the command that redoes the
 unit. A file the manifest does not list is reported
 (EXTRA) but does not fail: the recorded results are intact; remove it, or redo the unit.
+Finished generations past a chain's planned count (a run shortened with --generations) are not the
+plan's, as status does not show them: one line says how many, and they are neither verified nor counted.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def verify_run(run_dir: str | Path) -> int:
     config_hashes = store.config_hashes()  # as made: also a run of an older version, or before a knob changed
     hashes = engine.planned_hashes(store)
     now = engine.saved_hash(store)
-    units = sorted(set(store.units()) | _planned(store))
+    planned, beyond = _planned(store)
+    units = sorted((set(store.units()) - set(beyond)) | planned)
     bad, unfinished, extra, earlier = 0, 0, 0, 0
     for unit in units:
         if not unit.is_dir() or read_manifest(unit) is None:
@@ -52,20 +55,45 @@ def verify_run(run_dir: str | Path) -> int:
           + (f", {extra} extra files" if extra else "")
           + (f"; {earlier} made under an earlier config of the run (how they ran: their manifests' config)"
              if earlier else ""))
+    if line := _beyond_line(beyond):
+        print(line)
     return 1 if bad else 0
 
 
-def _planned(store: RunStore) -> set[Path]:
+def _planned(store: RunStore) -> tuple[set[Path], dict[Path, tuple[str, int]]]:
     """The folders of every unit the run's plan holds of the experiments it launched: a generation whose
     job never started (its chain stopped before it) has none yet, and counts as unfinished, not as
-    absent; an experiment left out with --only is not the run's."""
+    absent; an experiment left out with --only is not the run's. Beside them the generations past the
+    end of a planned chain (a run made with more generations than its config now asks for), each with
+    its experiment and the plan's count: not the plan's, as status does not show them."""
     from collapse_hpc.launch import records, status
 
     try:
         chains = engine.load_plan(store, store.load_config(experiments.sections()))
     except UserError:  # no plan, one of another config, a run of an older version: the folders are all there is
-        return set()
+        return set(), {}
     started = status.launched(store, chains, records.load(store))
-    return {store.unit_dir(j.experiment, j.variant, j.shape, j.index) for c in chains for j in c.jobs
-            if c.experiment in started}
+    planned = {store.unit_dir(j.experiment, j.variant, j.shape, j.index) for c in chains for j in c.jobs
+               if c.experiment in started}
+    size = {(c.experiment, c.variant.name): len(c.jobs) for c in chains if c.shape == "chain"}
+    beyond = {}
+    for unit in store.units():
+        n = size.get((unit.parent.parent.name, unit.parent.name))
+        if n is not None and unit_index(unit.name) >= n:
+            beyond[unit] = (unit.parent.parent.name, n)
+    return planned, beyond
 
+
+def _beyond_line(beyond: dict[Path, tuple[str, int]]) -> str | None:
+    """One line for the finished generations past the plan's end: how many, of which experiment, past
+    which count."""
+    finished: dict[tuple[str, int], int] = {}
+    for unit, key in beyond.items():
+        if read_manifest(unit) is not None:
+            finished[key] = finished.get(key, 0) + 1
+    if not finished:
+        return None
+    parts = [f"{n} of {exp} (past its {planned})" for (exp, planned), n in sorted(finished.items())]
+    return (f"{count(sum(finished.values()), 'finished generation')} beyond the plan, left from a run with more "
+            f"generations: {', '.join(parts)}; not verified or counted above (a run with more --generations "
+            f"takes them up again)")

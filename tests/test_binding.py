@@ -141,9 +141,9 @@ def test_launchers_start_a_chain_from_its_first_unfinished_generation(two_varian
         pytest.skip("an array experiment's units are independent (no earlier generations)")
     assert engine.pending(store, run, a) == []
     f = _unit(store, a, 0) / "out.parquet"
-    f.write_bytes(f.read_bytes()[:-1] + b"x")
+    f.write_bytes(f.read_bytes() + b"x")  # a size that differs: seen without hashing
     assert engine.job_done(store, run, a.jobs[1], deep=True)  # bound to generation 0's manifest
-    assert engine.pending(store, run, a, deep=True) == a.jobs and engine.pending(store, run, b, deep=True) == []
+    assert engine.pending(store, run, a) == a.jobs and engine.pending(store, run, b) == []
     lanes, skipped = local._lanes(store, run, [a, b], 0)
     assert [lane.jobs for lane in lanes] == [a.jobs] and skipped == len(b.jobs)
     # the redo writes other content (its attempt number): generation 1 is then redone, not skipped

@@ -414,6 +414,31 @@ def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):
     assert "1 unit verified, 0 with mismatches, 3 unfinished" in p.stdout, p.stdout
 
 
+def test_verify_after_the_generations_were_shortened_checks_the_plan_and_names_the_rest_in_one_line(tmp_path):
+    """A run made with 4 generations, then run with --generations 2: verify read '4 units verified' for
+    a plan of 2 (status: 2/2 done), and failed on a changed generation the plan no longer holds."""
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 4\nexecutor: debug\ntoy: {rows: 4}\n")
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    assert collapse("run", cfg, "--run", run, "--generations", "2")[0] == 0
+    gen3 = run / "toy" / "replace-p0-s0" / "gen_003" / "metrics.parquet"
+    data = bytearray(gen3.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    gen3.write_bytes(bytes(data))
+    rc, out, _ = collapse("verify", run)
+    assert rc == 0 and "MISMATCH" not in out, out
+    assert out.splitlines()[-2:] == [
+        f"{run}: 2 units verified, 0 with mismatches, 0 unfinished",
+        "2 finished generations beyond the plan, left from a run with more generations: 2 of toy (past its 2); "
+        "not verified or counted above (a run with more --generations takes them up again)"]
+    assert "generation 1 reached (2/2 done)" in collapse("status", run)[1]
+    assert collapse("run", cfg, "--run", run, "--generations", "4")[0] == 0  # taken up again (and repaired)
+    rc, out, _ = collapse("verify", run)
+    assert rc == 0 and f"{run}: 4 units verified, 0 with mismatches, 0 unfinished" in out and "beyond" not in out
+
+
 @pytest.mark.parametrize("argv, says", [
     (("run", "configs/demo.yaml", "--generations", "abc"), "collapse-hpc run: argument --generations: invalid int"),
     (("nosuch",), "collapse-hpc: argument COMMAND: invalid choice: 'nosuch'"),

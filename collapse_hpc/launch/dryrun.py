@@ -36,7 +36,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     from collapse_hpc import engine
 
     sub = Submitter(store, run, prof, dry_run=True)
-    started = {id(j) for c in chains for j in engine.pending(store, run, c, inputs=True)}
+    started = {id(j) for c in chains for j in engine.pending(store, run, c)}
     print(f"dry run: {run.name} -> {store.root} (not created), profile {prof.name}; nothing is written or queued")
     print("\n== plan")
     kinds: dict[str, int] = {}

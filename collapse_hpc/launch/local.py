@@ -58,7 +58,7 @@ class Lane:
 def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
     lanes, skipped = [], 0
     for chain in chains:
-        todo = engine.pending(store, run, chain, deep=True)
+        todo = engine.pending(store, run, chain)
         skipped += len(chain.jobs) - len(todo)
         if not todo:
             continue

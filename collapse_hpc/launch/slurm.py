@@ -448,7 +448,7 @@ class _Submission:
 
         run, ranks = self.run, chain.ranks
         prev, resubmitted, ids = None, False, []
-        todo = {id(job) for job in engine.pending(self.store, run, chain, inputs=True)}
+        todo = {id(job) for job in engine.pending(self.store, run, chain)}
         for job in chain.jobs:
             if id(job) not in todo:
                 self.done += 1

@@ -18,6 +18,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import records
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.lock import pid_alive
+from collapse_hpc.store.manifest import read_once
 from collapse_hpc.logs import count
 
 BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}
@@ -205,7 +206,13 @@ def launched(store: RunStore, chains, book: dict) -> set[str]:
 
 
 def state_of(store: RunStore, run_dir) -> dict:
-    """Everything `status` says, as plain values (--json prints it as is)."""
+    """Everything `status` says, as plain values (--json prints it as is). It only reads the run: each
+    unit's manifest once (its state, binding and maker each ask for it)."""
+    with read_once():
+        return _state_of(store)
+
+
+def _state_of(store: RunStore) -> dict:
     run = store.load_config(experiments.sections())
     chains = engine.load_plan(store, run)
     book = _book(store)

@@ -5,6 +5,8 @@ counts as done only when its manifest exists and every file still matches it.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -207,7 +209,31 @@ def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: d
     return manifest
 
 
+_READ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("manifests_read", default=None)
+
+
+@contextlib.contextmanager
+def read_once():
+    """Within it each manifest is read once, by its unit's path, and the same mapping handed out again:
+    for a command that only reads the run (status), where a unit's state, binding and what its job
+    made each asked for it. A unit written within would be read as it was."""
+    token = _READ.set({} if _READ.get() is None else _READ.get())
+    try:
+        yield
+    finally:
+        _READ.reset(token)
+
+
 def read_manifest(unit_dir: Path) -> dict | None:
+    read = _READ.get()
+    if read is None:
+        return _read_manifest(unit_dir)
+    if unit_dir not in read:  # keyed by the path as given: no Path made per call
+        read[unit_dir] = _read_manifest(unit_dir)
+    return read[unit_dir]
+
+
+def _read_manifest(unit_dir: Path) -> dict | None:
     path = Path(unit_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text())

@@ -88,6 +88,25 @@ def test_status_json_from_the_command_line(tmp_path):
     assert [c["done"] for c in state["chains"] if c["experiment"] == "toy"] == [2]
 
 
+def test_status_reads_each_units_manifest_once(tmp_path, capsys, monkeypatch):
+    # its state, its binding (twice), what it holds and the job that made it each read it: ~3.5 times a unit
+    import pathlib
+
+    from collapse_hpc.launch.status import show
+
+    store = _toy_and_tail(tmp_path)
+    (store.root / "toy" / "replace-p0-s0" / "gen_001" / "metrics.parquet").unlink()  # completed, not done
+    reads, real = [], pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text",
+                        lambda self, *a, **k: (self.name == "manifest.json" and reads.append(self.parent.name))
+                        or real(self, *a, **k))
+    for every in (False, True):
+        reads.clear()
+        assert show(store.root, as_json=every) == 0
+        assert sorted(reads) == ["gen_000", "gen_001"]
+    assert "gen_001  COMPLETED" in capsys.readouterr().out
+
+
 def test_slurms_times_read_in_one_form():
     # squeue printed 0:16, sacct 00:00:49, a local run's record 0:00:20: one status, three forms
     from collapse_hpc.launch.status import _clock, slurm_seconds

@@ -1,0 +1,61 @@
+"""What a launcher checks before it starts anything, local and Slurm alike (engine.pending): finished
+units through their manifests, and in full only the finished generations the next unit reads."""
+import pytest
+
+from collapse_hpc import engine, experiments
+from collapse_hpc.launch import local
+from collapse_hpc.store import RunStore, manifest
+from collapse_hpc.verify import verify_run
+
+DONE, PLANNED = 6, 8  # generations finished, generations asked for now
+
+
+@pytest.fixture
+def longer_run(tmp_path):
+    """A toy chain (replace) with DONE generations finished, asked for PLANNED now."""
+    run = experiments.config_from_dict({"name": "t", "generations": PLANNED, "seeds": [0], "executor": "local",
+                                        "toy": {"rows": 2000}})
+    store = RunStore(tmp_path / "run")
+    (chain,) = engine.open_run(store, run)
+    for g in range(DONE):
+        assert engine.run_unit(store.root, "toy", chain.variant.name, g) == "done"
+    return store, run, chain
+
+
+def _hashed(monkeypatch) -> list:
+    """The files sha256_file reads from now on (the real function, counted)."""
+    seen, real = [], manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda p: seen.append(p) or real(p))
+    return seen
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _starts(store, run, chain) -> list[int]:
+    lanes, _ = local._lanes(store, run, [chain], 0)
+    return [j.index for lane in lanes for j in lane.jobs]
+
+
+def test_the_local_launcher_hashes_only_the_generations_the_next_one_reads(longer_run, monkeypatch):
+    # it hashed every finished unit before it started one: the paper's ~50 GB of weights, ~70 s
+    store, run, chain = longer_run
+    seen = _hashed(monkeypatch)
+    assert _starts(store, run, chain) == list(range(DONE, PLANNED))
+    read = experiments.get("toy").reads(chain.variant, DONE)  # generation 0 and the previous one
+    assert {p.parent.name for p in seen} == {f"gen_{g:03d}" for g in read}
+
+
+def test_a_corrupt_generation_the_next_one_reads_is_redone_one_it_does_not_read_is_left_to_verify(longer_run,
+                                                                                                   capsys):
+    store, run, chain = longer_run
+    gens = [store.unit_dir("toy", chain.variant.name, "chain", g) for g in range(DONE)]
+    _flip(gens[DONE - 1] / "metrics.parquet")  # same size: only a hash sees it
+    assert _starts(store, run, chain) == list(range(DONE - 1, PLANNED))  # as submit queues it
+    assert engine.run_unit(store.root, "toy", chain.variant.name, DONE - 1) == "done"  # the redo
+    _flip(gens[2] / "metrics.parquet")  # read by no generation still to run
+    assert _starts(store, run, chain) == list(range(DONE, PLANNED))
+    assert verify_run(store.root) == 1 and f"MISMATCH {gens[2] / 'metrics.parquet'}" in capsys.readouterr().out
