@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BEFORE = "7ec1d28"  # the last revision before status summarised and read each manifest once
+BEFORE = "7ec1d28"  # the last revision before status summarised a long run
 
 FAKES = {  # Slurm's commands as tests/launch/test_slurm_plan.py fakes them: the answers are files under $FAKE_SLURM
     "squeue": 'echo "squeue $*" >> "$FAKE_SLURM/calls.txt"; cat "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',

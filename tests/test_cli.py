@@ -510,3 +510,22 @@ def test_config_without_a_file_refuses_what_only_a_file_takes(flags):
     p = cli("config", *flags)
     assert one_error_line(p).startswith(f"error: config: {flags[0]} resolves a config: give its file")
     assert p.stdout == ""
+
+
+def test_verify_reads_each_units_manifest_once(tmp_path, monkeypatch, capsys):
+    # its binding, its state, its inputs and the earlier-config count each read it: ~5 times a unit
+    import pathlib
+
+    from collapse_hpc.verify import verify_run
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 3\nexecutor: debug\ntoy: {rows: 4}\n")
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    reads, real = [], pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text",
+                        lambda self, *a, **k: (self.name == "manifest.json" and reads.append(self.parent.name))
+                        or real(self, *a, **k))
+    assert verify_run(run) == 0
+    assert sorted(reads) == ["gen_000", "gen_001", "gen_002"]
+    assert "3 units verified, 0 with mismatches" in capsys.readouterr().out
