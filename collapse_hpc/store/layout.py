@@ -7,7 +7,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from collapse_hpc import config as cfgmod
@@ -32,13 +32,18 @@ def unit_index(name: str) -> int:
     return int(name.rpartition("_")[2])
 
 
-def _warn_inexact(root: Path, changed: list[tuple[str, bool]]) -> None:
-    """One line where how-it-runs knobs changed that change results in rounding or random draws."""
+def _warn_inexact(root: Path, changed: list[tuple[str, bool]], redone: Callable[[], list[str]] | None) -> None:
+    """One line where how-it-runs knobs changed that change results in rounding or random draws; it
+    names the partial work of unfinished units that is not kept (`redone`: the engine's judgement)."""
     inexact = [line for line, exact in changed if not exact]
-    if inexact:
-        print(f"warning: {root}: {'; '.join(inexact)}: the run goes on, and its generations from now on differ "
-              f"from the earlier ones in float rounding and random draws only (equal in distribution, not bit "
-              f"for bit); each generation's manifest records what it ran with", file=sys.stderr)
+    if not inexact:
+        return
+    lost = redone() if redone is not None else []
+    kept = ("; unfinished units keep their partial work" + (f" but {', '.join(lost)}, which is redone"
+                                                            if lost else ""))
+    print(f"warning: {root}: {'; '.join(inexact)}: the run goes on, and its generations from now on differ "
+          f"from the earlier ones in float rounding and random draws only (equal in distribution, not bit "
+          f"for bit); each generation's manifest records what it ran with{kept}", file=sys.stderr)
 
 
 def closed(folder: Path) -> None:
@@ -99,7 +104,7 @@ class RunStore:
         self.saved_config()  # as the run recorded it; keys added since take their defaults
         return cfgmod.load(self.config_path, sections=sections)
 
-    def open(self, run: cfgmod.RunConfig) -> cfgmod.RunConfig:
+    def open(self, run: cfgmod.RunConfig, redone: Callable[[], list[str]] | None = None) -> cfgmod.RunConfig:
         """Create the run folder, or check that an existing one was made with the same config.
 
         Generation counts may change (extend or shorten chains), and so may a section's how-it-runs
@@ -107,6 +112,8 @@ class RunStore:
         keys the saved config lacks (made by an older version) count at their defaults. Anything else
         that changes what a generation computes is refused. A changed config is saved, and run.json
         keeps the hashes it was made under before (`earlier`: the manifests of its finished units).
+        `redone` names the partial work of unfinished units that changed knobs do not leave sound to
+        go on from (engine.redone_partial_work), for the warning line.
         """
         new = run.to_dict()
         if self.exists() and self._recorded_hash() is None:  # neither run.json nor the line a run writes
@@ -121,7 +128,7 @@ class RunStore:
             if changes:
                 raise UserError(f"{self.root} was made with a different config ({shown}); "
                                 f"use another --run for a new run")
-            _warn_inexact(self.root, cfgmod.runs_diff(old, new, run.section_classes()))
+            _warn_inexact(self.root, cfgmod.runs_diff(old, new, run.section_classes()), redone)
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.logs, self.logs / "submitit"):
             closed(folder)
