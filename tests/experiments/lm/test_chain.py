@@ -281,7 +281,8 @@ def _killed_at(store, hook: str) -> Path:
 
 
 AFTER_FIRST_CHECKPOINT = ("from collapse_hpc.experiments.lm import train; save = train._Training.checkpoint; "
-                          "train._Training.checkpoint = lambda self: (save(self), os.kill(os.getpid(), signal.SIGKILL)); ")
+                          "train._Training.checkpoint = lambda self: (save(self), "
+                          "os.kill(os.getpid(), signal.SIGKILL)); ")
 
 
 @pytest.mark.slow
@@ -334,7 +335,8 @@ def test_a_generation_killed_mid_sampling_keeps_its_shards_and_model_after_a_kno
     store, _ = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",))
     unit = _killed_at(store, "import collapse_hpc.store as store; write = store.write_parquet; "
                              "store.write_parquet = lambda path, *a, **k: (write(path, *a, **k), "
-                             "os.path.basename(path).startswith('part-') and os.kill(os.getpid(), signal.SIGKILL))[0]; ")
+                             "os.path.basename(path).startswith('part-') "
+                             "and os.kill(os.getpid(), signal.SIGKILL))[0]; ")
     (first,) = (unit / "shards").glob("part-*.parquet")
     written = first.stat().st_mtime_ns
     _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), sample_graphs="on")
