@@ -435,20 +435,22 @@ def leftovers(unit_dir: Path, exp, config: dict, expected: dict) -> tuple[dict, 
             {k: why for k, why in redone.items() if (unit_dir / k).exists()})
 
 
-def redone_partial_work(store: RunStore, run) -> list[str]:
+def redone_partial_work(store: RunStore, run) -> list[str] | None:
     """The partial work of unfinished units (relative paths, each with why) that `run`, the run's config
-    with how-it-runs knobs changed, redoes; the rest of what they did is kept (leftovers)."""
-    out = []
+    with how-it-runs knobs changed, redoes; the rest of what they did is kept (leftovers). None where no
+    unfinished unit holds partial work."""
+    out, held = [], False
     for chain in plan(run):
         exp = experiments.get(chain.experiment)
         config = chain.variant.config(run)
         for job in chain.jobs:
             unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
-            if not unit_dir.is_dir() or read_manifest(unit_dir) is not None:
+            if read_manifest(unit_dir) is not None or not any((unit_dir / k).is_dir() for k in exp.resumable):
                 continue
+            held = True
             _, _, redone = leftovers(unit_dir, exp, config, binding(unit_dir, config_hash(config)))
             out += [f"{(unit_dir / k).relative_to(store.root)} ({why})" for k, why in redone.items()]
-    return out
+    return out if held else None
 
 
 def saved_hash(store: RunStore) -> str:

@@ -32,15 +32,15 @@ def unit_index(name: str) -> int:
     return int(name.rpartition("_")[2])
 
 
-def _warn_inexact(root: Path, changed: list[tuple[str, bool]], redone: Callable[[], list[str]] | None) -> None:
+def _warn_inexact(root: Path, changed: list[tuple[str, bool]], redone: Callable[[], list[str] | None] | None) -> None:
     """One line where how-it-runs knobs changed that change results in rounding or random draws; it
     names the partial work of unfinished units that is not kept (`redone`: the engine's judgement)."""
     inexact = [line for line, exact in changed if not exact]
     if not inexact:
         return
-    lost = redone() if redone is not None else []
-    kept = ("; unfinished units keep their partial work" + (f" but {', '.join(lost)}, which is redone"
-                                                            if lost else ""))
+    lost = redone() if redone is not None else None
+    kept = "" if lost is None else ("; unfinished units keep their partial work"
+                                    + (f" but {', '.join(lost)}, which is redone" if lost else ""))
     print(f"warning: {root}: {'; '.join(inexact)}: the run goes on, and its generations from now on differ "
           f"from the earlier ones in float rounding and random draws only (equal in distribution, not bit "
           f"for bit); each generation's manifest records what it ran with{kept}", file=sys.stderr)
@@ -105,7 +105,7 @@ class RunStore:
         # added since take their defaults
         return cfgmod.from_dict(self.saved_config(), str(self.config_path), sections=sections)
 
-    def open(self, run: cfgmod.RunConfig, redone: Callable[[], list[str]] | None = None) -> cfgmod.RunConfig:
+    def open(self, run: cfgmod.RunConfig, redone: Callable[[], list[str] | None] | None = None) -> cfgmod.RunConfig:
         """Create the run folder, or check that an existing one was made with the same config.
 
         Generation counts may change (extend or shorten chains), and so may a section's how-it-runs
