@@ -293,9 +293,9 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) ->
                 raise UserError(f"{p}: an earlier generation is unfinished or does not verify ({problems[0]}); "
                                 f"run it first: {redo_command(store, experiment, variant, unit_index(p.name))}")
     expected = binding(unit_dir, variant_hash)
-    judged, keep, redone = leftovers(unit_dir, exp, v.config(run), expected)
     made = _missing(store.root, unit_dir)
     if rank == 0:
+        judged, keep, redone = leftovers(unit_dir, exp, v.config(run), expected)
         for sub, why in redone.items():
             log.warning("%s/%s: redone after a how-it-runs knob changed (%s)", unit_dir, sub, why)
         store.reset_unit(unit_dir, keep=keep, expected=judged)
