@@ -222,8 +222,15 @@ def runs_diff(a: dict, b: dict, sections: Mapping[str, type]) -> list[tuple[str,
         if isinstance(old, dict) and isinstance(new, dict):
             base = defaults(cls)
             out += [(f"{name}.{k}: {(base | old).get(k)!r} -> {(base | new).get(k)!r}", exact)
-                    for k, exact in how_it_runs(cls).items() if (base | old).get(k) != (base | new).get(k)]
+                    for k, exact in knobs_changed(old, new, cls).items()]
     return out
+
+
+def knobs_changed(old: dict, new: dict, cls) -> dict[str, bool]:
+    """The how-it-runs knobs whose values differ between two mappings of one section (`cls`, keys
+    they lack at their defaults), each with whether results stay bit for bit the same (exact)."""
+    base = defaults(cls)
+    return {k: exact for k, exact in how_it_runs(cls).items() if (base | old).get(k) != (base | new).get(k)}
 
 
 # ---------------------------------------------------------------- building dataclasses

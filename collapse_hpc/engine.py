@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collapse_hpc import experiments
-from collapse_hpc.config import CHAIN_KEYS, build, config_hash, diff, plain
+from collapse_hpc.config import CHAIN_KEYS, build, config_hash, diff, knobs_changed, plain
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
 from collapse_hpc.machine import cores_per_rank
@@ -28,7 +28,7 @@ from collapse_hpc.regimes import Regime, values_of
 from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.lock import working
-from collapse_hpc.store.manifest import BINDING, binding, write_binding
+from collapse_hpc.store.manifest import BINDING, binding, read_binding, write_binding
 
 log = logging.getLogger("collapse_hpc")
 
@@ -89,7 +89,7 @@ def open_run(store: RunStore, run, only: list[str] | None = None, force: bool = 
             raise UserError(f"{store.root}: this config would redo {len(doomed)} finished units, deleting their "
                             f"results (e.g. {unit.relative_to(store.root)}: {had} generations -> {asked}); pass "
                             f"--force to redo them, or use another --run")
-    store.open(run)
+    store.open(run, redone=lambda: redone_partial_work(store, run))
     return [c for c in freeze(store, run) if not only or c.experiment in only]
 
 
@@ -295,8 +295,11 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) ->
     expected = binding(unit_dir, variant_hash)
     made = _missing(store.root, unit_dir)
     if rank == 0:
-        store.reset_unit(unit_dir, keep=tuple(exp.resumable), expected=expected)
-        write_binding(unit_dir, expected)
+        judged, keep, redone = leftovers(unit_dir, exp, v.config(run), expected)
+        for sub, why in redone.items():
+            log.warning("%s/%s: redone after a how-it-runs knob changed (%s)", unit_dir, sub, why)
+        store.reset_unit(unit_dir, keep=keep, expected=judged)
+        write_binding(unit_dir, {**expected, "config": v.config(run)})  # what a resume after a knob compares
     else:
         unit_dir.mkdir(parents=True, exist_ok=True)
     section = v.section(run)
@@ -403,12 +406,52 @@ def unit_hash(unit_dir: Path, want: str | None, config: dict | None) -> str | No
     same (config.computed): made before a how-it-runs knob changed (lm.ranks), or by an older version
     whose config lacked keys now at their defaults."""
     manifest = read_manifest(unit_dir) or {}
-    had, recorded = manifest.get("variant_hash"), manifest.get("config")
+    return manifest["variant_hash"] if _computes_the_same(manifest, want, config) else want
+
+
+def _computes_the_same(made: dict, want: str | None, config: dict | None) -> bool:
+    """Whether a manifest or an unfinished unit's binding (`made`), recorded under another variant hash
+    than `want`, was made under a config (its recorded `config`) that computes the same as `config`."""
+    had, recorded = made.get("variant_hash"), made.get("config")
     if want is None or had in (None, want) or not isinstance(recorded, dict) or not isinstance(config, dict):
-        return want
+        return False
     name = str(config.get("experiment"))
-    same = config_hash(recorded) == had and diff(recorded, config, {name: experiments.config_class(name)}) == []
-    return had if same else want
+    return config_hash(recorded) == had and diff(recorded, config, {name: experiments.config_class(name)}) == []
+
+
+def leftovers(unit_dir: Path, exp, config: dict, expected: dict) -> tuple[dict, tuple[str, ...], dict[str, str]]:
+    """What the redo of an unfinished unit keeps of its last attempt: (the binding reset_unit judges
+    that attempt by, the resumable sub-folders kept, those redone with why). An attempt made before
+    how-it-runs knobs changed (its recorded config computes the same as `config`, the variant's now)
+    is this unit's still: its partial work stays, but what the experiment says the new values leave
+    unsound to go on from (Experiment.redone_after)."""
+    last = read_binding(unit_dir) or {}
+    if not _computes_the_same(last, expected.get("variant_hash"), config):
+        return expected, tuple(exp.resumable), {}
+    name = exp.name
+    changed = knobs_changed(last["config"].get(name) or {}, config.get(name) or {}, experiments.config_class(name))
+    redone = exp.redone_after(changed, config.get(name) or {})
+    keep = tuple(k for k in exp.resumable if k not in redone)
+    return ({**expected, "variant_hash": last["variant_hash"]}, keep,
+            {k: why for k, why in redone.items() if (unit_dir / k).exists()})
+
+
+def redone_partial_work(store: RunStore, run) -> list[str] | None:
+    """The partial work of unfinished units (relative paths, each with why) that `run`, the run's config
+    with how-it-runs knobs changed, redoes; the rest of what they did is kept (leftovers). None where no
+    unfinished unit holds partial work."""
+    out, held = [], False
+    for chain in plan(run):
+        exp = experiments.get(chain.experiment)
+        config = chain.variant.config(run)
+        for job in chain.jobs:
+            unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
+            if read_manifest(unit_dir) is not None or not any((unit_dir / k).is_dir() for k in exp.resumable):
+                continue
+            held = True
+            _, _, redone = leftovers(unit_dir, exp, config, binding(unit_dir, config_hash(config)))
+            out += [f"{(unit_dir / k).relative_to(store.root)} ({why})" for k, why in redone.items()]
+    return out if held else None
 
 
 def saved_hash(store: RunStore) -> str:

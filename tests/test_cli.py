@@ -272,7 +272,7 @@ def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
     # run on its own saved config would otherwise redo every unit under the new value
     for argv in (("run", saved, "--run", run), ("status", run), ("verify", run), ("aggregate", run)):
         line = one_error_line(cli(*argv))
-        assert f"{saved} was edited after the run was made" in line and "restore it" in line, line
+        assert f"{saved} was edited after the run was made (toy.rows: 4 -> 5)" in line and "restore it" in line, line
     assert {p: p.read_bytes() for p in run.glob("toy/*/gen_*/*.parquet")} == results
     (run / "run.json").unlink()  # config.yaml's own first line records the hash too
     assert "was edited after the run was made" in one_error_line(cli("run", saved, "--run", run))
@@ -399,6 +399,42 @@ def test_a_run_resumes_after_a_knob_of_how_it_runs_changed_also_one_made_while_i
     rows = _toy_config(tmp_path, "rows.yaml", text.format(2, 50).replace("rows: 4", "rows: 5"))
     line = one_error_line(cli("run", rows, "--run", run, env=now))
     assert "made with a different config (evolving.rows: 4 -> 5)" in line, line
+
+
+def test_a_knob_of_how_it_runs_edited_by_hand_in_the_saved_config_resumes_as_with_set(tmp_path):
+    """A researcher edits RUN/config.yaml (workers: 4 -> 2, a how-it-runs knob) and runs it again: that was
+    refused as an edit of the run's config, though `--set evolving.workers=2` resumed. It resumes the same
+    way now (one warning line; the manifests record what each unit ran with), status and verify before that
+    run read the run's config as it was made; an edit of a key the hash covers is refused, naming it."""
+    import yaml
+
+    env = _evolving(tmp_path, "v1", "    workers: int = knob(1, hashed=False, exact=False)")
+    cfg = _toy_config(tmp_path, "four.yaml", "name: e\ngenerations: 2\nexecutor: debug\n"
+                                             "evolving: {rows: 4, workers: 4}\n")
+    run, saved = tmp_path / "r", tmp_path / "r" / "config.yaml"
+    assert cli("run", cfg, "--run", run, env=env).returncode == 0
+    made = {p: p.read_bytes() for p in run.glob("evolving/*/gen_*/*")}
+    saved.write_text(saved.read_text().replace("workers: 4", "workers: 2"))
+    for argv in (("status", run), ("verify", run)):
+        p = cli(*argv, env=env)
+        assert p.returncode == 0 and "error" not in p.stderr, p.stdout + p.stderr
+    p = cli("run", saved, "--run", run, "--generations", "3", env=env)
+    assert p.returncode == 0 and "1 unit done, 2 already finished" in p.stdout, p.stdout + p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "evolving.workers: 4 -> 2: the run goes on" in warnings[0], p.stderr
+    assert {p: p.read_bytes() for p in run.glob("evolving/*/gen_*/*") if "gen_002" not in str(p)} == made
+    variant = next(run.glob("evolving/*"))
+    ran = [yaml.safe_load((variant / f"gen_{g:03d}" / "manifest.json").read_text())["config"]["evolving"]["workers"]
+           for g in range(3)]
+    assert ran == [4, 4, 2]
+    verified = cli("verify", run, env=env)
+    assert verified.returncode == 0 and "3 units verified, 0 with mismatches" in verified.stdout, verified.stdout
+    p = cli("run", saved, "--run", run, "--generations", "3", env=env)  # saved as it runs now: nothing to say
+    assert p.returncode == 0 and "warning" not in p.stderr and "3 already finished" in p.stdout, p.stdout + p.stderr
+    saved.write_text(saved.read_text().replace("workers: 2", "workers: 1").replace("rows: 4", "rows: 5"))
+    for argv in (("run", saved, "--run", run), ("status", run)):
+        line = one_error_line(cli(*argv, env=env))
+        assert f"{saved} was edited after the run was made (evolving.rows: 4 -> 5): " in line, line
 
 
 def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):

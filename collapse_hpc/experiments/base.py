@@ -254,6 +254,16 @@ class Experiment:
     def variants(self, run) -> list[Variant]:
         return default_variants(self.name, run)
 
+    def redone_after(self, changed: dict[str, bool], config: dict) -> dict[str, str]:
+        """The resumable sub-folders an unfinished unit redoes, each with why, after how-it-runs knobs
+        changed (`changed`: knob -> exact, config.knobs_changed; `config`: the section now, as plain
+        values). By default every one where a knob that changes results changed: only the experiment
+        knows which of its partial work another such value leaves sound to go on from."""
+        inexact = [k for k, exact in changed.items() if not exact]
+        if not inexact:
+            return {}
+        return dict.fromkeys(self.resumable, f"made under another {' and '.join(inexact)}")
+
     def unmet(self, config: type) -> list[str]:
         """What of the contract this experiment (with `config`, its Section dataclass) lacks: the
         required methods it does not implement; empty when it is complete (Registration checks it)."""

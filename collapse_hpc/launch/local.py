@@ -143,7 +143,9 @@ class _Pool:
         self.n_cores, self.free_gpus, self.threads = n_cores, free_gpus, threads
         self.folder = store.logs / "submitit"
         self.book = records.load(store)
-        self.book["executor"] = "local"
+        # the folder the units run in: a copy (cp -r) of it reads this book as the original's (status)
+        self.book.update(executor="local", folder=records.identity(store))
+        self.book.pop("copied_from", None)  # a copied run's book is its own from its first run
         self.counts = {"done": 0, "skipped": 0, "failed": []}
         self.halted: OSError | None = None  # a write of the launcher's own the run's folder refused
         self.used = 0  # ranks running now

@@ -4,7 +4,7 @@
      "units": {"<experiment>/<variant>/gen_NNN": {"job_id", "log", "history": [older job ids],
                                                    "dependency"?, "state"? (local), ...}},
      "aggregate": {"job_id", "log", "dependency"},
-     "folder": {"root", "inode"} (Slurm: the run folder the jobs write to)}
+     "folder": {"root", "inode"} (the run folder the jobs write to: a copy of it is told apart)}
 
 status reads it beside the run store (manifests say what is done) and, on Slurm, sacct.
 """

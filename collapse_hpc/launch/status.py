@@ -270,9 +270,13 @@ def header(state: dict) -> list[str]:
     unrecorded = "run in-process: --executor debug or by hand" if ran else "not launched yet"  # no jobs.json
     where = f"{state['executor'] or unrecorded}" + (f", {state['cluster']}" if state.get("cluster") else "")
     out = [f"run {state['run']} ({where})"]
-    if state.get("copied_from"):
+    if state.get("copied_from") and state["executor"] == "slurm":
         out.append(f"a copy of {state['copied_from']}: the jobs recorded there are that folder's; here only the "
                    f"finished units count (submit queues the rest for this folder)")
+    elif state.get("copied_from"):
+        out.append(f"a copy of {state['copied_from']}: its units run (or ran) there, none runs in this folder, "
+                   f"and the processes recorded there are that folder's; here only the finished units count "
+                   f"(run goes on from them in this folder)")
     return out
 
 

@@ -7,7 +7,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from collapse_hpc import config as cfgmod
@@ -32,13 +32,18 @@ def unit_index(name: str) -> int:
     return int(name.rpartition("_")[2])
 
 
-def _warn_inexact(root: Path, changed: list[tuple[str, bool]]) -> None:
-    """One line where how-it-runs knobs changed that change results in rounding or random draws."""
+def _warn_inexact(root: Path, changed: list[tuple[str, bool]], redone: Callable[[], list[str] | None] | None) -> None:
+    """One line where how-it-runs knobs changed that change results in rounding or random draws; it
+    names the partial work of unfinished units that is not kept (`redone`: the engine's judgement)."""
     inexact = [line for line, exact in changed if not exact]
-    if inexact:
-        print(f"warning: {root}: {'; '.join(inexact)}: the run goes on, and its generations from now on differ "
-              f"from the earlier ones in float rounding and random draws only (equal in distribution, not bit "
-              f"for bit); each generation's manifest records what it ran with", file=sys.stderr)
+    if not inexact:
+        return
+    lost = redone() if redone is not None else None
+    kept = "" if lost is None else ("; unfinished units keep their partial work"
+                                    + (f" but {', '.join(lost)}, which is redone" if lost else ""))
+    print(f"warning: {root}: {'; '.join(inexact)}: the run goes on, and its generations from now on differ "
+          f"from the earlier ones in float rounding and random draws only (equal in distribution, not bit "
+          f"for bit); each generation's manifest records what it ran with{kept}", file=sys.stderr)
 
 
 def closed(folder: Path) -> None:
@@ -96,10 +101,11 @@ class RunStore:
         """The run's saved config, with `sections` (experiments.sections()) as its experiments."""
         if not self.exists():
             raise UserError(f"{self.root}: not a run folder (no {CONFIG}); start one with collapse-hpc run")
-        self.saved_config()  # as the run recorded it; keys added since take their defaults
-        return cfgmod.load(self.config_path, sections=sections)
+        # as the run recorded it (a hand edit of how-it-runs knobs counts from the next run on); keys
+        # added since take their defaults
+        return cfgmod.from_dict(self.saved_config(), str(self.config_path), sections=sections)
 
-    def open(self, run: cfgmod.RunConfig) -> cfgmod.RunConfig:
+    def open(self, run: cfgmod.RunConfig, redone: Callable[[], list[str] | None] | None = None) -> cfgmod.RunConfig:
         """Create the run folder, or check that an existing one was made with the same config.
 
         Generation counts may change (extend or shorten chains), and so may a section's how-it-runs
@@ -107,6 +113,8 @@ class RunStore:
         keys the saved config lacks (made by an older version) count at their defaults. Anything else
         that changes what a generation computes is refused. A changed config is saved, and run.json
         keeps the hashes it was made under before (`earlier`: the manifests of its finished units).
+        `redone` names the partial work of unfinished units that changed knobs do not leave sound to
+        go on from (engine.redone_partial_work), for the warning line.
         """
         new = run.to_dict()
         if self.exists() and self._recorded_hash() is None:  # neither run.json nor the line a run writes
@@ -121,16 +129,19 @@ class RunStore:
             if changes:
                 raise UserError(f"{self.root} was made with a different config ({shown}); "
                                 f"use another --run for a new run")
-            _warn_inexact(self.root, cfgmod.runs_diff(old, new, run.section_classes()))
+            _warn_inexact(self.root, cfgmod.runs_diff(old, new, run.section_classes()), redone)
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.logs, self.logs / "submitit"):
             closed(folder)
-        if old == new:
+        if old == new and not self.edited():
             return run
         earlier = self.config_hashes() - {run.hash()} if old is not None else set()
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
+        knobs = sorted(f"{name}.{k}" for name, cls in run.section_classes().items() for k in cfgmod.how_it_runs(cls))
+        # the config itself too: a later hand edit of config.yaml is judged against it (saved_config)
         atomic.write_json(self.root / RUN_JSON, {"config_hash": run.hash(), "updated": time.time(),
-                                                 **({"earlier": sorted(earlier)} if earlier else {})})
+                                                 **({"earlier": sorted(earlier)} if earlier else {}),
+                                                 "config": new, "how_it_runs": knobs})
         return run
 
     def config_hashes(self) -> set[str]:
@@ -158,12 +169,41 @@ class RunStore:
             raise UserError(f"{self.config_path}: the run's saved config is not a mapping of keys; "
                             f"restore it or use another --run")
         recorded = self._recorded_hash()
-        if recorded is not None and cfgmod.config_hash(old) != recorded:
-            raise UserError(f"{self.config_path} was edited after the run was made: its values no longer hash to "
-                            f"the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it, "
-                            f"or start another --run with the new ones (more generations need no edit: "
-                            f"--generations N)")
-        return old
+        if recorded is None or cfgmod.config_hash(old) == recorded:
+            return old
+        made = self._made_config(recorded)
+        shown = ""
+        if made is not None:
+            config, knobs = made
+            hashed = [line for line in cfgmod.diff(config, old) if line.split(": ", 1)[0] not in knobs]
+            if not hashed:  # how-it-runs knobs only: the next run goes on under them, as with --set
+                return config
+            shown = f" ({'; '.join(hashed[:3])}{f'; … ({len(hashed)} in all)' if len(hashed) > 3 else ''})"
+        raise UserError(f"{self.config_path} was edited after the run was made{shown}: its values no longer hash "
+                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it, "
+                        f"or start another --run with the new ones (more generations need no edit: "
+                        f"--generations N)")
+
+    def edited(self) -> bool:
+        """Whether config.yaml was edited by hand after the run saved it (how-it-runs knobs only, else
+        saved_config refuses it): the next run saves the config it goes on with over it."""
+        recorded = self._recorded_hash()
+        try:
+            return recorded is not None and cfgmod.config_hash(yamlfile.load(self.config_path)) != recorded
+        except (UserError, TypeError, ValueError):
+            return False
+
+    def _made_config(self, recorded: str) -> tuple[dict, set[str]] | None:
+        """The config run.json keeps beside its hash (`config`), with the dotted keys of the knobs a run
+        may change (`how_it_runs`), where it hashes to `recorded`; None for a run.json of an older version."""
+        try:
+            doc = json.loads((self.root / RUN_JSON).read_text())
+        except (OSError, ValueError):
+            return None
+        config, knobs = (doc.get("config"), doc.get("how_it_runs")) if isinstance(doc, dict) else (None, None)
+        if not isinstance(config, dict) or not isinstance(knobs, list) or cfgmod.config_hash(config) != recorded:
+            return None
+        return config, {k for k in knobs if isinstance(k, str)}
 
     def _recorded_hash(self) -> str | None:
         """The config hash run.json recorded, else config.yaml's first line (`# config_hash: …`, written

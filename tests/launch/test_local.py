@@ -216,6 +216,33 @@ def test_units_of_a_launcher_killed_alone_stop_and_the_next_run_resumes(tmp_path
     assert verify_run(run) == 0
 
 
+def test_status_of_a_copy_of_a_running_local_run_says_none_of_its_units_runs_there(tmp_path):
+    """`cp -r` of a local run folder while its unit ran: status of the copy showed the original's unit as
+    RUNNING, its job id the original's pid. It is told apart now, as a Slurm run folder's copy is: only
+    its finished units count, and a run of the copy goes on from them in the copy."""
+    import shutil
+
+    cfg, run, _, proc = _launched_stepping(tmp_path, sleep_s=4)
+    copy = tmp_path / "copy"
+    try:
+        shutil.copytree(run, copy)
+        pid = jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"]
+        rc, out, _ = collapse("status", run)
+        assert rc == 0 and "RUNNING" in out  # the original's own
+        rc, out, err = collapse("status", copy)
+        assert rc == 0, err
+        assert f"a copy of {run}: its units run (or ran) there, none runs in this folder" in out, out
+        assert "RUNNING" not in out and str(pid) not in out, out
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    rc, out, err = collapse("run", cfg, "--run", copy)
+    assert rc == 0 and "1 unit done" in out, out + err
+    rc, out, _ = collapse("status", copy)
+    assert rc == 0 and "a copy of" not in out and "1/1 done" in out, out
+
+
 def test_a_unit_killed_alone_is_named_killed_and_the_next_run_resumes_it(tmp_path):
     # a unit process killed outright (the OOM killer) was reported FAILED with its log's last line,
     # which read like progress, not like what happened

@@ -59,6 +59,22 @@ class LanguageModel(Experiment):
 
         return default_variants(self.name, run, strategies)
 
+    def redone_after(self, changed: dict[str, bool], config: dict) -> dict[str, str]:
+        """What an unfinished generation redoes after its how-it-runs knobs changed: only the training
+        checkpoints, and only where the optimizer state they hold does not fit the new engine.
+        Sampled shards stay (chunk k holds the same prompts and seed on any rank count, and each shard
+        records the decoding step that wrote it), and so do the trained models. A checkpoint goes on
+        under another micro_batch_size, loss, compilation or evaluation batch (the same weights,
+        optimizer state, step and data order; sums and dropout masks differ, as the warning says), and
+        under another rank count where ZeRO-0 keeps the optimizer state whole; under ZeRO 1-3 (bf16:
+        from ZeRO-1) it is split by rank, and torch's AdamW and DeepSpeed's fused one keep their state
+        (the step count of the bias correction) apart."""
+        if "fused_adam" in changed:
+            return {"checkpoints": "torch's AdamW and DeepSpeed's fused one keep their optimizer state apart"}
+        if "ranks" in changed and (stage := _zero_stage(config)) > 0:
+            return {"checkpoints": f"ZeRO stage {stage} splits the optimizer state by rank"}
+        return {}
+
     def check(self, run) -> None:
         """The corpus must be prepared beforehand (a run never downloads or builds one itself), and
         the model and tokenizer must be loadable where the jobs run, and the data set's caches (BPE, token
@@ -141,6 +157,15 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.figures import continuations
 
         return continuations(runs)
+
+
+def _zero_stage(section: dict) -> int:
+    """The ZeRO stage a section's training runs at (train.ds_config, as plain values): its zero_stage,
+    or the stage its `deepspeed` mapping sets; bf16 weights from ZeRO-1 on (train._bf16_from_zero1)."""
+    over = section.get("deepspeed")
+    zero = over.get("zero_optimization") if isinstance(over, dict) else None
+    stage = zero.get("stage", section.get("zero_stage", 0)) if isinstance(zero, dict) else section.get("zero_stage", 0)
+    return max(int(stage or 0), 1 if section.get("precision") == "bf16" else 0)
 
 
 def model_name(section: dict) -> str:

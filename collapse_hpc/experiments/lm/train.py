@@ -268,6 +268,14 @@ def _cut_short(ckpt_dir: Path) -> list[Path]:
     return cut
 
 
+def _drop_cut_short(step_dir: Path) -> None:
+    """Best effort, at the failure: a step folder whose save failed (a full disk: ~1.5 GB for OPT-125M
+    with its optimizer state) goes now, not only at the next resumed job's _cut_short; one that holds
+    its complete.json stays (resume trusts it), and what cannot be removed is left to _cut_short."""
+    if step_dir.is_dir() and not step_dir.is_symlink() and not (step_dir / COMPLETE).is_file():
+        shutil.rmtree(step_dir, ignore_errors=True)
+
+
 def _save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
     with atomic.atomic_dir(folder) as tmp:
         model.save_pretrained(str(tmp))
@@ -447,12 +455,17 @@ class _Training:
         state, ckpt_dir = self.state, self.ckpt_dir
         self.curve.flush(state["curve"])  # the checkpoint carries the curve so far: resume continues it
         tag = f"step{state['global_step']:08d}"
-        self.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=dict(state), save_latest=False)
-        distributed.barrier()  # every rank has returned from save_checkpoint
+        try:
+            self.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=dict(state), save_latest=False)
+            distributed.barrier()  # every rank has returned from save_checkpoint
+            if self.rank == 0:
+                # atomic: a crash while writing must not leave a marker resume would trust half-written
+                atomic.write_text(ckpt_dir / tag / COMPLETE,
+                                  json.dumps({**state, "layout": self._layout()}, default=float) + "\n")
+        except Exception:
+            _drop_cut_short(ckpt_dir / tag)
+            raise
         if self.rank == 0:
-            # atomic: a crash while writing must not leave a marker resume would trust half-written
-            atomic.write_text(ckpt_dir / tag / COMPLETE,
-                              json.dumps({**state, "layout": self._layout()}, default=float) + "\n")
             for _, old in _complete_tags(ckpt_dir)[:-1]:
                 shutil.rmtree(old, ignore_errors=True)
         distributed.barrier()

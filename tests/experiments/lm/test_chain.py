@@ -267,6 +267,101 @@ def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir, decodin
     assert meta["preset"] == decoding.partition(":")[0]
 
 
+# ------------------------------------------------------------------ killed, then resumed after a knob changed
+
+def _killed_at(store, hook: str) -> Path:
+    """Generation 0 of replace-p0-s0 in a process that kills itself (SIGKILL) where `hook` says; its folder."""
+    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+    code = ("import os, signal, sys, logging; logging.basicConfig(level=logging.INFO); " + hook +
+            "from collapse_hpc import engine; engine.run_unit(sys.argv[1], 'lm', 'replace-p0-s0', 0)")
+    proc = subprocess.run([sys.executable, "-c", code, str(store.root)], env={**os.environ, "COLLAPSE_THREADS": "1"},
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9 and not (unit / "manifest.json").exists(), proc.stderr[-2000:]
+    return unit
+
+
+AFTER_FIRST_CHECKPOINT = ("from collapse_hpc.experiments.lm import train; save = train._Training.checkpoint; "
+                          "train._Training.checkpoint = lambda self: (save(self), "
+                          "os.kill(os.getpid(), signal.SIGKILL)); ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("made, changed, kept", [
+    ({}, {"checkpoint_every_steps": 2}, True),  # exact: no warning at all
+    ({}, {"micro_batch_size": 4}, True),  # the same weights, optimizer state, step and data order
+    ({"zero_stage": 1}, {"ranks": 2}, False),  # ZeRO-1 splits the optimizer state by rank
+], ids=["checkpoint_every_steps", "micro_batch_size", "ranks under ZeRO-1"])
+def test_a_generation_killed_mid_training_keeps_its_checkpoints_after_a_knob_where_they_stay_sound(
+        tmp_path, lm_data_dir, capsys, made, changed, kept):
+    """A resume after a how-it-runs knob changed (`run --set lm.micro_batch_size=4`) dropped the unfinished
+    generation's checkpoints and trained it from its start: the binding of its last attempt named the
+    variant's old hash. They are kept where they stay sound, and the warning line names what is redone."""
+    from collapse_hpc import engine
+
+    knobs = {"checkpoint_every_steps": 1, **made}
+    store, _ = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), **knobs)
+    unit = _killed_at(store, AFTER_FIRST_CHECKPOINT)
+    assert (unit / "checkpoints" / "step00000001" / "complete.json").is_file()
+    capsys.readouterr()
+    _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), **(knobs | changed))  # run --set …
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    if "checkpoint_every_steps" in changed:
+        assert warnings == []
+    elif kept:
+        (warning,) = warnings
+        assert warning.endswith("unfinished units keep their partial work"), warning
+    else:
+        (warning,) = warnings
+        assert ("unfinished units keep their partial work but lm/replace-p0-s0/gen_000/checkpoints (ZeRO stage 1 "
+                "splits the optimizer state by rank), which is redone") in warning, warning
+    assert engine.run_unit(store.root, "lm", "replace-p0-s0", 0) == "done"
+    training = json.loads((unit / "model" / "training.json").read_text())
+    assert training["resumed_from"] == (1 if kept else None)
+    manifest = json.loads((unit / "manifest.json").read_text())
+    assert {k: manifest["config"]["lm"][k] for k in changed} == changed  # what it ran with now
+    from collapse_hpc.store import verify_unit
+    assert verify_unit(unit) == []
+
+
+@pytest.mark.slow
+def test_a_generation_killed_mid_sampling_keeps_its_shards_and_model_after_a_knob_changed(tmp_path, lm_data_dir,
+                                                                                           caplog):
+    """Killed after its first shard, the generation resumed with `--set lm.sample_graphs=on` sampled every
+    chunk again and trained again: its shards and model were dropped with the binding's old hash."""
+    import logging
+
+    from collapse_hpc import engine
+
+    store, _ = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",))
+    unit = _killed_at(store, "import collapse_hpc.store as store; write = store.write_parquet; "
+                             "store.write_parquet = lambda path, *a, **k: (write(path, *a, **k), "
+                             "os.path.basename(path).startswith('part-') "
+                             "and os.kill(os.getpid(), signal.SIGKILL))[0]; ")
+    (first,) = (unit / "shards").glob("part-*.parquet")
+    written = first.stat().st_mtime_ns
+    _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), sample_graphs="on")
+    with caplog.at_level(logging.INFO):
+        assert engine.run_unit(store.root, "lm", "replace-p0-s0", 0) == "done"
+    assert "not training again" in caplog.text and "1 of 3 chunks of rank 0 already done" in caplog.text
+    assert first.stat().st_mtime_ns == written
+
+
+def test_which_partial_work_of_a_generation_another_knob_leaves_sound():
+    """Checkpoints go where the optimizer state does not fit: another rank count under ZeRO 1-3 (bf16
+    weights: from ZeRO-1 on, as DeepSpeed runs them), or the other AdamW; nothing else is redone."""
+    from collapse_hpc.experiments import get
+
+    lm = get("lm")
+    zero0 = {"zero_stage": 0, "precision": "auto"}
+    assert lm.redone_after({"ranks": False}, zero0) == {}
+    assert lm.redone_after({"micro_batch_size": False, "sample_graphs": False}, zero0) == {}
+    assert lm.redone_after({"checkpoint_every_steps": True}, {"zero_stage": 2}) == {}
+    for section in ({"zero_stage": 2}, {"zero_stage": 0, "precision": "bf16"},
+                    {"zero_stage": 0, "deepspeed": {"zero_optimization": {"stage": 1}}}):
+        assert list(lm.redone_after({"ranks": False}, section)) == ["checkpoints"], section
+    assert list(lm.redone_after({"fused_adam": False}, zero0)) == ["checkpoints"]
+
+
 # ------------------------------------------------------------------ curated regimes: chain, kill, resume
 
 @pytest.mark.slow

@@ -506,8 +506,9 @@ def test_step_folders_a_full_disk_or_a_kill_cut_short_are_removed_by_the_next_wr
         lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
     """A save that failed on a full disk (or was killed) left its step folder without complete.json:
     resume ignored it, and nothing removed it (an OPT-125M step with its optimizer state is ~1.5 GB of
-    a quota), so the resumed job met the same full disk. It removes them before it trains now; the
-    complete steps stay (an earlier one is what a refused newest one falls back to)."""
+    a quota), so the resumed job met the same full disk. The failed save removes its own step folder
+    now, its error still the full disk's; the next writer removes what a kill left before it trains;
+    the complete steps stay (an earlier one is what a refused newest one falls back to)."""
     import errno
 
     from collapse_hpc.experiments.lm.model import build_model
@@ -532,7 +533,7 @@ def test_step_folders_a_full_disk_or_a_kill_cut_short_are_removed_by_the_next_wr
     with pytest.raises(OSError) as e:
         attempt()
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(full / "mp_rank_00_model_states.pt")
-    assert (ckpt / "step00000002" / train.COMPLETE).is_file() and not (full / train.COMPLETE).exists()
+    assert (ckpt / "step00000002" / train.COMPLETE).is_file() and not full.exists()  # gone at the failure
     killed.mkdir()  # an earlier attempt's save, killed midway: a step this job never saves again
     (killed / "mp_rank_00_model_states.pt").write_bytes(b"partly written")
     (ckpt / ".tmp-best.x1y2z3").mkdir()  # and a best-model swap killed before its rename
