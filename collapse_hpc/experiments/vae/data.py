@@ -150,6 +150,10 @@ def _mnist_from_idx(folder: Path):
         if None in paths:
             return None
         images, labels = (read_idx(p) for p in paths)
+        if images.ndim == 4:  # colour (n, h, w, channels): the labels may be right, the channels are not
+            raise UserError(f"{paths[0]}: the images are {'x'.join(map(str, images.shape[1:]))} (n x height x "
+                            f"width x {images.shape[3]}): the vae reads grey images, n x height x width; "
+                            f"convert them to grey first")
         if images.ndim != 3 or labels.shape != (images.shape[0],):
             raise UserError(f"{paths[0]}: {images.shape} images do not match {labels.shape} labels")
         splits[split] = (images, labels.astype(np.int64))

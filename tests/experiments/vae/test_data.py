@@ -229,3 +229,17 @@ def test_your_own_images_with_a_labels_file_missing_name_it(tmp_path):
     with pytest.raises(UserError, match=r"\.gz or not\); missing: t10k-labels-idx1-ubyte$"):
         prepare("clothes", tmp_path / "data", source=str(folder))
     assert not (tmp_path / "data").exists()
+
+
+def test_your_own_colour_images_are_refused_as_colour(tmp_path):
+    # RGB IDX files (n, h, w, 3) were refused as "(200, 12, 16, 3) images do not match (200,) labels":
+    # the labels were right, the channels were the matter
+    from collapse_hpc.data import prepare
+
+    folder = _clothes(tmp_path / "idx")
+    for stem, n in (("train", 200), ("t10k", 60)):
+        _idx(folder / f"{stem}-images-idx3-ubyte.gz", np.zeros((n, 12, 16, 3)), gz=True)
+    with pytest.raises(UserError, match=r"images are 12x16x3 \(n x height x width x 3\): the vae reads grey "
+                                        r"images, n x height x width; convert them to grey first"):
+        prepare("clothes", tmp_path / "data", source=str(folder))
+    assert not (tmp_path / "data" / "clothes").exists()
