@@ -48,7 +48,7 @@ class Vae(Experiment):
 
         for cfg, where in sections_placed(self.name, run):
             if cfg.dataset != "digits":
-                check_prepared(self.name, run, SPLITS, cfg, where("dataset"))
+                check_prepared(self.name, run, SPLITS, cfg, where("dataset"), self.datasets)
             dims = _dims(run, cfg.dataset)
             if dims:  # before the run folder: the model refused it only inside the first generation
                 check_stages(dims[0], dims[1], cfg.stages)
