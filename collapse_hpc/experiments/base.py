@@ -127,7 +127,9 @@ def check_prepared(experiment: str, run, splits, section=None, key: str | None =
                         f"{experiment} reads ({', '.join(splits)})")
     if missing or not (out / "card.json").is_file():
         own = "" if name in builtin else " --from PATH"  # prepare knows no such name without the user's files
-        raise UserError(f"{key}: {out} is not prepared; run: collapse-hpc data prepare {name}{own} "
+        # a run resumed from another folder reads a relative data_dir there: say where it looked
+        here = "" if data_dir.is_absolute() else f" (data_dir {data_dir} is read from the current folder, {Path.cwd()})"
+        raise UserError(f"{key}: {out} is not prepared{here}; run: collapse-hpc data prepare {name}{own} "
                         f"--data-dir {data_dir}")
 
 
