@@ -243,3 +243,18 @@ def test_your_own_colour_images_are_refused_as_colour(tmp_path):
                                         r"images, n x height x width; convert them to grey first"):
         prepare("clothes", tmp_path / "data", source=str(folder))
     assert not (tmp_path / "data" / "clothes").exists()
+
+
+def test_a_text_data_set_named_as_the_vaes_is_refused_before_the_run(tmp_path):
+    # the lm's text has a train and a test split too: it passed the check, the run folder was made and
+    # the first generation failed on it
+    from collapse_hpc import experiments
+    from collapse_hpc.data import prepare
+
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("".join(f"line {i} of a story about a cat\n" for i in range(3000)))
+    assert prepare("story", tmp_path / "data", source=str(tmp_path / "text")) == 0
+    run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"), "vae": {"dataset": "story"}})
+    with pytest.raises(UserError, match=r"^vae.dataset: .*story is not a data set of images; name one prepared "
+                                        r"from images"):
+        experiments.get("vae").check(run)
