@@ -71,9 +71,23 @@ def _prepare(name: str, data_dir: Path, source: str | None, force: bool) -> int:
             raise UserError("no experiment prepares data sets from local files in this installation")
         return _load(local)(name, Path(source), data_dir, force=force) or 0
     if name not in known:
-        raise UserError(f"unknown data set {name!r}; known: {', '.join(known)} "
-                        f"(or give local files with --from PATH)")
+        return _prepared_from_files(name, Path(data_dir), force)
     return _load(known[name])(data_dir, force=force) or 0
+
+
+def _prepared_from_files(name: str, data_dir: Path, force: bool) -> int:
+    """`data prepare NAME` of a name no experiment prepares itself: one prepared from the user's files
+    is said so (the lines that find it changed or unreadable tell this command), else it is unknown."""
+    card_file = data_dir / name / "card.json"
+    if not card_file.is_file():
+        raise UserError(f"unknown data set {name!r}; known: {', '.join(preparers())} "
+                        f"(or give local files with --from PATH)")
+    source = load_card(card_file).get("source", "your own files")
+    if force:  # only the user has those files: prepare reads them again from where they say
+        raise UserError(f"{data_dir / name}: prepared from {source}; to prepare it again give them: "
+                        f"collapse-hpc data prepare {name} --from PATH --force")
+    print(f"{data_dir / name}: already prepared from {source} (to redo: --from PATH --force)")
+    return 0
 
 
 def list_prepared(data_dir: Path) -> int:

@@ -565,3 +565,22 @@ def test_verify_reads_each_units_manifest_once(tmp_path, monkeypatch, capsys):
     assert verify_run(run) == 0
     assert sorted(reads) == ["gen_000", "gen_001", "gen_002"]
     assert "3 units verified, 0 with mismatches" in capsys.readouterr().out
+
+
+def test_a_data_set_of_your_own_files_prepared_again_by_name_asks_for_them(tmp_path):
+    # `data prepare NAME --force`, which a changed or unreadable split's line tells, answered
+    # "unknown data set" for a name prepared from the user's files; without --force, so did a rerun
+    from collapse_hpc.data import prepare
+    from collapse_hpc.errors import UserError
+
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("".join(f"line {i} of a story about a cat\n" for i in range(3000)))
+    assert prepare("story", tmp_path / "data", source=str(tmp_path / "text")) == 0
+    p = cli("data", "prepare", "story", "--data-dir", tmp_path / "data")
+    assert p.returncode == 0 and "story: already prepared from local files: text (to redo: --from PATH --force)" \
+        in p.stdout, p.stdout + p.stderr
+    with pytest.raises(UserError, match=r"story: prepared from local files: text; to prepare it again give them: "
+                                        r"collapse-hpc data prepare story --from PATH --force$"):
+        prepare("story", tmp_path / "data", force=True)
+    with pytest.raises(UserError, match="unknown data set 'tale'"):
+        prepare("tale", tmp_path / "data", force=True)

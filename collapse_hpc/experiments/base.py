@@ -114,10 +114,11 @@ def sections_placed(experiment: str, run) -> list[tuple[Any, Callable[[str], str
     return seen
 
 
-def check_prepared(experiment: str, run, splits, section=None, key: str | None = None) -> None:
+def check_prepared(experiment: str, run, splits, section=None, key: str | None = None, builtin=()) -> None:
     """The experiment's prepared data set (section key `dataset`; of `section` when given, else the
     run's) exists under the run's data_dir, with its card and every split; else one line saying how
-    to prepare it (for Experiment.check), naming the config key `key` (default `<experiment>.dataset`)."""
+    to prepare it (for Experiment.check), naming the config key `key` (default `<experiment>.dataset`).
+    A name not among `builtin` (the experiment's own data sets) is prepared from the user's files."""
     name, data_dir = (section or run.section(experiment)).dataset, Path(run.data_dir)
     key, out = key or f"{experiment}.dataset", data_dir / name
     missing = [s for s in splits if not (out / f"{s}.parquet").is_file()]
@@ -125,7 +126,10 @@ def check_prepared(experiment: str, run, splits, section=None, key: str | None =
         raise UserError(f"{key}: {out} has no {missing[0]} split: it is not a data set the "
                         f"{experiment} reads ({', '.join(splits)})")
     if missing or not (out / "card.json").is_file():
-        raise UserError(f"{key}: {out} is not prepared; run: collapse-hpc data prepare {name} "
+        own = "" if name in builtin else " --from PATH"  # prepare knows no such name without the user's files
+        # a run resumed from another folder reads a relative data_dir there: say where it looked
+        here = "" if data_dir.is_absolute() else f" (data_dir {data_dir} is read from the current folder, {Path.cwd()})"
+        raise UserError(f"{key}: {out} is not prepared{here}; run: collapse-hpc data prepare {name}{own} "
                         f"--data-dir {data_dir}")
 
 

@@ -90,9 +90,29 @@ def nearest_folder(path: str | os.PathLike) -> Path:
     return here
 
 
-def mount_point(path: str | os.PathLike) -> Path:
-    """The mount point of the file system `path` is (or would be) on."""
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def mounts(mountinfo: str | os.PathLike = MOUNTINFO) -> list[str]:
+    """Every mount point the kernel lists (field 5 of mountinfo, its octal escapes undone); [] where
+    there is no such file."""
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return []
+    return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split(" ")[4])
+            for line in lines if line.count(" ") >= 4]
+
+
+def mount_point(path: str | os.PathLike, mountinfo: str | os.PathLike = MOUNTINFO) -> Path:
+    """The mount point of the file system `path` is (or would be) on: the innermost the kernel lists,
+    as a bind mount (a container's `--bind src:dst:ro`) shares its device with the mount above it, so
+    os.path.ismount does not see it (its read-only flag is its own); else the nearest ismount."""
     here = nearest_folder(os.path.abspath(path))
+    real = os.path.realpath(here)
+    listed = [m for m in mounts(mountinfo) if real == m or real.startswith(m.rstrip("/") + "/")]
+    if listed:
+        return Path(max(listed, key=len))
     while not os.path.ismount(here) and here != here.parent:
         here = here.parent
     return here

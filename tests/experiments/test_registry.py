@@ -6,6 +6,7 @@ import os
 import pytest
 
 from collapse_hpc import experiments
+from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import Experiment, Registration
 from collapse_hpc.experiments.parts import ArrayExperiment
 from tests.tail_experiment import Tail
@@ -100,3 +101,27 @@ def test_an_incomplete_experiment_of_an_entry_point_is_one_error_line(tmp_path):
     point = "nomemory = tests.experiments.incomplete:REGISTRATION"
     line = one_error_line(cli("config", env=_plugin(tmp_path, [point])))
     assert "does not load: TypeError: experiment nomemory (NoMemory) lacks memory()" in line
+
+
+@pytest.mark.parametrize("experiment, name, says", [
+    ("lm", "mycorpus", "data prepare mycorpus --from PATH --data-dir "),
+    ("vae", "myimages", "data prepare myimages --from PATH --data-dir "),
+    ("lm", "wikitext2", "data prepare wikitext2 --data-dir "),
+    ("vae", "mnist", "data prepare mnist --data-dir "),
+])
+def test_an_unprepared_data_set_is_said_with_the_command_that_prepares_it(tmp_path, experiment, name, says):
+    # a name of the user's own was told `data prepare NAME`, which then answered "unknown data set"
+    run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"), experiment: {"dataset": name}})
+    with pytest.raises(UserError, match=f"{experiment}.dataset: .* is not prepared; run: collapse-hpc {says}"):
+        experiments.get(experiment).check(run)
+
+
+def test_an_unprepared_data_set_under_a_relative_data_dir_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    # a run resumed from another folder (its config.yaml keeps `data_dir: data`) was told to prepare
+    # its data set again, with no word that it had looked under the folder the command ran in
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run = experiments.config_from_dict({"data_dir": "data", "vae": {"dataset": "myimages"}})
+    with pytest.raises(UserError, match=rf"vae.dataset: data/myimages is not prepared \(data_dir data is read from "
+                                        rf"the current folder, {tmp_path / 'elsewhere'}\); run: "):
+        experiments.get("vae").check(run)

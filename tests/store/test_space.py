@@ -83,3 +83,35 @@ def test_the_nearest_folder_above_a_path_is_found_once_for_every_caller(tmp_path
     assert space.nearest_folder("run/report") == Path("run")  # as given: said to the user as they wrote it
     assert space.nearest_folder("new/report") == Path(".")
     assert space.mount_point("new/report") == space.mount_point(tmp_path)
+
+
+def test_the_mount_point_is_the_innermost_the_kernel_lists(tmp_path):
+    # a bind mount shares its device with the mount above it: os.path.ismount missed it, and a run on
+    # a read-only bind (a container's --bind src:dst:ro) was said to be on "/ mounted read-only"
+    (tmp_path / "scratch dir" / "run").mkdir(parents=True)
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+                         f"90 22 8:1 /x {str(tmp_path).replace(' ', chr(92) + '040')}/scratch\\040dir ro - ext4 "
+                         f"/dev/sda1 rw\n"
+                         f"91 22 8:1 /y {tmp_path}/scratch ro - ext4 /dev/sda1 rw\n")
+    assert space.mount_point(tmp_path / "scratch dir" / "run" / "jobs.json", mountinfo) == tmp_path / "scratch dir"
+    assert space.mount_point(tmp_path / "other", mountinfo) == Path("/")
+    assert space.mount_point(tmp_path, tmp_path / "no-mountinfo") == space.mount_point(tmp_path, "/nonexistent")
+
+
+def test_a_read_only_bind_mount_is_named_as_the_read_only_file_system(tmp_path):
+    import subprocess
+
+    (tmp_path / "src").mkdir()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(tmp_path / "src"), str(ro)], capture_output=True).returncode:
+        pytest.skip("bind mounts need root")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+        assert space.mount_point(ro / "run" / "jobs.json") == ro
+        assert space.state(ro) == f"{ro} is mounted read-only"
+        line = space.explain(OSError(errno.EROFS, os.strerror(errno.EROFS), str(ro / "jobs.json")))
+        assert f": {ro} is mounted read-only" in line, line
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)

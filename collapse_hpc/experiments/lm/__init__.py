@@ -92,7 +92,7 @@ class LanguageModel(Experiment):
                 problems.append(str(e))
 
         for cfg, where in sections_placed(self.name, run):
-            attempt(lambda: check_prepared(self.name, run, SPLITS, cfg, where("dataset"))
+            attempt(lambda: check_prepared(self.name, run, SPLITS, cfg, where("dataset"), self.datasets)
                     or check_caches(Path(run.data_dir), cfg))  # the caches of a prepared data set
             for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
                 if tag and (key, tag) not in checked:

@@ -171,6 +171,7 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
     from collapse_hpc.experiments.lm.model import build_model, load_model, weights_fingerprint
 
     cfg, out, log = ctx.config, ctx.path(MODEL), ctx.log
+    _unpublish_unreadable(ctx, out)
     if (out / TRAINING).is_file():
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
@@ -197,6 +198,24 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
     distributed.barrier()
     _trained(ctx)
     return result, gen0
+
+
+def _unpublish_unreadable(ctx, out) -> None:
+    """A published model whose files no longer read (each is written whole and renamed, so cut short
+    after: a node's crash before its data reached the disk, a stopped copy) failed every redo of its
+    unfinished generation on loading it; it is removed and trained again, to the same weights."""
+    from collapse_hpc.experiments.lm.model import unreadable
+
+    why = unreadable(out) if (out / TRAINING).is_file() else None
+    if why is None:
+        return
+    ctx.log.warning("warning: gen %d: %s: %s; training it again", ctx.generation, out, why)
+    distributed.barrier()  # every rank has looked before rank 0 removes it
+    if ctx.is_main:
+        import shutil
+
+        shutil.rmtree(out)
+    distributed.barrier()
 
 
 def _trained(ctx) -> None:

@@ -205,6 +205,22 @@ def load_model(folder):
         raise UserError(f"{folder}: model cannot be loaded: {str(e).splitlines()[0][:160]}") from None
 
 
+def unreadable(folder: Path) -> str | None:
+    """Why a saved model's files do not read (its config.json not JSON, a *.safetensors file's header
+    or length not what it says), reading no weights; None where they read."""
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    try:
+        json.loads((Path(folder) / "config.json").read_text())
+        for f in files:
+            with safe_open(str(f), framework="pt"):
+                pass
+    except (OSError, ValueError, SafetensorError) as e:
+        return f"does not read ({str(e).splitlines()[0][:120]})"
+    return None if files else "has no *.safetensors file"
+
+
 def weights_fingerprint(model) -> str:
     """sha256 of a model's parameters and buffers in memory (names, dtypes, values): which weights a
     generation started from, comparable with the same of any saved model once loaded."""

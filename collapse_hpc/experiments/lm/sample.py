@@ -545,12 +545,23 @@ def shard_name(rank: int, chunk: int) -> str:
 
 def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
     """The chunks with a shard; with model_hash, only those sampled by that model (a shard left by
-    weights since retrained is sampled again, never mixed with the new model's)."""
+    weights since retrained is sampled again, never mixed with the new model's). A shard that does not
+    read as Parquet is not done: each is written whole under a temporary name, so it was cut short
+    after (a node's crash before its data reached the disk, a copy of the run folder stopped), and a
+    resume that read it failed on it at every try; it is sampled again."""
+    import logging
+
     from collapse_hpc.store import read_parquet_metadata
 
     done = set()
     for p in Path(shard_dir).glob("part-*-*.parquet"):
-        if model_hash is not None and read_parquet_metadata(p).get("model_sha256") != model_hash:
+        try:
+            meta = read_parquet_metadata(p)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            logging.getLogger("collapse_hpc").warning("warning: %s: not a readable shard (%s); sampled again",
+                                                      p, str(e).splitlines()[0][:120])
+            continue
+        if model_hash is not None and meta.get("model_sha256") != model_hash:
             continue
         done.add(int(p.stem.split("-")[2]))
     return done

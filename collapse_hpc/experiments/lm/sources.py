@@ -193,7 +193,17 @@ def check_split_layout(source: Path, named: dict) -> None:
         given = sorted(set(named.values()))
         raise UserError(f"--from {source}: no {' or '.join(missing)} file beside the "
                         f"{', '.join(given)} file{'s' if len(given) > 1 else ''}: give all three splits, or "
-                        f"rename the files so that their rows are split 90/5/5")
+                        + _alone(source, [p for p, s in named.items() if s == "train"]))
+
+
+def _alone(source: Path, train: list[Path]) -> str:
+    """How to have a train split alone (a Hugging Face data set often has no other) split 90/5/5: give
+    its file or folder itself, as nothing inside a --from names a split then; else rename."""
+    folders = {p.parent for p in train}
+    alone = train[0] if len(train) == 1 else folders.pop() if len(folders) == 1 else source
+    if alone == source:
+        return "rename the files so that their rows are split 90/5/5"
+    return f"the train split alone (--from {alone}: its rows are then split 90/5/5)"
 
 
 def read_rows(path: Path) -> list[str]:

@@ -150,6 +150,10 @@ def _mnist_from_idx(folder: Path):
         if None in paths:
             return None
         images, labels = (read_idx(p) for p in paths)
+        if images.ndim == 4:  # colour (n, h, w, channels): the labels may be right, the channels are not
+            raise UserError(f"{paths[0]}: the images are {'x'.join(map(str, images.shape[1:]))} (n x height x "
+                            f"width x {images.shape[3]}): the vae reads grey images, n x height x width; "
+                            f"convert them to grey first")
         if images.ndim != 3 or labels.shape != (images.shape[0],):
             raise UserError(f"{paths[0]}: {images.shape} images do not match {labels.shape} labels")
         splits[split] = (images, labels.astype(np.int64))
@@ -263,17 +267,27 @@ def ensure(data_dir: Path, name: str) -> Path:
                     f"--data-dir {data_dir}")
 
 
+def check_images(data_dir: Path, name: str, key: str = "vae.dataset") -> dict:
+    """The card of a prepared data set of images; one of text (the lm's, which also has a train and a
+    test split) is one line naming the config key `key`."""
+    from collapse_hpc.store.cards import read_card
+
+    out = Path(data_dir) / name
+    card = read_card(out) or {}
+    if "pixel_max" not in card:
+        raise UserError(f"{key}: {out} is not a data set of images; name one prepared from images "
+                        f"(digits, mnist, or IDX files: data prepare NAME --from FOLDER)")
+    return card
+
+
 def load(data_dir: Path, name: str) -> dict[str, Images]:
     """Both splits of a prepared data set, as float32 images in [0, 1]."""
     import pyarrow.parquet as pq
 
-    from collapse_hpc.store.cards import check_against_card, read_card
+    from collapse_hpc.store.cards import check_against_card
 
     out = ensure(data_dir, name)
-    card = read_card(out)
-    if "pixel_max" not in card:  # e.g. a text data set of the lm's
-        raise UserError(f"vae.dataset: {out} is not a data set of images; name one prepared from images "
-                        f"(digits, mnist, or IDX files: data prepare NAME --from FOLDER)")
+    card = check_images(data_dir, name)
     splits = {}
     for split in SPLITS:
         check_against_card(out / f"{split}.parquet", card)

@@ -715,3 +715,26 @@ def test_a_knob_marked_exact_leaves_a_generation_as_it_was_and_one_marked_inexac
         made[name] = _values(store.root / "lm" / "replace-p0-s0" / "gen_000")
     assert made["checkpoints"] == made["base"]
     assert made["micro"]["model/model.safetensors"] != made["base"]["model/model.safetensors"]
+
+
+def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_path, lm_data_dir, caplog):
+    # model/ of an unfinished generation is published whole (renamed in); a node's crash before its data
+    # reached the disk, or a stopped copy, left it cut short, and every redo failed on loading it
+    # (safetensors' own error, a line with no way out)
+    from collapse_hpc.experiments.lm.model import model_fingerprint
+
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",))
+    assert _execute(store, run)["done"] == 1
+    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+    before = {"weights": model_fingerprint(unit / "model"), "metrics": pq.read_table(unit / "metrics.parquet")}
+    (unit / "manifest.json").unlink()
+    weights = unit / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        assert _execute(store, run)["done"] == 1
+    assert any("model: does not read (" in r.getMessage() and "training it again" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert model_fingerprint(unit / "model") == before["weights"]
+    after = pq.read_table(unit / "metrics.parquet")
+    same = [c for c in after.column_names if "seconds" not in c and "per_s" not in c]
+    assert after.select(same).equals(before["metrics"].select(same))

@@ -439,6 +439,15 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
     assert done_chunks(one) == {0, 2}
     assert sample_shards(model, _Tok(), blocks, d, one, generation=2, batch_size=8, model_hash="abc") == 1
     assert all(first[k].equals(v) for k, v in _tables(one).items())
+    # a shard cut short after its rename (a node's crash, a copy stopped): sampled again, not a failure at
+    # every resume
+    whole = (one / "part-000-00002.parquet").read_bytes()
+    (one / "part-000-00002.parquet").write_bytes(whole[:200])
+    assert done_chunks(one, "abc") == {0, 1}
+    (one / "part-000-00002.parquet").write_bytes(b"")
+    assert done_chunks(one) == {0, 1}
+    assert sample_shards(model, _Tok(), blocks, d, one, generation=2, batch_size=8, model_hash="abc") == 1
+    assert all(first[k].equals(v) for k, v in _tables(one).items())
     # weights since retrained: every shard of the old model is sampled again, none is mixed in
     assert done_chunks(one, "retrained") == set()
     assert sample_shards(model, _Tok(), blocks, d, one, generation=2, batch_size=8, model_hash="retrained") == 3

@@ -72,6 +72,25 @@ def test_a_datasets_save_to_disk_folder_keeps_its_splits(tmp_path):
     assert {s: data.read_texts(tmp_path / "data", "hf", s) for s in data.SPLITS} == parts
 
 
+def test_a_datasets_folder_with_a_train_split_alone_is_told_how_to_split_it(tmp_path):
+    # a hub data set with only a train split, saved with save_to_disk, was told to rename its files; the
+    # train file or folder given alone is split 90/5/5 as it is
+    datasets = pytest.importorskip("datasets")
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": corpus_lines(400, 1)})}).save_to_disk(
+        str(tmp_path / "hf"))
+    with pytest.raises(UserError, match=r"no validation or test file beside the train file: give all three "
+                                        r"splits, or the train split alone \(--from .*hf/train/data-00000-of-00001"
+                                        r"\.arrow: its rows are then split 90/5/5\)$"):
+        data.prepare_local("hf", tmp_path / "hf", tmp_path / "data")
+    (tmp_path / "shards" / "train").mkdir(parents=True)
+    for i in range(2):
+        (tmp_path / "shards" / "train" / f"{i}.txt").write_text(_lines(200, i))
+    with pytest.raises(UserError, match=rf"or the train split alone \(--from {tmp_path / 'shards' / 'train'}: "):
+        data.prepare_local("shards", tmp_path / "shards", tmp_path / "data")
+    data.prepare_local("shards", tmp_path / "shards" / "train", tmp_path / "data")  # as told: 90/5/5
+    assert all(data.read_texts(tmp_path / "data", "shards", s) for s in data.SPLITS)
+
+
 def test_files_of_other_formats_in_a_folder_are_named_not_skipped_unsaid(tmp_path, caplog):
     (tmp_path / "a.txt").write_text(_lines(5, 1))
     (tmp_path / "b.JSONL").write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus_lines(5, 2)))

@@ -229,3 +229,32 @@ def test_your_own_images_with_a_labels_file_missing_name_it(tmp_path):
     with pytest.raises(UserError, match=r"\.gz or not\); missing: t10k-labels-idx1-ubyte$"):
         prepare("clothes", tmp_path / "data", source=str(folder))
     assert not (tmp_path / "data").exists()
+
+
+def test_your_own_colour_images_are_refused_as_colour(tmp_path):
+    # RGB IDX files (n, h, w, 3) were refused as "(200, 12, 16, 3) images do not match (200,) labels":
+    # the labels were right, the channels were the matter
+    from collapse_hpc.data import prepare
+
+    folder = _clothes(tmp_path / "idx")
+    for stem, n in (("train", 200), ("t10k", 60)):
+        _idx(folder / f"{stem}-images-idx3-ubyte.gz", np.zeros((n, 12, 16, 3)), gz=True)
+    with pytest.raises(UserError, match=r"images are 12x16x3 \(n x height x width x 3\): the vae reads grey "
+                                        r"images, n x height x width; convert them to grey first"):
+        prepare("clothes", tmp_path / "data", source=str(folder))
+    assert not (tmp_path / "data" / "clothes").exists()
+
+
+def test_a_text_data_set_named_as_the_vaes_is_refused_before_the_run(tmp_path):
+    # the lm's text has a train and a test split too: it passed the check, the run folder was made and
+    # the first generation failed on it
+    from collapse_hpc import experiments
+    from collapse_hpc.data import prepare
+
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("".join(f"line {i} of a story about a cat\n" for i in range(3000)))
+    assert prepare("story", tmp_path / "data", source=str(tmp_path / "text")) == 0
+    run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"), "vae": {"dataset": "story"}})
+    with pytest.raises(UserError, match=r"^vae.dataset: .*story is not a data set of images; name one prepared "
+                                        r"from images"):
+        experiments.get("vae").check(run)
