@@ -380,3 +380,44 @@ def test_an_account_or_qos_the_user_may_not_charge_stops_submit_before_anything(
     assert ("account applies to every kind" in err) == ("account" in keys)
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
+
+
+def _node() -> str:
+    return subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True, check=True).stdout.split()[0]
+
+
+def _resume(node: str) -> None:
+    """Back to service (ReturnToService=2 may have done it already: then scontrol refuses, harmlessly)."""
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+
+
+def test_a_generation_whose_node_goes_down_stops_and_its_requeue_runs(tmp_path):
+    """A node set DOWN (or lost) under a running generation: Slurm requeues the job (NODE_FAIL) and
+    SIGTERMs the attempt, whose job then reads PENDING. submitit bypassed that SIGTERM, the attempt ran
+    on, and the requeued one's launch failed ('Duplicate jobid'): the job was held and the node drained."""
+    node = _node()
+    cfg = write_config(tmp_path, "nodefail", generations=1, ltchain={"rows": 2, "sleep_s": 10.0})  # 20 steps
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = jobs(run)["units"][label]
+    deadline = time.time() + 120
+    while not (run / label / "steps" / "002.done").exists():
+        assert time.time() < deadline, "the generation never got going"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=node failure test"], check=True)
+    try:
+        time.sleep(2)
+        assert "is ending (Slurm: PENDING)" in open(job["log"]).read()
+    finally:
+        _resume(node)
+    wait_for([job["job_id"], jobs(run)["aggregate"]["job_id"]], timeout=120)
+    states = [r["State"] for r in sacct(job["job_id"], duplicates=True)[job["job_id"]]]
+    assert states[0] == "NODE_FAIL" and states[-1] == "COMPLETED", states
+    steps = re.findall(r"ltchain step (\d+) done", open(job["log"]).read())
+    assert sorted(map(int, steps)) == list(range(20))  # none twice: the first attempt stopped
+    drained = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True).stdout
+    assert not drained.startswith("drain"), drained
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  done +job {job['job_id']} ", out), out
