@@ -19,6 +19,7 @@ import io
 import itertools
 import math
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -232,7 +233,8 @@ def cancel_run(store) -> int:
         cancel(jobs)
     if jobs:
         print(f"{store.root}: cancelled {count(len(jobs), 'queued or running job')}: {' '.join(jobs[:10])}"
-              + (" …" if len(jobs) > 10 else "") + f"; finished units stay (collapse-hpc status {store.root})")
+              + (" …" if len(jobs) > 10 else "")
+              + f"; finished units stay (collapse-hpc status {shlex.quote(str(store.root))})")
     else:
         print(f"{store.root}: nothing to cancel: none of its jobs is queued or running")
     return 0
@@ -564,6 +566,6 @@ def _print_table(store, prof, rows, n_new: int, done: int) -> None:
         print(f"{name:<{width}}  {shape:<5}  {units:>5}  {ids}")
     if n_new:
         print(f"submitted {count(n_new, 'job')} to {prof.name}; {count(done, 'unit')} already done; "
-              f"jobs in {store.root / records.JOBS}; follow with: collapse-hpc status {store.root}")
+              f"jobs in {store.root / records.JOBS}; follow with: collapse-hpc status {shlex.quote(str(store.root))}")
     else:
         print(f"nothing to submit: {count(done, 'unit')} done, the rest already queued or running", file=sys.stdout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -193,7 +194,8 @@ def why_not_done(store: RunStore, run, job) -> str:
 def redo_command(store: RunStore, job, executor: str) -> str:
     """The command that redoes the unit (finished units are kept, so it reruns only what is missing)."""
     verb = "submit" if executor == "slurm" else "run"
-    return f"collapse-hpc {verb} {store.root / 'config.yaml'} --run {store.root} --only {job.experiment}"
+    return shlex.join(["collapse-hpc", verb, str(store.root / "config.yaml"), "--run", str(store.root), "--only",
+                       job.experiment])  # one word a path, so it pastes whole
 
 
 def launched(store: RunStore, chains, book: dict) -> set[str]:

@@ -76,6 +76,20 @@ def test_status_explains_a_completed_job_whose_unit_is_not_done(tmp_path, capsys
     assert unit["redo"].startswith("collapse-hpc run ") and tail["not_in_this_run"] is True
 
 
+def test_the_redo_command_pastes_whole_for_a_run_folder_with_spaces(tmp_path):
+    """status printed `collapse-hpc submit /x/my run/config.yaml --run /x/my run …`: pasted, the shell
+    split each path in two."""
+    import shlex
+
+    from collapse_hpc.launch.status import redo_command
+    from collapse_hpc.store import RunStore
+
+    store = RunStore(tmp_path / "it's my run")
+    job = type("Job", (), {"experiment": "gmm"})()
+    assert shlex.split(redo_command(store, job, "slurm")) == [
+        "collapse-hpc", "submit", str(store.root / "config.yaml"), "--run", str(store.root), "--only", "gmm"]
+
+
 def test_status_json_from_the_command_line(tmp_path):
     import json
 

@@ -421,3 +421,23 @@ def test_a_generation_whose_node_goes_down_stops_and_its_requeue_runs(tmp_path):
     assert not drained.startswith("drain"), drained
     rc, out, _ = collapse("status", run)
     assert re.search(rf"gen_000  done +job {job['job_id']} ", out), out
+
+
+def test_make_submit_and_status_of_a_run_folder_with_spaces(tmp_path):
+    """make passed CONFIG and RUN to the shell unquoted: `make submit RUN="runs/my run"` stopped at
+    'unrecognized arguments: run'; the commands submit and status print split the same way when pasted."""
+    folder = tmp_path / "bob's runs"
+    folder.mkdir()
+    cfg = write_config(folder, "spaced", generations=1, ltchain={"rows": 2}, ltarray={"parts": 1})
+    run = folder / "run 1"
+    make = ["make", "-s", "-o", ".venv/.installed"]
+    out = subprocess.run([*make, "submit", f"CONFIG={cfg}", f"RUN={run}", f"PROFILE={PROFILE}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    follow = re.search(r"follow with: (.*)", out.stdout)[1]
+    assert shlex.split(follow) == ["collapse-hpc", "status", str(run)], out.stdout
+    wait_for([*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]])
+    status = subprocess.run([*make, "status", f"RUN={run}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"gen_000  done", status.stdout) and "array: 1/1 parts done" in status.stdout, status.stdout
+    assert (run / "report" / "index.html").is_file()
