@@ -206,6 +206,23 @@ def profile_problems(prof: profiles.Profile, kinds) -> list[str]:
     return list(dict.fromkeys(found))  # kinds sharing the profile's partition: said once
 
 
+def limits() -> dict[str, int]:
+    """MaxJobCount and MaxArraySize of this cluster, where scontrol answers; {} elsewhere."""
+    if shutil.which("scontrol") is None:
+        return {}
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
+    found = dict(re.findall(r"^(MaxJobCount|MaxArraySize)\s*=\s*(\d+)", out.stdout, re.M))
+    return {k: int(v) for k, v in found.items()}
+
+
+def array_pieces(tasks: list, max_array: int | None) -> list[list]:
+    """`tasks` as the job arrays sbatch takes: an array's indices run below MaxArraySize, so one of
+    more than MaxArraySize tasks is refused ("Invalid job array specification"); 0 (arrays disabled):
+    one task each, which submitit queues as a plain job."""
+    size = len(tasks) if max_array is None else max(max_array, 1)
+    return [tasks[i:i + size] for i in range(0, len(tasks), size or 1)]
+
+
 def cancel(job_ids: list[str]) -> None:
     if job_ids:
         subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
@@ -399,6 +416,7 @@ def submit(store, run, chains, finish=None, **_) -> dict:
     # recorded even when a later sbatch fails.
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
         plan = _Submission(store, run, Submitter(store, run, prof), records.load(store), queued())
+        plan.max_array = limits().get("MaxArraySize")
         if plan.book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
             raise UserError(f"{plan.book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
                             f"(squeue --me) and remove it, then submit again")
@@ -434,6 +452,7 @@ class _Submission:
         self.root = str(store.root)
         self.rows, self.new_ids, self.live_ids, self.stale = [], [], [], []
         self.done = 0
+        self.max_array: int | None = None  # the cluster's MaxArraySize, where scontrol tells it
 
     def live(self, label: str) -> str | None:
         jid = self.book["units"].get(label, {}).get("job_id")
@@ -491,25 +510,27 @@ class _Submission:
                 else:
                     todo.append((job, chain.kind))
         self.live_ids += queued_parts
-        ids = ""
+        arrays = []
         if todo:
             ex = self.sub.executor(group[0].kind, 1, name=job_name(self.run.name, name, name),
                                    comment=f"{name} array")
 
-            def array():
-                with ex.batch():  # one sbatch --array for every part of every variant
+            def array(piece):
+                with ex.batch():  # one sbatch --array for every part of every variant (up to MaxArraySize)
                     return [(job, kind, ex.submit(UnitJob(), self.root, job.experiment, job.variant, job.index))
-                            for job, kind in todo]
+                            for job, kind in piece]
 
-            jobs = _sbatch(f"the {name} array", array)
-            for job, kind, sj in jobs:
-                self.note(job.label, sj, None, kind)
-            array_id = jobs[0][2].job_id.split("_")[0]
-            self.new_ids.append(array_id)
-            ids = f"{array_id}_[0-{len(jobs) - 1}]"
+            for piece in array_pieces(todo, self.max_array):
+                jobs = _sbatch(f"the {name} array", lambda piece=piece: array(piece))
+                for job, kind, sj in jobs:
+                    self.note(job.label, sj, None, kind)
+                array_id = jobs[0][2].job_id.split("_")[0]
+                self.new_ids.append(array_id)
+                # submitit queues a lone task as a plain job: it has no task 0 to name
+                arrays.append(f"{array_id}_[0-{len(jobs) - 1}]" if len(jobs) > 1 else array_id)
         if queued_parts:
-            ids += (" + " if ids else "") + f"{len(queued_parts)} queued"
-        self.rows.append((name, "array", planned, ids or "all done"))
+            arrays.append(f"{len(queued_parts)} queued")
+        self.rows.append((name, "array", planned, " + ".join(arrays) or "all done"))
 
     def aggregate(self, chains, finish) -> None:
         """The report job, afterany on everything queued; again at once if the last one failed."""

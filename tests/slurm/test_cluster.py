@@ -441,3 +441,25 @@ def test_make_submit_and_status_of_a_run_folder_with_spaces(tmp_path):
     assert status.returncode == 0, status.stderr
     assert re.search(r"gen_000  done", status.stdout) and "array: 1/1 parts done" in status.stdout, status.stdout
     assert (run / "report" / "index.html").is_file()
+
+
+def test_an_array_over_max_array_size_is_queued_as_arrays_sbatch_takes(tmp_path):
+    """MaxArraySize 1001 (Slurm's default): an array's indices run 0 to 1000. A config of 1002 parts: the
+    chain was queued, then sbatch refused the array ('Invalid job array specification'), leaving a run
+    folder without its array and aggregation job."""
+    limit = int(re.search(r"^MaxArraySize\s*=\s*(\d+)", subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout, re.M)[1])
+    cfg = write_config(tmp_path, "wide", generations=1, ltchain={"rows": 2}, ltarray={"parts": limit + 1})
+    run = tmp_path / "run"
+    rc, out, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    try:
+        assert rc == 0, err
+        ids = unit_ids(run)
+        parts = [ids[f"ltarray/replace-p0-s0/part_{p:03d}"] for p in range(limit + 1)]
+        first, last = parts[0].split("_")[0], parts[-1]
+        assert parts[:-1] == [f"{first}_{i}" for i in range(limit)] and "_" not in last
+        assert f"{first}_[0-{limit - 1}] + {last}\n" in out
+        held = scontrol_job(jobs(run)["aggregate"]["job_id"])
+        assert f"afterany:{first}" in held and f"afterany:{last}" in held, held
+    finally:
+        collapse("cancel", run)
