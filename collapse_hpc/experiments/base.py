@@ -125,8 +125,12 @@ def check_prepared(experiment: str, run, splits, section=None, key: str | None =
         raise UserError(f"{key}: {out} has no {missing[0]} split: it is not a data set the "
                         f"{experiment} reads ({', '.join(splits)})")
     if missing or not (out / "card.json").is_file():
+        # a run's relative data_dir is read from the current folder: a resubmission from elsewhere misses it
+        where = "" if data_dir.is_absolute() else (f" (data_dir {data_dir} is read from the current folder, "
+                                                   f"{Path.cwd()}: run from the folder it was prepared in, "
+                                                   f"or give data_dir as an absolute path)")
         raise UserError(f"{key}: {out} is not prepared; run: collapse-hpc data prepare {name} "
-                        f"--data-dir {data_dir}")
+                        f"--data-dir {data_dir}{where}")
 
 
 METRICS = "metrics.parquet"  # each unit's table of metrics (MetricsSchema), written by UnitContext.write_metrics
