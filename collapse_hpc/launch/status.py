@@ -21,7 +21,10 @@ from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.lock import pid_alive
 from collapse_hpc.logs import count
 
-BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}
+# ended without finishing its unit; PREEMPTED: cancelled for a higher-priority job (a partition whose
+# PreemptMode is CANCEL; one that requeues reads PENDING again)
+BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED",
+       "PREEMPTED"}
 
 
 # why a queued job waits, where that is news: an afterok parent still running is the chain's normal wait

@@ -243,3 +243,12 @@ def test_a_large_runs_status_shows_an_array_that_failed_alike_once(tmp_path, fak
     assert "tail/replace-p0-s0/part_000..part_298  FAILED" in out and "(299 units, their logs ending alike)" in out
     assert "| ValueError: tail.samples must be >= 2" in out
     assert "  tail/replace-p0-s0/part_299  FAILED" in out and "| KeyError: 'x'" in out
+
+
+def test_a_dependent_of_a_preempted_generation_says_so():
+    """A generation cancelled by preemption (PreemptMode=CANCEL) ends PREEMPTED: its dependent's cancel was
+    put down to scancel or collapse-hpc cancel."""
+    from collapse_hpc.launch.status import BAD, never_started
+
+    assert "PREEMPTED" in BAD
+    assert never_started("afterok:5", {"5": ("PREEMPTED", "0:04", "")}) == "waited on afterok:5: job 5 ended PREEMPTED"

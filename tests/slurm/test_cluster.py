@@ -463,3 +463,71 @@ def test_an_array_over_max_array_size_is_queued_as_arrays_sbatch_takes(tmp_path)
         assert f"afterany:{first}" in held and f"afterany:{last}" in held, held
     finally:
         collapse("cancel", run)
+
+
+def _preempt() -> str:
+    """A job of partition urgent (start.sh: a higher PriorityTier) that needs the whole node: it preempts
+    what runs in debug (requeued) and scavenger (cancelled)."""
+    cmd = ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-o", "/dev/null", "--wrap", "sleep 2"]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _started(run, label: str, step: int = 2) -> None:
+    deadline = time.time() + 120
+    while not (run / label / "steps" / f"{step:03d}.done").exists():
+        assert time.time() < deadline, "the generation never got going"
+        time.sleep(0.2)
+
+
+def test_a_preempted_generation_is_requeued_and_resumes(tmp_path):
+    """Preemption (PreemptMode=REQUEUE): Slurm signals the generation and requeues it; it resumes from
+    its finished steps, none done twice."""
+    cfg = write_config(tmp_path, "preempted", generations=1, ltchain={"rows": 2, "sleep_s": 6.0})  # 12 steps
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = jobs(run)["units"][label]
+    _started(run, label)
+    urgent = _preempt()
+    wait_for([job["job_id"], urgent, jobs(run)["aggregate"]["job_id"]], timeout=120)
+    states = [r["State"] for r in sacct(job["job_id"], duplicates=True)[job["job_id"]]]
+    assert states == ["PREEMPTED", "COMPLETED"], states
+    log = open(job["log"]).read()
+    assert "DUE TO PREEMPTION" in log
+    assert sorted(map(int, re.findall(r"ltchain step (\d+) done", log))) == list(range(12))
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  done +job {job['job_id']} ", out), out
+
+
+def test_a_generation_preempted_for_good_reads_as_such_and_submit_resumes_it(tmp_path):
+    """A partition that cancels preempted jobs (PreemptMode=CANCEL): the generation ends PREEMPTED. status
+    showed the state with no log and did not count it as failed, and put its dependent's cancel down to
+    'scancel or collapse-hpc cancel'."""
+    prof = _profile_with(tmp_path, partition="scavenger")
+    cfg = write_config(tmp_path, "scavenged", generations=2, ltchain={"rows": 2, "sleep_s": 6.0})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", prof)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    first = unit_ids(run)
+    gen0, gen1 = first[label], first["ltchain/replace-p0-s0/gen_001"]
+    _started(run, label)
+    urgent = _preempt()
+    wait_for([gen0, gen1, urgent], timeout=60)
+    assert sacct(gen0)[gen0][-1]["State"] == "PREEMPTED"
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  PREEMPTED +job {gen0}", out) and "DUE TO PREEMPTION" in out, out
+    assert f"never started, no log (waited on afterok:{gen0}: job {gen0} ended PREEMPTED)" in out, out
+    assert "2 units failed or were cancelled" in out, out
+
+    rc, _, err = collapse("submit", run / "config.yaml", "--run", run)
+    assert rc == 0, err
+    again = unit_ids(run)
+    assert again[label] != gen0
+    wait_for([*again.values(), jobs(run)["aggregate"]["job_id"]], timeout=120)
+    steps = re.findall(r"ltchain step (\d+) done", open(jobs(run)["units"][label]["log"]).read()
+                       + open(f"{run}/logs/submitit/{gen0}_0_log.err").read())
+    assert sorted(map(int, steps)) == list(range(12))  # resumed from the preempted job's steps
+    rc, out, _ = collapse("status", run)
+    assert "generation 1 reached (2/2 done)" in out, out
