@@ -44,14 +44,44 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
             parts = line.split("|")
             if len(parts) == 3:
                 out[parts[0]] = (parts[1].split()[0], parts[2], "")  # "CANCELLED by 0" -> CANCELLED
+    queue_known = False
     if shutil.which("squeue"):
         from collapse_hpc.launch.slurm import squeue
 
         try:
             out.update(squeue(["-j", ",".join(bases)]))
-        except UserError:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
-            pass
+            queue_known = True
+        except UserError as e:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
+            queue_known = "Invalid job id" in str(e)
+    if queue_known:
+        out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
     return {j: (state, _clock(slurm_seconds(elapsed)), why) for j, (state, elapsed, why) in out.items()}
+
+
+def _unrun_tasks(tasks: list[str], known: dict) -> dict[str, tuple[str, str, str]]:
+    """Array tasks that left the queue without running, which sacct lists not by their own id: tasks
+    cancelled while queued are one record of the array (123_[0-2%3] or 123, CANCELLED), or none where
+    their siblings ran. They read UNKNOWN; they are that record's state, or CANCELLED."""
+    found = {}
+    for task in (t for t in tasks if t not in known):
+        base, index = task.split("_", 1)
+        ranges = {j: known[j] for j in known if j == base or j.startswith(f"{base}_[")}
+        covering = [state for j, state in ranges.items() if j == base or _in_range(j, index)]
+        if covering:
+            found[task] = (covering[0][0], "", "")
+        elif not ranges and any(j.startswith(f"{base}_") for j in known):  # its siblings ran
+            found[task] = ("CANCELLED", "", "")
+    return found
+
+
+def _in_range(record: str, index: str) -> bool:
+    """Whether sacct's record of array tasks (123_[0-2,5%3]) takes in task `index`."""
+    spec = record.partition("[")[2].rstrip("]").split("%")[0]
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and index.isdigit() and int(low) <= int(index) <= int(high or low):
+            return True
+    return False
 
 
 def slurm_seconds(elapsed: str) -> int | None:

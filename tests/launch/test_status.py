@@ -252,3 +252,17 @@ def test_a_dependent_of_a_preempted_generation_says_so():
 
     assert "PREEMPTED" in BAD
     assert never_started("afterok:5", {"5": ("PREEMPTED", "0:04", "")}) == "waited on afterok:5: job 5 ended PREEMPTED"
+
+
+def test_array_tasks_cancelled_before_they_ran_read_cancelled(fake_slurm):  # noqa: F811
+    """sacct keeps no record of its own for an array task cancelled while queued: the array's remainder is
+    one record (123_[0-2%3]), or none where the other tasks ran. Such tasks read UNKNOWN."""
+    from collapse_hpc.launch.status import slurm_states
+
+    (fake_slurm / "sacct.txt").write_text("1913_[1-2%3]|CANCELLED by 0|00:00:00\n1913_0|COMPLETED|00:00:02\n"
+                                          "1902_0|COMPLETED|00:00:02\n1902_1|COMPLETED|00:00:02\n")
+    (fake_slurm / "squeue.txt").write_text("1902_3|PENDING|0:00|Priority\n")
+    states = slurm_states(["1913_0", "1913_1", "1913_2", "1902_1", "1902_2", "1902_3", "1915_0"])
+    assert {j: s[0] for j, s in states.items() if not j.endswith("]")} == {
+        "1913_0": "COMPLETED", "1913_1": "CANCELLED", "1913_2": "CANCELLED", "1902_0": "COMPLETED",
+        "1902_1": "COMPLETED", "1902_2": "CANCELLED", "1902_3": "PENDING"}  # 1915: nothing known of it

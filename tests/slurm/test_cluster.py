@@ -531,3 +531,32 @@ def test_a_generation_preempted_for_good_reads_as_such_and_submit_resumes_it(tmp
     assert sorted(map(int, steps)) == list(range(12))  # resumed from the preempted job's steps
     rc, out, _ = collapse("status", run)
     assert "generation 1 reached (2/2 done)" in out, out
+
+
+def test_array_tasks_cancelled_before_they_ran_read_cancelled(tmp_path):
+    """`collapse-hpc cancel` before the array's tasks started (here: a drained node), and one task of an
+    array scancelled while the others ran: sacct has no record under the tasks' ids, and status read
+    UNKNOWN for them, unexplained and not counted."""
+    node = _node()
+    cfg = write_config(tmp_path, "unrun", generations=1, ltarray={"parts": 3})
+    runs = {name: tmp_path / name for name in ("cancelled", "one")}
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=queued array test"], check=True)
+    try:
+        for run in runs.values():
+            rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+            assert rc == 0, err
+        rc, out, _ = collapse("cancel", runs["cancelled"])
+        assert rc == 0 and "cancelled 4 queued or running jobs" in out, out
+        one = unit_ids(runs["one"])["ltarray/replace-p0-s0/part_001"]
+        subprocess.run(["scancel", one], check=True)
+    finally:
+        _resume(node)
+    wait_for([*unit_ids(runs["one"]).values(), jobs(runs["one"])["aggregate"]["job_id"]])
+    wait_for([*unit_ids(runs["cancelled"]).values()])
+    rc, out, _ = collapse("status", runs["cancelled"])
+    unrun = "never started, no log (cancelled while queued: scancel or collapse-hpc cancel)"
+    assert len(re.findall(r"part_00\d  CANCELLED", out)) == 3 and out.count(unrun) == 3, out
+    assert "3 units failed or were cancelled" in out and "UNKNOWN" not in out, out
+    rc, out, _ = collapse("status", runs["one"])
+    assert re.search(rf"part_001  CANCELLED +job {one}\n +{re.escape(unrun)}", out), out
+    assert "array: 2/3 parts done" in out and "UNKNOWN" not in out, out
