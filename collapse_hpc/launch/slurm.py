@@ -231,7 +231,13 @@ def cancel(job_ids: list[str]) -> None:
 def live(book: dict) -> list[str]:
     """The jobs of a run's book still queued or running (array tasks as 123_4), from squeue."""
     mine = {i.split("_")[0] for i in records.job_ids(book)}  # an array's tasks by the array's id
-    return sorted(j for j, state in queued().items() if state in ACTIVE and j.split("_")[0] in mine)
+    return sorted((j for j, state in queued().items() if state in ACTIVE and j.split("_")[0] in mine),
+                  key=job_order)
+
+
+def job_order(job: str) -> tuple:
+    """Job ids in number order, an array's tasks by task (123_2 before 123_10), not as text."""
+    return tuple(int(p) if p.isdigit() else -1 for p in job.split("_", 1))
 
 
 def cancel_run(store) -> int:

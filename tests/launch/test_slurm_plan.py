@@ -637,6 +637,17 @@ def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slu
     assert rc == 2 and "no such run folder" in err
 
 
+def test_cancel_lists_an_arrays_tasks_in_task_order(tmp_path, fake_slurm):
+    """It listed 1897_0 1897_1 1897_10 1897_100 …, as if tasks 2 to 9 were left running."""
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 12})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    tasks = [jobs(run)["units"][f"ltarray/replace-p0-s0/part_{p:03d}"]["job_id"] for p in range(12)]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{t}|PENDING|0:00\n" for t in reversed(tasks)))
+    rc, out, err = collapse("cancel", run)
+    assert rc == 0 and f"cancelled 12 queued or running jobs: {' '.join(tasks[:10])} …;" in out, out
+
+
 def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fake_slurm):
     """A drained node (or a QOS limit, or a dependency never satisfied) keeps a job PENDING for ever;
     status showed only PENDING, while squeue knew why."""
