@@ -13,6 +13,8 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/collapse-hpc/torch_extensions
 export PYTHONNOUSERSITE := 1
+# a path as one shell word, spaces and quotes included (RUN="runs/paper 2")
+q = '$(subst ','\'',$(1))'
 
 .PHONY: setup lock demo lint test test-slurm submit stage cancel status aggregate verify bench data image image-test sif clean help
 
@@ -36,8 +38,8 @@ lock: setup  ## regenerate both locks from pyproject.toml (pip-tools; keeps pins
 
 demo: setup  ## the whole suite locally on CPU, offline, then the report
 	$(CLI) data prepare wikivital
-	$(CLI) run $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
-	$(CLI) aggregate $(RUN)
+	$(CLI) run $(call q,$(CONFIG)) --run $(call q,$(RUN)) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
+	$(CLI) aggregate $(call q,$(RUN))
 
 lint: setup  ## ruff, mypy over config, regimes, store and engine, import-linter's contracts (pyproject.toml's [tool.*]), function length
 	$(VENV)/bin/ruff check .
@@ -53,22 +55,22 @@ test-slurm: setup  ## start the single-node Slurm dev cluster and run the Slurm 
 	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 submit: setup  ## submit to Slurm: make submit GENERATIONS=10 [CONFIG=] [PROFILE=, else the run's earlier submit's, else the config's profile:, else slurm/site.yaml] [RUN=]
-	$(CLI) submit $(CONFIG) --run $(RUN) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(PROFILE),--profile $(PROFILE))
+	$(CLI) submit $(call q,$(CONFIG)) --run $(call q,$(RUN)) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(PROFILE),--profile $(call q,$(PROFILE)))
 
 stage: setup  ## on a login node with internet: data sets and models of CONFIG where PROFILE's jobs look
-	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(CLI) stage $(CONFIG) $(if $(PROFILE),--profile $(PROFILE))
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(CLI) stage $(call q,$(CONFIG)) $(if $(PROFILE),--profile $(call q,$(PROFILE)))
 
 cancel: setup  ## cancel RUN's queued and running Slurm jobs, or stop its local launcher (finished units stay)
-	$(CLI) cancel $(RUN)
+	$(CLI) cancel $(call q,$(RUN))
 
 status: setup  ## per chain: generation reached, job states
-	$(CLI) status $(RUN)
+	$(CLI) status $(call q,$(RUN))
 
 aggregate: setup  ## tidy tables, figures and the results page of RUN
-	$(CLI) aggregate $(RUN)
+	$(CLI) aggregate $(call q,$(RUN))
 
 verify: setup  ## re-hash every artefact of RUN against its manifest
-	$(CLI) verify $(RUN)
+	$(CLI) verify $(call q,$(RUN))
 
 bench: setup  ## every benchmark under benchmarks/, each ending with its figure
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done

@@ -127,10 +127,12 @@ def check_prepared(experiment: str, run, splits, section=None, key: str | None =
                         f"{experiment} reads ({', '.join(splits)})")
     if missing or not (out / "card.json").is_file():
         own = "" if name in builtin else " --from PATH"  # prepare knows no such name without the user's files
-        # a run resumed from another folder reads a relative data_dir there: say where it looked
-        here = "" if data_dir.is_absolute() else f" (data_dir {data_dir} is read from the current folder, {Path.cwd()})"
-        raise UserError(f"{key}: {out} is not prepared{here}; run: collapse-hpc data prepare {name}{own} "
-                        f"--data-dir {data_dir}")
+        # a run's relative data_dir is read from the current folder: a resubmission from elsewhere misses it
+        where = "" if data_dir.is_absolute() else (f" (data_dir {data_dir} is read from the current folder, "
+                                                   f"{Path.cwd()}: run from the folder it was prepared in, "
+                                                   f"or give data_dir as an absolute path)")
+        raise UserError(f"{key}: {out} is not prepared; run: collapse-hpc data prepare {name}{own} "
+                        f"--data-dir {data_dir}{where}")
 
 
 METRICS = "metrics.parquet"  # each unit's table of metrics (MetricsSchema), written by UnitContext.write_metrics

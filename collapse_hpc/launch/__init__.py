@@ -2,6 +2,8 @@
 (local) or as Slurm jobs (slurm). Experiments never know which."""
 from __future__ import annotations
 
+import shlex
+
 from collapse_hpc.config import EXECUTORS
 from collapse_hpc.errors import UserError
 
@@ -52,4 +54,5 @@ def refuse_if_submitted(store) -> None:
     if live:
         shown = ", ".join(live[:5]) + (f", … ({len(live)} in all)" if len(live) > 5 else "")
         raise UserError(f"{store.root}: Slurm jobs of this run are queued or running ({shown}); wait for them "
-                        f"(collapse-hpc status {store.root}) or cancel them (scancel) before running it here")
+                        f"(collapse-hpc status {shlex.quote(str(store.root))}) or cancel them (scancel) before "
+                        f"running it here")

@@ -7,24 +7,10 @@ check. Exit status 2 only when a check failed.
 """
 from __future__ import annotations
 
-import re
-import shutil
-
 from collapse_hpc.launch import estimate
 from collapse_hpc.launch import profile as profiles
-from collapse_hpc.launch.slurm import Submitter, job_name, numbered, report_memory_short
+from collapse_hpc.launch.slurm import Submitter, array_pieces, job_name, limits, numbered, report_memory_short
 from collapse_hpc.logs import count
-
-
-def limits() -> dict[str, int]:
-    """MaxJobCount and MaxArraySize of this cluster, where scontrol answers; {} elsewhere."""
-    if shutil.which("scontrol") is None:
-        return {}
-    import subprocess
-
-    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
-    found = dict(re.findall(r"^(MaxJobCount|MaxArraySize)\s*=\s*(\d+)", out.stdout, re.M))
-    return {k: int(v) for k, v in found.items()}
 
 
 def _script(sub: Submitter, kind: str, ranks: int, name: str, dependency: str | None, comment: str,
@@ -58,17 +44,18 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     arrays: dict[str, list] = {}
     for chain in (c for c in chains if c.shape == "array"):
         arrays.setdefault(chain.experiment, []).append(chain)
-    biggest_array = 0
+    lim = limits()
     for name, group in arrays.items():
         todo = [j for c in group for j in c.jobs if id(j) in started]
         kinds[group[0].kind] = kinds.get(group[0].kind, 0) + len(todo)
-        biggest_array = max(biggest_array, len(todo))
+        pieces = array_pieces(todo, lim.get("MaxArraySize"))
         print(f"{name:<{width}}  array  {len(todo):>4} of {sum(len(c.jobs) for c in group):>4} tasks        "
-              f"{group[0].kind}  %{min(len(todo) or 1, prof.array_parallelism)} at once")
+              f"{group[0].kind}  %{min(len(todo) or 1, prof.array_parallelism)} at once"
+              + (f", as {len(pieces)} arrays (MaxArraySize {lim['MaxArraySize']})" if len(pieces) > 1 else ""))
         if todo:
-            scripts.append((f"the {name} array ({count(len(todo), 'task')})",
+            scripts.append((f"the {name} array ({count(len(pieces[0]), 'task')})",
                             _script(sub, group[0].kind, 1, job_name(run.name, name, name), None, f"{name} array",
-                                    tasks=len(todo))))
+                                    tasks=len(pieces[0]))))
     kinds["aggregate"] = 1
     scripts.append(("the aggregation job (afterany on every job above)",
                     _script(sub, "aggregate", 1, job_name(run.name, "aggregate", "aggregate"),
@@ -78,13 +65,10 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     done = sum(len(c.jobs) for c in chains) - len(started)
     print("jobs by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items() if n) + f"; {total} in all "
           f"(an array task counts as a job); {count(done, 'unit')} already done")
-    lim = limits()
     if lim:
         over = []
         if "MaxJobCount" in lim and total > lim["MaxJobCount"]:
             over.append(f"{count(total, 'job')} > MaxJobCount {lim['MaxJobCount']}")
-        if "MaxArraySize" in lim and biggest_array >= lim["MaxArraySize"]:
-            over.append(f"an array of {count(biggest_array, 'task')} >= MaxArraySize {lim['MaxArraySize']}")
         print("cluster limits (scontrol): " + ", ".join(f"{k} {v}" for k, v in lim.items())
               + ("; OVER: " + "; ".join(over) if over else "; within them"))
         problems += [f"cluster limit: {o}" for o in over]

@@ -52,9 +52,11 @@ class Ending(KeyboardInterrupt):
 
 
 # Slurm's state of a job whose end has begun (a running job's is RUNNING, also while a preemption's
-# grace time runs: its SIGTERM comes first, then USR2, which checkpoints and requeues)
+# grace time runs: its SIGTERM comes first, then USR2, which checkpoints and requeues). PENDING: Slurm
+# has already requeued the job (its node set DOWN, a node failure): this attempt is over, and one left
+# running makes the next attempt's launch fail ("Duplicate jobid"), which holds the job and drains the node
 ENDING = {"COMPLETING", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "DEADLINE", "FAILED", "COMPLETED",
-          "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "OUT_OF_MEMORY", "BOOT_FAIL"}
+          "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "OUT_OF_MEMORY", "BOOT_FAIL", "PENDING"}
 _requeueing = threading.Event()  # set by checkpoint(): the SIGTERM that follows our own requeue is submitit's
 
 

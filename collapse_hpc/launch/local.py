@@ -314,7 +314,8 @@ def cancel_run(store) -> int:
         raise UserError(f"{store.root}: told the run to stop (launcher {pid}, units {units}), but "
                         f"{', '.join(map(str, left)) or pid} still running after {CANCEL_WAIT_S + 20} s; kill them")
     print(f"{store.root}: cancelled the local run" + (f" (launcher pid {pid})" if pid else "")
-          + f"; finished units stay (collapse-hpc verify {store.root}), and a next run goes on from them")
+          + f"; finished units stay (collapse-hpc verify {shlex.quote(str(store.root))}), and a next run goes on "
+            f"from them")
     return 0
 
 

@@ -19,6 +19,7 @@ import io
 import itertools
 import math
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -205,6 +206,23 @@ def profile_problems(prof: profiles.Profile, kinds) -> list[str]:
     return list(dict.fromkeys(found))  # kinds sharing the profile's partition: said once
 
 
+def limits() -> dict[str, int]:
+    """MaxJobCount and MaxArraySize of this cluster, where scontrol answers; {} elsewhere."""
+    if shutil.which("scontrol") is None:
+        return {}
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
+    found = dict(re.findall(r"^(MaxJobCount|MaxArraySize)\s*=\s*(\d+)", out.stdout, re.M))
+    return {k: int(v) for k, v in found.items()}
+
+
+def array_pieces(tasks: list, max_array: int | None) -> list[list]:
+    """`tasks` as the job arrays sbatch takes: an array's indices run below MaxArraySize, so one of
+    more than MaxArraySize tasks is refused ("Invalid job array specification"); 0 (arrays disabled):
+    one task each, which submitit queues as a plain job."""
+    size = len(tasks) if max_array is None else max(max_array, 1)
+    return [tasks[i:i + size] for i in range(0, len(tasks), size or 1)]
+
+
 def cancel(job_ids: list[str]) -> None:
     if job_ids:
         subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
@@ -213,7 +231,13 @@ def cancel(job_ids: list[str]) -> None:
 def live(book: dict) -> list[str]:
     """The jobs of a run's book still queued or running (array tasks as 123_4), from squeue."""
     mine = {i.split("_")[0] for i in records.job_ids(book)}  # an array's tasks by the array's id
-    return sorted(j for j, state in queued().items() if state in ACTIVE and j.split("_")[0] in mine)
+    return sorted((j for j, state in queued().items() if state in ACTIVE and j.split("_")[0] in mine),
+                  key=job_order)
+
+
+def job_order(job: str) -> tuple:
+    """Job ids in number order, an array's tasks by task (123_2 before 123_10), not as text."""
+    return tuple(int(p) if p.isdigit() else -1 for p in job.split("_", 1))
 
 
 def cancel_run(store) -> int:
@@ -232,7 +256,8 @@ def cancel_run(store) -> int:
         cancel(jobs)
     if jobs:
         print(f"{store.root}: cancelled {count(len(jobs), 'queued or running job')}: {' '.join(jobs[:10])}"
-              + (" …" if len(jobs) > 10 else "") + f"; finished units stay (collapse-hpc status {store.root})")
+              + (" …" if len(jobs) > 10 else "")
+              + f"; finished units stay (collapse-hpc status {shlex.quote(str(store.root))})")
     else:
         print(f"{store.root}: nothing to cancel: none of its jobs is queued or running")
     return 0
@@ -397,6 +422,7 @@ def submit(store, run, chains, finish=None, **_) -> dict:
     # recorded even when a later sbatch fails.
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
         plan = _Submission(store, run, Submitter(store, run, prof), records.load(store), queued())
+        plan.max_array = limits().get("MaxArraySize")
         if plan.book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
             raise UserError(f"{plan.book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
                             f"(squeue --me) and remove it, then submit again")
@@ -432,6 +458,7 @@ class _Submission:
         self.root = str(store.root)
         self.rows, self.new_ids, self.live_ids, self.stale = [], [], [], []
         self.done = 0
+        self.max_array: int | None = None  # the cluster's MaxArraySize, where scontrol tells it
 
     def live(self, label: str) -> str | None:
         jid = self.book["units"].get(label, {}).get("job_id")
@@ -489,25 +516,27 @@ class _Submission:
                 else:
                     todo.append((job, chain.kind))
         self.live_ids += queued_parts
-        ids = ""
+        arrays = []
         if todo:
             ex = self.sub.executor(group[0].kind, 1, name=job_name(self.run.name, name, name),
                                    comment=f"{name} array")
 
-            def array():
-                with ex.batch():  # one sbatch --array for every part of every variant
+            def array(piece):
+                with ex.batch():  # one sbatch --array for every part of every variant (up to MaxArraySize)
                     return [(job, kind, ex.submit(UnitJob(), self.root, job.experiment, job.variant, job.index))
-                            for job, kind in todo]
+                            for job, kind in piece]
 
-            jobs = _sbatch(f"the {name} array", array)
-            for job, kind, sj in jobs:
-                self.note(job.label, sj, None, kind)
-            array_id = jobs[0][2].job_id.split("_")[0]
-            self.new_ids.append(array_id)
-            ids = f"{array_id}_[0-{len(jobs) - 1}]"
+            for piece in array_pieces(todo, self.max_array):
+                jobs = _sbatch(f"the {name} array", lambda piece=piece: array(piece))
+                for job, kind, sj in jobs:
+                    self.note(job.label, sj, None, kind)
+                array_id = jobs[0][2].job_id.split("_")[0]
+                self.new_ids.append(array_id)
+                # submitit queues a lone task as a plain job: it has no task 0 to name
+                arrays.append(f"{array_id}_[0-{len(jobs) - 1}]" if len(jobs) > 1 else array_id)
         if queued_parts:
-            ids += (" + " if ids else "") + f"{len(queued_parts)} queued"
-        self.rows.append((name, "array", planned, ids or "all done"))
+            arrays.append(f"{len(queued_parts)} queued")
+        self.rows.append((name, "array", planned, " + ".join(arrays) or "all done"))
 
     def aggregate(self, chains, finish) -> None:
         """The report job, afterany on everything queued; again at once if the last one failed."""
@@ -564,6 +593,6 @@ def _print_table(store, prof, rows, n_new: int, done: int) -> None:
         print(f"{name:<{width}}  {shape:<5}  {units:>5}  {ids}")
     if n_new:
         print(f"submitted {count(n_new, 'job')} to {prof.name}; {count(done, 'unit')} already done; "
-              f"jobs in {store.root / records.JOBS}; follow with: collapse-hpc status {store.root}")
+              f"jobs in {store.root / records.JOBS}; follow with: collapse-hpc status {shlex.quote(str(store.root))}")
     else:
         print(f"nothing to submit: {count(done, 'unit')} done, the rest already queued or running", file=sys.stdout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,10 @@ from collapse_hpc.store.lock import pid_alive
 from collapse_hpc.store.manifest import read_once
 from collapse_hpc.logs import count
 
-BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}
+# ended without finishing its unit; PREEMPTED: cancelled for a higher-priority job (a partition whose
+# PreemptMode is CANCEL; one that requeues reads PENDING again)
+BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "INTERRUPTED",
+       "PREEMPTED"}
 
 
 # why a queued job waits, where that is news: an afterok parent still running is the chain's normal wait
@@ -41,14 +45,44 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
             parts = line.split("|")
             if len(parts) == 3:
                 out[parts[0]] = (parts[1].split()[0], parts[2], "")  # "CANCELLED by 0" -> CANCELLED
+    queue_known = False
     if shutil.which("squeue"):
         from collapse_hpc.launch.slurm import squeue
 
         try:
             out.update(squeue(["-j", ",".join(bases)]))
-        except UserError:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
-            pass
+            queue_known = True
+        except UserError as e:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
+            queue_known = "Invalid job id" in str(e)
+    if queue_known:
+        out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
     return {j: (state, _clock(slurm_seconds(elapsed)), why) for j, (state, elapsed, why) in out.items()}
+
+
+def _unrun_tasks(tasks: list[str], known: dict) -> dict[str, tuple[str, str, str]]:
+    """Array tasks that left the queue without running, which sacct lists not by their own id: tasks
+    cancelled while queued are one record of the array (123_[0-2%3] or 123, CANCELLED), or none where
+    their siblings ran. They read UNKNOWN; they are that record's state, or CANCELLED."""
+    found = {}
+    for task in (t for t in tasks if t not in known):
+        base, index = task.split("_", 1)
+        ranges = {j: known[j] for j in known if j == base or j.startswith(f"{base}_[")}
+        covering = [state for j, state in ranges.items() if j == base or _in_range(j, index)]
+        if covering:
+            found[task] = (covering[0][0], "", "")
+        elif not ranges and any(j.startswith(f"{base}_") for j in known):  # its siblings ran
+            found[task] = ("CANCELLED", "", "")
+    return found
+
+
+def _in_range(record: str, index: str) -> bool:
+    """Whether sacct's record of array tasks (123_[0-2,5%3]) takes in task `index`."""
+    spec = record.partition("[")[2].rstrip("]").split("%")[0]
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and index.isdigit() and int(low) <= int(index) <= int(high or low):
+            return True
+    return False
 
 
 def slurm_seconds(elapsed: str) -> int | None:
@@ -194,7 +228,8 @@ def why_not_done(store: RunStore, run, job) -> str:
 def redo_command(store: RunStore, job, executor: str) -> str:
     """The command that redoes the unit (finished units are kept, so it reruns only what is missing)."""
     verb = "submit" if executor == "slurm" else "run"
-    return f"collapse-hpc {verb} {store.root / 'config.yaml'} --run {store.root} --only {job.experiment}"
+    return shlex.join(["collapse-hpc", verb, str(store.root / "config.yaml"), "--run", str(store.root), "--only",
+                       job.experiment])  # one word a path, so it pastes whole
 
 
 def launched(store: RunStore, chains, book: dict) -> set[str]:

@@ -4,6 +4,7 @@ cancelled, completed without being done) in full, a chain's run of dependents ne
 `status RUN --all` lists every unit, `--json` gives everything to scripts."""
 from __future__ import annotations
 
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -28,10 +29,10 @@ def summary(state: dict) -> list[str]:
         for entry in needing[:SHOWN]:
             out += entry
         if len(needing) > SHOWN:
-            out.append(f"  … {len(needing) - SHOWN} more: collapse-hpc status {state['run']} --all")
+            out.append(f"  … {len(needing) - SHOWN} more: collapse-hpc status {shlex.quote(state['run'])} --all")
     units = sum(len(item["units"]) for item in state["chains"])
     return out + footer(state) + ["", f"{count(units, 'unit')} in all; every unit: collapse-hpc status "
-                                      f"{state['run']} --all (or --json)"]
+                                      f"{shlex.quote(state['run'])} --all (or --json)"]
 
 
 def experiment_lines(name: str, items: list[dict]) -> list[str]:

@@ -190,7 +190,14 @@ $OVERRIDES
 # one the node has (a count, no device files), which submit's check of gres must let through
 GresTypes=gpu,scratch
 NodeName=$HOST NodeAddr=127.0.0.1 $NODE_HW RealMemory=$MEM Gres=scratch:ssd:2 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# preemption as on clusters with a scavenger tier: a job of partition urgent (higher PriorityTier) that
+# needs the node requeues the jobs of debug running there (Slurm signals them, then requeues them) and
+# cancels those of scavenger (they end PREEMPTED)
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=scavenger Nodes=ALL Default=NO MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=CANCEL
+PartitionName=urgent Nodes=ALL Default=NO MaxTime=INFINITE State=UP PriorityTier=2
 EOF
 )
 NEWGRES="NodeName=$HOST Name=scratch Type=ssd Count=2"

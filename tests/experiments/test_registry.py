@@ -115,13 +115,3 @@ def test_an_unprepared_data_set_is_said_with_the_command_that_prepares_it(tmp_pa
     with pytest.raises(UserError, match=f"{experiment}.dataset: .* is not prepared; run: collapse-hpc {says}"):
         experiments.get(experiment).check(run)
 
-
-def test_an_unprepared_data_set_under_a_relative_data_dir_says_where_it_was_looked_for(tmp_path, monkeypatch):
-    # a run resumed from another folder (its config.yaml keeps `data_dir: data`) was told to prepare
-    # its data set again, with no word that it had looked under the folder the command ran in
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    run = experiments.config_from_dict({"data_dir": "data", "vae": {"dataset": "myimages"}})
-    with pytest.raises(UserError, match=rf"vae.dataset: data/myimages is not prepared \(data_dir data is read from "
-                                        rf"the current folder, {tmp_path / 'elsewhere'}\); run: "):
-        experiments.get("vae").check(run)

@@ -1,5 +1,7 @@
 """submit --dry-run: the plan, the sbatch scripts, the estimate and every failing check are printed;
 nothing is written or queued; exit 2 only when a check failed."""
+import re
+
 from tests.launch.helpers import REPO, collapse, write_config
 from tests.launch.test_slurm_plan import fake_slurm, scripts  # noqa: F401  (the fixture)
 
@@ -48,19 +50,19 @@ def test_dry_run_counts_one_of_a_kind_in_the_singular(tmp_path, fake_slurm):  # 
 
 
 def test_one_failed_check_reads_in_the_singular(tmp_path, fake_slurm):  # noqa: F811
-    # it read "an array of 1 tasks >= MaxArraySize 1" and "1 check(s) failed"
-    (fake_slurm / "config.txt").write_text("MaxArraySize = 1\n")
+    # it read "2 job(s) > MaxJobCount 1" and "1 check(s) failed"
+    (fake_slurm / "config.txt").write_text("MaxJobCount = 1\n")
     cfg = write_config(tmp_path, generations=1, ltarray={"parts": 1})
     rc, out, _ = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run",
                           "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 2
     assert [ln for ln in out.splitlines() if ln.startswith("FAILED: ")] == [
-        "FAILED: cluster limit: an array of 1 task >= MaxArraySize 1"]
+        "FAILED: cluster limit: 2 jobs > MaxJobCount 1"]
     assert "\n1 check failed: submit without --dry-run once" in out
 
 
 def test_every_failing_check_is_listed(tmp_path, fake_slurm):  # noqa: F811
-    (fake_slurm / "config.txt").write_text("MaxArraySize = 2\n")
+    (fake_slurm / "config.txt").write_text("MaxJobCount = 2\n")
     prof = tmp_path / "p.yaml"
     prof.write_text(f"partition: nowhere\ncontainer: {{image: {tmp_path / 'missing.sif'}}}\n")
     cfg = write_config(tmp_path, generations=1, ltarray={"parts": 3})
@@ -69,7 +71,20 @@ def test_every_failing_check_is_listed(tmp_path, fake_slurm):  # noqa: F811
     failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
     assert len(failed) == 3, out
     assert "missing.sif not found" in failed[0] and "no partition 'nowhere'" in failed[1]
-    assert "an array of 3 tasks >= MaxArraySize 2" in failed[2]
+    assert "4 jobs > MaxJobCount 2" in failed[2]
+
+
+def test_an_array_over_max_array_size_is_planned_as_several(tmp_path, fake_slurm):  # noqa: F811
+    """It failed the check with an array of exactly MaxArraySize tasks, which sbatch takes (indices 0 to
+    MaxArraySize - 1); submit now queues a longer one as several arrays."""
+    (fake_slurm / "config.txt").write_text("MaxArraySize = 2\n")
+    for parts, pieces in ((2, ""), (3, ", as 2 arrays (MaxArraySize 2)")):
+        cfg = write_config(tmp_path, generations=1, ltarray={"parts": parts})
+        rc, out, _ = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run",
+                              "--profile", REPO / "slurm" / "local.yaml")
+        assert rc == 0 and "all passed" in out and "MaxArraySize 2; within them" in out, out
+        assert re.search(rf"ltarray +array +{parts} of +{parts} tasks +cpu +%{parts} at once{re.escape(pieces)}\n", out)
+        assert "#SBATCH --array=0-1%2" in out
 
 
 def test_every_job_kinds_partition_problem_is_listed(tmp_path, fake_slurm):  # noqa: F811

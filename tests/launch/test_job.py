@@ -25,9 +25,12 @@ def slurm_job(tmp_path, monkeypatch):
     job._requeueing.clear()
 
 
-def test_sigterm_of_a_cancelled_job_stops_the_unit(slurm_job):
+@pytest.mark.parametrize("ending", ["COMPLETING", "PENDING"])
+def test_sigterm_of_a_cancelled_job_stops_the_unit(slurm_job, ending):
+    """COMPLETING: scancel, what scontrol says while the job's processes are signalled. PENDING: Slurm
+    requeued the job before signalling this attempt (its node set DOWN); it ran on to its end."""
     state, bypassed = slurm_job
-    state.write_text("COMPLETING")  # scancel: what scontrol says while the job's processes are signalled
+    state.write_text(ending)
     job._stop_when_ending()
     with pytest.raises(job.Ending, match="job 7 is ending"):
         signal.raise_signal(signal.SIGTERM)

@@ -92,6 +92,23 @@ def test_chains_arrays_and_aggregate(tmp_path, fake_slurm):
         assert 'export HF_HUB_OFFLINE="1"' in script
 
 
+def test_an_array_over_max_array_size_is_queued_as_several(tmp_path, fake_slurm):
+    """sbatch refuses an array of more than MaxArraySize tasks ("Invalid job array specification"): the
+    chains were queued, the arrays and the aggregation job not. A lone last task is a plain job."""
+    (fake_slurm / "config.txt").write_text("MaxArraySize = 2\n")
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 5})
+    out = submit(cfg, tmp_path / "run")
+    s = scripts(fake_slurm)
+    book = jobs(tmp_path / "run")
+    parts = [book["units"][f"ltarray/replace-p0-s0/part_{p:03d}"]["job_id"] for p in range(5)]
+    a, b, c = (parts[0].split("_")[0], parts[2].split("_")[0], parts[4])
+    assert parts == [f"{a}_0", f"{a}_1", f"{b}_0", f"{b}_1", c]
+    assert flag(s[int(a)], "array") == flag(s[int(b)], "array") == "0-1%2" and flag(s[int(c)], "array") is None
+    assert f"{a}_[0-1] + {b}_[0-1] + {c}\n" in out
+    agg = book["aggregate"]["job_id"]
+    assert flag(s[int(agg)], "dependency") == f"afterany:{a}:{b}:{c}"
+
+
 def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm):
     """One owner per run: while submitted jobs are queued or running, a local (or debug, or by
     hand) run of the same run folder is one error line and changes nothing; once they are gone
@@ -618,6 +635,17 @@ def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slu
     assert rc == 0 and "nothing to cancel" in out
     rc, _, err = collapse("cancel", tmp_path / "nowhere")
     assert rc == 2 and "no such run folder" in err
+
+
+def test_cancel_lists_an_arrays_tasks_in_task_order(tmp_path, fake_slurm):
+    """It listed 1897_0 1897_1 1897_10 1897_100 …, as if tasks 2 to 9 were left running."""
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 12})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    tasks = [jobs(run)["units"][f"ltarray/replace-p0-s0/part_{p:03d}"]["job_id"] for p in range(12)]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{t}|PENDING|0:00\n" for t in reversed(tasks)))
+    rc, out, err = collapse("cancel", run)
+    assert rc == 0 and f"cancelled 12 queued or running jobs: {' '.join(tasks[:10])} …;" in out, out
 
 
 def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fake_slurm):

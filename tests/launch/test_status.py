@@ -76,6 +76,20 @@ def test_status_explains_a_completed_job_whose_unit_is_not_done(tmp_path, capsys
     assert unit["redo"].startswith("collapse-hpc run ") and tail["not_in_this_run"] is True
 
 
+def test_the_redo_command_pastes_whole_for_a_run_folder_with_spaces(tmp_path):
+    """status printed `collapse-hpc submit /x/my run/config.yaml --run /x/my run …`: pasted, the shell
+    split each path in two."""
+    import shlex
+
+    from collapse_hpc.launch.status import redo_command
+    from collapse_hpc.store import RunStore
+
+    store = RunStore(tmp_path / "it's my run")
+    job = type("Job", (), {"experiment": "gmm"})()
+    assert shlex.split(redo_command(store, job, "slurm")) == [
+        "collapse-hpc", "submit", str(store.root / "config.yaml"), "--run", str(store.root), "--only", "gmm"]
+
+
 def test_status_json_from_the_command_line(tmp_path):
     import json
 
@@ -248,3 +262,26 @@ def test_a_large_runs_status_shows_an_array_that_failed_alike_once(tmp_path, fak
     assert "tail/replace-p0-s0/part_000..part_298  FAILED" in out and "(299 units, their logs ending alike)" in out
     assert "| ValueError: tail.samples must be >= 2" in out
     assert "  tail/replace-p0-s0/part_299  FAILED" in out and "| KeyError: 'x'" in out
+
+
+def test_a_dependent_of_a_preempted_generation_says_so():
+    """A generation cancelled by preemption (PreemptMode=CANCEL) ends PREEMPTED: its dependent's cancel was
+    put down to scancel or collapse-hpc cancel."""
+    from collapse_hpc.launch.status import BAD, never_started
+
+    assert "PREEMPTED" in BAD
+    assert never_started("afterok:5", {"5": ("PREEMPTED", "0:04", "")}) == "waited on afterok:5: job 5 ended PREEMPTED"
+
+
+def test_array_tasks_cancelled_before_they_ran_read_cancelled(fake_slurm):  # noqa: F811
+    """sacct keeps no record of its own for an array task cancelled while queued: the array's remainder is
+    one record (123_[0-2%3]), or none where the other tasks ran. Such tasks read UNKNOWN."""
+    from collapse_hpc.launch.status import slurm_states
+
+    (fake_slurm / "sacct.txt").write_text("1913_[1-2%3]|CANCELLED by 0|00:00:00\n1913_0|COMPLETED|00:00:02\n"
+                                          "1902_0|COMPLETED|00:00:02\n1902_1|COMPLETED|00:00:02\n")
+    (fake_slurm / "squeue.txt").write_text("1902_3|PENDING|0:00|Priority\n")
+    states = slurm_states(["1913_0", "1913_1", "1913_2", "1902_1", "1902_2", "1902_3", "1915_0"])
+    assert {j: s[0] for j, s in states.items() if not j.endswith("]")} == {
+        "1913_0": "COMPLETED", "1913_1": "CANCELLED", "1913_2": "CANCELLED", "1902_0": "COMPLETED",
+        "1902_1": "COMPLETED", "1902_2": "CANCELLED", "1902_3": "PENDING"}  # 1915: nothing known of it

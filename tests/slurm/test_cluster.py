@@ -380,3 +380,183 @@ def test_an_account_or_qos_the_user_may_not_charge_stops_submit_before_anything(
     assert ("account applies to every kind" in err) == ("account" in keys)
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
+
+
+def _node() -> str:
+    return subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True, check=True).stdout.split()[0]
+
+
+def _resume(node: str) -> None:
+    """Back to service (ReturnToService=2 may have done it already: then scontrol refuses, harmlessly)."""
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+
+
+def test_a_generation_whose_node_goes_down_stops_and_its_requeue_runs(tmp_path):
+    """A node set DOWN (or lost) under a running generation: Slurm requeues the job (NODE_FAIL) and
+    SIGTERMs the attempt, whose job then reads PENDING. submitit bypassed that SIGTERM, the attempt ran
+    on, and the requeued one's launch failed ('Duplicate jobid'): the job was held and the node drained."""
+    node = _node()
+    cfg = write_config(tmp_path, "nodefail", generations=1, ltchain={"rows": 2, "sleep_s": 10.0})  # 20 steps
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = jobs(run)["units"][label]
+    deadline = time.time() + 120
+    while not (run / label / "steps" / "002.done").exists():
+        assert time.time() < deadline, "the generation never got going"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=node failure test"], check=True)
+    try:
+        time.sleep(2)
+        assert "is ending (Slurm: PENDING)" in open(job["log"]).read()
+    finally:
+        _resume(node)
+    wait_for([job["job_id"], jobs(run)["aggregate"]["job_id"]], timeout=120)
+    states = [r["State"] for r in sacct(job["job_id"], duplicates=True)[job["job_id"]]]
+    assert states[0] == "NODE_FAIL" and states[-1] == "COMPLETED", states
+    steps = re.findall(r"ltchain step (\d+) done", open(job["log"]).read())
+    assert sorted(map(int, steps)) == list(range(20))  # none twice: the first attempt stopped
+    drained = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True).stdout
+    assert not drained.startswith("drain"), drained
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  done +job {job['job_id']} ", out), out
+
+
+def test_make_submit_and_status_of_a_run_folder_with_spaces(tmp_path):
+    """make passed CONFIG and RUN to the shell unquoted: `make submit RUN="runs/my run"` stopped at
+    'unrecognized arguments: run'; the commands submit and status print split the same way when pasted."""
+    folder = tmp_path / "bob's runs"
+    folder.mkdir()
+    cfg = write_config(folder, "spaced", generations=1, ltchain={"rows": 2}, ltarray={"parts": 1})
+    run = folder / "run 1"
+    make = ["make", "-s", "-o", ".venv/.installed"]
+    out = subprocess.run([*make, "submit", f"CONFIG={cfg}", f"RUN={run}", f"PROFILE={PROFILE}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    follow = re.search(r"follow with: (.*)", out.stdout)[1]
+    assert shlex.split(follow) == ["collapse-hpc", "status", str(run)], out.stdout
+    wait_for([*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]])
+    status = subprocess.run([*make, "status", f"RUN={run}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"gen_000  done", status.stdout) and "array: 1/1 parts done" in status.stdout, status.stdout
+    assert (run / "report" / "index.html").is_file()
+
+
+def test_an_array_over_max_array_size_is_queued_as_arrays_sbatch_takes(tmp_path):
+    """MaxArraySize 1001 (Slurm's default): an array's indices run 0 to 1000. A config of 1002 parts: the
+    chain was queued, then sbatch refused the array ('Invalid job array specification'), leaving a run
+    folder without its array and aggregation job."""
+    limit = int(re.search(r"^MaxArraySize\s*=\s*(\d+)", subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout, re.M)[1])
+    cfg = write_config(tmp_path, "wide", generations=1, ltchain={"rows": 2}, ltarray={"parts": limit + 1})
+    run = tmp_path / "run"
+    rc, out, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    try:
+        assert rc == 0, err
+        ids = unit_ids(run)
+        parts = [ids[f"ltarray/replace-p0-s0/part_{p:03d}"] for p in range(limit + 1)]
+        first, last = parts[0].split("_")[0], parts[-1]
+        assert parts[:-1] == [f"{first}_{i}" for i in range(limit)] and "_" not in last
+        assert f"{first}_[0-{limit - 1}] + {last}\n" in out
+        held = scontrol_job(jobs(run)["aggregate"]["job_id"])
+        assert f"afterany:{first}" in held and f"afterany:{last}" in held, held
+    finally:
+        collapse("cancel", run)
+
+
+def _preempt() -> str:
+    """A job of partition urgent (start.sh: a higher PriorityTier) that needs the whole node: it preempts
+    what runs in debug (requeued) and scavenger (cancelled)."""
+    cmd = ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-o", "/dev/null", "--wrap", "sleep 2"]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _started(run, label: str, step: int = 2) -> None:
+    deadline = time.time() + 120
+    while not (run / label / "steps" / f"{step:03d}.done").exists():
+        assert time.time() < deadline, "the generation never got going"
+        time.sleep(0.2)
+
+
+def test_a_preempted_generation_is_requeued_and_resumes(tmp_path):
+    """Preemption (PreemptMode=REQUEUE): Slurm signals the generation and requeues it; it resumes from
+    its finished steps, none done twice."""
+    cfg = write_config(tmp_path, "preempted", generations=1, ltchain={"rows": 2, "sleep_s": 6.0})  # 12 steps
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = jobs(run)["units"][label]
+    _started(run, label)
+    urgent = _preempt()
+    wait_for([job["job_id"], urgent, jobs(run)["aggregate"]["job_id"]], timeout=120)
+    states = [r["State"] for r in sacct(job["job_id"], duplicates=True)[job["job_id"]]]
+    assert states == ["PREEMPTED", "COMPLETED"], states
+    log = open(job["log"]).read()
+    assert "DUE TO PREEMPTION" in log
+    assert sorted(map(int, re.findall(r"ltchain step (\d+) done", log))) == list(range(12))
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  done +job {job['job_id']} ", out), out
+
+
+def test_a_generation_preempted_for_good_reads_as_such_and_submit_resumes_it(tmp_path):
+    """A partition that cancels preempted jobs (PreemptMode=CANCEL): the generation ends PREEMPTED. status
+    showed the state with no log and did not count it as failed, and put its dependent's cancel down to
+    'scancel or collapse-hpc cancel'."""
+    prof = _profile_with(tmp_path, partition="scavenger")
+    cfg = write_config(tmp_path, "scavenged", generations=2, ltchain={"rows": 2, "sleep_s": 6.0})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", prof)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    first = unit_ids(run)
+    gen0, gen1 = first[label], first["ltchain/replace-p0-s0/gen_001"]
+    _started(run, label)
+    urgent = _preempt()
+    wait_for([gen0, gen1, urgent], timeout=60)
+    assert sacct(gen0)[gen0][-1]["State"] == "PREEMPTED"
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  PREEMPTED +job {gen0}", out) and "DUE TO PREEMPTION" in out, out
+    assert f"never started, no log (waited on afterok:{gen0}: job {gen0} ended PREEMPTED)" in out, out
+    assert "2 units failed or were cancelled" in out, out
+
+    rc, _, err = collapse("submit", run / "config.yaml", "--run", run)
+    assert rc == 0, err
+    again = unit_ids(run)
+    assert again[label] != gen0
+    wait_for([*again.values(), jobs(run)["aggregate"]["job_id"]], timeout=120)
+    steps = re.findall(r"ltchain step (\d+) done", open(jobs(run)["units"][label]["log"]).read()
+                       + open(f"{run}/logs/submitit/{gen0}_0_log.err").read())
+    assert sorted(map(int, steps)) == list(range(12))  # resumed from the preempted job's steps
+    rc, out, _ = collapse("status", run)
+    assert "generation 1 reached (2/2 done)" in out, out
+
+
+def test_array_tasks_cancelled_before_they_ran_read_cancelled(tmp_path):
+    """`collapse-hpc cancel` before the array's tasks started (here: a drained node), and one task of an
+    array scancelled while the others ran: sacct has no record under the tasks' ids, and status read
+    UNKNOWN for them, unexplained and not counted."""
+    node = _node()
+    cfg = write_config(tmp_path, "unrun", generations=1, ltarray={"parts": 3})
+    runs = {name: tmp_path / name for name in ("cancelled", "one")}
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=queued array test"], check=True)
+    try:
+        for run in runs.values():
+            rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+            assert rc == 0, err
+        rc, out, _ = collapse("cancel", runs["cancelled"])
+        assert rc == 0 and "cancelled 4 queued or running jobs" in out, out
+        one = unit_ids(runs["one"])["ltarray/replace-p0-s0/part_001"]
+        subprocess.run(["scancel", one], check=True)
+    finally:
+        _resume(node)
+    wait_for([*unit_ids(runs["one"]).values(), jobs(runs["one"])["aggregate"]["job_id"]])
+    wait_for([*unit_ids(runs["cancelled"]).values()])
+    rc, out, _ = collapse("status", runs["cancelled"])
+    unrun = "never started, no log (cancelled while queued: scancel or collapse-hpc cancel)"
+    assert len(re.findall(r"part_00\d  CANCELLED", out)) == 3 and out.count(unrun) == 3, out
+    assert "3 units failed or were cancelled" in out and "UNKNOWN" not in out, out
+    rc, out, _ = collapse("status", runs["one"])
+    assert re.search(rf"part_001  CANCELLED +job {one}\n +{re.escape(unrun)}", out), out
+    assert "array: 2/3 parts done" in out and "UNKNOWN" not in out, out
