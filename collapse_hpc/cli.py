@@ -436,7 +436,7 @@ def cmd_profile(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from collapse_hpc.launch.status import show
+    from collapse_hpc.launch.listing import show
 
     return show(args.run, as_json=args.json, every=args.every)
 

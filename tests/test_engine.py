@@ -169,7 +169,7 @@ def test_the_plan_is_written_once_with_every_variant_its_config_and_hash(tmp_pat
 
 def test_jobs_status_and_report_read_the_plan_instead_of_planning_again(tmp_path, monkeypatch, capsys):
     from collapse_hpc import experiments
-    from collapse_hpc.launch.status import show
+    from collapse_hpc.launch.listing import show
     from collapse_hpc.report import collect
 
     store, run = toy_run(tmp_path, generations=2)

@@ -51,7 +51,7 @@ def _toy_and_tail(tmp_path):
 def test_status_explains_a_completed_job_whose_unit_is_not_done(tmp_path, capsys):
     import json
 
-    from collapse_hpc.launch.status import show
+    from collapse_hpc.launch.listing import show
 
     store = _toy_and_tail(tmp_path)
     gen1 = store.root / "toy" / "replace-p0-s0" / "gen_001"
@@ -106,7 +106,7 @@ def test_status_reads_each_units_manifest_once(tmp_path, capsys, monkeypatch):
     # its state, its binding (twice), what it holds and the job that made it each read it: ~3.5 times a unit
     import pathlib
 
-    from collapse_hpc.launch.status import show
+    from collapse_hpc.launch.listing import show
 
     store = _toy_and_tail(tmp_path)
     (store.root / "toy" / "replace-p0-s0" / "gen_001" / "metrics.parquet").unlink()  # completed, not done
@@ -137,7 +137,7 @@ def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys)
 
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import debug, records
-    from collapse_hpc.launch.status import show
+    from collapse_hpc.launch.listing import show
     from collapse_hpc.store import RunStore, read_manifest
     from tests.launch.helpers import collapse
 

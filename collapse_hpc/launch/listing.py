@@ -1,18 +1,113 @@
-"""collapse-hpc status of a run whose every unit would not fit a screen (the paper's 635): per
-experiment its units counted by state, each chain's line, and the units that need a hand (failed,
-cancelled, completed without being done) in full, a chain's run of dependents never started as one.
-`status RUN --all` lists every unit, `--json` gives everything to scripts."""
+"""What `collapse-hpc status RUN` prints of the run's state (launch.status): every unit on its line
+where that fits a screen, else a summary (the paper's 635 units): per experiment its units counted by
+state, each chain's line, and the units that need a hand (failed, cancelled, completed without being
+done) in full, a chain's run of dependents never started as one. `status RUN --all` lists every unit,
+`--json` gives everything to scripts."""
 from __future__ import annotations
 
+import json
 import shlex
 from collections import Counter
 from pathlib import Path
 
-from collapse_hpc.launch.status import BAD, chain_head, footer, header, unit_lines
+from collapse_hpc.errors import UserError
+from collapse_hpc.launch.status import BAD, log_lines, state_of
 from collapse_hpc.logs import count
+from collapse_hpc.store import RunStore
 
 CHAINS = 12  # chain lines per experiment; the rest are counted
 SHOWN = 5  # units (or runs of a chain's dependents) shown in full; the rest are counted
+
+
+def header(state: dict) -> list[str]:
+    ran = any(u["state"] == "done" for c in state["chains"] for u in c["units"])
+    unrecorded = "run in-process: --executor debug or by hand" if ran else "not launched yet"  # no jobs.json
+    where = f"{state['executor'] or unrecorded}" + (f", {state['cluster']}" if state.get("cluster") else "")
+    out = [f"run {state['run']} ({where})"]
+    if state.get("copied_from") and state["executor"] == "slurm":
+        out.append(f"a copy of {state['copied_from']}: the jobs recorded there are that folder's; here only the "
+                   f"finished units count (submit queues the rest for this folder)")
+    elif state.get("copied_from"):
+        out.append(f"a copy of {state['copied_from']}: its units run (or ran) there, none runs in this folder, "
+                   f"and the processes recorded there are that folder's; here only the finished units count "
+                   f"(run goes on from them in this folder)")
+    return out
+
+
+def chain_head(item: dict) -> str:
+    total = len(item["units"])
+    if item["shape"] != "chain":
+        return f"array: {item['done']}/{total} parts done"
+    reached = item["reached"]
+    return (f"generation {reached} reached" if reached >= 0 else "no generation finished") + \
+        f" ({item['done']}/{total} done)"
+
+
+def unit_lines(u: dict) -> list[str]:
+    """A unit's line, and for one not done or failed what is missing, its log and last lines."""
+    jid = u["job_id"]
+    ran = f"job {jid}" if jid else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else ""
+    line = f"  {u['unit']}  {u['state']:<13} {ran:<14} {u['elapsed']}"
+    if u.get("reason"):
+        line += f"  ({u['reason']})"
+    out = [line.rstrip()]
+    if "why_not_done" in u:
+        out += [f"      not done: {u['why_not_done']}", f"      redo: {u['redo']}"]
+    if u["state"] in BAD:
+        out += log_lines(u.get("log"), u.get("never_started") or (f"waited on {u['dependency']}"
+                                                                  if u.get("dependency") else None))
+        out += [f"      | {ln}" for ln in u.get("error") or []]
+        if u.get("hint"):
+            out.append(f"      {u['hint']}")
+    return out
+
+
+def footer(state: dict) -> list[str]:
+    """The aggregation job, and how many units failed."""
+    out = []
+    agg = state.get("aggregate")
+    if agg:
+        out += ["", f"aggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()
+                + (f"  ({agg['reason']})" if agg.get("reason") else "")]
+        if agg["state"] in BAD:
+            out += log_lines(agg.get("log"), f"waited on {agg['dependency']}" if agg.get("dependency") else None)
+            out += [f"      | {ln}" for ln in agg["error"]]
+    failed = sum(u["state"] in BAD for item in state["chains"] for u in item["units"])
+    if failed:
+        out += ["", f"{count(failed, 'unit')} failed or {'was' if failed == 1 else 'were'} cancelled; fix the "
+                f"cause and run or submit again (finished units are kept)"]
+    return out
+
+
+def every_unit(state: dict) -> list[str]:
+    """Every chain with every unit on its own line."""
+    out = header(state)
+    for item in state["chains"]:
+        name = f"{item['experiment']}/{item['variant']}"
+        if item.get("not_in_this_run"):
+            out += ["", f"{name}  not in this run (left out with --only)"]
+            continue
+        out += ["", f"{name}  {chain_head(item)}"]
+        for u in item["units"]:
+            out += unit_lines(u)
+    return out + footer(state)
+
+
+SCREEN = 60  # lines: a longer listing of every unit is summarised (status --all lists them)
+
+
+def show(run_dir: str | Path, as_json: bool = False, every: bool = False) -> int:
+    """Print the run's status: every unit where that fits a screen (or `every`), else a summary."""
+    store = RunStore(run_dir)
+    if not store.exists():
+        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
+    state = state_of(store, run_dir)
+    if as_json:
+        print(json.dumps(state, indent=1))
+        return 0
+    lines = every_unit(state)
+    print("\n".join(lines if every or len(lines) <= SCREEN else summary(state)))
+    return 0
 
 
 def summary(state: dict) -> list[str]:
