@@ -82,6 +82,7 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.corpus import SPLITS
         from collapse_hpc.experiments.lm.data import check_caches
         from collapse_hpc.experiments.lm.hub import check_source
+        from collapse_hpc.experiments.lm.model import check_weights
 
         checked, problems = set(), []
 
@@ -98,6 +99,8 @@ class LanguageModel(Experiment):
                 if tag and (key, tag) not in checked:
                     checked.add((key, tag))
                     attempt(check_source, where(key), tag, slurm=run.executor == "slurm")
+                    if key == "model":
+                        attempt(check_weights, where(key), tag)
         if problems:
             raise UserError("; ".join(dict.fromkeys(problems)))
 

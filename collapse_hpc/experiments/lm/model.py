@@ -180,11 +180,15 @@ def _hub_model(tag: str, pretrained: bool):
 
     from collapse_hpc.experiments.lm.hub import hub_offline
 
+    from safetensors import SafetensorError
+
     offline = hub_offline()
     try:
         if pretrained:
             return AutoModelForCausalLM.from_pretrained(tag, dtype=torch.float32)
         return random_model(AutoConfig.from_pretrained(tag))
+    except SafetensorError as e:  # found, but its weights do not read (a download or copy cut short)
+        raise UserError(f"model {tag!r}: its weights do not read: {str(e).splitlines()[0][:160]}") from None
     except (OSError, ValueError) as e:
         where = "not in the HF cache and the hub is offline (HF_HUB_OFFLINE=1)" if offline else \
             "not found in the HF cache or on the hub"
@@ -199,10 +203,20 @@ def load_model(folder):
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not list(folder.glob("*.safetensors")):
         raise UserError(f"{folder}: no saved model (config.json and *.safetensors expected)")
+    from safetensors import SafetensorError
+
     try:
         return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise UserError(f"{folder}: model cannot be loaded: {str(e).splitlines()[0][:160]}") from None
+
+
+def check_weights(key: str, tag: str) -> None:
+    """UserError where `tag` (config key `key`) is a folder whose saved model does not read: a file cut
+    short by a copy or a full disk failed every job at its load, after the run had begun."""
+    folder = Path(tag).expanduser()
+    if folder.is_dir() and list(folder.glob("*.safetensors")) and (why := unreadable(folder)):
+        raise UserError(f"{key}: the model in {folder} {why}")
 
 
 def unreadable(folder: Path) -> str | None:

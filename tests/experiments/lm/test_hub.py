@@ -206,3 +206,25 @@ def test_the_reference_flags_check_the_model_tag_as_a_config_does(tmp_path, lm_d
     line = one_error_line(p)
     assert line.startswith("error: --model_tag: 'facebook/opt-125m' is not in the HF cache"), line
     assert "cannot be reached from here" in line and time.monotonic() - start < 20
+
+
+def test_a_model_folder_whose_weights_are_cut_short_is_one_line_before_anything_is_written(tmp_path, lm_data_dir):
+    """lm.model naming a folder whose model.safetensors a copy cut short passed the checks; every
+    generation-0 job then failed on safetensors' traceback, after the run folder was made."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from collapse_hpc.experiments.lm.model import load_model
+
+    folder = tmp_path / "my-opt"
+    OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                             max_position_embeddings=80, word_embed_proj_dim=16)).save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
+                   f"lm: {{dataset: tiny, model: {folder}}}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r"))
+    assert f"lm.yaml: lm.model: the model in {folder} does not read (" in line, line
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(UserError, match=f"{folder}: model cannot be loaded: "):
+        load_model(folder)  # as a job meets it, where it was cut short after the check
