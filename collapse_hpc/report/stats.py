@@ -53,27 +53,41 @@ def _pooled(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Each group's keys (its first row's), n (the values that are not NaN), n_infinite (those that are ±inf),
     mean and std (ddof 1), the groups in their sorted order (missing keys last). Computed here rather than by
     pandas' groupby, whose sum (pairwise, or one value after another, by how the rows came and whether a NaN
-    was anywhere) moved the last bit: the mean is the sum of the group's values in the table's order plus the
-    mean of their deviations from it (a corrected two-pass mean: it rounds alike in whatever order numpy sums),
-    the variance the corrected two-pass formula over the same deviations."""
+    was anywhere) moved the last bit: each sum is _sums', the std from the deviations from the mean."""
     order, starts = _groups(df, keys)
     x = df["value"].to_numpy(dtype=float, na_value=np.nan)[order]
+    sizes = np.diff(np.append(starts, len(x)))
     counted = ~np.isnan(x)
-    n = np.add.reduceat(counted, starts).astype(np.int64) if len(x) else np.zeros(0, np.int64)
-    infinite = np.add.reduceat(np.isinf(x), starts).astype(np.int64) if len(x) else n
+    n = np.add.reduceat(counted, starts).astype(np.int64)
+    infinite = np.add.reduceat(np.isinf(x), starts).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        rough = _sums(np.where(counted, x, 0.0), starts) / n
-        dev = np.where(counted, x - np.repeat(rough, np.diff(np.append(starts, len(x)))), 0.0)
-        shift = _sums(dev, starts)
-        mean = rough + shift / n
-        var = (_sums(dev * dev, starts) - shift * shift / n) / (n - 1)
+        x = np.where(counted, x, 0.0)
+        mean = _sums(x, starts, sizes) / n
+        dev = np.where(counted, x - np.repeat(mean, sizes), 0.0)
+        std = np.sqrt(_sums(dev * dev, starts, sizes) / (n - 1))
     out = df[keys].iloc[order[starts]].reset_index(drop=True)
-    return out.assign(n=n, n_infinite=infinite, mean=mean, std=np.where(n >= 2, np.sqrt(np.maximum(var, 0.0)),
-                                                                            np.nan))
+    return out.assign(n=n, n_infinite=infinite, mean=mean, std=np.where(n >= 2, std, np.nan))
 
 
-def _sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.add.reduceat(values, starts) if len(values) else np.zeros(0)
+def _sums(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The sum of each group's values (values[start:start + size]), groups of a size together, as a table of a
+    row each: its columns added pairwise, each addition's rounding error kept (TwoSum) and added in at the
+    end. Plain float64 arithmetic in a fixed order, so no library's way of summing shows in the result, and
+    as accurate as a compensated sum (the mean of values that nearly cancel included)."""
+    out = np.empty(len(starts))
+    for size in np.unique(sizes):
+        which = np.flatnonzero(sizes == size)
+        table = values[starts[which, None] + np.arange(size)]
+        error = np.zeros_like(table)
+        while table.shape[1] > 1:
+            if table.shape[1] % 2:
+                table, error = (np.pad(t, ((0, 0), (0, 1))) for t in (table, error))
+            a, b = table[:, 0::2], table[:, 1::2]
+            table = a + b
+            b_part = table - a
+            error = error[:, 0::2] + error[:, 1::2] + ((a - (table - b_part)) + (b - b_part))
+        out[which] = table[:, 0] + error[:, 0]
+    return out
 
 
 def _groups(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
