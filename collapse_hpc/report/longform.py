@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collapse_hpc.plotting.plots import KEYS, REGIME, TAIL
-from collapse_hpc.store.atomic import atomic_path
+from collapse_hpc.store.atomic import atomic_path, parquet_options
 
 log = logging.getLogger("collapse_hpc.report")
 
@@ -219,7 +219,7 @@ def write(path: Path, df: pd.DataFrame) -> Path:
             for start in range(0, max(len(df), 1), ROW_GROUP):
                 table = pa.Table.from_pandas(plain(df.iloc[start:start + ROW_GROUP]), preserve_index=False)
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                    writer = pq.ParquetWriter(tmp, table.schema, **parquet_options(table.schema))
                 elif not table.schema.equals(writer.schema, check_metadata=False):
                     table = table.cast(writer.schema)  # a row group whose column is all null
                 writer.write_table(table, row_group_size=ROW_GROUP)

@@ -163,12 +163,19 @@ def write_parquet(path, table, metadata: dict | None = None) -> Path:
         meta = dict(table.schema.metadata or {})
         meta.update({k.encode(): json.dumps(v, sort_keys=True, default=str).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(meta)
-    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd",
-                       use_dictionary=[n for n in table.column_names if n not in floats] if floats else True,
-                       column_encoding={n: "BYTE_STREAM_SPLIT" for n in floats} or None)
+        pq.write_table(table, tmp, **parquet_options(table.schema))
     return Path(path)
+
+
+def parquet_options(schema) -> dict:
+    """pyarrow.parquet's writer options for a table of `schema` (write_parquet's docstring says why)."""
+    import pyarrow as pa
+
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    others = [f.name for f in schema if f.name not in floats]
+    return {"compression": "zstd", "use_dictionary": others if floats else True,
+            "column_encoding": {n: "BYTE_STREAM_SPLIT" for n in floats} or None}
 
 
 def read_parquet_metadata(path) -> dict:

@@ -13,6 +13,7 @@ import pytest
 from collapse_hpc.plotting.plots import KEYS
 from collapse_hpc.report import collect, longform, stats
 from collapse_hpc.report.collect import VariantInfo
+from collapse_hpc.store.atomic import parquet_options
 from tests.report import synthetic
 
 REPLACE = {"kind": "replace", "keep_fraction": 0.0, "verifier_quantile": 0.5}
@@ -65,8 +66,8 @@ def test_the_table_is_the_plain_ways_for_every_experiment(full_run, tmp_path):
     pd.testing.assert_frame_equal(longform.plain(df), expected, check_exact=True)
     # metrics.parquet: the file pyarrow made of the whole table as strings
     longform.write(tmp_path / "compact.parquet", df)
-    pq.write_table(pa.Table.from_pandas(expected, preserve_index=False), tmp_path / "plain.parquet",
-                   compression="zstd")
+    table = pa.Table.from_pandas(expected, preserve_index=False)
+    pq.write_table(table, tmp_path / "plain.parquet", **parquet_options(table.schema))
     assert (tmp_path / "compact.parquet").read_bytes() == (tmp_path / "plain.parquet").read_bytes()
 
 
@@ -115,8 +116,8 @@ def test_a_row_group_at_a_time_writes_the_whole_tables_file(tmp_path):
     df = longform.build(parts)
     assert len(df) > longform.ROW_GROUP  # more than one row group
     longform.write(tmp_path / "compact.parquet", df)
-    pq.write_table(pa.Table.from_pandas(longform.plain(df), preserve_index=False), tmp_path / "plain.parquet",
-                   compression="zstd")
+    table = pa.Table.from_pandas(longform.plain(df), preserve_index=False)
+    pq.write_table(table, tmp_path / "plain.parquet", **parquet_options(table.schema))
     assert (tmp_path / "compact.parquet").read_bytes() == (tmp_path / "plain.parquet").read_bytes()
 
 
