@@ -32,7 +32,7 @@ LARGE_GPU_HOURS = 100.0  # a plan estimated over this needs --force (paper.yaml:
 # (report.longform); its peak (benchmarks/report_memory.py --replicates 2000) was 3.06 GiB for 52.8M rows of
 # the Gaussian's 11 metrics, 55.5 bytes a row above a report of one replicate (was ~440: 4.60 GiB for 10.6M
 # rows); the base: the imports (up to half a GiB: torch, for lm and vae) and a row group of metrics.parquet
-# in writing (~0.4 GiB)
+# in writing (~0.1 GiB; 0.4 GiB before report.longform.write took a row group's strings by code)
 REPORT_BYTES_PER_ROW = 60
 REPORT_BASE_BYTES = 2**30
 # on disk, the report's metrics.parquet: 7.0 bytes a row measured (the demo's gaussian, gmm and vae, 4.6M rows;

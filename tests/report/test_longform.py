@@ -67,7 +67,8 @@ def test_the_table_is_the_plain_ways_for_every_experiment(full_run, tmp_path):
     # metrics.parquet: the file pyarrow made of the whole table as strings
     longform.write(tmp_path / "compact.parquet", df)
     table = pa.Table.from_pandas(expected, preserve_index=False)
-    pq.write_table(table, tmp_path / "plain.parquet", **parquet_options(table.schema))
+    pq.write_table(table, tmp_path / "plain.parquet", row_group_size=longform.ROW_GROUP,
+                   **parquet_options(table.schema))
     assert (tmp_path / "compact.parquet").read_bytes() == (tmp_path / "plain.parquet").read_bytes()
 
 
@@ -117,8 +118,44 @@ def test_a_row_group_at_a_time_writes_the_whole_tables_file(tmp_path):
     assert len(df) > longform.ROW_GROUP  # more than one row group
     longform.write(tmp_path / "compact.parquet", df)
     table = pa.Table.from_pandas(longform.plain(df), preserve_index=False)
-    pq.write_table(table, tmp_path / "plain.parquet", **parquet_options(table.schema))
+    pq.write_table(table, tmp_path / "plain.parquet", row_group_size=longform.ROW_GROUP,
+                   **parquet_options(table.schema))
     assert (tmp_path / "compact.parquet").read_bytes() == (tmp_path / "plain.parquet").read_bytes()
+
+
+WRITE_PEAK = """
+import sys
+from pathlib import Path
+import numpy as np
+from collapse_hpc.report import longform
+from tests.report.test_longform import _part, _wide
+
+rng = np.random.default_rng(4)
+df = longform.build([_part("r", f"replace-p0-samples{n}-s{s}", _wide(rng, 300, 250, metrics=tuple("abcdefghijk"),
+                                                                   samples=[n]), seed=s, settings={"samples": n})
+                     for n in (10, 100) for s in (0, 1)])
+def kib(key):
+    return int(next(ln for ln in open("/proc/self/status") if ln.startswith(key)).split()[1])
+
+open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) from here: building the table's is not the write's
+held = kib("VmRSS:")
+longform.write(Path(sys.argv[1]), df)
+print(len(df), (kib("VmHWM:") - held) * 1024)
+"""
+
+
+def test_writing_the_table_holds_a_row_group_of_strings_at_most(tmp_path):
+    """Beyond the table, writing it took 383 MiB (a row group of pandas' strings, 1Mi rows: the report's peak
+    where its table is small); a row group's strings are now Arrow's, taken by code, 256Ki rows: 116 MiB
+    with the writer's own buffers."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WRITE_PEAK, str(tmp_path / "m.parquet")], capture_output=True,
+                         text=True, cwd=Path(__file__).parents[2], check=True).stdout.split()
+    rows, grew = int(out[0]), int(out[1])
+    assert rows > 3 * 2**20 and grew < 200 * 2**20, grew / 2**20
+    assert pq.ParquetFile(tmp_path / "m.parquet").metadata.num_row_groups == -(-rows // longform.ROW_GROUP)
 
 
 # 16 values whose mean pandas gives as 0.009125 summed one after another and 0.009125000000000001 pairwise
