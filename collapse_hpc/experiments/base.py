@@ -289,8 +289,8 @@ class Experiment:
         raise NotImplementedError
 
     def disk(self, run, variant: Variant, index: int) -> int | None:
-        """Bytes unit `index` of the variant leaves on disk at least, where its results are large (model
-        weights), for the plan's estimate; None: not estimated."""
+        """Bytes unit `index` of the variant leaves on disk, for the plan's estimate: its model weights and
+        result tables (manifests, logs and images of a few KB left out); None: not estimated."""
         return None
 
     def metrics_schema(self, section=None) -> MetricsSchema:

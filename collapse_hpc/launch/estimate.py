@@ -32,16 +32,21 @@ LARGE_GPU_HOURS = 100.0  # a plan estimated over this needs --force (paper.yaml:
 # (report.longform); its peak (benchmarks/report_memory.py --replicates 2000) was 3.06 GiB for 52.8M rows of
 # the Gaussian's 11 metrics, 55.5 bytes a row above a report of one replicate (was ~440: 4.60 GiB for 10.6M
 # rows); the base: the imports (up to half a GiB: torch, for lm and vae) and a row group of metrics.parquet
-# in writing (~0.4 GiB)
+# in writing (~0.1 GiB; 0.4 GiB before report.longform.write took a row group's strings by code)
 REPORT_BYTES_PER_ROW = 60
 REPORT_BASE_BYTES = 2**30
+# on disk, the report's metrics.parquet: 7.0 bytes a row measured (the demo's gaussian, gmm and vae, 4.6M rows;
+# the value's float64 split and compressed, the other columns repeat and compress away)
+REPORT_DISK_BYTES_PER_ROW = 8
 
 
 @dataclass
 class Estimate:
     gpu_hours: float = 0.0
     wall_hours: float = 0.0  # the longest chain, generations one after another (chains side by side)
-    disk_gb: float = 0.0
+    disk_gb: float = 0.0  # every unit's disk() that is known, with or without a measured rate
+    disk_of: dict[str, float] = field(default_factory=dict)  # experiment -> GB of its units
+    disk_unknown: list[str] = field(default_factory=list)  # experiments with a unit whose disk() is None
     not_estimated: list[str] = field(default_factory=list)
     rated: int = 0  # units with a measured rate: with none, the zeros above would read as an estimate
     memory_bytes: int = 0  # the most one unit holds (per rank), from the experiments' memory()
@@ -61,9 +66,11 @@ class Estimate:
     def lines(self) -> list[str]:
         h = self.gpu_hours
         gpu = f"{h:.1f}" if h >= 1 else f"{h:.2f} ({h * 60:.0f} min)"
-        out = [f"GPU-hours: {gpu}", f"wall time: {self.wall()} (the longest chain; without queue waits)",
-               f"disk: {self.disk_gb:.1f} GB (model weights)"] if self.rated else [
-            "GPU-hours, wall time, disk: not estimated (no unit of this plan has a measured rate)"]
+        out = [f"GPU-hours: {gpu}", f"wall time: {self.wall()} (the longest chain; without queue waits)"] \
+            if self.rated else [f"GPU-hours, wall time{'' if self.disk_of else ', disk'}: not estimated (no unit of "
+                                f"this plan has a measured rate)"]
+        if self.disk_of:
+            out.append(self.disk_line())
         if self.memory_of:
             out.append(f"memory: {self.memory_bytes / 2**30:.3g} GiB at least for the largest unit, per rank "
                        f"({self.memory_of})")
@@ -77,6 +84,14 @@ class Estimate:
         if self.not_estimated:
             out.append("not estimated (no measured rate): " + "; ".join(self.not_estimated))
         return out
+
+    def disk_line(self) -> str:
+        """e.g. disk: 60.2 GB (lm 50.0, gaussian 4.2, ...: model weights and result tables; the report's long
+        table 5.8)."""
+        report = report_disk_bytes(self.report_rows) / 1e9
+        parts = ", ".join(f"{name} {gb:.1f}" for name, gb in sorted(self.disk_of.items(), key=lambda kv: -kv[1]))
+        return (f"disk: {self.disk_gb + report:.1f} GB ({parts}: model weights and result tables; the report's "
+                f"long table {report:.1f})")
 
     @property
     def report_bytes(self) -> int:
@@ -112,6 +127,11 @@ def report_bytes(rows: int) -> int:
     return REPORT_BASE_BYTES + REPORT_BYTES_PER_ROW * rows
 
 
+def report_disk_bytes(rows: int) -> int:
+    """The bytes of the report's metrics.parquet of `rows` long rows."""
+    return REPORT_DISK_BYTES_PER_ROW * rows
+
+
 def report_rows(run, chains) -> int:
     """The rows of the report's long table once every unit has finished: each variant's metrics
     (its metrics_schema) at every generation, for every replicate where rows are per replicate."""
@@ -138,6 +158,7 @@ def estimate(run, chains) -> Estimate:
     for chain in chains:
         exp = experiments.get(chain.experiment)
         est.add_memory(f"{chain.experiment}/{chain.variant.name}", exp.memory(run, chain.variant))
+        _add_disk(est, run, chain, exp)
         section = chain.variant.section(run)
         seconds = lm_generation_s(section) if chain.experiment == "lm" else None
         if seconds is None:
@@ -147,13 +168,21 @@ def estimate(run, chains) -> Estimate:
         hours = seconds * len(chain.jobs) / 3600
         est.gpu_hours += hours * chain.ranks
         est.wall_hours = max(est.wall_hours, hours)
-        disks = [exp.disk(run, chain.variant, job.index) for job in chain.jobs]
-        if None in disks:
-            est.not_estimated.append(f"disk of {chain.experiment}/{chain.variant.name}")
-        else:
-            est.disk_gb += sum(disks) / 1e9
     est.not_estimated += [f"{count(n, 'unit')} of {name}" for name, n in skipped.items()]
+    if est.disk_of:  # else the line "GPU-hours, wall time, disk: not estimated" says so
+        est.not_estimated += [f"disk of {name}" for name in est.disk_unknown]
     return est
+
+
+def _add_disk(est: Estimate, run, chain, exp) -> None:
+    """The bytes the chain's units leave (exp.disk), known from the config alone, rate or none."""
+    disks = [exp.disk(run, chain.variant, job.index) for job in chain.jobs]
+    if None in disks:
+        if chain.experiment not in est.disk_unknown:
+            est.disk_unknown.append(chain.experiment)
+        return
+    est.disk_gb += sum(disks) / 1e9
+    est.disk_of[chain.experiment] = est.disk_of.get(chain.experiment, 0.0) + sum(disks) / 1e9
 
 
 def check(run, chains, file: str = "<config>", force: bool = False) -> None:

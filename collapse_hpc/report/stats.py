@@ -41,29 +41,68 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pooled_by_metric(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """_pooled a metric at a time: grouping every row at once copies a key column per key (the report's peak
-    of memory), a metric's rows are a fraction of them. Each metric's groups are summed as the grouping of
-    every row would sum them: pandas sums a group's values pairwise where the rows come group after group
-    and no value is NaN, else one after another (compensated); the two can differ in the last bit."""
+    """_pooled a metric at a time: grouping every row at once holds a code per key and row (the report's peak
+    of memory), a metric's rows are a fraction of them."""
     metrics = df["metric"].unique()
     if len(metrics) < 2 or df["metric"].isna().any():
         return _pooled(df, keys)
-    pairwise = not np.isnan(df["value"].to_numpy(dtype=float)).any() and _grouped_in_order(df, keys)
-    return pd.concat([_pooled(df[df["metric"] == m], keys, in_order=not pairwise) for m in metrics],
-                     ignore_index=True)
+    return pd.concat([_pooled(df[df["metric"] == m], keys) for m in metrics], ignore_index=True)
 
 
-def _grouped_in_order(df: pd.DataFrame, keys: list[str]) -> bool:
-    """Whether the rows come group after group, the groups in their sorted order (missing keys last)."""
-    later = np.zeros(max(len(df) - 1, 0), dtype=bool)  # row i+1 past row i by a key before this one
-    same = np.ones_like(later)
+def _pooled(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Each group's keys (its first row's), n (the values that are not NaN), n_infinite (those that are ±inf),
+    mean and std (ddof 1), the groups in their sorted order (missing keys last). Computed here rather than by
+    pandas' groupby, whose sum (pairwise, or one value after another, by how the rows came and whether a NaN
+    was anywhere) moved the last bit: each sum is _sums', the std from the deviations from the mean."""
+    order, starts = _groups(df, keys)
+    x = df["value"].to_numpy(dtype=float, na_value=np.nan)[order]
+    sizes = np.diff(np.append(starts, len(x)))
+    counted = ~np.isnan(x)
+    n = np.add.reduceat(counted, starts).astype(np.int64)
+    infinite = np.add.reduceat(np.isinf(x), starts).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        x = np.where(counted, x, 0.0)
+        mean = _sums(x, starts, sizes) / n
+        dev = np.where(counted, x - np.repeat(mean, sizes), 0.0)
+        std = np.sqrt(_sums(dev * dev, starts, sizes) / (n - 1))
+    out = df[keys].iloc[order[starts]].reset_index(drop=True)
+    return out.assign(n=n, n_infinite=infinite, mean=mean, std=np.where(n >= 2, std, np.nan))
+
+
+def _sums(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The sum of each group's values (values[start:start + size]), groups of a size together, as a table of a
+    row each: its columns added pairwise, each addition's rounding error kept (TwoSum) and added in at the
+    end. Plain float64 arithmetic in a fixed order, so no library's way of summing shows in the result, and
+    as accurate as a compensated sum (the mean of values that nearly cancel included)."""
+    out = np.empty(len(starts))
+    for size in np.unique(sizes):
+        which = np.flatnonzero(sizes == size)
+        table = values[starts[which, None] + np.arange(size)]
+        error = np.zeros_like(table)
+        while table.shape[1] > 1:
+            if table.shape[1] % 2:
+                table, error = (np.pad(t, ((0, 0), (0, 1))) for t in (table, error))
+            a, b = table[:, 0::2], table[:, 1::2]
+            table = a + b
+            b_part = table - a
+            error = error[:, 0::2] + error[:, 1::2] + ((a - (table - b_part)) + (b - b_part))
+        out[which] = table[:, 0] + error[:, 0]
+    return out
+
+
+def _groups(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows in group order (stable: a group's rows in the table's order) and where each group starts."""
+    code = np.zeros(len(df), dtype=np.int64)
     for k in keys:
-        rank = _rank(df[k])
-        later |= same & (rank[:-1] < rank[1:])
-        same &= rank[:-1] == rank[1:]
-        if not (later | same).all():
-            return False
-    return True
+        rank = _rank(df[k]).astype(np.int64)
+        span = int(rank.max()) + 1 if len(rank) else 1
+        if code.max(initial=0) >= (2**62) // span:  # the combined code would overflow: number the groups anew
+            code = np.unique(code, return_inverse=True)[1].astype(np.int64)
+        code = code * span + rank
+    order = np.argsort(code, kind="stable")
+    ordered = code[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.zeros(0, np.intp)
+    return order, starts
 
 
 def _rank(column: pd.Series) -> np.ndarray:
@@ -71,18 +110,7 @@ def _rank(column: pd.Series) -> np.ndarray:
     if isinstance(column.dtype, pd.CategoricalDtype):
         return missing_last(column.cat.codes.to_numpy(), len(column.cat.categories))
     if isinstance(column.dtype, np.dtype) and column.dtype.kind in "iub":
-        return column.to_numpy()
+        values = column.to_numpy().astype(np.int64)
+        return values - values.min(initial=0)
     codes, uniques = pd.factorize(column, sort=True)
     return missing_last(codes, len(uniques))
-
-
-def _pooled(df: pd.DataFrame, keys: list[str], in_order: bool = False) -> pd.DataFrame:
-    """n, n_infinite (the values that are ±inf), mean and std of the values of each group; in_order: the mean
-    summed one value after another (a NaN value, which no statistic counts, keeps pandas from pairwise sums)."""
-    if in_order and not df["value"].isna().any():
-        df = pd.concat([df, df.iloc[-1:].assign(value=np.nan)])
-    values = df["value"].astype(float)
-    g = df.assign(value=values, infinite=np.isinf(values)).groupby(keys, dropna=False, sort=True, observed=True)
-    out = g["value"].agg(n="count", mean="mean", std="std").reset_index()
-    out.insert(out.columns.get_loc("mean"), "n_infinite", g["infinite"].sum().to_numpy().astype(int))
-    return out

@@ -79,3 +79,28 @@ def test_every_replicate_at_zero_variance_is_a_real_zero_mean():
     row = summarise(tidy(rows)).iloc[0]
     assert row["n"] == 4 and row["n_infinite"] == 0
     assert row["mean"] == 0.0 and row["std"] == 0.0 and row["ci_low"] == 0.0 and row["ci_high"] == 0.0
+
+
+# 16 values whose mean pandas' groupby gave as 0.009125 or 0.009125000000000001, by how the rows came
+CLOSE = [0.008, 0.007, 0.009, 0.013, 0.007, 0.007, 0.005, 0.01, 0.01, 0.011, 0.006, 0.007, 0.01, 0.018, 0.013, 0.005]
+
+
+@pytest.mark.parametrize("layout", ["one-variant", "seeds-interleaved", "a-nan-in-another-metric"])
+def test_the_mean_and_std_are_pinned_whatever_the_rows_around_them(layout):
+    """The mean of CLOSE is their exact mean rounded once, 0.009125, and their std (ddof 1) the exact one
+    rounded, in every layout of the table; a group far from 0 keeps its small spread, and the mean of values
+    that nearly cancel is exact."""
+    seeds = [0, 1] if layout == "seeds-interleaved" else [0]
+    rows = [("r", "gmm", f"replace-p0-s{s}", "replace-p0", s, pd.NA, rep, 0, "tail", v)
+            for s in seeds for rep, v in enumerate(CLOSE[s::len(seeds)])]
+    rows += [("r", "gmm", "replace-p0-s0", "replace-p0", 0, pd.NA, rep, 1, "tail", 1e8 + rep) for rep in range(3)]
+    # values that nearly cancel: summed one after another or pairwise, 1 is lost beside 1e16 (a mean of 0)
+    rows += [("r", "gmm", "replace-p0-s0", "replace-p0", 0, pd.NA, rep, 2, "tail", v)
+             for rep, v in enumerate([1e16, 1.0, -1e16, 2.0] * 8)]
+    if layout == "a-nan-in-another-metric":
+        rows.append(("r", "gmm", "replace-p0-s0", "replace-p0", 0, pd.NA, 0, 0, "other", float("nan")))
+    out = summarise(tidy(rows)).set_index(["metric", "generation"])
+    close, far = out.loc[("tail", 0)], out.loc[("tail", 1)]
+    assert close["n"] == 16 and close["mean"] == 0.009125 and close["std"] == 0.0034423828956117006
+    assert far["mean"] == 100000001.0 and far["std"] == 1.0
+    assert out.loc[("tail", 2), "mean"] == 3 / 4

@@ -48,6 +48,32 @@ def test_killed_writer_leaves_only_a_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_measured_floats_take_under_8_bytes_each_and_read_back_as_written(tmp_path):
+    """A metrics table as a part writes it (a float64 column a metric, nearly every value distinct) took 9.4
+    bytes a value in a dictionary; without one, split by byte and compressed, it takes under 8 (sigma_hat
+    of n = 100 draws: 6.8 measured); the other columns keep their dictionary."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = 200 * 250
+    table = pa.table({"generation": pa.array(np.repeat(np.arange(200, dtype=np.int32), 250)),
+                      "regime": ["replace"] * rows,
+                      **{f"m{i}": 1 + 0.1 * rng.standard_normal(rows).cumsum() / 100 for i in range(4)}})
+    p = atomic.write_parquet(tmp_path / "metrics.parquet", table, metadata={"experiment": "gaussian"})
+    assert pq.read_table(p).equals(table) and atomic.read_parquet_metadata(p) == {"experiment": "gaussian"}
+    floats = sum(pq.ParquetFile(p).metadata.row_group(0).column(i).total_compressed_size for i in range(2, 6))
+    assert floats / (4 * rows) < 8
+    chunks = pq.ParquetFile(p).metadata.row_group(0)
+    assert "RLE_DICTIONARY" in chunks.column(1).encodings
+    assert [c for i in range(2, 6) for c in chunks.column(i).encodings if "DICT" in c] == []
+
+
+def test_a_table_without_floats_keeps_its_dictionaries(tmp_path):
+    p = atomic.write_parquet(tmp_path / "t.parquet", {"text": ["a", "b"] * 10, "n": list(range(20))})
+    chunks = pq.ParquetFile(p).metadata.row_group(0)
+    assert all("RLE_DICTIONARY" in chunks.column(i).encodings for i in range(2))
+
+
 def test_parquet_metadata_round_trip(tmp_path):
     p = atomic.write_parquet(tmp_path / "x.parquet", {"a": [1]}, metadata={"decoding": {"beams": 5}})
     assert atomic.read_parquet_metadata(p) == {"decoding": {"beams": 5}}

@@ -57,6 +57,17 @@ class GMMExperiment(ArrayExperiment):
         return parts.memory(self.part_size(run, variant), G, len(names(cfg.components)), 2 * cfg.samples,
                             int(self.pool_bytes(run, variant) // 8))
 
+    def disk(self, run, variant, index: int) -> int | None:
+        """Its metrics.parquet and snapshots.parquet: the points (int32 replicate and generation, float64 x
+        and y) of each snapshot generation of its replicates among the first snapshot_replicates."""
+        from collapse_hpc.experiments.gmm.run import snapshot_generations
+
+        cfg, G = variant.section(run), self.generations(run)
+        ids = parts.replicate_range(cfg.replicates, self.part_size(run, variant), index)
+        shown = len([i for i in ids if i < cfg.snapshot_replicates])
+        points = shown * len(snapshot_generations(cfg.snapshot_generations, G)) * cfg.samples
+        return super().disk(run, variant, index) + 24 * points
+
     def check(self, run) -> None:
         """Nothing to refuse. Said up front: snapshot generations the run does not reach, and on this
         machine (a local run) the wait for numba's first compile, as the units' bar stays at 0 meanwhile."""

@@ -17,6 +17,8 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import Experiment, Registration, check_prepared, sections_placed
 from collapse_hpc.experiments.vae.config import VaeConfig, check_stages
 
+# a latent mean in latents.parquet: float32 values in a float64 column, split and compressed (4.25 measured)
+LATENT_BYTES = 4.5
 # (height, width, training images) of the built-in data sets (data.py: digits 80% of 1,797)
 DIMS = {"digits": (8, 8, 1438), "mnist": (28, 28, 60000)}
 
@@ -77,6 +79,16 @@ class Vae(Experiment):
         images = height * width * (train + (cfg.synthetic_size or train) + cfg.eval_samples + cfg.latent_samples)
         return 4 * images + 16 * _parameters(cfg, height, width) + 4 * _activations(cfg, height, width)
 
+    def disk(self, run, variant, index: int) -> int | None:
+        """Its model.safetensors (the fp32 VAE: the next generation samples its training images from it)
+        and latents.parquet (latent_samples rows of `latent` means); samples.png and metrics.parquet are
+        a few KB, the run's one classifier a few hundred."""
+        cfg = variant.section(run)
+        dims = _dims(run, cfg.dataset)
+        if dims is None:
+            return None
+        return 4 * _vae_parameters(cfg, dims[0], dims[1]) + int(LATENT_BYTES * cfg.latent_samples * cfg.latent)
+
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.vae.metrics import SCHEMA
 
@@ -98,13 +110,19 @@ def _check_cuda() -> None:
 
 
 def _parameters(cfg, height: int, width: int) -> int:
-    """Weights of model.ConvVAE (its convolutions twice, encoder and decoder; three linear maps to and
-    from the latent) and of classifier.DigitClassifier, counted as integers (a size of 1e8 is a count)."""
+    """Weights of model.ConvVAE and of classifier.DigitClassifier, counted as integers (a size of 1e8 is
+    a count)."""
+    h = cfg.classifier_hidden
+    return _vae_parameters(cfg, height, width) + height * width * 2 * h + 2 * h * h + 10 * h
+
+
+def _vae_parameters(cfg, height: int, width: int) -> int:
+    """Weights of model.ConvVAE: its convolutions twice, encoder and decoder; three linear maps to and
+    from the latent (their biases, a few hundred, left out)."""
     channels = [1] + [cfg.capacity * 2**i for i in range(cfg.stages)]
     convs = sum(16 * a * b + b for a, b in zip(channels, channels[1:]))
     flat = channels[-1] * (height >> cfg.stages) * (width >> cfg.stages)
-    h = cfg.classifier_hidden
-    return 2 * convs + 3 * flat * cfg.latent + height * width * 2 * h + 2 * h * h + 10 * h
+    return 2 * convs + 3 * flat * cfg.latent
 
 
 def _activations(cfg, height: int, width: int) -> int:

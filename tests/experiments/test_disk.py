@@ -1,0 +1,56 @@
+"""What a unit leaves on disk against its experiment's disk(), the plan's estimate (submit --dry-run)."""
+import pytest
+
+from collapse_hpc import engine, experiments
+from collapse_hpc.launch import estimate
+from collapse_hpc.launch.debug import execute
+from collapse_hpc.store import RunStore
+from tests.launch.helpers import REPO
+
+
+def _written(store, experiment, chain, job) -> int:
+    exp = experiments.get(experiment)
+    unit = store.unit_dir(experiment, chain.variant.name, exp.shape, job.index)
+    return sum(f.stat().st_size for f in unit.rglob("*") if f.is_file())
+
+
+def _ratios(tmp_path, section: dict) -> list[float]:
+    """written / disk() of every unit of a run of `section` (one experiment)."""
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "debug",
+                                        "regimes": ["replace", "accumulate"], "data_dir": str(tmp_path / "data"),
+                                        **section})
+    store = RunStore(tmp_path / "run")
+    engine.open_run(store, run)
+    chains = engine.plan(run)
+    execute(store, run, chains)
+    (name,) = section
+    return [_written(store, name, c, job) / experiments.get(name).disk(run, c.variant, job.index)
+            for c in chains for job in c.jobs]
+
+
+def test_a_gaussian_part_writes_what_its_estimate_says(tmp_path):
+    """11 float64 metrics a generation and replicate: 6.8 bytes each written (measured), 8 estimated."""
+    ratios = _ratios(tmp_path, {"gaussian": {"generations": 200, "samples": [100], "replicates": 250,
+                                             "chunk_replicates": 125}})
+    assert len(ratios) == 4 and all(0.75 < r <= 1.0 for r in ratios), ratios
+
+
+@pytest.mark.slow
+def test_a_vae_generation_writes_what_its_estimate_says(tmp_path):
+    """Its weights and its latents (float32 means in a float64 column: 4.25 bytes each written)."""
+    ratios = _ratios(tmp_path, {"vae": {"epochs": 1, "capacity": 16, "latent": 20, "latent_samples": 2000,
+                                        "eval_samples": 300, "classifier_epochs": 1, "classifier_hidden": 16,
+                                        "grid_scale": 1}})
+    assert len(ratios) == 4 and all(0.85 < r < 1.1 for r in ratios), ratios
+
+
+def test_the_papers_disk_counts_every_experiment_and_the_report():
+    """It counted the LM's weights alone (50.1 GB) and said nothing of the arrays' metrics, the VAE's models
+    and latents or the report's long table of 728,885,300 rows, all estimated from the config alone."""
+    run = experiments.load_config(str(REPO / "configs" / "paper.yaml"), [], None)
+    est = estimate.estimate(run, engine.plan(run))
+    # 4 sample sizes x 3 regimes x 5 seeds of 1000 generations x 1000 replicates x 11 metrics, 8 bytes each
+    assert est.disk_of["gaussian"] == pytest.approx(60 * 1000 * 1000 * 11 * 8 / 1e9)
+    assert set(est.disk_of) == {"lm", "gaussian", "gmm", "vae"}
+    assert "disk: 62.0 GB (lm 50.1, gaussian 5.3, gmm 0.6, vae 0.3: model weights and result tables; the " \
+           "report's long table 5.8)" in est.lines()
