@@ -76,12 +76,12 @@ def test_the_estimate_s_disk_is_the_lm_s_weights():
     lm = [c for c in chains if c.experiment == "lm"]
     copies = {c.variant.name: 2 if c.variant.section(run).sample_from == "last" else 1 for c in lm}
     want = sum(4 * PARAMETERS["facebook/opt-125m"] * copies[c.variant.name] * len(c.jobs) for c in lm) / 1e9
-    assert estimate.estimate(run, chains).disk_gb == pytest.approx(want) and want > 0
+    assert estimate.estimate(run, chains).disk_of["lm"] == pytest.approx(want) and want > 0
     # keep_models: needed keeps generation 0's model of each chain (init: gen0), nothing of the others
     run = experiments.load_config(str(REPO / "configs" / "paper.yaml"), ["lm.keep_models=needed"], None)
     assert run.section("lm").init == "gen0"
     want = 4 * PARAMETERS["facebook/opt-125m"] * len(lm) / 1e9
-    assert estimate.estimate(run, engine.plan(run)).disk_gb == pytest.approx(want) and want > 0
+    assert estimate.estimate(run, engine.plan(run)).disk_of["lm"] == pytest.approx(want) and want > 0
 
 
 @pytest.mark.parametrize("precision, stage, ranks, per_parameter", [
