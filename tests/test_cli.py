@@ -437,6 +437,27 @@ def test_a_knob_of_how_it_runs_edited_by_hand_in_the_saved_config_resumes_as_wit
         assert f"{saved} was edited after the run was made (evolving.rows: 4 -> 5): " in line, line
 
 
+def test_a_hand_edit_of_a_knob_overwritten_by_another_config_given_says_so(tmp_path):
+    """A researcher edits RUN/config.yaml (workers: 4 -> 2) but resumes with the config file the run was
+    made from (workers: 4): that one wins and is saved over the edit, which went silently; one warning
+    line now names the key and both values. Resuming with the edited file itself says nothing of it."""
+    env = _evolving(tmp_path, "v1", "    workers: int = knob(1, hashed=False)")
+    cfg = _toy_config(tmp_path, "four.yaml", "name: e\ngenerations: 2\nexecutor: debug\n"
+                                             "evolving: {rows: 4, workers: 4}\n")
+    run, saved = tmp_path / "r", tmp_path / "r" / "config.yaml"
+    assert cli("run", cfg, "--run", run, env=env).returncode == 0
+    saved.write_text(saved.read_text().replace("workers: 4", "workers: 2"))
+    p = cli("run", cfg, "--run", run, env=env)
+    assert p.returncode == 0 and "2 already finished" in p.stdout, p.stdout + p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, p.stderr
+    assert f"{saved} was edited by hand (evolving.workers: 2 by hand, 4 in the config given)" in warnings[0], p.stderr
+    assert "workers: 4" in saved.read_text()
+    saved.write_text(saved.read_text().replace("workers: 4", "workers: 2"))
+    p = cli("run", saved, "--run", run, env=env)
+    assert p.returncode == 0 and "edited by hand" not in p.stderr, p.stderr
+
+
 def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):
     """A chain that failed at generation 1 of 4 read '1 units verified, 0 with mismatches, 1 unfinished':
     generations 2 and 3, never started, have no folder and went uncounted. An experiment left out
