@@ -551,6 +551,18 @@ def test_what_an_error_line_quotes_from_the_input_shows_what_it_holds(tmp_path):
     assert line == f"error: --from {tmp_path}/a\\x1b[2J\\x9b2Jb\\u202ecba\\xa0c: no such file or folder"
 
 
+@pytest.mark.parametrize("name", ["images.npz", "images.npy"])
+def test_a_file_of_no_format_prepare_reads_says_what_image_data_the_vae_takes(tmp_path, name):
+    """`data prepare NAME --from images.npz`: the line listed the lm's text formats only, never the vae's
+    IDX images that --help documents; it names them now, and nothing is written."""
+    (tmp_path / name).write_bytes(b"\x93NUMPY not text")
+    line = one_error_line(cli("data", "prepare", "mine", "--from", tmp_path / name, "--data-dir", tmp_path / "data"))
+    assert line.startswith(f"error: --from {tmp_path / name}: not a format prepare reads; give text (.txt"), line
+    assert "; or, for the vae, grey images as a folder of the four IDX files of MNIST's names (train-images-idx3-" \
+           "ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not" in line, line
+    assert not (tmp_path / "data" / "mine").exists()
+
+
 def test_one_line_escapes_what_does_not_print_as_itself_and_keeps_the_rest():
     from collapse_hpc.errors import one_line
 
