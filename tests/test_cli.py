@@ -496,6 +496,26 @@ def test_verify_after_the_generations_were_shortened_checks_the_plan_and_names_t
     assert rc == 0 and f"{run}: 4 units verified, 0 with mismatches, 0 unfinished" in out and "beyond" not in out
 
 
+def test_the_report_after_the_generations_were_shortened_counts_the_plan_and_notes_the_rest(tmp_path):
+    """As verify and status: a run made with 4 generations, then run with --generations 2; the report's
+    Progress table said 4 finished units of 2 planned. It counts the plan's now, the rest in one note."""
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 4\nexecutor: debug\ntoy: {rows: 4}\n")
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    assert collapse("run", cfg, "--run", run, "--generations", "2")[0] == 0
+    assert collapse("aggregate", run)[0] == 0
+    for page, heading in (("results.md", "## Progress"), ("index.html", '<h2 id="progress">')):
+        text = (run / "report" / page).read_text()
+        progress = text[text.index(heading):text.index("Compute", text.index(heading))]
+        assert "2 finished generations beyond the plan, left from a run with more generations: 2 of toy (past " \
+               "its 2); not counted above" in progress, progress
+    progress = (run / "report" / "results.md").read_text().split("## Progress")[1].split("## Compute")[0]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in progress.splitlines() if "replace-p0-s0" in ln]
+    assert [r[1:] for r in rows] == [["toy", "replace-p0-s0", "2", "2", "0", "0", "0"]], progress
+
+
 @pytest.mark.parametrize("argv, says", [
     (("run", "configs/demo.yaml", "--generations", "abc"), "collapse-hpc run: argument --generations: invalid int"),
     (("nosuch",), "collapse-hpc: argument COMMAND: invalid choice: 'nosuch'"),
