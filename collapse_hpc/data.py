@@ -12,7 +12,7 @@ import inspect
 from pathlib import Path
 
 from collapse_hpc import experiments
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import NotAFormat, UserError
 from collapse_hpc.store.atomic import sweep
 from collapse_hpc.store.cards import load_card
 from collapse_hpc.store.lock import data_lock
@@ -69,7 +69,12 @@ def _prepare(name: str, data_dir: Path, source: str | None, force: bool) -> int:
         local = _local(Path(source))
         if local is None:
             raise UserError("no experiment prepares data sets from local files in this installation")
-        return _load(local)(name, Path(source), data_dir, force=force) or 0
+        try:
+            return _load(local)(name, Path(source), data_dir, force=force) or 0
+        except NotAFormat as e:  # the preparer it went to names its own formats only
+            others = [f"for the {exp.name}, {exp.local_about}" for exp in map(experiments.get, experiments.names())
+                      if exp.local_about and exp.local_data != local]
+            raise UserError(f"{e}; or, {'; or, '.join(others)}" if others else str(e)) from None
     if name not in known:
         return _prepared_from_files(name, Path(data_dir), force)
     return _load(known[name])(data_dir, force=force) or 0

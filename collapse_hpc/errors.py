@@ -12,6 +12,11 @@ class ConfigError(UserError):
     """A configuration problem; the message names the file and the key."""
 
 
+class NotAFormat(UserError):
+    """--from PATH holds no file of a format the experiment it went to reads: `data prepare` adds to the
+    line what the other experiments' --from takes (the lm's text formats; the vae's IDX images)."""
+
+
 def one_line(text) -> str:
     """`text` as one line that shows what it holds: each character Python does not call printable
     written as its escape, as repr writes it. These are what would break the line or drive the terminal

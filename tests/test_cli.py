@@ -437,6 +437,27 @@ def test_a_knob_of_how_it_runs_edited_by_hand_in_the_saved_config_resumes_as_wit
         assert f"{saved} was edited after the run was made (evolving.rows: 4 -> 5): " in line, line
 
 
+def test_a_hand_edit_of_a_knob_overwritten_by_another_config_given_says_so(tmp_path):
+    """A researcher edits RUN/config.yaml (workers: 4 -> 2) but resumes with the config file the run was
+    made from (workers: 4): that one wins and is saved over the edit, which went silently; one warning
+    line now names the key and both values. Resuming with the edited file itself says nothing of it."""
+    env = _evolving(tmp_path, "v1", "    workers: int = knob(1, hashed=False)")
+    cfg = _toy_config(tmp_path, "four.yaml", "name: e\ngenerations: 2\nexecutor: debug\n"
+                                             "evolving: {rows: 4, workers: 4}\n")
+    run, saved = tmp_path / "r", tmp_path / "r" / "config.yaml"
+    assert cli("run", cfg, "--run", run, env=env).returncode == 0
+    saved.write_text(saved.read_text().replace("workers: 4", "workers: 2"))
+    p = cli("run", cfg, "--run", run, env=env)
+    assert p.returncode == 0 and "2 already finished" in p.stdout, p.stdout + p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, p.stderr
+    assert f"{saved} was edited by hand (evolving.workers: 2 by hand, 4 in the config given)" in warnings[0], p.stderr
+    assert "workers: 4" in saved.read_text()
+    saved.write_text(saved.read_text().replace("workers: 4", "workers: 2"))
+    p = cli("run", saved, "--run", run, env=env)
+    assert p.returncode == 0 and "edited by hand" not in p.stderr, p.stderr
+
+
 def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):
     """A chain that failed at generation 1 of 4 read '1 units verified, 0 with mismatches, 1 unfinished':
     generations 2 and 3, never started, have no folder and went uncounted. An experiment left out
@@ -473,6 +494,26 @@ def test_verify_after_the_generations_were_shortened_checks_the_plan_and_names_t
     assert collapse("run", cfg, "--run", run, "--generations", "4")[0] == 0  # taken up again (and repaired)
     rc, out, _ = collapse("verify", run)
     assert rc == 0 and f"{run}: 4 units verified, 0 with mismatches, 0 unfinished" in out and "beyond" not in out
+
+
+def test_the_report_after_the_generations_were_shortened_counts_the_plan_and_notes_the_rest(tmp_path):
+    """As verify and status: a run made with 4 generations, then run with --generations 2; the report's
+    Progress table said 4 finished units of 2 planned. It counts the plan's now, the rest in one note."""
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 4\nexecutor: debug\ntoy: {rows: 4}\n")
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    assert collapse("run", cfg, "--run", run, "--generations", "2")[0] == 0
+    assert collapse("aggregate", run)[0] == 0
+    for page, heading in (("results.md", "## Progress"), ("index.html", '<h2 id="progress">')):
+        text = (run / "report" / page).read_text()
+        progress = text[text.index(heading):text.index("Compute", text.index(heading))]
+        assert "2 finished generations beyond the plan, left from a run with more generations: 2 of toy (past " \
+               "its 2); not counted above" in progress, progress
+    progress = (run / "report" / "results.md").read_text().split("## Progress")[1].split("## Compute")[0]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in progress.splitlines() if "replace-p0-s0" in ln]
+    assert [r[1:] for r in rows] == [["toy", "replace-p0-s0", "2", "2", "0", "0", "0"]], progress
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -528,6 +569,18 @@ def test_what_an_error_line_quotes_from_the_input_shows_what_it_holds(tmp_path):
     odd = tmp_path / "a\x1b[2J\x9b2Jb\u202ecba\xa0c"
     line = one_error_line(cli("data", "prepare", "x", "--from", odd, "--data-dir", tmp_path / "data"))
     assert line == f"error: --from {tmp_path}/a\\x1b[2J\\x9b2Jb\\u202ecba\\xa0c: no such file or folder"
+
+
+@pytest.mark.parametrize("name", ["images.npz", "images.npy"])
+def test_a_file_of_no_format_prepare_reads_says_what_image_data_the_vae_takes(tmp_path, name):
+    """`data prepare NAME --from images.npz`: the line listed the lm's text formats only, never the vae's
+    IDX images that --help documents; it names them now, and nothing is written."""
+    (tmp_path / name).write_bytes(b"\x93NUMPY not text")
+    line = one_error_line(cli("data", "prepare", "mine", "--from", tmp_path / name, "--data-dir", tmp_path / "data"))
+    assert line.startswith(f"error: --from {tmp_path / name}: not a format prepare reads; give text (.txt"), line
+    assert "; or, for the vae, grey images as a folder of the four IDX files of MNIST's names (train-images-idx3-" \
+           "ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not" in line, line
+    assert not (tmp_path / "data" / "mine").exists()
 
 
 def test_one_line_escapes_what_does_not_print_as_itself_and_keeps_the_rest():

@@ -256,6 +256,8 @@ class Experiment:
     # other experiments: PATH goes to the experiment whose patterns match a file of it, else to one
     # that declares none (lm: text)
     local_files: tuple[str, ...] = ()
+    # what its --from takes, for the line of a PATH no experiment reads: "…; or, for the vae, grey images as …"
+    local_about: str = ""
 
     def variants(self, run) -> list[Variant]:
         return default_variants(self.name, run)

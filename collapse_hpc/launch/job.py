@@ -17,6 +17,7 @@ import time
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from collapse_hpc import logs
+from collapse_hpc.launch import requeue
 from collapse_hpc.launch.distributed import export_env
 from collapse_hpc.machine import interruptible
 
@@ -107,6 +108,7 @@ class UnitJob(Checkpointable):
         export_env()
         interruptible()  # a local launcher stops its units by SIGINT (Ctrl-C, cancel)
         _stop_when_ending()
+        requeue.exit_where_python_can()  # submitit's USR2 handler is installed by now
         _stop_without_launcher()
         try:
             return engine.run_unit(run_dir, experiment, variant, index)

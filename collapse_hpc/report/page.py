@@ -42,6 +42,7 @@ class Report:
     incomplete: list[str] = field(default_factory=list)  # unfinished chains and why (tables.unfinished)
     phases: Table = ([], [])  # per-generation compute (tables.phases)
     subset: str = ""  # which replicates the report holds, where not all (aggregate --replicates)
+    beyond: list[str] = field(default_factory=list)  # finished generations past the plan (tables.beyond_plan)
 
     def rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.out)).as_posix()
@@ -161,7 +162,8 @@ def write_html(rep: Report) -> str:
                      + (_html_table(s.table) if s.table[1] or not s.notes else ""))
         if s.bookkeeping[1]:
             parts.append(f"<h3>{BOOKKEEPING}</h3><p>{e(BOOKKEEPING_INTRO)}</p>" + _html_table(s.bookkeeping))
-    parts.append(f"<h2 id=\"progress\">Progress</h2><p>{e(PROGRESS_INTRO)}</p>" + _html_table(rep.completeness))
+    parts.append(f"<h2 id=\"progress\">Progress</h2><p>{e(PROGRESS_INTRO)}</p>" + _html_table(rep.completeness)
+                 + "".join(f'<p class="missing">{e(n)}</p>' for n in rep.beyond))
     parts.append(f"<h2 id=\"compute\">Compute</h2><p>{e(COMPUTE_INTRO)}</p>" + _html_table(rep.compute))
     if rep.phases[1]:
         parts.append(f"<h3>Per generation</h3><p>{e(PHASES_INTRO)}</p>" + _html_table(rep.phases))
@@ -199,7 +201,8 @@ def write_markdown(rep: Report) -> str:
                    + (_md_table(s.table) if s.table[1] or not s.notes else ""))
         if s.bookkeeping[1]:
             out.append(f"### {BOOKKEEPING}\n\n{BOOKKEEPING_INTRO}\n\n" + _md_table(s.bookkeeping))
-    out.append(f"## Progress\n\n{PROGRESS_INTRO}\n\n" + _md_table(rep.completeness))
+    out.append(f"## Progress\n\n{PROGRESS_INTRO}\n\n" + _md_table(rep.completeness)
+               + "".join(f"\n_{n}_\n" for n in rep.beyond))
     out.append(f"## Compute\n\n{COMPUTE_INTRO}\n\n" + _md_table(rep.compute))
     if rep.phases[1]:
         out.append(f"### Per generation\n\n{PHASES_INTRO}\n\n" + _md_table(rep.phases))

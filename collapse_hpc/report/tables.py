@@ -7,9 +7,10 @@ from collections import defaultdict
 
 import pandas as pd
 
+from collapse_hpc.logs import count
 from collapse_hpc.plotting.metrics import spec
 from collapse_hpc.plotting.plots import num, series_label, series_order, setting_columns
-from collapse_hpc.report.collect import RunData
+from collapse_hpc.report.collect import RunData, Unit
 from collapse_hpc.store.layout import unit_name
 
 Table = tuple[list[str], list[list[str]]]
@@ -113,13 +114,15 @@ def unfinished(runs: list[RunData]) -> list[str]:
 
 def completeness(runs: list[RunData]) -> Table:
     """Units finished / planned per variant: what an in-progress run still lacks, started (a folder
-    without its manifest) or not (a generation after a stopped one has no folder)."""
+    without its manifest) or not (a generation after a stopped one has no folder). Generations past a
+    chain's planned end are not the plan's (beyond_plan says them), as in verify and status."""
     header = ["run", "experiment", "variant", "finished units", "planned", "unfinished", "not started", "problems"]
     rows = []
     for run in runs:
         found = defaultdict(list)
         for u in run.units:
-            found[(u.experiment, u.variant)].append(u)
+            if not _past_plan(run, u):
+                found[(u.experiment, u.variant)].append(u)
         for key in sorted(set(found) | set(run.variants)):
             units = found.get(key, [])
             info = run.variants.get(key)
@@ -127,11 +130,33 @@ def completeness(runs: list[RunData]) -> Table:
             unfinished = sum(u.manifest is None for u in units)
             problems = sum(bool(u.problems) for u in units)
             known = info is not None and info.planned is not None
-            # units past the plan (a chain run earlier with more generations) are finished, not waiting
             waiting = sum(1 for i in range(info.planned) if i not in {u.index for u in units}) if known else "?"
             planned = str(info.planned) if known else "?"
             rows.append([run.label, key[0], key[1], str(done), planned, str(unfinished), str(waiting), str(problems)])
     return header, rows
+
+
+def beyond_plan(runs: list[RunData]) -> list[str]:
+    """A line per run with finished generations past its chains' planned end (a run made with more
+    generations than its config now asks for): how many, of which experiment, past which count."""
+    out = []
+    for run in runs:
+        finished: dict[tuple[str, int], int] = defaultdict(int)
+        for u in run.units:
+            if u.done and _past_plan(run, u):
+                finished[(u.experiment, run.variants[(u.experiment, u.variant)].planned)] += 1
+        if finished:
+            parts = [f"{n} of {exp} (past its {planned})" for (exp, planned), n in sorted(finished.items())]
+            out.append(f"{run.label + ': ' if len(runs) > 1 else ''}"
+                       f"{count(sum(finished.values()), 'finished generation')} beyond the plan, left from a run "
+                       f"with more generations: {', '.join(parts)}; not counted above (a run with more "
+                       f"--generations takes them up again)")
+    return out
+
+
+def _past_plan(run: RunData, u: Unit) -> bool:
+    info = run.variants.get((u.experiment, u.variant))
+    return info is not None and info.shape == "chain" and info.planned is not None and u.index >= info.planned
 
 
 def compute(runs: list[RunData]) -> Table:

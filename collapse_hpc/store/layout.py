@@ -46,6 +46,24 @@ def _warn_inexact(root: Path, changed: list[tuple[str, bool]], redone: Callable[
           f"for bit); each generation's manifest records what it ran with{kept}", file=sys.stderr)
 
 
+def _warn_overwritten(path: Path, made: dict, edited: object, new: dict, sections: Mapping[str, type]) -> None:
+    """One line where config.yaml was edited by hand (how-it-runs knobs: `made` -> `edited`) and the
+    config given now says otherwise: the given one wins and is saved over the edit."""
+    if not isinstance(edited, dict):
+        return
+    lost = []
+    for name, cls in sections.items():
+        was, hand, now = made.get(name), edited.get(name), new.get(name)
+        if not (isinstance(was, dict) and isinstance(hand, dict) and isinstance(now, dict)):
+            continue
+        hand, now = cfgmod.defaults(cls) | hand, cfgmod.defaults(cls) | now
+        lost += [f"{name}.{k}: {hand.get(k)!r} by hand, {now.get(k)!r} in the config given"
+                 for k in cfgmod.knobs_changed(was, hand, cls) if k in cfgmod.knobs_changed(hand, now, cls)]
+    if lost:
+        print(f"warning: {path} was edited by hand ({'; '.join(lost)}): the run goes on with the config given "
+              f"and saves it over the edit; to keep the edit, run {path} itself or --set the key", file=sys.stderr)
+
+
 def closed(folder: Path) -> None:
     """Make `folder` (or keep it) writable by its owner only: submitit's job pickles live in
     logs/submitit, and whoever can write there runs code in the run's jobs."""
@@ -122,6 +140,8 @@ class RunStore:
                             f"'# config_hash:' line): --run names a folder of yours; keep configs outside run "
                             f"folders, or give another --run")
         old = self.saved_config() if self.exists() else None
+        if old is not None and self.edited():
+            _warn_overwritten(self.config_path, old, yamlfile.load(self.config_path), new, run.section_classes())
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
             old = cfgmod.defaults(cfgmod.RunConfig) | old  # run-level keys added since: at their defaults
             changes = cfgmod.diff(old, new, run.section_classes())

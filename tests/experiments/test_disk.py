@@ -52,5 +52,13 @@ def test_the_papers_disk_counts_every_experiment_and_the_report():
     # 4 sample sizes x 3 regimes x 5 seeds of 1000 generations x 1000 replicates x 11 metrics, 8 bytes each
     assert est.disk_of["gaussian"] == pytest.approx(60 * 1000 * 1000 * 11 * 8 / 1e9)
     assert set(est.disk_of) == {"lm", "gaussian", "gmm", "vae"}
-    assert "disk: 62.0 GB (lm 50.1, gaussian 5.3, gmm 0.6, vae 0.3: model weights and result tables; the " \
+    assert "disk: 63.2 GB (lm 51.2, gaussian 5.3, gmm 0.6, vae 0.3: model weights and result tables; the " \
            "report's long table 5.8)" in est.lines()
+
+
+def test_a_paper_generation_that_keeps_no_weights_counts_its_shards_and_training_set():
+    """Under keep_models: needed a generation after the first keeps no weights, only its tables: the
+    estimate said 0 bytes; 37,700 blocks of 64 tokens as the training set and as the shards are ~11 MB."""
+    run = experiments.load_config(str(REPO / "configs" / "paper.yaml"), ["lm.keep_models=needed"], None)
+    chain = next(c for c in engine.plan(run) if c.experiment == "lm")
+    assert 10e6 < experiments.get("lm").disk(run, chain.variant, 1) < 13e6

@@ -50,15 +50,19 @@ def test_unfinished_generations_are_missing_not_zero(run):
     assert row[header.index("planned")] == "4" and row[header.index("not started")] == "1"
 
 
-def test_generations_past_a_shortened_plan_are_finished_not_negatively_waiting(tmp_path):
-    # run with 4 generations, then again with --generations 2: the plan says 2, the folder holds 4
+def test_generations_past_a_shortened_plan_are_not_the_plans_nor_negatively_waiting(tmp_path):
+    # run with 4 generations, then again with --generations 2: the plan says 2, the folder holds 4; as in
+    # verify and status, the table counts the plan's 2 and a note line the other 2
     root = tmp_path / "r"
     synthetic.write_config(root, {"lm": {}}, generations=2)
     synthetic.lm(root, generations=4, seeds=(0,))
-    header, rows = tables.completeness([collect.load_run(root)])
+    runs = [collect.load_run(root)]
+    header, rows = tables.completeness(runs)
     row = next(r for r in rows if r[2] == "replace-p0-s0")
-    assert row[header.index("planned")] == "2" and row[header.index("finished units")] == "4"
-    assert row[header.index("not started")] == "0"
+    assert row[header.index("planned")] == "2" and row[header.index("finished units")] == "2"
+    assert row[header.index("not started")] == "0" and row[header.index("unfinished")] == "0"
+    (note,) = tables.beyond_plan(runs)
+    assert note.startswith("2 finished generations beyond the plan") and "2 of lm (past its 2)" in note, note
 
 
 def test_tampered_file_is_left_out_and_reported(run):

@@ -18,6 +18,18 @@ from collapse_hpc.experiments.base import (Experiment, Registration, check_prepa
 from collapse_hpc.experiments.lm import cli
 from collapse_hpc.experiments.lm.config import LMConfig
 
+# real training blocks of 64 tokens of the data sets known without preparing them (WikiText-2's train split:
+# ~2.4M OPT tokens; launch/estimate's rates count the same)
+TRAIN_BLOCKS = {"wikitext2": 37_700}
+# on disk, per token of a block, measured on the demo (512 blocks of 64 tokens, 4000-token BPE): train_set.parquet's
+# ids and lineage, 1.8 bytes; the shards' ids, text and lineage, 1.9, with the perplexity tables (a row a block)
+# 2.5, and ~4.5 KB a shard file (one per sample_batch_size prompts); the rest (manifest, metrics, examples,
+# training curve) ~30 KB a generation
+TRAIN_SET_BYTES_PER_TOKEN = 2.0
+SHARD_BYTES_PER_TOKEN = 2.5
+SHARD_FILE_BYTES = 4_500
+GENERATION_BYTES = 30_000
+
 
 class LanguageModel(Experiment):
     name = "lm"
@@ -133,12 +145,21 @@ class LanguageModel(Experiment):
         return memory(variant.section(run))
 
     def disk(self, run, variant, index: int) -> int | None:
-        """The weights generation `index` keeps (model.weights_bytes, per folder chain.kept_weights)."""
+        """The weights generation `index` keeps (model.weights_bytes, per folder chain.kept_weights) and its
+        tables: the generated shards and the training set, tens of MB a generation at the paper's scale
+        (all a generation keeps under keep_models: needed); None where the real blocks are not known."""
         from collapse_hpc.experiments.lm.chain import kept_weights
         from collapse_hpc.experiments.lm.model import weights_bytes
 
         cfg = variant.section(run)
-        return weights_bytes(cfg, len(kept_weights(cfg, index)))
+        weights = weights_bytes(cfg, len(kept_weights(cfg, index)))
+        blocks = cfg.max_train_blocks or TRAIN_BLOCKS.get(cfg.dataset)
+        if weights is None or not blocks:
+            return None
+        train, made = _blocks_written(cfg, variant.regime.name, index, blocks)
+        tokens = cfg.block_size * (TRAIN_SET_BYTES_PER_TOKEN * train + SHARD_BYTES_PER_TOKEN * made)
+        files = -(-made // cfg.sample_batch_size)
+        return weights + int(tokens) + SHARD_FILE_BYTES * files + GENERATION_BYTES
 
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.lm.metrics import SCHEMA
@@ -182,6 +203,18 @@ def model_name(section: dict) -> str:
                 f"{section.get('hidden_size', default.hidden_size)} wide)")
     name = tag.rstrip("/").rsplit("/", 1)[-1]
     return "OPT-" + name[4:].upper() if name.lower().startswith("opt-") else name
+
+
+def _blocks_written(cfg, regime: str, generation: int, real: int) -> tuple[int, int]:
+    """The blocks of generation `generation`'s training set and of its shards, from `real` real blocks:
+    every regime but accumulate trains on as many as the real ones; each prompt writes one block (prompts:
+    real, the real blocks; train_set, the training set's)."""
+    made: list[int] = []
+    train = real
+    for _ in range(generation + 1):
+        train = real + sum(made) if regime == "accumulate" else real
+        made.append(train if cfg.prompts == "train_set" else real)
+    return train, made[-1]
 
 
 EXPERIMENT = LanguageModel()

@@ -203,18 +203,23 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
 def _unpublish_unreadable(ctx, out) -> None:
     """A published model whose files no longer read (each is written whole and renamed, so cut short
     after: a node's crash before its data reached the disk, a stopped copy) failed every redo of its
-    unfinished generation on loading it; it is removed and trained again, to the same weights."""
+    unfinished generation on loading it; it is removed and trained again, to the same weights. So too
+    model_last/ (sample_from: last), which the same training writes: both go, as a pair."""
     from collapse_hpc.experiments.lm.model import unreadable
 
-    why = unreadable(out) if (out / TRAINING).is_file() else None
+    if not (out / TRAINING).is_file():
+        return
+    folders = [out] + ([ctx.path(LAST)] if ctx.config.sample_from == "last" else [])
+    why = next(((f, w) for f in folders if (w := unreadable(f)) is not None), None)
     if why is None:
         return
-    ctx.log.warning("warning: gen %d: %s: %s; training it again", ctx.generation, out, why)
+    ctx.log.warning("warning: gen %d: %s: %s; training it again", ctx.generation, *why)
     distributed.barrier()  # every rank has looked before rank 0 removes it
     if ctx.is_main:
         import shutil
 
-        shutil.rmtree(out)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
     distributed.barrier()
 
 

@@ -34,7 +34,7 @@ import re
 import zlib
 from pathlib import Path
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import NotAFormat, UserError
 from collapse_hpc.experiments.lm.corpus import SPLITS, read_parquet
 from collapse_hpc.logs import count
 
@@ -83,7 +83,7 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     skipped with a warning naming them; a lone file or folder of none is one error line."""
     if source.is_file():
         if not readable(source):
-            raise UserError(_not_readable(source))
+            raise NotAFormat(_not_readable(source))
         if describes(source):
             raise UserError(f"--from {source}: {DESCRIPTION}, not records of text; give the text's files "
                             f"(JSON lines, or one array of objects, each with a field text)")
@@ -102,7 +102,7 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     other = [str(p.relative_to(source)) for p in found if not readable(p) and p.name not in DATASETS_METADATA]
     if not files:
         found_here = other + [str(p.relative_to(source)) for p in described]
-        raise UserError(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
+        raise NotAFormat(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
                         + (f"; found {_names(found_here)}" if found_here else ""))
     if other:
         log.warning("warning: --from %s: %s of other formats skipped (%s); prepare reads %s", source,

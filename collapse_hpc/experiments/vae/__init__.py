@@ -42,6 +42,9 @@ class Vae(Experiment):
                 "mnist": "collapse_hpc.experiments.vae.data:prepare_mnist"}
     local_data = "collapse_hpc.experiments.vae.data:prepare_local"
     local_files = ("*-idx1-ubyte", "*-idx3-ubyte", "*-idx1-ubyte.gz", "*-idx3-ubyte.gz")
+    local_about = ("grey images as a folder of the four IDX files of MNIST's names (train-images-idx3-ubyte, "
+                   "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not; "
+                   "labels 0..9)")
 
     def check(self, run) -> None:
         """digits is prepared by the run when missing (offline, seconds); anything else must exist,

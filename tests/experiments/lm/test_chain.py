@@ -738,3 +738,22 @@ def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_pa
     after = pq.read_table(unit / "metrics.parquet")
     same = [c for c in after.column_names if "seconds" not in c and "per_s" not in c]
     assert after.select(same).equals(before["metrics"].select(same))
+
+
+def test_a_published_last_model_cut_short_is_trained_again_to_the_same_weights(tmp_path, lm_data_dir, caplog):
+    # with sample_from: last the same training publishes model_last/ too, and sampling reads it; cut short
+    # (as model/ above), every redo failed on loading it, with safetensors' own error
+    from collapse_hpc.experiments.lm.model import model_fingerprint
+
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), sample_from="last")
+    assert _execute(store, run)["done"] == 1
+    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+    before = {folder: model_fingerprint(unit / folder) for folder in ("model", "model_last")}
+    (unit / "manifest.json").unlink()
+    weights = unit / "model_last" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        assert _execute(store, run)["done"] == 1
+    assert any("model_last: does not read (" in r.getMessage() and "training it again" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert {folder: model_fingerprint(unit / folder) for folder in ("model", "model_last")} == before
