@@ -295,6 +295,11 @@ class Experiment:
         result tables (manifests, logs and images of a few KB left out); None: not estimated."""
         return None
 
+    def gpu_seconds(self, run, variant: Variant) -> float | None:
+        """Seconds one unit of the variant holds a GPU, from a rate measured on one (the README's "What it
+        costs on a GPU"), for the plan's estimate; None: no measured rate, which the estimate says."""
+        return None
+
     def metrics_schema(self, section=None) -> MetricsSchema:
         """What its metrics.parquet holds (schema.MetricsSchema), for the experiment's config section as a
         unit sees it; section None (the report, which has no section at hand): the key columns and the

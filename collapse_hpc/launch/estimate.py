@@ -1,11 +1,8 @@
 """What a planned run will cost on a cluster, from the per-generation rates the README documents
-("What it costs on a GPU"), for `submit --dry-run`. An experiment or setting without a measured
-rate is named as not estimated, never guessed.
-
-The LM rate, measured on one H200 for an OPT-125M-shaped generation of 8192 training blocks of 64
-tokens: ~15 s start-up, then per 8192 blocks 3.5 s per epoch of training, 20.5 s of sampling (the
-paper's beam search) and 9 s of evaluation. A generation holds `ranks` GPUs throughout; how much
-faster more ranks run was not measured, so the wall time is counted as one GPU's.
+("What it costs on a GPU": each experiment's gpu_seconds, e.g. lm/cost.py), for `submit --dry-run`.
+An experiment or setting without a measured rate is named as not estimated, never guessed. A
+generation holds `ranks` GPUs throughout; how much faster more ranks run was not measured, so the
+wall time is counted as one GPU's.
 
 Also the most memory one unit holds (the experiments' memory()), or that it is unknown, e.g. for
 a hub model with no config.json on this machine and no size in its name (gpt2 uncached).
@@ -21,12 +18,6 @@ from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.logs import count
 
-STARTUP_S = 15.0
-PER_8192_BLOCKS_S = {"epoch": 3.5, "sample": 20.5, "evaluate": 9.0}
-MEASURED_BLOCK = 64  # tokens per block of the measurement
-# real training blocks of 64 tokens of the data sets estimated (WikiText-2's train split: ~2.4M OPT tokens)
-TRAIN_BLOCKS = {"wikitext2": 37_700}
-MEASURED_MODELS = ("facebook/opt-125m",)  # the rates are this model's (its size: the experiment's disk())
 LARGE_GPU_HOURS = 100.0  # a plan estimated over this needs --force (paper.yaml: 7.5 GPU-hours)
 # the report (collect.tidy) holds every metric of every replicate and generation as one long row, ~34 bytes
 # (report.longform); its peak (benchmarks/report_memory.py --replicates 2000) was 3.06 GiB for 52.8M rows of
@@ -98,16 +89,6 @@ class Estimate:
         return report_bytes(self.report_rows)
 
 
-def lm_generation_s(section) -> float | None:
-    """Seconds of one LM generation on one GPU, or None outside what was measured."""
-    blocks = getattr(section, "max_train_blocks", 0) or TRAIN_BLOCKS.get(getattr(section, "dataset", ""))
-    if not blocks or getattr(section, "model", None) not in MEASURED_MODELS:
-        return None
-    blocks *= getattr(section, "block_size", MEASURED_BLOCK) / MEASURED_BLOCK  # tokens, as measured
-    r = PER_8192_BLOCKS_S
-    return STARTUP_S + blocks / 8192 * (r["epoch"] * section.epochs + r["sample"] + r["evaluate"])
-
-
 def _report_variants(run, chains):
     """Per variant: its report rows per replicate (metrics x generations) and its replicates (None
     where its rows are not per replicate)."""
@@ -159,8 +140,7 @@ def estimate(run, chains) -> Estimate:
         exp = experiments.get(chain.experiment)
         est.add_memory(f"{chain.experiment}/{chain.variant.name}", exp.memory(run, chain.variant))
         _add_disk(est, run, chain, exp)
-        section = chain.variant.section(run)
-        seconds = lm_generation_s(section) if chain.experiment == "lm" else None
+        seconds = exp.gpu_seconds(run, chain.variant)
         if seconds is None:
             skipped[chain.experiment] = skipped.get(chain.experiment, 0) + len(chain.jobs)
             continue

@@ -17,10 +17,8 @@ from collapse_hpc.experiments.base import (Experiment, Registration, check_prepa
                                           sections_placed, sections_seen)
 from collapse_hpc.experiments.lm import cli
 from collapse_hpc.experiments.lm.config import LMConfig
+from collapse_hpc.experiments.lm.cost import generation_seconds, train_blocks
 
-# real training blocks of 64 tokens of the data sets known without preparing them (WikiText-2's train split:
-# ~2.4M OPT tokens; launch/estimate's rates count the same)
-TRAIN_BLOCKS = {"wikitext2": 37_700}
 # on disk, per token of a block, measured on the demo (512 blocks of 64 tokens, 4000-token BPE): train_set.parquet's
 # ids and lineage, 1.8 bytes; the shards' ids, text and lineage, 1.9, with the perplexity tables (a row a block)
 # 2.5, and ~4.5 KB a shard file (one per sample_batch_size prompts); the rest (manifest, metrics, examples,
@@ -153,13 +151,16 @@ class LanguageModel(Experiment):
 
         cfg = variant.section(run)
         weights = weights_bytes(cfg, len(kept_weights(cfg, index)))
-        blocks = cfg.max_train_blocks or TRAIN_BLOCKS.get(cfg.dataset)
+        blocks = train_blocks(cfg)
         if weights is None or not blocks:
             return None
         train, made = _blocks_written(cfg, variant.regime.name, index, blocks)
         tokens = cfg.block_size * (TRAIN_SET_BYTES_PER_TOKEN * train + SHARD_BYTES_PER_TOKEN * made)
         files = -(-made // cfg.sample_batch_size)
         return weights + int(tokens) + SHARD_FILE_BYTES * files + GENERATION_BYTES
+
+    def gpu_seconds(self, run, variant):
+        return generation_seconds(variant.section(run))
 
     def metrics_schema(self, section=None):
         from collapse_hpc.experiments.lm.metrics import SCHEMA
