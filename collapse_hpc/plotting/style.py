@@ -25,7 +25,7 @@ RC = {
     "legend.frameon": False,
     "savefig.bbox": "tight",  # a safety net for long labels; constrained layout does the rest
     "savefig.pad_inches": 0.03,
-    "pdf.fonttype": 3,  # editable text in the PDF
+    "pdf.fonttype": 42,  # TrueType: text a PDF reader can select and edit; journals reject Type 3 fonts
     "figure.dpi": 100,
 }
 DPI = 200  # PNG resolution
