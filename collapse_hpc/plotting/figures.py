@@ -148,7 +148,7 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
     if not metrics or not runs:
         return None
     if len(runs) == 1:
-        cols = min(4, len(metrics))
+        cols = min(3, len(metrics))  # 2.4 in a panel across a paper's width (style.PAGE_W)
         rows = -(-len(metrics) // cols)
         panels = [(m, runs[0]) for m in metrics]
     else:
@@ -177,7 +177,8 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
                      title if len(runs) == 1 else f"{run}: {title}")
         ax.set_xlabel("generation")
         integer_x(ax)
-        ax.set_ylabel((ylabels or {}).get(metric, spec.unit))  # the title names the metric
+        # the title names the metric; a metric without a unit (a share, a count) names itself on the axis too
+        ax.set_ylabel((ylabels or {}).get(metric, spec.unit or spec.label))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     legend_below(fig, axes)

@@ -36,6 +36,7 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 2)), (0, (8, 2))]
 
 PANEL_W, PANEL_H = 2.9, 2.2  # inches per panel
+PAGE_W = 7.2  # a two-column paper's full text width (Nature: 183 mm): wider figures print their 7 pt below 5 pt
 # a level to compare against (the real data's own value): a thick light line behind the series, unlike any of them
 REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}
 # a value the paper reports (its own setting only): dash-dotted, dark red, behind the series
@@ -63,10 +64,14 @@ def generation_dash(i: int):
     return DASHES[i % 4]
 
 
-def figure(rows: int, cols: int, sharex: bool = False, sharey: bool = False, w: float = PANEL_W,
+def figure(rows: int, cols: int, sharex: bool = False, sharey: bool = False, w: float | None = None,
            h: float = PANEL_H):
-    """A Figure (no pyplot: no global state) and a 2-D array of its axes."""
+    """A Figure (no pyplot: no global state) and a 2-D array of its axes. Panels of the default width
+    narrow so that the figure fits a paper's full width (PAGE_W) at its own size; a width given (an image
+    grid's pixels) is kept."""
     from matplotlib.figure import Figure
+
+    w = w if w is not None else min(PANEL_W, PAGE_W / cols)
 
     fig = Figure(figsize=(w * cols, h * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex, sharey=sharey)

@@ -667,3 +667,35 @@ def test_band_note_counts_seeds_where_an_experiment_has_no_replicates(full_run):
     assert lm.startswith("mean over seeds (n = 1 to 2 per point), band: its 95% confidence interval (t)"), lm
     gmm = band_note(_context(full_run, "gmm"), ["l2_squared"])
     assert gmm.startswith("mean over seeds × replicates (n = 6 per point)"), gmm
+
+
+def _every_figure(ctx):
+    """(key, Figure) of every figure of the context's experiment, its own and the overviews."""
+    for key, _, fn in experiments.describe(ctx.experiment).figures() + drawing.overviews(ctx):
+        try:
+            made = fn(ctx)
+        except NotInThisRun:
+            continue
+        if made:
+            yield f"{ctx.experiment}_{key}", made[0]
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_figures_fit_a_papers_full_width_at_their_own_size(full_run, experiment):
+    """Scaled down to a two-column paper's full width (7.2 in) an overview of 4 panels a row (11.6 in) printed
+    its 7 pt ticks at 4.4 pt, below the 5 pt journals ask for. A sample grid keeps its pixels' size."""
+    with drawing.figure_style():
+        widths = {key: fig.get_figwidth() for key, fig in _every_figure(_context(full_run, experiment))}
+    assert widths
+    assert {k: w for k, w in widths.items() if w > 7.2 + 1e-9 and k != "vae_samples"} == {}
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_every_panel_of_the_overview_labels_its_y_axis(full_run, experiment):
+    """A metric without a unit (a share, a count, distinct-4) left its panel's y-axis without a label."""
+    ctx = _context(full_run, experiment)
+    with drawing.figure_style():
+        for key, fig in _every_figure(ctx):
+            if "all_metrics" in key:
+                unlabelled = [ax.get_title() for ax in fig.axes if ax.get_visible() and not ax.get_ylabel()]
+                assert unlabelled == [], key
