@@ -173,8 +173,9 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
             keep_scale(ax)
         named = ylabels and metric in ylabels  # a figure of its own: the page gives its title
         title = spec.label + WORSE.get(spec.worse or "", "")
-        ax.set_title(run if named and len(runs) > 1 else "" if named else
-                     title if len(runs) == 1 else f"{run}: {title}")
+        # within its panel, less the y-axis' ticks and label (about 0.5 in)
+        ax.set_title(style.wrap(run if named and len(runs) > 1 else "" if named else
+                                title if len(runs) == 1 else f"{run}: {title}", fig.get_figwidth() / cols - 0.5))
         ax.set_xlabel("generation")
         integer_x(ax)
         # the title names the metric; a metric without a unit (a share, a count) names itself on the axis too

@@ -53,6 +53,14 @@ def series(i: int, points: int = 10, setting: int = 0) -> dict:
             "markerfacecolor": "white" if hollow else COLOURS[i % len(COLOURS)]}
 
 
+def wrap(text: str, inches: float, points: float = RC["axes.titlesize"]) -> str:
+    """`text` broken into lines of at most `inches` at `points` (a character about 0.55 em on average): a
+    panel's title wider than its panel runs into its neighbour's."""
+    import textwrap
+
+    return textwrap.fill(text, max(8, int(inches / (0.55 * points / 72))), break_on_hyphens=False)
+
+
 def generation_colours(n: int) -> list:
     """n colours from dark (early generations) to light (late ones)."""
     from matplotlib import colormaps

@@ -699,3 +699,20 @@ def test_every_panel_of_the_overview_labels_its_y_axis(full_run, experiment):
             if "all_metrics" in key:
                 unlabelled = [ax.get_title() for ax in fig.axes if ax.get_visible() and not ax.get_ylabel()]
                 assert unlabelled == [], key
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_panel_titles_do_not_run_into_each_other(full_run, experiment):
+    """Three overview panels across a paper's width: 'L2 distance to generation 0 (↑ worse)' ran into
+    'squared L2 to generation 0 (↑ worse)' beside it; a long title breaks into lines within its panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with drawing.figure_style():
+        for key, fig in _every_figure(_context(full_run, experiment)):
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            fig.draw_without_rendering()
+            boxes = [(ax.title.get_text(), ax.title.get_window_extent(renderer)) for ax in fig.axes
+                     if ax.get_visible() and ax.title.get_text()]
+            clashes = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:]
+                       if box.overlaps(other)]
+            assert clashes == [], key
