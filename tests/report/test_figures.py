@@ -716,3 +716,25 @@ def test_panel_titles_do_not_run_into_each_other(full_run, experiment):
             clashes = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:]
                        if box.overlaps(other)]
             assert clashes == [], key
+
+
+def test_vae_latent_legends_are_readable_and_off_the_densities(full_run):
+    """Each latent panel's legend was inside the panel at x-small (5.6 pt) over the densities' shoulders:
+    at the style's legend size it sits below the panel, clear of the data and of the axis label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from collapse_hpc.experiments.vae.figures import vae_latents
+    from collapse_hpc.plotting import style
+
+    with drawing.figure_style():
+        fig, _ = vae_latents(_context(full_run, "vae"))
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw_without_rendering()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            assert legend is not None
+            assert min(t.get_fontsize() for t in legend.get_texts()) >= style.RC["legend.fontsize"]
+            box = legend.get_window_extent(renderer)
+            assert not box.overlaps(ax.get_window_extent(renderer))
+            assert not box.overlaps(ax.xaxis.label.get_window_extent(renderer))
+            assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
