@@ -753,3 +753,18 @@ def test_a_long_y_label_stays_within_its_panels_height(full_run):
         for ax in fig.axes:
             label, panel = ax.yaxis.label.get_window_extent(renderer), ax.get_window_extent(renderer)
             assert label.height <= panel.height, ax.get_ylabel()
+
+
+def test_lm_training_curves_of_every_regime_share_a_scale(full_run):
+    """The training loss of replace and of keep 10% side by side was drawn on each panel's own y-range (3 to 6.5
+    beside 3 to 6.7 in the demo), so equal heights were different losses: a row shares its y-axis."""
+    from collapse_hpc.experiments.lm.figures import lm_training_curves
+
+    with drawing.figure_style():
+        fig, _ = lm_training_curves(_context(full_run, "lm"))
+    rows = {}
+    for ax in fig.axes:
+        rows.setdefault(ax.get_ylabel(), []).append(ax)
+    assert all(len(row) > 1 for row in rows.values())
+    for row in rows.values():
+        assert all(ax.get_shared_y_axes().joined(row[0], ax) for ax in row), row[0].get_ylabel()
