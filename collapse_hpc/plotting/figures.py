@@ -179,8 +179,7 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
         ax.set_xlabel("generation")
         integer_x(ax)
         # the title names the metric; a metric without a unit (a share, a count) names itself on the axis too
-        ax.set_ylabel(style.wrap((ylabels or {}).get(metric, spec.unit or spec.label), fig.get_figheight() / rows - 1.2,
-                                 style.RC["axes.labelsize"]))  # within the panel: its height less title, ticks and legend
+        ax.set_ylabel((ylabels or {}).get(metric, spec.unit or spec.label))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     legend_below(fig, axes)

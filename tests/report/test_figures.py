@@ -740,21 +740,6 @@ def test_vae_latent_legends_are_readable_and_off_the_densities(full_run):
             assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
 
 
-def test_a_long_y_label_stays_within_its_panels_height(full_run):
-    """'share beyond the real 99% radius' ran past the top of its 1.5 in panel (vae tails): it breaks into lines."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from collapse_hpc.experiments.vae.figures import vae_tails
-
-    with drawing.figure_style():
-        fig, _ = vae_tails(_context(full_run, "vae"))
-        renderer = FigureCanvasAgg(fig).get_renderer()
-        fig.draw_without_rendering()
-        for ax in fig.axes:
-            label, panel = ax.yaxis.label.get_window_extent(renderer), ax.get_window_extent(renderer)
-            assert label.height <= panel.height, ax.get_ylabel()
-
-
 def test_lm_training_curves_of_every_regime_share_a_scale(full_run):
     """The training loss of replace and of keep 10% side by side was drawn on each panel's own y-range (3 to 6.5
     beside 3 to 6.7 in the demo), so equal heights were different losses: a row shares its y-axis."""
