@@ -148,7 +148,7 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
     if not metrics or not runs:
         return None
     if len(runs) == 1:
-        cols = min(4, len(metrics))
+        cols = min(3, len(metrics))  # 2.4 in a panel across a paper's width (style.PAGE_W)
         rows = -(-len(metrics) // cols)
         panels = [(m, runs[0]) for m in metrics]
     else:
@@ -173,11 +173,13 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
             keep_scale(ax)
         named = ylabels and metric in ylabels  # a figure of its own: the page gives its title
         title = spec.label + WORSE.get(spec.worse or "", "")
-        ax.set_title(run if named and len(runs) > 1 else "" if named else
-                     title if len(runs) == 1 else f"{run}: {title}")
+        # within its panel, less the y-axis' ticks and label (about 0.5 in)
+        ax.set_title(style.wrap(run if named and len(runs) > 1 else "" if named else
+                                title if len(runs) == 1 else f"{run}: {title}", fig.get_figwidth() / cols - 0.5))
         ax.set_xlabel("generation")
         integer_x(ax)
-        ax.set_ylabel((ylabels or {}).get(metric, spec.unit))  # the title names the metric
+        # the title names the metric; a metric without a unit (a share, a count) names itself on the axis too
+        ax.set_ylabel((ylabels or {}).get(metric, spec.unit or spec.label))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     legend_below(fig, axes)

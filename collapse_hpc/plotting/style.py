@@ -25,7 +25,7 @@ RC = {
     "legend.frameon": False,
     "savefig.bbox": "tight",  # a safety net for long labels; constrained layout does the rest
     "savefig.pad_inches": 0.03,
-    "pdf.fonttype": 3,  # editable text in the PDF
+    "pdf.fonttype": 42,  # TrueType: text a PDF reader can select and edit; journals reject Type 3 fonts
     "figure.dpi": 100,
 }
 DPI = 200  # PNG resolution
@@ -36,6 +36,7 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 2)), (0, (8, 2))]
 
 PANEL_W, PANEL_H = 2.9, 2.2  # inches per panel
+PAGE_W = 7.2  # a two-column paper's full text width (Nature: 183 mm): wider figures print their 7 pt below 5 pt
 # a level to compare against (the real data's own value): a thick light line behind the series, unlike any of them
 REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}
 # a value the paper reports (its own setting only): dash-dotted, dark red, behind the series
@@ -52,6 +53,14 @@ def series(i: int, points: int = 10, setting: int = 0) -> dict:
             "markerfacecolor": "white" if hollow else COLOURS[i % len(COLOURS)]}
 
 
+def wrap(text: str, inches: float, points: float = RC["axes.titlesize"]) -> str:
+    """`text` broken into lines of at most `inches` at `points` (a character about 0.55 em on average): a
+    panel's title wider than its panel runs into its neighbour's."""
+    import textwrap
+
+    return textwrap.fill(text, max(8, int(inches / (0.55 * points / 72))), break_on_hyphens=False)
+
+
 def generation_colours(n: int) -> list:
     """n colours from dark (early generations) to light (late ones)."""
     from matplotlib import colormaps
@@ -63,10 +72,14 @@ def generation_dash(i: int):
     return DASHES[i % 4]
 
 
-def figure(rows: int, cols: int, sharex: bool = False, sharey: bool = False, w: float = PANEL_W,
+def figure(rows: int, cols: int, sharex: bool = False, sharey: bool = False, w: float | None = None,
            h: float = PANEL_H):
-    """A Figure (no pyplot: no global state) and a 2-D array of its axes."""
+    """A Figure (no pyplot: no global state) and a 2-D array of its axes. Panels of the default width
+    narrow so that the figure fits a paper's full width (PAGE_W) at its own size; a width given (an image
+    grid's pixels) is kept."""
     from matplotlib.figure import Figure
+
+    w = w if w is not None else min(PANEL_W, PAGE_W / cols)
 
     fig = Figure(figsize=(w * cols, h * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex, sharey=sharey)

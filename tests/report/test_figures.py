@@ -667,3 +667,89 @@ def test_band_note_counts_seeds_where_an_experiment_has_no_replicates(full_run):
     assert lm.startswith("mean over seeds (n = 1 to 2 per point), band: its 95% confidence interval (t)"), lm
     gmm = band_note(_context(full_run, "gmm"), ["l2_squared"])
     assert gmm.startswith("mean over seeds × replicates (n = 6 per point)"), gmm
+
+
+def _every_figure(ctx):
+    """(key, Figure) of every figure of the context's experiment, its own and the overviews."""
+    for key, _, fn in experiments.describe(ctx.experiment).figures() + drawing.overviews(ctx):
+        try:
+            made = fn(ctx)
+        except NotInThisRun:
+            continue
+        if made:
+            yield f"{ctx.experiment}_{key}", made[0]
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_figures_fit_a_papers_full_width_at_their_own_size(full_run, experiment):
+    """Scaled down to a two-column paper's full width (7.2 in) an overview of 4 panels a row (11.6 in) printed
+    its 7 pt ticks at 4.4 pt, below the 5 pt journals ask for. A sample grid keeps its pixels' size."""
+    with drawing.figure_style():
+        widths = {key: fig.get_figwidth() for key, fig in _every_figure(_context(full_run, experiment))}
+    assert widths
+    assert {k: w for k, w in widths.items() if w > 7.2 + 1e-9 and k != "vae_samples"} == {}
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_every_panel_of_the_overview_labels_its_y_axis(full_run, experiment):
+    """A metric without a unit (a share, a count, distinct-4) left its panel's y-axis without a label."""
+    ctx = _context(full_run, experiment)
+    with drawing.figure_style():
+        for key, fig in _every_figure(ctx):
+            if "all_metrics" in key:
+                unlabelled = [ax.get_title() for ax in fig.axes if ax.get_visible() and not ax.get_ylabel()]
+                assert unlabelled == [], key
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_panel_titles_do_not_run_into_each_other(full_run, experiment):
+    """Three overview panels across a paper's width: 'L2 distance to generation 0 (↑ worse)' ran into
+    'squared L2 to generation 0 (↑ worse)' beside it; a long title breaks into lines within its panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with drawing.figure_style():
+        for key, fig in _every_figure(_context(full_run, experiment)):
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            fig.draw_without_rendering()
+            boxes = [(ax.title.get_text(), ax.title.get_window_extent(renderer)) for ax in fig.axes
+                     if ax.get_visible() and ax.title.get_text()]
+            clashes = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:]
+                       if box.overlaps(other)]
+            assert clashes == [], key
+
+
+def test_vae_latent_legends_are_readable_and_off_the_densities(full_run):
+    """Each latent panel's legend was inside the panel at x-small (5.6 pt) over the densities' shoulders:
+    at the style's legend size it sits below the panel, clear of the data and of the axis label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from collapse_hpc.experiments.vae.figures import vae_latents
+    from collapse_hpc.plotting import style
+
+    with drawing.figure_style():
+        fig, _ = vae_latents(_context(full_run, "vae"))
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw_without_rendering()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            assert legend is not None
+            assert min(t.get_fontsize() for t in legend.get_texts()) >= style.RC["legend.fontsize"]
+            box = legend.get_window_extent(renderer)
+            assert not box.overlaps(ax.get_window_extent(renderer))
+            assert not box.overlaps(ax.xaxis.label.get_window_extent(renderer))
+            assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
+
+
+def test_lm_training_curves_of_every_regime_share_a_scale(full_run):
+    """The training loss of replace and of keep 10% side by side was drawn on each panel's own y-range (3 to 6.5
+    beside 3 to 6.7 in the demo), so equal heights were different losses: a row shares its y-axis."""
+    from collapse_hpc.experiments.lm.figures import lm_training_curves
+
+    with drawing.figure_style():
+        fig, _ = lm_training_curves(_context(full_run, "lm"))
+    rows = {}
+    for ax in fig.axes:
+        rows.setdefault(ax.get_ylabel(), []).append(ax)
+    assert all(len(row) > 1 for row in rows.values())
+    for row in rows.values():
+        assert all(ax.get_shared_y_axes().joined(row[0], ax) for ax in row), row[0].get_ylabel()

@@ -426,7 +426,7 @@ def lm_training_curves(ctx: Context):
               if ((d["run"] == r) & (d["series"] == s)).any()]
     gens = sorted(d["generation"].unique())
     colours = style.generation_colours(len(gens))
-    fig, axes = style.figure(2, len(panels), sharex=True)
+    fig, axes = style.figure(2, len(panels), sharex=True, sharey="row")  # regimes compare on one scale
     for c, (run, s) in enumerate(panels):
         sub = d[(d["run"] == run) & (d["series"] == s)]
         for i, g in enumerate(gens):

@@ -100,7 +100,7 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
         return None
     top = max(max(v) for _, _, v, _ in rows)
     colours = mpl.colormaps["viridis"](np.linspace(0, 0.9, top + 1))
-    fig, axes = style.figure(1, len(rows), w=3.2, h=2.6, sharey=True)
+    fig, axes = style.figure(1, len(rows), w=3.2, h=3.3, sharey=True)
     spreads, kinds, beyond = [], set(), []
     for ax, (run, key, paths, _) in zip(axes.flat, rows):
         how = _latent_figure(ctx, run)
@@ -122,7 +122,7 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
         ax.set_title(key if len(ctx.runs) == 1 else f"{run.label}\n{key}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density" if ax is axes.flat[0] else "")
-        ax.legend(fontsize="x-small", frameon=False)
+        _legend_below(ax)
     what = {"raw": "pooled over every latent dimension as they are (as the notebook draws them)",
             "standardised": "each dimension centred and divided by its spread in generation 0's samples, "
                             "pooled over the dimensions generation 0 uses (so generation 0 has sd 1)"}
@@ -135,6 +135,15 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
                  + "; ".join(spreads) + "."
                  + (" Means beyond the axis are drawn in its outermost bins; the most of any generation: "
                     + "; ".join(beyond) + "." if beyond else ""))
+
+
+def _legend_below(ax) -> None:
+    """A panel's own legend (its generations' sd) below its x-axis label, at the style's legend size: inside
+    the panel, shrunk to x-small (5.6 pt), it sat on the densities' shoulders."""
+    from matplotlib.transforms import offset_copy
+
+    below = offset_copy(ax.transAxes, fig=ax.figure, y=-2.6 * style.RC["axes.labelsize"] - 6, units="points")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncols=2)
 
 
 def vae_tails(ctx: Context):
