@@ -19,6 +19,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from collapse_hpc import logs
 from collapse_hpc.launch import requeue
 from collapse_hpc.launch.distributed import export_env
+from collapse_hpc.launch.peers import watching
 from collapse_hpc.machine import interruptible
 
 
@@ -105,13 +106,14 @@ class UnitJob(Checkpointable):
         from collapse_hpc import engine
 
         logs.for_job()
-        export_env()
+        env = export_env()
         interruptible()  # a local launcher stops its units by SIGINT (Ctrl-C, cancel)
         _stop_when_ending()
         requeue.exit_where_python_can()  # submitit's USR2 handler is installed by now
         _stop_without_launcher()
         try:
-            return engine.run_unit(run_dir, experiment, variant, index)
+            with watching(run_dir, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))):
+                return engine.run_unit(run_dir, experiment, variant, index)
         except Ending as e:
             logging.getLogger("collapse_hpc").warning("%s/%s unit %d: %s", experiment, variant, index, e)
             raise SystemExit(143) from None  # 128 + SIGTERM, without a traceback

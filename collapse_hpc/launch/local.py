@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
-from collapse_hpc.launch import records
+from collapse_hpc.launch import peers, records
 from collapse_hpc.machine import available_memory, free_port, machine_cores, term_as_interrupt
 from collapse_hpc.logs import count
 from collapse_hpc.store import space
@@ -244,6 +245,9 @@ class _Pool:
             lane.jobs.pop(0)
         except Exception as e:  # the unit failed: its chain stops here
             self.fail(lane, job, entry, e, sj)
+        shutil.rmtree(peers.folder(self.store.root, sj.job_id), ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last one leaves no empty folder
+            peers.folder(self.store.root, sj.job_id).parent.rmdir()
         self.save()
         self.name_helpers()
         bar.update(1 + len(lane.blocked) if lane.failed else 1)
@@ -253,6 +257,13 @@ class _Pool:
         entry["error"] = error_tail(str(e))
         if "has not produced any output" in str(e):  # submitit: no result, no exception: the process died
             entry["error"] += f"\n{unwritten(sj) or KILLED}"
+        if lane.ranks > 1 and (found := peers.culprit(peers.folder(self.store.root, sj.job_id))):
+            # the rank that ended the unit, not rank 0, which a lost peer stopped, and that rank's log
+            from submitit.core.utils import JobPaths
+
+            rank, which = found
+            entry["error"] += f"\n{which}"
+            entry["log"] = str(JobPaths(self.folder, sj.job_id, rank).stderr)
         lane.failed = True
         lane.blocked = lane.jobs[1:]
         self.counts["failed"].append({"unit": job.label, "log": entry["log"], "error": entry["error"]})

@@ -305,12 +305,23 @@ def _text(worker: Path) -> str | None:
         return None
 
 
+def _me(run_root: Path) -> Path:
+    return Path(run_root) / WORKERS / f"{socket.gethostname()}-{os.getpid()}"
+
+
+def unregister(run_root: Path) -> None:
+    """Drop this process's registration (working()) now: for a unit process about to end by
+    os._exit, which runs no finally block."""
+    _me(run_root).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        _me(run_root).parent.rmdir()
+
+
 @contextlib.contextmanager
 def working(run_root: Path) -> Iterator[None]:
     """Register this process as a unit process of the run while the block runs (RunLock.workers):
     recorded by the unit itself, so it holds the run even when its launcher is gone."""
-    folder = Path(run_root) / WORKERS
-    me = folder / f"{socket.gethostname()}-{os.getpid()}"
+    folder, me = Path(run_root) / WORKERS, _me(run_root)
     # submitit's Slurm job script exports SUBMITIT_EXECUTOR=slurm; its local executor, local
     slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
     for attempt in range(3):

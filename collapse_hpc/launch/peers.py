@@ -1,0 +1,148 @@
+"""The ranks of one unit watch each other on their host.
+
+A rank that dies (SIGKILL, the OOM killer) or fails (a save refused on its disk only) left the
+others in their next collective until its timeout (30 min), holding every GPU of the job. Each rank
+records itself in RUN/logs/ranks/<job>/<rank>.json (pid, host, state: running, done, failed with
+its cause, stopped); a thread of every rank reads its peers' records twice a second, and once a
+peer of this host failed or is gone without finishing, says so in one line and ends this rank at
+once (a rank blocked in a collective cannot be interrupted otherwise). What the unit finished
+(checkpoints, shards) stays for the redo. The launcher reads the records to name the rank and
+its cause in the unit's FAILED line. Peers on other hosts are not seen: Slurm ends those.
+
+API: watching(run_dir, rank, world_size), culprit(folder), folder(run_dir, job_id).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from collapse_hpc.store import atomic
+from collapse_hpc.store.lock import pid_alive, unregister
+
+POLL_S = 0.5
+CAUSE_WAIT_S = 1.0
+STOPPED = 3  # the exit status of a rank ended because a peer ended
+KILLED = "was killed (it ended without finishing or an error: a signal, the OOM killer)"
+
+
+def folder(run_dir: str | Path, job_id: str) -> Path:
+    return Path(run_dir) / "logs" / "ranks" / job_id
+
+
+def _job_id() -> str | None:
+    """This job attempt's id: local, the controller's pid (new on every start); Slurm, the job's
+    id and its restart count (a requeued attempt must not read the last one's dead ranks)."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        return os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and os.environ.get("SLURM_JOB_ID"):
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        job = f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{task}" if task else os.environ["SLURM_JOB_ID"]
+        return f"{job}-r{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    return None
+
+
+def _record(where: Path, rank: int, state: str, cause: str = "") -> None:
+    with contextlib.suppress(OSError):  # a full disk: the ranks still end (on the collective's timeout)
+        where.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(where / f"{rank}.json", {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
+                                                  "state": state, "cause": cause})
+
+
+def _records(where: Path) -> list[dict]:
+    out = []
+    for path in sorted(where.glob("*.json"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
+        with contextlib.suppress(OSError, ValueError):
+            out.append(json.loads(path.read_text()))
+    return out
+
+
+def culprit(where: Path) -> tuple[int, str] | None:
+    """The rank that ended the unit, and why, in one line: one that failed (its error), else one
+    gone without finishing (killed). None where the records name none."""
+    records = [r for r in _records(where) if isinstance(r, dict) and isinstance(r.get("rank"), int)]
+    world = len(records)
+    for r in records:
+        if r.get("state") == "failed":
+            return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) failed: {r.get('cause')}"
+    here = socket.gethostname()
+    for r in records:
+        if r.get("state") == "running" and r.get("host") == here and not pid_alive(int(r.get("pid", -1))):
+            return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) {KILLED}"
+    for r in records:  # a peer's end that none of the records explains (a peer on another host)
+        if r.get("state") == "stopped":
+            return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) stopped: {r.get('cause')}"
+    return None
+
+
+def _lost_peer(where: Path, rank: int) -> str | None:
+    here = socket.gethostname()
+    for r in _records(where):
+        if r.get("rank") == rank or r.get("host") != here:
+            continue
+        if r.get("state") == "failed":
+            return f"rank {r['rank']} failed: {r.get('cause')}"
+        if r.get("state") in ("running", "stopped") and not pid_alive(int(r.get("pid", -1))):
+            return f"rank {r['rank']} (pid {r.get('pid')}) {KILLED}" if r["state"] == "running" else \
+                f"rank {r['rank']} stopped: {r.get('cause')}"
+    return None
+
+
+def _after_a_peer(where: Path, rank: int) -> str | None:
+    """Whether this rank's error followed a peer's end (gloo's "Connection closed by peer"): the peer is
+    the cause. A killed peer's sockets close before its process is seen gone: it is given a moment."""
+    deadline = time.monotonic() + CAUSE_WAIT_S
+    while (lost := _lost_peer(where, rank)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return lost
+
+
+def _watch(run_dir: Path, where: Path, rank: int, finished: threading.Event) -> None:
+    while not finished.wait(POLL_S):
+        lost = _lost_peer(where, rank)
+        if lost is None or finished.is_set():
+            continue
+        line = f"rank {rank}: {lost}; this rank stops too (what the unit finished stays for a resume)"
+        _record(where, rank, "stopped", lost)
+        with contextlib.suppress(OSError):
+            unregister(run_dir)
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(STOPPED)  # the main thread may be blocked in a collective: no exception reaches it
+
+
+def cause_of(e: BaseException) -> str:
+    """An error in one line: bad input (UserError) as its message says it, anything else by its name."""
+    from collapse_hpc.errors import UserError
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, UserError) else f"{type(e).__name__}: {text}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def watching(run_dir: str | Path, rank: int, world_size: int):
+    """Record this rank and watch its peers while the block runs (a no-op for a single rank or
+    outside a submitit job)."""
+    job = _job_id()
+    if world_size < 2 or job is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    where, finished = folder(run_dir, job), threading.Event()
+    _record(where, rank, "running")
+    threading.Thread(target=_watch, args=(Path(run_dir), where, rank, finished), name="peer-watch", daemon=True).start()
+    try:
+        yield
+    except BaseException as e:
+        finished.set()
+        if isinstance(e, Exception):
+            lost = _after_a_peer(where, rank)
+            _record(where, rank, "stopped" if lost else "failed", lost or cause_of(e))
+        raise
+    finished.set()
+    _record(where, rank, "done")

@@ -1,0 +1,109 @@
+"""A generation on two gloo ranks, one of which dies or fails: the job ends within seconds, not at the
+collective's timeout (30 min, every GPU of the job held), its FAILED line names the rank and the cause,
+and the same command then resumes to the results of an uninterrupted run."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.experiments.lm.test_chain import LM, REPO
+
+# run inside rank 1's process only (a sitecustomize on PYTHONPATH): the fault, as the rank meets it
+HOOK = """import os
+if os.environ.get("SUBMITIT_LOCAL_GLOBALID") == "1" and os.environ.get("RANK_FAULT"):
+    exec(os.environ["RANK_FAULT"])
+"""
+CHECKPOINT = "from collapse_hpc.experiments.lm import train; save = train._Training.checkpoint; "
+KILLED_AFTER_FIRST_CHECKPOINT = (
+    "import signal; " + CHECKPOINT
+    + "train._Training.checkpoint = lambda self: (save(self), os.kill(os.getpid(), signal.SIGKILL))")
+# its second save meets a full disk on this rank only (its own local scratch): the other rank's succeeds
+SECOND_SAVE_FULL_DISK = (
+    "import errno; " + CHECKPOINT + "calls = []\n"
+    "def refused(*a, **k):\n"
+    "    raise OSError(errno.ENOSPC, 'No space left on device', a[0])\n"
+    "def checkpoint(self):\n"
+    "    calls.append(1)\n"
+    "    if len(calls) == 2:\n"
+    "        self.engine.save_checkpoint = refused\n"
+    "    save(self)\n"
+    "train._Training.checkpoint = checkpoint")
+KILLED_MID_SAMPLING = (
+    "import signal, collapse_hpc.store as store; write = store.write_parquet; "
+    "store.write_parquet = lambda path, *a, **k: (write(path, *a, **k), "
+    "os.path.basename(path).startswith('part-') and os.kill(os.getpid(), signal.SIGKILL))[0]")
+RAISES_MID_SAMPLING = (
+    "import collapse_hpc.store as store; write = store.write_parquet\n"
+    "def broken(path, *a, **k):\n"
+    "    if os.path.basename(str(path)).startswith('part-'):\n"
+    "        raise RuntimeError('sampling broke on this rank')\n"
+    "    return write(path, *a, **k)\n"
+    "store.write_parquet = broken")
+PROMPT_S = 150  # the whole faulty run; the ranks' collective timeout is 1800 s
+
+
+def _config(tmp_path: Path, data_dir: Path, **knobs) -> Path:
+    lm = {**LM, "ranks": 2, "epochs": 2, "checkpoint_every_steps": 1, "sample_batch_size": 8, **knobs}
+    cfg = {"name": "t", "generations": 1, "seeds": [0], "regimes": ["replace:0"], "executor": "local",
+           "data_dir": str(data_dir), "lm": lm}
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run(config: Path, run: Path, fault: str | None, hooks: Path, timeout: float):
+    env = {**os.environ, "COLLAPSE_THREADS": "1"}
+    if fault:
+        env.update(RANK_FAULT=fault, PYTHONPATH=os.pathsep.join([str(hooks), env.get("PYTHONPATH", "")]))
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "collapse_hpc", "run", str(config), "--run", str(run)], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return proc, time.time() - started
+
+
+def _results(run: Path) -> dict:
+    unit = run / "lm" / "replace-p0-s0" / "gen_000"
+    tables = sorted((unit / "shards").glob("part-*.parquet")) + sorted(unit.glob("*.parquet"))
+    timings = ("seconds", "per_s")  # wall-clock measurements, not results
+    return {p.relative_to(unit).as_posix(): pq.read_table(p).drop_columns(
+        [c for c in pq.read_schema(p).names if c.endswith(timings)]) for p in tables}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, lm_data_dir):
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    proc, _ = _run(_config(tmp, lm_data_dir), tmp / "run", None, tmp, 600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _results(tmp / "run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, said", [
+    (KILLED_AFTER_FIRST_CHECKPOINT, "rank 1 of 2 (pid {pid}) was killed"),
+    (SECOND_SAVE_FULL_DISK, "rank 1 of 2 (pid {pid}) failed: "),
+    (KILLED_MID_SAMPLING, "rank 1 of 2 (pid {pid}) was killed"),
+    (RAISES_MID_SAMPLING, "rank 1 of 2 (pid {pid}) failed: RuntimeError: sampling broke on this rank"),
+], ids=["killed mid-training", "full disk on one rank's save", "killed mid-sampling", "raises mid-sampling"])
+def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_identically(
+        tmp_path, lm_data_dir, uninterrupted, fault, said):
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(HOOK)
+    config, run = _config(tmp_path, lm_data_dir), tmp_path / "run"
+    proc, took = _run(config, run, fault, tmp_path / "hooks", PROMPT_S)
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED lm/")]
+    assert said.split("{pid}")[0] in line and said.split("{pid}")[1] in line, line
+    if fault == SECOND_SAVE_FULL_DISK:
+        assert "checkpoints: No space left on device" in line, line
+    assert not (run / "lm" / "replace-p0-s0" / "gen_000" / "manifest.json").exists()
+    proc, _ = _run(config, run, None, tmp_path / "hooks", 600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = _results(run)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, table in uninterrupted.items():
+        assert resumed[name].equals(table), name
