@@ -57,3 +57,19 @@ def holds(folder, pattern: str) -> bool:
     if pattern.endswith("/"):
         return any(p.is_dir() for p in folder.glob(pattern.rstrip("/")))
     return any(folder.glob(pattern)) or any(folder.rglob(pattern))
+
+
+def hashed(monkeypatch) -> list:
+    """The files sha256_file reads from now on (the real function, counted)."""
+    from collapse_hpc.store import manifest
+
+    seen, real = [], manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda p: seen.append(p) or real(p))
+    return seen
+
+
+def flip(path) -> None:
+    """Change one byte in the middle of a file, its size kept: only its sha256 tells."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -7,6 +7,7 @@ from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.regimes import Regime, pooled
 from collapse_hpc.store import RunStore, manifest
+from tests.helpers import flip, hashed
 
 GENS = 6
 
@@ -19,19 +20,6 @@ def _run(tmp_path, regime: str):
     return store, engine.plan(run)[0].variant.name
 
 
-def _hashed(monkeypatch) -> list:
-    """The files sha256_file reads from now on (the real function, counted)."""
-    seen, real = [], manifest.sha256_file
-    monkeypatch.setattr(manifest, "sha256_file", lambda p: seen.append(p) or real(p))
-    return seen
-
-
-def _flip(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def _earlier(seen, unit) -> set[str]:
     return {p.parent.name for p in seen if p.parent.parent == unit.parent and p.parent.name < unit.name}
 
@@ -39,14 +27,14 @@ def _earlier(seen, unit) -> set[str]:
 @pytest.mark.parametrize("regime,grows", [("replace", False), ("accumulate", True)])
 def test_the_earlier_generations_hashed_are_the_ones_read(tmp_path, monkeypatch, regime, grows):
     store, variant = _run(tmp_path, regime)
-    hashed = {}
+    read = {}
     for g in range(GENS):
-        seen = _hashed(monkeypatch)
+        seen = hashed(monkeypatch)
         assert engine.run_unit(store.root, "toy", variant, g) == "done"
         unit = store.unit_dir("toy", variant, "chain", g)
-        hashed[g] = _earlier(seen, unit)
-        assert hashed[g] == {f"gen_{i:03d}" for i in {0, g - 1, *pooled(Regime(regime), g)} if 0 <= i < g}
-    sizes = [len(hashed[g]) for g in range(2, GENS)]
+        read[g] = _earlier(seen, unit)
+        assert read[g] == {f"gen_{i:03d}" for i in {0, g - 1, *pooled(Regime(regime), g)} if 0 <= i < g}
+    sizes = [len(read[g]) for g in range(2, GENS)]
     assert (sizes[-1] > sizes[0]) == grows  # replace: generation 0 and the previous one, whatever g
 
 
@@ -55,13 +43,13 @@ def test_a_corrupt_file_the_unit_reads_is_refused_one_it_does_not_read_is_not(tm
     for g in range(4):
         engine.run_unit(store.root, "toy", variant, g)
     gens = [store.unit_dir("toy", variant, "chain", g) for g in range(5)]
-    _flip(gens[3] / "metrics.parquet")  # generation 4 reads generation 3's values
+    flip(gens[3] / "metrics.parquet")  # generation 4 reads generation 3's values
     with pytest.raises(UserError, match=f"{gens[3]}: an earlier generation is unfinished or does not verify "
                                         f"\\(.*metrics.parquet: sha256 mismatch\\)"):
         engine.run_unit(store.root, "toy", variant, 4)
     assert not gens[4].joinpath("manifest.json").exists()
     engine.run_unit(store.root, "toy", variant, 3)  # the repair (deterministic: the same bytes)
-    _flip(gens[1] / "metrics.parquet")  # read by nothing generation 4 reads; verify still names it
+    flip(gens[1] / "metrics.parquet")  # read by nothing generation 4 reads; verify still names it
     assert engine.run_unit(store.root, "toy", variant, 4) == "done"
     (gens[1] / "metrics.parquet").write_bytes(b"shorter")  # a size that differs: caught without hashing
     (gens[4] / "manifest.json").unlink()

@@ -4,8 +4,9 @@ import pytest
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.launch import local
-from collapse_hpc.store import RunStore, manifest
+from collapse_hpc.store import RunStore
 from collapse_hpc.verify import verify_run
+from tests.helpers import flip, hashed
 
 DONE, PLANNED = 6, 8  # generations finished, generations asked for now
 
@@ -22,19 +23,6 @@ def longer_run(tmp_path):
     return store, run, chain
 
 
-def _hashed(monkeypatch) -> list:
-    """The files sha256_file reads from now on (the real function, counted)."""
-    seen, real = [], manifest.sha256_file
-    monkeypatch.setattr(manifest, "sha256_file", lambda p: seen.append(p) or real(p))
-    return seen
-
-
-def _flip(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def _starts(store, run, chain) -> list[int]:
     lanes, _ = local._lanes(store, run, [chain], 0)
     return [j.index for lane in lanes for j in lane.jobs]
@@ -43,7 +31,7 @@ def _starts(store, run, chain) -> list[int]:
 def test_the_local_launcher_hashes_only_the_generations_the_next_one_reads(longer_run, monkeypatch):
     # it hashed every finished unit before it started one: the paper's ~50 GB of weights, ~70 s
     store, run, chain = longer_run
-    seen = _hashed(monkeypatch)
+    seen = hashed(monkeypatch)
     assert _starts(store, run, chain) == list(range(DONE, PLANNED))
     read = experiments.get("toy").reads(chain.variant, DONE)  # generation 0 and the previous one
     assert {p.parent.name for p in seen} == {f"gen_{g:03d}" for g in read}
@@ -53,9 +41,9 @@ def test_a_corrupt_generation_the_next_one_reads_is_redone_one_it_does_not_read_
                                                                                                    capsys):
     store, run, chain = longer_run
     gens = [store.unit_dir("toy", chain.variant.name, "chain", g) for g in range(DONE)]
-    _flip(gens[DONE - 1] / "metrics.parquet")  # same size: only a hash sees it
+    flip(gens[DONE - 1] / "metrics.parquet")  # same size: only a hash sees it
     assert _starts(store, run, chain) == list(range(DONE - 1, PLANNED))  # as submit queues it
     assert engine.run_unit(store.root, "toy", chain.variant.name, DONE - 1) == "done"  # the redo
-    _flip(gens[2] / "metrics.parquet")  # read by no generation still to run
+    flip(gens[2] / "metrics.parquet")  # read by no generation still to run
     assert _starts(store, run, chain) == list(range(DONE, PLANNED))
     assert verify_run(store.root) == 1 and f"MISMATCH {gens[2] / 'metrics.parquet'}" in capsys.readouterr().out

@@ -10,12 +10,7 @@ from collapse_hpc import cli, engine
 from collapse_hpc.store import read_manifest
 from collapse_hpc.verify import verify_run
 from tests.experiments.lm.test_chain import LM, _execute, _run
-
-
-def _flip(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+from tests.helpers import flip
 
 
 def test_corrupt_model_and_base_model_are_caught_and_repaired(tmp_path, lm_data_dir, capsys):
@@ -30,7 +25,7 @@ def test_corrupt_model_and_base_model_are_caught_and_repaired(tmp_path, lm_data_
     original = model.read_bytes()
 
     # 1. a flipped byte in generation 0's model: verify's command, as printed, retrains it
-    _flip(model)
+    flip(model)
     capsys.readouterr()
     assert verify_run(store.root) == 1
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "redo with:" in ln)
@@ -45,7 +40,7 @@ def test_corrupt_model_and_base_model_are_caught_and_repaired(tmp_path, lm_data_
 
     # 2. a flipped byte in the cached base model: verify names it, and no run builds on it
     base = next((data_dir / "tiny" / "base").glob("*/model.safetensors"))
-    _flip(base)
+    flip(base)
     capsys.readouterr()
     assert verify_run(store.root) == 1
     assert f"MISMATCH {base}: sha256 mismatch" in capsys.readouterr().out
@@ -84,7 +79,7 @@ def test_a_changed_byte_in_a_cached_tokenizer_or_block_file_is_refused(tmp_path,
         redo = target.parent
     else:
         target = redo = blocks_path(data_dir, cfg.dataset, "train", tok, cfg.block_size, cfg.block_grouping)
-    _flip(target)
+    flip(target)
     flipped = sorted((p, p.read_bytes()) for p in data_dir.rglob("*") if p.is_file())
     config = tmp_path / "t.yaml"
     config.write_text(yaml.safe_dump({"name": "t", "generations": 1, "seeds": [0], "regimes": ["replace:0"],
@@ -124,7 +119,7 @@ def test_a_unit_refused_by_a_cache_check_leaves_nothing_behind(tmp_path, lm_data
 
     before = listing()
     target = bpe_dir(data_dir, "tiny", LMConfig(**LM).vocab_size) / "tokenizer.json"
-    _flip(target)
+    flip(target)
     with pytest.raises(UserError, match="not the file its card.json recorded"):
         engine.run_unit(store.root, "lm", "replace-p0-s0", 0)
     assert listing() == before
