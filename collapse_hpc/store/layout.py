@@ -140,7 +140,8 @@ class RunStore:
                             f"'# config_hash:' line): --run names a folder of yours; keep configs outside run "
                             f"folders, or give another --run")
         old = self.saved_config() if self.exists() else None
-        if old is not None and self.edited():
+        edited = old is not None and self.edited()
+        if edited:
             _warn_overwritten(self.config_path, old, yamlfile.load(self.config_path), new, run.section_classes())
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
             old = cfgmod.defaults(cfgmod.RunConfig) | old  # run-level keys added since: at their defaults
@@ -153,7 +154,7 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.logs, self.logs / "submitit"):
             closed(folder)
-        if old == new and not self.edited():
+        if old == new and not edited:
             return run
         earlier = self.config_hashes() - {run.hash()} if old is not None else set()
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
