@@ -717,43 +717,29 @@ def test_a_knob_marked_exact_leaves_a_generation_as_it_was_and_one_marked_inexac
     assert made["micro"]["model/model.safetensors"] != made["base"]["model/model.safetensors"]
 
 
-def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_path, lm_data_dir, caplog):
+@pytest.mark.parametrize("cut, sample_from", [("model", "best"), ("model_last", "last")])
+def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_path, lm_data_dir, caplog, cut,
+                                                                          sample_from):
     # model/ of an unfinished generation is published whole (renamed in); a node's crash before its data
     # reached the disk, or a stopped copy, left it cut short, and every redo failed on loading it
-    # (safetensors' own error, a line with no way out)
+    # (safetensors' own error, a line with no way out). With sample_from: last the same training publishes
+    # model_last/ too, and sampling reads it: cut short, it is trained again with model/
     from collapse_hpc.experiments.lm.model import model_fingerprint
 
-    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",))
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), sample_from=sample_from)
     assert _execute(store, run)["done"] == 1
     unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
-    before = {"weights": model_fingerprint(unit / "model"), "metrics": pq.read_table(unit / "metrics.parquet")}
+    folders = ("model", "model_last") if sample_from == "last" else ("model",)
+    before = {"weights": {f: model_fingerprint(unit / f) for f in folders},
+              "metrics": pq.read_table(unit / "metrics.parquet")}
     (unit / "manifest.json").unlink()
-    weights = unit / "model" / "model.safetensors"
+    weights = unit / cut / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with caplog.at_level("WARNING", logger="collapse_hpc"):
         assert _execute(store, run)["done"] == 1
-    assert any("model: does not read (" in r.getMessage() and "training it again" in r.getMessage()
+    assert any(f"{cut}: does not read (" in r.getMessage() and "training it again" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
-    assert model_fingerprint(unit / "model") == before["weights"]
+    assert {f: model_fingerprint(unit / f) for f in folders} == before["weights"]
     after = pq.read_table(unit / "metrics.parquet")
     same = [c for c in after.column_names if "seconds" not in c and "per_s" not in c]
     assert after.select(same).equals(before["metrics"].select(same))
-
-
-def test_a_published_last_model_cut_short_is_trained_again_to_the_same_weights(tmp_path, lm_data_dir, caplog):
-    # with sample_from: last the same training publishes model_last/ too, and sampling reads it; cut short
-    # (as model/ above), every redo failed on loading it, with safetensors' own error
-    from collapse_hpc.experiments.lm.model import model_fingerprint
-
-    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), sample_from="last")
-    assert _execute(store, run)["done"] == 1
-    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
-    before = {folder: model_fingerprint(unit / folder) for folder in ("model", "model_last")}
-    (unit / "manifest.json").unlink()
-    weights = unit / "model_last" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-100])
-    with caplog.at_level("WARNING", logger="collapse_hpc"):
-        assert _execute(store, run)["done"] == 1
-    assert any("model_last: does not read (" in r.getMessage() and "training it again" in r.getMessage()
-               for r in caplog.records), [r.getMessage() for r in caplog.records]
-    assert {folder: model_fingerprint(unit / folder) for folder in ("model", "model_last")} == before
