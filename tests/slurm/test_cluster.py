@@ -171,6 +171,14 @@ def test_failed_generation_cancels_its_dependents(tmp_path):
     assert f"never started, no log (waited on afterok:{gens[1]}: job {gens[1]} ended FAILED)" in out
 
 
+def _started(run, label: str, step: int = 2) -> None:
+    """Wait until the generation `label` of `run` has finished its step `step` (it runs, mid-way)."""
+    deadline = time.time() + 120
+    while not (run / label / "steps" / f"{step:03d}.done").exists():
+        assert time.time() < deadline, "the generation never got going"
+        time.sleep(0.2)
+
+
 def test_usr2_requeues_and_resumes_identically(tmp_path):
     """A generation signalled USR2 mid-way checkpoints, is requeued, resumes from its finished
     steps (none done twice) and ends with the same artefacts as an uninterrupted run."""
@@ -183,11 +191,7 @@ def test_usr2_requeues_and_resumes_identically(tmp_path):
         assert rc == 0, err
     label = "ltchain/replace-p0-s0/gen_000"
     job = jobs(runs["preempted"])["units"][label]
-    steps = runs["preempted"] / label / "steps"
-    deadline = time.time() + 120
-    while not (steps / "002.done").exists():
-        assert time.time() < deadline, "the generation never got going"
-        time.sleep(0.2)
+    _started(runs["preempted"], label)
     subprocess.run(["scancel", "--signal=USR2", job["job_id"]], check=True)
     wait_for([job["job_id"], unit_ids(runs["reference"])[label]], timeout=200)
 
@@ -307,10 +311,7 @@ def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_pat
     label = "ltchain/replace-p0-s0/gen_000"
     first = jobs(run)["units"][label]
     unit = run / label
-    deadline = time.time() + 120
-    while not (unit / "steps" / "002.done").exists():
-        assert time.time() < deadline, "the generation never got going"
-        time.sleep(0.2)
+    _started(run, label)
     rc, out, _ = collapse("cancel", run)
     assert rc == 0 and "cancelled 2 queued or running jobs" in out, out
     wait_for([first["job_id"]], timeout=60)
@@ -402,10 +403,7 @@ def test_a_generation_whose_node_goes_down_stops_and_its_requeue_runs(tmp_path):
     assert rc == 0, err
     label = "ltchain/replace-p0-s0/gen_000"
     job = jobs(run)["units"][label]
-    deadline = time.time() + 120
-    while not (run / label / "steps" / "002.done").exists():
-        assert time.time() < deadline, "the generation never got going"
-        time.sleep(0.2)
+    _started(run, label)
     subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=node failure test"], check=True)
     try:
         time.sleep(2)
@@ -470,13 +468,6 @@ def _preempt() -> str:
     what runs in debug (requeued) and scavenger (cancelled)."""
     cmd = ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-o", "/dev/null", "--wrap", "sleep 2"]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def _started(run, label: str, step: int = 2) -> None:
-    deadline = time.time() + 120
-    while not (run / label / "steps" / f"{step:03d}.done").exists():
-        assert time.time() < deadline, "the generation never got going"
-        time.sleep(0.2)
 
 
 def test_a_preempted_generation_is_requeued_and_resumes(tmp_path):
