@@ -141,7 +141,7 @@ class RunStore:
                             f"folders, or give another --run")
         old = self.saved_config() if self.exists() else None
         edited = old is not None and self.edited()
-        if edited:
+        if old is not None and edited:
             _warn_overwritten(self.config_path, old, yamlfile.load(self.config_path), new, run.section_classes())
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
             old = cfgmod.defaults(cfgmod.RunConfig) | old  # run-level keys added since: at their defaults
