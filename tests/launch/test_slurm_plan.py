@@ -680,6 +680,20 @@ def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fak
     assert "done" in line and "BeginTime" not in line, line
 
 
+def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake_slurm):
+    """A generation preempted (or its node failed) is requeued, and Slurm holds it for about 2 minutes:
+    status showed only Slurm's bare word, (BeginTime), which these jobs never ask for."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    first = jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"]
+    (fake_slurm / "squeue.txt").write_text(f"{first}|PENDING|0:00|BeginTime\n")
+    rc, out, err = collapse("status", run)
+    assert rc == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("  gen_000"))
+    assert line.endswith("(requeued: Slurm holds it until its begin time, about 2 minutes after the requeue)"), line
+
+
 def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slurm):
     """cp -r of a run whose jobs were queued: cancel on the copy cancelled the original's jobs, submit
     on the copy took them as its own queued units (they write to the original) and status showed them."""
