@@ -257,8 +257,8 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
             check(image)
             check(binds)
             check(caches)
-        kinds = {"aggregate": 1}
-        for c in engine.plan(run, only=only):
+        kinds, chains = {"aggregate": 1}, engine.plan(run, only=only)
+        for c in chains:
             kinds[c.kind] = max(c.ranks, kinds.get(c.kind, 1))
 
         def cluster():  # sbatch's own word only where the named checks pass (one line per problem)
@@ -269,6 +269,8 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                 raise UserError(found[0])
             else:
                 slurm.try_requests(store, run, prof, kinds)
+                if problems is None:  # the dry run weighs its own count (dryrun.show)
+                    slurm.check_job_count(store, run, chains)
         check(cluster)
     # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
     # HF cache the profile's jobs use, not this shell's

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collapse_hpc.launch import estimate
 from collapse_hpc.launch import profile as profiles
-from collapse_hpc.launch.slurm import Submitter, array_pieces, job_name, limits, numbered, report_memory_short
+from collapse_hpc.launch.slurm import (Submitter, array_pieces, job_name, limits, numbered, over_job_count,
+                                       report_memory_short)
 from collapse_hpc.logs import count
 
 
@@ -66,9 +67,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     print("jobs by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items() if n) + f"; {total} in all "
           f"(an array task counts as a job); {count(done, 'unit')} already done")
     if lim:
-        over = []
-        if "MaxJobCount" in lim and total > lim["MaxJobCount"]:
-            over.append(f"{count(total, 'job')} > MaxJobCount {lim['MaxJobCount']}")
+        over = [o for o in [over_job_count(total, lim)] if o]  # submit checks it too (check_job_count)
         print("cluster limits (scontrol): " + ", ".join(f"{k} {v}" for k, v in lim.items())
               + ("; OVER: " + "; ".join(over) if over else "; within them"))
         problems += [f"cluster limit: {o}" for o in over]

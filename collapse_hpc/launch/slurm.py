@@ -14,6 +14,7 @@ gets two chains.
 from __future__ import annotations
 
 import contextlib
+import copy
 import getpass
 import io
 import itertools
@@ -215,6 +216,36 @@ def limits() -> dict[str, int]:
     return {k: int(v) for k, v in found.items()}
 
 
+def over_job_count(jobs: int, lim: dict[str, int], queued_now: int = 0) -> str | None:
+    """What MaxJobCount (slurm.conf: the jobs slurmctld holds at once, every user's together) says of
+    `jobs` more beside `queued_now` of this user's already queued (array tasks one each); None within it."""
+    most = lim.get("MaxJobCount")
+    if most is None or jobs + queued_now <= most:
+        return None
+    return f"{count(jobs, 'job')}" + (f" + {queued_now} of yours queued" if queued_now else "") + f" > MaxJobCount {most}"
+
+
+def check_job_count(store, run, chains, queue: dict[str, str] | None = None) -> None:
+    """Before anything is written or queued: the jobs a submit would queue (each unit neither done nor
+    queued, an array task each, and the report), with this user's jobs in the queue now, within the
+    cluster's MaxJobCount. Past it sbatch refuses (or waits, retrying) partway, with chains half-queued."""
+    lim = limits()
+    if "MaxJobCount" not in lim:
+        return
+    queue = queued() if queue is None else queue
+    book = records.load(store)
+    units = {} if book.get("corrupt") else book["units"]
+
+    def live(label: str) -> bool:
+        return queue.get(str(units.get(label, {}).get("job_id"))) in ACTIVE
+
+    todo = sum(1 for c in chains for j in engine.pending(store, run, c) if not live(j.label)) + 1  # the report
+    if over := over_job_count(todo, lim, len(queue)):
+        raise UserError(f"the cluster holds at most {lim['MaxJobCount']} jobs at once (MaxJobCount, scontrol show "
+                        f"config) and this submit would pass it ({over}); nothing was queued: submit part of the "
+                        f"run (--only EXPERIMENT, or fewer --generations), or wait for jobs to end")
+
+
 def array_pieces(tasks: list, max_array: int | None) -> list[list]:
     """`tasks` as the job arrays sbatch takes: an array's indices run below MaxArraySize, so one of
     more than MaxArraySize tasks is refused ("Invalid job array specification"); 0 (arrays disabled):
@@ -272,7 +303,29 @@ def _sbatch(what: str, call):
         with contextlib.redirect_stderr(io.StringIO()):
             return call()
     except FailedJobError as e:
-        raise UserError(f"sbatch refused {what}: {said(str(e)) or e}") from None
+        limit = next((word for word in SUBMIT_LIMITS if word in str(e)), None)
+        raise (SubmitLimit(what, limit) if limit else UserError(f"sbatch refused {what}: {said(str(e)) or e}")) from None
+
+
+# sbatch's words where the user's limit on jobs queued at once (sacctmgr's MaxSubmitJobs: of the
+# association, or MaxSubmitPU of the QOS) is reached; its last line says only "Job violates accounting/QOS policy"
+SUBMIT_LIMITS = ("QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "QOSMaxSubmitJobPerAccountLimit",
+                 "AssocGrpSubmitJobsLimit", "QOSGrpSubmitJobsLimit", "job submit limit")
+
+
+class SubmitLimit(UserError):
+    """sbatch refused a job for a limit on the jobs a user (or account) may have queued at once."""
+
+    def __init__(self, what: str, limit: str):
+        super().__init__(what)
+        self.what, self.limit = what, limit
+
+    def said(self, cancelled: int) -> str:
+        gone = f"the {count(cancelled, 'job')} this submit had queued are cancelled, so " if cancelled else ""
+        return (f"sbatch refused {self.what}: your limit on jobs queued at once is reached ({self.limit}: sacctmgr "
+                f"show assoc user=$USER format=MaxSubmitJobs, or the QOS's MaxSubmitPU); {gone}nothing of this "
+                f"submit is queued: wait for jobs of yours to end (squeue --me), or submit part of the run "
+                f"(--only EXPERIMENT, or fewer --generations)")
 
 
 def _shell_value(v: str) -> str:
@@ -422,6 +475,7 @@ def submit(store, run, chains, finish=None, **_) -> dict:
     # recorded even when a later sbatch fails.
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
         plan = _Submission(store, run, Submitter(store, run, prof), records.load(store), queued())
+        before = copy.deepcopy(plan.book)
         plan.max_array = limits().get("MaxArraySize")
         if plan.book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
             raise UserError(f"{plan.book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
@@ -429,21 +483,11 @@ def submit(store, run, chains, finish=None, **_) -> dict:
         on_exit.callback(records.save, store, plan.book)
         plan.book.update(executor="slurm", profile=str(run.profile), cluster=prof.name, folder=records.identity(store))
         plan.book.pop("copied_from", None)  # a copied run's book is its own from its first submit
-        for chain, number in numbered(chains):
-            plan.chain(chain, number)
-        arrays: dict[str, list] = {}
-        for chain in [c for c in chains if c.shape == "array"]:
-            arrays.setdefault(chain.experiment, []).append(chain)
-        for name, group in arrays.items():
-            plan.array(name, group)
-        cancel(plan.stale)
-        short = report_memory_short(prof, run, chains) if finish is not None else None
-        if short:  # the aggregation job (aggregate.job) reads it
-            plan.book["report_replicates"] = short[1]
-        else:
-            plan.book.pop("report_replicates", None)
-        if finish is not None:
-            plan.aggregate(chains, finish)
+        try:
+            short = plan.all(chains, prof, finish)
+        except SubmitLimit as e:  # half a chain queued is of no use: this submit's jobs go, the book as it was
+            plan.withdraw(before)
+            raise UserError(e.said(len(plan.new_ids))) from None
     _print_table(store, prof, plan.rows, len(plan.new_ids), plan.done)
     if short:
         print(f"warning: {short[0]}", file=sys.stderr)
@@ -459,6 +503,31 @@ class _Submission:
         self.rows, self.new_ids, self.live_ids, self.stale = [], [], [], []
         self.done = 0
         self.max_array: int | None = None  # the cluster's MaxArraySize, where scontrol tells it
+
+    def all(self, chains, prof, finish) -> tuple[str, int] | None:
+        """Queue every chain, array and the report; what report_memory_short says of the report's memory."""
+        for chain, number in numbered(chains):
+            self.chain(chain, number)
+        arrays: dict[str, list] = {}
+        for chain in [c for c in chains if c.shape == "array"]:
+            arrays.setdefault(chain.experiment, []).append(chain)
+        for name, group in arrays.items():
+            self.array(name, group)
+        cancel(self.stale)
+        short = report_memory_short(prof, self.run, chains) if finish is not None else None
+        if short:  # the aggregation job (aggregate.job) reads it
+            self.book["report_replicates"] = short[1]
+        else:
+            self.book.pop("report_replicates", None)
+        if finish is not None:
+            self.aggregate(chains, finish)
+        return short
+
+    def withdraw(self, book: dict) -> None:
+        """Cancel the jobs this submit queued and put `book` (jobs.json before it) back."""
+        cancel(self.new_ids)
+        self.book.clear()
+        self.book.update(book)
 
     def live(self, label: str) -> str | None:
         jid = self.book["units"].get(label, {}).get("job_id")

@@ -109,6 +109,49 @@ def test_an_array_over_max_array_size_is_queued_as_several(tmp_path, fake_slurm)
     assert flag(s[int(agg)], "dependency") == f"afterany:{a}:{b}:{c}"
 
 
+def test_a_submit_past_max_job_count_is_one_line_before_anything_is_queued(tmp_path, fake_slurm):
+    """MaxJobCount was read by the dry run only: a real submit queued jobs until sbatch refused (or kept
+    retrying), chains half-queued. Now the jobs it would queue, with the user's own already queued,
+    are weighed against it first."""
+    (fake_slurm / "config.txt").write_text("MaxJobCount = 3\nMaxArraySize = 1001\n")
+    (fake_slurm / "squeue.txt").write_text("77|RUNNING|1:00|None\n")  # a job of another run of the user's
+    cfg = write_config(tmp_path, generations=2, ltchain={})  # two generations and the report: 3 jobs
+    run = tmp_path / "run"
+    rc, out, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("error: the cluster holds at most 3 jobs at once (MaxJobCount, scontrol show config) "
+                          "and this submit would pass it (3 jobs + 1 of yours queued > MaxJobCount 3); nothing "
+                          "was queued"), err
+    assert not run.exists() and scripts(fake_slurm) == {}
+    (fake_slurm / "squeue.txt").write_text("")
+    submit(cfg, run)  # within it
+    assert len(scripts(fake_slurm)) == 3
+
+
+def test_a_submit_past_the_users_submit_limit_leaves_nothing_half_queued(tmp_path, fake_slurm):
+    """sbatch refuses a job past the user's MaxSubmitJobs with a line that names no limit ("Job violates
+    accounting/QOS policy"), and the jobs queued before it stayed: a chain cut short. They are cancelled
+    now, the book is as it was, and the line says which limit and what to do."""
+    sbatch = fake_slurm / "bin" / "sbatch"
+    sbatch.write_text(sbatch.read_text().replace(
+        'cp "${@: -1}"', '[ $n = 103 ] && { printf "%s\\n" "sbatch: error: QOSMaxSubmitJobPerUserLimit" '
+        '"sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, '
+        'user\'s size and/or time limits)" >&2; exit 1; }; cp "${@: -1}"'))
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    run = tmp_path / "run"
+    rc, out, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and "Traceback" not in err and err.count("error:") == 1, err
+    err = err[err.index("error:"):]
+    assert err.startswith("error: sbatch refused ltchain/replace-p0-s0/gen_002: your limit on jobs queued at once "
+                          "is reached (QOSMaxSubmitJobPerUserLimit: sacctmgr show assoc user=$USER "
+                          "format=MaxSubmitJobs, or the QOS's MaxSubmitPU); the 2 jobs this submit had queued are "
+                          "cancelled, so nothing of this submit is queued"), err
+    assert (fake_slurm / "scancel.txt").read_text().split() == ["101", "102"]
+    assert jobs(run)["units"] == {}
+    rc, out, _ = collapse("status", run)
+    assert rc == 0 and "PENDING" not in out and "CANCELLED" not in out, out
+
+
 def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm):
     """One owner per run: while submitted jobs are queued or running, a local (or debug, or by
     hand) run of the same run folder is one error line and changes nothing; once they are gone
