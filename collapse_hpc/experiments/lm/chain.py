@@ -248,18 +248,20 @@ def _weights(ctx, training: dict) -> dict:
 
 def _sample(ctx, lm: Pipeline, model, inputs: _Inputs, weights: dict):
     """Step 3: the next generation's data, by the weights sample_from names (the same on every rank
-    and on resume) -> (prompts, decoding, seconds this rank sampled)."""
+    and on resume) -> (prompts, the decoding's metadata, seconds this rank sampled)."""
     from collapse_hpc.experiments.lm import mixing
-    from collapse_hpc.experiments.lm.sample import Decoding
+    from collapse_hpc.experiments.lm.sample import Decoding, shards_decoding
 
     cfg = ctx.config
     sampler = model if weights["sampled"]["folder"] == MODEL else lm.load(ctx.path(LAST))
     prompts = mixing.prompts(cfg.prompts, inputs.train_set, inputs.real, np.random.default_rng(ctx.seed(3)))
     decoding = Decoding.from_config(cfg, ctx.variant.settings.get("decoding"))
-    ctx.record(decoding=decoding.metadata(lm.device))  # with the weights' precision and the step that ran
     seconds = lm.sample(sampler, prompts, decoding, ctx.path(SHARDS), generation=ctx.generation, seed=ctx.seed(4),
                         model_hash=weights["sampled"]["sha256"], prompt_source=cfg.prompts)
-    return prompts, decoding, seconds
+    # with the weights' precision and the step that ran: the shards' (kept ones may be another's), once all exist
+    ran = shards_decoding(ctx.path(SHARDS), decoding.metadata(lm.device))
+    ctx.record(decoding=ran)
+    return prompts, ran, seconds
 
 
 def _evaluate(ctx, lm: Pipeline, model, inputs: _Inputs, shards, gen0=None) -> dict:
@@ -358,7 +360,7 @@ def _write(ctx, lm: Pipeline, inputs: _Inputs, training, weights, decoding, prom
     cfg, g = ctx.config, ctx.generation
     meta = {"generation": g, "regime": ctx.variant.regime.record(), "seed": ctx.variant.seed,
             "model_sha256": weights["scored"]["sha256"], "sampled_sha256": weights["sampled"]["sha256"],
-            "sample_from": cfg.sample_from, "decoding": decoding.metadata(lm.device), "init": cfg.init,
+            "sample_from": cfg.sample_from, "decoding": decoding, "init": cfg.init,
             "init_from": training.get("init_from"), "prompts": cfg.prompts,
             "train_blocks": inputs.train_set.num_rows, "generated_blocks": shards.num_rows}
     ctx.write_table("train_set.parquet", inputs.train_set, meta)

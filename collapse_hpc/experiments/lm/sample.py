@@ -27,7 +27,8 @@ the whole preallocated cache (one shape per step) and, `sample_graphs` auto or o
 graph of the step captured once per (batch, beams) shape; on a CPU it attends only over the slots
 written so far (less work), unless graphs are on (the same static step, uncaptured: no CUDA).
 `sample_compile` torch.compiles the static step (dynamic=False: compiled once per shape). Which of
-these ran is the decoding's `step` in the manifest and the shards' metadata. `sample_precision`
+these ran is the decoding's `step` in each shard's metadata, and in the manifest that of every
+shard (shards_decoding: "mixed" after a resume under another sample_graphs, with `steps`). `sample_precision`
 (Decoding.precision) bf16 decodes with a bf16 copy of the weights; token_agreement() says how many
 tokens it shares with fp32 (fp32: HF generate's tokens).
 
@@ -565,6 +566,29 @@ def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
             continue
         done.add(int(p.stem.split("-")[2]))
     return done
+
+
+def shards_decoding(shard_dir: Path, ran: dict) -> dict:
+    """The decoding a generation's shards record, for its manifest and tables: `ran` (this attempt's
+    Decoding.metadata) with the step of the shards. A resume after sample_graphs or sample_compile
+    changed keeps the shards sampled before (LanguageModel.redone_after), so they may hold several
+    steps: `step` is then "mixed" and `steps` counts the shards of each (a compiled one with its
+    backend); each shard's own metadata names its step."""
+    from collapse_hpc.store import read_parquet_metadata
+
+    seen: dict[tuple[str, str], int] = {}
+    for p in sorted(Path(shard_dir).glob("part-*-*.parquet")):
+        d = read_parquet_metadata(p).get("decoding")
+        if isinstance(d, dict) and isinstance(d.get("step"), str):
+            key = (d["step"], str(d.get("compile_backend") or ""))
+            seen[key] = seen.get(key, 0) + 1
+    if not seen:
+        return ran
+    out = {k: v for k, v in ran.items() if k not in ("step", "compile_backend")}
+    if len(seen) == 1:  # every shard one step: the kept ones' where none was sampled now
+        ((step, backend),) = seen
+        return out | {"step": step} | ({"compile_backend": backend} if backend else {})
+    return out | {"step": "mixed", "steps": {f"{s} ({b})" if b else s: n for (s, b), n in sorted(seen.items())}}
 
 
 def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, generation: int, rank: int = 0,

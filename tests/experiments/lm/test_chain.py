@@ -344,6 +344,9 @@ def test_a_generation_killed_mid_sampling_keeps_its_shards_and_model_after_a_kno
         assert engine.run_unit(store.root, "lm", "replace-p0-s0", 0) == "done"
     assert "not training again" in caplog.text and "1 of 3 chunks of rank 0 already done" in caplog.text
     assert first.stat().st_mtime_ns == written
+    # the manifest named the last attempt's step alone (static: a CPU's with graphs on); the kept shard's too
+    manifest = json.loads((unit / "manifest.json").read_text())
+    assert (manifest["decoding"]["step"], manifest["decoding"]["steps"]) == ("mixed", {"slots": 1, "static": 2})
 
 
 def test_which_partial_work_of_a_generation_another_knob_leaves_sound():

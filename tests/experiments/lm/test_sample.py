@@ -7,7 +7,7 @@ import torch
 
 from collapse_hpc.experiments.lm.sample import (PRESETS, STEPS, Decoding, done_chunks, generate, generate_hf,
                                                  parse_strategy, read_shards, sample_shards, sampling_warp,
-                                                 token_agreement)
+                                                 shards_decoding, token_agreement)
 from collapse_hpc.store import read_parquet_metadata
 
 
@@ -458,6 +458,26 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
         sample_shards(model, _Tok(), blocks, d, two, generation=2, rank=rank, world_size=2, batch_size=8)
     assert sorted(_tables(two)) == ["part-000-00000.parquet", "part-000-00002.parquet", "part-001-00001.parquet"]
     assert read_shards(two).column("input_ids").equals(t.column("input_ids"))
+
+
+def test_the_manifests_decoding_names_the_step_of_every_shard_kept(tmp_path, model):
+    """A resume under another sample_graphs keeps the shards sampled before; the manifest's decoding.step
+    named only the step of the last attempt, though the shards held two. It says "mixed" now and counts
+    the shards of each; where one step wrote them all it is that one, a kept shards' too."""
+    blocks = _blocks()
+    slots, static = Decoding(num_beams=3, new_tokens=16), Decoding(num_beams=3, new_tokens=16, graphs="on")
+    shards = tmp_path / "shards"
+    sample_shards(model, _Tok(), blocks, slots, shards, generation=2, batch_size=8, model_hash="abc")
+    assert shards_decoding(shards, slots.metadata("cpu")) == slots.metadata("cpu")
+    assert shards_decoding(shards, static.metadata("cpu"))["step"] == "slots"  # none sampled by this attempt
+    (shards / "part-000-00001.parquet").unlink()  # killed before its last chunks; resumed with graphs on
+    (shards / "part-000-00002.parquet").unlink()
+    sample_shards(model, _Tok(), blocks, static, shards, generation=2, batch_size=8, model_hash="abc")
+    merged = shards_decoding(shards, static.metadata("cpu"))
+    assert merged == {**static.metadata("cpu"), "step": "mixed", "steps": {"slots": 1, "static": 2}}
+    assert [read_parquet_metadata(f)["decoding"]["step"] for f in sorted(shards.glob("part-*"))] == \
+        ["slots", "static", "static"]  # each shard its own
+    assert shards_decoding(tmp_path / "none", slots.metadata("cpu")) == slots.metadata("cpu")
 
 
 def test_config_sweeps_decoding_one_chain_each():
