@@ -42,14 +42,31 @@ def identity(store) -> dict:
 
 
 def copied_from(store, data: dict) -> str | None:
-    """The folder a book's jobs were submitted for, where this run folder is a copy of it (a book from
-    before folders were recorded: None)."""
+    """The folder a book's jobs were submitted for, where this run folder is a copy of it."""
     folder = data.get("folder")
-    if not isinstance(folder, dict) or folder.get("inode") in (None, store.root.stat().st_ino):
+    if not isinstance(folder, dict):
+        return _copied_by_logs(store, data)
+    if folder.get("inode") in (None, store.root.stat().st_ino):
         return None
     if os.path.realpath(str(folder.get("root"))) == os.path.realpath(store.root):
         return None
     return str(folder.get("root"))
+
+
+def _copied_by_logs(store, data: dict) -> str | None:
+    """For a book of an older version (no `folder`): the run folder its jobs' logs are in
+    (<run>/logs/submitit/…), where that is another folder still there; a folder since moved or out of
+    sight from here cannot be told from this one, and counts as it."""
+    logs = [e.get("log") for e in [*data["units"].values(), data.get("aggregate") or {}] if isinstance(e, dict)]
+    roots = {log.rpartition(f"{os.sep}logs{os.sep}submitit{os.sep}")[0] for log in logs if isinstance(log, str)}
+    roots.discard("")
+    if len(roots) != 1:
+        return None
+    (root,) = roots
+    try:
+        return None if os.path.samefile(root, store.root) else root
+    except OSError:  # gone (moved, or a mount this host lacks)
+        return None
 
 
 def save(store, data: dict) -> None:

@@ -285,3 +285,36 @@ def test_array_tasks_cancelled_before_they_ran_read_cancelled(fake_slurm):  # no
     assert {j: s[0] for j, s in states.items() if not j.endswith("]")} == {
         "1913_0": "COMPLETED", "1913_1": "CANCELLED", "1913_2": "CANCELLED", "1902_0": "COMPLETED",
         "1902_1": "COMPLETED", "1902_2": "CANCELLED", "1902_3": "PENDING"}  # 1915: nothing known of it
+
+
+def test_a_copy_of_a_local_run_whose_book_an_older_version_wrote_is_told_apart(tmp_path, capsys):
+    """jobs.json of an older version records no folder (records.identity): a `cp -r` copy of a local run
+    folder took the original's RUNNING unit and its pid for its own. The folder its logs are in tells
+    the copy now; the original, also seen through a symlink, keeps its own."""
+    import json
+    import os
+    import shutil
+
+    from collapse_hpc import cli, engine, experiments
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    engine.open_run(store, run)
+    pid = os.getpid()  # a live process, as the unit the original's launcher runs
+    (store.root / "jobs.json").write_text(json.dumps({  # as an older version wrote it: no "folder"
+        "executor": "local", "updated": 0.0,
+        "units": {"toy/replace-p0-s0/gen_000": {"job_id": str(pid), "state": "RUNNING",
+                                                "log": str(store.logs / "submitit" / f"{pid}_0_log.err")}}}))
+    copy, link = tmp_path / "copy", tmp_path / "link"
+    shutil.copytree(store.root, copy)
+    link.symlink_to(store.root)
+    for seen in (store.root, link):
+        capsys.readouterr()
+        assert cli.main(["status", str(seen)]) == 0
+        out = capsys.readouterr().out
+        assert "RUNNING" in out and "a copy of" not in out, out
+    assert cli.main(["status", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert f"a copy of {store.root}: its units run (or ran) there, none runs in this folder" in out, out
+    assert "RUNNING" not in out and str(pid) not in out, out
