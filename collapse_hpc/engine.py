@@ -456,7 +456,7 @@ def redone_partial_work(store: RunStore, run) -> list[str] | None:
 
 def saved_hash(store: RunStore) -> str:
     """The hash of the run's config as saved (an older version's, lacking keys, included)."""
-    return config_hash(store.saved_config())
+    return config_hash(store.saved_config(experiments.sections()))
 
 
 def planned_hashes(store: RunStore) -> dict[tuple[str, str], tuple[str, dict]]:

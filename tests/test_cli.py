@@ -458,6 +458,74 @@ def test_a_hand_edit_of_a_knob_overwritten_by_another_config_given_says_so(tmp_p
     assert p.returncode == 0 and "edited by hand" not in p.stderr, p.stderr
 
 
+def _as_an_older_version_wrote_it(run) -> str:
+    """run.json as written before hand edits of knobs were taken: the hash alone, no copy of the config."""
+    import json
+
+    recorded = json.loads((run / "run.json").read_text())["config_hash"]
+    (run / "run.json").write_text(json.dumps({"config_hash": recorded, "updated": 0.0}))
+    return recorded
+
+
+def test_a_knob_edited_by_hand_in_a_run_folder_of_an_older_version_resumes_where_its_config_is_found(tmp_path):
+    """run.json of an older version keeps the config's hash alone: a hand edit of a how-it-runs knob in
+    RUN/config.yaml was refused there as an edit of the run's config. The config the run was made with is
+    found back now (the knob at plan.json's value, at its default, or unset where the older version had no
+    such key: the one whose hash is the recorded one), and the edit resumes as --set does; where it cannot
+    be found, one line says what cannot be told and what to do."""
+    import json
+
+    import yaml
+
+    v0 = _evolving(tmp_path, "v0", "")  # no knob yet: its config.yaml writes no workers key
+    env = _evolving(tmp_path, "v1", "    workers: int = knob(1, hashed=False, exact=False)")
+    text = "name: e\ngenerations: 2\nexecutor: debug\nevolving: {rows: 4, workers: 4}\n"
+    run, saved = tmp_path / "r", tmp_path / "r" / "config.yaml"
+    assert cli("run", _toy_config(tmp_path, "four.yaml", text), "--run", run, env=env).returncode == 0
+    made = saved.read_text()
+    _as_an_older_version_wrote_it(run)
+    saved.write_text(made.replace("workers: 4", "workers: 2"))  # plan.json tells the 4
+    for argv in (("status", run), ("verify", run)):
+        p = cli(*argv, env=env)
+        assert p.returncode == 0 and "error" not in p.stderr, p.stdout + p.stderr
+    p = cli("run", saved, "--run", run, "--generations", "3", env=env)
+    assert p.returncode == 0 and "1 unit done, 2 already finished" in p.stdout, p.stdout + p.stderr
+    (warning,) = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
+    assert "evolving.workers: 4 -> 2: the run goes on" in warning, p.stderr
+    variant = next(run.glob("evolving/*"))
+    ran = [yaml.safe_load((variant / f"gen_{g:03d}" / "manifest.json").read_text())["config"]["evolving"]["workers"]
+           for g in range(3)]
+    assert ran == [4, 4, 2]
+    assert json.loads((run / "run.json").read_text())["config"]["evolving"]["workers"] == 2  # its own from now on
+
+    # without plan.json, an edit away from a value other than the default is not found: one line says so
+    _as_an_older_version_wrote_it(run)
+    (run / "plan.json").unlink()
+    saved.write_text(saved.read_text().replace("workers: 2", "workers: 3"))
+    for argv in (("status", run), ("run", saved, "--run", run)):
+        line = one_error_line(cli(*argv, env=env))
+        assert line == (f"error: {saved} was edited after the run was made: its values no longer hash to the "
+                        f"{json.loads((run / 'run.json').read_text())['config_hash']} of run.json, which an older "
+                        f"version wrote without a copy of the config, so which keys the edit changed cannot be told "
+                        f"(a how-it-runs knob may change, other keys not); restore the file and give the knob with "
+                        f"--set KEY=VALUE, or start another --run with the new values"), line
+
+    # a run of a version before the knob, edited to set it: found unset, and an edit of a hashed key is refused
+    old = tmp_path / "old"
+    assert cli("run", _toy_config(tmp_path, "zero.yaml", text.replace(", workers: 4", "")), "--run", old,
+               env=v0).returncode == 0
+    assert "workers" not in (old / "config.yaml").read_text()
+    _as_an_older_version_wrote_it(old)
+    before = (old / "config.yaml").read_text()
+    (old / "config.yaml").write_text(before.replace("rows: 4", "rows: 4\n  workers: 2"))
+    p = cli("run", old / "config.yaml", "--run", old, "--generations", "3", env=env)
+    assert p.returncode == 0 and "1 unit done, 2 already finished" in p.stdout, p.stdout + p.stderr
+    assert "evolving.workers: 1 -> 2: the run goes on" in p.stderr, p.stderr
+    _as_an_older_version_wrote_it(old)
+    (old / "config.yaml").write_text((old / "config.yaml").read_text().replace("rows: 4", "rows: 5"))
+    assert "so which keys the edit changed cannot be told" in one_error_line(cli("status", old, env=env))
+
+
 def test_verify_counts_the_generations_a_stopped_chain_never_started(tmp_path):
     """A chain that failed at generation 1 of 4 read '1 units verified, 0 with mismatches, 1 unfinished':
     generations 2 and 3, never started, have no folder and went uncounted. An experiment left out

@@ -15,6 +15,7 @@ from collapse_hpc import yamlfile
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
+from collapse_hpc.store.made import inferred
 from collapse_hpc.store.manifest import binding_problems, read_binding, read_manifest, verify_unit
 
 CONFIG = "config.yaml"
@@ -121,7 +122,7 @@ class RunStore:
             raise UserError(f"{self.root}: not a run folder (no {CONFIG}); start one with collapse-hpc run")
         # as the run recorded it (a hand edit of how-it-runs knobs counts from the next run on); keys
         # added since take their defaults
-        return cfgmod.from_dict(self.saved_config(), str(self.config_path), sections=sections)
+        return cfgmod.from_dict(self.saved_config(sections), str(self.config_path), sections=sections)
 
     def open(self, run: cfgmod.RunConfig, redone: Callable[[], list[str] | None] | None = None) -> cfgmod.RunConfig:
         """Create the run folder, or check that an existing one was made with the same config.
@@ -139,7 +140,7 @@ class RunStore:
             raise UserError(f"{self.config_path}: not a config a run saved (no {RUN_JSON} beside it, no "
                             f"'# config_hash:' line): --run names a folder of yours; keep configs outside run "
                             f"folders, or give another --run")
-        old = self.saved_config() if self.exists() else None
+        old = self.saved_config(run.section_classes()) if self.exists() else None
         edited = old is not None and self.edited()
         if old is not None and edited:
             _warn_overwritten(self.config_path, old, yamlfile.load(self.config_path), new, run.section_classes())
@@ -154,9 +155,9 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.logs, self.logs / "submitit"):
             closed(folder)
-        if old == new and not edited:
-            return run
-        earlier = self.config_hashes() - {run.hash()} if old is not None else set()
+        if old == new and not edited and self._made_config(run.hash()) is not None:
+            return run  # run.json of an older version: it gets the copy of the config (a later edit is judged)
+        earlier = self.config_hashes(run.section_classes()) - {run.hash()} if old is not None else set()
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
         knobs = sorted(f"{name}.{k}" for name, cls in run.section_classes().items() for k in cfgmod.how_it_runs(cls))
         # the config itself too: a later hand edit of config.yaml is judged against it (saved_config)
@@ -165,7 +166,7 @@ class RunStore:
                                                  "config": new, "how_it_runs": knobs})
         return run
 
-    def config_hashes(self) -> set[str]:
+    def config_hashes(self, sections: Mapping[str, type] | None = None) -> set[str]:
         """The hashes of every config the run was made under: its saved config's, and those run.json
         keeps from before a how-it-runs knob changed or a newer version added keys (`earlier`)."""
         try:
@@ -174,14 +175,16 @@ class RunStore:
             doc = None
         earlier = doc.get("earlier") if isinstance(doc, dict) else None
         kept = {h for h in earlier if isinstance(h, str)} if isinstance(earlier, list) else set()
-        return {cfgmod.config_hash(self.saved_config())} | kept
+        return {cfgmod.config_hash(self.saved_config(sections))} | kept
 
-    def saved_config(self) -> dict:
+    def saved_config(self, sections: Mapping[str, type] | None = None) -> dict:
         """The run's config.yaml as a mapping, as the run made it, or one error line (never a traceback).
 
         Its hash stays what run.json recorded when the run was made (only keys the hash leaves out,
         such as generation counts, may change): an edit by hand would have the next run redo, under
-        the edited values, every unit made under the old ones."""
+        the edited values, every unit made under the old ones. An edit of how-it-runs knobs only counts
+        from the next run on; where run.json (an older version's) keeps no copy of the config, `sections`
+        (name -> Section dataclass) tell the knobs, and the config it was made with is inferred."""
         try:
             old = yamlfile.load(self.config_path)
         except UserError as e:
@@ -192,7 +195,7 @@ class RunStore:
         recorded = self._recorded_hash()
         if recorded is None or cfgmod.config_hash(old) == recorded:
             return old
-        made = self._made_config(recorded)
+        made = self._made_config(recorded) or (inferred(self.root, old, recorded, sections) if sections else None)
         shown = ""
         if made is not None:
             config, knobs = made
@@ -200,6 +203,12 @@ class RunStore:
             if not hashed:  # how-it-runs knobs only: the next run goes on under them, as with --set
                 return config
             shown = f" ({'; '.join(hashed[:3])}{f'; … ({len(hashed)} in all)' if len(hashed) > 3 else ''})"
+        if made is None and self._made_config(recorded, any_hash=True) is None:  # an older version's run.json
+            raise UserError(f"{self.config_path} was edited after the run was made: its values no longer hash to "
+                            f"the {recorded} of {RUN_JSON}, which an older version wrote without a copy of the "
+                            f"config, so which keys the edit changed cannot be told (a how-it-runs knob may change, "
+                            f"other keys not); restore the file and give the knob with --set KEY=VALUE, or start "
+                            f"another --run with the new values")
         raise UserError(f"{self.config_path} was edited after the run was made{shown}: its values no longer hash "
                         f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it, "
                         f"or start another --run with the new ones (more generations need no edit: "
@@ -214,15 +223,17 @@ class RunStore:
         except (UserError, TypeError, ValueError):
             return False
 
-    def _made_config(self, recorded: str) -> tuple[dict, set[str]] | None:
+    def _made_config(self, recorded: str, any_hash: bool = False) -> tuple[dict, set[str]] | None:
         """The config run.json keeps beside its hash (`config`), with the dotted keys of the knobs a run
-        may change (`how_it_runs`), where it hashes to `recorded`; None for a run.json of an older version."""
+        may change (`how_it_runs`), where it hashes to `recorded` (any_hash: whatever it hashes to); None
+        for a run.json of an older version."""
         try:
             doc = json.loads((self.root / RUN_JSON).read_text())
         except (OSError, ValueError):
             return None
         config, knobs = (doc.get("config"), doc.get("how_it_runs")) if isinstance(doc, dict) else (None, None)
-        if not isinstance(config, dict) or not isinstance(knobs, list) or cfgmod.config_hash(config) != recorded:
+        if not isinstance(config, dict) or not isinstance(knobs, list) or (
+                not any_hash and cfgmod.config_hash(config) != recorded):
             return None
         return config, {k for k in knobs if isinstance(k, str)}
 
