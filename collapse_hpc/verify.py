@@ -28,7 +28,8 @@ def verify_run(run_dir: str | Path) -> int:
 def _verify(store: RunStore, run_dir: str | Path) -> int:
     if not store.exists():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
-    config_hashes = store.config_hashes(experiments.sections())  # as made: also a run of an older version, or before a knob changed
+    # as made: also a run of an older version, or before a knob changed
+    config_hashes = store.config_hashes(experiments.sections())
     hashes = engine.planned_hashes(store)
     now = engine.saved_hash(store)
     planned, beyond = _planned(store)

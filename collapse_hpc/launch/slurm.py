@@ -222,7 +222,8 @@ def over_job_count(jobs: int, lim: dict[str, int], queued_now: int = 0) -> str |
     most = lim.get("MaxJobCount")
     if most is None or jobs + queued_now <= most:
         return None
-    return f"{count(jobs, 'job')}" + (f" + {queued_now} of yours queued" if queued_now else "") + f" > MaxJobCount {most}"
+    yours = f" + {queued_now} of yours queued" if queued_now else ""
+    return f"{count(jobs, 'job')}{yours} > MaxJobCount {most}"
 
 
 def check_job_count(store, run, chains, queue: dict[str, str] | None = None) -> None:
@@ -304,7 +305,9 @@ def _sbatch(what: str, call):
             return call()
     except FailedJobError as e:
         limit = next((word for word in SUBMIT_LIMITS if word in str(e)), None)
-        raise (SubmitLimit(what, limit) if limit else UserError(f"sbatch refused {what}: {said(str(e)) or e}")) from None
+        if limit:
+            raise SubmitLimit(what, limit) from None
+        raise UserError(f"sbatch refused {what}: {said(str(e)) or e}") from None
 
 
 # sbatch's words where the user's limit on jobs queued at once (sacctmgr's MaxSubmitJobs: of the

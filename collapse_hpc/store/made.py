@@ -62,7 +62,7 @@ def _planned_sections(root: Path, recorded: str) -> dict[str, list[dict]]:
     for chain in doc["chains"]:
         config = chain.get("config") if isinstance(chain, dict) else None
         name = chain.get("experiment") if isinstance(chain, dict) else None
-        if isinstance(config, dict) and isinstance(config.get(name), dict):
+        if isinstance(name, str) and isinstance(config, dict) and isinstance(config.get(name), dict):
             out.setdefault(name, []).append(config[name])
     return out
 
