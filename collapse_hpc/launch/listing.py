@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.launch.status import BAD, log_lines, state_of
+from collapse_hpc.launch.status import BAD, EXPLAINED, log_lines, state_of
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore
 
@@ -49,7 +49,7 @@ def unit_lines(u: dict) -> list[str]:
     ran = f"job {jid}" if jid else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else ""
     line = f"  {u['unit']}  {u['state']:<13} {ran:<14} {u['elapsed']}"
     if u.get("reason"):
-        line += f"  ({u['reason']})"
+        line += f"  ({EXPLAINED.get(u['reason'], u['reason'])})"
     out = [line.rstrip()]
     if "why_not_done" in u:
         out += [f"      not done: {u['why_not_done']}", f"      redo: {u['redo']}"]
@@ -68,7 +68,7 @@ def footer(state: dict) -> list[str]:
     agg = state.get("aggregate")
     if agg:
         out += ["", f"aggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()
-                + (f"  ({agg['reason']})" if agg.get("reason") else "")]
+                + (f"  ({EXPLAINED.get(agg['reason'], agg['reason'])})" if agg.get("reason") else "")]
         if agg["state"] in BAD:
             out += log_lines(agg.get("log"), f"waited on {agg['dependency']}" if agg.get("dependency") else None)
             out += [f"      | {ln}" for ln in agg["error"]]
@@ -137,8 +137,8 @@ def experiment_lines(name: str, items: list[dict]) -> list[str]:
     units = [u for item in items for u in item["units"]]
     # why a queued job waits (a QOS limit, a drained node) beside its count; a local chain's NOT_RUN
     # reason names its failed generation, shown below
-    states = Counter(u["state"] + (f" ({u['reason']})" if u.get("reason") and u["state"] == "PENDING" else "")
-                     for u in units)
+    states = Counter(u["state"] + (f" ({EXPLAINED.get(u['reason'], u['reason'])})"
+                                   if u.get("reason") and u["state"] == "PENDING" else "") for u in units)
     done = states.pop("done", 0)
     shape = items[0]["shape"]
     what = count(len(items), "chain") if shape == "chain" else \

@@ -29,9 +29,9 @@ BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAI
 
 # why a queued job waits, where that is news: an afterok parent still running is the chain's normal wait
 ROUTINE = {"None", "Dependency", ""}
-# Slurm's bare reasons that say what Slurm does, not what is wrong: a job requeued (preempted, its node
-# failed, its time limit's USR2) is held until a begin time Slurm sets about 2 minutes on (these jobs
-# never ask for one: no --begin)
+# Slurm's bare reasons that say what Slurm does, not what is wrong, in words for the listing (--json keeps
+# Slurm's): a job requeued (preempted, its node failed, its time limit's USR2) is held until a begin time
+# Slurm sets about 2 minutes on (these jobs never ask for one: no --begin)
 EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 2 minutes after the requeue"}
 
 
@@ -197,7 +197,7 @@ def waits_on(slurm: dict, job_id) -> str | None:
     """Slurm's reason a pending job waits (a drained node, a QOS limit, a dependency never satisfied),
     unless it only waits for its chain's previous generation."""
     state, _, reason = slurm.get(str(job_id), ("", "", ""))
-    return EXPLAINED.get(reason, reason) if state == "PENDING" and reason not in ROUTINE else None
+    return reason if state == "PENDING" and reason not in ROUTINE else None
 
 
 def _book(store: RunStore) -> dict:

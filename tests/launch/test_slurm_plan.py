@@ -726,6 +726,8 @@ def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fak
 def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake_slurm):
     """A generation preempted (or its node failed) is requeued, and Slurm holds it for about 2 minutes:
     status showed only Slurm's bare word, (BeginTime), which these jobs never ask for."""
+    import json
+
     cfg = write_config(tmp_path, generations=2, ltchain={})
     run = tmp_path / "run"
     submit(cfg, run)
@@ -735,6 +737,8 @@ def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake
     assert rc == 0, err
     line = next(ln for ln in out.splitlines() if ln.startswith("  gen_000"))
     assert line.endswith("(requeued: Slurm holds it until its begin time, about 2 minutes after the requeue)"), line
+    rc, out, _ = collapse("status", run, "--json")  # scripts get Slurm's own word
+    assert json.loads(out)["chains"][0]["units"][0]["reason"] == "BeginTime"
 
 
 def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slurm):
