@@ -324,7 +324,8 @@ class SubmitLimit(UserError):
         self.what, self.limit = what, limit
 
     def said(self, cancelled: int) -> str:
-        gone = f"the {count(cancelled, 'job')} this submit had queued are cancelled, so " if cancelled else ""
+        were = "is" if cancelled == 1 else "are"
+        gone = f"the {count(cancelled, 'job')} this submit had queued {were} cancelled, so " if cancelled else ""
         return (f"sbatch refused {self.what}: your limit on jobs queued at once is reached ({self.limit}: sacctmgr "
                 f"show assoc user=$USER format=MaxSubmitJobs, or the QOS's MaxSubmitPU); {gone}nothing of this "
                 f"submit is queued: wait for jobs of yours to end (squeue --me), or submit part of the run "
@@ -617,14 +618,14 @@ class _Submission:
         # every unit done but no (current) report: the aggregation job failed; it runs again, at once
         redo_report = not (self.new_ids or self.live_ids or agg_live) and _report_stale(self.store, chains)
         if self.new_ids or (self.live_ids and not agg_live) or redo_report:
-            if agg_live:  # it would run before the new jobs end
-                cancel([agg_live])
             waits = sorted({str(j).split("_")[0] for j in self.new_ids + self.live_ids})
             dep = "afterany:" + ":".join(waits) if waits else None
             ex = self.sub.executor("aggregate", 1, name=job_name(self.run.name, "aggregate", "aggregate"),
                                    dependency=dep,
                                    comment="aggregate" + (f" {dep}" if dep else ""))
             sj = _sbatch("the aggregation job", lambda: ex.submit(finish, self.root))
+            if agg_live:  # it would run before the new jobs end; once its successor is queued (a refusal keeps it)
+                cancel([agg_live])
             self.book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
                                       "submitted": time.time(), "history": agg.get("history", []) + (
                                           [agg["job_id"]] if agg.get("job_id") else [])}

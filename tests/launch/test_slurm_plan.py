@@ -152,6 +152,25 @@ def test_a_submit_past_the_users_submit_limit_leaves_nothing_half_queued(tmp_pat
     assert rc == 0 and "PENDING" not in out and "CANCELLED" not in out, out
 
 
+def test_a_resubmission_refused_for_the_submit_limit_keeps_the_queued_report_job(tmp_path, fake_slurm):
+    """A resubmission that queues a generation more replaces the queued aggregation job: it was cancelled
+    before its successor was queued, so a refusal of that one left the run's queued jobs without a report."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)
+    queued = [*(e["job_id"] for e in book["units"].values()), book["aggregate"]["job_id"]]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|0:00|Dependency\n" for j in queued))
+    sbatch = fake_slurm / "bin" / "sbatch"
+    sbatch.write_text(sbatch.read_text().replace(
+        'cp "${@: -1}"', '[ $n = 105 ] && { echo "sbatch: error: AssocMaxSubmitJobLimit" >&2; exit 1; }; cp "${@: -1}"'))
+    rc, _, err = collapse("submit", cfg, "--run", run, "--generations", "3", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and "sbatch refused the aggregation job: your limit on jobs queued at once is reached " \
+                       "(AssocMaxSubmitJobLimit" in err and "the 1 job this submit had queued" in err, err
+    assert (fake_slurm / "scancel.txt").read_text().split() == ["104"]  # the new generation's, not the report's
+    assert jobs(run)["aggregate"]["job_id"] == queued[-1] and jobs(run)["units"] == book["units"]
+
+
 def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm):
     """One owner per run: while submitted jobs are queued or running, a local (or debug, or by
     hand) run of the same run folder is one error line and changes nothing; once they are gone
