@@ -163,7 +163,8 @@ def test_a_resubmission_refused_for_the_submit_limit_keeps_the_queued_report_job
     (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|0:00|Dependency\n" for j in queued))
     sbatch = fake_slurm / "bin" / "sbatch"
     sbatch.write_text(sbatch.read_text().replace(
-        'cp "${@: -1}"', '[ $n = 105 ] && { echo "sbatch: error: AssocMaxSubmitJobLimit" >&2; exit 1; }; cp "${@: -1}"'))
+        'cp "${@: -1}"',
+        '[ $n = 105 ] && { echo "sbatch: error: AssocMaxSubmitJobLimit" >&2; exit 1; }; cp "${@: -1}"'))
     rc, _, err = collapse("submit", cfg, "--run", run, "--generations", "3", "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 2 and "sbatch refused the aggregation job: your limit on jobs queued at once is reached " \
                        "(AssocMaxSubmitJobLimit" in err and "the 1 job this submit had queued" in err, err
