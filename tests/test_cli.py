@@ -485,7 +485,7 @@ def test_a_knob_edited_by_hand_in_a_run_folder_of_an_older_version_resumes_where
     made = saved.read_text()
     _as_an_older_version_wrote_it(run)
     saved.write_text(made.replace("workers: 4", "workers: 2"))  # plan.json tells the 4
-    for argv in (("status", run), ("verify", run)):
+    for argv in (("status", run), ("verify", run), ("aggregate", run)):
         p = cli(*argv, env=env)
         assert p.returncode == 0 and "error" not in p.stderr, p.stdout + p.stderr
     p = cli("run", saved, "--run", run, "--generations", "3", env=env)

@@ -129,7 +129,10 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     cfg = root / "config.yaml"
     if not cfg.is_file():
         raise UserError(f"{path}: not a run folder (no config.yaml)")
-    raw = RunStore(root).saved_config()  # as the run made it: an edited one is refused
+    from collapse_hpc import experiments
+
+    # as the run made it: an edit is refused, but one of how-it-runs knobs (read as made until the next run)
+    raw = RunStore(root).saved_config(experiments.sections())
     text = cfg.read_text()
     variants, generations = _planned(root, raw)
     # the job records first: a unit that finishes meanwhile is then found done, never "its job
