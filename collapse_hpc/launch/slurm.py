@@ -310,23 +310,24 @@ def _sbatch(what: str, call):
         raise UserError(f"sbatch refused {what}: {said(str(e)) or e}") from None
 
 
-# sbatch's words where the user's limit on jobs queued at once (sacctmgr's MaxSubmitJobs: of the
-# association, or MaxSubmitPU of the QOS) is reached; its last line says only "Job violates accounting/QOS policy"
+# sbatch's reason where a limit on jobs queued at once (sacctmgr's MaxSubmitJobs of the association, or
+# MaxSubmitPU of the QOS; GrpSubmitJobs of the account) is reached; its last line says only "Job violates
+# accounting/QOS policy (job submit limit, user's size and/or time limits)", as for a size or time limit too
 SUBMIT_LIMITS = ("QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "QOSMaxSubmitJobPerAccountLimit",
-                 "AssocGrpSubmitJobsLimit", "QOSGrpSubmitJobsLimit", "job submit limit")
+                 "AssocGrpSubmitJobsLimit", "QOSGrpSubmitJobsLimit")
 
 
 class SubmitLimit(UserError):
     """sbatch refused a job for a limit on the jobs a user (or account) may have queued at once."""
 
     def __init__(self, what: str, limit: str):
-        super().__init__(what)
+        super().__init__(f"sbatch refused {what}: {limit}")
         self.what, self.limit = what, limit
 
     def said(self, cancelled: int) -> str:
         were = "is" if cancelled == 1 else "are"
         gone = f"the {count(cancelled, 'job')} this submit had queued {were} cancelled, so " if cancelled else ""
-        return (f"sbatch refused {self.what}: your limit on jobs queued at once is reached ({self.limit}: sacctmgr "
+        return (f"sbatch refused {self.what}: a limit on your jobs queued at once is reached ({self.limit}: sacctmgr "
                 f"show assoc user=$USER format=MaxSubmitJobs, or the QOS's MaxSubmitPU); {gone}nothing of this "
                 f"submit is queued: wait for jobs of yours to end (squeue --me), or submit part of the run "
                 f"(--only EXPERIMENT, or fewer --generations)")

@@ -142,8 +142,8 @@ def test_a_submit_past_the_users_submit_limit_leaves_nothing_half_queued(tmp_pat
     rc, out, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 2 and "Traceback" not in err and err.count("error:") == 1, err
     err = err[err.index("error:"):]
-    assert err.startswith("error: sbatch refused ltchain/replace-p0-s0/gen_002: your limit on jobs queued at once "
-                          "is reached (QOSMaxSubmitJobPerUserLimit: sacctmgr show assoc user=$USER "
+    assert err.startswith("error: sbatch refused ltchain/replace-p0-s0/gen_002: a limit on your jobs queued at "
+                          "once is reached (QOSMaxSubmitJobPerUserLimit: sacctmgr show assoc user=$USER "
                           "format=MaxSubmitJobs, or the QOS's MaxSubmitPU); the 2 jobs this submit had queued are "
                           "cancelled, so nothing of this submit is queued"), err
     assert (fake_slurm / "scancel.txt").read_text().split() == ["101", "102"]
@@ -166,7 +166,7 @@ def test_a_resubmission_refused_for_the_submit_limit_keeps_the_queued_report_job
         'cp "${@: -1}"',
         '[ $n = 105 ] && { echo "sbatch: error: AssocMaxSubmitJobLimit" >&2; exit 1; }; cp "${@: -1}"'))
     rc, _, err = collapse("submit", cfg, "--run", run, "--generations", "3", "--profile", REPO / "slurm" / "local.yaml")
-    assert rc == 2 and "sbatch refused the aggregation job: your limit on jobs queued at once is reached " \
+    assert rc == 2 and "sbatch refused the aggregation job: a limit on your jobs queued at once is reached " \
                        "(AssocMaxSubmitJobLimit" in err and "the 1 job this submit had queued" in err, err
     assert (fake_slurm / "scancel.txt").read_text().split() == ["104"]  # the new generation's, not the report's
     assert jobs(run)["aggregate"]["job_id"] == queued[-1] and jobs(run)["units"] == book["units"]
@@ -906,3 +906,25 @@ def test_a_long_chains_row_names_its_first_and_last_jobs(tmp_path, fake_slurm):
     row = next(ln for ln in submit(cfg, run).splitlines() if ln.startswith("ltchain/"))
     new = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2, 12)]
     assert row.endswith(f"{ids[0]}(queued) -> {ids[1]}(queued) -> {new[0]} -> (8 more) -> {new[-1]}"), row
+
+
+def test_only_a_submit_limit_withdraws_the_submit():
+    """sbatch's last line is the same for a size or time limit of the QOS as for a submit limit; only its
+    reason line tells them apart, and only a submit limit withdraws what the submit had queued."""
+    from submitit.core.utils import FailedJobError
+
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.launch.slurm import SubmitLimit, _sbatch
+
+    def refused(reason):
+        raise FailedJobError(f"sbatch: error: {reason}\nsbatch: error: Batch job submission failed: Job violates "
+                             f"accounting/QOS policy (job submit limit, user's size and/or time limits)")
+
+    with pytest.raises(UserError) as e:
+        _sbatch("gen_001", lambda: refused("QOSMaxWallDurationPerJobLimit"))
+    assert not isinstance(e.value, SubmitLimit)
+    assert str(e.value) == ("sbatch refused gen_001: Job violates accounting/QOS policy (job submit limit, user's "
+                            "size and/or time limits)")
+    with pytest.raises(SubmitLimit) as e:
+        _sbatch("gen_001", lambda: refused("AssocMaxSubmitJobLimit"))
+    assert e.value.limit == "AssocMaxSubmitJobLimit"
