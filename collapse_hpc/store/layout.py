@@ -155,8 +155,10 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.logs, self.logs / "submitit"):
             closed(folder)
+        # unchanged, and run.json keeps its copy of the config (an older version's gets one now: a later
+        # hand edit is judged against it)
         if old == new and not edited and self._made_config(run.hash()) is not None:
-            return run  # run.json of an older version: it gets the copy of the config (a later edit is judged)
+            return run
         earlier = self.config_hashes(run.section_classes()) - {run.hash()} if old is not None else set()
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
         knobs = sorted(f"{name}.{k}" for name, cls in run.section_classes().items() for k in cfgmod.how_it_runs(cls))
@@ -204,8 +206,9 @@ class RunStore:
                 return config
             shown = f" ({'; '.join(hashed[:3])}{f'; … ({len(hashed)} in all)' if len(hashed) > 3 else ''})"
         if made is None and self._made_config(recorded, any_hash=True) is None:  # an older version's run.json
+            where = RUN_JSON if (self.root / RUN_JSON).is_file() else f"{CONFIG}'s first line"
             raise UserError(f"{self.config_path} was edited after the run was made: its values no longer hash to "
-                            f"the {recorded} of {RUN_JSON}, which an older version wrote without a copy of the "
+                            f"the {recorded} of {where}, which an older version wrote without a copy of the "
                             f"config, so which keys the edit changed cannot be told (a how-it-runs knob may change, "
                             f"other keys not); restore the file and give the knob with --set KEY=VALUE, or start "
                             f"another --run with the new values")
