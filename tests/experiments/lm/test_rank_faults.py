@@ -107,3 +107,29 @@ def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_id
     assert resumed.keys() == uninterrupted.keys()
     for name, table in uninterrupted.items():
         assert resumed[name].equals(table), name
+
+
+# every rank, at its interpreter's exit: whether the process group it joined is still there
+GROUP_AT_EXIT = """import atexit, os, sys
+def _probe():
+    dist = sys.modules.get("torch.distributed")
+    state = "never joined" if dist is None else "joined" if dist.is_initialized() else "left"
+    with open(os.path.join(os.environ["GROUP_PROBE"], os.environ["SUBMITIT_LOCAL_GLOBALID"]), "w") as f:
+        f.write(state)
+if os.environ.get("GROUP_PROBE") and os.environ.get("SUBMITIT_LOCAL_GLOBALID"):
+    atexit.register(_probe)
+"""
+
+
+@pytest.mark.slow
+def test_every_rank_leaves_the_process_group_before_its_interpreter_ends(tmp_path, lm_data_dir, monkeypatch):
+    """Left to the interpreter's exit, gloo's threads may abort the process ("terminate called without an
+    active exception") after the rank finished; a unit's rank destroys the group when its unit is done."""
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(GROUP_AT_EXIT)
+    (tmp_path / "probe").mkdir()
+    monkeypatch.setenv("GROUP_PROBE", str(tmp_path / "probe"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "hooks"), os.environ.get("PYTHONPATH", "")]))
+    proc, _ = _run(_config(tmp_path, lm_data_dir, epochs=1), tmp_path / "run", None, tmp_path / "hooks", 600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name: p.read_text() for p in (tmp_path / "probe").iterdir()} == {"0": "left", "1": "left"}
