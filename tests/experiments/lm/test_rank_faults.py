@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from collapse_hpc.launch import peers
 from tests.experiments.lm.test_chain import LM, REPO
 
 # run inside rank 1's process only (a sitecustomize on PYTHONPATH): the fault, as the rank meets it
@@ -44,6 +45,19 @@ RAISES_MID_SAMPLING = (
     "        raise RuntimeError('sampling broke on this rank')\n"
     "    return write(path, *a, **k)\n"
     "store.write_parquet = broken")
+# stopped (SIGSTOP) once its first checkpoint is complete: never continued, or continued 20 s later
+STOPPED_AFTER_FIRST_CHECKPOINT = (
+    "import signal; " + CHECKPOINT
+    + "train._Training.checkpoint = lambda self: (save(self), os.kill(os.getpid(), signal.SIGSTOP))")
+CONTINUED = (
+    "import signal, subprocess; " + CHECKPOINT + "calls = []\n"
+    "def checkpoint(self):\n"
+    "    save(self)\n"
+    "    calls.append(1)\n"
+    "    if len(calls) == 1:\n"
+    "        subprocess.Popen(['sh', '-c', f'sleep 20; kill -CONT {os.getpid()}'], start_new_session=True)\n"
+    "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+    "train._Training.checkpoint = checkpoint")
 PROMPT_S = 150  # the whole faulty run; the ranks' collective timeout is 1800 s
 
 
@@ -88,21 +102,40 @@ def uninterrupted(tmp_path_factory, lm_data_dir):
     (SECOND_SAVE_FULL_DISK, "rank 1 of 2 (pid {pid}) failed: "),
     (KILLED_MID_SAMPLING, "rank 1 of 2 (pid {pid}) was killed"),
     (RAISES_MID_SAMPLING, "rank 1 of 2 (pid {pid}) failed: RuntimeError: sampling broke on this rank"),
-], ids=["killed mid-training", "full disk on one rank's save", "killed mid-sampling", "raises mid-sampling"])
+    (STOPPED_AFTER_FIRST_CHECKPOINT, "rank 1 of 2 (pid {pid}) was stopped (SIGSTOP) for "),
+], ids=["killed mid-training", "full disk on one rank's save", "killed mid-sampling", "raises mid-sampling",
+        "stopped and never continued"])
 def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_identically(
         tmp_path, lm_data_dir, uninterrupted, fault, said):
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "sitecustomize.py").write_text(HOOK)
     config, run = _config(tmp_path, lm_data_dir), tmp_path / "run"
-    proc, took = _run(config, run, fault, tmp_path / "hooks", PROMPT_S)
+    grace = peers.STOPPED_GRACE_S if fault == STOPPED_AFTER_FIRST_CHECKPOINT else 0
+    proc, took = _run(config, run, fault, tmp_path / "hooks", PROMPT_S + grace)
     assert proc.returncode != 0, proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED lm/")]
     assert said.split("{pid}")[0] in line and said.split("{pid}")[1] in line, line
     if fault == SECOND_SAVE_FULL_DISK:
         assert "checkpoints: No space left on device" in line, line
+    if fault == STOPPED_AFTER_FIRST_CHECKPOINT:
+        assert "s and not continued: ended by rank 0 (log: " in line, line
     assert not (run / "lm" / "replace-p0-s0" / "gen_000" / "manifest.json").exists()
     proc, _ = _run(config, run, None, tmp_path / "hooks", 600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = _results(run)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, table in uninterrupted.items():
+        assert resumed[name].equals(table), name
+
+
+@pytest.mark.slow
+def test_a_rank_stopped_for_20_s_then_continued_goes_on_unharmed(tmp_path, lm_data_dir, uninterrupted):
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(HOOK)
+    config, run = _config(tmp_path, lm_data_dir), tmp_path / "run"
+    proc, took = _run(config, run, CONTINUED, tmp_path / "hooks", 600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert took > 20
     resumed = _results(run)
     assert resumed.keys() == uninterrupted.keys()
     for name, table in uninterrupted.items():
