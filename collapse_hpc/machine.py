@@ -102,10 +102,16 @@ def leave_process_group() -> None:
     Python finalizes: "terminate called without an active exception" (SIGABRT) after the rank had
     finished and saved (pytorch/pytorch#179291, #190489). Call it on success only: destroying while
     peers are still in a collective hangs (NCCL's abort is collective; pytorch/torchtitan#1342).
-    Never imports torch: a process that never did has no group."""
+    Never imports torch: a process that never did has no group. Where DeepSpeed adopted the group,
+    through its own call, which also drops the groups it keeps (the next engine of this process,
+    e.g. `collapse-hpc lm` called again in one process, would otherwise meet a destroyed clone)."""
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return
     if dist.get_world_size() > 1:
         dist.barrier()
-    dist.destroy_process_group()
+    deepspeed = sys.modules.get("deepspeed.comm.comm")
+    if deepspeed is not None and getattr(deepspeed, "cdb", None) is not None:
+        deepspeed.destroy_process_group()
+    else:
+        dist.destroy_process_group()
