@@ -1,5 +1,5 @@
 """Facts about the machine this process runs on: its cores, a rank's share of them, a free port,
-its HF cache; and how this process takes SIGTERM.
+its HF cache; how this process takes SIGTERM, and how it leaves its ranks' process group.
 
 Read by every floor (a unit's threads, a launcher's slots, a rendezvous port), so it imports
 nothing of the package.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,3 +93,25 @@ def term_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if ignored:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def leave_process_group() -> None:
+    """End this rank's part in torch.distributed's process group, if it joined one: a barrier (no
+    rank leaves while another still has a collective with it under way), then destroy. Left to the
+    interpreter's exit, gloo's worker threads may still hold work whose release takes the GIL while
+    Python finalizes: "terminate called without an active exception" (SIGABRT) after the rank had
+    finished and saved (pytorch/pytorch#179291, #190489). Call it on success only: destroying while
+    peers are still in a collective hangs (NCCL's abort is collective; pytorch/torchtitan#1342).
+    Never imports torch: a process that never did has no group. Where DeepSpeed adopted the group,
+    through its own call, which also drops the groups it keeps (the next engine of this process,
+    e.g. `collapse-hpc lm` called again in one process, would otherwise meet a destroyed clone)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    deepspeed = sys.modules.get("deepspeed.comm.comm")
+    if deepspeed is not None and getattr(deepspeed, "cdb", None) is not None:
+        deepspeed.destroy_process_group()
+    else:
+        dist.destroy_process_group()

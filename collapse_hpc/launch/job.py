@@ -20,7 +20,7 @@ from collapse_hpc import logs
 from collapse_hpc.launch import requeue
 from collapse_hpc.launch.distributed import export_env
 from collapse_hpc.launch.peers import watching
-from collapse_hpc.machine import interruptible
+from collapse_hpc.machine import interruptible, leave_process_group
 
 
 LAUNCHER = "COLLAPSE_LAUNCHER_PID"  # set by the local launcher for its units
@@ -113,7 +113,9 @@ class UnitJob(Checkpointable):
         _stop_without_launcher()
         try:
             with watching(run_dir, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))):
-                return engine.run_unit(run_dir, experiment, variant, index)
+                done = engine.run_unit(run_dir, experiment, variant, index)
+                leave_process_group()  # watched still: a peer lost meanwhile ends this rank, not a timeout
+                return done
         except Ending as e:
             logging.getLogger("collapse_hpc").warning("%s/%s unit %d: %s", experiment, variant, index, e)
             raise SystemExit(143) from None  # 128 + SIGTERM, without a traceback

@@ -5,9 +5,11 @@ others in their next collective until its timeout (30 min), holding every GPU of
 records itself in RUN/logs/ranks/<job>/<rank>.json (pid, host, state: running, done, failed with
 its cause, stopped); a thread of every rank reads its peers' records twice a second, and once a
 peer of this host failed or is gone without finishing, says so in one line and ends this rank at
-once (a rank blocked in a collective cannot be interrupted otherwise). What the unit finished
-(checkpoints, shards) stays for the redo. The launcher reads the records to name the rank and
-its cause in the unit's FAILED line. Peers on other hosts are not seen: Slurm ends those.
+once (a rank blocked in a collective cannot be interrupted otherwise). A peer stopped (SIGSTOP)
+and not continued within STOPPED_GRACE_S is ended too, recorded as frozen: the others would wait
+for it until the collective's timeout. What the unit finished (checkpoints, shards) stays for the
+redo. The launcher reads the records to name the rank and its cause in the unit's FAILED line.
+Peers on other hosts are not seen: Slurm ends those.
 
 API: watching(run_dir, rank, world_size), culprit(folder), folder(run_dir, job_id).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -29,6 +32,10 @@ POLL_S = 0.5
 CAUSE_WAIT_S = 1.0
 STOPPED = 3  # the exit status of a rank ended because a peer ended
 KILLED = "was killed (it ended without finishing or an error: a signal, the OOM killer)"
+# a peer stopped alone this long is a fault, not a pause: every other rank of the unit waits for it
+STOPPED_GRACE_S = 60.0
+# a poll this late means this rank was stopped too (a whole job suspended and resumed): it starts over
+LATE_POLL_S = 5.0
 
 
 def folder(run_dir: str | Path, job_id: str) -> Path:
@@ -47,11 +54,11 @@ def _job_id() -> str | None:
     return None
 
 
-def _record(where: Path, rank: int, state: str, cause: str = "") -> None:
+def _record(where: Path, rank: int, state: str, cause: str = "", pid: int | None = None) -> None:
     with contextlib.suppress(OSError):  # a full disk: the ranks still end (on the collective's timeout)
         where.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(where / f"{rank}.json", {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
-                                                  "state": state, "cause": cause})
+        atomic.write_json(where / f"{rank}.json", {"rank": rank, "pid": os.getpid() if pid is None else pid,
+                                                  "host": socket.gethostname(), "state": state, "cause": cause})
 
 
 def _records(where: Path) -> list[dict]:
@@ -70,6 +77,9 @@ def culprit(where: Path) -> tuple[int, str] | None:
     for r in records:
         if r.get("state") == "failed":
             return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) failed: {r.get('cause')}"
+    for r in records:
+        if r.get("state") == "frozen":
+            return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) {r.get('cause')}"
     here = socket.gethostname()
     for r in records:
         if r.get("state") == "running" and r.get("host") == here and not pid_alive(int(r.get("pid", -1))):
@@ -87,6 +97,8 @@ def _lost_peer(where: Path, rank: int) -> str | None:
             continue
         if r.get("state") == "failed":
             return f"rank {r['rank']} failed: {r.get('cause')}"
+        if r.get("state") == "frozen":
+            return f"rank {r['rank']} (pid {r.get('pid')}) {r.get('cause')}"
         if r.get("state") in ("running", "stopped") and not pid_alive(int(r.get("pid", -1))):
             return f"rank {r['rank']} (pid {r.get('pid')}) {KILLED}" if r["state"] == "running" else \
                 f"rank {r['rank']} stopped: {r.get('cause')}"
@@ -102,9 +114,53 @@ def _after_a_peer(where: Path, rank: int) -> str | None:
     return lost
 
 
+def _stopped(pid: int) -> bool:
+    """Whether `pid` is stopped by a signal (state T). A debugger's stop (t) is no fault."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()  # after the command's name, which may hold spaces and ')'
+    return bool(fields) and fields[0] == "T"
+
+
+class _Frozen:
+    """Since when each peer of this host has been seen stopped, over this rank's polls."""
+
+    def __init__(self) -> None:
+        self.since: dict[int, float] = {}
+        self.polled = time.monotonic()
+
+    def peer(self, where: Path, rank: int) -> str | None:
+        """A peer stopped for longer than the grace: recorded frozen and ended (SIGKILL, the one signal a
+        stopped process takes at once: left stopped, it would hold the unit's end for ever); what
+        happened, or None."""
+        now = time.monotonic()
+        if now - self.polled > POLL_S + LATE_POLL_S:
+            self.since.clear()
+        self.polled = now
+        here = socket.gethostname()
+        for r in _records(where):
+            if r.get("rank") == rank or r.get("host") != here or r.get("state") != "running":
+                continue
+            pid = int(r.get("pid", -1))
+            if not _stopped(pid):
+                self.since.pop(r["rank"], None)
+                continue
+            held = now - self.since.setdefault(r["rank"], now)
+            if held > STOPPED_GRACE_S:
+                cause = f"was stopped (SIGSTOP) for {held:.0f} s and not continued: ended by rank {rank}"
+                _record(where, r["rank"], "frozen", cause, pid=pid)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                return f"rank {r['rank']} (pid {pid}) {cause}"
+        return None
+
+
 def _watch(run_dir: Path, where: Path, rank: int, finished: threading.Event) -> None:
+    frozen = _Frozen()
     while not finished.wait(POLL_S):
-        lost = _lost_peer(where, rank)
+        lost = _lost_peer(where, rank) or frozen.peer(where, rank)
         if lost is None or finished.is_set():
             continue
         line = f"rank {rank}: {lost}; this rank stops too (what the unit finished stays for a resume)"

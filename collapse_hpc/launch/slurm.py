@@ -348,6 +348,13 @@ def job_name(run_name: str, label: str, experiment: str, chain: int | None = Non
     return f"{head}-{run_name}:{label}"
 
 
+# A task of a multi-rank job that exits non-zero (an error, a rank ended by its peer watch, one killed)
+# ends the step's other tasks, which would otherwise wait in their next collective until its timeout:
+# the peer watch sees only the ranks of its own host. A task that exits 0 ends nothing; a requeue's
+# exit (submitit's rank 0, once it has requeued the job) ends tasks the requeue ends anyway.
+RANKS_END_TOGETHER = ["--kill-on-bad-exit=1"]
+
+
 class Submitter:
     """Builds one submitit SlurmExecutor per job kind from the profile."""
 
@@ -383,7 +390,8 @@ class Submitter:
                       cpus_per_task=res.cpus_per_task, gpus_per_node=res.gpus_per_node or None, mem=res.mem,
                       partition=res.partition or prof.partition, qos=res.qos or prof.qos, account=prof.account,
                       signal_delay_s=prof.signal_delay_s, array_parallelism=prof.array_parallelism,
-                      dependency=dependency, comment=comment, setup=setup or None, additional_parameters=extra)
+                      dependency=dependency, comment=comment, setup=setup or None, additional_parameters=extra,
+                      srun_args=RANKS_END_TOGETHER if tasks * res.nodes > 1 else None)
         make = _planned_executor if self.dry_run else self._submitit.SlurmExecutor
         ex = make(folder=self.folder, max_num_timeout=prof.max_requeues, python=self.python)
         ex.update_parameters(**{k: v for k, v in params.items() if v is not None})

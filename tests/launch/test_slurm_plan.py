@@ -280,6 +280,9 @@ setup: [module load apptainer]
     command = script.strip().splitlines()[-1]
     assert "apptainer exec --nv" in command and str(tmp_path / "img.sif") in command
     assert f"{tmp_path}/scratch" in command
+    # a rank that exits non-zero ends the others, also on the other node (the peer watch sees its host's)
+    assert command.startswith("srun ") and " --kill-on-bad-exit=1 " in command
+    assert "--kill-on-bad-exit" not in array  # one task: nothing else to end
 
 
 def test_a_chains_ranks_come_from_the_section():

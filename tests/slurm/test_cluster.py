@@ -171,6 +171,27 @@ def test_failed_generation_cancels_its_dependents(tmp_path):
     assert f"never started, no log (waited on afterok:{gens[1]}: job {gens[1]} ended FAILED)" in out
 
 
+def test_a_rank_lost_where_no_peer_sees_it_ends_the_other_through_srun(tmp_path):
+    """Rank 1 of a two-task job dies where the peer watch cannot see it (its record removed: a rank of
+    another host): srun's --kill-on-bad-exit ends rank 0, which would wait 240 s as in a collective
+    that never notices (NCCL), and the generation reads FAILED within the node's KillWait."""
+    from tests.launch.toys.chain import LOST_WAIT_S
+
+    cfg = write_config(tmp_path, "lost", generations=1, ltchain={"rows": 2, "ranks": 2, "lost_rank": 1})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = unit_ids(run)[label]
+    started = time.time()
+    wait_for([job], timeout=LOST_WAIT_S - 30)
+    assert time.time() - started < LOST_WAIT_S / 2
+    assert sacct(job)[job][-1]["State"] == "FAILED"
+    log = open(jobs(run)["units"][label]["log"]).read()  # rank 0's
+    assert "ltchain rank 0 waits for rank 1" in log
+    assert not (run / label / "manifest.json").exists()
+
+
 def _started(run, label: str, step: int = 2) -> None:
     """Wait until the generation `label` of `run` has finished its step `step` (it runs, mid-way)."""
     deadline = time.time() + 120
@@ -179,10 +200,13 @@ def _started(run, label: str, step: int = 2) -> None:
         time.sleep(0.2)
 
 
-def test_usr2_requeues_and_resumes_identically(tmp_path):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_usr2_requeues_and_resumes_identically(tmp_path, ranks):
     """A generation signalled USR2 mid-way checkpoints, is requeued, resumes from its finished
-    steps (none done twice) and ends with the same artefacts as an uninterrupted run."""
-    toy = {"rows": 6, "sleep_s": 6.0}  # 12 resumable steps of 0.5 s
+    steps (none done twice) and ends with the same artefacts as an uninterrupted run. With two
+    ranks, rank 0's exit after its requeue (non-zero, submitit's) ends rank 1 through srun's
+    --kill-on-bad-exit, as the requeue would: the job is requeued all the same."""
+    toy = {"rows": 6, "sleep_s": 6.0, "ranks": ranks}  # 12 resumable steps of 0.5 s
     runs = {}
     for name in ("preempted", "reference"):
         cfg = write_config(tmp_path, name, generations=1, ltchain=toy)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.logs import count
+from collapse_hpc.machine import leave_process_group
 
 PICKLE = (".pkl", ".pickle", ".pt", ".pth")
 
@@ -173,6 +174,7 @@ def reference(a) -> int:
         _test(a, lm, model, test)
         if a.generate:
             _generate(a, lm, *(sampler or (model, load)), train)
+    leave_process_group()
     return 0
 
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from collapse_hpc.launch import peers
 from tests.experiments.lm.test_chain import LM, REPO
 
 # run inside rank 1's process only (a sitecustomize on PYTHONPATH): the fault, as the rank meets it
@@ -44,6 +45,19 @@ RAISES_MID_SAMPLING = (
     "        raise RuntimeError('sampling broke on this rank')\n"
     "    return write(path, *a, **k)\n"
     "store.write_parquet = broken")
+# stopped (SIGSTOP) once its first checkpoint is complete: never continued, or continued 20 s later
+STOPPED_AFTER_FIRST_CHECKPOINT = (
+    "import signal; " + CHECKPOINT
+    + "train._Training.checkpoint = lambda self: (save(self), os.kill(os.getpid(), signal.SIGSTOP))")
+CONTINUED = (
+    "import signal, subprocess; " + CHECKPOINT + "calls = []\n"
+    "def checkpoint(self):\n"
+    "    save(self)\n"
+    "    calls.append(1)\n"
+    "    if len(calls) == 1:\n"
+    "        subprocess.Popen(['sh', '-c', f'sleep 20; kill -CONT {os.getpid()}'], start_new_session=True)\n"
+    "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+    "train._Training.checkpoint = checkpoint")
 PROMPT_S = 150  # the whole faulty run; the ranks' collective timeout is 1800 s
 
 
@@ -88,18 +102,23 @@ def uninterrupted(tmp_path_factory, lm_data_dir):
     (SECOND_SAVE_FULL_DISK, "rank 1 of 2 (pid {pid}) failed: "),
     (KILLED_MID_SAMPLING, "rank 1 of 2 (pid {pid}) was killed"),
     (RAISES_MID_SAMPLING, "rank 1 of 2 (pid {pid}) failed: RuntimeError: sampling broke on this rank"),
-], ids=["killed mid-training", "full disk on one rank's save", "killed mid-sampling", "raises mid-sampling"])
+    (STOPPED_AFTER_FIRST_CHECKPOINT, "rank 1 of 2 (pid {pid}) was stopped (SIGSTOP) for "),
+], ids=["killed mid-training", "full disk on one rank's save", "killed mid-sampling", "raises mid-sampling",
+        "stopped and never continued"])
 def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_identically(
         tmp_path, lm_data_dir, uninterrupted, fault, said):
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "sitecustomize.py").write_text(HOOK)
     config, run = _config(tmp_path, lm_data_dir), tmp_path / "run"
-    proc, took = _run(config, run, fault, tmp_path / "hooks", PROMPT_S)
+    grace = peers.STOPPED_GRACE_S if fault == STOPPED_AFTER_FIRST_CHECKPOINT else 0
+    proc, took = _run(config, run, fault, tmp_path / "hooks", PROMPT_S + grace)
     assert proc.returncode != 0, proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED lm/")]
     assert said.split("{pid}")[0] in line and said.split("{pid}")[1] in line, line
     if fault == SECOND_SAVE_FULL_DISK:
         assert "checkpoints: No space left on device" in line, line
+    if fault == STOPPED_AFTER_FIRST_CHECKPOINT:
+        assert "s and not continued: ended by rank 0 (log: " in line, line
     assert not (run / "lm" / "replace-p0-s0" / "gen_000" / "manifest.json").exists()
     proc, _ = _run(config, run, None, tmp_path / "hooks", 600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -107,3 +126,43 @@ def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_id
     assert resumed.keys() == uninterrupted.keys()
     for name, table in uninterrupted.items():
         assert resumed[name].equals(table), name
+
+
+@pytest.mark.slow
+def test_a_rank_stopped_for_20_s_then_continued_goes_on_unharmed(tmp_path, lm_data_dir, uninterrupted):
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(HOOK)
+    config, run = _config(tmp_path, lm_data_dir), tmp_path / "run"
+    proc, took = _run(config, run, CONTINUED, tmp_path / "hooks", 600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert took > 20
+    resumed = _results(run)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, table in uninterrupted.items():
+        assert resumed[name].equals(table), name
+
+
+# every rank, at its interpreter's exit: whether the process group it joined is still there
+GROUP_AT_EXIT = """import atexit, os, sys
+def _probe():
+    dist = sys.modules.get("torch.distributed")
+    state = "never joined" if dist is None else "joined" if dist.is_initialized() else "left"
+    with open(os.path.join(os.environ["GROUP_PROBE"], os.environ["SUBMITIT_LOCAL_GLOBALID"]), "w") as f:
+        f.write(state)
+if os.environ.get("GROUP_PROBE") and os.environ.get("SUBMITIT_LOCAL_GLOBALID"):
+    atexit.register(_probe)
+"""
+
+
+@pytest.mark.slow
+def test_every_rank_leaves_the_process_group_before_its_interpreter_ends(tmp_path, lm_data_dir, monkeypatch):
+    """Left to the interpreter's exit, gloo's threads may abort the process ("terminate called without an
+    active exception") after the rank finished; a unit's rank destroys the group when its unit is done."""
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(GROUP_AT_EXIT)
+    (tmp_path / "probe").mkdir()
+    monkeypatch.setenv("GROUP_PROBE", str(tmp_path / "probe"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "hooks"), os.environ.get("PYTHONPATH", "")]))
+    proc, _ = _run(_config(tmp_path, lm_data_dir, epochs=1), tmp_path / "run", None, tmp_path / "hooks", 600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name: p.read_text() for p in (tmp_path / "probe").iterdir()} == {"0": "left", "1": "left"}

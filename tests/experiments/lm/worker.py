@@ -41,6 +41,7 @@ def main():
     from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
     from collapse_hpc.experiments.lm import train as training
     from collapse_hpc.experiments.lm.train import train_generation
+    from collapse_hpc.machine import leave_process_group
 
     kill_at = os.environ.get("WORKER_KILL_AT_STEP")
     if kill_at:
@@ -66,6 +67,7 @@ def main():
     corpus, per_seq = perplexity(model, val, 7, "cpu", rank=rank, world_size=world)
     summary.update(initial_val_loss=initial, params=h.hexdigest(), ppl=corpus, per_seq=per_seq.tolist())
     (out_root / f"summary-{rank}.json").write_text(json.dumps(summary))
+    leave_process_group()  # as a unit's rank does (launch/job.py)
 
 
 if __name__ == "__main__":

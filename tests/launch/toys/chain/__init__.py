@@ -15,6 +15,7 @@ from tests.launch.toys import full_disk
 from tests.launch.toys.chain.config import ChainToyConfig
 
 STEP_S = 0.5
+LOST_WAIT_S = 240  # a peer's collective that never notices (NCCL) runs to its timeout
 
 
 class ChainToy(Experiment):
@@ -47,6 +48,8 @@ class ChainToy(Experiment):
             dist.all_reduce(t)
             rank_sum = float(t.item())
             dist.destroy_process_group()
+        if ctx.world_size > 1 and cfg.lost_rank >= 0:
+            _lose(ctx, cfg.lost_rank)
         if not ctx.is_main:
             return
         if cfg.linger_s:  # after the manifest is written: a finished unit whose process has not yet ended
@@ -74,6 +77,18 @@ class ChainToy(Experiment):
         ctx.write_json("env.json", {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")})
         if os.environ.get(full_disk.FULL_AT) == str(ctx.index):  # its manifest and result find no room
             full_disk.fill()
+
+
+def _lose(ctx, lost: int) -> None:
+    """Rank `lost` dies where its peers on this host cannot see it (no record): the others block."""
+    if ctx.rank == lost:
+        from collapse_hpc.launch import peers
+
+        (peers.folder(ctx.run_dir, peers._job_id()) / f"{lost}.json").unlink()
+        print(f"ltchain rank {lost} dies", file=sys.stderr, flush=True)
+        os._exit(1)
+    print(f"ltchain rank {ctx.rank} waits for rank {lost}", file=sys.stderr, flush=True)
+    time.sleep(LOST_WAIT_S)
 
 
 EXPERIMENT = ChainToy()

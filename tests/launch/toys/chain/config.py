@@ -11,3 +11,5 @@ class ChainToyConfig(Section):
     fail_seed: int = knob(-1, "only the chain of this seed fails; -1 every chain")
     sleep_s: float = knob(0.0, "seconds per generation, in 0.5 s steps that survive a requeue", min=0)
     linger_s: float = knob(0.0, "seconds the job's process lives on after its unit is finished", min=0)
+    lost_rank: int = knob(-1, "rank that dies unseen, as one on another host would (its peer record removed), "
+                              "while the others wait as in a collective that never notices; -1 none")
