@@ -16,7 +16,7 @@ from pathlib import Path
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
-from collapse_hpc.launch import records
+from collapse_hpc.launch import peers, records
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.lock import pid_alive
 from collapse_hpc.store.manifest import read_once
@@ -137,6 +137,20 @@ def error_lines(log: str | None, n: int = 5) -> list[str]:
     if reason and reason[0] not in lines[-n:]:
         return reason + lines[-(n - 1):]
     return lines[-n:]
+
+
+def rank_that_ended(run_dir: Path, job_id, log: str | None) -> tuple[str, str | None] | None:
+    """A multi-rank Slurm job's rank that ended it, as its ranks recorded (launch.peers), from its last
+    attempt: (the line naming the rank and its cause, that rank's log where it is there), or None.
+    Rank 0's log alone says only that a peer went (gloo's reset, srun's kill)."""
+    attempts = sorted(Path(run_dir, "logs", "ranks").glob(f"{job_id}-r*"),
+                      key=lambda p: int(p.name.rpartition("-r")[2]) if p.name.rpartition("-r")[2].isdigit() else -1)
+    found = peers.culprit(attempts[-1]) if attempts and job_id else None
+    if found is None:
+        return None
+    rank, line = found
+    theirs = log[: -len("_0_log.err")] + f"_{rank}_log.err" if log and log.endswith("_0_log.err") else None
+    return line, theirs if theirs and Path(theirs).is_file() else log
 
 
 def out_of_time(error: list[str], kind: str | None, profile: str | None) -> str | None:
@@ -287,6 +301,10 @@ def _state_of(store: RunStore) -> dict:
                 unit["never_started"] = never_started(entry.get("dependency"), slurm) if not local else None
                 unit["error"] = ((entry.get("error") or "").splitlines()[-5:] if local
                                  else error_lines(entry.get("log")))
+                if not local and (ended := rank_that_ended(store.root, entry.get("job_id"), entry.get("log"))):
+                    # that rank's own log and cause, as the local launcher records them in the unit's error
+                    unit["log"] = ended[1]
+                    unit["error"] = error_lines(ended[1], n=4) + [ended[0]]
                 if hint := out_of_time(unit["error"], entry.get("kind"), book.get("profile")):
                     unit["hint"] = hint
             item["units"].append(unit)

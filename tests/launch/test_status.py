@@ -318,3 +318,31 @@ def test_a_copy_of_a_local_run_whose_book_an_older_version_wrote_is_told_apart(t
     out = capsys.readouterr().out
     assert f"a copy of {store.root}: its units run (or ran) there, none runs in this folder" in out, out
     assert "RUNNING" not in out and str(pid) not in out, out
+
+
+def test_a_multi_rank_slurm_job_names_the_rank_that_ended_it_and_its_log(tmp_path, fake_slurm):  # noqa: F811
+    """Rank 0's log of a two-rank job that a peer ended says only that the peer went (gloo's reset,
+    srun's kill). status names the rank its ranks recorded as the cause, in the job's last attempt,
+    with that rank's log and its last lines, as the local launcher does."""
+    import json
+
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=1)
+    (store.logs / "200_0_log.err").write_text("RuntimeError: Connection reset by peer\nsrun: error: task 0: Killed\n")
+    (store.logs / "200_1_log.err").write_text("Traceback (most recent call last):\nOSError: [Errno 28] No space\n")
+
+    def ranks(attempt: int, states: dict) -> None:
+        where = store.root / "logs" / "ranks" / f"200-r{attempt}"
+        where.mkdir(parents=True)
+        for rank, (state, cause) in states.items():
+            (where / f"{rank}.json").write_text(json.dumps(
+                {"rank": rank, "pid": 4000 + rank, "host": "node7", "state": state, "cause": cause}))
+
+    ranks(0, {0: ("running", ""), 1: ("failed", "an earlier attempt's cause")})
+    ranks(1, {0: ("stopped", "rank 1 failed: OSError"), 1: ("failed", "OSError: [Errno 28] No space")})
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0, out
+    assert "| rank 1 of 2 (pid 4001) failed: OSError: [Errno 28] No space" in out
+    assert "| OSError: [Errno 28] No space" in out and "Connection reset" not in out
+    assert f"log: {store.logs / '200_1_log.err'}" in out and "earlier attempt" not in out

@@ -152,8 +152,12 @@ def test_status_names_what_made_each_generation_after_a_redo(tmp_path):
     assert re.search(rf"gen_001  done +job {again} ", out), out
 
 
-def test_failed_generation_cancels_its_dependents(tmp_path):
-    cfg = write_config(tmp_path, "failing", generations=3, ltchain={"fail_at": 1})
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_failed_generation_cancels_its_dependents(tmp_path, ranks):
+    """With two ranks, rank 1 raises and rank 0 waits for it: the FAILED line names rank 1 and its log,
+    not rank 0's, which says only that its peer went."""
+    toy = {"fail_at": 1, "ranks": ranks, "fail_rank": ranks - 1}
+    cfg = write_config(tmp_path, "failing", generations=3, ltchain=toy)
     run = tmp_path / "run"
     rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
     assert rc == 0, err
@@ -164,9 +168,11 @@ def test_failed_generation_cancels_its_dependents(tmp_path):
     assert [rows[g][-1]["State"] for g in gens] == ["COMPLETED", "FAILED", "CANCELLED"]
     rc, out, _ = collapse("status", run)
     assert rc == 0 and "generation 0 reached (1/3 done)" in out
-    log = jobs(run)["units"]["ltchain/replace-p0-s0/gen_001"]["log"]
+    log = jobs(run)["units"]["ltchain/replace-p0-s0/gen_001"]["log"].replace("_0_log.err", f"_{ranks - 1}_log.err")
     assert re.search(rf"gen_001  FAILED +job {gens[1]}", out) and f"log: {log}" in out
     assert "| RuntimeError: ltchain failure at generation 1" in out
+    named = r"\| rank 1 of 2 \(pid \d+\) failed: RuntimeError: ltchain failure at generation 1"
+    assert ranks == 1 or re.search(named, out)
     assert re.search(rf"gen_002  CANCELLED +job {gens[2]}", out)
     assert f"never started, no log (waited on afterok:{gens[1]}: job {gens[1]} ended FAILED)" in out
 

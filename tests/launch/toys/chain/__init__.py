@@ -36,7 +36,7 @@ class ChainToy(Experiment):
 
     def run_unit(self, ctx):
         cfg = ctx.config
-        if ctx.index == cfg.fail_at and cfg.fail_seed in (-1, ctx.variant.seed):
+        if ctx.index == cfg.fail_at and cfg.fail_seed in (-1, ctx.variant.seed) and cfg.fail_rank in (-1, ctx.rank):
             raise RuntimeError(f"ltchain failure at generation {ctx.index}")
         rank_sum = float(ctx.rank + 1)
         if ctx.world_size > 1:  # a real rendezvous through the exported variables

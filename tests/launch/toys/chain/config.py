@@ -9,6 +9,7 @@ class ChainToyConfig(Section):
     ranks: int = knob(1, "processes per unit (a gloo all-reduce checks the rendezvous when > 1)", min=1)
     fail_at: int = knob(-1, "generation that raises; -1 never")
     fail_seed: int = knob(-1, "only the chain of this seed fails; -1 every chain")
+    fail_rank: int = knob(-1, "only this rank raises (the others wait for it in the rendezvous); -1 every rank")
     sleep_s: float = knob(0.0, "seconds per generation, in 0.5 s steps that survive a requeue", min=0)
     linger_s: float = knob(0.0, "seconds the job's process lives on after its unit is finished", min=0)
     lost_rank: int = knob(-1, "rank that dies unseen, as one on another host would (its peer record removed), "
