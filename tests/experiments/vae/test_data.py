@@ -258,3 +258,24 @@ def test_a_text_data_set_named_as_the_vaes_is_refused_before_the_run(tmp_path):
     with pytest.raises(UserError, match=r"^vae.dataset: .*story is not a data set of images; name one prepared "
                                         r"from images"):
         experiments.get("vae").check(run)
+
+
+def test_your_own_images_with_one_test_image_are_refused_before_the_run(tmp_path):
+    # one test image was prepared, then every generation failed on 'Eigenvalues did not converge': the
+    # Frechet distance fits a covariance to the test images' features, which one image does not have
+    from collapse_hpc import experiments
+    from collapse_hpc.data import prepare
+
+    folder = _clothes(tmp_path / "idx")
+    _idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((1, 12, 16)), gz=True)
+    _idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros((1,)), gz=True)
+    with pytest.raises(UserError, match=r"the test split holds 1 image; give it at least 2"):
+        prepare("clothes", tmp_path / "data", source=str(folder))
+    assert not (tmp_path / "data" / "clothes").exists()
+    # a set prepared so before is refused by the run's check, before the run folder exists
+    data._write(tmp_path / "data" / "clothes", {"train": (np.zeros((20, 12, 16)), np.arange(20) % 10),
+                                                "test": (np.zeros((1, 12, 16)), np.zeros(1))},
+                {"name": "clothes", "source": "IDX files", "pixel_max": 255})
+    run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"), "vae": {"dataset": "clothes"}})
+    with pytest.raises(UserError, match=r"^vae.dataset: .*clothes: the test split holds 1 image"):
+        experiments.get("vae").check(run)
