@@ -196,7 +196,8 @@ def check(run, file: str = "<config>", force: bool = False, memory: int | None =
     empty seeds or regimes list would make a run folder that plans nothing), every variant has its own
     name (its own folders), and the plan is one a machine can hold: at most MAX_UNITS units, no unit
     estimated over MAX_UNIT_GIB, nor over `memory` (the bytes of the machine that runs every unit: a local
-    run's, where a larger unit is killed, unit after unit); over LARGE_UNITS units (e.g. a typo in --generations) only with `force`.
+    run's, where a larger unit is killed, unit after unit); over LARGE_UNITS units (e.g. a typo in
+    --generations) only with `force`.
 
     Counted with integers from each experiment's units() and memory(): nothing is built, so a
     count typed as 1e20 is one line now instead of a MemoryError after the run folder exists. Returns the
