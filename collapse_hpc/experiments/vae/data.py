@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -130,9 +131,11 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise UserError(f"{path}: not an IDX file of unsigned bytes")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path}: its header is cut short ({len(raw)} bytes; {ndim} dimensions need {4 + 4 * ndim})")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
+    if body.size != math.prod(dims):  # Python's ints: numpy's product of a forged header wrapped round to 0
         raise UserError(f"{path}: {body.size} bytes of data, the header says {dims}")
     return body.reshape(dims)
 

@@ -99,6 +99,18 @@ def test_bad_idx_file_is_a_user_error(tmp_path):
         data.read_idx(tmp_path / "y")
 
 
+def test_an_idx_header_forged_or_cut_short_is_one_line(tmp_path):
+    # a header of 2**31 x 2**31 x 4 images over no data: numpy's product of its sizes wrapped round to 0, which
+    # matched the empty body, and the reshape ended in a traceback; so did a header cut short (6 bytes)
+    forged = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (2**31, 2**31, 4))
+    (tmp_path / "x").write_bytes(forged)
+    with pytest.raises(UserError, match=r"0 bytes of data, the header says \[2147483648, 2147483648, 4\]"):
+        data.read_idx(tmp_path / "x")
+    (tmp_path / "x").write_bytes(forged[:6])
+    with pytest.raises(UserError, match=r"its header is cut short \(6 bytes; 3 dimensions need 16\)"):
+        data.read_idx(tmp_path / "x")
+
+
 def test_corrupt_split_is_a_user_error(tmp_path):
     data.prepare_digits(tmp_path)
     (tmp_path / "digits/test.parquet").write_bytes(b"garbage")
