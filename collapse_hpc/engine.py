@@ -191,15 +191,18 @@ MAX_UNIT_GIB = 64  # what one array task may hold in memory (replicates x genera
 LARGE_UNITS = 2_000  # a plan beyond this many units (the paper's config plans 635) needs --force
 
 
-def check(run, file: str = "<config>", force: bool = False) -> None:
+def check(run, file: str = "<config>", force: bool = False, memory: int | None = None) -> int | None:
     """Before anything is written: an experiment is enabled and each enabled one plans a chain (an
     empty seeds or regimes list would make a run folder that plans nothing), every variant has its own
     name (its own folders), and the plan is one a machine can hold: at most MAX_UNITS units, no unit
-    estimated over MAX_UNIT_GIB; over LARGE_UNITS units (e.g. a typo in --generations) only with `force`.
+    estimated over MAX_UNIT_GIB, nor over `memory` (the bytes of the machine that runs every unit: a local
+    run's, where a larger unit is killed, unit after unit); over LARGE_UNITS units (e.g. a typo in
+    --generations) only with `force`.
 
     Counted with integers from each experiment's units() and memory(): nothing is built, so a
-    count typed as 1e20 is one line now instead of a MemoryError after the run folder exists."""
-    total = 0
+    count typed as 1e20 is one line now instead of a MemoryError after the run folder exists. Returns the
+    largest unit's memory estimate (None: no unit's is known)."""
+    total, largest = 0, None
     if not run.enabled():  # a run folder with an empty plan would look like a finished run
         raise UserError(f"{file}: every experiment is disabled (enabled: false); enable one, e.g. "
                         f"--set {next(iter(run.sections))}.enabled=true")
@@ -224,14 +227,18 @@ def check(run, file: str = "<config>", force: bool = False) -> None:
                 raise UserError(f"{file}: plans more than {MAX_UNITS} units ({name} alone reaches {total}); "
                                 f"lower the counts (seeds, regimes, replicates, generations)")
             need = exp.memory(run, v)
-            if need is not None and need > MAX_UNIT_GIB * 2**30:  # unknown: the estimate says so
+            largest = max(largest or 0, need) if need is not None else largest
+            if need is not None and need > min(MAX_UNIT_GIB * 2**30, memory or MAX_UNIT_GIB * 2**30):
                 keys = " or ".join(", ".join(f"{name}.{k}" for k in exp.memory_keys).rsplit(", ", 1))
+                limit = (f"this machine's {memory / 2**30:.3g} GiB, where the {run.executor} executor runs it"
+                         if memory and memory < MAX_UNIT_GIB * 2**30 else f"{MAX_UNIT_GIB} GiB")
                 raise UserError(f"{file}: {name}: one task of {v.name} would hold about {need / 2**30:.3g} GiB "
-                                f"in memory, more than {MAX_UNIT_GIB} GiB" + (f"; lower {keys}" if keys else ""))
+                                f"in memory, more than {limit}" + (f"; lower {keys}" if keys else ""))
     if total > LARGE_UNITS and not force:
         raise UserError(f"{file}: plans {total} units, more than {LARGE_UNITS} (the paper's config plans 635: "
                         f"one job each on a cluster); check the counts (generations, seeds, regimes, replicates), "
                         f"or pass --force to run it")
+    return largest
 
 
 def _variant(store: RunStore, run, experiment: str, name: str) -> Variant:

@@ -44,6 +44,22 @@ def available_memory() -> int | None:
     return None
 
 
+def total_memory() -> int | None:
+    """Bytes of memory this machine's processes may ever hold: MemTotal, or the cgroup's limit (a
+    container, a Slurm job's allocation) where lower; None where the system says neither."""
+    sizes = []
+    try:
+        with open("/proc/meminfo") as f:
+            sizes += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        sizes.append(int(Path("/sys/fs/cgroup/memory.max").read_text()))  # "max": no limit
+    except (OSError, ValueError):
+        pass
+    return min(sizes) if sizes else None
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (for a local job's MASTER_PORT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

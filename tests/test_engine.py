@@ -1,5 +1,6 @@
 """The generation loop: resume skips finished units and redoes unfinished ones; the plan is frozen
 once (plan.json) and read by jobs, status and the report."""
+import json
 import os
 
 import pyarrow.parquet as pq
@@ -221,3 +222,35 @@ def test_a_vae_size_no_machine_holds_is_refused_before_the_run_naming_its_keys(k
                                         r"more than 64 GiB; lower vae.capacity, vae.latent, vae.batch_size"):
         engine.check(experiments.config_from_dict({"vae": {key: 100_000_000}}))
     engine.check(experiments.config_from_dict({"vae": {key: 64}}))
+
+
+def test_a_unit_larger_than_the_machine_that_runs_it_is_refused_before_the_run(tmp_path):
+    """gaussian.samples: [1000000000] on a laptop (a typo of 1000) planned 1000 parts of 22 GiB each, under
+    the 64 GiB bound: the local launcher started them one after another, each killed by the OOM killer
+    after two minutes. A run whose units run on this machine (local, debug, by hand) now also refuses a
+    unit over its memory; on Slurm a job's node may have more."""
+    import subprocess
+    import sys
+
+    from collapse_hpc.machine import total_memory
+
+    big = {"gmm": {"enabled": False}, "lm": {"enabled": False}, "vae": {"enabled": False},
+           "gaussian": {"generations": 2, "samples": [100_000_000], "replicates": 1, "chunk_replicates": 1}}
+    run = experiments.config_from_dict(big)
+    need = engine.check(run)  # under 64 GiB: passes where nothing says which machine runs it
+    assert need is not None and 2**30 < need < 64 * 2**30
+    with pytest.raises(UserError, match=r"gaussian: one task of replace-p0-samples100000000-s0 would hold about "
+                                        r"2.\d+ GiB in memory, more than this machine's 1 GiB, where the local "
+                                        r"executor runs it; lower gaussian.replicates"):
+        engine.check(run, memory=2**30)
+    memory = total_memory()
+    assert memory is not None and memory > 2**30  # /proc/meminfo says it (Linux)
+    samples = int(memory / 2**30 * 50_000_000)  # ~22 bytes a point: about twice this machine's memory
+    if samples * 22 > 60 * 2**30:
+        pytest.skip("this machine holds units near the 64 GiB bound every run has")
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text(json.dumps({**big, "gaussian": {**big["gaussian"], "samples": [samples]}}))
+    proc = subprocess.run([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "more than this machine's" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -169,6 +169,8 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
     if manifest is not None and engine.job_done(store, run, job):
         return "done", _clock(manifest.get("seconds")), manifest
     jid = entry.get("job_id")
+    if jid is None and manifest is not None:  # no job on record (a copy, jobs.json removed), yet it completed
+        return "COMPLETED", _clock(manifest.get("seconds")), None  # its manifest is written last: say what is missing
     if local:
         return local_state(entry), _clock(entry.get("elapsed")), None
     if jid is None:

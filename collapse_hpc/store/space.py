@@ -1,5 +1,6 @@
-"""A write the file system refused: a full disk (ENOSPC), a used-up quota (EDQUOT) or a read-only
-mount (EROFS, also a scratch disk remounted so after an error). Said as such, with the file system
+"""A write the file system refused: a full disk (ENOSPC), a used-up quota (EDQUOT), a read-only
+mount (EROFS, also a scratch disk remounted so after an error) or a file past the process's file-size
+limit (EFBIG: `ulimit -f`, which a Slurm job inherits from the submitting shell). Said as such, with the file system
 and what to do, in the one error line: scratch filling up mid-run is an everyday event on a
 cluster, and the run goes on from its finished units once there is room again."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import re
 from pathlib import Path
 from typing import overload
 
-REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 # Rust libraries (safetensors, tokenizers) raise their own types with the OS error in the text only;
 # pyarrow's OSError words it in its message too
 _SAID = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]", re.IGNORECASE)
@@ -20,7 +21,7 @@ FULL_BELOW = 1 << 20  # bytes free under which a file system reads as full to st
 
 
 def refused(e: BaseException) -> int | None:
-    """ENOSPC, EDQUOT or EROFS where `e` is, or says it comes from, such a refusal; else None."""
+    """ENOSPC, EDQUOT, EROFS or EFBIG where `e` is, or says it comes from, such a refusal; else None."""
     if isinstance(e, OSError) and e.errno in REFUSED:
         return e.errno
     said = _SAID.search(str(e))
@@ -56,6 +57,10 @@ def explain(e: OSError) -> str:
     if e.errno == errno.EDQUOT:
         what = (f"your disk quota on {mount} is used up (`quota -s`, or `lfs quota -u $USER {mount}` on Lustre, "
                 f"shows it); free space there or write elsewhere")
+    elif e.errno == errno.EFBIG:
+        what = (f"it would be larger than {_file_limit()} or than the file system at {mount} takes; "
+                f"raise the limit (`ulimit -f unlimited`; a Slurm job inherits the submitting shell's) or write "
+                f"elsewhere")
     elif e.errno == errno.EROFS:
         what = (f"{mount} is mounted read-only (or was remounted so after a disk error); write elsewhere, or "
                 f"wait until it is writable again")
@@ -64,6 +69,15 @@ def explain(e: OSError) -> str:
         what = (f"the file system at {mount} has no room left for it ({usage(mount)} now); free space there or "
                 f"write elsewhere")
     return f"{where}: {strerror}: {what}, {AGAIN}"
+
+
+def _file_limit() -> str:
+    """This process's file-size limit, as `ulimit -f` sets it."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "this process may write (no file-size limit)" if soft == resource.RLIM_INFINITY else \
+        f"the file-size limit of this process ({size(soft)}, `ulimit -f`)"
 
 
 def state(folder: str | os.PathLike) -> str:

@@ -76,6 +76,33 @@ def test_status_explains_a_completed_job_whose_unit_is_not_done(tmp_path, capsys
     assert unit["redo"].startswith("collapse-hpc run ") and tail["not_in_this_run"] is True
 
 
+def test_status_of_a_moved_run_folder_names_what_a_finished_unit_lost(tmp_path, capsys):
+    """A run folder moved to another file system (copied: its jobs.json names the first folder, so none of
+    its jobs is this folder's), or one whose jobs.json was removed: a unit that had finished and then lost
+    a file read 'not run', naming nothing; its manifest says it ran, so status says what is missing."""
+    import shutil
+
+    from collapse_hpc.launch.listing import show
+
+    from collapse_hpc.launch import records
+
+    store = _toy_and_tail(tmp_path)
+    book = records.load(store)
+    records.save(store, {**book, "folder": records.identity(store)})  # as the launchers record it
+    moved = tmp_path / "moved"
+    shutil.copytree(store.root, moved)
+    shutil.rmtree(store.root)
+    (moved / "toy" / "replace-p0-s0" / "gen_001" / "metrics.parquet").unlink()
+    assert show(moved) == 0
+    out = capsys.readouterr().out
+    assert "gen_001  not run" not in out, out
+    assert "not done: toy/replace-p0-s0/gen_001/metrics.parquet: missing" in out, out
+    assert f"redo: collapse-hpc run {moved / 'config.yaml'} --run {moved} --only toy" in out
+    (moved / "jobs.json").unlink()
+    assert show(moved) == 0
+    assert "not done: toy/replace-p0-s0/gen_001/metrics.parquet: missing" in capsys.readouterr().out
+
+
 def test_the_redo_command_pastes_whole_for_a_run_folder_with_spaces(tmp_path):
     """status printed `collapse-hpc submit /x/my run/config.yaml --run /x/my run …`: pasted, the shell
     split each path in two."""

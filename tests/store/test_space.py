@@ -115,3 +115,23 @@ def test_a_read_only_bind_mount_is_named_as_the_read_only_file_system(tmp_path):
         assert f": {ro} is mounted read-only" in line, line
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_a_file_size_limit_is_named_with_what_to_do(tmp_path):
+    """`ulimit -f` (which a Slurm job inherits from the submitting shell) refuses a write past it with
+    EFBIG: it ended in 'File too large' alone, or in safetensors' words in a unit's FAILED line."""
+    import resource
+    import subprocess
+    import sys
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = subprocess.run([sys.executable, "-m", "collapse_hpc", "data", "prepare", "digits", "--data-dir",
+                           str(tmp_path / "data")], capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "File too large: it would be larger than the file-size limit of this process (4 KiB, `ulimit -f`)" \
+        in proc.stderr and "raise the limit (`ulimit -f unlimited`" in proc.stderr, proc.stderr
+    assert not (tmp_path / "data" / "digits").exists()
+    assert space.refused(Exception("Error while serializing: I/O error: File too large (os error 27)")) == errno.EFBIG

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from collapse_hpc.config import Section, knob
 
 
+RESOLVED = 1e-9  # the least sigma / |mu|: 2**-52 is float64's step; a variance needs thousands of steps
+
+
 @dataclass
 class GaussianConfig(Section):
     generations: int | None = knob(1000, "generations (the notebook's 1000; --generations sets the run's "
@@ -25,3 +28,8 @@ class GaussianConfig(Section):
     def validate(self):
         if not self.samples:
             raise ValueError("samples: give at least one sample size")
+        if self.sigma < abs(self.mu) * RESOLVED:  # mu + sigma z rounds to mu: sigma_hat 0 from generation 0
+            raise ValueError(f"sigma: {self.sigma:g} is below what float64 resolves around mu = {self.mu:g} (every "
+                             f"draw would round to mu, a collapse at generation 0 of rounding, not of the "
+                             f"recursion); give sigma of at least {abs(self.mu) * RESOLVED:.3g}, or a mu nearer 0 "
+                             f"(the results scale with sigma and shift with mu)")

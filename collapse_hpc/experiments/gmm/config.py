@@ -19,7 +19,8 @@ class GMMConfig(Section):
     reg_covar: float = knob(1e-6, "added to the covariance diagonals (scikit-learn's default)", min=0)
     init_data: str = knob("blob", "real data: blob (2-D standard normal, the notebook) or two-mode",
                           choices=("blob", "two-mode"))
-    separation: float = knob(4.0, "two-mode: distance between the two unit-variance modes (on x)", min=0)
+    # bounded: EM in float64 resolves a unit spread beside squared distances up to ~1e12 (1e9 apart failed)
+    separation: float = knob(4.0, "two-mode: distance between the two unit-variance modes (on x)", min=0, max=1e6)
     replicates: int = knob(64, "independent replicates per variant", min=1)
     chunk_replicates: int = knob(16, "replicates per array task (each runs every generation)", min=1)
     snapshot_generations: list[int] = knob([0, 1, 10, 100, -1],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ SPLITS = ("train", "test")
 KIND = "images"  # card.json's kind (an older card has none: its pixel_max tells images)
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
+MIN_TEST = 2  # the Frechet distance fits a covariance to the test images' features: one image has none
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -129,9 +131,11 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise UserError(f"{path}: not an IDX file of unsigned bytes")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path}: its header is cut short ({len(raw)} bytes; {ndim} dimensions need {4 + 4 * ndim})")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
+    if body.size != math.prod(dims):  # Python's ints: numpy's product of a forged header wrapped round to 0
         raise UserError(f"{path}: {body.size} bytes of data, the header says {dims}")
     return body.reshape(dims)
 
@@ -243,6 +247,8 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
             raise UserError(f"--from {source}: the {split} labels must be 0..{CLASSES - 1} and not empty "
                             f"(the vae's class metrics are {CLASSES} shares); found "
                             f"{sorted(set(labels.tolist()))[:12] if len(labels) else 'none'}")
+    if len(splits["test"][1]) < MIN_TEST:
+        raise UserError(f"--from {source}: {_too_few_test(len(splits['test'][1]))}")
     with atomic.atomic_dir(out) as building:
         _write(building, splits, {"name": name, "source": f"IDX files: {source.resolve().name}",
                                   "licence": "as given by the files' owner", "pixel_max": 255,
@@ -277,7 +283,15 @@ def check_images(data_dir: Path, name: str, key: str = "vae.dataset") -> dict:
     if "pixel_max" not in card:
         raise UserError(f"{key}: {out} is not a data set of images; name one prepared from images "
                         f"(digits, mnist, or IDX files: data prepare NAME --from FOLDER)")
+    tests = (card.get("splits") or {}).get("test")
+    if isinstance(tests, int) and tests < MIN_TEST:  # prepared before preparation refused it
+        raise UserError(f"{key}: {out}: {_too_few_test(tests)}")
     return card
+
+
+def _too_few_test(n: int) -> str:
+    return (f"the test split holds {n} image{'s' if n != 1 else ''}; give it at least {MIN_TEST} (the Frechet "
+            f"distance fits a covariance to their features)")
 
 
 def load(data_dir: Path, name: str) -> dict[str, Images]:

@@ -69,3 +69,19 @@ def test_scales_that_overflow_float64_are_refused(key, value):
 
     with pytest.raises(ConfigError, match=f"gaussian.{key}: must be"):
         experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "gaussian": {key: value}})
+
+
+def test_a_sigma_float64_cannot_resolve_around_mu_is_refused(tmp_path):
+    # mu 1e90 with sigma 1e-90: every draw rounded to mu, so sigma_hat was 0 at generation 0 (a collapse of
+    # rounding, not of the recursion) and the error-of-the-mean figure failed on its all-zero log axis
+    from collapse_hpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gaussian: sigma: 1e-90 is below what float64 resolves around mu = "
+                                          r"1e\+90 .*give sigma of at least 1e\+81"):
+        experiments.config_from_dict({"gaussian": {**SECTION, "mu": 1e90, "sigma": 1e-90}})
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug",
+                                        "gaussian": {**SECTION, "mu": 1e9, "sigma": 1.0}})  # resolved: runs
+    store = RunStore(tmp_path / "run")
+    execute(store, run, engine.open_run(store, run))
+    metrics = pq.read_table(next(store.root.glob("gaussian/*/part_000/metrics.parquet"))).to_pandas()
+    assert (metrics.loc[metrics["generation"] == 0, "sigma_hat"] > 0.1).all(), metrics

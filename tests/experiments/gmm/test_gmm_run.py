@@ -65,10 +65,19 @@ def test_same_seed_gives_bit_identical_parquet(tmp_path):
     ({"covariance": "fulll"}, "did you mean 'full'"),
     ({"init_data": "three-mode"}, "gmm.init_data: must be one of"),
     ({"replicates": 0}, "gmm.replicates: must be >= 1"),
+    # 1e300 (or 1e9) apart passed, made the run folder and failed in the part on 'an ill-defined covariance
+    # ... increase reg_covar or samples': float64's EM cannot resolve a unit spread beside such distances
+    ({"init_data": "two-mode", "separation": 1e9}, "gmm.separation: must be <= 1000000"),
 ])
 def test_bad_parameters_give_one_clear_error(bad, message):
     with pytest.raises(UserError, match=message):
         experiments.config_from_dict({"gmm": {**SECTION, **bad}})
+
+
+def test_the_widest_separation_allowed_still_fits(tmp_path):
+    store, chains = _run(tmp_path, "wide", regimes=("replace",), init_data="two-mode", separation=1e6)
+    table = pq.read_table(store.variant_dir("gmm", chains[0].variant.name) / "part_000" / "metrics.parquet")
+    assert table.num_rows > 0 and np.isfinite(table["l2"].to_numpy()).all()
 
 
 @pytest.mark.parametrize("init_data", ["blob", "two-mode"])

@@ -99,6 +99,18 @@ def test_bad_idx_file_is_a_user_error(tmp_path):
         data.read_idx(tmp_path / "y")
 
 
+def test_an_idx_header_forged_or_cut_short_is_one_line(tmp_path):
+    # a header of 2**31 x 2**31 x 4 images over no data: numpy's product of its sizes wrapped round to 0, which
+    # matched the empty body, and the reshape ended in a traceback; so did a header cut short (6 bytes)
+    forged = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (2**31, 2**31, 4))
+    (tmp_path / "x").write_bytes(forged)
+    with pytest.raises(UserError, match=r"0 bytes of data, the header says \[2147483648, 2147483648, 4\]"):
+        data.read_idx(tmp_path / "x")
+    (tmp_path / "x").write_bytes(forged[:6])
+    with pytest.raises(UserError, match=r"its header is cut short \(6 bytes; 3 dimensions need 16\)"):
+        data.read_idx(tmp_path / "x")
+
+
 def test_corrupt_split_is_a_user_error(tmp_path):
     data.prepare_digits(tmp_path)
     (tmp_path / "digits/test.parquet").write_bytes(b"garbage")
@@ -257,4 +269,25 @@ def test_a_text_data_set_named_as_the_vaes_is_refused_before_the_run(tmp_path):
     run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"), "vae": {"dataset": "story"}})
     with pytest.raises(UserError, match=r"^vae.dataset: .*story is not a data set of images; name one prepared "
                                         r"from images"):
+        experiments.get("vae").check(run)
+
+
+def test_your_own_images_with_one_test_image_are_refused_before_the_run(tmp_path):
+    # one test image was prepared, then every generation failed on 'Eigenvalues did not converge': the
+    # Frechet distance fits a covariance to the test images' features, which one image does not have
+    from collapse_hpc import experiments
+    from collapse_hpc.data import prepare
+
+    folder = _clothes(tmp_path / "idx")
+    _idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((1, 12, 16)), gz=True)
+    _idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros((1,)), gz=True)
+    with pytest.raises(UserError, match=r"the test split holds 1 image; give it at least 2"):
+        prepare("clothes", tmp_path / "data", source=str(folder))
+    assert not (tmp_path / "data" / "clothes").exists()
+    # a set prepared so before is refused by the run's check, before the run folder exists
+    data._write(tmp_path / "data" / "clothes", {"train": (np.zeros((20, 12, 16)), np.arange(20) % 10),
+                                                "test": (np.zeros((1, 12, 16)), np.zeros(1))},
+                {"name": "clothes", "source": "IDX files", "pixel_max": 255})
+    run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"), "vae": {"dataset": "clothes"}})
+    with pytest.raises(UserError, match=r"^vae.dataset: .*clothes: the test split holds 1 image"):
         experiments.get("vae").check(run)
