@@ -359,12 +359,12 @@ def _refused(unit_dir: Path, made: list[Path]) -> None:
         folder.rmdir()
 
 
-def redo_command(store: RunStore, experiment: str, variant: str, index: int) -> str:
-    """The command that redoes one unit, quoted for a shell (a path may hold `$(...)`). It needs no
-    `rm`: a unit whose manifest no longer verifies is redone, and its resumable leftovers only
-    where that manifest still vouches for them."""
+def redo_command(store: RunStore, experiment: str, variant: str, index: int | None) -> str:
+    """The command that redoes one unit (index None: what of the variant's chain is not done), quoted
+    for a shell (a path may hold `$(...)`). It needs no `rm`: a unit whose manifest no longer
+    verifies is redone, and its resumable leftovers only where that manifest still vouches for them."""
     return shlex.join(["collapse-hpc", experiment, str(store.config_path), "--run", str(store.root),
-                       "--variant", variant, "--unit", str(index)])
+                       "--variant", variant, *(["--unit", str(index)] if index is not None else [])])
 
 
 def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True, variant_hash: str | None = None) -> bool:

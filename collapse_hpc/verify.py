@@ -17,7 +17,7 @@ from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import unit_index
-from collapse_hpc.store.manifest import read_once
+from collapse_hpc.store.manifest import read_once, upstream
 
 
 def verify_run(run_dir: str | Path) -> int:
@@ -53,7 +53,9 @@ def _verify(store: RunStore, run_dir: str | Path) -> int:
             bad += 1
             for p in problems:
                 print(f"MISMATCH {one_line(p)}")
-            print(f"  redo with: {one_line(engine.redo_command(store, exp, variant, unit_index(unit.name)))}")
+            # built on a generation left unfinished: that one first (a unit by hand is refused before it)
+            index = None if "" in upstream(unit).values() else unit_index(unit.name)
+            print(f"  redo with: {one_line(engine.redo_command(store, exp, variant, index))}")
         elif (read_manifest(unit) or {}).get("config_hash") != now:
             earlier += 1
     ok = len(units) - bad - unfinished

@@ -196,3 +196,27 @@ def test_a_manifest_from_before_upstream_was_recorded_still_counts(tmp_path):
     m["variant"] = "replace-p0-s1"
     path.write_text(json.dumps(m))
     assert engine.run_unit(store.root, "toy", "replace-p0-s0", 1) == "done"
+
+
+def test_a_generation_built_on_one_whose_manifest_is_gone_names_it_and_the_command_repairs_both(two_variants,
+                                                                                                 capsys):
+    """Generation 0's manifest deleted: verify said generation 1's `upstream` was `{gen_000: }` and
+    printed a command redoing generation 1 alone. It now says gen_000 has no manifest, and the
+    command, run as printed, redoes generation 0 then 1: verify is clean after."""
+    import shlex
+
+    from collapse_hpc import cli
+
+    store, run, exp, (a, *_), calls = two_variants
+    if exp.shape == "array":
+        pytest.skip("an array's parts are built on no other unit")
+    (_unit(store, a, 0) / "manifest.json").unlink()
+    capsys.readouterr()
+    assert verify_run(store.root) == 1
+    out = capsys.readouterr().out
+    assert "the run says {gen_000: no manifest}" in out, out
+    line = next(ln for ln in out.splitlines() if "redo with:" in ln)
+    before = len(calls)  # not cleared: the writer's attempt number makes the redone content another
+    assert cli.main(shlex.split(line.split("redo with:", 1)[1])[1:]) == 0
+    assert calls[before:] == [(a.variant.name, 0), (a.variant.name, 1)]
+    assert verify_run(store.root) == 0

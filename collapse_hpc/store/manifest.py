@@ -138,7 +138,7 @@ def binding_problems(unit_dir: Path, manifest: dict, expected: dict) -> list[str
 
 def _shown(value) -> str:
     if isinstance(value, dict):  # upstream: name the generations whose content changed
-        return "{" + ", ".join(f"{k}: {str(v)[:12]}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {str(v)[:12] or 'no manifest'}" for k, v in value.items()) + "}"
     return repr(value)
 
 
