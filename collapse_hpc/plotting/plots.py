@@ -113,15 +113,15 @@ class Context:
     def series_style(self, row, points: int, exclude: tuple[str, ...] = ()) -> dict:
         """Line keywords of the series a summary row belongs to: colour and marker from its regime's place
         among every regime of the report (so a regime looks the same in every figure, whatever else is
-        drawn beside it), the dash from its settings' place among this experiment's (samples=1000 beside
-        samples=100)."""
+        drawn beside it), its shade and dash from its settings' place among this experiment's (samples=1000
+        darker than samples=100, and dashed otherwise)."""
         settings = [k for k in self.settings() if k not in exclude]
         combos = self.summary.drop_duplicates(settings) if settings else self.summary.head(1)
         texts = sorted({tuple(_settings_text(r, settings, ())) for _, r in combos.iterrows()},
                        key=lambda t: _natural(", ".join(t)))
         mine = tuple(_settings_text(row, settings, ()))
         return style.series(self._regime_places.get(regime_legend(row), len(self._regime_places)), points,
-                            texts.index(mine) if mine in texts else 0)
+                            texts.index(mine) if mine in texts else 0, len(texts))
 
     @functools.cached_property
     def _regime_places(self) -> dict:
@@ -405,7 +405,11 @@ def save(fig, out: Path, key: str) -> list[Path]:
     """The figure as PNG and PDF, the same bytes each time the same figure is saved: the PDF without
     the date it was written (dated SOURCE_DATE_EPOCH where that is set, as reproducible builds ask), so a
     report made again from the same run changes no figure file. Both keep the matplotlib version that
-    drew them (PNG Software, PDF Creator and Producer)."""
+    drew them (PNG Software, PDF Creator and Producer). Axis labels longer than their panels are broken into
+    lines first (fit.fit_labels)."""
+    from collapse_hpc.plotting.fit import fit_labels
+
+    fit_labels(fig)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for fmt in ("png", "pdf"):
