@@ -274,7 +274,7 @@ def test_lm_captions_state_this_runs_tails(full_run, full_report):
         ends = s[(s["metric"] == f"{cls}_token_share") & s["generation"].isin([0, 3])].sort_values("generation")["mean"]
         assert (f"{cls.capitalize()} tokens in generated data: replace {ends.iloc[0]:.3g} -> {ends.iloc[1]:.3g} at "
                 f"generation 3") in caption and f"against {real:.3g} in the real training blocks" in caption
-        label = f"{cls} tokens, real blocks"
+        label = f"{cls} tokens, real training blocks"
         dotted = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == label]
         assert dotted and set(dotted[0].get_ydata()) == {real}
     fig, caption = lm_sequence_ppl(ctx)
@@ -442,8 +442,8 @@ def test_tail_ratios_near_one_are_labelled_as_ratios():
 
 def test_a_regime_has_one_colour_in_every_figure(full_run):
     """accumulate is drawn in one colour whether the figure splits it by sample size (the overview's
-    'accumulate, samples=10') or has a panel per size, and in every experiment; keep 10% (the lm's
-    only) in another: the colour names the regime, not the series' place in one figure."""
+    'accumulate, samples=10', its first sample size) or has a panel per size, and in every experiment; keep
+    10% (the lm's only) in another: the colour names the regime, not the series' place in one figure."""
     from collapse_hpc.experiments.gmm.figures import gmm_l2
     from collapse_hpc.experiments.lm.figures import lm_test_ppl
     from collapse_hpc.plotting import style
@@ -457,6 +457,8 @@ def test_a_regime_has_one_colour_in_every_figure(full_run):
             for fn in fns + [drawing.overviews(ctx)[0][2]]:
                 fig, _ = fn(ctx)
                 for line in (ln for ax in fig.axes for ln in ax.get_lines()):
+                    if line.get_label().endswith(", samples=100"):  # the next sample size: the regime's darker shade
+                        continue
                     regime = line.get_label().split(", samples=")[0]
                     if not regime.startswith("_") and regime in ("replace", "replace, keep 10%", "accumulate"):
                         colours.setdefault(regime, set()).add(line.get_color())
@@ -465,22 +467,31 @@ def test_a_regime_has_one_colour_in_every_figure(full_run):
     assert len(set().union(*colours.values())) == 3, colours
 
 
-def test_settings_of_one_regime_share_its_colour_and_differ_by_dash(full_run):
+def test_sample_sizes_of_one_regime_differ_by_shade_and_dash_and_so_do_their_bands(full_run):
+    """The overview drew replace's n = 100 and n = 1000 in one black, their bands the same grey: which band
+    was whose could not be told. A regime's next sample size is its colour's darker shade (from black: grey),
+    with its own dash and the regime's marker, and its band is in that shade."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_hex
+
     from collapse_hpc.plotting import style
     from matplotlib import rc_context
 
     ctx = _context(full_run, "gaussian")
     with rc_context(style.RC):
         fig, _ = drawing.overviews(ctx)[0][2](ctx)
-    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")}
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
     assert set(lines) == {"replace, samples=10", "replace, samples=100", "accumulate, samples=10",
                           "accumulate, samples=100"}
     for regime in ("replace", "accumulate"):
         small, large = lines[f"{regime}, samples=10"], lines[f"{regime}, samples=100"]
-        assert small.get_color() == large.get_color() and small.get_marker() == large.get_marker()
-        assert small.get_linestyle() != large.get_linestyle()
-    styles = {(ln.get_color(), ln.get_linestyle()) for ln in lines.values()}
-    assert len(styles) == 4
+        assert small.get_marker() == large.get_marker() and small.get_linestyle() != large.get_linestyle()
+        assert to_hex(small.get_color()) != to_hex(large.get_color())
+        assert to_hex(large.get_color()) == style.shade(small.get_color(), 1, 2)
+    assert len({to_hex(ln.get_color()) for ln in lines.values()}) == 4
+    bands = {to_hex(b.get_facecolor()[0], keep_alpha=False) for b in ax.collections if isinstance(b, PolyCollection)}
+    assert bands == {to_hex(ln.get_color()) for ln in lines.values()}
 
 
 @pytest.mark.parametrize("experiment", BUILTIN)
@@ -683,11 +694,11 @@ def _every_figure(ctx):
 @pytest.mark.parametrize("experiment", BUILTIN)
 def test_figures_fit_a_papers_full_width_at_their_own_size(full_run, experiment):
     """Scaled down to a two-column paper's full width (7.2 in) an overview of 4 panels a row (11.6 in) printed
-    its 7 pt ticks at 4.4 pt, below the 5 pt journals ask for. A sample grid keeps its pixels' size."""
+    its 7 pt ticks at 4.4 pt, below the 5 pt journals ask for. The VAE's sample grids too (11.8 in in the demo)."""
     with drawing.figure_style():
         widths = {key: fig.get_figwidth() for key, fig in _every_figure(_context(full_run, experiment))}
     assert widths
-    assert {k: w for k, w in widths.items() if w > 7.2 + 1e-9 and k != "vae_samples"} == {}
+    assert {k: w for k, w in widths.items() if w > 7.2 + 1e-9} == {}
 
 
 @pytest.mark.parametrize("experiment", BUILTIN)
@@ -753,3 +764,108 @@ def test_lm_training_curves_of_every_regime_share_a_scale(full_run):
     assert all(len(row) > 1 for row in rows.values())
     for row in rows.values():
         assert all(ax.get_shared_y_axes().joined(row[0], ax) for ax in row), row[0].get_ylabel()
+
+
+def _saved(ctx, out):
+    """(key, Figure) of every figure of the experiment, each saved (plots.save lays it out as it is printed)."""
+    from collapse_hpc.plotting.plots import save
+
+    for key, fig in _every_figure(ctx):
+        save(fig, out, key)
+        yield key, fig
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_axis_labels_stay_within_their_panels(full_run, experiment, tmp_path):
+    """vae_tails' 'share beyond the real 99% radius' was taller than its panel and ran past it: every y-axis
+    label is at most its panel's height (and every x-axis label its width), and inside the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with drawing.figure_style():
+        for key, fig in _saved(_context(full_run, experiment), tmp_path):
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            for ax in (a for a in fig.axes if a.get_visible()):
+                box = ax.get_window_extent(renderer)
+                for label, along in ((ax.yaxis.label, "height"), (ax.xaxis.label, "width")):
+                    if not label.get_text():
+                        continue
+                    extent = label.get_window_extent(renderer)
+                    assert getattr(extent, along) <= getattr(box, along) + 1, (key, label.get_text())
+                    assert fig.bbox.y0 - 1 <= extent.y0 and extent.y1 <= fig.bbox.y1 + 1, (key, label.get_text())
+
+
+def _look(handle) -> tuple:
+    """What a legend entry's key looks like: colour, line style and width, marker and its fill (a patch: its
+    fill, edge and hatch)."""
+    from matplotlib.colors import to_hex
+    from matplotlib.lines import Line2D
+
+    if isinstance(handle, Line2D):
+        fill = handle.get_markerfacecolor()
+        return ("line", to_hex(handle.get_color()), handle.get_linestyle(), str(getattr(handle, "_dash_pattern", "")),
+                round(handle.get_linewidth(), 2), handle.get_marker() or "None",
+                to_hex(fill) if fill not in ("none", None) else "none")
+    return ("patch", to_hex(handle.get_facecolor()), to_hex(handle.get_edgecolor()), handle.get_hatch(),
+            handle.get_linestyle())
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_no_two_legend_entries_look_alike(full_run, experiment):
+    """lm_tails' 'rare target tokens' (test perplexity) and 'rare tokens, generated' (a share) had the same
+    black solid line and filled circle; vae_tails' two reference levels the same thick grey. Within a legend,
+    entries of different labels differ in colour, line style, marker or fill."""
+    with drawing.figure_style():
+        for key, fig in _every_figure(_context(full_run, experiment)):
+            for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]:
+                looks: dict = {}
+                for handle, text in zip(legend.legend_handles, legend.get_texts()):
+                    looks.setdefault(_look(handle), set()).add(text.get_text())
+                alike = [labels for labels in looks.values() if len(labels) > 1]
+                assert alike == [], (key, alike)
+
+
+def _contrast(colour) -> float:
+    """WCAG contrast ratio of a colour against the white page."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.array(to_rgb(colour))
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return 1.05 / (lin @ [0.2126, 0.7152, 0.0722] + 0.05)
+
+
+@pytest.mark.parametrize("n", [2, 3, 6, 20])
+def test_generation_colours_are_ordered_and_each_visible_on_white(n):
+    """viridis up to 0.9 ended in a yellow that contrasted 1.5:1 with the page: late generations were hard to
+    see. Every generation contrasts at least 3:1 (WCAG's least for graphics), and lightness rises with the
+    generation (their order reads in greyscale and to colour-blind readers), each a colour of its own."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.plotting import style
+
+    colours = style.generation_colours(n)
+    contrast = [_contrast(c) for c in colours]
+    assert min(contrast) >= 3.0, contrast
+    assert all(a > b for a, b in zip(contrast, contrast[1:])), contrast  # lighter each generation
+    assert len({to_hex(c) for c in colours}) == n
+
+
+def test_every_figure_of_generations_draws_them_in_the_same_visible_colours(full_run):
+    """The sequence histograms, the training curves and the VAE's latent densities give generation g one
+    colour (the latent figure had its own copy of the colour map), each visible on white."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl, lm_training_curves
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    seen: dict = {}
+    with drawing.figure_style():
+        for experiment, fn in (("lm", lm_sequence_ppl), ("lm", lm_training_curves), ("vae", vae_latents)):
+            fig, _ = fn(_context(full_run, experiment))
+            lines = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label().startswith("generation ")]
+            patches = [p for ax in fig.axes for p in ax.patches if str(p.get_label()).startswith("generation ")]
+            assert lines or patches, fn.__name__
+            for artist in lines + patches:
+                colour = to_hex(artist.get_edgecolor() if artist in patches else artist.get_color(), keep_alpha=False)
+                assert _contrast(colour) >= 3.0, (fn.__name__, artist.get_label())
+                seen.setdefault((fn.__module__, artist.get_label().split(" (")[0]), set()).add(colour)
+    assert all(len(c) == 1 for c in seen.values()), seen
