@@ -869,3 +869,78 @@ def test_every_figure_of_generations_draws_them_in_the_same_visible_colours(full
                 assert _contrast(colour) >= 3.0, (fn.__name__, artist.get_label())
                 seen.setdefault((fn.__module__, artist.get_label().split(" (")[0]), set()).add(colour)
     assert all(len(c) == 1 for c in seen.values()), seen
+
+
+def _found(png: np.ndarray, panel: np.ndarray) -> bool:
+    """Whether `panel` lies in `png` pixel for pixel."""
+    rows = np.lib.stride_tricks.sliding_window_view(png, (1, panel.shape[1]))[:, :, 0, :]
+    return any(y + panel.shape[0] <= png.shape[0] and np.array_equal(png[y:y + panel.shape[0], x:x + panel.shape[1]],
+                                                                     panel)
+               for y, x in zip(*np.nonzero((rows == panel[0]).all(-1))))
+
+
+def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
+    """The grids were drawn at their PNG's own size (11.8 in for the demo's six generations): at a paper's
+    7.2 in every image pixel is now the same whole number of figure pixels, so the saved figure holds each
+    generation's grid exactly, frames and all (nothing resampled)."""
+    from collapse_hpc.experiments.vae import grid
+    from collapse_hpc.experiments.vae.figures import _panel, vae_samples
+    from collapse_hpc.plotting.plots import save
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 6}}, generations=6)
+    synthetic.vae(root, generations=6, finished=6)
+    with drawing.figure_style():
+        fig, caption = vae_samples(_context(root, "vae"))
+        assert fig.get_figwidth() <= 7.2 and caption.startswith("100 samples")
+        png = np.asarray(Image.open(save(fig, tmp_path / "out", "vae_samples")[0]).convert("L"))
+    for path in sorted(root.glob("vae/*/gen_*/samples.png")):
+        cells = grid.read_cells(path)
+        panel, shown = _panel(path, 218)  # what six panels across 7.2 in give each
+        assert shown == 100 and panel.shape == (10 * 8 * 2 + 11,) * 2  # 8x8 digits, twice, 1 px frames
+        assert np.array_equal(panel[1:17, 1:17], np.kron(cells[0], np.ones((2, 2), np.uint8)))
+        assert _found(png, panel), path
+
+
+def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tmp_path, monkeypatch):
+    """28x28 images (MNIST) over ten generations: six generations, evenly spaced, first and last among them,
+    each the first 7 x 7 samples at one figure pixel per image pixel (3.6 mm a sample), within 7.2 in."""
+    from collapse_hpc.experiments.vae.figures import vae_samples
+    from tests.report import synthetic
+
+    grid_png = synthetic._grid_png
+    monkeypatch.setattr(synthetic, "_grid_png", lambda blur, seed: grid_png(blur, seed, side=28, scale=2))
+    root = tmp_path / "m"
+    synthetic.write_config(root, {"vae": {"generations": 10}}, generations=10)
+    synthetic.vae(root, generations=10, finished=10)
+    with drawing.figure_style():
+        fig, caption = vae_samples(_context(root, "vae"))
+    assert fig.get_figwidth() <= 7.2
+    assert [ax.get_title() for ax in fig.axes[:6]] == [f"generation {g}" for g in (0, 2, 4, 5, 7, 9)]
+    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(7 * 28 + 8,) * 2}
+    assert "The first 7 × 7 of the 100 samples" in caption and "Generations 0, 2, 4, 5, 7, 9 of 0 to 9." in caption
+
+
+def test_vae_sample_grids_of_another_layout_are_drawn_whole(tmp_path, monkeypatch):
+    """A samples.png not of vae.grid's layout (an older run's) is still drawn, whole, within the page."""
+    from collapse_hpc.experiments.vae.figures import vae_samples
+    from tests.report import synthetic
+
+    plain = np.random.default_rng(0).integers(0, 256, (600, 600)).astype(np.uint8)
+
+    def png(blur, seed):
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(plain).save(buf, format="PNG")
+        return buf.getvalue()
+
+    monkeypatch.setattr(synthetic, "_grid_png", png)
+    root = tmp_path / "p"
+    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
+    synthetic.vae(root, generations=3, finished=3)
+    with drawing.figure_style():
+        fig, caption = vae_samples(_context(root, "vae"))
+    assert fig.get_figwidth() <= 7.2 and caption.startswith("100 samples")
+    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(300, 300)}  # every second pixel
