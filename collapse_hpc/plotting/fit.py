@@ -1,8 +1,27 @@
-"""Axis labels kept within their panels: a label longer than its panel's side runs past the panel, into
-the next row's or off the figure, and constrained layout cannot shrink text to stop it."""
+"""Axis labels said once and kept within their panels: a label longer than its panel's side runs past the
+panel, into the next row's or off the figure, and constrained layout cannot shrink text to stop it."""
 from __future__ import annotations
 
 import textwrap
+
+
+def once(fig) -> None:
+    """A panel sharing its y-axis with the panel to its left (its ticks hidden) drops a y-axis label that repeats
+    that panel's; a panel sharing its x-axis with the one below drops a repeated x-axis label."""
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        if spec is None:
+            continue
+        for other in fig.axes:
+            there = other.get_subplotspec()
+            if there is None or other is ax:
+                continue
+            beside = there.rowspan == spec.rowspan and there.colspan.start < spec.colspan.start
+            below = there.colspan == spec.colspan and there.rowspan.start > spec.rowspan.start
+            if beside and ax.get_shared_y_axes().joined(ax, other) and other.get_ylabel() == ax.get_ylabel():
+                ax.set_ylabel("")
+            if below and ax.get_shared_x_axes().joined(ax, other) and other.get_xlabel() == ax.get_xlabel():
+                ax.set_xlabel("")
 
 
 def fit_labels(fig) -> None:

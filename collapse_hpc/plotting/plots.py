@@ -371,8 +371,9 @@ def integer_x(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
     # min_n_ticks=1: a single generation's +-0.05 range holds one integer, and the default (2)
-    # falls back to fractional ticks that overlap
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    # falls back to fractional ticks that overlap; at most 7 ticks in steps of 1, 2 or 5 (times 10^k): the
+    # default ran 0, 25, … 200 across a 2 in panel, each label touching the next
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, min_n_ticks=1, steps=[1, 2, 5, 10]))
 
 
 def no_data(ax, text: str = "no data yet") -> None:
@@ -405,10 +406,11 @@ def save(fig, out: Path, key: str) -> list[Path]:
     """The figure as PNG and PDF, the same bytes each time the same figure is saved: the PDF without
     the date it was written (dated SOURCE_DATE_EPOCH where that is set, as reproducible builds ask), so a
     report made again from the same run changes no figure file. Both keep the matplotlib version that
-    drew them (PNG Software, PDF Creator and Producer). Axis labels longer than their panels are broken into
-    lines first (fit.fit_labels)."""
-    from collapse_hpc.plotting.fit import fit_labels
+    drew them (PNG Software, PDF Creator and Producer). Axis labels are said once and broken into lines where
+    longer than their panels first (plotting.fit)."""
+    from collapse_hpc.plotting.fit import fit_labels, once
 
+    once(fig)
     fit_labels(fig)
     out.mkdir(parents=True, exist_ok=True)
     files = []

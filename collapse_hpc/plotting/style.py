@@ -37,6 +37,7 @@ DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 2)
 
 PANEL_W, PANEL_H = 2.9, 2.2  # inches per panel
 PAGE_W = 7.2  # a two-column paper's full text width (Nature: 183 mm): wider figures print their 7 pt below 5 pt
+PAGE_H = 9.7  # the tallest figure a journal page takes (Nature: 247 mm)
 # a level to compare against (the real data's own value): a thick light line behind the series, unlike any of them
 REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}
 # a baseline of another kind (the initial model, a uniform share): dotted dark grey, unlike the real data's level
@@ -77,7 +78,8 @@ def wrap(text: str, inches: float, points: float = RC["axes.titlesize"]) -> str:
     panel's title wider than its panel runs into its neighbour's."""
     import textwrap
 
-    return textwrap.fill(text, max(8, int(inches / (0.55 * points / 72))), break_on_hyphens=False)
+    glued = text.replace("↑ worse", "↑\0worse").replace("↓ worse", "↓\0worse")  # a note breaks as a whole
+    return textwrap.fill(glued, max(8, int(inches / (0.55 * points / 72))), break_on_hyphens=False).replace("\0", " ")
 
 
 # Generations: magma from black to coral. Its lightness rises monotonically, so the order reads in greyscale and

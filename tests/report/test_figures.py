@@ -701,6 +701,36 @@ def test_figures_fit_a_papers_full_width_at_their_own_size(full_run, experiment)
     assert {k: w for k, w in widths.items() if w > 7.2 + 1e-9} == {}
 
 
+def drawing_metrics(ctx) -> list[str]:
+    """The metrics the overview draws (its panels' titles)."""
+    with drawing.figure_style():
+        return [ax.get_title() for _, _, fn in drawing.overviews(ctx) for ax in fn(ctx)[0].axes if ax.get_visible()]
+
+
+def test_an_overview_of_many_metrics_fits_a_page_in_height(tmp_path):
+    """16 metrics a page made an overview of 6 rows, 13 in tall (the demo's lm, gmm and vae): a journal page
+    takes 9.7 in (Nature: 247 mm). 13 metrics now make two pages, each within it."""
+    from collapse_hpc.plotting import style
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 3}}, generations=3)
+    synthetic.gaussian(root, generations=3, replicates=3)
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import stats
+
+    ctx = _context(root, "gaussian")
+    extra = ctx.df[ctx.df["metric"] == "sigma_hat"]
+    df = pd.concat([ctx.df, *(extra.assign(metric=f"extra_{i}") for i in range(13 - len(drawing_metrics(ctx))))])
+    ctx = Context("gaussian", df, stats.summarise(df), ctx.runs,
+                  experiments.describe("gaussian").metric_specs(sorted(df["metric"].unique())))
+    assert len(drawing_metrics(ctx)) == 13
+    with drawing.figure_style():
+        pages = drawing.overviews(ctx)
+        heights = [fn(ctx)[0].get_figheight() for _, _, fn in pages]
+    assert len(pages) == 2 and max(heights) <= style.PAGE_H, heights
+
+
 @pytest.mark.parametrize("experiment", BUILTIN)
 def test_every_panel_of_the_overview_labels_its_y_axis(full_run, experiment):
     """A metric without a unit (a share, a count, distinct-4) left its panel's y-axis without a label."""
@@ -944,3 +974,43 @@ def test_vae_sample_grids_of_another_layout_are_drawn_whole(tmp_path, monkeypatc
         fig, caption = vae_samples(_context(root, "vae"))
     assert fig.get_figwidth() <= 7.2 and caption.startswith("100 samples")
     assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(300, 300)}  # every second pixel
+
+
+def test_generation_ticks_leave_room_between_their_labels(tmp_path):
+    """200 generations across a 2 in panel were labelled 0, 25, 50 … 200, each label touching the next
+    ('125150175200'): neighbouring tick labels are at least half an em apart, in every panel of every figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 200}}, generations=200)
+    synthetic.gaussian(root, generations=200, replicates=2)
+    with drawing.figure_style():
+        for key, fig in _saved(_context(root, "gaussian"), tmp_path / "out"):
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            for ax in (a for a in fig.axes if a.get_visible()):
+                labels = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels()
+                                 if t.get_visible() and t.get_text()), key=lambda b: b.x0)
+                em = renderer.points_to_pixels(ax.xaxis.get_ticklabels()[0].get_fontsize())
+                gaps = [b.x0 - a.x1 for a, b in zip(labels, labels[1:])]
+                assert labels and min(gaps, default=em) >= em / 2, (key, [t.get_text() for t in ax.get_xticklabels()])
+
+
+def test_a_row_sharing_its_scale_names_it_once(full_run, tmp_path):
+    """The training curves of two regimes side by side, on one scale a row, repeated 'training loss (nats per
+    token)' beside the right panel, whose ticks are hidden: the row's first panel names it, once."""
+    from collapse_hpc.experiments.lm.figures import lm_training_curves
+    from collapse_hpc.plotting.plots import save
+
+    with drawing.figure_style():
+        fig, _ = lm_training_curves(_context(full_run, "lm"))
+        save(fig, tmp_path, "curves")
+    labels = [[" ".join(ax.get_ylabel().split()) for ax in row] for row in np.array(fig.axes).reshape(2, -1)]
+    assert labels == [["training loss (nats per token)", ""], ["tokens/s", ""]], labels
+
+
+def test_a_wrapped_title_keeps_its_worse_note_whole():
+    from collapse_hpc.plotting import style
+
+    assert style.wrap("log fitted variance (↓ worse)", 1.9) == "log fitted variance\n(↓ worse)"

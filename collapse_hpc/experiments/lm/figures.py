@@ -325,9 +325,6 @@ def lm_tails(ctx: Context):
         axes[0, c].set_title(label if len(ctx.run_labels) == 1 else f"{run}: {label}")
         axes[1, c].set_xlabel("generation")
         integer_x(axes[1, c])
-        if c:  # a row shares its scale: the first panel's label names it
-            axes[0, c].set_ylabel("")
-            axes[1, c].set_ylabel("")
         if rise:
             statements.append(_verdict(label if len(ctx.run_labels) == 1 else f"{run}: {label}", rise))
     _rows_legend(fig, axes)
