@@ -395,11 +395,18 @@ def legend_below(fig, axes) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     handles, labels = list(entries.values()), list(entries)
-    if labels:
-        # as many columns as fit the figure's width (about 0.065 in per character at 7 pt + the key)
-        entry = max(len(label) for label in labels) * 0.065 + 0.7
-        ncols = max(1, min(len(labels), 4, int(fig.get_figwidth() // entry)))
-        fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
+    if not labels:
+        return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)).get_renderer()
+    # as many columns (4 at most) as the figure's width holds, measured: reckoned at 0.065 in a character, one
+    # column of four entries took 40% of a two-panel figure's height where two columns fitted
+    for ncols in range(min(len(labels), 4), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            return
+        legend.remove()
 
 
 def save(fig, out: Path, key: str) -> list[Path]:

@@ -1014,3 +1014,19 @@ def test_a_wrapped_title_keeps_its_worse_note_whole():
     from collapse_hpc.plotting import style
 
     assert style.wrap("log fitted variance (↓ worse)", 1.9) == "log fitted variance\n(↓ worse)"
+
+
+def test_a_figure_legend_takes_as_many_columns_as_its_width_holds(full_run):
+    """vae_tails' four entries stood in one column, 40% of the figure's height, reckoned at 0.065 in a
+    character where two columns fitted: measured, the legend spreads over the columns the width holds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from collapse_hpc.experiments.vae.figures import vae_tails
+
+    with drawing.figure_style():
+        fig, _ = vae_tails(_context(full_run, "vae"))
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw_without_rendering()
+        legend, = fig.legends
+        box = legend.get_window_extent(renderer)
+    assert box.width <= fig.bbox.width and box.height < 0.25 * fig.bbox.height, (box, fig.bbox)
