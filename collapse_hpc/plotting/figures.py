@@ -138,10 +138,13 @@ def keep_scale(ax, share: float = 0.1) -> None:
 
 
 def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", replicates: bool = False,
-                ylabels: dict | None = None, references: dict | None = None, lines: dict | None = None):
+                ylabels: dict | None = None, references: dict | None = None, lines: dict | None = None,
+                baselines: dict | None = None):
     """Panels of metric x run (runs side by side), series = regimes and settings; references:
     run -> [(y, label)] drawn as dotted grey lines across that run's panels (baselines); lines:
-    metric -> [(y, label)], thick light lines across that metric's panels (the real data's own value).
+    metric -> [(y, label)], thick light lines across that metric's panels (the real data's own value);
+    baselines: metric -> [(y, label)], dotted grey lines across that metric's panels (a value of another kind,
+    which a thick light line would make look like the real data's own in the legend).
     Panels are titled and labelled from the metrics' declarations (ctx.spec); the paper's reported values
     are drawn as reference marks where a run's config is the paper's setting (Metric.paper)."""
     runs = ctx.run_labels
@@ -165,7 +168,9 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
             if logy:
                 maybe_log(ax, vals, force=logy is True)
             for y, label in (references or {}).get(run, []):
-                ax.axhline(y, color="0.35", linestyle=":", linewidth=1.2, label=label)
+                ax.axhline(y, label=label, **style.BASELINE)
+            for y, label in (baselines or {}).get(metric, []):
+                ax.axhline(y, label=label, **style.BASELINE)
             for y, label in (lines or {}).get(metric, []):
                 ax.axhline(y, label=label, **style.REAL)
             for y, label in spec.paper_marks(ctx.section(run)):

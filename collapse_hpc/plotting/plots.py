@@ -113,15 +113,15 @@ class Context:
     def series_style(self, row, points: int, exclude: tuple[str, ...] = ()) -> dict:
         """Line keywords of the series a summary row belongs to: colour and marker from its regime's place
         among every regime of the report (so a regime looks the same in every figure, whatever else is
-        drawn beside it), the dash from its settings' place among this experiment's (samples=1000 beside
-        samples=100)."""
+        drawn beside it), its shade and dash from its settings' place among this experiment's (samples=1000
+        darker than samples=100, and dashed otherwise)."""
         settings = [k for k in self.settings() if k not in exclude]
         combos = self.summary.drop_duplicates(settings) if settings else self.summary.head(1)
         texts = sorted({tuple(_settings_text(r, settings, ())) for _, r in combos.iterrows()},
                        key=lambda t: _natural(", ".join(t)))
         mine = tuple(_settings_text(row, settings, ()))
         return style.series(self._regime_places.get(regime_legend(row), len(self._regime_places)), points,
-                            texts.index(mine) if mine in texts else 0)
+                            texts.index(mine) if mine in texts else 0, len(texts))
 
     @functools.cached_property
     def _regime_places(self) -> dict:
@@ -371,8 +371,9 @@ def integer_x(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
     # min_n_ticks=1: a single generation's +-0.05 range holds one integer, and the default (2)
-    # falls back to fractional ticks that overlap
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    # falls back to fractional ticks that overlap; at most 7 ticks in steps of 1, 2 or 5 (times 10^k): the
+    # default ran 0, 25, … 200 across a 2 in panel, each label touching the next
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, min_n_ticks=1, steps=[1, 2, 5, 10]))
 
 
 def no_data(ax, text: str = "no data yet") -> None:
@@ -394,18 +395,30 @@ def legend_below(fig, axes) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     handles, labels = list(entries.values()), list(entries)
-    if labels:
-        # as many columns as fit the figure's width (about 0.065 in per character at 7 pt + the key)
-        entry = max(len(label) for label in labels) * 0.065 + 0.7
-        ncols = max(1, min(len(labels), 4, int(fig.get_figwidth() // entry)))
-        fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
+    if not labels:
+        return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)).get_renderer()
+    # as many columns (4 at most) as the figure's width holds, measured: reckoned at 0.065 in a character, one
+    # column of four entries took 40% of a two-panel figure's height where two columns fitted
+    for ncols in range(min(len(labels), 4), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            return
+        legend.remove()
 
 
 def save(fig, out: Path, key: str) -> list[Path]:
     """The figure as PNG and PDF, the same bytes each time the same figure is saved: the PDF without
     the date it was written (dated SOURCE_DATE_EPOCH where that is set, as reproducible builds ask), so a
     report made again from the same run changes no figure file. Both keep the matplotlib version that
-    drew them (PNG Software, PDF Creator and Producer)."""
+    drew them (PNG Software, PDF Creator and Producer). Axis labels are said once and broken into lines where
+    longer than their panels first (plotting.fit)."""
+    from collapse_hpc.plotting.fit import fit_labels, once
+
+    once(fig)
+    fit_labels(fig)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for fmt in ("png", "pdf"):

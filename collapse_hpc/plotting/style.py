@@ -2,7 +2,7 @@
 
 Series (regimes, settings) differ by marker and line style as well as colour, so a
 greyscale print still tells them apart; generations use a colour map whose lightness
-rises monotonically (viridis) plus cycling line styles.
+rises monotonically (magma, cut where it gets too light to see on white) plus cycling line styles.
 """
 from __future__ import annotations
 
@@ -37,20 +37,40 @@ DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 2)
 
 PANEL_W, PANEL_H = 2.9, 2.2  # inches per panel
 PAGE_W = 7.2  # a two-column paper's full text width (Nature: 183 mm): wider figures print their 7 pt below 5 pt
+PAGE_H = 9.7  # the tallest figure a journal page takes (Nature: 247 mm)
 # a level to compare against (the real data's own value): a thick light line behind the series, unlike any of them
 REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}
+# a baseline of another kind (the initial model, a uniform share): dotted dark grey, unlike the real data's level
+BASELINE = {"color": "0.35", "linestyle": ":", "linewidth": 1.2}
 # a value the paper reports (its own setting only): dash-dotted, dark red, behind the series
 PAPER = {"color": "#8B0000", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 1.2, "zorder": 1}
 
 
-def series(i: int, points: int = 10, setting: int = 0) -> dict:
+SPREAD = 0.5  # how far a regime's last setting moves its colour: half way to black (to white from black)
+
+
+def shade(colour: str, setting: int, settings: int = 2) -> str:
+    """A regime's colour for its `setting`-th of `settings` variants (sample sizes): its own for the first,
+    each next one further towards black, from black towards white, so that each stays visible on white. Two
+    sample sizes of one regime drawn in one colour left their lines and bands alike (the same grey)."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    rgb = to_rgb(colour)
+    t = SPREAD * min(setting, settings - 1) / max(1, settings - 1)
+    towards = 1.0 if max(rgb) < 0.2 else 0.0
+    return to_hex([c + (towards - c) * t for c in rgb])
+
+
+def series(i: int, points: int = 10, setting: int = 0, settings: int = 1) -> dict:
     """Line keywords of the i-th series (of a regime: its colour and marker in every figure); markers on
     at most ~8 points of a long line. `setting`: the i-th regime's variant of another setting (a sample
-    size): the same colour and marker, its own dash, hollow markers on every other one."""
+    size, of `settings`): the regime's hue and marker, darker for each next one (shade), its own dash,
+    hollow markers on every other one."""
     hollow = (i // len(COLOURS) + setting) % 2
-    return {"color": COLOURS[i % len(COLOURS)], "marker": MARKERS[i % len(MARKERS)],
+    colour = shade(COLOURS[i % len(COLOURS)], setting, settings)
+    return {"color": colour, "marker": MARKERS[i % len(MARKERS)],
             "linestyle": DASHES[(i + setting) % len(DASHES)], "markevery": max(1, points // 8),
-            "markerfacecolor": "white" if hollow else COLOURS[i % len(COLOURS)]}
+            "markerfacecolor": "white" if hollow else colour}
 
 
 def wrap(text: str, inches: float, points: float = RC["axes.titlesize"]) -> str:
@@ -58,14 +78,22 @@ def wrap(text: str, inches: float, points: float = RC["axes.titlesize"]) -> str:
     panel's title wider than its panel runs into its neighbour's."""
     import textwrap
 
-    return textwrap.fill(text, max(8, int(inches / (0.55 * points / 72))), break_on_hyphens=False)
+    glued = text.replace("↑ worse", "↑\0worse").replace("↓ worse", "↓\0worse")  # a note breaks as a whole
+    return textwrap.fill(glued, max(8, int(inches / (0.55 * points / 72))), break_on_hyphens=False).replace("\0", " ")
+
+
+# Generations: magma from black to coral. Its lightness rises monotonically, so the order reads in greyscale and
+# to every colour-vision deficiency; cut at 0.68, the lightest generation still contrasts 3:1 with the white page
+# (WCAG's least for graphics; viridis up to 0.9 ended in yellow at 1.5:1), and neighbours stay further apart
+# under deuteranopia and protanopia than along viridis or cividis cut at the same contrast.
+GENERATION_MAP, GENERATION_RANGE = "magma", (0.0, 0.68)
 
 
 def generation_colours(n: int) -> list:
-    """n colours from dark (early generations) to light (late ones)."""
+    """n colours from dark (early generations) to lighter (late ones), each visible on white."""
     from matplotlib import colormaps
 
-    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, max(n, 1))]
+    return [colormaps[GENERATION_MAP](x) for x in np.linspace(*GENERATION_RANGE, max(n, 1))]
 
 
 def generation_dash(i: int):

@@ -12,7 +12,9 @@ from collapse_hpc.plotting.plots import Context, Fig, num, save
 log = logging.getLogger("collapse_hpc.report")
 
 
-PAGE = 16  # metrics per overview figure
+# metrics per overview figure: 4 rows of 3 panels, 9.3 in with the legend, within a journal page's height
+# (style.PAGE_H); 16 made 6 rows, 13 in tall
+PAGE = 12
 
 
 def constant_metrics(ctx: Context) -> dict[str, list[float]]:

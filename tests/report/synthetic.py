@@ -179,22 +179,20 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                       facts={"initial_model": INITIAL_MODEL} if g == 0 else None)
 
 
-def _grid_png(blur: float, seed: int) -> bytes:
-    """A 10x10 grid of 28x28 'digits' (rings), blurrier with `blur`."""
-    from matplotlib.figure import Figure
+def _grid_png(blur: float, seed: int, side: int = 8, scale: int = 4) -> bytes:
+    """samples.png as the VAE writes it (vae.grid.write_grid): 100 side x side 'digits' (rings), blurrier
+    with `blur`."""
+    from collapse_hpc.experiments.vae import grid
 
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:28, 0:28]
+    yy, xx = np.mgrid[0:side, 0:side] * (28 / side)
     tiles = []
     for _ in range(100):
         cx, cy, rad = rng.uniform(11, 17), rng.uniform(11, 17), rng.uniform(5, 9)
         d = np.abs(np.hypot(xx - cx, yy - cy) - rad)
         tiles.append(np.clip(1 - d / (1.5 + blur), 0, 1))
-    img = np.block([[tiles[r * 10 + c] for c in range(10)] for r in range(10)])
-    fig = Figure(figsize=(2.8, 2.8), dpi=100)
-    fig.figimage(img, cmap="gray", vmin=0, vmax=1)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    grid.write_grid(np.stack(tiles), buf, scale)
     return buf.getvalue()
 
 

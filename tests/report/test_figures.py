@@ -274,7 +274,7 @@ def test_lm_captions_state_this_runs_tails(full_run, full_report):
         ends = s[(s["metric"] == f"{cls}_token_share") & s["generation"].isin([0, 3])].sort_values("generation")["mean"]
         assert (f"{cls.capitalize()} tokens in generated data: replace {ends.iloc[0]:.3g} -> {ends.iloc[1]:.3g} at "
                 f"generation 3") in caption and f"against {real:.3g} in the real training blocks" in caption
-        label = f"{cls} tokens, real blocks"
+        label = f"{cls} tokens, real training blocks"
         dotted = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == label]
         assert dotted and set(dotted[0].get_ydata()) == {real}
     fig, caption = lm_sequence_ppl(ctx)
@@ -442,8 +442,8 @@ def test_tail_ratios_near_one_are_labelled_as_ratios():
 
 def test_a_regime_has_one_colour_in_every_figure(full_run):
     """accumulate is drawn in one colour whether the figure splits it by sample size (the overview's
-    'accumulate, samples=10') or has a panel per size, and in every experiment; keep 10% (the lm's
-    only) in another: the colour names the regime, not the series' place in one figure."""
+    'accumulate, samples=10', its first sample size) or has a panel per size, and in every experiment; keep
+    10% (the lm's only) in another: the colour names the regime, not the series' place in one figure."""
     from collapse_hpc.experiments.gmm.figures import gmm_l2
     from collapse_hpc.experiments.lm.figures import lm_test_ppl
     from collapse_hpc.plotting import style
@@ -457,6 +457,8 @@ def test_a_regime_has_one_colour_in_every_figure(full_run):
             for fn in fns + [drawing.overviews(ctx)[0][2]]:
                 fig, _ = fn(ctx)
                 for line in (ln for ax in fig.axes for ln in ax.get_lines()):
+                    if line.get_label().endswith(", samples=100"):  # the next sample size: the regime's darker shade
+                        continue
                     regime = line.get_label().split(", samples=")[0]
                     if not regime.startswith("_") and regime in ("replace", "replace, keep 10%", "accumulate"):
                         colours.setdefault(regime, set()).add(line.get_color())
@@ -465,22 +467,31 @@ def test_a_regime_has_one_colour_in_every_figure(full_run):
     assert len(set().union(*colours.values())) == 3, colours
 
 
-def test_settings_of_one_regime_share_its_colour_and_differ_by_dash(full_run):
+def test_sample_sizes_of_one_regime_differ_by_shade_and_dash_and_so_do_their_bands(full_run):
+    """The overview drew replace's n = 100 and n = 1000 in one black, their bands the same grey: which band
+    was whose could not be told. A regime's next sample size is its colour's darker shade (from black: grey),
+    with its own dash and the regime's marker, and its band is in that shade."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_hex
+
     from collapse_hpc.plotting import style
     from matplotlib import rc_context
 
     ctx = _context(full_run, "gaussian")
     with rc_context(style.RC):
         fig, _ = drawing.overviews(ctx)[0][2](ctx)
-    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")}
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
     assert set(lines) == {"replace, samples=10", "replace, samples=100", "accumulate, samples=10",
                           "accumulate, samples=100"}
     for regime in ("replace", "accumulate"):
         small, large = lines[f"{regime}, samples=10"], lines[f"{regime}, samples=100"]
-        assert small.get_color() == large.get_color() and small.get_marker() == large.get_marker()
-        assert small.get_linestyle() != large.get_linestyle()
-    styles = {(ln.get_color(), ln.get_linestyle()) for ln in lines.values()}
-    assert len(styles) == 4
+        assert small.get_marker() == large.get_marker() and small.get_linestyle() != large.get_linestyle()
+        assert to_hex(small.get_color()) != to_hex(large.get_color())
+        assert to_hex(large.get_color()) == style.shade(small.get_color(), 1, 2)
+    assert len({to_hex(ln.get_color()) for ln in lines.values()}) == 4
+    bands = {to_hex(b.get_facecolor()[0], keep_alpha=False) for b in ax.collections if isinstance(b, PolyCollection)}
+    assert bands == {to_hex(ln.get_color()) for ln in lines.values()}
 
 
 @pytest.mark.parametrize("experiment", BUILTIN)
@@ -683,11 +694,41 @@ def _every_figure(ctx):
 @pytest.mark.parametrize("experiment", BUILTIN)
 def test_figures_fit_a_papers_full_width_at_their_own_size(full_run, experiment):
     """Scaled down to a two-column paper's full width (7.2 in) an overview of 4 panels a row (11.6 in) printed
-    its 7 pt ticks at 4.4 pt, below the 5 pt journals ask for. A sample grid keeps its pixels' size."""
+    its 7 pt ticks at 4.4 pt, below the 5 pt journals ask for. The VAE's sample grids too (11.8 in in the demo)."""
     with drawing.figure_style():
         widths = {key: fig.get_figwidth() for key, fig in _every_figure(_context(full_run, experiment))}
     assert widths
-    assert {k: w for k, w in widths.items() if w > 7.2 + 1e-9 and k != "vae_samples"} == {}
+    assert {k: w for k, w in widths.items() if w > 7.2 + 1e-9} == {}
+
+
+def drawing_metrics(ctx) -> list[str]:
+    """The metrics the overview draws (its panels' titles)."""
+    with drawing.figure_style():
+        return [ax.get_title() for _, _, fn in drawing.overviews(ctx) for ax in fn(ctx)[0].axes if ax.get_visible()]
+
+
+def test_an_overview_of_many_metrics_fits_a_page_in_height(tmp_path):
+    """16 metrics a page made an overview of 6 rows, 13 in tall (the demo's lm, gmm and vae): a journal page
+    takes 9.7 in (Nature: 247 mm). 13 metrics now make two pages, each within it."""
+    from collapse_hpc.plotting import style
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 3}}, generations=3)
+    synthetic.gaussian(root, generations=3, replicates=3)
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import stats
+
+    ctx = _context(root, "gaussian")
+    extra = ctx.df[ctx.df["metric"] == "sigma_hat"]
+    df = pd.concat([ctx.df, *(extra.assign(metric=f"extra_{i}") for i in range(13 - len(drawing_metrics(ctx))))])
+    ctx = Context("gaussian", df, stats.summarise(df), ctx.runs,
+                  experiments.describe("gaussian").metric_specs(sorted(df["metric"].unique())))
+    assert len(drawing_metrics(ctx)) == 13
+    with drawing.figure_style():
+        pages = drawing.overviews(ctx)
+        heights = [fn(ctx)[0].get_figheight() for _, _, fn in pages]
+    assert len(pages) == 2 and max(heights) <= style.PAGE_H, heights
 
 
 @pytest.mark.parametrize("experiment", BUILTIN)
@@ -753,3 +794,239 @@ def test_lm_training_curves_of_every_regime_share_a_scale(full_run):
     assert all(len(row) > 1 for row in rows.values())
     for row in rows.values():
         assert all(ax.get_shared_y_axes().joined(row[0], ax) for ax in row), row[0].get_ylabel()
+
+
+def _saved(ctx, out):
+    """(key, Figure) of every figure of the experiment, each saved (plots.save lays it out as it is printed)."""
+    from collapse_hpc.plotting.plots import save
+
+    for key, fig in _every_figure(ctx):
+        save(fig, out, key)
+        yield key, fig
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_axis_labels_stay_within_their_panels(full_run, experiment, tmp_path):
+    """vae_tails' 'share beyond the real 99% radius' was taller than its panel and ran past it: every y-axis
+    label is at most its panel's height (and every x-axis label its width), and inside the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with drawing.figure_style():
+        for key, fig in _saved(_context(full_run, experiment), tmp_path):
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            for ax in (a for a in fig.axes if a.get_visible()):
+                box = ax.get_window_extent(renderer)
+                for label, along in ((ax.yaxis.label, "height"), (ax.xaxis.label, "width")):
+                    if not label.get_text():
+                        continue
+                    extent = label.get_window_extent(renderer)
+                    assert getattr(extent, along) <= getattr(box, along) + 1, (key, label.get_text())
+                    assert fig.bbox.y0 - 1 <= extent.y0 and extent.y1 <= fig.bbox.y1 + 1, (key, label.get_text())
+
+
+def _look(handle) -> tuple:
+    """What a legend entry's key looks like: colour, line style and width, marker and its fill (a patch: its
+    fill, edge and hatch)."""
+    from matplotlib.colors import to_hex
+    from matplotlib.lines import Line2D
+
+    if isinstance(handle, Line2D):
+        fill = handle.get_markerfacecolor()
+        return ("line", to_hex(handle.get_color()), handle.get_linestyle(), str(getattr(handle, "_dash_pattern", "")),
+                round(handle.get_linewidth(), 2), handle.get_marker() or "None",
+                to_hex(fill) if fill not in ("none", None) else "none")
+    return ("patch", to_hex(handle.get_facecolor()), to_hex(handle.get_edgecolor()), handle.get_hatch(),
+            handle.get_linestyle())
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_no_two_legend_entries_look_alike(full_run, experiment):
+    """lm_tails' 'rare target tokens' (test perplexity) and 'rare tokens, generated' (a share) had the same
+    black solid line and filled circle; vae_tails' two reference levels the same thick grey. Within a legend,
+    entries of different labels differ in colour, line style, marker or fill."""
+    with drawing.figure_style():
+        for key, fig in _every_figure(_context(full_run, experiment)):
+            for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]:
+                looks: dict = {}
+                for handle, text in zip(legend.legend_handles, legend.get_texts()):
+                    looks.setdefault(_look(handle), set()).add(text.get_text())
+                alike = [labels for labels in looks.values() if len(labels) > 1]
+                assert alike == [], (key, alike)
+
+
+def _contrast(colour) -> float:
+    """WCAG contrast ratio of a colour against the white page."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.array(to_rgb(colour))
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return 1.05 / (lin @ [0.2126, 0.7152, 0.0722] + 0.05)
+
+
+@pytest.mark.parametrize("n", [2, 3, 6, 20])
+def test_generation_colours_are_ordered_and_each_visible_on_white(n):
+    """viridis up to 0.9 ended in a yellow that contrasted 1.5:1 with the page: late generations were hard to
+    see. Every generation contrasts at least 3:1 (WCAG's least for graphics), and lightness rises with the
+    generation (their order reads in greyscale and to colour-blind readers), each a colour of its own."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.plotting import style
+
+    colours = style.generation_colours(n)
+    contrast = [_contrast(c) for c in colours]
+    assert min(contrast) >= 3.0, contrast
+    assert all(a > b for a, b in zip(contrast, contrast[1:])), contrast  # lighter each generation
+    assert len({to_hex(c) for c in colours}) == n
+
+
+def test_every_figure_of_generations_draws_them_in_the_same_visible_colours(full_run):
+    """The sequence histograms, the training curves and the VAE's latent densities give generation g one
+    colour (the latent figure had its own copy of the colour map), each visible on white."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl, lm_training_curves
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    seen: dict = {}
+    with drawing.figure_style():
+        for experiment, fn in (("lm", lm_sequence_ppl), ("lm", lm_training_curves), ("vae", vae_latents)):
+            fig, _ = fn(_context(full_run, experiment))
+            lines = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label().startswith("generation ")]
+            patches = [p for ax in fig.axes for p in ax.patches if str(p.get_label()).startswith("generation ")]
+            assert lines or patches, fn.__name__
+            for artist in lines + patches:
+                colour = to_hex(artist.get_edgecolor() if artist in patches else artist.get_color(), keep_alpha=False)
+                assert _contrast(colour) >= 3.0, (fn.__name__, artist.get_label())
+                seen.setdefault((fn.__module__, artist.get_label().split(" (")[0]), set()).add(colour)
+    assert all(len(c) == 1 for c in seen.values()), seen
+
+
+def _found(png: np.ndarray, panel: np.ndarray) -> bool:
+    """Whether `panel` lies in `png` pixel for pixel."""
+    rows = np.lib.stride_tricks.sliding_window_view(png, (1, panel.shape[1]))[:, :, 0, :]
+    return any(y + panel.shape[0] <= png.shape[0] and np.array_equal(png[y:y + panel.shape[0], x:x + panel.shape[1]],
+                                                                     panel)
+               for y, x in zip(*np.nonzero((rows == panel[0]).all(-1))))
+
+
+def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
+    """The grids were drawn at their PNG's own size (11.8 in for the demo's six generations): at a paper's
+    7.2 in every image pixel is now the same whole number of figure pixels, so the saved figure holds each
+    generation's grid exactly, frames and all (nothing resampled)."""
+    from collapse_hpc.experiments.vae import grid
+    from collapse_hpc.experiments.vae.figures import _panel, vae_samples
+    from collapse_hpc.plotting.plots import save
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 6}}, generations=6)
+    synthetic.vae(root, generations=6, finished=6)
+    with drawing.figure_style():
+        fig, caption = vae_samples(_context(root, "vae"))
+        assert fig.get_figwidth() <= 7.2 and caption.startswith("100 samples")
+        png = np.asarray(Image.open(save(fig, tmp_path / "out", "vae_samples")[0]).convert("L"))
+    for path in sorted(root.glob("vae/*/gen_*/samples.png")):
+        cells = grid.read_cells(path)
+        panel, shown = _panel(path, 218)  # what six panels across 7.2 in give each
+        assert shown == 100 and panel.shape == (10 * 8 * 2 + 11,) * 2  # 8x8 digits, twice, 1 px frames
+        assert np.array_equal(panel[1:17, 1:17], np.kron(cells[0], np.ones((2, 2), np.uint8)))
+        assert _found(png, panel), path
+
+
+def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tmp_path, monkeypatch):
+    """28x28 images (MNIST) over ten generations: six generations, evenly spaced, first and last among them,
+    each the first 7 x 7 samples at one figure pixel per image pixel (3.6 mm a sample), within 7.2 in."""
+    from collapse_hpc.experiments.vae.figures import vae_samples
+    from tests.report import synthetic
+
+    grid_png = synthetic._grid_png
+    monkeypatch.setattr(synthetic, "_grid_png", lambda blur, seed: grid_png(blur, seed, side=28, scale=2))
+    root = tmp_path / "m"
+    synthetic.write_config(root, {"vae": {"generations": 10}}, generations=10)
+    synthetic.vae(root, generations=10, finished=10)
+    with drawing.figure_style():
+        fig, caption = vae_samples(_context(root, "vae"))
+    assert fig.get_figwidth() <= 7.2
+    assert [ax.get_title() for ax in fig.axes[:6]] == [f"generation {g}" for g in (0, 2, 4, 5, 7, 9)]
+    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(7 * 28 + 8,) * 2}
+    assert "The first 7 × 7 of the 100 samples" in caption and "Generations 0, 2, 4, 5, 7, 9 of 0 to 9." in caption
+
+
+def test_vae_sample_grids_of_another_layout_are_drawn_whole(tmp_path, monkeypatch):
+    """A samples.png not of vae.grid's layout (an older run's) is still drawn, whole, within the page."""
+    from collapse_hpc.experiments.vae.figures import vae_samples
+    from tests.report import synthetic
+
+    plain = np.random.default_rng(0).integers(0, 256, (600, 600)).astype(np.uint8)
+
+    def png(blur, seed):
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(plain).save(buf, format="PNG")
+        return buf.getvalue()
+
+    monkeypatch.setattr(synthetic, "_grid_png", png)
+    root = tmp_path / "p"
+    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
+    synthetic.vae(root, generations=3, finished=3)
+    with drawing.figure_style():
+        fig, caption = vae_samples(_context(root, "vae"))
+    assert fig.get_figwidth() <= 7.2 and caption.startswith("100 samples")
+    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(300, 300)}  # every second pixel
+
+
+def test_generation_ticks_leave_room_between_their_labels(tmp_path):
+    """200 generations across a 2 in panel were labelled 0, 25, 50 … 200, each label touching the next
+    ('125150175200'): neighbouring tick labels are at least half an em apart, in every panel of every figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 200}}, generations=200)
+    synthetic.gaussian(root, generations=200, replicates=2)
+    with drawing.figure_style():
+        for key, fig in _saved(_context(root, "gaussian"), tmp_path / "out"):
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            for ax in (a for a in fig.axes if a.get_visible()):
+                labels = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels()
+                                 if t.get_visible() and t.get_text()), key=lambda b: b.x0)
+                em = renderer.points_to_pixels(ax.xaxis.get_ticklabels()[0].get_fontsize())
+                gaps = [b.x0 - a.x1 for a, b in zip(labels, labels[1:])]
+                assert labels and min(gaps, default=em) >= em / 2, (key, [t.get_text() for t in ax.get_xticklabels()])
+
+
+def test_a_row_sharing_its_scale_names_it_once(full_run, tmp_path):
+    """The training curves of two regimes side by side, on one scale a row, repeated 'training loss (nats per
+    token)' beside the right panel, whose ticks are hidden: the row's first panel names it, once."""
+    from collapse_hpc.experiments.lm.figures import lm_training_curves
+    from collapse_hpc.plotting.plots import save
+
+    with drawing.figure_style():
+        fig, _ = lm_training_curves(_context(full_run, "lm"))
+        save(fig, tmp_path, "curves")
+    labels = [[" ".join(ax.get_ylabel().split()) for ax in row] for row in np.array(fig.axes).reshape(2, -1)]
+    assert labels == [["training loss (nats per token)", ""], ["tokens/s", ""]], labels
+
+
+def test_a_wrapped_title_keeps_its_worse_note_whole():
+    from collapse_hpc.plotting import style
+
+    assert style.wrap("log fitted variance (↓ worse)", 1.9) == "log fitted variance\n(↓ worse)"
+
+
+def test_a_figure_legend_takes_as_many_columns_as_its_width_holds(full_run):
+    """vae_tails' four entries stood in one column, 40% of the figure's height, reckoned at 0.065 in a
+    character where two columns fitted: measured, the legend spreads over the columns the width holds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from collapse_hpc.experiments.vae.figures import vae_tails
+
+    with drawing.figure_style():
+        fig, _ = vae_tails(_context(full_run, "vae"))
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw_without_rendering()
+        legend, = fig.legends
+        box = legend.get_window_extent(renderer)
+    assert box.width <= fig.bbox.width and box.height < 0.25 * fig.bbox.height, (box, fig.bbox)

@@ -249,6 +249,13 @@ def _series_rows(ctx: Context, run: str, label: str, metric: str) -> pd.DataFram
     return s[keep].dropna(subset=["mean"]).sort_values("generation")
 
 
+# the figure's grammar, one line style per quantity, so that no two legend entries look alike (a class keeps its
+# colour and marker in both rows): test perplexity solid, filled markers; generated shares dashed, hollow markers;
+# the real blocks' shares dotted, no markers
+SOLID = {"linestyle": "-"}
+GENERATED = {"linestyle": "--", "markerfacecolor": "white"}
+
+
 def _tail_panel(ax, ctx: Context, run: str, label: str) -> dict:
     """Top panel: each class's test perplexity relative to generation 0; returns class ->
     (ratio at the last generation, generation 0's perplexity, last generation)."""
@@ -259,7 +266,7 @@ def _tail_panel(ax, ctx: Context, run: str, label: str) -> dict:
         if base.empty:
             continue
         ratio = rows["mean"].to_numpy() / base.iloc[0]
-        ax.plot(rows["generation"], ratio, label=f"{cls} target tokens", **style.series(i, len(rows)))
+        ax.plot(rows["generation"], ratio, label=f"{cls} target tokens", **style.series(i, len(rows)) | SOLID)
         if rows["generation"].max() > 0:
             rise[cls] = (ratio[-1], base.iloc[0], int(rows["generation"].max()))
     ax.axhline(1.0, color="0.35", linestyle=":", linewidth=1.0)
@@ -269,19 +276,19 @@ def _tail_panel(ax, ctx: Context, run: str, label: str) -> dict:
 
 
 def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
-    """Bottom panel: the shares of rare and of middle tokens in the generated data (solid), and the
-    real training blocks' own shares (dotted, the same colour)."""
+    """Bottom panel: the shares of rare and of middle tokens in the generated data (dashed, hollow markers),
+    and the real training blocks' own shares (dotted, no markers), each in its class's colour."""
     for i, cls in enumerate(SHARES):
         rows = _series_rows(ctx, run, label, f"{cls}_token_share")
-        kw = style.series(i, len(rows)) | {"linestyle": "-"}  # dotted is the real share's
-        ax.plot(rows["generation"], rows["mean"], label=f"{cls} tokens, generated", **kw)
+        kw = style.series(i, len(rows)) | GENERATED
+        ax.plot(rows["generation"], rows["mean"], label=f"{cls} tokens, generated data", **kw)
         if rows["ci_low"].notna().any():
             draw_band(ax, ctx.spec(f"{cls}_token_share"), rows["generation"], rows["ci_low"], rows["ci_high"],
                       kw["color"])
         real = ctx.df[(ctx.df["run"] == run) & (ctx.df["metric"] == f"real_{cls}_token_share")]["value"].mean()
         if np.isfinite(real):
             ax.axhline(real, color=kw["color"], linestyle=":", linewidth=1.2,
-                       label=f"{cls} tokens, real blocks")
+                       label=f"{cls} tokens, real training blocks")
     ax.set_ylabel("share of tokens")
 
 
@@ -309,7 +316,8 @@ def lm_tails(ctx: Context):
               if not _series_rows(ctx, run, label, "test_ppl_rare").empty]
     if not panels:
         return None
-    fig, axes = style.figure(2, len(panels), sharex=True, sharey="row")
+    # the page's width: the rows' legends stand beside the panels
+    fig, axes = style.figure(2, len(panels), sharex=True, sharey="row", w=style.PAGE_W / len(panels))
     statements = []
     for c, (run, label) in enumerate(panels):
         rise = _tail_panel(axes[0, c], ctx, run, label)
@@ -324,22 +332,24 @@ def lm_tails(ctx: Context):
     return fig, ("The tails, measured (beyond the paper). Top: perplexity on the real test set over the predicted "
                  "tokens whose type is rare (the least frequent types carrying 10% of the real train split's tokens, "
                  "and types never seen there), frequent (the most frequent carrying 50%) or in between, each "
-                 "relative to generation 0. Bottom: the shares of rare and of middle tokens in each generation's "
-                 f"generated data ({band_note(ctx, [f'{c}_token_share' for c in SHARES])}); dotted, the real "
-                 "training blocks' own shares. Collapse is expected to forget the "
+                 "relative to generation 0 (solid, filled markers; dotted grey: generation 0's own, 1). Bottom: the "
+                 "shares of rare and of middle tokens in each generation's generated data (dashed, hollow markers; "
+                 f"{band_note(ctx, [f'{c}_token_share' for c in SHARES])}); dotted, the real training blocks' own "
+                 "shares. A class has one colour and marker in both rows. Collapse is expected to forget the "
                  "tails first: the rare tokens' perplexity rises most (higher is worse) and generated text holds "
                  "fewer rare tokens than real text (lower is worse)." + _here(statements, most=len(statements))
                  + "".join(f" {text[0].upper()}{text[1:]}." for text in shares) + f" {GAPS}")
 
 
 def _rows_legend(fig, axes) -> None:
-    """One legend below the figure for both rows: the classes (top) and the two shares (bottom)."""
-    entries = {}
-    for ax in axes[:, 0]:
-        entries.update(zip(*reversed(ax.get_legend_handles_labels())))
-    width = max(map(len, entries)) * 0.065 + 0.7  # inches per legend entry, as legend_below reckons
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center",
-               ncols=max(1, min(len(entries), int(fig.get_figwidth() // width))))
+    """A legend beside each row, of that row's lines: one legend below for both rows (7 entries in one column)
+    put the classes' perplexities and their shares in one list, where 'rare' named two different lines."""
+    for row in axes:
+        entries = {}
+        for ax in row:
+            entries.update(zip(*reversed(ax.get_legend_handles_labels())))
+        if entries:
+            row[-1].legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
 def _share_statements(ctx: Context) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from collapse_hpc.experiments.vae import grid
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, band_note, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import Context, no_data, unit_order, unit_series
@@ -33,22 +34,90 @@ def _seeds_shown(ctx: Context, rows: list) -> str:
                      for run, key, _, seed in rows)
 
 
-def vae_samples(ctx: Context):
-    from matplotlib import image
+SHOWN = 6  # generations a row draws at most: evenly spaced, the first and the last among them
+SAMPLE_PX = 16  # the fewest figure pixels a sample spans (2 mm printed at style.DPI)
+FRAME = 1  # figure pixels between samples
+GAP, LEFT, TOP = 0.06, 0.34, 0.22  # inches: between panels, for the rows' labels, for the titles
+MOST = 1.8  # inches a panel spans at most (a run of two generations would otherwise draw 3.4 in panels)
 
+
+def _scale(side: int, budget: int) -> tuple[int, int]:
+    """(samples a side, integer scale) of a panel `budget` pixels wide: as many of the grid's samples a side
+    as a scale drawing each at least SAMPLE_PX wide allows, at the largest such scale. An integer scale is
+    what keeps every image pixel, and every frame between samples, the same size in print."""
+    for cols in range(grid.COLS, 0, -1):
+        scale = (budget - (cols + 1) * FRAME) // (cols * side)
+        if scale >= 1 and (scale * side >= SAMPLE_PX or cols == 1):
+            return cols, scale
+    return 1, 1
+
+
+def _panel(path, budget: int) -> tuple[np.ndarray, int]:
+    """A generation's samples.png as the figure draws it, pixel for pixel, and how many samples it shows
+    (0: a PNG not of grid.write_grid's layout, shown whole, at an integer scale up or every n-th pixel)."""
+    cells = grid.read_cells(path)
+    if cells is None:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            px = np.asarray(im.convert("L"))
+        if px.shape[1] > budget:
+            return px[::-(-px.shape[1] // budget), ::-(-px.shape[1] // budget)], 0
+        return np.kron(px, np.ones((budget // px.shape[1],) * 2, np.uint8)), 0
+    cols, scale = _scale(max(cells.shape[1:]), budget)
+    return grid.canvas(cells, cols, scale, FRAME), cols * cols
+
+
+def _shown(top: int) -> list[int]:
+    return sorted({int(g) for g in np.round(np.linspace(0, top, min(SHOWN, top + 1)))})
+
+
+def vae_samples(ctx: Context):
     rows = _files(ctx, "samples.png")
     if not rows:
         return None
     top = max(max(max(v), (r.generations.get("vae") or 0) - 1) for r, _, v, _ in rows)
-    # at least one PNG pixel per grid pixel: drawn smaller, nearest-neighbour drops whole pixel columns
-    # (the frames between digits among them) and the grid turns into stripes
-    side = max(1.5, max(image.imread(next(iter(v.values()))).shape[1] for _, _, v, _ in rows) / style.DPI * 1.15)
-    fig, axes = style.figure(len(rows), top + 1, w=side, h=side + 0.1)
+    gens = _shown(top)
+    dpi, gap = style.DPI, round(GAP * style.DPI)
+    budget = min(int(((style.PAGE_W - LEFT) * dpi - gap * (len(gens) - 1)) // len(gens)), round(MOST * dpi))
+    panels = {(r, g): _panel(grids[g], budget) for r, (_, _, grids, _) in enumerate(rows) for g in gens if g in grids}
+    width = max(p.shape[1] for p, _ in panels.values())
+    heights = [max((p.shape[0] for (i, _), (p, _) in panels.items() if i == r), default=width)
+               for r in range(len(rows))]
+    fig = _pixel_figure(ctx, rows, gens, panels, width, heights)
+    counted = [f"{m} {t}" for m in ("class_entropy", "class_min_share") if m in ctx.metrics() and (t := trend(ctx, m))]
+    here = (" Here (the classifier's labels of vae.eval_samples samples, mean over seeds): " + "; ".join(counted)
+            + ".") if counted else ""
+    shown = max(n for _, n in panels.values())
+    side = int(round(shown ** 0.5))
+    what = (f"The first {side} × {side} of the 100 samples of each generation's samples.png (as many as fit the "
+            "page's width with each sample at least 2 mm wide)" if 0 < shown < grid.ROWS * grid.COLS else "100 samples")
+    which = "" if len(gens) == top + 1 else f" Generations {', '.join(map(str, gens))} of 0 to {top}."
+    return fig, (f"{what} decoded from the prior by each generation's VAE, every image pixel drawn as the same "
+                 "whole number of figure pixels (one seed per regime, the one "
+                 f"that reached the most generations: {_seeds_shown(ctx, rows)}).{which} Collapse "
+                 "as the paper expects it: from left to right the images blur and converge to a few shapes, then one "
+                 "(fewer and blurrier shapes are worse)." + here)
+
+
+def _pixel_figure(ctx: Context, rows: list, gens: list[int], panels: dict, width: int, heights: list[int]):
+    """Panels placed at whole pixels of style.DPI, each image at its own size: no layout engine resizes them,
+    so nothing resamples the samples."""
+    from matplotlib.figure import Figure
+
+    dpi, gap, left, top = style.DPI, round(GAP * style.DPI), round(LEFT * style.DPI), round(TOP * style.DPI)
+    w = left + len(gens) * width + (len(gens) - 1) * gap + 2
+    h = top + sum(heights) + (len(rows) - 1) * gap + 2
+    fig = Figure(figsize=(w / dpi, h / dpi))
+    y = top
     for r, (run, key, grids, _) in enumerate(rows):
-        for g in range(top + 1):
-            ax = axes[r, g]
-            if g in grids:
-                ax.imshow(image.imread(grids[g]), cmap="gray", interpolation="nearest")
+        for c, g in enumerate(gens):
+            image, _ = panels.get((r, g), (None, 0))
+            pw, ph = (image.shape[1], image.shape[0]) if image is not None else (width, heights[r])
+            ax = fig.add_axes(((left + c * (width + gap)) / w, 1 - (y + ph) / h, pw / w, ph / h))
+            if image is not None:
+                # as RGB bytes: a grey colour map rounds some levels to their neighbour
+                ax.imshow(np.repeat(image[..., None], 3, axis=2), interpolation="nearest", aspect="auto")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.grid(False)
@@ -57,16 +126,11 @@ def vae_samples(ctx: Context):
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if r == 0:
-                ax.set_title(f"generation {g}")
-            if g == 0:
+                ax.set_title(f"generation {g}", fontsize=style.RC["axes.labelsize"], pad=3)
+            if c == 0:
                 ax.set_ylabel(key if len(ctx.runs) == 1 else f"{run.label}\n{key}")
-    counted = [f"{m} {t}" for m in ("class_entropy", "class_min_share") if m in ctx.metrics() and (t := trend(ctx, m))]
-    here = (" Here (the classifier's labels of vae.eval_samples samples, mean over seeds): " + "; ".join(counted)
-            + ".") if counted else ""
-    return fig, ("100 samples decoded from the prior by each generation's VAE (one seed per regime, the one "
-                 f"that reached the most generations: {_seeds_shown(ctx, rows)}). Collapse "
-                 "as the paper expects it: from left to right the images blur and converge to a few shapes, then one "
-                 "(fewer and blurrier shapes are worse)." + here)
+        y += heights[r] + gap
+    return fig
 
 
 def _latent_figure(ctx: Context, run) -> str:
@@ -92,14 +156,13 @@ def _latent_values(tables: dict, how: str) -> tuple[dict, str]:
 def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
     """Per series, the density of the latent means of each generation's samples under generation 0's
     encoder, pooled over dimensions: raw, as the notebook draws it, or standardised (vae.latent_figure)."""
-    import matplotlib as mpl
     import pyarrow.parquet as pq
 
     rows = [r for r in _files(ctx, "latents.parquet") if 0 in r[2]]
     if not rows:
         return None
     top = max(max(v) for _, _, v, _ in rows)
-    colours = mpl.colormaps["viridis"](np.linspace(0, 0.9, top + 1))
+    colours = style.generation_colours(top + 1)  # generation g in the colour every figure gives it
     fig, axes = style.figure(1, len(rows), w=3.2, h=3.3, sharey=True)
     spreads, kinds, beyond = [], set(), []
     for ax, (run, key, paths, _) in zip(axes.flat, rows):
@@ -152,16 +215,17 @@ def vae_tails(ctx: Context):
         return None
     fig = metric_grid(ctx, metrics, ylabels={"latent_tail_share": "share beyond the real 99% radius",
                                              "class_min_share": "rarest class's share"},
-                      lines={"latent_tail_share": [(0.01, "real training images (1% by definition)")],
-                             "class_min_share": [(0.1, "all ten classes equally often")]})
+                      lines={"latent_tail_share": [(0.01, "real training images (1% by definition)")]},
+                      baselines={"class_min_share": [(0.1, "all ten classes equally often")]})
     here = "; ".join(f"{m}: {t}" for m in metrics if (t := trend(ctx, m)))
     return fig, ("The tails of the VAE's output: the share of each generation's generated images (the "
                  "vae.eval_samples it emits as training data, binary under vae.synthetic: bernoulli) whose latent "
                  "mean under generation 0's encoder lies farther from the prior's centre than 99% of the real "
                  "training images' (share beyond the real 99% radius; the radius is in each unit's metrics.parquet "
                  "metadata, latent_tail), and the share of the rarest class among the classifier's labels of those "
-                 f"images (rarest class's share); {band_note(ctx, metrics)}. Collapse as the paper expects it: "
-                 "the tails go first, so both "
+                 f"images (rarest class's share); {band_note(ctx, metrics)}. Thick grey: the real training images' "
+                 "own 1% beyond the radius; dotted: 0.1, all ten classes equally often. Collapse as the paper "
+                 "expects it: the tails go first, so both "
                  f"fall to 0 while the common shapes remain (lower is worse). Here: {here}. {GAPS}")
 
 

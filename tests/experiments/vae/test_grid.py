@@ -28,3 +28,25 @@ def test_grid_places_images_row_by_row(tmp_path):
 def test_grid_wants_100_images(tmp_path):
     with pytest.raises(ValueError):
         grid.write_grid(np.zeros((99, 8, 8)), tmp_path / "g.png", 4)
+
+
+@pytest.mark.parametrize("h, w, scale", [(8, 8, 4), (8, 8, 1), (28, 28, 2), (6, 10, 3)])
+def test_read_cells_gives_back_the_images_at_their_own_resolution(tmp_path, h, w, scale):
+    """A figure draws the grid at its own integer scale: it needs the images themselves, not the PNG's blocks."""
+    images = np.random.default_rng(0).integers(0, 256, (100, h, w)).astype(np.uint8)
+    grid.write_grid(images / 255, tmp_path / "g.png", scale)
+    np.testing.assert_array_equal(grid.read_cells(tmp_path / "g.png"), images)
+
+
+def test_read_cells_of_a_png_of_another_layout_is_none(tmp_path):
+    Image.fromarray(np.zeros((280, 280), np.uint8)).save(tmp_path / "plain.png")
+    Image.fromarray(np.full((342, 342), 255, np.uint8)).save(tmp_path / "no_frames.png")  # the right size, no frames
+    assert grid.read_cells(tmp_path / "plain.png") is None and grid.read_cells(tmp_path / "no_frames.png") is None
+
+
+def test_canvas_draws_the_first_cols_by_cols_images_at_a_scale_with_its_own_frame():
+    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1) * 2 + 1  # one pixel each, all distinct
+    out = grid.canvas(images, 3, 2, 1)
+    assert out.shape == (3 * 3 + 1, 3 * 3 + 1)
+    assert (out[1:3, 4:6] == images[1, 0, 0]).all() and (out[4:6, 1:3] == images[3, 0, 0]).all()
+    assert out[0, 0] == out[3, 3] == grid.BACKGROUND
