@@ -114,8 +114,9 @@ def report_disk_bytes(rows: int) -> int:
 
 
 def report_rows(run, chains) -> int:
-    """The rows of the report's long table once every unit has finished: each variant's metrics
-    (its metrics_schema's, derived ones included) at every generation, for every replicate where rows are per replicate."""
+    """The rows of the report's long table once every unit has finished: each variant's metrics (its
+    metrics_schema's, derived ones included) at every generation, for every replicate where rows are per
+    replicate."""
     return sum(rows * (n or 1) for rows, n in _report_variants(run, chains))
 
 
