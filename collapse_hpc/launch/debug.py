@@ -9,10 +9,11 @@ from collapse_hpc import engine
 from collapse_hpc.logs import count
 
 
-def execute(store, run, chains, **_):
-    # the launchers' shared check (engine.pending): finished units through their manifests, not each
-    # hashed in full by run_unit before the next one starts
-    jobs = [j for c in chains for j in engine.pending(store, run, c)]
+def execute(store, run, chains, deep: bool = False, **_):
+    """The chains' pending jobs (engine.pending: the launchers' shared check, finished units through their
+    manifests). deep: every job instead, each finished one hashed in full by run_unit before it is skipped:
+    units a user names by hand (verify's redo command names one whose files no longer match)."""
+    jobs = [j for c in chains for j in (c.jobs if deep else engine.pending(store, run, c))]
     counts = {"done": 0, "skipped": sum(len(c.jobs) for c in chains) - len(jobs)}
     if counts["skipped"]:
         print(f"{count(counts['skipped'], 'unit')} already finished (skipped)", file=sys.stderr)
