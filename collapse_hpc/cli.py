@@ -505,7 +505,7 @@ def run_by_hand(args) -> int:
         engine.open_run(store, run)
         logs.setup(args.verbose, store.root)
         notes.say()
-        counts = execute(store, run, chains)
+        counts = execute(store, run, chains, deep=args.unit is not None)  # a unit named: checked in full
     print(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
 

@@ -1,5 +1,6 @@
 """The collapse-hpc command as a user meets it: one error line and exit 2 on bad input."""
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -559,9 +560,15 @@ def test_verify_after_the_generations_were_shortened_checks_the_plan_and_names_t
         "2 finished generations beyond the plan, left from a run with more generations: 2 of toy (past its 2); "
         "not verified or counted above (a run with more --generations takes them up again)"]
     assert "generation 1 reached (2/2 done)" in collapse("status", run)[1]
-    assert collapse("run", cfg, "--run", run, "--generations", "4")[0] == 0  # taken up again (and repaired)
+    assert collapse("run", cfg, "--run", run, "--generations", "4")[0] == 0  # taken up again
+    # run checks finished units through their manifests, as every launcher does; verify hashes them and
+    # names the changed one with the command that redoes it
     rc, out, _ = collapse("verify", run)
-    assert rc == 0 and f"{run}: 4 units verified, 0 with mismatches, 0 unfinished" in out and "beyond" not in out
+    assert rc == 1 and f"{run}: 3 units verified, 1 with mismatches, 0 unfinished" in out and "beyond" not in out
+    redo = next(ln for ln in out.splitlines() if "redo with:" in ln).split("redo with: collapse-hpc ", 1)[1]
+    assert collapse(*shlex.split(redo))[0] == 0
+    rc, out, _ = collapse("verify", run)
+    assert rc == 0 and f"{run}: 4 units verified, 0 with mismatches, 0 unfinished" in out
 
 
 def test_the_report_after_the_generations_were_shortened_counts_the_plan_and_notes_the_rest(tmp_path):

@@ -352,8 +352,8 @@ class Experiment:
     def metric_specs(self, columns: list[str]) -> dict:
         """name -> plotting.metrics.Metric (display name, unit, which way collapse moves it, and whether it is
         a result, run bookkeeping or compute) of the metrics.parquet columns among `columns`: those its
-        metrics_schema declares; the report shows an undeclared column under its own name."""
-        return dict(self.metrics_schema().metrics)
+        metrics_schema declares (stored or derived); the report shows an undeclared column under its own name."""
+        return self.metrics_schema().shown
 
     def heading(self, sections: list[dict]) -> str:
         """The report section's heading, given this experiment's config section of each run (raw mappings):

@@ -4,7 +4,9 @@ The table is wide: key columns saying which row it is (`generation`, `replicate`
 per replicate, and settings such as gaussian's `samples`), then one float64 column per metric,
 each declared by the plotting.metrics.Metric the report shows it with. The one writer
 (UnitContext.write_metrics) checks a table against its declaration before a byte is written; the
-report (report/collect.py) reads which columns are keys from the same declaration.
+report (report/collect.py) reads which columns are keys from the same declaration. Metrics that
+are a stored one's plain function (gaussian's var_hat of sigma_hat) are declared `derived`: the report
+computes them where it reads a unit (Experiment.derive) rather than every part storing them.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ class MetricsSchema:
     generation: str = INT64  # the type of the generation column (and of replicate, where there is one)
     settings: tuple[tuple[str, str], ...] = ()  # further key columns and their types, e.g. (("samples", INT32),)
     optional: frozenset[str] = field(default_factory=frozenset)  # metrics only some units write (lm: generation 0's)
+    # metrics the report computes from the stored ones where it reads a unit (Experiment.derive), as the report
+    # shows them: no columns of metrics.parquet (gaussian's var_hat, the square of sigma_hat)
+    derived: Mapping[str, Metric] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.optional) - set(self.metrics))
@@ -34,6 +39,14 @@ class MetricsSchema:
         clash = sorted(set(self.keys) & set(self.metrics))
         if clash:
             raise ValueError(f"{', '.join(clash)}: declared both as a key column and as a metric")
+        twice = sorted((set(self.keys) | set(self.metrics)) & set(self.derived))
+        if twice:
+            raise ValueError(f"{', '.join(twice)}: declared both as a stored column and as a derived metric")
+
+    @property
+    def shown(self) -> dict[str, Metric]:
+        """Every metric the report shows of a unit: the stored ones and the derived ones."""
+        return {**self.metrics, **self.derived}
 
     @property
     def keys(self) -> dict[str, str]:

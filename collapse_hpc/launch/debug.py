@@ -1,14 +1,22 @@
 """In-process back-end: every job runs in this Python process, in order (for stepping through)."""
 from __future__ import annotations
 
+import sys
+
 from tqdm import tqdm
 
 from collapse_hpc import engine
+from collapse_hpc.logs import count
 
 
-def execute(store, run, chains, **_):
-    jobs = [j for c in chains for j in c.jobs]
-    counts = {"done": 0, "skipped": 0}
+def execute(store, run, chains, deep: bool = False, **_):
+    """The chains' pending jobs (engine.pending: the launchers' shared check, finished units through their
+    manifests). deep: every job instead, each finished one hashed in full by run_unit before it is skipped:
+    units a user names by hand (verify's redo command names one whose files no longer match)."""
+    jobs = [j for c in chains for j in (c.jobs if deep else engine.pending(store, run, c))]
+    counts = {"done": 0, "skipped": sum(len(c.jobs) for c in chains) - len(jobs)}
+    if counts["skipped"]:
+        print(f"{count(counts['skipped'], 'unit')} already finished (skipped)", file=sys.stderr)
     with tqdm(jobs, desc="units", unit="unit", dynamic_ncols=True) as bar:
         for job in bar:
             bar.set_postfix_str(job.label)

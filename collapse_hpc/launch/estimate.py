@@ -99,7 +99,7 @@ def _report_variants(run, chains):
         seen.add((chain.experiment, chain.variant.name))
         exp, section = experiments.get(chain.experiment), chain.variant.section(run)
         schema = exp.metrics_schema(section)
-        yield exp.generations(run) * len(schema.metrics), (getattr(section, "replicates", None) if schema.per_replicate
+        yield exp.generations(run) * len(schema.shown), (getattr(section, "replicates", None) if schema.per_replicate
                                                            else None)
 
 
@@ -114,8 +114,9 @@ def report_disk_bytes(rows: int) -> int:
 
 
 def report_rows(run, chains) -> int:
-    """The rows of the report's long table once every unit has finished: each variant's metrics
-    (its metrics_schema) at every generation, for every replicate where rows are per replicate."""
+    """The rows of the report's long table once every unit has finished: each variant's metrics (its
+    metrics_schema's, derived ones included) at every generation, for every replicate where rows are per
+    replicate."""
     return sum(rows * (n or 1) for rows, n in _report_variants(run, chains))
 
 

@@ -87,3 +87,12 @@ def test_a_schema_refuses_contradictions():
         MetricsSchema(per_replicate=False, metrics={}, optional=frozenset({"x"}))
     with pytest.raises(ValueError, match="replicate: declared both"):
         MetricsSchema(per_replicate=True, metrics={"replicate": Metric("replicate", "r")})
+    with pytest.raises(ValueError, match="x: declared both as a stored column and as a derived metric"):
+        MetricsSchema(per_replicate=False, metrics={"x": Metric("x", "x")}, derived={"x": Metric("x", "x")})
+
+
+def test_a_derived_metric_is_shown_by_the_report_and_never_stored(tmp_path):
+    # the gaussian's var_hat: its parts stored it beside sigma_hat, whose square it is
+    ctx = _context("gaussian", tmp_path)
+    assert "var_hat" in ctx.schema.derived and "var_hat" in experiments.describe("gaussian").metric_specs([])
+    _refused(ctx, _table(ctx.schema, var_hat=pa.array([0.0, 0.0])), "column var_hat", "does not declare")

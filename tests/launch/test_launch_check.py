@@ -3,7 +3,7 @@ units through their manifests, and in full only the finished generations the nex
 import pytest
 
 from collapse_hpc import engine, experiments
-from collapse_hpc.launch import local
+from collapse_hpc.launch import debug, local
 from collapse_hpc.store import RunStore
 from collapse_hpc.verify import verify_run
 from tests.helpers import flip, hashed
@@ -47,3 +47,14 @@ def test_a_corrupt_generation_the_next_one_reads_is_redone_one_it_does_not_read_
     flip(gens[2] / "metrics.parquet")  # read by no generation still to run
     assert _starts(store, run, chain) == list(range(DONE, PLANNED))
     assert verify_run(store.root) == 1 and f"MISMATCH {gens[2] / 'metrics.parquet'}" in capsys.readouterr().out
+
+
+def test_the_in_process_back_end_hashes_only_the_generations_the_next_one_reads(longer_run, monkeypatch):
+    # `--executor debug` ran every job through run_unit, which hashed each finished unit in full to skip it
+    store, run, chain = longer_run
+    seen = hashed(monkeypatch)
+    assert debug.execute(store, run, [chain]) == {"done": PLANNED - DONE, "skipped": DONE}
+    read = experiments.get("toy").reads(chain.variant, DONE)
+    finished_before = {f"gen_{g:03d}" for g in range(DONE)}
+    assert {p.parent.name for p in seen} & finished_before == {f"gen_{g:03d}" for g in read}
+    assert all(engine.job_done(store, run, j, deep=True) for j in chain.jobs)

@@ -159,7 +159,7 @@ def test_a_variance_that_reaches_zero_prints_no_infinity(tmp_path, capsys):
     gauss = {"generations": 120, "samples": [2], "replicates": 4, "chunk_replicates": 4, "regimes": ["replace"]}
     root = make_run(tmp_path / "zero", {"gaussian": gauss}, generations=120)
     raw = pd.read_parquet(root / "gaussian" / "replace-p0-samples2-s0" / "part_000" / "metrics.parquet")
-    assert (raw.loc[raw["generation"] == 119, "var_hat"] == 0).all()
+    assert (raw.loc[raw["generation"] == 119, "sigma_hat"] == 0).all()
     assert cli.main(["aggregate", str(root)]) == 0
     cells = {c.strip().lower() for name, sep in (("summary.csv", ","), ("results.md", "|"))
              for ln in (root / "report" / name).read_text().splitlines() for c in ln.split(sep)}

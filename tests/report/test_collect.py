@@ -94,8 +94,8 @@ def test_settings_come_from_variants_and_columns(tmp_path):
     df = collect.tidy([collect.load_run(root)])
     # a Categorical of integers in memory (longform), integers in metrics.parquet
     assert str(longform.plain(df)["samples"].dtype) == "Int64" and set(df["samples"]) == {10, 100}
-    assert "sigma2_hat" in set(df["metric"])
-    row = df[(df["metric"] == "sigma2_hat")].iloc[0]
+    assert "var_hat" in set(df["metric"])  # derived from sigma_hat: the part stores no variance
+    row = df[(df["metric"] == "var_hat")].iloc[0]
     sigma = df[(df["metric"] == "sigma_hat") & (df["variant"] == row["variant"]) & (df["replicate"] == row["replicate"])
                & (df["generation"] == row["generation"])]["value"].iloc[0]
     assert row["value"] == pytest.approx(sigma ** 2)

@@ -43,8 +43,10 @@ def test_a_variants_parts_interleave_by_metric_generation_and_replicate(tmp_path
     df = collect.tidy([collect.load_run(root)])
 
     rows = [("g", "gaussian", f"replace-p0-samples{n}-s0", "replace-p0", "replace", 0.0, np.nan, 0, n, r, g, m,
-             {"mu_hat": n + 10.0 * r + g, "sigma_hat": g + 1 + r / 10, "sigma2_hat": (g + 1 + r / 10) ** 2}[m])
-            for n in (10, 100) for m in ("mu_hat", "sigma2_hat", "sigma_hat") for g in (0, 1) for r in (0, 1)]
+             {"mu_hat": n + 10.0 * r + g, "sigma_hat": g + 1 + r / 10, "var_hat": (g + 1 + r / 10) ** 2,
+              "log_var_hat": 2 * np.log(g + 1 + r / 10)}[m])  # the last two derived from sigma_hat
+            for n in (10, 100) for m in ("log_var_hat", "mu_hat", "sigma_hat", "var_hat") for g in (0, 1)
+            for r in (0, 1)]
     expected = pd.DataFrame(rows, columns=KEYS + ["samples", "replicate", "generation", "metric", "value"])
     expected["samples"] = expected["samples"].astype("Int64")
     pd.testing.assert_frame_equal(longform.plain(df), expected, check_exact=True)

@@ -165,12 +165,12 @@ def test_metric_declarations():
 
 
 def test_every_metric_the_experiments_write_is_declared():
-    from collapse_hpc.experiments.gaussian.run import METRICS
+    from collapse_hpc.experiments.gaussian.run import DERIVED, METRICS
     from collapse_hpc.experiments.gmm.metrics import names
 
     gmm = experiments.describe("gmm").metric_specs(names(3))
     assert set(names(3)) <= set(gmm) and gmm["c2_q975_y"].label == "comp. 2 97.5% tail y"
-    assert set(METRICS) <= set(experiments.describe("gaussian").metric_specs([]))
+    assert {*METRICS, *DERIVED} <= set(experiments.describe("gaussian").metric_specs([]))
     lm = experiments.describe("lm").metric_specs([])
     assert lm["test_ppl"].worse == "higher" and lm["sample_tokens_per_s"].kind == "compute"
     assert lm["unigram_entropy"].unit == "bits"

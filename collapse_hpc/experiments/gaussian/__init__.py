@@ -3,10 +3,11 @@
 Estimate mu and sigma from n points, draw n new points from N(mu_hat, sigma_hat^2), repeat.
 One variant per sample size n (setting `samples`); array-shaped like gmm: each task is a
 chunk of replicates through every generation, writing metrics.parquet with columns
-generation, replicate, samples, mu_hat, sigma_hat, var_hat, log_var_hat, mu_error (|mu - mu_hat|),
-sigma_error (|sigma - sigma_hat|), w2 and w2_squared (Wasserstein-2 distance between N(mu, sigma^2)
-and the fit), sample_variance (of the points drawn, ddof 0), tail_mass_2sigma and tail_mass_3sigma (the
-mass the fit puts beyond the original's mu -/+ 2 sigma and 3 sigma, closed form; real: 0.0455, 0.0027).
+generation, replicate, samples, mu_hat, sigma_hat, mu_error (|mu - mu_hat|), sigma_error
+(|sigma - sigma_hat|), w2 (Wasserstein-2 distance between N(mu, sigma^2) and the fit), sample_variance
+(of the points drawn, ddof 0), tail_mass_2sigma and tail_mass_3sigma (the mass the fit puts beyond the
+original's mu -/+ 2 sigma and 3 sigma, closed form; real: 0.0455, 0.0027). The report derives var_hat,
+log_var_hat (2 log sigma_hat) and w2_squared from them where it reads a part (derive), as they were stored.
 Theory under replace (theory.py): MLE E[sigma_hat^2 at generation g] = sigma^2 ((n-1)/n)^(g+1);
 for both estimators E[log sigma_hat^2] falls linearly (variance -> 0 almost surely) and, for the
 unbiased one, E[W2^2] grows without bound.
@@ -69,10 +70,12 @@ class GaussianExperiment(ArrayExperiment):
         return FIGURES
 
     def derive(self, df):
-        """Runs that recorded sigma_hat only: the variance the theory figure needs is its square."""
-        if "sigma_hat" in df and not {"var_hat", "sigma2_hat"} & set(df.columns):
-            df = df.assign(sigma2_hat=df["sigma_hat"].astype(float) ** 2)
-        return df
+        """var_hat, log_var_hat and w2_squared (run.DERIVED), which parts no longer store, from sigma_hat and w2;
+        a part that stores them (made before) keeps its own."""
+        from collapse_hpc.experiments.gaussian.run import derived
+
+        extra = derived(df)
+        return df.assign(**extra) if extra else df
 
 
 EXPERIMENT = GaussianExperiment()

@@ -35,7 +35,7 @@ def test_runs_through_the_engine(tmp_path):
         t = pq.read_table(folder / "part_000" / "metrics.parquet").to_pandas()
         assert len(t) == 6 * 3 and set(t["samples"]) == {chain.variant.settings["samples"]}
         assert list(t.columns[:3]) == ["generation", "replicate", "samples"]
-        assert (t["mu_error"] == t["mu_hat"].abs()).all() and (t["var_hat"] > 0).all()
+        assert (t["mu_error"] == t["mu_hat"].abs()).all() and (t["sigma_hat"] > 0).all()
         t1 = pq.read_table(folder / "part_001" / "metrics.parquet").to_pandas()
         assert set(t1["replicate"]) == {3, 4}
         # the table's metadata carries the regime as values, not only its label
