@@ -933,19 +933,25 @@ def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
         assert _found(png, panel), path
 
 
+def _vae_samples_drawn(root, generations: int):
+    """vae_samples of a synthetic VAE run of `generations`, every one finished: (figure, caption)."""
+    from collapse_hpc.experiments.vae.figures import vae_samples
+    from tests.report import synthetic
+
+    synthetic.write_config(root, {"vae": {"generations": generations}}, generations=generations)
+    synthetic.vae(root, generations=generations, finished=generations)
+    with drawing.figure_style():
+        return vae_samples(_context(root, "vae"))
+
+
 def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tmp_path, monkeypatch):
     """28x28 images (MNIST) over ten generations: six generations, evenly spaced, first and last among them,
     each the first 7 x 7 samples at one figure pixel per image pixel (3.6 mm a sample), within 7.2 in."""
-    from collapse_hpc.experiments.vae.figures import vae_samples
     from tests.report import synthetic
 
     grid_png = synthetic._grid_png
     monkeypatch.setattr(synthetic, "_grid_png", lambda blur, seed: grid_png(blur, seed, side=28, scale=2))
-    root = tmp_path / "m"
-    synthetic.write_config(root, {"vae": {"generations": 10}}, generations=10)
-    synthetic.vae(root, generations=10, finished=10)
-    with drawing.figure_style():
-        fig, caption = vae_samples(_context(root, "vae"))
+    fig, caption = _vae_samples_drawn(tmp_path / "m", generations=10)
     assert fig.get_figwidth() <= 7.2
     assert [ax.get_title() for ax in fig.axes[:6]] == [f"generation {g}" for g in (0, 2, 4, 5, 7, 9)]
     assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(7 * 28 + 8,) * 2}
@@ -954,7 +960,6 @@ def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tm
 
 def test_vae_sample_grids_of_another_layout_are_drawn_whole(tmp_path, monkeypatch):
     """A samples.png not of vae.grid's layout (an older run's) is still drawn, whole, within the page."""
-    from collapse_hpc.experiments.vae.figures import vae_samples
     from tests.report import synthetic
 
     plain = np.random.default_rng(0).integers(0, 256, (600, 600)).astype(np.uint8)
@@ -967,11 +972,7 @@ def test_vae_sample_grids_of_another_layout_are_drawn_whole(tmp_path, monkeypatc
         return buf.getvalue()
 
     monkeypatch.setattr(synthetic, "_grid_png", png)
-    root = tmp_path / "p"
-    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
-    synthetic.vae(root, generations=3, finished=3)
-    with drawing.figure_style():
-        fig, caption = vae_samples(_context(root, "vae"))
+    fig, caption = _vae_samples_drawn(tmp_path / "p", generations=3)
     assert fig.get_figwidth() <= 7.2 and caption.startswith("100 samples")
     assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(300, 300)}  # every second pixel
 
