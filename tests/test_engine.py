@@ -240,7 +240,7 @@ def test_a_unit_larger_than_the_machine_that_runs_it_is_refused_before_the_run(t
     need = engine.check(run)  # under 64 GiB: passes where nothing says which machine runs it
     assert need is not None and 2**30 < need < 64 * 2**30
     with pytest.raises(UserError, match=r"gaussian: one task of replace-p0-samples100000000-s0 would hold about "
-                                        r"2.\d+ GiB in memory, more than this machine's 1 GiB, where the local "
+                                        r"5.22 GiB in memory, more than this machine's 1 GiB, where the local "
                                         r"executor runs it; lower gaussian.replicates"):
         engine.check(run, memory=2**30)
     memory = total_memory()

@@ -23,6 +23,12 @@ from collapse_hpc.regimes import items_held
 NAME = "gaussian"
 
 
+# (replicates, n) arrays a generation holds beside the pool at its peak: the training copy, its centred
+# square, the draw, the gathered indices and their layout copy (tracemalloc: 2 under replace, 3 under
+# accumulate, 4.5 under accumulate-subsample); one, the draw alone, let a part past the machine pass the check
+WORKING_ARRAYS = 5
+
+
 class GaussianExperiment(ArrayExperiment):
     name = NAME
     title = "Single Gaussian"
@@ -57,7 +63,7 @@ class GaussianExperiment(ArrayExperiment):
 
         G, n = self.generations(run), variant.settings["samples"]
         pool = int(self.pool_bytes(run, variant) // 8)  # float64 points per replicate
-        return parts.memory(self.part_size(run, variant), G, len(METRICS), n, pool)
+        return parts.memory(self.part_size(run, variant), G, len(METRICS), WORKING_ARRAYS * n, pool)
 
     def run_part(self, ctx, size: int) -> None:
         from collapse_hpc.experiments.gaussian.run import run_part

@@ -85,3 +85,27 @@ def test_a_sigma_float64_cannot_resolve_around_mu_is_refused(tmp_path):
     execute(store, run, engine.open_run(store, run))
     metrics = pq.read_table(next(store.root.glob("gaussian/*/part_000/metrics.parquet"))).to_pandas()
     assert (metrics.loc[metrics["generation"] == 0, "sigma_hat"] > 0.1).all(), metrics
+
+
+@pytest.mark.parametrize("regime", ["replace", "replace:0.1", "accumulate", "accumulate-subsample"])
+def test_a_part_holds_no_more_memory_than_its_estimate(tmp_path, regime):
+    """The estimate counted one (replicates, n) array beside the pool; a generation holds up to 4.5 more
+    at its peak (the training copy, its centred square, the draw …), so a part the size of the machine
+    passed the memory check and was killed. numpy's allocations (tracemalloc) within the estimate."""
+    import tracemalloc
+
+    _run(tmp_path, "warm")  # the modules a part imports, which tracemalloc would count, imported before
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "regimes": [regime],
+                                        "gaussian": {"generations": 4, "samples": [500_000], "replicates": 2,
+                                                     "chunk_replicates": 2}})
+    store = RunStore(tmp_path / "m")
+    engine.open_run(store, run)
+    chains = engine.plan(run)
+    estimate = experiments.get("gaussian").memory(run, chains[0].variant)
+    tracemalloc.start()
+    try:
+        execute(store, run, chains)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 0.5 * estimate < peak <= estimate, (peak, estimate)
