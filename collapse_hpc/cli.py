@@ -24,7 +24,7 @@ from collapse_hpc import __version__, logs
 from collapse_hpc.config import EXECUTORS
 from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
-from collapse_hpc.machine import available_memory, term_as_interrupt, total_memory
+from collapse_hpc.machine import available_memory, gpu_ids, term_as_interrupt, total_memory
 
 EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line and exit status 2."
 
@@ -217,7 +217,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     run = experiments.load_config(args.config, overrides, args.generations)
     # one line before anything is written; a unit run here must fit this machine (else killed, unit after unit)
     largest = engine.check(run, args.config, getattr(args, "force", False),
-                           memory=None if run.executor == "slurm" else total_memory())
+                           memory=None if run.executor == "slurm" else total_memory(), gpus_here=bool(gpu_ids()))
     if run.executor != "slurm" and largest and largest > (available_memory() or largest):
         logging.getLogger("collapse_hpc").warning(
             "a unit of this run needs about %.3g GiB of memory; %.3g GiB is available here now: it may be "

@@ -191,17 +191,18 @@ MAX_UNIT_GIB = 64  # what one array task may hold in memory (replicates x genera
 LARGE_UNITS = 2_000  # a plan beyond this many units (the paper's config plans 635) needs --force
 
 
-def check(run, file: str = "<config>", force: bool = False, memory: int | None = None) -> int | None:
+def check(run, file: str = "<config>", force: bool = False, memory: int | None = None,
+          gpus_here: bool = False) -> int | None:
     """Before anything is written: an experiment is enabled and each enabled one plans a chain (an
     empty seeds or regimes list would make a run folder that plans nothing), every variant has its own
     name (its own folders), and the plan is one a machine can hold: at most MAX_UNITS units, no unit
     estimated over MAX_UNIT_GIB, nor over `memory` (the bytes of the machine that runs every unit: a local
-    run's, where a larger unit is killed, unit after unit); over LARGE_UNITS units (e.g. a typo in
-    --generations) only with `force`.
+    run's, where a larger unit is killed, unit after unit; a GPU unit's estimate is its GPU's where
+    `gpus_here`); over LARGE_UNITS units (e.g. a typo in --generations) only with `force`.
 
     Counted with integers from each experiment's units() and memory(): nothing is built, so a
     count typed as 1e20 is one line now instead of a MemoryError after the run folder exists. Returns the
-    largest unit's memory estimate (None: no unit's is known)."""
+    largest estimate of a unit held in this machine's memory (None: none known)."""
     total, largest = 0, None
     if not run.enabled():  # a run folder with an empty plan would look like a finished run
         raise UserError(f"{file}: every experiment is disabled (enabled: false); enable one, e.g. "
@@ -227,18 +228,26 @@ def check(run, file: str = "<config>", force: bool = False, memory: int | None =
                 raise UserError(f"{file}: plans more than {MAX_UNITS} units ({name} alone reaches {total}); "
                                 f"lower the counts (seeds, regimes, replicates, generations)")
             need = exp.memory(run, v)
-            largest = max(largest or 0, need) if need is not None else largest
-            if need is not None and need > min(MAX_UNIT_GIB * 2**30, memory or MAX_UNIT_GIB * 2**30):
-                keys = " or ".join(", ".join(f"{name}.{k}" for k in exp.memory_keys).rsplit(", ", 1))
-                limit = (f"this machine's {memory / 2**30:.3g} GiB, where the {run.executor} executor runs it"
-                         if memory and memory < MAX_UNIT_GIB * 2**30 else f"{MAX_UNIT_GIB} GiB")
-                raise UserError(f"{file}: {name}: one task of {v.name} would hold about {need / 2**30:.3g} GiB "
-                                f"in memory, more than {limit}" + (f"; lower {keys}" if keys else ""))
+            held_here = not (gpus_here and exp.job != "cpu")  # a GPU unit's estimate is its GPU's
+            if need is not None:
+                _refuse_too_large(file, name, exp, run.executor, v.name, need, memory if held_here else None)
+                largest = max(largest or 0, need) if held_here else largest
     if total > LARGE_UNITS and not force:
         raise UserError(f"{file}: plans {total} units, more than {LARGE_UNITS} (the paper's config plans 635: "
                         f"one job each on a cluster); check the counts (generations, seeds, regimes, replicates), "
                         f"or pass --force to run it")
     return largest
+
+
+def _refuse_too_large(file: str, name: str, exp, executor: str, variant: str, need: int, here: int | None) -> None:
+    """One line where a unit's memory estimate passes MAX_UNIT_GIB or `here`, the machine that holds it."""
+    if need <= min(MAX_UNIT_GIB * 2**30, here or MAX_UNIT_GIB * 2**30):
+        return
+    keys = " or ".join(", ".join(f"{name}.{k}" for k in exp.memory_keys).rsplit(", ", 1))
+    limit = (f"this machine's {here / 2**30:.3g} GiB, where the {executor} executor runs it"
+             if here and here < MAX_UNIT_GIB * 2**30 else f"{MAX_UNIT_GIB} GiB")
+    raise UserError(f"{file}: {name}: one task of {variant} would hold about {need / 2**30:.3g} GiB "
+                    f"in memory, more than {limit}" + (f"; lower {keys}" if keys else ""))
 
 
 def _variant(store: RunStore, run, experiment: str, name: str) -> Variant:

@@ -60,6 +60,14 @@ def total_memory() -> int | None:
     return min(sizes) if sizes else None
 
 
+def gpu_ids() -> list[int]:
+    """GPUs of this machine without importing torch: CUDA_VISIBLE_DEVICES, else /dev/nvidiaN."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(x) for x in visible.split(",") if x.strip().isdigit()]
+    return sorted(int(p.name[6:]) for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit())
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (for a local job's MASTER_PORT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -245,8 +245,8 @@ def test_a_unit_larger_than_the_machine_that_runs_it_is_refused_before_the_run(t
         engine.check(run, memory=2**30)
     memory = total_memory()
     assert memory is not None and memory > 2**30  # /proc/meminfo says it (Linux)
-    samples = int(memory / 2**30 * 50_000_000)  # ~22 bytes a point: about twice this machine's memory
-    if samples * 22 > 60 * 2**30:
+    samples = int(2 * memory / 56)  # 7 float64 arrays of n (gaussian.WORKING_ARRAYS + pool): twice this machine
+    if samples * 56 > 60 * 2**30:
         pytest.skip("this machine holds units near the 64 GiB bound every run has")
     cfg = tmp_path / "big.yaml"
     cfg.write_text(json.dumps({**big, "gaussian": {**big["gaussian"], "samples": [samples]}}))
@@ -254,3 +254,14 @@ def test_a_unit_larger_than_the_machine_that_runs_it_is_refused_before_the_run(t
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "more than this machine's" in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_gpu_units_estimate_is_weighed_against_this_machine_only_where_it_has_no_gpu():
+    """A GPU unit's memory estimate is its GPU's (the lm's weights and caches, the vae's): a workstation
+    whose GPU holds more than its own memory must not be refused; without a GPU the unit runs on the CPU."""
+    run = experiments.config_from_dict({"gmm": {"enabled": False}, "lm": {"enabled": False},
+                                        "gaussian": {"enabled": False}, "vae": {}})
+    need = engine.check(run)
+    assert need is not None and engine.check(run, memory=need // 2, gpus_here=True) is None
+    with pytest.raises(UserError, match="vae: one task of replace-p0-s0 would hold about .* more than this machine's"):
+        engine.check(run, memory=need // 2, gpus_here=False)

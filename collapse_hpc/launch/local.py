@@ -24,7 +24,7 @@ from tqdm import tqdm
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import peers, records
-from collapse_hpc.machine import available_memory, free_port, machine_cores, term_as_interrupt
+from collapse_hpc.machine import available_memory, free_port, gpu_ids, machine_cores, term_as_interrupt
 from collapse_hpc.logs import count
 from collapse_hpc.store import space
 
@@ -32,14 +32,6 @@ POLL_S = 0.2
 CANCEL_WAIT_S = 10  # on Ctrl-C, how long the units' processes get to end before their state is read
 KILLED = "its process was killed (it ended without a result or an error: a signal, the OOM killer)"
 TIMEOUT_MIN = 7 * 24 * 60  # local units are not time-limited (submitit's local default is 2 min)
-
-
-def gpu_ids() -> list[int]:
-    """GPUs of this machine without importing torch: CUDA_VISIBLE_DEVICES, else /dev/nvidiaN."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [int(x) for x in visible.split(",") if x.strip().isdigit()]
-    return sorted(int(p.name[6:]) for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit())
 
 
 @dataclass
