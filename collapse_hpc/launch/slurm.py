@@ -236,15 +236,18 @@ def check_job_count(store, run, chains, queue: dict[str, str] | None = None) -> 
     queue = queued() if queue is None else queue
     book = records.load(store)
     units = {} if book.get("corrupt") else book["units"]
-
-    def live(label: str) -> bool:
-        return queue.get(str(units.get(label, {}).get("job_id"))) in ACTIVE
-
-    todo = sum(1 for c in chains for j in engine.pending(store, run, c) if not live(j.label)) + 1  # the report
+    todo = sum(1 for c in chains for j in engine.pending(store, run, c) if not live_job(units, j.label, queue))
+    todo += 1  # the report
     if over := over_job_count(todo, lim, len(queue)):
         raise UserError(f"the cluster holds at most {lim['MaxJobCount']} jobs at once (MaxJobCount, scontrol show "
                         f"config) and this submit would pass it ({over}); nothing was queued: submit part of the "
                         f"run (--only EXPERIMENT, or fewer --generations), or wait for jobs to end")
+
+
+def live_job(units: dict, label: str, queue: dict[str, str]) -> str | None:
+    """The job of the unit `label` in a book's units, where `queue` (squeue's) has it queued or running."""
+    jid = units.get(label, {}).get("job_id")
+    return jid if jid and queue.get(str(jid)) in ACTIVE else None
 
 
 def array_pieces(tasks: list, max_array: int | None) -> list[list]:
@@ -543,8 +546,7 @@ class _Submission:
         self.book.update(book)
 
     def live(self, label: str) -> str | None:
-        jid = self.book["units"].get(label, {}).get("job_id")
-        return jid if jid and self.queue.get(str(jid)) in ACTIVE else None
+        return live_job(self.book["units"], label, self.queue)
 
     def note(self, label: str, sj, dependency: str | None, kind: str) -> None:
         records.record(self.book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,
