@@ -275,8 +275,6 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                 raise UserError(found[0])
             else:
                 slurm.try_requests(store, run, prof, kinds)
-                if problems is None:  # the dry run weighs its own count (dryrun.show)
-                    slurm.check_job_count(store, run, chains)
         check(cluster)
     # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
     # HF cache the profile's jobs use, not this shell's
@@ -322,6 +320,7 @@ def cmd_run(args, executor=None) -> int:
 
     with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
         store, run = resolve(args, executor or args.executor, getattr(args, "profile", None))
+        pending = _submit_pending(store, run, args.only) if run.executor == "slurm" else None
     log = logging.getLogger("collapse_hpc")
     # locked before open and the log file: a refused launcher writes nothing into the run folder;
     # submit holds it too (slurm's submit takes the same lock again inside)
@@ -337,13 +336,24 @@ def cmd_run(args, executor=None) -> int:
         if run.executor == "slurm":
             from collapse_hpc.report.aggregate import job as report
 
-            launch.execute(store, run, chains, "slurm", finish=report)
+            launch.execute(store, run, chains, "slurm", pending=pending, finish=report)
             return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []
     print(f"{store.root}: {count(counts.get('done', 0), 'unit')} done, {counts.get('skipped', 0)} already finished"
           + (f", {len(failed)} failed" if failed else "") + f" ({jobs} planned)")
     return 1 if failed else 0
+
+
+def _submit_pending(store, run, only) -> set[str]:
+    """The units a submit starts (slurm.pending_units), worked out once, before the run folder is
+    written, and weighed against the cluster's job count (a refusal leaves nothing behind)."""
+    from collapse_hpc import engine
+    from collapse_hpc.launch import slurm
+
+    pending = slurm.pending_units(store, run, engine.plan(run, only=only))
+    slurm.check_job_count(store, pending)
+    return pending
 
 
 def cmd_submit(args) -> int:
@@ -415,7 +425,8 @@ def cmd_stage(args) -> int:
     for line in fetch_models(tags, prof):
         print(line)
     args.run, args.generations, args.only = None, None, None
-    resolve(args, "slurm", profile)  # the checks submit runs, under the profile's job environment
+    store, run = resolve(args, "slurm", profile)  # the checks submit runs, under the profile's job environment
+    _submit_pending(store, run, None)
     print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; models "
           f"{', '.join(tags) or 'none'}; submit's checks pass")
     return 0

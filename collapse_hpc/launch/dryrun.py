@@ -10,7 +10,7 @@ from __future__ import annotations
 from collapse_hpc.launch import estimate
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch.slurm import (Submitter, array_pieces, job_name, limits, numbered, over_job_count,
-                                       report_memory_short)
+                                       pending_units, report_memory_short)
 from collapse_hpc.logs import count
 
 
@@ -20,17 +20,15 @@ def _script(sub: Submitter, kind: str, ranks: int, name: str, dependency: str | 
 
 
 def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int:
-    from collapse_hpc import engine
-
     sub = Submitter(store, run, prof, dry_run=True)
-    started = {id(j) for c in chains for j in engine.pending(store, run, c)}
+    started = pending_units(store, run, chains)  # what submit would start, worked out as it does
     print(f"dry run: {run.name} -> {store.root} (not created), profile {prof.name}; nothing is written or queued")
     print("\n== plan")
     kinds: dict[str, int] = {}
     scripts: list[tuple[str, str]] = []
     width = max([len(f"{c.experiment}/{c.variant.name}") for c in chains] + [5])
     for chain, number in numbered(chains):
-        todo = [j for j in chain.jobs if id(j) in started]
+        todo = [j for j in chain.jobs if j.label in started]
         kinds[chain.kind] = kinds.get(chain.kind, 0) + len(todo)
         first = job_name(run.name, "…", chain.experiment, number, todo[0].index)[:8] if todo else "-"
         print(f"{chain.experiment + '/' + chain.variant.name:<{width}}  chain  {len(todo):>4} of {len(chain.jobs):>4} "
@@ -47,7 +45,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
         arrays.setdefault(chain.experiment, []).append(chain)
     lim = limits()
     for name, group in arrays.items():
-        todo = [j for c in group for j in c.jobs if id(j) in started]
+        todo = [j for c in group for j in c.jobs if j.label in started]
         kinds[group[0].kind] = kinds.get(group[0].kind, 0) + len(todo)
         pieces = array_pieces(todo, lim.get("MaxArraySize"))
         print(f"{name:<{width}}  array  {len(todo):>4} of {sum(len(c.jobs) for c in group):>4} tasks        "

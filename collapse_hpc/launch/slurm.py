@@ -226,8 +226,16 @@ def over_job_count(jobs: int, lim: dict[str, int], queued_now: int = 0) -> str |
     return f"{count(jobs, 'job')}{yours} > MaxJobCount {most}"
 
 
-def check_job_count(store, run, chains, queue: dict[str, str] | None = None) -> None:
-    """Before anything is written or queued: the jobs a submit would queue (each unit neither done nor
+def pending_units(store, run, chains) -> set[str]:
+    """The labels of the units a submit starts (engine.pending of every chain), worked out once per submit
+    before anything is written or queued: the job count weighs them, the submission queues them, the dry run
+    shows them. Asked twice, each chain's pending generation hashed in full the finished ones it reads twice
+    (an lm chain's last model, ~0.5 GB, each time)."""
+    return {j.label for c in chains for j in engine.pending(store, run, c)}
+
+
+def check_job_count(store, pending: set[str], queue: dict[str, str] | None = None) -> None:
+    """Before anything is written or queued: the jobs a submit would queue (each `pending` unit not
     queued, an array task each, and the report), with this user's jobs in the queue now, within the
     cluster's MaxJobCount. Past it sbatch refuses (or waits, retrying) partway, with chains half-queued."""
     lim = limits()
@@ -236,7 +244,7 @@ def check_job_count(store, run, chains, queue: dict[str, str] | None = None) -> 
     queue = queued() if queue is None else queue
     book = records.load(store)
     units = {} if book.get("corrupt") else book["units"]
-    todo = sum(1 for c in chains for j in engine.pending(store, run, c) if not live_job(units, j.label, queue))
+    todo = sum(1 for label in pending if not live_job(units, label, queue))
     todo += 1  # the report
     if over := over_job_count(todo, lim, len(queue)):
         raise UserError(f"the cluster holds at most {lim['MaxJobCount']} jobs at once (MaxJobCount, scontrol show "
@@ -480,9 +488,9 @@ def numbered(chains) -> list:
     return out
 
 
-def submit(store, run, chains, finish=None, **_) -> dict:
-    """Queue what is neither done nor queued; `finish(run_dir)`, an importable function, runs as the
-    final job (none without it)."""
+def submit(store, run, chains, pending: set[str], finish=None, **_) -> dict:
+    """Queue what is `pending` (pending_units, worked out before the run folder was opened) and not queued;
+    `finish(run_dir)`, an importable function, runs as the final job (none without it)."""
     from submitit.helpers import clean_env
 
     prof = profiles.load(run.profile)
@@ -490,7 +498,7 @@ def submit(store, run, chains, finish=None, **_) -> dict:
     # submitting from inside a job, its SLURM_* variables must not pass on. What got queued is
     # recorded even when a later sbatch fails.
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
-        plan = _Submission(store, run, Submitter(store, run, prof), records.load(store), queued())
+        plan = _Submission(store, run, Submitter(store, run, prof), records.load(store), queued(), pending)
         before = copy.deepcopy(plan.book)
         plan.max_array = limits().get("MaxArraySize")
         if plan.book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
@@ -513,8 +521,9 @@ def submit(store, run, chains, finish=None, **_) -> dict:
 class _Submission:
     """One `submit`: what it finds done or queued, what it queues, and the table it prints."""
 
-    def __init__(self, store, run, sub: Submitter, book: dict, queue: dict[str, str]):
+    def __init__(self, store, run, sub: Submitter, book: dict, queue: dict[str, str], pending: set[str]):
         self.store, self.run, self.sub, self.book, self.queue = store, run, sub, book, queue
+        self.pending = pending  # pending_units: the labels of the units to start
         self.root = str(store.root)
         self.rows, self.new_ids, self.live_ids, self.stale = [], [], [], []
         self.done = 0
@@ -559,9 +568,8 @@ class _Submission:
 
         run, ranks = self.run, chain.ranks
         prev, resubmitted, ids = None, False, []
-        todo = {id(job) for job in engine.pending(self.store, run, chain)}
         for job in chain.jobs:
-            if id(job) not in todo:
+            if job.label not in self.pending:
                 self.done += 1
                 prev = None
                 continue
@@ -593,7 +601,7 @@ class _Submission:
         for chain in group:
             for job in chain.jobs:
                 planned += 1
-                if engine.job_done(self.store, self.run, job):
+                if job.label not in self.pending:
                     self.done += 1
                 elif jid := self.live(job.label):
                     queued_parts.append(jid)

@@ -11,6 +11,7 @@ import yaml
 
 from collapse_hpc import engine
 from collapse_hpc.launch import profile as profile_mod
+from tests.helpers import flip, hashed
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
 FAKES = {
@@ -231,6 +232,34 @@ def test_finished_generations_are_not_submitted(tmp_path, fake_slurm):
     s = scripts(fake_slurm)
     assert flag(s[int(book["ltchain/replace-p0-s0/gen_001"]["job_id"])], "dependency") is None
     assert len(s) == 3  # gen_001, gen_002, aggregate
+
+
+def test_a_resubmit_hashes_the_generations_the_next_one_reads_once(tmp_path, fake_slurm, monkeypatch):
+    """submit weighed its jobs against MaxJobCount (engine.pending of every chain) and then its submission
+    asked engine.pending again: the finished generations the first pending one reads were hashed in full
+    twice (a resubmitted paper run: each lm chain's last model, ~0.5 GB, twice). Worked out once now, and
+    a generation changed since the last submit is still redone."""
+    from collections import Counter
+
+    (fake_slurm / "config.txt").write_text("MaxJobCount = 10000\nMaxArraySize = 1001\n")
+    cfg = write_config(tmp_path, generations=4, ltchain={})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run, "--executor", "debug", "--generations", "3")
+    assert rc == 0, err
+    seen = hashed(monkeypatch)
+    submit(cfg, run)
+    files = Counter(Path(p) for p in seen)
+    assert {p.parent.name for p in files} == {"gen_000", "gen_002"}  # what generation 3 reads
+    assert set(files.values()) == {1}, files
+    assert sorted(jobs(run)["units"]) == ["ltchain/replace-p0-s0/gen_003"]
+
+    flip(next(p for p in files if p.parent.name == "gen_002"))  # same size: only a hash sees it
+    seen.clear()
+    submit(cfg, run)
+    assert set(Counter(Path(p) for p in seen).values()) == {1}
+    book = jobs(run)["units"]
+    redo, after = (int(book[f"ltchain/replace-p0-s0/gen_00{g}"]["job_id"]) for g in (2, 3))
+    assert flag(scripts(fake_slurm)[after], "dependency") == f"afterok:{redo}"
 
 
 def test_a_chain_is_resubmitted_from_its_first_unfinished_generation(tmp_path, fake_slurm):
