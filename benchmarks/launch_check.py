@@ -11,6 +11,9 @@ n mod 10 generations done, 90 LM and VAE generations in all; 348 array parts don
 unit with --weights-mib of random weights (paper.yaml's OPT-125M: ~250 MB a generation, ~50 GB in all).
 Both checks run in this process on the same folder, alternated, the fastest of --repeats (the page cache
 warm for both: on a cold disk hashing is slower still). Both must start the same units (exit 1 if not).
+Then one `collapse-hpc submit` of the folder (fake Slurm commands, a MaxJobCount told) must hash what the
+shared check hashes once (exit 1 if not): its job-count check and its submission each asked the shared
+check until submit worked it out once (2 x 0.13 GiB at --weights-mib 4).
 
   python benchmarks/launch_check.py                   last line: ratio: <shared check / every unit hashed, s>
 """
@@ -47,17 +50,47 @@ def shared_check(store, run, chains) -> list:
     return [job for chain in chains for job in engine.pending(store, run, chain)]
 
 
-def hashed_bytes(store, run, chains, check) -> int:
-    """Bytes sha256_file reads during one check."""
+def hashed_bytes(check, *args) -> int:
+    """Bytes sha256_file reads during check(*args)."""
     from collapse_hpc.store import manifest
 
     real, seen = manifest.sha256_file, []
     manifest.sha256_file = lambda p: seen.append(Path(p).stat().st_size) or real(p)
     try:
-        check(store, run, chains)
+        check(*args)
     finally:
         manifest.sha256_file = real
     return sum(seen)
+
+
+def submit(root: Path, config: Path, fake: Path) -> None:
+    """`collapse-hpc submit` of the run, in this process, against bookkeeping.py's fake Slurm commands;
+    their scontrol tells a MaxJobCount here, as every cluster's does, so submit weighs its jobs against it."""
+    import contextlib
+    import io
+    import os
+
+    from collapse_hpc import cli
+
+    env = _fake_slurm(fake)
+    scontrol = fake / "bin" / "scontrol"
+    scontrol.write_text(scontrol.read_text().replace(
+        "\n", '\n[[ "$*" == *"show config"* ]] && { echo "MaxJobCount = 10000"; exit 0; }\n', 1))
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(said):
+            rc = cli.main(["submit", str(config), "--run", str(root), "--profile", str(REPO / "slurm" / "local.yaml"),
+                           *(a for o in CHECKS for a in ("--set", o))])
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if rc != 0:
+        sys.exit(f"error: submit exited {rc}: {said.getvalue().strip()}")
 
 
 def main() -> None:
@@ -89,8 +122,14 @@ def main() -> None:
         if started["every unit hashed"] != started["shared check"]:
             sys.exit("error: the two checks start different units")
         for name, check in checks.items():
-            print(f"{name:<18} {best[name]:7.2f} s  {hashed_bytes(store, run, chains, check) / 2**30:6.2f} GiB hashed"
+            print(f"{name:<18} {best[name]:7.2f} s  {hashed_bytes(check, store, run, chains) / 2**30:6.2f} GiB hashed"
                   f"  {len(started[name])} units to start")
+        once = hashed_bytes(shared_check, store, run, chains)
+        submitted = hashed_bytes(submit, root, Path(args.config).absolute(), Path(tmp) / "fake")
+        print(f"{'submit':<18} {'':>9}  {submitted / 2**30:6.2f} GiB hashed  (the shared check once: "
+              f"{once / 2**30:.2f} GiB)")
+        if submitted != once:
+            sys.exit("error: submit hashes other than the shared check once")
     print(f"ratio: {best['shared check'] / best['every unit hashed']:.3f}")
 
 
