@@ -6,6 +6,7 @@ import sys
 from tqdm import tqdm
 
 from collapse_hpc import engine
+from collapse_hpc.launch.job import run_on_this_rank
 from collapse_hpc.logs import count
 
 
@@ -20,5 +21,5 @@ def execute(store, run, chains, deep: bool = False, **_):
     with tqdm(jobs, desc="units", unit="unit", dynamic_ncols=True) as bar:
         for job in bar:
             bar.set_postfix_str(job.label)
-            counts[engine.run_unit(store.root, job.experiment, job.variant, job.index)] += 1
+            counts[run_on_this_rank(str(store.root), job.experiment, job.variant, job.index)] += 1
     return counts

@@ -93,6 +93,17 @@ def slurm_state(job: str) -> str | None:
     return found[1] if found else None
 
 
+def run_on_this_rank(run_dir: str, experiment: str, variant: str, index: int) -> str:
+    """engine.run_unit, then this rank leaves the process group its unit joined (the lm's): a job's rank
+    and a unit run in-process (launch/debug.py) alike. Left to the interpreter's exit, gloo's threads may
+    abort the process after the unit was saved (machine.leave_process_group). Not after a failure."""
+    from collapse_hpc import engine
+
+    done = engine.run_unit(run_dir, experiment, variant, index)
+    leave_process_group()
+    return done
+
+
 class UnitJob(Checkpointable):
     """engine.run_unit(run_dir, experiment, variant, index), preemption-safe.
 
@@ -103,8 +114,6 @@ class UnitJob(Checkpointable):
     """
 
     def __call__(self, run_dir: str, experiment: str, variant: str, index: int) -> str:
-        from collapse_hpc import engine
-
         logs.for_job()
         env = export_env()
         interruptible()  # a local launcher stops its units by SIGINT (Ctrl-C, cancel)
@@ -113,9 +122,8 @@ class UnitJob(Checkpointable):
         _stop_without_launcher()
         try:
             with watching(run_dir, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))):
-                done = engine.run_unit(run_dir, experiment, variant, index)
-                leave_process_group()  # watched still: a peer lost meanwhile ends this rank, not a timeout
-                return done
+                # the group is left watched still: a peer lost meanwhile ends this rank, not a timeout
+                return run_on_this_rank(run_dir, experiment, variant, index)
         except Ending as e:
             logging.getLogger("collapse_hpc").warning("%s/%s unit %d: %s", experiment, variant, index, e)
             raise SystemExit(143) from None  # 128 + SIGTERM, without a traceback

@@ -48,6 +48,8 @@ class ChainToy(Experiment):
             dist.all_reduce(t)
             rank_sum = float(t.item())
             dist.destroy_process_group()
+        if ctx.world_size == 1 and cfg.keeps_group:
+            _join_alone()
         if ctx.world_size > 1 and cfg.lost_rank >= 0:
             _lose(ctx, cfg.lost_rank)
         if not ctx.is_main:
@@ -77,6 +79,15 @@ class ChainToy(Experiment):
         ctx.write_json("env.json", {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")})
         if os.environ.get(full_disk.FULL_AT) == str(ctx.index):  # its manifest and result find no room
             full_disk.fill()
+
+
+def _join_alone() -> None:
+    import torch.distributed as dist
+
+    from collapse_hpc.machine import free_port
+
+    if not dist.is_initialized():  # joined already: reused, as distributed.init does
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
 
 
 def _lose(ctx, lost: int) -> None:
