@@ -229,8 +229,8 @@ def over_job_count(jobs: int, lim: dict[str, int], queued_now: int = 0) -> str |
 def pending_units(store, run, chains) -> set[str]:
     """The labels of the units a submit starts (engine.pending of every chain), worked out once per submit
     before anything is written or queued: the job count weighs them, the submission queues them, the dry run
-    shows them. Asked twice, each chain's pending generation hashed in full the finished ones it reads twice
-    (an lm chain's last model, ~0.5 GB, each time)."""
+    shows them. Once: engine.pending hashes in full the finished generations each chain's next one reads
+    (an lm chain's last model, ~0.5 GB)."""
     return {j.label for c in chains for j in engine.pending(store, run, c)}
 
 
