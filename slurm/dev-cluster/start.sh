@@ -147,8 +147,9 @@ AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
 # sacct shows each job's comment: submit puts a generation's afterok dependency there
 AccountingStoreFlags=job_comment
-# as on a real cluster, a job must charge an account its user may use and a QOS that exists
-AccountingStorageEnforce=associations,qos"
+# as on a real cluster, a job must charge an account its user may use and a QOS that exists, within the
+# limits sacctmgr sets (MaxSubmitJobs of a user, MaxSubmitPU of a QOS: none unless a test sets them)
+AccountingStorageEnforce=associations,limits,qos"
 else
   ACCT_CONF="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"
