@@ -277,6 +277,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                 slurm.try_requests(store, run, prof, kinds)
                 if problems is None:  # the dry run weighs its own count (dryrun.show)
                     slurm.check_job_count(store, run, chains)
+                    slurm.check_submit_limit(store, run, chains, prof)
         check(cluster)
     # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
     # HF cache the profile's jobs use, not this shell's

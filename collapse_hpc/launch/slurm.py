@@ -226,18 +226,41 @@ def over_job_count(jobs: int, lim: dict[str, int], queued_now: int = 0) -> str |
     return f"{count(jobs, 'job')}{yours} > MaxJobCount {most}"
 
 
+def jobs_to_queue(store, run, chains, queue: dict[str, str]) -> dict[str, int]:
+    """Job kind -> the jobs of that kind a submit would queue: each unit neither done nor queued (an array
+    task each), and the report."""
+    book = records.load(store)
+    units = {} if book.get("corrupt") else book["units"]
+    todo = {"aggregate": 1}
+    for c in chains:
+        n = sum(1 for j in engine.pending(store, run, c) if not live_job(units, j.label, queue))
+        todo[c.kind] = todo.get(c.kind, 0) + n
+    return todo
+
+
+def check_submit_limit(store, run, chains, prof: profiles.Profile) -> None:
+    """Before anything is written or queued: the jobs a submit would queue within the user's limit on
+    jobs queued at once (quota), which sbatch would meet part-way, with chains half-queued."""
+    from collapse_hpc.launch import quota
+
+    if shutil.which("sacctmgr") is None:
+        return
+    by_charge: dict[tuple[str | None, str | None], int] = {}
+    for kind, n in jobs_to_queue(store, run, chains, queued()).items():
+        charge = (prof.account, prof.resources(kind).qos or prof.qos)
+        by_charge[charge] = by_charge.get(charge, 0) + n
+    quota.check(by_charge, getpass.getuser())
+
+
 def check_job_count(store, run, chains, queue: dict[str, str] | None = None) -> None:
-    """Before anything is written or queued: the jobs a submit would queue (each unit neither done nor
-    queued, an array task each, and the report), with this user's jobs in the queue now, within the
-    cluster's MaxJobCount. Past it sbatch refuses (or waits, retrying) partway, with chains half-queued."""
+    """Before anything is written or queued: the jobs a submit would queue (jobs_to_queue), with this
+    user's jobs in the queue now, within the cluster's MaxJobCount. Past it sbatch refuses (or waits,
+    retrying) partway, with chains half-queued."""
     lim = limits()
     if "MaxJobCount" not in lim:
         return
     queue = queued() if queue is None else queue
-    book = records.load(store)
-    units = {} if book.get("corrupt") else book["units"]
-    todo = sum(1 for c in chains for j in engine.pending(store, run, c) if not live_job(units, j.label, queue))
-    todo += 1  # the report
+    todo = sum(jobs_to_queue(store, run, chains, queue).values())
     if over := over_job_count(todo, lim, len(queue)):
         raise UserError(f"the cluster holds at most {lim['MaxJobCount']} jobs at once (MaxJobCount, scontrol show "
                         f"config) and this submit would pass it ({over}); nothing was queued: submit part of the "
