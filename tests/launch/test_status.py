@@ -373,3 +373,45 @@ def test_a_multi_rank_slurm_job_names_the_rank_that_ended_it_and_its_log(tmp_pat
     assert "| rank 1 of 2 (pid 4001) failed: OSError: [Errno 28] No space" in out
     assert "| OSError: [Errno 28] No space" in out and "Connection reset" not in out
     assert f"log: {store.logs / '200_1_log.err'}" in out and "earlier attempt" not in out
+
+
+def test_a_job_slurm_ended_out_of_memory_names_the_knob_to_raise(tmp_path, fake_slurm):  # noqa: F811
+    """sacct's OUT_OF_MEMORY (a cluster whose cgroups kill the job) read as one more failure, its log's
+    last lines the only clue; status now says memory killed it and which knob of the profile to raise."""
+    import json
+
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=1)
+    prof = tmp_path / "site.yaml"
+    prof.write_text("name: site\njobs:\n  cpu:\n    mem: 4G\n")
+    book = json.loads((store.root / "jobs.json").read_text())
+    book["profile"] = str(prof)
+    book["units"]["toy/replace-p0-s0/gen_000"]["kind"] = "cpu"
+    (store.root / "jobs.json").write_text(json.dumps(book))
+    sacct = fake_slurm / "sacct.txt"
+    sacct.write_text(sacct.read_text().replace("200|FAILED|", "200|OUT_OF_MEMORY|"))
+    (store.logs / "200_0_log.err").write_text("08:06:06 collapse_hpc: gen 0\n")  # killed: no traceback
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0 and "  gen_000  OUT_OF_MEMORY" in out, out
+    assert (f"      Slurm killed it for using more memory than its job asked for (jobs.cpu.mem is 4G): raise "
+            f"jobs.cpu.mem in {prof} and submit again (what it finished is kept)") in out, out
+    prof.write_text("name: site\n")
+    assert "(jobs.cpu.mem is not set: the cluster's default memory per CPU applied): raise jobs.cpu.mem" in \
+        collapse("status", store.root)[1]
+
+
+def test_a_kill_for_memory_is_read_from_slurms_lines_where_the_state_says_failed():
+    """jobacct_gather's OverMemoryKill ends the job FAILED, cgroup's kill may leave a step's state alone:
+    their lines in the log tell it; an error of the unit's own that mentions memory does not."""
+    from collapse_hpc.launch.status import out_of_memory
+
+    killed = ["slurmstepd-vm: error: StepId=2959.0 exceeded memory limit (1691013120 > 1572864000), being killed",
+              "slurmstepd-vm: error: Exceeded job memory limit", "srun: error: vm: task 0: Killed"]
+    cgroup = ["slurmstepd: error: Detected 1 oom-kill event(s) in StepId=7.0. Some of your processes may have been "
+              "killed by the cgroup out-of-memory handler."]
+    assert "raise jobs.gpu.mem in the profile" in out_of_memory("FAILED", killed, "gpu", None)
+    assert out_of_memory("FAILED", cgroup, "aggregate", None).endswith(
+        "raise jobs.aggregate.mem in the profile and submit again (what it finished is kept)")
+    assert out_of_memory("FAILED", ["RuntimeError: CUDA out of memory"], "gpu", None) is None
+    assert out_of_memory("OUT_OF_MEMORY", [], "cpu", str(__file__) + ".missing") is not None  # a profile gone

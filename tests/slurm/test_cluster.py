@@ -2,6 +2,7 @@
 dependencies, arrays, failures, USR2 preemption and resubmission. No mocks."""
 import getpass
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -412,6 +413,34 @@ def test_an_account_or_qos_the_user_may_not_charge_stops_submit_before_anything(
     assert ("account applies to every kind" in err) == ("account" in keys)
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
+
+
+def _start_cluster(**env: str) -> None:
+    """start.sh again with its knobs `env` (a changed slurm.conf restarts slurmctld and slurmd)."""
+    out = subprocess.run(["bash", str(REPO / "slurm" / "dev-cluster" / "start.sh")], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **env})
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_generation_killed_for_its_memory_says_which_knob_to_raise(tmp_path):
+    """Slurm kills a job step whose processes pass the job's --mem (here jobacct_gather's OverMemoryKill:
+    the job ends FAILED; where cgroups enforce it, OUT_OF_MEMORY). status said FAILED and the log's last
+    lines; it now says memory killed it and names the profile's knob to raise."""
+    prof = _profile_with(tmp_path, jobs__gpu__mem="1000M")
+    cfg = write_config(tmp_path, "hungry", generations=2, ltchain={"rows": 200_000_000})  # 1.6 GB an array
+    run = tmp_path / "run"
+    try:
+        _start_cluster(LOCAL_SLURM_MEMORY_KILL="1")
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", prof)
+        assert rc == 0, err
+        wait_for([*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]])
+    finally:
+        _start_cluster(LOCAL_SLURM_MEMORY_KILL="0")
+    rc, out, _ = collapse("status", run)
+    gen0 = out[out.index("gen_000"):out.index("gen_001")]
+    assert re.match(r"gen_000  (FAILED|OUT_OF_MEMORY) ", gen0) and "exceeded memory limit" in gen0, out
+    assert (f"Slurm killed it for using more memory than its job asked for (jobs.gpu.mem is 1000M): raise "
+            f"jobs.gpu.mem in {prof} and submit again (what it finished is kept)") in gen0, out
 
 
 def _sacctmgr(*args: str) -> None:
