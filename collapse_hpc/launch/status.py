@@ -310,7 +310,8 @@ def _state_of(store: RunStore) -> dict:
             unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
                     "job_id": entry.get("job_id")}
             if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
-                unit["job_id"], unit["by_hand_on"] = made_by(manifest, entry, local)
+                maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
+                unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
             if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
                 unit["why_not_done"] = why_not_done(store, run, job)
                 unit["redo"] = redo_command(store, job, book.get("executor") or "local")

@@ -415,3 +415,44 @@ def test_a_kill_for_memory_is_read_from_slurms_lines_where_the_state_says_failed
         "raise jobs.aggregate.mem in the profile and submit again (what it finished is kept)")
     assert out_of_memory("FAILED", ["RuntimeError: CUDA out of memory"], "gpu", None) is None
     assert out_of_memory("OUT_OF_MEMORY", [], "cpu", str(__file__) + ".missing") is not None  # a profile gone
+
+
+def test_a_copy_of_a_local_run_names_the_jobs_that_made_its_finished_units(tmp_path, capsys):
+    """A `cp -r` copy of a run folder whose units the local launcher ran read each finished unit as
+    'by hand on HOST': the copy's book leaves the original's jobs out (they are not the copy's). They
+    are still what made those units: the copy names them, also after it has run units of its own, and
+    a unit redone by hand still reads so (test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job)."""
+    import shutil
+    import time
+
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import debug, records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+    from tests.launch.helpers import collapse
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run)
+    started = time.time()
+    debug.execute(store, run, chains)  # as the local launcher's jobs 100 and 101 would
+    book = {"executor": "local", "units": {}, "folder": records.identity(store)}
+    for job in chains[0].jobs:
+        records.record(book, job.label, job_id=str(100 + job.index), log=None, state="COMPLETED", started=started,
+                       elapsed=time.time() - started)
+    records.save(store, book)
+    copy = tmp_path / "copy"
+    shutil.copytree(store.root, copy)
+    capsys.readouterr()
+    assert show(copy) == 0
+    out = capsys.readouterr().out
+    assert "gen_000  done          job 100" in out and "gen_001  done          job 101" in out, out
+    assert "by hand" not in out
+    rc, _, err = collapse("run", copy / "config.yaml", "--run", copy, "--generations", "3")  # its own job for gen 2
+    assert rc == 0, err
+    capsys.readouterr()
+    assert show(copy) == 0
+    out = capsys.readouterr().out
+    mine = records.load(RunStore(copy))["units"]["toy/replace-p0-s0/gen_002"]["job_id"]
+    assert "gen_001  done          job 101" in out and f"gen_002  done          job {mine}" in out, out
+    assert mine not in ("100", "101") and "by hand" not in out
