@@ -12,7 +12,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from collapse_hpc.errors import UserError
 from collapse_hpc.logs import count
 
 ASSOC = ("Account", "Partition", "MaxSubmit", "DefaultQOS")  # sacctmgr show assoc's fields read here
@@ -91,12 +90,13 @@ def _ask(cmd: list[str]) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def check(jobs: dict[tuple[str | None, str | None], int], user: str) -> None:
-    """Before anything is queued: the jobs a submit would queue, by (account, QOS) they charge (None:
-    the user's default), with the user's jobs queued now, within each limit they meet."""
+def problem(jobs: dict[tuple[str | None, str | None], int], user: str) -> str | None:
+    """Whether the jobs a submit would queue, by (account, QOS) they charge (None: the user's default),
+    with the user's jobs queued now, pass a limit they meet: what `over` says of it; None within them
+    or where none can be read."""
     config = _ask(["scontrol", "show", "config"])
     if config is None or not enforced(config):
-        return
+        return None
     cluster = re.search(r"^ClusterName\s*=\s*(\S+)", config, re.M)
     where = [f"cluster={cluster[1]}"] if cluster else []
     answers = [_ask(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", *where,
@@ -105,7 +105,7 @@ def check(jobs: dict[tuple[str | None, str | None], int], user: str) -> None:
                _ask(["sacctmgr", "-n", "-P", "show", "user", user, "format=DefaultAccount"]),
                _ask(["squeue", "-h", "-r", "-u", user, "-o", "%a|%q"])]
     if None in answers:
-        return
+        return None
     assocs, qos, default, queue = (a or "" for a in answers)
     rows, qos_limits = parse_assocs(assocs), parse_qos(qos)
     mine = [tuple(line.split("|", 1)) for line in queue.splitlines() if "|" in line]
@@ -114,6 +114,5 @@ def check(jobs: dict[tuple[str | None, str | None], int], user: str) -> None:
         limit = limit_for(rows, qos_limits, account or default.strip(), user, q)
         if limit is not None:
             met[limit] = met.get(limit, 0) + n
-    for limit, n in met.items():
-        if said := over(limit, n, sum(limit.counts(a, q) for a, q in mine)):
-            raise UserError(said)
+    found = (over(limit, n, sum(limit.counts(a, q) for a, q in mine)) for limit, n in met.items())
+    return next((said for said in found if said), None)

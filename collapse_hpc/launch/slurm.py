@@ -241,15 +241,21 @@ def jobs_to_queue(store, run, chains, queue: dict[str, str]) -> dict[str, int]:
 def check_submit_limit(store, run, chains, prof: profiles.Profile) -> None:
     """Before anything is written or queued: the jobs a submit would queue within the user's limit on
     jobs queued at once (quota), which sbatch would meet part-way, with chains half-queued."""
+    if shutil.which("sacctmgr") is not None and (said := over_submit_limit(prof, jobs_to_queue(
+            store, run, chains, queued()))):
+        raise UserError(said)
+
+
+def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int]) -> str | None:
+    """What the user's limit on jobs queued at once (quota) says of `kinds` (job kind -> jobs to queue),
+    each kind charging the profile's account and its QOS; None within it, or where none is read."""
     from collapse_hpc.launch import quota
 
-    if shutil.which("sacctmgr") is None:
-        return
     by_charge: dict[tuple[str | None, str | None], int] = {}
-    for kind, n in jobs_to_queue(store, run, chains, queued()).items():
+    for kind, n in kinds.items():
         charge = (prof.account, prof.resources(kind).qos or prof.qos)
         by_charge[charge] = by_charge.get(charge, 0) + n
-    quota.check(by_charge, getpass.getuser())
+    return quota.problem(by_charge, getpass.getuser())
 
 
 def check_job_count(store, run, chains, queue: dict[str, str] | None = None) -> None:

@@ -463,6 +463,7 @@ def test_a_submit_past_the_users_submit_limit_is_refused_before_anything_is_queu
     try:
         _sacctmgr("modify", *limit)
         before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+        dry = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", PROFILE, "--dry-run")
         rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", PROFILE)
         after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
     finally:
@@ -473,6 +474,7 @@ def test_a_submit_past_the_users_submit_limit_is_refused_before_anything_is_queu
         f"error: this submit would queue 4 jobs, and your jobs queued at once are limited to 3 ({said}"), err
     assert "1 of yours queued now, so 2 more fit: nothing was queued; submit fewer generations" in err, err
     assert not (tmp_path / "run").exists() and after == before
+    assert dry[0] == 2 and "FAILED: your limit on jobs queued at once: this submit would queue 4 jobs" in dry[1], dry
     between = ",".join(str(i) for i in range(int(held) + 1, int(probe)))  # ids sbatch --test-only took
     assert not between or subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID", "-j", between], capture_output=True,
                                          text=True, check=True).stdout.strip() == ""  # none queued, even for a moment
