@@ -228,13 +228,20 @@ def over_job_count(jobs: int, lim: dict[str, int], queued_now: int = 0) -> str |
 
 def jobs_to_queue(store, run, chains, queue: dict[str, str]) -> dict[str, int]:
     """Job kind -> the jobs of that kind a submit would queue: each unit neither done nor queued (an array
-    task each), and the report."""
+    task each), and the report where _Submission.aggregate queues one (a submit that finds every unit
+    done or queued, and the report's job too, queues nothing)."""
     book = records.load(store)
     units = {} if book.get("corrupt") else book["units"]
-    todo = {"aggregate": 1}
+    todo: dict[str, int] = {}
+    live = False
     for c in chains:
-        n = sum(1 for j in engine.pending(store, run, c) if not live_job(units, j.label, queue))
+        pending = engine.pending(store, run, c)
+        n = sum(1 for j in pending if not live_job(units, j.label, queue))
         todo[c.kind] = todo.get(c.kind, 0) + n
+        live = live or n < len(pending)
+    agg = book.get("aggregate", {}).get("job_id")
+    report_live = queue.get(str(agg)) in ACTIVE
+    todo["aggregate"] = int(any(todo.values()) or (not report_live and (live or _report_stale(store, chains))))
     return todo
 
 
