@@ -347,12 +347,16 @@ def cmd_run(args, executor=None) -> int:
 
 def _submit_pending(store, run, only) -> set[str]:
     """The units a submit starts (slurm.pending_units), worked out once, before the run folder is
-    written, and weighed against the cluster's job count (a refusal leaves nothing behind)."""
+    written, and weighed against the cluster's job count and the user's submit limit (a refusal leaves
+    nothing behind)."""
     from collapse_hpc import engine
+    from collapse_hpc.launch import profile as profiles
     from collapse_hpc.launch import slurm
 
-    pending = slurm.pending_units(store, run, engine.plan(run, only=only))
-    slurm.check_job_count(store, pending)
+    chains = engine.plan(run, only=only)
+    pending = slurm.pending_units(store, run, chains)
+    slurm.check_job_count(store, chains, pending)
+    slurm.check_submit_limit(store, chains, pending, profiles.load(run.profile))
     return pending
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collapse_hpc.launch import estimate
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch.slurm import (Submitter, array_pieces, job_name, limits, numbered, over_job_count,
-                                       pending_units, report_memory_short)
+                                       over_submit_limit, pending_units, report_memory_short)
 from collapse_hpc.logs import count
 
 
@@ -71,6 +71,9 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
         problems += [f"cluster limit: {o}" for o in over]
     else:
         print("cluster limits: unknown here (no scontrol); per-user limits: sacctmgr show assoc user=$USER")
+    if over_user := over_submit_limit(prof, kinds):  # submit checks it too (check_submit_limit)
+        print(f"your limit on jobs queued at once (sacctmgr): OVER: {over_user}")
+        problems.append(f"your limit on jobs queued at once: {over_user}")
     for title, text in scripts:
         print(f"\n== sbatch script: {title}\n{text.rstrip()}")
     print("\n== estimate of the whole plan (per-generation rates: README, What it costs on a GPU)")

@@ -72,6 +72,8 @@ def footer(state: dict) -> list[str]:
         if agg["state"] in BAD:
             out += log_lines(agg.get("log"), f"waited on {agg['dependency']}" if agg.get("dependency") else None)
             out += [f"      | {ln}" for ln in agg["error"]]
+            if agg.get("hint"):
+                out.append(f"      {agg['hint']}")
     failed = sum(u["state"] in BAD for item in state["chains"] for u in item["units"])
     if failed:
         out += ["", f"{count(failed, 'unit')} failed or {'was' if failed == 1 else 'were'} cancelled; fix the "

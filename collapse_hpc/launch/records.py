@@ -4,7 +4,8 @@
      "units": {"<experiment>/<variant>/gen_NNN": {"job_id", "log", "history": [older job ids],
                                                    "dependency"?, "state"? (local), ...}},
      "aggregate": {"job_id", "log", "dependency"},
-     "folder": {"root", "inode"} (the run folder the jobs write to: a copy of it is told apart)}
+     "folder": {"root", "inode"} (the run folder the jobs write to: a copy of it is told apart),
+     "copied_units"?: {<label>: the original's unit} (a copy's: who made the units it was copied with)}
 
 status reads it beside the run store (manifests say what is done) and, on Slurm, sacct.
 """
@@ -17,6 +18,9 @@ import time
 from collapse_hpc.store import write_json
 
 JOBS = "jobs.json"
+# in a copy's book: the original's units, as they were when copied. The jobs are not this folder's (cancel,
+# submit and run never read them); status names the one that made a unit the copy holds finished
+COPIED = "copied_units"
 
 
 def load(store) -> dict:
@@ -31,7 +35,8 @@ def load(store) -> dict:
     if not isinstance(units, dict) or not all(isinstance(e, dict) for e in units.values()):
         return {"units": {}, "corrupt": str(path)}
     if source := copied_from(store, data):  # its jobs write to the original: none of them is this folder's
-        return {"units": {}, "executor": data.get("executor"), "cluster": data.get("cluster"), "copied_from": source}
+        return {"units": {}, "executor": data.get("executor"), "cluster": data.get("cluster"), "copied_from": source,
+                COPIED: {**data.get(COPIED, {}), **data["units"]}}
     return data
 
 

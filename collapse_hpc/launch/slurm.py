@@ -228,24 +228,60 @@ def over_job_count(jobs: int, lim: dict[str, int], queued_now: int = 0) -> str |
 
 def pending_units(store, run, chains) -> set[str]:
     """The labels of the units a submit starts (engine.pending of every chain), worked out once per submit
-    before anything is written or queued: the job count weighs them, the submission queues them, the dry run
+    before anything is written or queued: the limits weigh them, the submission queues them, the dry run
     shows them. Once: engine.pending hashes in full the finished generations each chain's next one reads
     (an lm chain's last model, ~0.5 GB)."""
     return {j.label for c in chains for j in engine.pending(store, run, c)}
 
 
-def check_job_count(store, pending: set[str], queue: dict[str, str] | None = None) -> None:
-    """Before anything is written or queued: the jobs a submit would queue (each `pending` unit not
-    queued, an array task each, and the report), with this user's jobs in the queue now, within the
-    cluster's MaxJobCount. Past it sbatch refuses (or waits, retrying) partway, with chains half-queued."""
+def jobs_to_queue(store, chains, pending: set[str], queue: dict[str, str]) -> dict[str, int]:
+    """Job kind -> the jobs of that kind a submit would queue: each `pending` unit not queued (an array
+    task each), and the report where _Submission.aggregate queues one (a submit that finds every unit
+    done or queued, and the report's job too, queues nothing)."""
+    book = records.load(store)
+    units = {} if book.get("corrupt") else book["units"]
+    todo: dict[str, int] = {}
+    live = False
+    for c in chains:
+        labels = [j.label for j in c.jobs if j.label in pending]
+        n = sum(1 for label in labels if not live_job(units, label, queue))
+        todo[c.kind] = todo.get(c.kind, 0) + n
+        live = live or n < len(labels)
+    agg = book.get("aggregate", {}).get("job_id")
+    report_live = queue.get(str(agg)) in ACTIVE
+    todo["aggregate"] = int(any(todo.values()) or (not report_live and (live or _report_stale(store, chains))))
+    return todo
+
+
+def check_submit_limit(store, chains, pending: set[str], prof: profiles.Profile) -> None:
+    """Before anything is written or queued: the jobs a submit would queue within the user's limit on
+    jobs queued at once (quota), which sbatch would meet part-way, with chains half-queued."""
+    if shutil.which("sacctmgr") is not None and (said := over_submit_limit(prof, jobs_to_queue(
+            store, chains, pending, queued()))):
+        raise UserError(said)
+
+
+def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int]) -> str | None:
+    """What the user's limit on jobs queued at once (quota) says of `kinds` (job kind -> jobs to queue),
+    each kind charging the profile's account and its QOS; None within it, or where none is read."""
+    from collapse_hpc.launch import quota
+
+    by_charge: dict[tuple[str | None, str | None], int] = {}
+    for kind, n in kinds.items():
+        charge = (prof.account, prof.resources(kind).qos or prof.qos)
+        by_charge[charge] = by_charge.get(charge, 0) + n
+    return quota.problem(by_charge, getpass.getuser())
+
+
+def check_job_count(store, chains, pending: set[str], queue: dict[str, str] | None = None) -> None:
+    """Before anything is written or queued: the jobs a submit would queue (jobs_to_queue), with this
+    user's jobs in the queue now, within the cluster's MaxJobCount. Past it sbatch refuses (or waits,
+    retrying) partway, with chains half-queued."""
     lim = limits()
     if "MaxJobCount" not in lim:
         return
     queue = queued() if queue is None else queue
-    book = records.load(store)
-    units = {} if book.get("corrupt") else book["units"]
-    todo = sum(1 for label in pending if not live_job(units, label, queue))
-    todo += 1  # the report
+    todo = sum(jobs_to_queue(store, chains, pending, queue).values())
     if over := over_job_count(todo, lim, len(queue)):
         raise UserError(f"the cluster holds at most {lim['MaxJobCount']} jobs at once (MaxJobCount, scontrol show "
                         f"config) and this submit would pass it ({over}); nothing was queued: submit part of the "

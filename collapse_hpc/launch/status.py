@@ -7,6 +7,7 @@ for local runs. A failed job shows its log path and the last lines of its error.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shlex
@@ -17,6 +18,7 @@ from pathlib import Path
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import peers, records
+from collapse_hpc.launch import profile as profiles
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.lock import pid_alive
 from collapse_hpc.store.manifest import read_once
@@ -162,6 +164,25 @@ def out_of_time(error: list[str], kind: str | None, profile: str | None) -> str 
             f"(or max_requeues) in {profile or 'the profile'} and submit again (what it finished is kept)")
 
 
+# how Slurm says it killed a job for its memory, where its state does not (OUT_OF_MEMORY, cgroup's kill): the
+# step killed by jobacct_gather's OverMemoryKill (the job then ends FAILED), cgroup's OOM event line
+MEMORY_KILLS = ("exceeded memory limit", "Exceeded job memory limit", "oom-kill event")
+
+
+def out_of_memory(state: str, error: list[str], kind: str, profile: str | None) -> str | None:
+    """What to change when Slurm killed a job for using more memory than it asked for: the kind's mem
+    knob in the profile (its value, where the profile still reads)."""
+    if state != "OUT_OF_MEMORY" and not any(word in ln for ln in error for word in MEMORY_KILLS):
+        return None
+    asked = None
+    with contextlib.suppress(UserError, OSError, ValueError):
+        asked = profiles.load(profile).resources(kind).mem if profile else None
+    knob = f"jobs.{kind}.mem"
+    now = f"{knob} is {asked}" if asked else f"{knob} is not set: the cluster's default memory per CPU applied"
+    return (f"Slurm killed it for using more memory than its job asked for ({now}): raise {knob} in "
+            f"{profile or 'the profile'} and submit again (what it finished is kept)")
+
+
 def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool) -> tuple[str, str, dict | None]:
     """(state, elapsed, the manifest of a done unit) of one unit."""
     unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
@@ -289,7 +310,8 @@ def _state_of(store: RunStore) -> dict:
             unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
                     "job_id": entry.get("job_id")}
             if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
-                unit["job_id"], unit["by_hand_on"] = made_by(manifest, entry, local)
+                maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
+                unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
             if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
                 unit["why_not_done"] = why_not_done(store, run, job)
                 unit["redo"] = redo_command(store, job, book.get("executor") or "local")
@@ -299,6 +321,8 @@ def _state_of(store: RunStore) -> dict:
                 unit["reason"] = why
             if state in BAD:
                 unit["log"] = entry.get("log")
+                memory = None if local else out_of_memory(state, error_lines(entry.get("log")),
+                                                          entry.get("kind") or "KIND", book.get("profile"))
                 unit["dependency"] = entry.get("dependency")
                 unit["never_started"] = never_started(entry.get("dependency"), slurm) if not local else None
                 unit["error"] = ((entry.get("error") or "").splitlines()[-5:] if local
@@ -307,7 +331,7 @@ def _state_of(store: RunStore) -> dict:
                     # that rank's own log and cause, as the local launcher records them in the unit's error
                     unit["log"] = ended[1]
                     unit["error"] = error_lines(ended[1], n=4) + [ended[0]]
-                if hint := out_of_time(unit["error"], entry.get("kind"), book.get("profile")):
+                if hint := memory or out_of_time(unit["error"], entry.get("kind"), book.get("profile")):
                     unit["hint"] = hint
             item["units"].append(unit)
         done = [u["state"] == "done" for u in item["units"]]
@@ -320,4 +344,6 @@ def _state_of(store: RunStore) -> dict:
                             "reason": waits_on(slurm, agg.get("job_id")),
                             "dependency": agg.get("dependency"),
                             "error": error_lines(agg.get("log")) if state in BAD else []}
+        if hint := out_of_memory(state, out["aggregate"]["error"], "aggregate", book.get("profile")):
+            out["aggregate"]["hint"] = hint
     return out

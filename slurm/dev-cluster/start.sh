@@ -14,6 +14,10 @@
 #                             N > real cores is allowed (SlurmdParameters=config_overrides)
 #                             so chains and array tasks run side by side on a 2-core box.
 #   LOCAL_SLURM_RESET=1       wipe slurmctld state (queued jobs, job-id counter) first.
+#   LOCAL_SLURM_MEMORY_KILL=1 kill a job step whose processes use more memory than the job asked
+#                             for (JobAcctGatherParams=OverMemoryKill, sampled each second: cgroups
+#                             are not used here). 0 (default): the test units' ~0.5-1 GB Python
+#                             processes would pass DefMemPerCPU's 512 MB; a test of it sets it.
 #   LOCAL_SLURM_TIMEOUT=60    seconds to wait for the node to become idle.
 set -euo pipefail
 
@@ -140,15 +144,23 @@ else
   NODE_HW="CPUs=$D_CPUS Boards=$D_BOARDS SocketsPerBoard=$D_SOCKETS CoresPerSocket=$D_CORES ThreadsPerCore=$D_THREADS"
   OVERRIDES=""
 fi
+MEMORY_KILL=""
+if [ "${LOCAL_SLURM_MEMORY_KILL:-0}" = 1 ]; then
+  [ "$ACCT" = 1 ] || { echo "LOCAL_SLURM_MEMORY_KILL=1 needs LOCAL_SLURM_ACCOUNTING=1 (jobacct_gather)" >&2; exit 1; }
+  MEMORY_KILL="JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1"
+fi
 if [ "$ACCT" = 1 ]; then
   ACCT_CONF="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
+$MEMORY_KILL
 # sacct shows each job's comment: submit puts a generation's afterok dependency there
 AccountingStoreFlags=job_comment
-# as on a real cluster, a job must charge an account its user may use and a QOS that exists
-AccountingStorageEnforce=associations,qos"
+# as on a real cluster, a job must charge an account its user may use and a QOS that exists, within the
+# limits sacctmgr sets (MaxSubmitJobs of a user, MaxSubmitPU of a QOS: none unless a test sets them)
+AccountingStorageEnforce=associations,limits,qos"
 else
   ACCT_CONF="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"

@@ -960,3 +960,27 @@ def test_only_a_submit_limit_withdraws_the_submit():
     with pytest.raises(SubmitLimit) as e:
         _sbatch("gen_001", lambda: refused("AssocMaxSubmitJobLimit"))
     assert e.value.limit == "AssocMaxSubmitJobLimit"
+
+
+def test_a_resubmission_that_finds_every_job_queued_counts_none_against_the_limits(tmp_path, fake_slurm):
+    """The jobs a submit would queue, weighed against MaxJobCount and the user's limit on jobs queued at
+    once, always counted the report's job: a resubmission of a run whose jobs are all queued ('nothing to
+    submit') was refused by a user at their limit, as if it queued one more."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch.slurm import jobs_to_queue, pending_units
+    from collapse_hpc.store import RunStore
+
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)
+    queue = {**{e["job_id"]: "PENDING" for e in book["units"].values()}, book["aggregate"]["job_id"]: "PENDING"}
+    store = RunStore(run)
+    config = store.load_config(experiments.sections())
+    chains = engine.load_plan(store, config)
+    pending = pending_units(store, config, chains)
+    assert jobs_to_queue(store, chains, pending, queue) == {"gpu": 0, "aggregate": 0}
+    gone = dict(queue)
+    del gone[book["aggregate"]["job_id"]]  # the report's job cancelled: queued again, after the units
+    assert jobs_to_queue(store, chains, pending, gone) == {"gpu": 0, "aggregate": 1}
+    assert jobs_to_queue(store, chains, pending, {}) == {"gpu": 2, "aggregate": 1}

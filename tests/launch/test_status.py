@@ -373,3 +373,86 @@ def test_a_multi_rank_slurm_job_names_the_rank_that_ended_it_and_its_log(tmp_pat
     assert "| rank 1 of 2 (pid 4001) failed: OSError: [Errno 28] No space" in out
     assert "| OSError: [Errno 28] No space" in out and "Connection reset" not in out
     assert f"log: {store.logs / '200_1_log.err'}" in out and "earlier attempt" not in out
+
+
+def test_a_job_slurm_ended_out_of_memory_names_the_knob_to_raise(tmp_path, fake_slurm):  # noqa: F811
+    """sacct's OUT_OF_MEMORY (a cluster whose cgroups kill the job) read as one more failure, its log's
+    last lines the only clue; status now says memory killed it and which knob of the profile to raise."""
+    import json
+
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=1)
+    prof = tmp_path / "site.yaml"
+    prof.write_text("name: site\njobs:\n  cpu:\n    mem: 4G\n")
+    book = json.loads((store.root / "jobs.json").read_text())
+    book["profile"] = str(prof)
+    book["units"]["toy/replace-p0-s0/gen_000"]["kind"] = "cpu"
+    (store.root / "jobs.json").write_text(json.dumps(book))
+    sacct = fake_slurm / "sacct.txt"
+    sacct.write_text(sacct.read_text().replace("200|FAILED|", "200|OUT_OF_MEMORY|"))
+    (store.logs / "200_0_log.err").write_text("08:06:06 collapse_hpc: gen 0\n")  # killed: no traceback
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0 and "  gen_000  OUT_OF_MEMORY" in out, out
+    assert (f"      Slurm killed it for using more memory than its job asked for (jobs.cpu.mem is 4G): raise "
+            f"jobs.cpu.mem in {prof} and submit again (what it finished is kept)") in out, out
+    prof.write_text("name: site\n")
+    assert "(jobs.cpu.mem is not set: the cluster's default memory per CPU applied): raise jobs.cpu.mem" in \
+        collapse("status", store.root)[1]
+
+
+def test_a_kill_for_memory_is_read_from_slurms_lines_where_the_state_says_failed():
+    """jobacct_gather's OverMemoryKill ends the job FAILED, cgroup's kill may leave a step's state alone:
+    their lines in the log tell it; an error of the unit's own that mentions memory does not."""
+    from collapse_hpc.launch.status import out_of_memory
+
+    killed = ["slurmstepd-vm: error: StepId=2959.0 exceeded memory limit (1691013120 > 1572864000), being killed",
+              "slurmstepd-vm: error: Exceeded job memory limit", "srun: error: vm: task 0: Killed"]
+    cgroup = ["slurmstepd: error: Detected 1 oom-kill event(s) in StepId=7.0. Some of your processes may have been "
+              "killed by the cgroup out-of-memory handler."]
+    assert "raise jobs.gpu.mem in the profile" in out_of_memory("FAILED", killed, "gpu", None)
+    assert out_of_memory("FAILED", cgroup, "aggregate", None).endswith(
+        "raise jobs.aggregate.mem in the profile and submit again (what it finished is kept)")
+    assert out_of_memory("FAILED", ["RuntimeError: CUDA out of memory"], "gpu", None) is None
+    assert out_of_memory("OUT_OF_MEMORY", [], "cpu", str(__file__) + ".missing") is not None  # a profile gone
+
+
+def test_a_copy_of_a_local_run_names_the_jobs_that_made_its_finished_units(tmp_path, capsys):
+    """A `cp -r` copy of a run folder whose units the local launcher ran read each finished unit as
+    'by hand on HOST': the copy's book leaves the original's jobs out (they are not the copy's). They
+    are still what made those units: the copy names them, also after it has run units of its own, and
+    a unit redone by hand still reads so (test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job)."""
+    import shutil
+    import time
+
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import debug, records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+    from tests.launch.helpers import collapse
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run)
+    started = time.time()
+    debug.execute(store, run, chains)  # as the local launcher's jobs 100 and 101 would
+    book = {"executor": "local", "units": {}, "folder": records.identity(store)}
+    for job in chains[0].jobs:
+        records.record(book, job.label, job_id=str(100 + job.index), log=None, state="COMPLETED", started=started,
+                       elapsed=time.time() - started)
+    records.save(store, book)
+    copy = tmp_path / "copy"
+    shutil.copytree(store.root, copy)
+    capsys.readouterr()
+    assert show(copy) == 0
+    out = capsys.readouterr().out
+    assert "gen_000  done          job 100" in out and "gen_001  done          job 101" in out, out
+    assert "by hand" not in out
+    rc, _, err = collapse("run", copy / "config.yaml", "--run", copy, "--generations", "3")  # its own job for gen 2
+    assert rc == 0, err
+    capsys.readouterr()
+    assert show(copy) == 0
+    out = capsys.readouterr().out
+    mine = records.load(RunStore(copy))["units"]["toy/replace-p0-s0/gen_002"]["job_id"]
+    assert "gen_001  done          job 101" in out and f"gen_002  done          job {mine}" in out, out
+    assert mine not in ("100", "101") and "by hand" not in out

@@ -1,6 +1,8 @@
 """Against the real single-node Slurm cluster (make test-slurm starts it): real sbatch,
 dependencies, arrays, failures, USR2 preemption and resubmission. No mocks."""
+import getpass
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -411,6 +413,71 @@ def test_an_account_or_qos_the_user_may_not_charge_stops_submit_before_anything(
     assert ("account applies to every kind" in err) == ("account" in keys)
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
+
+
+def _start_cluster(**env: str) -> None:
+    """start.sh again with its knobs `env` (a changed slurm.conf restarts slurmctld and slurmd)."""
+    out = subprocess.run(["bash", str(REPO / "slurm" / "dev-cluster" / "start.sh")], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **env})
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_generation_killed_for_its_memory_says_which_knob_to_raise(tmp_path):
+    """Slurm kills a job step whose processes pass the job's --mem (here jobacct_gather's OverMemoryKill:
+    the job ends FAILED; where cgroups enforce it, OUT_OF_MEMORY). status said FAILED and the log's last
+    lines; it now says memory killed it and names the profile's knob to raise."""
+    prof = _profile_with(tmp_path, jobs__gpu__mem="1000M")
+    cfg = write_config(tmp_path, "hungry", generations=2, ltchain={"rows": 200_000_000})  # 1.6 GB an array
+    run = tmp_path / "run"
+    try:
+        _start_cluster(LOCAL_SLURM_MEMORY_KILL="1")
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", prof)
+        assert rc == 0, err
+        wait_for([*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]])
+    finally:
+        _start_cluster(LOCAL_SLURM_MEMORY_KILL="0")
+    rc, out, _ = collapse("status", run)
+    gen0 = out[out.index("gen_000"):out.index("gen_001")]
+    assert re.match(r"gen_000  (FAILED|OUT_OF_MEMORY) ", gen0) and "exceeded memory limit" in gen0, out
+    assert (f"Slurm killed it for using more memory than its job asked for (jobs.gpu.mem is 1000M): raise "
+            f"jobs.gpu.mem in {prof} and submit again (what it finished is kept)") in gen0, out
+
+
+def _sacctmgr(*args: str) -> None:
+    subprocess.run(["sacctmgr", "-i", *args], capture_output=True, text=True, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("limit, said", [
+    (("user", getpass.getuser(), "set", "MaxSubmitJobs=3"), "MaxSubmitJobs of your association with account collapse"),
+    (("qos", "normal", "set", "MaxSubmitJobsPerUser=3"), "MaxSubmitPU of QOS normal"),
+])
+def test_a_submit_past_the_users_submit_limit_is_refused_before_anything_is_queued(tmp_path, limit, said):
+    """sacctmgr's limit on a user's jobs queued at once: sbatch refused the third job of a chain, after
+    two were queued (then cancelled). It is read first now: one line with the numbers, nothing queued."""
+    def hold() -> str:  # a job of the user's that stays queued
+        return subprocess.run(["sbatch", "--parsable", "--hold", "-o", "/dev/null", "--wrap", "true"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    held, probe = hold(), None
+    cfg = write_config(tmp_path, "limited", generations=3, ltchain={"rows": 2})  # 3 generations and the report
+    try:
+        _sacctmgr("modify", *limit)
+        before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+        dry = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", PROFILE, "--dry-run")
+        rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", PROFILE)
+        after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    finally:
+        _sacctmgr("modify", *limit[:3], limit[3].split("=")[0] + "=-1")
+        probe = hold()
+        subprocess.run(["scancel", held, probe], capture_output=True)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(
+        f"error: this submit would queue 4 jobs, and your jobs queued at once are limited to 3 ({said}"), err
+    assert "1 of yours queued now, so 2 more fit: nothing was queued; submit fewer generations" in err, err
+    assert not (tmp_path / "run").exists() and after == before
+    assert dry[0] == 2 and "FAILED: your limit on jobs queued at once: this submit would queue 4 jobs" in dry[1], dry
+    between = ",".join(str(i) for i in range(int(held) + 1, int(probe)))  # ids sbatch --test-only took
+    assert not between or subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID", "-j", between], capture_output=True,
+                                         text=True, check=True).stdout.strip() == ""  # none queued, even for a moment
 
 
 def _node() -> str:
