@@ -901,6 +901,31 @@ def test_every_figure_of_generations_draws_them_in_the_same_visible_colours(full
     assert all(len(c) == 1 for c in seen.values()), seen
 
 
+def test_a_generation_has_one_colour_across_experiments_of_a_run_stopped_midway(full_run):
+    """The lm had reached generation 3 and the vae generation 2 (of 4 each): each figure spread the colour map
+    over its own generations, so generation 1 was one colour in the sequence histograms and another in the
+    latent densities. The map spans the run's planned generations (its chains': gmm's 12 are drawn along an
+    axis), so generation g has one colour in every figure of the report."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl, lm_training_curves
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    seen: dict = {}
+    with drawing.figure_style():
+        for experiment, fn in (("lm", lm_sequence_ppl), ("lm", lm_training_curves), ("vae", vae_latents)):
+            fig, _ = fn(_context(full_run, experiment))
+            for ax in fig.axes:
+                for artist in [*ax.get_lines(), *ax.patches]:
+                    label = str(artist.get_label())
+                    if label.startswith("generation "):
+                        colour = artist.get_edgecolor() if artist in ax.patches else artist.get_color()
+                        seen.setdefault(label.split(" (")[0], set()).add(to_hex(colour, keep_alpha=False))
+    assert {"generation 0", "generation 1", "generation 2"} <= set(seen)
+    assert all(len(c) == 1 for c in seen.values()), seen
+    assert {_context(full_run, e).generation_count for e in ("lm", "vae", "gmm")} == {4}
+
+
 def _found(png: np.ndarray, panel: np.ndarray) -> bool:
     """Whether `panel` lies in `png` pixel for pixel."""
     rows = np.lib.stride_tricks.sliding_window_view(png, (1, panel.shape[1]))[:, :, 0, :]

@@ -130,7 +130,6 @@ def lm_sequence_ppl(ctx: Context):
     lo, hi = d["ppl"].min(), d["ppl"].max()  # the whole range: the tail of unlikely sequences matters
     bins = np.geomspace(lo, max(hi, lo * 1.01), 50)
     gens = sorted(d["generation"].unique())
-    colours = style.generation_colours(len(gens))
     fig, axes = style.figure(len(runs), len(series), sharex=True, sharey=True)
     for r, run in enumerate(runs):
         for c, s in enumerate(series):
@@ -139,12 +138,13 @@ def lm_sequence_ppl(ctx: Context):
             if sub.empty:
                 absent = ctx.unplanned(run, series=s)
                 no_data(ax, f"{s}: {absent}" if absent else "no data yet")
-            for i, g in enumerate(gens):
+            for g in gens:
                 x = sub.loc[sub["generation"] == g, "ppl"].to_numpy()
                 if len(x):
-                    ax.hist(x, bins=bins, density=True, histtype="step", color=colours[i],
-                            linestyle=style.generation_dash(i), linewidth=1.2, label=f"generation {g}")
-                    ax.hist(x, bins=bins, density=True, histtype="stepfilled", color=colours[i], alpha=0.08)
+                    ax.hist(x, bins=bins, density=True, histtype="step", color=ctx.generation_colour(g),
+                            linestyle=style.generation_dash(g), linewidth=1.2, label=f"generation {g}")
+                    ax.hist(x, bins=bins, density=True, histtype="stepfilled", color=ctx.generation_colour(g),
+                            alpha=0.08)
             ax.set_xscale("log")
             plain_log_ticks(ax.xaxis)
             ax.set_title(s if len(runs) == 1 else f"{run}: {s}")
@@ -392,8 +392,8 @@ def lm_beyond(ctx: Context):
             sub = s[(s["run"] == run) & (s["metric"] == metric)].dropna(subset=["mean"])
             first, last, reached = _first_and_last(sub, series, settings)
             y = np.arange(len(series))
-            ax.barh(y + 0.2, first, height=0.4, color=style.generation_colours(2)[0], label="generation 0")
-            ax.barh(y - 0.2, last, height=0.4, color=style.generation_colours(2)[1],
+            ax.barh(y + 0.2, first, height=0.4, color=ctx.generation_colour(0), label="generation 0")
+            ax.barh(y - 0.2, last, height=0.4, color=ctx.generation_colour(max(reached)),
                     label=f"last generation ({max(reached)})")
             ax.set_yticks(y, series)
             ax.invert_yaxis()
@@ -435,14 +435,14 @@ def lm_training_curves(ctx: Context):
     panels = [(r, s) for r in ctx.run_labels for s in ctx.in_order(d["series"].unique())
               if ((d["run"] == r) & (d["series"] == s)).any()]
     gens = sorted(d["generation"].unique())
-    colours = style.generation_colours(len(gens))
     fig, axes = style.figure(2, len(panels), sharex=True, sharey="row")  # regimes compare on one scale
     for c, (run, s) in enumerate(panels):
         sub = d[(d["run"] == run) & (d["series"] == s)]
-        for i, g in enumerate(gens):
+        for g in gens:
             line = sub[sub["generation"] == g]
             for r, (col, label) in enumerate(CURVES):
-                axes[r, c].plot(line["step"], line[col], color=colours[i], linestyle=style.generation_dash(i),
+                axes[r, c].plot(line["step"], line[col], color=ctx.generation_colour(g),
+                                linestyle=style.generation_dash(g),
                                 linewidth=1.0, label=f"generation {g}" if r == 0 else None)
                 axes[r, c].set_ylabel(label)
         axes[0, c].set_title(s if len(ctx.run_labels) == 1 else f"{run}: {s}")
