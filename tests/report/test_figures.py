@@ -926,6 +926,34 @@ def test_a_generation_has_one_colour_across_experiments_of_a_run_stopped_midway(
     assert {_context(full_run, e).generation_count for e in ("lm", "vae", "gmm")} == {4}
 
 
+@pytest.mark.parametrize("name", ["gaussian_variance", "gaussian_typical_variance", "gaussian_w2"])
+def test_the_theory_line_shows_where_replace_follows_it(full_run, name):
+    """The expectation under replace was a dotted dark grey line of about the width of replace's black line,
+    drawn among the series: where the run followed theory it vanished into that line. It is drawn behind every
+    series (their lines and markers stay whole on top), solid, more than twice as wide as a series' line (it
+    shows on both sides of one lying on it) and far lighter than any series' colour."""
+    from matplotlib.colors import to_rgb
+
+    def lightness(colour) -> float:
+        return float(np.dot(to_rgb(colour), [0.2126, 0.7152, 0.0722]))
+
+    with drawing.figure_style():
+        fig, _ = getattr(gaussian_figures, name)(_context(full_run, "gaussian"))
+    checked = 0
+    for ax in fig.axes:
+        lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+        theory = [ln for ln in lines if ln.get_label().startswith("theory")]
+        series = [ln for ln in lines if ln not in theory]
+        for t in theory:
+            assert t.get_linestyle() == "-"
+            for s in series:
+                assert t.get_zorder() < s.get_zorder(), s.get_label()
+                assert t.get_linewidth() > 2 * s.get_linewidth(), s.get_label()
+                assert lightness(t.get_color()) > lightness(s.get_color()) + 0.25, s.get_label()
+                checked += 1
+    assert checked
+
+
 def _found(png: np.ndarray, panel: np.ndarray) -> bool:
     """Whether `panel` lies in `png` pixel for pixel."""
     rows = np.lib.stride_tricks.sliding_window_view(png, (1, panel.shape[1]))[:, :, 0, :]
