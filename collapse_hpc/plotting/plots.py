@@ -364,8 +364,12 @@ def _log_ladder_ticks(lo: float, hi: float, least: int = 3) -> np.ndarray:
     for subs in ladders:
         ticks = np.array(sorted(s * 10.0 ** k for k in decades for s in subs))
         if ((ticks >= lo) & (ticks <= hi)).sum() >= least:
-            break
-    return ticks
+            return ticks
+    # narrower than the finest ladder (408 to 504 read "500" alone): evenly spaced round values, which a
+    # span this short draws almost evenly spaced on the log axis too
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10], min_n_ticks=least).tick_values(lo, hi)
 
 
 def _ladder_locator():

@@ -516,10 +516,11 @@ def test_a_figure_with_bands_says_what_they_are(full_run, experiment):
     assert banded or experiment == "vae"  # the synthetic vae has one seed: no band to explain
 
 
-@pytest.mark.parametrize("lo, hi, least", [(75.6, 186.0, 3), (20.0, 2000.0, 3), (1.0, 1e5, 3)])
+@pytest.mark.parametrize("lo, hi, least", [(75.6, 186.0, 3), (20.0, 2000.0, 3), (1.0, 1e5, 3), (408.0, 503.6, 3),
+                                           (0.981, 1.02, 3)])
 def test_a_narrow_log_axis_labels_at_least_three_values(lo, hi, least):
     """The sequence-perplexity histogram spans 76 to 186 in the demo: labelled 1-2-5 only, its axis read
-    "100" and nothing else."""
+    "100" and nothing else. A tiny run's spanned 408 to 504, narrower than the finest ladder: "500" alone."""
     from matplotlib.figure import Figure
     from collapse_hpc.plotting.plots import plain_log_ticks
 
