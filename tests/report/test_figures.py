@@ -797,6 +797,22 @@ def test_lm_training_curves_of_every_regime_share_a_scale(full_run):
         assert all(ax.get_shared_y_axes().joined(row[0], ax) for ax in row), row[0].get_ylabel()
 
 
+def test_training_curves_tick_whole_optimizer_steps(tmp_path):
+    """A generation of four optimizer steps (a small run) was ticked 1.0, 1.5, 2.0 … 4.0: half a step."""
+    from collapse_hpc.experiments.lm.figures import lm_training_curves
+    from tests.report import synthetic
+
+    root = tmp_path / "run"
+    synthetic.write_config(root, {"lm": {"generations": 2}})
+    synthetic.lm(root, generations=2, seeds=(0,), small=True, steps=4)
+    with drawing.figure_style():
+        fig, _ = lm_training_curves(_context(root, "lm"))
+        for ax in fig.axes:  # within the style: the ticks a locator gives depend on the labels' size
+            lo, hi = ax.get_xlim()
+            shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert len(shown) >= 2 and all(float(t).is_integer() for t in shown), shown
+
+
 def _saved(ctx, out):
     """(key, Figure) of every figure of the experiment, each saved (plots.save lays it out as it is printed)."""
     from collapse_hpc.plotting.plots import save

@@ -447,6 +447,7 @@ def lm_training_curves(ctx: Context):
                 axes[r, c].set_ylabel(label)
         axes[0, c].set_title(s if len(ctx.run_labels) == 1 else f"{run}: {s}")
         axes[1, c].set_xlabel("optimizer step within the generation")
+        integer_x(axes[1, c])  # a short generation's few steps were ticked 1.0, 1.5, 2.0 …
     legend_below(fig, axes)
     return fig, ("Training loss (mean of each optimizer step's micro-batches) and training throughput "
                  "against the step, one line per generation (mean over seeds), per regime, from each "
