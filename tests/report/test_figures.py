@@ -813,6 +813,27 @@ def test_training_curves_tick_whole_optimizer_steps(tmp_path):
             assert len(shown) >= 2 and all(float(t).is_integer() for t in shown), shown
 
 
+def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
+    """vae_tails' share beyond the real 99% radius was 0 in every generation of a small run: its axis ran from
+    -0.055 to 0.055 (matplotlib's spread of one value; the real images' 1% line, inside it, did not rescale it),
+    as if a share could be negative. The axis now holds the series and that line, and stops near 0."""
+    from collapse_hpc.experiments.vae.figures import vae_tails
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import stats
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
+    synthetic.vae(root, generations=3, finished=3)
+    ctx = _context(root, "vae")
+    df = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "latent_tail_share", 0.0))
+    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
+    with drawing.figure_style():
+        fig, _ = vae_tails(ctx)
+    lo, hi = fig.axes[0].get_ylim()
+    assert -0.05 * hi <= lo < 0 and 0.01 < hi < 0.02, (lo, hi)
+
+
 def _saved(ctx, out):
     """(key, Figure) of every figure of the experiment, each saved (plots.save lays it out as it is printed)."""
     from collapse_hpc.plotting.plots import save
