@@ -205,7 +205,7 @@ def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
     ctx = _context(root, "gmm")
     fig, caption = gmm_l2(ctx)
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "squared L2 distance ‖f₀ − fₖ‖²" and ax.get_yscale() == "log"
+    assert " ".join(ax.get_ylabel().split()) == "squared L2 distance ‖f₀ − fₖ‖²" and ax.get_yscale() == "log"
     assert "squared" in caption and "higher is worse" in caption
     want = ctx.df[ctx.df["metric"] == "l2_squared"].groupby(["regime", "generation"])["value"].mean()
     thick = [ln for ln in ax.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]
@@ -213,6 +213,19 @@ def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
     for line in thick:
         regime = "replace-p0" if line.get_label().startswith("replace") else "accumulate"
         np.testing.assert_allclose(line.get_ydata(), want[regime].to_numpy(), rtol=1e-12)
+
+
+def test_a_long_axis_label_breaks_between_words_not_inside_its_formula(full_run, tmp_path):
+    """gmm_l2's y-axis label, taller than its panel, broke as 'squared L2 distance ‖f₀' over '− fₖ‖²': the
+    formula now stays whole on one line."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2
+    from collapse_hpc.plotting.plots import save
+
+    with drawing.figure_style():
+        fig, _ = gmm_l2(_context(full_run, "gmm"))
+        save(fig, tmp_path, "gmm_l2")
+    lines = [" ".join(line.split()) for line in fig.axes[0].get_ylabel().split("\n")]
+    assert len(lines) > 1 and "‖f₀ − fₖ‖²" in lines, lines
 
 
 def test_every_caption_says_what_collapse_looks_like(full_report):

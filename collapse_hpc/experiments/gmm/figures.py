@@ -16,7 +16,8 @@ from collapse_hpc.plotting.plots import (REPLICATE_LINES, Context, legend_below,
 
 
 SINGLE = f"single replicates, the first {REPLICATE_LINES} of each series by seed and replicate"
-L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀ − fₖ‖²", "l2": "L2 distance ‖f₀ − fₖ‖"}
+# no-break spaces: a formula is not broken across the lines of a long axis label (plotting.fit)
+L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀\u00a0−\u00a0fₖ‖²", "l2": "L2 distance ‖f₀\u00a0−\u00a0fₖ‖"}
 
 
 def gmm_l2(ctx: Context):
