@@ -228,6 +228,25 @@ def test_a_long_axis_label_breaks_between_words_not_inside_its_formula(full_run,
     assert len(lines) > 1 and "‖f₀ − fₖ‖²" in lines, lines
 
 
+def test_sequence_histograms_draw_each_bins_share_of_the_sequences(full_run):
+    """The histograms were densities per unit of perplexity over bins evenly spaced in log perplexity: drawn
+    equally wide on the log axis, a bin twice as far out was drawn half as high for as many sequences, which
+    flattened the tail of unlikely sequences the figure is about. A bar's height is now its share of the
+    generation's sequences (the heights of one histogram sum to 1)."""
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl
+    from matplotlib.patches import Polygon
+
+    with drawing.figure_style():
+        fig, caption = lm_sequence_ppl(_context(full_run, "lm"))
+    steps = [p for ax in fig.axes for p in ax.patches if isinstance(p, Polygon) and not p.get_fill()]
+    assert steps
+    for step in steps:
+        heights = step.get_xy()[1:-1:2, 1]
+        assert heights.sum() == pytest.approx(1.0), step.get_label()
+    assert {ax.get_ylabel() for ax in fig.axes} == {"share of sequences"}
+    assert "49 bins evenly spaced in log perplexity" in caption
+
+
 def test_every_caption_says_what_collapse_looks_like(full_report):
     """Each drawn figure's caption names collapse and which direction is worse (results.md holds them)."""
     md = (full_report / "results.md").read_text()
