@@ -116,6 +116,19 @@ def _pooled(d: pd.DataFrame) -> str:
             "its own seed's generation-0 model.")
 
 
+def _histograms(ax, ctx: Context, sub: pd.DataFrame, gens: list, bins: np.ndarray) -> None:
+    """One panel's histogram of each generation: a bin's share of its sequences, not a density per unit of
+    perplexity (on the log axis the bins are drawn equally wide, and a density divides the wider ones, the
+    unlikely tail, down)."""
+    for g in gens:
+        x = sub.loc[sub["generation"] == g, "ppl"].to_numpy()
+        if len(x):
+            share = np.full(len(x), 1 / len(x))
+            ax.hist(x, bins=bins, weights=share, histtype="step", color=ctx.generation_colour(g),
+                    linestyle=style.generation_dash(g), linewidth=1.2, label=f"generation {g}")
+            ax.hist(x, bins=bins, weights=share, histtype="stepfilled", color=ctx.generation_colour(g), alpha=0.08)
+
+
 def lm_sequence_ppl(ctx: Context):
     """The paper's headline figure: perplexity (under the generation-0 model) of each sequence a
     generation produced, one histogram per generation, one panel per regime."""
@@ -138,16 +151,7 @@ def lm_sequence_ppl(ctx: Context):
             if sub.empty:
                 absent = ctx.unplanned(run, series=s)
                 no_data(ax, f"{s}: {absent}" if absent else "no data yet")
-            for g in gens:
-                x = sub.loc[sub["generation"] == g, "ppl"].to_numpy()
-                # a bin's share of the sequences, not a density per unit of perplexity: on the log axis the
-                # bins are drawn equally wide, and a density divides the wider ones, the unlikely tail, down
-                share = np.full(len(x), 1 / max(len(x), 1))
-                if len(x):
-                    ax.hist(x, bins=bins, weights=share, histtype="step", color=ctx.generation_colour(g),
-                            linestyle=style.generation_dash(g), linewidth=1.2, label=f"generation {g}")
-                    ax.hist(x, bins=bins, weights=share, histtype="stepfilled", color=ctx.generation_colour(g),
-                            alpha=0.08)
+            _histograms(ax, ctx, sub, gens, bins)
             ax.set_xscale("log")
             plain_log_ticks(ax.xaxis)
             ax.set_title(s if len(runs) == 1 else f"{run}: {s}")
