@@ -175,6 +175,9 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
                 ax.axhline(y, label=label, **style.REAL)
             for y, label in spec.paper_marks(ctx.section(run)):
                 ax.axhline(y, label=label, **style.PAPER)
+            # a level within the limits the series alone gave (their 0 stretched to +-0.055) leaves them as
+            # they were: scaled again, they are the series' and the levels' own
+            ax.autoscale_view()
             keep_scale(ax)
         named = ylabels and metric in ylabels  # a figure of its own: the page gives its title
         title = spec.label + WORSE.get(spec.worse or "", "")

@@ -2,6 +2,7 @@
 panel, into the next row's or off the figure, and constrained layout cannot shrink text to stop it."""
 from __future__ import annotations
 
+import re
 import textwrap
 
 
@@ -45,7 +46,8 @@ def fit_labels(fig) -> None:
 def _fit(label, side: float, along: str, renderer) -> bool:
     """Re-wrap `label` at fewer characters a line until its extent `along` is within `side` pixels; whether
     it changed."""
-    text = " ".join(label.get_text().split())
+    # ASCII whitespace only: a no-break space (inside a formula: ‖f₀ − fₖ‖²) stays, and textwrap keeps it whole
+    text = re.sub(r"[ \t\n\r\f\v]+", " ", label.get_text()).strip()
     if not text or getattr(label.get_window_extent(renderer), along) <= side:
         return False
     for chars in range(len(text) - 1, 7, -1):

@@ -54,6 +54,22 @@ class Context:
     def planned(self, label: str) -> int | None:
         return self.run(label).generations.get(self.experiment)
 
+    def generation_colour(self, g: int):
+        """Generation g's colour (style.generation_colours), one in every figure of the report: the map spans
+        generation_count, not the generations one figure draws (a run stopped midway gave generation 3 one
+        colour where its experiment had reached 3 and another where it had reached 5)."""
+        return style.generation_colours(max(self.generation_count, g + 1))[g]
+
+    @functools.cached_property
+    def generation_count(self) -> int:
+        """The most generations of a chain experiment (a unit per generation: the ones whose figures draw a
+        colour per generation) that a run of the report plans or has reached; an array experiment's
+        thousands of generations (gmm's 2050) are drawn along an axis and would leave the map no room."""
+        planned = [run.generations.get(e) or 0 for run in self.runs
+                   for e in {e for (e, _), info in run.variants.items() if info.shape == "chain"}]
+        reached = [u.index + 1 for run in self.runs for u in run.units if u.name.startswith("gen_")]
+        return max([1, *planned, *reached])
+
     def metrics(self) -> list[str]:
         return self._metrics
 
@@ -348,8 +364,12 @@ def _log_ladder_ticks(lo: float, hi: float, least: int = 3) -> np.ndarray:
     for subs in ladders:
         ticks = np.array(sorted(s * 10.0 ** k for k in decades for s in subs))
         if ((ticks >= lo) & (ticks <= hi)).sum() >= least:
-            break
-    return ticks
+            return ticks
+    # narrower than the finest ladder (408 to 504 read "500" alone): evenly spaced round values, which a
+    # span this short draws almost evenly spaced on the log axis too
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10], min_n_ticks=least).tick_values(lo, hi)
 
 
 def _ladder_locator():

@@ -42,6 +42,9 @@ PAGE_H = 9.7  # the tallest figure a journal page takes (Nature: 247 mm)
 REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}
 # a baseline of another kind (the initial model, a uniform share): dotted dark grey, unlike the real data's level
 BASELINE = {"color": "0.35", "linestyle": ":", "linewidth": 1.2}
+# what theory expects of a series (the single Gaussian's under replace): a thick light orange line behind the series,
+# above their bands. Dotted dark grey on top, it vanished into replace's black line wherever the run followed it.
+THEORY = {"color": "#F2C46D", "linestyle": "-", "linewidth": 3.4, "zorder": 1.5, "solid_capstyle": "butt"}
 # a value the paper reports (its own setting only): dash-dotted, dark red, behind the series
 PAPER = {"color": "#8B0000", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 1.2, "zorder": 1}
 

@@ -138,9 +138,10 @@ TIMINGS = {"train_seconds": [1500.0], "sample_seconds": [250.0], "sample_tokens_
 
 
 def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None, small: bool = False,
-       continuation: str = "text of gen {g} for {i} in {variant} <i>") -> None:
+       continuation: str = "text of gen {g} for {i} in {variant} <i>", steps: int = 40) -> None:
     """done: variant -> generations finished (default all); one more is left unfinished. continuation:
-    the generated text of each example (str.format with g, i, variant)."""
+    the generated text of each example (str.format with g, i, variant). steps: optimizer steps a generation."""
+    n = steps
     rng = np.random.default_rng(2)
     for keep in (0.0, 0.1):
         for seed in seeds:
@@ -166,12 +167,12 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                 examples = {"prompt_block_id": pa.array([0, 199, 399, 599], pa.int64()),
                             "prompt_source": ["real"] * 4, "prompt": [f"<b>Prompt</b> {i} & co" for i in range(4)],
                             "continuation": [continuation.format(g=g, i=i, variant=variant) for i in range(4)]}
-                steps = np.arange(1, 41)
-                curve = {"generation": pa.array([g] * 40, pa.int64()), "step": pa.array(steps, pa.int64()),
-                         "epoch": pa.array((steps - 1) // 8 + 1, pa.int64()),
-                         "loss": 2.0 + 0.1 * drift + np.exp(-steps / 10) + rng.normal(0, 0.05, 40),
-                         "lr": np.full(40, 2e-5), "seconds": np.full(40, 0.5),
-                         "tokens_per_s": 16384 + rng.normal(0, 500, 40)}
+                step = np.arange(1, n + 1)
+                curve = {"generation": pa.array([g] * n, pa.int64()), "step": pa.array(step, pa.int64()),
+                         "epoch": pa.array((step - 1) // 8 + 1, pa.int64()),
+                         "loss": 2.0 + 0.1 * drift + np.exp(-step / 10) + rng.normal(0, 0.05, n),
+                         "lr": np.full(n, 2e-5), "seconds": np.full(n, 0.5),
+                         "tokens_per_s": 16384 + rng.normal(0, 500, n)}
                 _unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics, "sequence_ppl.parquet": seqs,
                                                             "examples.parquet": examples,
                                                             "training_curve.parquet": curve},

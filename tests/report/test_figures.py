@@ -205,7 +205,7 @@ def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
     ctx = _context(root, "gmm")
     fig, caption = gmm_l2(ctx)
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "squared L2 distance ‖f₀ − fₖ‖²" and ax.get_yscale() == "log"
+    assert " ".join(ax.get_ylabel().split()) == "squared L2 distance ‖f₀ − fₖ‖²" and ax.get_yscale() == "log"
     assert "squared" in caption and "higher is worse" in caption
     want = ctx.df[ctx.df["metric"] == "l2_squared"].groupby(["regime", "generation"])["value"].mean()
     thick = [ln for ln in ax.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]
@@ -213,6 +213,38 @@ def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
     for line in thick:
         regime = "replace-p0" if line.get_label().startswith("replace") else "accumulate"
         np.testing.assert_allclose(line.get_ydata(), want[regime].to_numpy(), rtol=1e-12)
+
+
+def test_a_long_axis_label_breaks_between_words_not_inside_its_formula(full_run, tmp_path):
+    """gmm_l2's y-axis label, taller than its panel, broke as 'squared L2 distance ‖f₀' over '− fₖ‖²': the
+    formula now stays whole on one line."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2
+    from collapse_hpc.plotting.plots import save
+
+    with drawing.figure_style():
+        fig, _ = gmm_l2(_context(full_run, "gmm"))
+        save(fig, tmp_path, "gmm_l2")
+    lines = [" ".join(line.split()) for line in fig.axes[0].get_ylabel().split("\n")]
+    assert len(lines) > 1 and "‖f₀ − fₖ‖²" in lines, lines
+
+
+def test_sequence_histograms_draw_each_bins_share_of_the_sequences(full_run):
+    """The histograms were densities per unit of perplexity over bins evenly spaced in log perplexity: drawn
+    equally wide on the log axis, a bin twice as far out was drawn half as high for as many sequences, which
+    flattened the tail of unlikely sequences the figure is about. A bar's height is now its share of the
+    generation's sequences (the heights of one histogram sum to 1)."""
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl
+    from matplotlib.patches import Polygon
+
+    with drawing.figure_style():
+        fig, caption = lm_sequence_ppl(_context(full_run, "lm"))
+    steps = [p for ax in fig.axes for p in ax.patches if isinstance(p, Polygon) and not p.get_fill()]
+    assert steps
+    for step in steps:
+        heights = step.get_xy()[1:-1:2, 1]
+        assert heights.sum() == pytest.approx(1.0), step.get_label()
+    assert {ax.get_ylabel() for ax in fig.axes} == {"share of sequences"}
+    assert "49 bins evenly spaced in log perplexity" in caption
 
 
 def test_every_caption_says_what_collapse_looks_like(full_report):
@@ -516,10 +548,11 @@ def test_a_figure_with_bands_says_what_they_are(full_run, experiment):
     assert banded or experiment == "vae"  # the synthetic vae has one seed: no band to explain
 
 
-@pytest.mark.parametrize("lo, hi, least", [(75.6, 186.0, 3), (20.0, 2000.0, 3), (1.0, 1e5, 3)])
+@pytest.mark.parametrize("lo, hi, least", [(75.6, 186.0, 3), (20.0, 2000.0, 3), (1.0, 1e5, 3), (408.0, 503.6, 3),
+                                           (0.981, 1.02, 3)])
 def test_a_narrow_log_axis_labels_at_least_three_values(lo, hi, least):
     """The sequence-perplexity histogram spans 76 to 186 in the demo: labelled 1-2-5 only, its axis read
-    "100" and nothing else."""
+    "100" and nothing else. A tiny run's spanned 408 to 504, narrower than the finest ladder: "500" alone."""
     from matplotlib.figure import Figure
     from collapse_hpc.plotting.plots import plain_log_ticks
 
@@ -796,6 +829,43 @@ def test_lm_training_curves_of_every_regime_share_a_scale(full_run):
         assert all(ax.get_shared_y_axes().joined(row[0], ax) for ax in row), row[0].get_ylabel()
 
 
+def test_training_curves_tick_whole_optimizer_steps(tmp_path):
+    """A generation of four optimizer steps (a small run) was ticked 1.0, 1.5, 2.0 … 4.0: half a step."""
+    from collapse_hpc.experiments.lm.figures import lm_training_curves
+    from tests.report import synthetic
+
+    root = tmp_path / "run"
+    synthetic.write_config(root, {"lm": {"generations": 2}})
+    synthetic.lm(root, generations=2, seeds=(0,), small=True, steps=4)
+    with drawing.figure_style():
+        fig, _ = lm_training_curves(_context(root, "lm"))
+        for ax in fig.axes:  # within the style: the ticks a locator gives depend on the labels' size
+            lo, hi = ax.get_xlim()
+            shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert len(shown) >= 2 and all(float(t).is_integer() for t in shown), shown
+
+
+def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
+    """vae_tails' share beyond the real 99% radius was 0 in every generation of a small run: its axis ran from
+    -0.055 to 0.055 (matplotlib's spread of one value; the real images' 1% line, inside it, did not rescale it),
+    as if a share could be negative. The axis now holds the series and that line, and stops near 0."""
+    from collapse_hpc.experiments.vae.figures import vae_tails
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import stats
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
+    synthetic.vae(root, generations=3, finished=3)
+    ctx = _context(root, "vae")
+    df = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "latent_tail_share", 0.0))
+    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
+    with drawing.figure_style():
+        fig, _ = vae_tails(ctx)
+    lo, hi = fig.axes[0].get_ylim()
+    assert -0.05 * hi <= lo < 0 and 0.01 < hi < 0.02, (lo, hi)
+
+
 def _saved(ctx, out):
     """(key, Figure) of every figure of the experiment, each saved (plots.save lays it out as it is printed)."""
     from collapse_hpc.plotting.plots import save
@@ -899,6 +969,59 @@ def test_every_figure_of_generations_draws_them_in_the_same_visible_colours(full
                 assert _contrast(colour) >= 3.0, (fn.__name__, artist.get_label())
                 seen.setdefault((fn.__module__, artist.get_label().split(" (")[0]), set()).add(colour)
     assert all(len(c) == 1 for c in seen.values()), seen
+
+
+def test_a_generation_has_one_colour_across_experiments_of_a_run_stopped_midway(full_run):
+    """The lm had reached generation 3 and the vae generation 2 (of 4 each): each figure spread the colour map
+    over its own generations, so generation 1 was one colour in the sequence histograms and another in the
+    latent densities. The map spans the run's planned generations (its chains': gmm's 12 are drawn along an
+    axis), so generation g has one colour in every figure of the report."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.experiments.lm.figures import lm_sequence_ppl, lm_training_curves
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    seen: dict = {}
+    with drawing.figure_style():
+        for experiment, fn in (("lm", lm_sequence_ppl), ("lm", lm_training_curves), ("vae", vae_latents)):
+            fig, _ = fn(_context(full_run, experiment))
+            for ax in fig.axes:
+                for artist in [*ax.get_lines(), *ax.patches]:
+                    label = str(artist.get_label())
+                    if label.startswith("generation "):
+                        colour = artist.get_edgecolor() if artist in ax.patches else artist.get_color()
+                        seen.setdefault(label.split(" (")[0], set()).add(to_hex(colour, keep_alpha=False))
+    assert {"generation 0", "generation 1", "generation 2"} <= set(seen)
+    assert all(len(c) == 1 for c in seen.values()), seen
+    assert {_context(full_run, e).generation_count for e in ("lm", "vae", "gmm")} == {4}
+
+
+@pytest.mark.parametrize("name", ["gaussian_variance", "gaussian_typical_variance", "gaussian_w2"])
+def test_the_theory_line_shows_where_replace_follows_it(full_run, name):
+    """The expectation under replace was a dotted dark grey line of about the width of replace's black line,
+    drawn among the series: where the run followed theory it vanished into that line. It is drawn behind every
+    series (their lines and markers stay whole on top), solid, more than twice as wide as a series' line (it
+    shows on both sides of one lying on it) and far lighter than any series' colour."""
+    from matplotlib.colors import to_rgb
+
+    def lightness(colour) -> float:
+        return float(np.dot(to_rgb(colour), [0.2126, 0.7152, 0.0722]))
+
+    with drawing.figure_style():
+        fig, _ = getattr(gaussian_figures, name)(_context(full_run, "gaussian"))
+    checked = 0
+    for ax in fig.axes:
+        lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+        theory = [ln for ln in lines if ln.get_label().startswith("theory")]
+        series = [ln for ln in lines if ln not in theory]
+        for t in theory:
+            assert t.get_linestyle() == "-"
+            for s in series:
+                assert t.get_zorder() < s.get_zorder(), s.get_label()
+                assert t.get_linewidth() > 2 * s.get_linewidth(), s.get_label()
+                assert lightness(t.get_color()) > lightness(s.get_color()) + 0.25, s.get_label()
+                checked += 1
+    assert checked
 
 
 def _found(png: np.ndarray, panel: np.ndarray) -> bool:

@@ -152,6 +152,40 @@ def test_gmm_snapshots_show_every_point_and_say_what_a_run_did_not_record(tmp_pa
             xy = points.get_offsets()
             (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
             assert ((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)).all()
-    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+    from matplotlib.text import Annotation
+
+    texts = {t.get_text() for ax in fig.axes for t in ax.texts if not isinstance(t, Annotation)}  # not row labels
     assert texts == {"not recorded in long", "not recorded in short"}, texts  # 0, 10, 11 against 0, 10, 20
     assert "every point in view" in caption
+
+
+def test_gmm_snapshots_name_their_axes_and_each_rows_series(tmp_path):
+    """The scatter panels had no axis labels (the series' name stood where the y-axis' belongs): the bottom row
+    says x, the first column y (the data's two coordinates), and each row names its series on the right, within
+    the figure and clear of every panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Annotation
+
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots
+    from collapse_hpc.plotting.plots import save
+    from collapse_hpc.report import drawing
+
+    root = tmp_path / "gmm"
+    synthetic.write_config(root, {"gmm": {"generations": 21, "regimes": [{"name": "replace", "keep_fraction": 0.0},
+                                                                         {"name": "accumulate"}]}}, generations=1)
+    synthetic.gmm(root, generations=21)
+    with drawing.figure_style():
+        fig, caption = gmm_snapshots(_context(root, "gmm"))
+        save(fig, tmp_path / "out", "gmm_snapshots")
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert [ax.get_xlabel() for ax in axes[-1]] == ["x"] * 3
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["y"] * 2
+    assert {ax.get_xlabel() for ax in axes[0]} | {ax.get_ylabel() for ax in axes[:, 1:].flat} == {""}  # said once
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    names = [(t.get_text(), t.get_window_extent(renderer)) for ax in fig.axes for t in ax.texts
+             if isinstance(t, Annotation)]
+    assert [name for name, _ in names] == ["replace", "accumulate"]
+    for name, box in names:
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1), name
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes), name
+    assert "x and y: the data's two coordinates" in caption

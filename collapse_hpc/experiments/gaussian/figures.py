@@ -41,7 +41,7 @@ def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, l
             if quantity and n is not None:
                 gens = gens_axis(ctx.planned(run), ctx.df["generation"])
                 curve, label = _theory(ctx, run, int(n), gens, quantity)
-                ax.plot(gens, curve, color="0.35", linestyle=(0, (1, 1)), linewidth=1.6, label=label)
+                ax.plot(gens, curve, label=label, **style.THEORY)
             if log:
                 log_y(ax)
             ax.set_title((f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})"))
@@ -157,7 +157,8 @@ def gaussian_variance(ctx: Context):
     fig = _per_samples(ctx, metric, "var_hat", "mean σ̂²")
     rare = _carried_by_rare(ctx, metric)
     return fig, ("Mean over replicates of the estimated variance σ̂² against generation k (log scale), with "
-                 "its expectation under replace: σ²((n−1)/n)^(k+1) for the MLE (generation 0 is the first fit "
+                 "its expectation under replace (thick light orange line, behind the series): "
+                 "σ²((n−1)/n)^(k+1) for the MLE (generation 0 is the first fit "
                  "to n real points), σ² for the unbiased estimator, whose mean does not move although almost "
                  "every replicate's variance collapses (next figure). Collapse as expected under replace with the "
                  "MLE: the curve falls (lower is worse); accumulating data keeps the variance. The expectation is "
@@ -169,12 +170,14 @@ def gaussian_variance(ctx: Context):
 
 
 TYPICAL = ("Typical variance: mean over replicates of log σ̂² against generation k, with its expectation "
-           "under replace, log σ² + (k+1)·E log V where V ~ χ²(n−1)/d is one fit's variance ratio (d = n for "
+           "under replace (thick light orange line, behind the series), log σ² + (k+1)·E log V where V ~ χ²(n−1)/d "
+           "is one fit's variance ratio (d = n for "
            "the MLE, n−1 for the unbiased estimator; E log V = ψ((n−1)/2) + log(2/d) < 0 for both). The "
            "straight fall is the theorem's collapse: σ̂² → 0 almost surely, whichever estimator. Lower is "
            "worse; accumulating data is expected to stay near log σ² (0 for σ = 1).")
 W2 = ("Squared Wasserstein-2 distance between the real N(μ, σ²) and each generation's fit, (μ̂−μ)² + (σ̂−σ)², "
-      "mean over replicates (log scale), with its expectation under replace: σ²(Σ_{j≤k} e^j/n + e^(k+1) − "
+      "mean over replicates (log scale), with its expectation under replace (thick light orange line, behind the "
+      "series): σ²(Σ_{j≤k} e^j/n + e^(k+1) − "
       "2m^(k+1) + 1), e = E V, m = E √V (theory.py). Under the unbiased estimator it grows without bound (the "
       "mean performs a random walk); under the MLE it levels off near 2σ² as σ̂ dies. The unbiased growth is "
       "carried by ever rarer replicates (almost every one's σ̂ dies, so its W₂ settles), so a mean over "

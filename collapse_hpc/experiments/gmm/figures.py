@@ -16,7 +16,8 @@ from collapse_hpc.plotting.plots import (REPLICATE_LINES, Context, legend_below,
 
 
 SINGLE = f"single replicates, the first {REPLICATE_LINES} of each series by seed and replicate"
-L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀ − fₖ‖²", "l2": "L2 distance ‖f₀ − fₖ‖"}
+# no-break spaces: a formula is not broken across the lines of a long axis label (plotting.fit)
+L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀\u00a0−\u00a0fₖ‖²", "l2": "L2 distance ‖f₀\u00a0−\u00a0fₖ‖"}
 
 
 def gmm_l2(ctx: Context):
@@ -82,17 +83,27 @@ def gmm_snapshots(ctx: Context, most: int = 8):
             ax.set_aspect("equal")
             if r == 0:
                 ax.set_title(f"generation {g}")
-            if c == 0:
-                ax.set_ylabel(key if len(ctx.runs) == 1 else f"{run}\n{key}")
+            # the data's two coordinates (gmm.recursion.real_data: two-mode's modes lie apart on x); fit.once
+            # keeps the bottom row's x and the first column's y
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+        row_label(axes[r, -1], key if len(ctx.runs) == 1 else f"{run}\n{key}")
     spreads = "; ".join(f"{key if len(ctx.runs) == 1 else f'{run}: {key}'} " + " → ".join(
         f"{_spread(snap[snap['generation'] == g]):.2g}" for g in gens if (snap["generation"] == g).any())
         for run, key, snap in rows)
-    return fig, ("Samples of one replicate at the recorded generations (gmm.snapshot_generations; the data's "
-                 "two coordinates, on the same axes throughout, every point in view): each generation's training "
-                 "data. Collapse as the paper expects it: the cloud "
-                 "loses its tails and shrinks towards a point, generation after generation (a smaller cloud is "
+    return fig, ("Samples of one replicate at the recorded generations (gmm.snapshot_generations; x and y: the "
+                 "data's two coordinates, two-mode data's modes lying apart on x; on the same axes throughout, every "
+                 "point in view), one row per series (named on the right): each generation's training data. "
+                 "Collapse as the paper expects it: the cloud loses its tails and shrinks towards a point, "
+                 "generation after generation (a smaller cloud is "
                  f"worse). Here, the total variance of the points, generation {' → '.join(map(str, gens))}: "
                  f"{spreads}.")
+
+
+def row_label(ax, text: str) -> None:
+    """A row's series named beside its last panel, on the right (the y-axis label says what y is)."""
+    ax.annotate(text, xy=(1, 0.5), xycoords="axes fraction", xytext=(4, 0), textcoords="offset points",
+                rotation=-90, ha="left", va="center", fontsize=style.RC["axes.labelsize"])
 
 
 def _spread(points: pd.DataFrame) -> float:

@@ -161,8 +161,6 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
     rows = [r for r in _files(ctx, "latents.parquet") if 0 in r[2]]
     if not rows:
         return None
-    top = max(max(v) for _, _, v, _ in rows)
-    colours = style.generation_colours(top + 1)  # generation g in the colour every figure gives it
     fig, axes = style.figure(1, len(rows), w=3.2, h=3.3, sharey=True)
     spreads, kinds, beyond = [], set(), []
     for ax, (run, key, paths, _) in zip(axes.flat, rows):
@@ -173,8 +171,8 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
         edge = reach if how == "standardised" else 1.1 * float(np.quantile(np.abs(values[0]), 0.999)) or 1.0
         edges = np.linspace(-edge, edge, bins + 1)
         for g, z in values.items():
-            ax.hist(np.clip(z, -edge, edge), bins=edges, density=True, histtype="step", color=colours[g],
-                    linewidth=1.4, label=f"generation {g} (sd {np.std(z):.2f})")
+            ax.hist(np.clip(z, -edge, edge), bins=edges, density=True, histtype="step",
+                    color=ctx.generation_colour(g), linewidth=1.4, label=f"generation {g} (sd {np.std(z):.2f})")
         last = max(values)
         share, g = max((float(np.mean(np.abs(z) > edge)), g) for g, z in values.items())
         if share:  # np.clip piles them into the outer bins: say how many
