@@ -9,6 +9,7 @@ Formats, by extension (any case); the line formats and the JSON and CSV ones als
   .parquet                  column `text` (datasets' to_parquet, the hub's shards)
   .arrow                    column `text` (datasets' save_to_disk)
 Null and blank texts of the structured formats are dropped, with a warning that counts them.
+A JSON escape of half a UTF-16 pair alone ("\\ud83d") becomes U+FFFD, with a warning.
 A .json file that is one JSON object without a field `text` (README.json, dataset_info.json, a
 metadata file) describes the data and holds no records of text: skipped with a warning naming it.
 
@@ -278,7 +279,22 @@ def _json_texts(path: Path) -> list:
             records = [json.loads(line) for line in body.splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: neither JSON lines nor one JSON array of objects ({e.msg})") from None
-    return [_text_field(path, i, r) for i, r in enumerate(records)]
+    return _whole_characters(path, [_text_field(path, i, r) for i, r in enumerate(records)])
+
+
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _whole_characters(path: Path, texts: list) -> list:
+    """JSON's \\u escapes may name half of a UTF-16 pair alone ("\\ud83d": an emoji cut short by a
+    scraper's truncation); such a text is no Unicode, and neither Parquet nor a hash can encode it.
+    Replaced by U+FFFD with one warning, as undecodable bytes are."""
+    halves = sum(len(SURROGATE.findall(t)) for t in texts if t)
+    if not halves:
+        return texts
+    log.warning("warning: %s: %s (half a UTF-16 pair, e.g. \\ud83d, without its other half) replaced by U+FFFD",
+                path, count(halves, "lone surrogate escape"))
+    return [SURROGATE.sub("\ufffd", t) if t else t for t in texts]
 
 
 def _text_field(path: Path, i: int, record) -> str | None:

@@ -63,6 +63,20 @@ def test_json_lines_csv_and_tsv_give_their_text_field_and_say_what_they_drop(tmp
         sources.read_rows(tmp_path / "b.csv")
 
 
+def test_half_an_escaped_utf16_pair_in_json_becomes_u_fffd_not_a_traceback(tmp_path, caplog):
+    """json.dumps (ensure_ascii) of a text cut inside an emoji writes its first half alone: "\\ud83d"."""
+    rows = corpus_lines(300, 1)
+    cut = [t + (' \\ud83d' if i % 50 == 0 else ' \\ud83d\\ude00') for i, t in enumerate(rows)]
+    (tmp_path / "cut.jsonl").write_text("".join('{"text": "%s"}\n' % t for t in cut))
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        read = sources.read_rows(tmp_path / "cut.jsonl")
+    assert read[:2] == [rows[0] + " \ufffd", rows[1] + " \U0001f600"]
+    assert "cut.jsonl: 6 lone surrogate escapes" in caplog.text
+    data.prepare_local("cut", tmp_path / "cut.jsonl", tmp_path / "data")  # hashed and written as UTF-8
+    texts = [t for s in ("train", "validation", "test") for t in data.read_texts(tmp_path / "data", "cut", s)]
+    assert sorted(texts) == sorted(read)
+
+
 def test_a_datasets_save_to_disk_folder_keeps_its_splits(tmp_path):
     datasets = pytest.importorskip("datasets")
     parts = {"train": corpus_lines(300, 1), "validation": corpus_lines(60, 2), "test": corpus_lines(60, 3)}
