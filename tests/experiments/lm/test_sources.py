@@ -227,3 +227,21 @@ def test_the_source_digest_reads_a_large_file_in_pieces(tmp_path):
     assert peak < 8 * 2**20, peak
     want = hashlib.sha256(b"train.txt\0" + big.read_bytes() + b"test.txt\0" + small.read_bytes()).hexdigest()
     assert digest == want
+
+
+def test_files_named_in_latin1_are_read_and_hashed_by_their_bytes(tmp_path):
+    """Files unpacked from an old archive keep names that are not UTF-8 (b'caf\\xe9.txt'); Python holds
+    them as surrogate escapes, which str.encode refused: prepare stopped on a traceback. A folder of
+    20 files or more goes through by_file's hash of the names too."""
+    import os
+
+    src = tmp_path / "docs"
+    src.mkdir()
+    for i in range(21):
+        name = os.fsdecode(b"caf\xe9-%02d.txt" % i) if i % 10 == 0 else f"doc-{i:02d}.txt"
+        (src / name).write_text(_lines(20, i))
+    data.prepare_local("latin1", src, tmp_path / "data")
+    texts = [t for s in ("train", "validation", "test") for t in data.read_texts(tmp_path / "data", "latin1", s)]
+    assert sorted(texts) == sorted(t for i in range(21) for t in corpus_lines(20, i))
+    assert data.source_digest([src / os.fsdecode(b"caf\xe9-00.txt")]) == data.hashlib.sha256(
+        b"caf\xe9-00.txt\0" + _lines(20, 0).encode()).hexdigest()
