@@ -712,3 +712,16 @@ def test_a_data_set_of_your_own_files_prepared_again_by_name_asks_for_them(tmp_p
         prepare("story", tmp_path / "data", force=True)
     with pytest.raises(UserError, match="unknown data set 'tale'"):
         prepare("tale", tmp_path / "data", force=True)
+
+
+def test_a_run_or_data_folder_whose_path_is_not_utf8_is_refused_before_anything_is_written(tmp_path):
+    """A folder named in latin-1 (b'r\\xe9sultats'): Parquet's writer takes only UTF-8 paths, so every
+    unit failed there on a UnicodeEncodeError, and data prepare stopped on its traceback."""
+    cfg = _toy_config(tmp_path)
+    where = tmp_path / os.fsdecode(b"r\xe9sultats")
+    line = one_error_line(cli("run", cfg, "--run", where / "run"))
+    assert "the path is not UTF-8" in line and "--run " in line
+    (tmp_path / "corpus.txt").write_text("a line of text\n" * 400)
+    line = one_error_line(cli("data", "prepare", "mine", "--from", tmp_path / "corpus.txt", "--data-dir", where))
+    assert "--data-dir " in line and "the path is not UTF-8" in line
+    assert not where.exists()
