@@ -725,3 +725,25 @@ def test_a_run_or_data_folder_whose_path_is_not_utf8_is_refused_before_anything_
     line = one_error_line(cli("data", "prepare", "mine", "--from", tmp_path / "corpus.txt", "--data-dir", where))
     assert "--data-dir " in line and "the path is not UTF-8" in line
     assert not where.exists()
+
+
+def test_a_run_estimated_past_its_file_systems_free_space_is_warned_of_before_it_starts(tmp_path, caplog):
+    """gaussian over 100,000 generations of a million replicates: 8.8 TB of metrics, learnt only when
+    the disk filled midway. The warning comes with the checks, before the run folder is made."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.cli import _warn_disk
+    from collapse_hpc.store import RunStore
+
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text("name: big\nexecutor: local\nseeds: [0]\nregimes: [replace]\nlm: {enabled: false}\n"
+                   "vae: {enabled: false}\ngmm: {enabled: false}\ngaussian: {generations: 100000, samples: [10], "
+                   "replicates: 1000000, chunk_replicates: 100}\n")
+    store = RunStore(tmp_path / "run")
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        run = experiments.load_config(str(cfg), [], None)
+        _warn_disk(store, run, engine.plan(run))
+        small = experiments.load_config(str(cfg), ["gaussian.generations=10", "gaussian.replicates=100"], None)
+        _warn_disk(store, small, engine.plan(small))
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "TiB still to write, more than the " in warned[0], warned
+    assert "it may stop on a full disk midway" in warned[0] and not store.root.exists()
