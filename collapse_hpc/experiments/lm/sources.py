@@ -32,6 +32,7 @@ import json
 import logging
 import lzma
 import re
+import sys
 import zlib
 from pathlib import Path
 
@@ -142,12 +143,14 @@ def describes(path: Path) -> bool:
     first, _, rest = text.partition("\n")
     try:
         value = json.loads(first)  # a whole object on the first line: JSON lines, or one line only
+    except RecursionError:
+        return False  # nested past the reader's depth: read_rows says so
     except ValueError:
         if path.stat().st_size > MAX_DESCRIPTION_BYTES:
             return False
         try:
             value = json.loads(_raw(path).decode("utf-8-sig", errors="replace"))
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
     else:
         if rest.strip() or len(head) > HEAD_BYTES:  # more lines: records
@@ -279,6 +282,9 @@ def _json_texts(path: Path) -> list:
             records = [json.loads(line) for line in body.splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: neither JSON lines nor one JSON array of objects ({e.msg})") from None
+    except RecursionError:  # [[[[…: Python's reader recurses once a level
+        raise UserError(f"{path}: JSON nested deeper than {sys.getrecursionlimit()} levels; records of text are "
+                        f"objects with a field text (JSON lines, or one array of them)") from None
     return _whole_characters(path, [_text_field(path, i, r) for i, r in enumerate(records)])
 
 
@@ -321,6 +327,9 @@ def _table_texts(path: Path) -> list:
                             f"name the column that holds the text 'text'")
         return [row["text"] for row in reader]
     except csv.Error as e:
+        if "field larger than field limit" in str(e):  # not a quoting fault: the row check's own line
+            raise UserError(f"{path}: near line {reader.line_num + 1}: a field of more than {MAX_ROW_CHARS} "
+                            f"characters (one paragraph or article per row); break it into rows") from None
         raise UserError(f"{path}: not {'TSV' if tab else 'CSV'} (near line {reader.line_num + 1}: {e}); a field "
                         f"that starts with a quote is quoted whole, its quotes doubled, as CSV writers do "
                         f"(\"\"\"Hi,\"\" she said\"), or give the text as .txt or .jsonl") from None

@@ -245,3 +245,20 @@ def test_files_named_in_latin1_are_read_and_hashed_by_their_bytes(tmp_path):
     assert sorted(texts) == sorted(t for i in range(21) for t in corpus_lines(20, i))
     assert data.source_digest([src / os.fsdecode(b"caf\xe9-00.txt")]) == data.hashlib.sha256(
         b"caf\xe9-00.txt\0" + _lines(20, 0).encode()).hexdigest()
+
+
+def test_json_nested_past_the_readers_depth_is_one_line(tmp_path):
+    """[[[[…]]]] of 100,000 levels: json.loads recurses once a level, and its RecursionError was a traceback."""
+    (tmp_path / "deep.json").write_text('{"meta": ' + "[" * 100_000 + "]" * 100_000 + "}")  # describes() reads it
+    (tmp_path / "deep.jsonl").write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    for name in ("deep.json", "deep.jsonl"):
+        assert sources.source_files(tmp_path / name) == [tmp_path / name]
+        with pytest.raises(UserError, match=f"{name}: JSON nested deeper than"):
+            sources.read_rows(tmp_path / name)
+
+
+def test_a_csv_field_past_the_row_limit_is_said_as_too_long_not_as_bad_quoting(tmp_path):
+    (tmp_path / "long.csv").write_text('id,text\n1,"a line"\n2,"' + "x" * (sources.MAX_ROW_CHARS + 10) + '"\n')
+    with pytest.raises(UserError, match=r"long.csv: near line \d+: a field of more than 1048576 characters") as e:
+        sources.read_rows(tmp_path / "long.csv")
+    assert "quote" not in str(e.value)
