@@ -9,6 +9,7 @@ Formats, by extension (any case); the line formats and the JSON and CSV ones als
   .parquet                  column `text` (datasets' to_parquet, the hub's shards)
   .arrow                    column `text` (datasets' save_to_disk)
 Null and blank texts of the structured formats are dropped, with a warning that counts them.
+A Git LFS pointer, or a link to a git-annex or DVC object not fetched, is refused: it stands in for the text.
 A JSON escape of half a UTF-16 pair alone ("\\ud83d") becomes U+FFFD, with a warning.
 A .json file that is one JSON object without a field `text` (README.json, dataset_info.json, a
 metadata file) describes the data and holds no records of text: skipped with a warning naming it.
@@ -89,11 +90,14 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
         if describes(source):
             raise UserError(f"--from {source}: {DESCRIPTION}, not records of text; give the text's files "
                             f"(JSON lines, or one array of objects, each with a field text)")
+        _check_fetched(source, [source])
         return [source]
     skip = exclude.resolve() if exclude is not None else None
-    found = sorted(p for p in source.rglob("*") if p.is_file()
+    found = sorted(p for p in source.rglob("*") if (p.is_file() or p.is_symlink())
                    and not any(part.startswith(".") for part in p.relative_to(source).parts)
                    and not (skip and p.resolve().is_relative_to(skip)))
+    _check_fetched(source, [p for p in found if readable(p)])
+    found = [p for p in found if p.is_file()]
     files = [p for p in found if readable(p)]
     twice = [p for p in files if kind(p)[1] and p.with_suffix("") in files]
     if twice:  # train.txt beside train.txt.gz: its text would be read twice
@@ -114,6 +118,28 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
                     count(len(described), "JSON file"), _names([str(p.relative_to(source)) for p in described]),
                     "each " + DESCRIPTION if len(described) > 1 else DESCRIPTION)
     return files
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def _check_fetched(source: Path, files: list[Path]) -> None:
+    """A data set cloned without its large files' content holds stand-ins for them: Git LFS pointers (a
+    few lines of text, read as a corpus they made splits of "version https://git-lfs…" lines) and
+    git-annex's or DVC's links to objects not fetched (skipped unsaid, the corpus short of them)."""
+    def which(stand_ins: list[Path], one: str, more: str) -> str:
+        names = [str(p.relative_to(source)) for p in stand_ins] if source.is_dir() else []
+        return f"--from {source}" + (f": {_names(names)} are {more}" if len(names) > 1 else
+                                     f": {names[0]} is {one}" if names else f" is {one}")
+
+    dangling = [p for p in files if p.is_symlink() and not p.exists()]
+    if dangling:
+        raise UserError(which(dangling, "a link to a file that is not there", "links to files that are not there")
+                        + "; fetch the content (git annex get, dvc pull), then prepare again")
+    pointers = [p for p in files if p.stat().st_size < 1024 and p.read_bytes().startswith(LFS_POINTER)]
+    if pointers:
+        raise UserError(which(pointers, "a Git LFS pointer", "Git LFS pointers") + ", not the content (cloned "
+                        "without git-lfs?); run git lfs pull in the clone, then prepare again")
 
 
 DESCRIPTION = "one JSON object without a field 'text', which describes the data (as README.json or dataset_info.json)"

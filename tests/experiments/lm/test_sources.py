@@ -262,3 +262,28 @@ def test_a_csv_field_past_the_row_limit_is_said_as_too_long_not_as_bad_quoting(t
     with pytest.raises(UserError, match=r"long.csv: near line \d+: a field of more than 1048576 characters") as e:
         sources.read_rows(tmp_path / "long.csv")
     assert "quote" not in str(e.value)
+
+
+LFS = ("version https://git-lfs.github.com/spec/v1\noid sha256:4d7d8e5c2a1b0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9"
+       "c8b7a6f5e\nsize 6068114\n")
+
+
+def test_a_clone_without_its_large_files_content_is_refused_not_prepared_from_its_stand_ins(tmp_path):
+    """Cloned without git-lfs, valid.txt and test.txt are pointers of three lines: they were prepared as
+    the validation and test splits. A git-annex link to an object not fetched was skipped unsaid."""
+    src = tmp_path / "clone"
+    src.mkdir()
+    (src / "train.txt").write_text(_lines(600, 1))
+    (src / "valid.txt").write_text(LFS)
+    (src / "test.txt").write_text(LFS)
+    with pytest.raises(UserError, match=r"--from .*clone: test.txt, valid.txt are Git LFS pointers, not the content"):
+        data.prepare_local("clone", src, tmp_path / "data")
+    (tmp_path / "train-00000-of-00001.parquet").write_text(LFS)
+    with pytest.raises(UserError, match=r"parquet is a Git LFS pointer.*git lfs pull"):
+        data.prepare_local("shard", tmp_path / "train-00000-of-00001.parquet", tmp_path / "data")
+    (src / "valid.txt").write_text(_lines(60, 2))
+    (src / "test.txt").unlink()
+    (src / "test.txt").symlink_to("../.git/annex/objects/Xk/SHA256E-s4096--0a1b.txt")
+    with pytest.raises(UserError, match=r"clone: test.txt is a link to a file that is not there; fetch the content"):
+        data.prepare_local("clone", src, tmp_path / "data")
+    assert not (tmp_path / "data").exists()
