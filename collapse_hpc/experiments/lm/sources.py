@@ -2,7 +2,7 @@
 keeps, and their rows.
 
 Formats, by extension (any case); the line formats and the JSON and CSV ones also compressed
-(.gz, .bz2, .xz on top, e.g. corpus.txt.gz):
+(.gz, .bz2, .xz, .zst on top, e.g. corpus.txt.gz, The Pile's .jsonl.zst):
   .txt .text .tokens .raw   one row per non-empty line (WikiText ships wiki.train.tokens / .raw)
   .jsonl .ndjson .json      JSON lines (datasets' to_json) or one array, of objects; field `text`
   .csv .tsv                 a header row, then rows; column `text` (quoted fields may span lines)
@@ -46,11 +46,41 @@ JSON = (".jsonl", ".ndjson", ".json")
 TABLES = (".csv", ".tsv")
 COLUMNAR = (".parquet", ".arrow")
 FORMATS = LINES + JSON + TABLES + COLUMNAR
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-MAGIC = {".gz": re.compile(b"\x1f\x8b"), ".bz2": re.compile(b"BZh[1-9]1AY&SY"), ".xz": re.compile(b"\xfd7zXZ\x00")}
+
+
+class _Zstd:
+    """A .zst file (The Pile's, Dolma's .jsonl.zst) read through pyarrow's zstd codec, as gzip.open reads
+    a .gz: read(n) in pieces of 16 MiB (one read of n would allocate n bytes at once)."""
+
+    def __init__(self, path: Path, mode: str = "rb"):
+        import pyarrow as pa
+
+        self._file = open(path, mode)  # an open file, not a path: pyarrow takes only UTF-8 paths
+        self._stream = pa.input_stream(self._file, compression="zstd")
+
+    def read(self, n: int = -1) -> bytes:
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            piece = self._stream.read(1 << 24 if n < 0 else min(1 << 24, n - len(out)))
+            if not piece:
+                break
+            out += piece
+        return bytes(out)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stream.close()
+        self._file.close()
+
+
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": _Zstd}
+MAGIC = {".gz": re.compile(b"\x1f\x8b"), ".bz2": re.compile(b"BZh[1-9]1AY&SY"), ".xz": re.compile(b"\xfd7zXZ\x00"),
+         ".zst": re.compile(re.escape(b"\x28\xb5\x2f\xfd"))}
 ACCEPTED = ("text (.txt, .tokens, .raw: a row per line), JSON lines (.jsonl, .json), .csv or .tsv "
             "with a column text, .parquet or .arrow with a column text; the first three also as .gz, "
-            ".bz2 or .xz")
+            ".bz2, .xz or .zst")
 # datasets' save_to_disk writes these beside its .arrow files: metadata, not corpus text
 DATASETS_METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
 ARCHIVES = {".zip": "unzip {p} -d DIR", ".tar": "tar xf {p} -C DIR", ".tgz": "tar xzf {p} -C DIR",

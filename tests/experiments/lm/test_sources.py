@@ -287,3 +287,20 @@ def test_a_clone_without_its_large_files_content_is_refused_not_prepared_from_it
     with pytest.raises(UserError, match=r"clone: test.txt is a link to a file that is not there; fetch the content"):
         data.prepare_local("clone", src, tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_zstd_json_lines_as_the_pile_ships_them_read_as_the_plain_file(tmp_path):
+    """The Pile, Dolma and RedPajama ship .jsonl.zst: it was refused as not a format prepare reads."""
+    rows = corpus_lines(300, 1)
+    src = tmp_path / "pile"
+    src.mkdir()
+    for split, part in (("train", rows[:200]), ("val", rows[200:250]), ("test", rows[250:])):
+        with pa.output_stream(str(src / f"{split}.jsonl.zst"), compression="zstd") as f:
+            f.write("".join(json.dumps({"text": t, "meta": {"pile_set_name": "Wikipedia"}}) + "\n"
+                            for t in part).encode())
+    assert sources.read_rows(src / "val.jsonl.zst") == rows[200:250]
+    data.prepare_local("pile", src, tmp_path / "data")
+    assert data.read_texts(tmp_path / "data", "pile", "validation") == rows[200:250]
+    (src / "cut.jsonl.zst").write_bytes((src / "test.jsonl.zst").read_bytes()[:100])
+    with pytest.raises(UserError, match="cut.jsonl.zst: not a readable zst file"):
+        sources.read_rows(src / "cut.jsonl.zst")
