@@ -747,3 +747,16 @@ def test_a_run_estimated_past_its_file_systems_free_space_is_warned_of_before_it
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "TiB still to write, more than the " in warned[0], warned
     assert "it may stop on a full disk midway" in warned[0] and not store.root.exists()
+
+
+def test_a_report_to_or_of_a_folder_whose_path_is_not_utf8_is_one_line_and_writes_nothing(tmp_path):
+    """aggregate --out b'r\\xe9port' stopped on pyarrow's UnicodeEncodeError, leaving the folder half made."""
+    cfg = _toy_config(tmp_path)
+    assert cli("run", cfg, "--run", tmp_path / "run").returncode == 0
+    out = tmp_path / os.fsdecode(b"r\xe9port")
+    line = one_error_line(cli("aggregate", tmp_path / "run", "--out", out))
+    assert line.startswith("error: --out ") and "the path is not UTF-8" in line and not out.exists()
+    moved = tmp_path / os.fsdecode(b"run-\xe9")
+    shutil.copytree(tmp_path / "run", moved)
+    assert "the path is not UTF-8" in one_error_line(cli("aggregate", moved))
+    assert not (moved / "report").exists()

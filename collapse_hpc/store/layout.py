@@ -26,13 +26,14 @@ UNIT = re.compile(r"(gen|part)_\d{3,}")
 
 def utf8_path(path, what: str) -> Path:
     """`path`, refused in one line where its absolute form is not UTF-8 (a folder named in latin-1):
-    Parquet's writer takes only UTF-8 paths, so every unit would fail there on a traceback."""
+    pyarrow takes only UTF-8 paths, so every unit or report would fail there on a traceback."""
     path = Path(path)
     try:
         str(path.absolute()).encode()
     except UnicodeEncodeError:
-        raise UserError(f"{what}{path.absolute()}: the path is not UTF-8 (a name in another encoding); "
-                        f"Parquet files cannot be written there: rename it, or give another folder") from None
+        raise UserError(f"{what}{path.absolute()}: the path is not UTF-8 (a name in another encoding), and "
+                        f"Parquet files are read and written under UTF-8 paths only: rename it, or give another "
+                        f"folder") from None
     return path
 
 
