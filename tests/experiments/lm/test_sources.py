@@ -304,3 +304,13 @@ def test_zstd_json_lines_as_the_pile_ships_them_read_as_the_plain_file(tmp_path)
     (src / "cut.jsonl.zst").write_bytes((src / "test.jsonl.zst").read_bytes()[:100])
     with pytest.raises(UserError, match="cut.jsonl.zst: not a readable zst file"):
         sources.read_rows(src / "cut.jsonl.zst")
+
+
+def test_a_parquet_file_named_in_latin1_is_read(tmp_path):
+    """pyarrow opens only UTF-8 paths: a Parquet file named b'caf\\xe9.parquet' stopped prepare on a traceback."""
+    import os
+
+    path = tmp_path / os.fsdecode(b"caf\xe9.parquet")
+    pq.write_table(pa.table({"text": corpus_lines(20, 1)}), tmp_path / "plain.parquet")
+    (tmp_path / "plain.parquet").rename(path)
+    assert sources.read_rows(path) == corpus_lines(20, 1)
