@@ -329,19 +329,38 @@ def _decode(path: Path, raw: bytes) -> str:
 
 
 def _json_texts(path: Path) -> list:
-    """Field `text` of JSON lines, or of one JSON array of objects."""
+    """Field `text` of JSON lines, of objects one after another over several lines each (what jq writes
+    without -c), or of one JSON array of objects."""
     body = _decode(path, _raw(path))
     try:
         if body.lstrip().startswith("["):
             records = json.loads(body)
         else:
-            records = [json.loads(line) for line in body.splitlines() if line.strip()]
+            try:
+                records = [json.loads(line) for line in body.splitlines() if line.strip()]
+            except json.JSONDecodeError:
+                records = _one_after_another(body)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: neither JSON lines nor one JSON array of objects ({e.msg})") from None
+        raise UserError(f"{path}: neither JSON lines nor one JSON array of objects ({e.msg}, line "
+                        f"{e.lineno})") from None
     except RecursionError:  # [[[[…: Python's reader recurses once a level
         raise UserError(f"{path}: JSON nested deeper than {sys.getrecursionlimit()} levels; records of text are "
                         f"objects with a field text (JSON lines, or one array of them)") from None
     return _whole_characters(path, [_text_field(path, i, r) for i, r in enumerate(records)])
+
+
+SPACE = re.compile(r"\s*")
+
+
+def _one_after_another(body: str) -> list:
+    """JSON values written one after another, each over any number of lines (jq's output without -c)."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while True:
+        at = SPACE.match(body, at).end()
+        if at >= len(body):
+            return values
+        value, at = decoder.raw_decode(body, at)
+        values.append(value)
 
 
 SURROGATE = re.compile(r"[\ud800-\udfff]")

@@ -314,3 +314,15 @@ def test_a_parquet_file_named_in_latin1_is_read(tmp_path):
     pq.write_table(pa.table({"text": corpus_lines(20, 1)}), tmp_path / "plain.parquet")
     (tmp_path / "plain.parquet").rename(path)
     assert sources.read_rows(path) == corpus_lines(20, 1)
+
+
+def test_objects_over_several_lines_each_as_jq_writes_without_c_are_records(tmp_path):
+    """`jq '{text: .content}' in.jsonl > out.jsonl` (no -c) writes each object over three lines: it was
+    refused as neither JSON lines nor an array."""
+    rows = corpus_lines(20, 1)
+    (tmp_path / "out.jsonl").write_text("".join(json.dumps({"text": t, "id": i}, indent=2) + "\n"
+                                                for i, t in enumerate(rows)))
+    assert sources.read_rows(tmp_path / "out.jsonl") == rows
+    (tmp_path / "cut.jsonl").write_text('{"text": "a"}\n{\n  "text": \n')
+    with pytest.raises(UserError, match=r"cut.jsonl: neither JSON lines nor one JSON array of objects \(.*line 4\)"):
+        sources.read_rows(tmp_path / "cut.jsonl")
