@@ -189,6 +189,23 @@ def default_run_dir(config: str) -> Path:
     return Path("runs") / Path(config).stem
 
 
+def _warn_disk(store, run, chains) -> None:
+    """One warning where the run's estimated disk (submit --dry-run's: the units' files and the report's
+    table) is more than its folder's file system has free: a run of many generations would otherwise
+    learn it when the disk fills, hours in. Not refused: the estimate is rough, and space can be freed
+    while it runs."""
+    from collapse_hpc.launch import estimate
+    from collapse_hpc.store import space
+
+    est = estimate.estimate(run, chains)
+    need = est.disk_gb * 1e9 + estimate.report_disk_bytes(est.report_rows)
+    short = space.short_of_room(store.root, need)
+    if short:
+        logging.getLogger("collapse_hpc").warning(
+            "warning: %s: %s (submit --dry-run's estimate of its units and report); it may stop on a full disk "
+            "midway (finished units are kept: free space, then run the same command again)", store.root, short)
+
+
 def resolve(args, executor: str | None = None, profile: str | None = None, problems: list[str] | None = None):
     """Load and validate the config and check each experiment's inputs; writes nothing.
 
@@ -224,6 +241,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
             "killed (out of memory) unless other processes free some", largest / 2**30, available_memory() / 2**30)
     check(estimate.check, run, engine.plan(run), args.config, getattr(args, "force", False))
     only = getattr(args, "only", None)
+    _warn_disk(store, run, engine.plan(run, only=only))
     if only:
         asked = "collapse-hpc" if args.command in experiments.names() else "--only"  # by hand: `collapse-hpc vae CFG`
         unknown = [o for o in only if o not in run.sections]
@@ -294,8 +312,9 @@ def _run_store(args):
     """The run folder of args (--run, else runs/<config name>): a path that is a file is refused here,
     not by mkdir's bare 'File exists' once the checks passed."""
     from collapse_hpc.store import RunStore
+    from collapse_hpc.store.layout import utf8_path
 
-    root = Path(args.run or default_run_dir(args.config))
+    root = utf8_path(args.run or default_run_dir(args.config), "--run " if args.run else "")
     if root.exists() and not root.is_dir():
         raise UserError(f"{'--run ' if args.run else ''}{root}: not a folder; a run folder is made there "
                         f"(give --run a folder's path)")
@@ -481,7 +500,9 @@ def cmd_data(args) -> int:
 
     if args.data_command == "list":
         return data.list_prepared(Path(args.data_dir))
-    return data.prepare(args.name, Path(args.data_dir), source=args.source, force=args.force)
+    from collapse_hpc.store.layout import utf8_path
+
+    return data.prepare(args.name, utf8_path(args.data_dir, "--data-dir "), source=args.source, force=args.force)
 
 
 def cmd_experiment(args) -> int:

@@ -712,3 +712,51 @@ def test_a_data_set_of_your_own_files_prepared_again_by_name_asks_for_them(tmp_p
         prepare("story", tmp_path / "data", force=True)
     with pytest.raises(UserError, match="unknown data set 'tale'"):
         prepare("tale", tmp_path / "data", force=True)
+
+
+def test_a_run_or_data_folder_whose_path_is_not_utf8_is_refused_before_anything_is_written(tmp_path):
+    """A folder named in latin-1 (b'r\\xe9sultats'): Parquet's writer takes only UTF-8 paths, so every
+    unit failed there on a UnicodeEncodeError, and data prepare stopped on its traceback."""
+    cfg = _toy_config(tmp_path)
+    where = tmp_path / os.fsdecode(b"r\xe9sultats")
+    line = one_error_line(cli("run", cfg, "--run", where / "run"))
+    assert "the path is not UTF-8" in line and "--run " in line
+    (tmp_path / "corpus.txt").write_text("a line of text\n" * 400)
+    line = one_error_line(cli("data", "prepare", "mine", "--from", tmp_path / "corpus.txt", "--data-dir", where))
+    assert "--data-dir " in line and "the path is not UTF-8" in line
+    assert not where.exists()
+
+
+def test_a_run_estimated_past_its_file_systems_free_space_is_warned_of_before_it_starts(tmp_path, caplog):
+    """gaussian over 100,000 generations of a million replicates: 8.8 TB of metrics, learnt only when
+    the disk filled midway. The warning comes with the checks, before the run folder is made."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.cli import _warn_disk
+    from collapse_hpc.store import RunStore
+
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text("name: big\nexecutor: local\nseeds: [0]\nregimes: [replace]\nlm: {enabled: false}\n"
+                   "vae: {enabled: false}\ngmm: {enabled: false}\ngaussian: {generations: 100000, samples: [10], "
+                   "replicates: 1000000, chunk_replicates: 100}\n")
+    store = RunStore(tmp_path / "run")
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        run = experiments.load_config(str(cfg), [], None)
+        _warn_disk(store, run, engine.plan(run))
+        small = experiments.load_config(str(cfg), ["gaussian.generations=10", "gaussian.replicates=100"], None)
+        _warn_disk(store, small, engine.plan(small))
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "TiB still to write, more than the " in warned[0], warned
+    assert "it may stop on a full disk midway" in warned[0] and not store.root.exists()
+
+
+def test_a_report_to_or_of_a_folder_whose_path_is_not_utf8_is_one_line_and_writes_nothing(tmp_path):
+    """aggregate --out b'r\\xe9port' stopped on pyarrow's UnicodeEncodeError, leaving the folder half made."""
+    cfg = _toy_config(tmp_path)
+    assert cli("run", cfg, "--run", tmp_path / "run").returncode == 0
+    out = tmp_path / os.fsdecode(b"r\xe9port")
+    line = one_error_line(cli("aggregate", tmp_path / "run", "--out", out))
+    assert line.startswith("error: --out ") and "the path is not UTF-8" in line and not out.exists()
+    moved = tmp_path / os.fsdecode(b"run-\xe9")
+    shutil.copytree(tmp_path / "run", moved)
+    assert "the path is not UTF-8" in one_error_line(cli("aggregate", moved))
+    assert not (moved / "report").exists()

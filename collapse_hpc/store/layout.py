@@ -24,6 +24,19 @@ PLAN = "plan.json"  # the engine's plan of the run, written once per config (eng
 UNIT = re.compile(r"(gen|part)_\d{3,}")
 
 
+def utf8_path(path, what: str) -> Path:
+    """`path`, refused in one line where its absolute form is not UTF-8 (a folder named in latin-1):
+    pyarrow takes only UTF-8 paths, so every unit or report would fail there on a traceback."""
+    path = Path(path)
+    try:
+        str(path.absolute()).encode()
+    except UnicodeEncodeError:
+        raise UserError(f"{what}{path.absolute()}: the path is not UTF-8 (a name in another encoding), and "
+                        f"Parquet files are read and written under UTF-8 paths only: rename it, or give another "
+                        f"folder") from None
+    return path
+
+
 def unit_name(shape: str, index: int) -> str:
     return f"gen_{index:03d}" if shape == "chain" else f"part_{index:03d}"
 

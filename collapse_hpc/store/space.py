@@ -95,6 +95,23 @@ def state(folder: str | os.PathLike) -> str:
     return f"the file system at {mount} refused it (a full disk since freed, or a quota: {usage(mount)} now)"
 
 
+def short_of_room(folder: str | os.PathLike, need: float) -> str | None:
+    """Where `need` bytes are more than the file system of `folder` (made or not) has free now: the two,
+    said as a clause; else None. Bytes already under `folder` count as written (a resumed run)."""
+    here = nearest_folder(folder)
+    try:
+        st = os.statvfs(here)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if need <= free:  # the common case: the run folder is not walked
+        return None
+    written = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else 0
+    if need - written <= free:
+        return None
+    return f"about {size(need - written)} still to write, more than the {usage(here)} at {mount_point(here)}"
+
+
 def nearest_folder(path: str | os.PathLike) -> Path:
     """`path` where it is a folder, else the nearest folder above it that exists (as given: a relative
     path stays relative, "." at the top): where a path not made yet would be made."""

@@ -135,3 +135,15 @@ def test_a_file_size_limit_is_named_with_what_to_do(tmp_path):
         in proc.stderr and "raise the limit (`ulimit -f unlimited`" in proc.stderr, proc.stderr
     assert not (tmp_path / "data" / "digits").exists()
     assert space.refused(Exception("Error while serializing: I/O error: File too large (os error 27)")) == errno.EFBIG
+
+
+def test_short_of_room_weighs_what_is_still_to_write_against_the_free_space(tmp_path):
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    assert space.short_of_room(tmp_path / "run", 1024) is None
+    line = space.short_of_room(tmp_path / "run" / "not-made", free + 2**45)  # a folder not made yet: its parent's
+    assert " TiB still to write, more than the " in line and " free of " in line
+    run = tmp_path / "resumed"
+    run.mkdir()
+    with open(run / "done.parquet", "wb") as f:  # a resumed run's finished units (sparse: no space taken)
+        f.truncate(2**42)
+    assert space.short_of_room(run, free + 2**41) is None

@@ -26,12 +26,22 @@ def long_text(texts: list[str]) -> bool:
     return sum(map(len, texts)) > LONG_TEXT_CHARS
 
 
+def _utf8(path) -> bool:
+    """False for a user's file named in another encoding (latin-1): Python holds its bytes as surrogates."""
+    try:
+        str(path).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_parquet(path: Path, columns=None, schema_only: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    source = path if _utf8(path) else pa.BufferReader(Path(path).read_bytes())  # pyarrow opens UTF-8 paths only
     try:
-        return pq.read_schema(path) if schema_only else pq.read_table(path, columns=columns)
+        return pq.read_schema(source) if schema_only else pq.read_table(source, columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
 

@@ -93,7 +93,7 @@ def by_file(files: list[Path], source: Path) -> dict[Path, str]:
     no document's lines are in two splits (split by row, a test line's neighbours were training text).
     The files are ordered by a hash of their path in the folder; the first 5% (at least one) are the
     validation split, the next 5% the test split: deterministic, and neither split is left empty."""
-    order = sorted(files, key=lambda p: hashlib.sha256(str(p.relative_to(source)).encode()).hexdigest())
+    order = sorted(files, key=lambda p: hashlib.sha256(os.fsencode(p.relative_to(source))).hexdigest())
     k = max(1, round(len(files) * 0.05))
     return {p: "validation" if i < k else "test" if i < 2 * k else "train" for i, p in enumerate(order)}
 
@@ -211,11 +211,11 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
 
 
 def source_digest(files: list[Path]) -> str:
-    """sha256 over each file's name, a NUL and its bytes, read in pieces (a corpus file of many GB is
-    never whole in memory for it)."""
+    """sha256 over each file's name (its bytes, UTF-8 or not), a NUL and its bytes, read in pieces (a
+    corpus file of many GB is never whole in memory for it)."""
     h = hashlib.sha256()
     for p in files:
-        h.update(p.name.encode() + b"\0")
+        h.update(os.fsencode(p.name) + b"\0")
         with p.open("rb") as f:
             for piece in iter(lambda: f.read(1 << 20), b""):
                 h.update(piece)

@@ -2,13 +2,15 @@
 keeps, and their rows.
 
 Formats, by extension (any case); the line formats and the JSON and CSV ones also compressed
-(.gz, .bz2, .xz on top, e.g. corpus.txt.gz):
+(.gz, .bz2, .xz, .zst on top, e.g. corpus.txt.gz, The Pile's .jsonl.zst):
   .txt .text .tokens .raw   one row per non-empty line (WikiText ships wiki.train.tokens / .raw)
   .jsonl .ndjson .json      JSON lines (datasets' to_json) or one array, of objects; field `text`
   .csv .tsv                 a header row, then rows; column `text` (quoted fields may span lines)
   .parquet                  column `text` (datasets' to_parquet, the hub's shards)
   .arrow                    column `text` (datasets' save_to_disk)
 Null and blank texts of the structured formats are dropped, with a warning that counts them.
+A Git LFS pointer, or a link to a git-annex or DVC object not fetched, is refused: it stands in for the text.
+A JSON escape of half a UTF-16 pair alone ("\\ud83d") becomes U+FFFD, with a warning.
 A .json file that is one JSON object without a field `text` (README.json, dataset_info.json, a
 metadata file) describes the data and holds no records of text: skipped with a warning naming it.
 
@@ -31,6 +33,7 @@ import json
 import logging
 import lzma
 import re
+import sys
 import zlib
 from pathlib import Path
 
@@ -43,11 +46,41 @@ JSON = (".jsonl", ".ndjson", ".json")
 TABLES = (".csv", ".tsv")
 COLUMNAR = (".parquet", ".arrow")
 FORMATS = LINES + JSON + TABLES + COLUMNAR
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-MAGIC = {".gz": re.compile(b"\x1f\x8b"), ".bz2": re.compile(b"BZh[1-9]1AY&SY"), ".xz": re.compile(b"\xfd7zXZ\x00")}
+
+
+class _Zstd:
+    """A .zst file (The Pile's, Dolma's .jsonl.zst) read through pyarrow's zstd codec, as gzip.open reads
+    a .gz: read(n) in pieces of 16 MiB (one read of n would allocate n bytes at once)."""
+
+    def __init__(self, path: Path, mode: str = "rb"):
+        import pyarrow as pa
+
+        self._file = open(path, mode)  # an open file, not a path: pyarrow takes only UTF-8 paths
+        self._stream = pa.input_stream(self._file, compression="zstd")
+
+    def read(self, n: int = -1) -> bytes:
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            piece = self._stream.read(1 << 24 if n < 0 else min(1 << 24, n - len(out)))
+            if not piece:
+                break
+            out += piece
+        return bytes(out)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stream.close()
+        self._file.close()
+
+
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": _Zstd}
+MAGIC = {".gz": re.compile(b"\x1f\x8b"), ".bz2": re.compile(b"BZh[1-9]1AY&SY"), ".xz": re.compile(b"\xfd7zXZ\x00"),
+         ".zst": re.compile(re.escape(b"\x28\xb5\x2f\xfd"))}
 ACCEPTED = ("text (.txt, .tokens, .raw: a row per line), JSON lines (.jsonl, .json), .csv or .tsv "
             "with a column text, .parquet or .arrow with a column text; the first three also as .gz, "
-            ".bz2 or .xz")
+            ".bz2, .xz or .zst")
 # datasets' save_to_disk writes these beside its .arrow files: metadata, not corpus text
 DATASETS_METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
 ARCHIVES = {".zip": "unzip {p} -d DIR", ".tar": "tar xf {p} -C DIR", ".tgz": "tar xzf {p} -C DIR",
@@ -87,11 +120,14 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
         if describes(source):
             raise UserError(f"--from {source}: {DESCRIPTION}, not records of text; give the text's files "
                             f"(JSON lines, or one array of objects, each with a field text)")
+        _check_fetched(source, [source])
         return [source]
     skip = exclude.resolve() if exclude is not None else None
-    found = sorted(p for p in source.rglob("*") if p.is_file()
+    found = sorted(p for p in source.rglob("*") if (p.is_file() or p.is_symlink())
                    and not any(part.startswith(".") for part in p.relative_to(source).parts)
                    and not (skip and p.resolve().is_relative_to(skip)))
+    _check_fetched(source, [p for p in found if readable(p)])
+    found = [p for p in found if p.is_file()]
     files = [p for p in found if readable(p)]
     twice = [p for p in files if kind(p)[1] and p.with_suffix("") in files]
     if twice:  # train.txt beside train.txt.gz: its text would be read twice
@@ -112,6 +148,28 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
                     count(len(described), "JSON file"), _names([str(p.relative_to(source)) for p in described]),
                     "each " + DESCRIPTION if len(described) > 1 else DESCRIPTION)
     return files
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def _check_fetched(source: Path, files: list[Path]) -> None:
+    """A data set cloned without its large files' content holds stand-ins for them: Git LFS pointers (a
+    few lines of text, read as a corpus they made splits of "version https://git-lfs…" lines) and
+    git-annex's or DVC's links to objects not fetched (skipped unsaid, the corpus short of them)."""
+    def which(stand_ins: list[Path], one: str, more: str) -> str:
+        names = [str(p.relative_to(source)) for p in stand_ins] if source.is_dir() else []
+        return f"--from {source}" + (f": {_names(names)} are {more}" if len(names) > 1 else
+                                     f": {names[0]} is {one}" if names else f" is {one}")
+
+    dangling = [p for p in files if p.is_symlink() and not p.exists()]
+    if dangling:
+        raise UserError(which(dangling, "a link to a file that is not there", "links to files that are not there")
+                        + "; fetch the content (git annex get, dvc pull), then prepare again")
+    pointers = [p for p in files if p.stat().st_size < 1024 and p.read_bytes().startswith(LFS_POINTER)]
+    if pointers:
+        raise UserError(which(pointers, "a Git LFS pointer", "Git LFS pointers") + ", not the content (cloned "
+                        "without git-lfs?); run git lfs pull in the clone, then prepare again")
 
 
 DESCRIPTION = "one JSON object without a field 'text', which describes the data (as README.json or dataset_info.json)"
@@ -141,12 +199,14 @@ def describes(path: Path) -> bool:
     first, _, rest = text.partition("\n")
     try:
         value = json.loads(first)  # a whole object on the first line: JSON lines, or one line only
+    except RecursionError:
+        return False  # nested past the reader's depth: read_rows says so
     except ValueError:
         if path.stat().st_size > MAX_DESCRIPTION_BYTES:
             return False
         try:
             value = json.loads(_raw(path).decode("utf-8-sig", errors="replace"))
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
     else:
         if rest.strip() or len(head) > HEAD_BYTES:  # more lines: records
@@ -269,16 +329,53 @@ def _decode(path: Path, raw: bytes) -> str:
 
 
 def _json_texts(path: Path) -> list:
-    """Field `text` of JSON lines, or of one JSON array of objects."""
+    """Field `text` of JSON lines, of objects one after another over several lines each (what jq writes
+    without -c), or of one JSON array of objects."""
     body = _decode(path, _raw(path))
     try:
         if body.lstrip().startswith("["):
             records = json.loads(body)
         else:
-            records = [json.loads(line) for line in body.splitlines() if line.strip()]
+            try:
+                records = [json.loads(line) for line in body.splitlines() if line.strip()]
+            except json.JSONDecodeError:
+                records = _one_after_another(body)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: neither JSON lines nor one JSON array of objects ({e.msg})") from None
-    return [_text_field(path, i, r) for i, r in enumerate(records)]
+        raise UserError(f"{path}: neither JSON lines nor one JSON array of objects ({e.msg}, line "
+                        f"{e.lineno})") from None
+    except RecursionError:  # [[[[…: Python's reader recurses once a level
+        raise UserError(f"{path}: JSON nested deeper than {sys.getrecursionlimit()} levels; records of text are "
+                        f"objects with a field text (JSON lines, or one array of them)") from None
+    return _whole_characters(path, [_text_field(path, i, r) for i, r in enumerate(records)])
+
+
+SPACE = re.compile(r"\s*")
+
+
+def _one_after_another(body: str) -> list:
+    """JSON values written one after another, each over any number of lines (jq's output without -c)."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while True:
+        at = SPACE.match(body, at).end()
+        if at >= len(body):
+            return values
+        value, at = decoder.raw_decode(body, at)
+        values.append(value)
+
+
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _whole_characters(path: Path, texts: list) -> list:
+    """JSON's \\u escapes may name half of a UTF-16 pair alone ("\\ud83d": an emoji cut short by a
+    scraper's truncation); such a text is no Unicode, and neither Parquet nor a hash can encode it.
+    Replaced by U+FFFD with one warning, as undecodable bytes are."""
+    halves = sum(len(SURROGATE.findall(t)) for t in texts if t)
+    if not halves:
+        return texts
+    log.warning("warning: %s: %s (half a UTF-16 pair, e.g. \\ud83d, without its other half) replaced by U+FFFD",
+                path, count(halves, "lone surrogate escape"))
+    return [SURROGATE.sub("\ufffd", t) if t else t for t in texts]
 
 
 def _text_field(path: Path, i: int, record) -> str | None:
@@ -305,6 +402,9 @@ def _table_texts(path: Path) -> list:
                             f"name the column that holds the text 'text'")
         return [row["text"] for row in reader]
     except csv.Error as e:
+        if "field larger than field limit" in str(e):  # not a quoting fault: the row check's own line
+            raise UserError(f"{path}: near line {reader.line_num + 1}: a field of more than {MAX_ROW_CHARS} "
+                            f"characters (one paragraph or article per row); break it into rows") from None
         raise UserError(f"{path}: not {'TSV' if tab else 'CSV'} (near line {reader.line_num + 1}: {e}); a field "
                         f"that starts with a quote is quoted whole, its quotes doubled, as CSV writers do "
                         f"(\"\"\"Hi,\"\" she said\"), or give the text as .txt or .jsonl") from None

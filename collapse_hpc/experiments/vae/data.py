@@ -128,6 +128,9 @@ def read_idx(path: Path) -> np.ndarray:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:  # cut short or damaged: one line, not a traceback
             raise UserError(f"{path}: not a readable gzip file ({e})") from None
+    if raw.startswith(b"version https://git-lfs.github.com/spec/"):  # a clone made without git-lfs
+        raise UserError(f"{path}: a Git LFS pointer, not the file's content (cloned without git-lfs?); run git lfs "
+                        f"pull in the clone, then prepare again")
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise UserError(f"{path}: not an IDX file of unsigned bytes")
     ndim = raw[3]

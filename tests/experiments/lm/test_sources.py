@@ -63,6 +63,20 @@ def test_json_lines_csv_and_tsv_give_their_text_field_and_say_what_they_drop(tmp
         sources.read_rows(tmp_path / "b.csv")
 
 
+def test_half_an_escaped_utf16_pair_in_json_becomes_u_fffd_not_a_traceback(tmp_path, caplog):
+    """json.dumps (ensure_ascii) of a text cut inside an emoji writes its first half alone: "\\ud83d"."""
+    rows = corpus_lines(300, 1)
+    cut = [t + (' \\ud83d' if i % 50 == 0 else ' \\ud83d\\ude00') for i, t in enumerate(rows)]
+    (tmp_path / "cut.jsonl").write_text("".join('{"text": "%s"}\n' % t for t in cut))
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        read = sources.read_rows(tmp_path / "cut.jsonl")
+    assert read[:2] == [rows[0] + " \ufffd", rows[1] + " \U0001f600"]
+    assert "cut.jsonl: 6 lone surrogate escapes" in caplog.text
+    data.prepare_local("cut", tmp_path / "cut.jsonl", tmp_path / "data")  # hashed and written as UTF-8
+    texts = [t for s in ("train", "validation", "test") for t in data.read_texts(tmp_path / "data", "cut", s)]
+    assert sorted(texts) == sorted(read)
+
+
 def test_a_datasets_save_to_disk_folder_keeps_its_splits(tmp_path):
     datasets = pytest.importorskip("datasets")
     parts = {"train": corpus_lines(300, 1), "validation": corpus_lines(60, 2), "test": corpus_lines(60, 3)}
@@ -213,3 +227,102 @@ def test_the_source_digest_reads_a_large_file_in_pieces(tmp_path):
     assert peak < 8 * 2**20, peak
     want = hashlib.sha256(b"train.txt\0" + big.read_bytes() + b"test.txt\0" + small.read_bytes()).hexdigest()
     assert digest == want
+
+
+def test_files_named_in_latin1_are_read_and_hashed_by_their_bytes(tmp_path):
+    """Files unpacked from an old archive keep names that are not UTF-8 (b'caf\\xe9.txt'); Python holds
+    them as surrogate escapes, which str.encode refused: prepare stopped on a traceback. A folder of
+    20 files or more goes through by_file's hash of the names too."""
+    import os
+
+    src = tmp_path / "docs"
+    src.mkdir()
+    for i in range(21):
+        name = os.fsdecode(b"caf\xe9-%02d.txt" % i) if i % 10 == 0 else f"doc-{i:02d}.txt"
+        (src / name).write_text(_lines(20, i))
+    data.prepare_local("latin1", src, tmp_path / "data")
+    texts = [t for s in ("train", "validation", "test") for t in data.read_texts(tmp_path / "data", "latin1", s)]
+    assert sorted(texts) == sorted(t for i in range(21) for t in corpus_lines(20, i))
+    assert data.source_digest([src / os.fsdecode(b"caf\xe9-00.txt")]) == data.hashlib.sha256(
+        b"caf\xe9-00.txt\0" + _lines(20, 0).encode()).hexdigest()
+
+
+def test_json_nested_past_the_readers_depth_is_one_line(tmp_path):
+    """[[[[…]]]] of 100,000 levels: json.loads recurses once a level, and its RecursionError was a traceback."""
+    (tmp_path / "deep.json").write_text('{"meta": ' + "[" * 100_000 + "]" * 100_000 + "}")  # describes() reads it
+    (tmp_path / "deep.jsonl").write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    for name in ("deep.json", "deep.jsonl"):
+        assert sources.source_files(tmp_path / name) == [tmp_path / name]
+        with pytest.raises(UserError, match=f"{name}: JSON nested deeper than"):
+            sources.read_rows(tmp_path / name)
+
+
+def test_a_csv_field_past_the_row_limit_is_said_as_too_long_not_as_bad_quoting(tmp_path):
+    (tmp_path / "long.csv").write_text('id,text\n1,"a line"\n2,"' + "x" * (sources.MAX_ROW_CHARS + 10) + '"\n')
+    with pytest.raises(UserError, match=r"long.csv: near line \d+: a field of more than 1048576 characters") as e:
+        sources.read_rows(tmp_path / "long.csv")
+    assert "quote" not in str(e.value)
+
+
+LFS = ("version https://git-lfs.github.com/spec/v1\noid sha256:4d7d8e5c2a1b0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9"
+       "c8b7a6f5e\nsize 6068114\n")
+
+
+def test_a_clone_without_its_large_files_content_is_refused_not_prepared_from_its_stand_ins(tmp_path):
+    """Cloned without git-lfs, valid.txt and test.txt are pointers of three lines: they were prepared as
+    the validation and test splits. A git-annex link to an object not fetched was skipped unsaid."""
+    src = tmp_path / "clone"
+    src.mkdir()
+    (src / "train.txt").write_text(_lines(600, 1))
+    (src / "valid.txt").write_text(LFS)
+    (src / "test.txt").write_text(LFS)
+    with pytest.raises(UserError, match=r"--from .*clone: test.txt, valid.txt are Git LFS pointers, not the content"):
+        data.prepare_local("clone", src, tmp_path / "data")
+    (tmp_path / "train-00000-of-00001.parquet").write_text(LFS)
+    with pytest.raises(UserError, match=r"parquet is a Git LFS pointer.*git lfs pull"):
+        data.prepare_local("shard", tmp_path / "train-00000-of-00001.parquet", tmp_path / "data")
+    (src / "valid.txt").write_text(_lines(60, 2))
+    (src / "test.txt").unlink()
+    (src / "test.txt").symlink_to("../.git/annex/objects/Xk/SHA256E-s4096--0a1b.txt")
+    with pytest.raises(UserError, match=r"clone: test.txt is a link to a file that is not there; fetch the content"):
+        data.prepare_local("clone", src, tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_zstd_json_lines_as_the_pile_ships_them_read_as_the_plain_file(tmp_path):
+    """The Pile, Dolma and RedPajama ship .jsonl.zst: it was refused as not a format prepare reads."""
+    rows = corpus_lines(300, 1)
+    src = tmp_path / "pile"
+    src.mkdir()
+    for split, part in (("train", rows[:200]), ("val", rows[200:250]), ("test", rows[250:])):
+        with pa.output_stream(str(src / f"{split}.jsonl.zst"), compression="zstd") as f:
+            f.write("".join(json.dumps({"text": t, "meta": {"pile_set_name": "Wikipedia"}}) + "\n"
+                            for t in part).encode())
+    assert sources.read_rows(src / "val.jsonl.zst") == rows[200:250]
+    data.prepare_local("pile", src, tmp_path / "data")
+    assert data.read_texts(tmp_path / "data", "pile", "validation") == rows[200:250]
+    (src / "cut.jsonl.zst").write_bytes((src / "test.jsonl.zst").read_bytes()[:100])
+    with pytest.raises(UserError, match="cut.jsonl.zst: not a readable zst file"):
+        sources.read_rows(src / "cut.jsonl.zst")
+
+
+def test_a_parquet_file_named_in_latin1_is_read(tmp_path):
+    """pyarrow opens only UTF-8 paths: a Parquet file named b'caf\\xe9.parquet' stopped prepare on a traceback."""
+    import os
+
+    path = tmp_path / os.fsdecode(b"caf\xe9.parquet")
+    pq.write_table(pa.table({"text": corpus_lines(20, 1)}), tmp_path / "plain.parquet")
+    (tmp_path / "plain.parquet").rename(path)
+    assert sources.read_rows(path) == corpus_lines(20, 1)
+
+
+def test_objects_over_several_lines_each_as_jq_writes_without_c_are_records(tmp_path):
+    """`jq '{text: .content}' in.jsonl > out.jsonl` (no -c) writes each object over three lines: it was
+    refused as neither JSON lines nor an array."""
+    rows = corpus_lines(20, 1)
+    (tmp_path / "out.jsonl").write_text("".join(json.dumps({"text": t, "id": i}, indent=2) + "\n"
+                                                for i, t in enumerate(rows)))
+    assert sources.read_rows(tmp_path / "out.jsonl") == rows
+    (tmp_path / "cut.jsonl").write_text('{"text": "a"}\n{\n  "text": \n')
+    with pytest.raises(UserError, match=r"cut.jsonl: neither JSON lines nor one JSON array of objects \(.*line 4\)"):
+        sources.read_rows(tmp_path / "cut.jsonl")

@@ -291,3 +291,15 @@ def test_your_own_images_with_one_test_image_are_refused_before_the_run(tmp_path
     run = experiments.config_from_dict({"data_dir": str(tmp_path / "data"), "vae": {"dataset": "clothes"}})
     with pytest.raises(UserError, match=r"^vae.dataset: .*clothes: the test split holds 1 image"):
         experiments.get("vae").check(run)
+
+
+def test_idx_files_cloned_without_git_lfs_say_so(tmp_path):
+    """A repository's IDX files cloned without git-lfs are pointers of three lines: 'not an IDX file' left
+    the user to guess why."""
+    folder = tmp_path / "fashion"
+    _fake_mnist(folder)
+    (folder / "t10k-images-idx3-ubyte.gz").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 4422102\n")
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte.gz: a Git LFS pointer.*git lfs pull"):
+        data.prepare_local("fashion", folder, tmp_path / "data")
+    assert not (tmp_path / "data" / "fashion").exists()
