@@ -132,8 +132,8 @@ def test_a_part_holds_no_more_memory_than_its_estimate(tmp_path, regime):
 
     _run(tmp_path, "warm")  # the modules a part imports and the compiled kernels, which tracemalloc would count
     run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "regimes": [regime],
-                                        "gmm": {**SECTION, "generations": 3, "samples": 200_000, "replicates": 2,
-                                                "chunk_replicates": 2, "max_iter": 20}})
+                                        "gmm": {**SECTION, "generations": 3, "samples": 400_000, "replicates": 1,
+                                                "chunk_replicates": 1, "max_iter": 20}})  # one fit at a time
     store = RunStore(tmp_path / "m")
     engine.open_run(store, run)
     chains = engine.plan(run)
