@@ -346,3 +346,23 @@ def test_cpu_units_side_by_side_fit_in_the_memory_the_machine_has(tmp_path, monk
     parts = sorted((read_manifest(unit(tmp_path / "run", "gaussian", "replace-p0-samples50-s0", f"part_{p:03d}"))
                     for p in range(3)), key=lambda m: m["started"])
     assert all(b["started"] >= a["finished"] for a, b in zip(parts, parts[1:])), parts
+
+
+def test_a_unit_larger_than_the_memory_available_now_runs_with_a_warning(tmp_path, monkeypatch):
+    """A unit within the machine's memory but over what other processes leave available now runs (they
+    may free some), after a warning that it may be killed; MemAvailable is read through cli's
+    available_memory, given here as half the unit's estimate."""
+    from collapse_hpc import cli, experiments
+    from collapse_hpc.machine import total_memory
+
+    cfg = write_config(tmp_path, gmm={"enabled": False}, lm={"enabled": False}, vae={"enabled": False},
+                       gaussian={"generations": 2, "samples": [50], "replicates": 4, "chunk_replicates": 4})
+    run = experiments.load_config(cfg)
+    need = experiments.get("gaussian").memory(run, experiments.get("gaussian").variants(run)[0])
+    assert 0 < need < (total_memory() or 0)  # not refused: the warning alone speaks of memory
+    monkeypatch.setattr(cli, "available_memory", lambda: need // 2)
+    rc, out, err = collapse("run", cfg, "--run", tmp_path / "run")
+    assert rc == 0 and "1 unit done" in out, err
+    assert (f"a unit of this run needs about {need / 2**30:.3g} GiB of memory; {need // 2 / 2**30:.3g} GiB is "
+            f"available here now: it may be killed (out of memory) unless other processes free some") in err, err
+    assert err.count("is available here now") == 1, err

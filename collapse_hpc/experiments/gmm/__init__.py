@@ -19,6 +19,17 @@ from collapse_hpc.regimes import items_held
 
 NAME = "gmm"
 
+# float64 values a replicate holds per training point while its fit runs, beside its pool (em._fit_all,
+# kmeans.kmeans): the training data (2), its centred copy (2), the features (6), k-means' distances,
+# labels and ones (7), and 2 more a component (its scores); per drawn point: the real points run_part
+# keeps (2), the uniforms (1), the normals (2) and the points drawn (2). tracemalloc: 24 of the 32 at 2
+# components; counting the points drawn alone, a part 4 to 10 times its estimate passed the check
+FIT_VALUES, DRAW_VALUES = 17, 7
+# a snapshot point: held for its table (x, y, its int64 replicate and generation: 4) while the fits run;
+# once they are done, also concatenated (4), cast to int32 (1), copied into pyarrow's columns (x, y: 2)
+# and encoded by the Parquet writer (3): peak RSS 0.9 of this count (tracemalloc sees numpy's 9)
+SNAPSHOT_HELD, SNAPSHOT_WRITTEN = 4, 14
+
 
 class GMMExperiment(ArrayExperiment):
     name = NAME
@@ -51,11 +62,19 @@ class GMMExperiment(ArrayExperiment):
         return 2 * 8 * items_held(variant.regime, n, n, self.generations(run) - 1)
 
     def memory(self, run, variant) -> int:
+        """Part 0's: its metrics table and pools, and the larger of its fits' values beside the snapshots
+        held (FIT_VALUES, DRAW_VALUES) and the snapshots' once written."""
         from collapse_hpc.experiments.gmm.metrics import names
+        from collapse_hpc.experiments.gmm.run import snapshot_generations
 
-        cfg, G = variant.section(run), self.generations(run)
-        return parts.memory(self.part_size(run, variant), G, len(names(cfg.components)), 2 * cfg.samples,
-                            int(self.pool_bytes(run, variant) // 8))
+        cfg, G, size = variant.section(run), self.generations(run), self.part_size(run, variant)
+        n, K = cfg.samples, cfg.components
+        # accumulate trains on its whole pool, the others on `samples` points
+        train = items_held(variant.regime, n, n, G - 1) if variant.regime.name == "accumulate" else n
+        points = (FIT_VALUES + 2 * K) * train + DRAW_VALUES * n
+        shown = min(size, cfg.snapshot_replicates) * len(snapshot_generations(cfg.snapshot_generations, G)) * n
+        held = parts.memory(size, G, len(names(K)), 0, int(self.pool_bytes(run, variant) // 8))
+        return held + 8 * max(size * points + SNAPSHOT_HELD * shown, SNAPSHOT_WRITTEN * shown)
 
     def disk(self, run, variant, index: int) -> int | None:
         """Its metrics.parquet and snapshots.parquet: the points (int32 replicate and generation, float64 x

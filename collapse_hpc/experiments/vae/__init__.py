@@ -19,6 +19,10 @@ from collapse_hpc.experiments.vae.config import VaeConfig, check_stages
 
 # a latent mean in latents.parquet: float32 values in a float64 column, split and compressed (4.25 measured)
 LATENT_BYTES = 4.5
+# copies of a training batch's activations a step holds: autograd's saved maps, their gradients in backward and
+# the convolutions' transients (peak RSS on a CPU: 3.1 times them at 28x28, 4.4 at 8x8); the allocator keeps
+# much of it through the evaluation, so both are counted
+STEP_COPIES = 5
 # (height, width, training images) of the built-in data sets (data.py: digits 80% of 1,797)
 DIMS = {"digits": (8, 8, 1438), "mnist": (28, 28, 60000)}
 
@@ -80,7 +84,8 @@ class Vae(Experiment):
             return None
         height, width, train = dims
         images = height * width * (train + (cfg.synthetic_size or train) + cfg.eval_samples + cfg.latent_samples)
-        return 4 * images + 16 * _parameters(cfg, height, width) + 4 * _activations(cfg, height, width)
+        return (4 * images + 16 * _parameters(cfg, height, width) + 4 * STEP_COPIES * _activations(cfg, height, width)
+                + _evaluation(cfg, height, width))
 
     def disk(self, run, variant, index: int) -> int | None:
         """Its model.safetensors (the fp32 VAE: the next generation samples its training images from it)
@@ -128,11 +133,25 @@ def _vae_parameters(cfg, height: int, width: int) -> int:
     return 2 * convs + 3 * flat * cfg.latent
 
 
+def _maps(cfg, height: int, width: int) -> int:
+    """Values of one image's feature maps through the encoder: each stage's."""
+    return sum(cfg.capacity * 2**i * (height >> i + 1) * (width >> i + 1) for i in range(cfg.stages))
+
+
 def _activations(cfg, height: int, width: int) -> int:
     """Values one training batch keeps for its backward pass: each stage's feature maps, in the
     encoder and the decoder."""
-    per_image = sum(cfg.capacity * 2**i * (height >> i + 1) * (width >> i + 1) for i in range(cfg.stages))
-    return 2 * cfg.batch_size * (per_image + height * width)
+    return 2 * cfg.batch_size * (_maps(cfg, height, width) + height * width)
+
+
+def _evaluation(cfg, height: int, width: int) -> int:
+    """Bytes scoring a generation holds beside its images: the classifier's float64 features of every
+    generated image three times (predict's batches, their concatenation, frechet's centred copy), and
+    the feature maps of metrics.EVAL_BATCH images through the encoder, a convolution's output beside its
+    ReLU's (peak RSS: 1.67 times one copy, 28x28 images)."""
+    from collapse_hpc.experiments.vae.metrics import EVAL_BATCH
+
+    return 3 * 8 * cfg.classifier_hidden * cfg.eval_samples + 2 * 4 * EVAL_BATCH * _maps(cfg, height, width)
 
 
 def _dims(run, dataset: str) -> tuple[int, int, int] | None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from collapse_hpc.experiments.vae.metrics import EVAL_BATCH
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
 
@@ -41,7 +42,7 @@ class DigitClassifier(nn.Module):
 
 
 @torch.no_grad()
-def predict(model: DigitClassifier, images: torch.Tensor, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: DigitClassifier, images: torch.Tensor, batch: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """Predicted labels and penultimate features (float64) of images (N, 1, H, W) in [0, 1]."""
     labels, feats = [], []
     for start in range(0, len(images), batch):

@@ -18,6 +18,10 @@ import numpy as np
 from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.plotting.metrics import NONNEGATIVE, SHARE, Metric, specs
 
+# images an evaluation pass sends through a network at once (latent_radii, classifier.predict): their
+# feature maps are the largest thing scoring holds (the memory estimate counts them)
+EVAL_BATCH = 4096
+
 CLASSES = 10
 
 # what each column of metrics.parquet is, for the report: display name, unit, which way collapse moves it
@@ -59,7 +63,7 @@ def beyond_radius(real_radii: np.ndarray, radii: np.ndarray, q: float = 0.99) ->
     return float((np.asarray(radii, np.float64) > bound).mean()), bound
 
 
-def latent_radii(encoder, images, batch: int = 4096) -> np.ndarray:
+def latent_radii(encoder, images, batch: int = EVAL_BATCH) -> np.ndarray:
     """||mu(x)||, the distance of each image's latent mean under `encoder` from the prior's centre."""
     import torch
 
