@@ -73,3 +73,25 @@ def flip(path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def traced_peak_and_estimate(folder, config: dict) -> tuple[int, int]:
+    """One array experiment's part run by the debug executor under tracemalloc (numpy's allocations and
+    numba's): its peak and the experiment's memory estimate of it. Warm the modules it imports first,
+    which tracemalloc would count."""
+    import tracemalloc
+
+    from collapse_hpc.launch.debug import execute
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", **config})
+    store = RunStore(folder)
+    engine.open_run(store, run)
+    chains = engine.plan(run)
+    estimate = experiments.get(chains[0].experiment).memory(run, chains[0].variant)
+    tracemalloc.start()
+    try:
+        execute(store, run, chains)
+        return tracemalloc.get_traced_memory()[1], estimate
+    finally:
+        tracemalloc.stop()

@@ -9,6 +9,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
 from collapse_hpc.verify import verify_run
+from tests.helpers import traced_peak_and_estimate
 
 SECTION = {"generations": 6, "samples": [20, 50], "replicates": 5, "chunk_replicates": 3}
 
@@ -92,20 +93,8 @@ def test_a_part_holds_no_more_memory_than_its_estimate(tmp_path, regime):
     """The estimate counted one (replicates, n) array beside the pool; a generation holds up to 4.5 more
     at its peak (the training copy, its centred square, the draw …), so a part the size of the machine
     passed the memory check and was killed. numpy's allocations (tracemalloc) within the estimate."""
-    import tracemalloc
-
     _run(tmp_path, "warm")  # the modules a part imports, which tracemalloc would count, imported before
-    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "regimes": [regime],
-                                        "gaussian": {"generations": 4, "samples": [500_000], "replicates": 2,
-                                                     "chunk_replicates": 2}})
-    store = RunStore(tmp_path / "m")
-    engine.open_run(store, run)
-    chains = engine.plan(run)
-    estimate = experiments.get("gaussian").memory(run, chains[0].variant)
-    tracemalloc.start()
-    try:
-        execute(store, run, chains)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak, estimate = traced_peak_and_estimate(tmp_path / "m", {
+        "regimes": [regime], "gaussian": {"generations": 4, "samples": [500_000], "replicates": 2,
+                                          "chunk_replicates": 2}})
     assert 0.5 * estimate < peak <= estimate, (peak, estimate)

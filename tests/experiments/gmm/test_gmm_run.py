@@ -8,7 +8,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
 from collapse_hpc.verify import verify_run
-from tests.helpers import holds, readme_outputs
+from tests.helpers import holds, readme_outputs, traced_peak_and_estimate
 
 SECTION = {"generations": 4, "samples": 120, "replicates": 3, "chunk_replicates": 2, "snapshot_generations": [0, 2, -1],
            "snapshot_replicates": 2}
@@ -128,20 +128,8 @@ def test_a_part_holds_no_more_memory_than_its_estimate(tmp_path, regime):
     fit holds some 17 values a training point more (the centred copy, the features, k-means' distances …),
     accumulate's on its whole pool, so a part 4 to 10 times the estimate passed the memory check. The
     allocations of numpy and of the compiled fits (numba's, traced as well) within the estimate."""
-    import tracemalloc
-
     _run(tmp_path, "warm")  # the modules a part imports and the compiled kernels, which tracemalloc would count
-    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "regimes": [regime],
-                                        "gmm": {**SECTION, "generations": 3, "samples": 400_000, "replicates": 1,
-                                                "chunk_replicates": 1, "max_iter": 20}})  # one fit at a time
-    store = RunStore(tmp_path / "m")
-    engine.open_run(store, run)
-    chains = engine.plan(run)
-    estimate = experiments.get("gmm").memory(run, chains[0].variant)
-    tracemalloc.start()
-    try:
-        execute(store, run, chains)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak, estimate = traced_peak_and_estimate(tmp_path / "m", {  # one fit at a time
+        "regimes": [regime], "gmm": {**SECTION, "generations": 3, "samples": 400_000, "replicates": 1,
+                                     "chunk_replicates": 1, "max_iter": 20}})
     assert 0.5 * estimate < peak <= estimate, (peak, estimate)
