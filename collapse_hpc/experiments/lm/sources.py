@@ -304,14 +304,19 @@ def _raw(path: Path) -> bytes:
     return raw
 
 
+BOMS = (("utf-32", (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)), ("utf-16", (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)))
+
+
 def _decode(path: Path, raw: bytes) -> str:
-    """UTF-8 (a BOM dropped); UTF-16 with a BOM; anything else: UTF-8 with the undecodable bytes
-    replaced by U+FFFD and a warning (a stray latin-1 file should not stop a corpus)."""
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return raw.decode("utf-16")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-16 text despite its byte-order mark ({e.reason})") from None
+    """UTF-8 (a BOM dropped); UTF-16 or UTF-32 with a BOM; anything else: UTF-8 with the undecodable
+    bytes replaced by U+FFFD and a warning (a stray latin-1 file should not stop a corpus). UTF-32's
+    little-endian BOM begins with UTF-16's, so it is looked for first."""
+    for codec, boms in BOMS:
+        if raw.startswith(boms):
+            try:
+                return raw.decode(codec)
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}: not {codec.upper()} text despite its byte-order mark ({e.reason})") from None
     packed = next((ext for ext, magic in MAGIC.items() if magic.match(raw)), None)
     if packed:  # e.g. corpus.txt that is gzip inside
         raise UserError(f"{path}: {packed[1:]}-compressed, not text; name it {path.name}{packed}")

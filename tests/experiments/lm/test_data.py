@@ -1,4 +1,5 @@
 """Data preparation: deterministic Parquet splits and blocks, and one-line errors for bad files."""
+import codecs
 import json
 import os
 import subprocess
@@ -240,12 +241,16 @@ def test_non_utf8_text_is_decoded_with_replacement_and_a_warning(tmp_path, caplo
     (src / "a.txt").write_text("\n".join(corpus_lines(400, seed=1)))
     (src / "latin1.txt").write_bytes("Café déjà vu\n".encode("latin-1"))
     (src / "utf16.txt").write_text("Über UTF-16 mit BOM\n", encoding="utf-16")
+    (src / "utf32.txt").write_text("Über UTF-32 mit BOM\n", encoding="utf-32")  # BOM FF FE 00 00: UTF-16's and more
+    (src / "utf32be.txt").write_bytes(codecs.BOM_UTF32_BE + "Über UTF-32 big-endian\n".encode("utf-32-be"))
     with caplog.at_level("WARNING", logger="collapse_hpc"):
         data.prepare_local("enc", src, tmp_path / "data")
     rows = _all_rows(tmp_path / "data", "enc")
     assert "Caf\ufffd d\ufffdj\ufffd vu" in rows and "Über UTF-16 mit BOM" in rows
+    assert "Über UTF-32 mit BOM" in rows and "Über UTF-32 big-endian" in rows  # not NUL-laden text
     assert [r.getMessage() for r in caplog.records if "latin1.txt is not UTF-8: 3 undecodable" in r.getMessage()]
-    (src / "utf16.txt").unlink()
+    for name in ("utf16.txt", "utf32.txt", "utf32be.txt"):
+        (src / name).unlink()
     (src / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
     with pytest.raises(UserError, match="image.txt: binary data"):
         data.prepare_local("enc2", src, tmp_path / "data")
