@@ -12,7 +12,7 @@ import inspect
 from pathlib import Path
 
 from collapse_hpc import experiments
-from collapse_hpc.errors import NotAFormat, UserError
+from collapse_hpc.errors import NotAFormat, UserError, one_line
 from collapse_hpc.store.atomic import sweep
 from collapse_hpc.store.cards import load_card
 from collapse_hpc.store.lock import data_lock
@@ -87,7 +87,7 @@ def _prepared_from_files(name: str, data_dir: Path, force: bool) -> int:
     if not card_file.is_file():
         raise UserError(f"unknown data set {name!r}; known: {', '.join(preparers())} "
                         f"(or give local files with --from PATH)")
-    source = load_card(card_file).get("source", "your own files")
+    source = one_line(load_card(card_file).get("source", "your own files"))  # an older card's "\\udce9" too
     if force:  # only the user has those files: prepare reads them again from where they say
         raise UserError(f"{data_dir / name}: prepared from {source}; to prepare it again give them: "
                         f"collapse-hpc data prepare {name} --from PATH --force")
@@ -106,5 +106,5 @@ def list_prepared(data_dir: Path) -> int:
         card = load_card(c)
         sizes = card.get("splits")
         splits = ", ".join(f"{k}: {v}" for k, v in sizes.items()) if isinstance(sizes, dict) else ""
-        print(f"{c.parent.name:12s} {card.get('source', '')}  [{splits}]")
+        print(f"{one_line(c.parent.name):12s} {one_line(card.get('source', ''))}  [{splits}]")
     return 0

@@ -6,6 +6,7 @@ Written by each experiment's preparer (collapse-hpc data prepare), read by its u
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
@@ -32,6 +33,19 @@ def check_against_card(path: Path, card: dict, redo: str = "") -> None:
         raise UserError(f"{path}: not the file its card.json recorded (sha256 {_HASHED[key][:12]}… != "
                         f"{str(expected)[:12]}…); " + (redo or f"prepare it again: collapse-hpc data prepare "
                                                       f"{path.parent.name} --force"))
+
+
+def source_name(path: Path) -> str:
+    """A source folder's or file's name as a card records it: strict JSON holds no lone surrogate (what
+    Python makes of a name's bytes that are not UTF-8, b'caf\\xe9'), so such a name is written with
+    U+FFFD for them and its bytes in hex after it. json.loads still reads older cards' "\\udce9"."""
+    name = Path(path).resolve().name
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+        return f"{raw.decode(errors='replace')} (bytes {raw.hex()})"
+    return name
 
 
 def read_card(folder: Path) -> dict | None:

@@ -59,7 +59,7 @@ from collapse_hpc.experiments.lm import sources
 from collapse_hpc.experiments.lm import tokenizer as tk
 from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, long_text, read_texts, split_file
 from collapse_hpc.store import atomic
-from collapse_hpc.store.cards import load_card, seal_file, sealed_file, sealed_files
+from collapse_hpc.store.cards import load_card, seal_file, source_name, sealed_file, sealed_files
 from collapse_hpc.store.lock import file_lock
 from collapse_hpc.logs import count
 
@@ -204,7 +204,7 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         raise UserError(f"--from {source}: no text: every line or row of {count(len(files), 'file')} is blank")
     if not splits["train"]:
         raise UserError(f"--from {source}: no training text")
-    card = {"name": name, "source": f"local files: {source.resolve().name}",
+    card = {"name": name, "source": f"local files: {source_name(source)}",
             "licence": "as given by the files' owner",
             "unit": "rows", "sha256": digest, "sha256_of": "the source files"}
     return _finish(out, splits, card)

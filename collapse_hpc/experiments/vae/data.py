@@ -31,6 +31,7 @@ from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae.metrics import CLASSES  # labels 0..9: ten class shares
 from collapse_hpc.store import atomic
+from collapse_hpc.store.cards import source_name
 from collapse_hpc.store.lock import data_lock
 
 SPLITS = ("train", "test")
@@ -253,7 +254,7 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if len(splits["test"][1]) < MIN_TEST:
         raise UserError(f"--from {source}: {_too_few_test(len(splits['test'][1]))}")
     with atomic.atomic_dir(out) as building:
-        _write(building, splits, {"name": name, "source": f"IDX files: {source.resolve().name}",
+        _write(building, splits, {"name": name, "source": f"IDX files: {source_name(source)}",
                                   "licence": "as given by the files' owner", "pixel_max": 255,
                                   "split": "the files' own train (train-*) and test (t10k-*) images",
                                   "sha256": hashes}, final=out)

@@ -326,3 +326,26 @@ def test_objects_over_several_lines_each_as_jq_writes_without_c_are_records(tmp_
     (tmp_path / "cut.jsonl").write_text('{"text": "a"}\n{\n  "text": \n')
     with pytest.raises(UserError, match=r"cut.jsonl: neither JSON lines nor one JSON array of objects \(.*line 4\)"):
         sources.read_rows(tmp_path / "cut.jsonl")
+
+
+def test_a_source_folder_named_in_latin1_is_recorded_as_strict_json(tmp_path, capsys):
+    """The folder's name b'caf\\xe9' went into card.json as the escape "\\udce9", a lone surrogate, which
+    strict JSON readers (serde_json, Go's encoding/json, jq's) refuse. The card now holds text that is
+    Unicode, the name's bytes in hex beside it; a card written before is still read and listed."""
+    import os
+
+    from collapse_hpc.data import list_prepared
+
+    src = tmp_path / os.fsdecode(b"caf\xe9")
+    src.mkdir()
+    (src / "a.txt").write_text(_lines(400, 1))
+    data.prepare_local("latin1", src, tmp_path / "data")
+    card_file = tmp_path / "data" / "latin1" / "card.json"
+    source = json.loads(card_file.read_text())["source"]
+    source.encode()  # a lone surrogate raises here
+    assert source == "local files: caf\ufffd (bytes 636166e9)"
+    card = json.loads(card_file.read_text())
+    card["source"] = "local files: caf\udce9"  # an older card's
+    card_file.write_text(json.dumps(card))
+    assert list_prepared(tmp_path / "data") == 0
+    assert "latin1" in capsys.readouterr().out
