@@ -9,6 +9,8 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import inspect
+import os
+import stat
 from pathlib import Path
 
 from collapse_hpc import experiments
@@ -51,10 +53,28 @@ def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = 
     lock, it removes what a preparation of `name` killed outright left (a data set is built whole in
     a temporary beside its folder, .tmp-NAME.*, only by a preparation, which holds the lock); other
     names' are left to theirs: --data-dir may be a folder that holds other things too."""
+    if source:
+        _not_a_stream(source)
     with data_lock(data_dir) as locked:
         if locked:
             sweep(data_dir, name)
         return _prepare(name, data_dir, source, force)
+
+
+def _not_a_stream(source: str) -> None:
+    """`--from /dev/stdin` or `--from <(zcat corpus.gz)` gives a pipe: prepare tells each file's format by
+    its name and reads it twice (its sha256, then its text), and a pipe has no such name and is read
+    once. Said so, rather than "no file of a format prepare reads"."""
+    try:
+        mode = os.stat(source).st_mode
+    except OSError:
+        return  # not there: the preparer says so
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    what = "a pipe" if stat.S_ISFIFO(mode) else "a terminal" if stat.S_ISCHR(mode) else "not a file"
+    raise UserError(f"--from {source}: {what}, which prepare does not read (it tells a file's format by its name "
+                    f"and reads it twice); write the text to a file first (e.g. zcat corpus.txt.gz > corpus.txt, "
+                    f"or give corpus.txt.gz itself) and give that file or its folder")
 
 
 def _prepare(name: str, data_dir: Path, source: str | None, force: bool) -> int:

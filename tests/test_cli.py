@@ -760,3 +760,18 @@ def test_a_report_to_or_of_a_folder_whose_path_is_not_utf8_is_one_line_and_write
     shutil.copytree(tmp_path / "run", moved)
     assert "the path is not UTF-8" in one_error_line(cli("aggregate", moved))
     assert not (moved / "report").exists()
+
+
+def test_a_pipe_given_to_data_prepare_is_said_to_be_a_pipe(tmp_path):
+    """`--from /dev/stdin` or `--from <(zcat corpus.gz)`: the line said "no file of a format prepare
+    reads", as if the text were of the wrong kind; it says a pipe is not read, and what to give."""
+    fifo = tmp_path / "corpus.fifo"
+    os.mkfifo(fifo)
+    line = one_error_line(cli("data", "prepare", "mine", "--from", fifo, "--data-dir", tmp_path / "data"))
+    assert line.startswith(f"error: --from {fifo}: a pipe, which prepare does not read"), line
+    assert "write the text to a file first" in line
+    piped = subprocess.run([sys.executable, "-m", "collapse_hpc", "data", "prepare", "mine", "--from", "/dev/stdin",
+                            "--data-dir", str(tmp_path / "data")], input="a line of text\n" * 400,
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert one_error_line(piped).startswith("error: --from /dev/stdin: a pipe, which prepare does not read")
+    assert not (tmp_path / "data").exists()
