@@ -90,7 +90,7 @@ class LanguageModel(Experiment):
         the model and tokenizer must be loadable where the jobs run, and the data set's caches (BPE, token
         blocks) must be the files their cards recorded; under every regime's overrides."""
         from collapse_hpc.experiments.lm.corpus import SPLITS
-        from collapse_hpc.experiments.lm.data import check_caches
+        from collapse_hpc.experiments.lm.data import check_caches, check_read_only
         from collapse_hpc.experiments.lm.hub import check_source
         from collapse_hpc.experiments.lm.model import check_weights
 
@@ -104,7 +104,8 @@ class LanguageModel(Experiment):
 
         for cfg, where in sections_placed(self.name, run):
             attempt(lambda: check_prepared(self.name, run, SPLITS, cfg, where("dataset"), self.datasets)
-                    or check_caches(Path(run.data_dir), cfg))  # the caches of a prepared data set
+                    or check_caches(Path(run.data_dir), cfg)  # the caches of a prepared data set
+                    or check_read_only(Path(run.data_dir), cfg))
             for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
                 if tag and (key, tag) not in checked:
                     checked.add((key, tag))

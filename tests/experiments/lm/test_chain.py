@@ -676,6 +676,43 @@ def test_a_read_only_data_set_without_its_caches_is_one_line_naming_the_folder(t
         engine.run_unit(store.root, "lm", "replace-p0-s0", 0)
 
 
+def test_a_read_only_data_set_lacking_a_cache_the_run_needs_is_refused_before_the_run(tmp_path, lm_data_dir,
+                                                                                        monkeypatch):
+    """A colleague's data set (read-only to this user) without the BPE of this lm.vocab_size or the
+    token blocks of this lm.block_size: each unit failed on it, one line in its own log, after the run had
+    started. The launcher's check now refuses it, naming the folder, what it lacks and what to do. Root
+    writes anywhere, so the folder is made to read as another user's."""
+    import shutil
+
+    from collapse_hpc import experiments
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.experiments.lm import data
+    from collapse_hpc.experiments.lm.tokenizer import bpe_tokenizer
+
+    shared = tmp_path / "shared"
+    shutil.copytree(lm_data_dir, shared)
+    for cache in ("blocks", "base"):  # what other tests built there
+        shutil.rmtree(shared / "tiny" / cache, ignore_errors=True)
+    folder = (shared / "tiny").absolute()
+    lm = experiments.get("lm")
+    monkeypatch.setattr(data, "writable", lambda path: Path(path).absolute() != folder)
+    def refused(tag, lacks, **knobs):
+        _, run = _run(tmp_path / tag, shared, **knobs)
+        with pytest.raises(UserError) as e:
+            lm.check(run)
+        assert str(e.value).startswith(f"{folder}: not writable by you, and it lacks {lacks}"), e.value
+        assert "prepare the data set into a data_dir of yours" in str(e.value)
+
+    refused("vocab", "the BPE tokenizer of lm.vocab_size 500 (tokenizer-bpe500/)", vocab_size=500)
+    refused("blocks", "the token blocks of lm.block_size 12 (blocks/", block_size=12)
+    tokenizer = bpe_tokenizer(shared, "tiny", 300)
+    for split in ("train", "validation", "test"):  # built, as by the folder's owner: nothing is lacking
+        data.load_blocks(shared, "tiny", split, tokenizer, 12)
+    _, run = _run(tmp_path / "built", shared, block_size=12)
+    lm.check(run)
+    refused("base", "the tiny base model of these lm knobs (base/", block_size=12, pretrained=True)
+
+
 # ------------------------------------------------------------------ knobs of how a generation runs
 
 TIMINGS = ("seconds", "tokens_per_s", "startup")  # wall-clock: differ between any two runs
