@@ -145,9 +145,20 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
+    """The IDX file of this stem in the folder, in any case (an archive unpacked on Windows or from a
+    FAT stick: TRAIN-IMAGES-IDX3-UBYTE), gzipped or not."""
+    names = (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz")
+    by_lower = {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_file()} if folder.is_dir() else {}
+    return next((by_lower[n] for n in names if n in by_lower), None)
+
+
+def _idx_below(source: Path) -> Path | None:
+    """The folder under `source` that holds the four IDX files (torchvision's download root: MNIST/raw/)."""
+    first = MNIST_FILES["train"][0]
+    for image in sorted(source.rglob("*")):
+        if image.name.lower() in (first, first + ".gz") and all(_find_idx(image.parent, s) for pair in
+                                                               MNIST_FILES.values() for s in pair):
+            return image.parent
     return None
 
 
@@ -229,6 +240,10 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if not found:
         stems = [s for pair in MNIST_FILES.values() for s in pair]
         missing = [s for s in stems if not source.is_dir() or _find_idx(source, s) is None]
+        below = _idx_below(source) if source.is_dir() else None
+        if below is not None:
+            raise UserError(f"--from {source}: the four IDX files are in {below}, not in the folder itself; "
+                            f"give --from {below}")
         raise UserError(f"--from {source}: a folder with the four IDX files of MNIST's names ({', '.join(stems)}; "
                         f".gz or not); missing: {', '.join(missing)}")
     splits, hashes, _ = found

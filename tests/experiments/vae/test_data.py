@@ -243,6 +243,31 @@ def test_your_own_images_with_a_labels_file_missing_name_it(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_your_own_idx_files_in_capitals_are_read(tmp_path):
+    """An archive unpacked on Windows or from a FAT stick names them TRAIN-IMAGES-IDX3-UBYTE.GZ: the folder
+    went to the vae (its names match in any case) and the vae said all four were missing."""
+    from collapse_hpc.data import prepare
+
+    folder = _clothes(tmp_path / "idx")
+    for p in list(folder.iterdir()):
+        p.rename(p.with_name(p.name.upper()))
+    assert prepare("clothes", tmp_path / "data", source=str(folder)) == 0
+    assert data.load(tmp_path / "data", "clothes")
+
+
+def test_your_own_idx_files_in_a_folder_below_the_one_given_are_pointed_to(tmp_path):
+    """torchvision's download root (root/MNIST/raw/ holds the files): the folder went to the vae, which said
+    all four were missing; it names the folder that holds them, and nothing is written."""
+    from collapse_hpc.data import prepare
+
+    raw = _clothes(tmp_path / "root" / "FashionMNIST" / "raw")
+    with pytest.raises(UserError) as e:
+        prepare("clothes", tmp_path / "data", source=str(tmp_path / "root"))
+    assert str(e.value) == (f"--from {tmp_path / 'root'}: the four IDX files are in {raw}, not in the folder "
+                            f"itself; give --from {raw}")
+    assert not (tmp_path / "data").exists()
+
+
 def test_your_own_colour_images_are_refused_as_colour(tmp_path):
     # RGB IDX files (n, h, w, 3) were refused as "(200, 12, 16, 3) images do not match (200,) labels":
     # the labels were right, the channels were the matter
