@@ -775,3 +775,17 @@ def test_a_pipe_given_to_data_prepare_is_said_to_be_a_pipe(tmp_path):
                            capture_output=True, text=True, cwd=REPO, timeout=300)
     assert one_error_line(piped).startswith("error: --from /dev/stdin: a pipe, which prepare does not read")
     assert not (tmp_path / "data").exists()
+
+
+def test_kaggles_mnist_csv_given_to_data_prepare_is_said_to_be_images(tmp_path):
+    """Kaggle's MNIST as CSV (a label and 784 pixel columns 1x1 … 28x28): the line listed all 785 column
+    names (some 4 KB) and asked to name the text column 'text'. It says these are images, names a few
+    columns, and says what the vae reads."""
+    header = "label," + ",".join(f"{i}x{j}" for i in range(1, 29) for j in range(1, 29))
+    (tmp_path / "mnist_train.csv").write_text(header + "\n" + "5," + ",".join("0" * 784) + "\n")
+    line = one_error_line(cli("data", "prepare", "handwriting", "--from", tmp_path / "mnist_train.csv",
+                              "--data-dir", tmp_path / "data"))
+    assert line.startswith(f"error: {tmp_path / 'mnist_train.csv'}: 784 pixel columns (label, 1x1, 1x2 … (785 "
+                           f"columns)): images, not text"), line
+    assert "; or, for the vae, grey images as a folder of the four IDX files" in line and len(line) < 800
+    assert not (tmp_path / "data").exists()

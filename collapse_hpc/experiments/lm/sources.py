@@ -403,8 +403,7 @@ def _table_texts(path: Path) -> list:
         reader = csv.DictReader(io.StringIO(body, newline=""), delimiter="\t" if tab else ",",
                                 strict=True)
         if "text" not in (reader.fieldnames or []):
-            raise UserError(f"{path}: no column 'text' in the header row ({', '.join(reader.fieldnames or [])}); "
-                            f"name the column that holds the text 'text'")
+            _no_text_column(path, reader.fieldnames or [])
         return [row["text"] for row in reader]
     except csv.Error as e:
         if "field larger than field limit" in str(e):  # not a quoting fault: the row check's own line
@@ -413,6 +412,21 @@ def _table_texts(path: Path) -> list:
         raise UserError(f"{path}: not {'TSV' if tab else 'CSV'} (near line {reader.line_num + 1}: {e}); a field "
                         f"that starts with a quote is quoted whole, its quotes doubled, as CSV writers do "
                         f"(\"\"\"Hi,\"\" she said\"), or give the text as .txt or .jsonl") from None
+
+
+PIXEL = re.compile(r"(pixel|px)?_?\d+(x\d+)?", re.IGNORECASE)  # Kaggle's MNIST CSVs: pixel0…, 1x1…
+
+
+def _no_text_column(path: Path, header: list[str]) -> None:
+    """A header without `text`, named in a few of its columns (Kaggle's MNIST CSV has 785). One of a
+    label and pixel columns is images: NotAFormat, so the line says what the vae reads instead."""
+    named = _names(header) + (f" ({len(header)} columns)" if len(header) > 3 else "")
+    pixels = sum(bool(PIXEL.fullmatch(c.strip())) for c in header)
+    if pixels >= 64 and pixels >= len(header) - 2:
+        raise NotAFormat(f"{path}: {pixels} pixel columns ({named}): images, not text; prepare reads "
+                         f"text with a column text")
+    raise UserError(f"{path}: no column 'text' in the header row ({named}); name the column that holds the text "
+                    f"'text'")
 
 
 def _columnar(path: Path) -> list:
