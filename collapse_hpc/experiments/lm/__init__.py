@@ -90,7 +90,8 @@ class LanguageModel(Experiment):
         the model and tokenizer must be loadable where the jobs run, and the data set's caches (BPE, token
         blocks) must be the files their cards recorded; under every regime's overrides."""
         from collapse_hpc.experiments.lm.corpus import SPLITS
-        from collapse_hpc.experiments.lm.data import check_caches, check_read_only
+        from collapse_hpc.experiments.lm.caches import check_read_only
+        from collapse_hpc.experiments.lm.data import check_caches
         from collapse_hpc.experiments.lm.hub import check_source
         from collapse_hpc.experiments.lm.model import check_weights
 

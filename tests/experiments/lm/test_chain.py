@@ -686,7 +686,7 @@ def test_a_read_only_data_set_lacking_a_cache_the_run_needs_is_refused_before_th
 
     from collapse_hpc import experiments
     from collapse_hpc.errors import UserError
-    from collapse_hpc.experiments.lm import data
+    from collapse_hpc.experiments.lm import caches, data
     from collapse_hpc.experiments.lm.tokenizer import bpe_tokenizer
 
     shared = tmp_path / "shared"
@@ -695,7 +695,7 @@ def test_a_read_only_data_set_lacking_a_cache_the_run_needs_is_refused_before_th
         shutil.rmtree(shared / "tiny" / cache, ignore_errors=True)
     folder = (shared / "tiny").absolute()
     lm = experiments.get("lm")
-    monkeypatch.setattr(data, "writable", lambda path: Path(path).absolute() != folder)
+    monkeypatch.setattr(caches, "writable", lambda path: Path(path).absolute() != folder)
     def refused(tag, lacks, **knobs):
         _, run = _run(tmp_path / tag, shared, **knobs)
         with pytest.raises(UserError) as e:
