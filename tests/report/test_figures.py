@@ -866,6 +866,30 @@ def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
     assert -0.05 * hi <= lo < 0 and 0.01 < hi < 0.02, (lo, hi)
 
 
+def test_a_reference_line_beyond_the_series_lies_inside_its_panel(tmp_path):
+    """vae_tails' real images' 1% line, above a share that stayed 0, set the axis' top at 1.05%: the thick line
+    lay on the panel's top edge (and the 0.1 line of the rarest class's share on its panel's). Each level now
+    lies well inside its panel, clear of the edge by more than its own width."""
+    from collapse_hpc.experiments.vae.figures import vae_tails
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import stats
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
+    synthetic.vae(root, generations=3, finished=3)
+    ctx = _context(root, "vae")
+    df = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "latent_tail_share", 0.0))
+    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
+    with drawing.figure_style():
+        fig, _ = vae_tails(ctx)
+    for ax, level in zip(fig.axes, (0.01, 0.1)):
+        lo, hi = ax.get_ylim()
+        assert level in {line.get_ydata()[0] for line in ax.get_lines()}
+        assert (hi - level) / (hi - lo) >= 0.075, (level, lo, hi)
+        assert (hi - level) / (hi - lo) < 0.15  # room, not a panel of empty space
+
+
 def _saved(ctx, out):
     """(key, Figure) of every figure of the experiment, each saved (plots.save lays it out as it is printed)."""
     from collapse_hpc.plotting.plots import save
