@@ -890,6 +890,33 @@ def test_a_reference_line_beyond_the_series_lies_inside_its_panel(tmp_path):
         assert (hi - level) / (hi - lo) < 0.15  # room, not a panel of empty space
 
 
+def test_a_series_drawn_on_another_shows_the_one_beneath(tmp_path):
+    """Both regimes' share beyond the real 99% radius stayed 0: keep 10%'s squares and line, drawn last, hid
+    replace's circles and line entirely. The later series now lies within the earlier (smaller markers, a
+    thinner line), which rims it; in the panel beside, where the series differ, both keep their size."""
+    from collapse_hpc.experiments.vae.figures import vae_tails
+    from collapse_hpc.plotting.plots import Context, save
+    from collapse_hpc.report import stats
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
+    synthetic.vae(root, generations=3, finished=3)
+    ctx = _context(root, "vae")
+    df = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "latent_tail_share", 0.0))
+    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
+    with drawing.figure_style():
+        fig, _ = vae_tails(ctx)
+        save(fig, tmp_path / "out", "vae_tails")
+    zero, apart = ([ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None")] for ax in fig.axes[:2])
+    assert len(zero) == len(apart) == 2 and list(zero[0].get_ydata()) == list(zero[1].get_ydata()) == [0.0] * 3
+    assert zero[1].get_markersize() < 0.7 * zero[0].get_markersize()
+    assert zero[1].get_linewidth() < zero[0].get_linewidth()
+    assert apart[0].get_markersize() == apart[1].get_markersize() == zero[0].get_markersize()
+    legend, = fig.legends  # the legend keeps each series' own marker
+    assert len({h.get_markersize() for h in legend.get_lines() if h.get_marker() not in (None, "None")}) == 1
+
+
 def _saved(ctx, out):
     """(key, Figure) of every figure of the experiment, each saved (plots.save lays it out as it is printed)."""
     from collapse_hpc.plotting.plots import save
