@@ -163,6 +163,8 @@ def test_first_last_table_lists_series_in_the_figures_order(tmp_path):
 
 
 def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp_path):
+    import shutil
+
     import pyarrow as pa
     from collapse_hpc.experiments.lm.figures import lm_beyond
     from tests.report import synthetic
@@ -184,7 +186,19 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
         "replace, decoding=beam", "replace, decoding=top_p0.95", "detector-resample, decoding=beam"]
     bars = {b.get_label(): [r.get_width() for r in b] for b in ax.containers}
     assert bars == {"generation 0": [30.0, 30.0, 30.0], "last generation (2)": [50.0, 34.0, 31.0]}
+    # read top to bottom: the first series first, each one's generation 0 above its last (four panels sharing
+    # the y-axis inverted it four times, back to bottom-up); the grid behind the bars, not across them
+    first, last = ax.containers
+    assert ax.yaxis_inverted() and all(ax.yaxis_inverted() for ax in fig.axes)
+    assert [a.get_y() < b.get_y() for a, b in zip(first, last)] == [True] * 3
+    assert all(ax.get_axisbelow() is True for ax in fig.axes)
     assert "decoding" in caption.lower()
+    # only generation 0 reached: "generation 0" and "last generation (0)" were two bars of one colour
+    for variant in growth:
+        for g in (1, 2):
+            shutil.rmtree(root / "lm" / variant / f"gen_{g:03d}")
+    fig, _ = lm_beyond(_context(root, "lm"))
+    assert [b.get_label() for b in fig.axes[0].containers] == ["generation 0 (the last reached)"]
     # a run of the paper's settings alone does not get it, not even as "not available yet"
     plain = tmp_path / "plain"
     synthetic.write_config(plain, {"lm": {"generations": 2}})
