@@ -137,6 +137,23 @@ def keep_scale(ax, share: float = 0.1) -> None:
         ax.set_ylim(mid - need / 2, mid + need / 2)
 
 
+ROOM = 0.08  # the least share of a panel's height between a level drawn across it and the panel's edge
+
+
+def room_for(ax, levels: list[float], room: float = ROOM) -> None:
+    """A linear y-axis widened so that each level (a reference line) lies at least `room` of the panel's height
+    from its edge: autoscaled to a level beyond the series, the axis ended 5% past it and the thick line lay on
+    the panel's top edge, like the frame rather than a value."""
+    if ax.get_yscale() != "linear" or not levels:
+        return
+    lo, hi = ax.get_ylim()
+    top, bottom = max(levels), min(levels)
+    # the edge moved just far enough: (hi' - top) = room * (hi' - lo), and alike below
+    hi = max(hi, (top - room * lo) / (1 - room))
+    lo = min(lo, (bottom - room * hi) / (1 - room))
+    ax.set_ylim(lo, hi)
+
+
 def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", replicates: bool = False,
                 ylabels: dict | None = None, references: dict | None = None, lines: dict | None = None,
                 baselines: dict | None = None):
@@ -167,6 +184,7 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
             vals = ctx.summary.loc[sel, "mean"]  # what is drawn decides the scale
             if logy:
                 maybe_log(ax, vals, force=logy is True)
+            drawn = len(ax.get_lines())  # the series'; the levels follow
             for y, label in (references or {}).get(run, []):
                 ax.axhline(y, label=label, **style.BASELINE)
             for y, label in (baselines or {}).get(metric, []):
@@ -179,6 +197,7 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
             # they were: scaled again, they are the series' and the levels' own
             ax.autoscale_view()
             keep_scale(ax)
+            room_for(ax, [line.get_ydata()[0] for line in ax.get_lines()[drawn:]])
         named = ylabels and metric in ylabels  # a figure of its own: the page gives its title
         title = spec.label + WORSE.get(spec.worse or "", "")
         # within its panel, less the y-axis' ticks and label (about 0.5 in)

@@ -163,6 +163,8 @@ def test_first_last_table_lists_series_in_the_figures_order(tmp_path):
 
 
 def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp_path):
+    import shutil
+
     import pyarrow as pa
     from collapse_hpc.experiments.lm.figures import lm_beyond
     from tests.report import synthetic
@@ -184,7 +186,19 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
         "replace, decoding=beam", "replace, decoding=top_p0.95", "detector-resample, decoding=beam"]
     bars = {b.get_label(): [r.get_width() for r in b] for b in ax.containers}
     assert bars == {"generation 0": [30.0, 30.0, 30.0], "last generation (2)": [50.0, 34.0, 31.0]}
+    # read top to bottom: the first series first, each one's generation 0 above its last (four panels sharing
+    # the y-axis inverted it four times, back to bottom-up); the grid behind the bars, not across them
+    first, last = ax.containers
+    assert ax.yaxis_inverted() and all(ax.yaxis_inverted() for ax in fig.axes)
+    assert [a.get_y() < b.get_y() for a, b in zip(first, last)] == [True] * 3
+    assert all(ax.get_axisbelow() is True for ax in fig.axes)
     assert "decoding" in caption.lower()
+    # only generation 0 reached: "generation 0" and "last generation (0)" were two bars of one colour
+    for variant in growth:
+        for g in (1, 2):
+            shutil.rmtree(root / "lm" / variant / f"gen_{g:03d}")
+    fig, _ = lm_beyond(_context(root, "lm"))
+    assert [b.get_label() for b in fig.axes[0].containers] == ["generation 0 (the last reached)"]
     # a run of the paper's settings alone does not get it, not even as "not available yet"
     plain = tmp_path / "plain"
     synthetic.write_config(plain, {"lm": {"generations": 2}})
@@ -864,6 +878,57 @@ def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
         fig, _ = vae_tails(ctx)
     lo, hi = fig.axes[0].get_ylim()
     assert -0.05 * hi <= lo < 0 and 0.01 < hi < 0.02, (lo, hi)
+
+
+def test_a_reference_line_beyond_the_series_lies_inside_its_panel(tmp_path):
+    """vae_tails' real images' 1% line, above a share that stayed 0, set the axis' top at 1.05%: the thick line
+    lay on the panel's top edge (and the 0.1 line of the rarest class's share on its panel's). Each level now
+    lies well inside its panel, clear of the edge by more than its own width."""
+    from collapse_hpc.experiments.vae.figures import vae_tails
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import stats
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
+    synthetic.vae(root, generations=3, finished=3)
+    ctx = _context(root, "vae")
+    df = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "latent_tail_share", 0.0))
+    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
+    with drawing.figure_style():
+        fig, _ = vae_tails(ctx)
+    for ax, level in zip(fig.axes, (0.01, 0.1)):
+        lo, hi = ax.get_ylim()
+        assert level in {line.get_ydata()[0] for line in ax.get_lines()}
+        assert (hi - level) / (hi - lo) >= 0.075, (level, lo, hi)
+        assert (hi - level) / (hi - lo) < 0.15  # room, not a panel of empty space
+
+
+def test_a_series_drawn_on_another_shows_the_one_beneath(tmp_path):
+    """Both regimes' share beyond the real 99% radius stayed 0: keep 10%'s squares and line, drawn last, hid
+    replace's circles and line entirely. The later series now lies within the earlier (smaller markers, a
+    thinner line), which rims it; in the panel beside, where the series differ, both keep their size."""
+    from collapse_hpc.experiments.vae.figures import vae_tails
+    from collapse_hpc.plotting.plots import Context, save
+    from collapse_hpc.report import stats
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
+    synthetic.vae(root, generations=3, finished=3)
+    ctx = _context(root, "vae")
+    df = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "latent_tail_share", 0.0))
+    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
+    with drawing.figure_style():
+        fig, _ = vae_tails(ctx)
+        save(fig, tmp_path / "out", "vae_tails")
+    zero, apart = ([ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None")] for ax in fig.axes[:2])
+    assert len(zero) == len(apart) == 2 and list(zero[0].get_ydata()) == list(zero[1].get_ydata()) == [0.0] * 3
+    assert zero[1].get_markersize() < 0.7 * zero[0].get_markersize()
+    assert zero[1].get_linewidth() < zero[0].get_linewidth()
+    assert apart[0].get_markersize() == apart[1].get_markersize() == zero[0].get_markersize()
+    legend, = fig.legends  # the legend keeps each series' own marker
+    assert len({h.get_markersize() for h in legend.get_lines() if h.get_marker() not in (None, "None")}) == 1
 
 
 def _saved(ctx, out):

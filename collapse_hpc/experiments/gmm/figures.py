@@ -83,11 +83,11 @@ def gmm_snapshots(ctx: Context, most: int = 8):
             ax.set_aspect("equal")
             if r == 0:
                 ax.set_title(f"generation {g}")
-            # the data's two coordinates (gmm.recursion.real_data: two-mode's modes lie apart on x); fit.once
-            # keeps the bottom row's x and the first column's y
-            ax.set_xlabel("x")
-            ax.set_ylabel("y")
         row_label(axes[r, -1], key if len(ctx.runs) == 1 else f"{run}\n{key}")
+    # the data's two coordinates (gmm.recursion.real_data: two-mode's modes lie apart on x), named once for the
+    # whole grid: one "x" under each bottom panel and one "y" beside each row said the same thing four times
+    fig.supxlabel("x", fontsize=style.RC["axes.labelsize"])
+    fig.supylabel("y", fontsize=style.RC["axes.labelsize"])
     spreads = "; ".join(f"{key if len(ctx.runs) == 1 else f'{run}: {key}'} " + " → ".join(
         f"{_spread(snap[snap['generation'] == g]):.2g}" for g in gens if (snap["generation"] == g).any())
         for run, key, snap in rows)

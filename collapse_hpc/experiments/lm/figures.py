@@ -399,13 +399,7 @@ def lm_beyond(ctx: Context):
         for c, metric in enumerate(metrics):
             ax = axes[r, c]
             sub = s[(s["run"] == run) & (s["metric"] == metric)].dropna(subset=["mean"])
-            first, last, reached = _first_and_last(sub, series, settings)
-            y = np.arange(len(series))
-            ax.barh(y + 0.2, first, height=0.4, color=ctx.generation_colour(0), label="generation 0")
-            ax.barh(y - 0.2, last, height=0.4, color=ctx.generation_colour(max(reached)),
-                    label=f"last generation ({max(reached)})")
-            ax.set_yticks(y, series)
-            ax.invert_yaxis()
+            _bars(ax, ctx, series, *_first_and_last(sub, series, settings))
             ax.set_xlabel(COMPARED[metric])
             if len(runs) > 1:
                 ax.set_title(run)
@@ -415,6 +409,22 @@ def lm_beyond(ctx: Context):
                  "generation 0 and at the last generation reached. Collapse shows as test perplexity "
                  "rising from generation 0 (higher is worse) and diversity (distinct-4, rare tokens) falling "
                  "(lower is worse).")
+
+
+def _bars(ax, ctx: Context, series: list[str], first, last, reached) -> None:
+    """Each series' bar at generation 0 above its bar at the last generation reached, the first series at the
+    top; one bar a series where no series got past generation 0 (two bars of one colour said the same twice)."""
+    y = np.arange(len(series))
+    ax.set_axisbelow(True)  # the grid behind the bars, not across them
+    if max(reached) == 0:
+        ax.barh(y, first, height=0.6, color=ctx.generation_colour(0), label="generation 0 (the last reached)")
+    else:
+        ax.barh(y - 0.2, first, height=0.4, color=ctx.generation_colour(0), label="generation 0")
+        ax.barh(y + 0.2, last, height=0.4, color=ctx.generation_colour(max(reached)),
+                label=f"last generation ({max(reached)})")
+    ax.set_yticks(y, series)
+    if not ax.yaxis_inverted():  # the panels share their y-axis: inverting each in turn undid it every other time
+        ax.invert_yaxis()
 
 
 def _first_and_last(sub, series: list[str], settings) -> tuple[list, list, list]:
