@@ -18,12 +18,15 @@ def _points(ax, line) -> np.ndarray:
 
 
 def _covers(mine: np.ndarray, theirs: np.ndarray) -> bool:
-    """Whether most (at least two) of a line's points lie on points of an earlier one."""
-    seen = np.isfinite(mine).all(axis=1)
-    if seen.sum() < 2:
+    """Whether most (at least two) of a line's points lie on points of an earlier one. A tree, not every
+    pair of points: a series of thousands of generations would need a pair array of gigabytes."""
+    from scipy.spatial import cKDTree
+
+    seen, there = np.isfinite(mine).all(axis=1), theirs[np.isfinite(theirs).all(axis=1)]
+    if seen.sum() < 2 or len(there) == 0:
         return False
-    gaps = np.abs(mine[seen][:, None, :] - theirs[None, :, :]).max(axis=2)
-    on = (np.nan_to_num(gaps, nan=np.inf) < NEAR).any(axis=1)
+    gaps, _ = cKDTree(there).query(mine[seen], distance_upper_bound=NEAR, p=np.inf)
+    on = gaps < NEAR
     return on.sum() >= 2 and on.mean() > 0.5
 
 
