@@ -137,3 +137,16 @@ def test_two_generations_on_the_cpu_hold_no_more_memory_than_the_estimate(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0.5 * measured["estimate"] < measured["peak"] <= measured["estimate"], measured
+
+
+@pytest.mark.parametrize("executor,gpus,host", [("debug", "", True), ("local", "", True), ("local", "0", False)])
+def test_only_a_rank_on_the_cpu_counts_the_host_s_copies(monkeypatch, executor, gpus, host):
+    """A GPU unit's estimate is its GPU's and stays training's state and activations or sampling's; a local
+    run on a machine without GPUs (engine.check's test) adds what the CPU rank holds beside them."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", gpus)
+    run = experiments.config_from_dict({"name": "t", "generations": 1, "seeds": [0], "executor": executor,
+                                        "lm": {**LM, "hidden_size": 512, "layers": 4, "ffn_size": 2048}})
+    variant = next(c for c in engine.plan(run) if c.experiment == "lm").variant
+    cfg = variant.section(run)
+    assert experiments.get("lm").memory(run, variant) == memory(cfg, host=host)
+    assert memory(cfg, host=True) > memory(cfg) + 12 * 12_000_000  # 13M parameters: 12 B each and more
