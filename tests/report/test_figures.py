@@ -859,55 +859,9 @@ def test_training_curves_tick_whole_optimizer_steps(tmp_path):
             assert len(shown) >= 2 and all(float(t).is_integer() for t in shown), shown
 
 
-def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
-    """vae_tails' share beyond the real 99% radius was 0 in every generation of a small run: its axis ran from
-    -0.055 to 0.055 (matplotlib's spread of one value; the real images' 1% line, inside it, did not rescale it),
-    as if a share could be negative. The axis now holds the series and that line, and stops near 0."""
-    from collapse_hpc.experiments.vae.figures import vae_tails
-    from collapse_hpc.plotting.plots import Context
-    from collapse_hpc.report import stats
-    from tests.report import synthetic
-
-    root = tmp_path / "v"
-    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
-    synthetic.vae(root, generations=3, finished=3)
-    ctx = _context(root, "vae")
-    df = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "latent_tail_share", 0.0))
-    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
-    with drawing.figure_style():
-        fig, _ = vae_tails(ctx)
-    lo, hi = fig.axes[0].get_ylim()
-    assert -0.05 * hi <= lo < 0 and 0.01 < hi < 0.02, (lo, hi)
-
-
-def test_a_reference_line_beyond_the_series_lies_inside_its_panel(tmp_path):
-    """vae_tails' real images' 1% line, above a share that stayed 0, set the axis' top at 1.05%: the thick line
-    lay on the panel's top edge (and the 0.1 line of the rarest class's share on its panel's). Each level now
-    lies well inside its panel, clear of the edge by more than its own width."""
-    from collapse_hpc.experiments.vae.figures import vae_tails
-    from collapse_hpc.plotting.plots import Context
-    from collapse_hpc.report import stats
-    from tests.report import synthetic
-
-    root = tmp_path / "v"
-    synthetic.write_config(root, {"vae": {"generations": 3}}, generations=3)
-    synthetic.vae(root, generations=3, finished=3)
-    ctx = _context(root, "vae")
-    df = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "latent_tail_share", 0.0))
-    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
-    with drawing.figure_style():
-        fig, _ = vae_tails(ctx)
-    for ax, level in zip(fig.axes, (0.01, 0.1)):
-        lo, hi = ax.get_ylim()
-        assert level in {line.get_ydata()[0] for line in ax.get_lines()}
-        assert (hi - level) / (hi - lo) >= 0.075, (level, lo, hi)
-        assert (hi - level) / (hi - lo) < 0.15  # room, not a panel of empty space
-
-
-def test_a_series_drawn_on_another_shows_the_one_beneath(tmp_path):
-    """Both regimes' share beyond the real 99% radius stayed 0: keep 10%'s squares and line, drawn last, hid
-    replace's circles and line entirely. The later series now lies within the earlier (smaller markers, a
-    thinner line), which rims it; in the panel beside, where the series differ, both keep their size."""
+def _vae_tails_latent_share_0(tmp_path, save_to=None):
+    """vae_tails of a synthetic 3-generation run whose share beyond the real 99% radius stays 0 throughout
+    (as in a small run); laid out and saved as printed where `save_to` is given."""
     from collapse_hpc.experiments.vae.figures import vae_tails
     from collapse_hpc.plotting.plots import Context, save
     from collapse_hpc.report import stats
@@ -921,7 +875,37 @@ def test_a_series_drawn_on_another_shows_the_one_beneath(tmp_path):
     ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
     with drawing.figure_style():
         fig, _ = vae_tails(ctx)
-        save(fig, tmp_path / "out", "vae_tails")
+        if save_to is not None:
+            save(fig, save_to, "vae_tails")
+    return fig
+
+
+def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
+    """vae_tails' share beyond the real 99% radius was 0 in every generation of a small run: its axis ran from
+    -0.055 to 0.055 (matplotlib's spread of one value; the real images' 1% line, inside it, did not rescale it),
+    as if a share could be negative. The axis now holds the series and that line, and stops near 0."""
+    fig = _vae_tails_latent_share_0(tmp_path)
+    lo, hi = fig.axes[0].get_ylim()
+    assert -0.05 * hi <= lo < 0 and 0.01 < hi < 0.02, (lo, hi)
+
+
+def test_a_reference_line_beyond_the_series_lies_inside_its_panel(tmp_path):
+    """vae_tails' real images' 1% line, above a share that stayed 0, set the axis' top at 1.05%: the thick line
+    lay on the panel's top edge (and the 0.1 line of the rarest class's share on its panel's). Each level now
+    lies well inside its panel, clear of the edge by more than its own width."""
+    fig = _vae_tails_latent_share_0(tmp_path)
+    for ax, level in zip(fig.axes, (0.01, 0.1)):
+        lo, hi = ax.get_ylim()
+        assert level in {line.get_ydata()[0] for line in ax.get_lines()}
+        assert (hi - level) / (hi - lo) >= 0.075, (level, lo, hi)
+        assert (hi - level) / (hi - lo) < 0.15  # room, not a panel of empty space
+
+
+def test_a_series_drawn_on_another_shows_the_one_beneath(tmp_path):
+    """Both regimes' share beyond the real 99% radius stayed 0: keep 10%'s squares and line, drawn last, hid
+    replace's circles and line entirely. The later series now lies within the earlier (smaller markers, a
+    thinner line), which rims it; in the panel beside, where the series differ, both keep their size."""
+    fig = _vae_tails_latent_share_0(tmp_path, save_to=tmp_path / "out")
     zero, apart = ([ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None")] for ax in fig.axes[:2])
     assert len(zero) == len(apart) == 2 and list(zero[0].get_ydata()) == list(zero[1].get_ydata()) == [0.0] * 3
     assert zero[1].get_markersize() < 0.7 * zero[0].get_markersize()
