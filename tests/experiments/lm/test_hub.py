@@ -119,14 +119,13 @@ def test_an_unreachable_hub_is_refused_for_local_jobs_and_a_warning_on_slurm(hf_
 
 
 def test_run_with_a_misspelt_hub_model_is_one_line_before_anything_is_written(tmp_path, lm_data_dir, hub):
-    # a size in the name a machine holds: the memory check reads it (opt-999m: 26 GiB on a CPU, refused first)
     cfg = tmp_path / "lm.yaml"
     cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
-                   f"lm: {{dataset: tiny, model: facebook/opt-13m}}\n")
+                   f"lm: {{dataset: tiny, model: facebook/opt-999m}}\n")
     p = cli("run", cfg, "--run", tmp_path / "r", env={"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub,
                                                       "HF_HUB_OFFLINE": "0"})
     line = one_error_line(p)
-    assert "lm.model: 'facebook/opt-13m' is not in the HF cache" in line and "has no model" in line, line
+    assert "lm.model: 'facebook/opt-999m' is not in the HF cache" in line and "has no model" in line, line
     assert not (tmp_path / "r").exists()
 
 
