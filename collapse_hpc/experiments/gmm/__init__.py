@@ -64,23 +64,10 @@ class GMMExperiment(ArrayExperiment):
     def memory(self, run, variant) -> int:
         """Part 0's: its metrics table and pools, and the larger of its fits' values beside the snapshots
         held (FIT_VALUES, DRAW_VALUES) and the snapshots' once written."""
-        return self._memory(run, variant, self.part_size(run, variant))
-
-    def part_size(self, run, variant) -> int:
-        """Sized by its pools (ArrayExperiment), then smaller while the part's whole estimate passes
-        pool_memory_gib: under accumulate a fit holds about 10 times its pool."""
-        size = super().part_size(run, variant)
-        if self.pool_bytes(run, variant) > 0:
-            budget = variant.section(run).pool_memory_gib * 2**30
-            while size > 1 and self._memory(run, variant, size) > budget:
-                size -= 1
-        return size
-
-    def _memory(self, run, variant, size: int) -> int:
         from collapse_hpc.experiments.gmm.metrics import names
         from collapse_hpc.experiments.gmm.run import snapshot_generations
 
-        cfg, G = variant.section(run), self.generations(run)
+        cfg, G, size = variant.section(run), self.generations(run), self.part_size(run, variant)
         n, K = cfg.samples, cfg.components
         # accumulate trains on its whole pool, the others on `samples` points
         train = items_held(variant.regime, n, n, G - 1) if variant.regime.name == "accumulate" else n

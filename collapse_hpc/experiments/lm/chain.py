@@ -65,7 +65,7 @@ def run_generation(ctx) -> None:
     distributed.barrier()  # rank 0 has reset the unit folder before anyone writes into it
     inputs = _inputs(ctx, lm)
     _uses_data(ctx, lm.tokenizer)
-    training = _train(ctx, lm, inputs)
+    training, gen0 = _train(ctx, lm, inputs)
     lm.log_startup(f"gen {ctx.generation}:")
     ctx.record(startup_seconds=lm.startup)
     model = lm.load(ctx.path(MODEL))  # the best weights: every score below is theirs
@@ -73,7 +73,7 @@ def run_generation(ctx) -> None:
     prompts, decoding, sample_seconds = _sample(ctx, lm, model, inputs, weights)
     shards = read_shards(ctx.path(SHARDS))
     started = time.perf_counter()
-    scores = _evaluate(ctx, lm, model, inputs, shards)
+    scores = _evaluate(ctx, lm, model, inputs, shards, gen0)
     ctx.record(phase_seconds={"train": training.get("seconds"), "sample": sample_seconds,
                               "evaluate": time.perf_counter() - started})
     if not ctx.is_main:
@@ -161,10 +161,13 @@ def _refuse_empty(cfg, inputs: _Inputs) -> None:
             raise UserError(no_blocks(cfg, split, "under this tokenizer"))
 
 
-def _train(ctx, lm: Pipeline, inputs: _Inputs) -> dict:
-    """Step 2: train this generation's model unless an earlier attempt already saved it; the training
-    summary. Step 4 reads generation 0's model from its folder again rather than keeping a copy of it
-    here: a copy held the model's weights (4 B a parameter) through training and sampling."""
+def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
+    """Step 2: train this generation's model unless an earlier attempt already saved it. Returns
+    the training summary and, where training starts from generation 0's saved model, an untouched
+    copy of that model: step 4's scorer, which is then not read from disk a second time (training
+    changes the model it is given, so the scorer is never that object)."""
+    import copy
+
     from collapse_hpc.experiments.lm.model import build_model, load_model, weights_fingerprint
 
     cfg, out, log = ctx.config, ctx.path(MODEL), ctx.log
@@ -173,11 +176,14 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> dict:
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
         _trained(ctx)  # a kill between publishing the model and removing its checkpoints left them
-        return json.loads((out / TRAINING).read_text())
+        return json.loads((out / TRAINING).read_text()), None
     started = time.perf_counter()
+    gen0 = None
     if ctx.previous and cfg.init in ("gen0", "previous"):
         source = ctx.previous[0 if cfg.init == "gen0" else -1] / MODEL
         model, init_from = load_model(source), source.parent.name
+        if source == ctx.previous[0] / MODEL:  # init gen0, or previous at generation 1
+            gen0 = copy.deepcopy(model)
     else:
         model, init_from = build_model(cfg, lm.tokenizer, ctx.data_dir), "initial"
     start = {"init": cfg.init, "init_from": init_from, "init_weights_sha256": weights_fingerprint(model)}
@@ -191,7 +197,7 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> dict:
         atomic.write_json(out / TRAINING, result)
     distributed.barrier()
     _trained(ctx)
-    return result
+    return result, gen0
 
 
 def _unpublish_unreadable(ctx, out) -> None:
@@ -258,10 +264,10 @@ def _sample(ctx, lm: Pipeline, model, inputs: _Inputs, weights: dict):
     return prompts, ran, seconds
 
 
-def _evaluate(ctx, lm: Pipeline, model, inputs: _Inputs, shards) -> dict:
+def _evaluate(ctx, lm: Pipeline, model, inputs: _Inputs, shards, gen0=None) -> dict:
     """Step 4, with the best weights (sharded over ranks; every rank gets the full result): the
     real test split, also by token class; the real training blocks; the generated blocks under the
-    generation-0 model (read from its folder); generation 0 also
+    generation-0 model (`gen0` where step 2 kept it, else read from its folder); generation 0 also
     scores the initial model (a reference line)."""
     from collapse_hpc.experiments.lm import metrics
     from collapse_hpc.experiments.lm.data import block_array
@@ -272,7 +278,10 @@ def _evaluate(ctx, lm: Pipeline, model, inputs: _Inputs, shards) -> dict:
                                     cfg.rare_fraction, cfg.frequent_fraction)
     scores = {"classes": classes, "whole_ids": whole_ids, "test": lm.score(model, inputs.test, classes=classes),
               "real": lm.score(model, inputs.real), "gen_ids": block_array(shards)}
-    scorer = model if ctx.generation == 0 else lm.load(ctx.previous[0] / MODEL)
+    if ctx.generation == 0:
+        scorer = model
+    else:
+        scorer = gen0.to(lm.device).eval() if gen0 is not None else lm.load(ctx.previous[0] / MODEL)
     scores["generated"] = lm.score(scorer, scores["gen_ids"])
     scores["baseline"] = _initial_model(ctx, lm, inputs, classes) if ctx.generation == 0 else {}
     return scores

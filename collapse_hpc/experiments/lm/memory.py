@@ -19,34 +19,16 @@ from collapse_hpc.experiments.lm.sample import Decoding
 from collapse_hpc.experiments.lm.train import batch_plan, ds_config, zero_stage
 
 
-# What a CPU rank holds besides its tensors, not growing with the model: the data's blocks and tables,
-# the tokenizer, DeepSpeed's and the pipeline's objects, and freed memory that glibc keeps for reuse
-# (distributed.keep_freed_memory) but cannot always reuse; measured 30-80 MB over a warm process (a
-# model of 13M parameters, one generation or two in one process), taken with room.
-HOST_FIXED = 128 << 20
-
-
-def memory(cfg, *, host: bool = False) -> int | None:
+def memory(cfg) -> int | None:
     """The larger of training's and sampling's bytes per rank; None where the model's size is unknown
-    (training's state alone where its shapes are unknown: at least that). `host`: a rank on the CPU,
-    whose memory also holds what host_bytes counts (on a GPU, those are the host's, not the GPU's)."""
+    (training's state alone where its shapes are unknown: at least that)."""
     state = state_bytes(cfg)
     if state is None:
         return None
     dims = shape(cfg)
     if dims is None:
-        return state + (host_bytes(cfg) if host else 0)
-    if host:
-        return max(state + host_bytes(cfg) + activation_bytes(cfg, dims), sampling_bytes(cfg, dims)) + HOST_FIXED
+        return state
     return max(state + activation_bytes(cfg, dims), sampling_bytes(cfg, dims))
-
-
-def host_bytes(cfg) -> int:
-    """What a CPU rank holds beyond the state: DeepSpeed copies every step's gradients into one flat fp32
-    buffer (even on one rank), and two more fp32 copies of the weights meet the model's at times: the
-    best weights read back and saved at the end of training (with the file's buffer), generation 0's
-    model read to score the generated text beside the best model (4 + 8 B a parameter, measured on a CPU)."""
-    return 12 * (parameters(cfg) or 0)
 
 
 def state_bytes(cfg) -> int | None:

@@ -551,36 +551,24 @@ class _Training:
                 if self.rank == 0:
                     _save_pretrained_atomic(self.model, None, self.ckpt_dir / "best")
 
-    def _release(self) -> None:
-        """Drops the engine (the optimizer's moments, DeepSpeed's flat gradient buffer) and the model's
-        gradients before finish reloads the best weights: held over that copy, they were 12 B a
-        parameter of the generation's peak. The model's weights stay (its callers hold it)."""
-        import gc
-
-        import torch
-
-        for p in self.model.parameters():
-            p.grad = None
-        self.engine = self.model = None
-        gc.collect()  # DeepSpeed's engine and optimizer refer to each other
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
     def finish(self) -> dict:
         """The weights after the last epoch to last_dir (if given), then the best model to out_dir
         (each with the tokenizer); the summary."""
+        import torch
 
         if self.last_dir is not None:
             with _whole_weights(self.engine):
                 if self.rank == 0:
                     _save_pretrained_atomic(self.model, self.tokenizer, self.last_dir)
         distributed.barrier()
-        self._release()
         if self.rank == 0:
             from collapse_hpc.experiments.lm.model import load_model
 
             _save_pretrained_atomic(load_model(self.ckpt_dir / "best"), self.tokenizer, self.out_dir)
         distributed.barrier()
+        self.engine = self.model = None  # frees them before empty_cache
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         from collapse_hpc.experiments.lm.model import saved_dtypes
 
         state, train_time, tokens = self.state, self.train_time, self.tokens

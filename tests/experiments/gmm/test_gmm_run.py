@@ -133,18 +133,3 @@ def test_a_part_holds_no_more_memory_than_its_estimate(tmp_path, regime):
         "regimes": [regime], "gmm": {**SECTION, "generations": 3, "samples": 400_000, "replicates": 1,
                                      "chunk_replicates": 1, "max_iter": 20}})
     assert 0.5 * estimate < peak <= estimate, (peak, estimate)
-
-
-def test_an_accumulate_part_s_whole_estimate_stays_within_pool_memory_gib():
-    """Parts were sized by their pools alone, and under accumulate a fit holds about 10 times its pool: a
-    part sized for 0.05 GiB of pools held some 0.5. Now a part is as large as its whole estimate allows."""
-    gmm = experiments.get("gmm")
-    run = experiments.config_from_dict({"name": "t", "seeds": [0], "regimes": ["accumulate", "replace"],
-                                        "executor": "debug", "gmm": {**SECTION, "generations": 10, "samples": 2_000,
-                                                                     "replicates": 64, "chunk_replicates": 64,
-                                                                     "pool_memory_gib": 0.05}})
-    accumulate, replace = (c.variant for c in engine.plan(run) if c.experiment == "gmm")
-    size = gmm.part_size(run, accumulate)
-    assert 1 < size < 0.05 * 2**30 / gmm.pool_bytes(run, accumulate) / 5  # its pools alone allowed 167
-    assert gmm.memory(run, accumulate) <= 0.05 * 2**30 < gmm._memory(run, accumulate, size + 1)
-    assert gmm.part_size(run, replace) == 64 and gmm.memory(run, replace) <= 0.05 * 2**30

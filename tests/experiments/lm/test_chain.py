@@ -453,10 +453,10 @@ def test_paper_method_real_prompts_gen0_base_per_regime_epochs(tmp_path, lm_data
 
 
 @pytest.mark.parametrize("init", ["gen0", "previous"])
-def test_generation_0s_model_is_read_to_train_from_and_again_to_score(tmp_path, lm_data_dir, monkeypatch, init):
-    """Generation 1 kept a copy of generation 0's model (its scorer) from before training to scoring:
-    4 B a parameter through training's peak, to save one read (~0.1 s for the demo's tiny OPT). It
-    reads the model again to score; its scores are generation 0's as read from disk."""
+def test_generation_0s_model_is_read_once_per_generation(tmp_path, lm_data_dir, monkeypatch, init):
+    """Generation 1 read generation 0's model from disk twice: to fine-tune from and to score its
+    generated blocks. Now once, the scorer a copy taken before training changes the model; its
+    scores are generation 0's as read from disk."""
     from collapse_hpc.experiments.lm import model
     from collapse_hpc.experiments.lm.chain import MODEL
     from collapse_hpc.experiments.lm.evaluate import score
@@ -467,10 +467,9 @@ def test_generation_0s_model_is_read_to_train_from_and_again_to_score(tmp_path, 
     monkeypatch.setattr(model, "load_model", lambda folder: loaded.append(Path(folder)) or load_model(folder))
     assert _execute(store, run)["done"] == 2
     units = [store.root / "lm" / "replace-p0-s0" / f"gen_{g:03d}" for g in range(2)]
-    # generation 0's best weights; generation 1's start, its own best weights, then its scorer (training
-    # reads its checkpoints too: those are not saved models)
-    assert [p for p in loaded if p.name == MODEL] == [units[0] / MODEL, units[0] / MODEL, units[1] / MODEL,
-                                                       units[0] / MODEL]
+    # generation 0's best weights; generation 1's start, then its own best weights (training reads
+    # its checkpoints too: those are not saved models)
+    assert [p for p in loaded if p.name == MODEL] == [units[0] / MODEL, units[0] / MODEL, units[1] / MODEL]
     from_disk = score(load_model(units[0] / MODEL).eval(), read_shards(units[1] / "shards"), batch_size=32)
     assert pq.read_table(units[1] / "sequence_ppl.parquet").column("ppl").to_pylist() == pytest.approx(
         from_disk.per_sequence.tolist(), rel=1e-6)
