@@ -339,7 +339,7 @@ def cmd_run(args, executor=None) -> int:
 
     with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
         store, run = resolve(args, executor or args.executor, getattr(args, "profile", None))
-        pending = _submit_pending(store, run, args.only) if run.executor == "slurm" else None
+        pending, config = _submit_pending(store, run, args.only) if run.executor == "slurm" else (None, None)
     log = logging.getLogger("collapse_hpc")
     # locked before open and the log file: a refused launcher writes nothing into the run folder;
     # submit holds it too (slurm's submit takes the same lock again inside)
@@ -355,7 +355,7 @@ def cmd_run(args, executor=None) -> int:
         if run.executor == "slurm":
             from collapse_hpc.report.aggregate import job as report
 
-            launch.execute(store, run, chains, "slurm", pending=pending, finish=report)
+            launch.execute(store, run, chains, "slurm", pending=pending, finish=report, config=config)
             return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []
@@ -364,19 +364,18 @@ def cmd_run(args, executor=None) -> int:
     return 1 if failed else 0
 
 
-def _submit_pending(store, run, only) -> set[str]:
-    """The units a submit starts (slurm.pending_units), worked out once, before the run folder is
-    written, and weighed against the cluster's job count and the user's submit limit (a refusal leaves
-    nothing behind)."""
+def _submit_pending(store, run, only) -> tuple[set[str], str]:
+    """The units a submit starts (slurm.pending_units) and the cluster's config (slurm.show_config), worked
+    out once, before the run folder is written, and the jobs they make weighed against the cluster's job
+    count and the user's limits on jobs queued at once (a refusal leaves nothing behind)."""
     from collapse_hpc import engine
     from collapse_hpc.launch import profile as profiles
     from collapse_hpc.launch import slurm
 
     chains = engine.plan(run, only=only)
-    pending = slurm.pending_units(store, run, chains)
-    slurm.check_job_count(store, chains, pending)
-    slurm.check_submit_limit(store, chains, pending, profiles.load(run.profile))
-    return pending
+    pending, config = slurm.pending_units(store, run, chains), slurm.show_config()
+    slurm.check_queue(store, chains, pending, profiles.load(run.profile), config)
+    return pending, config
 
 
 def cmd_submit(args) -> int:

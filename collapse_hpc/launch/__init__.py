@@ -20,7 +20,8 @@ def choose(executor: str | None, profile: str | None) -> str | None:
 
 def execute(store, run, chains, executor: str, **options):
     """Run (or, for slurm, submit) the jobs of `chains`; returns a back-end specific summary.
-    Options: slurm's `pending` (the units to start, slurm.pending_units) and `finish` (the run's final job)."""
+    Options: slurm's `pending` (the units to start, slurm.pending_units), `finish` (the run's final job)
+    and `config` (the cluster's, slurm.show_config, as the checks before read it)."""
     if executor == "debug":
         from collapse_hpc.launch.debug import execute as run_debug
 

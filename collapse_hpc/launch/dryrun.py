@@ -7,10 +7,13 @@ check. Exit status 2 only when a check failed.
 """
 from __future__ import annotations
 
-from collapse_hpc.launch import estimate
+import shutil
+
+from collapse_hpc.launch import estimate, records
 from collapse_hpc.launch import profile as profiles
-from collapse_hpc.launch.slurm import (Submitter, array_pieces, job_name, limits, numbered, over_job_count,
-                                       over_submit_limit, pending_units, report_memory_short)
+from collapse_hpc.launch.slurm import (Submitter, array_pieces, job_name, jobs_to_queue, limits, live_job, numbered,
+                                       over_job_count, over_submit_limit, pending_units, queued, report_memory_short,
+                                       show_config)
 from collapse_hpc.logs import count
 
 
@@ -21,7 +24,9 @@ def _script(sub: Submitter, kind: str, ranks: int, name: str, dependency: str | 
 
 def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int:
     sub = Submitter(store, run, prof, dry_run=True)
-    started = pending_units(store, run, chains)  # what submit would start, worked out as it does
+    # what submit would queue, worked out as it does: the units it starts but those queued already
+    queue, pending = queued() if shutil.which("squeue") else {}, pending_units(store, run, chains)
+    started = {u for u in pending if not live_job(records.load(store)["units"], u, queue)}
     print(f"dry run: {run.name} -> {store.root} (not created), profile {prof.name}; nothing is written or queued")
     print("\n== plan")
     kinds: dict[str, int] = {}
@@ -43,7 +48,8 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     arrays: dict[str, list] = {}
     for chain in (c for c in chains if c.shape == "array"):
         arrays.setdefault(chain.experiment, []).append(chain)
-    lim = limits()
+    config = show_config()
+    lim = limits(config)
     for name, group in arrays.items():
         todo = [j for c in group for j in c.jobs if j.label in started]
         kinds[group[0].kind] = kinds.get(group[0].kind, 0) + len(todo)
@@ -55,25 +61,26 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
             scripts.append((f"the {name} array ({count(len(pieces[0]), 'task')})",
                             _script(sub, group[0].kind, 1, job_name(run.name, name, name), None, f"{name} array",
                                     tasks=len(pieces[0]))))
-    kinds["aggregate"] = 1
+    kinds["aggregate"] = jobs_to_queue(store, chains, pending, queue)["aggregate"]
     scripts.append(("the aggregation job (afterany on every job above)",
                     _script(sub, "aggregate", 1, job_name(run.name, "aggregate", "aggregate"),
                             "afterany:<every job above>", "aggregate")))
     total = sum(kinds.values())
-    print(f"{'aggregate':<{width}}  job       1")
-    done = sum(len(c.jobs) for c in chains) - len(started)
+    print(f"{'aggregate':<{width}}  job    {kinds['aggregate']:>4}")
+    done = sum(len(c.jobs) for c in chains) - len(pending)
     print("jobs by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items() if n) + f"; {total} in all "
-          f"(an array task counts as a job); {count(done, 'unit')} already done")
+          f"(an array task counts as a job); {count(done, 'unit')} already done"
+          + (f", {len(pending) - len(started)} already queued" if len(pending) > len(started) else ""))
     if lim:
-        over = [o for o in [over_job_count(total, lim)] if o]  # submit checks it too (check_job_count)
+        over = [o for o in [over_job_count(total, lim, len(queue))] if o]  # submit checks it too (check_queue)
         print("cluster limits (scontrol): " + ", ".join(f"{k} {v}" for k, v in lim.items())
               + ("; OVER: " + "; ".join(over) if over else "; within them"))
         problems += [f"cluster limit: {o}" for o in over]
     else:
         print("cluster limits: unknown here (no scontrol); per-user limits: sacctmgr show assoc user=$USER")
-    if over_user := over_submit_limit(prof, kinds):  # submit checks it too (check_submit_limit)
-        print(f"your limit on jobs queued at once (sacctmgr): OVER: {over_user}")
-        problems.append(f"your limit on jobs queued at once: {over_user}")
+    if over_user := over_submit_limit(prof, kinds, config):  # submit checks it too (check_queue)
+        print(f"limits on jobs queued at once (sacctmgr): OVER: {over_user}")
+        problems.append(f"a limit on jobs queued at once: {over_user}")
     for title, text in scripts:
         print(f"\n== sbatch script: {title}\n{text.rstrip()}")
     print("\n== estimate of the whole plan (per-generation rates: README, What it costs on a GPU)")

@@ -1,32 +1,54 @@
-"""The jobs a user may have queued at once, as sacctmgr sets them: MaxSubmitJobs of the user's association
-(the user under an account; sacctmgr shows the account's where the user's own is unset) and
-MaxSubmitJobsPerUser of a QOS (MaxSubmitPU), which, where set, stands in for the association's (Slurm
-checks the QOS's first; measured on Slurm 22.05). An array counts a job per task. Past the limit sbatch
-refuses a job part-way through a submit (slurm.SubmitLimit); submit reads it before anything is queued.
-Where there is no sacctmgr, or slurm.conf's AccountingStorageEnforce leaves limits out, there is none
-to read, and sbatch alone checks."""
+"""The jobs that may be queued at once, as sacctmgr and the partitions' QOS set them. Past one sbatch refuses a
+job part-way through a submit (slurm.SubmitLimit); submit reads them before anything is queued:
+- the user's association (the user under an account, or its row for the job's partition where there is one):
+  MaxSubmitJobs (sacctmgr shows the account's where the user's own is unset) and its own GrpSubmitJobs;
+- an account's GrpSubmitJobs, for every user's jobs of it and of the accounts below it, and each account's above;
+- a QOS's, the job's and its partition's (QoS= of scontrol show partition): MaxSubmitPU (the user's jobs),
+  MaxSubmitPA (an account's) and GrpSubmit (everyone's). One set by the partition's QOS stands in for the job
+  QOS's (unless that has the flag OverPartQOS), and a QOS's MaxSubmitPU and GrpSubmit for the association's
+  MaxSubmitJobs and GrpSubmitJobs (Slurm checks the QOS's first; measured on Slurm 22.05).
+An array counts a job per task. Where there is no sacctmgr, or slurm.conf's AccountingStorageEnforce leaves
+limits out, there is none to read, and sbatch alone checks; so too for jobs of others this user may not see
+(PrivateData=jobs), which are not counted."""
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from collapse_hpc.logs import count
 
-ASSOC = ("Account", "Partition", "MaxSubmit", "DefaultQOS")  # sacctmgr show assoc's fields read here
-QOS = ("Name", "MaxSubmitPU")
+# sacctmgr -n -P's fields read here: the user's associations, the accounts' own (user=), the QOS
+ASSOC = ("Account", "Partition", "MaxSubmit", "GrpSubmit", "DefaultQOS")
+ACCOUNT = ("Account", "ParentName", "GrpSubmit")
+QOS = ("Name", "MaxSubmitPU", "MaxSubmitPA", "GrpSubmit", "Flags")
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a job charges, as squeue -o %u|%a|%q|%P tells it of a queued one ("": the default), and, of one
+    to queue, its partition's QOS ("N/A": none)."""
+    user: str
+    account: str
+    qos: str
+    partition: str
+    partition_qos: str = "N/A"
 
 
 @dataclass(frozen=True)
 class Limit:
     most: int
     where: str  # which knob sets it, and how to see it
-    qos: str | None  # a QOS's limit counts the user's jobs of that QOS; an association's, of its account
-    account: str
+    whose: str  # whose jobs it counts, in words
+    user: str | None = None  # the jobs it counts: this user's (None: everyone's),
+    accounts: frozenset[str] | None = None  # charging one of these accounts,
+    qos: str | None = None  # under this QOS,
+    partition: str | None = None  # in this partition
 
-    def counts(self, account: str, qos: str) -> bool:
-        return qos == self.qos if self.qos else account == self.account
+    def counts(self, job: Charge) -> bool:
+        return (self.user in (None, job.user) and (self.accounts is None or job.account in self.accounts)
+                and self.qos in (None, job.qos) and self.partition in (None, job.partition))
 
 
 def enforced(config: str) -> bool:
@@ -40,43 +62,87 @@ def _number(text: str) -> int | None:
     return int(text) if text.strip().isdigit() else None
 
 
-def parse_assocs(text: str) -> list[dict[str, str]]:
-    """`sacctmgr -n -P show assoc format=Account,Partition,MaxSubmit,DefaultQOS`, a dict a line."""
-    return [dict(zip(ASSOC, line.split("|"))) for line in text.splitlines() if line.count("|") == len(ASSOC) - 1]
+def parse(text: str, fields: tuple[str, ...]) -> list[dict[str, str]]:
+    """`sacctmgr -n -P show … format=<fields>`, a dict a line (other lines, e.g. warnings, left out)."""
+    return [dict(zip(fields, line.split("|"))) for line in text.splitlines() if line.count("|") == len(fields) - 1]
 
 
-def parse_qos(text: str) -> dict[str, int | None]:
-    """`sacctmgr -n -P show qos format=Name,MaxSubmitPU`: QOS -> its MaxSubmitPU (None: none)."""
-    rows = [line.split("|") for line in text.splitlines() if line.count("|") == len(QOS) - 1]
-    return {name: _number(most) for name, most in rows}
+def _qos_limits(qos: dict[str, dict[str, str]], job: Charge) -> dict[str, Limit]:
+    """The QOS's limits a job meets, by knob: each set by its partition's QOS, else by its own QOS."""
+    order = [q for q in (job.partition_qos, job.qos) if q in qos]
+    if job.qos in qos and "OverPartQOS" in qos[job.qos]["Flags"]:
+        order.reverse()
+    whose = {"MaxSubmitPU": ("your jobs", job.user, None), "MaxSubmitPA": (
+        f"the jobs of account {job.account}, every user's,", None, frozenset([job.account])),
+        "GrpSubmit": ("the jobs of every user", None, None)}
+    found = {}
+    for knob, (words, user, accounts) in whose.items():
+        for q in order:
+            if (most := _number(qos[q][knob])) is not None:
+                own = q == job.qos  # a partition's QOS counts the jobs of its partition
+                words += "" if own else f" in partition {job.partition}"
+                found[knob] = Limit(most, f"{knob} of QOS {q}" + ("" if own else f", partition {job.partition}'s")
+                                    + f": sacctmgr show qos {q} format=Name,{knob}", words, user, accounts,
+                                    q if own else None, None if own else job.partition)
+                break
+    return found
 
 
-def limit_for(assocs: list[dict[str, str]], qos_limits: dict[str, int | None], account: str, user: str,
-              qos: str | None) -> Limit | None:
-    """The limit a job charging `account` under `qos` (None: the association's default QOS) meets: its
-    QOS's MaxSubmitPU, else its association's MaxSubmitJobs; None where neither is set. The association
-    is the account's row for every partition (a row of one partition is a rarity, sbatch checks it)."""
-    assoc = next((a for a in assocs if a["Account"] == account and not a["Partition"]), None)
+def _account_limits(accounts: list[dict[str, str]], account: str) -> list[Limit]:
+    """GrpSubmitJobs of `account` and of each account above it: the jobs of it and the accounts below it."""
+    parent = {a["Account"]: a["ParentName"] for a in accounts}
+    found, seen, at = [], set(), account
+    while at in parent and at not in seen:
+        seen.add(at)
+        below, grew = {at}, True
+        while grew:
+            more = {a for a, p in parent.items() if p in below} - below
+            below, grew = below | more, bool(more)
+        row = next(a for a in accounts if a["Account"] == at)
+        if (most := _number(row["GrpSubmit"])) is not None:
+            found.append(Limit(most, f"GrpSubmitJobs of account {at}: sacctmgr show assoc account={at} user= "
+                                     f"format=Account,GrpSubmitJobs",
+                               f"the jobs of account {at}" + (" and those below it" if len(below) > 1 else "")
+                               + ", every user's,", accounts=frozenset(below)))
+        at = parent[at]
+    return found
+
+
+def limits_for(assocs: list[dict[str, str]], accounts: list[dict[str, str]], qos: dict[str, dict[str, str]],
+               job: Charge) -> list[Limit]:
+    """Every limit on jobs queued at once a job charging `job` meets ([]: no association of the user's with
+    its account: sbatch refuses it, and says why)."""
+    rows = [a for a in assocs if a["Account"] == job.account]
+    general = next((a for a in rows if not a["Partition"]), None)
+    assoc = next((a for a in rows if job.partition and a["Partition"] == job.partition), general)
     if assoc is None:
-        return None
-    qos = qos or assoc["DefaultQOS"] or None
-    if qos and (most := qos_limits.get(qos)) is not None:
-        return Limit(most, f"MaxSubmitPU of QOS {qos}: sacctmgr show qos {qos} format=Name,MaxSubmitPU", qos, account)
-    if (most := _number(assoc["MaxSubmit"])) is not None:
-        return Limit(most, f"MaxSubmitJobs of your association with account {account}: sacctmgr show assoc "
-                           f"user={user} format=Account,MaxSubmitJobs", None, account)
-    return None
+        return []
+    job = replace(job, qos=job.qos or assoc["DefaultQOS"] or (general or assoc)["DefaultQOS"])
+    found = _qos_limits(qos, job)
+    part = assoc["Partition"] or None
+    mine = (f"your association with account {job.account}" + (f" and partition {part}" if part else "")
+            + f": sacctmgr show assoc user={job.user} format=Account,Partition,")
+    if "MaxSubmitPU" not in found and (most := _number(assoc["MaxSubmit"])) is not None:
+        found["MaxSubmit"] = Limit(most, f"MaxSubmitJobs of {mine}MaxSubmitJobs", "your jobs", job.user,
+                                   frozenset([job.account]), None, part)
+    if "GrpSubmit" in found:
+        return list(found.values())
+    if (most := _number(assoc["GrpSubmit"])) is not None:
+        found["GrpSubmit"] = Limit(most, f"GrpSubmitJobs of {mine}GrpSubmitJobs", "your jobs", job.user,
+                                   frozenset([job.account]), None, part)
+    return list(found.values()) + _account_limits(accounts, job.account)
 
 
 def over(limit: Limit, jobs: int, queued_now: int) -> str | None:
-    """What to say where `jobs` more beside `queued_now` of the user's pass `limit`; None within it."""
+    """What to say where `jobs` more beside `queued_now` that `limit` counts pass it; None within it."""
     if jobs + queued_now <= limit.most:
         return None
     room = max(limit.most - queued_now, 0)
-    return (f"this submit would queue {count(jobs, 'job')}, and your jobs queued at once are limited to "
-            f"{limit.most} ({limit.where}), {queued_now} of yours queued now, so {room} more fit: nothing was "
+    yours = " of yours" if limit.user else ""
+    return (f"this submit would queue {count(jobs, 'job')}, and {limit.whose} queued at once are limited to "
+            f"{limit.most} ({limit.where}), {queued_now}{yours} queued now, so {room} more fit: nothing was "
             f"queued; submit fewer generations at a time (--generations), or part of the run (--only "
-            f"EXPERIMENT), or wait for jobs of yours to end (squeue --me)")
+            f"EXPERIMENT), or wait for jobs{yours} to end (squeue" + (" --me)" if limit.user else ")"))
 
 
 def _ask(cmd: list[str]) -> str | None:
@@ -90,29 +156,31 @@ def _ask(cmd: list[str]) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def problem(jobs: dict[tuple[str | None, str | None], int], user: str) -> str | None:
-    """Whether the jobs a submit would queue, by (account, QOS) they charge (None: the user's default),
-    with the user's jobs queued now, pass a limit they meet: what `over` says of it; None within them
-    or where none can be read."""
-    config = _ask(["scontrol", "show", "config"])
-    if config is None or not enforced(config):
+def problem(jobs: dict[Charge, int], user: str, config: str) -> str | None:
+    """Whether the jobs a submit would queue, by what they charge (account "": the user's default), with the
+    jobs queued now, pass a limit they meet: what `over` says of it; None within them or where none can be
+    read. `config`: scontrol show config's text."""
+    if not enforced(config):
         return None
     cluster = re.search(r"^ClusterName\s*=\s*(\S+)", config, re.M)
     where = [f"cluster={cluster[1]}"] if cluster else []
-    answers = [_ask(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", *where,
-                     "format=" + ",".join(ASSOC)]),
-               _ask(["sacctmgr", "-n", "-P", "show", "qos", "format=" + ",".join(QOS)]),
-               _ask(["sacctmgr", "-n", "-P", "show", "user", user, "format=DefaultAccount"]),
-               _ask(["squeue", "-h", "-r", "-u", user, "-o", "%a|%q"])]
+    show = ["sacctmgr", "-n", "-P", "show"]
+    answers = [_ask([*show, "assoc", "where", f"user={user}", *where, "format=" + ",".join(ASSOC)]),
+               _ask([*show, "assoc", "where", "user=", *where, "format=" + ",".join(ACCOUNT)]),
+               _ask([*show, "qos", "format=" + ",".join(QOS)]),
+               _ask([*show, "user", user, "format=DefaultAccount"])]
     if None in answers:
         return None
-    assocs, qos, default, queue = (a or "" for a in answers)
-    rows, qos_limits = parse_assocs(assocs), parse_qos(qos)
-    mine = [tuple(line.split("|", 1)) for line in queue.splitlines() if "|" in line]
+    assocs, accounts, qos, default = (parse(answers[0] or "", ASSOC), parse(answers[1] or "", ACCOUNT),
+                                      {q["Name"]: q for q in parse(answers[2] or "", QOS)}, (answers[3] or "").strip())
     met: dict[Limit, int] = {}
-    for (account, q), n in jobs.items():
-        limit = limit_for(rows, qos_limits, account or default.strip(), user, q)
-        if limit is not None:
+    for charge, n in jobs.items():
+        for limit in limits_for(assocs, accounts, qos, replace(charge, account=charge.account or default)):
             met[limit] = met.get(limit, 0) + n
-    found = (over(limit, n, sum(limit.counts(a, q) for a, q in mine)) for limit, n in met.items())
+    if not met:
+        return None
+    everyone = any(limit.user is None for limit in met)  # squeue of every user's jobs only where one counts them
+    queue = _ask(["squeue", "-h", "-r", *([] if everyone else ["-u", user]), "-o", "%u|%a|%q|%P"])
+    queued = [Charge(*line.split("|")) for line in (queue or "").splitlines() if line.count("|") == 3]
+    found = (over(limit, n, sum(limit.counts(job) for job in queued)) for limit, n in met.items())
     return next((said for said in found if said), None)

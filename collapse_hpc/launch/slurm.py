@@ -181,12 +181,10 @@ def profile_problems(prof: profiles.Profile, kinds) -> list[str]:
     them all). sbatch would refuse only after earlier jobs were queued, or (with EnforcePartLimits=NO)
     queue a too-long job, or one asking for a gres no node has, that then pends forever."""
     parts, listed = partitions(), nodes()
-    default = next((n for n, f in parts.items() if f.get("Default") == "YES"), None)
     found: list[str] = []
     for kind in kinds:
         res = prof.resources(kind)
-        named = res.partition or prof.partition
-        names = named.split(",") if named else [default] if default else []
+        names = partition_of(prof, kind, parts)
         where = f"jobs.{kind}.partition" if res.partition else "partition"
         unknown = [n for n in names if n not in parts]
         if unknown:  # the kind's other checks need its partitions
@@ -207,12 +205,23 @@ def profile_problems(prof: profiles.Profile, kinds) -> list[str]:
     return list(dict.fromkeys(found))  # kinds sharing the profile's partition: said once
 
 
-def limits() -> dict[str, int]:
-    """MaxJobCount and MaxArraySize of this cluster, where scontrol answers; {} elsewhere."""
+def partition_of(prof: profiles.Profile, kind: str, parts: dict[str, dict[str, str]]) -> list[str]:
+    """The partitions a job of `kind` asks for: its own, the profile's, else the cluster's default."""
+    named = prof.resources(kind).partition or prof.partition
+    default = next((n for n, f in parts.items() if f.get("Default") == "YES"), None)
+    return named.split(",") if named else [default] if default else []
+
+
+def show_config() -> str:
+    """`scontrol show config`, read once per submit (limits, quota); "" where there is no scontrol."""
     if shutil.which("scontrol") is None:
-        return {}
-    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
-    found = dict(re.findall(r"^(MaxJobCount|MaxArraySize)\s*=\s*(\d+)", out.stdout, re.M))
+        return ""
+    return subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
+
+
+def limits(config: str) -> dict[str, int]:
+    """MaxJobCount and MaxArraySize of this cluster, from `config` (show_config); {} where it is not told."""
+    found = dict(re.findall(r"^(MaxJobCount|MaxArraySize)\s*=\s*(\d+)", config, re.M))
     return {k: int(v) for k, v in found.items()}
 
 
@@ -253,39 +262,45 @@ def jobs_to_queue(store, chains, pending: set[str], queue: dict[str, str]) -> di
     return todo
 
 
-def check_submit_limit(store, chains, pending: set[str], prof: profiles.Profile) -> None:
-    """Before anything is written or queued: the jobs a submit would queue within the user's limit on
+def check_queue(store, chains, pending: set[str], prof: profiles.Profile, config: str) -> None:
+    """Before anything is written or queued: the jobs a submit would queue (jobs_to_queue, worked out once
+    from one squeue), with the user's jobs queued now, within the cluster's MaxJobCount and the limits on
     jobs queued at once (quota), which sbatch would meet part-way, with chains half-queued."""
-    if shutil.which("sacctmgr") is not None and (said := over_submit_limit(prof, jobs_to_queue(
-            store, chains, pending, queued()))):
-        raise UserError(said)
+    queue = queued() if shutil.which("squeue") else {}
+    todo = jobs_to_queue(store, chains, pending, queue)
+    for said in (job_count_problem(sum(todo.values()), limits(config), len(queue)),
+                 over_submit_limit(prof, todo, config)):
+        if said:
+            raise UserError(said)
 
 
-def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int]) -> str | None:
-    """What the user's limit on jobs queued at once (quota) says of `kinds` (job kind -> jobs to queue),
-    each kind charging the profile's account and its QOS; None within it, or where none is read."""
+def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int], config: str) -> str | None:
+    """What the limits on jobs queued at once (quota) say of `kinds` (job kind -> jobs to queue), each kind
+    charging the profile's account, its QOS and its partition; None within them, or where none is read."""
     from collapse_hpc.launch import quota
 
-    by_charge: dict[tuple[str | None, str | None], int] = {}
+    if not quota.enforced(config) or shutil.which("sacctmgr") is None:
+        return None
+    parts, user = partitions(), getpass.getuser()
+    by_charge: dict[quota.Charge, int] = {}
     for kind, n in kinds.items():
-        charge = (prof.account, prof.resources(kind).qos or prof.qos)
+        names = partition_of(prof, kind, parts)
+        # a job of several partitions: sbatch picks one, and checks its limits itself
+        part = names[0] if len(names) == 1 else ""
+        charge = quota.Charge(user, prof.account or "", prof.resources(kind).qos or prof.qos or "", part,
+                              parts.get(part, {}).get("QoS", "N/A"))
         by_charge[charge] = by_charge.get(charge, 0) + n
-    return quota.problem(by_charge, getpass.getuser())
+    return quota.problem(by_charge, user, config)
 
 
-def check_job_count(store, chains, pending: set[str], queue: dict[str, str] | None = None) -> None:
-    """Before anything is written or queued: the jobs a submit would queue (jobs_to_queue), with this
-    user's jobs in the queue now, within the cluster's MaxJobCount. Past it sbatch refuses (or waits,
-    retrying) partway, with chains half-queued."""
-    lim = limits()
-    if "MaxJobCount" not in lim:
-        return
-    queue = queued() if queue is None else queue
-    todo = sum(jobs_to_queue(store, chains, pending, queue).values())
-    if over := over_job_count(todo, lim, len(queue)):
-        raise UserError(f"the cluster holds at most {lim['MaxJobCount']} jobs at once (MaxJobCount, scontrol show "
-                        f"config) and this submit would pass it ({over}); nothing was queued: submit part of the "
-                        f"run (--only EXPERIMENT, or fewer --generations), or wait for jobs to end")
+def job_count_problem(jobs: int, lim: dict[str, int], queued_now: int) -> str | None:
+    """The jobs a submit would queue, with this user's jobs in the queue now, within the cluster's
+    MaxJobCount; past it sbatch refuses (or waits, retrying) part-way, with chains half-queued."""
+    if over := over_job_count(jobs, lim, queued_now):
+        return (f"the cluster holds at most {lim['MaxJobCount']} jobs at once (MaxJobCount, scontrol show config) "
+                f"and this submit would pass it ({over}); nothing was queued: submit part of the run (--only "
+                f"EXPERIMENT, or fewer --generations), or wait for jobs to end")
+    return None
 
 
 def live_job(units: dict, label: str, queue: dict[str, str]) -> str | None:
@@ -524,9 +539,11 @@ def numbered(chains) -> list:
     return out
 
 
-def submit(store, run, chains, pending: set[str], finish=None, **_) -> dict:
+def submit(store, run, chains, pending: set[str], finish=None, config: str | None = None, **_) -> dict:
     """Queue what is `pending` (pending_units, worked out before the run folder was opened) and not queued;
-    `finish(run_dir)`, an importable function, runs as the final job (none without it)."""
+    `finish(run_dir)`, an importable function, runs as the final job (none without it); `config`: the
+    cluster's show_config, read by the checks before (read here where not given). What is queued now is
+    read again here, under the run's lock: another submit of the run may have queued jobs since."""
     from submitit.helpers import clean_env
 
     prof = profiles.load(run.profile)
@@ -536,7 +553,7 @@ def submit(store, run, chains, pending: set[str], finish=None, **_) -> dict:
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
         plan = _Submission(store, run, Submitter(store, run, prof), records.load(store), queued(), pending)
         before = copy.deepcopy(plan.book)
-        plan.max_array = limits().get("MaxArraySize")
+        plan.max_array = limits(show_config() if config is None else config).get("MaxArraySize")
         if plan.book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
             raise UserError(f"{plan.book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
                             f"(squeue --me) and remove it, then submit again")

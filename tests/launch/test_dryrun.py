@@ -2,7 +2,7 @@
 nothing is written or queued; exit 2 only when a check failed."""
 import re
 
-from tests.launch.helpers import REPO, collapse, write_config
+from tests.launch.helpers import REPO, collapse, jobs, write_config
 from tests.launch.test_slurm_plan import fake_slurm, scripts  # noqa: F401  (the fixture)
 
 
@@ -38,6 +38,29 @@ def test_dry_run_that_passes_writes_and_queues_nothing(tmp_path, fake_slurm):  #
     assert "GPU-hours, wall time, disk: not estimated (no unit of this plan has a measured rate)" in out
     assert "GPU-hours: 0" not in out and "wall time: 0 min" not in out
     assert "not estimated (no measured rate): 2 units of ltarray; 3 units of ltchain" in out
+
+
+def test_the_dry_runs_job_count_is_what_a_submit_would_queue(tmp_path, fake_slurm):  # noqa: F811
+    """It counted every unit a submit starts, those whose jobs are queued too, which a submit leaves alone,
+    and weighed them against MaxJobCount without the user's queued jobs, which a submit adds: it passed a
+    resubmission the real one refused, and the counts it printed were not what got queued."""
+    cfg, run = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2}), tmp_path / "run"
+    assert collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")[0] == 0
+    book = jobs(run)
+    queued = [*(e["job_id"] for e in book["units"].values()), book["aggregate"]["job_id"]]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|0:00|Dependency\n" for j in queued))
+    again = ("submit", cfg, "--run", run, "--generations", "3", "--profile", REPO / "slurm" / "local.yaml")
+    for most, fits in ((6, False), (7, True)):  # 5 queued, and a generation and its report to queue
+        (fake_slurm / "config.txt").write_text(f"MaxJobCount = {most}\n")
+        rc, out, _ = collapse(*again, "--dry-run")
+        assert re.search(r"ltchain/replace-p0-s0 +chain +1 of +3 generations", out), out
+        assert re.search(r"ltarray +array +0 of +2 tasks", out), out
+        assert "gpu 1, aggregate 1; 2 in all (an array task counts as a job); 0 units already done, 4 already " \
+               "queued" in out, out
+        assert (rc, "within them" in out) == (0 if fits else 2, fits), out
+        n = len(scripts(fake_slurm))
+        rc, _, err = collapse(*again)  # the submit the dry run foretold
+        assert (rc, len(scripts(fake_slurm))) == ((0, n + 2) if fits else (2, n)), err
 
 
 def test_dry_run_counts_one_of_a_kind_in_the_singular(tmp_path, fake_slurm):  # noqa: F811

@@ -43,11 +43,17 @@ def fake_slurm(tmp_path, monkeypatch):
     (d / "bin").mkdir(parents=True)
     for name, body in FAKES.items():
         p = d / "bin" / name
-        p.write_text("#!/bin/bash\n" + body)
+        p.write_text(f'#!/bin/bash\necho "{name} $*" >> "$FAKE_SLURM/calls.txt"\n' + body)  # calls(): what ran
         p.chmod(0o755)
     monkeypatch.setenv("FAKE_SLURM", str(d))
     monkeypatch.setenv("PATH", f"{d / 'bin'}:{__import__('os').environ['PATH']}")
     return d
+
+
+def calls(d: Path, command: str) -> int:
+    """How many times the fake Slurm commands ran `command` (its name and first words)."""
+    path = d / "calls.txt"
+    return sum(line.startswith(command) for line in path.read_text().splitlines()) if path.exists() else 0
 
 
 def scripts(d: Path) -> dict[int, str]:
@@ -171,6 +177,34 @@ def test_a_resubmission_refused_for_the_submit_limit_keeps_the_queued_report_job
                        "(AssocMaxSubmitJobLimit" in err and "the 1 job this submit had queued" in err, err
     assert (fake_slurm / "scancel.txt").read_text().split() == ["104"]  # the new generation's, not the report's
     assert jobs(run)["aggregate"]["job_id"] == queued[-1] and jobs(run)["units"] == book["units"]
+
+
+def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the_run(tmp_path, fake_slurm):
+    """`scontrol show config` ran three times a submit (MaxJobCount, the submit limit's AccountingStorageEnforce
+    and ClusterName, the submission's MaxArraySize), and squeue once for each of the two checks before the
+    submission's own: read once now, and the queue once for both checks (again under the run's lock, where
+    another submit of the run may have queued jobs since)."""
+    (fake_slurm / "config.txt").write_text("MaxJobCount = 100\nMaxArraySize = 1001\nClusterName = dev\n"
+                                           "AccountingStorageEnforce = associations,limits,qos\n")
+    sacctmgr = fake_slurm / "bin" / "sacctmgr"  # the user's association under collapse: 10 jobs at once
+    sacctmgr.write_text('#!/bin/bash\necho "sacctmgr $*" >> "$FAKE_SLURM/calls.txt"\ncase "$*" in\n'
+                        '  *"user= "*) echo "collapse|root|" ;;\n  *"show assoc"*) echo "collapse||10||normal" ;;\n'
+                        '  *"show qos"*) echo "normal|||||" ;;\n  *"show user"*) echo collapse ;;\nesac\n')
+    sacctmgr.chmod(0o755)
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
+    submit(cfg, tmp_path / "run")
+    assert len(scripts(fake_slurm)) == 4  # two generations, the array, the report
+    assert calls(fake_slurm, "scontrol show config") == 1
+    assert calls(fake_slurm, "squeue") == 3  # the checks', the submit limit's (%u|%a|%q|%P), the submission's
+    assert calls(fake_slurm, "sacctmgr") == 4
+    (fake_slurm / "calls.txt").unlink()
+    (fake_slurm / "config.txt").write_text("MaxJobCount = 100\nClusterName = dev\n"
+                                           "AccountingStorageEnforce = associations,limits,qos\n")
+    sacctmgr.write_text(sacctmgr.read_text().replace("collapse||10||normal", "collapse||5||normal"))
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
+                          REPO / "slurm" / "local.yaml")
+    assert rc == 2 and "limited to 5 (MaxSubmitJobs of your association with account collapse" in err, err
+    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "squeue") == 2
 
 
 def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm):
