@@ -443,17 +443,42 @@ def test_a_generation_killed_for_its_memory_says_which_knob_to_raise(tmp_path):
             f"jobs.gpu.mem in {prof} and submit again (what it finished is kept)") in gen0, out
 
 
-def _sacctmgr(*args: str) -> None:
-    subprocess.run(["sacctmgr", "-i", *args], capture_output=True, text=True, check=True, timeout=60)
+USER = getpass.getuser()
+PARTQ = (["sacctmgr", "-i", "add", "qos", "partq", "MaxSubmitJobsPerUser=3"],
+         ["scontrol", "update", "PartitionName=debug", "QOS=partq"])
 
 
-@pytest.mark.parametrize("limit, said", [
-    (("user", getpass.getuser(), "set", "MaxSubmitJobs=3"), "MaxSubmitJobs of your association with account collapse"),
-    (("qos", "normal", "set", "MaxSubmitJobsPerUser=3"), "MaxSubmitPU of QOS normal"),
-])
-def test_a_submit_past_the_users_submit_limit_is_refused_before_anything_is_queued(tmp_path, limit, said):
-    """sacctmgr's limit on a user's jobs queued at once: sbatch refused the third job of a chain, after
-    two were queued (then cancelled). It is read first now: one line with the numbers, nothing queued."""
+@pytest.mark.parametrize("limit, undo, whose, said", [
+    ([["sacctmgr", "-i", "modify", "user", USER, "set", "MaxSubmitJobs=3"]],
+     [["sacctmgr", "-i", "modify", "user", USER, "set", "MaxSubmitJobs=-1"]],
+     "your jobs", "MaxSubmitJobs of your association with account collapse"),
+    ([["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerUser=3"]],
+     [["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerUser=-1"]],
+     "your jobs", "MaxSubmitPU of QOS normal"),
+    ([["sacctmgr", "-i", "modify", "user", USER, "set", "GrpSubmitJobs=3"]],
+     [["sacctmgr", "-i", "modify", "user", USER, "set", "GrpSubmitJobs=-1"]],
+     "your jobs", "GrpSubmitJobs of your association with account collapse"),
+    ([["sacctmgr", "-i", "modify", "account", "collapse", "set", "GrpSubmitJobs=3"]],
+     [["sacctmgr", "-i", "modify", "account", "collapse", "set", "GrpSubmitJobs=-1"]],
+     "the jobs of account collapse, every user's,", "GrpSubmitJobs of account collapse"),
+    ([["sacctmgr", "-i", "modify", "qos", "normal", "set", "GrpSubmitJobs=3"]],
+     [["sacctmgr", "-i", "modify", "qos", "normal", "set", "GrpSubmitJobs=-1"]],
+     "the jobs of every user", "GrpSubmit of QOS normal"),
+    ([["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerAccount=3"]],
+     [["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerAccount=-1"]],
+     "the jobs of account collapse, every user's,", "MaxSubmitPA of QOS normal"),
+    (PARTQ, [["scontrol", "update", "PartitionName=debug", "QOS="], ["sacctmgr", "-i", "delete", "qos", "partq"]],
+     "your jobs in partition debug", "MaxSubmitPU of QOS partq, partition debug's"),
+    ([["sacctmgr", "-i", "add", "user", USER, "account=collapse", "partition=debug", "MaxSubmitJobs=3"]],
+     [["sacctmgr", "-i", "delete", "user", USER, "account=collapse", "partition=debug"]],
+     "your jobs", "MaxSubmitJobs of your association with account collapse and partition debug"),
+], ids=["assoc", "qos", "assoc-grp", "account-grp", "qos-grp", "qos-per-account", "partition-qos",
+        "partition-assoc"])
+def test_a_submit_past_a_limit_on_queued_jobs_is_refused_before_anything_is_queued(tmp_path, limit, undo, whose,
+                                                                                  said):
+    """sacctmgr's limits on jobs queued at once (the user's, an account's, a QOS's, the partition's QOS's, a
+    partition's association's): sbatch refused the third job of a chain, after two were queued (then
+    cancelled). They are read first now: one line with the numbers, nothing queued."""
     def hold() -> str:  # a job of the user's that stays queued
         return subprocess.run(["sbatch", "--parsable", "--hold", "-o", "/dev/null", "--wrap", "true"],
                               capture_output=True, text=True, check=True).stdout.strip()
@@ -461,20 +486,23 @@ def test_a_submit_past_the_users_submit_limit_is_refused_before_anything_is_queu
     held, probe = hold(), None
     cfg = write_config(tmp_path, "limited", generations=3, ltchain={"rows": 2})  # 3 generations and the report
     try:
-        _sacctmgr("modify", *limit)
+        for cmd in limit:
+            subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
         before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
         dry = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", PROFILE, "--dry-run")
         rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", PROFILE)
         after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
     finally:
-        _sacctmgr("modify", *limit[:3], limit[3].split("=")[0] + "=-1")
+        for cmd in undo:
+            subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         probe = hold()
         subprocess.run(["scancel", held, probe], capture_output=True)
     assert rc == 2 and err.count("\n") == 1 and err.startswith(
-        f"error: this submit would queue 4 jobs, and your jobs queued at once are limited to 3 ({said}"), err
-    assert "1 of yours queued now, so 2 more fit: nothing was queued; submit fewer generations" in err, err
+        f"error: this submit would queue 4 jobs, and {whose} queued at once are limited to 3 ({said}: "), err
+    yours = " of yours" if whose.startswith("your") else ""
+    assert f"1{yours} queued now, so 2 more fit: nothing was queued; submit fewer generations" in err, err
     assert not (tmp_path / "run").exists() and after == before
-    assert dry[0] == 2 and "FAILED: your limit on jobs queued at once: this submit would queue 4 jobs" in dry[1], dry
+    assert dry[0] == 2 and "FAILED: a limit on jobs queued at once: this submit would queue 4 jobs" in dry[1], dry
     between = ",".join(str(i) for i in range(int(held) + 1, int(probe)))  # ids sbatch --test-only took
     assert not between or subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID", "-j", between], capture_output=True,
                                          text=True, check=True).stdout.strip() == ""  # none queued, even for a moment
