@@ -444,29 +444,26 @@ def test_a_generation_killed_for_its_memory_says_which_knob_to_raise(tmp_path):
 
 
 USER = getpass.getuser()
-PARTQ = (["sacctmgr", "-i", "add", "qos", "partq", "MaxSubmitJobsPerUser=3"],
-         ["scontrol", "update", "PartitionName=debug", "QOS=partq"])
+PARTQ = [["sacctmgr", "-i", "add", "qos", "partq", "MaxSubmitJobsPerUser=3"],
+         ["scontrol", "update", "PartitionName=debug", "QOS=partq"]]
+
+
+def _modified(*what: str) -> tuple[list, list]:
+    """The sacctmgr modify that sets `what`'s knob (its last word) to 3, and the one that unsets it."""
+    *of, knob = what
+    return ([["sacctmgr", "-i", "modify", *of, "set", f"{knob}=3"]],
+            [["sacctmgr", "-i", "modify", *of, "set", f"{knob}=-1"]])
 
 
 @pytest.mark.parametrize("limit, undo, whose, said", [
-    ([["sacctmgr", "-i", "modify", "user", USER, "set", "MaxSubmitJobs=3"]],
-     [["sacctmgr", "-i", "modify", "user", USER, "set", "MaxSubmitJobs=-1"]],
-     "your jobs", "MaxSubmitJobs of your association with account collapse"),
-    ([["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerUser=3"]],
-     [["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerUser=-1"]],
-     "your jobs", "MaxSubmitPU of QOS normal"),
-    ([["sacctmgr", "-i", "modify", "user", USER, "set", "GrpSubmitJobs=3"]],
-     [["sacctmgr", "-i", "modify", "user", USER, "set", "GrpSubmitJobs=-1"]],
-     "your jobs", "GrpSubmitJobs of your association with account collapse"),
-    ([["sacctmgr", "-i", "modify", "account", "collapse", "set", "GrpSubmitJobs=3"]],
-     [["sacctmgr", "-i", "modify", "account", "collapse", "set", "GrpSubmitJobs=-1"]],
-     "the jobs of account collapse, every user's,", "GrpSubmitJobs of account collapse"),
-    ([["sacctmgr", "-i", "modify", "qos", "normal", "set", "GrpSubmitJobs=3"]],
-     [["sacctmgr", "-i", "modify", "qos", "normal", "set", "GrpSubmitJobs=-1"]],
-     "the jobs of every user", "GrpSubmit of QOS normal"),
-    ([["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerAccount=3"]],
-     [["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerAccount=-1"]],
-     "the jobs of account collapse, every user's,", "MaxSubmitPA of QOS normal"),
+    (*_modified("user", USER, "MaxSubmitJobs"), "your jobs", "MaxSubmitJobs of your association with account collapse"),
+    (*_modified("qos", "normal", "MaxSubmitJobsPerUser"), "your jobs", "MaxSubmitPU of QOS normal"),
+    (*_modified("user", USER, "GrpSubmitJobs"), "your jobs", "GrpSubmitJobs of your association with account collapse"),
+    (*_modified("account", "collapse", "GrpSubmitJobs"), "the jobs of account collapse, every user's,",
+     "GrpSubmitJobs of account collapse"),
+    (*_modified("qos", "normal", "GrpSubmitJobs"), "the jobs of every user", "GrpSubmit of QOS normal"),
+    (*_modified("qos", "normal", "MaxSubmitJobsPerAccount"), "the jobs of account collapse, every user's,",
+     "MaxSubmitPA of QOS normal"),
     (PARTQ, [["scontrol", "update", "PartitionName=debug", "QOS="], ["sacctmgr", "-i", "delete", "qos", "partq"]],
      "your jobs in partition debug", "MaxSubmitPU of QOS partq, partition debug's"),
     ([["sacctmgr", "-i", "add", "user", USER, "account=collapse", "partition=debug", "MaxSubmitJobs=3"]],
