@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -207,6 +208,34 @@ def test_flat_metric_is_not_magnified():
     before = ax2.get_ylim()
     keep_scale(ax2)
     assert ax2.get_ylim() == before  # a metric that moves keeps its scale
+
+
+def test_a_reference_level_beyond_the_series_lies_inside_a_log_panel_too():
+    """room_for gave a level (generation 0's, the real data's) 8% of the panel inside its edge on linear axes
+    only: on a log axis, autoscaled 5% (of the decades shown) past a level above the series, the line lay on
+    the panel's top edge. Its room is now measured in decades; a level at or below 0, not drawn there, is
+    left out."""
+    from matplotlib.figure import Figure
+
+    from collapse_hpc.plotting.figures import ROOM, room_for
+
+    ax = Figure().subplots()
+    ax.plot([0, 1, 2], [1e-3, 1e-2, 1e-1])
+    ax.set_yscale("log")
+    ax.axhline(10.0)
+    ax.axhline(1e-5)
+    ax.axhline(0.0)
+    ax.autoscale_view()
+    room_for(ax, [10.0, 1e-5, 0.0])
+    lo, hi = np.log10(ax.get_ylim())
+    assert (hi - 1) / (hi - lo) >= ROOM - 1e-9 and (-5 - lo) / (hi - lo) >= ROOM - 1e-9, (lo, hi)
+    assert (hi - 1) / (hi - lo) < 0.15 and (-5 - lo) / (hi - lo) < 0.15  # room, not a panel of empty space
+    inside = Figure().subplots()  # a level well within the series leaves the axis as it was
+    inside.plot([0, 1, 2], [1e-3, 1e-2, 1e-1])
+    inside.set_yscale("log")
+    before = inside.get_ylim()
+    room_for(inside, [1e-2])
+    assert inside.get_ylim() == before
 
 
 def test_paper_values_are_marked_only_where_the_config_is_the_papers(tmp_path):
