@@ -193,6 +193,10 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     assert [a.get_y() < b.get_y() for a, b in zip(first, last)] == [True] * 3
     assert all(ax.get_axisbelow() is True for ax in fig.axes)
     assert "decoding" in caption.lower()
+    # the caption names the regimes and decoding strategies of this run, as the figure does, and no others
+    assert caption.startswith("Decoding strategies (beam, top_p0.95) and regimes (replace, detector-resample "
+                              "(resampled by a machine-text detector's weights)) side by side"), caption
+    assert "accumulate" not in caption and "verifier" not in caption
     # only generation 0 reached: "generation 0" and "last generation (0)" were two bars of one colour
     for variant in growth:
         for g in (1, 2):
@@ -206,6 +210,17 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     with pytest.raises(NotInThisRun):
         lm_beyond(_context(plain, "lm"))
     assert "lm_beyond" not in {f.key for f in drawing.draw(_context(plain, "lm"), tmp_path / "figs")}
+
+
+def test_lm_beyond_caption_names_a_run_without_a_decoding_sweep_by_its_regimes():
+    from collapse_hpc.experiments.lm.figures import _compared
+
+    s = pd.DataFrame({"regime": ["replace-p0", "verifier-filter-q0.3", "replace-p0"],
+                      "kind": ["replace", "verifier-filter", "replace"], "keep_fraction": [0.0, 0.0, 0.0],
+                      "verifier_quantile": [0.5, 0.3, 0.5]})
+    assert _compared(s, []) == "Regimes (replace, verifier-filter-q0.3 (filtered by a verifier's perplexity))"
+    assert _compared(s[s["kind"] == "verifier-filter"], []) == (
+        "The regime verifier-filter-q0.3 (filtered by a verifier's perplexity)")
 
 
 def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):

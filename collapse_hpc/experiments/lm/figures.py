@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 from collapse_hpc.errors import one_line
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick
-from collapse_hpc.plotting.plots import (Context, draw_band, integer_x, legend_below, no_data, plain_log_ticks,
-                                         series_label, series_order, unit_order, unit_series)
+from collapse_hpc.plotting.plots import (REGIME, Context, draw_band, integer_x, legend_below, no_data,
+                                         plain_log_ticks, regime_legend, regime_order, series_label, series_order,
+                                         unit_order, unit_series)
 
 
 def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
@@ -404,11 +405,29 @@ def lm_beyond(ctx: Context):
             if len(runs) > 1:
                 ax.set_title(run)
     legend_below(fig, axes)
-    return fig, ("Decoding strategies (under replace) and regimes (accumulate, detector-weighted "
-                 "resampling, verifier filtering; with beam search) side by side: each series at "
-                 "generation 0 and at the last generation reached. Collapse shows as test perplexity "
-                 "rising from generation 0 (higher is worse) and diversity (distinct-4, rare tokens) falling "
-                 "(lower is worse).")
+    return fig, (f"{_compared(s, settings)} side by side: each series at generation 0 and at the last generation "
+                 "reached. Collapse shows as test perplexity rising from generation 0 (higher is worse) and "
+                 "diversity (distinct-4, rare tokens) falling (lower is worse).")
+
+
+# what a curated regime does, for a caption naming it
+CURATION = {"detector-resample": "resampled by a machine-text detector's weights",
+            "verifier-filter": "filtered by a verifier's perplexity"}
+
+
+def _compared(s: pd.DataFrame, settings: list[str]) -> str:
+    """What lm_beyond sets side by side, as this run has it: its decoding strategies, and its regimes as the
+    figure names them (a curated one with what it does); a caption listing every regime the code offers named
+    some the run never ran."""
+    rows = s.drop_duplicates(["regime", *REGIME]).dropna(subset=["kind"])
+    kinds = {regime_legend(r): r["kind"] for _, r in sorted(rows.iterrows(), key=lambda r: regime_order(r[1]))}
+    regimes = [f"{name} ({CURATION[kind]})" if kind in CURATION else name for name, kind in kinds.items()]
+    decoding = sorted(s["decoding"].dropna().unique()) if "decoding" in settings else []
+    said = f"regimes ({', '.join(regimes)})" if len(regimes) > 1 else f"the regime {regimes[0]}" if regimes else ""
+    if decoding:
+        said = " and ".join(filter(None, [f"decoding strategies ({', '.join(map(str, decoding))})", said]))
+    said = said or "its series"
+    return said[0].upper() + said[1:]
 
 
 def _bars(ax, ctx: Context, series: list[str], first, last, reached) -> None:
