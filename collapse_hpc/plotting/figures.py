@@ -120,6 +120,7 @@ def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, empty:
         return False
     draw_series(ax, ctx, run, metric, band=False, suffix=" (mean)", thin=True, **series)
     ax.axhline(real, label="the real distribution's own", **style.REAL)
+    room_for(ax, [real])  # then from 0: a share is never below it, and the room above only grows
     ax.set_ylim(bottom=0)
     integer_x(ax)
     return True

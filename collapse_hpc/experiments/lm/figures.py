@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 
 from collapse_hpc.errors import one_line
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick
+from collapse_hpc.plotting.figures import (GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick,
+                                          room_for)
 from collapse_hpc.plotting.plots import (REGIME, Context, draw_band, integer_x, legend_below, no_data,
                                          plain_log_ticks, regime_legend, regime_order, series_label, series_order,
                                          unit_order, unit_series)
@@ -288,6 +289,7 @@ def _tail_panel(ax, ctx: Context, run: str, label: str) -> dict:
 def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
     """Bottom panel: the shares of rare and of middle tokens in the generated data (dashed, hollow markers),
     and the real training blocks' own shares (dotted, no markers), each in its class's colour."""
+    reals = []
     for i, cls in enumerate(SHARES):
         rows = _series_rows(ctx, run, label, f"{cls}_token_share")
         kw = style.series(i, len(rows)) | GENERATED
@@ -299,6 +301,8 @@ def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
         if np.isfinite(real):
             ax.axhline(real, color=kw["color"], linestyle=":", linewidth=1.2,
                        label=f"{cls} tokens, real training blocks")
+            reals.append(real)
+    room_for(ax, reals)  # the real middle share, above the generated ones, lay on the panel's top edge
     ax.set_ylabel("share of tokens")
 
 
