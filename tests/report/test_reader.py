@@ -154,6 +154,23 @@ def test_comparison_only_where_every_chain_passed_generation_0(tmp_path):
     assert len(test_ppl) == 2 and all(r[header.index("collapse")] == "higher is worse" for r in test_ppl)
 
 
+def test_comparison_lists_metrics_in_the_order_the_figures_draw_them(tmp_path):
+    """The every-metric figure drew the generated data's perplexity percentiles p5, p25, p50 (as declared);
+    the table beside it listed p25, p5, p50 (by column name). It lists them as declared, too; a run recorded
+    without a regime's verifier_quantile (NaN in the sort key) left them in no order at all."""
+    from collapse_hpc.report import stats
+
+    root = _lm_run(tmp_path / "r")
+    data = [collect.load_run(root)]
+    summary = stats.summarise(collect.tidy(data))
+    specs_ = experiments.describe("lm").metric_specs([])
+    (header, rows), _ = tables.first_last(summary, data, "lm", specs_)
+    series = rows[0][header.index("series")]
+    listed = [r[header.index("metric")] for r in rows if r[header.index("series")] == series]
+    declared = [m.label for m in specs_.values() if m.label in listed]
+    assert len(declared) > 3 and listed[:len(declared)] == declared, listed
+
+
 # ------------------------------------------------------------------ 3. declared metrics, results apart
 
 def test_metric_declarations():
