@@ -212,6 +212,21 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     assert "lm_beyond" not in {f.key for f in drawing.draw(_context(plain, "lm"), tmp_path / "figs")}
 
 
+def test_lm_diversity_caption_names_metrics_as_the_panels_title_them(full_run):
+    """The caption's "here" said "distinct_1 fell ... type_token_ratio rose" (column names) under panels
+    titled distinct-1 and type-token ratio, as the comparison table names them too."""
+    from collapse_hpc.experiments.lm.figures import lm_diversity
+
+    ctx = _context(full_run, "lm")
+    fig, caption = lm_diversity(ctx)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    named = [m for m in ctx.metrics() if any(t.startswith(ctx.spec(m).label + " (") for t in titles)]
+    assert len(named) >= 2
+    for m in named:
+        assert any(f"{ctx.spec(m).label} {way} " in caption for way in ("fell", "rose", "stayed")), (m, caption)
+        assert f"{m} " not in caption, m
+
+
 def test_lm_beyond_caption_names_a_run_without_a_decoding_sweep_by_its_regimes():
     from collapse_hpc.experiments.lm.figures import _compared
 

@@ -233,7 +233,7 @@ def _diversity_statements(ctx: Context, metrics: list[str]) -> list[str]:
         if ends:
             label, a, g, b = ends[0]  # the first series (replace, the paper's)
             way = "fell" if b < a else "rose" if b > a else "stayed"
-            out.append(f"{m} {way} {_fmt(a)} -> {_fmt(b)} ({label}, generation {g})")
+            out.append(f"{ctx.spec(m).label} {way} {_fmt(a)} -> {_fmt(b)} ({label}, generation {g})")  # as titled
     return out
 
 
