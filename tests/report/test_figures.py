@@ -177,7 +177,7 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     for variant, step in growth.items():
         for g in range(3):
             metrics = {"generation": pa.array([g], pa.int64()), "test_ppl": [30.0 + step * g],
-                       "distinct_4": [0.9 - 0.01 * step * g]}
+                       "distinct_4": [0.9 - 0.01 * step * g], "ppl_p50": [20.0 + step * g]}
             synthetic._unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics})
     ctx = _context(root, "lm")
     fig, caption = lm_beyond(ctx)
@@ -197,6 +197,8 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     assert caption.startswith("Decoding strategies (beam, top_p0.95) and regimes (replace, detector-resample "
                               "(resampled by a machine-text detector's weights)) side by side"), caption
     assert "accumulate" not in caption and "verifier" not in caption
+    # the model that scores generated data named as lm_sequence_ppl's axis names it, not "gen 0"
+    assert "median perplexity of generated data under the generation-0 model" in [a.get_xlabel() for a in fig.axes]
     # only generation 0 reached: "generation 0" and "last generation (0)" were two bars of one colour
     for variant in growth:
         for g in (1, 2):

@@ -380,7 +380,8 @@ def _share_statements(ctx: Context) -> list[str]:
 
 
 # what the comparison of decoding strategies and regimes shows: metric -> its axis label
-COMPARED = {"test_ppl": "test perplexity", "ppl_p50": "median perplexity of generated data under gen 0",
+COMPARED = {"test_ppl": "test perplexity",
+            "ppl_p50": "median perplexity of generated data under the generation-0 model",  # lm_sequence_ppl's
             "distinct_4": "distinct-4 of generated data", "rare_token_share": "share of rare tokens generated"}
 
 
