@@ -7,7 +7,7 @@ from PIL import Image
 from collapse_hpc import experiments
 from collapse_hpc.experiments.gaussian import figures as gaussian_figures
 from collapse_hpc.plotting.figures import NotInThisRun
-from collapse_hpc.report import drawing
+from collapse_hpc.report import drawing, stats
 
 pytestmark = pytest.mark.slow
 
@@ -197,6 +197,11 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     assert caption.startswith("Decoding strategies (beam, top_p0.95) and regimes (replace, detector-resample "
                               "(resampled by a machine-text detector's weights)) side by side"), caption
     assert "accumulate" not in caption and "verifier" not in caption
+    # a value of 0 is written beside its bar of length 0, which would otherwise read as a value missing
+    assert all(not t.get_text() for a in fig.axes for t in a.texts)
+    with_zero = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "distinct_4", 0.0))
+    zeros, _ = lm_beyond(type(ctx)("lm", with_zero, stats.summarise(with_zero), ctx.runs, ctx.specs))
+    assert [t.get_text() for t in zeros.axes[2].texts if t.get_text()] == ["0"] * 6
     # the model that scores generated data named as lm_sequence_ppl's axis names it, not "gen 0"
     assert "median perplexity of generated data under the generation-0 model" in [a.get_xlabel() for a in fig.axes]
     # only generation 0 reached: "generation 0" and "last generation (0)" were two bars of one colour
@@ -796,7 +801,6 @@ def test_an_overview_of_many_metrics_fits_a_page_in_height(tmp_path):
     synthetic.write_config(root, {"gaussian": {"generations": 3}}, generations=3)
     synthetic.gaussian(root, generations=3, replicates=3)
     from collapse_hpc.plotting.plots import Context
-    from collapse_hpc.report import stats
 
     ctx = _context(root, "gaussian")
     extra = ctx.df[ctx.df["metric"] == "sigma_hat"]
@@ -896,7 +900,6 @@ def _vae_tails_latent_share_0(tmp_path, save_to=None):
     (as in a small run); laid out and saved as printed where `save_to` is given."""
     from collapse_hpc.experiments.vae.figures import vae_tails
     from collapse_hpc.plotting.plots import Context, save
-    from collapse_hpc.report import stats
     from tests.report import synthetic
 
     root = tmp_path / "v"

@@ -446,6 +446,8 @@ def _bars(ax, ctx: Context, series: list[str], first, last, reached) -> None:
         ax.barh(y - 0.2, first, height=0.4, color=ctx.generation_colour(0), label="generation 0")
         ax.barh(y + 0.2, last, height=0.4, color=ctx.generation_colour(max(reached)),
                 label=f"last generation ({max(reached)})")
+    for bars in ax.containers:  # a bar of length 0 is not seen: said, or a series' 0 read as its value missing
+        ax.bar_label(bars, ["0" if v == 0 else "" for v in bars.datavalues], padding=2, fontsize=6)
     ax.set_yticks(y, series)
     if not ax.yaxis_inverted():  # the panels share their y-axis: inverting each in turn undid it every other time
         ax.invert_yaxis()
