@@ -9,7 +9,9 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import inspect
+import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from collapse_hpc.errors import NotAFormat, UserError, one_line
 from collapse_hpc.store.atomic import sweep
 from collapse_hpc.store.cards import load_card
 from collapse_hpc.store.lock import data_lock
+
+log = logging.getLogger(__name__)
 
 
 def preparers() -> dict[str, str]:
@@ -55,6 +59,7 @@ def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = 
     names' are left to theirs: --data-dir may be a folder that holds other things too."""
     if source:
         _not_a_stream(source)
+        source = _opened_file(source)
     with data_lock(data_dir) as locked:
         if locked:
             sweep(data_dir, name)
@@ -75,6 +80,25 @@ def _not_a_stream(source: str) -> None:
     raise UserError(f"--from {source}: {what}, which prepare does not read (it tells a file's format by its name "
                     f"and reads it twice); write the text to a file first (e.g. zcat corpus.txt.gz > corpus.txt, "
                     f"or give corpus.txt.gz itself) and give that file or its folder")
+
+
+def _opened_file(source: str) -> str:
+    """`--from /dev/stdin < corpus.txt` (or /dev/fd/N, /proc/self/fd/N) names a file the shell opened: it was
+    read as a file named "stdin", of no format prepare reads. The file itself is read instead, by its own
+    name; one no longer there under that name (deleted since it was opened) is refused."""
+    path = source
+    for _ in range(8):  # /dev/stdin -> /proc/self/fd/0 -> the file; a loop of links ends here too
+        if re.fullmatch(r"/(proc/[^/]+|dev)/fd/\d+", os.path.normpath(path)):
+            real = os.path.realpath(path)
+            if not os.path.isfile(real):
+                raise UserError(f"--from {source}: an open file no longer there under its name ({real}); "
+                                f"give the file itself as --from PATH")
+            log.info("--from %s: reading %s, the file it stands for", source, real)
+            return real
+        if not os.path.islink(path):
+            return source
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    return source
 
 
 def _prepare(name: str, data_dir: Path, source: str | None, force: bool) -> int:

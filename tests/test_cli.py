@@ -1,4 +1,5 @@
 """The collapse-hpc command as a user meets it: one error line and exit 2 on bad input."""
+import json
 import os
 import shlex
 import shutil
@@ -775,6 +776,31 @@ def test_a_pipe_given_to_data_prepare_is_said_to_be_a_pipe(tmp_path):
                            capture_output=True, text=True, cwd=REPO, timeout=300)
     assert one_error_line(piped).startswith("error: --from /dev/stdin: a pipe, which prepare does not read")
     assert not (tmp_path / "data").exists()
+
+
+def test_a_file_redirected_to_stdin_is_prepared_as_that_file(tmp_path):
+    """`--from /dev/stdin < corpus.txt`: standard input is then the file itself, not a pipe, and was read as a
+    file named "stdin": the line said it was "not a format prepare reads" of a .txt file. The file is read
+    by its own name (its format, and the card's source); one deleted since it was opened is refused in a line
+    that says so."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"line {i} of a small corpus with words {i % 7} and {i % 11}\n" for i in range(400)))
+    command = [sys.executable, "-m", "collapse_hpc", "data", "prepare", "mine", "--from", "/dev/stdin",
+               "--data-dir", str(tmp_path / "data")]
+    with corpus.open() as stdin:
+        done = subprocess.run(command, stdin=stdin, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"--from /dev/stdin: reading {corpus}" in done.stderr
+    assert json.loads((tmp_path / "data" / "mine" / "card.json").read_text())["source"] == "local files: corpus.txt"
+    gone = tmp_path / "gone.txt"
+    gone.write_text(corpus.read_text())
+    with gone.open() as stdin:
+        gone.unlink()
+        refused = subprocess.run([*command[:5], "other", *command[6:]], stdin=stdin, capture_output=True,
+                                 text=True, cwd=REPO, timeout=300)
+    line = one_error_line(refused)
+    assert line.startswith("error: --from /dev/stdin: an open file no longer there under its name ("), line
+    assert not (tmp_path / "data" / "other").exists()
 
 
 def test_kaggles_mnist_csv_given_to_data_prepare_is_said_to_be_images(tmp_path):

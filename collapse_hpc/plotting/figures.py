@@ -120,6 +120,7 @@ def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, empty:
         return False
     draw_series(ax, ctx, run, metric, band=False, suffix=" (mean)", thin=True, **series)
     ax.axhline(real, label="the real distribution's own", **style.REAL)
+    room_for(ax, [real])  # then from 0: a share is never below it, and the room above only grows
     ax.set_ylim(bottom=0)
     integer_x(ax)
     return True
@@ -141,17 +142,23 @@ ROOM = 0.08  # the least share of a panel's height between a level drawn across 
 
 
 def room_for(ax, levels: list[float], room: float = ROOM) -> None:
-    """A linear y-axis widened so that each level (a reference line) lies at least `room` of the panel's height
+    """A y-axis widened so that each level (a reference line) lies at least `room` of the panel's height
     from its edge: autoscaled to a level beyond the series, the axis ended 5% past it and the thick line lay on
-    the panel's top edge, like the frame rather than a value."""
-    if ax.get_yscale() != "linear" or not levels:
+    the panel's top edge, like the frame rather than a value. A log axis gets its room in decades (a level
+    at or below 0 is not drawn there)."""
+    log = ax.get_yscale() == "log"
+    levels = [y for y in levels if y > 0] if log else levels
+    if ax.get_yscale() not in ("linear", "log") or not levels:
         return
-    lo, hi = ax.get_ylim()
-    top, bottom = max(levels), min(levels)
-    # the edge moved just far enough: (hi' - top) = room * (hi' - lo), and alike below
-    hi = max(hi, (top - room * lo) / (1 - room))
-    lo = min(lo, (bottom - room * hi) / (1 - room))
-    ax.set_ylim(lo, hi)
+    there, back = (np.log10, lambda v: 10.0 ** v) if log else (float, float)
+    lo, hi = (there(v) for v in ax.get_ylim())
+    top, bottom = there(max(levels)), there(min(levels))
+    # each edge moved just far enough: hi' - top >= room * span, bottom - lo' >= room * span, span = hi' - lo'.
+    # The span is the largest of the four cases' (neither edge moves, either, both): moving the top edge first
+    # and then the bottom one left the top level short of its room again
+    span = max(hi - lo, (hi - bottom) / (1 - room), (top - lo) / (1 - room), (top - bottom) / (1 - 2 * room))
+    if span > hi - lo:  # else left as it was (a log axis' limits would come back from log space rounded)
+        ax.set_ylim(back(min(lo, bottom - room * span)), back(max(hi, top + room * span)))
 
 
 def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", replicates: bool = False,

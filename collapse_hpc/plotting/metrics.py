@@ -82,3 +82,10 @@ def specs(*metrics: Metric) -> dict[str, Metric]:
 def spec(table: dict[str, Metric] | None, name: str) -> Metric:
     """The declaration of `name`, or a bare one that shows the column's own name."""
     return (table or {}).get(name) or Metric(name, name)
+
+
+def declared_order(table: dict[str, Metric] | None, name: str) -> tuple[int, str]:
+    """A sort key: metrics as the experiment declares them (p5 before p25, as a name's letters put them
+    after), the undeclared after them by name; figures and tables list metrics alike."""
+    order = list(table or {})
+    return (order.index(name) if name in order else len(order), name)

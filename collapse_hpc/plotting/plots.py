@@ -169,10 +169,21 @@ class Fig:
 def regime_legend(row) -> str:
     """The regime of a row (of the metrics, the summary or a variant) as legends name it, made from its
     values (regimes.legend); a row without them (a unit of an unknown variant) shows its label."""
+    values = _regime_values(row)
+    return str(row["regime"]) if values is None else regimes.legend(*values)
+
+
+def _regime_values(row) -> tuple[str, float, float] | None:
+    """kind, keep_fraction and verifier_quantile of a row; None where it has no kind. A value the row lacks
+    (a run recorded before the regime had it) is the regime's default: a NaN in a sort key left the
+    comparison table's rows in no order at all."""
     kind = row.get("kind")
     if kind is None or pd.isna(kind):
-        return str(row["regime"])
-    return regimes.legend(kind, float(row["keep_fraction"]), float(row["verifier_quantile"]))
+        return None
+    default = regimes.Regime()
+    keep, quantile = (float(row.get(key, math.nan)) for key in ("keep_fraction", "verifier_quantile"))
+    return (kind, default.keep_fraction if math.isnan(keep) else keep,
+            default.verifier_quantile if math.isnan(quantile) else quantile)
 
 
 def _settings_text(row, settings: list[str], exclude: tuple[str, ...]) -> list[str]:
@@ -190,10 +201,8 @@ def _natural(text: str) -> list:
 
 def regime_order(row) -> tuple:
     """Where a row's regime goes in legends: replace (by kept fraction) before the other kinds."""
-    kind = row.get("kind")
-    if kind is None or pd.isna(kind):
-        return True, str(row["regime"]), 0.0, 0.5
-    return regimes.order(kind, float(row["keep_fraction"]), float(row["verifier_quantile"]))
+    values = _regime_values(row)
+    return (True, str(row["regime"]), 0.0, 0.5) if values is None else regimes.order(*values)
 
 
 def series_order(row, settings: list[str], exclude: tuple[str, ...] = ()) -> tuple:

@@ -7,6 +7,7 @@ import logging
 
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, metric_grid
+from collapse_hpc.plotting.metrics import declared_order
 from collapse_hpc.plotting.plots import Context, Fig, num, save
 
 log = logging.getLogger("collapse_hpc.report")
@@ -91,9 +92,8 @@ def overviews(ctx: Context) -> list:
     single = {m: v for m, v in one_generation_metrics(ctx).items() if kinds[m] == "result" and m not in constant}
     bookkeeping = [m for m in ctx.metrics() if kinds[m] == "bookkeeping" and m not in constant]
     compute = [m for m in ctx.metrics() if kinds[m] == "compute"]
-    order = list(ctx.specs)  # as the experiment declares them (p5 before p25), the undeclared after
     metrics = sorted((m for m in ctx.metrics() if m not in constant and m not in single and kinds[m] == "result"),
-                     key=lambda m: (order.index(m) if m in order else len(order), m))
+                     key=lambda m: declared_order(ctx.specs, m))
     note = _overview_note(ctx, constant, bookkeeping, compute, single)
     if ctx.metrics() and not metrics:  # nothing moves: no grid to draw (not "no data yet")
         return []

@@ -8,7 +8,7 @@ from collections import defaultdict
 import pandas as pd
 
 from collapse_hpc.logs import count
-from collapse_hpc.plotting.metrics import spec
+from collapse_hpc.plotting.metrics import declared_order, spec
 from collapse_hpc.plotting.plots import num, series_label, series_order, setting_columns
 from collapse_hpc.report.collect import RunData, Unit
 from collapse_hpc.store.layout import unit_name
@@ -46,10 +46,11 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
             first, end = g0["mean"].iloc[0], gl.iloc[0]
             change = (end["mean"] - first) / abs(first) if first and math.isfinite(first) else float("nan")
             label, m = series_label(grp.iloc[0], settings), spec(specs, metric)
-            rows.append((run, series_order(grp.iloc[0], settings), metric, ([run] if multi else []) + [
-                label, m.label, m.unit or "—", m.direction or "—", num(first), num(end["mean"]), when,
-                str(int(end["n"])), "—" if not math.isfinite(change) else f"{change:+.1%}"]))
-    rows.sort(key=lambda r: r[:3])  # series in the figures' order (replace before accumulate)
+            cells = [label, m.label, m.unit or "—", m.direction or "—", num(first), num(end["mean"]), when,
+                     str(int(end["n"])), "—" if not math.isfinite(change) else f"{change:+.1%}"]
+            rows.append((run, series_order(grp.iloc[0], settings), declared_order(specs, metric),
+                         ([run] if multi else []) + cells))
+    rows.sort(key=lambda r: r[:3])  # series, then metrics, in the figures' order (replace first; p5 before p25)
     return (header, [r[3] for r in rows]), notes
 
 

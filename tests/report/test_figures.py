@@ -7,7 +7,7 @@ from PIL import Image
 from collapse_hpc import experiments
 from collapse_hpc.experiments.gaussian import figures as gaussian_figures
 from collapse_hpc.plotting.figures import NotInThisRun
-from collapse_hpc.report import drawing
+from collapse_hpc.report import drawing, stats
 
 pytestmark = pytest.mark.slow
 
@@ -177,7 +177,7 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     for variant, step in growth.items():
         for g in range(3):
             metrics = {"generation": pa.array([g], pa.int64()), "test_ppl": [30.0 + step * g],
-                       "distinct_4": [0.9 - 0.01 * step * g]}
+                       "distinct_4": [0.9 - 0.01 * step * g], "ppl_p50": [20.0 + step * g]}
             synthetic._unit(root, "lm", variant, f"gen_{g:03d}", {"metrics.parquet": metrics})
     ctx = _context(root, "lm")
     fig, caption = lm_beyond(ctx)
@@ -193,6 +193,17 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     assert [a.get_y() < b.get_y() for a, b in zip(first, last)] == [True] * 3
     assert all(ax.get_axisbelow() is True for ax in fig.axes)
     assert "decoding" in caption.lower()
+    # the caption names the regimes and decoding strategies of this run, as the figure does, and no others
+    assert caption.startswith("Decoding strategies (beam, top_p0.95) and regimes (replace, detector-resample "
+                              "(resampled by a machine-text detector's weights)) side by side"), caption
+    assert "accumulate" not in caption and "verifier" not in caption
+    # a value of 0 is written beside its bar of length 0, which would otherwise read as a value missing
+    assert all(not t.get_text() for a in fig.axes for t in a.texts)
+    with_zero = ctx.df.assign(value=ctx.df["value"].where(ctx.df["metric"] != "distinct_4", 0.0))
+    zeros, _ = lm_beyond(type(ctx)("lm", with_zero, stats.summarise(with_zero), ctx.runs, ctx.specs))
+    assert [t.get_text() for t in zeros.axes[2].texts if t.get_text()] == ["0"] * 6
+    # the model that scores generated data named as lm_sequence_ppl's axis names it, not "gen 0"
+    assert "median perplexity of generated data under the generation-0 model" in [a.get_xlabel() for a in fig.axes]
     # only generation 0 reached: "generation 0" and "last generation (0)" were two bars of one colour
     for variant in growth:
         for g in (1, 2):
@@ -206,6 +217,32 @@ def test_lm_beyond_sets_decoding_strategies_and_curated_regimes_side_by_side(tmp
     with pytest.raises(NotInThisRun):
         lm_beyond(_context(plain, "lm"))
     assert "lm_beyond" not in {f.key for f in drawing.draw(_context(plain, "lm"), tmp_path / "figs")}
+
+
+def test_lm_diversity_caption_names_metrics_as_the_panels_title_them(full_run):
+    """The caption's "here" said "distinct_1 fell ... type_token_ratio rose" (column names) under panels
+    titled distinct-1 and type-token ratio, as the comparison table names them too."""
+    from collapse_hpc.experiments.lm.figures import lm_diversity
+
+    ctx = _context(full_run, "lm")
+    fig, caption = lm_diversity(ctx)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    named = [m for m in ctx.metrics() if any(t.startswith(ctx.spec(m).label + " (") for t in titles)]
+    assert len(named) >= 2
+    for m in named:
+        assert any(f"{ctx.spec(m).label} {way} " in caption for way in ("fell", "rose", "stayed")), (m, caption)
+        assert f"{m} " not in caption, m
+
+
+def test_lm_beyond_caption_names_a_run_without_a_decoding_sweep_by_its_regimes():
+    from collapse_hpc.experiments.lm.figures import _compared
+
+    s = pd.DataFrame({"regime": ["replace-p0", "verifier-filter-q0.3", "replace-p0"],
+                      "kind": ["replace", "verifier-filter", "replace"], "keep_fraction": [0.0, 0.0, 0.0],
+                      "verifier_quantile": [0.5, 0.3, 0.5]})
+    assert _compared(s, []) == "Regimes (replace, verifier-filter-q0.3 (filtered by a verifier's perplexity))"
+    assert _compared(s[s["kind"] == "verifier-filter"], []) == (
+        "The regime verifier-filter-q0.3 (filtered by a verifier's perplexity)")
 
 
 def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
@@ -764,7 +801,6 @@ def test_an_overview_of_many_metrics_fits_a_page_in_height(tmp_path):
     synthetic.write_config(root, {"gaussian": {"generations": 3}}, generations=3)
     synthetic.gaussian(root, generations=3, replicates=3)
     from collapse_hpc.plotting.plots import Context
-    from collapse_hpc.report import stats
 
     ctx = _context(root, "gaussian")
     extra = ctx.df[ctx.df["metric"] == "sigma_hat"]
@@ -864,7 +900,6 @@ def _vae_tails_latent_share_0(tmp_path, save_to=None):
     (as in a small run); laid out and saved as printed where `save_to` is given."""
     from collapse_hpc.experiments.vae.figures import vae_tails
     from collapse_hpc.plotting.plots import Context, save
-    from collapse_hpc.report import stats
     from tests.report import synthetic
 
     root = tmp_path / "v"

@@ -28,7 +28,7 @@ def test_all_metrics_leave_out_constant_and_bookkeeping_metrics(full_run):
     fig, caption = draw(ctx)
     drawn = {" ".join(ax.get_title().split()) for ax in fig.axes if ax.get_visible()}  # a long title breaks
     # titled by their declarations (vae/metrics.py), with the way collapse moves them
-    assert drawn == {"label entropy (↓ worse)", "rarest class's share (↓ worse)", "latent tail share"}
+    assert drawn == {"class entropy (↓ worse)", "rarest class's share (↓ worse)", "latent tail share"}
     assert "classifier accuracy (0.94)" in caption  # one value throughout: not drawn
     assert "real_share." in caption and "how the run was set up" in caption  # declared bookkeeping
     assert "one value per generation and series (n = 1: one seed, no replicates), so no interval" in caption
@@ -73,3 +73,17 @@ def test_all_metrics_leave_out_a_metric_of_generation_0_only(full_run):
             f"generation 0 ({REAL_MIDDLE_SHARE:g}), {ctx.spec('real_rare_token_share').label} at generation 0 "
             f"({REAL_RARE_SHARE:g}), {ctx.spec('zero_shot_test_ppl').label} at generation 0 ({ZERO_SHOT_PPL:g})")
     assert all(note in c for c in captions), captions[0]
+
+
+def test_a_metric_is_named_and_measured_alike_in_its_figure_and_the_comparison_table():
+    """The comparison table (from the metrics' declarations) said "label entropy" beside a figure and a
+    section titled class entropy, validation loss in "nats" beside training loss in "nats per token", and
+    the EM lower bound in "nats" without saying of what."""
+    from collapse_hpc import experiments
+    from collapse_hpc.experiments.lm.figures import CURVES
+
+    declared = {e: experiments.describe(e).metric_specs([]) for e in ("lm", "gmm", "vae")}
+    entropy = declared["vae"]["class_entropy"]
+    assert f"{entropy.label} ({entropy.unit})" == "class entropy (nats)"  # vae_class_entropy's axis
+    assert f"training loss ({declared['lm']['val_loss'].unit})" == dict(CURVES)["loss"]
+    assert declared["gmm"]["lower_bound"].unit == "nats per point"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -153,6 +154,23 @@ def test_comparison_only_where_every_chain_passed_generation_0(tmp_path):
     assert len(test_ppl) == 2 and all(r[header.index("collapse")] == "higher is worse" for r in test_ppl)
 
 
+def test_comparison_lists_metrics_in_the_order_the_figures_draw_them(tmp_path):
+    """The every-metric figure drew the generated data's perplexity percentiles p5, p25, p50 (as declared);
+    the table beside it listed p25, p5, p50 (by column name). It lists them as declared, too; a run recorded
+    without a regime's verifier_quantile (NaN in the sort key) left them in no order at all."""
+    from collapse_hpc.report import stats
+
+    root = _lm_run(tmp_path / "r")
+    data = [collect.load_run(root)]
+    summary = stats.summarise(collect.tidy(data))
+    specs_ = experiments.describe("lm").metric_specs([])
+    (header, rows), _ = tables.first_last(summary, data, "lm", specs_)
+    series = rows[0][header.index("series")]
+    listed = [r[header.index("metric")] for r in rows if r[header.index("series")] == series]
+    declared = [m.label for m in specs_.values() if m.label in listed]
+    assert len(declared) > 3 and listed[:len(declared)] == declared, listed
+
+
 # ------------------------------------------------------------------ 3. declared metrics, results apart
 
 def test_metric_declarations():
@@ -207,6 +225,34 @@ def test_flat_metric_is_not_magnified():
     before = ax2.get_ylim()
     keep_scale(ax2)
     assert ax2.get_ylim() == before  # a metric that moves keeps its scale
+
+
+def test_a_reference_level_beyond_the_series_lies_inside_a_log_panel_too():
+    """room_for gave a level (generation 0's, the real data's) 8% of the panel inside its edge on linear axes
+    only: on a log axis, autoscaled 5% (of the decades shown) past a level above the series, the line lay on
+    the panel's top edge. Its room is now measured in decades; a level at or below 0, not drawn there, is
+    left out."""
+    from matplotlib.figure import Figure
+
+    from collapse_hpc.plotting.figures import ROOM, room_for
+
+    ax = Figure().subplots()
+    ax.plot([0, 1, 2], [1e-3, 1e-2, 1e-1])
+    ax.set_yscale("log")
+    ax.axhline(10.0)
+    ax.axhline(1e-5)
+    ax.axhline(0.0)
+    ax.autoscale_view()
+    room_for(ax, [10.0, 1e-5, 0.0])
+    lo, hi = np.log10(ax.get_ylim())
+    assert (hi - 1) / (hi - lo) >= ROOM - 1e-9 and (-5 - lo) / (hi - lo) >= ROOM - 1e-9, (lo, hi)
+    assert (hi - 1) / (hi - lo) < 0.15 and (-5 - lo) / (hi - lo) < 0.15  # room, not a panel of empty space
+    inside = Figure().subplots()  # a level well within the series leaves the axis as it was
+    inside.plot([0, 1, 2], [1e-3, 1e-2, 1e-1])
+    inside.set_yscale("log")
+    before = inside.get_ylim()
+    room_for(inside, [1e-2])
+    assert inside.get_ylim() == before
 
 
 def test_paper_values_are_marked_only_where_the_config_is_the_papers(tmp_path):

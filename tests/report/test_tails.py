@@ -6,6 +6,7 @@ import pytest
 from scipy.special import ndtr
 
 from collapse_hpc.plotting.figures import trend
+from collapse_hpc.report import stats
 from tests.report import synthetic
 from tests.report.test_figures import _context
 
@@ -54,6 +55,36 @@ def test_gmm_tails_draw_against_the_real_distributions_own_share(tmp_path):
     assert set(ref[0].get_ydata()) == {own} and f"2σ {own:.4f}" in caption
     assert trend(ctx, "tail_share_3sigma", stat="median") in caption
     assert "more than k (Mahalanobis, here Euclidean) from every mode" in caption
+
+
+def _room_of(ax, label: str) -> float:
+    """The least share of the panel's height between the level drawn as `label` and the panel's edges."""
+    level, = {y for ln in ax.get_lines() if ln.get_label() == label for y in ln.get_ydata()}
+    lo, hi = ax.get_ylim()
+    return min(hi - level, level - lo) / (hi - lo)
+
+
+def test_the_real_level_of_a_tails_panel_lies_inside_it(tmp_path, full_run):
+    """The real distribution's share beyond 2σ, above every replicate's median, set the top of the gmm's
+    panel (autoscaled 5% past it): the thick grey line lay on the panel's edge, as did the real blocks' middle
+    share in lm_tails' lower row. Each level now lies inside its panel (figures.ROOM of its height)."""
+    from collapse_hpc.experiments.gmm.figures import gmm_tails
+    from collapse_hpc.experiments.lm.figures import lm_tails
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gmm": {"generations": 12}})
+    synthetic.gmm(root, generations=12)
+    ctx = _context(root, "gmm")
+    df = ctx.df.assign(value=ctx.df["value"].where(~ctx.df["metric"].str.startswith("tail_share"), 0.0))
+    fig, _ = gmm_tails(type(ctx)("gmm", df, stats.summarise(df), ctx.runs, ctx.specs))  # the tails all lost
+    for ax in fig.axes[:2]:
+        assert _room_of(ax, "the real distribution's own") >= 0.075, ax.get_ylim()
+        assert ax.get_ylim()[0] == 0  # a share from 0, not below it
+    fig, _ = lm_tails(_context(full_run, "lm"))
+    for ax in fig.axes:
+        for label in {ln.get_label() for ln in ax.get_lines()} & {"rare tokens, real training blocks",
+                                                                  "middle tokens, real training blocks"}:
+            assert _room_of(ax, label) >= 0.075, (label, ax.get_ylim())
 
 
 def test_vae_tails_and_the_smallest_class(full_run):

@@ -135,7 +135,7 @@ SPECS = specs(
     Metric("l2_squared", "squared L2 to generation 0", worse="higher", bounds=NONNEGATIVE),
     Metric("total_variance", "total variance", worse="lower", bounds=NONNEGATIVE),
     Metric("sample_variance", "sample variance", worse="lower", bounds=NONNEGATIVE),
-    Metric("lower_bound", "EM lower bound", "nats"),
+    Metric("lower_bound", "EM lower bound", "nats per point"),  # the mean log-likelihood of a fitted point
     Metric("em_iterations", "EM iterations", kind="bookkeeping", bounds=NONNEGATIVE),
     Metric("em_converged", "share of EM fits converged", kind="bookkeeping", bounds=SHARE),
     *(Metric(f"tail_share_{k}sigma", f"share beyond real {k}σ", worse="lower", bounds=SHARE) for k in SIGMAS),

@@ -15,9 +15,11 @@ import pyarrow.parquet as pq
 
 from collapse_hpc.errors import one_line
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick
-from collapse_hpc.plotting.plots import (Context, draw_band, integer_x, legend_below, no_data, plain_log_ticks,
-                                         series_label, series_order, unit_order, unit_series)
+from collapse_hpc.plotting.figures import (GAPS, NotInThisRun, band_note, like_for_like, metric_grid, pick,
+                                          room_for)
+from collapse_hpc.plotting.plots import (REGIME, Context, draw_band, integer_x, legend_below, no_data,
+                                         plain_log_ticks, regime_legend, regime_order, series_label, series_order,
+                                         unit_order, unit_series)
 
 
 def unit_tables(ctx: Context, name: str, columns: list[str]) -> pd.DataFrame:
@@ -231,7 +233,7 @@ def _diversity_statements(ctx: Context, metrics: list[str]) -> list[str]:
         if ends:
             label, a, g, b = ends[0]  # the first series (replace, the paper's)
             way = "fell" if b < a else "rose" if b > a else "stayed"
-            out.append(f"{m} {way} {_fmt(a)} -> {_fmt(b)} ({label}, generation {g})")
+            out.append(f"{ctx.spec(m).label} {way} {_fmt(a)} -> {_fmt(b)} ({label}, generation {g})")  # as titled
     return out
 
 
@@ -287,6 +289,7 @@ def _tail_panel(ax, ctx: Context, run: str, label: str) -> dict:
 def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
     """Bottom panel: the shares of rare and of middle tokens in the generated data (dashed, hollow markers),
     and the real training blocks' own shares (dotted, no markers), each in its class's colour."""
+    reals = []
     for i, cls in enumerate(SHARES):
         rows = _series_rows(ctx, run, label, f"{cls}_token_share")
         kw = style.series(i, len(rows)) | GENERATED
@@ -298,6 +301,8 @@ def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
         if np.isfinite(real):
             ax.axhline(real, color=kw["color"], linestyle=":", linewidth=1.2,
                        label=f"{cls} tokens, real training blocks")
+            reals.append(real)
+    room_for(ax, reals)  # the real middle share, above the generated ones, lay on the panel's top edge
     ax.set_ylabel("share of tokens")
 
 
@@ -375,7 +380,8 @@ def _share_statements(ctx: Context) -> list[str]:
 
 
 # what the comparison of decoding strategies and regimes shows: metric -> its axis label
-COMPARED = {"test_ppl": "test perplexity", "ppl_p50": "median perplexity of generated data under gen 0",
+COMPARED = {"test_ppl": "test perplexity",
+            "ppl_p50": "median perplexity of generated data under the generation-0 model",  # lm_sequence_ppl's
             "distinct_4": "distinct-4 of generated data", "rare_token_share": "share of rare tokens generated"}
 
 
@@ -404,11 +410,29 @@ def lm_beyond(ctx: Context):
             if len(runs) > 1:
                 ax.set_title(run)
     legend_below(fig, axes)
-    return fig, ("Decoding strategies (under replace) and regimes (accumulate, detector-weighted "
-                 "resampling, verifier filtering; with beam search) side by side: each series at "
-                 "generation 0 and at the last generation reached. Collapse shows as test perplexity "
-                 "rising from generation 0 (higher is worse) and diversity (distinct-4, rare tokens) falling "
-                 "(lower is worse).")
+    return fig, (f"{_compared(s, settings)} side by side: each series at generation 0 and at the last generation "
+                 "reached. Collapse shows as test perplexity rising from generation 0 (higher is worse) and "
+                 "diversity (distinct-4, rare tokens) falling (lower is worse).")
+
+
+# what a curated regime does, for a caption naming it
+CURATION = {"detector-resample": "resampled by a machine-text detector's weights",
+            "verifier-filter": "filtered by a verifier's perplexity"}
+
+
+def _compared(s: pd.DataFrame, settings: list[str]) -> str:
+    """What lm_beyond sets side by side, as this run has it: its decoding strategies, and its regimes as the
+    figure names them (a curated one with what it does); a caption listing every regime the code offers named
+    some the run never ran."""
+    rows = s.drop_duplicates(["regime", *REGIME]).dropna(subset=["kind"])
+    kinds = {regime_legend(r): r["kind"] for _, r in sorted(rows.iterrows(), key=lambda r: regime_order(r[1]))}
+    regimes = [f"{name} ({CURATION[kind]})" if kind in CURATION else name for name, kind in kinds.items()]
+    decoding = sorted(s["decoding"].dropna().unique()) if "decoding" in settings else []
+    said = f"regimes ({', '.join(regimes)})" if len(regimes) > 1 else f"the regime {regimes[0]}" if regimes else ""
+    if decoding:
+        said = " and ".join(filter(None, [f"decoding strategies ({', '.join(map(str, decoding))})", said]))
+    said = said or "its series"
+    return said[0].upper() + said[1:]
 
 
 def _bars(ax, ctx: Context, series: list[str], first, last, reached) -> None:
@@ -422,6 +446,8 @@ def _bars(ax, ctx: Context, series: list[str], first, last, reached) -> None:
         ax.barh(y - 0.2, first, height=0.4, color=ctx.generation_colour(0), label="generation 0")
         ax.barh(y + 0.2, last, height=0.4, color=ctx.generation_colour(max(reached)),
                 label=f"last generation ({max(reached)})")
+    for bars in ax.containers:  # a bar of length 0 is not seen: said, or a series' 0 read as its value missing
+        ax.bar_label(bars, ["0" if v == 0 else "" for v in bars.datavalues], padding=2, fontsize=6)
     ax.set_yticks(y, series)
     if not ax.yaxis_inverted():  # the panels share their y-axis: inverting each in turn undid it every other time
         ax.invert_yaxis()

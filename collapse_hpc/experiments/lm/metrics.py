@@ -132,7 +132,7 @@ def _specs():
         *tails, *shares, *real_shares, *percentiles,
         Metric("ppl_mean", "generated ppl, mean", bounds=PERPLEXITY),
         Metric("real_train_ppl", "real-train perplexity", worse="higher", bounds=PERPLEXITY),
-        Metric("val_loss", "validation loss", "nats", bounds=NONNEGATIVE),
+        Metric("val_loss", "validation loss", "nats per token", bounds=NONNEGATIVE),
         *(Metric(f"distinct_{n}", f"distinct-{n}", worse="lower", bounds=SHARE) for n in (1, 2, 3, 4)),
         Metric("unigram_entropy", "unigram entropy", "bits", worse="lower", bounds=NONNEGATIVE),
         Metric("type_token_ratio", "type-token ratio", worse="lower", bounds=SHARE),

@@ -713,6 +713,35 @@ def test_a_read_only_data_set_lacking_a_cache_the_run_needs_is_refused_before_th
     refused("base", "the tiny base model of these lm knobs (base/", block_size=12, pretrained=True)
 
 
+def test_a_read_only_cache_folder_in_a_writable_data_set_is_refused_before_the_run(tmp_path, lm_data_dir,
+                                                                                    monkeypatch, capsys):
+    """The data set's folder writable, its blocks/ not (a colleague's caches kept read-only): the check
+    looked at the data set's folder alone, and each unit failed on the blocks' lock file once the run had
+    started. `collapse-hpc run` now refuses it in one line naming blocks/, exit 2, before it writes
+    anything. Root writes anywhere, so blocks/ is made to read as another user's."""
+    import yaml
+    from collapse_hpc import cli, experiments
+    from collapse_hpc.experiments.lm import caches
+
+    shared = tmp_path / "shared"
+    shutil.copytree(lm_data_dir, shared)
+    shutil.rmtree(shared / "tiny" / "blocks", ignore_errors=True)  # what other tests built there
+    (shared / "tiny" / "blocks").mkdir()
+    blocks = (shared / "tiny" / "blocks").absolute()
+    monkeypatch.setattr(caches, "writable", lambda path: Path(path).absolute() != blocks)
+    raw = {"name": "t", "generations": 1, "seeds": [0], "regimes": ["replace"], "executor": "debug",
+           "data_dir": str(shared), "lm": {**LM, "block_size": 12}}  # not cached
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert cli.main(["run", str(config), "--run", str(tmp_path / "run"), "--only", "lm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{blocks}: not writable by you, and it lacks the token blocks of lm.block_size 12 (blocks/" in err, err
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(caches, "writable", lambda path: True)  # its owner: the same run is let through
+    experiments.get("lm").check(experiments.config_from_dict(raw))
+
+
 # ------------------------------------------------------------------ knobs of how a generation runs
 
 TIMINGS = ("seconds", "tokens_per_s", "startup")  # wall-clock: differ between any two runs
