@@ -222,10 +222,7 @@ def regimes_changed(changes: list[str], old: dict) -> str:
         section, index, key = found.groups()
         items = (old.get(section) or {}).get("regimes") if section else old.get("regimes")
         item = items[int(index)] if isinstance(items, list) and int(index) < len(items) else None
-        try:
-            label = Regime(**{k: v for k, v in item.items() if k in ("name", "keep_fraction", "verifier_quantile")}).label
-        except (AttributeError, TypeError, ValueError):
-            label = f"regimes[{index}]"
+        label = _regime_label(item) if isinstance(item, dict) else f"regimes[{index}]"
         overridden = isinstance(item, dict) and isinstance(item.get(key), dict)
         chains.append(f"the {key} chains {key}/{label}-*" if overridden else f"every {label} chain")
     if not chains:
@@ -233,6 +230,14 @@ def regimes_changed(changes: list[str], old: dict) -> str:
     return (f"; that is {', '.join(dict.fromkeys(chains))}: a regime's values and overrides name its chains, so "
             f"the edit makes other chains than those the run holds; put the old value back to resume this run, "
             f"or use another --run for a new one")
+
+
+def _regime_label(item: dict) -> str:
+    """A saved regime's folder name (replace-p0.1), or its kind where its values no longer make one."""
+    try:
+        return Regime(**{k: v for k, v in item.items() if k in ("name", "keep_fraction", "verifier_quantile")}).label
+    except (TypeError, ValueError):
+        return str(item.get("name"))
 
 
 def diff(a: dict, b: dict, sections: Mapping[str, type] | None = None) -> list[str]:
