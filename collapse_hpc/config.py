@@ -195,14 +195,49 @@ def computed(d: dict, sections: Mapping[str, type]) -> dict:
 
 
 def _walk(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """What differs, by dotted key; in lists of mappings as long as each other (regimes), by item:
+    regimes[1].lm.epochs, not the whole list."""
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += _walk(va, vb, f"{prefix}{k}.")
+        elif isinstance(va, list) and isinstance(vb, list) and len(va) == len(vb) and va != vb and \
+                all(isinstance(x, dict) for x in va + vb):
+            out += [line for i, (x, y) in enumerate(zip(va, vb)) for line in _walk(x, y, f"{prefix}{k}[{i}].")]
         elif va != vb:
             out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
     return out
+
+
+def regimes_changed(changes: list[str], old: dict) -> str:
+    """Where `changes` (diff's lines) edit a regime of the `old` config, one sentence saying which chains
+    that is and what to do; '' where none does. A regime's values and overrides name its chains' folders,
+    so such an edit is other chains, not these ones resumed."""
+    chains = []
+    for line in changes:
+        found = re.match(r"(?:(\w+)\.)?regimes\[(\d+)\]\.(\w+)", line)
+        if not found:
+            continue
+        section, index, key = found.groups()
+        items = (old.get(section) or {}).get("regimes") if section else old.get("regimes")
+        item = items[int(index)] if isinstance(items, list) and int(index) < len(items) else None
+        label = _regime_label(item) if isinstance(item, dict) else f"regimes[{index}]"
+        overridden = isinstance(item, dict) and isinstance(item.get(key), dict)
+        chains.append(f"the {key} chains {key}/{label}-*" if overridden else f"every {label} chain")
+    if not chains:
+        return ""
+    return (f"; that is {', '.join(dict.fromkeys(chains))}: a regime's values and overrides name its chains, so "
+            f"the edit makes other chains than those the run holds; put the old value back to resume this run, "
+            f"or use another --run for a new one")
+
+
+def _regime_label(item: dict) -> str:
+    """A saved regime's folder name (replace-p0.1), or its kind where its values no longer make one."""
+    try:
+        return Regime(**{k: v for k, v in item.items() if k in ("name", "keep_fraction", "verifier_quantile")}).label
+    except (TypeError, ValueError):
+        return str(item.get("name"))
 
 
 def diff(a: dict, b: dict, sections: Mapping[str, type] | None = None) -> list[str]:

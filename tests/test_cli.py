@@ -64,6 +64,25 @@ def test_run_verify_and_tamper(tmp_path):
     assert "different config" in one_error_line(cli("run", cfg, "--run", run))
 
 
+def test_an_edited_regime_override_names_its_chains_and_what_to_do(tmp_path):
+    """An edit of a regime's override was refused by the whole regimes list, old and new, and sent the
+    researcher to another --run only: the line names the key (regimes[1].toy.rows), the chains it makes other
+    ones, and that putting the old value back resumes."""
+    text = "name: toy\ngenerations: 1\nexecutor: debug\nregimes: [replace, {name: accumulate, toy: {rows: 5}}]\n" \
+           "toy: {rows: 4}\n"
+    cfg, run = _toy_config(tmp_path, text=text), tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    cfg.write_text(text.replace("rows: 5", "rows: 6"))
+    line = one_error_line(cli("run", cfg, "--run", run))
+    assert line == (f"error: {run} was made with a different config (regimes[1].toy.rows: 5 -> 6); that is the toy "
+                    f"chains toy/accumulate-*: a regime's values and overrides name its chains, so the edit makes "
+                    f"other chains than those the run holds; put the old value back to resume this run, or use "
+                    f"another --run for a new one"), line
+    cfg.write_text(text)
+    p = cli("run", cfg, "--run", run)
+    assert p.returncode == 0 and "0 units done, 2 already finished" in p.stdout, p.stdout + p.stderr
+
+
 def test_python_dash_m_version():
     p = cli("--version")
     assert p.returncode == 0 and p.stdout.startswith("collapse-hpc ")

@@ -294,9 +294,9 @@ def test_what_a_config_computes_leaves_out_how_it_runs_and_reads_missing_keys_as
     assert a["unit"]["workers"] == 4  # its input is left as it was
     # a regime's override names its variants (replace-p0-workers3-s0): another value is another chain
     other = {**a, "regimes": [{"name": "replace", "keep_fraction": 0.0, "unit": {"workers": 3}}]}
-    assert cfgmod.diff(a, other, sections) == ["regimes: [{'name': 'replace', 'keep_fraction': 0.0, 'unit': "
-                                               "{'workers': 2}}] -> [{'name': 'replace', 'keep_fraction': 0.0, "
-                                               "'unit': {'workers': 3}}]"]
+    assert cfgmod.diff(a, other, sections) == ["regimes[0].unit.workers: 2 -> 3"]  # the key, not the whole list
+    assert cfgmod.regimes_changed(["regimes[0].unit.workers: 2 -> 3"], a).startswith(
+        "; that is the unit chains unit/replace-p0-*: ")
 
 
 def test_the_reference_says_which_knobs_a_run_may_change_when_it_resumes():

@@ -1,8 +1,11 @@
 """Splitting a variant's replicates into array tasks ("parts"), for array experiments (gmm, gaussian).
 
 A regime's pool keeps the real points and the generated ones it can still draw from (every
-generation's under the accumulating regimes), so parts are made small enough that one part's
-pools fit in `pool_memory_gib`.
+generation's under the accumulating regimes), and a fit over it holds several times that, so a part
+is made small enough that its whole estimate (part_memory) fits in `pool_memory_gib`. The budget
+bounds what a regime keeps, not the part the config asks for: a part of chunk_replicates whose
+estimate under replace alone passes it stays that size (engine.check refuses it where no machine
+holds it), as a larger chunk is the config's own choice.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import dataclasses
 import math
 
 from collapse_hpc.experiments.base import Experiment
+from collapse_hpc.regimes import Regime
 
 
 def chunk_size(replicates: int, chunk: int, pool_bytes_per_replicate: float, memory_gib: float) -> int:
@@ -18,6 +22,16 @@ def chunk_size(replicates: int, chunk: int, pool_bytes_per_replicate: float, mem
         if fit < chunk:
             chunk = max(1, int(fit))
     return max(1, min(chunk, replicates))
+
+
+def largest_fitting(asked: int, holds, budget: float) -> int:
+    """The largest size in 1..asked whose holds(size) is within `budget` (1 where none is): holds grows
+    with the size, so a bisection (a task of 10^7 replicates takes 24 estimates, not 10^7)."""
+    low, high = 1, asked
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if holds(mid) <= budget else (low, mid - 1)
+    return low
 
 
 def count(replicates: int, size: int) -> int:
@@ -63,7 +77,8 @@ def memory(size: int, generations: int, metrics: int, points: int, pool_points: 
 class ArrayExperiment(Experiment):
     """An experiment whose units are parts: each a chunk of a variant's replicates through every
     generation, in memory. Its section has the int keys `replicates` and `chunk_replicates` (and the
-    float `pool_memory_gib` where it implements pool_bytes); it implements run_part (not run_unit)."""
+    float `pool_memory_gib` where it implements pool_bytes); it implements run_part (not run_unit), and
+    memory() or part_memory()."""
 
     shape = "array"
     job = "cpu"
@@ -74,6 +89,8 @@ class ArrayExperiment(Experiment):
         out = Experiment.unmet(self, config)
         if type(self).run_part is ArrayExperiment.run_part:
             out.append("run_part()")
+        if type(self).memory is ArrayExperiment.memory and type(self).part_memory is ArrayExperiment.part_memory:
+            out.append("memory() or part_memory()")
         keys = {"replicates": int, "chunk_replicates": int}
         if type(self).pool_bytes is not ArrayExperiment.pool_bytes:
             keys["pool_memory_gib"] = float
@@ -86,10 +103,24 @@ class ArrayExperiment(Experiment):
         regimes.Pool, regimes.items_held of its items."""
         return 0.0
 
+    def part_memory(self, run, variant, size: int, regime=None) -> int | None:
+        """Bytes a part of `size` replicates holds, its pools those of `regime` (None: the variant's). With
+        it, memory() is part 0's and part_size fits it to pool_memory_gib; None: parts sized by pool_bytes."""
+        return None
+
+    def memory(self, run, variant) -> int | None:
+        return self.part_memory(run, variant, self.part_size(run, variant))
+
     def part_size(self, run, variant) -> int:
+        """chunk_replicates, made smaller while a part's estimate passes pool_memory_gib, or (a larger
+        chunk asked for) what the asked part holds under replace."""
         cfg = variant.section(run)
         pool = self.pool_bytes(run, variant)
-        return chunk_size(cfg.replicates, cfg.chunk_replicates, pool, cfg.pool_memory_gib if pool else 0.0)
+        asked = max(1, min(cfg.chunk_replicates, cfg.replicates))
+        if not pool or self.part_memory(run, variant, asked) is None:
+            return chunk_size(cfg.replicates, cfg.chunk_replicates, pool, cfg.pool_memory_gib if pool else 0.0)
+        budget = max(cfg.pool_memory_gib * 2**30, self.part_memory(run, variant, asked, Regime()))
+        return largest_fitting(asked, lambda size: self.part_memory(run, variant, size), budget)
 
     def units(self, run, variant) -> int:
         return count(variant.section(run).replicates, self.part_size(run, variant))

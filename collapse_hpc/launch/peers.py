@@ -11,6 +11,11 @@ for it until the collective's timeout. What the unit finished (checkpoints, shar
 redo. The launcher reads the records to name the rank and its cause in the unit's FAILED line.
 Peers on other hosts are not seen: Slurm ends those.
 
+A peer alive but hung (a deadlock, a wait on a dead file system) shows nothing here: the others wait in
+their next collective until its timeout (the process group's, e.g. lm.collective_timeout_s). A rank whose
+collective timed out is recorded as having waited; a peer of this host sees that and ends, and the
+FAILED line names the rank that never came (its pid and host) as hung.
+
 API: watching(run_dir, rank, world_size), culprit(folder), folder(run_dir, job_id).
 """
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -32,6 +38,7 @@ POLL_S = 0.5
 CAUSE_WAIT_S = 1.0
 STOPPED = 3  # the exit status of a rank ended because a peer ended
 KILLED = "was killed (it ended without finishing or an error: a signal, the OOM killer)"
+WAITED = "waited"  # the state of a rank whose collective timed out, its peers not all there
 # a peer stopped alone this long is a fault, not a pause: every other rank of the unit waits for it
 STOPPED_GRACE_S = 60.0
 # a poll this late means this rank was stopped too (a whole job suspended and resumed): it starts over
@@ -80,6 +87,8 @@ def culprit(where: Path) -> tuple[int, str] | None:
     for r in records:
         if r.get("state") == "frozen":
             return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) {r.get('cause')}"
+    if hung := _hung(records):
+        return hung
     here = socket.gethostname()
     for r in records:
         if r.get("state") == "running" and r.get("host") == here and not pid_alive(int(r.get("pid", -1))):
@@ -88,6 +97,29 @@ def culprit(where: Path) -> tuple[int, str] | None:
         if r.get("state") == "stopped":
             return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) stopped: {r.get('cause')}"
     return None
+
+
+def _hung(records: list[dict]) -> tuple[int, str] | None:
+    """Where a rank's collective timed out: the first rank that neither waited in it nor finished, which
+    the others waited for (with two ranks, the other one)."""
+    waited = next((r for r in records if r.get("state") == WAITED), None)
+    absent = next((r for r in records if r.get("state") not in (WAITED, "done")), None)
+    if waited is None or absent is None:
+        return None
+    return absent["rank"], (f"rank {absent['rank']} of {len(records)} (pid {absent.get('pid')} on "
+                            f"{absent.get('host')}) hung: rank {waited['rank']} {waited.get('cause')} and it "
+                            f"never came (what the unit finished stays: the same command resumes it)")
+
+
+def timed_out(e: BaseException) -> str | None:
+    """A collective's timeout (gloo's "Timed out waiting 600000ms for recv"), said as what the rank did;
+    None for any other error."""
+    text = str(e)
+    if not isinstance(e, RuntimeError) or "timed out" not in text.lower():
+        return None
+    found = re.search(r"(\d+)\s*ms", text)
+    waited = f"{int(found[1]) / 1000:g} s" if found else "its timeout"
+    return f"waited {waited} in a collective for its peers (collective_timeout_s)"
 
 
 def _lost_peer(where: Path, rank: int) -> str | None:
@@ -99,6 +131,8 @@ def _lost_peer(where: Path, rank: int) -> str | None:
             return f"rank {r['rank']} failed: {r.get('cause')}"
         if r.get("state") == "frozen":
             return f"rank {r['rank']} (pid {r.get('pid')}) {r.get('cause')}"
+        if r.get("state") == WAITED:
+            return f"rank {r['rank']} {r.get('cause')}, and this rank never came (hung)"
         if r.get("state") in ("running", "stopped") and not pid_alive(int(r.get("pid", -1))):
             return f"rank {r['rank']} (pid {r.get('pid')}) {KILLED}" if r["state"] == "running" else \
                 f"rank {r['rank']} stopped: {r.get('cause')}"
@@ -197,8 +231,9 @@ def watching(run_dir: str | Path, rank: int, world_size: int):
     except BaseException as e:
         finished.set()
         if isinstance(e, Exception):
-            lost = _after_a_peer(where, rank)
-            _record(where, rank, "stopped" if lost else "failed", lost or cause_of(e))
+            lost, waited = _after_a_peer(where, rank), timed_out(e)
+            state = "stopped" if lost else WAITED if waited else "failed"
+            _record(where, rank, state, lost or waited or cause_of(e))
         raise
     finished.set()
     _record(where, rank, "done")

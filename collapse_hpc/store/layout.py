@@ -162,8 +162,8 @@ class RunStore:
             changes = cfgmod.diff(old, new, run.section_classes())
             shown = "; ".join(changes[:3]) + (f"; … ({len(changes)} in all)" if len(changes) > 3 else "")
             if changes:
-                raise UserError(f"{self.root} was made with a different config ({shown}); "
-                                f"use another --run for a new run")
+                raise UserError(f"{self.root} was made with a different config ({shown})"
+                                + (cfgmod.regimes_changed(changes, old) or "; use another --run for a new run"))
             _warn_inexact(self.root, cfgmod.runs_diff(old, new, run.section_classes()), redone)
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.logs, self.logs / "submitit"):

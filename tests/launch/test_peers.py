@@ -96,3 +96,47 @@ def test_the_state_is_read_after_the_command_name():
         proc.kill()
         proc.wait()
     assert not peers._stopped(proc.pid)  # gone
+
+
+# one rank of a real 2-rank gloo group in a watched job: rank 1 hangs (sleeps), rank 0 all-reduces
+# (on a group made as DeepSpeed makes its own, new_group without a timeout)
+GLOO_RANK = """import os, sys, time
+import torch, torch.distributed as dist
+from collapse_hpc.experiments.lm import distributed
+from collapse_hpc.launch import peers
+rank, _, _ = distributed.init(timeout_s=3)
+group = dist.new_group([0, 1])
+with peers.watching(sys.argv[1], rank, 2):
+    if rank == 1:
+        time.sleep(60)
+    dist.all_reduce(torch.ones(3), group=group)
+"""
+
+
+def test_a_peer_alive_but_hung_ends_the_group_at_the_collective_timeout_and_is_named(tmp_path):
+    """A rank that neither dies nor stops (a deadlock) held its peers in their collective until DeepSpeed's
+    30 min timeout (its groups took torch's default, whatever the world group's), and the FAILED line named
+    the rank that waited (its RuntimeError), not the hung one."""
+    import socket
+
+    from collapse_hpc.machine import free_port
+
+    env = {**os.environ, "SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "7", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
+    ranks = [subprocess.Popen([sys.executable, "-c", GLOO_RANK, str(tmp_path)], text=True, stderr=subprocess.PIPE,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
+    started = time.monotonic()
+    try:
+        (_, err0), (_, err1) = (r.communicate(timeout=50) for r in ranks)
+    finally:
+        for r in ranks:
+            r.kill()
+    assert time.monotonic() - started < 40  # not the hung rank's 60 s
+    assert ranks[0].returncode == 1 and "Timed out waiting 3000ms" in err0, err0[-2000:]
+    assert ranks[1].returncode == peers.STOPPED, err1[-2000:]
+    assert ("error: rank 1: rank 0 waited 3 s in a collective for its peers (collective_timeout_s), and this "
+            "rank never came (hung); this rank stops too") in err1, err1
+    rank, line = peers.culprit(peers.folder(tmp_path, "7"))
+    assert rank == 1 and line.startswith(f"rank 1 of 2 (pid {ranks[1].pid} on {socket.gethostname()}) hung: rank 0 "
+                                         "waited 3 s in a collective for its peers (collective_timeout_s) and it "
+                                         "never came"), line

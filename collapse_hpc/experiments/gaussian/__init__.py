@@ -55,15 +55,18 @@ class GaussianExperiment(ArrayExperiment):
     def pool_bytes(self, run, variant) -> float:
         """The Pool of recursion.recurse at its end (it adds every generation's n float64 draws;
         accumulate folds them into running moments)."""
-        n = variant.settings["samples"]
-        return 8 * items_held(variant.regime, n, n, self.generations(run), summarized=True)
+        return 8 * self._pool_points(run, variant, variant.regime)
 
-    def memory(self, run, variant) -> int:
+    def _pool_points(self, run, variant, regime) -> int:
+        n = variant.settings["samples"]
+        return items_held(regime, n, n, self.generations(run), summarized=True)
+
+    def part_memory(self, run, variant, size: int, regime=None) -> int:
         from collapse_hpc.experiments.gaussian.run import METRICS
 
-        G, n = self.generations(run), variant.settings["samples"]
-        pool = int(self.pool_bytes(run, variant) // 8)  # float64 points per replicate
-        return parts.memory(self.part_size(run, variant), G, len(METRICS), WORKING_ARRAYS * n, pool)
+        pool = self._pool_points(run, variant, regime or variant.regime)  # float64 points per replicate
+        n = variant.settings["samples"]
+        return parts.memory(size, self.generations(run), len(METRICS), WORKING_ARRAYS * n, pool)
 
     def run_part(self, ctx, size: int) -> None:
         from collapse_hpc.experiments.gaussian.run import run_part

@@ -58,22 +58,24 @@ class GMMExperiment(ArrayExperiment):
     def pool_bytes(self, run, variant) -> float:
         """A replicate's Pool in recursion.recurse at its fullest: `samples` 2-D float64 points from
         each generation but the last (whose samples train no one)."""
-        n = variant.section(run).samples
-        return 2 * 8 * items_held(variant.regime, n, n, self.generations(run) - 1)
+        return 2 * 8 * self._pool_points(run, variant, variant.regime)
 
-    def memory(self, run, variant) -> int:
-        """Part 0's: its metrics table and pools, and the larger of its fits' values beside the snapshots
-        held (FIT_VALUES, DRAW_VALUES) and the snapshots' once written."""
+    def _pool_points(self, run, variant, regime) -> int:
+        n = variant.section(run).samples
+        return items_held(regime, n, n, self.generations(run) - 1)
+
+    def part_memory(self, run, variant, size: int, regime=None) -> int:
+        """Its metrics table and pools, and the larger of its fits' values beside the snapshots held
+        (FIT_VALUES, DRAW_VALUES) and the snapshots' once written."""
         from collapse_hpc.experiments.gmm.metrics import names
         from collapse_hpc.experiments.gmm.run import snapshot_generations
 
-        cfg, G, size = variant.section(run), self.generations(run), self.part_size(run, variant)
-        n, K = cfg.samples, cfg.components
-        # accumulate trains on its whole pool, the others on `samples` points
-        train = items_held(variant.regime, n, n, G - 1) if variant.regime.name == "accumulate" else n
+        cfg, G, regime = variant.section(run), self.generations(run), regime or variant.regime
+        n, K, pool = cfg.samples, cfg.components, self._pool_points(run, variant, regime)
+        train = pool if regime.name == "accumulate" else n  # accumulate trains on its whole pool
         points = (FIT_VALUES + 2 * K) * train + DRAW_VALUES * n
         shown = min(size, cfg.snapshot_replicates) * len(snapshot_generations(cfg.snapshot_generations, G)) * n
-        held = parts.memory(size, G, len(names(K)), 0, int(self.pool_bytes(run, variant) // 8))
+        held = parts.memory(size, G, len(names(K)), 0, 2 * pool)
         return held + 8 * max(size * points + SNAPSHOT_HELD * shown, SNAPSHOT_WRITTEN * shown)
 
     def disk(self, run, variant, index: int) -> int | None:

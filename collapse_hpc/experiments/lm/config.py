@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from collapse_hpc.config import FILE_NAME_CHARS, Section, knob
+from collapse_hpc.experiments.lm.distributed import COLLECTIVE_TIMEOUT_S
 from collapse_hpc.experiments.lm.sample import GRAPHS, PRECISIONS
 
 # Derived from batch_size, micro_batch_size and the ranks: the data order depends on them.
@@ -137,6 +138,11 @@ class LMConfig(Section):
     ranks: int = knob(1, "processes (DeepSpeed ranks) per generation: GPUs of the job, or CPU processes; only a "
                          "speed knob: the same batches, dropout and numbers on any count (as long as "
                          "micro_batch_size divides batch_size / ranks)", min=1, hashed=False, exact=False)
+    collective_timeout_s: float = knob(COLLECTIVE_TIMEOUT_S, "seconds a rank waits in a collective (all-reduce, "
+                                       "barrier) for its peers: a peer alive but hung then ends the unit, named in "
+                                       "its FAILED line, and the same command resumes it (DeepSpeed's default: "
+                                       "1800); raise it where one rank works alone longer (a large model's save)",
+                                       gt=0, hashed=False)
     rare_fraction: float = knob(0.1, "metrics: a token type is rare if it is among the least frequent types "
                                      "of the whole real train split that together carry at most this share of "
                                      "its tokens (ties by token id; types never seen there are rare)",

@@ -18,6 +18,10 @@ from pathlib import Path
 
 from collapse_hpc.machine import free_port
 
+# seconds a rank waits in a collective for its peers (lm.collective_timeout_s): a peer alive but hung held
+# the others, and every GPU of the job, for DeepSpeed's 30 minutes
+COLLECTIVE_TIMEOUT_S = 600.0
+
 
 def setup_env() -> list[str]:
     """Defaults that must be in place before deepspeed is imported; returns the names it set."""
@@ -39,7 +43,7 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def init(timeout_s: float = 1800.0) -> tuple[int, int, int]:
+def init(timeout_s: float = COLLECTIVE_TIMEOUT_S) -> tuple[int, int, int]:
     """Join (or reuse) the process group; returns (rank, world_size, local_rank). torch's own
     init_process_group, without importing DeepSpeed (its engine adopts the group: load_deepspeed() below)."""
     added = setup_env()
@@ -51,7 +55,13 @@ def init(timeout_s: float = 1800.0) -> tuple[int, int, int]:
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(**group_options(cuda, int(os.environ["WORLD_SIZE"]), local_rank, timeout_s))
+        options = group_options(cuda, int(os.environ["WORLD_SIZE"]), local_rank, timeout_s)
+        dist.init_process_group(**options)
+        # the groups made later without a timeout (DeepSpeed's: ZeRO's and data-parallel collectives) take
+        # torch's default, 30 min, not the world group's: it is made this one
+        import torch.distributed.distributed_c10d as c10d
+
+        c10d.default_pg_timeout = c10d.default_pg_nccl_timeout = options["timeout"]
         # an unbound NCCL group connects at its first collective: let that be here, in the
         # process-group phase of the job's start-up, not in whatever comes next
         dist.barrier(**({"device_ids": [local_rank]} if cuda else {}))

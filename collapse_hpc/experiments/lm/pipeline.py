@@ -61,7 +61,7 @@ class Pipeline:
         import transformers  # noqa: F401
 
         startup["imports"], t = time.perf_counter() - t, time.perf_counter()
-        rank, world_size, local_rank = distributed.init()
+        rank, world_size, local_rank = distributed.init(cfg.collective_timeout_s)
         startup["process_group"], t = time.perf_counter() - t, time.perf_counter()
         from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
 

@@ -307,7 +307,7 @@ class _Training:
 
     def __init__(self, model, tokenizer, train_blocks, val_blocks, cfg, out_dir: Path, ckpt_dir: Path, *,
                  seed: int, rank: int, world_size: int, local_rank: int, log: logging.Logger):
-        got = distributed.init()
+        got = distributed.init(cfg.collective_timeout_s)
         if got[:2] != (rank, world_size):
             raise UserError(f"rank {rank}/{world_size} given, but the process group says {got[0]}/{got[1]}")
         import torch

@@ -98,3 +98,18 @@ def test_a_part_holds_no_more_memory_than_its_estimate(tmp_path, regime):
         "regimes": [regime], "gaussian": {"generations": 4, "samples": [500_000], "replicates": 2,
                                           "chunk_replicates": 2}})
     assert 0.5 * estimate < peak <= estimate, (peak, estimate)
+
+
+def test_an_accumulate_part_is_sized_by_its_whole_estimate():
+    """Under accumulate-subsample a replicate's pool is every generation's draws, and beside it a part holds
+    its metrics table and working arrays: sized by the pools alone, a part of a 4 MiB budget held 4.6 MiB."""
+    gaussian = experiments.get("gaussian")
+    run = experiments.config_from_dict({"name": "t", "seeds": [0],
+                                        "regimes": ["accumulate-subsample"], "executor": "debug",
+                                        "gaussian": {**SECTION, "generations": 200, "samples": [100], "replicates": 64,
+                                                     "chunk_replicates": 64, "pool_memory_gib": 4 / 1024}})
+    variant = next(c.variant for c in engine.plan(run) if c.experiment == "gaussian")
+    size = gaussian.part_size(run, variant)
+    assert 1 < size < 4 * 2**20 / gaussian.pool_bytes(run, variant)
+    assert gaussian.memory(run, variant) <= 4 * 2**20  # the pools alone allowed 26 replicates: 4.6 MiB
+    assert gaussian.part_memory(run, variant, size + 1) > 4 * 2**20

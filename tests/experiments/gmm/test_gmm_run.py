@@ -133,3 +133,33 @@ def test_a_part_holds_no_more_memory_than_its_estimate(tmp_path, regime):
         "regimes": [regime], "gmm": {**SECTION, "generations": 3, "samples": 400_000, "replicates": 1,
                                      "chunk_replicates": 1, "max_iter": 20}})
     assert 0.5 * estimate < peak <= estimate, (peak, estimate)
+
+
+def test_an_accumulate_part_s_whole_estimate_stays_within_pool_memory_gib():
+    """Parts were sized by their pools alone, and under accumulate a fit holds about 10 times its pool: a
+    part sized for 0.05 GiB of pools held some 0.5. Now a part is as large as its whole estimate allows."""
+    gmm = experiments.get("gmm")
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "regimes": ["accumulate", "replace"],
+                                        "executor": "debug", "gmm": {**SECTION, "generations": 10, "samples": 2_000,
+                                                                     "replicates": 64, "chunk_replicates": 64,
+                                                                     "pool_memory_gib": 0.05}})
+    accumulate, replace = (c.variant for c in engine.plan(run) if c.experiment == "gmm")
+    size = gmm.part_size(run, accumulate)
+    assert 1 < size < 0.05 * 2**30 / gmm.pool_bytes(run, accumulate) / 5  # its pools alone allowed 167
+    assert gmm.memory(run, accumulate) <= 0.05 * 2**30 < gmm.part_memory(run, accumulate, size + 1)
+    assert gmm.part_size(run, replace) == 64 and gmm.memory(run, replace) <= 0.05 * 2**30
+
+
+@pytest.mark.parametrize("regime", ["replace", "accumulate"])
+def test_a_chunk_asked_for_that_no_machine_holds_is_refused_at_once(regime):
+    """The budget shrinks a part for what its regime keeps, not the chunk the config asks for: 10^7 replicates
+    of 2050 generations in one task are refused in one line (split by their whole estimate, they were
+    1933 parts, planned and run), and sizing them takes a few estimates, not one a replicate."""
+    import time
+
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "regimes": [regime], "executor": "debug",
+                                        "gmm": {"replicates": 10_000_000, "chunk_replicates": 10_000_000}})
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"one task of .* would hold about \S+ GiB in memory, more than 64 GiB"):
+        engine.check(run, "c.yaml")
+    assert time.perf_counter() - started < 5

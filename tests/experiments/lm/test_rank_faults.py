@@ -1,7 +1,8 @@
-"""A generation on two gloo ranks, one of which dies or fails: the job ends within seconds, not at the
-collective's timeout (30 min, every GPU of the job held), its FAILED line names the rank and the cause,
-and the same command then resumes to the results of an uninterrupted run."""
+"""A generation on two gloo ranks, one of which dies, fails or hangs: the job ends within seconds (a hung one at
+lm.collective_timeout_s), not at DeepSpeed's 30 min collective timeout (every GPU of the job held), its FAILED
+line names the rank and the cause, and the same command then resumes to the results of an uninterrupted run."""
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -58,7 +59,11 @@ CONTINUED = (
     "        subprocess.Popen(['sh', '-c', f'sleep 20; kill -CONT {os.getpid()}'], start_new_session=True)\n"
     "        os.kill(os.getpid(), signal.SIGSTOP)\n"
     "train._Training.checkpoint = checkpoint")
-PROMPT_S = 150  # the whole faulty run; the ranks' collective timeout is 1800 s
+# alive but hung once its first checkpoint is complete: its peer waits in the next collective until its timeout
+HUNG_AFTER_FIRST_CHECKPOINT = (
+    "import time; " + CHECKPOINT + "train._Training.checkpoint = lambda self: (save(self), time.sleep(3600))")
+PROMPT_S = 150  # the whole faulty run; the ranks' collective timeout is 600 s (HUNG: 20 s)
+HUNG_TIMEOUT_S = 20
 
 
 def _config(tmp_path: Path, data_dir: Path, **knobs) -> Path:
@@ -103,14 +108,18 @@ def uninterrupted(tmp_path_factory, lm_data_dir):
     (KILLED_MID_SAMPLING, "rank 1 of 2 (pid {pid}) was killed"),
     (RAISES_MID_SAMPLING, "rank 1 of 2 (pid {pid}) failed: RuntimeError: sampling broke on this rank"),
     (STOPPED_AFTER_FIRST_CHECKPOINT, "rank 1 of 2 (pid {pid}) was stopped (SIGSTOP) for "),
+    (HUNG_AFTER_FIRST_CHECKPOINT, "rank 1 of 2 (pid {pid} on " + socket.gethostname() + ") hung: rank 0 waited "
+     f"{HUNG_TIMEOUT_S} s in a collective for its peers (collective_timeout_s) and it never came"),
 ], ids=["killed mid-training", "full disk on one rank's save", "killed mid-sampling", "raises mid-sampling",
-        "stopped and never continued"])
+        "stopped and never continued", "alive but hung"])
 def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_identically(
         tmp_path, lm_data_dir, uninterrupted, fault, said):
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "sitecustomize.py").write_text(HOOK)
-    config, run = _config(tmp_path, lm_data_dir), tmp_path / "run"
-    grace = peers.STOPPED_GRACE_S if fault == STOPPED_AFTER_FIRST_CHECKPOINT else 0
+    hung = fault == HUNG_AFTER_FIRST_CHECKPOINT
+    config, run = _config(tmp_path, lm_data_dir, **({"collective_timeout_s": HUNG_TIMEOUT_S} if hung else {})), \
+        tmp_path / "run"
+    grace = peers.STOPPED_GRACE_S if fault == STOPPED_AFTER_FIRST_CHECKPOINT else HUNG_TIMEOUT_S if hung else 0
     proc, took = _run(config, run, fault, tmp_path / "hooks", PROMPT_S + grace)
     assert proc.returncode != 0, proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED lm/")]
