@@ -3,8 +3,10 @@
 Array-shaped: each task is a chunk of replicates that runs every generation in memory,
 vectorised over its replicates (em.py), and writes
 - metrics.parquet: one row per generation and replicate (see metrics.py for the columns);
-- snapshots.parquet: replicate, generation, x, y: the training points of a few generations
-  (snapshot_generations) of the first few replicates, for the report's scatter plots.
+- snapshots.parquet: replicate, generation, x, y: the points of a few generations
+  (snapshot_generations) of the first few replicates, for the report's scatter plots: those drawn
+  from each one's fit and the real data as generation -1 (snapshot_points: drawn, the notebook's
+  panels), or each one's training data (training).
 """
 from __future__ import annotations
 
@@ -68,25 +70,25 @@ class GMMExperiment(ArrayExperiment):
         """Its metrics table and pools, and the larger of its fits' values beside the snapshots held
         (FIT_VALUES, DRAW_VALUES) and the snapshots' once written."""
         from collapse_hpc.experiments.gmm.metrics import names
-        from collapse_hpc.experiments.gmm.run import snapshot_generations
+        from collapse_hpc.experiments.gmm.run import snapshot_panels
 
         cfg, G, regime = variant.section(run), self.generations(run), regime or variant.regime
         n, K, pool = cfg.samples, cfg.components, self._pool_points(run, variant, regime)
         train = pool if regime.name == "accumulate" else n  # accumulate trains on its whole pool
         points = (FIT_VALUES + 2 * K) * train + DRAW_VALUES * n
-        shown = min(size, cfg.snapshot_replicates) * len(snapshot_generations(cfg.snapshot_generations, G)) * n
+        shown = min(size, cfg.snapshot_replicates) * snapshot_panels(cfg, G) * n
         held = parts.memory(size, G, len(names(K)), 0, 2 * pool)
         return held + 8 * max(size * points + SNAPSHOT_HELD * shown, SNAPSHOT_WRITTEN * shown)
 
     def disk(self, run, variant, index: int) -> int | None:
         """Its metrics.parquet and snapshots.parquet: the points (int32 replicate and generation, float64 x
         and y) of each snapshot generation of its replicates among the first snapshot_replicates."""
-        from collapse_hpc.experiments.gmm.run import snapshot_generations
+        from collapse_hpc.experiments.gmm.run import snapshot_panels
 
         cfg, G = variant.section(run), self.generations(run)
         ids = parts.replicate_range(cfg.replicates, self.part_size(run, variant), index)
         shown = len([i for i in ids if i < cfg.snapshot_replicates])
-        points = shown * len(snapshot_generations(cfg.snapshot_generations, G)) * cfg.samples
+        points = shown * snapshot_panels(cfg, G) * cfg.samples
         return super().disk(run, variant, index) + 24 * points
 
     def check(self, run) -> None:

@@ -24,8 +24,12 @@ class GMMConfig(Section):
     replicates: int = knob(64, "independent replicates per variant", min=1)
     chunk_replicates: int = knob(16, "replicates per array task (each runs every generation)", min=1)
     snapshot_generations: list[int] = knob([0, 1, 10, 100, -1],
-                                           "generations whose training points go to snapshots.parquet "
-                                           "(-1: the last)")
+                                           "generations whose points go to snapshots.parquet "
+                                           "(-1: the last; which points: snapshot_points)")
+    snapshot_points: str = knob("drawn", "what snapshot generation g holds: drawn (the points drawn from generation "
+                                "g's fit, as the notebook's and the paper's panel g, with the real data as "
+                                "generation -1) or training (generation g's training data; 0: the real data)",
+                                choices=("drawn", "training"))
     snapshot_replicates: int = knob(3, "replicates (the first ones) with snapshots", min=0)
     pool_memory_gib: float = knob(4.0, "accumulate regimes keep every generation's points: chunks are "
                                        "made smaller to fit in this much memory", gt=0)

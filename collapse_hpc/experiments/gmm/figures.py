@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from collapse_hpc.experiments.gmm.metrics import SIGMAS, real_share
-from collapse_hpc.experiments.gmm.recursion import real_modes
+from collapse_hpc.experiments.gmm.recursion import REAL_PANEL, real_modes
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import (REPLICATE_LINES, Context, legend_below, no_data, series_data, series_rows,
@@ -82,7 +82,7 @@ def gmm_snapshots(ctx: Context, most: int = 8):
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
             if r == 0:
-                ax.set_title(f"generation {g}")
+                ax.set_title(_panel(g))
         row_label(axes[r, -1], key if len(ctx.runs) == 1 else f"{run}\n{key}")
     # the data's two coordinates (gmm.recursion.real_data: two-mode's modes lie apart on x), named once for the
     # whole grid: one "x" under each bottom panel and one "y" beside each row said the same thing four times
@@ -91,13 +91,19 @@ def gmm_snapshots(ctx: Context, most: int = 8):
     spreads = "; ".join(f"{key if len(ctx.runs) == 1 else f'{run}: {key}'} " + " → ".join(
         f"{_spread(snap[snap['generation'] == g]):.2g}" for g in gens if (snap["generation"] == g).any())
         for run, key, snap in rows)
+    what = ("the points drawn from each generation's fit (the notebook's and the paper's panels), beside the real "
+            "data" if REAL_PANEL in gens else "each generation's training data")
     return fig, ("Samples of one replicate at the recorded generations (gmm.snapshot_generations; x and y: the "
                  "data's two coordinates, two-mode data's modes lying apart on x; on the same axes throughout, every "
-                 "point in view), one row per series (named on the right): each generation's training data. "
+                 f"point in view), one row per series (named on the right): {what}. "
                  "Collapse as the paper expects it: the cloud loses its tails and shrinks towards a point, "
                  "generation after generation (a smaller cloud is "
-                 f"worse). Here, the total variance of the points, generation {' → '.join(map(str, gens))}: "
+                 f"worse). Here, the total variance of the points, {' → '.join(_panel(g) for g in gens)}: "
                  f"{spreads}.")
+
+
+def _panel(g: int) -> str:
+    return "real data" if g == REAL_PANEL else f"generation {g}"
 
 
 def row_label(ax, text: str) -> None:

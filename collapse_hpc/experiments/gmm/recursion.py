@@ -23,6 +23,9 @@ from collapse_hpc.experiments.gmm.mixture import Mixtures, sample
 from collapse_hpc.regimes import Pool, Regime, items_held
 
 
+REAL_PANEL = -1  # the real data's generation in snapshots.parquet (snapshot_points: drawn)
+
+
 @dataclass(frozen=True)
 class FitSettings:
     components: int = 2

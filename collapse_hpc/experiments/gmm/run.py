@@ -8,13 +8,19 @@ from tqdm import tqdm
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.gmm import em, metrics
-from collapse_hpc.experiments.gmm.recursion import FitSettings, draws, real_data, real_modes, recurse
+from collapse_hpc.experiments.gmm.recursion import REAL_PANEL, FitSettings, draws, real_data, real_modes, recurse
 
 
 def snapshot_generations(wanted: list[int], generations: int) -> list[int]:
     """Resolve -1 (the last generation) and drop generations past the end."""
     out = {generations + g if g < 0 else g for g in wanted}
     return sorted(g for g in out if 0 <= g < generations)
+
+
+def snapshot_panels(cfg, generations: int) -> int:
+    """Snapshot generations written per replicate: the resolved ones, and the real data's under drawn."""
+    n = len(snapshot_generations(cfg.snapshot_generations, generations))
+    return n + (1 if n and cfg.snapshot_points == "drawn" else 0)
 
 
 def run_part(ctx, size: int) -> None:
@@ -38,13 +44,22 @@ def run_part(ctx, size: int) -> None:
     snapshots = []
     modes = real_modes(cfg.init_data, cfg.separation)
 
+    def snap(points, generation):
+        pts = points[snap_rows]  # (S, n, 2)
+        snapshots.append((np.repeat(np.array(ids)[snap_rows], pts.shape[1]),
+                          np.full(pts.shape[0] * pts.shape[1], generation), pts.reshape(-1, 2)))
+
     def record(gen):
         for name, value in metrics.measure(gen, modes).items():
             table[name][gen.index] = value.numpy()
         if gen.index in snap_gens and snap_rows:
-            pts = gen.data[snap_rows]  # (S, n, 2)
-            snapshots.append((np.repeat(np.array(ids)[snap_rows], pts.shape[1]),
-                              np.full(pts.shape[0] * pts.shape[1], gen.index), pts.reshape(-1, 2)))
+            if cfg.snapshot_points == "training":
+                snap(gen.data, gen.index)
+                return
+            # the notebook's panel m: the points drawn from fit m, beside its "Real Data" panel
+            if not snapshots:
+                snap(np.stack(real), REAL_PANEL)
+            snap(gen.samples, gen.index)
 
     real = [real_data(cfg.init_data, cfg.samples, rng, cfg.separation) for rng in rngs]
     if not em.compiled():  # the job's log says why its first minutes show no fit
@@ -60,7 +75,7 @@ def run_part(ctx, size: int) -> None:
 
     meta = {"experiment": "gmm", "variant": ctx.variant.name, "part": ctx.index, "generations": G,
             "replicates": [ids.start, ids.stop], "regime": ctx.variant.regime.record(),
-            "init_data": cfg.init_data, "samples": cfg.samples}
+            "init_data": cfg.init_data, "samples": cfg.samples, "snapshot_points": cfg.snapshot_points}
     ctx.write_metrics(parts.metrics_table(table, ids), meta)
     if snapshots:
         rep, gen, xy = (np.concatenate(v) for v in zip(*snapshots))

@@ -40,11 +40,39 @@ def test_runs_through_the_engine(tmp_path):
         last = pq.read_table(folder / "part_001" / "metrics.parquet")
         assert set(last.column("replicate").to_pylist()) == {2}
         snaps = pq.read_table(folder / "part_000" / "snapshots.parquet").to_pandas()
+        # the real data (generation -1) and the 120 points drawn from each snapshot generation's fit
         assert sorted(snaps.groupby(["replicate", "generation"]).size().items()) == [
-            ((r, g), 120 * (g + 1) if chain.variant.regime.name == "accumulate" else 120)
-            for r in (0, 1) for g in (0, 2, 3)]
+            ((r, g), 120) for r in (0, 1) for g in (-1, 0, 2, 3)]
         assert not (folder / "part_001" / "snapshots.parquet").exists()  # replicate 2: no snapshots
         assert [f for f in readme_outputs()["gmm"] if not holds(folder / "part_000", f)] == []  # README, Outputs
+
+
+def test_snapshot_g_holds_what_generation_g_drew_as_the_papers_panel_g(tmp_path):
+    """The notebook's (and the paper's) panel m plots gmm.sample(N) of the m-th fit, beside a panel of the
+    real data: under replace that is the training data of generation m + 1, and generation 0's training
+    data is the real data. snapshot_points: training keeps each generation's own training data."""
+    def snapshots(name, points):
+        store, chains = _run(tmp_path, name, regimes=("replace",), snapshot_generations=[0, 1, 2, 3],
+                             snapshot_points=points)
+        folder = store.variant_dir("gmm", chains[0].variant.name) / "part_000"
+        snaps = pq.read_table(folder / "snapshots.parquet").to_pandas()
+        return {(r, g): grp[["x", "y"]].to_numpy() for (r, g), grp in snaps.groupby(["replicate", "generation"])}
+
+    drawn, training = snapshots("drawn", "drawn"), snapshots("training", "training")
+    assert sorted(drawn) == [(r, g) for r in (0, 1) for g in (-1, 0, 1, 2, 3)]
+    assert sorted(training) == [(r, g) for r in (0, 1) for g in (0, 1, 2, 3)]
+    for r in (0, 1):
+        np.testing.assert_array_equal(drawn[r, -1], training[r, 0])  # the real data
+        for g in (0, 1, 2):
+            np.testing.assert_array_equal(drawn[r, g], training[r, g + 1])
+        assert not np.array_equal(drawn[r, 0], training[r, 0])
+
+
+def test_paper_config_draws_the_papers_gmm_panels():
+    from pathlib import Path
+
+    run = experiments.load_config(Path(__file__).parents[3] / "configs" / "paper.yaml")
+    assert run.section("gmm").snapshot_points == "drawn"
 
 
 def test_same_seed_gives_bit_identical_parquet(tmp_path):
@@ -82,18 +110,18 @@ def test_the_widest_separation_allowed_still_fits(tmp_path):
 
 @pytest.mark.parametrize("init_data", ["blob", "two-mode"])
 def test_tail_shares_are_those_of_the_samples_the_next_generation_trains_on(tmp_path, init_data):
-    # under replace (keep 0) generation g+1 trains on exactly the points generation g drew: its snapshot
-    # holds them, and the recorded share of generation g is counted over them directly
+    # under replace (keep 0) generation g+1 trains on exactly the points generation g drew: generation g's
+    # snapshot holds them (snapshot_points: drawn), and its recorded share is counted over them directly
     from collapse_hpc.experiments.gmm.recursion import real_modes
 
     store, chains = _run(tmp_path, init_data, regimes=("replace",), init_data=init_data, separation=3.0,
-                          snapshot_generations=[1, 3])
+                          snapshot_generations=[0, 2])
     part = store.variant_dir("gmm", chains[0].variant.name) / "part_000"
     table = pq.read_table(part / "metrics.parquet").to_pandas().set_index(["generation", "replicate"])
     snaps = pq.read_table(part / "snapshots.parquet").to_pandas()
     modes = real_modes(init_data, 3.0)
     for g, r in ((0, 0), (0, 1), (2, 0), (2, 1)):
-        pts = snaps[(snaps["generation"] == g + 1) & (snaps["replicate"] == r)][["x", "y"]].to_numpy()
+        pts = snaps[(snaps["generation"] == g) & (snaps["replicate"] == r)][["x", "y"]].to_numpy()
         far = np.min([np.hypot(*(pts - m).T) for m in modes], axis=0)
         for k in (2, 3):
             assert table.loc[(g, r), f"tail_share_{k}sigma"] == (far > k).mean()
