@@ -191,3 +191,15 @@ def test_a_chunk_asked_for_that_no_machine_holds_is_refused_at_once(regime):
     with pytest.raises(UserError, match=r"one task of .* would hold about \S+ GiB in memory, more than 64 GiB"):
         engine.check(run, "c.yaml")
     assert time.perf_counter() - started < 5
+
+
+def test_snapshot_figure_draws_the_real_data_then_each_fits_draws(tmp_path):
+    """The report's panels as the paper's: "real data" first, then generation g's draws, and the caption
+    says which points it shows."""
+    from tests.report.test_figures import _context
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots
+
+    store, _ = _run(tmp_path, "fig", regimes=("replace",), snapshot_generations=[0, 2])
+    fig, caption = gmm_snapshots(_context(store.root, "gmm"))
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["real data", "generation 0", "generation 2"]
+    assert "the points drawn from each generation's fit" in caption
