@@ -139,10 +139,12 @@ class LanguageModel(Experiment):
         return run.generations_of(self.name)
 
     def memory(self, run, variant) -> int | None:
-        """Per rank (lm/memory.py): the larger of training's (state and activations) and sampling's."""
+        """Per rank (lm/memory.py): the larger of training's (state and activations) and sampling's; a rank
+        on the CPU (a local run on a machine without GPUs, as engine.check decides) holds more."""
         from collapse_hpc.experiments.lm.memory import memory
+        from collapse_hpc.machine import gpu_ids
 
-        return memory(variant.section(run))
+        return memory(variant.section(run), host=run.executor != "slurm" and not gpu_ids())
 
     def disk(self, run, variant, index: int) -> int | None:
         """The weights generation `index` keeps (model.weights_bytes, per folder chain.kept_weights) and its
