@@ -232,13 +232,8 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
     if profile:
         overrides.append(f"profile={profile}")
     run = experiments.load_config(args.config, overrides, args.generations)
-    # one line before anything is written; a unit run here must fit this machine (else killed, unit after unit)
-    largest = engine.check(run, args.config, getattr(args, "force", False),
-                           memory=None if run.executor == "slurm" else total_memory(), gpus_here=bool(gpu_ids()))
-    if run.executor != "slurm" and largest and largest > (available_memory() or largest):
-        logging.getLogger("collapse_hpc").warning(
-            "a unit of this run needs about %.3g GiB of memory; %.3g GiB is available here now: it may be "
-            "killed (out of memory) unless other processes free some", largest / 2**30, available_memory() / 2**30)
+    # one line before anything is written; the units' memory once the inputs are checked (below)
+    engine.check(run, args.config, getattr(args, "force", False), sizes=False)
     check(estimate.check, run, engine.plan(run), args.config, getattr(args, "force", False))
     only = getattr(args, "only", None)
     _warn_disk(store, run, engine.plan(run, only=only))
@@ -305,7 +300,21 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
                     except UserError as e:
                         raise UserError(f"{args.config}: {e}") from None
                 check(inputs)
+    _check_memory(run, args.config)
     return store, run
+
+
+def _check_memory(run, file: str) -> None:
+    """A unit run here must fit this machine (else killed, unit after unit); one over what is available
+    now is a warning. After the inputs' checks: a misspelt hub model's name may state a size none holds."""
+    from collapse_hpc import engine
+
+    largest = engine.check_sizes(run, file, memory=None if run.executor == "slurm" else total_memory(),
+                                 gpus_here=bool(gpu_ids()))
+    if run.executor != "slurm" and largest and largest > (available_memory() or largest):
+        logging.getLogger("collapse_hpc").warning(
+            "a unit of this run needs about %.3g GiB of memory; %.3g GiB is available here now: it may be "
+            "killed (out of memory) unless other processes free some", largest / 2**30, available_memory() / 2**30)
 
 
 def _run_store(args):

@@ -192,7 +192,7 @@ LARGE_UNITS = 2_000  # a plan beyond this many units (the paper's config plans 6
 
 
 def check(run, file: str = "<config>", force: bool = False, memory: int | None = None,
-          gpus_here: bool = False) -> int | None:
+          gpus_here: bool = False, sizes: bool = True) -> int | None:
     """Before anything is written: an experiment is enabled and each enabled one plans a chain (an
     empty seeds or regimes list would make a run folder that plans nothing), every variant has its own
     name (its own folders), and the plan is one a machine can hold: at most MAX_UNITS units, no unit
@@ -202,8 +202,9 @@ def check(run, file: str = "<config>", force: bool = False, memory: int | None =
 
     Counted with integers from each experiment's units() and memory(): nothing is built, so a
     count typed as 1e20 is one line now instead of a MemoryError after the run folder exists. Returns the
-    largest estimate of a unit held in this machine's memory (None: none known)."""
-    total, largest = 0, None
+    largest estimate of a unit held in this machine's memory (None: none known). `sizes` False leaves
+    the memory to check_sizes, e.g. once the inputs are checked (a misspelt hub model's name states a size)."""
+    total = 0
     if not run.enabled():  # a run folder with an empty plan would look like a finished run
         raise UserError(f"{file}: every experiment is disabled (enabled: false); enable one, e.g. "
                         f"--set {next(iter(run.sections))}.enabled=true")
@@ -227,27 +228,37 @@ def check(run, file: str = "<config>", force: bool = False, memory: int | None =
             if total > MAX_UNITS:
                 raise UserError(f"{file}: plans more than {MAX_UNITS} units ({name} alone reaches {total}); "
                                 f"lower the counts (seeds, regimes, replicates, generations)")
-            need = exp.memory(run, v)
-            held_here = not (gpus_here and exp.job != "cpu")  # a GPU unit's estimate is its GPU's
-            if need is not None:
-                _refuse_too_large(file, name, exp, run.executor, v.name, need, memory if held_here else None)
-                largest = max(largest or 0, need) if held_here else largest
     if total > LARGE_UNITS and not force:
         raise UserError(f"{file}: plans {total} units, more than {LARGE_UNITS} (the paper's config plans 635: "
                         f"one job each on a cluster); check the counts (generations, seeds, regimes, replicates), "
                         f"or pass --force to run it")
+    return check_sizes(run, file, memory, gpus_here) if sizes else None
+
+
+def check_sizes(run, file: str = "<config>", memory: int | None = None, gpus_here: bool = False) -> int | None:
+    """check's memory part: no unit estimated over MAX_UNIT_GIB, nor over `memory` where this machine
+    holds it. Returns the largest estimate of a unit held in this machine's memory (None: none known)."""
+    largest = None
+    for name in run.enabled():
+        exp = experiments.get(name)
+        for v in exp.variants(run):
+            need = exp.memory(run, v)
+            held_here = not (gpus_here and exp.job != "cpu")  # a GPU unit's estimate is its GPU's
+            if need is not None:
+                _refuse_too_large(file, name, exp, run, v, need, memory if held_here else None)
+                largest = max(largest or 0, need) if held_here else largest
     return largest
 
 
-def _refuse_too_large(file: str, name: str, exp, executor: str, variant: str, need: int, here: int | None) -> None:
+def _refuse_too_large(file: str, name: str, exp, run, variant, need: int, here: int | None) -> None:
     """One line where a unit's memory estimate passes MAX_UNIT_GIB or `here`, the machine that holds it."""
     if need <= min(MAX_UNIT_GIB * 2**30, here or MAX_UNIT_GIB * 2**30):
         return
-    keys = " or ".join(", ".join(f"{name}.{k}" for k in exp.memory_keys).rsplit(", ", 1))
-    limit = (f"this machine's {here / 2**30:.3g} GiB, where the {executor} executor runs it"
+    advice = exp.memory_advice(run, variant)
+    limit = (f"this machine's {here / 2**30:.3g} GiB, where the {run.executor} executor runs it"
              if here and here < MAX_UNIT_GIB * 2**30 else f"{MAX_UNIT_GIB} GiB")
-    raise UserError(f"{file}: {name}: one task of {variant} would hold about {need / 2**30:.3g} GiB "
-                    f"in memory, more than {limit}" + (f"; lower {keys}" if keys else ""))
+    raise UserError(f"{file}: {name}: one task of {variant.name} would hold about {need / 2**30:.3g} GiB "
+                    f"in memory, more than {limit}" + (f"; {advice}" if advice else ""))
 
 
 def _variant(store: RunStore, run, experiment: str, name: str) -> Variant:

@@ -213,6 +213,23 @@ def test_the_memory_guard_sees_the_chain_experiments_too(section, says):
     engine.check(experiments.config_from_dict(small))
 
 
+@pytest.mark.parametrize("executor", ["local", "slurm"])
+def test_a_hub_model_too_large_is_not_told_to_lower_the_tiny_model_s_sizes(executor):
+    """The refusal of a hub model too large advised lowering lm.hidden_size, lm.layers and the tiny OPT's
+    other keys, which a hub model ignores: it names what does apply there."""
+    profile = {"profile": "slurm/example-cluster.yaml"} if executor == "slurm" else {}
+    run = experiments.config_from_dict({"executor": executor, **profile, "lm": {"model": "facebook/opt-13b"}})
+    with pytest.raises(UserError, match="lm: one task of replace-p0-s0 would hold about") as refused:
+        engine.check(run)
+    said = str(refused.value)
+    assert "lm.hidden_size" not in said and "lower lm.micro_batch_size or lm.sample_batch_size" in said, said
+    assert ("under a profile whose mem holds it" in said) == (executor == "local"), said
+    assert ("lm.zero_stage: 3" in said) == (executor == "slurm"), said
+    tiny = experiments.config_from_dict({"lm": {"model": "tiny", "hidden_size": 1_000_000}})
+    with pytest.raises(UserError, match=r"lower lm.hidden_size, lm.layers, lm.ffn_size"):
+        engine.check(tiny)
+
+
 @pytest.mark.parametrize("key", ["capacity", "batch_size", "latent", "classifier_hidden"])
 def test_a_vae_size_no_machine_holds_is_refused_before_the_run_naming_its_keys(key):
     """vae.capacity: 1e8 (or batch_size, latent, classifier_hidden) passed every check and failed only in

@@ -290,6 +290,11 @@ class Experiment:
         whose size nothing on this machine states), which the estimate says."""
         raise NotImplementedError
 
+    def memory_advice(self, run, variant: Variant) -> str:
+        """What the refusal of a unit too large for memory advises: lowering the section's memory_keys."""
+        keys = " or ".join(", ".join(f"{self.name}.{k}" for k in self.memory_keys).rsplit(", ", 1))
+        return f"lower {keys}" if keys else ""
+
     def disk(self, run, variant: Variant, index: int) -> int | None:
         """Bytes unit `index` of the variant leaves on disk, for the plan's estimate: its model weights and
         result tables (manifests, logs and images of a few KB left out); None: not estimated."""

@@ -139,10 +139,24 @@ class LanguageModel(Experiment):
         return run.generations_of(self.name)
 
     def memory(self, run, variant) -> int | None:
-        """Per rank (lm/memory.py): the larger of training's (state and activations) and sampling's."""
+        """Per rank (lm/memory.py): the larger of training's (state and activations) and sampling's; a rank
+        on the CPU (a local run on a machine without GPUs, as engine.check decides) holds more."""
         from collapse_hpc.experiments.lm.memory import memory
+        from collapse_hpc.machine import gpu_ids
 
-        return memory(variant.section(run))
+        return memory(variant.section(run), host=run.executor != "slurm" and not gpu_ids())
+
+    def memory_advice(self, run, variant) -> str:
+        """A hub model's size is its own (lm.hidden_size and the other size keys shape the tiny OPT only):
+        a smaller batch or model, the state shared over more ranks, or a machine with more memory."""
+        if variant.section(run).model == "tiny":
+            return super().memory_advice(run, variant)
+        if run.executor == "slurm":
+            return ("lower lm.micro_batch_size or lm.sample_batch_size, share the model's state over more lm.ranks "
+                    "(lm.zero_stage: 3), or name a smaller lm.model")
+        return ("lower lm.micro_batch_size or lm.sample_batch_size, name a smaller lm.model, or run it on a machine "
+                "with more memory, e.g. on Slurm under a profile whose mem holds it (the model's weights, gradients "
+                "and optimizer state do not shrink with the batch)")
 
     def disk(self, run, variant, index: int) -> int | None:
         """The weights generation `index` keeps (model.weights_bytes, per folder chain.kept_weights) and its

@@ -19,16 +19,38 @@ from collapse_hpc.experiments.lm.sample import Decoding
 from collapse_hpc.experiments.lm.train import batch_plan, ds_config, zero_stage
 
 
-def memory(cfg) -> int | None:
+# What a unit's process on the CPU holds that does not grow with the model: Python with torch, transformers
+# and DeepSpeed loaded (~545 MB resident, a third of it their code), the data, the tokenizer and the engine's
+# objects (~55 MB more). Measured as the peak RSS of a whole unit process (as the local executor runs it:
+# one process a generation), a tiny OPT: 546 MB; taken with room (other builds of these libraries).
+HOST_FIXED = 1 << 30
+
+
+def memory(cfg, *, host: bool = False) -> int | None:
     """The larger of training's and sampling's bytes per rank; None where the model's size is unknown
-    (training's state alone where its shapes are unknown: at least that)."""
+    (training's state alone where its shapes are unknown: at least that). `host`: a rank on the CPU,
+    whose memory also holds what host_bytes counts and the process itself (HOST_FIXED): the whole unit
+    process, what the local launcher weighs against this machine (on a GPU, those are the host's)."""
     state = state_bytes(cfg)
     if state is None:
         return None
     dims = shape(cfg)
+    host_held = host_bytes(cfg) if host else 0
     if dims is None:
-        return state
-    return max(state + activation_bytes(cfg, dims), sampling_bytes(cfg, dims))
+        return state + host_held + (HOST_FIXED if host else 0)
+    peak = max(state + host_held + activation_bytes(cfg, dims), sampling_bytes(cfg, dims))
+    return peak + HOST_FIXED if host else peak
+
+
+def host_bytes(cfg) -> int:
+    """What a CPU rank holds beyond the state, growing with the model: DeepSpeed's flat fp32 copy of the
+    gradients (even on one rank), more fp32 copies of the weights (the best weights read back beside the
+    optimizer at the end of training, generation 0's model kept to score the generated text), and the
+    pages of a weights file mapped while it is read (resident, though the kernel may drop them). The
+    memory training frees stays the process's (distributed.keep_freed_memory). Measured as the peak RSS
+    of a whole unit process less a tiny OPT's, the larger at generation 1: 28-31 B a parameter (13M and
+    43M parameters), 27 B a parameter between them, against the state's 16; counted as 16 more."""
+    return 16 * (parameters(cfg) or 0)
 
 
 def state_bytes(cfg) -> int | None:

@@ -118,14 +118,18 @@ def test_an_unreachable_hub_is_refused_for_local_jobs_and_a_warning_on_slurm(hf_
     assert "cannot be reached from here" in caplog.text and "each job downloads it" in caplog.text
 
 
-def test_run_with_a_misspelt_hub_model_is_one_line_before_anything_is_written(tmp_path, lm_data_dir, hub):
+@pytest.mark.parametrize("model", ["facebook/opt-999m", "facebook/opt-999b"])
+def test_run_with_a_misspelt_hub_model_is_one_line_before_anything_is_written(tmp_path, lm_data_dir, hub, model):
+    """The units' memory was checked before the model's name: a misspelt name stating a size this machine
+    (opt-999m: some 30 GiB on a CPU) or any (opt-999b) cannot hold was refused for its memory, not its name.
+    The name is looked up first, on every machine."""
     cfg = tmp_path / "lm.yaml"
     cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
-                   f"lm: {{dataset: tiny, model: facebook/opt-999m}}\n")
+                   f"lm: {{dataset: tiny, model: {model}}}\n")
     p = cli("run", cfg, "--run", tmp_path / "r", env={"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub,
                                                       "HF_HUB_OFFLINE": "0"})
     line = one_error_line(p)
-    assert "lm.model: 'facebook/opt-999m' is not in the HF cache" in line and "has no model" in line, line
+    assert f"lm.model: '{model}' is not in the HF cache" in line and "has no model" in line, line
     assert not (tmp_path / "r").exists()
 
 
