@@ -59,7 +59,7 @@ from collapse_hpc.experiments.lm import sources
 from collapse_hpc.experiments.lm import tokenizer as tk
 from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, long_text, read_texts, split_file
 from collapse_hpc.store import atomic
-from collapse_hpc.store.cards import load_card, seal_file, sealed_file, sealed_files, source_name
+from collapse_hpc.store.cards import intact_card, load_card, seal_file, sealed_file, sealed_files, source_name
 from collapse_hpc.store.lock import file_lock
 from collapse_hpc.logs import count
 
@@ -101,7 +101,7 @@ def by_file(files: list[Path], source: Path) -> dict[Path, str]:
 # ---------------------------------------------------------------- preparers
 
 def _prepared(out: Path, force: bool) -> bool:
-    if (out / "card.json").is_file() and not force:
+    if not force and intact_card(out) is not None:  # a card that no longer reads: built again
         print(f"{out}: already prepared (use --force to redo)")
         return True
     return False
@@ -225,11 +225,8 @@ def source_digest(files: list[Path]) -> str:
 def _same_source(out: Path, digest: str, source: Path, force: bool) -> None:
     """A name already prepared from other files is refused, not reported as prepared: a run would
     read the earlier text under the name the user just gave the new one."""
-    try:
-        earlier = json.loads((out / "card.json").read_text())
-    except (OSError, ValueError):
-        return  # not prepared (or unreadable: _prepared and the run's checks say so)
-    if not force and isinstance(earlier, dict) and earlier.get("sha256") != digest:
+    earlier = intact_card(out)  # None: not prepared, or its card unreadable (prepared again)
+    if not force and earlier is not None and earlier.get("sha256") != digest:
         raise UserError(f"{out}: already prepared from other files ({earlier.get('source')}); give these "
                         f"another name, or --force to prepare {out.name} again from {source}")
 
