@@ -652,5 +652,6 @@ def test_a_cache_whose_card_does_not_read_says_to_remove_the_cache(tmp_path):
     seal(folder)
     assert sealed_files(folder) == [folder / "tokenizer.json"]
     (folder / "card.json").write_text("{")  # cut short by a crash
-    with pytest.raises(UserError, match=re.escape(f"card is not a JSON mapping; remove {folder} to build it again") + "$"):
+    said = re.escape(f"card is not a JSON mapping; remove {folder} to build it again") + "$"
+    with pytest.raises(UserError, match=said):
         sealed_files(folder)
