@@ -16,7 +16,7 @@ from pathlib import Path
 from collapse_hpc import experiments
 from collapse_hpc.errors import NotAFormat, UserError, one_line
 from collapse_hpc.store.atomic import sweep
-from collapse_hpc.store.cards import intact_card
+from collapse_hpc.store.cards import intact_card, load_card
 from collapse_hpc.store.lock import data_lock
 
 
@@ -128,10 +128,7 @@ def list_prepared(data_dir: Path) -> int:
     if not cards:
         print(f"no prepared data sets under {data_dir}/ (collapse-hpc data prepare NAME)")
     for c in cards:
-        card = intact_card(c.parent)
-        if card is None:  # one unreadable card is no reason to hide the others
-            print(f"{one_line(c.parent.name):12s} card.json is not a JSON mapping: prepare it again")
-            continue
+        card = load_card(c)
         sizes = card.get("splits")
         splits = ", ".join(f"{k}: {v}" for k, v in sizes.items()) if isinstance(sizes, dict) else ""
         print(f"{one_line(c.parent.name):12s} {one_line(card.get('source', ''))}  [{splits}]")

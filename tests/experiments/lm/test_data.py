@@ -563,8 +563,8 @@ def test_a_data_set_whose_card_does_not_read_names_a_command_that_prepares_it(tm
     cfg.write_text(f"generations: 1\nexecutor: debug\ndata_dir: {data_dir}\nlm: {{dataset: mine}}\n")
     line = one_error_line(cli("run", cfg, "--run", tmp_path / "r"))
     assert f"collapse-hpc data prepare mine --data-dir {data_dir} (with --from PATH" in line, line
-    listed = cli("data", "list", "--data-dir", data_dir)  # listed as such, not a listing cut short
-    assert listed.returncode == 0 and "card.json is not a JSON mapping" in listed.stdout, listed.stderr
+    listed = one_error_line(cli("data", "list", "--data-dir", data_dir))  # the same command, no --force
+    assert f"collapse-hpc data prepare mine --data-dir {data_dir} (with --from PATH" in listed, listed
     for force in ((), ("--force",)):
         line = one_error_line(cli("data", "prepare", "mine", "--data-dir", data_dir, *force))
         assert "the files mine was prepared from are unknown" in line and "--from PATH" in line, line
