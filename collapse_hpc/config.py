@@ -465,12 +465,13 @@ def build(cls, data: dict, file: str = "<config>", prefix: str = "", sections: M
         data = {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "sections"}
     hints = typing.get_type_hints(cls)
+    # a regime's overrides are written under an experiment's name, never as `overrides`
+    written = [*(set(fields) - {"overrides"}), *where.sections] if cls is Regime else list(fields)
     for k in data:
         if k not in fields:
-            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            close = difflib.get_close_matches(str(k), written, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            valid = ", ".join(sorted(fields))
-            where.fail(f"{prefix}{k}", f"unknown key{hint}; valid keys: {valid}")
+            where.fail(f"{prefix}{k}", f"unknown key{hint}; valid keys: {', '.join(sorted(written))}")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:

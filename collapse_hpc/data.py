@@ -18,7 +18,7 @@ from pathlib import Path
 from collapse_hpc import experiments
 from collapse_hpc.errors import NotAFormat, UserError, one_line
 from collapse_hpc.store.atomic import sweep
-from collapse_hpc.store.cards import load_card
+from collapse_hpc.store.cards import intact_card, load_card
 from collapse_hpc.store.lock import data_lock
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,12 @@ def _prepared_from_files(name: str, data_dir: Path, force: bool) -> int:
     if not card_file.is_file():
         raise UserError(f"unknown data set {name!r}; known: {', '.join(preparers())} "
                         f"(or give local files with --from PATH)")
-    source = one_line(load_card(card_file).get("source", "your own files"))  # an older card's "\\udce9" too
+    card = intact_card(card_file.parent)
+    if card is None:  # what it was made from is on that card: only the user can say it again
+        raise UserError(f"{card_file}: card is not a JSON mapping, so the files {name} was prepared from are "
+                        f"unknown; prepare it again from them: collapse-hpc data prepare {name} --from PATH "
+                        f"--data-dir {data_dir}")
+    source = one_line(card.get("source", "your own files"))  # an older card's "\\udce9" too
     if force:  # only the user has those files: prepare reads them again from where they say
         raise UserError(f"{data_dir / name}: prepared from {source}; to prepare it again give them: "
                         f"collapse-hpc data prepare {name} --from PATH --force")

@@ -23,6 +23,7 @@ from collapse_hpc import experiments
 from collapse_hpc.config import CHAIN_KEYS, build, config_hash, diff, knobs_changed, plain
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import UnitContext, Variant
+from collapse_hpc.logs import count
 from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime, values_of
 from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
@@ -423,7 +424,12 @@ def pending(store: RunStore, run, chain: Chain) -> list[Job]:
         read = experiments.get(chain.experiment).reads(chain.variant, todo[0].index)
         bad = [j.index for j in chain.jobs if j.index in read and not job_done(store, run, j, deep=True)]
         if bad:
-            return [j for j in chain.jobs if j.index >= min(bad)]
+            redo = [j for j in chain.jobs if j.index >= min(bad)]
+            after = todo[0].index - min(bad) - 1  # finished ones built on it: run_unit skips those still bound
+            built = f" (and the {count(after, 'finished generation')} built on it, where the redo changes it)"
+            log.warning("%s: its files no longer match its manifest (collapse-hpc verify names them), and "
+                        "generation %d reads them: redone%s", redo[0].label, todo[0].index, built if after else "")
+            return redo
     return todo
 
 

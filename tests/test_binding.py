@@ -151,6 +151,28 @@ def test_launchers_start_a_chain_from_its_first_unfinished_generation(two_varian
     assert verify_run(store.root) == 0
 
 
+def test_finished_generations_redone_because_one_no_longer_verifies_are_said(two_variants, caplog):
+    """A run extended by a generation hashes what that generation reads; one that no longer matches its
+    manifest (a byte flipped: same size) is redone with every finished generation after it. That was
+    silent: a chain's finished work redone without a word (hours of GPU for the paper's)."""
+    store, run, exp, (a, *_), calls = two_variants
+    if exp.shape != "chain":
+        pytest.skip("an array experiment's units are independent (no earlier generations)")
+    longer = experiments.config_from_dict({**run.to_dict(), "generations": 3})
+    chain = next(c for c in engine.plan(longer) if c.variant.name == a.variant.name)
+    first = min(exp.reads(chain.variant, 2))
+    f = _unit(store, a, first) / "out.parquet"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        assert [j.index for j in engine.pending(store, longer, chain)] == list(range(first, 3))
+    said = f"{chain.jobs[first].label}: its files no longer match its manifest (collapse-hpc verify names them), " \
+           f"and generation 2 reads them: redone"
+    built = " (and the 1 finished generation built on it, where the redo changes it)"
+    assert said + (built if first == 0 else "") in caplog.text, caplog.text
+
+
 def test_verify_quotes_its_command_and_escapes_file_names(tmp_path, capsys):
     """A run path holding `$(...)` is quoted in the printed command (pasted, it runs nothing), and a
     file name's escape codes are printed escaped, not sent to the terminal."""

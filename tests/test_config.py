@@ -166,6 +166,14 @@ def test_regime_overrides_are_validated_like_their_section(tmp_path):
     assert "unknown key" in error_of(tmp_path, "regimes: [{name: replace, toyy: {rows: 3}}]\ntoy: {}\n")
 
 
+def test_a_regime_s_unknown_key_lists_the_keys_one_writes(tmp_path):
+    # the list named `overrides`, which is refused when written, and not the experiments' names, which work
+    msg = error_of(tmp_path, "regimes: [{name: replace, toyy: {rows: 3}}]\ntoy: {}\n")
+    assert "did you mean 'regimes[0].toy'?" in msg, msg
+    valid = msg.split("valid keys: ")[1].split(", ")
+    assert "toy" in valid and "keep_fraction" in valid and "overrides" not in valid, msg
+
+
 def test_regime_overrides_round_trip_and_change_the_hash(tmp_path):
     text = "regimes: [{name: replace, keep_fraction: 0.1, toy: {rows: 7}}]\ntoy: {}\n"
     run = experiments.load_config(write(tmp_path, text))

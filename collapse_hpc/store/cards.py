@@ -48,22 +48,33 @@ def source_name(path: Path) -> str:
     return name
 
 
-def read_card(folder: Path) -> dict | None:
-    """A prepared data set's card, or None when there is none yet (being prepared)."""
+def read_card(folder: Path, redo: str = "") -> dict | None:
+    """A prepared data set's (or sealed cache's) card, or None when there is none yet (being prepared)."""
     path = Path(folder) / "card.json"
-    return load_card(path) if path.is_file() else None
+    return load_card(path, redo) if path.is_file() else None
 
 
-def load_card(path: Path) -> dict:
-    """A card.json as a mapping, or one error line saying how to prepare its data set again."""
+def load_card(path: Path, redo: str = "") -> dict:
+    """A card.json as a mapping, or one error line saying how to build its folder again: `redo`, else
+    the command that prepares its data set again (one that does not read counts as not prepared)."""
     try:
         card = json.loads(path.read_text())
     except ValueError:
         card = None
     if not isinstance(card, dict):
-        raise UserError(f"{path}: card is not a JSON mapping; prepare the data set again "
-                        f"(collapse-hpc data prepare {path.parent.name} --force)")
+        raise UserError(f"{path}: card is not a JSON mapping; " + (redo or (
+            f"prepare the data set again: collapse-hpc data prepare {path.parent.name} --data-dir "
+            f"{path.parent.parent} (with --from PATH, the files it was made from, for one of your own)")))
     return card
+
+
+def intact_card(folder: Path) -> dict | None:
+    """A folder's card.json as a mapping; None where there is none or it does not read as one (cut short
+    by a crash, edited by hand): such a data set counts as not prepared, and preparing it builds it again."""
+    try:
+        return read_card(folder)
+    except (UserError, OSError):
+        return None
 
 
 def seal(folder: Path) -> None:
@@ -78,7 +89,7 @@ def sealed_files(folder: Path) -> list[Path] | None:
     """A sealed cache folder's files, each checked against its card (hashed once per process);
     None when the folder has no card (unfinished, or from before cards: build it again). A file
     changed since is one error line naming it."""
-    card = read_card(folder)
+    card = read_card(folder, redo=f"remove {folder} to build it again")  # a cache, not a data set
     listed = card.get("files_sha256") if card else None
     if not isinstance(listed, dict):
         return None

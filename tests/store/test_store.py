@@ -2,6 +2,7 @@
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import time
 
@@ -638,3 +639,19 @@ def test_a_copy_of_a_running_run_folder_is_not_held_by_the_originals_processes(t
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_cache_whose_card_does_not_read_says_to_remove_the_cache(tmp_path):
+    """A sealed cache (a tokenizer, the tiny base) is no data set: `data prepare tokenizer-bpe500` was
+    no command that rebuilds it; removing the folder is."""
+    from collapse_hpc.store.cards import seal, sealed_files
+
+    folder = tmp_path / "zh" / "tokenizer-bpe500"
+    folder.mkdir(parents=True)
+    (folder / "tokenizer.json").write_text("{}")
+    seal(folder)
+    assert sealed_files(folder) == [folder / "tokenizer.json"]
+    (folder / "card.json").write_text("{")  # cut short by a crash
+    said = re.escape(f"card is not a JSON mapping; remove {folder} to build it again") + "$"
+    with pytest.raises(UserError, match=said):
+        sealed_files(folder)

@@ -100,7 +100,8 @@ class GMMExperiment(ArrayExperiment):
         from collapse_hpc.experiments.gmm.em import compiled
 
         wanted, G = run.section(NAME).snapshot_generations, self.generations(run)
-        beyond = [g for g in wanted if not -G <= g < G]
+        asked = wanted != GMMConfig().snapshot_generations  # the default's 100 is for runs that reach it
+        beyond = [g for g in wanted if not -G <= g < G] if asked else []
         if beyond:  # kept (a longer run may reach them), but nothing of them is drawn now
             logging.getLogger("collapse_hpc").warning(
                 "gmm.snapshot_generations %s: beyond the run's %d generations (0..%d, or -1 for the last); "

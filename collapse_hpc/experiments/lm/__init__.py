@@ -94,6 +94,7 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.data import check_caches
         from collapse_hpc.experiments.lm.hub import check_source
         from collapse_hpc.experiments.lm.model import check_weights
+        from collapse_hpc.experiments.lm.train import check_deepspeed
 
         checked, problems = set(), []
 
@@ -113,6 +114,7 @@ class LanguageModel(Experiment):
                     attempt(check_source, where(key), tag, slurm=run.executor == "slurm")
                     if key == "model":
                         attempt(check_weights, where(key), tag)
+            attempt(check_deepspeed, where("deepspeed"), cfg)
         if problems:
             raise UserError("; ".join(dict.fromkeys(problems)))
 

@@ -59,7 +59,7 @@ from collapse_hpc.experiments.lm import sources
 from collapse_hpc.experiments.lm import tokenizer as tk
 from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, long_text, read_texts, split_file
 from collapse_hpc.store import atomic
-from collapse_hpc.store.cards import load_card, seal_file, sealed_file, sealed_files, source_name
+from collapse_hpc.store.cards import intact_card, load_card, seal_file, sealed_file, sealed_files, source_name
 from collapse_hpc.store.lock import file_lock
 from collapse_hpc.logs import count
 
@@ -101,7 +101,7 @@ def by_file(files: list[Path], source: Path) -> dict[Path, str]:
 # ---------------------------------------------------------------- preparers
 
 def _prepared(out: Path, force: bool) -> bool:
-    if (out / "card.json").is_file() and not force:
+    if not force and intact_card(out) is not None:  # a card that no longer reads: built again
         print(f"{out}: already prepared (use --force to redo)")
         return True
     return False
@@ -187,15 +187,14 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     _same_source(out, digest, source, force)
     if _prepared(out, force):
         return 0
-    splits = {s: [] for s in SPLITS}
+    splits, how = {s: [] for s in SPLITS}, None
     named = {p: sources.file_split(p, source) if source.is_dir() else None for p in files}  # one file: split its rows
     if any(named.values()):
         sources.check_split_layout(source, named)
         for p in files:
             splits[named[p]].extend({"text": t} for t in sources.read_rows(p))
     elif len(files) >= DOCUMENTS:  # a folder of documents: each goes whole to one split
-        for p, split in by_file(files, source).items():
-            splits[split].extend({"text": t} for t in sources.read_rows(p))
+        how = _split_by_file(files, source, splits)
     else:
         for p in files:
             for t in sources.read_rows(p):
@@ -206,8 +205,20 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         raise UserError(f"--from {source}: no training text")
     card = {"name": name, "source": f"local files: {source_name(source)}",
             "licence": "as given by the files' owner",
-            "unit": "rows", "sha256": digest, "sha256_of": "the source files"}
+            "unit": "rows", "sha256": digest, "sha256_of": "the source files", **({"split": how} if how else {})}
     return _finish(out, splits, card)
+
+
+def _split_by_file(files: list[Path], source: Path, splits: dict) -> str:
+    """Each file's rows to its split (by_file); returns how, naming the held-out files: for the card, and
+    for the line refusing a held-out split whose files make no block (the folder's text may be plenty)."""
+    assigned = by_file(files, source)
+    for p, split in assigned.items():
+        splits[split].extend({"text": t} for t in sources.read_rows(p))
+    held = {s: sorted(str(p.relative_to(source)) for p, x in assigned.items() if x == s)
+            for s in ("validation", "test")}
+    named = "; ".join(f"{s}: {', '.join(v[:3])}{' …' if len(v) > 3 else ''}" for s, v in held.items())
+    return f"90/5/5 by file, each of the {len(files)} files whole in one split ({named})"
 
 
 def source_digest(files: list[Path]) -> str:
@@ -225,11 +236,8 @@ def source_digest(files: list[Path]) -> str:
 def _same_source(out: Path, digest: str, source: Path, force: bool) -> None:
     """A name already prepared from other files is refused, not reported as prepared: a run would
     read the earlier text under the name the user just gave the new one."""
-    try:
-        earlier = json.loads((out / "card.json").read_text())
-    except (OSError, ValueError):
-        return  # not prepared (or unreadable: _prepared and the run's checks say so)
-    if not force and isinstance(earlier, dict) and earlier.get("sha256") != digest:
+    earlier = intact_card(out)  # None: not prepared, or its card unreadable (prepared again)
+    if not force and earlier is not None and earlier.get("sha256") != digest:
         raise UserError(f"{out}: already prepared from other files ({earlier.get('source')}); give these "
                         f"another name, or --force to prepare {out.name} again from {source}")
 
@@ -266,6 +274,23 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
     return 0
 
 
+def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
+    """A split that makes no block of 64 tokens: why, by how the rows were split (card's split)."""
+    if card.get("split"):  # a folder of documents, each whole in one split
+        return UserError(f"{name}: too little text for the {split} split ({len(splits[split])} {card['unit']}, "
+                         f"less than one block of 64 tokens; split {card['split']}); make those files longer, "
+                         f"or name every file for its split (train, validation, test)")
+    distinct = {row.get("text") for part in splits.values() for row in part}
+    rows = sum(map(len, splits.values()))
+    alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
+             f"{count(len(distinct), 'distinct text')}, and a text goes whole to one split (by its hash), "
+             f"so copies of a row never land in two splits"
+             if len(distinct) < 20 else "")
+    return UserError(f"{name}: too little text for the {split} split ({len(splits[split])} {card['unit']}, "
+                     f"less than one block of 64 tokens{alike}); give more text, more (shorter) rows to "
+                     f"split 90/5/5, or your own train, validation and test files")
+
+
 def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
     import pyarrow as pa
 
@@ -286,15 +311,7 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
             log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)
         blocks = make_blocks(texts, tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
-            distinct = {row.get("text") for part in splits.values() for row in part}
-            rows = sum(map(len, splits.values()))
-            alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
-                     f"{count(len(distinct), 'distinct text')}, and a text goes whole to one split (by its hash), "
-                     f"so copies of a row never land in two splits"
-                     if len(distinct) < 20 else "")
-            raise UserError(f"{name}: too little text for the {s} split ({len(splits[s])} {card['unit']}, "
-                            f"less than one block of 64 tokens{alike}); give more text, more (shorter) rows to "
-                            f"split 90/5/5, or your own train, validation and test files")
+            raise _too_little(name, s, splits, card)
         write_blocks(blocks_path(data_dir, tmp_name, s, tok, 64), blocks, _blocks_meta(name, s, 64, tok))
         card["blocks"][s] = blocks.num_rows
         card["tokens"][s] = blocks.num_rows * 64

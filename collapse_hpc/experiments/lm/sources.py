@@ -251,9 +251,14 @@ def check_split_layout(source: Path, named: dict) -> None:
     missing = [s for s in SPLITS if s not in named.values()]
     if missing:
         given = sorted(set(named.values()))
+        # save_to_disk writes an empty split as a folder without a data file: there, but no rows
+        empty = [f"{d.relative_to(source)}/" for d in sorted(source.rglob("*")) if d.is_dir()
+                 and file_split(d, source) in missing and not d.name.startswith(".")]
+        train = [p for p, s in named.items() if s == "train"]
         raise UserError(f"--from {source}: no {' or '.join(missing)} file beside the "
-                        f"{', '.join(given)} file{'s' if len(given) > 1 else ''}: give all three splits, or "
-                        + _alone(source, [p for p, s in named.items() if s == "train"]))
+                        f"{', '.join(given)} file{'s' if len(given) > 1 else ''}"
+                        + (f" ({', '.join(empty)}: no data file, an empty split)" if empty else "")
+                        + ": give all three splits, or " + _alone(source, train))
 
 
 def _alone(source: Path, train: list[Path]) -> str:

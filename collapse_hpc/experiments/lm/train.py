@@ -124,6 +124,30 @@ def ds_config(cfg, micro: int, accumulation: int, world_size: int, precision: st
     return _bf16_from_zero1(merge(conf, cfg.deepspeed or {}), precision)
 
 
+def check_deepspeed(key: str, cfg) -> None:
+    """lm.deepspeed as DeepSpeed reads it, before any unit starts: a key it refuses (a nested typo,
+    zero_optimization: {stag: 1}; a value of the wrong type) failed each generation's job with pydantic's
+    traceback once queued. One rank, one micro-batch: the batch keys are ours, not the user's."""
+    if not cfg.deepspeed:
+        return
+    # its import's "Setting accelerator to CPU" is no word of this check (its logger is made, at WARNING, then)
+    level = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        from deepspeed.runtime.config import DeepSpeedConfig
+
+        DeepSpeedConfig(ds_config(cfg, 1, 1, 1, "bf16" if cfg.precision == "bf16" else "fp32"))
+    except Exception as e:  # pydantic's ValidationError, DeepSpeed's own errors and asserts
+        errors = getattr(e, "errors", None)
+        said = ("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in errors())
+                if callable(errors) else str(e) or type(e).__name__)
+        title = getattr(e, "title", None)
+        raise UserError(f"{key}: DeepSpeed refuses it ({f'{title}: ' if title else ''}"
+                        f"{' '.join(said.split())})") from None
+    finally:
+        logging.disable(level)
+
+
 def zero_stage(conf: dict) -> int:
     """The ZeRO stage a DeepSpeed config asks for (DeepSpeed's default: 0)."""
     return conf.get("zero_optimization", {}).get("stage", 0)

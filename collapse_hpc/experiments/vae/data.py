@@ -18,7 +18,6 @@ label (int8), height and width (int16); data/<name>/card.json: source, licence, 
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import os
 import zlib
@@ -31,7 +30,7 @@ from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae.metrics import CLASSES  # labels 0..9: ten class shares
 from collapse_hpc.store import atomic
-from collapse_hpc.store.cards import source_name
+from collapse_hpc.store.cards import intact_card, source_name
 from collapse_hpc.store.lock import data_lock
 
 SPLITS = ("train", "test")
@@ -61,7 +60,8 @@ class Images:
 # ---------------------------------------------------------------- writing
 
 def _is_prepared(out: Path) -> bool:
-    return (out / "card.json").is_file() and all((out / f"{s}.parquet").is_file() for s in SPLITS)
+    """Its card reads (one cut short or edited by hand: prepared again) and every split is there."""
+    return intact_card(out) is not None and all((out / f"{s}.parquet").is_file() for s in SPLITS)
 
 
 def _write(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], card: dict, final: Path | None = None) -> None:
@@ -220,15 +220,6 @@ def prepare_mnist(data_dir: Path, force: bool = False, source: Path | None = Non
     return 0
 
 
-def _card(out: Path) -> dict | None:
-    """A prepared set's card; None where there is none (or an unreadable one: prepared again)."""
-    try:
-        card = json.loads((out / "card.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) else None
-
-
 def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) -> int:
     """The user's own grey images as the four IDX files MNIST ships (the same names, gzipped or
     not) in the folder `source`; labels 0..9. Built beside data/NAME and renamed into place."""
@@ -247,7 +238,7 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         raise UserError(f"--from {source}: a folder with the four IDX files of MNIST's names ({', '.join(stems)}; "
                         f".gz or not); missing: {', '.join(missing)}")
     splits, hashes, _ = found
-    earlier = _card(out) if not force else None
+    earlier = intact_card(out) if not force else None
     if earlier is not None:
         sources = {k: v for k, v in (earlier.get("sha256") or {}).items() if not k.endswith(".parquet")}
         if sources != hashes:  # a run would read the earlier images under this name

@@ -150,6 +150,15 @@ def test_snapshot_generations_beyond_the_run_are_named(caplog):
     assert "gmm.snapshot_generations [7, -9]: beyond the run's 4 generations (0..3" in caplog.text
 
 
+def test_the_default_snapshot_generations_are_not_named_beyond_a_short_run(caplog):
+    # the default [0, 1, 10, 100, -1] warned of 100 in every run of under 101 generations that left it unset
+    section = {k: v for k, v in SECTION.items() if k != "snapshot_generations"}
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "gmm": section})
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        experiments.get("gmm").check(run)
+    assert "snapshot_generations" not in caplog.text
+
+
 @pytest.mark.parametrize("regime", ["replace", "replace:0.1", "accumulate", "accumulate-subsample"])
 def test_a_part_holds_no_more_memory_than_its_estimate(tmp_path, regime):
     """The estimate counted the points drawn (2 a point) beside the pools and the metrics; a generation's

@@ -525,3 +525,51 @@ def test_a_folder_of_documents_is_split_by_document(tmp_path):
     assert sum(h == {"validation"} for h in homes) == 2 and sum(h == {"test"} for h in homes) == 2
     assert data.by_file(sorted((tmp_path / "docs").iterdir()), tmp_path / "docs") == \
         data.by_file(sorted((tmp_path / "docs").iterdir(), reverse=True), tmp_path / "docs")  # by name, not order
+    assert json.loads((tmp_path / "data" / "docs" / "card.json").read_text())["split"].startswith(
+        "90/5/5 by file, each of the 40 files whole in one split (validation: ")
+
+
+def test_a_held_out_document_too_short_for_a_block_is_named(tmp_path):
+    """Plenty of text, but the one file the validation split holds is short: the line said to give more
+    text or more rows; it names the split by file and that file."""
+    from tests.experiments.lm.conftest import corpus_lines
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(25):
+        (docs / f"doc{i:02d}.txt").write_text("\n".join(corpus_lines(20, 200 + i)) + "\n")
+    short = next(p for p, s in data.by_file(sorted(docs.iterdir()), docs).items() if s == "validation")
+    short.write_text("a few words\n")
+    with pytest.raises(UserError) as refused:
+        data.prepare_local("docs", docs, tmp_path / "data")
+    line = str(refused.value)
+    assert "too little text for the validation split (1 rows" in line, line
+    assert f"split 90/5/5 by file, each of the 25 files whole in one split (validation: {short.name}; " in line, line
+    assert line.endswith("name every file for its split (train, validation, test)"), line
+    assert not (tmp_path / "data" / "docs").exists()
+
+
+def test_a_data_set_whose_card_does_not_read_names_a_command_that_prepares_it(tmp_path):
+    """Each line names a command that works: the run's names the data dir and --from; without the files
+    (prepare NAME, also with --force, which said the same line again) it asks for them; with them the
+    set is prepared again, not reported as already prepared."""
+    from tests.test_cli import cli, one_error_line
+
+    source = write_corpus(tmp_path / "source")
+    data_dir = tmp_path / "elsewhere"
+    data.prepare_local("mine", source, data_dir)
+    (data_dir / "mine" / "card.json").write_text("{oops")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"generations: 1\nexecutor: debug\ndata_dir: {data_dir}\nlm: {{dataset: mine}}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r"))
+    assert f"collapse-hpc data prepare mine --data-dir {data_dir} (with --from PATH" in line, line
+    listed = one_error_line(cli("data", "list", "--data-dir", data_dir))  # the same command, no --force
+    assert f"collapse-hpc data prepare mine --data-dir {data_dir} (with --from PATH" in listed, listed
+    for force in ((), ("--force",)):
+        line = one_error_line(cli("data", "prepare", "mine", "--data-dir", data_dir, *force))
+        assert "the files mine was prepared from are unknown" in line and "--from PATH" in line, line
+    done = cli("data", "prepare", "mine", "--from", source, "--data-dir", data_dir)
+    assert done.returncode == 0 and "already prepared" not in done.stdout, done.stdout + done.stderr
+    assert json.loads((data_dir / "mine" / "card.json").read_text())["splits"]["train"] == 600
+    listed = cli("data", "list", "--data-dir", data_dir)
+    assert listed.returncode == 0 and "local files: source" in listed.stdout, listed.stdout + listed.stderr

@@ -144,3 +144,27 @@ def test_zero3_trains_on_the_chunked_loss_as_on_hf_loss(lm_data_dir, tmp_path):
     np.testing.assert_allclose(chunked["val_loss"], hf["val_loss"], rtol=1e-5)
     assert chunked["ppl"] == pytest.approx(hf["ppl"], rel=1e-5)
     assert chunked["val_loss"][-1] < chunked["initial_val_loss"]
+
+
+def test_a_key_deepspeed_refuses_is_one_line_before_the_run(tmp_path, lm_data_dir):
+    """A nested typo or a value of the wrong type under lm.deepspeed passed the config's checks and failed
+    each generation's job with pydantic's traceback once it started (on Slurm: once queued). Now the run
+    refuses it before it writes anything, in one line naming the key, a regime's override too."""
+    from tests.test_cli import cli, one_error_line
+
+    cfg = tmp_path / "c.yaml"
+    for lm, key, said in (
+            ("{dataset: tiny, deepspeed: {zero_optimization: {stag: 1}}}", "lm.deepspeed",
+             "DeepSpeedZeroConfig: stag: Extra inputs are not permitted"),
+            ("{dataset: tiny, deepspeed: {bf16: {enabled: maybe}}}", "lm.deepspeed",
+             "DeepSpeedBF16Config: enabled: Input should be a valid boolean"),
+            ("{dataset: tiny}\nregimes: [replace, {name: replace, keep_fraction: 0.1, lm: {deepspeed: "
+             "{fp16: {enabled: true}, bf16: {enabled: true}}}}]", "regimes[1].lm.deepspeed",
+             "bfloat16 and fp16 modes cannot be simultaneously enabled")):
+        cfg.write_text(f"generations: 1\nexecutor: local\ndata_dir: {lm_data_dir}\nlm: {lm}\n")
+        line = one_error_line(cli("run", cfg, "--run", tmp_path / "r"))
+        assert f"{key}: DeepSpeed refuses it (" in line and said in line, line
+        assert not (tmp_path / "r").exists()
+    cfg.write_text(f"generations: 1\ndata_dir: {lm_data_dir}\nlm: {{dataset: tiny, deepspeed: "
+                   f"{{zero_optimization: {{stage: 1}}}}}}\n")
+    train.check_deepspeed("lm.deepspeed", experiments.load_config(cfg).section("lm"))  # what DeepSpeed takes

@@ -105,6 +105,18 @@ def test_a_datasets_folder_with_a_train_split_alone_is_told_how_to_split_it(tmp_
     assert all(data.read_texts(tmp_path / "data", "shards", s) for s in data.SPLITS)
 
 
+def test_an_empty_split_of_a_datasets_folder_is_named_as_empty(tmp_path):
+    # save_to_disk writes a split of 0 rows as a folder without an .arrow file: "no validation file" read
+    # as if it were not there, beside the validation/ folder the user can see
+    datasets = pytest.importorskip("datasets")
+    rows = {"train": corpus_lines(400, 1), "validation": [], "test": corpus_lines(40, 2)}
+    datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": t}, features=datasets.Features(
+        {"text": datasets.Value("string")})) for s, t in rows.items()}).save_to_disk(str(tmp_path / "hf"))
+    with pytest.raises(UserError, match=r"no validation file beside the test, train files \(validation/: no data "
+                                        r"file, an empty split\): give all three splits, or the train split alone"):
+        data.prepare_local("hf", tmp_path / "hf", tmp_path / "data")
+
+
 def test_files_of_other_formats_in_a_folder_are_named_not_skipped_unsaid(tmp_path, caplog):
     (tmp_path / "a.txt").write_text(_lines(5, 1))
     (tmp_path / "b.JSONL").write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus_lines(5, 2)))

@@ -328,3 +328,14 @@ def test_idx_files_cloned_without_git_lfs_say_so(tmp_path):
     with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte.gz: a Git LFS pointer.*git lfs pull"):
         data.prepare_local("fashion", folder, tmp_path / "data")
     assert not (tmp_path / "data" / "fashion").exists()
+
+
+def test_digits_whose_card_does_not_read_are_prepared_again(tmp_path, capsys):
+    """Not "already prepared" over a card every run then refuses: prepared again, and read."""
+    data.prepare_digits(tmp_path)
+    (tmp_path / "digits" / "card.json").write_text('{"splits":')
+    capsys.readouterr()
+    assert data.prepare_digits(tmp_path) == 0
+    assert "already prepared" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "digits" / "card.json").read_text())["splits"]["test"] > 2
+    assert data.load(tmp_path, "digits")["test"].labels.size > 2
