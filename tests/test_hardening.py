@@ -52,20 +52,9 @@ CASES = [
                                                           "chunk_replicates: 10000000}\n"}, ["run", "c.yaml"]),
     ("2", "a NUL character in the config", {"c.yaml": TOY + "name: a\x00b\n"}, ["run", "c.yaml"]),
     ("2", "an escape character in --set", {"c.yaml": TOY}, ["run", "c.yaml", "--set", "name=\x1b[31mred"]),
-    ("2", "a NUL character in the config", {"c.yaml": TOY + "name: a\x00b\n"}, ["run", "c.yaml"]),
-    ("2", "an escape character in --set", {"c.yaml": TOY}, ["run", "c.yaml", "--set", "name=\x1b[31mred"]),
     ("4", "a regime's overrides: written as a key", {"c.yaml": "regimes: [{name: replace, overrides: 3}]\n" + TOY},
      ["run", "c.yaml"]),
-    ("2", "a NUL character in the config", {"c.yaml": TOY + "name: a\x00b\n"}, ["run", "c.yaml"]),
-    ("2", "an escape character in --set", {"c.yaml": TOY}, ["run", "c.yaml", "--set", "name=\x1b[31mred"]),
     ("2", "a key with a newline", {"c.yaml": TOY + '"a\\nb": 1\n'}, ["run", "c.yaml"]),
-    ("4", "a regime's overrides: written as a key", {"c.yaml": "regimes: [{name: replace, overrides: 3}]\n" + TOY},
-     ["run", "c.yaml"]),
-    ("2", "a NUL character in the config", {"c.yaml": TOY + "name: a\x00b\n"}, ["run", "c.yaml"]),
-    ("2", "an escape character in --set", {"c.yaml": TOY}, ["run", "c.yaml", "--set", "name=\x1b[31mred"]),
-    ("2", "a key with a newline", {"c.yaml": TOY + '"a\\nb": 1\n'}, ["run", "c.yaml"]),
-    ("4", "a regime's overrides: written as a key", {"c.yaml": "regimes: [{name: replace, overrides: 3}]\n" + TOY},
-     ["run", "c.yaml"]),
     ("4", "seeds: [0, 0]", {"c.yaml": "seeds: [0, 0]\n" + TOY}, ["run", "c.yaml"]),
     ("4", "keep fractions 0.1 and 0.1000001", {"c.yaml": "regimes: [replace:0.1, replace:0.1000001]\n" + TOY},
      ["run", "c.yaml"]),
@@ -80,10 +69,6 @@ CASES = [
     ("10", "--only of a disabled experiment", {"c.yaml": TOY + "gmm: {enabled: false}\n"},
      ["run", "c.yaml", "--only", "gmm"]),
     ("10", "an experiment by hand that the config lacks", {"c.yaml": TOY}, ["gmm", "c.yaml"]),
-    ("10", "a by-hand --variant ''", {"c.yaml": TOY}, ["toy", "c.yaml", "--variant", ""]),
-    ("10", "a note of the checks (gmm's snapshots beyond the run), then a refusal (vae's data)",
-     {"c.yaml": "executor: debug\ngmm: {generations: 2, replicates: 2, chunk_replicates: 2}\nvae: {dataset: nosuch}\n"},
-     ["run", "c.yaml"]),
     ("10", "a by-hand --variant ''", {"c.yaml": TOY}, ["toy", "c.yaml", "--variant", ""]),
     ("10", "a note of the checks (gmm's snapshots beyond the run), then a refusal (vae's data)",
      {"c.yaml": "executor: debug\ngmm: {generations: 2, replicates: 2, chunk_replicates: 2}\nvae: {dataset: nosuch}\n"},
@@ -116,6 +101,12 @@ def test_one_error_line_exit_2_nothing_written(tmp_path, kind, what, files, argv
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stdout + p.stderr
     assert ": config: " not in lines[0]  # the file, then the key: no filler between them
     assert written == [], written
+
+
+def test_each_case_is_tried_once():
+    """A case given twice (a merge that kept both sides) runs its command twice and tests nothing more."""
+    assert len({what for _, what, _, _ in CASES}) == len(CASES)
+    assert len({repr((files, argv)) for _, _, files, argv in CASES}) == len(CASES)
 
 
 def main() -> None:

@@ -198,7 +198,8 @@ def test_sigterm_during_a_unit_cancels_it_as_ctrl_c_does(tmp_path, group):
 def test_units_of_a_launcher_killed_alone_stop_and_the_next_run_resumes(tmp_path):
     # `kill -9 PID` of the launcher (the OOM killer, a crashed login node's session) cannot be
     # handled by it: its units ran on unattended to their end, and a next run was refused meanwhile
-    cfg, run, gen0, proc = _launched_stepping(tmp_path, stderr=subprocess.DEVNULL)
+    # 12 s: the unit, left running on, would end within the wait below (and be done); the resume is short
+    cfg, run, gen0, proc = _launched_stepping(tmp_path, sleep_s=12, stderr=subprocess.DEVNULL)
     try:
         assert (gen0 / "steps" / "000.done").exists()
         os.kill(proc.pid, signal.SIGKILL)

@@ -14,6 +14,17 @@ from tests.launch.toys import full_disk
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _no_wait_for_a_result_never_written():
+    """submitit waits 15 s for a result pickle a slow file system may not show yet; here none is coming
+    (the launcher runs in this process, its units have ended before their result is read)."""
+    from submitit.core import core
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(core.Job, "_results_timeout_s", 1)
+        yield
+
+
 def test_a_unit_whose_result_the_full_disk_refused_is_not_called_killed(tmp_path, monkeypatch):
     """Its manifest, its error and submitit's result pickle all went to the full disk: the launcher
     saw no result and said 'its process was killed (… the OOM killer)'."""

@@ -198,10 +198,10 @@ def test_an_experiments_rows_of_one_run_are_a_view_not_a_copy(full_run, tmp_path
     df = collect.tidy([collect.load_run(full_run)])
     gmm = longform.rows(df, "experiment", "gmm")
     assert np.shares_memory(gmm["value"].to_numpy(), df["value"].to_numpy())
-    pd.testing.assert_frame_equal(gmm, df[df["experiment"] == "gmm"])
+    pd.testing.assert_frame_equal(gmm, df[df["experiment"] == "gmm"], check_exact=True)
     two = collect.tidy([collect.load_run(full_run, "a"), collect.load_run(full_run, "b")])
     pd.testing.assert_frame_equal(longform.rows(two, "experiment", "gmm"),
-                                  two[two["experiment"] == "gmm"].reset_index(drop=True))
+                                  two[two["experiment"] == "gmm"].reset_index(drop=True), check_exact=True)
 
 
 def test_an_experiments_rows_of_several_runs_are_one_copy_of_its_blocks():
@@ -217,7 +217,7 @@ def test_an_experiments_rows_of_several_runs_are_one_copy_of_its_blocks():
     got = longform.rows(df, "experiment", "gaussian")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)  # a copy: the same values to the bit
     assert isinstance(got.index, pd.RangeIndex) and peak < 1.2 * got.memory_usage(deep=True).sum()
 
 

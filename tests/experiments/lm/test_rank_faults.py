@@ -15,10 +15,14 @@ import yaml
 from collapse_hpc.launch import peers
 from tests.experiments.lm.test_chain import LM, REPO
 
-# run inside rank 1's process only (a sitecustomize on PYTHONPATH): the fault, as the rank meets it
+# run inside rank 1's process only (a sitecustomize on PYTHONPATH): the fault, as the rank meets it; and in
+# every rank, a shorter grace for a stopped peer where the test sets one (the wait itself is not under test)
 HOOK = """import os
 if os.environ.get("SUBMITIT_LOCAL_GLOBALID") == "1" and os.environ.get("RANK_FAULT"):
     exec(os.environ["RANK_FAULT"])
+if os.environ.get("SUBMITIT_LOCAL_GLOBALID") and os.environ.get("STOPPED_GRACE_S"):
+    from collapse_hpc.launch import peers
+    peers.STOPPED_GRACE_S = float(os.environ["STOPPED_GRACE_S"])
 """
 CHECKPOINT = "from collapse_hpc.experiments.lm import train; save = train._Training.checkpoint; "
 KILLED_AFTER_FIRST_CHECKPOINT = (
@@ -64,6 +68,7 @@ HUNG_AFTER_FIRST_CHECKPOINT = (
     "import time; " + CHECKPOINT + "train._Training.checkpoint = lambda self: (save(self), time.sleep(3600))")
 PROMPT_S = 150  # the whole faulty run; the ranks' collective timeout is 600 s (HUNG: 20 s)
 HUNG_TIMEOUT_S = 20
+STOPPED_GRACE_S = 10.0  # peers.STOPPED_GRACE_S (60 s) in the ranks of the faulty run that is never continued
 
 
 def _config(tmp_path: Path, data_dir: Path, **knobs) -> Path:
@@ -75,8 +80,8 @@ def _config(tmp_path: Path, data_dir: Path, **knobs) -> Path:
     return path
 
 
-def _run(config: Path, run: Path, fault: str | None, hooks: Path, timeout: float):
-    env = {**os.environ, "COLLAPSE_THREADS": "1"}
+def _run(config: Path, run: Path, fault: str | None, hooks: Path, timeout: float, **env_extra: str):
+    env = {**os.environ, "COLLAPSE_THREADS": "1", **env_extra}
     if fault:
         env.update(RANK_FAULT=fault, PYTHONPATH=os.pathsep.join([str(hooks), env.get("PYTHONPATH", "")]))
     started = time.time()
@@ -119,15 +124,19 @@ def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_id
     hung = fault == HUNG_AFTER_FIRST_CHECKPOINT
     config, run = _config(tmp_path, lm_data_dir, **({"collective_timeout_s": HUNG_TIMEOUT_S} if hung else {})), \
         tmp_path / "run"
-    grace = peers.STOPPED_GRACE_S if fault == STOPPED_AFTER_FIRST_CHECKPOINT else HUNG_TIMEOUT_S if hung else 0
-    proc, took = _run(config, run, fault, tmp_path / "hooks", PROMPT_S + grace)
+    stopped = fault == STOPPED_AFTER_FIRST_CHECKPOINT
+    grace = STOPPED_GRACE_S if stopped else HUNG_TIMEOUT_S if hung else 0
+    proc, took = _run(config, run, fault, tmp_path / "hooks", PROMPT_S + grace,
+                      **({"STOPPED_GRACE_S": str(STOPPED_GRACE_S)} if stopped else {}))
     assert proc.returncode != 0, proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED lm/")]
     assert said.split("{pid}")[0] in line and said.split("{pid}")[1] in line, line
     if fault == SECOND_SAVE_FULL_DISK:
         assert "checkpoints: No space left on device" in line, line
-    if fault == STOPPED_AFTER_FIRST_CHECKPOINT:
+    if stopped:
         assert "s and not continued: ended by rank 0 (log: " in line, line
+        held = float(line.split("(SIGSTOP) for ")[1].split(" s")[0])
+        assert STOPPED_GRACE_S <= held < peers.STOPPED_GRACE_S, line  # the test's grace, not the 60 s
     assert not (run / "lm" / "replace-p0-s0" / "gen_000" / "manifest.json").exists()
     proc, _ = _run(config, run, None, tmp_path / "hooks", 600)
     assert proc.returncode == 0, proc.stderr[-3000:]
