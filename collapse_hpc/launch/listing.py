@@ -77,7 +77,8 @@ def footer(state: dict) -> list[str]:
     failed = sum(u["state"] in BAD for item in state["chains"] for u in item["units"])
     if failed:
         out += ["", f"{count(failed, 'unit')} failed or {'was' if failed == 1 else 'were'} cancelled; fix the "
-                f"cause and run or submit again (finished units are kept)"]
+                f"cause, then queue what is left (finished units are kept, queued ones not queued twice):",
+                f"  {state['resume']}"]
     return out
 
 

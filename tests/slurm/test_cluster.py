@@ -336,9 +336,9 @@ def test_a_gres_no_node_has_is_refused_and_one_a_drained_node_has_queues(tmp_pat
 def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_path):
     """scancel's SIGTERM was ignored (submitit bypasses it): a cancelled generation ran on through Slurm's
     KillWait (30 s), finished and wrote its results after `collapse-hpc cancel` had said it was cancelled."""
-    cfg = write_config(tmp_path, "cancelled", generations=1, ltchain={"rows": 2, "sleep_s": 10.0})  # 20 steps
+    cfg = write_config(tmp_path, "cancelled", generations=3, ltchain={"rows": 2, "sleep_s": 10.0})  # 20 steps
     run = tmp_path / "run"
-    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE, "--generations", "1")
     assert rc == 0, err
     label = "ltchain/replace-p0-s0/gen_000"
     first = jobs(run)["units"][label]
@@ -357,8 +357,12 @@ def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_pat
     rc, out, _ = collapse("status", run)
     assert re.search(rf"gen_000  CANCELLED +job {first['job_id']}", out), out
 
-    rc, _, err = collapse("submit", run / "config.yaml", "--run", run)
+    # status names the command that queues the rest: pasted as printed, it keeps the run's --generations 1
+    resume = shlex.split(out.rstrip().splitlines()[-1])
+    assert resume[:2] == ["collapse-hpc", "submit"], out
+    rc, _, err = collapse(*resume[1:])
     assert rc == 0, err
+    assert list(jobs(run)["units"]) == [label]
     again = jobs(run)["units"][label]
     wait_for([again["job_id"], jobs(run)["aggregate"]["job_id"]])
     steps = re.findall(r"ltchain step (\d+) done", open(first["log"]).read() + open(again["log"]).read())
