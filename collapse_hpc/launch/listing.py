@@ -51,6 +51,8 @@ def unit_lines(u: dict) -> list[str]:
     if u.get("reason"):
         line += f"  ({EXPLAINED.get(u['reason'], u['reason'])})"
     out = [line.rstrip()]
+    if u["state"] == "RUNNING" and u.get("log") and Path(u["log"]).is_file():
+        out.append(f"      log: {u['log']}")
     if "why_not_done" in u:
         out += [f"      not done: {u['why_not_done']}", f"      redo: {u['redo']}"]
     if u["state"] in BAD:

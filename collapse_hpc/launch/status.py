@@ -324,6 +324,8 @@ def _state_of(store: RunStore) -> dict:
                 unit["reason"] = entry["reason"]
             elif state == "PENDING" and (why := waits_on(slurm, entry.get("job_id"))):  # not a done unit's requeue
                 unit["reason"] = why
+            if state == "RUNNING" and entry.get("log"):  # where to follow it (tail -f): logs are named by job id
+                unit["log"] = entry["log"]
             if state in BAD:
                 unit["log"] = entry.get("log")
                 memory = None if local else out_of_memory(state, error_lines(entry.get("log")),

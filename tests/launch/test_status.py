@@ -280,6 +280,22 @@ def test_status_of_a_failed_run_names_the_command_that_queues_the_rest(tmp_path,
     assert shlex.split(json.loads(out)["resume"])[1] == "submit"
 
 
+def test_status_names_a_running_units_log(tmp_path, fake_slurm):  # noqa: F811
+    """Logs are named by job id (logs/submitit/900_1_0_log.err): status named one only once its unit had
+    failed, so following a running generation meant finding its job id first."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    log = store.logs / "900_1_0_log.err"
+    log.write_text("part 1 at generation 7\n")
+    (fake_slurm / "squeue.txt").write_text("900_0|PENDING|0:00|Priority\n900_1|RUNNING|0:05|None\n")
+    rc, out, _ = collapse("status", store.root)
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  part_001  RUNNING"))
+    assert rc == 0 and lines[at + 1] == f"      log: {log}", out
+    assert lines[at - 1].startswith("  part_000  PENDING"), out  # a queued part has no log yet
+
+
 def test_a_large_runs_status_fits_a_screen_and_names_what_failed(tmp_path, fake_slurm):  # noqa: F811
     """A run of 640 units printed every unit on its own line (1300 lines, its failure scrolled away);
     now a screen: units by state, the chain, the failed generation in full, its 39 dependents in one
