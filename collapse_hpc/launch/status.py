@@ -267,14 +267,7 @@ def why_not_done(store: RunStore, run, job) -> str:
 
 def redo_command(store: RunStore, job, executor: str) -> str:
     """The command that redoes the unit (finished units are kept, so it reruns only what is missing)."""
-    return resume_command(store, executor) + " " + shlex.join(["--only", job.experiment])
-
-
-def resume_command(store: RunStore, executor: str) -> str:
-    """The command that queues (or runs) what is left of the run: its own saved config, so the generations
-    it was submitted with (--generations) and its earlier submit's profile hold without retyping them."""
-    verb = "submit" if executor == "slurm" else "run"
-    return shlex.join(["collapse-hpc", verb, str(store.root / "config.yaml"), "--run", str(store.root)])
+    return engine.resume_command(store, executor) + " " + shlex.join(["--only", job.experiment])
 
 
 def launched(store: RunStore, chains, book: dict) -> set[str]:
@@ -302,7 +295,7 @@ def _state_of(store: RunStore) -> dict:
                                           + [book.get("aggregate", {}).get("job_id")])
     started = launched(store, chains, book)
     out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": [],
-           "copied_from": book.get("copied_from"), "resume": resume_command(store, book.get("executor") or "local")}
+           "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor"))}
     for chain in chains:
         item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
         out["chains"].append(item)
