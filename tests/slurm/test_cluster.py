@@ -261,7 +261,7 @@ def test_a_generation_out_of_time_says_which_limit_to_raise(tmp_path):
     DUE TO JOB REQUEUE'; status says which profile key to raise."""
     prof = tmp_path / "short.yaml"
     short = yaml.safe_load(PROFILE.read_text())
-    short.update(max_requeues=0, signal_delay_s=60)
+    short.update(max_requeues=0, signal_delay_s=30)
     short["jobs"]["gpu"]["time_min"] = 2
     prof.write_text(yaml.safe_dump(short))
     cfg = write_config(tmp_path, "slow", generations=1, ltchain={"rows": 2, "sleep_s": 300})
