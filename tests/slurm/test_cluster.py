@@ -231,6 +231,12 @@ def test_usr2_requeues_and_resumes_identically(tmp_path, ranks):
     assert [r["State"] for r in records] == ["REQUEUED", "COMPLETED"]
     log = open(job["log"]).read()
     assert "interrupted, requeueing to resume" in log
+    # the log, named by job id, opens with its unit, and its second attempt says it was requeued
+    starts = [line.split(" ", 1)[1] for line in log.splitlines() if f"{label}: starts" in line]
+    ranked = ", rank 0 of 2" if ranks == 2 else ""
+    assert starts[0].startswith(f"collapse_hpc: {label}: starts, job {job['job_id']} on ") and starts[0].endswith(
+        ranked) and len(starts) == 2 and starts[1].endswith(f"{ranked}, after 1 requeue"), starts
+    assert log.splitlines()[0].endswith(starts[0]), log[:300]
     done = re.findall(r"ltchain step (\d+) done", log)
     assert sorted(map(int, done)) == list(range(12))  # each step exactly once over both attempts
 
