@@ -116,7 +116,8 @@ def announce(experiment: str, variant: str, index: int, rank: int = 0, world: in
            else env.get("SLURM_JOB_ID"))
     restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
     where = (f"job {job} " if job else "") + f"on {socket.gethostname()}" \
-        + (f", rank {rank} of {world}" if world > 1 else "") + (f", after {logs.count(restarts, 'requeue')}" if restarts else "")
+        + (f", rank {rank} of {world}" if world > 1 else "") \
+        + (f", after {logs.count(restarts, 'requeue')}" if restarts else "")
     logging.getLogger("collapse_hpc").info("%s/%s/%s: starts, %s", experiment, variant,
                                            unit_name(experiments.get(experiment).shape, index), where)
 
