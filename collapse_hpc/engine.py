@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,30 @@ def open_run(store: RunStore, run, only: list[str] | None = None, force: bool = 
             raise UserError(f"{store.root}: this config would redo {len(doomed)} finished units, deleting their "
                             f"results (e.g. {unit.relative_to(store.root)}: {had} generations -> {asked}); pass "
                             f"--force to redo them, or use another --run")
+    before = (_saved_plan(store) or {}).get("generations")
     store.open(run, redone=lambda: redone_partial_work(store, run))
+    _note_generations(store, run, before)
     return [c for c in freeze(store, run) if not only or c.experiment in only]
+
+
+def _note_generations(store: RunStore, run, before: object) -> None:
+    """One line where the generation counts differ from the run's last plan: a resubmission that leaves out
+    the first one's --generations (make submit without GENERATIONS=) lengthens every chain silently else."""
+    if not isinstance(before, dict):
+        return
+    now = _generations(run)
+    changed = [f"{name} {before[name]} -> {now[name]}" for name in run.enabled()
+               if name in before and before[name] != now.get(name)]
+    if changed:
+        print(f"note: {store.root}: generations changed since its last plan ({', '.join(changed)}); to keep the "
+              f"run's own: {resume_command(store, run.executor)}", file=sys.stderr)
+
+
+def resume_command(store: RunStore, executor: str | None) -> str:
+    """The command that queues (or runs) what is left of the run: its own saved config, so the generations
+    it was submitted with (--generations) and its earlier submit's profile hold without retyping them."""
+    verb = "submit" if executor == "slurm" else "run"
+    return shlex.join(["collapse-hpc", verb, str(store.config_path), "--run", str(store.root)])
 
 
 def redone_by(store: RunStore, run) -> list[tuple[Path, object]]:

@@ -27,7 +27,8 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     # what submit would queue, worked out as it does: the units it starts but those queued already
     queue, pending = queued() if shutil.which("squeue") else {}, pending_units(store, run, chains)
     started = {u for u in pending if not live_job(records.load(store)["units"], u, queue)}
-    print(f"dry run: {run.name} -> {store.root} (not created), profile {prof.name}; nothing is written or queued")
+    folder = "exists: what is neither done nor queued is planned" if store.exists() else "not created"
+    print(f"dry run: {run.name} -> {store.root} ({folder}), profile {prof.name}; nothing is written or queued")
     print("\n== plan")
     kinds: dict[str, int] = {}
     scripts: list[tuple[str, str]] = []
@@ -68,7 +69,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     total = sum(kinds.values())
     print(f"{'aggregate':<{width}}  job    {kinds['aggregate']:>4}")
     done = sum(len(c.jobs) for c in chains) - len(pending)
-    print("jobs by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items() if n) + f"; {total} in all "
+    print("jobs by kind: " + (", ".join(f"{k} {n}" for k, n in kinds.items() if n) or "none") + f"; {total} in all "
           f"(an array task counts as a job); {count(done, 'unit')} already done"
           + (f", {len(pending) - len(started)} already queued" if len(pending) > len(started) else ""))
     if lim:

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -104,6 +105,23 @@ def run_on_this_rank(run_dir: str, experiment: str, variant: str, index: int) ->
     return done
 
 
+def announce(experiment: str, variant: str, index: int, rank: int = 0, world: int = 1) -> None:
+    """The log's first line names its unit and job: logs are named by job id alone
+    (logs/submitit/JOBID_0_log.err), and a requeued job appends to the same file."""
+    from collapse_hpc import experiments
+    from collapse_hpc.store.layout import unit_name
+
+    env = os.environ
+    job = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if env.get("SLURM_ARRAY_TASK_ID")
+           else env.get("SLURM_JOB_ID"))
+    restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
+    where = (f"job {job} " if job else "") + f"on {socket.gethostname()}" \
+        + (f", rank {rank} of {world}" if world > 1 else "") \
+        + (f", after {logs.count(restarts, 'requeue')}" if restarts else "")
+    logging.getLogger("collapse_hpc").info("%s/%s/%s: starts, %s", experiment, variant,
+                                           unit_name(experiments.get(experiment).shape, index), where)
+
+
 class UnitJob(Checkpointable):
     """engine.run_unit(run_dir, experiment, variant, index), preemption-safe.
 
@@ -116,6 +134,7 @@ class UnitJob(Checkpointable):
     def __call__(self, run_dir: str, experiment: str, variant: str, index: int) -> str:
         logs.for_job()
         env = export_env()
+        announce(experiment, variant, index, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)))
         interruptible()  # a local launcher stops its units by SIGINT (Ctrl-C, cancel)
         _stop_when_ending()
         requeue.exit_where_python_can()  # submitit's USR2 handler is installed by now

@@ -51,6 +51,8 @@ def unit_lines(u: dict) -> list[str]:
     if u.get("reason"):
         line += f"  ({EXPLAINED.get(u['reason'], u['reason'])})"
     out = [line.rstrip()]
+    if u["state"] == "RUNNING" and u.get("log") and Path(u["log"]).is_file():
+        out.append(f"      log: {u['log']}")
     if "why_not_done" in u:
         out += [f"      not done: {u['why_not_done']}", f"      redo: {u['redo']}"]
     if u["state"] in BAD:
@@ -77,7 +79,8 @@ def footer(state: dict) -> list[str]:
     failed = sum(u["state"] in BAD for item in state["chains"] for u in item["units"])
     if failed:
         out += ["", f"{count(failed, 'unit')} failed or {'was' if failed == 1 else 'were'} cancelled; fix the "
-                f"cause and run or submit again (finished units are kept)"]
+                f"cause, then queue what is left (finished units are kept, queued ones not queued twice):",
+                f"  {state['resume']}"]
     return out
 
 

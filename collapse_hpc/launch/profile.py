@@ -25,6 +25,9 @@ from collapse_hpc.errors import ConfigError, UserError
 from collapse_hpc.launch.container import ContainerConfig as Container
 
 KINDS = ("gpu", "gpu1", "cpu", "aggregate")
+# sbatch --signal: "the signal may be sent up to 60 seconds earlier than specified" (its timer's
+# resolution); measured here: time_min 1, USR2 at 30 s came 8 s and 19 s after the job started
+SIGNAL_SLACK_S = 60
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 SITE = Path("slurm") / "site.yaml"  # the cluster's own profile, made once per checkout
@@ -119,12 +122,13 @@ class Profile:
                 if r := reserved(k):
                     raise ValueError(f"{where}.{k}: would replace --{r}, which collapse-hpc sets itself for "
                                      f"{RESERVED[r]}; remove it")
-        for kind in KINDS:  # Slurm then sends USR2 at its first check of the job (27 s in, on the dev cluster)
+        for kind in KINDS:  # Slurm checks limits every SIGNAL_SLACK_S: USR2 may come that much early
             limit = self.resources(kind).time_min
-            if self.signal_delay_s >= limit * 60:
-                raise ValueError(f"signal_delay_s: {self.signal_delay_s} s is not shorter than jobs.{kind}.time_min "
-                                 f"({limit} min): every {kind} job would be signalled soon after it starts and "
-                                 f"requeue itself until max_requeues; lower it or raise the time limit")
+            if self.signal_delay_s + SIGNAL_SLACK_S >= limit * 60:
+                raise ValueError(f"signal_delay_s: {self.signal_delay_s} s, plus the {SIGNAL_SLACK_S} s Slurm may "
+                                 f"signal early, is not shorter than jobs.{kind}.time_min ({limit} min): a {kind} "
+                                 f"job could be signalled as it starts and requeue itself until max_requeues "
+                                 f"without getting on; lower it or raise the time limit")
 
     def resources(self, kind: str) -> Resources:
         if kind not in KINDS:

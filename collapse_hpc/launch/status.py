@@ -267,9 +267,7 @@ def why_not_done(store: RunStore, run, job) -> str:
 
 def redo_command(store: RunStore, job, executor: str) -> str:
     """The command that redoes the unit (finished units are kept, so it reruns only what is missing)."""
-    verb = "submit" if executor == "slurm" else "run"
-    return shlex.join(["collapse-hpc", verb, str(store.root / "config.yaml"), "--run", str(store.root), "--only",
-                       job.experiment])  # one word a path, so it pastes whole
+    return engine.resume_command(store, executor) + " " + shlex.join(["--only", job.experiment])
 
 
 def launched(store: RunStore, chains, book: dict) -> set[str]:
@@ -297,7 +295,7 @@ def _state_of(store: RunStore) -> dict:
                                           + [book.get("aggregate", {}).get("job_id")])
     started = launched(store, chains, book)
     out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": [],
-           "copied_from": book.get("copied_from")}
+           "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor"))}
     for chain in chains:
         item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
         out["chains"].append(item)
@@ -319,6 +317,8 @@ def _state_of(store: RunStore) -> dict:
                 unit["reason"] = entry["reason"]
             elif state == "PENDING" and (why := waits_on(slurm, entry.get("job_id"))):  # not a done unit's requeue
                 unit["reason"] = why
+            if state == "RUNNING" and entry.get("log"):  # where to follow it (tail -f): logs are named by job id
+                unit["log"] = entry["log"]
             if state in BAD:
                 unit["log"] = entry.get("log")
                 memory = None if local else out_of_memory(state, error_lines(entry.get("log")),

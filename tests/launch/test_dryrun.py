@@ -63,6 +63,21 @@ def test_the_dry_runs_job_count_is_what_a_submit_would_queue(tmp_path, fake_slur
         assert (rc, len(scripts(fake_slurm))) == ((0, n + 2) if fits else (2, n)), err
 
 
+def test_a_dry_run_of_a_run_already_queued_says_its_folder_exists_and_nothing_is_to_queue(tmp_path,
+                                                                                         fake_slurm):  # noqa: F811
+    """It read '(not created)' of a folder that was there, and 'jobs by kind: ; 0 in all'."""
+    cfg, run = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2}), tmp_path / "run"
+    again = ("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    assert collapse(*again)[0] == 0
+    book = jobs(run)
+    queued = [*(e["job_id"] for e in book["units"].values()), book["aggregate"]["job_id"]]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|0:00|Dependency\n" for j in queued))
+    rc, out, _ = collapse(*again, "--dry-run")
+    assert rc == 0 and f"-> {run} (exists: what is neither done nor queued is planned)" in out, out
+    assert "jobs by kind: none; 0 in all (an array task counts as a job); 0 units already done, 4 already " \
+           "queued" in out, out
+
+
 def test_dry_run_counts_one_of_a_kind_in_the_singular(tmp_path, fake_slurm):  # noqa: F811
     cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 1})
     rc, out, err = collapse("submit", cfg, "--dry-run", "--run", tmp_path / "run",

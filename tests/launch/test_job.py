@@ -55,3 +55,28 @@ def test_sigterm_after_our_own_requeue_goes_to_submitit(slurm_job):
     job.UnitJob().checkpoint("run", "lm", "v", 0)  # USR2: submitit requeues, Slurm then sends SIGTERM
     signal.raise_signal(signal.SIGTERM)
     assert bypassed == ["SIGTERM"]
+
+
+@pytest.mark.parametrize("env, where", [
+    ({"SLURM_JOB_ID": "7"}, "job 7 on {host}"),
+    ({"SLURM_JOB_ID": "9", "SLURM_ARRAY_JOB_ID": "8", "SLURM_ARRAY_TASK_ID": "1", "SLURM_RESTART_COUNT": "2"},
+     "job 8_1 on {host}, after 2 requeues"),  # the id status shows, not Slurm's own 9
+    ({}, "on {host}"),  # the local launcher's
+])
+def test_a_jobs_log_opens_with_its_unit_and_job(monkeypatch, caplog, env, where):
+    """Logs are named by job id (logs/submitit/7_0_log.err) and began with the experiment's own first line,
+    which named neither experiment nor generation (the vae's none until its training ended)."""
+    import logging
+    import socket
+
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with caplog.at_level(logging.INFO, logger="collapse_hpc"):
+        job.announce("vae", "replace-p0-s0", 3)
+        job.announce("gmm", "replace-p0-s0", 1, rank=1, world=2)
+    where = where.format(host=socket.gethostname())
+    assert caplog.messages[0] == f"vae/replace-p0-s0/gen_003: starts, {where}"
+    host = socket.gethostname()
+    assert caplog.messages[1] == f"gmm/replace-p0-s0/part_001: starts, {where.replace(host, host + ', rank 1 of 2')}"

@@ -268,6 +268,26 @@ def test_finished_generations_are_not_submitted(tmp_path, fake_slurm):
     assert len(s) == 3  # gen_001, gen_002, aggregate
 
 
+def test_a_resubmit_that_changes_the_generation_count_says_so_and_how_to_keep_it(tmp_path, fake_slurm):
+    """make submit GENERATIONS=2, cancel, then make submit without GENERATIONS=: every chain was lengthened
+    to the config's 3 without a word."""
+    import shlex
+
+    cfg, run = write_config(tmp_path, generations=3, ltchain={}), tmp_path / "a run"
+    first = ("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    rc, _, err = collapse(*first, "--generations", "2")
+    assert rc == 0 and "generations changed" not in err, err
+    (fake_slurm / "squeue.txt").write_text("")  # cancelled: nothing queued
+    rc, _, err = collapse(*first)
+    assert rc == 0 and len(jobs(run)["units"]) == 3, err
+    note = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(note) == 1 and f"{run}: generations changed since its last plan (ltchain 2 -> 3)" in note[0], err
+    assert shlex.split(note[0].split("to keep the run's own: ")[1]) == [
+        "collapse-hpc", "submit", str(run / "config.yaml"), "--run", str(run)]
+    rc, _, err = collapse(*first)  # the same again: no note
+    assert rc == 0 and "note: " not in err, err
+
+
 def test_a_resubmit_hashes_the_generations_the_next_one_reads_once(tmp_path, fake_slurm, monkeypatch):
     """submit weighed its jobs against MaxJobCount (engine.pending of every chain) and then its submission
     asked engine.pending again: the finished generations the first pending one reads were hashed in full

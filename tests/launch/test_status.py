@@ -1,4 +1,6 @@
 """status's view of a failed or cancelled job's log, and of a run too long for a screen."""
+import json
+
 from collapse_hpc.launch.status import error_lines
 from tests.launch.test_slurm_plan import fake_slurm  # noqa: F401  (the fixture)
 
@@ -256,6 +258,42 @@ def test_a_small_runs_status_lists_every_unit(tmp_path, fake_slurm):  # noqa: F8
     rc, out, _ = collapse("status", store.root)
     assert rc == 0 and out == collapse("status", store.root, "--all")[1]
     assert "  gen_002  CANCELLED     job 202" in out and "  part_003  PENDING       job 900_3" in out
+
+
+def test_status_of_a_failed_run_names_the_command_that_queues_the_rest(tmp_path, fake_slurm):  # noqa: F811
+    """It said 'run or submit again' and left the researcher to retype the first submit's arguments
+    (forgetting GENERATIONS= lengthens every chain); now the command, on the run's own config."""
+    import shlex
+
+    from tests.launch.helpers import collapse
+
+    for generations, parts in ((3, 4), (40, 600)):  # every unit listed, and the summary of a large run
+        store = _submitted_run(tmp_path / f"a b {parts}", fake_slurm, generations=generations, parts=parts)
+        rc, out, _ = collapse("status", store.root)
+        lines = out.splitlines()
+        told = next(i for i, line in enumerate(lines) if f"{generations} units failed or were cancelled" in line)
+        assert rc == 0 and lines[told].endswith("queue what is left (finished units are kept, queued ones not "
+                                                "queued twice):"), out
+        assert shlex.split(lines[told + 1]) == ["collapse-hpc", "submit", str(store.root / "config.yaml"), "--run",
+                                        str(store.root)], out
+    rc, out, _ = collapse("status", store.root, "--json")
+    assert shlex.split(json.loads(out)["resume"])[1] == "submit"
+
+
+def test_status_names_a_running_units_log(tmp_path, fake_slurm):  # noqa: F811
+    """Logs are named by job id (logs/submitit/900_1_0_log.err): status named one only once its unit had
+    failed, so following a running generation meant finding its job id first."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    log = store.logs / "900_1_0_log.err"
+    log.write_text("part 1 at generation 7\n")
+    (fake_slurm / "squeue.txt").write_text("900_0|PENDING|0:00|Priority\n900_1|RUNNING|0:05|None\n")
+    rc, out, _ = collapse("status", store.root)
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  part_001  RUNNING"))
+    assert rc == 0 and lines[at + 1] == f"      log: {log}", out
+    assert lines[at - 1].startswith("  part_000  PENDING"), out  # a queued part has no log yet
 
 
 def test_a_large_runs_status_fits_a_screen_and_names_what_failed(tmp_path, fake_slurm):  # noqa: F811

@@ -231,6 +231,12 @@ def test_usr2_requeues_and_resumes_identically(tmp_path, ranks):
     assert [r["State"] for r in records] == ["REQUEUED", "COMPLETED"]
     log = open(job["log"]).read()
     assert "interrupted, requeueing to resume" in log
+    # the log, named by job id, opens with its unit, and its second attempt says it was requeued
+    starts = [line.split(" ", 1)[1] for line in log.splitlines() if f"{label}: starts" in line]
+    ranked = ", rank 0 of 2" if ranks == 2 else ""
+    assert starts[0].startswith(f"collapse_hpc: {label}: starts, job {job['job_id']} on ") and starts[0].endswith(
+        ranked) and len(starts) == 2 and starts[1].endswith(f"{ranked}, after 1 requeue"), starts
+    assert log.splitlines()[0].endswith(starts[0]), log[:300]
     done = re.findall(r"ltchain step (\d+) done", log)
     assert sorted(map(int, done)) == list(range(12))  # each step exactly once over both attempts
 
@@ -261,7 +267,7 @@ def test_a_generation_out_of_time_says_which_limit_to_raise(tmp_path):
     DUE TO JOB REQUEUE'; status says which profile key to raise."""
     prof = tmp_path / "short.yaml"
     short = yaml.safe_load(PROFILE.read_text())
-    short.update(max_requeues=0, signal_delay_s=60)
+    short.update(max_requeues=0, signal_delay_s=30)
     short["jobs"]["gpu"]["time_min"] = 2
     prof.write_text(yaml.safe_dump(short))
     cfg = write_config(tmp_path, "slow", generations=1, ltchain={"rows": 2, "sleep_s": 300})
@@ -336,9 +342,9 @@ def test_a_gres_no_node_has_is_refused_and_one_a_drained_node_has_queues(tmp_pat
 def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_path):
     """scancel's SIGTERM was ignored (submitit bypasses it): a cancelled generation ran on through Slurm's
     KillWait (30 s), finished and wrote its results after `collapse-hpc cancel` had said it was cancelled."""
-    cfg = write_config(tmp_path, "cancelled", generations=1, ltchain={"rows": 2, "sleep_s": 10.0})  # 20 steps
+    cfg = write_config(tmp_path, "cancelled", generations=3, ltchain={"rows": 2, "sleep_s": 10.0})  # 20 steps
     run = tmp_path / "run"
-    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE, "--generations", "1")
     assert rc == 0, err
     label = "ltchain/replace-p0-s0/gen_000"
     first = jobs(run)["units"][label]
@@ -357,8 +363,12 @@ def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_pat
     rc, out, _ = collapse("status", run)
     assert re.search(rf"gen_000  CANCELLED +job {first['job_id']}", out), out
 
-    rc, _, err = collapse("submit", run / "config.yaml", "--run", run)
+    # status names the command that queues the rest: pasted as printed, it keeps the run's --generations 1
+    resume = shlex.split(out.rstrip().splitlines()[-1])
+    assert resume[:2] == ["collapse-hpc", "submit"], out
+    rc, _, err = collapse(*resume[1:])
     assert rc == 0, err
+    assert list(jobs(run)["units"]) == [label]
     again = jobs(run)["units"][label]
     wait_for([again["job_id"], jobs(run)["aggregate"]["job_id"]])
     steps = re.findall(r"ltchain step (\d+) done", open(first["log"]).read() + open(again["log"]).read())
