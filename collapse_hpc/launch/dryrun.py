@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.launch import estimate, records
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch.slurm import (Submitter, array_pieces, job_name, jobs_to_queue, limits, live_job, numbered,
@@ -22,10 +23,19 @@ def _script(sub: Submitter, kind: str, ranks: int, name: str, dependency: str | 
     return sub.script(kind, ranks, name=name, dependency=dependency, comment=comment, tasks=tasks)
 
 
+def _queue() -> dict[str, str]:
+    """This user's queued jobs; none where squeue is missing or cannot reach the controller (a dry run on a
+    machine without Slurm: the checks say what is missing)."""
+    try:
+        return queued() if shutil.which("squeue") else {}
+    except UserError:
+        return {}
+
+
 def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int:
     sub = Submitter(store, run, prof, dry_run=True)
     # what submit would queue, worked out as it does: the units it starts but those queued already
-    queue, pending = queued() if shutil.which("squeue") else {}, pending_units(store, run, chains)
+    queue, pending = _queue(), pending_units(store, run, chains)
     started = {u for u in pending if not live_job(records.load(store)["units"], u, queue)}
     folder = "exists: what is neither done nor queued is planned" if store.exists() else "not created"
     print(f"dry run: {run.name} -> {store.root} ({folder}), profile {prof.name}; nothing is written or queued")

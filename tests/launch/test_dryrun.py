@@ -25,6 +25,21 @@ def test_paper_on_a_machine_without_that_cluster(tmp_path, monkeypatch):
     assert any("scontrol not found: not a Slurm host" in f for f in failed)
 
 
+def test_a_dry_run_where_squeue_cannot_reach_its_controller_still_plans(tmp_path, monkeypatch):
+    # Slurm's commands installed, its controller down (a login node in maintenance, CI before the dev cluster)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\n"
+                                 "exit 1\n")
+    (bin_ / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_))
+    rc, out, err = collapse("submit", REPO / "configs" / "cluster-smoke.yaml", "--dry-run", "--profile",
+                            REPO / "slurm" / "example-cluster.yaml", "--run", tmp_path / "run")
+    assert rc == 2 and "error:" not in err, err
+    assert "jobs by kind: gpu 2, gpu1 2, cpu 2, aggregate 1; 7 in all" in out
+    assert not (tmp_path / "run").exists()
+
+
 def test_dry_run_that_passes_writes_and_queues_nothing(tmp_path, fake_slurm):  # noqa: F811
     (fake_slurm / "config.txt").write_text("MaxJobCount = 10000\nMaxArraySize = 1001\n")
     cfg = write_config(tmp_path, generations=3, ltchain={}, ltarray={"parts": 2})
