@@ -276,19 +276,19 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
 
 def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
     """A split that makes no block of 64 tokens: why, by how the rows were split (card's split)."""
+    said = f"{name}: too little text for the {split} split ({len(splits[split])} {card['unit']}, less than one " \
+           f"block of 64 tokens"
     if card.get("split"):  # a folder of documents, each whole in one split
-        return UserError(f"{name}: too little text for the {split} split ({len(splits[split])} {card['unit']}, "
-                         f"less than one block of 64 tokens; split {card['split']}); make those files longer, "
-                         f"or name every file for its split (train, validation, test)")
+        return UserError(f"{said}; split {card['split']}); make those files longer, or name every file for its "
+                         f"split (train, validation, test)")
     distinct = {row.get("text") for part in splits.values() for row in part}
     rows = sum(map(len, splits.values()))
     alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
              f"{count(len(distinct), 'distinct text')}, and a text goes whole to one split (by its hash), "
              f"so copies of a row never land in two splits"
              if len(distinct) < 20 else "")
-    return UserError(f"{name}: too little text for the {split} split ({len(splits[split])} {card['unit']}, "
-                     f"less than one block of 64 tokens{alike}); give more text, more (shorter) rows to "
-                     f"split 90/5/5, or your own train, validation and test files")
+    return UserError(f"{said}{alike}); give more text, more (shorter) rows to split 90/5/5, or your own train, "
+                     f"validation and test files")
 
 
 def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
