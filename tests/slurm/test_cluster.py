@@ -267,15 +267,15 @@ def test_a_generation_out_of_time_says_which_limit_to_raise(tmp_path):
     DUE TO JOB REQUEUE'; status says which profile key to raise."""
     prof = tmp_path / "short.yaml"
     short = yaml.safe_load(PROFILE.read_text())
-    short.update(max_requeues=0, signal_delay_s=30)
-    short["jobs"]["gpu"]["time_min"] = 2
+    short.update(max_requeues=0, signal_delay_s=60)
+    short["jobs"]["gpu"]["time_min"] = 3
     prof.write_text(yaml.safe_dump(short))
     cfg = write_config(tmp_path, "slow", generations=1, ltchain={"rows": 2, "sleep_s": 300})
     run = tmp_path / "run"
     rc, _, err = collapse("submit", cfg, "--run", run, "--profile", prof)
     assert rc == 0, err
     job = unit_ids(run)["ltchain/replace-p0-s0/gen_000"]
-    wait_for([job], timeout=200)
+    wait_for([job], timeout=260)
     rc, out, _ = collapse("status", run)
     assert re.search(rf"gen_000  FAILED +job {job}", out), out
     assert (f"it reached its time limit more often than max_requeues allows: raise jobs.gpu.time_min (or "
