@@ -217,3 +217,36 @@ def test_the_modules_mypy_checks_are_the_ones_readme_and_make_help_name():
     assert readme and make
     for said in (readme[1], make[1]):
         assert sorted(re.split(r",\s*|\s+and\s+", said.strip())) == names, said
+
+
+def _commands(parser, path=()):
+    """(words, parser) of every command and action under `parser`: ("data", "list"), ("run",), …"""
+    for name, sub in _subcommands(parser).items():
+        yield (*path, name), sub
+        yield from _commands(sub, (*path, name))
+
+
+def test_the_commands_help_and_readme_list_every_action():
+    # `collapse-hpc data list` was in neither: a newcomer never learnt it was there
+    from collapse_hpc import cli, experiments
+
+    readme = (REPO / "README.md").read_text().split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    plugged = set(experiments.names()) - set(experiments.BUILTIN)
+    for words, _ in _commands(cli._parser()):
+        if len(words) > 1 and words[0] not in plugged:
+            line = rf"collapse-hpc {' '.join(words)}\b"
+            assert re.search(line, cli.__doc__), f"collapse-hpc --help: {' '.join(words)} is not listed"
+            assert re.search(line, readme), f"README, Commands: {' '.join(words)} is not listed"
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    # `collapse-hpc lm --help` listed -lr, -m, -b and -seed with no word on what they set
+    import argparse
+
+    from collapse_hpc import cli
+
+    top = cli._parser()
+    for words, parser in [((), top), *_commands(top)]:
+        for action in parser._actions:
+            if action.option_strings and action.help != argparse.SUPPRESS:
+                assert action.help, f"collapse-hpc {' '.join(words)} {action.option_strings[-1]}: no help text"

@@ -60,12 +60,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="no training: evaluate (and --generate) with the loaded model as it is")
     ref.add_argument("-eval_gen", "--evalgen_only", action="store_true", help="evaluate on the training data")
     ref.add_argument("-opt", "--optimizer", default="adamw", help="optimizer (adamw)")
-    ref.add_argument("-lr", "--learning-rate", dest="learning_rate", type=float, default=2e-5)
-    ref.add_argument("-m", "--max-epochs", dest="max_epochs", type=int, default=5)
+    ref.add_argument("-lr", "--learning-rate", dest="learning_rate", type=float, default=2e-5,
+                     help="peak learning rate, lm.lr (default 2e-5)")
+    ref.add_argument("-m", "--max-epochs", dest="max_epochs", type=int, default=5,
+                     help="training epochs, lm.epochs (default 5)")
     ref.add_argument("-st", "--saveto", help="write the evaluation result here (JSON); skip all if it exists")
-    ref.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=128)
+    ref.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=128,
+                     help="global batch in blocks, lm.batch_size; also the scoring batch (default 128)")
     ref.add_argument("-d", "--debug", action="store_true", help="a quick pass over one batch of each split")
-    ref.add_argument("-seed", "--seed", type=int, default=0)
+    ref.add_argument("-seed", "--seed", type=int, default=0,
+                     help="seed of the initial weights, the data order and the sampling (default 0)")
     ref.add_argument("-w", "--num_workers", type=int, default=1, help="accepted; data is in memory")
     ref.add_argument("-n", "--num_devices", type=int, default=1, help="ranks (start them with a launcher)")
     ref.add_argument("-a", "--accelerator", default=None, help="cpu, gpu/cuda or auto")
