@@ -275,3 +275,19 @@ def test_the_layout_names_every_config_module_and_package():
     names += [f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()]
     for name in names:
         assert re.search(rf"(?<![\w-]){re.escape(name)}", layout), f"README, Layout: {name} is not named"
+
+
+def test_the_container_section_shown_names_every_key_of_it():
+    # it showed five keys and not `runtime`, which a site with SingularityCE alone needs
+    import yaml
+
+    from collapse_hpc.launch.container import ContainerConfig
+
+    page = (REPO / "docs" / "containers.md").read_text()
+    block = page.split("## The profile's `container:` section", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load(block)["container"]
+    assert set(shown) == {f.name for f in dataclasses.fields(ContainerConfig)}
+    for key, value in shown.items():  # the example's values are each key's default where it says so
+        line = next(line for line in block.splitlines() if line.strip().startswith(f"{key}:"))
+        if "default" in line:
+            assert value == getattr(ContainerConfig(), key), line
