@@ -36,7 +36,7 @@ lock: setup  ## regenerate both locks from pyproject.toml (pip-tools; keeps pins
 	$(VENV)/bin/pip-compile $(LOCK_ARGS) $(UPGRADE) -o requirements.lock pyproject.toml
 	$(VENV)/bin/pip-compile $(LOCK_ARGS) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
 
-demo: setup  ## the whole suite locally on CPU, offline, then the report
+demo: setup  ## the whole suite locally on CPU, offline, then the report: [CONFIG=configs/demo.yaml] [RUN=runs/<its name>] [GENERATIONS=] [EXECUTOR=local|debug|slurm]
 	$(CLI) data prepare wikivital
 	$(CLI) run $(call q,$(CONFIG)) --run $(call q,$(RUN)) $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 	$(CLI) aggregate $(call q,$(RUN))
@@ -47,10 +47,10 @@ lint: setup  ## ruff, mypy over config, regimes, store and engine, import-linter
 	$(VENV)/bin/lint-imports --no-logo
 	$(PY) tests/function_length.py --max 40 collapse_hpc/experiments/lm
 
-test: lint  ## lint, then the whole test suite (Slurm tests excluded: make test-slurm)
+test: lint  ## lint, then the whole test suite (Slurm tests excluded: make test-slurm) [PYTEST_ARGS="-x -k …"]
 	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
 
-test-slurm: setup  ## start the single-node Slurm dev cluster and run the Slurm tests
+test-slurm: setup  ## start the single-node Slurm dev cluster and run the Slurm tests [PYTEST_ARGS=]
 	bash slurm/dev-cluster/start.sh
 	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
@@ -63,10 +63,10 @@ stage: setup  ## on a login node with internet: data sets and models of CONFIG w
 cancel: setup  ## cancel RUN's queued and running Slurm jobs, or stop its local launcher (finished units stay)
 	$(CLI) cancel $(call q,$(RUN))
 
-status: setup  ## per chain: generation reached, job states
+status: setup  ## per chain of RUN (default runs/demo): generation reached, job states
 	$(CLI) status $(call q,$(RUN))
 
-aggregate: setup  ## tidy tables, figures and the results page of RUN
+aggregate: setup  ## tidy tables, figures and the results page of RUN (default runs/demo)
 	$(CLI) aggregate $(call q,$(RUN))
 
 verify: setup  ## re-hash every artefact of RUN against its manifest

@@ -291,3 +291,17 @@ def test_the_container_section_shown_names_every_key_of_it():
         line = next(line for line in block.splitlines() if line.strip().startswith(f"{key}:"))
         if "default" in line:
             assert value == getattr(ContainerConfig(), key), line
+
+
+MAKE_INTERNAL = {"VENV", "PY", "CLI", "PYTHON", "LOCK_ARGS", "MAKEFILE_LIST"}  # not a reader's to set per target
+
+
+def test_make_help_names_every_variable_a_target_reads():
+    # `make help` said nothing of demo's CONFIG, RUN, GENERATIONS and EXECUTOR (the README's
+    # `make demo CONFIG=configs/beyond.yaml RUN=runs/beyond`), nor of the tests' PYTEST_ARGS
+    text = (REPO / "Makefile").read_text()
+    targets = re.findall(r"^([a-z][a-z-]*):[^\n#]*## ([^\n]*)\n((?:\t[^\n]*\n|#[^\n]*\n)*)", text, flags=re.M)
+    assert len(targets) > 15
+    for target, help_text, recipe in targets:
+        for var in set(re.findall(r"\$\(([A-Z_]+)\)", recipe)) - MAKE_INTERNAL:
+            assert re.search(rf"\b{var}\b", help_text), f"make help: {target} reads {var} but its line does not say so"
