@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     prsub = pr.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     pi = prsub.add_parser("init", help="write a starter profile from sinfo")
     pi.add_argument("--out", default="slurm/site.yaml", metavar="YAML",
-                    help="the profile file to write (default: slurm/site.yaml, which submit uses where neither --profile nor the config names one)")
+                    help="the profile file to write (default: slurm/site.yaml, which submit uses where neither "
+                         "--profile nor the config names one)")
     pi.add_argument("--force", action="store_true", help="replace an existing file")
 
     sg = sub.add_parser("stage", help="prepare the data sets and fetch the models a config needs",

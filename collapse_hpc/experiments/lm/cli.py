@@ -50,8 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit", type=int, help="chain mode: run one generation only")
     p.add_argument("--dataset", default="wikitext2", help="reference mode: prepared data set (default wikitext2)")
     p.add_argument("--data-dir", default="data", help="reference mode: prepared data sets (default data)")
+    _reference_flags(p.add_argument_group("the reference implementation's flags"))
 
-    ref = p.add_argument_group("the reference implementation's flags")
+
+def _reference_flags(ref) -> None:
+    """main.py's flags, under its own short and long names."""
     ref.add_argument("-tag", "--model_tag", default="facebook/opt-125m", help="model tag (or tiny)")
     ref.add_argument("-load", "--load-name", dest="load_name", help="saved model folder to start from")
     ref.add_argument("-save", "--save-name", dest="save_name", help="folder for the trained (best) model")
