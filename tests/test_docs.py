@@ -305,3 +305,20 @@ def test_make_help_names_every_variable_a_target_reads():
     for target, help_text, recipe in targets:
         for var in set(re.findall(r"\$\(([A-Z_]+)\)", recipe)) - MAKE_INTERNAL:
             assert re.search(rf"\b{var}\b", help_text), f"make help: {target} reads {var} but its line does not say so"
+
+
+def test_every_config_example_the_pages_show_loads():
+    # a YAML block with an experiment's section is a config a reader copies: its keys and values pass
+    # the same checks as a config file's (`{...}` stands for a section left out)
+    import yaml
+
+    from collapse_hpc import experiments
+
+    seen = 0
+    for page in PAGES:
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), flags=re.S):
+            raw = yaml.safe_load(block.replace("{...}", "{}"))
+            if set(raw) & set(experiments.BUILTIN):
+                seen += 1
+                experiments.config_from_dict(raw, page.name)
+    assert seen >= 2
