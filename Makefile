@@ -80,7 +80,7 @@ data: setup  ## prepare the offline default corpora (wikivital, digits)
 	$(CLI) data prepare digits
 
 image:  ## build the GPU Docker image (needs a Docker engine): make image [IMAGE=collapse-hpc] [BASE_IMAGE=…] [TORCH_GUARD=warn]
-	@command -v docker >/dev/null 2>&1 || { echo "make image: docker not found; build the image on a machine with Docker (README: Containers)" >&2; exit 2; }
+	@command -v docker >/dev/null 2>&1 || { echo "make image: docker not found; build the image on a machine with Docker (README: 1. Build the image (Containers))" >&2; exit 2; }
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers (docker info failed); start one or build on a workstation with Docker" >&2; exit 2; }
 	@set -e; version=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml); \
 	commit=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD || commit=$$commit-dirty; } || commit=unknown; \
@@ -92,7 +92,7 @@ image-test: setup  ## build the image with podman on a stand-in base, run a tiny
 	bash tests/containers/image/image-test.sh
 
 sif:  ## convert the Docker image to collapse-hpc-<version>.sif (needs Apptainer): make sif [IMAGE=…] [SIF=…]
-	@command -v apptainer >/dev/null 2>&1 || { echo "make sif: apptainer not found; build the SIF where Apptainer is, from docker save's archive (README: Containers)" >&2; exit 2; }
+	@command -v apptainer >/dev/null 2>&1 || { echo "make sif: apptainer not found; build the SIF where Apptainer is, from docker save's archive (README: 2. Convert it to SIF and write your profile)" >&2; exit 2; }
 	@set -e; version=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml); image=$(or $(IMAGE),collapse-hpc):$$version; \
 	commit=$$(docker image inspect -f '{{ index .Config.Labels "org.opencontainers.image.revision" }}' $$image 2>/dev/null) \
 	  || { echo "make sif: Docker image $$image not found (make image first)" >&2; exit 2; }; \

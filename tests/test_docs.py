@@ -322,3 +322,17 @@ def test_every_config_example_the_pages_show_loads():
                 seen += 1
                 experiments.config_from_dict(raw, page.name)
     assert seen >= 2
+
+
+def test_every_pointer_to_a_readme_section_names_one():
+    # make sif sent a reader without Apptainer to "README: Containers": no such section, and the
+    # docker save steps are in step 2
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", (REPO / "README.md").read_text(), flags=re.S),
+                          flags=re.M)
+    sources = [REPO / "Makefile", *sorted((REPO / "collapse_hpc").rglob("*.py"))]
+    seen = 0
+    for source in sources:
+        for m in re.finditer(r"README[:,] (.*)", source.read_text()):
+            seen += 1
+            assert any(m[1].startswith(h) for h in headings), f"{source.name}: README section {m[1]!r}: no such heading"
+    assert seen >= 3

@@ -53,7 +53,7 @@ def test_image_without_docker(tmp_path):
     r = _make("image", _tools(tmp_path))
     assert r.returncode == 2
     assert r.stderr.splitlines()[0] == ("make image: docker not found; build the image on a machine "
-                                        "with Docker (README: Containers)")
+                                        "with Docker (README: 1. Build the image (Containers))")
 
 
 def test_image_without_an_engine(tmp_path):
