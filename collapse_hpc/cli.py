@@ -1,6 +1,7 @@
 """The collapse-hpc command.
 
-  collapse-hpc run CONFIG            run every experiment of a config here (local processes)
+  collapse-hpc run CONFIG            run every experiment of a config where its executor says (local processes
+                                     by default; paper.yaml's executor: slurm submits)
   collapse-hpc submit CONFIG         the same as Slurm jobs (chains, arrays), returns at once
   collapse-hpc profile init          write slurm/site.yaml, this checkout's cluster profile, from sinfo
   collapse-hpc stage CONFIG          prepare its data sets, fetch its models where the profile's jobs look
@@ -70,9 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    r = sub.add_parser("run", help="run a config locally (or where --executor says)",
-                       description="Run every enabled experiment of CONFIG; finished units are skipped, "
-                                   "unfinished ones redone. Results go to the run folder.", epilog=EPILOG)
+    r = sub.add_parser("run", help="run a config where its executor (or --executor) says: local by default",
+                       description="Run every enabled experiment of CONFIG where its executor says: local "
+                                   "subprocesses unless the config, --executor or --profile names another (slurm "
+                                   "submits, as submit does); finished units are skipped, unfinished ones redone. "
+                                   "Results go to the run folder.", epilog=EPILOG)
     _config_args(r)
     r.add_argument("--executor", choices=EXECUTORS,
                    help="local: subprocesses; debug: in this process; slurm: submit (default: the config's "

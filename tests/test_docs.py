@@ -336,3 +336,20 @@ def test_every_pointer_to_a_readme_section_names_one():
             seen += 1
             assert any(m[1].startswith(h) for h in headings), f"{source.name}: README section {m[1]!r}: no such heading"
     assert seen >= 3
+
+
+def test_run_s_help_says_the_config_s_executor_decides_where():
+    # `collapse-hpc --help` said run runs "here (local processes)"; with paper.yaml (executor: slurm) it submits
+    import yaml
+
+    from collapse_hpc import cli
+
+    elsewhere = [c.name for c in (REPO / "configs").glob("*.yaml")
+                 if yaml.safe_load(c.read_text()).get("executor", "local") != "local"]
+    assert elsewhere  # paper.yaml
+    summary = re.search(r"collapse-hpc run CONFIG +(.*?)\n  collapse-hpc ", cli.__doc__, flags=re.S)[1]
+    top = cli._parser()
+    listed = next(a for a in top._actions if a.dest == "command")._choices_actions  # COMMAND's one-line helps
+    line = next(a.help for a in listed if a.dest == "run")
+    for said in (summary, line, _subcommands(top)["run"].description):
+        assert "executor" in said and "here (local processes)" not in said, said
