@@ -81,9 +81,10 @@ def _records(where: Path) -> list[dict]:
     return out
 
 
-def culprit(where: Path) -> tuple[int, str] | None:
+def culprit(where: Path, signalled: dict[int, str] | None = None) -> tuple[int, str] | None:
     """The rank that ended the unit, and why, in one line: one that failed (its error), else one
-    gone without finishing (killed). None where the records name none."""
+    gone without finishing (killed; by which signal, in words, where `signalled` says). None where the
+    records name none."""
     records = [r for r in _records(where) if isinstance(r, dict) and isinstance(r.get("rank"), int)]
     world = len(records)
     for r in records:
@@ -97,7 +98,8 @@ def culprit(where: Path) -> tuple[int, str] | None:
     here = socket.gethostname()
     for r in records:
         if r.get("state") == "running" and r.get("host") == here and not pid_alive(int(r.get("pid", -1))):
-            return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) {KILLED}"
+            return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) " \
+                + (signalled or {}).get(r["rank"], KILLED)
     for r in records:  # a peer's end that none of the records explains (a peer on another host)
         if r.get("state") == "stopped":
             return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) stopped: {r.get('cause')}"
