@@ -43,6 +43,7 @@ class Lane:
     gpus: int
     jobs: list  # engine.Job, in order
     memory: int = 0  # bytes a unit holds in this machine's memory (experiments' memory(); 0: unknown or on GPUs)
+    advice: str = ""  # how a unit of it holds less memory (experiments' memory_advice), for a unit killed (OOM)
     running: object = None  # (submitit job, engine.Job, started, gpu ids)
     failed: bool = False
     blocked: list = field(default_factory=list)  # dependents never run because of a failure
@@ -58,11 +59,13 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
         ranks = chain.ranks
         gpus = 0 if chain.kind == "cpu" or not gpus_here else (1 if chain.kind == "gpu1" else min(ranks, gpus_here))
         # a GPU unit's memory() is its GPU's; a CPU unit's is this machine's, shared by the units side by side
-        need = 0 if gpus else (experiments.get(chain.experiment).memory(run, chain.variant) or 0) * ranks
+        exp = experiments.get(chain.experiment)
+        need = 0 if gpus else (exp.memory(run, chain.variant) or 0) * ranks
+        advice = exp.memory_advice(run, chain.variant)
         if chain.shape == "array":  # every part is independent
-            lanes += [Lane(chain.experiment, ranks, gpus, [j], need) for j in todo]
+            lanes += [Lane(chain.experiment, ranks, gpus, [j], need, advice) for j in todo]
         else:
-            lanes.append(Lane(chain.experiment, ranks, gpus, todo, need))
+            lanes.append(Lane(chain.experiment, ranks, gpus, todo, need, advice))
     return lanes, skipped
 
 
@@ -196,6 +199,7 @@ class _Pool:
     def start(self, lane: Lane) -> None:
         import submitit
 
+        from collapse_hpc.launch import controller
         from collapse_hpc.launch.job import LAUNCHER, UnitJob
 
         job = lane.jobs[0]
@@ -207,7 +211,8 @@ class _Pool:
                  f"export MASTER_PORT={free_port()}", "export MASTER_ADDR=127.0.0.1",
                  f"export {LAUNCHER}={os.getpid()}",
                  f"export COLLAPSE_THREADS=${{COLLAPSE_THREADS:-{self.threads}}}",
-                 f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.threads}}}"]
+                 f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.threads}}}",
+                 controller.command(self.folder)]  # in place of submitit's: it records the signal that ends a rank
         ex.update_parameters(timeout_min=TIMEOUT_MIN, tasks_per_node=lane.ranks, gpus_per_node=len(gpus),
                              visible_gpus=tuple(gpus), setup=setup)
         with self.writing(self.folder):  # submitit writes the job's pickle there, naming no file
@@ -246,10 +251,15 @@ class _Pool:
 
     def fail(self, lane: Lane, job, entry: dict, e: Exception, sj) -> None:
         entry["state"] = "FAILED"
+        from collapse_hpc.launch import controller
+
         entry["error"] = error_tail(str(e))
+        signalled = controller.ended(self.folder, sj.job_id)
         if "has not produced any output" in str(e):  # submitit: no result, no exception: the process died
-            entry["error"] += f"\n{unwritten(sj) or KILLED}"
-        if lane.ranks > 1 and (found := peers.culprit(peers.folder(self.store.root, sj.job_id))):
+            entry["error"] += f"\n{unwritten(sj) or _killed(signalled, lane.advice)}"
+        if lane.ranks > 1 and (found := peers.culprit(peers.folder(self.store.root, sj.job_id),
+                                                      {r: controller.said(sig, lane.advice)
+                                                       for r, (_, sig) in signalled.items()})):
             # the rank that ended the unit, not rank 0, which a lost peer stopped, and that rank's log
             from submitit.core.utils import JobPaths
 
@@ -320,6 +330,16 @@ def cancel_run(store) -> int:
           + f"; finished units stay (collapse-hpc verify {shlex.quote(str(store.root))}), and a next run goes on "
             f"from them")
     return 0
+
+
+def _killed(signalled: dict, advice: str) -> str:
+    """A unit's process that ended without a result or an error: by which signal, where its controller saw."""
+    from collapse_hpc.launch import controller
+
+    if 0 not in signalled:
+        return KILLED
+    pid, signum = signalled[0]
+    return f"its process (pid {pid}) {controller.said(signum, advice)}"
 
 
 def _interrupt(pid: int) -> None:

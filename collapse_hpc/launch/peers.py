@@ -13,8 +13,11 @@ Peers on other hosts are not seen: Slurm ends those.
 
 A peer alive but hung (a deadlock, a wait on a dead file system) shows nothing here: the others wait in
 their next collective until its timeout (the process group's, e.g. lm.collective_timeout_s). A rank whose
-collective timed out is recorded as having waited; a peer of this host sees that and ends, and the
-FAILED line names the rank that never came (its pid and host) as hung.
+collective timed out is recorded as having waited. Each peer of this host sees that and ends, first
+telling whether it came: its main thread is in torch.distributed (or just left it with an error), so it
+waited too; else it is the one that never came, recorded hung. With any number of ranks the FAILED line
+names the hung one (its pid and host); where none of a host recorded itself (a peer on another host,
+ended by Slurm), it names those that never said they came, "one of" them where there are several.
 
 API: watching(run_dir, rank, world_size), culprit(folder), folder(run_dir, job_id).
 """
@@ -38,7 +41,9 @@ POLL_S = 0.5
 CAUSE_WAIT_S = 1.0
 STOPPED = 3  # the exit status of a rank ended because a peer ended
 KILLED = "was killed (it ended without finishing or an error: a signal, the OOM killer)"
-WAITED = "waited"  # the state of a rank whose collective timed out, its peers not all there
+WAITED = "waited"  # the state of a rank whose collective timed out, its peers not all there, or that was in it
+HUNG = "hung"  # the state of a rank outside any collective when a peer's timed out: the one that never came
+TORCH_DISTRIBUTED = os.path.join("torch", "distributed", "")  # where a rank in a collective waits
 # a peer stopped alone this long is a fault, not a pause: every other rank of the unit waits for it
 STOPPED_GRACE_S = 60.0
 # a poll this late means this rank was stopped too (a whole job suspended and resumed): it starts over
@@ -76,9 +81,10 @@ def _records(where: Path) -> list[dict]:
     return out
 
 
-def culprit(where: Path) -> tuple[int, str] | None:
+def culprit(where: Path, signalled: dict[int, str] | None = None) -> tuple[int, str] | None:
     """The rank that ended the unit, and why, in one line: one that failed (its error), else one
-    gone without finishing (killed). None where the records name none."""
+    gone without finishing (killed; by which signal, in words, where `signalled` says). None where the
+    records name none."""
     records = [r for r in _records(where) if isinstance(r, dict) and isinstance(r.get("rank"), int)]
     world = len(records)
     for r in records:
@@ -92,7 +98,8 @@ def culprit(where: Path) -> tuple[int, str] | None:
     here = socket.gethostname()
     for r in records:
         if r.get("state") == "running" and r.get("host") == here and not pid_alive(int(r.get("pid", -1))):
-            return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) {KILLED}"
+            return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) " \
+                + (signalled or {}).get(r["rank"], KILLED)
     for r in records:  # a peer's end that none of the records explains (a peer on another host)
         if r.get("state") == "stopped":
             return r["rank"], f"rank {r['rank']} of {world} (pid {r.get('pid')}) stopped: {r.get('cause')}"
@@ -100,15 +107,20 @@ def culprit(where: Path) -> tuple[int, str] | None:
 
 
 def _hung(records: list[dict]) -> tuple[int, str] | None:
-    """Where a rank's collective timed out: the first rank that neither waited in it nor finished, which
-    the others waited for (with two ranks, the other one)."""
-    waited = next((r for r in records if r.get("state") == WAITED), None)
-    absent = next((r for r in records if r.get("state") not in (WAITED, "done")), None)
-    if waited is None or absent is None:
+    """Where a rank's collective timed out: the rank that recorded itself hung (outside any collective then),
+    else those that neither said they were in it nor finished (a peer on another host), which the others
+    waited for."""
+    waited = [r for r in records if r.get("state") == WAITED]
+    absent = [r for r in records if r.get("state") == HUNG] or \
+        [r for r in records if r.get("state") not in (WAITED, "done")]
+    if not waited or not absent:
         return None
-    return absent["rank"], (f"rank {absent['rank']} of {len(records)} (pid {absent.get('pid')} on "
-                            f"{absent.get('host')}) hung: rank {waited['rank']} {waited.get('cause')} and it "
-                            f"never came (what the unit finished stays: the same command resumes it)")
+    said = next((r for r in waited if str(r.get("cause")).startswith("waited ")), waited[0])
+    who = (f"rank {absent[0]['rank']} of {len(records)} (pid {absent[0].get('pid')} on {absent[0].get('host')}) hung"
+           if len(absent) == 1 else f"one of ranks {', '.join(str(r['rank']) for r in absent)} of {len(records)} "
+                                    f"hung (none of them said it came)")
+    return absent[0]["rank"], (f"{who}: rank {said['rank']} {said.get('cause')} and it never came (what the unit "
+                               f"finished stays: the same command resumes it)")
 
 
 def timed_out(e: BaseException) -> str | None:
@@ -122,30 +134,55 @@ def timed_out(e: BaseException) -> str | None:
     return f"waited {waited} in a collective for its peers (collective_timeout_s)"
 
 
-def _lost_peer(where: Path, rank: int) -> str | None:
+def _lost_peer(where: Path, rank: int, came) -> tuple[str, str] | None:
+    """The first peer of this host that ended the unit: (the state this rank records, what happened).
+    `came()` tells, once a peer's collective timed out, whether this rank was in it."""
     here = socket.gethostname()
     for r in _records(where):
         if r.get("rank") == rank or r.get("host") != here:
             continue
         if r.get("state") == "failed":
-            return f"rank {r['rank']} failed: {r.get('cause')}"
+            return "stopped", f"rank {r['rank']} failed: {r.get('cause')}"
         if r.get("state") == "frozen":
-            return f"rank {r['rank']} (pid {r.get('pid')}) {r.get('cause')}"
-        if r.get("state") == WAITED:
-            return f"rank {r['rank']} {r.get('cause')}, and this rank never came (hung)"
+            return "stopped", f"rank {r['rank']} (pid {r.get('pid')}) {r.get('cause')}"
+        if r.get("state") == WAITED and str(r.get("cause")).startswith("waited "):
+            return (WAITED, f"was in the collective too when rank {r['rank']}'s timed out") if came() else \
+                (HUNG, f"rank {r['rank']} {r.get('cause')}, and this rank never came (hung)")
         if r.get("state") in ("running", "stopped") and not pid_alive(int(r.get("pid", -1))):
-            return f"rank {r['rank']} (pid {r.get('pid')}) {KILLED}" if r["state"] == "running" else \
-                f"rank {r['rank']} stopped: {r.get('cause')}"
+            return "stopped", (f"rank {r['rank']} (pid {r.get('pid')}) {KILLED}" if r["state"] == "running" else
+                               f"rank {r['rank']} stopped: {r.get('cause')}")
     return None
 
 
-def _after_a_peer(where: Path, rank: int) -> str | None:
+def _after_a_peer(where: Path, rank: int) -> tuple[str, str] | None:
     """Whether this rank's error followed a peer's end (gloo's "Connection closed by peer"): the peer is
-    the cause. A killed peer's sockets close before its process is seen gone: it is given a moment."""
+    the cause. A killed peer's sockets close before its process is seen gone: it is given a moment. An
+    error came out of this rank's work: it was not the one hung."""
     deadline = time.monotonic() + CAUSE_WAIT_S
-    while (lost := _lost_peer(where, rank)) is None and time.monotonic() < deadline:
+    while (lost := _lost_peer(where, rank, lambda: True)) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     return lost
+
+
+def _in_collective() -> bool:
+    """Whether this process's main thread is in torch.distributed now (a collective, a barrier)."""
+    frame = sys._current_frames().get(threading.main_thread().ident or -1)
+    while frame is not None:
+        if TORCH_DISTRIBUTED in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _came(finished: threading.Event) -> bool:
+    """Whether this rank came to the collective a peer's timed out in: its main thread is in one, or leaves
+    the watched block with an error (the collective broke as that peer left) within a moment."""
+    deadline = time.monotonic() + CAUSE_WAIT_S
+    while not (finished.is_set() or _in_collective()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _stopped(pid: int) -> bool:
@@ -194,11 +231,13 @@ class _Frozen:
 def _watch(run_dir: Path, where: Path, rank: int, finished: threading.Event) -> None:
     frozen = _Frozen()
     while not finished.wait(POLL_S):
-        lost = _lost_peer(where, rank) or frozen.peer(where, rank)
+        lost = _lost_peer(where, rank, lambda: _came(finished)) or \
+            (("stopped", found) if (found := frozen.peer(where, rank)) else None)
         if lost is None or finished.is_set():
             continue
-        line = f"rank {rank}: {lost}; this rank stops too (what the unit finished stays for a resume)"
-        _record(where, rank, "stopped", lost)
+        state, said = lost
+        line = f"rank {rank}: {said}; this rank stops too (what the unit finished stays for a resume)"
+        _record(where, rank, state, said)
         with contextlib.suppress(OSError):
             unregister(run_dir)
         print(f"error: {line}", file=sys.stderr, flush=True)
@@ -230,10 +269,11 @@ def watching(run_dir: str | Path, rank: int, world_size: int):
         yield
     except BaseException as e:
         finished.set()
-        if isinstance(e, Exception):
-            lost, waited = _after_a_peer(where, rank), timed_out(e)
-            state = "stopped" if lost else WAITED if waited else "failed"
-            _record(where, rank, state, lost or waited or cause_of(e))
+        if isinstance(e, Exception):  # its own collective's timeout first: it came, and says how long it waited
+            waited = timed_out(e)
+            lost = None if waited else _after_a_peer(where, rank)
+            state, said = (WAITED, waited) if waited else lost or ("failed", cause_of(e))
+            _record(where, rank, state, said)
         raise
     finished.set()
     _record(where, rank, "done")

@@ -1,4 +1,5 @@
 """The local back-end: real subprocesses through submitit's LocalExecutor."""
+import json
 import os
 import signal
 import subprocess
@@ -247,19 +248,46 @@ def test_status_of_a_copy_of_a_running_local_run_says_none_of_its_units_runs_the
 def test_a_unit_killed_alone_is_named_killed_and_the_next_run_resumes_it(tmp_path):
     # a unit process killed outright (the OOM killer) was reported FAILED with its log's last line,
     # which read like progress, not like what happened
+    # and then said only that it was killed, not by which signal nor what that usually means
     cfg, run, _, proc = _launched_stepping(tmp_path, sleep_s=4)
     try:
         (registered,) = (run / ".units").iterdir()
-        os.kill(int(registered.name.rpartition("-")[2]), signal.SIGKILL)
+        pid = int(registered.name.rpartition("-")[2])
+        os.kill(pid, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1 and "Traceback" not in err
-    assert "FAILED ltchain/replace-p0-s0/gen_000: its process was killed" in err, err
+    assert (f"FAILED ltchain/replace-p0-s0/gen_000: its process (pid {pid}) was killed by SIGKILL: the usual cause "
+            f"is the kernel's out-of-memory killer (its log: dmesg or journalctl -k); to hold less memory, lower "
+            f"ltchain.rows (log: ") in err, err
     rc, out, err = collapse("run", cfg, "--run", run)
     assert rc == 0 and "1 unit done" in out, err
     assert verify_run(run) == 0
+
+
+def test_a_rank_killed_from_outside_is_named_with_its_signal(tmp_path):
+    """Rank 0 of a two-rank unit killed by SIGKILL (the OOM killer's signal): the FAILED line names the rank and
+    the signal, and what usually sends it; any other signal by its name."""
+    for sig, said in ((signal.SIGKILL, "SIGKILL: the usual cause is the kernel's out-of-memory killer (its log: "
+                                       "dmesg or journalctl -k); to hold less memory, lower ltchain.rows (log: "),
+                      (signal.SIGSEGV, "SIGSEGV (log: ")):
+        cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30, "ranks": 2})
+        run = tmp_path / f"run-{sig.name}"
+        proc = _launched(cfg, run, unit(run, "ltchain", "replace-p0-s0", "gen_000") / "steps" / "000.done")
+        try:
+            (ranks,) = (run / "logs" / "ranks").iterdir()
+            pid = json.loads((ranks / "0.json").read_text())["pid"]
+            os.kill(pid, sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode == 1 and "Traceback" not in err, err
+        (line,) = [ln for ln in err.splitlines() if ln.startswith("FAILED ")]
+        assert f"FAILED ltchain/replace-p0-s0/gen_000: rank 0 of 2 (pid {pid}) was killed by {said}" in line, line
+        assert line.endswith("_0_log.err)"), line
 
 
 def test_sigterm_reaches_units_started_with_sigint_ignored(tmp_path):

@@ -52,7 +52,7 @@ def test_a_peer_stopped_past_the_grace_is_ended_and_named(peer, monkeypatch):
     rank, line = peers.culprit(where)
     assert rank == 1 and line.startswith(f"rank 1 of 2 (pid {proc.pid}) was stopped (SIGSTOP) for ")
     assert line.endswith("s and not continued: ended by rank 0"), line
-    assert peers._lost_peer(where, 2) == found  # a third rank of the host stops on it
+    assert peers._lost_peer(where, 2, lambda: True) == ("stopped", found)  # a third rank of the host stops on it
 
 
 def test_a_peer_continued_within_the_grace_goes_on(peer, monkeypatch):
@@ -140,3 +140,17 @@ def test_a_peer_alive_but_hung_ends_the_group_at_the_collective_timeout_and_is_n
     assert rank == 1 and line.startswith(f"rank 1 of 2 (pid {ranks[1].pid} on {socket.gethostname()}) hung: rank 0 "
                                          "waited 3 s in a collective for its peers (collective_timeout_s) and it "
                                          "never came"), line
+
+
+def test_ranks_that_never_said_they_came_are_named_together(tmp_path):
+    """No rank recorded itself hung (those that never came ran on another host, ended by Slurm): the ranks that
+    neither waited in the collective nor finished are named, "one of" them where there are several; one that
+    was in the collective when a peer's timed out is not among them."""
+    where = tmp_path / "ranks"
+    peers._record(where, 0, peers.WAITED, "waited 3 s in a collective for its peers (collective_timeout_s)")
+    peers._record(where, 1, peers.WAITED, "was in the collective too when rank 0's timed out")
+    for rank in (2, 3):
+        peers._record(where, rank, "running", pid=2**22 + rank)
+    assert peers.culprit(where) == (2, "one of ranks 2, 3 of 4 hung (none of them said it came): rank 0 waited 3 s "
+                                       "in a collective for its peers (collective_timeout_s) and it never came (what "
+                                       "the unit finished stays: the same command resumes it)")

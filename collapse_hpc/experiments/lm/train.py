@@ -127,16 +127,20 @@ def ds_config(cfg, micro: int, accumulation: int, world_size: int, precision: st
 def check_deepspeed(key: str, cfg) -> None:
     """lm.deepspeed as DeepSpeed reads it, before any unit starts: a key it refuses (a nested typo,
     zero_optimization: {stag: 1}; a value of the wrong type) failed each generation's job with pydantic's
-    traceback once queued. One rank, one micro-batch: the batch keys are ours, not the user's."""
+    traceback once queued; a misspelt top-level key (zero_optimisation:) it ignores, training without it.
+    One rank, one micro-batch: the batch keys are ours, not the user's."""
     if not cfg.deepspeed:
         return
+    from collapse_hpc.experiments.lm.deepspeed_keys import Lookups, unread
+
     # its import's "Setting accelerator to CPU" is no word of this check (its logger is made, at WARNING, then)
     level = logging.root.manager.disable
     logging.disable(logging.WARNING)
+    conf = Lookups(ds_config(cfg, 1, 1, 1, "bf16" if cfg.precision == "bf16" else "fp32"))
     try:
         from deepspeed.runtime.config import DeepSpeedConfig
 
-        DeepSpeedConfig(ds_config(cfg, 1, 1, 1, "bf16" if cfg.precision == "bf16" else "fp32"))
+        DeepSpeedConfig(conf)
     except Exception as e:  # pydantic's ValidationError, DeepSpeed's own errors and asserts
         errors = getattr(e, "errors", None)
         said = ("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in errors())
@@ -146,6 +150,10 @@ def check_deepspeed(key: str, cfg) -> None:
                         f"{' '.join(said.split())})") from None
     finally:
         logging.disable(level)
+    if ignored := unread(cfg.deepspeed, conf):
+        names = ", ".join(name + (f" (did you mean {closest}?)" if closest else "") for name, closest in ignored)
+        raise UserError(f"{key}: DeepSpeed reads no top-level key {names}: it would train without "
+                        f"{'it' if len(ignored) == 1 else 'them'}, silently")
 
 
 def zero_stage(conf: dict) -> int:

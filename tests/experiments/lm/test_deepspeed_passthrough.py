@@ -168,3 +168,52 @@ def test_a_key_deepspeed_refuses_is_one_line_before_the_run(tmp_path, lm_data_di
     cfg.write_text(f"generations: 1\ndata_dir: {lm_data_dir}\nlm: {{dataset: tiny, deepspeed: "
                    f"{{zero_optimization: {{stage: 1}}}}}}\n")
     train.check_deepspeed("lm.deepspeed", experiments.load_config(cfg).section("lm"))  # what DeepSpeed takes
+
+
+def test_a_misspelt_top_level_key_is_one_line_naming_the_closest_before_the_run(tmp_path, lm_data_dir):
+    """DeepSpeed ignores a top-level key it does not read: zero_optimisation: {stage: 3} trained at ZeRO 0,
+    gradient_clippin: 1.0 without clipping, and nothing said so. Now the run refuses it before it writes."""
+    from tests.test_cli import cli, one_error_line
+
+    cfg = tmp_path / "c.yaml"
+    for deepspeed, said in (
+            ("{zero_optimisation: {stage: 3}}", "DeepSpeed reads no top-level key zero_optimisation (did you mean "
+                                                "zero_optimization?): it would train without it, silently"),
+            ("{gradient_clippin: 1.0, bf16: {enabled: false}, wall_clock_breakdwon: true}",
+             "DeepSpeed reads no top-level key gradient_clippin (did you mean gradient_clipping?), "
+             "wall_clock_breakdwon (did you mean wall_clock_breakdown?): it would train without them")):
+        cfg.write_text(f"generations: 1\nexecutor: local\ndata_dir: {lm_data_dir}\n"
+                       f"lm: {{dataset: tiny, deepspeed: {deepspeed}}}\n")
+        line = one_error_line(cli("run", cfg, "--run", tmp_path / "r"))
+        assert line.startswith("error: ") and f"lm.deepspeed: {said}" in line, line
+        assert not (tmp_path / "r").exists()
+
+
+# top-level keys of DeepSpeed's own documentation (its config-json page), with a value it takes
+VALID = {"zero_optimization": {"stage": 2}, "bf16": {"enabled": False}, "fp16": {"enabled": False},
+         "gradient_clipping": 1.0, "wall_clock_breakdown": True, "activation_checkpointing": {},
+         "flops_profiler": {"enabled": False}, "comms_logger": {"enabled": False}, "steps_per_print": 10,
+         "aio": {}, "compile": {}, "checkpoint": {}, "data_types": {"grad_accum_dtype": "fp32"},
+         "tensorboard": {"enabled": False}, "wandb": {"enabled": False}, "csv_monitor": {"enabled": False},
+         "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}, "scheduler": {"type": "WarmupLR", "params": {}},
+         "communication_data_type": "fp32", "seq_parallel_communication_data_type": "fp32", "autotuning": {},
+         "pipeline": {}, "data_efficiency": {"enabled": False}, "torch_autocast": {"enabled": False},
+         "zero_allow_untested_optimizer": True, "prescale_gradients": False, "gradient_predivide_factor": 1.0,
+         "memory_breakdown": False, "dump_state": False, "dataloader_drop_last": False, "timers": {},
+         "tensor_parallel": {}, "hybrid_engine": {}, "sequence_parallel_size": 1, "data_parallel_size": 1}
+
+
+@pytest.mark.parametrize("key", sorted(VALID))
+def test_every_key_deepspeed_reads_passes(key):
+    train.check_deepspeed("lm.deepspeed", tiny_cfg(deepspeed={key: VALID[key]}))
+
+
+@pytest.mark.parametrize("key", ["elasticity", "nebula", "curriculum_learning", "compression_training",
+                                 "sparse_attention", "amp"])
+def test_a_block_deepspeed_removed_is_refused_in_its_own_words(key):
+    """Blocks this DeepSpeed refuses itself (removed features): its message, not "reads no key"."""
+    from collapse_hpc.errors import UserError
+
+    with pytest.raises(UserError, match=f"(?i)lm.deepspeed: DeepSpeed refuses it \\(.*{key}") as e:
+        train.check_deepspeed("lm.deepspeed", tiny_cfg(deepspeed={key: {}}))
+    assert "reads no top-level key" not in str(e.value)

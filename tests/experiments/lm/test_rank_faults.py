@@ -15,11 +15,15 @@ import yaml
 from collapse_hpc.launch import peers
 from tests.experiments.lm.test_chain import LM, REPO
 
-# run inside rank 1's process only (a sitecustomize on PYTHONPATH): the fault, as the rank meets it; and in
-# every rank, a shorter grace for a stopped peer where the test sets one (the wait itself is not under test)
+# run inside rank 1's process only (FAULT_RANK's where set; a sitecustomize on PYTHONPATH): the fault, as the
+# rank meets it; in LATE_RANK's, a delay; and in every rank, a shorter grace for a stopped peer where the test
+# sets one (the wait itself is not under test)
 HOOK = """import os
-if os.environ.get("SUBMITIT_LOCAL_GLOBALID") == "1" and os.environ.get("RANK_FAULT"):
+here = os.environ.get("SUBMITIT_LOCAL_GLOBALID")
+if here == os.environ.get("FAULT_RANK", "1") and os.environ.get("RANK_FAULT"):
     exec(os.environ["RANK_FAULT"])
+if here is not None and here == os.environ.get("LATE_RANK"):
+    exec(os.environ["LATE_RANK_FAULT"])
 if os.environ.get("SUBMITIT_LOCAL_GLOBALID") and os.environ.get("STOPPED_GRACE_S"):
     from collapse_hpc.launch import peers
     peers.STOPPED_GRACE_S = float(os.environ["STOPPED_GRACE_S"])
@@ -66,6 +70,9 @@ CONTINUED = (
 # alive but hung once its first checkpoint is complete: its peer waits in the next collective until its timeout
 HUNG_AFTER_FIRST_CHECKPOINT = (
     "import time; " + CHECKPOINT + "train._Training.checkpoint = lambda self: (save(self), time.sleep(3600))")
+# late (8 s) to the collective after each checkpoint: in the next one, it times out after its peers
+LATE_AFTER_EACH_CHECKPOINT = (
+    "import time; " + CHECKPOINT + "train._Training.checkpoint = lambda self: (save(self), time.sleep(8))")
 PROMPT_S = 150  # the whole faulty run; the ranks' collective timeout is 600 s (HUNG: 20 s)
 HUNG_TIMEOUT_S = 20
 STOPPED_GRACE_S = 10.0  # peers.STOPPED_GRACE_S (60 s) in the ranks of the faulty run that is never continued
@@ -184,3 +191,22 @@ def test_every_rank_leaves_the_process_group_before_its_interpreter_ends(tmp_pat
     proc, _ = _run(_config(tmp_path, lm_data_dir, epochs=1), tmp_path / "run", None, tmp_path / "hooks", 600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.name: p.read_text() for p in (tmp_path / "probe").iterdir()} == {"0": "left", "1": "left"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hung, late", [(2, 1), (3, 0)])
+def test_of_four_ranks_the_hung_one_is_named(tmp_path, lm_data_dir, hung, late):
+    """With more than two ranks, the FAILED line named the first rank that had not itself timed out: one that
+    came to the collective late, and left it when a peer's timed out (its watch, or gloo's closed connection),
+    was named hung, not the one that never came."""
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(HOOK)
+    config = _config(tmp_path, lm_data_dir, ranks=4, collective_timeout_s=HUNG_TIMEOUT_S)
+    proc, _ = _run(config, tmp_path / "run", HUNG_AFTER_FIRST_CHECKPOINT, tmp_path / "hooks",
+                   PROMPT_S + HUNG_TIMEOUT_S, FAULT_RANK=str(hung), LATE_RANK=str(late),
+                   LATE_RANK_FAULT=LATE_AFTER_EACH_CHECKPOINT)
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED lm/")]
+    assert f"rank {hung} of 4 (pid " in line and f"on {socket.gethostname()}) hung: rank " in line, line
+    assert f"waited {HUNG_TIMEOUT_S} s in a collective for its peers (collective_timeout_s) and it never came" in line
+    assert f"_{hung}_log.err)" in line, line  # the hung rank's log

@@ -23,6 +23,7 @@ class ChainToy(Experiment):
     shape = "chain"
     job = "gpu"  # the lm's kind: ranks from the config, GPUs where a profile gives some
     resumable = ("steps",)
+    memory_keys = ("rows",)  # what memory() grows with
 
     def generations(self, run):
         return run.generations_of(self.name)
