@@ -1135,9 +1135,28 @@ def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
     for path in sorted(root.glob("vae/*/gen_*/samples.png")):
         cells = grid.read_cells(path)
         panel, shown = _panel(path, 218)  # what six panels across 7.2 in give each
-        assert shown == 100 and panel.shape == (10 * 8 * 2 + 11,) * 2  # 8x8 digits, twice, 1 px frames
-        assert np.array_equal(panel[1:17, 1:17], np.kron(cells[0], np.ones((2, 2), np.uint8)))
+        assert shown == 100 and panel.shape == (10 * 8 * 2 + 11 * 2,) * 2  # 8x8 digits, twice, 2 px frames
+        assert np.array_equal(panel[2:18, 2:18], np.kron(cells[0], np.ones((2, 2), np.uint8)))
         assert _found(png, panel), path
+
+
+def test_vae_sample_grids_viewed_at_half_size_keep_every_frame(tmp_path):
+    """A 200-dpi figure on a screen, or scaled to a column, is shown at about half its pixels: 1 px frames
+    between the samples fell out every other time, and the black margins of neighbouring 8x8 digits ran
+    together into vertical stripes. Every frame is still there in each half of the pixels."""
+    from collapse_hpc.experiments.vae import grid
+    from collapse_hpc.experiments.vae.figures import _panel
+
+    digits = np.zeros((100, 8, 8))
+    digits[:, 1:7, 2:6] = 1.0  # a white digit, black margins
+    grid.write_grid(digits, tmp_path / "samples.png", 4)
+    for budget in (218, 360):  # six generations across the page; two
+        panel, shown = _panel(tmp_path / "samples.png", budget)
+        side = int(round(shown ** 0.5))
+        for phase in (0, 1):
+            half = panel[phase::2, phase::2]
+            frames = (half == grid.BACKGROUND).all(axis=0).sum(), (half == grid.BACKGROUND).all(axis=1).sum()
+            assert frames == (side + 1, side + 1), (budget, phase, frames)
 
 
 def _vae_samples_drawn(root, generations: int):
@@ -1161,7 +1180,7 @@ def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tm
     fig, caption = _vae_samples_drawn(tmp_path / "m", generations=10)
     assert fig.get_figwidth() <= 7.2
     assert [ax.get_title() for ax in fig.axes[:6]] == [f"generation {g}" for g in (0, 2, 4, 5, 7, 9)]
-    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(7 * 28 + 8,) * 2}
+    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(7 * 28 + 8 * 2,) * 2}
     assert "The first 7 × 7 of the 100 samples" in caption and "Generations 0, 2, 4, 5, 7, 9 of 0 to 9." in caption
 
 

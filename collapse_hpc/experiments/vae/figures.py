@@ -36,7 +36,9 @@ def _seeds_shown(ctx: Context, rows: list) -> str:
 
 SHOWN = 6  # generations a row draws at most: evenly spaced, the first and the last among them
 SAMPLE_PX = 16  # the fewest figure pixels a sample spans (2 mm printed at style.DPI)
-FRAME = 1  # figure pixels between samples
+# figure pixels between samples: one vanished where the figure is viewed at half size (a 200-dpi PNG on a
+# screen), and the black margins of neighbouring 8x8 digits ran together into vertical stripes
+FRAME = 2
 GAP, LEFT, TOP = 0.06, 0.34, 0.22  # inches: between panels, for the rows' labels, for the titles
 MOST = 1.8  # inches a panel spans at most (a run of two generations would otherwise draw 3.4 in panels)
 
