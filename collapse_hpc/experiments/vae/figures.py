@@ -159,6 +159,7 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
     """Per series, the density of the latent means of each generation's samples under generation 0's
     encoder, pooled over dimensions: raw, as the notebook draws it, or standardised (vae.latent_figure)."""
     import pyarrow.parquet as pq
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in _files(ctx, "latents.parquet") if 0 in r[2]]
     if not rows:
@@ -183,6 +184,8 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
         spreads.append(f"{key if len(ctx.runs) == 1 else f'{run.label}: {key}'} {np.std(values[0]):.2f} → "
                        f"{np.std(values[last]):.2f} (generation {last})")
         ax.set_title(key if len(ctx.runs) == 1 else f"{run.label}\n{key}")
+        # at most 5 ticks: matplotlib's own ran -0.015, -0.010, … 0.015 over a collapsed latent, labels touching
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density" if ax is axes.flat[0] else "")
         _legend_below(ax)
