@@ -247,3 +247,17 @@ def test_latent_figure_tick_labels_leave_room_between_them(tmp_path, spread):
             em = renderer.points_to_pixels(ax.xaxis.get_ticklabels()[0].get_fontsize())
             assert len(labels) >= 3 and min(b.x0 - a.x1 for a, b in zip(labels, labels[1:])) >= em / 2, \
                 [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_latent_figure_gives_a_collapsed_latents_sd_its_digits(tmp_path):
+    """Latent means within +-0.016 read 'sd 0.00' in every generation's legend entry and in the caption."""
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 4}})
+    synthetic.vae(root, spread=0.0046)
+    fig, caption = vae_latents(_context(root, "vae"))
+    legend = fig.axes[0].get_legend_handles_labels()[1]
+    gen0 = pd.read_parquet(root / "vae" / "replace-p0-s0" / "gen_000" / "latents.parquet").filter(like="mu_")
+    assert legend[0] == f"generation 0 (sd {np.std(gen0.to_numpy()):.2g})" and not any(label.endswith("(sd 0.00)") for label in legend)
+    assert "0.00 →" not in caption and "→ 0.00 " not in caption
