@@ -259,5 +259,6 @@ def test_latent_figure_gives_a_collapsed_latents_sd_its_digits(tmp_path):
     fig, caption = vae_latents(_context(root, "vae"))
     legend = fig.axes[0].get_legend_handles_labels()[1]
     gen0 = pd.read_parquet(root / "vae" / "replace-p0-s0" / "gen_000" / "latents.parquet").filter(like="mu_")
-    assert legend[0] == f"generation 0 (sd {np.std(gen0.to_numpy()):.2g})" and not any(label.endswith("(sd 0.00)") for label in legend)
+    assert legend[0] == f"generation 0 (sd {np.std(gen0.to_numpy()):.2g})"
+    assert not any(label.endswith("(sd 0.00)") for label in legend), legend
     assert "0.00 →" not in caption and "→ 0.00 " not in caption
