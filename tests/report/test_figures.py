@@ -410,7 +410,7 @@ def test_a_panel_only_another_run_fills_says_so_not_no_data_yet(tmp_path):
 
 
 def _side_by_side(tmp_path, runs):
-    """A Context over real Gaussian runs (name, sample size, regime) drawn side by side."""
+    """A Context over real Gaussian runs (name, sample size, regime[, generations: 3]) drawn side by side."""
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import debug
     from collapse_hpc.plotting.plots import Context
@@ -418,10 +418,11 @@ def _side_by_side(tmp_path, runs):
     from collapse_hpc.store import RunStore
 
     roots = []
-    for name, n, regime in runs:
+    for name, n, regime, *generations in runs:
+        g = generations[0] if generations else 3
         run = experiments.config_from_dict({
-            "name": name, "executor": "debug", "generations": 3, "seeds": [0], "regimes": [regime],
-            "gaussian": {"samples": [n], "replicates": 4, "chunk_replicates": 4, "generations": 3},
+            "name": name, "executor": "debug", "generations": g, "seeds": [0], "regimes": [regime],
+            "gaussian": {"samples": [n], "replicates": 4, "chunk_replicates": 4, "generations": g},
             "gmm": {"enabled": False}, "lm": {"enabled": False}, "vae": {"enabled": False}, "toy": {"enabled": False}})
         store = RunStore(tmp_path / name)
         engine.open_run(store, run)
@@ -460,6 +461,20 @@ def test_runs_side_by_side_keep_every_series_in_the_legend_and_a_scale_on_every_
                 assert row[0].get_ylabel(), f"{fn.__name__}: row {r} has no y label"
         texts = [t.get_text() for ax in fig.axes for t in ax.texts]
         assert "n = 9: not in small" in texts and "n = 5: not in large" in texts, texts
+
+
+def test_a_runs_theory_curve_spans_its_own_generations_not_another_runs(tmp_path):
+    """A run of 1 generation beside one of 60: the first run's theory curve ran to generation 59 (every run's
+    generations), down to 1e-29 for n = 2, and the shared y scale squeezed the other run's series flat."""
+    from collapse_hpc.experiments.gaussian.figures import gaussian_variance, gaussian_w2
+
+    ctx = _side_by_side(tmp_path, [("short", 2, "replace", 1), ("long", 50, "replace", 60)])
+    with drawing.figure_style():
+        for fn in (gaussian_variance, gaussian_w2):
+            fig, _ = fn(ctx)
+            spans = {ax.get_title(): max(ln.get_xdata()) for ax in fig.axes for ln in ax.get_lines()
+                     if ln.get_label().startswith("theory")}
+            assert spans == {"n = 2 (short)": 0, "n = 50 (long)": 59}, (fn.__name__, spans)
 
 
 def test_an_interval_below_zero_on_a_log_axis_still_holds_its_mean():

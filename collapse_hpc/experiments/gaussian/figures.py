@@ -39,7 +39,9 @@ def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, l
                 no_data(ax, _empty(ctx, run, n))
                 continue
             if quantity and n is not None:
-                gens = gens_axis(ctx.planned(run), ctx.df["generation"])
+                # this run's generations: every run's drew a short run's curve on to another's last, far
+                # below its data, and the row's shared scale squeezed the other's series flat
+                gens = gens_axis(ctx.planned(run), ctx.summary.loc[ctx.summary["run"] == run, "generation"])
                 curve, label = _theory(ctx, run, int(n), gens, quantity)
                 ax.plot(gens, curve, label=label, **style.THEORY)
             if log:
