@@ -700,6 +700,22 @@ def test_mean_variance_caption_names_the_sample_sizes_too_few_replicates_can_fol
     assert "n = 100: sd" not in caption
 
 
+def test_mean_variance_caption_writes_an_e_to_the_sd_squared_past_floats_as_a_power_of_ten(tmp_path):
+    # n = 2 over 3000 generations: sd of log sigma_hat^2 = 122, e^(sd²) = e^14800 overflowed (a RuntimeWarning
+    # on the aggregate's stderr) and the caption read "e^(sd²) ≈ — against 4 replicates"
+    import warnings
+
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 3000}}, generations=3000)
+    synthetic.gaussian(root, generations=3000, replicates=4, ns=(2,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, caption = gaussian_figures.gaussian_variance(_context(root, "gaussian"))
+    assert "n = 2: sd 1.2e+02 at generation 2999, e^(sd²) ≈ 10^6429 against 4 replicates." in caption, caption
+
+
 def test_gmm_tails_caption_says_why_the_mean_rises_and_for_how_many_replicates(tmp_path):
     # at 2050 generations the replace mean share beyond 3 sigma rose 0.011 -> 0.031 (one replicate in 32 had
     # collapsed off-centre) while the caption said only that the share falls towards 0
