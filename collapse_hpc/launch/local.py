@@ -73,6 +73,7 @@ def execute(store, run, chains, **_) -> dict:
     n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
     pool = _Pool(store, run, lanes, n_cores, free_gpus, _threads(chains, n_cores))
+    records.launching(pool.book, chains)
     if settle(store, run, pool.book):
         pool.save()
     pool.counts["skipped"] = skipped

@@ -5,6 +5,7 @@
                                                    "dependency"?, "state"? (local), ...}},
      "aggregate": {"job_id", "log", "dependency"},
      "folder": {"root", "inode"} (the run folder the jobs write to: a copy of it is told apart),
+     "experiments"?: [the experiments a local launch ran, or runs, or was to run],
      "copied_units"?: {<label>: the original's unit} (a copy's: who made the units it was copied with)}
 
 status reads it beside the run store (manifests say what is done) and, on Slurm, sacct.
@@ -21,6 +22,7 @@ JOBS = "jobs.json"
 # in a copy's book: the original's units, as they were when copied. The jobs are not this folder's (cancel,
 # submit and run never read them); status names the one that made a unit the copy holds finished
 COPIED = "copied_units"
+EXPERIMENTS = "experiments"  # the experiments launched so far (local; a Slurm submit records every unit)
 
 
 def load(store) -> dict:
@@ -89,6 +91,12 @@ def record(data: dict, label: str, **fields) -> dict:
             entry.pop(stale, None)
     entry.update(fields)
     return entry
+
+
+def launching(data: dict, chains) -> None:
+    """Add the experiments a launch runs (all the plan's, or those of --only): one of them no unit of
+    which has started yet (the launcher stopped or killed before it) is still the run's, not left out."""
+    data[EXPERIMENTS] = sorted({*data.get(EXPERIMENTS, []), *(c.experiment for c in chains)})
 
 
 def job_ids(data: dict) -> set[str]:

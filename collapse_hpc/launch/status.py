@@ -273,7 +273,7 @@ def redo_command(store: RunStore, job, executor: str) -> str:
 def launched(store: RunStore, chains, book: dict) -> set[str]:
     """The experiments the run has launched: an experiment none of whose units has a job or a folder was
     left out of it (--only)."""
-    return {label.split("/", 1)[0] for label in book["units"]} | {
+    return {label.split("/", 1)[0] for label in book["units"]} | set(book.get(records.EXPERIMENTS) or []) | {
         c.experiment for c in chains for j in c.jobs
         if store.unit_dir(j.experiment, j.variant, j.shape, j.index).exists()}
 

@@ -395,3 +395,25 @@ def test_a_unit_larger_than_the_memory_available_now_runs_with_a_warning(tmp_pat
     assert (f"a unit of this run needs about {need / 2**30:.3g} GiB of memory; {need // 2 / 2**30:.3g} GiB is "
             f"available here now: it may be killed (out of memory) unless other processes free some") in err, err
     assert err.count("is available here now") == 1, err
+
+
+
+def _one_core() -> None:
+    _sigint_default()
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one unit at a time, in the plan's order
+
+
+def test_an_experiment_not_started_yet_is_the_runs_not_left_out(tmp_path):
+    # a local launcher killed before it reached an experiment of its plan: status called that experiment
+    # "not in this run (left out with --only)" (so too while the launcher ran), and verify did not count it
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2}, ltarray={"parts": 4})
+    run = tmp_path / "run"
+    proc = _launched(cfg, run, unit(run, "ltarray", "replace-p0-s0", "part_000") / "manifest.json", _one_core)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "ltchain").exists()  # the array's parts go first: the chain never started
+    rc, out, _ = collapse("status", run)
+    assert rc == 0 and "not in this run" not in out, out
+    assert "ltchain/replace-p0-s0  no generation finished (0/1 done)\n  gen_000  not run" in out, out
+    rc, out, _ = collapse("verify", run)
+    assert rc == 0 and "0 with mismatches, 4 unfinished" in out, out

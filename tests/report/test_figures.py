@@ -410,7 +410,7 @@ def test_a_panel_only_another_run_fills_says_so_not_no_data_yet(tmp_path):
 
 
 def _side_by_side(tmp_path, runs):
-    """A Context over real Gaussian runs (name, sample size, regime) drawn side by side."""
+    """A Context over real Gaussian runs (name, sample size, regime[, generations: 3]) drawn side by side."""
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import debug
     from collapse_hpc.plotting.plots import Context
@@ -418,10 +418,11 @@ def _side_by_side(tmp_path, runs):
     from collapse_hpc.store import RunStore
 
     roots = []
-    for name, n, regime in runs:
+    for name, n, regime, *generations in runs:
+        g = generations[0] if generations else 3
         run = experiments.config_from_dict({
-            "name": name, "executor": "debug", "generations": 3, "seeds": [0], "regimes": [regime],
-            "gaussian": {"samples": [n], "replicates": 4, "chunk_replicates": 4, "generations": 3},
+            "name": name, "executor": "debug", "generations": g, "seeds": [0], "regimes": [regime],
+            "gaussian": {"samples": [n], "replicates": 4, "chunk_replicates": 4, "generations": g},
             "gmm": {"enabled": False}, "lm": {"enabled": False}, "vae": {"enabled": False}, "toy": {"enabled": False}})
         store = RunStore(tmp_path / name)
         engine.open_run(store, run)
@@ -460,6 +461,20 @@ def test_runs_side_by_side_keep_every_series_in_the_legend_and_a_scale_on_every_
                 assert row[0].get_ylabel(), f"{fn.__name__}: row {r} has no y label"
         texts = [t.get_text() for ax in fig.axes for t in ax.texts]
         assert "n = 9: not in small" in texts and "n = 5: not in large" in texts, texts
+
+
+def test_a_runs_theory_curve_spans_its_own_generations_not_another_runs(tmp_path):
+    """A run of 1 generation beside one of 60: the first run's theory curve ran to generation 59 (every run's
+    generations), down to 1e-29 for n = 2, and the shared y scale squeezed the other run's series flat."""
+    from collapse_hpc.experiments.gaussian.figures import gaussian_variance, gaussian_w2
+
+    ctx = _side_by_side(tmp_path, [("short", 2, "replace", 1), ("long", 50, "replace", 60)])
+    with drawing.figure_style():
+        for fn in (gaussian_variance, gaussian_w2):
+            fig, _ = fn(ctx)
+            spans = {ax.get_title(): max(ln.get_xdata()) for ax in fig.axes for ln in ax.get_lines()
+                     if ln.get_label().startswith("theory")}
+            assert spans == {"n = 2 (short)": 0, "n = 50 (long)": 59}, (fn.__name__, spans)
 
 
 def test_an_interval_below_zero_on_a_log_axis_still_holds_its_mean():
@@ -683,6 +698,22 @@ def test_mean_variance_caption_names_the_sample_sizes_too_few_replicates_can_fol
     assert "Under replace here: n = 10: sd 2.7 at generation 29, e^(sd²) ≈ 1.7e+03 against 40 replicates." \
         in caption, caption
     assert "n = 100: sd" not in caption
+
+
+def test_mean_variance_caption_writes_an_e_to_the_sd_squared_past_floats_as_a_power_of_ten(tmp_path):
+    # n = 2 over 3000 generations: sd of log sigma_hat^2 = 122, e^(sd²) = e^14800 overflowed (a RuntimeWarning
+    # on the aggregate's stderr) and the caption read "e^(sd²) ≈ — against 4 replicates"
+    import warnings
+
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 3000}}, generations=3000)
+    synthetic.gaussian(root, generations=3000, replicates=4, ns=(2,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, caption = gaussian_figures.gaussian_variance(_context(root, "gaussian"))
+    assert "n = 2: sd 1.2e+02 at generation 2999, e^(sd²) ≈ 10^6429 against 4 replicates." in caption, caption
 
 
 def test_gmm_tails_caption_says_why_the_mean_rises_and_for_how_many_replicates(tmp_path):
@@ -1135,9 +1166,28 @@ def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
     for path in sorted(root.glob("vae/*/gen_*/samples.png")):
         cells = grid.read_cells(path)
         panel, shown = _panel(path, 218)  # what six panels across 7.2 in give each
-        assert shown == 100 and panel.shape == (10 * 8 * 2 + 11,) * 2  # 8x8 digits, twice, 1 px frames
-        assert np.array_equal(panel[1:17, 1:17], np.kron(cells[0], np.ones((2, 2), np.uint8)))
+        assert shown == 100 and panel.shape == (10 * 8 * 2 + 11 * 2,) * 2  # 8x8 digits, twice, 2 px frames
+        assert np.array_equal(panel[2:18, 2:18], np.kron(cells[0], np.ones((2, 2), np.uint8)))
         assert _found(png, panel), path
+
+
+def test_vae_sample_grids_viewed_at_half_size_keep_every_frame(tmp_path):
+    """A 200-dpi figure on a screen, or scaled to a column, is shown at about half its pixels: 1 px frames
+    between the samples fell out every other time, and the black margins of neighbouring 8x8 digits ran
+    together into vertical stripes. Every frame is still there in each half of the pixels."""
+    from collapse_hpc.experiments.vae import grid
+    from collapse_hpc.experiments.vae.figures import _panel
+
+    digits = np.zeros((100, 8, 8))
+    digits[:, 1:7, 2:6] = 1.0  # a white digit, black margins
+    grid.write_grid(digits, tmp_path / "samples.png", 4)
+    for budget in (218, 360):  # six generations across the page; two
+        panel, shown = _panel(tmp_path / "samples.png", budget)
+        side = int(round(shown ** 0.5))
+        for phase in (0, 1):
+            half = panel[phase::2, phase::2]
+            frames = (half == grid.BACKGROUND).all(axis=0).sum(), (half == grid.BACKGROUND).all(axis=1).sum()
+            assert frames == (side + 1, side + 1), (budget, phase, frames)
 
 
 def _vae_samples_drawn(root, generations: int):
@@ -1161,7 +1211,7 @@ def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tm
     fig, caption = _vae_samples_drawn(tmp_path / "m", generations=10)
     assert fig.get_figwidth() <= 7.2
     assert [ax.get_title() for ax in fig.axes[:6]] == [f"generation {g}" for g in (0, 2, 4, 5, 7, 9)]
-    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(7 * 28 + 8,) * 2}
+    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(7 * 28 + 8 * 2,) * 2}
     assert "The first 7 × 7 of the 100 samples" in caption and "Generations 0, 2, 4, 5, 7, 9 of 0 to 9." in caption
 
 

@@ -6,7 +6,7 @@ import pytest
 from scipy.special import ndtr
 
 from collapse_hpc.plotting.figures import trend
-from collapse_hpc.report import stats
+from collapse_hpc.report import drawing, stats
 from tests.report import synthetic
 from tests.report.test_figures import _context
 
@@ -224,3 +224,41 @@ def test_gmm_snapshots_name_their_axes_and_each_rows_series(tmp_path):
         assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1), name
         assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes), name
     assert "x and y: the data's two coordinates" in caption
+
+
+@pytest.mark.parametrize("spread", [0.0035, 0.0046, 0.3, 1.0])
+def test_latent_figure_tick_labels_leave_room_between_them(tmp_path, spread):
+    """A posterior-collapsed latent (a VAE with latent 1 on small images: means within +-0.016) was ticked
+    -0.015, -0.010, … 0.015 across a 3.2 in panel, each label touching the next: neighbouring labels are at
+    least half an em apart."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 4}})
+    synthetic.vae(root, spread=spread)
+    with drawing.figure_style():
+        fig, _ = vae_latents(_context(root, "vae"))
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        for ax in fig.axes:
+            labels = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()),
+                            key=lambda b: b.x0)
+            em = renderer.points_to_pixels(ax.xaxis.get_ticklabels()[0].get_fontsize())
+            assert len(labels) >= 3 and min(b.x0 - a.x1 for a, b in zip(labels, labels[1:])) >= em / 2, \
+                [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_latent_figure_gives_a_collapsed_latents_sd_its_digits(tmp_path):
+    """Latent means within +-0.016 read 'sd 0.00' in every generation's legend entry and in the caption."""
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 4}})
+    synthetic.vae(root, spread=0.0046)
+    fig, caption = vae_latents(_context(root, "vae"))
+    legend = fig.axes[0].get_legend_handles_labels()[1]
+    gen0 = pd.read_parquet(root / "vae" / "replace-p0-s0" / "gen_000" / "latents.parquet").filter(like="mu_")
+    assert legend[0] == f"generation 0 (sd {np.std(gen0.to_numpy()):.2g})"
+    assert not any(label.endswith("(sd 0.00)") for label in legend), legend
+    assert "0.00 →" not in caption and "→ 0.00 " not in caption

@@ -3,6 +3,8 @@ error of mu-hat and of sigma-hat, mean variance, typical (log) variance, Wassers
 and the tails (the mass each fit puts beyond the original's 2 and 3 sigma)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import ndtr
 
@@ -39,7 +41,9 @@ def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, l
                 no_data(ax, _empty(ctx, run, n))
                 continue
             if quantity and n is not None:
-                gens = gens_axis(ctx.planned(run), ctx.df["generation"])
+                # this run's generations: every run's drew a short run's curve on to another's last, far
+                # below its data, and the row's shared scale squeezed the other's series flat
+                gens = gens_axis(ctx.planned(run), ctx.summary.loc[ctx.summary["run"] == run, "generation"])
                 curve, label = _theory(ctx, run, int(n), gens, quantity)
                 ax.plot(gens, curve, label=label, **style.THEORY)
             if log:
@@ -106,6 +110,12 @@ def _exact_start(ctx: Context, run: str, n: int) -> bool:
     return len(first) > 1 and first["value"].std() == 0
 
 
+def _e_to(x: float) -> str:
+    """e^x for a caption; as a power of ten past a float's range (n = 2 over 3000 generations: e^14800),
+    where it read '—' and numpy warned of the overflow."""
+    return num(math.exp(x), 2) if x < 700 else f"10^{x / math.log(10):.0f}"
+
+
 def _carried_by_rare(ctx: Context, metric: str) -> str:
     """Sample sizes whose mean variance this run's replicates cannot follow to its last generation: the
     spread of log σ̂² there (theory.sd_log_variance) makes e^(sd²) above a tenth of the replicates."""
@@ -119,9 +129,9 @@ def _carried_by_rare(ctx: Context, metric: str) -> str:
             last = at[at["generation"] == at["generation"].max()].iloc[0]
             fits = int(last["generation"]) + (0 if _exact_start(ctx, run, int(n)) else 1)
             sd = float(theory.sd_log_variance(int(n), fits))
-            if np.exp(sd**2) > int(last["n"]) / 10:
+            if sd**2 > math.log(max(int(last["n"]), 1) / 10):
                 out.append(f"n = {n}: sd {num(sd, 2)} at generation {int(last['generation'])}, e^(sd²) ≈ "
-                           f"{num(np.exp(sd**2), 2)} against {int(last['n'])} replicates"
+                           f"{_e_to(sd**2)} against {int(last['n'])} replicates"
                            + ("" if len(ctx.run_labels) == 1 else f" ({run})"))
     return "; ".join(out)
 

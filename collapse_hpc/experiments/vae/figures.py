@@ -36,7 +36,9 @@ def _seeds_shown(ctx: Context, rows: list) -> str:
 
 SHOWN = 6  # generations a row draws at most: evenly spaced, the first and the last among them
 SAMPLE_PX = 16  # the fewest figure pixels a sample spans (2 mm printed at style.DPI)
-FRAME = 1  # figure pixels between samples
+# figure pixels between samples: one vanished where the figure is viewed at half size (a 200-dpi PNG on a
+# screen), and the black margins of neighbouring 8x8 digits ran together into vertical stripes
+FRAME = 2
 GAP, LEFT, TOP = 0.06, 0.34, 0.22  # inches: between panels, for the rows' labels, for the titles
 MOST = 1.8  # inches a panel spans at most (a run of two generations would otherwise draw 3.4 in panels)
 
@@ -157,6 +159,7 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
     """Per series, the density of the latent means of each generation's samples under generation 0's
     encoder, pooled over dimensions: raw, as the notebook draws it, or standardised (vae.latent_figure)."""
     import pyarrow.parquet as pq
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in _files(ctx, "latents.parquet") if 0 in r[2]]
     if not rows:
@@ -172,15 +175,17 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
         edges = np.linspace(-edge, edge, bins + 1)
         for g, z in values.items():
             ax.hist(np.clip(z, -edge, edge), bins=edges, density=True, histtype="step",
-                    color=ctx.generation_colour(g), linewidth=1.4, label=f"generation {g} (sd {np.std(z):.2f})")
+                    color=ctx.generation_colour(g), linewidth=1.4, label=f"generation {g} (sd {_sd(z)})")
         last = max(values)
         share, g = max((float(np.mean(np.abs(z) > edge)), g) for g, z in values.items())
         if share:  # np.clip piles them into the outer bins: say how many
             beyond.append(("" if len(rows) == 1 else f"{key}: ")
                           + f"{share:.1%} of generation {g}'s beyond ±{edge:.3g}")
-        spreads.append(f"{key if len(ctx.runs) == 1 else f'{run.label}: {key}'} {np.std(values[0]):.2f} → "
-                       f"{np.std(values[last]):.2f} (generation {last})")
+        spreads.append(f"{key if len(ctx.runs) == 1 else f'{run.label}: {key}'} {_sd(values[0])} → "
+                       f"{_sd(values[last])} (generation {last})")
         ax.set_title(key if len(ctx.runs) == 1 else f"{run.label}\n{key}")
+        # at most 5 ticks: matplotlib's own ran -0.015, -0.010, … 0.015 over a collapsed latent, labels touching
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density" if ax is axes.flat[0] else "")
         _legend_below(ax)
@@ -196,6 +201,13 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
                  + "; ".join(spreads) + "."
                  + (" Means beyond the axis are drawn in its outermost bins; the most of any generation: "
                     + "; ".join(beyond) + "." if beyond else ""))
+
+
+def _sd(values) -> str:
+    """The sd of latent means to two decimals, or two significant digits below 0.01: a latent collapsed
+    to a point read 'sd 0.00' in every generation, its narrowing hidden."""
+    sd = float(np.std(values))
+    return f"{sd:.2f}" if sd >= 0.01 or sd == 0 else f"{sd:.2g}"
 
 
 def _legend_below(ax) -> None:
