@@ -4,6 +4,8 @@ a second submission leaves alone. The real-cluster tests are in tests/slurm/."""
 import dataclasses
 import os
 import re
+import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import yaml
 
 from collapse_hpc import engine
 from collapse_hpc.launch import profile as profile_mod
+from collapse_hpc.store import RunStore
 from tests.helpers import flip, hashed
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
@@ -742,7 +745,7 @@ def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_s
     cfg = write_config(tmp_path, generations=1, ltchain={})
     submit_anywhere = collapse("submit", cfg, "--run", tmp_path / "a")
     assert submit_anywhere[0] == 0, submit_anywhere[2]
-    assert jobs(tmp_path / "a")["profile"] == "slurm/site.yaml"
+    assert jobs(tmp_path / "a")["profile"] == str(tmp_path / "slurm" / "site.yaml")
     (tmp_path / "own.yaml").write_text("name: own\npartition: gpu\n")
     cfg = write_config(tmp_path, "withprofile", generations=1, ltchain={}, profile=str(tmp_path / "own.yaml"))
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "b")
@@ -921,7 +924,31 @@ def test_a_resubmission_keeps_the_runs_own_profile(tmp_path, fake_slurm, monkeyp
     assert rc == 2 and "submitted with the profile" in err and "--profile P" in err
     rc, _, err = collapse("submit", cfg, "--run", run, "--generations", "3", "--profile", "slurm/site.yaml")
     assert rc == 0, err
-    assert jobs(run)["profile"] == "slurm/site.yaml"
+    assert jobs(run)["profile"] == str(tmp_path / "slurm" / "site.yaml")
+
+
+def test_the_resume_command_runs_from_any_folder(tmp_path, fake_slurm, monkeypatch):
+    """The run's saved config kept data_dir and the profile as typed (data, p.yaml), read from the folder a
+    command runs in: status's resume command (engine.resume_command), pasted in another folder, ended with
+    one line (the profile 'not found from here', the data set 'not prepared'). Both are saved absolute."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    (project / "p.yaml").write_text((REPO / "slurm" / "local.yaml").read_text())
+    assert collapse("data", "prepare", "digits", "--data-dir", "data")[0] == 0
+    shutil.copytree(project / "data" / "digits", project / "data" / "mine")  # not prepared by the run itself
+    cfg = write_config(project, generations=1, data_dir="data", ltchain={}, vae={"dataset": "mine"})
+    rc, _, err = collapse("submit", cfg.name, "--run", "run", "--profile", "p.yaml")
+    assert rc == 0, err
+    monkeypatch.chdir(elsewhere)
+    resume = shlex.split(engine.resume_command(RunStore(project / "run"), "slurm"))
+    rc, out, err = collapse(*resume[1:], "--generations", "2")
+    assert rc == 0, err
+    assert f"submitting with the profile of its earlier submit, {project / 'p.yaml'}" in out
+    assert "vae/" in out and not (elsewhere / "data").exists()
+    saved = yaml.safe_load((project / "run" / "config.yaml").read_text())
+    assert (saved["data_dir"], saved["profile"]) == (str(project / "data"), str(project / "p.yaml"))
+    assert jobs(project / "run")["profile"] == str(project / "p.yaml")
 
 
 @pytest.mark.parametrize("parent, why", [("COMPLETED", "cancelled while queued: scancel or collapse-hpc cancel"),
