@@ -186,7 +186,8 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
     """`scontrol show config` ran three times a submit (MaxJobCount, the submit limit's AccountingStorageEnforce
     and ClusterName, the submission's MaxArraySize), and squeue once for each of the two checks before the
     submission's own: read once now, and the queue once for both checks (again under the run's lock, where
-    another submit of the run may have queued jobs since)."""
+    another submit of the run may have queued jobs since). `scontrol show partition` ran twice (the profile's
+    partitions, the partitions' QOS of the submit limit): once now."""
     (fake_slurm / "config.txt").write_text("MaxJobCount = 100\nMaxArraySize = 1001\nClusterName = dev\n"
                                            "AccountingStorageEnforce = associations,limits,qos\n")
     sacctmgr = fake_slurm / "bin" / "sacctmgr"  # the user's association under collapse: 10 jobs at once
@@ -197,7 +198,7 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
     cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
     submit(cfg, tmp_path / "run")
     assert len(scripts(fake_slurm)) == 4  # two generations, the array, the report
-    assert calls(fake_slurm, "scontrol show config") == 1
+    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "scontrol -a -o show partition") == 1
     assert calls(fake_slurm, "squeue") == 3  # the checks', the submit limit's (%u|%a|%q|%P), the submission's
     assert calls(fake_slurm, "sacctmgr") == 4
     (fake_slurm / "calls.txt").unlink()
@@ -208,6 +209,12 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
                           REPO / "slurm" / "local.yaml")
     assert rc == 2 and "limited to 5 (MaxSubmitJobs of your association with account collapse" in err, err
     assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "squeue") == 2
+    assert calls(fake_slurm, "scontrol -a -o show partition") == 1
+    (fake_slurm / "calls.txt").unlink()  # the dry run reads them once too
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
+                            REPO / "slurm" / "local.yaml", "--dry-run")
+    assert rc == 2 and "limits on jobs queued at once (sacctmgr): OVER" in out, err
+    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "scontrol -a -o show partition") == 1
 
 
 def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm):
