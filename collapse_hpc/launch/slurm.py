@@ -296,15 +296,14 @@ def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int], scontrol: S
     if not quota.enforced(scontrol.config) or shutil.which("sacctmgr") is None:
         return None
     parts, user = scontrol.partitions, getpass.getuser()
-    by_charge: dict[quota.Charge, int] = {}
+    by_charge: dict[tuple[quota.Charge, ...], int] = {}
     for kind, n in kinds.items():
-        names = partition_of(prof, kind, parts)
-        # a job of several partitions: sbatch picks one, and checks its limits itself
-        part = names[0] if len(names) == 1 else ""
-        charge = quota.Charge(user, prof.account or "", prof.resources(kind).qos or prof.qos or "", part,
-                              parts.get(part, {}).get("QoS", "N/A"))
-        by_charge[charge] = by_charge.get(charge, 0) + n
-    return quota.problem(by_charge, user, scontrol.config)
+        qos = prof.resources(kind).qos or prof.qos or ""
+        # a job of several partitions: one charge each (quota.problem weighs what they share)
+        charges = tuple(quota.Charge(user, prof.account or "", qos, p, parts.get(p, {}).get("QoS", "N/A"))
+                        for p in partition_of(prof, kind, parts) or [""])
+        by_charge[charges] = by_charge.get(charges, 0) + n
+    return quota.problem(by_charge, user, scontrol.config, {p: f.get("QoS", "N/A") for p, f in parts.items()})
 
 
 def job_count_problem(jobs: int, lim: dict[str, int], queued_now: int) -> str | None:

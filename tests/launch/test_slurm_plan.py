@@ -190,11 +190,7 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
     partitions, the partitions' QOS of the submit limit): once now."""
     (fake_slurm / "config.txt").write_text("MaxJobCount = 100\nMaxArraySize = 1001\nClusterName = dev\n"
                                            "AccountingStorageEnforce = associations,limits,qos\n")
-    sacctmgr = fake_slurm / "bin" / "sacctmgr"  # the user's association under collapse: 10 jobs at once
-    sacctmgr.write_text('#!/bin/bash\necho "sacctmgr $*" >> "$FAKE_SLURM/calls.txt"\ncase "$*" in\n'
-                        '  *"user= "*) echo "collapse|root|" ;;\n  *"show assoc"*) echo "collapse||10||normal" ;;\n'
-                        '  *"show qos"*) echo "normal|||||" ;;\n  *"show user"*) echo collapse ;;\nesac\n')
-    sacctmgr.chmod(0o755)
+    _sacctmgr(fake_slurm, "collapse||10||normal")  # the user's association under collapse: 10 jobs at once
     cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
     submit(cfg, tmp_path / "run")
     assert len(scripts(fake_slurm)) == 4  # two generations, the array, the report
@@ -204,7 +200,7 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
     (fake_slurm / "calls.txt").unlink()
     (fake_slurm / "config.txt").write_text("MaxJobCount = 100\nClusterName = dev\n"
                                            "AccountingStorageEnforce = associations,limits,qos\n")
-    sacctmgr.write_text(sacctmgr.read_text().replace("collapse||10||normal", "collapse||5||normal"))
+    _sacctmgr(fake_slurm, "collapse||5||normal")
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
                           REPO / "slurm" / "local.yaml")
     assert rc == 2 and "limited to 5 (MaxSubmitJobs of your association with account collapse" in err, err
@@ -215,6 +211,49 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
                             REPO / "slurm" / "local.yaml", "--dry-run")
     assert rc == 2 and "limits on jobs queued at once (sacctmgr): OVER" in out, err
     assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "scontrol -a -o show partition") == 1
+
+
+def _sacctmgr(fake_slurm, assoc: str = "collapse||||normal", qos: str = "normal||||\\n") -> None:
+    """A fake sacctmgr: the user's association `assoc` (Account|Partition|MaxSubmit|GrpSubmit|DefaultQOS), the
+    account collapse under root, the QOS lines `qos` (Name|MaxSubmitPU|MaxSubmitPA|GrpSubmit|Flags), and
+    collapse the user's default account."""
+    sacctmgr = fake_slurm / "bin" / "sacctmgr"
+    sacctmgr.write_text('#!/bin/bash\necho "sacctmgr $*" >> "$FAKE_SLURM/calls.txt"\ncase "$*" in\n'
+                        f'  *"user= "*) echo "collapse|root|" ;;\n  *"show assoc"*) echo "{assoc}" ;;\n'
+                        f'  *"show qos"*) printf "{qos}" ;;\n  *"show user"*) echo collapse ;;\nesac\n')
+    sacctmgr.chmod(0o755)
+
+
+def test_a_job_of_several_partitions_meets_the_limits_it_meets_in_each(tmp_path, fake_slurm):
+    """partition: debug,gpu, both of QOS partq (MaxSubmitPU 100), which stands in for the jobs' QOS normal's 2:
+    the check took no partition's QOS for a job of several and refused 4 jobs by normal's 2, which sbatch
+    queues. Each partition's limits are met now, and those all of them share are weighed."""
+    (fake_slurm / "config.txt").write_text("ClusterName = dev\nAccountingStorageEnforce = associations,limits,qos\n")
+    (fake_slurm / "partitions.txt").write_text("PartitionName=debug Default=YES MaxTime=UNLIMITED QoS=partq\n"
+                                               "PartitionName=gpu Default=NO MaxTime=UNLIMITED QoS=partq\n")
+    (tmp_path / "both.yaml").write_text("name: both\npartition: debug,gpu\n")
+    _sacctmgr(fake_slurm, qos="normal|2|||\\npartq|100|||\\n")
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", tmp_path / "both.yaml")
+    assert rc == 0, err
+    assert {flag(s, "partition") for s in scripts(fake_slurm).values()} == {"debug,gpu"}
+    _sacctmgr(fake_slurm, qos="normal|2|||\\npartq|3|||\\n")  # partq's own limit holds in either partition
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run2", "--profile", tmp_path / "both.yaml")
+    assert rc == 2 and "your jobs under QOS partq queued at once are limited to 3 (MaxSubmitPU of QOS partq, " \
+                       "partition debug's" in err, err
+
+
+def test_where_squeue_hides_other_users_jobs_a_refusal_says_it_counted_those_it_shows(tmp_path, fake_slurm):
+    """PrivateData=jobs: squeue shows a user their own jobs only, and the refusal of a limit on everyone's
+    jobs said '2 queued now, so 3 more fit' as if it had counted them all."""
+    (fake_slurm / "config.txt").write_text("ClusterName = dev\nAccountingStorageEnforce = limits\nPrivateData = jobs\n")
+    _sacctmgr(fake_slurm, qos="normal|||5|\\n")  # GrpSubmit: 5 jobs of every user at once
+    (fake_slurm / "squeue.txt").write_text("bo|collapse|normal|debug\nbo|collapse|normal|debug\n")  # %u|%a|%q|%P
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and "and the jobs of every user queued at once are limited to 5 (GrpSubmit of QOS normal: " \
+                       "sacctmgr show qos normal format=Name,GrpSubmit), 2 queued now that squeue shows you " \
+                       "(PrivateData=jobs hides other users' jobs), so at most 3 more fit" in err, err
 
 
 def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm):

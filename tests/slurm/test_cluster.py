@@ -475,7 +475,7 @@ def _modified(*what: str) -> tuple[list, list]:
     (*_modified("qos", "normal", "MaxSubmitJobsPerAccount"), "the jobs of account collapse, every user's,",
      "MaxSubmitPA of QOS normal"),
     (PARTQ, [["scontrol", "update", "PartitionName=debug", "QOS="], ["sacctmgr", "-i", "delete", "qos", "partq"]],
-     "your jobs in partition debug", "MaxSubmitPU of QOS partq, partition debug's"),
+     "your jobs under QOS partq", "MaxSubmitPU of QOS partq, partition debug's"),
     ([["sacctmgr", "-i", "add", "user", USER, "account=collapse", "partition=debug", "MaxSubmitJobs=3"]],
      [["sacctmgr", "-i", "delete", "user", USER, "account=collapse", "partition=debug"]],
      "your jobs", "MaxSubmitJobs of your association with account collapse and partition debug"),
