@@ -347,7 +347,6 @@ def _generations(run, chains) -> str:
 
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
-
     from collapse_hpc.launch.slurm import Scontrol
 
     scontrol = Scontrol()  # read where the run goes to Slurm, once for its checks and its submission
