@@ -212,11 +212,13 @@ def _warn_disk(store, run, chains) -> None:
             "midway (finished units are kept: free space, then run the same command again)", store.root, short)
 
 
-def resolve(args, executor: str | None = None, profile: str | None = None, problems: list[str] | None = None):
+def resolve(args, executor: str | None = None, profile: str | None = None, problems: list[str] | None = None,
+            scontrol=None):
     """Load and validate the config and check each experiment's inputs; writes nothing.
 
     Returns (store, run); the store's folder may not exist yet. With `problems` (a list), the checks
-    of the cluster and of the inputs add their failures to it instead of raising the first."""
+    of the cluster and of the inputs add their failures to it instead of raising the first. `scontrol`
+    (slurm.Scontrol): what the cluster's checks read of it, kept for the caller's later ones."""
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import choose, estimate
     from collapse_hpc.launch import profile as profmod
@@ -258,7 +260,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
         from collapse_hpc.launch import slurm
         from collapse_hpc.launch.container import check_binds, check_cache_env, resolve_image
 
-        prof = profmod.load(run.profile)
+        prof, scontrol = profmod.load(run.profile), scontrol or slurm.Scontrol()
         if prof.container.image:  # before the run folder too; the jobs would only fail at start
             def image():
                 try:
@@ -287,7 +289,7 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
             kinds[c.kind] = max(c.ranks, kinds.get(c.kind, 1))
 
         def cluster():  # sbatch's own word only where the named checks pass (one line per problem)
-            found = slurm.profile_problems(prof, sorted(kinds))
+            found = slurm.profile_problems(prof, sorted(kinds), scontrol)
             if found and problems is not None:  # the dry run lists every kind's, not only the first
                 problems.extend(found)
             elif found:
@@ -351,10 +353,12 @@ def _generations(run, chains) -> str:
 
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
+    from collapse_hpc.launch.slurm import Scontrol
 
+    scontrol = Scontrol()  # read where the run goes to Slurm, once for its checks and its submission
     with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
-        store, run = resolve(args, executor or args.executor, getattr(args, "profile", None))
-        pending, config = _submit_pending(store, run, args.only) if run.executor == "slurm" else (None, None)
+        store, run = resolve(args, executor or args.executor, getattr(args, "profile", None), scontrol=scontrol)
+        pending = _submit_pending(store, run, args.only, scontrol) if run.executor == "slurm" else None
     log = logging.getLogger("collapse_hpc")
     # locked before open and the log file: a refused launcher writes nothing into the run folder;
     # submit holds it too (slurm's submit takes the same lock again inside)
@@ -370,7 +374,7 @@ def cmd_run(args, executor=None) -> int:
         if run.executor == "slurm":
             from collapse_hpc.report.aggregate import job as report
 
-            launch.execute(store, run, chains, "slurm", pending=pending, finish=report, config=config)
+            launch.execute(store, run, chains, "slurm", pending=pending, finish=report, config=scontrol.config)
             return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []
@@ -379,18 +383,18 @@ def cmd_run(args, executor=None) -> int:
     return 1 if failed else 0
 
 
-def _submit_pending(store, run, only) -> tuple[set[str], str]:
-    """The units a submit starts (slurm.pending_units) and the cluster's config (slurm.show_config), worked
-    out once, before the run folder is written, and the jobs they make weighed against the cluster's job
-    count and the user's limits on jobs queued at once (a refusal leaves nothing behind)."""
+def _submit_pending(store, run, only, scontrol) -> set[str]:
+    """The units a submit starts (slurm.pending_units), worked out once, before the run folder is written,
+    and the jobs they make weighed against the cluster's job count and the user's limits on jobs queued at
+    once (a refusal leaves nothing behind); `scontrol` (slurm.Scontrol): the cluster as the checks read it."""
     from collapse_hpc import engine
     from collapse_hpc.launch import profile as profiles
     from collapse_hpc.launch import slurm
 
     chains = engine.plan(run, only=only)
-    pending, config = slurm.pending_units(store, run, chains), slurm.show_config()
-    slurm.check_queue(store, chains, pending, profiles.load(run.profile), config)
-    return pending, config
+    pending = slurm.pending_units(store, run, chains)
+    slurm.check_queue(store, chains, pending, profiles.load(run.profile), scontrol)
+    return pending
 
 
 def cmd_submit(args) -> int:
@@ -430,10 +434,12 @@ def dry_run(args) -> int:
     from collapse_hpc import engine
     from collapse_hpc.launch import dryrun
     from collapse_hpc.launch import profile as profmod
+    from collapse_hpc.launch.slurm import Scontrol
 
     problems: list[str] = []
-    store, run = resolve(args, "slurm", args.profile, problems)
-    return dryrun.show(store, run, engine.plan(run, only=args.only), profmod.load(run.profile), problems)
+    scontrol = Scontrol()
+    store, run = resolve(args, "slurm", args.profile, problems, scontrol)
+    return dryrun.show(store, run, engine.plan(run, only=args.only), profmod.load(run.profile), problems, scontrol)
 
 
 def cmd_stage(args) -> int:
@@ -441,6 +447,7 @@ def cmd_stage(args) -> int:
     from collapse_hpc import data, experiments
     from collapse_hpc.launch import profile as profmod
     from collapse_hpc.launch.container import check_cache_env
+    from collapse_hpc.launch.slurm import Scontrol
     from collapse_hpc.launch.stage import fetch_models
 
     run = experiments.load_config(args.config, args.overrides)
@@ -462,8 +469,9 @@ def cmd_stage(args) -> int:
     for line in fetch_models(tags, prof):
         print(line)
     args.run, args.generations, args.only = None, None, None
-    store, run = resolve(args, "slurm", profile)  # the checks submit runs, under the profile's job environment
-    _submit_pending(store, run, None)
+    scontrol = Scontrol()
+    store, run = resolve(args, "slurm", profile, scontrol=scontrol)  # the checks submit runs, in the jobs' environment
+    _submit_pending(store, run, None, scontrol)
     print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; models "
           f"{', '.join(tags) or 'none'}; submit's checks pass")
     return 0

@@ -23,6 +23,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -92,8 +93,10 @@ class RunConfig:
                                  "{name: replace, keep_fraction: 0.1, lm: {epochs: 10}}", unique=True)
     executor: str = knob("local", "where units run: local (subprocesses), slurm, debug (in-process)",
                          choices=EXECUTORS)
-    profile: str | None = knob(None, "cluster profile YAML (slurm/…); needed for executor slurm")
-    data_dir: str = knob("data", "prepared data sets (collapse-hpc data prepare)")
+    profile: str | None = knob(None, "cluster profile YAML (slurm/…); needed for executor slurm; saved absolute, "
+                                     "as data_dir")
+    data_dir: str = knob("data", "prepared data sets (collapse-hpc data prepare); a relative path is read from the "
+                                 "folder the command runs in and saved absolute in the run folder's config.yaml")
     sections: dict[str, Any] = field(default_factory=dict)  # experiment name -> its Section
 
     def section(self, name: str):
@@ -545,9 +548,17 @@ def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
     where = _Where(file, sections)
     for key, regimes in lists:
         regimes[:] = [_type_overrides(r, f"{key}[{i}]", raw, where) for i, r in enumerate(regimes)]
+    # saved absolute: a run folder's config.yaml (status's resume command) names the same folders wherever
+    # it is run again from, and its jobs run
+    run.data_dir, run.profile = anchored(run.data_dir), run.profile and anchored(run.profile)
     if run.executor == "slurm" and not run.profile:
         raise ConfigError(f"{file}: profile: executor slurm needs a cluster profile (--profile slurm/….yaml)")
     return run
+
+
+def anchored(path: str) -> str:
+    """A path as typed (relative: to the folder the command runs in; ~: the home folder), absolute."""
+    return str(Path(os.path.expanduser(path)).absolute())
 
 
 def _refuse_unknown(run_keys: dict, names: list[str], file: str) -> None:

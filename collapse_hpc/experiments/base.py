@@ -127,10 +127,10 @@ def check_prepared(experiment: str, run, splits, section=None, key: str | None =
                         f"{experiment} reads ({', '.join(splits)})")
     if missing or not (out / "card.json").is_file():
         own = "" if name in builtin else " --from PATH"  # prepare knows no such name without the user's files
-        # a run's relative data_dir is read from the current folder: a resubmission from elsewhere misses it
-        where = "" if data_dir.is_absolute() else (f" (data_dir {data_dir} is read from the current folder, "
-                                                   f"{Path.cwd()}: run from the folder it was prepared in, "
-                                                   f"or give data_dir as an absolute path)")
+        # a run folder copied from another machine (or made before data_dir was saved absolute, then run
+        # from another folder) names a data folder this machine lacks: preparing there makes a second copy
+        where = "" if data_dir.is_dir() else (f" (there is no folder {data_dir} here; where the data sets are "
+                                              f"elsewhere, give it: --set data_dir=PATH)")
         raise UserError(f"{key}: {out} is not prepared; run: collapse-hpc data prepare {name}{own} "
                         f"--data-dir {data_dir}{where}")
 

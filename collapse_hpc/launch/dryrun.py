@@ -12,9 +12,9 @@ import shutil
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import estimate, records
 from collapse_hpc.launch import profile as profiles
-from collapse_hpc.launch.slurm import (Submitter, array_pieces, job_name, jobs_to_queue, limits, live_job, numbered,
-                                       over_job_count, over_submit_limit, pending_units, queued, report_memory_short,
-                                       show_config)
+from collapse_hpc.launch.slurm import (Scontrol, Submitter, array_pieces, job_name, jobs_to_queue, limits, live_job,
+                                       numbered, over_job_count, over_submit_limit, pending_units, queued,
+                                       report_memory_short)
 from collapse_hpc.logs import count
 
 
@@ -32,7 +32,8 @@ def _queue() -> dict[str, str]:
         return {}
 
 
-def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int:
+def show(store, run, chains, prof: profiles.Profile, problems: list[str], scontrol: Scontrol) -> int:
+    """`scontrol`: what the checks before read of the cluster (cli.resolve), read again here only where they did not."""
     sub = Submitter(store, run, prof, dry_run=True)
     # what submit would queue, worked out as it does: the units it starts but those queued already
     queue, pending = _queue(), pending_units(store, run, chains)
@@ -59,8 +60,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
     arrays: dict[str, list] = {}
     for chain in (c for c in chains if c.shape == "array"):
         arrays.setdefault(chain.experiment, []).append(chain)
-    config = show_config()
-    lim = limits(config)
+    lim = limits(scontrol.config)
     for name, group in arrays.items():
         todo = [j for c in group for j in c.jobs if j.label in started]
         kinds[group[0].kind] = kinds.get(group[0].kind, 0) + len(todo)
@@ -89,7 +89,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str]) -> int
         problems += [f"cluster limit: {o}" for o in over]
     else:
         print("cluster limits: unknown here (no scontrol); per-user limits: sacctmgr show assoc user=$USER")
-    if over_user := over_submit_limit(prof, kinds, config):  # submit checks it too (check_queue)
+    if over_user := over_submit_limit(prof, kinds, scontrol):  # submit checks it too (check_queue)
         print(f"limits on jobs queued at once (sacctmgr): OVER: {over_user}")
         problems.append(f"a limit on jobs queued at once: {over_user}")
     for title, text in scripts:

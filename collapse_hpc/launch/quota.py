@@ -7,15 +7,20 @@ job part-way through a submit (slurm.SubmitLimit); submit reads them before anyt
   MaxSubmitPA (an account's) and GrpSubmit (everyone's). One set by the partition's QOS stands in for the job
   QOS's (unless that has the flag OverPartQOS), and a QOS's MaxSubmitPU and GrpSubmit for the association's
   MaxSubmitJobs and GrpSubmitJobs (Slurm checks the QOS's first; measured on Slurm 22.05).
-An array counts a job per task. Where there is no sacctmgr, or slurm.conf's AccountingStorageEnforce leaves
-limits out, there is none to read, and sbatch alone checks; so too for jobs of others this user may not see
-(PrivateData=jobs), which are not counted."""
+A QOS counts every job under it, as the job's own QOS or as its partition's, in whichever partitions have it
+(a job pending in several partitions counts for each one's QOS: slurmctld's acct_policy). An array counts a
+job per task. A job to queue in several partitions (--partition=a,b) is weighed against the limits it meets
+in each of them only: the others depend on where it runs and on EnforcePartLimits, and sbatch checks them.
+Where there is no sacctmgr, or slurm.conf's AccountingStorageEnforce leaves limits out, there is none to
+read, and sbatch alone checks. Where PrivateData=jobs hides other users' jobs from squeue, a limit on
+everyone's (or an account's) jobs is passed only where those squeue shows already pass it, and says so."""
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from collapse_hpc.logs import count
 
@@ -27,8 +32,8 @@ QOS = ("Name", "MaxSubmitPU", "MaxSubmitPA", "GrpSubmit", "Flags")
 
 @dataclass(frozen=True)
 class Charge:
-    """What a job charges, as squeue -o %u|%a|%q|%P tells it of a queued one ("": the default), and, of one
-    to queue, its partition's QOS ("N/A": none)."""
+    """What a job charges, as squeue -o %u|%a|%q|%P tells it of a queued one ("": the default), and its
+    partition's QOS ("N/A": none; of a job queued in several partitions, theirs joined by commas)."""
     user: str
     account: str
     qos: str
@@ -38,17 +43,20 @@ class Charge:
 
 @dataclass(frozen=True)
 class Limit:
+    """One limit and the jobs it counts; two are the same limit where they count the same jobs (the words
+    are the first finder's: a QOS met as the partition's QOS of two partitions is one limit)."""
     most: int
-    where: str  # which knob sets it, and how to see it
-    whose: str  # whose jobs it counts, in words
+    where: str = field(compare=False)  # which knob sets it, and how to see it
+    whose: str = field(compare=False)  # whose jobs it counts, in words
     user: str | None = None  # the jobs it counts: this user's (None: everyone's),
     accounts: frozenset[str] | None = None  # charging one of these accounts,
-    qos: str | None = None  # under this QOS,
-    partition: str | None = None  # in this partition
+    qos: str | None = None  # under this QOS (their own or a partition's),
+    partition: str | None = None  # in this partition (a partition's association)
 
     def counts(self, job: Charge) -> bool:
+        under = self.qos in (None, job.qos) or self.qos in job.partition_qos.split(",")
         return (self.user in (None, job.user) and (self.accounts is None or job.account in self.accounts)
-                and self.qos in (None, job.qos) and self.partition in (None, job.partition))
+                and under and self.partition in (None, job.partition))
 
 
 def enforced(config: str) -> bool:
@@ -79,11 +87,10 @@ def _qos_limits(qos: dict[str, dict[str, str]], job: Charge) -> dict[str, Limit]
     for knob, (words, user, accounts) in whose.items():
         for q in order:
             if (most := _number(qos[q][knob])) is not None:
-                own = q == job.qos  # a partition's QOS counts the jobs of its partition
-                words += "" if own else f" in partition {job.partition}"
+                own = q == job.qos
+                words += "" if own else f" under QOS {q}"
                 found[knob] = Limit(most, f"{knob} of QOS {q}" + ("" if own else f", partition {job.partition}'s")
-                                    + f": sacctmgr show qos {q} format=Name,{knob}", words, user, accounts,
-                                    q if own else None, None if own else job.partition)
+                                    + f": sacctmgr show qos {q} format=Name,{knob}", words, user, accounts, q)
                 break
     return found
 
@@ -133,16 +140,26 @@ def limits_for(assocs: list[dict[str, str]], accounts: list[dict[str, str]], qos
     return list(found.values()) + _account_limits(accounts, job.account)
 
 
-def over(limit: Limit, jobs: int, queued_now: int) -> str | None:
-    """What to say where `jobs` more beside `queued_now` that `limit` counts pass it; None within it."""
+def over(limit: Limit, jobs: int, queued_now: int, hidden: bool = False) -> str | None:
+    """What to say where `jobs` more beside `queued_now` that `limit` counts pass it; None within it.
+    `hidden`: squeue hides other users' jobs that the limit counts (PrivateData=jobs): `queued_now` is
+    what it shows, the least there are."""
     if jobs + queued_now <= limit.most:
         return None
     room = max(limit.most - queued_now, 0)
     yours = " of yours" if limit.user else ""
+    now = (f"{queued_now} queued now that squeue shows you (PrivateData=jobs hides other users' jobs), so at most "
+           f"{room} more fit" if hidden else f"{queued_now}{yours} queued now, so {room} more fit")
     return (f"this submit would queue {count(jobs, 'job')}, and {limit.whose} queued at once are limited to "
-            f"{limit.most} ({limit.where}), {queued_now}{yours} queued now, so {room} more fit: nothing was "
-            f"queued; submit fewer generations at a time (--generations), or part of the run (--only "
-            f"EXPERIMENT), or wait for jobs{yours} to end (squeue" + (" --me)" if limit.user else ")"))
+            f"{limit.most} ({limit.where}), {now}: nothing was queued; submit fewer generations at a time "
+            f"(--generations), or part of the run (--only EXPERIMENT), or wait for jobs{yours} to end (squeue"
+            + (" --me)" if limit.user else ")"))
+
+
+def hides_jobs(config: str) -> bool:
+    """Whether `scontrol show config` says squeue shows users their own jobs only (PrivateData=jobs)."""
+    m = re.search(r"^PrivateData\s*=\s*(\S*)", config, re.M)
+    return m is not None and "jobs" in m[1].lower().split(",")
 
 
 def _ask(cmd: list[str]) -> str | None:
@@ -156,10 +173,12 @@ def _ask(cmd: list[str]) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def problem(jobs: dict[Charge, int], user: str, config: str) -> str | None:
-    """Whether the jobs a submit would queue, by what they charge (account "": the user's default), with the
-    jobs queued now, pass a limit they meet: what `over` says of it; None within them or where none can be
-    read. `config`: scontrol show config's text."""
+def problem(jobs: dict[tuple[Charge, ...], int], user: str, config: str,
+            partition_qos: Mapping[str, str]) -> str | None:
+    """Whether the jobs a submit would queue, by what they charge (account "": the user's default; one charge
+    per partition of a job of several), with the jobs queued now, pass a limit they meet: what `over` says of
+    it; None within them or where none can be read. `config`: scontrol show config's text; `partition_qos`:
+    partition -> its QOS (scontrol show partition's QoS=)."""
     if not enforced(config):
         return None
     cluster = re.search(r"^ClusterName\s*=\s*(\S+)", config, re.M)
@@ -174,13 +193,22 @@ def problem(jobs: dict[Charge, int], user: str, config: str) -> str | None:
     assocs, accounts, qos, default = (parse(answers[0] or "", ASSOC), parse(answers[1] or "", ACCOUNT),
                                       {q["Name"]: q for q in parse(answers[2] or "", QOS)}, (answers[3] or "").strip())
     met: dict[Limit, int] = {}
-    for charge, n in jobs.items():
-        for limit in limits_for(assocs, accounts, qos, replace(charge, account=charge.account or default)):
+    for charges, n in jobs.items():
+        first, *others = [limits_for(assocs, accounts, qos, replace(c, account=c.account or default)) for c in charges]
+        for limit in (lim for lim in first if all(lim in other for other in others)):  # met wherever it runs
             met[limit] = met.get(limit, 0) + n
     if not met:
         return None
     everyone = any(limit.user is None for limit in met)  # squeue of every user's jobs only where one counts them
     queue = _ask(["squeue", "-h", "-r", *([] if everyone else ["-u", user]), "-o", "%u|%a|%q|%P"])
-    queued = [Charge(*line.split("|")) for line in (queue or "").splitlines() if line.count("|") == 3]
-    found = (over(limit, n, sum(limit.counts(job) for job in queued)) for limit, n in met.items())
+    queued = [_queued(line, partition_qos) for line in (queue or "").splitlines() if line.count("|") == 3]
+    hidden = hides_jobs(config)
+    found = (over(limit, n, sum(limit.counts(job) for job in queued), hidden and limit.user is None)
+             for limit, n in met.items())
     return next((said for said in found if said), None)
+
+
+def _queued(line: str, partition_qos: Mapping[str, str]) -> Charge:
+    """A line of squeue -o %u|%a|%q|%P as a Charge, with its partitions' QOS."""
+    user, account, qos, partitions = line.split("|")
+    return Charge(user, account, qos, partitions, ",".join(partition_qos.get(p, "N/A") for p in partitions.split(",")))

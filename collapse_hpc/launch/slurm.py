@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import getpass
 import io
 import itertools
@@ -170,17 +171,17 @@ def _check_fits(prof: profiles.Profile, kind: str, names: list[str], members: li
 
 def check_profile(prof: profiles.Profile, kinds) -> None:
     """Before anything is written or queued: the first of `profile_problems`, refused in one line."""
-    found = profile_problems(prof, kinds)
+    found = profile_problems(prof, kinds, Scontrol())
     if found:
         raise UserError(found[0])
 
 
-def profile_problems(prof: profiles.Profile, kinds) -> list[str]:
+def profile_problems(prof: profiles.Profile, kinds, scontrol: Scontrol) -> list[str]:
     """Every partition the jobs of `kinds` ask for exists, takes their time limit and has a node that
     fits them and offers the gres they ask for; one line per problem, every kind's (the dry run lists
     them all). sbatch would refuse only after earlier jobs were queued, or (with EnforcePartLimits=NO)
     queue a too-long job, or one asking for a gres no node has, that then pends forever."""
-    parts, listed = partitions(), nodes()
+    parts, listed = scontrol.partitions, nodes()
     found: list[str] = []
     for kind in kinds:
         res = prof.resources(kind)
@@ -210,6 +211,19 @@ def partition_of(prof: profiles.Profile, kind: str, parts: dict[str, dict[str, s
     named = prof.resources(kind).partition or prof.partition
     default = next((n for n, f in parts.items() if f.get("Default") == "YES"), None)
     return named.split(",") if named else [default] if default else []
+
+
+class Scontrol:
+    """What scontrol says of the cluster, each read once per command, when first asked: a submit's checks
+    (the partitions' limits), its limits on queued jobs and its submission all ask."""
+
+    @functools.cached_property
+    def config(self) -> str:
+        return show_config()
+
+    @functools.cached_property
+    def partitions(self) -> dict[str, dict[str, str]]:
+        return partitions()
 
 
 def show_config() -> str:
@@ -262,35 +276,34 @@ def jobs_to_queue(store, chains, pending: set[str], queue: dict[str, str]) -> di
     return todo
 
 
-def check_queue(store, chains, pending: set[str], prof: profiles.Profile, config: str) -> None:
+def check_queue(store, chains, pending: set[str], prof: profiles.Profile, scontrol: Scontrol) -> None:
     """Before anything is written or queued: the jobs a submit would queue (jobs_to_queue, worked out once
     from one squeue), with the user's jobs queued now, within the cluster's MaxJobCount and the limits on
     jobs queued at once (quota), which sbatch would meet part-way, with chains half-queued."""
     queue = queued() if shutil.which("squeue") else {}
     todo = jobs_to_queue(store, chains, pending, queue)
-    for said in (job_count_problem(sum(todo.values()), limits(config), len(queue)),
-                 over_submit_limit(prof, todo, config)):
+    for said in (job_count_problem(sum(todo.values()), limits(scontrol.config), len(queue)),
+                 over_submit_limit(prof, todo, scontrol)):
         if said:
             raise UserError(said)
 
 
-def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int], config: str) -> str | None:
+def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int], scontrol: Scontrol) -> str | None:
     """What the limits on jobs queued at once (quota) say of `kinds` (job kind -> jobs to queue), each kind
     charging the profile's account, its QOS and its partition; None within them, or where none is read."""
     from collapse_hpc.launch import quota
 
-    if not quota.enforced(config) or shutil.which("sacctmgr") is None:
+    if not quota.enforced(scontrol.config) or shutil.which("sacctmgr") is None:
         return None
-    parts, user = partitions(), getpass.getuser()
-    by_charge: dict[quota.Charge, int] = {}
+    parts, user = scontrol.partitions, getpass.getuser()
+    by_charge: dict[tuple[quota.Charge, ...], int] = {}
     for kind, n in kinds.items():
-        names = partition_of(prof, kind, parts)
-        # a job of several partitions: sbatch picks one, and checks its limits itself
-        part = names[0] if len(names) == 1 else ""
-        charge = quota.Charge(user, prof.account or "", prof.resources(kind).qos or prof.qos or "", part,
-                              parts.get(part, {}).get("QoS", "N/A"))
-        by_charge[charge] = by_charge.get(charge, 0) + n
-    return quota.problem(by_charge, user, config)
+        qos = prof.resources(kind).qos or prof.qos or ""
+        # a job of several partitions: one charge each (quota.problem weighs what they share)
+        charges = tuple(quota.Charge(user, prof.account or "", qos, p, parts.get(p, {}).get("QoS", "N/A"))
+                        for p in partition_of(prof, kind, parts) or [""])
+        by_charge[charges] = by_charge.get(charges, 0) + n
+    return quota.problem(by_charge, user, scontrol.config, {p: f.get("QoS", "N/A") for p, f in parts.items()})
 
 
 def job_count_problem(jobs: int, lim: dict[str, int], queued_now: int) -> str | None:

@@ -1,6 +1,6 @@
 """Reading the limits on jobs queued at once from sacctmgr's parsable output (launch.quota); the dev
 cluster's tests set each and submit past it (tests/slurm)."""
-from collapse_hpc.launch.quota import ACCOUNT, ASSOC, QOS, Charge, Limit, enforced, limits_for, over, parse
+from collapse_hpc.launch.quota import ACCOUNT, ASSOC, QOS, Charge, Limit, enforced, hides_jobs, limits_for, over, parse
 
 # sacctmgr -n -P show assoc where user=ana format=Account,Partition,MaxSubmit,GrpSubmit,DefaultQOS: the user's
 # own MaxSubmitJobs under collapse, the account's inherited under collapse-b, none under root
@@ -62,11 +62,28 @@ def test_max_submit_pa_counts_the_accounts_jobs_under_the_qos():
 def test_a_partitions_qos_stands_in_for_the_jobs_own_unless_that_overrides_it():
     qos = "normal|3|||\npart|1||9|\n"
     found = limits(Charge("ana", "root", "", "gpu", "part"), qos=qos)
-    assert [(lim.most, lim.user, lim.qos, lim.partition) for lim in found] == [(1, "ana", None, "gpu"),
-                                                                               (9, None, None, "gpu")]
+    assert [(lim.most, lim.user, lim.qos, lim.partition) for lim in found] == [(1, "ana", "part", None),
+                                                                               (9, None, "part", None)]
     assert found[0].where.startswith("MaxSubmitPU of QOS part, partition gpu's: sacctmgr show qos part")
+    assert found[0].whose == "your jobs under QOS part"
     over_part = limits(Charge("ana", "root", "", "gpu", "part"), qos=qos.replace("3|||", "3|||OverPartQOS"))
-    assert [(lim.most, lim.qos) for lim in over_part] == [(3, "normal"), (9, None)]
+    assert [(lim.most, lim.qos) for lim in over_part] == [(3, "normal"), (9, "part")]
+
+
+def test_a_qos_counts_its_jobs_in_every_partition_it_is_the_qos_of():
+    """partq, the QOS of partitions gpu and a100: its MaxSubmitPU counted the jobs of the partition the submit
+    named (gpu) only. Slurm counts against a QOS every job under it, as its own QOS or as the QOS of any
+    partition it is queued in (a job pending in several, each one's)."""
+    qos = "normal||||\npartq|2|||\n"
+    (pu,) = limits(Charge("ana", "root", "", "gpu", "partq"), qos=qos)
+    assert pu.counts(Charge("ana", "root", "normal", "a100", "partq"))  # its partition's QOS, another partition
+    assert pu.counts(Charge("ana", "root", "partq", "debug", "N/A"))  # its own QOS
+    assert pu.counts(Charge("ana", "root", "normal", "debug,a100", "N/A,partq"))  # pending in both
+    assert not pu.counts(Charge("ana", "root", "normal", "debug", "N/A"))
+    assert not pu.counts(Charge("bo", "root", "partq", "gpu", "partq"))  # another user's
+    # met through either partition it is one limit (the jobs of both count together), in gpu's words
+    (through_a100,) = limits(Charge("ana", "root", "", "a100", "partq"), qos=qos)
+    assert through_a100 == pu and {pu: 1, through_a100: 2} == {pu: 2}
 
 
 def test_a_limit_counts_the_jobs_it_names():
@@ -90,6 +107,19 @@ def test_the_refusal_says_the_numbers_and_what_to_do():
     group = over(Limit(5, "GrpSubmitJobs of account lab", "the jobs of account lab, every user's,"), 3, 4)
     assert "and the jobs of account lab, every user's, queued at once are limited to 5 (GrpSubmitJobs of account " \
            "lab), 4 queued now, so 1 more fit" in group and group.endswith("(squeue)"), group
+
+
+def test_where_squeue_hides_other_users_jobs_a_limit_on_theirs_says_it_counted_the_least():
+    """PrivateData=jobs: squeue shows a user only their own jobs, and the refusal said '4 queued now, so 1 more
+    fit' of a limit on everyone's jobs, as if it had seen them all."""
+    grp = Limit(5, "GrpSubmit of QOS normal: sacctmgr show qos normal format=Name,GrpSubmit", "the jobs of every user")
+    said = over(grp, 3, 4, hidden=True)
+    assert "limited to 5 (GrpSubmit of QOS normal: sacctmgr show qos normal format=Name,GrpSubmit), 4 queued now " \
+           "that squeue shows you (PrivateData=jobs hides other users' jobs), so at most 1 more fit: nothing was " \
+           "queued" in said, said
+    assert over(grp, 1, 4, hidden=True) is None  # within what it shows: sbatch checks the rest
+    assert hides_jobs("PrivateData = accounts,jobs\n") and hides_jobs("PrivateData=jobs\n")
+    assert not hides_jobs("PrivateData = none\n") and not hides_jobs("PrivateData = jobcomp\n") and not hides_jobs("")
 
 
 def test_limits_are_read_only_where_slurm_enforces_them():

@@ -4,6 +4,8 @@ a second submission leaves alone. The real-cluster tests are in tests/slurm/."""
 import dataclasses
 import os
 import re
+import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import yaml
 
 from collapse_hpc import engine
 from collapse_hpc.launch import profile as profile_mod
+from collapse_hpc.store import RunStore
 from tests.helpers import flip, hashed
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
@@ -183,28 +186,74 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
     """`scontrol show config` ran three times a submit (MaxJobCount, the submit limit's AccountingStorageEnforce
     and ClusterName, the submission's MaxArraySize), and squeue once for each of the two checks before the
     submission's own: read once now, and the queue once for both checks (again under the run's lock, where
-    another submit of the run may have queued jobs since)."""
+    another submit of the run may have queued jobs since). `scontrol show partition` ran twice (the profile's
+    partitions, the partitions' QOS of the submit limit): once now."""
     (fake_slurm / "config.txt").write_text("MaxJobCount = 100\nMaxArraySize = 1001\nClusterName = dev\n"
                                            "AccountingStorageEnforce = associations,limits,qos\n")
-    sacctmgr = fake_slurm / "bin" / "sacctmgr"  # the user's association under collapse: 10 jobs at once
-    sacctmgr.write_text('#!/bin/bash\necho "sacctmgr $*" >> "$FAKE_SLURM/calls.txt"\ncase "$*" in\n'
-                        '  *"user= "*) echo "collapse|root|" ;;\n  *"show assoc"*) echo "collapse||10||normal" ;;\n'
-                        '  *"show qos"*) echo "normal|||||" ;;\n  *"show user"*) echo collapse ;;\nesac\n')
-    sacctmgr.chmod(0o755)
+    _sacctmgr(fake_slurm, "collapse||10||normal")  # the user's association under collapse: 10 jobs at once
     cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
     submit(cfg, tmp_path / "run")
     assert len(scripts(fake_slurm)) == 4  # two generations, the array, the report
-    assert calls(fake_slurm, "scontrol show config") == 1
+    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "scontrol -a -o show partition") == 1
     assert calls(fake_slurm, "squeue") == 3  # the checks', the submit limit's (%u|%a|%q|%P), the submission's
     assert calls(fake_slurm, "sacctmgr") == 4
     (fake_slurm / "calls.txt").unlink()
     (fake_slurm / "config.txt").write_text("MaxJobCount = 100\nClusterName = dev\n"
                                            "AccountingStorageEnforce = associations,limits,qos\n")
-    sacctmgr.write_text(sacctmgr.read_text().replace("collapse||10||normal", "collapse||5||normal"))
+    _sacctmgr(fake_slurm, "collapse||5||normal")
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
                           REPO / "slurm" / "local.yaml")
     assert rc == 2 and "limited to 5 (MaxSubmitJobs of your association with account collapse" in err, err
     assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "squeue") == 2
+    assert calls(fake_slurm, "scontrol -a -o show partition") == 1
+    (fake_slurm / "calls.txt").unlink()  # the dry run reads them once too
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
+                            REPO / "slurm" / "local.yaml", "--dry-run")
+    assert rc == 2 and "limits on jobs queued at once (sacctmgr): OVER" in out, err
+    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "scontrol -a -o show partition") == 1
+
+
+def _sacctmgr(fake_slurm, assoc: str = "collapse||||normal", qos: str = "normal||||\\n") -> None:
+    """A fake sacctmgr: the user's association `assoc` (Account|Partition|MaxSubmit|GrpSubmit|DefaultQOS), the
+    account collapse under root, the QOS lines `qos` (Name|MaxSubmitPU|MaxSubmitPA|GrpSubmit|Flags), and
+    collapse the user's default account."""
+    sacctmgr = fake_slurm / "bin" / "sacctmgr"
+    sacctmgr.write_text('#!/bin/bash\necho "sacctmgr $*" >> "$FAKE_SLURM/calls.txt"\ncase "$*" in\n'
+                        f'  *"user= "*) echo "collapse|root|" ;;\n  *"show assoc"*) echo "{assoc}" ;;\n'
+                        f'  *"show qos"*) printf "{qos}" ;;\n  *"show user"*) echo collapse ;;\nesac\n')
+    sacctmgr.chmod(0o755)
+
+
+def test_a_job_of_several_partitions_meets_the_limits_it_meets_in_each(tmp_path, fake_slurm):
+    """partition: debug,gpu, both of QOS partq (MaxSubmitPU 100), which stands in for the jobs' QOS normal's 2:
+    the check took no partition's QOS for a job of several and refused 4 jobs by normal's 2, which sbatch
+    queues. Each partition's limits are met now, and those all of them share are weighed."""
+    (fake_slurm / "config.txt").write_text("ClusterName = dev\nAccountingStorageEnforce = associations,limits,qos\n")
+    (fake_slurm / "partitions.txt").write_text("PartitionName=debug Default=YES MaxTime=UNLIMITED QoS=partq\n"
+                                               "PartitionName=gpu Default=NO MaxTime=UNLIMITED QoS=partq\n")
+    (tmp_path / "both.yaml").write_text("name: both\npartition: debug,gpu\n")
+    _sacctmgr(fake_slurm, qos="normal|2|||\\npartq|100|||\\n")
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", tmp_path / "both.yaml")
+    assert rc == 0, err
+    assert {flag(s, "partition") for s in scripts(fake_slurm).values()} == {"debug,gpu"}
+    _sacctmgr(fake_slurm, qos="normal|2|||\\npartq|3|||\\n")  # partq's own limit holds in either partition
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run2", "--profile", tmp_path / "both.yaml")
+    assert rc == 2 and "your jobs under QOS partq queued at once are limited to 3 (MaxSubmitPU of QOS partq, " \
+                       "partition debug's" in err, err
+
+
+def test_where_squeue_hides_other_users_jobs_a_refusal_says_it_counted_those_it_shows(tmp_path, fake_slurm):
+    """PrivateData=jobs: squeue shows a user their own jobs only, and the refusal of a limit on everyone's
+    jobs said '2 queued now, so 3 more fit' as if it had counted them all."""
+    (fake_slurm / "config.txt").write_text("ClusterName = dev\nAccountingStorageEnforce = limits\nPrivateData = jobs\n")
+    _sacctmgr(fake_slurm, qos="normal|||5|\\n")  # GrpSubmit: 5 jobs of every user at once
+    (fake_slurm / "squeue.txt").write_text("bo|collapse|normal|debug\nbo|collapse|normal|debug\n")  # %u|%a|%q|%P
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and "and the jobs of every user queued at once are limited to 5 (GrpSubmit of QOS normal: " \
+                       "sacctmgr show qos normal format=Name,GrpSubmit), 2 queued now that squeue shows you " \
+                       "(PrivateData=jobs hides other users' jobs), so at most 3 more fit" in err, err
 
 
 def test_local_run_refused_while_slurm_jobs_of_the_run_live(tmp_path, fake_slurm):
@@ -742,7 +791,7 @@ def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_s
     cfg = write_config(tmp_path, generations=1, ltchain={})
     submit_anywhere = collapse("submit", cfg, "--run", tmp_path / "a")
     assert submit_anywhere[0] == 0, submit_anywhere[2]
-    assert jobs(tmp_path / "a")["profile"] == "slurm/site.yaml"
+    assert jobs(tmp_path / "a")["profile"] == str(tmp_path / "slurm" / "site.yaml")
     (tmp_path / "own.yaml").write_text("name: own\npartition: gpu\n")
     cfg = write_config(tmp_path, "withprofile", generations=1, ltchain={}, profile=str(tmp_path / "own.yaml"))
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "b")
@@ -921,7 +970,31 @@ def test_a_resubmission_keeps_the_runs_own_profile(tmp_path, fake_slurm, monkeyp
     assert rc == 2 and "submitted with the profile" in err and "--profile P" in err
     rc, _, err = collapse("submit", cfg, "--run", run, "--generations", "3", "--profile", "slurm/site.yaml")
     assert rc == 0, err
-    assert jobs(run)["profile"] == "slurm/site.yaml"
+    assert jobs(run)["profile"] == str(tmp_path / "slurm" / "site.yaml")
+
+
+def test_the_resume_command_runs_from_any_folder(tmp_path, fake_slurm, monkeypatch):
+    """The run's saved config kept data_dir and the profile as typed (data, p.yaml), read from the folder a
+    command runs in: status's resume command (engine.resume_command), pasted in another folder, ended with
+    one line (the profile 'not found from here', the data set 'not prepared'). Both are saved absolute."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    (project / "p.yaml").write_text((REPO / "slurm" / "local.yaml").read_text())
+    assert collapse("data", "prepare", "digits", "--data-dir", "data")[0] == 0
+    shutil.copytree(project / "data" / "digits", project / "data" / "mine")  # not prepared by the run itself
+    cfg = write_config(project, generations=1, data_dir="data", ltchain={}, vae={"dataset": "mine"})
+    rc, _, err = collapse("submit", cfg.name, "--run", "run", "--profile", "p.yaml")
+    assert rc == 0, err
+    monkeypatch.chdir(elsewhere)
+    resume = shlex.split(engine.resume_command(RunStore(project / "run"), "slurm"))
+    rc, out, err = collapse(*resume[1:], "--generations", "2")
+    assert rc == 0, err
+    assert f"submitting with the profile of its earlier submit, {project / 'p.yaml'}" in out
+    assert "vae/" in out and not (elsewhere / "data").exists()
+    saved = yaml.safe_load((project / "run" / "config.yaml").read_text())
+    assert (saved["data_dir"], saved["profile"]) == (str(project / "data"), str(project / "p.yaml"))
+    assert jobs(project / "run")["profile"] == str(project / "p.yaml")
 
 
 @pytest.mark.parametrize("parent, why", [("COMPLETED", "cancelled while queued: scancel or collapse-hpc cancel"),

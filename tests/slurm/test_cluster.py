@@ -475,7 +475,7 @@ def _modified(*what: str) -> tuple[list, list]:
     (*_modified("qos", "normal", "MaxSubmitJobsPerAccount"), "the jobs of account collapse, every user's,",
      "MaxSubmitPA of QOS normal"),
     (PARTQ, [["scontrol", "update", "PartitionName=debug", "QOS="], ["sacctmgr", "-i", "delete", "qos", "partq"]],
-     "your jobs in partition debug", "MaxSubmitPU of QOS partq, partition debug's"),
+     "your jobs under QOS partq", "MaxSubmitPU of QOS partq, partition debug's"),
     ([["sacctmgr", "-i", "add", "user", USER, "account=collapse", "partition=debug", "MaxSubmitJobs=3"]],
      [["sacctmgr", "-i", "delete", "user", USER, "account=collapse", "partition=debug"]],
      "your jobs", "MaxSubmitJobs of your association with account collapse and partition debug"),
@@ -513,6 +513,60 @@ def test_a_submit_past_a_limit_on_queued_jobs_is_refused_before_anything_is_queu
     between = ",".join(str(i) for i in range(int(held) + 1, int(probe)))  # ids sbatch --test-only took
     assert not between or subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID", "-j", between], capture_output=True,
                                          text=True, check=True).stdout.strip() == ""  # none queued, even for a moment
+
+
+def _shared_qos(cmds: list[list[str]], undo: list[list[str]], held_in: str, submit) -> tuple:
+    """`submit()` with QOS partq the QOS of partitions debug and scavenger (and `cmds` run first), two jobs of
+    the user's held in partition `held_in`; everything undone after (`undo` too)."""
+    setup = [["sacctmgr", "-i", "add", "qos", "partq", *cmds[0]],
+             *[["scontrol", "update", f"PartitionName={p}", "QOS=partq"] for p in ("debug", "scavenger")], *cmds[1:]]
+    held = []
+    try:
+        for cmd in setup:
+            subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
+        for _ in range(2):
+            held.append(subprocess.run(["sbatch", "--parsable", "--hold", "-p", held_in, "-o", "/dev/null", "--wrap",
+                                        "true"], capture_output=True, text=True, check=True).stdout.strip())
+        return submit()
+    finally:
+        for cmd in [*undo, *[["scontrol", "update", f"PartitionName={p}", "QOS="] for p in ("debug", "scavenger")],
+                    ["sacctmgr", "-i", "delete", "qos", "partq"]]:
+            subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        subprocess.run(["scancel", *held], capture_output=True)
+
+
+def test_a_qos_counts_the_jobs_of_every_partition_it_is_the_qos_of(tmp_path):
+    """partq, the QOS of debug and scavenger (MaxSubmitJobsPerUser=5), two jobs of the user's held in scavenger:
+    the check counted debug's jobs only, found the chain's 4 within 5, and sbatch refused its last job (those
+    before it cancelled). Slurm counts both partitions' jobs against partq: the check refuses first now."""
+    cfg = write_config(tmp_path, "shared", generations=3, ltchain={"rows": 2})  # 3 generations and the report
+    rc, _, err = _shared_qos([["MaxSubmitJobsPerUser=5"]], [], "scavenger",
+                             lambda: collapse("submit", cfg, "--run", tmp_path / "run", "--profile", PROFILE))
+    assert rc == 2 and err.startswith("error: this submit would queue 4 jobs, and your jobs under QOS partq queued "
+                                      "at once are limited to 5 (MaxSubmitPU of QOS partq, partition debug's: "), err
+    assert "2 of yours queued now, so 3 more fit: nothing was queued" in err and not (tmp_path / "run").exists()
+
+
+def test_a_job_of_two_partitions_whose_qos_stands_in_for_its_own_is_queued(tmp_path):
+    """partition: debug,scavenger, both of QOS partq (MaxSubmitJobsPerUser=100), the jobs' own QOS normal
+    allowing 2 at once: the check weighed a job of several partitions by normal's 2 and refused the chain,
+    which sbatch queues (partq stands in for normal in either partition)."""
+    cfg = write_config(tmp_path, "both", generations=3, ltchain={"rows": 2})
+    prof = _profile_with(tmp_path, partition="debug,scavenger")
+    run = tmp_path / "run"
+
+    def submit():
+        try:
+            return collapse("submit", cfg, "--run", run, "--profile", prof)
+        finally:
+            collapse("cancel", run) if (run / "jobs.json").exists() else None
+
+    rc, out, err = _shared_qos([["MaxSubmitJobsPerUser=100"], ["sacctmgr", "-i", "modify", "qos", "normal", "set",
+                                                               "MaxSubmitJobsPerUser=2"]],
+                               [["sacctmgr", "-i", "modify", "qos", "normal", "set", "MaxSubmitJobsPerUser=-1"]],
+                               "debug", submit)
+    assert rc == 0 and "submitted 4 jobs" in out, err
+    assert len(unit_ids(run)) == 3 and jobs(run)["aggregate"]["job_id"]
 
 
 def _node() -> str:
