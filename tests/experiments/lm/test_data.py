@@ -549,6 +549,21 @@ def test_a_held_out_document_too_short_for_a_block_is_named(tmp_path):
     assert not (tmp_path / "data" / "docs").exists()
 
 
+def test_empty_files_of_a_folder_are_no_documents(tmp_path):
+    """A scrape whose failed downloads left empty files: 30 files, 3 holding text. The empty ones counted
+    as documents, so the folder was split by file, an empty file held out as the validation split, and
+    preparation refused for too little text; the 3 documents' rows are split 90/5/5 by row instead."""
+    from tests.experiments.lm.conftest import corpus_lines
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"doc{i:02d}.txt").write_text("\n".join(corpus_lines(200, 300 + i)) + "\n" if i % 10 == 0 else "")
+    data.prepare_local("docs", docs, tmp_path / "data")
+    assert "split" not in json.loads((tmp_path / "data" / "docs" / "card.json").read_text())
+    assert sum(len(data.read_texts(tmp_path / "data", "docs", s)) for s in ("train", "validation", "test")) == 600
+
+
 def test_a_data_set_whose_card_does_not_read_names_a_command_that_prepares_it(tmp_path):
     """Each line names a command that works: the run's names the data dir and --from; without the files
     (prepare NAME, also with --force, which said the same line again) it asks for them; with them the
