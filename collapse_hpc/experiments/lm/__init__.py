@@ -113,7 +113,7 @@ class LanguageModel(Experiment):
                     checked.add((key, tag))
                     attempt(check_source, where(key), tag, slurm=run.executor == "slurm")
                     if key == "model":
-                        attempt(check_weights, where(key), tag)
+                        attempt(check_weights, where(key), tag, cfg.pretrained)
             attempt(check_deepspeed, where("deepspeed"), cfg)
         if problems:
             raise UserError("; ".join(dict.fromkeys(problems)))
