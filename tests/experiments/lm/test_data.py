@@ -361,6 +361,20 @@ def test_builtin_names_are_refused_for_local_files(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_bpe_training_on_a_long_line_without_spaces_takes_seconds(tmp_path):
+    """A DNA sequence or Chinese text without punctuation is one long word to BPE training, whose merges
+    cost about its length squared: one line of 300,000 Chinese characters trained for over 10 minutes
+    (deaf to SIGTERM). Run in a process of its own, so that the old code's wait ends at the timeout."""
+    script = ("import random, sys\n"
+              "from collapse_hpc.experiments.lm.tokenizer import train_bpe\n"
+              "r = random.Random(0)\n"
+              "dna = ''.join(r.choice('ACGT') for _ in range(400_000))\n"
+              "tok = train_bpe(['a short line', dna], 300)\n"
+              "assert tok.decode(tok(dna, add_special_tokens=False)['input_ids']) == dna\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_tokenizer_folder_is_readable_per_umask(tmp_path):
     source = write_corpus(tmp_path / "source")
     old = os.umask(0o022)
