@@ -108,6 +108,10 @@ def load_tokenizer(cfg, data_dir: Path):
         raise UserError(f"tokenizer {tag!r} cannot be loaded (not a folder, not in the HF cache"
                         f"{', hub offline' if hub_offline() else ''}): "
                         f"{str(e).splitlines()[0]}") from None
+    if not tok("a", add_special_tokens=False)["input_ids"]:  # transformers loads a tokenizer without its files
+        raise UserError(f"tokenizer {tag!r}: no vocabulary (it turns text into no tokens): its files are not all "
+                        f"there (a config.json without tokenizer.json, or vocab.json and merges.txt); copy or "
+                        f"download the tokenizer whole")
     if tok.pad_token is None:  # gpt2 and friends: pad with eos (padding is masked anyway)
         tok.pad_token = tok.eos_token
     return tok

@@ -263,3 +263,17 @@ def test_a_model_whose_weights_are_not_all_there_is_one_line_before_anything_is_
     with pytest.raises(UserError, match=r"lm.model: the HF cache's copy of 'facebook/opt-125m' \(.*snapshots/abc123\) "
                                         r"lacks its weights .*hf download facebook/opt-125m"):
         check_weights("lm.model", "facebook/opt-125m")
+
+
+def test_a_tokenizer_whose_files_are_not_there_is_one_line_not_a_split_without_blocks(tmp_path):
+    """transformers loads a GPT-2 tokenizer from a config.json alone (a download stopped early), with a
+    vocabulary of one token that turns every text into none: each job then failed saying the train split
+    made no block of lm.block_size tokens, as if the corpus were too short."""
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+    from tests.experiments.lm.conftest import tiny_cfg
+
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 50257}')
+    with pytest.raises(UserError, match=r"tokenizer '.*gpt2': no vocabulary \(it turns text into no tokens\)"):
+        load_tokenizer(tiny_cfg(tokenizer=str(folder)), tmp_path)
