@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.hub import local_config
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
@@ -188,12 +188,12 @@ def _hub_model(tag: str, pretrained: bool):
             return AutoModelForCausalLM.from_pretrained(tag, dtype=torch.float32)
         return random_model(AutoConfig.from_pretrained(tag))
     except SafetensorError as e:  # found, but its weights do not read (a download or copy cut short)
-        raise UserError(f"model {tag!r}: its weights do not read: {str(e).splitlines()[0][:160]}") from None
+        raise UserError(f"model {tag!r}: its weights do not read: {first_line(e, 160)}") from None
     except (OSError, ValueError) as e:
         where = "a folder that cannot be loaded" if Path(tag).expanduser().is_dir() else \
             "not in the HF cache and the hub is offline (HF_HUB_OFFLINE=1)" if offline else \
             "not found in the HF cache or on the hub"
-        raise UserError(f"model {tag!r}: {where}: {str(e).splitlines()[0][:160]}") from None
+        raise UserError(f"model {tag!r}: {where}: {first_line(e, 160)}") from None
 
 
 def load_model(folder):
@@ -209,7 +209,7 @@ def load_model(folder):
     try:
         return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-        raise UserError(f"{folder}: model cannot be loaded: {str(e).splitlines()[0][:160]}") from None
+        raise UserError(f"{folder}: model cannot be loaded: {first_line(e, 160)}") from None
 
 
 def check_weights(key: str, tag: str, pretrained: bool = True) -> None:
@@ -261,7 +261,7 @@ def unreadable(folder: Path) -> str | None:
             with safe_open(str(f), framework="pt"):
                 pass
     except (OSError, ValueError, SafetensorError) as e:
-        return f"does not read ({str(e).splitlines()[0][:120]})"
+        return f"does not read ({first_line(e)})"
     return None if files else "has no *.safetensors file"
 
 

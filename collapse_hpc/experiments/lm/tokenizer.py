@@ -17,7 +17,7 @@ import logging
 import re
 from pathlib import Path
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.corpus import long_text, read_texts, split_file
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
@@ -107,7 +107,7 @@ def load_tokenizer(cfg, data_dir: Path):
     except (OSError, ValueError) as e:
         raise UserError(f"tokenizer {tag!r} cannot be loaded (not a folder, not in the HF cache"
                         f"{', hub offline' if hub_offline() else ''}): "
-                        f"{str(e).splitlines()[0]}") from None
+                        f"{first_line(e, 1000)}") from None
     if not tok("a", add_special_tokens=False)["input_ids"]:  # transformers loads a tokenizer without its files
         raise UserError(f"tokenizer {tag!r}: no vocabulary (it turns text into no tokens): its files are not all "
                         f"there (a config.json without tokenizer.json, or vocab.json and merges.txt); copy or "
