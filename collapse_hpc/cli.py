@@ -347,7 +347,7 @@ def _generations(run, chains) -> str:
     for name in dict.fromkeys(c.experiment for c in chains):
         mine = [c for c in chains if c.experiment == name]
         n, what = (len(mine), "chain") if mine[0].shape == "chain" else (sum(len(c.jobs) for c in mine), "part")
-        out.append(f"{name}: {count(n, what)} of {experiments.get(name).generations(run)} generations")
+        out.append(f"{name}: {count(n, what)} of {count(experiments.get(name).generations(run), 'generation')}")
     return "; ".join(out)
 
 

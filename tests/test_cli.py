@@ -281,6 +281,10 @@ def test_the_run_header_gives_each_experiments_generations():
                                         "gmm": {"replicates": 4, "chunk_replicates": 2}, "toy": {}})
     chains = engine.plan(run)
     assert cli._generations(run, chains) == "gmm: 4 parts of 2050 generations; toy: 2 chains of 2 generations"
+    one = experiments.config_from_dict({"name": "h", "generations": 1, "gaussian": {"enabled": False},
+                                        "gmm": {"enabled": False}, "vae": {"enabled": False}, "lm": {"enabled": False},
+                                        "toy": {}})
+    assert cli._generations(one, engine.plan(one)) == "toy: 1 chain of 1 generation"  # not "1 generations"
 
 
 def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):

@@ -59,6 +59,8 @@ def test_lm_heading_names_the_model_actually_used():
     lm = experiments.describe("lm")
     assert lm.heading([{"model": "tiny", "layers": 2, "hidden_size": 128, "dataset": "wikivital"}]) == \
         "Language model: tiny OPT (2 layers, 128 wide) on wikivital"
+    assert lm.heading([{"model": "tiny", "layers": 1, "hidden_size": 32, "dataset": "cjk"}]) == \
+        "Language model: tiny OPT (1 layer, 32 wide) on cjk"
     assert lm.heading([{"model": "facebook/opt-125m", "dataset": "wikitext2"}]) == \
         "Language model: OPT-125M on wikitext2"
     assert experiments.describe("vae").heading([{"dataset": "digits"}]) == "Variational autoencoder (digits)"

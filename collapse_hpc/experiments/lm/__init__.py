@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
+from collapse_hpc.logs import count
 from collapse_hpc.experiments.base import (Experiment, Registration, check_prepared, default_variants,
                                           sections_placed, sections_seen)
 from collapse_hpc.experiments.lm import cli
@@ -113,7 +114,7 @@ class LanguageModel(Experiment):
                     checked.add((key, tag))
                     attempt(check_source, where(key), tag, slurm=run.executor == "slurm")
                     if key == "model":
-                        attempt(check_weights, where(key), tag)
+                        attempt(check_weights, where(key), tag, cfg.pretrained)
             attempt(check_deepspeed, where("deepspeed"), cfg)
         if problems:
             raise UserError("; ".join(dict.fromkeys(problems)))
@@ -218,7 +219,7 @@ def model_name(section: dict) -> str:
     default = LMConfig()
     tag = str(section.get("model", default.model))
     if tag == "tiny":
-        return (f"tiny OPT ({section.get('layers', default.layers)} layers, "
+        return (f"tiny OPT ({count(section.get('layers', default.layers), 'layer')}, "
                 f"{section.get('hidden_size', default.hidden_size)} wide)")
     name = tag.rstrip("/").rsplit("/", 1)[-1]
     return "OPT-" + name[4:].upper() if name.lower().startswith("opt-") else name

@@ -20,7 +20,7 @@ import re
 import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.store import space
 
 
@@ -52,6 +52,11 @@ class _Writes:
         self.f.flush()
 
 
+# training keeps its latest complete checkpoint only (train.py removes the earlier ones once it is saved)
+DELETE = ("delete its step folder: the generation then trains from its start (from an earlier step folder, "
+          "where one is left)")
+
+
 class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
     """torch.save like DeepSpeed's, its refusals said plainly; torch.load with weights_only=True."""
 
@@ -77,11 +82,9 @@ class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
         except pickle.UnpicklingError as e:
             refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
             why = f"it holds a {refused.group(1)}, not only tensors" if refused else "not a readable checkpoint"
-            raise UserError(f"training checkpoint {path}: not loaded ({why}); delete its step folder to "
-                            f"resume from an earlier one or train afresh") from None
+            raise UserError(f"training checkpoint {path}: not loaded ({why}); {DELETE}") from None
         except (RuntimeError, EOFError, OSError) as e:
-            raise UserError(f"training checkpoint {path}: not readable ({str(e).splitlines()[0][:120]}); "
-                            f"delete its step folder to resume from an earlier one") from None
+            raise UserError(f"training checkpoint {path}: not readable ({first_line(e)}); {DELETE}") from None
 
 
 def use_weights_only(engine) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 
 SPLITS = ("train", "validation", "test")
 # text above which training a BPE or cutting blocks takes long enough to say so (10 s on 2 cores);
@@ -43,7 +43,7 @@ def read_parquet(path: Path, columns=None, schema_only: bool = False):
     try:
         return pq.read_schema(source) if schema_only else pq.read_table(source, columns=columns)
     except (pa.ArrowException, OSError) as e:
-        raise UserError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+        raise UserError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
 
 
 def split_file(data_dir: Path, dataset: str, split: str) -> Path:

@@ -193,11 +193,13 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         sources.check_split_layout(source, named)
         for p in files:
             splits[named[p]].extend({"text": t} for t in sources.read_rows(p))
-    elif len(files) >= DOCUMENTS:  # a folder of documents: each goes whole to one split
-        how = _split_by_file(files, source, splits)
     else:
-        for p in files:
-            for t in sources.read_rows(p):
+        rows = {p: sources.read_rows(p) for p in files}
+        documents = [p for p in files if rows[p]]  # an empty file (a failed download) is no document
+        if len(documents) >= DOCUMENTS:  # a folder of documents: each goes whole to one split
+            how = _split_by_file(documents, rows, source, splits)
+        else:
+            for t in (t for p in files for t in rows[p]):
                 splits[split_of(t)].append({"text": t})
     if not any(splits.values()):  # e.g. a file of blank lines
         raise UserError(f"--from {source}: no text: every line or row of {count(len(files), 'file')} is blank")
@@ -209,12 +211,12 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     return _finish(out, splits, card)
 
 
-def _split_by_file(files: list[Path], source: Path, splits: dict) -> str:
+def _split_by_file(files: list[Path], rows: dict, source: Path, splits: dict) -> str:
     """Each file's rows to its split (by_file); returns how, naming the held-out files: for the card, and
     for the line refusing a held-out split whose files make no block (the folder's text may be plenty)."""
     assigned = by_file(files, source)
     for p, split in assigned.items():
-        splits[split].extend({"text": t} for t in sources.read_rows(p))
+        splits[split].extend({"text": t} for t in rows[p])
     held = {s: sorted(str(p.relative_to(source)) for p, x in assigned.items() if x == s)
             for s in ("validation", "test")}
     named = "; ".join(f"{s}: {', '.join(v[:3])}{' …' if len(v) > 3 else ''}" for s, v in held.items())

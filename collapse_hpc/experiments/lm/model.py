@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.hub import local_config
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
@@ -188,11 +188,12 @@ def _hub_model(tag: str, pretrained: bool):
             return AutoModelForCausalLM.from_pretrained(tag, dtype=torch.float32)
         return random_model(AutoConfig.from_pretrained(tag))
     except SafetensorError as e:  # found, but its weights do not read (a download or copy cut short)
-        raise UserError(f"model {tag!r}: its weights do not read: {str(e).splitlines()[0][:160]}") from None
+        raise UserError(f"model {tag!r}: its weights do not read: {first_line(e, 160)}") from None
     except (OSError, ValueError) as e:
-        where = "not in the HF cache and the hub is offline (HF_HUB_OFFLINE=1)" if offline else \
+        where = "a folder that cannot be loaded" if Path(tag).expanduser().is_dir() else \
+            "not in the HF cache and the hub is offline (HF_HUB_OFFLINE=1)" if offline else \
             "not found in the HF cache or on the hub"
-        raise UserError(f"model {tag!r}: {where}: {str(e).splitlines()[0][:160]}") from None
+        raise UserError(f"model {tag!r}: {where}: {first_line(e, 160)}") from None
 
 
 def load_model(folder):
@@ -208,15 +209,44 @@ def load_model(folder):
     try:
         return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-        raise UserError(f"{folder}: model cannot be loaded: {str(e).splitlines()[0][:160]}") from None
+        raise UserError(f"{folder}: model cannot be loaded: {first_line(e, 160)}") from None
 
 
-def check_weights(key: str, tag: str) -> None:
+def check_weights(key: str, tag: str, pretrained: bool = True) -> None:
     """UserError where `tag` (config key `key`) is a folder whose saved model does not read: a file cut
-    short by a copy or a full disk failed every job at its load, after the run had begun."""
+    short by a copy or a full disk failed every job at its load, after the run had begun. So did a folder,
+    or the HF cache's copy of a hub tag with the hub offline, whose weights are not all there (a download
+    cut short, a copy of config.json alone): when the weights are loaded (`pretrained`)."""
+    from collapse_hpc.experiments.lm.hub import hub_offline
+
     folder = Path(tag).expanduser()
+    cached = None if folder.is_dir() or not hub_offline() else local_config(tag)  # online, a load fills it
+    if pretrained and (folder.is_dir() or cached) and (lacks := missing_weights(cached or folder)):
+        where = f"the HF cache's copy of {tag!r} ({cached})" if cached else f"the model folder {folder}"
+        raise UserError(f"{key}: {where} lacks {lacks}; copy or download the model whole"
+                        + (f" (hf download {tag}, where the hub is reachable)" if cached else ""))
     if folder.is_dir() and list(folder.glob("*.safetensors")) and (why := unreadable(folder)):
         raise UserError(f"{key}: the model in {folder} {why}")
+
+
+WEIGHTS = ("*.safetensors", "pytorch_model*.bin")  # what from_pretrained loads
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")  # a sharded model's file list
+
+
+def missing_weights(folder: Path) -> str | None:
+    """What of a model's weight files is not in `folder` (a dangling link of the HF cache is not there):
+    the shards its index lists, or any weights at all; None where they are all there."""
+    index = next((folder / i for i in WEIGHT_INDEXES if (folder / i).is_file()), None)
+    if index is not None:
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            return f"a readable {index.name} ({type(e).__name__}: {str(e)[:80]})"
+        gone = [s for s in shards if not (folder / s).is_file()]
+        return f"{len(gone)} of the {len(shards)} shards {index.name} lists ({gone[0]} …)" if gone else None
+    if any(p.is_file() for pattern in WEIGHTS for p in folder.glob(pattern)):
+        return None
+    return "its weights (model.safetensors or pytorch_model.bin)"
 
 
 def unreadable(folder: Path) -> str | None:
@@ -231,7 +261,7 @@ def unreadable(folder: Path) -> str | None:
             with safe_open(str(f), framework="pt"):
                 pass
     except (OSError, ValueError, SafetensorError) as e:
-        return f"does not read ({str(e).splitlines()[0][:120]})"
+        return f"does not read ({first_line(e)})"
     return None if files else "has no *.safetensors file"
 
 

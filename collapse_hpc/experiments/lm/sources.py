@@ -27,11 +27,13 @@ from __future__ import annotations
 import bz2
 import codecs
 import csv
+import errno
 import gzip
 import io
 import json
 import logging
 import lzma
+import os
 import re
 import sys
 import zlib
@@ -122,10 +124,8 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
                             f"(JSON lines, or one array of objects, each with a field text)")
         _check_fetched(source, [source])
         return [source]
-    skip = exclude.resolve() if exclude is not None else None
-    found = sorted(p for p in source.rglob("*") if (p.is_file() or p.is_symlink())
-                   and not any(part.startswith(".") for part in p.relative_to(source).parts)
-                   and not (skip and p.resolve().is_relative_to(skip)))
+    skip = Path(os.path.realpath(exclude)) if exclude is not None else None
+    found = sorted(p for p in _walk(source) if not (skip and Path(os.path.realpath(p)).is_relative_to(skip)))
     _check_fetched(source, [p for p in found if readable(p)])
     found = [p for p in found if p.is_file()]
     files = [p for p in found if readable(p)]
@@ -150,6 +150,22 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     return files
 
 
+def _walk(source: Path) -> list[Path]:
+    """The files and file links under a folder, hidden ones skipped. A linked folder is followed (part of a
+    corpus kept on another disk, linked in), each real folder once: a link back up the tree, or a second
+    link to one folder, adds nothing (rglob skipped linked folders unsaid)."""
+    seen, found = set(), []
+    for root, folders, names in os.walk(source, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        found += [p for n in names if not n.startswith(".") and ((p := Path(root, n)).is_file() or p.is_symlink())]
+    return found
+
+
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
@@ -163,6 +179,10 @@ def _check_fetched(source: Path, files: list[Path]) -> None:
                                      f": {names[0]} is {one}" if names else f" is {one}")
 
     dangling = [p for p in files if p.is_symlink() and not p.exists()]
+    looped = [p for p in dangling if _loops(p)]
+    if looped:
+        raise UserError(which(looped, "a link in a loop (it leads back to itself)", "links in a loop (they lead "
+                              "back to themselves)") + "; make each lead to a file, or remove it")
     if dangling:
         raise UserError(which(dangling, "a link to a file that is not there", "links to files that are not there")
                         + "; fetch the content (git annex get, dvc pull), then prepare again")
@@ -170,6 +190,14 @@ def _check_fetched(source: Path, files: list[Path]) -> None:
     if pointers:
         raise UserError(which(pointers, "a Git LFS pointer", "Git LFS pointers") + ", not the content (cloned "
                         "without git-lfs?); run git lfs pull in the clone, then prepare again")
+
+
+def _loops(link: Path) -> bool:
+    try:
+        os.stat(link)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
 
 
 DESCRIPTION = "one JSON object without a field 'text', which describes the data (as README.json or dataset_info.json)"

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.corpus import long_text, read_texts, split_file
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
@@ -26,6 +27,20 @@ from collapse_hpc.logs import count
 log = logging.getLogger("collapse_hpc")
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+MAX_WORD = 1000  # characters of a space-free run BPE training sees whole (wikivital's longest: 43)
+
+
+LONG_RUN = re.compile(r"\S{%d,}" % (MAX_WORD + 1))
+
+
+def _words_cut(texts):
+    """The texts as BPE training sees them: a run of more than MAX_WORD characters without a space (a DNA
+    sequence, Chinese without punctuation, a base64 blob) cut into pieces of MAX_WORD. The trainer's
+    merges over one word cost about its length squared: one line of 300,000 Chinese characters ran
+    for over 10 minutes, deaf to SIGTERM; a text without such a run is passed whole, its BPE unchanged."""
+    for text in texts:
+        cuts = [i for m in LONG_RUN.finditer(text) for i in range(m.start() + MAX_WORD, m.end(), MAX_WORD)]
+        yield from (text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]))
 
 
 def train_bpe(texts, vocab_size: int = 8000):
@@ -38,7 +53,7 @@ def train_bpe(texts, vocab_size: int = 8000):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.train_from_iterator(_words_cut(texts), trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", tok.token_to_id("</s>"))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>",
@@ -92,7 +107,11 @@ def load_tokenizer(cfg, data_dir: Path):
     except (OSError, ValueError) as e:
         raise UserError(f"tokenizer {tag!r} cannot be loaded (not a folder, not in the HF cache"
                         f"{', hub offline' if hub_offline() else ''}): "
-                        f"{str(e).splitlines()[0]}") from None
+                        f"{first_line(e, 1000)}") from None
+    if not tok("a", add_special_tokens=False)["input_ids"]:  # transformers loads a tokenizer without its files
+        raise UserError(f"tokenizer {tag!r}: no vocabulary (it turns text into no tokens): its files are not all "
+                        f"there (a config.json without tokenizer.json, or vocab.json and merges.txt); copy or "
+                        f"download the tokenizer whole")
     if tok.pad_token is None:  # gpt2 and friends: pad with eos (padding is masked anyway)
         tok.pad_token = tok.eos_token
     return tok

@@ -361,6 +361,20 @@ def test_builtin_names_are_refused_for_local_files(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_bpe_training_on_a_long_line_without_spaces_takes_seconds(tmp_path):
+    """A DNA sequence or Chinese text without punctuation is one long word to BPE training, whose merges
+    cost about its length squared: one line of 300,000 Chinese characters trained for over 10 minutes
+    (deaf to SIGTERM). Run in a process of its own, so that the old code's wait ends at the timeout."""
+    script = ("import random, sys\n"
+              "from collapse_hpc.experiments.lm.tokenizer import train_bpe\n"
+              "r = random.Random(0)\n"
+              "dna = ''.join(r.choice('ACGT') for _ in range(400_000))\n"
+              "tok = train_bpe(['a short line', dna], 300)\n"
+              "assert tok.decode(tok(dna, add_special_tokens=False)['input_ids']) == dna\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_tokenizer_folder_is_readable_per_umask(tmp_path):
     source = write_corpus(tmp_path / "source")
     old = os.umask(0o022)
@@ -547,6 +561,21 @@ def test_a_held_out_document_too_short_for_a_block_is_named(tmp_path):
     assert f"split 90/5/5 by file, each of the 25 files whole in one split (validation: {short.name}; " in line, line
     assert line.endswith("name every file for its split (train, validation, test)"), line
     assert not (tmp_path / "data" / "docs").exists()
+
+
+def test_empty_files_of_a_folder_are_no_documents(tmp_path):
+    """A scrape whose failed downloads left empty files: 30 files, 3 holding text. The empty ones counted
+    as documents, so the folder was split by file, an empty file held out as the validation split, and
+    preparation refused for too little text; the 3 documents' rows are split 90/5/5 by row instead."""
+    from tests.experiments.lm.conftest import corpus_lines
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"doc{i:02d}.txt").write_text("\n".join(corpus_lines(200, 300 + i)) + "\n" if i % 10 == 0 else "")
+    data.prepare_local("docs", docs, tmp_path / "data")
+    assert "split" not in json.loads((tmp_path / "data" / "docs" / "card.json").read_text())
+    assert sum(len(data.read_texts(tmp_path / "data", "docs", s)) for s in ("train", "validation", "test")) == 600
 
 
 def test_a_data_set_whose_card_does_not_read_names_a_command_that_prepares_it(tmp_path):

@@ -232,3 +232,48 @@ def test_a_model_folder_whose_weights_are_cut_short_is_one_line_before_anything_
     assert not (tmp_path / "r").exists()
     with pytest.raises(UserError, match=f"{folder}: model cannot be loaded: "):
         load_model(folder)  # as a job meets it, where it was cut short after the check
+
+
+def test_a_model_whose_weights_are_not_all_there_is_one_line_before_anything_is_written(tmp_path, lm_data_dir,
+                                                                                        hf_cache):
+    """A model folder of config.json alone, a sharded model missing a shard its index lists, and the HF
+    cache's copy of a hub tag whose download stopped after config.json (the hub offline) all passed the
+    checks; every generation-0 job then failed at its load, the folder's line saying it was not in the HF
+    cache. A folder of config.json alone is fine for a model trained from scratch (pretrained: false)."""
+    from collapse_hpc.experiments.lm.model import check_weights
+
+    folder = tmp_path / "my-opt"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "opt"}')
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
+                   f"lm: {{dataset: tiny, model: {folder}, pretrained: true}}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    assert line.endswith(f"lm.yaml: lm.model: the model folder {folder} lacks its weights (model.safetensors or "
+                         f"pytorch_model.bin); copy or download the model whole"), line
+    assert not (tmp_path / "r").exists()
+    check_weights("lm.model", str(folder), pretrained=False)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (folder / "model-00001-of-00002.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match=r"lacks 1 of the 2 shards model.safetensors.index.json lists "
+                                        r"\(model-00002-of-00002.safetensors …\)"):
+        check_weights("lm.model", str(folder))
+    cache_model(hf_cache, "facebook/opt-125m")
+    with pytest.raises(UserError, match=r"lm.model: the HF cache's copy of 'facebook/opt-125m' \(.*snapshots/abc123\) "
+                                        r"lacks its weights .*hf download facebook/opt-125m"):
+        check_weights("lm.model", "facebook/opt-125m")
+
+
+def test_a_tokenizer_whose_files_are_not_there_is_one_line_not_a_split_without_blocks(tmp_path):
+    """transformers loads a GPT-2 tokenizer from a config.json alone (a download stopped early), with a
+    vocabulary of one token that turns every text into none: each job then failed saying the train split
+    made no block of lm.block_size tokens, as if the corpus were too short."""
+    from collapse_hpc.experiments.lm.tokenizer import load_tokenizer
+    from tests.experiments.lm.conftest import tiny_cfg
+
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 50257}')
+    with pytest.raises(UserError, match=r"tokenizer '.*gpt2': no vocabulary \(it turns text into no tokens\)"):
+        load_tokenizer(tiny_cfg(tokenizer=str(folder)), tmp_path)

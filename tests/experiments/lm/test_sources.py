@@ -361,3 +361,22 @@ def test_a_source_folder_named_in_latin1_is_recorded_as_strict_json(tmp_path, ca
     card_file.write_text(json.dumps(card))
     assert list_prepared(tmp_path / "data") == 0
     assert "latin1" in capsys.readouterr().out
+
+
+def test_a_linked_folder_is_read_once_and_a_link_loop_is_one_line(tmp_path):
+    """Part of a corpus on another disk, linked into the folder, was skipped unsaid; a link back up the
+    tree adds nothing; links in a loop ended in a RuntimeError traceback."""
+    other = tmp_path / "scratch"
+    other.mkdir()
+    (other / "more.txt").write_text(_lines(300, 2))
+    src = tmp_path / "corpus"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text(_lines(300, 1))
+    (src / "linked").symlink_to(other)
+    (src / "again").symlink_to(other)
+    (src / "sub" / "up").symlink_to("..")
+    assert [p.relative_to(src).as_posix() for p in sources.source_files(src)] == ["a.txt", "again/more.txt"]
+    (src / "x.txt").symlink_to("y.txt")
+    (src / "y.txt").symlink_to("x.txt")
+    with pytest.raises(UserError, match=r"--from .*corpus: x.txt, y.txt are links in a loop"):
+        data.prepare_local("looped", src, tmp_path / "data")

@@ -501,6 +501,24 @@ def test_a_training_checkpoint_on_a_full_disk_is_said_as_every_full_disk_is(tmp_
     assert engine.load(str(tmp_path / "fits.pt"))["module"].tolist() == [0, 1, 2, 3]
 
 
+def test_a_checkpoint_cut_short_after_it_was_marked_complete_names_what_deleting_it_does(tmp_path):
+    """A node's crash can cut a step's file after its complete.json was written. Cut to 100 bytes, torch.load
+    raised a bare EOFError, and quoting its first line of none ended the job in an IndexError traceback;
+    the line said deleting the step folder resumes from an earlier one, but training keeps its latest
+    complete checkpoint only, so the generation then trains from its start."""
+    import torch
+
+    from collapse_hpc.experiments.lm.checkpoint import WeightsOnlyCheckpointEngine
+
+    states = tmp_path / "mp_rank_00_model_states.pt"
+    engine = WeightsOnlyCheckpointEngine()
+    engine.save({"module": torch.arange(4)}, str(states))
+    states.write_bytes(states.read_bytes()[:100])
+    with pytest.raises(UserError, match=r"not readable \(.*\); delete its step folder: the generation then trains "
+                                        r"from its start"):
+        engine.load(str(states))
+
+
 @pytest.mark.timeout(600)
 def test_step_folders_a_full_disk_or_a_kill_cut_short_are_removed_by_the_next_writer(
         lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
