@@ -246,6 +246,9 @@ class Experiment:
     title: str = ""  # section heading (default: the name)
     order: int = 100  # sections are sorted by (order, name)
     metrics: str = ""  # what the metrics mean, shown under the section heading
+    # a finished unit's files its figures and texts read (Unit.file), besides metrics.parquet: the report
+    # hashes them before it reads anything, so a unit with one damaged is left out of every table alike
+    report_files: tuple[str, ...] = ()
 
     # collapse-hpc data prepare NAME: data set name -> "module:function(data_dir, force=False)";
     # a function that takes `source` also prepares from the user's files (--from PATH)

@@ -1,8 +1,10 @@
 """Read a run folder: its config and plan, every unit's manifest, and the metrics of finished units.
 
 Only units whose manifest is there and whose files match it (presence and size, plus the
-sha256 of every file the report reads) count; unfinished units are listed as such, so an
-in-progress run reports what it has and shows the rest as missing.
+sha256 of every file the report reads: metrics.parquet and the experiment's report_files, hashed
+when the run is loaded, before anything is read) count; unfinished units are listed as such, so an
+in-progress run reports what it has and shows the rest as missing. A unit with a damaged file is
+unfinished for every table and figure alike, as `verify` and a run see it.
 """
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ from collapse_hpc.plotting.plots import KEYS, TAIL
 from collapse_hpc.regimes import values_of
 from collapse_hpc.report import longform
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
-from collapse_hpc.store.atomic import sha256_file
 from collapse_hpc.store.layout import unit_index
 
 log = logging.getLogger("collapse_hpc.report")
+METRICS = "metrics.parquet"
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Unit:
     dir: Path
     manifest: dict | None
     problems: list[str] = field(default_factory=list)
+    hashed: tuple[str, ...] = (METRICS,)  # the files checked by sha256 when the run was loaded
 
     @property
     def index(self) -> int:
@@ -42,17 +45,13 @@ class Unit:
         return self.manifest is not None and not self.problems
 
     def file(self, rel: str) -> Path | None:
-        """A file of a finished unit, checked against its manifest's sha256; None if unusable."""
-        if not self.done:
+        """A file of a finished unit, as its manifest vouches for it (hashed when the run was loaded: a damaged
+        one left the whole unit unfinished); None where the unit is not finished or does not have it."""
+        if rel not in self.hashed:  # hashed only now, it would drop a unit that earlier tables had counted
+            raise ValueError(f"{self.experiment}: the report reads {rel}, which is not in its report_files")
+        if not self.done or rel not in self.manifest.get("files", {}):
             return None
-        entry = self.manifest.get("files", {}).get(rel)
-        path = self.dir / rel
-        if entry is None or not path.is_file():
-            return None
-        if sha256_file(path) != entry.get("sha256"):
-            self.problems.append(f"{path}: sha256 mismatch")
-            return None
-        return path
+        return self.dir / rel
 
 
 @dataclass
@@ -138,18 +137,26 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     # the job records first: a unit that finishes meanwhile is then found done, never "its job
     # completed, but manifest.json is missing" (records newer than the listing of the units)
     jobs = job_states(root)
-    units = []
-    for d in RunStore(root).units():
-        experiment, variant = d.parent.parent.name, d.parent.name
-        if experiment == "report":  # RunStore.units() lists unit folders only
-            continue
-        manifest = read_manifest(d)
-        problems = verify_unit(d, deep=False) if manifest is not None else []
-        if problems:
-            log.warning("%s: %s", d, problems[0])
-        units.append(Unit(experiment, variant, d.name, d, manifest, problems))
+    units = [unit for d in RunStore(root).units() if d.parent.parent.name != "report"  # unit folders only
+             for unit in [_checked(d)]]
     _recorded(units, variants)
     return RunData(label or root.name, root, text, raw, variants, units, generations, jobs)
+
+
+def _checked(d: Path) -> Unit:
+    """A unit folder as the report counts it: every file's size and the sha256 of each the report reads, all
+    before anything is read (checked later, one would drop the unit after its metrics were counted)."""
+    from collapse_hpc import experiments
+
+    experiment, variant = d.parent.parent.name, d.parent.name
+    hashed = (METRICS, *experiments.describe(experiment).report_files)
+    manifest = read_manifest(d)
+    problems = verify_unit(d, deep=hashed) if manifest is not None else []
+    if manifest is not None and not manifest.get("corrupt") and METRICS not in manifest["files"]:
+        problems.append(f"{d}: finished unit has no {METRICS}")
+    if problems:
+        log.warning("%s: %s", d, problems[0])
+    return Unit(experiment, variant, d.name, d, manifest, problems, hashed)
 
 
 def job_states(root: Path) -> dict:
@@ -203,10 +210,8 @@ def distinct_runs(paths: list[str]) -> None:
 def _unit_part(run: RunData, unit: Unit, replicates: int | None = None) -> longform.Part | None:
     """The unit's metrics as recorded (derived ones added); with `replicates`, only its rows of replicates
     0..replicates-1 (ids are global within a variant: a part beyond them gives none)."""
-    path = unit.file("metrics.parquet")
+    path = unit.file(METRICS)
     if path is None:
-        if unit.done:
-            unit.problems.append(f"{unit.dir}: finished unit has no usable metrics.parquet")
         return None
     table = pq.read_table(path)
     if replicates is not None and "replicate" in table.column_names:

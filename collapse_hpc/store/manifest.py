@@ -252,13 +252,14 @@ def _entry_ok(entry) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
 
 
-def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | Collection[str] | None = None,
+def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash: str | Collection[str] | None = None,
                 inputs: bool = False, variant_hash: str | None = None) -> list[str]:
     """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes only;
-    config_hash given: the manifest must have been written under that config (or one of them); inputs: the run's
-    files outside the unit that it used (collapse-hpc verify) must be unchanged too. Launchers
-    leave inputs out: a shared file made again (the VAE classifier) does not redo finished units.
-    Always checked: the binding (binding(): the folder, the variant's hash when given, the earlier
+    deep a collection of the unit's file names (as its manifest lists them): their sha256 too, the files a
+    reader uses (the report); config_hash given: the manifest must have been written under that config (or
+    one of them); inputs: the run's files outside the unit that it used (collapse-hpc verify) must be
+    unchanged too. Launchers leave inputs out: a shared file made again (the VAE classifier) does not
+    redo finished units. Always checked: the binding (binding(): the folder, the variant's hash when given, the earlier
     generations' content) and the cached data the unit read ("data", sizes unless deep)."""
     manifest = read_manifest(unit_dir)
     if manifest is None:
@@ -270,21 +271,23 @@ def verify_unit(unit_dir: Path, deep: bool = True, config_hash: str | Collection
     if config_hash is not None and manifest.get("config_hash") not in allowed:
         problems.append(f"{unit_dir}: made under config {manifest.get('config_hash')}, "
                         f"the run's config is {' or '.join(sorted(allowed))}")
-    listed = [(unit_dir / rel, rel, e) for rel, e in manifest["files"].items()]
+    every = deep is True  # else only the named files of the unit itself; files outside it by size alone
+    listed = [(unit_dir / rel, rel, e, every or (not isinstance(deep, bool) and rel in deep))
+              for rel, e in manifest["files"].items()]
     used = manifest.get("inputs") if inputs else None
     if isinstance(used, dict):
-        listed += [(run_root(unit_dir) / rel, rel, e) for rel, e in used.items()]
+        listed += [(run_root(unit_dir) / rel, rel, e, every) for rel, e in used.items()]
     data = manifest.get("data")
     if isinstance(data, dict) and isinstance(manifest.get("data_dir"), str):
-        listed += [(Path(manifest["data_dir"]) / rel, rel, e) for rel, e in data.items()]
-    for p, rel, entry in listed:
+        listed += [(Path(manifest["data_dir"]) / rel, rel, e, every) for rel, e in data.items()]
+    for p, rel, entry, hashed in listed:
         if not _entry_ok(entry):
             problems.append(f"{unit_dir / MANIFEST}: entry {rel!r} is corrupt (needs bytes and sha256)")
         elif not p.is_file():
             problems.append(f"{p}: missing")
         elif p.stat().st_size != entry["bytes"]:
             problems.append(f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest")
-        elif deep and sha256_file(p) != entry["sha256"]:
+        elif hashed and sha256_file(p) != entry["sha256"]:
             problems.append(f"{p}: sha256 mismatch")
     return problems + binding_problems(unit_dir, manifest, binding(unit_dir, variant_hash))
 

@@ -77,6 +77,33 @@ def test_tampered_file_is_left_out_and_reported(run):
     assert any("sha256 mismatch" in p for p in tables.problems([d]))
 
 
+@pytest.mark.parametrize("name", ["samples.png", "latents.parquet"])
+def test_a_damaged_file_a_figure_reads_makes_its_unit_unfinished_before_anything_is_read(tmp_path, name):
+    # whichever the report reads first, tables or figures, the unit is one thing: unfinished, and said why
+    root = tmp_path / "r"
+    synthetic.write_config(root, {"vae": {"generations": 3}})
+    synthetic.vae(root, generations=3, finished=3)
+    path = root / "vae" / "replace-p0-s0" / "gen_001" / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    d = collect.load_run(root)
+    line = next(u for u in tables.unfinished([d]) if u.startswith("vae/replace-p0-s0:"))
+    assert line.startswith("vae/replace-p0-s0: 2 of 3 generations finished; gen_001:") and "sha256 mismatch" in line
+    assert tables.problems([d]) == [f"vae/replace-p0-s0/gen_001/{name}: sha256 mismatch"]
+    df = collect.tidy([d])
+    assert sorted(df.loc[df["variant"] == "replace-p0-s0", "generation"].unique()) == [0, 2]
+    assert [u.name for u in d.finished("vae") if u.variant == "replace-p0-s0"] == ["gen_000", "gen_002"]
+
+
+def test_a_file_the_report_reads_must_be_declared(run):
+    # hashed only when first read, it would drop a unit the tables had already counted
+    unit = next(u for u in collect.load_run(run).units if u.experiment == "gmm")
+    assert unit.file("snapshots.parquet") == unit.dir / "snapshots.parquet"
+    with pytest.raises(ValueError, match="report_files"):
+        unit.file("manifest.json")
+
+
 def test_metrics_without_generation_column_are_rejected(tmp_path):
     root = tmp_path / "bad"
     synthetic.write_config(root, {"vae": {"generations": 1}})

@@ -37,6 +37,7 @@ class GMMExperiment(ArrayExperiment):
     name = NAME
     title = "Gaussian mixture"
     order = 20
+    report_files = ("snapshots.parquet",)  # gmm_snapshots
     metrics = ("l2: exact L2 distance between each generation's fitted mixture and generation 0's; "
                "total_variance: trace of the fitted mixture's covariance; tail_share_2sigma, tail_share_3sigma: the "
                "share of each generation's samples beyond the real distribution's 2- and 3-sigma contour (more "

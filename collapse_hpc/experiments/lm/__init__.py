@@ -43,6 +43,7 @@ class LanguageModel(Experiment):
                    "ranks")
     title = "Language model (OPT)"
     order = 10
+    report_files = ("sequence_ppl.parquet", "training_curve.parquet", "examples.parquet")
     metrics = ("test_ppl: perplexity on the real test split (zero_shot_test_ppl, generation 0 only: the initial "
                "model's, before fine-tuning); test_ppl_rare, test_ppl_middle, test_ppl_frequent: the same over the "
                "test tokens whose type is rare (the least frequent types carrying 10% of the real train split's "

@@ -35,6 +35,7 @@ class Vae(Experiment):
     memory_keys = ("capacity", "latent", "batch_size", "eval_samples", "synthetic_size", "classifier_hidden")
     title = "Variational autoencoder"
     order = 40
+    report_files = ("samples.png", "latents.parquet")  # the sample grids, the latent spread
     metrics = ("elbo, recon, kl: on the real test split, per image (nats); class_entropy and class_0 … class_9: "
                "the classifier's labels of generated samples; pixel_variance; frechet: Fréchet distance of "
                "classifier features of generated and real images; the tails: class_min_share, the rarest class's "
