@@ -716,6 +716,19 @@ def test_mean_variance_caption_writes_an_e_to_the_sd_squared_past_floats_as_a_po
     assert "n = 2: sd 1.2e+02 at generation 2999, e^(sd²) ≈ 10^6429 against 4 replicates." in caption, caption
 
 
+def test_mean_variance_caption_writes_a_theory_value_under_floats_as_a_power_of_ten(tmp_path):
+    # n = 2 over 3000 generations, the MLE: E sigma_hat^2 = (1/2)^3000, about 1e-903, underflowed to 0 and the
+    # caption read "theory under replace: n = 2: 0 at generation 2999"; a value in a float's range reads as before
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 3000}}, generations=3000)
+    synthetic.gaussian(root, generations=3000, replicates=4, ns=(2, 10))
+    _, caption = gaussian_figures.gaussian_variance(_context(root, "gaussian"))
+    assert "theory under replace: n = 2: 10^-903 at generation 2999; n = 10: 5.34e-138 at generation 2999." \
+        in caption, caption
+
+
 def test_gmm_tails_caption_says_why_the_mean_rises_and_for_how_many_replicates(tmp_path):
     # at 2050 generations the replace mean share beyond 3 sigma rose 0.011 -> 0.031 (one replicate in 32 had
     # collapsed off-centre) while the caption said only that the share falls towards 0

@@ -22,6 +22,9 @@ THEORY = {
     "log_var_hat": (theory.mean_log_variance, r"theory (replace): $\log\sigma^2+(%(t)s)\,E\log V$"),
     "w2_squared": (theory.mean_w2_squared, r"theory (replace): $E\,W_2^2$ after %(t)s fits"),
 }
+# a quantity whose theory value can underflow a float -> its log (n = 2, the MLE, 3000 fits: 2^-3000)
+LOG_THEORY = {"var_hat": theory.log_mean_variance}
+FLOAT_RANGE = 700  # |x| beyond which e^x leaves a float (e^710 overflows, e^-709 loses digits, e^-746 is 0)
 
 
 def _samples(ctx: Context) -> list:
@@ -71,10 +74,19 @@ def _theory_at_last(ctx: Context, metric: str, quantity: str) -> str:
             if n is None or s.empty:
                 continue
             last = int(s["generation"].max())
-            curve, _ = _theory(ctx, run, int(n), np.array([last]), quantity)
-            out.append(f"n = {n}: {num(curve[0], 3)} at generation {last}" + ("" if len(ctx.run_labels) == 1
-                                                                               else f" ({run})"))
+            value = _theory_value(ctx, run, int(n), last, quantity)
+            out.append(f"n = {n}: {value} at generation {last}" + ("" if len(ctx.run_labels) == 1 else f" ({run})"))
     return "; ".join(out)
+
+
+def _theory_value(ctx: Context, run: str, n: int, last: int, quantity: str) -> str:
+    """The theory's value at generation `last` for a caption; from its log as a power of ten where the value
+    underflows a float (it read '0 at generation 2999')."""
+    if quantity in LOG_THEORY:
+        x = float(_theory(ctx, run, n, np.array([last]), quantity, log=True)[0][0])
+        if x < -FLOAT_RANGE:
+            return _e_to(x)
+    return num(_theory(ctx, run, n, np.array([last]), quantity)[0][0], 3)
 
 
 def _here(ctx: Context, metric: str, quantity: str | None = None) -> str:
@@ -88,8 +100,9 @@ def _here(ctx: Context, metric: str, quantity: str | None = None) -> str:
             + (f"; theory under replace: {against}" if against else "") + ".")
 
 
-def _theory(ctx: Context, run: str, n: int, gens, quantity: str = "var_hat"):
-    """The theory curve of `quantity` at generations `gens` under replace, and its legend label.
+def _theory(ctx: Context, run: str, n: int, gens, quantity: str = "var_hat", log: bool = False):
+    """The theory curve of `quantity` (its log with `log`, LOG_THEORY) at generations `gens` under replace,
+    and its legend label.
     Generation k has had k+1 fits when generation 0 is a fit to n real points, k when generation 0
     records the true parameters (every replicate's sigma_hat identical there)."""
     sec = ctx.run(run).raw_config.get("gaussian") or {}
@@ -97,7 +110,7 @@ def _theory(ctx: Context, run: str, n: int, gens, quantity: str = "var_hat"):
     estimator = sec.get("estimator") or "mle"
     exact = _exact_start(ctx, run, n)
     fn, labels = THEORY[quantity]
-    curve = fn(sigma, n, estimator, gens + (0 if exact else 1))
+    curve = (LOG_THEORY[quantity] if log else fn)(sigma, n, estimator, gens + (0 if exact else 1))
     label = labels[estimator] if isinstance(labels, dict) else labels
     return curve, label % {"t": "k" if exact else "k+1"}
 
@@ -111,9 +124,9 @@ def _exact_start(ctx: Context, run: str, n: int) -> bool:
 
 
 def _e_to(x: float) -> str:
-    """e^x for a caption; as a power of ten past a float's range (n = 2 over 3000 generations: e^14800),
-    where it read '—' and numpy warned of the overflow."""
-    return num(math.exp(x), 2) if x < 700 else f"10^{x / math.log(10):.0f}"
+    """e^x for a caption; as a power of ten past a float's range (n = 2 over 3000 generations: e^14800,
+    where it read '—' and numpy warned of the overflow; e^-2079, which read 0)."""
+    return num(math.exp(x), 2) if abs(x) < FLOAT_RANGE else f"10^{x / math.log(10):.0f}"
 
 
 def _carried_by_rare(ctx: Context, metric: str) -> str:

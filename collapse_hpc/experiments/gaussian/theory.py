@@ -40,6 +40,13 @@ def mean_variance(sigma: float, n: int, estimator: str, fits) -> np.ndarray:
     return sigma**2 * e ** np.asarray(fits, np.float64)
 
 
+def log_mean_variance(sigma: float, n: int, estimator: str, fits) -> np.ndarray:
+    """log E[sigma_t^2] after `fits` fits: E[sigma_t^2] itself underflows a float for the MLE at small n
+    (n = 2 after 3000 fits: 2^-3000, about 1e-903)."""
+    e = (n - 1) / divisor(n, estimator)
+    return 2 * np.log(sigma) + np.log(e) * np.asarray(fits, np.float64)
+
+
 def mean_log_variance(sigma: float, n: int, estimator: str, fits) -> np.ndarray:
     """E[log sigma_t^2] after `fits` fits (the log of the geometric mean of sigma_t^2)."""
     c = digamma((n - 1) / 2) + np.log(2 / divisor(n, estimator))

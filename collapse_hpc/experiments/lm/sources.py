@@ -18,7 +18,7 @@ API:
 - FORMATS, ACCEPTED                      the extensions read, and their one-line description
 - source_files(source, exclude) -> [Path]   the readable files of a file or folder
 - describes(path) -> bool                a .json file of one object without a field text: not corpus
-- file_split(path, source) -> split | None  the split a file's name (or its folder's) gives it
+- file_split(path, source) -> split | None  the split a file's name (or its folder's) gives it; two: UserError
 - check_split_layout(source, named)      all files named for splits, all three there, else a UserError
 - read_rows(path) -> [str]               one file's rows
 """
@@ -254,19 +254,26 @@ def _not_readable(path: Path) -> str:
 
 def file_split(path: Path, source: Path | None = None) -> str | None:
     """The split a file's name gives it (train.txt, wiki.valid.tokens, dev.jsonl, Hugging Face
-    shards like train-00000-of-00002.parquet), else the nearest of its folders inside `source`
-    (datasets' save_to_disk: train/data-00000-of-00001.arrow)."""
+    shards like train-00000-of-00002.parquet), or its folders inside `source` (datasets' save_to_disk:
+    train/data-00000-of-00001.arrow). Names for two splits (test/train.txt) are one error line: whichever
+    won, a held-out file could train the model or a training file score it."""
     names = [path.name]
     if source is not None and path != source:
         names += reversed(path.relative_to(source).parts[:-1])
+    given: dict[str, str] = {}  # split -> the nearest name giving it (a folder's with a /)
     for i, name in enumerate(names):
         stem = name.lower()
         while i == 0 and Path(stem).suffix in (*FORMATS, *COMPRESSED):
             stem = stem[: -len(Path(stem).suffix)]
         m = SPLIT_NAME.fullmatch(stem)
         if m:
-            return ALIASES.get(m.group(1), m.group(1))
-    return None
+            folder = i > 0 or path.is_dir()
+            given.setdefault(ALIASES.get(m.group(1), m.group(1)), f"{name}/" if folder else name)
+    if len(given) > 1:
+        (a, by_a), (b, by_b) = list(given.items())[:2]
+        raise UserError(f"--from {source}: {path.relative_to(source) if source else path} is named for two "
+                        f"splits, {a} ({by_a}) and {b} ({by_b}): rename the file or its folder for the one it is")
+    return next(iter(given), None)
 
 
 def check_split_layout(source: Path, named: dict) -> None:

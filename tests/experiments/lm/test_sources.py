@@ -117,6 +117,25 @@ def test_an_empty_split_of_a_datasets_folder_is_named_as_empty(tmp_path):
         data.prepare_local("hf", tmp_path / "hf", tmp_path / "data")
 
 
+def test_a_file_named_for_one_split_in_a_folder_named_for_another_is_one_line(tmp_path, capsys):
+    # test/train.txt beside train/ and validation/: the file's name won, its held-out rows went to train, and
+    # the refusal called the folder test/ "no data file, an empty split" although train.txt lay in it
+    from collapse_hpc.cli import main
+
+    for rel, seed in (("train/a.txt", 1), ("validation/a.txt", 2), ("test/train.txt", 3)):
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_text(_lines(100, seed))
+    (tmp_path / "src" / "valid").mkdir()
+    (tmp_path / "src" / "valid" / "validation.txt").write_text(_lines(40, 4))  # two names, one split: fine
+    assert sources.file_split(tmp_path / "src" / "valid" / "validation.txt", tmp_path / "src") == "validation"
+    assert main(["data", "prepare", "mine", "--from", str(tmp_path / "src"),
+                 "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --from {tmp_path / 'src'}: test/train.txt is named for two splits, train (train.txt) "
+                   f"and test (test/): rename the file or its folder for the one it is"], err
+    assert not (tmp_path / "data" / "mine").exists()
+
+
 def test_files_of_other_formats_in_a_folder_are_named_not_skipped_unsaid(tmp_path, caplog):
     (tmp_path / "a.txt").write_text(_lines(5, 1))
     (tmp_path / "b.JSONL").write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus_lines(5, 2)))
