@@ -278,6 +278,15 @@ def launched(store: RunStore, chains, book: dict) -> set[str]:
         if store.unit_dir(j.experiment, j.variant, j.shape, j.index).exists()}
 
 
+def left_out(store: RunStore, chains, book: dict) -> set[str]:
+    """The plan's experiments the run left out with --only; none where nothing tells what it launched (no
+    launch recorded, nor a unit folder) or the run is a copy (its book names none of its units' jobs)."""
+    started = launched(store, chains, book)
+    if not (book.get("executor") or started) or book.get("copied_from"):
+        return set()
+    return {c.experiment for c in chains} - started
+
+
 def state_of(store: RunStore, run_dir) -> dict:
     """Everything `status` says, as plain values (--json prints it as is). It only reads the run: each
     unit's manifest once (its state, binding and maker each ask for it)."""
@@ -293,13 +302,13 @@ def _state_of(store: RunStore) -> dict:
     units = book["units"]
     slurm = {} if local else slurm_states([e.get("job_id") for e in units.values()]
                                           + [book.get("aggregate", {}).get("job_id")])
-    started = launched(store, chains, book)
+    absent = left_out(store, chains, book)
     out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": [],
            "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor"))}
     for chain in chains:
         item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
         out["chains"].append(item)
-        if (book.get("executor") or started) and not book.get("copied_from") and chain.experiment not in started:
+        if chain.experiment in absent:
             item["not_in_this_run"] = True
             continue
         for job in chain.jobs:

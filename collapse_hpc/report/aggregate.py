@@ -84,7 +84,8 @@ def _write(out: Path, data: list, replicates: int | None) -> Path:
     rep = page.Report(title(data), out.absolute(), [(r.label, r.root) for r in data], sections,
                       tables.completeness(data), tables.compute(data), tables.packages(data),
                       [(r.label, r.config_text) for r in data], tables.problems(data), tables.unfinished(data),
-                      tables.phases(df, data, specs), _subset(data, replicates), tables.beyond_plan(data))
+                      tables.phases(df, data, specs), _subset(data, replicates), tables.beyond_plan(data),
+                      tables.left_out(data))
     write_text(out / "results.md", page.write_markdown(rep))
     index = out / "index.html"
     write_text(index, page.write_html(rep))

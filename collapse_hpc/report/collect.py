@@ -83,6 +83,7 @@ class RunData:
     units: list[Unit]
     generations: dict  # experiment -> planned generations (None: unknown)
     jobs: dict = field(default_factory=dict)  # job_states, read before the units were listed
+    left_out: list[str] = field(default_factory=list)  # experiments of the plan left out with --only
 
     def experiments(self) -> list[str]:
         seen = {u.experiment for u in self.units} | {e for e, _ in self.variants}
@@ -136,11 +137,25 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     variants, generations = _planned(root, raw)
     # the job records first: a unit that finishes meanwhile is then found done, never "its job
     # completed, but manifest.json is missing" (records newer than the listing of the units)
-    jobs = job_states(root)
+    jobs, absent = job_states(root), left_out(root)
     units = [unit for d in RunStore(root).units() if d.parent.parent.name != "report"  # unit folders only
              for unit in [_checked(d)]]
     _recorded(units, variants)
-    return RunData(label or root.name, root, text, raw, variants, units, generations, jobs)
+    return RunData(label or root.name, root, text, raw, variants, units, generations, jobs, absent)
+
+
+def left_out(root: Path) -> list[str]:
+    """The experiments of the run's plan that no launch ran (--only), as status and verify tell them: not
+    unfinished chains of the run. None where the plan is not one of the run's config (nothing to tell by)."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records, status
+
+    store = RunStore(root)
+    try:
+        chains = engine.load_plan(store, store.load_config(experiments.sections()))
+    except UserError:
+        return []
+    return sorted(status.left_out(store, chains, records.load(store)))
 
 
 def _checked(d: Path) -> Unit:

@@ -43,6 +43,7 @@ class Report:
     phases: Table = ([], [])  # per-generation compute (tables.phases)
     subset: str = ""  # which replicates the report holds, where not all (aggregate --replicates)
     beyond: list[str] = field(default_factory=list)  # finished generations past the plan (tables.beyond_plan)
+    left_out: list[str] = field(default_factory=list)  # experiments a run left out with --only (tables.left_out)
 
     def rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.out)).as_posix()
@@ -137,7 +138,7 @@ def write_html(rep: Report) -> str:
     nav = "".join(f'<a href="#{anchor(s.experiment)}">{e(s.heading)}</a>' for s in rep.sections)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(rep.title)}</title>",
              f"<style>{CSS}</style></head><body>",
-             f"<h1>{e(rep.title)}</h1><p>Runs: {runs}.</p>",
+             f"<h1>{e(rep.title)}</h1><p>Runs: {runs}.</p>" + "".join(f"<p>{e(ln)}</p>" for ln in rep.left_out),
              '<p>Data: <a href="metrics.parquet">metrics.parquet</a> (long form), '
              '<a href="summary.csv">summary.csv</a> (mean and 95% CI per generation), '
              '<a href="results.md">results.md</a>.</p>' + (f"<p>{e(rep.subset)}</p>" if rep.subset else ""),
@@ -175,7 +176,7 @@ def write_html(rep: Report) -> str:
 
 
 def write_markdown(rep: Report) -> str:
-    out = [f"# {rep.title}\n", f"Runs: {_runs(rep)}.\n",
+    out = [f"# {rep.title}\n", f"Runs: {_runs(rep)}.\n" + "".join(f"\n{ln}\n" for ln in rep.left_out),
            "Data: [metrics.parquet](metrics.parquet) (long form), [summary.csv](summary.csv) "
            "(mean and 95% CI per generation), [index.html](index.html).\n"]
     out += [rep.subset + "\n"] if rep.subset else []

@@ -99,7 +99,7 @@ def unfinished(runs: list[RunData]) -> list[str]:
         jobs = run.jobs
         found = {(u.experiment, u.variant, u.index): u for u in run.units}
         for (experiment, variant), info in sorted(run.variants.items()):
-            if info.planned is None:
+            if info.planned is None or experiment in run.left_out:
                 continue
             units = [found.get((experiment, variant, i)) for i in range(info.planned)]
             done = sum(bool(u and u.done) for u in units)
@@ -113,6 +113,13 @@ def unfinished(runs: list[RunData]) -> list[str]:
     return out
 
 
+def left_out(runs: list[RunData]) -> list[str]:
+    """One line per run that left experiments of its plan out with --only (status says each of their chains
+    is not in the run): they are neither unfinished nor in the progress table."""
+    return [f"{run.label + ': ' if len(runs) > 1 else ''}{', '.join(run.left_out)}: not in this run (left out "
+            f"with --only)" for run in runs if run.left_out]
+
+
 def completeness(runs: list[RunData]) -> Table:
     """Units finished / planned per variant: what an in-progress run still lacks, started (a folder
     without its manifest) or not (a generation after a stopped one has no folder). Generations past a
@@ -124,7 +131,7 @@ def completeness(runs: list[RunData]) -> Table:
         for u in run.units:
             if not _past_plan(run, u):
                 found[(u.experiment, u.variant)].append(u)
-        for key in sorted(set(found) | set(run.variants)):
+        for key in sorted(set(found) | {k for k in run.variants if k[0] not in run.left_out}):
             units = found.get(key, [])
             info = run.variants.get(key)
             done = sum(u.done for u in units)

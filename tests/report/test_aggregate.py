@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from collapse_hpc import cli, engine, experiments
-from collapse_hpc.launch import debug
+from collapse_hpc.launch import debug, records
 from collapse_hpc.store import RunStore
 
 
@@ -264,3 +264,44 @@ def test_a_run_with_no_finished_unit_yet_is_reported_as_incomplete(toy, tmp_path
     md = (store.root / "report" / "results.md").read_text()
     assert "## Incomplete run" in md and "toy/replace-p0-s0" in md
     assert len(pd.read_parquet(store.root / "report" / "metrics.parquet")) == 0
+
+
+def _launch(store, run, chains) -> None:
+    """A launch of these chains, as the local launcher books it (records.launching), run in this process."""
+    book = records.load(store)
+    book["executor"] = "local"
+    records.launching(book, chains)
+    records.save(store, book)
+    debug.execute(store, run, chains)
+
+
+def test_experiments_left_out_with_only_are_not_unfinished_chains(toy, tmp_path, capsys):
+    # `run --only toy`: the report listed every chain of tail as "not started" under "Incomplete run", where
+    # status says "not in this run (left out with --only)" and verify counts none of its units
+    run = experiments.config_from_dict({"name": "only", "executor": "local", "generations": 2, "toy": {},
+                                        "tail": {"replicates": 2, "chunk_replicates": 2}})
+    store = RunStore(tmp_path / "only")
+    engine.open_run(store, run)
+    chains = engine.plan(run)
+    _launch(store, run, [c for c in chains if c.experiment == "toy"])
+    assert cli.main(["aggregate", str(store.root)]) == 0
+    md = (store.root / "report" / "results.md").read_text()
+    assert "## Incomplete run" not in md and "tail/" not in md, md
+    assert "\ntail: not in this run (left out with --only)\n" in md
+    assert "tail: not in this run (left out with --only)" in (store.root / "report" / "index.html").read_text()
+    assert cli.main(["status", str(store.root)]) == 0
+    assert "tail/replace-p0-s0  not in this run (left out with --only)" in capsys.readouterr().out
+    # a later run of tail that has not reached it yet (jobs.json holds both launches' experiments): its
+    # chains are the run's again, unfinished, as verify counts them
+    book = records.load(store)
+    records.launching(book, [c for c in chains if c.experiment == "tail"])
+    records.save(store, book)
+    assert cli.main(["verify", str(store.root)]) == 0
+    assert ", 1 unfinished" in capsys.readouterr().out
+    assert cli.main(["aggregate", str(store.root)]) == 0
+    md = (store.root / "report" / "results.md").read_text()
+    assert "- tail/replace-p0-s0: 0 of 1 parts finished; part_000: not started" in md, md
+    assert "not in this run" not in md and "toy/" not in md.split("## Incomplete run")[1].split("##")[0]
+    _launch(store, run, [c for c in chains if c.experiment == "tail"])
+    assert cli.main(["aggregate", str(store.root)]) == 0
+    assert "## Incomplete run" not in (store.root / "report" / "results.md").read_text()
