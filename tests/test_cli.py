@@ -622,6 +622,15 @@ def test_bad_usage_is_one_error_line_naming_the_commands_help(argv, says):
     assert line.startswith(f"error: {says}") and line.endswith("--help)"), line
 
 
+def test_a_folder_given_as_config_or_profile_is_said_to_be_a_folder(tmp_path):
+    """Not 'not found': the folder is there; the user named it instead of the YAML file in it."""
+    line = one_error_line(cli("run", tmp_path, "--run", tmp_path / "r"))
+    assert f"{tmp_path}: a folder, not a config file" in line, line
+    line = one_error_line(cli("run", "configs/demo.yaml", "--run", tmp_path / "r", "--profile", tmp_path))
+    assert f"{tmp_path}: a folder, not a cluster profile" in line, line
+    assert not (tmp_path / "r").exists()
+
+
 def test_run_folder_that_is_a_file_is_named(tmp_path):
     """--run naming a file: said as such before anything, not mkdir's bare 'File exists'."""
     cfg = tmp_path / "c.yaml"
