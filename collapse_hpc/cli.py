@@ -627,7 +627,19 @@ def _os_message(e: OSError) -> str:
     return f"{where}: {what}" if where else what
 
 
+def _interrupted(args) -> str:
+    """The line a Ctrl-C ends with: what the command leaves and how to go on from it."""
+    command = getattr(args, "command", None)
+    if command == "aggregate":  # report.aggregate writes the page last, each file whole
+        return "interrupted: the report has no page (index.html is written last); the same command writes it whole"
+    if command == "run" or (command not in COMMANDS and getattr(args, "config", None)):  # units by hand too
+        return ("interrupted: finished units are kept (each once its manifest is written); the same command "
+                "goes on from them")
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         args = _parser().parse_args(argv)
         logs.setup(args.verbose)
@@ -655,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(_os_message(said))}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
 
 

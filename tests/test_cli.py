@@ -653,6 +653,24 @@ def test_a_folder_given_as_config_or_profile_is_said_to_be_a_folder(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("argv, says", [
+    (("run", "configs/demo.yaml"), "finished units are kept"),
+    (("gmm", "configs/demo.yaml", "--unit", "0"), "finished units are kept"),
+    (("aggregate", "runs/demo"), "the report has no page"),
+])
+def test_ctrl_c_says_what_is_left_and_how_to_go_on(argv, says, monkeypatch, capsys):
+    from collapse_hpc import cli as cli_module
+
+    def stopped(args):
+        raise KeyboardInterrupt
+    for name in ("run", "aggregate"):
+        monkeypatch.setitem(cli_module.COMMANDS, name, stopped)
+    monkeypatch.setattr(cli_module, "cmd_experiment", stopped)
+    assert cli_module.main(list(argv)) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: ") and says in err and "the same command" in err, err
+
+
 def test_run_folder_that_is_a_file_is_named(tmp_path):
     """--run naming a file: said as such before anything, not mkdir's bare 'File exists'."""
     cfg = tmp_path / "c.yaml"
