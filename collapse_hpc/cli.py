@@ -544,6 +544,7 @@ def run_by_hand(args) -> int:
     from collapse_hpc import engine, launch
     from collapse_hpc.launch.debug import execute
 
+    _refuse_own_flags(args)
     args.only = [args.command]
     if args.generations is not None:  # this experiment's chains, also where its section sets its own count
         args.overrides = [*args.overrides, f"{args.command}.generations={args.generations}"]
@@ -571,6 +572,16 @@ def run_by_hand(args) -> int:
         counts = execute(store, run, chains, deep=args.unit is not None)  # a unit named: checked in full
     print(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
+
+
+def _refuse_own_flags(args) -> None:
+    """Flags of an experiment's own command line (lm: the reference's, its `own_flags`) have no effect on a
+    config's run: refused, not ignored while the config's chain runs."""
+    own = getattr(args, "own_flags", {})
+    given = [flag for dest, (flag, default) in own.items() if getattr(args, dest) != default]
+    if given:
+        raise UserError(f"{given[0]}: a flag of collapse-hpc {args.command} without a CONFIG; with {args.config}, "
+                        f"set the config's value instead (--set {args.command}.KEY=VALUE)")
 
 
 def _refuse_unbuilt(store, chains, index: int) -> None:
