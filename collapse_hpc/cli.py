@@ -56,7 +56,20 @@ def _config_args(p: argparse.ArgumentParser, only: bool = True) -> None:
 
 class _Parser(argparse.ArgumentParser):
     """Bad usage is bad input like any other: one `error:` line (naming the command and its --help)
-    and exit status 2, not argparse's usage block above it. Subcommands' parsers are of this class too."""
+    and exit status 2, not argparse's usage block above it. Subcommands' parsers are of this class too,
+    so each one's --help ends with the same EPILOG."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("epilog", EPILOG)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # a subcommand refuses its own unknown flags: argparse would hand them up to `collapse-hpc`,
+        # whose line names the top --help, not the one listing that subcommand's flags
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
@@ -66,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     from collapse_hpc import experiments
 
     p = _Parser(prog="collapse-hpc", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"collapse-hpc {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -75,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run every enabled experiment of CONFIG where its executor says: local "
                                    "subprocesses unless the config, --executor or --profile names another (slurm "
                                    "submits, as submit does); finished units are skipped, unfinished ones redone. "
-                                   "Results go to the run folder.", epilog=EPILOG)
+                                   "Results go to the run folder.")
     _config_args(r)
     r.add_argument("--executor", choices=EXECUTORS,
                    help="local: subprocesses; debug: in this process; slurm: submit (default: the config's "
@@ -86,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit a config to Slurm (returns at once)",
                        description="Submit each chain as afterok-chained jobs and each array experiment "
                                    "as a job array, plus a final aggregation job. Only what is neither "
-                                   "done nor queued is submitted.", epilog=EPILOG)
+                                   "done nor queued is submitted.")
     _config_args(s)
     s.add_argument("--profile", metavar="YAML", help="cluster profile (default: an existing run's own, its "
                    "earlier submit's; else the config's `profile:`, else slurm/site.yaml)")
@@ -96,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="the site's cluster profile (slurm/site.yaml)",
                         description="init: write a starter slurm/site.yaml from sinfo (submit uses it when "
-                                    "neither --profile nor the config's profile: names one).", epilog=EPILOG)
+                                    "neither --profile nor the config's profile: names one).")
     prsub = pr.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     pi = prsub.add_parser("init", help="write a starter profile from sinfo")
     pi.add_argument("--out", default="slurm/site.yaml", metavar="YAML",
@@ -108,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="On a login node with internet: prepare every data set and download every "
                                     "hub model the config's variants need, into the config's data folder and "
                                     "the HF cache the profile's jobs use (its env.HF_HOME or HF_HUB_CACHE), then run "
-                                    "the checks submit runs. Done ones are skipped.", epilog=EPILOG)
+                                    "the checks submit runs. Done ones are skipped.")
     sg.add_argument("config", help="config YAML")
     sg.add_argument("--profile", metavar="YAML", help="cluster profile (default: the config's `profile:`, "
                     "else slurm/site.yaml)")
@@ -119,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="scancel every job of RUN (its jobs.json) still queued or running; finished "
                                     "units stay, and submit queues what is left. A run launched here by "
                                     "`collapse-hpc run` is stopped as Ctrl-C stops it (its launcher and units, on "
-                                    "this host); a next run goes on from its finished units.", epilog=EPILOG)
+                                    "this host); a next run goes on from its finished units.")
     ca.add_argument("run", help="run folder")
 
     st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
@@ -173,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in experiments.names():
         exp_parser = sub.add_parser(name, help=f"run the {name} experiment by hand",
                                     description=f"Run only the {name} experiment of CONFIG in this process "
-                                                f"(or one unit with --variant/--unit).", epilog=EPILOG)
+                                                f"(or one unit with --variant/--unit).")
         hook = _experiment_cli(name)
         if hook:
             hook.add_arguments(exp_parser)
@@ -539,6 +552,7 @@ def run_by_hand(args) -> int:
     from collapse_hpc import engine, launch
     from collapse_hpc.launch.debug import execute
 
+    _refuse_own_flags(args)
     args.only = [args.command]
     if args.generations is not None:  # this experiment's chains, also where its section sets its own count
         args.overrides = [*args.overrides, f"{args.command}.generations={args.generations}"]
@@ -566,6 +580,16 @@ def run_by_hand(args) -> int:
         counts = execute(store, run, chains, deep=args.unit is not None)  # a unit named: checked in full
     print(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
+
+
+def _refuse_own_flags(args) -> None:
+    """Flags of an experiment's own command line (lm: the reference's, its `own_flags`) have no effect on a
+    config's run: refused, not ignored while the config's chain runs."""
+    own = getattr(args, "own_flags", {})
+    given = [flag for dest, (flag, default) in own.items() if getattr(args, dest) != default]
+    if given:
+        raise UserError(f"{given[0]}: a flag of collapse-hpc {args.command} without a CONFIG; with {args.config}, "
+                        f"set the config's value instead (--set {args.command}.KEY=VALUE)")
 
 
 def _refuse_unbuilt(store, chains, index: int) -> None:
@@ -622,7 +646,19 @@ def _os_message(e: OSError) -> str:
     return f"{where}: {what}" if where else what
 
 
+def _interrupted(args) -> str:
+    """The line a Ctrl-C ends with: what the command leaves and how to go on from it."""
+    command = getattr(args, "command", None)
+    if command == "aggregate":  # report.aggregate writes the page last, each file whole
+        return "interrupted: the report has no page (index.html is written last); the same command writes it whole"
+    if command == "run" or (command not in COMMANDS and getattr(args, "config", None)):  # units by hand too
+        return ("interrupted: finished units are kept (each once its manifest is written); the same command "
+                "goes on from them")
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         args = _parser().parse_args(argv)
         logs.setup(args.verbose)
@@ -650,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(_os_message(said))}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
 
 

@@ -114,11 +114,17 @@ def loads(text: str, source: str) -> Any:
             loader.dispose()
 
 
+def not_found(path: Path, what: str) -> str:
+    """Why `path` is no `what` to read: a folder given where its file was meant is said as such, not
+    as missing (it exists)."""
+    return f"a folder, not a {what}: name the YAML file itself" if path.is_dir() else f"{what} not found"
+
+
 def load(path: str | Path, what: str = "config file") -> Any:
     """Read and parse a YAML file; a missing, unreadable or oversized file is one line too."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found")
+        raise ConfigError(f"{path}: {not_found(path, what)}")
     if path.stat().st_size > MAX_BYTES:
         raise ConfigError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_BYTES} a config may have")
     try:

@@ -1,4 +1,5 @@
 """The collapse-hpc command as a user meets it: one error line and exit 2 on bad input."""
+import argparse
 import json
 import os
 import shlex
@@ -620,10 +621,58 @@ def test_the_report_after_the_generations_were_shortened_counts_the_plan_and_not
     (("nosuch",), "collapse-hpc: argument COMMAND: invalid choice: 'nosuch'"),
     (("data", "prepare"), "collapse-hpc data prepare: the following arguments are required: NAME"),
     (("lm", "configs/demo.yaml", "--generate_percentage", "x"), "collapse-hpc lm: argument"),
+    # a subcommand's unknown flag: its own --help lists its flags, the top one does not
+    (("lm", "--bogus"), "collapse-hpc lm: unrecognized arguments: --bogus"),
+    (("config", "configs/demo.yaml", "--run", "r"), "collapse-hpc config: unrecognized arguments: --run r"),
+    (("data", "prepare", "x", "--bogus"), "collapse-hpc data prepare: unrecognized arguments: --bogus"),
+    (("--bogus", "status", "r"), "collapse-hpc: unrecognized arguments: --bogus"),
 ])
 def test_bad_usage_is_one_error_line_naming_the_commands_help(argv, says):
     line = one_error_line(cli(*argv))
-    assert line.startswith(f"error: {says}") and line.endswith("--help)"), line
+    command = says.split(":")[0]
+    assert line.startswith(f"error: {says}") and line.endswith(f"(see {command} --help)"), line
+
+
+def test_every_commands_help_ends_with_what_bad_input_does():
+    from collapse_hpc import cli as cli_module
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in dict.fromkeys(action.choices.values()):
+                    yield from parsers(sub)
+
+    said = " ".join(cli_module.EPILOG.split())
+    for parser in parsers(cli_module._parser()):
+        assert " ".join(parser.format_help().split()).endswith(said), parser.prog
+
+
+def test_a_folder_given_as_config_or_profile_is_said_to_be_a_folder(tmp_path):
+    """Not 'not found': the folder is there; the user named it instead of the YAML file in it."""
+    line = one_error_line(cli("run", tmp_path, "--run", tmp_path / "r"))
+    assert f"{tmp_path}: a folder, not a config file" in line, line
+    line = one_error_line(cli("run", "configs/demo.yaml", "--run", tmp_path / "r", "--profile", tmp_path))
+    assert f"{tmp_path}: a folder, not a cluster profile" in line, line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (("run", "configs/demo.yaml"), "finished units are kept"),
+    (("gmm", "configs/demo.yaml", "--unit", "0"), "finished units are kept"),
+    (("aggregate", "runs/demo"), "the report has no page"),
+])
+def test_ctrl_c_says_what_is_left_and_how_to_go_on(argv, says, monkeypatch, capsys):
+    from collapse_hpc import cli as cli_module
+
+    def stopped(args):
+        raise KeyboardInterrupt
+    for name in ("run", "aggregate"):
+        monkeypatch.setitem(cli_module.COMMANDS, name, stopped)
+    monkeypatch.setattr(cli_module, "cmd_experiment", stopped)
+    assert cli_module.main(list(argv)) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: ") and says in err and "the same command" in err, err
 
 
 def test_run_folder_that_is_a_file_is_named(tmp_path):

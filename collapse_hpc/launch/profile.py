@@ -173,7 +173,8 @@ def jobs_caches(prof: Profile | None) -> tuple[Path, Path]:
 def load(path: str | Path) -> Profile:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: cluster profile not found (see slurm/local.yaml, slurm/example-cluster.yaml)")
+        raise ConfigError(f"{path}: {yamlfile.not_found(path, 'cluster profile')} "
+                          f"(see slurm/local.yaml, slurm/example-cluster.yaml)")
     raw = yamlfile.load_mapping(path, "cluster profile")
     raw.setdefault("name", path.stem)
     return build(Profile, raw, str(path))

@@ -50,7 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit", type=int, help="chain mode: run one generation only")
     p.add_argument("--dataset", default="wikitext2", help="reference mode: prepared data set (default wikitext2)")
     p.add_argument("--data-dir", default="data", help="reference mode: prepared data sets (default data)")
-    _reference_flags(p.add_argument_group("the reference implementation's flags"))
+    ref = p.add_argument_group("the reference implementation's flags")
+    _reference_flags(ref)
+    # with a CONFIG these would be ignored: collapse-hpc refuses them there (its run_by_hand)
+    own = [a for a in p._actions if a.dest in ("dataset", "data_dir")] + ref._group_actions
+    p.set_defaults(own_flags={a.dest: (a.option_strings[-1], a.default) for a in own})
 
 
 def _reference_flags(ref) -> None:
@@ -200,6 +204,11 @@ def _check_sources(cfg) -> None:
 
 def _check_flags(a) -> None:
     """The flags' values, before anything is trained (a bad one used to stop only the sampling)."""
+    chain = next((flag for flag, value in (("--run", a.run), ("--generations", a.generations),
+                                           ("--variant", a.variant), ("--unit", a.unit)) if value is not None), None)
+    if chain:  # else ignored: the reference flags would train what the user did not ask for
+        raise UserError(f"{chain}: a flag of the lm's chain mode, which needs a CONFIG (collapse-hpc lm CONFIG "
+                        f"{chain} …); without one, the reference implementation's flags run")
     if not 0.0 <= a.generate_percentage <= 1.0:
         raise UserError(f"--generate_percentage {a.generate_percentage}: must be in [0, 1]")
     out = Path(a.generate) if a.generate else None

@@ -122,3 +122,21 @@ def test_several_ranks_without_save_name_are_refused_before_anything_starts(tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--save-name is needed with 2 ranks" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["configs/demo.yaml", "-tag", "tiny"], "--model_tag: a flag of collapse-hpc lm without a CONFIG"),
+    (["configs/demo.yaml", "--dataset", "tiny"], "--dataset: a flag of collapse-hpc lm without a CONFIG"),
+    (["--run", "RUN", "--eval_only"], "--run: a flag of the lm's chain mode, which needs a CONFIG"),
+    (["--unit", "0"], "--unit: a flag of the lm's chain mode, which needs a CONFIG"),
+])
+def test_a_flag_of_the_other_mode_is_refused_not_ignored(argv, says, tmp_path, capsys):
+    """With a CONFIG the reference flags did nothing (the config's chain ran, for hours), and without one
+    --run/--unit did nothing (the reference flags trained); one line now, and nothing written."""
+    argv = [str(tmp_path / "r") if a == "RUN" else a for a in argv]
+    if "--run" not in argv:
+        argv += ["--run", str(tmp_path / "r")] if argv[0].endswith(".yaml") else []
+    assert main(["lm", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {says}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
