@@ -17,10 +17,11 @@ are paper.yaml's.
 Each command runs in a fresh process (its imports included, as a user waits for them), the fastest of
 --repeats; the baseline is the same command with the package of --baseline (git archive), alternated with
 ours, on the same folders made by that package (from the config less the keys added since, as the package
-tells: a package refuses keys it does not know and the hashes it checks are its own). Recorded (2 shared cores): status of the paper-scale run 53 lines against
-842 (the small run: 33 both), in the same time (0.46-0.81 s, ratio 0.80-1.13 over three runs: noise);
-every command under 1 s but submit (3.1-4.3 s, one squeue and an sbatch per new job) and its dry run
-(2.0-3.7 s: imports); paper/small 1.1 to 2.4 for 29x the units.
+tells: a package refuses keys it does not know and the hashes it checks are its own). Recorded (2 shared
+cores): status of the paper-scale run 53 lines against 842 (the small run: 33 both), in the same time
+(0.46-0.81 s, ratio 0.80-1.13 over three runs: noise); every command under 1 s but submit (3.1-4.3 s, one
+squeue and an sbatch per new job) and its dry run (2.0-3.7 s: imports); paper/small 1.1 to 2.4 for 29x
+the units.
 
   python benchmarks/bookkeeping.py                    last line: ratio: <ours / baseline, status s>
   python benchmarks/bookkeeping.py --baseline ''      ours only
@@ -240,10 +241,10 @@ MADE_BY = ("import json, sys; from pathlib import Path; sys.path[0] = {bench!r};
 
 
 def made_by(package: Path, where: Path, config: Path) -> tuple[dict, dict, Path]:
-    """(units, fake Slurm's environment, the config file it read) of the snapshots `package` makes itself under `where`, of `config`
-    as the package reads it (keys added since its revision left out): the folder a package reads is one it
-    wrote (its config.yaml holds the keys it knows, hashed as it hashes them), the same plan and job states
-    for every package."""
+    """(units, fake Slurm's environment, the config file read) of the snapshots `package` makes itself under
+    `where`, of `config` as the package reads it (keys added since its revision left out): the folder a
+    package reads is one it wrote (its config.yaml holds the keys it knows, hashed as it hashes them), the
+    same plan and job states for every package."""
     where.mkdir(parents=True)
     if package != REPO:
         dropped = known_config(package, config, where / config.name)
