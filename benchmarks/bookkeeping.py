@@ -15,11 +15,13 @@ sets prepared in this checkout (wikivital, a tiny model, digits) so that submit'
 are paper.yaml's.
 
 Each command runs in a fresh process (its imports included, as a user waits for them), the fastest of
---repeats; the baseline is the same command with the package of --baseline (git archive), on the same
-folder, alternated with ours. Recorded (2 shared cores): status of the paper-scale run 53 lines against
-842 (the small run: 33 both), in the same time (0.46-0.81 s, ratio 0.80-1.13 over three runs: noise);
-every command under 1 s but submit (3.1-4.3 s, one squeue and an sbatch per new job) and its dry run
-(2.0-3.7 s: imports); paper/small 1.1 to 2.4 for 29x the units.
+--repeats; the baseline is the same command with the package of --baseline (git archive), alternated with
+ours, on the same folders made by that package (from the config less the keys added since, as the package
+tells: a package refuses keys it does not know and the hashes it checks are its own). Recorded (2 shared
+cores): status of the paper-scale run 53 lines against 842 (the small run: 33 both), in the same time
+(0.46-0.81 s, ratio 0.80-1.13 over three runs: noise); every command under 1 s but submit (3.1-4.3 s, one
+squeue and an sbatch per new job) and its dry run (2.0-3.7 s: imports); paper/small 1.1 to 2.4 for 29x
+the units.
 
   python benchmarks/bookkeeping.py                    last line: ratio: <ours / baseline, status s>
   python benchmarks/bookkeeping.py --baseline ''      ours only
@@ -36,7 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_memory import REPO, _env, baseline_package, known_config  # noqa: E402  (the same unpacked revision)
+
 BEFORE = "7ec1d28"  # the last revision before status summarised a long run
 
 FAKES = {  # Slurm's commands as tests/launch/test_slurm_plan.py fakes them: the answers are files under $FAKE_SLURM
@@ -170,15 +174,6 @@ def timed(package: Path, argv: list[str], env: dict) -> tuple[float, str, int]:
     return took, proc.stdout, len(calls.read_text().splitlines()) if calls.exists() else 0
 
 
-def _baseline(rev: str, where: Path) -> Path | None:
-    if not rev:
-        return None
-    where.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "collapse_hpc"], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
-    return where
-
-
 # what `aggregate` reads before it computes anything, and what the local launcher hashes before it starts a unit
 PLANS = {"aggregate (plan)": "from collapse_hpc.report import collect; collect.load_run({root!r})",
          "run (plan)": "from collapse_hpc import engine, experiments; from collapse_hpc.launch import local; "
@@ -198,18 +193,21 @@ def commands(root: Path, config: Path, overrides: list[str]) -> dict[str, list[s
             **{what: ["-c", code.format(root=str(root))] for what, code in PLANS.items()}}
 
 
-def measure(runs: dict, packages: dict, env: dict, repeats: int) -> dict:
-    """(run, command, package) -> (fastest seconds, output lines, Slurm commands called); packages alternated.
-    submit records the jobs it queues in the run's book: each one starts from the book as built."""
+def measure(runs: dict, packages: dict, envs: dict, repeats: int) -> dict:
+    """(run, command, package) -> (fastest seconds, output lines, Slurm commands called); packages alternated,
+    each on its own folders (runs: package -> run -> (root, config, overrides)). submit records the jobs it
+    queues in the run's book: each one starts from the book as built."""
     best: dict = {}
     for _ in range(repeats):
-        for run_name, (root, config, overrides) in runs.items():
-            for what, argv in commands(root, config, overrides).items():
+        for run_name in runs["ours"]:
+            for what in commands(*runs["ours"][run_name]):
                 for pkg_name, pkg in packages.items():
+                    root = runs[pkg_name][run_name][0]
+                    argv = commands(*runs[pkg_name][run_name])[what]
                     shutil.copy(root.with_name("jobs.json"), root / "jobs.json")  # as built (submit adds jobs)
                     if pkg_name == "baseline" and what == "status --all":
                         argv = argv[:-1]  # before --all, status listed every unit
-                    took, out, calls = timed(pkg, argv, env)
+                    took, out, calls = timed(pkg, argv, envs[pkg_name])
                     key = (run_name, what, pkg_name)
                     best[key] = min(best.get(key, (took, len(out.splitlines()), calls)),
                                     (took, len(out.splitlines()), calls))
@@ -218,6 +216,45 @@ def measure(runs: dict, packages: dict, env: dict, repeats: int) -> dict:
 
 SMALL = ["seeds=[0]", "regimes=[{name: replace, keep_fraction: 0.0}]", "gmm.replicates=8",
          "gaussian.replicates=250", "gaussian.samples=[100]", "gmm.regimes=[replace]", "gaussian.regimes=[replace]"]
+
+
+def snapshots(where: Path, config: Path) -> dict:
+    """The paper and small run folders of `config` under `where` (one fake queue holds both runs' jobs);
+    their units."""
+    os.environ.update(_fake_slurm(where / "fake"))
+    (where / "fake-small").mkdir()
+    units = {"paper": build(where / "paper" / "run", config, CHECKS, where / "fake"),
+             "small": build(where / "small" / "run", config, SMALL + CHECKS, where / "fake-small")}
+    for name in units:
+        root = where / name / "run"
+        shutil.copy(root / "jobs.json", root.with_name("jobs.json"))
+    for n in ("sacct.txt", "squeue.txt"):
+        with (where / "fake" / n).open("a") as f:
+            f.write((where / "fake-small" / n).read_text())
+    return units
+
+
+# snapshots() with the package on PYTHONPATH, in a fresh process run where the user runs this script (the
+# config's relative paths are the user's): sys.path's first entry, that folder, gives way to benchmarks/
+MADE_BY = ("import json, sys; from pathlib import Path; sys.path[0] = {bench!r}; import bookkeeping; "
+           "print(json.dumps(bookkeeping.snapshots(Path(sys.argv[1]), Path(sys.argv[2]))))")
+
+
+def made_by(package: Path, where: Path, config: Path) -> tuple[dict, dict, Path]:
+    """(units, fake Slurm's environment, the config file read) of the snapshots `package` makes itself under
+    `where`, of `config` as the package reads it (keys added since its revision left out): the folder a
+    package reads is one it wrote (its config.yaml holds the keys it knows, hashed as it hashes them), the
+    same plan and job states for every package."""
+    where.mkdir(parents=True)
+    if package != REPO:
+        dropped = known_config(package, config, where / config.name)
+        config = where / config.name
+        print(f"{package.name}: {config.name} without the keys it does not know: {', '.join(dropped) or 'none'}")
+    proc = subprocess.run([sys.executable, "-c", MADE_BY.format(bench=str(Path(__file__).parent)), str(where),
+                           str(config)], env=_env(package), capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"error: the run folders made with {package} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.splitlines()[-1]), _fake_slurm(where / "fake"), config
 
 
 def main() -> None:
@@ -229,21 +266,15 @@ def main() -> None:
     config = Path(args.config).absolute()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        env = _fake_slurm(tmp / "fake")
-        os.environ.update(env)
-        (tmp / "fake-small").mkdir()
-        units = {"paper": build(tmp / "paper" / "run", config, CHECKS, tmp / "fake"),
-                 "small": build(tmp / "small" / "run", config, SMALL + CHECKS, tmp / "fake-small")}
-        for root in (tmp / "paper" / "run", tmp / "small" / "run"):
-            shutil.copy(root / "jobs.json", root.with_name("jobs.json"))
-        for n in ("sacct.txt", "squeue.txt"):  # one queue holds both runs' jobs
-            with (tmp / "fake" / n).open("a") as f:
-                f.write((tmp / "fake-small" / n).read_text())
-        packages = {"ours": REPO}
-        if (old := _baseline(args.baseline, tmp / "baseline")) is not None:
-            packages["baseline"] = old
-        runs = {"paper": (tmp / "paper" / "run", config, []), "small": (tmp / "small" / "run", config, SMALL)}
-        best = measure(runs, packages, env, args.repeats)
+        packages = {"ours": REPO, **({"baseline": baseline_package(args.baseline, tmp)} if args.baseline else {})}
+        made = {name: made_by(pkg, tmp / "made" / name, config) for name, pkg in packages.items()}
+        units = made["ours"][0]
+        if any(u != units for u, _, _ in made.values()):
+            sys.exit(f"error: the packages plan other units: {', '.join(f'{n} {m[0]}' for n, m in made.items())}")
+        runs = {name: {"paper": (tmp / "made" / name / "paper" / "run", read, []),
+                       "small": (tmp / "made" / name / "small" / "run", read, SMALL)}
+                for name, (_, _, read) in made.items()}
+        best = measure(runs, packages, {name: env for name, (_, env, _) in made.items()}, args.repeats)
     report(units, best, packages)
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_memory import REPO, _env, baseline_package  # noqa: E402  (the same unpacked revision)
+from report_memory import REPO, _env, baseline_package, known_config  # noqa: E402  (the same unpacked revision)
 
 BEFORE = "84078ab"  # the last revision whose gaussian parts stored the three derived metrics
 PAPER_PARTS = 240  # paper.yaml: 4 sample sizes x 3 regimes x 5 seeds x 1000 replicates in parts of 250
@@ -86,7 +86,10 @@ def main() -> None:
         sizes, seconds = {}, dict.fromkeys(runs, float("inf"))
         for name, run in runs.items():
             run.parent.mkdir()
-            sizes[name] = make(packages[name], config, run)
+            read = config if name == "ours" else run.parent / config.name  # keys added since: refused there
+            if read != config and (dropped := known_config(packages[name], config, read)):
+                print(f"{name}: {config.name} without the keys it does not know: {', '.join(dropped)}")
+            sizes[name] = make(packages[name], read, run)
         for _ in range(args.repeats):  # alternated, the fastest counts
             for name, run in runs.items():
                 seconds[name] = min(seconds[name], report(run))

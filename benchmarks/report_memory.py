@@ -19,6 +19,7 @@ includes spread over the rows: 72.7 at the default size (baseline 437), 55.5 at 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +79,35 @@ def baseline_package(rev: str, tmp: Path) -> Path:
         sys.exit(f"error: --baseline {rev}: {archive.stderr.decode().strip() or 'git archive failed'}")
     subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
     return where
+
+
+# the keys a package knows: the run level's ("") and each experiment section's
+KEYS = ("import dataclasses, json; from collapse_hpc import config, experiments; "
+        "print(json.dumps({'': [f.name for f in dataclasses.fields(config.RunConfig)], "
+        "**{n: [f.name for f in dataclasses.fields(s)] for n, s in experiments.sections().items()}}))")
+
+
+def known_config(package: Path, config: Path, out: Path) -> list[str]:
+    """Writes to `out` the config file `config` as `package` reads it: the keys the package does not know
+    (added since its revision, as the package itself tells) left out; returns those keys, dotted."""
+    import yaml
+
+    proc = subprocess.run([sys.executable, "-c", KEYS], cwd=out.parent, env=_env(package), capture_output=True,
+                          text=True)
+    if proc.returncode:
+        sys.exit(f"error: the config keys of {package} unknown:\n{proc.stderr[-3000:]}")
+    known, dropped = json.loads(proc.stdout), []
+    kept = {}
+    for key, value in (yaml.safe_load(config.read_text()) or {}).items():
+        if key not in known[""] and key not in known:
+            dropped.append(key)
+            continue
+        if key in known and isinstance(value, dict):
+            dropped += [f"{key}.{k}" for k in value if k not in known[key]]
+            value = {k: v for k, v in value.items() if k in known[key]}
+        kept[key] = value
+    out.write_text(yaml.safe_dump(kept, sort_keys=False))
+    return dropped
 
 
 def main() -> None:
