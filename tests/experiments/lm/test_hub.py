@@ -25,13 +25,16 @@ def hf_cache(tmp_path, monkeypatch):
     return cache
 
 
-def cache_model(cache, tag):
-    """The layout huggingface_hub writes: refs/main names a snapshot holding the files."""
+def cache_model(cache, tag, weights=True):
+    """The layout huggingface_hub writes: refs/main names a snapshot holding the files (a config and a
+    weights file unless not `weights`: the check before submitting refuses a snapshot without them)."""
     repo = cache / f"models--{tag.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("abc123")
     (repo / "snapshots" / "abc123").mkdir(parents=True)
     (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    if weights:
+        (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(b"")
 
 
 def test_offline_tag_missing_from_the_cache_is_refused(hf_cache):
@@ -259,7 +262,7 @@ def test_a_model_whose_weights_are_not_all_there_is_one_line_before_anything_is_
     with pytest.raises(UserError, match=r"lacks 1 of the 2 shards model.safetensors.index.json lists "
                                         r"\(model-00002-of-00002.safetensors …\)"):
         check_weights("lm.model", str(folder))
-    cache_model(hf_cache, "facebook/opt-125m")
+    cache_model(hf_cache, "facebook/opt-125m", weights=False)
     with pytest.raises(UserError, match=r"lm.model: the HF cache's copy of 'facebook/opt-125m' \(.*snapshots/abc123\) "
                                         r"lacks its weights .*hf download facebook/opt-125m"):
         check_weights("lm.model", "facebook/opt-125m")
