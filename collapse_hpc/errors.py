@@ -17,9 +17,9 @@ class NotAFormat(UserError):
     line what the other experiments' --from takes (the lm's text formats; the vae's IDX images)."""
 
 
-def first_line(error: BaseException, limit: int = 120) -> str:
-    """A library error's first line, at most `limit` characters, for a UserError quoting it; its type's
-    name where it has no words (torch.load of a file cut short raises a bare EOFError)."""
+def first_line(error: BaseException, limit: int | None = 120) -> str:
+    """A library error's first line, at most `limit` characters (None: whole), for a UserError quoting it;
+    its type's name where it has no words (torch.load of a file cut short raises a bare EOFError)."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
 
 

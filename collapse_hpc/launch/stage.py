@@ -5,7 +5,7 @@ The data sets are prepared by the command itself (cli.cmd_stage: collapse-hpc da
 """
 from __future__ import annotations
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.launch.profile import Profile, jobs_caches
 
 # what from_pretrained reads; the hub's other formats (TensorFlow, Flax, ONNX) are left out
@@ -23,7 +23,7 @@ def fetch_models(tags: list[str], prof: Profile | None) -> list[str]:
         try:
             path = snapshot_download(tag, cache_dir=cache, allow_patterns=MODEL_FILES)
         except Exception as e:  # offline, unknown repository, network, disk: huggingface_hub's many kinds
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            why = first_line(e, None)
             hint = " (the hub is offline here: HF_HUB_OFFLINE=1; stage where it is reachable)" \
                 if constants.HF_HUB_OFFLINE else ""
             raise UserError(f"stage: {tag}: cannot fetch into {cache}: {why}{hint}") from None

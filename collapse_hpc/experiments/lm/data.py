@@ -54,7 +54,7 @@ import zipfile
 from pathlib import Path
 
 from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm import sources
 from collapse_hpc.experiments.lm import tokenizer as tk
 from collapse_hpc.experiments.lm.corpus import SPLITS, check_card, long_text, read_texts, split_file
@@ -161,8 +161,7 @@ def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
     except Exception as e:  # offline, no cache, hub errors: all one line for the user
         hint = " (HF_HUB_OFFLINE=1 and not in the HF cache: prepare it where the hub is reachable " \
                "with HF_HOME on shared storage, see data/README.md)" if hub_offline() else ""
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"wikitext-2-raw-v1 cannot be loaded{hint}: {msg[:200]}") from None
+        raise UserError(f"wikitext-2-raw-v1 cannot be loaded{hint}: {first_line(e, 200)}") from None
     splits = {s: [{"text": t} for t in ds[s]["text"]] for s in SPLITS}
     card = {"name": "wikitext2", "source": "HF datasets: wikitext, wikitext-2-raw-v1",
             "licence": "CC BY-SA 3.0 (Merity et al. 2016, from Wikipedia)", "unit": "lines",

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from collapse_hpc.errors import first_line
 from collapse_hpc.logs import count
 
 PRESETS = ("beam", "greedy", "sampling", "temperature", "top_k", "top_p", "min_p")
@@ -560,7 +561,7 @@ def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
             meta = read_parquet_metadata(p)
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
             logging.getLogger("collapse_hpc").warning("warning: %s: not a readable shard (%s); sampled again",
-                                                      p, str(e).splitlines()[0][:120])
+                                                      p, first_line(e))
             continue
         if model_hash is not None and meta.get("model_sha256") != model_hash:
             continue

@@ -107,7 +107,7 @@ def load_tokenizer(cfg, data_dir: Path):
     except (OSError, ValueError) as e:
         raise UserError(f"tokenizer {tag!r} cannot be loaded (not a folder, not in the HF cache"
                         f"{', hub offline' if hub_offline() else ''}): "
-                        f"{first_line(e, 1000)}") from None
+                        f"{first_line(e, None)}") from None
     if not tok("a", add_special_tokens=False)["input_ids"]:  # transformers loads a tokenizer without its files
         raise UserError(f"tokenizer {tag!r}: no vocabulary (it turns text into no tokens): its files are not all "
                         f"there (a config.json without tokenizer.json, or vocab.json and merges.txt); copy or "
