@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae.config import check_stages
+from collapse_hpc.experiments.vae.metrics import SAMPLE_BATCH
 
 
 class ConvVAE(nn.Module):
@@ -63,7 +64,7 @@ class ConvVAE(nn.Module):
         return self.decode_logits(z), mu, logvar
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator, device, batch: int = 2048) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator, device, batch: int = SAMPLE_BATCH) -> torch.Tensor:
         """n decoded prior samples z ~ N(0, I), as images in [0, 1]."""
         out = []
         for start in range(0, n, batch):

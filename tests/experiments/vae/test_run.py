@@ -1,5 +1,6 @@
 """Whole generations of the VAE chain through the engine and the launch back-ends."""
 import importlib.util
+import inspect
 import json
 
 import numpy as np
@@ -228,6 +229,21 @@ def test_a_chain_on_your_own_images(tmp_path):
     assert set(METRICS) <= set(row) and 0 <= row["class_min_share"] <= 0.1 + 1e-9
 
 
+def test_the_memory_estimate_counts_the_sampling_pass(tmp_path, monkeypatch):
+    """model.sample decodes SAMPLE_BATCH prior samples at once; their decoder maps (each stage's, and the
+    image), an output beside its ReLU's, were not counted."""
+    from collapse_hpc.experiments.vae import _maps, metrics
+
+    _, run = _run(tmp_path)
+    variant = experiments.get("vae").variants(run)[0]
+    cfg = variant.section(run)
+    before = experiments.get("vae").memory(run, variant)
+    monkeypatch.setattr(metrics, "SAMPLE_BATCH", metrics.SAMPLE_BATCH + 100)
+    assert experiments.get("vae").memory(run, variant) - before == 2 * 4 * 100 * (_maps(cfg, 8, 8) + 64)
+    batch = inspect.signature(model.ConvVAE.sample).parameters["batch"].default
+    assert batch == metrics.SAMPLE_BATCH - 100  # the batch the model decodes
+
+
 PEAK = """
 import json, resource, sys
 from pathlib import Path
@@ -262,7 +278,9 @@ def test_a_generation_on_the_cpu_holds_no_more_memory_than_its_estimate(tmp_path
     """The estimate counted one copy of a training batch's maps and none of the scoring: the classifier's
     features of every generated image and the encoder's maps of 4096 images at once, 600 MB at 28x28, so a
     generation 6 to 10 times its estimate passed the memory check. Peak RSS of a fresh process (torch's
-    allocations are not traced) above its baseline after a warm-up generation, within the estimate."""
+    allocations are not traced) above its baseline after a warm-up generation, within the estimate. That peak
+    differs by machine (0.56-0.70 GB on one, 0.90 GB on another, which the estimate without the sampling pass
+    missed by 1 MB), so the estimate may be up to 2.5 times the lowest of them."""
     import subprocess
     import sys
 
@@ -273,4 +291,4 @@ def test_a_generation_on_the_cpu_holds_no_more_memory_than_its_estimate(tmp_path
     proc = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert 0.5 * measured["estimate"] < measured["peak"] <= measured["estimate"], measured
+    assert 0.4 * measured["estimate"] < measured["peak"] <= measured["estimate"], measured
