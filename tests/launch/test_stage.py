@@ -42,6 +42,18 @@ def test_the_check_looks_in_the_jobs_hf_cache(tmp_path, setup, fake_slurm):  # n
     assert rc == 0 and "all passed" in out, out + err
 
 
+def test_the_check_looks_for_the_tokenizer_in_the_jobs_hf_cache(tmp_path, setup, fake_slurm):  # noqa: F811
+    # the jobs' copy holds the weights but no tokenizer (a fetch of some files only): every job refused it
+    cfg, prof, shell, jobs = setup
+    prof.write_text(f"partition: debug\nenv: {{HF_HOME: {jobs}, HF_HUB_OFFLINE: '1'}}\n")
+    cache_model(jobs / "hub", TAG, tokenizer=False)
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof, "--dry-run")
+    assert rc == 2 and not (tmp_path / "run").exists() and not scripts(fake_slurm), out + err
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED: ")]
+    assert len(failed) == 1 and f"lm.model: the HF cache's copy of {TAG!r} ({jobs / 'hub'}" in failed[0], failed
+    assert "lacks a tokenizer's files" in failed[0]
+
+
 def test_stage_fetches_into_the_jobs_cache_and_then_the_check_passes(tmp_path, setup):
     cfg, prof, shell, jobs = setup
     # offline and not in the jobs' cache: one line naming the model and where it would go

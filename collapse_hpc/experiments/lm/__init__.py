@@ -96,6 +96,7 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.data import check_caches
         from collapse_hpc.experiments.lm.hub import check_source
         from collapse_hpc.experiments.lm.model import check_weights
+        from collapse_hpc.experiments.lm.tokenizer import check_tokenizer
         from collapse_hpc.experiments.lm.train import check_deepspeed
 
         checked, problems = set(), []
@@ -116,6 +117,11 @@ class LanguageModel(Experiment):
                     attempt(check_source, where(key), tag, slurm=run.executor == "slurm")
                     if key == "model":
                         attempt(check_weights, where(key), tag, cfg.pretrained)
+            own = cfg.tokenizer is None  # the model's tag's tokenizer
+            tokenizer = cfg.model if own and cfg.model != "tiny" else cfg.tokenizer
+            if tokenizer and ("vocabulary", tokenizer) not in checked:
+                checked.add(("vocabulary", tokenizer))
+                attempt(check_tokenizer, where("model" if own else "tokenizer"), tokenizer, model=own)
             attempt(check_deepspeed, where("deepspeed"), cfg)
         if problems:
             raise UserError("; ".join(dict.fromkeys(problems)))

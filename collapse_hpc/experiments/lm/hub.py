@@ -37,13 +37,20 @@ def local_config(tag: str) -> Path | None:
         return folder
     if not hub_tag(tag):
         return None
-    from huggingface_hub import try_to_load_from_cache
-
     try:
-        found = try_to_load_from_cache(tag, "config.json", cache_dir=hub_cache())
+        return cached_snapshot(tag, ("config.json",))
     except ValueError:  # not a valid hub name
         return None
-    return Path(found).parent if isinstance(found, str) else None
+
+
+def cached_snapshot(tag: str, files=("config.json", "tokenizer_config.json")) -> Path | None:
+    """The HF cache's snapshot folder of hub tag `tag` that holds one of `files` (never the network);
+    None where there is none. ValueError where `tag` is no hub name."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = hub_cache()
+    found = (try_to_load_from_cache(tag, f, cache_dir=cache) for f in files)
+    return next((Path(f).parent for f in found if isinstance(f, str)), None)
 
 
 def check_source(key: str, tag: str, slurm: bool = False) -> None:
@@ -58,12 +65,9 @@ def check_source(key: str, tag: str, slurm: bool = False) -> None:
         return
     if _looks_like_path(tag) or folder.exists():
         raise UserError(f"{key}: {tag} is not a folder")
-    from huggingface_hub import try_to_load_from_cache
-
     cache = hub_cache()
     try:
-        cached = any(isinstance(try_to_load_from_cache(tag, f, cache_dir=cache), str)
-                     for f in ("config.json", "tokenizer_config.json"))
+        cached = cached_snapshot(tag) is not None
     except ValueError:  # huggingface_hub refuses the name itself (HFValidationError is a ValueError)
         raise UserError(f"{key}: {tag!r} is neither a folder nor a hub tag (owner/name)") from None
     if cached:

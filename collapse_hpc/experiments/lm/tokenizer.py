@@ -117,6 +117,51 @@ def load_tokenizer(cfg, data_dir: Path):
     return tok
 
 
+# what AutoTokenizer builds a vocabulary from: the fast tokenizer's file, a BPE's pair (GPT-2, OPT),
+# a SentencePiece or tiktoken model (Llama, T5), a WordPiece list (BERT), Mistral's tekken.json
+VOCABULARY = ("tokenizer.json", "tekken.json", "vocab.txt", "*.model", "*.tiktoken")
+
+
+def missing_tokenizer(folder: Path) -> str | None:
+    """What of a tokenizer's files is not in `folder` (a dangling link of the HF cache is not there);
+    None where its vocabulary is there. transformers loads a tokenizer without them (from a config.json
+    alone) whose vocabulary is one token: load_tokenizer's own check meets it only in the job."""
+    if any(p.is_file() for pattern in VOCABULARY for p in folder.glob(pattern)):
+        return None
+    if (folder / "vocab.json").is_file():
+        return None if (folder / "merges.txt").is_file() else "merges.txt (its vocab.json's merges)"
+    return "a tokenizer's files (tokenizer.json, or vocab.json and merges.txt)"
+
+
+def check_tokenizer(key: str, tag: str, model: bool = False) -> None:
+    """UserError where `tag` (config key `key`; if `model`, the model's tag, whose tokenizer is used as
+    lm.tokenizer names none) is a folder, or with the hub offline the HF cache's copy of a hub tag, that
+    lacks a tokenizer's files: said before a run folder or job exists. Online, a load fills the cache."""
+    folder = Path(tag).expanduser()
+    cached = None if folder.is_dir() else _offline_copy(tag)
+    lacks = missing_tokenizer(cached or folder) if folder.is_dir() or cached else None
+    if lacks is None:
+        return
+    where = f"the HF cache's copy of {tag!r} ({cached})" if cached else \
+        f"the {'model' if model else 'tokenizer'} folder {folder}"
+    fix = "copy or download it whole" + (f" (hf download {tag}, where the hub is reachable)" if cached else "")
+    raise UserError(f"{key}: {where} lacks {lacks}" + (
+        f", and lm.tokenizer names no other; {fix}, or name a tokenizer (lm.tokenizer)" if model else f"; {fix}"))
+
+
+def _offline_copy(tag: str) -> Path | None:
+    """The HF cache's snapshot of hub tag `tag` where the hub is offline (all a job will have); None where
+    there is none, or the hub is online (a load fills the cache), or `tag` is no hub name (check_source's)."""
+    from collapse_hpc.experiments.lm.hub import cached_snapshot, hub_offline, hub_tag
+
+    if not (hub_offline() and hub_tag(tag)):
+        return None
+    try:
+        return cached_snapshot(tag)
+    except ValueError:
+        return None
+
+
 def fingerprint(tokenizer) -> str:
     """Hash of the full tokenizer definition (vocabulary, merges, normaliser, post-processor)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)

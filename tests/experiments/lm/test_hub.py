@@ -25,16 +25,21 @@ def hf_cache(tmp_path, monkeypatch):
     return cache
 
 
-def cache_model(cache, tag, weights=True):
-    """The layout huggingface_hub writes: refs/main names a snapshot holding the files (a config and a
-    weights file unless not `weights`: the check before submitting refuses a snapshot without them)."""
+def cache_model(cache, tag, weights=True, tokenizer=True):
+    """The layout huggingface_hub writes: refs/main names a snapshot holding the files (a config, a
+    weights file unless not `weights` and a tokenizer's unless not `tokenizer`: the check before
+    submitting refuses a snapshot without them)."""
     repo = cache / f"models--{tag.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("abc123")
-    (repo / "snapshots" / "abc123").mkdir(parents=True)
-    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
     if weights:
-        (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(b"")
+        (snapshot / "model.safetensors").write_bytes(b"")
+    if tokenizer:
+        (snapshot / "vocab.json").write_text("{}")
+        (snapshot / "merges.txt").write_text("#version: 0.2\n")
 
 
 def test_offline_tag_missing_from_the_cache_is_refused(hf_cache):
@@ -252,8 +257,9 @@ def test_a_model_whose_weights_are_not_all_there_is_one_line_before_anything_is_
     cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
                    f"lm: {{dataset: tiny, model: {folder}, pretrained: true}}\n")
     line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
-    assert line.endswith(f"lm.yaml: lm.model: the model folder {folder} lacks its weights (model.safetensors or "
-                         f"pytorch_model.bin); copy or download the model whole"), line
+    assert f"lm.yaml: lm.model: the model folder {folder} lacks its weights (model.safetensors or " \
+           f"pytorch_model.bin); copy or download the model whole; lm.model: the model folder {folder} lacks a " \
+           f"tokenizer's files" in line, line  # and its tokenizer, said in the same line
     assert not (tmp_path / "r").exists()
     check_weights("lm.model", str(folder), pretrained=False)
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
@@ -280,3 +286,61 @@ def test_a_tokenizer_whose_files_are_not_there_is_one_line_not_a_split_without_b
     (folder / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 50257}')
     with pytest.raises(UserError, match=r"tokenizer '.*gpt2': no vocabulary \(it turns text into no tokens\)"):
         load_tokenizer(tiny_cfg(tokenizer=str(folder)), tmp_path)
+
+
+def test_a_tokenizer_folder_without_its_files_is_one_line_before_anything_is_written(tmp_path, lm_data_dir, hf_cache):
+    """lm.tokenizer naming a folder of config.json alone (a download stopped early) passed the checks: each job
+    then refused it at its load, after the run folder and its jobs were made. So did a model folder without a
+    tokenizer, whose tokenizer the chain loads where lm.tokenizer names none."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from collapse_hpc.experiments.lm.tokenizer import check_tokenizer
+
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 50257}')
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
+                   f"lm: {{dataset: tiny, tokenizer: {folder}}}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    assert line.endswith(f"lm.yaml: lm.tokenizer: the tokenizer folder {folder} lacks a tokenizer's files "
+                         f"(tokenizer.json, or vocab.json and merges.txt); copy or download it whole"), line
+    assert not (tmp_path / "r").exists()
+    (folder / "vocab.json").write_text("{}")
+    with pytest.raises(UserError, match=r"lm.tokenizer: the tokenizer folder .*gpt2 lacks merges.txt "):
+        check_tokenizer("lm.tokenizer", str(folder))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    check_tokenizer("lm.tokenizer", str(folder))
+
+    model = tmp_path / "my-opt"
+    OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                             max_position_embeddings=80, word_embed_proj_dim=16)).save_pretrained(model)
+    cfg.write_text(cfg.read_text().replace(f"tokenizer: {folder}", f"model: {model}"))
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    assert line.endswith(f"lm.yaml: lm.model: the model folder {model} lacks a tokenizer's files (tokenizer.json, or "
+                         f"vocab.json and merges.txt), and lm.tokenizer names no other; copy or download it whole, or "
+                         f"name a tokenizer (lm.tokenizer)"), line
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_hf_caches_copy_of_a_tokenizer_without_its_files_is_refused_offline(tmp_path, lm_data_dir, hf_cache,
+                                                                                 monkeypatch):
+    from collapse_hpc.experiments.lm.tokenizer import check_tokenizer
+
+    cache_model(hf_cache, "gpt2", tokenizer=False)
+    with pytest.raises(UserError, match=r"^lm.tokenizer: the HF cache's copy of 'gpt2' \(.*snapshots/abc123\) lacks "
+                                        r"a tokenizer's files .*; copy or download it whole \(hf download gpt2, "):
+        check_tokenizer("lm.tokenizer", "gpt2")
+    cache_model(hf_cache, "facebook/opt-125m", tokenizer=False)  # the model's own tokenizer, as a job loads it
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
+                   f"lm: {{dataset: tiny, model: facebook/opt-125m}}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    assert line.endswith("lm.yaml: lm.model: the HF cache's copy of 'facebook/opt-125m' "
+                         f"({hf_cache}/models--facebook--opt-125m/snapshots/abc123) lacks a tokenizer's files "
+                         "(tokenizer.json, or vocab.json and merges.txt), and lm.tokenizer names no other; copy or "
+                         "download it whole (hf download facebook/opt-125m, where the hub is reachable), or name "
+                         "a tokenizer (lm.tokenizer)"), line
+    assert not (tmp_path / "r").exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online a load fills the cache: not refused here
+    check_tokenizer("lm.tokenizer", "gpt2")
