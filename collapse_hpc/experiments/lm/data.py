@@ -202,12 +202,24 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
                 splits[split_of(t)].append({"text": t})
     if not any(splits.values()):  # e.g. a file of blank lines
         raise UserError(f"--from {source}: no text: every line or row of {count(len(files), 'file')} is blank")
-    if not splits["train"]:
-        raise UserError(f"--from {source}: no training text")
     card = {"name": name, "source": f"local files: {source_name(source)}",
             "licence": "as given by the files' owner",
             "unit": "rows", "sha256": digest, "sha256_of": "the source files", **({"split": how} if how else {})}
+    if not splits["train"]:
+        raise _no_training_text(source, named, splits) if any(named.values()) else \
+            _too_little(name, "train", splits, card)
     return _finish(out, splits, card)
+
+
+def _no_training_text(source: Path, named: dict, splits: dict) -> UserError:
+    """Files named for the splits whose train files hold no text (blank, or null rows): the line said
+    "no training text", naming neither the files nor where the text is."""
+    train = [str(p.relative_to(source)) for p, s in named.items() if s == "train"]
+    held = " and ".join(f"{s} ({count(len(splits[s]), 'row')})" for s in SPLITS if splits[s])
+    return UserError(f"--from {source}: no training text: every line or row of the train "
+                     f"{'file' if len(train) == 1 else 'files'} ({sources.listed(train)}) is blank, the text is "
+                     f"only in {held}; give the train split its text, or name no file for a split (rows are then "
+                     f"split 90/5/5)")
 
 
 def _split_by_file(files: list[Path], rows: dict, source: Path, splits: dict) -> str:
@@ -277,8 +289,8 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
 
 def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
     """A split that makes no block of 64 tokens: why, by how the rows were split (card's split)."""
-    said = f"{name}: too little text for the {split} split ({len(splits[split])} {card['unit']}, less than one " \
-           f"block of 64 tokens"
+    said = f"{name}: too little text for the {split} split ({count(len(splits[split]), card['unit'][:-1])}, less " \
+           f"than one block of 64 tokens"
     if card.get("split"):  # a folder of documents, each whole in one split
         return UserError(f"{said}; split {card['split']}); make those files longer, or name every file for its "
                          f"split (train, validation, test)")

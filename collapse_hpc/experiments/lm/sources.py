@@ -16,6 +16,7 @@ metadata file) describes the data and holds no records of text: skipped with a w
 
 API:
 - FORMATS, ACCEPTED                      the extensions read, and their one-line description
+- listed(names) -> str                   the first three names, "…" after them
 - source_files(source, exclude) -> [Path]   the readable files of a file or folder
 - describes(path) -> bool                a .json file of one object without a field text: not corpus
 - file_split(path, source) -> split | None  the split a file's name (or its folder's) gives it; two: UserError
@@ -139,13 +140,13 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     if not files:
         found_here = other + [str(p.relative_to(source)) for p in described]
         raise NotAFormat(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
-                        + (f"; found {_names(found_here)}" if found_here else ""))
+                        + (f"; found {listed(found_here)}" if found_here else ""))
     if other:
         log.warning("warning: --from %s: %s of other formats skipped (%s); prepare reads %s", source,
-                    count(len(other), "file"), _names(other), ACCEPTED)
+                    count(len(other), "file"), listed(other), ACCEPTED)
     if described:
         log.warning("warning: --from %s: %s skipped (%s): %s, not records of text", source,
-                    count(len(described), "JSON file"), _names([str(p.relative_to(source)) for p in described]),
+                    count(len(described), "JSON file"), listed([str(p.relative_to(source)) for p in described]),
                     "each " + DESCRIPTION if len(described) > 1 else DESCRIPTION)
     return files
 
@@ -175,7 +176,7 @@ def _check_fetched(source: Path, files: list[Path]) -> None:
     git-annex's or DVC's links to objects not fetched (skipped unsaid, the corpus short of them)."""
     def which(stand_ins: list[Path], one: str, more: str) -> str:
         names = [str(p.relative_to(source)) for p in stand_ins] if source.is_dir() else []
-        return f"--from {source}" + (f": {_names(names)} are {more}" if len(names) > 1 else
+        return f"--from {source}" + (f": {listed(names)} are {more}" if len(names) > 1 else
                                      f": {names[0]} is {one}" if names else f" is {one}")
 
     dangling = [p for p in files if p.is_symlink() and not p.exists()]
@@ -203,7 +204,7 @@ def _loops(link: Path) -> bool:
 DESCRIPTION = "one JSON object without a field 'text', which describes the data (as README.json or dataset_info.json)"
 
 
-def _names(names: list[str]) -> str:
+def listed(names: list[str]) -> str:
     return ", ".join(names[:3]) + (" …" if len(names) > 3 else "")
 
 
@@ -460,7 +461,7 @@ PIXEL = re.compile(r"(pixel|px)?_?\d+(x\d+)?", re.IGNORECASE)  # Kaggle's MNIST 
 def _no_text_column(path: Path, header: list[str]) -> None:
     """A header without `text`, named in a few of its columns (Kaggle's MNIST CSV has 785). One of a
     label and pixel columns is images: NotAFormat, so the line says what the vae reads instead."""
-    named = _names(header) + (f" ({len(header)} columns)" if len(header) > 3 else "")
+    named = listed(header) + (f" ({len(header)} columns)" if len(header) > 3 else "")
     pixels = sum(bool(PIXEL.fullmatch(c.strip())) for c in header)
     if pixels >= 64 and pixels >= len(header) - 2:
         raise NotAFormat(f"{path}: {pixels} pixel columns ({named}): images, not text; prepare reads "

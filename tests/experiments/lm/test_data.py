@@ -557,7 +557,7 @@ def test_a_held_out_document_too_short_for_a_block_is_named(tmp_path):
     with pytest.raises(UserError) as refused:
         data.prepare_local("docs", docs, tmp_path / "data")
     line = str(refused.value)
-    assert "too little text for the validation split (1 rows" in line, line
+    assert "too little text for the validation split (1 row, less" in line, line  # it said "1 rows"
     assert f"split 90/5/5 by file, each of the 25 files whole in one split (validation: {short.name}; " in line, line
     assert line.endswith("name every file for its split (train, validation, test)"), line
     assert not (tmp_path / "data" / "docs").exists()
@@ -602,3 +602,29 @@ def test_a_data_set_whose_card_does_not_read_names_a_command_that_prepares_it(tm
     assert json.loads((data_dir / "mine" / "card.json").read_text())["splits"]["train"] == 600
     listed = cli("data", "list", "--data-dir", data_dir)
     assert listed.returncode == 0 and "local files: source" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_text_only_in_the_test_split_is_refused_naming_the_blank_train_file(tmp_path):
+    """Files named for the splits whose train file is blank: the line said "no training text", naming
+    neither the file nor where the text was."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.txt").write_text("\n  \n\r\n")
+    (src / "validation.txt").write_text("")
+    (src / "test.txt").write_text("\n".join(corpus_lines(50, seed=3)))
+    with pytest.raises(UserError) as refused:
+        data.prepare_local("testonly", src, tmp_path / "data")
+    assert str(refused.value) == (f"--from {src}: no training text: every line or row of the train file (train.txt) "
+                                  f"is blank, the text is only in test (50 rows); give the train split its text, or "
+                                  f"name no file for a split (rows are then split 90/5/5)")
+    assert not (tmp_path / "data").exists()
+
+
+def test_one_row_that_a_held_out_split_takes_is_too_little_text_not_no_training_text(tmp_path):
+    # a one-line corpus whose line's hash gives it to validation or test: "no training text", as if blank
+    line = next(w for w in (f"line {i}" for i in range(100)) if data.split_of(w) != "train")
+    (tmp_path / "one.txt").write_text(line + "\n")
+    with pytest.raises(UserError, match=r"^one: too little text for the train split \(0 rows, less than one block "
+                                        r"of 64 tokens; the 1 row holds 1 distinct text, and a text goes whole"):
+        data.prepare_local("one", tmp_path / "one.txt", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
