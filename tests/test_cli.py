@@ -887,3 +887,17 @@ def test_kaggles_mnist_csv_given_to_data_prepare_is_said_to_be_images(tmp_path):
                            f"columns)): images, not text"), line
     assert "; or, for the vae, grey images as a folder of the four IDX files" in line and len(line) < 800
     assert not (tmp_path / "data").exists()
+
+
+def test_data_prepare_into_a_data_dir_that_is_a_file_is_one_line_before_reading(tmp_path):
+    """--data-dir naming a file, or a path under one: the line named the data set's temporary folder
+    (.tmp-x.preparing: Not a directory) once the text was read, or said 'File exists' for a built-in one."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "c.txt").write_text("a line of text\n" * 10)
+    for where, what in ((tmp_path / "afile", "not a folder"),
+                        (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, not a folder")):
+        for source in (["--from", tmp_path / "c.txt"], []):
+            name = "x" if source else "digits"
+            assert one_error_line(cli("data", "prepare", name, *source, "--data-dir", where)) == \
+                f"error: --data-dir {where}: {what} (data sets are prepared under data/ by default)"
+    assert (tmp_path / "afile").read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c.txt"]
