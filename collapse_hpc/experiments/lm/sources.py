@@ -347,11 +347,16 @@ def _raw(path: Path) -> bytes:
 
 BOMS = (("utf-32", (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)), ("utf-16", (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)))
 
+# the BOM of a file joined on (cat a.jsonl b.jsonl > all.jsonl, of files a Windows editor saved): at
+# a line's start it broke that JSON line, and began a text row with an invisible character
+JOINED_BOM = re.compile("(?<=\n)\ufeff")
+
 
 def _decode(path: Path, raw: bytes) -> str:
-    """UTF-8 (a BOM dropped); UTF-16 or UTF-32 with a BOM; anything else: UTF-8 with the undecodable
-    bytes replaced by U+FFFD and a warning (a stray latin-1 file should not stop a corpus). UTF-32's
-    little-endian BOM begins with UTF-16's, so it is looked for first."""
+    """UTF-8 (a BOM dropped, also one that starts a line: JOINED_BOM); UTF-16 or UTF-32 with a BOM;
+    anything else: UTF-8 with the undecodable bytes replaced by U+FFFD and a warning (a stray latin-1
+    file should not stop a corpus). UTF-32's little-endian BOM begins with UTF-16's, so it is looked
+    for first."""
     for codec, boms in BOMS:
         if raw.startswith(boms):
             try:
@@ -364,14 +369,15 @@ def _decode(path: Path, raw: bytes) -> str:
     if b"\0" in raw:
         raise UserError(f"{path}: binary data (NUL bytes), not text")
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = raw.decode("utf-8-sig", errors="replace")
         bad = text.count("\ufffd") - raw.count("\ufffd".encode())
         log.warning("warning: %s is not UTF-8: %s replaced by U+FFFD "
                     "(to keep them, convert it first, e.g. iconv -f latin1 -t utf-8)", path,
                     count(bad, "undecodable byte sequence"))
-        return text
+    return JOINED_BOM.sub("", text)
+
 
 
 def _json_texts(path: Path) -> list:

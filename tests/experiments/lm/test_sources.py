@@ -399,3 +399,17 @@ def test_a_linked_folder_is_read_once_and_a_link_loop_is_one_line(tmp_path):
     (src / "y.txt").symlink_to("x.txt")
     with pytest.raises(UserError, match=r"--from .*corpus: x.txt, y.txt are links in a loop"):
         data.prepare_local("looped", src, tmp_path / "data")
+
+
+
+@pytest.mark.parametrize("name", ["all.jsonl", "all.txt", "all.csv"])
+def test_files_joined_with_their_byte_order_marks_read_as_one(tmp_path, name):
+    """`cat a.jsonl b.jsonl > all.jsonl` of files a Windows editor saved with a BOM: the second BOM, at a
+    line's start, broke that JSON line (the file refused as "neither JSON lines nor …") and began a row
+    of a text or CSV file with an invisible U+FEFF. One inside a line is the text's own, and stays."""
+    parts = [["first part one", "first part two"], ["second part one", "second\ufeffpart two"]]
+    row = (lambda t: json.dumps({"text": t})) if name.endswith(".jsonl") else str
+    head = "text\r\n" if name.endswith(".csv") else ""
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + (head + "".join(row(t) + "\r\n" for t in parts[0])).encode()
+                                  + b"\xef\xbb\xbf" + "".join(row(t) + "\r\n" for t in parts[1]).encode())
+    assert sources.read_rows(tmp_path / name) == parts[0] + parts[1]
