@@ -367,7 +367,7 @@ def _decode(path: Path, raw: bytes) -> str:
     if packed:  # e.g. corpus.txt that is gzip inside
         raise UserError(f"{path}: {packed[1:]}-compressed, not text; name it {path.name}{packed}")
     if b"\0" in raw:
-        raise UserError(f"{path}: binary data (NUL bytes), not text")
+        raise UserError(f"{path}: binary data (NUL bytes), not text" + _utf16_hint(raw))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -378,6 +378,16 @@ def _decode(path: Path, raw: bytes) -> str:
                     count(bad, "undecodable byte sequence"))
     return JOINED_BOM.sub("", text)
 
+
+
+def _utf16_hint(raw: bytes) -> str:
+    """UTF-16 without its byte-order mark (Windows tools' "Unicode") is ASCII text with a NUL after, or
+    before, every character: said so, with the conversion, not as binary data alone."""
+    head = raw[:4096]
+    for order, zeros in (("LE", head[1::2]), ("BE", head[0::2])):
+        if len(zeros) >= 8 and zeros.count(0) >= 0.9 * len(zeros):
+            return f"; UTF-16 ({order}) without a byte-order mark? convert it first: iconv -f UTF-16{order} -t UTF-8"
+    return ""
 
 
 def _json_texts(path: Path) -> list:
@@ -472,6 +482,13 @@ def _no_text_column(path: Path, header: list[str]) -> None:
     if pixels >= 64 and pixels >= len(header) - 2:
         raise NotAFormat(f"{path}: {pixels} pixel columns ({named}): images, not text; prepare reads "
                          f"text with a column text")
+    own = "\t" if kind(path)[0] == ".tsv" else ","
+    other = next((c for c in (";", "|", "\t", ",") if c != own and len(header) == 1 and c in header[0]), None)
+    if other:  # a European CSV (';'), or a TSV named .csv: one column, named by the whole header line
+        fix = {"\t": "name it .tsv", ",": "name it .csv"}.get(other, f"convert it to commas (e.g. pandas' "
+                                                                   f"read_csv(sep={other!r}).to_csv(index=False))")
+        raise UserError(f"{path}: no column 'text' in the header row ({named}): one column, as the file is not "
+                        f"separated by {'commas' if own == ',' else 'tabs'} but by {other!r}? {fix}")
     raise UserError(f"{path}: no column 'text' in the header row ({named}); name the column that holds the text "
                     f"'text'")
 

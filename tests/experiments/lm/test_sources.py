@@ -413,3 +413,30 @@ def test_files_joined_with_their_byte_order_marks_read_as_one(tmp_path, name):
     (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + (head + "".join(row(t) + "\r\n" for t in parts[0])).encode()
                                   + b"\xef\xbb\xbf" + "".join(row(t) + "\r\n" for t in parts[1]).encode())
     assert sources.read_rows(tmp_path / name) == parts[0] + parts[1]
+
+
+@pytest.mark.parametrize("name, body, said", [
+    ("eu.csv", "id;text\n1;Hallo Welt\n", "not separated by commas but by ';'? convert it to commas (e.g. pandas' "
+                                          "read_csv(sep=';').to_csv(index=False))"),
+    ("tabs.csv", "id\ttext\n1\thello\n", "not separated by commas but by '\\t'? name it .tsv"),
+    ("commas.tsv", "id,text\n1,hello\n", "not separated by tabs but by ','? name it .csv")],
+    ids=["semicolons", "tabs-named-csv", "commas-named-tsv"])
+def test_a_table_separated_otherwise_than_its_name_says_is_told_so(tmp_path, name, body, said):
+    """A European CSV (semicolons) or a TSV named .csv reads as one column named by the whole header line:
+    the line said only that no column was named 'text', the header it quoted holding 'text'."""
+    (tmp_path / name).write_text(body)
+    with pytest.raises(UserError) as refused:
+        sources.read_rows(tmp_path / name)
+    assert str(refused.value).endswith(f"): one column, as the file is {said}"), str(refused.value)
+
+
+@pytest.mark.parametrize("order", ["LE", "BE"])
+def test_utf16_without_a_byte_order_mark_is_named_with_its_conversion(tmp_path, order):
+    """Windows tools' "Unicode" text without its BOM was refused as binary data (NUL bytes) alone."""
+    (tmp_path / "u.txt").write_bytes("first line\nsecond line\n".encode(f"utf-16-{order.lower()}"))
+    with pytest.raises(UserError, match=rf"u.txt: binary data \(NUL bytes\), not text; UTF-16 \({order}\) without a "
+                                        rf"byte-order mark\? convert it first: iconv -f UTF-16{order} -t UTF-8$"):
+        sources.read_rows(tmp_path / "u.txt")
+    (tmp_path / "b.txt").write_bytes(b"text\x00\x01\x02\xff" * 20)
+    with pytest.raises(UserError, match=r"b.txt: binary data \(NUL bytes\), not text$"):
+        sources.read_rows(tmp_path / "b.txt")
