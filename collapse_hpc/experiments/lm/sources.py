@@ -12,7 +12,8 @@ Null and blank texts of the structured formats are dropped, with a warning that 
 A Git LFS pointer, or a link to a git-annex or DVC object not fetched, is refused: it stands in for the text.
 A JSON escape of half a UTF-16 pair alone ("\\ud83d") becomes U+FFFD, with a warning.
 A .json file that is one JSON object without a field `text` (README.json, dataset_info.json, a
-metadata file) describes the data and holds no records of text: skipped with a warning naming it.
+metadata file) describes the data and holds no records of text: skipped with a warning naming it. One whose
+field holds the records ({"data": [{"text": …}, …]}) is refused, with the jq line that gives them as JSON lines.
 
 API:
 - FORMATS, ACCEPTED                      the extensions read, and their one-line description
@@ -240,7 +241,15 @@ def describes(path: Path) -> bool:
     else:
         if rest.strip() or len(head) > HEAD_BYTES:  # more lines: records
             return False
-    return isinstance(value, dict) and "text" not in value
+    return isinstance(value, dict) and "text" not in value and _wrapping(value) is None
+
+
+def _wrapping(value) -> str | None:
+    """The field of one JSON object that holds the records ({"data": [{"text": …}, …]}, what datasets' json
+    loader reads with field="data"); None where none does."""
+    fields = value.items() if isinstance(value, dict) else ()
+    return next((k for k, v in fields if isinstance(v, list) and v and isinstance(v[0], dict) and "text" in v[0]),
+                None)
 
 
 def _not_readable(path: Path) -> str:
@@ -441,13 +450,21 @@ def _whole_characters(path: Path, texts: list) -> list:
 
 
 def _text_field(path: Path, i: int, record) -> str | None:
+    if (field := _wrapping(record)) is not None:  # a field's records were called "a record without text"
+        jq = f".{field}[]" if field.isidentifier() else f".[{json.dumps(field)}][]"
+        raise UserError(f"{path}: one JSON object whose field {field!r} holds the records of text, not JSON lines or "
+                        f"an array of them; give those records as JSON lines: jq -c '{jq}' {path.name} > "
+                        f"{field}.jsonl")
     if not isinstance(record, dict) or "text" not in record:
         keys = ", ".join(map(str, record)) if isinstance(record, dict) else type(record).__name__
         raise UserError(f"{path}: record {i + 1} has no field 'text' ({keys}); name the field that holds "
                         f"the text 'text' (e.g. jq -c '{{text: .FIELD}}')")
     text = record["text"]
     if text is not None and not isinstance(text, str):
-        raise UserError(f"{path}: record {i + 1}: field 'text' holds {type(text).__name__}, not a string")
+        columns = isinstance(text, dict) and all(str(k).isdigit() for k in list(text)[:100])  # row numbers
+        raise UserError(f"{path}: record {i + 1}: field 'text' holds {type(text).__name__}, not a string"
+                        + ("; the columns pandas' to_json writes by default? write records: "
+                           "df.to_json(PATH, orient='records', lines=True)" if columns else ""))
     return text
 
 

@@ -440,3 +440,30 @@ def test_utf16_without_a_byte_order_mark_is_named_with_its_conversion(tmp_path, 
     (tmp_path / "b.txt").write_bytes(b"text\x00\x01\x02\xff" * 20)
     with pytest.raises(UserError, match=r"b.txt: binary data \(NUL bytes\), not text$"):
         sources.read_rows(tmp_path / "b.txt")
+
+
+def test_one_json_object_whose_field_holds_the_records_is_told_how_to_give_them(tmp_path):
+    """{"data": [{"text": …}, …]} (what datasets' json loader reads with field="data") was refused as a
+    description of the data, not records of text, and in a folder skipped as one."""
+    records = {"version": "1", "data": [{"text": f"row {i} of the corpus"} for i in range(30)]}
+    said = (r"wrapped.json: one JSON object whose field 'data' holds the records of text, not JSON lines or an array "
+            r"of them; give those records as JSON lines: jq -c '.data\[\]' wrapped.json > data.jsonl$")
+    for indent in (None, 2):
+        (tmp_path / "wrapped.json").write_text(json.dumps(records, indent=indent))
+        assert not sources.describes(tmp_path / "wrapped.json")
+        with pytest.raises(UserError, match=said):
+            data.prepare_local("w", tmp_path / "wrapped.json", tmp_path / "data")
+    (tmp_path / "info.json").write_text(json.dumps({"description": "a corpus", "splits": ["train"]}))
+    assert sources.describes(tmp_path / "info.json")  # a description is still skipped
+
+
+def test_the_columns_pandas_to_json_writes_by_default_are_told_how_to_write_records(tmp_path):
+    # DataFrame.to_json(path) writes {"text": {"0": …, "1": …}}: "field 'text' holds dict, not a string"
+    (tmp_path / "df.json").write_text(json.dumps({"text": {str(i): f"row {i}" for i in range(30)}}))
+    with pytest.raises(UserError, match=r"df.json: record 1: field 'text' holds dict, not a string; the columns "
+                                        r"pandas' to_json writes by default\? write records: "
+                                        r"df.to_json\(PATH, orient='records', lines=True\)$"):
+        sources.read_rows(tmp_path / "df.json")
+    (tmp_path / "nested.jsonl").write_text(json.dumps({"text": {"en": "hello"}}) + "\n")
+    with pytest.raises(UserError, match=r"nested.jsonl: record 1: field 'text' holds dict, not a string$"):
+        sources.read_rows(tmp_path / "nested.jsonl")
