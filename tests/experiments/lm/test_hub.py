@@ -42,6 +42,25 @@ def cache_model(cache, tag, weights=True, tokenizer=True):
         (snapshot / "merges.txt").write_text("#version: 0.2\n")
 
 
+def saved_opt(folder):
+    """A tiny OPT saved as save_pretrained saves it: config.json and model.safetensors, no tokenizer."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                             max_position_embeddings=80, word_embed_proj_dim=16)).save_pretrained(folder)
+    return folder
+
+
+def refused_run(tmp_path, lm_data_dir, hf_cache, lm: str) -> str:
+    """The one error line of `collapse-hpc run` of a config whose lm section is `lm`, the hub offline with
+    the test's HF cache; and no run folder was made."""
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\nlm: {{{lm}}}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    assert not (tmp_path / "r").exists()
+    return line
+
+
 def test_offline_tag_missing_from_the_cache_is_refused(hf_cache):
     with pytest.raises(UserError, match=r"lm.model: 'facebook/opt-125m' is not in the HF cache .*offline.*"
                                         r"hf download facebook/opt-125m"):
@@ -223,13 +242,9 @@ def test_the_reference_flags_check_the_model_tag_as_a_config_does(tmp_path, lm_d
 def test_a_model_folder_whose_weights_are_cut_short_is_one_line_before_anything_is_written(tmp_path, lm_data_dir):
     """lm.model naming a folder whose model.safetensors a copy cut short passed the checks; every
     generation-0 job then failed on safetensors' traceback, after the run folder was made."""
-    from transformers import OPTConfig, OPTForCausalLM
-
     from collapse_hpc.experiments.lm.model import load_model
 
-    folder = tmp_path / "my-opt"
-    OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
-                             max_position_embeddings=80, word_embed_proj_dim=16)).save_pretrained(folder)
+    folder = saved_opt(tmp_path / "my-opt")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     cfg = tmp_path / "lm.yaml"
@@ -253,14 +268,10 @@ def test_a_model_whose_weights_are_not_all_there_is_one_line_before_anything_is_
     folder = tmp_path / "my-opt"
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "opt"}')
-    cfg = tmp_path / "lm.yaml"
-    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
-                   f"lm: {{dataset: tiny, model: {folder}, pretrained: true}}\n")
-    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    line = refused_run(tmp_path, lm_data_dir, hf_cache, f"dataset: tiny, model: {folder}, pretrained: true")
     assert f"lm.yaml: lm.model: the model folder {folder} lacks its weights (model.safetensors or " \
            f"pytorch_model.bin); copy or download the model whole; lm.model: the model folder {folder} lacks a " \
            f"tokenizer's files" in line, line  # and its tokenizer, said in the same line
-    assert not (tmp_path / "r").exists()
     check_weights("lm.model", str(folder), pretrained=False)
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
         "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
@@ -292,35 +303,25 @@ def test_a_tokenizer_folder_without_its_files_is_one_line_before_anything_is_wri
     """lm.tokenizer naming a folder of config.json alone (a download stopped early) passed the checks: each job
     then refused it at its load, after the run folder and its jobs were made. So did a model folder without a
     tokenizer, whose tokenizer the chain loads where lm.tokenizer names none."""
-    from transformers import OPTConfig, OPTForCausalLM
-
     from collapse_hpc.experiments.lm.tokenizer import check_tokenizer
 
     folder = tmp_path / "gpt2"
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 50257}')
-    cfg = tmp_path / "lm.yaml"
-    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
-                   f"lm: {{dataset: tiny, tokenizer: {folder}}}\n")
-    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    line = refused_run(tmp_path, lm_data_dir, hf_cache, f"dataset: tiny, tokenizer: {folder}")
     assert line.endswith(f"lm.yaml: lm.tokenizer: the tokenizer folder {folder} lacks a tokenizer's files "
                          f"(tokenizer.json, or vocab.json and merges.txt); copy or download it whole"), line
-    assert not (tmp_path / "r").exists()
     (folder / "vocab.json").write_text("{}")
     with pytest.raises(UserError, match=r"lm.tokenizer: the tokenizer folder .*gpt2 lacks merges.txt "):
         check_tokenizer("lm.tokenizer", str(folder))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     check_tokenizer("lm.tokenizer", str(folder))
 
-    model = tmp_path / "my-opt"
-    OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
-                             max_position_embeddings=80, word_embed_proj_dim=16)).save_pretrained(model)
-    cfg.write_text(cfg.read_text().replace(f"tokenizer: {folder}", f"model: {model}"))
-    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    model = saved_opt(tmp_path / "my-opt")
+    line = refused_run(tmp_path, lm_data_dir, hf_cache, f"dataset: tiny, model: {model}")
     assert line.endswith(f"lm.yaml: lm.model: the model folder {model} lacks a tokenizer's files (tokenizer.json, or "
                          f"vocab.json and merges.txt), and lm.tokenizer names no other; copy or download it whole, or "
                          f"name a tokenizer (lm.tokenizer)"), line
-    assert not (tmp_path / "r").exists()
 
 
 def test_the_hf_caches_copy_of_a_tokenizer_without_its_files_is_refused_offline(tmp_path, lm_data_dir, hf_cache,
@@ -332,15 +333,22 @@ def test_the_hf_caches_copy_of_a_tokenizer_without_its_files_is_refused_offline(
                                         r"a tokenizer's files .*; copy or download it whole \(hf download gpt2, "):
         check_tokenizer("lm.tokenizer", "gpt2")
     cache_model(hf_cache, "facebook/opt-125m", tokenizer=False)  # the model's own tokenizer, as a job loads it
-    cfg = tmp_path / "lm.yaml"
-    cfg.write_text(f"executor: local\ndata_dir: {lm_data_dir}\ngenerations: 1\n"
-                   f"lm: {{dataset: tiny, model: facebook/opt-125m}}\n")
-    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", env={"HF_HUB_CACHE": str(hf_cache)}))
+    line = refused_run(tmp_path, lm_data_dir, hf_cache, "dataset: tiny, model: facebook/opt-125m")
     assert line.endswith("lm.yaml: lm.model: the HF cache's copy of 'facebook/opt-125m' "
                          f"({hf_cache}/models--facebook--opt-125m/snapshots/abc123) lacks a tokenizer's files "
                          "(tokenizer.json, or vocab.json and merges.txt), and lm.tokenizer names no other; copy or "
                          "download it whole (hf download facebook/opt-125m, where the hub is reachable), or name "
                          "a tokenizer (lm.tokenizer)"), line
-    assert not (tmp_path / "r").exists()
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online a load fills the cache: not refused here
     check_tokenizer("lm.tokenizer", "gpt2")
+
+
+def test_the_reference_flags_check_the_model_folders_tokenizer_as_a_config_does(tmp_path, lm_data_dir):
+    # `collapse-hpc lm --model_tag FOLDER` of a saved model without its tokenizer: "no vocabulary (it turns text
+    # into no tokens)", from the load, not the line a config's check gives
+    model = saved_opt(tmp_path / "my-opt")
+    p = cli("lm", "--model_tag", model, "--eval_only", "--dataset", "tiny", "--data-dir", lm_data_dir)
+    line = one_error_line(p)
+    assert line == (f"error: --model_tag: the model folder {model} lacks a tokenizer's files (tokenizer.json, or "
+                    f"vocab.json and merges.txt), and lm.tokenizer names no other; copy or download it whole, or name "
+                    f"a tokenizer (lm.tokenizer)"), line
