@@ -186,20 +186,9 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     _same_source(out, digest, source, force)
     if _prepared(out, force):
         return 0
-    splits, how = {s: [] for s in SPLITS}, None
     named = {p: sources.file_split(p, source) if source.is_dir() else None for p in files}  # one file: split its rows
-    if any(named.values()):
-        sources.check_split_layout(source, named)
-        for p in files:
-            splits[named[p]].extend({"text": t} for t in sources.read_rows(p))
-    else:
-        rows = {p: sources.read_rows(p) for p in files}
-        documents = [p for p in files if rows[p]]  # an empty file (a failed download) is no document
-        if len(documents) >= DOCUMENTS:  # a folder of documents: each goes whole to one split
-            how = _split_by_file(documents, rows, source, splits)
-        else:
-            for t in (t for p in files for t in rows[p]):
-                splits[split_of(t)].append({"text": t})
+    with sources.warnings_by_kind():
+        splits, how = _read_splits(source, files, named)
     if not any(splits.values()):  # e.g. a file of blank lines
         raise UserError(f"--from {source}: no text: every line or row of {count(len(files), 'file')} is blank")
     card = {"name": name, "source": f"local files: {source_name(source)}",
@@ -209,6 +198,24 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         raise _no_training_text(source, named, splits) if any(named.values()) else \
             _too_little(name, "train", splits, card)
     return _finish(out, splits, card)
+
+
+def _read_splits(source: Path, files: list[Path], named: dict) -> tuple[dict, str | None]:
+    """The rows of each split, and how they were split where by file (_split_by_file)."""
+    splits, how = {s: [] for s in SPLITS}, None
+    if any(named.values()):
+        sources.check_split_layout(source, named)
+        for p in files:
+            splits[named[p]].extend({"text": t} for t in sources.read_rows(p))
+        return splits, how
+    rows = {p: sources.read_rows(p) for p in files}
+    documents = [p for p in files if rows[p]]  # an empty file (a failed download) is no document
+    if len(documents) >= DOCUMENTS:  # a folder of documents: each goes whole to one split
+        how = _split_by_file(documents, rows, source, splits)
+    else:
+        for t in (t for p in files for t in rows[p]):
+            splits[split_of(t)].append({"text": t})
+    return splits, how
 
 
 def _no_training_text(source: Path, named: dict, splits: dict) -> UserError:

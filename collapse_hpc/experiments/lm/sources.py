@@ -23,11 +23,13 @@ API:
 - file_split(path, source) -> split | None  the split a file's name (or its folder's) gives it; two: UserError
 - check_split_layout(source, named)      all files named for splits, all three there, else a UserError
 - read_rows(path) -> [str]               one file's rows
+- warnings_by_kind()                     a context: each kind of warning about the files read said once
 """
 from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import csv
 import errno
 import gzip
@@ -314,6 +316,31 @@ def _alone(source: Path, train: list[Path]) -> str:
     if alone == source:
         return "rename the files so that their rows are split 90/5/5"
     return f"the train split alone (--from {alone}: its rows are then split 90/5/5)"
+
+
+@contextlib.contextmanager
+def warnings_by_kind():
+    """While reading a corpus' files: each kind of warning about a file (not UTF-8, null rows dropped) said
+    once, for its first file, with how many others it holds for; a folder of 300 latin-1 files wrote 300."""
+    held: dict[str, list[logging.LogRecord]] = {}
+
+    def hold(record: logging.LogRecord) -> bool:
+        about_a_file = record.levelno == logging.WARNING and isinstance(record.args, tuple) and record.args \
+            and isinstance(record.args[0], Path)
+        if about_a_file:
+            held.setdefault(str(record.msg), []).append(record)
+        return not about_a_file
+
+    log.addFilter(hold)
+    try:
+        yield
+    finally:
+        log.removeFilter(hold)
+        for first, *more in held.values():
+            if more:
+                first.msg = f"{first.msg}; the same for %s (%s)"
+                first.args = (*first.args, count(len(more), "other file"), listed([r.args[0].name for r in more]))
+            log.handle(first)
 
 
 def read_rows(path: Path) -> list[str]:

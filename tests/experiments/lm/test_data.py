@@ -628,3 +628,17 @@ def test_one_row_that_a_held_out_split_takes_is_too_little_text_not_no_training_
                                         r"of 64 tokens; the 1 row holds 1 distinct text, and a text goes whole"):
         data.prepare_local("one", tmp_path / "one.txt", tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_a_folder_of_files_not_utf8_is_one_warning_not_one_per_file(tmp_path, caplog):
+    """A folder of 300 latin-1 files wrote 300 warning lines; each kind of warning is said once now, for the
+    first file, with how many others it holds for."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(25):
+        (docs / f"doc{i:02d}.txt").write_bytes(("\n".join(corpus_lines(20, 300 + i)) + " caf\xe9\n").encode("latin-1"))
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        data.prepare_local("docs", docs, tmp_path / "data")
+    said = [r.getMessage() for r in caplog.records if "is not UTF-8" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"warning: {docs / 'doc00.txt'} is not UTF-8: 1 undecodable"), said
+    assert said[0].endswith("; the same for 24 other files (doc01.txt, doc02.txt, doc03.txt …)"), said
