@@ -342,13 +342,9 @@ def _run_store(args):
     """The run folder of args (--run, else runs/<config name>): a path that is a file is refused here,
     not by mkdir's bare 'File exists' once the checks passed."""
     from collapse_hpc.store import RunStore
-    from collapse_hpc.store.layout import utf8_path
+    from collapse_hpc.store.layout import folder_to_make
 
-    root = utf8_path(args.run or default_run_dir(args.config), "--run " if args.run else "")
-    if root.exists() and not root.is_dir():
-        raise UserError(f"{'--run ' if args.run else ''}{root}: not a folder; a run folder is made there "
-                        f"(give --run a folder's path)")
-    return RunStore(root)
+    return RunStore(folder_to_make(args.run or default_run_dir(args.config), "--run " if args.run else ""))
 
 
 def _generations(run, chains) -> str:
@@ -535,9 +531,9 @@ def cmd_data(args) -> int:
 
     if args.data_command == "list":
         return data.list_prepared(Path(args.data_dir))
-    from collapse_hpc.store.layout import utf8_path
+    from collapse_hpc.store.layout import folder_to_make
 
-    return data.prepare(args.name, utf8_path(args.data_dir, "--data-dir "), source=args.source, force=args.force)
+    return data.prepare(args.name, folder_to_make(args.data_dir, "--data-dir "), source=args.source, force=args.force)
 
 
 def cmd_experiment(args) -> int:

@@ -682,8 +682,26 @@ def test_run_folder_that_is_a_file_is_named(tmp_path):
     (tmp_path / "r").write_text("notes\n")
     for args in (("run", cfg), ("submit", cfg, "--dry-run", "--profile", REPO / "slurm/local.yaml"), ("toy", cfg)):
         line = one_error_line(cli(*args, "--run", tmp_path / "r", cwd=tmp_path))
-        assert f"--run {tmp_path / 'r'}: not a folder" in line, line
+        assert f"--run {tmp_path / 'r'}: a file, not a folder" in line, line
     assert (tmp_path / "r").read_text() == "notes\n"
+
+
+def test_a_folder_to_make_behind_a_file_or_a_link_to_nothing_is_named(tmp_path):
+    """A run folder, --data-dir or --out below a file, or a symbolic link to a folder not there (a scratch
+    folder cleaned away): each read mkdir's bare 'File exists' or 'Not a directory'."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4}\n")
+    (tmp_path / "afile").write_text("notes\n")
+    (tmp_path / "gone").symlink_to(tmp_path / "scratch")
+    for where, said in ((tmp_path / "afile" / "r", f"{tmp_path / 'afile'}: a file, not a folder"),
+                        (tmp_path / "gone", f"{tmp_path / 'gone'}: a symbolic link to {tmp_path / 'scratch'}, which "
+                                            f"is not there"),
+                        (tmp_path / "gone" / "r", f"{tmp_path / 'gone'}: a symbolic link")):
+        for args, flag in ((("run", cfg, "--run"), "--run"), (("data", "prepare", "digits", "--data-dir"), "--data-dir"),
+                           (("aggregate", tmp_path / "nothing", "--out"), "--out")):
+            line = one_error_line(cli(*args, where, cwd=tmp_path))
+            assert line.startswith(f"error: {flag} {said}"), line
+    assert not (tmp_path / "scratch").exists() and (tmp_path / "afile").read_text() == "notes\n"
 
 
 def test_held_notes_are_said_once_the_command_goes_ahead(capsys):

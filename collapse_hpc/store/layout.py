@@ -37,6 +37,17 @@ def utf8_path(path, what: str) -> Path:
     return path
 
 
+def folder_to_make(path, what: str) -> Path:
+    """`path` (utf8_path), refused in one line where a part of it is a file or a symbolic link to nothing:
+    the folder made there would meet mkdir's bare 'File exists'."""
+    from collapse_hpc.store.space import not_a_folder
+
+    blocked = not_a_folder(utf8_path(path, what))
+    if blocked:
+        raise UserError(f"{what}{blocked}; a folder is made there: give a folder's path")
+    return Path(path)
+
+
 def unit_name(shape: str, index: int) -> str:
     return f"gen_{index:03d}" if shape == "chain" else f"part_{index:03d}"
 
