@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 from collapse_hpc import __version__, logs
-from collapse_hpc.config import EXECUTORS
 from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.machine import available_memory, gpu_ids, term_as_interrupt, total_memory
@@ -77,6 +76,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from collapse_hpc import experiments
+    from collapse_hpc.config import EXECUTORS
 
     p = _Parser(prog="collapse-hpc", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -675,6 +675,23 @@ def test_ctrl_c_says_what_is_left_and_how_to_go_on(argv, says, monkeypatch, caps
     assert err.startswith("interrupted: ") and says in err and "the same command" in err, err
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
+    """The command's module imported numpy and the config's modules before main() was entered: a Ctrl-C in
+    that first half second was a KeyboardInterrupt traceback. The interrupt is made to land in numpy's import,
+    wherever that now happens; the entry point is the console script's (collapse_hpc.cli:main)."""
+    script = (
+        "import sys\n"
+        "class Ctrl_c:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numpy':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Ctrl_c())\n"
+        "from collapse_hpc.cli import main\n"
+        f"sys.exit(main(['verify', {str(tmp_path)!r}]))\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert (p.returncode, p.stderr) == (130, "interrupted\n"), p.stderr
+
+
 def test_run_folder_that_is_a_file_is_named(tmp_path):
     """--run naming a file: said as such before anything, not mkdir's bare 'File exists'."""
     cfg = tmp_path / "c.yaml"
