@@ -288,6 +288,20 @@ def test_the_run_header_gives_each_experiments_generations():
     assert cli._generations(one, engine.plan(one)) == "toy: 1 chain of 1 generation"  # not "1 generations"
 
 
+def test_a_run_config_cut_short_names_the_sections_it_lacks(tmp_path):
+    """RUN/config.yaml cut short (a copy stopped midway) read as an edit whose changes were whole sections
+    dumped as dicts (`toy: {'rows': 4, …} -> None`), a line of a thousand characters for a real config."""
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    saved = run / "config.yaml"
+    text = saved.read_text()
+    saved.write_text(text[:text.index("\ntoy:")])  # every section from toy on is gone
+    line = one_error_line(cli("verify", run))
+    assert f"{saved} was edited after the run was made (it lacks toy" in line and "{" not in line, line
+    assert "run.json keeps a copy of the run's config" in line, line
+
+
 def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
     cfg = _toy_config(tmp_path)
     run = tmp_path / "r"

@@ -229,6 +229,9 @@ class RunStore:
             if not hashed:  # how-it-runs knobs only: the next run goes on under them, as with --set
                 return config
             shown = f" ({'; '.join(hashed[:3])}{f'; … ({len(hashed)} in all)' if len(hashed) > 3 else ''})"
+            lacking = [k for k in config if k not in old]
+            if lacking:  # a file cut short (a copy stopped midway): its whole sections, not each one's values
+                shown = f" (it lacks {', '.join(lacking)}: cut short?)"
         if made is None and self._made_config(recorded, any_hash=True) is None:  # an older version's run.json
             where = RUN_JSON if (self.root / RUN_JSON).is_file() else f"{CONFIG}'s first line"
             raise UserError(f"{self.config_path} was edited after the run was made: its values no longer hash to "
@@ -237,7 +240,8 @@ class RunStore:
                             f"other keys not); restore the file and give the knob with --set KEY=VALUE, or start "
                             f"another --run with the new values")
         raise UserError(f"{self.config_path} was edited after the run was made{shown}: its values no longer hash "
-                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it, "
+                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it ({RUN_JSON} "
+                        f"keeps a copy of the run's config under 'config'), "
                         f"or start another --run with the new ones (more generations need no edit: "
                         f"--generations N)")
 
