@@ -728,7 +728,8 @@ def test_a_folder_to_make_behind_a_file_or_a_link_to_nothing_is_named(tmp_path):
                         (tmp_path / "gone", f"{tmp_path / 'gone'}: a symbolic link to {tmp_path / 'scratch'}, which "
                                             f"is not there"),
                         (tmp_path / "gone" / "r", f"{tmp_path / 'gone'}: a symbolic link")):
-        for args, flag in ((("run", cfg, "--run"), "--run"), (("data", "prepare", "digits", "--data-dir"), "--data-dir"),
+        for args, flag in ((("run", cfg, "--run"), "--run"),
+                           (("data", "prepare", "digits", "--data-dir"), "--data-dir"),
                            (("aggregate", tmp_path / "nothing", "--out"), "--out")):
             line = one_error_line(cli(*args, where, cwd=tmp_path))
             assert line.startswith(f"error: {flag} {said}"), line

@@ -240,8 +240,8 @@ class RunStore:
                             f"other keys not); restore the file and give the knob with --set KEY=VALUE, or start "
                             f"another --run with the new values")
         raise UserError(f"{self.config_path} was edited after the run was made{shown}: its values no longer hash "
-                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it ({RUN_JSON} "
-                        f"keeps a copy of the run's config under 'config'), "
+                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it "
+                        f"({RUN_JSON} keeps a copy of the run's config under 'config'), "
                         f"or start another --run with the new ones (more generations need no edit: "
                         f"--generations N)")
 

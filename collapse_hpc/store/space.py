@@ -129,7 +129,8 @@ def not_a_folder(path: str | os.PathLike) -> str | None:
         if part.is_dir():
             continue
         if part.is_symlink():
-            return f"{part}: a symbolic link to {os.readlink(part)}, which is {'no folder' if part.exists() else 'not there'}"
+            what = "no folder" if part.exists() else "not there"
+            return f"{part}: a symbolic link to {os.readlink(part)}, which is {what}"
         return f"{part}: a file, not a folder" if part.exists() else None
     return None
 
