@@ -300,6 +300,10 @@ def test_a_run_config_cut_short_names_the_sections_it_lacks(tmp_path):
     line = one_error_line(cli("verify", run))
     assert f"{saved} was edited after the run was made (it lacks toy" in line and "{" not in line, line
     assert "run.json keeps a copy of the run's config" in line, line
+    for cut in ("", "toy: [1"):  # emptied, or cut inside a value: said where to restore it from too
+        saved.write_text(cut)
+        line = one_error_line(cli("verify", run))
+        assert "restore it (run.json keeps a copy of the run's config under 'config')" in line, line
 
 
 def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):

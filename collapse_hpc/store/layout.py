@@ -214,10 +214,10 @@ class RunStore:
         try:
             old = yamlfile.load(self.config_path)
         except UserError as e:
-            raise UserError(f"the run's saved config: {e}; restore it or use another --run") from None
+            raise UserError(f"the run's saved config: {e}; restore it{self._copy_kept()} or use another --run") from None
         if not isinstance(old, dict):
             raise UserError(f"{self.config_path}: the run's saved config is not a mapping of keys; "
-                            f"restore it or use another --run")
+                            f"restore it{self._copy_kept()} or use another --run")
         recorded = self._recorded_hash()
         if recorded is None or cfgmod.config_hash(old) == recorded:
             return old
@@ -240,10 +240,15 @@ class RunStore:
                             f"other keys not); restore the file and give the knob with --set KEY=VALUE, or start "
                             f"another --run with the new values")
         raise UserError(f"{self.config_path} was edited after the run was made{shown}: its values no longer hash "
-                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it "
-                        f"({RUN_JSON} keeps a copy of the run's config under 'config'), "
+                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it"
+                        f"{self._copy_kept()}, "
                         f"or start another --run with the new ones (more generations need no edit: "
                         f"--generations N)")
+
+    def _copy_kept(self) -> str:
+        """Where run.json keeps the config the run was made with, a clause saying so (to restore config.yaml)."""
+        return f" ({RUN_JSON} keeps a copy of the run's config under 'config')" if self._made_config(
+            "", any_hash=True) else ""
 
     def edited(self) -> bool:
         """Whether config.yaml was edited by hand after the run saved it (how-it-runs knobs only, else
