@@ -710,6 +710,19 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
     assert (p.returncode, p.stderr) == (130, "interrupted\n"), p.stderr
 
 
+def test_an_empty_path_is_refused_not_taken_as_the_default(tmp_path):
+    """`--run "$RUN"` with RUN unset ran into runs/<config name> (the default), `aggregate ""` read as
+    ': not a run folder'; every path argument now refuses an empty one, writing nothing."""
+    cfg = _toy_config(tmp_path)
+    for argv, arg in ((("run", cfg, "--run", ""), "--run"), (("run", ""), "config"), (("aggregate", ""), "RUN"),
+                      (("verify", ""), "run"), (("status", ""), "run"), (("cancel", ""), "run"),
+                      (("aggregate", tmp_path, "--out", ""), "--out"), (("submit", cfg, "--profile", ""), "--profile"),
+                      (("data", "prepare", "digits", "--data-dir", ""), "--data-dir"), (("config", ""), "config")):
+        line = one_error_line(cli(*argv, cwd=tmp_path))
+        assert f": argument {arg}: an empty path (an unset shell variable?)" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.yaml"]
+
+
 def test_run_folder_that_is_a_file_is_named(tmp_path):
     """--run naming a file: said as such before anything, not mkdir's bare 'File exists'."""
     cfg = tmp_path / "c.yaml"
