@@ -214,7 +214,8 @@ class RunStore:
         try:
             old = yamlfile.load(self.config_path)
         except UserError as e:
-            raise UserError(f"the run's saved config: {e}; restore it{self._copy_kept()} or use another --run") from None
+            raise UserError(f"the run's saved config: {e}; restore it{self._copy_kept()} or use another "
+                            f"--run") from None
         if not isinstance(old, dict):
             raise UserError(f"{self.config_path}: the run's saved config is not a mapping of keys; "
                             f"restore it{self._copy_kept()} or use another --run")
