@@ -7,7 +7,9 @@ CLI := $(VENV)/bin/collapse-hpc
 CONFIG ?= configs/demo.yaml
 PROFILE ?=
 GENERATIONS ?=
-RUN ?= runs/$(basename $(notdir $(CONFIG)))
+# runs/<the config file's name>, as the command's own default; make's notdir and basename split a name at spaces
+space := $() $()
+RUN ?= runs/$(subst |_|,$(space),$(basename $(notdir $(subst $(space),|_|,$(CONFIG)))))
 EXECUTOR ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -15,6 +17,9 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/collapse-hpc/torch_extensions
 export PYTHONNOUSERSITE := 1
 # a path as one shell word, spaces and quotes included (RUN="runs/paper 2")
 q = '$(subst ','\'',$(1))'
+# a path given on the command line or in the environment is taken as written: make would expand a `$` in
+# it as its own variable (RUN='runs/$x' read as runs/)
+$(foreach v,CONFIG RUN PROFILE,$(if $(filter command line environment%,$(origin $(v))),$(eval override $(v) := $$(value $(v)))))
 
 .PHONY: setup lock demo lint test test-slurm submit stage cancel status aggregate verify bench data image image-test sif clean help
 

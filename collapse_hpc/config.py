@@ -501,6 +501,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected section.key=value")
     key, _, raw = text.partition("=")
+    if not all(part.strip() for part in key.split(".")):  # `=3`, `gmm.=3`: else "gmm.: unknown key"
+        raise ConfigError(f"--set {text}: expected section.key=value, a key of no empty part")
     try:
         value = yamlfile.loads(raw, f"--set {key.strip()}") if raw.strip() else ""
     except ConfigError as e:

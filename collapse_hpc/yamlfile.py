@@ -117,7 +117,11 @@ def loads(text: str, source: str) -> Any:
 def not_found(path: Path, what: str) -> str:
     """Why `path` is no `what` to read: a folder given where its file was meant is said as such, not
     as missing (it exists)."""
-    return f"a folder, not a {what}: name the YAML file itself" if path.is_dir() else f"{what} not found"
+    if path.is_dir():
+        return f"a folder, not a {what}: name the YAML file itself"
+    if path.exists():  # /dev/null, `<(sed … demo.yaml)`'s pipe: read more than once, by name
+        return f"not a plain file (a pipe or a device), which a {what} must be: write it to a file and name that"
+    return f"{what} not found"
 
 
 def load(path: str | Path, what: str = "config file") -> Any:

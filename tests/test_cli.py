@@ -288,6 +288,24 @@ def test_the_run_header_gives_each_experiments_generations():
     assert cli._generations(one, engine.plan(one)) == "toy: 1 chain of 1 generation"  # not "1 generations"
 
 
+def test_a_run_config_cut_short_names_the_sections_it_lacks(tmp_path):
+    """RUN/config.yaml cut short (a copy stopped midway) read as an edit whose changes were whole sections
+    dumped as dicts (`toy: {'rows': 4, …} -> None`), a line of a thousand characters for a real config."""
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    saved = run / "config.yaml"
+    text = saved.read_text()
+    saved.write_text(text[:text.index("\ntoy:")])  # every section from toy on is gone
+    line = one_error_line(cli("verify", run))
+    assert f"{saved} was edited after the run was made (it lacks toy" in line and "{" not in line, line
+    assert "run.json keeps a copy of the run's config" in line, line
+    for cut in ("", "toy: [1"):  # emptied, or cut inside a value: said where to restore it from too
+        saved.write_text(cut)
+        line = one_error_line(cli("verify", run))
+        assert "restore it (run.json keeps a copy of the run's config under 'config')" in line, line
+
+
 def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
     cfg = _toy_config(tmp_path)
     run = tmp_path / "r"
@@ -675,6 +693,36 @@ def test_ctrl_c_says_what_is_left_and_how_to_go_on(argv, says, monkeypatch, caps
     assert err.startswith("interrupted: ") and says in err and "the same command" in err, err
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
+    """The command's module imported numpy and the config's modules before main() was entered: a Ctrl-C in
+    that first half second was a KeyboardInterrupt traceback. The interrupt is made to land in numpy's import,
+    wherever that now happens; the entry point is the console script's (collapse_hpc.cli:main)."""
+    script = (
+        "import sys\n"
+        "class Ctrl_c:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numpy':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Ctrl_c())\n"
+        "from collapse_hpc.cli import main\n"
+        f"sys.exit(main(['verify', {str(tmp_path)!r}]))\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert (p.returncode, p.stderr) == (130, "interrupted\n"), p.stderr
+
+
+def test_an_empty_path_is_refused_not_taken_as_the_default(tmp_path):
+    """`--run "$RUN"` with RUN unset ran into runs/<config name> (the default), `aggregate ""` read as
+    ': not a run folder'; every path argument now refuses an empty one, writing nothing."""
+    cfg = _toy_config(tmp_path)
+    for argv, arg in ((("run", cfg, "--run", ""), "--run"), (("run", ""), "config"), (("aggregate", ""), "RUN"),
+                      (("verify", ""), "run"), (("status", ""), "run"), (("cancel", ""), "run"),
+                      (("aggregate", tmp_path, "--out", ""), "--out"), (("submit", cfg, "--profile", ""), "--profile"),
+                      (("data", "prepare", "digits", "--data-dir", ""), "--data-dir"), (("config", ""), "config")):
+        line = one_error_line(cli(*argv, cwd=tmp_path))
+        assert f": argument {arg}: an empty path (an unset shell variable?)" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.yaml"]
+
+
 def test_run_folder_that_is_a_file_is_named(tmp_path):
     """--run naming a file: said as such before anything, not mkdir's bare 'File exists'."""
     cfg = tmp_path / "c.yaml"
@@ -682,8 +730,27 @@ def test_run_folder_that_is_a_file_is_named(tmp_path):
     (tmp_path / "r").write_text("notes\n")
     for args in (("run", cfg), ("submit", cfg, "--dry-run", "--profile", REPO / "slurm/local.yaml"), ("toy", cfg)):
         line = one_error_line(cli(*args, "--run", tmp_path / "r", cwd=tmp_path))
-        assert f"--run {tmp_path / 'r'}: not a folder" in line, line
+        assert f"--run {tmp_path / 'r'}: a file, not a folder" in line, line
     assert (tmp_path / "r").read_text() == "notes\n"
+
+
+def test_a_folder_to_make_behind_a_file_or_a_link_to_nothing_is_named(tmp_path):
+    """A run folder, --data-dir or --out below a file, or a symbolic link to a folder not there (a scratch
+    folder cleaned away): each read mkdir's bare 'File exists' or 'Not a directory'."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4}\n")
+    (tmp_path / "afile").write_text("notes\n")
+    (tmp_path / "gone").symlink_to(tmp_path / "scratch")
+    for where, said in ((tmp_path / "afile" / "r", f"{tmp_path / 'afile'}: a file, not a folder"),
+                        (tmp_path / "gone", f"{tmp_path / 'gone'}: a symbolic link to {tmp_path / 'scratch'}, which "
+                                            f"is not there"),
+                        (tmp_path / "gone" / "r", f"{tmp_path / 'gone'}: a symbolic link")):
+        for args, flag in ((("run", cfg, "--run"), "--run"),
+                           (("data", "prepare", "digits", "--data-dir"), "--data-dir"),
+                           (("aggregate", tmp_path / "nothing", "--out"), "--out")):
+            line = one_error_line(cli(*args, where, cwd=tmp_path))
+            assert line.startswith(f"error: {flag} {said}"), line
+    assert not (tmp_path / "scratch").exists() and (tmp_path / "afile").read_text() == "notes\n"
 
 
 def test_held_notes_are_said_once_the_command_goes_ahead(capsys):

@@ -75,6 +75,14 @@ def test_overrides(tmp_path):
         experiments.load_config(p, overrides=["nonsense"])
 
 
+def test_an_override_with_an_empty_key_says_the_form(tmp_path):
+    # `--set =3` read ": unknown key", `--set toy.=3` "toy.: unknown key": a key of no name, named
+    p = write(tmp_path, "generations: 2\ntoy: {rows: 5}\n")
+    for text in ("=3", "toy.=3", ".rows=3", "toy..rows=3", " =3"):
+        with pytest.raises(ConfigError, match=r"^--set .*: expected section.key=value, a key of no empty part$"):
+            experiments.load_config(p, overrides=[text])
+
+
 def test_hash_ignores_locations_and_generations(tmp_path):
     a = experiments.config_from_dict({"generations": 2, "data_dir": "x", "toy": {}})
     b = experiments.config_from_dict({"generations": 5, "data_dir": "y", "executor": "debug", "toy": {}})

@@ -73,3 +73,17 @@ def test_numbers_yaml_1_1_reads_otherwise_are_refused(text, reads):
 def test_those_numbers_quoted_are_strings():
     assert yamlfile.loads("a: '1:30:00'\nb: \"017\"\nc: 0\nd: 10\ne: 0x1F", "c.yaml") == \
         {"a": "1:30:00", "b": "017", "c": 0, "d": 10, "e": 31}
+
+
+def test_a_config_that_is_a_pipe_or_a_device_is_said_so(tmp_path):
+    # `collapse-hpc run <(sed … demo.yaml)` or /dev/null read "config file not found", of a path that is there
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/null")):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: not a plain file \(a pipe or a device\), "
+                                              r"which a config file must be: write it to a file and name that$"):
+            yamlfile.load(path)
+    with pytest.raises(ConfigError, match=r": config file not found$"):
+        yamlfile.load(tmp_path / "nope.yaml")

@@ -21,7 +21,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import Context
 from collapse_hpc.report import collect, drawing, longform, page, stats, tables
 from collapse_hpc.store.atomic import claim_folder, sweep, write_text
-from collapse_hpc.store.layout import utf8_path
+from collapse_hpc.store.layout import folder_to_make, utf8_path
 from collapse_hpc.store.lock import folder_lock
 from collapse_hpc.store.space import nearest_folder
 
@@ -39,7 +39,7 @@ def build(runs: list[str], out: str | Path | None = None, replicates: int | None
     for run in runs:  # pyarrow reads and writes UTF-8 paths only (a run moved under a latin-1 name)
         utf8_path(run, "")
     if out is not None:
-        utf8_path(out, "--out ")
+        folder_to_make(out, "--out ")
     if out is None and Path(runs[0]).is_dir():
         _writable(Path(runs[0]) / "report")
     data = [collect.load_run(p, label) for p, label in zip(runs, collect.labels(runs))]

@@ -37,6 +37,17 @@ def utf8_path(path, what: str) -> Path:
     return path
 
 
+def folder_to_make(path, what: str) -> Path:
+    """`path` (utf8_path), refused in one line where a part of it is a file or a symbolic link to nothing:
+    the folder made there would meet mkdir's bare 'File exists'."""
+    from collapse_hpc.store.space import not_a_folder
+
+    blocked = not_a_folder(utf8_path(path, what))
+    if blocked:
+        raise UserError(f"{what}{blocked}; a folder is made there: give a folder's path")
+    return Path(path)
+
+
 def unit_name(shape: str, index: int) -> str:
     return f"gen_{index:03d}" if shape == "chain" else f"part_{index:03d}"
 
@@ -203,10 +214,11 @@ class RunStore:
         try:
             old = yamlfile.load(self.config_path)
         except UserError as e:
-            raise UserError(f"the run's saved config: {e}; restore it or use another --run") from None
+            raise UserError(f"the run's saved config: {e}; restore it{self._copy_kept()} or use another "
+                            f"--run") from None
         if not isinstance(old, dict):
             raise UserError(f"{self.config_path}: the run's saved config is not a mapping of keys; "
-                            f"restore it or use another --run")
+                            f"restore it{self._copy_kept()} or use another --run")
         recorded = self._recorded_hash()
         if recorded is None or cfgmod.config_hash(old) == recorded:
             return old
@@ -218,6 +230,9 @@ class RunStore:
             if not hashed:  # how-it-runs knobs only: the next run goes on under them, as with --set
                 return config
             shown = f" ({'; '.join(hashed[:3])}{f'; … ({len(hashed)} in all)' if len(hashed) > 3 else ''})"
+            lacking = [k for k in config if k not in old]
+            if lacking:  # a file cut short (a copy stopped midway): its whole sections, not each one's values
+                shown = f" (it lacks {', '.join(lacking)}: cut short?)"
         if made is None and self._made_config(recorded, any_hash=True) is None:  # an older version's run.json
             where = RUN_JSON if (self.root / RUN_JSON).is_file() else f"{CONFIG}'s first line"
             raise UserError(f"{self.config_path} was edited after the run was made: its values no longer hash to "
@@ -226,9 +241,15 @@ class RunStore:
                             f"other keys not); restore the file and give the knob with --set KEY=VALUE, or start "
                             f"another --run with the new values")
         raise UserError(f"{self.config_path} was edited after the run was made{shown}: its values no longer hash "
-                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it, "
+                        f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it"
+                        f"{self._copy_kept()}, "
                         f"or start another --run with the new ones (more generations need no edit: "
                         f"--generations N)")
+
+    def _copy_kept(self) -> str:
+        """Where run.json keeps the config the run was made with, a clause saying so (to restore config.yaml)."""
+        return f" ({RUN_JSON} keeps a copy of the run's config under 'config')" if self._made_config(
+            "", any_hash=True) else ""
 
     def edited(self) -> bool:
         """Whether config.yaml was edited by hand after the run saved it (how-it-runs knobs only, else

@@ -121,6 +121,25 @@ def nearest_folder(path: str | os.PathLike) -> Path:
     return here
 
 
+def not_a_folder(path: str | os.PathLike) -> str | None:
+    """Why no folder can be made at `path`: the first part of it that is there but is no folder (a file, or a
+    symbolic link to nothing), said so; None where none is. mkdir's own word was a bare 'File exists'."""
+    path = Path(path)
+    for part in [*reversed(path.parents), path]:
+        if part.is_dir():
+            continue
+        if part.is_symlink():
+            what = "no folder" if part.exists() else "not there"
+            return f"{part}: a symbolic link to {os.readlink(part)}, which is {what}"
+        return f"{part}: a file, not a folder" if part.exists() else None
+    return None
+
+
+def writable(folder: str | os.PathLike) -> bool:
+    """Whether this user may make files in `folder` (root too is refused by a read-only mount or chattr +i)."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 

@@ -111,3 +111,24 @@ def test_sif_build_command(tmp_path):
     # the image must exist in the local engine first
     r = _make("sif", path, "IMAGE=not-built")
     assert r.returncode == 2 and f"make sif: Docker image not-built:{v} not found (make image first)" in r.stderr
+
+
+def test_paths_with_dollars_quotes_and_spaces_reach_the_command_as_written(tmp_path):
+    # make expanded a `$` in RUN='runs/$x' as its own (empty) variable: the command ran on runs/, and
+    # the default RUN of a config named with a space was cut at it (notdir splits words)
+    import shlex
+
+    config, run, profile = str(tmp_path / "my 'cfg' $HOME.v2.yaml"), "runs/a b $x $(shell echo hi)", "p $y.yaml"
+
+    def argv(target, *assigns, env=None):
+        r = subprocess.run([MAKE, "-n", "-s", "--no-print-directory", "-o", ".venv/.installed", target, *assigns],
+                           cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [shlex.split(line)[1:] for line in r.stdout.splitlines() if line.startswith(".venv/bin/collapse-hpc")]
+
+    for target in ("status", "verify", "aggregate", "cancel"):
+        assert argv(target, f"RUN={run}") == [[target, run]]
+    assert argv("status", env={"RUN": run}) == [["status", run]]
+    assert argv("submit", f"CONFIG={config}", f"PROFILE={profile}") == [
+        ["submit", config, "--run", "runs/my 'cfg' $HOME.v2", "--profile", profile]]
+    assert argv("demo", f"CONFIG={config}", f"RUN={run}")[1:] == [["run", config, "--run", run], ["aggregate", run]]

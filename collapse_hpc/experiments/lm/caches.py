@@ -8,7 +8,6 @@ API:
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
@@ -17,6 +16,7 @@ from collapse_hpc.experiments.lm.data import blocks_path
 from collapse_hpc.experiments.lm.model import base_fingerprint
 from collapse_hpc.experiments.lm.tokenizer import bpe_dir, load_tokenizer
 from collapse_hpc.store.cards import sealed_file, sealed_files
+from collapse_hpc.store.space import writable
 
 
 def check_read_only(data_dir: Path, cfg) -> None:
@@ -42,10 +42,6 @@ def check_read_only(data_dir: Path, cfg) -> None:
 
 
 CACHE_FOLDERS = ("blocks", "base")  # where a unit builds its caches inside the data set's folder, besides itself
-
-
-def writable(folder: Path) -> bool:
-    return os.access(folder, os.W_OK)
 
 
 def missing_caches(data_dir: Path, cfg) -> dict[str, Path]:

@@ -54,12 +54,14 @@ class Vae(Experiment):
     def check(self, run) -> None:
         """digits is prepared by the run when missing (offline, seconds); anything else must exist,
         under every regime's overrides."""
-        from collapse_hpc.experiments.vae.data import SPLITS, check_images
+        from collapse_hpc.experiments.vae.data import SPLITS, check_digits_room, check_images
 
         for cfg, where in sections_placed(self.name, run):
             if cfg.dataset != "digits":
                 check_prepared(self.name, run, SPLITS, cfg, where("dataset"), self.datasets)
                 check_images(Path(run.data_dir), cfg.dataset, where("dataset"))  # not the lm's text
+            else:
+                check_digits_room(Path(run.data_dir))
             dims = _dims(run, cfg.dataset)
             if dims:  # before the run folder: the model refused it only inside the first generation
                 check_stages(dims[0], dims[1], cfg.stages)

@@ -283,6 +283,22 @@ def ensure(data_dir: Path, name: str) -> Path:
                     f"--data-dir {data_dir}")
 
 
+def check_digits_room(data_dir: Path) -> None:
+    """Before the run: digits not prepared yet is prepared by its first unit (ensure) into data_dir, which must
+    then be a folder this user may write (a colleague's read-only one failed each unit on it)."""
+    from collapse_hpc.store.space import nearest_folder, not_a_folder, writable
+
+    out = Path(data_dir) / "digits"
+    if _is_prepared(out):
+        return
+    blocked = not_a_folder(out)
+    there = nearest_folder(out).absolute()
+    if blocked or not writable(there):
+        raise UserError(f"data_dir: {blocked or f'{there}: not writable by you'}, and digits is not prepared there, "
+                        f"which the first unit would do; prepare it into a data_dir of yours (collapse-hpc data "
+                        f"prepare digits --data-dir DIR, then --set data_dir=DIR)")
+
+
 def check_images(data_dir: Path, name: str, key: str = "vae.dataset") -> dict:
     """The card of a prepared data set of images; one of text (the lm's, which also has a train and a
     test split) is one line naming the config key `key`."""

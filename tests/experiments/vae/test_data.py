@@ -1,6 +1,8 @@
 """Preparing digits and MNIST to Parquet, and reading them back."""
 import gzip
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -339,3 +341,28 @@ def test_digits_whose_card_does_not_read_are_prepared_again(tmp_path, capsys):
     assert "already prepared" not in capsys.readouterr().out
     assert json.loads((tmp_path / "digits" / "card.json").read_text())["splits"]["test"] > 2
     assert data.load(tmp_path, "digits")["test"].labels.size > 2
+
+
+def test_digits_to_prepare_where_the_data_folder_cannot_take_it_is_refused_before_the_run(tmp_path, monkeypatch):
+    # digits is prepared by the first unit where missing: into a colleague's read-only data folder, a file or
+    # a link to a folder cleaned away, the run was made and each unit failed on a PermissionError or
+    # FileExistsError; the check now says so before the run folder exists
+    from collapse_hpc import experiments
+    from collapse_hpc.store import space
+
+    vae = experiments.get("vae")
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "gone").symlink_to(tmp_path / "scratch")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setattr(space, "writable", lambda folder: Path(folder) != shared, raising=False)  # root: any
+    for data_dir, said in ((shared, f"{shared}: not writable by you"), (shared / "sub", f"{shared}: not writable"),
+                           (tmp_path / "afile", f"{tmp_path / 'afile'}: a file, not a folder"),
+                           (tmp_path / "gone", f"{tmp_path / 'gone'}: a symbolic link to {tmp_path / 'scratch'}")):
+        run = experiments.config_from_dict({"data_dir": str(data_dir), "vae": {"dataset": "digits"}})
+        with pytest.raises(UserError, match=rf"^data_dir: {re.escape(said)}.*digits is not prepared there"):
+            vae.check(run)
+    vae.check(experiments.config_from_dict({"data_dir": str(tmp_path / "new"), "vae": {"dataset": "digits"}}))
+    assert data.prepare_digits(tmp_path / "mine") == 0  # prepared, a read-only folder serves: nothing is written
+    monkeypatch.setattr(space, "writable", lambda folder: False)
+    vae.check(experiments.config_from_dict({"data_dir": str(tmp_path / "mine"), "vae": {"dataset": "digits"}}))
