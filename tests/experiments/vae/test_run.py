@@ -280,7 +280,8 @@ def test_a_generation_on_the_cpu_holds_no_more_memory_than_its_estimate(tmp_path
     generation 6 to 10 times its estimate passed the memory check. Peak RSS of a fresh process (torch's
     allocations are not traced) above its baseline after a warm-up generation, within the estimate. That peak
     differs by machine (0.56-0.70 GB on one, 0.90 GB on another, which the estimate without the sampling pass
-    missed by 1 MB), so the estimate may be up to 2.5 times the lowest of them."""
+    missed by 1 MB); the estimate may be up to 2.9 times the lowest of them, as a machine may free more eagerly
+    still (0.46 of it here with glibc's mmap threshold fixed)."""
     import subprocess
     import sys
 
@@ -291,4 +292,4 @@ def test_a_generation_on_the_cpu_holds_no_more_memory_than_its_estimate(tmp_path
     proc = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert 0.4 * measured["estimate"] < measured["peak"] <= measured["estimate"], measured
+    assert 0.35 * measured["estimate"] < measured["peak"] <= measured["estimate"], measured
