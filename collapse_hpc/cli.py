@@ -492,13 +492,9 @@ def cmd_stage(args) -> int:
 
 def cmd_cancel(args) -> int:
     from collapse_hpc.launch import local, records, slurm
-    from collapse_hpc.store import RunStore
+    from collapse_hpc.store.layout import existing_run
 
-    if not Path(args.run).is_dir():
-        raise UserError(f"{args.run}: no such run folder")
-    store = RunStore(args.run)
-    if not store.exists():
-        raise UserError(f"{args.run}: not a run folder (no {store.config_path.name})")
+    store = existing_run(args.run)
     # no jobs.json: a run made in-process (--executor debug), whose process holds the run's lock as a
     # local launcher does
     book = records.load(store)

@@ -16,18 +16,16 @@ from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
-from collapse_hpc.store.layout import unit_index
+from collapse_hpc.store.layout import existing_run, unit_index
 from collapse_hpc.store.manifest import read_once, upstream
 
 
 def verify_run(run_dir: str | Path) -> int:
     with read_once():  # a unit's binding, state and inputs each ask for its manifest
-        return _verify(RunStore(run_dir), run_dir)
+        return _verify(existing_run(run_dir))
 
 
-def _verify(store: RunStore, run_dir: str | Path) -> int:
-    if not store.exists():
-        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
+def _verify(store: RunStore) -> int:
     # as made: also a run of an older version, or before a knob changed
     config_hashes = store.config_hashes(experiments.sections())
     hashes = engine.planned_hashes(store)

@@ -887,3 +887,21 @@ def test_kaggles_mnist_csv_given_to_data_prepare_is_said_to_be_images(tmp_path):
                            f"columns)): images, not text"), line
     assert "; or, for the vae, grey images as a folder of the four IDX files" in line and len(line) < 800
     assert not (tmp_path / "data").exists()
+
+
+def test_every_command_that_reads_a_run_folder_words_a_path_that_is_none_alike(tmp_path):
+    # cancel said "no such run folder" where status, verify and aggregate said "not a run folder (no config.yaml)"
+    from tests.launch.helpers import collapse
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a file").write_text("x")
+    for name, what in [("nowhere", "no such run folder"), ("empty", "not a run folder (no config.yaml)"),
+                       ("a file", "not a run folder (a file)")]:
+        said = set()
+        for command in ("status", "cancel", "verify", "aggregate"):
+            rc, out, err = collapse(command, tmp_path / name)
+            assert (rc, out) == (2, ""), (command, err)
+            said.add(err)
+        assert said == {f"error: {tmp_path / name}: {what}; collapse-hpc run or submit makes one (runs/<config "
+                        f"name>, or --run FOLDER)\n"}, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file", "empty"]  # nothing written
