@@ -10,6 +10,7 @@ plan's, as status does not show them: one line says how many, and they are neith
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from collapse_hpc import engine, experiments
@@ -76,7 +77,10 @@ def _planned(store: RunStore) -> tuple[set[Path], dict[Path, tuple[str, int]]]:
 
     try:
         chains = engine.load_plan(store, store.load_config(experiments.sections()))
-    except UserError:  # no plan, one of another config, a run of an older version: the folders are all there is
+    except UserError as e:  # no plan, one of another config, a run of an older version: the folders are all there is
+        if store.plan_path.exists():  # damaged, or of an edited config: which units are unfinished is unknown
+            print(f"note: {one_line(e)}; verifying the unit folders there are (unfinished units not counted)",
+                  file=sys.stderr)
         return set(), {}
     started = status.launched(store, chains, records.load(store))
     planned = {store.unit_dir(j.experiment, j.variant, j.shape, j.index) for c in chains for j in c.jobs
