@@ -86,7 +86,9 @@ class RunData:
     left_out: list[str] = field(default_factory=list)  # experiments of the plan left out with --only
 
     def experiments(self) -> list[str]:
-        seen = {u.experiment for u in self.units} | {e for e, _ in self.variants}
+        """Those of its units and of its plan, but the ones it left out with --only: no section of figures
+        it will never make ("left out" says them once, as status does)."""
+        seen = {u.experiment for u in self.units} | {e for e, _ in self.variants if e not in self.left_out}
         return sorted(seen)
 
     def finished(self, experiment: str) -> list[Unit]:
