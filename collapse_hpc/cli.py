@@ -495,10 +495,10 @@ def cmd_cancel(args) -> int:
     from collapse_hpc.store.layout import existing_run
 
     store = existing_run(args.run)
-    # no jobs.json: a run made in-process (--executor debug), whose process holds the run's lock as a
-    # local launcher does
+    # no executor recorded: a run made in-process (--executor debug), whose process holds the run's lock as a
+    # local launcher does; a corrupt book goes to Slurm's cancel, which says how to find the jobs
     book = records.load(store)
-    on_host = book.get("executor") == "local" or not (store.root / records.JOBS).is_file()
+    on_host = book.get("executor") in (None, "local") and not book.get("corrupt")
     return (local.cancel_run if on_host else slurm.cancel_run)(store)
 
 

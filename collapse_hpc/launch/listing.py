@@ -19,7 +19,7 @@ SHOWN = 5  # units (or runs of a chain's dependents) shown in full; the rest are
 
 
 def header(state: dict) -> list[str]:
-    ran = any(u["state"] == "done" for c in state["chains"] for u in c["units"])
+    ran = state.get("launched") or any(u["state"] == "done" for c in state["chains"] for u in c["units"])
     unrecorded = "run in-process: --executor debug or by hand" if ran else "not launched yet"  # no jobs.json
     where = f"{state['executor'] or unrecorded}" + (f", {state['cluster']}" if state.get("cluster") else "")
     out = [f"run {state['run']} ({where})"]
