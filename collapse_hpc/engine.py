@@ -176,7 +176,7 @@ JSON_KINDS = {dict: "a mapping", list: "a list", str: "text", int: "a whole numb
               bool: "true or false", type(None): "null"}
 
 
-def misshapen(value, keys: dict, what: str) -> str | None:
+def _misshapen(value, keys: dict, what: str) -> str | None:
     """What of `value` (`what`, as the error says it) is not the mapping `keys` describes: a missing key or
     one of another kind; None where it is."""
     if not isinstance(value, dict):
@@ -189,7 +189,7 @@ def misshapen(value, keys: dict, what: str) -> str | None:
     return None
 
 
-def unreadable_plan(store: RunStore, problem: str) -> UserError:
+def _unreadable_plan(store: RunStore, problem: str) -> UserError:
     return UserError(f"{store.plan_path}: not a plan this version reads ({problem}); run or submit the run's "
                      f"config again to plan it anew")
 
@@ -205,11 +205,11 @@ def read_plan(store: RunStore) -> dict:
     except ValueError:
         raise UserError(f"{store.plan_path}: not a plan (corrupt); run or submit the run's config again to plan "
                         f"it") from None
-    problem = misshapen(doc, PLAN_KEYS, "the file")
+    problem = _misshapen(doc, PLAN_KEYS, "the file")
     for n, rec in enumerate([] if problem else doc["chains"], 1):
-        problem = problem or misshapen(rec, REPORTED, f"chain {n}")
+        problem = problem or _misshapen(rec, REPORTED, f"chain {n}")
     if problem:
-        raise unreadable_plan(store, problem)
+        raise _unreadable_plan(store, problem)
     return doc
 
 
@@ -222,16 +222,16 @@ def load_plan(store: RunStore, run) -> list[Chain]:
                         f"the run's config again to plan it anew")
     chains = []
     for n, rec in enumerate(doc["chains"], 1):
-        if problem := misshapen(rec, LAUNCHED, f"chain {n}"):
-            raise unreadable_plan(store, problem)
+        if problem := _misshapen(rec, LAUNCHED, f"chain {n}"):
+            raise _unreadable_plan(store, problem)
         try:
             chains.append(_chain(run, rec, str(store.plan_path)))
         except KeyError as e:
-            raise unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}) lacks {e}") from None
+            raise _unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}) lacks {e}") from None
         except ValueError as e:  # a regime's value out of range, a variant that reads back as another
-            raise unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}): {e}") from None
+            raise _unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}): {e}") from None
         except (TypeError, AttributeError):  # Python's words for it name no key: ours name the chain
-            raise unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}) holds a value of "
+            raise _unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}) holds a value of "
                                          f"another kind than this version writes") from None
     return chains
 
