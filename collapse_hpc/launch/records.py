@@ -107,8 +107,10 @@ def launched_here(store, chains) -> None:
     book = load(store)
     if book.get("corrupt") or book.get("copied_from"):
         return
+    before = book.get(EXPERIMENTS)
     launching(book, chains)
-    save(store, book)
+    if book[EXPERIMENTS] != before:  # a run resumed as it was leaves the folder's bytes as they were
+        save(store, book)
 
 
 def job_ids(data: dict) -> set[str]:
