@@ -496,17 +496,13 @@ def cmd_stage(args) -> int:
 
 def cmd_cancel(args) -> int:
     from collapse_hpc.launch import local, records, slurm
-    from collapse_hpc.store import RunStore
+    from collapse_hpc.store.layout import existing_run
 
-    if not Path(args.run).is_dir():
-        raise UserError(f"{args.run}: no such run folder")
-    store = RunStore(args.run)
-    if not store.exists():
-        raise UserError(f"{args.run}: not a run folder (no {store.config_path.name})")
-    # no jobs.json: a run made in-process (--executor debug), whose process holds the run's lock as a
-    # local launcher does
+    store = existing_run(args.run)
+    # no executor recorded: a run made in-process (--executor debug), whose process holds the run's lock as a
+    # local launcher does; a corrupt book goes to Slurm's cancel, which says how to find the jobs
     book = records.load(store)
-    on_host = book.get("executor") == "local" or not (store.root / records.JOBS).is_file()
+    on_host = book.get("executor") in (None, "local") and not book.get("corrupt")
     return (local.cancel_run if on_host else slurm.cancel_run)(store)
 
 

@@ -167,12 +167,49 @@ def _saved_plan(store: RunStore) -> dict | None:
     return doc if isinstance(doc, dict) and isinstance(doc.get("chains"), list) else None
 
 
+# what plan.json holds (_record writes it), by the kind of JSON value: the report's part of each chain,
+# then what a launch reads of it besides (an older version's plan may lack the latter, not the former)
+PLAN_KEYS = {"config_hash": str, "generations": dict, "chains": list}
+REPORTED = {"experiment": str, "variant": str, "units": int, "regime": dict, "seed": int, "settings": dict}
+LAUNCHED = {"shape": str, "kind": str, "ranks": int, "setting": list, "config": dict}
+JSON_KINDS = {dict: "a mapping", list: "a list", str: "text", int: "a whole number", float: "a number",
+              bool: "true or false", type(None): "null"}
+
+
+def _misshapen(value, keys: dict, what: str) -> str | None:
+    """What of `value` (`what`, as the error says it) is not the mapping `keys` describes: a missing key or
+    one of another kind; None where it is."""
+    if not isinstance(value, dict):
+        return f"{what} is {JSON_KINDS.get(type(value), 'a value')}, not a mapping"
+    for key, kind in keys.items():
+        if key not in value:
+            return f"{what} has no {key!r}"
+        if not isinstance(value[key], kind) or (kind is int and isinstance(value[key], bool)):
+            return f"{what}'s {key!r} is {JSON_KINDS.get(type(value[key]), 'a value')}, not {JSON_KINDS[kind]}"
+    return None
+
+
+def _unreadable_plan(store: RunStore, problem: str) -> UserError:
+    return UserError(f"{store.plan_path}: not a plan this version reads ({problem}); run or submit the run's "
+                     f"config again to plan it anew")
+
+
 def read_plan(store: RunStore) -> dict:
-    """plan.json as written (values only: the report reads it without the experiments' code)."""
-    doc = _saved_plan(store)
-    if doc is None:
-        what = "not a plan (corrupt)" if store.plan_path.exists() else "missing (a run folder of an older version)"
-        raise UserError(f"{store.plan_path}: {what}; run or submit the run's config again to plan it")
+    """plan.json as written (values only: the report reads it without the experiments' code), its shape
+    checked (a damaged one is one line, never a Python error's name)."""
+    try:
+        doc = json.loads(store.plan_path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{store.plan_path}: missing (a run folder of an older version); run or submit the run's "
+                        f"config again to plan it") from None
+    except ValueError:
+        raise UserError(f"{store.plan_path}: not a plan (corrupt); run or submit the run's config again to plan "
+                        f"it") from None
+    problem = _misshapen(doc, PLAN_KEYS, "the file")
+    for n, rec in enumerate([] if problem else doc["chains"], 1):
+        problem = problem or _misshapen(rec, REPORTED, f"chain {n}")
+    if problem:
+        raise _unreadable_plan(store, problem)
     return doc
 
 
@@ -180,14 +217,23 @@ def load_plan(store: RunStore, run) -> list[Chain]:
     """The chains of the run's frozen plan; `run` is its saved config (RunStore.load_config)."""
     doc = read_plan(store)
     made_for = (run.hash(), saved_hash(store))  # the latter: a run folder of an older version, not resumed
-    if doc.get("config_hash") not in made_for or doc.get("generations") != _generations(run):
+    if doc["config_hash"] not in made_for or doc["generations"] != _generations(run):
         raise UserError(f"{store.plan_path}: made for another config than {store.config_path}; run or submit "
                         f"the run's config again to plan it anew")
-    try:
-        return [_chain(run, rec, str(store.plan_path)) for rec in doc["chains"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{store.plan_path}: not a plan this version reads ({type(e).__name__}: {e}); run or "
-                        f"submit the run's config again to plan it anew") from None
+    chains = []
+    for n, rec in enumerate(doc["chains"], 1):
+        if problem := _misshapen(rec, LAUNCHED, f"chain {n}"):
+            raise _unreadable_plan(store, problem)
+        try:
+            chains.append(_chain(run, rec, str(store.plan_path)))
+        except KeyError as e:
+            raise _unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}) lacks {e}") from None
+        except ValueError as e:  # a regime's value out of range, a variant that reads back as another
+            raise _unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}): {e}") from None
+        except (TypeError, AttributeError):  # Python's words for it name no key: ours name the chain
+            raise _unreadable_plan(store, f"chain {n} ({rec['experiment']}/{rec['variant']}) holds a value of "
+                                         f"another kind than this version writes") from None
+    return chains
 
 
 def _chain(run, rec: dict, file: str) -> Chain:

@@ -10,24 +10,23 @@ plan's, as status does not show them: one line says how many, and they are neith
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
-from collapse_hpc.store.layout import unit_index
+from collapse_hpc.store.layout import existing_run, unit_index
 from collapse_hpc.store.manifest import read_once, upstream
 
 
 def verify_run(run_dir: str | Path) -> int:
     with read_once():  # a unit's binding, state and inputs each ask for its manifest
-        return _verify(RunStore(run_dir), run_dir)
+        return _verify(existing_run(run_dir))
 
 
-def _verify(store: RunStore, run_dir: str | Path) -> int:
-    if not store.exists():
-        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
+def _verify(store: RunStore) -> int:
     # as made: also a run of an older version, or before a knob changed
     config_hashes = store.config_hashes(experiments.sections())
     hashes = engine.planned_hashes(store)
@@ -78,7 +77,10 @@ def _planned(store: RunStore) -> tuple[set[Path], dict[Path, tuple[str, int]]]:
 
     try:
         chains = engine.load_plan(store, store.load_config(experiments.sections()))
-    except UserError:  # no plan, one of another config, a run of an older version: the folders are all there is
+    except UserError as e:  # no plan, one of another config, a run of an older version: the folders are all there is
+        if store.plan_path.exists():  # damaged, or of an edited config: which units are unfinished is unknown
+            print(f"note: {one_line(e)}; verifying the unit folders there are (unfinished units not counted)",
+                  file=sys.stderr)
         return set(), {}
     started = status.launched(store, chains, records.load(store))
     planned = {store.unit_dir(j.experiment, j.variant, j.shape, j.index) for c in chains for j in c.jobs

@@ -968,3 +968,75 @@ def test_data_prepare_into_a_data_dir_that_is_a_file_is_one_line_before_reading(
             assert one_error_line(cli("data", "prepare", name, *source, "--data-dir", where)) == \
                 f"error: --data-dir {where}: {what} (data sets are prepared under data/ by default)"
     assert (tmp_path / "afile").read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c.txt"]
+
+
+def test_every_command_that_reads_a_run_folder_words_a_path_that_is_none_alike(tmp_path):
+    # cancel said "no such run folder" where status, verify and aggregate said "not a run folder (no config.yaml)"
+    from tests.launch.helpers import collapse
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a file").write_text("x")
+    for name, what in [("nowhere", "no such run folder"), ("empty", "not a run folder (no config.yaml)"),
+                       ("a file", "not a run folder (a file)")]:
+        said = set()
+        for command in ("status", "cancel", "verify", "aggregate"):
+            rc, out, err = collapse(command, tmp_path / name)
+            assert (rc, out) == (2, ""), (command, err)
+            said.add(err)
+        assert said == {f"error: {tmp_path / name}: {what}; collapse-hpc run or submit makes one (runs/<config "
+                        f"name>, or --run FOLDER)\n"}, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file", "empty"]  # nothing written
+
+
+# plan.json damaged by hand or by a tool: valid JSON of another shape than the one a run writes
+DAMAGED_PLANS = [
+    (lambda d: [d], "the file is a list, not a mapping"),
+    (lambda d: {**d, "chains": [["toy"]]}, "chain 1 is a list, not a mapping"),
+    (lambda d: {k: v for k, v in d.items() if k != "config_hash"}, "the file has no 'config_hash'"),
+    (lambda d: {**d, "chains": [{k: v for k, v in d["chains"][0].items() if k != "seed"}]}, "chain 1 has no 'seed'"),
+    (lambda d: {**d, "chains": [{**d["chains"][0], "settings": []}]}, "chain 1's 'settings' is a list, not a mapping"),
+    (lambda d: {**d, "chains": [{**d["chains"][0], "units": "2"}]}, "chain 1's 'units' is text, not a whole number"),
+    (lambda d: {**d, "chains": [{**d["chains"][0], "regime": {}}]}, "chain 1 (toy/replace-p0-s0) lacks 'overrides'"),
+    (lambda d: {**d, "chains": [{**d["chains"][0], "setting": [1]}]},
+     "chain 1 (toy/replace-p0-s0) holds a value of another kind than this version writes"),
+]
+
+
+def test_a_plan_of_another_shape_is_one_line_naming_the_file_and_what_to_do(tmp_path):
+    # a chain that is a list, a missing key: status printed "(TypeError: list indices must be integers …)",
+    # "(KeyError: 'seed')", or for a plan without its config_hash that it was made for another config
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    plan = run / "plan.json"
+    written = json.loads(plan.read_text())
+    for damage, what in DAMAGED_PLANS:
+        plan.write_text(json.dumps(damage(written)))
+        rc, out, err = collapse("status", run)
+        assert (rc, out) == (2, "") and err == (f"error: {plan}: not a plan this version reads ({what}); run or "
+                                                f"submit the run's config again to plan it anew\n"), err
+        rc, out, err = collapse("verify", run)  # its units are verified still; which are unfinished is unknown
+        assert rc == 0 and "2 units verified" in out and err.startswith(f"note: {plan}: not a plan this version "
+                                                                         f"reads ({what})"), err
+    rc, out, err = collapse("run", cfg, "--run", run)  # what the line says to do
+    assert rc == 0 and json.loads(plan.read_text()) == written, err
+    assert collapse("status", run)[0] == 0
+
+
+def test_the_report_of_a_run_whose_plan_has_another_shape_reads_the_manifests_and_says_why(tmp_path, caplog):
+    # a plan whose chain's settings were a list ended the report on a traceback (AttributeError: 'list' …)
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    plan = run / "plan.json"
+    written = json.loads(plan.read_text())
+    plan.write_text(json.dumps({**written, "chains": [{**written["chains"][0], "settings": []}]}))
+    rc, out, err = collapse("aggregate", run)
+    assert rc == 0 and out.strip() == str(run / "report" / "index.html"), err
+    said = [r.getMessage() for r in caplog.records if "no usable plan" in r.getMessage()]
+    assert len(said) == 1 and f"{plan}: not a plan this version reads (chain 1's 'settings' is a list" in said[0]
+    assert "| r | toy | replace-p0-s0 | 2 | ? |" in (run / "report" / "results.md").read_text()  # from the manifests

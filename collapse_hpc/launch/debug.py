@@ -6,6 +6,7 @@ import sys
 from tqdm import tqdm
 
 from collapse_hpc import engine
+from collapse_hpc.launch import records
 from collapse_hpc.launch.job import run_on_this_rank
 from collapse_hpc.logs import count
 
@@ -14,6 +15,7 @@ def execute(store, run, chains, deep: bool = False, **_):
     """The chains' pending jobs (engine.pending: the launchers' shared check, finished units through their
     manifests). deep: every job instead, each finished one hashed in full by run_unit before it is skipped:
     units a user names by hand (verify's redo command names one whose files no longer match)."""
+    records.launched_here(store, chains)
     jobs = [j for c in chains for j in (c.jobs if deep else engine.pending(store, run, c))]
     counts = {"done": 0, "skipped": sum(len(c.jobs) for c in chains) - len(jobs)}
     if counts["skipped"]:

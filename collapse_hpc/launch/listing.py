@@ -10,17 +10,16 @@ import shlex
 from collections import Counter
 from pathlib import Path
 
-from collapse_hpc.errors import UserError
 from collapse_hpc.launch.status import BAD, EXPLAINED, log_lines, state_of
 from collapse_hpc.logs import count
-from collapse_hpc.store import RunStore
+from collapse_hpc.store.layout import existing_run
 
 CHAINS = 12  # chain lines per experiment; the rest are counted
 SHOWN = 5  # units (or runs of a chain's dependents) shown in full; the rest are counted
 
 
 def header(state: dict) -> list[str]:
-    ran = any(u["state"] == "done" for c in state["chains"] for u in c["units"])
+    ran = state.get("launched") or any(u["state"] == "done" for c in state["chains"] for u in c["units"])
     unrecorded = "run in-process: --executor debug or by hand" if ran else "not launched yet"  # no jobs.json
     where = f"{state['executor'] or unrecorded}" + (f", {state['cluster']}" if state.get("cluster") else "")
     out = [f"run {state['run']} ({where})"]
@@ -103,9 +102,7 @@ SCREEN = 60  # lines: a longer listing of every unit is summarised (status --all
 
 def show(run_dir: str | Path, as_json: bool = False, every: bool = False) -> int:
     """Print the run's status: every unit where that fits a screen (or `every`), else a summary."""
-    store = RunStore(run_dir)
-    if not store.exists():
-        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
+    store = existing_run(run_dir)
     state = state_of(store, run_dir)
     if as_json:
         print(json.dumps(state, indent=1))

@@ -1,11 +1,12 @@
-"""runs/<run>/jobs.json: which job ran (or runs) each unit, written atomically by both back-ends.
+"""runs/<run>/jobs.json: which job ran (or runs) each unit, written atomically by both back-ends that
+run jobs; a launch in-process (debug) records only its experiments, no executor.
 
-    {"executor": "slurm" | "local", "profile": "...", "updated": <time>,
+    {"executor"?: "slurm" | "local", "profile": "...", "updated": <time>,
      "units": {"<experiment>/<variant>/gen_NNN": {"job_id", "log", "history": [older job ids],
                                                    "dependency"?, "state"? (local), ...}},
      "aggregate": {"job_id", "log", "dependency"},
      "folder": {"root", "inode"} (the run folder the jobs write to: a copy of it is told apart),
-     "experiments"?: [the experiments a local launch ran, or runs, or was to run],
+     "experiments"?: [the experiments a local or in-process launch ran, or runs, or was to run],
      "copied_units"?: {<label>: the original's unit} (a copy's: who made the units it was copied with)}
 
 status reads it beside the run store (manifests say what is done) and, on Slurm, sacct.
@@ -22,7 +23,7 @@ JOBS = "jobs.json"
 # in a copy's book: the original's units, as they were when copied. The jobs are not this folder's (cancel,
 # submit and run never read them); status names the one that made a unit the copy holds finished
 COPIED = "copied_units"
-EXPERIMENTS = "experiments"  # the experiments launched so far (local; a Slurm submit records every unit)
+EXPERIMENTS = "experiments"  # the experiments launched so far (local, debug; a Slurm submit records every unit)
 
 
 def load(store) -> dict:
@@ -97,6 +98,19 @@ def launching(data: dict, chains) -> None:
     """Add the experiments a launch runs (all the plan's, or those of --only): one of them no unit of
     which has started yet (the launcher stopped or killed before it) is still the run's, not left out."""
     data[EXPERIMENTS] = sorted({*data.get(EXPERIMENTS, []), *(c.experiment for c in chains)})
+
+
+def launched_here(store, chains) -> None:
+    """Book a launch in this process (the debug executor, an experiment by hand), which records no jobs: the
+    experiments it runs (launching), so that one it has not reached yet reads not run, as a local launch's
+    does, not left out with --only. A corrupt book, and a copy's (the original's jobs), stay as they are."""
+    book = load(store)
+    if book.get("corrupt") or book.get("copied_from"):
+        return
+    before = book.get(EXPERIMENTS)
+    launching(book, chains)
+    if book[EXPERIMENTS] != before:  # a run resumed as it was leaves the folder's bytes as they were
+        save(store, book)
 
 
 def job_ids(data: dict) -> set[str]:

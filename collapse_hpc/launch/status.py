@@ -192,6 +192,8 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
     jid = entry.get("job_id")
     if jid is None and manifest is not None:  # no job on record (a copy, jobs.json removed), yet it completed
         return "COMPLETED", _clock(manifest.get("seconds")), None  # its manifest is written last: say what is missing
+    if local and jid is None and unit_dir.is_dir():  # begun in-process (debug, by hand), which records no job
+        return "unfinished", "", None  # as the report says it: its folder holds no manifest yet
     if local:
         return local_state(entry), _clock(entry.get("elapsed")), None
     if jid is None:
@@ -304,7 +306,8 @@ def _state_of(store: RunStore) -> dict:
                                           + [book.get("aggregate", {}).get("job_id")])
     absent = left_out(store, chains, book)
     out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": [],
-           "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor"))}
+           "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor")),
+           "launched": sorted(book.get(records.EXPERIMENTS) or [])}  # in-process: what records it ran
     for chain in chains:
         item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
         out["chains"].append(item)

@@ -20,7 +20,7 @@ from collapse_hpc.plotting.plots import KEYS, TAIL
 from collapse_hpc.regimes import values_of
 from collapse_hpc.report import longform
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
-from collapse_hpc.store.layout import unit_index
+from collapse_hpc.store.layout import existing_run, unit_index
 
 log = logging.getLogger("collapse_hpc.report")
 METRICS = "metrics.parquet"
@@ -86,7 +86,9 @@ class RunData:
     left_out: list[str] = field(default_factory=list)  # experiments of the plan left out with --only
 
     def experiments(self) -> list[str]:
-        seen = {u.experiment for u in self.units} | {e for e, _ in self.variants}
+        """Those of its units and of its plan, but the ones it left out with --only: no section of figures
+        it will never make ("left out" says them once, as status does)."""
+        seen = {u.experiment for u in self.units} | {e for e, _ in self.variants if e not in self.left_out}
         return sorted(seen)
 
     def finished(self, experiment: str) -> list[Unit]:
@@ -125,10 +127,8 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunData:
-    root = Path(path).absolute()
+    root = existing_run(path).root
     cfg = root / "config.yaml"
-    if not cfg.is_file():
-        raise UserError(f"{path}: not a run folder (no config.yaml)")
     from collapse_hpc import experiments
 
     # as the run made it: an edit is refused, but one of how-it-runs knobs (read as made until the next run)

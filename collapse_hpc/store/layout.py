@@ -104,6 +104,23 @@ def closed(folder: Path) -> None:
                             f"in it: make it writable by its owner only (chmod go-w)") from None
 
 
+def not_a_run(path) -> str:
+    """The line every command that reads a run folder (status, cancel, verify, aggregate) says of a path that
+    is none: no such folder, a file, or a folder without the config.yaml a run writes first."""
+    root = Path(path)
+    what = ("not a run folder (no " + CONFIG + ")" if root.is_dir() else
+            "not a run folder (a file)" if root.exists() else "no such run folder")
+    return f"{path}: {what}; collapse-hpc run or submit makes one (runs/<config name>, or --run FOLDER)"
+
+
+def existing_run(path) -> RunStore:
+    """The run folder at `path`, refused in not_a_run's line where there is none."""
+    store = RunStore(path)
+    if not store.exists():
+        raise UserError(not_a_run(path))
+    return store
+
+
 class RunStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
@@ -143,7 +160,7 @@ class RunStore:
     def load_config(self, sections: Mapping[str, type]) -> cfgmod.RunConfig:
         """The run's saved config, with `sections` (experiments.sections()) as its experiments."""
         if not self.exists():
-            raise UserError(f"{self.root}: not a run folder (no {CONFIG}); start one with collapse-hpc run")
+            raise UserError(not_a_run(self.root))
         # as the run recorded it (a hand edit of how-it-runs knobs counts from the next run on); keys
         # added since take their defaults
         return cfgmod.from_dict(self.saved_config(sections), str(self.config_path), sections=sections)

@@ -12,6 +12,7 @@ import pytest
 
 from collapse_hpc.machine import machine_cores as cores
 from collapse_hpc.store import RunStore, read_manifest
+from collapse_hpc.store.layout import not_a_run
 from collapse_hpc.verify import verify_run
 from tests.launch.helpers import collapse, jobs, write_config
 
@@ -354,7 +355,7 @@ def test_cancel_stops_a_run_made_in_process_and_refuses_a_folder_that_is_no_run(
             os.killpg(proc.pid, signal.SIGKILL)
     before = sorted(tmp_path.iterdir())
     rc, _, err = collapse("cancel", tmp_path)
-    assert rc == 2 and err.strip() == f"error: {tmp_path}: not a run folder (no config.yaml)"
+    assert rc == 2 and err.strip() == f"error: {not_a_run(tmp_path)}"
     assert sorted(tmp_path.iterdir()) == before  # no lock left in someone's folder
 
 

@@ -276,8 +276,9 @@ def _launch(store, run, chains) -> None:
 
 
 def test_experiments_left_out_with_only_are_not_unfinished_chains(toy, tmp_path, capsys):
-    # `run --only toy`: the report listed every chain of tail as "not started" under "Incomplete run", where
-    # status says "not in this run (left out with --only)" and verify counts none of its units
+    # `run --only toy`: the report listed every chain of tail as "not started" under "Incomplete run", and drew
+    # its section of figures "not available yet", where status says "not in this run (left out with --only)"
+    # and verify counts none of its units
     run = experiments.config_from_dict({"name": "only", "executor": "local", "generations": 2, "toy": {},
                                         "tail": {"replicates": 2, "chunk_replicates": 2}})
     store = RunStore(tmp_path / "only")
@@ -288,6 +289,8 @@ def test_experiments_left_out_with_only_are_not_unfinished_chains(toy, tmp_path,
     md = (store.root / "report" / "results.md").read_text()
     assert "## Incomplete run" not in md and "tail/" not in md, md
     assert "\ntail: not in this run (left out with --only)\n" in md
+    # nor a section of figures "not available yet": the run will not make them
+    assert "## Zipf tail" not in md and "not available yet" not in md and "tail_" not in md, md
     assert "tail: not in this run (left out with --only)" in (store.root / "report" / "index.html").read_text()
     assert cli.main(["status", str(store.root)]) == 0
     assert "tail/replace-p0-s0  not in this run (left out with --only)" in capsys.readouterr().out
@@ -302,6 +305,7 @@ def test_experiments_left_out_with_only_are_not_unfinished_chains(toy, tmp_path,
     md = (store.root / "report" / "results.md").read_text()
     assert "- tail/replace-p0-s0: 0 of 1 parts finished; part_000: not started" in md, md
     assert "not in this run" not in md and "toy/" not in md.split("## Incomplete run")[1].split("##")[0]
+    assert "## Zipf tail (categorical)" in md  # its figures to come
     _launch(store, run, [c for c in chains if c.experiment == "tail"])
     assert cli.main(["aggregate", str(store.root)]) == 0
     assert "## Incomplete run" not in (store.root / "report" / "results.md").read_text()
