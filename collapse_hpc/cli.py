@@ -535,9 +535,7 @@ def cmd_data(args) -> int:
 
     if args.data_command == "list":
         return data.list_prepared(Path(args.data_dir))
-    from collapse_hpc.store.layout import folder_to_make
-
-    return data.prepare(args.name, folder_to_make(args.data_dir, "--data-dir "), source=args.source, force=args.force)
+    return data.prepare(args.name, Path(args.data_dir), source=args.source, force=args.force)
 
 
 def cmd_experiment(args) -> int:

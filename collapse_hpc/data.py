@@ -19,7 +19,9 @@ from collapse_hpc import experiments
 from collapse_hpc.errors import NotAFormat, UserError, one_line
 from collapse_hpc.store.atomic import sweep
 from collapse_hpc.store.cards import intact_card, load_card
+from collapse_hpc.store.layout import folder_to_make
 from collapse_hpc.store.lock import data_lock
+from collapse_hpc.store.space import not_a_folder
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = 
     lock, it removes what a preparation of `name` killed outright left (a data set is built whole in
     a temporary beside its folder, .tmp-NAME.*, only by a preparation, which holds the lock); other
     names' are left to theirs: --data-dir may be a folder that holds other things too."""
-    _check_folder(Path(data_dir))
+    folder_to_make(data_dir, "--data-dir ")  # before any text is read, not as the temporary folder's failure
     if source:
         _not_a_stream(source)
         source = _opened_file(source)
@@ -65,19 +67,6 @@ def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = 
         if locked:
             sweep(data_dir, name)
         return _prepare(name, data_dir, source, force)
-
-
-def _check_folder(data_dir: Path) -> None:
-    """--data-dir, or a folder above it, that is a file: said before any text is read, not as the
-    failure to make the data set's temporary folder in it (.tmp-NAME.preparing: Not a directory)."""
-    if (what := _in_the_way(data_dir)) is not None:
-        raise UserError(f"--data-dir {data_dir}: {what} (data sets are prepared under data/ by default)")
-
-
-def _in_the_way(data_dir: Path) -> str | None:
-    """Why --data-dir cannot be a folder: it, or a folder above it, is a file; None where it can."""
-    file = next((p for p in (data_dir, *data_dir.absolute().parents) if p.exists() and not p.is_dir()), None)
-    return None if file is None else "not a folder" if file == data_dir else f"{file} is a file, not a folder"
 
 
 def _not_a_stream(source: str) -> None:
@@ -160,8 +149,8 @@ def _prepared_from_files(name: str, data_dir: Path, force: bool) -> int:
 
 def list_prepared(data_dir: Path) -> int:
     if not Path(data_dir).is_dir():  # a typo of --data-dir read as "nothing prepared" (exit 0)
-        what = _in_the_way(Path(data_dir)) or "no such folder"
-        raise UserError(f"--data-dir {data_dir}: {what} (data sets are prepared under data/ by default)")
+        blocked = not_a_folder(data_dir) or f"{data_dir}: no such folder"
+        raise UserError(f"--data-dir {blocked} (data sets are prepared under data/ by default)")
     cards = sorted(Path(data_dir).glob("*/card.json"))
     if not cards:
         print(f"no prepared data sets under {data_dir}/ (collapse-hpc data prepare NAME)")

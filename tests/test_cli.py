@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -183,7 +184,7 @@ def test_data_list_with_corrupt_card(tmp_path):
 def test_data_list_of_a_folder_that_is_not_there_is_one_line(tmp_path):
     """A typo of --data-dir read 'no prepared data sets under …' with exit 0."""
     (tmp_path / "afile").write_text("")
-    for where, what in ((tmp_path / "nope", "no such folder"), (tmp_path / "afile", "not a folder")):
+    for where, what in ((tmp_path / "nope", "no such folder"), (tmp_path / "afile", "a file, not a folder")):
         assert one_error_line(cli("data", "list", "--data-dir", where)) == \
             f"error: --data-dir {where}: {what} (data sets are prepared under data/ by default)"
     assert "no prepared data sets" in cli("data", "list", "--data-dir", tmp_path).stdout
@@ -959,14 +960,18 @@ def test_kaggles_mnist_csv_given_to_data_prepare_is_said_to_be_images(tmp_path):
 def test_data_prepare_into_a_data_dir_that_is_a_file_is_one_line_before_reading(tmp_path):
     """--data-dir naming a file, or a path under one: the line named the data set's temporary folder
     (.tmp-x.preparing: Not a directory) once the text was read, or said 'File exists' for a built-in one."""
+    from collapse_hpc import data
+    from collapse_hpc.errors import UserError
+
     (tmp_path / "afile").write_text("")
     (tmp_path / "c.txt").write_text("a line of text\n" * 10)
-    for where, what in ((tmp_path / "afile", "not a folder"),
-                        (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, not a folder")):
+    said = f"--data-dir {tmp_path / 'afile'}: a file, not a folder; a folder is made there: give a folder's path"
+    for where in (tmp_path / "afile", tmp_path / "afile" / "sub"):
         for source in (["--from", tmp_path / "c.txt"], []):
             name = "x" if source else "digits"
-            assert one_error_line(cli("data", "prepare", name, *source, "--data-dir", where)) == \
-                f"error: --data-dir {where}: {what} (data sets are prepared under data/ by default)"
+            assert one_error_line(cli("data", "prepare", name, *source, "--data-dir", where)) == f"error: {said}"
+            with pytest.raises(UserError, match=re.escape(said)):  # called from code, as a run prepares digits
+                data.prepare(name, where, source=str(source[1]) if source else None)
     assert (tmp_path / "afile").read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c.txt"]
 
 
