@@ -151,16 +151,17 @@ def _activations(cfg, height: int, width: int) -> int:
 def _evaluation(cfg, height: int, width: int) -> int:
     """Bytes scoring and sampling hold beside the images: the classifier's float64 features of every
     generated image three times (predict's batches, their concatenation, frechet's centred copy); the
-    feature maps of metrics.EVAL_BATCH images through the encoder and of metrics.SAMPLE_BATCH prior samples
+    feature maps of metrics.EVAL_BATCH images through the encoder and of config.SAMPLE_BATCH prior samples
     through the decoder, a convolution's output beside its ReLU's each (peak RSS: 1.67 times one copy of the
     encoder's, 28x28 images). The two passes never overlap, but the sampling pass was left out and the
     allocator keeps part of each pass's maps: peak RSS at 28x28 was 0.56-0.70 GB on one machine and 0.90 GB on
     another (same code and lock), against 0.90 GB counted without the sampling pass."""
-    from collapse_hpc.experiments.vae.metrics import EVAL_BATCH, SAMPLE_BATCH
+    from collapse_hpc.experiments.vae import config
+    from collapse_hpc.experiments.vae.metrics import EVAL_BATCH
 
     maps = _maps(cfg, height, width)
     return (3 * 8 * cfg.classifier_hidden * cfg.eval_samples + 2 * 4 * EVAL_BATCH * maps
-            + 2 * 4 * SAMPLE_BATCH * (maps + height * width))
+            + 2 * 4 * config.SAMPLE_BATCH * (maps + height * width))
 
 
 def _dims(run, dataset: str) -> tuple[int, int, int] | None:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from collapse_hpc.config import FILE_NAME_CHARS, Section, knob
 from collapse_hpc.errors import UserError
 
+# prior samples model.sample decodes at once: the memory estimate counts their decoder maps
+SAMPLE_BATCH = 2048
+
 
 @dataclass
 class VaeConfig(Section):

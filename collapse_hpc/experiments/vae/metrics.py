@@ -21,8 +21,6 @@ from collapse_hpc.plotting.metrics import NONNEGATIVE, SHARE, Metric, specs
 # images an evaluation pass sends through a network at once (latent_radii, classifier.predict): their
 # feature maps are the largest thing scoring holds (the memory estimate counts them)
 EVAL_BATCH = 4096
-# prior samples model.sample decodes at once: their decoder maps are held while scoring is not
-SAMPLE_BATCH = 2048
 
 CLASSES = 10
 

@@ -18,8 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from collapse_hpc.errors import UserError
-from collapse_hpc.experiments.vae.config import check_stages
-from collapse_hpc.experiments.vae.metrics import SAMPLE_BATCH
+from collapse_hpc.experiments.vae.config import SAMPLE_BATCH, check_stages
 
 
 class ConvVAE(nn.Module):

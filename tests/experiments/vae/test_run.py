@@ -232,16 +232,16 @@ def test_a_chain_on_your_own_images(tmp_path):
 def test_the_memory_estimate_counts_the_sampling_pass(tmp_path, monkeypatch):
     """model.sample decodes SAMPLE_BATCH prior samples at once; their decoder maps (each stage's, and the
     image), an output beside its ReLU's, were not counted."""
-    from collapse_hpc.experiments.vae import _maps, metrics
+    from collapse_hpc.experiments.vae import _maps, config
 
     _, run = _run(tmp_path)
     variant = experiments.get("vae").variants(run)[0]
     cfg = variant.section(run)
     before = experiments.get("vae").memory(run, variant)
-    monkeypatch.setattr(metrics, "SAMPLE_BATCH", metrics.SAMPLE_BATCH + 100)
+    monkeypatch.setattr(config, "SAMPLE_BATCH", config.SAMPLE_BATCH + 100)
     assert experiments.get("vae").memory(run, variant) - before == 2 * 4 * 100 * (_maps(cfg, 8, 8) + 64)
     batch = inspect.signature(model.ConvVAE.sample).parameters["batch"].default
-    assert batch == metrics.SAMPLE_BATCH - 100  # the batch the model decodes
+    assert batch == config.SAMPLE_BATCH - 100  # the batch the model decodes
 
 
 PEAK = """
