@@ -96,7 +96,7 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.data import check_caches
         from collapse_hpc.experiments.lm.hub import check_source
         from collapse_hpc.experiments.lm.model import check_weights
-        from collapse_hpc.experiments.lm.tokenizer import check_tokenizer
+        from collapse_hpc.experiments.lm.tokenizer import check_tokenizer, tokenizer_tag
         from collapse_hpc.experiments.lm.train import check_deepspeed
 
         checked, problems = set(), []
@@ -118,7 +118,7 @@ class LanguageModel(Experiment):
                     if key == "model":
                         attempt(check_weights, where(key), tag, cfg.pretrained)
             own = cfg.tokenizer is None  # the model's tag's tokenizer
-            tokenizer = cfg.model if own and cfg.model != "tiny" else cfg.tokenizer
+            tokenizer = tokenizer_tag(cfg)
             if tokenizer and ("vocabulary", tokenizer) not in checked:
                 checked.add(("vocabulary", tokenizer))
                 attempt(check_tokenizer, where("model" if own else "tokenizer"), tokenizer, model=own)

@@ -196,14 +196,14 @@ def _check_sources(cfg) -> None:
     """The model tag (whose tokenizer every call loads) and tokenizer, checked as a config's are: the HF
     cache, else one request to the hub (10 s at most), not transformers' retries for a minute."""
     from collapse_hpc.experiments.lm.hub import check_source
-    from collapse_hpc.experiments.lm.tokenizer import check_tokenizer
+    from collapse_hpc.experiments.lm.tokenizer import check_tokenizer, tokenizer_tag
 
     for flag, tag in (("--model_tag", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
         if tag:
             check_source(flag, tag)
-    if cfg.tokenizer or cfg.model != "tiny":  # the files a tokenizer needs, as a config's are checked
-        check_tokenizer("tokenizer" if cfg.tokenizer else "--model_tag", cfg.tokenizer or cfg.model,
-                        model=not cfg.tokenizer)
+    tag = tokenizer_tag(cfg)
+    if tag:  # the files a tokenizer needs, as a config's are checked
+        check_tokenizer("tokenizer" if cfg.tokenizer else "--model_tag", tag, model=not cfg.tokenizer)
 
 
 def _check_flags(a) -> None:

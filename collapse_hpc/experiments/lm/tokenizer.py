@@ -94,10 +94,16 @@ def save_atomic(tokenizer, folder: Path) -> None:
         seal(tmp)
 
 
+def tokenizer_tag(cfg) -> str | None:
+    """The folder or hub tag whose tokenizer a unit loads: lm.tokenizer, else the model's; None for the
+    tiny model without one (the BPE trained on the data set)."""
+    return cfg.tokenizer or (None if cfg.model == "tiny" else cfg.model)
+
+
 def load_tokenizer(cfg, data_dir: Path):
     from transformers import AutoTokenizer
 
-    tag = cfg.tokenizer or (None if cfg.model == "tiny" else cfg.model)
+    tag = tokenizer_tag(cfg)
     if tag is None:
         return bpe_tokenizer(data_dir, cfg.dataset, cfg.vocab_size)
     from collapse_hpc.experiments.lm.hub import hub_offline
