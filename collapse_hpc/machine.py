@@ -6,6 +6,7 @@ nothing of the package.
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from types import FunctionType
 from typing import Iterator
 
 
@@ -139,3 +141,19 @@ def leave_process_group() -> None:
         deepspeed.destroy_process_group()
     else:
         dist.destroy_process_group()
+    _forget_groups(dist.ProcessGroup)
+
+
+def _forget_groups(kind: type) -> None:
+    """A group's threads (gloo's) run until its last reference goes, and one still running when the
+    interpreter exits may abort the rank after it finished and saved ("terminate called without an
+    active exception"; on Slurm the chain's next job then never starts). Functions defined while the
+    group existed took it as a default argument (torch.distributed.nn's, DeepSpeed's barrier): they
+    now default to None, the group of the day, as they would have had they been imported before it;
+    and a finished engine's cycles are freed now."""
+    for f in gc.get_objects():
+        if isinstance(f, FunctionType) and any(isinstance(d, kind) for d in f.__defaults__ or ()):
+            f.__defaults__ = tuple(None if isinstance(d, kind) else d for d in f.__defaults__)
+        if isinstance(f, FunctionType) and any(isinstance(d, kind) for d in (f.__kwdefaults__ or {}).values()):
+            f.__kwdefaults__ = {k: None if isinstance(d, kind) else d for k, d in f.__kwdefaults__.items()}
+    gc.collect()

@@ -264,6 +264,28 @@ def _name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def _attached(model) -> list:
+    """Each parameter's attributes and each module's hooks, as they are before DeepSpeed attaches its own."""
+    return [(p, set(vars(p))) for p in model.parameters()] + \
+        [(hooks, set(hooks)) for m in model.modules() for k, hooks in vars(m).items() if k.endswith("hooks")]
+
+
+def _release(engine, before: list) -> None:
+    """DeepSpeed's teardown, then what it attached to the model (`before`: _attached before it did):
+    process groups, the optimizer and functions bound to a parameter on the parameters, the engine's
+    hooks on the modules. A model that outlives its engine kept them, and through them the groups,
+    in cycles through parameters that the collector cannot free: gloo's threads ran on into the
+    interpreter's exit, where a rank that had finished and saved could abort ("terminate called
+    without an active exception"), failing its job (on Slurm the chain's next generation never starts)."""
+    engine.destroy()
+    for owner, names in before:
+        for name in set(vars(owner) if hasattr(owner, "__dict__") else owner) - names:
+            if hasattr(owner, "__dict__"):
+                delattr(owner, name)
+            else:
+                del owner[name]
+
+
 def _master_dtype(engine) -> str:
     """The dtype of the weights the optimizer updates: the torch optimizer's parameters (ours, or
     DeepSpeed's ZeRO 1/2 and bf16 partitions); ZeRO-3 hands them to it only during a step."""
@@ -394,6 +416,7 @@ class _Training:
         self.startup["deepspeed_import"] = time.perf_counter() - started
         skip_layerdrop_draws(model)
         self.model, module = model, self._loss_module(model, deepspeed)
+        self.attached = _attached(model)  # what DeepSpeed attaches, _release drops
 
         def scheduler(basic_optimizer):
             # DeepSpeed calls this with the torch optimizer itself (ours, or the one it built for
@@ -598,6 +621,7 @@ class _Training:
 
             _save_pretrained_atomic(load_model(self.ckpt_dir / "best"), self.tokenizer, self.out_dir)
         distributed.barrier()
+        _release(self.engine, self.attached)
         self.engine = self.model = None  # frees them before empty_cache
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -377,6 +377,8 @@ def test_bf16_weights_on_two_gloo_ranks_train_as_one(lm_data_dir, tmp_path):
     np.testing.assert_allclose(r0["curve"]["loss"], alone["curve"]["loss"], rtol=1e-3)  # bf16 rounding
     np.testing.assert_allclose(r0["val_loss"], alone["val_loss"], rtol=1e-3)
     assert r0["val_loss"][-1] < r0["initial_val_loss"]
+    # no gloo thread outlives the unit: left to the interpreter's exit, they could abort a finished rank
+    assert r0["gloo_threads_left"] == r1["gloo_threads_left"] == [], (r0["gloo_threads_left"], r1["gloo_threads_left"])
 
 
 def test_single_process_defaults_keep_deepspeed_off_mpi(monkeypatch):

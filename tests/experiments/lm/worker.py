@@ -31,6 +31,13 @@ def _kill_after_checkpoint(training, step: int) -> None:
     training._Training.checkpoint = checkpoint_then_kill
 
 
+def _gloo_threads() -> list[str]:
+    """The names of this process's gloo threads (its worker and I/O loops) still running."""
+    tasks = Path("/proc/self/task")
+    names = [(t / "comm").read_text().strip() for t in tasks.iterdir()] if tasks.is_dir() else []
+    return [n for n in names if "gloo" in n]
+
+
 def main():
     data_dir, out_root, overrides = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
     torch.set_num_threads(1)
@@ -66,8 +73,10 @@ def main():
         h.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
     corpus, per_seq = perplexity(model, val, 7, "cpu", rank=rank, world_size=world)
     summary.update(initial_val_loss=initial, params=h.hexdigest(), ppl=corpus, per_seq=per_seq.tolist())
-    (out_root / f"summary-{rank}.json").write_text(json.dumps(summary))
+    del model  # a unit's model ends with it
     leave_process_group()  # as a unit's rank does (launch/job.py)
+    summary["gloo_threads_left"] = _gloo_threads()
+    (out_root / f"summary-{rank}.json").write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":
