@@ -477,8 +477,9 @@ def cmd_stage(args) -> int:
         elif not (data_dir / name / "card.json").is_file():  # the user's own files: only they can prepare it
             raise UserError(f"{args.config}: data set {name!r} is not built in: prepare it from your files "
                             f"(collapse-hpc data prepare {name} --from PATH --data-dir {data_dir})")
-    tags = list(dict.fromkeys(t for e in run.enabled() for t in experiments.get(e).hub_models(run)))
-    for line in fetch_models(tags, prof):
+    models = {t: experiments.get(e).hub_files for e in run.enabled() for t in experiments.get(e).hub_models(run)}
+    tags = list(models)
+    for line in fetch_models(models, prof):
         print(line)
     args.run, args.generations, args.only = None, None, None
     scontrol = Scontrol()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.corpus import long_text, read_texts, split_file
+from collapse_hpc.experiments.lm.hub import VOCABULARY
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
 from collapse_hpc.store.lock import file_lock
@@ -123,11 +124,6 @@ def load_tokenizer(cfg, data_dir: Path):
     return tok
 
 
-# what AutoTokenizer builds a vocabulary from: the fast tokenizer's file, a BPE's pair (GPT-2, OPT),
-# a SentencePiece or tiktoken model (Llama, T5), a WordPiece list (BERT), Mistral's tekken.json
-VOCABULARY = ("tokenizer.json", "tekken.json", "vocab.txt", "*.model", "*.tiktoken")
-
-
 def missing_tokenizer(folder: Path) -> str | None:
     """What of a tokenizer's files is not in `folder` (a dangling link of the HF cache is not there);
     None where its vocabulary is there. transformers loads a tokenizer without them (from a config.json
@@ -144,8 +140,9 @@ def check_tokenizer(key: str, tag: str, model: bool = False) -> None:
     lm.tokenizer names none) is a folder, or with the hub offline the HF cache's copy of a hub tag, that
     lacks a tokenizer's files: said before a run folder or job exists. Online, a load fills the cache."""
     folder = Path(tag).expanduser()
-    cached = None if folder.is_dir() else _offline_copy(tag)
-    lacks = missing_tokenizer(cached or folder) if folder.is_dir() or cached else None
+    local = folder.is_dir()
+    cached = None if local else _offline_copy(tag)
+    lacks = missing_tokenizer(cached or folder) if local or cached else None
     if lacks is None:
         return
     where = f"the HF cache's copy of {tag!r} ({cached})" if cached else \
