@@ -9,7 +9,6 @@ from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.launch.profile import Profile, jobs_caches
 
 
-
 def fetch_models(models: dict[str, tuple[str, ...] | None], prof: Profile | None) -> list[str]:
     """Download every tag's files (tag -> name patterns, the experiment's hub_files; None: all) into the
     jobs' hub cache (a cached one is not fetched again); one line per tag. The hub's reachability is this
