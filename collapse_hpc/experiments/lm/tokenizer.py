@@ -165,6 +165,38 @@ def _offline_copy(tag: str) -> Path | None:
         return None
 
 
+def fewest_tokens(texts: list[str]) -> list[int]:
+    """Per text, the fewest tokens any BPE of train_bpe makes of it, whatever its vocab_size: its leading
+    '</s>' and one a pre-token (a merge never joins two of the byte-level pre-tokenizer's words)."""
+    from tokenizers import pre_tokenizers
+
+    words = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return [1 + len(words.pre_tokenize_str(text)) for text in texts]
+
+
+def ready_tokenizer(cfg, data_dir: Path):
+    """The tokenizer a unit of `cfg` loads, from what is here, writing and fetching nothing: the data set's
+    BPE of lm.vocab_size (trained in memory where it is not built yet), a tokenizer folder, or the jobs' HF
+    cache's copy of a hub tag; None where it is not here or does not load (check_source, check_tokenizer or
+    the unit say why)."""
+    from transformers import AutoTokenizer
+
+    from collapse_hpc.experiments.lm.hub import cached_snapshot, hub_tag
+
+    tag = tokenizer_tag(cfg)
+    try:
+        if tag is None:
+            folder = bpe_dir(data_dir, cfg.dataset, cfg.vocab_size)
+            if sealed_files(folder) is None:  # the unit trains it: as deterministic here
+                return train_bpe(read_texts(data_dir, cfg.dataset, "train"), cfg.vocab_size)
+        else:
+            folder = cached_snapshot(tag) if hub_tag(tag) else Path(tag).expanduser()
+        tok = AutoTokenizer.from_pretrained(str(folder)) if folder else None
+        return tok if tok and tok("a", add_special_tokens=False)["input_ids"] else None
+    except Exception:  # noqa: BLE001 - a tokenizer that does not load (any of transformers' errors) is said elsewhere
+        return None
+
+
 def fingerprint(tokenizer) -> str:
     """Hash of the full tokenizer definition (vocabulary, merges, normaliser, post-processor)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
