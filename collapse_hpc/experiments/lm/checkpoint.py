@@ -125,9 +125,10 @@ def unreadable(step_dir: Path, engine: WeightsOnlyCheckpointEngine) -> str | Non
                 if bad:
                     return f"{f.name}: {bad} does not match its checksum"
             else:
-                engine.load(str(f), map_location="cpu")
+                engine.load(str(f), map_location="cpu")  # a legacy (non-zip) file, or none at all
         except Unreadable as e:
-            return f"{f.name}: {e.why}"
+            cut = engine.zipfile_serialization and "failed finding central directory" in e.why
+            return f"{f.name}: {'not a whole zip archive (cut short?)' if cut else e.why}"
         except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
             return f"{f.name}: not readable ({first_line(e)})"
     return None

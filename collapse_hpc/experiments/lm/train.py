@@ -493,8 +493,9 @@ class _Training:
             return True
         if self.rank == 0:
             kept = set_aside(tag_dir)
-            self.log.warning("warning: training checkpoint %s is unreadable (%s): set aside as %s (not deleted); "
-                             "%s", tag_dir, why, kept.name, then)
+            self.log.warning("warning: training checkpoint %s is unreadable (%s): set aside as %s (kept with the "
+                             "checkpoints until this generation's model is published); %s", tag_dir, why, kept.name,
+                             then)
         distributed.barrier()
         return False
 

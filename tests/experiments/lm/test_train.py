@@ -782,7 +782,8 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_generation_trains_from_it
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "checkpoint" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"warning: training checkpoint {step} is unreadable ("), said
     assert target.name in said[0] and said[0].endswith(
-        "set aside as unreadable-step00000002 (not deleted); this generation trains from its start"), said
+        "set aside as unreadable-step00000002 (kept with the checkpoints until this generation's model is "
+        "published); this generation trains from its start"), said
     assert again["resumed_from"] is None and again["val_loss"] == whole["val_loss"]
     assert again["train_loss"] == whole["train_loss"]
     kept = ckpt / "unreadable-step00000002"
