@@ -15,7 +15,7 @@ API:
 - use_weights_only(engine)   swap the engine's checkpoint engine for ours (after deepspeed.initialize)
 - safe_types() -> list       the non-tensor types allowed in a checkpoint
 - unreadable(step_dir, engine) -> str | None   why a step folder's files cannot be read back; None: they can
-- set_aside(step_dir) -> Path                  renamed out of resume's sight (unreadable-<step>), not deleted
+- set_aside(step_dir) -> Path                  renamed out of resume's sight (unreadable-<step>), kept beside it
 - WeightsOnlyCheckpointEngine, Unreadable
 """
 from __future__ import annotations

@@ -443,16 +443,16 @@ def _check_held_out(data_dir: Path, cfg) -> None:
 
 
 def _short_split(data_dir: Path, cfg) -> str | None:
-    """The line refusing the first held-out split without a block, or None. The data set's own BPE makes at
-    least tk.fewest_tokens of a text whatever its vocab_size, so a block that many reach is there without
-    training it; else (and for any other tokenizer) its tokens are counted."""
-    tokenizer = None
+    """The line refusing the first held-out split without a block, or None. A block that a bound of the
+    tokens reaches (tk.tokens_at_least: the data set's BPE, whatever its vocab_size, untrained) is there;
+    else the tokens are counted by the tokenizer the unit loads."""
+    tokenizer, at_least = None, tk.tokens_at_least(cfg)
     for split in HELD_OUT:
         try:
             texts = read_texts(data_dir, cfg.dataset, split)
         except UserError:
             return None
-        if tk.tokenizer_tag(cfg) is None and _most_in_a_batch(texts, tk.fewest_tokens, cfg) >= cfg.block_size:
+        if at_least and _most_in_a_batch(texts, at_least, cfg) >= cfg.block_size:
             continue
         tokenizer = tokenizer or tk.ready_tokenizer(cfg, data_dir)
         if tokenizer is None:

@@ -174,15 +174,43 @@ def fewest_tokens(texts: list[str]) -> list[int]:
     return [1 + len(words.pre_tokenize_str(text)) for text in texts]
 
 
+def tokens_at_least(cfg):
+    """texts -> per text, at least the tokens the tokenizer of a unit of `cfg` makes of it, counted without
+    transformers (seconds to import); None where no such bound is known. The data set's BPE: fewest_tokens;
+    a byte-level BPE's pair (vocab.json, merges.txt: GPT-2, OPT), as many as its pre-tokens; a tokenizer.json,
+    its own encoding less one (transformers may leave out a special token, or the prefix space)."""
+    tag = tokenizer_tag(cfg)
+    folder = _local_copy(tag) if tag else None
+    if tag is None:
+        return fewest_tokens
+    if folder and (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            own = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception:  # noqa: BLE001 - the tokenizers library's errors have no common type
+            return None
+        return lambda texts: [len(e.ids) - 1 for e in own.encode_batch(texts, add_special_tokens=False)]
+    if folder and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return lambda texts: [n - 1 for n in fewest_tokens(texts)]
+    return None
+
+
+def _local_copy(tag: str) -> Path | None:
+    """The folder a tokenizer tag loads from on this machine: itself, or the (jobs') HF cache's copy of a hub tag."""
+    from collapse_hpc.experiments.lm.hub import cached_snapshot, hub_tag
+
+    try:
+        return cached_snapshot(tag) if hub_tag(tag) else Path(tag).expanduser()
+    except ValueError:  # no hub name
+        return None
+
+
 def ready_tokenizer(cfg, data_dir: Path):
     """The tokenizer a unit of `cfg` loads, from what is here, writing and fetching nothing: the data set's
     BPE of lm.vocab_size (trained in memory where it is not built yet), a tokenizer folder, or the jobs' HF
     cache's copy of a hub tag; None where it is not here or does not load (check_source, check_tokenizer or
     the unit say why)."""
-    from transformers import AutoTokenizer
-
-    from collapse_hpc.experiments.lm.hub import cached_snapshot, hub_tag
-
     tag = tokenizer_tag(cfg)
     try:
         if tag is None:
@@ -190,9 +218,13 @@ def ready_tokenizer(cfg, data_dir: Path):
             if sealed_files(folder) is None:  # the unit trains it: as deterministic here
                 return train_bpe(read_texts(data_dir, cfg.dataset, "train"), cfg.vocab_size)
         else:
-            folder = cached_snapshot(tag) if hub_tag(tag) else Path(tag).expanduser()
-        tok = AutoTokenizer.from_pretrained(str(folder)) if folder else None
-        return tok if tok and tok("a", add_special_tokens=False)["input_ids"] else None
+            folder = _local_copy(tag)
+        if not folder:
+            return None
+        from transformers import AutoTokenizer  # seconds to import: only where there is one to load
+
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        return tok if tok("a", add_special_tokens=False)["input_ids"] else None
     except Exception:  # noqa: BLE001 - a tokenizer that does not load (any of transformers' errors) is said elsewhere
         return None
 

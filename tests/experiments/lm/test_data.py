@@ -467,6 +467,23 @@ def _small_data_set(tmp_path, name: str, rows: dict[str, int]):
     return json.loads((tmp_path / "data" / name / "card.json").read_text())["tokens"]
 
 
+def test_a_tokenizer_folder_s_held_out_tokens_are_bounded_to_pass_and_counted_to_refuse(tmp_path):
+    """lm.tokenizer naming a folder: the check passes a block its own tokenizer.json reaches (no
+    transformers), and refuses, with the count transformers' tokenizer makes, one the split cannot fill."""
+    from transformers import AutoTokenizer
+
+    from collapse_hpc.experiments.lm.config import LMConfig
+
+    _small_data_set(tmp_path, "small", {"train": 800, "validation": 8, "test": 30})
+    folder = tmp_path / "data" / "small" / "tokenizer-bpe8000"
+    texts = data.read_texts(tmp_path / "data", "small", "validation")
+    tokens = sum(map(len, AutoTokenizer.from_pretrained(str(folder))(texts)["input_ids"]))
+    data.check_caches(tmp_path / "data", LMConfig(dataset="small", tokenizer=str(folder), block_size=tokens))
+    with pytest.raises(UserError, match=rf"^lm\.block_size {tokens + 1}: the validation split of small makes no "
+                                        rf"block of that many tokens \({tokens} tokens under this tokenizer\)"):
+        data.check_caches(tmp_path / "data", LMConfig(dataset="small", tokenizer=str(folder), block_size=tokens + 1))
+
+
 def test_a_block_size_no_split_fits_is_refused_before_a_model_is_built(tmp_path, fake_slurm):  # noqa: F811
     """By the card before the run folder exists (the data set's own BPE); under another tokenizer by the
     held-out splits cut with it, also before the run folder exists (it was found only in the unit, after the
