@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from collapse_hpc import __version__, logs
-from collapse_hpc.errors import UserError, one_line
+from collapse_hpc.errors import UserError, one_line, path_argument
 from collapse_hpc.logs import count
 from collapse_hpc.machine import available_memory, gpu_ids, term_as_interrupt, total_memory
 
@@ -37,17 +37,9 @@ EXPERIMENT_GENERATIONS_HELP = "generations of this experiment's chains (sets its
 SET_HELP = "override one config value, e.g. --set gmm.replicates=64 (repeatable)"
 
 
-def path(text: str) -> str:
-    """A path argument: an empty one (`--run "$RUN"` with RUN unset) was taken as the default run folder,
-    or as the current folder."""
-    if not text:
-        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a path")
-    return text
-
-
 def _config_args(p: argparse.ArgumentParser, only: bool = True) -> None:
-    p.add_argument("config", type=path, help="config YAML (configs/demo.yaml, configs/paper.yaml, …)")
-    p.add_argument("--run", type=path, metavar="DIR", help="run folder (default: runs/<config file name>)")
+    p.add_argument("config", type=path_argument, help="config YAML (configs/demo.yaml, configs/paper.yaml, …)")
+    p.add_argument("--run", type=path_argument, metavar="DIR", help="run folder (default: runs/<config file name>)")
     p.add_argument("--generations", type=int, metavar="N",
                    help=GENERATIONS_HELP if only else EXPERIMENT_GENERATIONS_HELP)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
@@ -102,15 +94,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="local: subprocesses; debug: in this process; slurm: submit (default: the config's "
                         "executor:, local where it names none; with --profile: the profile's, slurm unless it "
                         "says otherwise)")
-    r.add_argument("--profile", type=path, metavar="YAML", help="cluster profile (slurm/local.yaml, …)")
+    r.add_argument("--profile", type=path_argument, metavar="YAML", help="cluster profile (slurm/local.yaml, …)")
 
     s = sub.add_parser("submit", help="submit a config to Slurm (returns at once)",
                        description="Submit each chain as afterok-chained jobs and each array experiment "
                                    "as a job array, plus a final aggregation job. Only what is neither "
                                    "done nor queued is submitted.")
     _config_args(s)
-    s.add_argument("--profile", type=path, metavar="YAML", help="cluster profile (default: an existing run's own, its "
-                   "earlier submit's; else the config's `profile:`, else slurm/site.yaml)")
+    s.add_argument("--profile", type=path_argument, metavar="YAML",
+                   help="cluster profile (default: an existing run's own, its earlier submit's; else the config's "
+                        "`profile:`, else slurm/site.yaml)")
     s.add_argument("--dry-run", action="store_true", help="print the plan, each kind of sbatch script, the "
                    "estimated GPU-hours, wall time and disk, and every failing check; write and queue nothing "
                    "(exit 2 only when a check failed)")
@@ -120,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "neither --profile nor the config's profile: names one).")
     prsub = pr.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     pi = prsub.add_parser("init", help="write a starter profile from sinfo")
-    pi.add_argument("--out", type=path, default="slurm/site.yaml", metavar="YAML",
+    pi.add_argument("--out", type=path_argument, default="slurm/site.yaml", metavar="YAML",
                     help="the profile file to write (default: slurm/site.yaml, which submit uses where neither "
                          "--profile nor the config names one)")
     pi.add_argument("--force", action="store_true", help="replace an existing file")
@@ -130,9 +123,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "hub model the config's variants need, into the config's data folder and "
                                     "the HF cache the profile's jobs use (its env.HF_HOME or HF_HUB_CACHE), then run "
                                     "the checks submit runs. Done ones are skipped.")
-    sg.add_argument("config", type=path, help="config YAML")
-    sg.add_argument("--profile", type=path, metavar="YAML", help="cluster profile (default: the config's `profile:`, "
-                    "else slurm/site.yaml)")
+    sg.add_argument("config", type=path_argument, help="config YAML")
+    sg.add_argument("--profile", type=path_argument, metavar="YAML",
+                    help="cluster profile (default: the config's `profile:`, else slurm/site.yaml)")
     sg.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                     help=SET_HELP)
 
@@ -141,13 +134,13 @@ def _parser() -> argparse.ArgumentParser:
                                     "units stay, and submit queues what is left. A run launched here by "
                                     "`collapse-hpc run` is stopped as Ctrl-C stops it (its launcher and units, on "
                                     "this host); a next run goes on from its finished units.")
-    ca.add_argument("run", type=path, help="run folder")
+    ca.add_argument("run", type=path_argument, help="run folder")
 
     st = sub.add_parser("status", help="progress of a run", description="Per chain: generation reached, "
                         "job states (summarised where every unit would not fit a screen: --all lists them) "
                         "and, for a failed job, its log and last lines; for a job that completed "
                         "without its unit being done, the missing artefact and the command that redoes it.")
-    st.add_argument("run", type=path, help="run folder")
+    st.add_argument("run", type=path_argument, help="run folder")
     st.add_argument("--json", action="store_true", help="print the state as JSON (for scripts)")
     st.add_argument("--all", action="store_true", dest="every",
                     help="every unit on its own line (a run too long for a screen is otherwise summarised: units "
@@ -155,8 +148,10 @@ def _parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("aggregate", help="tables, figures and the results page of runs",
                        description="Write RUN/report/{metrics.parquet, summary.csv, figures, index.html, results.md}.")
-    a.add_argument("runs", type=path, nargs="+", metavar="RUN", help="run folder(s); several are drawn side by side")
-    a.add_argument("--out", type=path, metavar="DIR", help="report folder (default: RUN/report of the first run)")
+    a.add_argument("runs", type=path_argument, nargs="+", metavar="RUN",
+                   help="run folder(s); several are drawn side by side")
+    a.add_argument("--out", type=path_argument, metavar="DIR",
+                   help="report folder (default: RUN/report of the first run)")
     a.add_argument("--replicates", type=int, metavar="K",
                    help="use only the first K replicates of each variant (gmm, gaussian): a report of many "
                         "replicates holds every value in memory (submit --dry-run estimates how much); the page "
@@ -164,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="re-hash every artefact against its manifest",
                        description="Exit 1 on any mismatch, naming the file and the command that redoes it.")
-    v.add_argument("run", type=path, help="run folder")
+    v.add_argument("run", type=path_argument, help="run folder")
 
     d = sub.add_parser("data", help="prepare data sets", description="Prepare data sets as Parquet under data/.")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -174,19 +169,19 @@ def _parser() -> argparse.ArgumentParser:
     dp = dsub.add_parser("prepare", help=f"prepare NAME ({known}, or any name with --from)")
     dp.add_argument("name", metavar="NAME", help=f"data set to prepare: {known}, "
                     "or a new name for the files given with --from")
-    dp.add_argument("--from", type=path, dest="source", metavar="PATH",
+    dp.add_argument("--from", type=path_argument, dest="source", metavar="PATH",
                     help="your own files to prepare instead: text, JSON lines, CSV, Parquet or datasets files (the "
                     "lm; data/README.md lists the formats), or a folder of "
                     "MNIST-named IDX images (the vae)")
-    dp.add_argument("--data-dir", type=path, default="data", help="where prepared data goes (default: data)")
+    dp.add_argument("--data-dir", type=path_argument, default="data", help="where prepared data goes (default: data)")
     dp.add_argument("--force", action="store_true", help="prepare again even if present")
     dl = dsub.add_parser("list", help="list prepared data sets")
-    dl.add_argument("--data-dir", type=path, default="data", help="where prepared data is (default: data)")
+    dl.add_argument("--data-dir", type=path_argument, default="data", help="where prepared data is (default: data)")
 
     c = sub.add_parser("config", help="show every config key, or a resolved config",
                        description="Without CONFIG: every key with its default and meaning. With CONFIG: the "
                                    "resolved, validated config (after --set/--generations) and its hash.")
-    c.add_argument("config", type=path, nargs="?", help="config YAML to resolve (without it: every key)")
+    c.add_argument("config", type=path_argument, nargs="?", help="config YAML to resolve (without it: every key)")
     c.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
     c.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
                    help=SET_HELP)
@@ -482,8 +477,9 @@ def cmd_stage(args) -> int:
         elif not (data_dir / name / "card.json").is_file():  # the user's own files: only they can prepare it
             raise UserError(f"{args.config}: data set {name!r} is not built in: prepare it from your files "
                             f"(collapse-hpc data prepare {name} --from PATH --data-dir {data_dir})")
-    tags = list(dict.fromkeys(t for e in run.enabled() for t in experiments.get(e).hub_models(run)))
-    for line in fetch_models(tags, prof):
+    models = {t: experiments.get(e).hub_files for e in run.enabled() for t in experiments.get(e).hub_models(run)}
+    tags = list(models)
+    for line in fetch_models(models, prof):
         print(line)
     args.run, args.generations, args.only = None, None, None
     scontrol = Scontrol()

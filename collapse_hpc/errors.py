@@ -1,5 +1,7 @@
 """The one error type users see: a single line, exit status 2, no traceback; and one_line, how any
-text from the input (a key, a path, a file name) is printed."""
+text from the input (a key, a path, a file name) is printed; and path_argument, every command's path
+arguments' type."""
+import argparse
 
 
 class UserError(Exception):
@@ -31,3 +33,11 @@ def one_line(text) -> str:
     no-break space) or not print at all (the surrogate an undecodable byte of a file name becomes):
     a message quoting a YAML key "a\\nb" or a path, verify naming a stray file."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def path_argument(text: str) -> str:
+    """A path argument (argparse's type=) of every command, `collapse-hpc lm`'s too: an empty one (`--run
+    "$RUN"` with RUN unset) was taken as the default run folder, or as the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a path")
+    return text

@@ -724,6 +724,22 @@ def test_an_empty_path_is_refused_not_taken_as_the_default(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.yaml"]
 
 
+def test_the_lm_command_refuses_every_empty_path_as_the_others_do(tmp_path):
+    """`collapse-hpc lm CONFIG --run "$RUN"` with RUN unset ran into runs/<config name>, and an empty
+    --save-name or --generate trained into the current folder: its path arguments now take the same type
+    as every other command's, with the same words."""
+    cfg = _toy_config(tmp_path)
+    cases = [(("lm", cfg, "--run", ""), "--run"), (("lm", ""), "config"), (("lm", "--data-dir", ""), "--data-dir")]
+    cases += [(("lm", flag, ""), f"{short}/{flag}") for short, flag in (
+        ("-load", "--load-name"), ("-save", "--save-name"), ("-saveperplexities", "--saveperplexities"),
+        ("-st", "--saveto"), ("-gen", "--generate"), ("-load-gen", "--load-generate"))]
+    for argv, arg in cases:
+        line = one_error_line(cli(*argv, cwd=tmp_path))
+        assert line == (f"error: collapse-hpc lm: argument {arg}: an empty path (an unset shell variable?); "
+                        f"give a path (see collapse-hpc lm --help)"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.yaml"]
+
+
 def test_run_folder_that_is_a_file_is_named(tmp_path):
     """--run naming a file: said as such before anything, not mkdir's bare 'File exists'."""
     cfg = tmp_path / "c.yaml"

@@ -53,6 +53,12 @@ def test_ruff_with_the_project_config_catches_an_unused_import_and_passes_the_tr
     assert r.returncode == 0, r.stdout
 
 
+def test_no_module_has_three_blank_lines_in_a_row():
+    # pycodestyle's E303; ruff has it in its preview only, whose output names rules instead of their codes
+    for path in sorted([*REPO.glob("collapse_hpc/**/*.py"), *REPO.glob("tests/**/*.py")]):
+        assert "\n\n\n\n" not in path.read_text(), f"{path.relative_to(REPO)}: three blank lines in a row"
+
+
 def test_requires_python_agrees_with_the_readme():
     import tomllib
 

@@ -261,6 +261,8 @@ class Experiment:
     local_files: tuple[str, ...] = ()
     # what its --from takes, for the line of a PATH no experiment reads: "…; or, for the vae, grey images as …"
     local_about: str = ""
+    # collapse-hpc stage: the files of each hub_models repository it fetches (name patterns); None: every file
+    hub_files: tuple[str, ...] | None = None
 
     def variants(self, run) -> list[Variant]:
         return default_variants(self.name, run)

@@ -8,20 +8,18 @@ from __future__ import annotations
 from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.launch.profile import Profile, jobs_caches
 
-# what from_pretrained reads; the hub's other formats (TensorFlow, Flax, ONNX) are left out
-MODEL_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "*.py"]
 
-
-def fetch_models(tags: list[str], prof: Profile | None) -> list[str]:
-    """Download every tag into the jobs' hub cache (a cached one is not fetched again); one line per
-    tag. The hub's reachability is this shell's (HF_HUB_OFFLINE unset: online)."""
+def fetch_models(models: dict[str, tuple[str, ...] | None], prof: Profile | None) -> list[str]:
+    """Download every tag's files (tag -> name patterns, the experiment's hub_files; None: all) into the
+    jobs' hub cache (a cached one is not fetched again); one line per tag. The hub's reachability is this
+    shell's (HF_HUB_OFFLINE unset: online)."""
     from huggingface_hub import constants, snapshot_download
 
     cache = jobs_caches(prof)[1]  # the hub cache the profile's jobs use
     lines = []
-    for tag in tags:
+    for tag, files in models.items():
         try:
-            path = snapshot_download(tag, cache_dir=cache, allow_patterns=MODEL_FILES)
+            path = snapshot_download(tag, cache_dir=cache, allow_patterns=None if files is None else list(files))
         except Exception as e:  # offline, unknown repository, network, disk: huggingface_hub's many kinds
             why = first_line(e, None)
             hint = " (the hub is offline here: HF_HUB_OFFLINE=1; stage where it is reachable)" \

@@ -49,7 +49,6 @@ class Report:
         return Path(os.path.relpath(path, self.out)).as_posix()
 
 
-
 CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111;line-height:1.45}
 h1,h2,h3{font-family:Helvetica,Arial,sans-serif}h2{border-bottom:1px solid #999;padding-bottom:.2em;margin-top:2em}
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}

@@ -400,7 +400,6 @@ def test_a_unit_larger_than_the_memory_available_now_runs_with_a_warning(tmp_pat
     assert err.count("is available here now") == 1, err
 
 
-
 def _one_core() -> None:
     _sigint_default()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one unit at a time, in the plan's order

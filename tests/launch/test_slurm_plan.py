@@ -925,7 +925,6 @@ def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slur
     assert "a copy of" not in out
 
 
-
 def test_submit_redoes_a_finished_generation_the_next_one_cannot_read(tmp_path, fake_slurm):
     """gen_001's data corrupted after it finished (same size): submit queued gen_002 alone, which
     refused to start on it ('an earlier generation … does not verify'), and again at every submit.

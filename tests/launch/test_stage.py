@@ -1,5 +1,7 @@
 """The model check before submitting, and `collapse-hpc stage`, look in the HF cache that the
 profile's jobs use (its env.HF_HOME), not in the submitting shell's."""
+from pathlib import Path
+
 import pytest
 
 from tests.experiments.lm.test_hub import cache_model
@@ -65,6 +67,31 @@ def test_stage_fetches_into_the_jobs_cache_and_then_the_check_passes(tmp_path, s
     rc, out, err = collapse("stage", cfg, "--profile", prof)
     assert rc == 0, err
     assert f"model {TAG}: in {jobs / 'hub'}" in out and "submit's checks pass" in out
+
+
+def test_stage_fetches_every_tokenizer_file_the_check_accepts(tmp_path, setup, monkeypatch):
+    # a model whose only vocabulary is a tiktoken file: the check accepted it, stage did not fetch it, so
+    # the staged cache was refused by the very check that stage runs last
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    cfg, prof, shell, jobs = setup
+    files = ["config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.tiktoken", "tf_model.h5"]
+
+    def download(tag, cache_dir, allow_patterns=None, **_):  # the hub's repository, filtered as the hub's client does
+        snapshot = Path(cache_dir) / f"models--{tag.replace('/', '--')}" / "snapshots" / "abc123"
+        snapshot.mkdir(parents=True)
+        (snapshot.parent.parent / "refs").mkdir()
+        (snapshot.parent.parent / "refs" / "main").write_text("abc123")
+        for name in filter_repo_objects(files, allow_patterns=allow_patterns):
+            (snapshot / name).write_text("{}")
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    rc, out, err = collapse("stage", cfg, "--profile", prof)
+    snapshot = jobs / "hub" / f"models--{TAG.replace('/', '--')}" / "snapshots" / "abc123"
+    assert (snapshot / "tokenizer.tiktoken").is_file() and not (snapshot / "tf_model.h5").exists()
+    assert rc == 0 and "submit's checks pass" in out, out + err
 
 
 def test_stage_refuses_a_data_set_only_the_user_can_prepare(tmp_path, setup):

@@ -19,6 +19,7 @@ from collapse_hpc.experiments.base import (Experiment, Registration, check_prepa
 from collapse_hpc.experiments.lm import cli
 from collapse_hpc.experiments.lm.config import LMConfig
 from collapse_hpc.experiments.lm.cost import generation_seconds, train_blocks
+from collapse_hpc.experiments.lm.hub import HUB_FILES
 
 # on disk, per token of a block, measured on the demo (512 blocks of 64 tokens, 4000-token BPE): train_set.parquet's
 # ids and lineage, 1.8 bytes; the shards' ids, text and lineage, 1.9, with the perplexity tables (a row a block)
@@ -59,6 +60,7 @@ class LanguageModel(Experiment):
     # regimes that need scores of the pools' blocks (curation.py): a detector's importance weights,
     # a verifier's perplexities
     scored_regimes = ("detector-resample", "verifier-filter")
+    hub_files = HUB_FILES  # what stage fetches of a hub model: every tokenizer file the check accepts
 
     def variants(self, run):
         """regimes x seeds, times the decoding strategies when the config sweeps them (setting

@@ -7,15 +7,23 @@ tensors and plain containers, exactly the DeepSpeed types its ZeRO 0/1/2 checkpo
 one line naming the file and the type. Saved through a file of ours, so that a full disk is the
 OSError it was (PyTorch's own writer says it as a RuntimeError without an errno).
 
+A step folder whose files cannot be read (cut short, garbage: a node's crash after its complete.json)
+is found before any of it is loaded (unreadable), and set aside under another name (set_aside), so
+resume never applies half of a checkpoint, nor stops on one every later job would stop on too.
+
 API:
 - use_weights_only(engine)   swap the engine's checkpoint engine for ours (after deepspeed.initialize)
 - safe_types() -> list       the non-tensor types allowed in a checkpoint
-- WeightsOnlyCheckpointEngine
+- unreadable(step_dir, engine) -> str | None   why a step folder's files cannot be read back; None: they can
+- set_aside(step_dir) -> Path                  renamed out of resume's sight (unreadable-<step>), kept beside it
+- WeightsOnlyCheckpointEngine, Unreadable
 """
 from __future__ import annotations
 
 import pickle
 import re
+import zipfile
+from pathlib import Path
 
 import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
@@ -55,6 +63,15 @@ class _Writes:
 # training keeps its latest complete checkpoint only (train.py removes the earlier ones once it is saved)
 DELETE = ("delete its step folder: the generation then trains from its start (from an earlier step folder, "
           "where one is left)")
+SET_ASIDE = "unreadable-"  # a step folder set aside: named so that resume (step*) never reads it
+
+
+class Unreadable(UserError):
+    """A checkpoint file that is not one: cut short, or garbage (not a tampered one, which is refused)."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"training checkpoint {path}: {why}; {DELETE}")
+        self.why = why
 
 
 class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
@@ -81,10 +98,51 @@ class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
                 return torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as e:
             refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-            why = f"it holds a {refused.group(1)}, not only tensors" if refused else "not a readable checkpoint"
-            raise UserError(f"training checkpoint {path}: not loaded ({why}); {DELETE}") from None
-        except (RuntimeError, EOFError, OSError) as e:
-            raise UserError(f"training checkpoint {path}: not readable ({first_line(e)}); {DELETE}") from None
+            if refused:
+                raise UserError(f"training checkpoint {path}: not loaded (it holds a {refused.group(1)}, not only "
+                                f"tensors); {DELETE}") from None
+            raise Unreadable(path, "not loaded (not a readable checkpoint)") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            raise Unreadable(path, f"not readable ({first_line(e)})") from None
+        except Exception as e:  # noqa: BLE001 - garbage read as a legacy (non-zip) pickle breaks in any way
+            raise Unreadable(path, f"not readable ({type(e).__name__}: {first_line(e)})") from None
+
+
+def unreadable(step_dir: Path, engine: WeightsOnlyCheckpointEngine) -> str | None:
+    """Why step folder `step_dir`'s files cannot be read back, or None. Read whole before the engine loads
+    any of them: DeepSpeed applies the model's file before it reads ZeRO's optimizer files, so one of those
+    cut short was found with the weights already swapped. A zip file (torch.save's format) is checked by its
+    members' CRC-32s, which torch.load never compares (a flipped bit in a tensor loaded silently), at ~2 GB/s;
+    any other is loaded as resume loads it."""
+    files = sorted(step_dir.glob("*.pt"))
+    if not any(f.name.endswith("model_states.pt") for f in files):
+        return "no model states file in it"
+    for f in files:
+        try:
+            if zipfile.is_zipfile(f):
+                with zipfile.ZipFile(f) as z:
+                    bad = z.testzip()
+                if bad:
+                    return f"{f.name}: {bad} does not match its checksum"
+            else:
+                engine.load(str(f), map_location="cpu")  # a legacy (non-zip) file, or none at all
+        except Unreadable as e:
+            cut = engine.zipfile_serialization and "failed finding central directory" in e.why
+            return f"{f.name}: {'not a whole zip archive (cut short?)' if cut else e.why}"
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+            return f"{f.name}: not readable ({first_line(e)})"
+    return None
+
+
+def set_aside(step_dir: Path) -> Path:
+    """Rename `step_dir` to unreadable-<its name> beside it (a free name): out of resume's sight, kept for
+    a look (it goes with the training checkpoints once the generation is trained)."""
+    n, target = 1, step_dir.with_name(SET_ASIDE + step_dir.name)
+    while target.exists():
+        n += 1
+        target = step_dir.with_name(f"{SET_ASIDE}{step_dir.name}-{n}")
+    step_dir.rename(target)
+    return target
 
 
 def use_weights_only(engine) -> None:

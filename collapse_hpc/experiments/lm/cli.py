@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, path_argument
 from collapse_hpc.logs import count
 from collapse_hpc.machine import leave_process_group
 
@@ -40,8 +40,10 @@ PICKLE = (".pkl", ".pickle", ".pt", ".pth")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = __doc__
-    p.add_argument("config", nargs="?", default=None, help="config YAML: run its lm section (chain mode)")
-    p.add_argument("--run", metavar="DIR", help="chain mode: run folder (default: runs/<config file name>)")
+    p.add_argument("config", type=path_argument, nargs="?", default=None,
+                   help="config YAML: run its lm section (chain mode)")
+    p.add_argument("--run", type=path_argument, metavar="DIR",
+                   help="chain mode: run folder (default: runs/<config file name>)")
     p.add_argument("--generations", type=int, metavar="N", help="chain mode: the LM's generations (lm.generations)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config value (chain mode: lm.epochs=1; reference mode: epochs=1)")
@@ -49,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", help="chain mode: run one variant only")
     p.add_argument("--unit", type=int, help="chain mode: run one generation only")
     p.add_argument("--dataset", default="wikitext2", help="reference mode: prepared data set (default wikitext2)")
-    p.add_argument("--data-dir", default="data", help="reference mode: prepared data sets (default data)")
+    p.add_argument("--data-dir", type=path_argument, default="data",
+                   help="reference mode: prepared data sets (default data)")
     ref = p.add_argument_group("the reference implementation's flags")
     _reference_flags(ref)
     # with a CONFIG these would be ignored: collapse-hpc refuses them there (its run_by_hand)
@@ -60,9 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _reference_flags(ref) -> None:
     """main.py's flags, under its own short and long names."""
     ref.add_argument("-tag", "--model_tag", default="facebook/opt-125m", help="model tag (or tiny)")
-    ref.add_argument("-load", "--load-name", dest="load_name", help="saved model folder to start from")
-    ref.add_argument("-save", "--save-name", dest="save_name", help="folder for the trained (best) model")
-    ref.add_argument("-saveperplexities", "--saveperplexities", help="per-sequence test perplexities (.parquet)")
+    ref.add_argument("-load", "--load-name", dest="load_name", type=path_argument,
+                     help="saved model folder to start from")
+    ref.add_argument("-save", "--save-name", dest="save_name", type=path_argument,
+                     help="folder for the trained (best) model")
+    ref.add_argument("-saveperplexities", "--saveperplexities", type=path_argument,
+                     help="per-sequence test perplexities (.parquet)")
     ref.add_argument("-eval", "--eval_only", action="store_true",
                      help="no training: evaluate (and --generate) with the loaded model as it is")
     ref.add_argument("-eval_gen", "--evalgen_only", action="store_true", help="evaluate on the training data")
@@ -71,7 +77,8 @@ def _reference_flags(ref) -> None:
                      help="peak learning rate, lm.lr (default 2e-5)")
     ref.add_argument("-m", "--max-epochs", dest="max_epochs", type=int, default=5,
                      help="training epochs, lm.epochs (default 5)")
-    ref.add_argument("-st", "--saveto", help="write the evaluation result here (JSON); skip all if it exists")
+    ref.add_argument("-st", "--saveto", type=path_argument,
+                     help="write the evaluation result here (JSON); skip all if it exists")
     ref.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=128,
                      help="global batch in blocks, lm.batch_size; also the scoring batch (default 128)")
     ref.add_argument("-d", "--debug", action="store_true", help="a quick pass over one batch of each split")
@@ -83,9 +90,11 @@ def _reference_flags(ref) -> None:
     ref.add_argument("-s", "--strategy", default="ddp", help="accepted; training is always DeepSpeed")
     ref.add_argument("-p", "--pretrained", action="store_true", help="start from pretrained weights")
     ref.add_argument("-version_name", "--version_name", default=None, help="name shown in the logs")
-    ref.add_argument("-gen", "--generate", help="sample the next generation's data into this new or empty folder "
-                                                 "(after training, unless --eval_only)")
-    ref.add_argument("-load-gen", "--load-generate", dest="load_generate", help="train on these shards")
+    ref.add_argument("-gen", "--generate", type=path_argument,
+                     help="sample the next generation's data into this new or empty folder "
+                          "(after training, unless --eval_only)")
+    ref.add_argument("-load-gen", "--load-generate", dest="load_generate", type=path_argument,
+                     help="train on these shards")
     ref.add_argument("-gen_percent", "--generate_percentage", type=float, default=0.0,
                      help="fraction of the original blocks kept unchanged in --generate's output")
 

@@ -41,7 +41,9 @@ def read_parquet(path: Path, columns=None, schema_only: bool = False):
 
     source = path if _utf8(path) else pa.BufferReader(Path(path).read_bytes())  # pyarrow opens UTF-8 paths only
     try:
-        return pq.read_schema(source) if schema_only else pq.read_table(source, columns=columns)
+        # ParquetFile, not read_table: the same table of one file, without pyarrow.dataset's import of pandas
+        # (a second and more of the check before a run, which reads the held-out splits)
+        return pq.read_schema(source) if schema_only else pq.ParquetFile(source).read(columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
 

@@ -420,6 +420,64 @@ def _check_block_size(data_dir: Path, cfg) -> None:
         for split, tokens in (card.get("tokens") or {}).items():
             if isinstance(tokens, int) and tokens + cut - 1 < cfg.block_size:
                 raise UserError(no_blocks(cfg, split, f"under {tokens + cut} tokens"))
+    else:
+        _check_held_out(data_dir, cfg)
+
+
+HELD_OUT = ("validation", "test")  # the small splits (a corpus split 90/5/5)
+COUNT_ROWS = 64  # rows tokenised at a time until one batch holds a block: a usual block_size needs a few
+
+
+_HELD_OUT_SAID: dict[tuple, str | None] = {}  # each config's sections (one per regime) mostly share the knobs
+
+
+def _check_held_out(data_dir: Path, cfg) -> None:
+    """Under a tokenizer the card did not count with: the held-out splits hold a block of the tokenizer the
+    unit loads, where it is here (tk.ready_tokenizer); one that does not load, or a split that does not
+    read, is said by the other checks or the unit."""
+    key = (str(data_dir), cfg.dataset, tk.tokenizer_tag(cfg), cfg.vocab_size, cfg.block_size, cfg.block_grouping)
+    if key not in _HELD_OUT_SAID:
+        _HELD_OUT_SAID[key] = _short_split(data_dir, cfg)
+    if _HELD_OUT_SAID[key]:
+        raise UserError(_HELD_OUT_SAID[key])
+
+
+def _short_split(data_dir: Path, cfg) -> str | None:
+    """The line refusing the first held-out split without a block, or None. A block that a bound of the
+    tokens reaches (tk.tokens_at_least: the data set's BPE, whatever its vocab_size, untrained) is there;
+    else the tokens are counted by the tokenizer the unit loads."""
+    tokenizer, at_least = None, tk.tokens_at_least(cfg)
+    for split in HELD_OUT:
+        try:
+            texts = read_texts(data_dir, cfg.dataset, split)
+        except UserError:
+            return None
+        if at_least and _most_in_a_batch(texts, at_least, cfg) >= cfg.block_size:
+            continue
+        tokenizer = tokenizer or tk.ready_tokenizer(cfg, data_dir)
+        if tokenizer is None:
+            return None
+        held = _most_in_a_batch(texts, lambda rows: [len(ids) for ids in tokenizer(
+            rows, add_special_tokens=True, verbose=False)["input_ids"]], cfg)
+        if held < cfg.block_size:
+            batch = "" if cfg.block_grouping == "corpus" else f" in its largest batch of rows ({cfg.block_grouping})"
+            return no_blocks(cfg, split, f"{count(held, 'token')}{batch} under this tokenizer")
+    return None
+
+
+def _most_in_a_batch(texts: list[str], tokens, cfg) -> int:
+    """The tokens of the split's row batch that holds the most (row_batches: each cut into blocks on its
+    own), `tokens(rows)` counting each row's, COUNT_ROWS rows at a time; stopped at the first batch holding
+    a block of block_size."""
+    most = 0
+    for lo, hi in row_batches(len(texts), cfg.block_grouping):
+        held = 0
+        for start in range(lo, hi, COUNT_ROWS):
+            held += sum(tokens(texts[start:min(start + COUNT_ROWS, hi)]))
+            if held >= cfg.block_size:
+                return held
+        most = max(most, held)
+    return most
 
 
 def no_blocks(cfg, split: str, held: str) -> str:

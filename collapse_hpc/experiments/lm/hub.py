@@ -15,6 +15,14 @@ from collapse_hpc.machine import hub_cache
 
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's spelling of a true environment flag
 
+# what AutoTokenizer builds a vocabulary from: the fast tokenizer's file, a BPE's pair (GPT-2, OPT),
+# a SentencePiece or tiktoken model (Llama, T5), a WordPiece list (BERT), Mistral's tekken.json
+VOCABULARY = ("tokenizer.json", "tekken.json", "vocab.txt", "*.model", "*.tiktoken")
+# what a unit loads of a hub repository, so what `collapse-hpc stage` fetches: config, weights and code of the
+# model, and every tokenizer file the tokenizer check accepts (VOCABULARY; vocab.json and merges.txt); the
+# hub's other formats (TensorFlow, Flax, ONNX) are left out
+HUB_FILES = tuple(dict.fromkeys(("*.json", "*.safetensors", "*.bin", "*.txt", "*.py", *VOCABULARY)))
+
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE

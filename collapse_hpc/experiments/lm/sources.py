@@ -415,7 +415,6 @@ def _decode(path: Path, raw: bytes) -> str:
     return JOINED_BOM.sub("", text)
 
 
-
 def _utf16_hint(raw: bytes) -> str:
     """UTF-16 without its byte-order mark (Windows tools' "Unicode") is ASCII text with a NUL after, or
     before, every character: said so, with the conversion, not as binary data alone."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.corpus import long_text, read_texts, split_file
+from collapse_hpc.experiments.lm.hub import VOCABULARY
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
 from collapse_hpc.store.lock import file_lock
@@ -123,11 +124,6 @@ def load_tokenizer(cfg, data_dir: Path):
     return tok
 
 
-# what AutoTokenizer builds a vocabulary from: the fast tokenizer's file, a BPE's pair (GPT-2, OPT),
-# a SentencePiece or tiktoken model (Llama, T5), a WordPiece list (BERT), Mistral's tekken.json
-VOCABULARY = ("tokenizer.json", "tekken.json", "vocab.txt", "*.model", "*.tiktoken")
-
-
 def missing_tokenizer(folder: Path) -> str | None:
     """What of a tokenizer's files is not in `folder` (a dangling link of the HF cache is not there);
     None where its vocabulary is there. transformers loads a tokenizer without them (from a config.json
@@ -144,8 +140,9 @@ def check_tokenizer(key: str, tag: str, model: bool = False) -> None:
     lm.tokenizer names none) is a folder, or with the hub offline the HF cache's copy of a hub tag, that
     lacks a tokenizer's files: said before a run folder or job exists. Online, a load fills the cache."""
     folder = Path(tag).expanduser()
-    cached = None if folder.is_dir() else _offline_copy(tag)
-    lacks = missing_tokenizer(cached or folder) if folder.is_dir() or cached else None
+    local = folder.is_dir()
+    cached = None if local else _offline_copy(tag)
+    lacks = missing_tokenizer(cached or folder) if local or cached else None
     if lacks is None:
         return
     where = f"the HF cache's copy of {tag!r} ({cached})" if cached else \
@@ -165,6 +162,70 @@ def _offline_copy(tag: str) -> Path | None:
     try:
         return cached_snapshot(tag)
     except ValueError:
+        return None
+
+
+def fewest_tokens(texts: list[str]) -> list[int]:
+    """Per text, the fewest tokens any BPE of train_bpe makes of it, whatever its vocab_size: its leading
+    '</s>' and one a pre-token (a merge never joins two of the byte-level pre-tokenizer's words)."""
+    from tokenizers import pre_tokenizers
+
+    words = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return [1 + len(words.pre_tokenize_str(text)) for text in texts]
+
+
+def tokens_at_least(cfg):
+    """texts -> per text, at least the tokens the tokenizer of a unit of `cfg` makes of it, counted without
+    transformers (seconds to import); None where no such bound is known. The data set's BPE: fewest_tokens;
+    a byte-level BPE's pair (vocab.json, merges.txt: GPT-2, OPT), as many as its pre-tokens; a tokenizer.json,
+    its own encoding less one (transformers may leave out a special token, or the prefix space)."""
+    tag = tokenizer_tag(cfg)
+    folder = _local_copy(tag) if tag else None
+    if tag is None:
+        return fewest_tokens
+    if folder and (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            own = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception:  # noqa: BLE001 - the tokenizers library's errors have no common type
+            return None
+        return lambda texts: [len(e.ids) - 1 for e in own.encode_batch(texts, add_special_tokens=False)]
+    if folder and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return lambda texts: [n - 1 for n in fewest_tokens(texts)]
+    return None
+
+
+def _local_copy(tag: str) -> Path | None:
+    """The folder a tokenizer tag loads from on this machine: itself, or the (jobs') HF cache's copy of a hub tag."""
+    from collapse_hpc.experiments.lm.hub import cached_snapshot, hub_tag
+
+    try:
+        return cached_snapshot(tag) if hub_tag(tag) else Path(tag).expanduser()
+    except ValueError:  # no hub name
+        return None
+
+
+def ready_tokenizer(cfg, data_dir: Path):
+    """The tokenizer a unit of `cfg` loads, from what is here, writing and fetching nothing: the data set's
+    BPE of lm.vocab_size (trained in memory where it is not built yet), a tokenizer folder, or the jobs' HF
+    cache's copy of a hub tag; None where it is not here or does not load (check_source, check_tokenizer or
+    the unit say why)."""
+    tag = tokenizer_tag(cfg)
+    try:
+        if tag is None:
+            folder = bpe_dir(data_dir, cfg.dataset, cfg.vocab_size)
+            if sealed_files(folder) is None:  # the unit trains it: as deterministic here
+                return train_bpe(read_texts(data_dir, cfg.dataset, "train"), cfg.vocab_size)
+        else:
+            folder = _local_copy(tag)
+        if not folder:
+            return None
+        from transformers import AutoTokenizer  # seconds to import: only where there is one to load
+
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        return tok if tok("a", add_special_tokens=False)["input_ids"] else None
+    except Exception:  # noqa: BLE001 - a tokenizer that does not load (any of transformers' errors) is said elsewhere
         return None
 
 

@@ -76,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm import distributed
 from collapse_hpc.store import atomic
 from collapse_hpc.logs import count
@@ -308,6 +308,15 @@ def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _unreadable_marker(step_dir: Path) -> str | None:
+    """Why a step folder's complete.json cannot be read as one (a mapping), or None."""
+    try:
+        marker = json.loads((step_dir / COMPLETE).read_text())
+    except (OSError, ValueError) as e:
+        return f"its {COMPLETE}: {first_line(e)}"
+    return None if isinstance(marker, dict) else f"its {COMPLETE}: not a mapping"
+
+
 def _cut_short(ckpt_dir: Path) -> list[Path]:
     """Remove the step folders of saves cut short (a full disk, a quota, a kill: no complete.json),
     which resume never reads and which hold a step's size (OPT-125M with its optimizer state: ~1.5 GB),
@@ -472,13 +481,46 @@ class _Training:
                 self.log.info("removed %s: a checkpoint whose save was cut short (no %s)", left, COMPLETE)
         distributed.barrier()
         tags = _complete_tags(self.ckpt_dir)
-        if tags:
-            step, tag_dir = tags[-1]
+        for i in reversed(range(len(tags))):
+            step, tag_dir = tags[i]
+            then = f"resuming from {tags[i - 1][1].name}" if i else "this generation trains from its start"
+            if not self._readable(tag_dir, then):
+                continue
             self._check_layout(tag_dir)
             _, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag_dir.name)
             self.state.update({k: client[k] for k in self.state if k in client})  # older checkpoints: no curve
             self.resumed_from = step
             self.log.info("resumed from checkpoint %s (epoch %d)", tag_dir.name, step // self.steps_per_epoch)
+            return
+
+    def _readable(self, tag_dir: Path, then: str) -> bool:
+        """Whether every rank may load step folder `tag_dir`: rank 0 reads it whole first (its marker and
+        files, checkpoint.unreadable), and one it cannot read is set aside with one warning line ending in
+        `then` (what training does instead), never half loaded; every rank learns rank 0's answer (a
+        tampered file is refused on every rank, none left waiting for rank 0)."""
+        import torch
+
+        from collapse_hpc.experiments.lm.checkpoint import set_aside, unreadable
+
+        why, refused = None, None
+        if self.rank == 0:
+            try:
+                why = _unreadable_marker(tag_dir) or unreadable(tag_dir, self.engine.checkpoint_engine)
+            except UserError as e:
+                refused = e
+        said = torch.tensor([float(why is not None), float(refused is not None)], device=self.device)
+        unread, tampered = distributed.mean_over_ranks(said).tolist()
+        if tampered:
+            raise refused or UserError(f"training checkpoint {tag_dir}: refused on rank 0 (its log says why)")
+        if not unread:
+            return True
+        if self.rank == 0:
+            kept = set_aside(tag_dir)
+            self.log.warning("warning: training checkpoint %s is unreadable (%s): set aside as %s (kept with the "
+                             "checkpoints until this generation's model is published); %s", tag_dir, why, kept.name,
+                             then)
+        distributed.barrier()
+        return False
 
     def _layout(self) -> dict:
         """How the optimizer state is laid out in a checkpoint: by ZeRO stage, rank count, bf16."""

@@ -2,6 +2,7 @@
 import codecs
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import data
 from collapse_hpc.store.atomic import sha256_file
 from tests.experiments.lm.conftest import corpus_lines, write_corpus
+from tests.launch.test_slurm_plan import fake_slurm  # noqa: F401  (the fixture)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -453,19 +455,43 @@ def test_row_batches_follow_datasets_contiguous_shards():
         data.row_batches(10, "reference-8")
 
 
-def test_a_block_size_no_split_fits_is_refused_before_a_model_is_built(tmp_path):
-    """By the card before the run folder exists (the data set's own BPE), and by the unit once it has
-    cut the blocks under another tokenizer, before any model is built or pretrained."""
-    from tests.test_cli import cli, one_error_line
-
-    src = tmp_path / "src"
+def _small_data_set(tmp_path, name: str, rows: dict[str, int]):
+    """A data set of the user's own split files, `rows` rows of 30 words each per split."""
+    src = tmp_path / f"src-{name}"
     src.mkdir()
     words = "the cat sat on a mat while dogs ran far away under blue skies".split()
-    rows = [" ".join(words[(i + j) % len(words)] for j in range(30)) for i in range(1000)]
-    for split, n in (("train", 800), ("validation", 8), ("test", 30)):
-        (src / f"{split}.txt").write_text("\n".join(rows[:n]) + "\n")
-    data.prepare_local("small", src, tmp_path / "data")
-    tokens = json.loads((tmp_path / "data/small/card.json").read_text())["tokens"]["validation"]
+    lines = [" ".join(words[(i + j) % len(words)] for j in range(30)) for i in range(1000)]
+    for split, n in rows.items():
+        (src / f"{split}.txt").write_text("\n".join(lines[:n]) + "\n")
+    data.prepare_local(name, src, tmp_path / "data")
+    return json.loads((tmp_path / "data" / name / "card.json").read_text())["tokens"]
+
+
+def test_a_tokenizer_folder_s_held_out_tokens_are_bounded_to_pass_and_counted_to_refuse(tmp_path):
+    """lm.tokenizer naming a folder: the check passes a block its own tokenizer.json reaches (no
+    transformers), and refuses, with the count transformers' tokenizer makes, one the split cannot fill."""
+    from transformers import AutoTokenizer
+
+    from collapse_hpc.experiments.lm.config import LMConfig
+
+    _small_data_set(tmp_path, "small", {"train": 800, "validation": 8, "test": 30})
+    folder = tmp_path / "data" / "small" / "tokenizer-bpe8000"
+    texts = data.read_texts(tmp_path / "data", "small", "validation")
+    tokens = sum(map(len, AutoTokenizer.from_pretrained(str(folder))(texts)["input_ids"]))
+    data.check_caches(tmp_path / "data", LMConfig(dataset="small", tokenizer=str(folder), block_size=tokens))
+    with pytest.raises(UserError, match=rf"^lm\.block_size {tokens + 1}: the validation split of small makes no "
+                                        rf"block of that many tokens \({tokens} tokens under this tokenizer\)"):
+        data.check_caches(tmp_path / "data", LMConfig(dataset="small", tokenizer=str(folder), block_size=tokens + 1))
+
+
+def test_a_block_size_no_split_fits_is_refused_before_a_model_is_built(tmp_path, fake_slurm):  # noqa: F811
+    """By the card before the run folder exists (the data set's own BPE); under another tokenizer by the
+    held-out splits cut with it, also before the run folder exists (it was found only in the unit, after the
+    run folder and its jobs were made); and by the unit once it has cut the blocks, before any model is built
+    or pretrained (a train split too short: the check cuts the held-out splits only)."""
+    from tests.test_cli import cli, one_error_line
+
+    tokens = _small_data_set(tmp_path, "small", {"train": 800, "validation": 8, "test": 30})["validation"]
     cfg = tmp_path / "c.yaml"
     lm = "epochs: 1, hidden_size: 16, layers: 1, heads: 2, ffn_size: 32, pretrained: false"
     cfg.write_text(f"generations: 1\nexecutor: debug\ndata_dir: {tmp_path / 'data'}\n"
@@ -475,17 +501,29 @@ def test_a_block_size_no_split_fits_is_refused_before_a_model_is_built(tmp_path)
     assert not (tmp_path / "r1").exists()
     cfg.write_text(cfg.read_text().replace("dataset: small,", "dataset: small, vocab_size: 300,")
                    .replace(f"block_size: {tokens + 64}", "block_size: 4000"))
-    unit = cli("run", cfg, "--run", tmp_path / "r2")  # the run's header and progress, then the unit's line
+    dry = cli("submit", cfg, "--run", tmp_path / "r2", "--dry-run", "--profile", REPO / "slurm" / "local.yaml")
+    assert dry.returncode == 2, dry.stdout + dry.stderr
+    for line in [cli("run", cfg, "--run", tmp_path / "r2"), cli("lm", cfg, "--run", tmp_path / "r2"), None]:
+        line = one_error_line(line) if line else next(ln for ln in dry.stdout.splitlines() if ln.startswith("FAILED: "))
+        held = re.search(r"lm\.block_size 4000: the validation split of small makes no block of that many tokens "
+                         r"\(([0-9,]+) tokens under this tokenizer\)", line)
+        assert held and 240 < int(held.group(1).replace(",", "")) < 4000, line  # 8 rows of 30 words
+        assert not (tmp_path / "r2").exists()
+    assert not (tmp_path / "data/small/tokenizer-bpe300").exists()  # the check trained it in memory only
+    _small_data_set(tmp_path, "short", {"train": 8, "validation": 200, "test": 200})
+    cfg.write_text(cfg.read_text().replace("dataset: small,", "dataset: short,").replace("block_size: 4000",
+                                                                                         "block_size: 1500"))
+    unit = cli("run", cfg, "--run", tmp_path / "r3")  # the run's header and progress, then the unit's line
     assert unit.returncode == 2 and "Traceback" not in unit.stderr, unit.stderr
     assert unit.stderr.strip().splitlines()[-1].startswith(
-        "error: lm.block_size 4000: the validation split of small makes no block"), unit.stderr
-    assert not list((tmp_path / "r2").glob("lm/*/gen_000/model"))
+        "error: lm.block_size 1500: the train split of short makes no block"), unit.stderr
+    assert not list((tmp_path / "r3").glob("lm/*/gen_000/model"))
     # a unit process of the local launcher says it as its own line, not as an exception's name
-    local = cli("run", cfg, "--run", tmp_path / "r3", "--executor", "local")
-    assert "FAILED lm/replace-p0-s0/gen_000: lm.block_size 4000: the validation split" in local.stderr, local.stderr
+    local = cli("run", cfg, "--run", tmp_path / "r4", "--executor", "local")
+    assert "FAILED lm/replace-p0-s0/gen_000: lm.block_size 1500: the train split" in local.stderr, local.stderr
     # the card the check reads, damaged: one line, as every reader of a card says it
-    (tmp_path / "data/small/card.json").write_text("{oops")
-    assert "card is not a JSON mapping" in one_error_line(cli("run", cfg, "--run", tmp_path / "r4"))
+    (tmp_path / "data/short/card.json").write_text("{oops")
+    assert "card is not a JSON mapping" in one_error_line(cli("run", cfg, "--run", tmp_path / "r5"))
 
 
 def test_preparation_of_a_long_text_says_which_stage_it_is_in(tmp_path, caplog, monkeypatch):

@@ -318,7 +318,6 @@ def test_last_tokens_with_left_padding(model, prompts):
     assert out.shape == (2, 8) and torch.equal(out[0], alone[0])
 
 
-
 @pytest.mark.parametrize("d", SAMPLED, ids=lambda d: d.preset)
 def test_sampling_is_seeded(model, prompts, d):
     a = generate(model, prompts, d, generator=torch.Generator().manual_seed(3))

@@ -401,7 +401,6 @@ def test_a_linked_folder_is_read_once_and_a_link_loop_is_one_line(tmp_path):
         data.prepare_local("looped", src, tmp_path / "data")
 
 
-
 @pytest.mark.parametrize("name", ["all.jsonl", "all.txt", "all.csv"])
 def test_files_joined_with_their_byte_order_marks_read_as_one(tmp_path, name):
     """`cat a.jsonl b.jsonl > all.jsonl` of files a Windows editor saved with a BOM: the second BOM, at a

@@ -720,3 +720,74 @@ def test_a_training_forward_at_layerdrop_0_draws_no_layerdrop_number_and_keeps_d
     skip_layerdrop_draws(dropping)
     dropping.train()
     assert dropping.get_decoder().training  # LayerDrop asked for: the decoder keeps drawing
+
+
+def _cut_short(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garbage(path):
+    path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+
+
+def _flipped_bit(path):  # in a tensor's bytes: torch.load reads it without a word
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("damaged, damage", [
+    ("*optim_states.pt", _cut_short),  # ZeRO's optimizer file, read after the weights were applied
+    ("*model_states.pt", _garbage),
+    ("*model_states.pt", _flipped_bit),
+    (train.COMPLETE, _garbage),
+], ids=["optimizer file cut short", "model file garbage", "model file with a flipped bit", "marker garbage"])
+def test_an_unreadable_checkpoint_is_set_aside_and_the_generation_trains_from_its_start(
+        damaged, damage, lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch, caplog):
+    """A step folder marked complete whose files a crash left cut short or garbage stopped every later job
+    of the unit on the same error line (a complete.json of garbage: a traceback) until it was deleted by
+    hand. Now it is set aside (renamed, kept) with one warning line, and the generation trains from its
+    start as a job that never saved would: the same losses, nothing of the damaged step half loaded."""
+    import logging
+
+    from collapse_hpc.experiments.lm.model import build_model
+
+    cfg = tiny_cfg(zero_stage=1, epochs=2)
+    blocks = lm_blocks["train"].slice(0, 32)  # 2 steps an epoch: a checkpoint at step 2, then 4
+
+    def run(ckpt):
+        return train.train_generation(build_model(cfg, lm_tokenizer, lm_data_dir), lm_tokenizer, blocks,
+                                      lm_blocks["validation"], cfg, tmp_path / "model", ckpt, seed=0, rank=0,
+                                      world_size=1, local_rank=0)
+
+    whole = run(tmp_path / "whole")
+    epoch = train._Training.epoch
+
+    def killed_in_epoch_2(self, n):
+        if n == 1:
+            raise KeyboardInterrupt  # killed after the first epoch's checkpoint
+        epoch(self, n)
+
+    monkeypatch.setattr(train._Training, "epoch", killed_in_epoch_2)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt)
+    monkeypatch.undo()
+    step = ckpt / "step00000002"
+    (target,) = step.glob(damaged)
+    damage(target)
+    bad = target.read_bytes()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = run(ckpt)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "checkpoint" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"warning: training checkpoint {step} is unreadable ("), said
+    assert target.name in said[0] and said[0].endswith(
+        "set aside as unreadable-step00000002 (kept with the checkpoints until this generation's model is "
+        "published); this generation trains from its start"), said
+    assert again["resumed_from"] is None and again["val_loss"] == whole["val_loss"]
+    assert again["train_loss"] == whole["train_loss"]
+    kept = ckpt / "unreadable-step00000002"
+    assert (kept / target.name).read_bytes() == bad  # kept as it was found
+    assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["best", "step00000004", "unreadable-step00000002"]
