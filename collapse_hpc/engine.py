@@ -30,7 +30,7 @@ from collapse_hpc.regimes import Regime, values_of
 from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.lock import working
-from collapse_hpc.store.manifest import BINDING, MANIFEST, binding, read_binding, write_binding
+from collapse_hpc.store.manifest import BINDING, MANIFEST, binding, read_binding, read_once, write_binding
 
 log = logging.getLogger("collapse_hpc")
 
@@ -484,7 +484,13 @@ def pending(store: RunStore, run, chain: Chain) -> list[Job]:
     Finished units are checked through their manifests (sizes, bindings), not hashed: the paper's ~50 GB
     of weights took a minute before any unit started; verify hashes everything. Only the finished
     generations the first pending one reads are hashed in full, as its unit will (run_unit): from one
-    that does not verify on, the chain is pending again (redone), instead of a unit that refuses it."""
+    that does not verify on, the chain is pending again (redone), instead of a unit that refuses it.
+    Each manifest is read once (read_once: its state, binding and hash each ask for it; nothing is written here)."""
+    with read_once():
+        return _pending(store, run, chain)
+
+
+def _pending(store: RunStore, run, chain: Chain) -> list[Job]:
     todo: list[Job] = []
     for job in chain.jobs:
         if (todo and chain.shape == "chain") or not job_done(store, run, job):

@@ -267,8 +267,9 @@ def _read_manifest(unit_dir: Path) -> dict | None:
 # is: an older one without its own checksum, edited by hand, is told from a real one here, not by a reader's error
 NUMBER, TEXT, MAPPING, COUNT = ((int, float), "a number"), ((str, type(None)), "text"), (dict, "a mapping"), \
     ((int, type(None)), "a whole number")
-SHAPE = {"seconds": NUMBER, "started": NUMBER, "finished": NUMBER, "resources": MAPPING, "packages": MAPPING,
-         "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT}
+SHAPE: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "seconds": NUMBER, "started": NUMBER, "finished": NUMBER, "resources": MAPPING, "packages": MAPPING,
+    "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT}
 WORDS = {int: "a number", float: "a number", str: "text", dict: "a mapping", list: "a list", bool: "true or false"}
 
 
