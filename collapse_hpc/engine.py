@@ -515,7 +515,7 @@ def _say_corrupt(store: RunStore, job: Job) -> None:
     unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
     said = (read_manifest(unit_dir) or {}).get("corrupt")
     if said:
-        log.warning("%s: its manifest is corrupt (%s); the unit is redone (collapse-hpc verify names every such "
+        log.warning("%s: corrupt (%s); the unit is redone (collapse-hpc verify names every such "
                     "unit)", unit_dir / MANIFEST, said)
 
 
