@@ -30,7 +30,7 @@ from collapse_hpc.regimes import Regime, values_of
 from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.lock import working
-from collapse_hpc.store.manifest import BINDING, binding, read_binding, write_binding
+from collapse_hpc.store.manifest import BINDING, MANIFEST, binding, read_binding, read_once, write_binding
 
 log = logging.getLogger("collapse_hpc")
 
@@ -484,11 +484,18 @@ def pending(store: RunStore, run, chain: Chain) -> list[Job]:
     Finished units are checked through their manifests (sizes, bindings), not hashed: the paper's ~50 GB
     of weights took a minute before any unit started; verify hashes everything. Only the finished
     generations the first pending one reads are hashed in full, as its unit will (run_unit): from one
-    that does not verify on, the chain is pending again (redone), instead of a unit that refuses it."""
+    that does not verify on, the chain is pending again (redone), instead of a unit that refuses it.
+    Each manifest is read once (read_once: its state, binding and hash each ask for it; nothing is written here)."""
+    with read_once():
+        return _pending(store, run, chain)
+
+
+def _pending(store: RunStore, run, chain: Chain) -> list[Job]:
     todo: list[Job] = []
     for job in chain.jobs:
         if (todo and chain.shape == "chain") or not job_done(store, run, job):
             todo.append(job)
+            _say_corrupt(store, job)
     if chain.shape == "chain" and todo:
         read = experiments.get(chain.experiment).reads(chain.variant, todo[0].index)
         bad = [j.index for j in chain.jobs if j.index in read and not job_done(store, run, j, deep=True)]
@@ -500,6 +507,16 @@ def pending(store: RunStore, run, chain: Chain) -> list[Job]:
                         "generation %d reads them: redone%s", redo[0].label, todo[0].index, built if after else "")
             return redo
     return todo
+
+
+def _say_corrupt(store: RunStore, job: Job) -> None:
+    """One line for a unit redone because its manifest no longer reads as one (not JSON, another shape, edited
+    since written): without it the unit's results would go with no word of why."""
+    unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
+    said = (read_manifest(unit_dir) or {}).get("corrupt")
+    if said:
+        log.warning("%s: corrupt (%s); the unit is redone (collapse-hpc verify names every such "
+                    "unit)", unit_dir / MANIFEST, said)
 
 
 def unit_hash(unit_dir: Path, want: str | None, config: dict | None) -> str | None:

@@ -95,3 +95,21 @@ def traced_peak_and_estimate(folder, config: dict) -> tuple[int, int]:
         return tracemalloc.get_traced_memory()[1], estimate
     finally:
         tracemalloc.stop()
+
+
+def edit_manifest(unit_dir, edit, *, older: bool = False) -> dict:
+    """Change a finished unit's manifest as the tool would have written it (its own checksum made anew), or, with
+    `older`, as a version before that checksum wrote it (none); returns it."""
+    import json
+    from pathlib import Path
+
+    from collapse_hpc.store.manifest import MANIFEST, SELF, own_digest
+
+    path = Path(unit_dir) / MANIFEST
+    m = json.loads(path.read_text())
+    edit(m)
+    m.pop(SELF, None)
+    if not older:
+        m[SELF] = own_digest(m)
+    path.write_text(json.dumps(m))
+    return m

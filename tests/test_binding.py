@@ -74,8 +74,11 @@ def test_a_manifest_edited_to_name_the_folder_still_fails_on_the_variant_hash(tw
     ua, ub = _unit(store, a, 0), _unit(store, b, 0)
     shutil.rmtree(ua)
     shutil.copytree(ub, ua)
+    from collapse_hpc.store.manifest import SELF, own_digest
+
     m = json.loads((ua / "manifest.json").read_text())
     m["variant"] = a.variant.name
+    m[SELF] = own_digest(m)  # edited with its own checksum made again: the binding still tells
     (ua / "manifest.json").write_text(json.dumps(m))
     assert not engine.job_done(store, run, a.jobs[0])
     assert verify_run(store.root) == 1
@@ -205,6 +208,7 @@ def test_a_manifest_from_before_upstream_was_recorded_still_counts(tmp_path):
     and variant bindings are still checked."""
     import json
 
+    from collapse_hpc.store.manifest import SELF
     from tests.helpers import toy_run
 
     store, run = toy_run(tmp_path, generations=2)
@@ -212,7 +216,7 @@ def test_a_manifest_from_before_upstream_was_recorded_still_counts(tmp_path):
         engine.run_unit(store.root, "toy", "replace-p0-s0", g)
     path = store.unit_dir("toy", "replace-p0-s0", "chain", 1) / "manifest.json"
     m = json.loads(path.read_text())
-    del m["upstream"]
+    del m["upstream"], m[SELF]  # nor had the earlier version a checksum of the manifest
     path.write_text(json.dumps(m))
     assert engine.run_unit(store.root, "toy", "replace-p0-s0", 1) == "skipped"
     m["variant"] = "replace-p0-s1"

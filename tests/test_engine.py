@@ -11,7 +11,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import debug
 from collapse_hpc.store import read_manifest
 from collapse_hpc.verify import verify_run
-from tests.helpers import toy_run
+from tests.helpers import edit_manifest, toy_run
 
 
 def gen(store, g):
@@ -62,6 +62,34 @@ def test_verify_names_the_corrupted_file(tmp_path, capsys):
     assert str(f) in out and "--unit 1" in out
 
 
+def test_a_manifest_edited_since_written_is_redone_not_skipped(tmp_path, caplog, capsys):
+    """A file's sha256 changed in the manifest, its size not: the skip check (sizes) passed it, and only verify
+    (every file hashed) told. The manifest's own checksum catches it at the cost of reading the manifest."""
+    store, run = toy_run(tmp_path, generations=2)
+    debug.execute(store, run, engine.plan(run))
+    m = json.loads((gen(store, 1) / "manifest.json").read_text())  # by hand: its own checksum left as it was
+    m["files"]["metrics.parquet"]["sha256"] = "0" * 64
+    (gen(store, 1) / "manifest.json").write_text(json.dumps(m))
+    assert verify_run(store.root) == 1
+    out = capsys.readouterr().out
+    assert "edited since it was written" in out and "--unit 1" in out
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        assert debug.execute(store, run, engine.plan(run)) == {"done": 1, "skipped": 1}
+    said = [r.getMessage() for r in caplog.records if "edited since it was written" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(str(gen(store, 1) / "manifest.json")) and "redone" in said[0]
+    assert verify_run(store.root) == 0
+
+
+def test_a_manifest_without_its_own_checksum_or_only_reformatted_still_counts(tmp_path):
+    """An older version's manifest has no checksum of itself; a tool that re-indents one changes no value."""
+    store, run = toy_run(tmp_path, generations=2)
+    debug.execute(store, run, engine.plan(run))
+    edit_manifest(gen(store, 0), lambda m: None, older=True)
+    (gen(store, 1) / "manifest.json").write_text(json.dumps(read_manifest(gen(store, 1)), indent=1))
+    assert debug.execute(store, run, engine.plan(run)) == {"done": 0, "skipped": 2}
+    assert verify_run(store.root) == 0
+
+
 def test_array_part_is_redone_when_generations_change(tmp_path):
     store, run = toy_run(tmp_path, generations=2)
     from collapse_hpc import experiments
@@ -82,7 +110,6 @@ def test_array_part_is_redone_when_generations_change(tmp_path):
 
 
 def test_verify_checks_the_config_hash_and_reports_extra_files(tmp_path, capsys):
-    import json
 
     store, run = toy_run(tmp_path, generations=2)
     debug.execute(store, run, engine.plan(run))
@@ -90,10 +117,7 @@ def test_verify_checks_the_config_hash_and_reports_extra_files(tmp_path, capsys)
     assert verify_run(store.root) == 0  # reported, not a failure: the recorded files are intact
     out = capsys.readouterr().out
     assert f"EXTRA {gen(store, 1) / 'stray.txt'}" in out and "1 extra files" in out
-    path = gen(store, 0) / "manifest.json"
-    m = json.loads(path.read_text())
-    m["config_hash"] = "0" * 16
-    path.write_text(json.dumps(m))
+    edit_manifest(gen(store, 0), lambda m: m.update(config_hash="0" * 16))
     assert verify_run(store.root) == 1
     out = capsys.readouterr().out
     assert f"MISMATCH {gen(store, 0)}: made under config {'0' * 16}" in out and run.hash() in out
@@ -282,3 +306,35 @@ def test_a_gpu_units_estimate_is_weighed_against_this_machine_only_where_it_has_
     assert need is not None and engine.check(run, memory=need // 2, gpus_here=True) is None
     with pytest.raises(UserError, match="vae: one task of replace-p0-s0 would hold about .* more than this machine's"):
         engine.check(run, memory=need // 2, gpus_here=False)
+
+
+def test_a_file_replaced_by_a_folder_is_named_so_not_missing(tmp_path, capsys):
+    store, run = toy_run(tmp_path, generations=1)
+    debug.execute(store, run, engine.plan(run))
+    f = gen(store, 0) / "metrics.parquet"
+    f.unlink()
+    f.mkdir()
+    assert verify_run(store.root) == 1
+    out = capsys.readouterr().out
+    assert f"MISMATCH {f}: a folder, not the file its manifest lists" in out and "--unit 0" in out
+    assert debug.execute(store, run, engine.plan(run)) == {"done": 1, "skipped": 0}  # redone, the folder gone
+    assert f.is_file() and verify_run(store.root) == 0
+
+
+@pytest.mark.parametrize("key, value, said", [("seconds", "soon", "its 'seconds' is text, not a number"),
+                                              ("resources", [1], "its 'resources' is a list, not a mapping"),
+                                              ("packages", "none", "its 'packages' is text, not a mapping")])
+def test_a_manifest_of_another_shape_is_corrupt_for_status_verify_and_the_report(tmp_path, capsys, key, value, said):
+    """An older manifest (no checksum of its own) edited into valid JSON of another shape: status stopped on
+    int('soon') and the report on float('soon'), each with a traceback; now the unit is one that does not verify."""
+    from collapse_hpc import cli
+
+    store, run = toy_run(tmp_path, generations=1)
+    debug.execute(store, run, engine.plan(run))
+    edit_manifest(gen(store, 0), lambda m: m.update({key: value}), older=True)
+    assert verify_run(store.root) == 1
+    assert f"manifest is corrupt ({said})" in capsys.readouterr().out
+    assert cli.main(["status", str(store.root)]) == 0
+    assert said in capsys.readouterr().out
+    assert cli.main(["aggregate", str(store.root)]) == 0
+    assert "toy/replace-p0-s0: 0 of 1 generations finished" in (store.root / "report" / "results.md").read_text()

@@ -141,7 +141,8 @@ class _Pool:
         self.folder = store.logs / "submitit"
         self.book = records.load(store)
         # the folder the units run in: a copy (cp -r) of it reads this book as the original's (status)
-        self.book.update(executor="local", folder=records.identity(store))
+        records.take_over(self.book, "local")  # a Slurm run's units it does not run again stay Slurm's
+        self.book.update(folder=records.identity(store))
         self.book.pop("copied_from", None)  # a copied run's book is its own from its first run
         self.counts = {"done": 0, "skipped": 0, "failed": []}
         self.halted: OSError | None = None  # a write of the launcher's own the run's folder refused

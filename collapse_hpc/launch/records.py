@@ -3,13 +3,16 @@ run jobs; a launch in-process (debug) records only its experiments, no executor.
 
     {"executor"?: "slurm" | "local", "profile": "...", "updated": <time>,
      "units": {"<experiment>/<variant>/gen_NNN": {"job_id", "log", "history": [older job ids],
-                                                   "dependency"?, "state"? (local), ...}},
+                                                   "dependency"?, "state"? (local), "executor"?, ...}},
      "aggregate": {"job_id", "log", "dependency"},
      "folder": {"root", "inode"} (the run folder the jobs write to: a copy of it is told apart),
      "experiments"?: [the experiments a local or in-process launch ran, or runs, or was to run],
      "copied_units"?: {<label>: the original's unit} (a copy's: who made the units it was copied with)}
 
 status reads it beside the run store (manifests say what is done) and, on Slurm, sacct.
+A unit's job is the book's executor's, unless its entry names another ("executor"): a run one back-end
+took over from the other (take_over) keeps the other's entries as that one's, and a unit it runs again
+keeps the other's job id in its history as "<executor> <job id>".
 """
 from __future__ import annotations
 
@@ -83,15 +86,37 @@ def save(store, data: dict) -> None:
 
 
 def record(data: dict, label: str, **fields) -> dict:
-    """Set a unit's job; a different earlier job id goes to its history."""
+    """Set a unit's job (of the book's executor); a different earlier job id goes to its history, named
+    with its executor where that was another."""
     entry = data["units"].setdefault(label, {})
     old = entry.get("job_id")
     if old is not None and "job_id" in fields and str(fields["job_id"]) != str(old):
-        entry.setdefault("history", []).append(str(old))
-        for stale in ("state", "elapsed", "error", "dependency"):
+        made = executor_of(data, entry)
+        entry.setdefault("history", []).append(str(old) if made == data.get("executor") else f"{made} {old}")
+        for stale in ("state", "elapsed", "error", "dependency", "executor"):
             entry.pop(stale, None)
     entry.update(fields)
     return entry
+
+
+def executor_of(data: dict, entry: dict) -> str | None:
+    """The back-end whose job a unit's entry names: its own record, else the book's."""
+    return entry.get("executor") or data.get("executor")
+
+
+def take_over(data: dict, executor: str) -> None:
+    """Make `executor` the book's, the units the other one recorded kept as its (their job ids and states
+    are still that back-end's to tell: sacct's, or the local launcher's record)."""
+    before = data.get("executor")
+    if before and before != executor:
+        for entry in data["units"].values():
+            entry.setdefault("executor", before)
+    data["executor"] = executor
+
+
+def executors(data: dict) -> set[str]:
+    """Every back-end whose jobs the book names."""
+    return {e for e in (executor_of(data, entry) for entry in data["units"].values()) if e}
 
 
 def launching(data: dict, chains) -> None:

@@ -571,7 +571,8 @@ def submit(store, run, chains, pending: set[str], finish=None, config: str | Non
             raise UserError(f"{plan.book['corrupt']} is corrupt: restore it, or cancel this run's jobs "
                             f"(squeue --me) and remove it, then submit again")
         on_exit.callback(records.save, store, plan.book)
-        plan.book.update(executor="slurm", profile=str(run.profile), cluster=prof.name, folder=records.identity(store))
+        records.take_over(plan.book, "slurm")  # a local run's units it does not queue again stay local
+        plan.book.update(profile=str(run.profile), cluster=prof.name, folder=records.identity(store))
         plan.book.pop("copied_from", None)  # a copied run's book is its own from its first submit
         try:
             short = plan.all(chains, prof, finish)

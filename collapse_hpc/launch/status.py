@@ -300,10 +300,11 @@ def _state_of(store: RunStore) -> dict:
     run = store.load_config(experiments.sections())
     chains = engine.load_plan(store, run)
     book = _book(store)
-    local = book.get("executor") != "slurm"
     units = book["units"]
-    slurm = {} if local else slurm_states([e.get("job_id") for e in units.values()]
-                                          + [book.get("aggregate", {}).get("job_id")])
+    # each unit's job as its back-end tells it: a Slurm run taken over by the local launcher keeps its own
+    slurm = {} if "slurm" not in records.executors(book) | {book.get("executor")} else slurm_states(
+        [e.get("job_id") for e in units.values() if records.executor_of(book, e) == "slurm"]
+        + [book.get("aggregate", {}).get("job_id")])
     absent = left_out(store, chains, book)
     out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": [],
            "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor")),
@@ -316,6 +317,7 @@ def _state_of(store: RunStore) -> dict:
             continue
         for job in chain.jobs:
             entry = units.get(job.label, {})
+            local = records.executor_of(book, entry) != "slurm"
             state, elapsed, manifest = unit_state(store, run, job, entry, slurm, local)
             unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
                     "job_id": entry.get("job_id")}

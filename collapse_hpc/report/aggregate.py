@@ -77,7 +77,7 @@ def _write(out: Path, data: list, replicates: int | None) -> Path:
         table, notes = tables.first_last(summary, data, name, specs[name])
         bookkeeping, _ = tables.first_last(summary, data, name, specs[name], kind="bookkeeping")
         sections.append(page.Section(name, figs, table, exp.heading(configs), exp.metrics, exp.texts(data), notes,
-                                     bookkeeping))
+                                     bookkeeping, tables.absent_from(data, name)))
         log.info("report: %s: %d of %d figures", name, sum(bool(f.files) for f in figs), len(figs))
 
     _drop_stale(out / "figures", {f for s in sections for fig in s.figures for f in fig.files})

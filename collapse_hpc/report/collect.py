@@ -182,12 +182,13 @@ def job_states(root: Path) -> dict:
 
     book = records.load(RunStore(root))
     units = book.get("units") or {}
-    if book.get("executor") != "slurm":  # a local job recorded RUNNING may have died with its launcher
-        return {label: {**e, "state": status.local_state(e)} if e.get("state") == "RUNNING" else e
-                for label, e in units.items()}
-    states = status.slurm_states([e.get("job_id") for e in units.values()])
-    out = {}
-    for label, entry in units.items():
+    slurm = {label for label, e in units.items() if records.executor_of(book, e) == "slurm"}
+    # a local job recorded RUNNING may have died with its launcher
+    out = {label: {**e, "state": status.local_state(e)} if e.get("state") == "RUNNING" else e
+           for label, e in units.items() if label not in slurm}
+    states = status.slurm_states([units[label].get("job_id") for label in slurm]) if slurm else {}
+    for label in slurm:
+        entry = units[label]
         state = states.get(str(entry.get("job_id")), ("",))[0]
         # a failed job's log only: reading every job's (up to 256 KiB each) cost a paper-scale run seconds
         said = [ln for ln in status.error_lines(entry.get("log")) if not ln.startswith("srun: ")] \

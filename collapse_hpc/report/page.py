@@ -22,6 +22,7 @@ class Section:
     texts: list[Text] = field(default_factory=list)  # e.g. lm: each generation's continuation of the same prompts
     notes: list[str] = field(default_factory=list)  # why the comparison table lacks a run (nothing after generation 0)
     bookkeeping: Table = ([], [])  # the same comparison of how the units were set up (Metric.kind bookkeeping)
+    absent: str = ""  # the runs of the report that left it out with --only (tables.absent_from)
 
     @property
     def heading(self) -> str:
@@ -149,6 +150,8 @@ def write_html(rep: Report) -> str:
         parts.append(f"<h2>Problems</h2><p>Units left out of the report:</p><ul>{items}</ul>")
     for s in rep.sections:
         parts.append(f'<h2 id="{anchor(s.experiment)}">{e(s.heading)}</h2>')
+        if s.absent:
+            parts.append(f'<p class="missing">{e(s.absent)}</p>')
         if s.metrics:
             parts.append(f"<p>Metrics: {e(s.metrics)}</p>")
         parts += [_fig_html(rep, f) for f in s.figures]
@@ -185,6 +188,8 @@ def write_markdown(rep: Report) -> str:
         out.append("## Problems\n\n" + "\n".join(f"- {p}" for p in rep.problems[:50]) + "\n")
     for s in rep.sections:
         out.append(f"## {s.heading}\n")
+        if s.absent:
+            out.append(f"_{s.absent}_\n")
         if s.metrics:
             out.append(f"Metrics: {s.metrics}\n")
         for f in s.figures:

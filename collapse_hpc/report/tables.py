@@ -120,6 +120,18 @@ def left_out(runs: list[RunData]) -> list[str]:
             f"with --only)" for run in runs if run.left_out]
 
 
+def absent_from(runs: list[RunData], experiment: str) -> str:
+    """For the section of `experiment` in a report of several runs, where some left it out with --only: which
+    runs its figures and tables are of (each draws the runs that have it, so a run left out is no empty panel,
+    nor a word in the figure saying whose the panels are)."""
+    gone = [r.label for r in runs if experiment in r.left_out]
+    have = [r.label for r in runs if experiment in r.experiments()]
+    if len(runs) < 2 or not gone:
+        return ""
+    return (f"Not in {', '.join(gone)} (left out with --only): the figures and tables of this section are of "
+            f"{', '.join(have)} only.")
+
+
 def completeness(runs: list[RunData]) -> Table:
     """Units finished / planned per variant: what an in-progress run still lacks, started (a folder
     without its manifest) or not (a generation after a stopped one has no folder). Generations past a

@@ -21,6 +21,7 @@ from pathlib import Path
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
 
 MANIFEST = "manifest.json"
+SELF = "manifest_sha256"  # the manifest's own checksum, in it: an edit of its bytes is caught without hashing files
 BINDING = ".binding.json"  # an unfinished unit's binding (written before it starts)
 PACKAGES = ("collapse-hpc", "torch", "deepspeed", "transformers", "datasets", "tokenizers",
             "scikit-learn", "numpy", "pyarrow", "submitit", "matplotlib")
@@ -205,8 +206,18 @@ def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: d
         **binding(unit_dir),  # the engine's extra gives the variant's hash and the binding it started with
         **(extra or {}),
     }
+    manifest = json.loads(json.dumps(manifest, default=str))  # as read back: the checksum is of what is on disk
+    manifest[SELF] = own_digest(manifest)
     write_json(unit_dir / MANIFEST, manifest)
     return manifest
+
+
+def own_digest(manifest: dict) -> str:
+    """The checksum of a manifest's content (its JSON, keys sorted, without SELF): a manifest edited since it
+    was written (a file's sha256 changed but not its size, which a skip's size check would pass) no longer
+    matches it, while one only reformatted does."""
+    body = {k: v for k, v in manifest.items() if k != SELF}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 _READ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("manifests_read", default=None)
@@ -245,7 +256,32 @@ def _read_manifest(unit_dir: Path) -> dict | None:
         return {"corrupt": "a folder, not a file"}
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         return {"corrupt": "no mapping of files"}  # hand-edited or foreign: not a completion marker
+    if SELF in manifest and manifest[SELF] != own_digest(manifest):  # an older version's has none: read as it is
+        return {"corrupt": "edited since it was written: its own checksum no longer matches"}
+    if said := _misshapen(manifest):
+        return {"corrupt": said}
     return manifest
+
+
+# what readers take of a manifest (status's times, the report's compute and packages) as the kind of value each
+# is: an older one without its own checksum, edited by hand, is told from a real one here, not by a reader's error
+NUMBER, TEXT, MAPPING, COUNT = ((int, float), "a number"), ((str, type(None)), "text"), (dict, "a mapping"), \
+    ((int, type(None)), "a whole number")
+SHAPE: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "seconds": NUMBER, "started": NUMBER, "finished": NUMBER, "resources": MAPPING, "packages": MAPPING,
+    "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT}
+WORDS = {int: "a number", float: "a number", str: "text", dict: "a mapping", list: "a list", bool: "true or false"}
+
+
+def _misshapen(manifest: dict) -> str | None:
+    """What of a manifest is not of the kind SHAPE says (None: all is)."""
+    for key, (kind, want) in SHAPE.items():
+        value = manifest.get(key)
+        if key in manifest and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"its {key!r} is {WORDS.get(type(value), 'null')}, not {want}"
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in manifest.get("resources", {}).values()):
+        return "its 'resources' are not whole numbers"
+    return None
 
 
 def _entry_ok(entry) -> bool:
@@ -283,8 +319,8 @@ def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash
     for p, rel, entry, hashed in listed:
         if not _entry_ok(entry):
             problems.append(f"{unit_dir / MANIFEST}: entry {rel!r} is corrupt (needs bytes and sha256)")
-        elif not p.is_file():
-            problems.append(f"{p}: missing")
+        elif not p.is_file():  # a folder made in its place (by hand, a stray tool) is there, yet not the file
+            problems.append(f"{p}: {'a folder, not the file its manifest lists' if p.is_dir() else 'missing'}")
         elif p.stat().st_size != entry["bytes"]:
             problems.append(f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest")
         elif hashed and sha256_file(p) != entry["sha256"]:

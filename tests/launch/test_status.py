@@ -494,3 +494,28 @@ def test_a_copy_of_a_local_run_names_the_jobs_that_made_its_finished_units(tmp_p
     mine = records.load(RunStore(copy))["units"]["toy/replace-p0-s0/gen_002"]["job_id"]
     assert "gen_001  done          job 101" in out and f"gen_002  done          job {mine}" in out, out
     assert mine not in ("100", "101") and "by hand" not in out
+
+
+def test_a_slurm_run_the_local_launcher_took_over_keeps_the_states_of_the_units_slurm_ran(tmp_path, fake_slurm):  # noqa: F811
+    """The local launcher ran a Slurm run's chain again (--only toy) and relabelled the whole book local: the
+    array parts it did not run, whose Slurm jobs had failed, read '?' in status (no local state recorded) and
+    the Slurm job ids it replaced were kept as if they were its own."""
+    from collapse_hpc.report.collect import job_states
+    from tests.launch.helpers import collapse, jobs
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2, parts_fail=True)
+    rc, _, err = collapse("run", store.config_path, "--run", store.root, "--only", "toy", "--executor", "local")
+    assert rc == 0, err
+    book = jobs(store.root)
+    assert book["executor"] == "local"
+    gen0, part1 = book["units"]["toy/replace-p0-s0/gen_000"], book["units"]["tail/replace-p0-s0/part_001"]
+    assert gen0["history"] == ["slurm 200"] and "executor" not in gen0 and gen0["state"] == "COMPLETED"
+    assert part1["executor"] == "slurm" and part1["job_id"] == "900_1"
+    rc, out, _ = collapse("status", store.root, "--json")
+    chains = {c["experiment"]: c for c in json.loads(out)["chains"]}
+    assert rc == 0 and [u["state"] for u in chains["toy"]["units"]] == ["done", "done"]
+    assert [u["state"] for u in chains["tail"]["units"]] == ["FAILED", "FAILED"], out
+    assert chains["tail"]["units"][0]["error"][-1] == "ValueError: tail.samples must be >= 2"
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0 and "  ?" not in out and "part_001  FAILED" in out, out
+    assert job_states(store.root)["tail/replace-p0-s0/part_000"]["state"] == "FAILED"

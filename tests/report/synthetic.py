@@ -36,11 +36,9 @@ def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *,
                               "regime": REGIMES[regime].record(), "seed": seed, "settings": settings or {},
                               "resources": {"gpus": gpus, "cpus": cpus}})
         # the manifest's own clock: make `seconds` exact for the compute test
-        import json
+        from tests.helpers import edit_manifest
 
-        m = json.loads((d / "manifest.json").read_text())
-        m["seconds"] = seconds
-        (d / "manifest.json").write_text(json.dumps(m))
+        edit_manifest(d, lambda m: m.update(seconds=seconds))
     return d
 
 

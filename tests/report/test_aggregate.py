@@ -309,3 +309,20 @@ def test_experiments_left_out_with_only_are_not_unfinished_chains(toy, tmp_path,
     _launch(store, run, [c for c in chains if c.experiment == "tail"])
     assert cli.main(["aggregate", str(store.root)]) == 0
     assert "## Incomplete run" not in (store.root / "report" / "results.md").read_text()
+
+
+def test_a_report_of_runs_one_of_which_left_an_experiment_out_says_whose_its_section_is(toy, tmp_path):
+    """Run A left tail out (--only toy), run B ran both: tail's figures drew B's panels alone, with no word in the
+    section (nor in the figures, whose titles name a run only where several are drawn) that A is not among them."""
+    for name, only in (("A", {"toy"}), ("B", {"toy", "tail"})):
+        run = experiments.config_from_dict({"name": name, "executor": "local", "generations": 2, "toy": {},
+                                            "tail": {"replicates": 2, "chunk_replicates": 2}})
+        store = RunStore(tmp_path / name)
+        engine.open_run(store, run)
+        _launch(store, run, [c for c in engine.plan(run) if c.experiment in only])
+    assert cli.main(["aggregate", str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "results.md").read_text()
+    said = "Not in A (left out with --only): the figures and tables of this section are of B only."
+    tail, toy_section = md.split("## Zipf tail")[1].split("\n## ")[0], md.split("## toy")[1].split("\n## ")[0]
+    assert said in tail and "Not in" not in toy_section, md
+    assert said in (tmp_path / "rep" / "index.html").read_text()

@@ -6,6 +6,7 @@ import pytest
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.report import collect, longform, tables
+from tests.helpers import edit_manifest
 from tests.report import synthetic
 
 
@@ -140,9 +141,7 @@ def test_compute_hours_from_manifests(run):
 
 def test_package_versions_come_from_manifests(run):
     unit = run / "gmm" / "replace-p0-s0" / "part_000"
-    m = json.loads((unit / "manifest.json").read_text())
-    m["packages"]["torch"] = "9.9.9"
-    (unit / "manifest.json").write_text(json.dumps(m))
+    edit_manifest(unit, lambda m: m["packages"].update(torch="9.9.9"))
     header, rows = tables.packages([collect.load_run(run)])
     torch = dict(rows)["torch"]
     assert "9.9.9" in torch and "," in torch  # both versions shown

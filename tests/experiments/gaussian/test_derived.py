@@ -1,6 +1,5 @@
 """var_hat, log_var_hat and w2_squared: derived where the report reads a part, no longer stored, with
 the same report as when parts stored them."""
-import json
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,8 @@ from collapse_hpc import cli, engine, experiments
 from collapse_hpc.experiments.gaussian.run import DERIVED, METRICS, derived
 from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
-from collapse_hpc.store.manifest import MANIFEST, _entry
+from collapse_hpc.store.manifest import _entry
+from tests.helpers import edit_manifest
 
 SECTION = {"generations": 6, "samples": [20], "replicates": 4, "chunk_replicates": 2}
 
@@ -36,9 +36,7 @@ def _as_stored_before(path):
     for name, values in old.items():
         t = t.append_column(name, pa.array(values))
     pq.write_table(t, path)
-    manifest = json.loads((path.parent / MANIFEST).read_text())
-    manifest["files"]["metrics.parquet"] = _entry(path)
-    (path.parent / MANIFEST).write_text(json.dumps(manifest))
+    edit_manifest(path.parent, lambda m: m["files"].update({"metrics.parquet": _entry(path)}))
 
 
 @pytest.mark.slow
