@@ -16,6 +16,9 @@ log = logging.getLogger("collapse_hpc.report")
 # metrics per overview figure: 4 rows of 3 panels, 9.3 in with the legend, within a journal page's height
 # (style.PAGE_H); 16 made 6 rows, 13 in tall
 PAGE = 12
+# overview pages at most: a mixture of 1000 components records 19,000 per-component metrics, whose ~1,600
+# pages kept aggregate drawing for hours
+MAX_PAGES = 10
 
 
 def constant_metrics(ctx: Context) -> dict[str, list[float]]:
@@ -97,6 +100,11 @@ def overviews(ctx: Context) -> list:
     note = _overview_note(ctx, constant, bookkeeping, compute, single)
     if ctx.metrics() and not metrics:  # nothing moves: no grid to draw (not "no data yet")
         return []
+    most = PAGE * MAX_PAGES
+    if len(metrics) > most:
+        left = (f"Not drawn: the last {len(metrics) - most} of {len(metrics)} metrics in the declared order (these "
+                f"pages show the first {most}; every metric is in metrics.parquet and summary.csv).")
+        note, metrics = " ".join(filter(None, [note, left])), metrics[:most]
     pages = [metrics[i:i + PAGE] for i in range(0, len(metrics), PAGE)] or [[]]
     if len(pages) == 1:
         return [("all_metrics", "All metrics", lambda c: overview(c, pages[0], note))]

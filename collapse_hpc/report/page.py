@@ -111,6 +111,16 @@ def _md_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+# what Markdown reads as markup inside a line: emphasis, code spans, links, HTML tags and entities, GFM's ~
+MD_MARKUP = re.compile(r"([\\`*_\[\]<>&~])")
+
+
+def md_text(text: str) -> str:
+    """Model or data text shown as written in results.md: WikiText's `<unk>` read as an HTML tag (shown as
+    nothing), `__init__` or `*args` as emphasis, and an `_` of a prompt ended its italics."""
+    return MD_MARKUP.sub(r"\\\1", text)
+
+
 def anchor(name: str) -> str:
     """An id and #fragment made of safe characters only: names come from experiments (a plugin's
     too) and must not end the attribute or open a tag."""
@@ -200,8 +210,9 @@ def write_markdown(rep: Report) -> str:
                 out.append(f"### {f.title}\n\n_{f.caption}_\n")
         if s.texts:
             out.append(f"### Generated text\n\n{TEXTS_INTRO}\n")
-        for title, prompt, table in s.texts:
-            out.append(f"#### {title}\n\nPrompt: _{prompt}_\n\n" + _md_table(table))
+        for title, prompt, (header, rows) in s.texts:
+            out.append(f"#### {title}\n\nPrompt: _{md_text(prompt)}_\n\n"
+                       + _md_table((header, [[md_text(c) for c in row] for row in rows])))
         out.append(f"### {COMPARE}\n\n{COMPARE_INTRO}\n\n" + "".join(f"_{n}_\n\n" for n in s.notes)
                    + (_md_table(s.table) if s.table[1] or not s.notes else ""))
         if s.bookkeeping[1]:

@@ -32,12 +32,10 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
     for run, rs in s.groupby("run", sort=True):
         reached = rs.groupby(["regime", *settings], dropna=False)["generation"].max()
         last = min([int(reached.min()), *_chains_reached(next(r for r in runs if r.label == run), experiment)])
-        if last <= 0:
-            notes.append(f"{run + ': ' if multi else ''}no comparison yet: " + (
-                "a chain has not finished generation 0" if last < 0 else
-                "not every chain has finished a generation after 0 (the last generation all of them reached is 0)"))
-            continue
         planned = next((r.generations.get(experiment) for r in runs if r.label == run), None)
+        if last <= 0:
+            notes.append(f"{run + ': ' if multi else ''}" + _no_comparison(last, planned))
+            continue
         when = str(last) if not planned or last >= planned - 1 else f"{last} (of {planned - 1})"
         for (*_, metric), grp in rs.groupby(["regime", *settings, "metric"], dropna=False, sort=True):
             g0, gl = grp[grp["generation"] == 0], grp[grp["generation"] == last]
@@ -52,6 +50,16 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
                          ([run] if multi else []) + cells))
     rows.sort(key=lambda r: r[:3])  # series, then metrics, in the figures' order (replace first; p5 before p25)
     return (header, [r[3] for r in rows]), notes
+
+
+def _no_comparison(last: int, planned: int | None) -> str:
+    """Why a run has no row: a run of one generation is finished, and 'yet' had it wait for a later one."""
+    if last == 0 and planned == 1:
+        return ("no comparison: its chains run one generation (0), with none after it to compare with; "
+                "run more generations (--generations, or the section's generations)")
+    return "no comparison yet: " + ("a chain has not finished generation 0" if last < 0 else
+                                     "not every chain has finished a generation after 0 (the last generation "
+                                     "all of them reached is 0)")
 
 
 def _chains_reached(run: RunData, experiment: str) -> list[int]:

@@ -87,3 +87,26 @@ def test_a_metric_is_named_and_measured_alike_in_its_figure_and_the_comparison_t
     assert f"{entropy.label} ({entropy.unit})" == "class entropy (nats)"  # vae_class_entropy's axis
     assert f"training loss ({declared['lm']['val_loss'].unit})" == dict(CURVES)["loss"]
     assert declared["gmm"]["lower_bound"].unit == "nats per point"
+
+
+def test_the_overview_draws_a_bounded_number_of_pages(monkeypatch):
+    """A mixture of 1000 components records ~19,000 per-component metrics: the overview made a page of 12
+    panels for each, ~1,600 figures that kept aggregate drawing for hours. It stops at MAX_PAGES and says
+    how many metrics are left to metrics.parquet."""
+    from collapse_hpc.plotting.plots import Context
+    from collapse_hpc.report import stats
+
+    names = [f"m{i:04d}" for i in range(drawing.PAGE * drawing.MAX_PAGES + 30)]
+    rows = [("run", "toy", "v", "replace-p0", 0, r, g, m, float(g * (r + 1) + i))
+            for i, m in enumerate(names) for g in range(2) for r in range(2)]
+    df = pd.DataFrame(rows, columns=["run", "experiment", "variant", "regime", "seed", "replicate", "generation",
+                                     "metric", "value"]).assign(kind="replace", keep_fraction=0.0,
+                                                                verifier_quantile=0.5)
+    ctx = Context("toy", df, stats.summarise(df), [])
+    monkeypatch.setattr(drawing, "overview", lambda c, metrics, note: (metrics, note))  # what each page would draw
+    pages = drawing.overviews(ctx)
+    assert len(pages) == drawing.MAX_PAGES
+    assert pages[-1][1] == f"All metrics ({drawing.MAX_PAGES} of {drawing.MAX_PAGES})"
+    drawn = [draw(ctx) for _, _, draw in pages]
+    assert [m for metrics, _ in drawn for m in metrics] == names[:drawing.PAGE * drawing.MAX_PAGES]
+    assert all(f"Not drawn: the last 30 of {len(names)} metrics" in note for _, note in drawn)

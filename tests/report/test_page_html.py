@@ -1,6 +1,8 @@
 """The page's HTML as text: names that reach attributes are escaped (no browser needed)."""
 import re
 
+import pytest
+
 from collapse_hpc.report import page
 from collapse_hpc.plotting.plots import Fig
 
@@ -25,3 +27,24 @@ def test_the_incomplete_banner_counts_in_the_singular_and_plural():
 
     assert "<p>1 chain not finished; " in _incomplete_html(["lm/replace-p0-s0: 1 of 2 generations"])
     assert "<p>2 chains not finished; " in _incomplete_html(["a", "b"])  # it read "1 chain(s)", "2 chain(s)"
+
+
+def test_results_md_shows_generated_text_as_written(tmp_path):
+    """results.md put model and data text raw into Markdown: WikiText's `<unk>` rendered as an unknown
+    HTML tag (nothing shown), `__init__` and `*args` as emphasis, and an `_` in a prompt ended its italics."""
+    import html
+
+    markdown_it = pytest.importorskip("markdown_it")
+    prompt = "say <unk> = \"_Feature(\" & 1 * 2 _x_ `q` [a](b) ~~s~~ \\ &amp;"
+    cells = ["def __init__(self, *args, **kw): <unk> | a\\|b", "plain"]
+    empty = ([], [])
+    rep = page.Report("R", tmp_path, [("r", tmp_path)], [page.Section("lm", [], empty, texts=[
+        ("Real training block 0", prompt, (["generation", "replace"], [["0", c] for c in cells]))])],
+                      empty, empty, empty, [])
+    md = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    rendered = md.render(page.write_markdown(rep))
+    shown = html.unescape(re.sub(r"<[^>]+>", "", rendered))
+    assert f"Prompt: {prompt}" in shown
+    assert "<em>" + html.escape(prompt) + "</em>" in rendered  # italic, as one span
+    rows = re.findall(r"<tr>\s*<td>0</td>\s*<td>(.*?)</td>", rendered, re.S)
+    assert [html.unescape(r) for r in rows] == cells  # each text one cell, no markup read into it

@@ -156,6 +156,22 @@ def test_comparison_only_where_every_chain_passed_generation_0(tmp_path):
     assert len(test_ppl) == 2 and all(r[header.index("collapse")] == "higher is worse" for r in test_ppl)
 
 
+def test_a_run_of_one_generation_is_not_told_to_wait_for_a_later_one(tmp_path):
+    """generations: 1 is a finished run: the note said 'no comparison yet: not every chain has finished a
+    generation after 0', as if one were to come."""
+    from collapse_hpc.report import stats
+
+    root = tmp_path / "one"
+    synthetic.write_config(root, {"gaussian": {"generations": 1, "samples": [10, 100],
+                                               "regimes": ["replace", "accumulate"]}}, generations=1)
+    synthetic.gaussian(root, generations=1, replicates=5)
+    data = [collect.load_run(root)]
+    summary = stats.summarise(collect.tidy(data))
+    (_, rows), notes = tables.first_last(summary, data, "gaussian", experiments.describe("gaussian").metric_specs([]))
+    assert rows == [] and len(notes) == 1
+    assert "yet" not in notes[0] and "one generation" in notes[0] and "--generations" in notes[0]
+
+
 def test_comparison_lists_metrics_in_the_order_the_figures_draw_them(tmp_path):
     """The every-metric figure drew the generated data's perplexity percentiles p5, p25, p50 (as declared);
     the table beside it listed p25, p5, p50 (by column name). It lists them as declared, too; a run recorded

@@ -154,12 +154,14 @@ def component_specs(columns) -> dict[str, Metric]:
             "cov_eig0": "cov. eigenvalue, small", "cov_eig1": "cov. eigenvalue, large", "std": "std"}
     for q, _ in TAILS:  # q975 -> 97.5%
         what.update({f"{q}_{a}": f"{q[1:3]}{'.' + q[3:] if q[3:] else ''}% tail {a}" for a in AXES})
-    out = {}
+    found = []
     for c in columns:
         k, _, rest = c.partition("_")
         if k[:1] == "c" and k[1:].isdigit() and rest in what:
-            out[c] = Metric(c, f"comp. {k[1:]} {what[rest]}", bounds=BOUNDS.get(rest, (None, None)))
-    return out
+            found.append((int(k[1:]), list(what).index(rest), c, rest))
+    # by component number, each as names() lists it: columns come sorted by name, which put c10 before c2
+    return {c: Metric(c, f"comp. {k} {what[rest]}", bounds=BOUNDS.get(rest, (None, None)))
+            for k, _, c, rest in sorted(found)}
 
 
 def schema(components: int | None) -> MetricsSchema:

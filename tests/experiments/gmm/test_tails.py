@@ -42,3 +42,15 @@ def test_real_share_is_the_real_datas_own(kind, separation):
     if kind == "blob":
         assert real_share(modes, 2) == pytest.approx(math.exp(-2))
         assert real_share(modes, 3) == pytest.approx(math.exp(-4.5))
+
+
+def test_component_metrics_are_declared_in_component_order():
+    """Columns come sorted by name (c0, c1, c10, c100, …, c2): a mixture of 11 or more components listed
+    and drew component 10 before component 2, and the overview's first pages held components 0, 1, 10, 100…"""
+    from collapse_hpc.experiments import describe
+    from collapse_hpc.experiments.gmm.metrics import names
+
+    columns = sorted(names(12))
+    declared = [m for m in describe("gmm").metric_specs(columns) if m[:1] == "c" and m[1:2].isdigit()]
+    assert declared == names(12)[names(12).index("c0_weight"):]
+    assert describe("gmm").metric_specs(columns)["c10_weight"].label == "comp. 10 weight"
