@@ -151,9 +151,14 @@ def _forget_groups(kind: type) -> None:
     group existed took it as a default argument (torch.distributed.nn's, DeepSpeed's barrier): they
     now default to None, the group of the day, as they would have had they been imported before it;
     and a finished engine's cycles are freed now."""
+    def held(d) -> bool:  # by its type: isinstance on torch's deprecated reduce_op warns
+        return issubclass(type(d), kind)
+
     for f in gc.get_objects():
-        if isinstance(f, FunctionType) and any(isinstance(d, kind) for d in f.__defaults__ or ()):
-            f.__defaults__ = tuple(None if isinstance(d, kind) else d for d in f.__defaults__)
-        if isinstance(f, FunctionType) and any(isinstance(d, kind) for d in (f.__kwdefaults__ or {}).values()):
-            f.__kwdefaults__ = {k: None if isinstance(d, kind) else d for k, d in f.__kwdefaults__.items()}
+        if type(f) is not FunctionType:
+            continue
+        if any(held(d) for d in f.__defaults__ or ()):
+            f.__defaults__ = tuple(None if held(d) else d for d in f.__defaults__)
+        if any(held(d) for d in (f.__kwdefaults__ or {}).values()):
+            f.__kwdefaults__ = {k: None if held(d) else d for k, d in f.__kwdefaults__.items()}
     gc.collect()
