@@ -157,8 +157,9 @@ def _forget_groups(kind: type) -> None:
     for f in gc.get_objects():
         if type(f) is not FunctionType:
             continue
-        if any(held(d) for d in f.__defaults__ or ()):
-            f.__defaults__ = tuple(None if held(d) else d for d in f.__defaults__)
-        if any(held(d) for d in (f.__kwdefaults__ or {}).values()):
-            f.__kwdefaults__ = {k: None if held(d) else d for k, d in f.__kwdefaults__.items()}
+        defaults, keywords = f.__defaults__ or (), f.__kwdefaults__ or {}
+        if any(held(d) for d in defaults):
+            f.__defaults__ = tuple(None if held(d) else d for d in defaults)
+        if any(held(d) for d in keywords.values()):
+            f.__kwdefaults__ = {k: None if held(d) else d for k, d in keywords.items()}
     gc.collect()
