@@ -306,9 +306,10 @@ class _Pool:
             records.record(self.book, dep.label, job_id=None, state="NOT_RUN", reason=f"{job.label} failed")
         lane.jobs = []
         tqdm.write(f"FAILED {job.label}: {last_error(entry['error'])} (log: {entry['log']})", file=sys.stderr)
-        number = refused_in(e)
-        if lost or number is not None:
-            self.out_of_room(job.label, os.strerror(number) if number is not None else "its result could not be written")
+        if (number := refused_in(e)) is not None:
+            self.out_of_room(job.label, os.strerror(number))
+        elif lost:
+            self.out_of_room(job.label, "its result could not be written")
 
     def cancel(self) -> None:
         """Ctrl-C: the running jobs are cancelled; each is recorded by what its manifest says once
