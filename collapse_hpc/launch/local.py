@@ -10,6 +10,7 @@ room (a full disk, a quota, `ulimit -f`) stops further starts: every unit after 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shlex
@@ -182,13 +183,16 @@ class _Pool:
         """No further unit starts: the launcher's own write or a unit's was refused for want of room."""
         return self.halted is not None or self.short is not None
 
-    def out_of_room(self, label: str, what: str) -> None:
-        """A unit failed for want of room (a full disk, a quota, `ulimit -f`): every unit after it
-        would fail the same way, so none starts; the running ones finish or fail on their own."""
+    def out_of_room(self, label: str, number: int | None) -> None:
+        """A unit failed for want of room (a full disk, a quota, `ulimit -f`; number: its errno, None where
+        its result could not be written): every unit after it would fail the same way, so none starts; the
+        running ones finish or fail on their own."""
         if self.stopped:
             return
-        self.short = f"{label} failed for want of room ({what})"
-        tqdm.write(f"{self.short}: no further unit starts; waiting for the running ones; free space, "
+        self.short = f"{label} failed for want of room ({os.strerror(number) if number else 'no result written'})"
+        todo = {errno.EFBIG: "raise the file-size limit (`ulimit -f unlimited`)",
+                errno.EROFS: "write where it is writable"}.get(number or 0, "free space")
+        tqdm.write(f"{self.short}: no further unit starts; waiting for the running ones; {todo}, "
                    f"{space.AGAIN}{space.KEPT}", file=sys.stderr)
 
     def not_started(self) -> None:
@@ -306,10 +310,8 @@ class _Pool:
             records.record(self.book, dep.label, job_id=None, state="NOT_RUN", reason=f"{job.label} failed")
         lane.jobs = []
         tqdm.write(f"FAILED {job.label}: {last_error(entry['error'])} (log: {entry['log']})", file=sys.stderr)
-        if (number := refused_in(e)) is not None:
-            self.out_of_room(job.label, os.strerror(number))
-        elif lost:
-            self.out_of_room(job.label, "its result could not be written")
+        if (number := refused_in(e)) is not None or lost:
+            self.out_of_room(job.label, number)
 
     def cancel(self) -> None:
         """Ctrl-C: the running jobs are cancelled; each is recorded by what its manifest says once
