@@ -366,6 +366,7 @@ def _generations(run, chains) -> str:
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
     from collapse_hpc.launch.slurm import Scontrol
+    from collapse_hpc.store.lock import ORPHANS_STOP_S
 
     scontrol = Scontrol()  # read where the run goes to Slurm, once for its checks and its submission
     with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
@@ -373,8 +374,9 @@ def cmd_run(args, executor=None) -> int:
         pending = _submit_pending(store, run, args.only, scontrol) if run.executor == "slurm" else None
     log = logging.getLogger("collapse_hpc")
     # locked before open and the log file: a refused launcher writes nothing into the run folder;
-    # submit holds it too (slurm's submit takes the same lock again inside)
-    with store.lock(log=log.warning):
+    # submit holds it too (slurm's submit takes the same lock again inside); a run again right after its
+    # launcher was killed waits for that one's unit processes, which stop on their own
+    with store.lock(log=log.warning, wait_s=ORPHANS_STOP_S):
         if run.executor != "slurm":
             launch.refuse_if_submitted(store)
         chains = engine.open_run(store, run, only=args.only, force=getattr(args, "force", False))

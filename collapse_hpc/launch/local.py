@@ -4,11 +4,13 @@ Chains run their generations in order; different chains and array parts run side
 as long as their ranks fit in the machine's cores (and GPUs, where there are some) and CPU units'
 memory (the experiments' memory()) fits in what the machine has available as the run starts. A failed
 unit stops its chain (later generations are not run); other chains go on; the failures are
-listed at the end with their log paths, and the command exits non-zero.
+listed at the end with their log paths, and the command exits non-zero. A unit failed for want of
+room (a full disk, a quota, `ulimit -f`) stops further starts: every unit after it would fail the same way.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shlex
@@ -91,6 +93,8 @@ def execute(store, run, chains, **_) -> dict:
               + (f"; {count(blocked, 'later generation')} not run" if blocked else ""), file=sys.stderr)
         for f in pool.counts["failed"]:
             print(f"  {f['unit']}: log {f['log']}", file=sys.stderr)
+    if pool.short is not None:
+        pool.not_started()
     if pool.halted is not None:
         _halted(store, pool.book, lanes, pool.halted)
     return pool.counts
@@ -146,6 +150,7 @@ class _Pool:
         self.book.pop("copied_from", None)  # a copied run's book is its own from its first run
         self.counts = {"done": 0, "skipped": 0, "failed": []}
         self.halted: OSError | None = None  # a write of the launcher's own the run's folder refused
+        self.short: str | None = None  # a unit failed for want of room: why no further unit starts
         self.used = 0  # ranks running now
         # memory the units may share: what is available as the run starts (a paper-scale gaussian part
         # holds 4 GiB; one per core of a laptop would not fit); unknown: not limited
@@ -155,12 +160,12 @@ class _Pool:
         shown = ""
         with tqdm(total=sum(len(lane.jobs) for lane in self.lanes), desc="units", unit="unit",
                   dynamic_ncols=True) as bar:
-            while any(lane.running or (lane.jobs and self.halted is None) for lane in self.lanes):
+            while any(lane.running or (lane.jobs and not self.stopped) for lane in self.lanes):
                 for lane in self.lanes:
                     if lane.running and lane.running[0].done():
                         self.finish(lane, bar)
                 for lane in self.lanes:
-                    if lane.running or not lane.jobs or self.halted is not None:
+                    if lane.running or not lane.jobs or self.stopped:
                         continue
                     fits = self.used == 0 or (  # too big: alone
                         self.used + lane.ranks <= self.n_cores
@@ -172,6 +177,34 @@ class _Pool:
                     bar.set_postfix_str(running)
                     shown = running
                 time.sleep(POLL_S)
+
+    @property
+    def stopped(self) -> bool:
+        """No further unit starts: the launcher's own write or a unit's was refused for want of room."""
+        return self.halted is not None or self.short is not None
+
+    def out_of_room(self, label: str, number: int | None) -> None:
+        """A unit failed for want of room (a full disk, a quota, `ulimit -f`; number: its errno, None where
+        its result could not be written): every unit after it would fail the same way, so none starts; the
+        running ones finish or fail on their own."""
+        if self.stopped:
+            return
+        self.short = f"{label} failed for want of room ({os.strerror(number) if number else 'no result written'})"
+        todo = {errno.EFBIG: "raise the file-size limit (`ulimit -f unlimited`)",
+                errno.EROFS: "write where it is writable"}.get(number or 0, "free space")
+        tqdm.write(f"{self.short}: no further unit starts; waiting for the running ones; {todo}, "
+                   f"{space.AGAIN}{space.KEPT}", file=sys.stderr)
+
+    def not_started(self) -> None:
+        """The units left by out_of_room: recorded NOT_RUN with its reason, and counted."""
+        left = [job for lane in self.lanes for job in lane.jobs]
+        for job in left:
+            records.record(self.book, job.label, job_id=None, state="NOT_RUN", reason=self.short)
+        for lane in self.lanes:
+            lane.jobs = []
+        if left:
+            print(f"{count(len(left), 'unit')} not started", file=sys.stderr)
+            self.save()
 
     def name_helpers(self) -> None:
         pids = [int(lane.running[0].job_id) for lane in self.lanes
@@ -257,8 +290,10 @@ class _Pool:
 
         entry["error"] = error_tail(str(e))
         signalled = controller.ended(self.folder, sj.job_id)
+        lost = None
         if "has not produced any output" in str(e):  # submitit: no result, no exception: the process died
-            entry["error"] += f"\n{unwritten(sj) or _killed(signalled, lane.advice)}"
+            lost = unwritten(sj)
+            entry["error"] += f"\n{lost or _killed(signalled, lane.advice)}"
         if lane.ranks > 1 and (found := peers.culprit(peers.folder(self.store.root, sj.job_id),
                                                       {r: controller.said(sig, lane.advice)
                                                        for r, (_, sig) in signalled.items()})):
@@ -275,6 +310,8 @@ class _Pool:
             records.record(self.book, dep.label, job_id=None, state="NOT_RUN", reason=f"{job.label} failed")
         lane.jobs = []
         tqdm.write(f"FAILED {job.label}: {last_error(entry['error'])} (log: {entry['log']})", file=sys.stderr)
+        if (number := refused_in(e)) is not None or lost:
+            self.out_of_room(job.label, number)
 
     def cancel(self) -> None:
         """Ctrl-C: the running jobs are cancelled; each is recorded by what its manifest says once
@@ -363,6 +400,12 @@ def _result(sj, done) -> str:
         if space.refused(e):
             raise UserError(space.explain(e) + space.KEPT) from e
         raise
+
+
+def refused_in(e: BaseException) -> int | None:
+    """The errno of a write the file system refused (space.refused) that failed a unit: in its
+    traceback (submitit's error), or the launcher's own read of its result (_result)."""
+    return space.refused(e) or (space.refused(e.__cause__) if e.__cause__ is not None else None)
 
 
 def unwritten(sj) -> str | None:

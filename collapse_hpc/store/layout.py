@@ -145,12 +145,13 @@ class RunStore:
     def unit_dir(self, experiment: str, variant: str, shape: str, index: int) -> Path:
         return self.variant_dir(experiment, variant) / unit_name(shape, index)
 
-    def lock(self, log=print) -> RunLock:
-        """The run's lock; one object per store, so taking it again inside a held block nests."""
+    def lock(self, log=print, wait_s: float = 0) -> RunLock:
+        """The run's lock; one object per store, so taking it again inside a held block nests.
+        wait_s: how long a killed launcher's unit processes are waited for (RunLock.wait_s)."""
         if self._lock is None:
-            self._lock = RunLock(self.root / ".lock", log=log)
+            self._lock = RunLock(self.root / ".lock", log=log, wait_s=wait_s)
         elif not self._lock.held:
-            self._lock.log = log
+            self._lock.log, self._lock.wait_s = log, wait_s
         return self._lock
 
     # ---- config

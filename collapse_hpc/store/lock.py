@@ -20,6 +20,7 @@ SLURM_HELD = "slurm job"  # a worker file's text: the unit runs in this Slurm jo
 FOLDER = "folder"  # or the run folder it works in (folder_id): a copy's registrations are not its units
 WORKERS = ".units"  # beside the lock: one file <host>-<pid> per running unit process (empty, or SLURM_HELD)
 ABANDONED_S = 60  # a lock is written microseconds after it is created; leaves room for clock skew
+ORPHANS_STOP_S = 30  # a killed launcher's unit processes stop at their next check (within a sampling chunk)
 
 
 @contextlib.contextmanager
@@ -131,9 +132,10 @@ class RunLock:
     given the same store (slurm's submit) takes it again inside; only the outermost release frees it.
     """
 
-    def __init__(self, path: Path, log=print):
+    def __init__(self, path: Path, log=print, wait_s: float = 0):
         self.path = Path(path)
         self.log = log
+        self.wait_s = wait_s  # how long a dead owner's unit processes are waited for (else refused at once)
         self.held = False
         self.depth = 0
 
@@ -160,8 +162,9 @@ class RunLock:
                         self.log(f"took over lock {self.path}: copied with the folder from the run of pid "
                                  f"{owner.get('pid')}")
                     continue
-                helpers = [h for h in owner.get("helpers") or [] if isinstance(h, int) and pid_alive(h)]
-                helpers += [h for h in self.workers() if h not in helpers]
+                helpers = self._helpers(owner)
+                if owner.get("host") == me["host"] and not pid_alive(_pid(owner)) and helpers:
+                    helpers = self._outlive(owner, helpers)
                 if owner.get("host") == me["host"] and not pid_alive(_pid(owner)) and helpers:
                     # a launcher killed alone leaves its unit processes writing into the run
                     raise UserError(f"run is locked by dead pid {owner.get('pid')}, whose unit processes "
@@ -189,6 +192,24 @@ class RunLock:
             return self
         raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
                         f"launcher is running on this run")
+
+    def _helpers(self, owner: dict) -> list[int]:
+        """The live unit processes of the lock's owner: those it named, and those registered in the run."""
+        helpers = [h for h in owner.get("helpers") or [] if isinstance(h, int) and pid_alive(h)]
+        return helpers + [h for h in self.workers() if h not in helpers]
+
+    def _outlive(self, owner: dict, helpers: list[int]) -> list[int]:
+        """Wait up to wait_s for the unit processes of a dead owner to end: they stop on their own once
+        they see their launcher gone (job.py), at their next check. Those still running then."""
+        if self.wait_s <= 0:
+            return helpers
+        self.log(f"run is locked by dead pid {owner.get('pid')}, whose unit processes {', '.join(map(str, helpers))} "
+                 f"are stopping; waiting up to {self.wait_s:g} s for them")
+        deadline = time.time() + self.wait_s
+        while helpers and time.time() < deadline:
+            time.sleep(0.2)
+            helpers = self._helpers(owner)
+        return helpers
 
     def _take_over(self, judged: dict | None) -> bool:
         """Remove the lock judged stale (judged: its owner record; None: unreadable and abandoned),

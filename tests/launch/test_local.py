@@ -221,6 +221,24 @@ def test_units_of_a_launcher_killed_alone_stop_and_the_next_run_resumes(tmp_path
     assert verify_run(run) == 0
 
 
+def test_a_run_at_once_after_its_launcher_was_killed_waits_for_its_units_to_stop(tmp_path):
+    """Run again right after `kill -9` of its launcher, while the unit processes were still stopping on
+    their own: refused ('locked by dead pid …, whose unit processes … still run', exit 2). It waits now."""
+    cfg, run, gen0, proc = _launched_stepping(tmp_path, sleep_s=12, stderr=subprocess.DEVNULL)
+    try:
+        assert (gen0 / "steps" / "000.done").exists()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert _running_in_group(proc.pid)  # its unit still runs, for now
+        rc, out, err = collapse("run", cfg, "--run", run)
+    finally:
+        for pid in _running_in_group(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    waited = [ln for ln in err.splitlines() if "are stopping; waiting up to 30 s for them" in ln]
+    assert rc == 0 and len(waited) == 1 and f"locked by dead pid {proc.pid}" in waited[0], err
+    assert verify_run(run) == 0
+
+
 def test_status_of_a_copy_of_a_running_local_run_says_none_of_its_units_runs_there(tmp_path):
     """`cp -r` of a local run folder while its unit ran: status of the copy showed the original's unit as
     RUNNING, its job id the original's pid. It is told apart now, as a Slurm run folder's copy is: only

@@ -5,6 +5,7 @@ import errno
 
 import pytest
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.launch import local, records
 from collapse_hpc.store import read_manifest
 from collapse_hpc.verify import verify_run
@@ -45,6 +46,52 @@ def test_a_unit_whose_result_the_full_disk_refused_is_not_called_killed(tmp_path
     rc, out, err = collapse("run", cfg, "--run", run)
     assert rc == 0 and "1 unit done, 1 already finished" in out, err
     assert verify_run(run) == 0
+
+
+def test_a_unit_failed_for_want_of_room_stops_further_starts(tmp_path, monkeypatch):
+    """Every unit started after it failed the same way (16 Gaussian parts under `ulimit -f 20`: 16
+    FAILED lines); now none starts, the reason is said once, and the same command goes on later."""
+    cfg = write_config(tmp_path, generations=2, seeds=[0, 1, 2], ltchain={"rows": 4})
+    run = tmp_path / "run"
+    monkeypatch.setattr(local, "machine_cores", lambda: 1)  # one unit at a time
+    monkeypatch.setenv(full_disk.FULL_AT, "0")  # every chain's first unit finds the disk full
+    rc, _, err = collapse("run", cfg, "--run", run)
+    lines = err.splitlines()
+    assert rc == 1 and "Traceback" not in err, err
+    failed = [ln.split(":")[0].removeprefix("FAILED ") for ln in lines if ln.startswith("FAILED ")]
+    assert len(failed) == 1, err
+    stop = [ln for ln in lines if "no further unit starts" in ln]
+    assert stop == [f"{failed[0]} failed for want of room (No space left on device): no further unit "
+                    f"starts; waiting for the running ones; free space, then run the same command again "
+                    f"(finished units are kept)"]
+    assert "4 units not started" in lines
+    units = jobs(run)["units"]
+    left = {label: e.get("reason") for label, e in units.items() if e["state"] == "NOT_RUN"}
+    assert len(left) == 5  # the failed chain's next generation, and the other two chains
+    assert sorted(left.values()).count(stop[0].split(":")[0]) == 4
+    monkeypatch.delenv(full_disk.FULL_AT)  # room again
+    rc, out, err = collapse("run", cfg, "--run", run)
+    assert rc == 0 and "6 units done, 0 already finished" in out, err
+    assert verify_run(run) == 0
+
+
+def test_a_refusal_is_found_in_a_unit_s_traceback_or_under_the_launcher_s_own_error():
+    assert local.refused_in(RuntimeError("...\nOSError: [Errno 27] File too large: '/r/x'")) == errno.EFBIG
+    said = UserError("/r/logs: Disk quota exceeded: ...")
+    said.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded", "/r/logs")
+    assert local.refused_in(said) == errno.EDQUOT
+    assert local.refused_in(RuntimeError("ltchain failure at generation 0")) is None
+
+
+def test_the_stop_is_said_once_with_what_to_do_for_its_refusal(capsys):
+    pool = object.__new__(local._Pool)
+    pool.halted = pool.short = None
+    pool.out_of_room("gaussian/replace-p0-samples100-s0/part_000", errno.EFBIG)  # `ulimit -f`
+    pool.out_of_room("gaussian/replace-p0-samples100-s0/part_001", errno.EFBIG)  # running beside it
+    assert capsys.readouterr().err.splitlines() == [
+        "gaussian/replace-p0-samples100-s0/part_000 failed for want of room (File too large): no further unit "
+        "starts; waiting for the running ones; raise the file-size limit (`ulimit -f unlimited`), then run the "
+        "same command again (finished units are kept)"]
 
 
 def test_a_launcher_that_cannot_write_its_records_halts_and_says_why(tmp_path, monkeypatch):

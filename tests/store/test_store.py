@@ -481,6 +481,40 @@ def test_an_orphaned_unit_process_holds_the_run_though_its_launcher_recorded_onl
         pass
 
 
+def test_a_run_again_right_after_a_killed_launcher_waits_for_its_stopping_units(tmp_path):
+    """The units of a launcher killed outright stop on their own within seconds; a run again meanwhile
+    was refused ('wait for them or kill them'). Given wait_s it waits, says so once, then goes on; units
+    that outlive wait_s are refused as before."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    code = ("import sys, time; from collapse_hpc.store.lock import working\n"
+            "with working(sys.argv[1]):\n    print('in', flush=True); time.sleep(float(sys.argv[2]))\n")
+    path = tmp_path / ".lock"
+    for stays, wait_s in ((1.0, 20), (60.0, 0.5)):
+        unit = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(stays)], stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            assert unit.stdout.readline().strip() == "in"
+            path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+            said: list[str] = []
+            lock = RunLock(path, log=said.append, wait_s=wait_s)
+            if stays < wait_s:
+                with lock:
+                    assert lock.held and lock.workers() == []  # its unit ended first
+            else:
+                with pytest.raises(UserError, match=f"unit processes {unit.pid} still run"):
+                    lock.acquire()
+            assert said[0] == (f"run is locked by dead pid {dead.pid}, whose unit processes {unit.pid} are stopping; "
+                               f"waiting up to {wait_s:g} s for them")
+        finally:
+            unit.kill()
+            unit.wait()
+
+
 def test_a_slurm_jobs_unit_process_leaves_the_run_to_submit_and_cancel(tmp_path):
     """On a node that is also the login host (a single-node cluster), a running Slurm job's unit
     registered like a local orphan: submit (to queue the rest) and cancel (to end it) were refused
