@@ -265,9 +265,10 @@ def _name(dtype) -> str:
 
 
 def _attached(model) -> list:
-    """Each parameter's attributes and each module's hooks, as they are before DeepSpeed attaches its own."""
-    return [(p, set(vars(p))) for p in model.parameters()] + \
-        [(hooks, set(hooks)) for m in model.modules() for k, hooks in vars(m).items() if k.endswith("hooks")]
+    """Each parameter's attributes (its __dict__) and each module's hooks, each a dict with its keys as
+    they are before DeepSpeed attaches its own."""
+    return [(held, set(held)) for held in [vars(p) for p in model.parameters()] +
+            [hooks for m in model.modules() for k, hooks in vars(m).items() if k.endswith("hooks")]]
 
 
 def _release(engine, before: list) -> None:
@@ -278,12 +279,9 @@ def _release(engine, before: list) -> None:
     interpreter's exit, where a rank that had finished and saved could abort ("terminate called
     without an active exception"), failing its job (on Slurm the chain's next generation never starts)."""
     engine.destroy()
-    for owner, names in before:
-        for name in set(vars(owner) if hasattr(owner, "__dict__") else owner) - names:
-            if hasattr(owner, "__dict__"):
-                delattr(owner, name)
-            else:
-                del owner[name]
+    for held, names in before:
+        for name in set(held) - names:
+            del held[name]
 
 
 def _master_dtype(engine) -> str:
