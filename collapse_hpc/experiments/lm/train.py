@@ -307,10 +307,15 @@ def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _unreadable_marker(step_dir: Path) -> str | None:
-    """Why a step folder's complete.json cannot be read as one (a mapping), or None."""
+    """Why a step folder's complete.json cannot be read as one (a mapping), or None; NotRead where the
+    file system refuses the read (checkpoint.refused_read: its bytes may be whole)."""
+    from collapse_hpc.experiments.lm.checkpoint import NotRead, refused_read
+
     try:
         marker = json.loads((step_dir / COMPLETE).read_text())
     except (OSError, ValueError) as e:
+        if refused_read(e):
+            raise NotRead(step_dir / COMPLETE, e) from None
         return f"its {COMPLETE}: {first_line(e)}"
     return None if isinstance(marker, dict) else f"its {COMPLETE}: not a mapping"
 
@@ -495,7 +500,8 @@ class _Training:
         """Whether every rank may load step folder `tag_dir`: rank 0 reads it whole first (its marker and
         files, checkpoint.unreadable), and one it cannot read is set aside with one warning line ending in
         `then` (what training does instead), never half loaded; every rank learns rank 0's answer (a
-        tampered file is refused on every rank, none left waiting for rank 0)."""
+        tampered file, or one the file system would not read now, kept, stops every rank, none left
+        waiting for rank 0)."""
         import torch
 
         from collapse_hpc.experiments.lm.checkpoint import set_aside, unreadable
@@ -507,8 +513,8 @@ class _Training:
             except UserError as e:
                 refused = e
         said = torch.tensor([float(why is not None), float(refused is not None)], device=self.device)
-        unread, tampered = distributed.mean_over_ranks(said).tolist()
-        if tampered:
+        unread, stopped = distributed.mean_over_ranks(said).tolist()
+        if stopped:
             raise refused or UserError(f"training checkpoint {tag_dir}: refused on rank 0 (its log says why)")
         if not unread:
             return True
