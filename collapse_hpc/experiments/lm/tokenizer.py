@@ -6,7 +6,7 @@ AutoTokenizer.from_pretrained(folder) reloads: data/<dataset>/tokenizer-bpe<voca
 
 API:
 - load_tokenizer(cfg, data_dir) -> tokenizer  (cfg.tokenizer, else the model's tag, else tiny's BPE)
-- bpe_tokenizer(data_dir, dataset, vocab_size) -> tokenizer  (trained once, then cached: sealed by its card)
+- bpe_tokenizer(data_dir, dataset, vocab_size, save=True) -> tokenizer  (trained once, then cached: sealed by its card)
 - train_bpe(texts, vocab_size) -> PreTrainedTokenizerFast
 - fingerprint(tokenizer) -> str  (12 hex chars; names the block caches)
 """
