@@ -22,19 +22,17 @@ API:
 """
 from __future__ import annotations
 
-import errno
-import os
 import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import TypeGuard
 
 import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
 from collapse_hpc.errors import UserError, first_line
-from collapse_hpc.store import space
+from collapse_hpc.store import reads, space
+from collapse_hpc.store.reads import refused_read
 
 
 def safe_types() -> list:
@@ -79,19 +77,11 @@ class Unreadable(UserError):
         self.why = why
 
 
-class NotRead(UserError):
-    """A checkpoint file the file system would not read now (refused_read): kept, never set aside."""
+class NotRead(reads.NotRead):
+    """A checkpoint file the file system would not read now (reads.refused_read): kept, never set aside."""
 
-    def __init__(self, path, e: OSError):
-        super().__init__(f"training checkpoint {path}: not read ({os.strerror(e.errno) if e.errno else e}): "
-                         f"kept as it is (not set aside); training resumes from it once the file reads again "
-                         f"(its permissions, the file system): run the same command again")
-
-
-def refused_read(e: BaseException) -> TypeGuard[OSError]:
-    """Whether `e` is the file system's refusal of a read (EACCES, EIO, ENOENT in a race, ESTALE...), which
-    says nothing of the file's bytes; an OSError without an errno, or EINVAL (a seek to a garbage offset), may."""
-    return isinstance(e, OSError) and e.errno not in (None, errno.EINVAL)
+    def __init__(self, path, e: BaseException):
+        super().__init__(f"training checkpoint {path}", e, "kept as it is (not set aside); training resumes from it")
 
 
 class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):

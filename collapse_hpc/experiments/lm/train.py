@@ -308,16 +308,26 @@ def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 def _unreadable_marker(step_dir: Path) -> str | None:
     """Why a step folder's complete.json cannot be read as one (a mapping), or None; NotRead where the
-    file system refuses the read (checkpoint.refused_read: its bytes may be whole)."""
-    from collapse_hpc.experiments.lm.checkpoint import NotRead, refused_read
-
+    file system refuses the read (_marker)."""
     try:
-        marker = json.loads((step_dir / COMPLETE).read_text())
+        marker = json.loads(_marker(step_dir))
     except (OSError, ValueError) as e:
-        if refused_read(e):
-            raise NotRead(step_dir / COMPLETE, e) from None
         return f"its {COMPLETE}: {first_line(e)}"
     return None if isinstance(marker, dict) else f"its {COMPLETE}: not a mapping"
+
+
+def _marker(step_dir: Path) -> str:
+    """A step folder's complete.json, as text; NotRead where the file system refuses the read
+    (reads.refused_read: its bytes may be whole, the checkpoint is kept)."""
+    from collapse_hpc.experiments.lm.checkpoint import NotRead
+    from collapse_hpc.store.reads import refused_read
+
+    try:
+        return (step_dir / COMPLETE).read_text()
+    except OSError as e:
+        if refused_read(e):
+            raise NotRead(step_dir / COMPLETE, e) from None
+        raise
 
 
 def _cut_short(ckpt_dir: Path) -> list[Path]:
@@ -533,7 +543,7 @@ class _Training:
     def _check_layout(self, tag_dir: Path) -> None:
         """A checkpoint laid out otherwise than this job's engine (e.g. bf16 written at ZeRO-0 by an
         older version, now run as ZeRO-1) is refused by name, not by a missing DeepSpeed file."""
-        written = json.loads((tag_dir / COMPLETE).read_text()).get("layout")
+        written = json.loads(_marker(tag_dir)).get("layout")  # read again: NotRead in a race too
         if written is None:  # from before layouts were kept: only a ZeRO-0 one shows, by its lack of optimizer shards
             if self.zero_stage == 0 or any(tag_dir.glob("*optim_states.pt")):
                 return

@@ -1,7 +1,5 @@
 """Training one generation: the loss falls, ranks agree, and a killed run resumes exactly."""
-import builtins
 import errno
-import io
 import json
 import os
 import re
@@ -17,6 +15,7 @@ import pytest
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import train
 from tests.experiments.lm.conftest import tiny_cfg
+from tests.helpers import refuse_reads
 
 WORKER = Path(__file__).with_name("worker.py")
 REPO = Path(__file__).resolve().parents[3]
@@ -806,38 +805,6 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_generation_trains_from_it
     assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["best", "step00000004", "unreadable-step00000002"]
 
 
-class _FailingMiddle(io.FileIO):
-    """A file whose middle byte the disk will not give (EIO): a failing disk, a network file system's hiccup."""
-
-    def _reaching(self, n: int) -> None:
-        if self.tell() <= os.fstat(self.fileno()).st_size // 2 < self.tell() + n:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    def readinto(self, buffer):
-        self._reaching(len(buffer))
-        return super().readinto(buffer)
-
-    def read(self, size=-1):
-        self._reaching(size if size >= 0 else 1 << 62)
-        return super().read(size)
-
-
-def _refuse_reads(monkeypatch, path: Path, refusal: int) -> None:
-    """Reads of `path` refused as the file system refuses them: EACCES at its open (a permissions slip, which
-    root, running the tests, is never told by chmod), or EIO reading its middle (binary reads only)."""
-    real = io.open
-
-    def opened(file, *args, **kwargs):
-        if not isinstance(file, (str, os.PathLike)) or Path(file) != path:
-            return real(file, *args, **kwargs)
-        if refusal == errno.EACCES:
-            raise PermissionError(refusal, os.strerror(refusal), str(file))
-        return io.BufferedReader(_FailingMiddle(file))
-
-    monkeypatch.setattr(builtins, "open", opened)
-    monkeypatch.setattr(io, "open", opened)
-
-
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("refused, refusal", [
     ("*model_states.pt", errno.EACCES),  # torch.load's open
@@ -855,7 +822,7 @@ def test_a_checkpoint_the_file_system_will_not_read_now_is_kept_and_resumed_from
     step = ckpt / "step00000002"
     (target,) = step.glob(refused)
     before = {p.name: p.read_bytes() for p in step.iterdir()}
-    _refuse_reads(monkeypatch, target, refusal)
+    refuse_reads(monkeypatch, target, refusal)
     with pytest.raises(UserError) as said:
         run(ckpt)
     monkeypatch.undo()
@@ -865,4 +832,28 @@ def test_a_checkpoint_the_file_system_will_not_read_now_is_kept_and_resumed_from
         f"command again")
     assert sorted(p.name for p in ckpt.glob("*step*")) == ["step00000002"]  # none set aside
     assert {p.name: p.read_bytes() for p in step.iterdir()} == before
+    assert run(ckpt)["resumed_from"] == 2
+
+
+@pytest.mark.timeout(900)
+def test_a_marker_the_file_system_refuses_when_read_again_for_the_layout_stops_the_unit_the_same_way(
+        lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
+    """The layout check reads complete.json again after the checkpoint was found whole: a refusal there (a
+    race) ended the unit in a traceback. Now it is the same one line, the checkpoint kept."""
+    run = _two_epochs(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path)
+    ckpt = tmp_path / "ckpt"
+    _killed_in_epoch_2(run, ckpt, monkeypatch)
+    marker = ckpt / "step00000002" / train.COMPLETE
+    readable = train._Training._readable
+
+    def then_refused(self, tag_dir, then):
+        whole = readable(self, tag_dir, then)
+        refuse_reads(monkeypatch, marker, errno.EACCES)
+        return whole
+
+    monkeypatch.setattr(train._Training, "_readable", then_refused)
+    with pytest.raises(UserError, match=re.escape(f"training checkpoint {marker}: not read (Permission denied): "
+                                                  f"kept as it is (not set aside)")):
+        run(ckpt)
+    monkeypatch.undo()
     assert run(ckpt)["resumed_from"] == 2
