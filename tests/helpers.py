@@ -1,4 +1,10 @@
-"""Helpers for tests: a toy run built in a temporary folder."""
+"""Helpers for tests: a toy run built in a temporary folder; reads the file system refuses."""
+import builtins
+import errno
+import io
+import os
+from pathlib import Path
+
 from collapse_hpc import engine, experiments  # toy is registered by tests/conftest.py
 
 
@@ -113,3 +119,50 @@ def edit_manifest(unit_dir, edit, *, older: bool = False) -> dict:
         m[SELF] = own_digest(m)
     path.write_text(json.dumps(m))
     return m
+
+
+class FailingMiddle(io.FileIO):
+    """A file whose middle byte the disk will not give (EIO): a failing disk, a network file system's hiccup."""
+
+    def _reaching(self, n: int) -> None:
+        if self.tell() <= os.fstat(self.fileno()).st_size // 2 < self.tell() + n:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def readinto(self, buffer):
+        self._reaching(len(buffer))
+        return super().readinto(buffer)
+
+    def read(self, size=-1):
+        self._reaching(size if size >= 0 else 1 << 62)
+        return super().read(size)
+
+
+def refuse_reads(monkeypatch, path: Path, refusal: int) -> None:
+    """Reads of `path` refused as the file system refuses them: EACCES at its open (a permissions slip, which
+    root, running the tests, is never told by chmod), or EIO reading its middle (binary reads only)."""
+    real = io.open
+
+    def opened(file, *args, **kwargs):
+        if not isinstance(file, (str, os.PathLike)) or Path(file) != path:
+            return real(file, *args, **kwargs)
+        if refusal == errno.EACCES:
+            raise PermissionError(refusal, os.strerror(refusal), str(file))
+        return io.BufferedReader(FailingMiddle(file))
+
+    monkeypatch.setattr(builtins, "open", opened)
+    monkeypatch.setattr(io, "open", opened)
+
+
+def safetensors_refuses(monkeypatch, path: Path, refusal: int) -> None:
+    """safetensors' reads of `path` refused as it says a refusal past its open (its memory map): an
+    OSError without an errno, the OS error in its text alone."""
+    import safetensors
+
+    real = safetensors.safe_open
+
+    def opened(file, *args, **kwargs):
+        if Path(file) == path:
+            raise OSError(f"{os.strerror(refusal)} (os error {refusal})")
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors, "safe_open", opened)

@@ -24,9 +24,19 @@ def refused(e: BaseException) -> int | None:
     """ENOSPC, EDQUOT, EROFS or EFBIG where `e` is, or says it comes from, such a refusal; else None."""
     if isinstance(e, OSError) and e.errno in REFUSED:
         return e.errno
-    said = _SAID.search(str(e))
-    number = int(said.group(1) or said.group(2)) if said else None
+    number = said_errno(e)
     return number if number in REFUSED else None
+
+
+def said_errno(e: BaseException) -> int | None:
+    """The errno `e` carries, else the one its text names (a Rust library's "(os error 13)", pyarrow's
+    "[Errno 5]"), else ENOENT for a FileNotFoundError without one (safetensors says any refused open so)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno
+    said = _SAID.search(str(e))
+    if said:
+        return int(said.group(1) or said.group(2))
+    return errno.ENOENT if isinstance(e, FileNotFoundError) else None
 
 
 @overload

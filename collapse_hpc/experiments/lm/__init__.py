@@ -101,7 +101,7 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.tokenizer import check_tokenizer, tokenizer_tag
         from collapse_hpc.experiments.lm.train import check_deepspeed
 
-        checked, problems = set(), []
+        checked, problems, verdicts = set(), [], {}  # verdicts: the held-out splits' (check_caches), by knobs
 
         def attempt(check, *args, **kwargs):  # the data set and the model apart: both are said, not the first
             try:
@@ -111,7 +111,7 @@ class LanguageModel(Experiment):
 
         for cfg, where in sections_placed(self.name, run):
             attempt(lambda: check_prepared(self.name, run, SPLITS, cfg, where("dataset"), self.datasets)
-                    or check_caches(Path(run.data_dir), cfg)  # the caches of a prepared data set
+                    or check_caches(Path(run.data_dir), cfg, verdicts)  # the caches of a prepared data set
                     or check_read_only(Path(run.data_dir), cfg))
             for key, tag in (("model", None if cfg.model == "tiny" else cfg.model), ("tokenizer", cfg.tokenizer)):
                 if tag and (key, tag) not in checked:

@@ -204,13 +204,15 @@ def _unpublish_unreadable(ctx, out) -> None:
     """A published model whose files no longer read (each is written whole and renamed, so cut short
     after: a node's crash before its data reached the disk, a stopped copy) failed every redo of its
     unfinished generation on loading it; it is removed and trained again, to the same weights. So too
-    model_last/ (sample_from: last), which the same training writes: both go, as a pair."""
+    model_last/ (sample_from: last), which the same training writes: both go, as a pair. A read the file
+    system refuses (permissions, an I/O error) is no damage: the unit stops on it, the model kept (NotRead)."""
     from collapse_hpc.experiments.lm.model import unreadable
 
     if not (out / TRAINING).is_file():
         return
     folders = [out] + ([ctx.path(LAST)] if ctx.config.sample_from == "last" else [])
-    why = next(((f, w) for f in folders if (w := unreadable(f)) is not None), None)
+    kept = f"kept as it is (not trained again); gen {ctx.generation} goes on from it"
+    why = next(((f, w) for f in folders if (w := unreadable(f, kept)) is not None), None)
     if why is None:
         return
     ctx.log.warning("warning: gen %d: %s: %s; training it again", ctx.generation, *why)

@@ -9,14 +9,16 @@ OSError it was (PyTorch's own writer says it as a RuntimeError without an errno)
 
 A step folder whose files cannot be read (cut short, garbage: a node's crash after its complete.json)
 is found before any of it is loaded (unreadable), and set aside under another name (set_aside), so
-resume never applies half of a checkpoint, nor stops on one every later job would stop on too.
+resume never applies half of a checkpoint, nor stops on one every later job would stop on too. A read
+the file system refuses (permissions, an I/O error, a network mount's hiccup) says nothing of the bytes:
+it stops the unit in one line naming the file (NotRead), the checkpoint kept for the next job to resume.
 
 API:
 - use_weights_only(engine)   swap the engine's checkpoint engine for ours (after deepspeed.initialize)
 - safe_types() -> list       the non-tensor types allowed in a checkpoint
 - unreadable(step_dir, engine) -> str | None   why a step folder's files cannot be read back; None: they can
 - set_aside(step_dir) -> Path                  renamed out of resume's sight (unreadable-<step>), kept beside it
-- WeightsOnlyCheckpointEngine, Unreadable
+- WeightsOnlyCheckpointEngine, Unreadable, NotRead
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
 from collapse_hpc.errors import UserError, first_line
-from collapse_hpc.store import space
+from collapse_hpc.store import reads, space
+from collapse_hpc.store.reads import refused_read
 
 
 def safe_types() -> list:
@@ -74,6 +77,13 @@ class Unreadable(UserError):
         self.why = why
 
 
+class NotRead(reads.NotRead):
+    """A checkpoint file the file system would not read now (reads.refused_read): kept, never set aside."""
+
+    def __init__(self, path, e: BaseException):
+        super().__init__(f"training checkpoint {path}", e, "kept as it is (not set aside); training resumes from it")
+
+
 class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
     """torch.save like DeepSpeed's, its refusals said plainly; torch.load with weights_only=True."""
 
@@ -103,6 +113,8 @@ class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
                                 f"tensors); {DELETE}") from None
             raise Unreadable(path, "not loaded (not a readable checkpoint)") from None
         except (RuntimeError, EOFError, OSError, ValueError) as e:
+            if refused_read(e):
+                raise NotRead(path, e) from None
             raise Unreadable(path, f"not readable ({first_line(e)})") from None
         except Exception as e:  # noqa: BLE001 - garbage read as a legacy (non-zip) pickle breaks in any way
             raise Unreadable(path, f"not readable ({type(e).__name__}: {first_line(e)})") from None
@@ -113,7 +125,7 @@ def unreadable(step_dir: Path, engine: WeightsOnlyCheckpointEngine) -> str | Non
     any of them: DeepSpeed applies the model's file before it reads ZeRO's optimizer files, so one of those
     cut short was found with the weights already swapped. A zip file (torch.save's format) is checked by its
     members' CRC-32s, which torch.load never compares (a flipped bit in a tensor loaded silently), at ~2 GB/s;
-    any other is loaded as resume loads it."""
+    any other is loaded as resume loads it. NotRead where the file system refuses a read (refused_read)."""
     files = sorted(step_dir.glob("*.pt"))
     if not any(f.name.endswith("model_states.pt") for f in files):
         return "no model states file in it"
@@ -130,6 +142,8 @@ def unreadable(step_dir: Path, engine: WeightsOnlyCheckpointEngine) -> str | Non
             cut = engine.zipfile_serialization and "failed finding central directory" in e.why
             return f"{f.name}: {'not a whole zip archive (cut short?)' if cut else e.why}"
         except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+            if refused_read(e):
+                raise NotRead(f, e) from None
             return f"{f.name}: not readable ({first_line(e)})"
     return None
 

@@ -38,7 +38,7 @@ API:
       columns block_id (int64), input_ids (list<int32>); cached and deterministic
 - row_batches(rows, grouping) -> [(start, stop)]   the row batches cut into blocks on their own
 - block_array(table) -> np.ndarray (blocks, block_size) int64
-- check_caches(data_dir, cfg)   the cached BPE and blocks a run would reuse still match their cards
+- check_caches(data_dir, cfg, verdicts=None)   the cached BPE and blocks a run would reuse still match their cards
 """
 from __future__ import annotations
 
@@ -396,20 +396,21 @@ def _cut_blocks(path: Path, data_dir: Path, dataset: str, split: str, tokenizer,
     write_blocks(path, table, _blocks_meta(dataset, split, block_size, tokenizer) | {"grouping": grouping})
 
 
-def check_caches(data_dir: Path, cfg) -> None:
+def check_caches(data_dir: Path, cfg, verdicts: dict | None = None) -> None:
     """Before a run writes anything: the data set's cached BPE and token blocks of this block size
     and grouping, where built, are the files their cards recorded (else one line naming the file).
     Without loading the tokenizer (its fingerprint names the blocks' folder): every tokenizer's
-    blocks of the size are checked; each file is hashed once per process."""
+    blocks of the size are checked; each file is hashed once per process. `verdicts`: the held-out
+    splits' (_check_held_out), kept by the caller for the sections of one config it checks."""
     if cfg.tokenizer is None and cfg.model == "tiny" and tk.bpe_dir(data_dir, cfg.dataset, cfg.vocab_size).is_dir():
         sealed_files(tk.bpe_dir(data_dir, cfg.dataset, cfg.vocab_size))
     suffix = f"-{cfg.block_size}" + ("" if cfg.block_grouping == "corpus" else f"-{cfg.block_grouping}")
     for path in sorted((Path(data_dir) / cfg.dataset / "blocks").glob(f"*{suffix}/*.parquet")):
         sealed_file(path)
-    _check_block_size(data_dir, cfg)
+    _check_block_size(data_dir, cfg, {} if verdicts is None else verdicts)
 
 
-def _check_block_size(data_dir: Path, cfg) -> None:
+def _check_block_size(data_dir: Path, cfg, verdicts: dict) -> None:
     """Every split holds a block of block_size tokens, by the card's counts where they are this
     run's (the data set's own BPE of vocab_size); other tokenizers are checked once a unit has cut
     the blocks (no_blocks), still before any model is built."""
@@ -421,25 +422,24 @@ def _check_block_size(data_dir: Path, cfg) -> None:
             if isinstance(tokens, int) and tokens + cut - 1 < cfg.block_size:
                 raise UserError(no_blocks(cfg, split, f"under {tokens + cut} tokens"))
     else:
-        _check_held_out(data_dir, cfg)
+        _check_held_out(data_dir, cfg, verdicts)
 
 
 HELD_OUT = ("validation", "test")  # the small splits (a corpus split 90/5/5)
 COUNT_ROWS = 64  # rows tokenised at a time until one batch holds a block: a usual block_size needs a few
 
 
-_HELD_OUT_SAID: dict[tuple, str | None] = {}  # each config's sections (one per regime) mostly share the knobs
-
-
-def _check_held_out(data_dir: Path, cfg) -> None:
+def _check_held_out(data_dir: Path, cfg, verdicts: dict) -> None:
     """Under a tokenizer the card did not count with: the held-out splits hold a block of the tokenizer the
     unit loads, where it is here (tk.ready_tokenizer); one that does not load, or a split that does not
-    read, is said by the other checks or the unit."""
+    read, is said by the other checks or the unit. Counted once per knobs into `verdicts` (a config's
+    sections, one per regime, mostly share them), which lives as long as the caller's check: not the
+    process, whose data folder may change between two checks."""
     key = (str(data_dir), cfg.dataset, tk.tokenizer_tag(cfg), cfg.vocab_size, cfg.block_size, cfg.block_grouping)
-    if key not in _HELD_OUT_SAID:
-        _HELD_OUT_SAID[key] = _short_split(data_dir, cfg)
-    if _HELD_OUT_SAID[key]:
-        raise UserError(_HELD_OUT_SAID[key])
+    if key not in verdicts:
+        verdicts[key] = _short_split(data_dir, cfg)
+    if verdicts[key]:
+        raise UserError(verdicts[key])
 
 
 def _short_split(data_dir: Path, cfg) -> str | None:

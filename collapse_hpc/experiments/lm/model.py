@@ -37,6 +37,7 @@ from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.hub import local_config
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
+from collapse_hpc.store.reads import NotRead, refused_read, safetensors_open
 
 
 # hub models whose parameter count is known without their config.json (launch/estimate.py's
@@ -225,7 +226,7 @@ def check_weights(key: str, tag: str, pretrained: bool = True) -> None:
         where = f"the HF cache's copy of {tag!r} ({cached})" if cached else f"the model folder {folder}"
         raise UserError(f"{key}: {where} lacks {lacks}; copy or download the model whole"
                         + (f" (hf download {tag}, where the hub is reachable)" if cached else ""))
-    if folder.is_dir() and list(folder.glob("*.safetensors")) and (why := unreadable(folder)):
+    if folder.is_dir() and list(folder.glob("*.safetensors")) and (why := unreadable(folder, "the run starts from it")):
         raise UserError(f"{key}: the model in {folder} {why}")
 
 
@@ -249,19 +250,27 @@ def missing_weights(folder: Path) -> str | None:
     return "its weights (model.safetensors or pytorch_model.bin)"
 
 
-def unreadable(folder: Path) -> str | None:
-    """Why a saved model's files do not read (its config.json not JSON, a *.safetensors file's header
-    or length not what it says), reading no weights; None where they read."""
-    from safetensors import SafetensorError, safe_open
+def unreadable(folder: Path, then: str) -> str | None:
+    """Why a saved model's files do not read (no config.json, or not JSON, a *.safetensors file's header
+    or length not what it says), reading no weights; None where they read. A read the file system refuses
+    says nothing of the bytes: NotRead naming the file, `then` what goes on from them once it reads."""
+    from safetensors import SafetensorError
 
-    files = sorted(Path(folder).glob("*.safetensors"))
-    try:
-        json.loads((Path(folder) / "config.json").read_text())
-        for f in files:
-            with safe_open(str(f), framework="pt"):
+    folder = Path(folder)
+    config, files = folder / "config.json", sorted(folder.glob("*.safetensors"))
+    if not config.is_file():
+        return "has no config.json"
+    for f in [config, *files]:
+        try:
+            if f == config:
+                json.loads(f.read_text())
+                continue
+            with safetensors_open(f):
                 pass
-    except (OSError, ValueError, SafetensorError) as e:
-        return f"does not read ({first_line(e)})"
+        except (OSError, ValueError, SafetensorError) as e:
+            if refused_read(e):
+                raise NotRead(f"model file {f}", e, then) from None
+            return f"does not read ({first_line(e)})"
     return None if files else "has no *.safetensors file"
 
 

@@ -550,16 +550,21 @@ def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
     weights since retrained is sampled again, never mixed with the new model's). A shard that does not
     read as Parquet is not done: each is written whole under a temporary name, so it was cut short
     after (a node's crash before its data reached the disk, a copy of the run folder stopped), and a
-    resume that read it failed on it at every try; it is sampled again."""
+    resume that read it failed on it at every try; it is sampled again. One whose read the file system
+    refuses (permissions, an I/O error) is kept: NotRead."""
     import logging
 
     from collapse_hpc.store import read_parquet_metadata
+    from collapse_hpc.store.reads import NotRead, refused_read
 
     done = set()
     for p in Path(shard_dir).glob("part-*-*.parquet"):
         try:
             meta = read_parquet_metadata(p)
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            if refused_read(e):
+                raise NotRead(f"sampling shard {p}", e, "kept as it is (not sampled again); sampling goes on "
+                              "from it") from None
             logging.getLogger("collapse_hpc").warning("warning: %s: not a readable shard (%s); sampled again",
                                                       p, first_line(e))
             continue

@@ -6,7 +6,7 @@ AutoTokenizer.from_pretrained(folder) reloads: data/<dataset>/tokenizer-bpe<voca
 
 API:
 - load_tokenizer(cfg, data_dir) -> tokenizer  (cfg.tokenizer, else the model's tag, else tiny's BPE)
-- bpe_tokenizer(data_dir, dataset, vocab_size) -> tokenizer  (trained once, then cached: sealed by its card)
+- bpe_tokenizer(data_dir, dataset, vocab_size, save=True) -> tokenizer  (trained once, then cached: sealed by its card)
 - train_bpe(texts, vocab_size) -> PreTrainedTokenizerFast
 - fingerprint(tokenizer) -> str  (12 hex chars; names the block caches)
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.corpus import long_text, read_texts, split_file
-from collapse_hpc.experiments.lm.hub import VOCABULARY
+from collapse_hpc.experiments.lm.hub import VOCABULARY, cached_snapshot, hub_offline, hub_tag
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
 from collapse_hpc.store.lock import file_lock
@@ -65,14 +65,17 @@ def bpe_dir(data_dir: Path, dataset: str, vocab_size: int) -> Path:
     return Path(data_dir) / dataset / f"tokenizer-bpe{vocab_size}"
 
 
-def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000):
-    """The data set's BPE of this size: trained on its train split the first time, then reloaded."""
+def bpe_tokenizer(data_dir: Path, dataset: str, vocab_size: int = 8000, save: bool = True):
+    """The data set's BPE of this size: trained on its train split the first time, then reloaded; not
+    `save`: one not built yet is trained in memory only (as deterministic), writing nothing."""
     from transformers import AutoTokenizer
 
     # reused only as its card recorded it (a changed byte would change every later run's tokens);
     # one without a card (unfinished, or from before cards) is trained again: the same BPE
     folder = bpe_dir(data_dir, dataset, vocab_size)
     if sealed_files(folder) is None:
+        if not save:
+            return train_bpe(read_texts(data_dir, dataset, "train"), vocab_size)
         split_file(data_dir, dataset, "train")  # an unprepared data set: said before its lock file is made
         with file_lock(folder.parent / f".lock-{folder.name}") as locked:  # other ranks and chains wait, then reuse
             if locked:  # no other writer of it is alive: a temporary there is a killed one's
@@ -102,26 +105,31 @@ def tokenizer_tag(cfg) -> str | None:
 
 
 def load_tokenizer(cfg, data_dir: Path):
-    from transformers import AutoTokenizer
-
     tag = tokenizer_tag(cfg)
     if tag is None:
         return bpe_tokenizer(data_dir, cfg.dataset, cfg.vocab_size)
-    from collapse_hpc.experiments.lm.hub import hub_offline
-
     try:
-        tok = AutoTokenizer.from_pretrained(tag)
+        tok = _with_vocabulary(tag)
     except (OSError, ValueError) as e:
         raise UserError(f"tokenizer {tag!r} cannot be loaded (not a folder, not in the HF cache"
                         f"{', hub offline' if hub_offline() else ''}): "
                         f"{first_line(e, None)}") from None
-    if not tok("a", add_special_tokens=False)["input_ids"]:  # transformers loads a tokenizer without its files
+    if tok is None:
         raise UserError(f"tokenizer {tag!r}: no vocabulary (it turns text into no tokens): its files are not all "
                         f"there (a config.json without tokenizer.json, or vocab.json and merges.txt); copy or "
                         f"download the tokenizer whole")
     if tok.pad_token is None:  # gpt2 and friends: pad with eos (padding is masked anyway)
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _with_vocabulary(source):
+    """AutoTokenizer.from_pretrained(source) (a folder, or a hub tag), or None where it has no vocabulary:
+    transformers loads a tokenizer without its files (from a config.json alone), turning text into no tokens."""
+    from transformers import AutoTokenizer  # seconds to import: only where there is one to load
+
+    tok = AutoTokenizer.from_pretrained(str(source))
+    return tok if tok("a", add_special_tokens=False)["input_ids"] else None
 
 
 def missing_tokenizer(folder: Path) -> str | None:
@@ -141,7 +149,8 @@ def check_tokenizer(key: str, tag: str, model: bool = False) -> None:
     lacks a tokenizer's files: said before a run folder or job exists. Online, a load fills the cache."""
     folder = Path(tag).expanduser()
     local = folder.is_dir()
-    cached = None if local else _offline_copy(tag)
+    # online a load fills the cache: only offline is the cache's copy all a job will have
+    cached = None if local or not hub_offline() else _local_copy(tag, hub_only=True)
     lacks = missing_tokenizer(cached or folder) if local or cached else None
     if lacks is None:
         return
@@ -150,19 +159,6 @@ def check_tokenizer(key: str, tag: str, model: bool = False) -> None:
     fix = "copy or download it whole" + (f" (hf download {tag}, where the hub is reachable)" if cached else "")
     raise UserError(f"{key}: {where} lacks {lacks}" + (
         f", and lm.tokenizer names no other; {fix}, or name a tokenizer (lm.tokenizer)" if model else f"; {fix}"))
-
-
-def _offline_copy(tag: str) -> Path | None:
-    """The HF cache's snapshot of hub tag `tag` where the hub is offline (all a job will have); None where
-    there is none, or the hub is online (a load fills the cache), or `tag` is no hub name (check_source's)."""
-    from collapse_hpc.experiments.lm.hub import cached_snapshot, hub_offline, hub_tag
-
-    if not (hub_offline() and hub_tag(tag)):
-        return None
-    try:
-        return cached_snapshot(tag)
-    except ValueError:
-        return None
 
 
 def fewest_tokens(texts: list[str]) -> list[int]:
@@ -180,9 +176,9 @@ def tokens_at_least(cfg):
     a byte-level BPE's pair (vocab.json, merges.txt: GPT-2, OPT), as many as its pre-tokens; a tokenizer.json,
     its own encoding less one (transformers may leave out a special token, or the prefix space)."""
     tag = tokenizer_tag(cfg)
-    folder = _local_copy(tag) if tag else None
     if tag is None:
         return fewest_tokens
+    folder = _local_copy(tag)
     if folder and (folder / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
@@ -196,12 +192,13 @@ def tokens_at_least(cfg):
     return None
 
 
-def _local_copy(tag: str) -> Path | None:
-    """The folder a tokenizer tag loads from on this machine: itself, or the (jobs') HF cache's copy of a hub tag."""
-    from collapse_hpc.experiments.lm.hub import cached_snapshot, hub_tag
-
+def _local_copy(tag: str, hub_only: bool = False) -> Path | None:
+    """The folder tokenizer tag `tag` loads from on this machine: the (jobs') HF cache's snapshot of a hub tag,
+    else (unless `hub_only`) `tag` itself; None where there is none, or `tag` is no hub name (check_source's)."""
+    if not hub_tag(tag):
+        return None if hub_only else Path(tag).expanduser()
     try:
-        return cached_snapshot(tag) if hub_tag(tag) else Path(tag).expanduser()
+        return cached_snapshot(tag)
     except ValueError:  # no hub name
         return None
 
@@ -214,17 +211,9 @@ def ready_tokenizer(cfg, data_dir: Path):
     tag = tokenizer_tag(cfg)
     try:
         if tag is None:
-            folder = bpe_dir(data_dir, cfg.dataset, cfg.vocab_size)
-            if sealed_files(folder) is None:  # the unit trains it: as deterministic here
-                return train_bpe(read_texts(data_dir, cfg.dataset, "train"), cfg.vocab_size)
-        else:
-            folder = _local_copy(tag)
-        if not folder:
-            return None
-        from transformers import AutoTokenizer  # seconds to import: only where there is one to load
-
-        tok = AutoTokenizer.from_pretrained(str(folder))
-        return tok if tok("a", add_special_tokens=False)["input_ids"] else None
+            return bpe_tokenizer(data_dir, cfg.dataset, cfg.vocab_size, save=False)
+        folder = _local_copy(tag)
+        return _with_vocabulary(folder) if folder else None
     except Exception:  # noqa: BLE001 - a tokenizer that does not load (any of transformers' errors) is said elsewhere
         return None
 

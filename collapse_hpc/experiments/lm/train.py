@@ -307,12 +307,27 @@ def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _unreadable_marker(step_dir: Path) -> str | None:
-    """Why a step folder's complete.json cannot be read as one (a mapping), or None."""
+    """Why a step folder's complete.json cannot be read as one (a mapping), or None; NotRead where the
+    file system refuses the read (_marker)."""
     try:
-        marker = json.loads((step_dir / COMPLETE).read_text())
+        marker = json.loads(_marker(step_dir))
     except (OSError, ValueError) as e:
         return f"its {COMPLETE}: {first_line(e)}"
     return None if isinstance(marker, dict) else f"its {COMPLETE}: not a mapping"
+
+
+def _marker(step_dir: Path) -> str:
+    """A step folder's complete.json, as text; NotRead where the file system refuses the read
+    (reads.refused_read: its bytes may be whole, the checkpoint is kept)."""
+    from collapse_hpc.experiments.lm.checkpoint import NotRead
+    from collapse_hpc.store.reads import refused_read
+
+    try:
+        return (step_dir / COMPLETE).read_text()
+    except OSError as e:
+        if refused_read(e):
+            raise NotRead(step_dir / COMPLETE, e) from None
+        raise
 
 
 def _cut_short(ckpt_dir: Path) -> list[Path]:
@@ -495,7 +510,8 @@ class _Training:
         """Whether every rank may load step folder `tag_dir`: rank 0 reads it whole first (its marker and
         files, checkpoint.unreadable), and one it cannot read is set aside with one warning line ending in
         `then` (what training does instead), never half loaded; every rank learns rank 0's answer (a
-        tampered file is refused on every rank, none left waiting for rank 0)."""
+        tampered file, or one the file system would not read now, kept, stops every rank, none left
+        waiting for rank 0)."""
         import torch
 
         from collapse_hpc.experiments.lm.checkpoint import set_aside, unreadable
@@ -507,8 +523,8 @@ class _Training:
             except UserError as e:
                 refused = e
         said = torch.tensor([float(why is not None), float(refused is not None)], device=self.device)
-        unread, tampered = distributed.mean_over_ranks(said).tolist()
-        if tampered:
+        unread, stopped = distributed.mean_over_ranks(said).tolist()
+        if stopped:
             raise refused or UserError(f"training checkpoint {tag_dir}: refused on rank 0 (its log says why)")
         if not unread:
             return True
@@ -527,7 +543,7 @@ class _Training:
     def _check_layout(self, tag_dir: Path) -> None:
         """A checkpoint laid out otherwise than this job's engine (e.g. bf16 written at ZeRO-0 by an
         older version, now run as ZeRO-1) is refused by name, not by a missing DeepSpeed file."""
-        written = json.loads((tag_dir / COMPLETE).read_text()).get("layout")
+        written = json.loads(_marker(tag_dir)).get("layout")  # read again: NotRead in a race too
         if written is None:  # from before layouts were kept: only a ZeRO-0 one shows, by its lack of optimizer shards
             if self.zero_stage == 0 or any(tag_dir.glob("*optim_states.pt")):
                 return

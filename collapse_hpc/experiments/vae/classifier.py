@@ -19,6 +19,7 @@ from torch import nn
 from collapse_hpc.experiments.vae.metrics import EVAL_BATCH
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
+from collapse_hpc.store.reads import NotRead, refused_read, safetensors_open
 
 SEED = 0  # the classifier is part of the yardstick, not of a variant: one seed for all
 LR = 1e-3
@@ -73,7 +74,6 @@ def train(train_x: np.ndarray, train_y: np.ndarray, hidden: int, epochs: int, de
 def cached(folder: Path, splits, hidden: int, epochs: int, device,
            log: logging.Logger | None = None) -> tuple[DigitClassifier, dict]:
     """The run's classifier (trained on first use) and its record: test accuracy, sha256."""
-    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     path = folder / FILE
@@ -82,13 +82,15 @@ def cached(folder: Path, splits, hidden: int, epochs: int, device,
             atomic.sweep(folder, FILE)
         if path.is_file():
             try:
-                with safe_open(str(path), "pt") as f:
+                with safetensors_open(path) as f:
                     meta = json.loads(f.metadata()["record"])
                 model = DigitClassifier(**meta["arch"])
                 model.load_state_dict(load_file(str(path)))
                 return model.to(device).eval(), {**meta, "sha256": atomic.sha256_file(path)}
-            except Exception:  # a foreign or damaged file: train it again below
-                pass
+            except Exception as e:  # a foreign or damaged file: train it again below
+                if refused_read(e):  # not its bytes: the units that scored with it recorded its sha256
+                    raise NotRead(f"digit classifier {path}", e, "kept as it is (not trained again); the run goes "
+                                  "on with it") from None
         if log:
             log.info("training the digit classifier (%d epochs) -> %s", epochs, path)
         train_set, test_set = splits["train"], splits["test"]

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae.config import SAMPLE_BATCH, check_stages
+from collapse_hpc.store.reads import NotRead, refused_read, safetensors_open
 
 
 class ConvVAE(nn.Module):
@@ -87,14 +88,15 @@ def save(model: ConvVAE, path: Path) -> None:
 
 
 def load(path: Path, device="cpu") -> ConvVAE:
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
-        with safe_open(str(path), "pt") as f:
+        with safetensors_open(path) as f:
             arch = json.loads(f.metadata()["arch"])
         state = load_file(str(path))
     except Exception as e:  # missing, truncated or foreign file
+        if refused_read(e) and Path(path).is_file():  # not its bytes: neither deleted nor made again
+            raise NotRead(f"VAE model {path}", e, "kept as it is; the generation that reads it goes on") from None
         raise UserError(f"{path}: not a VAE checkpoint of this project ({e})") from None
     model = ConvVAE(**arch)
     model.load_state_dict(state)

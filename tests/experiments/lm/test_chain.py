@@ -1,5 +1,6 @@
 """The recursive LM chain end to end on CPU: shards, lineage, metrics, manifests; regimes' mixes."""
 import ast
+import errno
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collapse_hpc.regimes import Regime
-from tests.helpers import holds, readme_outputs
+from tests.helpers import holds, readme_outputs, refuse_reads, safetensors_refuses
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -812,3 +813,35 @@ def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_pa
     after = pq.read_table(unit / "metrics.parquet")
     same = [c for c in after.column_names if "seconds" not in c and "per_s" not in c]
     assert after.select(same).equals(before["metrics"].select(same))
+
+
+@pytest.mark.parametrize("refused, refusal, refuse", [
+    ("model/config.json", errno.EACCES, refuse_reads),
+    ("model/model.safetensors", errno.EACCES, refuse_reads),  # at its open
+    ("model_last/model.safetensors", errno.EIO, safetensors_refuses),  # past it: safetensors' words alone
+], ids=["config not permitted", "weights not permitted", "last weights with an I/O error"])
+def test_a_published_model_the_file_system_will_not_read_now_is_kept_and_gone_on_from_once_it_reads(
+        tmp_path, lm_data_dir, monkeypatch, refused, refusal, refuse):
+    """A read of a published model refused by the file system (a permissions slip, an I/O error on a network
+    file system) was taken for damage: the model was removed and, its checkpoints gone with its publishing,
+    the generation trained from its start. Now the unit stops in one line naming the file and the error,
+    the model kept as it is; once the file reads, the unit goes on from it, training nothing again."""
+    from collapse_hpc import engine
+    from collapse_hpc.errors import UserError
+
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), sample_from="last")
+    assert _execute(store, run)["done"] == 1
+    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+    (unit / "manifest.json").unlink()  # unfinished: its redo reads the published model
+    before = {p: (p.stat().st_ino, p.read_bytes()) for f in ("model", "model_last") for p in (unit / f).iterdir()}
+    target = (unit / refused).absolute()
+    refuse(monkeypatch, target, refusal)
+    with pytest.raises(UserError) as said:
+        engine.run_unit(store.root, "lm", "replace-p0-s0", 0)
+    monkeypatch.undo()
+    assert str(said.value) == (
+        f"model file {target}: not read ({os.strerror(refusal)}): kept as it is (not trained again); gen 0 goes "
+        f"on from it once the file reads again (its permissions, the file system): run the same command again")
+    assert {p: (p.stat().st_ino, p.read_bytes()) for p in before} == before
+    assert engine.run_unit(store.root, "lm", "replace-p0-s0", 0) == "done"
+    assert {p: (p.stat().st_ino, p.read_bytes()) for p in before} == before  # not trained again

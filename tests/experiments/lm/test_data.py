@@ -455,15 +455,16 @@ def test_row_batches_follow_datasets_contiguous_shards():
         data.row_batches(10, "reference-8")
 
 
-def _small_data_set(tmp_path, name: str, rows: dict[str, int]):
-    """A data set of the user's own split files, `rows` rows of 30 words each per split."""
+def _small_data_set(tmp_path, name: str, rows: dict[str, int], force: bool = False):
+    """A data set of the user's own split files, `rows` rows of 30 words each per split (the same first
+    rows in every data set); `force`: prepared again over an earlier one of the name."""
     src = tmp_path / f"src-{name}"
-    src.mkdir()
+    src.mkdir(exist_ok=force)
     words = "the cat sat on a mat while dogs ran far away under blue skies".split()
     lines = [" ".join(words[(i + j) % len(words)] for j in range(30)) for i in range(1000)]
     for split, n in rows.items():
         (src / f"{split}.txt").write_text("\n".join(lines[:n]) + "\n")
-    data.prepare_local(name, src, tmp_path / "data")
+    data.prepare_local(name, src, tmp_path / "data", force=force)
     return json.loads((tmp_path / "data" / name / "card.json").read_text())["tokens"]
 
 
@@ -482,6 +483,36 @@ def test_a_tokenizer_folder_s_held_out_tokens_are_bounded_to_pass_and_counted_to
     with pytest.raises(UserError, match=rf"^lm\.block_size {tokens + 1}: the validation split of small makes no "
                                         rf"block of that many tokens \({tokens} tokens under this tokenizer\)"):
         data.check_caches(tmp_path / "data", LMConfig(dataset="small", tokenizer=str(folder), block_size=tokens + 1))
+
+
+def test_the_held_out_check_counts_the_split_on_disk_at_each_call(tmp_path, monkeypatch):
+    """The held-out check's verdicts were kept per process, by the config's knobs: a notebook (or a test)
+    that checked, prepared the data set again with a shorter validation split and checked again was told
+    the first verdict. They are kept for one check now (a config's sections, passed in), counted once there."""
+    from transformers import AutoTokenizer
+
+    from collapse_hpc.experiments.lm.config import LMConfig
+
+    _small_data_set(tmp_path, "tok", {"train": 800, "validation": 8, "test": 30})
+    folder = tmp_path / "data" / "tok" / "tokenizer-bpe8000"
+    eight = sum(map(len, AutoTokenizer.from_pretrained(str(folder))(
+        data.read_texts(tmp_path / "data", "tok", "validation"))["input_ids"]))
+    cfg = LMConfig(dataset="small", tokenizer=str(folder), block_size=eight + 1)
+    _small_data_set(tmp_path, "small", {"train": 800, "validation": 30, "test": 30})
+    data.check_caches(tmp_path / "data", cfg)
+    _small_data_set(tmp_path, "small", {"train": 800, "validation": 8, "test": 30}, force=True)  # its first 8 rows
+    with pytest.raises(UserError, match=rf"^lm\.block_size {eight + 1}: the validation split of small makes no "
+                                        rf"block of that many tokens \({eight} tokens under this tokenizer\)"):
+        data.check_caches(tmp_path / "data", cfg)
+
+    counted = []
+    short_split = data._short_split
+    monkeypatch.setattr(data, "_short_split", lambda *args: counted.append(args) or short_split(*args))
+    verdicts: dict = {}
+    for _ in range(2):  # two sections of one config with the same knobs
+        data.check_caches(tmp_path / "data", LMConfig(dataset="small", tokenizer=str(folder), block_size=eight),
+                          verdicts)
+    assert len(counted) == 1
 
 
 def test_a_block_size_no_split_fits_is_refused_before_a_model_is_built(tmp_path, fake_slurm):  # noqa: F811

@@ -1,4 +1,8 @@
 """Sampling: the paper's decoding (same tokens as HF generate), presets, shards, resume, ranks."""
+import errno
+import os
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -499,3 +503,32 @@ def test_config_sweeps_decoding_one_chain_each():
         with pytest.raises(ConfigError, match=msg) as e:
             run(bad)
         assert "\n" not in str(e.value) and str(e.value).startswith("<config>: lm")
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO, errno.ESTALE])
+def test_a_shard_the_file_system_will_not_read_now_is_kept_not_sampled_again(tmp_path, monkeypatch, refusal):
+    """A shard whose read the file system refused was taken for one cut short: sampled again, written over.
+    Now the unit stops in one line naming the shard and the error, the shard kept; once it reads, it is done."""
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.store import atomic
+
+    for chunk in (0, 1):
+        atomic.write_parquet(tmp_path / f"part-000-0000{chunk}.parquet", pa.table({"block_id": [chunk]}),
+                             {"model_sha256": "abc"})
+    refused = tmp_path / "part-000-00001.parquet"
+    real = pq.read_schema
+
+    def read_schema(where, *args, **kwargs):  # as pyarrow says it, its errno kept
+        if Path(where) == refused:
+            raise OSError(refusal, f"Failed to open local file '{where}'. Detail: [errno {refusal}] "
+                                   f"{os.strerror(refusal)}")
+        return real(where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_schema", read_schema)
+    with pytest.raises(UserError) as said:
+        done_chunks(tmp_path, "abc")
+    monkeypatch.undo()
+    assert str(said.value) == (f"sampling shard {refused}: not read ({os.strerror(refusal)}): kept as it is (not "
+                               f"sampled again); sampling goes on from it once the file reads again (its "
+                               f"permissions, the file system): run the same command again")
+    assert done_chunks(tmp_path, "abc") == {0, 1}

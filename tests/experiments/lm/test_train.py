@@ -1,4 +1,5 @@
 """Training one generation: the loss falls, ranks agree, and a killed run resumes exactly."""
+import errno
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import pytest
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import train
 from tests.experiments.lm.conftest import tiny_cfg
+from tests.helpers import refuse_reads
 
 WORKER = Path(__file__).with_name("worker.py")
 REPO = Path(__file__).resolve().parents[3]
@@ -736,6 +738,35 @@ def _flipped_bit(path):  # in a tensor's bytes: torch.load reads it without a wo
     path.write_bytes(bytes(data))
 
 
+def _two_epochs(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path):
+    """ckpt -> the tiny model's training of 2 epochs of 2 steps (a checkpoint at step 2, then 4) there."""
+    from collapse_hpc.experiments.lm.model import build_model
+
+    cfg = tiny_cfg(zero_stage=1, epochs=2)
+    blocks = lm_blocks["train"].slice(0, 32)
+
+    def run(ckpt):
+        return train.train_generation(build_model(cfg, lm_tokenizer, lm_data_dir), lm_tokenizer, blocks,
+                                      lm_blocks["validation"], cfg, tmp_path / "model", ckpt, seed=0, rank=0,
+                                      world_size=1, local_rank=0)
+    return run
+
+
+def _killed_in_epoch_2(run, ckpt, monkeypatch):
+    """`run(ckpt)` killed after the first epoch's checkpoint (step00000002)."""
+    epoch = train._Training.epoch
+
+    def killed_in_epoch_2(self, n):
+        if n == 1:
+            raise KeyboardInterrupt
+        epoch(self, n)
+
+    monkeypatch.setattr(train._Training, "epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt)
+    monkeypatch.undo()
+
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("damaged, damage", [
     ("*optim_states.pt", _cut_short),  # ZeRO's optimizer file, read after the weights were applied
@@ -751,29 +782,10 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_generation_trains_from_it
     start as a job that never saved would: the same losses, nothing of the damaged step half loaded."""
     import logging
 
-    from collapse_hpc.experiments.lm.model import build_model
-
-    cfg = tiny_cfg(zero_stage=1, epochs=2)
-    blocks = lm_blocks["train"].slice(0, 32)  # 2 steps an epoch: a checkpoint at step 2, then 4
-
-    def run(ckpt):
-        return train.train_generation(build_model(cfg, lm_tokenizer, lm_data_dir), lm_tokenizer, blocks,
-                                      lm_blocks["validation"], cfg, tmp_path / "model", ckpt, seed=0, rank=0,
-                                      world_size=1, local_rank=0)
-
+    run = _two_epochs(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path)
     whole = run(tmp_path / "whole")
-    epoch = train._Training.epoch
-
-    def killed_in_epoch_2(self, n):
-        if n == 1:
-            raise KeyboardInterrupt  # killed after the first epoch's checkpoint
-        epoch(self, n)
-
-    monkeypatch.setattr(train._Training, "epoch", killed_in_epoch_2)
     ckpt = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        run(ckpt)
-    monkeypatch.undo()
+    _killed_in_epoch_2(run, ckpt, monkeypatch)
     step = ckpt / "step00000002"
     (target,) = step.glob(damaged)
     damage(target)
@@ -791,3 +803,57 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_generation_trains_from_it
     kept = ckpt / "unreadable-step00000002"
     assert (kept / target.name).read_bytes() == bad  # kept as it was found
     assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["best", "step00000004", "unreadable-step00000002"]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("refused, refusal", [
+    ("*model_states.pt", errno.EACCES),  # torch.load's open
+    ("*optim_states.pt", errno.EIO),  # zipfile's CRC check, reading its members
+    (train.COMPLETE, errno.EACCES),  # the marker's
+], ids=["model file not permitted", "optimizer file with an I/O error", "marker not permitted"])
+def test_a_checkpoint_the_file_system_will_not_read_now_is_kept_and_resumed_from_once_it_reads(
+        refused, refusal, lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
+    """A read of a whole checkpoint refused by the file system (EACCES, EIO) was taken for damage: the step
+    folder was set aside and its training lost. Now it stops the unit in one line naming the file and
+    the error, the folder kept as it is; the next job, once the file reads, resumes from it."""
+    run = _two_epochs(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path)
+    ckpt = tmp_path / "ckpt"
+    _killed_in_epoch_2(run, ckpt, monkeypatch)
+    step = ckpt / "step00000002"
+    (target,) = step.glob(refused)
+    before = {p.name: p.read_bytes() for p in step.iterdir()}
+    refuse_reads(monkeypatch, target, refusal)
+    with pytest.raises(UserError) as said:
+        run(ckpt)
+    monkeypatch.undo()
+    assert str(said.value) == (
+        f"training checkpoint {target}: not read ({os.strerror(refusal)}): kept as it is (not set aside); "
+        f"training resumes from it once the file reads again (its permissions, the file system): run the same "
+        f"command again")
+    assert sorted(p.name for p in ckpt.glob("*step*")) == ["step00000002"]  # none set aside
+    assert {p.name: p.read_bytes() for p in step.iterdir()} == before
+    assert run(ckpt)["resumed_from"] == 2
+
+
+@pytest.mark.timeout(900)
+def test_a_marker_the_file_system_refuses_when_read_again_for_the_layout_stops_the_unit_the_same_way(
+        lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
+    """The layout check reads complete.json again after the checkpoint was found whole: a refusal there (a
+    race) ended the unit in a traceback. Now it is the same one line, the checkpoint kept."""
+    run = _two_epochs(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path)
+    ckpt = tmp_path / "ckpt"
+    _killed_in_epoch_2(run, ckpt, monkeypatch)
+    marker = ckpt / "step00000002" / train.COMPLETE
+    readable = train._Training._readable
+
+    def then_refused(self, tag_dir, then):
+        whole = readable(self, tag_dir, then)
+        refuse_reads(monkeypatch, marker, errno.EACCES)
+        return whole
+
+    monkeypatch.setattr(train._Training, "_readable", then_refused)
+    with pytest.raises(UserError, match=re.escape(f"training checkpoint {marker}: not read (Permission denied): "
+                                                  f"kept as it is (not set aside)")):
+        run(ckpt)
+    monkeypatch.undo()
+    assert run(ckpt)["resumed_from"] == 2

@@ -1,11 +1,14 @@
 """The conv VAE: shapes for both image sizes, loss values, safetensors round trip."""
+import errno
 import math
+import os
 
 import pytest
 import torch
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae import model
+from tests.helpers import refuse_reads, safetensors_refuses
 
 
 @pytest.mark.parametrize("size, bottleneck", [(8, 2), (28, 7)])
@@ -69,3 +72,22 @@ def test_loading_a_foreign_file_is_a_user_error(tmp_path):
     (tmp_path / "m.safetensors").write_bytes(b"\0" * 20)
     with pytest.raises(UserError, match="not a VAE checkpoint"):
         model.load(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("refusal, refuse", [(errno.EACCES, refuse_reads), (errno.EIO, safetensors_refuses)],
+                         ids=["not permitted", "an I/O error"])
+def test_a_model_the_file_system_will_not_read_now_is_said_so_not_called_foreign(tmp_path, monkeypatch, refusal,
+                                                                                 refuse):
+    """A previous generation's VAE whose read the file system refused was called "not a VAE checkpoint of
+    this project": a whole file the user might delete, its generation then made again. Now the line says
+    the read was refused, and which error, the file kept."""
+    path = (tmp_path / "m.safetensors").absolute()
+    model.save(model.ConvVAE(8, 8, latent=4, capacity=4), path)
+    refuse(monkeypatch, path, refusal)
+    with pytest.raises(UserError) as said:
+        model.load(path)
+    monkeypatch.undo()
+    assert str(said.value) == (f"VAE model {path}: not read ({os.strerror(refusal)}): kept as it is; the generation "
+                               f"that reads it goes on once the file reads again (its permissions, the file system): "
+                               f"run the same command again")
+    assert model.load(path).arch["latent"] == 4

@@ -1,0 +1,46 @@
+"""A read the file system refused (permissions, an I/O error, a network mount's stale handle, a file gone
+in a race): it says nothing of the file's bytes, so what holds them (a checkpoint, a published model, a
+trained classifier) is kept, never set aside nor made again, and the unit stops in one line naming the
+file and the error (NotRead); the same command goes on from it once the file reads. Only damaged bytes
+(cut short, garbage, a header that lies) are what a caller sets aside or makes again.
+
+API:
+- refused_read(e) -> int | None   the errno of such a refusal that `e` is or says; None: it may be the bytes
+- NotRead(what, e, then)          the one line: '<what>: not read (<strerror>): <then> once the file reads …'
+- safetensors_open(path)          safetensors' safe_open, a refused open said with its errno
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.store import space
+
+AGAIN = "once the file reads again (its permissions, the file system): run the same command again"
+
+
+def refused_read(e: BaseException) -> int | None:
+    """The errno where `e` is, or says it comes from, the file system's refusal of a read (EACCES, EIO,
+    ENOENT in a race, ESTALE...); None where it has none, or EINVAL (a seek to a garbage offset: the bytes)."""
+    number = space.said_errno(e)
+    return None if number in (None, errno.EINVAL) else number
+
+
+class NotRead(UserError):
+    """A file the file system would not read now (refused_read): what it holds is kept."""
+
+    def __init__(self, what: str, e: BaseException, then: str):
+        number = refused_read(e)
+        super().__init__(f"{what}: not read ({os.strerror(number) if number else e}): {then} {AGAIN}")
+
+
+def safetensors_open(path: Path, framework: str = "pt"):
+    """safetensors' safe_open of `path`, the file opened here first: safetensors says any open it is refused
+    "No such file or directory" (a FileNotFoundError without an errno); this names the refusal it was."""
+    from safetensors import safe_open
+
+    with open(path, "rb"):
+        pass
+    return safe_open(str(path), framework=framework)

@@ -1,0 +1,48 @@
+"""The run's digit classifier: trained once, then read by every generation."""
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from collapse_hpc.errors import UserError
+from collapse_hpc.experiments.vae import classifier
+from collapse_hpc.experiments.vae.data import Images
+from tests.helpers import refuse_reads, safetensors_refuses
+
+
+def _splits():
+    rng = np.random.default_rng(0)
+    split = Images(rng.random((40, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 40))
+    return {"train": split, "test": split}
+
+
+@pytest.mark.parametrize("refusal, refuse", [(errno.EACCES, refuse_reads), (errno.EIO, safetensors_refuses)],
+                         ids=["not permitted", "an I/O error"])
+def test_a_classifier_the_file_system_will_not_read_now_is_kept_not_trained_again(tmp_path, monkeypatch, refusal,
+                                                                                  refuse):
+    """A refused read of the cached classifier was taken for a foreign file: it was trained again and
+    written over, while the units that had scored with it kept its sha256 in their manifests. Now the unit
+    stops in one line naming the file and the error, the classifier kept; once it reads, it is loaded."""
+    splits = _splits()
+    _, record = classifier.cached(tmp_path, splits, 4, 1, "cpu")
+    path = (tmp_path / classifier.FILE).absolute()
+    before = (path.stat().st_ino, path.read_bytes())
+    refuse(monkeypatch, path, refusal)
+    with pytest.raises(UserError) as said:
+        classifier.cached(tmp_path, splits, 4, 1, "cpu")
+    monkeypatch.undo()
+    assert str(said.value) == (f"digit classifier {path}: not read ({os.strerror(refusal)}): kept as it is (not "
+                               f"trained again); the run goes on with it once the file reads again (its "
+                               f"permissions, the file system): run the same command again")
+    assert (path.stat().st_ino, path.read_bytes()) == before
+    assert classifier.cached(tmp_path, splits, 4, 1, "cpu")[1] == record
+    assert (path.stat().st_ino, path.read_bytes()) == before
+
+
+def test_a_damaged_classifier_is_trained_again(tmp_path):
+    splits = _splits()
+    _, record = classifier.cached(tmp_path, splits, 4, 1, "cpu")
+    path = tmp_path / classifier.FILE
+    path.write_bytes(path.read_bytes()[:-10])
+    assert classifier.cached(tmp_path, splits, 4, 1, "cpu")[1] == record  # the same seed, the same weights
