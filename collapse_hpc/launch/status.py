@@ -375,7 +375,8 @@ def _state_of(store: RunStore) -> dict:
                 memory = None if local else out_of_memory(state, error_lines(entry.get("log")),
                                                           entry.get("kind") or "KIND", book.get("profile"))
                 unit["dependency"] = entry.get("dependency")
-                unit["never_started"] = never_started(entry.get("dependency"), slurm) if not local else None
+                ran = bool(entry.get("log")) and Path(entry["log"]).is_file()  # its job began: it left a log
+                unit["never_started"] = never_started(entry.get("dependency"), slurm) if not (local or ran) else None
                 unit["error"] = ((entry.get("error") or "").splitlines()[-5:] if local
                                  else error_lines(entry.get("log")))
                 signum = None if local else signals.get(str(entry.get("job_id")))

@@ -469,6 +469,20 @@ def test_a_job_a_signal_ended_names_it_as_sacct_records_it(tmp_path, fake_slurm)
     assert out.count("SIGKILL") == 1, out
 
 
+def test_json_says_never_started_only_of_a_job_that_never_started(tmp_path, fake_slurm):  # noqa: F811
+    """--json gave a failed job that had run, its log there, the never-started unit's 'cancelled while
+    queued: scancel or collapse-hpc cancel'."""
+    import json
+
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=1)
+    chains = json.loads(collapse("status", store.root, "--json")[1])["chains"]
+    units = {u["unit"]: u for c in chains if c["experiment"] == "toy" for u in c["units"]}
+    assert units["gen_000"]["state"] == "FAILED" and units["gen_000"]["never_started"] is None
+    assert units["gen_001"]["never_started"] == "waited on afterok:200: job 200 ended FAILED"
+
+
 def test_a_kill_for_memory_is_read_from_slurms_lines_where_the_state_says_failed():
     """jobacct_gather's OverMemoryKill ends the job FAILED, cgroup's kill may leave a step's state alone:
     their lines in the log tell it; an error of the unit's own that mentions memory does not."""
