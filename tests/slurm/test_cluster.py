@@ -420,7 +420,8 @@ def test_an_account_or_qos_the_user_may_not_charge_stops_submit_before_anything(
     kind = "cpu" if "jobs__cpu__qos" in keys else "[a-z0-9]+"
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert re.match(rf"error: profile dev-cluster: sbatch refuses its {kind} jobs: {refused} ", err), err
-    assert ("account applies to every kind" in err) == ("account" in keys)
+    assert err.strip().endswith("(account is 'nosuch', for every kind)" if "account" in keys
+                                else "(jobs.cpu.qos is 'nosuch')"), err
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
 
