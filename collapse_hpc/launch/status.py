@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -187,15 +186,9 @@ def out_of_time(error: list[str], kind: str | None, profile: str | None) -> str 
             f"(or max_requeues) in {profile or 'the profile'} and submit again (what it finished is kept)")
 
 
-def signal_name(signum: int) -> str:
-    with contextlib.suppress(ValueError):
-        return signal.Signals(signum).name
-    return f"signal {signum}"
-
-
 def killed_by(signum: int | None, error: list[str]) -> str | None:
     """The signal sacct says ended a job, in words (SIGKILL: its usual cause), unless its error says it."""
-    name = signal_name(signum) if signum else None
+    name = controller.name(signum) if signum else None
     if name is None or any(name in ln for ln in error):
         return None
     return f"sacct: a process of the job on its node {controller.said(signum)}"
@@ -386,7 +379,7 @@ def _state_of(store: RunStore) -> dict:
                     unit["log"] = ended[1]
                     unit["error"] = error_lines(ended[1], n=4) + [ended[0]]
                 if signum:
-                    unit["signal"] = signal_name(signum)
+                    unit["signal"] = controller.name(signum)
                 if hint := memory or out_of_time(unit["error"], entry.get("kind"), book.get("profile")) or \
                         killed_by(signum, unit["error"]):
                     unit["hint"] = hint
