@@ -6,7 +6,8 @@ This one writes <folder>/<job>_<rank>_signal.json for each rank a signal ended, 
 to say which rank ended by which signal. The local back-end starts it in place of submitit's (exec, the
 last of its setup lines, so the job's id stays the pid submitit knows).
 
-API: command(folder) -> the setup line, ended(folder, job_id) -> {rank: (pid, signal)}, said(signal, advice).
+API: command(folder) -> the setup line, ended(folder, job_id) -> {rank: (pid, signal)}, said(signal, advice),
+name(signal).
 """
 from __future__ import annotations
 
@@ -58,14 +59,18 @@ def ended(folder: Path, job_id: str) -> dict[int, tuple[int, int]]:
     return out
 
 
+def name(signum: int) -> str:
+    """SIGKILL for 9; 'signal 99' for a number that names none."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def said(signum: int, advice: str = "") -> str:
     """How a process a signal ended was ended, in words: for SIGKILL, its usual cause and what holds less."""
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"signal {signum}"
     if signum != signal.SIGKILL:
-        return f"was killed by {name}"
+        return f"was killed by {name(signum)}"
     return f"was killed by SIGKILL: {OOM}" + (f"; to hold less memory, {advice}" if advice else "")
 
 

@@ -274,6 +274,8 @@ def watching(run_dir: str | Path, rank: int, world_size: int):
             lost = None if waited else _after_a_peer(where, rank)
             state, said = (WAITED, waited) if waited else lost or ("failed", cause_of(e))
             _record(where, rank, state, said)
+        elif isinstance(e, KeyboardInterrupt):  # told to stop (Slurm ends the job, Ctrl-C): no kill to name
+            _record(where, rank, "stopped", str(e) or "interrupted (SIGINT)")
         raise
     finished.set()
     _record(where, rank, "done")

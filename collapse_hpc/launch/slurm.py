@@ -504,9 +504,21 @@ def try_requests(store, run, prof: profiles.Profile, kinds: dict[str, int]) -> N
         if out.returncode != 0 and not any(w in why for w in WAITS):
             shared = [k for k in ("sbatch", "account", "qos") if getattr(prof, k)]  # what every kind's jobs get
             verb = "apply" if len(shared) > 1 else "applies"
-            raise UserError(f"profile {prof.name}: sbatch refuses its {kind} jobs: {why} (jobs.{kind} sets this "
-                            f"kind's requests" + (f"; {', '.join(shared)} {verb} to every kind" if shared else "")
-                            + ")")
+            raise UserError(f"profile {prof.name}: sbatch refuses its {kind} jobs: {why} (" + (
+                refused_key(prof, kind, why) or f"jobs.{kind} sets this kind's requests"
+                + (f"; {', '.join(shared)} {verb} to every kind" if shared else "")) + ")")
+
+
+def refused_key(prof: profiles.Profile, kind: str, why: str) -> str | None:
+    """The profile's key that set what sbatch's refusal names (an account, a QOS), with its value; None where
+    no such key did (sbatch: extras, or a refusal of something else)."""
+    said = why.lower()
+    if "qos" in said and (own := prof.resources(kind).qos):
+        return f"jobs.{kind}.qos is {own!r}"
+    for key in ("qos", "account"):
+        if key in said and getattr(prof, key):
+            return f"{key} is {getattr(prof, key)!r}, for every kind"
+    return None
 
 
 # --test-only's answers while the nodes are drained, down or reserved (or the partition is down): sbatch

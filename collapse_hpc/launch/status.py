@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
-from collapse_hpc.launch import peers, records
+from collapse_hpc.launch import controller, peers, records
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.lock import pid_alive
@@ -39,17 +40,25 @@ EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 
 
 def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     """job id -> (state, elapsed, why it waits) from sacct, overridden by squeue for jobs still queued."""
+    return slurm_view(job_ids)[0]
+
+
+def slurm_view(job_ids: list[str]) -> tuple[dict[str, tuple[str, str, str]], dict[str, int]]:
+    """slurm_states, and job id -> the signal that ended the job where sacct records one."""
     out: dict[str, tuple[str, str, str]] = {}
+    signals: dict[str, int] = {}
     bases = sorted({str(j).split("_")[0] for j in job_ids if j})
     if not bases:
-        return out
+        return out, signals
     if shutil.which("sacct"):
-        res = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,Elapsed", "-j", ",".join(bases)],
-                             capture_output=True, text=True, timeout=60)
+        res = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,Elapsed,DerivedExitCode,ExitCode", "-j",
+                              ",".join(bases)], capture_output=True, text=True, timeout=60)
         for line in res.stdout.splitlines():
             parts = line.split("|")
-            if len(parts) == 3:
+            if len(parts) >= 3:
                 out[parts[0]] = (parts[1].split()[0], parts[2], "")  # "CANCELLED by 0" -> CANCELLED
+                if signum := signal_of(parts[3:]):
+                    signals[parts[0]] = signum
     queue_known = False
     if shutil.which("squeue"):
         from collapse_hpc.launch.slurm import squeue
@@ -61,7 +70,17 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
             queue_known = "Invalid job id" in str(e)
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
-    return {j: (state, _clock(slurm_seconds(elapsed)), why) for j, (state, elapsed, why) in out.items()}
+    return {j: (state, _clock(slurm_seconds(elapsed)), why) for j, (state, elapsed, why) in out.items()}, signals
+
+
+def signal_of(codes: list[str]) -> int | None:
+    """The signal in sacct's exit codes (CODE:SIGNAL): DerivedExitCode, its steps' worst end (a rank the
+    kernel killed: 0:9), first, then ExitCode, the batch script's."""
+    for code in codes:
+        found = re.fullmatch(r"\d+:(\d+)", code.strip())
+        if found and int(found[1]):
+            return int(found[1])
+    return None
 
 
 def _unrun_tasks(tasks: list[str], known: dict) -> dict[str, tuple[str, str, str]]:
@@ -141,13 +160,16 @@ def error_lines(log: str | None, n: int = 5) -> list[str]:
     return lines[-n:]
 
 
-def rank_that_ended(run_dir: Path, job_id, log: str | None) -> tuple[str, str | None] | None:
+def rank_that_ended(run_dir: Path, job_id, log: str | None, signum: int | None = None) -> tuple[str, str | None] | None:
     """A multi-rank Slurm job's rank that ended it, as its ranks recorded (launch.peers), from its last
     attempt: (the line naming the rank and its cause, that rank's log where it is there), or None.
-    Rank 0's log alone says only that a peer went (gloo's reset, srun's kill)."""
+    Rank 0's log alone says only that a peer went (gloo's reset, srun's kill). `signum`: the signal
+    sacct says ended the job, which a rank gone without a word of its own was killed by."""
     attempts = sorted(Path(run_dir, "logs", "ranks").glob(f"{job_id}-r*"),
                       key=lambda p: int(p.name.rpartition("-r")[2]) if p.name.rpartition("-r")[2].isdigit() else -1)
-    found = peers.culprit(attempts[-1]) if attempts and job_id else None
+    killed = {int(p.stem): controller.said(signum) for p in attempts[-1].glob("*.json") if p.stem.isdigit()} \
+        if attempts and signum else None
+    found = peers.culprit(attempts[-1], killed) if attempts and job_id else None
     if found is None:
         return None
     rank, line = found
@@ -162,6 +184,14 @@ def out_of_time(error: list[str], kind: str | None, profile: str | None) -> str 
         return None
     return (f"it reached its time limit more often than max_requeues allows: raise jobs.{kind or 'KIND'}.time_min "
             f"(or max_requeues) in {profile or 'the profile'} and submit again (what it finished is kept)")
+
+
+def killed_by(signum: int | None, error: list[str]) -> str | None:
+    """The signal sacct says ended a job, in words (SIGKILL: its usual cause), unless its error says it."""
+    name = controller.name(signum) if signum else None
+    if name is None or any(name in ln for ln in error):
+        return None
+    return f"sacct: a process of the job on its node {controller.said(signum)}"
 
 
 # how Slurm says it killed a job for its memory, where its state does not (OUT_OF_MEMORY, cgroup's kill): the
@@ -302,7 +332,7 @@ def _state_of(store: RunStore) -> dict:
     book = _book(store)
     units = book["units"]
     # each unit's job as its back-end tells it: a Slurm run taken over by the local launcher keeps its own
-    slurm = {} if "slurm" not in records.executors(book) | {book.get("executor")} else slurm_states(
+    slurm, signals = ({}, {}) if "slurm" not in records.executors(book) | {book.get("executor")} else slurm_view(
         [e.get("job_id") for e in units.values() if records.executor_of(book, e) == "slurm"]
         + [book.get("aggregate", {}).get("job_id")])
     absent = left_out(store, chains, book)
@@ -338,14 +368,20 @@ def _state_of(store: RunStore) -> dict:
                 memory = None if local else out_of_memory(state, error_lines(entry.get("log")),
                                                           entry.get("kind") or "KIND", book.get("profile"))
                 unit["dependency"] = entry.get("dependency")
-                unit["never_started"] = never_started(entry.get("dependency"), slurm) if not local else None
+                ran = bool(entry.get("log")) and Path(entry["log"]).is_file()  # its job began: it left a log
+                unit["never_started"] = never_started(entry.get("dependency"), slurm) if not (local or ran) else None
                 unit["error"] = ((entry.get("error") or "").splitlines()[-5:] if local
                                  else error_lines(entry.get("log")))
-                if not local and (ended := rank_that_ended(store.root, entry.get("job_id"), entry.get("log"))):
+                signum = None if local else signals.get(str(entry.get("job_id")))
+                if not local and (ended := rank_that_ended(store.root, entry.get("job_id"), entry.get("log"),
+                                                           signum)):
                     # that rank's own log and cause, as the local launcher records them in the unit's error
                     unit["log"] = ended[1]
                     unit["error"] = error_lines(ended[1], n=4) + [ended[0]]
-                if hint := memory or out_of_time(unit["error"], entry.get("kind"), book.get("profile")):
+                if signum:
+                    unit["signal"] = controller.name(signum)
+                if hint := memory or out_of_time(unit["error"], entry.get("kind"), book.get("profile")) or \
+                        killed_by(signum, unit["error"]):
                     unit["hint"] = hint
             item["units"].append(unit)
         done = [u["state"] == "done" for u in item["units"]]

@@ -154,3 +154,18 @@ def test_ranks_that_never_said_they_came_are_named_together(tmp_path):
     assert peers.culprit(where) == (2, "one of ranks 2, 3 of 4 hung (none of them said it came): rank 0 waited 3 s "
                                        "in a collective for its peers (collective_timeout_s) and it never came (what "
                                        "the unit finished stays: the same command resumes it)")
+
+
+def test_a_rank_told_to_stop_records_why(tmp_path, monkeypatch):
+    """A rank that stops as Slurm ends its job (scancel, a requeue) left its record 'running': status named
+    it 'killed (a signal, the OOM killer)' under the job's CANCELLED."""
+    from collapse_hpc.launch.job import Ending
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    said = "job 77 is ending (Slurm: CANCELLED): the unit stops here (what it finished stays for a resume)"
+    with pytest.raises(Ending), peers.watching(tmp_path, 0, 2):
+        raise Ending(said)
+    assert peers.culprit(peers.folder(tmp_path, "77-r0")) == (0, f"rank 0 of 1 (pid {os.getpid()}) stopped: {said}")

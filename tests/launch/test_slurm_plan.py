@@ -18,9 +18,12 @@ from tests.helpers import flip, hashed
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
 FAKES = {
-    # --test-only: sbatch's check of a job (refused with test-only.txt's words), nothing queued or counted
+    # --test-only: sbatch's check of a job (refused with test-only.txt's words; where test-only-if.txt is
+    # there, only a job whose script holds its line), nothing queued or counted
     "sbatch": '[ "$1" = --test-only ] && { cp "$2" "$FAKE_SLURM/test-only-$(basename "$2")"; '
-              '[ -f "$FAKE_SLURM/test-only.txt" ] && { cat "$FAKE_SLURM/test-only.txt" >&2; exit 1; }; '
+              '[ -f "$FAKE_SLURM/test-only.txt" ] && { [ ! -f "$FAKE_SLURM/test-only-if.txt" ] || '
+              'grep -qF -f "$FAKE_SLURM/test-only-if.txt" "$2"; } && '
+              '{ cat "$FAKE_SLURM/test-only.txt" >&2; exit 1; }; '
               'echo "sbatch: Job 1 to start at 2026-01-01T00:00:00" >&2; exit 0; }\n'
               'n=$(( $(cat "$FAKE_SLURM/counter" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE_SLURM/counter"\n'
               'cp "${@: -1}" "$FAKE_SLURM/job_$n.sh"; echo "Submitted batch job $n"\n',
@@ -441,6 +444,24 @@ def test_sbatch_refusal_is_one_line_and_keeps_what_was_queued(tmp_path, fake_slu
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"] == "101"  # recorded: not lost
 
 
+@pytest.mark.parametrize("profile, named", [
+    ("qos: normal\njobs:\n  cpu:\n    qos: nosuch\n", "jobs.cpu.qos is 'nosuch'"),
+    ("account: collapse\nqos: nosuch\n", "qos is 'nosuch', for every kind"),
+])
+def test_a_qos_sbatch_refuses_is_named_by_the_key_that_set_it(tmp_path, fake_slurm, profile, named):
+    """A QOS set for one kind read '(jobs.cpu sets this kind's requests)', and one for every kind beside an
+    account '(account, qos apply to every kind)': the line did not say which key to fix."""
+    (fake_slurm / "test-only.txt").write_text("sbatch: error: Batch job submission failed: Invalid qos "
+                                              "specification\n")
+    (fake_slurm / "test-only-if.txt").write_text("--qos=nosuch\n")  # what sbatch refuses: the others pass
+    prof = tmp_path / "p.yaml"
+    prof.write_text(profile)
+    cfg = write_config(tmp_path, generations=1, ltarray={"parts": 1})
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and err.strip().endswith(f": Invalid qos specification ({named})"), err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_what_sbatch_refuses_is_one_line_before_anything_is_written(tmp_path, fake_slurm):
     """An account the user may not charge (or a --mem sbatch cannot read, an unknown extra): sbatch
     refused the first job with the run folder written, or a later kind's job after the chains were queued."""
@@ -452,8 +473,8 @@ def test_what_sbatch_refuses_is_one_line_before_anything_is_written(tmp_path, fa
     rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
     assert rc == 2 and "Traceback" not in err, err
     assert err.strip() == "error: profile p: sbatch refuses its aggregate jobs: " \
-                          "Invalid account or account/partition combination specified (jobs.aggregate sets this " \
-                          "kind's requests; account applies to every kind)"
+                          "Invalid account or account/partition combination specified (account is 'nobody', for " \
+                          "every kind)"
     assert not (tmp_path / "run").exists() and scripts(fake_slurm) == {}
     tried = [p.read_text() for p in fake_slurm.glob("test-only-*")]
     assert len(tried) == 1 and "#SBATCH --account=nobody" in tried[0]

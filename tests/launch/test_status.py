@@ -439,6 +439,50 @@ def test_a_job_slurm_ended_out_of_memory_names_the_knob_to_raise(tmp_path, fake_
         collapse("status", store.root)[1]
 
 
+def test_a_job_a_signal_ended_names_it_as_sacct_records_it(tmp_path, fake_slurm):  # noqa: F811
+    """A job whose process was killed from outside (the kernel's OOM killer where no cgroups enforce the
+    job's memory, an admin's kill -9) read FAILED with srun's 'task 0: Killed' at most: sacct's
+    DerivedExitCode (0:9) names the signal, and so does status; for a multi-rank job, on the rank gone."""
+    import json
+
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=1)
+    sacct = fake_slurm / "sacct.txt"
+    sacct.write_text(sacct.read_text().replace("200|FAILED|00:00:01", "200|FAILED|00:00:01|0:9|9:0")
+                     .replace("201|CANCELLED by 0|00:00:00", "201|CANCELLED by 0|00:00:00|0:0|0:0"))
+    (store.logs / "200_0_log.err").write_text("08:06:06 collapse_hpc: gen 0\nsrun: error: vm: task 0: Killed\n")
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0 and ("      sacct: a process of the job on its node was killed by SIGKILL: the usual cause is the "
+                        "kernel's out-of-memory killer (its log: dmesg or journalctl -k)") in out, out
+    assert out.count("SIGKILL") == 1, out  # gen_001, cancelled unstarted, got none
+    chains = json.loads(collapse("status", store.root, "--json")[1])["chains"]
+    assert [u.get("signal") for c in chains if c["experiment"] == "toy" for u in c["units"]] == ["SIGKILL", None]
+
+    where = store.root / "logs" / "ranks" / "200-r0"  # two ranks: rank 1 gone unsaid, rank 0 stopped on it
+    where.mkdir(parents=True)
+    for rank, state in ((0, "stopped"), (1, "running")):
+        (where / f"{rank}.json").write_text(json.dumps({"rank": rank, "pid": 999999 + rank, "host": __import__(
+            "socket").gethostname(), "state": state, "cause": "rank 1 (pid 1000000) was killed"}))
+    out = collapse("status", store.root)[1]
+    assert "| rank 1 of 2 (pid 1000000) was killed by SIGKILL: the usual cause is the kernel's" in out, out
+    assert out.count("SIGKILL") == 1, out
+
+
+def test_json_says_never_started_only_of_a_job_that_never_started(tmp_path, fake_slurm):  # noqa: F811
+    """--json gave a failed job that had run, its log there, the never-started unit's 'cancelled while
+    queued: scancel or collapse-hpc cancel'."""
+    import json
+
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=1)
+    chains = json.loads(collapse("status", store.root, "--json")[1])["chains"]
+    units = {u["unit"]: u for c in chains if c["experiment"] == "toy" for u in c["units"]}
+    assert units["gen_000"]["state"] == "FAILED" and units["gen_000"]["never_started"] is None
+    assert units["gen_001"]["never_started"] == "waited on afterok:200: job 200 ended FAILED"
+
+
 def test_a_kill_for_memory_is_read_from_slurms_lines_where_the_state_says_failed():
     """jobacct_gather's OverMemoryKill ends the job FAILED, cgroup's kill may leave a step's state alone:
     their lines in the log tell it; an error of the unit's own that mentions memory does not."""

@@ -420,7 +420,8 @@ def test_an_account_or_qos_the_user_may_not_charge_stops_submit_before_anything(
     kind = "cpu" if "jobs__cpu__qos" in keys else "[a-z0-9]+"
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert re.match(rf"error: profile dev-cluster: sbatch refuses its {kind} jobs: {refused} ", err), err
-    assert ("account applies to every kind" in err) == ("account" in keys)
+    assert err.strip().endswith("(account is 'nosuch', for every kind)" if "account" in keys
+                                else "(jobs.cpu.qos is 'nosuch')"), err
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout == before
 
@@ -737,3 +738,26 @@ def test_array_tasks_cancelled_before_they_ran_read_cancelled(tmp_path):
     rc, out, _ = collapse("status", runs["one"])
     assert re.search(rf"part_001  CANCELLED +job {one}\n +{re.escape(unrun)}", out), out
     assert "array: 2/3 parts done" in out and "UNKNOWN" not in out, out
+
+
+def test_a_rank_killed_on_its_node_is_named_with_its_signal(tmp_path):
+    """A rank killed from outside (the kernel's OOM killer where no cgroups hold the job to its memory, an
+    admin's kill -9) writes nothing: status said 'was killed (… a signal, the OOM killer)'. sacct records the
+    signal (DerivedExitCode 0:9), and status names it on the rank gone."""
+    cfg = write_config(tmp_path, "killed", generations=2, ltchain={"rows": 2, "sleep_s": 10.0, "ranks": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = jobs(run)["units"][label]["job_id"]
+    try:
+        _started(run, label)
+        pid = json.loads((run / "logs" / "ranks" / f"{job}-r0" / "1.json").read_text())["pid"]
+        os.kill(pid, 9)
+        wait_for([job], timeout=60)
+        rc, out, _ = collapse("status", run)
+        assert re.search(rf"gen_000  FAILED +job {job}", out), out
+        assert f"| rank 1 of 2 (pid {pid}) was killed by SIGKILL: the usual cause is the kernel's out-of-memory" \
+            in out, out
+    finally:
+        collapse("cancel", run)

@@ -361,12 +361,26 @@ def tiny_base(cfg, tokenizer, data_dir: Path) -> Path:
         model = random_model(tiny_config(cfg, tokenizer))
         pretrain(model, blocks[start:stop], cfg)
         with atomic.atomic_dir(folder) as tmp:
-            model.save_pretrained(str(tmp))
+            save_on_any_rank(model, tmp)
             tokenizer.save_pretrained(str(tmp))
             atomic.write_json(tmp / BASE_INFO, {"train_blocks": [start, stop], "block_grouping": cfg.block_grouping,
                                                 "disjoint_from_training_blocks": disjoint})
             seal(tmp)
     return folder
+
+
+def save_on_any_rank(model, folder: Path) -> None:
+    """save_pretrained from whichever rank builds the base (the first to take its lock): transformers
+    writes nothing on a rank other than 0 of a process group, which left a sealed base without a model
+    that every later run refused. What it wrote is checked, so a transformers that saves otherwise fails
+    here, not in the next run."""
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process  # this instance only
+    try:
+        model.save_pretrained(str(folder))
+    finally:
+        del model.should_save_on_this_rank
+    if not (folder / "config.json").is_file() or not list(folder.glob("*.safetensors")):
+        raise RuntimeError(f"{folder}: save_pretrained wrote no model (config.json and *.safetensors expected)")
 
 
 BASE_INFO = "base.json"  # in the tiny base's folder: which real train blocks pretrained it
