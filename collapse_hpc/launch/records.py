@@ -139,6 +139,8 @@ def launched_here(store, chains) -> None:
 
 
 def job_ids(data: dict) -> set[str]:
-    """Every job id the book names: its units' and the aggregation job's."""
-    ids = {str(e.get("job_id")) for e in data["units"].values() if e.get("job_id") is not None}
+    """Every Slurm job id the book names: its Slurm units' and the aggregation job's (only Slurm queues one).
+    A unit the local launcher ran names its process id, which squeue may list as another job of the user's."""
+    ids = {str(e.get("job_id")) for e in data["units"].values()
+           if e.get("job_id") is not None and executor_of(data, e) == "slurm"}
     return ids | ({str(data.get("aggregate", {}).get("job_id"))} - {"None"})

@@ -317,13 +317,17 @@ def _state_of(store: RunStore) -> dict:
             continue
         for job in chain.jobs:
             entry = units.get(job.label, {})
-            local = records.executor_of(book, entry) != "slurm"
+            by = records.executor_of(book, entry)
+            local = by != "slurm"
             state, elapsed, manifest = unit_state(store, run, job, entry, slurm, local)
             unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
                     "job_id": entry.get("job_id")}
             if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
                 maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
                 unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
+                by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
+            if by != book.get("executor") and unit["job_id"] is not None:  # the other back-end's: a process id
+                unit["executor"] = by  # or a Slurm job, which the listing names as such
             if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
                 unit["why_not_done"] = why_not_done(store, run, job)
                 unit["redo"] = redo_command(store, job, book.get("executor") or "local")
