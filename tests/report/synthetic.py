@@ -93,8 +93,10 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
                   regime=regime, settings={"samples": n})
 
 
-def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3, components: int = 0) -> None:
-    """components: that many components' columns too (c0_weight, …; noise), as gmm.metrics names them."""
+def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3, components: int = 0,
+        snapshot_points: int = 300) -> None:
+    """components: that many components' columns too (c0_weight, …; noise), as gmm.metrics names them;
+    snapshot_points: the points of each snapshot (every 10th generation and the last)."""
     from collapse_hpc.experiments.gmm.metrics import names
 
     rng = np.random.default_rng(1)
@@ -119,9 +121,9 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3, 
                     for c in per_component:
                         metrics[c].append(rng.uniform(0.5, 1.5))
                     if g % 10 == 0 or g == generations - 1:
-                        pts = rng.normal(0, scale, (300, 2))
-                        snaps["replicate"] += [r] * 300
-                        snaps["generation"] += [g] * 300
+                        pts = rng.normal(0, scale, (snapshot_points, 2))
+                        snaps["replicate"] += [r] * snapshot_points
+                        snaps["generation"] += [g] * snapshot_points
                         snaps["x"] += list(pts[:, 0])
                         snaps["y"] += list(pts[:, 1])
             m = {k: pa.array(v, pa.int64() if k in ("generation", "replicate") else pa.float64())
