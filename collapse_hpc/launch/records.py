@@ -41,8 +41,10 @@ def load(store) -> dict:
     if not isinstance(units, dict) or not all(isinstance(e, dict) for e in units.values()):
         return {"units": {}, "corrupt": str(path)}
     if source := copied_from(store, data):  # its jobs write to the original: none of them is this folder's
+        # what the original launched is the copy's too: an experiment it left out (--only) is not one to run
+        launched = {EXPERIMENTS: data[EXPERIMENTS]} if isinstance(data.get(EXPERIMENTS), list) else {}
         return {"units": {}, "executor": data.get("executor"), "cluster": data.get("cluster"), "copied_from": source,
-                COPIED: {**data.get(COPIED, {}), **data["units"]}}
+                COPIED: {**data.get(COPIED, {}), **data["units"]}, **launched}
     return data
 
 

@@ -274,17 +274,18 @@ def redo_command(store: RunStore, job, executor: str) -> str:
 
 def launched(store: RunStore, chains, book: dict) -> set[str]:
     """The experiments the run has launched: an experiment none of whose units has a job or a folder was
-    left out of it (--only)."""
-    return {label.split("/", 1)[0] for label in book["units"]} | set(book.get(records.EXPERIMENTS) or []) | {
+    left out of it (--only). A copy's: those of the original when copied, and its own since."""
+    jobs = {**book.get(records.COPIED, {}), **book["units"]}
+    return {label.split("/", 1)[0] for label in jobs} | set(book.get(records.EXPERIMENTS) or []) | {
         c.experiment for c in chains for j in c.jobs
         if store.unit_dir(j.experiment, j.variant, j.shape, j.index).exists()}
 
 
 def left_out(store: RunStore, chains, book: dict) -> set[str]:
     """The plan's experiments the run left out with --only; none where nothing tells what it launched (no
-    launch recorded, nor a unit folder) or the run is a copy (its book names none of its units' jobs)."""
+    launch recorded, nor a unit folder)."""
     started = launched(store, chains, book)
-    if not (book.get("executor") or started) or book.get("copied_from"):
+    if not (book.get("executor") or started):
         return set()
     return {c.experiment for c in chains} - started
 
