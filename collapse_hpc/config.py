@@ -522,6 +522,18 @@ def load(path: str | Path, overrides: Sequence[str] = (), generations: int | Non
 
 def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
               generations: int | None = None, *, sections: Mapping[str, type]) -> RunConfig:
+    try:
+        return _from_dict(raw, file, overrides, generations, sections=sections)
+    except ConfigError as e:  # a key given with --set, not in the file: the line names --set
+        for key in (ov.partition("=")[0].strip() for ov in overrides):
+            for said in (f"{key}:", f"{key}["):  # the key, or an item of its list (regimes[0])
+                if str(e).startswith(f"{file}: {said}"):
+                    raise ConfigError(f"--set {said}" + str(e).removeprefix(f"{file}: {said}")) from None
+        raise
+
+
+def _from_dict(raw: dict, file: str, overrides: Sequence[str], generations: int | None, *,
+               sections: Mapping[str, type]) -> RunConfig:
     raw = json.loads(json.dumps(raw, default=str))
     for ov in overrides:
         keys, value = parse_override(ov)
