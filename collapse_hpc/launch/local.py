@@ -344,6 +344,14 @@ class _Pool:
         self.save()
 
 
+def runs_here(store) -> bool:
+    """Whether a launcher of this host, or unit processes it left, run the run (what cancel_run stops)."""
+    from collapse_hpc.store.lock import launcher_pid
+
+    lock = store.lock()
+    return launcher_pid(lock) is not None or bool(lock.workers())
+
+
 def cancel_run(store) -> int:
     """`collapse-hpc cancel` of a local run, from another shell: its launcher is told as `kill`
     tells it (SIGTERM, taken as Ctrl-C: it cancels its units); unit processes a killed launcher

@@ -355,7 +355,8 @@ def cancel_run(store) -> int:
         raise UserError(f"{store.root}: no Slurm jobs recorded (no {records.JOBS}): nothing to cancel")
     book = records.load(store)
     if book.get("corrupt"):
-        raise UserError(f"{book['corrupt']} is corrupt: the run's jobs are unknown; find them with squeue --me")
+        raise UserError(f"{book['corrupt']} is corrupt: the run's jobs are unknown, and no launcher runs it on this "
+                        f"host; find its Slurm jobs with squeue --me")
     if book.get("copied_from"):
         raise UserError(f"{store.root}: its jobs.json records the jobs of {book['copied_from']}, of which this folder "
                         f"is a copy; none of them is this folder's: cancel them there")
