@@ -209,8 +209,13 @@ def _walk(a: dict, b: dict, prefix: str = "") -> list[str]:
                 all(isinstance(x, dict) for x in va + vb):
             out += [line for i, (x, y) in enumerate(zip(va, vb)) for line in _walk(x, y, f"{prefix}{k}[{i}].")]
         elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+            out.append(f"{prefix}{k}: {_said(a, k)} -> {_said(b, k)}")
     return out
+
+
+def _said(config: dict, key: str) -> str:
+    """A key's value in a diff line; a key one side lacks is absent, not None (a typo read `lm.epoch: None -> 3`)."""
+    return repr(config[key]) if key in config else "absent"
 
 
 def regimes_changed(changes: list[str], old: dict) -> str:

@@ -339,3 +339,10 @@ def test_a_bad_value_given_with_set_is_said_of_set_not_of_the_file(tmp_path):
     f.write_text("toy: {rowz: 3}\n")
     with pytest.raises(ConfigError, match=f"^{f}: toy.rowz: unknown key"):
         experiments.load_config(f, ["toy.rows=4"])
+
+
+def test_a_key_one_config_lacks_reads_absent_in_a_diff():
+    """A typo in a run's config.yaml (epochs -> epoch) read 'lm.epoch: None -> 3; lm.epochs: 3 -> None', as if
+    each had been set to None; a key set to null is still None."""
+    old, new = {"lm": {"epochs": 3, "lr": None}}, {"lm": {"epoch": 3, "lr": 0.1}}
+    assert cfgmod.diff(old, new) == ["lm.epoch: absent -> 3", "lm.epochs: 3 -> absent", "lm.lr: None -> 0.1"]
