@@ -38,8 +38,10 @@ def chain_head(item: dict) -> str:
     if item["shape"] != "chain":
         return f"array: {item['done']}/{total} parts done"
     reached = item["reached"]
-    return (f"generation {reached} reached" if reached >= 0 else "no generation finished") + \
-        f" ({item['done']}/{total} done)"
+    # generation 0 not done beside later ones done (its weights lost since): not "no generation finished"
+    head = f"generation {reached} reached" if reached >= 0 else \
+        "generation 0 not done" if item["done"] else "no generation finished"
+    return f"{head} ({item['done']}/{total} done)"
 
 
 def job_words(u: dict) -> str:

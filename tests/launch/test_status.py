@@ -542,3 +542,13 @@ def test_a_copy_of_a_run_that_left_an_experiment_out_leaves_it_out_too(tmp_path)
         assert data.left_out == ["ltarray"] and tables.unfinished([data]) == []
         rc, out, _ = collapse("verify", folder)
         assert rc == 0 and "0 unfinished" in out, out
+
+
+def test_a_chain_whose_first_generation_lost_a_file_does_not_read_as_none_finished():
+    """gen_000's weights deleted, gen_001 done: the chain read 'no generation finished (1/2 done)'."""
+    from collapse_hpc.launch.listing import chain_head
+
+    item = {"shape": "chain", "units": [{}, {}], "reached": -1}
+    assert chain_head({**item, "done": 1}) == "generation 0 not done (1/2 done)"
+    assert chain_head({**item, "done": 0}) == "no generation finished (0/2 done)"
+    assert chain_head({**item, "reached": 0, "done": 1}) == "generation 0 reached (1/2 done)"
