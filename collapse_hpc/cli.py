@@ -498,9 +498,10 @@ def cmd_cancel(args) -> int:
 
     store = existing_run(args.run)
     # no executor recorded: a run made in-process (--executor debug), whose process holds the run's lock as a
-    # local launcher does; a corrupt book goes to Slurm's cancel, which says how to find the jobs
+    # local launcher does; a corrupt book tells no back-end: a launcher of this host stops as any, else Slurm's
+    # cancel says how to find the jobs
     book = records.load(store)
-    on_host = book.get("executor") in (None, "local") and not book.get("corrupt")
+    on_host = local.runs_here(store) if book.get("corrupt") else book.get("executor") in (None, "local")
     return (local.cancel_run if on_host else slurm.cancel_run)(store)
 
 

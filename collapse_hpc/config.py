@@ -209,8 +209,13 @@ def _walk(a: dict, b: dict, prefix: str = "") -> list[str]:
                 all(isinstance(x, dict) for x in va + vb):
             out += [line for i, (x, y) in enumerate(zip(va, vb)) for line in _walk(x, y, f"{prefix}{k}[{i}].")]
         elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+            out.append(f"{prefix}{k}: {_said(a, k)} -> {_said(b, k)}")
     return out
+
+
+def _said(config: dict, key: str) -> str:
+    """A key's value in a diff line; a key one side lacks is absent, not None (a typo read `lm.epoch: None -> 3`)."""
+    return repr(config[key]) if key in config else "absent"
 
 
 def regimes_changed(changes: list[str], old: dict) -> str:
@@ -522,6 +527,18 @@ def load(path: str | Path, overrides: Sequence[str] = (), generations: int | Non
 
 def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
               generations: int | None = None, *, sections: Mapping[str, type]) -> RunConfig:
+    try:
+        return _from_dict(raw, file, overrides, generations, sections=sections)
+    except ConfigError as e:  # a key given with --set, not in the file: the line names --set
+        for key in (ov.partition("=")[0].strip() for ov in overrides):
+            for said in (f"{key}:", f"{key}["):  # the key, or an item of its list (regimes[0])
+                if str(e).startswith(f"{file}: {said}"):
+                    raise ConfigError(f"--set {said}" + str(e).removeprefix(f"{file}: {said}")) from None
+        raise
+
+
+def _from_dict(raw: dict, file: str, overrides: Sequence[str], generations: int | None, *,
+               sections: Mapping[str, type]) -> RunConfig:
     raw = json.loads(json.dumps(raw, default=str))
     for ov in overrides:
         keys, value = parse_override(ov)

@@ -322,3 +322,27 @@ def test_the_reference_says_which_knobs_a_run_may_change_when_it_resumes():
     assert "hashed" not in text
     lm = cfgmod.how_it_runs(experiments.config_class("lm"))
     assert lm["ranks"] is False and lm["checkpoint_every_steps"] is True and "lr" not in lm
+
+
+def test_a_bad_value_given_with_set_is_said_of_set_not_of_the_file(tmp_path):
+    """`--set gmm.generatons=2` read "configs/demo.yaml: gmm.generatons: unknown key": the file has no such
+    key, and its author looked for it there. A bad key of the file itself still names the file."""
+    f = tmp_path / "c.yaml"
+    f.write_text("toy: {rows: 3}\n")
+    for given, said in (("toy.rowz=4", "--set toy.rowz: unknown key (did you mean 'toy.rows'?)"),
+                        ("toy.rows=four", "--set toy.rows: expected an integer, got 'four'"),
+                        ("generatons=2", "--set generatons: unknown key (did you mean 'generations'?)"),
+                        ("regimes=[bogus]", "--set regimes[0]: regime must be one of ")):
+        with pytest.raises(ConfigError) as e:
+            experiments.load_config(f, [given])
+        assert str(e.value).startswith(said), e.value
+    f.write_text("toy: {rowz: 3}\n")
+    with pytest.raises(ConfigError, match=f"^{f}: toy.rowz: unknown key"):
+        experiments.load_config(f, ["toy.rows=4"])
+
+
+def test_a_key_one_config_lacks_reads_absent_in_a_diff():
+    """A typo in a run's config.yaml (epochs -> epoch) read 'lm.epoch: None -> 3; lm.epochs: 3 -> None', as if
+    each had been set to None; a key set to null is still None."""
+    old, new = {"lm": {"epochs": 3, "lr": None}}, {"lm": {"epoch": 3, "lr": 0.1}}
+    assert cfgmod.diff(old, new) == ["lm.epoch: absent -> 3", "lm.epochs: 3 -> absent", "lm.lr: None -> 0.1"]

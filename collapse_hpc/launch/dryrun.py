@@ -37,7 +37,8 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str], scontr
     sub = Submitter(store, run, prof, dry_run=True)
     # what submit would queue, worked out as it does: the units it starts but those queued already
     queue, pending = _queue(), pending_units(store, run, chains)
-    started = {u for u in pending if not live_job(records.load(store)["units"], u, queue)}
+    book = records.load(store)
+    started = {u for u in pending if not live_job(book, u, queue)}
     folder = "exists: what is neither done nor queued is planned" if store.exists() else "not created"
     print(f"dry run: {run.name} -> {store.root} ({folder}), profile {prof.name}; nothing is written or queued")
     print("\n== plan")

@@ -38,14 +38,21 @@ def chain_head(item: dict) -> str:
     if item["shape"] != "chain":
         return f"array: {item['done']}/{total} parts done"
     reached = item["reached"]
-    return (f"generation {reached} reached" if reached >= 0 else "no generation finished") + \
-        f" ({item['done']}/{total} done)"
+    # generation 0 not done beside later ones done (its weights lost since): not "no generation finished"
+    head = f"generation {reached} reached" if reached >= 0 else \
+        "generation 0 not done" if item["done"] else "no generation finished"
+    return f"{head} ({item['done']}/{total} done)"
+
+
+def job_words(u: dict) -> str:
+    """A unit's job as the run's back-end names it ("job 123"); one of the other back-end (a run one took over
+    from the other) says which: a local process id is no Slurm job id to scancel, nor the reverse."""
+    return {"slurm": "Slurm job", "local": "local pid"}.get(u.get("executor") or "", "job") + f" {u['job_id']}"
 
 
 def unit_lines(u: dict) -> list[str]:
     """A unit's line, and for one not done or failed what is missing, its log and last lines."""
-    jid = u["job_id"]
-    ran = f"job {jid}" if jid else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else ""
+    ran = job_words(u) if u["job_id"] else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else ""
     line = f"  {u['unit']}  {u['state']:<13} {ran:<14} {u['elapsed']}"
     if u.get("reason"):
         line += f"  ({EXPLAINED.get(u['reason'], u['reason'])})"
@@ -152,7 +159,7 @@ def experiment_lines(name: str, items: list[dict]) -> list[str]:
     width = max(len(item["variant"]) for item in items[:CHAINS])
     for item in items[:CHAINS]:
         nxt = next((u for u in item["units"] if u["state"] != "done"), None)
-        where = f"; {nxt['unit']} {nxt['state']}" + (f", job {nxt['job_id']}" if nxt.get("job_id") else "") \
+        where = f"; {nxt['unit']} {nxt['state']}" + (f", {job_words(nxt)}" if nxt.get("job_id") else "") \
             if nxt else ""
         out.append(f"  {item['variant']:<{width}}  {chain_head(item)}{where}")
     if len(items) > CHAINS:

@@ -189,10 +189,11 @@ class _Pool:
         running ones finish or fail on their own."""
         if self.stopped:
             return
-        self.short = f"{label} failed for want of room ({os.strerror(number) if number else 'no result written'})"
+        # no brackets: status shows it as the reason of each unit not started, in brackets of its own
+        self.short = f"{label} failed for want of room: {os.strerror(number) if number else 'no result written'}"
         todo = {errno.EFBIG: "raise the file-size limit (`ulimit -f unlimited`)",
                 errno.EROFS: "write where it is writable"}.get(number or 0, "free space")
-        tqdm.write(f"{self.short}: no further unit starts; waiting for the running ones; {todo}, "
+        tqdm.write(f"{self.short}; no further unit starts; waiting for the running ones; {todo}, "
                    f"{space.AGAIN}{space.KEPT}", file=sys.stderr)
 
     def not_started(self) -> None:
@@ -341,6 +342,14 @@ class _Pool:
             entry["elapsed"] = round(time.time() - started, 1)
             entry["state"] = "COMPLETED" if engine.job_done(self.store, self.run_config, job) else "CANCELLED"
         self.save()
+
+
+def runs_here(store) -> bool:
+    """Whether a launcher of this host, or unit processes it left, run the run (what cancel_run stops)."""
+    from collapse_hpc.store.lock import launcher_pid
+
+    lock = store.lock()
+    return launcher_pid(lock) is not None or bool(lock.workers())
 
 
 def cancel_run(store) -> int:

@@ -41,8 +41,10 @@ def load(store) -> dict:
     if not isinstance(units, dict) or not all(isinstance(e, dict) for e in units.values()):
         return {"units": {}, "corrupt": str(path)}
     if source := copied_from(store, data):  # its jobs write to the original: none of them is this folder's
+        # what the original launched is the copy's too: an experiment it left out (--only) is not one to run
+        launched = {EXPERIMENTS: data[EXPERIMENTS]} if isinstance(data.get(EXPERIMENTS), list) else {}
         return {"units": {}, "executor": data.get("executor"), "cluster": data.get("cluster"), "copied_from": source,
-                COPIED: {**data.get(COPIED, {}), **data["units"]}}
+                COPIED: {**data.get(COPIED, {}), **data["units"]}, **launched}
     return data
 
 
@@ -139,6 +141,8 @@ def launched_here(store, chains) -> None:
 
 
 def job_ids(data: dict) -> set[str]:
-    """Every job id the book names: its units' and the aggregation job's."""
-    ids = {str(e.get("job_id")) for e in data["units"].values() if e.get("job_id") is not None}
+    """Every Slurm job id the book names: its Slurm units' and the aggregation job's (only Slurm queues one).
+    A unit the local launcher ran names its process id, which squeue may list as another job of the user's."""
+    ids = {str(e.get("job_id")) for e in data["units"].values()
+           if e.get("job_id") is not None and executor_of(data, e) == "slurm"}
     return ids | ({str(data.get("aggregate", {}).get("job_id"))} - {"None"})

@@ -261,13 +261,12 @@ def jobs_to_queue(store, chains, pending: set[str], queue: dict[str, str]) -> di
     """Job kind -> the jobs of that kind a submit would queue: each `pending` unit not queued (an array
     task each), and the report where _Submission.aggregate queues one (a submit that finds every unit
     done or queued, and the report's job too, queues nothing)."""
-    book = records.load(store)
-    units = {} if book.get("corrupt") else book["units"]
+    book = records.load(store)  # a corrupt one names no unit
     todo: dict[str, int] = {}
     live = False
     for c in chains:
         labels = [j.label for j in c.jobs if j.label in pending]
-        n = sum(1 for label in labels if not live_job(units, label, queue))
+        n = sum(1 for label in labels if not live_job(book, label, queue))
         todo[c.kind] = todo.get(c.kind, 0) + n
         live = live or n < len(labels)
     agg = book.get("aggregate", {}).get("job_id")
@@ -316,9 +315,11 @@ def job_count_problem(jobs: int, lim: dict[str, int], queued_now: int) -> str | 
     return None
 
 
-def live_job(units: dict, label: str, queue: dict[str, str]) -> str | None:
-    """The job of the unit `label` in a book's units, where `queue` (squeue's) has it queued or running."""
-    jid = units.get(label, {}).get("job_id")
+def live_job(book: dict, label: str, queue: dict[str, str]) -> str | None:
+    """The Slurm job of the unit `label` in a book, where `queue` (squeue's) has it queued or running; a unit
+    the local launcher ran names a process id, no job, however squeue numbers the user's jobs."""
+    entry = book["units"].get(label, {})
+    jid = entry.get("job_id") if records.executor_of(book, entry) == "slurm" else None
     return jid if jid and queue.get(str(jid)) in ACTIVE else None
 
 
@@ -354,7 +355,8 @@ def cancel_run(store) -> int:
         raise UserError(f"{store.root}: no Slurm jobs recorded (no {records.JOBS}): nothing to cancel")
     book = records.load(store)
     if book.get("corrupt"):
-        raise UserError(f"{book['corrupt']} is corrupt: the run's jobs are unknown; find them with squeue --me")
+        raise UserError(f"{book['corrupt']} is corrupt: the run's jobs are unknown, and no launcher runs it on this "
+                        f"host; find its Slurm jobs with squeue --me")
     if book.get("copied_from"):
         raise UserError(f"{store.root}: its jobs.json records the jobs of {book['copied_from']}, of which this folder "
                         f"is a copy; none of them is this folder's: cancel them there")
@@ -634,7 +636,7 @@ class _Submission:
         self.book.update(book)
 
     def live(self, label: str) -> str | None:
-        return live_job(self.book["units"], label, self.queue)
+        return live_job(self.book, label, self.queue)
 
     def note(self, label: str, sj, dependency: str | None, kind: str) -> None:
         records.record(self.book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,

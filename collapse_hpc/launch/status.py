@@ -304,17 +304,18 @@ def redo_command(store: RunStore, job, executor: str) -> str:
 
 def launched(store: RunStore, chains, book: dict) -> set[str]:
     """The experiments the run has launched: an experiment none of whose units has a job or a folder was
-    left out of it (--only)."""
-    return {label.split("/", 1)[0] for label in book["units"]} | set(book.get(records.EXPERIMENTS) or []) | {
+    left out of it (--only). A copy's: those of the original when copied, and its own since."""
+    jobs = {**book.get(records.COPIED, {}), **book["units"]}
+    return {label.split("/", 1)[0] for label in jobs} | set(book.get(records.EXPERIMENTS) or []) | {
         c.experiment for c in chains for j in c.jobs
         if store.unit_dir(j.experiment, j.variant, j.shape, j.index).exists()}
 
 
 def left_out(store: RunStore, chains, book: dict) -> set[str]:
     """The plan's experiments the run left out with --only; none where nothing tells what it launched (no
-    launch recorded, nor a unit folder) or the run is a copy (its book names none of its units' jobs)."""
+    launch recorded, nor a unit folder)."""
     started = launched(store, chains, book)
-    if not (book.get("executor") or started) or book.get("copied_from"):
+    if not (book.get("executor") or started):
         return set()
     return {c.experiment for c in chains} - started
 
@@ -347,13 +348,17 @@ def _state_of(store: RunStore) -> dict:
             continue
         for job in chain.jobs:
             entry = units.get(job.label, {})
-            local = records.executor_of(book, entry) != "slurm"
+            by = records.executor_of(book, entry)
+            local = by != "slurm"
             state, elapsed, manifest = unit_state(store, run, job, entry, slurm, local)
             unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
                     "job_id": entry.get("job_id")}
             if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
                 maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
                 unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
+                by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
+            if by != book.get("executor") and unit["job_id"] is not None:  # the other back-end's: a process id
+                unit["executor"] = by  # or a Slurm job, which the listing names as such
             if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
                 unit["why_not_done"] = why_not_done(store, run, job)
                 unit["redo"] = redo_command(store, job, book.get("executor") or "local")

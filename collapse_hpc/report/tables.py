@@ -24,11 +24,12 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
     s = summary[summary["experiment"] == experiment]
     s = s[s["mean"].notna() | (s["n_infinite"] > 0)]  # a collapsed row (mean empty) still shows, as —
     s = s[s["metric"].map(lambda m: spec(specs, m).kind == kind).astype(bool)] if len(s) else s
+    s, notes = _capped(s, specs)
     settings = setting_columns(s)
     multi = len({r.label for r in runs}) > 1
     header = (["run"] if multi else []) + ["series", "metric", "unit", "collapse", "generation 0", "last common",
                                            "generation", "n (last)", "relative change"]
-    rows, notes = [], []
+    rows = []
     for run, rs in s.groupby("run", sort=True):
         reached = rs.groupby(["regime", *settings], dropna=False)["generation"].max()
         last = min([int(reached.min()), *_chains_reached(next(r for r in runs if r.label == run), experiment)])
@@ -50,6 +51,24 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
                          ([run] if multi else []) + cells))
     rows.sort(key=lambda r: r[:3])  # series, then metrics, in the figures' order (replace first; p5 before p25)
     return (header, [r[3] for r in rows]), notes
+
+
+# metrics in a comparison table at most (a row each per series): a mixture of 1000 components records 13 a
+# component, whose 13,000 rows buried the table; past it, the first TABLE_HEAD and the last TABLE_TAIL in
+# the declared order (the experiment's own metrics, then its first and last components)
+TABLE_HEAD, TABLE_TAIL = 40, 20
+
+
+def _capped(s: pd.DataFrame, specs: dict | None) -> tuple[pd.DataFrame, list[str]]:
+    """The summary rows of the metrics a comparison table shows, and a note naming those it leaves out."""
+    metrics = sorted(s["metric"].unique(), key=lambda m: declared_order(specs, m))
+    if len(metrics) <= TABLE_HEAD + TABLE_TAIL:
+        return s, []
+    left = metrics[TABLE_HEAD:-TABLE_TAIL]
+    note = (f"Not in this table: {len(left)} of its {len(metrics)} metrics, {left[0]} to {left[-1]} in the declared "
+            f"order (it shows the first {TABLE_HEAD} and the last {TABLE_TAIL}); every metric is in metrics.parquet "
+            f"and summary.csv.")
+    return s[~s["metric"].isin(left)], [note]
 
 
 def _no_comparison(last: int, planned: int | None) -> str:

@@ -350,6 +350,27 @@ def test_cancel_stops_a_local_run_from_another_shell(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_cancel_of_a_run_whose_jobs_json_is_corrupt_stops_its_launcher_here(tmp_path):
+    """A corrupt jobs.json sent cancel to Slurm's, whose line ("find them with squeue --me") is of no use
+    for a local run: the launcher running it on this host stops as with any book; where none does, the
+    line says so before it points at squeue."""
+    _, run, _, proc = _launched_stepping(tmp_path)
+    try:
+        time.sleep(1)
+        (run / "jobs.json").write_text("{not json")
+        rc, out, err = collapse("cancel", run)
+        assert (rc, err) == (0, ""), err
+        assert "cancelled the local run (launcher pid" in out
+        assert proc.wait(timeout=5) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (run / "jobs.json").write_text("{not json")
+    rc, _, err = collapse("cancel", run)
+    assert rc == 2 and err == (f"error: {run}/jobs.json is corrupt: the run's jobs are unknown, and no launcher runs "
+                               f"it on this host; find its Slurm jobs with squeue --me\n"), err
+
+
 def test_cancel_stops_a_run_made_in_process_and_refuses_a_folder_that_is_no_run(tmp_path):
     # a run made in-process (--executor debug) records no jobs.json: cancel said "no Slurm jobs
     # recorded" (exit 2) while it ran on; its process holds the run's lock as a local launcher does

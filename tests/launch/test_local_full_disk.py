@@ -61,14 +61,18 @@ def test_a_unit_failed_for_want_of_room_stops_further_starts(tmp_path, monkeypat
     failed = [ln.split(":")[0].removeprefix("FAILED ") for ln in lines if ln.startswith("FAILED ")]
     assert len(failed) == 1, err
     stop = [ln for ln in lines if "no further unit starts" in ln]
-    assert stop == [f"{failed[0]} failed for want of room (No space left on device): no further unit "
-                    f"starts; waiting for the running ones; free space, then run the same command again "
-                    f"(finished units are kept)"]
+    short = f"{failed[0]} failed for want of room: No space left on device"
+    assert stop == [f"{short}; no further unit starts; waiting for the running ones; free space, then run the "
+                    f"same command again (finished units are kept)"]
     assert "4 units not started" in lines
     units = jobs(run)["units"]
     left = {label: e.get("reason") for label, e in units.items() if e["state"] == "NOT_RUN"}
     assert len(left) == 5  # the failed chain's next generation, and the other two chains
-    assert sorted(left.values()).count(stop[0].split(":")[0]) == 4
+    assert sorted(left.values()).count(short) == 4
+    # status shows the reason in brackets of its own, once: it read "(… (No space left on device))"
+    rc, out, _ = collapse("status", run)
+    not_run = [ln for ln in out.splitlines() if "NOT_RUN" in ln and "want of room" in ln]
+    assert rc == 0 and len(not_run) == 4 and all(ln.endswith(f"  ({short})") for ln in not_run), out
     monkeypatch.delenv(full_disk.FULL_AT)  # room again
     rc, out, err = collapse("run", cfg, "--run", run)
     assert rc == 0 and "6 units done, 0 already finished" in out, err
@@ -89,7 +93,7 @@ def test_the_stop_is_said_once_with_what_to_do_for_its_refusal(capsys):
     pool.out_of_room("gaussian/replace-p0-samples100-s0/part_000", errno.EFBIG)  # `ulimit -f`
     pool.out_of_room("gaussian/replace-p0-samples100-s0/part_001", errno.EFBIG)  # running beside it
     assert capsys.readouterr().err.splitlines() == [
-        "gaussian/replace-p0-samples100-s0/part_000 failed for want of room (File too large): no further unit "
+        "gaussian/replace-p0-samples100-s0/part_000 failed for want of room: File too large; no further unit "
         "starts; waiting for the running ones; raise the file-size limit (`ulimit -f unlimited`), then run the "
         "same command again (finished units are kept)"]
 

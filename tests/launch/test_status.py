@@ -563,3 +563,36 @@ def test_a_slurm_run_the_local_launcher_took_over_keeps_the_states_of_the_units_
     rc, out, _ = collapse("status", store.root)
     assert rc == 0 and "  ?" not in out and "part_001  FAILED" in out, out
     assert job_states(store.root)["tail/replace-p0-s0/part_000"]["state"] == "FAILED"
+
+
+def test_a_copy_of_a_run_that_left_an_experiment_out_leaves_it_out_too(tmp_path):
+    """`cp -r` of a run made with --only: status listed the left-out experiment's chains as not run, and the
+    copy's report put them under 'Incomplete run' as not started, where the original says neither."""
+    import shutil
+
+    from collapse_hpc.report import collect, tables
+    from tests.launch.helpers import collapse, write_config
+
+    cfg = write_config(tmp_path, ltchain={}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run, "--only", "ltchain")
+    assert rc == 0, err
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    for folder in (run, copy):
+        rc, out, _ = collapse("status", folder)
+        assert rc == 0 and "ltarray/replace-p0-s0  not in this run (left out with --only)" in out, out
+        data = collect.load_run(folder)
+        assert data.left_out == ["ltarray"] and tables.unfinished([data]) == []
+        rc, out, _ = collapse("verify", folder)
+        assert rc == 0 and "0 unfinished" in out, out
+
+
+def test_a_chain_whose_first_generation_lost_a_file_does_not_read_as_none_finished():
+    """gen_000's weights deleted, gen_001 done: the chain read 'no generation finished (1/2 done)'."""
+    from collapse_hpc.launch.listing import chain_head
+
+    item = {"shape": "chain", "units": [{}, {}], "reached": -1}
+    assert chain_head({**item, "done": 1}) == "generation 0 not done (1/2 done)"
+    assert chain_head({**item, "done": 0}) == "no generation finished (0/2 done)"
+    assert chain_head({**item, "reached": 0, "done": 1}) == "generation 0 reached (1/2 done)"

@@ -93,12 +93,18 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
                   regime=regime, settings={"samples": n})
 
 
-def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) -> None:
+def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3, components: int = 0,
+        snapshot_points: int = 300) -> None:
+    """components: that many components' columns too (c0_weight, …; noise), as gmm.metrics names them;
+    snapshot_points: the points of each snapshot (every 10th generation and the last)."""
+    from collapse_hpc.experiments.gmm.metrics import names
+
     rng = np.random.default_rng(1)
+    per_component = [c for c in names(components) if c not in names(0)]
     for regime, rate in (("replace-p0", 0.12), ("accumulate", 0.01)):
         for p in range(parts):
             metrics = {k: [] for k in ("generation", "replicate", "l2_squared", "trace_0", "trace_1", "p95",
-                                       "tail_share_2sigma", "tail_share_3sigma")}
+                                       "tail_share_2sigma", "tail_share_3sigma", *per_component)}
             snaps = {k: [] for k in ("replicate", "generation", "x", "y")}
             for r in range(p * replicates, (p + 1) * replicates):
                 scale = 1.0
@@ -112,10 +118,12 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3) 
                     metrics["p95"].append(1.645 * scale)
                     metrics["tail_share_2sigma"].append(np.exp(-2 / scale**2))  # a blob of sd `scale`
                     metrics["tail_share_3sigma"].append(np.exp(-4.5 / scale**2))
+                    for c in per_component:
+                        metrics[c].append(rng.uniform(0.5, 1.5))
                     if g % 10 == 0 or g == generations - 1:
-                        pts = rng.normal(0, scale, (300, 2))
-                        snaps["replicate"] += [r] * 300
-                        snaps["generation"] += [g] * 300
+                        pts = rng.normal(0, scale, (snapshot_points, 2))
+                        snaps["replicate"] += [r] * snapshot_points
+                        snaps["generation"] += [g] * snapshot_points
                         snaps["x"] += list(pts[:, 0])
                         snaps["y"] += list(pts[:, 1])
             m = {k: pa.array(v, pa.int64() if k in ("generation", "replicate") else pa.float64())

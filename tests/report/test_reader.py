@@ -189,6 +189,39 @@ def test_comparison_lists_metrics_in_the_order_the_figures_draw_them(tmp_path):
     assert len(declared) > 3 and listed[:len(declared)] == declared, listed
 
 
+def test_the_comparison_of_a_mixture_of_many_components_is_capped_and_names_the_rest(tmp_path):
+    """gmm.components: 1000 made a comparison table of 13,000 rows (13 metrics a component per series): it
+    shows the experiment's own metrics and the first and last components, and names where the rest are."""
+    from collapse_hpc.report import page, stats
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gmm": {"generations": 3, "components": 100}}, generations=3)
+    synthetic.gmm(root, generations=3, parts=1, replicates=2, components=100)
+    data = [collect.load_run(root)]
+    summary = stats.summarise(collect.tidy(data))
+    specs_ = experiments.describe("gmm").metric_specs(sorted(summary["metric"].unique()))
+    (header, rows), notes = tables.first_last(summary, data, "gmm", specs_)
+    listed = list(dict.fromkeys(r[header.index("metric")] for r in rows))
+    assert len(rows) <= 2 * 60, len(rows)  # was 2 x 1307
+    assert len(listed) == tables.TABLE_HEAD + tables.TABLE_TAIL and len(rows) == 2 * len(listed)  # 2 series
+    assert listed[0] == "squared L2 to generation 0" and "comp. 0 weight" in listed, listed
+    assert "comp. 99 99% tail y" in listed and "comp. 50 weight" not in listed, listed
+    metrics = summary["metric"].nunique()
+    assert metrics > 1300 and len(notes) == 1, notes
+    assert notes[0].startswith(f"Not in this table: {metrics - len(listed)} of its {metrics} metrics, c2_")
+    assert notes[0].endswith("every metric is in metrics.parquet and summary.csv.")
+    few = tmp_path / "few"
+    synthetic.write_config(few, {"gmm": {"generations": 3}}, generations=3)
+    synthetic.gmm(few, generations=3, parts=1, replicates=2, components=2)
+    data = [collect.load_run(few)]
+    summary = stats.summarise(collect.tidy(data))
+    specs_ = experiments.describe("gmm").metric_specs(sorted(summary["metric"].unique()))
+    (_, rows), notes = tables.first_last(summary, data, "gmm", specs_)
+    assert len(rows) == 2 * summary["metric"].nunique() and notes == []  # every metric of a small mixture
+    md = page._md_table((header, rows))
+    assert "comp. 1 99% tail y" in md
+
+
 # ------------------------------------------------------------------ 3. declared metrics, results apart
 
 def test_metric_declarations():

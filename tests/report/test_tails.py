@@ -226,6 +226,25 @@ def test_gmm_snapshots_name_their_axes_and_each_rows_series(tmp_path):
     assert "x and y: the data's two coordinates" in caption
 
 
+def test_gmm_snapshots_draw_a_few_points_larger_than_a_cloud_of_many(tmp_path):
+    """Every dot was 1.5 pt² at alpha 0.4, as fits a cloud of a thousand points: a snapshot of a few points
+    (gmm.samples: 5) showed specks hardly seen. The dots grow and darken as they are fewer."""
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots
+
+    drawn = {}
+    for points in (5, 1000):
+        root = tmp_path / f"p{points}"
+        synthetic.write_config(root, {"gmm": {"generations": 1}}, generations=1)
+        synthetic.gmm(root, generations=1, parts=1, replicates=1, snapshot_points=points)
+        fig, _ = gmm_snapshots(_context(root, "gmm"))
+        dots = [c for ax in fig.axes for c in ax.collections]
+        assert dots and all(len(c.get_offsets()) == points for c in dots)
+        drawn[points] = (dots[0].get_sizes()[0], dots[0].get_alpha())
+    (few, few_alpha), (many, many_alpha) = drawn[5], drawn[1000]
+    assert few >= 5 * many and few_alpha > many_alpha, drawn
+    assert many <= 2  # a cloud stays fine-grained
+
+
 @pytest.mark.parametrize("spread", [0.0035, 0.0046, 0.3, 1.0])
 def test_latent_figure_tick_labels_leave_room_between_them(tmp_path, spread):
     """A posterior-collapsed latent (a VAE with latent 1 on small images: means within +-0.016) was ticked

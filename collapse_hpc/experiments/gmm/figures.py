@@ -77,7 +77,8 @@ def gmm_snapshots(ctx: Context, most: int = 8):
             pts = snap[snap["generation"] == g]
             if pts.empty:
                 no_data(ax, "missing" if g in recorded[run] else f"not recorded in {run}")
-            ax.scatter(pts["x"], pts["y"], s=1.5, color="black", alpha=0.4, linewidths=0, rasterized=True)
+            size, alpha = dot(len(pts))
+            ax.scatter(pts["x"], pts["y"], s=size, color="black", alpha=alpha, linewidths=0, rasterized=True)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
@@ -100,6 +101,17 @@ def gmm_snapshots(ctx: Context, most: int = 8):
                  "generation after generation (a smaller cloud is "
                  f"worse). Here, the total variance of the points, {' → '.join(_panel(g) for g in gens)}: "
                  f"{spreads}.")
+
+
+# a panel's dots: faint and small where a thousand points make a cloud (gmm.samples' default), larger and darker
+# as they are fewer (area ~ 1/points), so that a few points (gmm.samples: 10) are seen at all
+CLOUD, DOT_MIN, DOT_MAX = 1000, 1.5, 20.0  # points; marker areas, pt²
+
+
+def dot(points: int) -> tuple[float, float]:
+    """(marker area in pt², alpha) of a snapshot panel's dots for that many points."""
+    size = float(np.clip(DOT_MIN * CLOUD / max(points, 1), DOT_MIN, DOT_MAX))
+    return size, 0.4 + 0.5 * (size - DOT_MIN) / (DOT_MAX - DOT_MIN)
 
 
 def _panel(g: int) -> str:
