@@ -128,7 +128,7 @@ def test_zero3_trains_on_the_chunked_loss_as_on_hf_loss(lm_data_dir, tmp_path):
     """Under ZeRO-3 the output embedding is partitioned outside lm_head's forward; registered as the
     loss head's external parameter it is gathered whole, so the chunked loss runs (the summary, and
     so training.json, says so) and takes HF's steps: the same per-step losses, validation loss and
-    perplexity on two gloo ranks."""
+    perplexity on two gloo ranks; and leaves no gloo thread running after the unit leaves its group."""
     runs = {}
     for chunk in (40, 0):  # 40 tokens: several chunks per micro-batch of 8 x 15 predicted tokens
         out = tmp_path / f"chunk{chunk}"
@@ -136,6 +136,9 @@ def test_zero3_trains_on_the_chunked_loss_as_on_hf_loss(lm_data_dir, tmp_path):
         codes, (r0, r1) = _wait(_launch(lm_data_dir, out, over, world=2), out, timeout=540)
         assert codes == [0, 0], _tail(out)
         assert r0["zero_stage"] == 3 and r0["params"] == r1["params"]
+        # nothing of ZeRO-3's (its backward Functions on every module, the loss head's engine hooks) keeps
+        # a group, and so gloo's threads, running into the interpreter's exit
+        assert r0["gloo_threads_left"] == r1["gloo_threads_left"] == [], (r0["gloo_threads_left"], r1["gloo_threads_left"])
         runs[chunk] = r0
     chunked, hf = runs[40], runs[0]
     assert (chunked["loss"], hf["loss"]) == ("chunked (40 tokens)", "hf")

@@ -351,6 +351,7 @@ def test_two_ranks_over_gloo_keep_identical_parameters_and_train_as_one(lm_data_
     assert r1["curve"]["loss"] == r0["curve"]["loss"]  # every rank records the global batch's loss
     assert r0["params"] == r1["params"]
     assert r0["gradient_accumulation"] == 1 and r0["micro_batch_size"] == 8
+    assert r0["gloo_threads_left"] == r1["gloo_threads_left"] == [], (r0["gloo_threads_left"], r1["gloo_threads_left"])
     assert r0["val_loss"] == r1["val_loss"] and r0["val_loss"][-1] < r0["initial_val_loss"]
     # perplexity sharded over the 2 ranks = unsharded perplexity of the saved model
     val = load_blocks(lm_data_dir, "tiny", "validation", load_tokenizer(tiny_cfg(), lm_data_dir), 16)
