@@ -277,10 +277,11 @@ def _attached(module) -> list:
 def _release(engine, before: list) -> None:
     """DeepSpeed's teardown, then what it attached to the model (`before`: _attached before it did):
     process groups, the optimizer and functions bound to a parameter on the parameters, the engine's
-    hooks and ZeRO-3's backward Functions on the modules. A model that outlives its engine kept them, and through them the groups,
-    in cycles through parameters that the collector cannot free: gloo's threads ran on into the
-    interpreter's exit, where a rank that had finished and saved could abort ("terminate called
-    without an active exception"), failing its job (on Slurm the chain's next generation never starts)."""
+    hooks and ZeRO-3's backward Functions on the modules. A model that outlives its engine kept them,
+    and through them the groups, in cycles through parameters that the collector cannot free: gloo's
+    threads ran on into the interpreter's exit, where a rank that had finished and saved could abort
+    ("terminate called without an active exception"), failing its job (on Slurm the chain's next
+    generation never starts)."""
     engine.destroy()
     for held, names in before:
         for name in set(held) - names:
