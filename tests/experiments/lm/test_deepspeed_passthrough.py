@@ -90,6 +90,7 @@ def test_zero3_and_csv_monitor_reach_the_engine_on_two_ranks(lm_data_dir, tmp_pa
     codes, (r0, r1) = _wait(_launch(lm_data_dir, tmp_path, over, world=2), tmp_path, timeout=540)
     assert codes == [0, 0], _tail(tmp_path)
     assert r0["zero_stage"] == 3 and r0["params"] == r1["params"]
+    _no_gloo_thread_left(r0, r1)
     assert (r0["master_dtype"], r0["saved_dtype"]) == ("float32", "float32")  # ZeRO-3's own fp32 partitions
     assert r0["val_loss"] == r1["val_loss"] and r0["val_loss"][-1] < r0["initial_val_loss"]
     saved = load_model(tmp_path / "model")
