@@ -155,7 +155,7 @@ def _forget_groups(kind: type) -> None:
         return issubclass(type(d), kind)
 
     for f in gc.get_objects():
-        if type(f) is not FunctionType:
+        if type(f) is not FunctionType:  # by type: isinstance on a dead weak proxy raises ReferenceError
             continue
         defaults, keywords = f.__defaults__ or (), f.__kwdefaults__ or {}
         if any(held(d) for d in defaults):

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
@@ -36,3 +38,27 @@ def test_leaving_frees_the_group_that_functions_took_as_a_default(tmp_path):
                          env={"PATH": "/usr/bin:/bin", "PORT": str(free_port())})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[-2] == "None None []", out.stdout
+
+
+def test_forgetting_groups_passes_over_a_dead_weak_proxy():
+    """gc's objects may hold a weak proxy whose referent is gone, on which isinstance raises
+    ReferenceError (it asks the proxy for __class__): _forget_groups tells functions by their type
+    alone, and resets the defaults still."""
+    import weakref
+
+    from collapse_hpc.machine import _forget_groups
+
+    class Group:
+        pass
+
+    def barrier(group=Group()):
+        return group
+
+    def reduce(*, group=Group()):
+        return group
+
+    dead = [weakref.proxy(Group())]  # its referent goes at once: only the proxy is left
+    with pytest.raises(ReferenceError):
+        dead[0].__class__
+    _forget_groups(Group)
+    assert barrier() is None and reduce() is None

@@ -264,20 +264,24 @@ def _name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _attached(model) -> list:
-    """Each parameter's attributes (its __dict__) and each module's hooks, each a dict with its keys as
-    they are before DeepSpeed attaches its own."""
-    return [(held, set(held)) for held in [vars(p) for p in model.parameters()] +
-            [hooks for m in model.modules() for k, hooks in vars(m).items() if k.endswith("hooks")]]
+def _attached(module) -> list:
+    """The attributes (each __dict__) of the engine's module (the model, or the loss head around it), of
+    each of its modules and parameters, and each module's hook dicts, each with its keys as they are before
+    DeepSpeed attaches its own. ZeRO-3 sets autograd Function classes on every module (pre_bwd_fn,
+    post_bwd_fn) whose closures hold its parameter offloader, and with it its process group."""
+    modules = list(module.modules())
+    return [(held, set(held)) for held in [vars(p) for p in module.parameters()] + [vars(m) for m in modules] +
+            [hooks for m in modules for k, hooks in vars(m).items() if k.endswith("hooks")]]
 
 
 def _release(engine, before: list) -> None:
     """DeepSpeed's teardown, then what it attached to the model (`before`: _attached before it did):
     process groups, the optimizer and functions bound to a parameter on the parameters, the engine's
-    hooks on the modules. A model that outlives its engine kept them, and through them the groups,
-    in cycles through parameters that the collector cannot free: gloo's threads ran on into the
-    interpreter's exit, where a rank that had finished and saved could abort ("terminate called
-    without an active exception"), failing its job (on Slurm the chain's next generation never starts)."""
+    hooks and ZeRO-3's backward Functions on the modules. A model that outlives its engine kept them,
+    and through them the groups, in cycles through parameters that the collector cannot free: gloo's
+    threads ran on into the interpreter's exit, where a rank that had finished and saved could abort
+    ("terminate called without an active exception"), failing its job (on Slurm the chain's next
+    generation never starts)."""
     engine.destroy()
     for held, names in before:
         for name in set(held) - names:
@@ -438,7 +442,6 @@ class _Training:
         self.startup["deepspeed_import"] = time.perf_counter() - started
         skip_layerdrop_draws(model)
         self.model, module = model, self._loss_module(model, deepspeed)
-        self.attached = _attached(model)  # what DeepSpeed attaches, _release drops
 
         def scheduler(basic_optimizer):
             # DeepSpeed calls this with the torch optimizer itself (ours, or the one it built for
@@ -449,6 +452,7 @@ class _Training:
         if "activation_checkpointing" in conf:
             # HF models do not call DeepSpeed's checkpointing API: turn on their own
             model.gradient_checkpointing_enable()
+        self.attached = _attached(module)  # what DeepSpeed attaches, _release drops
         started = time.perf_counter()
         engine, _, _, _ = deepspeed.initialize(
             model=module, optimizer=optimizer, lr_scheduler=scheduler,

@@ -11,7 +11,7 @@ from collapse_hpc import experiments
 from collapse_hpc.errors import ConfigError
 from collapse_hpc.experiments.lm import train
 from tests.experiments.lm.conftest import tiny_cfg
-from tests.experiments.lm.test_train import REPO, _launch, _tail, _wait
+from tests.experiments.lm.test_train import REPO, _launch, _no_gloo_thread_left, _tail, _wait
 
 
 def test_passthrough_merges_over_the_generated_config():
@@ -90,6 +90,7 @@ def test_zero3_and_csv_monitor_reach_the_engine_on_two_ranks(lm_data_dir, tmp_pa
     codes, (r0, r1) = _wait(_launch(lm_data_dir, tmp_path, over, world=2), tmp_path, timeout=540)
     assert codes == [0, 0], _tail(tmp_path)
     assert r0["zero_stage"] == 3 and r0["params"] == r1["params"]
+    _no_gloo_thread_left(r0, r1)
     assert (r0["master_dtype"], r0["saved_dtype"]) == ("float32", "float32")  # ZeRO-3's own fp32 partitions
     assert r0["val_loss"] == r1["val_loss"] and r0["val_loss"][-1] < r0["initial_val_loss"]
     saved = load_model(tmp_path / "model")
@@ -128,7 +129,7 @@ def test_zero3_trains_on_the_chunked_loss_as_on_hf_loss(lm_data_dir, tmp_path):
     """Under ZeRO-3 the output embedding is partitioned outside lm_head's forward; registered as the
     loss head's external parameter it is gathered whole, so the chunked loss runs (the summary, and
     so training.json, says so) and takes HF's steps: the same per-step losses, validation loss and
-    perplexity on two gloo ranks."""
+    perplexity on two gloo ranks; and leaves no gloo thread running after the unit leaves its group."""
     runs = {}
     for chunk in (40, 0):  # 40 tokens: several chunks per micro-batch of 8 x 15 predicted tokens
         out = tmp_path / f"chunk{chunk}"
@@ -136,6 +137,9 @@ def test_zero3_trains_on_the_chunked_loss_as_on_hf_loss(lm_data_dir, tmp_path):
         codes, (r0, r1) = _wait(_launch(lm_data_dir, out, over, world=2), out, timeout=540)
         assert codes == [0, 0], _tail(out)
         assert r0["zero_stage"] == 3 and r0["params"] == r1["params"]
+        # nothing of ZeRO-3's (its backward Functions on every module, the loss head's engine hooks) keeps
+        # a group, and so gloo's threads, running into the interpreter's exit
+        _no_gloo_thread_left(r0, r1)
         runs[chunk] = r0
     chunked, hf = runs[40], runs[0]
     assert (chunked["loss"], hf["loss"]) == ("chunked (40 tokens)", "hf")

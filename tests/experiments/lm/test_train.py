@@ -52,6 +52,12 @@ def _tail(out):
     return "\n".join((p.read_text()[-1500:]) for p in sorted(out.glob("log-*.txt")))
 
 
+def _no_gloo_thread_left(*summaries):
+    """No rank's gloo threads outlived its unit: left to the interpreter's exit, they could abort a finished rank."""
+    left = [s["gloo_threads_left"] for s in summaries]
+    assert left == [[]] * len(summaries), left
+
+
 def test_batch_plan_splits_the_global_batch_over_ranks():
     assert train.batch_plan(128, 16, 1) == (16, 8)
     assert train.batch_plan(128, 16, 2) == (16, 4)
@@ -353,6 +359,7 @@ def test_two_ranks_over_gloo_keep_identical_parameters_and_train_as_one(lm_data_
     assert r1["curve"]["loss"] == r0["curve"]["loss"]  # every rank records the global batch's loss
     assert r0["params"] == r1["params"]
     assert r0["gradient_accumulation"] == 1 and r0["micro_batch_size"] == 8
+    _no_gloo_thread_left(r0, r1)
     assert r0["val_loss"] == r1["val_loss"] and r0["val_loss"][-1] < r0["initial_val_loss"]
     # perplexity sharded over the 2 ranks = unsharded perplexity of the saved model
     val = load_blocks(lm_data_dir, "tiny", "validation", load_tokenizer(tiny_cfg(), lm_data_dir), 16)
@@ -379,8 +386,7 @@ def test_bf16_weights_on_two_gloo_ranks_train_as_one(lm_data_dir, tmp_path):
     np.testing.assert_allclose(r0["curve"]["loss"], alone["curve"]["loss"], rtol=1e-3)  # bf16 rounding
     np.testing.assert_allclose(r0["val_loss"], alone["val_loss"], rtol=1e-3)
     assert r0["val_loss"][-1] < r0["initial_val_loss"]
-    # no gloo thread outlives the unit: left to the interpreter's exit, they could abort a finished rank
-    assert r0["gloo_threads_left"] == r1["gloo_threads_left"] == [], (r0["gloo_threads_left"], r1["gloo_threads_left"])
+    _no_gloo_thread_left(r0, r1)
 
 
 def test_single_process_defaults_keep_deepspeed_off_mpi(monkeypatch):
