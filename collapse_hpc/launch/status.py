@@ -232,6 +232,19 @@ def local_state(entry: dict) -> str:
     return state
 
 
+def waiting(units: list[dict]) -> None:
+    """A chain's generations the local launcher has not started (none recorded) behind one it runs read
+    waiting for that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN)."""
+    after = None
+    for u in units:
+        if u["state"] == "RUNNING":
+            after = u["index"]
+        elif u["state"] == "not run" and after is not None:
+            u["state"] = f"waiting (after gen {after})"
+        else:
+            after = None
+
+
 def waits_on(slurm: dict, job_id) -> str | None:
     """Slurm's reason a pending job waits (a drained node, a QOS limit, a dependency never satisfied),
     unless it only waits for its chain's previous generation."""
@@ -353,6 +366,8 @@ def _state_of(store: RunStore) -> dict:
                 if hint := memory or out_of_time(unit["error"], entry.get("kind"), book.get("profile")):
                     unit["hint"] = hint
             item["units"].append(unit)
+        if chain.shape == "chain":
+            waiting(item["units"])
         done = [u["state"] == "done" for u in item["units"]]
         item["done"] = sum(done)
         item["reached"] = (done + [False]).index(False) - 1 if chain.shape == "chain" else None

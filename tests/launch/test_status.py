@@ -552,3 +552,45 @@ def test_a_chain_whose_first_generation_lost_a_file_does_not_read_as_none_finish
     assert chain_head({**item, "done": 1}) == "generation 0 not done (1/2 done)"
     assert chain_head({**item, "done": 0}) == "no generation finished (0/2 done)"
     assert chain_head({**item, "reached": 0, "done": 1}) == "generation 0 reached (1/2 done)"
+
+
+def test_a_local_chains_later_generations_wait_for_the_one_it_runs(tmp_path, capsys):
+    """While the local launcher ran a chain's generation 0, status read its later generations 'not run', as if
+    the chain had stopped; they wait for it. A chain whose running generation's process is gone (its launcher
+    killed) still reads 'not run' after it, and one stopped by a failure NOT_RUN."""
+    import json
+    import os
+    import subprocess
+
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    engine.open_run(store, run)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+
+    def listed(gen0: dict, later: dict | None = None) -> tuple[list[str], str]:
+        book = {"executor": "local", "folder": records.identity(store),
+                "units": {"toy/replace-p0-s0/gen_000": gen0}}
+        for gen in (1, 2):
+            if later:
+                book["units"][f"toy/replace-p0-s0/gen_00{gen}"] = later
+        records.save(store, book)
+        capsys.readouterr()
+        assert show(store.root, as_json=True) == 0
+        states = [u["state"] for u in json.loads(capsys.readouterr().out)["chains"][0]["units"]]
+        assert show(store.root) == 0
+        return states, capsys.readouterr().out
+
+    states, out = listed({"job_id": str(os.getpid()), "state": "RUNNING"})
+    assert states == ["RUNNING", "waiting (after gen 0)", "waiting (after gen 0)"], states
+    assert "gen_001  waiting (after gen 0)" in out and "not run" not in out, out
+    states, _ = listed({"job_id": str(gone.pid), "state": "RUNNING"})
+    assert states == ["INTERRUPTED", "not run", "not run"], states
+    states, _ = listed({"job_id": str(gone.pid), "state": "FAILED"},
+                       {"job_id": None, "state": "NOT_RUN", "reason": "toy/replace-p0-s0/gen_000 failed"})
+    assert states == ["FAILED", "NOT_RUN", "NOT_RUN"], states
