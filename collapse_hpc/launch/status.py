@@ -280,6 +280,15 @@ def why_not_done(store: RunStore, run, job) -> str:
     return f"{rel} does not verify"
 
 
+def unrecorded(store: RunStore, book: dict, label: str) -> tuple[str | None, str | None]:
+    """(job id, where none is) of a unit this folder's book records no job for, though it completed: a
+    copy's original job (its book keeps that folder's), else which file lacks it."""
+    jid = book.get(records.COPIED, {}).get(label, {}).get("job_id")
+    if jid is not None:
+        return str(jid), None
+    return None, "none in jobs.json" if (store.root / "jobs.json").is_file() else "no jobs.json"
+
+
 def redo_command(store: RunStore, job, executor: str) -> str:
     """The command that redoes the unit (finished units are kept, so it reruns only what is missing)."""
     return engine.resume_command(store, executor) + " " + shlex.join(["--only", job.experiment])
@@ -340,6 +349,8 @@ def _state_of(store: RunStore) -> dict:
                 maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
                 unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
                 by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
+            elif state in COMPLETED and entry.get("job_id") is None:  # a copy's: the original's job ended it
+                unit["job_id"], unit["unrecorded"] = unrecorded(store, book, job.label)
             if by != book.get("executor") and unit["job_id"] is not None:  # the other back-end's: a process id
                 unit["executor"] = by  # or a Slurm job, which the listing names as such
             if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing

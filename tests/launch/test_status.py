@@ -594,3 +594,35 @@ def test_a_local_chains_later_generations_wait_for_the_one_it_runs(tmp_path, cap
     states, _ = listed({"job_id": str(gone.pid), "state": "FAILED"},
                        {"job_id": None, "state": "NOT_RUN", "reason": "toy/replace-p0-s0/gen_000 failed"})
     assert states == ["FAILED", "NOT_RUN", "NOT_RUN"], states
+
+
+def test_a_copys_completed_unit_that_is_not_done_names_the_job_that_ran_it(tmp_path, capsys):
+    """In a `cp -r` copy a done unit named the original's job, and a completed one that lost a file named
+    none, as if no job had run it: it names the original's job too. Where no file records a job (jobs.json
+    removed), the line says where the job is missing from."""
+    import json
+    import shutil
+
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+
+    store = _toy_and_tail(tmp_path)
+    records.save(store, {**records.load(store), "folder": records.identity(store)})
+    copy = tmp_path / "copy"
+    shutil.copytree(store.root, copy)
+    (copy / "toy" / "replace-p0-s0" / "gen_001" / "metrics.parquet").unlink()
+    capsys.readouterr()
+    assert show(copy) == 0
+    out = capsys.readouterr().out
+    assert "gen_001  COMPLETED     job 101" in out, out
+    assert show(copy, as_json=True) == 0
+    toy = [c for c in json.loads(capsys.readouterr().out)["chains"] if c["experiment"] == "toy"][0]
+    assert toy["units"][1]["job_id"] == "101"
+    (copy / "jobs.json").unlink()
+    assert show(copy) == 0
+    assert "gen_001  COMPLETED     job: no jobs.json" in capsys.readouterr().out
+    mine = RunStore(copy)
+    records.save(mine, {"executor": "local", "units": {}, "folder": records.identity(mine)})  # its own, empty
+    assert show(copy) == 0
+    assert "gen_001  COMPLETED     job: none in jobs.json" in capsys.readouterr().out
