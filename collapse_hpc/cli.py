@@ -368,7 +368,7 @@ def cmd_run(args, executor=None) -> int:
     from collapse_hpc.launch.slurm import Scontrol
     from collapse_hpc.store.lock import ORPHANS_STOP_S
 
-    if (executor or args.executor) == "slurm" and not getattr(args, "profile", None):  # `run --executor slurm` picks as submit does
+    if (executor or args.executor) == "slurm" and not getattr(args, "profile", None):  # picked as submit picks
         args.profile = _submission_profile(args)
     scontrol = Scontrol()  # read where the run goes to Slurm, once for its checks and its submission
     with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
