@@ -234,13 +234,13 @@ def local_state(entry: dict) -> str:
 
 def waiting(units: list[dict]) -> None:
     """A chain's generations the local launcher has not started (none recorded) behind one it runs read
-    waiting for that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN)."""
+    waiting, `after` that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN)."""
     after = None
     for u in units:
         if u["state"] == "RUNNING":
             after = u["index"]
         elif u["state"] == "not run" and after is not None:
-            u["state"] = f"waiting (after gen {after})"
+            u["state"], u["after"] = "waiting", after
         else:
             after = None
 

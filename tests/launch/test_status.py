@@ -582,13 +582,18 @@ def test_a_local_chains_later_generations_wait_for_the_one_it_runs(tmp_path, cap
         records.save(store, book)
         capsys.readouterr()
         assert show(store.root, as_json=True) == 0
-        states = [u["state"] for u in json.loads(capsys.readouterr().out)["chains"][0]["units"]]
+        states = [(u["state"], u.get("after")) for u in json.loads(capsys.readouterr().out)["chains"][0]["units"]]
         assert show(store.root) == 0
-        return states, capsys.readouterr().out
+        return [s if after is None else f"{s} (after gen {after})" for s, after in states], capsys.readouterr().out
 
     states, out = listed({"job_id": str(os.getpid()), "state": "RUNNING"})
     assert states == ["RUNNING", "waiting (after gen 0)", "waiting (after gen 0)"], states
     assert "gen_001  waiting (after gen 0)" in out and "not run" not in out, out
+    from collapse_hpc.launch.listing import experiment_lines  # a large run's summary counts them as one state
+    from collapse_hpc.launch.status import state_of
+
+    assert experiment_lines("toy", state_of(store, store.root)["chains"])[0] == \
+        "toy: 1 chain, 0/3 done; 2 waiting, 1 RUNNING"
     states, _ = listed({"job_id": str(gone.pid), "state": "RUNNING"})
     assert states == ["INTERRUPTED", "not run", "not run"], states
     states, _ = listed({"job_id": str(gone.pid), "state": "FAILED"},
