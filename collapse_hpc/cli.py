@@ -368,6 +368,8 @@ def cmd_run(args, executor=None) -> int:
     from collapse_hpc.launch.slurm import Scontrol
     from collapse_hpc.store.lock import ORPHANS_STOP_S
 
+    if (executor or args.executor) == "slurm" and not getattr(args, "profile", None):  # picked as submit picks
+        args.profile = _submission_profile(args)
     scontrol = Scontrol()  # read where the run goes to Slurm, once for its checks and its submission
     with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
         store, run = resolve(args, executor or args.executor, getattr(args, "profile", None), scontrol=scontrol)
@@ -412,16 +414,21 @@ def _submit_pending(store, run, only, scontrol) -> set[str]:
 
 
 def cmd_submit(args) -> int:
+    args.profile = _submission_profile(args)
+    args.executor = "slurm"
+    if args.dry_run:
+        return dry_run(args)
+    return cmd_run(args, executor="slurm")
+
+
+def _submission_profile(args) -> str:
+    """The profile a submission uses: --profile, an existing run's own, the config's, else the site's."""
     from collapse_hpc import experiments
     from collapse_hpc.launch.profile import pick
 
     # the config's own profile: key (read as if local: a slurm config without one reaches pick's message)
     configured = experiments.load_config(args.config, args.overrides + ["executor=local"], args.generations).profile
-    args.profile = pick(args.profile or _runs_own_profile(args), configured, args.config)
-    args.executor = "slurm"
-    if args.dry_run:
-        return dry_run(args)
-    return cmd_run(args, executor="slurm")
+    return pick(args.profile or _runs_own_profile(args), configured, args.config)
 
 
 def _runs_own_profile(args) -> str | None:

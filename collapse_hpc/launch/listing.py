@@ -52,8 +52,10 @@ def job_words(u: dict) -> str:
 
 def unit_lines(u: dict) -> list[str]:
     """A unit's line, and for one not done or failed what is missing, its log and last lines."""
-    ran = job_words(u) if u["job_id"] else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else ""
-    line = f"  {u['unit']}  {u['state']:<13} {ran:<14} {u['elapsed']}"
+    ran = job_words(u) if u["job_id"] else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else \
+        f"job: {u['unrecorded']}" if u.get("unrecorded") else ""
+    state = u["state"] + (f" (after gen {u['after']})" if u.get("after") is not None else "")
+    line = f"  {u['unit']}  {state:<13} {ran:<14} {u['elapsed']}"
     if u.get("reason"):
         line += f"  ({EXPLAINED.get(u['reason'], u['reason'])})"
     out = [line.rstrip()]

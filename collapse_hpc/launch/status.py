@@ -262,6 +262,19 @@ def local_state(entry: dict) -> str:
     return state
 
 
+def waiting(units: list[dict]) -> None:
+    """A chain's generations the local launcher has not started (none recorded) behind one it runs read
+    waiting, `after` that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN)."""
+    after = None
+    for u in units:
+        if u["state"] == "RUNNING":
+            after = u["index"]
+        elif u["state"] == "not run" and after is not None:
+            u["state"], u["after"] = "waiting", after
+        else:
+            after = None
+
+
 def waits_on(slurm: dict, job_id) -> str | None:
     """Slurm's reason a pending job waits (a drained node, a QOS limit, a dependency never satisfied),
     unless it only waits for its chain's previous generation."""
@@ -295,6 +308,15 @@ def why_not_done(store: RunStore, run, job) -> str:
     if job.shape == "array" and manifest.get("generations") != asked:
         return f"{rel} holds {manifest.get('generations')} generations, the config asks for {asked}"
     return f"{rel} does not verify"
+
+
+def unrecorded(store: RunStore, book: dict, label: str) -> tuple[str | None, str | None]:
+    """(job id, where none is) of a unit this folder's book records no job for, though it completed: a
+    copy's original job (its book keeps that folder's), else which file lacks it."""
+    jid = book.get(records.COPIED, {}).get(label, {}).get("job_id")
+    if jid is not None:
+        return str(jid), None
+    return None, "none in jobs.json" if (store.root / "jobs.json").is_file() else "no jobs.json"
 
 
 def redo_command(store: RunStore, job, executor: str) -> str:
@@ -357,6 +379,8 @@ def _state_of(store: RunStore) -> dict:
                 maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
                 unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
                 by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
+            elif state in COMPLETED and entry.get("job_id") is None:  # a copy's: the original's job ended it
+                unit["job_id"], unit["unrecorded"] = unrecorded(store, book, job.label)
             if by != book.get("executor") and unit["job_id"] is not None:  # the other back-end's: a process id
                 unit["executor"] = by  # or a Slurm job, which the listing names as such
             if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
@@ -389,6 +413,8 @@ def _state_of(store: RunStore) -> dict:
                         killed_by(signum, unit["error"]):
                     unit["hint"] = hint
             item["units"].append(unit)
+        if chain.shape == "chain":
+            waiting(item["units"])
         done = [u["state"] == "done" for u in item["units"]]
         item["done"] = sum(done)
         item["reached"] = (done + [False]).index(False) - 1 if chain.shape == "chain" else None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from collapse_hpc import experiments, logs
@@ -23,7 +22,7 @@ from collapse_hpc.report import collect, drawing, longform, page, stats, tables
 from collapse_hpc.store.atomic import claim_folder, sweep, write_text
 from collapse_hpc.store.layout import folder_to_make, utf8_path
 from collapse_hpc.store.lock import folder_lock
-from collapse_hpc.store.space import nearest_folder
+from collapse_hpc.store.space import nearest_folder, unwritable
 
 log = logging.getLogger("collapse_hpc.report")
 
@@ -116,9 +115,10 @@ def _replicates(run: collect.RunData, name: str) -> int | None:
 def _writable(report: Path) -> None:
     """A run one may only read (a colleague's) is refused before anything is read, naming --out."""
     here = nearest_folder(report)
-    if not os.access(here, os.W_OK | os.X_OK):
-        raise UserError(f"{here}: not writable by you (a run you may only read); write its report elsewhere "
-                        f"with --out DIR")
+    why = unwritable(here)
+    if why:  # a read-only mount is no permission of the run's owner to ask for
+        said = why + (" (a run you may only read)" if why == "not writable by you" else "")
+        raise UserError(f"{here}: {said}; write its report elsewhere with --out DIR")
 
 
 def title(runs: list[collect.RunData]) -> str:

@@ -150,6 +150,19 @@ def writable(folder: str | os.PathLike) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
+def unwritable(folder: str | os.PathLike) -> str | None:
+    """Why no file can be made in `folder`, said as a clause: its read-only mount (no owner can change that),
+    or this user's want of permission; None where it is writable."""
+    if writable(folder):
+        return None
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return f"on a read-only file system (mounted read-only at {mount_point(folder)})" if read_only \
+        else "not writable by you"
+
+
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 

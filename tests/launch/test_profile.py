@@ -77,3 +77,18 @@ def test_sbatch_extras_may_not_replace_what_the_tool_sets(tmp_path, where, key, 
 def test_other_sbatch_extras_pass():
     assert profile.reserved("wckey") is None and profile.reserved("qos") is None
     assert profile.reserved("constraint") is None and profile.reserved("mail_type") is None
+
+
+def test_run_on_slurm_without_a_profile_says_what_submit_says(tmp_path, monkeypatch):
+    """`run CONFIG --executor slurm` with no profile anywhere blamed the config file's `profile:` key;
+    submit's line names every way to give one. Both now pick the profile alike, and say the same."""
+    cfg = write_config(tmp_path, ltarray={"parts": 1})
+    monkeypatch.chdir(tmp_path)  # no slurm/site.yaml here
+    lines = []
+    for argv in (["submit", cfg], ["run", cfg, "--executor", "slurm"]):
+        rc, _, err = collapse(*argv, "--run", tmp_path / "run")
+        assert rc == 2 and "Traceback" not in err, err
+        lines.append([ln for ln in err.splitlines() if ln.startswith("error: ")])
+    assert lines[0] == lines[1] and len(lines[1]) == 1, lines
+    assert "no cluster profile: give --profile P" in lines[1][0] and str(profile.SITE) in lines[1][0]
+    assert not (tmp_path / "run").exists()

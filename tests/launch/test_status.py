@@ -596,3 +596,82 @@ def test_a_chain_whose_first_generation_lost_a_file_does_not_read_as_none_finish
     assert chain_head({**item, "done": 1}) == "generation 0 not done (1/2 done)"
     assert chain_head({**item, "done": 0}) == "no generation finished (0/2 done)"
     assert chain_head({**item, "reached": 0, "done": 1}) == "generation 0 reached (1/2 done)"
+
+
+def test_a_local_chains_later_generations_wait_for_the_one_it_runs(tmp_path, capsys):
+    """While the local launcher ran a chain's generation 0, status read its later generations 'not run', as if
+    the chain had stopped; they wait for it. A chain whose running generation's process is gone (its launcher
+    killed) still reads 'not run' after it, and one stopped by a failure NOT_RUN."""
+    import json
+    import os
+    import subprocess
+
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    engine.open_run(store, run)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+
+    def listed(gen0: dict, later: dict | None = None) -> tuple[list[str], str]:
+        book = {"executor": "local", "folder": records.identity(store),
+                "units": {"toy/replace-p0-s0/gen_000": gen0}}
+        for gen in (1, 2):
+            if later:
+                book["units"][f"toy/replace-p0-s0/gen_00{gen}"] = later
+        records.save(store, book)
+        capsys.readouterr()
+        assert show(store.root, as_json=True) == 0
+        states = [(u["state"], u.get("after")) for u in json.loads(capsys.readouterr().out)["chains"][0]["units"]]
+        assert show(store.root) == 0
+        return [s if after is None else f"{s} (after gen {after})" for s, after in states], capsys.readouterr().out
+
+    states, out = listed({"job_id": str(os.getpid()), "state": "RUNNING"})
+    assert states == ["RUNNING", "waiting (after gen 0)", "waiting (after gen 0)"], states
+    assert "gen_001  waiting (after gen 0)" in out and "not run" not in out, out
+    from collapse_hpc.launch.listing import experiment_lines  # a large run's summary counts them as one state
+    from collapse_hpc.launch.status import state_of
+
+    assert experiment_lines("toy", state_of(store, store.root)["chains"])[0] == \
+        "toy: 1 chain, 0/3 done; 2 waiting, 1 RUNNING"
+    states, _ = listed({"job_id": str(gone.pid), "state": "RUNNING"})
+    assert states == ["INTERRUPTED", "not run", "not run"], states
+    states, _ = listed({"job_id": str(gone.pid), "state": "FAILED"},
+                       {"job_id": None, "state": "NOT_RUN", "reason": "toy/replace-p0-s0/gen_000 failed"})
+    assert states == ["FAILED", "NOT_RUN", "NOT_RUN"], states
+
+
+def test_a_copys_completed_unit_that_is_not_done_names_the_job_that_ran_it(tmp_path, capsys):
+    """In a `cp -r` copy a done unit named the original's job, and a completed one that lost a file named
+    none, as if no job had run it: it names the original's job too. Where no file records a job (jobs.json
+    removed), the line says where the job is missing from."""
+    import json
+    import shutil
+
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+
+    store = _toy_and_tail(tmp_path)
+    records.save(store, {**records.load(store), "folder": records.identity(store)})
+    copy = tmp_path / "copy"
+    shutil.copytree(store.root, copy)
+    (copy / "toy" / "replace-p0-s0" / "gen_001" / "metrics.parquet").unlink()
+    capsys.readouterr()
+    assert show(copy) == 0
+    out = capsys.readouterr().out
+    assert "gen_001  COMPLETED     job 101" in out, out
+    assert show(copy, as_json=True) == 0
+    toy = [c for c in json.loads(capsys.readouterr().out)["chains"] if c["experiment"] == "toy"][0]
+    assert toy["units"][1]["job_id"] == "101"
+    (copy / "jobs.json").unlink()
+    assert show(copy) == 0
+    assert "gen_001  COMPLETED     job: no jobs.json" in capsys.readouterr().out
+    mine = RunStore(copy)
+    records.save(mine, {"executor": "local", "units": {}, "folder": records.identity(mine)})  # its own, empty
+    assert show(copy) == 0
+    assert "gen_001  COMPLETED     job: none in jobs.json" in capsys.readouterr().out

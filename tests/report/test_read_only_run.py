@@ -98,3 +98,41 @@ def test_verify_names_a_file_it_may_not_read_and_goes_on_to_the_other_units(thei
     assert code == 1, out
     assert f"MISMATCH {first / 'metrics.parquet'}: not readable (Permission denied)" in out, out
     assert "redo with:" in out and ": 1 unit verified, 1 with mismatches, 0 unfinished" in out, out
+
+
+@pytest.fixture
+def on_read_only_mount():
+    """A finished run with its report, seen through a read-only bind mount (storage mounted so: even its
+    owner, root here, may not write there)."""
+    import subprocess
+
+    top = Path(tempfile.mkdtemp(prefix="collapse-hpc-ro-"))
+    seen = top / "seen"
+    try:
+        store, run = toy_run(top, generations=2)
+        debug.execute(store, run, engine.plan(run))
+        assert cli.main(["aggregate", str(store.root)]) == 0
+        seen.mkdir()
+        if subprocess.run(["mount", "--bind", str(store.root), str(seen)], capture_output=True).returncode:
+            pytest.skip("needs mount (root, in a namespace that allows it) for a read-only file system")
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(seen)], check=True, capture_output=True)
+            yield seen
+        finally:
+            subprocess.run(["umount", str(seen)], check=True)
+    finally:
+        shutil.rmtree(top)
+
+
+def test_a_report_into_a_run_on_a_read_only_file_system_says_so_not_permissions(on_read_only_mount, tmp_path):
+    """aggregate into a run on a read-only mount said 'not writable by you (a run you may only read)': no
+    permission its owner could give; it names the read-only mount, and --out still."""
+    run = on_read_only_mount
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert cli.main(["aggregate", str(run)]) == 2
+    lines = err.getvalue().strip().splitlines()
+    assert lines == [f"error: {run / 'report'}: on a read-only file system (mounted read-only at {run}); write "
+                     f"its report elsewhere with --out DIR"], lines
+    assert cli.main(["aggregate", str(run), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "index.html").is_file()
