@@ -378,7 +378,7 @@ def cmd_run(args, executor=None) -> int:
     # locked before open and the log file: a refused launcher writes nothing into the run folder;
     # submit holds it too (slurm's submit takes the same lock again inside); a run again right after its
     # launcher was killed waits for that one's unit processes, which stop on their own
-    with store.lock(log=log.warning, wait_s=ORPHANS_STOP_S):
+    with store.lock(log=log.warning, wait_s=ORPHANS_STOP_S, command=args.command, launcher=run.executor != "slurm"):
         if run.executor != "slurm":
             launch.refuse_if_submitted(store)
         chains = engine.open_run(store, run, only=args.only, force=getattr(args, "force", False))
@@ -576,7 +576,8 @@ def run_by_hand(args) -> int:
             raise UserError(f"--unit {args.unit}: no such unit of {args.command} "
                             f"(units are numbered from 0 to {_last_unit(run, args)})")
         _refuse_unbuilt(store, chains, args.unit)
-    with store.lock():  # before open: a refused launcher must not rewrite config.yaml
+    # before open: a refused launcher must not rewrite config.yaml
+    with store.lock(command=args.command, launcher=True):
         launch.refuse_if_submitted(store)
         engine.open_run(store, run)
         logs.setup(args.verbose, store.root)

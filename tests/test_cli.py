@@ -5,8 +5,10 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -115,6 +117,29 @@ def test_refused_launcher_writes_nothing(tmp_path):
                  ("toy", cfg, "--run", run, "--generations", "5")):
         assert "locked by pid" in one_error_line(cli(*argv))
         assert {p: (run / p).read_bytes() for p in before} == before
+
+
+def test_a_refused_launcher_names_the_command_that_holds_the_run_and_how_to_stop_it(tmp_path):
+    """The refusal said "run is locked by pid N on HOST" only: not whether a submit (moments), a launcher
+    (hours) or a cancel held it, nor that `collapse-hpc cancel RUN` stops a launcher. Following it does."""
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4, sleep_s: 60}\n")
+    run = tmp_path / "r"
+    first = subprocess.Popen([sys.executable, "-m", "collapse_hpc", "run", str(cfg), "--run", str(run)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.time() + 60
+        while not (run / "toy" / "replace-p0-s0" / "gen_000" / "steps").is_dir():  # it holds the run, working
+            assert time.time() < deadline and first.poll() is None, "the first launcher never got going"
+            time.sleep(0.2)
+        line = one_error_line(cli("run", cfg, "--run", run))
+        assert line == (f"error: run is locked by pid {first.pid} on {socket.gethostname()}, collapse-hpc run "
+                        f"({run / '.lock'}), a launcher running its units: wait for it to end, or stop it: "
+                        f"collapse-hpc cancel {shlex.quote(str(run))}"), line
+        assert cli("cancel", run).returncode == 0  # as the line says
+        assert first.wait(60) == 130
+    finally:
+        first.kill()
+        first.wait()
 
 
 def test_unprepared_data_set_writes_nothing(tmp_path):

@@ -6,6 +6,7 @@ A run's final job (the report) is handed to the Slurm back-end by its caller (su
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from typing import Iterator
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
@@ -60,14 +62,16 @@ class Ending(KeyboardInterrupt):
 # running makes the next attempt's launch fail ("Duplicate jobid"), which holds the job and drains the node
 ENDING = {"COMPLETING", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "DEADLINE", "FAILED", "COMPLETED",
           "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "OUT_OF_MEMORY", "BOOT_FAIL", "PENDING"}
+STOPS = "the unit stops here (what it finished stays for a resume)"
 _requeueing = threading.Event()  # set by checkpoint(): the SIGTERM that follows our own requeue is submitit's
 
 
-def _stop_when_ending() -> None:
+def _stop_when_ending(stop: str) -> None:
     """scancel sends SIGTERM, then SIGKILL after Slurm's KillWait (30 s by default). submitit ignores
-    SIGTERM (on some clusters a preemption's SIGTERM comes before its USR2), so a cancelled unit ran on
+    SIGTERM (on some clusters a preemption's SIGTERM comes before its USR2), so a cancelled job ran on
     and could finish and write its results after the cancel. A SIGTERM of a job whose end Slurm has
-    begun stops the unit now; one of a job still running (a preemption's notice) goes to submitit."""
+    begun stops it now (Ending, saying `stop`); one of a job still running (a preemption's notice) goes
+    to submitit."""
     job = os.environ.get("SLURM_JOB_ID")
     if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or not job or \
             threading.current_thread() is not threading.main_thread():
@@ -76,12 +80,25 @@ def _stop_when_ending() -> None:
 
     def on_term(signum, frame):
         if not _requeueing.is_set() and (state := slurm_state(job)) in ENDING:
-            raise Ending(f"job {job} is ending (Slurm: {state}): the unit stops here (what it finished stays "
-                         f"for a resume)")
+            raise Ending(f"job {job} is ending (Slurm: {state}): {stop}")
         if callable(previous):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+@contextlib.contextmanager
+def stops_when_ending(who: str, stop: str) -> Iterator[None]:
+    """The block, stopped where it is once Slurm ends its job (_stop_when_ending): `who` and `stop` (what
+    it leaves) are said in the job's log, and the job exits 143 (128 + SIGTERM) without a traceback.
+    Every job of a run: a unit's, and the report's (report.aggregate.job), which ran on to KillWait and
+    wrote report/ after a resubmit had cancelled it as stale."""
+    _stop_when_ending(stop)
+    try:
+        yield
+    except Ending as e:
+        logging.getLogger("collapse_hpc").warning("%s: %s", who, e)
+        raise SystemExit(143) from None
 
 
 def slurm_state(job: str) -> str | None:
@@ -136,23 +153,19 @@ class UnitJob(Checkpointable):
         env = export_env()
         announce(experiment, variant, index, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)))
         interruptible()  # a local launcher stops its units by SIGINT (Ctrl-C, cancel)
-        _stop_when_ending()
-        requeue.exit_where_python_can()  # submitit's USR2 handler is installed by now
-        _stop_without_launcher()
-        try:
-            with watching(run_dir, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))):
-                # the group is left watched still: a peer lost meanwhile ends this rank, not a timeout
-                return run_on_this_rank(run_dir, experiment, variant, index)
-        except Ending as e:
-            logging.getLogger("collapse_hpc").warning("%s/%s unit %d: %s", experiment, variant, index, e)
-            raise SystemExit(143) from None  # 128 + SIGTERM, without a traceback
-        except KeyboardInterrupt:
-            if not _orphaned.is_set():
-                raise
-            logging.getLogger("collapse_hpc").warning(
-                "%s/%s unit %d: its launcher is gone: the unit stops here (what it finished stays for a resume)",
-                experiment, variant, index)
-            raise SystemExit(130) from None
+        with stops_when_ending(f"{experiment}/{variant} unit {index}", STOPS):
+            requeue.exit_where_python_can()  # submitit's USR2 handler is installed by now
+            _stop_without_launcher()
+            try:
+                with watching(run_dir, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))):
+                    # the group is left watched still: a peer lost meanwhile ends this rank, not a timeout
+                    return run_on_this_rank(run_dir, experiment, variant, index)
+            except KeyboardInterrupt:  # Ending too: a Slurm job is never orphaned, so it goes on up
+                if not _orphaned.is_set():
+                    raise
+                logging.getLogger("collapse_hpc").warning("%s/%s unit %d: its launcher is gone: %s",
+                                                          experiment, variant, index, STOPS)
+                raise SystemExit(130) from None
 
     def checkpoint(self, run_dir: str, experiment: str, variant: str, index: int) -> DelayedSubmission:
         _requeueing.set()

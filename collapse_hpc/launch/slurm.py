@@ -360,7 +360,7 @@ def cancel_run(store) -> int:
     if book.get("copied_from"):
         raise UserError(f"{store.root}: its jobs.json records the jobs of {book['copied_from']}, of which this folder "
                         f"is a copy; none of them is this folder's: cancel them there")
-    with store.lock():  # no submit of this run in between
+    with store.lock(command="cancel"):  # no submit of this run in between
         jobs = live(book)
         cancel(jobs)
     if jobs:

@@ -25,6 +25,7 @@ from collapse_hpc.store.lock import folder_lock
 from collapse_hpc.store.space import nearest_folder, unwritable
 
 log = logging.getLogger("collapse_hpc.report")
+STOPS = "the report stops here: it writes nothing more into report/"  # each file there is whole (atomic)
 
 
 def build(runs: list[str], out: str | Path | None = None, replicates: int | None = None) -> Path:
@@ -154,10 +155,14 @@ def main(runs: list[str], out: str | None = None, replicates: int | None = None)
 
 def job(run_dir: str) -> int:
     """The final job of a Slurm run (submit's `finish`): tables, figures and the results page, of the
-    first replicates that fit in the job's memory where submit recorded a number (report_replicates)."""
+    first replicates that fit in the job's memory where submit recorded a number (report_replicates).
+    Once Slurm ends the job (scancel, a resubmit's cancel of it as stale) it stops, as a unit does: run on,
+    it wrote report/ after a newer report's job had been queued."""
     from collapse_hpc.launch import records
+    from collapse_hpc.launch.job import stops_when_ending
     from collapse_hpc.store import RunStore
 
     logs.for_job()
-    replicates = records.load(RunStore(run_dir)).get("report_replicates")
-    return main([run_dir], None, replicates if isinstance(replicates, int) else None)
+    with stops_when_ending("report", STOPS):
+        replicates = records.load(RunStore(run_dir)).get("report_replicates")
+        return main([run_dir], None, replicates if isinstance(replicates, int) else None)

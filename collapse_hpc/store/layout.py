@@ -145,13 +145,15 @@ class RunStore:
     def unit_dir(self, experiment: str, variant: str, shape: str, index: int) -> Path:
         return self.variant_dir(experiment, variant) / unit_name(shape, index)
 
-    def lock(self, log=print, wait_s: float = 0) -> RunLock:
+    def lock(self, log=print, wait_s: float = 0, command: str | None = None, launcher: bool = False) -> RunLock:
         """The run's lock; one object per store, so taking it again inside a held block nests.
-        wait_s: how long a killed launcher's unit processes are waited for (RunLock.wait_s)."""
+        wait_s: how long a killed launcher's unit processes are waited for (RunLock.wait_s); command,
+        launcher: who takes it, as the refusal of another process names it (RunLock)."""
         if self._lock is None:
-            self._lock = RunLock(self.root / ".lock", log=log, wait_s=wait_s)
+            self._lock = RunLock(self.root / ".lock", log=log, wait_s=wait_s, command=command, launcher=launcher)
         elif not self._lock.held:
             self._lock.log, self._lock.wait_s = log, wait_s
+            self._lock.command, self._lock.launcher = command, launcher
         return self._lock
 
     # ---- config

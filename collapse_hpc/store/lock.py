@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import socket
 import tempfile
 import time
@@ -125,17 +126,36 @@ def _of_a_copy(record: dict, folder: Path) -> bool:
             and made_in != folder_id(folder))
 
 
+def held_by(owner: dict, path: Path) -> str:
+    """The refusal of a run whose lock at `path` a live `owner` holds: who (its command, where the lock
+    records one: an older version's does not) and what to do about it."""
+    pid, host, command = owner.get("pid"), owner.get("host"), owner.get("command")
+    if not isinstance(command, str):
+        return f"run is locked by pid {pid} on {host} ({path}); wait for it, or remove the file if that process is gone"
+    # only a process of this host is judged alive or dead (the lock of a dead one is taken over)
+    there, gone = ("", "") if host == socket.gethostname() else (
+        f" on {host}", f"; if pid {pid} is gone from {host}, remove the file")
+    held = f"run is locked by pid {pid} on {host}, collapse-hpc {command} ({path})"
+    if owner.get("launcher"):  # cancel stops a launcher of its own host only (launcher_pid)
+        return (f"{held}, a launcher running its units: wait for it to end, or stop it{there}: collapse-hpc cancel "
+                f"{shlex.quote(str(Path(path).parent))}{gone}")
+    return f"{held}, which holds it only while it queues or cancels Slurm jobs: wait a moment and try again{gone}"
+
+
 class RunLock:
-    """O_EXCL lock file holding {pid, host, started}. Stale = same host and the pid is gone.
+    """O_EXCL lock file holding {pid, host, started, command, launcher}. Stale = same host and the pid is gone.
 
     Re-entrant per object: the CLI takes the lock before it opens the run folder, and a back-end
     given the same store (slurm's submit) takes it again inside; only the outermost release frees it.
+    `command` (run, submit, cancel, an experiment's name) and `launcher` (whether it runs units here,
+    which `collapse-hpc cancel` stops) are recorded for the refusal of another process (held_by).
     """
 
-    def __init__(self, path: Path, log=print, wait_s: float = 0):
+    def __init__(self, path: Path, log=print, wait_s: float = 0, command: str | None = None, launcher: bool = False):
         self.path = Path(path)
         self.log = log
         self.wait_s = wait_s  # how long a dead owner's unit processes are waited for (else refused at once)
+        self.command, self.launcher = command, launcher
         self.held = False
         self.depth = 0
 
@@ -146,6 +166,8 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
               "folder": folder_id(self.path.parent)}
+        if self.command:
+            me.update(command=self.command, launcher=self.launcher)
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -174,8 +196,7 @@ class RunLock:
                     if self._take_over(owner):
                         self.log(f"took over stale lock {self.path} of dead process {owner.get('pid')}")
                     continue
-                raise UserError(f"run is locked by pid {owner.get('pid')} on {owner.get('host')} "
-                                f"({self.path}); wait for it, or remove the file if that process is gone")
+                raise UserError(held_by(owner, self.path))
             try:
                 with os.fdopen(fd, "w") as f:
                     json.dump(me, f)

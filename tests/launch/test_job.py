@@ -31,7 +31,7 @@ def test_sigterm_of_a_cancelled_job_stops_the_unit(slurm_job, ending):
     requeued the job before signalling this attempt (its node set DOWN); it ran on to its end."""
     state, bypassed = slurm_job
     state.write_text(ending)
-    job._stop_when_ending()
+    job._stop_when_ending(job.STOPS)
     with pytest.raises(job.Ending, match="job 7 is ending"):
         signal.raise_signal(signal.SIGTERM)
     assert not bypassed
@@ -43,7 +43,7 @@ def test_sigterm_of_a_running_job_goes_to_submitit(slurm_job, state):
     state scontrol does not tell is no reason to stop either."""
     path, bypassed = slurm_job
     path.write_text(state)
-    job._stop_when_ending()
+    job._stop_when_ending(job.STOPS)
     signal.raise_signal(signal.SIGTERM)
     assert bypassed == ["SIGTERM"]
 
@@ -51,7 +51,7 @@ def test_sigterm_of_a_running_job_goes_to_submitit(slurm_job, state):
 def test_sigterm_after_our_own_requeue_goes_to_submitit(slurm_job):
     path, bypassed = slurm_job
     path.write_text("COMPLETING")
-    job._stop_when_ending()
+    job._stop_when_ending(job.STOPS)
     job.UnitJob().checkpoint("run", "lm", "v", 0)  # USR2: submitit requeues, Slurm then sends SIGTERM
     signal.raise_signal(signal.SIGTERM)
     assert bypassed == ["SIGTERM"]
@@ -80,3 +80,30 @@ def test_a_jobs_log_opens_with_its_unit_and_job(monkeypatch, caplog, env, where)
     assert caplog.messages[0] == f"vae/replace-p0-s0/gen_003: starts, {where}"
     host = socket.gethostname()
     assert caplog.messages[1] == f"gmm/replace-p0-s0/part_001: starts, {where.replace(host, host + ', rank 1 of 2')}"
+
+
+def test_the_report_job_stops_on_the_sigterm_of_its_cancel_and_leaves_report_as_it_was(slurm_job, tmp_path, caplog,
+                                                                                           monkeypatch):
+    """The report's job (submit's `finish`) took submitit's bypass of SIGTERM: cancelled as stale by a
+    resubmit, it ran on to KillWait and wrote report/ over what a newer one may have written."""
+    from collapse_hpc.report import aggregate, collect
+    from tests.report.test_aggregate import make_run
+
+    state, bypassed = slurm_job
+    root = make_run(tmp_path / "run", {"toy": {"rows": 3}}, generations=2)
+    aggregate.build([str(root)])
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (root / "report").rglob("*") if p.is_file()}
+    tidy = collect.tidy
+
+    def cancelled_while_reading(*args):  # scancel's SIGTERM, before anything is written
+        state.write_text("COMPLETING")
+        signal.raise_signal(signal.SIGTERM)
+        return tidy(*args)
+
+    monkeypatch.setattr(collect, "tidy", cancelled_while_reading)
+    with pytest.raises(SystemExit) as ended:
+        aggregate.job(str(root))
+    assert ended.value.code == 143 and not bypassed
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (root / "report").rglob("*") if p.is_file()}
+    assert after == before
+    assert "report: job 7 is ending (Slurm: COMPLETING): the report stops here" in caplog.text

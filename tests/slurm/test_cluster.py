@@ -761,3 +761,47 @@ def test_a_rank_killed_on_its_node_is_named_with_its_signal(tmp_path):
             in out, out
     finally:
         collapse("cancel", run)
+
+
+def _waits_on_lock(folder) -> bool:
+    """Whether a process waits for the flock of `folder` (/proc/locks marks a waiter with "->")."""
+    inode = os.stat(folder).st_ino
+    with open("/proc/locks") as f:
+        return any(" -> " in f" {line}" and f":{inode} " in line for line in f)
+
+
+def test_a_cancelled_report_job_stops_at_once_and_leaves_report_as_it_was(tmp_path):
+    """The report's job took submitit's bypass of SIGTERM ("Bypassing signal SIGTERM"): cancelled (as a
+    resubmit cancels a stale one), it ran on to KillWait (30 s) and wrote report/ over what may be newer."""
+    import fcntl
+
+    cfg = write_config(tmp_path, "report", ltchain={"rows": 2})
+    run = tmp_path / "run"
+    assert collapse("run", cfg, "--run", run, "--executor", "debug")[0] == 0
+    assert collapse("aggregate", run)[0] == 0
+    report = run / "report"
+    os.utime(report / "index.html", (0, 0))  # older than the units: submit queues the report's job alone
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in report.rglob("*") if p.is_file()}
+    held = os.open(report, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as another report writing it: the job waits for it (aggregate.build)
+    try:
+        rc, out, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+        assert rc == 0 and "(report missing)" in out, out + err
+        agg = jobs(run)["aggregate"]
+        deadline = time.time() + 60
+        while not _waits_on_lock(report):
+            assert time.time() < deadline, "the report's job never came to write report/"
+            time.sleep(0.2)
+        t0 = time.time()
+        subprocess.run(["scancel", agg["job_id"]], check=True)
+        while subprocess.run(["squeue", "-h", "-j", agg["job_id"]], capture_output=True, text=True).stdout.strip() \
+                and time.time() - t0 < 15:
+            time.sleep(0.2)
+        ended = time.time() - t0
+    finally:
+        os.close(held)  # a job still running now writes the report
+    wait_for([agg["job_id"]], timeout=60)
+    assert ended < 5, f"the report's job ran on {ended:.0f} s after its cancel"
+    assert sacct(agg["job_id"])[agg["job_id"]][-1]["State"] == "CANCELLED"
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in report.rglob("*") if p.is_file()} == before
+    assert "report: job" in (log := open(agg["log"]).read()) and "the report stops here" in log, log

@@ -128,6 +128,41 @@ def test_lock_contention_between_processes(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.parametrize("holder, said", [
+    ({"command": "submit", "launcher": False},
+     "run is locked by pid {pid} on {host}, collapse-hpc submit ({path}), which holds it only while it queues or "
+     "cancels Slurm jobs: wait a moment and try again"),
+    ({"command": "lm", "launcher": True},
+     "run is locked by pid {pid} on {host}, collapse-hpc lm ({path}), a launcher running its units: wait for it to "
+     "end, or stop it: collapse-hpc cancel {run}"),
+    ({"command": "run", "launcher": True, "host": "node7"},  # its pid cannot be judged here
+     "run is locked by pid {pid} on node7, collapse-hpc run ({path}), a launcher running its units: wait for it to "
+     "end, or stop it on node7: collapse-hpc cancel {run}; if pid {pid} is gone from node7, remove the file"),
+    ({}, "run is locked by pid {pid} on {host} ({path}); wait for it, or remove the file if that process is gone"),
+])
+def test_a_locked_run_is_refused_naming_the_holders_command_and_what_to_do(tmp_path, holder, said):
+    """A lock without the command (an older version's) reads as before."""
+    import socket
+
+    path = tmp_path / "my run" / ".lock"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0, **holder}))
+    with pytest.raises(UserError) as refused:
+        RunLock(path, command="run", launcher=True).acquire()
+    assert str(refused.value) == said.format(pid=os.getpid(), host=holder.get("host", socket.gethostname()),
+                                             path=path, run=f"'{path.parent}'")
+
+
+def test_the_lock_records_who_takes_it(tmp_path):
+    store = RunStore(tmp_path / "run")
+    with store.lock(command="submit"):
+        with store.lock():  # nested (submit's own): the outer taker stays recorded
+            assert json.loads((store.root / ".lock").read_text())["command"] == "submit"
+        assert json.loads((store.root / ".lock").read_text())["launcher"] is False
+    with store.lock():  # a taker that names none records none
+        assert "command" not in json.loads((store.root / ".lock").read_text())
+
+
 def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
     import socket
     import subprocess
