@@ -244,6 +244,10 @@ def test_the_memory_estimate_counts_the_sampling_pass(tmp_path, monkeypatch):
     assert batch == config.SAMPLE_BATCH - 100  # the batch the model decodes
 
 
+# what a machine adds to a process's peak RSS beyond its code's: a torch thread per core, and glibc's dynamic
+# mmap threshold (freed mmapped blocks raise it; later ones come from arenas that keep what they free)
+MACHINE_FIXED = {"COLLAPSE_THREADS": "2", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+
 PEAK = """
 import json, resource, sys
 from pathlib import Path
@@ -278,10 +282,13 @@ def test_a_generation_on_the_cpu_holds_no_more_memory_than_its_estimate(tmp_path
     """The estimate counted one copy of a training batch's maps and none of the scoring: the classifier's
     features of every generated image and the encoder's maps of 4096 images at once, 600 MB at 28x28, so a
     generation 6 to 10 times its estimate passed the memory check. Peak RSS of a fresh process (torch's
-    allocations are not traced) above its baseline after a warm-up generation, within the estimate. That peak
-    differs by machine (0.56-0.70 GB on one, 0.90 GB on another, which the estimate without the sampling pass
-    missed by 1 MB); the estimate may be up to 2.9 times the lowest of them, as a machine may free more eagerly
-    still (0.46 of it here with glibc's mmap threshold fixed)."""
+    allocations are not traced) above its baseline after a warm-up generation, as a share of the estimate.
+    That share was the machine's as much as the code's: 0.46-0.57 on one machine, 0.74 on another, as torch
+    takes a thread per core and glibc's mmap threshold rises with what was freed, keeping more in its
+    arenas. Both are fixed here (2 threads, the default threshold held), which leaves the generation's own
+    memory: 0.46 of the estimate, within the band on any machine, and a kept buffer of a quarter of the
+    estimate (or an estimate that misses a quarter) is out of it."""
+    import os
     import subprocess
     import sys
 
@@ -289,7 +296,9 @@ def test_a_generation_on_the_cpu_holds_no_more_memory_than_its_estimate(tmp_path
     from tests.experiments.vae.test_data import _clothes
 
     prepare("clothes", tmp_path / "data", source=str(_clothes(tmp_path / "idx", size=(28, 28))))
-    proc = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    env = {**os.environ, **MACHINE_FIXED}
+    proc = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert 0.35 * measured["estimate"] < measured["peak"] <= measured["estimate"], measured
+    assert 0.35 < measured["peak"] / measured["estimate"] <= 0.65, measured
