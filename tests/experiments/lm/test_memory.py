@@ -125,7 +125,7 @@ def test_a_unit_process_on_the_cpu_holds_no_more_memory_than_the_estimate(tmp_pa
     import sys
 
     from collapse_hpc.machine import gpu_ids
-    from tests.experiments.vae.test_run import MACHINE_FIXED
+    from tests.helpers import MACHINE_FIXED
 
     if gpu_ids():
         pytest.skip("a GPU unit's estimate is its GPU's")

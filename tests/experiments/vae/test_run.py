@@ -15,7 +15,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae import model
 from collapse_hpc.launch import debug
 from collapse_hpc.store import RunStore, read_manifest
-from tests.helpers import holds, readme_outputs
+from tests.helpers import MACHINE_FIXED, holds, readme_outputs
 
 TINY = {"epochs": 2, "batch_size": 64, "capacity": 4, "latent": 4, "eval_samples": 300, "latent_samples": 150,
         "classifier_epochs": 2, "classifier_hidden": 16, "grid_scale": 2, "synthetic_size": 256}
@@ -243,10 +243,6 @@ def test_the_memory_estimate_counts_the_sampling_pass(tmp_path, monkeypatch):
     batch = inspect.signature(model.ConvVAE.sample).parameters["batch"].default
     assert batch == config.SAMPLE_BATCH - 100  # the batch the model decodes
 
-
-# what a machine adds to a process's peak RSS beyond its code's: a torch thread per core, and glibc's dynamic
-# mmap threshold (freed mmapped blocks raise it; later ones come from arenas that keep what they free)
-MACHINE_FIXED = {"COLLAPSE_THREADS": "2", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 PEAK = """
 import json, sys
