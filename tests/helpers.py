@@ -81,6 +81,11 @@ def flip(path) -> None:
     path.write_bytes(bytes(data))
 
 
+# what a machine adds to a process's peak RSS beyond its code's: a torch thread per core, and glibc's dynamic
+# mmap threshold (freed mmapped blocks raise it; later ones come from arenas that keep what they free)
+MACHINE_FIXED = {"COLLAPSE_THREADS": "2", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+
+
 def traced_peak_and_estimate(folder, config: dict) -> tuple[int, int]:
     """One array experiment's part run by the debug executor under tracemalloc (numpy's allocations and
     numba's): its peak and the experiment's memory estimate of it. Warm the modules it imports first,
