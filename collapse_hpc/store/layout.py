@@ -294,7 +294,7 @@ class RunStore:
         the file system refuses is NotRead: taken as none, the run's config would be judged without it, and
         run.json written anew without the hashes it kept."""
         try:
-            return json.loads(read_text(self.root / RUN_JSON, "the run's record", "the run is kept as it is",
+            return json.loads(read_text(self.root / RUN_JSON, "run record", "the run is kept as it is",
                                         kept=(FileNotFoundError, IsADirectoryError)))
         except (OSError, ValueError):
             return None

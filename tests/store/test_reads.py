@@ -69,7 +69,7 @@ def test_a_run_record_the_file_system_will_not_read_is_said_not_taken_for_none(t
     record = store.root / RUN_JSON
     before = record.read_bytes()
     refuse_reads(monkeypatch, record, refusal)
-    said = re.escape(_said(record, refusal, "the run is kept as it is", "the run's record"))
+    said = re.escape(_said(record, refusal, "the run is kept as it is", "run record"))
     with pytest.raises(NotRead, match=f"^{said}$"):
         store.open(config)
     with pytest.raises(NotRead, match=f"^{said}$"):
