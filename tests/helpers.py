@@ -141,10 +141,14 @@ class FailingMiddle(io.FileIO):
         self._reaching(size if size >= 0 else 1 << 62)
         return super().read(size)
 
+    def readall(self):  # a text read's, through its buffer
+        self._reaching(1 << 62)
+        return super().readall()
+
 
 def refuse_reads(monkeypatch, path: Path, refusal: int) -> None:
     """Reads of `path` refused as the file system refuses them: EACCES at its open (a permissions slip, which
-    root, running the tests, is never told by chmod), or EIO reading its middle (binary reads only)."""
+    root, running the tests, is never told by chmod), or EIO reading its middle."""
     real = io.open
 
     def opened(file, *args, **kwargs):
@@ -152,7 +156,9 @@ def refuse_reads(monkeypatch, path: Path, refusal: int) -> None:
             return real(file, *args, **kwargs)
         if refusal == errno.EACCES:
             raise PermissionError(refusal, os.strerror(refusal), str(file))
-        return io.BufferedReader(FailingMiddle(file))
+        failing = io.BufferedReader(FailingMiddle(file))
+        mode = args[0] if args else kwargs.get("mode", "r")
+        return failing if "b" in mode else io.TextIOWrapper(failing)
 
     monkeypatch.setattr(builtins, "open", opened)
     monkeypatch.setattr(io, "open", opened)
