@@ -22,7 +22,7 @@ from collapse_hpc.report import collect, drawing, longform, page, stats, tables
 from collapse_hpc.store.atomic import claim_folder, sweep, write_text
 from collapse_hpc.store.layout import folder_to_make, utf8_path
 from collapse_hpc.store.lock import folder_lock
-from collapse_hpc.store.space import nearest_folder, unwritable
+from collapse_hpc.store.space import Unwritable, mount_point, nearest_folder, unwritable
 
 log = logging.getLogger("collapse_hpc.report")
 STOPS = "the report stops here: it writes nothing more into report/"  # each file there is whole (atomic)
@@ -117,9 +117,12 @@ def _writable(report: Path) -> None:
     """A run one may only read (a colleague's) is refused before anything is read, naming --out."""
     here = nearest_folder(report)
     why = unwritable(here)
-    if why:  # a read-only mount is no permission of the run's owner to ask for
-        said = why + (" (a run you may only read)" if why == "not writable by you" else "")
-        raise UserError(f"{here}: {said}; write its report elsewhere with --out DIR")
+    if why is None:
+        return
+    # a read-only mount is no permission of the run's owner to ask for
+    said = f"on a read-only file system (mounted read-only at {mount_point(here)})" if why is Unwritable.READ_ONLY \
+        else "not writable by you (a run you may only read)"
+    raise UserError(f"{here}: {said}; write its report elsewhere with --out DIR")
 
 
 def title(runs: list[collect.RunData]) -> str:
