@@ -21,6 +21,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import controller, peers, records
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
+from collapse_hpc.store.lock import holds as lock_holder
 from collapse_hpc.store.lock import pid_alive
 from collapse_hpc.store.manifest import read_once
 
@@ -262,17 +263,33 @@ def local_state(entry: dict) -> str:
     return state
 
 
-def waiting(units: list[dict]) -> None:
+FOR_A_CORE = "for a free core"  # a live local launcher starts a unit once its ranks fit in the free cores
+
+
+def waiting(units: list[dict], launcher_runs: bool = False) -> None:
     """A chain's generations the local launcher has not started (none recorded) behind one it runs read
-    waiting, `after` that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN)."""
+    waiting, `after` that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN).
+    Where its launcher runs now (launcher_runs), the first it has not started waits for a free core, and
+    those behind it wait after it."""
     after = None
     for u in units:
         if u["state"] == "RUNNING":
             after = u["index"]
         elif u["state"] == "not run" and after is not None:
             u["state"], u["after"] = "waiting", after
+        elif u["state"] == "not run" and launcher_runs:
+            u["state"], u["reason"], after = "waiting", FOR_A_CORE, u["index"]
         else:
             after = None
+
+
+def launcher_runs(store: RunStore, book: dict) -> bool:
+    """Whether the local launcher runs the run now (its book's executor is local, and a launcher holds the
+    run's lock): the units it has not started wait for it, rather than read 'not run'."""
+    if book.get("executor") != "local" or book.get("copied_from"):
+        return False
+    owner = store.lock().owner()
+    return owner is not None and owner.get("launcher") is not False and lock_holder(owner, store.root)
 
 
 def waits_on(slurm: dict, job_id) -> str | None:
@@ -316,7 +333,7 @@ def unrecorded(store: RunStore, book: dict, label: str) -> tuple[str | None, str
     jid = book.get(records.COPIED, {}).get(label, {}).get("job_id")
     if jid is not None:
         return str(jid), None
-    return None, "none in jobs.json" if (store.root / "jobs.json").is_file() else "no jobs.json"
+    return None, "none in jobs.json" if (store.root / records.JOBS).is_file() else "record missing (no jobs.json)"
 
 
 def redo_command(store: RunStore, job, executor: str) -> str:
@@ -354,11 +371,13 @@ def _state_of(store: RunStore) -> dict:
     chains = engine.load_plan(store, run)
     book = _book(store)
     view = _slurm_of(book)
-    absent = left_out(store, chains, book)
+    absent, here = left_out(store, chains, book), launcher_runs(store, book)
     out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"),
-           "chains": [_chain_state(store, run, chain, book, view, chain.experiment in absent) for chain in chains],
+           "chains": [_chain_state(store, run, chain, book, view, chain.experiment in absent, here)
+                      for chain in chains],
            "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor")),
-           "launched": sorted(book.get(records.EXPERIMENTS) or [])}  # in-process: what records it ran
+           "launched": sorted(book.get(records.EXPERIMENTS) or []),  # in-process: what records it ran
+           "recorded": (store.root / records.JOBS).is_file()}  # removed: no launch can be told apart
     if book.get("aggregate"):
         out["aggregate"] = _aggregate_state(book, view[0])
     return out
@@ -373,15 +392,17 @@ def _slurm_of(book: dict) -> tuple[dict, dict]:
                       + [book.get("aggregate", {}).get("job_id")])
 
 
-def _chain_state(store: RunStore, run, chain, book: dict, view: tuple[dict, dict], absent: bool) -> dict:
-    """A chain's (or an array's) units, how many are done and the generation it reached."""
+def _chain_state(store: RunStore, run, chain, book: dict, view: tuple[dict, dict], absent: bool,
+                 here: bool) -> dict:
+    """A chain's (or an array's) units, how many are done and the generation it reached. `here`: a live
+    local launcher runs the run (launcher_runs)."""
     item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
     if absent:
         item["not_in_this_run"] = True
         return item
     item["units"] = [_unit_of(store, run, job, book, view) for job in chain.jobs]
-    if chain.shape == "chain":
-        waiting(item["units"])
+    for lane in [item["units"]] if chain.shape == "chain" else [[u] for u in item["units"]]:  # each part its own
+        waiting(lane, here)
     done = [u["state"] == "done" for u in item["units"]]
     item["done"] = sum(done)
     item["reached"] = (done + [False]).index(False) - 1 if chain.shape == "chain" else None
@@ -400,6 +421,8 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict]) -> 
     if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
         maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
         unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
+        if unit["by_hand_on"] and not (store.root / records.JOBS).is_file():  # no book to tell a job from a hand
+            unit["by_hand_on"], unit["unrecorded"] = None, unrecorded(store, book, job.label)[1]
         by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
     elif state in COMPLETED and entry.get("job_id") is None:  # a copy's: the original's job ended it
         unit["job_id"], unit["unrecorded"] = unrecorded(store, book, job.label)
@@ -409,7 +432,7 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict]) -> 
         unit["why_not_done"] = why_not_done(store, run, job)
         unit["redo"] = redo_command(store, job, book.get("executor") or "local")
     if entry.get("reason") and state == "NOT_RUN":
-        unit["reason"] = entry["reason"]
+        unit["reason"] = records.reason(entry)
     elif state == "PENDING" and (why := waits_on(slurm, entry.get("job_id"))):  # not a done unit's requeue
         unit["reason"] = why
     if state == "RUNNING" and entry.get("log"):  # where to follow it (tail -f): logs are named by job id

@@ -335,12 +335,12 @@ def reading(folder: Path, command: str, log=print) -> Iterator[None]:
             yield
         return
     owner = lock.owner()
-    if owner is not None and _holds(owner, lock.path.parent):
+    if owner is not None and holds(owner, lock.path.parent):
         raise UserError(held_by(owner, lock.path))
     yield
 
 
-def _holds(owner: dict, folder: Path) -> bool:
+def holds(owner: dict, folder: Path) -> bool:
     """Whether a lock's owner may still hold the run: a live process of this host (not a copy's record), or
     one of another host, which cannot be judged from here."""
     if owner.get("host") != socket.gethostname():
