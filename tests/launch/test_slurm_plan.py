@@ -797,6 +797,29 @@ def test_submit_without_a_profile_refuses_naming_the_three_ways(tmp_path, fake_s
     assert "profile init" in line
 
 
+def test_a_config_of_its_own_executor_slurm_picks_the_profile_as_submit_does(tmp_path, fake_slurm, monkeypatch):
+    """A config saying `executor: slurm` without `profile:` blamed that key in `run CONFIG`, `stage` and `config`
+    ('profile: executor slurm needs a cluster profile'), where submit and `run --executor slurm` take
+    slurm/site.yaml, or name every way to give one."""
+    monkeypatch.chdir(tmp_path)  # no slurm/site.yaml here
+    cfg = write_config(tmp_path, generations=1, ltchain={}, executor="slurm")
+    said = []
+    for argv in (["submit", cfg, "--run", tmp_path / "run"], ["run", cfg, "--run", tmp_path / "run"], ["stage", cfg],
+                 ["config", cfg]):
+        rc, _, err = collapse(*argv)
+        assert rc == 2 and "Traceback" not in err, (argv, err)
+        said.append(err)
+    assert len(set(said)) == 1 and "no cluster profile: give --profile P" in said[0], said
+    assert not (tmp_path / "run").exists() and not scripts(fake_slurm)
+    assert collapse("profile", "init")[0] == 0  # slurm/site.yaml
+    site = str(tmp_path / "slurm" / "site.yaml")
+    rc, out, err = collapse("config", cfg)
+    assert rc == 0 and f"profile: {site}" in out.splitlines(), err
+    rc, _, err = collapse("run", cfg, "--run", tmp_path / "run")
+    assert rc == 0, err
+    assert jobs(tmp_path / "run")["executor"] == "slurm" and jobs(tmp_path / "run")["profile"] == site
+
+
 def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_slurm, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, out, err = collapse("profile", "init")  # the site profile, from (fake) sinfo
