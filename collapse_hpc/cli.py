@@ -505,9 +505,18 @@ def cmd_stage(args) -> int:
     scontrol = Scontrol()
     store, run = resolve(args, "slurm", profile, scontrol=scontrol)  # the checks submit runs, in the jobs' environment
     _submit_pending(store, run, None, scontrol)
-    print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; models "
-          f"{', '.join(tags) or 'none'}; submit's checks pass")
+    built = list(dict.fromkeys(m for e in run.enabled() for m in experiments.get(e).built_models(run)))
+    print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; "
+          f"{_staged_models(tags, built)}; submit's checks pass")
     return 0
+
+
+def _staged_models(fetched: list[str], built: list[str]) -> str:
+    """What stage says of the config's models: those it fetched, and those each job builds itself (nothing to
+    stage: the tiny model)."""
+    said = [f"models {', '.join(fetched)}"] if fetched else []
+    said += [f"model{'s' if len(built) > 1 else ''}: built in the job ({', '.join(built)})"] if built else []
+    return "; ".join(said) or "models none"
 
 
 def cmd_cancel(args) -> int:
