@@ -299,6 +299,12 @@ def waits_on(slurm: dict, job_id) -> str | None:
     return reason if state == "PENDING" and reason not in ROUTINE else None
 
 
+def waits_on_parent(slurm: dict, job_id) -> bool:
+    """Whether a pending job waits for its dependency (a chain's generation: the one before it) to end."""
+    state, _, reason = slurm.get(str(job_id), ("", "", ""))
+    return state == "PENDING" and reason == "Dependency"
+
+
 def _book(store: RunStore) -> dict:
     """jobs.json; a corrupt one is one error line, since every unit would silently read 'not run'."""
     book = records.load(store)
@@ -435,6 +441,8 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict]) -> 
         unit["reason"] = records.reason(entry)
     elif state == "PENDING" and (why := waits_on(slurm, entry.get("job_id"))):  # not a done unit's requeue
         unit["reason"] = why
+    elif state == "PENDING" and job.shape == "chain" and waits_on_parent(slurm, entry.get("job_id")):
+        unit["after"] = job.index - 1  # afterok on the generation before: said as a local chain's wait is
     if state == "RUNNING" and entry.get("log"):  # where to follow it (tail -f): logs are named by job id
         unit["log"] = entry["log"]
     if state in BAD:

@@ -753,3 +753,31 @@ def test_a_reason_an_older_version_wrote_in_brackets_of_its_own_shows_in_one_pai
     line = [ln for ln in out.splitlines() if "NOT_RUN" in ln]
     assert len(line) == 1 and line[0].endswith(f"  ({first.label} failed for want of room: No space left on device)")
     assert "))" not in out, out
+
+
+def test_a_slurm_chains_generations_queued_after_the_one_before_say_so(tmp_path, fake_slurm, capsys):  # noqa: F811
+    """A Slurm chain's later generations wait (afterok) on the one before: they read a bare PENDING, where a
+    local chain's read 'waiting (after gen N)'; they say which they wait after. One waiting for something else
+    (a drained node) keeps Slurm's reason."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    (chain,) = engine.open_run(store, run)
+    book = {"executor": "slurm", "units": {}, "folder": records.identity(store)}
+    for job in chain.jobs:
+        records.record(book, job.label, job_id=str(300 + job.index), log=str(store.logs / f"{300 + job.index}.err"),
+                       dependency=f"afterok:{299 + job.index}" if job.index else None)
+    records.save(store, book)
+    (fake_slurm / "squeue.txt").write_text("300|PENDING|0:00|ReqNodeNotAvail\n301|PENDING|0:00|Dependency\n"
+                                           "302|PENDING|0:00|Dependency\n")
+    assert show(store.root, as_json=True) == 0
+    units = json.loads(capsys.readouterr().out)["chains"][0]["units"]
+    assert [(u["state"], u.get("after"), u.get("reason")) for u in units] == [
+        ("PENDING", None, "ReqNodeNotAvail"), ("PENDING", 0, None), ("PENDING", 1, None)]
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "gen_001  PENDING (after gen 0) job 301" in out and "gen_002  PENDING (after gen 1) job 302" in out, out
