@@ -1154,3 +1154,30 @@ def test_a_resubmission_that_finds_every_job_queued_counts_none_against_the_limi
     del gone[book["aggregate"]["job_id"]]  # the report's job cancelled: queued again, after the units
     assert jobs_to_queue(store, chains, pending, gone) == {"gpu": 0, "aggregate": 1}
     assert jobs_to_queue(store, chains, pending, {}) == {"gpu": 2, "aggregate": 1}
+
+
+def test_an_array_part_that_finished_after_submit_looked_is_not_queued_again(tmp_path, fake_slurm):
+    """submit works out the units to start before it takes the run's lock and reads the queue: a part whose job
+    ended in between (running when looked at, gone from the queue by then) was queued again, a job that only
+    skipped its finished unit. A part is queued only where it is still unfinished then."""
+    import copy
+
+    from collapse_hpc import engine, experiments, launch
+    from collapse_hpc.launch import debug
+    from collapse_hpc.launch.slurm import pending_units
+    from collapse_hpc.store import RunStore
+
+    config = experiments.config_from_dict({"name": "t", "generations": 1, "seeds": [0], "executor": "slurm",
+                                           "profile": str(REPO / "slurm" / "local.yaml"),
+                                           "tail": {"replicates": 2, "chunk_replicates": 1}})
+    store = RunStore(tmp_path / "run")
+    (chain,) = engine.open_run(store, config)
+    pending = pending_units(store, config, [chain])
+    assert len(pending) == 2
+    first = copy.copy(chain)
+    first.jobs = chain.jobs[:1]
+    debug.execute(store, config, [first])  # its job ends meanwhile
+    launch.execute(store, config, [chain], "slurm", pending=pending)
+    book = jobs(store.root)["units"]
+    assert "job_id" not in book.get(chain.jobs[0].label, {}), book
+    assert book[chain.jobs[1].label]["job_id"]
