@@ -105,13 +105,9 @@ def record(data: dict, label: str, **fields) -> dict:
 def reason(entry: dict) -> str | None:
     """Why a unit was not run, as its entry records it. An older version wrote a want of room's error in
     brackets of its own ("… failed for want of room (No space left on device)"), which status showed in a
-    second pair: read as the writer words it now (local._Pool.out_of_room), and a reason wholly in brackets
-    without them."""
+    second pair: read as the writer words it now (local._Pool.out_of_room)."""
     said = entry.get("reason")
-    if not isinstance(said, str):
-        return said
-    said = re.sub(r"^(.* failed for want of room) \((.*)\)$", r"\1: \2", said)
-    return said[1:-1] if said.startswith("(") and said.endswith(")") else said
+    return re.sub(r"^(.* failed for want of room) \((.*)\)$", r"\1: \2", said) if isinstance(said, str) else said
 
 
 def executor_of(data: dict, entry: dict) -> str | None:

@@ -725,7 +725,7 @@ def test_done_units_of_a_run_whose_jobs_json_was_removed_do_not_read_as_run_by_h
     assert show(store.root) == 0
     out = capsys.readouterr().out
     assert "by hand" not in out and "in-process" not in out, out
-    assert out.splitlines()[0] == f"run {store.root} (its job records are missing (no jobs.json))"
+    assert out.splitlines()[0] == f"run {store.root} (its job records are missing: no jobs.json)"
     assert "gen_000  done          job: record missing (no jobs.json)" in out, out
 
 
