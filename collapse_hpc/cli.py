@@ -368,7 +368,7 @@ def cmd_run(args, executor=None) -> int:
     from collapse_hpc.launch.slurm import Scontrol
     from collapse_hpc.store.lock import ORPHANS_STOP_S
 
-    if (executor or args.executor) == "slurm" and not getattr(args, "profile", None):  # picked as submit picks
+    if not getattr(args, "profile", None) and _to_slurm(args, executor or args.executor):  # picked as submit picks
         args.profile = _submission_profile(args)
     scontrol = Scontrol()  # read where the run goes to Slurm, once for its checks and its submission
     with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
@@ -423,12 +423,23 @@ def cmd_submit(args) -> int:
 
 def _submission_profile(args) -> str:
     """The profile a submission uses: --profile, an existing run's own, the config's, else the site's."""
-    from collapse_hpc import experiments
     from collapse_hpc.launch.profile import pick
 
-    # the config's own profile: key (read as if local: a slurm config without one reaches pick's message)
-    configured = experiments.load_config(args.config, args.overrides + ["executor=local"], args.generations).profile
-    return pick(args.profile or _runs_own_profile(args), configured, args.config)
+    return pick(args.profile or _runs_own_profile(args), _configured(args).profile, args.config)
+
+
+def _configured(args):
+    """The config as its file and --set say, its executor slurm without a profile: key too (the command
+    picks the profile as submit does: _submission_profile; a config without one reaches pick's message)."""
+    from collapse_hpc import experiments
+
+    return experiments.load_config(args.config, args.overrides, getattr(args, "generations", None),
+                                   needs_profile=False)
+
+
+def _to_slurm(args, executor: str | None) -> bool:
+    """Whether a run of args goes to Slurm without --profile: --executor slurm, or the config's own executor."""
+    return executor == "slurm" or (executor is None and _configured(args).executor == "slurm")
 
 
 def _runs_own_profile(args) -> str | None:
@@ -471,7 +482,7 @@ def cmd_stage(args) -> int:
     from collapse_hpc.launch.slurm import Scontrol
     from collapse_hpc.launch.stage import fetch_models
 
-    run = experiments.load_config(args.config, args.overrides)
+    run = _configured(args)
     profile = profmod.pick(args.profile, run.profile, args.config)
     prof = profmod.load(profile)
     try:  # before anything is fetched: it would go into a folder named after the variable
@@ -494,9 +505,18 @@ def cmd_stage(args) -> int:
     scontrol = Scontrol()
     store, run = resolve(args, "slurm", profile, scontrol=scontrol)  # the checks submit runs, in the jobs' environment
     _submit_pending(store, run, None, scontrol)
-    print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; models "
-          f"{', '.join(tags) or 'none'}; submit's checks pass")
+    built = list(dict.fromkeys(m for e in run.enabled() for m in experiments.get(e).built_models(run)))
+    print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; "
+          f"{_staged_models(tags, built)}; submit's checks pass")
     return 0
+
+
+def _staged_models(fetched: list[str], built: list[str]) -> str:
+    """What stage says of the config's models: those it fetched, and those each job builds itself (nothing to
+    stage: the tiny model)."""
+    said = [f"models {', '.join(fetched)}"] if fetched else []
+    said += [f"model{'s' if len(built) > 1 else ''}: built in the job ({', '.join(built)})"] if built else []
+    return "; ".join(said) or "models none"
 
 
 def cmd_cancel(args) -> int:
@@ -625,7 +645,11 @@ def cmd_config(args) -> int:
         raise UserError(f"config: {flag} resolves a config: give its file (collapse-hpc config CONFIG {flag} …); "
                         f"without one, config lists every key")
     if args.config:
-        run = experiments.load_config(args.config, args.overrides, args.generations)
+        run = _configured(args)
+        if run.executor == "slurm" and not run.profile:  # the profile a submission of it picks (site.yaml)
+            from collapse_hpc.launch.profile import pick
+
+            run.profile = cfgmod.anchored(pick(None, None, args.config))
         engine.check(run, args.config, force=True)  # only shown: a large plan is no risk here
         print(f"# config_hash: {run.hash()}")
         print(cfgmod.dump(run), end="")

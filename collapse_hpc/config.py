@@ -518,17 +518,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load(path: str | Path, overrides: Sequence[str] = (), generations: int | None = None, *,
-         sections: Mapping[str, type]) -> RunConfig:
+         sections: Mapping[str, type], needs_profile: bool = True) -> RunConfig:
     """Load, override and validate a config file whose experiment sections are `sections`
-    (name -> Section dataclass); raise ConfigError with one line on any problem."""
+    (name -> Section dataclass); raise ConfigError with one line on any problem. needs_profile=False:
+    executor slurm without a profile is no problem (the command picks one itself: cli._submission_profile)."""
     raw = yamlfile.load_mapping(path)
-    return from_dict(raw, str(path), overrides, generations, sections=sections)
+    return from_dict(raw, str(path), overrides, generations, sections=sections, needs_profile=needs_profile)
 
 
 def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
-              generations: int | None = None, *, sections: Mapping[str, type]) -> RunConfig:
+              generations: int | None = None, *, sections: Mapping[str, type], needs_profile: bool = True) -> RunConfig:
     try:
-        return _from_dict(raw, file, overrides, generations, sections=sections)
+        return _from_dict(raw, file, overrides, generations, sections=sections, needs_profile=needs_profile)
     except ConfigError as e:  # a key given with --set, not in the file: the line names --set
         for key in (ov.partition("=")[0].strip() for ov in overrides):
             for said in (f"{key}:", f"{key}["):  # the key, or an item of its list (regimes[0])
@@ -538,7 +539,7 @@ def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
 
 
 def _from_dict(raw: dict, file: str, overrides: Sequence[str], generations: int | None, *,
-               sections: Mapping[str, type]) -> RunConfig:
+               sections: Mapping[str, type], needs_profile: bool = True) -> RunConfig:
     raw = json.loads(json.dumps(raw, default=str))
     for ov in overrides:
         keys, value = parse_override(ov)
@@ -570,7 +571,7 @@ def _from_dict(raw: dict, file: str, overrides: Sequence[str], generations: int 
     # saved absolute: a run folder's config.yaml (status's resume command) names the same folders wherever
     # it is run again from, and its jobs run
     run.data_dir, run.profile = anchored(run.data_dir), run.profile and anchored(run.profile)
-    if run.executor == "slurm" and not run.profile:
+    if run.executor == "slurm" and not run.profile and needs_profile:
         raise ConfigError(f"{file}: profile: executor slurm needs a cluster profile (--profile slurm/….yaml)")
     return run
 

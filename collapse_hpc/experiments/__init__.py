@@ -74,10 +74,11 @@ def sections(only: Sequence[str] | None = None) -> dict:
     return {n: config_class(n) for n in (names() if only is None else only)}
 
 
-def load_config(path, overrides: Sequence[str] = (), generations: int | None = None) -> cfgmod.RunConfig:
+def load_config(path, overrides: Sequence[str] = (), generations: int | None = None,
+                needs_profile: bool = True) -> cfgmod.RunConfig:
     """A config file with a section for any registered experiment (config.load), its regimes
     checked against what each experiment offers."""
-    run = cfgmod.load(path, overrides, generations, sections=sections())
+    run = cfgmod.load(path, overrides, generations, sections=sections(), needs_profile=needs_profile)
     check_regimes(run, str(path))
     return run
 

@@ -355,6 +355,10 @@ class Experiment:
         """Hub repositories (models, tokenizers) the units load (`collapse-hpc stage` downloads them)."""
         return []
 
+    def built_models(self, run) -> list[str]:
+        """Models the units build themselves (the tiny model), which `collapse-hpc stage` has nothing to fetch of."""
+        return []
+
     def figures(self) -> list[tuple[str, str, Callable]]:
         """The experiment's own report figures: (key, title, function(Context) -> (Figure, caption) or None)."""
         return []

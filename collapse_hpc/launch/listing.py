@@ -20,7 +20,9 @@ SHOWN = 5  # units (or runs of a chain's dependents) shown in full; the rest are
 
 def header(state: dict) -> list[str]:
     ran = state.get("launched") or any(u["state"] == "done" for c in state["chains"] for u in c["units"])
-    unrecorded = "run in-process: --executor debug or by hand" if ran else "not launched yet"  # no jobs.json
+    # no executor in jobs.json: an in-process run records none; with no jobs.json at all, nothing tells
+    unrecorded = "not launched yet" if not ran else "run in-process: --executor debug or by hand" \
+        if state.get("recorded", True) else "its job records are missing: no jobs.json"
     where = f"{state['executor'] or unrecorded}" + (f", {state['cluster']}" if state.get("cluster") else "")
     out = [f"run {state['run']} ({where})"]
     if state.get("copied_from") and state["executor"] == "slurm":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 from collapse_hpc.store import write_json
@@ -99,6 +100,14 @@ def record(data: dict, label: str, **fields) -> dict:
             entry.pop(stale, None)
     entry.update(fields)
     return entry
+
+
+def reason(entry: dict) -> str | None:
+    """Why a unit was not run, as its entry records it. An older version wrote a want of room's error in
+    brackets of its own ("… failed for want of room (No space left on device)"), which status showed in a
+    second pair: read as the writer words it now (local._Pool.out_of_room)."""
+    said = entry.get("reason")
+    return re.sub(r"^(.* failed for want of room) \((.*)\)$", r"\1: \2", said) if isinstance(said, str) else said
 
 
 def executor_of(data: dict, entry: dict) -> str | None:

@@ -686,6 +686,8 @@ class _Submission:
                     self.done += 1
                 elif jid := self.live(job.label):
                     queued_parts.append(jid)
+                elif engine.job_done(self.store, self.run, job):  # its job ended since `pending` was worked out
+                    self.done += 1
                 else:
                     todo.append((job, chain.kind))
         self.live_ids += queued_parts

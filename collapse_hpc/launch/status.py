@@ -21,6 +21,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import controller, peers, records
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
+from collapse_hpc.store.lock import holds as lock_holder
 from collapse_hpc.store.lock import pid_alive
 from collapse_hpc.store.manifest import read_once
 
@@ -262,17 +263,33 @@ def local_state(entry: dict) -> str:
     return state
 
 
-def waiting(units: list[dict]) -> None:
+FOR_A_CORE = "for a free core"  # a live local launcher starts a unit once its ranks fit in the free cores
+
+
+def waiting(units: list[dict], launcher_runs: bool = False) -> None:
     """A chain's generations the local launcher has not started (none recorded) behind one it runs read
-    waiting, `after` that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN)."""
+    waiting, `after` that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN).
+    Where its launcher runs now (launcher_runs), the first it has not started waits for a free core, and
+    those behind it wait after it."""
     after = None
     for u in units:
         if u["state"] == "RUNNING":
             after = u["index"]
         elif u["state"] == "not run" and after is not None:
             u["state"], u["after"] = "waiting", after
+        elif u["state"] == "not run" and launcher_runs:
+            u["state"], u["reason"], after = "waiting", FOR_A_CORE, u["index"]
         else:
             after = None
+
+
+def launcher_runs(store: RunStore, book: dict) -> bool:
+    """Whether the local launcher runs the run now (its book's executor is local, and a launcher holds the
+    run's lock): the units it has not started wait for it, rather than read 'not run'."""
+    if book.get("executor") != "local" or book.get("copied_from"):
+        return False
+    owner = store.lock().owner()
+    return owner is not None and owner.get("launcher") is not False and lock_holder(owner, store.root)
 
 
 def waits_on(slurm: dict, job_id) -> str | None:
@@ -280,6 +297,12 @@ def waits_on(slurm: dict, job_id) -> str | None:
     unless it only waits for its chain's previous generation."""
     state, _, reason = slurm.get(str(job_id), ("", "", ""))
     return reason if state == "PENDING" and reason not in ROUTINE else None
+
+
+def waits_on_parent(slurm: dict, job_id) -> bool:
+    """Whether a pending job waits for its dependency (a chain's generation: the one before it) to end."""
+    state, _, reason = slurm.get(str(job_id), ("", "", ""))
+    return state == "PENDING" and reason == "Dependency"
 
 
 def _book(store: RunStore) -> dict:
@@ -316,7 +339,7 @@ def unrecorded(store: RunStore, book: dict, label: str) -> tuple[str | None, str
     jid = book.get(records.COPIED, {}).get(label, {}).get("job_id")
     if jid is not None:
         return str(jid), None
-    return None, "none in jobs.json" if (store.root / "jobs.json").is_file() else "no jobs.json"
+    return None, "none in jobs.json" if (store.root / records.JOBS).is_file() else "record missing (no jobs.json)"
 
 
 def redo_command(store: RunStore, job, executor: str) -> str:
@@ -353,78 +376,109 @@ def _state_of(store: RunStore) -> dict:
     run = store.load_config(experiments.sections())
     chains = engine.load_plan(store, run)
     book = _book(store)
-    units = book["units"]
-    # each unit's job as its back-end tells it: a Slurm run taken over by the local launcher keeps its own
-    slurm, signals = ({}, {}) if "slurm" not in records.executors(book) | {book.get("executor")} else slurm_view(
-        [e.get("job_id") for e in units.values() if records.executor_of(book, e) == "slurm"]
-        + [book.get("aggregate", {}).get("job_id")])
-    absent = left_out(store, chains, book)
-    out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"), "chains": [],
+    view = _slurm_of(book)
+    absent, here = left_out(store, chains, book), launcher_runs(store, book)
+    out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"),
+           "chains": [_chain_state(store, run, chain, book, view, chain.experiment in absent, here)
+                      for chain in chains],
            "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor")),
-           "launched": sorted(book.get(records.EXPERIMENTS) or [])}  # in-process: what records it ran
-    for chain in chains:
-        item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
-        out["chains"].append(item)
-        if chain.experiment in absent:
-            item["not_in_this_run"] = True
-            continue
-        for job in chain.jobs:
-            entry = units.get(job.label, {})
-            by = records.executor_of(book, entry)
-            local = by != "slurm"
-            state, elapsed, manifest = unit_state(store, run, job, entry, slurm, local)
-            unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
-                    "job_id": entry.get("job_id")}
-            if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
-                maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
-                unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
-                by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
-            elif state in COMPLETED and entry.get("job_id") is None:  # a copy's: the original's job ended it
-                unit["job_id"], unit["unrecorded"] = unrecorded(store, book, job.label)
-            if by != book.get("executor") and unit["job_id"] is not None:  # the other back-end's: a process id
-                unit["executor"] = by  # or a Slurm job, which the listing names as such
-            if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
-                unit["why_not_done"] = why_not_done(store, run, job)
-                unit["redo"] = redo_command(store, job, book.get("executor") or "local")
-            if entry.get("reason") and state == "NOT_RUN":
-                unit["reason"] = entry["reason"]
-            elif state == "PENDING" and (why := waits_on(slurm, entry.get("job_id"))):  # not a done unit's requeue
-                unit["reason"] = why
-            if state == "RUNNING" and entry.get("log"):  # where to follow it (tail -f): logs are named by job id
-                unit["log"] = entry["log"]
-            if state in BAD:
-                unit["log"] = entry.get("log")
-                memory = None if local else out_of_memory(state, error_lines(entry.get("log")),
-                                                          entry.get("kind") or "KIND", book.get("profile"))
-                unit["dependency"] = entry.get("dependency")
-                ran = bool(entry.get("log")) and Path(entry["log"]).is_file()  # its job began: it left a log
-                unit["never_started"] = never_started(entry.get("dependency"), slurm) if not (local or ran) else None
-                unit["error"] = ((entry.get("error") or "").splitlines()[-5:] if local
-                                 else error_lines(entry.get("log")))
-                signum = None if local else signals.get(str(entry.get("job_id")))
-                if not local and (ended := rank_that_ended(store.root, entry.get("job_id"), entry.get("log"),
-                                                           signum)):
-                    # that rank's own log and cause, as the local launcher records them in the unit's error
-                    unit["log"] = ended[1]
-                    unit["error"] = error_lines(ended[1], n=4) + [ended[0]]
-                if signum:
-                    unit["signal"] = controller.name(signum)
-                if hint := memory or out_of_time(unit["error"], entry.get("kind"), book.get("profile")) or \
-                        killed_by(signum, unit["error"]):
-                    unit["hint"] = hint
-            item["units"].append(unit)
-        if chain.shape == "chain":
-            waiting(item["units"])
-        done = [u["state"] == "done" for u in item["units"]]
-        item["done"] = sum(done)
-        item["reached"] = (done + [False]).index(False) - 1 if chain.shape == "chain" else None
-    agg = book.get("aggregate")
-    if agg:
-        state, elapsed, _ = slurm.get(str(agg.get("job_id")), ("UNKNOWN", "", ""))
-        out["aggregate"] = {"state": state, "elapsed": elapsed, "job_id": agg.get("job_id"), "log": agg.get("log"),
-                            "reason": waits_on(slurm, agg.get("job_id")),
-                            "dependency": agg.get("dependency"),
-                            "error": error_lines(agg.get("log")) if state in BAD else []}
-        if hint := out_of_memory(state, out["aggregate"]["error"], "aggregate", book.get("profile")):
-            out["aggregate"]["hint"] = hint
+           "launched": sorted(book.get(records.EXPERIMENTS) or []),  # in-process: what records it ran
+           "recorded": (store.root / records.JOBS).is_file()}  # removed: no launch can be told apart
+    if book.get("aggregate"):
+        out["aggregate"] = _aggregate_state(book, view[0])
     return out
+
+
+def _slurm_of(book: dict) -> tuple[dict, dict]:
+    """slurm_view of the book's Slurm jobs; nothing where it names none: a Slurm run taken over by the local
+    launcher keeps its own."""
+    if "slurm" not in records.executors(book) | {book.get("executor")}:
+        return {}, {}
+    return slurm_view([e.get("job_id") for e in book["units"].values() if records.executor_of(book, e) == "slurm"]
+                      + [book.get("aggregate", {}).get("job_id")])
+
+
+def _chain_state(store: RunStore, run, chain, book: dict, view: tuple[dict, dict], absent: bool,
+                 here: bool) -> dict:
+    """A chain's (or an array's) units, how many are done and the generation it reached. `here`: a live
+    local launcher runs the run (launcher_runs)."""
+    item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
+    if absent:
+        item["not_in_this_run"] = True
+        return item
+    item["units"] = [_unit_of(store, run, job, book, view) for job in chain.jobs]
+    for lane in [item["units"]] if chain.shape == "chain" else [[u] for u in item["units"]]:  # each part its own
+        waiting(lane, here)
+    done = [u["state"] == "done" for u in item["units"]]
+    item["done"] = sum(done)
+    item["reached"] = (done + [False]).index(False) - 1 if chain.shape == "chain" else None
+    return item
+
+
+def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict]) -> dict:
+    """One unit as status shows it: its state, its job, and what a failed or unfinished one needs."""
+    slurm = view[0]
+    entry = book["units"].get(job.label, {})
+    by = records.executor_of(book, entry)
+    local = by != "slurm"
+    state, elapsed, manifest = unit_state(store, run, job, entry, slurm, local)
+    unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
+            "job_id": entry.get("job_id")}
+    if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
+        maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
+        unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
+        if unit["by_hand_on"] and not (store.root / records.JOBS).is_file():  # no book to tell a job from a hand
+            unit["by_hand_on"], unit["unrecorded"] = None, unrecorded(store, book, job.label)[1]
+        by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
+    elif state in COMPLETED and entry.get("job_id") is None:  # a copy's: the original's job ended it
+        unit["job_id"], unit["unrecorded"] = unrecorded(store, book, job.label)
+    if by != book.get("executor") and unit["job_id"] is not None:  # the other back-end's: a process id
+        unit["executor"] = by  # or a Slurm job, which the listing names as such
+    if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
+        unit["why_not_done"] = why_not_done(store, run, job)
+        unit["redo"] = redo_command(store, job, book.get("executor") or "local")
+    if entry.get("reason") and state == "NOT_RUN":
+        unit["reason"] = records.reason(entry)
+    elif state == "PENDING" and (why := waits_on(slurm, entry.get("job_id"))):  # not a done unit's requeue
+        unit["reason"] = why
+    elif state == "PENDING" and job.shape == "chain" and waits_on_parent(slurm, entry.get("job_id")):
+        unit["after"] = job.index - 1  # afterok on the generation before: said as a local chain's wait is
+    if state == "RUNNING" and entry.get("log"):  # where to follow it (tail -f): logs are named by job id
+        unit["log"] = entry["log"]
+    if state in BAD:
+        unit.update(_failure(store, entry, book, view, local, state))
+    return unit
+
+
+def _failure(store: RunStore, entry: dict, book: dict, view: tuple[dict, dict], local: bool, state: str) -> dict:
+    """A failed or cancelled unit's log, the last lines of its error and, where known, why it ended: the rank
+    or the signal that ended it, never started, out of memory or time."""
+    slurm, signals = view
+    ran = bool(entry.get("log")) and Path(entry["log"]).is_file()  # its job began: it left a log
+    said = {"log": entry.get("log"), "dependency": entry.get("dependency"),
+            "never_started": never_started(entry.get("dependency"), slurm) if not (local or ran) else None,
+            "error": (entry.get("error") or "").splitlines()[-5:] if local else error_lines(entry.get("log"))}
+    memory = None if local else out_of_memory(state, said["error"], entry.get("kind") or "KIND", book.get("profile"))
+    signum = None if local else signals.get(str(entry.get("job_id")))
+    if not local and (ended := rank_that_ended(store.root, entry.get("job_id"), entry.get("log"), signum)):
+        # that rank's own log and cause, as the local launcher records them in the unit's error
+        said["log"] = ended[1]
+        said["error"] = error_lines(ended[1], n=4) + [ended[0]]
+    if signum:
+        said["signal"] = controller.name(signum)
+    if hint := memory or out_of_time(said["error"], entry.get("kind"), book.get("profile")) or \
+            killed_by(signum, said["error"]):
+        said["hint"] = hint
+    return said
+
+
+def _aggregate_state(book: dict, slurm: dict) -> dict:
+    """The aggregation job's state (only Slurm queues one), with its error where it failed."""
+    agg = book["aggregate"]
+    state, elapsed, _ = slurm.get(str(agg.get("job_id")), ("UNKNOWN", "", ""))
+    said = {"state": state, "elapsed": elapsed, "job_id": agg.get("job_id"), "log": agg.get("log"),
+            "reason": waits_on(slurm, agg.get("job_id")), "dependency": agg.get("dependency"),
+            "error": error_lines(agg.get("log")) if state in BAD else []}
+    if hint := out_of_memory(state, said["error"], "aggregate", book.get("profile")):
+        said["hint"] = hint
+    return said

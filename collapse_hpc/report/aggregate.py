@@ -11,6 +11,7 @@ Works on unfinished runs: what is missing is shown as missing.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -19,18 +20,20 @@ from collapse_hpc import experiments, logs
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import Context
 from collapse_hpc.report import collect, drawing, longform, page, stats, tables
+from collapse_hpc.store import RunStore
 from collapse_hpc.store.atomic import claim_folder, sweep, write_text
 from collapse_hpc.store.layout import folder_to_make, utf8_path
-from collapse_hpc.store.lock import folder_lock
-from collapse_hpc.store.space import nearest_folder, unwritable
+from collapse_hpc.store.lock import folder_lock, reading
+from collapse_hpc.store.space import Unwritable, mount_point, nearest_folder, unwritable
 
 log = logging.getLogger("collapse_hpc.report")
 STOPS = "the report stops here: it writes nothing more into report/"  # each file there is whole (atomic)
 
 
-def build(runs: list[str], out: str | Path | None = None, replicates: int | None = None) -> Path:
+def build(runs: list[str], out: str | Path | None = None, replicates: int | None = None, held: bool = True) -> Path:
     """Write the report; returns the path of index.html. `replicates`: only the first that many
-    replicates of each variant (a report of many replicates that would not fit in memory)."""
+    replicates of each variant (a report of many replicates that would not fit in memory). `held`: with
+    each run's lock held while it is read (lock.reading), as a writer of it holds it."""
     if not runs:
         raise UserError("aggregate: name at least one run folder")
     if replicates is not None and replicates < 1:
@@ -42,6 +45,14 @@ def build(runs: list[str], out: str | Path | None = None, replicates: int | None
         folder_to_make(out, "--out ")
     if out is None and Path(runs[0]).is_dir():
         _writable(Path(runs[0]) / "report")
+    with contextlib.ExitStack() as locks:
+        for run in runs if held else []:
+            if RunStore(run).exists():  # else load_run says what it is, with nothing made there
+                locks.enter_context(reading(Path(run), "aggregate", log=log.warning))
+        return _build(runs, out, replicates)
+
+
+def _build(runs: list[str], out: str | Path | None, replicates: int | None) -> Path:
     data = [collect.load_run(p, label) for p, label in zip(runs, collect.labels(runs))]
     # --out must be new, empty or made by aggregate before; a run's own report/ is the run's
     out = claim_folder(Path(out) if out else data[0].root / "report", "the report folder", owned=not out)
@@ -117,9 +128,12 @@ def _writable(report: Path) -> None:
     """A run one may only read (a colleague's) is refused before anything is read, naming --out."""
     here = nearest_folder(report)
     why = unwritable(here)
-    if why:  # a read-only mount is no permission of the run's owner to ask for
-        said = why + (" (a run you may only read)" if why == "not writable by you" else "")
-        raise UserError(f"{here}: {said}; write its report elsewhere with --out DIR")
+    if why is None:
+        return
+    # a read-only mount is no permission of the run's owner to ask for
+    said = f"on a read-only file system (mounted read-only at {mount_point(here)})" if why is Unwritable.READ_ONLY \
+        else "not writable by you (a run you may only read)"
+    raise UserError(f"{here}: {said}; write its report elsewhere with --out DIR")
 
 
 def title(runs: list[collect.RunData]) -> str:
@@ -147,8 +161,8 @@ def _drop_stale(folder: Path, keep: set) -> None:
     write_text(record, json.dumps(sorted(names)) + "\n")
 
 
-def main(runs: list[str], out: str | None = None, replicates: int | None = None) -> int:
-    index = build(runs, out, replicates)
+def main(runs: list[str], out: str | None = None, replicates: int | None = None, held: bool = True) -> int:
+    index = build(runs, out, replicates, held)
     print(index)
     return 0
 
@@ -160,9 +174,9 @@ def job(run_dir: str) -> int:
     it wrote report/ after a newer report's job had been queued."""
     from collapse_hpc.launch import records
     from collapse_hpc.launch.job import stops_when_ending
-    from collapse_hpc.store import RunStore
 
     logs.for_job()
     with stops_when_ending("report", STOPS):
         replicates = records.load(RunStore(run_dir)).get("report_replicates")
-        return main([run_dir], None, replicates if isinstance(replicates, int) else None)
+        # no run lock: a resubmit cancels this job as stale, which its lock would refuse
+        return main([run_dir], None, replicates if isinstance(replicates, int) else None, held=False)

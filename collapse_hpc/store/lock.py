@@ -139,7 +139,12 @@ def held_by(owner: dict, path: Path) -> str:
     if owner.get("launcher"):  # cancel stops a launcher of its own host only (launcher_pid)
         return (f"{held}, a launcher running its units: wait for it to end, or stop it{there}: collapse-hpc cancel "
                 f"{shlex.quote(str(Path(path).parent))}{gone}")
-    return f"{held}, which holds it only while it queues or cancels Slurm jobs: wait a moment and try again{gone}"
+    return f"{held}, which holds it {HOLDS.get(command, HOLDS[None])}{gone}"
+
+
+# how long a holder that runs no units holds the run, by its command (held_by): else while it queues or cancels
+HOLDS = {None: "only while it queues or cancels Slurm jobs: wait a moment and try again",
+         "aggregate": "while it reads the run for a report: wait for it to end and try again"}
 
 
 class RunLock:
@@ -318,11 +323,36 @@ class RunLock:
         self.release()
 
 
+@contextlib.contextmanager
+def reading(folder: Path, command: str, log=print) -> Iterator[None]:
+    """The run lock of a command that only reads the run's units (aggregate): the writers' own, so that one
+    of them refuses while it reads, naming it, and it refuses while one holds the run. Where this user can
+    make no file in the folder (a read-only mount, a colleague's run) it takes none: a live holder's lock
+    still refuses it, else it reads as is."""
+    lock = RunLock(Path(folder) / ".lock", log=log, command=command)
+    if space.unwritable(folder) is None:
+        with lock:
+            yield
+        return
+    owner = lock.owner()
+    if owner is not None and holds(owner, lock.path.parent):
+        raise UserError(held_by(owner, lock.path))
+    yield
+
+
+def holds(owner: dict, folder: Path) -> bool:
+    """Whether a lock's owner may still hold the run: a live process of this host (not a copy's record), or
+    one of another host, which cannot be judged from here."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    return not _of_a_copy(owner, folder) and pid_alive(_pid(owner))
+
+
 def launcher_pid(lock: RunLock) -> int | None:
     """The pid of the live collapse-hpc process of this host that holds the run's lock, else None
     (no lock, a dead or other-host owner, or a pid reused by another program)."""
     owner = lock.owner()
-    if not owner or _of_a_copy(owner, lock.path.parent):
+    if not owner or _of_a_copy(owner, lock.path.parent) or owner.get("launcher") is False:  # aggregate's: no units
         return None
     if owner.get("host") != socket.gethostname():
         raise UserError(f"{lock.path.parent}: run by pid {owner.get('pid')} on {owner.get('host')}; cancel it there")

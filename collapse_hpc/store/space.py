@@ -5,6 +5,7 @@ and what to do, in the one error line: scratch filling up mid-run is an everyday
 cluster, and the run goes on from its finished units once there is room again."""
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import re
@@ -148,17 +149,23 @@ def writable(folder: str | os.PathLike) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def unwritable(folder: str | os.PathLike) -> str | None:
-    """Why no file can be made in `folder`, said as a clause: its read-only mount (no owner can change that),
-    or this user's want of permission; None where it is writable."""
+class Unwritable(enum.Enum):
+    """Why no file can be made in a folder: its mount is read-only (no owner can change that), or this
+    user lacks the permission (a colleague's folder). Each caller words it for its own line."""
+
+    READ_ONLY = "read-only mount"
+    PERMISSION = "no permission"
+
+
+def unwritable(folder: str | os.PathLike) -> Unwritable | None:
+    """Why no file can be made in `folder` (Unwritable); None where it is writable."""
     if writable(folder):
         return None
     try:
         read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
         read_only = False
-    return f"on a read-only file system (mounted read-only at {mount_point(folder)})" if read_only \
-        else "not writable by you"
+    return Unwritable.READ_ONLY if read_only else Unwritable.PERMISSION
 
 
 MOUNTINFO = Path("/proc/self/mountinfo")

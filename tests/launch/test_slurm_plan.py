@@ -797,6 +797,29 @@ def test_submit_without_a_profile_refuses_naming_the_three_ways(tmp_path, fake_s
     assert "profile init" in line
 
 
+def test_a_config_of_its_own_executor_slurm_picks_the_profile_as_submit_does(tmp_path, fake_slurm, monkeypatch):
+    """A config saying `executor: slurm` without `profile:` blamed that key in `run CONFIG`, `stage` and `config`
+    ('profile: executor slurm needs a cluster profile'), where submit and `run --executor slurm` take
+    slurm/site.yaml, or name every way to give one."""
+    monkeypatch.chdir(tmp_path)  # no slurm/site.yaml here
+    cfg = write_config(tmp_path, generations=1, ltchain={}, executor="slurm")
+    said = []
+    for argv in (["submit", cfg, "--run", tmp_path / "run"], ["run", cfg, "--run", tmp_path / "run"], ["stage", cfg],
+                 ["config", cfg]):
+        rc, _, err = collapse(*argv)
+        assert rc == 2 and "Traceback" not in err, (argv, err)
+        said.append(err)
+    assert len(set(said)) == 1 and "no cluster profile: give --profile P" in said[0], said
+    assert not (tmp_path / "run").exists() and not scripts(fake_slurm)
+    assert collapse("profile", "init")[0] == 0  # slurm/site.yaml
+    site = str(tmp_path / "slurm" / "site.yaml")
+    rc, out, err = collapse("config", cfg)
+    assert rc == 0 and f"profile: {site}" in out.splitlines(), err
+    rc, _, err = collapse("run", cfg, "--run", tmp_path / "run")
+    assert rc == 0, err
+    assert jobs(tmp_path / "run")["executor"] == "slurm" and jobs(tmp_path / "run")["profile"] == site
+
+
 def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_slurm, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, out, err = collapse("profile", "init")  # the site profile, from (fake) sinfo
@@ -884,7 +907,8 @@ def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fak
     assert rc == 0, err
     lines = out.splitlines()
     assert any(ln.startswith("  gen_000  PENDING") and ln.endswith(f"({drained})") for ln in lines), out
-    assert any(ln.startswith("  gen_001  PENDING") and "(" not in ln for ln in lines), out  # its chain's wait
+    # its chain's wait: said as a local chain's is, with no reason of Slurm's
+    assert any(ln.startswith("  gen_001  PENDING (after gen 0) job") and not ln.endswith(")") for ln in lines), out
     assert any(ln.startswith("aggregate  PENDING") and ln.endswith("(DependencyNeverSatisfied)") for ln in lines), out
     rc, out, _ = collapse("status", run, "--json")
     units = json.loads(out)["chains"][0]["units"]
@@ -1131,3 +1155,30 @@ def test_a_resubmission_that_finds_every_job_queued_counts_none_against_the_limi
     del gone[book["aggregate"]["job_id"]]  # the report's job cancelled: queued again, after the units
     assert jobs_to_queue(store, chains, pending, gone) == {"gpu": 0, "aggregate": 1}
     assert jobs_to_queue(store, chains, pending, {}) == {"gpu": 2, "aggregate": 1}
+
+
+def test_an_array_part_that_finished_after_submit_looked_is_not_queued_again(tmp_path, fake_slurm):
+    """submit works out the units to start before it takes the run's lock and reads the queue: a part whose job
+    ended in between (running when looked at, gone from the queue by then) was queued again, a job that only
+    skipped its finished unit. A part is queued only where it is still unfinished then."""
+    import copy
+
+    from collapse_hpc import engine, experiments, launch
+    from collapse_hpc.launch import debug
+    from collapse_hpc.launch.slurm import pending_units
+    from collapse_hpc.store import RunStore
+
+    config = experiments.config_from_dict({"name": "t", "generations": 1, "seeds": [0], "executor": "slurm",
+                                           "profile": str(REPO / "slurm" / "local.yaml"),
+                                           "tail": {"replicates": 2, "chunk_replicates": 1}})
+    store = RunStore(tmp_path / "run")
+    (chain,) = engine.open_run(store, config)
+    pending = pending_units(store, config, [chain])
+    assert len(pending) == 2
+    first = copy.copy(chain)
+    first.jobs = chain.jobs[:1]
+    debug.execute(store, config, [first])  # its job ends meanwhile
+    launch.execute(store, config, [chain], "slurm", pending=pending)
+    book = jobs(store.root)["units"]
+    assert "job_id" not in book.get(chain.jobs[0].label, {}), book
+    assert book[chain.jobs[1].label]["job_id"]

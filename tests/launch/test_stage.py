@@ -112,3 +112,13 @@ def test_stage_refuses_an_hf_cache_placed_with_a_variable_not_set_before_fetchin
                            "(stage fetches the models into the HF cache, and submit binds it, as expanded here); "
                            "set it, or write the path")
     assert not (tmp_path / "$NOT_SET_HERE").exists()
+
+
+def test_stage_says_the_tiny_model_is_built_in_the_job(tmp_path, setup):
+    """The tiny OPT is built inside each job, so nothing is fetched: stage said 'models none', as if the config
+    named no model."""
+    cfg, prof, _, _ = setup
+    cfg.write_text(cfg.read_text().replace(f"model: {TAG}", "model: tiny"))
+    rc, out, err = collapse("stage", cfg, "--profile", prof)
+    assert rc == 0, err
+    assert "model: built in the job (tiny)" in out and "models none" not in out, out

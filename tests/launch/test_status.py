@@ -1,5 +1,6 @@
 """status's view of a failed or cancelled job's log, and of a run too long for a screen."""
 import json
+import os
 
 from collapse_hpc.launch.status import error_lines
 from tests.launch.test_slurm_plan import fake_slurm  # noqa: F401  (the fixture)
@@ -670,8 +671,113 @@ def test_a_copys_completed_unit_that_is_not_done_names_the_job_that_ran_it(tmp_p
     assert toy["units"][1]["job_id"] == "101"
     (copy / "jobs.json").unlink()
     assert show(copy) == 0
-    assert "gen_001  COMPLETED     job: no jobs.json" in capsys.readouterr().out
+    assert "gen_001  COMPLETED     job: record missing (no jobs.json)" in capsys.readouterr().out
     mine = RunStore(copy)
     records.save(mine, {"executor": "local", "units": {}, "folder": records.identity(mine)})  # its own, empty
     assert show(copy) == 0
     assert "gen_001  COMPLETED     job: none in jobs.json" in capsys.readouterr().out
+
+
+def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path, capsys):
+    """A local launcher starts a chain (or an array part) once its ranks fit in the free cores: those it has not
+    started yet read 'not run' in status, as if they would never run. While it holds the run they wait: the
+    first of each chain for a free core, the rest after it; once it is gone they read 'not run' again."""
+    import socket
+
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+    from collapse_hpc.store.lock import folder_id
+
+    run = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "local",
+                                        "toy": {}, "tail": {"replicates": 2, "chunk_replicates": 1}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run)
+    book = {"executor": "local", "units": {}, "folder": records.identity(store)}
+    records.launching(book, chains)
+    records.save(store, book)
+    (store.root / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0,
+                                                  "folder": folder_id(store.root), "command": "run",
+                                                  "launcher": True}))
+    assert show(store.root, as_json=True) == 0
+    units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
+    assert [(u["state"], u.get("reason"), u.get("after")) for u in units["toy"]] == [
+        ("waiting", "for a free core", None), ("waiting", None, 0), ("waiting", None, 0)]
+    assert [(u["state"], u.get("reason")) for u in units["tail"]] == [("waiting", "for a free core")] * 2
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "gen_000  waiting" in out and "(for a free core)" in out and "gen_001  waiting (after gen 0)" in out
+    assert "not run" not in out, out
+    (store.root / ".lock").unlink()  # its launcher gone (killed): they will not run
+    assert show(store.root, as_json=True) == 0
+    units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
+    assert {u["state"] for us in units.values() for u in us} == {"not run"}
+
+
+def test_done_units_of_a_run_whose_jobs_json_was_removed_do_not_read_as_run_by_hand(tmp_path, capsys):
+    """With jobs.json removed nothing tells which job made a done unit: status said 'by hand on HOST' of
+    every one, and of the run 'run in-process'. It says the record is missing."""
+    from collapse_hpc.launch.listing import show
+
+    store = _toy_and_tail(tmp_path)
+    (store.root / "jobs.json").unlink()
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "by hand" not in out and "in-process" not in out, out
+    assert out.splitlines()[0] == f"run {store.root} (its job records are missing: no jobs.json)"
+    assert "gen_000  done          job: record missing (no jobs.json)" in out, out
+
+
+def test_a_reason_an_older_version_wrote_in_brackets_of_its_own_shows_in_one_pair(tmp_path, capsys):
+    """The local launcher once wrote a want of room's reason as '… failed for want of room (No space left on
+    device)', which status showed as '(… (No space left on device))'; the writer was fixed, and old records
+    read as it writes them now."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run)
+    book = {"executor": "local", "units": {}, "folder": records.identity(store)}
+    records.launching(book, chains)
+    first, second = chains[0].jobs
+    records.record(book, first.label, job_id="1", state="FAILED", error="OSError: [Errno 28] No space left")
+    records.record(book, second.label, job_id=None, state="NOT_RUN",
+                   reason=f"{first.label} failed for want of room (No space left on device)")
+    records.save(store, book)
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    line = [ln for ln in out.splitlines() if "NOT_RUN" in ln]
+    assert len(line) == 1 and line[0].endswith(f"  ({first.label} failed for want of room: No space left on device)")
+    assert "))" not in out, out
+
+
+def test_a_slurm_chains_generations_queued_after_the_one_before_say_so(tmp_path, fake_slurm, capsys):  # noqa: F811
+    """A Slurm chain's later generations wait (afterok) on the one before: they read a bare PENDING, where a
+    local chain's read 'waiting (after gen N)'; they say which they wait after. One waiting for something else
+    (a drained node) keeps Slurm's reason."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    (chain,) = engine.open_run(store, run)
+    book = {"executor": "slurm", "units": {}, "folder": records.identity(store)}
+    for job in chain.jobs:
+        records.record(book, job.label, job_id=str(300 + job.index), log=str(store.logs / f"{300 + job.index}.err"),
+                       dependency=f"afterok:{299 + job.index}" if job.index else None)
+    records.save(store, book)
+    (fake_slurm / "squeue.txt").write_text("300|PENDING|0:00|ReqNodeNotAvail\n301|PENDING|0:00|Dependency\n"
+                                           "302|PENDING|0:00|Dependency\n")
+    assert show(store.root, as_json=True) == 0
+    units = json.loads(capsys.readouterr().out)["chains"][0]["units"]
+    assert [(u["state"], u.get("after"), u.get("reason")) for u in units] == [
+        ("PENDING", None, "ReqNodeNotAvail"), ("PENDING", 0, None), ("PENDING", 1, None)]
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "gen_001  PENDING (after gen 0) job 301" in out and "gen_002  PENDING (after gen 1) job 302" in out, out

@@ -88,6 +88,31 @@ def test_a_report_into_a_run_one_may_only_read_is_refused_naming_out(theirs):
     assert sorted(p.name for p in (run / "report").iterdir()) == before
 
 
+def test_a_report_elsewhere_of_a_run_one_may_only_read_is_refused_while_its_launcher_runs(theirs):
+    """aggregate takes the run's lock as its writers do; in a run it may not write it can take none, yet a
+    live holder's (the colleague's launcher) still refuses it: it read the run as the units were written."""
+    import json
+    import socket
+
+    from collapse_hpc.store.lock import folder_id
+
+    user, run = theirs
+    (run / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0,
+                                           "folder": folder_id(run), "command": "run", "launcher": True}))
+    mine = Path(tempfile.mkdtemp(prefix="collapse-hpc-mine-"))
+    os.chown(mine, user.pw_uid, user.pw_gid)
+    try:
+        code, err = _as(user, ["aggregate", str(run), "--out", str(mine / "r")])
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"run is locked by pid {os.getpid()}" in err and "collapse-hpc run" in err, err
+        assert not (mine / "r").exists()
+        (run / ".lock").unlink()
+        code, err = _as(user, ["aggregate", str(run), "--out", str(mine / "r")])  # nobody holds it: read as is
+        assert code == 0 and (mine / "r" / "index.html").is_file(), err
+    finally:
+        shutil.rmtree(mine)
+
+
 def test_verify_names_a_file_it_may_not_read_and_goes_on_to_the_other_units(theirs):
     """verify stopped at the first file it could not read ('error: …: Permission denied', exit 2),
     leaving every later unit unchecked; it now names that unit's file and verifies the rest."""

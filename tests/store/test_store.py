@@ -132,6 +132,9 @@ def test_lock_contention_between_processes(tmp_path):
     ({"command": "submit", "launcher": False},
      "run is locked by pid {pid} on {host}, collapse-hpc submit ({path}), which holds it only while it queues or "
      "cancels Slurm jobs: wait a moment and try again"),
+    ({"command": "aggregate", "launcher": False},
+     "run is locked by pid {pid} on {host}, collapse-hpc aggregate ({path}), which holds it while it reads the run "
+     "for a report: wait for it to end and try again"),
     ({"command": "lm", "launcher": True},
      "run is locked by pid {pid} on {host}, collapse-hpc lm ({path}), a launcher running its units: wait for it to "
      "end, or stop it: collapse-hpc cancel {run}"),

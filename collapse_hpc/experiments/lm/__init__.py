@@ -134,6 +134,9 @@ class LanguageModel(Experiment):
         tags = [t for cfg in sections_seen(self.name, run) for t in (cfg.model, cfg.tokenizer) if hub_tag(t)]
         return list(dict.fromkeys(tags))
 
+    def built_models(self, run) -> list[str]:
+        return ["tiny"] if any(cfg.model == "tiny" for cfg in sections_seen(self.name, run)) else []
+
     def run_unit(self, ctx) -> None:
         from collapse_hpc.experiments.lm.chain import run_generation
 
