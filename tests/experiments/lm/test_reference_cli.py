@@ -140,3 +140,26 @@ def test_a_flag_of_the_other_mode_is_refused_not_ignored(argv, says, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {says}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_loaded_model_is_refused_with_another_tokenizer_than_it_was_trained_with(tmp_path, lm_data_dir, capsys):
+    """A tiny model trained on one BPE (another --dataset or vocab_size), loaded with another whose ids fit
+    its embedding: it was scored and sampled as other tokens, its perplexities meaningless, nothing said."""
+    from collapse_hpc.experiments.lm.model import build_model
+    from collapse_hpc.experiments.lm.tokenizer import bpe_tokenizer
+
+    from .conftest import tiny_cfg
+
+    gen0, scores = tmp_path / "gen0", tmp_path / "scores.json"
+    learnt = bpe_tokenizer(lm_data_dir, "tiny", 340)
+    build_model(tiny_cfg(vocab_size=340), learnt, lm_data_dir).save_pretrained(str(gen0))
+    learnt.save_pretrained(str(gen0))
+    argv = ["lm", *_tiny(lm_data_dir), "--load-name", str(gen0), "--eval_only", "--saveto", str(scores)]
+    capsys.readouterr()
+    assert main(argv) == 2  # _tiny's vocab_size=300
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"trained with another tokenizer ({len(learnt)} tokens" in err[0], err
+    assert "(300 tokens)" in err[0] and f"--set tokenizer={gen0}" in err[0] and not scores.exists()
+    assert main([*argv, "--set", "vocab_size=340"]) == 0 and scores.is_file()  # the tokenizer it learnt
+    scores.unlink()
+    assert main([*argv, "--set", f"tokenizer={gen0}"]) == 0 and scores.is_file()  # its own, named
