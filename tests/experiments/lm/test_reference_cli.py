@@ -163,3 +163,33 @@ def test_a_loaded_model_is_refused_with_another_tokenizer_than_it_was_trained_wi
     assert main([*argv, "--set", "vocab_size=340"]) == 0 and scores.is_file()  # the tokenizer it learnt
     scores.unlink()
     assert main([*argv, "--set", f"tokenizer={gen0}"]) == 0 and scores.is_file()  # its own, named
+
+
+def test_generated_blocks_are_refused_with_another_tokenizer_than_sampled_them(tmp_path, lm_data_dir,
+                                                                                 lm_tokenizer, capsys):
+    """--load-generate's blocks of one data set's BPE, trained on with another's whose ids they fit: the
+    model learnt other tokens than were sampled, and nothing said so."""
+    import pyarrow as pa
+
+    from collapse_hpc.experiments.lm.data import load_blocks, prepare_local
+    from collapse_hpc.store import write_parquet
+
+    from .conftest import corpus_lines
+
+    other = tmp_path / "source"
+    other.mkdir()
+    for split, n, seed in (("train", 600, 5), ("validation", 80, 6), ("test", 80, 7)):
+        (other / f"{split}.txt").write_text("\n".join(line.upper()[::-1] for line in corpus_lines(n, seed)))
+    prepare_local("other", other, tmp_path / "data")
+    ids = load_blocks(lm_data_dir, "tiny", "train", lm_tokenizer, 16).slice(0, 32).column("input_ids")
+    sampled = tmp_path / "gen1_data"
+    write_parquet(sampled / "part-000-00000.parquet", pa.table({
+        "block_id": pa.array(range(32), pa.int64()), "input_ids": ids,
+        "text": lm_tokenizer.batch_decode(ids.to_pylist()), "source": ["generated"] * 32}))
+    argv = ["lm", *_tiny(lm_data_dir), "--load-generate", str(sampled), "--saveto", str(tmp_path / "r.json")]
+    capsys.readouterr()
+    assert main([*argv, "--dataset", "other", "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "were sampled with another tokenizer than this call's" in err[0], err
+    assert not (tmp_path / "r.json").exists()
+    assert main(argv) == 0 and (tmp_path / "r.json").is_file()  # the tokenizer that sampled them
