@@ -1,5 +1,6 @@
 """Facts about the machine this process runs on: its cores, a rank's share of them, a free port,
-its HF cache; how this process takes SIGTERM, and how it leaves its ranks' process group.
+its HF cache; how this process takes SIGTERM (also during a long native call), and how it leaves its ranks'
+process group.
 
 Read by every floor (a unit's threads, a launcher's slots, a rendezvous port), so it imports
 nothing of the package.
@@ -15,7 +16,9 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 from types import FunctionType
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 def machine_cores() -> int:
@@ -119,6 +122,32 @@ def term_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if ignored:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def heeding_signals(call: Callable[..., T], *args, **kwargs) -> T:
+    """call(*args, **kwargs), its signals taken while it runs. Python runs a signal's handler in the main
+    thread between bytecodes, so a long native call there (tokenizers' BPE training: its merges are
+    minutes on a large corpus) took SIGTERM, SIGINT or USR2 only after it returned; on Slurm past
+    KillWait, the job killed where it stood. It runs in a daemon thread (it must release the GIL) while
+    the main thread waits, and runs the handlers at once; what one raises leaves the call to end with
+    the process, its result unused."""
+    if threading.current_thread() is not threading.main_thread():
+        return call(*args, **kwargs)
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(*args, **kwargs)))
+        except BaseException as e:  # noqa: BLE001 - raised again in the waiting thread
+            outcome.append((False, e))
+
+    worker = threading.Thread(target=run, name=f"heeding-{getattr(call, '__name__', 'call')}", daemon=True)
+    worker.start()
+    worker.join()  # a lock's wait, which a signal interrupts to run its handler
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value
 
 
 def leave_process_group() -> None:

@@ -81,6 +81,11 @@ def flip(path) -> None:
     path.write_bytes(bytes(data))
 
 
+# what a machine adds to a process's peak RSS beyond its code's: a torch thread per core, and glibc's dynamic
+# mmap threshold (freed mmapped blocks raise it; later ones come from arenas that keep what they free)
+MACHINE_FIXED = {"COLLAPSE_THREADS": "2", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+
+
 def traced_peak_and_estimate(folder, config: dict) -> tuple[int, int]:
     """One array experiment's part run by the debug executor under tracemalloc (numpy's allocations and
     numba's): its peak and the experiment's memory estimate of it. Warm the modules it imports first,
@@ -136,10 +141,14 @@ class FailingMiddle(io.FileIO):
         self._reaching(size if size >= 0 else 1 << 62)
         return super().read(size)
 
+    def readall(self):  # a text read's, through its buffer
+        self._reaching(1 << 62)
+        return super().readall()
+
 
 def refuse_reads(monkeypatch, path: Path, refusal: int) -> None:
     """Reads of `path` refused as the file system refuses them: EACCES at its open (a permissions slip, which
-    root, running the tests, is never told by chmod), or EIO reading its middle (binary reads only)."""
+    root, running the tests, is never told by chmod), or EIO reading its middle."""
     real = io.open
 
     def opened(file, *args, **kwargs):
@@ -147,7 +156,9 @@ def refuse_reads(monkeypatch, path: Path, refusal: int) -> None:
             return real(file, *args, **kwargs)
         if refusal == errno.EACCES:
             raise PermissionError(refusal, os.strerror(refusal), str(file))
-        return io.BufferedReader(FailingMiddle(file))
+        failing = io.BufferedReader(FailingMiddle(file))
+        mode = args[0] if args else kwargs.get("mode", "r")
+        return failing if "b" in mode else io.TextIOWrapper(failing)
 
     monkeypatch.setattr(builtins, "open", opened)
     monkeypatch.setattr(io, "open", opened)

@@ -432,9 +432,10 @@ def unwritten(sj) -> str | None:
 
 def last_error(tail: str) -> str:
     """A failed unit's error in one line: bad input as its own line says it (the package's
-    UserError and ConfigError unnamed), anything else with its exception's name."""
+    UserError and ConfigError unnamed, and a read the file system refused: NotRead, of any module), anything
+    else with its exception's name."""
     last = tail.splitlines()[-1] if tail else ""
-    return re.sub(r"^collapse_hpc\.errors\.(User|Config)Error: ", "", last)
+    return re.sub(r"^collapse_hpc\.(errors\.(User|Config)Error|[\w.]+\.NotRead): ", "", last)
 
 
 def error_tail(text: str, n: int = 6) -> str:

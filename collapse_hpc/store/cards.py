@@ -11,6 +11,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store.atomic import sha256_file, write_json
+from collapse_hpc.store.reads import NotRead, read_text
 
 _HASHED: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256, per process
 
@@ -57,8 +58,9 @@ def read_card(folder: Path, redo: str = "") -> dict | None:
 def load_card(path: Path, redo: str = "") -> dict:
     """A card.json as a mapping, or one error line saying how to build its folder again: `redo`, else
     the command that prepares its data set again (one that does not read counts as not prepared)."""
-    try:
-        card = json.loads(path.read_text())
+    try:  # a read refused (permissions, an I/O error) is NotRead: the data set is kept, not prepared again
+        card = json.loads(read_text(path, "data set card", "the data set is kept as it is (not prepared again)",
+                                    kept=(FileNotFoundError,)))
     except ValueError:
         card = None
     if not isinstance(card, dict):
@@ -70,9 +72,12 @@ def load_card(path: Path, redo: str = "") -> dict:
 
 def intact_card(folder: Path) -> dict | None:
     """A folder's card.json as a mapping; None where there is none or it does not read as one (cut short
-    by a crash, edited by hand): such a data set counts as not prepared, and preparing it builds it again."""
+    by a crash, edited by hand): such a data set counts as not prepared, and preparing it builds it again. One
+    the file system would not read (NotRead) is no such card: said, the data set kept."""
     try:
         return read_card(folder)
+    except NotRead:
+        raise
     except (UserError, OSError):
         return None
 

@@ -17,6 +17,7 @@ from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
 from collapse_hpc.store.manifest import binding_problems, data_changed, read_binding, read_manifest, verify_unit
+from collapse_hpc.store.reads import read_text
 
 CONFIG = "config.yaml"
 RUN_JSON = "run.json"  # the config hash the run was made with (RunStore.open)
@@ -215,10 +216,7 @@ class RunStore:
     def config_hashes(self, sections: Mapping[str, type] | None = None) -> set[str]:
         """The hashes of every config the run was made under: its saved config's, and those run.json
         keeps from before a how-it-runs knob changed or a newer version added keys (`earlier`)."""
-        try:
-            doc = json.loads((self.root / RUN_JSON).read_text())
-        except (OSError, ValueError):
-            doc = None
+        doc = self._record()
         earlier = doc.get("earlier") if isinstance(doc, dict) else None
         kept = {h for h in earlier if isinstance(h, str)} if isinstance(earlier, list) else set()
         return {cfgmod.config_hash(self.saved_config(sections))} | kept
@@ -284,23 +282,27 @@ class RunStore:
         """The config run.json keeps beside its hash (`config`), with the dotted keys of the knobs a run
         may change (`how_it_runs`), where it hashes to `recorded` (any_hash: whatever it hashes to); None
         for a run.json of an older version."""
-        try:
-            doc = json.loads((self.root / RUN_JSON).read_text())
-        except (OSError, ValueError):
-            return None
+        doc = self._record()
         config, knobs = (doc.get("config"), doc.get("how_it_runs")) if isinstance(doc, dict) else (None, None)
         if not isinstance(config, dict) or not isinstance(knobs, list) or (
                 not any_hash and cfgmod.config_hash(config) != recorded):
             return None
         return config, {k for k in knobs if isinstance(k, str)}
 
+    def _record(self):
+        """run.json as read (any JSON value); None where there is none, or it is no JSON (cut short). A read
+        the file system refuses is NotRead: taken as none, the run's config would be judged without it, and
+        run.json written anew without the hashes it kept."""
+        try:
+            return json.loads(read_text(self.root / RUN_JSON, "run record", "the run is kept as it is",
+                                        kept=(FileNotFoundError, IsADirectoryError)))
+        except (OSError, ValueError):
+            return None
+
     def _recorded_hash(self) -> str | None:
         """The config hash run.json recorded, else config.yaml's first line (`# config_hash: …`, written
         with it); None where neither has one (a config.yaml written by another hand)."""
-        try:
-            doc = json.loads((self.root / RUN_JSON).read_text())
-        except (OSError, ValueError):
-            doc = None
+        doc = self._record()
         found = doc.get("config_hash") if isinstance(doc, dict) else None
         if isinstance(found, str):
             return found

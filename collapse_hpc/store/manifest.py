@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
+from collapse_hpc.store.reads import read_text
 
 MANIFEST = "manifest.json"
 SELF = "manifest_sha256"  # the manifest's own checksum, in it: an edit of its bytes is caught without hashing files
@@ -247,8 +248,9 @@ def read_manifest(unit_dir: Path) -> dict | None:
 
 def _read_manifest(unit_dir: Path) -> dict | None:
     path = Path(unit_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
+    try:  # a read refused (permissions, an I/O error) says nothing of the unit: NotRead, not redone
+        manifest = json.loads(read_text(path, "manifest", "the unit is kept as it is (not redone)",
+                                        kept=(FileNotFoundError, IsADirectoryError)))
     except FileNotFoundError:
         return None
     except ValueError:

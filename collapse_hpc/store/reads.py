@@ -7,6 +7,7 @@ file and the error (NotRead); the same command goes on from it once the file rea
 API:
 - refused_read(e) -> int | None   the errno of such a refusal that `e` is or says; None: it may be the bytes
 - NotRead(what, e, then)          the one line: '<what>: not read (<strerror>): <then> once the file reads …'
+- read_text(path, what, then, kept)  the file's text; a refused read NotRead (but for the errors `kept` names)
 - safetensors_open(path)          safetensors' safe_open, a refused open said with its errno
 """
 from __future__ import annotations
@@ -34,6 +35,18 @@ class NotRead(UserError):
     def __init__(self, what: str, e: BaseException, then: str):
         number = refused_read(e)
         super().__init__(f"{what}: not read ({os.strerror(number) if number else e}): {then} {AGAIN}")
+
+
+def read_text(path: Path, what: str, then: str, kept: tuple[type[OSError], ...] = ()) -> str:
+    """`path`'s text; a read the file system refuses (refused_read) is NotRead naming it as `what`, but for
+    the errors `kept` names (FileNotFoundError where the file's absence is the caller's answer), raised as
+    they are."""
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        if refused_read(e) and not isinstance(e, kept):
+            raise NotRead(f"{what} {path}", e, then) from None
+        raise
 
 
 def safetensors_open(path: Path, framework: str = "pt"):

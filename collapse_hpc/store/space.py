@@ -22,8 +22,6 @@ FULL_BELOW = 1 << 20  # bytes free under which a file system reads as full to st
 
 def refused(e: BaseException) -> int | None:
     """ENOSPC, EDQUOT, EROFS or EFBIG where `e` is, or says it comes from, such a refusal; else None."""
-    if isinstance(e, OSError) and e.errno in REFUSED:
-        return e.errno
     number = said_errno(e)
     return number if number in REFUSED else None
 

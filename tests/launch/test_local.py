@@ -458,3 +458,18 @@ def test_an_experiment_not_started_yet_is_the_runs_not_left_out(tmp_path):
     assert "ltchain/replace-p0-s0  no generation finished (0/1 done)\n  gen_000  not run" in out, out
     rc, out, _ = collapse("verify", run)
     assert rc == 0 and "0 with mismatches, 4 unfinished" in out, out
+
+
+def test_a_read_the_file_system_refused_a_unit_is_said_in_its_own_words():
+    """The FAILED line of a unit stopped on a refused read (NotRead, raised by the store or an experiment's own
+    subclass) said it as 'collapse_hpc.store.reads.NotRead: model file …': it is bad input's one line, unnamed."""
+    from collapse_hpc.launch.local import last_error
+
+    said = ("model file /r/model/training.json: not read (Input/output error): kept as it is (not trained again); "
+            "gen 0 goes on from it once the file reads again (its permissions, the file system): run the same "
+            "command again")
+    for module in ("store.reads", "experiments.lm.checkpoint"):
+        tail = f'    raise NotRead(f"{{what}} {{path}}", e, then) from None\ncollapse_hpc.{module}.NotRead: {said}'
+        assert last_error(tail) == said
+    assert last_error("ValueError: collapse_hpc.store.reads.NotRead: x") == "ValueError: collapse_hpc.store.reads." \
+                                                                            "NotRead: x"

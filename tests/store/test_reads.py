@@ -1,9 +1,18 @@
 """Which errors are the file system's refusal of a read, said by any library, and which the bytes'."""
 import errno
+import os
+import re
+import time
 
 import pytest
 
-from collapse_hpc.store.reads import refused_read
+from collapse_hpc import experiments
+from collapse_hpc.store import RunStore, atomic, read_manifest, write_manifest
+from collapse_hpc.store.cards import intact_card
+from collapse_hpc.store.layout import RUN_JSON
+from collapse_hpc.store.manifest import MANIFEST
+from collapse_hpc.store.reads import NotRead, refused_read
+from tests.helpers import refuse_reads
 
 
 @pytest.mark.parametrize("error, number", [
@@ -19,3 +28,78 @@ from collapse_hpc.store.reads import refused_read
         "bad JSON"])
 def test_a_refused_read_is_told_from_damaged_bytes(error, number):
     assert refused_read(error) == number
+
+
+REFUSALS = pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+AGAIN = "once the file reads again (its permissions, the file system): run the same command again"
+
+
+def _said(path, refusal, then: str, what: str) -> str:
+    return f"{what} {path}: not read ({os.strerror(refusal)}): {then} {AGAIN}"
+
+
+@REFUSALS
+def test_a_manifest_the_file_system_will_not_read_is_said_not_taken_for_a_unit_to_redo(tmp_path, monkeypatch, refusal):
+    """A manifest read refused (a permissions slip, an I/O error) went up as a raw OSError; absent is still an
+    unfinished unit, and corrupt bytes still a unit to redo."""
+    unit = tmp_path / "lm" / "v" / "gen_000"
+    atomic.write_text(unit / "note.txt", "hello")
+    write_manifest(unit, config_hash="abc", started=time.time())
+    refuse_reads(monkeypatch, unit / MANIFEST, refusal)
+    said = re.escape(_said(unit / MANIFEST, refusal, "the unit is kept as it is (not redone)", "manifest"))
+    with pytest.raises(NotRead, match=f"^{said}$"):
+        read_manifest(unit)
+    with pytest.raises(NotRead):
+        RunStore(tmp_path).is_done(unit)
+    monkeypatch.undo()
+    assert RunStore(tmp_path).is_done(unit)
+    (unit / MANIFEST).write_text("{")
+    assert read_manifest(unit) == {"corrupt": "not valid JSON"}
+    (unit / MANIFEST).unlink()
+    assert read_manifest(unit) is None
+
+
+@REFUSALS
+def test_a_run_record_the_file_system_will_not_read_is_said_not_taken_for_none(tmp_path, monkeypatch, refusal):
+    """run.json read refused counted as none: the run's config was judged by config.yaml's first line alone,
+    and run.json written anew without the hashes it kept (`earlier`). Absent still counts as none."""
+    store = RunStore(tmp_path / "run")
+    config = experiments.config_from_dict({"toy": {"rows": 3}})
+    store.open(config)
+    record = store.root / RUN_JSON
+    before = record.read_bytes()
+    refuse_reads(monkeypatch, record, refusal)
+    said = re.escape(_said(record, refusal, "the run is kept as it is", "run record"))
+    with pytest.raises(NotRead, match=f"^{said}$"):
+        store.open(config)
+    with pytest.raises(NotRead, match=f"^{said}$"):
+        store.config_hashes(experiments.sections())
+    monkeypatch.undo()
+    assert record.read_bytes() == before
+    record.unlink()  # an older version's run: config.yaml's first line
+    assert store.open(config) == config and record.is_file()
+
+
+@REFUSALS
+def test_a_data_set_card_the_file_system_will_not_read_is_said_not_prepared_again(tmp_path, monkeypatch, capsys,
+                                                                                 refusal):
+    """A card read refused counted as a data set not prepared: `data prepare` prepared it again over the files
+    a run had read. A card absent or cut short is still prepared again."""
+    from collapse_hpc.cli import main
+    from collapse_hpc.experiments.vae import data
+
+    data.prepare_digits(tmp_path)
+    card = tmp_path / "digits" / "card.json"
+    kept = {p: (p.stat().st_ino, p.read_bytes()) for p in card.parent.iterdir()}
+    refuse_reads(monkeypatch, card, refusal)
+    said = _said(card, refusal, "the data set is kept as it is (not prepared again)", "data set card")
+    with pytest.raises(NotRead, match=f"^{re.escape(said)}$"):
+        intact_card(card.parent)
+    assert main(["data", "prepare", "digits", "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {said}\n"
+    monkeypatch.undo()
+    assert {p: (p.stat().st_ino, p.read_bytes()) for p in card.parent.iterdir()} == kept
+    card.write_text("{")  # cut short by a crash
+    assert intact_card(card.parent) is None
+    card.unlink()
+    assert intact_card(card.parent) is None

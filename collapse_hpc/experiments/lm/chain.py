@@ -37,6 +37,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import distributed
 from collapse_hpc.experiments.lm.pipeline import Pipeline
 from collapse_hpc.store import atomic
+from collapse_hpc.store.reads import read_text
 
 MODEL, LAST, SHARDS, CHECKPOINTS = "model", "model_last", "shards", "checkpoints"
 TRAINING = "training.json"  # inside model/: the stage-1 training summary
@@ -176,7 +177,7 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
         _trained(ctx)  # a kill between publishing the model and removing its checkpoints left them
-        return json.loads((out / TRAINING).read_text()), None
+        return json.loads(read_text(out / TRAINING, "model file", _kept(ctx))), None
     started = time.perf_counter()
     gen0 = None
     if ctx.previous and cfg.init in ("gen0", "previous"):
@@ -211,8 +212,7 @@ def _unpublish_unreadable(ctx, out) -> None:
     if not (out / TRAINING).is_file():
         return
     folders = [out] + ([ctx.path(LAST)] if ctx.config.sample_from == "last" else [])
-    kept = f"kept as it is (not trained again); gen {ctx.generation} goes on from it"
-    why = next(((f, w) for f in folders if (w := unreadable(f, kept)) is not None), None)
+    why = next(((f, w) for f in folders if (w := unreadable(f, _kept(ctx))) is not None), None)
     if why is None:
         return
     ctx.log.warning("warning: gen %d: %s: %s; training it again", ctx.generation, *why)
@@ -223,6 +223,11 @@ def _unpublish_unreadable(ctx, out) -> None:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
     distributed.barrier()
+
+
+def _kept(ctx) -> str:
+    """What goes on from a published model the file system would not read now (NotRead)."""
+    return f"kept as it is (not trained again); gen {ctx.generation} goes on from it"
 
 
 def _trained(ctx) -> None:

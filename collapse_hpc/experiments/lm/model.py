@@ -260,17 +260,16 @@ def unreadable(folder: Path, then: str) -> str | None:
     config, files = folder / "config.json", sorted(folder.glob("*.safetensors"))
     if not config.is_file():
         return "has no config.json"
-    for f in [config, *files]:
-        try:
-            if f == config:
-                json.loads(f.read_text())
-                continue
+    f = config
+    try:
+        json.loads(config.read_text())
+        for f in files:
             with safetensors_open(f):
                 pass
-        except (OSError, ValueError, SafetensorError) as e:
-            if refused_read(e):
-                raise NotRead(f"model file {f}", e, then) from None
-            return f"does not read ({first_line(e)})"
+    except (OSError, ValueError, SafetensorError) as e:
+        if refused_read(e):
+            raise NotRead(f"model file {f}", e, then) from None
+        return f"does not read ({first_line(e)})"
     return None if files else "has no *.safetensors file"
 
 

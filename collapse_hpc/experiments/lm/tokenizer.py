@@ -25,6 +25,7 @@ from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import seal, sealed_files
 from collapse_hpc.store.lock import file_lock
 from collapse_hpc.logs import count
+from collapse_hpc.machine import heeding_signals
 
 log = logging.getLogger("collapse_hpc")
 
@@ -55,7 +56,8 @@ def train_bpe(texts, vocab_size: int = 8000):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_words_cut(texts), trainer=trainer)
+    # its merges are Rust's, deaf to signals: a SIGTERM stops the unit during them, not after
+    heeding_signals(tok.train_from_iterator, _words_cut(texts), trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", tok.token_to_id("</s>"))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>",

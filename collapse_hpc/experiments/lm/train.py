@@ -67,6 +67,7 @@ API:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -282,10 +283,41 @@ def _release(engine, before: list) -> None:
     threads ran on into the interpreter's exit, where a rank that had finished and saved could abort
     ("terminate called without an active exception"), failing its job (on Slurm the chain's next
     generation never starts)."""
+    module = engine.module
     engine.destroy()
+    _forget_zero3(module)
     for held, names in before:
         for name in set(held) - names:
             del held[name]
+
+
+def _forget_zero3(module) -> None:
+    """What ZeRO-3 keeps of `module` (the engine's) at module level, which its destroy() leaves: the module,
+    pushed on FWD_MODULE_STACK at setup and never popped, and the submodules its parameter coordinator's
+    lru_cache is keyed by. They held the model, its weights and gradients after the unit dropped it (one
+    more model for each engine of the process). DeepSpeed has no call to drop either: the stack loses this
+    module's entries, the cache (recomputed where another engine needs it) is cleared."""
+    import sys
+
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    coordinator = sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator")
+    if offload is None or coordinator is None:  # no ZeRO-3 engine was ever built here
+        return
+    ours = {id(m) for m in module.modules()}
+    offload.FWD_MODULE_STACK[:] = [m for m in offload.FWD_MODULE_STACK if id(m) not in ours]
+    for function in vars(coordinator.PartitionedParameterCoordinator).values():
+        for cache in _lru_caches(function):
+            cache.cache_clear()
+
+
+def _lru_caches(function) -> list:
+    """The functools.lru_cache wrappers in `function` itself or its closure (DeepSpeed's instrument_w_nvtx
+    wraps one without functools.wraps, so no __wrapped__ leads to it)."""
+    found = [function]
+    for cell in getattr(function, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            found.append(cell.cell_contents)
+    return [f for f in found if hasattr(f, "cache_clear")]
 
 
 def _master_dtype(engine) -> str:

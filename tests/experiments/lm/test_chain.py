@@ -819,7 +819,8 @@ def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_pa
     ("model/config.json", errno.EACCES, refuse_reads),
     ("model/model.safetensors", errno.EACCES, refuse_reads),  # at its open
     ("model_last/model.safetensors", errno.EIO, safetensors_refuses),  # past it: safetensors' words alone
-], ids=["config not permitted", "weights not permitted", "last weights with an I/O error"])
+    ("model/training.json", errno.EIO, refuse_reads),  # a redo past training reads the summary alone
+], ids=["config not permitted", "weights not permitted", "last weights with an I/O error", "summary with an I/O error"])
 def test_a_published_model_the_file_system_will_not_read_now_is_kept_and_gone_on_from_once_it_reads(
         tmp_path, lm_data_dir, monkeypatch, refused, refusal, refuse):
     """A read of a published model refused by the file system (a permissions slip, an I/O error on a network

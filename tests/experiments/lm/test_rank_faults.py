@@ -54,6 +54,14 @@ RAISES_MID_SAMPLING = (
     "        raise RuntimeError('sampling broke on this rank')\n"
     "    return write(path, *a, **k)\n"
     "store.write_parquet = broken")
+# its reads of the data set's card refused (a permissions slip on its node's view of the data): the other's read
+CARD_REFUSED = (
+    "import builtins, errno, io; real = io.open\n"
+    "def opened(file, *a, **k):\n"
+    "    if isinstance(file, (str, os.PathLike)) and os.fspath(file).endswith(os.path.join('tiny', 'card.json')):\n"
+    "        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(file))\n"
+    "    return real(file, *a, **k)\n"
+    "builtins.open = io.open = opened")
 # stopped (SIGSTOP) once its first checkpoint is complete: never continued, or continued 20 s later
 STOPPED_AFTER_FIRST_CHECKPOINT = (
     "import signal; " + CHECKPOINT
@@ -119,11 +127,14 @@ def uninterrupted(tmp_path_factory, lm_data_dir):
     (SECOND_SAVE_FULL_DISK, "rank 1 of 2 (pid {pid}) failed: "),
     (KILLED_MID_SAMPLING, "rank 1 of 2 (pid {pid}) was killed"),
     (RAISES_MID_SAMPLING, "rank 1 of 2 (pid {pid}) failed: RuntimeError: sampling broke on this rank"),
+    (CARD_REFUSED, "rank 1 of 2 (pid {pid}) failed: data set card {card}: not read (Permission denied): the data "
+     "set is kept as it is (not prepared again) once the file reads again (its permissions, the file system): run "
+     "the same command again (log: "),
     (STOPPED_AFTER_FIRST_CHECKPOINT, "rank 1 of 2 (pid {pid}) was stopped (SIGSTOP) for "),
     (HUNG_AFTER_FIRST_CHECKPOINT, "rank 1 of 2 (pid {pid} on " + socket.gethostname() + ") hung: rank 0 waited "
      f"{HUNG_TIMEOUT_S} s in a collective for its peers (collective_timeout_s) and it never came"),
 ], ids=["killed mid-training", "full disk on one rank's save", "killed mid-sampling", "raises mid-sampling",
-        "stopped and never continued", "alive but hung"])
+        "card refused on one rank", "stopped and never continued", "alive but hung"])
 def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_identically(
         tmp_path, lm_data_dir, uninterrupted, fault, said):
     (tmp_path / "hooks").mkdir()
@@ -137,6 +148,7 @@ def test_a_rank_that_dies_or_fails_ends_the_job_at_once_and_the_rerun_resumes_id
                       **({"STOPPED_GRACE_S": str(STOPPED_GRACE_S)} if stopped else {}))
     assert proc.returncode != 0, proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED lm/")]
+    said = said.replace("{card}", str(lm_data_dir / "tiny" / "card.json"))
     assert said.split("{pid}")[0] in line and said.split("{pid}")[1] in line, line
     if fault == SECOND_SAVE_FULL_DISK:
         assert "checkpoints: No space left on device" in line, line
