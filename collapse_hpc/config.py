@@ -532,7 +532,9 @@ def from_dict(raw: dict, file: str = "<config>", overrides: Sequence[str] = (),
         return _from_dict(raw, file, overrides, generations, sections=sections, needs_profile=needs_profile)
     except ConfigError as e:  # a key given with --set, not in the file: the line names --set
         for key in (ov.partition("=")[0].strip() for ov in overrides):
-            for said in (f"{key}:", f"{key}["):  # the key, or an item of its list (regimes[0])
+            parts = key.split(".")  # or a misspelt section of it (lmm of lmm.epochs), unknown
+            sections_said = [f"{'.'.join(parts[:i])}: unknown key" for i in range(1, len(parts))]
+            for said in (f"{key}:", f"{key}[", *sections_said):  # the key, or an item of its list (regimes[0])
                 if str(e).startswith(f"{file}: {said}"):
                     raise ConfigError(f"--set {said}" + str(e).removeprefix(f"{file}: {said}")) from None
         raise

@@ -154,9 +154,13 @@ def list_prepared(data_dir: Path) -> int:
     cards = sorted(Path(data_dir).glob("*/card.json"))
     if not cards:
         print(f"no prepared data sets under {data_dir}/ (collapse-hpc data prepare NAME)")
+    rows = []
     for c in cards:
         card = load_card(c)
         sizes = card.get("splits")
         splits = ", ".join(f"{k}: {v}" for k, v in sizes.items()) if isinstance(sizes, dict) else ""
-        print(f"{one_line(c.parent.name):12s} {one_line(card.get('source', ''))}  [{splits}]")
+        rows.append((one_line(c.parent.name), f"{one_line(card.get('source', ''))}  [{splits}]"))
+    width = max(12, *(len(name) for name, _ in rows)) if rows else 12  # a --from name may be longer than 12
+    for name, rest in rows:
+        print(f"{name:{width}s} {rest}")
     return 0

@@ -206,6 +206,15 @@ def test_data_list_with_corrupt_card(tmp_path):
     assert str(tmp_path / "bad" / "card.json") in line
 
 
+def test_data_list_aligns_names_longer_than_twelve(tmp_path):
+    """A --from name over 12 characters pushed its source out of the column the others start in."""
+    for name in ("short", "a-name-of-twenty-chr"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "card.json").write_text('{"source": "local files: x", "splits": {"train": 3}}')
+    lines = cli("data", "list", "--data-dir", tmp_path).stdout.splitlines()
+    assert [line.index("local files") for line in lines] == [21, 21]
+
+
 def test_data_list_of_a_folder_that_is_not_there_is_one_line(tmp_path):
     """A typo of --data-dir read 'no prepared data sets under …' with exit 0."""
     (tmp_path / "afile").write_text("")

@@ -332,6 +332,7 @@ def test_a_bad_value_given_with_set_is_said_of_set_not_of_the_file(tmp_path):
     for given, said in (("toy.rowz=4", "--set toy.rowz: unknown key (did you mean 'toy.rows'?)"),
                         ("toy.rows=four", "--set toy.rows: expected an integer, got 'four'"),
                         ("generatons=2", "--set generatons: unknown key (did you mean 'generations'?)"),
+                        ("tooy.rows=4", "--set tooy: unknown key (did you mean 'toy'?)"),
                         ("regimes=[bogus]", "--set regimes[0]: regime must be one of ")):
         with pytest.raises(ConfigError) as e:
             experiments.load_config(f, [given])

@@ -16,7 +16,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
-from collapse_hpc.store.manifest import binding_problems, read_binding, read_manifest, verify_unit
+from collapse_hpc.store.manifest import binding_problems, data_changed, read_binding, read_manifest, verify_unit
 from collapse_hpc.store.reads import read_text
 
 CONFIG = "config.yaml"
@@ -323,8 +323,8 @@ class RunStore:
         the unit was finished once and its manifest no longer vouches for a file there (changed
         or missing afterwards): then that whole sub-folder goes, its files may depend on each other.
         Nothing is kept when the last attempt was made for another binding (`expected`, manifest.binding:
-        another folder, variant or earlier generations' content). A symlink in the unit is refused,
-        never followed: deleting through it would empty whatever it points at.
+        another folder, variant or earlier generations' content), or on cached data since changed. A
+        symlink in the unit is refused, never followed: deleting through it would empty whatever it points at.
         """
         self.refuse_links(unit_dir)
         unit_dir.mkdir(parents=True, exist_ok=True)
@@ -361,10 +361,13 @@ class RunStore:
 
     @staticmethod
     def _tampered(unit_dir: Path, keep: tuple[str, ...]) -> set[str]:
-        """The kept sub-folders holding a file that differs from the unit's old manifest."""
+        """The kept sub-folders holding a file that differs from the unit's old manifest; all of them
+        where the cached data it read changed since (a model trained, shards sampled on the old text)."""
         manifest = read_manifest(unit_dir)
         if not manifest or manifest.get("corrupt"):
             return set()
+        if data_changed(manifest):
+            return set(keep)
         bad = set()
         for rel, entry in manifest["files"].items():
             top = rel.split("/", 1)[0]

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
 from collapse_hpc.store.reads import read_text
@@ -315,9 +316,7 @@ def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash
     used = manifest.get("inputs") if inputs else None
     if isinstance(used, dict):
         listed += [(run_root(unit_dir) / rel, rel, e, every) for rel, e in used.items()]
-    data = manifest.get("data")
-    if isinstance(data, dict) and isinstance(manifest.get("data_dir"), str):
-        listed += [(Path(manifest["data_dir"]) / rel, rel, e, every) for rel, e in data.items()]
+    listed += [(p, rel, e, every) for p, rel, e in data_read(manifest)]
     for p, rel, entry, hashed in listed:
         if not _entry_ok(entry):
             problems.append(f"{unit_dir / MANIFEST}: entry {rel!r} is corrupt (needs bytes and sha256)")
@@ -328,6 +327,22 @@ def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash
         elif hashed and sha256_file(p) != entry["sha256"]:
             problems.append(f"{p}: sha256 mismatch")
     return problems + binding_problems(unit_dir, manifest, binding(unit_dir, variant_hash))
+
+
+def data_read(manifest: dict) -> list[tuple[Path, str, Any]]:
+    """(path, name in the manifest, entry) of every file of cached data (data_dir) a unit's manifest
+    says it read: the data set's splits, its token blocks, the tiny base."""
+    data = manifest.get("data")
+    if not isinstance(data, dict) or not isinstance(manifest.get("data_dir"), str):
+        return []
+    return [(Path(manifest["data_dir"]) / rel, rel, e) for rel, e in data.items()]
+
+
+def data_changed(manifest: dict) -> bool:
+    """Whether a file of cached data the manifest's unit read is gone or holds other bytes (hashed):
+    a data set prepared again (--force) since, whose old text the unit's results were built on."""
+    return any(not (_entry_ok(e) and p.is_file() and p.stat().st_size == e["bytes"] and sha256_file(p) == e["sha256"])
+               for p, _, e in data_read(manifest))
 
 
 def extra_files(unit_dir: Path) -> list[Path]:

@@ -342,6 +342,24 @@ def test_redo_of_a_corrupted_finished_unit_drops_its_bad_resumable_folder(tmp_pa
     assert not (unit / "metrics.json").exists() and not (unit / "manifest.json").exists()
 
 
+@pytest.mark.parametrize("prepared_again", [False, True])
+def test_redo_of_a_finished_unit_keeps_nothing_built_on_data_prepared_again(tmp_path, prepared_again):
+    """A data set prepared again (--force, other text) redoes the finished lm generations that read it; the
+    redo kept their model/ and shards/ (the manifest vouched for every file of theirs), so it skipped
+    training and sampling on the new text and stopped on a token id of the old tokenizer, or, where
+    the ids fitted, published the old model as built on the new data."""
+    data, unit = tmp_path / "data", tmp_path / "run" / "lm" / "v" / "gen_000"
+    atomic.write_bytes(data / "mine" / "train.bin", b"old text")
+    atomic.write_bytes(unit / "model" / "model.safetensors", b"weights")
+    atomic.write_bytes(unit / "shards" / "part-000-00000.bin", b"shard")
+    write_manifest(unit, config_hash="h", started=time.time(), inputs=[data / "mine" / "train.bin"],
+                   root=tmp_path / "run", data_dir=data)
+    if prepared_again:
+        atomic.write_bytes(data / "mine" / "train.bin", b"new text")  # the same size: hashed
+    RunStore(tmp_path / "run").reset_unit(unit, keep=("shards", "model"))
+    assert sorted(p.name for p in unit.iterdir()) == ([] if prepared_again else ["model", "shards"])
+
+
 @pytest.mark.parametrize("text", ["", "garbage"])
 def test_old_unreadable_lock_is_taken_over(tmp_path, text):
     # a launcher killed between creating the lock and writing its pid leaves an empty file

@@ -146,6 +146,20 @@ def load_generated(path: str):
     raise UserError(f"--load-generate {path}: no such shards folder or .parquet file")
 
 
+def check_generated_tokens(path: str, table, tokenizer, rows: int = 16) -> None:
+    """UserError where --load-generate's blocks were sampled under another tokenizer than this call's: each
+    shard keeps its text as decoded when written, and the same ids decode to other text under another one
+    (training would read them as other tokens). Blocks not written by a sampling (no source and text) pass."""
+    if not {"source", "text"} <= set(table.column_names):
+        return
+    head = table.slice(0, rows)
+    for ids, text in zip(head.column("input_ids").to_pylist(), head.column("text").to_pylist()):
+        if text is not None and tokenizer.decode(ids) != text:
+            raise UserError(f"--load-generate {path}: its blocks were sampled with another tokenizer than this "
+                            f"call's (their ids decode to other text than the text they hold): give the "
+                            f"--model_tag (tiny: also the --dataset and --set vocab_size) that sampled them")
+
+
 def reference_config(a):
     from collapse_hpc import config as cfgmod
     from collapse_hpc.experiments.lm.config import LMConfig
@@ -182,6 +196,8 @@ def reference(a) -> int:
     if a.num_devices != lm.world_size:
         lm.log.warning("--num_devices %d but %s started; ranks come from the launcher", a.num_devices,
                        count(lm.world_size, "rank"))
+    if generated is not None:
+        check_generated_tokens(a.load_generate, generated, lm.tokenizer)
     train, val, test = _splits(lm, generated, a.evalgen_only)
     model = _start_model(a, lm, load)
     with tempfile.TemporaryDirectory(prefix="lm-model-") as scratch:  # the models nobody asked to keep
@@ -261,8 +277,11 @@ def _start_model(a, lm, load: Path | None):
     import torch
 
     from collapse_hpc.experiments.lm.model import build_model, check_vocab, load_model
+    from collapse_hpc.experiments.lm.tokenizer import check_trained_with
 
     torch.manual_seed(a.seed)
+    if load:  # the tokenizer is the tag's (as the reference's): it must be the one the model learnt
+        check_trained_with(load, lm.tokenizer, "--load-name")
     model = load_model(load) if load else build_model(lm.cfg, lm.tokenizer, lm.data_dir)
     check_vocab(model, lm.tokenizer)  # before any block is scored: say which two do not fit
     return model

@@ -9,6 +9,7 @@ API:
 - bpe_tokenizer(data_dir, dataset, vocab_size, save=True) -> tokenizer  (trained once, then cached: sealed by its card)
 - train_bpe(texts, vocab_size) -> PreTrainedTokenizerFast
 - fingerprint(tokenizer) -> str  (12 hex chars; names the block caches)
+- check_trained_with(folder, tokenizer, flag)  (a saved model's own tokenizer is this one, or UserError)
 """
 from __future__ import annotations
 
@@ -161,6 +162,20 @@ def check_tokenizer(key: str, tag: str, model: bool = False) -> None:
     fix = "copy or download it whole" + (f" (hf download {tag}, where the hub is reachable)" if cached else "")
     raise UserError(f"{key}: {where} lacks {lacks}" + (
         f", and lm.tokenizer names no other; {fix}, or name a tokenizer (lm.tokenizer)" if model else f"; {fix}"))
+
+
+def check_trained_with(folder: Path, tokenizer, flag: str) -> None:
+    """UserError where the model folder `folder` holds the tokenizer it was trained with (train saves it
+    beside the weights) and its vocabulary is not `tokenizer`'s: the same ids would be other tokens, and
+    every perplexity and sampled text meaningless, with nothing else to say so. A folder without one passes."""
+    if missing_tokenizer(folder):
+        return
+    own = _with_vocabulary(folder)
+    if own is not None and own.get_vocab() != tokenizer.get_vocab():
+        raise UserError(f"{flag} {folder}: the model was trained with another tokenizer ({len(own)} tokens, "
+                        f"saved beside it) than this call's ({len(tokenizer)} tokens): give the --model_tag (tiny: "
+                        f"also the --dataset and --set vocab_size) it was trained with, or --set tokenizer={folder} "
+                        f"to read any data set with its own")
 
 
 def fewest_tokens(texts: list[str]) -> list[int]:

@@ -39,7 +39,7 @@ class VaeConfig(Section):
     eval_samples: int = knob(10000, "generated images scored per generation (class histogram, variance, "
                              "Frechet distance, latent tail)", min=100)
     latent_samples: int = knob(2000, "generated images encoded by generation 0's encoder per generation "
-                               "(latents.parquet: the paper's latent-spread figure)", min=1)
+                               "(latents.parquet: the paper's latent-spread figure; a spread needs two)", min=2)
     latent_figure: str = knob("raw", "the report's latent figure: raw (the notebook: every dimension's latent means "
                               "pooled as they are) or standardised (each dimension centred and divided by its "
                               "spread in generation 0's samples, dimensions generation 0 leaves unused dropped)",

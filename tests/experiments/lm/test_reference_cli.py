@@ -140,3 +140,56 @@ def test_a_flag_of_the_other_mode_is_refused_not_ignored(argv, says, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {says}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_loaded_model_is_refused_with_another_tokenizer_than_it_was_trained_with(tmp_path, lm_data_dir, capsys):
+    """A tiny model trained on one BPE (another --dataset or vocab_size), loaded with another whose ids fit
+    its embedding: it was scored and sampled as other tokens, its perplexities meaningless, nothing said."""
+    from collapse_hpc.experiments.lm.model import build_model
+    from collapse_hpc.experiments.lm.tokenizer import bpe_tokenizer
+
+    from .conftest import tiny_cfg
+
+    gen0, scores = tmp_path / "gen0", tmp_path / "scores.json"
+    learnt = bpe_tokenizer(lm_data_dir, "tiny", 340)
+    build_model(tiny_cfg(vocab_size=340), learnt, lm_data_dir).save_pretrained(str(gen0))
+    learnt.save_pretrained(str(gen0))
+    argv = ["lm", *_tiny(lm_data_dir), "--load-name", str(gen0), "--eval_only", "--saveto", str(scores)]
+    capsys.readouterr()
+    assert main(argv) == 2  # _tiny's vocab_size=300
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"trained with another tokenizer ({len(learnt)} tokens" in err[0], err
+    assert "(300 tokens)" in err[0] and f"--set tokenizer={gen0}" in err[0] and not scores.exists()
+    assert main([*argv, "--set", "vocab_size=340"]) == 0 and scores.is_file()  # the tokenizer it learnt
+    scores.unlink()
+    assert main([*argv, "--set", f"tokenizer={gen0}"]) == 0 and scores.is_file()  # its own, named
+
+
+def test_generated_blocks_are_refused_with_another_tokenizer_than_sampled_them(tmp_path, lm_data_dir,
+                                                                                 lm_tokenizer, capsys):
+    """--load-generate's blocks of one data set's BPE, trained on with another's whose ids they fit: the
+    model learnt other tokens than were sampled, and nothing said so."""
+    import pyarrow as pa
+
+    from collapse_hpc.experiments.lm.data import load_blocks, prepare_local
+    from collapse_hpc.store import write_parquet
+
+    from .conftest import corpus_lines
+
+    other = tmp_path / "source"
+    other.mkdir()
+    for split, n, seed in (("train", 600, 5), ("validation", 80, 6), ("test", 80, 7)):
+        (other / f"{split}.txt").write_text("\n".join(line.upper()[::-1] for line in corpus_lines(n, seed)))
+    prepare_local("other", other, tmp_path / "data")
+    ids = load_blocks(lm_data_dir, "tiny", "train", lm_tokenizer, 16).slice(0, 32).column("input_ids")
+    sampled = tmp_path / "gen1_data"
+    write_parquet(sampled / "part-000-00000.parquet", pa.table({
+        "block_id": pa.array(range(32), pa.int64()), "input_ids": ids,
+        "text": lm_tokenizer.batch_decode(ids.to_pylist()), "source": ["generated"] * 32}))
+    argv = ["lm", *_tiny(lm_data_dir), "--load-generate", str(sampled), "--saveto", str(tmp_path / "r.json")]
+    capsys.readouterr()
+    assert main([*argv, "--dataset", "other", "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "were sampled with another tokenizer than this call's" in err[0], err
+    assert not (tmp_path / "r.json").exists()
+    assert main(argv) == 0 and (tmp_path / "r.json").is_file()  # the tokenizer that sampled them

@@ -318,3 +318,15 @@ def test_a_generation_on_the_cpu_holds_no_more_memory_than_its_estimate(tmp_path
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     machine = measured["reference"] / measured["reference_bytes"]  # this machine's bytes per byte of maps
     assert 0.35 < measured["peak"] / measured["estimate"] / machine <= 0.75, measured
+
+
+def test_one_latent_sample_is_refused_a_spread_needs_two(tmp_path):
+    """vae.latent_samples: 1 encoded one image a generation: the latent figure's spread read 'sd 0.00' (raw,
+    a spike: collapse where none was measured) or 'sd nan' (standardised); two give a spread."""
+    from collapse_hpc.config import ConfigError
+
+    f = tmp_path / "c.yaml"
+    f.write_text("vae: {latent: 1, epochs: 1}\n")
+    with pytest.raises(ConfigError, match=r"^--set vae.latent_samples: must be >= 2, got 1$"):
+        experiments.load_config(f, ["vae.latent_samples=1"])
+    assert experiments.load_config(f, ["vae.latent_samples=2"]).sections["vae"].latent_samples == 2
