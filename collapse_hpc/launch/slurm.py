@@ -34,6 +34,7 @@ from collapse_hpc.launch import records
 from collapse_hpc.launch.gres import check as check_gres
 from collapse_hpc.launch.gres import offered
 from collapse_hpc.logs import count
+from collapse_hpc.store.lock import beside_reader
 
 # squeue states in which a job will still run (or is running) its unit
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
@@ -360,7 +361,8 @@ def cancel_run(store) -> int:
     if book.get("copied_from"):
         raise UserError(f"{store.root}: its jobs.json records the jobs of {book['copied_from']}, of which this folder "
                         f"is a copy; none of them is this folder's: cancel them there")
-    with store.lock(command="cancel"):  # no submit of this run in between
+    # no submit of this run in between; beside an aggregate reading it, which the jobs' end does not disturb
+    with beside_reader(store.lock(command="cancel")):
         jobs = live(book)
         cancel(jobs)
     if jobs:

@@ -879,6 +879,51 @@ def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slu
     assert rc == 2 and "no such run folder" in err
 
 
+def test_cancel_runs_while_aggregate_reads_the_run_and_a_submit_still_waits_for_both(tmp_path, fake_slurm):
+    """A hand-run aggregate holds the run's lock while it reads (about a minute on the demo): cancel was
+    refused meanwhile. It writes nothing aggregate reads (the jobs record their own end), so it runs beside
+    it; a submit is still refused while aggregate reads, and while a cancel begun beside it still runs."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    queued = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2)]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|0:00\n" for j in queued))
+    reader = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom collapse_hpc.store.lock import reading\n"
+                               "with reading(sys.argv[1], 'aggregate'):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)\n", str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "held\n"
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+        assert rc == 2 and "collapse-hpc aggregate" in err, err  # a writer waits for the reader
+        rc, out, err = collapse("cancel", run)
+        assert rc == 0 and "cancelled 2 queued or running jobs" in out, err
+        assert (fake_slurm / "scancel.txt").read_text().split() == sorted(queued)
+        assert reader.poll() is None
+        assert json.loads((run / ".lock").read_text())["pid"] == reader.pid  # aggregate's lock, as it was
+        assert not (run / ".lock.beside").exists()
+    finally:
+        reader.kill()
+        reader.wait()
+    # a cancel still running beside a reader that is done: a submit that takes the lock now refuses
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / ".lock.beside").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                                      "command": "cancel", "launcher": False}))
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+        assert rc == 2 and f"pid {sleeper.pid}" in err and "collapse-hpc cancel" in err, err
+        assert not (run / ".lock").exists()  # the submit's own lock, given back
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    submit(cfg, run)  # that cancel is gone: its record is no one's
+    assert not (run / ".lock.beside").exists()
+
+
 def test_cancel_lists_an_arrays_tasks_in_task_order(tmp_path, fake_slurm):
     """It listed 1897_0 1897_1 1897_10 1897_100 …, as if tasks 2 to 9 were left running."""
     cfg = write_config(tmp_path, generations=1, ltarray={"parts": 12})
