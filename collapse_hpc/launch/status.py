@@ -71,7 +71,14 @@ def slurm_view(job_ids: list[str]) -> tuple[dict[str, tuple[str, str, str]], dic
             queue_known = "Invalid job id" in str(e)
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
-    return {j: (state, _clock(slurm_seconds(elapsed)), why) for j, (state, elapsed, why) in out.items()}, signals
+    return {j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()}, signals
+
+
+def _ran_for(state: str, elapsed: str) -> str:
+    """A job's elapsed time as status shows it: none for a queued job that never started (squeue says 0:00),
+    which read 0:00:00 as if it had run for no time."""
+    seconds = slurm_seconds(elapsed)
+    return "" if state == "PENDING" and not seconds else _clock(seconds)
 
 
 def signal_of(codes: list[str]) -> int | None:

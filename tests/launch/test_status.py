@@ -781,3 +781,26 @@ def test_a_slurm_chains_generations_queued_after_the_one_before_say_so(tmp_path,
     assert show(store.root) == 0
     out = capsys.readouterr().out
     assert "gen_001  PENDING (after gen 0) job 301" in out and "gen_002  PENDING (after gen 1) job 302" in out, out
+
+
+def test_a_run_cancelled_by_hand_says_how_to_resume_and_its_queued_units_no_elapsed_time(tmp_path, fake_slurm):  # noqa: F811
+    """After `collapse-hpc cancel` the footer said 'fix the cause', though nothing had failed; a queued part
+    that never started read 0:00:00 as if it had run for no time."""
+    import re
+
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    (fake_slurm / "sacct.txt").write_text("200|CANCELLED by 1000|00:00:05\n201|CANCELLED by 1000|00:00:00\n")
+    (fake_slurm / "squeue.txt").write_text("900_0|PENDING|0:00|Priority\n900_1|RUNNING|0:07|None\n")
+    rc, out, _ = collapse("status", store.root, "--all")
+    lines = out.splitlines()
+    assert rc == 0 and "2 units were cancelled; queue what is left (finished units are kept" in out, out
+    assert "fix the cause" not in out, out
+    assert re.fullmatch(r"  part_000  PENDING +job 900_0 +\(Priority\)", lines[next(
+        i for i, ln in enumerate(lines) if ln.startswith("  part_000"))]), out
+    assert any(ln.startswith("  part_001  RUNNING") and ln.endswith("0:00:07") for ln in lines), out
+    assert any(ln.startswith("  gen_000  CANCELLED") and ln.endswith("0:00:05") for ln in lines), out
+    (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:05\n201|CANCELLED by 0|00:00:00\n")
+    rc, out, _ = collapse("status", store.root)
+    assert "2 units failed or were cancelled; fix the cause, then queue what is left" in out, out
