@@ -715,6 +715,46 @@ def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path
     assert {u["state"] for us in units.values() for u in us} == {"not run"}
 
 
+def test_units_a_local_launcher_stopping_for_want_of_room_will_not_start_read_not_run(tmp_path, capsys):
+    """A launcher that stops for want of room starts no further unit, but records them NOT_RUN only once its
+    running units end: meanwhile they read 'waiting (for a free core)'. What it records as it stops is said."""
+    import socket
+
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+    from collapse_hpc.store.lock import folder_id
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local",
+                                        "toy": {}, "tail": {"replicates": 2, "chunk_replicates": 1}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run)
+    book = {"executor": "local", "units": {}, "folder": records.identity(store)}
+    records.launching(book, chains)
+    records.record(book, "tail/replace-p0-s0/part_000", job_id=str(os.getpid()), state="RUNNING", started=0)
+    short = "toy/replace-p0-s0/gen_000 failed for want of room: No space left on device"
+    records.record(book, "toy/replace-p0-s0/gen_000", job_id="1", state="FAILED", error="x")
+    records.record(book, "toy/replace-p0-s0/gen_001", job_id=None, state="NOT_RUN",
+                   reason="toy/replace-p0-s0/gen_000 failed")
+    book[records.STOPPING] = short
+    records.save(store, book)
+    (store.root / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0,
+                                                  "folder": folder_id(store.root), "command": "run",
+                                                  "launcher": True}))
+    assert show(store.root, as_json=True) == 0
+    units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
+    assert [(u["state"], u.get("reason")) for u in units["tail"]] == [
+        ("RUNNING", None), ("NOT_RUN", f"{short}; no further unit starts")]
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "waiting" not in out and f"({short}; no further unit starts)" in out, out
+    (store.root / ".lock").unlink()  # ended (or killed): the book's word is no launcher's now
+    assert show(store.root, as_json=True) == 0
+    units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
+    assert units["tail"][1]["state"] == "not run"
+
+
 def test_done_units_of_a_run_whose_jobs_json_was_removed_do_not_read_as_run_by_hand(tmp_path, capsys):
     """With jobs.json removed nothing tells which job made a done unit: status said 'by hand on HOST' of
     every one, and of the run 'run in-process'. It says the record is missing."""
