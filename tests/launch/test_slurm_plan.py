@@ -340,6 +340,38 @@ def test_a_resubmit_that_changes_the_generation_count_says_so_and_how_to_keep_it
     assert rc == 0 and "note: " not in err, err
 
 
+def test_a_generation_that_finished_after_submit_looked_is_not_queued_again(tmp_path, fake_slurm):
+    """As an array's part: a chain's generation whose job ended between submit working out what to start and its
+    read of the queue was queued again, and its successor, queued and by then running, cancelled as stale: the
+    chain redone from there. Only a generation that finished since is left; one redone for a mismatch stays
+    queued with those after it (test_a_resubmit_hashes_the_generations_the_next_one_reads_once)."""
+    import copy
+
+    from collapse_hpc import engine, experiments, launch
+    from collapse_hpc.launch import debug
+    from collapse_hpc.launch.slurm import pending_units
+    from collapse_hpc.store import RunStore
+
+    config = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "slurm",
+                                           "profile": str(REPO / "slurm" / "local.yaml"), "toy": {}})
+    store = RunStore(tmp_path / "run")
+    (chain,) = engine.open_run(store, config)
+    launch.execute(store, config, [chain], "slurm", pending=pending_units(store, config, [chain]))
+    first = {label: e["job_id"] for label, e in jobs(store.root)["units"].items()}
+    gen0, gen1, gen2 = (first[j.label] for j in chain.jobs)
+    (fake_slurm / "squeue.txt").write_text(f"{gen0}|RUNNING|0:05\n{gen1}|PENDING|0:00\n{gen2}|PENDING|0:00\n")
+    pending = pending_units(store, config, [chain])
+    assert len(pending) == 3
+    ended = copy.copy(chain)
+    ended.jobs = chain.jobs[:1]
+    debug.execute(store, config, [ended])  # generation 0's job ends meanwhile; generation 1's starts
+    (fake_slurm / "squeue.txt").write_text(f"{gen1}|RUNNING|0:01\n{gen2}|PENDING|0:00\n")
+    sbatched = calls(fake_slurm, "sbatch")
+    launch.execute(store, config, [chain], "slurm", pending=pending)
+    assert {label: e["job_id"] for label, e in jobs(store.root)["units"].items()} == first
+    assert calls(fake_slurm, "sbatch") == sbatched and not (fake_slurm / "scancel.txt").exists()
+
+
 def test_a_resubmit_hashes_the_generations_the_next_one_reads_once(tmp_path, fake_slurm, monkeypatch):
     """submit weighed its jobs against MaxJobCount (engine.pending of every chain) and then its submission
     asked engine.pending again: the finished generations the first pending one reads were hashed in full

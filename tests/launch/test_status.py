@@ -678,28 +678,37 @@ def test_a_copys_completed_unit_that_is_not_done_names_the_job_that_ran_it(tmp_p
     assert "gen_001  COMPLETED     job: none in jobs.json" in capsys.readouterr().out
 
 
-def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path, capsys):
-    """A local launcher starts a chain (or an array part) once its ranks fit in the free cores: those it has not
-    started yet read 'not run' in status, as if they would never run. While it holds the run they wait: the
-    first of each chain for a free core, the rest after it; once it is gone they read 'not run' again."""
+def _held_local_run(tmp_path, generations: int, booked):
+    """A local run of a toy chain and a 2-part toy array whose lock this process holds as its launcher; `booked`
+    edits its jobs.json first."""
     import socket
 
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import records
-    from collapse_hpc.launch.listing import show
     from collapse_hpc.store import RunStore
     from collapse_hpc.store.lock import folder_id
 
-    run = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "local",
+    run = experiments.config_from_dict({"name": "t", "generations": generations, "seeds": [0], "executor": "local",
                                         "toy": {}, "tail": {"replicates": 2, "chunk_replicates": 1}})
     store = RunStore(tmp_path / "run")
     chains = engine.open_run(store, run)
     book = {"executor": "local", "units": {}, "folder": records.identity(store)}
     records.launching(book, chains)
+    booked(book)
     records.save(store, book)
     (store.root / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0,
                                                   "folder": folder_id(store.root), "command": "run",
                                                   "launcher": True}))
+    return store
+
+
+def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path, capsys):
+    """A local launcher starts a chain (or an array part) once its ranks fit in the free cores: those it has not
+    started yet read 'not run' in status, as if they would never run. While it holds the run they wait: the
+    first of each chain for a free core, the rest after it; once it is gone they read 'not run' again."""
+    from collapse_hpc.launch.listing import show
+
+    store = _held_local_run(tmp_path, 3, lambda book: None)
     assert show(store.root, as_json=True) == 0
     units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
     assert [(u["state"], u.get("reason"), u.get("after")) for u in units["toy"]] == [
@@ -718,30 +727,19 @@ def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path
 def test_units_a_local_launcher_stopping_for_want_of_room_will_not_start_read_not_run(tmp_path, capsys):
     """A launcher that stops for want of room starts no further unit, but records them NOT_RUN only once its
     running units end: meanwhile they read 'waiting (for a free core)'. What it records as it stops is said."""
-    import socket
-
-    from collapse_hpc import engine, experiments
     from collapse_hpc.launch import records
     from collapse_hpc.launch.listing import show
-    from collapse_hpc.store import RunStore
-    from collapse_hpc.store.lock import folder_id
 
-    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local",
-                                        "toy": {}, "tail": {"replicates": 2, "chunk_replicates": 1}})
-    store = RunStore(tmp_path / "run")
-    chains = engine.open_run(store, run)
-    book = {"executor": "local", "units": {}, "folder": records.identity(store)}
-    records.launching(book, chains)
-    records.record(book, "tail/replace-p0-s0/part_000", job_id=str(os.getpid()), state="RUNNING", started=0)
     short = "toy/replace-p0-s0/gen_000 failed for want of room: No space left on device"
-    records.record(book, "toy/replace-p0-s0/gen_000", job_id="1", state="FAILED", error="x")
-    records.record(book, "toy/replace-p0-s0/gen_001", job_id=None, state="NOT_RUN",
-                   reason="toy/replace-p0-s0/gen_000 failed")
-    book[records.STOPPING] = short
-    records.save(store, book)
-    (store.root / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0,
-                                                  "folder": folder_id(store.root), "command": "run",
-                                                  "launcher": True}))
+
+    def stopping(book):  # a part runs; the chain failed for want of room; the launcher stops
+        records.record(book, "tail/replace-p0-s0/part_000", job_id=str(os.getpid()), state="RUNNING", started=0)
+        records.record(book, "toy/replace-p0-s0/gen_000", job_id="1", state="FAILED", error="x")
+        records.record(book, "toy/replace-p0-s0/gen_001", job_id=None, state="NOT_RUN",
+                       reason="toy/replace-p0-s0/gen_000 failed")
+        book[records.STOPPING] = short
+
+    store = _held_local_run(tmp_path, 2, stopping)
     assert show(store.root, as_json=True) == 0
     units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
     assert [(u["state"], u.get("reason")) for u in units["tail"]] == [
