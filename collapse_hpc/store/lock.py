@@ -360,7 +360,11 @@ def _guest(lock_path: Path) -> dict | None:
         guest = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except ValueError:  # being written: its writer lives
+    except ValueError:  # being written, or its writer died in between (then left for ABANDONED_S, as the lock)
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > ABANDONED_S:
+                path.unlink()
+                return None
         return {"pid": "?", "host": "?", "command": "cancel"}
     if isinstance(guest, dict) and holds(guest, path.parent):
         return guest
