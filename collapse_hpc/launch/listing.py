@@ -86,10 +86,13 @@ def footer(state: dict) -> list[str]:
             out += [f"      | {ln}" for ln in agg["error"]]
             if agg.get("hint"):
                 out.append(f"      {agg['hint']}")
-    failed = sum(u["state"] in BAD for item in state["chains"] for u in item["units"])
-    if failed:
-        out += ["", f"{count(failed, 'unit')} failed or {'was' if failed == 1 else 'were'} cancelled; fix the "
-                f"cause, then queue what is left (finished units are kept, queued ones not queued twice):",
+    bad = [u["state"] for item in state["chains"] for u in item["units"] if u["state"] in BAD]
+    if bad:
+        were = "was" if len(bad) == 1 else "were"
+        # only cancelled (by hand, or behind a generation cancelled by hand): there is no cause to fix
+        said = f"{count(len(bad), 'unit')} {were} cancelled; " if set(bad) == {"CANCELLED"} else \
+            f"{count(len(bad), 'unit')} failed or {were} cancelled; fix the cause, then "
+        out += ["", f"{said}queue what is left (finished units are kept, queued ones not queued twice):",
                 f"  {state['resume']}"]
     return out
 

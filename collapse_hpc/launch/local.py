@@ -148,6 +148,7 @@ class _Pool:
         records.take_over(self.book, "local")  # a Slurm run's units it does not run again stay Slurm's
         self.book.update(folder=records.identity(store))
         self.book.pop("copied_from", None)  # a copied run's book is its own from its first run
+        self.book.pop(records.STOPPING, None)  # an earlier launcher's, killed before it ended
         self.counts = {"done": 0, "skipped": 0, "failed": []}
         self.halted: OSError | None = None  # a write of the launcher's own the run's folder refused
         self.short: str | None = None  # a unit failed for want of room: why no further unit starts
@@ -191,6 +192,7 @@ class _Pool:
             return
         # no brackets: status shows it as the reason of each unit not started, in brackets of its own
         self.short = f"{label} failed for want of room: {os.strerror(number) if number else 'no result written'}"
+        self.book[records.STOPPING] = self.short  # saved with the failed unit: status says so of those left
         todo = {errno.EFBIG: "raise the file-size limit (`ulimit -f unlimited`)",
                 errno.EROFS: "write where it is writable"}.get(number or 0, "free space")
         tqdm.write(f"{self.short}; no further unit starts; waiting for the running ones; {todo}, "
@@ -199,6 +201,7 @@ class _Pool:
     def not_started(self) -> None:
         """The units left by out_of_room: recorded NOT_RUN with its reason, and counted."""
         left = [job for lane in self.lanes for job in lane.jobs]
+        self.book.pop(records.STOPPING, None)
         for job in left:
             records.record(self.book, job.label, job_id=None, state="NOT_RUN", reason=self.short)
         for lane in self.lanes:

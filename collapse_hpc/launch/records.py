@@ -28,6 +28,9 @@ JOBS = "jobs.json"
 # submit and run never read them); status names the one that made a unit the copy holds finished
 COPIED = "copied_units"
 EXPERIMENTS = "experiments"  # the experiments launched so far (local, debug; a Slurm submit records every unit)
+# a local launcher that starts no further unit (a unit failed for want of room): why, until it ends and records
+# the units it leaves NOT_RUN; read only while it runs (status), so a killed one's stays harmlessly
+STOPPING = "stopping"
 
 
 def load(store) -> dict:

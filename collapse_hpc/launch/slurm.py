@@ -34,6 +34,8 @@ from collapse_hpc.launch import records
 from collapse_hpc.launch.gres import check as check_gres
 from collapse_hpc.launch.gres import offered
 from collapse_hpc.logs import count
+from collapse_hpc.store import read_manifest
+from collapse_hpc.store.lock import beside_reader
 
 # squeue states in which a job will still run (or is running) its unit
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
@@ -249,12 +251,22 @@ def over_job_count(jobs: int, lim: dict[str, int], queued_now: int = 0) -> str |
     return f"{count(jobs, 'job')}{yours} > MaxJobCount {most}"
 
 
-def pending_units(store, run, chains) -> set[str]:
+class Pending(set):
+    """pending_units' labels, and the time they were worked out (`since`): a unit finished after it had its
+    job end in between (_Submission.ended_since)."""
+
+    def __init__(self, labels, since: float):
+        super().__init__(labels)
+        self.since = since
+
+
+def pending_units(store, run, chains) -> Pending:
     """The labels of the units a submit starts (engine.pending of every chain), worked out once per submit
     before anything is written or queued: the limits weigh them, the submission queues them, the dry run
     shows them. Once: engine.pending hashes in full the finished generations each chain's next one reads
     (an lm chain's last model, ~0.5 GB)."""
-    return {j.label for c in chains for j in engine.pending(store, run, c)}
+    since = time.time()
+    return Pending({j.label for c in chains for j in engine.pending(store, run, c)}, since)
 
 
 def jobs_to_queue(store, chains, pending: set[str], queue: dict[str, str]) -> dict[str, int]:
@@ -360,7 +372,8 @@ def cancel_run(store) -> int:
     if book.get("copied_from"):
         raise UserError(f"{store.root}: its jobs.json records the jobs of {book['copied_from']}, of which this folder "
                         f"is a copy; none of them is this folder's: cancel them there")
-    with store.lock(command="cancel"):  # no submit of this run in between
+    # no submit of this run in between; beside an aggregate reading it, which the jobs' end does not disturb
+    with beside_reader(store.lock(command="cancel")):
         jobs = live(book)
         cancel(jobs)
     if jobs:
@@ -655,6 +668,10 @@ class _Submission:
                 prev = None
                 continue
             jid = self.live(job.label)
+            if not jid and not resubmitted and self.ended_since(job):  # nothing of the chain queued anew yet
+                self.done += 1
+                prev = None
+                continue
             if jid and not resubmitted:  # queued or running already: the chain goes on after it
                 prev = jid
                 self.live_ids.append(jid)
@@ -673,6 +690,17 @@ class _Submission:
             ids.append(sj.job_id)
         self.rows.append((f"{chain.experiment}/{chain.variant.name}", "chain", len(chain.jobs),
                           chain_ids(ids) or "all done"))
+
+    def ended_since(self, job) -> bool:
+        """Whether a chain's generation finished after `pending` was worked out: its job ended between that and
+        the read of the queue (running when looked at, gone from the queue then). Queued again, it would be
+        redone, and its successor, queued and live, cancelled as stale. A generation redone for a mismatch
+        (engine.pending: its files no longer match, or one before it changed) had finished before: it stays."""
+        since = getattr(self.pending, "since", None)
+        manifest = read_manifest(self.store.unit_dir(job.experiment, job.variant, job.shape, job.index)) or {}
+        finished = manifest.get("finished")
+        return (since is not None and isinstance(finished, (int, float)) and finished > since
+                and engine.job_done(self.store, self.run, job))
 
     def array(self, name: str, group: list) -> None:
         """One job array for every unfinished, unqueued part of every variant of an experiment."""

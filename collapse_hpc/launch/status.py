@@ -71,7 +71,14 @@ def slurm_view(job_ids: list[str]) -> tuple[dict[str, tuple[str, str, str]], dic
             queue_known = "Invalid job id" in str(e)
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
-    return {j: (state, _clock(slurm_seconds(elapsed)), why) for j, (state, elapsed, why) in out.items()}, signals
+    return {j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()}, signals
+
+
+def _ran_for(state: str, elapsed: str) -> str:
+    """A job's elapsed time as status shows it: none for a queued job that never started (squeue says 0:00),
+    which read 0:00:00 as if it had run for no time."""
+    seconds = slurm_seconds(elapsed)
+    return "" if state == "PENDING" and not seconds else _clock(seconds)
 
 
 def signal_of(codes: list[str]) -> int | None:
@@ -266,14 +273,17 @@ def local_state(entry: dict) -> str:
 FOR_A_CORE = "for a free core"  # a live local launcher starts a unit once its ranks fit in the free cores
 
 
-def waiting(units: list[dict], launcher_runs: bool = False) -> None:
+def waiting(units: list[dict], launcher_runs: bool = False, stopping: str | None = None) -> None:
     """A chain's generations the local launcher has not started (none recorded) behind one it runs read
     waiting, `after` that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN).
     Where its launcher runs now (launcher_runs), the first it has not started waits for a free core, and
-    those behind it wait after it."""
+    those behind it wait after it; where that launcher starts no further unit (`stopping`: why, records.STOPPING),
+    they read NOT_RUN, as it records them when it ends."""
     after = None
     for u in units:
-        if u["state"] == "RUNNING":
+        if u["state"] == "not run" and stopping:
+            u["state"], u["reason"] = "NOT_RUN", f"{stopping}; no further unit starts"
+        elif u["state"] == "RUNNING":
             after = u["index"]
         elif u["state"] == "not run" and after is not None:
             u["state"], u["after"] = "waiting", after
@@ -408,7 +418,7 @@ def _chain_state(store: RunStore, run, chain, book: dict, view: tuple[dict, dict
         return item
     item["units"] = [_unit_of(store, run, job, book, view) for job in chain.jobs]
     for lane in [item["units"]] if chain.shape == "chain" else [[u] for u in item["units"]]:  # each part its own
-        waiting(lane, here)
+        waiting(lane, here, book.get(records.STOPPING) if here else None)
     done = [u["state"] == "done" for u in item["units"]]
     item["done"] = sum(done)
     item["reached"] = (done + [False]).index(False) - 1 if chain.shape == "chain" else None

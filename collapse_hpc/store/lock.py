@@ -156,11 +156,13 @@ class RunLock:
     which `collapse-hpc cancel` stops) are recorded for the refusal of another process (held_by).
     """
 
-    def __init__(self, path: Path, log=print, wait_s: float = 0, command: str | None = None, launcher: bool = False):
+    def __init__(self, path: Path, log=print, wait_s: float = 0, command: str | None = None, launcher: bool = False,
+                 reads: bool = False):
         self.path = Path(path)
         self.log = log
         self.wait_s = wait_s  # how long a dead owner's unit processes are waited for (else refused at once)
         self.command, self.launcher = command, launcher
+        self.reads = reads  # a reader's (reading): a cancel may run beside it (beside_reader)
         self.held = False
         self.depth = 0
 
@@ -173,6 +175,8 @@ class RunLock:
               "folder": folder_id(self.path.parent)}
         if self.command:
             me.update(command=self.command, launcher=self.launcher)
+        if self.reads:
+            me["reads"] = True
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -213,6 +217,10 @@ class RunLock:
                 self.path.unlink(missing_ok=True)
                 raise UserError(f"run has unit processes {', '.join(map(str, orphans))} still running without "
                                 f"a launcher ({self.path.with_name(WORKERS)}); wait for them or kill them")
+            guest = None if self.reads else _guest(self.path)  # a cancel begun beside a reader that is gone since
+            if guest is not None:
+                self.path.unlink(missing_ok=True)
+                raise UserError(held_by(guest, guest_path(self.path)))
             self._drop_dead_workers()
             self.held, self.depth = True, 1
             return self
@@ -329,7 +337,7 @@ def reading(folder: Path, command: str, log=print) -> Iterator[None]:
     of them refuses while it reads, naming it, and it refuses while one holds the run. Where this user can
     make no file in the folder (a read-only mount, a colleague's run) it takes none: a live holder's lock
     still refuses it, else it reads as is."""
-    lock = RunLock(Path(folder) / ".lock", log=log, command=command)
+    lock = RunLock(Path(folder) / ".lock", log=log, command=command, reads=True)
     if space.unwritable(folder) is None:
         with lock:
             yield
@@ -338,6 +346,85 @@ def reading(folder: Path, command: str, log=print) -> Iterator[None]:
     if owner is not None and holds(owner, lock.path.parent):
         raise UserError(held_by(owner, lock.path))
     yield
+
+
+def guest_path(lock_path: Path) -> Path:
+    """Where a cancel beside a reader records itself (beside_reader)."""
+    return Path(lock_path).with_name(Path(lock_path).name + ".beside")
+
+
+def _guest(lock_path: Path) -> dict | None:
+    """The record of a cancel running beside a reader, where its process may still run; a dead one's is removed."""
+    path = guest_path(lock_path)
+    try:
+        guest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # being written, or its writer died in between (then left for ABANDONED_S, as the lock)
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > ABANDONED_S:
+                path.unlink()
+                return None
+        return {"pid": "?", "host": "?", "command": "cancel"}
+    if isinstance(guest, dict) and holds(guest, path.parent):
+        return guest
+    path.unlink(missing_ok=True)
+    return None
+
+
+@contextlib.contextmanager
+def beside_reader(lock: RunLock) -> Iterator[None]:
+    """The run lock for a command that writes nothing a reader reads (cancel: it only ends Slurm jobs, whose
+    units record their own end, as they do while aggregate reads anyway): the lock itself, or, while a reader
+    (reading) holds it, a record beside it, which a writer that takes the lock once the reader is done
+    refuses on while its process runs."""
+    while True:
+        try:
+            lock.acquire()
+        except UserError:
+            if not _read_by(lock):
+                raise
+        else:
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        with _beside(lock) as still_read:
+            if still_read:
+                yield
+                return
+        # the reader is done, or a writer holds the lock now: take it as usual
+
+
+def _read_by(lock: RunLock) -> bool:
+    """Whether a reader (reading) that may still run holds the lock."""
+    owner = lock.owner()
+    return owner is not None and bool(owner.get("reads")) and holds(owner, lock.path.parent)
+
+
+@contextlib.contextmanager
+def _beside(lock: RunLock) -> Iterator[bool]:
+    """This process recorded beside the lock while the block runs; yields whether a reader still holds the lock.
+    The record is made before the lock is looked at, a writer's lock before it looks for the record (RunLock):
+    one of the two sees the other."""
+    path = guest_path(lock.path)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+          "folder": folder_id(lock.path.parent), "command": lock.command, "launcher": False}
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        other = _guest(lock.path)  # a dead one's is removed: the caller tries again
+        if other is not None:
+            raise UserError(held_by(other, path)) from None
+        yield False
+        return
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        yield _read_by(lock)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def holds(owner: dict, folder: Path) -> bool:

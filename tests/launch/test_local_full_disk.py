@@ -90,12 +90,19 @@ def test_a_refusal_is_found_in_a_unit_s_traceback_or_under_the_launcher_s_own_er
 def test_the_stop_is_said_once_with_what_to_do_for_its_refusal(capsys):
     pool = object.__new__(local._Pool)
     pool.halted = pool.short = None
+    pool.book = {"units": {}}
     pool.out_of_room("gaussian/replace-p0-samples100-s0/part_000", errno.EFBIG)  # `ulimit -f`
     pool.out_of_room("gaussian/replace-p0-samples100-s0/part_001", errno.EFBIG)  # running beside it
     assert capsys.readouterr().err.splitlines() == [
         "gaussian/replace-p0-samples100-s0/part_000 failed for want of room: File too large; no further unit "
         "starts; waiting for the running ones; raise the file-size limit (`ulimit -f unlimited`), then run the "
         "same command again (finished units are kept)"]
+    # recorded as it stops (status says it of the units left), until it records them NOT_RUN as it ends
+    assert pool.book[records.STOPPING] == ("gaussian/replace-p0-samples100-s0/part_000 failed for want of room: "
+                                           "File too large")
+    pool.lanes, pool.save = [], lambda: None
+    pool.not_started()
+    assert records.STOPPING not in pool.book
 
 
 def test_a_launcher_that_cannot_write_its_records_halts_and_says_why(tmp_path, monkeypatch):

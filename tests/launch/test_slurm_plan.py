@@ -340,6 +340,38 @@ def test_a_resubmit_that_changes_the_generation_count_says_so_and_how_to_keep_it
     assert rc == 0 and "note: " not in err, err
 
 
+def test_a_generation_that_finished_after_submit_looked_is_not_queued_again(tmp_path, fake_slurm):
+    """As an array's part: a chain's generation whose job ended between submit working out what to start and its
+    read of the queue was queued again, and its successor, queued and by then running, cancelled as stale: the
+    chain redone from there. Only a generation that finished since is left; one redone for a mismatch stays
+    queued with those after it (test_a_resubmit_hashes_the_generations_the_next_one_reads_once)."""
+    import copy
+
+    from collapse_hpc import engine, experiments, launch
+    from collapse_hpc.launch import debug
+    from collapse_hpc.launch.slurm import pending_units
+    from collapse_hpc.store import RunStore
+
+    config = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "slurm",
+                                           "profile": str(REPO / "slurm" / "local.yaml"), "toy": {}})
+    store = RunStore(tmp_path / "run")
+    (chain,) = engine.open_run(store, config)
+    launch.execute(store, config, [chain], "slurm", pending=pending_units(store, config, [chain]))
+    first = {label: e["job_id"] for label, e in jobs(store.root)["units"].items()}
+    gen0, gen1, gen2 = (first[j.label] for j in chain.jobs)
+    (fake_slurm / "squeue.txt").write_text(f"{gen0}|RUNNING|0:05\n{gen1}|PENDING|0:00\n{gen2}|PENDING|0:00\n")
+    pending = pending_units(store, config, [chain])
+    assert len(pending) == 3
+    ended = copy.copy(chain)
+    ended.jobs = chain.jobs[:1]
+    debug.execute(store, config, [ended])  # generation 0's job ends meanwhile; generation 1's starts
+    (fake_slurm / "squeue.txt").write_text(f"{gen1}|RUNNING|0:01\n{gen2}|PENDING|0:00\n")
+    sbatched = calls(fake_slurm, "sbatch")
+    launch.execute(store, config, [chain], "slurm", pending=pending)
+    assert {label: e["job_id"] for label, e in jobs(store.root)["units"].items()} == first
+    assert calls(fake_slurm, "sbatch") == sbatched and not (fake_slurm / "scancel.txt").exists()
+
+
 def test_a_resubmit_hashes_the_generations_the_next_one_reads_once(tmp_path, fake_slurm, monkeypatch):
     """submit weighed its jobs against MaxJobCount (engine.pending of every chain) and then its submission
     asked engine.pending again: the finished generations the first pending one reads were hashed in full
@@ -877,6 +909,51 @@ def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slu
     assert rc == 0 and "nothing to cancel" in out
     rc, _, err = collapse("cancel", tmp_path / "nowhere")
     assert rc == 2 and "no such run folder" in err
+
+
+def test_cancel_runs_while_aggregate_reads_the_run_and_a_submit_still_waits_for_both(tmp_path, fake_slurm):
+    """A hand-run aggregate holds the run's lock while it reads (about a minute on the demo): cancel was
+    refused meanwhile. It writes nothing aggregate reads (the jobs record their own end), so it runs beside
+    it; a submit is still refused while aggregate reads, and while a cancel begun beside it still runs."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    queued = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2)]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|0:00\n" for j in queued))
+    reader = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom collapse_hpc.store.lock import reading\n"
+                               "with reading(sys.argv[1], 'aggregate'):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)\n", str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "held\n"
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+        assert rc == 2 and "collapse-hpc aggregate" in err, err  # a writer waits for the reader
+        rc, out, err = collapse("cancel", run)
+        assert rc == 0 and "cancelled 2 queued or running jobs" in out, err
+        assert (fake_slurm / "scancel.txt").read_text().split() == sorted(queued)
+        assert reader.poll() is None
+        assert json.loads((run / ".lock").read_text())["pid"] == reader.pid  # aggregate's lock, as it was
+        assert not (run / ".lock.beside").exists()
+    finally:
+        reader.kill()
+        reader.wait()
+    # a cancel still running beside a reader that is done: a submit that takes the lock now refuses
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / ".lock.beside").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                                      "command": "cancel", "launcher": False}))
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+        assert rc == 2 and f"pid {sleeper.pid}" in err and "collapse-hpc cancel" in err, err
+        assert not (run / ".lock").exists()  # the submit's own lock, given back
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    submit(cfg, run)  # that cancel is gone: its record is no one's
+    assert not (run / ".lock.beside").exists()
 
 
 def test_cancel_lists_an_arrays_tasks_in_task_order(tmp_path, fake_slurm):

@@ -678,28 +678,37 @@ def test_a_copys_completed_unit_that_is_not_done_names_the_job_that_ran_it(tmp_p
     assert "gen_001  COMPLETED     job: none in jobs.json" in capsys.readouterr().out
 
 
-def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path, capsys):
-    """A local launcher starts a chain (or an array part) once its ranks fit in the free cores: those it has not
-    started yet read 'not run' in status, as if they would never run. While it holds the run they wait: the
-    first of each chain for a free core, the rest after it; once it is gone they read 'not run' again."""
+def _held_local_run(tmp_path, generations: int, booked):
+    """A local run of a toy chain and a 2-part toy array whose lock this process holds as its launcher; `booked`
+    edits its jobs.json first."""
     import socket
 
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import records
-    from collapse_hpc.launch.listing import show
     from collapse_hpc.store import RunStore
     from collapse_hpc.store.lock import folder_id
 
-    run = experiments.config_from_dict({"name": "t", "generations": 3, "seeds": [0], "executor": "local",
+    run = experiments.config_from_dict({"name": "t", "generations": generations, "seeds": [0], "executor": "local",
                                         "toy": {}, "tail": {"replicates": 2, "chunk_replicates": 1}})
     store = RunStore(tmp_path / "run")
     chains = engine.open_run(store, run)
     book = {"executor": "local", "units": {}, "folder": records.identity(store)}
     records.launching(book, chains)
+    booked(book)
     records.save(store, book)
     (store.root / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0,
                                                   "folder": folder_id(store.root), "command": "run",
                                                   "launcher": True}))
+    return store
+
+
+def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path, capsys):
+    """A local launcher starts a chain (or an array part) once its ranks fit in the free cores: those it has not
+    started yet read 'not run' in status, as if they would never run. While it holds the run they wait: the
+    first of each chain for a free core, the rest after it; once it is gone they read 'not run' again."""
+    from collapse_hpc.launch.listing import show
+
+    store = _held_local_run(tmp_path, 3, lambda book: None)
     assert show(store.root, as_json=True) == 0
     units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
     assert [(u["state"], u.get("reason"), u.get("after")) for u in units["toy"]] == [
@@ -713,6 +722,35 @@ def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path
     assert show(store.root, as_json=True) == 0
     units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
     assert {u["state"] for us in units.values() for u in us} == {"not run"}
+
+
+def test_units_a_local_launcher_stopping_for_want_of_room_will_not_start_read_not_run(tmp_path, capsys):
+    """A launcher that stops for want of room starts no further unit, but records them NOT_RUN only once its
+    running units end: meanwhile they read 'waiting (for a free core)'. What it records as it stops is said."""
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+
+    short = "toy/replace-p0-s0/gen_000 failed for want of room: No space left on device"
+
+    def stopping(book):  # a part runs; the chain failed for want of room; the launcher stops
+        records.record(book, "tail/replace-p0-s0/part_000", job_id=str(os.getpid()), state="RUNNING", started=0)
+        records.record(book, "toy/replace-p0-s0/gen_000", job_id="1", state="FAILED", error="x")
+        records.record(book, "toy/replace-p0-s0/gen_001", job_id=None, state="NOT_RUN",
+                       reason="toy/replace-p0-s0/gen_000 failed")
+        book[records.STOPPING] = short
+
+    store = _held_local_run(tmp_path, 2, stopping)
+    assert show(store.root, as_json=True) == 0
+    units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
+    assert [(u["state"], u.get("reason")) for u in units["tail"]] == [
+        ("RUNNING", None), ("NOT_RUN", f"{short}; no further unit starts")]
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "waiting" not in out and f"({short}; no further unit starts)" in out, out
+    (store.root / ".lock").unlink()  # ended (or killed): the book's word is no launcher's now
+    assert show(store.root, as_json=True) == 0
+    units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
+    assert units["tail"][1]["state"] == "not run"
 
 
 def test_done_units_of_a_run_whose_jobs_json_was_removed_do_not_read_as_run_by_hand(tmp_path, capsys):
@@ -781,3 +819,26 @@ def test_a_slurm_chains_generations_queued_after_the_one_before_say_so(tmp_path,
     assert show(store.root) == 0
     out = capsys.readouterr().out
     assert "gen_001  PENDING (after gen 0) job 301" in out and "gen_002  PENDING (after gen 1) job 302" in out, out
+
+
+def test_a_run_cancelled_by_hand_says_how_to_resume_and_its_queued_units_no_elapsed_time(tmp_path, fake_slurm):  # noqa: F811
+    """After `collapse-hpc cancel` the footer said 'fix the cause', though nothing had failed; a queued part
+    that never started read 0:00:00 as if it had run for no time."""
+    import re
+
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    (fake_slurm / "sacct.txt").write_text("200|CANCELLED by 1000|00:00:05\n201|CANCELLED by 1000|00:00:00\n")
+    (fake_slurm / "squeue.txt").write_text("900_0|PENDING|0:00|Priority\n900_1|RUNNING|0:07|None\n")
+    rc, out, _ = collapse("status", store.root, "--all")
+    lines = out.splitlines()
+    assert rc == 0 and "2 units were cancelled; queue what is left (finished units are kept" in out, out
+    assert "fix the cause" not in out, out
+    assert re.fullmatch(r"  part_000  PENDING +job 900_0 +\(Priority\)", lines[next(
+        i for i, ln in enumerate(lines) if ln.startswith("  part_000"))]), out
+    assert any(ln.startswith("  part_001  RUNNING") and ln.endswith("0:00:07") for ln in lines), out
+    assert any(ln.startswith("  gen_000  CANCELLED") and ln.endswith("0:00:05") for ln in lines), out
+    (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:05\n201|CANCELLED by 0|00:00:00\n")
+    rc, out, _ = collapse("status", store.root)
+    assert "2 units failed or were cancelled; fix the cause, then queue what is left" in out, out

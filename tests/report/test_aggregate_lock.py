@@ -81,3 +81,27 @@ def test_cancel_of_a_local_run_leaves_an_aggregate_reading_it_alone(tmp_path, ca
     finally:
         reader.kill()
         reader.wait()
+
+
+def test_a_cancels_record_beside_the_lock_left_unreadable_is_waited_on_then_dropped(tmp_path):
+    """A cancel killed between making its record beside a reader's lock and writing it left it empty: a writer
+    refused on it for good. As with the lock itself, it is waited on a while (its writer may be writing it)."""
+    import os
+    import time
+
+    import pytest
+
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.store.lock import ABANDONED_S, guest_path
+
+    lock = RunLock(tmp_path / ".lock", command="submit")
+    beside = guest_path(lock.path)
+    beside.write_text("")
+    with pytest.raises(UserError, match="collapse-hpc cancel"):
+        lock.acquire()
+    assert beside.exists() and not lock.path.exists()
+    old = time.time() - ABANDONED_S - 1
+    os.utime(beside, (old, old))
+    with lock:
+        assert lock.owner()["command"] == "submit"
+    assert not beside.exists()
