@@ -193,3 +193,23 @@ def test_generated_blocks_are_refused_with_another_tokenizer_than_sampled_them(t
     assert len(err) == 1 and "were sampled with another tokenizer than this call's" in err[0], err
     assert not (tmp_path / "r.json").exists()
     assert main(argv) == 0 and (tmp_path / "r.json").is_file()  # the tokenizer that sampled them
+
+
+def test_a_tiny_model_loaded_under_the_default_tag_says_so(tmp_path, lm_data_dir, lm_tokenizer, monkeypatch, capsys):
+    """--load-name of a tiny model without -tag: the default facebook/opt-125m, not cached offline, was all the
+    error named; the saved config.json says the model is a tiny one, and -tag tiny reads it."""
+    from collapse_hpc.experiments.lm.model import build_model
+
+    from .conftest import tiny_cfg
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    gen0 = tmp_path / "gen0"
+    build_model(tiny_cfg(), lm_tokenizer, lm_data_dir).save_pretrained(str(gen0))
+    lm_tokenizer.save_pretrained(str(gen0))
+    capsys.readouterr()
+    assert main(["lm", "--dataset", "tiny", "--data-dir", str(lm_data_dir), "--load-name", f"{gen0}/best.ckpt",
+                 "--eval_only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a tiny model" in err[0] and "-tag tiny" in err[0], err
+    assert "'facebook/opt-125m'" in err[0] and f"vocab_size={len(lm_tokenizer)}" in err[0], err
