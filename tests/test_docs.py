@@ -375,7 +375,8 @@ def test_the_readme_synopsis_shows_every_option_of_every_command():
             continue
         line = _synopsis(readme, words)
         for action in parser._actions:
-            if not action.option_strings or action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+            hidden = action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction)
+            if not action.option_strings or hidden:
                 continue
             flag = max(action.option_strings, key=len)
             shown = re.search(rf"\[{flag}(?![\w-])([^\]]*)\](\.\.\.)?", line)

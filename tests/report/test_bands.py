@@ -75,7 +75,8 @@ def test_the_class_entropy_band_stops_at_the_entropy_of_ten_equal_classes():
     rows = [("run", "vae", "replace-p0-s0", "replace-p0", 0, r, g, "class_entropy", v)
             for g in range(3) for r, v in enumerate([0.5, 0.5, 2.3])]
     df = pd.DataFrame(rows, columns=["run", "experiment", "variant", "regime", "seed", "replicate", "generation",
-                                     "metric", "value"]).assign(kind="replace", keep_fraction=0.0, verifier_quantile=0.5)
+                                     "metric", "value"])
+    df = df.assign(kind="replace", keep_fraction=0.0, verifier_quantile=0.5)
     ctx = Context("vae", df, stats.summarise(df), [SimpleNamespace(**{**vars(RUN), "generations": {"vae": 3}})], VAE)
     assert (ctx.summary["ci_high"] > np.log(CLASSES)).all()  # as computed
     band = _band(metric_grid(ctx, ["class_entropy"], logy=False), "class entropy")
