@@ -213,3 +213,20 @@ def test_a_tiny_model_loaded_under_the_default_tag_says_so(tmp_path, lm_data_dir
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a tiny model" in err[0] and "-tag tiny" in err[0], err
     assert "'facebook/opt-125m'" in err[0] and f"vocab_size={len(lm_tokenizer)}" in err[0], err
+
+
+def test_a_fine_tuned_hub_model_loaded_under_another_tag_names_its_own(tmp_path):
+    """A model fine-tuned from facebook/opt-350m (its config.json's _name_or_path) loaded under the default tag."""
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.experiments.lm.cli import check_loaded_tag
+
+    from .conftest import tiny_cfg
+
+    folder = tmp_path / "gen0"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "opt", "vocab_size": 50272, "hidden_size": 1024, "num_hidden_layers": 24, "ffn_dim": 4096,
+        "_name_or_path": "facebook/opt-350m"}))
+    with pytest.raises(UserError, match=r"the hub model 'facebook/opt-350m'.*give -tag facebook/opt-350m$"):
+        check_loaded_tag(tiny_cfg(model="facebook/opt-125m"), folder)
+    check_loaded_tag(tiny_cfg(), folder)  # -tag tiny: the saved model's own shape is what --eval_only reads
