@@ -353,3 +353,35 @@ def test_run_s_help_says_the_config_s_executor_decides_where():
     line = next(a.help for a in listed if a.dest == "run")
     for said in (summary, line, _subcommands(top)["run"].description):
         assert "executor" in said and "here (local processes)" not in said, said
+
+
+def _synopsis(readme: str, words: tuple[str, ...]) -> str:
+    """The README's synopsis of `collapse-hpc WORDS`: its line and the indented lines continuing it, no comments."""
+    m = re.search(rf"^collapse-hpc {' '.join(words)}(?![\w-])(.*(?:\n {{4,}}\S.*)*)", readme, flags=re.M)
+    assert m, f"README, Commands: collapse-hpc {' '.join(words)} has no synopsis line"
+    return " ".join(line.split("#", 1)[0] for line in m[1].splitlines())
+
+
+def test_the_readme_synopsis_shows_every_option_of_every_command():
+    # `data prepare --data-dir/--force`, `run --force/--profile` and `stage --set` were missing from it
+    import argparse
+
+    from collapse_hpc import cli, experiments
+
+    readme = (REPO / "README.md").read_text().split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    hand = set(experiments.names())  # lm|gmm|gaussian|vae: the reference flags, `--help` of each
+    for words, parser in _commands(cli._parser()):
+        if words[0] in hand or _subcommands(parser):
+            continue
+        line = _synopsis(readme, words)
+        for action in parser._actions:
+            hidden = action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction)
+            if not action.option_strings or hidden:
+                continue
+            flag = max(action.option_strings, key=len)
+            shown = re.search(rf"\[{flag}(?![\w-])([^\]]*)\](\.\.\.)?", line)
+            assert shown, f"README, Commands: collapse-hpc {' '.join(words)} {flag} is not shown"
+            repeatable = isinstance(action, argparse._AppendAction)
+            assert bool(shown[2]) == repeatable, f"README: collapse-hpc {' '.join(words)} {flag}: '...' iff repeatable"
+            if action.choices:
+                assert set(shown[1].strip().split("|")) == set(action.choices), f"README: {flag}'s choices differ"

@@ -442,8 +442,8 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict]) -> 
         by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
     elif state in COMPLETED and entry.get("job_id") is None:  # a copy's: the original's job ended it
         unit["job_id"], unit["unrecorded"] = unrecorded(store, book, job.label)
-    if by != book.get("executor") and unit["job_id"] is not None:  # the other back-end's: a process id
-        unit["executor"] = by  # or a Slurm job, which the listing names as such
+    if unit["job_id"] is not None and (by != book.get("executor") or by == "local"):
+        unit["executor"] = by  # the listing's words: a local process id is no job id; the other back-end's said
     if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing
         unit["why_not_done"] = why_not_done(store, run, job)
         unit["redo"] = redo_command(store, job, book.get("executor") or "local")

@@ -320,21 +320,29 @@ def maybe_log(ax, values, force: bool = False) -> None:
 
 def log_y(ax) -> None:
     """A log y-axis labelled 10^k over many decades, and 0.9, 1, 2 … over one or two (the default
-    writes 9 x 10^-1 and 2 x 10^0 there); minor labels only where a decade or less is shown."""
+    writes 9 x 10^-1 and 2 x 10^0 there); minor labels where a decade or less is shown, and at 2 and 5
+    over one to two decades (the default labelled 0.1 and 1 alone there: a level at 0.03 read nothing)."""
     import math
 
     from matplotlib.ticker import LogFormatterSciNotation
 
     class Readable(LogFormatterSciNotation):
+        minor = False
+
         def __call__(self, x, pos=None):
-            text = super().__call__(x, pos)
             lo, hi = sorted(abs(v) for v in self.axis.get_view_interval())
-            return f"{x:g}" if text and lo > 0 and math.log10(hi / lo) <= 2 else text
+            decades = math.log10(hi / lo) if lo > 0 else math.inf
+            if self.minor and 1 < decades <= 2 and x > 0:  # the minor ticks' 2 and 5 only
+                return f"{x:g}" if round(x / 10.0 ** math.floor(math.log10(x) + 1e-9), 6) in (2, 5) else ""
+            text = super().__call__(x, pos)
+            return f"{x:g}" if text and decades <= 2 else text
 
     ax.set_yscale("log", nonpositive="mask")
     _bands_to_floor(ax)
     ax.yaxis.set_major_formatter(Readable())
-    ax.yaxis.set_minor_formatter(Readable(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    minor = Readable(labelOnlyBase=False, minor_thresholds=(1, 0.4))
+    minor.minor = True
+    ax.yaxis.set_minor_formatter(minor)
 
 
 def _bands_to_floor(ax) -> None:

@@ -76,7 +76,8 @@ def _html_table(table: Table, css: str = "") -> str:
 INCOMPLETE = "Incomplete run"
 COMPARE = "Generation 0 against the last common generation"
 COMPARE_INTRO = ("Each series' mean at generation 0 and at the last generation every series of the run reached; "
-                 "collapse: which way it moves the metric (the experiment's declaration).")
+                 "collapse: which way it moves the metric (the experiment's declaration); relative change: only for a "
+                 "metric bounded at 0 (a signed one's, such as a fitted mean or a log, is —).")
 BOOKKEEPING = "Run bookkeeping"
 BOOKKEEPING_INTRO = "How the units were set up (not what collapse did), at the same generations."
 PROGRESS_INTRO = ("Problems: the files this report reads, checked against their units' manifests; collapse-hpc "

@@ -43,14 +43,23 @@ def first_last(summary: pd.DataFrame, runs: list[RunData], experiment: str, spec
             if g0.empty or gl.empty:
                 continue
             first, end = g0["mean"].iloc[0], gl.iloc[0]
-            change = (end["mean"] - first) / abs(first) if first and math.isfinite(first) else float("nan")
             label, m = series_label(grp.iloc[0], settings), spec(specs, metric)
+            change = (end["mean"] - first) / abs(first) if first and math.isfinite(first) and has_zero(m) \
+                else float("nan")
             cells = [label, m.label, m.unit or "—", m.direction or "—", num(first), num(end["mean"]), when,
                      str(int(end["n"])), "—" if not math.isfinite(change) else f"{change:+.1%}"]
             rows.append((run, series_order(grp.iloc[0], settings), declared_order(specs, metric),
                          ([run] if multi else []) + cells))
     rows.sort(key=lambda r: r[:3])  # series, then metrics, in the figures' order (replace first; p5 before p25)
     return (header, [r[3] for r in rows]), notes
+
+
+def has_zero(m) -> bool:
+    """Whether a relative change of metric `m` means anything: a quantity bounded at 0 (a variance, a share,
+    a perplexity, an ELBO). A signed one's (a fitted mean, a log variance) depends on where its 0 happens to
+    lie: 0.0004 -> 0.11 read +24817%."""
+    least, most = m.bounds
+    return (least is not None and least >= 0) or (most is not None and most <= 0)
 
 
 # metrics in a comparison table at most (a row each per series): a mixture of 1000 components records 13 a

@@ -38,7 +38,7 @@ def test_status_names_the_back_end_of_a_unit_the_other_one_ran(tmp_path, fake_sl
     assert "  gen_001  CANCELLED     job 201" in out, out  # the run's own back-end's, as before
     _with_local_unit(store, "local")  # the local launcher took it over since
     rc, out, _ = collapse("status", store.root)
-    assert rc == 0 and f"  gen_000  FAILED        job {PID}" in out and "Slurm job 201" in out, out
+    assert rc == 0 and f"  gen_000  FAILED        local pid {PID}" in out and "Slurm job 201" in out, out
 
 
 def test_submit_queues_a_unit_whose_local_pid_squeue_lists_as_another_job(tmp_path, fake_slurm):  # noqa: F811

@@ -189,8 +189,8 @@ def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys)
     assert show(store.root) == 0
     out = capsys.readouterr().out
     host = read_manifest(gen1)["host"]
-    assert "gen_000  done          job 100" in out
-    assert f"gen_001  done          by hand on {host}" in out and "job 101" not in out
+    assert "gen_000  done          local pid 100" in out
+    assert f"gen_001  done          by hand on {host}" in out and "pid 101" not in out
 
 
 def test_a_run_in_process_reads_as_run_not_as_not_launched(tmp_path, capsys):
@@ -380,6 +380,7 @@ def test_a_copy_of_a_local_run_whose_book_an_older_version_wrote_is_told_apart(t
         assert cli.main(["status", str(seen)]) == 0
         out = capsys.readouterr().out
         assert "RUNNING" in out and "a copy of" not in out, out
+        assert f"local pid {pid}" in out and f"job {pid}" not in out, out  # a process id, no job to scancel
     assert cli.main(["status", str(copy)]) == 0
     out = capsys.readouterr().out
     assert f"a copy of {store.root}: its units run (or ran) there, none runs in this folder" in out, out
@@ -529,7 +530,7 @@ def test_a_copy_of_a_local_run_names_the_jobs_that_made_its_finished_units(tmp_p
     capsys.readouterr()
     assert show(copy) == 0
     out = capsys.readouterr().out
-    assert "gen_000  done          job 100" in out and "gen_001  done          job 101" in out, out
+    assert "gen_000  done          local pid 100" in out and "gen_001  done          local pid 101" in out, out
     assert "by hand" not in out
     rc, _, err = collapse("run", copy / "config.yaml", "--run", copy, "--generations", "3")  # its own job for gen 2
     assert rc == 0, err
@@ -537,7 +538,7 @@ def test_a_copy_of_a_local_run_names_the_jobs_that_made_its_finished_units(tmp_p
     assert show(copy) == 0
     out = capsys.readouterr().out
     mine = records.load(RunStore(copy))["units"]["toy/replace-p0-s0/gen_002"]["job_id"]
-    assert "gen_001  done          job 101" in out and f"gen_002  done          job {mine}" in out, out
+    assert "gen_001  done          local pid 101" in out and f"gen_002  done          local pid {mine}" in out, out
     assert mine not in ("100", "101") and "by hand" not in out
 
 
@@ -665,7 +666,7 @@ def test_a_copys_completed_unit_that_is_not_done_names_the_job_that_ran_it(tmp_p
     capsys.readouterr()
     assert show(copy) == 0
     out = capsys.readouterr().out
-    assert "gen_001  COMPLETED     job 101" in out, out
+    assert "gen_001  COMPLETED     local pid 101" in out, out
     assert show(copy, as_json=True) == 0
     toy = [c for c in json.loads(capsys.readouterr().out)["chains"] if c["experiment"] == "toy"][0]
     assert toy["units"][1]["job_id"] == "101"

@@ -66,3 +66,18 @@ def test_bounds_cut_values_and_name_what_an_interval_passes():
     assert spec.passed([-0.1, 0.0], [1.0, 2.0]) == [0.0] and spec.passed([0.0], [9.0]) == []
     assert Metric("s", "s", bounds=SHARE).passed([-0.1], [1.1]) == [0.0, 1.0]
     assert Metric("x", "x").within([-3.0]).tolist() == [-3.0] and Metric("x", "x").passed([-3.0], [3.0]) == []
+
+
+def test_the_class_entropy_band_stops_at_the_entropy_of_ten_equal_classes():
+    # the VAE's class entropy (nats, ten classes) had its demo band drawn up to 4 nats: past log 10 = 2.30
+    from collapse_hpc.experiments.vae.metrics import CLASSES, SPECS as VAE
+
+    rows = [("run", "vae", "replace-p0-s0", "replace-p0", 0, r, g, "class_entropy", v)
+            for g in range(3) for r, v in enumerate([0.5, 0.5, 2.3])]
+    df = pd.DataFrame(rows, columns=["run", "experiment", "variant", "regime", "seed", "replicate", "generation",
+                                     "metric", "value"])
+    df = df.assign(kind="replace", keep_fraction=0.0, verifier_quantile=0.5)
+    ctx = Context("vae", df, stats.summarise(df), [SimpleNamespace(**{**vars(RUN), "generations": {"vae": 3}})], VAE)
+    assert (ctx.summary["ci_high"] > np.log(CLASSES)).all()  # as computed
+    band = _band(metric_grid(ctx, ["class_entropy"], logy=False), "class entropy")
+    assert np.isclose(band.max(), np.log(CLASSES)) and band.min() == 0.0, band

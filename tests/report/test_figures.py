@@ -147,6 +147,11 @@ def test_log_axes_read_plainly_over_a_decade_or_two():
     assert "1" in narrow and "2" in narrow
     wide = labels(1e-6, 3)
     assert wide and all("10^" in t for t in wide), wide
+    # the demo's |mu - mu_hat| spans 0.02 to 1.1: labelled "0.1" and "1" alone, its n = 1000 levels read nothing
+    for lo, hi in ((0.02, 1.1), (0.05, 3)):
+        between = labels(lo, hi)
+        assert len(between) >= 4 and all(float(t) for t in between), between
+        assert {"0.1", "1", "0.2", "0.5"} <= set(between), between
 
 
 def test_first_last_table_lists_series_in_the_figures_order(tmp_path):

@@ -384,3 +384,21 @@ def test_the_report_reads_only_failed_jobs_logs(tmp_path, fake_slurm, monkeypatc
     assert read == [book["ltchain/replace-p0-s0/gen_001"]["log"]]
     assert states["ltchain/replace-p0-s0/gen_001"]["error"] == "ValueError: the shard is corrupt"
     assert not {"error"} & (states["ltchain/replace-p0-s0/gen_000"].keys() | states["ltchain/replace-p0-s0/gen_002"])
+
+
+def test_comparison_gives_no_relative_change_of_a_signed_metric(tmp_path):
+    """The gaussian's fitted mean went 0.0004 -> 0.11 and its log variance -0.016 -> -3.9: the table read
+    +24817% and -23937%, a ratio of where 0 happens to lie. Metrics bounded at 0 keep theirs."""
+    from collapse_hpc.report import stats
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 3, "samples": [10], "regimes": ["replace"]}},
+                           generations=3)
+    synthetic.gaussian(root, generations=3, replicates=5)
+    data = [collect.load_run(root)]
+    summary = stats.summarise(collect.tidy(data))
+    specs_ = experiments.describe("gaussian").metric_specs([])
+    (header, rows), _ = tables.first_last(summary, data, "gaussian", specs_)
+    change = {r[header.index("metric")]: r[header.index("relative change")] for r in rows}
+    assert change["fitted mean"] == "—" and change["log fitted variance"] == "—", change
+    assert change["fitted σ"].endswith("%") and change["W2² to the real"].endswith("%"), change

@@ -123,6 +123,34 @@ def model_folder(path: str) -> Path:
     return folder
 
 
+def check_loaded_tag(cfg, folder: Path) -> None:
+    """UserError where the --load-name model's saved config.json is not --model_tag's shape (a tiny model
+    scored under the default facebook/opt-125m): say what it is and the -tag that reads it."""
+    from collapse_hpc.experiments.lm.model import SHAPES, saved_shape, shape
+
+    if cfg.model == "tiny":  # its knobs need not match: --eval_only reads the saved model's own shape
+        return
+    saved, expected = saved_shape(folder), shape(cfg)
+    if saved is None or expected is None or saved == expected:
+        return
+    tag = next((t for t, s in SHAPES.items() if s == saved), None) or _saved_tag(folder)
+    what = (f"the hub model {tag!r}" if tag else
+            f"a tiny model ({saved.kind}, {saved.layers} layers of {saved.hidden}, {saved.vocab} tokens)")
+    hint = f"-tag {tag}" if tag else f"-tag tiny (with the --dataset it was trained on; --set vocab_size={saved.vocab})"
+    raise UserError(f"--load-name {folder}: its config.json shows {what}, not --model_tag {cfg.model!r}: "
+                    f"give {hint}")
+
+
+def _saved_tag(folder: Path) -> str | None:
+    """The hub tag a fine-tuned model's config.json names as its origin (_name_or_path); None for a
+    model built here (tiny), whose origin is a folder or nothing."""
+    import json
+
+    name = str(json.loads((folder / "config.json").read_text()).get("_name_or_path") or "")
+    local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    return name if name.count("/") == 1 and not local else None
+
+
 def load_generated(path: str):
     """--load-generate: a folder of shards (or a chain's gen_NNN) or one Parquet file."""
     import pyarrow.parquet as pq
@@ -191,6 +219,8 @@ def reference(a) -> int:
     cfg = reference_config(a)
     load = model_folder(a.load_name) if a.load_name else None
     generated = load_generated(a.load_generate) if a.load_generate else None
+    if load:  # before the tag's sources: an uncached default tag would hide that the model is another
+        check_loaded_tag(cfg, load)
     _check_sources(cfg)  # the tokenizer is the tag's, also for a --load-name model
     lm = Pipeline.start(cfg, Path(a.data_dir))
     if a.num_devices != lm.world_size:

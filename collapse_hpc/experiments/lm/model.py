@@ -90,6 +90,11 @@ def shape(cfg) -> Shape | None:
     return _shape(str(folder)) if folder is not None else None
 
 
+def saved_shape(folder: Path) -> Shape | None:
+    """The shapes a saved model's config.json declares; None: unreadable."""
+    return _shape(str(folder))
+
+
 @functools.lru_cache(maxsize=None)
 def _shape(folder: str) -> Shape | None:
     try:

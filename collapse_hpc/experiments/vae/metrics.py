@@ -30,7 +30,8 @@ SPECS = specs(
     Metric("recon", "test reconstruction", "nats", worse="higher", bounds=NONNEGATIVE),
     Metric("kl", "test KL", "nats", bounds=NONNEGATIVE),
     *(Metric(f"class_{c}", f"share labelled {c}", bounds=SHARE) for c in range(CLASSES)),
-    Metric("class_entropy", "class entropy", "nats", worse="lower", bounds=NONNEGATIVE),
+    # at most log 10 nats: every class equally often
+    Metric("class_entropy", "class entropy", "nats", worse="lower", bounds=(0.0, float(np.log(CLASSES)))),
     Metric("class_min_share", "rarest class's share", worse="lower", bounds=SHARE),
     Metric("pixel_variance", "pixel variance", worse="lower", bounds=NONNEGATIVE),
     Metric("frechet", "Fréchet distance", worse="higher", bounds=NONNEGATIVE),

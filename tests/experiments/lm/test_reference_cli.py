@@ -193,3 +193,40 @@ def test_generated_blocks_are_refused_with_another_tokenizer_than_sampled_them(t
     assert len(err) == 1 and "were sampled with another tokenizer than this call's" in err[0], err
     assert not (tmp_path / "r.json").exists()
     assert main(argv) == 0 and (tmp_path / "r.json").is_file()  # the tokenizer that sampled them
+
+
+def test_a_tiny_model_loaded_under_the_default_tag_says_so(tmp_path, lm_data_dir, lm_tokenizer, monkeypatch, capsys):
+    """--load-name of a tiny model without -tag: the default facebook/opt-125m, not cached offline, was all the
+    error named; the saved config.json says the model is a tiny one, and -tag tiny reads it."""
+    from collapse_hpc.experiments.lm.model import build_model
+
+    from .conftest import tiny_cfg
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    gen0 = tmp_path / "gen0"
+    build_model(tiny_cfg(), lm_tokenizer, lm_data_dir).save_pretrained(str(gen0))
+    lm_tokenizer.save_pretrained(str(gen0))
+    capsys.readouterr()
+    assert main(["lm", "--dataset", "tiny", "--data-dir", str(lm_data_dir), "--load-name", f"{gen0}/best.ckpt",
+                 "--eval_only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a tiny model" in err[0] and "-tag tiny" in err[0], err
+    assert "'facebook/opt-125m'" in err[0] and f"vocab_size={len(lm_tokenizer)}" in err[0], err
+
+
+def test_a_fine_tuned_hub_model_loaded_under_another_tag_names_its_own(tmp_path):
+    """A model fine-tuned from facebook/opt-350m (its config.json's _name_or_path) loaded under the default tag."""
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.experiments.lm.cli import check_loaded_tag
+
+    from .conftest import tiny_cfg
+
+    folder = tmp_path / "gen0"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "opt", "vocab_size": 50272, "hidden_size": 1024, "num_hidden_layers": 24, "ffn_dim": 4096,
+        "_name_or_path": "facebook/opt-350m"}))
+    with pytest.raises(UserError, match=r"the hub model 'facebook/opt-350m'.*give -tag facebook/opt-350m$"):
+        check_loaded_tag(tiny_cfg(model="facebook/opt-125m"), folder)
+    check_loaded_tag(tiny_cfg(), folder)  # -tag tiny: the saved model's own shape is what --eval_only reads
