@@ -58,16 +58,23 @@ def read_card(folder: Path, redo: str = "") -> dict | None:
 def load_card(path: Path, redo: str = "") -> dict:
     """A card.json as a mapping, or one error line saying how to build its folder again: `redo`, else
     the command that prepares its data set again (one that does not read counts as not prepared)."""
-    try:  # a read refused (permissions, an I/O error) is NotRead: the data set is kept, not prepared again
-        card = json.loads(read_text(path, "data set card", "the data set is kept as it is (not prepared again)",
-                                    kept=(FileNotFoundError,)))
-    except ValueError:
-        card = None
+    card = _card_json(path, redo, kept=(FileNotFoundError,))
     if not isinstance(card, dict):
         raise UserError(f"{path}: card is not a JSON mapping; " + (redo or (
             f"prepare the data set again: collapse-hpc data prepare {path.parent.name} --data-dir "
             f"{path.parent.parent} (with --from PATH, the files it was made from, for one of your own)")))
     return card
+
+
+def _card_json(path: Path, redo: str, kept: tuple[type[OSError], ...] = ()):
+    """A card's JSON, None where it is not JSON. A read refused (permissions, an I/O error) is NotRead: the
+    data set, or the cache (`redo` says how to build it), is kept, not made again."""
+    what, then = ("cache card", "the cache is kept as it is (not built again)") if redo else (
+        "data set card", "the data set is kept as it is (not prepared again)")
+    try:
+        return json.loads(read_text(path, what, then, kept=kept))
+    except ValueError:  # not JSON, or not UTF-8
+        return None
 
 
 def intact_card(folder: Path) -> dict | None:
@@ -132,10 +139,7 @@ def sealed_file(path: Path) -> bool:
         return False
     if path.is_symlink():
         raise UserError(f"{path}: a link, not the cached file its card recorded; {redo}")
-    try:
-        card = json.loads(card_path.read_text())
-    except ValueError:
-        card = None
+    card = _card_json(card_path, redo)
     if not isinstance(card, dict) or not isinstance(card.get("files_sha256"), dict) \
             or path.name not in card["files_sha256"]:
         raise UserError(f"{card_path}: not the card of {path.name}; {redo}")

@@ -103,3 +103,23 @@ def test_a_data_set_card_the_file_system_will_not_read_is_said_not_prepared_agai
     assert intact_card(card.parent) is None
     card.unlink()
     assert intact_card(card.parent) is None
+
+
+@REFUSALS
+@pytest.mark.parametrize("per", ["file", "folder"])
+def test_a_cache_card_the_file_system_will_not_read_is_said_and_the_cache_kept(tmp_path, monkeypatch, refusal, per):
+    """The card of a cached file (<name>.card.json: a split's token blocks) read refused went up as an unnamed
+    OSError, and a folder's (a tokenizer, the tiny base) was said as a data set's, not prepared again. Each
+    is one line naming it; once it reads, the cache is reused as it was."""
+    from collapse_hpc.store.cards import file_card, seal, seal_file, sealed_file, sealed_files
+
+    cached = tmp_path / "blocks" / "train.parquet"
+    atomic.write_text(cached, "blocks")
+    seal_file(cached) if per == "file" else seal(cached.parent)
+    card, check = (file_card(cached), sealed_file) if per == "file" else (cached.parent / "card.json", sealed_files)
+    refuse_reads(monkeypatch, card, refusal)
+    said = re.escape(_said(card, refusal, "the cache is kept as it is (not built again)", "cache card"))
+    with pytest.raises(NotRead, match=f"^{said}$"):
+        check(cached if per == "file" else cached.parent)
+    monkeypatch.undo()
+    assert check(cached if per == "file" else cached.parent) in (True, [cached])
