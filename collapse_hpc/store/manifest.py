@@ -161,7 +161,9 @@ def bind_data(unit_dir: Path, path: Path, data_dir: Path) -> None:
         doc = json.loads(where.read_text())
     except (OSError, ValueError):
         return
-    data = doc.get("data") if isinstance(doc, dict) and isinstance(doc.get("data"), dict) else {}
+    if not isinstance(doc, dict):
+        return
+    data = doc["data"] if isinstance(doc.get("data"), dict) else {}
     rel = Path(path).absolute().relative_to(root).as_posix()
     if rel not in data and Path(path).is_file():
         write_json(where, {**doc, "data": {**data, rel: _entry(Path(path))}, "data_dir": str(root)})
