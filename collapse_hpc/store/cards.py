@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store.atomic import sha256_file, write_json
-from collapse_hpc.store.reads import NotRead, read_text
+from collapse_hpc.store.reads import NotRead, read_text, refused_read
 
 _HASHED: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256, per process
 
@@ -29,7 +29,13 @@ def check_against_card(path: Path, card: dict, redo: str = "") -> None:
     st = path.stat()
     key = (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ino)
     if key not in _HASHED:
-        _HASHED[key] = sha256_file(path)
+        try:
+            _HASHED[key] = sha256_file(path)
+        except OSError as e:
+            if refused_read(e):
+                kind, then = _kept(redo)
+                raise NotRead(f"{kind} file {path}", e, then) from None
+            raise
     if _HASHED[key] != expected:
         raise UserError(f"{path}: not the file its card.json recorded (sha256 {_HASHED[key][:12]}… != "
                         f"{str(expected)[:12]}…); " + (redo or f"prepare it again: collapse-hpc data prepare "
@@ -69,12 +75,19 @@ def load_card(path: Path, redo: str = "") -> dict:
 def _card_json(path: Path, redo: str, kept: tuple[type[OSError], ...] = ()):
     """A card's JSON, None where it is not JSON. A read refused (permissions, an I/O error) is NotRead: the
     data set, or the cache (`redo` says how to build it), is kept, not made again."""
-    what, then = ("cache card", "the cache is kept as it is (not built again)") if redo else (
-        "data set card", "the data set is kept as it is (not prepared again)")
+    kind, then = _kept(redo)
     try:
-        return json.loads(read_text(path, what, then, kept=kept))
+        return json.loads(read_text(path, f"{kind} card", then, kept=kept))
     except ValueError:  # not JSON, or not UTF-8
         return None
+
+
+def _kept(redo: str) -> tuple[str, str]:
+    """What holds a file the file system would not read (a cache where `redo` says how to build it again,
+    else a data set), and that it is kept."""
+    if redo:
+        return "cache", "the cache is kept as it is (not built again)"
+    return "data set", "the data set is kept as it is (not prepared again)"
 
 
 def intact_card(folder: Path) -> dict | None:
