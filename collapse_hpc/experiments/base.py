@@ -20,6 +20,7 @@ from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime, pooled
 from collapse_hpc.store import atomic
+from collapse_hpc.store.manifest import bind_data
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,12 @@ class UnitContext:
 
     def uses(self, path: Path) -> None:
         """Name a file of the run outside this unit's folder that its results depend on (e.g. the
-        run's shared VAE classifier): its sha256 goes into the unit's manifest, and verify checks it."""
+        run's shared VAE classifier): its sha256 goes into the unit's manifest, and verify checks it. A file
+        of cached data goes into the unfinished unit's binding file at once: a resume on other data starts
+        afresh."""
         self.inputs.append(Path(path))
+        if self.is_main and Path(path).absolute().is_relative_to(Path(self.data_dir).absolute()):
+            bind_data(self.dir, path, self.data_dir)
 
     @property
     def generation(self) -> int:

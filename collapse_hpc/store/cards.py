@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store.atomic import sha256_file, write_json
-from collapse_hpc.store.reads import NotRead, read_text
+from collapse_hpc.store.reads import NotRead, read_text, refused_read
 
 _HASHED: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256, per process
 
@@ -29,7 +29,13 @@ def check_against_card(path: Path, card: dict, redo: str = "") -> None:
     st = path.stat()
     key = (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ino)
     if key not in _HASHED:
-        _HASHED[key] = sha256_file(path)
+        try:
+            _HASHED[key] = sha256_file(path)
+        except OSError as e:
+            if refused_read(e):
+                kind, then = _kept(redo)
+                raise NotRead(f"{kind} file {path}", e, then) from None
+            raise
     if _HASHED[key] != expected:
         raise UserError(f"{path}: not the file its card.json recorded (sha256 {_HASHED[key][:12]}… != "
                         f"{str(expected)[:12]}…); " + (redo or f"prepare it again: collapse-hpc data prepare "
@@ -58,16 +64,30 @@ def read_card(folder: Path, redo: str = "") -> dict | None:
 def load_card(path: Path, redo: str = "") -> dict:
     """A card.json as a mapping, or one error line saying how to build its folder again: `redo`, else
     the command that prepares its data set again (one that does not read counts as not prepared)."""
-    try:  # a read refused (permissions, an I/O error) is NotRead: the data set is kept, not prepared again
-        card = json.loads(read_text(path, "data set card", "the data set is kept as it is (not prepared again)",
-                                    kept=(FileNotFoundError,)))
-    except ValueError:
-        card = None
+    card = _card_json(path, redo, kept=(FileNotFoundError,))
     if not isinstance(card, dict):
         raise UserError(f"{path}: card is not a JSON mapping; " + (redo or (
             f"prepare the data set again: collapse-hpc data prepare {path.parent.name} --data-dir "
             f"{path.parent.parent} (with --from PATH, the files it was made from, for one of your own)")))
     return card
+
+
+def _card_json(path: Path, redo: str, kept: tuple[type[OSError], ...] = ()):
+    """A card's JSON, None where it is not JSON. A read refused (permissions, an I/O error) is NotRead: the
+    data set, or the cache (`redo` says how to build it), is kept, not made again."""
+    kind, then = _kept(redo)
+    try:
+        return json.loads(read_text(path, f"{kind} card", then, kept=kept))
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+
+
+def _kept(redo: str) -> tuple[str, str]:
+    """What holds a file the file system would not read (a cache where `redo` says how to build it again,
+    else a data set), and that it is kept."""
+    if redo:
+        return "cache", "the cache is kept as it is (not built again)"
+    return "data set", "the data set is kept as it is (not prepared again)"
 
 
 def intact_card(folder: Path) -> dict | None:
@@ -132,10 +152,7 @@ def sealed_file(path: Path) -> bool:
         return False
     if path.is_symlink():
         raise UserError(f"{path}: a link, not the cached file its card recorded; {redo}")
-    try:
-        card = json.loads(card_path.read_text())
-    except ValueError:
-        card = None
+    card = _card_json(card_path, redo)
     if not isinstance(card, dict) or not isinstance(card.get("files_sha256"), dict) \
             or path.name not in card["files_sha256"]:
         raise UserError(f"{card_path}: not the card of {path.name}; {redo}")

@@ -332,7 +332,8 @@ class RunStore:
         stale = expected is not None and last is not None and bool(binding_problems(unit_dir, last, expected))
         for name in keep:  # a kept folder whose swap (atomic_dir) was killed midway: back in place
             atomic.recover(unit_dir / name)
-        bad = set(keep) if stale else self._tampered(unit_dir, keep)
+        # on cached data changed since (a data set prepared again), as the manifest or binding file lists it
+        bad = set(keep) if stale or (last is not None and data_changed(last)) else self._tampered(unit_dir, keep)
         for p in unit_dir.iterdir():
             if p.is_dir() and p.name in keep and p.name not in bad:
                 for old in sorted(p.rglob(atomic.OLD_PREFIX + "*"), reverse=True):  # so too inside (a best model)
@@ -361,13 +362,10 @@ class RunStore:
 
     @staticmethod
     def _tampered(unit_dir: Path, keep: tuple[str, ...]) -> set[str]:
-        """The kept sub-folders holding a file that differs from the unit's old manifest; all of them
-        where the cached data it read changed since (a model trained, shards sampled on the old text)."""
+        """The kept sub-folders holding a file that differs from the unit's old manifest."""
         manifest = read_manifest(unit_dir)
         if not manifest or manifest.get("corrupt"):
             return set()
-        if data_changed(manifest):
-            return set(keep)
         bad = set()
         for rel, entry in manifest["files"].items():
             top = rel.split("/", 1)[0]

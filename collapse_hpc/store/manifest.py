@@ -151,6 +151,24 @@ def write_binding(unit_dir: Path, expected: dict) -> None:
     write_json(Path(unit_dir) / BINDING, expected)
 
 
+def bind_data(unit_dir: Path, path: Path, data_dir: Path) -> None:
+    """Add a file of cached data (under `data_dir`) the unfinished unit has read to its binding file, hashed:
+    a resume after the data set was prepared again (--force, other text) then keeps none of the partial
+    work built on the old text (RunStore.reset_unit), as the manifest tells of a finished unit. A binding
+    file from before this (or none: a unit run without the engine) lists none, and its unit resumes."""
+    where, root = Path(unit_dir) / BINDING, Path(data_dir).absolute()
+    try:
+        doc = json.loads(where.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(doc, dict):
+        return
+    data = doc["data"] if isinstance(doc.get("data"), dict) else {}
+    rel = Path(path).absolute().relative_to(root).as_posix()
+    if rel not in data and Path(path).is_file():
+        write_json(where, {**doc, "data": {**data, rel: _entry(Path(path))}, "data_dir": str(root)})
+
+
 def read_binding(unit_dir: Path) -> dict | None:
     """The binding of a unit's last attempt: its manifest's, else its binding file's."""
     manifest = read_manifest(unit_dir)
@@ -339,8 +357,9 @@ def data_read(manifest: dict) -> list[tuple[Path, str, Any]]:
 
 
 def data_changed(manifest: dict) -> bool:
-    """Whether a file of cached data the manifest's unit read is gone or holds other bytes (hashed):
-    a data set prepared again (--force) since, whose old text the unit's results were built on."""
+    """Whether a file of cached data the manifest's unit (or an unfinished unit's binding file) read is
+    gone or holds other bytes (hashed): a data set prepared again (--force) since, whose old text the
+    unit's results were built on."""
     return any(not (_entry_ok(e) and p.is_file() and p.stat().st_size == e["bytes"] and sha256_file(p) == e["sha256"])
                for p, _, e in data_read(manifest))
 

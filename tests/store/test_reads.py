@@ -103,3 +103,44 @@ def test_a_data_set_card_the_file_system_will_not_read_is_said_not_prepared_agai
     assert intact_card(card.parent) is None
     card.unlink()
     assert intact_card(card.parent) is None
+
+
+@REFUSALS
+@pytest.mark.parametrize("per", ["file", "folder"])
+def test_a_cache_card_the_file_system_will_not_read_is_said_and_the_cache_kept(tmp_path, monkeypatch, refusal, per):
+    """The card of a cached file (<name>.card.json: a split's token blocks) read refused went up as an unnamed
+    OSError, and a folder's (a tokenizer, the tiny base) was said as a data set's, not prepared again. Each
+    is one line naming it; once it reads, the cache is reused as it was."""
+    from collapse_hpc.store.cards import file_card, seal, seal_file, sealed_file, sealed_files
+
+    cached = tmp_path / "blocks" / "train.parquet"
+    atomic.write_text(cached, "blocks")
+    seal_file(cached) if per == "file" else seal(cached.parent)
+    card, check = (file_card(cached), sealed_file) if per == "file" else (cached.parent / "card.json", sealed_files)
+    refuse_reads(monkeypatch, card, refusal)
+    said = re.escape(_said(card, refusal, "the cache is kept as it is (not built again)", "cache card"))
+    with pytest.raises(NotRead, match=f"^{said}$"):
+        check(cached if per == "file" else cached.parent)
+    monkeypatch.undo()
+    assert check(cached if per == "file" else cached.parent) in (True, [cached])
+
+
+@REFUSALS
+@pytest.mark.parametrize("held", ["cache", "data set"])
+def test_a_cached_or_prepared_file_the_file_system_will_not_read_is_said_not_hashed_as_an_error(tmp_path, monkeypatch,
+                                                                                               refusal, held):
+    """Checking a cached file (token blocks) or a prepared split against its card hashes it: a refused read
+    went up as a raw OSError. It is one line naming the file; once it reads, it checks as before."""
+    from collapse_hpc.store.cards import check_against_card, seal_file, sealed_file
+
+    path = tmp_path / held.replace(" ", "_") / "train.parquet"
+    atomic.write_text(path, "rows")
+    seal_file(path)
+    card = {"files_sha256": {path.name: atomic.sha256_file(path)}}
+    refuse_reads(monkeypatch, path, refusal)
+    kept = "the cache is kept as it is (not built again)" if held == "cache" else \
+        "the data set is kept as it is (not prepared again)"
+    with pytest.raises(NotRead, match=f"^{re.escape(_said(path, refusal, kept, f'{held} file'))}$"):
+        sealed_file(path) if held == "cache" else check_against_card(path, card)
+    monkeypatch.undo()
+    assert sealed_file(path) if held == "cache" else check_against_card(path, card) is None

@@ -26,7 +26,6 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,6 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import distributed
 from collapse_hpc.experiments.lm.pipeline import Pipeline
 from collapse_hpc.store import atomic
-from collapse_hpc.store.reads import read_text
 
 MODEL, LAST, SHARDS, CHECKPOINTS = "model", "model_last", "shards", "checkpoints"
 TRAINING = "training.json"  # inside model/: the stage-1 training summary
@@ -172,12 +170,12 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
     from collapse_hpc.experiments.lm.model import build_model, load_model, weights_fingerprint
 
     cfg, out, log = ctx.config, ctx.path(MODEL), ctx.log
-    _unpublish_unreadable(ctx, out)
-    if (out / TRAINING).is_file():
+    published = _published(ctx, out)
+    if published is not None:
         log.info("gen %d: model already trained (%s), not training again", ctx.generation, out)
         distributed.barrier()
         _trained(ctx)  # a kill between publishing the model and removing its checkpoints left them
-        return json.loads(read_text(out / TRAINING, "model file", _kept(ctx))), None
+        return published, None
     started = time.perf_counter()
     gen0 = None
     if ctx.previous and cfg.init in ("gen0", "previous"):
@@ -201,20 +199,24 @@ def _train(ctx, lm: Pipeline, inputs: _Inputs) -> tuple[dict, Any]:
     return result, gen0
 
 
-def _unpublish_unreadable(ctx, out) -> None:
-    """A published model whose files no longer read (each is written whole and renamed, so cut short
-    after: a node's crash before its data reached the disk, a stopped copy) failed every redo of its
-    unfinished generation on loading it; it is removed and trained again, to the same weights. So too
-    model_last/ (sample_from: last), which the same training writes: both go, as a pair. A read the file
-    system refuses (permissions, an I/O error) is no damage: the unit stops on it, the model kept (NotRead)."""
+def _published(ctx, out) -> dict | None:
+    """The training summary of the model an earlier attempt published, or None where there is none. A
+    published model whose files no longer read (each is written whole and renamed, so cut short after: a
+    node's crash before its data reached the disk, a stopped copy), its summary included, failed every redo
+    of its unfinished generation; it is removed and trained again, to the same weights. So too model_last/
+    (sample_from: last), which the same training writes: both go, as a pair. A read the file system refuses
+    (permissions, an I/O error) is no damage: the unit stops on it, the model kept (NotRead)."""
     from collapse_hpc.experiments.lm.model import unreadable
+    from collapse_hpc.experiments.lm.summary import read_summary
 
     if not (out / TRAINING).is_file():
-        return
+        return None
+    summary, damaged = read_summary(out / TRAINING, _kept(ctx))
     folders = [out] + ([ctx.path(LAST)] if ctx.config.sample_from == "last" else [])
-    why = next(((f, w) for f in folders if (w := unreadable(f, _kept(ctx))) is not None), None)
+    why = (out / TRAINING, damaged) if damaged else next(
+        ((f, w) for f in folders if (w := unreadable(f, _kept(ctx))) is not None), None)
     if why is None:
-        return
+        return summary
     ctx.log.warning("warning: gen %d: %s: %s; training it again", ctx.generation, *why)
     distributed.barrier()  # every rank has looked before rank 0 removes it
     if ctx.is_main:
@@ -223,6 +225,7 @@ def _unpublish_unreadable(ctx, out) -> None:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
     distributed.barrier()
+    return None
 
 
 def _kept(ctx) -> str:

@@ -126,27 +126,56 @@ def test_a_unit_refused_by_a_cache_check_leaves_nothing_behind(tmp_path, lm_data
     assert listing() == before
 
 
+def _texts(folder, change):
+    """The tests' corpus, each line changed by `change`, as split files in `folder`."""
+    from tests.experiments.lm.conftest import corpus_lines
+
+    folder.mkdir()
+    for split, n, seed in (("train", 600, 0), ("validation", 80, 1), ("test", 80, 2)):
+        (folder / f"{split}.txt").write_text("\n".join(change(line) for line in corpus_lines(n, seed)))
+    return folder
+
+
 def test_a_generation_on_a_data_set_prepared_again_is_trained_and_sampled_again(tmp_path):
     """`data prepare NAME --from OTHER --force` redoes the generations that read NAME; the redo kept their
     model/ and shards/ ("model already trained, not training again"): the old text's model, published as
     built on the new text where the new tokenizer's ids fitted it, else a token id error."""
     from collapse_hpc.experiments.lm.data import prepare_local
     from collapse_hpc.store.atomic import sha256_file
-    from tests.experiments.lm.conftest import corpus_lines
-
-    def texts(folder, change):
-        folder.mkdir()
-        for split, n, seed in (("train", 600, 0), ("validation", 80, 1), ("test", 80, 2)):
-            (folder / f"{split}.txt").write_text("\n".join(change(line) for line in corpus_lines(n, seed)))
-        return folder
 
     data_dir = tmp_path / "data"
-    prepare_local("mine", texts(tmp_path / "a", str), data_dir)
+    prepare_local("mine", _texts(tmp_path / "a", str), data_dir)
     store, run = _run(tmp_path, data_dir, regimes=("replace:0",), generations=1, dataset="mine")
     assert _execute(store, run)["done"] == 1
     gen0 = store.unit_dir("lm", "replace-p0-s0", "chain", 0)
     old = {p: sha256_file(gen0 / p) for p in ("model/model.safetensors", "shards/part-000-00000.parquet")}
-    prepare_local("mine", texts(tmp_path / "b", lambda line: line.upper()[::-1]), data_dir, force=True)
+    prepare_local("mine", _texts(tmp_path / "b", lambda line: line.upper()[::-1]), data_dir, force=True)
     assert _execute(store, run)["done"] == 1
     assert all(sha256_file(gen0 / p) != sha for p, sha in old.items())  # trained and sampled on the new text
+    assert verify_run(store.root) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prepared_again", [False, True])
+def test_a_generation_killed_mid_training_resumes_afresh_on_a_data_set_prepared_again(tmp_path, prepared_again):
+    """The binding file of a generation killed mid-training listed no data, so a resume after `data prepare
+    NAME --from OTHER --force` went on from the checkpoint trained on the old text. It lists the data files the
+    generation read (hashed): on other data the resume trains from the initial weights; on the same it goes on
+    from the checkpoint."""
+    import json
+
+    from collapse_hpc.experiments.lm.data import prepare_local
+    from tests.experiments.lm.test_chain import AFTER_FIRST_CHECKPOINT, _killed_at
+
+    data_dir = tmp_path / "data"
+    prepare_local("mine", _texts(tmp_path / "a", str), data_dir)
+    store, run = _run(tmp_path, data_dir, regimes=("replace:0",), generations=1, dataset="mine", epochs=2,
+                      checkpoint_every_steps=1)
+    unit = _killed_at(store, AFTER_FIRST_CHECKPOINT)
+    assert (unit / "checkpoints").is_dir()
+    if prepared_again:
+        prepare_local("mine", _texts(tmp_path / "b", lambda line: line.upper()[::-1]), data_dir, force=True)
+    assert engine.run_unit(store.root, "lm", "replace-p0-s0", 0) == "done"
+    resumed = json.loads((unit / "model" / "training.json").read_text())["resumed_from"]
+    assert (resumed is None) == prepared_again, resumed
     assert verify_run(store.root) == 0

@@ -787,13 +787,30 @@ def test_a_knob_marked_exact_leaves_a_generation_as_it_was_and_one_marked_inexac
     assert made["micro"]["model/model.safetensors"] != made["base"]["model/model.safetensors"]
 
 
-@pytest.mark.parametrize("cut, sample_from", [("model", "best"), ("model_last", "last")])
-def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_path, lm_data_dir, caplog, cut,
-                                                                          sample_from):
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _summary_without_epochs(path: Path) -> None:
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "best_epoch"}))
+
+
+@pytest.mark.parametrize("damaged, damage, sample_from, said", [
+    ("model/model.safetensors", _cut, "best", "model: does not read ("),
+    ("model_last/model.safetensors", _cut, "last", "model_last: does not read ("),
+    ("model/training.json", _cut, "best", "training.json: does not read (Expecting"),
+    ("model/training.json", lambda p: p.write_bytes(b"\xff\xfe garbage"), "best", "training.json: does not read ("),
+    ("model/training.json", lambda p: p.write_text("[1, 2]"), "best", "training.json: not a JSON mapping"),
+    ("model/training.json", _summary_without_epochs, "last", "training.json: best_epoch missing or not numbers"),
+], ids=["weights cut short", "last weights cut short", "summary cut short", "summary not UTF-8",
+        "summary a list", "summary without best_epoch"])
+def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_path, lm_data_dir, caplog, damaged,
+                                                                          damage, sample_from, said):
     # model/ of an unfinished generation is published whole (renamed in); a node's crash before its data
     # reached the disk, or a stopped copy, left it cut short, and every redo failed on loading it
-    # (safetensors' own error, a line with no way out). With sample_from: last the same training publishes
-    # model_last/ too, and sampling reads it: cut short, it is trained again with model/
+    # (safetensors' own error, a line with no way out; a raw JSONDecodeError for its training.json). With
+    # sample_from: last the same training publishes model_last/ too, and sampling reads it: cut short, it
+    # is trained again with model/
     from collapse_hpc.experiments.lm.model import model_fingerprint
 
     store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), sample_from=sample_from)
@@ -803,11 +820,10 @@ def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_pa
     before = {"weights": {f: model_fingerprint(unit / f) for f in folders},
               "metrics": pq.read_table(unit / "metrics.parquet")}
     (unit / "manifest.json").unlink()
-    weights = unit / cut / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-100])
+    damage(unit / damaged)
     with caplog.at_level("WARNING", logger="collapse_hpc"):
         assert _execute(store, run)["done"] == 1
-    assert any(f"{cut}: does not read (" in r.getMessage() and "training it again" in r.getMessage()
+    assert any(said in r.getMessage() and "training it again" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
     assert {f: model_fingerprint(unit / f) for f in folders} == before["weights"]
     after = pq.read_table(unit / "metrics.parquet")

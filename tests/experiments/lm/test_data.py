@@ -711,3 +711,16 @@ def test_a_folder_of_files_not_utf8_is_one_warning_not_one_per_file(tmp_path, ca
     said = [r.getMessage() for r in caplog.records if "is not UTF-8" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"warning: {docs / 'doc00.txt'} is not UTF-8: 1 undecodable"), said
     assert said[0].endswith("; the same for 24 other files (doc01.txt, doc02.txt, doc03.txt …)"), said
+
+
+@pytest.mark.parametrize("card", ["{", '{"files_sha256": []}', "\udcff"], ids=["cut short", "wrong shape", "not UTF-8"])
+def test_a_block_cache_whose_card_does_not_read_is_refused_and_built_again_once_removed(lm_data_dir, lm_tokenizer,
+                                                                                      lm_blocks, card):
+    path = data.blocks_path(lm_data_dir, "tiny", "test", lm_tokenizer, 16)
+    original = path.read_bytes()
+    path.with_name(path.name + ".card.json").write_bytes(card.encode(errors="surrogateescape"))
+    with pytest.raises(UserError, match=f"card.json: not the card of test.parquet; remove {path} to build it again$"):
+        data.load_blocks(lm_data_dir, "tiny", "test", lm_tokenizer, 16)
+    path.unlink()  # as the line says: built again, the same bytes, sealed again
+    assert data.load_blocks(lm_data_dir, "tiny", "test", lm_tokenizer, 16).equals(lm_blocks["test"])
+    assert path.read_bytes() == original and data.sealed_file(path)
