@@ -335,16 +335,23 @@ def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash
     if isinstance(used, dict):
         listed += [(run_root(unit_dir) / rel, rel, e, every) for rel, e in used.items()]
     listed += [(p, rel, e, every) for p, rel, e in data_read(manifest)]
-    for p, rel, entry, hashed in listed:
-        if not _entry_ok(entry):
-            problems.append(f"{unit_dir / MANIFEST}: entry {rel!r} is corrupt (needs bytes and sha256)")
-        elif not p.is_file():  # a folder made in its place (by hand, a stray tool) is there, yet not the file
-            problems.append(f"{p}: {'a folder, not the file its manifest lists' if p.is_dir() else 'missing'}")
-        elif p.stat().st_size != entry["bytes"]:
-            problems.append(f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest")
-        elif hashed and sha256_file(p) != entry["sha256"]:
-            problems.append(f"{p}: sha256 mismatch")
+    problems += [why for p, rel, entry, hashed in listed
+                 if (why := _file_problem(unit_dir / MANIFEST, p, rel, entry, hashed)) is not None]
     return problems + binding_problems(unit_dir, manifest, binding(unit_dir, variant_hash))
+
+
+def _file_problem(listing: Path, p: Path, rel: str, entry, hashed: bool) -> str | None:
+    """What is wrong with file `p`, listed as `rel` with `entry` (bytes, sha256) in `listing`; its sha256
+    compared only where `hashed`; None where it matches."""
+    if not _entry_ok(entry):
+        return f"{listing}: entry {rel!r} is corrupt (needs bytes and sha256)"
+    if not p.is_file():  # a folder made in its place (by hand, a stray tool) is there, yet not the file
+        return f"{p}: {'a folder, not the file its manifest lists' if p.is_dir() else 'missing'}"
+    if p.stat().st_size != entry["bytes"]:
+        return f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest"
+    if hashed and sha256_file(p) != entry["sha256"]:
+        return f"{p}: sha256 mismatch"
+    return None
 
 
 def data_read(manifest: dict) -> list[tuple[Path, str, Any]]:
@@ -360,8 +367,7 @@ def data_changed(manifest: dict) -> bool:
     """Whether a file of cached data the manifest's unit (or an unfinished unit's binding file) read is
     gone or holds other bytes (hashed): a data set prepared again (--force) since, whose old text the
     unit's results were built on."""
-    return any(not (_entry_ok(e) and p.is_file() and p.stat().st_size == e["bytes"] and sha256_file(p) == e["sha256"])
-               for p, _, e in data_read(manifest))
+    return any(_file_problem(Path(), p, rel, e, hashed=True) is not None for p, rel, e in data_read(manifest))
 
 
 def extra_files(unit_dir: Path) -> list[Path]:
