@@ -47,7 +47,7 @@ def _verify(store: RunStore) -> int:
             want, config = hashes.get((exp, variant), (None, None))
             problems = verify_unit(unit, config_hash=config_hashes, inputs=True,
                                    variant_hash=engine.unit_hash(unit, want, config))
-        except OSError as e:  # a file one may not read: this unit is not vouched for; the others still are
+        except (OSError, NotRead) as e:  # a file one may not read: this unit is not vouched for; the others still are
             problems = [f"{e.filename or unit}: not readable ({e.strerror or e})"]
         if problems:
             bad += 1

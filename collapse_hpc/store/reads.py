@@ -34,11 +34,13 @@ def refused_read(e: BaseException) -> int | None:
 
 
 class NotRead(UserError):
-    """A file the file system would not read now (refused_read): what it holds is kept."""
+    """A file the file system would not read now (refused_read): what it holds is kept. Its filename (`path`,
+    else the error's) and strerror, as an OSError's, for a reader that lists it and goes on (verify)."""
 
-    def __init__(self, what: str, e: BaseException, then: str):
+    def __init__(self, what: str, e: BaseException, then: str, path: Path | None = None):
         number = refused_read(e)
-        super().__init__(f"{what}: not read ({os.strerror(number) if number else e}): {then} {AGAIN}")
+        self.filename, self.strerror = path or getattr(e, "filename", None), os.strerror(number) if number else str(e)
+        super().__init__(f"{what}: not read ({self.strerror}): {then} {AGAIN}")
 
 
 def read_text(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),
@@ -50,7 +52,7 @@ def read_text(path: Path, what: str = "", then: str = "", kept: tuple[type[OSErr
         return Path(path).read_text()
     except OSError as e:
         if refused_read(e) and not isinstance(e, kept):
-            raise (refused(path, e) if refused else NotRead(f"{what} {path}", e, then)) from None
+            raise (refused(path, e) if refused else NotRead(f"{what} {path}", e, then, path)) from None
         raise
 
 
@@ -61,7 +63,7 @@ def sha256(path: Path, what: str, then: str) -> str:
         return sha256_file(path)
     except OSError as e:
         if refused_read(e):
-            raise NotRead(f"{what} {path}", e, then) from None
+            raise NotRead(f"{what} {path}", e, then, path) from None
         raise
 
 
