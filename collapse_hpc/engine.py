@@ -29,6 +29,7 @@ from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime, values_of
 from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
+from collapse_hpc.store.made import plan_json
 from collapse_hpc.store.lock import working
 from collapse_hpc.store.manifest import BINDING, MANIFEST, binding, read_binding, read_once, write_binding
 
@@ -160,8 +161,8 @@ def _record(run, chain: Chain) -> dict:
 
 def _saved_plan(store: RunStore) -> dict | None:
     """plan.json as a mapping of chains; None when it is missing or not one."""
-    try:
-        doc = json.loads(store.plan_path.read_text())
+    try:  # a read refused is NotRead (plan_json)
+        doc = plan_json(store.plan_path)
     except (FileNotFoundError, ValueError):
         return None
     return doc if isinstance(doc, dict) and isinstance(doc.get("chains"), list) else None
@@ -198,7 +199,7 @@ def read_plan(store: RunStore) -> dict:
     """plan.json as written (values only: the report reads it without the experiments' code), its shape
     checked (a damaged one is one line, never a Python error's name)."""
     try:
-        doc = json.loads(store.plan_path.read_text())
+        doc = plan_json(store.plan_path)
     except FileNotFoundError:
         raise UserError(f"{store.plan_path}: missing (a run folder of an older version); run or submit the run's "
                         f"config again to plan it") from None
@@ -590,8 +591,8 @@ def planned_hashes(store: RunStore) -> dict[tuple[str, str], tuple[str, dict]]:
 
 @functools.lru_cache(maxsize=8)
 def _plan_hashes(path: str, mtime: int, size: int) -> dict[tuple[str, str], tuple[str, dict]]:
-    try:
-        doc = json.loads(Path(path).read_text())
+    try:  # a read refused is NotRead (plan_json)
+        doc = plan_json(Path(path))
         return {(c["experiment"], c["variant"]): (c["variant_hash"], c.get("config")) for c in doc["chains"]}
     except (OSError, ValueError, KeyError, TypeError):
         return {}

@@ -19,6 +19,7 @@ from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
 from collapse_hpc.store.manifest import read_once, upstream
+from collapse_hpc.store.reads import NotRead
 
 
 def verify_run(run_dir: str | Path) -> int:
@@ -46,7 +47,7 @@ def _verify(store: RunStore) -> int:
             want, config = hashes.get((exp, variant), (None, None))
             problems = verify_unit(unit, config_hash=config_hashes, inputs=True,
                                    variant_hash=engine.unit_hash(unit, want, config))
-        except OSError as e:  # a file one may not read: this unit is not vouched for; the others still are
+        except (OSError, NotRead) as e:  # a file one may not read: this unit is not vouched for; the others still are
             problems = [f"{e.filename or unit}: not readable ({e.strerror or e})"]
         if problems:
             bad += 1
@@ -77,6 +78,8 @@ def _planned(store: RunStore) -> tuple[set[Path], dict[Path, tuple[str, int]]]:
 
     try:
         chains = engine.load_plan(store, store.load_config(experiments.sections()))
+    except NotRead:  # says nothing of the plan: not one to verify without
+        raise
     except UserError as e:  # no plan, one of another config, a run of an older version: the folders are all there is
         if store.plan_path.exists():  # damaged, or of an edited config: which units are unfinished is unknown
             print(f"note: {one_line(e)}; verifying the unit folders there are (unfinished units not counted)",

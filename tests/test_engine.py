@@ -1,5 +1,6 @@
 """The generation loop: resume skips finished units and redoes unfinished ones; the plan is frozen
 once (plan.json) and read by jobs, status and the report."""
+import errno
 import json
 import os
 
@@ -11,7 +12,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import debug
 from collapse_hpc.store import read_manifest
 from collapse_hpc.verify import verify_run
-from tests.helpers import edit_manifest, toy_run
+from tests.helpers import edit_manifest, refuse_reads, toy_run
 
 
 def gen(store, g):
@@ -224,6 +225,36 @@ def test_a_unit_outside_the_plan_or_without_one_is_one_error_line(tmp_path):
     store.plan_path.write_text("{not json")
     with pytest.raises(UserError, match="not a plan"):
         engine.run_unit(store.root, "toy", "replace-p0-s0", 0)
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+def test_a_plan_the_file_system_will_not_read_is_said_not_planned_anew(tmp_path, monkeypatch, capsys, refusal):
+    """plan.json read refused went up as a raw OSError (opening the run, a unit reading it), or counted as no plan:
+    finished units were judged without their variant's hash, and a hand-edited config's original was not found
+    back; verify and the report went on without it. Each says it in one line, the plan kept."""
+    from collapse_hpc import cli
+    from collapse_hpc.store import made
+    from collapse_hpc.store.reads import NotRead
+
+    store, run = toy_run(tmp_path, generations=1)
+    kept = (store.plan_path.stat().st_ino, store.plan_path.read_bytes())
+    refuse_reads(monkeypatch, store.plan_path, refusal)
+    said = (f"plan {store.plan_path}: not read ({os.strerror(refusal)}): the run and its plan are kept as they are "
+            f"(not planned anew) once the file reads again (its permissions, the file system): run the same "
+            f"command again")
+    for reads in (lambda: engine.open_run(store, run), lambda: engine.run_unit(store.root, "toy", "replace-p0-s0", 0),
+                  lambda: engine.planned_hashes(store),  # what finished units are judged by (verify, launchers)
+                  lambda: made.inferred(store.root, {}, "0" * 16, {})):  # the config made, found back
+        with pytest.raises(NotRead) as e:
+            reads()
+        assert str(e.value) == said
+    for command in ("verify", "aggregate"):  # neither goes on without the plan (the folders alone, the manifests)
+        capsys.readouterr()
+        assert cli.main([command, str(store.root)]) == 2
+        assert capsys.readouterr().err == f"error: {said}\n"
+    monkeypatch.undo()
+    assert (store.plan_path.stat().st_ino, store.plan_path.read_bytes()) == kept
+    assert engine.run_unit(store.root, "toy", "replace-p0-s0", 0) == "done"
 
 
 @pytest.mark.parametrize("section,says", [({"lm": {"model": "facebook/opt-13b"}}, "lm: one task of replace-p0-s0"),

@@ -24,6 +24,7 @@ from collapse_hpc.store import RunStore
 from collapse_hpc.store.atomic import claim_folder, sweep, write_text
 from collapse_hpc.store.layout import folder_to_make, utf8_path
 from collapse_hpc.store.lock import folder_lock, reading
+from collapse_hpc.store.reads import read_text
 from collapse_hpc.store.space import Unwritable, mount_point, nearest_folder, unwritable
 
 log = logging.getLogger("collapse_hpc.report")
@@ -69,6 +70,7 @@ def _sweep(out: Path) -> None:
 
 
 def _write(out: Path, data: list, replicates: int | None) -> Path:
+    drawn = _drawn(out / "figures")  # before anything is written: a refused read leaves the last report whole
     df = collect.tidy(data, replicates)
     summary = stats.summarise(df)
     for page_file in (out / "index.html", out / "results.md"):  # an earlier report's page: not over new files
@@ -91,7 +93,7 @@ def _write(out: Path, data: list, replicates: int | None) -> Path:
                                      bookkeeping, tables.absent_from(data, name)))
         log.info("report: %s: %d of %d figures", name, sum(bool(f.files) for f in figs), len(figs))
 
-    _drop_stale(out / "figures", {f for s in sections for fig in s.figures for f in fig.files})
+    _drop_stale(out / "figures", drawn, {f for s in sections for fig in s.figures for f in fig.files})
     rep = page.Report(title(data), out.absolute(), [(r.label, r.root) for r in data], sections,
                       tables.completeness(data), tables.compute(data), tables.packages(data),
                       [(r.label, r.config_text) for r in data], tables.problems(data), tables.unfinished(data),
@@ -145,20 +147,26 @@ def title(runs: list[collect.RunData]) -> str:
 DRAWN = ".drawn.json"  # in figures/: the files the last report drew there
 
 
-def _drop_stale(folder: Path, keep: set) -> None:
-    """Figures an earlier report drew that this one no longer draws. Only files named in the
-    earlier report's own list go: an --out folder may hold the user's files, which are never ours."""
-    record = folder / DRAWN
+def _drawn(folder: Path) -> list:
+    """The files the last report drew in `folder` (its DRAWN list; none where it is missing or damaged). A
+    read the file system refuses is NotRead: taken for none, the figures it lists would stay for good."""
     try:
-        earlier = json.loads(record.read_text())
+        earlier = json.loads(read_text(folder / DRAWN, "figures list", "the report is kept as it is",
+                                       kept=(FileNotFoundError,)))
     except (FileNotFoundError, ValueError):
-        earlier = []
+        return []
+    return earlier if isinstance(earlier, list) else []
+
+
+def _drop_stale(folder: Path, earlier: list, keep: set) -> None:
+    """Figures an earlier report drew (`earlier`: _drawn) that this one no longer draws. Only files named in
+    the earlier report's own list go: an --out folder may hold the user's files, which are never ours."""
     names = {p.name for p in keep}
-    for name in earlier if isinstance(earlier, list) else []:
+    for name in earlier:
         if isinstance(name, str) and name not in names and Path(name).name == name:
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(record, json.dumps(sorted(names)) + "\n")
+    write_text(folder / DRAWN, json.dumps(sorted(names)) + "\n")
 
 
 def main(runs: list[str], out: str | None = None, replicates: int | None = None, held: bool = True) -> int:

@@ -21,6 +21,7 @@ from collapse_hpc.regimes import values_of
 from collapse_hpc.report import longform
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
+from collapse_hpc.store.reads import NotRead
 
 log = logging.getLogger("collapse_hpc.report")
 METRICS = "metrics.parquet"
@@ -120,6 +121,8 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
                                                                     c["settings"], c["units"], c.get("shape", "chain"))
                     for c in plan["chains"]}
         return variants, dict(plan["generations"])
+    except NotRead:  # says nothing of the plan: the report is not made without it
+        raise
     except (UserError, KeyError, TypeError) as e:  # an older run folder, or a damaged plan
         log.warning("%s: no usable plan (%s); reading the manifests only", root, e)
         return {}, {k: raw[k].get("generations") or raw.get("generations")
@@ -153,6 +156,8 @@ def left_out(root: Path) -> list[str]:
     store = RunStore(root)
     try:
         chains = engine.load_plan(store, store.load_config(experiments.sections()))
+    except NotRead:
+        raise
     except UserError:
         return []
     return sorted(status.left_out(store, chains, records.load(store)))

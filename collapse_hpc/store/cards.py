@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store.atomic import sha256_file, write_json
-from collapse_hpc.store.reads import NotRead, read_text, refused_read
+from collapse_hpc.store.reads import NotRead, read_text, sha256
 
 _HASHED: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256, per process
 
@@ -29,13 +29,8 @@ def check_against_card(path: Path, card: dict, redo: str = "") -> None:
     st = path.stat()
     key = (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ino)
     if key not in _HASHED:
-        try:
-            _HASHED[key] = sha256_file(path)
-        except OSError as e:
-            if refused_read(e):
-                kind, then = _kept(redo)
-                raise NotRead(f"{kind} file {path}", e, then) from None
-            raise
+        kind, then = _kept(redo)
+        _HASHED[key] = sha256(path, f"{kind} file", then)
     if _HASHED[key] != expected:
         raise UserError(f"{path}: not the file its card.json recorded (sha256 {_HASHED[key][:12]}… != "
                         f"{str(expected)[:12]}…); " + (redo or f"prepare it again: collapse-hpc data prepare "

@@ -16,12 +16,14 @@ from typing import Iterator
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic, space
+from collapse_hpc.store.reads import NotRead, read_text
 
 SLURM_HELD = "slurm job"  # a worker file's text: the unit runs in this Slurm job
 FOLDER = "folder"  # or the run folder it works in (folder_id): a copy's registrations are not its units
 WORKERS = ".units"  # beside the lock: one file <host>-<pid> per running unit process (empty, or SLURM_HELD)
 ABANDONED_S = 60  # a lock is written microseconds after it is created; leaves room for clock skew
 ORPHANS_STOP_S = 30  # a killed launcher's unit processes stop at their next check (within a sampling chunk)
+KEPT = "the run and its lock are kept as they are (not taken over)"  # a lock's or unit's record read refused
 
 
 @contextlib.contextmanager
@@ -212,20 +214,28 @@ class RunLock:
             except OSError as e:  # a full disk: left empty, the lock would refuse every run for ABANDONED_S
                 self.path.unlink(missing_ok=True)
                 raise OSError(e.errno, e.strerror, str(self.path)) from e
-            orphans = self.workers()
-            if orphans:  # no launcher holds the run (its lock removed by hand), but its units still write
+            try:
+                refused = self._others()
+            except NotRead as e:  # a unit's or a cancel's record: the lock made is not left behind
+                refused = e
+            if refused is not None:
                 self.path.unlink(missing_ok=True)
-                raise UserError(f"run has unit processes {', '.join(map(str, orphans))} still running without "
-                                f"a launcher ({self.path.with_name(WORKERS)}); wait for them or kill them")
-            guest = None if self.reads else _guest(self.path)  # a cancel begun beside a reader that is gone since
-            if guest is not None:
-                self.path.unlink(missing_ok=True)
-                raise UserError(held_by(guest, guest_path(self.path)))
+                raise refused
             self._drop_dead_workers()
             self.held, self.depth = True, 1
             return self
         raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
                         f"launcher is running on this run")
+
+    def _others(self) -> UserError | None:
+        """Why the lock just made is not the run's after all: unit processes still write without a launcher, or
+        a cancel runs beside a reader; None where neither."""
+        orphans = self.workers()
+        if orphans:  # no launcher holds the run (its lock removed by hand), but its units still write
+            return UserError(f"run has unit processes {', '.join(map(str, orphans))} still running without "
+                             f"a launcher ({self.path.with_name(WORKERS)}); wait for them or kill them")
+        guest = None if self.reads else _guest(self.path)  # a cancel begun beside a reader that is gone since
+        return None if guest is None else UserError(held_by(guest, guest_path(self.path)))
 
     def _helpers(self, owner: dict) -> list[int]:
         """The live unit processes of the lock's owner: those it named, and those registered in the run."""
@@ -305,8 +315,10 @@ class RunLock:
             return False
 
     def owner(self) -> dict | None:
+        """The lock's owner record; None where there is none or it is being written. A read the file system
+        refuses is NotRead: its owner may live, so the lock is neither taken over nor removed."""
         try:
-            owner = json.loads(self.path.read_text())
+            owner = json.loads(read_text(self.path, "run lock", KEPT, kept=(FileNotFoundError,)))
         except (FileNotFoundError, ValueError):
             return None
         return owner if isinstance(owner, dict) else None
@@ -357,7 +369,7 @@ def _guest(lock_path: Path) -> dict | None:
     """The record of a cancel running beside a reader, where its process may still run; a dead one's is removed."""
     path = guest_path(lock_path)
     try:
-        guest = json.loads(path.read_text())
+        guest = json.loads(read_text(path, "run lock", KEPT, kept=(FileNotFoundError,)))
     except FileNotFoundError:
         return None
     except ValueError:  # being written, or its writer died in between (then left for ABANDONED_S, as the lock)
@@ -457,9 +469,10 @@ def _text(worker: Path) -> str | None:
     """A unit's registration: SLURM_HELD for a unit of a Slurm job (Slurm, not a launcher here, holds
     it, and squeue tells whether it lives: submit skips it, cancel ends it; on a node that is also the
     login host it must not lock those two out), else FOLDER and the run folder's folder_id (empty:
-    an older version's). None where it is gone."""
+    an older version's). None where it is gone; NotRead where the file system refuses the read (taken for
+    gone, its live unit would not hold the run)."""
     try:
-        return worker.read_text()
+        return read_text(worker, "unit registration", KEPT, kept=(FileNotFoundError, IsADirectoryError))
     except OSError:
         return None
 

@@ -15,10 +15,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from collapse_hpc import config as cfgmod
+from collapse_hpc.store.reads import read_text
 
 PLAN = "plan.json"
 UNSET = object()  # the key not written (a knob added after the older version that made the run)
 EDITS = 3  # knobs edited at once, at most: thousands of hashes (a few knobs, a few values each)
+
+
+def plan_json(path: Path):
+    """plan.json's JSON: FileNotFoundError (IsADirectoryError) where there is none, ValueError where it is not
+    JSON; NotRead where the file system refuses the read, said, the plan kept: taken for none, the run would be
+    planned anew over it, or its finished units judged without their variant's hash."""
+    return json.loads(read_text(path, "plan", "the run and its plan are kept as they are (not planned anew)",
+                                kept=(FileNotFoundError, IsADirectoryError)))
 
 
 def inferred(root: Path, edited: dict, recorded: str, sections: Mapping[str, type]) -> tuple[dict, set[str]] | None:
@@ -52,8 +61,8 @@ def inferred(root: Path, edited: dict, recorded: str, sections: Mapping[str, typ
 def _planned_sections(root: Path, recorded: str) -> dict[str, list[dict]]:
     """Each experiment's sections as its variants ran them (regime overrides applied), from plan.json
     where it was written for the recorded config."""
-    try:
-        doc = json.loads((root / PLAN).read_text())
+    try:  # a read refused is NotRead: taken for none, the config made would not be found back
+        doc = plan_json(root / PLAN)
     except (OSError, ValueError):
         return {}
     if not isinstance(doc, dict) or doc.get("config_hash") != recorded or not isinstance(doc.get("chains"), list):

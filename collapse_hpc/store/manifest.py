@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
-from collapse_hpc.store.reads import read_text
+from collapse_hpc.store.reads import read_text, sha256
 
 MANIFEST = "manifest.json"
+KEPT = "the unit is kept as it is (not redone)"  # a read of one of its files refused: the unit stays as it is
 SELF = "manifest_sha256"  # the manifest's own checksum, in it: an edit of its bytes is caught without hashing files
 BINDING = ".binding.json"  # an unfinished unit's binding (written before it starts)
 PACKAGES = ("collapse-hpc", "torch", "deepspeed", "transformers", "datasets", "tokenizers",
@@ -157,11 +158,8 @@ def bind_data(unit_dir: Path, path: Path, data_dir: Path) -> None:
     work built on the old text (RunStore.reset_unit), as the manifest tells of a finished unit. A binding
     file from before this (or none: a unit run without the engine) lists none, and its unit resumes."""
     where, root = Path(unit_dir) / BINDING, Path(data_dir).absolute()
-    try:
-        doc = json.loads(where.read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(doc, dict):
+    doc = _binding_file(unit_dir)
+    if doc is None:
         return
     data = doc["data"] if isinstance(doc.get("data"), dict) else {}
     rel = Path(path).absolute().relative_to(root).as_posix()
@@ -174,8 +172,16 @@ def read_binding(unit_dir: Path) -> dict | None:
     manifest = read_manifest(unit_dir)
     if manifest and not manifest.get("corrupt"):
         return manifest
+    return _binding_file(unit_dir)
+
+
+def _binding_file(unit_dir: Path) -> dict | None:
+    """An unfinished unit's binding file as a mapping; None where there is none or it does not read as one
+    (cut short). A read the file system refuses is NotRead: taken for none, the unit's redo would keep
+    leftovers made for another binding, or its data go unrecorded."""
     try:
-        doc = json.loads((Path(unit_dir) / BINDING).read_text())
+        doc = json.loads(read_text(Path(unit_dir) / BINDING, "binding file", KEPT,
+                                   kept=(FileNotFoundError, IsADirectoryError)))
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
@@ -267,8 +273,7 @@ def read_manifest(unit_dir: Path) -> dict | None:
 def _read_manifest(unit_dir: Path) -> dict | None:
     path = Path(unit_dir) / MANIFEST
     try:  # a read refused (permissions, an I/O error) says nothing of the unit: NotRead, not redone
-        manifest = json.loads(read_text(path, "manifest", "the unit is kept as it is (not redone)",
-                                        kept=(FileNotFoundError, IsADirectoryError)))
+        manifest = json.loads(read_text(path, "manifest", KEPT, kept=(FileNotFoundError, IsADirectoryError)))
     except FileNotFoundError:
         return None
     except ValueError:
@@ -349,7 +354,7 @@ def _file_problem(listing: Path, p: Path, rel: str, entry, hashed: bool) -> str 
         return f"{p}: {'a folder, not the file its manifest lists' if p.is_dir() else 'missing'}"
     if p.stat().st_size != entry["bytes"]:
         return f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest"
-    if hashed and sha256_file(p) != entry["sha256"]:
+    if hashed and sha256(p, "listed file", KEPT) != entry["sha256"]:  # refused: NotRead, not a mismatch
         return f"{p}: sha256 mismatch"
     return None
 

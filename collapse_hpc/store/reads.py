@@ -7,17 +7,21 @@ file and the error (NotRead); the same command goes on from it once the file rea
 API:
 - refused_read(e) -> int | None   the errno of such a refusal that `e` is or says; None: it may be the bytes
 - NotRead(what, e, then)          the one line: '<what>: not read (<strerror>): <then> once the file reads …'
-- read_text(path, what, then, kept)  the file's text; a refused read NotRead (but for the errors `kept` names)
+- read_text(path, what, then, kept, refused)  the file's text; a refused read NotRead (but for the errors `kept`
+                                  names), or the caller's own NotRead that `refused(path, e)` makes
+- sha256(path, what, then)        the file's sha256 (atomic.sha256_file); a refused read NotRead
 - safetensors_open(path)          safetensors' safe_open, a refused open said with its errno
 """
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import space
+from collapse_hpc.store.atomic import sha256_file
 
 AGAIN = "once the file reads again (its permissions, the file system): run the same command again"
 
@@ -30,22 +34,36 @@ def refused_read(e: BaseException) -> int | None:
 
 
 class NotRead(UserError):
-    """A file the file system would not read now (refused_read): what it holds is kept."""
+    """A file the file system would not read now (refused_read): what it holds is kept. Its filename (`path`,
+    else the error's) and strerror, as an OSError's, for a reader that lists it and goes on (verify)."""
 
-    def __init__(self, what: str, e: BaseException, then: str):
+    def __init__(self, what: str, e: BaseException, then: str, path: Path | None = None):
         number = refused_read(e)
-        super().__init__(f"{what}: not read ({os.strerror(number) if number else e}): {then} {AGAIN}")
+        self.filename, self.strerror = path or getattr(e, "filename", None), os.strerror(number) if number else str(e)
+        super().__init__(f"{what}: not read ({self.strerror}): {then} {AGAIN}")
 
 
-def read_text(path: Path, what: str, then: str, kept: tuple[type[OSError], ...] = ()) -> str:
-    """`path`'s text; a read the file system refuses (refused_read) is NotRead naming it as `what`, but for
-    the errors `kept` names (FileNotFoundError where the file's absence is the caller's answer), raised as
-    they are."""
+def read_text(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),
+              refused: Callable[[Path, OSError], NotRead] | None = None) -> str:
+    """`path`'s text; a read the file system refuses (refused_read) is NotRead naming it as `what`, or the
+    caller's own NotRead that `refused(path, e)` makes (a checkpoint's), but for the errors `kept` names
+    (FileNotFoundError where the file's absence is the caller's answer), raised as they are."""
     try:
         return Path(path).read_text()
     except OSError as e:
         if refused_read(e) and not isinstance(e, kept):
-            raise NotRead(f"{what} {path}", e, then) from None
+            raise (refused(path, e) if refused else NotRead(f"{what} {path}", e, then, path)) from None
+        raise
+
+
+def sha256(path: Path, what: str, then: str) -> str:
+    """`path`'s sha256; a read the file system refuses is NotRead naming it as `what`: a hash it could not take
+    says nothing of the bytes, so what holds them is kept, never judged changed."""
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        if refused_read(e):
+            raise NotRead(f"{what} {path}", e, then, path) from None
         raise
 
 

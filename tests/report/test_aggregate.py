@@ -1,5 +1,8 @@
 """collapse-hpc aggregate on real run folders made by the engine, alone and side by side."""
 import dataclasses
+import errno
+import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -9,6 +12,7 @@ from PIL import Image
 from collapse_hpc import cli, engine, experiments
 from collapse_hpc.launch import debug, records
 from collapse_hpc.store import RunStore
+from tests.helpers import refuse_reads
 
 
 @pytest.fixture
@@ -178,6 +182,31 @@ def test_out_folder_keeps_files_the_report_did_not_write(toy, tmp_path, capsys):
     (out / "figures" / "old.png").write_bytes(b"old")
     assert cli.main(["aggregate", str(root), "--out", str(out)]) == 0
     assert not (out / "figures" / "old.png").exists()
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+def test_a_figures_list_the_file_system_will_not_read_is_said_the_last_report_kept(toy, tmp_path, monkeypatch,
+                                                                                  capsys, refusal):
+    """figures/.drawn.json read refused went up as a raw OSError once the report's pages were removed and its
+    figures drawn anew. It is one line naming the file, read before anything is written: the last report stays
+    whole; once it reads, the figures it lists that this report does not draw go."""
+    root = make_run(tmp_path / "toyrun", {"toy": {"rows": 5}}, generations=2)
+    assert cli.main(["aggregate", str(root)]) == 0
+    report = root / "report"
+    (report / "figures" / "old.png").write_bytes(b"old")
+    drawn = report / "figures" / ".drawn.json"
+    drawn.write_text(json.dumps(json.loads(drawn.read_text()) + ["old.png"]))
+    kept = {p: (p.stat().st_ino, p.read_bytes()) for p in report.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    refuse_reads(monkeypatch, drawn, refusal)
+    assert cli.main(["aggregate", str(root)]) == 2
+    assert capsys.readouterr().err == (f"error: figures list {drawn}: not read ({os.strerror(refusal)}): the report "
+                                       f"is kept as it is once the file reads again (its permissions, the file "
+                                       f"system): run the same command again\n")
+    monkeypatch.undo()
+    assert {p: (p.stat().st_ino, p.read_bytes()) for p in report.rglob("*") if p.is_file()} == kept
+    assert cli.main(["aggregate", str(root)]) == 0
+    assert not (report / "figures" / "old.png").exists() and (report / "index.html").is_file()
 
 
 @pytest.mark.slow

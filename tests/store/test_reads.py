@@ -11,6 +11,7 @@ from collapse_hpc.store import RunStore, atomic, read_manifest, write_manifest
 from collapse_hpc.store.cards import intact_card
 from collapse_hpc.store.layout import RUN_JSON
 from collapse_hpc.store.manifest import MANIFEST
+from collapse_hpc.errors import UserError
 from collapse_hpc.store.reads import NotRead, refused_read
 from tests.helpers import refuse_reads
 
@@ -144,3 +145,107 @@ def test_a_cached_or_prepared_file_the_file_system_will_not_read_is_said_not_has
         sealed_file(path) if held == "cache" else check_against_card(path, card)
     monkeypatch.undo()
     assert sealed_file(path) if held == "cache" else check_against_card(path, card) is None
+
+
+class CheckpointNotRead(NotRead):
+    """A caller's own NotRead, made from the path and the error alone (the language model's checkpoint's)."""
+
+    def __init__(self, path, e):
+        super().__init__(f"checkpoint {path}", e, "kept")
+
+
+@REFUSALS
+def test_a_refused_read_is_the_callers_own_not_read_where_it_gives_one(tmp_path, monkeypatch, refusal):
+    """A caller with its own NotRead (a checkpoint's marker) had to copy read_text to raise it; a file absent is
+    still the FileNotFoundError the caller asked to keep."""
+    from collapse_hpc.store.reads import read_text
+
+    marker = tmp_path / "complete.json"
+    marker.write_text("{}")
+    refuse_reads(monkeypatch, marker, refusal)
+    with pytest.raises(CheckpointNotRead, match=f"^checkpoint {marker}: not read \\({os.strerror(refusal)}\\): kept"):
+        read_text(marker, refused=CheckpointNotRead)
+    monkeypatch.undo()
+    assert read_text(marker, refused=CheckpointNotRead) == "{}"
+    with pytest.raises(FileNotFoundError):
+        read_text(tmp_path / "none.json", refused=CheckpointNotRead, kept=(FileNotFoundError,))
+
+
+@REFUSALS
+def test_a_listed_file_the_file_system_will_not_read_is_said_not_hashed_as_an_error(tmp_path, monkeypatch, refusal):
+    """verify_unit hashes the files a manifest lists: a refused read went up as a raw OSError naming no unit. It
+    is one line naming the file, the unit kept; once it reads, the unit verifies, and changed bytes still do not."""
+    from collapse_hpc.store import verify_unit
+
+    unit = tmp_path / "lm" / "v" / "gen_000"
+    atomic.write_text(unit / "note.txt", "hello")
+    write_manifest(unit, config_hash="abc", started=time.time())
+    refuse_reads(monkeypatch, unit / "note.txt", refusal)
+    said = re.escape(_said(unit / "note.txt", refusal, "the unit is kept as it is (not redone)", "listed file"))
+    with pytest.raises(NotRead, match=f"^{said}$"):
+        verify_unit(unit)
+    assert verify_unit(unit, deep=False) == []  # sizes alone read no byte
+    monkeypatch.undo()
+    assert verify_unit(unit) == []
+    (unit / "note.txt").write_text("HELLO")
+    assert verify_unit(unit) == [f"{unit / 'note.txt'}: sha256 mismatch"]
+
+
+@REFUSALS
+def test_a_binding_file_the_file_system_will_not_read_is_said_not_taken_for_none(tmp_path, monkeypatch, refusal):
+    """An unfinished unit's .binding.json read refused counted as none: its redo kept the leftovers, whatever
+    binding they were made for, and the data it read went unrecorded. It is one line, the unit kept whole; once
+    it reads, the redo keeps what the binding allows. One cut short still counts as none."""
+    from collapse_hpc.store.manifest import BINDING, bind_data, binding, read_binding, write_binding
+
+    store = RunStore(tmp_path / "run")
+    unit = store.root / "lm" / "v" / "gen_001"
+    write_binding(unit, binding(unit))
+    atomic.write_text(unit / "checkpoints" / "step1" / "model.pt", "weights")
+    atomic.write_text(tmp_path / "data" / "train.parquet", "rows")
+    kept = {p: p.read_bytes() for p in unit.rglob("*") if p.is_file()}
+    refuse_reads(monkeypatch, unit / BINDING, refusal)
+    said = re.escape(_said(unit / BINDING, refusal, "the unit is kept as it is (not redone)", "binding file"))
+    for reads in (lambda: store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit)),
+                  lambda: bind_data(unit, tmp_path / "data" / "train.parquet", tmp_path / "data")):
+        with pytest.raises(NotRead, match=f"^{said}$"):
+            reads()
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in unit.rglob("*") if p.is_file()} == kept
+    store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit))
+    assert (unit / "checkpoints" / "step1" / "model.pt").is_file()
+    (unit / BINDING).write_text("{")
+    assert read_binding(unit) is None
+
+
+@REFUSALS
+def test_a_run_lock_the_file_system_will_not_read_is_said_not_taken_over(tmp_path, monkeypatch, refusal):
+    """The run lock's owner record read refused went up as a raw OSError; a unit's registration beside it read
+    refused counted as gone, so a launcher took the run while that unit wrote into it. Each is one line naming
+    the file, the lock and the run kept as they are."""
+    import json
+    import socket
+
+    from collapse_hpc.store.lock import WORKERS, RunLock, _registration
+
+    lock = RunLock(tmp_path / ".lock", log=lambda _: None)
+    lock.path.write_text(json.dumps({"pid": 2 ** 22 + 7, "host": socket.gethostname(), "started": 0}))  # dead
+    refuse_reads(monkeypatch, lock.path, refusal)
+    said = re.escape(_said(lock.path, refusal, "the run and its lock are kept as they are (not taken over)",
+                           "run lock"))
+    with pytest.raises(NotRead, match=f"^{said}$"):
+        lock.acquire()
+    monkeypatch.undo()
+    assert json.loads(lock.path.read_text())["pid"] == 2 ** 22 + 7
+    lock.path.unlink()
+    unit = tmp_path / WORKERS / f"{socket.gethostname()}-{os.getppid()}"  # a live process's registration
+    atomic.write_text(unit, _registration(tmp_path))
+    refuse_reads(monkeypatch, unit, refusal)
+    said = re.escape(_said(unit, refusal, "the run and its lock are kept as they are (not taken over)",
+                           "unit registration"))
+    with pytest.raises(NotRead, match=f"^{said}$"):
+        lock.acquire()
+    monkeypatch.undo()
+    assert not lock.path.exists() and unit.is_file()
+    with pytest.raises(UserError, match="still running without a launcher"):
+        lock.acquire()

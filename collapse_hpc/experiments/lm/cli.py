@@ -144,9 +144,9 @@ def check_loaded_tag(cfg, folder: Path) -> None:
 def _saved_tag(folder: Path) -> str | None:
     """The hub tag a fine-tuned model's config.json names as its origin (_name_or_path); None for a
     model built here (tiny), whose origin is a folder or nothing."""
-    import json
+    from collapse_hpc.experiments.lm.model import saved_config
 
-    name = str(json.loads((folder / "config.json").read_text()).get("_name_or_path") or "")
+    name = str(saved_config(folder).get("_name_or_path") or "")
     local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
     return name if name.count("/") == 1 and not local else None
 

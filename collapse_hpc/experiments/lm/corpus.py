@@ -9,12 +9,14 @@ API:
 - read_texts(data_dir, dataset, split) -> list[str]   column `text` of data/<dataset>/<split>.parquet
 - check_card(split_file)                     UserError if the split is not the file its card recorded
 - read_parquet(path, columns=None, schema_only=False)  a Parquet table or schema, else a UserError
+                                             (NotRead where the file system refuses the read)
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from collapse_hpc.errors import UserError, first_line
+from collapse_hpc.store.reads import NotRead, refused_read
 
 SPLITS = ("train", "validation", "test")
 # text above which training a BPE or cutting blocks takes long enough to say so (10 s on 2 cores);
@@ -39,12 +41,14 @@ def read_parquet(path: Path, columns=None, schema_only: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source = path if _utf8(path) else pa.BufferReader(Path(path).read_bytes())  # pyarrow opens UTF-8 paths only
     try:
+        source = path if _utf8(path) else pa.BufferReader(Path(path).read_bytes())  # pyarrow opens UTF-8 paths only
         # ParquetFile, not read_table: the same table of one file, without pyarrow.dataset's import of pandas
         # (a second and more of the check before a run, which reads the held-out splits)
         return pq.read_schema(source) if schema_only else pq.ParquetFile(source).read(columns=columns)
     except (pa.ArrowException, OSError) as e:
+        if refused_read(e):  # says nothing of its bytes: not called damaged
+            raise NotRead(f"Parquet file {path}", e, "kept as it is; the command goes on with it") from None
         raise UserError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
 
 

@@ -37,8 +37,10 @@ from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.hub import local_config
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
-from collapse_hpc.store.reads import NotRead, refused_read, safetensors_open
+from collapse_hpc.store.reads import NotRead, read_text, refused_read, safetensors_open
 
+
+MODEL_KEPT = "kept as it is; the command goes on with it"  # a model file the file system would not read
 
 # hub models whose parameter count is known without their config.json (launch/estimate.py's
 # measured rates are for these): 4 bytes each in fp32
@@ -91,19 +93,35 @@ def shape(cfg) -> Shape | None:
 
 
 def saved_shape(folder: Path) -> Shape | None:
-    """The shapes a saved model's config.json declares; None: unreadable."""
+    """The shapes a saved model's config.json declares; None: missing, or not a model's config."""
     return _shape(str(folder))
+
+
+def saved_config(folder: Path) -> dict:
+    """A saved model's config.json as a mapping ({} where it is missing or not one), read once per process
+    (saved_shape's read, a model's origin): NotRead where the file system refuses the read, the model kept."""
+    return dict(_config(str(folder)))
+
+
+@functools.lru_cache(maxsize=None)
+def _config(folder: str) -> dict:
+    try:
+        config = json.loads(read_text(Path(folder) / "config.json", "model file", MODEL_KEPT,
+                                      kept=(FileNotFoundError, IsADirectoryError)))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 @functools.lru_cache(maxsize=None)
 def _shape(folder: str) -> Shape | None:
+    c = _config(folder)
     try:
-        c = json.loads((Path(folder) / "config.json").read_text())
         h = int(c.get("hidden_size") or c["n_embd"])  # GPT-2 names them n_embd, n_layer, n_inner
         return Shape(str(c.get("model_type", "")), int(c["vocab_size"]), h,
                      int(c.get("num_hidden_layers") or c["n_layer"]),
                      int(c.get("ffn_dim") or c.get("intermediate_size") or c.get("n_inner") or 4 * h))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -247,6 +265,8 @@ def missing_weights(folder: Path) -> str | None:
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            if refused_read(e):  # says nothing of the model: not one to copy or download again
+                raise NotRead(f"model file {index}", e, MODEL_KEPT) from None
             return f"a readable {index.name} ({type(e).__name__}: {str(e)[:80]})"
         gone = [s for s in shards if not (folder / s).is_file()]
         return f"{len(gone)} of the {len(shards)} shards {index.name} lists ({gone[0]} …)" if gone else None

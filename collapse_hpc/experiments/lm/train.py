@@ -356,14 +356,9 @@ def _marker(step_dir: Path) -> str:
     """A step folder's complete.json, as text; NotRead where the file system refuses the read
     (reads.refused_read: its bytes may be whole, the checkpoint is kept)."""
     from collapse_hpc.experiments.lm.checkpoint import NotRead
-    from collapse_hpc.store.reads import refused_read
+    from collapse_hpc.store.reads import read_text
 
-    try:
-        return (step_dir / COMPLETE).read_text()
-    except OSError as e:
-        if refused_read(e):
-            raise NotRead(step_dir / COMPLETE, e) from None
-        raise
+    return read_text(step_dir / COMPLETE, refused=NotRead)
 
 
 def _cut_short(ckpt_dir: Path) -> list[Path]:

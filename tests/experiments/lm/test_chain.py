@@ -831,6 +831,30 @@ def test_a_published_model_cut_short_is_trained_again_to_the_same_weights(tmp_pa
     assert after.select(same).equals(before["metrics"].select(same))
 
 
+@pytest.mark.slow
+def test_a_refused_read_under_the_debug_executor_is_one_line_not_torchs_rank_traceback(tmp_path, lm_data_dir):
+    """Under the debug executor the unit runs in the command's own process, in the process group it joined, whose
+    hook prefixes an escaped exception's traceback with [rank0]: a refused read (NotRead) that stops the unit
+    there is still the one line and exit status 2 of bad input, its model kept."""
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",))
+    assert _execute(store, run)["done"] == 1
+    unit = store.root / "lm" / "replace-p0-s0" / "gen_000"
+    (unit / "manifest.json").unlink()  # unfinished: its redo reads the published model's summary
+    summary = (unit / "model" / "training.json").absolute()
+    script = ("import errno, sys; from _pytest.monkeypatch import MonkeyPatch; from pathlib import Path; "
+              "from tests.helpers import refuse_reads; from collapse_hpc.cli import main; "
+              "refuse_reads(MonkeyPatch(), Path(sys.argv[1]), errno.EIO); sys.exit(main(sys.argv[2:]))")
+    proc = subprocess.run([sys.executable, "-c", script, str(summary), "run", str(store.config_path), "--run",
+                           str(store.root), "--executor", "debug"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "COLLAPSE_THREADS": "1"}, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "[rank0]" not in proc.stderr, proc.stderr
+    assert lines == [f"error: model file {summary}: not read ({os.strerror(errno.EIO)}): kept as it is (not trained "
+                     f"again); gen 0 goes on from it once the file reads again (its permissions, the file system): "
+                     f"run the same command again"], proc.stderr
+    assert summary.is_file() and not (unit / "manifest.json").exists()
+
+
 @pytest.mark.parametrize("refused, refusal, refuse", [
     ("model/config.json", errno.EACCES, refuse_reads),
     ("model/model.safetensors", errno.EACCES, refuse_reads),  # at its open

@@ -1,5 +1,6 @@
 """Data preparation: deterministic Parquet splits and blocks, and one-line errors for bad files."""
 import codecs
+import errno
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.lm import data
 from collapse_hpc.store.atomic import sha256_file
 from tests.experiments.lm.conftest import corpus_lines, write_corpus
+from tests.helpers import refuse_reads
 from tests.launch.test_slurm_plan import fake_slurm  # noqa: F401  (the fixture)
 
 REPO = Path(__file__).resolve().parents[3]
@@ -70,6 +72,44 @@ def test_blocks_are_the_concatenated_tokens_cut_with_the_remainder_dropped(lm_da
     cached = data.blocks_path(lm_data_dir, "tiny", "validation", lm_tokenizer, 16)
     assert cached.is_file() and cached.parent.name.endswith("-16")
     assert data.load_blocks(lm_data_dir, "tiny", "validation", lm_tokenizer, 16).equals(table)
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+@pytest.mark.parametrize("named", ["utf-8", "latin-1"])
+def test_a_parquet_file_the_file_system_will_not_read_is_said_refused_not_unreadable(tmp_path, monkeypatch,
+                                                                                      refusal, named):
+    """A Parquet file whose read the file system refused was said to be "not a readable Parquet file", as if
+    its bytes were damaged. It is the refusal's line, naming the file (pyarrow's read, or Python's of a file
+    named in another encoding); damaged bytes keep their own."""
+    from collapse_hpc.experiments.lm.corpus import read_parquet
+    from collapse_hpc.store.reads import NotRead
+
+    path = tmp_path / ("train.parquet" if named == "utf-8" else os.fsdecode(b"caf\xe9.parquet"))
+    pq.write_table(pa.table({"text": ["a", "b"]}), tmp_path / "written.parquet")  # pyarrow names UTF-8 paths only
+    (tmp_path / "written.parquet").rename(path)
+    if named == "utf-8":  # pyarrow opens it itself: refused as pyarrow says it, its errno kept
+        real = pq.ParquetFile
+
+        def opened(where, *args, **kwargs):
+            if Path(where) == path:
+                raise OSError(refusal, f"Failed to open local file '{where}'. Detail: [errno {refusal}] "
+                                       f"{os.strerror(refusal)}")
+            return real(where, *args, **kwargs)
+
+        monkeypatch.setattr(pq, "ParquetFile", opened)
+    else:
+        refuse_reads(monkeypatch, path, refusal)
+    with pytest.raises(NotRead) as said:
+        read_parquet(path)
+    assert str(said.value) == (f"Parquet file {path}: not read ({os.strerror(refusal)}): kept as it is; the command "
+                               f"goes on with it once the file reads again (its permissions, the file system): run "
+                               f"the same command again")
+    monkeypatch.undo()
+    assert read_parquet(path).column("text").to_pylist() == ["a", "b"]
+    path.write_bytes(b"PAR1 cut short")
+    with pytest.raises(UserError, match="not a readable Parquet file") as said:
+        read_parquet(path)
+    assert not isinstance(said.value, NotRead)
 
 
 def test_missing_and_corrupt_split_files_are_user_errors(tmp_path, lm_data_dir, lm_tokenizer):

@@ -1,4 +1,5 @@
 """Model and tokenizer tags are checked before a run writes anything: a folder, the HF cache, the hub."""
+import errno
 import http.server
 import json
 import logging
@@ -283,6 +284,34 @@ def test_a_model_whose_weights_are_not_all_there_is_one_line_before_anything_is_
     with pytest.raises(UserError, match=r"lm.model: the HF cache's copy of 'facebook/opt-125m' \(.*snapshots/abc123\) "
                                         r"lacks its weights .*hf download facebook/opt-125m"):
         check_weights("lm.model", "facebook/opt-125m")
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+def test_a_weight_index_the_file_system_will_not_read_is_said_not_a_model_to_download_again(tmp_path, monkeypatch,
+                                                                                         refusal):
+    """A sharded model's index read refused was said to be one the folder lacks ("lacks a readable
+    model.safetensors.index.json (PermissionError …); copy or download the model whole"). It is the refusal's
+    line naming the file, the model kept; once it reads, its shards are checked as before."""
+    import os
+
+    from collapse_hpc.experiments.lm.model import check_weights
+    from collapse_hpc.store.reads import NotRead
+    from tests.helpers import refuse_reads
+
+    folder = tmp_path / "my-opt"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "opt"}')
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": "model-00001-of-00001.safetensors"}}))
+    refuse_reads(monkeypatch, index, refusal)
+    with pytest.raises(NotRead) as said:
+        check_weights("lm.model", str(folder))
+    assert str(said.value) == (f"model file {index}: not read ({os.strerror(refusal)}): kept as it is; the command "
+                               f"goes on with it once the file reads again (its permissions, the file system): run "
+                               f"the same command again")
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"lacks 1 of the 1 shards model.safetensors.index.json lists"):
+        check_weights("lm.model", str(folder))
 
 
 def test_a_tokenizer_whose_files_are_not_there_is_one_line_not_a_split_without_blocks(tmp_path):

@@ -1,4 +1,5 @@
 """The reference implementation's four README commands through `collapse-hpc lm`, on our formats."""
+import errno
 import json
 
 import pyarrow.parquet as pq
@@ -230,3 +231,44 @@ def test_a_fine_tuned_hub_model_loaded_under_another_tag_names_its_own(tmp_path)
     with pytest.raises(UserError, match=r"the hub model 'facebook/opt-350m'.*give -tag facebook/opt-350m$"):
         check_loaded_tag(tiny_cfg(model="facebook/opt-125m"), folder)
     check_loaded_tag(tiny_cfg(), folder)  # -tag tiny: the saved model's own shape is what --eval_only reads
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+def test_a_loaded_models_config_the_file_system_will_not_read_is_said_and_read_once(tmp_path, monkeypatch, refusal):
+    """The --load-name model's config.json read refused counted as a shape unknown: the check passed it by. Its
+    origin was then read a second time, bare. The refusal is one line naming the file; once it reads, the
+    check reads it once."""
+    import builtins
+    import io
+    import os
+
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.experiments.lm.cli import check_loaded_tag
+    from collapse_hpc.store.reads import NotRead
+    from tests.helpers import refuse_reads
+
+    from .conftest import tiny_cfg
+
+    folder = tmp_path / "gen0"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "opt", "vocab_size": 50272, "hidden_size": 1024, "num_hidden_layers": 24, "ffn_dim": 4096,
+        "_name_or_path": "facebook/opt-350m"}))
+    refuse_reads(monkeypatch, folder / "config.json", refusal)
+    with pytest.raises(NotRead) as said:
+        check_loaded_tag(tiny_cfg(model="facebook/opt-125m"), folder)
+    assert str(said.value) == (f"model file {folder / 'config.json'}: not read ({os.strerror(refusal)}): kept as it "
+                               f"is; the command goes on with it once the file reads again (its permissions, the "
+                               f"file system): run the same command again")
+    monkeypatch.undo()
+    opened, real = [], io.open
+
+    def counted(file, *args, **kwargs):
+        opened.append(file)
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counted)
+    monkeypatch.setattr(io, "open", counted)
+    with pytest.raises(UserError, match="the hub model 'facebook/opt-350m'"):
+        check_loaded_tag(tiny_cfg(model="facebook/opt-125m"), folder)
+    assert opened.count(folder / "config.json") == 1
