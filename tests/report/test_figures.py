@@ -126,22 +126,24 @@ def test_series_ordered_by_regime_before_settings():
         "replace, keep 10%, samples=100", "accumulate, samples=100", "accumulate-subsample, samples=100"]
 
 
-def test_log_axes_read_plainly_over_a_decade_or_two():
-    # the default labels a narrow log axis "9 x 10^-1", "2 x 10^0"; wide ones keep 10^k
-    import matplotlib.pyplot as plt
+def _log_labels(lo: float, hi: float) -> list[str]:
+    """The tick labels in view of a log_y axis (a panel of the overview's size) over a line from lo to hi."""
+    from matplotlib.figure import Figure
     from collapse_hpc.plotting.plots import log_y
 
-    def labels(lo, hi):
-        fig, ax = plt.subplots()
-        ax.plot([0, 1], [lo, hi])
-        log_y(ax)
-        fig.canvas.draw()
-        y0, y1 = ax.get_ylim()
-        shown = [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor)
-                 if t.get_text() and y0 <= t.get_position()[1] <= y1]
-        plt.close(fig)
-        return shown
+    fig = Figure(figsize=(2.4, 2.2))
+    ax = fig.subplots()
+    ax.plot([0, 1], [lo, hi])
+    log_y(ax)
+    fig.canvas.draw()
+    y0, y1 = ax.get_ylim()
+    return [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor)
+            if t.get_text() and y0 <= t.get_position()[1] <= y1]
 
+
+def test_log_axes_read_plainly_over_a_decade_or_two():
+    # the default labels a narrow log axis "9 x 10^-1", "2 x 10^0"; wide ones keep 10^k
+    labels = _log_labels
     narrow = labels(0.85, 2.2)
     assert narrow and all(float(t) for t in narrow), narrow  # plain numbers: 1, 2
     assert "1" in narrow and "2" in narrow
@@ -152,6 +154,15 @@ def test_log_axes_read_plainly_over_a_decade_or_two():
         between = labels(lo, hi)
         assert len(between) >= 4 and all(float(t) for t in between), between
         assert {"0.1", "1", "0.2", "0.5"} <= set(between), between
+
+
+@pytest.mark.parametrize("lo, hi", [(0.05, 0.125), (2.1, 5.3), (0.21, 0.52), (0.6, 1.5), (0.11, 0.28), (0.9, 1.1)])
+def test_a_narrow_log_y_axis_labels_at_least_three_plain_values(lo, hi):
+    """About 0.4 decades (a share falling from 0.125 to 0.05) read "0.1" and "0.06" alone, or "3" and "4": at
+    least three labels, plain numbers, rising, few enough to read."""
+    shown = _log_labels(lo, hi)
+    values = [float(t) for t in shown]
+    assert 3 <= len(shown) <= 8 and values == sorted(set(values)), shown
 
 
 def test_first_last_table_lists_series_in_the_figures_order(tmp_path):
