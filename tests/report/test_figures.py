@@ -975,6 +975,37 @@ def _vae_tails_latent_share_0(tmp_path, save_to=None):
     return fig
 
 
+def test_an_overview_grid_draws_every_share_on_one_kind_of_axis_and_names_a_log_one(tmp_path):
+    """The VAE's every-metric grid put "share labelled 6" (0.1 down to 1e-4, never 0) on a log axis beside
+    nine linear shares that reached 0: the same fall read as three decades in one panel and as a drop to 0 in
+    the next. A share (a metric bounded above) stays linear; an unbounded metric spanning decades (a distance)
+    may still go log, and its axis label then says so."""
+    import pandas as pd
+
+    from collapse_hpc.plotting.figures import metric_grid
+    from collapse_hpc.plotting.plots import Context
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 4}}, generations=4)
+    synthetic.vae(root, generations=4, finished=4)
+    ctx = _context(root, "vae")
+    falls = {"class_min_share": lambda g: 0.1 * 10.0 ** -g, "latent_tail_share": lambda g: 0.01 * (g < 2),
+             "frechet": lambda g: 10.0 ** g}
+    base = ctx.df[ctx.df["metric"] == "class_entropy"]
+    df = pd.concat([ctx.df[~ctx.df["metric"].isin(list(falls))]] + [
+        base.assign(metric=m, value=base["generation"].map(f).astype(float)) for m, f in falls.items()])
+    df["metric"] = df["metric"].astype(str)
+    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
+    with drawing.figure_style():
+        fig = metric_grid(ctx, ["class_min_share", "latent_tail_share", "frechet"])
+    scales = {" ".join(ax.get_title().split()).split(" (")[0]: (ax.get_yscale(), ax.get_ylabel())
+              for ax in fig.axes if ax.get_visible()}
+    assert scales["rarest class's share"][0] == scales["latent tail share"][0] == "linear", scales
+    assert "log" not in scales["rarest class's share"][1] + scales["latent tail share"][1], scales
+    assert scales["Fréchet distance"] == ("log", "Fréchet distance (log scale)"), scales
+
+
 def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
     """vae_tails' share beyond the real 99% radius was 0 in every generation of a small run: its axis ran from
     -0.055 to 0.055 (matplotlib's spread of one value; the real images' 1% line, inside it, did not rescale it),
