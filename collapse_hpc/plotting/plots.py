@@ -233,10 +233,13 @@ def unit_series(run, experiment: str, unit) -> tuple:
 
 
 def num(v, digits: int = 4) -> str:
-    """A number as tables and captions write it (— for none)."""
+    """A number as tables and captions write it (— for none): `digits` significant digits, as plain digits
+    below a million (12580, not 1.258e+04 in a column beside 2730), in e-notation from there."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)) or pd.isna(v):
         return "—"
-    return f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
+    text = f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
+    rounded = float(text)
+    return f"{rounded:.0f}" if 10.0 ** digits <= abs(rounded) < 1e6 else text
 
 
 def gens_axis(planned: int | None, observed) -> np.ndarray:
