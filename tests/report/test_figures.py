@@ -274,7 +274,8 @@ def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
     ctx = _context(root, "gmm")
     fig, caption = gmm_l2(ctx)
     ax = fig.axes[0]
-    assert " ".join(ax.get_ylabel().split()) == "squared L2 distance ‖f₀ − fₖ‖² (log scale)" and ax.get_yscale() == "log"
+    assert ax.get_yscale() == "log"
+    assert " ".join(ax.get_ylabel().split()) == "squared L2 distance ‖f₀ − fₖ‖² (log scale)"
     assert "squared" in caption and "higher is worse" in caption
     want = ctx.df[ctx.df["metric"] == "l2_squared"].groupby(["regime", "generation"])["value"].mean()
     thick = [ln for ln in ax.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]
@@ -1015,7 +1016,7 @@ def test_an_overview_grid_draws_every_share_on_one_kind_of_axis_and_names_a_log_
               for ax in fig.axes if ax.get_visible()}
     assert scales["rarest class's share"][0] == scales["latent tail share"][0] == "linear", scales
     assert "log" not in scales["rarest class's share"][1] + scales["latent tail share"][1], scales
-    assert scales["Fréchet distance"] == ("log", "Fréchet distance (log scale)"), scales
+    assert scales["Fréchet distance"] == ("log", "Fréchet distance (log\u00a0scale)"), scales
 
 
 def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
@@ -1268,6 +1269,9 @@ def test_vae_samples_are_legible_at_the_size_the_results_page_shows_them(tmp_pat
         sample = (image.get_array().shape[1] - (cols + 1) * vae_figures.FRAME) / cols  # figure pixels
         assert sample % side == 0 and sample * shown >= 30, (generations, side, sample, shown)
     assert width <= style.PAGE_W * style.DPI and png.stat().st_size < 1e6
+    from collapse_hpc.report import page
+
+    assert f"max-width:{style.PAGE_PX}px" in page.CSS  # the width the page shows it at, as reckoned here
 
 
 def test_vae_sample_grids_viewed_at_half_size_keep_every_frame(tmp_path):
