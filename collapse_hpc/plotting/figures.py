@@ -169,6 +169,8 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
     metric -> [(y, label)], thick light lines across that metric's panels (the real data's own value);
     baselines: metric -> [(y, label)], dotted grey lines across that metric's panels (a value of another kind,
     which a thick light line would make look like the real data's own in the legend).
+    logy "auto": a panel's axis goes log where its values span orders of magnitude, unless its metric is bounded
+    above (a share); a log axis is named so in its label.
     Panels are titled and labelled from the metrics' declarations (ctx.spec); the paper's reported values
     are drawn as reference marks where a run's config is the paper's setting (Metric.paper)."""
     runs = ctx.run_labels
@@ -189,7 +191,9 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
         else:
             sel = (ctx.summary["run"] == run) & (ctx.summary["metric"] == metric)
             vals = ctx.summary.loc[sel, "mean"]  # what is drawn decides the scale
-            if logy:
+            # a metric bounded above (a share, an entropy) stays linear: its panels sit beside each other (ten class
+            # shares), and log hid the ones that reached 0 while stretching one that stopped at 1e-4 over decades
+            if logy is True or (logy and spec.bounds[1] is None):
                 maybe_log(ax, vals, force=logy is True)
             drawn = len(ax.get_lines())  # the series'; the levels follow
             for y, label in (references or {}).get(run, []):
@@ -213,7 +217,10 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
         ax.set_xlabel("generation")
         integer_x(ax)
         # the title names the metric; a metric without a unit (a share, a count) names itself on the axis too
-        ax.set_ylabel((ylabels or {}).get(metric, spec.unit or spec.label))
+        # a log panel beside linear ones says so: ladder ticks (0.05, 0.07, 0.1) alone do not (a no-break space:
+        # fit_labels breaks the label between words, and "(log" over "scale)" read as two notes)
+        ax.set_ylabel((ylabels or {}).get(metric, spec.unit or spec.label)
+                      + (" (log\u00a0scale)" if ax.get_yscale() == "log" else ""))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     legend_below(fig, axes)

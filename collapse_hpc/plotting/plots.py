@@ -233,10 +233,13 @@ def unit_series(run, experiment: str, unit) -> tuple:
 
 
 def num(v, digits: int = 4) -> str:
-    """A number as tables and captions write it (— for none)."""
+    """A number as tables and captions write it (— for none): `digits` significant digits, as plain digits
+    below a million (12580, not 1.258e+04 in a column beside 2730), in e-notation from there."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)) or pd.isna(v):
         return "—"
-    return f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
+    text = f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
+    rounded = float(text)
+    return f"{rounded:.0f}" if 10.0 ** digits <= abs(rounded) < 1e6 else text
 
 
 def gens_axis(planned: int | None, observed) -> np.ndarray:
@@ -320,29 +323,36 @@ def maybe_log(ax, values, force: bool = False) -> None:
 
 def log_y(ax) -> None:
     """A log y-axis labelled 10^k over many decades, and 0.9, 1, 2 … over one or two (the default
-    writes 9 x 10^-1 and 2 x 10^0 there); minor labels where a decade or less is shown, and at 2 and 5
-    over one to two decades (the default labelled 0.1 and 1 alone there: a level at 0.03 read nothing)."""
-    import math
-
+    writes 9 x 10^-1 and 2 x 10^0 there): at 2 and 5 as well over one to two decades (the default labelled
+    0.1 and 1 alone there: a level at 0.03 read nothing), and at the sparsest ladder that labels three
+    values or more over less than a decade (_log_ladder_ticks: 0.4 decades read "0.1" and "0.06" alone)."""
     from matplotlib.ticker import LogFormatterSciNotation
 
     class Readable(LogFormatterSciNotation):
         minor = False
 
         def __call__(self, x, pos=None):
-            lo, hi = sorted(abs(v) for v in self.axis.get_view_interval())
-            decades = math.log10(hi / lo) if lo > 0 else math.inf
-            if self.minor and 1 < decades <= 2 and x > 0:  # the minor ticks' 2 and 5 only
+            decades = _decades(self.axis)
+            if decades <= 1:  # the ladder's major ticks say it all; minor labels would sit between them
+                return "" if self.minor else f"{x:g}"
+            if self.minor and decades <= 2 and x > 0:  # the minor ticks' 2 and 5 only
                 return f"{x:g}" if round(x / 10.0 ** math.floor(math.log10(x) + 1e-9), 6) in (2, 5) else ""
             text = super().__call__(x, pos)
             return f"{x:g}" if text and decades <= 2 else text
 
     ax.set_yscale("log", nonpositive="mask")
     _bands_to_floor(ax)
+    ax.yaxis.set_major_locator(_ladder_locator(narrow_only=True))
     ax.yaxis.set_major_formatter(Readable())
     minor = Readable(labelOnlyBase=False, minor_thresholds=(1, 0.4))
     minor.minor = True
     ax.yaxis.set_minor_formatter(minor)
+
+
+def _decades(axis) -> float:
+    """Decades an axis' view spans (inf where it reaches 0 or below)."""
+    lo, hi = sorted(abs(v) for v in axis.get_view_interval())
+    return math.log10(hi / lo) if lo > 0 else math.inf
 
 
 def _bands_to_floor(ax) -> None:
@@ -389,16 +399,19 @@ def _log_ladder_ticks(lo: float, hi: float, least: int = 3) -> np.ndarray:
     return MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10], min_n_ticks=least).tick_values(lo, hi)
 
 
-def _ladder_locator():
+def _ladder_locator(narrow_only: bool = False):
     """A matplotlib Locator of _log_ladder_ticks over the axis' view (defined here: importing this module
-    does not import matplotlib)."""
-    from matplotlib.ticker import Locator
+    does not import matplotlib); narrow_only: over a decade or less only, matplotlib's own log ticks (1, 10,
+    100 …) over wider views, which their labels read well."""
+    from matplotlib.ticker import LogLocator
 
-    class LogLadder(Locator):
+    class LogLadder(LogLocator):
         def __call__(self):
             return self.tick_values(*self.axis.get_view_interval())
 
         def tick_values(self, vmin, vmax):
+            if narrow_only and not (0 < min(vmin, vmax) and math.log10(max(vmin, vmax) / min(vmin, vmax)) <= 1):
+                return super().tick_values(vmin, vmax)
             return _log_ladder_ticks(vmin, vmax)
 
     return LogLadder()

@@ -38,6 +38,7 @@ DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 2)
 PANEL_W, PANEL_H = 2.9, 2.2  # inches per panel
 PAGE_W = 7.2  # a two-column paper's full text width (Nature: 183 mm): wider figures print their 7 pt below 5 pt
 PAGE_H = 9.7  # the tallest figure a journal page takes (Nature: 247 mm)
+PAGE_PX = 1100  # CSS pixels the results page (report.page) shows a figure across at most: wider PNGs are scaled to it
 # a level to compare against (the real data's own value): a thick light line behind the series, unlike any of them
 REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}
 # a baseline of another kind (the initial model, a uniform share): dotted dark grey, unlike the real data's level

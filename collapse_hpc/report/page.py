@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collapse_hpc.plotting import style
 from collapse_hpc.plotting.plots import Fig
 from collapse_hpc.report.tables import Table, Text
 from collapse_hpc.logs import count
@@ -50,7 +51,9 @@ class Report:
         return Path(os.path.relpath(path, self.out)).as_posix()
 
 
-CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111;line-height:1.45}
+# the page is style.PAGE_PX wide at most: figures are sized (vae_samples) for what it shows of them
+CSS = (f"body{{font-family:Georgia,serif;max-width:{style.PAGE_PX}px;margin:2em auto;padding:0 1em;color:#111;"
+       """line-height:1.45}
 h1,h2,h3{font-family:Helvetica,Arial,sans-serif}h2{border-bottom:1px solid #999;padding-bottom:.2em;margin-top:2em}
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9em;color:#333}table{border-collapse:collapse;font-size:.85em;margin:.8em 0}
@@ -60,7 +63,7 @@ pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}.missing{colo
 nav a{margin-right:1em}table.texts td{text-align:left;vertical-align:top;font-size:.95em}
 table.texts td:first-child{text-align:right;white-space:nowrap}.prompt{font-style:italic}
 .incomplete{border:2px solid #b35900;background:#fff4e5;padding:.6em 1em;margin:1em 0}
-.incomplete h2{border:0;margin:0 0 .3em 0;font-size:1.2em}.wide{overflow-x:auto}"""
+.incomplete h2{border:0;margin:0 0 .3em 0;font-size:1.2em}.wide{overflow-x:auto}""")
 
 
 def _html_table(table: Table, css: str = "") -> str:

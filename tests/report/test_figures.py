@@ -1,4 +1,6 @@
 """Every figure of a synthetic four-experiment run is drawn, as PNG and PDF, and is not blank."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,22 +128,24 @@ def test_series_ordered_by_regime_before_settings():
         "replace, keep 10%, samples=100", "accumulate, samples=100", "accumulate-subsample, samples=100"]
 
 
-def test_log_axes_read_plainly_over_a_decade_or_two():
-    # the default labels a narrow log axis "9 x 10^-1", "2 x 10^0"; wide ones keep 10^k
-    import matplotlib.pyplot as plt
+def _log_labels(lo: float, hi: float) -> list[str]:
+    """The tick labels in view of a log_y axis (a panel of the overview's size) over a line from lo to hi."""
+    from matplotlib.figure import Figure
     from collapse_hpc.plotting.plots import log_y
 
-    def labels(lo, hi):
-        fig, ax = plt.subplots()
-        ax.plot([0, 1], [lo, hi])
-        log_y(ax)
-        fig.canvas.draw()
-        y0, y1 = ax.get_ylim()
-        shown = [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor)
-                 if t.get_text() and y0 <= t.get_position()[1] <= y1]
-        plt.close(fig)
-        return shown
+    fig = Figure(figsize=(2.4, 2.2))
+    ax = fig.subplots()
+    ax.plot([0, 1], [lo, hi])
+    log_y(ax)
+    fig.canvas.draw()
+    y0, y1 = ax.get_ylim()
+    return [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor)
+            if t.get_text() and y0 <= t.get_position()[1] <= y1]
 
+
+def test_log_axes_read_plainly_over_a_decade_or_two():
+    # the default labels a narrow log axis "9 x 10^-1", "2 x 10^0"; wide ones keep 10^k
+    labels = _log_labels
     narrow = labels(0.85, 2.2)
     assert narrow and all(float(t) for t in narrow), narrow  # plain numbers: 1, 2
     assert "1" in narrow and "2" in narrow
@@ -152,6 +156,15 @@ def test_log_axes_read_plainly_over_a_decade_or_two():
         between = labels(lo, hi)
         assert len(between) >= 4 and all(float(t) for t in between), between
         assert {"0.1", "1", "0.2", "0.5"} <= set(between), between
+
+
+@pytest.mark.parametrize("lo, hi", [(0.05, 0.125), (2.1, 5.3), (0.21, 0.52), (0.6, 1.5), (0.11, 0.28), (0.9, 1.1)])
+def test_a_narrow_log_y_axis_labels_at_least_three_plain_values(lo, hi):
+    """About 0.4 decades (a share falling from 0.125 to 0.05) read "0.1" and "0.06" alone, or "3" and "4": at
+    least three labels, plain numbers, rising, few enough to read."""
+    shown = _log_labels(lo, hi)
+    values = [float(t) for t in shown]
+    assert 3 <= len(shown) <= 8 and values == sorted(set(values)), shown
 
 
 def test_first_last_table_lists_series_in_the_figures_order(tmp_path):
@@ -261,7 +274,8 @@ def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
     ctx = _context(root, "gmm")
     fig, caption = gmm_l2(ctx)
     ax = fig.axes[0]
-    assert " ".join(ax.get_ylabel().split()) == "squared L2 distance ‖f₀ − fₖ‖²" and ax.get_yscale() == "log"
+    assert ax.get_yscale() == "log"
+    assert " ".join(ax.get_ylabel().split()) == "squared L2 distance ‖f₀ − fₖ‖² (log scale)"
     assert "squared" in caption and "higher is worse" in caption
     want = ctx.df[ctx.df["metric"] == "l2_squared"].groupby(["regime", "generation"])["value"].mean()
     thick = [ln for ln in ax.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]
@@ -281,7 +295,7 @@ def test_a_long_axis_label_breaks_between_words_not_inside_its_formula(full_run,
         fig, _ = gmm_l2(_context(full_run, "gmm"))
         save(fig, tmp_path, "gmm_l2")
     lines = [" ".join(line.split()) for line in fig.axes[0].get_ylabel().split("\n")]
-    assert len(lines) > 1 and "‖f₀ − fₖ‖²" in lines, lines
+    assert len(lines) > 1 and any("‖f₀ − fₖ‖²" in line for line in lines), lines  # whole, on one line
 
 
 def test_sequence_histograms_draw_each_bins_share_of_the_sequences(full_run):
@@ -690,6 +704,16 @@ def test_a_change_under_1_percent_reads_to_a_tenth():
     assert [_change(r) for r in (0.12, -0.034, 0.007, -0.0004, 0.0)] == ["+12%", "-3%", "+0.7%", "0%", "0%"]
 
 
+def test_numbers_below_a_million_read_as_plain_digits():
+    """The comparison table's column read "1.258e+04" beside "2730" (test ppl of rare tokens, then middle ones):
+    plain digits to the same significant digits below a million, e-notation from there and for the small."""
+    from collapse_hpc.plotting.plots import num
+
+    assert [num(v) for v in (12583.2, 2730.4, -25431.7, 9999.6, 999999.6, 0.003357, -0.0)] == [
+        "12580", "2730", "-25430", "10000", "1e+06", "0.003357", "0"]
+    assert num(1734.2, 2) == "1700" and num(None) == num(float("nan")) == "—"
+
+
 def test_mean_variance_caption_names_the_sample_sizes_too_few_replicates_can_follow(tmp_path):
     # at the paper's n = 100 the measured mean after 1000 generations is ~10x under (n-1)/n)^1000 with 250
     # replicates: log sigma_hat^2 spreads by sd 4.5 and the mean is carried by 1-in-e^20 replicates
@@ -700,7 +724,7 @@ def test_mean_variance_caption_names_the_sample_sizes_too_few_replicates_can_fol
     synthetic.gaussian(root, generations=30, replicates=40)
     _, caption = gaussian_figures.gaussian_variance(_context(root, "gaussian"))
     # n = 10: sd = sqrt(30 trigamma(4.5)) = 2.7, e^7.5 far above 40; n = 100: sd 0.78, e^0.6 = 1.8
-    assert "Under replace here: n = 10: sd 2.7 at generation 29, e^(sd²) ≈ 1.7e+03 against 40 replicates." \
+    assert "Under replace here: n = 10: sd 2.7 at generation 29, e^(sd²) ≈ 1700 against 40 replicates." \
         in caption, caption
     assert "n = 100: sd" not in caption
 
@@ -718,7 +742,7 @@ def test_mean_variance_caption_writes_an_e_to_the_sd_squared_past_floats_as_a_po
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, caption = gaussian_figures.gaussian_variance(_context(root, "gaussian"))
-    assert "n = 2: sd 1.2e+02 at generation 2999, e^(sd²) ≈ 10^6429 against 4 replicates." in caption, caption
+    assert "n = 2: sd 120 at generation 2999, e^(sd²) ≈ 10^6429 against 4 replicates." in caption, caption
 
 
 def test_mean_variance_caption_writes_a_theory_value_under_floats_as_a_power_of_ten(tmp_path):
@@ -964,6 +988,37 @@ def _vae_tails_latent_share_0(tmp_path, save_to=None):
     return fig
 
 
+def test_an_overview_grid_draws_every_share_on_one_kind_of_axis_and_names_a_log_one(tmp_path):
+    """The VAE's every-metric grid put "share labelled 6" (0.1 down to 1e-4, never 0) on a log axis beside
+    nine linear shares that reached 0: the same fall read as three decades in one panel and as a drop to 0 in
+    the next. A share (a metric bounded above) stays linear; an unbounded metric spanning decades (a distance)
+    may still go log, and its axis label then says so."""
+    import pandas as pd
+
+    from collapse_hpc.plotting.figures import metric_grid
+    from collapse_hpc.plotting.plots import Context
+    from tests.report import synthetic
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 4}}, generations=4)
+    synthetic.vae(root, generations=4, finished=4)
+    ctx = _context(root, "vae")
+    falls = {"class_min_share": lambda g: 0.1 * 10.0 ** -g, "latent_tail_share": lambda g: 0.01 * (g < 2),
+             "frechet": lambda g: 10.0 ** g}
+    base = ctx.df[ctx.df["metric"] == "class_entropy"]
+    df = pd.concat([ctx.df[~ctx.df["metric"].isin(list(falls))]] + [
+        base.assign(metric=m, value=base["generation"].map(f).astype(float)) for m, f in falls.items()])
+    df["metric"] = df["metric"].astype(str)
+    ctx = Context("vae", df, stats.summarise(df), ctx.runs, ctx.specs)
+    with drawing.figure_style():
+        fig = metric_grid(ctx, ["class_min_share", "latent_tail_share", "frechet"])
+    scales = {" ".join(ax.get_title().split()).split(" (")[0]: (ax.get_yscale(), ax.get_ylabel())
+              for ax in fig.axes if ax.get_visible()}
+    assert scales["rarest class's share"][0] == scales["latent tail share"][0] == "linear", scales
+    assert "log" not in scales["rarest class's share"][1] + scales["latent tail share"][1], scales
+    assert scales["Fréchet distance"] == ("log", "Fréchet distance (log\u00a0scale)"), scales
+
+
 def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
     """vae_tails' share beyond the real 99% radius was 0 in every generation of a small run: its axis ran from
     -0.055 to 0.055 (matplotlib's spread of one value; the real images' 1% line, inside it, did not rescale it),
@@ -1168,7 +1223,8 @@ def _found(png: np.ndarray, panel: np.ndarray) -> bool:
 def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
     """The grids were drawn at their PNG's own size (11.8 in for the demo's six generations): at a paper's
     7.2 in every image pixel is now the same whole number of figure pixels, so the saved figure holds each
-    generation's grid exactly, frames and all (nothing resampled)."""
+    generation's grid exactly, frames and all (nothing resampled): the first 5 x 5 samples, 8x8 digits five
+    times over (40 figure pixels a sample, 30 px on the results page)."""
     from collapse_hpc.experiments.vae import grid
     from collapse_hpc.experiments.vae.figures import _panel, vae_samples
     from collapse_hpc.plotting.plots import save
@@ -1179,14 +1235,43 @@ def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
     synthetic.vae(root, generations=6, finished=6)
     with drawing.figure_style():
         fig, caption = vae_samples(_context(root, "vae"))
-        assert fig.get_figwidth() <= 7.2 and caption.startswith("100 samples")
+        assert fig.get_figwidth() <= 7.2 and caption.startswith("The first 5 × 5 of the 100 samples")
         png = np.asarray(Image.open(save(fig, tmp_path / "out", "vae_samples")[0]).convert("L"))
     for path in sorted(root.glob("vae/*/gen_*/samples.png")):
         cells = grid.read_cells(path)
         panel, shown = _panel(path, 218)  # what six panels across 7.2 in give each
-        assert shown == 100 and panel.shape == (10 * 8 * 2 + 11 * 2,) * 2  # 8x8 digits, twice, 2 px frames
-        assert np.array_equal(panel[2:18, 2:18], np.kron(cells[0], np.ones((2, 2), np.uint8)))
+        assert shown == 25 and panel.shape == (5 * 8 * 5 + 6 * 2,) * 2  # 8x8 digits, five times, 2 px frames
+        assert np.array_equal(panel[2:42, 2:42], np.kron(cells[0], np.ones((5, 5), np.uint8)))
         assert _found(png, panel), path
+
+
+@pytest.mark.parametrize("generations, side", [(6, 8), (3, 8), (2, 8), (10, 28)])
+def test_vae_samples_are_legible_at_the_size_the_results_page_shows_them(tmp_path, monkeypatch, generations, side):
+    """The results page shows a figure at most style.PAGE_PX (1100) px wide: the demo's six generations of 8x8
+    digits, 16 figure pixels each in a 1228 px PNG, were 14 px there, ten rows of specks. Every sample now spans
+    at least 30 px on the page (and a whole number of figure pixels per image pixel), the PNG at most a page
+    wide and well under a megabyte."""
+    from collapse_hpc.experiments.vae import figures as vae_figures
+    from collapse_hpc.plotting import style
+    from collapse_hpc.plotting.plots import save
+    from tests.report import synthetic
+
+    grid_png = synthetic._grid_png
+    monkeypatch.setattr(synthetic, "_grid_png", lambda blur, seed: grid_png(blur, seed, side=side, scale=2))
+    fig, caption = _vae_samples_drawn(tmp_path / "s", generations=generations)
+    png = save(fig, tmp_path / "out", "vae_samples")[0]
+    width = Image.open(png).size[0]
+    shown = min(1.0, style.PAGE_PX / width)  # the page's scale of this PNG
+    found = re.search(r"The first (\d+) × ", caption)
+    cols = int(found.group(1)) if found else 10  # samples across a panel
+    for ax in fig.axes:
+        (image,) = ax.images
+        sample = (image.get_array().shape[1] - (cols + 1) * vae_figures.FRAME) / cols  # figure pixels
+        assert sample % side == 0 and sample * shown >= 30, (generations, side, sample, shown)
+    assert width <= style.PAGE_W * style.DPI and png.stat().st_size < 1e6
+    from collapse_hpc.report import page
+
+    assert f"max-width:{style.PAGE_PX}px" in page.CSS  # the width the page shows it at, as reckoned here
 
 
 def test_vae_sample_grids_viewed_at_half_size_keep_every_frame(tmp_path):
@@ -1221,7 +1306,7 @@ def _vae_samples_drawn(root, generations: int):
 
 def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tmp_path, monkeypatch):
     """28x28 images (MNIST) over ten generations: six generations, evenly spaced, first and last among them,
-    each the first 7 x 7 samples at one figure pixel per image pixel (3.6 mm a sample), within 7.2 in."""
+    each the first 3 x 3 samples at two figure pixels per image pixel (7 mm a sample), within 7.2 in."""
     from tests.report import synthetic
 
     grid_png = synthetic._grid_png
@@ -1229,8 +1314,8 @@ def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tm
     fig, caption = _vae_samples_drawn(tmp_path / "m", generations=10)
     assert fig.get_figwidth() <= 7.2
     assert [ax.get_title() for ax in fig.axes[:6]] == [f"generation {g}" for g in (0, 2, 4, 5, 7, 9)]
-    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(7 * 28 + 8 * 2,) * 2}
-    assert "The first 7 × 7 of the 100 samples" in caption and "Generations 0, 2, 4, 5, 7, 9 of 0 to 9." in caption
+    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(3 * 28 * 2 + 4 * 2,) * 2}
+    assert "The first 3 × 3 of the 100 samples" in caption and "Generations 0, 2, 4, 5, 7, 9 of 0 to 9." in caption
 
 
 def test_vae_sample_grids_of_another_layout_are_drawn_whole(tmp_path, monkeypatch):

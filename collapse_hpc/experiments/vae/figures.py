@@ -2,6 +2,8 @@
 under generation 0's encoder (the paper's figure), the class entropy and the tails."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from collapse_hpc.experiments.vae import grid
@@ -35,7 +37,12 @@ def _seeds_shown(ctx: Context, rows: list) -> str:
 
 
 SHOWN = 6  # generations a row draws at most: evenly spaced, the first and the last among them
-SAMPLE_PX = 16  # the fewest figure pixels a sample spans (2 mm printed at style.DPI)
+# the fewest CSS pixels a sample spans on the results page, which shows a figure at most style.PAGE_PX wide: 8x8
+# digits drawn 16 figure pixels wide (2 mm printed) were 12 px there, ten rows of specks
+SAMPLE_PAGE_PX = 30
+# the fewest figure pixels a sample spans: SAMPLE_PAGE_PX on the page once a page-wide figure is scaled to it (40:
+# 5 mm printed at style.DPI)
+SAMPLE_PX = math.ceil(SAMPLE_PAGE_PX * style.PAGE_W * style.DPI / style.PAGE_PX)
 # figure pixels between samples: one vanished where the figure is viewed at half size (a 200-dpi PNG on a
 # screen), and the black margins of neighbouring 8x8 digits ran together into vertical stripes
 FRAME = 2
@@ -92,8 +99,9 @@ def vae_samples(ctx: Context):
             + ".") if counted else ""
     shown = max(n for _, n in panels.values())
     side = int(round(shown ** 0.5))
+    least = f"{SAMPLE_PX / style.DPI * 25.4:.0f} mm wide, {SAMPLE_PAGE_PX} px on the results page"
     what = (f"The first {side} × {side} of the 100 samples of each generation's samples.png (as many as fit the "
-            "page's width with each sample at least 2 mm wide)" if 0 < shown < grid.ROWS * grid.COLS else "100 samples")
+            f"page's width with each sample at least {least})" if 0 < shown < grid.ROWS * grid.COLS else "100 samples")
     which = "" if len(gens) == top + 1 else f" Generations {', '.join(map(str, gens))} of 0 to {top}."
     return fig, (f"{what} decoded from the prior by each generation's VAE, every image pixel drawn as the same "
                  "whole number of figure pixels (one seed per regime, the one "
