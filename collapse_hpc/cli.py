@@ -180,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="show every config key, or a resolved config",
                        description="Without CONFIG: every key with its default and meaning. With CONFIG: the "
-                                   "resolved, validated config (after --set/--generations) and its hash.")
+                                   "resolved, validated config (after --set/--generations) and its hash, once it passes the checks of "
+                                   "its inputs that run makes before starting (data sets prepared, models loadable).")
     c.add_argument("config", type=path_argument, nargs="?", help="config YAML to resolve (without it: every key)")
     c.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
     c.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
@@ -313,19 +314,27 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
             else:
                 slurm.try_requests(store, run, prof, kinds)
         check(cluster)
-    # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
-    # HF cache the profile's jobs use, not this shell's
-    with profmod.job_environment(prof):
-        for name in run.enabled():
-            if not only or name in only:
-                def inputs(name=name):
-                    try:
-                        experiments.get(name).check(run)
-                    except UserError as e:
-                        raise UserError(f"{args.config}: {e}") from None
-                check(inputs)
-    _check_memory(run, args.config)
+    check_inputs(run, args.config, prof, only, problems)
     return store, run
+
+
+def check_inputs(run, file: str, prof=None, only=None, problems: list[str] | None = None) -> None:
+    """What run and config check of a config's inputs before starting: each enabled experiment's (of `only`)
+    data sets prepared and models loadable, e.g. an unprepared data set one line now, not a failed job later
+    (a model looked for in the HF cache the jobs of `prof`, the profile, use, not this shell's); then the
+    units' memory. With `problems` (a list), an experiment's failure is added to it instead of raised."""
+    from collapse_hpc import experiments
+    from collapse_hpc.launch import profile as profmod
+
+    with profmod.job_environment(prof):
+        for name in (n for n in run.enabled() if not only or n in only):
+            try:
+                experiments.get(name).check(run)
+            except UserError as e:
+                if problems is None:
+                    raise UserError(f"{file}: {e}") from None
+                problems.append(f"{file}: {e}")
+    _check_memory(run, file)
 
 
 def _check_memory(run, file: str) -> None:
@@ -645,12 +654,15 @@ def cmd_config(args) -> int:
         raise UserError(f"config: {flag} resolves a config: give its file (collapse-hpc config CONFIG {flag} …); "
                         f"without one, config lists every key")
     if args.config:
+        from collapse_hpc.launch import profile
+
         run = _configured(args)
         if run.executor == "slurm" and not run.profile:  # the profile a submission of it picks (site.yaml)
             from collapse_hpc.launch.profile import pick
 
             run.profile = cfgmod.anchored(pick(None, None, args.config))
-        engine.check(run, args.config, force=True)  # only shown: a large plan is no risk here
+        engine.check(run, args.config, force=True, sizes=False)  # only shown: a large plan is no risk here
+        check_inputs(run, args.config, profile.load(run.profile) if run.executor == "slurm" else None)
         print(f"# config_hash: {run.hash()}")
         print(cfgmod.dump(run), end="")
     else:
