@@ -843,3 +843,21 @@ def test_a_run_cancelled_by_hand_says_how_to_resume_and_its_queued_units_no_elap
     (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:05\n201|CANCELLED by 0|00:00:00\n")
     rc, out, _ = collapse("status", store.root)
     assert "2 units failed or were cancelled; fix the cause, then queue what is left" in out, out
+
+
+def test_status_looks_for_jobs_json_once_however_many_done_units_look_run_by_hand(tmp_path, monkeypatch):
+    """Where jobs.json is removed every done unit looks run by hand, and each one's looked for the file again."""
+    import pathlib
+
+    from collapse_hpc.launch.status import state_of
+    from collapse_hpc.store import RunStore
+
+    store = _toy_and_tail(tmp_path)
+    (store.root / "jobs.json").unlink()
+    looks, real = [], pathlib.Path.is_file
+    monkeypatch.setattr(pathlib.Path, "is_file", lambda self: (self.name == "jobs.json" and looks.append(self))
+                        or real(self))
+    state = state_of(RunStore(store.root), store.root)
+    done = [u for c in state["chains"] for u in c["units"] if u["state"] == "done"]
+    assert len(done) == 2 and all(u["unrecorded"] == "record missing (no jobs.json)" for u in done), done
+    assert len(looks) == 1, looks
