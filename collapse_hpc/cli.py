@@ -183,8 +183,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="show every config key, or a resolved config",
                        description="Without CONFIG: every key with its default and meaning. With CONFIG: the "
-                                   "resolved, validated config (after --set/--generations) and its hash, once it passes the checks of "
-                                   "its inputs that run makes before starting (data sets prepared, models loadable).")
+                                   "resolved, validated config (after --set/--generations) and its hash, once it "
+                                   "passes the checks of its inputs that run makes before starting (data sets "
+                                   "prepared, models loadable).")
     c.add_argument("config", type=path_argument, nargs="?", help="config YAML to resolve (without it: every key)")
     c.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
     c.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",

@@ -212,7 +212,8 @@ def weighed(jobs: dict[tuple[Charge, ...], int], assocs: list[dict[str, str]], a
     how many of them it counts: a job of several partitions, those it meets in any of them, each once."""
     met: dict[Limit, int] = {}
     for charges, n in jobs.items():
-        found = [lim for c in charges for lim in limits_for(assocs, accounts, qos, replace(c, account=c.account or default))]
+        found = [lim for c in charges
+                 for lim in limits_for(assocs, accounts, qos, replace(c, account=c.account or default))]
         for limit in dict.fromkeys(found):
             met[limit] = met.get(limit, 0) + n
     return met

@@ -1,7 +1,7 @@
 """Reading the limits on jobs queued at once from sacctmgr's parsable output (launch.quota); the dev
 cluster's tests set each and submit past it (tests/slurm)."""
-from collapse_hpc.launch.quota import (ACCOUNT, ASSOC, QOS, Charge, Limit, enforced, hides_jobs, limits_for, over, parse,
-                                      weighed)
+from collapse_hpc.launch.quota import (ACCOUNT, ASSOC, QOS, Charge, Limit, enforced, hides_jobs, limits_for, over,
+                                      parse, weighed)
 
 # sacctmgr -n -P show assoc where user=ana format=Account,Partition,MaxSubmit,GrpSubmit,DefaultQOS: the user's
 # own MaxSubmitJobs under collapse, the account's inherited under collapse-b, none under root

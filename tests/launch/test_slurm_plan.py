@@ -861,10 +861,11 @@ def test_a_run_that_goes_to_slurm_without_profile_reads_its_config_once_to_pick_
 
     picks, real = [], cli._configured
     monkeypatch.setattr(cli, "_configured", lambda args: picks.append(args.config) or real(args))
-    cfg = write_config(tmp_path, generations=1, ltchain={}, executor="slurm", profile=str(REPO / "slurm" / "local.yaml"))
+    local = str(REPO / "slurm" / "local.yaml")
+    cfg = write_config(tmp_path, generations=1, ltchain={}, executor="slurm", profile=local)
     rc, _, err = collapse("run", cfg, "--run", tmp_path / "run", *flags)
     assert rc == 0 and picks == [str(cfg)], (err, picks)
-    assert jobs(tmp_path / "run")["profile"] == str(REPO / "slurm" / "local.yaml")
+    assert jobs(tmp_path / "run")["profile"] == local
 
 
 def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_slurm, monkeypatch):

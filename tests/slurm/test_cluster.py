@@ -585,7 +585,8 @@ def test_a_job_of_two_partitions_is_weighed_against_the_qos_of_either(tmp_path):
                                     "true"], capture_output=True, text=True, check=True).stdout.strip())
         rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
     finally:
-        for cmd in [["scontrol", "update", "PartitionName=debug", "QOS="], ["sacctmgr", "-i", "delete", "qos", "partq"]]:
+        for cmd in [["scontrol", "update", "PartitionName=debug", "QOS="],
+                    ["sacctmgr", "-i", "delete", "qos", "partq"]]:
             subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         subprocess.run(["scancel", *held], capture_output=True)
     assert rc == 2 and err.startswith("error: this submit would queue 4 jobs, and your jobs under QOS partq queued "
