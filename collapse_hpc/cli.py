@@ -122,10 +122,13 @@ def _parser() -> argparse.ArgumentParser:
                         description="On a login node with internet: prepare every data set and download every "
                                     "hub model the config's variants need, into the config's data folder and "
                                     "the HF cache the profile's jobs use (its env.HF_HOME or HF_HUB_CACHE), then run "
-                                    "the checks submit runs. Done ones are skipped.")
+                                    "the checks submit runs. A config run here (executor local or debug) where no "
+                                    "profile is found is staged for that run: this shell's HF cache, run's checks. "
+                                    "Done ones are skipped.")
     sg.add_argument("config", type=path_argument, help="config YAML")
     sg.add_argument("--profile", type=path_argument, metavar="YAML",
-                    help="cluster profile (default: the config's `profile:`, else slurm/site.yaml)")
+                    help="cluster profile (default: the config's `profile:`, else slurm/site.yaml; a config of "
+                         "executor local or debug without either: none, staged for a run here)")
     sg.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                     help=SET_HELP)
 
@@ -180,7 +183,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="show every config key, or a resolved config",
                        description="Without CONFIG: every key with its default and meaning. With CONFIG: the "
-                                   "resolved, validated config (after --set/--generations) and its hash.")
+                                   "resolved, validated config (after --set/--generations) and its hash, once it "
+                                   "passes the checks of its inputs that run makes before starting (data sets "
+                                   "prepared, models loadable).")
     c.add_argument("config", type=path_argument, nargs="?", help="config YAML to resolve (without it: every key)")
     c.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
     c.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
@@ -313,19 +318,27 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
             else:
                 slurm.try_requests(store, run, prof, kinds)
         check(cluster)
-    # e.g. an unprepared data set: one line now, not a failed job later; a model is looked for in the
-    # HF cache the profile's jobs use, not this shell's
-    with profmod.job_environment(prof):
-        for name in run.enabled():
-            if not only or name in only:
-                def inputs(name=name):
-                    try:
-                        experiments.get(name).check(run)
-                    except UserError as e:
-                        raise UserError(f"{args.config}: {e}") from None
-                check(inputs)
-    _check_memory(run, args.config)
+    check_inputs(run, args.config, prof, only, problems)
     return store, run
+
+
+def check_inputs(run, file: str, prof=None, only=None, problems: list[str] | None = None) -> None:
+    """What run and config check of a config's inputs before starting: each enabled experiment's (of `only`)
+    data sets prepared and models loadable, e.g. an unprepared data set one line now, not a failed job later
+    (a model looked for in the HF cache the jobs of `prof`, the profile, use, not this shell's); then the
+    units' memory. With `problems` (a list), an experiment's failure is added to it instead of raised."""
+    from collapse_hpc import experiments
+    from collapse_hpc.launch import profile as profmod
+
+    with profmod.job_environment(prof):
+        for name in (n for n in run.enabled() if not only or n in only):
+            try:
+                experiments.get(name).check(run)
+            except UserError as e:
+                if problems is None:
+                    raise UserError(f"{file}: {e}") from None
+                problems.append(f"{file}: {e}")
+    _check_memory(run, file)
 
 
 def _check_memory(run, file: str) -> None:
@@ -368,8 +381,8 @@ def cmd_run(args, executor=None) -> int:
     from collapse_hpc.launch.slurm import Scontrol
     from collapse_hpc.store.lock import ORPHANS_STOP_S
 
-    if not getattr(args, "profile", None) and _to_slurm(args, executor or args.executor):  # picked as submit picks
-        args.profile = _submission_profile(args)
+    if not getattr(args, "profile", None):  # where it goes to Slurm: picked as submit picks
+        args.profile = _slurm_profile(args, executor or args.executor)
     scontrol = Scontrol()  # read where the run goes to Slurm, once for its checks and its submission
     with logs.held() as notes:  # a refused run prints its error line alone; the checks' notes come once it goes ahead
         store, run = resolve(args, executor or args.executor, getattr(args, "profile", None), scontrol=scontrol)
@@ -421,11 +434,12 @@ def cmd_submit(args) -> int:
     return cmd_run(args, executor="slurm")
 
 
-def _submission_profile(args) -> str:
-    """The profile a submission uses: --profile, an existing run's own, the config's, else the site's."""
+def _submission_profile(args, configured=None) -> str:
+    """The profile a submission uses: --profile, an existing run's own, the config's (`configured`: the config
+    as _configured loaded it already), else the site's."""
     from collapse_hpc.launch.profile import pick
 
-    return pick(args.profile or _runs_own_profile(args), _configured(args).profile, args.config)
+    return pick(args.profile or _runs_own_profile(args), (configured or _configured(args)).profile, args.config)
 
 
 def _configured(args):
@@ -437,9 +451,15 @@ def _configured(args):
                                    needs_profile=False)
 
 
-def _to_slurm(args, executor: str | None) -> bool:
-    """Whether a run of args goes to Slurm without --profile: --executor slurm, or the config's own executor."""
-    return executor == "slurm" or (executor is None and _configured(args).executor == "slurm")
+def _slurm_profile(args, executor: str | None) -> str | None:
+    """Where a run of args without --profile goes to Slurm (--executor slurm, or the config's own executor), the
+    profile it submits with (_submission_profile); else None. The config is loaded once."""
+    if executor == "slurm":
+        return _submission_profile(args)
+    if executor is not None:
+        return None
+    configured = _configured(args)
+    return _submission_profile(args, configured) if configured.executor == "slurm" else None
 
 
 def _runs_own_profile(args) -> str | None:
@@ -475,7 +495,8 @@ def dry_run(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    """Prepare every data set and fetch every hub model of the config, where the profile's jobs look."""
+    """Prepare every data set and fetch every hub model of the config, where the profile's jobs look (a config run
+    here without a profile: where its units look, this shell's HF cache)."""
     from collapse_hpc import data, experiments
     from collapse_hpc.launch import profile as profmod
     from collapse_hpc.launch.container import check_cache_env
@@ -483,10 +504,10 @@ def cmd_stage(args) -> int:
     from collapse_hpc.launch.stage import fetch_models
 
     run = _configured(args)
-    profile = profmod.pick(args.profile, run.profile, args.config)
-    prof = profmod.load(profile)
+    profile = _stage_profile(args, run)
+    prof = profmod.load(profile) if profile else None
     try:  # before anything is fetched: it would go into a folder named after the variable
-        check_cache_env(prof.env)
+        check_cache_env(prof.env) if prof else None
     except UserError as e:
         raise UserError(f"{profile}: {e}") from None
     data_dir, known = Path(run.data_dir), data.preparers()
@@ -502,13 +523,27 @@ def cmd_stage(args) -> int:
     for line in fetch_models(models, prof):
         print(line)
     args.run, args.generations, args.only = None, None, None
-    scontrol = Scontrol()
-    store, run = resolve(args, "slurm", profile, scontrol=scontrol)  # the checks submit runs, in the jobs' environment
-    _submit_pending(store, run, None, scontrol)
+    if profile:
+        scontrol = Scontrol()
+        store, run = resolve(args, "slurm", profile, scontrol=scontrol)  # submit's checks, in the jobs' environment
+        _submit_pending(store, run, None, scontrol)
+    else:
+        store, run = resolve(args, run.executor)  # run's checks, here
     built = list(dict.fromkeys(m for e in run.enabled() for m in experiments.get(e).built_models(run)))
-    print(f"staged for {profile}: data sets {', '.join(names) or 'none'} in {data_dir}; "
-          f"{_staged_models(tags, built)}; submit's checks pass")
+    print(f"staged for {profile or f'a run here (executor {run.executor})'}: data sets {', '.join(names) or 'none'} "
+          f"in {data_dir}; {_staged_models(tags, built)}; {'submit' if profile else 'run'}'s checks pass")
     return 0
+
+
+def _stage_profile(args, run) -> str | None:
+    """The profile whose jobs stage fills the caches for: the one a submission picks (--profile, the config's,
+    the site's); None for a config run here (executor local or debug) where none is found: stage then prepares
+    for that run, in this shell's caches. A config of executor slurm without one is refused (pick's line)."""
+    from collapse_hpc.launch import profile as profmod
+
+    if run.executor != "slurm" and not (args.profile or run.profile or profmod.SITE.is_file()):
+        return None
+    return profmod.pick(args.profile, run.profile, args.config)
 
 
 def _staged_models(fetched: list[str], built: list[str]) -> str:
@@ -645,12 +680,15 @@ def cmd_config(args) -> int:
         raise UserError(f"config: {flag} resolves a config: give its file (collapse-hpc config CONFIG {flag} …); "
                         f"without one, config lists every key")
     if args.config:
+        from collapse_hpc.launch import profile
+
         run = _configured(args)
         if run.executor == "slurm" and not run.profile:  # the profile a submission of it picks (site.yaml)
             from collapse_hpc.launch.profile import pick
 
             run.profile = cfgmod.anchored(pick(None, None, args.config))
-        engine.check(run, args.config, force=True)  # only shown: a large plan is no risk here
+        engine.check(run, args.config, force=True, sizes=False)  # only shown: a large plan is no risk here
+        check_inputs(run, args.config, profile.load(run.profile) if run.executor == "slurm" else None)
         print(f"# config_hash: {run.hash()}")
         print(cfgmod.dump(run), end="")
     else:

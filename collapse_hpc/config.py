@@ -311,10 +311,7 @@ def _convert(tp, value, key: str, where: _Where):
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            if origin is list and args and not isinstance(value, dict):
-                value = [value]  # a scalar where a list is expected: a list of one
-            else:
-                where.fail(key, f"expected a list, got {value!r}")
+            _not_a_list(key, value, where)
         inner = args[0] if args else Any
         return [_convert(inner, v, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if origin is dict:
@@ -367,6 +364,20 @@ def _convert(tp, value, key: str, where: _Where):
             where.fail(key, f"must not be empty, got {value!r} (leave the key out for its default)")
         return str(value)
     return value
+
+
+def _not_a_list(key: str, value, where: _Where) -> NoReturn:
+    """A scalar where a list is expected is refused, not taken as a list of one: `seeds: 5` may mean seed 5
+    or five replicates."""
+    if value is None or isinstance(value, (dict, bool)):
+        where.fail(key, f"expected a list, got {value!r}" + (" (leave the key out for its default)" if value is None
+                                                             else ""))
+    one = yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()
+    if key.rpartition(".")[2] != "seeds" or not isinstance(value, int):
+        where.fail(key, f"is a list, got {value!r}; write {one} for a list of one")
+    first = ", ".join(map(str, range(min(value, 5)))) + (", …" if value > 5 else "")
+    where.fail(key, f"is a list, got {value!r}; write {one} for seed {value}"
+                    + (f", or [{first}] for {value} replicates" if value > 1 else ""))
 
 
 SHORT_NUMBER = {"replace": "keep_fraction", "verifier-filter": "verifier_quantile"}  # NAME:VALUE sets it

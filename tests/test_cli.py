@@ -157,6 +157,25 @@ def test_unprepared_data_set_writes_nothing(tmp_path):
     assert cli("run", cfg, "--run", tmp_path / "r", "--only", "toy").returncode == 0
 
 
+def test_config_refuses_what_run_refuses_before_starting(tmp_path):
+    """`config CONFIG --set lm.dataset=nosuch` printed the resolved config, exit 0, where `run` refuses it: config
+    checks the inputs as run does (check_inputs), with the same line."""
+    cfg = _toy_config(tmp_path, "lm.yaml", f"executor: debug\ndata_dir: {REPO / 'data'}\nlm: {{}}\n")
+    said = [one_error_line(cli(command, cfg, "--set", "lm.dataset=nosuch", *extra))
+            for command, *extra in (("config",), ("run", "--run", tmp_path / "r"))]
+    assert said[0] == said[1] and "lm.dataset" in said[0] and "data prepare nosuch" in said[0], said
+    assert not (tmp_path / "r").exists()
+    assert cli("config", cfg).returncode == 0  # wikivital, prepared
+
+
+def test_a_number_given_for_seeds_is_one_line_saying_how_to_write_the_list(tmp_path):
+    cfg = _toy_config(tmp_path)
+    for flags in (("--set", "seeds=5"), ("--set", "toy.seeds=5")):
+        line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", *flags))
+        assert line.endswith("seeds: is a list, got 5; write [5] for seed 5, or [0, 1, 2, 3, 4] for 5 replicates"), line
+    assert not (tmp_path / "r").exists()
+
+
 def test_corrupt_run_config_is_one_line(tmp_path):
     cfg = _toy_config(tmp_path)
     run = tmp_path / "r"

@@ -347,3 +347,46 @@ def test_a_key_one_config_lacks_reads_absent_in_a_diff():
     each had been set to None; a key set to null is still None."""
     old, new = {"lm": {"epochs": 3, "lr": None}}, {"lm": {"epoch": 3, "lr": 0.1}}
     assert cfgmod.diff(old, new) == ["lm.epoch: absent -> 3", "lm.epochs: 3 -> absent", "lm.lr: None -> 0.1"]
+
+
+def _list_keys() -> list[tuple[str, type, str, type]]:
+    """(prefix, config dataclass, key, item type) of every list-typed key of the run, each experiment's section
+    and a cluster profile."""
+    import dataclasses
+    import typing
+
+    from collapse_hpc.launch.profile import Profile
+
+    found = []
+    for prefix, cls in [("", cfgmod.RunConfig), *((f"{n}.", c) for n, c in experiments.sections().items()),
+                        ("", Profile)]:
+        for name, tp in typing.get_type_hints(cls).items():
+            lists = [a for a in (tp, *typing.get_args(tp)) if typing.get_origin(a) is list]
+            if lists and name in {f.name for f in dataclasses.fields(cls)}:
+                found.append((prefix, cls, name, typing.get_args(lists[0])[0]))
+    return found
+
+
+def test_a_scalar_where_a_list_is_expected_is_refused_in_every_list_key():
+    """`seeds: 5` was taken as [5]: it may as well mean five replicates. Every list key refuses a scalar, one
+    line saying it is a list and how to write one."""
+    keys = _list_keys()
+    assert {"seeds", "regimes", "samples", "snapshot_generations", "decoding", "setup"} <= {k for _, _, k, _ in keys}
+    scalar = {int: 5, str: "beam", Regime: "replace"}
+    for prefix, cls, key, item in keys:
+        with pytest.raises(ConfigError) as e:
+            cfgmod.build(cls, {key: scalar[item]}, "c.yaml", prefix=prefix)
+        assert str(e.value).startswith(f"c.yaml: {prefix}{key}: is a list, got {scalar[item]!r}; write "
+                                       f"[{scalar[item]}] for "), str(e.value)
+
+
+def test_seeds_given_as_a_number_says_both_readings(tmp_path):
+    assert error_of(tmp_path, "seeds: 5\ntoy: {}\n").endswith(
+        "c.yaml: seeds: is a list, got 5; write [5] for seed 5, or [0, 1, 2, 3, 4] for 5 replicates")
+    assert error_of(tmp_path, "seeds: 0\ntoy: {}\n").endswith("seeds: is a list, got 0; write [0] for seed 0")
+    assert error_of(tmp_path, "seeds: [0]\ntoy: {seeds: 12}\n").endswith(
+        "toy.seeds: is a list, got 12; write [12] for seed 12, or [0, 1, 2, 3, 4, …] for 12 replicates")
+    assert "expected a list, got None" in error_of(tmp_path, "seeds: null\ntoy: {}\n")
+    with pytest.raises(ConfigError, match=r"^--set seeds: is a list, got 5; write \[5\] for seed 5, or \[0, 1, 2, 3"):
+        experiments.load_config(write(tmp_path, "toy: {}\n"), overrides=["seeds=5"])
+    assert experiments.load_config(write(tmp_path, "toy: {}\n"), overrides=["seeds=[5]"]).seeds == [5]

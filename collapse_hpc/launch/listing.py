@@ -52,12 +52,30 @@ def job_words(u: dict) -> str:
     return {"slurm": "Slurm job", "local": "local pid"}.get(u.get("executor") or "", "job") + f" {u['job_id']}"
 
 
-def unit_lines(u: dict) -> list[str]:
-    """A unit's line, and for one not done or failed what is missing, its log and last lines."""
-    ran = job_words(u) if u["job_id"] else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else \
+COLUMNS = (0, 13, 14)  # least widths of a unit line's unit, state and job columns
+
+
+def _ran(u: dict) -> str:
+    """What ran a unit, in its line's job column."""
+    return job_words(u) if u["job_id"] else f"by hand on {u['by_hand_on']}" if u.get("by_hand_on") else \
         f"job: {u['unrecorded']}" if u.get("unrecorded") else ""
-    state = u["state"] + (f" (after gen {u['after']})" if u.get("after") is not None else "")
-    line = f"  {u['unit']}  {state:<13} {ran:<14} {u['elapsed']}"
+
+
+def _state(u: dict) -> str:
+    return u["state"] + (f" (after gen {u['after']})" if u.get("after") is not None else "")
+
+
+def columns(units: list[dict]) -> tuple[int, int, int]:
+    """The widths that line up the columns of `units`' lines: each the widest value's (a 5-digit pid, a long
+    job id, an array part's name), at least COLUMNS'."""
+    return (max([COLUMNS[0], *(len(u["unit"]) for u in units)]), max([COLUMNS[1], *map(len, map(_state, units))]),
+            max([COLUMNS[2], *map(len, map(_ran, units))]))
+
+
+def unit_lines(u: dict, widths: tuple[int, int, int] = COLUMNS) -> list[str]:
+    """A unit's line (its columns `widths` wide: columns()), and for one not done or failed what is missing, its
+    log and last lines."""
+    line = f"  {u['unit']:<{widths[0]}}  {_state(u):<{widths[1]}} {_ran(u):<{widths[2]}} {u['elapsed']}"
     if u.get("reason"):
         line += f"  ({EXPLAINED.get(u['reason'], u['reason'])})"
     out = [line.rstrip()]
@@ -98,7 +116,7 @@ def footer(state: dict) -> list[str]:
 
 
 def every_unit(state: dict) -> list[str]:
-    """Every chain with every unit on its own line."""
+    """Every chain with every unit on its own line, the columns of each chain's lined up."""
     out = header(state)
     for item in state["chains"]:
         name = f"{item['experiment']}/{item['variant']}"
@@ -106,8 +124,9 @@ def every_unit(state: dict) -> list[str]:
             out += ["", f"{name}  not in this run (left out with --only)"]
             continue
         out += ["", f"{name}  {chain_head(item)}"]
+        widths = columns(item["units"])
         for u in item["units"]:
-            out += unit_lines(u)
+            out += unit_lines(u, widths)
     return out + footer(state)
 
 

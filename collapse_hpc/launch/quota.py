@@ -10,7 +10,9 @@ job part-way through a submit (slurm.SubmitLimit); submit reads them before anyt
 A QOS counts every job under it, as the job's own QOS or as its partition's, in whichever partitions have it
 (a job pending in several partitions counts for each one's QOS: slurmctld's acct_policy). An array counts a
 job per task. A job to queue in several partitions (--partition=a,b) is weighed against the limits it meets
-in each of them only: the others depend on where it runs and on EnforcePartLimits, and sbatch checks them.
+in any of them: it counts for each one's QOS from the moment it is queued, and sbatch refuses it past the limit
+of any one (measured on Slurm 22.05 with EnforcePartLimits=NO: a job of debug,scavenger refused at the QOS of
+debug alone, and at the job's own QOS where only debug's stands in for it); a limit met in several, once.
 Where there is no sacctmgr, or slurm.conf's AccountingStorageEnforce leaves limits out, there is none to
 read, and sbatch alone checks. Where PrivateData=jobs hides other users' jobs from squeue, a limit on
 everyone's (or an account's) jobs is passed only where those squeue shows already pass it, and says so."""
@@ -192,11 +194,7 @@ def problem(jobs: dict[tuple[Charge, ...], int], user: str, config: str,
         return None
     assocs, accounts, qos, default = (parse(answers[0] or "", ASSOC), parse(answers[1] or "", ACCOUNT),
                                       {q["Name"]: q for q in parse(answers[2] or "", QOS)}, (answers[3] or "").strip())
-    met: dict[Limit, int] = {}
-    for charges, n in jobs.items():
-        first, *others = [limits_for(assocs, accounts, qos, replace(c, account=c.account or default)) for c in charges]
-        for limit in (lim for lim in first if all(lim in other for other in others)):  # met wherever it runs
-            met[limit] = met.get(limit, 0) + n
+    met = weighed(jobs, assocs, accounts, qos, default)
     if not met:
         return None
     everyone = any(limit.user is None for limit in met)  # squeue of every user's jobs only where one counts them
@@ -206,6 +204,19 @@ def problem(jobs: dict[tuple[Charge, ...], int], user: str, config: str,
     found = (over(limit, n, sum(limit.counts(job) for job in queued), hidden and limit.user is None)
              for limit, n in met.items())
     return next((said for said in found if said), None)
+
+
+def weighed(jobs: dict[tuple[Charge, ...], int], assocs: list[dict[str, str]], accounts: list[dict[str, str]],
+            qos: dict[str, dict[str, str]], default: str) -> dict[Limit, int]:
+    """Every limit the jobs to queue meet (`jobs`: as `problem` takes them; account "": `default`), each with
+    how many of them it counts: a job of several partitions, those it meets in any of them, each once."""
+    met: dict[Limit, int] = {}
+    for charges, n in jobs.items():
+        found = [lim for c in charges
+                 for lim in limits_for(assocs, accounts, qos, replace(c, account=c.account or default))]
+        for limit in dict.fromkeys(found):
+            met[limit] = met.get(limit, 0) + n
+    return met
 
 
 def _queued(line: str, partition_qos: Mapping[str, str]) -> Charge:

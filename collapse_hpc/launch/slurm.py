@@ -310,7 +310,7 @@ def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int], scontrol: S
     by_charge: dict[tuple[quota.Charge, ...], int] = {}
     for kind, n in kinds.items():
         qos = prof.resources(kind).qos or prof.qos or ""
-        # a job of several partitions: one charge each (quota.problem weighs what they share)
+        # a job of several partitions: one charge each (quota.problem weighs it in each one)
         charges = tuple(quota.Charge(user, prof.account or "", qos, p, parts.get(p, {}).get("QoS", "N/A"))
                         for p in partition_of(prof, kind, parts) or [""])
         by_charge[charges] = by_charge.get(charges, 0) + n

@@ -343,13 +343,14 @@ def why_not_done(store: RunStore, run, job) -> str:
     return f"{rel} does not verify"
 
 
-def unrecorded(store: RunStore, book: dict, label: str) -> tuple[str | None, str | None]:
+def unrecorded(book: dict, label: str, recorded: bool) -> tuple[str | None, str | None]:
     """(job id, where none is) of a unit this folder's book records no job for, though it completed: a
-    copy's original job (its book keeps that folder's), else which file lacks it."""
+    copy's original job (its book keeps that folder's), else which file lacks it (`recorded`: jobs.json is
+    there)."""
     jid = book.get(records.COPIED, {}).get(label, {}).get("job_id")
     if jid is not None:
         return str(jid), None
-    return None, "none in jobs.json" if (store.root / records.JOBS).is_file() else "record missing (no jobs.json)"
+    return None, "none in jobs.json" if recorded else "record missing (no jobs.json)"
 
 
 def redo_command(store: RunStore, job, executor: str) -> str:
@@ -388,12 +389,13 @@ def _state_of(store: RunStore) -> dict:
     book = _book(store)
     view = _slurm_of(book)
     absent, here = left_out(store, chains, book), launcher_runs(store, book)
+    recorded = (store.root / records.JOBS).is_file()  # removed: no launch can be told apart
     out = {"run": str(store.root), "executor": book.get("executor"), "cluster": book.get("cluster"),
-           "chains": [_chain_state(store, run, chain, book, view, chain.experiment in absent, here)
+           "chains": [_chain_state(store, run, chain, book, view, chain.experiment in absent, here, recorded)
                       for chain in chains],
            "copied_from": book.get("copied_from"), "resume": engine.resume_command(store, book.get("executor")),
            "launched": sorted(book.get(records.EXPERIMENTS) or []),  # in-process: what records it ran
-           "recorded": (store.root / records.JOBS).is_file()}  # removed: no launch can be told apart
+           "recorded": recorded}
     if book.get("aggregate"):
         out["aggregate"] = _aggregate_state(book, view[0])
     return out
@@ -409,14 +411,14 @@ def _slurm_of(book: dict) -> tuple[dict, dict]:
 
 
 def _chain_state(store: RunStore, run, chain, book: dict, view: tuple[dict, dict], absent: bool,
-                 here: bool) -> dict:
+                 here: bool, recorded: bool) -> dict:
     """A chain's (or an array's) units, how many are done and the generation it reached. `here`: a live
-    local launcher runs the run (launcher_runs)."""
+    local launcher runs the run (launcher_runs); `recorded`: jobs.json is there."""
     item = {"experiment": chain.experiment, "variant": chain.variant.name, "shape": chain.shape, "units": []}
     if absent:
         item["not_in_this_run"] = True
         return item
-    item["units"] = [_unit_of(store, run, job, book, view) for job in chain.jobs]
+    item["units"] = [_unit_of(store, run, job, book, view, recorded) for job in chain.jobs]
     for lane in [item["units"]] if chain.shape == "chain" else [[u] for u in item["units"]]:  # each part its own
         waiting(lane, here, book.get(records.STOPPING) if here else None)
     done = [u["state"] == "done" for u in item["units"]]
@@ -425,8 +427,9 @@ def _chain_state(store: RunStore, run, chain, book: dict, view: tuple[dict, dict
     return item
 
 
-def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict]) -> dict:
-    """One unit as status shows it: its state, its job, and what a failed or unfinished one needs."""
+def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict], recorded: bool) -> dict:
+    """One unit as status shows it: its state, its job, and what a failed or unfinished one needs (`recorded`:
+    jobs.json is there, read once for the whole run)."""
     slurm = view[0]
     entry = book["units"].get(job.label, {})
     by = records.executor_of(book, entry)
@@ -437,11 +440,11 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict]) -> 
     if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
         maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
         unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)
-        if unit["by_hand_on"] and not (store.root / records.JOBS).is_file():  # no book to tell a job from a hand
-            unit["by_hand_on"], unit["unrecorded"] = None, unrecorded(store, book, job.label)[1]
+        if unit["by_hand_on"] and not recorded:  # no book to tell a job from a hand
+            unit["by_hand_on"], unit["unrecorded"] = None, unrecorded(book, job.label, recorded)[1]
         by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
     elif state in COMPLETED and entry.get("job_id") is None:  # a copy's: the original's job ended it
-        unit["job_id"], unit["unrecorded"] = unrecorded(store, book, job.label)
+        unit["job_id"], unit["unrecorded"] = unrecorded(book, job.label, recorded)
     if unit["job_id"] is not None and (by != book.get("executor") or by == "local"):
         unit["executor"] = by  # the listing's words: a local process id is no job id; the other back-end's said
     if state in COMPLETED:  # the job finished, yet the unit is not done: say what is missing

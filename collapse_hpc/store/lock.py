@@ -173,59 +173,81 @@ class RunLock:
             self.depth += 1
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = self._record()
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._judge(me["host"])  # returns where the lock may be free now: look again
+                continue
+            self._write(fd, me)
+            self._refuse_beside()
+            self._drop_dead_workers()
+            self.held, self.depth = True, 1
+            return self
+        raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
+                        f"launcher is running on this run")
+
+    def _record(self) -> dict:
+        """What the lock file says of its holder (held_by reads it in another process's refusal)."""
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
               "folder": folder_id(self.path.parent)}
         if self.command:
             me.update(command=self.command, launcher=self.launcher)
         if self.reads:
             me["reads"] = True
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self.owner()
-                if owner is None:  # being written or unreadable: look again
-                    if self._abandoned() and self._take_over(None):
-                        self.log(f"took over unreadable lock {self.path} (unchanged for over {ABANDONED_S} s)")
-                        continue
-                    time.sleep(0.2)
-                    continue
-                if _of_a_copy(owner, self.path.parent):  # its owner runs the original, never this copy
-                    if self._take_over(owner):
-                        self.log(f"took over lock {self.path}: copied with the folder from the run of pid "
-                                 f"{owner.get('pid')}")
-                    continue
-                helpers = self._helpers(owner)
-                if owner.get("host") == me["host"] and not pid_alive(_pid(owner)) and helpers:
-                    helpers = self._outlive(owner, helpers)
-                if owner.get("host") == me["host"] and not pid_alive(_pid(owner)) and helpers:
-                    # a launcher killed alone leaves its unit processes writing into the run
-                    raise UserError(f"run is locked by dead pid {owner.get('pid')}, whose unit processes "
-                                    f"{', '.join(map(str, helpers))} still run ({self.path}); wait for them "
-                                    f"or kill them")
-                if owner.get("host") == me["host"] and not pid_alive(_pid(owner)):
-                    if self._take_over(owner):
-                        self.log(f"took over stale lock {self.path} of dead process {owner.get('pid')}")
-                    continue
-                raise UserError(held_by(owner, self.path))
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(me, f)
-            except OSError as e:  # a full disk: left empty, the lock would refuse every run for ABANDONED_S
-                self.path.unlink(missing_ok=True)
-                raise OSError(e.errno, e.strerror, str(self.path)) from e
-            try:
-                refused = self._others()
-            except NotRead as e:  # a unit's or a cancel's record: the lock made is not left behind
-                refused = e
-            if refused is not None:
-                self.path.unlink(missing_ok=True)
-                raise refused
-            self._drop_dead_workers()
-            self.held, self.depth = True, 1
-            return self
-        raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
-                        f"launcher is running on this run")
+        return me
+
+    def _judge(self, host: str) -> None:
+        """The lock file another made: taken over where it is abandoned, a copy's or a dead owner's of this
+        `host`; UserError where its owner holds the run (or a dead one's unit processes still write)."""
+        owner = self.owner()
+        if owner is None:  # being written or unreadable: look again
+            if self._abandoned() and self._take_over(None):
+                self.log(f"took over unreadable lock {self.path} (unchanged for over {ABANDONED_S} s)")
+            else:
+                time.sleep(0.2)
+            return
+        if _of_a_copy(owner, self.path.parent):  # its owner runs the original, never this copy
+            if self._take_over(owner):
+                self.log(f"took over lock {self.path}: copied with the folder from the run of pid {owner.get('pid')}")
+            return
+        if owner.get("host") != host or pid_alive(_pid(owner)):
+            raise UserError(held_by(owner, self.path))
+        self._take_over_dead(owner)
+
+    def _take_over_dead(self, owner: dict) -> None:
+        """The lock of a dead owner of this host: taken over once its unit processes ended (waited for up to
+        wait_s); UserError while they still run."""
+        helpers = self._helpers(owner)
+        if helpers:
+            helpers = self._outlive(owner, helpers)
+        if helpers:  # a launcher killed alone leaves its unit processes writing into the run
+            raise UserError(f"run is locked by dead pid {owner.get('pid')}, whose unit processes "
+                            f"{', '.join(map(str, helpers))} still run ({self.path}); wait for them or kill them")
+        if self._take_over(owner):
+            self.log(f"took over stale lock {self.path} of dead process {owner.get('pid')}")
+
+    def _write(self, fd: int, me: dict) -> None:
+        """Write the new lock file's record; on failure (a full disk) removed, since left empty it would
+        refuse every run for ABANDONED_S."""
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+        except OSError as e:
+            self.path.unlink(missing_ok=True)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
+
+    def _refuse_beside(self) -> None:
+        """Give the new lock up (raised) where it is not the run's after all (_others), or where a record it
+        reads for that is refused: the lock made is not left behind."""
+        try:
+            refused = self._others()
+        except NotRead as e:
+            refused = e
+        if refused is not None:
+            self.path.unlink(missing_ok=True)
+            raise refused
 
     def _others(self) -> UserError | None:
         """Why the lock just made is not the run's after all: unit processes still write without a launcher, or

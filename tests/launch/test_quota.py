@@ -1,6 +1,7 @@
 """Reading the limits on jobs queued at once from sacctmgr's parsable output (launch.quota); the dev
 cluster's tests set each and submit past it (tests/slurm)."""
-from collapse_hpc.launch.quota import ACCOUNT, ASSOC, QOS, Charge, Limit, enforced, hides_jobs, limits_for, over, parse
+from collapse_hpc.launch.quota import (ACCOUNT, ASSOC, QOS, Charge, Limit, enforced, hides_jobs, limits_for, over,
+                                      parse, weighed)
 
 # sacctmgr -n -P show assoc where user=ana format=Account,Partition,MaxSubmit,GrpSubmit,DefaultQOS: the user's
 # own MaxSubmitJobs under collapse, the account's inherited under collapse-b, none under root
@@ -84,6 +85,20 @@ def test_a_qos_counts_its_jobs_in_every_partition_it_is_the_qos_of():
     # met through either partition it is one limit (the jobs of both count together), in gpu's words
     (through_a100,) = limits(Charge("ana", "root", "", "a100", "partq"), qos=qos)
     assert through_a100 == pu and {pu: 1, through_a100: 2} == {pu: 2}
+
+
+def test_a_job_of_several_partitions_counts_against_the_limits_of_each():
+    """partq, the QOS of gpu alone (MaxSubmitPU 2), and normal, the jobs' own (MaxSubmitPU 5) standing in scavenger:
+    jobs to queue in gpu,scavenger were weighed against the limits both partitions share only, none, and sbatch
+    refused the third job part-way (QOSMaxSubmitJobPerUserLimit: slurmctld counts such a job against partq, and
+    against normal where partq does not stand in). A limit met in both is counted once per job."""
+    tables = parse(ASSOCS, ASSOC), parse(ACCOUNTS, ACCOUNT), {q["Name"]: q for q in parse("normal|5|||\npartq|2|||\n",
+                                                                                            QOS)}
+    both = (Charge("ana", "", "", "gpu", "partq"), Charge("ana", "", "", "scavenger", "N/A"))
+    met = weighed({both: 3, both[:1]: 1}, *tables, "collapse")
+    assert sorted((lim.most, lim.qos, n) for lim, n in met.items()) == [(2, "partq", 4), (5, "normal", 3)]
+    shared = (Charge("ana", "", "", "gpu", "partq"), Charge("ana", "", "", "a100", "partq"))
+    assert [(lim.most, n) for lim, n in weighed({shared: 3}, *tables, "collapse").items()] == [(2, 3)]
 
 
 def test_a_limit_counts_the_jobs_it_names():

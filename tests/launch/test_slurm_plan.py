@@ -852,6 +852,22 @@ def test_a_config_of_its_own_executor_slurm_picks_the_profile_as_submit_does(tmp
     assert jobs(tmp_path / "run")["executor"] == "slurm" and jobs(tmp_path / "run")["profile"] == site
 
 
+@pytest.mark.parametrize("flags", [(), ("--executor", "slurm")])
+def test_a_run_that_goes_to_slurm_without_profile_reads_its_config_once_to_pick_one(tmp_path, fake_slurm, monkeypatch,
+                                                                                    flags):
+    """cmd_run loaded the config as its file says twice to pick the profile (whether it goes to Slurm, then its
+    profile: key), before the checks load it with that profile."""
+    from collapse_hpc import cli
+
+    picks, real = [], cli._configured
+    monkeypatch.setattr(cli, "_configured", lambda args: picks.append(args.config) or real(args))
+    local = str(REPO / "slurm" / "local.yaml")
+    cfg = write_config(tmp_path, generations=1, ltchain={}, executor="slurm", profile=local)
+    rc, _, err = collapse("run", cfg, "--run", tmp_path / "run", *flags)
+    assert rc == 0 and picks == [str(cfg)], (err, picks)
+    assert jobs(tmp_path / "run")["profile"] == local
+
+
 def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_slurm, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, out, err = collapse("profile", "init")  # the site profile, from (fake) sinfo

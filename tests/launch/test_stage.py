@@ -122,3 +122,24 @@ def test_stage_says_the_tiny_model_is_built_in_the_job(tmp_path, setup):
     rc, out, err = collapse("stage", cfg, "--profile", prof)
     assert rc == 0, err
     assert "model: built in the job (tiny)" in out and "models none" not in out, out
+
+
+def test_stage_of_a_config_run_here_needs_no_cluster_profile(tmp_path, setup, monkeypatch):
+    """A config of executor local, with no profile anywhere (no --profile, no `profile:`, no slurm/site.yaml): stage
+    refused it for want of a cluster profile. It stages for the run here now: this shell's HF cache, run's checks.
+    With a profile found, it stages for that cluster's jobs as submit would; executor slurm still needs one."""
+    cfg, prof, shell, jobs = setup
+    monkeypatch.chdir(tmp_path)  # no slurm/site.yaml here
+    rc, out, err = collapse("stage", cfg)
+    assert rc == 0, err
+    assert f"model {TAG}: in {shell / 'hub'}" in out and "staged for a run here (executor local): " in out, out
+    assert out.rstrip().endswith("; run's checks pass") and not (tmp_path / "runs").exists(), out
+    slurm_cfg = write_config(tmp_path, "cluster", generations=1, executor="slurm", data_dir=str(tmp_path / "data"),
+                             lm={"dataset": "corpus", "model": TAG, "pretrained": True})
+    rc, _, err = collapse("stage", slurm_cfg)
+    assert rc == 2 and "no cluster profile: give --profile P" in err, err
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "site.yaml").write_text(prof.read_text())
+    cache_model(jobs / "hub", TAG)
+    rc, out, err = collapse("stage", cfg)  # the site's profile, as `submit CONFIG` picks it
+    assert rc == 0 and f"model {TAG}: in {jobs / 'hub'}" in out and "staged for slurm/site.yaml" in out, out + err

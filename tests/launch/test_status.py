@@ -843,3 +843,47 @@ def test_a_run_cancelled_by_hand_says_how_to_resume_and_its_queued_units_no_elap
     (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:05\n201|CANCELLED by 0|00:00:00\n")
     rc, out, _ = collapse("status", store.root)
     assert "2 units failed or were cancelled; fix the cause, then queue what is left" in out, out
+
+
+def test_status_looks_for_jobs_json_once_however_many_done_units_look_run_by_hand(tmp_path, monkeypatch):
+    """Where jobs.json is removed every done unit looks run by hand, and each one's looked for the file again."""
+    import pathlib
+
+    from collapse_hpc.launch.status import state_of
+    from collapse_hpc.store import RunStore
+
+    store = _toy_and_tail(tmp_path)
+    (store.root / "jobs.json").unlink()
+    looks, real = [], pathlib.Path.is_file
+    monkeypatch.setattr(pathlib.Path, "is_file", lambda self: (self.name == "jobs.json" and looks.append(self))
+                        or real(self))
+    state = state_of(RunStore(store.root), store.root)
+    done = [u for c in state["chains"] for u in c["units"] if u["state"] == "done"]
+    assert len(done) == 2 and all(u["unrecorded"] == "record missing (no jobs.json)" for u in done), done
+    assert len(looks) == 1, looks
+
+
+def test_status_all_lines_up_its_columns_by_the_widest_value():
+    """`status --all` padded the job column to 14 characters: a 5-digit pid (local pid 12345) or a long Slurm job
+    id pushed that unit's elapsed time right of the others' of its chain, and a waiting state its job too."""
+    from collapse_hpc.launch.listing import every_unit
+
+    def unit(name, state, job_id, elapsed, **more):
+        return {"unit": name, "index": 0, "state": state, "elapsed": elapsed, "job_id": job_id, **more}
+
+    chains = [{"experiment": "toy", "variant": "replace-p0-s0", "shape": "chain", "done": 2, "reached": 1, "units": [
+        unit("gen_000", "done", "99", "0:00:10", executor="local"),
+        unit("gen_001", "done", "12345", "0:00:20", executor="local"),
+        unit("gen_002", "PENDING", "4567890123", "", executor="slurm", after=1)]},
+        {"experiment": "tail", "variant": "replace-p0", "shape": "array", "done": 1, "units": [
+            unit("part_00000", "done", "7", "0:00:30", executor="local")]}]
+    state = {"run": "/r", "executor": "local", "cluster": None, "chains": chains, "launched": [], "recorded": True,
+             "resume": "collapse-hpc run c.yaml"}
+    lines = [ln for ln in every_unit(state) if ln.startswith("  ")]
+    assert len(lines) == 4
+    elapsed = [ln.rstrip().rindex(" ") for ln in lines[:2]]
+    assert len(set(elapsed)) == 1, lines  # both elapsed times of the chain start in one column
+    jobs = [ln.index(word) for ln, word in zip(lines, ("local pid 99", "local pid 12345", "Slurm job 4567890123"))]
+    assert len(set(jobs)) == 1, lines
+    assert lines[0] == "  gen_000  done                  local pid 99         0:00:10", lines
+    assert lines[3] == "  part_00000  done          local pid 7    0:00:30", lines  # a chain of its own

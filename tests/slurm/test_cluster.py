@@ -570,6 +570,30 @@ def test_a_job_of_two_partitions_whose_qos_stands_in_for_its_own_is_queued(tmp_p
     assert len(unit_ids(run)) == 3 and jobs(run)["aggregate"]["job_id"]
 
 
+def test_a_job_of_two_partitions_is_weighed_against_the_qos_of_either(tmp_path):
+    """partition: debug,scavenger, partq the QOS of debug alone (MaxSubmitJobsPerUser=3), a job of the user's held
+    in debug: the check weighed the chain by the limits both partitions share, none, and sbatch refused its last
+    job part-way (QOSMaxSubmitJobPerUserLimit: slurmctld counts a job pending in several partitions against each
+    one's QOS). The check refuses first now, nothing queued."""
+    cfg = write_config(tmp_path, "either", generations=3, ltchain={"rows": 2})  # 3 generations and the report
+    prof = _profile_with(tmp_path, partition="debug,scavenger")
+    held = []
+    try:
+        for cmd in PARTQ:
+            subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
+        held.append(subprocess.run(["sbatch", "--parsable", "--hold", "-p", "debug", "-o", "/dev/null", "--wrap",
+                                    "true"], capture_output=True, text=True, check=True).stdout.strip())
+        rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    finally:
+        for cmd in [["scontrol", "update", "PartitionName=debug", "QOS="],
+                    ["sacctmgr", "-i", "delete", "qos", "partq"]]:
+            subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        subprocess.run(["scancel", *held], capture_output=True)
+    assert rc == 2 and err.startswith("error: this submit would queue 4 jobs, and your jobs under QOS partq queued "
+                                      "at once are limited to 3 (MaxSubmitPU of QOS partq, partition debug's: "), err
+    assert "1 of yours queued now, so 2 more fit: nothing was queued" in err and not (tmp_path / "run").exists()
+
+
 def _node() -> str:
     return subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True, check=True).stdout.split()[0]
 

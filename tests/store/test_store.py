@@ -745,3 +745,14 @@ def test_a_cache_whose_card_does_not_read_says_to_remove_the_cache(tmp_path):
     said = re.escape(f"card is not a JSON mapping; remove {folder} to build it again") + "$"
     with pytest.raises(UserError, match=said):
         sealed_files(folder)
+
+
+def test_the_run_lock_reads_in_small_named_steps():
+    """RunLock.acquire was one function of 60 lines (the record, judging a lock another made, taking a dead one's
+    over, writing, refusing beside unit processes): each step is a function of its own, none over 40 lines."""
+    from pathlib import Path
+
+    from collapse_hpc.store import lock
+    from tests.function_length import long_functions
+
+    assert long_functions(Path(lock.__file__), 40) == []

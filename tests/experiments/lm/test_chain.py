@@ -262,7 +262,7 @@ def _kill_and_resume(tmp_path, store, variant: str, gen: int) -> Path:
                                               ("top_p:0.9", "replace-p0-decodingtop_p0.9-s0"),
                                               ("min_p", "replace-p0-decodingmin_p0.1-s0")])
 def test_kill_during_sampling_resumes_identically(tmp_path, lm_data_dir, decoding, variant):
-    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), decoding=decoding)
+    store, run = _run(tmp_path, lm_data_dir, generations=1, regimes=("replace:0",), decoding=[decoding])
     fresh_shards = _kill_and_resume(tmp_path, store, variant, 0)
     meta = json.loads(pq.read_schema(sorted(fresh_shards.iterdir())[0]).metadata[b"decoding"])
     assert meta["preset"] == decoding.partition(":")[0]
