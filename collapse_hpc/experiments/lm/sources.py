@@ -290,11 +290,17 @@ def file_split(path: Path, source: Path | None = None) -> str | None:
 
 def check_split_layout(source: Path, named: dict) -> None:
     """All files named for splits, all three present: else rows would silently cross splits."""
-    stray = [str(p.relative_to(source) if p != source else p) for p, s in named.items() if s is None]
-    if stray:
-        raise UserError(f"--from {source}: files named for splits (train, validation or valid or dev, test) "
-                        f"beside others ({', '.join(stray[:3])}{' …' if len(stray) > 3 else ''}): name every "
-                        f"file (or its folder) for its split, or none (rows are then split 90/5/5)")
+    def first(names: list[str]) -> str:
+        return f"{', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
+
+    where = {p: str(p.relative_to(source) if p != source else p) for p in named}
+    stray = [where[p] for p, s in named.items() if s is None]
+    if stray:  # which names read as splits: a package's libc6-dev.txt or arch-test.txt may be unmeant
+        split = [f"{where[p]} {'read ' if not i else ''}as {s}"
+                 for i, (p, s) in enumerate((p, s) for p, s in named.items() if s is not None)]
+        raise UserError(f"--from {source}: files named for splits (train, validation or valid or dev, test; "
+                        f"{first(split)}) beside others ({first(stray)}): name every file (or its folder) for its "
+                        f"split, or none (rows are then split 90/5/5)")
     missing = [s for s in SPLITS if s not in named.values()]
     if missing:
         given = sorted(set(named.values()))
