@@ -449,7 +449,8 @@ def _json_texts(path: Path) -> list:
     except RecursionError:  # [[[[…: Python's reader recurses once a level
         raise UserError(f"{path}: JSON nested deeper than {sys.getrecursionlimit()} levels; records of text are "
                         f"objects with a field text (JSON lines, or one array of them)") from None
-    return _whole_characters(path, [_text_field(path, i, r) for i, r in enumerate(records)])
+    array = body.lstrip().startswith("[")
+    return _whole_characters(path, [_text_field(path, i, r, array) for i, r in enumerate(records)])
 
 
 SPACE = re.compile(r"\s*")
@@ -481,7 +482,10 @@ def _whole_characters(path: Path, texts: list) -> list:
     return [SURROGATE.sub("\ufffd", t) if t else t for t in texts]
 
 
-def _text_field(path: Path, i: int, record) -> str | None:
+def _text_field(path: Path, i: int, record, array: bool = False) -> str | None:
+    if isinstance(record, str):  # no field to rename: each string becomes a record's text
+        raise UserError(f"{path}: record {i + 1} is a string, not an object with a field text; make each one so: "
+                        f"jq -c '{'.[] | ' if array else ''}{{text: .}}' {path.name} > text.jsonl")
     if (field := _wrapping(record)) is not None:  # a field's records were called "a record without text"
         jq = f".{field}[]" if field.isidentifier() else f".[{json.dumps(field)}][]"
         raise UserError(f"{path}: one JSON object whose field {field!r} holds the records of text, not JSON lines or "
