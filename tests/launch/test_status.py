@@ -811,7 +811,8 @@ def test_a_failed_local_runs_footer_says_run_what_is_left_not_queue_it(tmp_path,
     records.save(store, book)
     assert show(store.root) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2] == "1 unit failed or was cancelled; fix the cause, then run what is left (finished units are kept):"
+    assert lines[-2] == ("1 unit failed or was cancelled; fix the cause, then run what is left (finished units are "
+                         "kept):")
     assert lines[-1] == f"  collapse-hpc run {store.root / 'config.yaml'} --run {store.root}"
 
 
