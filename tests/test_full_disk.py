@@ -113,3 +113,37 @@ def test_the_command_line_explains_each_refusal(tmp_path, monkeypatch, number):
     assert {errno.ENOSPC: "has no room left", errno.EDQUOT: "your disk quota on",
             errno.EROFS: "is mounted read-only"}[number] in line
     assert not list((tmp_path / "data").rglob("*.parquet"))
+
+
+def test_a_report_elsewhere_of_a_run_whose_disk_is_full_is_made(tmp_path, monkeypatch):
+    """`aggregate RUN --out ELSEWHERE` of a run on a full scratch stopped at writing the run's lock ('RUN/.lock: No
+    space left on device …; free space there or write elsewhere'), though it only reads the run and was told to
+    write elsewhere; it reads the run without a lock, as one on a read-only mount, and a live holder still refuses."""
+    import json
+    import os
+    import socket
+
+    from collapse_hpc import cli, engine
+    from collapse_hpc.launch import debug
+    from collapse_hpc.store.lock import folder_id
+    from tests.helpers import toy_run
+
+    store, run = toy_run(tmp_path, generations=2)
+    debug.execute(store, run, engine.plan(run))
+    lock, fdopen = store.root / ".lock", os.fdopen
+
+    def full_for_the_lock(fd, *args, **kwargs):  # the lock's bytes meet a full disk (/dev/full's ENOSPC)
+        if os.readlink(f"/proc/self/fd/{fd}") == str(lock):
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)
+        return fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", full_for_the_lock)
+    assert cli.main(["aggregate", str(store.root), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "index.html").is_file() and not lock.exists()
+    monkeypatch.undo()
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0,
+                                "folder": folder_id(store.root), "command": "run", "launcher": True}))
+    monkeypatch.setattr(os, "fdopen", full_for_the_lock)
+    rc, _, err = collapse("aggregate", store.root, "--out", tmp_path / "report2")
+    assert rc == 2 and "locked" in _one_error(err) and not (tmp_path / "report2").exists(), err

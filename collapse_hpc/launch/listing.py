@@ -110,8 +110,10 @@ def footer(state: dict) -> list[str]:
         # only cancelled (by hand, or behind a generation cancelled by hand): there is no cause to fix
         said = f"{count(len(bad), 'unit')} {were} cancelled; " if set(bad) == {"CANCELLED"} else \
             f"{count(len(bad), 'unit')} failed or {were} cancelled; fix the cause, then "
-        out += ["", f"{said}queue what is left (finished units are kept, queued ones not queued twice):",
-                f"  {state['resume']}"]
+        # a local run (its command is `run`) queues nothing: Slurm's words there misled
+        left = "queue what is left (finished units are kept, queued ones not queued twice)" \
+            if state.get("executor") == "slurm" else "run what is left (finished units are kept)"
+        out += ["", f"{said}{left}:", f"  {state['resume']}"]
     return out
 
 

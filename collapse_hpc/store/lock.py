@@ -369,17 +369,31 @@ class RunLock:
 def reading(folder: Path, command: str, log=print) -> Iterator[None]:
     """The run lock of a command that only reads the run's units (aggregate): the writers' own, so that one
     of them refuses while it reads, naming it, and it refuses while one holds the run. Where this user can
-    make no file in the folder (a read-only mount, a colleague's run) it takes none: a live holder's lock
-    still refuses it, else it reads as is."""
+    make no file in the folder (a read-only mount, a colleague's run), or the disk has no room for one, it takes
+    none: a live holder's lock still refuses it, else it reads as is."""
     lock = RunLock(Path(folder) / ".lock", log=log, command=command, reads=True)
-    if space.unwritable(folder) is None:
-        with lock:
+    if space.unwritable(folder) is None and _taken(lock):
+        try:
             yield
+        finally:
+            lock.release()
         return
     owner = lock.owner()
     if owner is not None and holds(owner, lock.path.parent):
         raise UserError(held_by(owner, lock.path))
     yield
+
+
+def _taken(lock: RunLock) -> bool:
+    """Whether a reader took `lock`: False where the disk has no room for its few bytes (a full scratch, a used-up
+    quota), where it reads the run as from a read-only mount, so that its report may go elsewhere (--out)."""
+    try:
+        lock.acquire()
+    except OSError as e:
+        if space.refused(e) in (errno.ENOSPC, errno.EDQUOT):
+            return False
+        raise
+    return True
 
 
 def guest_path(lock_path: Path) -> Path:

@@ -794,6 +794,28 @@ def test_a_reason_an_older_version_wrote_in_brackets_of_its_own_shows_in_one_pai
     assert "))" not in out, out
 
 
+def test_a_failed_local_runs_footer_says_run_what_is_left_not_queue_it(tmp_path, capsys):
+    """A local run's footer said 'queue what is left (…, queued ones not queued twice)' above a `collapse-hpc run`
+    command: Slurm's words, of a run that queues nothing."""
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.launch import records
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local", "toy": {}})
+    store = RunStore(tmp_path / "run")
+    chains = engine.open_run(store, run)
+    book = {"executor": "local", "units": {}, "folder": records.identity(store)}
+    records.launching(book, chains)
+    records.record(book, chains[0].jobs[0].label, job_id="1", state="FAILED", error="ValueError: x")
+    records.save(store, book)
+    assert show(store.root) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == ("1 unit failed or was cancelled; fix the cause, then run what is left (finished units are "
+                         "kept):")
+    assert lines[-1] == f"  collapse-hpc run {store.root / 'config.yaml'} --run {store.root}"
+
+
 def test_a_slurm_chains_generations_queued_after_the_one_before_say_so(tmp_path, fake_slurm, capsys):  # noqa: F811
     """A Slurm chain's later generations wait (afterok) on the one before: they read a bare PENDING, where a
     local chain's read 'waiting (after gen N)'; they say which they wait after. One waiting for something else

@@ -25,6 +25,7 @@ Parquet shards (what a chain's gen_NNN/shards holds); --load-generate reads such
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -239,7 +240,8 @@ def reference(a) -> int:
             model = lm.load(load)
         _test(a, lm, model, test)
         if a.generate:
-            _generate(a, lm, *(sampler or (model, load)), train)
+            with _whole_or_none(Path(a.generate)):
+                _generate(a, lm, *(sampler or (model, load)), train)
     leave_process_group()
     return 0
 
@@ -372,6 +374,23 @@ def _generate(a, lm, model, load: Path | None, train) -> None:
               model_hash=model_fingerprint(load) if load else "")
     if lm.is_main:
         print(f"{out}: {train.num_rows} blocks ({len(keep)} original, {len(picks[0])} generated) written")
+
+
+@contextlib.contextmanager
+def _whole_or_none(out: Path):
+    """--generate's folder ends holding all of this call's blocks or none: the shards of a call stopped
+    midway (a full disk, Ctrl-C) would have the same command, which the error line says to run again, refuse
+    the folder as an earlier call's. _check_flags made sure it was new or empty."""
+    made = not out.exists()
+    try:
+        yield
+    except BaseException:
+        for written in ([out] if made else list(out.iterdir())):
+            if written.is_dir() and not written.is_symlink():
+                shutil.rmtree(written, ignore_errors=True)
+            else:
+                written.unlink(missing_ok=True)
+        raise
 
 
 def _write_original(out: Path, kept, tokenizer, percentage: float) -> None:

@@ -290,11 +290,17 @@ def file_split(path: Path, source: Path | None = None) -> str | None:
 
 def check_split_layout(source: Path, named: dict) -> None:
     """All files named for splits, all three present: else rows would silently cross splits."""
-    stray = [str(p.relative_to(source) if p != source else p) for p, s in named.items() if s is None]
-    if stray:
-        raise UserError(f"--from {source}: files named for splits (train, validation or valid or dev, test) "
-                        f"beside others ({', '.join(stray[:3])}{' …' if len(stray) > 3 else ''}): name every "
-                        f"file (or its folder) for its split, or none (rows are then split 90/5/5)")
+    def first(names: list[str]) -> str:
+        return f"{', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
+
+    where = {p: str(p.relative_to(source) if p != source else p) for p in named}
+    stray = [where[p] for p, s in named.items() if s is None]
+    if stray:  # which names read as splits: a package's libc6-dev.txt or arch-test.txt may be unmeant
+        split = [f"{where[p]} {'read ' if not i else ''}as {s}"
+                 for i, (p, s) in enumerate((p, s) for p, s in named.items() if s is not None)]
+        raise UserError(f"--from {source}: files named for splits (train, validation or valid or dev, test; "
+                        f"{first(split)}) beside others ({first(stray)}): name every file (or its folder) for its "
+                        f"split, or none (rows are then split 90/5/5)")
     missing = [s for s in SPLITS if s not in named.values()]
     if missing:
         given = sorted(set(named.values()))
@@ -443,7 +449,8 @@ def _json_texts(path: Path) -> list:
     except RecursionError:  # [[[[…: Python's reader recurses once a level
         raise UserError(f"{path}: JSON nested deeper than {sys.getrecursionlimit()} levels; records of text are "
                         f"objects with a field text (JSON lines, or one array of them)") from None
-    return _whole_characters(path, [_text_field(path, i, r) for i, r in enumerate(records)])
+    array = body.lstrip().startswith("[")
+    return _whole_characters(path, [_text_field(path, i, r, array) for i, r in enumerate(records)])
 
 
 SPACE = re.compile(r"\s*")
@@ -475,7 +482,10 @@ def _whole_characters(path: Path, texts: list) -> list:
     return [SURROGATE.sub("\ufffd", t) if t else t for t in texts]
 
 
-def _text_field(path: Path, i: int, record) -> str | None:
+def _text_field(path: Path, i: int, record, array: bool = False) -> str | None:
+    if isinstance(record, str):  # no field to rename: each string becomes a record's text
+        raise UserError(f"{path}: record {i + 1} is a string, not an object with a field text; make each one so: "
+                        f"jq -c '{'.[] | ' if array else ''}{{text: .}}' {path.name} > text.jsonl")
     if (field := _wrapping(record)) is not None:  # a field's records were called "a record without text"
         jq = f".{field}[]" if field.isidentifier() else f".[{json.dumps(field)}][]"
         raise UserError(f"{path}: one JSON object whose field {field!r} holds the records of text, not JSON lines or "

@@ -333,6 +333,21 @@ def test_split_files_keep_their_split_hf_shards_included_and_partial_layouts_are
         data.prepare_local("named3", src, tmp_path / "data")
 
 
+def test_files_whose_names_read_as_splits_beside_others_are_named_with_the_split_each_reads_as(tmp_path):
+    """A folder of Debian copyright files (libc6-dev.txt, arch-test.txt among 791) was refused for 'files named
+    for splits beside others (aardvark-dns.txt, adduser.txt …)': it named only files that hold no split's name,
+    not the ones read as naming one, and the user could not tell which."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("aardvark-dns", "adduser", "arch-test", "libbz2-dev", "zlib"):
+        (src / f"{name}.txt").write_text("\n".join(corpus_lines(40, seed=len(name))))
+    with pytest.raises(UserError) as refused:
+        data.prepare_local("copyrights", src, tmp_path / "data")
+    assert "; arch-test.txt read as test, libbz2-dev.txt as validation)" in str(refused.value)
+    assert "beside others (aardvark-dns.txt, adduser.txt, zlib.txt)" in str(refused.value)
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("text", ["hello world\n", " ".join(corpus_lines(500, seed=1))],
                          ids=["shorter-than-a-block", "one-line-cannot-be-split"])
 def test_a_corpus_too_small_for_every_split_is_refused_and_nothing_is_written(tmp_path, text):

@@ -272,3 +272,36 @@ def test_a_loaded_models_config_the_file_system_will_not_read_is_said_and_read_o
     with pytest.raises(UserError, match="the hub model 'facebook/opt-350m'"):
         check_loaded_tag(tiny_cfg(model="facebook/opt-125m"), folder)
     assert opened.count(folder / "config.json") == 1
+
+
+@pytest.mark.parametrize("stop", ["full disk", "interrupted"])
+def test_a_generate_stopped_midway_leaves_no_shards_the_same_command_would_refuse(stop, tmp_path, lm_data_dir,
+                                                                                  monkeypatch, capsys):
+    """A full disk at --generate's second shard said 'run the same command again', and the same command then
+    refused the folder as holding an earlier call's blocks: the first shard was left there. So did Ctrl-C."""
+    import errno
+
+    import pyarrow.parquet as pq_module
+
+    data, write_table = tmp_path / "gen1_data", pq_module.write_table
+
+    def stops_at_the_second_shard(table, where, *args, **kwargs):
+        if "part-000-00001" in str(where):
+            if stop == "interrupted":
+                raise KeyboardInterrupt
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        return write_table(table, where, *args, **kwargs)
+
+    argv = ["lm", *_tiny(lm_data_dir), "--eval_only", "--generate", str(data), "--generate_percentage", "0.25"]
+    monkeypatch.setattr(pq_module, "write_table", stops_at_the_second_shard)
+    capsys.readouterr()
+    if stop == "interrupted":
+        assert main(argv) == 130
+    else:
+        assert main(argv) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]  # not tqdm's bar
+        assert len(err) == 1 and err[0].endswith("then run the same command again"), err
+    assert not data.exists()  # neither original.parquet nor the first shard stays
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert len(list(data.glob("part-*.parquet"))) == 2 and (data / "original.parquet").is_file()

@@ -63,6 +63,19 @@ def test_json_lines_csv_and_tsv_give_their_text_field_and_say_what_they_drop(tmp
         sources.read_rows(tmp_path / "b.csv")
 
 
+def test_json_records_that_are_bare_strings_are_told_the_jq_line_that_makes_them_objects(tmp_path):
+    """A JSON array of strings (or JSON lines of strings) was told "record 1 has no field 'text' (str); name the
+    field that holds the text 'text' (e.g. jq -c '{text: .FIELD}')": a string has no field to name."""
+    rows = corpus_lines(3, 2)
+    (tmp_path / "array.json").write_text(json.dumps(rows))
+    (tmp_path / "lines.jsonl").write_text("".join(json.dumps(t) + "\n" for t in rows))
+    for name, jq in (("array.json", ".[] | {text: .}"), ("lines.jsonl", "{text: .}")):
+        with pytest.raises(UserError) as refused:
+            sources.read_rows(tmp_path / name)
+        assert str(refused.value) == (f"{tmp_path / name}: record 1 is a string, not an object with a field text; "
+                                      f"make each one so: jq -c '{jq}' {name} > text.jsonl")
+
+
 def test_half_an_escaped_utf16_pair_in_json_becomes_u_fffd_not_a_traceback(tmp_path, caplog):
     """json.dumps (ensure_ascii) of a text cut inside an emoji writes its first half alone: "\\ud83d"."""
     rows = corpus_lines(300, 1)
