@@ -281,3 +281,24 @@ def test_latent_figure_gives_a_collapsed_latents_sd_its_digits(tmp_path):
     assert legend[0] == f"generation 0 (sd {np.std(gen0.to_numpy()):.2g})"
     assert not any(label.endswith("(sd 0.00)") for label in legend), legend
     assert "0.00 →" not in caption and "→ 0.00 " not in caption
+
+
+def test_lm_tails_colours_its_token_classes_unlike_any_regime(full_run):
+    """The token classes took the regimes' colours (rare in replace's black, middle in keep 10%'s blue), so a
+    class read as a regime of the other figures; each class now has a colour of its own, the same in both rows."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.experiments.lm.figures import lm_tails
+    from collapse_hpc.plotting import style
+
+    fig, _ = lm_tails(_context(full_run, "lm"))
+    colours = {}
+    for ax in fig.axes:
+        for ln in ax.get_lines():
+            cls = ln.get_label().split(" ")[0]
+            if cls in ("rare", "middle", "frequent"):
+                colours.setdefault(cls, set()).add(to_hex(ln.get_color()))
+    assert set(colours) == {"rare", "middle", "frequent"}
+    assert all(len(c) == 1 for c in colours.values()), colours  # one colour a class, in both rows
+    used = set().union(*colours.values())
+    assert len(used) == 3 and not used & {c.lower() for c in style.COLOURS}, colours
