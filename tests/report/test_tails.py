@@ -302,3 +302,22 @@ def test_lm_tails_colours_its_token_classes_unlike_any_regime(full_run):
     assert all(len(c) == 1 for c in colours.values()), colours  # one colour a class, in both rows
     used = set().union(*colours.values())
     assert len(used) == 3 and not used & {c.lower() for c in style.COLOURS}, colours
+
+
+def test_every_gaussian_tails_panel_of_a_row_holds_its_lines(tmp_path):
+    """The panels of a row share their y-axis, and the first panel's limits (set for the real mass' room) turned
+    the row's autoscaling off: a later sample size whose mean rose higher (paper scale: n = 50's replace mean at
+    0.25 in a row scaled to n = 10's 0.16) ran off the panel's top. The row is scaled again once all are drawn."""
+    from collapse_hpc.experiments.gaussian.figures import gaussian_tails
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 12}})
+    synthetic.gaussian(root, generations=12, replicates=20)
+    ctx = _context(root, "gaussian")
+    tails, second = ctx.df["metric"].str.startswith("tail_mass"), ctx.df["samples"] == 100
+    df = ctx.df.assign(value=ctx.df["value"].where(~(tails & second), 0.6))  # n = 100 (right): far above n = 10
+    fig, _ = gaussian_tails(type(ctx)("gaussian", df, stats.summarise(df), ctx.runs, ctx.specs))
+    for ax in fig.axes:
+        top = max(np.nanmax(ln.get_ydata()) for ln in ax.get_lines())
+        assert top <= ax.get_ylim()[1], (ax.get_title(), top, ax.get_ylim())
+        assert ax.get_ylim()[0] == 0
