@@ -126,6 +126,16 @@ def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, empty:
     return True
 
 
+def rescale_row(axes, real: float) -> None:
+    """median_and_mean's panels sharing one y-axis (a row), scaled again once every panel is drawn: the first
+    panel's limits had turned the row's autoscaling off, and a later panel's mean ran off its top."""
+    ax = axes[0]
+    ax.set_autoscaley_on(True)
+    ax.autoscale_view(scalex=False)  # over every sibling's data
+    room_for(ax, [real])
+    ax.set_ylim(bottom=0)
+
+
 def keep_scale(ax, share: float = 0.1) -> None:
     """A linear y-axis spans at least `share` of its values' magnitude: a metric that barely moves is drawn
     flat rather than magnified until its noise fills the panel."""

@@ -300,13 +300,24 @@ def series_data(ctx: Context, run: str, metric: str, row) -> pd.DataFrame:
 
 
 REPLICATE_LINES = 12  # single replicates drawn per series (draw_series' replicates): the first, by seed and replicate
+# ...fewer over many generations: a panel is ~500 pixels wide, and 12 noisy lines of 2050 generations each (the
+# gmm's keep 10% and accumulate-subsample) filled their band solid, hiding the series' mean; 2400 points a series
+# keep 12 lines up to 200 generations, REPLICATE_LEAST from 800
+REPLICATE_POINTS, REPLICATE_LEAST = 2400, 3
 
 
-def _replicate_lines(ax, ctx, run, metric, row, gens, colour, most: int = REPLICATE_LINES) -> None:
+def replicate_lines(generations: int) -> int:
+    """Single replicates drawn per series over that many generations."""
+    return int(np.clip(REPLICATE_POINTS // max(generations, 1), REPLICATE_LEAST, REPLICATE_LINES))
+
+
+def _replicate_lines(ax, ctx, run, metric, row, gens, colour) -> None:
     d = series_data(ctx, run, metric, row)
-    for (_, _), one in list(d.groupby(["seed", "replicate"], observed=True))[:most]:
+    for (_, _), one in list(d.groupby(["seed", "replicate"], observed=True))[:replicate_lines(len(gens))]:
         y = one.set_index("generation")["value"].reindex(gens)
-        ax.plot(gens, y.to_numpy(), color=colour, alpha=0.25, linewidth=0.5, marker=None, linestyle="-")
+        # rasterized: thousands of thin vertices made the PDF's vectors (600 KB a panel at 2050 generations)
+        ax.plot(gens, y.to_numpy(), color=colour, alpha=0.25, linewidth=0.5, marker=None, linestyle="-",
+                rasterized=True)
 
 
 def maybe_log(ax, values, force: bool = False) -> None:

@@ -50,6 +50,18 @@ THEORY = {"color": "#F2C46D", "linestyle": "-", "linewidth": 3.4, "zorder": 1.5,
 PAPER = {"color": "#8B0000", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 1.2, "zorder": 1}
 
 
+# classes of an ordered quantity (lm_tails' token classes, rare to frequent): colours of their own, none of the
+# regimes' (COLOURS), so that a class is not read as a regime (rare in replace's black, middle in keep 10%'s blue);
+# Paul Tol's muted scheme, colour-blind safe, each contrasting at least 3:1 with white
+CLASS_COLOURS = ["#882255", "#117733", "#332288"]
+
+
+def token_class(i: int, points: int = 10) -> dict:
+    """Line keywords of the i-th class of CLASS_COLOURS: series(i)'s marker and dash in the class's colour."""
+    colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+    return series(i, points) | {"color": colour, "markerfacecolor": colour}
+
+
 SPREAD = 0.5  # how far a regime's last setting moves its colour: half way to black (to white from black)
 
 

@@ -281,3 +281,43 @@ def test_latent_figure_gives_a_collapsed_latents_sd_its_digits(tmp_path):
     assert legend[0] == f"generation 0 (sd {np.std(gen0.to_numpy()):.2g})"
     assert not any(label.endswith("(sd 0.00)") for label in legend), legend
     assert "0.00 →" not in caption and "→ 0.00 " not in caption
+
+
+def test_lm_tails_colours_its_token_classes_unlike_any_regime(full_run):
+    """The token classes took the regimes' colours (rare in replace's black, middle in keep 10%'s blue), so a
+    class read as a regime of the other figures; each class now has a colour of its own, the same in both rows."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.experiments.lm.figures import lm_tails
+    from collapse_hpc.plotting import style
+
+    fig, _ = lm_tails(_context(full_run, "lm"))
+    colours = {}
+    for ax in fig.axes:
+        for ln in ax.get_lines():
+            cls = ln.get_label().split(" ")[0]
+            if cls in ("rare", "middle", "frequent"):
+                colours.setdefault(cls, set()).add(to_hex(ln.get_color()))
+    assert set(colours) == {"rare", "middle", "frequent"}
+    assert all(len(c) == 1 for c in colours.values()), colours  # one colour a class, in both rows
+    used = set().union(*colours.values())
+    assert len(used) == 3 and not used & {c.lower() for c in style.COLOURS}, colours
+
+
+def test_every_gaussian_tails_panel_of_a_row_holds_its_lines(tmp_path):
+    """The panels of a row share their y-axis, and the first panel's limits (set for the real mass' room) turned
+    the row's autoscaling off: a later sample size whose mean rose higher (paper scale: n = 50's replace mean at
+    0.25 in a row scaled to n = 10's 0.16) ran off the panel's top. The row is scaled again once all are drawn."""
+    from collapse_hpc.experiments.gaussian.figures import gaussian_tails
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 12}})
+    synthetic.gaussian(root, generations=12, replicates=20)
+    ctx = _context(root, "gaussian")
+    tails, second = ctx.df["metric"].str.startswith("tail_mass"), ctx.df["samples"] == 100
+    df = ctx.df.assign(value=ctx.df["value"].where(~(tails & second), 0.6))  # n = 100 (right): far above n = 10
+    fig, _ = gaussian_tails(type(ctx)("gaussian", df, stats.summarise(df), ctx.runs, ctx.specs))
+    for ax in fig.axes:
+        top = max(np.nanmax(ln.get_ydata()) for ln in ax.get_lines())
+        assert top <= ax.get_ylim()[1], (ax.get_title(), top, ax.get_ylim())
+        assert ax.get_ylim()[0] == 0

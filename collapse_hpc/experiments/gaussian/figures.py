@@ -10,7 +10,7 @@ from scipy.special import ndtr
 
 from collapse_hpc.experiments.gaussian import theory
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, pick, trend
+from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, pick, rescale_row, trend
 from collapse_hpc.plotting.plots import (Context, draw_series, gens_axis, integer_x, legend_below, log_y, no_data,
                                          num, series_data, series_rows)
 
@@ -263,6 +263,7 @@ def gaussian_tails(ctx: Context):
                 continue
             ax.set_title((f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})"))
             ax.set_xlabel("generation k")
+        rescale_row(axes[r], 2 * ndtr(-k))
     legend_below(fig, axes)
     here = " ".join(f"{k}σ, {t}." for k, m in tails if (t := _tails_here(ctx, m)))
     return fig, ("The tails: the mass each generation's fit N(μ̂, σ̂²) puts beyond the real μ ± 2σ (top) and "

@@ -11,11 +11,17 @@ from collapse_hpc.experiments.gmm.metrics import SIGMAS, real_share
 from collapse_hpc.experiments.gmm.recursion import REAL_PANEL, real_modes
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, metric_grid, pick, trend
-from collapse_hpc.plotting.plots import (REPLICATE_LINES, Context, legend_below, no_data, series_data, series_rows,
-                                         unit_order, unit_series)
+from collapse_hpc.plotting.plots import (Context, gens_axis, legend_below, no_data, replicate_lines, series_data,
+                                         series_rows, unit_order, unit_series)
 
 
-SINGLE = f"single replicates, the first {REPLICATE_LINES} of each series by seed and replicate"
+def _single(ctx: Context) -> str:
+    """What the thin lines are: the first replicates of each series, as many as its generations leave room for."""
+    most = sorted({replicate_lines(len(gens_axis(ctx.planned(run), ctx.summary.loc[ctx.summary["run"] == run,
+                                                                                     "generation"])))
+                   for run in ctx.run_labels})
+    count = f"{most[0]}" if len(most) == 1 else f"{most[0]} to {most[-1]} (fewer over more generations)"
+    return f"single replicates, the first {count} of each series by seed and replicate"
 # no-break spaces: a formula is not broken across the lines of a long axis label (plotting.fit)
 L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀\u00a0−\u00a0fₖ‖²", "l2": "L2 distance ‖f₀\u00a0−\u00a0fₖ‖"}
 
@@ -28,7 +34,7 @@ def gmm_l2(ctx: Context):
     what = "squared L2 distance ‖f₀ − fₖ‖² (the closed form the notebook plots)" if metric == "l2_squared" \
         else "L2 distance ‖f₀ − fₖ‖"
     return fig and (fig, f"Exact {what} between the generation-0 mixture f₀ and each generation's fₖ, log "
-                         f"scale: {band_note(ctx, [metric])} (thick), and {SINGLE} (thin). Collapse as the paper "
+                         f"scale: {band_note(ctx, [metric])} (thick), and {_single(ctx)} (thin). Collapse as the paper "
                          "expects it: the distance grows by orders of magnitude (higher is worse); keeping real "
                          f"data holds it down. Here, the mean from generation 1: {trend(ctx, metric, start=1)}. {GAPS}")
 
@@ -39,7 +45,7 @@ def gmm_variance(ctx: Context):
                                  ylabels={metric: "total variance"})
     return fig and (fig, "Total variance (trace of the covariance) of the fitted mixture against generation "
                          f"(log scale; the real blob's: 2, two-mode's: 2 + separation²/4): {band_note(ctx, [metric])} "
-                         f"(thick), and {SINGLE} (thin). Collapse as the paper "
+                         f"(thick), and {_single(ctx)} (thin). Collapse as the paper "
                          "expects it: it falls towards 0 (lower is worse) as the mixture loses its tails. Here, "
                          f"the mean: {trend(ctx, metric)}. {GAPS}")
 

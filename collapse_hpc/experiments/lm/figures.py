@@ -277,7 +277,7 @@ def _tail_panel(ax, ctx: Context, run: str, label: str) -> dict:
         if base.empty:
             continue
         ratio = rows["mean"].to_numpy() / base.iloc[0]
-        ax.plot(rows["generation"], ratio, label=f"{cls} target tokens", **style.series(i, len(rows)) | SOLID)
+        ax.plot(rows["generation"], ratio, label=f"{cls} target tokens", **style.token_class(i, len(rows)) | SOLID)
         if rows["generation"].max() > 0:
             rise[cls] = (ratio[-1], base.iloc[0], int(rows["generation"].max()))
     ax.axhline(1.0, color="0.35", linestyle=":", linewidth=1.0)
@@ -292,7 +292,7 @@ def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
     reals = []
     for i, cls in enumerate(SHARES):
         rows = _series_rows(ctx, run, label, f"{cls}_token_share")
-        kw = style.series(i, len(rows)) | GENERATED
+        kw = style.token_class(i, len(rows)) | GENERATED
         ax.plot(rows["generation"], rows["mean"], label=f"{cls} tokens, generated data", **kw)
         if rows["ci_low"].notna().any():
             draw_band(ax, ctx.spec(f"{cls}_token_share"), rows["generation"], rows["ci_low"], rows["ci_high"],

@@ -1,0 +1,38 @@
+"""Figures of a paper-scale run: thousands of generations (gmm: 2050) and many replicates stay legible and small."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from collapse_hpc.plotting import plots
+from tests.report import synthetic
+from tests.report.test_figures import _context
+
+
+def _thin(fig) -> list:
+    """The single replicates' lines (thin, faint) of a figure."""
+    return [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_alpha() == 0.25 and ln.get_linewidth() == 0.5]
+
+
+@pytest.fixture(scope="module")
+def long_gmm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs") / "long"
+    synthetic.write_config(root, {"gmm": {"generations": 2050}})
+    synthetic.gmm(root, generations=2050, parts=2, replicates=8, snapshot_points=5)
+    return _context(root, "gmm")
+
+
+def test_few_replicate_lines_over_thousands_of_generations(long_gmm, tmp_path):
+    """12 replicates' lines of 2050 noisy generations each filled their series' band solid (the gmm's keep 10% at
+    paper scale) and made a PDF of 600 KB a panel: over many generations a series draws fewer, rasterized."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2
+
+    fig, caption = gmm_l2(long_gmm)
+    per_series = Counter(ln.get_color() for ln in _thin(fig))
+    assert len(per_series) == 2 and max(per_series.values()) <= 3, per_series
+    assert all(ln.get_rasterized() for ln in _thin(fig))
+    assert f"the first {max(per_series.values())} of each series" in caption
+    pdf, = [f for f in plots.save(fig, tmp_path, "gmm_l2") if f.suffix == ".pdf"]
+    assert pdf.stat().st_size < 150_000, pdf.stat().st_size
+
