@@ -34,8 +34,9 @@ def _uncacheable(tmp_path):
 
 def test_commands_work_where_numba_has_no_cache_folder(tmp_path):
     copy, env = _uncacheable(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "collapse_hpc", "config", str(REPO / "configs" / "demo.yaml"),
-                          "--set", f"data_dir={REPO / 'data'}"],  # config checks the data sets, as run does
+    config = tmp_path / "gmm.yaml"  # the gmm's own: config checks the data sets that run reads, and a fresh
+    config.write_text("name: t\nexecutor: local\ngmm:\n  generations: 3\n")  # clone has none prepared
+    out = subprocess.run([sys.executable, "-m", "collapse_hpc", "config", str(config)],
                          cwd=copy, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "gmm:" in out.stdout
