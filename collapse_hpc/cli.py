@@ -183,9 +183,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="show every config key, or a resolved config",
                        description="Without CONFIG: every key with its default and meaning. With CONFIG: the "
-                                   "resolved, validated config (after --set/--generations) and its hash, once it "
-                                   "passes the checks of its inputs that run makes before starting (data sets "
-                                   "prepared, models loadable).")
+                                   "resolved, validated config (after --set/--generations) and its hash, then the "
+                                   "checks of its inputs that run makes before starting (data sets prepared, "
+                                   "models loadable): one failing is run's line on stderr, exit status 2.")
     c.add_argument("config", type=path_argument, nargs="?", help="config YAML to resolve (without it: every key)")
     c.add_argument("--generations", type=int, metavar="N", help=GENERATIONS_HELP)
     c.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
@@ -688,9 +688,10 @@ def cmd_config(args) -> int:
 
             run.profile = cfgmod.anchored(pick(None, None, args.config))
         engine.check(run, args.config, force=True, sizes=False)  # only shown: a large plan is no risk here
-        check_inputs(run, args.config, profile.load(run.profile) if run.executor == "slurm" else None)
         print(f"# config_hash: {run.hash()}")
-        print(cfgmod.dump(run), end="")
+        print(cfgmod.dump(run), end="", flush=True)
+        # after it is shown: the paper's config on a machine without its data still shows what it resolves to
+        check_inputs(run, args.config, profile.load(run.profile) if run.executor == "slurm" else None)
     else:
         print(cfgmod.describe(experiments.sections()), end="")
     return 0

@@ -310,9 +310,11 @@ def _convert(tp, value, key: str, where: _Where):
             where.fail(key, f"must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
     if origin in (list, tuple):
+        inner = args[0] if args else Any
+        if origin is list and isinstance(value, str) and _names(inner):
+            value = [value]  # decoding: beam, regimes: replace, setup: "module load x": one item, unambiguous
         if not isinstance(value, (list, tuple)):
             _not_a_list(key, value, where)
-        inner = args[0] if args else Any
         return [_convert(inner, v, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
@@ -366,10 +368,19 @@ def _convert(tp, value, key: str, where: _Where):
     return value
 
 
+def _names(tp) -> bool:
+    """Whether a list's items are written as strings (a decoding, a regime, a shell line)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_names(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is typing.Literal:
+        return any(isinstance(a, str) for a in typing.get_args(tp))
+    return tp is str or tp is Regime
+
+
 def _not_a_list(key: str, value, where: _Where) -> NoReturn:
-    """A scalar where a list is expected is refused, not taken as a list of one: `seeds: 5` may mean seed 5
+    """A number where a list is expected is refused, not taken as a list of one: `seeds: 5` may mean seed 5
     or five replicates."""
-    if value is None or isinstance(value, (dict, bool)):
+    if value is None or isinstance(value, (dict, bool, str)):  # a string: of a list of numbers (seeds: '5')
         where.fail(key, f"expected a list, got {value!r}" + (" (leave the key out for its default)" if value is None
                                                              else ""))
     one = yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()

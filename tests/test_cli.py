@@ -168,6 +168,21 @@ def test_config_refuses_what_run_refuses_before_starting(tmp_path):
     assert cli("config", cfg).returncode == 0  # wikivital, prepared
 
 
+def test_config_shows_what_a_config_resolves_to_before_its_inputs_are_checked(tmp_path):
+    """`config configs/paper.yaml` where its data set is not prepared printed nothing: a newcomer's first look at
+    the paper's config. The resolved config and its hash come first (stdout), then run's line (stderr), exit 2."""
+    import yaml
+
+    shown = cli("config", REPO / "configs/paper.yaml", "--set", f"data_dir={tmp_path}", "--set", "seeds=[7]")
+    line = one_error_line(shown)
+    assert "lm.dataset" in line and "data prepare wikitext2" in line, line
+    first, _, rest = shown.stdout.partition("\n")
+    assert re.fullmatch(r"# config_hash: [0-9a-f]{16}", first), shown.stdout
+    resolved = yaml.safe_load(rest)
+    assert (resolved["name"], resolved["seeds"], resolved["data_dir"]) == ("paper", [7], str(tmp_path))
+    assert resolved["lm"]["dataset"] == "wikitext2" and resolved["lm"]["decoding"] == ["beam"]
+
+
 def test_a_number_given_for_seeds_is_one_line_saying_how_to_write_the_list(tmp_path):
     cfg = _toy_config(tmp_path)
     for flags in (("--set", "seeds=5"), ("--set", "toy.seeds=5")):

@@ -367,17 +367,35 @@ def _list_keys() -> list[tuple[str, type, str, type]]:
     return found
 
 
-def test_a_scalar_where_a_list_is_expected_is_refused_in_every_list_key():
-    """`seeds: 5` was taken as [5]: it may as well mean five replicates. Every list key refuses a scalar, one
+def test_a_number_where_a_list_is_expected_is_refused_in_every_list_key():
+    """`seeds: 5` was taken as [5]: it may as well mean five replicates. Every list key refuses a number, one
     line saying it is a list and how to write one."""
     keys = _list_keys()
     assert {"seeds", "regimes", "samples", "snapshot_generations", "decoding", "setup"} <= {k for _, _, k, _ in keys}
-    scalar = {int: 5, str: "beam", Regime: "replace"}
-    for prefix, cls, key, item in keys:
-        with pytest.raises(ConfigError) as e:
-            cfgmod.build(cls, {key: scalar[item]}, "c.yaml", prefix=prefix)
-        assert str(e.value).startswith(f"c.yaml: {prefix}{key}: is a list, got {scalar[item]!r}; write "
-                                       f"[{scalar[item]}] for "), str(e.value)
+    for prefix, cls, key, _ in keys:
+        for number in (5, 0.5):
+            with pytest.raises(ConfigError) as e:
+                cfgmod.build(cls, {key: number}, "c.yaml", prefix=prefix)
+            assert str(e.value).startswith(f"c.yaml: {prefix}{key}: is a list, got {number}; write [{number}] for "), \
+                str(e.value)
+        with pytest.raises(ConfigError, match=f"^c.yaml: {prefix}{key}: expected a list, got True$"):
+            cfgmod.build(cls, {key: True}, "c.yaml", prefix=prefix)
+
+
+def test_a_string_where_a_list_of_strings_is_expected_is_a_list_of_one():
+    """`decoding: beam`, `regimes: replace`, a profile's `setup: "module load x"`: one string says one item
+    (unlike a number); every list key of strings (or regimes) takes it as the list of that one."""
+    one = {"regimes": "replace:0.1", "decoding": "top_p:0.9", "setup": "module load cuda/12"}
+    keys = [(p, c, k) for p, c, k, i in _list_keys() if i in (str, Regime)]
+    assert {k for _, _, k in keys} == set(one)
+    for prefix, cls, key in keys:
+        got = getattr(cfgmod.build(cls, {key: one[key]}, "c.yaml", prefix=prefix), key)
+        assert got == getattr(cfgmod.build(cls, {key: [one[key]]}, "c.yaml", prefix=prefix), key), key
+        assert len(got) == 1, key
+    for prefix, cls, key, item in _list_keys():
+        if item not in (str, Regime):  # a string of a list of numbers is not a list
+            with pytest.raises(ConfigError, match=f"^c.yaml: {prefix}{key}: expected a list, got '5'$"):
+                cfgmod.build(cls, {key: "5"}, "c.yaml", prefix=prefix)
 
 
 def test_seeds_given_as_a_number_says_both_readings(tmp_path):

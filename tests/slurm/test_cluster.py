@@ -5,8 +5,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -858,3 +860,51 @@ def test_a_generation_that_ends_while_submit_looks_is_neither_queued_again_nor_i
     assert sacct(gen1)[gen1][-1]["State"] == "COMPLETED"
     rc, out, _ = collapse("status", run)
     assert "generation 1 reached (2/2 done)" in out, out
+
+
+def test_private_data_shows_a_user_their_own_jobs_and_a_limit_on_everyones_says_so(tmp_path, monkeypatch):
+    """PrivateData=jobs,usage (sites often set it): squeue and scontrol show a user their own jobs only. Read as
+    an unprivileged user (nobody: root sees every job), the user's queue and the run's own jobs' states stay
+    right, and a limit on every user's queued jobs counts the jobs squeue shows, saying others may be hidden."""
+    conf = Path("/etc/slurm/slurm.conf")
+    kept = conf.read_text()
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    for name in ("squeue", "sacct", "scontrol", "sacctmgr"):  # each Slurm command the launch layer reads, as nobody
+        (wrappers / name).write_text(f'#!/bin/bash\nexec runuser -u nobody -- {shutil.which(name)} "$@"\n')
+        (wrappers / name).chmod(0o755)
+    held = []
+    try:
+        for cmd in (["sacctmgr", "-i", "add", "user", "nobody", "account=collapse", "defaultaccount=collapse"],
+                    ["sacctmgr", "-i", "modify", "user", "nobody", "set", "qos=normal", "defaultqos=normal"],
+                    ["sacctmgr", "-i", "modify", "qos", "normal", "set", "GrpSubmitJobs=3"]):  # as start.sh adds users
+            subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
+        conf.write_text(kept + "PrivateData=jobs,usage\n")
+        subprocess.run(["scontrol", "reconfigure"], check=True, timeout=60)
+        for user in ([], ["runuser", "-u", "nobody", "--"]):  # root's job, then nobody's
+            held.append(subprocess.run([*user, "sbatch", "--parsable", "--hold", "-D", "/tmp", "-o", "/dev/null",
+                                        "--wrap", "true"], capture_output=True, text=True, check=True).stdout.strip())
+        monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+        for name in ("USER", "LOGNAME"):
+            monkeypatch.setenv(name, "nobody")
+        from collapse_hpc.launch import quota, slurm, status
+
+        config = slurm._slurm(["scontrol", "show", "config"])
+        queue, states = slurm.queued(), status.slurm_states(held)
+        said = quota.problem({(quota.Charge("nobody", "", "", "debug"),): 3}, "nobody", config, {})
+    finally:
+        monkeypatch.undo()  # Slurm's commands as root again
+        conf.write_text(kept)
+        subprocess.run(["scontrol", "reconfigure"], capture_output=True, timeout=60)
+        subprocess.run(["scancel", *held], capture_output=True)
+        for cmd in (["sacctmgr", "-i", "modify", "qos", "normal", "set", "GrpSubmitJobs=-1"],
+                    ["sacctmgr", "-i", "delete", "user", "nobody", "account=collapse"]):
+            subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert quota.hides_jobs(config)
+    assert queue == {held[1]: "PENDING"}  # root's job is hidden
+    assert states[held[1]][0] == "PENDING", states
+    assert said is not None and said.startswith(
+        "this submit would queue 3 jobs, and the jobs of every user queued at once are limited to 3 (GrpSubmit of "
+        "QOS normal"), said
+    assert "1 queued now that squeue shows you (PrivateData=jobs hides other users' jobs), so at most 2 more fit" \
+        in said, said

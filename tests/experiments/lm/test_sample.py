@@ -493,8 +493,7 @@ def test_config_sweeps_decoding_one_chain_each():
         return experiments.config_from_dict({"regimes": ["replace", "accumulate"], "lm": lm})
 
     assert [v.name for v in EXPERIMENT.variants(run())] == ["replace-p0-s0", "accumulate-s0"]
-    with pytest.raises(ConfigError, match=r"lm\.decoding: is a list, got 'greedy'; write \[greedy\] for a list of one"):
-        run("greedy")  # one value is refused, not taken as a list of one
+    assert run("greedy").section("lm").decoding == ["greedy"]  # one name is a list of one
     assert run(["greedy"]).section("lm").decoding == ["greedy"]
     names = [v.name for v in EXPERIMENT.variants(run(["beam", "top_p:0.9", "min_p"]))]
     assert names == ["replace-p0-decodingbeam-s0", "accumulate-decodingbeam-s0", "replace-p0-decodingtop_p0.9-s0",
