@@ -371,7 +371,8 @@ def test_lm_captions_state_this_runs_tails(full_run, full_report):
              for c in TAIL_PPL}
     assert ratio["rare"] > ratio["middle"] > ratio["frequent"] > 1  # as the synthetic run is made
     assert ("replace, generation 0 -> 3: " + ", ".join(f"{c} x{ratio[c]:.3g} (from {TAIL_PPL[c][0]:.3g})"
-                                                        for c in TAIL_PPL) + ": the tails went first") in caption
+                                                        for c in TAIL_PPL)
+            + ": the tails went first, in both replicates") in caption
     for cls, real in (("rare", REAL_RARE_SHARE), ("middle", REAL_MIDDLE_SHARE)):
         ends = s[(s["metric"] == f"{cls}_token_share") & s["generation"].isin([0, 3])].sort_values("generation")["mean"]
         assert (f"{cls.capitalize()} tokens in generated data: replace {ends.iloc[0]:.3g} -> {ends.iloc[1]:.3g} at "
@@ -389,15 +390,18 @@ def test_lm_captions_state_this_runs_tails(full_run, full_report):
     reach = [p95[i] / med[i] for i in (0, 1)]
     assert med[1] < med[0] * 0.99 and p95[1] < p95[0] and reach[1] > reach[0] * 1.01  # as the synthetic run is made
     assert f"replace, generation 0 -> 3: median {med[0]:.3g} -> {med[1]:.3g} ({med[1] / med[0] - 1:+.0%}): the " \
-           f"histogram moved left; p95 {p95[0]:.3g} -> {p95[1]:.3g}, {reach[0]:.3g} -> {reach[1]:.3g} times the " \
-           f"median ({reach[1] / reach[0] - 1:+.0%}): the right tail lengthened" in caption
+           f"histogram moved left in both seeds; p95 {p95[0]:.3g} -> {p95[1]:.3g}, {reach[0]:.3g} -> " \
+           f"{reach[1]:.3g} times the median ({reach[1] / reach[0] - 1:+.0%}): the right tail lengthened in both " \
+           "seeds" in caption
     assert "long right tail grows" not in caption  # the old fixed claim
     assert "the right tail shrank" not in caption  # nor a fall of p95 that only follows the median's
 
 
 @pytest.mark.parametrize("shift, spread, moved, way", [
-    (1.0, 1.005, "held (within 1%)", "held (within 1%)"), (0.7, 1.0, "moved left", "held (within 1%)"),
-    (0.7, 1.3, "moved left", "lengthened"), (1.2, 0.8, "moved right", "shortened")])
+    (1.0, 1.005, "held (within 1%)", "held (within 1%)"),
+    (0.7, 1.0, "moved left in both seeds", "held (within 1%)"),
+    (0.7, 1.3, "moved left in both seeds", "lengthened in both seeds"),
+    (1.2, 0.8, "moved right in both seeds", "shortened in both seeds")])
 def test_sequence_ppl_caption_tells_a_shift_from_a_longer_tail(shift, spread, moved, way):
     """The histogram moving as a whole (its median) is told apart from its right tail reaching further
     (p95 over the median); a change within 1% is noise from a few hundred sequences, called held."""
@@ -408,12 +412,37 @@ def test_sequence_ppl_caption_tells_a_shift_from_a_longer_tail(shift, spread, mo
 
     base = np.exp(np.linspace(-1.0, 1.0, 512)) * 100
     later = shift * 100 * (base / 100) ** np.log(spread * np.e)  # log-spread scaled: p95/median ** (1 + log spread)
-    d = pd.DataFrame({"run": "r", "series": "replace", "seed": 0, "generation": np.repeat([0, 2], 512),
-                      "ppl": np.concatenate([base, later])})
+    one = pd.DataFrame({"run": "r", "series": "replace", "seed": 0, "generation": np.repeat([0, 2], 512),
+                        "ppl": np.concatenate([base, later])})
     ctx = SimpleNamespace(in_order=lambda names: list(names))
-    (text,) = _tail_statements(ctx, d)
+    (text,) = _tail_statements(ctx, pd.concat([one, one.assign(seed=1)]))
     assert f": the histogram {moved};" in text and text.endswith(f": the right tail {way}"), text
     assert "-0%" not in text
+
+
+def _two_seeds(later_of_seed_1: float) -> pd.DataFrame:
+    """Sequence perplexities of two seeds at generations 0 and 2: seed 0's histogram moved right by 30%,
+    seed 1's by `later_of_seed_1` (a factor)."""
+    base = np.exp(np.linspace(-1.0, 1.0, 512)) * 100
+    return pd.concat([pd.DataFrame({"run": "r", "series": "replace", "seed": seed, "generation": np.repeat([0, 2], 512),
+                                    "ppl": np.concatenate([base, base * factor])})
+                      for seed, factor in ((0, 1.3), (1, later_of_seed_1))])
+
+
+@pytest.mark.parametrize("seeds, moved", [
+    (_two_seeds(1.3).query("seed == 0"), "moved right (one seed: no telling it from noise)"),
+    (_two_seeds(0.9), "moved right pooled, not in every seed by 1% or more: no direction beyond the seeds' spread"),
+    (_two_seeds(1.005), "moved right pooled, not in every seed by 1% or more: no direction beyond the seeds' spread"),
+    (_two_seeds(1.2), "moved right in both seeds")])
+def test_sequence_ppl_caption_claims_a_direction_only_where_every_seed_agrees(seeds, moved):
+    """The caption said 'the histogram moved right' of one seed's sequences, or of seeds pooled whose
+    histograms went opposite ways."""
+    from types import SimpleNamespace
+
+    from collapse_hpc.experiments.lm.figures import _tail_statements
+
+    (text,) = _tail_statements(SimpleNamespace(in_order=lambda names: list(names)), seeds)
+    assert f": the histogram {moved};" in text, text
 
 
 def test_a_panel_only_another_run_fills_says_so_not_no_data_yet(tmp_path):
@@ -525,15 +554,50 @@ def test_an_interval_below_zero_on_a_log_axis_still_holds_its_mean():
 @pytest.mark.parametrize("ratios, verdict", [
     ({"rare": 1.0012, "middle": 0.9997, "frequent": 0.9999}, "none rose by 1% or more: no class went first"),
     ({"rare": 1.004, "middle": 0.95, "frequent": 0.9}, "none rose by 1% or more: no class went first"),
-    ({"rare": 1.3, "middle": 1.1, "frequent": 1.0}, "the tails went first"),
-    ({"rare": 1.02, "middle": 1.1, "frequent": 1.0}, "the middle tokens' rose most, not the rare ones'")])
+    ({"rare": 1.3, "middle": 1.1, "frequent": 1.0}, "the tails went first, in both replicates"),
+    ({"rare": 1.02, "middle": 1.1, "frequent": 1.0}, "the middle tokens' rose most, not the rare ones', in both "
+                                                     "replicates")])
 def test_tails_verdict_ranks_only_changes_beyond_noise(ratios, verdict):
     """A tiny model moved every class by a tenth of a percent; the caption said 'the tails went
     first' because the rare ratio was the largest of three equal-within-noise numbers."""
     from collapse_hpc.experiments.lm.figures import _verdict
 
-    text = _verdict("replace", {cls: (r, 490.0, 1) for cls, r in ratios.items()})
+    text = _verdict("replace", {cls: (r, 490.0, 1) for cls, r in ratios.items()}, [ratios, ratios])
     assert text.endswith(f": {verdict}"), text
+
+
+@pytest.mark.parametrize("replicates, verdict", [
+    # one seed whose rare tokens' perplexity rose 2%, the others' 1.5%: a difference noise makes
+    ([{"rare": 1.02, "middle": 1.015, "frequent": 1.01}],
+     "the rare tokens' rose most in this one replicate, an ordering one replicate cannot tell from noise"),
+    ([{"rare": 1.3, "middle": 1.1, "frequent": 1.0}, {"rare": 1.01, "middle": 1.2, "frequent": 1.0},
+      {"rare": 1.25, "middle": 1.1, "frequent": 1.05}],
+     "the replicates disagree on which rose most (rare in 2, middle in 1 of 3): no ordering beyond their spread"),
+    ([{"rare": 1.3, "middle": 1.1, "frequent": 1.0}, {"rare": 1.005, "middle": 1.0, "frequent": 0.99}],
+     "the rare tokens' rose most in every replicate, in some by under 1%: no ordering beyond noise"),
+    ([{"rare": 1.3, "middle": 1.1, "frequent": 1.0}, {"rare": 1.2, "middle": 1.05, "frequent": 1.01},
+      {"rare": 1.25, "middle": 1.1, "frequent": 1.05}], "the tails went first, in all 3 replicates")])
+def test_tails_verdict_claims_an_ordering_only_where_every_replicate_agrees(replicates, verdict):
+    """The caption said 'the tails went first' of one seed's 2% rise in rare-token perplexity, and of
+    replicates that disagreed, wherever the means' ratio was largest for the rare tokens."""
+    from collapse_hpc.experiments.lm.figures import _verdict
+
+    means = {c: float(np.mean([r[c] for r in replicates])) for c in replicates[0]}
+    text = _verdict("replace", {c: (r, 490.0, 3) for c, r in means.items()}, replicates)
+    assert text.endswith(f": {verdict}"), text
+
+
+def test_tails_caption_counts_each_series_own_replicates(full_run):
+    """The synthetic run's two seeds agree for replace; replace, keep 10% reached generation 3 with one
+    seed only (the other stopped after generation 1), whose ordering the caption must not claim."""
+    from collapse_hpc.experiments.lm.figures import lm_tails
+
+    _, caption = lm_tails(_context(full_run, "lm"))
+    assert "the tails went first, in both replicates" in caption
+    assert ("replace, keep 10%, generation 0 -> 3: " in caption
+            and "the rare tokens' rose most in this one replicate, an ordering one replicate cannot tell from noise"
+            in caption), caption
+    assert "claimed only where every replicate, two or more, has the same class's perplexity rise most" in caption
 
 
 def test_tail_ratios_near_one_are_labelled_as_ratios():

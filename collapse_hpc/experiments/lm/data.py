@@ -190,7 +190,7 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     with sources.warnings_by_kind():
         splits, how = _read_splits(source, files, named)
     if not any(splits.values()):  # e.g. a file of blank lines
-        raise UserError(f"--from {source}: no text: every line or row of {count(len(files), 'file')} is blank")
+        raise _no_text(source, files)
     card = {"name": name, "source": f"local files: {source_name(source)}",
             "licence": "as given by the files' owner",
             "unit": "rows", "sha256": digest, "sha256_of": "the source files", **({"split": how} if how else {})}
@@ -216,6 +216,18 @@ def _read_splits(source: Path, files: list[Path], named: dict) -> tuple[dict, st
         for t in (t for p in files for t in rows[p]):
             splits[split_of(t)].append({"text": t})
     return splits, how
+
+
+def _no_text(source: Path, files: list[Path]) -> UserError:
+    """Files without a non-blank line or row: those with blank ones, told from those with none at all (a
+    zero-row Parquet file, an empty text file)."""
+    empty = [p for p in files if not sources.has_rows(p)]
+    blank = len(files) - len(empty)
+    said = [f"every line or row of {count(blank, 'file')} is blank"] if blank else []
+    if empty:
+        said.append(("the file holds" if len(files) == 1 else f"{count(len(empty), 'file')} "
+                     f"{'holds' if len(empty) == 1 else 'hold'}") + " no line or row at all")
+    return UserError(f"--from {source}: no text: {'; '.join(said)}")
 
 
 def _no_training_text(source: Path, named: dict, splits: dict) -> UserError:

@@ -79,8 +79,24 @@ def _here(parts: list[str], most: int = 4) -> str:
     return " Here: " + "; ".join(parts[:most]) + more + "."
 
 
-def _way(change: float, down: str, up: str) -> str:
-    return "held (within 1%)" if abs(change) < NOISE else down if change < 0 else up
+def _way(change: float, down: str, up: str, seeds: list[float]) -> str:
+    """The direction of a pooled change, claimed only where every seed, two or more, moved that way by 1% or
+    more (seeds: each seed's own change); one seed's direction is given as such, which noise can make."""
+    if abs(change) < NOISE:
+        return "held (within 1%)"
+    word = down if change < 0 else up
+    if len(seeds) == 1:
+        return f"{word} (one seed: no telling it from noise)"
+    if all(abs(c) >= NOISE and (c < 0) == (change < 0) for c in seeds):
+        return f"{word} in {'both' if len(seeds) == 2 else f'all {len(seeds)}'} seeds"
+    return f"{word} pooled, not in every seed by 1% or more: no direction beyond the seeds' spread"
+
+
+def _moves(sub: pd.DataFrame, first: int, last: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The median and p95 of sequence perplexity at the first and the last generation, and how far the
+    median moved and the right tail's reach (p95 over the median) changed between them."""
+    a, b = (np.percentile(sub.loc[sub["generation"] == g, "ppl"], [50, 95]) for g in (first, last))
+    return a, b, b[0] / a[0] - 1, (b[1] / b[0]) / (a[1] / a[0]) - 1
 
 
 def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
@@ -93,14 +109,16 @@ def _tail_statements(ctx: Context, d: pd.DataFrame) -> list[str]:
         if first != 0 or last == 0:
             continue
         sub = sub[sub["seed"].isin(sub.loc[sub["generation"] == last, "seed"])]  # the chains that got there
-        a, b = (np.percentile(sub.loc[sub["generation"] == g, "ppl"], [50, 95]) for g in (first, last))
-        moved, reach = b[0] / a[0] - 1, (b[1] / b[0]) / (a[1] / a[0]) - 1
+        a, b, moved, reach = _moves(sub, first, last)
+        seeds = [_moves(one, first, last)[2:] for _, one in sub.groupby("seed", sort=True)
+                 if {first, last} <= set(one["generation"])]
         name = series if d["run"].nunique() == 1 else f"{run}: {series}"
         out.append((order.index(series),
                     f"{name}, generation 0 -> {last}: median {_fmt(a[0])} -> {_fmt(b[0])} ({_change(moved)}): the "
-                    f"histogram {_way(moved, 'moved left', 'moved right')}; p95 {_fmt(a[1])} -> {_fmt(b[1])}, "
+                    f"histogram {_way(moved, 'moved left', 'moved right', [m for m, _ in seeds])}; "
+                    f"p95 {_fmt(a[1])} -> {_fmt(b[1])}, "
                     f"{a[1] / a[0]:.3g} -> {b[1] / b[0]:.3g} times the median ({_change(reach)}): the right tail "
-                    f"{_way(reach, 'shortened', 'lengthened')}"))
+                    f"{_way(reach, 'shortened', 'lengthened', [r for _, r in seeds])}"))
     return [text for _, text in sorted(out, key=lambda e: e[0])]
 
 
@@ -165,7 +183,8 @@ def lm_sequence_ppl(ctx: Context):
                  f"sequences in each of {len(bins) - 1} bins evenly spaced in log perplexity.{_pooled(d)} The "
                  "paper expects "
                  "collapse to move the histogram left (more sequences the original model finds likely) while a "
-                 "tail of sequences it finds unlikely appears; further from generation 0's histogram is worse."
+                 "tail of sequences it finds unlikely appears; further from generation 0's histogram is worse. A "
+                 "direction is claimed only where every seed, two or more, moved that way by 1% or more."
                  + _here(_tail_statements(ctx, d)))
 
 
@@ -306,15 +325,52 @@ def _share_panel(ax, ctx: Context, run: str, label: str) -> None:
     ax.set_ylabel("share of tokens")
 
 
-def _verdict(label: str, rise: dict) -> str:
+def _replicate_rises(ctx: Context, run: str, label: str, g: int) -> list[dict]:
+    """Per replicate (seed, replicate) of one series that reached generation g: each class's test
+    perplexity at g over its own generation 0's."""
+    d = ctx.df[(ctx.df["run"] == run) & ctx.df["metric"].isin([f"test_ppl_{c}" for c in TAILS])
+               & ctx.df["generation"].isin([0, g])]
+    mine = [grp for _, grp in d.groupby(["regime", *ctx.settings()], dropna=False, sort=False, observed=True)
+            if series_label(grp.iloc[0], ctx.settings()) == label]
+    if not mine:
+        return []
+    wide = pd.concat(mine).pivot_table(index=["seed", "replicate"], columns=["metric", "generation"],
+                                       values="value", aggfunc="mean", observed=True)
+    out = []
+    for _, row in wide.iterrows():
+        ratios = {c: row.get((f"test_ppl_{c}", g), np.nan) / row.get((f"test_ppl_{c}", 0), np.nan) for c in TAILS}
+        if all(np.isfinite(v) for v in ratios.values()):
+            out.append(ratios)
+    return out
+
+
+def _ordering(replicates: list[dict]) -> str:
+    """Which class went first, claimed only where every replicate, two or more, has the same class's test
+    perplexity rise most and by 1% or more: one seed's ordering is a coin that noise can turn."""
+    if not replicates:
+        return "no replicate has every class at both generations: no ordering"
+    firsts = [max(r, key=r.__getitem__) for r in replicates]
+    n, first = len(replicates), firsts[0]
+    if n == 1:
+        return (f"the {first} tokens' rose most in this one replicate, an ordering one replicate cannot tell "
+                "from noise")
+    if firsts.count(first) < n:
+        counts = ", ".join(f"{c} in {firsts.count(c)}" for c in TAILS if c in firsts)
+        return f"the replicates disagree on which rose most ({counts} of {n}): no ordering beyond their spread"
+    if any(r[first] < 1 + NOISE for r in replicates):
+        return f"the {first} tokens' rose most in every replicate, in some by under 1%: no ordering beyond noise"
+    every = "both" if n == 2 else f"all {n}"
+    return (f"the tails went first, in {every} replicates" if first == "rare"
+            else f"the {first} tokens' rose most, not the rare ones', in {every} replicates")
+
+
+def _verdict(label: str, rise: dict, replicates: list[dict]) -> str:
+    """rise: class -> (ratio of the means, generation 0's mean, last generation); replicates: each
+    replicate's own ratios (_replicate_rises)."""
     g = max(v[2] for v in rise.values())
     first = max(rise, key=lambda k: rise[k][0])
-    if rise[first][0] < 1 + NOISE:
-        verdict = "none rose by 1% or more: no class went first"
-    elif first == "rare":
-        verdict = "the tails went first"
-    else:
-        verdict = f"the {first} tokens' rose most, not the rare ones'"
+    verdict = ("none rose by 1% or more: no class went first" if rise[first][0] < 1 + NOISE
+               else _ordering(replicates))
     return (f"{label}, generation 0 -> {g}: " + ", ".join(f"{k} x{rise[k][0]:.3g} (from {_fmt(rise[k][1])})"
                                                            for k in TAILS if k in rise) + f": {verdict}")
 
@@ -340,7 +396,9 @@ def lm_tails(ctx: Context):
         axes[1, c].set_xlabel("generation")
         integer_x(axes[1, c])
         if rise:
-            statements.append(_verdict(label if len(ctx.run_labels) == 1 else f"{run}: {label}", rise))
+            g = max(v[2] for v in rise.values())
+            statements.append(_verdict(label if len(ctx.run_labels) == 1 else f"{run}: {label}", rise,
+                                       _replicate_rises(ctx, run, label, g)))
     _rows_legend(fig, axes)
     shares = _share_statements(ctx)
     return fig, ("The tails, measured (beyond the paper). Top: perplexity on the real test set over the predicted "
@@ -351,7 +409,10 @@ def lm_tails(ctx: Context):
                  f"{band_note(ctx, [f'{c}_token_share' for c in SHARES])}); dotted, the real training blocks' own "
                  "shares. A class has one colour and marker in both rows. Collapse is expected to forget the "
                  "tails first: the rare tokens' perplexity rises most (higher is worse) and generated text holds "
-                 "fewer rare tokens than real text (lower is worse)." + _here(statements, most=len(statements))
+                 "fewer rare tokens than real text (lower is worse). Which class went first is claimed only where "
+                 "every replicate, two or more, has the same class's perplexity rise most, by 1% or more; one "
+                 "replicate's ordering is given as such, which noise can make."
+                 + _here(statements, most=len(statements))
                  + "".join(f" {text[0].upper()}{text[1:]}." for text in shares) + f" {GAPS}")
 
 

@@ -360,7 +360,7 @@ def read_rows(path: Path) -> list[str]:
     if fmt in LINES:
         rows = [line for line in _decode(path, _raw(path)).splitlines() if line.strip()]
     else:
-        texts = (_columnar(path) if fmt in COLUMNAR else _json_texts(path) if fmt in JSON else _table_texts(path))
+        texts = _records(path, fmt)
         rows = [t for t in texts if t and t.strip()]
         if len(rows) < len(texts):
             log.warning("warning: %s: %s of %d dropped (no text)", path,
@@ -370,6 +370,18 @@ def read_rows(path: Path) -> list[str]:
         raise UserError(f"{path}: row {long + 1} (non-empty rows counted) has {len(rows[long])} characters, more "
                         f"than {MAX_ROW_CHARS} (one paragraph or article per row); break it into lines")
     return rows
+
+
+def _records(path: Path, fmt: str) -> list:
+    """Field or column `text` of every record of a file not of lines, null and blank ones included."""
+    return _columnar(path) if fmt in COLUMNAR else _json_texts(path) if fmt in JSON else _table_texts(path)
+
+
+def has_rows(path: Path) -> bool:
+    """Whether a source file holds any line or record, blank ones included: a zero-row Parquet file or an
+    empty one holds none, which 'every line or row is blank' misdescribed."""
+    fmt, _ = kind(path)
+    return bool(_raw(path)) if fmt in LINES else bool(_records(path, fmt))
 
 
 def _raw(path: Path) -> bytes:
@@ -415,10 +427,23 @@ def _decode(path: Path, raw: bytes) -> str:
     except UnicodeDecodeError:
         text = raw.decode("utf-8-sig", errors="replace")
         bad = text.count("\ufffd") - raw.count("\ufffd".encode())
-        log.warning("warning: %s is not UTF-8: %s replaced by U+FFFD "
-                    "(to keep them, convert it first, e.g. iconv -f latin1 -t utf-8)", path,
-                    count(bad, "undecodable byte sequence"))
+        log.warning("warning: %s is not UTF-8: %s replaced by U+FFFD (to keep them, convert it first, e.g. %s)",
+                    path, count(bad, "undecodable byte sequence"), _iconv(path))
     return JOINED_BOM.sub("", text)
+
+
+UNPACK = {".gz": ("zcat", "gzip"), ".bz2": ("bzcat", "bzip2"), ".xz": ("xzcat", "xz"), ".zst": ("zstdcat", "zstd")}
+
+
+def _iconv(path: Path) -> str:
+    """The conversion of a latin-1 file to UTF-8, through its decompressor where it is compressed: iconv
+    alone read corpus.txt.gz's compressed bytes."""
+    packed = kind(path)[1]
+    if packed is None:
+        return "iconv -f latin1 -t utf-8"
+    inner = Path(path.name[:-len(packed)])
+    cat, pack = UNPACK[packed]
+    return f"{cat} {path.name} | iconv -f latin1 -t utf-8 | {pack} > {inner.stem}.utf8{inner.suffix}{packed}"
 
 
 def _utf16_hint(raw: bytes) -> str:

@@ -305,3 +305,17 @@ def test_a_generate_stopped_midway_leaves_no_shards_the_same_command_would_refus
     monkeypatch.undo()
     assert main(argv) == 0
     assert len(list(data.glob("part-*.parquet"))) == 2 and (data / "original.parquet").is_file()
+
+
+def test_only_the_main_rank_cleans_up_a_generate_stopped_midway(tmp_path):
+    """Every rank removed --generate's folder when its own sampling failed: a peer's full disk deleted the
+    folder under the ranks still writing into it. The main rank, which stops last, cleans up alone."""
+    from collapse_hpc.experiments.lm.cli import _whole_or_none
+
+    out = tmp_path / "gen1_data"
+    for rank0, left in ((False, ["part-001-00000.parquet"]), (True, [])):
+        with pytest.raises(OSError), _whole_or_none(out, rank0):
+            out.mkdir(exist_ok=True)
+            (out / f"part-{int(not rank0):03d}-00000.parquet").write_bytes(b"shard")
+            raise OSError(28, "No space left on device")
+        assert sorted(p.name for p in out.iterdir()) == left  # a peer's full disk leaves the folder to rank 0

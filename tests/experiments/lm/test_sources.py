@@ -5,6 +5,7 @@ import csv
 import gzip
 import json
 import lzma
+import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -230,6 +231,39 @@ def test_a_file_of_blank_lines_is_refused_as_blank(tmp_path):
     (tmp_path / "ws.txt").write_text("   \n\t\n\n" * 100)
     with pytest.raises(UserError, match=r"ws.txt: no text: every line or row of 1 file is blank"):
         data.prepare_local("ws", tmp_path / "ws.txt", tmp_path / "data")
+
+
+@pytest.mark.parametrize("files, said", [
+    ({"t.parquet": []}, "no text: the file holds no line or row at all$"),
+    ({"a.txt": None, "b.txt": "\n \n", "t.parquet": [" ", None]}, "no text: every line or row of 2 files is blank; "
+                                                                 "1 file holds no line or row at all$")])
+def test_files_without_a_row_are_told_from_blank_ones(tmp_path, files, said):
+    # a zero-row Parquet file was refused as "every line or row of 1 file is blank"
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, rows in files.items():
+        if name.endswith(".parquet"):
+            pq.write_table(pa.table({"text": pa.array(rows, pa.string())}), src / name)
+        else:
+            (src / name).write_text(rows or "")
+    target = src / next(iter(files)) if len(files) == 1 else src
+    with pytest.raises(UserError, match=said):
+        data.prepare_local("none", target, tmp_path / "data")
+
+
+def test_the_conversion_a_compressed_latin1_file_is_told_works_on_it(tmp_path, caplog):
+    # the hint was 'iconv -f latin1 -t utf-8', which on corpus.txt.gz converts its compressed bytes
+    src = tmp_path / "src"
+    src.mkdir()
+    with gzip.open(src / "corpus.txt.gz", "wb") as f:
+        f.write(("\n".join(corpus_lines(300, seed=1)) + "\nCafé déjà vu\n").encode("latin-1"))
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        data.prepare_local("packed", src, tmp_path / "data")
+    (said,) = [r.getMessage() for r in caplog.records if "is not UTF-8" in r.getMessage()]
+    hint = said.split("convert it first, e.g. ")[1].removesuffix(")")
+    assert hint == "zcat corpus.txt.gz | iconv -f latin1 -t utf-8 | gzip > corpus.utf8.txt.gz", said
+    subprocess.run(hint, shell=True, cwd=src, check=True, executable="/bin/bash")
+    assert gzip.open(src / "corpus.utf8.txt.gz").read().decode("utf-8").endswith("Café déjà vu\n")
 
 
 def test_a_100_word_corpus_is_refused_in_words_that_count_right(tmp_path):
