@@ -13,7 +13,7 @@ import pytest
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, atomic, verify_unit, write_manifest
-from collapse_hpc.store.lock import RunLock
+from collapse_hpc.store.lock import RunLock, beside_reader
 from tests import helpers  # noqa: F401
 
 
@@ -745,3 +745,21 @@ def test_a_cache_whose_card_does_not_read_says_to_remove_the_cache(tmp_path):
     said = re.escape(f"card is not a JSON mapping; remove {folder} to build it again") + "$"
     with pytest.raises(UserError, match=said):
         sealed_files(folder)
+
+
+@pytest.mark.parametrize("enter", [lambda lock: lock, beside_reader], ids=["with", "beside_reader"])
+def test_a_refused_lock_read_at_release_never_replaces_the_error_that_stopped_the_block(tmp_path, monkeypatch, enter):
+    """release reads the owner record: its refusal (NotRead) was raised from __exit__ in place of the
+    error already in flight, and the user saw the lock's line, not what had stopped the run."""
+    import errno
+
+    from tests.helpers import refuse_reads
+
+    path, said = tmp_path / ".lock", []
+    lock = RunLock(path, log=said.append, command="run")
+    with pytest.raises(ValueError, match="^what stopped the run$"):
+        with enter(lock):
+            refuse_reads(monkeypatch, path, errno.EACCES)
+            raise ValueError("what stopped the run")
+    assert len(said) == 1 and said[0].startswith(f"warning: run lock {path} left as it is: run lock {path}: not read")
+    assert path.exists() and not lock.held  # its owner could not be read: kept for the next launcher to judge
