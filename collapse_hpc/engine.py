@@ -31,7 +31,8 @@ from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, writ
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.made import plan_json
 from collapse_hpc.store.lock import working
-from collapse_hpc.store.manifest import BINDING, MANIFEST, binding, read_binding, read_once, write_binding
+from collapse_hpc.store.manifest import (BINDING, MANIFEST, binding, files_changed, read_binding, read_once,
+                                         write_binding)
 
 log = logging.getLogger("collapse_hpc")
 
@@ -483,7 +484,8 @@ def pending(store: RunStore, run, chain: Chain) -> list[Job]:
     chain's generations from its first unfinished one on, since each later one is built on it and a redo
     there unbinds them (a later generation still bound when its turn comes is skipped by run_unit).
     Finished units are checked through their manifests (sizes, bindings), not hashed: the paper's ~50 GB
-    of weights took a minute before any unit started; verify hashes everything. Only the finished
+    of weights took a minute before any unit started; verify hashes everything. A file written after its
+    manifest (a byte changed in place keeps the size) is hashed all the same (manifest._file_problem). Only the finished
     generations the first pending one reads are hashed in full, as its unit will (run_unit): from one
     that does not verify on, the chain is pending again (redone), instead of a unit that refuses it.
     Each manifest is read once (read_once: its state, binding and hash each ask for it; nothing is written here)."""
@@ -496,7 +498,7 @@ def _pending(store: RunStore, run, chain: Chain) -> list[Job]:
     for job in chain.jobs:
         if (todo and chain.shape == "chain") or not job_done(store, run, job):
             todo.append(job)
-            _say_corrupt(store, job)
+            _say_damaged(store, job)
     if chain.shape == "chain" and todo:
         read = experiments.get(chain.experiment).reads(chain.variant, todo[0].index)
         bad = [j.index for j in chain.jobs if j.index in read and not job_done(store, run, j, deep=True)]
@@ -510,14 +512,18 @@ def _pending(store: RunStore, run, chain: Chain) -> list[Job]:
     return todo
 
 
-def _say_corrupt(store: RunStore, job: Job) -> None:
-    """One line for a unit redone because its manifest no longer reads as one (not JSON, another shape, edited
-    since written): without it the unit's results would go with no word of why."""
+def _say_damaged(store: RunStore, job: Job) -> None:
+    """One line for a finished unit redone because its manifest no longer reads as one (not JSON, another
+    shape, edited since written) or its files no longer match it (cut short, gone, a byte changed): without it
+    the unit's results would go with no word of why."""
     unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
     said = (read_manifest(unit_dir) or {}).get("corrupt")
     if said:
         log.warning("%s: corrupt (%s); the unit is redone (collapse-hpc verify names every such "
                     "unit)", unit_dir / MANIFEST, said)
+    elif changed := files_changed(unit_dir):
+        log.warning("%s: %s; the unit is redone (collapse-hpc verify names every such file)", job.label,
+                    "; ".join(changed))
 
 
 def unit_hash(unit_dir: Path, want: str | None, config: dict | None) -> str | None:

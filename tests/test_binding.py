@@ -4,6 +4,7 @@ registered experiment (a new one cannot skip it).
 
 The experiments' unit bodies are replaced by a small writer here: what is tested is the engine's
 and the store's logic around any unit, fast enough to run for each experiment."""
+import os
 import shutil
 
 import pyarrow as pa
@@ -165,9 +166,10 @@ def test_finished_generations_redone_because_one_no_longer_verifies_are_said(two
     chain = next(c for c in engine.plan(longer) if c.variant.name == a.variant.name)
     first = min(exp.reads(chain.variant, 2))
     f = _unit(store, a, first) / "out.parquet"
-    data = bytearray(f.read_bytes())
+    data, kept = bytearray(f.read_bytes()), f.stat().st_mtime_ns
     data[len(data) // 2] ^= 0xFF
     f.write_bytes(bytes(data))
+    os.utime(f, ns=(kept, kept))  # as a copy that keeps times leaves it: the skip check's sizes pass it
     with caplog.at_level("WARNING", logger="collapse_hpc"):
         assert [j.index for j in engine.pending(store, longer, chain)] == list(range(first, 3))
     said = f"{chain.jobs[first].label}: its files no longer match its manifest (collapse-hpc verify names them), " \

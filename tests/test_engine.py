@@ -81,6 +81,27 @@ def test_a_manifest_edited_since_written_is_redone_not_skipped(tmp_path, caplog,
     assert verify_run(store.root) == 0
 
 
+def test_a_byte_changed_in_place_since_its_unit_finished_is_redone_not_skipped(tmp_path, caplog, capsys):
+    """A bit flip or a hand edit keeps a file's size: the skip check (sizes) passed it, run said every unit
+    finished and verify alone told. A file written after its manifest is hashed by the skip check too."""
+    store, run = toy_run(tmp_path, generations=3)
+    debug.execute(store, run, engine.plan(run))
+    f, manifest = gen(store, 1) / "metrics.parquet", gen(store, 1) / "manifest.json"
+    before = f.read_bytes()
+    written = manifest.stat().st_mtime_ns
+    os.utime(manifest, ns=(written - 10**9, written - 10**9))  # finished a second ago
+    data = bytearray(before)
+    data[100] ^= 0xFF
+    f.write_bytes(bytes(data))
+    assert verify_run(store.root) == 1 and str(f) in capsys.readouterr().out
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        assert debug.execute(store, run, engine.plan(run)) == {"done": 1, "skipped": 2}
+    assert f"toy/replace-p0-s0/gen_001: {f}: sha256 mismatch; the unit is redone" in caplog.text
+    assert f.read_bytes() == before and verify_run(store.root) == 0
+    os.utime(f)  # touched, the bytes as listed: hashed, found the same, not redone
+    assert debug.execute(store, run, engine.plan(run)) == {"done": 0, "skipped": 3}
+
+
 def test_a_manifest_without_its_own_checksum_or_only_reformatted_still_counts(tmp_path):
     """An older version's manifest has no checksum of itself; a tool that re-indents one changes no value."""
     store, run = toy_run(tmp_path, generations=2)

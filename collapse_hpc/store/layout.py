@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -16,8 +17,11 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
-from collapse_hpc.store.manifest import binding_problems, data_changed, read_binding, read_manifest, verify_unit
+from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, read_binding, read_manifest,
+                                         verify_unit)
 from collapse_hpc.store.reads import read_text
+
+log = logging.getLogger("collapse_hpc")
 
 CONFIG = "config.yaml"
 RUN_JSON = "run.json"  # the config hash the run was made with (RunStore.open)
@@ -329,7 +333,14 @@ class RunStore:
         self.refuse_links(unit_dir)
         unit_dir.mkdir(parents=True, exist_ok=True)
         last = read_binding(unit_dir)
-        stale = expected is not None and last is not None and bool(binding_problems(unit_dir, last, expected))
+        # a binding file cut short or garbage: what the leftovers were made for is unknown (as none: an older
+        # version's unit, which wrote none, keeps them)
+        unbound = last is None and (unit_dir / BINDING).is_file()
+        stale = expected is not None and (unbound or (last is not None and bool(binding_problems(unit_dir, last,
+                                                                                                 expected))))
+        if stale and unbound and any((unit_dir / name).is_dir() for name in keep):
+            log.warning("%s: does not read as a binding (cut short or damaged): the unit's partial work is redone",
+                        unit_dir / BINDING)
         for name in keep:  # a kept folder whose swap (atomic_dir) was killed midway: back in place
             atomic.recover(unit_dir / name)
         # on cached data changed since (a data set prepared again), as the manifest or binding file lists it

@@ -361,8 +361,15 @@ class RunLock:
     def __enter__(self):
         return self.acquire()
 
-    def __exit__(self, *exc):
-        self.release()
+    def __exit__(self, kind, error, trace):
+        if error is None:
+            self.release()
+            return
+        try:
+            self.release()
+        except (UserError, OSError) as e:  # the block's own error is the one the user is shown
+            self.held, self.depth = False, 0
+            self.log(f"warning: run lock {self.path} left as it is: {e}")
 
 
 @contextlib.contextmanager
@@ -433,10 +440,9 @@ def beside_reader(lock: RunLock) -> Iterator[None]:
             if not _read_by(lock):
                 raise
         else:
-            try:
+            with contextlib.ExitStack() as held:
+                held.push(lock)  # released as a with-block releases it (__exit__)
                 yield
-            finally:
-                lock.release()
             return
         with _beside(lock) as still_read:
             if still_read:

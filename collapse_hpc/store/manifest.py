@@ -316,7 +316,8 @@ def _entry_ok(entry) -> bool:
 
 def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash: str | Collection[str] | None = None,
                 inputs: bool = False, variant_hash: str | None = None) -> list[str]:
-    """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes only;
+    """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes (and the sha256 of
+    a file written after its manifest, _file_problem);
     deep a collection of the unit's file names (as its manifest lists them): their sha256 too, the files a
     reader uses (the report); config_hash given: the manifest must have been written under that config (or
     one of them); inputs: the run's files outside the unit that it used (collapse-hpc verify) must be
@@ -340,20 +341,44 @@ def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash
     if isinstance(used, dict):
         listed += [(run_root(unit_dir) / rel, rel, e, every) for rel, e in used.items()]
     listed += [(p, rel, e, every) for p, rel, e in data_read(manifest)]
+    written = _mtime(unit_dir / MANIFEST)
     problems += [why for p, rel, entry, hashed in listed
-                 if (why := _file_problem(unit_dir / MANIFEST, p, rel, entry, hashed)) is not None]
+                 if (why := _file_problem(unit_dir / MANIFEST, p, rel, entry, hashed, written)) is not None]
     return problems + binding_problems(unit_dir, manifest, binding(unit_dir, variant_hash))
 
 
-def _file_problem(listing: Path, p: Path, rel: str, entry, hashed: bool) -> str | None:
+def files_changed(unit_dir: Path) -> list[str]:
+    """How the files a finished unit's manifest lists differ from it, as the skip check sees them (sizes, and
+    the sha256 of a file written since the manifest); [] where they match or there is no manifest that reads."""
+    manifest = read_manifest(unit_dir)
+    if manifest is None or manifest.get("corrupt"):
+        return []
+    listing = Path(unit_dir) / MANIFEST
+    written = _mtime(listing)
+    return [why for rel, e in manifest["files"].items()
+            if (why := _file_problem(listing, Path(unit_dir) / rel, rel, e, False, written)) is not None]
+
+
+def _mtime(p: Path) -> int | None:
+    try:
+        return p.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _file_problem(listing: Path, p: Path, rel: str, entry, hashed: bool, written: int | None = None) -> str | None:
     """What is wrong with file `p`, listed as `rel` with `entry` (bytes, sha256) in `listing`; its sha256
-    compared only where `hashed`; None where it matches."""
+    compared where `hashed`, or where the file was written after `written` (the listing's mtime): a byte
+    changed in place since (a bit flip, a hand edit, a colleague's copy over it) keeps the size, so a
+    size check alone takes it for the file listed. None where it matches."""
     if not _entry_ok(entry):
         return f"{listing}: entry {rel!r} is corrupt (needs bytes and sha256)"
     if not p.is_file():  # a folder made in its place (by hand, a stray tool) is there, yet not the file
         return f"{p}: {'a folder, not the file its manifest lists' if p.is_dir() else 'missing'}"
-    if p.stat().st_size != entry["bytes"]:
-        return f"{p}: size {p.stat().st_size} != {entry['bytes']} in manifest"
+    st = p.stat()
+    if st.st_size != entry["bytes"]:
+        return f"{p}: size {st.st_size} != {entry['bytes']} in manifest"
+    hashed = hashed or (written is not None and st.st_mtime_ns > written)
     if hashed and sha256(p, "listed file", KEPT) != entry["sha256"]:  # refused: NotRead, not a mismatch
         return f"{p}: sha256 mismatch"
     return None

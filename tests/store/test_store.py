@@ -13,7 +13,7 @@ import pytest
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, atomic, verify_unit, write_manifest
-from collapse_hpc.store.lock import RunLock
+from collapse_hpc.store.lock import RunLock, beside_reader
 from tests import helpers  # noqa: F401
 
 
@@ -756,3 +756,45 @@ def test_the_run_lock_reads_in_small_named_steps():
     from tests.function_length import long_functions
 
     assert long_functions(Path(lock.__file__), 40) == []
+
+
+@pytest.mark.parametrize("enter", [lambda lock: lock, beside_reader], ids=["with", "beside_reader"])
+def test_a_refused_lock_read_at_release_never_replaces_the_error_that_stopped_the_block(tmp_path, monkeypatch, enter):
+    """release reads the owner record: its refusal (NotRead) was raised from __exit__ in place of the
+    error already in flight, and the user saw the lock's line, not what had stopped the run."""
+    import errno
+
+    from tests.helpers import refuse_reads
+
+    path, said = tmp_path / ".lock", []
+    lock = RunLock(path, log=said.append, command="run")
+    with pytest.raises(ValueError, match="^what stopped the run$"):
+        with enter(lock):
+            refuse_reads(monkeypatch, path, errno.EACCES)
+            raise ValueError("what stopped the run")
+    assert len(said) == 1 and said[0].startswith(f"warning: run lock {path} left as it is: run lock {path}: not read")
+    assert path.exists() and not lock.held  # its owner could not be read: kept for the next launcher to judge
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"experiment": "lm", "upstr'], ids=["zero-length", "cut-short"])
+def test_a_damaged_binding_file_redoes_the_partial_work_it_no_longer_vouches_for(tmp_path, caplog, damage):
+    """An unfinished unit's .binding.json cut short or zeroed (a quota, a bit rot) read as none, and its redo
+    resumed the checkpoints whatever they were made for (an earlier generation since redone, say), without a
+    word. They go, in one line; with no binding file at all (an older version's unit) they stay."""
+    from collapse_hpc.store.manifest import BINDING, binding, write_binding
+
+    store = RunStore(tmp_path / "run")
+    unit = store.root / "lm" / "v" / "gen_001"
+    write_binding(unit, binding(unit))
+    atomic.write_text(unit / "checkpoints" / "step1" / "model.pt", "weights")
+    (unit / BINDING).write_bytes(damage)
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit))
+    assert not (unit / "checkpoints" / "step1" / "model.pt").exists()
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{unit / BINDING}: does not read as a binding (cut short or damaged): the unit's partial work "
+                    f"is redone"]
+    atomic.write_text(unit / "checkpoints" / "step1" / "model.pt", "weights")
+    assert not (unit / BINDING).exists()  # gone with the leftovers
+    store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit))
+    assert (unit / "checkpoints" / "step1" / "model.pt").is_file()
