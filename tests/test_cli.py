@@ -165,7 +165,11 @@ def test_config_refuses_what_run_refuses_before_starting(tmp_path):
             for command, *extra in (("config",), ("run", "--run", tmp_path / "r"))]
     assert said[0] == said[1] and "lm.dataset" in said[0] and "data prepare nosuch" in said[0], said
     assert not (tmp_path / "r").exists()
-    assert cli("config", cfg).returncode == 0  # wikivital, prepared
+    corpus = tmp_path / "corpus.txt"  # a data set of its own, prepared: a fresh clone's data/ has none
+    corpus.write_text("\n".join(f"line {i} of a corpus the model collapse runs read" for i in range(200)))
+    data = tmp_path / "data"
+    assert cli("data", "prepare", "tiny", "--from", corpus, "--data-dir", data).returncode == 0
+    assert cli("config", cfg, "--set", f"data_dir={data}", "--set", "lm.dataset=tiny").returncode == 0
 
 
 def test_config_shows_what_a_config_resolves_to_before_its_inputs_are_checked(tmp_path):
