@@ -21,7 +21,7 @@ from collapse_hpc.regimes import values_of
 from collapse_hpc.report import longform
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
-from collapse_hpc.store.reads import NotRead
+from collapse_hpc.store.reads import NotRead, read_text
 
 log = logging.getLogger("collapse_hpc.report")
 METRICS = "metrics.parquet"
@@ -136,7 +136,7 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
 
     # as the run made it: an edit is refused, but one of how-it-runs knobs (read as made until the next run)
     raw = RunStore(root).saved_config(experiments.sections())
-    text = cfg.read_text()
+    text = read_text(cfg, "the run's saved config", "the run is kept as it is")
     variants, generations = _planned(root, raw)
     # the job records first: a unit that finishes meanwhile is then found done, never "its job
     # completed, but manifest.json is missing" (records newer than the listing of the units)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from collapse_hpc import config as cfgmod
 from collapse_hpc import yamlfile
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import ConfigError, UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
@@ -233,9 +233,9 @@ class RunStore:
         the edited values, every unit made under the old ones. An edit of how-it-runs knobs only counts
         from the next run on; where run.json (an older version's) keeps no copy of the config, `sections`
         (name -> Section dataclass) tell the knobs, and the config it was made with is inferred."""
-        try:
+        try:  # a read refused is NotRead, not damage to restore
             old = yamlfile.load(self.config_path)
-        except UserError as e:
+        except ConfigError as e:
             raise UserError(f"the run's saved config: {e}; restore it{self._copy_kept()} or use another "
                             f"--run") from None
         if not isinstance(old, dict):
