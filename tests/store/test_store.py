@@ -13,7 +13,7 @@ import pytest
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, atomic, verify_unit, write_manifest
-from collapse_hpc.store.lock import RunLock, beside_reader
+from collapse_hpc.store.lock import RunLock, beside_reader, reading
 from tests import helpers  # noqa: F401
 
 
@@ -758,7 +758,9 @@ def test_the_run_lock_reads_in_small_named_steps():
     assert long_functions(Path(lock.__file__), 40) == []
 
 
-@pytest.mark.parametrize("enter", [lambda lock: lock, beside_reader], ids=["with", "beside_reader"])
+@pytest.mark.parametrize("enter", [lambda lock: lock, beside_reader,
+                                   lambda lock: reading(lock.path.parent, "aggregate", log=lock.log)],
+                         ids=["with", "beside_reader", "reading"])
 def test_a_refused_lock_read_at_release_never_replaces_the_error_that_stopped_the_block(tmp_path, monkeypatch, enter):
     """release reads the owner record: its refusal (NotRead) was raised from __exit__ in place of the
     error already in flight, and the user saw the lock's line, not what had stopped the run."""
