@@ -17,7 +17,7 @@ from collapse_hpc.errors import ConfigError, UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
-from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, read_binding, read_manifest,
+from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, last_binding, read_manifest,
                                          verify_unit)
 from collapse_hpc.store.reads import read_text
 
@@ -332,10 +332,9 @@ class RunStore:
         """
         self.refuse_links(unit_dir)
         unit_dir.mkdir(parents=True, exist_ok=True)
-        last = read_binding(unit_dir)
-        # a binding file cut short or garbage: what the leftovers were made for is unknown (as none: an older
-        # version's unit, which wrote none, keeps them)
-        unbound = last is None and (unit_dir / BINDING).is_file()
+        # a binding file cut short or garbage (unbound): what the leftovers were made for is unknown (as none:
+        # an older version's unit, which wrote none, keeps them)
+        last, unbound = last_binding(unit_dir)
         stale = expected is not None and (unbound or (last is not None and bool(binding_problems(unit_dir, last,
                                                                                                  expected))))
         if stale and unbound and any((unit_dir / name).is_dir() for name in keep):

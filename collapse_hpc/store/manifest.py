@@ -158,7 +158,7 @@ def bind_data(unit_dir: Path, path: Path, data_dir: Path) -> None:
     work built on the old text (RunStore.reset_unit), as the manifest tells of a finished unit. A binding
     file from before this (or none: a unit run without the engine) lists none, and its unit resumes."""
     where, root = Path(unit_dir) / BINDING, Path(data_dir).absolute()
-    doc = _binding_file(unit_dir)
+    doc, _ = _binding_file(unit_dir)
     if doc is None:
         return
     data = doc["data"] if isinstance(doc.get("data"), dict) else {}
@@ -169,22 +169,30 @@ def bind_data(unit_dir: Path, path: Path, data_dir: Path) -> None:
 
 def read_binding(unit_dir: Path) -> dict | None:
     """The binding of a unit's last attempt: its manifest's, else its binding file's."""
+    return last_binding(unit_dir)[0]
+
+
+def last_binding(unit_dir: Path) -> tuple[dict | None, bool]:
+    """read_binding's binding, and whether the binding file it fell back on is there but does not read as one
+    (cut short, garbage: what the unit's leftovers were made for is unknown), told from the one read of it."""
     manifest = read_manifest(unit_dir)
     if manifest and not manifest.get("corrupt"):
-        return manifest
+        return manifest, False
     return _binding_file(unit_dir)
 
 
-def _binding_file(unit_dir: Path) -> dict | None:
-    """An unfinished unit's binding file as a mapping; None where there is none or it does not read as one
-    (cut short). A read the file system refuses is NotRead: taken for none, the unit's redo would keep
-    leftovers made for another binding, or its data go unrecorded."""
+def _binding_file(unit_dir: Path) -> tuple[dict | None, bool]:
+    """An unfinished unit's binding file as a mapping, and False; (None, False) where there is none, (None, True)
+    where it does not read as one (cut short). A read the file system refuses is NotRead: taken for none, the
+    unit's redo would keep leftovers made for another binding, or its data go unrecorded."""
     try:
         doc = json.loads(read_text(Path(unit_dir) / BINDING, "binding file", KEPT,
                                    kept=(FileNotFoundError, IsADirectoryError)))
+    except (FileNotFoundError, IsADirectoryError):
+        return None, False
     except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+        return None, True
+    return (doc, False) if isinstance(doc, dict) else (None, True)
 
 
 def _entry(p: Path) -> dict:

@@ -800,3 +800,23 @@ def test_a_damaged_binding_file_redoes_the_partial_work_it_no_longer_vouches_for
     assert not (unit / BINDING).exists()  # gone with the leftovers
     store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit))
     assert (unit / "checkpoints" / "step1" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("damage", [None, b"", b"[]"], ids=["none", "zero-length", "no-mapping"])
+def test_a_redo_tells_a_damaged_binding_file_by_its_one_read(tmp_path, monkeypatch, damage):
+    """reset_unit read the binding file, then looked for it again (is_file) to tell a damaged one from none: two
+    looks at a file that may change between them. What one read finds decides; with none there, leftovers stay."""
+    from pathlib import Path
+
+    from collapse_hpc.store.manifest import BINDING, binding
+
+    store = RunStore(tmp_path / "run")
+    unit = store.root / "lm" / "v" / "gen_001"
+    atomic.write_text(unit / "checkpoints" / "step1" / "model.pt", "weights")
+    if damage is not None:
+        (unit / BINDING).write_bytes(damage)
+    looked, is_file = [], Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda self: (looked.append(self.name), is_file(self))[1])
+    store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit))
+    assert BINDING not in looked
+    assert (unit / "checkpoints" / "step1" / "model.pt").is_file() == (damage is None)
