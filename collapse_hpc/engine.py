@@ -30,6 +30,7 @@ from collapse_hpc.regimes import Regime, values_of
 from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.made import plan_json
+from collapse_hpc.store.reads import NotRead
 from collapse_hpc.store.lock import working
 from collapse_hpc.store.manifest import (BINDING, MANIFEST, binding, files_changed, read_binding, read_once,
                                          write_binding)
@@ -199,20 +200,40 @@ def _unreadable_plan(store: RunStore, problem: str) -> UserError:
 def read_plan(store: RunStore) -> dict:
     """plan.json as written (values only: the report reads it without the experiments' code), its shape
     checked (a damaged one is one line, never a Python error's name)."""
+    doc, unusable = plan_or_why(store)
+    if unusable is not None:
+        raise unusable
+    return doc
+
+
+def plan_or_why(store: RunStore) -> tuple[dict, None] | tuple[None, UserError]:
+    """read_plan's plan, or the line saying why there is none this version reads (missing, corrupt, of another
+    shape), for a reader that goes on without one; a read the file system refuses is NotRead, raised."""
     try:
         doc = plan_json(store.plan_path)
     except FileNotFoundError:
-        raise UserError(f"{store.plan_path}: missing (a run folder of an older version); run or submit the run's "
-                        f"config again to plan it") from None
+        return None, UserError(f"{store.plan_path}: missing (a run folder of an older version); run or submit the "
+                               f"run's config again to plan it")
     except ValueError:
-        raise UserError(f"{store.plan_path}: not a plan (corrupt); run or submit the run's config again to plan "
-                        f"it") from None
+        return None, UserError(f"{store.plan_path}: not a plan (corrupt); run or submit the run's config again to "
+                               f"plan it")
     problem = _misshapen(doc, PLAN_KEYS, "the file")
     for n, rec in enumerate([] if problem else doc["chains"], 1):
         problem = problem or _misshapen(rec, REPORTED, f"chain {n}")
-    if problem:
-        raise _unreadable_plan(store, problem)
-    return doc
+    return (None, _unreadable_plan(store, problem)) if problem else (doc, None)
+
+
+def run_plan_or_why(store: RunStore) -> tuple[list[Chain], None] | tuple[None, UserError]:
+    """The chains of the run's frozen plan under its saved config (load_plan), or the line saying why there are
+    none to go by (no plan, one of another config, a run of an older version, a config edited since), for a
+    reader that goes on without them (verify, the report). A read the file system refuses says nothing of the
+    plan: NotRead, raised."""
+    try:
+        return load_plan(store, store.load_config(experiments.sections())), None
+    except NotRead:
+        raise
+    except UserError as e:
+        return None, e
 
 
 def load_plan(store: RunStore, run) -> list[Chain]:
