@@ -125,17 +125,14 @@ def not_found(path: Path, what: str) -> str:
 
 
 def load(path: str | Path, what: str = "config file") -> Any:
-    """Read and parse a YAML file; a missing, unreadable or oversized file is one line too. A read the file
-    system refuses is NotRead (no ConfigError: the file may be as it should be)."""
-    from collapse_hpc.store.reads import read_text
-
+    """Read and parse a YAML file; a missing, unreadable or oversized file is one line too."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: {not_found(path, what)}")
     if path.stat().st_size > MAX_BYTES:
         raise ConfigError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_BYTES} a config may have")
     try:
-        text = read_text(path, what, "kept as it is; the command goes on with it")
+        text = path.read_text()
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (UTF-8)") from None
     return loads(text, str(path))

@@ -270,7 +270,7 @@ def test_a_runs_saved_config_the_file_system_will_not_read_is_said_not_called_da
     capsys.readouterr()
     refuse_reads(monkeypatch, saved, refusal)
     assert main(argv) == 2
-    said = _said(saved, refusal, "kept as it is; the command goes on with it", "config file")
+    said = _said(saved, refusal, "the run is kept as it is", "the run's saved config")
     assert capsys.readouterr().err == f"error: {said}\n"
     monkeypatch.undo()
     assert _files(root) == kept
