@@ -200,40 +200,40 @@ def _unreadable_plan(store: RunStore, problem: str) -> UserError:
 def read_plan(store: RunStore) -> dict:
     """plan.json as written (values only: the report reads it without the experiments' code), its shape
     checked (a damaged one is one line, never a Python error's name)."""
-    doc, unusable = plan_or_why(store)
-    if unusable is not None:
-        raise unusable
+    doc = plan_or_why(store)
+    if isinstance(doc, UserError):
+        raise doc
     return doc
 
 
-def plan_or_why(store: RunStore) -> tuple[dict, None] | tuple[None, UserError]:
-    """read_plan's plan, or the line saying why there is none this version reads (missing, corrupt, of another
+def plan_or_why(store: RunStore) -> dict | UserError:
+    """read_plan's plan, or the error saying why there is none this version reads (missing, corrupt, of another
     shape), for a reader that goes on without one; a read the file system refuses is NotRead, raised."""
     try:
         doc = plan_json(store.plan_path)
     except FileNotFoundError:
-        return None, UserError(f"{store.plan_path}: missing (a run folder of an older version); run or submit the "
-                               f"run's config again to plan it")
+        return UserError(f"{store.plan_path}: missing (a run folder of an older version); run or submit the run's "
+                         f"config again to plan it")
     except ValueError:
-        return None, UserError(f"{store.plan_path}: not a plan (corrupt); run or submit the run's config again to "
-                               f"plan it")
+        return UserError(f"{store.plan_path}: not a plan (corrupt); run or submit the run's config again to plan "
+                         f"it")
     problem = _misshapen(doc, PLAN_KEYS, "the file")
     for n, rec in enumerate([] if problem else doc["chains"], 1):
         problem = problem or _misshapen(rec, REPORTED, f"chain {n}")
-    return (None, _unreadable_plan(store, problem)) if problem else (doc, None)
+    return _unreadable_plan(store, problem) if problem else doc
 
 
-def run_plan_or_why(store: RunStore) -> tuple[list[Chain], None] | tuple[None, UserError]:
-    """The chains of the run's frozen plan under its saved config (load_plan), or the line saying why there are
+def run_plan_or_why(store: RunStore) -> list[Chain] | UserError:
+    """The chains of the run's frozen plan under its saved config (load_plan), or the error saying why there are
     none to go by (no plan, one of another config, a run of an older version, a config edited since), for a
     reader that goes on without them (verify, the report). A read the file system refuses says nothing of the
     plan: NotRead, raised."""
     try:
-        return load_plan(store, store.load_config(experiments.sections())), None
+        return load_plan(store, store.load_config(experiments.sections()))
     except NotRead:
         raise
     except UserError as e:
-        return None, e
+        return e
 
 
 def load_plan(store: RunStore, run) -> list[Chain]:

@@ -115,9 +115,9 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
     """Variants and generation counts of the run's plan (plan.json, written when the run was
     started; values only, so no experiment's code is needed), else from the units' manifests
     alone (_recorded) and the config's generation counts."""
-    plan, unusable = plan_or_why(RunStore(root))  # a read refused: NotRead, the report not made without it
+    plan = unusable = plan_or_why(RunStore(root))  # a read refused: NotRead, the report not made without it
     try:
-        if plan is not None:
+        if not isinstance(plan, UserError):
             variants = {(c["experiment"], c["variant"]): VariantInfo.of(c["variant"], c["regime"], c["seed"],
                                                                         c["settings"], c["units"],
                                                                         c.get("shape", "chain"))
@@ -153,8 +153,8 @@ def left_out(root: Path) -> list[str]:
     from collapse_hpc.launch import records, status
 
     store = RunStore(root)
-    chains, _ = run_plan_or_why(store)
-    return [] if chains is None else sorted(status.left_out(store, chains, records.load(store)))
+    chains = run_plan_or_why(store)
+    return [] if isinstance(chains, UserError) else sorted(status.left_out(store, chains, records.load(store)))
 
 
 def _checked(d: Path) -> Unit:
