@@ -506,7 +506,7 @@ def pending(store: RunStore, run, chain: Chain) -> list[Job]:
     there unbinds them (a later generation still bound when its turn comes is skipped by run_unit).
     Finished units are checked through their manifests (sizes, bindings), not hashed: the paper's ~50 GB
     of weights took a minute before any unit started; verify hashes everything. A file written after its
-    manifest (a byte changed in place keeps the size) is hashed all the same (manifest._file_problem). Only the finished
+    manifest (a byte changed in place keeps the size) is hashed all the same (manifest.file_problem). Only the finished
     generations the first pending one reads are hashed in full, as its unit will (run_unit): from one
     that does not verify on, the chain is pending again (redone), instead of a unit that refuses it.
     Each manifest is read once (read_once: its state, binding and hash each ask for it; nothing is written here)."""
