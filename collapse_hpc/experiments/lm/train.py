@@ -39,7 +39,8 @@ load_model reloads the best one; under `precision: bf16` they hold bf16 values).
 
 Checkpoints: a DeepSpeed checkpoint into ckpt_dir/step<N>/ after every epoch (and every
 `checkpoint_every_steps` steps), saved on ALL ranks; once every rank has returned from
-save_checkpoint, rank 0 writes ckpt_dir/step<N>/complete.json. On start the latest complete
+save_checkpoint, rank 0 writes ckpt_dir/step<N>/complete.json, with each file's size and sha256 and its own
+checksum: one that no longer vouches for its files is set aside, as an unreadable one. On start the latest complete
 checkpoint is resumed (torch.load with weights_only=True, see checkpoint.py); incomplete ones (a
 save a full disk or a kill cut short) are removed by rank 0 first, before any rank writes. The
 cosine schedule is handed to deepspeed.initialize as a callable, so it wraps the torch optimizer
