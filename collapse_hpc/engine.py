@@ -30,6 +30,7 @@ from collapse_hpc.regimes import Regime, values_of
 from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.made import plan_json
+from collapse_hpc.store.reads import NotRead
 from collapse_hpc.store.lock import working
 from collapse_hpc.store.manifest import (BINDING, MANIFEST, binding, files_changed, read_binding, read_once,
                                          write_binding)
@@ -199,20 +200,40 @@ def _unreadable_plan(store: RunStore, problem: str) -> UserError:
 def read_plan(store: RunStore) -> dict:
     """plan.json as written (values only: the report reads it without the experiments' code), its shape
     checked (a damaged one is one line, never a Python error's name)."""
+    doc = plan_or_why(store)
+    if isinstance(doc, UserError):
+        raise doc
+    return doc
+
+
+def plan_or_why(store: RunStore) -> dict | UserError:
+    """read_plan's plan, or the error saying why there is none this version reads (missing, corrupt, of another
+    shape), for a reader that goes on without one; a read the file system refuses is NotRead, raised."""
     try:
         doc = plan_json(store.plan_path)
     except FileNotFoundError:
-        raise UserError(f"{store.plan_path}: missing (a run folder of an older version); run or submit the run's "
-                        f"config again to plan it") from None
+        return UserError(f"{store.plan_path}: missing (a run folder of an older version); run or submit the run's "
+                         f"config again to plan it")
     except ValueError:
-        raise UserError(f"{store.plan_path}: not a plan (corrupt); run or submit the run's config again to plan "
-                        f"it") from None
+        return UserError(f"{store.plan_path}: not a plan (corrupt); run or submit the run's config again to plan "
+                         f"it")
     problem = _misshapen(doc, PLAN_KEYS, "the file")
     for n, rec in enumerate([] if problem else doc["chains"], 1):
         problem = problem or _misshapen(rec, REPORTED, f"chain {n}")
-    if problem:
-        raise _unreadable_plan(store, problem)
-    return doc
+    return _unreadable_plan(store, problem) if problem else doc
+
+
+def run_plan_or_why(store: RunStore) -> list[Chain] | UserError:
+    """The chains of the run's frozen plan under its saved config (load_plan), or the error saying why there are
+    none to go by (no plan, one of another config, a run of an older version, a config edited since), for a
+    reader that goes on without them (verify, the report). A read the file system refuses says nothing of the
+    plan: NotRead, raised."""
+    try:
+        return load_plan(store, store.load_config(experiments.sections()))
+    except NotRead:
+        raise
+    except UserError as e:
+        return e
 
 
 def load_plan(store: RunStore, run) -> list[Chain]:
@@ -485,7 +506,7 @@ def pending(store: RunStore, run, chain: Chain) -> list[Job]:
     there unbinds them (a later generation still bound when its turn comes is skipped by run_unit).
     Finished units are checked through their manifests (sizes, bindings), not hashed: the paper's ~50 GB
     of weights took a minute before any unit started; verify hashes everything. A file written after its
-    manifest (a byte changed in place keeps the size) is hashed all the same (manifest._file_problem). Only the finished
+    manifest (a byte changed in place keeps the size) is hashed all the same (manifest.file_problem). Only the finished
     generations the first pending one reads are hashed in full, as its unit will (run_unit): from one
     that does not verify on, the chain is pending again (redone), instead of a unit that refuses it.
     Each manifest is read once (read_once: its state, binding and hash each ask for it; nothing is written here)."""

@@ -76,14 +76,11 @@ def _planned(store: RunStore) -> tuple[set[Path], dict[Path, tuple[str, int]]]:
     its experiment and the plan's count: not the plan's, as status does not show them."""
     from collapse_hpc.launch import records, status
 
-    try:
-        chains = engine.load_plan(store, store.load_config(experiments.sections()))
-    except NotRead:  # says nothing of the plan: not one to verify without
-        raise
-    except UserError as e:  # no plan, one of another config, a run of an older version: the folders are all there is
+    chains = engine.run_plan_or_why(store)  # a read refused: NotRead, not one to verify without
+    if isinstance(chains, UserError):  # no plan, one of another config, a run of an older version: the folders are all
         if store.plan_path.exists():  # damaged, or of an edited config: which units are unfinished is unknown
-            print(f"note: {one_line(e)}; verifying the unit folders there are (unfinished units not counted)",
-                  file=sys.stderr)
+            print(f"note: {one_line(chains)}; verifying the unit folders there are (unfinished units not "
+                  f"counted)", file=sys.stderr)
         return set(), {}
     started = status.launched(store, chains, records.load(store))
     planned = {store.unit_dir(j.experiment, j.variant, j.shape, j.index) for c in chains for j in c.jobs

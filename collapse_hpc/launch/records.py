@@ -22,6 +22,7 @@ import re
 import time
 
 from collapse_hpc.store import write_json
+from collapse_hpc.store.reads import read_text
 
 JOBS = "jobs.json"
 # in a copy's book: the original's units, as they were when copied. The jobs are not this folder's (cancel,
@@ -34,9 +35,12 @@ STOPPING = "stopping"
 
 
 def load(store) -> dict:
+    """The book; {"units": {}} where there is none, with "corrupt" where it is no such mapping. A read the file
+    system refuses is NotRead: taken for none, a submit would queue a second chain beside the jobs it names."""
     path = store.root / JOBS
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "job records", "the run and its jobs are kept as they are",
+                                    kept=(FileNotFoundError, IsADirectoryError)))
     except FileNotFoundError:
         return {"units": {}}
     except ValueError:

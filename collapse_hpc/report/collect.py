@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-from collapse_hpc.engine import read_plan
+from collapse_hpc.engine import plan_or_why, run_plan_or_why
 from collapse_hpc.errors import UserError
 from collapse_hpc.plotting.plots import KEYS, TAIL
 from collapse_hpc.regimes import values_of
 from collapse_hpc.report import longform
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
-from collapse_hpc.store.reads import NotRead
+from collapse_hpc.store.reads import read_text
 
 log = logging.getLogger("collapse_hpc.report")
 METRICS = "metrics.parquet"
@@ -115,18 +115,18 @@ def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
     """Variants and generation counts of the run's plan (plan.json, written when the run was
     started; values only, so no experiment's code is needed), else from the units' manifests
     alone (_recorded) and the config's generation counts."""
+    plan = unusable = plan_or_why(RunStore(root))  # a read refused: NotRead, the report not made without it
     try:
-        plan = read_plan(RunStore(root))
-        variants = {(c["experiment"], c["variant"]): VariantInfo.of(c["variant"], c["regime"], c["seed"],
-                                                                    c["settings"], c["units"], c.get("shape", "chain"))
-                    for c in plan["chains"]}
-        return variants, dict(plan["generations"])
-    except NotRead:  # says nothing of the plan: the report is not made without it
-        raise
-    except (UserError, KeyError, TypeError) as e:  # an older run folder, or a damaged plan
-        log.warning("%s: no usable plan (%s); reading the manifests only", root, e)
-        return {}, {k: raw[k].get("generations") or raw.get("generations")
-                    for k in raw if isinstance(raw.get(k), dict)}
+        if not isinstance(plan, UserError):
+            variants = {(c["experiment"], c["variant"]): VariantInfo.of(c["variant"], c["regime"], c["seed"],
+                                                                        c["settings"], c["units"],
+                                                                        c.get("shape", "chain"))
+                        for c in plan["chains"]}
+            return variants, dict(plan["generations"])
+    except (UserError, KeyError, TypeError) as e:  # a damaged plan
+        unusable = e
+    log.warning("%s: no usable plan (%s); reading the manifests only", root, unusable)  # or an older run folder
+    return {}, {k: raw[k].get("generations") or raw.get("generations") for k in raw if isinstance(raw.get(k), dict)}
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunData:
@@ -136,7 +136,7 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
 
     # as the run made it: an edit is refused, but one of how-it-runs knobs (read as made until the next run)
     raw = RunStore(root).saved_config(experiments.sections())
-    text = cfg.read_text()
+    text = read_text(cfg, "the run's saved config", "the run is kept as it is")
     variants, generations = _planned(root, raw)
     # the job records first: a unit that finishes meanwhile is then found done, never "its job
     # completed, but manifest.json is missing" (records newer than the listing of the units)
@@ -150,17 +150,11 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
 def left_out(root: Path) -> list[str]:
     """The experiments of the run's plan that no launch ran (--only), as status and verify tell them: not
     unfinished chains of the run. None where the plan is not one of the run's config (nothing to tell by)."""
-    from collapse_hpc import engine, experiments
     from collapse_hpc.launch import records, status
 
     store = RunStore(root)
-    try:
-        chains = engine.load_plan(store, store.load_config(experiments.sections()))
-    except NotRead:
-        raise
-    except UserError:
-        return []
-    return sorted(status.left_out(store, chains, records.load(store)))
+    chains = run_plan_or_why(store)
+    return [] if isinstance(chains, UserError) else sorted(status.left_out(store, chains, records.load(store)))
 
 
 def _checked(d: Path) -> Unit:

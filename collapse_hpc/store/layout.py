@@ -13,13 +13,13 @@ from pathlib import Path
 
 from collapse_hpc import config as cfgmod
 from collapse_hpc import yamlfile
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import ConfigError, UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
-from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, read_binding, read_manifest,
+from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, last_binding, read_manifest,
                                          verify_unit)
-from collapse_hpc.store.reads import read_text
+from collapse_hpc.store.reads import read_text, refusals
 
 log = logging.getLogger("collapse_hpc")
 
@@ -192,7 +192,7 @@ class RunStore:
         old = self.saved_config(run.section_classes()) if self.exists() else None
         edited = old is not None and self.edited()
         if old is not None and edited:
-            _warn_overwritten(self.config_path, old, yamlfile.load(self.config_path), new, run.section_classes())
+            _warn_overwritten(self.config_path, old, self._saved_yaml(), new, run.section_classes())
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
             old = cfgmod.defaults(cfgmod.RunConfig) | old  # run-level keys added since: at their defaults
             changes = cfgmod.diff(old, new, run.section_classes())
@@ -233,9 +233,9 @@ class RunStore:
         the edited values, every unit made under the old ones. An edit of how-it-runs knobs only counts
         from the next run on; where run.json (an older version's) keeps no copy of the config, `sections`
         (name -> Section dataclass) tell the knobs, and the config it was made with is inferred."""
-        try:
-            old = yamlfile.load(self.config_path)
-        except UserError as e:
+        try:  # a read refused is NotRead, not damage to restore
+            old = self._saved_yaml()
+        except ConfigError as e:
             raise UserError(f"the run's saved config: {e}; restore it{self._copy_kept()} or use another "
                             f"--run") from None
         if not isinstance(old, dict):
@@ -268,6 +268,12 @@ class RunStore:
                         f"or start another --run with the new ones (more generations need no edit: "
                         f"--generations N)")
 
+    def _saved_yaml(self):
+        """config.yaml's value (yamlfile.load: ConfigError where it is none); a read the file system refuses is
+        NotRead, never damage to restore nor a config unedited."""
+        with refusals(self.config_path, "the run's saved config", "the run is kept as it is"):
+            return yamlfile.load(self.config_path)
+
     def _copy_kept(self) -> str:
         """Where run.json keeps the config the run was made with, a clause saying so (to restore config.yaml)."""
         return f" ({RUN_JSON} keeps a copy of the run's config under 'config')" if self._made_config(
@@ -278,8 +284,8 @@ class RunStore:
         saved_config refuses it): the next run saves the config it goes on with over it."""
         recorded = self._recorded_hash()
         try:
-            return recorded is not None and cfgmod.config_hash(yamlfile.load(self.config_path)) != recorded
-        except (UserError, TypeError, ValueError):
+            return recorded is not None and cfgmod.config_hash(self._saved_yaml()) != recorded
+        except (ConfigError, TypeError, ValueError):
             return False
 
     def _made_config(self, recorded: str, any_hash: bool = False) -> tuple[dict, set[str]] | None:
@@ -332,10 +338,9 @@ class RunStore:
         """
         self.refuse_links(unit_dir)
         unit_dir.mkdir(parents=True, exist_ok=True)
-        last = read_binding(unit_dir)
-        # a binding file cut short or garbage: what the leftovers were made for is unknown (as none: an older
-        # version's unit, which wrote none, keeps them)
-        unbound = last is None and (unit_dir / BINDING).is_file()
+        # a binding file cut short or garbage (unbound): what the leftovers were made for is unknown (as none:
+        # an older version's unit, which wrote none, keeps them)
+        last, unbound = last_binding(unit_dir)
         stale = expected is not None and (unbound or (last is not None and bool(binding_problems(unit_dir, last,
                                                                                                  expected))))
         if stale and unbound and any((unit_dir / name).is_dir() for name in keep):

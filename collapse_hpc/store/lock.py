@@ -380,10 +380,9 @@ def reading(folder: Path, command: str, log=print) -> Iterator[None]:
     none: a live holder's lock still refuses it, else it reads as is."""
     lock = RunLock(Path(folder) / ".lock", log=log, command=command, reads=True)
     if space.unwritable(folder) is None and _taken(lock):
-        try:
+        with contextlib.ExitStack() as held:
+            held.push(lock)  # released as a with-block releases it: never in place of the error in flight
             yield
-        finally:
-            lock.release()
         return
     owner = lock.owner()
     if owner is not None and holds(owner, lock.path.parent):

@@ -158,36 +158,44 @@ def bind_data(unit_dir: Path, path: Path, data_dir: Path) -> None:
     work built on the old text (RunStore.reset_unit), as the manifest tells of a finished unit. A binding
     file from before this (or none: a unit run without the engine) lists none, and its unit resumes."""
     where, root = Path(unit_dir) / BINDING, Path(data_dir).absolute()
-    doc = _binding_file(unit_dir)
+    doc, _ = _binding_file(unit_dir)
     if doc is None:
         return
     data = doc["data"] if isinstance(doc.get("data"), dict) else {}
     rel = Path(path).absolute().relative_to(root).as_posix()
     if rel not in data and Path(path).is_file():
-        write_json(where, {**doc, "data": {**data, rel: _entry(Path(path))}, "data_dir": str(root)})
+        write_json(where, {**doc, "data": {**data, rel: file_entry(Path(path))}, "data_dir": str(root)})
 
 
 def read_binding(unit_dir: Path) -> dict | None:
     """The binding of a unit's last attempt: its manifest's, else its binding file's."""
+    return last_binding(unit_dir)[0]
+
+
+def last_binding(unit_dir: Path) -> tuple[dict | None, bool]:
+    """read_binding's binding, and whether the binding file it fell back on is there but does not read as one
+    (cut short, garbage: what the unit's leftovers were made for is unknown), told from the one read of it."""
     manifest = read_manifest(unit_dir)
     if manifest and not manifest.get("corrupt"):
-        return manifest
+        return manifest, False
     return _binding_file(unit_dir)
 
 
-def _binding_file(unit_dir: Path) -> dict | None:
-    """An unfinished unit's binding file as a mapping; None where there is none or it does not read as one
-    (cut short). A read the file system refuses is NotRead: taken for none, the unit's redo would keep
-    leftovers made for another binding, or its data go unrecorded."""
+def _binding_file(unit_dir: Path) -> tuple[dict | None, bool]:
+    """An unfinished unit's binding file as a mapping, and False; (None, False) where there is none, (None, True)
+    where it does not read as one (cut short). A read the file system refuses is NotRead: taken for none, the
+    unit's redo would keep leftovers made for another binding, or its data go unrecorded."""
     try:
         doc = json.loads(read_text(Path(unit_dir) / BINDING, "binding file", KEPT,
                                    kept=(FileNotFoundError, IsADirectoryError)))
+    except (FileNotFoundError, IsADirectoryError):
+        return None, False
     except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+        return None, True
+    return (doc, False) if isinstance(doc, dict) else (None, True)
 
 
-def _entry(p: Path) -> dict:
+def file_entry(p: Path) -> dict:
     entry = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     rows = _rows(p)
     if rows is not None:
@@ -206,14 +214,14 @@ def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: d
     """inputs: files outside the unit that its results depend on: under `root` (the run folder)
     listed under "inputs" relative to it; under `data_dir` (cached data, the base model) under
     "data" relative to it, beside "data_dir"."""
-    files = {p.relative_to(unit_dir).as_posix(): _entry(p) for p in unit_files(unit_dir)}
+    files = {p.relative_to(unit_dir).as_posix(): file_entry(p) for p in unit_files(unit_dir)}
     root = (Path(root) if root is not None else run_root(unit_dir)).absolute()
     used, data = {}, {}
     for p in map(lambda q: Path(q).absolute(), inputs):
         if p.is_relative_to(root):
-            used[p.relative_to(root).as_posix()] = _entry(p)
+            used[p.relative_to(root).as_posix()] = file_entry(p)
         elif data_dir is not None and p.is_relative_to(Path(data_dir).absolute()):
-            data[p.relative_to(Path(data_dir).absolute()).as_posix()] = _entry(p)
+            data[p.relative_to(Path(data_dir).absolute()).as_posix()] = file_entry(p)
         else:
             raise ValueError(f"{p}: an input outside the run folder and the data folder")
     finished = time.time()
@@ -317,7 +325,7 @@ def _entry_ok(entry) -> bool:
 def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash: str | Collection[str] | None = None,
                 inputs: bool = False, variant_hash: str | None = None) -> list[str]:
     """Problems with a finished unit (empty list: it verifies). deep=False checks presence and sizes (and the sha256 of
-    a file written after its manifest, _file_problem);
+    a file written after its manifest, file_problem);
     deep a collection of the unit's file names (as its manifest lists them): their sha256 too, the files a
     reader uses (the report); config_hash given: the manifest must have been written under that config (or
     one of them); inputs: the run's files outside the unit that it used (collapse-hpc verify) must be
@@ -343,7 +351,7 @@ def verify_unit(unit_dir: Path, deep: bool | Collection[str] = True, config_hash
     listed += [(p, rel, e, every) for p, rel, e in data_read(manifest)]
     written = _mtime(unit_dir / MANIFEST)
     problems += [why for p, rel, entry, hashed in listed
-                 if (why := _file_problem(unit_dir / MANIFEST, p, rel, entry, hashed, written)) is not None]
+                 if (why := file_problem(unit_dir / MANIFEST, p, rel, entry, hashed, written)) is not None]
     return problems + binding_problems(unit_dir, manifest, binding(unit_dir, variant_hash))
 
 
@@ -356,7 +364,7 @@ def files_changed(unit_dir: Path) -> list[str]:
     listing = Path(unit_dir) / MANIFEST
     written = _mtime(listing)
     return [why for rel, e in manifest["files"].items()
-            if (why := _file_problem(listing, Path(unit_dir) / rel, rel, e, False, written)) is not None]
+            if (why := file_problem(listing, Path(unit_dir) / rel, rel, e, False, written)) is not None]
 
 
 def _mtime(p: Path) -> int | None:
@@ -366,7 +374,7 @@ def _mtime(p: Path) -> int | None:
         return None
 
 
-def _file_problem(listing: Path, p: Path, rel: str, entry, hashed: bool, written: int | None = None) -> str | None:
+def file_problem(listing: Path, p: Path, rel: str, entry, hashed: bool, written: int | None = None) -> str | None:
     """What is wrong with file `p`, listed as `rel` with `entry` (bytes, sha256) in `listing`; its sha256
     compared where `hashed`, or where the file was written after `written` (the listing's mtime): a byte
     changed in place since (a bit flip, a hand edit, a colleague's copy over it) keeps the size, so a
@@ -397,7 +405,7 @@ def data_changed(manifest: dict) -> bool:
     """Whether a file of cached data the manifest's unit (or an unfinished unit's binding file) read is
     gone or holds other bytes (hashed): a data set prepared again (--force) since, whose old text the
     unit's results were built on."""
-    return any(_file_problem(Path(), p, rel, e, hashed=True) is not None for p, rel, e in data_read(manifest))
+    return any(file_problem(Path(), p, rel, e, hashed=True) is not None for p, rel, e in data_read(manifest))
 
 
 def extra_files(unit_dir: Path) -> list[Path]:

@@ -7,16 +7,18 @@ file and the error (NotRead); the same command goes on from it once the file rea
 API:
 - refused_read(e) -> int | None   the errno of such a refusal that `e` is or says; None: it may be the bytes
 - NotRead(what, e, then)          the one line: '<what>: not read (<strerror>): <then> once the file reads …'
-- read_text(path, what, then, kept, refused)  the file's text; a refused read NotRead (but for the errors `kept`
-                                  names), or the caller's own NotRead that `refused(path, e)` makes
+- refusals(path, what, then, kept, refused)  a block whose refused reads of `path` are NotRead (but for the
+                                  errors `kept` names), or the caller's own NotRead that `refused(path, e)` makes
+- read_text(path, what, then, kept, refused)  the file's text, read in `refusals`
 - sha256(path, what, then)        the file's sha256 (atomic.sha256_file); a refused read NotRead
 - safetensors_open(path)          safetensors' safe_open, a refused open said with its errno
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
@@ -43,28 +45,32 @@ class NotRead(UserError):
         super().__init__(f"{what}: not read ({self.strerror}): {then} {AGAIN}")
 
 
-def read_text(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),
-              refused: Callable[[Path, OSError], NotRead] | None = None) -> str:
-    """`path`'s text; a read the file system refuses (refused_read) is NotRead naming it as `what`, or the
-    caller's own NotRead that `refused(path, e)` makes (a checkpoint's), but for the errors `kept` names
+@contextlib.contextmanager
+def refusals(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),
+            refused: Callable[[Path, OSError], NotRead] | None = None) -> Iterator[None]:
+    """Reads of `path` in its block: one the file system refuses (refused_read) is NotRead naming it as `what`,
+    or the caller's own NotRead that `refused(path, e)` makes (a checkpoint's), but for the errors `kept` names
     (FileNotFoundError where the file's absence is the caller's answer), raised as they are."""
     try:
-        return Path(path).read_text()
+        yield
     except OSError as e:
         if refused_read(e) and not isinstance(e, kept):
             raise (refused(path, e) if refused else NotRead(f"{what} {path}", e, then, path)) from None
         raise
 
 
+def read_text(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),
+              refused: Callable[[Path, OSError], NotRead] | None = None) -> str:
+    """`path`'s text; a read the file system refuses is NotRead (refusals)."""
+    with refusals(path, what, then, kept, refused):
+        return Path(path).read_text()
+
+
 def sha256(path: Path, what: str, then: str) -> str:
     """`path`'s sha256; a read the file system refuses is NotRead naming it as `what`: a hash it could not take
     says nothing of the bytes, so what holds them is kept, never judged changed."""
-    try:
+    with refusals(path, what, then):
         return sha256_file(path)
-    except OSError as e:
-        if refused_read(e):
-            raise NotRead(f"{what} {path}", e, then, path) from None
-        raise
 
 
 def safetensors_open(path: Path, framework: str = "pt"):

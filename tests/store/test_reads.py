@@ -249,3 +249,35 @@ def test_a_run_lock_the_file_system_will_not_read_is_said_not_taken_over(tmp_pat
     assert not lock.path.exists() and unit.is_file()
     with pytest.raises(UserError, match="still running without a launcher"):
         lock.acquire()
+
+
+@REFUSALS
+@pytest.mark.parametrize("command", ["aggregate", "verify", "status", "run"])
+def test_a_runs_saved_config_the_file_system_will_not_read_is_said_not_called_damaged(tmp_path, monkeypatch, capsys,
+                                                                                     refusal, command):
+    """The run's config.yaml read refused went up as a raw OSError (an EIO's line named no file), and where the
+    run's saved config is read (saved_config) it would be said as damaged, to restore. It is one line naming the
+    file; nothing is written, and once it reads each command goes on as before."""
+    from collapse_hpc.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("name: r\ngenerations: 2\nseeds: [0]\nexecutor: debug\ntoy: {rows: 2}\n")
+    root = tmp_path / "run"
+    assert main(["run", str(config), "--run", str(root)]) == 0
+    saved = root / "config.yaml"
+    kept = _files(root)
+    argv = ["run", str(config), "--run", str(root)] if command == "run" else [command, str(root)]
+    capsys.readouterr()
+    refuse_reads(monkeypatch, saved, refusal)
+    assert main(argv) == 2
+    said = _said(saved, refusal, "the run is kept as it is", "the run's saved config")
+    assert capsys.readouterr().err == f"error: {said}\n"
+    monkeypatch.undo()
+    assert _files(root) == kept
+    assert main(argv) == 0
+
+
+def _files(root) -> dict:
+    """A run folder's files, each's inode and bytes (its logs, and the lock each command takes, left out)."""
+    return {p: (p.stat().st_ino, p.read_bytes()) for p in root.rglob("*")
+            if p.is_file() and "logs" not in p.parts and p.name != ".lock"}

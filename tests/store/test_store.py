@@ -13,7 +13,7 @@ import pytest
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, atomic, verify_unit, write_manifest
-from collapse_hpc.store.lock import RunLock, beside_reader
+from collapse_hpc.store.lock import RunLock, beside_reader, reading
 from tests import helpers  # noqa: F401
 
 
@@ -758,7 +758,9 @@ def test_the_run_lock_reads_in_small_named_steps():
     assert long_functions(Path(lock.__file__), 40) == []
 
 
-@pytest.mark.parametrize("enter", [lambda lock: lock, beside_reader], ids=["with", "beside_reader"])
+@pytest.mark.parametrize("enter", [lambda lock: lock, beside_reader,
+                                   lambda lock: reading(lock.path.parent, "aggregate", log=lock.log)],
+                         ids=["with", "beside_reader", "reading"])
 def test_a_refused_lock_read_at_release_never_replaces_the_error_that_stopped_the_block(tmp_path, monkeypatch, enter):
     """release reads the owner record: its refusal (NotRead) was raised from __exit__ in place of the
     error already in flight, and the user saw the lock's line, not what had stopped the run."""
@@ -798,3 +800,23 @@ def test_a_damaged_binding_file_redoes_the_partial_work_it_no_longer_vouches_for
     assert not (unit / BINDING).exists()  # gone with the leftovers
     store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit))
     assert (unit / "checkpoints" / "step1" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("damage", [None, b"", b"[]"], ids=["none", "zero-length", "no-mapping"])
+def test_a_redo_tells_a_damaged_binding_file_by_its_one_read(tmp_path, monkeypatch, damage):
+    """reset_unit read the binding file, then looked for it again (is_file) to tell a damaged one from none: two
+    looks at a file that may change between them. What one read finds decides; with none there, leftovers stay."""
+    from pathlib import Path
+
+    from collapse_hpc.store.manifest import BINDING, binding
+
+    store = RunStore(tmp_path / "run")
+    unit = store.root / "lm" / "v" / "gen_001"
+    atomic.write_text(unit / "checkpoints" / "step1" / "model.pt", "weights")
+    if damage is not None:
+        (unit / BINDING).write_bytes(damage)
+    looked, is_file = [], Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda self: (looked.append(self.name), is_file(self))[1])
+    store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit))
+    assert BINDING not in looked
+    assert (unit / "checkpoints" / "step1" / "model.pt").is_file() == (damage is None)

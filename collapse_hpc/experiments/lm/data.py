@@ -259,7 +259,7 @@ def source_digest(files: list[Path]) -> str:
     h = hashlib.sha256()
     for p in files:
         h.update(os.fsencode(p.name) + b"\0")
-        with p.open("rb") as f:
+        with sources.reading(p), p.open("rb") as f:
             for piece in iter(lambda: f.read(1 << 20), b""):
                 h.update(piece)
     return h.hexdigest()

@@ -427,7 +427,7 @@ def initial_model(cfg, data_dir: Path, tokenizer) -> dict:
         return {"kind": "hub" if cfg.pretrained else "random", "model": cfg.model}
     if not cfg.pretrained:
         return {"kind": "random", "model": "tiny"}
-    info = json.loads((tiny_base(cfg, tokenizer, data_dir) / BASE_INFO).read_text())
+    info = json.loads(read_text(tiny_base(cfg, tokenizer, data_dir) / BASE_INFO, "tiny base's record", MODEL_KEPT))
     return {"kind": "tiny-base", "model": "tiny", **info}
 
 

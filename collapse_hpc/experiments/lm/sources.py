@@ -46,6 +46,7 @@ from pathlib import Path
 from collapse_hpc.errors import NotAFormat, UserError
 from collapse_hpc.experiments.lm.corpus import SPLITS, read_parquet
 from collapse_hpc.logs import count
+from collapse_hpc.store.reads import refusals
 
 LINES = (".txt", ".text", ".tokens", ".raw")
 JSON = (".jsonl", ".ndjson", ".json")
@@ -100,6 +101,12 @@ HEAD_BYTES = 1 << 16  # what is read of a .json file to tell records from a desc
 MAX_DESCRIPTION_BYTES = 1 << 24  # a larger file of one JSON object is no description: read_rows says what it is
 
 log = logging.getLogger("collapse_hpc")
+
+
+def reading(path: Path):
+    """Reads of a source file: one the file system refuses (permissions, an I/O error) is one line naming it,
+    before anything is prepared (NotRead), never taken for a file that is not there, or damaged."""
+    return refusals(path, "source file", "nothing is prepared; it is prepared")
 
 
 def kind(path: Path) -> tuple[str, str | None]:
@@ -190,10 +197,16 @@ def _check_fetched(source: Path, files: list[Path]) -> None:
     if dangling:
         raise UserError(which(dangling, "a link to a file that is not there", "links to files that are not there")
                         + "; fetch the content (git annex get, dvc pull), then prepare again")
-    pointers = [p for p in files if p.stat().st_size < 1024 and p.read_bytes().startswith(LFS_POINTER)]
+    pointers = [p for p in files if p.stat().st_size < 1024 and _head(p).startswith(LFS_POINTER)]
     if pointers:
         raise UserError(which(pointers, "a Git LFS pointer", "Git LFS pointers") + ", not the content (cloned "
                         "without git-lfs?); run git lfs pull in the clone, then prepare again")
+
+
+def _head(path: Path) -> bytes:
+    """A small file's bytes (under 1 KiB: a Git LFS pointer's size)."""
+    with reading(path):
+        return path.read_bytes()
 
 
 def _loops(link: Path) -> bool:
@@ -221,10 +234,10 @@ def describes(path: Path) -> bool:
     if fmt != ".json":
         return False
     try:
-        with (COMPRESSED[packed](path, "rb") if packed else open(path, "rb")) as f:
+        with reading(path), (COMPRESSED[packed](path, "rb") if packed else open(path, "rb")) as f:
             head = f.read(HEAD_BYTES + 1)
     except (OSError, EOFError, zlib.error, lzma.LZMAError):
-        return False  # read_rows says what is wrong with it
+        return False  # read_rows says what is wrong with it (a refused read: NotRead, here)
     text = head[:HEAD_BYTES].decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
     if not text.startswith("{"):
         return False
@@ -388,9 +401,10 @@ def _raw(path: Path) -> bytes:
     """The file's bytes, decompressed where its name says so (at most MAX_SOURCE_BYTES of them)."""
     _, packed = kind(path)
     if packed is None:
-        return path.read_bytes()
-    try:
-        with COMPRESSED[packed](path, "rb") as f:
+        with reading(path):
+            return path.read_bytes()
+    try:  # a refused read is NotRead, never "not a readable gz file"
+        with reading(path), COMPRESSED[packed](path, "rb") as f:
             raw = f.read(MAX_SOURCE_BYTES + 1)
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise UserError(f"{path}: not a readable {packed[1:]} file ({e})") from None
@@ -596,7 +610,8 @@ def _read_arrow(path: Path):
     """datasets' .arrow files are Arrow IPC streams; an Arrow (Feather v2) file is read too."""
     import pyarrow as pa
 
-    raw = pa.py_buffer(path.read_bytes())  # the table's buffers stay owned by it, not by an open file
+    with reading(path):
+        raw = pa.py_buffer(path.read_bytes())  # the table's buffers stay owned by it, not by an open file
     for opener in (pa.ipc.open_stream, pa.ipc.open_file):
         try:
             return opener(pa.BufferReader(raw)).read_all()

@@ -39,7 +39,8 @@ load_model reloads the best one; under `precision: bf16` they hold bf16 values).
 
 Checkpoints: a DeepSpeed checkpoint into ckpt_dir/step<N>/ after every epoch (and every
 `checkpoint_every_steps` steps), saved on ALL ranks; once every rank has returned from
-save_checkpoint, rank 0 writes ckpt_dir/step<N>/complete.json. On start the latest complete
+save_checkpoint, rank 0 writes ckpt_dir/step<N>/complete.json, with each file's size and sha256 and its own
+checksum: one that no longer vouches for its files is set aside, as an unreadable one. On start the latest complete
 checkpoint is resumed (torch.load with weights_only=True, see checkpoint.py); incomplete ones (a
 save a full disk or a kill cut short) are removed by rank 0 first, before any rank writes. The
 cosine schedule is handed to deepspeed.initialize as a callable, so it wraps the torch optimizer
@@ -343,13 +344,40 @@ def _complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _unreadable_marker(step_dir: Path) -> str | None:
-    """Why a step folder's complete.json cannot be read as one (a mapping), or None; NotRead where the
-    file system refuses the read (_marker)."""
+    """Why a step folder's complete.json cannot be read as one (a mapping) or no longer vouches for the step
+    (_unvouched), or None; NotRead where the file system refuses the read (_marker)."""
     try:
         marker = json.loads(_marker(step_dir))
     except (OSError, ValueError) as e:
         return f"its {COMPLETE}: {first_line(e)}"
-    return None if isinstance(marker, dict) else f"its {COMPLETE}: not a mapping"
+    return _unvouched(step_dir, marker) if isinstance(marker, dict) else f"its {COMPLETE}: not a mapping"
+
+
+def _marked(step_dir: Path, state: dict) -> str:
+    """complete.json's text for a step folder whose files are all written: the training state, each file's
+    size and sha256, and its own checksum (manifest's, SELF), so that a byte of it or of a file changed since
+    is found by resume (_unvouched), not trusted."""
+    from collapse_hpc.store.manifest import SELF, file_entry, own_digest
+
+    files = {f.name: file_entry(f) for f in sorted(step_dir.iterdir()) if f.is_file() and f.name != COMPLETE}
+    marker = json.loads(json.dumps({**state, "files": files}, default=float))  # as resume reads it back
+    return json.dumps({**marker, SELF: own_digest(marker)}) + "\n"
+
+
+def _unvouched(step_dir: Path, marker: dict) -> str | None:
+    """Why a step's complete.json no longer vouches for its files: changed since written (its own checksum), or
+    a file it lists missing, of another size, or written since with other bytes (manifest.file_problem: hashed
+    only then); None where it does, or it is an older version's (it lists none)."""
+    from collapse_hpc.store.manifest import SELF, file_problem, own_digest
+
+    if SELF in marker and marker[SELF] != own_digest(marker):
+        return f"its {COMPLETE}: changed since it was written (its own checksum does not match)"
+    listed, path = marker.get("files"), step_dir / COMPLETE
+    if SELF not in marker or not isinstance(listed, dict):
+        return None
+    written = path.stat().st_mtime_ns
+    return next((why for name, entry in sorted(listed.items())
+                 if (why := file_problem(path, step_dir / name, name, entry, False, written)) is not None), None)
 
 
 def _marker(step_dir: Path) -> str:
@@ -602,8 +630,8 @@ class _Training:
             distributed.barrier()  # every rank has returned from save_checkpoint
             if self.rank == 0:
                 # atomic: a crash while writing must not leave a marker resume would trust half-written
-                atomic.write_text(ckpt_dir / tag / COMPLETE,
-                                  json.dumps({**state, "layout": self._layout()}, default=float) + "\n")
+                marker = _marked(ckpt_dir / tag, {**state, "layout": self._layout()})
+                atomic.write_text(ckpt_dir / tag / COMPLETE, marker)
         except Exception:
             _drop_cut_short(ckpt_dir / tag)
             raise

@@ -11,7 +11,7 @@ from collapse_hpc import cli, engine, experiments
 from collapse_hpc.experiments.gaussian.run import DERIVED, METRICS, derived
 from collapse_hpc.launch.debug import execute
 from collapse_hpc.store import RunStore
-from collapse_hpc.store.manifest import _entry
+from collapse_hpc.store.manifest import file_entry
 from tests.helpers import edit_manifest
 
 SECTION = {"generations": 6, "samples": [20], "replicates": 4, "chunk_replicates": 2}
@@ -36,7 +36,7 @@ def _as_stored_before(path):
     for name, values in old.items():
         t = t.append_column(name, pa.array(values))
     pq.write_table(t, path)
-    edit_manifest(path.parent, lambda m: m["files"].update({"metrics.parquet": _entry(path)}))
+    edit_manifest(path.parent, lambda m: m["files"].update({"metrics.parquet": file_entry(path)}))
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """Perplexity: exp of the token-weighted mean loss, per block and over a corpus; vocabulary checks."""
+import errno
 import math
 import os
 
@@ -159,3 +160,26 @@ def test_tiny_base_never_sees_the_chains_training_blocks(lm_data_dir, lm_tokeniz
     assert models.initial_model(tiny_cfg(), lm_data_dir, lm_tokenizer)["kind"] == "random"
     assert models.pretrain_range(100, tiny_cfg(max_train_blocks=100)) == (0, 100, False)
     assert models.pretrain_range(100, tiny_cfg(max_train_blocks=60, pretrain_blocks=80)) == (60, 100, True)
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+def test_a_tiny_base_record_the_file_system_will_not_read_is_said_naming_it(tmp_path, monkeypatch, refusal):
+    """The tiny base's base.json (which train blocks pretrained it, for generation 0's manifest) read refused
+    went up as a raw OSError, an EIO's naming no file. It is one line naming it, the base kept."""
+    from collapse_hpc.experiments.lm import model as models
+    from collapse_hpc.store.reads import NotRead
+    from tests.helpers import refuse_reads
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / models.BASE_INFO).write_text('{"train_blocks": [48, 80]}')
+    monkeypatch.setattr(models, "tiny_base", lambda cfg, tokenizer, data_dir: base)
+    refuse_reads(monkeypatch, base / models.BASE_INFO, refusal)
+    with pytest.raises(NotRead) as said:
+        models.initial_model(tiny_cfg(pretrained=True), tmp_path, None)
+    assert str(said.value) == (f"tiny base's record {base / models.BASE_INFO}: not read ({os.strerror(refusal)}): "
+                               f"kept as it is; the command goes on with it once the file reads again (its "
+                               f"permissions, the file system): run the same command again")
+    monkeypatch.undo()
+    monkeypatch.setattr(models, "tiny_base", lambda cfg, tokenizer, data_dir: base)
+    assert models.initial_model(tiny_cfg(pretrained=True), tmp_path, None)["train_blocks"] == [48, 80]

@@ -2,6 +2,7 @@
 lines, CSV, a datasets export; what cannot be read is named, never dropped unsaid."""
 import bz2
 import csv
+import errno
 import gzip
 import json
 import lzma
@@ -513,3 +514,39 @@ def test_the_columns_pandas_to_json_writes_by_default_are_told_how_to_write_reco
     (tmp_path / "nested.jsonl").write_text(json.dumps({"text": {"en": "hello"}}) + "\n")
     with pytest.raises(UserError, match=r"nested.jsonl: record 1: field 'text' holds dict, not a string$"):
         sources.read_rows(tmp_path / "nested.jsonl")
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+@pytest.mark.parametrize("name", ["corpus.txt", "corpus.jsonl", "corpus.json", "corpus.txt.gz", "corpus.arrow",
+                                  "corpus.csv", "stub.tokens"])
+@pytest.mark.parametrize("when", ["first read", "rows read"])
+def test_a_source_file_the_file_system_will_not_read_is_one_line_naming_it(tmp_path, monkeypatch, capsys, refusal,
+                                                                           name, when):
+    """A source file of --from that is there but will not read (permissions, an I/O error) went up as a raw
+    OSError, an EIO's line naming no file, or, compressed, was said to be no readable gz file. It is one line
+    naming it, wherever it is read (the stand-in check, the digest, the rows), and nothing is prepared."""
+    import os
+
+    from collapse_hpc.cli import main
+    from tests.helpers import refuse_reads
+
+    src = tmp_path / "src"
+    src.mkdir()
+    path, rows = src / name, corpus_lines(300, 1)
+    body = "".join(json.dumps({"text": t}) + "\n" for t in rows) if ".json" in name else \
+        "text\n" + "\n".join(rows) if name.endswith(".csv") else "a b c\n" if name == "stub.tokens" else _lines(300, 1)
+    if name.endswith(".arrow"):
+        with pa.ipc.new_stream(str(path), pa.schema([("text", pa.string())])) as stream:
+            stream.write_table(pa.table({"text": rows}))
+    else:
+        path.write_bytes(gzip.compress(body.encode()) if name.endswith(".gz") else body.encode())
+    if when == "rows read":  # the file read well until then (an I/O error on its second read)
+        monkeypatch.setattr(data, "source_digest", lambda files: "0" * 64)
+        monkeypatch.setattr(sources, "_check_fetched", lambda source, files: None)
+        monkeypatch.setattr(sources, "describes", lambda p: False)
+    refuse_reads(monkeypatch, path, refusal)
+    assert main(["data", "prepare", "mine", "--from", str(src), "--data-dir", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err == (f"error: source file {path}: not read ({os.strerror(refusal)}): nothing is "
+                                       f"prepared; it is prepared once the file reads again (its permissions, the "
+                                       f"file system): run the same command again\n")
+    assert not (tmp_path / "data").exists()

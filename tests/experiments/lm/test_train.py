@@ -191,6 +191,10 @@ def test_schedule_under_zero_and_checkpoints_load_weights_only(stage, lm_data_di
     sd = torch.load(states, weights_only=False)  # our own file, before tampering
     sd["payload"] = _Payload(str(marker))
     torch.save(sd, states)
+    step = states.parent  # its complete.json written anew to vouch for it (else it is set aside, never loaded)
+    written = {k: v for k, v in json.loads((step / train.COMPLETE).read_text()).items()
+               if k not in ("files", "manifest_sha256")}
+    (step / train.COMPLETE).write_text(train._marked(step, written))
     with pytest.raises(UserError, match="not loaded") as e:
         run()
     assert len(str(e.value).splitlines()) == 1 and "_touch" in str(e.value)
@@ -326,7 +330,7 @@ def test_a_checkpoint_laid_out_otherwise_is_refused_by_name(lm_data_dir, tmp_pat
             "on 1 rank, bf16 weights: its optimizer state does not fit; delete") in log, log
     assert "optim_states.pt" not in log
     # the marker as versions before layouts wrote it: a ZeRO-0 checkpoint shows by its missing optimizer shards
-    del marker["layout"]
+    del marker["layout"], marker["manifest_sha256"], marker["files"]
     (tmp_path / "ckpt" / "step00000003" / train.COMPLETE).write_text(json.dumps(marker))
     codes, _ = _wait(_launch(lm_data_dir, tmp_path, base), tmp_path)
     log = _tail(tmp_path)
@@ -509,6 +513,46 @@ def test_a_training_checkpoint_on_a_full_disk_is_said_as_every_full_disk_is(tmp_
     assert space.explain(e.value).startswith(f"{states}: No space left on device: the file system at ")
     engine.save({"module": torch.arange(4)}, str(tmp_path / "fits.pt"))  # room: the same file as before
     assert engine.load(str(tmp_path / "fits.pt"))["module"].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("change, why", [
+    ("marker", "its complete.json: changed since it was written (its own checksum does not match)"),
+    ("cut", "zero_pp_rank_0_mp_rank_00_optim_states.pt: size 250 != 500 in manifest"),
+    ("rewritten", "zero_pp_rank_0_mp_rank_00_optim_states.pt: sha256 mismatch"),
+    ("gone", "zero_pp_rank_0_mp_rank_00_optim_states.pt: missing"),
+], ids=["marker", "cut", "rewritten", "gone"])
+def test_a_step_its_marker_no_longer_vouches_for_is_found_before_resume_loads_it(tmp_path, change, why):
+    """complete.json was trusted once it parsed: a flipped digit in it (its layout: every later job refused the
+    step as laid out otherwise) went unseen, and a rank's optimizer file gone or cut short was found by DeepSpeed
+    with the weights already loaded. It carries its own checksum and each file's size and sha256: what no longer
+    matches sets the step aside (unreadable), the files' bytes hashed only where written after it."""
+    step = tmp_path / "step00000003"
+    step.mkdir()
+    shard = step / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    (step / "mp_rank_00_model_states.pt").write_bytes(b"weights" * 100)
+    shard.write_bytes(b"state" * 100)
+    marker = step / train.COMPLETE
+    marker.write_text(train._marked(step, {"global_step": 3, "layout": {"zero_stage": 1, "world_size": 1}}))
+    assert train._unreadable_marker(step) is None
+    if change == "marker":  # still JSON, still a mapping
+        marker.write_text(marker.read_text().replace('"zero_stage": 1', '"zero_stage": 3'))
+    elif change == "cut":
+        shard.write_bytes(b"state" * 50)
+    elif change == "rewritten":  # the same size, written after the marker
+        shard.write_bytes(b"STATE" * 100)
+        os.utime(shard, ns=(marker.stat().st_mtime_ns + 10**9,) * 2)
+    else:
+        shard.unlink()
+    assert train._unreadable_marker(step) == (why if change == "marker" else f"{step / why}")
+
+
+def test_an_older_versions_step_marker_is_trusted_as_it_was(tmp_path):
+    """A complete.json of an older version (no checksums) still reads as one: the step resumes."""
+    step = tmp_path / "step00000003"
+    step.mkdir()
+    (step / "mp_rank_00_model_states.pt").write_bytes(b"weights")
+    (step / train.COMPLETE).write_text(json.dumps({"global_step": 3, "layout": {"zero_stage": 0}}))
+    assert train._unreadable_marker(step) is None
 
 
 def test_a_checkpoint_cut_short_after_it_was_marked_complete_names_what_deleting_it_does(tmp_path):
