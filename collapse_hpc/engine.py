@@ -449,7 +449,7 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) ->
                           "regime": v.regime.record(), "seed": v.seed, "settings": v.settings,
                           "config": unit_config, "generations": exp.generations(run),
                           "world_size": world, "resources": _resources(exp.job, world)},
-                   inputs=ctx.inputs, root=store.root, data_dir=ctx.data_dir)
+                   inputs=ctx.inputs, root=store.root, data_dir=ctx.data_dir, volatile=exp.volatile)
     (unit_dir / BINDING).unlink(missing_ok=True)
     return "done"
 

@@ -248,3 +248,92 @@ def test_a_generation_built_on_one_whose_manifest_is_gone_names_it_and_the_comma
     assert cli.main(shlex.split(line.split("redo with:", 1)[1])[1:]) == 0
     assert calls[before:] == [(a.variant.name, 0), (a.variant.name, 1)]
     assert verify_run(store.root) == 0
+
+
+def _measuring(calls, salt):
+    """A unit body whose result is derived from the previous generation's alone (and `salt`: a seed), beside a file
+    of what the run measured that differs on every attempt (as its timings do)."""
+    import json
+
+    def run_unit(ctx):
+        calls.append(ctx.index)
+        prev = [read_manifest(p)["files"]["out.parquet"]["sha256"] for p in ctx.previous[-1:]]
+        ctx.write_table("out.parquet", pa.table({"prev": prev or [""], "salt": [salt[0]]}))
+        ctx.write_json("timings.json", {"seconds": len(calls) + 0.5})
+        (ctx.dir / "log").mkdir(exist_ok=True)
+        (ctx.dir / "log" / "host.json").write_text(json.dumps({"attempt": len(calls)}))
+    return run_unit
+
+
+@pytest.fixture
+def measured_chain(tmp_path, monkeypatch):
+    """A toy chain of 4 generations whose files hold measured values beside results (timings.json, log/*.json),
+    each declared volatile."""
+    from tests.helpers import toy_run
+
+    exp, calls, salt = experiments.get("toy"), [], ["a"]
+    monkeypatch.setattr(exp, "run_unit", _measuring(calls, salt))
+    monkeypatch.setattr(exp, "volatile", ("timings.json", "log/*.json"))
+    store, run = toy_run(tmp_path, generations=4)
+    chain = engine.plan(run)[0]
+    for job in chain.jobs:
+        assert engine.run_unit(store.root, "toy", job.variant, job.index) == "done"
+    return store, run, chain, calls, salt
+
+
+def _redo_from_damage(store, run, chain, generation):
+    """A byte of the generation's result flipped, then what a launcher runs: its pending jobs, each by
+    run_unit -> {index: 'done' or 'skipped'}."""
+    from tests.helpers import flip
+
+    flip(_unit(store, chain, generation) / "out.parquet")
+    return {j.index: engine.run_unit(store.root, "toy", j.variant, j.index) for j in engine.pending(store, run, chain)}
+
+
+def test_a_generation_redone_to_the_same_results_keeps_the_later_ones(measured_chain):
+    """A damaged generation redone to byte-identical results (deterministic seeds) differed from its first
+    attempt only in what the run measured (timings): its manifest's digest changed, and every later generation
+    was redone (hours of GPU at the paper's scale). The measured files are left out of the digest: the later
+    generations stay as they are, not rewritten, and verify passes."""
+    store, run, chain, calls, _ = measured_chain
+    later = [_unit(store, chain, g) / "manifest.json" for g in (2, 3)]
+    kept = [p.stat().st_mtime_ns for p in later]
+    first = read_manifest(_unit(store, chain, 1))
+    calls.clear()
+    assert _redo_from_damage(store, run, chain, 1) == {1: "done", 2: "skipped", 3: "skipped"}
+    assert calls == [1]
+    redone = read_manifest(_unit(store, chain, 1))
+    assert redone["files"]["timings.json"] != first["files"]["timings.json"]  # measured again: other bytes
+    assert redone["volatile"] == ["log/host.json", "timings.json"]
+    assert [p.stat().st_mtime_ns for p in later] == kept
+    assert verify_run(store.root) == 0
+
+
+def test_a_generation_redone_to_other_results_still_redoes_the_later_ones(measured_chain):
+    """A redo whose results differ (another seed, other data) makes every generation built on it stale, the
+    measured files left out of the digest or not."""
+    store, run, chain, calls, salt = measured_chain
+    salt[0] = "b"
+    calls.clear()
+    assert _redo_from_damage(store, run, chain, 1) == {1: "done", 2: "done", 3: "done"}
+    assert calls == [1, 2, 3]
+    assert verify_run(store.root) == 0
+
+
+def test_a_run_made_before_files_were_declared_volatile_is_kept_after_the_upgrade(tmp_path, monkeypatch):
+    """An older version's manifests name no volatile files: their digest is of every file, as the later
+    generations recorded it, so nothing is redone for the upgrade. The first redo of one of its generations
+    under the new version redoes the generations after it once (their record is of every file)."""
+    from tests.helpers import toy_run
+
+    exp, calls, salt = experiments.get("toy"), [], ["a"]
+    monkeypatch.setattr(exp, "run_unit", _measuring(calls, salt))
+    store, run = toy_run(tmp_path, generations=3)
+    chain = engine.plan(run)[0]
+    for job in chain.jobs:
+        assert engine.run_unit(store.root, "toy", job.variant, job.index) == "done"
+    assert "volatile" not in read_manifest(_unit(store, chain, 1))
+    monkeypatch.setattr(exp, "volatile", ("timings.json", "log/*.json"))  # the upgrade
+    assert engine.pending(store, run, chain) == []
+    assert _redo_from_damage(store, run, chain, 1) == {1: "done", 2: "done"}
+    assert _redo_from_damage(store, run, chain, 1) == {1: "done", 2: "skipped"}  # from then on, kept

@@ -375,7 +375,9 @@ def test_a_file_replaced_by_a_folder_is_named_so_not_missing(tmp_path, capsys):
 
 @pytest.mark.parametrize("key, value, said", [("seconds", "soon", "its 'seconds' is text, not a number"),
                                               ("resources", [1], "its 'resources' is a list, not a mapping"),
-                                              ("packages", "none", "its 'packages' is text, not a mapping")])
+                                              ("packages", "none", "its 'packages' is text, not a mapping"),
+                                              ("volatile", "metrics.parquet", "its 'volatile' is text, not a list"),
+                                              ("volatile", [1], "its 'volatile' are not file names")])
 def test_a_manifest_of_another_shape_is_corrupt_for_status_verify_and_the_report(tmp_path, capsys, key, value, said):
     """An older manifest (no checksum of its own) edited into valid JSON of another shape: status stopped on
     int('soon') and the report on float('soon'), each with a traceback; now the unit is one that does not verify."""

@@ -142,7 +142,7 @@ METRICS = "metrics.parquet"  # each unit's table of metrics (MetricsSchema), wri
 MANIFEST_KEYS = frozenset({"files", "inputs", "config_hash", "packages", "git_commit", "host", "job_id", "started",
                            "finished", "seconds", "experiment", "variant", "unit", "regime", "seed", "settings",
                            "config", "variant_hash", "generations", "world_size", "resources",
-                           "upstream", "data", "data_dir"})
+                           "upstream", "data", "data_dir", "volatile"})
 
 
 @dataclass
@@ -241,6 +241,10 @@ class Experiment:
     job: Literal["gpu", "gpu1", "cpu"] = "cpu"  # resources on a cluster: multi-GPU, one GPU, CPU only
     resumable: tuple[str, ...] = ()  # sub-folders kept when an unfinished unit is redone
     scratch: tuple[str, ...] = ()  # sub-folders removed before the manifest: not results
+    # a unit's files (name patterns of the path its manifest lists) holding what the run measured (timings)
+    # beside results derived from the others, which no later generation reads: a redo to the same results
+    # differs there alone, so they are left out of what later generations are bound to (manifest.files_digest)
+    volatile: tuple[str, ...] = ()
     # regimes.SCORED kinds it supports: it scores its pools' items and hands regimes.mix the scores
     # (the config refuses the others for this experiment)
     scored_regimes: tuple[str, ...] = ()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import fnmatch
 import functools
 import hashlib
 import json
@@ -26,6 +27,7 @@ MANIFEST = "manifest.json"
 KEPT = "the unit is kept as it is (not redone)"  # a read of one of its files refused: the unit stays as it is
 SELF = "manifest_sha256"  # the manifest's own checksum, in it: an edit of its bytes is caught without hashing files
 BINDING = ".binding.json"  # an unfinished unit's binding (written before it starts)
+VOLATILE = "volatile"  # the listed files holding what the run measured (timings) beside results: not its content
 PACKAGES = ("collapse-hpc", "torch", "deepspeed", "transformers", "datasets", "tokenizers",
             "scikit-learn", "numpy", "pyarrow", "submitit", "matplotlib")
 
@@ -83,8 +85,14 @@ def unit_files(unit_dir: Path) -> list[Path]:
 
 def files_digest(manifest: dict) -> str:
     """One hash of a finished unit's content (its files' sha256s): what a later unit that read it
-    records, so a unit redone with other content makes every unit built on it stale."""
-    return hashlib.sha256(json.dumps(manifest.get("files"), sort_keys=True).encode()).hexdigest()
+    records, so a unit redone with other content makes every unit built on it stale. The files its
+    manifest names `volatile` (Experiment.volatile: timings, read by no later unit) are left out: a redo
+    to the same weights and data, only its measured seconds other, keeps the units built on it. A
+    manifest naming none (an older version's) is digested whole, as it was when a later unit recorded it."""
+    files, volatile = manifest.get("files"), manifest.get(VOLATILE)
+    if isinstance(files, dict) and volatile:
+        files = {rel: e for rel, e in files.items() if rel not in volatile}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
 def upstream(unit_dir: Path) -> dict[str, str]:
@@ -210,11 +218,13 @@ def run_root(unit_dir: Path) -> Path:
 
 def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: dict | None = None,
                    inputs=(), root: Path | None = None,
-                   data_dir: Path | None = None) -> dict:
+                   data_dir: Path | None = None, volatile: Collection[str] = ()) -> dict:
     """inputs: files outside the unit that its results depend on: under `root` (the run folder)
     listed under "inputs" relative to it; under `data_dir` (cached data, the base model) under
-    "data" relative to it, beside "data_dir"."""
+    "data" relative to it, beside "data_dir". volatile: name patterns (fnmatch, of the listed path) of
+    the files holding what the run measured; those listed go under "volatile" (files_digest)."""
     files = {p.relative_to(unit_dir).as_posix(): file_entry(p) for p in unit_files(unit_dir)}
+    measured = sorted(rel for rel in files if any(fnmatch.fnmatchcase(rel, pattern) for pattern in volatile))
     root = (Path(root) if root is not None else run_root(unit_dir)).absolute()
     used, data = {}, {}
     for p in map(lambda q: Path(q).absolute(), inputs):
@@ -227,6 +237,7 @@ def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: d
     finished = time.time()
     manifest = {
         "files": files,
+        **({VOLATILE: measured} if measured else {}),
         **({"inputs": used} if used else {}),
         **({"data": data, "data_dir": str(Path(data_dir or "").absolute())} if data else {}),
         "config_hash": config_hash,
@@ -303,7 +314,7 @@ NUMBER, TEXT, MAPPING, COUNT = ((int, float), "a number"), ((str, type(None)), "
     ((int, type(None)), "a whole number")
 SHAPE: dict[str, tuple[type | tuple[type, ...], str]] = {
     "seconds": NUMBER, "started": NUMBER, "finished": NUMBER, "resources": MAPPING, "packages": MAPPING,
-    "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT}
+    "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT, VOLATILE: (list, "a list")}
 WORDS = {int: "a number", float: "a number", str: "text", dict: "a mapping", list: "a list", bool: "true or false"}
 
 
@@ -315,6 +326,8 @@ def _misshapen(manifest: dict) -> str | None:
             return f"its {key!r} is {WORDS.get(type(value), 'null')}, not {want}"
     if any(not isinstance(v, int) or isinstance(v, bool) for v in manifest.get("resources", {}).values()):
         return "its 'resources' are not whole numbers"
+    if any(not isinstance(rel, str) for rel in manifest.get(VOLATILE, [])):
+        return f"its {VOLATILE!r} are not file names"
     return None
 
 

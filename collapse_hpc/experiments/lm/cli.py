@@ -240,7 +240,7 @@ def reference(a) -> int:
             model = lm.load(load)
         _test(a, lm, model, test)
         if a.generate:
-            with _whole_or_none(Path(a.generate), lm.is_main):
+            with _whole_or_none(Path(a.generate), lm.rank):
                 _generate(a, lm, *(sampler or (model, load)), train)
     leave_process_group()
     return 0
@@ -377,23 +377,25 @@ def _generate(a, lm, model, load: Path | None, train) -> None:
 
 
 @contextlib.contextmanager
-def _whole_or_none(out: Path, main: bool = True):
+def _whole_or_none(out: Path, rank: int = 0):
     """--generate's folder ends holding all of this call's blocks or none: the shards of a call stopped
     midway (a full disk, Ctrl-C) would have the same command, which the error line says to run again, refuse
-    the folder as an earlier call's. _check_flags made sure it was new or empty. The main rank alone cleans
-    up: it stops last (a peer's failure reaches it at the barrier after sampling, or as the launcher's
-    SIGTERM), where a failed peer's cleanup removed the folder under ranks still writing into it."""
+    the folder as an earlier call's. _check_flags made sure it was new or empty. The main rank (0) cleans up
+    the folder: a failed peer's cleanup of it removed it under ranks still writing into it. A peer removes the
+    shards it wrote itself: where the main rank failed first, a peer still sampling wrote on after its
+    cleanup, and stops only at the barrier after sampling (or at the launcher's SIGTERM)."""
+    from collapse_hpc.experiments.lm.sample import rank_shards
+
     made = not out.exists()
     try:
         yield
     except BaseException:
-        if not main:
-            raise
-        for written in ([out] if made else list(out.iterdir())):
-            if written.is_dir() and not written.is_symlink():
-                shutil.rmtree(written, ignore_errors=True)
+        written = rank_shards(out, rank) if rank else ([out] if made else list(out.iterdir()))
+        for path in written:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
             else:
-                written.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
         raise
 
 

@@ -545,6 +545,11 @@ def shard_name(rank: int, chunk: int) -> str:
     return f"part-{rank:03d}-{chunk:05d}.parquet"
 
 
+def rank_shards(shard_dir: Path, rank: int) -> list[Path]:
+    """The shards in `shard_dir` that rank `rank` wrote (shard_name's)."""
+    return sorted(Path(shard_dir).glob(f"part-{rank:03d}-*.parquet"))
+
+
 def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
     """The chunks with a shard; with model_hash, only those sampled by that model (a shard left by
     weights since retrained is sampled again, never mixed with the new model's). A shard that does not

@@ -307,15 +307,17 @@ def test_a_generate_stopped_midway_leaves_no_shards_the_same_command_would_refus
     assert len(list(data.glob("part-*.parquet"))) == 2 and (data / "original.parquet").is_file()
 
 
-def test_only_the_main_rank_cleans_up_a_generate_stopped_midway(tmp_path):
+def test_only_the_main_rank_cleans_up_a_generate_stopped_midway_a_peer_its_own_shards(tmp_path):
     """Every rank removed --generate's folder when its own sampling failed: a peer's full disk deleted the
-    folder under the ranks still writing into it. The main rank, which stops last, cleans up alone."""
+    folder under the ranks still writing into it. The main rank cleans up the folder; a peer removes the
+    shards it wrote itself (it may write on after the main rank, failed first, cleaned up), no other file."""
     from collapse_hpc.experiments.lm.cli import _whole_or_none
 
     out = tmp_path / "gen1_data"
-    for rank0, left in ((False, ["part-001-00000.parquet"]), (True, [])):
-        with pytest.raises(OSError), _whole_or_none(out, rank0):
+    for rank, left in ((1, ["original.parquet", "part-000-00000.parquet"]), (0, [])):
+        with pytest.raises(OSError), _whole_or_none(out, rank):
             out.mkdir(exist_ok=True)
-            (out / f"part-{int(not rank0):03d}-00000.parquet").write_bytes(b"shard")
+            for name in ("original.parquet", "part-000-00000.parquet", f"part-{rank:03d}-00001.parquet"):
+                (out / name).write_bytes(b"shard")
             raise OSError(28, "No space left on device")
         assert sorted(p.name for p in out.iterdir()) == left  # a peer's full disk leaves the folder to rank 0
