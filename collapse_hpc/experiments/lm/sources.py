@@ -421,7 +421,7 @@ def _decode(path: Path, raw: bytes) -> str:
     if packed:  # e.g. corpus.txt that is gzip inside
         raise UserError(f"{path}: {packed[1:]}-compressed, not text; name it {path.name}{packed}")
     if b"\0" in raw:
-        raise UserError(f"{path}: binary data (NUL bytes), not text" + _utf16_hint(raw))
+        raise UserError(f"{path}: binary data (NUL bytes), not text" + _utf16_hint(path, raw))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -435,24 +435,26 @@ def _decode(path: Path, raw: bytes) -> str:
 UNPACK = {".gz": ("zcat", "gzip"), ".bz2": ("bzcat", "bzip2"), ".xz": ("xzcat", "xz"), ".zst": ("zstdcat", "zstd")}
 
 
-def _iconv(path: Path) -> str:
-    """The conversion of a latin-1 file to UTF-8, through its decompressor where it is compressed: iconv
-    alone read corpus.txt.gz's compressed bytes."""
+def _iconv(path: Path, codecs: str = "-f latin1 -t utf-8") -> str:
+    """The conversion of a file to UTF-8 (iconv's `codecs`), through its decompressor where it is compressed:
+    iconv alone read corpus.txt.gz's compressed bytes."""
     packed = kind(path)[1]
     if packed is None:
-        return "iconv -f latin1 -t utf-8"
+        return f"iconv {codecs}"
     inner = Path(path.name[:-len(packed)])
     cat, pack = UNPACK[packed]
-    return f"{cat} {path.name} | iconv -f latin1 -t utf-8 | {pack} > {inner.stem}.utf8{inner.suffix}{packed}"
+    return f"{cat} {path.name} | iconv {codecs} | {pack} > {inner.stem}.utf8{inner.suffix}{packed}"
 
 
-def _utf16_hint(raw: bytes) -> str:
+def _utf16_hint(path: Path, raw: bytes) -> str:
     """UTF-16 without its byte-order mark (Windows tools' "Unicode") is ASCII text with a NUL after, or
-    before, every character: said so, with the conversion, not as binary data alone."""
+    before, every character: said so, with the conversion (of a compressed file, through its decompressor),
+    not as binary data alone."""
     head = raw[:4096]
     for order, zeros in (("LE", head[1::2]), ("BE", head[0::2])):
         if len(zeros) >= 8 and zeros.count(0) >= 0.9 * len(zeros):
-            return f"; UTF-16 ({order}) without a byte-order mark? convert it first: iconv -f UTF-16{order} -t UTF-8"
+            return (f"; UTF-16 ({order}) without a byte-order mark? convert it first: "
+                    f"{_iconv(path, f'-f UTF-16{order} -t UTF-8')}")
     return ""
 
 

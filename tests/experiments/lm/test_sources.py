@@ -488,6 +488,18 @@ def test_utf16_without_a_byte_order_mark_is_named_with_its_conversion(tmp_path, 
         sources.read_rows(tmp_path / "b.txt")
 
 
+def test_the_conversion_a_compressed_utf16_file_is_told_works_on_it(tmp_path):
+    # the hint was 'iconv -f UTF-16LE -t UTF-8', which on u.txt.gz converts its compressed bytes
+    with gzip.open(tmp_path / "u.txt.gz", "wb") as f:
+        f.write("first line\nzweite Zeile, grün\n".encode("utf-16-le"))
+    with pytest.raises(UserError) as refused:
+        sources.read_rows(tmp_path / "u.txt.gz")
+    hint = str(refused.value).split("convert it first: ")[1]
+    assert hint == "zcat u.txt.gz | iconv -f UTF-16LE -t UTF-8 | gzip > u.utf8.txt.gz", str(refused.value)
+    subprocess.run(hint, shell=True, cwd=tmp_path, check=True, executable="/bin/bash")
+    assert sources.read_rows(tmp_path / "u.utf8.txt.gz") == ["first line", "zweite Zeile, grün"]
+
+
 def test_one_json_object_whose_field_holds_the_records_is_told_how_to_give_them(tmp_path):
     """{"data": [{"text": …}, …]} (what datasets' json loader reads with field="data") was refused as a
     description of the data, not records of text, and in a folder skipped as one."""
