@@ -91,8 +91,9 @@ ACCEPTED = ("text (.txt, .tokens, .raw: a row per line), JSON lines (.jsonl, .js
 DATASETS_METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
 ARCHIVES = {".zip": "unzip {p} -d DIR", ".tar": "tar xf {p} -C DIR", ".tgz": "tar xzf {p} -C DIR",
             ".7z": "7z x {p} -oDIR"}
-# the hub's shards: train-00000-of-00002, and from older datasets versions a hash after it
-SPLIT_NAME = re.compile(r"(?:.*[._-])?(train|training|validation|valid|val|dev|test)(-\d+-of-\d+(-[0-9a-f]{8,})?)?")
+# a split's word as a word of its own in a name, between its start or end and . _ - or a space: wiki.test,
+# train-00000 (the hub's shards), test_data; not inside another word (contest, latest, devices)
+SPLIT_WORD = re.compile(r"(?<![^._\- ])(train|training|validation|valid|val|dev|test)(?![^._\- ])")
 ALIASES = {"training": "train", "valid": "validation", "val": "validation", "dev": "validation"}
 MAX_ROW_CHARS = 1 << 20  # a row is one article or paragraph (WikiText-2's longest: under 4,000 characters)
 MAX_SOURCE_BYTES = 4 << 30  # one source file (WikiText-103 is 0.5 GB); reading it takes several times that
@@ -267,8 +268,9 @@ def _not_readable(path: Path) -> str:
 def file_split(path: Path, source: Path | None = None) -> str | None:
     """The split a file's name gives it (train.txt, wiki.valid.tokens, dev.jsonl, Hugging Face
     shards like train-00000-of-00002.parquet), or its folders inside `source` (datasets' save_to_disk:
-    train/data-00000-of-00001.arrow). Names for two splits (test/train.txt) are one error line: whichever
-    won, a held-out file could train the model or a training file score it."""
+    train/data-00000-of-00001.arrow): a split's word as a word of its own (SPLIT_WORD). Names for two
+    splits (test/train.txt, train-test.txt) are one error line: whichever won, a held-out file could
+    train the model or a training file score it."""
     names = [path.name]
     if source is not None and path != source:
         names += reversed(path.relative_to(source).parts[:-1])
@@ -277,14 +279,14 @@ def file_split(path: Path, source: Path | None = None) -> str | None:
         stem = name.lower()
         while i == 0 and Path(stem).suffix in (*FORMATS, *COMPRESSED):
             stem = stem[: -len(Path(stem).suffix)]
-        m = SPLIT_NAME.fullmatch(stem)
-        if m:
-            folder = i > 0 or path.is_dir()
-            given.setdefault(ALIASES.get(m.group(1), m.group(1)), f"{name}/" if folder else name)
+        folder = i > 0 or path.is_dir()
+        for word in SPLIT_WORD.findall(stem):
+            given.setdefault(ALIASES.get(word, word), f"{name}/" if folder else name)
     if len(given) > 1:
         (a, by_a), (b, by_b) = list(given.items())[:2]
+        which = f"{a} and {b}" if by_a == by_b else f"{a} ({by_a}) and {b} ({by_b})"
         raise UserError(f"--from {source}: {path.relative_to(source) if source else path} is named for two "
-                        f"splits, {a} ({by_a}) and {b} ({by_b}): rename the file or its folder for the one it is")
+                        f"splits, {which}: rename the file or its folder for the one it is")
     return next(iter(given), None)
 
 

@@ -33,6 +33,24 @@ def test_wikitext_as_shipped_and_valid_or_dev_names_keep_their_splits(tmp_path):
                 ["validation"] * 3 + ["test", "train", "train", "validation", None, None])
 
 
+def test_a_split_word_names_a_split_wherever_it_stands_as_a_word_of_its_own(tmp_path):
+    """A name read as a split only where the split's word ended it: train-00000.parquet, test_data.jsonl and
+    train.en.txt were named for no split, so a folder of them was split 90/5/5 as one corpus, or refused for
+    files named for splits beside others."""
+    names = ("train-00000.parquet", "test_data.jsonl", "train.en.txt", "my valid set.txt", "dev-v1.1.json",
+             "contest.txt", "latest.txt", "devices.txt", "attest.txt", "libc6-dev.txt")
+    assert [sources.file_split(tmp_path / n, tmp_path) for n in names] == (
+        ["train", "test", "train", "validation", "validation", None, None, None, None, "validation"])
+    with pytest.raises(UserError, match=r"train-test.txt is named for two splits, train and test: rename"):
+        sources.file_split(tmp_path / "train-test.txt", tmp_path)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, seed in (("train-00000", 1), ("train-00001", 2), ("valid_en", 3), ("test_en", 4)):
+        (src / f"{name}.txt").write_text(_lines(200 if name.startswith("train") else 40, seed))
+    data.prepare_local("shards", src, tmp_path / "data")
+    assert data.read_texts(tmp_path / "data", "shards", "test") == corpus_lines(40, 4)
+
+
 def test_compressed_text_reads_as_the_plain_file(tmp_path):
     body = _lines(50, 1).encode()
     for ext, pack in ((".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)):
