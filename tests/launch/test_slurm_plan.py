@@ -207,7 +207,8 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
                           REPO / "slurm" / "local.yaml")
     assert rc == 2 and "limited to 5 (MaxSubmitJobs of your association with account collapse" in err, err
-    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "squeue") == 2
+    # the user's queue, the run's own jobs by id (whoever queued them), the submit limit's
+    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "squeue") == 3
     assert calls(fake_slurm, "scontrol -a -o show partition") == 1
     (fake_slurm / "calls.txt").unlink()  # the dry run reads them once too
     rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
