@@ -34,11 +34,13 @@ import csv
 import errno
 import gzip
 import io
+import itertools
 import json
 import logging
 import lzma
 import os
 import re
+import shlex
 import sys
 import zlib
 from pathlib import Path
@@ -522,8 +524,11 @@ def _text_field(path: Path, i: int, record, array: bool = False) -> str | None:
                         f"{field}.jsonl")
     if not isinstance(record, dict) or "text" not in record:
         keys = ", ".join(map(str, record)) if isinstance(record, dict) else type(record).__name__
+        field = _likely_text({str(k): [v] for k, v in record.items()}) if isinstance(record, dict) else None
+        jq = "FIELD" if field is None else field if field.isidentifier() else f"[{json.dumps(field)}]"
         raise UserError(f"{path}: record {i + 1} has no field 'text' ({keys}); name the field that holds "
-                        f"the text 'text' (e.g. jq -c '{{text: .FIELD}}')")
+                        f"the text 'text' (e.g. jq -c '{'.[] | ' if array else ''}{{text: .{jq}}}' "
+                        f"{shlex.quote(path.name)} > {shlex.quote(_renamed(path, '.jsonl'))})")
     text = record["text"]
     if text is not None and not isinstance(text, str):
         columns = isinstance(text, dict) and all(str(k).isdigit() for k in list(text)[:100])  # row numbers
@@ -542,7 +547,7 @@ def _table_texts(path: Path) -> list:
         reader = csv.DictReader(io.StringIO(body, newline=""), delimiter="\t" if tab else ",",
                                 strict=True)
         if "text" not in (reader.fieldnames or []):
-            _no_text_column(path, reader.fieldnames or [])
+            _no_text_column(path, reader.fieldnames or [], list(itertools.islice(reader, 100)))
         return [row["text"] for row in reader]
     except csv.Error as e:
         if "field larger than field limit" in str(e):  # not a quoting fault: the row check's own line
@@ -556,9 +561,10 @@ def _table_texts(path: Path) -> list:
 PIXEL = re.compile(r"(pixel|px)?_?\d+(x\d+)?", re.IGNORECASE)  # Kaggle's MNIST CSVs: pixel0…, 1x1…
 
 
-def _no_text_column(path: Path, header: list[str]) -> None:
-    """A header without `text`, named in a few of its columns (Kaggle's MNIST CSV has 785). One of a
-    label and pixel columns is images: NotAFormat, so the line says what the vae reads instead."""
+def _no_text_column(path: Path, header: list[str], head: list[dict]) -> None:
+    """A header without `text`, named in a few of its columns (Kaggle's MNIST CSV has 785), with the rename of
+    the one whose first rows (`head`) look like text. One of a label and pixel columns is images: NotAFormat,
+    so the line says what the vae reads instead."""
     named = listed(header) + (f" ({len(header)} columns)" if len(header) > 3 else "")
     pixels = sum(bool(PIXEL.fullmatch(c.strip())) for c in header)
     if pixels >= 64 and pixels >= len(header) - 2:
@@ -572,7 +578,7 @@ def _no_text_column(path: Path, header: list[str]) -> None:
         raise UserError(f"{path}: no column 'text' in the header row ({named}): one column, as the file is not "
                         f"separated by {'commas' if own == ',' else 'tabs'} but by {other!r}? {fix}")
     raise UserError(f"{path}: no column 'text' in the header row ({named}); name the column that holds the text "
-                    f"'text'")
+                    f"'text'" + _rename_hint(path, _likely_text({c: [r.get(c) for r in head] for c in header})))
 
 
 def _columnar(path: Path) -> list:
@@ -585,8 +591,9 @@ def _columnar(path: Path) -> list:
         table = _read_arrow(path)
         schema = table.schema
     if "text" not in schema.names:
+        head = table.slice(0, 100) if table is not None else _parquet_head(path, schema)
         raise UserError(f"{path}: no column 'text' (columns: {', '.join(schema.names)}); name the column that "
-                        f"holds the text 'text'")
+                        f"holds the text 'text'" + _rename_hint(path, _likely_text(head.to_pydict())))
     column = schema.field("text").type
     if pa.types.is_dictionary(column):  # pandas categoricals
         column = column.value_type
@@ -594,6 +601,53 @@ def _columnar(path: Path) -> list:
         raise UserError(f"{path}: column 'text' holds {column}, not strings")
     table = table if table is not None else read_parquet(path, columns=["text"])
     return table.column("text").to_pylist()
+
+
+def _parquet_head(path: Path, schema):
+    """The first rows of a Parquet file's string columns (to tell which holds the text), not the whole file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    with open(path, "rb") as f:  # an open file: pyarrow takes only UTF-8 paths
+        batch = next(pq.ParquetFile(f).iter_batches(batch_size=100, columns=strings), None)
+    return batch if batch is not None else pa.table({})
+
+
+def _likely_text(columns: dict[str, list]) -> str | None:
+    """The column (or JSON field) whose values look most like text: the longest strings on average, numbers
+    (an id, a label) left out; None where none holds a string."""
+    def mean_length(values: list) -> float:
+        texts = [v for v in values if isinstance(v, str) and v.strip() and not NUMBER.fullmatch(v.strip())]
+        return sum(map(len, texts)) / len(texts) if texts else 0.0
+
+    lengths = {name: mean_length(values) for name, values in columns.items()}
+    best = max(lengths, key=lambda name: lengths[name], default=None)
+    return best if best is not None and lengths[best] > 0 else None
+
+
+NUMBER = re.compile(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?")
+# pandas reads and writes each: the rename of a column, as one line to paste
+RENAME = {".csv": ("read_csv({src})", "to_csv({out}, index=False)"),
+          ".tsv": ("read_csv({src}, sep=\"\\t\")", "to_csv({out}, sep=\"\\t\", index=False)"),
+          ".parquet": ("read_parquet({src})", "to_parquet({out})")}
+
+
+def _renamed(path: Path, ext: str | None = None) -> str:
+    """The name of a converted copy of a file: c.csv -> c.text.csv, j.json -> j.text.jsonl (ext)."""
+    fmt, packed = kind(path)
+    tail = len(fmt) + len(packed or "")
+    return f"{path.name[:len(path.name) - tail]}.text{ext or path.name[len(path.name) - tail:]}"
+
+
+def _rename_hint(path: Path, column: str | None) -> str:
+    """The line that renames `column` to text in a copy of the file (pandas), or '' where none is known."""
+    fmt = kind(path)[0]
+    if column is None or fmt not in RENAME:
+        return ""
+    read, write = (part.format(src=json.dumps(path.name), out=json.dumps(_renamed(path))) for part in RENAME[fmt])
+    code = f"import pandas as pd; pd.{read}.rename(columns={{{json.dumps(column)}: \"text\"}}).{write}"
+    return f" ({column} looks like it: python3 -c {shlex.quote(code)}, then prepare from {_renamed(path)})"
 
 
 def _read_arrow(path: Path):

@@ -5,7 +5,11 @@ import csv
 import gzip
 import json
 import lzma
+import os
+import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -543,3 +547,29 @@ def test_the_columns_pandas_to_json_writes_by_default_are_told_how_to_write_reco
     (tmp_path / "nested.jsonl").write_text(json.dumps({"text": {"en": "hello"}}) + "\n")
     with pytest.raises(UserError, match=r"nested.jsonl: record 1: field 'text' holds dict, not a string$"):
         sources.read_rows(tmp_path / "nested.jsonl")
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.tsv", "c.csv.gz", "c.parquet", "c.jsonl", "c.json"])
+def test_a_text_column_named_otherwise_is_told_the_line_that_renames_it(tmp_path, name):
+    """A CSV with its text in 'content', JSON lines in 'body', Parquet in 'sentence' were told to name the
+    column 'text', and a JSON file given jq '{text: .FIELD}', with nothing to paste: the line now names the
+    column whose values look like text (not an id or a label) and renames it in a copy prepare then reads."""
+    rows = corpus_lines(40, seed=3)
+    table = pa.table({"id": [str(i) for i in range(40)], "content": rows, "label": ["0"] * 40})
+    if name.endswith(".parquet"):
+        pq.write_table(table, tmp_path / name)
+    elif ".json" in name:
+        records = [{"id": i, "content": r, "label": 0} for i, r in enumerate(rows)]
+        (tmp_path / name).write_text(json.dumps(records) if name.endswith(".json") else
+                                     "\n".join(map(json.dumps, records)))
+    else:
+        table.to_pandas().to_csv(tmp_path / name, sep="\t" if ".tsv" in name else ",", index=False)
+    with pytest.raises(UserError) as refused:
+        sources.read_rows(tmp_path / name)
+    fix = re.search(r" \(content looks like it: (.*), then prepare from (\S+)\)$|\(e\.g\. (jq .*)\)$",
+                    str(refused.value))
+    assert fix, str(refused.value)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # python3 with pandas, as in the user's .venv
+    subprocess.run(fix[1] or fix[3], shell=True, cwd=tmp_path, check=True, executable="/bin/bash", env={"PATH": path})
+    made = fix[2] or fix[3].rsplit("> ", 1)[1]
+    assert sources.read_rows(tmp_path / made) == rows
