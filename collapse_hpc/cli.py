@@ -169,7 +169,14 @@ def _parser() -> argparse.ArgumentParser:
     from collapse_hpc.data import preparers
 
     known = ", ".join(preparers())
-    dp = dsub.add_parser("prepare", help=f"prepare NAME ({known}, or any name with --from)")
+    dp = dsub.add_parser("prepare", help=f"prepare NAME ({known}, or any name with --from)", description=(
+        "Write NAME's train, validation and test splits (Parquet, a column text) and its card under --data-dir. "
+        "--from (the lm): a row is a line of a text file, or the field or column named text of a JSON, CSV, "
+        "Parquet or Arrow record (another name is refused with the line that renames it). Files or folders "
+        "named for a split by a word of their own (train; validation, valid or dev; test: wiki.test.tokens, "
+        "train-00000.parquet) keep it, all three needed; else a folder of 20 files or more is split 90/5/5 by "
+        "file, and fewer files' rows 90/5/5 by a hash of each row. Each split needs text for one block "
+        "(lm.block_size tokens) at least. --from a folder of MNIST's four IDX files: the vae's images."))
     dp.add_argument("name", metavar="NAME", help=f"data set to prepare: {known}, "
                     "or a new name for the files given with --from")
     dp.add_argument("--from", type=path_argument, dest="source", metavar="PATH",

@@ -48,6 +48,17 @@ def test_help_everywhere():
         assert p.returncode == 0 and "usage: collapse-hpc" in p.stdout, (sub, p.stderr)
 
 
+def test_data_prepare_help_says_how_own_files_are_read_and_split():
+    """`data prepare --help` named the formats but not the field a record's text is read from, nor how rows
+    become splits (file names, 90/5/5): a newcomer with a CSV learnt both from refusals."""
+    from collapse_hpc.experiments.lm.data import DOCUMENTS
+
+    said = " ".join(cli("data", "prepare", "--help").stdout.split())
+    for words in ("the field or column named text", "named for a split by a word of their own", "split 90/5/5 by "
+                  "file", f"a folder of {DOCUMENTS} files or more", "by a hash of each row", "lm.block_size tokens"):
+        assert words in said, said
+
+
 def test_run_verify_and_tamper(tmp_path):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4}\n")
