@@ -217,6 +217,14 @@ def test_corrupt_run_config_is_one_line(tmp_path):
         assert (run / "config.yaml").read_text() == text
 
 
+def test_a_misspelled_only_experiment_is_told_the_one_meant(tmp_path):
+    # "--only gmmm: not a section of demo.yaml (it has: lm, gmm, gaussian, vae)": config keys said "did you mean"
+    cfg = _toy_config(tmp_path, text="executor: debug\ntoy: {rows: 2}\ngmm: {enabled: false}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", "--only", "toyy"))
+    assert line == f"error: --only toyy: not a section of {cfg} (did you mean 'toy'?); it has: gmm, toy", line
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_experiment_by_hand_that_the_config_lacks_or_disables_names_the_command_typed(tmp_path):
     # `collapse-hpc gmm CFG` said "--only gmm: …", a flag the user never typed
     cfg = _toy_config(tmp_path, text="executor: debug\ntoy: {rows: 2}\ngmm: {enabled: false}\n")
