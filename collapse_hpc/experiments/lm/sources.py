@@ -146,7 +146,7 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     if not files:
         found_here = other + [str(p.relative_to(source)) for p in described]
         raise NotAFormat(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
-                        + (f"; found {listed(found_here)}" if found_here else ""))
+                        + (f"; found {listed(found_here)}" if found_here else "") + _as_text(source, found))
     if other:
         log.warning("warning: --from %s: %s of other formats skipped (%s); prepare reads %s", source,
                     count(len(other), "file"), listed(other), ACCEPTED)
@@ -263,8 +263,26 @@ def _not_readable(path: Path) -> str:
     if archive:
         return (f"--from {path}: an archive; unpack it first ({archive.format(p=path)}) and give the folder: "
                 f"prepare reads {ACCEPTED}")
+    if path.suffix.lower() in PLAIN_TEXT:
+        return (f"--from {path}: not a format prepare reads ({ACCEPTED}); {path.suffix} is plain text, read as a row "
+                f"per line when named .txt: cp {shlex.quote(str(path))} {shlex.quote(str(path.with_suffix('.txt')))}")
     return (f"--from {path}: not a format prepare reads; give {ACCEPTED} (convert others first, e.g. a "
             f"text column to Parquet with pandas' to_parquet)")
+
+
+# formats of plain text prepare does not read as such (a folder's README.md is no corpus): named .txt, they are
+PLAIN_TEXT = (".md", ".markdown", ".rst", ".org", ".adoc")
+
+
+def _as_text(folder: Path, found: list[Path]) -> str:
+    """For a folder of Markdown (or other plain text) files only: how to have them read, a row per line."""
+    plain = [p.suffix for p in found if p.suffix.lower() in PLAIN_TEXT]
+    if not plain:
+        return ""
+    ext = max(set(plain), key=plain.count)
+    copy = shlex.quote(f'cp "$0" "${{0%{ext}}}.txt"')
+    return (f"; {ext} files are plain text, read as a row per line when named .txt: find {shlex.quote(str(folder))} "
+            f"-name '*{ext}' -exec sh -c {copy} {{}} \\;")
 
 
 def file_split(path: Path, source: Path | None = None) -> str | None:

@@ -573,3 +573,23 @@ def test_a_text_column_named_otherwise_is_told_the_line_that_renames_it(tmp_path
     subprocess.run(fix[1] or fix[3], shell=True, cwd=tmp_path, check=True, executable="/bin/bash", env={"PATH": path})
     made = fix[2] or fix[3].rsplit("> ", 1)[1]
     assert sources.read_rows(tmp_path / made) == rows
+
+
+def test_a_folder_of_markdown_files_is_told_how_to_have_them_read_as_text(tmp_path):
+    """A folder of Markdown notes was refused as no format prepare reads, found doc0.md …: nothing said that
+    Markdown is plain text, read a row per line once named .txt (a README.md beside a corpus stays skipped)."""
+    docs = tmp_path / "notes"
+    (docs / "more").mkdir(parents=True)
+    for i in range(3):
+        (docs / ("more" if i else ".") / f"doc{i}.md").write_text("# Title\n\n" + _lines(120, i))
+    with pytest.raises(UserError) as refused:
+        data.prepare_local("notes", docs, tmp_path / "data")
+    fix = re.search(r"\.md files are plain text, read as a row per line when named \.txt: (find .* \\;)",
+                    str(refused.value))
+    assert fix, str(refused.value)
+    subprocess.run(fix[1], shell=True, cwd=tmp_path, check=True)
+    data.prepare_local("notes", docs, tmp_path / "data")
+    rows = [t for s in ("train", "validation", "test") for t in data.read_texts(tmp_path / "data", "notes", s)]
+    assert sorted(rows) == sorted(["# Title"] * 3 + [r for i in range(3) for r in corpus_lines(120, i)])
+    with pytest.raises(UserError, match=r"\.md is plain text, read as a row per line when named \.txt: cp "):
+        sources.source_files(docs / "doc0.md")
