@@ -281,7 +281,8 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
 
             close = difflib.get_close_matches(unknown[0], list(run.sections), n=1)
             raise UserError(f"{asked} {unknown[0]}: not a section of {args.config}"
-                            + (f" (did you mean {close[0]!r}?)" if close else "") + f"; it has: {', '.join(run.sections)}")
+                            + (f" (did you mean {close[0]!r}?)" if close else "")
+                            + f"; it has: {', '.join(run.sections)}")
         disabled = [o for o in only if o not in run.enabled()]
         if disabled:  # it would plan nothing, yet make a run folder
             raise UserError(f"{asked} {disabled[0]}: disabled in {args.config} ({disabled[0]}.enabled: false); "
