@@ -306,6 +306,9 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
     return 0
 
 
+ENOUGH_CHARS = 20_000  # a corpus of this much text (~5,000 tokens) has a block for each split, in rows enough
+
+
 def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
     """A split that makes no block of 64 tokens: why, by how the rows were split (card's split)."""
     said = f"{name}: too little text for the {split} split ({count(len(splits[split]), card['unit'][:-1])}, less " \
@@ -315,6 +318,11 @@ def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
                          f"split (train, validation, test)")
     distinct = {row.get("text") for part in splits.values() for row in part}
     rows = sum(map(len, splits.values()))
+    if len(distinct) < 20 and sum(map(len, distinct)) >= ENOUGH_CHARS:  # plenty of text, in too few rows
+        return UserError(f"{name}: the text is in {count(rows, 'row')} ({'of' if rows == 1 else 'the longest'} "
+                         f"{max(map(len, distinct)):,} characters), and a row goes whole to one split (by its hash), so the {split} split has "
+                         f"no block of 64 tokens; break the text into lines (a paragraph or a sentence each) to "
+                         f"split it 90/5/5, or give your own train, validation and test files")
     alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
              f"{count(len(distinct), 'distinct text')}, and a text goes whole to one split (by its hash), "
              f"so copies of a row never land in two splits"
