@@ -319,16 +319,20 @@ def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
     distinct = {row.get("text") for part in splits.values() for row in part}
     rows = sum(map(len, splits.values()))
     if len(distinct) < 20 and sum(map(len, distinct)) >= ENOUGH_CHARS:  # plenty of text, in too few rows
-        return UserError(f"{name}: the text is in {count(rows, 'row')} ({'of' if rows == 1 else 'the longest'} "
-                         f"{max(map(len, distinct)):,} characters), and a row goes whole to one split (by its hash), so the {split} split has "
-                         f"no block of 64 tokens; break the text into lines (a paragraph or a sentence each) to "
-                         f"split it 90/5/5, or give your own train, validation and test files")
+        return _few_long_rows(name, split, rows, max(map(len, distinct)))
     alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
              f"{count(len(distinct), 'distinct text')}, and a text goes whole to one split (by its hash), "
              f"so copies of a row never land in two splits"
              if len(distinct) < 20 else "")
     return UserError(f"{said}{alike}); give more text, more (shorter) rows to split 90/5/5, or your own train, "
                      f"validation and test files")
+
+
+def _few_long_rows(name: str, split: str, rows: int, longest: int) -> UserError:
+    return UserError(f"{name}: the text is in {count(rows, 'row')} ({'of' if rows == 1 else 'the longest'} "
+                     f"{longest:,} characters), and a row goes whole to one split (by its hash), so the {split} "
+                     f"split has no block of 64 tokens; break the text into lines (a paragraph or a sentence "
+                     f"each) to split it 90/5/5, or give your own train, validation and test files")
 
 
 def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
