@@ -367,14 +367,17 @@ def array_pieces(tasks: list, max_array: int | None) -> list[list]:
 
 
 SCANCEL_REFUSED = re.compile(r"job id (\S+): (.+)$", re.M)
+ENDED_MEANWHILE = ("already complet", "Invalid job id")  # scancel's words for a job that ended since squeue
 
 
 def cancel(job_ids: list[str]) -> dict[str, str]:
-    """scancel `job_ids`; job id -> why, for those it refused (another user's: Access/permission denied)."""
+    """scancel `job_ids`; job id -> why, for those it refused (another user's: Access/permission denied), not
+    those that ended meanwhile (ENDED_MEANWHILE)."""
     if not job_ids:
         return {}
     out = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
-    return dict(SCANCEL_REFUSED.findall(out.stderr)) if out.returncode else {}
+    refused = dict(SCANCEL_REFUSED.findall(out.stderr)) if out.returncode else {}
+    return {job: why for job, why in refused.items() if not any(w in why for w in ENDED_MEANWHILE)}
 
 
 def live(book: dict) -> list[str]:
