@@ -169,7 +169,14 @@ def _parser() -> argparse.ArgumentParser:
     from collapse_hpc.data import preparers
 
     known = ", ".join(preparers())
-    dp = dsub.add_parser("prepare", help=f"prepare NAME ({known}, or any name with --from)")
+    dp = dsub.add_parser("prepare", help=f"prepare NAME ({known}, or any name with --from)", description=(
+        "Write NAME's train, validation and test splits (Parquet, a column text) and its card under --data-dir. "
+        "--from (the lm): a row is a line of a text file, or the field or column named text of a JSON, CSV, "
+        "Parquet or Arrow record (another name is refused with the line that renames it). Files or folders "
+        "named for a split by a word of their own (train; validation, valid or dev; test: wiki.test.tokens, "
+        "train-00000.parquet) keep it, all three needed; else a folder of 20 files or more is split 90/5/5 by "
+        "file, and fewer files' rows 90/5/5 by a hash of each row. Each split needs text for one block "
+        "(lm.block_size tokens) at least. --from a folder of MNIST's four IDX files: the vae's images."))
     dp.add_argument("name", metavar="NAME", help=f"data set to prepare: {known}, "
                     "or a new name for the files given with --from")
     dp.add_argument("--from", type=path_argument, dest="source", metavar="PATH",
@@ -270,8 +277,12 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
         asked = "collapse-hpc" if args.command in experiments.names() else "--only"  # by hand: `collapse-hpc vae CFG`
         unknown = [o for o in only if o not in run.sections]
         if unknown:
-            raise UserError(f"{asked} {unknown[0]}: not a section of {args.config} "
-                            f"(it has: {', '.join(run.sections)})")
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], list(run.sections), n=1)
+            raise UserError(f"{asked} {unknown[0]}: not a section of {args.config}"
+                            + (f" (did you mean {close[0]!r}?)" if close else "")
+                            + f"; it has: {', '.join(run.sections)}")
         disabled = [o for o in only if o not in run.enabled()]
         if disabled:  # it would plan nothing, yet make a run folder
             raise UserError(f"{asked} {disabled[0]}: disabled in {args.config} ({disabled[0]}.enabled: false); "

@@ -48,6 +48,17 @@ def test_help_everywhere():
         assert p.returncode == 0 and "usage: collapse-hpc" in p.stdout, (sub, p.stderr)
 
 
+def test_data_prepare_help_says_how_own_files_are_read_and_split():
+    """`data prepare --help` named the formats but not the field a record's text is read from, nor how rows
+    become splits (file names, 90/5/5): a newcomer with a CSV learnt both from refusals."""
+    from collapse_hpc.experiments.lm.data import DOCUMENTS
+
+    said = " ".join(cli("data", "prepare", "--help").stdout.split())
+    for words in ("the field or column named text", "named for a split by a word of their own", "split 90/5/5 by "
+                  "file", f"a folder of {DOCUMENTS} files or more", "by a hash of each row", "lm.block_size tokens"):
+        assert words in said, said
+
+
 def test_run_verify_and_tamper(tmp_path):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4}\n")
@@ -204,6 +215,14 @@ def test_corrupt_run_config_is_one_line(tmp_path):
         line = one_error_line(cli("run", cfg, "--run", run))
         assert str(run / "config.yaml") in line
         assert (run / "config.yaml").read_text() == text
+
+
+def test_a_misspelled_only_experiment_is_told_the_one_meant(tmp_path):
+    # "--only gmmm: not a section of demo.yaml (it has: lm, gmm, gaussian, vae)": config keys said "did you mean"
+    cfg = _toy_config(tmp_path, text="executor: debug\ntoy: {rows: 2}\ngmm: {enabled: false}\n")
+    line = one_error_line(cli("run", cfg, "--run", tmp_path / "r", "--only", "toyy"))
+    assert line == f"error: --only toyy: not a section of {cfg} (did you mean 'toy'?); it has: gmm, toy", line
+    assert not (tmp_path / "r").exists()
 
 
 def test_an_experiment_by_hand_that_the_config_lacks_or_disables_names_the_command_typed(tmp_path):

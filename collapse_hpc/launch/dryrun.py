@@ -14,7 +14,7 @@ from collapse_hpc.launch import estimate, records
 from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch.slurm import (Scontrol, Submitter, array_pieces, job_name, jobs_to_queue, limits, live_job,
                                        numbered, over_job_count, over_submit_limit, pending_units, queued,
-                                       report_memory_short)
+                                       recorded, report_memory_short)
 from collapse_hpc.logs import count
 
 
@@ -23,21 +23,22 @@ def _script(sub: Submitter, kind: str, ranks: int, name: str, dependency: str | 
     return sub.script(kind, ranks, name=name, dependency=dependency, comment=comment, tasks=tasks)
 
 
-def _queue() -> dict[str, str]:
-    """This user's queued jobs; none where squeue is missing or cannot reach the controller (a dry run on a
-    machine without Slurm: the checks say what is missing)."""
+def _queue(book: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """This user's queued jobs, and those with the run's own (whoever queued them); none where squeue is missing
+    or cannot reach the controller (a dry run on a machine without Slurm: the checks say what is missing)."""
     try:
-        return queued() if shutil.which("squeue") else {}
+        mine = queued() if shutil.which("squeue") else {}
+        return mine, ({**mine, **recorded(book)} if shutil.which("squeue") else {})
     except UserError:
-        return {}
+        return {}, {}
 
 
 def show(store, run, chains, prof: profiles.Profile, problems: list[str], scontrol: Scontrol) -> int:
     """`scontrol`: what the checks before read of the cluster (cli.resolve), read again here only where they did not."""
     sub = Submitter(store, run, prof, dry_run=True)
     # what submit would queue, worked out as it does: the units it starts but those queued already
-    queue, pending = _queue(), pending_units(store, run, chains)
     book = records.load(store)
+    (mine, queue), pending = _queue(book), pending_units(store, run, chains)
     started = {u for u in pending if not live_job(book, u, queue)}
     folder = "exists: what is neither done nor queued is planned" if store.exists() else "not created"
     print(f"dry run: {run.name} -> {store.root} ({folder}), profile {prof.name}; nothing is written or queued")
@@ -84,7 +85,7 @@ def show(store, run, chains, prof: profiles.Profile, problems: list[str], scontr
           f"(an array task counts as a job); {count(done, 'unit')} already done"
           + (f", {len(pending) - len(started)} already queued" if len(pending) > len(started) else ""))
     if lim:
-        over = [o for o in [over_job_count(total, lim, len(queue))] if o]  # submit checks it too (check_queue)
+        over = [o for o in [over_job_count(total, lim, len(mine))] if o]  # submit checks it too (check_queue)
         print("cluster limits (scontrol): " + ", ".join(f"{k} {v}" for k, v in lim.items())
               + ("; OVER: " + "; ".join(over) if over else "; within them"))
         problems += [f"cluster limit: {o}" for o in over]

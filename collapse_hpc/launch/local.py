@@ -340,6 +340,7 @@ class _Pool:
                 time.sleep(POLL_S / 4)
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, record what the manifests say now
             pass
+        _kill_deaf(lock)
         for sj, job, started, _ in running:
             entry = self.book["units"][job.label]
             entry["elapsed"] = round(time.time() - started, 1)
@@ -391,6 +392,22 @@ def _killed(signalled: dict, advice: str) -> str:
         return KILLED
     pid, signum = signalled[0]
     return f"its process (pid {pid}) {controller.said(signum, advice)}"
+
+
+def _kill_deaf(lock) -> None:
+    """The unit processes a Ctrl-C has not ended by now: one swallowed (numba's first compile drops the
+    KeyboardInterrupt raised inside llvmlite's C callback), they ran on without a launcher, holding the run
+    (the same command, said to go on, was refused). Killed: their finished steps stay, their writes atomic."""
+    deaf = lock.workers()
+    for pid in deaf:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if deaf:
+        tqdm.write(f"warning: {count(len(deaf), 'unit process')} ({' '.join(map(str, deaf))}) still running "
+                   f"{CANCEL_WAIT_S} s after Ctrl-C: killed (finished steps are kept)", file=sys.stderr)
+    deadline = time.time() + 5  # ended, so that the same command goes on at once
+    while lock.workers() and time.time() < deadline:
+        time.sleep(0.05)
 
 
 def _interrupt(pid: int) -> None:

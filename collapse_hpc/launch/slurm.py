@@ -68,6 +68,27 @@ def queued() -> dict[str, str]:
     return {jid: job[0] for jid, job in squeue(["-u", getpass.getuser()]).items()}
 
 
+def recorded(book: dict) -> dict[str, str]:
+    """job id -> state, for the jobs a run's book records still in the queue, looked up by id whoever queued
+    them: in a group's run folder a colleague's jobs are not in squeue -u $USER, and a submit took them for
+    ended and queued their units a second time."""
+    bases = {j.split("_")[0] for j in records.job_ids(book)}
+    if not bases:
+        return {}
+    try:
+        found = squeue(["-j", ",".join(sorted(bases, key=job_order))])
+    except UserError as e:
+        if "Invalid job id" in str(e):  # every one of them has left the queue
+            return {}
+        raise
+    return {jid: job[0] for jid, job in found.items() if jid.split("_")[0] in bases}
+
+
+def run_queue(book: dict) -> dict[str, str]:
+    """This user's queued jobs and the run's own (recorded), whoever queued those."""
+    return {**queued(), **recorded(book)}
+
+
 NO_LIMIT = ("UNLIMITED", "INFINITE", "NONE", "")
 # sbatch --time's forms: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
 # days-hours:minutes:seconds (ASCII digits only: int() would take "٣" and " 3")
@@ -291,9 +312,11 @@ def check_queue(store, chains, pending: set[str], prof: profiles.Profile, scontr
     """Before anything is written or queued: the jobs a submit would queue (jobs_to_queue, worked out once
     from one squeue), with the user's jobs queued now, within the cluster's MaxJobCount and the limits on
     jobs queued at once (quota), which sbatch would meet part-way, with chains half-queued."""
-    queue = queued() if shutil.which("squeue") else {}
+    slurm_here = shutil.which("squeue") is not None
+    mine = queued() if slurm_here else {}  # what counts against MaxJobCount beside this submit's
+    queue = {**mine, **recorded(records.load(store))} if slurm_here else {}
     todo = jobs_to_queue(store, chains, pending, queue)
-    for said in (job_count_problem(sum(todo.values()), limits(scontrol.config), len(queue)),
+    for said in (job_count_problem(sum(todo.values()), limits(scontrol.config), len(mine)),
                  over_submit_limit(prof, todo, scontrol)):
         if said:
             raise UserError(said)
@@ -343,16 +366,23 @@ def array_pieces(tasks: list, max_array: int | None) -> list[list]:
     return [tasks[i:i + size] for i in range(0, len(tasks), size or 1)]
 
 
-def cancel(job_ids: list[str]) -> None:
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+SCANCEL_REFUSED = re.compile(r"job id (\S+): (.+)$", re.M)
+ENDED_MEANWHILE = ("already complet", "Invalid job id")  # scancel's words for a job that ended since squeue
+
+
+def cancel(job_ids: list[str]) -> dict[str, str]:
+    """scancel `job_ids`; job id -> why, for those it refused (another user's: Access/permission denied), not
+    those that ended meanwhile (ENDED_MEANWHILE)."""
+    if not job_ids:
+        return {}
+    out = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+    refused = dict(SCANCEL_REFUSED.findall(out.stderr)) if out.returncode else {}
+    return {job: why for job, why in refused.items() if not any(w in why for w in ENDED_MEANWHILE)}
 
 
 def live(book: dict) -> list[str]:
-    """The jobs of a run's book still queued or running (array tasks as 123_4), from squeue."""
-    mine = {i.split("_")[0] for i in records.job_ids(book)}  # an array's tasks by the array's id
-    return sorted((j for j, state in queued().items() if state in ACTIVE and j.split("_")[0] in mine),
-                  key=job_order)
+    """The jobs of a run's book still queued or running (array tasks as 123_4), from squeue, whoever queued them."""
+    return sorted((j for j, state in recorded(book).items() if state in ACTIVE), key=job_order)
 
 
 def job_order(job: str) -> tuple:
@@ -375,7 +405,14 @@ def cancel_run(store) -> int:
     # no submit of this run in between; beside an aggregate reading it, which the jobs' end does not disturb
     with beside_reader(store.lock(command="cancel")):
         jobs = live(book)
-        cancel(jobs)
+        refused = cancel(jobs)
+    if refused:  # a shared run folder: a colleague's jobs are theirs (or an operator's) to cancel
+        why = sorted(set(refused.values()))
+        raise UserError(f"{store.root}: scancel refused {count(len(refused), 'job')} of its {len(jobs)} queued or "
+                        f"running ({' '.join(sorted(refused, key=job_order)[:10])}: {'; '.join(why)}); jobs "
+                        f"another user queued are theirs to cancel (squeue -j {','.join(jobs[:3])} -o %i,%u)"
+                        + (f"; {count(len(jobs) - len(refused), 'other job')} cancelled" if len(jobs) > len(refused)
+                           else ""))
     if jobs:
         print(f"{store.root}: cancelled {count(len(jobs), 'queued or running job')}: {' '.join(jobs[:10])}"
               + (" …" if len(jobs) > 10 else "")
@@ -591,7 +628,8 @@ def submit(store, run, chains, pending: set[str], finish=None, config: str | Non
     # submitting from inside a job, its SLURM_* variables must not pass on. What got queued is
     # recorded even when a later sbatch fails.
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
-        plan = _Submission(store, run, Submitter(store, run, prof), records.load(store), queued(), pending)
+        book = records.load(store)
+        plan = _Submission(store, run, Submitter(store, run, prof), book, run_queue(book), pending)
         before = copy.deepcopy(plan.book)
         plan.max_array = limits(show_config() if config is None else config).get("MaxArraySize")
         if plan.book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start

@@ -187,6 +187,19 @@ def test_ctrl_c_during_a_unit_records_it_cancelled(tmp_path):
     assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
 
 
+def test_a_unit_that_swallows_ctrl_c_is_killed_and_the_same_command_goes_on(tmp_path):
+    """Ctrl-C during the gmm's first numba compile was swallowed by the unit: the launcher said 'interrupted: …
+    the same command goes on from them' and left it running, and the same command was refused ('unit processes
+    still running without a launcher')."""
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 2.0, "deaf_s": 40.0})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    assert _ctrl_c_when(cfg, run, gen0 / "steps" / "000.done") == 130  # and no process is left
+    assert jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["state"] == "CANCELLED"
+    with RunStore(run).lock() as lock:
+        assert lock.held and lock.workers() == []
+
+
 @pytest.mark.parametrize("group", [True, False], ids=["group", "launcher alone"])
 def test_sigterm_during_a_unit_cancels_it_as_ctrl_c_does(tmp_path, group):
     # `timeout` (the group) or `kill PID` (the launcher alone): the units ignore SIGTERM (submitit)

@@ -207,7 +207,8 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
                           REPO / "slurm" / "local.yaml")
     assert rc == 2 and "limited to 5 (MaxSubmitJobs of your association with account collapse" in err, err
-    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "squeue") == 2
+    # the user's queue, the run's own jobs by id (whoever queued them), the submit limit's
+    assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "squeue") == 3
     assert calls(fake_slurm, "scontrol -a -o show partition") == 1
     (fake_slurm / "calls.txt").unlink()  # the dry run reads them once too
     rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run", "--generations", "4", "--profile",
@@ -925,6 +926,27 @@ def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slu
     assert rc == 0 and "nothing to cancel" in out
     rc, _, err = collapse("cancel", tmp_path / "nowhere")
     assert rc == 2 and "no such run folder" in err
+
+
+def test_cancel_of_jobs_scancel_refuses_says_so_and_not_of_those_ended_meanwhile(tmp_path, fake_slurm):
+    """A group's run folder: scancel refuses a colleague's jobs, and cancel said 'cancelled 2 queued or running
+    jobs' of jobs still queued. One that ends between squeue and scancel is no refusal."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    gen0, gen1 = (jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2))
+    (fake_slurm / "squeue.txt").write_text(f"{gen0}|RUNNING|0:10\n{gen1}|PENDING|0:00\n")
+    scancel = fake_slurm / "bin" / "scancel"
+    scancel.write_text(f'#!/bin/bash\necho "scancel: error: Kill job error on job id {gen0}: Job/step already '
+                       f'completing or completed" >&2\n[ -f "$FAKE_SLURM/refuse" ] && echo "scancel: error: Kill job '
+                       f'error on job id {gen1}: Access/permission denied" >&2\nexit 1\n')
+    rc, out, err = collapse("cancel", run)
+    assert rc == 0 and "cancelled 2 queued or running jobs" in out, err
+    (fake_slurm / "refuse").touch()
+    rc, out, err = collapse("cancel", run)
+    assert rc == 2 and err == (f"error: {run}: scancel refused 1 job of its 2 queued or running ({gen1}: Access/"
+                               f"permission denied); jobs another user queued are theirs to cancel (squeue -j "
+                               f"{gen0},{gen1} -o %i,%u); 1 other job cancelled\n"), err
 
 
 def test_cancel_runs_while_aggregate_reads_the_run_and_a_submit_still_waits_for_both(tmp_path, fake_slurm):

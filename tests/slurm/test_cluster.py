@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from collapse_hpc.launch import records
 from tests.launch.helpers import REPO, collapse, jobs, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
@@ -908,3 +909,40 @@ def test_private_data_shows_a_user_their_own_jobs_and_a_limit_on_everyones_says_
         "QOS normal"), said
     assert "1 queued now that squeue shows you (PrivateData=jobs hides other users' jobs), so at most 2 more fit" \
         in said, said
+
+
+def test_a_run_whose_jobs_another_user_queued_is_not_queued_again_nor_run_beside_them(tmp_path, monkeypatch):
+    """A group's run folder: squeue -u $USER does not list a colleague's jobs, so a second user's submit took the
+    run's queued jobs for ended and queued their units again, run started them beside the jobs and cancel found
+    none. Read as nobody ($USER, and squeue and sacct run as nobody), the run's jobs are another user's (root's)."""
+    cfg = write_config(tmp_path, "shared", generations=2, ltchain={"rows": 2, "sleep_s": 10.0})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    first = jobs(run)
+    ids = sorted(records.job_ids(first))
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    for name in ("squeue", "sacct", "scancel"):  # the commands that look up and cancel jobs, as another user
+        (wrappers / name).write_text(f'#!/bin/bash\nexec runuser -u nobody -- {shutil.which(name)} "$@"\n')
+        (wrappers / name).chmod(0o755)
+    try:
+        monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+        for name in ("USER", "LOGNAME"):
+            monkeypatch.setenv(name, "nobody")
+        assert not subprocess.run(["squeue", "-h", "-u", "nobody"], capture_output=True, text=True).stdout.strip()
+        again = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+        after = jobs(run)
+        local = collapse("run", cfg, "--run", run, "--executor", "local")
+        status = collapse("status", run)
+        cancelled = collapse("cancel", run)
+    finally:
+        monkeypatch.undo()
+        subprocess.run(["scancel", *ids, *sorted(records.job_ids(jobs(run)))], capture_output=True)
+    assert again[0] == 0 and after["units"] == first["units"], again  # nothing queued a second time
+    assert after["aggregate"] == first["aggregate"], again
+    assert local[0] == 2 and "Slurm jobs of this run are queued or running" in local[2], local
+    assert re.search(r"gen_001  PENDING", status[1]), status[1]
+    assert cancelled[0] == 2 and cancelled[2].startswith(f"error: {run}: scancel refused {len(ids)} jobs of its "
+                                                         f"{len(ids)} queued or running"), cancelled
+    assert "Access/permission denied); jobs another user queued are theirs to cancel" in cancelled[2], cancelled

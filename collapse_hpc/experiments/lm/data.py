@@ -306,6 +306,9 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
     return 0
 
 
+ENOUGH_CHARS = 20_000  # a corpus of this much text (~5,000 tokens) has a block for each split, in rows enough
+
+
 def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
     """A split that makes no block of 64 tokens: why, by how the rows were split (card's split)."""
     said = f"{name}: too little text for the {split} split ({count(len(splits[split]), card['unit'][:-1])}, less " \
@@ -315,12 +318,21 @@ def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
                          f"split (train, validation, test)")
     distinct = {row.get("text") for part in splits.values() for row in part}
     rows = sum(map(len, splits.values()))
+    if len(distinct) < 20 and sum(map(len, distinct)) >= ENOUGH_CHARS:  # plenty of text, in too few rows
+        return _few_long_rows(name, split, rows, max(map(len, distinct)))
     alike = (f"; the {count(rows, 'row')} hold{'s' if rows == 1 else ''} "
              f"{count(len(distinct), 'distinct text')}, and a text goes whole to one split (by its hash), "
              f"so copies of a row never land in two splits"
              if len(distinct) < 20 else "")
     return UserError(f"{said}{alike}); give more text, more (shorter) rows to split 90/5/5, or your own train, "
                      f"validation and test files")
+
+
+def _few_long_rows(name: str, split: str, rows: int, longest: int) -> UserError:
+    return UserError(f"{name}: the text is in {count(rows, 'row')} ({'of' if rows == 1 else 'the longest'} "
+                     f"{longest:,} characters), and a row goes whole to one split (by its hash), so the {split} "
+                     f"split has no block of 64 tokens; break the text into lines (a paragraph or a sentence "
+                     f"each) to split it 90/5/5, or give your own train, validation and test files")
 
 
 def _build(folder: Path, name: str, splits: dict, card: dict) -> None:

@@ -34,11 +34,13 @@ import csv
 import errno
 import gzip
 import io
+import itertools
 import json
 import logging
 import lzma
 import os
 import re
+import shlex
 import sys
 import zlib
 from pathlib import Path
@@ -92,8 +94,9 @@ ACCEPTED = ("text (.txt, .tokens, .raw: a row per line), JSON lines (.jsonl, .js
 DATASETS_METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
 ARCHIVES = {".zip": "unzip {p} -d DIR", ".tar": "tar xf {p} -C DIR", ".tgz": "tar xzf {p} -C DIR",
             ".7z": "7z x {p} -oDIR"}
-# the hub's shards: train-00000-of-00002, and from older datasets versions a hash after it
-SPLIT_NAME = re.compile(r"(?:.*[._-])?(train|training|validation|valid|val|dev|test)(-\d+-of-\d+(-[0-9a-f]{8,})?)?")
+# a split's word as a word of its own in a name, between its start or end and . _ - or a space: wiki.test,
+# train-00000 (the hub's shards), test_data; not inside another word (contest, latest, devices)
+SPLIT_WORD = re.compile(r"(?<![^._\- ])(train|training|validation|valid|val|dev|test)(?![^._\- ])")
 ALIASES = {"training": "train", "valid": "validation", "val": "validation", "dev": "validation"}
 MAX_ROW_CHARS = 1 << 20  # a row is one article or paragraph (WikiText-2's longest: under 4,000 characters)
 MAX_SOURCE_BYTES = 4 << 30  # one source file (WikiText-103 is 0.5 GB); reading it takes several times that
@@ -150,7 +153,7 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     if not files:
         found_here = other + [str(p.relative_to(source)) for p in described]
         raise NotAFormat(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
-                        + (f"; found {listed(found_here)}" if found_here else ""))
+                        + (f"; found {listed(found_here)}" if found_here else "") + _as_text(source, found))
     if other:
         log.warning("warning: --from %s: %s of other formats skipped (%s); prepare reads %s", source,
                     count(len(other), "file"), listed(other), ACCEPTED)
@@ -273,15 +276,34 @@ def _not_readable(path: Path) -> str:
     if archive:
         return (f"--from {path}: an archive; unpack it first ({archive.format(p=path)}) and give the folder: "
                 f"prepare reads {ACCEPTED}")
+    if path.suffix.lower() in PLAIN_TEXT:
+        return (f"--from {path}: not a format prepare reads ({ACCEPTED}); {path.suffix} is plain text, read as a row "
+                f"per line when named .txt: cp {shlex.quote(str(path))} {shlex.quote(str(path.with_suffix('.txt')))}")
     return (f"--from {path}: not a format prepare reads; give {ACCEPTED} (convert others first, e.g. a "
             f"text column to Parquet with pandas' to_parquet)")
+
+
+# formats of plain text prepare does not read as such (a folder's README.md is no corpus): named .txt, they are
+PLAIN_TEXT = (".md", ".markdown", ".rst", ".org", ".adoc")
+
+
+def _as_text(folder: Path, found: list[Path]) -> str:
+    """For a folder of Markdown (or other plain text) files only: how to have them read, a row per line."""
+    plain = [p.suffix for p in found if p.suffix.lower() in PLAIN_TEXT]
+    if not plain:
+        return ""
+    ext = max(set(plain), key=plain.count)
+    copy = shlex.quote(f'cp "$0" "${{0%{ext}}}.txt"')
+    return (f"; {ext} files are plain text, read as a row per line when named .txt: find {shlex.quote(str(folder))} "
+            f"-name '*{ext}' -exec sh -c {copy} {{}} \\;")
 
 
 def file_split(path: Path, source: Path | None = None) -> str | None:
     """The split a file's name gives it (train.txt, wiki.valid.tokens, dev.jsonl, Hugging Face
     shards like train-00000-of-00002.parquet), or its folders inside `source` (datasets' save_to_disk:
-    train/data-00000-of-00001.arrow). Names for two splits (test/train.txt) are one error line: whichever
-    won, a held-out file could train the model or a training file score it."""
+    train/data-00000-of-00001.arrow): a split's word as a word of its own (SPLIT_WORD). Names for two
+    splits (test/train.txt, train-test.txt) are one error line: whichever won, a held-out file could
+    train the model or a training file score it."""
     names = [path.name]
     if source is not None and path != source:
         names += reversed(path.relative_to(source).parts[:-1])
@@ -290,14 +312,14 @@ def file_split(path: Path, source: Path | None = None) -> str | None:
         stem = name.lower()
         while i == 0 and Path(stem).suffix in (*FORMATS, *COMPRESSED):
             stem = stem[: -len(Path(stem).suffix)]
-        m = SPLIT_NAME.fullmatch(stem)
-        if m:
-            folder = i > 0 or path.is_dir()
-            given.setdefault(ALIASES.get(m.group(1), m.group(1)), f"{name}/" if folder else name)
+        folder = i > 0 or path.is_dir()
+        for word in SPLIT_WORD.findall(stem):
+            given.setdefault(ALIASES.get(word, word), f"{name}/" if folder else name)
     if len(given) > 1:
         (a, by_a), (b, by_b) = list(given.items())[:2]
+        which = f"{a} and {b}" if by_a == by_b else f"{a} ({by_a}) and {b} ({by_b})"
         raise UserError(f"--from {source}: {path.relative_to(source) if source else path} is named for two "
-                        f"splits, {a} ({by_a}) and {b} ({by_b}): rename the file or its folder for the one it is")
+                        f"splits, {which}: rename the file or its folder for the one it is")
     return next(iter(given), None)
 
 
@@ -435,7 +457,7 @@ def _decode(path: Path, raw: bytes) -> str:
     if packed:  # e.g. corpus.txt that is gzip inside
         raise UserError(f"{path}: {packed[1:]}-compressed, not text; name it {path.name}{packed}")
     if b"\0" in raw:
-        raise UserError(f"{path}: binary data (NUL bytes), not text" + _utf16_hint(raw))
+        raise UserError(f"{path}: binary data (NUL bytes), not text" + _utf16_hint(path, raw))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -449,24 +471,26 @@ def _decode(path: Path, raw: bytes) -> str:
 UNPACK = {".gz": ("zcat", "gzip"), ".bz2": ("bzcat", "bzip2"), ".xz": ("xzcat", "xz"), ".zst": ("zstdcat", "zstd")}
 
 
-def _iconv(path: Path) -> str:
-    """The conversion of a latin-1 file to UTF-8, through its decompressor where it is compressed: iconv
-    alone read corpus.txt.gz's compressed bytes."""
+def _iconv(path: Path, codecs: str = "-f latin1 -t utf-8") -> str:
+    """The conversion of a file to UTF-8 (iconv's `codecs`), through its decompressor where it is compressed:
+    iconv alone read corpus.txt.gz's compressed bytes."""
     packed = kind(path)[1]
     if packed is None:
-        return "iconv -f latin1 -t utf-8"
+        return f"iconv {codecs}"
     inner = Path(path.name[:-len(packed)])
     cat, pack = UNPACK[packed]
-    return f"{cat} {path.name} | iconv -f latin1 -t utf-8 | {pack} > {inner.stem}.utf8{inner.suffix}{packed}"
+    return f"{cat} {path.name} | iconv {codecs} | {pack} > {inner.stem}.utf8{inner.suffix}{packed}"
 
 
-def _utf16_hint(raw: bytes) -> str:
+def _utf16_hint(path: Path, raw: bytes) -> str:
     """UTF-16 without its byte-order mark (Windows tools' "Unicode") is ASCII text with a NUL after, or
-    before, every character: said so, with the conversion, not as binary data alone."""
+    before, every character: said so, with the conversion (of a compressed file, through its decompressor),
+    not as binary data alone."""
     head = raw[:4096]
     for order, zeros in (("LE", head[1::2]), ("BE", head[0::2])):
         if len(zeros) >= 8 and zeros.count(0) >= 0.9 * len(zeros):
-            return f"; UTF-16 ({order}) without a byte-order mark? convert it first: iconv -f UTF-16{order} -t UTF-8"
+            return (f"; UTF-16 ({order}) without a byte-order mark? convert it first: "
+                    f"{_iconv(path, f'-f UTF-16{order} -t UTF-8')}")
     return ""
 
 
@@ -532,8 +556,11 @@ def _text_field(path: Path, i: int, record, array: bool = False) -> str | None:
                         f"{field}.jsonl")
     if not isinstance(record, dict) or "text" not in record:
         keys = ", ".join(map(str, record)) if isinstance(record, dict) else type(record).__name__
+        field = _likely_text({str(k): [v] for k, v in record.items()}) if isinstance(record, dict) else None
+        jq = "FIELD" if field is None else field if field.isidentifier() else f"[{json.dumps(field)}]"
         raise UserError(f"{path}: record {i + 1} has no field 'text' ({keys}); name the field that holds "
-                        f"the text 'text' (e.g. jq -c '{{text: .FIELD}}')")
+                        f"the text 'text' (e.g. jq -c '{'.[] | ' if array else ''}{{text: .{jq}}}' "
+                        f"{shlex.quote(path.name)} > {shlex.quote(_renamed(path, '.jsonl'))})")
     text = record["text"]
     if text is not None and not isinstance(text, str):
         columns = isinstance(text, dict) and all(str(k).isdigit() for k in list(text)[:100])  # row numbers
@@ -552,7 +579,7 @@ def _table_texts(path: Path) -> list:
         reader = csv.DictReader(io.StringIO(body, newline=""), delimiter="\t" if tab else ",",
                                 strict=True)
         if "text" not in (reader.fieldnames or []):
-            _no_text_column(path, reader.fieldnames or [])
+            _no_text_column(path, reader.fieldnames or [], list(itertools.islice(reader, 100)))
         return [row["text"] for row in reader]
     except csv.Error as e:
         if "field larger than field limit" in str(e):  # not a quoting fault: the row check's own line
@@ -566,9 +593,10 @@ def _table_texts(path: Path) -> list:
 PIXEL = re.compile(r"(pixel|px)?_?\d+(x\d+)?", re.IGNORECASE)  # Kaggle's MNIST CSVs: pixel0…, 1x1…
 
 
-def _no_text_column(path: Path, header: list[str]) -> None:
-    """A header without `text`, named in a few of its columns (Kaggle's MNIST CSV has 785). One of a
-    label and pixel columns is images: NotAFormat, so the line says what the vae reads instead."""
+def _no_text_column(path: Path, header: list[str], head: list[dict]) -> None:
+    """A header without `text`, named in a few of its columns (Kaggle's MNIST CSV has 785), with the rename of
+    the one whose first rows (`head`) look like text. One of a label and pixel columns is images: NotAFormat,
+    so the line says what the vae reads instead."""
     named = listed(header) + (f" ({len(header)} columns)" if len(header) > 3 else "")
     pixels = sum(bool(PIXEL.fullmatch(c.strip())) for c in header)
     if pixels >= 64 and pixels >= len(header) - 2:
@@ -582,7 +610,7 @@ def _no_text_column(path: Path, header: list[str]) -> None:
         raise UserError(f"{path}: no column 'text' in the header row ({named}): one column, as the file is not "
                         f"separated by {'commas' if own == ',' else 'tabs'} but by {other!r}? {fix}")
     raise UserError(f"{path}: no column 'text' in the header row ({named}); name the column that holds the text "
-                    f"'text'")
+                    f"'text'" + _rename_hint(path, _likely_text({c: [r.get(c) for r in head] for c in header})))
 
 
 def _columnar(path: Path) -> list:
@@ -595,8 +623,9 @@ def _columnar(path: Path) -> list:
         table = _read_arrow(path)
         schema = table.schema
     if "text" not in schema.names:
+        head = table.slice(0, 100) if table is not None else _parquet_head(path, schema)
         raise UserError(f"{path}: no column 'text' (columns: {', '.join(schema.names)}); name the column that "
-                        f"holds the text 'text'")
+                        f"holds the text 'text'" + _rename_hint(path, _likely_text(head.to_pydict())))
     column = schema.field("text").type
     if pa.types.is_dictionary(column):  # pandas categoricals
         column = column.value_type
@@ -604,6 +633,53 @@ def _columnar(path: Path) -> list:
         raise UserError(f"{path}: column 'text' holds {column}, not strings")
     table = table if table is not None else read_parquet(path, columns=["text"])
     return table.column("text").to_pylist()
+
+
+def _parquet_head(path: Path, schema):
+    """The first rows of a Parquet file's string columns (to tell which holds the text), not the whole file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    with open(path, "rb") as f:  # an open file: pyarrow takes only UTF-8 paths
+        batch = next(pq.ParquetFile(f).iter_batches(batch_size=100, columns=strings), None)
+    return batch if batch is not None else pa.table({})
+
+
+def _likely_text(columns: dict[str, list]) -> str | None:
+    """The column (or JSON field) whose values look most like text: the longest strings on average, numbers
+    (an id, a label) left out; None where none holds a string."""
+    def mean_length(values: list) -> float:
+        texts = [v for v in values if isinstance(v, str) and v.strip() and not NUMBER.fullmatch(v.strip())]
+        return sum(map(len, texts)) / len(texts) if texts else 0.0
+
+    lengths = {name: mean_length(values) for name, values in columns.items()}
+    best = max(lengths, key=lambda name: lengths[name], default=None)
+    return best if best is not None and lengths[best] > 0 else None
+
+
+NUMBER = re.compile(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?")
+# pandas reads and writes each: the rename of a column, as one line to paste
+RENAME = {".csv": ("read_csv({src})", "to_csv({out}, index=False)"),
+          ".tsv": ("read_csv({src}, sep=\"\\t\")", "to_csv({out}, sep=\"\\t\", index=False)"),
+          ".parquet": ("read_parquet({src})", "to_parquet({out})")}
+
+
+def _renamed(path: Path, ext: str | None = None) -> str:
+    """The name of a converted copy of a file: c.csv -> c.text.csv, j.json -> j.text.jsonl (ext)."""
+    fmt, packed = kind(path)
+    tail = len(fmt) + len(packed or "")
+    return f"{path.name[:len(path.name) - tail]}.text{ext or path.name[len(path.name) - tail:]}"
+
+
+def _rename_hint(path: Path, column: str | None) -> str:
+    """The line that renames `column` to text in a copy of the file (pandas), or '' where none is known."""
+    fmt = kind(path)[0]
+    if column is None or fmt not in RENAME:
+        return ""
+    read, write = (part.format(src=json.dumps(path.name), out=json.dumps(_renamed(path))) for part in RENAME[fmt])
+    code = f"import pandas as pd; pd.{read}.rename(columns={{{json.dumps(column)}: \"text\"}}).{write}"
+    return f" ({column} looks like it: python3 -c {shlex.quote(code)}, then prepare from {_renamed(path)})"
 
 
 def _read_arrow(path: Path):

@@ -348,11 +348,15 @@ def test_files_whose_names_read_as_splits_beside_others_are_named_with_the_split
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("text", ["hello world\n", " ".join(corpus_lines(500, seed=1))],
-                         ids=["shorter-than-a-block", "one-line-cannot-be-split"])
-def test_a_corpus_too_small_for_every_split_is_refused_and_nothing_is_written(tmp_path, text):
+@pytest.mark.parametrize("text, said", [
+    ("hello world\n", "too little text for the (train|validation) split"),
+    # a whole corpus on one line was told "too little text" and to "give more text"
+    (" ".join(corpus_lines(500, seed=1)), r"small: the text is in 1 row \(of [\d,]+ characters\), and a row goes "
+                                          r"whole to one split .*; break the text into lines")],
+    ids=["shorter-than-a-block", "one-line-cannot-be-split"])
+def test_a_corpus_too_small_for_every_split_is_refused_and_nothing_is_written(tmp_path, text, said):
     (tmp_path / "src.txt").write_text(text)
-    with pytest.raises(UserError, match="too little text for the (train|validation) split"):
+    with pytest.raises(UserError, match=said):
         data.prepare_local("small", tmp_path / "src.txt", tmp_path / "data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.txt"]  # not even an empty data folder
 

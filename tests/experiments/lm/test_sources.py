@@ -6,7 +6,11 @@ import errno
 import gzip
 import json
 import lzma
+import os
+import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,6 +36,24 @@ def test_wikitext_as_shipped_and_valid_or_dev_names_keep_their_splits(tmp_path):
             ("dev.txt", "val.jsonl", "ptb.valid.txt", "wiki.test.tokens", "train.txt.gz", "training.csv",
              "validation-00000-of-00001-5c0b2ad0c6cb6a45.parquet", "notes.txt", "contest.txt")] == (
                 ["validation"] * 3 + ["test", "train", "train", "validation", None, None])
+
+
+def test_a_split_word_names_a_split_wherever_it_stands_as_a_word_of_its_own(tmp_path):
+    """A name read as a split only where the split's word ended it: train-00000.parquet, test_data.jsonl and
+    train.en.txt were named for no split, so a folder of them was split 90/5/5 as one corpus, or refused for
+    files named for splits beside others."""
+    names = ("train-00000.parquet", "test_data.jsonl", "train.en.txt", "my valid set.txt", "dev-v1.1.json",
+             "contest.txt", "latest.txt", "devices.txt", "attest.txt", "libc6-dev.txt")
+    assert [sources.file_split(tmp_path / n, tmp_path) for n in names] == (
+        ["train", "test", "train", "validation", "validation", None, None, None, None, "validation"])
+    with pytest.raises(UserError, match=r"train-test.txt is named for two splits, train and test: rename"):
+        sources.file_split(tmp_path / "train-test.txt", tmp_path)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, seed in (("train-00000", 1), ("train-00001", 2), ("valid_en", 3), ("test_en", 4)):
+        (src / f"{name}.txt").write_text(_lines(200 if name.startswith("train") else 40, seed))
+    data.prepare_local("shards", src, tmp_path / "data")
+    assert data.read_texts(tmp_path / "data", "shards", "test") == corpus_lines(40, 4)
 
 
 def test_compressed_text_reads_as_the_plain_file(tmp_path):
@@ -489,6 +511,18 @@ def test_utf16_without_a_byte_order_mark_is_named_with_its_conversion(tmp_path, 
         sources.read_rows(tmp_path / "b.txt")
 
 
+def test_the_conversion_a_compressed_utf16_file_is_told_works_on_it(tmp_path):
+    # the hint was 'iconv -f UTF-16LE -t UTF-8', which on u.txt.gz converts its compressed bytes
+    with gzip.open(tmp_path / "u.txt.gz", "wb") as f:
+        f.write("first line\nzweite Zeile, grün\n".encode("utf-16-le"))
+    with pytest.raises(UserError) as refused:
+        sources.read_rows(tmp_path / "u.txt.gz")
+    hint = str(refused.value).split("convert it first: ")[1]
+    assert hint == "zcat u.txt.gz | iconv -f UTF-16LE -t UTF-8 | gzip > u.utf8.txt.gz", str(refused.value)
+    subprocess.run(hint, shell=True, cwd=tmp_path, check=True, executable="/bin/bash")
+    assert sources.read_rows(tmp_path / "u.utf8.txt.gz") == ["first line", "zweite Zeile, grün"]
+
+
 def test_one_json_object_whose_field_holds_the_records_is_told_how_to_give_them(tmp_path):
     """{"data": [{"text": …}, …]} (what datasets' json loader reads with field="data") was refused as a
     description of the data, not records of text, and in a folder skipped as one."""
@@ -550,3 +584,49 @@ def test_a_source_file_the_file_system_will_not_read_is_one_line_naming_it(tmp_p
                                        f"prepared; it is prepared once the file reads again (its permissions, the "
                                        f"file system): run the same command again\n")
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.tsv", "c.csv.gz", "c.parquet", "c.jsonl", "c.json"])
+def test_a_text_column_named_otherwise_is_told_the_line_that_renames_it(tmp_path, name):
+    """A CSV with its text in 'content', JSON lines in 'body', Parquet in 'sentence' were told to name the
+    column 'text', and a JSON file given jq '{text: .FIELD}', with nothing to paste: the line now names the
+    column whose values look like text (not an id or a label) and renames it in a copy prepare then reads."""
+    rows = corpus_lines(40, seed=3)
+    table = pa.table({"id": [str(i) for i in range(40)], "content": rows, "label": ["0"] * 40})
+    if name.endswith(".parquet"):
+        pq.write_table(table, tmp_path / name)
+    elif ".json" in name:
+        records = [{"id": i, "content": r, "label": 0} for i, r in enumerate(rows)]
+        (tmp_path / name).write_text(json.dumps(records) if name.endswith(".json") else
+                                     "\n".join(map(json.dumps, records)))
+    else:
+        table.to_pandas().to_csv(tmp_path / name, sep="\t" if ".tsv" in name else ",", index=False)
+    with pytest.raises(UserError) as refused:
+        sources.read_rows(tmp_path / name)
+    fix = re.search(r" \(content looks like it: (.*), then prepare from (\S+)\)$|\(e\.g\. (jq .*)\)$",
+                    str(refused.value))
+    assert fix, str(refused.value)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # python3 with pandas, as in the user's .venv
+    subprocess.run(fix[1] or fix[3], shell=True, cwd=tmp_path, check=True, executable="/bin/bash", env={"PATH": path})
+    made = fix[2] or fix[3].rsplit("> ", 1)[1]
+    assert sources.read_rows(tmp_path / made) == rows
+
+
+def test_a_folder_of_markdown_files_is_told_how_to_have_them_read_as_text(tmp_path):
+    """A folder of Markdown notes was refused as no format prepare reads, found doc0.md …: nothing said that
+    Markdown is plain text, read a row per line once named .txt (a README.md beside a corpus stays skipped)."""
+    docs = tmp_path / "notes"
+    (docs / "more").mkdir(parents=True)
+    for i in range(3):
+        (docs / ("more" if i else ".") / f"doc{i}.md").write_text("# Title\n\n" + _lines(120, i))
+    with pytest.raises(UserError) as refused:
+        data.prepare_local("notes", docs, tmp_path / "data")
+    fix = re.search(r"\.md files are plain text, read as a row per line when named \.txt: (find .* \\;)",
+                    str(refused.value))
+    assert fix, str(refused.value)
+    subprocess.run(fix[1], shell=True, cwd=tmp_path, check=True)
+    data.prepare_local("notes", docs, tmp_path / "data")
+    rows = [t for s in ("train", "validation", "test") for t in data.read_texts(tmp_path / "data", "notes", s)]
+    assert sorted(rows) == sorted(["# Title"] * 3 + [r for i in range(3) for r in corpus_lines(120, i)])
+    with pytest.raises(UserError, match=r"\.md is plain text, read as a row per line when named \.txt: cp "):
+        sources.source_files(docs / "doc0.md")

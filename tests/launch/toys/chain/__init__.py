@@ -1,6 +1,7 @@
 """ltchain: generation g = generation g-1 + noise; steps recorded in a resumable folder."""
 import atexit
 import os
+import signal
 import sys
 import time
 
@@ -61,6 +62,8 @@ class ChainToy(Experiment):
             marker = ctx.dir / "steps" / f"{s:03d}.done"
             if marker.exists():
                 continue
+            if s == 1 and cfg.deaf_s:
+                _deaf(cfg.deaf_s)
             time.sleep(STEP_S)
             with ctx.atomic(f"steps/{s:03d}.done") as tmp:
                 tmp.write_text("")
@@ -80,6 +83,13 @@ class ChainToy(Experiment):
         ctx.write_json("env.json", {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")})
         if os.environ.get(full_disk.FULL_AT) == str(ctx.index):  # its manifest and result find no room
             full_disk.fill()
+
+
+def _deaf(seconds: float) -> None:
+    """Ctrl-C ignored for `seconds`, as numba's compile drops the KeyboardInterrupt raised in a C callback."""
+    kept = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    time.sleep(seconds)
+    signal.signal(signal.SIGINT, kept)
 
 
 def _join_alone() -> None:

@@ -12,6 +12,8 @@ class ChainToyConfig(Section):
     fail_rank: int = knob(-1, "only this rank raises (the others wait for it in the rendezvous); -1 every rank")
     sleep_s: float = knob(0.0, "seconds per generation, in 0.5 s steps that survive a requeue", min=0)
     linger_s: float = knob(0.0, "seconds the job's process lives on after its unit is finished", min=0)
+    deaf_s: float = knob(0.0, "seconds after its first step during which the unit ignores Ctrl-C, as numba's first "
+                              "compile swallows it", min=0)
     keeps_group: bool = knob(False, "a lone rank joins a gloo process group and leaves it to whoever runs the "
                                     "unit, as the lm's pipeline does (distributed.init)")
     lost_rank: int = knob(-1, "rank that dies unseen, as one on another host would (its peer record removed), "
