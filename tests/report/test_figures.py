@@ -252,6 +252,29 @@ def test_lm_diversity_caption_names_metrics_as_the_panels_title_them(full_run):
         assert f"{m} " not in caption, m
 
 
+def test_one_rule_decides_and_words_every_claim_of_agreement(monkeypatch):
+    """The sequence histograms' direction (_way) and the tails' ordering (_ordering) each wrote the rule "every
+    replicate, two or more, agrees by 1%" and the "both/all N" wording: one helper applies it, and a threshold
+    changed in one place changes both verdicts and the rule the captions state."""
+    from collapse_hpc.experiments.lm import figures
+
+    assert figures._in_every([True, True], [0.02, -0.03], "seed") == "in both seeds"
+    assert figures._in_every([True] * 3, [0.02] * 3, "replicate") == "in all 3 replicates"
+    assert figures._in_every([True, False], [0.02, 0.03], "seed") is None  # one disagrees
+    assert figures._in_every([True, True], [0.02, 0.005], "seed") is None  # one moved under 1%
+    assert figures._in_every([True], [0.5], "seed") is None  # one alone is no agreement
+    monkeypatch.setattr(figures, "NOISE", 0.05)
+    assert figures._way(0.03, "fell", "rose", [0.03, 0.03]) == "held (within 5%)"
+    assert figures._way(0.08, "fell", "rose", [0.08, 0.03]).startswith("rose pooled, not in every seed by 5% or more")
+    assert figures._way(0.08, "fell", "rose", [0.08, 0.06]) == "rose in both seeds"
+    assert figures._ordering([{"rare": 1.03, "middle": 1.0, "frequent": 1.0}] * 2) == (
+        "the rare tokens' rose most in every replicate, in some by under 5%: no ordering beyond noise")
+    assert figures._ordering([{"rare": 1.3, "middle": 1.0, "frequent": 1.0}] * 3) == "the tails went first, in all 3 " \
+        "replicates"
+    assert figures.agreement_rule("seed", "moved that way") == ("claimed only where every seed, two or more, moved "
+                                                                "that way by 5% or more")
+
+
 def test_lm_beyond_caption_names_a_run_without_a_decoding_sweep_by_its_regimes():
     from collapse_hpc.experiments.lm.figures import _compared
 
