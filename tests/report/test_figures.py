@@ -252,6 +252,24 @@ def test_lm_diversity_caption_names_metrics_as_the_panels_title_them(full_run):
         assert f"{m} " not in caption, m
 
 
+def test_lm_diversity_calls_a_move_under_1_percent_staying_about_the_same(monkeypatch, full_run):
+    """distinct-1 moving 0.5 -> 0.5005 (+0.1%) read "distinct-1 fell" or "rose": a change under the captions'
+    1% is no direction, and the caption states that threshold."""
+    from types import SimpleNamespace
+
+    from collapse_hpc.experiments.lm import figures
+
+    _, caption = figures.lm_diversity(_context(full_run, "lm"))
+    assert "A metric that moved by under 1% of its generation-0 value is said to have stayed about the same." \
+        in caption, caption
+    ends = {"distinct_1": [("replace", 0.5, 3, 0.5005)], "distinct_2": [("replace", 0.5, 3, 0.4995)],
+            "distinct_3": [("replace", 0.5, 3, 0.45)], "unigram_entropy": [("replace", 8.0, 3, 8.2)]}
+    monkeypatch.setattr(figures, "_ends", lambda ctx, metric: ends[metric])
+    said = figures._diversity_statements(SimpleNamespace(spec=lambda m: SimpleNamespace(label=m)), list(ends))
+    assert [text.split(" ")[1:3] for text in said] == [["stayed", "about"], ["stayed", "about"], ["fell", "0.5"],
+                                                       ["rose", "8"]], said
+
+
 def test_one_rule_decides_and_words_every_claim_of_agreement(monkeypatch):
     """The sequence histograms' direction (_way) and the tails' ordering (_ordering) each wrote the rule "every
     replicate, two or more, agrees by 1%" and the "both/all N" wording: one helper applies it, and a threshold

@@ -264,7 +264,8 @@ def _diversity_statements(ctx: Context, metrics: list[str]) -> list[str]:
         ends = _ends(ctx, m)
         if ends:
             label, a, g, b = ends[0]  # the first series (replace, the paper's)
-            way = "fell" if b < a else "rose" if b > a else "stayed"
+            # a 0.1% move read "fell": a change within NOISE is no direction (the caption states the threshold)
+            way = "stayed about the same" if b == a or abs(b - a) < NOISE * abs(a) else "fell" if b < a else "rose"
             out.append(f"{ctx.spec(m).label} {way} {_fmt(a)} -> {_fmt(b)} ({label}, generation {g})")  # as titled
     return out
 
@@ -277,7 +278,8 @@ def lm_diversity(ctx: Context):
                          "unigram entropy; its rare tokens, against the real data's share, are in the tails "
                          f"figure) against generation: {band_note(ctx, metrics)}. Later studies expect collapse "
                          "to lower them (lower is "
-                         "worse): fewer distinct phrases."
+                         f"worse): fewer distinct phrases. A metric that moved by under {NOISE:.0%} of its generation-0 "
+                         "value is said to have stayed about the same."
                          + _here(_diversity_statements(ctx, metrics), most=len(metrics)) + f" {GAPS}")
 
 
