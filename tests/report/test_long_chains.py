@@ -36,3 +36,28 @@ def test_few_replicate_lines_over_thousands_of_generations(long_gmm, tmp_path):
     pdf, = [f for f in plots.save(fig, tmp_path, "gmm_l2") if f.suffix == ".pdf"]
     assert pdf.stat().st_size < 150_000, pdf.stat().st_size
 
+
+
+def _series_lines(fig) -> list:
+    """The series' own lines (labelled, not a single replicate's, not a level across the panel)."""
+    return [ln for ax in fig.axes for ln in ax.get_lines()
+            if not ln.get_label().startswith("_") and ln not in _thin(fig) and len(set(ln.get_xdata())) > 2]
+
+
+def test_series_over_thousands_of_generations_are_solid_and_short_ones_keep_their_dashes(long_gmm, tmp_path):
+    """A dashed or dotted line over 2050 noisy generations lost its dash pattern and read as a scribble (gmm_l2's
+    accumulate dashed, gmm_tails' means dotted): a long series is drawn solid and thinner, told apart by colour and
+    markers; a series of a few generations keeps its dash."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2, gmm_tails
+
+    long = [gmm_l2(long_gmm), gmm_tails(long_gmm)]
+    drawn = [ln for fig, _ in long for ln in _series_lines(fig)]
+    assert len(drawn) == 2 + 2 * 2 * 2  # l2: two series; tails: two panels of two series' median and mean
+    assert {ln.get_linestyle() for ln in drawn} == {"-"}
+    assert max(ln.get_linewidth() for ln in drawn) < 1.3  # thinner than a short series' (lines.linewidth)
+    assert "mean (thin, faint)" in long[1][1] and "mean (dotted)" not in long[1][1]
+    root = tmp_path / "short"
+    synthetic.write_config(root, {"gmm": {"generations": 12}})
+    synthetic.gmm(root, generations=12, replicates=3, snapshot_points=5)
+    fig, caption = gmm_tails(_context(root, "gmm"))
+    assert {ln.get_linestyle() for ln in _series_lines(fig)} == {"-", "--", ":"} and "mean (dotted)" in caption

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from collapse_hpc.experiments.gmm.metrics import SIGMAS, real_share
 from collapse_hpc.experiments.gmm.recursion import REAL_PANEL, real_modes
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, metric_grid, pick, trend
+from collapse_hpc.plotting.figures import GAPS, band_note, mean_line, median_and_mean, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import (Context, gens_axis, legend_below, no_data, replicate_lines, series_data,
                                          series_rows, unit_order, unit_series)
 
@@ -161,7 +161,7 @@ def _mostly_beyond(ctx: Context, metric: str) -> str:
 
 def gmm_tails(ctx: Context):
     """The share of each generation's samples beyond the real distribution's 2- and 3-sigma contour:
-    median over replicates (solid) and mean (dotted), against the real distribution's own share."""
+    median over replicates (solid) and mean (mean_line), against the real distribution's own share."""
     tails = [(k, f"tail_share_{k}sigma") for k in SIGMAS if f"tail_share_{k}sigma" in ctx.metrics()]
     if not tails:
         return None
@@ -185,8 +185,8 @@ def gmm_tails(ctx: Context):
                      for away in [_mostly_beyond(ctx, metric)])
     return fig, ("The tails: the share of each generation's own samples (the points drawn from its fit) beyond the "
                  "real distribution's k-sigma contour, counted exactly per replicate, median over replicates "
-                 "(solid) and mean (dotted). The contour: the real data is a mixture of unit-covariance normal "
-                 "modes, and a point lies beyond its k-sigma contour when it is more than k (Mahalanobis, here "
+                 f"(solid) and mean ({mean_line(ctx)}). The contour: the real data is a mixture of unit-covariance "
+                 "normal modes, and a point lies beyond its k-sigma contour when it is more than k (Mahalanobis, here "
                  "Euclidean) from every mode: for the notebook's blob, outside the circle of radius k around the "
                  "origin; for two-mode data, outside both circles of radius k around the two modes. The real "
                  f"distribution's own share (thick grey; exact): {own}. Collapse as the paper expects it: the tails "
