@@ -61,3 +61,40 @@ def test_series_over_thousands_of_generations_are_solid_and_short_ones_keep_thei
     synthetic.gmm(root, generations=12, replicates=3, snapshot_points=5)
     fig, caption = gmm_tails(_context(root, "gmm"))
     assert {ln.get_linestyle() for ln in _series_lines(fig)} == {"-", "--", ":"} and "mean (dotted)" in caption
+
+
+def test_snapshots_of_the_papers_eight_panels_fit_a_page_at_a_legible_size(tmp_path):
+    """The paper's snapshot generations and the real data (8 panels) made a figure 12.8 in wide, beyond a
+    page's 7.2: the generations wrap onto a second line of panels, each still at least 1 in drawn, within a page's
+    width and height, every generation titled once and every series named on each line."""
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots, snapshot_layout
+    from collapse_hpc.plotting import style
+
+    root = tmp_path / "snap"
+    synthetic.write_config(root, {"gmm": {"generations": 80}})
+    synthetic.gmm(root, generations=80, replicates=2, snapshot_points=50)  # snapshots every 10th and the last: 9
+    fig, _ = gmm_snapshots(_context(root, "gmm"))
+    assert fig.get_figwidth() <= style.PAGE_W and fig.get_figheight() <= style.PAGE_H, fig.get_size_inches()
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 8 * 2
+    titles = [ax.get_title() for ax in shown if ax.get_title()]
+    assert len(titles) == len(set(titles)) == 8
+    fig.canvas.draw()
+    assert min(ax.get_position().width * fig.get_figwidth() for ax in shown) >= 1.0
+    assert sorted(t.get_text() for ax in shown for t in ax.texts) == ["accumulate"] * 2 + ["replace"] * 2
+    for series in (1, 2, 4, 6):  # the paper's regimes and more: within a page, each panel as large as it fits
+        lines, side = snapshot_layout(8, series)
+        assert side * -(-8 // lines) <= style.PAGE_W and side * lines * series <= style.PAGE_H and side >= 0.7
+
+
+def test_snapshot_grid_lines_lie_beneath_the_points(tmp_path):
+    """The grid lines were drawn over the snapshots' scatter (matplotlib's default puts them above collections)."""
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots
+
+    root = tmp_path / "grid"
+    synthetic.write_config(root, {"gmm": {"generations": 12}})
+    synthetic.gmm(root, generations=12, replicates=2, snapshot_points=50)
+    fig, _ = gmm_snapshots(_context(root, "gmm"))
+    panels = [ax for ax in fig.axes if ax.collections]
+    assert panels and all(ax.xaxis.get_zorder() < ax.collections[0].get_zorder() and
+                          ax.yaxis.get_zorder() < ax.collections[0].get_zorder() for ax in panels)
