@@ -269,9 +269,9 @@ def gaussian_tails(ctx: Context):
     return fig, ("The tails: the mass each generation's fit N(μ̂, σ̂²) puts beyond the real μ ± 2σ (top) and "
                  "± 3σ (bottom), exact (closed form), one panel per sample size n: the median over replicates (the "
                  f"typical fit, solid) and the mean ({mean_line(ctx)}), against the real distribution's own 0.0455 "
-                 "and 0.0027 (thick grey). Collapse as the paper expects it: the tails are lost first (lower is worse). The mean "
-                 "need not fall with the median: a fit whose variance collapsed puts all its mass where its mean "
-                 f"has wandered, which is beyond the bound for some replicates. Here: {here} {GAPS}")
+                 "and 0.0027 (thick grey). Collapse as the paper expects it: the tails are lost first (lower is "
+                 "worse). The mean need not fall with the median: a fit whose variance collapsed puts all its mass "
+                 f"where its mean has wandered, which is beyond the bound for some replicates. Here: {here} {GAPS}")
 
 
 FIGURES = [("mu_err", "Error of the estimated mean", gaussian_mu_err),

@@ -278,8 +278,8 @@ def lm_diversity(ctx: Context):
                          "unigram entropy; its rare tokens, against the real data's share, are in the tails "
                          f"figure) against generation: {band_note(ctx, metrics)}. Later studies expect collapse "
                          "to lower them (lower is "
-                         f"worse): fewer distinct phrases. A metric that moved by under {NOISE:.0%} of its generation-0 "
-                         "value is said to have stayed about the same."
+                         f"worse): fewer distinct phrases. A metric that moved by under {NOISE:.0%} of its "
+                         "generation-0 value is said to have stayed about the same."
                          + _here(_diversity_statements(ctx, metrics), most=len(metrics)) + f" {GAPS}")
 
 
