@@ -98,3 +98,28 @@ def test_snapshot_grid_lines_lie_beneath_the_points(tmp_path):
     panels = [ax for ax in fig.axes if ax.collections]
     assert panels and all(ax.xaxis.get_zorder() < ax.collections[0].get_zorder() and
                           ax.yaxis.get_zorder() < ax.collections[0].get_zorder() for ax in panels)
+
+
+def test_snapshot_panels_narrowed_to_a_page_keep_their_tick_labels_apart(tmp_path):
+    """Five generations in one line of panels narrowed to fit a page (1.3 in each, 8 in wide before): their
+    x tick labels '-2.5 0.0 2.5' ran together; neighbouring labels are at least half an em apart."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots
+    from collapse_hpc.plotting import style
+    from collapse_hpc.report import drawing
+
+    root = tmp_path / "five"
+    synthetic.write_config(root, {"gmm": {"generations": 41}})
+    synthetic.gmm(root, generations=41, replicates=2, snapshot_points=1000)  # snapshots 0, 10, 20, 30, 40
+    with drawing.figure_style():
+        fig, _ = gmm_snapshots(_context(root, "gmm"))
+        assert fig.get_figwidth() <= style.PAGE_W and len({ax.get_title() for ax in fig.axes} - {""}) == 5
+        fig.draw_without_rendering()
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        for ax in fig.axes:
+            labels = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels()
+                             if t.get_visible() and t.get_text()), key=lambda b: b.x0)
+            em = renderer.points_to_pixels(style.RC["xtick.labelsize"])
+            assert min((b.x0 - a.x1 for a, b in zip(labels, labels[1:])), default=em) >= em / 2, \
+                [t.get_text() for t in ax.get_xticklabels()]

@@ -133,6 +133,8 @@ def snapshot_layout(panels: int, rows: int) -> tuple[int, float]:
 def _snapshot_panel(ax, pts: pd.DataFrame, lim: float, empty: str) -> None:
     """One generation's points of one series, on the same square axes as every other panel, beneath the grid
     lines' level: the grid was drawn over the scatter."""
+    from matplotlib.ticker import MaxNLocator
+
     if pts.empty:
         no_data(ax, empty)
     size, alpha = dot(len(pts))
@@ -141,6 +143,8 @@ def _snapshot_panel(ax, pts: pd.DataFrame, lim: float, empty: str) -> None:
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
+    for axis in (ax.xaxis, ax.yaxis):  # "-2.5 0.0 2.5" ran together under a panel narrowed to fit the page
+        axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
 
 
 # a panel's dots: faint and small where a thousand points make a cloud (gmm.samples' default), larger and darker
