@@ -12,8 +12,8 @@ import re
 import numpy as np
 
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.plots import (Context, draw_series, integer_x, legend_below, maybe_log, no_data, num,
-                                         series_data, series_rows)
+from collapse_hpc.plotting.plots import (Context, draw_series, gens_axis, integer_x, legend_below, maybe_log, no_data,
+                                         num, series_data, series_rows)
 
 GAPS = "Gaps mark generations not (yet) finished."
 
@@ -112,7 +112,7 @@ def _cut(ctx: Context, metrics: list[str]) -> str:
 
 def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, empty: str = "no data yet",
                     **series) -> bool:
-    """One tails panel: the median over replicates (the typical fit, solid) and the mean (dotted)
+    """One tails panel: the median over replicates (the typical fit, solid) and the mean (mean_line)
     against the real distribution's own value (thick grey), from 0 up; False, and the panel says
     so (`empty`), when the run has no data for it. `series` goes to draw_series (fixed, exclude)."""
     if not draw_series(ax, ctx, run, metric, stat="median", suffix=" (median)", **series):
@@ -124,6 +124,16 @@ def median_and_mean(ax, ctx: Context, run: str, metric: str, real: float, empty:
     ax.set_ylim(bottom=0)
     integer_x(ax)
     return True
+
+
+def mean_line(ctx: Context) -> str:
+    """How a caption names median_and_mean's mean line (style.second_statistic) over the report's runs."""
+    names = {style.second_statistic_name(len(gens_axis(ctx.planned(run), ctx.summary.loc[ctx.summary["run"] == run,
+                                                                                           "generation"])))
+             for run in ctx.run_labels}
+    if len(names) == 1:
+        return names.pop()
+    return f"dotted; thin and faint over more than {style.LONG_SERIES} generations"
 
 
 def rescale_row(axes, real: float) -> None:

@@ -267,15 +267,15 @@ def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None =
                 exclude: tuple[str, ...] = (), replicates: bool = False, stat: str = "mean",
                 suffix: str = "", thin: bool = False) -> int:
     """Mean (95% CI band) or median against generation of each series of `run` for `metric`; returns
-    lines drawn. thin: a thin dotted line without markers in the series' colour (a second statistic
-    beside the first), labelled with `suffix` after the series' label."""
+    lines drawn. thin: a second statistic beside the first (style.second_statistic: dotted, or thin and faint
+    over a long series), labelled with `suffix` after the series' label."""
     drawn = 0
     for label, grp in series_rows(ctx, run, metric, fixed=fixed, exclude=exclude, stat=stat):
         gens = gens_axis(ctx.planned(run), grp["generation"])
         g = grp.set_index("generation").reindex(gens)
         kw = ctx.series_style(grp.iloc[0], len(gens), exclude)
         if thin:
-            kw.update(marker=None, linestyle=":", linewidth=0.9)
+            kw.update(style.second_statistic(len(gens)))
         if replicates:
             _replicate_lines(ax, ctx, run, metric, grp.iloc[0], gens, kw["color"])
         ax.plot(gens, g[stat].to_numpy(), label=label + suffix, **kw)

@@ -77,16 +77,42 @@ def shade(colour: str, setting: int, settings: int = 2) -> str:
     return to_hex([c + (towards - c) * t for c in rgb])
 
 
+# a series of more points than this is drawn solid and thinner: a dash (~7 pt a cycle) spans fewer than a panel's
+# ~170 pt / LONG_SERIES of them, and over 1000 noisy generations a dashed or dotted line read as a scribble; its
+# colour, marker (on ~8 points) and fill tell it apart
+LONG_SERIES = 300
+LONG_WIDTH = 0.9
+
+
+def long_series(points: int) -> bool:
+    return points > LONG_SERIES
+
+
 def series(i: int, points: int = 10, setting: int = 0, settings: int = 1) -> dict:
     """Line keywords of the i-th series (of a regime: its colour and marker in every figure); markers on
     at most ~8 points of a long line. `setting`: the i-th regime's variant of another setting (a sample
     size, of `settings`): the regime's hue and marker, darker for each next one (shade), its own dash,
-    hollow markers on every other one."""
+    hollow markers on every other one. Over more than LONG_SERIES points: solid and thinner, no dash."""
     hollow = (i // len(COLOURS) + setting) % 2
     colour = shade(COLOURS[i % len(COLOURS)], setting, settings)
-    return {"color": colour, "marker": MARKERS[i % len(MARKERS)],
-            "linestyle": DASHES[(i + setting) % len(DASHES)], "markevery": max(1, points // 8),
+    dash = {"linestyle": "-", "linewidth": LONG_WIDTH} if long_series(points) else \
+        {"linestyle": DASHES[(i + setting) % len(DASHES)]}
+    return {"color": colour, "marker": MARKERS[i % len(MARKERS)], **dash, "markevery": max(1, points // 8),
             "markerfacecolor": "white" if hollow else colour}
+
+
+def second_statistic(points: int) -> dict:
+    """Line keywords of a second statistic beside a series' first (the mean beside the median), in the series'
+    colour without markers: dotted, or over a long series (long_series) a thin faint solid line (a dotted one was
+    a scribble there)."""
+    if long_series(points):
+        return {"marker": None, "linestyle": "-", "linewidth": 0.6, "alpha": 0.7}
+    return {"marker": None, "linestyle": ":", "linewidth": 0.9}
+
+
+def second_statistic_name(points: int) -> str:
+    """How a caption names the line second_statistic draws."""
+    return "thin, faint" if long_series(points) else "dotted"
 
 
 def wrap(text: str, inches: float, points: float = RC["axes.titlesize"]) -> str:
@@ -113,7 +139,7 @@ def generation_colours(n: int) -> list:
 
 
 def generation_dash(i: int):
-    return DASHES[i % 4]
+    return DASHES[i % 4]  # a chain's generations (lm, vae: ten at most), never a long series
 
 
 def figure(rows: int, cols: int, sharex: bool = False, sharey: bool = False, w: float | None = None,

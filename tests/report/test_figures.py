@@ -252,6 +252,47 @@ def test_lm_diversity_caption_names_metrics_as_the_panels_title_them(full_run):
         assert f"{m} " not in caption, m
 
 
+def test_lm_diversity_calls_a_move_under_1_percent_staying_about_the_same(monkeypatch, full_run):
+    """distinct-1 moving 0.5 -> 0.5005 (+0.1%) read "distinct-1 fell" or "rose": a change under the captions'
+    1% is no direction, and the caption states that threshold."""
+    from types import SimpleNamespace
+
+    from collapse_hpc.experiments.lm import figures
+
+    _, caption = figures.lm_diversity(_context(full_run, "lm"))
+    assert "A metric that moved by under 1% of its generation-0 value is said to have stayed about the same." \
+        in caption, caption
+    ends = {"distinct_1": [("replace", 0.5, 3, 0.5005)], "distinct_2": [("replace", 0.5, 3, 0.4995)],
+            "distinct_3": [("replace", 0.5, 3, 0.45)], "unigram_entropy": [("replace", 8.0, 3, 8.2)]}
+    monkeypatch.setattr(figures, "_ends", lambda ctx, metric: ends[metric])
+    said = figures._diversity_statements(SimpleNamespace(spec=lambda m: SimpleNamespace(label=m)), list(ends))
+    assert [text.split(" ")[1:3] for text in said] == [["stayed", "about"], ["stayed", "about"], ["fell", "0.5"],
+                                                       ["rose", "8"]], said
+
+
+def test_one_rule_decides_and_words_every_claim_of_agreement(monkeypatch):
+    """The sequence histograms' direction (_way) and the tails' ordering (_ordering) each wrote the rule "every
+    replicate, two or more, agrees by 1%" and the "both/all N" wording: one helper applies it, and a threshold
+    changed in one place changes both verdicts and the rule the captions state."""
+    from collapse_hpc.experiments.lm import figures
+
+    assert figures._in_every([True, True], [0.02, -0.03], "seed") == "in both seeds"
+    assert figures._in_every([True] * 3, [0.02] * 3, "replicate") == "in all 3 replicates"
+    assert figures._in_every([True, False], [0.02, 0.03], "seed") is None  # one disagrees
+    assert figures._in_every([True, True], [0.02, 0.005], "seed") is None  # one moved under 1%
+    assert figures._in_every([True], [0.5], "seed") is None  # one alone is no agreement
+    monkeypatch.setattr(figures, "NOISE", 0.05)
+    assert figures._way(0.03, "fell", "rose", [0.03, 0.03]) == "held (within 5%)"
+    assert figures._way(0.08, "fell", "rose", [0.08, 0.03]).startswith("rose pooled, not in every seed by 5% or more")
+    assert figures._way(0.08, "fell", "rose", [0.08, 0.06]) == "rose in both seeds"
+    assert figures._ordering([{"rare": 1.03, "middle": 1.0, "frequent": 1.0}] * 2) == (
+        "the rare tokens' rose most in every replicate, in some by under 5%: no ordering beyond noise")
+    assert figures._ordering([{"rare": 1.3, "middle": 1.0, "frequent": 1.0}] * 3) == "the tails went first, in all 3 " \
+        "replicates"
+    assert figures.agreement_rule("seed", "moved that way") == ("claimed only where every seed, two or more, moved "
+                                                                "that way by 5% or more")
+
+
 def test_lm_beyond_caption_names_a_run_without_a_decoding_sweep_by_its_regimes():
     from collapse_hpc.experiments.lm.figures import _compared
 
@@ -1287,8 +1328,8 @@ def _found(png: np.ndarray, panel: np.ndarray) -> bool:
 def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
     """The grids were drawn at their PNG's own size (11.8 in for the demo's six generations): at a paper's
     7.2 in every image pixel is now the same whole number of figure pixels, so the saved figure holds each
-    generation's grid exactly, frames and all (nothing resampled): the first 5 x 5 samples, 8x8 digits five
-    times over (40 figure pixels a sample, 30 px on the results page)."""
+    generation's grid exactly, frames and all (nothing resampled): the first 5 x 10 samples (across x down), 8x8
+    digits five times over (40 figure pixels a sample, 30 px on the results page)."""
     from collapse_hpc.experiments.vae import grid
     from collapse_hpc.experiments.vae.figures import _panel, vae_samples
     from collapse_hpc.plotting.plots import save
@@ -1299,12 +1340,12 @@ def test_vae_sample_grids_fit_the_page_pixel_for_pixel(tmp_path):
     synthetic.vae(root, generations=6, finished=6)
     with drawing.figure_style():
         fig, caption = vae_samples(_context(root, "vae"))
-        assert fig.get_figwidth() <= 7.2 and caption.startswith("The first 5 × 5 of the 100 samples")
+        assert fig.get_figwidth() <= 7.2 and caption.startswith("The first 5 × 10 (across × down) of the 100 samples")
         png = np.asarray(Image.open(save(fig, tmp_path / "out", "vae_samples")[0]).convert("L"))
     for path in sorted(root.glob("vae/*/gen_*/samples.png")):
         cells = grid.read_cells(path)
-        panel, shown = _panel(path, 218)  # what six panels across 7.2 in give each
-        assert shown == 25 and panel.shape == (5 * 8 * 5 + 6 * 2,) * 2  # 8x8 digits, five times, 2 px frames
+        panel, shown = _panel(path, 218, 600)  # what six panels across 7.2 in and two series give each
+        assert shown == (5, 10) and panel.shape == (10 * 8 * 5 + 11 * 2, 5 * 8 * 5 + 6 * 2)  # five times, 2 px frames
         assert np.array_equal(panel[2:42, 2:42], np.kron(cells[0], np.ones((5, 5), np.uint8)))
         assert _found(png, panel), path
 
@@ -1349,12 +1390,11 @@ def test_vae_sample_grids_viewed_at_half_size_keep_every_frame(tmp_path):
     digits[:, 1:7, 2:6] = 1.0  # a white digit, black margins
     grid.write_grid(digits, tmp_path / "samples.png", 4)
     for budget in (218, 360):  # six generations across the page; two
-        panel, shown = _panel(tmp_path / "samples.png", budget)
-        side = int(round(shown ** 0.5))
+        panel, (across, down) = _panel(tmp_path / "samples.png", budget, 600)
         for phase in (0, 1):
             half = panel[phase::2, phase::2]
             frames = (half == grid.BACKGROUND).all(axis=0).sum(), (half == grid.BACKGROUND).all(axis=1).sum()
-            assert frames == (side + 1, side + 1), (budget, phase, frames)
+            assert frames == (across + 1, down + 1), (budget, phase, frames)
 
 
 def _vae_samples_drawn(root, generations: int):
@@ -1368,18 +1408,21 @@ def _vae_samples_drawn(root, generations: int):
         return vae_samples(_context(root, "vae"))
 
 
-def test_vae_sample_grids_of_large_images_show_fewer_samples_not_smaller_ones(tmp_path, monkeypatch):
+def test_vae_sample_grids_of_large_images_show_fewer_samples_across_and_more_down(tmp_path, monkeypatch):
     """28x28 images (MNIST) over ten generations: six generations, evenly spaced, first and last among them,
-    each the first 3 x 3 samples at two figure pixels per image pixel (7 mm a sample), within 7.2 in."""
+    each 3 samples across at two figure pixels per image pixel (7 mm a sample), within 7.2 in. Square panels
+    showed 3 x 3 of the 100 samples; a panel now goes on down, 3 x 10, the figure within a page's height."""
+    from collapse_hpc.plotting import style
     from tests.report import synthetic
 
     grid_png = synthetic._grid_png
     monkeypatch.setattr(synthetic, "_grid_png", lambda blur, seed: grid_png(blur, seed, side=28, scale=2))
     fig, caption = _vae_samples_drawn(tmp_path / "m", generations=10)
-    assert fig.get_figwidth() <= 7.2
+    assert fig.get_figwidth() <= 7.2 and fig.get_figheight() <= style.PAGE_H
     assert [ax.get_title() for ax in fig.axes[:6]] == [f"generation {g}" for g in (0, 2, 4, 5, 7, 9)]
-    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(3 * 28 * 2 + 4 * 2,) * 2}
-    assert "The first 3 × 3 of the 100 samples" in caption and "Generations 0, 2, 4, 5, 7, 9 of 0 to 9." in caption
+    assert {ax.images[0].get_array().shape[:2] for ax in fig.axes} == {(10 * 28 * 2 + 11 * 2, 3 * 28 * 2 + 4 * 2)}
+    assert "The first 3 × 10 (across × down) of the 100 samples" in caption
+    assert "Generations 0, 2, 4, 5, 7, 9 of 0 to 9." in caption
 
 
 def test_vae_sample_grids_of_another_layout_are_drawn_whole(tmp_path, monkeypatch):

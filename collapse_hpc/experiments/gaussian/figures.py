@@ -10,7 +10,7 @@ from scipy.special import ndtr
 
 from collapse_hpc.experiments.gaussian import theory
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, pick, rescale_row, trend
+from collapse_hpc.plotting.figures import GAPS, band_note, mean_line, median_and_mean, pick, rescale_row, trend
 from collapse_hpc.plotting.plots import (Context, draw_series, gens_axis, integer_x, legend_below, log_y, no_data,
                                          num, series_data, series_rows)
 
@@ -268,10 +268,10 @@ def gaussian_tails(ctx: Context):
     here = " ".join(f"{k}σ, {t}." for k, m in tails if (t := _tails_here(ctx, m)))
     return fig, ("The tails: the mass each generation's fit N(μ̂, σ̂²) puts beyond the real μ ± 2σ (top) and "
                  "± 3σ (bottom), exact (closed form), one panel per sample size n: the median over replicates (the "
-                 "typical fit, solid) and the mean (dotted), against the real distribution's own 0.0455 and 0.0027 "
-                 "(thick grey). Collapse as the paper expects it: the tails are lost first (lower is worse). The mean "
-                 "need not fall with the median: a fit whose variance collapsed puts all its mass where its mean "
-                 f"has wandered, which is beyond the bound for some replicates. Here: {here} {GAPS}")
+                 f"typical fit, solid) and the mean ({mean_line(ctx)}), against the real distribution's own 0.0455 "
+                 "and 0.0027 (thick grey). Collapse as the paper expects it: the tails are lost first (lower is "
+                 "worse). The mean need not fall with the median: a fit whose variance collapsed puts all its mass "
+                 f"where its mean has wandered, which is beyond the bound for some replicates. Here: {here} {GAPS}")
 
 
 FIGURES = [("mu_err", "Error of the estimated mean", gaussian_mu_err),

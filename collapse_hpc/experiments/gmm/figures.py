@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from collapse_hpc.experiments.gmm.metrics import SIGMAS, real_share
 from collapse_hpc.experiments.gmm.recursion import REAL_PANEL, real_modes
 from collapse_hpc.plotting import style
-from collapse_hpc.plotting.figures import GAPS, band_note, median_and_mean, metric_grid, pick, trend
+from collapse_hpc.plotting.figures import GAPS, band_note, mean_line, median_and_mean, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import (Context, gens_axis, legend_below, no_data, replicate_lines, series_data,
                                          series_rows, unit_order, unit_series)
 
@@ -76,21 +76,22 @@ def gmm_snapshots(ctx: Context, most: int = 8):
     # every point in view: the outermost ones are the tails the figure is about
     lim = np.nanmax(np.abs(shown[["x", "y"]].to_numpy())) * 1.05 if len(shown) else 4
     recorded = {run: set().union(*(set(v["generation"]) for r, _, v in rows if r == run)) for run, _, _ in rows}
-    fig, axes = style.figure(len(rows), len(gens), sharex=True, sharey=True, w=1.6, h=1.6)
-    for r, (run, key, snap) in enumerate(rows):
-        for c, g in enumerate(gens):
-            ax = axes[r, c]
-            pts = snap[snap["generation"] == g]
-            if pts.empty:
-                no_data(ax, "missing" if g in recorded[run] else f"not recorded in {run}")
-            size, alpha = dot(len(pts))
-            ax.scatter(pts["x"], pts["y"], s=size, color="black", alpha=alpha, linewidths=0, rasterized=True)
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
-            ax.set_aspect("equal")
+    lines, side = snapshot_layout(len(gens), len(rows))
+    cols = -(-len(gens) // lines)
+    fig, axes = style.figure(lines * len(rows), cols, sharex=True, sharey=True, w=side, h=side)
+    for ax in axes.flat:
+        ax.set_visible(False)  # a last line's panels past the last generation stay empty
+    for i, g in enumerate(gens):
+        line, c = divmod(i, cols)
+        for r, (run, key, snap) in enumerate(rows):
+            ax = axes[line * len(rows) + r, c]
+            ax.set_visible(True)
+            _snapshot_panel(ax, snap[snap["generation"] == g], lim,
+                            "missing" if g in recorded[run] else f"not recorded in {run}")
             if r == 0:
                 ax.set_title(_panel(g))
-        row_label(axes[r, -1], key if len(ctx.runs) == 1 else f"{run}\n{key}")
+            if c == cols - 1 or i == len(gens) - 1:
+                row_label(ax, key if len(ctx.runs) == 1 else f"{run}\n{key}")
     # the data's two coordinates (gmm.recursion.real_data: two-mode's modes lie apart on x), named once for the
     # whole grid: one "x" under each bottom panel and one "y" beside each row said the same thing four times
     fig.supxlabel("x", fontsize=style.RC["axes.labelsize"])
@@ -107,6 +108,43 @@ def gmm_snapshots(ctx: Context, most: int = 8):
                  "generation after generation (a smaller cloud is "
                  f"worse). Here, the total variance of the points, {' → '.join(_panel(g) for g in gens)}: "
                  f"{spreads}.")
+
+
+SNAPSHOT_SIDE, SNAPSHOT_LEGIBLE = 1.6, 1.2  # inches a snapshot panel spans at most; the least before lines wrap
+# inches of a page's width and height beside the panels: y ticks and "y" on the left, the rows' names on the right;
+# a line's titles and x ticks, "x" below
+ASIDE_W, ASIDE_H, TITLES = 0.75, 0.35, 0.45
+
+
+def snapshot_layout(panels: int, rows: int) -> tuple[int, float]:
+    """(lines, panel side in inches) of `panels` generations of `rows` series within a page (style.PAGE_W x
+    PAGE_H): the fewest lines of generations whose panels span at least SNAPSHOT_LEGIBLE, else the largest
+    panels any number of lines gives. Eight generations in one line were 12.8 in, wider than a page."""
+    best = (1, 0.0)
+    for lines in range(1, panels + 1):
+        side = min(SNAPSHOT_SIDE, (style.PAGE_W - ASIDE_W) / -(-panels // lines),
+                   (style.PAGE_H - ASIDE_H - lines * TITLES) / (lines * rows))
+        if side >= SNAPSHOT_LEGIBLE:
+            return lines, side
+        best = max(best, (lines, side), key=lambda ls: ls[1])
+    return best
+
+
+def _snapshot_panel(ax, pts: pd.DataFrame, lim: float, empty: str) -> None:
+    """One generation's points of one series, on the same square axes as every other panel, beneath the grid
+    lines' level: the grid was drawn over the scatter."""
+    from matplotlib.ticker import MaxNLocator
+
+    if pts.empty:
+        no_data(ax, empty)
+    size, alpha = dot(len(pts))
+    ax.set_axisbelow(True)
+    ax.scatter(pts["x"], pts["y"], s=size, color="black", alpha=alpha, linewidths=0, rasterized=True)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    for axis in (ax.xaxis, ax.yaxis):  # "-2.5 0.0 2.5" ran together under a panel narrowed to fit the page
+        axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
 
 
 # a panel's dots: faint and small where a thousand points make a cloud (gmm.samples' default), larger and darker
@@ -161,7 +199,7 @@ def _mostly_beyond(ctx: Context, metric: str) -> str:
 
 def gmm_tails(ctx: Context):
     """The share of each generation's samples beyond the real distribution's 2- and 3-sigma contour:
-    median over replicates (solid) and mean (dotted), against the real distribution's own share."""
+    median over replicates (solid) and mean (mean_line), against the real distribution's own share."""
     tails = [(k, f"tail_share_{k}sigma") for k in SIGMAS if f"tail_share_{k}sigma" in ctx.metrics()]
     if not tails:
         return None
@@ -185,8 +223,8 @@ def gmm_tails(ctx: Context):
                      for away in [_mostly_beyond(ctx, metric)])
     return fig, ("The tails: the share of each generation's own samples (the points drawn from its fit) beyond the "
                  "real distribution's k-sigma contour, counted exactly per replicate, median over replicates "
-                 "(solid) and mean (dotted). The contour: the real data is a mixture of unit-covariance normal "
-                 "modes, and a point lies beyond its k-sigma contour when it is more than k (Mahalanobis, here "
+                 f"(solid) and mean ({mean_line(ctx)}). The contour: the real data is a mixture of unit-covariance "
+                 "normal modes, and a point lies beyond its k-sigma contour when it is more than k (Mahalanobis, here "
                  "Euclidean) from every mode: for the notebook's blob, outside the circle of radius k around the "
                  "origin; for two-mode data, outside both circles of radius k around the two modes. The real "
                  f"distribution's own share (thick grey; exact): {own}. Collapse as the paper expects it: the tails "

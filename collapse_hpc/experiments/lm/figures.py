@@ -79,17 +79,30 @@ def _here(parts: list[str], most: int = 4) -> str:
     return " Here: " + "; ".join(parts[:most]) + more + "."
 
 
+def _in_every(agree: list[bool], changes: list[float], unit: str) -> str | None:
+    """The captions' rule (agreement_rule), in one place: 'in both seeds', 'in all 3 replicates' where every one,
+    two or more, agrees (a direction, the class that rose most) and changed by NOISE or more; else None."""
+    if len(agree) < 2 or not all(agree) or any(abs(c) < NOISE for c in changes):
+        return None
+    return f"in {'both' if len(agree) == 2 else f'all {len(agree)}'} {unit}s"
+
+
+def agreement_rule(unit: str, does: str) -> str:
+    """The rule _in_every applies, as a caption states it."""
+    return f"claimed only where every {unit}, two or more, {does} by {NOISE:.0%} or more"
+
+
 def _way(change: float, down: str, up: str, seeds: list[float]) -> str:
     """The direction of a pooled change, claimed only where every seed, two or more, moved that way by 1% or
     more (seeds: each seed's own change); one seed's direction is given as such, which noise can make."""
     if abs(change) < NOISE:
-        return "held (within 1%)"
+        return f"held (within {NOISE:.0%})"
     word = down if change < 0 else up
     if len(seeds) == 1:
         return f"{word} (one seed: no telling it from noise)"
-    if all(abs(c) >= NOISE and (c < 0) == (change < 0) for c in seeds):
-        return f"{word} in {'both' if len(seeds) == 2 else f'all {len(seeds)}'} seeds"
-    return f"{word} pooled, not in every seed by 1% or more: no direction beyond the seeds' spread"
+    every = _in_every([(c < 0) == (change < 0) for c in seeds], seeds, "seed")
+    return f"{word} {every}" if every else (f"{word} pooled, not in every seed by {NOISE:.0%} or more: no direction "
+                                            "beyond the seeds' spread")
 
 
 def _moves(sub: pd.DataFrame, first: int, last: int) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -184,7 +197,7 @@ def lm_sequence_ppl(ctx: Context):
                  "paper expects "
                  "collapse to move the histogram left (more sequences the original model finds likely) while a "
                  "tail of sequences it finds unlikely appears; further from generation 0's histogram is worse. A "
-                 "direction is claimed only where every seed, two or more, moved that way by 1% or more."
+                 f"direction is {agreement_rule('seed', 'moved that way')}."
                  + _here(_tail_statements(ctx, d)))
 
 
@@ -251,7 +264,8 @@ def _diversity_statements(ctx: Context, metrics: list[str]) -> list[str]:
         ends = _ends(ctx, m)
         if ends:
             label, a, g, b = ends[0]  # the first series (replace, the paper's)
-            way = "fell" if b < a else "rose" if b > a else "stayed"
+            # a 0.1% move read "fell": a change within NOISE is no direction (the caption states the threshold)
+            way = "stayed about the same" if b == a or abs(b - a) < NOISE * abs(a) else "fell" if b < a else "rose"
             out.append(f"{ctx.spec(m).label} {way} {_fmt(a)} -> {_fmt(b)} ({label}, generation {g})")  # as titled
     return out
 
@@ -264,7 +278,8 @@ def lm_diversity(ctx: Context):
                          "unigram entropy; its rare tokens, against the real data's share, are in the tails "
                          f"figure) against generation: {band_note(ctx, metrics)}. Later studies expect collapse "
                          "to lower them (lower is "
-                         "worse): fewer distinct phrases."
+                         f"worse): fewer distinct phrases. A metric that moved by under {NOISE:.0%} of its "
+                         "generation-0 value is said to have stayed about the same."
                          + _here(_diversity_statements(ctx, metrics), most=len(metrics)) + f" {GAPS}")
 
 
@@ -344,6 +359,9 @@ def _replicate_rises(ctx: Context, run: str, label: str, g: int) -> list[dict]:
     return out
 
 
+ORDERED = "has the same class's perplexity rise most,"  # what every replicate does for _ordering to claim it
+
+
 def _ordering(replicates: list[dict]) -> str:
     """Which class went first, claimed only where every replicate, two or more, has the same class's test
     perplexity rise most and by 1% or more: one seed's ordering is a coin that noise can turn."""
@@ -357,11 +375,12 @@ def _ordering(replicates: list[dict]) -> str:
     if firsts.count(first) < n:
         counts = ", ".join(f"{c} in {firsts.count(c)}" for c in TAILS if c in firsts)
         return f"the replicates disagree on which rose most ({counts} of {n}): no ordering beyond their spread"
-    if any(r[first] < 1 + NOISE for r in replicates):
-        return f"the {first} tokens' rose most in every replicate, in some by under 1%: no ordering beyond noise"
-    every = "both" if n == 2 else f"all {n}"
-    return (f"the tails went first, in {every} replicates" if first == "rare"
-            else f"the {first} tokens' rose most, not the rare ones', in {every} replicates")
+    every = _in_every([True] * n, [max(r[first] - 1, 0) for r in replicates], "replicate")
+    if every is None:
+        return (f"the {first} tokens' rose most in every replicate, in some by under {NOISE:.0%}: no ordering "
+                "beyond noise")
+    return (f"the tails went first, {every}" if first == "rare"
+            else f"the {first} tokens' rose most, not the rare ones', {every}")
 
 
 def _verdict(label: str, rise: dict, replicates: list[dict]) -> str:
@@ -409,8 +428,8 @@ def lm_tails(ctx: Context):
                  f"{band_note(ctx, [f'{c}_token_share' for c in SHARES])}); dotted, the real training blocks' own "
                  "shares. A class has one colour and marker in both rows. Collapse is expected to forget the "
                  "tails first: the rare tokens' perplexity rises most (higher is worse) and generated text holds "
-                 "fewer rare tokens than real text (lower is worse). Which class went first is claimed only where "
-                 "every replicate, two or more, has the same class's perplexity rise most, by 1% or more; one "
+                 "fewer rare tokens than real text (lower is worse). Which class went first is "
+                 f"{agreement_rule('replicate', ORDERED)}; one "
                  "replicate's ordering is given as such, which noise can make."
                  + _here(statements, most=len(statements))
                  + "".join(f" {text[0].upper()}{text[1:]}." for text in shares) + f" {GAPS}")

@@ -48,6 +48,16 @@ SAMPLE_PX = math.ceil(SAMPLE_PAGE_PX * style.PAGE_W * style.DPI / style.PAGE_PX)
 FRAME = 2
 GAP, LEFT, TOP = 0.06, 0.34, 0.22  # inches: between panels, for the rows' labels, for the titles
 MOST = 1.8  # inches a panel spans at most (a run of two generations would otherwise draw 3.4 in panels)
+# inches a panel spans down at most: samples go on down a panel, in more rows than across, until this or a page's
+# height (style.PAGE_H) shared by the series: six MNIST generations across a page leave 3 samples a row, and a
+# square panel showed 3 x 3 of the 100
+TALL = 3.0
+
+
+def _rows(side: int, scale: int, cols: int, tall: int) -> int:
+    """Rows of samples of a panel at most `tall` pixels high, each sample side x side at `scale`: as many as fit,
+    at most the grid's own ROWS (a panel then holds cols x ROWS of the 100 samples)."""
+    return int(np.clip((tall - FRAME) // (side * scale + FRAME), 1, grid.ROWS))
 
 
 def _scale(side: int, budget: int) -> tuple[int, int]:
@@ -61,9 +71,10 @@ def _scale(side: int, budget: int) -> tuple[int, int]:
     return 1, 1
 
 
-def _panel(path, budget: int) -> tuple[np.ndarray, int]:
-    """A generation's samples.png as the figure draws it, pixel for pixel, and how many samples it shows
-    (0: a PNG not of grid.write_grid's layout, shown whole, at an integer scale up or every n-th pixel)."""
+def _panel(path, budget: int, tall: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """A generation's samples.png as the figure draws it, pixel for pixel, and the samples it shows across and
+    down, as many down as `tall` pixels hold (_rows; default: as many as across) ((0, 0): a PNG not of
+    grid.write_grid's layout, shown whole, at an integer scale up or every n-th pixel)."""
     cells = grid.read_cells(path)
     if cells is None:
         from PIL import Image
@@ -71,10 +82,12 @@ def _panel(path, budget: int) -> tuple[np.ndarray, int]:
         with Image.open(path) as im:
             px = np.asarray(im.convert("L"))
         if px.shape[1] > budget:
-            return px[::-(-px.shape[1] // budget), ::-(-px.shape[1] // budget)], 0
-        return np.kron(px, np.ones((budget // px.shape[1],) * 2, np.uint8)), 0
-    cols, scale = _scale(max(cells.shape[1:]), budget)
-    return grid.canvas(cells, cols, scale, FRAME), cols * cols
+            return px[::-(-px.shape[1] // budget), ::-(-px.shape[1] // budget)], (0, 0)
+        return np.kron(px, np.ones((budget // px.shape[1],) * 2, np.uint8)), (0, 0)
+    side = max(cells.shape[1:])
+    cols, scale = _scale(side, budget)
+    rows = cols if tall is None else _rows(side, scale, cols, tall)
+    return grid.canvas(cells, cols, scale, FRAME, rows), (cols, rows)
 
 
 def _shown(top: int) -> list[int]:
@@ -89,7 +102,9 @@ def vae_samples(ctx: Context):
     gens = _shown(top)
     dpi, gap = style.DPI, round(GAP * style.DPI)
     budget = min(int(((style.PAGE_W - LEFT) * dpi - gap * (len(gens) - 1)) // len(gens)), round(MOST * dpi))
-    panels = {(r, g): _panel(grids[g], budget) for r, (_, _, grids, _) in enumerate(rows) for g in gens if g in grids}
+    tall = min(round(TALL * dpi), int(((style.PAGE_H - TOP) * dpi - gap * (len(rows) - 1)) // len(rows)))
+    panels = {(r, g): _panel(grids[g], budget, tall) for r, (_, _, grids, _) in enumerate(rows)
+              for g in gens if g in grids}
     width = max(p.shape[1] for p, _ in panels.values())
     heights = [max((p.shape[0] for (i, _), (p, _) in panels.items() if i == r), default=width)
                for r in range(len(rows))]
@@ -97,11 +112,11 @@ def vae_samples(ctx: Context):
     counted = [f"{m} {t}" for m in ("class_entropy", "class_min_share") if m in ctx.metrics() and (t := trend(ctx, m))]
     here = (" Here (the classifier's labels of vae.eval_samples samples, mean over seeds): " + "; ".join(counted)
             + ".") if counted else ""
-    shown = max(n for _, n in panels.values())
-    side = int(round(shown ** 0.5))
+    across, down = max(n for _, n in panels.values())
     least = f"{SAMPLE_PX / style.DPI * 25.4:.0f} mm wide, {SAMPLE_PAGE_PX} px on the results page"
-    what = (f"The first {side} × {side} of the 100 samples of each generation's samples.png (as many as fit the "
-            f"page's width with each sample at least {least})" if 0 < shown < grid.ROWS * grid.COLS else "100 samples")
+    what = (f"The first {across} × {down} (across × down) of the 100 samples of each generation's samples.png (as "
+            f"many across as fit the page's width with each sample at least {least}, as many down as fit "
+            f"{TALL:g} in or the page's height)" if 0 < across * down < grid.ROWS * grid.COLS else "100 samples")
     which = "" if len(gens) == top + 1 else f" Generations {', '.join(map(str, gens))} of 0 to {top}."
     return fig, (f"{what} decoded from the prior by each generation's VAE, every image pixel drawn as the same "
                  "whole number of figure pixels (one seed per regime, the one "

@@ -21,11 +21,11 @@ def grid_size(height: int, width: int, scale: int) -> tuple[int, int]:
     return COLS * width * scale + (COLS + 1) * PAD, ROWS * height * scale + (ROWS + 1) * PAD
 
 
-def canvas(pixels: np.ndarray, cols: int, scale: int, pad: int) -> np.ndarray:
-    """The first cols x cols of `pixels` (n, H, W; uint8) in a grid, row by row: each image pixel a `scale` x
-    `scale` block, cells separated and framed by `pad` BACKGROUND pixels."""
+def canvas(pixels: np.ndarray, cols: int, scale: int, pad: int, rows: int | None = None) -> np.ndarray:
+    """The first cols x rows (default: cols) of `pixels` (n, H, W; uint8) in a grid, row by row: each image
+    pixel a `scale` x `scale` block, cells separated and framed by `pad` BACKGROUND pixels."""
     n, h, w = pixels.shape
-    rows = -(-min(n, cols * cols) // cols)
+    rows = -(-min(n, cols * (rows or cols)) // cols)
     out = np.full((rows * (h * scale + pad) + pad, cols * (w * scale + pad) + pad), BACKGROUND, np.uint8)
     for i, img in enumerate(pixels[:rows * cols]):
         r, c = divmod(i, cols)
