@@ -547,7 +547,8 @@ def _marked_step(tmp_path):
     step.mkdir()
     (step / "mp_rank_00_model_states.pt").write_bytes(b"weights" * 100)
     (step / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"state" * 100)
-    (step / train.COMPLETE).write_text(train._marked(step, {"global_step": 3, "layout": {"zero_stage": 1, "world_size": 1}}))
+    state = {"global_step": 3, "layout": {"zero_stage": 1, "world_size": 1}}
+    (step / train.COMPLETE).write_text(train._marked(step, state))
     return step
 
 
