@@ -6,6 +6,8 @@ memory (the experiments' memory()) fits in what the machine has available as the
 unit stops its chain (later generations are not run); other chains go on; the failures are
 listed at the end with their log paths, and the command exits non-zero. A unit failed for want of
 room (a full disk, a quota, `ulimit -f`) stops further starts: every unit after it would fail the same way.
+A unit's log is a file in the run: its warning lines (a training checkpoint set aside) are said on the
+console too, as the unit finishes.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ from collapse_hpc.store import space
 POLL_S = 0.2
 CANCEL_WAIT_S = 10  # on Ctrl-C, how long the units' processes get to end before their state is read
 KILLED = "its process was killed (it ended without a result or an error: a signal, the OOM killer)"
+# a warning line of a unit's log (logs.setup's format: "HH:MM:SS collapse_hpc: warning: …")
+UNIT_WARNING = re.compile(r"^\d\d:\d\d:\d\d collapse_hpc[\w.]*: warning: (.+)$")
 TIMEOUT_MIN = 7 * 24 * 60  # local units are not time-limited (submitit's local default is 2 min)
 
 
@@ -275,6 +279,8 @@ class _Pool:
         self.free_gpus.extend(gpus)
         entry = self.book["units"][job.label]
         entry["elapsed"] = round(time.time() - started, 1)
+        for said in warnings_in(entry["log"]):  # its log is a file in the run, not this console
+            tqdm.write(f"warning: {job.label}: {said}", file=sys.stderr)
         try:
             self.counts[_result(sj, lambda: engine.job_done(self.store, self.run_config, job))] += 1
             entry["state"] = "COMPLETED"
@@ -448,6 +454,15 @@ def unwritten(sj) -> str | None:
         tmp.unlink()
     return (f"it could not write its result in {tmp.parent}: {space.state(tmp.parent)}; free space there, "
             f"{space.AGAIN}{space.KEPT}")
+
+
+def warnings_in(log: str) -> list[str]:
+    """The warning lines of a finished unit's log (rank 0's), what follows each 'warning: ': what the unit set
+    aside or did again (a training checkpoint it could not read, a sampling shard), which a local run's user
+    would otherwise never see. None where the log does not read."""
+    with contextlib.suppress(OSError), open(log, errors="replace") as f:
+        return [m.group(1) for line in f if (m := UNIT_WARNING.match(line))]
+    return []
 
 
 def last_error(tail: str) -> str:

@@ -23,6 +23,7 @@ from collapse_hpc import yamlfile
 from collapse_hpc.config import EXECUTORS, build, knob
 from collapse_hpc.errors import ConfigError, UserError
 from collapse_hpc.launch.container import ContainerConfig as Container
+from collapse_hpc.store.reads import refusals
 
 KINDS = ("gpu", "gpu1", "cpu", "aggregate")
 # sbatch --signal: "the signal may be sent up to 60 seconds earlier than specified" (its timer's
@@ -175,6 +176,7 @@ def load(path: str | Path) -> Profile:
     if not path.is_file():
         raise ConfigError(f"{path}: {yamlfile.not_found(path, 'cluster profile')} "
                           f"(see slurm/local.yaml, slurm/example-cluster.yaml)")
-    raw = yamlfile.load_mapping(path, "cluster profile")
+    with refusals(path, "cluster profile", "nothing is done; it is done"):
+        raw = yamlfile.load_mapping(path, "cluster profile")
     raw.setdefault("name", path.stem)
     return build(Profile, raw, str(path))

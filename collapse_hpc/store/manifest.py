@@ -16,12 +16,12 @@ import platform
 import socket
 import subprocess
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
-from collapse_hpc.store.reads import read_text, sha256
+from collapse_hpc.store.reads import NotRead, read_text, sha256
 
 MANIFEST = "manifest.json"
 KEPT = "the unit is kept as it is (not redone)"  # a read of one of its files refused: the unit stays as it is
@@ -387,20 +387,22 @@ def _mtime(p: Path) -> int | None:
         return None
 
 
-def file_problem(listing: Path, p: Path, rel: str, entry, hashed: bool, written: int | None = None) -> str | None:
-    """What is wrong with file `p`, listed as `rel` with `entry` (bytes, sha256) in `listing`; its sha256
-    compared where `hashed`, or where the file was written after `written` (the listing's mtime): a byte
-    changed in place since (a bit flip, a hand edit, a colleague's copy over it) keeps the size, so a
-    size check alone takes it for the file listed. None where it matches."""
+def file_problem(listing: Path, p: Path, rel: str, entry, hashed: bool, written: int | None = None,
+                 called: str = "manifest", refused: Callable[[Path, OSError], NotRead] | None = None) -> str | None:
+    """What is wrong with file `p`, listed as `rel` with `entry` (bytes, sha256) in `listing` (said as `called`:
+    a unit's manifest, a checkpoint's complete.json); its sha256 compared where `hashed`, or where the file was
+    written after `written` (the listing's mtime): a byte changed in place since (a bit flip, a hand edit, a
+    colleague's copy over it) keeps the size, so a size check alone takes it for the file listed. None where it
+    matches. A hash the file system refuses is NotRead: a listed file's, or the caller's own (`refused`)."""
     if not _entry_ok(entry):
         return f"{listing}: entry {rel!r} is corrupt (needs bytes and sha256)"
     if not p.is_file():  # a folder made in its place (by hand, a stray tool) is there, yet not the file
-        return f"{p}: {'a folder, not the file its manifest lists' if p.is_dir() else 'missing'}"
+        return f"{p}: {f'a folder, not the file its {called} lists' if p.is_dir() else 'missing'}"
     st = p.stat()
     if st.st_size != entry["bytes"]:
-        return f"{p}: size {st.st_size} != {entry['bytes']} in manifest"
+        return f"{p}: size {st.st_size} != {entry['bytes']} in {called}"
     hashed = hashed or (written is not None and st.st_mtime_ns > written)
-    if hashed and sha256(p, "listed file", KEPT) != entry["sha256"]:  # refused: NotRead, not a mismatch
+    if hashed and sha256(p, "listed file", KEPT, refused) != entry["sha256"]:  # refused: NotRead, not a mismatch
         return f"{p}: sha256 mismatch"
     return None
 

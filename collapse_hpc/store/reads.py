@@ -10,7 +10,7 @@ API:
 - refusals(path, what, then, kept, refused)  a block whose refused reads of `path` are NotRead (but for the
                                   errors `kept` names), or the caller's own NotRead that `refused(path, e)` makes
 - read_text(path, what, then, kept, refused)  the file's text, read in `refusals`
-- sha256(path, what, then)        the file's sha256 (atomic.sha256_file); a refused read NotRead
+- sha256(path, what, then, refused)  the file's sha256 (atomic.sha256_file); a refused read NotRead
 - safetensors_open(path)          safetensors' safe_open, a refused open said with its errno
 """
 from __future__ import annotations
@@ -66,10 +66,12 @@ def read_text(path: Path, what: str = "", then: str = "", kept: tuple[type[OSErr
         return Path(path).read_text()
 
 
-def sha256(path: Path, what: str, then: str) -> str:
-    """`path`'s sha256; a read the file system refuses is NotRead naming it as `what`: a hash it could not take
-    says nothing of the bytes, so what holds them is kept, never judged changed."""
-    with refusals(path, what, then):
+def sha256(path: Path, what: str = "", then: str = "",
+           refused: Callable[[Path, OSError], NotRead] | None = None) -> str:
+    """`path`'s sha256; a read the file system refuses is NotRead naming it as `what` (or the caller's own,
+    refusals): a hash it could not take says nothing of the bytes, so what holds them is kept, never judged
+    changed."""
+    with refusals(path, what, then, refused=refused):
         return sha256_file(path)
 
 

@@ -50,6 +50,19 @@ def test_chains_in_order_arrays_in_parallel(tmp_path):
     assert rc == 0 and "0 units done, 4 already finished" in out
 
 
+def test_a_units_warning_is_said_on_the_console_too(tmp_path):
+    """A unit's warning (the lm's training checkpoint set aside, training resumed from an earlier step) went to
+    its log alone, a file in the run: a user of `collapse-hpc run` saw nothing. Each is one line on the console,
+    naming the unit, as it finishes; the other units say none."""
+    cfg = write_config(tmp_path, generations=2, ltchain={"rows": 4, "warns_at": 1})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run)
+    assert rc == 0, err
+    step = unit(run, "ltchain", "replace-p0-s0", "gen_001") / "steps"
+    assert [ln for ln in err.splitlines() if ln.startswith("warning")] == [
+        f"warning: ltchain/replace-p0-s0/gen_001: ltchain step folder {step} set aside"]
+
+
 def test_failed_unit_stops_its_chain_only(tmp_path):
     cfg = write_config(tmp_path, generations=3, seeds=[0, 1], ltchain={"fail_at": 1, "fail_seed": 0})
     run = tmp_path / "run"

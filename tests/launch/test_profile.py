@@ -1,8 +1,14 @@
-"""Cluster profiles: the shipped ones load; mistakes are one line naming the file and key."""
+"""Cluster profiles: the shipped ones load; mistakes are one line naming the file and key, and so is a refused
+read of a profile or of the config it goes with."""
+import errno
+import os
+
 import pytest
 
 from collapse_hpc.errors import ConfigError
 from collapse_hpc.launch import profile
+from collapse_hpc.store.reads import AGAIN
+from tests.helpers import refuse_reads
 from tests.launch.helpers import REPO, collapse, write_config
 
 
@@ -92,3 +98,30 @@ def test_run_on_slurm_without_a_profile_says_what_submit_says(tmp_path, monkeypa
     assert lines[0] == lines[1] and len(lines[1]) == 1, lines
     assert "no cluster profile: give --profile P" in lines[1][0] and str(profile.SITE) in lines[1][0]
     assert not (tmp_path / "run").exists()
+
+
+REFUSALS = pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+
+
+def _said(path, refusal, what: str) -> str:
+    return f"error: {what} {path}: not read ({os.strerror(refusal)}): nothing is done; it is done {AGAIN}"
+
+
+@REFUSALS
+@pytest.mark.parametrize("command", ["run", "config", "stage", "submit"])
+def test_a_config_the_file_system_will_not_read_is_one_line_naming_it(tmp_path, monkeypatch, refusal, command):
+    """A refused read of the user's config went up as a raw OSError: with EIO the line named no file."""
+    cfg = write_config(tmp_path, ltarray={"parts": 1})
+    refuse_reads(monkeypatch, cfg, refusal)
+    rc, _, err = collapse(command, cfg, *(("--run", tmp_path / "run") if command in ("run", "submit") else ()))
+    assert rc == 2 and err.splitlines() == [_said(cfg, refusal, "config file")]
+
+
+@REFUSALS
+def test_a_profile_the_file_system_will_not_read_is_one_line_naming_it(tmp_path, monkeypatch, refusal):
+    prof = tmp_path / "p.yaml"
+    prof.write_text((REPO / "slurm" / "local.yaml").read_text())
+    cfg = write_config(tmp_path, ltarray={"parts": 1})
+    refuse_reads(monkeypatch, prof, refusal)
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
+    assert rc == 2 and err.splitlines() == [_said(prof, refusal, "cluster profile")]

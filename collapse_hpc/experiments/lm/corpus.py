@@ -8,11 +8,13 @@ API:
 - long_text(texts)                           whether working through them is worth a progress line
 - read_texts(data_dir, dataset, split) -> list[str]   column `text` of data/<dataset>/<split>.parquet
 - check_card(split_file)                     UserError if the split is not the file its card recorded
-- read_parquet(path, columns=None, schema_only=False)  a Parquet table or schema, else a UserError
-                                             (NotRead where the file system refuses the read)
+- read_parquet(path, columns=None, schema_only=False, refused=None)  a Parquet table or schema, else a
+                                             UserError (NotRead, or the caller's own `refused(path, e)`, where
+                                             the file system refuses the read)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from collapse_hpc.errors import UserError, first_line
@@ -37,7 +39,10 @@ def _utf8(path) -> bool:
     return True
 
 
-def read_parquet(path: Path, columns=None, schema_only: bool = False):
+def read_parquet(path: Path, columns=None, schema_only: bool = False,
+                 refused: Callable[[Path, OSError], NotRead] | None = None):
+    """A Parquet table (of `columns`) or its schema; damaged bytes a UserError, a read the file system refuses
+    NotRead: a Parquet file's, kept, or the caller's own (`refused`: a source file of --from's)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -48,7 +53,8 @@ def read_parquet(path: Path, columns=None, schema_only: bool = False):
         return pq.read_schema(source) if schema_only else pq.ParquetFile(source).read(columns=columns)
     except (pa.ArrowException, OSError) as e:
         if refused_read(e):  # says nothing of its bytes: not called damaged
-            raise NotRead(f"Parquet file {path}", e, "kept as it is; the command goes on with it") from None
+            raise (refused(path, e) if refused else
+                   NotRead(f"Parquet file {path}", e, "kept as it is; the command goes on with it")) from None
         raise UserError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from collapse_hpc.errors import NotAFormat, UserError
 from collapse_hpc.experiments.lm.corpus import SPLITS, read_parquet
 from collapse_hpc.logs import count
-from collapse_hpc.store.reads import refusals
+from collapse_hpc.store.reads import NotRead, refusals
 
 LINES = (".txt", ".text", ".tokens", ".raw")
 JSON = (".jsonl", ".ndjson", ".json")
@@ -106,10 +106,15 @@ MAX_DESCRIPTION_BYTES = 1 << 24  # a larger file of one JSON object is no descri
 log = logging.getLogger("collapse_hpc")
 
 
+def not_read(path: Path, e: OSError) -> NotRead:
+    """A source file's read the file system refused (permissions, an I/O error): one line naming it, before
+    anything is prepared, never taken for a file that is not there, or damaged."""
+    return NotRead(f"source file {path}", e, "nothing is prepared; it is prepared", path)
+
+
 def reading(path: Path):
-    """Reads of a source file: one the file system refuses (permissions, an I/O error) is one line naming it,
-    before anything is prepared (NotRead), never taken for a file that is not there, or damaged."""
-    return refusals(path, "source file", "nothing is prepared; it is prepared")
+    """Reads of a source file, a refused one said as such (not_read)."""
+    return refusals(path, refused=not_read)
 
 
 def kind(path: Path) -> tuple[str, str | None]:
@@ -617,7 +622,7 @@ def _columnar(path: Path) -> list:
     """Column `text` (strings of any Arrow kind) of a Parquet file or an Arrow stream or file."""
     import pyarrow as pa
 
-    schema = read_parquet(path, schema_only=True) if kind(path)[0] == ".parquet" else None
+    schema = read_parquet(path, schema_only=True, refused=not_read) if kind(path)[0] == ".parquet" else None
     table = None
     if schema is None:
         table = _read_arrow(path)
@@ -631,7 +636,7 @@ def _columnar(path: Path) -> list:
         column = column.value_type
     if not (pa.types.is_string(column) or pa.types.is_large_string(column) or str(column) == "string_view"):
         raise UserError(f"{path}: column 'text' holds {column}, not strings")
-    table = table if table is not None else read_parquet(path, columns=["text"])
+    table = table if table is not None else read_parquet(path, columns=["text"], refused=not_read)
     return table.column("text").to_pylist()
 
 

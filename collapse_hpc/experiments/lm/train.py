@@ -367,7 +367,9 @@ def _marked(step_dir: Path, state: dict) -> str:
 def _unvouched(step_dir: Path, marker: dict) -> str | None:
     """Why a step's complete.json no longer vouches for its files: changed since written (its own checksum), or
     a file it lists missing, of another size, or written since with other bytes (manifest.file_problem: hashed
-    only then); None where it does, or it is an older version's (it lists none)."""
+    only then); None where it does, or it is an older version's (it lists none). A hash of a file the file system
+    refuses is the checkpoint's NotRead: kept, never set aside."""
+    from collapse_hpc.experiments.lm.checkpoint import NotRead
     from collapse_hpc.store.manifest import SELF, file_problem, own_digest
 
     if SELF in marker and marker[SELF] != own_digest(marker):
@@ -377,7 +379,8 @@ def _unvouched(step_dir: Path, marker: dict) -> str | None:
         return None
     written = path.stat().st_mtime_ns
     return next((why for name, entry in sorted(listed.items())
-                 if (why := file_problem(path, step_dir / name, name, entry, False, written)) is not None), None)
+                 if (why := file_problem(path, step_dir / name, name, entry, False, written, COMPLETE, NotRead))
+                 is not None), None)
 
 
 def _marker(step_dir: Path) -> str:

@@ -552,14 +552,14 @@ def test_the_columns_pandas_to_json_writes_by_default_are_told_how_to_write_reco
 
 @pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
 @pytest.mark.parametrize("name", ["corpus.txt", "corpus.jsonl", "corpus.json", "corpus.txt.gz", "corpus.arrow",
-                                  "corpus.csv", "stub.tokens"])
+                                  "corpus.csv", "stub.tokens", "corpus.parquet"])
 @pytest.mark.parametrize("when", ["first read", "rows read"])
 def test_a_source_file_the_file_system_will_not_read_is_one_line_naming_it(tmp_path, monkeypatch, capsys, refusal,
                                                                            name, when):
     """A source file of --from that is there but will not read (permissions, an I/O error) went up as a raw
     OSError, an EIO's line naming no file, or, compressed, was said to be no readable gz file. It is one line
-    naming it, wherever it is read (the stand-in check, the digest, the rows), and nothing is prepared."""
-    import os
+    naming it, wherever it is read (the stand-in check, the digest, the rows), and nothing is prepared; a Parquet
+    file's rows refused were said as a prepared split's ("Parquet file …: kept as it is")."""
 
     from collapse_hpc.cli import main
     from tests.helpers import refuse_reads
@@ -572,6 +572,9 @@ def test_a_source_file_the_file_system_will_not_read_is_one_line_naming_it(tmp_p
     if name.endswith(".arrow"):
         with pa.ipc.new_stream(str(path), pa.schema([("text", pa.string())])) as stream:
             stream.write_table(pa.table({"text": rows}))
+    elif name.endswith(".parquet"):
+        pq.write_table(pa.table({"text": rows}), path)
+        _pyarrow_refuses(monkeypatch, path, refusal)
     else:
         path.write_bytes(gzip.compress(body.encode()) if name.endswith(".gz") else body.encode())
     if when == "rows read":  # the file read well until then (an I/O error on its second read)
@@ -630,3 +633,16 @@ def test_a_folder_of_markdown_files_is_told_how_to_have_them_read_as_text(tmp_pa
     assert sorted(rows) == sorted(["# Title"] * 3 + [r for i in range(3) for r in corpus_lines(120, i)])
     with pytest.raises(UserError, match=r"\.md is plain text, read as a row per line when named \.txt: cp "):
         sources.source_files(docs / "doc0.md")
+
+
+def _pyarrow_refuses(monkeypatch, path, refusal: int) -> None:
+    """pyarrow's own opens of `path` (its schema, its table) refused as pyarrow says it, the errno in its text."""
+    for name in ("read_schema", "ParquetFile"):
+        real = getattr(pq, name)
+
+        def opened(where, *args, real=real, **kwargs):
+            if Path(where) == path:
+                raise OSError(f"Failed to open local file '{where}'. Detail: [errno {refusal}] {os.strerror(refusal)}")
+            return real(where, *args, **kwargs)
+
+        monkeypatch.setattr(pq, name, opened)

@@ -517,7 +517,7 @@ def test_a_training_checkpoint_on_a_full_disk_is_said_as_every_full_disk_is(tmp_
 
 @pytest.mark.parametrize("change, why", [
     ("marker", "its complete.json: changed since it was written (its own checksum does not match)"),
-    ("cut", "zero_pp_rank_0_mp_rank_00_optim_states.pt: size 250 != 500 in manifest"),
+    ("cut", "zero_pp_rank_0_mp_rank_00_optim_states.pt: size 250 != 500 in complete.json"),
     ("rewritten", "zero_pp_rank_0_mp_rank_00_optim_states.pt: sha256 mismatch"),
     ("gone", "zero_pp_rank_0_mp_rank_00_optim_states.pt: missing"),
 ], ids=["marker", "cut", "rewritten", "gone"])
@@ -526,13 +526,8 @@ def test_a_step_its_marker_no_longer_vouches_for_is_found_before_resume_loads_it
     step as laid out otherwise) went unseen, and a rank's optimizer file gone or cut short was found by DeepSpeed
     with the weights already loaded. It carries its own checksum and each file's size and sha256: what no longer
     matches sets the step aside (unreadable), the files' bytes hashed only where written after it."""
-    step = tmp_path / "step00000003"
-    step.mkdir()
-    shard = step / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
-    (step / "mp_rank_00_model_states.pt").write_bytes(b"weights" * 100)
-    shard.write_bytes(b"state" * 100)
-    marker = step / train.COMPLETE
-    marker.write_text(train._marked(step, {"global_step": 3, "layout": {"zero_stage": 1, "world_size": 1}}))
+    step = _marked_step(tmp_path)
+    shard, marker = step / "zero_pp_rank_0_mp_rank_00_optim_states.pt", step / train.COMPLETE
     assert train._unreadable_marker(step) is None
     if change == "marker":  # still JSON, still a mapping
         marker.write_text(marker.read_text().replace('"zero_stage": 1', '"zero_stage": 3'))
@@ -544,6 +539,42 @@ def test_a_step_its_marker_no_longer_vouches_for_is_found_before_resume_loads_it
     else:
         shard.unlink()
     assert train._unreadable_marker(step) == (why if change == "marker" else f"{step / why}")
+
+
+def _marked_step(tmp_path):
+    """A step folder with a model file and a rank's optimizer file, and the complete.json that vouches for them."""
+    step = tmp_path / "step00000003"
+    step.mkdir()
+    (step / "mp_rank_00_model_states.pt").write_bytes(b"weights" * 100)
+    (step / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"state" * 100)
+    state = {"global_step": 3, "layout": {"zero_stage": 1, "world_size": 1}}
+    (step / train.COMPLETE).write_text(train._marked(step, state))
+    return step
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+def test_a_checkpoint_file_the_file_system_will_not_read_for_its_hash_is_said_as_the_checkpoints(
+        tmp_path, monkeypatch, refusal):
+    """A file written after its complete.json is hashed; a read of it refused was said in a unit manifest's
+    words ("listed file …: the unit is kept as it is (not redone)"), not as the training checkpoint it is."""
+    from collapse_hpc.experiments.lm.checkpoint import NotRead
+
+    step = _marked_step(tmp_path)
+    shard = step / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    os.utime(shard, ns=((step / train.COMPLETE).stat().st_mtime_ns + 10**9,) * 2)
+    refuse_reads(monkeypatch, shard, refusal)
+    with pytest.raises(NotRead) as said:
+        train._unreadable_marker(step)
+    assert str(said.value).startswith(f"training checkpoint {shard}: not read ({os.strerror(refusal)}): kept as "
+                                      f"it is (not set aside); training resumes from it once the file reads again")
+
+
+def test_a_folder_in_place_of_a_checkpoint_file_is_said_as_its_marker_lists_it(tmp_path):
+    step = _marked_step(tmp_path)
+    shard = step / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    shard.unlink()
+    shard.mkdir()
+    assert train._unreadable_marker(step) == f"{shard}: a folder, not the file its complete.json lists"
 
 
 def test_an_older_versions_step_marker_is_trusted_as_it_was(tmp_path):

@@ -1,5 +1,6 @@
 """ltchain: generation g = generation g-1 + noise; steps recorded in a resumable folder."""
 import atexit
+import logging
 import os
 import signal
 import sys
@@ -40,6 +41,8 @@ class ChainToy(Experiment):
         cfg = ctx.config
         if ctx.index == cfg.fail_at and cfg.fail_seed in (-1, ctx.variant.seed) and cfg.fail_rank in (-1, ctx.rank):
             raise RuntimeError(f"ltchain failure at generation {ctx.index}")
+        if ctx.index == cfg.warns_at and ctx.is_main:
+            logging.getLogger("collapse_hpc").warning("warning: ltchain step folder %s set aside", ctx.dir / "steps")
         rank_sum = float(ctx.rank + 1)
         if ctx.world_size > 1:  # a real rendezvous through the exported variables
             import torch

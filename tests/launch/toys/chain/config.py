@@ -10,6 +10,8 @@ class ChainToyConfig(Section):
     fail_at: int = knob(-1, "generation that raises; -1 never")
     fail_seed: int = knob(-1, "only the chain of this seed fails; -1 every chain")
     fail_rank: int = knob(-1, "only this rank raises (the others wait for it in the rendezvous); -1 every rank")
+    warns_at: int = knob(-1, "generation whose unit logs a warning line, as the lm's does for a training checkpoint "
+                             "it sets aside; -1 none")
     sleep_s: float = knob(0.0, "seconds per generation, in 0.5 s steps that survive a requeue", min=0)
     linger_s: float = knob(0.0, "seconds the job's process lives on after its unit is finished", min=0)
     deaf_s: float = knob(0.0, "seconds after its first step during which the unit ignores Ctrl-C, as numba's first "
