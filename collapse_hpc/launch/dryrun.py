@@ -24,11 +24,11 @@ def _script(sub: Submitter, kind: str, ranks: int, name: str, dependency: str | 
 
 
 def _queue(book: dict) -> tuple[dict[str, str], dict[str, str]]:
-    """This user's queued jobs, and those with the run's own (whoever queued them); none where squeue is missing
+    """This user's queued jobs, and the run's own (whoever queued them); none where squeue is missing
     or cannot reach the controller (a dry run on a machine without Slurm: the checks say what is missing)."""
     try:
         mine = queued() if shutil.which("squeue") else {}
-        return mine, ({**mine, **recorded(book)} if shutil.which("squeue") else {})
+        return mine, (recorded(book) if shutil.which("squeue") else {})
     except UserError:
         return {}, {}
 

@@ -103,7 +103,7 @@ def record(data: dict, label: str, **fields) -> dict:
     if old is not None and "job_id" in fields and str(fields["job_id"]) != str(old):
         made = executor_of(data, entry)
         entry.setdefault("history", []).append(str(old) if made == data.get("executor") else f"{made} {old}")
-        for stale in ("state", "elapsed", "error", "dependency", "executor"):
+        for stale in ("state", "elapsed", "error", "dependency", "executor", "name"):
             entry.pop(stale, None)
     entry.update(fields)
     return entry

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 from collapse_hpc import engine
 from collapse_hpc.errors import UserError
@@ -52,15 +53,33 @@ def _slurm(cmd: list[str]) -> str:
     return out.stdout
 
 
-def squeue(selector: list[str]) -> dict[str, tuple[str, str, str]]:
-    """job id (array tasks as 123_4) -> (state, elapsed, Slurm's reason it waits or ended) of the queued
-    jobs `selector` picks (["-u", user] or ["-j", "1,2"]); UserError when squeue is missing or fails."""
+# squeue's fields: the job's name last, whole, where it holds a '|'
+FIELDS = "%i|%T|%M|%r|%u|%j"
+
+
+class Queued(NamedTuple):
+    """A job in the queue as squeue tells it: who queued it and its name (job_name) besides its state."""
+    state: str
+    elapsed: str
+    reason: str = ""
+    user: str = ""
+    name: str = ""
+
+
+def listed(selector: list[str]) -> dict[str, Queued]:
+    """job id (array tasks as 123_4) -> the queued job, of the jobs `selector` picks (["-u", user] or
+    ["-j", "1,2"]); UserError when squeue is missing or fails."""
     jobs = {}
-    for line in _slurm(["squeue", "-h", "-r", *selector, "-o", "%i|%T|%M|%r"]).splitlines():
-        fields = line.strip().split("|", 3)
+    for line in _slurm(["squeue", "-h", "-r", *selector, "-o", FIELDS]).splitlines():
+        fields = line.strip().split("|", 5)
         if len(fields) >= 3 and fields[0]:
-            jobs[fields[0]] = (fields[1], fields[2], fields[3] if len(fields) > 3 else "")
+            jobs[fields[0]] = Queued(*fields[1:])
     return jobs
+
+
+def squeue(selector: list[str]) -> dict[str, tuple[str, str, str]]:
+    """job id -> (state, elapsed, Slurm's reason it waits or ended) of the queued jobs `selector` picks (listed)."""
+    return {jid: (job.state, job.elapsed, job.reason) for jid, job in listed(selector).items()}
 
 
 def queued() -> dict[str, str]:
@@ -68,25 +87,73 @@ def queued() -> dict[str, str]:
     return {jid: job[0] for jid, job in squeue(["-u", getpass.getuser()]).items()}
 
 
-def recorded(book: dict) -> dict[str, str]:
-    """job id -> state, for the jobs a run's book records still in the queue, looked up by id whoever queued
-    them: in a group's run folder a colleague's jobs are not in squeue -u $USER, and a submit took them for
-    ended and queued their units a second time."""
-    bases = {j.split("_")[0] for j in records.job_ids(book)}
-    if not bases:
-        return {}
+class RunQueue(dict):
+    """recorded's job id -> state of a run's jobs still queued; `users`: job id -> who queued it; `others`:
+    job id -> (what the book records it for, the job squeue gives that id now), for those ignored."""
+
+    def __init__(self, states=(), users=None, others=None):
+        super().__init__(states)
+        self.users: dict[str, str] = users or {}
+        self.others: dict[str, tuple[str, Queued]] = others or {}
+
+
+def recorded(book: dict) -> RunQueue:
+    """The jobs a run's book records still in the queue, looked up by id whoever queued them (in a group's run
+    folder a colleague's jobs are not in squeue -u $USER), each the run's only where its name is the one it was
+    queued with (runs_unit): after the cluster's job ids were reset (a reinstalled slurmctld, FirstJobId) or
+    wrapped, a recorded id may name a stranger's job, which submit took for the unit's and cancel cancelled."""
+    units = record_names(book)
+    bases = {j.split("_")[0]: j for j in units}
+    if not units:
+        return RunQueue()
     try:
-        found = squeue(["-j", ",".join(sorted(bases, key=job_order))])
+        found = listed(["-j", ",".join(sorted(bases, key=job_order))])
     except UserError as e:
         if "Invalid job id" in str(e):  # every one of them has left the queue
-            return {}
+            return RunQueue()
         raise
-    return {jid: job[0] for jid, job in found.items() if jid.split("_")[0] in bases}
+    queue = RunQueue()
+    for jid, job in found.items():
+        entry = units.get(jid) or units.get(bases.get(jid.split("_")[0], ""))
+        if entry is None:
+            continue
+        if runs_unit(*entry, job.name):
+            queue[jid], queue.users[jid] = job.state, job.user
+        else:
+            queue.others[jid] = (entry[0], job)
+    return queue
 
 
-def run_queue(book: dict) -> dict[str, str]:
-    """This user's queued jobs and the run's own (recorded), whoever queued those."""
-    return {**queued(), **recorded(book)}
+def record_names(book: dict) -> dict[str, tuple[str, str | None]]:
+    """job id -> (the unit it was queued for, or "aggregate"; the job's name where the book records it), for
+    every Slurm job the book names (records.job_ids)."""
+    out = {str(e["job_id"]): (label, e.get("name")) for label, e in book["units"].items()
+           if e.get("job_id") is not None and records.executor_of(book, e) == "slurm"}
+    agg = book.get("aggregate") or {}
+    if agg.get("job_id") is not None:
+        out[str(agg["job_id"])] = ("aggregate", agg.get("name"))
+    return out
+
+
+def runs_unit(label: str, name: str | None, found: str) -> bool:
+    """Whether a queued job's name (`found`) is that of the job queued for `label`: the name the book records,
+    or for a book of before it did, one job_name gives it (ending in the unit's label, or its experiment's for
+    an array's part, or "aggregate" for the report)."""
+    if name:
+        return found == name
+    return found.endswith((f":{label}", f":{label.split('/')[0]}"))
+
+
+def others_said(queue) -> str | None:
+    """What to say of jobs the run records whose ids squeue gives another job now (recorded's `others`)."""
+    others = getattr(queue, "others", {})
+    if not others:
+        return None
+    shown = "; ".join(f"{j} (recorded for {label}) is {job.user}'s {job.name!r}"
+                      for j, (label, job) in list(others.items())[:3])
+    return (f"{count(len(others), 'job id')} of this run's jobs.json now name other jobs: {shown}"
+            + (" …" if len(others) > 3 else "") + "; the cluster's job ids were reset or wrapped: they are "
+            "not this run's, and are left alone")
 
 
 NO_LIMIT = ("UNLIMITED", "INFINITE", "NONE", "")
@@ -314,7 +381,7 @@ def check_queue(store, chains, pending: set[str], prof: profiles.Profile, scontr
     jobs queued at once (quota), which sbatch would meet part-way, with chains half-queued."""
     slurm_here = shutil.which("squeue") is not None
     mine = queued() if slurm_here else {}  # what counts against MaxJobCount beside this submit's
-    queue = {**mine, **recorded(records.load(store))} if slurm_here else {}
+    queue = recorded(records.load(store)) if slurm_here else {}
     todo = jobs_to_queue(store, chains, pending, queue)
     for said in (job_count_problem(sum(todo.values()), limits(scontrol.config), len(mine)),
                  over_submit_limit(prof, todo, scontrol)):
@@ -380,9 +447,11 @@ def cancel(job_ids: list[str]) -> dict[str, str]:
     return {job: why for job, why in refused.items() if not any(w in why for w in ENDED_MEANWHILE)}
 
 
-def live(book: dict) -> list[str]:
-    """The jobs of a run's book still queued or running (array tasks as 123_4), from squeue, whoever queued them."""
-    return sorted((j for j, state in recorded(book).items() if state in ACTIVE), key=job_order)
+def live(book: dict, queue: dict[str, str] | None = None) -> list[str]:
+    """The jobs of a run's book still queued or running (array tasks as 123_4), from squeue (`queue`: recorded's
+    where read already), whoever queued them."""
+    return sorted((j for j, state in (recorded(book) if queue is None else queue).items() if state in ACTIVE),
+                  key=job_order)
 
 
 def job_order(job: str) -> tuple:
@@ -404,8 +473,11 @@ def cancel_run(store) -> int:
                         f"is a copy; none of them is this folder's: cancel them there")
     # no submit of this run in between; beside an aggregate reading it, which the jobs' end does not disturb
     with beside_reader(store.lock(command="cancel")):
-        jobs = live(book)
+        queue = recorded(book)
+        jobs = live(book, queue)
         refused = cancel(jobs)
+    if said := others_said(queue):
+        print(f"note: {said}", file=sys.stderr)
     if refused:  # a shared run folder: a colleague's jobs are theirs (or an operator's) to cancel
         why = sorted(set(refused.values()))
         raise UserError(f"{store.root}: scancel refused {count(len(refused), 'job')} of its {len(jobs)} queued or "
@@ -442,6 +514,23 @@ def _sbatch(what: str, call):
 # accounting/QOS policy (job submit limit, user's size and/or time limits)", as for a size or time limit too
 SUBMIT_LIMITS = ("QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "QOSMaxSubmitJobPerAccountLimit",
                  "AssocGrpSubmitJobsLimit", "QOSGrpSubmitJobsLimit")
+
+
+class KeptJobs(UserError):
+    """scancel refused queued jobs of the run's (another user's) that a chain queued anew replaces."""
+
+    def __init__(self, kept: dict[str, tuple[str, str, str]]):
+        super().__init__(f"scancel refused {', '.join(kept)}")
+        self.kept = kept  # job id -> (its unit, who queued it, scancel's words)
+
+    def said(self, cancelled: int) -> str:
+        job, (label, who, why) = next(iter(self.kept.items()))
+        more = f" (and {count(len(self.kept) - 1, 'other')})" if len(self.kept) > 1 else ""
+        gone = f"the {count(cancelled, 'job')} this submit had queued cancelled, " if cancelled else ""
+        return (f"job {job}{more}, queued by {who or 'another user'} for {label}, waits on a generation this submit "
+                f"queues anew, and scancel refused to cancel it ({why}): two jobs would run that unit; {gone}nothing "
+                f"of this submit is queued: ask {who or 'its owner'} to cancel it (scancel {' '.join(self.kept)}), "
+                f"then submit again")
 
 
 class SubmitLimit(UserError):
@@ -629,7 +718,7 @@ def submit(store, run, chains, pending: set[str], finish=None, config: str | Non
     # recorded even when a later sbatch fails.
     with store.lock(), clean_env(), contextlib.ExitStack() as on_exit:
         book = records.load(store)
-        plan = _Submission(store, run, Submitter(store, run, prof), book, run_queue(book), pending)
+        plan = _Submission(store, run, Submitter(store, run, prof), book, recorded(book), pending)
         before = copy.deepcopy(plan.book)
         plan.max_array = limits(show_config() if config is None else config).get("MaxArraySize")
         if plan.book.get("corrupt"):  # without it, what is queued is unknown: a second chain could start
@@ -641,12 +730,15 @@ def submit(store, run, chains, pending: set[str], finish=None, config: str | Non
         plan.book.pop("copied_from", None)  # a copied run's book is its own from its first submit
         try:
             short = plan.all(chains, prof, finish)
-        except SubmitLimit as e:  # half a chain queued is of no use: this submit's jobs go, the book as it was
+        # half a chain queued is of no use, nor one beside a job it cannot cancel: this submit's jobs go, the book
+        # as it was
+        except (SubmitLimit, KeptJobs) as e:
             plan.withdraw(before)
             raise UserError(e.said(len(plan.new_ids))) from None
     _print_table(store, prof, plan.rows, len(plan.new_ids), plan.done)
-    if short:
-        print(f"warning: {short[0]}", file=sys.stderr)
+    for said in [others_said(plan.queue), short and short[0], *plan.warnings]:
+        if said:
+            print(f"warning: {said}", file=sys.stderr)
     return {"submitted": plan.new_ids, "queued": plan.live_ids, "done": plan.done}
 
 
@@ -657,7 +749,8 @@ class _Submission:
         self.store, self.run, self.sub, self.book, self.queue = store, run, sub, book, queue
         self.pending = pending  # pending_units: the labels of the units to start
         self.root = str(store.root)
-        self.rows, self.new_ids, self.live_ids, self.stale = [], [], [], []
+        self.rows, self.new_ids, self.live_ids, self.warnings = [], [], [], []
+        self.stale: dict[str, str] = {}  # job id -> its unit, of queued jobs a chain queued anew replaces
         self.done = 0
         self.max_array: int | None = None  # the cluster's MaxArraySize, where scontrol tells it
 
@@ -670,7 +763,8 @@ class _Submission:
             arrays.setdefault(chain.experiment, []).append(chain)
         for name, group in arrays.items():
             self.array(name, group)
-        cancel(self.stale)
+        if kept := cancel(list(self.stale)):  # another user's: it would run its unit beside the new job
+            raise KeptJobs({j: (self.stale[j], self.owner(j), why) for j, why in kept.items()})
         short = report_memory_short(prof, self.run, chains) if finish is not None else None
         if short:  # the aggregation job (aggregate.job) reads it
             self.book["report_replicates"] = short[1]
@@ -689,9 +783,13 @@ class _Submission:
     def live(self, label: str) -> str | None:
         return live_job(self.book, label, self.queue)
 
-    def note(self, label: str, sj, dependency: str | None, kind: str) -> None:
+    def owner(self, job: str) -> str:
+        """Who queued the run's queued `job` (squeue's user; "" where not told)."""
+        return getattr(self.queue, "users", {}).get(str(job), "")
+
+    def note(self, label: str, sj, dependency: str | None, kind: str, name: str) -> None:
         records.record(self.book, label, job_id=sj.job_id, log=str(sj.paths.stderr), dependency=dependency,
-                       kind=kind, submitted=time.time())
+                       kind=kind, submitted=time.time(), name=name)
 
     def chain(self, chain, number: int) -> None:
         """A chain's unfinished generations, each afterok on the one before (or on its queued job);
@@ -716,13 +814,13 @@ class _Submission:
                 ids.append(f"{jid}(queued)")
                 continue
             if jid:  # waits on a job we are replacing: never two chains for one variant
-                self.stale.append(jid)
+                self.stale[jid] = job.label
             dep = f"afterok:{prev}" if prev else None
             name = job_name(run.name, job.label, chain.experiment, number, job.index)
             ex = self.sub.executor(chain.kind, ranks, name=name, dependency=dep,
                                    comment=f"{job.label}" + (f" {dep}" if dep else ""))
             sj = _sbatch(job.label, lambda: ex.submit(UnitJob(), self.root, job.experiment, job.variant, job.index))
-            self.note(job.label, sj, dep, chain.kind)
+            self.note(job.label, sj, dep, chain.kind, name)
             prev, resubmitted = sj.job_id, True
             self.new_ids.append(sj.job_id)
             ids.append(sj.job_id)
@@ -759,8 +857,8 @@ class _Submission:
         self.live_ids += queued_parts
         arrays = []
         if todo:
-            ex = self.sub.executor(group[0].kind, 1, name=job_name(self.run.name, name, name),
-                                   comment=f"{name} array")
+            called = job_name(self.run.name, name, name)
+            ex = self.sub.executor(group[0].kind, 1, name=called, comment=f"{name} array")
 
             def array(piece):
                 with ex.batch():  # one sbatch --array for every part of every variant (up to MaxArraySize)
@@ -770,7 +868,7 @@ class _Submission:
             for piece in array_pieces(todo, self.max_array):
                 jobs = _sbatch(f"the {name} array", lambda piece=piece: array(piece))
                 for job, kind, sj in jobs:
-                    self.note(job.label, sj, None, kind)
+                    self.note(job.label, sj, None, kind, called)
                 array_id = jobs[0][2].job_id.split("_")[0]
                 self.new_ids.append(array_id)
                 # submitit queues a lone task as a plain job: it has no task 0 to name
@@ -785,22 +883,40 @@ class _Submission:
         agg_live = agg.get("job_id") if self.queue.get(str(agg.get("job_id"))) in ACTIVE else None
         # every unit done but no (current) report: the aggregation job failed; it runs again, at once
         redo_report = not (self.new_ids or self.live_ids or agg_live) and _report_stale(self.store, chains)
+        theirs = bool(agg_live) and self.owner(agg_live) not in ("", getpass.getuser())
         if self.new_ids or (self.live_ids and not agg_live) or redo_report:
+            # another user's is cancelled first (an operator may): scancel refuses a colleague's, and a second
+            # report job would run beside it
+            if theirs and self.report_kept(agg_live):
+                self.rows.append(("aggregate", "job", 1, f"{agg_live}(queued, {self.owner(agg_live)}'s)"))
+                return
             waits = sorted({str(j).split("_")[0] for j in self.new_ids + self.live_ids})
             dep = "afterany:" + ":".join(waits) if waits else None
-            ex = self.sub.executor("aggregate", 1, name=job_name(self.run.name, "aggregate", "aggregate"),
-                                   dependency=dep,
+            called = job_name(self.run.name, "aggregate", "aggregate")
+            ex = self.sub.executor("aggregate", 1, name=called, dependency=dep,
                                    comment="aggregate" + (f" {dep}" if dep else ""))
             sj = _sbatch("the aggregation job", lambda: ex.submit(finish, self.root))
-            if agg_live:  # it would run before the new jobs end; once its successor is queued (a refusal keeps it)
-                cancel([agg_live])
+            if agg_live and not theirs:  # it would run before the new jobs end; once its successor is queued
+                cancel([agg_live])  # (an sbatch refusal keeps it)
             self.book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
+                                      "name": called,
                                       "submitted": time.time(), "history": agg.get("history", []) + (
                                           [agg["job_id"]] if agg.get("job_id") else [])}
             self.new_ids.append(sj.job_id)
             self.rows.append(("aggregate", "job", 1, f"{sj.job_id} " + ("(afterany)" if dep else "(report missing)")))
         elif agg_live:
             self.rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
+
+    def report_kept(self, job: str) -> bool:
+        """Whether scancel refused the run's report job `job`, another user's: it stays the run's one, said."""
+        refused = cancel([job])
+        if refused:
+            who = self.owner(job)
+            self.warnings.append(
+                f"the run's report job {job} is {who}'s and scancel refused to cancel it ({refused[job]}): no second "
+                f"one is queued; it reports once the jobs it waits on end, before this submit's: for a report of "
+                f"every unit, submit again once these have ended, or ask {who} to cancel it (scancel {job}) first")
+        return bool(refused)
 
 
 def chain_ids(ids: list[str]) -> str:

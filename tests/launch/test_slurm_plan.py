@@ -27,7 +27,13 @@ FAKES = {
               'echo "sbatch: Job 1 to start at 2026-01-01T00:00:00" >&2; exit 0; }\n'
               'n=$(( $(cat "$FAKE_SLURM/counter" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE_SLURM/counter"\n'
               'cp "${@: -1}" "$FAKE_SLURM/job_$n.sh"; echo "Submitted batch job $n"\n',
-    "squeue": 'cat "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
+    # squeue.txt's lines as they are, but a job's (id|state|elapsed[|reason]) completed with the user and the
+    # name sbatch queued it with, as squeue -o "%i|%T|%M|%r|%u|%j" writes them
+    "squeue": 'while IFS= read -r line; do IFS="|" read -r -a f <<< "$line"; id=${f[0]}\n'
+              '  if [[ ! "$id" =~ ^[0-9]+(_[0-9]+)?$ ]] || [ ${#f[@]} -ge 6 ]; then echo "$line"; continue; fi\n'
+              '  name=$(sed -n "s/^#SBATCH --job-name=//p" "$FAKE_SLURM/job_${id%%_*}.sh" 2>/dev/null)\n'
+              '  echo "$id|${f[1]}|${f[2]}|${f[3]}|$USER|${name//\\\'/}"\n'
+              'done < "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
     "sacct": 'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null; true\n',  # JobID|State|Elapsed lines, or nothing
     "srun": "true\n",  # submitit only checks that it exists
@@ -198,7 +204,8 @@ def test_one_submit_reads_the_config_once_and_the_queue_once_before_it_locks_the
     submit(cfg, tmp_path / "run")
     assert len(scripts(fake_slurm)) == 4  # two generations, the array, the report
     assert calls(fake_slurm, "scontrol show config") == 1 and calls(fake_slurm, "scontrol -a -o show partition") == 1
-    assert calls(fake_slurm, "squeue") == 3  # the checks', the submit limit's (%u|%a|%q|%P), the submission's
+    # the checks', the submit limit's (%u|%a|%q|%P); the submission's reads the run's jobs by id, and it has none yet
+    assert calls(fake_slurm, "squeue") == 2
     assert calls(fake_slurm, "sacctmgr") == 4
     (fake_slurm / "calls.txt").unlink()
     (fake_slurm / "config.txt").write_text("MaxJobCount = 100\nClusterName = dev\n"
@@ -947,6 +954,100 @@ def test_cancel_of_jobs_scancel_refuses_says_so_and_not_of_those_ended_meanwhile
     assert rc == 2 and err == (f"error: {run}: scancel refused 1 job of its 2 queued or running ({gen1}: Access/"
                                f"permission denied); jobs another user queued are theirs to cancel (squeue -j "
                                f"{gen0},{gen1} -o %i,%u); 1 other job cancelled\n"), err
+
+
+def _queued_as(fake_slurm, user: str, lines: dict[str, str], name: str | None = None) -> None:
+    """squeue.txt: each job id -> its state, queued by `user`, under `name` or the one sbatch queued it with."""
+    named = {j: name or flag(scripts(fake_slurm)[int(j.split("_")[0])], "job-name") for j in lines}
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|{state}|0:00|None|{user}|{named[j]}\n"
+                                                   for j, state in lines.items()))
+
+
+def _refusing_scancel(fake_slurm, job: str) -> None:
+    """scancel refuses `job` (another user's), as Slurm does, and cancels the rest."""
+    (fake_slurm / "bin" / "scancel").write_text(
+        f'#!/bin/bash\necho "$@" >> "$FAKE_SLURM/scancel.txt"\nfor j in "$@"; do [ "$j" = {job} ] && '
+        f'{{ echo "scancel: error: Kill job error on job id {job}: Access/permission denied" >&2; rc=1; }}; done\n'
+        'exit ${rc:-0}\n')
+
+
+def test_recorded_job_ids_that_name_another_job_now_are_not_the_runs(tmp_path, fake_slurm):
+    """Job ids are looked up whoever queued them: after the cluster's job-id counter was reset (a reinstalled
+    slurmctld, FirstJobId) or wrapped, a recorded id named a stranger's job (or another of the user's), and
+    submit took it for the unit's job and queued nothing, cancel scancelled it. A job is the run's only where its
+    name is the one it was queued with."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    ids = [*(e["job_id"] for e in jobs(run)["units"].values()), jobs(run)["aggregate"]["job_id"]]
+    for user in ("eve", os.environ.get("USER", "root")):  # a stranger's jobs, and the user's own of another run
+        _queued_as(fake_slurm, user, {j: "PENDING" for j in ids}, name="train-llama")
+        (fake_slurm / "scancel.txt").unlink(missing_ok=True)
+        rc, out, err = collapse("cancel", run)
+        assert rc == 0 and "nothing to cancel" in out and not (fake_slurm / "scancel.txt").exists(), out + err
+        assert f"note: 3 job ids of this run's jobs.json now name other jobs: {ids[0]} (recorded for ltchain/" \
+               f"replace-p0-s0/gen_000) is {user}'s 'train-llama'" in err, err
+    before = len(scripts(fake_slurm))
+    rc, out, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0 and len(scripts(fake_slurm)) == before + 3, out + err  # both generations and the report anew
+    assert "the cluster's job ids were reset or wrapped: they are not this run's, and are left alone" in err, err
+    assert not (fake_slurm / "scancel.txt").exists()  # the stranger's report job was not cancelled either
+    _queued_as(fake_slurm, "eve", {j: "PENDING" for j in ids})  # the same ids and names: a colleague's, the run's
+    rc, out, err = collapse("submit", cfg, "--run", tmp_path / "run2", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0 and len(scripts(fake_slurm)) == before + 6 and "warning" not in err, err
+
+
+def test_a_resubmit_beside_a_colleagues_report_job_queues_no_second_one_and_says_so(tmp_path, fake_slurm):
+    """A group's run folder: a submit that queues more replaces the run's queued report job, which scancel
+    refuses (a colleague's) without a word: two report jobs were left. It is tried first; refused, it stays
+    the run's only one, said in one line naming whose it is."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)
+    gen0, gen1 = (book["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2))
+    report = book["aggregate"]["job_id"]
+    _queued_as(fake_slurm, "bob", {gen0: "RUNNING", gen1: "PENDING", report: "PENDING"})
+    _refusing_scancel(fake_slurm, report)
+    rc, out, err = collapse("submit", cfg, "--run", run, "--generations", "3", "--profile",
+                            REPO / "slurm" / "local.yaml")
+    assert rc == 0 and len(scripts(fake_slurm)) == 4, out + err  # gen_002 only: no second report job
+    assert [ln for ln in err.splitlines() if ln.startswith("warning")] == [
+        f"warning: the run's report job {report} is bob's and scancel refused to cancel it (Access/"
+                   f"permission denied): no second one is queued; it reports once the jobs it waits on end, before "
+                   f"this submit's: for a report of every unit, submit again once these have ended, or ask bob to "
+                   f"cancel it (scancel {report}) first"], err
+    assert f"{report}(queued, bob's)" in out and jobs(run)["aggregate"] == book["aggregate"], out
+    (fake_slurm / "scancel.txt").unlink()
+    gen2 = jobs(run)["units"]["ltchain/replace-p0-s0/gen_002"]["job_id"]
+    _queued_as(fake_slurm, "bob", {gen0: "RUNNING", gen1: "PENDING", gen2: "PENDING", report: "PENDING"})
+    _refusing_scancel(fake_slurm, "none")  # an operator may cancel it: then it is replaced as the user's own
+    rc, out, err = collapse("submit", cfg, "--run", run, "--generations", "4", "--profile",
+                            REPO / "slurm" / "local.yaml")
+    assert rc == 0 and len(scripts(fake_slurm)) == 6 and "warning" not in err, out + err  # gen_003, a report
+    assert (fake_slurm / "scancel.txt").read_text().split() == [report]
+    assert jobs(run)["aggregate"]["history"] == [report]
+
+
+def test_a_resubmit_whose_chain_waits_on_a_colleagues_job_it_cannot_cancel_is_refused(tmp_path, fake_slurm):
+    """A chain queued anew from a generation that is neither done nor queued replaces the later generations'
+    queued jobs: one of a colleague's, which scancel refused without a word, ran its unit beside the new job
+    where it could still run. Nothing is queued, said in one line."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)
+    gen1 = book["units"]["ltchain/replace-p0-s0/gen_001"]["job_id"]
+    _queued_as(fake_slurm, "bob", {gen1: "PENDING"})  # gen_000's job ended, its unit unfinished
+    _refusing_scancel(fake_slurm, gen1)
+    rc, out, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and err[err.index("error:"):] == (
+        f"error: job {gen1}, queued by bob for ltchain/replace-p0-s0/gen_001, waits on a "
+                               f"generation this submit queues anew, and scancel refused to cancel it (Access/"
+                               f"permission denied): two jobs would run that unit; the 2 jobs this submit had queued "
+                               f"cancelled, nothing of this submit is queued: ask bob to cancel it (scancel {gen1}), "
+                               f"then submit again\n"), err
+    assert jobs(run)["units"] == book["units"] and jobs(run)["aggregate"] == book["aggregate"]
 
 
 def test_cancel_runs_while_aggregate_reads_the_run_and_a_submit_still_waits_for_both(tmp_path, fake_slurm):

@@ -911,6 +911,63 @@ def test_private_data_shows_a_user_their_own_jobs_and_a_limit_on_everyones_says_
         in said, said
 
 
+def as_nobody(tmp_path, monkeypatch) -> None:
+    """squeue, sacct and scancel run as nobody ($USER too): the jobs root queued are another user's."""
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    for name in ("squeue", "sacct", "scancel"):  # the commands that look up and cancel jobs, as another user
+        (wrappers / name).write_text(f'#!/bin/bash\nexec runuser -u nobody -- {shutil.which(name)} "$@"\n')
+        (wrappers / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+    for name in ("USER", "LOGNAME"):
+        monkeypatch.setenv(name, "nobody")
+
+
+def test_a_colleagues_report_job_scancel_refuses_is_kept_and_no_second_one_queued(tmp_path, monkeypatch):
+    """A group's run folder: a submit queuing more units replaces the run's report job; scancel refused a
+    colleague's without a word and two report jobs were left. Read as nobody, the run's jobs are root's."""
+    cfg = write_config(tmp_path, "shared", generations=1, ltchain={"rows": 2, "sleep_s": 10.0})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    report = jobs(run)["aggregate"]["job_id"]
+    try:
+        as_nobody(tmp_path, monkeypatch)
+        rc, out, err = collapse("submit", cfg, "--run", run, "--generations", "2", "--profile", PROFILE)
+        names = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout.split()
+    finally:
+        monkeypatch.undo()
+        subprocess.run(["scancel", *sorted(records.job_ids(jobs(run)))], capture_output=True)
+    assert rc == 0 and f"warning: the run's report job {report} is root's and scancel refused to cancel" in err, err
+    assert jobs(run)["aggregate"]["job_id"] == report and len(jobs(run)["units"]) == 2, out
+    assert sum(n.startswith("report-shared:") for n in names) == 1, names  # no second report job
+
+
+def test_a_recorded_id_the_queue_gives_a_strangers_job_is_left_alone(tmp_path):
+    """The cluster's job-id counter reset or wrapped: a recorded id names another job, which submit took for
+    its unit's (queued nothing) and cancel cancelled. Here the book records an unrelated job's id."""
+    cfg = write_config(tmp_path, "reset", generations=1, ltchain={"rows": 2})
+    run = tmp_path / "run"
+    other = subprocess.run(["sbatch", "--parsable", "-J", "train-llama", "--begin=now+600", "--wrap", "sleep 60"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+        assert rc == 0, err
+        book = jobs(run)
+        subprocess.run(["scancel", *records.job_ids(book)], check=True)
+        book["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"] = other  # as a reset counter gives it again
+        del book["aggregate"]
+        (run / "jobs.json").write_text(json.dumps(book))
+        cancelled = collapse("cancel", run)
+        state = subprocess.run(["squeue", "-h", "-j", other, "-o", "%T"], capture_output=True, text=True).stdout
+        again = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    finally:
+        subprocess.run(["scancel", other, *sorted(records.job_ids(jobs(run)))], capture_output=True)
+    assert cancelled[0] == 0 and "nothing to cancel" in cancelled[1] and state.strip() == "PENDING", cancelled
+    assert f"{other} (recorded for ltchain/replace-p0-s0/gen_000) is root's 'train-llama'" in cancelled[2], cancelled
+    assert again[0] == 0 and jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"] != other, again
+
+
 def test_a_run_whose_jobs_another_user_queued_is_not_queued_again_nor_run_beside_them(tmp_path, monkeypatch):
     """A group's run folder: squeue -u $USER does not list a colleague's jobs, so a second user's submit took the
     run's queued jobs for ended and queued their units again, run started them beside the jobs and cancel found
@@ -921,15 +978,8 @@ def test_a_run_whose_jobs_another_user_queued_is_not_queued_again_nor_run_beside
     assert rc == 0, err
     first = jobs(run)
     ids = sorted(records.job_ids(first))
-    wrappers = tmp_path / "bin"
-    wrappers.mkdir()
-    for name in ("squeue", "sacct", "scancel"):  # the commands that look up and cancel jobs, as another user
-        (wrappers / name).write_text(f'#!/bin/bash\nexec runuser -u nobody -- {shutil.which(name)} "$@"\n')
-        (wrappers / name).chmod(0o755)
     try:
-        monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
-        for name in ("USER", "LOGNAME"):
-            monkeypatch.setenv(name, "nobody")
+        as_nobody(tmp_path, monkeypatch)
         assert not subprocess.run(["squeue", "-h", "-u", "nobody"], capture_output=True, text=True).stdout.strip()
         again = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
         after = jobs(run)
