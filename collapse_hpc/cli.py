@@ -613,7 +613,10 @@ def cmd_data(args) -> int:
 def cmd_experiment(args) -> int:
     hook = _experiment_cli(args.command)
     if hook and args.config is None:  # its own command line (lm: the reference implementation's flags)
-        return hook.main(args)
+        from collapse_hpc.launch.peers import launched_ranks
+
+        with launched_ranks():  # on several ranks: a peer's end or hang said in one line
+            return hook.main(args)
     return run_by_hand(args)
 
 

@@ -19,7 +19,12 @@ waited too; else it is the one that never came, recorded hung. With any number o
 names the hung one (its pid and host); where none of a host recorded itself (a peer on another host,
 ended by Slurm), it names those that never said they came, "one of" them where there are several.
 
-API: watching(run_dir, rank, world_size), culprit(folder), folder(run_dir, job_id).
+A launch outside a job (`collapse-hpc lm` by the reference's flags, under torchrun, srun or by hand) records
+its ranks the same way, in a folder of this host's temporary files, unwatched (launched_ranks): a rank whose
+collective broke or timed out says in one line the rank that ended or hung (PeerStopped), not gloo's traceback.
+
+API: watching(run_dir, rank, world_size), launched_ranks(), PeerStopped, culprit(folder),
+folder(run_dir, job_id).
 """
 from __future__ import annotations
 
@@ -30,10 +35,12 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import pid_alive, unregister
 
@@ -265,6 +272,13 @@ def watching(run_dir: str | Path, rank: int, world_size: int):
     where, finished = folder(run_dir, job), threading.Event()
     _record(where, rank, "running")
     threading.Thread(target=_watch, args=(Path(run_dir), where, rank, finished), name="peer-watch", daemon=True).start()
+    with _recorded(where, rank, finished):
+        yield
+
+
+@contextlib.contextmanager
+def _recorded(where: Path, rank: int, finished: threading.Event):
+    """This rank's end recorded: done, or its error's cause (a peer's end where one explains it)."""
     try:
         yield
     except BaseException as e:
@@ -279,3 +293,61 @@ def watching(run_dir: str | Path, rank: int, world_size: int):
         raise
     finished.set()
     _record(where, rank, "done")
+
+
+class PeerStopped(UserError):
+    """A rank of a launch outside a job that stopped because a peer ended or hung: said in one line."""
+
+    exit_code = STOPPED
+
+
+def _launch_folder() -> Path | None:
+    """Where the ranks of a launch outside a job record themselves: the ranks of one host share their
+    launcher (the parent process) and the rendezvous port. None for a single process."""
+    port = os.environ.get("MASTER_PORT")
+    if int(os.environ.get("WORLD_SIZE") or 1) < 2 or not port or _job_id() is not None:
+        return None
+    return Path(tempfile.gettempdir()) / "collapse-hpc-ranks" / f"{port}-{os.getppid()}"
+
+
+# what a rank's collective says when a peer's process ended (gloo; NCCL's watchdog says it otherwise)
+PEER_GONE = ("connection closed by peer", "connection reset by peer")
+
+
+@contextlib.contextmanager
+def launched_ranks():
+    """The block, on a rank of a launch outside a job: its error that a peer's end or hang caused is said in one
+    line (PeerStopped, exit status STOPPED) naming that peer where a record of this host does, else saying that
+    a peer stopped. Peers are not watched: a peer's end reaches this rank as its collective's error."""
+    where = _launch_folder()
+    if where is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    rank = int(os.environ.get("RANK") or 0)
+    _record(where, rank, "running")
+    try:
+        with _recorded(where, rank, threading.Event()):
+            yield
+    except Exception as e:
+        said = _peer_line(where, rank, e)
+        if said is None:
+            raise
+        raise PeerStopped(f"rank {rank}: {said}; this rank stops too") from None
+    with contextlib.suppress(OSError):  # nothing left to explain
+        (where / f"{rank}.json").unlink()
+        where.rmdir()
+
+
+def _peer_line(where: Path, rank: int, e: Exception) -> str | None:
+    """What stopped this rank where it was a peer (its record says so), else None."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    records = [r for r in _records(where) if isinstance(r.get("rank"), int) and r["rank"] < world]
+    own = next((r for r in records if r["rank"] == rank), {})
+    if own.get("state") not in ("stopped", WAITED) and not any(t in str(e).lower() for t in PEER_GONE):
+        return None
+    if own.get("state") == WAITED:
+        found = _hung(records)
+        return found[1].split(" (what the unit finished")[0] if found else own.get("cause")
+    if own.get("state") == "stopped":
+        return str(own.get("cause"))
+    return "a peer rank stopped (its connection closed): see its log for why"

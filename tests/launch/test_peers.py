@@ -169,3 +169,33 @@ def test_a_rank_told_to_stop_records_why(tmp_path, monkeypatch):
     with pytest.raises(Ending), peers.watching(tmp_path, 0, 2):
         raise Ending(said)
     assert peers.culprit(peers.folder(tmp_path, "77-r0")) == (0, f"rank 0 of 1 (pid {os.getpid()}) stopped: {said}")
+
+
+def _launched_rank(monkeypatch, tmp_path, rank: int) -> None:
+    """This process as rank `rank` of 2 of a launch outside a job, its records under tmp_path."""
+    for name in ("SUBMITIT_EXECUTOR", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setattr(peers.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(peers, "CAUSE_WAIT_S", 0.1)
+
+
+def test_a_launched_rank_whose_peer_closed_the_connection_says_so_in_one_line(monkeypatch, tmp_path):
+    """No record of the host explains it (the peer ran on another host): said without gloo's text."""
+    _launched_rank(monkeypatch, tmp_path, 1)
+    with pytest.raises(peers.PeerStopped) as stopped, peers.launched_ranks():
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.0.0.3]:36278. ...")
+    assert str(stopped.value) == ("rank 1: a peer rank stopped (its connection closed): see its log for why; "
+                                  "this rank stops too")
+    assert stopped.value.exit_code == peers.STOPPED
+
+
+def test_a_launched_rank_keeps_its_own_error_and_leaves_no_record_once_done(monkeypatch, tmp_path):
+    _launched_rank(monkeypatch, tmp_path, 0)
+    with pytest.raises(ValueError), peers.launched_ranks():
+        raise ValueError("its own")
+    with peers.launched_ranks():
+        pass
+    assert not (tmp_path / "collapse-hpc-ranks").exists() or not any((tmp_path / "collapse-hpc-ranks").rglob("*.json"))
