@@ -291,6 +291,9 @@ def test_one_rule_decides_and_words_every_claim_of_agreement(monkeypatch):
         "replicates"
     assert figures.agreement_rule("seed", "moved that way") == ("claimed only where every seed, two or more, moved "
                                                                 "that way by 5% or more")
+    flat = {"rare": 1.03, "middle": 1.0, "frequent": 1.0}
+    assert figures._verdict("replace", {c: (r, 490.0, 1) for c, r in flat.items()}, [flat] * 2).endswith(
+        ": none rose by 5% or more: no class went first")
 
 
 def test_lm_beyond_caption_names_a_run_without_a_decoding_sweep_by_its_regimes():

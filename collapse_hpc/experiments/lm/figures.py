@@ -388,7 +388,7 @@ def _verdict(label: str, rise: dict, replicates: list[dict]) -> str:
     replicate's own ratios (_replicate_rises)."""
     g = max(v[2] for v in rise.values())
     first = max(rise, key=lambda k: rise[k][0])
-    verdict = ("none rose by 1% or more: no class went first" if rise[first][0] < 1 + NOISE
+    verdict = (f"none rose by {NOISE:.0%} or more: no class went first" if rise[first][0] < 1 + NOISE
                else _ordering(replicates))
     return (f"{label}, generation 0 -> {g}: " + ", ".join(f"{k} x{rise[k][0]:.3g} (from {_fmt(rise[k][1])})"
                                                            for k in TAILS if k in rise) + f": {verdict}")
