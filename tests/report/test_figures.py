@@ -1501,3 +1501,27 @@ def test_a_figure_legend_takes_as_many_columns_as_its_width_holds(full_run):
         legend, = fig.legends
         box = legend.get_window_extent(renderer)
     assert box.width <= fig.bbox.width and box.height < 0.25 * fig.bbox.height, (box, fig.bbox)
+
+
+def test_every_log_axis_says_so_in_its_label(full_run):
+    """σ̂² and W₂² were drawn on log axes with plain ticks (0.05, 0.1, 0.2, 0.5, 1), the sequence perplexities
+    on a log x axis ticked 100, 150, 200, their labels silent: a reader took the straight decay for linear. Every
+    labelled log axis of every figure says 'log scale', as the overview's panels do."""
+    from collapse_hpc import experiments
+    from collapse_hpc.plotting.figures import NotInThisRun
+
+    silent = []
+    with drawing.figure_style():
+        for experiment in ("gaussian", "gmm", "lm", "vae"):
+            ctx = _context(full_run, experiment)
+            for key, _, fn in experiments.describe(experiment).figures() + drawing.overviews(ctx):
+                try:
+                    drawn = fn(ctx)
+                except NotInThisRun:  # a figure this run has no data for: the page says so instead
+                    continue
+                for ax in drawn[0].axes if drawn else []:
+                    for axis, label, scale in (("x", ax.get_xlabel(), ax.get_xscale()),
+                                               ("y", ax.get_ylabel(), ax.get_yscale())):
+                        if scale == "log" and label and "log" not in label.replace("\u00a0", " "):
+                            silent.append((experiment, key, axis, label))
+    assert not silent, silent
