@@ -1525,3 +1525,15 @@ def test_every_log_axis_says_so_in_its_label(full_run):
                         if scale == "log" and label and "log" not in label.replace("\u00a0", " "):
                             silent.append((experiment, key, axis, label))
     assert not silent, silent
+
+
+def test_figure_headings_name_what_is_drawn_not_what_it_should_show():
+    """The lm's tails figure was headed 'The tails go first' over a caption that, of one replicate, claims no
+    ordering: a heading says what is drawn; which class went first is the caption's to claim, under its rule."""
+    import re
+
+    from collapse_hpc import experiments
+
+    for experiment in ("gaussian", "gmm", "lm", "vae"):
+        for _, title, _ in experiments.describe(experiment).figures():
+            assert not re.search(r"\b(go|goes|went|gone) first\b", title, re.I), (experiment, title)

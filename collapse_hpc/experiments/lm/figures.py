@@ -583,7 +583,7 @@ def lm_training_curves(ctx: Context):
 
 FIGURES = [("sequence_ppl", "Perplexity of generated data under the generation-0 model", lm_sequence_ppl),
            ("test_ppl", "Test perplexity", lm_test_ppl),
-           ("tails", "The tails go first: test perplexity by token rarity, rare tokens generated", lm_tails),
+           ("tails", "The tails: test perplexity by token rarity, rare tokens generated", lm_tails),
            ("diversity", "Diversity of generated data", lm_diversity),
            ("training_curves", "Training curves", lm_training_curves),
            ("beyond", "Beyond the paper: decoding strategies and curated regimes", lm_beyond)]
