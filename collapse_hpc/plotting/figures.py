@@ -240,7 +240,7 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
         # a log panel beside linear ones says so: ladder ticks (0.05, 0.07, 0.1) alone do not (a no-break space:
         # fit_labels breaks the label between words, and "(log" over "scale)" read as two notes)
         ax.set_ylabel((ylabels or {}).get(metric, spec.unit or spec.label)
-                      + (" (log\u00a0scale)" if ax.get_yscale() == "log" else ""))
+                      + (style.LOG_NOTE if ax.get_yscale() == "log" else ""))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     legend_below(fig, axes)

@@ -38,6 +38,9 @@ DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 2)
 PANEL_W, PANEL_H = 2.9, 2.2  # inches per panel
 PAGE_W = 7.2  # a two-column paper's full text width (Nature: 183 mm): wider figures print their 7 pt below 5 pt
 PAGE_H = 9.7  # the tallest figure a journal page takes (Nature: 247 mm)
+# what a log axis adds to its label: ladder ticks (0.05, 0.1, 0.2) alone read as a linear axis (a no-break space:
+# a label broken between words put "(log" over "scale)", two notes)
+LOG_NOTE = " (log\u00a0scale)"
 PAGE_PX = 1100  # CSS pixels the results page (report.page) shows a figure across at most: wider PNGs are scaled to it
 # a level to compare against (the real data's own value): a thick light line behind the series, unlike any of them
 REAL = {"color": "0.72", "linestyle": "-", "linewidth": 3.0, "zorder": 0}

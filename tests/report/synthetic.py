@@ -17,7 +17,8 @@ from collapse_hpc.store import RunStore, write_manifest, write_parquet
 from collapse_hpc.store.atomic import write_bytes
 
 # the regimes these runs use, by the label their variants' names start with
-REGIMES = {r.label: r for r in (Regime(), Regime("replace", 0.1), Regime("accumulate"))}
+REGIMES = {r.label: r for r in (Regime(), Regime("replace", 0.1), Regime("accumulate"),
+                                 Regime("accumulate-subsample"))}
 
 
 def _unit(root: Path, experiment: str, variant: str, unit: str, tables: dict, *, finished: bool = True,
@@ -94,14 +95,15 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
 
 
 def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3, components: int = 0,
-        snapshot_points: int = 300) -> None:
+        snapshot_points: int = 300, regimes: tuple[str, ...] = ("replace-p0", "accumulate")) -> None:
     """components: that many components' columns too (c0_weight, …; noise), as gmm.metrics names them;
-    snapshot_points: the points of each snapshot (every 10th generation and the last)."""
+    snapshot_points: the points of each snapshot (every 10th generation and the last); regimes: the first
+    collapses fast, the others slowly."""
     from collapse_hpc.experiments.gmm.metrics import names
 
     rng = np.random.default_rng(1)
     per_component = [c for c in names(components) if c not in names(0)]
-    for regime, rate in (("replace-p0", 0.12), ("accumulate", 0.01)):
+    for regime, rate in zip(regimes, (0.12, *[0.01] * (len(regimes) - 1))):
         for p in range(parts):
             metrics = {k: [] for k in ("generation", "replicate", "l2_squared", "trace_0", "trace_1", "p95",
                                        "tail_share_2sigma", "tail_share_3sigma", *per_component)}

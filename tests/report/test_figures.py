@@ -291,6 +291,9 @@ def test_one_rule_decides_and_words_every_claim_of_agreement(monkeypatch):
         "replicates"
     assert figures.agreement_rule("seed", "moved that way") == ("claimed only where every seed, two or more, moved "
                                                                 "that way by 5% or more")
+    flat = {"rare": 1.03, "middle": 1.0, "frequent": 1.0}
+    assert figures._verdict("replace", {c: (r, 490.0, 1) for c, r in flat.items()}, [flat] * 2).endswith(
+        ": none rose by 5% or more: no class went first")
 
 
 def test_lm_beyond_caption_names_a_run_without_a_decoding_sweep_by_its_regimes():
@@ -1498,3 +1501,39 @@ def test_a_figure_legend_takes_as_many_columns_as_its_width_holds(full_run):
         legend, = fig.legends
         box = legend.get_window_extent(renderer)
     assert box.width <= fig.bbox.width and box.height < 0.25 * fig.bbox.height, (box, fig.bbox)
+
+
+def test_every_log_axis_says_so_in_its_label(full_run):
+    """σ̂² and W₂² were drawn on log axes with plain ticks (0.05, 0.1, 0.2, 0.5, 1), the sequence perplexities
+    on a log x axis ticked 100, 150, 200, their labels silent: a reader took the straight decay for linear. Every
+    labelled log axis of every figure says 'log scale', as the overview's panels do."""
+    from collapse_hpc import experiments
+    from collapse_hpc.plotting.figures import NotInThisRun
+
+    silent = []
+    with drawing.figure_style():
+        for experiment in ("gaussian", "gmm", "lm", "vae"):
+            ctx = _context(full_run, experiment)
+            for key, _, fn in experiments.describe(experiment).figures() + drawing.overviews(ctx):
+                try:
+                    drawn = fn(ctx)
+                except NotInThisRun:  # a figure this run has no data for: the page says so instead
+                    continue
+                for ax in drawn[0].axes if drawn else []:
+                    for axis, label, scale in (("x", ax.get_xlabel(), ax.get_xscale()),
+                                               ("y", ax.get_ylabel(), ax.get_yscale())):
+                        if scale == "log" and label and "log" not in label.replace("\u00a0", " "):
+                            silent.append((experiment, key, axis, label))
+    assert not silent, silent
+
+
+def test_figure_headings_name_what_is_drawn_not_what_it_should_show():
+    """The lm's tails figure was headed 'The tails go first' over a caption that, of one replicate, claims no
+    ordering: a heading says what is drawn; which class went first is the caption's to claim, under its rule."""
+    import re
+
+    from collapse_hpc import experiments
+
+    for experiment in ("gaussian", "gmm", "lm", "vae"):
+        for _, title, _ in experiments.describe(experiment).figures():
+            assert not re.search(r"\b(go|goes|went|gone) first\b", title, re.I), (experiment, title)

@@ -123,3 +123,47 @@ def test_snapshot_panels_narrowed_to_a_page_keep_their_tick_labels_apart(tmp_pat
             em = renderer.points_to_pixels(style.RC["xtick.labelsize"])
             assert min((b.x0 - a.x1 for a, b in zip(labels, labels[1:])), default=em) >= em / 2, \
                 [t.get_text() for t in ax.get_xticklabels()]
+
+
+def _drawn_snapshots(root):
+    """gmm_snapshots of the run at root, drawn at the report's fonts: (figure, its visible panels)."""
+    from collapse_hpc.experiments.gmm.figures import gmm_snapshots
+    from collapse_hpc.report import drawing
+
+    with drawing.figure_style():
+        fig, _ = gmm_snapshots(_context(root, "gmm"))
+        fig.draw_without_rendering()
+    return fig, [ax for ax in fig.axes if ax.get_visible()]
+
+
+@pytest.mark.parametrize("generations, panels", [(80, 8), (41, 5), (12, 3)])
+def test_snapshot_panels_reach_the_side_their_layout_gives(tmp_path, generations, panels):
+    """A figure of the panels' sides alone left each equal-aspect panel ~1.07 in of a nominal 1.6 once the titles,
+    ticks and the rows' names took their room: the figure holds that room besides, and each panel is drawn within
+    5% of its side (and the figure still within a page)."""
+    from collapse_hpc.experiments.gmm.figures import snapshot_layout
+    from collapse_hpc.plotting import style
+
+    root = tmp_path / "side"
+    synthetic.write_config(root, {"gmm": {"generations": generations}})
+    synthetic.gmm(root, generations=generations, replicates=2, snapshot_points=50)
+    fig, shown = _drawn_snapshots(root)
+    _, side = snapshot_layout(panels, 2)
+    drawn = [min(ax.get_position().width * fig.get_figwidth(), ax.get_position().height * fig.get_figheight())
+             for ax in shown]
+    assert min(drawn) >= 0.95 * side, (min(drawn), side)
+    assert fig.get_figwidth() <= style.PAGE_W and fig.get_figheight() <= style.PAGE_H, fig.get_size_inches()
+
+
+def test_snapshot_row_names_stay_within_their_panels_height(tmp_path):
+    """'accumulate-subsample' beside five panels narrowed to fit a page ran past its row's panel into the next
+    row's name: a row's name breaks into lines (at its hyphen) no longer than the panel is high."""
+    root = tmp_path / "names"
+    synthetic.write_config(root, {"gmm": {"generations": 41}})
+    synthetic.gmm(root, generations=41, replicates=2, snapshot_points=50,
+                  regimes=("replace-p0", "replace-p0.1", "accumulate-subsample"))
+    fig, shown = _drawn_snapshots(root)
+    named = {t.get_text().replace("\n", ""): (t, ax) for ax in shown for t in ax.texts}
+    assert set(named) == {"replace", "replace, keep 10%", "accumulate-subsample"}
+    for text, ax in named.values():
+        assert text.get_window_extent().height <= ax.get_window_extent().height, text.get_text()

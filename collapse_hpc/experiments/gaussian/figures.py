@@ -38,7 +38,8 @@ def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, l
     for r, run in enumerate(runs):
         for c, n in enumerate(ns):
             ax = axes[r, c]
-            ax.set_ylabel(ylabel if c == 0 else "")  # also on an empty first panel: the row's scale is there
+            # also on an empty first panel: the row's scale is there
+            ax.set_ylabel(ylabel + (style.LOG_NOTE if log else "") if c == 0 else "")
             fixed = {"samples": n} if n is not None else None
             if not draw_series(ax, ctx, run, metric, fixed=fixed, exclude=("samples",)):
                 no_data(ax, _empty(ctx, run, n))

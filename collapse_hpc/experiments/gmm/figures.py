@@ -78,7 +78,11 @@ def gmm_snapshots(ctx: Context, most: int = 8):
     recorded = {run: set().union(*(set(v["generation"]) for r, _, v in rows if r == run)) for run, _, _ in rows}
     lines, side = snapshot_layout(len(gens), len(rows))
     cols = -(-len(gens) // lines)
-    fig, axes = style.figure(lines * len(rows), cols, sharex=True, sharey=True, w=side, h=side)
+    # the asides and titles snapshot_layout set apart, added to the figure: a figure of the panels' sides alone
+    # left its equal-aspect panels ~1.1 in of a nominal 1.6 once ticks, titles and the rows' names took their room
+    fig, axes = style.figure(lines * len(rows), cols, sharex=True, sharey=True, w=side + GAP + ASIDE_W / cols,
+                             h=side + GAP + (ASIDE_H + lines * TITLES) / (lines * len(rows)))
+    fig.set_size_inches(min(fig.get_figwidth(), style.PAGE_W), min(fig.get_figheight(), style.PAGE_H))  # rounding
     for ax in axes.flat:
         ax.set_visible(False)  # a last line's panels past the last generation stay empty
     for i, g in enumerate(gens):
@@ -91,7 +95,7 @@ def gmm_snapshots(ctx: Context, most: int = 8):
             if r == 0:
                 ax.set_title(_panel(g))
             if c == cols - 1 or i == len(gens) - 1:
-                row_label(ax, key if len(ctx.runs) == 1 else f"{run}\n{key}")
+                row_label(ax, key if len(ctx.runs) == 1 else f"{run}\n{key}", side)
     # the data's two coordinates (gmm.recursion.real_data: two-mode's modes lie apart on x), named once for the
     # whole grid: one "x" under each bottom panel and one "y" beside each row said the same thing four times
     fig.supxlabel("x", fontsize=style.RC["axes.labelsize"])
@@ -112,8 +116,8 @@ def gmm_snapshots(ctx: Context, most: int = 8):
 
 SNAPSHOT_SIDE, SNAPSHOT_LEGIBLE = 1.6, 1.2  # inches a snapshot panel spans at most; the least before lines wrap
 # inches of a page's width and height beside the panels: y ticks and "y" on the left, the rows' names on the right;
-# a line's titles and x ticks, "x" below
-ASIDE_W, ASIDE_H, TITLES = 0.75, 0.35, 0.45
+# x ticks and "x" below; a line's titles; the layout's padding around each panel (measured at the report's fonts)
+ASIDE_W, ASIDE_H, TITLES, GAP = 0.55, 0.35, 0.35, 0.13
 
 
 def snapshot_layout(panels: int, rows: int) -> tuple[int, float]:
@@ -122,8 +126,8 @@ def snapshot_layout(panels: int, rows: int) -> tuple[int, float]:
     panels any number of lines gives. Eight generations in one line were 12.8 in, wider than a page."""
     best = (1, 0.0)
     for lines in range(1, panels + 1):
-        side = min(SNAPSHOT_SIDE, (style.PAGE_W - ASIDE_W) / -(-panels // lines),
-                   (style.PAGE_H - ASIDE_H - lines * TITLES) / (lines * rows))
+        side = min(SNAPSHOT_SIDE, (style.PAGE_W - ASIDE_W) / -(-panels // lines) - GAP,
+                   (style.PAGE_H - ASIDE_H - lines * TITLES) / (lines * rows) - GAP)
         if side >= SNAPSHOT_LEGIBLE:
             return lines, side
         best = max(best, (lines, side), key=lambda ls: ls[1])
@@ -162,10 +166,16 @@ def _panel(g: int) -> str:
     return "real data" if g == REAL_PANEL else f"generation {g}"
 
 
-def row_label(ax, text: str) -> None:
-    """A row's series named beside its last panel, on the right (the y-axis label says what y is)."""
+def row_label(ax, text: str, inches: float) -> None:
+    """A row's series named beside its last panel, on the right (the y-axis label says what y is), in lines
+    no longer than the panel is high: 'accumulate-subsample' ran past a 1.2 in panel into the next row's."""
+    import textwrap
+
+    points = style.RC["axes.labelsize"]
+    chars = max(8, int(inches / (0.6 * points / 72)))  # 0.6 em a character: a name's letters run wide
+    text = "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
     ax.annotate(text, xy=(1, 0.5), xycoords="axes fraction", xytext=(4, 0), textcoords="offset points",
-                rotation=-90, ha="left", va="center", fontsize=style.RC["axes.labelsize"])
+                rotation=-90, ha="left", va="center", fontsize=points, linespacing=1.1)
 
 
 def _spread(points: pd.DataFrame) -> float:
