@@ -93,8 +93,8 @@ def agreement_rule(unit: str, does: str) -> str:
 
 
 def _way(change: float, down: str, up: str, seeds: list[float]) -> str:
-    """The direction of a pooled change, claimed only where every seed, two or more, moved that way by 1% or
-    more (seeds: each seed's own change); one seed's direction is given as such, which noise can make."""
+    """The direction of a pooled change, claimed only where every seed, two or more, moved that way by NOISE
+    or more (seeds: each seed's own change); one seed's direction is given as such, which noise can make."""
     if abs(change) < NOISE:
         return f"held (within {NOISE:.0%})"
     word = down if change < 0 else up
@@ -364,7 +364,7 @@ ORDERED = "has the same class's perplexity rise most,"  # what every replicate d
 
 def _ordering(replicates: list[dict]) -> str:
     """Which class went first, claimed only where every replicate, two or more, has the same class's test
-    perplexity rise most and by 1% or more: one seed's ordering is a coin that noise can turn."""
+    perplexity rise most and by NOISE or more: one seed's ordering is a coin that noise can turn."""
     if not replicates:
         return "no replicate has every class at both generations: no ordering"
     firsts = [max(r, key=r.__getitem__) for r in replicates]
