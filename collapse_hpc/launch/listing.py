@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -144,6 +145,8 @@ def show(run_dir: str | Path, as_json: bool = False, every: bool = False) -> int
         return 0
     lines = every_unit(state)
     print("\n".join(lines if every or len(lines) <= SCREEN else summary(state)))
+    if state.get("others"):
+        print(f"note: {state['others']}", file=sys.stderr)
     return 0
 
 

@@ -102,9 +102,8 @@ def recorded(book: dict) -> RunQueue:
     folder a colleague's jobs are not in squeue -u $USER), each the run's only where its name is the one it was
     queued with (runs_unit): after the cluster's job ids were reset (a reinstalled slurmctld, FirstJobId) or
     wrapped, a recorded id may name a stranger's job, which submit took for the unit's and cancel cancelled."""
-    units = record_names(book)
-    bases = {j.split("_")[0]: j for j in units}
-    if not units:
+    bases = {j.split("_")[0] for j in record_names(book)}
+    if not bases:
         return RunQueue()
     try:
         found = listed(["-j", ",".join(sorted(bases, key=job_order))])
@@ -112,6 +111,13 @@ def recorded(book: dict) -> RunQueue:
         if "Invalid job id" in str(e):  # every one of them has left the queue
             return RunQueue()
         raise
+    return run_jobs(book, found)
+
+
+def run_jobs(book: dict, found: dict[str, Queued]) -> RunQueue:
+    """Of the jobs Slurm gives the ids a run's book records (`found`), the run's (runs_unit) and the others."""
+    units = record_names(book)
+    bases = {j.split("_")[0]: j for j in units}
     queue = RunQueue()
     for jid, job in found.items():
         entry = units.get(jid) or units.get(bases.get(jid.split("_")[0], ""))

@@ -39,39 +39,65 @@ ROUTINE = {"None", "Dependency", ""}
 EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 2 minutes after the requeue"}
 
 
+# sacct's fields: the job's name last, whole, where it holds a '|'
+SACCT = "JobID,State,Elapsed,DerivedExitCode,ExitCode,User,JobName"
+
+
 def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     """job id -> (state, elapsed, why it waits) from sacct, overridden by squeue for jobs still queued."""
     return slurm_view(job_ids)[0]
 
 
-def slurm_view(job_ids: list[str]) -> tuple[dict[str, tuple[str, str, str]], dict[str, int]]:
-    """slurm_states, and job id -> the signal that ended the job where sacct records one."""
-    out: dict[str, tuple[str, str, str]] = {}
-    signals: dict[str, int] = {}
+def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, tuple[str, str, str]], dict[str, int]]:
+    """slurm_states, and job id -> the signal that ended the job where sacct records one. With the run's `book`,
+    an id whose job Slurm names otherwise than the unit's (slurm.run_jobs: after a reset or wrapped job-id
+    counter, a stranger's) is left out, as a job gone from both is; the states' `others` names them."""
+    from collapse_hpc.launch.slurm import RunQueue, listed, run_jobs
+
     bases = sorted({str(j).split("_")[0] for j in job_ids if j})
     if not bases:
-        return out, signals
-    if shutil.which("sacct"):
-        res = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,Elapsed,DerivedExitCode,ExitCode", "-j",
-                              ",".join(bases)], capture_output=True, text=True, timeout=60)
-        for line in res.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) >= 3:
-                out[parts[0]] = (parts[1].split()[0], parts[2], "")  # "CANCELLED by 0" -> CANCELLED
-                if signum := signal_of(parts[3:]):
-                    signals[parts[0]] = signum
+        return {}, {}
+    out, signals, named = _sacct(bases)
     queue_known = False
     if shutil.which("squeue"):
-        from collapse_hpc.launch.slurm import squeue
-
         try:
-            out.update(squeue(["-j", ",".join(bases)]))
+            found = listed(["-j", ",".join(bases)])
+            out.update({jid: (job.state, job.elapsed, job.reason) for jid, job in found.items()})
+            named.update(found)
             queue_known = True
         except UserError as e:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
             queue_known = "Invalid job id" in str(e)
+    others = run_jobs(book, named).others if book is not None else {}
+    for jid in others:
+        out.pop(jid, None)
+        signals.pop(jid, None)
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
-    return {j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()}, signals
+    states = RunQueue({j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()},
+                      others=others)
+    return states, signals
+
+
+def _sacct(bases: list[str]) -> tuple[dict[str, tuple[str, str, str]], dict[str, int], dict]:
+    """sacct's job id -> (state, elapsed, ""), job id -> the signal that ended it, job id -> the job (slurm.Queued:
+    who queued it, its name) of the jobs `bases`; none where sacct is missing."""
+    from collapse_hpc.launch.slurm import Queued
+
+    out, signals, named = {}, {}, {}
+    if not shutil.which("sacct"):
+        return out, signals, named
+    res = subprocess.run(["sacct", "-n", "-P", "-X", "-o", SACCT, "-j", ",".join(bases)],
+                         capture_output=True, text=True, timeout=60)
+    for line in res.stdout.splitlines():
+        parts = line.split("|", 6)  # the name last, whole, where it holds a '|'
+        if len(parts) < 3:
+            continue
+        out[parts[0]] = (parts[1].split()[0], parts[2], "")  # "CANCELLED by 0" -> CANCELLED
+        if signum := signal_of(parts[3:5]):
+            signals[parts[0]] = signum
+        if len(parts) == 7:
+            named[parts[0]] = Queued(out[parts[0]][0], parts[2], "", parts[5], parts[6])
+    return out, signals, named
 
 
 def _ran_for(state: str, elapsed: str) -> str:
@@ -384,6 +410,8 @@ def state_of(store: RunStore, run_dir) -> dict:
 
 
 def _state_of(store: RunStore) -> dict:
+    from collapse_hpc.launch.slurm import others_said
+
     run = store.load_config(experiments.sections())
     chains = engine.load_plan(store, run)
     book = _book(store)
@@ -398,6 +426,8 @@ def _state_of(store: RunStore) -> dict:
            "recorded": recorded}
     if book.get("aggregate"):
         out["aggregate"] = _aggregate_state(book, view[0])
+    if said := others_said(view[0]):  # read as gone, as a purged job is
+        out["others"] = said
     return out
 
 
@@ -407,7 +437,7 @@ def _slurm_of(book: dict) -> tuple[dict, dict]:
     if "slurm" not in records.executors(book) | {book.get("executor")}:
         return {}, {}
     return slurm_view([e.get("job_id") for e in book["units"].values() if records.executor_of(book, e) == "slurm"]
-                      + [book.get("aggregate", {}).get("job_id")])
+                      + [book.get("aggregate", {}).get("job_id")], book)
 
 
 def _chain_state(store: RunStore, run, chain, book: dict, view: tuple[dict, dict], absent: bool,

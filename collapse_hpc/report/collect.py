@@ -185,7 +185,8 @@ def job_states(root: Path) -> dict:
     # a local job recorded RUNNING may have died with its launcher
     out = {label: {**e, "state": status.local_state(e)} if e.get("state") == "RUNNING" else e
            for label, e in units.items() if label not in slurm}
-    states = status.slurm_states([units[label].get("job_id") for label in slurm]) if slurm else {}
+    # a recorded id whose job has another name now (a reset job-id counter: a stranger's) reads as gone
+    states = status.slurm_view([units[label].get("job_id") for label in slurm], book)[0] if slurm else {}
     for label in slurm:
         entry = units[label]
         state = states.get(str(entry.get("job_id")), ("",))[0]

@@ -216,12 +216,19 @@ def test_a_run_in_process_reads_as_run_not_as_not_launched(tmp_path, capsys):
     assert "tail/replace-p0-s0  not in this run (left out with --only)" in out
 
 
+def _queued_as(fake, job_id: str, name: str) -> str:
+    """`name`, the job's as sbatch keeps its script (the fake squeue gives each job the name in its script)."""
+    (fake / f"job_{job_id}.sh").write_text(f"#!/bin/bash\n#SBATCH --job-name={name}\n")
+    return name
+
+
 def _submitted_run(tmp_path, fake, generations: int, parts: int, parts_fail: bool = False):
     """A Slurm run of a toy chain and a toy array as submit records it, nothing finished: the chain's
     first generation FAILED (its log kept), its dependents CANCELLED unstarted, every part PENDING
     (parts_fail: FAILED, each log ending in ValueError but the last part's)."""
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import records
+    from collapse_hpc.launch.slurm import job_name
     from collapse_hpc.store import RunStore
 
     run = experiments.config_from_dict({"name": "t", "generations": generations, "seeds": [0], "executor": "local",
@@ -235,11 +242,13 @@ def _submitted_run(tmp_path, fake, generations: int, parts: int, parts_fail: boo
         if n == 0:
             log.write_text("Traceback (most recent call last):\nRuntimeError: out of memory\n")
         records.record(book, job.label, job_id=str(200 + n), log=str(log),
-                       dependency=f"afterok:{199 + n}" if n else None)
+                       dependency=f"afterok:{199 + n}" if n else None,
+                       name=_queued_as(fake, str(200 + n), job_name("t", job.label, "toy", 0, n)))
         sacct.append(f"{200 + n}|{'FAILED' if n == 0 else 'CANCELLED by 0'}|00:00:0{int(n == 0)}")
+    array = _queued_as(fake, "900", job_name("t", "tail", "tail"))
     for job in chains["tail"].jobs:
         log = store.logs / f"900_{job.index}_0_log.err"
-        records.record(book, job.label, job_id=f"900_{job.index}", log=str(log))
+        records.record(book, job.label, job_id=f"900_{job.index}", log=str(log), name=array)
         if not parts_fail:
             squeue.append(f"900_{job.index}|PENDING|0:00|Priority")
             continue
@@ -831,7 +840,8 @@ def test_a_slurm_chains_generations_queued_after_the_one_before_say_so(tmp_path,
     book = {"executor": "slurm", "units": {}, "folder": records.identity(store)}
     for job in chain.jobs:
         records.record(book, job.label, job_id=str(300 + job.index), log=str(store.logs / f"{300 + job.index}.err"),
-                       dependency=f"afterok:{299 + job.index}" if job.index else None)
+                       dependency=f"afterok:{299 + job.index}" if job.index else None)  # no name: an older book's
+        _queued_as(fake_slurm, str(300 + job.index), f"to00g{job.index:03d}-t:{job.label}")
     records.save(store, book)
     (fake_slurm / "squeue.txt").write_text("300|PENDING|0:00|ReqNodeNotAvail\n301|PENDING|0:00|Dependency\n"
                                            "302|PENDING|0:00|Dependency\n")
@@ -909,3 +919,33 @@ def test_status_all_lines_up_its_columns_by_the_widest_value():
     assert len(set(jobs)) == 1, lines
     assert lines[0] == "  gen_000  done                  local pid 99         0:00:10", lines
     assert lines[3] == "  part_00000  done          local pid 7    0:00:30", lines  # a chain of its own
+
+
+def test_recorded_job_ids_that_name_another_job_now_read_as_gone(tmp_path, fake_slurm):  # noqa: F811
+    """After the cluster's job-id counter was reset (a reinstalled slurmctld, FirstJobId) or wrapped, a recorded
+    id named a stranger's job (or another of the user's), and status showed that job's state for the unit: a
+    stranger's FAILED with his signal, his RUNNING. A job is the unit's only where Slurm gives it the name it was
+    queued with; the others read as a job gone from the queue and sacct, said in one note."""
+    import getpass
+
+    from tests.launch.helpers import collapse, jobs
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    gen1 = "201|CANCELLED by 0|00:00:00|0:0|0:0|me|" + jobs(store.root)["units"]["toy/replace-p0-s0/gen_001"]["name"]
+    (fake_slurm / "sacct.txt").write_text(gen1 + "\n")  # purged: neither sacct nor squeue knows 200 or the array
+    (fake_slurm / "squeue.txt").write_text("")
+    gone = collapse("status", store.root, "--all")
+    (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:10:00|0:9|9:0|eve|train-llama\n{gen1}\n")
+    (fake_slurm / "squeue.txt").write_text(f"900_0|RUNNING|1:00|None|eve|train-llama\n"
+                                           f"900_1|PENDING|0:00|Priority|{getpass.getuser()}|eval\n")
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0 and out == gone[1] and "FAILED" not in out and "RUNNING" not in out, out
+    assert "  gen_000  UNKNOWN       job 200" in out and "  part_000  UNKNOWN       job 900_0" in out, out
+    assert "  gen_001  CANCELLED     job 201" in out, out  # the run's own, by its name
+    assert err == ("note: 3 job ids of this run's jobs.json now name other jobs: 200 (recorded for toy/replace-p0-s0/"
+                   "gen_000) is eve's 'train-llama'; 900_0 (recorded for tail/replace-p0-s0/part_000) is eve's "
+                   f"'train-llama'; 900_1 (recorded for tail/replace-p0-s0/part_001) is {getpass.getuser()}'s 'eval'; "
+                   "the cluster's job ids were reset or wrapped: they are not this run's, and are left alone\n"), err
+    assert "note" not in gone[2]
+    rc, out, _ = collapse("status", store.root, "--json")
+    assert json.loads(out)["others"] == err[len("note: "):-1]

@@ -359,6 +359,29 @@ def test_the_reports_banner_says_a_slurm_generation_failed_and_why(tmp_path, fak
     assert "ltchain/replace-p0-s1: 0 of 3 generations finished; gen_000: queued" in lines, lines
 
 
+def test_the_report_reads_a_recorded_id_whose_job_has_another_name_now_as_gone(tmp_path, fake_slurm):  # noqa: F811
+    """After the cluster's job-id counter was reset or wrapped, a recorded id named a stranger's job: the report
+    read that job's FAILED (with the unit's own log's last line) or RUNNING as the unit's. It reads as a job
+    neither sacct nor squeue knows any more."""
+    from tests.launch.helpers import jobs, write_config
+    from tests.launch.test_slurm_plan import submit
+
+    cfg = write_config(tmp_path, generations=2, seeds=[0], ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)["units"]
+    gen0, gen1 = (book[f"ltchain/replace-p0-s0/gen_{g:03d}"] for g in range(2))
+    Path(gen0["log"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(gen0["log"]).write_text("Traceback (most recent call last):\nValueError: the shard is corrupt\n")
+    gone = collect.job_states(run)  # purged: neither sacct nor squeue knows them
+    (fake_slurm / "sacct.txt").write_text(f"{gen0['job_id']}|FAILED|00:00:01|0:0|1:0|eve|train-llama\n")
+    (fake_slurm / "squeue.txt").write_text(f"{gen1['job_id']}|RUNNING|0:05|None|eve|train-llama\n")
+    states = collect.job_states(run)
+    assert states == gone and states["ltchain/replace-p0-s0/gen_000"]["state"] == "", states
+    (fake_slurm / "sacct.txt").write_text(f"{gen0['job_id']}|FAILED|00:00:01|0:0|1:0|eve|{gen0['name']}\n")
+    assert collect.job_states(run)["ltchain/replace-p0-s0/gen_000"]["state"] == "FAILED"  # the run's own, a colleague's
+
+
 def test_the_report_reads_only_failed_jobs_logs(tmp_path, fake_slurm, monkeypatch):  # noqa: F811
     """job_states read the tail (up to 256 KiB) of every job's log, to keep a failed job's last line:
     at paper scale hundreds of logs of jobs that completed or still run. Only a failed job's is read."""
