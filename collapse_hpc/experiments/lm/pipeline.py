@@ -7,7 +7,7 @@ of these same steps:
   train    fine-tune a model on blocks (DeepSpeed, train.py): the best-validation weights saved
            to a folder (and with `last`, those after the last epoch); returns the summary
   load     saved weights onto this rank's device, for scoring or sampling
-  sample   continue prompt blocks into Parquet shards (sample.py), each rank its chunks
+  sample   continue prompt blocks into Parquet shards (sample.py), the chunks still to do dealt over the ranks
   score    perplexities of blocks: corpus, per block, per target-token class (evaluate.py)
 
 Each step runs on every rank; train, sample and score return once every rank has finished
