@@ -631,8 +631,8 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
         remaining = remaining_chunks(shard_dir, n, batch_size, model_hash)
     todo = deal_chunks(remaining, rank, world_size)
     if log and len(remaining) < -(-n // batch_size):
-        log.info("sampling: %d of %d chunks left, %d of them on rank %d", len(remaining), -(-n // batch_size),
-                 len(todo), rank)
+        log.info("sampling: %d of %d chunks already done; rank %d samples %d of the %d left",
+                 -(-n // batch_size) - len(remaining), -(-n // batch_size), rank, len(todo), len(remaining))
     ids, tokens = prompts.column("block_id").to_numpy(), prompts.column("input_ids")
     model = in_precision(model.eval(), d.precision)  # converted once, not per chunk
     device = device or next(model.parameters()).device
