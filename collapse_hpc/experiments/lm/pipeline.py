@@ -7,7 +7,7 @@ of these same steps:
   train    fine-tune a model on blocks (DeepSpeed, train.py): the best-validation weights saved
            to a folder (and with `last`, those after the last epoch); returns the summary
   load     saved weights onto this rank's device, for scoring or sampling
-  sample   continue prompt blocks into Parquet shards (sample.py), each rank its chunks
+  sample   continue prompt blocks into Parquet shards (sample.py), the chunks still to do dealt over the ranks
   score    perplexities of blocks: corpus, per block, per target-token class (evaluate.py)
 
 Each step runs on every rank; train, sample and score return once every rank has finished
@@ -110,14 +110,17 @@ class Pipeline:
 
     def sample(self, model, prompts, decoding, shards: Path, *, generation: int, seed: int, model_hash: str,
                prompt_source: str = "train_set") -> float:
-        """This rank's chunks of `prompts` continued into `shards` (chunks already there are kept);
-        returns the seconds this rank sampled."""
-        from collapse_hpc.experiments.lm.sample import sample_shards
+        """This rank's share of the chunks of `prompts` still to do continued into `shards` (chunks
+        already there are kept); returns the seconds this rank sampled."""
+        from collapse_hpc.experiments.lm.sample import remaining_chunks, sample_shards
 
         started = time.time()
+        batch_size = self.cfg.sample_batch_size
+        remaining = remaining_chunks(shards, prompts.num_rows, batch_size, model_hash)
+        distributed.barrier()  # every rank read the folder before any writes to it: the same chunks dealt
         sample_shards(model, self.tokenizer, prompts, decoding, shards, generation=generation, rank=self.rank,
-                      world_size=self.world_size, batch_size=self.cfg.sample_batch_size, seed=seed,
-                      model_hash=model_hash, device=self.device, log=self.log, prompt_source=prompt_source)
+                      world_size=self.world_size, batch_size=batch_size, seed=seed, model_hash=model_hash,
+                      device=self.device, log=self.log, prompt_source=prompt_source, remaining=remaining)
         seconds = time.time() - started
         distributed.barrier()  # every shard exists
         return seconds

@@ -602,24 +602,37 @@ def shards_decoding(shard_dir: Path, ran: dict) -> dict:
     return out | {"step": "mixed", "steps": {f"{s} ({b})" if b else s: n for (s, b), n in sorted(seen.items())}}
 
 
+def remaining_chunks(shard_dir: Path, n_prompts: int, batch_size: int, model_hash: str | None = None) -> list[int]:
+    """The chunks of `n_prompts` prompts with no shard of `model_hash` yet, sorted (a missing folder: all)."""
+    return sorted(set(range(-(-n_prompts // batch_size))) - done_chunks(shard_dir, model_hash))
+
+
+def deal_chunks(remaining: list[int], rank: int, world_size: int) -> list[int]:
+    """Rank `rank`'s share of the chunks still to sample: dealt in turn, so each rank gets as many as its
+    peers (within one). Chunk k fixed to rank k % world_size left a resume whose earlier attempt finished one
+    rank's chunks with that rank idle at the barrier for its peer's whole share, past collective_timeout_s
+    at scale. A chunk's tokens depend on its id alone (its seed), so which rank samples it changes none."""
+    return [k for i, k in enumerate(remaining) if i % world_size == rank]
+
+
 def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, generation: int, rank: int = 0,
                   world_size: int = 1, batch_size: int = 128, seed: int = 0, model_hash: str = "",
-                  device=None, log=None, prompt_source: str = "train_set") -> int:
-    """Sample this rank's chunks of `prompts` (pa.Table block_id, input_ids) into shard files;
-    prompt_source says what the prompts' block_ids name (real: real training blocks; train_set:
-    rows of the generation's training set). Each shard is written atomically.
-    Returns the number of chunks sampled now (finished ones are skipped)."""
+                  device=None, log=None, prompt_source: str = "train_set", remaining: list[int] | None = None) -> int:
+    """Sample this rank's share of the chunks of `prompts` (pa.Table block_id, input_ids) still to do into
+    shard files; prompt_source says what the prompts' block_ids name (real: real training blocks;
+    train_set: rows of the generation's training set). `remaining` (remaining_chunks) must be the same on
+    every rank: read before any rank writes (None: read here, for a lone rank). Each shard is written
+    atomically. Returns the number of chunks sampled now (finished ones are skipped)."""
     import torch
     from tqdm import tqdm
 
-    from collapse_hpc.store import write_parquet
-
-    shard_dir = Path(shard_dir)
-    n = prompts.num_rows
-    chunks = [k for k in range(-(-n // batch_size)) if k % world_size == rank]
-    todo = sorted(set(chunks) - done_chunks(shard_dir, model_hash))  # a missing folder: none done
-    if log and len(todo) < len(chunks):
-        log.info("sampling: %d of %d chunks of rank %d already done", len(chunks) - len(todo), len(chunks), rank)
+    shard_dir, n = Path(shard_dir), prompts.num_rows
+    if remaining is None:
+        remaining = remaining_chunks(shard_dir, n, batch_size, model_hash)
+    todo = deal_chunks(remaining, rank, world_size)
+    if log and len(remaining) < -(-n // batch_size):
+        log.info("sampling: %d of %d chunks already done; rank %d samples %d of the %d left",
+                 -(-n // batch_size) - len(remaining), -(-n // batch_size), rank, len(todo), len(remaining))
     ids, tokens = prompts.column("block_id").to_numpy(), prompts.column("input_ids")
     model = in_precision(model.eval(), d.precision)  # converted once, not per chunk
     device = device or next(model.parameters()).device
@@ -633,15 +646,27 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
         gen = torch.Generator(device=device).manual_seed(chunk_seed)
         out = generate(model, batch, d, gen, chunk_seed, states).cpu().numpy().astype(np.int32)
         produced += out.size
-        table = _shard_table(ids[lo:hi], out, tokenizer, generation, prompt_source)
-        write_parquet(shard_dir / shard_name(rank, k), table,
-                      {"decoding": d.metadata(device), "model_sha256": model_hash, "generation": generation, "chunk": k,
-                       "prompts": [lo, hi], "seed": chunk_seed})
+        _write_shard(shard_dir, rank, k, _shard_table(ids[lo:hi], out, tokenizer, generation, prompt_source),
+                     {"decoding": d.metadata(device), "model_sha256": model_hash, "generation": generation,
+                      "chunk": k, "prompts": [lo, hi], "seed": chunk_seed})
     if log and todo:
         dt = time.time() - started
         log.info("sampled %s (%d tokens) in %.1f s: %.0f tokens/s", count(len(todo), "chunk"), produced, dt,
                  produced / max(dt, 1e-9))
     return len(todo)
+
+
+def _write_shard(shard_dir: Path, rank: int, chunk: int, table, metadata: dict) -> None:
+    """Chunk `chunk`'s shard, atomically; any other of that chunk (a stale model's, one cut short, written
+    by another rank of an earlier attempt) is removed after, so read_shards reads the chunk once. The chunk
+    is this rank's alone in this attempt (deal_chunks): no peer writes or reads it meanwhile."""
+    from collapse_hpc.store import write_parquet
+
+    name = shard_name(rank, chunk)
+    write_parquet(shard_dir / name, table, metadata)
+    for other in shard_dir.glob(f"part-*-{chunk:05d}.parquet"):
+        if other.name != name:
+            other.unlink(missing_ok=True)
 
 
 def _shard_table(block_ids, out: np.ndarray, tokenizer, generation: int, prompt_source: str):

@@ -105,11 +105,16 @@ def _run(config: Path, run: Path, fault: str | None, hooks: Path, timeout: float
     return proc, time.time() - started
 
 
+def _chunk(name: str) -> str:
+    return f"shards/chunk {name.split('-')[2]}" if name.startswith("shards/part-") else name
+
+
 def _results(run: Path) -> dict:
     unit = run / "lm" / "replace-p0-s0" / "gen_000"
     tables = sorted((unit / "shards").glob("part-*.parquet")) + sorted(unit.glob("*.parquet"))
     timings = ("seconds", "per_s")  # wall-clock measurements, not results
-    return {p.relative_to(unit).as_posix(): pq.read_table(p).drop_columns(
+    # a shard by its chunk: a resume deals the chunks left over the ranks, so another rank may write it
+    return {_chunk(p.relative_to(unit).as_posix()): pq.read_table(p).drop_columns(
         [c for c in pq.read_schema(p).names if c.endswith(timings)]) for p in tables}
 
 

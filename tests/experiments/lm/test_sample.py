@@ -1,6 +1,7 @@
 """Sampling: the paper's decoding (same tokens as HF generate), presets, shards, resume, ranks."""
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from collapse_hpc.experiments.lm.sample import (PRESETS, STEPS, Decoding, done_chunks, generate, generate_hf,
-                                                 parse_strategy, read_shards, sample_shards, sampling_warp,
+from collapse_hpc.experiments.lm.sample import (PRESETS, STEPS, Decoding, deal_chunks, done_chunks, generate,
+                                                 generate_hf, parse_strategy, read_shards, remaining_chunks,
+                                                 sample_shards, sampling_warp, shard_name,
                                                  shards_decoding, token_agreement)
 from collapse_hpc.store import read_parquet_metadata
 
@@ -457,10 +459,61 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
     assert {read_parquet_metadata(f)["model_sha256"] for f in one.glob("part-*")} == {"retrained"}
     # two ranks take disjoint chunks; together the same tokens as one rank
     two = tmp_path / "two"
+    remaining = remaining_chunks(two, blocks.num_rows, 8)  # read by every rank before any writes
     for rank in (0, 1):
-        sample_shards(model, _Tok(), blocks, d, two, generation=2, rank=rank, world_size=2, batch_size=8)
+        sample_shards(model, _Tok(), blocks, d, two, generation=2, rank=rank, world_size=2, batch_size=8,
+                      remaining=remaining)
     assert sorted(_tables(two)) == ["part-000-00000.parquet", "part-000-00002.parquet", "part-001-00001.parquet"]
     assert read_shards(two).column("input_ids").equals(t.column("input_ids"))
+
+
+def test_the_chunks_left_are_dealt_evenly_over_the_ranks():
+    """Chunk k was rank k % world's: a resume whose earlier attempt finished rank 0's chunks left rank 0
+    nothing and rank 1 all, rank 0 idle at the barrier for rank 1's whole share."""
+    left = [1, 3, 5, 7, 9, 11, 13]  # rank 0's of 14 on two ranks done
+    shares = [deal_chunks(left, rank, 2) for rank in (0, 1)]
+    assert shares == [[1, 5, 9, 13], [3, 7, 11]]
+    for world in (1, 3, 4):  # a resume on another number of ranks: each chunk once, within one of its peers
+        shares = [deal_chunks(left, rank, world) for rank in range(world)]
+        assert sorted(sum(shares, [])) == left and max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_a_resume_whose_rank_had_finished_its_chunks_samples_its_share_of_its_peers(tmp_path, model):
+    """Rank 0's chunks all sampled before (its peer died early): rank 0 now samples half of those left, and
+    each comes out as in an uninterrupted run, whichever rank samples it; on three ranks too."""
+    d, blocks = Decoding(num_beams=2, new_tokens=8), _blocks(n=32)
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert sample_shards(model, _Tok(), blocks, d, whole, generation=2, batch_size=8, model_hash="abc") == 4
+    for world in (2, 3):
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir()
+        for k in (0, 2):  # rank 0's of two ranks
+            shutil.copy(whole / shard_name(0, k), part / shard_name(0, k))
+        remaining = remaining_chunks(part, blocks.num_rows, 8, "abc")
+        assert remaining == [1, 3]
+        # rank 0 reads what is left itself (before any rank wrote); its peers take the same list
+        sampled = [sample_shards(model, _Tok(), blocks, d, part, generation=2, rank=rank, world_size=world,
+                                 batch_size=8, model_hash="abc", remaining=remaining if rank else None)
+                   for rank in range(world)]
+        assert sampled == [1, 1, 0][:world]
+        assert read_shards(part).equals(read_shards(whole))
+
+
+def test_a_chunk_sampled_again_by_another_rank_leaves_one_shard(tmp_path, model):
+    """A chunk whose shard was cut short, or sampled by an older model, may now fall to another rank (as
+    after a resume on another number of ranks before): its old shard, under the other rank's name, stayed
+    and was read with the new one, the chunk's blocks twice (or the cut one failed the read)."""
+    d, blocks, shards = Decoding(num_beams=2, new_tokens=8), _blocks(n=16), tmp_path / "shards"
+    assert sample_shards(model, _Tok(), blocks, d, shards, generation=2, batch_size=8, model_hash="old") == 2
+    # chunk 1 stays rank 0's of that one-rank attempt; chunk 0 was rank 1's of a later one, cut short
+    (shards / shard_name(0, 0)).rename(shards / shard_name(1, 0))
+    (shards / shard_name(1, 0)).write_bytes(b"")
+    assert sample_shards(model, _Tok(), blocks, d, shards, generation=2, rank=1, world_size=2, batch_size=8,
+                         model_hash="new", remaining=[0, 1]) == 1
+    assert sample_shards(model, _Tok(), blocks, d, shards, generation=2, rank=0, world_size=2, batch_size=8,
+                         model_hash="new", remaining=[0, 1]) == 1
+    assert sorted(p.name for p in shards.iterdir()) == [shard_name(0, 0), shard_name(1, 1)]
+    assert read_shards(shards).column("block_id").to_pylist() == list(range(100, 116))
 
 
 def test_the_manifests_decoding_names_the_step_of_every_shard_kept(tmp_path, model):
