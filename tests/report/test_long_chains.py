@@ -37,7 +37,6 @@ def test_few_replicate_lines_over_thousands_of_generations(long_gmm, tmp_path):
     assert pdf.stat().st_size < 150_000, pdf.stat().st_size
 
 
-
 def _series_lines(fig) -> list:
     """The series' own lines (labelled, not a single replicate's, not a level across the panel)."""
     return [ln for ax in fig.axes for ln in ax.get_lines()
