@@ -646,7 +646,7 @@ def _parquet_head(path: Path, schema):
     import pyarrow.parquet as pq
 
     strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    with open(path, "rb") as f:  # an open file: pyarrow takes only UTF-8 paths
+    with reading(path), open(path, "rb") as f:  # an open file: pyarrow takes only UTF-8 paths
         batch = next(pq.ParquetFile(f).iter_batches(batch_size=100, columns=strings), None)
     return batch if batch is not None else pa.table({})
 

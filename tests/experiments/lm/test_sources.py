@@ -646,3 +646,18 @@ def _pyarrow_refuses(monkeypatch, path, refusal: int) -> None:
             return real(where, *args, **kwargs)
 
         monkeypatch.setattr(pq, name, opened)
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+def test_a_parquet_source_without_a_text_column_refused_at_its_head_is_one_line_naming_it(tmp_path, refusal):
+    """The rename hint reads a Parquet file's first rows (after its schema read well): a refused read there was
+    a raw OSError, not the source file's one line."""
+    from tests.helpers import refuse_reads
+
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"content": corpus_lines(40, seed=3)}), path)
+    with pytest.MonkeyPatch.context() as mp:
+        refuse_reads(mp, path, refusal)
+        with pytest.raises(UserError) as refused:
+            sources.read_rows(path)
+    assert str(refused.value).startswith(f"source file {path}: not read ({os.strerror(refusal)}): nothing is prepared")
