@@ -41,6 +41,9 @@ EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 
 
 # sacct's fields: the job's name last, whole, where it holds a '|'
 SACCT = "JobID,State,Elapsed,DerivedExitCode,ExitCode,User,JobName"
+# the name sacct gives a job slurmdbd recorded before the job's own start record reached it (a job that
+# ended within seconds, a busy slurmdbd): it says nothing of whose the job is, so the id stands
+DBD_PLACEHOLDER = "allocation"
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
@@ -95,7 +98,7 @@ def _sacct(bases: list[str]) -> tuple[dict[str, tuple[str, str, str]], dict[str,
         out[parts[0]] = (parts[1].split()[0], parts[2], "")  # "CANCELLED by 0" -> CANCELLED
         if signum := signal_of(parts[3:5]):
             signals[parts[0]] = signum
-        if len(parts) == 7:
+        if len(parts) == 7 and parts[6] != DBD_PLACEHOLDER:
             named[parts[0]] = Queued(out[parts[0]][0], parts[2], "", parts[5], parts[6])
     return out, signals, named
 

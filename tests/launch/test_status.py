@@ -949,3 +949,18 @@ def test_recorded_job_ids_that_name_another_job_now_read_as_gone(tmp_path, fake_
     assert "note" not in gone[2]
     rc, out, _ = collapse("status", store.root, "--json")
     assert json.loads(out)["others"] == err[len("note: "):-1]
+
+
+def test_a_job_sacct_names_allocation_while_slurmdbd_catches_up_keeps_its_state(tmp_path, fake_slurm):  # noqa: F811
+    """A job that ended within seconds is in sacct under the name "allocation" until slurmdbd has its start
+    record (seen on the dev cluster for a generation that failed at once and its cancelled successor): it read
+    as another's job, and status said UNKNOWN for the FAILED generation."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:01|1:0|1:0|me|allocation\n"
+                                          "201|CANCELLED by 0|00:00:00|0:0|0:0|me|allocation\n")
+    (fake_slurm / "squeue.txt").write_text("")
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0 and "  gen_000  FAILED        job 200" in out and "  gen_001  CANCELLED     job 201" in out, out
+    assert "note" not in err, err
