@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
@@ -40,7 +41,7 @@ EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 
 
 
 # sacct's fields: the job's name last, whole, where it holds a '|'
-SACCT = "JobID,State,Elapsed,DerivedExitCode,ExitCode,User,JobName"
+SACCT = "JobID,State,Elapsed,DerivedExitCode,ExitCode,Submit,User,JobName"
 # the name sacct gives a job slurmdbd recorded before the job's own start record reached it (a job that
 # ended within seconds, a busy slurmdbd): it says nothing of whose the job is, so the id stands
 DBD_PLACEHOLDER = "allocation"
@@ -60,20 +61,25 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     bases = sorted({str(j).split("_")[0] for j in job_ids if j})
     if not bases:
         return {}, {}
-    out, signals, named = _sacct(bases)
+    ended = {jid: _chosen(jid, records_, book) for jid, records_ in _sacct(bases).items()}
+    out = {jid: (r.state, r.elapsed, "") for jid, (r, _) in ended.items()}
+    signals = {jid: r.signal for jid, (r, _) in ended.items() if r.signal}
+    named = {jid: r.job for jid, (r, _) in ended.items() if r.job is not None}
     queue_known = False
     if shutil.which("squeue"):
         try:
             found = listed(["-j", ",".join(bases)])
-            out.update({jid: (job.state, job.elapsed, job.reason) for jid, job in found.items()})
+            strangers = run_jobs(book, found).others if book is not None else {}
+            out.update({j: (job.state, job.elapsed, job.reason) for j, job in found.items() if j not in strangers})
             named.update(found)
             queue_known = True
         except UserError as e:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
             queue_known = "Invalid job id" in str(e)
     others = run_jobs(book, named).others if book is not None else {}
     for jid in others:
-        out.pop(jid, None)
-        signals.pop(jid, None)
+        if not ended.get(jid, (None, False))[1]:  # sacct holds no record of the run's own job under that id
+            out.pop(jid, None)
+            signals.pop(jid, None)
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
     states = RunQueue({j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()},
@@ -81,26 +87,58 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     return states, signals
 
 
-def _sacct(bases: list[str]) -> tuple[dict[str, tuple[str, str, str]], dict[str, int], dict]:
-    """sacct's job id -> (state, elapsed, ""), job id -> the signal that ended it, job id -> the job (slurm.Queued:
-    who queued it, its name) of the jobs `bases`; none where sacct is missing."""
+class Ended(NamedTuple):
+    """One sacct record of a job: its state, elapsed time, the signal that ended it, when it was queued, and
+    who queued it under what name (slurm.Queued; None where sacct does not say)."""
+    state: str
+    elapsed: str
+    signal: int | None
+    submit: str
+    job: object = None
+
+
+def _sacct(bases: list[str]) -> dict[str, list[Ended]]:
+    """sacct's job id -> its records (--duplicates: a requeued job's earlier ones, and after a reset or
+    wrapped job-id counter every job that had the id) of the jobs `bases`; none where sacct is missing."""
     from collapse_hpc.launch.slurm import Queued
 
-    out, signals, named = {}, {}, {}
+    found: dict[str, list[Ended]] = {}
     if not shutil.which("sacct"):
-        return out, signals, named
-    res = subprocess.run(["sacct", "-n", "-P", "-X", "-o", SACCT, "-j", ",".join(bases)],
+        return found
+    res = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", SACCT, "-j", ",".join(bases)],
                          capture_output=True, text=True, timeout=60)
     for line in res.stdout.splitlines():
-        parts = line.split("|", 6)  # the name last, whole, where it holds a '|'
+        parts = line.split("|", 7)  # the name last, whole, where it holds a '|'
         if len(parts) < 3:
             continue
-        out[parts[0]] = (parts[1].split()[0], parts[2], "")  # "CANCELLED by 0" -> CANCELLED
-        if signum := signal_of(parts[3:5]):
-            signals[parts[0]] = signum
-        if len(parts) == 7 and parts[6] != DBD_PLACEHOLDER:
-            named[parts[0]] = Queued(out[parts[0]][0], parts[2], "", parts[5], parts[6])
-    return out, signals, named
+        state = parts[1].split()[0]  # "CANCELLED by 0" -> CANCELLED
+        job = Queued(state, parts[2], "", parts[6], parts[7]) if len(parts) == 8 else None
+        submit = parts[5] if len(parts) > 5 else ""
+        found.setdefault(parts[0], []).append(Ended(state, parts[2], signal_of(parts[3:5]), submit, job))
+    return found
+
+
+def _chosen(jid: str, found: list[Ended], book: dict | None) -> tuple[Ended, bool]:
+    """Of an id's sacct records, the newest the run's book names it for (slurm.runs_unit; slurmdbd's
+    placeholder name counts), else the newest; and whether it is the run's: after the id was reused, the
+    run's own job keeps its state."""
+    from collapse_hpc.launch.slurm import record_names, runs_unit
+
+    newest = [r for _, r in sorted(enumerate(found), key=lambda item: (item[1].submit, item[0]))]
+    newest = [_unnamed(r) for r in newest]
+    entry = _book_entry(jid, record_names(book)) if book is not None else None
+    own = [r for r in newest if entry is not None and (r.job is None or runs_unit(*entry, r.job.name))]
+    return (own[-1], True) if own else (newest[-1], entry is None)
+
+
+def _book_entry(jid: str, names: dict) -> tuple | None:
+    """The book's (unit, name) of a job id, an array task by its array's record."""
+    return names.get(jid) or next((e for j, e in names.items() if j.split("_")[0] == jid.split("_")[0]), None)
+
+
+def _unnamed(record: Ended) -> Ended:
+    """A record whose name is slurmdbd's placeholder, without it: it says nothing of whose the job is."""
+    return record._replace(job=None) if record.job is not None and record.job.name == DBD_PLACEHOLDER else record
 
 
 def _ran_for(state: str, elapsed: str) -> str:

@@ -931,11 +931,12 @@ def test_recorded_job_ids_that_name_another_job_now_read_as_gone(tmp_path, fake_
     from tests.launch.helpers import collapse, jobs
 
     store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
-    gen1 = "201|CANCELLED by 0|00:00:00|0:0|0:0|me|" + jobs(store.root)["units"]["toy/replace-p0-s0/gen_001"]["name"]
+    gen1 = ("201|CANCELLED by 0|00:00:00|0:0|0:0|2026-12-01T10:00:00|me|"
+            + jobs(store.root)["units"]["toy/replace-p0-s0/gen_001"]["name"])
     (fake_slurm / "sacct.txt").write_text(gen1 + "\n")  # purged: neither sacct nor squeue knows 200 or the array
     (fake_slurm / "squeue.txt").write_text("")
     gone = collapse("status", store.root, "--all")
-    (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:10:00|0:9|9:0|eve|train-llama\n{gen1}\n")
+    (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:10:00|0:9|9:0|2026-12-06T09:00:00|eve|train-llama\n{gen1}\n")
     (fake_slurm / "squeue.txt").write_text(f"900_0|RUNNING|1:00|None|eve|train-llama\n"
                                            f"900_1|PENDING|0:00|Priority|{getpass.getuser()}|eval\n")
     rc, out, err = collapse("status", store.root, "--all")
@@ -958,9 +959,28 @@ def test_a_job_sacct_names_allocation_while_slurmdbd_catches_up_keeps_its_state(
     from tests.launch.helpers import collapse
 
     store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
-    (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:01|1:0|1:0|me|allocation\n"
-                                          "201|CANCELLED by 0|00:00:00|0:0|0:0|me|allocation\n")
+    (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:01|1:0|1:0|2026-12-01T10:00:00|me|allocation\n"
+                                          "201|CANCELLED by 0|00:00:00|0:0|0:0|2026-12-01T10:00:00|me|allocation\n")
     (fake_slurm / "squeue.txt").write_text("")
     rc, out, err = collapse("status", store.root, "--all")
     assert rc == 0 and "  gen_000  FAILED        job 200" in out and "  gen_001  CANCELLED     job 201" in out, out
     assert "note" not in err, err
+
+
+def test_a_recorded_job_whose_id_was_reused_keeps_its_own_state(tmp_path, fake_slurm):  # noqa: F811
+    """After a reset job-id counter, sacct gives an id's newest job, a stranger's: the run's own ended job read
+    as gone (UNKNOWN). sacct --duplicates keeps every job of the id: the run's is the one with its name, and
+    where the stranger's job with that id is still queued it is named in the note, not taken for the unit."""
+    from tests.launch.helpers import collapse, jobs
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    own = jobs(store.root)["units"]["toy/replace-p0-s0/gen_000"]["name"]
+    (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:00:07|0:9|9:0|2026-12-01T10:00:00|me|{own}\n"
+                                          "200|COMPLETED|00:10:00|0:0|0:0|2026-12-06T09:00:00|eve|train-llama\n")
+    (fake_slurm / "squeue.txt").write_text("")
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0 and "  gen_000  FAILED        job 200" in out and "killed by SIGKILL" in out and not err, (out, err)
+    (fake_slurm / "squeue.txt").write_text("200|RUNNING|1:00|None|eve|train-llama\n")
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0 and "  gen_000  FAILED        job 200" in out, out
+    assert "200 (recorded for toy/replace-p0-s0/gen_000) is eve's 'train-llama'" in err, err
