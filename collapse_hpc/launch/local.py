@@ -160,6 +160,7 @@ class _Pool:
         # memory the units may share: what is available as the run starts (a paper-scale gaussian part
         # holds 4 GiB; one per core of a laptop would not fit); unknown: not limited
         self.memory, self.memory_used = available_memory(), 0
+        self.warnings = Warnings()
 
     def run(self) -> None:
         shown = ""
@@ -169,6 +170,8 @@ class _Pool:
                 for lane in self.lanes:
                     if lane.running and lane.running[0].done():
                         self.finish(lane, bar)
+                    elif lane.running:
+                        self.say_warnings(lane.running[1].label, self.book["units"][lane.running[1].label]["log"])
                 for lane in self.lanes:
                     if lane.running or not lane.jobs or self.stopped:
                         continue
@@ -271,6 +274,11 @@ class _Pool:
         self.save()
         self.name_helpers()
 
+    def say_warnings(self, label: str, log: str) -> None:
+        """A unit's new warning lines, on the console: its log is a file in the run."""
+        for said in self.warnings.new(log):
+            tqdm.write(f"warning: {label}: {said}", file=sys.stderr)
+
     def finish(self, lane: Lane, bar) -> None:
         sj, job, started, gpus = lane.running
         lane.running = None
@@ -279,8 +287,7 @@ class _Pool:
         self.free_gpus.extend(gpus)
         entry = self.book["units"][job.label]
         entry["elapsed"] = round(time.time() - started, 1)
-        for said in warnings_in(entry["log"]):  # its log is a file in the run, not this console
-            tqdm.write(f"warning: {job.label}: {said}", file=sys.stderr)
+        self.say_warnings(job.label, entry["log"])  # the rest of them
         try:
             self.counts[_result(sj, lambda: engine.job_done(self.store, self.run_config, job))] += 1
             entry["state"] = "COMPLETED"
@@ -456,13 +463,25 @@ def unwritten(sj) -> str | None:
             f"{space.AGAIN}{space.KEPT}")
 
 
-def warnings_in(log: str) -> list[str]:
-    """The warning lines of a finished unit's log (rank 0's), what follows each 'warning: ': what the unit set
-    aside or did again (a training checkpoint it could not read, a sampling shard), which a local run's user
-    would otherwise never see. None where the log does not read."""
-    with contextlib.suppress(OSError), open(log, errors="replace") as f:
-        return [m.group(1) for line in f if (m := UNIT_WARNING.match(line))]
-    return []
+class Warnings:
+    """A running unit's warning lines (rank 0's log), what follows each 'warning: ', said on the console as they
+    reach its log: what the unit set aside or did again (a training checkpoint it could not read, a sampling
+    shard), which a local run's user would otherwise never see, and would want to see before the unit's hours
+    end. Each line once; a line still being written waits for its end."""
+
+    def __init__(self) -> None:
+        self.read: dict[str, int] = {}  # log -> bytes read, up to the end of its last whole line
+
+    def new(self, log: str) -> list[str]:
+        start = self.read.get(log, 0)
+        with contextlib.suppress(OSError), open(log, "rb") as f:
+            f.seek(start)
+            chunk = f.read()
+            whole = chunk[:chunk.rfind(b"\n") + 1]
+            self.read[log] = start + len(whole)
+            text = whole.decode(errors="replace")
+            return [m.group(1) for line in text.splitlines() if (m := UNIT_WARNING.match(line))]
+        return []
 
 
 def last_error(tail: str) -> str:

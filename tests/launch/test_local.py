@@ -63,6 +63,30 @@ def test_a_units_warning_is_said_on_the_console_too(tmp_path):
         f"warning: ltchain/replace-p0-s0/gen_001: ltchain step folder {step} set aside"]
 
 
+def test_a_units_warning_is_said_while_it_still_runs(tmp_path):
+    """A warning (the lm's checkpoint set aside at a generation's start) was said only as its unit finished:
+    after hours of training on a paper-scale run. It is said once it reaches the unit's log, and once only."""
+    import threading
+
+    cfg = write_config(tmp_path, generations=1, ltchain={"rows": 2, "sleep_s": 30, "warns_at": 0})
+    run = tmp_path / "run"
+    gen0 = unit(run, "ltchain", "replace-p0-s0", "gen_000")
+    proc = _launched(cfg, run, gen0 / "steps" / "000.done")
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+    try:
+        deadline = time.time() + 20
+        while not any(ln.startswith("warning") for ln in lines) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not (gen0 / "manifest.json").exists() and proc.poll() is None  # the unit still runs
+        assert [ln.strip() for ln in lines if ln.startswith("warning")] == [
+            f"warning: ltchain/replace-p0-s0/gen_000: ltchain step folder {gen0 / 'steps'} set aside"], lines
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    assert sum(ln.startswith("warning: ltchain") for ln in lines) == 1, lines
+
+
 def test_failed_unit_stops_its_chain_only(tmp_path):
     cfg = write_config(tmp_path, generations=3, seeds=[0, 1], ltchain={"fail_at": 1, "fail_seed": 0})
     run = tmp_path / "run"
