@@ -157,7 +157,8 @@ def others_said(queue) -> str | None:
         return None
     shown = "; ".join(f"{j} (recorded for {label}) is {job.user}'s {job.name!r}"
                       for j, (label, job) in list(others.items())[:3])
-    return (f"{count(len(others), 'job id')} of this run's jobs.json now name other jobs: {shown}"
+    verb = "now names another job" if len(others) == 1 else "now name other jobs"
+    return (f"{count(len(others), 'job id')} of this run's jobs.json {verb}: {shown}"
             + (" …" if len(others) > 3 else "") + "; the cluster's job ids were reset or wrapped: they are "
             "not this run's, and are left alone")
 

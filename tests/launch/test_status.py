@@ -983,4 +983,5 @@ def test_a_recorded_job_whose_id_was_reused_keeps_its_own_state(tmp_path, fake_s
     (fake_slurm / "squeue.txt").write_text("200|RUNNING|1:00|None|eve|train-llama\n")
     rc, out, err = collapse("status", store.root, "--all")
     assert rc == 0 and "  gen_000  FAILED        job 200" in out, out
-    assert "200 (recorded for toy/replace-p0-s0/gen_000) is eve's 'train-llama'" in err, err
+    assert err.startswith("note: 1 job id of this run's jobs.json now names another job: 200 (recorded for "
+                          "toy/replace-p0-s0/gen_000) is eve's 'train-llama'; "), err
