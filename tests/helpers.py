@@ -182,3 +182,49 @@ def safetensors_refuses(monkeypatch, path: Path, refusal: int) -> None:
         return real(file, *args, **kwargs)
 
     monkeypatch.setattr(safetensors, "safe_open", opened)
+
+
+def nobody():
+    """The user `nobody`, as whom a child process works (forked_as) where root's permission bits would bind no one:
+    a colleague's files. The test is skipped unless it runs as root."""
+    import pwd
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to work as another user (nobody) in a child process")
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' on this machine")
+
+
+def forked_as(user, work) -> tuple[int, int]:
+    """work() in a forked child process that became `user` (its groups too): its pid, and the read end of a pipe
+    that gets what work returns (a str), or its error's name and text (ended)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            try:
+                said = work()
+            except Exception as e:
+                said = f"{type(e).__name__}: {e}"
+            os.write(write, said.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    return pid, read
+
+
+def ended(child: tuple[int, int]) -> str:
+    """What a child of forked_as said, once it ended."""
+    pid, read = child
+    with os.fdopen(read) as f:
+        said = f.read()
+    os.waitpid(pid, 0)
+    return said

@@ -20,8 +20,9 @@ names the hung one (its pid and host); where none of a host recorded itself (a p
 ended by Slurm), it names those that never said they came, "one of" them where there are several.
 
 A launch outside a job (`collapse-hpc lm` by the reference's flags, under torchrun, srun or by hand) records
-its ranks the same way, in a folder of this host's temporary files, unwatched (launched_ranks): a rank whose
-collective broke or timed out says in one line the rank that ended or hung (PeerStopped), not gloo's traceback.
+its ranks the same way, in a folder of this user's in the host's temporary files, unwatched (launched_ranks): a
+rank whose collective broke or timed out says in one line the rank that ended or hung (PeerStopped), not gloo's
+traceback. The records go once no rank of the launch lives: at the last rank's end, else at a later launch's start.
 
 API: watching(run_dir, rank, world_size), launched_ranks(), PeerStopped, culprit(folder),
 folder(run_dir, job_id).
@@ -29,11 +30,13 @@ folder(run_dir, job_id).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -75,9 +78,18 @@ def _job_id() -> str | None:
 
 def _record(where: Path, rank: int, state: str, cause: str = "", pid: int | None = None) -> None:
     with contextlib.suppress(OSError):  # a full disk: the ranks still end (on the collective's timeout)
+        _write(where, rank, state, cause, pid)
+
+
+def _write(where: Path, rank: int, state: str, cause: str = "", pid: int | None = None) -> None:
+    record = {"rank": rank, "pid": os.getpid() if pid is None else pid, "host": socket.gethostname(),
+              "state": state, "cause": cause}
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic.write_json(where / f"{rank}.json", record)
+    except FileNotFoundError:  # a launch's last rank removed the folder in between (_leave)
         where.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(where / f"{rank}.json", {"rank": rank, "pid": os.getpid() if pid is None else pid,
-                                                  "host": socket.gethostname(), "state": state, "cause": cause})
+        atomic.write_json(where / f"{rank}.json", record)
 
 
 def _records(where: Path) -> list[dict]:
@@ -307,7 +319,75 @@ def _launch_folder() -> Path | None:
     port = os.environ.get("MASTER_PORT")
     if int(os.environ.get("WORLD_SIZE") or 1) < 2 or not port or _job_id() is not None:
         return None
-    return Path(tempfile.gettempdir()) / "collapse-hpc-ranks" / f"{port}-{os.getppid()}"
+    return _launches() / f"{port}-{os.getppid()}"
+
+
+def _launches() -> Path:
+    """This user's folder of launch records in the host's temporary files: one shared by all users was made by the
+    first with their umask (0755), and refused the others' records."""
+    return Path(tempfile.gettempdir()) / f"collapse-hpc-ranks-{os.getuid()}"
+
+
+def _private(top: Path) -> None:
+    """Make this user's folder of launch records, 0700 (a rank's pid and error are its user's). One of that name made
+    by another user is refused (PermissionError): its records could be read or planted by them."""
+    top.mkdir(mode=0o700, exist_ok=True)
+    st = top.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise PermissionError(errno.EACCES, f"made by uid {st.st_uid}, not this user", str(top))
+
+
+def _entered(where: Path, rank: int) -> bool:
+    """This rank recorded running in its launch's folder, this user's ended launches' folders removed first. False
+    where it cannot be, said in a warning line: the rank runs on, and a peer's end is said without naming it."""
+    try:
+        _private(where.parent)
+        _drop_ended(where.parent, where)
+        _write(where, rank, "running")
+    except OSError as e:
+        print(f"warning: rank {rank}: cannot record itself in {e.filename or where} ({e.strerror or e}): a peer's "
+              f"end will be said without naming it (TMPDIR sets the folder)", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def _lives(record) -> bool:
+    """Whether a rank's record may name a live process: one of this host that still runs, or one of another host (a
+    temporary folder shared over the network), which cannot be judged from here."""
+    if not isinstance(record, dict):
+        return False
+    pid = record.get("pid")
+    return record.get("host") != socket.gethostname() or (isinstance(pid, int) and pid > 0 and pid_alive(pid))
+
+
+def _drop_ended(top: Path, current: Path) -> None:
+    """Remove the folders of this user's launches that ended: their launcher (the ranks' parent) is gone and none of
+    their ranks lives. A rank killed or hung, or a peer still alive at a failed rank's end, left them for good."""
+    with contextlib.suppress(OSError):  # left for the next launch to remove
+        for launch in top.iterdir():
+            launcher = launch.name.rpartition("-")[2]
+            if launch != current and launcher.isdigit() and not pid_alive(int(launcher)) \
+                    and not any(map(_lives, _records(launch))):
+                _remove(launch)
+
+
+def _leave(where: Path, rank: int) -> None:
+    """This rank's end: its record goes where it is done (nothing to explain), and the launch's records once no
+    other rank of it lives (none is left to read them; one not yet started records itself anew)."""
+    with contextlib.suppress(OSError):
+        records = _records(where)
+        if any(isinstance(r, dict) and r.get("rank") == rank and r.get("state") == "done" for r in records):
+            (where / f"{rank}.json").unlink()
+        if not any(_lives(r) for r in records if not isinstance(r, dict) or r.get("rank") != rank):
+            _remove(where)
+
+
+def _remove(where: Path) -> None:
+    """A launch's records and their folder (kept where a rank is writing a record in it now)."""
+    for path in where.glob("*.json"):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        where.rmdir()
 
 
 # what a rank's collective says when a peer's process ended (gloo; NCCL's watchdog says it otherwise)
@@ -324,24 +404,24 @@ def launched_ranks():
         yield
         return
     rank = int(os.environ.get("RANK") or 0)
-    _record(where, rank, "running")
+    recorded = _entered(where, rank)
     try:
-        with _recorded(where, rank, threading.Event()):
+        with _recorded(where, rank, threading.Event()) if recorded else contextlib.nullcontext():
             yield
     except Exception as e:
-        said = _peer_line(where, rank, e)
+        said = _peer_line(where if recorded else None, rank, e)
         if said is None:
             raise
         raise PeerStopped(f"rank {rank}: {said}; this rank stops too") from None
-    with contextlib.suppress(OSError):  # nothing left to explain
-        (where / f"{rank}.json").unlink()
-        where.rmdir()
+    finally:
+        if recorded:
+            _leave(where, rank)
 
 
-def _peer_line(where: Path, rank: int, e: Exception) -> str | None:
+def _peer_line(where: Path | None, rank: int, e: Exception) -> str | None:
     """What stopped this rank where it was a peer (its record says so), else None."""
     world = int(os.environ.get("WORLD_SIZE") or 1)
-    records = [r for r in _records(where) if isinstance(r.get("rank"), int) and r["rank"] < world]
+    records = [r for r in (_records(where) if where else []) if isinstance(r.get("rank"), int) and r["rank"] < world]
     own = next((r for r in records if r["rank"] == rank), {})
     if own.get("state") not in ("stopped", WAITED) and not any(t in str(e).lower() for t in PEER_GONE):
         return None

@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ def file_lock(path: Path) -> Iterator[bool]:
     without it (deterministic results written atomically): a race then only repeats the work."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    with os.fdopen(_lock_file(path), "rb") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError:
@@ -43,6 +44,35 @@ def file_lock(path: Path) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _lock_file(path: Path) -> int:
+    """The lock file `path` opened for flock, made where missing. The users of a host share a lock (a run folder's,
+    host_lock's in the temporary folder): to all but its maker it is another user's file, which flock needs only to
+    read. One that exists is opened without O_CREAT: a sticky folder (/tmp) refuses that on another user's file
+    (fs.protected_regular)."""
+    for _ in range(3):
+        try:
+            return _opened(path)
+        except FileNotFoundError:
+            pass
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process: opened as theirs
+            return _made(path)
+    return _opened(path)
+
+
+def _opened(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR)  # flock over NFS locks only a file open for writing
+    except PermissionError:  # another user's
+        return os.open(path, os.O_RDONLY)
+
+
+def _made(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    with contextlib.suppress(OSError):  # readable by the host's other users whatever this one's umask (077)
+        os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | 0o444)
+    return fd
 
 
 @contextlib.contextmanager
@@ -73,7 +103,8 @@ def data_lock(data_dir: Path):
 @contextlib.contextmanager
 def host_lock(path: Path) -> Iterator[None]:
     """file_lock, and where the file system has no flock the same lock in this host's temporary
-    folder instead (keyed by the path): mutual exclusion between the processes of one host."""
+    folder instead (keyed by the path): mutual exclusion between the processes of one host, whichever
+    user's (the file made by the first is opened by the others: _lock_file)."""
     with file_lock(path) as locked:
         if locked:
             yield

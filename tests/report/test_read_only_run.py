@@ -13,16 +13,7 @@ import pytest
 
 from collapse_hpc import cli, engine
 from collapse_hpc.launch import debug
-from tests.helpers import toy_run
-
-
-def _nobody() -> pwd.struct_passwd:
-    if os.geteuid() != 0:
-        pytest.skip("needs root, to run the commands as another user (nobody) who may only read the run")
-    try:
-        return pwd.getpwnam("nobody")
-    except KeyError:
-        pytest.skip("no user 'nobody' on this machine")
+from tests.helpers import nobody, toy_run
 
 
 def _as(user: pwd.struct_passwd, argv: list[str], stdout: bool = False) -> tuple[int, str]:
@@ -50,7 +41,7 @@ def _as(user: pwd.struct_passwd, argv: list[str], stdout: bool = False) -> tuple
 @pytest.fixture
 def theirs():
     """A finished run with its report, owned by root, readable by all (a colleague's)."""
-    user = _nobody()
+    user = nobody()
     top = Path(tempfile.mkdtemp(prefix="collapse-hpc-theirs-"))
     try:
         top.chmod(0o755)
