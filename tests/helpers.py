@@ -1,8 +1,12 @@
 """Helpers for tests: a toy run built in a temporary folder; reads the file system refuses."""
 import builtins
+import contextlib
 import errno
 import io
 import os
+import sys
+import sysconfig
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 from collapse_hpc import engine, experiments  # toy is registered by tests/conftest.py
@@ -199,17 +203,70 @@ def nobody():
         pytest.skip("no user 'nobody' on this machine")
 
 
+class _InterpretersOwn:
+    """Finds and loads the modules of the interpreter's standard library as root, for a process that became another
+    user: this interpreter may lie where only root may read (under /root), unlike one installed for all users, and
+    what the child may import must not depend on what the tests imported before its fork."""
+
+    def __init__(self):
+        self.top = Path(sysconfig.get_path("stdlib"))
+
+    def find_spec(self, name, path=None, target=None):
+        own = [entry for entry in (path or sys.path) if Path(entry or ".").is_relative_to(self.top)]
+        with _as_root():
+            spec = PathFinder.find_spec(name, own, target) if own else None
+        if spec is not None:
+            spec.loader = _RootsLoader(spec.loader)
+        return spec
+
+
+class _RootsLoader:
+    """A module loader whose module is read (and its top run) as root; the rest as the loader it wraps."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        with _as_root():
+            return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        with _as_root():
+            self.loader.exec_module(module)
+
+
+@contextlib.contextmanager
+def _as_root():
+    """The block as root, in a child that became another user (become) and kept root as its saved user id."""
+    user = os.geteuid()
+    os.seteuid(0)
+    try:
+        yield
+    finally:
+        os.seteuid(user)
+
+
+def become(user) -> None:
+    """This (forked) process works as `user`, its groups too, and reads the interpreter's own modules still
+    (_InterpretersOwn): as a user of an interpreter installed for all."""
+    sys.meta_path.append(_InterpretersOwn())  # after the usual finders: for what they may not read
+    os.setgroups([])
+    os.setgid(user.pw_gid)
+    os.setresuid(user.pw_uid, user.pw_uid, 0)  # root kept as the saved user id, for _as_root alone
+
+
 def forked_as(user, work) -> tuple[int, int]:
-    """work() in a forked child process that became `user` (its groups too): its pid, and the read end of a pipe
-    that gets what work returns (a str), or its error's name and text (ended)."""
+    """work() in a forked child process that became `user` (become): its pid, and the read end of a pipe that gets
+    what work returns (a str), or its error's name and text (ended)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         try:
             os.close(read)
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
+            become(user)
             try:
                 said = work()
             except Exception as e:

@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import traceback
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from collapse_hpc import cli, engine
 from collapse_hpc.launch import debug
-from tests.helpers import nobody, toy_run
+from tests.helpers import become, nobody, toy_run
 
 
 def _as(user: pwd.struct_passwd, argv: list[str], stdout: bool = False) -> tuple[int, str]:
@@ -24,12 +25,13 @@ def _as(user: pwd.struct_passwd, argv: list[str], stdout: bool = False) -> tuple
         code = 70
         try:
             os.close(read)
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
+            become(user)
             err, out = io.StringIO(), io.StringIO()
             with redirect_stderr(err), redirect_stdout(out):
                 code = cli.main(argv)
             os.write(write, (out if stdout else err).getvalue().encode())
+        except Exception:  # not lost with the child: the test shows it
+            os.write(write, traceback.format_exc().encode())
         finally:
             os._exit(code)
     os.close(write)
