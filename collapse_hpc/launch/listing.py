@@ -145,8 +145,9 @@ def show(run_dir: str | Path, as_json: bool = False, every: bool = False) -> int
         return 0
     lines = every_unit(state)
     print("\n".join(lines if every or len(lines) <= SCREEN else summary(state)))
-    if state.get("others"):
-        print(f"note: {state['others']}", file=sys.stderr)
+    for said in (state.get("others"), state.get("accounting")):
+        if said:
+            print(f"note: {said}", file=sys.stderr)
     return 0
 
 

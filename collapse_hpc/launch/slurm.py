@@ -48,9 +48,14 @@ def _slurm(cmd: list[str]) -> str:
         raise UserError(f"{cmd[0]} not found: not a Slurm host (the dev cluster: bash slurm/dev-cluster/start.sh)")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
-        why = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode
-        raise UserError(f"{' '.join(cmd[:2])} failed: {why}")
+        raise UserError(f"{' '.join(cmd[:2])} failed: {last_error(out)}")
     return out.stdout
+
+
+def last_error(out: subprocess.CompletedProcess) -> str:
+    """Why a Slurm command failed: its last line on stderr, else its exit status."""
+    lines = out.stderr.strip().splitlines()
+    return lines[-1].strip() if lines else f"exit status {out.returncode}"
 
 
 # squeue's fields: the job's name last, whole, where it holds a '|'
@@ -89,12 +94,14 @@ def queued() -> dict[str, str]:
 
 class RunQueue(dict):
     """recorded's job id -> state of a run's jobs still queued; `users`: job id -> who queued it; `others`:
-    job id -> (what the book records it for, the job squeue gives that id now), for those ignored."""
+    job id -> (what the book records it for, the job squeue gives that id now), for those ignored; `accounting`:
+    what to say where sacct failed (status.slurm_view), the states of jobs that left the queue unknown."""
 
-    def __init__(self, states=(), users=None, others=None):
+    def __init__(self, states=(), users=None, others=None, accounting=None):
         super().__init__(states)
         self.users: dict[str, str] = users or {}
         self.others: dict[str, tuple[str, Queued]] = others or {}
+        self.accounting: str | None = accounting
 
 
 def recorded(book: dict) -> RunQueue:

@@ -61,7 +61,8 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     bases = sorted({str(j).split("_")[0] for j in job_ids if j})
     if not bases:
         return {}, {}
-    ended = {jid: _chosen(jid, records_, book) for jid, records_ in _sacct(bases).items()}
+    found, accounting = _sacct(bases)
+    ended = {jid: _chosen(jid, records_, book) for jid, records_ in found.items()}
     out = {jid: (r.state, r.elapsed, "") for jid, (r, _) in ended.items()}
     signals = {jid: r.signal for jid, (r, _) in ended.items() if r.signal}
     named = {jid: r.job for jid, (r, _) in ended.items() if r.job is not None}
@@ -83,7 +84,7 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
     states = RunQueue({j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()},
-                      others=others)
+                      others=others, accounting=accounting)
     return states, signals
 
 
@@ -97,17 +98,37 @@ class Ended(NamedTuple):
     job: object = None
 
 
-def _sacct(bases: list[str]) -> dict[str, list[Ended]]:
+def _sacct(bases: list[str]) -> tuple[dict[str, list[Ended]], str | None]:
     """sacct's job id -> its records (--duplicates: a requeued job's earlier ones, and after a reset or
-    wrapped job-id counter every job that had the id) of the jobs `bases`; none where sacct is missing."""
+    wrapped job-id counter every job that had the id) of the jobs `bases`, none where sacct is missing; and
+    what to say where sacct failed (slurmdbd down or unreachable), which would read every ended job UNKNOWN."""
+    from collapse_hpc.launch.slurm import last_error
+
+    if not shutil.which("sacct"):
+        return {}, None
+    try:
+        res = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", SACCT, "-j", ",".join(bases)],
+                             capture_output=True, text=True, timeout=SACCT_WAIT)
+    except subprocess.TimeoutExpired:
+        return {}, unanswered(f"no answer within {SACCT_WAIT} s")
+    return _sacct_records(res.stdout), unanswered(last_error(res)) if res.returncode else None
+
+
+SACCT_WAIT = 60  # seconds: sacct waits on slurmdbd, which a busy cluster's may take long to answer
+
+
+def unanswered(why: str) -> str:
+    """What a failed sacct (`why`: its last error line) means for the states status and the report show."""
+    return (f"sacct failed ({why}): the states of jobs that have left the queue are unknown until Slurm's "
+            "accounting (slurmdbd) answers; those of queued jobs are squeue's")
+
+
+def _sacct_records(text: str) -> dict[str, list[Ended]]:
+    """sacct -P's lines (SACCT's fields) by job id."""
     from collapse_hpc.launch.slurm import Queued
 
     found: dict[str, list[Ended]] = {}
-    if not shutil.which("sacct"):
-        return found
-    res = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", SACCT, "-j", ",".join(bases)],
-                         capture_output=True, text=True, timeout=60)
-    for line in res.stdout.splitlines():
+    for line in text.splitlines():
         parts = line.split("|", 7)  # the name last, whole, where it holds a '|'
         if len(parts) < 3:
             continue
@@ -469,6 +490,8 @@ def _state_of(store: RunStore) -> dict:
         out["aggregate"] = _aggregate_state(book, view[0])
     if said := others_said(view[0]):  # read as gone, as a purged job is
         out["others"] = said
+    if said := getattr(view[0], "accounting", None):  # sacct failed: ended jobs read UNKNOWN
+        out["accounting"] = said
     return out
 
 

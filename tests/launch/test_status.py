@@ -985,3 +985,63 @@ def test_a_recorded_job_whose_id_was_reused_keeps_its_own_state(tmp_path, fake_s
     assert rc == 0 and "  gen_000  FAILED        job 200" in out, out
     assert err.startswith("note: 1 job id of this run's jobs.json now names another job: 200 (recorded for "
                           "toy/replace-p0-s0/gen_000) is eve's 'train-llama'; "), err
+
+
+# what sacct says where slurmdbd is down, its exit status 1
+DBD_DOWN = ("sacct: error: slurm_persist_conn_open_without_init: failed to open persistent connection to host:"
+            "localhost:6819: Connection refused\nsacct: error: Sending PersistInit msg: Connection refused\n"
+            "sacct: error: Problem talking to the database: Connection refused\n")
+
+
+def test_status_says_sacct_failed_and_keeps_the_queued_jobs_states(tmp_path, fake_slurm):  # noqa: F811
+    """Where slurmdbd was down, sacct failed and status read every job that had left the queue UNKNOWN without a
+    word: a failed generation looked like one gone from the records. It says sacct's error in one note; the
+    queued jobs' states are squeue's still, and status ends 0 (it informs)."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    (fake_slurm / "sacct-fails.txt").write_text(DBD_DOWN)
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0 and "  gen_000  UNKNOWN" in out and "  gen_001  UNKNOWN" in out, out
+    assert "  part_000  PENDING" in out and "  part_001  PENDING" in out, out
+    assert err == ("note: sacct failed (sacct: error: Problem talking to the database: Connection refused): the "
+                   "states of jobs that have left the queue are unknown until Slurm's accounting (slurmdbd) answers; "
+                   "those of queued jobs are squeue's\n"), err
+    rc, out, _ = collapse("status", store.root, "--json")
+    state = json.loads(out)
+    assert rc == 0 and state["accounting"] == err[len("note: "):-1], out
+    assert {u["unit"]: u["state"] for c in state["chains"] for u in c["units"]} == {
+        "gen_000": "UNKNOWN", "gen_001": "UNKNOWN", "part_000": "PENDING", "part_001": "PENDING"}
+    (fake_slurm / "sacct-fails.txt").unlink()  # accounting answers again
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0 and "  gen_000  FAILED" in out and not err, (out, err)
+
+
+def test_status_says_a_sacct_that_failed_without_a_word_by_its_exit_status(tmp_path, fake_slurm):  # noqa: F811
+    from collapse_hpc.launch.status import slurm_view
+
+    (fake_slurm / "sacct-fails.txt").write_text("")
+    (fake_slurm / "squeue.txt").write_text("301|RUNNING|0:05|None\n")
+    states = slurm_view(["300", "301"])[0]
+    assert states == {"301": ("RUNNING", "0:00:05", "None")}
+    assert states.accounting.startswith("sacct failed (exit status 1): "), states.accounting
+
+
+def test_status_says_a_sacct_that_does_not_answer(fake_slurm, monkeypatch):  # noqa: F811
+    """A sacct waiting on an unreachable slurmdbd past its time ended status in a traceback (TimeoutExpired)."""
+    import subprocess
+
+    from collapse_hpc.launch import status
+
+    real = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        if cmd[0] == "sacct":
+            raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
+        return real(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    (fake_slurm / "squeue.txt").write_text("301|PENDING|0:00|Priority\n")
+    states = status.slurm_view(["300", "301"])[0]
+    assert states == {"301": ("PENDING", "", "Priority")}
+    assert states.accounting.startswith(f"sacct failed (no answer within {status.SACCT_WAIT} s): "), states.accounting

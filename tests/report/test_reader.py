@@ -427,3 +427,28 @@ def test_comparison_gives_no_relative_change_of_a_signed_metric(tmp_path):
     change = {r[header.index("metric")]: r[header.index("relative change")] for r in rows}
     assert change["fitted mean"] == "—" and change["log fitted variance"] == "—", change
     assert change["fitted σ"].endswith("%") and change["W2² to the real"].endswith("%"), change
+
+
+def test_the_report_says_sacct_failed_where_it_reads_job_states(tmp_path, fake_slurm, caplog):  # noqa: F811
+    """Where slurmdbd was down the report read every ended job's state as none, without a word; a queued one's
+    is still squeue's."""
+    import logging
+
+    from tests.launch.helpers import jobs, write_config
+    from tests.launch.test_slurm_plan import submit
+
+    cfg = write_config(tmp_path, generations=2, seeds=[0], ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)["units"]
+    gen0, gen1 = (book[f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2))
+    (fake_slurm / "sacct.txt").write_text(f"{gen0}|FAILED|00:00:01\n")
+    (fake_slurm / "sacct-fails.txt").write_text("sacct: error: Problem talking to the database: Connection refused\n")
+    (fake_slurm / "squeue.txt").write_text(f"{gen1}|PENDING|0:00|Dependency\n")
+    with caplog.at_level(logging.WARNING, logger="collapse_hpc.report"):
+        states = collect.job_states(run)
+    assert [states[f"ltchain/replace-p0-s0/gen_{g:03d}"]["state"] for g in range(2)] == ["", "PENDING"]
+    assert [r.getMessage() for r in caplog.records if r.name == "collapse_hpc.report"] == [
+        "sacct failed (sacct: error: Problem talking to the database: Connection refused): the states of jobs that "
+        "have left the queue are unknown until Slurm's accounting (slurmdbd) answers; those of queued jobs are "
+        "squeue's"]
