@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 import yaml
 
 from collapse_hpc import yamlfile
-from collapse_hpc.errors import ConfigError
+from collapse_hpc.errors import ConfigError, refusals
 from collapse_hpc.regimes import KINDS, Regime
 
 # Control characters: never meaningful in a config string, and a newline in a value that reaches
@@ -542,9 +542,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def load(path: str | Path, overrides: Sequence[str] = (), generations: int | None = None, *,
          sections: Mapping[str, type], needs_profile: bool = True) -> RunConfig:
     """Load, override and validate a config file whose experiment sections are `sections`
-    (name -> Section dataclass); raise ConfigError with one line on any problem. needs_profile=False:
-    executor slurm without a profile is no problem (the command picks one itself: cli._submission_profile)."""
-    raw = yamlfile.load_mapping(path)
+    (name -> Section dataclass); raise ConfigError with one line on any problem, NotRead naming the file where
+    the file system refuses its read. needs_profile=False: executor slurm without a profile is no problem (the
+    command picks one itself: cli._submission_profile)."""
+    with refusals(Path(path), "config file", "nothing is done; it is done"):
+        raw = yamlfile.load_mapping(path)
     return from_dict(raw, str(path), overrides, generations, sections=sections, needs_profile=needs_profile)
 
 
