@@ -495,8 +495,9 @@ def build(cls, data: dict, file: str = "<config>", prefix: str = "", sections: M
         data = {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "sections"}
     hints = typing.get_type_hints(cls)
-    # a regime's overrides are written under an experiment's name, never as `overrides`
-    written = [*(set(fields) - {"overrides"}), *where.sections] if cls is Regime else list(fields)
+    # the experiments' sections stand beside the run's keys; a regime's overrides are written under an
+    # experiment's name, never as `overrides`
+    written = [*(set(fields) - {"overrides"}), *where.sections] if cls in (Regime, RunConfig) else list(fields)
     for k in data:
         if k not in fields:
             close = difflib.get_close_matches(str(k), written, n=1)
@@ -581,7 +582,6 @@ def _from_dict(raw: dict, file: str, overrides: Sequence[str], generations: int 
         raw["generations"] = generations
     names = list(sections)
     run_keys = {k: v for k, v in raw.items() if k not in names}
-    _refuse_unknown(run_keys, names, file)
     run: RunConfig = build(RunConfig, run_keys, file, sections=sections)
     for name in names:
         if name in raw:
@@ -605,15 +605,6 @@ def _from_dict(raw: dict, file: str, overrides: Sequence[str], generations: int 
 def anchored(path: str) -> str:
     """A path as typed (relative: to the folder the command runs in; ~: the home folder), absolute."""
     return str(Path(os.path.expanduser(path)).absolute())
-
-
-def _refuse_unknown(run_keys: dict, names: list[str], file: str) -> None:
-    valid = [f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"] + names
-    for k in run_keys:
-        if k not in valid:
-            close = difflib.get_close_matches(str(k), valid, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{file}: {k}: unknown key{hint}; valid keys: {', '.join(sorted(valid))}")
 
 
 def dump(run: RunConfig) -> str:
