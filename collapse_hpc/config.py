@@ -158,8 +158,9 @@ def _strip(d: dict) -> dict:
 
 
 def config_hash(d: dict) -> str:
-    """Hash of what the run computes (locations, executor and generation counts excluded)."""
-    return hashlib.sha256(json.dumps(_strip(d), sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of what the run computes (locations, executor and generation counts excluded); a value JSON has no
+    type for (a date YAML reads in a hand edit of config.yaml) hashed as its text, as from_dict loads it."""
+    return hashlib.sha256(json.dumps(_strip(d), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def how_it_runs(cls) -> dict[str, bool]:

@@ -398,6 +398,22 @@ def test_a_run_config_cut_short_names_the_sections_it_lacks(tmp_path):
         assert "restore it (run.json keeps a copy of the run's config under 'config')" in line, line
 
 
+def test_a_run_config_edited_by_hand_to_a_date_is_refused_in_one_line(tmp_path):
+    """An edit YAML reads as a date (seeds: [2024-01-01]) ended status, verify and the report on a traceback
+    (TypeError: Object of type date is not JSON serializable): the config's hash took JSON values only."""
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    saved = run / "config.yaml"
+    saved.write_text(saved.read_text().replace("seeds:\n- 0\n", "seeds:\n- 2024-01-01\n"))
+    for command in ("status", "verify", "aggregate"):
+        rc, out, err = collapse(command, run)
+        assert rc == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: {saved} was edited after the run was made (seeds: [0] -> "
+                              f"[datetime.date(2024, 1, 1)])"), err
+
 def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
     cfg = _toy_config(tmp_path)
     run = tmp_path / "r"
