@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 import yaml
 
 from collapse_hpc import yamlfile
-from collapse_hpc.errors import ConfigError
+from collapse_hpc.errors import ConfigError, refusals
 from collapse_hpc.regimes import KINDS, Regime
 
 # Control characters: never meaningful in a config string, and a newline in a value that reaches
@@ -158,8 +158,9 @@ def _strip(d: dict) -> dict:
 
 
 def config_hash(d: dict) -> str:
-    """Hash of what the run computes (locations, executor and generation counts excluded)."""
-    return hashlib.sha256(json.dumps(_strip(d), sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of what the run computes (locations, executor and generation counts excluded); a value JSON has no
+    type for (a date YAML reads in a hand edit of config.yaml) hashed as its text, as from_dict loads it."""
+    return hashlib.sha256(json.dumps(_strip(d), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def how_it_runs(cls) -> dict[str, bool]:
@@ -495,8 +496,9 @@ def build(cls, data: dict, file: str = "<config>", prefix: str = "", sections: M
         data = {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "sections"}
     hints = typing.get_type_hints(cls)
-    # a regime's overrides are written under an experiment's name, never as `overrides`
-    written = [*(set(fields) - {"overrides"}), *where.sections] if cls is Regime else list(fields)
+    # the experiments' sections stand beside the run's keys; a regime's overrides are written under an
+    # experiment's name, never as `overrides`
+    written = [*(set(fields) - {"overrides"}), *where.sections] if cls in (Regime, RunConfig) else list(fields)
     for k in data:
         if k not in fields:
             close = difflib.get_close_matches(str(k), written, n=1)
@@ -542,9 +544,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def load(path: str | Path, overrides: Sequence[str] = (), generations: int | None = None, *,
          sections: Mapping[str, type], needs_profile: bool = True) -> RunConfig:
     """Load, override and validate a config file whose experiment sections are `sections`
-    (name -> Section dataclass); raise ConfigError with one line on any problem. needs_profile=False:
-    executor slurm without a profile is no problem (the command picks one itself: cli._submission_profile)."""
-    raw = yamlfile.load_mapping(path)
+    (name -> Section dataclass); raise ConfigError with one line on any problem, NotRead naming the file where
+    the file system refuses its read. needs_profile=False: executor slurm without a profile is no problem (the
+    command picks one itself: cli._submission_profile)."""
+    with refusals(Path(path), "config file", "nothing is done; it is done"):
+        raw = yamlfile.load_mapping(path)
     return from_dict(raw, str(path), overrides, generations, sections=sections, needs_profile=needs_profile)
 
 
@@ -579,7 +583,6 @@ def _from_dict(raw: dict, file: str, overrides: Sequence[str], generations: int 
         raw["generations"] = generations
     names = list(sections)
     run_keys = {k: v for k, v in raw.items() if k not in names}
-    _refuse_unknown(run_keys, names, file)
     run: RunConfig = build(RunConfig, run_keys, file, sections=sections)
     for name in names:
         if name in raw:
@@ -603,15 +606,6 @@ def _from_dict(raw: dict, file: str, overrides: Sequence[str], generations: int 
 def anchored(path: str) -> str:
     """A path as typed (relative: to the folder the command runs in; ~: the home folder), absolute."""
     return str(Path(os.path.expanduser(path)).absolute())
-
-
-def _refuse_unknown(run_keys: dict, names: list[str], file: str) -> None:
-    valid = [f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"] + names
-    for k in run_keys:
-        if k not in valid:
-            close = difflib.get_close_matches(str(k), valid, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{file}: {k}: unknown key{hint}; valid keys: {', '.join(sorted(valid))}")
 
 
 def dump(run: RunConfig) -> str:

@@ -175,6 +175,7 @@ def _saved_plan(store: RunStore) -> dict | None:
 PLAN_KEYS = {"config_hash": str, "generations": dict, "chains": list}
 REPORTED = {"experiment": str, "variant": str, "units": int, "regime": dict, "seed": int, "settings": dict}
 LAUNCHED = {"shape": str, "kind": str, "ranks": int, "setting": list, "config": dict}
+REGIME_REPORTED = ("label", "keep_fraction", "verifier_quantile")  # what the report reads of a chain's regime
 JSON_KINDS = {dict: "a mapping", list: "a list", str: "text", int: "a whole number", float: "a number",
               bool: "true or false", type(None): "null"}
 
@@ -219,7 +220,8 @@ def plan_or_why(store: RunStore) -> dict | UserError:
                          f"it")
     problem = _misshapen(doc, PLAN_KEYS, "the file")
     for n, rec in enumerate([] if problem else doc["chains"], 1):
-        problem = problem or _misshapen(rec, REPORTED, f"chain {n}")
+        problem = problem or _misshapen(rec, REPORTED, f"chain {n}") or next(
+            (f"chain {n}'s regime has no {key!r}" for key in REGIME_REPORTED if key not in rec["regime"]), None)
     return _unreadable_plan(store, problem) if problem else doc
 
 

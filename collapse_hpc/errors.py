@@ -1,7 +1,18 @@
 """The one error type users see: a single line, exit status 2, no traceback; and one_line, how any
 text from the input (a key, a path, a file name) is printed; and path_argument, every command's path
-arguments' type."""
+arguments' type.
+
+A read the file system refused (NotRead, refused_read, refusals) is said here, on the lowest floor, so that
+the config, a floor below the store, says it as the store does (store.reads gives them with its readers)."""
+from __future__ import annotations
+
 import argparse
+import contextlib
+import errno
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -41,3 +52,51 @@ def path_argument(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a path")
     return text
+
+
+# Rust libraries (safetensors, tokenizers) raise their own types with the OS error in the text only;
+# pyarrow's OSError words it in its message too
+_SAID = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]", re.IGNORECASE)
+AGAIN = "once the file reads again (its permissions, the file system): run the same command again"
+
+
+def said_errno(e: BaseException) -> int | None:
+    """The errno `e` carries, else the one its text names (a Rust library's "(os error 13)", pyarrow's
+    "[Errno 5]"), else ENOENT for a FileNotFoundError without one (safetensors says any refused open so)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno
+    said = _SAID.search(str(e))
+    if said:
+        return int(said.group(1) or said.group(2))
+    return errno.ENOENT if isinstance(e, FileNotFoundError) else None
+
+
+def refused_read(e: BaseException) -> int | None:
+    """The errno where `e` is, or says it comes from, the file system's refusal of a read (EACCES, EIO,
+    ENOENT in a race, ESTALE...); None where it has none, or EINVAL (a seek to a garbage offset: the bytes)."""
+    number = said_errno(e)
+    return None if number in (None, errno.EINVAL) else number
+
+
+class NotRead(UserError):
+    """A file the file system would not read now (refused_read): what it holds is kept. Its filename (`path`,
+    else the error's) and strerror, as an OSError's, for a reader that lists it and goes on (verify)."""
+
+    def __init__(self, what: str, e: BaseException, then: str, path: Path | None = None):
+        number = refused_read(e)
+        self.filename, self.strerror = path or getattr(e, "filename", None), os.strerror(number) if number else str(e)
+        super().__init__(f"{what}: not read ({self.strerror}): {then} {AGAIN}")
+
+
+@contextlib.contextmanager
+def refusals(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),
+             refused: Callable[[Path, OSError], NotRead] | None = None) -> Iterator[None]:
+    """Reads of `path` in its block: one the file system refuses (refused_read) is NotRead naming it as `what`,
+    or the caller's own NotRead that `refused(path, e)` makes (a checkpoint's), but for the errors `kept` names
+    (FileNotFoundError where the file's absence is the caller's answer), raised as they are."""
+    try:
+        yield
+    except OSError as e:
+        if refused_read(e) and not isinstance(e, kept):
+            raise (refused(path, e) if refused else NotRead(f"{what} {path}", e, then, path)) from None
+        raise

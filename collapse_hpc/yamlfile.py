@@ -124,18 +124,23 @@ def not_found(path: Path, what: str) -> str:
     return f"{what} not found"
 
 
-def load(path: str | Path, what: str = "config file") -> Any:
-    """Read and parse a YAML file; a missing, unreadable or oversized file is one line too."""
+def read(path: str | Path, what: str = "config file") -> str:
+    """A YAML file's text; a missing, oversized or not UTF-8 file is one line too. A read the file system
+    refuses goes up as its OSError: the caller names the file as what it holds (errors.refusals)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: {not_found(path, what)}")
     if path.stat().st_size > MAX_BYTES:
         raise ConfigError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_BYTES} a config may have")
     try:
-        text = path.read_text()
+        return path.read_text()
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (UTF-8)") from None
-    return loads(text, str(path))
+
+
+def load(path: str | Path, what: str = "config file") -> Any:
+    """Read (read) and parse a YAML file."""
+    return loads(read(path, what), str(path))
 
 
 def load_mapping(path: str | Path, what: str = "config file") -> dict:

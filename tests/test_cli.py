@@ -398,6 +398,22 @@ def test_a_run_config_cut_short_names_the_sections_it_lacks(tmp_path):
         assert "restore it (run.json keeps a copy of the run's config under 'config')" in line, line
 
 
+def test_a_run_config_edited_by_hand_to_a_date_is_refused_in_one_line(tmp_path):
+    """An edit YAML reads as a date (seeds: [2024-01-01]) ended status, verify and the report on a traceback
+    (TypeError: Object of type date is not JSON serializable): the config's hash took JSON values only."""
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    saved = run / "config.yaml"
+    saved.write_text(saved.read_text().replace("seeds:\n- 0\n", "seeds:\n- 2024-01-01\n"))
+    for command in ("status", "verify", "aggregate"):
+        rc, out, err = collapse(command, run)
+        assert rc == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: {saved} was edited after the run was made (seeds: [0] -> "
+                              f"[datetime.date(2024, 1, 1)])"), err
+
 def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
     cfg = _toy_config(tmp_path)
     run = tmp_path / "r"
@@ -1101,6 +1117,10 @@ def test_every_command_that_reads_a_run_folder_words_a_path_that_is_none_alike(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a file", "empty"]  # nothing written
 
 
+def _without(mapping: dict, key: str) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
 # plan.json damaged by hand or by a tool: valid JSON of another shape than the one a run writes
 DAMAGED_PLANS = [
     (lambda d: [d], "the file is a list, not a mapping"),
@@ -1109,7 +1129,11 @@ DAMAGED_PLANS = [
     (lambda d: {**d, "chains": [{k: v for k, v in d["chains"][0].items() if k != "seed"}]}, "chain 1 has no 'seed'"),
     (lambda d: {**d, "chains": [{**d["chains"][0], "settings": []}]}, "chain 1's 'settings' is a list, not a mapping"),
     (lambda d: {**d, "chains": [{**d["chains"][0], "units": "2"}]}, "chain 1's 'units' is text, not a whole number"),
-    (lambda d: {**d, "chains": [{**d["chains"][0], "regime": {}}]}, "chain 1 (toy/replace-p0-s0) lacks 'overrides'"),
+    (lambda d: {**d, "chains": [{**d["chains"][0], "regime": _without(d["chains"][0]["regime"], "overrides")}]},
+     "chain 1 (toy/replace-p0-s0) lacks 'overrides'"),
+    (lambda d: {**d, "chains": [{**d["chains"][0], "regime": {}}]}, "chain 1's regime has no 'label'"),
+    (lambda d: {**d, "chains": [{**d["chains"][0], "regime": _without(d["chains"][0]["regime"], "keep_fraction")}]},
+     "chain 1's regime has no 'keep_fraction'"),
     (lambda d: {**d, "chains": [{**d["chains"][0], "setting": [1]}]},
      "chain 1 (toy/replace-p0-s0) holds a value of another kind than this version writes"),
 ]
@@ -1147,9 +1171,13 @@ def test_the_report_of_a_run_whose_plan_has_another_shape_reads_the_manifests_an
     assert collapse("run", cfg, "--run", run)[0] == 0
     plan = run / "plan.json"
     written = json.loads(plan.read_text())
-    plan.write_text(json.dumps({**written, "chains": [{**written["chains"][0], "settings": []}]}))
-    rc, out, err = collapse("aggregate", run)
-    assert rc == 0 and out.strip() == str(run / "report" / "index.html"), err
-    said = [r.getMessage() for r in caplog.records if "no usable plan" in r.getMessage()]
-    assert len(said) == 1 and f"{plan}: not a plan this version reads (chain 1's 'settings' is a list" in said[0]
-    assert "| r | toy | replace-p0-s0 | 2 | ? |" in (run / "report" / "results.md").read_text()  # from the manifests
+    for damage, what in [("settings", "chain 1's 'settings' is a list"), ("regime", "chain 1's regime has no 'label'")]:
+        caplog.clear()  # a regime without its label read as "no usable plan ('label')", a KeyError's words
+        chain = {**written["chains"][0], "settings": []} if damage == "settings" else \
+            {**written["chains"][0], "regime": _without(written["chains"][0]["regime"], "label")}
+        plan.write_text(json.dumps({**written, "chains": [chain]}))
+        rc, out, err = collapse("aggregate", run)
+        assert rc == 0 and out.strip() == str(run / "report" / "index.html"), err
+        said = [r.getMessage() for r in caplog.records if "no usable plan" in r.getMessage()]
+        assert len(said) == 1 and f"{plan}: not a plan this version reads ({what}" in said[0], said
+        assert "| r | toy | replace-p0-s0 | 2 | ? |" in (run / "report" / "results.md").read_text()  # the manifests

@@ -1,4 +1,6 @@
 """Typed configs: every kind of error is one line naming the file and the key."""
+import errno
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -408,3 +410,21 @@ def test_seeds_given_as_a_number_says_both_readings(tmp_path):
     with pytest.raises(ConfigError, match=r"^--set seeds: is a list, got 5; write \[5\] for seed 5, or \[0, 1, 2, 3"):
         experiments.load_config(write(tmp_path, "toy: {}\n"), overrides=["seeds=5"])
     assert experiments.load_config(write(tmp_path, "toy: {}\n"), overrides=["seeds=[5]"]).seeds == [5]
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EIO], ids=["EACCES", "EIO"])
+def test_a_config_the_file_system_will_not_read_is_not_read_naming_it_from_config_load(tmp_path, monkeypatch,
+                                                                                       refusal):
+    """config.load let a refused read go up as a raw OSError (with EIO naming no file); only its caller
+    experiments.load_config said it in one line. The loader of configs says it itself."""
+    from collapse_hpc.errors import AGAIN, NotRead
+    from tests.helpers import refuse_reads
+    from tests.toy_experiment.config import ToyConfig
+
+    path = write(tmp_path, "toy: {}\n")
+    refuse_reads(monkeypatch, path, refusal)
+    with pytest.raises(NotRead) as said:
+        cfgmod.load(path, sections={"toy": ToyConfig})
+    assert str(said.value) == (f"config file {path}: not read ({os.strerror(refusal)}): nothing is done; it is "
+                               f"done {AGAIN}")
+    assert said.value.filename == path

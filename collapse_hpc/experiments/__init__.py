@@ -20,7 +20,6 @@ from collapse_hpc.errors import ConfigError, UserError
 from collapse_hpc.experiments.base import Experiment, Registration
 from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.regimes import SCORED
-from collapse_hpc.store.reads import refusals
 
 BUILTIN = ("lm", "gmm", "gaussian", "vae")  # registry()'s first entries, in this order
 ENTRY_POINTS = "collapse_hpc.experiments"  # group of the entry points naming a Registration
@@ -79,9 +78,8 @@ def load_config(path, overrides: Sequence[str] = (), generations: int | None = N
                 needs_profile: bool = True) -> cfgmod.RunConfig:
     """A config file with a section for any registered experiment (config.load), its regimes
     checked against what each experiment offers. A read the file system refuses is NotRead naming the file
-    (yamlfile, a floor below the store, lets it go up as it is)."""
-    with refusals(path, "config file", "nothing is done; it is done"):
-        run = cfgmod.load(path, overrides, generations, sections=sections(), needs_profile=needs_profile)
+    (config.load)."""
+    run = cfgmod.load(path, overrides, generations, sections=sections(), needs_profile=needs_profile)
     check_regimes(run, str(path))
     return run
 

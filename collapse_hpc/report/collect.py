@@ -21,7 +21,6 @@ from collapse_hpc.regimes import values_of
 from collapse_hpc.report import longform
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
-from collapse_hpc.store.reads import read_text
 
 log = logging.getLogger("collapse_hpc.report")
 METRICS = "metrics.parquet"
@@ -111,48 +110,42 @@ def _recorded(units: list[Unit], variants: dict) -> None:
                                                                  "chain" if u.name.startswith("gen_") else "array")
 
 
-def _planned(root: Path, raw: dict) -> tuple[dict, dict]:
+def _planned(store: RunStore, raw: dict) -> tuple[dict, dict]:
     """Variants and generation counts of the run's plan (plan.json, written when the run was
     started; values only, so no experiment's code is needed), else from the units' manifests
     alone (_recorded) and the config's generation counts."""
-    plan = unusable = plan_or_why(RunStore(root))  # a read refused: NotRead, the report not made without it
-    try:
-        if not isinstance(plan, UserError):
-            variants = {(c["experiment"], c["variant"]): VariantInfo.of(c["variant"], c["regime"], c["seed"],
-                                                                        c["settings"], c["units"],
-                                                                        c.get("shape", "chain"))
-                        for c in plan["chains"]}
-            return variants, dict(plan["generations"])
-    except (UserError, KeyError, TypeError) as e:  # a damaged plan
-        unusable = e
-    log.warning("%s: no usable plan (%s); reading the manifests only", root, unusable)  # or an older run folder
-    return {}, {k: raw[k].get("generations") or raw.get("generations") for k in raw if isinstance(raw.get(k), dict)}
+    plan = plan_or_why(store)  # a read refused: NotRead, the report not made without it
+    if isinstance(plan, UserError):  # an older run folder, or a damaged plan
+        log.warning("%s: no usable plan (%s); reading the manifests only", store.root, plan)
+        return {}, {k: raw[k].get("generations") or raw.get("generations") for k in raw if isinstance(raw.get(k), dict)}
+    variants = {(c["experiment"], c["variant"]): VariantInfo.of(c["variant"], c["regime"], c["seed"], c["settings"],
+                                                                c["units"], c.get("shape", "chain"))
+                for c in plan["chains"]}
+    return variants, dict(plan["generations"])
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunData:
-    root = existing_run(path).root
-    cfg = root / "config.yaml"
+    store = existing_run(path)
     from collapse_hpc import experiments
 
-    # as the run made it: an edit is refused, but one of how-it-runs knobs (read as made until the next run)
-    raw = RunStore(root).saved_config(experiments.sections())
-    text = read_text(cfg, "the run's saved config", "the run is kept as it is")
-    variants, generations = _planned(root, raw)
+    # as written, and as the run made it: an edit is refused, but one of how-it-runs knobs (read as made until
+    # the next run)
+    text, raw = store.saved(experiments.sections())
+    variants, generations = _planned(store, raw)
     # the job records first: a unit that finishes meanwhile is then found done, never "its job
     # completed, but manifest.json is missing" (records newer than the listing of the units)
-    jobs, absent = job_states(root), left_out(root)
-    units = [unit for d in RunStore(root).units() if d.parent.parent.name != "report"  # unit folders only
+    jobs, absent = job_states(store.root), left_out(store)
+    units = [unit for d in store.units() if d.parent.parent.name != "report"  # unit folders only
              for unit in [_checked(d)]]
     _recorded(units, variants)
-    return RunData(label or root.name, root, text, raw, variants, units, generations, jobs, absent)
+    return RunData(label or store.root.name, store.root, text, raw, variants, units, generations, jobs, absent)
 
 
-def left_out(root: Path) -> list[str]:
+def left_out(store: RunStore) -> list[str]:
     """The experiments of the run's plan that no launch ran (--only), as status and verify tell them: not
-    unfinished chains of the run. None where the plan is not one of the run's config (nothing to tell by)."""
+    unfinished chains of the run. Empty where the plan is not one of the run's config (nothing to tell by)."""
     from collapse_hpc.launch import records, status
 
-    store = RunStore(root)
     chains = run_plan_or_why(store)
     return [] if isinstance(chains, UserError) else sorted(status.left_out(store, chains, records.load(store)))
 

@@ -189,10 +189,13 @@ class RunStore:
             raise UserError(f"{self.config_path}: not a config a run saved (no {RUN_JSON} beside it, no "
                             f"'# config_hash:' line): --run names a folder of yours; keep configs outside run "
                             f"folders, or give another --run")
-        old = self.saved_config(run.section_classes()) if self.exists() else None
-        edited = old is not None and self.edited()
+        old = hand = None
+        if self.exists():  # the config as the run made it, and the file's values as they are now: one read
+            written, old = self.saved(run.section_classes())
+            hand = yamlfile.loads(written, str(self.config_path))
+        edited = old is not None and self._edited(hand)
         if old is not None and edited:
-            _warn_overwritten(self.config_path, old, self._saved_yaml(), new, run.section_classes())
+            _warn_overwritten(self.config_path, old, hand, new, run.section_classes())
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
             old = cfgmod.defaults(cfgmod.RunConfig) | old  # run-level keys added since: at their defaults
             changes = cfgmod.diff(old, new, run.section_classes())
@@ -226,7 +229,12 @@ class RunStore:
         return {cfgmod.config_hash(self.saved_config(sections))} | kept
 
     def saved_config(self, sections: Mapping[str, type] | None = None) -> dict:
-        """The run's config.yaml as a mapping, as the run made it, or one error line (never a traceback).
+        """The run's config.yaml as a mapping, as the run made it (saved), or one error line (never a traceback)."""
+        return self.saved(sections)[1]
+
+    def saved(self, sections: Mapping[str, type] | None = None) -> tuple[str, dict]:
+        """The run's config.yaml as written (its text, from the one read) and as a mapping, as the run made it,
+        or one error line (never a traceback).
 
         Its hash stays what run.json recorded when the run was made (only keys the hash leaves out,
         such as generation counts, may change): an edit by hand would have the next run redo, under
@@ -234,7 +242,8 @@ class RunStore:
         from the next run on; where run.json (an older version's) keeps no copy of the config, `sections`
         (name -> Section dataclass) tell the knobs, and the config it was made with is inferred."""
         try:  # a read refused is NotRead, not damage to restore
-            old = self._saved_yaml()
+            text = self._saved_text()
+            old = yamlfile.loads(text, str(self.config_path))
         except ConfigError as e:
             raise UserError(f"the run's saved config: {e}; restore it{self._copy_kept()} or use another "
                             f"--run") from None
@@ -243,14 +252,14 @@ class RunStore:
                             f"restore it{self._copy_kept()} or use another --run")
         recorded = self._recorded_hash()
         if recorded is None or cfgmod.config_hash(old) == recorded:
-            return old
+            return text, old
         made = self._made_config(recorded) or (inferred(self.root, old, recorded, sections) if sections else None)
         shown = ""
         if made is not None:
             config, knobs = made
             hashed = [line for line in cfgmod.diff(config, old) if line.split(": ", 1)[0] not in knobs]
             if not hashed:  # how-it-runs knobs only: the next run goes on under them, as with --set
-                return config
+                return text, config
             shown = f" ({'; '.join(hashed[:3])}{f'; … ({len(hashed)} in all)' if len(hashed) > 3 else ''})"
             lacking = [k for k in config if k not in old]
             if lacking:  # a file cut short (a copy stopped midway): its whole sections, not each one's values
@@ -268,25 +277,26 @@ class RunStore:
                         f"or start another --run with the new ones (more generations need no edit: "
                         f"--generations N)")
 
-    def _saved_yaml(self):
-        """config.yaml's value (yamlfile.load: ConfigError where it is none); a read the file system refuses is
-        NotRead, never damage to restore nor a config unedited."""
-        with refusals(self.config_path, "the run's saved config", "the run is kept as it is"):
-            return yamlfile.load(self.config_path)
+    def _config_reads(self):
+        """A block reading config.yaml: a read the file system refuses is NotRead, never damage to restore nor a
+        config unedited."""
+        return refusals(self.config_path, "the run's saved config", "the run is kept as it is")
+
+    def _saved_text(self) -> str:
+        """config.yaml's text (yamlfile.read: ConfigError where it is none a config may be; _config_reads)."""
+        with self._config_reads():
+            return yamlfile.read(self.config_path)
 
     def _copy_kept(self) -> str:
         """Where run.json keeps the config the run was made with, a clause saying so (to restore config.yaml)."""
         return f" ({RUN_JSON} keeps a copy of the run's config under 'config')" if self._made_config(
             "", any_hash=True) else ""
 
-    def edited(self) -> bool:
-        """Whether config.yaml was edited by hand after the run saved it (how-it-runs knobs only, else
-        saved_config refuses it): the next run saves the config it goes on with over it."""
-        recorded = self._recorded_hash()
-        try:
-            return recorded is not None and cfgmod.config_hash(self._saved_yaml()) != recorded
-        except (ConfigError, TypeError, ValueError):
-            return False
+    def _edited(self, hand) -> bool:
+        """Whether config.yaml, whose value is `hand`, was edited by hand after the run saved it (how-it-runs
+        knobs only, else saved refuses it): the next run saves the config it goes on with over it."""
+        recorded = self._recorded_hash()  # saved hashed this same value: no error left to meet here
+        return recorded is not None and cfgmod.config_hash(hand) != recorded
 
     def _made_config(self, recorded: str, any_hash: bool = False) -> tuple[dict, set[str]] | None:
         """The config run.json keeps beside its hash (`config`), with the dotted keys of the knobs a run
@@ -316,7 +326,7 @@ class RunStore:
         found = doc.get("config_hash") if isinstance(doc, dict) else None
         if isinstance(found, str):
             return found
-        with open(self.config_path, errors="replace") as f:
+        with self._config_reads(), open(self.config_path, errors="replace") as f:
             header = re.fullmatch(r"# config_hash: ([0-9a-f]{16})\s*", f.readline())
         return header.group(1) if header else None
 

@@ -12,51 +12,19 @@ API:
 - read_text(path, what, then, kept, refused)  the file's text, read in `refusals`
 - sha256(path, what, then, refused)  the file's sha256 (atomic.sha256_file); a refused read NotRead
 - safetensors_open(path)          safetensors' safe_open, a refused open said with its errno
+
+refused_read, NotRead and refusals live on the lowest floor (errors), for the config below the store to say a
+refused read of a config file as the store does; they are given here with the readers.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from collapse_hpc.errors import UserError
-from collapse_hpc.store import space
+from collapse_hpc.errors import AGAIN, NotRead, refusals, refused_read
 from collapse_hpc.store.atomic import sha256_file
 
-AGAIN = "once the file reads again (its permissions, the file system): run the same command again"
-
-
-def refused_read(e: BaseException) -> int | None:
-    """The errno where `e` is, or says it comes from, the file system's refusal of a read (EACCES, EIO,
-    ENOENT in a race, ESTALE...); None where it has none, or EINVAL (a seek to a garbage offset: the bytes)."""
-    number = space.said_errno(e)
-    return None if number in (None, errno.EINVAL) else number
-
-
-class NotRead(UserError):
-    """A file the file system would not read now (refused_read): what it holds is kept. Its filename (`path`,
-    else the error's) and strerror, as an OSError's, for a reader that lists it and goes on (verify)."""
-
-    def __init__(self, what: str, e: BaseException, then: str, path: Path | None = None):
-        number = refused_read(e)
-        self.filename, self.strerror = path or getattr(e, "filename", None), os.strerror(number) if number else str(e)
-        super().__init__(f"{what}: not read ({self.strerror}): {then} {AGAIN}")
-
-
-@contextlib.contextmanager
-def refusals(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),
-            refused: Callable[[Path, OSError], NotRead] | None = None) -> Iterator[None]:
-    """Reads of `path` in its block: one the file system refuses (refused_read) is NotRead naming it as `what`,
-    or the caller's own NotRead that `refused(path, e)` makes (a checkpoint's), but for the errors `kept` names
-    (FileNotFoundError where the file's absence is the caller's answer), raised as they are."""
-    try:
-        yield
-    except OSError as e:
-        if refused_read(e) and not isinstance(e, kept):
-            raise (refused(path, e) if refused else NotRead(f"{what} {path}", e, then, path)) from None
-        raise
+__all__ = ["AGAIN", "NotRead", "refused_read", "refusals", "read_text", "sha256", "safetensors_open"]
 
 
 def read_text(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),

@@ -12,10 +12,9 @@ import re
 from pathlib import Path
 from typing import overload
 
+from collapse_hpc.errors import said_errno
+
 REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
-# Rust libraries (safetensors, tokenizers) raise their own types with the OS error in the text only;
-# pyarrow's OSError words it in its message too
-_SAID = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]", re.IGNORECASE)
 AGAIN = "then run the same command again"
 KEPT = " (finished units are kept)"  # said of a run: it goes on from them
 FULL_BELOW = 1 << 20  # bytes free under which a file system reads as full to state()
@@ -25,17 +24,6 @@ def refused(e: BaseException) -> int | None:
     """ENOSPC, EDQUOT, EROFS or EFBIG where `e` is, or says it comes from, such a refusal; else None."""
     number = said_errno(e)
     return number if number in REFUSED else None
-
-
-def said_errno(e: BaseException) -> int | None:
-    """The errno `e` carries, else the one its text names (a Rust library's "(os error 13)", pyarrow's
-    "[Errno 5]"), else ENOENT for a FileNotFoundError without one (safetensors says any refused open so)."""
-    if isinstance(e, OSError) and e.errno is not None:
-        return e.errno
-    said = _SAID.search(str(e))
-    if said:
-        return int(said.group(1) or said.group(2))
-    return errno.ENOENT if isinstance(e, FileNotFoundError) else None
 
 
 @overload

@@ -252,18 +252,23 @@ def test_a_run_lock_the_file_system_will_not_read_is_said_not_taken_over(tmp_pat
 
 
 @REFUSALS
-@pytest.mark.parametrize("command", ["aggregate", "verify", "status", "run"])
+@pytest.mark.parametrize("command", ["aggregate", "verify", "status", "run", "run older"])
 def test_a_runs_saved_config_the_file_system_will_not_read_is_said_not_called_damaged(tmp_path, monkeypatch, capsys,
                                                                                      refusal, command):
     """The run's config.yaml read refused went up as a raw OSError (an EIO's line named no file), and where the
     run's saved config is read (saved_config) it would be said as damaged, to restore. It is one line naming the
-    file; nothing is written, and once it reads each command goes on as before."""
+    file; nothing is written, and once it reads each command goes on as before. In a run folder of an older
+    version (`run older`: no run.json, the config's hash on config.yaml's first line) run read that line with a
+    bare open: its refusal was a raw OSError still."""
     from collapse_hpc.cli import main
 
     config = tmp_path / "c.yaml"
     config.write_text("name: r\ngenerations: 2\nseeds: [0]\nexecutor: debug\ntoy: {rows: 2}\n")
     root = tmp_path / "run"
     assert main(["run", str(config), "--run", str(root)]) == 0
+    if command == "run older":
+        (root / "run.json").unlink()
+        command = "run"
     saved = root / "config.yaml"
     kept = _files(root)
     argv = ["run", str(config), "--run", str(root)] if command == "run" else [command, str(root)]
