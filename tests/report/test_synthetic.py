@@ -54,7 +54,8 @@ def test_a_paper_shaped_gaussian_run_builds_in_seconds(tmp_path):
     synthetic.gaussian(tmp_path, generations=1000, replicates=20, ns=(1000,))
     took = time.perf_counter() - start
     assert took < 15, f"{took:.1f} s"
-    assert len(pd.read_parquet(tmp_path / "gaussian" / "accumulate-samples1000-s0" / "part_000" / "metrics.parquet")) == 20 * 1000
+    written = tmp_path / "gaussian" / "accumulate-samples1000-s0" / "part_000" / "metrics.parquet"
+    assert len(pd.read_parquet(written)) == 20 * 1000
 
 
 @pytest.mark.parametrize("replicates", [1, 7])
