@@ -1502,6 +1502,30 @@ def test_a_row_sharing_its_scale_names_it_once(full_run, tmp_path):
     assert labels == [["training loss (nats per token)", ""], ["tokens/s", ""]], labels
 
 
+def test_series_meeting_at_some_generations_both_show_there(full_run, tmp_path):
+    """lm_diversity: both regimes' generation 0 is trained on the same real data, one value in every panel; keep
+    10%'s square, drawn last, hid replace's circle there (and wherever two regimes came near). Where markers of two
+    series meet, the panel's series are drawn side by side (dodged): no marker's centre lies within half a marker of
+    another series' marker."""
+    from collapse_hpc.experiments.lm.figures import lm_diversity
+    from collapse_hpc.plotting.plots import save
+
+    with drawing.figure_style():
+        fig, _ = lm_diversity(_context(full_run, "lm"))
+        save(fig, tmp_path, "diversity")
+        fig.draw_without_rendering()
+    for ax in fig.axes:
+        marked = [ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None")]
+        assert len(marked) == 2 and marked[0].get_ydata()[0] == marked[1].get_ydata()[0], ax.get_title()
+        a, b = (ln.get_transform().transform(ln.get_xydata()) * 72 / fig.dpi for ln in marked)  # in points
+        apart = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2).min()
+        assert apart >= marked[0].get_markersize() / 2, (ax.get_title(), apart)
+        # beside, not moved off their generation: at most a third of the way to the next
+        step = np.diff(a[:, 0]).min()
+        both = min(len(a), len(b))
+        assert np.abs(a[:both, 0] - b[:both, 0]).max() <= step / 3, (ax.get_title(), step)
+
+
 def test_a_wrapped_title_keeps_its_worse_note_whole():
     from collapse_hpc.plotting import style
 
