@@ -236,10 +236,10 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
                                 title if len(runs) == 1 else f"{run}: {title}", fig.get_figwidth() / cols - 0.5))
         ax.set_xlabel("generation")
         integer_x(ax)
-        # the title names the metric; a metric without a unit (a share, a count) names itself on the axis too
+        # the title names the metric, the axis what it is counted in (Metric.scale)
         # a log panel beside linear ones says so: ladder ticks (0.05, 0.07, 0.1) alone do not (a no-break space:
         # fit_labels breaks the label between words, and "(log" over "scale)" read as two notes)
-        ax.set_ylabel((ylabels or {}).get(metric, spec.unit or spec.label)
+        ax.set_ylabel((ylabels or {}).get(metric, spec.scale)
                       + (style.LOG_NOTE if ax.get_yscale() == "log" else ""))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)

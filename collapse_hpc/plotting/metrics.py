@@ -46,6 +46,15 @@ class Metric:
         return f"{self.label} ({self.unit})" if self.unit else self.label
 
     @property
+    def scale(self) -> str:
+        """A y-axis label beside a panel titled with the metric's name: what its values are counted in, the unit,
+        or for a metric without one a fraction (a share) or a perplexity, else a bare value; the name itself again
+        on the axis said the title twice."""
+        if self.unit:
+            return self.unit
+        return {SHARE: "fraction", PERPLEXITY: "perplexity"}.get(self.bounds, "value")
+
+    @property
     def direction(self) -> str:
         return {"higher": "higher is worse", "lower": "lower is worse"}.get(self.worse or "", "")
 

@@ -475,12 +475,14 @@ def save(fig, out: Path, key: str) -> list[Path]:
     the date it was written (dated SOURCE_DATE_EPOCH where that is set, as reproducible builds ask), so a
     report made again from the same run changes no figure file. Both keep the matplotlib version that
     drew them (PNG Software, PDF Creator and Producer). Axis labels are said once and broken into lines where
-    longer than their panels first (plotting.fit), and a series lying on another drawn within it (plotting.overlap)."""
+    longer than their panels first (plotting.fit), a series lying on another drawn within it and series meeting at
+    some points dodged (plotting.overlap)."""
     from collapse_hpc.plotting.fit import fit_labels, once
-    from collapse_hpc.plotting.overlap import nest
+    from collapse_hpc.plotting.overlap import dodge, nest
 
     once(fig)
     nest(fig)
+    dodge(fig)
     fit_labels(fig)
     out.mkdir(parents=True, exist_ok=True)
     files = []

@@ -1006,6 +1006,27 @@ def test_every_panel_of_the_overview_labels_its_y_axis(full_run, experiment):
                 assert unlabelled == [], key
 
 
+def _said(text: str) -> str:
+    """A title or axis label as words: lines joined, its worse and log-scale notes left out."""
+    text = " ".join(text.replace("\u00a0", " ").split())
+    return re.sub(r" \((↑|↓) worse\)| \(log scale\)", "", text)
+
+
+@pytest.mark.parametrize("experiment", BUILTIN)
+def test_no_panel_says_its_title_again_on_its_y_axis(full_run, experiment):
+    """The overview titled a panel 'distinct-4 (↓ worse)' and labelled its y-axis 'distinct-4', every metric without
+    a unit so: the axis says what the values are counted in (a fraction, bits), the title what the metric is."""
+    ctx = _context(full_run, experiment)
+    said_twice = []
+    with drawing.figure_style():
+        for key, fig in _every_figure(ctx):
+            for ax in fig.axes:
+                if ax.get_visible() and ax.get_title() and \
+                        _said(ax.get_title()).split(": ")[-1] == _said(ax.get_ylabel()):
+                    said_twice.append((key, _said(ax.get_title()), _said(ax.get_ylabel())))
+    assert said_twice == [], said_twice
+
+
 @pytest.mark.parametrize("experiment", BUILTIN)
 def test_panel_titles_do_not_run_into_each_other(full_run, experiment):
     """Three overview panels across a paper's width: 'L2 distance to generation 0 (↑ worse)' ran into
@@ -1124,7 +1145,7 @@ def test_an_overview_grid_draws_every_share_on_one_kind_of_axis_and_names_a_log_
               for ax in fig.axes if ax.get_visible()}
     assert scales["rarest class's share"][0] == scales["latent tail share"][0] == "linear", scales
     assert "log" not in scales["rarest class's share"][1] + scales["latent tail share"][1], scales
-    assert scales["Fréchet distance"] == ("log", "Fréchet distance (log\u00a0scale)"), scales
+    assert scales["Fréchet distance"] == ("log", "value (log\u00a0scale)"), scales
 
 
 def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):
@@ -1479,6 +1500,30 @@ def test_a_row_sharing_its_scale_names_it_once(full_run, tmp_path):
         save(fig, tmp_path, "curves")
     labels = [[" ".join(ax.get_ylabel().split()) for ax in row] for row in np.array(fig.axes).reshape(2, -1)]
     assert labels == [["training loss (nats per token)", ""], ["tokens/s", ""]], labels
+
+
+def test_series_meeting_at_some_generations_both_show_there(full_run, tmp_path):
+    """lm_diversity: both regimes' generation 0 is trained on the same real data, one value in every panel; keep
+    10%'s square, drawn last, hid replace's circle there (and wherever two regimes came near). Where markers of two
+    series meet, the panel's series are drawn side by side (dodged): no marker's centre lies within half a marker of
+    another series' marker."""
+    from collapse_hpc.experiments.lm.figures import lm_diversity
+    from collapse_hpc.plotting.plots import save
+
+    with drawing.figure_style():
+        fig, _ = lm_diversity(_context(full_run, "lm"))
+        save(fig, tmp_path, "diversity")
+        fig.draw_without_rendering()
+    for ax in fig.axes:
+        marked = [ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None")]
+        assert len(marked) == 2 and marked[0].get_ydata()[0] == marked[1].get_ydata()[0], ax.get_title()
+        a, b = (ln.get_transform().transform(ln.get_xydata()) * 72 / fig.dpi for ln in marked)  # in points
+        apart = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2).min()
+        assert apart >= marked[0].get_markersize() / 2, (ax.get_title(), apart)
+        # beside, not moved off their generation: at most a third of the way to the next
+        step = np.diff(a[:, 0]).min()
+        both = min(len(a), len(b))
+        assert np.abs(a[:both, 0] - b[:both, 0]).max() <= step / 3, (ax.get_title(), step)
 
 
 def test_a_wrapped_title_keeps_its_worse_note_whole():

@@ -138,6 +138,27 @@ def test_latent_figure_says_how_many_means_lie_beyond_its_axis(tmp_path):
            "generation 2's beyond ±4.02; accumulate: 8.3% of generation 2's beyond ±4.02." in caption, caption
 
 
+def test_latent_densities_of_a_long_chain_stay_apart(tmp_path):
+    """Ten generations' step outlines in ten neighbouring shades of one map, unfilled, ran together into one outline:
+    a panel draws at most five, evenly spaced with the first and the last, each lightly filled, each next one in
+    another dash; the caption says which."""
+    from matplotlib.colors import to_hex
+
+    from collapse_hpc.experiments.vae.figures import vae_latents
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 10, "regimes": [{"name": "replace", "keep_fraction": 0.0}]}},
+                           generations=10)
+    synthetic.vae(root, generations=10, finished=10)
+    fig, caption = vae_latents(_context(root, "vae"))
+    drawn = [p for p in fig.axes[0].patches if str(p.get_label()).startswith("generation ")]
+    assert [p.get_label().split(" (")[0] for p in drawn] == [f"generation {g}" for g in (0, 2, 4, 7, 9)]
+    assert all(0 < p.get_facecolor()[3] < 0.3 and p.get_edgecolor()[3] == 1 for p in drawn)  # filled, see-through
+    assert all(a.get_linestyle() != b.get_linestyle() for a, b in zip(drawn, drawn[1:]))
+    assert len({to_hex(p.get_edgecolor()) for p in drawn}) == len(drawn)
+    assert "at most 5 generations a panel, evenly spaced (generations 0, 2, 4, 7, 9 of the 10)" in caption, caption
+
+
 def test_vae_grids_and_latents_show_the_seed_that_got_furthest(tmp_path):
     """A run stopped midway: seed 0 finished generation 0 only, seed 1 three generations. The sample
     grids and the latent densities draw seed 1's three, not seed 0's one and 'missing' twice."""
