@@ -145,7 +145,7 @@ def show(run_dir: str | Path, as_json: bool = False, every: bool = False) -> int
         return 0
     lines = every_unit(state)
     print("\n".join(lines if every or len(lines) <= SCREEN else summary(state)))
-    for said in (state.get("others"), state.get("accounting")):
+    for said in (state.get("others"), state.get("accounting"), state.get("controller")):
         if said:
             print(f"note: {said}", file=sys.stderr)
     return 0

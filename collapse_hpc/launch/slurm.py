@@ -43,10 +43,33 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQU
           "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
 
 
+# seconds a Slurm command may wait on slurmctld: one down, failing over or overloaded would hold it for ever
+SLURMCTLD_WAIT = 120
+
+
+class NoAnswer(UserError):
+    """A Slurm command whose controller (slurmctld) did not answer within SLURMCTLD_WAIT."""
+
+
+def ask(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run a Slurm command that asks slurmctld; NoAnswer, naming it, where it does not answer in time."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=SLURMCTLD_WAIT)
+    except subprocess.TimeoutExpired:
+        raise NoAnswer(f"{_named(cmd)}: slurmctld did not answer within {SLURMCTLD_WAIT:g} s (down, failing over or "
+                       f"overloaded: `scontrol ping` says which); try again once it answers") from None
+
+
+def _named(cmd: list[str]) -> str:
+    """A Slurm command as a message names it: "scontrol show node", "sbatch --test-only", "squeue"."""
+    shown = cmd[cmd.index("show"):cmd.index("show") + 2] if "show" in cmd else []
+    return " ".join([cmd[0], *(["--test-only"] if "--test-only" in cmd else []), *shown])
+
+
 def _slurm(cmd: list[str]) -> str:
     if shutil.which(cmd[0]) is None:
         raise UserError(f"{cmd[0]} not found: not a Slurm host (the dev cluster: bash slurm/dev-cluster/start.sh)")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    out = ask(cmd)
     if out.returncode != 0:
         raise UserError(f"{' '.join(cmd[:2])} failed: {last_error(out)}")
     return out.stdout
@@ -95,13 +118,15 @@ def queued() -> dict[str, str]:
 class RunQueue(dict):
     """recorded's job id -> state of a run's jobs still queued; `users`: job id -> who queued it; `others`:
     job id -> (what the book records it for, the job squeue gives that id now), for those ignored; `accounting`:
-    what to say where sacct failed (status.slurm_view), the states of jobs that left the queue unknown."""
+    what to say where sacct failed (status.slurm_view), the states of jobs that left the queue unknown;
+    `controller`: where squeue got no answer (NoAnswer), the states sacct's alone."""
 
-    def __init__(self, states=(), users=None, others=None, accounting=None):
+    def __init__(self, states=(), users=None, others=None, accounting=None, controller=None):
         super().__init__(states)
         self.users: dict[str, str] = users or {}
         self.others: dict[str, tuple[str, Queued]] = others or {}
         self.accounting: str | None = accounting
+        self.controller: str | None = controller
 
 
 def recorded(book: dict) -> RunQueue:
@@ -217,6 +242,8 @@ def nodes() -> list[dict[str, str]]:
     the cluster does not list them to this user (sbatch still checks)."""
     try:
         text = _slurm(["scontrol", "-o", "show", "node"])
+    except NoAnswer:  # sbatch would wait on it as long
+        raise
     except UserError:
         return []
     return [f for f in (dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in text.splitlines())
@@ -334,7 +361,7 @@ def show_config() -> str:
     """`scontrol show config`, read once per submit (limits, quota); "" where there is no scontrol."""
     if shutil.which("scontrol") is None:
         return ""
-    return subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
+    return ask(["scontrol", "show", "config"]).stdout
 
 
 def limits(config: str) -> dict[str, int]:
@@ -456,7 +483,7 @@ def cancel(job_ids: list[str]) -> dict[str, str]:
     those that ended meanwhile (ENDED_MEANWHILE)."""
     if not job_ids:
         return {}
-    out = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+    out = ask(["scancel", *job_ids])
     refused = dict(SCANCEL_REFUSED.findall(out.stderr)) if out.returncode else {}
     return {job: why for job, why in refused.items() if not any(w in why for w in ENDED_MEANWHILE)}
 
@@ -654,7 +681,7 @@ def try_requests(store, run, prof: profiles.Profile, kinds: dict[str, int]) -> N
         with tempfile.NamedTemporaryFile("w", prefix="collapse-test-only-", suffix=".sh") as f:
             f.write(sub.script(kind, ranks, name=f"test-only-{kind}"))
             f.flush()
-            out = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=120)
+            out = ask(["sbatch", "--test-only", f.name])
         why = said(out.stderr) or f"exit status {out.returncode}"
         if out.returncode != 0 and not any(w in why for w in WAITS):
             shared = [k for k in ("sbatch", "account", "qos") if getattr(prof, k)]  # what every kind's jobs get
@@ -777,7 +804,7 @@ class _Submission:
             arrays.setdefault(chain.experiment, []).append(chain)
         for name, group in arrays.items():
             self.array(name, group)
-        if kept := cancel(list(self.stale)):  # another user's: it would run its unit beside the new job
+        if kept := self.cancel(list(self.stale)):  # another user's: it would run its unit beside the new job
             raise KeptJobs({j: (self.stale[j], self.owner(j), why) for j, why in kept.items()})
         short = report_memory_short(prof, self.run, chains) if finish is not None else None
         if short:  # the aggregation job (aggregate.job) reads it
@@ -790,9 +817,20 @@ class _Submission:
 
     def withdraw(self, book: dict) -> None:
         """Cancel the jobs this submit queued and put `book` (jobs.json before it) back."""
-        cancel(self.new_ids)
+        self.cancel(self.new_ids)  # unanswered: the book keeps them
         self.book.clear()
         self.book.update(book)
+
+    def cancel(self, jobs: list[str]) -> dict[str, str]:
+        """cancel(`jobs`); where slurmctld does not answer, what this submit queued is said with it: recorded."""
+        try:
+            return cancel(jobs)
+        except NoAnswer as e:
+            old = [j for j in jobs if j not in self.new_ids]  # those the new ones replace
+            raise NoAnswer(f"{e}; this submit queued {count(len(self.new_ids), 'job')} "
+                           f"({' '.join(self.new_ids[:10])}), recorded in jobs.json (collapse-hpc status, cancel)"
+                           + (f"; the queued jobs they replace are not cancelled: scancel {' '.join(old[:10])}"
+                              if old else "")) from None
 
     def live(self, label: str) -> str | None:
         return live_job(self.book, label, self.queue)
@@ -910,20 +948,20 @@ class _Submission:
             ex = self.sub.executor("aggregate", 1, name=called, dependency=dep,
                                    comment="aggregate" + (f" {dep}" if dep else ""))
             sj = _sbatch("the aggregation job", lambda: ex.submit(finish, self.root))
-            if agg_live and not theirs:  # it would run before the new jobs end; once its successor is queued
-                cancel([agg_live])  # (an sbatch refusal keeps it)
             self.book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
                                       "name": called,
                                       "submitted": time.time(), "history": agg.get("history", []) + (
                                           [agg["job_id"]] if agg.get("job_id") else [])}
             self.new_ids.append(sj.job_id)
             self.rows.append(("aggregate", "job", 1, f"{sj.job_id} " + ("(afterany)" if dep else "(report missing)")))
+            if agg_live and not theirs:  # it would run before the new jobs end; once its successor is queued and
+                self.cancel([agg_live])  # recorded (an sbatch refusal keeps it)
         elif agg_live:
             self.rows.append(("aggregate", "job", 1, f"{agg_live}(queued)"))
 
     def report_kept(self, job: str) -> bool:
         """Whether scancel refused the run's report job `job`, another user's: it stays the run's one, said."""
-        refused = cancel([job])
+        refused = self.cancel([job])
         if refused:
             who = self.owner(job)
             self.warnings.append(

@@ -56,7 +56,7 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     """slurm_states, and job id -> the signal that ended the job where sacct records one. With the run's `book`,
     an id whose job Slurm names otherwise than the unit's (slurm.run_jobs: after a reset or wrapped job-id
     counter, a stranger's) is left out, as a job gone from both is; the states' `others` names them."""
-    from collapse_hpc.launch.slurm import RunQueue, listed, run_jobs
+    from collapse_hpc.launch.slurm import NoAnswer, RunQueue, listed, run_jobs
 
     bases = sorted({str(j).split("_")[0] for j in job_ids if j})
     if not bases:
@@ -66,7 +66,7 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     out = {jid: (r.state, r.elapsed, "") for jid, (r, _) in ended.items()}
     signals = {jid: r.signal for jid, (r, _) in ended.items() if r.signal}
     named = {jid: r.job for jid, (r, _) in ended.items() if r.job is not None}
-    queue_known = False
+    queue_known, controller = False, None
     if shutil.which("squeue"):
         try:
             found = listed(["-j", ",".join(bases)])
@@ -74,6 +74,8 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
             out.update({j: (job.state, job.elapsed, job.reason) for j, job in found.items() if j not in strangers})
             named.update(found)
             queue_known = True
+        except NoAnswer as e:  # sacct's states stand, where slurmdbd has them
+            controller = f"{e}: the states shown are Slurm's accounting's (sacct), which may lag behind the queue"
         except UserError as e:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
             queue_known = "Invalid job id" in str(e)
     others = run_jobs(book, named).others if book is not None else {}
@@ -84,7 +86,7 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
     states = RunQueue({j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()},
-                      others=others, accounting=accounting)
+                      others=others, accounting=accounting, controller=controller)
     return states, signals
 
 
@@ -492,6 +494,8 @@ def _state_of(store: RunStore) -> dict:
         out["others"] = said
     if said := getattr(view[0], "accounting", None):  # sacct failed: ended jobs read UNKNOWN
         out["accounting"] = said
+    if said := getattr(view[0], "controller", None):  # squeue got no answer: the states are sacct's
+        out["controller"] = said
     return out
 
 

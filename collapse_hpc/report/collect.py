@@ -180,8 +180,10 @@ def job_states(root: Path) -> dict:
            for label, e in units.items() if label not in slurm}
     # a recorded id whose job has another name now (a reset job-id counter: a stranger's) reads as gone
     states = status.slurm_view([units[label].get("job_id") for label in slurm], book)[0] if slurm else {}
-    if said := getattr(states, "accounting", None):  # sacct failed: ended jobs' states unknown
-        log.warning(said)
+    accounting = getattr(states, "accounting", None)  # sacct failed: ended jobs' states unknown
+    for said in (accounting, getattr(states, "controller", None)):
+        if said:
+            log.warning(said)
     for label in slurm:
         entry = units[label]
         state = states.get(str(entry.get("job_id")), ("",))[0]

@@ -57,11 +57,22 @@ def fake_slurm(tmp_path, monkeypatch):
     (d / "bin").mkdir(parents=True)
     for name, body in FAKES.items():
         p = d / "bin" / name
-        p.write_text(f'#!/bin/bash\necho "{name} $*" >> "$FAKE_SLURM/calls.txt"\n' + body)  # calls(): what ran
+        # hangs(): a slurmctld that does not answer (exec: the timeout's kill reaches the sleep, holding the pipes)
+        hang = f'[ -f "$FAKE_SLURM/hang-{name}" ] && exec sleep 5\n'
+        p.write_text(f'#!/bin/bash\necho "{name} $*" >> "$FAKE_SLURM/calls.txt"\n' + hang + body)  # calls(): what ran
         p.chmod(0o755)
     monkeypatch.setenv("FAKE_SLURM", str(d))
     monkeypatch.setenv("PATH", f"{d / 'bin'}:{__import__('os').environ['PATH']}")
     return d
+
+
+def hangs(d: Path, monkeypatch, *commands: str) -> None:
+    """The fake `commands` wait (5 s) past the time Slurm commands wait on slurmctld, shortened to 0.2 s."""
+    from collapse_hpc.launch import slurm
+
+    monkeypatch.setattr(slurm, "SLURMCTLD_WAIT", 0.2)
+    for name in commands:
+        (d / f"hang-{name}").touch()
 
 
 def calls(d: Path, command: str) -> int:
@@ -1400,3 +1411,52 @@ def test_an_array_part_that_finished_after_submit_looked_is_not_queued_again(tmp
     book = jobs(store.root)["units"]
     assert "job_id" not in book.get(chain.jobs[0].label, {}), book
     assert book[chain.jobs[1].label]["job_id"]
+
+
+# what follows the command's name where slurmctld does not answer (hangs: within 0.2 s)
+NO_ANSWER = (": slurmctld did not answer within 0.2 s (down, failing over or overloaded: `scontrol ping` says "
+             "which); try again once it answers")
+
+
+@pytest.mark.parametrize("hung, named", [("scontrol", "scontrol show partition"), ("sbatch", "sbatch --test-only"),
+                                         ("squeue", "squeue")])
+def test_a_submit_slurmctld_does_not_answer_is_one_line(tmp_path, fake_slurm, monkeypatch, hung, named):
+    """A slurmctld that did not answer (down, failing over) ended submit in a TimeoutExpired traceback after
+    two minutes. It is one line naming the command, exit status 2, nothing queued."""
+    hangs(fake_slurm, monkeypatch, hung)
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and err == f"error: {named}{NO_ANSWER}\n", err
+    assert scripts(fake_slurm) == {}
+
+
+def test_cancel_and_profile_init_slurmctld_does_not_answer_are_one_line(tmp_path, fake_slurm, monkeypatch):
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    job = jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"]
+    (fake_slurm / "squeue.txt").write_text(f"{job}|PENDING|0:00\n")
+    hangs(fake_slurm, monkeypatch, "scancel", "sinfo")
+    rc, out, err = collapse("cancel", run)
+    assert rc == 2 and err == f"error: scancel{NO_ANSWER}\n" and not out, out + err
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = collapse("profile", "init")
+    assert rc == 2 and err == f"error: sinfo{NO_ANSWER}\n" and not (tmp_path / "slurm").exists(), err
+
+
+def test_a_resubmit_whose_scancel_gets_no_answer_says_what_it_queued(tmp_path, fake_slurm, monkeypatch):
+    """A chain queued anew cancels the jobs it replaces: where scancel got no answer, the new jobs stay queued and
+    recorded, and the line says so and which jobs were not cancelled (they would run their units beside them)."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    gen1 = jobs(run)["units"]["ltchain/replace-p0-s0/gen_001"]["job_id"]
+    _queued_as(fake_slurm, os.environ.get("USER", "root"), {gen1: "PENDING"})  # gen_000's job ended unfinished
+    hangs(fake_slurm, monkeypatch, "scancel")
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    book = jobs(run)["units"]
+    new = [book[f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2)]
+    assert gen1 not in new and len(scripts(fake_slurm)) == 3 + 2, scripts(fake_slurm)
+    assert rc == 2 and err[err.index("error:"):] == (
+        f"error: scancel{NO_ANSWER}; this submit queued 2 jobs ({' '.join(new)}), recorded in jobs.json "
+        f"(collapse-hpc status, cancel); the queued jobs they replace are not cancelled: scancel {gen1}\n"), err

@@ -1045,3 +1045,19 @@ def test_status_says_a_sacct_that_does_not_answer(fake_slurm, monkeypatch):  # n
     states = status.slurm_view(["300", "301"])[0]
     assert states == {"301": ("PENDING", "", "Priority")}
     assert states.accounting.startswith(f"sacct failed (no answer within {status.SACCT_WAIT} s): "), states.accounting
+
+
+def test_status_says_squeue_got_no_answer_and_shows_saccts_states(tmp_path, fake_slurm, monkeypatch):  # noqa: F811
+    """A slurmctld that did not answer squeue ended status in a TimeoutExpired traceback. It shows the states
+    Slurm's accounting (sacct) has, says why in one note, and ends 0."""
+    from tests.launch.helpers import collapse
+    from tests.launch.test_slurm_plan import NO_ANSWER, hangs
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    hangs(fake_slurm, monkeypatch, "squeue")
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0 and "  gen_000  FAILED" in out and "  gen_001  CANCELLED" in out, out + err
+    assert err == (f"note: squeue{NO_ANSWER}: the states shown are Slurm's accounting's (sacct), which may lag "
+                   "behind the queue\n"), err
+    rc, out, _ = collapse("status", store.root, "--json")
+    assert rc == 0 and json.loads(out)["controller"] == err[len("note: "):-1], out

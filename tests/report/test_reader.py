@@ -452,3 +452,25 @@ def test_the_report_says_sacct_failed_where_it_reads_job_states(tmp_path, fake_s
         "sacct failed (sacct: error: Problem talking to the database: Connection refused): the states of jobs that "
         "have left the queue are unknown until Slurm's accounting (slurmdbd) answers; those of queued jobs are "
         "squeue's"]
+
+
+def test_the_report_says_squeue_got_no_answer_where_it_reads_job_states(tmp_path, fake_slurm, monkeypatch,  # noqa: F811
+                                                                         caplog):
+    """A slurmctld that did not answer squeue ended aggregate in a TimeoutExpired traceback: it warns, and reads
+    the states sacct has."""
+    import logging
+
+    from tests.launch.helpers import jobs, write_config
+    from tests.launch.test_slurm_plan import NO_ANSWER, hangs, submit
+
+    cfg = write_config(tmp_path, generations=1, seeds=[0], ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    gen0 = jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"]
+    (fake_slurm / "sacct.txt").write_text(f"{gen0}|RUNNING|00:00:01\n")
+    hangs(fake_slurm, monkeypatch, "squeue")
+    with caplog.at_level(logging.WARNING, logger="collapse_hpc.report"):
+        states = collect.job_states(run)
+    assert states["ltchain/replace-p0-s0/gen_000"]["state"] == "RUNNING"
+    assert [r.getMessage() for r in caplog.records if r.name == "collapse_hpc.report"] == [
+        f"squeue{NO_ANSWER}: the states shown are Slurm's accounting's (sacct), which may lag behind the queue"]
