@@ -186,7 +186,9 @@ def job_states(root: Path) -> dict:
             log.warning(said)
     for label in slurm:
         entry = units[label]
-        state = states.get(str(entry.get("job_id")), ("",))[0]
+        # a job gone from the queue, where sacct failed, may have ended in any state: not "not started"
+        unknown = "UNKNOWN" if accounting and entry.get("job_id") is not None else ""
+        state = states.get(str(entry.get("job_id")), (unknown,))[0]
         # a failed job's log only: reading every job's (up to 256 KiB each) cost a paper-scale run seconds
         said = [ln for ln in status.error_lines(entry.get("log")) if not ln.startswith("srun: ")] \
             if state in status.BAD else []

@@ -121,6 +121,9 @@ def _why(run: RunData, experiment: str, variant: str, unit: str, found, jobs: di
         return "queued"
     if state == "RUNNING":  # its folder may not exist yet
         return "running"
+    if state == "UNKNOWN":  # collect.job_states: sacct failed, and the job has left the queue
+        return (f"job {entry.get('job_id')}'s state unknown: Slurm's accounting (sacct) did not answer; "
+                f"collapse-hpc status tells once it does")
     if found is None:
         return "not started"
     if state == "COMPLETED":  # the job ended well, yet the unit recorded nothing: see collapse-hpc status

@@ -447,7 +447,7 @@ def test_the_report_says_sacct_failed_where_it_reads_job_states(tmp_path, fake_s
     (fake_slurm / "squeue.txt").write_text(f"{gen1}|PENDING|0:00|Dependency\n")
     with caplog.at_level(logging.WARNING, logger="collapse_hpc.report"):
         states = collect.job_states(run)
-    assert [states[f"ltchain/replace-p0-s0/gen_{g:03d}"]["state"] for g in range(2)] == ["", "PENDING"]
+    assert [states[f"ltchain/replace-p0-s0/gen_{g:03d}"]["state"] for g in range(2)] == ["UNKNOWN", "PENDING"]
     assert [r.getMessage() for r in caplog.records if r.name == "collapse_hpc.report"] == [
         "sacct failed (sacct: error: Problem talking to the database: Connection refused): the states of jobs that "
         "have left the queue are unknown until Slurm's accounting (slurmdbd) answers; those of queued jobs are "
@@ -474,3 +474,22 @@ def test_the_report_says_squeue_got_no_answer_where_it_reads_job_states(tmp_path
     assert states["ltchain/replace-p0-s0/gen_000"]["state"] == "RUNNING"
     assert [r.getMessage() for r in caplog.records if r.name == "collapse_hpc.report"] == [
         f"squeue{NO_ANSWER}: the states shown are Slurm's accounting's (sacct), which may lag behind the queue"]
+
+
+def test_the_pages_incomplete_banner_says_a_job_sacct_did_not_tell_is_of_unknown_state(tmp_path, fake_slurm):  # noqa: F811
+    """Where sacct failed, the Incomplete banner read 'gen_000: not started' for a generation whose job had
+    ended (failed, for all it knew), while the warning said the state was unknown."""
+    from tests.launch.helpers import jobs, write_config
+    from tests.launch.test_slurm_plan import submit
+
+    cfg = write_config(tmp_path, generations=2, seeds=[0], ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    gen0 = jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"]
+    (fake_slurm / "sacct.txt").write_text(f"{gen0}|FAILED|00:00:01\n")
+    (fake_slurm / "sacct-fails.txt").write_text("sacct: error: Problem talking to the database: Connection refused\n")
+    html, md = _page(run)
+    line = (f"ltchain/replace-p0-s0: 0 of 2 generations finished; gen_000: job {gen0}'s state unknown: Slurm's "
+            f"accounting (sacct) did not answer; collapse-hpc status tells once it does")
+    assert f"- {line}\n" in md and line.replace("'", "&#x27;") in html, md
+    assert "not started" not in md.split("## Incomplete run")[1].split("##")[0], md
