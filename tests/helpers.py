@@ -285,3 +285,97 @@ def ended(child: tuple[int, int]) -> str:
         said = f.read()
     os.waitpid(pid, 0)
     return said
+
+
+def volatile_unread(store, experiment: str, variant: str) -> tuple[dict, dict]:
+    """Experiment.volatile's promise, tried on a chain's generations 0 and 1: generation 1 built on generation 0
+    untouched, then built again (its folder removed) on generation 0 with the files its manifest names volatile
+    changed -> (its files, {how they were changed: what the build on them gave, its files or the error it
+    raised}). Its files: those two builds on the untouched generation 0 give byte for byte (its volatile files that
+    hold timings are not). Equal: generation 1 read none of them, and is rightly kept by a redo of generation 0 that
+    measured other seconds.
+
+    'other numbers': every number in them other (parquet columns, JSON values), the files still valid, and their
+    entries in generation 0's manifest made anew, as the redo writes them (edit_manifest); its digest, what
+    generation 1 is bound to, stays. 'unreadable': garbage bytes, written once the engine has checked generation 0
+    (it hashes in full what generation 1 reads, and would refuse them as damage), where the experiment's code
+    begins: any read of them fails, by whatever library it goes through."""
+    import pytest
+
+    from collapse_hpc.store.manifest import file_entry, files_digest, read_manifest
+
+    exp = experiments.get(experiment)
+    gen0, gen1 = (store.unit_dir(experiment, variant, "chain", g) for g in (0, 1))
+    assert engine.run_unit(store.root, experiment, variant, 0) == "done"
+    first, second = (_build(store, experiment, variant) for _ in range(2))
+    measured = read_manifest(gen0).get("volatile") or []
+    assert measured, f"{gen0}: its manifest names no volatile files"
+    repeated = sorted(rel for rel, data in first.items() if second.get(rel) == data)
+    unrepeated = set(first) - set(repeated) - set(read_manifest(gen1).get("volatile") or [])
+    assert not unrepeated, f"{sorted(unrepeated)}: not repeated on the same input, so the comparison says nothing"
+    digest = files_digest(read_manifest(gen0))
+    for rel in measured:
+        _other_numbers(gen0 / rel)
+    edited = edit_manifest(gen0, lambda m: m["files"].update({r: file_entry(gen0 / r) for r in measured}))
+    assert files_digest(edited) == digest  # the redo's: generation 1 stays bound
+    built = {"other numbers": _build(store, experiment, variant)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exp, "run_unit", _garbling(exp.run_unit, measured))
+        built["unreadable"] = _build(store, experiment, variant)
+    kept = {how: out if isinstance(out, str) else {rel: out.get(rel) for rel in repeated} for how, out in built.items()}
+    return {rel: first[rel] for rel in repeated}, kept
+
+
+def _build(store, experiment: str, variant: str) -> dict[str, str] | str:
+    """Generation 1 built afresh -> its files (those its manifest lists), each with the sha256 of its bytes as on
+    disk (not as the manifest says), or the error it raised."""
+    import shutil
+
+    from collapse_hpc.store.atomic import sha256_file
+    from collapse_hpc.store.manifest import read_manifest
+
+    unit = store.unit_dir(experiment, variant, "chain", 1)
+    shutil.rmtree(unit, ignore_errors=True)
+    try:
+        engine.run_unit(store.root, experiment, variant, 1)
+    except Exception as e:  # noqa: BLE001 - whatever a read of garbage raises is the finding
+        return f"generation 1 raised {type(e).__name__}: {e}"
+    return {rel: sha256_file(unit / rel) for rel in read_manifest(unit)["files"]}
+
+
+def _garbling(run_unit, measured: list[str]):
+    """The experiment's run_unit, with generation 0's `measured` files made garbage before it begins."""
+    def garbled(ctx):
+        for rel in measured:
+            (ctx.previous[0] / rel).write_bytes(b"\x00not what was written\xff" * 4)
+        run_unit(ctx)
+    return garbled
+
+
+def _other_numbers(path: Path) -> None:
+    """Every number of a parquet table's columns or a JSON document other (times 7, plus 1), its shape kept."""
+    import json
+
+    if path.suffix == ".json":
+        path.write_text(json.dumps(_renumbered(json.loads(path.read_text()))))
+        return
+    if path.suffix != ".parquet":
+        raise ValueError(f"{path}: neither parquet nor JSON, its numbers unknown here")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    columns = [pc.add(pc.multiply(c, 7), 1).cast(c.type) if pa.types.is_integer(c.type) or pa.types.is_floating(c.type)
+               else c for c in table.columns]
+    pq.write_table(pa.Table.from_arrays(columns, schema=table.schema), path)
+
+
+def _renumbered(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return value * 7 + 1
+    if isinstance(value, dict):
+        return {k: _renumbered(v) for k, v in value.items()}
+    return [_renumbered(v) for v in value]
