@@ -23,7 +23,7 @@ def execute(store, run, chains, deep: bool = False, **_):
     counts = {"done": 0, "skipped": sum(len(c.jobs) for c in chains) - len(jobs)}
     if counts["skipped"]:
         print(f"{count(counts['skipped'], 'unit')} already finished (skipped)", file=sys.stderr)
-    with tqdm(jobs, desc="units", unit="unit", dynamic_ncols=True) as bar, local_threads(run):
+    with tqdm(jobs, desc="units", unit="unit", dynamic_ncols=True) as bar, local_threads(store, run, chains):
         for job in bar:
             bar.set_postfix_str(job.label)
             counts[run_on_this_rank(str(store.root), job.experiment, job.variant, job.index)] += 1
@@ -31,7 +31,7 @@ def execute(store, run, chains, deep: bool = False, **_):
 
 
 @contextlib.contextmanager
-def local_threads(run):
+def local_threads(store, run, chains):
     """The threads the local back-end gives each rank (local.unit_threads), where neither the user
     (COLLAPSE_THREADS) nor Slurm says: a unit redone by hand (verify's redo command) computes as it did
     in the run, not on every core (CPU results depend on the thread count)."""
@@ -40,7 +40,7 @@ def local_threads(run):
     if os.environ.get("COLLAPSE_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK"):
         yield
         return
-    os.environ["COLLAPSE_THREADS"] = str(unit_threads(run, machine_cores()))
+    os.environ["COLLAPSE_THREADS"] = str(unit_threads(store, run, chains, machine_cores()))
     try:
         yield
     finally:
