@@ -16,8 +16,9 @@ from collapse_hpc.machine import machine_cores
 
 def execute(store, run, chains, deep: bool = False, **_):
     """The chains' pending jobs (engine.pending: the launchers' shared check, finished units through their
-    manifests). deep: every job instead, each finished one hashed in full by run_unit before it is skipped:
-    units a user names by hand (verify's redo command names one whose files no longer match)."""
+    manifests). deep: every job instead, each finished one hashed in full by run_unit before it is skipped, the
+    run's files it used too: units a user names by hand (verify's redo command names one whose files, or the
+    run's files it used, such as the VAE's classifier, no longer match)."""
     records.launched_here(store, chains)
     jobs = [j for c in chains for j in (c.jobs if deep else engine.pending(store, run, c))]
     counts = {"done": 0, "skipped": sum(len(c.jobs) for c in chains) - len(jobs)}
@@ -26,7 +27,7 @@ def execute(store, run, chains, deep: bool = False, **_):
     with tqdm(jobs, desc="units", unit="unit", dynamic_ncols=True) as bar, local_threads(store, run, chains):
         for job in bar:
             bar.set_postfix_str(job.label)
-            counts[run_on_this_rank(str(store.root), job.experiment, job.variant, job.index)] += 1
+            counts[run_on_this_rank(str(store.root), job.experiment, job.variant, job.index, inputs=deep)] += 1
     return counts
 
 
