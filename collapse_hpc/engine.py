@@ -377,12 +377,13 @@ def _wait_for_manifest(unit_dir: Path, timeout: float = 600.0) -> None:
         time.sleep(0.2)
 
 
-def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> str:
+def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, inputs: bool = False) -> str:
     """Perform one unit (all ranks call this). Returns 'done', 'skipped'. A write the disk refused
     (full, a quota, read-only) ends it in one line naming the file system and what to do, as its
-    FAILED line and status show it, not a library's own words."""
+    FAILED line and status show it, not a library's own words. inputs: a finished unit counts only where the
+    run's files it used verify too (a unit named by hand: verify's redo command for a damaged one)."""
     try:
-        return _run_unit(run_dir, experiment, variant, index)
+        return _run_unit(run_dir, experiment, variant, index, inputs)
     except UserError:
         raise
     except Exception as e:
@@ -392,7 +393,7 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> 
         raise UserError(space.explain(said) + space.KEPT) from e
 
 
-def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) -> str:
+def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, inputs: bool = False) -> str:
     store = RunStore(run_dir)
     run = store.load_config(experiments.sections())
     exp = experiments.get(experiment)
@@ -401,7 +402,8 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int) ->
     store.refuse_links(unit_dir)
     rank, world, local_rank = _dist_env()
     variant_hash = config_hash(v.config(run))
-    if finished(store, unit_dir, exp, run, variant_hash=unit_hash(unit_dir, variant_hash, v.config(run))):
+    if finished(store, unit_dir, exp, run, variant_hash=unit_hash(unit_dir, variant_hash, v.config(run)),
+                inputs=inputs):
         return "skipped"
     previous = []
     if exp.shape == "chain":
@@ -482,12 +484,13 @@ def redo_command(store: RunStore, experiment: str, variant: str, index: int | No
                        "--variant", variant, *(["--unit", str(index)] if index is not None else [])])
 
 
-def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True, variant_hash: str | None = None) -> bool:
+def finished(store: RunStore, unit_dir: Path, exp, run, deep: bool = True, variant_hash: str | None = None,
+             inputs: bool = False) -> bool:
     """Done, intact and bound to its folder and what it was built on (manifest.binding; the
-    variant's hash when given); an array part must also hold the generations now asked for (a
-    chain unit is one generation, so a longer chain only adds units)."""
+    variant's hash when given), and with `inputs` the run's files it used (verify_unit); an array part must
+    also hold the generations now asked for (a chain unit is one generation, so a longer chain only adds units)."""
     manifest = read_manifest(unit_dir)
-    if manifest is None or verify_unit(unit_dir, deep=deep, variant_hash=variant_hash):
+    if manifest is None or verify_unit(unit_dir, deep=deep, variant_hash=variant_hash, inputs=inputs):
         return False
     if exp.shape != "array":
         return True

@@ -337,3 +337,41 @@ def test_a_run_made_before_files_were_declared_volatile_is_kept_after_the_upgrad
     assert engine.pending(store, run, chain) == []
     assert _redo_from_damage(store, run, chain, 1) == {1: "done", 2: "done"}
     assert _redo_from_damage(store, run, chain, 1) == {1: "done", 2: "skipped"}  # from then on, kept
+
+
+def test_verifys_printed_command_repairs_a_unit_whose_shared_input_was_damaged(tmp_path, monkeypatch, capsys):
+    """A file of the run that units use (the VAE's classifier) damaged after they finished: verify named it and
+    printed a command that, run as printed, redid nothing ("0 units done, 1 already finished"): the mismatch
+    stayed for good. A unit named by hand now checks the run's files it used too, and is redone; the shared
+    file is made again where damaged (as the classifier is), and verify is clean after."""
+    import shlex
+
+    from collapse_hpc import cli
+
+    exp = experiments.get("vae")
+    calls: list = []
+
+    def run_unit(ctx):
+        calls.append(ctx.index)
+        judge = ctx.run_dir / "judge" / "judge.bin"
+        if not judge.is_file() or judge.read_bytes() != b"yardstick":  # a damaged cache: made again
+            judge.parent.mkdir(exist_ok=True)
+            judge.write_bytes(b"yardstick")
+        ctx.uses(judge)
+        ctx.write_table("out.parquet", pa.table({"generation": [ctx.index]}))
+
+    monkeypatch.setattr(exp, "run_unit", run_unit)
+    monkeypatch.setattr(exp, "check", lambda run: None)
+    run = experiments.config_from_dict({"name": "b", "generations": 2, "executor": "debug", "vae": {}})
+    store = RunStore(tmp_path / "run")
+    for chain in engine.open_run(store, run):
+        for job in chain.jobs:
+            assert engine.run_unit(store.root, job.experiment, job.variant, job.index) == "done"
+    (store.root / "judge" / "judge.bin").write_bytes(b"yardstic")
+    capsys.readouterr()
+    assert verify_run(store.root) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "redo with:" in ln)
+    calls.clear()
+    assert cli.main(shlex.split(line.split("redo with:", 1)[1])[1:]) == 0
+    assert calls == [0]
+    assert verify_run(store.root) == 0

@@ -434,6 +434,21 @@ def test_a_run_config_edited_by_hand_is_refused_and_nothing_is_redone(tmp_path):
     assert p.returncode == 0 and "1 unit done, 2 already finished" in p.stdout, p.stdout + p.stderr
 
 
+def test_a_run_config_edited_by_hand_beside_a_damaged_run_json_says_so_not_an_older_version(tmp_path):
+    """run.json cut short (not JSON) and config.yaml edited: the line named run.json's hash as "an older version
+    wrote [it] without a copy of the config", though the hash came from config.yaml's first line and run.json,
+    written by this version, only no longer read."""
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    (run / "run.json").write_text('{"config_hash": "')
+    saved = run / "config.yaml"
+    saved.write_text(saved.read_text().replace("rows: 4", "rows: 5"))
+    line = one_error_line(cli("verify", run))
+    assert "of config.yaml's first line (run.json, which keeps a copy of the config, no longer reads as one)" in line
+    assert "older version" not in line, line
+
+
 def _evolving(tmp_path, version: str, knobs: str) -> dict:
     """The env of a third-party experiment `evolving` at one version of its code: its config has
     `knobs` besides rows (a later version adds one)."""

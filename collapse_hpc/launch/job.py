@@ -111,13 +111,13 @@ def slurm_state(job: str) -> str | None:
     return found[1] if found else None
 
 
-def run_on_this_rank(run_dir: str, experiment: str, variant: str, index: int) -> str:
+def run_on_this_rank(run_dir: str, experiment: str, variant: str, index: int, inputs: bool = False) -> str:
     """engine.run_unit, then this rank leaves the process group its unit joined (the lm's): a job's rank
     and a unit run in-process (launch/debug.py) alike. Left to the interpreter's exit, gloo's threads may
     abort the process after the unit was saved (machine.leave_process_group). Not after a failure."""
     from collapse_hpc import engine
 
-    done = engine.run_unit(run_dir, experiment, variant, index)
+    done = engine.run_unit(run_dir, experiment, variant, index, inputs)
     leave_process_group()
     return done
 

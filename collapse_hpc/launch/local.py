@@ -78,7 +78,7 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
 def execute(store, run, chains, **_) -> dict:
     n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
-    pool = _Pool(store, run, lanes, n_cores, free_gpus, _threads(chains, n_cores))
+    pool = _Pool(store, run, lanes, n_cores, free_gpus, str(unit_threads(store, run, chains, n_cores)))
     records.launching(pool.book, chains)
     if settle(store, run, pool.book):
         pool.save()
@@ -132,12 +132,15 @@ def _halted(store, book: dict, lanes: list[Lane], e: OSError) -> None:
     raise e
 
 
-def _threads(chains, n_cores: int) -> str:
-    """Threads per rank: the machine's cores over the ranks that could run at once in the whole
-    plan, finished units included, so a resumed run gives each unit the threads of an
-    uninterrupted one (CPU results depend on them)."""
+def unit_threads(store, run, chains, n_cores: int) -> int:
+    """Threads per rank: the machine's cores over the ranks that could run at once in the run's whole
+    plan (plan.json; `chains` where it does not read), finished units and experiments left out with --only
+    included, so that a resumed run, one of some experiments only (--only) and a unit redone by hand give
+    each unit the threads of an uninterrupted run (CPU results depend on them)."""
+    with contextlib.suppress(UserError):
+        chains = engine.load_plan(store, run)
     width = sum(c.ranks * (len(c.jobs) if c.shape == "array" else 1) for c in chains) or 1
-    return str(max(1, n_cores // min(width, n_cores)))
+    return max(1, n_cores // min(width, n_cores))
 
 
 class _Pool:

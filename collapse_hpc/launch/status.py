@@ -422,6 +422,8 @@ def why_not_done(store: RunStore, run, job) -> str:
     unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
     rel = unit_dir.relative_to(store.root).as_posix()
     manifest = read_manifest(unit_dir)
+    if manifest is None and not unit_dir.is_dir():  # its job made it: removed since (by hand, a scratch purge)
+        return f"{rel} is gone: its folder was removed after its job completed"
     if manifest is None:
         return f"{rel}/manifest.json is missing (the job ended before the unit's results were recorded)"
     problems = verify_unit(unit_dir, deep=False)

@@ -265,12 +265,10 @@ class RunStore:
             if lacking:  # a file cut short (a copy stopped midway): its whole sections, not each one's values
                 shown = f" (it lacks {', '.join(lacking)}: cut short?)"
         if made is None and self._made_config(recorded, any_hash=True) is None:  # an older version's run.json
-            where = RUN_JSON if (self.root / RUN_JSON).is_file() else f"{CONFIG}'s first line"
             raise UserError(f"{self.config_path} was edited after the run was made: its values no longer hash to "
-                            f"the {recorded} of {where}, which an older version wrote without a copy of the "
-                            f"config, so which keys the edit changed cannot be told (a how-it-runs knob may change, "
-                            f"other keys not); restore the file and give the knob with --set KEY=VALUE, or start "
-                            f"another --run with the new values")
+                            f"the {recorded} of {self._without_copy()}, so which keys the edit changed cannot be "
+                            f"told (a how-it-runs knob may change, other keys not); restore the file and give the "
+                            f"knob with --set KEY=VALUE, or start another --run with the new values")
         raise UserError(f"{self.config_path} was edited after the run was made{shown}: its values no longer hash "
                         f"to the {recorded} of {RUN_JSON}, and the run's results are the old values'; restore it"
                         f"{self._copy_kept()}, "
@@ -286,6 +284,15 @@ class RunStore:
         """config.yaml's text (yamlfile.read: ConfigError where it is none a config may be; _config_reads)."""
         with self._config_reads():
             return yamlfile.read(self.config_path)
+
+    def _without_copy(self) -> str:
+        """Where the recorded config hash was read, and why no copy of the config is there to tell the edit by."""
+        doc = self._record()
+        if isinstance(doc, dict) and isinstance(doc.get("config_hash"), str):
+            return f"{RUN_JSON}, which an older version wrote without a copy of the config"
+        if (self.root / RUN_JSON).exists():  # cut short or overwritten: not an older version's
+            return f"{CONFIG}'s first line ({RUN_JSON}, which keeps a copy of the config, no longer reads as one)"
+        return f"{CONFIG}'s first line, which an older version wrote without a copy of the config"
 
     def _copy_kept(self) -> str:
         """Where run.json keeps the config the run was made with, a clause saying so (to restore config.yaml)."""

@@ -130,6 +130,32 @@ def test_a_redone_unit_gets_the_same_threads_as_in_the_full_run(tmp_path):
     assert read_manifest(gen1)["resources"]["cpus"] == share(3)
 
 
+def test_a_run_of_some_experiments_only_gives_its_units_the_threads_of_the_whole_run(tmp_path):
+    """`run --only` gave a chain every core where the whole run shares them: a run resumed with --only (or
+    one begun so, resumed without) computed its units with another thread count than an uninterrupted run."""
+    cfg = write_config(tmp_path, generations=2, ltchain={"rows": 4}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run, "--only", "ltchain")
+    assert rc == 0, err
+    gens = [read_manifest(unit(run, "ltchain", "replace-p0-s0", f"gen_{g:03d}")) for g in range(2)]
+    assert [m["resources"]["cpus"] for m in gens] == [share(3)] * 2
+
+
+def test_a_unit_redone_by_hand_gets_the_threads_of_the_run(tmp_path):
+    """verify's redo command (`collapse-hpc EXP CONFIG --run RUN --unit N`) ran the unit in-process on every core:
+    its results differed from the run's, whose units the local back-end gives a share of them."""
+    cfg = write_config(tmp_path, generations=2, ltchain={"rows": 4}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    gen1 = unit(run, "ltchain", "replace-p0-s0", "gen_001")
+    (gen1 / "manifest.json").unlink()
+    before = os.environ.get("COLLAPSE_THREADS")
+    rc, out, err = collapse("ltchain", run / "config.yaml", "--run", run, "--variant", "replace-p0-s0", "--unit", "1")
+    assert rc == 0 and "1 unit done" in out, err
+    assert read_manifest(gen1)["resources"]["cpus"] == share(3)
+    assert os.environ.get("COLLAPSE_THREADS") == before  # this process's own setting, restored
+
+
 def _sigint_default() -> None:
     # a test runner started in the background by a script (no job control) ignores SIGINT, and
     # the ignore is inherited; a terminal's Ctrl-C reaches a foreground command with it in place

@@ -79,6 +79,22 @@ def test_status_explains_a_completed_job_whose_unit_is_not_done(tmp_path, capsys
     assert unit["redo"].startswith("collapse-hpc run ") and tail["not_in_this_run"] is True
 
 
+def test_status_of_a_completed_unit_whose_folder_was_removed_says_it_is_gone(tmp_path, capsys):
+    """A finished unit's folder deleted (by hand, a scratch purge): status said its manifest.json was missing
+    because "the job ended before the unit's results were recorded", blaming a job that had recorded them."""
+    import shutil
+
+    from collapse_hpc.launch.listing import show
+
+    store = _toy_and_tail(tmp_path)
+    shutil.rmtree(store.root / "toy" / "replace-p0-s0" / "gen_001")
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "gen_001  COMPLETED" in out
+    assert "not done: toy/replace-p0-s0/gen_001 is gone: its folder was removed after its job completed" in out, out
+    assert "ended before" not in out
+
+
 def test_status_of_a_moved_run_folder_names_what_a_finished_unit_lost(tmp_path, capsys):
     """A run folder moved to another file system (copied: its jobs.json names the first folder, so none of
     its jobs is this folder's), or one whose jobs.json was removed: a unit that had finished and then lost
