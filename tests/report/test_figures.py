@@ -45,9 +45,9 @@ def test_no_stray_figures(full_report):
 def test_summary_csv_matches_long_table(full_report):
     df = pd.read_parquet(full_report / "metrics.parquet")
     summary = pd.read_csv(full_report / "summary.csv")
-    one = df[(df["experiment"] == "gmm") & (df["metric"] == "p95") & (df["regime"] == "replace-p0")
+    one = df[(df["experiment"] == "gmm") & (df["metric"] == "c0_q95_x") & (df["regime"] == "replace-p0")
              & (df["generation"] == 5)]["value"]
-    row = summary[(summary["experiment"] == "gmm") & (summary["metric"] == "p95")
+    row = summary[(summary["experiment"] == "gmm") & (summary["metric"] == "c0_q95_x")
                   & (summary["regime"] == "replace-p0") & (summary["generation"] == 5)].iloc[0]
     assert row["n"] == len(one) == 6 and row["mean"] == pytest.approx(one.mean())
     assert row["ci_high"] - row["mean"] == pytest.approx(2.5705818366147395 * one.std() / np.sqrt(6), rel=1e-6)
