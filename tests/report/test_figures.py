@@ -1027,6 +1027,27 @@ def test_no_panel_says_its_title_again_on_its_y_axis(full_run, experiment):
     assert said_twice == [], said_twice
 
 
+def test_the_gaussian_overview_counts_its_values_in_the_data_units(full_run):
+    """Every gaussian estimate's y-axis read "value": the fits, errors and W2 are stored in the real data's units
+    (the config's sigma is not divided out), variances and W2² in their square, the masses as fractions; the gmm's
+    positions and variances likewise, its L2 distances between densities left "value"."""
+    scales = {}
+    with drawing.figure_style():
+        for experiment in ("gaussian", "gmm"):
+            ctx = _context(full_run, experiment)
+            _, _, overview = drawing.overviews(ctx)[0]
+            for ax in overview(ctx)[0].axes:
+                if ax.get_visible():
+                    scales[_said(ax.get_title())] = _said(ax.get_ylabel())
+    assert {t: scales[t] for t in ("fitted σ", "|σ − fitted σ|", "fitted variance", "W2² to the real",
+                                   "log fitted variance", "mass beyond the real μ ± 2σ")} == {
+        "fitted σ": "data units", "|σ − fitted σ|": "data units", "fitted variance": "data units²",
+        "W2² to the real": "data units²", "log fitted variance": "ln of data units²",
+        "mass beyond the real μ ± 2σ": "fraction"}, scales
+    assert scales["total variance"] == "data units²" and scales["comp. 0 95% tail x"] == "data units", scales
+    assert scales["squared L2 to generation 0"] == "value", scales
+
+
 @pytest.mark.parametrize("experiment", BUILTIN)
 def test_panel_titles_do_not_run_into_each_other(full_run, experiment):
     """Three overview panels across a paper's width: 'L2 distance to generation 0 (↑ worse)' ran into
