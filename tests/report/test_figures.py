@@ -1603,3 +1603,33 @@ def test_figure_headings_name_what_is_drawn_not_what_it_should_show():
     for experiment in ("gaussian", "gmm", "lm", "vae"):
         for _, title, _ in experiments.describe(experiment).figures():
             assert not re.search(r"\b(go|goes|went|gone) first\b", title, re.I), (experiment, title)
+
+
+def _marked_generations(line) -> set:
+    every = line.get_markevery()
+    start, step = every if isinstance(every, tuple) else (0, every)
+    return set(np.asarray(line.get_xdata())[start::step].tolist())
+
+
+def test_series_of_30_generations_mark_other_generations_each(tmp_path):
+    """Over 30 generations every series marked generations 0, 3, 6 …: all four of the gaussian's series met at
+    generation 0, each marker on the last, too close to their neighbours to be dodged. A panel's series now start
+    their markers at other generations, at least as many apart as there are series: none marks a generation
+    another marks, and each still marks about 8."""
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 30}}, generations=30)
+    synthetic.gaussian(root, generations=30, replicates=3)
+    ctx = _context(root, "gaussian")
+    _, _, overview = drawing.overviews(ctx)[0]
+    with drawing.figure_style():
+        fig, _ = overview(ctx)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in panels:
+        marked = [ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None", "")]
+        assert len(marked) == 4, ax.get_title()
+        at = [_marked_generations(ln) for ln in marked]
+        assert all(not a & b for i, a in enumerate(at) for b in at[:i]), (ax.get_title(), at)
+        assert all(7 <= len(a) <= 8 for a in at), (ax.get_title(), at)
+    assert len(panels) > 4
