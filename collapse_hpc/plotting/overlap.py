@@ -52,8 +52,9 @@ def nest(fig) -> None:
 
 def _marks(ax, line, points: np.ndarray) -> np.ndarray:
     """Where the line draws its markers (markevery), in points across and up the panel; only the finite."""
-    every = line.get_markevery()
-    drawn = points[::every] if isinstance(every, int) else points
+    every = line.get_markevery()  # n, (start, n) (style.markevery), or None: every point
+    start, step = (0, every) if isinstance(every, int) else every if isinstance(every, tuple) else (0, 1)
+    drawn = points[start::step]
     return drawn[np.isfinite(drawn).all(axis=1)] * ax.bbox.size * 72 / ax.figure.dpi
 
 

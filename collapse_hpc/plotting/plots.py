@@ -270,10 +270,12 @@ def draw_series(ax, ctx: Context, run: str, metric: str, *, fixed: dict | None =
     lines drawn. thin: a second statistic beside the first (style.second_statistic: dotted, or thin and faint
     over a long series), labelled with `suffix` after the series' label."""
     drawn = 0
-    for label, grp in series_rows(ctx, run, metric, fixed=fixed, exclude=exclude, stat=stat):
+    rows = series_rows(ctx, run, metric, fixed=fixed, exclude=exclude, stat=stat)
+    for k, (label, grp) in enumerate(rows):
         gens = gens_axis(ctx.planned(run), grp["generation"])
         g = grp.set_index("generation").reindex(gens)
         kw = ctx.series_style(grp.iloc[0], len(gens), exclude)
+        kw["markevery"] = style.markevery(len(gens), k, len(rows))  # the panel's series mark other generations
         if thin:
             kw.update(style.second_statistic(len(gens)))
         if replicates:

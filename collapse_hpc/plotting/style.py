@@ -100,8 +100,20 @@ def series(i: int, points: int = 10, setting: int = 0, settings: int = 1) -> dic
     colour = shade(COLOURS[i % len(COLOURS)], setting, settings)
     dash = {"linestyle": "-", "linewidth": LONG_WIDTH} if long_series(points) else \
         {"linestyle": DASHES[(i + setting) % len(DASHES)]}
-    return {"color": colour, "marker": MARKERS[i % len(MARKERS)], **dash, "markevery": max(1, points // 8),
+    return {"color": colour, "marker": MARKERS[i % len(MARKERS)], **dash, "markevery": markevery(points),
             "markerfacecolor": "white" if hollow else colour}
+
+
+def markevery(points: int, k: int = 0, n: int = 1) -> int | tuple[int, int]:
+    """Which points the k-th of a panel's n series marks: about 8 of a line. Where a line marks only some of its
+    points (16 or more), each series starts at another of the first points, at least n apart: the regimes' series
+    all meet at generation 0 (trained alike on the real data) and their markers there covered each other, too close
+    over 30 or more generations for overlap.dodge to move them apart."""
+    every = max(1, points // 8)
+    if every < 2 or n < 2:
+        return every
+    every = max(every, n)
+    return (k * every // n, every)
 
 
 def second_statistic(points: int) -> dict:

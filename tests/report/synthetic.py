@@ -11,7 +11,7 @@ import pyarrow as pa
 import yaml
 
 from collapse_hpc import engine, experiments
-from collapse_hpc.experiments.gaussian.theory import tail_mass
+from collapse_hpc.experiments.gaussian.theory import tail_mass, w2
 from collapse_hpc.regimes import Regime
 from collapse_hpc.store import RunStore, write_manifest, write_parquet
 from collapse_hpc.store.atomic import write_bytes
@@ -66,12 +66,13 @@ def record_config(root: Path) -> None:
 DRAWS = 1 << 22
 
 
-def _fits(rng, accumulate: bool, n: int, generations: int, replicates: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of each replicate's fit at each generation, each (replicates, generations). The draws come in
-    the order a loop over replicates takes them (its real data, then n a generation), so replace's fits are that
-    loop's to the bit; accumulate's fit to the pool of every sample so far merges each generation's mean and
-    variance into the pool's (Chan et al.), equal to the pool's own to about 1e-13 without keeping the pool."""
-    mu, sigma = np.empty((replicates, generations)), np.empty((replicates, generations))
+def _fits(rng, accumulate: bool, n: int, generations: int, replicates: int) -> tuple[np.ndarray, ...]:
+    """(mu, sigma, drawn variance) of each replicate's fit at each generation, each (replicates, generations): the
+    variance (ddof 0) of the n points drawn from that fit. The draws come in the order a loop over replicates takes
+    them (its real data, then n a generation), so replace's fits are that loop's to the bit; accumulate's fit to the
+    pool of every sample so far merges each generation's mean and variance into the pool's (Chan et al.), equal to
+    the pool's own to about 1e-13 without keeping the pool."""
+    mu, sigma, drawn = (np.empty((replicates, generations)) for _ in range(3))
     block = max(1, DRAWS // ((generations + 1) * n))
     for first in range(0, replicates, block):
         z = rng.standard_normal((min(block, replicates - first), generations + 1, n))
@@ -85,25 +86,23 @@ def _fits(rng, accumulate: bool, n: int, generations: int, replicates: int) -> t
                             / (pooled + n))
             mu[rows, g], sigma[rows, g] = m, s
             data = m[:, None] + s[:, None] * z[:, g + 1]  # rng.normal(m, s, n): loc + scale * a standard normal
-    return mu, sigma
+            drawn[rows, g] = data.var(axis=1)
+    return mu, sigma, drawn
 
 
 def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 100)) -> None:
-    """Real single-Gaussian recursion (MLE), replace and accumulate, one array part per variant."""
+    """Real single-Gaussian recursion (MLE) of N(0, 1), replace and accumulate, one array part per variant: the
+    columns and types gaussian.run writes (its SCHEMA; the report derives var_hat, log_var_hat, w2_squared)."""
     rng = np.random.default_rng(0)
     for regime in ("replace-p0", "accumulate"):
         for n in ns:
-            mu, sigma = (a.ravel() for a in _fits(rng, regime == "accumulate", n, generations, replicates))
-            with np.errstate(divide="ignore"):  # a variance that underflowed to 0 (n = 2 over thousands)
-                log_var = 2 * np.log(sigma)
-            values = {"mu_hat": mu, "sigma_hat": sigma, "abs_mu_err": np.abs(mu), "abs_sigma_err": np.abs(1 - sigma),
-                      # float_power: a float's ** 2 (libm's pow), as a loop over floats squares; an array's ** 2 is
-                      # x * x, a bit apart in one square of a thousand
-                      "log_var_hat": log_var, "w2_squared": np.float_power(mu, 2) + np.float_power(1 - sigma, 2),
+            mu, sigma, drawn = (a.ravel() for a in _fits(rng, regime == "accumulate", n, generations, replicates))
+            values = {"mu_hat": mu, "sigma_hat": sigma, "mu_error": np.abs(0 - mu), "sigma_error": np.abs(1 - sigma),
+                      "w2": w2(0, 1, mu, sigma), "sample_variance": drawn,
                       **{f"tail_mass_{k}sigma": tail_mass(0, 1, mu, sigma, k) for k in (2, 3)}}
-            cols = {"generation": pa.array(np.tile(np.arange(generations), replicates), pa.int64()),
-                    "replicate": pa.array(np.repeat(np.arange(replicates), generations), pa.int64()),
-                    "samples": pa.array(np.full(mu.size, n), pa.int64()),
+            cols = {"generation": pa.array(np.tile(np.arange(generations), replicates), pa.int32()),
+                    "replicate": pa.array(np.repeat(np.arange(replicates), generations), pa.int32()),
+                    "samples": pa.array(np.full(mu.size, n), pa.int32()),
                     **{k: pa.array(v, pa.float64()) for k, v in values.items()}}
             _unit(root, "gaussian", f"{regime}-samples{n}-s0", "part_000", {"metrics.parquet": cols}, seconds=7.2,
                   regime=regime, settings={"samples": n})
@@ -111,16 +110,18 @@ def gaussian(root: Path, generations: int = 30, replicates: int = 200, ns=(10, 1
 
 def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3, components: int = 0,
         snapshot_points: int = 300, regimes: tuple[str, ...] = ("replace-p0", "accumulate")) -> None:
-    """components: that many components' columns too (c0_weight, …; noise), as gmm.metrics names them;
+    """Columns as gmm.metrics names them: l2_squared, total_variance, the tail shares, two components' covariance traces
+    and c0's 95% tail, all shrinking with the blob; components: that many components' other columns too (noise);
     snapshot_points: the points of each snapshot (every 10th generation and the last); regimes: the first
     collapses fast, the others slowly."""
     from collapse_hpc.experiments.gmm.metrics import names
 
     rng = np.random.default_rng(1)
-    per_component = [c for c in names(components) if c not in names(0)]
+    shaped = ("c0_cov_trace", "c1_cov_trace", "c0_q95_x")
+    per_component = [c for c in names(components) if c not in names(0) and c not in shaped]
     for regime, rate in zip(regimes, (0.12, *[0.01] * (len(regimes) - 1))):
         for p in range(parts):
-            metrics = {k: [] for k in ("generation", "replicate", "l2_squared", "trace_0", "trace_1", "p95",
+            metrics = {k: [] for k in ("generation", "replicate", "l2_squared", "total_variance", *shaped,
                                        "tail_share_2sigma", "tail_share_3sigma", *per_component)}
             snaps = {k: [] for k in ("replicate", "generation", "x", "y")}
             for r in range(p * replicates, (p + 1) * replicates):
@@ -130,9 +131,10 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3, 
                     metrics["generation"].append(g)
                     metrics["replicate"].append(r)
                     metrics["l2_squared"].append(1e-3 * np.exp(0.2 * g) * rng.uniform(0.5, 2) if g else 0.0)
-                    metrics["trace_0"].append(scale ** 2)
-                    metrics["trace_1"].append(0.9 * scale ** 2)
-                    metrics["p95"].append(1.645 * scale)
+                    metrics["total_variance"].append(1.9 * scale ** 2)  # the two components' traces
+                    metrics["c0_cov_trace"].append(scale ** 2)
+                    metrics["c1_cov_trace"].append(0.9 * scale ** 2)
+                    metrics["c0_q95_x"].append(1.645 * scale)
                     metrics["tail_share_2sigma"].append(np.exp(-2 / scale**2))  # a blob of sd `scale`
                     metrics["tail_share_3sigma"].append(np.exp(-4.5 / scale**2))
                     for c in per_component:
@@ -143,7 +145,7 @@ def gmm(root: Path, generations: int = 40, parts: int = 2, replicates: int = 3, 
                         snaps["generation"] += [g] * snapshot_points
                         snaps["x"] += list(pts[:, 0])
                         snaps["y"] += list(pts[:, 1])
-            m = {k: pa.array(v, pa.int64() if k in ("generation", "replicate") else pa.float64())
+            m = {k: pa.array(v, pa.int32() if k in ("generation", "replicate") else pa.float64())  # gmm's types
                  for k, v in metrics.items()}
             s = {k: pa.array(v, pa.int64() if k in ("generation", "replicate") else pa.float64())
                  for k, v in snaps.items()}
@@ -175,7 +177,7 @@ def lm(root: Path, generations: int = 4, seeds=(0, 1), done: dict | None = None,
                 metrics = {"generation": pa.array([g], pa.int64()),
                            "test_ppl": [30.0 + 6 * drift + rng.normal(0, 0.5)],
                            **{f"distinct_{n}": [0.3 + 0.15 * n - 0.03 * drift] for n in range(1, 3 if small else 5)},
-                           "unigram_entropy": [8.0 - 0.3 * drift], "seq_ppl_p50": [20.0 - drift],
+                           "unigram_entropy": [8.0 - 0.3 * drift], "ppl_p50": [20.0 - drift],
                            "rare_token_share": [0.05 / (1 + drift)], "middle_token_share": [0.3 - 0.02 * drift],
                            **{f"test_ppl_{c}": [v * (1 + r * drift)] for c, (v, r) in TAIL_PPL.items()},
                            **TIMINGS}

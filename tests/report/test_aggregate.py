@@ -226,7 +226,7 @@ def test_a_variance_that_reaches_zero_prints_no_infinity(tmp_path, capsys):
     log = summary.loc[("log_var_hat", 119)]
     assert log["n"] == 4 and log["n_infinite"] == 4 and pd.isna(log["mean"]) and pd.isna(log["ci_low"])
     md = (root / "report" / "results.md").read_text()
-    assert "| replace, samples=2 | log fitted variance | — | lower is worse |" in md  # its row, shown as —
+    assert "| replace, samples=2 | log fitted variance | ln of data units² | lower is worse |" in md  # its row
 
 
 def test_a_report_of_the_first_replicates_and_the_rows_the_estimate_counts(tmp_path, capsys):

@@ -45,9 +45,9 @@ def test_no_stray_figures(full_report):
 def test_summary_csv_matches_long_table(full_report):
     df = pd.read_parquet(full_report / "metrics.parquet")
     summary = pd.read_csv(full_report / "summary.csv")
-    one = df[(df["experiment"] == "gmm") & (df["metric"] == "p95") & (df["regime"] == "replace-p0")
+    one = df[(df["experiment"] == "gmm") & (df["metric"] == "c0_q95_x") & (df["regime"] == "replace-p0")
              & (df["generation"] == 5)]["value"]
-    row = summary[(summary["experiment"] == "gmm") & (summary["metric"] == "p95")
+    row = summary[(summary["experiment"] == "gmm") & (summary["metric"] == "c0_q95_x")
                   & (summary["regime"] == "replace-p0") & (summary["generation"] == 5)].iloc[0]
     assert row["n"] == len(one) == 6 and row["mean"] == pytest.approx(one.mean())
     assert row["ci_high"] - row["mean"] == pytest.approx(2.5705818366147395 * one.std() / np.sqrt(6), rel=1e-6)
@@ -1027,6 +1027,27 @@ def test_no_panel_says_its_title_again_on_its_y_axis(full_run, experiment):
     assert said_twice == [], said_twice
 
 
+def test_the_gaussian_overview_counts_its_values_in_the_data_units(full_run):
+    """Every gaussian estimate's y-axis read "value": the fits, errors and W2 are stored in the real data's units
+    (the config's sigma is not divided out), variances and W2² in their square, the masses as fractions; the gmm's
+    positions and variances likewise, its L2 distances between densities left "value"."""
+    scales = {}
+    with drawing.figure_style():
+        for experiment in ("gaussian", "gmm"):
+            ctx = _context(full_run, experiment)
+            _, _, overview = drawing.overviews(ctx)[0]
+            for ax in overview(ctx)[0].axes:
+                if ax.get_visible():
+                    scales[_said(ax.get_title())] = _said(ax.get_ylabel())
+    assert {t: scales[t] for t in ("fitted σ", "|σ − fitted σ|", "fitted variance", "W2² to the real",
+                                   "log fitted variance", "mass beyond the real μ ± 2σ")} == {
+        "fitted σ": "data units", "|σ − fitted σ|": "data units", "fitted variance": "data units²",
+        "W2² to the real": "data units²", "log fitted variance": "ln of data units²",
+        "mass beyond the real μ ± 2σ": "fraction"}, scales
+    assert scales["total variance"] == "data units²" and scales["comp. 0 95% tail x"] == "data units", scales
+    assert scales["squared L2 to generation 0"] == "value", scales
+
+
 @pytest.mark.parametrize("experiment", BUILTIN)
 def test_panel_titles_do_not_run_into_each_other(full_run, experiment):
     """Three overview panels across a paper's width: 'L2 distance to generation 0 (↑ worse)' ran into
@@ -1582,3 +1603,33 @@ def test_figure_headings_name_what_is_drawn_not_what_it_should_show():
     for experiment in ("gaussian", "gmm", "lm", "vae"):
         for _, title, _ in experiments.describe(experiment).figures():
             assert not re.search(r"\b(go|goes|went|gone) first\b", title, re.I), (experiment, title)
+
+
+def _marked_generations(line) -> set:
+    every = line.get_markevery()
+    start, step = every if isinstance(every, tuple) else (0, every)
+    return set(np.asarray(line.get_xdata())[start::step].tolist())
+
+
+def test_series_of_30_generations_mark_other_generations_each(tmp_path):
+    """Over 30 generations every series marked generations 0, 3, 6 …: all four of the gaussian's series met at
+    generation 0, each marker on the last, too close to their neighbours to be dodged. A panel's series now start
+    their markers at other generations, at least as many apart as there are series: none marks a generation
+    another marks, and each still marks about 8."""
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 30}}, generations=30)
+    synthetic.gaussian(root, generations=30, replicates=3)
+    ctx = _context(root, "gaussian")
+    _, _, overview = drawing.overviews(ctx)[0]
+    with drawing.figure_style():
+        fig, _ = overview(ctx)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in panels:
+        marked = [ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None", "")]
+        assert len(marked) == 4, ax.get_title()
+        at = [_marked_generations(ln) for ln in marked]
+        assert all(not a & b for i, a in enumerate(at) for b in at[:i]), (ax.get_title(), at)
+        assert all(7 <= len(a) <= 8 for a in at), (ax.get_title(), at)
+    assert len(panels) > 4

@@ -13,12 +13,12 @@ def test_trend_reads_first_and_last_generation_from_the_summary(tmp_path):
     synthetic.write_config(root, {"gmm": {"generations": 12}}, generations=1)
     synthetic.gmm(root, generations=12)
     ctx = _context(root, "gmm")
-    s = ctx.summary[ctx.summary["metric"] == "trace_0"].set_index(["regime", "generation"])["mean"]
-    text = trend(ctx, "trace_0")
+    s = ctx.summary[ctx.summary["metric"] == "c0_cov_trace"].set_index(["regime", "generation"])["mean"]
+    text = trend(ctx, "c0_cov_trace")
     assert text == (f"replace {s['replace-p0', 0]:.3g} → {s['replace-p0', 11]:.3g}, accumulate "
                     f"{s['accumulate', 0]:.3g} → {s['accumulate', 11]:.3g} (generation 0 → 11)")
-    med = ctx.df[ctx.df["metric"] == "trace_0"].groupby(["regime", "generation"])["value"].median()
-    assert f"replace {med['replace-p0', 2]:.3g} → " in trend(ctx, "trace_0", stat="median", start=2)
+    med = ctx.df[ctx.df["metric"] == "c0_cov_trace"].groupby(["regime", "generation"])["value"].median()
+    assert f"replace {med['replace-p0', 2]:.3g} → " in trend(ctx, "c0_cov_trace", stat="median", start=2)
     assert trend(ctx, "no_such_metric") == ""
 
 

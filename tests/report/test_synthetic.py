@@ -3,15 +3,16 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from collapse_hpc.experiments.gaussian.theory import tail_mass
+from collapse_hpc.experiments.gaussian.theory import tail_mass, w2
 from tests.report import synthetic
 
 
 def _recursion(generations: int, replicates: int, ns) -> pd.DataFrame:
     """The single-Gaussian recursion as a loop, a replicate and a generation at a time: each generation fits its
-    data (accumulate: every sample so far) and draws n from the fit."""
+    data (accumulate: every sample so far) and draws n from the fit; the columns gaussian.run writes."""
     rng, rows = np.random.default_rng(0), []
     for regime in ("replace-p0", "accumulate"):
         for n in ns:
@@ -20,14 +21,14 @@ def _recursion(generations: int, replicates: int, ns) -> pd.DataFrame:
                 for g in range(generations):
                     fit = pool if regime == "accumulate" else data
                     mu, sigma = fit.mean(), fit.std()
-                    rows.append({"variant": f"{regime}-samples{n}-s0", "generation": g, "replicate": r, "samples": n,
-                                 "mu_hat": mu, "sigma_hat": sigma, "abs_mu_err": abs(mu),
-                                 "abs_sigma_err": abs(1 - sigma), "log_var_hat": 2 * np.log(sigma),
-                                 "w2_squared": mu ** 2 + (1 - sigma) ** 2,
-                                 **{f"tail_mass_{k}sigma": float(tail_mass(0, 1, mu, sigma, k)) for k in (2, 3)}})
                     data = rng.normal(mu, sigma, n)
+                    rows.append({"variant": f"{regime}-samples{n}-s0", "generation": g, "replicate": r, "samples": n,
+                                 "mu_hat": mu, "sigma_hat": sigma, "mu_error": abs(mu), "sigma_error": abs(1 - sigma),
+                                 # [mu]: an array's square as the run's (x * x); a float's is libm's pow, an ulp apart
+                                 "w2": w2(0, 1, [mu], [sigma])[0], "sample_variance": data.var(),
+                                 **{f"tail_mass_{k}sigma": float(tail_mass(0, 1, mu, sigma, k)) for k in (2, 3)}})
                     pool = np.concatenate([pool, data])
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"generation": np.int32, "replicate": np.int32, "samples": np.int32})
 
 
 def test_the_gaussian_run_is_the_recursion_a_loop_draws(tmp_path):
@@ -65,3 +66,21 @@ def test_a_block_of_replicates_draws_as_one_at_a_time(monkeypatch, tmp_path, rep
     monkeypatch.setattr(synthetic, "DRAWS", 1)  # a block of one replicate
     assert np.array_equal(np.concatenate(synthetic._fits(np.random.default_rng(3), True, 4, 9, replicates), axis=1),
                           whole)
+
+
+def test_every_synthetic_table_holds_only_columns_its_experiment_declares(tmp_path):
+    """A synthetic column the experiment does not write (abs_mu_err beside gaussian's mu_error) showed in the report
+    under its raw name: each synthetic metrics.parquet holds only declared columns, of the declared types, and the
+    gaussian's every column its run writes."""
+    from collapse_hpc import experiments
+
+    root = synthetic.full_run(tmp_path / "full", small=True)
+    run = experiments.load_config(root / "config.yaml", needs_profile=False)
+    seen = set()
+    for name in ("gaussian", "gmm", "lm", "vae"):
+        schema = experiments.get(name).metrics_schema(run.section(name))
+        for table in sorted((root / name).glob("*/*/metrics.parquet")):
+            found = schema.problems(pq.read_table(table))
+            assert [p for p in found if name == "gaussian" or not p.startswith("lacks")] == [], table
+            seen.add(name)
+    assert seen == {"gaussian", "gmm", "lm", "vae"}

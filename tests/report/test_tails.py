@@ -342,3 +342,25 @@ def test_every_gaussian_tails_panel_of_a_row_holds_its_lines(tmp_path):
         top = max(np.nanmax(ln.get_ydata()) for ln in ax.get_lines())
         assert top <= ax.get_ylim()[1], (ax.get_title(), top, ax.get_ylim())
         assert ax.get_ylim()[0] == 0
+
+
+@pytest.mark.parametrize("finished", [3, 5])
+def test_latent_panels_share_a_density_axis_unless_a_spike_would_flatten_another(tmp_path, finished):
+    """On one density axis replace's spike (generation 4: sd 0.11) flattened accumulate's densities (sd 0.45) to
+    the panel's floor: panels whose tallest densities differ more than OWN_AXES-fold get an axis each, each labelled,
+    and the caption says so; densities of a like height (generation 2: sd 0.2 and 0.63) keep one axis."""
+    from collapse_hpc.experiments.vae.figures import OWN_AXES, vae_latents
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 5}}, generations=5)
+    synthetic.vae(root, generations=5, finished=finished)
+    fig, caption = vae_latents(_context(root, "vae"))
+    tops = [ax.get_ylim()[1] for ax in fig.axes if ax.get_legend() is not None]
+    assert len(tops) == 2
+    if finished == 5:
+        assert max(tops) > OWN_AXES * min(tops)
+        assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["density", "density"]
+        assert "Each panel has its own density axis: the tallest densities differ" in caption
+    else:
+        assert tops[0] == tops[1] and "own density axis" not in caption
+        assert fig.axes[1].get_ylabel() == "" and not fig.axes[1].yaxis.majorTicks[0].label1.get_visible()

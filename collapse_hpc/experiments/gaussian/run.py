@@ -10,22 +10,25 @@ from collapse_hpc.experiments import parts
 from collapse_hpc.experiments.schema import INT32, MetricsSchema
 from collapse_hpc.plotting.metrics import NONNEGATIVE, SHARE, Metric, specs
 
+# the values are in the real data's own units (the config's mu and sigma; sigma 1 by default): not divided by sigma
+DATA, SQUARED = "data units", "data units²"
+
 # what each column is, for the report: display name, unit, which way collapse moves it
 SPECS = specs(
-    Metric("mu_hat", "fitted mean"),
-    Metric("sigma_hat", "fitted σ", worse="lower", bounds=NONNEGATIVE),
-    Metric("mu_error", "|μ − fitted mean|", worse="higher", bounds=NONNEGATIVE),
-    Metric("sigma_error", "|σ − fitted σ|", worse="higher", bounds=NONNEGATIVE),
-    Metric("w2", "W2 to the real", worse="higher", bounds=NONNEGATIVE),
-    Metric("sample_variance", "variance of the samples", worse="lower", bounds=NONNEGATIVE),
+    Metric("mu_hat", "fitted mean", DATA),
+    Metric("sigma_hat", "fitted σ", DATA, worse="lower", bounds=NONNEGATIVE),
+    Metric("mu_error", "|μ − fitted mean|", DATA, worse="higher", bounds=NONNEGATIVE),
+    Metric("sigma_error", "|σ − fitted σ|", DATA, worse="higher", bounds=NONNEGATIVE),
+    Metric("w2", "W2 to the real", DATA, worse="higher", bounds=NONNEGATIVE),
+    Metric("sample_variance", "variance of the samples", SQUARED, worse="lower", bounds=NONNEGATIVE),
     *(Metric(f"tail_mass_{k}sigma", f"mass beyond the real μ ± {k}σ", worse="lower", bounds=SHARE) for k in SIGMAS),
 )
 # computed where the report reads a part (derived), not stored: 3 of 11 float64 columns, 1.4 of the 5.3 GB
 # paper.yaml's parts took
 DERIVED = specs(
-    Metric("var_hat", "fitted variance", worse="lower", bounds=NONNEGATIVE),
-    Metric("log_var_hat", "log fitted variance", worse="lower"),
-    Metric("w2_squared", "W2² to the real", worse="higher", bounds=NONNEGATIVE),
+    Metric("var_hat", "fitted variance", SQUARED, worse="lower", bounds=NONNEGATIVE),
+    Metric("log_var_hat", "log fitted variance", f"ln of {SQUARED}", worse="lower"),
+    Metric("w2_squared", "W2² to the real", SQUARED, worse="higher", bounds=NONNEGATIVE),
 )
 METRICS = tuple(SPECS)
 SCHEMA = MetricsSchema(per_replicate=True, metrics=SPECS, generation=INT32, settings=(("samples", INT32),),

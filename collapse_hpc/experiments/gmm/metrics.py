@@ -130,13 +130,17 @@ def measure(gen, modes: np.ndarray) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------ how the report shows them
 
+# positions and spreads are in the data's own units (the real modes have unit covariance); the L2 distances between
+# densities are left bare: per data unit, which reads as no unit a reader knows
+DATA, SQUARED = "data units", "data units²"
+
 SPECS = specs(
     Metric("l2", "L2 distance to generation 0", worse="higher", bounds=NONNEGATIVE),
     Metric("l2_squared", "squared L2 to generation 0", worse="higher", bounds=NONNEGATIVE),
-    Metric("total_variance", "total variance", worse="lower", bounds=NONNEGATIVE),
-    Metric("sample_variance", "sample variance", worse="lower", bounds=NONNEGATIVE),
+    Metric("total_variance", "total variance", SQUARED, worse="lower", bounds=NONNEGATIVE),
+    Metric("sample_variance", "sample variance", SQUARED, worse="lower", bounds=NONNEGATIVE),
     Metric("lower_bound", "EM lower bound", "nats per point"),  # the mean log-likelihood of a fitted point
-    Metric("em_iterations", "EM iterations", kind="bookkeeping", bounds=NONNEGATIVE),
+    Metric("em_iterations", "EM iterations", "iterations", kind="bookkeeping", bounds=NONNEGATIVE),
     Metric("em_converged", "share of EM fits converged", kind="bookkeeping", bounds=SHARE),
     *(Metric(f"tail_share_{k}sigma", f"share beyond real {k}σ", worse="lower", bounds=SHARE) for k in SIGMAS),
 )
@@ -145,6 +149,9 @@ SPECS = specs(
 # the per-component columns that cannot be negative (a weight is a share); means and tail positions can
 BOUNDS = {"weight": SHARE, "cov_trace": NONNEGATIVE, "cov_eig0": NONNEGATIVE, "cov_eig1": NONNEGATIVE,
           "std": NONNEGATIVE}
+# the unit of each per-component column but the weight (a share)
+UNITS = {"mean_x": DATA, "mean_y": DATA, "cov_trace": SQUARED, "cov_eig0": SQUARED, "cov_eig1": SQUARED, "std": DATA,
+         **{f"{q}_{a}": DATA for q, _ in TAILS for a in AXES}}
 
 
 def component_specs(columns) -> dict[str, Metric]:
@@ -160,7 +167,7 @@ def component_specs(columns) -> dict[str, Metric]:
         if k[:1] == "c" and k[1:].isdigit() and rest in what:
             found.append((int(k[1:]), list(what).index(rest), c, rest))
     # by component number, each as names() lists it: columns come sorted by name, which put c10 before c2
-    return {c: Metric(c, f"comp. {k} {what[rest]}", bounds=BOUNDS.get(rest, (None, None)))
+    return {c: Metric(c, f"comp. {k} {what[rest]}", UNITS.get(rest, ""), bounds=BOUNDS.get(rest, (None, None)))
             for k, _, c, rest in sorted(found)}
 
 

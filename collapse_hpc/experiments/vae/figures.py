@@ -211,7 +211,7 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
     rows = [r for r in _files(ctx, "latents.parquet") if 0 in r[2]]
     if not rows:
         return None
-    fig, axes = style.figure(1, len(rows), w=3.2, h=3.3, sharey=True)
+    fig, axes = style.figure(1, len(rows), w=3.2, h=3.3)  # one density axis or one each: _density_axes
     spreads, kinds, beyond, subsets = [], set(), [], []
     for ax, (run, key, paths, _) in zip(axes.flat, rows):
         how = _latent_figure(ctx, run)
@@ -238,6 +238,7 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density" if ax is axes.flat[0] else "")
         _legend_below(ax)
+    scales = _density_axes(list(axes.flat))
     what = {"raw": "pooled over every latent dimension as they are (as the notebook draws them)",
             "standardised": "each dimension centred and divided by its spread in generation 0's samples, "
                             "pooled over the dimensions generation 0 uses (so generation 0 has sd 1)"}
@@ -250,9 +251,29 @@ def vae_latents(ctx: Context, bins: int = 81, reach: float = 4.0):
                     if subsets else "")
                  + ". Collapse as the paper expects it: generation after generation the density "
                  "narrows towards a spike (narrower, a smaller sd, is worse). Here, the sd of the pooled means: "
-                 + "; ".join(spreads) + "."
+                 + "; ".join(spreads) + "." + scales
                  + (" Means beyond the axis are drawn in its outermost bins; the most of any generation: "
                     + "; ".join(beyond) + "." if beyond else ""))
+
+
+# panels whose tallest densities differ more than this many-fold get a density axis each: on one axis a collapsed
+# regime's spike (replace) flattened the other panels' densities (accumulate) to their floor
+OWN_AXES = 3.0
+
+
+def _density_axes(axes: list) -> str:
+    """One density axis across the panels (labelled on the first) where their tallest densities are within
+    OWN_AXES of each other, else one each, each labelled; the caption's sentence where they differ."""
+    tops = [ax.get_ylim()[1] for ax in axes]
+    if max(tops) <= OWN_AXES * min(tops):
+        for ax in axes:
+            ax.set_ylim(ax.get_ylim()[0], max(tops))
+            ax.tick_params(labelleft=ax is axes[0])
+        return ""
+    for ax in axes:
+        ax.set_ylabel("density")
+    return (f" Each panel has its own density axis: the tallest densities differ {max(tops) / min(tops):.0f}-fold, "
+            "and on one axis the lower would lie flat.")
 
 
 def _subsets(subsets: list[tuple[str, str]], panels: int) -> str:

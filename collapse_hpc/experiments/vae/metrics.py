@@ -33,7 +33,7 @@ SPECS = specs(
     # at most log 10 nats: every class equally often
     Metric("class_entropy", "class entropy", "nats", worse="lower", bounds=(0.0, float(np.log(CLASSES)))),
     Metric("class_min_share", "rarest class's share", worse="lower", bounds=SHARE),
-    Metric("pixel_variance", "pixel variance", worse="lower", bounds=NONNEGATIVE),
+    Metric("pixel_variance", "pixel variance", "(0–1 intensity)²", worse="lower", bounds=NONNEGATIVE),
     Metric("frechet", "Fréchet distance", worse="higher", bounds=NONNEGATIVE),
     Metric("latent_tail_share", "latent tail share", bounds=SHARE),
     Metric("train_loss", "training loss", "nats", bounds=NONNEGATIVE),
