@@ -148,11 +148,10 @@ def recorded(book: dict) -> RunQueue:
 
 def run_jobs(book: dict, found: dict[str, Queued]) -> RunQueue:
     """Of the jobs Slurm gives the ids a run's book records (`found`), the run's (runs_unit) and the others."""
-    units = record_names(book)
-    bases = {j.split("_")[0]: j for j in units}
+    names = book_names(book)
     queue = RunQueue()
     for jid, job in found.items():
-        entry = units.get(jid) or units.get(bases.get(jid.split("_")[0], ""))
+        entry = entry_of(names, jid)
         if entry is None:
             continue
         if runs_unit(*entry, job.name):
@@ -171,6 +170,17 @@ def record_names(book: dict) -> dict[str, tuple[str, str | None]]:
     if agg.get("job_id") is not None:
         out[str(agg["job_id"])] = ("aggregate", agg.get("name"))
     return out
+
+
+def book_names(book: dict) -> dict[str, tuple[str, str | None]]:
+    """record_names, and each array's own id (its base) for its tasks' entry: what entry_of looks up."""
+    units = record_names(book)
+    return {**{j.split("_")[0]: e for j, e in units.items()}, **units}
+
+
+def entry_of(names: dict, jid: str) -> tuple[str, str | None] | None:
+    """The book's (unit, name) for a job id Slurm gives (book_names), an array task's by its array's."""
+    return names.get(jid) or names.get(jid.split("_")[0])
 
 
 def runs_unit(label: str, name: str | None, found: str) -> bool:

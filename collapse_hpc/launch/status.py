@@ -56,13 +56,14 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     """slurm_states, and job id -> the signal that ended the job where sacct records one. With the run's `book`,
     an id whose job Slurm names otherwise than the unit's (slurm.run_jobs: after a reset or wrapped job-id
     counter, a stranger's) is left out, as a job gone from both is; the states' `others` names them."""
-    from collapse_hpc.launch.slurm import NoAnswer, RunQueue, listed, run_jobs
+    from collapse_hpc.launch.slurm import NoAnswer, RunQueue, book_names, listed, run_jobs
 
     bases = sorted({str(j).split("_")[0] for j in job_ids if j})
     if not bases:
         return {}, {}
     found, accounting = _sacct(bases)
-    ended = {jid: _chosen(jid, records_, book) for jid, records_ in found.items()}
+    names = book_names(book) if book is not None else None
+    ended = {jid: _chosen(jid, records_, names) for jid, records_ in found.items()}
     out = {jid: (r.state, r.elapsed, "") for jid, (r, _) in ended.items()}
     signals = {jid: r.signal for jid, (r, _) in ended.items() if r.signal}
     named = {jid: r.job for jid, (r, _) in ended.items() if r.job is not None}
@@ -141,22 +142,16 @@ def _sacct_records(text: str) -> dict[str, list[Ended]]:
     return found
 
 
-def _chosen(jid: str, found: list[Ended], book: dict | None) -> tuple[Ended, bool]:
-    """Of an id's sacct records, the newest the run's book names it for (slurm.runs_unit; slurmdbd's
-    placeholder name counts), else the newest; and whether it is the run's: after the id was reused, the
-    run's own job keeps its state."""
-    from collapse_hpc.launch.slurm import record_names, runs_unit
+def _chosen(jid: str, found: list[Ended], names: dict | None) -> tuple[Ended, bool]:
+    """Of an id's sacct records, the newest the run's book (slurm.book_names) names it for (slurm.runs_unit;
+    slurmdbd's placeholder name counts), else the newest; and whether it is the run's: after the id was reused,
+    the run's own job keeps its state."""
+    from collapse_hpc.launch.slurm import entry_of, runs_unit
 
-    newest = [r for _, r in sorted(enumerate(found), key=lambda item: (item[1].submit, item[0]))]
-    newest = [_unnamed(r) for r in newest]
-    entry = _book_entry(jid, record_names(book)) if book is not None else None
+    newest = [_unnamed(r) for r in sorted(found, key=lambda r: r.submit)]  # stable: sacct's order within a second
+    entry = entry_of(names, jid) if names is not None else None
     own = [r for r in newest if entry is not None and (r.job is None or runs_unit(*entry, r.job.name))]
     return (own[-1], True) if own else (newest[-1], entry is None)
-
-
-def _book_entry(jid: str, names: dict) -> tuple | None:
-    """The book's (unit, name) of a job id, an array task by its array's record."""
-    return names.get(jid) or next((e for j, e in names.items() if j.split("_")[0] == jid.split("_")[0]), None)
 
 
 def _unnamed(record: Ended) -> Ended:
