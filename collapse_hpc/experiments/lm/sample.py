@@ -629,10 +629,10 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
     shard_dir, n = Path(shard_dir), prompts.num_rows
     if remaining is None:
         remaining = remaining_chunks(shard_dir, n, batch_size, model_hash)
-    todo = deal_chunks(remaining, rank, world_size)
-    if log and len(remaining) < -(-n // batch_size):
+    todo, chunks = deal_chunks(remaining, rank, world_size), -(-n // batch_size)
+    if log and len(remaining) < chunks:
         log.info("sampling: %d of %d chunks already done; rank %d samples %d of the %d left",
-                 -(-n // batch_size) - len(remaining), -(-n // batch_size), rank, len(todo), len(remaining))
+                 chunks - len(remaining), chunks, rank, len(todo), len(remaining))
     ids, tokens = prompts.column("block_id").to_numpy(), prompts.column("input_ids")
     model = in_precision(model.eval(), d.precision)  # converted once, not per chunk
     device = device or next(model.parameters()).device
