@@ -117,11 +117,54 @@ def term_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     ignored = interruptible()
     try:
-        yield
+        with main_thread_woken():
+            yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if ignored:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+WAKE = signal.SIGURG  # ignored by default; given a handler, it ends the main thread's wait (EINTR)
+
+
+@contextmanager
+def main_thread_woken() -> Iterator[None]:
+    """Signals taken at once while the main thread waits in a native call (flock, join, waitpid).
+    Linux gives a process's signal to any of its threads that does not block it (on kernel 6.18 about
+    a quarter of the time an idle library worker's: pyarrow's, OpenBLAS's). Python runs the handler in
+    the main thread, but only once that thread is back in bytecode: a report's job waiting for the
+    report folder's lock heard scancel's SIGTERM when the wait ended, past KillWait. Each signal with a
+    Python handler writes its number to the wakeup fd; a daemon thread reading it sends WAKE to the
+    main thread, whose wait ends and runs the handlers (PEP 475 resumes it where none raises)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # the C handler must never block on a full pipe
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous = signal.signal(WAKE, _woken)
+    main = threading.main_thread().ident
+    forwarder = threading.Thread(target=_forward, args=(read_end, main), name="signal-wake", daemon=True)
+    forwarder.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(WAKE, signal.SIG_DFL if previous is None else previous)
+        os.close(write_end)  # the forwarder reads the end of the pipe and returns
+        forwarder.join(5)
+        os.close(read_end)
+
+
+def _woken(signum, frame) -> None:
+    """WAKE's handler: nothing; its arrival alone ends the main thread's wait."""
+
+
+def _forward(read_end: int, main: int) -> None:
+    while numbers := os.read(read_end, 64):
+        if any(n != WAKE for n in numbers):  # WAKE's own byte would wake it again and again
+            signal.pthread_kill(main, WAKE)
 
 
 def heeding_signals(call: Callable[..., T], *args, **kwargs) -> T:
@@ -129,8 +172,9 @@ def heeding_signals(call: Callable[..., T], *args, **kwargs) -> T:
     thread between bytecodes, so a long native call there (tokenizers' BPE training: its merges are
     minutes on a large corpus) took SIGTERM, SIGINT or USR2 only after it returned; on Slurm past
     KillWait, the job killed where it stood. It runs in a daemon thread (it must release the GIL) while
-    the main thread waits, and runs the handlers at once; what one raises leaves the call to end with
-    the process, its result unused."""
+    the main thread waits, and runs the handlers at once (where the signal reached the worker, once
+    main_thread_woken wakes it: term_as_interrupt and a job's stops_when_ending); what one raises
+    leaves the call to end with the process, its result unused."""
     if threading.current_thread() is not threading.main_thread():
         return call(*args, **kwargs)
     outcome: list = []

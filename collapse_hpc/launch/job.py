@@ -23,7 +23,7 @@ from collapse_hpc import logs
 from collapse_hpc.launch import requeue
 from collapse_hpc.launch.distributed import export_env
 from collapse_hpc.launch.peers import watching
-from collapse_hpc.machine import interruptible, leave_process_group
+from collapse_hpc.machine import interruptible, leave_process_group, main_thread_woken
 
 
 LAUNCHER = "COLLAPSE_LAUNCHER_PID"  # set by the local launcher for its units
@@ -95,7 +95,8 @@ def stops_when_ending(who: str, stop: str) -> Iterator[None]:
     wrote report/ after a resubmit had cancelled it as stale."""
     _stop_when_ending(stop)
     try:
-        yield
+        with main_thread_woken():  # a SIGTERM given to another thread while the block waits in flock, say
+            yield
     except Ending as e:
         logging.getLogger("collapse_hpc").warning("%s: %s", who, e)
         raise SystemExit(143) from None
