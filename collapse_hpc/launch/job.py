@@ -45,7 +45,7 @@ def _stop_without_launcher() -> None:
         while pid_alive(int(pid)):
             time.sleep(LAUNCHER_POLL_S)
         _orphaned.set()
-        os.kill(os.getpid(), signal.SIGINT)  # the main thread stops where Ctrl-C would stop it
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # it stops where Ctrl-C would stop it
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 

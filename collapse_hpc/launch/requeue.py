@@ -6,7 +6,6 @@ is now taken at the next point Python can raise it, without the traceback."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -41,7 +40,7 @@ def exit_where_python_can() -> None:
         logging.getLogger("collapse_hpc").info("requeued: the exit came inside %r; it is taken after it",
                                                hook_args.object)
         signal.signal(signal.SIGUSR2, on_usr2)
-        retry = threading.Timer(RETRY_S, os.kill, (os.getpid(), signal.SIGUSR2))
+        retry = threading.Timer(RETRY_S, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR2))
         retry.daemon = True
         retry.start()
         return None
