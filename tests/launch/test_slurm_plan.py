@@ -248,6 +248,30 @@ def _sacctmgr(fake_slurm, assoc: str = "collapse||||normal", qos: str = "normal|
     sacctmgr.chmod(0o755)
 
 
+@pytest.mark.parametrize("fails, why", [
+    ('echo "sacctmgr: error: Problem talking to the database: Connection refused" >&2; exit 1',
+     "sacctmgr show assoc failed: sacctmgr: error: Problem talking to the database: Connection refused"),
+    ("exec sleep 5", "sacctmgr show assoc: no answer within 0.5 s")], ids=["fails", "no answer"])
+def test_limits_sacctmgr_cannot_read_are_said_unchecked_and_the_submit_goes_on(tmp_path, fake_slurm, monkeypatch,
+                                                                               fails, why):
+    """Where sacctmgr failed or did not answer (slurmdbd down), the limits on jobs queued at once went unchecked
+    without a word, and a hung sacctmgr was waited on once for each of its four reads."""
+    from collapse_hpc.launch import quota
+
+    monkeypatch.setattr(quota, "SACCTMGR_WAIT", 0.5)
+    (fake_slurm / "config.txt").write_text("ClusterName = dev\nAccountingStorageEnforce = associations,limits,qos\n")
+    _sacctmgr(fake_slurm)
+    sacctmgr = fake_slurm / "bin" / "sacctmgr"
+    sacctmgr.write_text(sacctmgr.read_text().replace("case", f"{fails}\ncase", 1))
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0 and len(scripts(fake_slurm)) == 2, err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: the limits on jobs queued at once are not checked ({why}): sbatch checks them itself; "
+        f"past one it refuses a job part-way through the submit, and this submit's jobs are cancelled"], err
+    assert calls(fake_slurm, "sacctmgr") == 1
+
+
 def test_a_job_of_several_partitions_meets_the_limits_it_meets_in_each(tmp_path, fake_slurm):
     """partition: debug,gpu, both of QOS partq (MaxSubmitPU 100), which stands in for the jobs' QOS normal's 2:
     the check took no partition's QOS for a job of several and refused 4 jobs by normal's 2, which sbatch
