@@ -1377,12 +1377,12 @@ def test_only_a_submit_limit_withdraws_the_submit():
                              f"accounting/QOS policy (job submit limit, user's size and/or time limits)")
 
     with pytest.raises(UserError) as e:
-        _sbatch("gen_001", lambda: refused("QOSMaxWallDurationPerJobLimit"))
+        _sbatch("gen_001", "lt00g001-t:gen_001", lambda: refused("QOSMaxWallDurationPerJobLimit"))
     assert not isinstance(e.value, SubmitLimit)
     assert str(e.value) == ("sbatch refused gen_001: Job violates accounting/QOS policy (job submit limit, user's "
                             "size and/or time limits)")
     with pytest.raises(SubmitLimit) as e:
-        _sbatch("gen_001", lambda: refused("AssocMaxSubmitJobLimit"))
+        _sbatch("gen_001", "lt00g001-t:gen_001", lambda: refused("AssocMaxSubmitJobLimit"))
     assert e.value.limit == "AssocMaxSubmitJobLimit"
 
 
@@ -1484,3 +1484,29 @@ def test_a_resubmit_whose_scancel_gets_no_answer_says_what_it_queued(tmp_path, f
     assert rc == 2 and err[err.index("error:"):] == (
         f"error: scancel{NO_ANSWER}; this submit queued 2 jobs ({' '.join(new)}), recorded in jobs.json "
         f"(collapse-hpc status, cancel); the queued jobs they replace are not cancelled: scancel {gen1}\n"), err
+
+
+def test_a_sbatch_slurmctld_does_not_answer_says_the_job_may_be_queued_and_what_was(tmp_path, fake_slurm, monkeypatch):
+    """submitit ran the submission's sbatch with no timeout: a slurmctld that did not answer held submit for ever.
+    It is one line now: sbatch got no answer, its job may be queued all the same (the answer lost) and how to find
+    it, which jobs.json does not record, and the jobs queued before it, which it does."""
+    from collapse_hpc.launch import slurm
+
+    monkeypatch.setattr(slurm, "SLURMCTLD_WAIT", 1)
+    sbatch = fake_slurm / "bin" / "sbatch"
+    sbatch.write_text(sbatch.read_text().replace('cp "${@: -1}"', '[ $n = 103 ] && exec sleep 5; cp "${@: -1}"'))
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    chain = "ltchain/replace-p0-s0/gen_"
+    first = flag(scripts(fake_slurm)[101], "job-name")  # the run's name after the chain's head, before its label
+    array = first.replace("lt00g000-", "lt-array-").replace(f"{chain}000", "ltarray")
+    assert rc == 2 and "Traceback" not in err and err[err.index("error:"):] == (
+        "error: sbatch of the ltarray array: slurmctld did not answer within 1 s (down, failing over or overloaded: "
+        "`scontrol ping` says which); it may have queued the job all the same, its answer lost: before submitting "
+        f"again, find it (squeue --me -n {shlex.quote(array)}) and cancel it, as jobs.json does not record it; this "
+        "submit queued 2 jobs (101 102), recorded in jobs.json (collapse-hpc status, cancel)\n"), err
+    book = jobs(run)
+    assert [book["units"][f"{chain}{g:03d}"]["job_id"] for g in range(2)] == ["101", "102"]
+    assert not [u for label, u in book["units"].items() if label.startswith("ltarray") and u.get("job_id")]
+    assert "aggregate" not in book and sorted(scripts(fake_slurm)) == [101, 102]
