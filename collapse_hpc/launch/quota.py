@@ -214,8 +214,8 @@ def problem(jobs: dict[tuple[Charge, ...], int], user: str, config: str,
             partition_qos: Mapping[str, str]) -> str | None:
     """Whether the jobs a submit would queue, by what they charge (account "": the user's default; one charge
     per partition of a job of several), with the jobs queued now, pass a limit they meet: what `over` says of
-    it; None within them or where none can be read (where sacctmgr fails, a warning says so). `config`: scontrol show config's text; `partition_qos`:
-    partition -> its QOS (scontrol show partition's QoS=)."""
+    it; None within them or where none can be read (where sacctmgr fails, a warning says so). `config`:
+    scontrol show config's text; `partition_qos`: partition -> its QOS (scontrol show partition's QoS=)."""
     if not enforced(config) or shutil.which("sacctmgr") is None:
         return None
     try:
