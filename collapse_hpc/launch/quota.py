@@ -14,13 +14,15 @@ in any of them: it counts for each one's QOS from the moment it is queued, and s
 of any one (measured on Slurm 22.05 with EnforcePartLimits=NO: a job of debug,scavenger refused at the QOS of
 debug alone, and at the job's own QOS where only debug's stands in for it); a limit met in several, once.
 Where there is no sacctmgr, or slurm.conf's AccountingStorageEnforce leaves limits out, there is none to
-read, and sbatch alone checks. Where PrivateData=jobs hides other users' jobs from squeue, a limit on
+read, and sbatch alone checks; so where sacctmgr fails or does not answer (slurmdbd down), which a warning
+says. Where PrivateData=jobs hides other users' jobs from squeue, a limit on
 everyone's (or an account's) jobs is passed only where those squeue shows already pass it, and says so."""
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -165,7 +167,7 @@ def hides_jobs(config: str) -> bool:
 
 
 def _ask(cmd: list[str]) -> str | None:
-    """A Slurm command's output; None where it is missing or fails (slurmdbd down): nothing to read."""
+    """A Slurm command's output (squeue's); None where it is missing or fails: nothing to read."""
     if shutil.which(cmd[0]) is None:
         return None
     try:
@@ -175,26 +177,54 @@ def _ask(cmd: list[str]) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+SACCTMGR_WAIT = 30  # seconds: sacctmgr asks slurmdbd, which may be down or (a busy cluster's) slow
+
+
+class Unread(Exception):
+    """sacctmgr did not tell the limits: which of its reads, and why."""
+
+
+def _sacctmgr(*show: str) -> str:
+    """`sacctmgr -n -P show …`'s output; Unread where it fails (its last error line) or does not answer in time."""
+    from collapse_hpc.launch.slurm import last_error
+
+    try:
+        out = subprocess.run(["sacctmgr", "-n", "-P", "show", *show], capture_output=True, text=True,
+                             timeout=SACCTMGR_WAIT)
+    except subprocess.TimeoutExpired:
+        raise Unread(f"sacctmgr show {show[0]}: no answer within {SACCTMGR_WAIT:g} s") from None
+    if out.returncode:
+        raise Unread(f"sacctmgr show {show[0]} failed: {last_error(out)}")
+    return out.stdout
+
+
+def _accounting(user: str, config: str) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, dict[str, str]],
+                                                 str]:
+    """What sacctmgr tells of `user`: their associations, the accounts' own rows, the QOS by name, their default
+    account; Unread at the first read that fails."""
+    cluster = re.search(r"^ClusterName\s*=\s*(\S+)", config, re.M)
+    where = [f"cluster={cluster[1]}"] if cluster else []
+    assocs = parse(_sacctmgr("assoc", "where", f"user={user}", *where, "format=" + ",".join(ASSOC)), ASSOC)
+    accounts = parse(_sacctmgr("assoc", "where", "user=", *where, "format=" + ",".join(ACCOUNT)), ACCOUNT)
+    qos = {q["Name"]: q for q in parse(_sacctmgr("qos", "format=" + ",".join(QOS)), QOS)}
+    return assocs, accounts, qos, _sacctmgr("user", user, "format=DefaultAccount").strip()
+
+
 def problem(jobs: dict[tuple[Charge, ...], int], user: str, config: str,
             partition_qos: Mapping[str, str]) -> str | None:
     """Whether the jobs a submit would queue, by what they charge (account "": the user's default; one charge
     per partition of a job of several), with the jobs queued now, pass a limit they meet: what `over` says of
-    it; None within them or where none can be read. `config`: scontrol show config's text; `partition_qos`:
-    partition -> its QOS (scontrol show partition's QoS=)."""
-    if not enforced(config):
+    it; None within them or where none can be read (where sacctmgr fails, a warning says so). `config`:
+    scontrol show config's text; `partition_qos`: partition -> its QOS (scontrol show partition's QoS=)."""
+    if not enforced(config) or shutil.which("sacctmgr") is None:
         return None
-    cluster = re.search(r"^ClusterName\s*=\s*(\S+)", config, re.M)
-    where = [f"cluster={cluster[1]}"] if cluster else []
-    show = ["sacctmgr", "-n", "-P", "show"]
-    answers = [_ask([*show, "assoc", "where", f"user={user}", *where, "format=" + ",".join(ASSOC)]),
-               _ask([*show, "assoc", "where", "user=", *where, "format=" + ",".join(ACCOUNT)]),
-               _ask([*show, "qos", "format=" + ",".join(QOS)]),
-               _ask([*show, "user", user, "format=DefaultAccount"])]
-    if None in answers:
+    try:
+        met = weighed(jobs, *_accounting(user, config))
+    except Unread as e:  # sbatch still refuses past a limit: part-way, which submit's SubmitLimit undoes
+        print(f"warning: the limits on jobs queued at once are not checked ({e}): sbatch checks them itself; past "
+              f"one it refuses a job part-way through the submit, and this submit's jobs are cancelled",
+              file=sys.stderr)
         return None
-    assocs, accounts, qos, default = (parse(answers[0] or "", ASSOC), parse(answers[1] or "", ACCOUNT),
-                                      {q["Name"]: q for q in parse(answers[2] or "", QOS)}, (answers[3] or "").strip())
-    met = weighed(jobs, assocs, accounts, qos, default)
     if not met:
         return None
     everyone = any(limit.user is None for limit in met)  # squeue of every user's jobs only where one counts them

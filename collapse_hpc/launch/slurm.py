@@ -23,6 +23,7 @@ import math
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -56,8 +57,13 @@ def ask(cmd: list[str]) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=SLURMCTLD_WAIT)
     except subprocess.TimeoutExpired:
-        raise NoAnswer(f"{_named(cmd)}: slurmctld did not answer within {SLURMCTLD_WAIT:g} s (down, failing over or "
-                       f"overloaded: `scontrol ping` says which); try again once it answers") from None
+        raise NoAnswer(f"{unanswered(_named(cmd))}; try again once it answers") from None
+
+
+def unanswered(named: str) -> str:
+    """What to say of a Slurm command (`named`) that slurmctld did not answer within SLURMCTLD_WAIT."""
+    return (f"{named}: slurmctld did not answer within {SLURMCTLD_WAIT:g} s (down, failing over or overloaded: "
+            f"`scontrol ping` says which)")
 
 
 def _named(cmd: list[str]) -> str:
@@ -545,19 +551,49 @@ def cancel_run(store) -> int:
     return 0
 
 
-def _sbatch(what: str, call):
-    """Run a submission; sbatch's refusal (bad partition, account, …) becomes one error line (submitit
-    also prints sbatch's stderr as it is: kept out, the line quotes it)."""
+def _sbatch(what: str, name: str, call):
+    """Run a submission of the job(s) called `name`; sbatch's refusal (bad partition, account, …) becomes one
+    error line (submitit also prints sbatch's stderr as it is: kept out, the line quotes it), and so does a
+    slurmctld that does not answer within SLURMCTLD_WAIT (NoAnswer)."""
     from submitit.core.utils import FailedJobError
 
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()), _answered_within(SLURMCTLD_WAIT):
             return call()
-    except FailedJobError as e:
+    except (FailedJobError, _Unanswered) as e:
+        if isinstance(e, _Unanswered) or isinstance(e.__cause__, _Unanswered):
+            # the answer may be what was lost: slurmctld may have queued it
+            raise NoAnswer(f"{unanswered(f'sbatch of {what}')}; it may have queued the job all the same, its "
+                           f"answer lost: before submitting again, find it (squeue --me -n {shlex.quote(name)}) "
+                           f"and cancel it, as jobs.json does not record it") from None
         limit = next((word for word in SUBMIT_LIMITS if word in str(e)), None)
         if limit:
             raise SubmitLimit(what, limit) from None
         raise UserError(f"sbatch refused {what}: {said(str(e)) or e}") from None
+
+
+class _Unanswered(Exception):
+    """SIGALRM's, where sbatch waits past SLURMCTLD_WAIT (_answered_within)."""
+
+
+@contextlib.contextmanager
+def _answered_within(seconds: float):
+    """Raise _Unanswered in the main thread once `seconds` have passed: submitit runs sbatch with no timeout,
+    and kills it on an exception while it reads its output (FailedJobError, caused by this one). An alarm set
+    before (pytest-timeout's) goes on after."""
+    def ring(*_):
+        raise _Unanswered
+
+    handler = signal.signal(signal.SIGALRM, ring)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 0.001))
 
 
 # sbatch's reason where a limit on jobs queued at once (sacctmgr's MaxSubmitJobs of the association, or
@@ -814,8 +850,9 @@ class _Submission:
             arrays.setdefault(chain.experiment, []).append(chain)
         for name, group in arrays.items():
             self.array(name, group)
-        if kept := self.cancel(list(self.stale)):  # another user's: it would run its unit beside the new job
-            raise KeptJobs({j: (self.stale[j], self.owner(j), why) for j, why in kept.items()})
+        stale, self.stale = self.stale, {}  # cancelled: none is left queued beside its successor
+        if kept := self.cancel(list(stale)):  # another user's: it would run its unit beside the new job
+            raise KeptJobs({j: (stale[j], self.owner(j), why) for j, why in kept.items()})
         short = report_memory_short(prof, self.run, chains) if finish is not None else None
         if short:  # the aggregation job (aggregate.job) reads it
             self.book["report_replicates"] = short[1]
@@ -836,11 +873,22 @@ class _Submission:
         try:
             return cancel(jobs)
         except NoAnswer as e:
-            old = [j for j in jobs if j not in self.new_ids]  # those the new ones replace
-            raise NoAnswer(f"{e}; this submit queued {count(len(self.new_ids), 'job')} "
-                           f"({' '.join(self.new_ids[:10])}), recorded in jobs.json (collapse-hpc status, cancel)"
-                           + (f"; the queued jobs they replace are not cancelled: scancel {' '.join(old[:10])}"
-                              if old else "")) from None
+            raise NoAnswer(f"{e}; {self.queued_said([j for j in jobs if j not in self.new_ids])}") from None
+
+    def sbatch(self, what: str, name: str, call):
+        """_sbatch; where slurmctld does not answer, what this submit queued before is said with it: recorded."""
+        try:
+            return _sbatch(what, name, call)
+        except NoAnswer as e:
+            raise NoAnswer(f"{e}; {self.queued_said(list(self.stale))}") from None
+
+    def queued_said(self, old: list[str]) -> str:
+        """What to say of this submit's jobs where it ends part-way: queued and recorded, and the queued jobs
+        `old` they replace left queued."""
+        said = (f"this submit queued {count(len(self.new_ids), 'job')} ({' '.join(self.new_ids[:10])}), recorded "
+                f"in jobs.json (collapse-hpc status, cancel)" if self.new_ids else "this submit queued no job")
+        return said + (f"; the queued jobs they replace are not cancelled: scancel {' '.join(old[:10])}" if old
+                       else "")
 
     def live(self, label: str) -> str | None:
         return live_job(self.book, label, self.queue)
@@ -881,7 +929,8 @@ class _Submission:
             name = job_name(run.name, job.label, chain.experiment, number, job.index)
             ex = self.sub.executor(chain.kind, ranks, name=name, dependency=dep,
                                    comment=f"{job.label}" + (f" {dep}" if dep else ""))
-            sj = _sbatch(job.label, lambda: ex.submit(UnitJob(), self.root, job.experiment, job.variant, job.index))
+            unit = functools.partial(ex.submit, UnitJob(), self.root, job.experiment, job.variant, job.index)
+            sj = self.sbatch(job.label, name, unit)
             self.note(job.label, sj, dep, chain.kind, name)
             prev, resubmitted = sj.job_id, True
             self.new_ids.append(sj.job_id)
@@ -928,7 +977,7 @@ class _Submission:
                             for job, kind in piece]
 
             for piece in array_pieces(todo, self.max_array):
-                jobs = _sbatch(f"the {name} array", lambda piece=piece: array(piece))
+                jobs = self.sbatch(f"the {name} array", called, lambda piece=piece: array(piece))
                 for job, kind, sj in jobs:
                     self.note(job.label, sj, None, kind, called)
                 array_id = jobs[0][2].job_id.split("_")[0]
@@ -957,7 +1006,7 @@ class _Submission:
             called = job_name(self.run.name, "aggregate", "aggregate")
             ex = self.sub.executor("aggregate", 1, name=called, dependency=dep,
                                    comment="aggregate" + (f" {dep}" if dep else ""))
-            sj = _sbatch("the aggregation job", lambda: ex.submit(finish, self.root))
+            sj = self.sbatch("the aggregation job", called, lambda: ex.submit(finish, self.root))
             self.book["aggregate"] = {"job_id": sj.job_id, "log": str(sj.paths.stderr), "dependency": dep,
                                       "name": called,
                                       "submitted": time.time(), "history": agg.get("history", []) + (

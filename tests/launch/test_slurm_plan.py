@@ -248,6 +248,30 @@ def _sacctmgr(fake_slurm, assoc: str = "collapse||||normal", qos: str = "normal|
     sacctmgr.chmod(0o755)
 
 
+@pytest.mark.parametrize("fails, why", [
+    ('echo "sacctmgr: error: Problem talking to the database: Connection refused" >&2; exit 1',
+     "sacctmgr show assoc failed: sacctmgr: error: Problem talking to the database: Connection refused"),
+    ("exec sleep 5", "sacctmgr show assoc: no answer within 0.5 s")], ids=["fails", "no answer"])
+def test_limits_sacctmgr_cannot_read_are_said_unchecked_and_the_submit_goes_on(tmp_path, fake_slurm, monkeypatch,
+                                                                               fails, why):
+    """Where sacctmgr failed or did not answer (slurmdbd down), the limits on jobs queued at once went unchecked
+    without a word, and a hung sacctmgr was waited on once for each of its four reads."""
+    from collapse_hpc.launch import quota
+
+    monkeypatch.setattr(quota, "SACCTMGR_WAIT", 0.5)
+    (fake_slurm / "config.txt").write_text("ClusterName = dev\nAccountingStorageEnforce = associations,limits,qos\n")
+    _sacctmgr(fake_slurm)
+    sacctmgr = fake_slurm / "bin" / "sacctmgr"
+    sacctmgr.write_text(sacctmgr.read_text().replace("case", f"{fails}\ncase", 1))
+    cfg = write_config(tmp_path, generations=1, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0 and len(scripts(fake_slurm)) == 2, err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: the limits on jobs queued at once are not checked ({why}): sbatch checks them itself; "
+        f"past one it refuses a job part-way through the submit, and this submit's jobs are cancelled"], err
+    assert calls(fake_slurm, "sacctmgr") == 1
+
+
 def test_a_job_of_several_partitions_meets_the_limits_it_meets_in_each(tmp_path, fake_slurm):
     """partition: debug,gpu, both of QOS partq (MaxSubmitPU 100), which stands in for the jobs' QOS normal's 2:
     the check took no partition's QOS for a job of several and refused 4 jobs by normal's 2, which sbatch
@@ -1353,12 +1377,12 @@ def test_only_a_submit_limit_withdraws_the_submit():
                              f"accounting/QOS policy (job submit limit, user's size and/or time limits)")
 
     with pytest.raises(UserError) as e:
-        _sbatch("gen_001", lambda: refused("QOSMaxWallDurationPerJobLimit"))
+        _sbatch("gen_001", "lt00g001-t:gen_001", lambda: refused("QOSMaxWallDurationPerJobLimit"))
     assert not isinstance(e.value, SubmitLimit)
     assert str(e.value) == ("sbatch refused gen_001: Job violates accounting/QOS policy (job submit limit, user's "
                             "size and/or time limits)")
     with pytest.raises(SubmitLimit) as e:
-        _sbatch("gen_001", lambda: refused("AssocMaxSubmitJobLimit"))
+        _sbatch("gen_001", "lt00g001-t:gen_001", lambda: refused("AssocMaxSubmitJobLimit"))
     assert e.value.limit == "AssocMaxSubmitJobLimit"
 
 
@@ -1460,3 +1484,29 @@ def test_a_resubmit_whose_scancel_gets_no_answer_says_what_it_queued(tmp_path, f
     assert rc == 2 and err[err.index("error:"):] == (
         f"error: scancel{NO_ANSWER}; this submit queued 2 jobs ({' '.join(new)}), recorded in jobs.json "
         f"(collapse-hpc status, cancel); the queued jobs they replace are not cancelled: scancel {gen1}\n"), err
+
+
+def test_a_sbatch_slurmctld_does_not_answer_says_the_job_may_be_queued_and_what_was(tmp_path, fake_slurm, monkeypatch):
+    """submitit ran the submission's sbatch with no timeout: a slurmctld that did not answer held submit for ever.
+    It is one line now: sbatch got no answer, its job may be queued all the same (the answer lost) and how to find
+    it, which jobs.json does not record, and the jobs queued before it, which it does."""
+    from collapse_hpc.launch import slurm
+
+    monkeypatch.setattr(slurm, "SLURMCTLD_WAIT", 1)
+    sbatch = fake_slurm / "bin" / "sbatch"
+    sbatch.write_text(sbatch.read_text().replace('cp "${@: -1}"', '[ $n = 103 ] && exec sleep 5; cp "${@: -1}"'))
+    cfg = write_config(tmp_path, generations=2, ltchain={}, ltarray={"parts": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    chain = "ltchain/replace-p0-s0/gen_"
+    first = flag(scripts(fake_slurm)[101], "job-name")  # the run's name after the chain's head, before its label
+    array = first.replace("lt00g000-", "lt-array-").replace(f"{chain}000", "ltarray")
+    assert rc == 2 and "Traceback" not in err and err[err.index("error:"):] == (
+        "error: sbatch of the ltarray array: slurmctld did not answer within 1 s (down, failing over or overloaded: "
+        "`scontrol ping` says which); it may have queued the job all the same, its answer lost: before submitting "
+        f"again, find it (squeue --me -n {shlex.quote(array)}) and cancel it, as jobs.json does not record it; this "
+        "submit queued 2 jobs (101 102), recorded in jobs.json (collapse-hpc status, cancel)\n"), err
+    book = jobs(run)
+    assert [book["units"][f"{chain}{g:03d}"]["job_id"] for g in range(2)] == ["101", "102"]
+    assert not [u for label, u in book["units"].items() if label.startswith("ltarray") and u.get("job_id")]
+    assert "aggregate" not in book and sorted(scripts(fake_slurm)) == [101, 102]
