@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FunctionType
 from typing import Callable, Iterator, TypeVar
@@ -152,7 +152,9 @@ def main_thread_woken() -> Iterator[None]:
     finally:
         signal.set_wakeup_fd(previous_fd)
         signal.signal(WAKE, signal.SIG_DFL if previous is None else previous)
-        os.close(write_end)  # the forwarder reads the end of the pipe and returns
+        with suppress(BlockingIOError):  # full: the forwarder reads to its end (EOF) instead
+            os.write(write_end, b"\0")  # the end, no signal's number: a forked child may keep the pipe open
+        os.close(write_end)
         forwarder.join(5)
         os.close(read_end)
 
@@ -162,7 +164,7 @@ def _woken(signum, frame) -> None:
 
 
 def _forward(read_end: int, main: int) -> None:
-    while numbers := os.read(read_end, 64):
+    while (numbers := os.read(read_end, 64)) and 0 not in numbers:
         if any(n != WAKE for n in numbers):  # WAKE's own byte would wake it again and again
             signal.pthread_kill(main, WAKE)
 

@@ -116,3 +116,18 @@ def test_the_wake_is_undone_after_its_block():
     assert signal.getsignal(WAKE) is before
     assert signal.set_wakeup_fd(-1) == -1
     assert "signal-wake" not in {t.name for t in threading.enumerate()}
+
+
+def test_the_wake_ends_at_once_though_a_forked_child_keeps_its_pipe_open():
+    from collapse_hpc.machine import main_thread_woken
+
+    with main_thread_woken():
+        child = os.fork()
+        if child == 0:  # a fork without exec (a data loader's worker, say) holds the pipe's ends
+            time.sleep(30)
+            os._exit(0)
+        t0 = time.time()
+    took = time.time() - t0
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    assert took < 1 and "signal-wake" not in {t.name for t in threading.enumerate()}, took
