@@ -97,13 +97,15 @@ def save(store, data: dict) -> None:
 
 def record(data: dict, label: str, **fields) -> dict:
     """Set a unit's job (of the book's executor); a different earlier job id goes to its history, named
-    with its executor where that was another."""
+    with its executor where that was another. What the entry said of the unit before (its state, why it was not
+    run) is that earlier job's, or the want of one's: a new job starts without it."""
     entry = data["units"].setdefault(label, {})
     old = entry.get("job_id")
-    if old is not None and "job_id" in fields and str(fields["job_id"]) != str(old):
-        made = executor_of(data, entry)
-        entry.setdefault("history", []).append(str(old) if made == data.get("executor") else f"{made} {old}")
-        for stale in ("state", "elapsed", "error", "dependency", "executor", "name"):
+    if "job_id" in fields and str(fields["job_id"]) != str(old):
+        if old is not None:
+            made = executor_of(data, entry)
+            entry.setdefault("history", []).append(str(old) if made == data.get("executor") else f"{made} {old}")
+        for stale in ("state", "elapsed", "error", "dependency", "executor", "name", "reason"):
             entry.pop(stale, None)
     entry.update(fields)
     return entry

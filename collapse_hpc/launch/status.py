@@ -24,7 +24,7 @@ from collapse_hpc.launch import profile as profiles
 from collapse_hpc.store import RunStore, read_manifest, verify_unit
 from collapse_hpc.store.lock import holds as lock_holder
 from collapse_hpc.store.lock import pid_alive
-from collapse_hpc.store.manifest import read_once
+from collapse_hpc.store.manifest import BINDING, read_once
 
 # ended without finishing its unit; PREEMPTED: cancelled for a higher-priority job (a partition whose
 # PreemptMode is CANCEL; one that requeues reads PENDING again)
@@ -317,12 +317,34 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
         return "COMPLETED", _clock(manifest.get("seconds")), None  # its manifest is written last: say what is missing
     if local and jid is None and unit_dir.is_dir():  # begun in-process (debug, by hand), which records no job
         return "unfinished", "", None  # as the report says it: its folder holds no manifest yet
+    if local and jid is not None and begun_again(unit_dir, entry):  # its job's end is not what left it so
+        return "unfinished", "", None
     if local:
         return local_state(entry), _clock(entry.get("elapsed")), None
     if jid is None:
         return "not submitted", "", None
     state, elapsed, _ = slurm.get(str(jid), ("UNKNOWN", "", ""))
     return state, elapsed, None
+
+
+def begun_again(unit_dir: Path, entry: dict) -> bool:
+    """Whether an unfinished unit was begun again after its recorded local job ended: its binding, written as an
+    attempt starts and removed as it finishes, is newer than that end. A redo by hand (verify's redo command,
+    an in-process run) writes no job to jobs.json, so the job's state is not the unit's story."""
+    started, elapsed = entry.get("started"), entry.get("elapsed")
+    if not all(isinstance(t, (int, float)) for t in (started, elapsed)):  # running, or an older version's entry
+        return False
+    try:
+        return (unit_dir / BINDING).stat().st_mtime > started + elapsed
+    except OSError:  # no attempt under way
+        return False
+
+
+def begun_again_words(entry: dict) -> str:
+    """What status says of a unit begun_again: the redo, not the earlier job, is why it is unfinished (it may
+    still run, or have been stopped)."""
+    ended = str(entry.get("state") or "ended").lower().replace("_", " ")
+    return f"begun again by hand after local pid {entry['job_id']} {ended}, and not finished since"
 
 
 def made_by(manifest: dict, entry: dict, local: bool) -> tuple[str | None, str | None]:
@@ -532,6 +554,8 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict], rec
     state, elapsed, manifest = unit_state(store, run, job, entry, slurm, local)
     unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
             "job_id": entry.get("job_id")}
+    if state == "unfinished" and unit["job_id"] is not None:  # begun_again: that job no longer tells the unit
+        unit["job_id"], unit["reason"] = None, begun_again_words(entry)
     if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
         maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
         unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)

@@ -175,9 +175,7 @@ def job_states(root: Path) -> dict:
     book = records.load(RunStore(root))
     units = book.get("units") or {}
     slurm = {label for label, e in units.items() if records.executor_of(book, e) == "slurm"}
-    # a local job recorded RUNNING may have died with its launcher
-    out = {label: {**e, "state": status.local_state(e)} if e.get("state") == "RUNNING" else e
-           for label, e in units.items() if label not in slurm}
+    out = {label: _local_job(root, label, e) for label, e in units.items() if label not in slurm}
     # a recorded id whose job has another name now (a reset job-id counter: a stranger's) reads as gone
     states = status.slurm_view([units[label].get("job_id") for label in slurm], book)[0] if slurm else {}
     accounting = getattr(states, "accounting", None)  # sacct failed: ended jobs' states unknown
@@ -194,6 +192,16 @@ def job_states(root: Path) -> dict:
             if state in status.BAD else []
         out[label] = {**entry, "state": state} | ({"error": said[-1]} if said else {})
     return out
+
+
+def _local_job(root: Path, label: str, entry: dict) -> dict:
+    """A local unit's entry as the report reads it: a job recorded RUNNING may have died with its launcher, and
+    a unit begun again by hand since its job ended is unfinished, whatever that job's state (status.begun_again)."""
+    from collapse_hpc.launch import status
+
+    if entry.get("state") == "RUNNING":
+        return {**entry, "state": status.local_state(entry)}
+    return {**entry, "state": "unfinished"} if status.begun_again(root / label, entry) else entry
 
 
 def labels(paths: list[str]) -> list[str]:

@@ -126,6 +126,15 @@ def existing_run(path) -> RunStore:
     return store
 
 
+def _a_run_record(doc) -> bool:
+    """Whether `doc` has the shape run.json is written in (RunStore.open; an older version's: the hash alone)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("config_hash"), str):
+        return False
+    earlier, config, knobs = doc.get("earlier", []), doc.get("config", {}), doc.get("how_it_runs", [])
+    return (isinstance(earlier, list) and all(isinstance(h, str) for h in earlier)
+            and isinstance(config, dict) and isinstance(knobs, list))
+
+
 class RunStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
@@ -190,9 +199,11 @@ class RunStore:
                             f"'# config_hash:' line): --run names a folder of yours; keep configs outside run "
                             f"folders, or give another --run")
         old = hand = None
+        earlier: set[str] = set()
         if self.exists():  # the config as the run made it, and the file's values as they are now: one read
             written, old = self.saved(run.section_classes())
             hand = yamlfile.loads(written, str(self.config_path))
+            earlier = self.config_hashes(run.section_classes()) - {run.hash()}  # a damaged run.json: refused here
         edited = old is not None and self._edited(hand)
         if old is not None and edited:
             _warn_overwritten(self.config_path, old, hand, new, run.section_classes())
@@ -211,7 +222,6 @@ class RunStore:
         # hand edit is judged against it)
         if old == new and not edited and self._made_config(run.hash()) is not None:
             return run
-        earlier = self.config_hashes(run.section_classes()) - {run.hash()} if old is not None else set()
         atomic.write_text(self.config_path, f"# config_hash: {run.hash()}\n" + cfgmod.dump(run))
         knobs = sorted(f"{name}.{k}" for name, cls in run.section_classes().items() for k in cfgmod.how_it_runs(cls))
         # the config itself too: a later hand edit of config.yaml is judged against it (saved_config)
@@ -223,10 +233,9 @@ class RunStore:
     def config_hashes(self, sections: Mapping[str, type] | None = None) -> set[str]:
         """The hashes of every config the run was made under: its saved config's, and those run.json
         keeps from before a how-it-runs knob changed or a newer version added keys (`earlier`)."""
-        doc = self._record()
-        earlier = doc.get("earlier") if isinstance(doc, dict) else None
-        kept = {h for h in earlier if isinstance(h, str)} if isinstance(earlier, list) else set()
-        return {cfgmod.config_hash(self.saved_config(sections))} | kept
+        saved = cfgmod.config_hash(self.saved_config(sections))  # an edit by hand is said before a damaged record
+        doc = self._intact_record()
+        return {saved} | set(doc.get("earlier", []) if doc is not None else [])
 
     def saved_config(self, sections: Mapping[str, type] | None = None) -> dict:
         """The run's config.yaml as a mapping, as the run made it (saved), or one error line (never a traceback)."""
@@ -325,6 +334,19 @@ class RunStore:
                                         kept=(FileNotFoundError, IsADirectoryError)))
         except (OSError, ValueError):
             return None
+
+    def _intact_record(self) -> dict | None:
+        """run.json as read; None where there is none (an older version's run). One there that is no run record
+        (cut short, garbage, another shape) is one error line: its `earlier` hashes are kept nowhere else, and
+        without them a run would write it anew and verify judge the units made under them another config's."""
+        doc = self._record()
+        if doc is None and not (self.root / RUN_JSON).exists():
+            return None
+        if _a_run_record(doc):
+            return doc
+        raise UserError(f"{self.root / RUN_JSON}: not a run record (cut short or damaged), and it keeps the hashes "
+                        f"of the configs the run was made under: restore it, or remove it to go on without them "
+                        f"(units made under an earlier config then read as another config's)")
 
     def _recorded_hash(self) -> str | None:
         """The config hash run.json recorded, else config.yaml's first line (`# config_hash: …`, written

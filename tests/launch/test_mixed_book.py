@@ -55,3 +55,40 @@ def test_submit_queues_a_unit_whose_local_pid_squeue_lists_as_another_job(tmp_pa
     gen0, gen1 = book["units"][GEN0], book["units"]["toy/replace-p0-s0/gen_001"]
     assert gen0["job_id"] != PID and gen0["history"][-1] == f"local {PID}"
     assert gen1["dependency"] == f"afterok:{gen0['job_id']}"
+
+
+def _stopped_locally(tmp_path):
+    """A local run as its launcher leaves it after GEN0 failed: GEN0 FAILED, gen_001 NOT_RUN for that reason."""
+    import time
+
+    from collapse_hpc import engine, experiments
+    from collapse_hpc.store import RunStore
+
+    run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local",
+                                        "toy": {"rows": 2}})
+    store = RunStore(tmp_path / "run")
+    engine.open_run(store, run)
+    book = {"executor": "local", "units": {}, "folder": records.identity(store)}
+    records.record(book, GEN0, job_id=PID, log=str(store.logs / f"{PID}_0_log.err"), state="FAILED",
+                   started=time.time(), elapsed=1.0, error="RuntimeError: out of memory")
+    records.record(book, GEN1, job_id=None, state="NOT_RUN", reason=f"{GEN0} failed")
+    records.save(store, book)
+    return store
+
+
+GEN1 = "toy/replace-p0-s0/gen_001"
+
+
+def test_a_unit_left_not_run_locally_then_queued_on_slurm_reads_as_its_slurm_job(tmp_path, fake_slurm):  # noqa: F811
+    """The local launcher recorded gen_001 NOT_RUN (gen_000 failed); a submit since queued it on Slurm, and its
+    entry kept the local launcher's state and reason: status read 'NOT_RUN (… gen_000 failed)' of a unit whose
+    Slurm job waited, ran or completed."""
+    store = _stopped_locally(tmp_path)
+    rc, _, err = collapse("submit", store.config_path, "--run", store.root, "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 0, err
+    gen0, gen1 = jobs(store.root)["units"][GEN0], jobs(store.root)["units"][GEN1]
+    assert not {"reason", "state", "executor"} & set(gen1), gen1
+    (fake_slurm / "sacct.txt").write_text(f"{gen0['job_id']}|COMPLETED|00:00:05\n{gen1['job_id']}|RUNNING|00:00:02\n")
+    rc, out, _ = collapse("status", store.root)
+    assert rc == 0 and f"  gen_001  RUNNING       job {gen1['job_id']}" in out, out
+    assert "NOT_RUN" not in out and "failed" not in out, out

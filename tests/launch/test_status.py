@@ -176,16 +176,13 @@ def test_slurms_times_read_in_one_form():
     assert slurm_seconds("INVALID") is None and slurm_seconds("") is None and _clock(None) == ""
 
 
-def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys):
-    """verify's redo (`collapse-hpc toy CFG --run RUN --variant V --unit 1`) rewrites a unit without a job:
-    status named the local job that had made it before, whose results are gone."""
+def _completed_locally(tmp_path):
+    """A toy chain of 2 generations, both done by the local launcher's jobs 100 and 101 (COMPLETED)."""
     import time
 
     from collapse_hpc import engine, experiments
     from collapse_hpc.launch import debug, records
-    from collapse_hpc.launch.listing import show
-    from collapse_hpc.store import RunStore, read_manifest
-    from tests.launch.helpers import collapse
+    from collapse_hpc.store import RunStore
 
     run = experiments.config_from_dict({"name": "t", "generations": 2, "seeds": [0], "executor": "local", "toy": {}})
     store = RunStore(tmp_path / "run")
@@ -197,6 +194,19 @@ def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys)
         records.record(book, job.label, job_id=str(100 + job.index), log=None, state="COMPLETED", started=started,
                        elapsed=time.time() - started)
     records.save(store, book)
+    return store
+
+
+def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys):
+    """verify's redo (`collapse-hpc toy CFG --run RUN --variant V --unit 1`) rewrites a unit without a job:
+    status named the local job that had made it before, whose results are gone."""
+    import time
+
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store import read_manifest
+    from tests.launch.helpers import collapse
+
+    store = _completed_locally(tmp_path)
     gen1 = store.root / "toy" / "replace-p0-s0" / "gen_001"
     (gen1 / "metrics.parquet").write_bytes(b"damaged")
     time.sleep(0.01)
@@ -207,6 +217,38 @@ def test_a_unit_redone_by_hand_is_not_shown_as_its_earlier_job(tmp_path, capsys)
     host = read_manifest(gen1)["host"]
     assert "gen_000  done          local pid 100" in out
     assert f"gen_001  done          by hand on {host}" in out and "pid 101" not in out
+
+
+def test_a_unit_redone_by_hand_and_stopped_reads_unfinished_not_as_its_earlier_job(tmp_path, capsys, monkeypatch):
+    """verify's redo of a unit whose local job had COMPLETED, stopped (Ctrl-C) before it finished: status read
+    "COMPLETED … the job ended before the unit's results were recorded", the earlier job's story, not the
+    redo's."""
+    import time
+
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.report import collect, tables
+    from tests.launch.helpers import collapse
+    from tests.toy_experiment import Toy
+
+    store = _completed_locally(tmp_path)
+    (store.root / "toy" / "replace-p0-s0" / "gen_001" / "metrics.parquet").write_bytes(b"damaged")
+    time.sleep(0.01)
+
+    def stopped(self, ctx):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the unit
+
+    monkeypatch.setattr(Toy, "run_unit", stopped)
+    rc, _, _ = collapse("toy", store.config_path, "--run", store.root, "--variant", "replace-p0-s0", "--unit", "1")
+    assert rc != 0
+    capsys.readouterr()
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    assert "gen_000  done          local pid 100" in out
+    assert "gen_001  unfinished" in out and "begun again by hand after local pid 101 completed, and not finished " \
+                                             "since" in out, out
+    assert "COMPLETED" not in out and "results were recorded" not in out and "redo:" not in out, out
+    said = tables.unfinished([collect.load_run(store.root)])  # the report's banner says as status does
+    assert said == ["toy/replace-p0-s0: 1 of 2 generations finished; gen_001: unfinished (no manifest yet)"], said
 
 
 def test_a_run_in_process_reads_as_run_not_as_not_launched(tmp_path, capsys):

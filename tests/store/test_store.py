@@ -106,6 +106,32 @@ def test_run_config_mismatch_is_refused(tmp_path):
     assert not store.logs.exists()  # refused with nothing made (it made logs/ first)
 
 
+@pytest.mark.parametrize("damage", ['{"config_hash": "', "[]", '{"earlier": ["0123456789abcdef"]}',
+                                    '{"config_hash": "HASH", "earlier": "0123456789abcdef"}'],
+                         ids=["cut-short", "a-list", "no-hash", "earlier-not-a-list"])
+def test_a_damaged_run_record_is_refused_not_written_anew_without_its_earlier_hashes(tmp_path, damage):
+    """run.json garbage (not JSON, or JSON of another shape) beside an unedited config.yaml was written anew by
+    the next run, without the hashes of the configs the run was made under before (`earlier`): verify then
+    judged the units made under them another config's. It is one line, as a damaged jobs.json or plan.json
+    is, and the file stays as it is; removed, the run goes on without them."""
+    store = RunStore(tmp_path / "run")
+    config = experiments.config_from_dict({"toy": {"rows": 3}})
+    store.open(config)
+    record = store.root / "run.json"
+    kept = json.loads(record.read_text()) | {"earlier": ["0123456789abcdef"]}  # as a knob changed since writes it
+    record.write_text(json.dumps(kept))
+    assert "0123456789abcdef" in store.config_hashes(experiments.sections())
+    damage = damage.replace("HASH", kept["config_hash"])  # the record's own: only `earlier` is misshapen
+    record.write_text(damage)
+    said = f"{record}: not a run record (cut short or damaged), and it keeps the hashes of the configs"
+    for read in (lambda: store.open(config), lambda: store.config_hashes(experiments.sections())):
+        with pytest.raises(UserError, match=f"^{re.escape(said)}.*restore it, or remove it"):
+            read()
+    assert record.read_text() == damage
+    record.unlink()  # the user's choice: config.yaml's first line, without the earlier hashes
+    assert store.open(config) == config and "earlier" not in json.loads(record.read_text())
+
+
 def _hold_lock(path, ready, release):
     with RunLock(path):
         ready.set()
