@@ -248,28 +248,37 @@ def _sacctmgr(fake_slurm, assoc: str = "collapse||||normal", qos: str = "normal|
     sacctmgr.chmod(0o755)
 
 
-@pytest.mark.parametrize("fails, why", [
-    ('echo "sacctmgr: error: Problem talking to the database: Connection refused" >&2; exit 1',
+@pytest.mark.parametrize("reader, fails, why", [
+    ("sacctmgr", 'echo "sacctmgr: error: Problem talking to the database: Connection refused" >&2; exit 1',
      "sacctmgr show assoc failed: sacctmgr: error: Problem talking to the database: Connection refused"),
-    ("exec sleep 5", "sacctmgr show assoc: no answer within 0.5 s")], ids=["fails", "no answer"])
-def test_limits_sacctmgr_cannot_read_are_said_unchecked_and_the_submit_goes_on(tmp_path, fake_slurm, monkeypatch,
-                                                                               fails, why):
+    ("sacctmgr", "exec sleep 5", "sacctmgr show assoc: no answer within 0.5 s"),
+    ("squeue", 'echo "squeue: error: slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1',
+     "squeue failed: squeue: error: slurm_load_jobs error: Unable to contact slurm controller"),
+    ("squeue", "exec sleep 5", "squeue: no answer within 1 s")],
+    ids=["sacctmgr fails", "sacctmgr no answer", "squeue fails", "squeue no answer"])
+def test_limits_sacctmgr_or_squeue_cannot_read_are_said_unchecked_and_the_submit_goes_on(
+        tmp_path, fake_slurm, monkeypatch, reader, fails, why):
     """Where sacctmgr failed or did not answer (slurmdbd down), the limits on jobs queued at once went unchecked
-    without a word, and a hung sacctmgr was waited on once for each of its four reads."""
-    from collapse_hpc.launch import quota
+    without a word, and a hung sacctmgr was waited on once for each of its four reads. Where the squeue of the
+    jobs they count (%u|%a|%q|%P) did, it counted none without a word, and passed a submit that sbatch refuses
+    part-way."""
+    from collapse_hpc.launch import quota, slurm
 
     monkeypatch.setattr(quota, "SACCTMGR_WAIT", 0.5)
+    monkeypatch.setattr(slurm, "SLURMCTLD_WAIT", 1)
     (fake_slurm / "config.txt").write_text("ClusterName = dev\nAccountingStorageEnforce = associations,limits,qos\n")
-    _sacctmgr(fake_slurm)
-    sacctmgr = fake_slurm / "bin" / "sacctmgr"
-    sacctmgr.write_text(sacctmgr.read_text().replace("case", f"{fails}\ncase", 1))
+    _sacctmgr(fake_slurm, "collapse||10||normal")
+    # squeue's earlier reads (the user's jobs, the run's) answer; after the fake's line of calls.txt
+    only = "" if reader == "sacctmgr" else '[[ "$*" == *"%u|%a|%q|%P"* ]] && '
+    fake = (fake_slurm / "bin" / reader).read_text().split("\n")
+    (fake_slurm / "bin" / reader).write_text("\n".join(fake[:2] + [f"{only}{{ {fails}; }}"] + fake[2:]))
     cfg = write_config(tmp_path, generations=1, ltchain={})
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 0 and len(scripts(fake_slurm)) == 2, err
     assert [line for line in err.splitlines() if line.startswith("warning:")] == [
         f"warning: the limits on jobs queued at once are not checked ({why}): sbatch checks them itself; "
         f"past one it refuses a job part-way through the submit, and this submit's jobs are cancelled"], err
-    assert calls(fake_slurm, "sacctmgr") == 1
+    assert calls(fake_slurm, "sacctmgr") == (1 if reader == "sacctmgr" else 4)
 
 
 def test_a_job_of_several_partitions_meets_the_limits_it_meets_in_each(tmp_path, fake_slurm):
