@@ -1149,7 +1149,7 @@ def test_cancel_lists_an_arrays_tasks_in_task_order(tmp_path, fake_slurm):
     tasks = [jobs(run)["units"][f"ltarray/replace-p0-s0/part_{p:03d}"]["job_id"] for p in range(12)]
     (fake_slurm / "squeue.txt").write_text("".join(f"{t}|PENDING|0:00\n" for t in reversed(tasks)))
     rc, out, err = collapse("cancel", run)
-    assert rc == 0 and f"cancelled 12 queued or running jobs: {' '.join(tasks[:10])} …;" in out, out
+    assert rc == 0 and f"cancelled 12 queued or running jobs: {' '.join(tasks[:10])} and 2 more;" in out, out
 
 
 def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fake_slurm):
@@ -1519,3 +1519,16 @@ def test_a_sbatch_slurmctld_does_not_answer_says_the_job_may_be_queued_and_what_
     assert [book["units"][f"{chain}{g:03d}"]["job_id"] for g in range(2)] == ["101", "102"]
     assert not [u for label, u in book["units"].items() if label.startswith("ltarray") and u.get("job_id")]
     assert "aggregate" not in book and sorted(scripts(fake_slurm)) == [101, 102]
+
+
+def test_a_submit_cut_short_says_how_many_of_its_jobs_it_does_not_name(tmp_path, fake_slurm, monkeypatch):
+    """The line of a submit that ends part-way named its first 10 jobs queued and recorded as if they were all."""
+    from collapse_hpc.launch import slurm
+
+    monkeypatch.setattr(slurm, "SLURMCTLD_WAIT", 1)
+    sbatch = fake_slurm / "bin" / "sbatch"  # the report's job, after the chain's 12
+    sbatch.write_text(sbatch.read_text().replace('cp "${@: -1}"', '[ $n = 113 ] && exec sleep 5; cp "${@: -1}"'))
+    cfg = write_config(tmp_path, generations=12, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and err.endswith(f"; this submit queued 12 jobs ({' '.join(map(str, range(101, 111)))} and 2 more), "
+                                    f"recorded in jobs.json (collapse-hpc status, cancel)\n"), err
