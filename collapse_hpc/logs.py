@@ -1,5 +1,5 @@
 """Logging of the collapse_hpc loggers: to stderr, and to RUN/logs/collapse-hpc.log for a run; and
-how a count reads in what the commands say (count)."""
+how a count, or a long list, reads in what the commands say (count, first_few)."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +13,13 @@ _OURS = "_collapse_hpc_handler"
 def count(n: int, noun: str) -> str:
     """'1 unit', '2 units', '0 units'."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def first_few(items: list[str], most: int, sep: str = " ") -> str:
+    """The first `most` of `items` joined by `sep`, and how many more there are: '101 102 103 and 25 more'
+    (a line names a few of a submit's thousand job ids, and says they are not all)."""
+    rest = len(items) - most
+    return sep.join(items[:most]) + (f" and {rest} more" if rest > 0 else "")
 
 
 def for_job() -> None:

@@ -6,6 +6,7 @@ import shlex
 
 from collapse_hpc.config import EXECUTORS
 from collapse_hpc.errors import UserError
+from collapse_hpc.logs import first_few
 
 
 def choose(executor: str | None, profile: str | None) -> str | None:
@@ -53,7 +54,6 @@ def refuse_if_submitted(store) -> None:
 
     live = live_jobs(book)
     if live:
-        shown = ", ".join(live[:5]) + (f", … ({len(live)} in all)" if len(live) > 5 else "")
-        raise UserError(f"{store.root}: Slurm jobs of this run are queued or running ({shown}); wait for them "
-                        f"(collapse-hpc status {shlex.quote(str(store.root))}) or cancel them (scancel) before "
-                        f"running it here")
+        raise UserError(f"{store.root}: Slurm jobs of this run are queued or running ({first_few(live, 5, ', ')}); "
+                        f"wait for them (collapse-hpc status {shlex.quote(str(store.root))}) or cancel them "
+                        f"(scancel) before running it here")

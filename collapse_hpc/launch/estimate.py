@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
-from collapse_hpc.logs import count
+from collapse_hpc.logs import count, first_few
 
 LARGE_GPU_HOURS = 100.0  # a plan estimated over this needs --force (paper.yaml: 7.5 GPU-hours)
 # the report (collect.tidy) holds every metric of every replicate and generation as one long row, ~34 bytes
@@ -66,9 +66,8 @@ class Estimate:
             out.append(f"memory: {self.memory_bytes / 2**30:.3g} GiB at least for the largest unit, per rank "
                        f"({self.memory_of})")
         if self.memory_unknown:
-            units = self.memory_unknown
-            out.append("memory: unknown for " + ", ".join(units[:3]) + (f" and {len(units) - 3} more" if len(units) > 3
-                       else "") + " (nothing here states the size of the model they hold)")
+            out.append(f"memory: unknown for {first_few(self.memory_unknown, 3, ', ')} (nothing here states the size "
+                       f"of the model they hold)")
         if self.report_rows:
             out.append(f"report: {self.report_bytes / 2**30:.3g} GiB of memory for the aggregation job "
                        f"({self.report_rows:,} metric rows: every metric of every replicate and generation)")

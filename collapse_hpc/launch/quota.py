@@ -14,9 +14,10 @@ in any of them: it counts for each one's QOS from the moment it is queued, and s
 of any one (measured on Slurm 22.05 with EnforcePartLimits=NO: a job of debug,scavenger refused at the QOS of
 debug alone, and at the job's own QOS where only debug's stands in for it); a limit met in several, once.
 Where there is no sacctmgr, or slurm.conf's AccountingStorageEnforce leaves limits out, there is none to
-read, and sbatch alone checks; so where sacctmgr fails or does not answer (slurmdbd down), which a warning
-says. Where PrivateData=jobs hides other users' jobs from squeue, a limit on
-everyone's (or an account's) jobs is passed only where those squeue shows already pass it, and says so."""
+read, and sbatch alone checks; so where sacctmgr fails or does not answer (slurmdbd down), or squeue does
+(the jobs queued now unknown), which a warning says. Where PrivateData=jobs hides other users' jobs from
+squeue, a limit on everyone's (or an account's) jobs is passed only where those squeue shows already pass it,
+and says so."""
 from __future__ import annotations
 
 import re
@@ -166,22 +167,11 @@ def hides_jobs(config: str) -> bool:
     return m is not None and "jobs" in m[1].lower().split(",")
 
 
-def _ask(cmd: list[str]) -> str | None:
-    """A Slurm command's output (squeue's); None where it is missing or fails: nothing to read."""
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
 SACCTMGR_WAIT = 30  # seconds: sacctmgr asks slurmdbd, which may be down or (a busy cluster's) slow
 
 
 class Unread(Exception):
-    """sacctmgr did not tell the limits: which of its reads, and why."""
+    """sacctmgr did not tell the limits, or squeue the jobs they count: which read, and why."""
 
 
 def _sacctmgr(*show: str) -> str:
@@ -210,26 +200,45 @@ def _accounting(user: str, config: str) -> tuple[list[dict[str, str]], list[dict
     return assocs, accounts, qos, _sacctmgr("user", user, "format=DefaultAccount").strip()
 
 
+def _squeue(user: str, everyone: bool) -> str:
+    """squeue's %u|%a|%q|%P of the user's queued jobs (every user's, `everyone`); Unread where it is missing, fails
+    or gets no answer (slurm.ask): counted as none, the jobs queued now would pass a submit that sbatch refuses."""
+    from collapse_hpc.launch.slurm import SLURMCTLD_WAIT, NoAnswer, ask, last_error
+
+    if shutil.which("squeue") is None:
+        raise Unread("squeue not found")
+    try:
+        out = ask(["squeue", "-h", "-r", *([] if everyone else ["-u", user]), "-o", "%u|%a|%q|%P"])
+    except NoAnswer:
+        raise Unread(f"squeue: no answer within {SLURMCTLD_WAIT:g} s") from None
+    if out.returncode:
+        raise Unread(f"squeue failed: {last_error(out)}")
+    return out.stdout
+
+
+def _queued_now(met: dict[Limit, int], user: str, partition_qos: Mapping[str, str]) -> list[Charge]:
+    """The queued jobs the limits `met` may count: the user's, or every user's where one counts theirs."""
+    everyone = any(limit.user is None for limit in met)
+    return [_queued(line, partition_qos) for line in _squeue(user, everyone).splitlines() if line.count("|") == 3]
+
+
 def problem(jobs: dict[tuple[Charge, ...], int], user: str, config: str,
             partition_qos: Mapping[str, str]) -> str | None:
     """Whether the jobs a submit would queue, by what they charge (account "": the user's default; one charge
     per partition of a job of several), with the jobs queued now, pass a limit they meet: what `over` says of
-    it; None within them or where none can be read (where sacctmgr fails, a warning says so). `config`:
-    scontrol show config's text; `partition_qos`: partition -> its QOS (scontrol show partition's QoS=)."""
+    it; None within them or where none can be read (where sacctmgr or squeue fails, a warning says so).
+    `config`: scontrol show config's text; `partition_qos`: partition -> its QOS (scontrol show partition's
+    QoS=)."""
     if not enforced(config) or shutil.which("sacctmgr") is None:
         return None
     try:
         met = weighed(jobs, *_accounting(user, config))
+        queued = _queued_now(met, user, partition_qos) if met else []
     except Unread as e:  # sbatch still refuses past a limit: part-way, which submit's SubmitLimit undoes
         print(f"warning: the limits on jobs queued at once are not checked ({e}): sbatch checks them itself; past "
               f"one it refuses a job part-way through the submit, and this submit's jobs are cancelled",
               file=sys.stderr)
         return None
-    if not met:
-        return None
-    everyone = any(limit.user is None for limit in met)  # squeue of every user's jobs only where one counts them
-    queue = _ask(["squeue", "-h", "-r", *([] if everyone else ["-u", user]), "-o", "%u|%a|%q|%P"])
-    queued = [_queued(line, partition_qos) for line in (queue or "").splitlines() if line.count("|") == 3]
     hidden = hides_jobs(config)
     found = (over(limit, n, sum(limit.counts(job) for job in queued), hidden and limit.user is None)
              for limit, n in met.items())

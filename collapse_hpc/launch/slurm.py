@@ -35,7 +35,7 @@ from collapse_hpc.launch import profile as profiles
 from collapse_hpc.launch import records
 from collapse_hpc.launch.gres import check as check_gres
 from collapse_hpc.launch.gres import offered
-from collapse_hpc.logs import count
+from collapse_hpc.logs import count, first_few
 from collapse_hpc.store import read_manifest
 from collapse_hpc.store.lock import beside_reader
 
@@ -203,12 +203,11 @@ def others_said(queue) -> str | None:
     others = getattr(queue, "others", {})
     if not others:
         return None
-    shown = "; ".join(f"{j} (recorded for {label}) is {job.user}'s {job.name!r}"
-                      for j, (label, job) in list(others.items())[:3])
+    shown = first_few([f"{j} (recorded for {label}) is {job.user}'s {job.name!r}"
+                       for j, (label, job) in others.items()], 3, "; ")
     verb = "now names another job" if len(others) == 1 else "now name other jobs"
-    return (f"{count(len(others), 'job id')} of this run's jobs.json {verb}: {shown}"
-            + (" …" if len(others) > 3 else "") + "; the cluster's job ids were reset or wrapped: they are "
-            "not this run's, and are left alone")
+    return (f"{count(len(others), 'job id')} of this run's jobs.json {verb}: {shown}; the cluster's job ids were "
+            f"reset or wrapped: they are not this run's, and are left alone")
 
 
 NO_LIMIT = ("UNLIMITED", "INFINITE", "NONE", "")
@@ -538,14 +537,13 @@ def cancel_run(store) -> int:
     if refused:  # a shared run folder: a colleague's jobs are theirs (or an operator's) to cancel
         why = sorted(set(refused.values()))
         raise UserError(f"{store.root}: scancel refused {count(len(refused), 'job')} of its {len(jobs)} queued or "
-                        f"running ({' '.join(sorted(refused, key=job_order)[:10])}: {'; '.join(why)}); jobs "
+                        f"running ({first_few(sorted(refused, key=job_order), 10)}: {'; '.join(why)}); jobs "
                         f"another user queued are theirs to cancel (squeue -j {','.join(jobs[:3])} -o %i,%u)"
                         + (f"; {count(len(jobs) - len(refused), 'other job')} cancelled" if len(jobs) > len(refused)
                            else ""))
     if jobs:
-        print(f"{store.root}: cancelled {count(len(jobs), 'queued or running job')}: {' '.join(jobs[:10])}"
-              + (" …" if len(jobs) > 10 else "")
-              + f"; finished units stay (collapse-hpc status {shlex.quote(str(store.root))})")
+        print(f"{store.root}: cancelled {count(len(jobs), 'queued or running job')}: {first_few(jobs, 10)}"
+              f"; finished units stay (collapse-hpc status {shlex.quote(str(store.root))})")
     else:
         print(f"{store.root}: nothing to cancel: none of its jobs is queued or running")
     return 0
@@ -885,9 +883,9 @@ class _Submission:
     def queued_said(self, old: list[str]) -> str:
         """What to say of this submit's jobs where it ends part-way: queued and recorded, and the queued jobs
         `old` they replace left queued."""
-        said = (f"this submit queued {count(len(self.new_ids), 'job')} ({' '.join(self.new_ids[:10])}), recorded "
+        said = (f"this submit queued {count(len(self.new_ids), 'job')} ({first_few(self.new_ids, 10)}), recorded "
                 f"in jobs.json (collapse-hpc status, cancel)" if self.new_ids else "this submit queued no job")
-        return said + (f"; the queued jobs they replace are not cancelled: scancel {' '.join(old[:10])}" if old
+        return said + (f"; the queued jobs they replace are not cancelled: scancel {first_few(old, 10)}" if old
                        else "")
 
     def live(self, label: str) -> str | None:

@@ -248,28 +248,37 @@ def _sacctmgr(fake_slurm, assoc: str = "collapse||||normal", qos: str = "normal|
     sacctmgr.chmod(0o755)
 
 
-@pytest.mark.parametrize("fails, why", [
-    ('echo "sacctmgr: error: Problem talking to the database: Connection refused" >&2; exit 1',
+@pytest.mark.parametrize("reader, fails, why", [
+    ("sacctmgr", 'echo "sacctmgr: error: Problem talking to the database: Connection refused" >&2; exit 1',
      "sacctmgr show assoc failed: sacctmgr: error: Problem talking to the database: Connection refused"),
-    ("exec sleep 5", "sacctmgr show assoc: no answer within 0.5 s")], ids=["fails", "no answer"])
-def test_limits_sacctmgr_cannot_read_are_said_unchecked_and_the_submit_goes_on(tmp_path, fake_slurm, monkeypatch,
-                                                                               fails, why):
+    ("sacctmgr", "exec sleep 5", "sacctmgr show assoc: no answer within 0.5 s"),
+    ("squeue", 'echo "squeue: error: slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1',
+     "squeue failed: squeue: error: slurm_load_jobs error: Unable to contact slurm controller"),
+    ("squeue", "exec sleep 5", "squeue: no answer within 1 s")],
+    ids=["sacctmgr fails", "sacctmgr no answer", "squeue fails", "squeue no answer"])
+def test_limits_sacctmgr_or_squeue_cannot_read_are_said_unchecked_and_the_submit_goes_on(
+        tmp_path, fake_slurm, monkeypatch, reader, fails, why):
     """Where sacctmgr failed or did not answer (slurmdbd down), the limits on jobs queued at once went unchecked
-    without a word, and a hung sacctmgr was waited on once for each of its four reads."""
-    from collapse_hpc.launch import quota
+    without a word, and a hung sacctmgr was waited on once for each of its four reads. Where the squeue of the
+    jobs they count (%u|%a|%q|%P) did, it counted none without a word, and passed a submit that sbatch refuses
+    part-way."""
+    from collapse_hpc.launch import quota, slurm
 
     monkeypatch.setattr(quota, "SACCTMGR_WAIT", 0.5)
+    monkeypatch.setattr(slurm, "SLURMCTLD_WAIT", 1)
     (fake_slurm / "config.txt").write_text("ClusterName = dev\nAccountingStorageEnforce = associations,limits,qos\n")
-    _sacctmgr(fake_slurm)
-    sacctmgr = fake_slurm / "bin" / "sacctmgr"
-    sacctmgr.write_text(sacctmgr.read_text().replace("case", f"{fails}\ncase", 1))
+    _sacctmgr(fake_slurm, "collapse||10||normal")
+    # squeue's earlier reads (the user's jobs, the run's) answer; after the fake's line of calls.txt
+    only = "" if reader == "sacctmgr" else '[[ "$*" == *"%u|%a|%q|%P"* ]] && '
+    fake = (fake_slurm / "bin" / reader).read_text().split("\n")
+    (fake_slurm / "bin" / reader).write_text("\n".join(fake[:2] + [f"{only}{{ {fails}; }}"] + fake[2:]))
     cfg = write_config(tmp_path, generations=1, ltchain={})
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
     assert rc == 0 and len(scripts(fake_slurm)) == 2, err
     assert [line for line in err.splitlines() if line.startswith("warning:")] == [
         f"warning: the limits on jobs queued at once are not checked ({why}): sbatch checks them itself; "
         f"past one it refuses a job part-way through the submit, and this submit's jobs are cancelled"], err
-    assert calls(fake_slurm, "sacctmgr") == 1
+    assert calls(fake_slurm, "sacctmgr") == (1 if reader == "sacctmgr" else 4)
 
 
 def test_a_job_of_several_partitions_meets_the_limits_it_meets_in_each(tmp_path, fake_slurm):
@@ -1140,7 +1149,7 @@ def test_cancel_lists_an_arrays_tasks_in_task_order(tmp_path, fake_slurm):
     tasks = [jobs(run)["units"][f"ltarray/replace-p0-s0/part_{p:03d}"]["job_id"] for p in range(12)]
     (fake_slurm / "squeue.txt").write_text("".join(f"{t}|PENDING|0:00\n" for t in reversed(tasks)))
     rc, out, err = collapse("cancel", run)
-    assert rc == 0 and f"cancelled 12 queued or running jobs: {' '.join(tasks[:10])} …;" in out, out
+    assert rc == 0 and f"cancelled 12 queued or running jobs: {' '.join(tasks[:10])} and 2 more;" in out, out
 
 
 def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fake_slurm):
@@ -1510,3 +1519,16 @@ def test_a_sbatch_slurmctld_does_not_answer_says_the_job_may_be_queued_and_what_
     assert [book["units"][f"{chain}{g:03d}"]["job_id"] for g in range(2)] == ["101", "102"]
     assert not [u for label, u in book["units"].items() if label.startswith("ltarray") and u.get("job_id")]
     assert "aggregate" not in book and sorted(scripts(fake_slurm)) == [101, 102]
+
+
+def test_a_submit_cut_short_says_how_many_of_its_jobs_it_does_not_name(tmp_path, fake_slurm, monkeypatch):
+    """The line of a submit that ends part-way named its first 10 jobs queued and recorded as if they were all."""
+    from collapse_hpc.launch import slurm
+
+    monkeypatch.setattr(slurm, "SLURMCTLD_WAIT", 1)
+    sbatch = fake_slurm / "bin" / "sbatch"  # the report's job, after the chain's 12
+    sbatch.write_text(sbatch.read_text().replace('cp "${@: -1}"', '[ $n = 113 ] && exec sleep 5; cp "${@: -1}"'))
+    cfg = write_config(tmp_path, generations=12, ltchain={})
+    rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", REPO / "slurm" / "local.yaml")
+    assert rc == 2 and err.endswith(f"; this submit queued 12 jobs ({' '.join(map(str, range(101, 111)))} and 2 more), "
+                                    f"recorded in jobs.json (collapse-hpc status, cancel)\n"), err
