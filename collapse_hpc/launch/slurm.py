@@ -885,8 +885,8 @@ class _Submission:
         `old` they replace left queued."""
         said = (f"this submit queued {count(len(self.new_ids), 'job')} ({first_few(self.new_ids, 10)}), recorded "
                 f"in jobs.json (collapse-hpc status, cancel)" if self.new_ids else "this submit queued no job")
-        return said + (f"; the queued jobs they replace are not cancelled: scancel {first_few(old, 10)}" if old
-                       else "")
+        # every one: jobs.json no longer names them, so this line is the user's only list of them
+        return said + (f"; the queued jobs they replace are not cancelled: scancel {' '.join(old)}" if old else "")
 
     def live(self, label: str) -> str | None:
         return live_job(self.book, label, self.queue)

@@ -1477,22 +1477,27 @@ def test_cancel_and_profile_init_slurmctld_does_not_answer_are_one_line(tmp_path
     assert rc == 2 and err == f"error: sinfo{NO_ANSWER}\n" and not (tmp_path / "slurm").exists(), err
 
 
-def test_a_resubmit_whose_scancel_gets_no_answer_says_what_it_queued(tmp_path, fake_slurm, monkeypatch):
+@pytest.mark.parametrize("generations", [2, 13])
+def test_a_resubmit_whose_scancel_gets_no_answer_says_what_it_queued(tmp_path, fake_slurm, monkeypatch, generations):
     """A chain queued anew cancels the jobs it replaces: where scancel got no answer, the new jobs stay queued and
-    recorded, and the line says so and which jobs were not cancelled (they would run their units beside them)."""
-    cfg = write_config(tmp_path, generations=2, ltchain={})
+    recorded, and the line says so and which jobs were not cancelled (they would run their units beside them):
+    every one of them, as jobs.json no longer names them."""
+    from collapse_hpc.logs import first_few
+
+    cfg = write_config(tmp_path, generations=generations, ltchain={})
     run = tmp_path / "run"
     submit(cfg, run)
-    gen1 = jobs(run)["units"]["ltchain/replace-p0-s0/gen_001"]["job_id"]
-    _queued_as(fake_slurm, os.environ.get("USER", "root"), {gen1: "PENDING"})  # gen_000's job ended unfinished
+    labels = [f"ltchain/replace-p0-s0/gen_{g:03d}" for g in range(generations)]
+    old = [jobs(run)["units"][label]["job_id"] for label in labels[1:]]
+    _queued_as(fake_slurm, os.environ.get("USER", "root"), dict.fromkeys(old, "PENDING"))  # gen_000's ended unfinished
     hangs(fake_slurm, monkeypatch, "scancel")
     rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
-    book = jobs(run)["units"]
-    new = [book[f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2)]
-    assert gen1 not in new and len(scripts(fake_slurm)) == 3 + 2, scripts(fake_slurm)
+    new = [jobs(run)["units"][label]["job_id"] for label in labels]
+    assert not set(old) & set(new) and len(scripts(fake_slurm)) == 2 * generations + 1, scripts(fake_slurm)
     assert rc == 2 and err[err.index("error:"):] == (
-        f"error: scancel{NO_ANSWER}; this submit queued 2 jobs ({' '.join(new)}), recorded in jobs.json "
-        f"(collapse-hpc status, cancel); the queued jobs they replace are not cancelled: scancel {gen1}\n"), err
+        f"error: scancel{NO_ANSWER}; this submit queued {generations} jobs ({first_few(new, 10)}), recorded in "
+        f"jobs.json (collapse-hpc status, cancel); the queued jobs they replace are not cancelled: scancel "
+        f"{' '.join(old)}\n"), err
 
 
 def test_a_sbatch_slurmctld_does_not_answer_says_the_job_may_be_queued_and_what_was(tmp_path, fake_slurm, monkeypatch):
