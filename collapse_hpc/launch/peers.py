@@ -398,9 +398,9 @@ def _drop_shared_launch(top: int, name: str) -> None:
     """One launch's folder in the shared folder gone where it is this user's and the launch ended: its records this
     user's (another user's stay, and with them the folder)."""
     launcher = name.rpartition("-")[2]
-    if not launcher.isdigit() or pid_alive(int(launcher)):
-        return
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, OverflowError):  # OverflowError: a pid too large for any process (planted)
+        if not launcher.isdigit() or pid_alive(int(launcher)):
+            return
         launch = os.open(name, OPENED_AS_IS | os.O_DIRECTORY, dir_fd=top)
         try:
             if os.fstat(launch).st_uid != os.getuid() or any(map(_lives, _records_at(launch))):

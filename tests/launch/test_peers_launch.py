@@ -184,6 +184,7 @@ def test_in_the_shared_folder_a_launch_removes_only_what_is_its_users(host_tmp, 
     theirs = _made_as(root, shared / f"29400-{dead}", 0o777)
     _made_as(user, theirs / "0.json", 0o644, ended_rank)  # this user's rank recorded itself in their folder
     _made_as(root, shared / f"29401-{dead}", 0o700)  # unreadable to this user
+    _made_as(root, shared / f"29405-{'9' * 30}", 0o777)  # no process's pid
     elsewhere = _made_as(user, host_tmp / "elsewhere", 0o755)  # a folder of this user's, not of launches
     _made_as(user, elsewhere / "0.json", 0o644, ended_rank)
     (shared / f"29402-{dead}").symlink_to(elsewhere)
@@ -193,6 +194,7 @@ def test_in_the_shared_folder_a_launch_removes_only_what_is_its_users(host_tmp, 
     _made_as(root, shared_mine / "1.json", 0o666, ended_rank | {"rank": 1})
     said = json.loads(ended(forked_as(user, lambda: _rank(0, lambda: None))))
     assert said == {"error": "", "stderr": ""}
-    assert sorted(p.name for p in shared.iterdir()) == [f"{port}-{dead}" for port in (29400, 29401, 29402, 29404)]
+    assert sorted(p.name for p in shared.iterdir()) == [f"{port}-{dead}" for port in (29400, 29401, 29402, 29404)] + [
+        f"29405-{'9' * 30}"]
     assert [p.name for p in theirs.iterdir()] == ["0.json"] and [p.name for p in shared_mine.iterdir()] == ["1.json"]
     assert (elsewhere / "0.json").exists()
