@@ -22,7 +22,8 @@ ended by Slurm), it names those that never said they came, "one of" them where t
 A launch outside a job (`collapse-hpc lm` by the reference's flags, under torchrun, srun or by hand) records
 its ranks the same way, in a folder of this user's in the host's temporary files, unwatched (launched_ranks): a
 rank whose collective broke or timed out says in one line the rank that ended or hung (PeerStopped), not gloo's
-traceback. The records go once no rank of the launch lives: at the last rank's end, else at a later launch's start.
+traceback. The records go once no rank of the launch lives: at the last rank's end, else at a later launch's start,
+which also removes this user's ended launches from the one folder all users shared before (collapse-hpc-ranks).
 
 API: watching(run_dir, rank, world_size), launched_ranks(), PeerStopped, culprit(folder),
 folder(run_dir, job_id).
@@ -343,6 +344,7 @@ def _entered(where: Path, rank: int) -> bool:
     try:
         _private(where.parent)
         _drop_ended(where.parent, where)
+        _drop_shared_ended()
         _write(where, rank, "running")
     except OSError as e:
         print(f"warning: rank {rank}: cannot record itself in {e.filename or where} ({e.strerror or e}): a peer's "
@@ -369,6 +371,60 @@ def _drop_ended(top: Path, current: Path) -> None:
             if launch != current and launcher.isdigit() and not pid_alive(int(launcher)) \
                     and not any(map(_lives, _records(launch))):
                 _remove(launch)
+
+
+# the folder every user's launches shared before each user had their own (_launches): no launch writes it now
+SHARED = "collapse-hpc-ranks"
+OPENED_AS_IS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # a link is not followed, a planted pipe not waited on
+
+
+def _drop_shared_ended() -> None:
+    """Remove this user's ended launches (as _drop_ended judges them) from the shared folder, and it once empty and
+    this user's. Nothing is said where it cannot be. Entries are opened as they are and judged by their owner then:
+    the folder may be writable by another user, who could swap an entry for a link to this user's files."""
+    shared = Path(tempfile.gettempdir()) / SHARED
+    with contextlib.suppress(OSError):
+        top = os.open(shared, OPENED_AS_IS | os.O_DIRECTORY)
+        try:
+            for launch in os.listdir(top):
+                _drop_shared_launch(top, launch)
+            if os.fstat(top).st_uid == os.getuid():
+                os.rmdir(shared)  # kept while not empty
+        finally:
+            os.close(top)
+
+
+def _drop_shared_launch(top: int, name: str) -> None:
+    """One launch's folder in the shared folder gone where it is this user's and the launch ended: its records this
+    user's (another user's stay, and with them the folder)."""
+    launcher = name.rpartition("-")[2]
+    with contextlib.suppress(OSError, OverflowError):  # OverflowError: a pid too large for any process (planted)
+        if not launcher.isdigit() or pid_alive(int(launcher)):
+            return
+        launch = os.open(name, OPENED_AS_IS | os.O_DIRECTORY, dir_fd=top)
+        try:
+            if os.fstat(launch).st_uid != os.getuid() or any(map(_lives, _records_at(launch))):
+                return
+            for record in _names(launch):
+                if os.stat(record, dir_fd=launch, follow_symlinks=False).st_uid == os.getuid():
+                    os.unlink(record, dir_fd=launch)
+        finally:
+            os.close(launch)
+        os.rmdir(name, dir_fd=top)
+
+
+def _names(folder: int) -> list[str]:
+    return [name for name in os.listdir(folder) if name.endswith(".json")]
+
+
+def _records_at(folder: int) -> list:
+    """The records in an opened folder, those not read left out (as _records)."""
+    out = []
+    for name in _names(folder):
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.open(name, OPENED_AS_IS, dir_fd=folder)) as f:
+                out.append(json.load(f))
+    return out
 
 
 def _leave(where: Path, rank: int) -> None:

@@ -4,8 +4,10 @@ bind no one: another user's launch is root's here, and this user's ranks are chi
 import io
 import json
 import os
+import pwd
 import select
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -137,3 +139,62 @@ def test_a_launch_removes_those_of_this_users_launches_that_ended(tmp_path, monk
     with peers.launched_ranks():
         pass
     assert sorted(p.name for p in launches.iterdir()) == sorted([launcher_lives.name, rank_lives.name])
+
+
+def test_a_launch_removes_this_users_ended_launches_from_the_folder_all_users_shared(tmp_path, monkeypatch):
+    """Earlier versions recorded every user's launches in one folder, collapse-hpc-ranks, which no launch cleaned
+    since: the records of its ended launches stayed for good. Those of a launch that may go on stay."""
+    dead = _dead_pid()
+    _launched_rank(monkeypatch, tmp_path, 0)
+    shared = tmp_path / peers.SHARED
+    gone, launcher_lives, rank_lives = (shared / f"{port}-{launcher}" for port, launcher in
+                                        ((29400, dead), (29401, os.getpid()), (29402, dead)))
+    peers._record(gone, 1, "failed", "its own", pid=dead)
+    peers._record(launcher_lives, 0, "failed", "its own", pid=dead)
+    peers._record(rank_lives, 0, "running")  # this process stands for the rank
+    with peers.launched_ranks():
+        pass
+    assert sorted(p.name for p in shared.iterdir()) == sorted([launcher_lives.name, rank_lives.name])
+    peers._record(rank_lives, 0, "running", pid=dead)
+    shutil.rmtree(launcher_lives)
+    with peers.launched_ranks():
+        pass
+    assert not shared.exists()  # emptied, and this user's
+
+
+def _made_as(user, path: Path, mode: int, record: dict | None = None) -> Path:
+    """A folder (or with `record`, a rank's record in it) that `user` made."""
+    if record is None:
+        path.mkdir(mode=mode)
+    else:
+        path.write_text(json.dumps(record))
+    path.chmod(mode)
+    os.chown(path, user.pw_uid, user.pw_gid)
+    return path
+
+
+def test_in_the_shared_folder_a_launch_removes_only_what_is_its_users(host_tmp, monkeypatch):
+    """The shared folder may be writable by every user (made with umask 0): another user's ended launch (this user's
+    records in it too), their records in this user's, and a link of theirs to a folder of this user's stay; one this
+    user may not read is passed over, unsaid."""
+    user, root, dead = nobody(), pwd.getpwuid(0), _dead_pid()
+    ended_rank = {"rank": 0, "pid": dead, "host": socket.gethostname(), "state": "failed", "cause": "its own"}
+    _launched_rank(monkeypatch, host_tmp, 0)
+    shared = _made_as(root, host_tmp / peers.SHARED, 0o777)
+    theirs = _made_as(root, shared / f"29400-{dead}", 0o777)
+    _made_as(user, theirs / "0.json", 0o644, ended_rank)  # this user's rank recorded itself in their folder
+    _made_as(root, shared / f"29401-{dead}", 0o700)  # unreadable to this user
+    _made_as(root, shared / f"29405-{'9' * 30}", 0o777)  # no process's pid
+    elsewhere = _made_as(user, host_tmp / "elsewhere", 0o755)  # a folder of this user's, not of launches
+    _made_as(user, elsewhere / "0.json", 0o644, ended_rank)
+    (shared / f"29402-{dead}").symlink_to(elsewhere)
+    mine, shared_mine = (_made_as(user, shared / f"{port}-{dead}", 0o755) for port in (29403, 29404))
+    _made_as(user, mine / "0.json", 0o644, ended_rank)
+    _made_as(user, shared_mine / "0.json", 0o644, ended_rank)
+    _made_as(root, shared_mine / "1.json", 0o666, ended_rank | {"rank": 1})
+    said = json.loads(ended(forked_as(user, lambda: _rank(0, lambda: None))))
+    assert said == {"error": "", "stderr": ""}
+    assert sorted(p.name for p in shared.iterdir()) == [f"{port}-{dead}" for port in (29400, 29401, 29402, 29404)] + [
+        f"29405-{'9' * 30}"]
+    assert [p.name for p in theirs.iterdir()] == ["0.json"] and [p.name for p in shared_mine.iterdir()] == ["1.json"]
+    assert (elsewhere / "0.json").exists()

@@ -308,8 +308,9 @@ def test_lm_beyond_caption_names_a_run_without_a_decoding_sweep_by_its_regimes()
 
 
 def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
-    """The L2 figure draws the mean of l2_squared per generation (the notebook's quantity), labelled so."""
-    from collapse_hpc.experiments.gmm.figures import gmm_l2
+    """The L2 figure draws the mean of l2_squared per generation (the notebook's quantity), labelled so, with what
+    it is counted in (its y-axis said the distance only, as the total variance's did)."""
+    from collapse_hpc.experiments.gmm.figures import gmm_l2, gmm_variance
     from tests.report import synthetic
 
     root = tmp_path / "g"
@@ -319,7 +320,8 @@ def test_gmm_l2_figure_plots_the_squared_distance(tmp_path):
     fig, caption = gmm_l2(ctx)
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
-    assert " ".join(ax.get_ylabel().split()) == "squared L2 distance ‖f₀ − fₖ‖² (log scale)"
+    assert " ".join(ax.get_ylabel().split()) == "squared L2 distance ‖f₀ − fₖ‖², per data unit² (log scale)"
+    assert " ".join(gmm_variance(ctx)[0].axes[0].get_ylabel().split()) == "total variance, data units² (log scale)"
     assert "squared" in caption and "higher is worse" in caption
     want = ctx.df[ctx.df["metric"] == "l2_squared"].groupby(["regime", "generation"])["value"].mean()
     thick = [ln for ln in ax.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]
@@ -981,13 +983,8 @@ def test_an_overview_of_many_metrics_fits_a_page_in_height(tmp_path):
     root = tmp_path / "g"
     synthetic.write_config(root, {"gaussian": {"generations": 3}}, generations=3)
     synthetic.gaussian(root, generations=3, replicates=3)
-    from collapse_hpc.plotting.plots import Context
-
     ctx = _context(root, "gaussian")
-    extra = ctx.df[ctx.df["metric"] == "sigma_hat"]
-    df = pd.concat([ctx.df, *(extra.assign(metric=f"extra_{i}") for i in range(13 - len(drawing_metrics(ctx))))])
-    ctx = Context("gaussian", df, stats.summarise(df), ctx.runs,
-                  experiments.describe("gaussian").metric_specs(sorted(df["metric"].unique())))
+    ctx = _with(ctx, "gaussian", **{f"extra_{i}": "sigma_hat" for i in range(13 - len(drawing_metrics(ctx)))})
     assert len(drawing_metrics(ctx)) == 13
     with drawing.figure_style():
         pages = drawing.overviews(ctx)
@@ -1027,25 +1024,43 @@ def test_no_panel_says_its_title_again_on_its_y_axis(full_run, experiment):
     assert said_twice == [], said_twice
 
 
+def _with(ctx, experiment: str, **copies):
+    """ctx with metrics the synthetic run does not record: each new name's values those of the metric it names."""
+    from collapse_hpc.plotting.plots import Context
+
+    df = pd.concat([ctx.df, *(ctx.df[ctx.df["metric"] == of].assign(metric=name) for name, of in copies.items())])
+    return Context(experiment, df, stats.summarise(df), ctx.runs,
+                   experiments.describe(experiment).metric_specs(sorted(df["metric"].unique())))
+
+
+def _scales(ctx) -> dict[str, str]:
+    """The overview's panels: title -> y-axis label, as words."""
+    with drawing.figure_style():
+        return {_said(ax.get_title()): _said(ax.get_ylabel()) for _, _, overview in drawing.overviews(ctx)
+                for ax in overview(ctx)[0].axes if ax.get_visible()}
+
+
 def test_the_gaussian_overview_counts_its_values_in_the_data_units(full_run):
     """Every gaussian estimate's y-axis read "value": the fits, errors and W2 are stored in the real data's units
     (the config's sigma is not divided out), variances and W2² in their square, the masses as fractions; the gmm's
-    positions and variances likewise, its L2 distances between densities left "value"."""
-    scales = {}
-    with drawing.figure_style():
-        for experiment in ("gaussian", "gmm"):
-            ctx = _context(full_run, experiment)
-            _, _, overview = drawing.overviews(ctx)[0]
-            for ax in overview(ctx)[0].axes:
-                if ax.get_visible():
-                    scales[_said(ax.get_title())] = _said(ax.get_ylabel())
+    positions and variances likewise, and its L2 distances between its 2-D densities (each per data unit²), which
+    read "value" too, per data unit (squared: per data unit²)."""
+    scales = _scales(_context(full_run, "gaussian")) | _scales(_with(_context(full_run, "gmm"), "gmm", l2="l2_squared"))
     assert {t: scales[t] for t in ("fitted σ", "|σ − fitted σ|", "fitted variance", "W2² to the real",
                                    "log fitted variance", "mass beyond the real μ ± 2σ")} == {
         "fitted σ": "data units", "|σ − fitted σ|": "data units", "fitted variance": "data units²",
         "W2² to the real": "data units²", "log fitted variance": "ln of data units²",
         "mass beyond the real μ ± 2σ": "fraction"}, scales
     assert scales["total variance"] == "data units²" and scales["comp. 0 95% tail x"] == "data units", scales
-    assert scales["squared L2 to generation 0"] == "value", scales
+    assert scales["squared L2 to generation 0"] == "per data unit²", scales
+    assert scales["L2 distance to generation 0"] == "per data unit", scales
+
+
+def test_the_vae_overview_counts_the_frechet_distance_in_squared_feature_units(full_run):
+    """The Fréchet distance's y-axis read "value": FID's formula gives the distance squared, between Gaussians fitted
+    to the classifier's penultimate features."""
+    scales = _scales(_with(_context(full_run, "vae"), "vae", frechet="class_entropy"))
+    assert scales["Fréchet distance"] == "classifier feature units²", scales
 
 
 @pytest.mark.parametrize("experiment", BUILTIN)
@@ -1166,7 +1181,7 @@ def test_an_overview_grid_draws_every_share_on_one_kind_of_axis_and_names_a_log_
               for ax in fig.axes if ax.get_visible()}
     assert scales["rarest class's share"][0] == scales["latent tail share"][0] == "linear", scales
     assert "log" not in scales["rarest class's share"][1] + scales["latent tail share"][1], scales
-    assert scales["Fréchet distance"] == ("log", "value (log\u00a0scale)"), scales
+    assert scales["Fréchet distance"] == ("log", "classifier feature units² (log\u00a0scale)"), scales
 
 
 def test_a_share_that_stays_0_is_not_drawn_below_0(tmp_path):

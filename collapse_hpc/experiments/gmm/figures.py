@@ -26,11 +26,18 @@ def _single(ctx: Context) -> str:
 L2_LABEL = {"l2_squared": "squared L2 distance ‖f₀\u00a0−\u00a0fₖ‖²", "l2": "L2 distance ‖f₀\u00a0−\u00a0fₖ‖"}
 
 
+def _counted(ctx: Context, metric: str, label: str) -> str:
+    """A figure's y label: what it draws, and what that is counted in (the panel has no title to say the first)."""
+    unit = ctx.spec(metric).unit
+    return f"{label}, {unit}" if unit else label
+
+
 def gmm_l2(ctx: Context):
     # the notebook plots the closed form itself, sum a_i a_j N(m_i - m_j; 0, C_i + C_j) over ff + gg - 2fg,
     # which is the SQUARED distance; runs from before l2_squared was recorded fall back to l2
     metric = pick(ctx.metrics(), "l2_squared", "l2")
-    fig = metric and metric_grid(ctx, [metric], logy=True, replicates=True, ylabels={metric: L2_LABEL[metric]})
+    fig = metric and metric_grid(ctx, [metric], logy=True, replicates=True,
+                                 ylabels={metric: _counted(ctx, metric, L2_LABEL[metric])})
     what = "squared L2 distance ‖f₀ − fₖ‖² (the closed form the notebook plots)" if metric == "l2_squared" \
         else "L2 distance ‖f₀ − fₖ‖"
     return fig and (fig, f"Exact {what} between the generation-0 mixture f₀ and each generation's fₖ, log "
@@ -42,7 +49,7 @@ def gmm_l2(ctx: Context):
 def gmm_variance(ctx: Context):
     metric = pick(ctx.metrics(), "total_variance", pattern=r"total_var|variance")
     fig = metric and metric_grid(ctx, [metric], logy=True, replicates=True,
-                                 ylabels={metric: "total variance"})
+                                 ylabels={metric: _counted(ctx, metric, "total variance")})
     return fig and (fig, "Total variance (trace of the covariance) of the fitted mixture against generation "
                          f"(log scale; the real blob's: 2, two-mode's: 2 + separation²/4): {band_note(ctx, [metric])} "
                          f"(thick), and {_single(ctx)} (thin). Collapse as the paper "

@@ -130,13 +130,15 @@ def measure(gen, modes: np.ndarray) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------ how the report shows them
 
-# positions and spreads are in the data's own units (the real modes have unit covariance); the L2 distances between
-# densities are left bare: per data unit, which reads as no unit a reader knows
+# positions and spreads are in the data's own units (the real modes have unit covariance). The L2 distances are
+# between the 2-D densities, each per data unit² (per area): their squared distance integrates (f₀ − fₖ)² over the
+# plane, per data unit², and its root is per data unit
 DATA, SQUARED = "data units", "data units²"
+PER_DATA, PER_SQUARED = "per data unit", "per data unit²"
 
 SPECS = specs(
-    Metric("l2", "L2 distance to generation 0", worse="higher", bounds=NONNEGATIVE),
-    Metric("l2_squared", "squared L2 to generation 0", worse="higher", bounds=NONNEGATIVE),
+    Metric("l2", "L2 distance to generation 0", PER_DATA, worse="higher", bounds=NONNEGATIVE),
+    Metric("l2_squared", "squared L2 to generation 0", PER_SQUARED, worse="higher", bounds=NONNEGATIVE),
     Metric("total_variance", "total variance", SQUARED, worse="lower", bounds=NONNEGATIVE),
     Metric("sample_variance", "sample variance", SQUARED, worse="lower", bounds=NONNEGATIVE),
     Metric("lower_bound", "EM lower bound", "nats per point"),  # the mean log-likelihood of a fitted point

@@ -5,7 +5,8 @@
   collapse shows as entropy falling from ~log 10 towards 0;
 - pixel_variance: per-pixel variance across generated samples, averaged over pixels;
 - frechet: Frechet distance between Gaussians fitted to the classifier's penultimate features
-  of generated and of real test images (FID's formula, with our small classifier);
+  of generated and of real test images (FID's formula, with our small classifier: the distance
+  squared, so in the square of those features' units);
 - the tails: class_min_share, the share of the rarest class among the labels (0.1 when all ten
   classes come equally often; 0 once one is lost), and latent_tail_share, the share of generated
   images whose latent mean under generation 0's encoder lies farther from the prior's centre than
@@ -34,7 +35,8 @@ SPECS = specs(
     Metric("class_entropy", "class entropy", "nats", worse="lower", bounds=(0.0, float(np.log(CLASSES)))),
     Metric("class_min_share", "rarest class's share", worse="lower", bounds=SHARE),
     Metric("pixel_variance", "pixel variance", "(0–1 intensity)²", worse="lower", bounds=NONNEGATIVE),
-    Metric("frechet", "Fréchet distance", worse="higher", bounds=NONNEGATIVE),
+    # FID's formula gives the squared Fréchet (W2) distance: in the square of the classifier's feature activations
+    Metric("frechet", "Fréchet distance", "classifier feature units²", worse="higher", bounds=NONNEGATIVE),
     Metric("latent_tail_share", "latent tail share", bounds=SHARE),
     Metric("train_loss", "training loss", "nats", bounds=NONNEGATIVE),
     Metric("classifier_accuracy", "classifier accuracy", kind="bookkeeping", bounds=SHARE),
