@@ -120,6 +120,8 @@ def pid_alive(pid: int) -> bool:
     """Whether process `pid` of this host is running (an unreaped zombie is not)."""
     try:
         os.kill(pid, 0)
+    except OverflowError:  # a hand-edited record's pid past any process's
+        return False
     except OSError as e:
         return e.errno == errno.EPERM
     try:  # an exited child nobody reaped (a container's pid 1 may not) is no owner

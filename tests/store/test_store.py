@@ -702,6 +702,8 @@ def test_launcher_pid_is_only_a_live_collapse_hpc_owner_of_this_host(tmp_path):
     path.write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "started": 0}))
     with pytest.raises(UserError, match="run by pid .* on elsewhere; cancel it there"):
         launcher_pid(lock)
+    path.write_text(json.dumps({"pid": 2 ** 70, "host": socket.gethostname(), "started": 0}))  # hand-edited
+    assert launcher_pid(lock) is None
 
 
 def test_a_killed_units_registration_is_dropped_by_the_next_launcher(tmp_path):
