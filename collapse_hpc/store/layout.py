@@ -14,6 +14,7 @@ from pathlib import Path
 from collapse_hpc import config as cfgmod
 from collapse_hpc import yamlfile
 from collapse_hpc.errors import ConfigError, UserError
+from collapse_hpc.logs import first_few
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
@@ -210,9 +211,8 @@ class RunStore:
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
             old = cfgmod.defaults(cfgmod.RunConfig) | old  # run-level keys added since: at their defaults
             changes = cfgmod.diff(old, new, run.section_classes())
-            shown = "; ".join(changes[:3]) + (f"; … ({len(changes)} in all)" if len(changes) > 3 else "")
             if changes:
-                raise UserError(f"{self.root} was made with a different config ({shown})"
+                raise UserError(f"{self.root} was made with a different config ({first_few(changes, 3, '; ')})"
                                 + (cfgmod.regimes_changed(changes, old) or "; use another --run for a new run"))
             _warn_inexact(self.root, cfgmod.runs_diff(old, new, run.section_classes()), redone)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ class RunStore:
             hashed = [line for line in cfgmod.diff(config, old) if line.split(": ", 1)[0] not in knobs]
             if not hashed:  # how-it-runs knobs only: the next run goes on under them, as with --set
                 return text, config
-            shown = f" ({'; '.join(hashed[:3])}{f'; … ({len(hashed)} in all)' if len(hashed) > 3 else ''})"
+            shown = f" ({first_few(hashed, 3, '; ')})"
             lacking = [k for k in config if k not in old]
             if lacking:  # a file cut short (a copy stopped midway): its whole sections, not each one's values
                 shown = f" (it lacks {', '.join(lacking)}: cut short?)"

@@ -106,6 +106,23 @@ def test_run_config_mismatch_is_refused(tmp_path):
     assert not store.logs.exists()  # refused with nothing made (it made logs/ first)
 
 
+def test_a_config_changed_in_more_keys_than_the_line_names_says_how_many_more(tmp_path):
+    """Four keys changed, given or edited into config.yaml: the line named three and '… (4 in all)'."""
+    store = RunStore(tmp_path / "run")
+    config = experiments.config_from_dict({"toy": {"rows": 3}})
+    store.open(config)
+    shown = "seeds: [0] -> [5]; toy.fail_at: -1 -> 2; toy.rows: 3 -> 4 and 1 more"
+    with pytest.raises(UserError, match=f"made with a different config \\({re.escape(shown)}\\); use another"):
+        store.open(experiments.config_from_dict({"seeds": [5], "toy": {"rows": 4, "fail_at": 2, "sleep_s": 1.0}}))
+    text = store.config_path.read_text()
+    for old, new in (("rows: 3", "rows: 4"), ("fail_at: -1", "fail_at: 2"), ("sleep_s: 0.0", "sleep_s: 1.0"),
+                     ("- 0\n", "- 5\n")):
+        text = text.replace(old, new)
+    store.config_path.write_text(text)
+    with pytest.raises(UserError, match=f"was edited after the run was made \\({re.escape(shown)}\\): its values"):
+        store.open(config)
+
+
 @pytest.mark.parametrize("damage", ['{"config_hash": "', "[]", '{"earlier": ["0123456789abcdef"]}',
                                     '{"config_hash": "HASH", "earlier": "0123456789abcdef"}'],
                          ids=["cut-short", "a-list", "no-hash", "earlier-not-a-list"])
