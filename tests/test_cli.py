@@ -1090,8 +1090,8 @@ def test_kaggles_mnist_csv_given_to_data_prepare_is_said_to_be_images(tmp_path):
     (tmp_path / "mnist_train.csv").write_text(header + "\n" + "5," + ",".join("0" * 784) + "\n")
     line = one_error_line(cli("data", "prepare", "handwriting", "--from", tmp_path / "mnist_train.csv",
                               "--data-dir", tmp_path / "data"))
-    assert line.startswith(f"error: {tmp_path / 'mnist_train.csv'}: 784 pixel columns (label, 1x1, 1x2 … (785 "
-                           f"columns)): images, not text"), line
+    assert line.startswith(f"error: {tmp_path / 'mnist_train.csv'}: 784 pixel columns (label, 1x1, 1x2 and 782 more): "
+                           f"images, not text"), line
     assert "; or, for the vae, grey images as a folder of the four IDX files" in line and len(line) < 800
     assert not (tmp_path / "data").exists()
 

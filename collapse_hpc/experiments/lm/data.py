@@ -249,7 +249,7 @@ def _split_by_file(files: list[Path], rows: dict, source: Path, splits: dict) ->
         splits[split].extend({"text": t} for t in rows[p])
     held = {s: sorted(str(p.relative_to(source)) for p, x in assigned.items() if x == s)
             for s in ("validation", "test")}
-    named = "; ".join(f"{s}: {', '.join(v[:3])}{' …' if len(v) > 3 else ''}" for s, v in held.items())
+    named = "; ".join(f"{s}: {sources.listed(v)}" for s, v in held.items())
     return f"90/5/5 by file, each of the {len(files)} files whole in one split ({named})"
 
 

@@ -17,7 +17,7 @@ field holds the records ({"data": [{"text": …}, …]}) is refused, with the jq
 
 API:
 - FORMATS, ACCEPTED                      the extensions read, and their one-line description
-- listed(names) -> str                   the first three names, "…" after them
+- listed(names) -> str                   the first three names, and how many more
 - source_files(source, exclude) -> [Path]   the readable files of a file or folder
 - describes(path) -> bool                a .json file of one object without a field text: not corpus
 - file_split(path, source) -> split | None  the split a file's name (or its folder's) gives it; two: UserError
@@ -47,7 +47,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import NotAFormat, UserError
 from collapse_hpc.experiments.lm.corpus import SPLITS, read_parquet
-from collapse_hpc.logs import count
+from collapse_hpc.logs import count, first_few
 from collapse_hpc.store.reads import NotRead, refusals
 
 LINES = (".txt", ".text", ".tokens", ".raw")
@@ -229,7 +229,7 @@ DESCRIPTION = "one JSON object without a field 'text', which describes the data 
 
 
 def listed(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (" …" if len(names) > 3 else "")
+    return first_few(names, 3, ", ")
 
 
 def describes(path: Path) -> bool:
@@ -330,16 +330,13 @@ def file_split(path: Path, source: Path | None = None) -> str | None:
 
 def check_split_layout(source: Path, named: dict) -> None:
     """All files named for splits, all three present: else rows would silently cross splits."""
-    def first(names: list[str]) -> str:
-        return f"{', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
-
     where = {p: str(p.relative_to(source) if p != source else p) for p in named}
     stray = [where[p] for p, s in named.items() if s is None]
     if stray:  # which names read as splits: a package's libc6-dev.txt or arch-test.txt may be unmeant
         split = [f"{where[p]} {'read ' if not i else ''}as {s}"
                  for i, (p, s) in enumerate((p, s) for p, s in named.items() if s is not None)]
         raise UserError(f"--from {source}: files named for splits (train, validation or valid or dev, test; "
-                        f"{first(split)}) beside others ({first(stray)}): name every file (or its folder) for its "
+                        f"{listed(split)}) beside others ({listed(stray)}): name every file (or its folder) for its "
                         f"split, or none (rows are then split 90/5/5)")
     missing = [s for s in SPLITS if s not in named.values()]
     if missing:
@@ -602,7 +599,7 @@ def _no_text_column(path: Path, header: list[str], head: list[dict]) -> None:
     """A header without `text`, named in a few of its columns (Kaggle's MNIST CSV has 785), with the rename of
     the one whose first rows (`head`) look like text. One of a label and pixel columns is images: NotAFormat,
     so the line says what the vae reads instead."""
-    named = listed(header) + (f" ({len(header)} columns)" if len(header) > 3 else "")
+    named = listed(header)
     pixels = sum(bool(PIXEL.fullmatch(c.strip())) for c in header)
     if pixels >= 64 and pixels >= len(header) - 2:
         raise NotAFormat(f"{path}: {pixels} pixel columns ({named}): images, not text; prepare reads "

@@ -336,15 +336,16 @@ def test_split_files_keep_their_split_hf_shards_included_and_partial_layouts_are
 def test_files_whose_names_read_as_splits_beside_others_are_named_with_the_split_each_reads_as(tmp_path):
     """A folder of Debian copyright files (libc6-dev.txt, arch-test.txt among 791) was refused for 'files named
     for splits beside others (aardvark-dns.txt, adduser.txt …)': it named only files that hold no split's name,
-    not the ones read as naming one, and the user could not tell which."""
+    not the ones read as naming one, and the user could not tell which. Past three of either, the line says how
+    many more (it said '…')."""
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("aardvark-dns", "adduser", "arch-test", "libbz2-dev", "zlib"):
+    for name in ("aardvark-dns", "adduser", "arch-test", "bash", "libbz2-dev", "lua-test", "python3-dev", "zlib"):
         (src / f"{name}.txt").write_text("\n".join(corpus_lines(40, seed=len(name))))
     with pytest.raises(UserError) as refused:
         data.prepare_local("copyrights", src, tmp_path / "data")
-    assert "; arch-test.txt read as test, libbz2-dev.txt as validation)" in str(refused.value)
-    assert "beside others (aardvark-dns.txt, adduser.txt, zlib.txt)" in str(refused.value)
+    assert ("; arch-test.txt read as test, libbz2-dev.txt as validation, lua-test.txt as test and 1 more) beside "
+            "others (aardvark-dns.txt, adduser.txt, bash.txt and 1 more)") in str(refused.value), refused.value
     assert not (tmp_path / "data").exists()
 
 
@@ -691,6 +692,19 @@ def test_a_held_out_document_too_short_for_a_block_is_named(tmp_path):
     assert not (tmp_path / "data" / "docs").exists()
 
 
+def test_a_split_by_file_of_many_held_out_files_says_how_many_it_does_not_name(tmp_path):
+    """80 documents, 4 held out for each split: the card's split named 3 of them and '…'."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(80):
+        (docs / f"doc{i:02d}.txt").write_text(f"document {i}\n")
+    files = sorted(docs.iterdir())
+    held = {s: sorted(p.name for p, x in data.by_file(files, docs).items() if x == s) for s in ("validation", "test")}
+    _, how = data._read_splits(docs, files, dict.fromkeys(files))
+    assert how == (f"90/5/5 by file, each of the 80 files whole in one split (validation: "
+                   f"{', '.join(held['validation'][:3])} and 1 more; test: {', '.join(held['test'][:3])} and 1 more)")
+
+
 def test_empty_files_of_a_folder_are_no_documents(tmp_path):
     """A scrape whose failed downloads left empty files: 30 files, 3 holding text. The empty ones counted
     as documents, so the folder was split by file, an empty file held out as the validation split, and
@@ -769,7 +783,7 @@ def test_a_folder_of_files_not_utf8_is_one_warning_not_one_per_file(tmp_path, ca
         data.prepare_local("docs", docs, tmp_path / "data")
     said = [r.getMessage() for r in caplog.records if "is not UTF-8" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"warning: {docs / 'doc00.txt'} is not UTF-8: 1 undecodable"), said
-    assert said[0].endswith("; the same for 24 other files (doc01.txt, doc02.txt, doc03.txt …)"), said
+    assert said[0].endswith("; the same for 24 other files (doc01.txt, doc02.txt, doc03.txt and 21 more)"), said
 
 
 @pytest.mark.parametrize("card", ["{", '{"files_sha256": []}', "\udcff"], ids=["cut short", "wrong shape", "not UTF-8"])
