@@ -535,18 +535,24 @@ def cancel_run(store) -> int:
     if said := others_said(queue):
         print(f"note: {said}", file=sys.stderr)
     if refused:  # a shared run folder: a colleague's jobs are theirs (or an operator's) to cancel
-        why = sorted(set(refused.values()))
-        raise UserError(f"{store.root}: scancel refused {count(len(refused), 'job')} of its {len(jobs)} queued or "
-                        f"running ({first_few(sorted(refused, key=job_order), 10)}: {'; '.join(why)}); jobs "
-                        f"another user queued are theirs to cancel (squeue -j {','.join(jobs[:3])} -o %i,%u)"
-                        + (f"; {count(len(jobs) - len(refused), 'other job')} cancelled" if len(jobs) > len(refused)
-                           else ""))
+        raise _cancel_refused(store, refused, jobs)
     if jobs:
         print(f"{store.root}: cancelled {count(len(jobs), 'queued or running job')}: {first_few(jobs, 10)}"
               f"; finished units stay (collapse-hpc status {shlex.quote(str(store.root))})")
     else:
         print(f"{store.root}: nothing to cancel: none of its jobs is queued or running")
     return 0
+
+
+def _cancel_refused(store, refused: dict[str, str], jobs: list[str]) -> UserError:
+    """The line for jobs scancel refused (job id -> why) of the run's live `jobs`; its squeue names every refused
+    job, whose owner is the one to ask, and no other (a command is copied whole)."""
+    why, ids = sorted(set(refused.values())), sorted(refused, key=job_order)
+    return UserError(f"{store.root}: scancel refused {count(len(refused), 'job')} of its {len(jobs)} queued or "
+                     f"running ({first_few(ids, 10)}: {'; '.join(why)}); jobs another user queued are theirs to "
+                     f"cancel (squeue -j {','.join(ids)} -o %i,%u)"
+                     + (f"; {count(len(jobs) - len(refused), 'other job')} cancelled" if len(jobs) > len(refused)
+                        else ""))
 
 
 def _sbatch(what: str, name: str, call):

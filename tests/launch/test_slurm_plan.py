@@ -982,24 +982,26 @@ def test_cancel_cancels_the_runs_queued_and_running_jobs_only(tmp_path, fake_slu
 
 
 def test_cancel_of_jobs_scancel_refuses_says_so_and_not_of_those_ended_meanwhile(tmp_path, fake_slurm):
-    """A group's run folder: scancel refuses a colleague's jobs, and cancel said 'cancelled 2 queued or running
-    jobs' of jobs still queued. One that ends between squeue and scancel is no refusal."""
-    cfg = write_config(tmp_path, generations=2, ltchain={})
+    """A group's run folder: scancel refuses a colleague's jobs, and cancel said 'cancelled 6 queued or running
+    jobs' of jobs still queued. One that ends between squeue and scancel is no refusal. The squeue that shows
+    whose they are named the run's first three live jobs, not those refused: it names every refused one."""
+    cfg = write_config(tmp_path, generations=6, ltchain={})
     run = tmp_path / "run"
     submit(cfg, run)
-    gen0, gen1 = (jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2))
-    (fake_slurm / "squeue.txt").write_text(f"{gen0}|RUNNING|0:10\n{gen1}|PENDING|0:00\n")
-    scancel = fake_slurm / "bin" / "scancel"
-    scancel.write_text(f'#!/bin/bash\necho "scancel: error: Kill job error on job id {gen0}: Job/step already '
-                       f'completing or completed" >&2\n[ -f "$FAKE_SLURM/refuse" ] && echo "scancel: error: Kill job '
-                       f'error on job id {gen1}: Access/permission denied" >&2\nexit 1\n')
+    ids = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(6)]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|0:00\n" for j in ids))
+    refused = "".join(f'echo "scancel: error: Kill job error on job id {j}: Access/permission denied" >&2\n'
+                      for j in ids[2:])
+    (fake_slurm / "bin" / "scancel").write_text(
+        f'#!/bin/bash\necho "scancel: error: Kill job error on job id {ids[0]}: Job/step already completing or '
+        f'completed" >&2\nif [ -f "$FAKE_SLURM/refuse" ]; then\n{refused}fi\nexit 1\n')
     rc, out, err = collapse("cancel", run)
-    assert rc == 0 and "cancelled 2 queued or running jobs" in out, err
+    assert rc == 0 and "cancelled 6 queued or running jobs" in out, err
     (fake_slurm / "refuse").touch()
     rc, out, err = collapse("cancel", run)
-    assert rc == 2 and err == (f"error: {run}: scancel refused 1 job of its 2 queued or running ({gen1}: Access/"
-                               f"permission denied); jobs another user queued are theirs to cancel (squeue -j "
-                               f"{gen0},{gen1} -o %i,%u); 1 other job cancelled\n"), err
+    assert rc == 2 and err == (f"error: {run}: scancel refused 4 jobs of its 6 queued or running ({' '.join(ids[2:])}: "
+                               f"Access/permission denied); jobs another user queued are theirs to cancel (squeue -j "
+                               f"{','.join(ids[2:])} -o %i,%u); 2 other jobs cancelled\n"), err
 
 
 def _queued_as(fake_slurm, user: str, lines: dict[str, str], name: str | None = None) -> None:
