@@ -29,6 +29,7 @@ import numpy as np
 from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae.metrics import CLASSES  # labels 0..9: ten class shares
+from collapse_hpc.logs import first_few
 from collapse_hpc.store import atomic
 from collapse_hpc.store.cards import intact_card, source_name
 from collapse_hpc.store.lock import data_lock
@@ -256,7 +257,7 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
         if len(labels) == 0 or labels.max() >= CLASSES:
             raise UserError(f"--from {source}: the {split} labels must be 0..{CLASSES - 1} and not empty "
                             f"(the vae's class metrics are {CLASSES} shares); found "
-                            f"{sorted(set(labels.tolist()))[:12] if len(labels) else 'none'}")
+                            f"{first_few([str(y) for y in sorted(set(labels.tolist()))], 12, ', ') or 'none'}")
     if len(splits["test"][1]) < MIN_TEST:
         raise UserError(f"--from {source}: {_too_few_test(len(splits['test'][1]))}")
     with atomic.atomic_dir(out) as building:

@@ -205,8 +205,10 @@ def test_your_own_images_of_no_pixels_are_refused_in_one_line(tmp_path):
     assert not (tmp_path / "data" / "clothes").exists()
 
 
-@pytest.mark.parametrize("labels, says", [(range(12), "labels must be 0..9"), ((), "not empty")])
+@pytest.mark.parametrize("labels, says", [(range(12), "labels must be 0..9"), ((), "not empty .*; found none$"),
+                                          (range(15), r"; found 0, 1, 2, .*, 10, 11 and 3 more$")])
 def test_your_own_images_with_other_labels_are_refused_and_nothing_is_written(tmp_path, labels, says):
+    """Past 12 labels the line names the first 12 and how many more (it cut the list unsaid)."""
     from collapse_hpc.data import prepare
 
     folder = tmp_path / "idx"
