@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.lm.hub import local_config
+from collapse_hpc.logs import first_few
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
 from collapse_hpc.store.reads import NotRead, read_text, refused_read, safetensors_open
@@ -269,7 +270,7 @@ def missing_weights(folder: Path) -> str | None:
                 raise NotRead(f"model file {index}", e, MODEL_KEPT) from None
             return f"a readable {index.name} ({type(e).__name__}: {str(e)[:80]})"
         gone = [s for s in shards if not (folder / s).is_file()]
-        return f"{len(gone)} of the {len(shards)} shards {index.name} lists ({gone[0]} …)" if gone else None
+        return f"{len(gone)} of the {len(shards)} shards {index.name} lists ({first_few(gone, 1)})" if gone else None
     if any(p.is_file() for pattern in WEIGHTS for p in folder.glob(pattern)):
         return None
     return "its weights (model.safetensors or pytorch_model.bin)"

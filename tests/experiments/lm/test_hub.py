@@ -275,10 +275,10 @@ def test_a_model_whose_weights_are_not_all_there_is_one_line_before_anything_is_
            f"tokenizer's files" in line, line  # and its tokenizer, said in the same line
     check_weights("lm.model", str(folder), pretrained=False)
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
-    (folder / "model-00001-of-00002.safetensors").write_bytes(b"")
-    with pytest.raises(UserError, match=r"lacks 1 of the 2 shards model.safetensors.index.json lists "
-                                        r"\(model-00002-of-00002.safetensors …\)"):
+        k: f"model-0000{i}-of-00003.safetensors" for i, k in enumerate("abc", 1)}}))
+    (folder / "model-00001-of-00003.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match=r"lacks 2 of the 3 shards model.safetensors.index.json lists "
+                                        r"\(model-00002-of-00003.safetensors and 1 more\)"):  # it said '…'
         check_weights("lm.model", str(folder))
     cache_model(hf_cache, "facebook/opt-125m", weights=False)
     with pytest.raises(UserError, match=r"lm.model: the HF cache's copy of 'facebook/opt-125m' \(.*snapshots/abc123\) "
