@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pandas as pd
 
-from collapse_hpc.logs import count
+from collapse_hpc.logs import count, first_few
 from collapse_hpc.plotting.metrics import declared_order, spec
 from collapse_hpc.plotting.plots import num, series_label, series_order, setting_columns
 from collapse_hpc.report.collect import RunData, Unit
@@ -292,7 +292,7 @@ def packages(runs: list[RunData]) -> Table:
     if commits:
         rows.append(["git commit", ", ".join(sorted(commits))])
     if hosts:
-        rows.append(["hosts", ", ".join(sorted(hosts)[:8]) + (" …" if len(hosts) > 8 else "")])
+        rows.append(["hosts", first_few(sorted(hosts), 8, ", ")])
     return ["package", "version"], rows
 
 

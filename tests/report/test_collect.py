@@ -153,6 +153,17 @@ def test_package_versions_come_from_manifests(run):
     assert "9.9.9" in torch and "," in torch  # both versions shown
 
 
+def test_hosts_past_eight_are_said_with_how_many_more(run):
+    """A run's units on ten hosts: the row named eight and '…'."""
+    from collapse_hpc.store.manifest import MANIFEST
+
+    units = sorted(p.parent for p in run.glob(f"*/*/*/{MANIFEST}"))[:10]
+    for i, unit in enumerate(units):
+        edit_manifest(unit, lambda m: m.update(host=f"node{i:02d}"))
+    _, rows = tables.packages([collect.load_run(run)])
+    assert dict(rows)["hosts"] == ", ".join(f"node{i:02d}" for i in range(8)) + " and 2 more"
+
+
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(UserError, match="not a run folder"):
         collect.load_run(tmp_path)
