@@ -92,13 +92,21 @@ PHASES_INTRO = ("Per generation: a unit's seconds (mean over the generation's un
                 "series and seeds).")
 
 
+LISTED = 50  # items of a long list the page shows
+
+
+def _first(lines: list[str]) -> list[str]:
+    """The first LISTED lines, and one saying how many more (a list cut unsaid reads as all there is)."""
+    rest = len(lines) - LISTED
+    return lines[:LISTED] + ([f"… and {rest} more"] if rest > 0 else [])
+
+
 def _incomplete_html(lines: list[str]) -> str:
-    items = "".join(f"<li>{html.escape(ln)}</li>" for ln in lines[:50])
-    more = f"<li>… and {len(lines) - 50} more</li>" if len(lines) > 50 else ""
+    items = "".join(f"<li>{html.escape(ln)}</li>" for ln in _first(lines))
     return (f'<div class="incomplete" id="incomplete"><h2>{INCOMPLETE}</h2><p>{count(len(lines), "chain")} '
             f"not finished; "
             f"the figures show gaps and the tables compare only what every chain reached:</p>"
-            f"<ul>{items}{more}</ul></div>")
+            f"<ul>{items}</ul></div>")
 
 
 TEXTS_INTRO = ("What the models wrote: the continuation each generation produced for the same prompt "
@@ -160,7 +168,7 @@ def write_html(rep: Report) -> str:
     if rep.incomplete:
         parts.insert(3, _incomplete_html(rep.incomplete))
     if rep.problems:
-        items = "".join(f"<li>{e(p)}</li>" for p in rep.problems[:50])
+        items = "".join(f"<li>{e(p)}</li>" for p in _first(rep.problems))
         parts.append(f"<h2>Problems</h2><p>Units left out of the report:</p><ul>{items}</ul>")
     for s in rep.sections:
         parts.append(f'<h2 id="{anchor(s.experiment)}">{e(s.heading)}</h2>')
@@ -199,7 +207,7 @@ def write_markdown(rep: Report) -> str:
     if rep.incomplete:
         out.insert(2, f"## {INCOMPLETE}\n\n" + "\n".join(f"- {ln}" for ln in rep.incomplete) + "\n")
     if rep.problems:
-        out.append("## Problems\n\n" + "\n".join(f"- {p}" for p in rep.problems[:50]) + "\n")
+        out.append("## Problems\n\n" + "\n".join(f"- {p}" for p in _first(rep.problems)) + "\n")
     for s in rep.sections:
         out.append(f"## {s.heading}\n")
         if s.absent:

@@ -29,6 +29,17 @@ def test_the_incomplete_banner_counts_in_the_singular_and_plural():
     assert "<p>2 chains not finished; " in _incomplete_html(["a", "b"])  # it read "1 chain(s)", "2 chain(s)"
 
 
+def test_problems_past_fifty_are_said_with_how_many_more(tmp_path):
+    """index.html and results.md showed 50 of a report's problems, with nothing saying there were more."""
+    empty = ([], [])
+    problems = [f"gmm/replace-p0-s{i}/part_000/metrics.parquet: sha256 mismatch" for i in range(60)]
+    rep = page.Report("R", tmp_path, [("r", tmp_path)], [], empty, empty, empty, [], problems=problems)
+    html_items = re.findall(r"<li>(.*?)</li>", page.write_html(rep).split("<h2>Problems</h2>")[1])
+    md_items = re.findall(r"^- (.*)$", page.write_markdown(rep).split("## Problems")[1], re.M)
+    for items in (html_items, md_items):
+        assert items == [*problems[:50], "… and 10 more"], items
+
+
 def test_results_md_shows_generated_text_as_written(tmp_path):
     """results.md put model and data text raw into Markdown: WikiText's `<unk>` rendered as an unknown
     HTML tag (nothing shown), `__init__` and `*args` as emphasis, and an `_` in a prompt ended its italics."""
