@@ -125,14 +125,16 @@ class RunQueue(dict):
     """recorded's job id -> state of a run's jobs still queued; `users`: job id -> who queued it; `others`:
     job id -> (what the book records it for, the job squeue gives that id now), for those ignored; `accounting`:
     what to say where sacct failed (status.slurm_view), the states of jobs that left the queue unknown;
-    `controller`: where squeue got no answer (NoAnswer), the states sacct's alone."""
+    `controller`: where squeue got no answer (NoAnswer), the states sacct's alone; `ends`: job id -> when a job
+    that has left the queue ended (sacct's End, seconds since the epoch)."""
 
-    def __init__(self, states=(), users=None, others=None, accounting=None, controller=None):
+    def __init__(self, states=(), users=None, others=None, accounting=None, controller=None, ends=None):
         super().__init__(states)
         self.users: dict[str, str] = users or {}
         self.others: dict[str, tuple[str, Queued]] = others or {}
         self.accounting: str | None = accounting
         self.controller: str | None = controller
+        self.ends: dict[str, float] = ends or {}
 
 
 def recorded(book: dict) -> RunQueue:

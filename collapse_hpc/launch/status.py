@@ -41,7 +41,7 @@ EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 
 
 
 # sacct's fields: the job's name last, whole, where it holds a '|'
-SACCT = "JobID,State,Elapsed,DerivedExitCode,ExitCode,Submit,User,JobName"
+SACCT = "JobID,State,Elapsed,DerivedExitCode,ExitCode,Submit,End,User,JobName"
 # the name sacct gives a job slurmdbd recorded before the job's own start record reached it (a job that
 # ended within seconds, a busy slurmdbd): it says nothing of whose the job is, so the id stands
 DBD_PLACEHOLDER = "allocation"
@@ -67,13 +67,13 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     out = {jid: (r.state, r.elapsed, "") for jid, (r, _) in ended.items()}
     signals = {jid: r.signal for jid, (r, _) in ended.items() if r.signal}
     named = {jid: r.job for jid, (r, _) in ended.items() if r.job is not None}
-    queue_known, controller = False, None
+    queue_known, controller, queued = False, None, {}
     if shutil.which("squeue"):
         try:
-            found = listed(["-j", ",".join(bases)])
-            strangers = run_jobs(book, found).others if book is not None else {}
-            out.update({j: (job.state, job.elapsed, job.reason) for j, job in found.items() if j not in strangers})
-            named.update(found)
+            queued = listed(["-j", ",".join(bases)])
+            strangers = run_jobs(book, queued).others if book is not None else {}
+            out.update({j: (job.state, job.elapsed, job.reason) for j, job in queued.items() if j not in strangers})
+            named.update(queued)
             queue_known = True
         except NoAnswer as e:  # sacct's states stand, where slurmdbd has them
             controller = f"{e}: the states shown are Slurm's accounting's (sacct), which may lag behind the queue"
@@ -86,19 +86,22 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
             signals.pop(jid, None)
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
+    ends = {j: r.end for j, (r, _) in ended.items() if r.end is not None and j in out and j not in queued}
     states = RunQueue({j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()},
-                      others=others, accounting=accounting, controller=controller)
+                      others=others, accounting=accounting, controller=controller, ends=ends)
     return states, signals
 
 
 class Ended(NamedTuple):
-    """One sacct record of a job: its state, elapsed time, the signal that ended it, when it was queued, and
-    who queued it under what name (slurm.Queued; None where sacct does not say)."""
+    """One sacct record of a job: its state, elapsed time, the signal that ended it, when it was queued, who
+    queued it under what name (slurm.Queued; None where sacct does not say), and when it ended (seconds since
+    the epoch; None while it runs)."""
     state: str
     elapsed: str
     signal: int | None
     submit: str
     job: object = None
+    end: float | None = None
 
 
 def _sacct(bases: list[str]) -> tuple[dict[str, list[Ended]], str | None]:
@@ -110,8 +113,10 @@ def _sacct(bases: list[str]) -> tuple[dict[str, list[Ended]], str | None]:
     if not shutil.which("sacct"):
         return {}, None
     try:
+        # its times in one form whatever the user's SLURM_TIME_FORMAT: Submit sorts as text, End is read
         res = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", SACCT, "-j", ",".join(bases)],
-                             capture_output=True, text=True, timeout=SACCT_WAIT)
+                             capture_output=True, text=True, timeout=SACCT_WAIT,
+                             env={**os.environ, "SLURM_TIME_FORMAT": "standard"})
     except subprocess.TimeoutExpired:
         return {}, unanswered(f"no answer within {SACCT_WAIT} s")
     return _sacct_records(res.stdout), unanswered(last_error(res)) if res.returncode else None
@@ -132,14 +137,24 @@ def _sacct_records(text: str) -> dict[str, list[Ended]]:
 
     found: dict[str, list[Ended]] = {}
     for line in text.splitlines():
-        parts = line.split("|", 7)  # the name last, whole, where it holds a '|'
+        parts = line.split("|", 8)  # the name last, whole, where it holds a '|'
         if len(parts) < 3:
             continue
         state = parts[1].split()[0]  # "CANCELLED by 0" -> CANCELLED
-        job = Queued(state, parts[2], "", parts[6], parts[7]) if len(parts) == 8 else None
+        job = Queued(state, parts[2], "", parts[7], parts[8]) if len(parts) == 9 else None
         submit = parts[5] if len(parts) > 5 else ""
-        found.setdefault(parts[0], []).append(Ended(state, parts[2], signal_of(parts[3:5]), submit, job))
+        end = local_time(parts[6]) if len(parts) > 6 else None
+        found.setdefault(parts[0], []).append(Ended(state, parts[2], signal_of(parts[3:5]), submit, job, end))
     return found
+
+
+def local_time(stamp: str) -> float | None:
+    """Seconds since the epoch of a time sacct prints (SLURM_TIME_FORMAT=standard: 2026-12-07T16:20:31, this
+    host's local time, no zone); None for its Unknown or None (a job not ended) or anything else."""
+    try:
+        return datetime.datetime.fromisoformat(stamp.strip()).timestamp()
+    except ValueError:
+        return None
 
 
 def _chosen(jid: str, found: list[Ended], names: dict | None) -> tuple[Ended, bool]:
@@ -317,7 +332,7 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
         return "COMPLETED", _clock(manifest.get("seconds")), None  # its manifest is written last: say what is missing
     if local and jid is None and unit_dir.is_dir():  # begun in-process (debug, by hand), which records no job
         return "unfinished", "", None  # as the report says it: its folder holds no manifest yet
-    if local and jid is not None and begun_again(unit_dir, entry):  # its job's end is not what left it so
+    if jid is not None and begun_again(unit_dir, job_end(entry, slurm, local)):  # its job's end did not leave it so
         return "unfinished", "", None
     if local:
         return local_state(entry), _clock(entry.get("elapsed")), None
@@ -327,22 +342,34 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
     return state, elapsed, None
 
 
-def begun_again(unit_dir: Path, entry: dict) -> bool:
-    """Whether an unfinished unit was begun again after its recorded local job ended: its binding, written as an
-    attempt starts and removed as it finishes, is newer than that end. A redo by hand (verify's redo command,
-    an in-process run) writes no job to jobs.json, so the job's state is not the unit's story."""
-    started, elapsed = entry.get("started"), entry.get("elapsed")
-    if not all(isinstance(t, (int, float)) for t in (started, elapsed)):  # running, or an older version's entry
+def begun_again(unit_dir: Path, ended: float | None) -> bool:
+    """Whether an unfinished unit was begun again after its recorded job ended (`ended`: job_end): its binding,
+    written as an attempt starts and removed as it finishes, is newer than that end. A redo by hand (verify's
+    redo command, an in-process run) writes no job to jobs.json, so the job's state is not the unit's story."""
+    if ended is None:  # running, or an older version's entry
         return False
     try:
-        return (unit_dir / BINDING).stat().st_mtime > started + elapsed
+        return (unit_dir / BINDING).stat().st_mtime > ended
     except OSError:  # no attempt under way
         return False
 
 
-def begun_again_words(entry: dict) -> str:
+def job_end(entry: dict, slurm: dict, local: bool) -> float | None:
+    """When a unit's recorded job ended (seconds since the epoch): a local one's record, a Slurm one's sacct End
+    (slurm_view; whole seconds, so the end's second counts as before it); None while it runs or where unknown."""
+    if not local:
+        end = getattr(slurm, "ends", {}).get(str(entry.get("job_id")))
+        return None if end is None else end + 1
+    started, elapsed = entry.get("started"), entry.get("elapsed")
+    return started + elapsed if all(isinstance(t, (int, float)) for t in (started, elapsed)) else None
+
+
+def begun_again_words(entry: dict, slurm: dict, local: bool) -> str:
     """What status says of a unit begun_again: the redo, not the earlier job, is why it is unfinished (it may
     still run, or have been stopped)."""
+    if not local:
+        state = slurm.get(str(entry["job_id"]), ("ENDED",))[0]
+        return f"begun again by hand after Slurm job {entry['job_id']} {state}, and not finished since"
     ended = str(entry.get("state") or "ended").lower().replace("_", " ")
     return f"begun again by hand after local pid {entry['job_id']} {ended}, and not finished since"
 
@@ -555,7 +582,7 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict], rec
     unit = {"unit": job.label.rsplit("/", 1)[1], "index": job.index, "state": state, "elapsed": elapsed,
             "job_id": entry.get("job_id")}
     if state == "unfinished" and unit["job_id"] is not None:  # begun_again: that job no longer tells the unit
-        unit["job_id"], unit["reason"] = None, begun_again_words(entry)
+        unit["job_id"], unit["reason"] = None, begun_again_words(entry, slurm, local)
     if manifest is not None:  # done: the job that made it, which a redo by hand leaves jobs.json unaware of
         maker = entry or book.get(records.COPIED, {}).get(job.label, {})  # a copy's: the original's job
         unit["job_id"], unit["by_hand_on"] = made_by(manifest, maker, local)

@@ -187,6 +187,8 @@ def job_states(root: Path) -> dict:
         # a job gone from the queue, where sacct failed, may have ended in any state: not "not started"
         unknown = "UNKNOWN" if accounting and entry.get("job_id") is not None else ""
         state = states.get(str(entry.get("job_id")), (unknown,))[0]
+        if status.begun_again(root / label, status.job_end(entry, states, False)):  # redone by hand since
+            state = "unfinished"
         # a failed job's log only: reading every job's (up to 256 KiB each) cost a paper-scale run seconds
         said = [ln for ln in status.error_lines(entry.get("log")) if not ln.startswith("srun: ")] \
             if state in status.BAD else []
@@ -201,7 +203,8 @@ def _local_job(root: Path, label: str, entry: dict) -> dict:
 
     if entry.get("state") == "RUNNING":
         return {**entry, "state": status.local_state(entry)}
-    return {**entry, "state": "unfinished"} if status.begun_again(root / label, entry) else entry
+    return {**entry, "state": "unfinished"} if status.begun_again(root / label, status.job_end(entry, {}, True)) \
+        else entry
 
 
 def labels(paths: list[str]) -> list[str]:

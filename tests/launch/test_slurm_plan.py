@@ -35,7 +35,8 @@ FAKES = {
               '  echo "$id|${f[1]}|${f[2]}|${f[3]}|$USER|${name//\\\'/}"\n'
               'done < "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
-    # sacct.txt's JobID|State|Elapsed lines, or nothing; where sacct-fails.txt is there, its lines on stderr, exit 1
+    # sacct.txt's lines (status.SACCT's fields, or the first few: JobID|State|Elapsed…), or nothing; where
+    # sacct-fails.txt is there, its lines on stderr, exit 1
     "sacct": '[ -f "$FAKE_SLURM/sacct-fails.txt" ] && { cat "$FAKE_SLURM/sacct-fails.txt" >&2; exit 1; }\n'
              'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null; true\n',
     "srun": "true\n",  # submitit only checks that it exists

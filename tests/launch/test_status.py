@@ -1,6 +1,9 @@
 """status's view of a failed or cancelled job's log, and of a run too long for a screen."""
 import json
 import os
+import time
+
+import pytest
 
 from collapse_hpc.launch.status import error_lines
 from tests.launch.test_slurm_plan import fake_slurm  # noqa: F401  (the fixture)
@@ -989,12 +992,13 @@ def test_recorded_job_ids_that_name_another_job_now_read_as_gone(tmp_path, fake_
     from tests.launch.helpers import collapse, jobs
 
     store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
-    gen1 = ("201|CANCELLED by 0|00:00:00|0:0|0:0|2026-12-01T10:00:00|me|"
+    gen1 = ("201|CANCELLED by 0|00:00:00|0:0|0:0|2026-12-01T10:00:00|2026-12-01T10:00:00|me|"
             + jobs(store.root)["units"]["toy/replace-p0-s0/gen_001"]["name"])
     (fake_slurm / "sacct.txt").write_text(gen1 + "\n")  # purged: neither sacct nor squeue knows 200 or the array
     (fake_slurm / "squeue.txt").write_text("")
     gone = collapse("status", store.root, "--all")
-    (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:10:00|0:9|9:0|2026-12-06T09:00:00|eve|train-llama\n{gen1}\n")
+    (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:10:00|0:9|9:0|2026-12-06T09:00:00|2026-12-06T09:10:00|eve|"
+                                          f"train-llama\n{gen1}\n")
     (fake_slurm / "squeue.txt").write_text(f"900_0|RUNNING|1:00|None|eve|train-llama\n"
                                            f"900_1|PENDING|0:00|Priority|{getpass.getuser()}|eval\n")
     rc, out, err = collapse("status", store.root, "--all")
@@ -1017,12 +1021,64 @@ def test_a_job_sacct_names_allocation_while_slurmdbd_catches_up_keeps_its_state(
     from tests.launch.helpers import collapse
 
     store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
-    (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:01|1:0|1:0|2026-12-01T10:00:00|me|allocation\n"
-                                          "201|CANCELLED by 0|00:00:00|0:0|0:0|2026-12-01T10:00:00|me|allocation\n")
+    (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:01|1:0|1:0|2026-12-01T10:00:00|2026-12-01T10:00:01|me|"
+                                          "allocation\n201|CANCELLED by 0|00:00:00|0:0|0:0|2026-12-01T10:00:00|"
+                                          "2026-12-01T10:00:00|me|allocation\n")
     (fake_slurm / "squeue.txt").write_text("")
     rc, out, err = collapse("status", store.root, "--all")
     assert rc == 0 and "  gen_000  FAILED        job 200" in out and "  gen_001  CANCELLED     job 201" in out, out
     assert "note" not in err, err
+
+
+@pytest.fixture
+def far_east(monkeypatch):
+    """This process's time zone 14 hours ahead of UTC, where sacct prints its times (local, no zone)."""
+    monkeypatch.setenv("TZ", "ABC-14")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_unit_redone_by_hand_after_its_slurm_job_and_stopped_reads_unfinished(
+        tmp_path, fake_slurm, monkeypatch, capsys, far_east):  # noqa: F811
+    """verify's redo of a unit whose Slurm job had COMPLETED, stopped (Ctrl-C) before it finished: status read
+    "COMPLETED … the job ended before the unit's results were recorded", that job's story, not the redo's, and so
+    did the report. The unit's binding newer than the job's End (sacct's, this host's local time) is the redo's."""
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.report import collect, tables
+    from tests.launch.helpers import collapse
+    from tests.toy_experiment import Toy
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    (fake_slurm / "squeue.txt").write_text("")  # every job has left the queue
+
+    def stopped(self, ctx):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the unit
+
+    monkeypatch.setattr(Toy, "run_unit", stopped)
+    rc, _, _ = collapse("toy", store.config_path, "--run", store.root, "--variant", "replace-p0-s0", "--unit", "0")
+    assert rc != 0
+    capsys.readouterr()
+    sacct = fake_slurm / "sacct.txt"
+
+    def ended(end: str, state: str = "COMPLETED") -> str:
+        """status, where sacct says job 200 ended at `end` (its fields up to End: no name)."""
+        begun = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 120))
+        sacct.write_text(f"200|{state}|00:01:00|0:0|0:0|{begun}|{end}\n201|CANCELLED by 0|00:00:00\n")
+        assert show(store.root, every=True) == 0
+        return capsys.readouterr().out
+
+    out = ended(time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60)))
+    assert "  gen_000  unfinished" in out and "begun again by hand after Slurm job 200 COMPLETED, and not finished " \
+                                               "since" in out, out
+    assert "gen_000  COMPLETED" not in out and "results were recorded" not in out and "redo:" not in out, out
+    said = tables.unfinished([collect.load_run(store.root)])  # the report's banner says as status does
+    assert "toy/replace-p0-s0: 0 of 2 generations finished; gen_000: unfinished (no manifest yet)" in said, said
+    out = ended(time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 60)))  # its own attempt's binding
+    assert "  gen_000  COMPLETED     job 200" in out and "results were recorded" in out, out
+    out = ended("Unknown", "RUNNING")  # squeue did not answer: sacct's state, the job not ended
+    assert "  gen_000  RUNNING       job 200" in out, out
 
 
 def test_a_recorded_job_whose_id_was_reused_keeps_its_own_state(tmp_path, fake_slurm):  # noqa: F811
@@ -1033,8 +1089,9 @@ def test_a_recorded_job_whose_id_was_reused_keeps_its_own_state(tmp_path, fake_s
 
     store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
     own = jobs(store.root)["units"]["toy/replace-p0-s0/gen_000"]["name"]
-    (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:00:07|0:9|9:0|2026-12-01T10:00:00|me|{own}\n"
-                                          "200|COMPLETED|00:10:00|0:0|0:0|2026-12-06T09:00:00|eve|train-llama\n")
+    (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:00:07|0:9|9:0|2026-12-01T10:00:00|2026-12-01T10:00:07|me|"
+                                          f"{own}\n200|COMPLETED|00:10:00|0:0|0:0|2026-12-06T09:00:00|"
+                                          "2026-12-06T09:10:00|eve|train-llama\n")
     (fake_slurm / "squeue.txt").write_text("")
     rc, out, err = collapse("status", store.root, "--all")
     assert rc == 0 and "  gen_000  FAILED        job 200" in out and "killed by SIGKILL" in out and not err, (out, err)
