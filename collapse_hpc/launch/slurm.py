@@ -517,6 +517,44 @@ def job_order(job: str) -> tuple:
     return tuple(int(p) if p.isdigit() else -1 for p in job.split("_", 1))
 
 
+def _by_array(job_ids) -> list[tuple[str, list[int]]]:
+    """`job_ids` in job order, each (a plain job or an array's lone task, []) or (an array, its several tasks)."""
+    tasks: dict[str, set[int]] = {}
+    for job in job_ids:
+        base, _, task = job.partition("_")
+        if task.isdigit():
+            tasks.setdefault(base, set()).add(int(task))
+    out: dict[str, list[int]] = {}
+    for job in sorted(set(job_ids), key=job_order):
+        base, _, task = job.partition("_")
+        several = task.isdigit() and len(tasks[base]) > 1
+        out.setdefault(base if several else job, sorted(tasks[base]) if several else [])
+    return list(out.items())
+
+
+def scancel_args(job_ids) -> str:
+    """`job_ids` for a scancel line to copy: an array's tasks in Slurm's own form, 123_[1-3,5] (quoted: a shell
+    glob), every job named."""
+    return " ".join(shlex.quote(f"{job}_[{_spans(tasks)}]" if tasks else job) for job, tasks in _by_array(job_ids))
+
+
+def squeue_args(job_ids) -> str:
+    """`job_ids` for squeue -r -j to list each of: an array by its id alone (squeue reads 123_[1-3] as task 0, and
+    an array's tasks are one user's), every job named."""
+    return ",".join(job for job, _ in _by_array(job_ids))
+
+
+def _spans(tasks: list[int]) -> str:
+    """Sorted task indices as Slurm writes them: 1-3,5."""
+    runs: list[list[int]] = []
+    for task in tasks:
+        if runs and task == runs[-1][-1] + 1:
+            runs[-1].append(task)
+        else:
+            runs.append([task])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
 def cancel_run(store) -> int:
     """scancel every job of the run (jobs.json) that is still queued or running; the finished units
     stay, and a later submit queues what is left."""
@@ -552,7 +590,7 @@ def _cancel_refused(store, refused: dict[str, str], jobs: list[str]) -> UserErro
     why, ids = sorted(set(refused.values())), sorted(refused, key=job_order)
     return UserError(f"{store.root}: scancel refused {count(len(refused), 'job')} of its {len(jobs)} queued or "
                      f"running ({first_few(ids, 10)}: {'; '.join(why)}); jobs another user queued are theirs to "
-                     f"cancel (squeue -j {','.join(ids)} -o %i,%u)"
+                     f"cancel (squeue -r -j {squeue_args(ids)} -o %i,%u)"
                      + (f"; {count(len(jobs) - len(refused), 'other job')} cancelled" if len(jobs) > len(refused)
                         else ""))
 
@@ -622,7 +660,7 @@ class KeptJobs(UserError):
         gone = f"the {count(cancelled, 'job')} this submit had queued cancelled, " if cancelled else ""
         return (f"job {job}{more}, queued by {who or 'another user'} for {label}, waits on a generation this submit "
                 f"queues anew, and scancel refused to cancel it ({why}): two jobs would run that unit; {gone}nothing "
-                f"of this submit is queued: ask {who or 'its owner'} to cancel it (scancel {' '.join(self.kept)}), "
+                f"of this submit is queued: ask {who or 'its owner'} to cancel it (scancel {scancel_args(self.kept)}), "
                 f"then submit again")
 
 
@@ -894,7 +932,7 @@ class _Submission:
         said = (f"this submit queued {count(len(self.new_ids), 'job')} ({first_few(self.new_ids, 10)}), recorded "
                 f"in jobs.json (collapse-hpc status, cancel)" if self.new_ids else "this submit queued no job")
         # every one: jobs.json no longer names them, so this line is the user's only list of them
-        return said + (f"; the queued jobs they replace are not cancelled: scancel {' '.join(old)}" if old else "")
+        return said + (f"; the queued jobs they replace are not cancelled: scancel {scancel_args(old)}" if old else "")
 
     def live(self, label: str) -> str | None:
         return live_job(self.book, label, self.queue)

@@ -1001,8 +1001,42 @@ def test_cancel_of_jobs_scancel_refuses_says_so_and_not_of_those_ended_meanwhile
     (fake_slurm / "refuse").touch()
     rc, out, err = collapse("cancel", run)
     assert rc == 2 and err == (f"error: {run}: scancel refused 4 jobs of its 6 queued or running ({' '.join(ids[2:])}: "
-                               f"Access/permission denied); jobs another user queued are theirs to cancel (squeue -j "
-                               f"{','.join(ids[2:])} -o %i,%u); 2 other jobs cancelled\n"), err
+                               f"Access/permission denied); jobs another user queued are theirs to cancel (squeue -r "
+                               f"-j {','.join(ids[2:])} -o %i,%u); 2 other jobs cancelled\n"), err
+
+
+def test_cancel_names_an_arrays_refused_tasks_by_the_array(tmp_path, fake_slurm):
+    """A colleague's array of many parts: the squeue that shows whose the refused jobs are wrote out every task
+    (squeue -j 123_0,123_1,… as long as the array). It names the array once, squeue -r lists its tasks (squeue
+    reads Slurm's 123_[0-5] as task 0 alone); a chain's jobs stay as they are."""
+    cfg = write_config(tmp_path, generations=1, ltchain={}, ltarray={"parts": 6})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    units = jobs(run)["units"]
+    gen0 = units["ltchain/replace-p0-s0/gen_000"]["job_id"]
+    tasks = [units[f"ltarray/replace-p0-s0/part_{p:03d}"]["job_id"] for p in range(6)]
+    array = tasks[0].split("_")[0]
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|0:00\n" for j in [gen0, *tasks]))
+    refused = "".join(f'echo "scancel: error: Kill job error on job id {j}: Access/permission denied" >&2\n'
+                      for j in [gen0, *tasks])
+    (fake_slurm / "bin" / "scancel").write_text(f"#!/bin/bash\n{refused}exit 1\n")
+    rc, _, err = collapse("cancel", run)
+    ids = ",".join(sorted([gen0, array], key=int))
+    assert rc == 2 and f"jobs another user queued are theirs to cancel (squeue -r -j {ids} -o %i,%u)\n" in err, err
+
+
+@pytest.mark.parametrize(("jobs_", "scancel", "squeue"), [
+    (["123_1", "123_2", "123_3", "123_5", "124", "99_7", "123_10", "123_11"],
+     "99_7 '123_[1-3,5,10-11]' 124", "99_7,123,124"),
+    (["7_2", "7_0", "6"], "6 '7_[0,2]'", "6,7"),
+    (["201", "200"], "200 201", "200,201"),
+    ([], "", "")])
+def test_job_ids_for_a_command_write_an_arrays_tasks_in_slurms_form(jobs_, scancel, squeue):
+    """Every job named, in job order: scancel takes an array's tasks as 123_[1-3,5] (quoted, a shell glob);
+    squeue -r -j the array's id (it reads that form as task 0); a lone task as it is."""
+    from collapse_hpc.launch.slurm import scancel_args, squeue_args
+
+    assert (scancel_args(jobs_), squeue_args(jobs_)) == (scancel, squeue)
 
 
 def _queued_as(fake_slurm, user: str, lines: dict[str, str], name: str | None = None) -> None:
