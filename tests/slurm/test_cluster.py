@@ -157,6 +157,61 @@ def test_status_names_what_made_each_generation_after_a_redo(tmp_path):
     assert re.search(rf"gen_001  done +job {again} ", out), out
 
 
+def test_a_generation_begun_again_by_hand_after_its_job_and_stopped_reads_unfinished(tmp_path, monkeypatch):
+    """A generation whose job COMPLETED without its results, redone by hand as verify says and stopped (Ctrl-C):
+    status told that job's story (the results never recorded), not the redo's. sacct's End, read whatever the
+    user's SLURM_TIME_FORMAT, is older than the unit's binding the redo wrote."""
+    from tests.launch.toys.chain import ChainToy
+
+    cfg = write_config(tmp_path, "again", generations=1, ltchain={"rows": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = unit_ids(run)[label]
+    wait_for([job, jobs(run)["aggregate"]["job_id"]])
+    (run / label / "manifest.json").unlink()  # as if the job had ended before its results were recorded
+    monkeypatch.setenv("SLURM_TIME_FORMAT", "relative")  # sacct's End would read "Tod 16:20"
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  COMPLETED +job {job}", out) and "results were recorded" in out, out
+
+    def stopped(self, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChainToy, "run_unit", stopped)
+    time.sleep(1)  # past the second sacct's End names
+    rc, _, _ = collapse("ltchain", run / "config.yaml", "--run", run, "--variant", "replace-p0-s0", "--unit", "0")
+    assert rc != 0 and (run / label / ".binding.json").is_file()
+    rc, out, _ = collapse("status", run)
+    assert re.search(rf"gen_000  unfinished +\(begun again by hand after Slurm job {job} COMPLETED, and not "
+                     rf"finished since\)", out), out
+
+
+def test_scancel_and_squeue_take_an_arrays_tasks_as_commands_name_them(tmp_path):
+    """The job ids of a scancel or squeue line to copy (slurm.scancel_args, squeue_args), run by the shell in a
+    folder holding a file the bracket form would match as a glob: scancel cancels those tasks and the plain job,
+    no other; squeue -r -j lists each of them."""
+    from collapse_hpc.launch.slurm import scancel_args, squeue_args
+
+    def held(*args: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", "--hold", "-o", "/dev/null", *args, "--wrap", "sleep 60"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    array, plain, other = held("-a", "0-6"), held(), held("-a", "0-3")
+    try:
+        named = [f"{array}_{t}" for t in (1, 2, 3, 5)] + [plain, f"{other}_2"]
+        (tmp_path / f"{array}_1").touch()
+        shown = subprocess.run(f"squeue -h -r -j {squeue_args(named)} -o %i", shell=True, cwd=tmp_path,
+                               capture_output=True, text=True, check=True).stdout.split()
+        subprocess.run(f"scancel {scancel_args(named)}", shell=True, cwd=tmp_path, check=True)
+        left = subprocess.run(["squeue", "-h", "-r", "-j", f"{array},{plain},{other}", "-o", "%i"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    finally:
+        subprocess.run(["scancel", array, plain, other], capture_output=True)
+    assert set(named) <= set(shown), shown
+    assert sorted(left) == sorted([f"{array}_{t}" for t in (0, 4, 6)] + [f"{other}_{t}" for t in (0, 1, 3)]), left
+
+
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_failed_generation_cancels_its_dependents(tmp_path, ranks):
     """With two ranks, rank 1 raises and rank 0 waits for it: the FAILED line names rank 1 and its log,
