@@ -230,20 +230,11 @@ def test_a_unit_redone_by_hand_and_stopped_reads_unfinished_not_as_its_earlier_j
 
     from collapse_hpc.launch.listing import show
     from collapse_hpc.report import collect, tables
-    from tests.launch.helpers import collapse
-    from tests.toy_experiment import Toy
 
     store = _completed_locally(tmp_path)
     (store.root / "toy" / "replace-p0-s0" / "gen_001" / "metrics.parquet").write_bytes(b"damaged")
     time.sleep(0.01)
-
-    def stopped(self, ctx):
-        raise KeyboardInterrupt  # Ctrl-C in the middle of the unit
-
-    monkeypatch.setattr(Toy, "run_unit", stopped)
-    rc, _, _ = collapse("toy", store.config_path, "--run", store.root, "--variant", "replace-p0-s0", "--unit", "1")
-    assert rc != 0
-    capsys.readouterr()
+    _redone_and_stopped(store, 1, monkeypatch, capsys)
     assert show(store.root) == 0
     out = capsys.readouterr().out
     assert "gen_000  done          local pid 100" in out
@@ -252,6 +243,20 @@ def test_a_unit_redone_by_hand_and_stopped_reads_unfinished_not_as_its_earlier_j
     assert "COMPLETED" not in out and "results were recorded" not in out and "redo:" not in out, out
     said = tables.unfinished([collect.load_run(store.root)])  # the report's banner says as status does
     assert said == ["toy/replace-p0-s0: 1 of 2 generations finished; gen_001: unfinished (no manifest yet)"], said
+
+
+def _redone_and_stopped(store, index: int, monkeypatch, capsys) -> None:
+    """verify's redo of the toy chain's generation `index`, stopped (Ctrl-C) in the middle of the unit."""
+    from tests.launch.helpers import collapse
+    from tests.toy_experiment import Toy
+
+    def stopped(self, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Toy, "run_unit", stopped)
+    rc, _, _ = collapse("toy", store.config_path, "--run", store.root, "--variant", "replace-p0-s0", "--unit", index)
+    assert rc != 0
+    capsys.readouterr()
 
 
 def test_a_run_in_process_reads_as_run_not_as_not_launched(tmp_path, capsys):
@@ -1047,19 +1052,10 @@ def test_a_unit_redone_by_hand_after_its_slurm_job_and_stopped_reads_unfinished(
     did the report. The unit's binding newer than the job's End (sacct's, this host's local time) is the redo's."""
     from collapse_hpc.launch.listing import show
     from collapse_hpc.report import collect, tables
-    from tests.launch.helpers import collapse
-    from tests.toy_experiment import Toy
 
     store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
     (fake_slurm / "squeue.txt").write_text("")  # every job has left the queue
-
-    def stopped(self, ctx):
-        raise KeyboardInterrupt  # Ctrl-C in the middle of the unit
-
-    monkeypatch.setattr(Toy, "run_unit", stopped)
-    rc, _, _ = collapse("toy", store.config_path, "--run", store.root, "--variant", "replace-p0-s0", "--unit", "0")
-    assert rc != 0
-    capsys.readouterr()
+    _redone_and_stopped(store, 0, monkeypatch, capsys)
     sacct = fake_slurm / "sacct.txt"
 
     def ended(end: str, state: str = "COMPLETED") -> str:

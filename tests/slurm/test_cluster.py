@@ -127,16 +127,22 @@ def test_make_submit_chain_and_array_then_resubmit_nothing(tmp_path):
     assert "tiny:" not in q
 
 
-def test_status_names_what_made_each_generation_after_a_redo(tmp_path):
-    """A generation redone by hand, as verify says to, was still shown as the Slurm job that had made the
-    damaged copy; one submitted again is shown as its new job."""
-    cfg = write_config(tmp_path, "redo", generations=2, ltchain={"rows": 2})
+def _ended_chain(tmp_path, name: str, generations: int, label: str) -> tuple[Path, str]:
+    """A run of a chain of `generations` (ltchain, rows 2) submitted, and every job of it ended: its folder and
+    the job id of unit `label`."""
+    cfg = write_config(tmp_path, name, generations=generations, ltchain={"rows": 2})
     run = tmp_path / "run"
     rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
     assert rc == 0, err
-    label = "ltchain/replace-p0-s0/gen_001"
-    first = unit_ids(run)[label]
     wait_for([*unit_ids(run).values(), jobs(run)["aggregate"]["job_id"]])
+    return run, unit_ids(run)[label]
+
+
+def test_status_names_what_made_each_generation_after_a_redo(tmp_path):
+    """A generation redone by hand, as verify says to, was still shown as the Slurm job that had made the
+    damaged copy; one submitted again is shown as its new job."""
+    label = "ltchain/replace-p0-s0/gen_001"
+    run, first = _ended_chain(tmp_path, "redo", 2, label)
     (run / label / "metrics.parquet").write_bytes(b"damaged")
     _, out, _ = collapse("verify", run)
     redo = shlex.split(re.search(r"redo with: (.*)", out)[1])
@@ -163,13 +169,8 @@ def test_a_generation_begun_again_by_hand_after_its_job_and_stopped_reads_unfini
     user's SLURM_TIME_FORMAT, is older than the unit's binding the redo wrote."""
     from tests.launch.toys.chain import ChainToy
 
-    cfg = write_config(tmp_path, "again", generations=1, ltchain={"rows": 2})
-    run = tmp_path / "run"
-    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
-    assert rc == 0, err
     label = "ltchain/replace-p0-s0/gen_000"
-    job = unit_ids(run)[label]
-    wait_for([job, jobs(run)["aggregate"]["job_id"]])
+    run, job = _ended_chain(tmp_path, "again", 1, label)
     (run / label / "manifest.json").unlink()  # as if the job had ended before its results were recorded
     monkeypatch.setenv("SLURM_TIME_FORMAT", "relative")  # sacct's End would read "Tod 16:20"
     rc, out, _ = collapse("status", run)
