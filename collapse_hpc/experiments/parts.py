@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import Experiment
-from collapse_hpc.regimes import Regime
+from collapse_hpc.regimes import Regime, kept
 
 
 def chunk_size(replicates: int, chunk: int, pool_bytes_per_replicate: float, memory_gib: float) -> int:
@@ -36,6 +37,15 @@ def largest_fitting(asked: int, holds, budget: float) -> int:
 
 def count(replicates: int, size: int) -> int:
     return math.ceil(replicates / size)
+
+
+def least_points(regime: Regime) -> int:
+    """The fewest points of which replace's keep_fraction keeps some real ones and some generated ones."""
+    share = min(regime.keep_fraction, 1 - regime.keep_fraction)
+    points = max(1, math.floor(0.5 / share))
+    while kept(regime, points) in (0, points):  # round() ties to even: a step or two past 0.5 / share
+        points += 1
+    return points
 
 
 def replicate_range(replicates: int, size: int, part: int) -> range:
@@ -97,6 +107,25 @@ class ArrayExperiment(Experiment):
         types = {f.name: f.type for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else {}
         out += [f"config key {k}: {t.__name__}" for k, t in keys.items() if types.get(k) not in (t, t.__name__)]
         return out
+
+    def training_points(self, run, variant) -> tuple[int, str] | None:
+        """The points a generation of the variant trains on, and the config key that sets them (None: not known)."""
+        return None
+
+    def check(self, run) -> None:
+        """A replace regime keeping real data keeps some of it, not none or all: round(keep_fraction x points)
+        of 0 (replace:0.1 of n = 2) ran replace's own chain under the label "keep 10%"."""
+        for variant in self.variants(run):
+            regime, sized = variant.regime, self.training_points(run, variant)
+            if regime.name != "replace" or not 0 < regime.keep_fraction < 1 or sized is None:
+                continue
+            (points, key), share = sized, regime.keep_fraction
+            if kept(regime, points) in (0, points):
+                edge = kept(regime, points) // points  # the keep_fraction its chain is the same as
+                raise UserError(f"{self.name} {variant.name}: keep_fraction {share:g} of {points} points keeps "
+                                f"round({share:g} x {points}) = {kept(regime, points)} real points, the same chain as "
+                                f"keep_fraction {edge}, not a {share:.0%} share; give {key} of at least "
+                                f"{least_points(regime)}, or leave this regime out ({self.name}.regimes)")
 
     def pool_bytes(self, run, variant) -> float:
         """Bytes per replicate that the variant's pool holds at its fullest (0: none kept): with a

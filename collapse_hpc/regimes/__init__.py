@@ -22,9 +22,9 @@ A regime may also carry overrides of an experiment's config keys, e.g.
 only that experiment's variants of this regime see them (config.RunConfig.section_for); other
 experiments ignore them. config.py checks them against the experiment's section.
 """
-from collapse_hpc.regimes.mix import REAL, mix, slot_order
+from collapse_hpc.regimes.mix import REAL, kept, mix, slot_order
 from collapse_hpc.regimes.pool import Pool, items_held, pooled
 from collapse_hpc.regimes.regime import KINDS, NEWEST_ONLY, SCORED, VALUES, Regime, legend, order, values_of
 
-__all__ = ["KINDS", "NEWEST_ONLY", "REAL", "SCORED", "VALUES", "Pool", "Regime", "items_held", "legend", "mix",
+__all__ = ["KINDS", "NEWEST_ONLY", "REAL", "SCORED", "VALUES", "Pool", "Regime", "items_held", "kept", "legend", "mix",
            "order", "pooled", "slot_order", "values_of"]

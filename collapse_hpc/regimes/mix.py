@@ -63,11 +63,16 @@ def drawn(regime: Regime, n_real: int, generated: list[int], rng: np.random.Gene
     return np.sort(rng.choice(total, min(size, total), replace=False))
 
 
+def kept(regime: Regime, size: int) -> int:
+    """Real items replace keeps of a generation's `size`: keep_fraction of them, rounded (0 for other regimes)."""
+    return int(round(regime.keep_fraction * size)) if regime.name == "replace" else 0
+
+
 def _replaced(regime: Regime, n_real: int, generated: list[int], rng, size: int) -> list[tuple[int, np.ndarray]]:
     """replace: `keep_fraction` of `size` from the real pool, the rest from the newest one. Where
     all three sizes agree the draw is slot-wise, as the reference: slot i holds real item i or the
     item generated from it (slot_order puts the items back in their slots)."""
-    n_keep = int(round(regime.keep_fraction * size))
+    n_keep = kept(regime, size)
     newest = len(generated) - 1
     n_new = size - n_keep
     if n_keep > n_real or n_new > generated[newest]:

@@ -52,6 +52,9 @@ class GaussianExperiment(ArrayExperiment):
     def variants(self, run):
         return default_variants(NAME, run, extra=lambda cfg: [{"samples": n} for n in cfg.samples])
 
+    def training_points(self, run, variant) -> tuple[int, str]:
+        return variant.settings["samples"], f"{NAME}.samples"
+
     def pool_bytes(self, run, variant) -> float:
         """The Pool of recursion.recurse at its end (it adds every generation's n float64 draws;
         accumulate folds them into running moments)."""

@@ -92,14 +92,18 @@ class GMMExperiment(ArrayExperiment):
         points = shown * snapshot_panels(cfg, G) * cfg.samples
         return super().disk(run, variant, index) + 24 * points
 
+    def training_points(self, run, variant) -> tuple[int, str]:
+        return variant.section(run).samples, f"{NAME}.samples"
+
     def check(self, run) -> None:
-        """Nothing to refuse. Said up front: snapshot generations the run does not reach, and on this
+        """A share of real points that rounds to none or all (ArrayExperiment.check) refused. Said up front: snapshot generations the run does not reach, and on this
         machine (a local run) the wait for numba's first compile, as the units' bar stays at 0 meanwhile."""
         import logging
 
         from collapse_hpc.experiments.gmm import passes
         from collapse_hpc.experiments.gmm.em import compiled
 
+        super().check(run)
         wanted, G = run.section(NAME).snapshot_generations, self.generations(run)
         asked = wanted != GMMConfig().snapshot_generations  # the default's 100 is for runs that reach it
         beyond = [g for g in wanted if not -G <= g < G] if asked else []

@@ -113,3 +113,17 @@ def test_an_accumulate_part_is_sized_by_its_whole_estimate():
     assert 1 < size < 4 * 2**20 / gaussian.pool_bytes(run, variant)
     assert gaussian.memory(run, variant) <= 4 * 2**20  # the pools alone allowed 26 replicates: 4.6 MiB
     assert gaussian.part_memory(run, variant, size + 1) > 4 * 2**20
+
+
+@pytest.mark.parametrize("share, samples, kept, least", [(0.1, 2, 0, 6), (0.9, 4, 4, 5)])
+def test_a_share_of_real_points_that_rounds_to_none_or_all_is_refused(share, samples, kept, least):
+    # replace:0.1 of n = 2 kept round(0.2) = 0 real points: the chain drew replace's own numbers under "keep 10%"
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "regimes": [f"replace:{share}"],
+                                        "gaussian": {**SECTION, "samples": [samples, 50]}})
+    with pytest.raises(UserError, match=rf"gaussian replace-p{share}-samples{samples}-s0: keep_fraction {share} of "
+                                        rf"{samples} points keeps round\({share} x {samples}\) = {kept} real points.*"
+                                        rf"gaussian.samples of at least {least}"):
+        experiments.get("gaussian").check(run)
+    experiments.get("gaussian").check(experiments.config_from_dict(
+        {"name": "t", "seeds": [0], "executor": "debug", "regimes": [f"replace:{share}"],
+         "gaussian": {**SECTION, "samples": [least, 50]}}))
