@@ -529,6 +529,22 @@ def _side_by_side(tmp_path, runs):
                    experiments.describe("gaussian").metric_specs(sorted(df["metric"].unique())))
 
 
+def test_typical_variance_says_where_sigma_hat_rounded_to_zero_not_that_generations_are_unfinished(tmp_path):
+    """n = 2 under replace: a replicate's two draws round to one value once σ̂ is below float64's step beside μ̂,
+    σ̂ is 0 and the mean of log σ̂² −∞ from there; its line ended early in a finished run, whose caption said only
+    that gaps mark unfinished generations."""
+    from collapse_hpc.experiments.gaussian.figures import gaussian_typical_variance
+
+    ctx = _side_by_side(tmp_path, [("tiny", 2, "replace", 60), ("wide", 50, "replace", 60)])
+    data = ctx.df[ctx.df["metric"] == "log_var_hat"]
+    first = int(data.loc[np.isneginf(data["value"]), "generation"].min())
+    _, caption = gaussian_typical_variance(ctx)
+    assert "a replicate's σ̂ is exactly 0" in caption
+    assert re.search(rf"Here: replace, samples=2 \(tiny\): from generation {first} \(\d of 4 replicates at "
+                     rf"generation 59\)\.$", caption), caption
+    assert "(wide)" not in caption.split("exactly 0")[1]  # n = 50 keeps its variance: not named
+
+
 def test_runs_side_by_side_keep_every_series_in_the_legend_and_a_scale_on_every_row(tmp_path):
     """Two runs of different regimes and sample sizes: the one legend names both runs' series (it
     named only the panel with most entries), an empty panel of the tails figure says whose n it is,

@@ -216,8 +216,32 @@ def _against_theory(ctx: Context, metric: str, ylabel: str, caption: str, log: b
     return _per_samples(ctx, metric, metric, ylabel, log=log), f"{caption}{_here(ctx, metric, metric)} {GAPS}"
 
 
+POINT_MASS = ("The mean of log σ̂² is −∞, and its line ends, from the generation where a replicate's σ̂ is exactly 0: "
+              "its n draws rounded to one value, as float64 resolves μ̂ + σ̂z from μ̂ only while σ̂ is above about "
+              "|μ̂|·1e-16 (a point mass of rounding, where the theory's fall goes on below).")
+
+
+def _point_masses(ctx: Context, metric: str) -> str:
+    """Per series whose log σ̂² is −∞ in some replicate (σ̂ exactly 0): the first such generation, and how many
+    replicates are so at the last; "" where none is."""
+    out = []
+    for run in ctx.run_labels:
+        for label, grp in series_rows(ctx, run, metric):
+            data = series_data(ctx, run, metric, grp.iloc[0])
+            gone = data[np.isneginf(data["value"])]
+            if gone.empty:
+                continue
+            last = int(data["generation"].max())
+            at_last = data["generation"] == last
+            out.append(f"{label}{'' if len(ctx.run_labels) == 1 else f' ({run})'}: from generation "
+                       f"{int(gone['generation'].min())} ({int(np.isneginf(data.loc[at_last, 'value']).sum())} of "
+                       f"{int(at_last.sum())} replicates at generation {last})")
+    return f" {POINT_MASS} Here: {'; '.join(out)}." if out else ""
+
+
 def gaussian_typical_variance(ctx: Context):
-    return _against_theory(ctx, "log_var_hat", "mean log σ̂²", TYPICAL, log=False)
+    drawn = _against_theory(ctx, "log_var_hat", "mean log σ̂²", TYPICAL, log=False)
+    return drawn and (drawn[0], drawn[1] + _point_masses(ctx, "log_var_hat"))
 
 
 def gaussian_w2(ctx: Context):
