@@ -96,8 +96,9 @@ class GMMExperiment(ArrayExperiment):
         return variant.section(run).samples, f"{NAME}.samples"
 
     def check(self, run) -> None:
-        """A share of real points that rounds to none or all (ArrayExperiment.check) refused. Said up front: snapshot generations the run does not reach, and on this
-        machine (a local run) the wait for numba's first compile, as the units' bar stays at 0 meanwhile."""
+        """A share of real points that rounds to none or all refused (ArrayExperiment.check). Said up front:
+        snapshot generations the run does not reach, and on this machine (a local run) the wait for numba's
+        first compile, as the units' bar stays at 0 meanwhile."""
         import logging
 
         from collapse_hpc.experiments.gmm import passes

@@ -225,6 +225,6 @@ def test_a_share_of_real_points_that_rounds_to_none_is_refused():
     # replace:0.1 of 4 points kept round(0.4) = 0: its chains were replace's own, drawn as "keep 10%"
     run = experiments.config_from_dict({"name": "t", "seeds": [0], "regimes": ["replace", "replace:0.1"],
                                         "executor": "debug", "gmm": {**SECTION, "samples": 4, "components": 1}})
-    with pytest.raises(UserError, match=r"gmm replace-p0.1-s0: keep_fraction 0.1 of 4 points keeps round\(0.1 x 4\) "
-                                        r"= 0 real points, the same chain as keep_fraction 0.*gmm.samples of at least 6"):
+    with pytest.raises(UserError, match=r"gmm replace-p0.1-s0: keep_fraction 0.1 of 4 points keeps round\(0.1 x 4\) = "
+                                        r"0 real points, the same chain as keep_fraction 0.*gmm.samples of at least 6"):
         experiments.get("gmm").check(run)
