@@ -157,10 +157,14 @@ def _idx_below(source: Path) -> Path | None:
     """The folder under `source` that holds the four IDX files (torchvision's download root: MNIST/raw/)."""
     first = MNIST_FILES["train"][0]
     for image in sorted(source.rglob("*")):
-        if image.name.lower() in (first, first + ".gz") and all(_find_idx(image.parent, s) for pair in
-                                                               MNIST_FILES.values() for s in pair):
+        if image.name.lower() in (first, first + ".gz") and _holds_idx(image.parent):
             return image.parent
     return None
+
+
+def _holds_idx(folder: Path) -> bool:
+    """Whether the folder holds the four IDX files of MNIST's names."""
+    return all(_find_idx(folder, stem) for pair in MNIST_FILES.values() for stem in pair)
 
 
 def _mnist_from_idx(folder: Path):
@@ -232,6 +236,9 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if not found:
         stems = [s for pair in MNIST_FILES.values() for s in pair]
         missing = [s for s in stems if not source.is_dir() or _find_idx(source, s) is None]
+        if source.is_file() and _holds_idx(source.parent):  # one of the four files itself named
+            raise UserError(f"--from {source}: one file; give the folder that holds the four IDX files: "
+                            f"--from {source.parent}")
         below = _idx_below(source) if source.is_dir() else None
         if below is not None:
             raise UserError(f"--from {source}: the four IDX files are in {below}, not in the folder itself; "

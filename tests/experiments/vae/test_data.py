@@ -272,6 +272,19 @@ def test_your_own_idx_files_in_a_folder_below_the_one_given_are_pointed_to(tmp_p
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("given", ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+def test_one_of_your_own_idx_files_given_names_its_folder(tmp_path, given):
+    """--from the images file itself: the line said all four files were missing, the one given among them."""
+    from collapse_hpc.data import prepare
+
+    folder = _clothes(tmp_path / "idx")
+    with pytest.raises(UserError) as e:
+        prepare("clothes", tmp_path / "data", source=str(folder / given))
+    assert str(e.value) == (f"--from {folder / given}: one file; give the folder that holds the four IDX files: "
+                            f"--from {folder}")
+    assert not (tmp_path / "data").exists()
+
+
 def test_your_own_colour_images_are_refused_as_colour(tmp_path):
     # RGB IDX files (n, h, w, 3) were refused as "(200, 12, 16, 3) images do not match (200,) labels":
     # the labels were right, the channels were the matter
