@@ -38,13 +38,18 @@ def _marked(ax) -> list:
     return [ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None", "", " ")]
 
 
+def _lying_on(ax) -> tuple[list, list[np.ndarray], list[list[int]]]:
+    """The panel's marked lines, their points, and for each the earlier ones it lies on (_covers)."""
+    marked = _marked(ax)
+    points = [_points(ax, ln) for ln in marked]
+    return marked, points, [[j for j in range(i) if _covers(points[i], points[j])] for i in range(len(marked))]
+
+
 def nest(fig) -> None:
     """Each marked line that lies on an earlier marked line of its panel drawn smaller than that one."""
     for ax in fig.axes:
-        marked = _marked(ax)
-        points = [_points(ax, ln) for ln in marked]
-        for i, line in enumerate(marked):
-            under = [j for j in range(i) if _covers(points[i], points[j])]
+        marked, _, lies_on = _lying_on(ax)
+        for line, under in zip(marked, lies_on):
             if under:
                 line.set_markersize(SHRINK * min(marked[j].get_markersize() for j in under))
                 line.set_linewidth(SHRINK * min(marked[j].get_linewidth() for j in under))
@@ -84,11 +89,10 @@ def dodge(fig) -> None:
     from matplotlib.transforms import ScaledTranslation
 
     for ax in fig.axes:
-        marked = _marked(ax)
-        points = [_points(ax, ln) for ln in marked]
+        marked, points, lies_on = _lying_on(ax)
         roots: list[int] = []  # the series each is drawn on: its own, or the one it is nested on
-        for i in range(len(marked)):
-            roots.append(next((roots[j] for j in range(i) if _covers(points[i], points[j])), i))
+        for i, under in enumerate(lies_on):
+            roots.append(roots[under[0]] if under else i)
         own = sorted(set(roots))
         marks = {i: _marks(ax, marked[i], points[i]) for i in own}
         size = max((ln.get_markersize() for ln in marked), default=0.0)
