@@ -57,7 +57,8 @@ def path_argument(text: str) -> str:
 # Rust libraries (safetensors, tokenizers) raise their own types with the OS error in the text only;
 # pyarrow's OSError words it in its message too
 _SAID = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]", re.IGNORECASE)
-AGAIN = "once the file reads again (its permissions, the file system): run the same command again"
+RERUN = "run the same command again"  # how a refusal that may pass ends: a read refused (AGAIN), a full disk (space)
+AGAIN = f"once the file reads again (its permissions, the file system): {RERUN}"
 
 
 def said_errno(e: BaseException) -> int | None:

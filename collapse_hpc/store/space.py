@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 from typing import overload
 
-from collapse_hpc.errors import said_errno
+from collapse_hpc.errors import RERUN, said_errno
 
 REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
-AGAIN = "then run the same command again"
+AGAIN = f"then {RERUN}"
 KEPT = " (finished units are kept)"  # said of a run: it goes on from them
 FULL_BELOW = 1 << 20  # bytes free under which a file system reads as full to state()
 
