@@ -286,6 +286,15 @@ MAX_UNIT_GIB = 64  # what one array task may hold in memory (replicates x genera
 LARGE_UNITS = 2_000  # a plan beyond this many units (the paper's config plans 635) needs --force
 
 
+def _nothing_enabled(run, file: str) -> str:
+    """Why a config runs nothing: its sections are disabled, and an experiment without a section does not run
+    (lm and vae disabled read as 'every experiment is disabled' where gmm and gaussian were only left out)."""
+    left_out = [name for name in experiments.names() if name not in run.sections]
+    return (f"{file}: every experiment it has a section for is disabled ({', '.join(run.sections)}: enabled: false)"
+            + (f", and one without a section does not run ({', '.join(left_out)} here)" if left_out else "")
+            + f"; enable one, e.g. --set {(left_out or list(run.sections))[0]}.enabled=true")
+
+
 def check(run, file: str = "<config>", force: bool = False, memory: int | None = None,
           gpus_here: bool = False, sizes: bool = True) -> int | None:
     """Before anything is written: an experiment is enabled and each enabled one plans a chain (an
@@ -301,8 +310,7 @@ def check(run, file: str = "<config>", force: bool = False, memory: int | None =
     the memory to check_sizes, e.g. once the inputs are checked (a misspelt hub model's name states a size)."""
     total = 0
     if not run.enabled():  # a run folder with an empty plan would look like a finished run
-        raise UserError(f"{file}: every experiment is disabled (enabled: false); enable one, e.g. "
-                        f"--set {next(iter(run.sections))}.enabled=true")
+        raise UserError(_nothing_enabled(run, file))
     for name in run.enabled():
         exp = experiments.get(name)
         try:

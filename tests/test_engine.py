@@ -392,3 +392,16 @@ def test_a_manifest_of_another_shape_is_corrupt_for_status_verify_and_the_report
     assert said in capsys.readouterr().out
     assert cli.main(["aggregate", str(store.root)]) == 0
     assert "toy/replace-p0-s0: 0 of 1 generations finished" in (store.root / "report" / "results.md").read_text()
+
+
+def test_a_config_whose_sections_are_all_disabled_names_the_experiments_it_left_out():
+    """lm and vae disabled, gmm and gaussian without a section: the line said every experiment was disabled, and
+    pointed at lm, while the ones the config left out were what did not run."""
+    run = experiments.config_from_dict({"lm": {"enabled": False}, "vae": {"enabled": False}})
+    with pytest.raises(UserError) as e:
+        engine.check(run, "c.yaml")
+    said = str(e.value)
+    assert said.startswith("c.yaml: every experiment it has a section for is disabled (lm, vae: enabled: false), "
+                           "and one without a section does not run ("), said
+    assert "gmm" in said.split("does not run")[1] and "gaussian" in said.split("does not run")[1], said
+    assert said.endswith(f"; enable one, e.g. --set {said.split('does not run (')[1].split(',')[0]}.enabled=true")
