@@ -100,7 +100,7 @@ class LanguageModel(Experiment):
         from collapse_hpc.experiments.lm.caches import check_read_only
         from collapse_hpc.experiments.lm.data import check_caches
         from collapse_hpc.experiments.lm.hub import check_source
-        from collapse_hpc.experiments.lm.model import check_weights
+        from collapse_hpc.experiments.lm.model import check_fits, check_weights
         from collapse_hpc.experiments.lm.tokenizer import check_tokenizer, tokenizer_tag
         from collapse_hpc.experiments.lm.train import check_deepspeed
 
@@ -128,6 +128,7 @@ class LanguageModel(Experiment):
                 checked.add(("vocabulary", tokenizer))
                 attempt(check_tokenizer, where("model" if own else "tokenizer"), tokenizer, model=own)
             attempt(check_deepspeed, where("deepspeed"), cfg)
+            attempt(check_fits, cfg, Path(run.data_dir), where)
         if problems:
             raise UserError("; ".join(dict.fromkeys(problems)))
 

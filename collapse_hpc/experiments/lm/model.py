@@ -22,6 +22,8 @@ API:
 - model_fingerprint(dir) -> str                     sha256 of its safetensors files (16 hex)
 - check_vocab(model, tokenizer)                     UserError if the tokenizer does not fit the model
 - check_ids(model, ids)                             UserError if token ids exceed the embedding
+- check_fits(cfg, data_dir, where)                  before a run: UserError if the model has too few positions for
+                                                    lm.block_size, or too few embedding rows for the tokenizer
 """
 from __future__ import annotations
 
@@ -195,6 +197,7 @@ def build_model(cfg, tokenizer, data_dir: Path):
             model = load_model(tiny_base(cfg, tokenizer, data_dir))
     else:
         model = _hub_model(cfg.model, cfg.pretrained)
+        check_positions("lm.block_size", cfg, model.config.to_dict())  # a hub model not here when the run began
     check_vocab(model, tokenizer)
     return model
 
@@ -340,6 +343,46 @@ def check_vocab(model, tokenizer) -> None:
     if len(tokenizer) > rows:
         raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding has only {rows} "
                         f"rows: tokenizer and model do not belong together")
+
+
+# where a model type's config.json gives how many learned positions it embeds (rotary and ALiBi ones have no
+# such bound); past the last one an embedding lookup fails (on a GPU, a device-side assert)
+POSITIONS = {"opt": "max_position_embeddings", "gpt2": "n_positions", "gpt_neo": "max_position_embeddings"}
+
+
+def check_positions(key: str, cfg, config: dict) -> None:
+    """UserError where the model of config.json `config` embeds fewer positions than a generation uses: a
+    block of block_size tokens in training, a prompt block and block_size new tokens in sampling."""
+    name = POSITIONS.get(str(config.get("model_type", "")))
+    has = config.get(name) if name else None
+    if isinstance(has, int) and has < 2 * cfg.block_size:
+        raise UserError(f"{key} {cfg.block_size}: the model {cfg.model} embeds {has} token positions ({name} in its "
+                        f"config.json), and a generation uses {2 * cfg.block_size}: a prompt block and as many new "
+                        f"tokens when it samples; lower lm.block_size to {has // 2} or less")
+
+
+def check_fits(cfg, data_dir: Path, where) -> None:
+    """Before a run, where the model's config.json is here (a folder, the HF cache): its positions hold a
+    generation's tokens (check_positions) and its embedding the tokenizer's. Either was said by the job alone,
+    as a traceback in its log, after the run folder was made. `where(key)` names a config key."""
+    folder = None if cfg.model == "tiny" else local_config(cfg.model)
+    if folder is None:
+        return
+    check_positions(where("block_size"), cfg, saved_config(folder))
+    check_embedding(where("tokenizer" if cfg.tokenizer else "model"), cfg, data_dir)
+
+
+def check_embedding(key: str, cfg, data_dir: Path) -> None:
+    """UserError where the tokenizer a unit loads (where it is here) has more tokens than the model's
+    config.json gives its embedding rows (vocab_size)."""
+    from collapse_hpc.experiments.lm.tokenizer import ready_tokenizer
+
+    rows = shape(cfg)
+    tokenizer = ready_tokenizer(cfg, data_dir) if rows is not None else None
+    if tokenizer is not None and len(tokenizer) > rows.vocab:
+        raise UserError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only "
+                        f"{rows.vocab} rows (vocab_size in its config.json): tokenizer and model do not belong "
+                        f"together")
 
 
 def check_ids(model, ids) -> None:

@@ -48,7 +48,7 @@ def saved_opt(folder):
     from transformers import OPTConfig, OPTForCausalLM
 
     OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
-                             max_position_embeddings=80, word_embed_proj_dim=16)).save_pretrained(folder)
+                             max_position_embeddings=128, word_embed_proj_dim=16)).save_pretrained(folder)
     return folder
 
 
@@ -381,3 +381,48 @@ def test_the_reference_flags_check_the_model_folders_tokenizer_as_a_config_does(
     assert line == (f"error: --model_tag: the model folder {model} lacks a tokenizer's files (tokenizer.json, or "
                     f"vocab.json and merges.txt), and lm.tokenizer names no other; copy or download it whole, or name "
                     f"a tokenizer (lm.tokenizer)"), line
+
+
+def saved_opt_with_tokenizer(folder, data_dir):
+    """saved_opt (128 positions, 64 embedding rows) with the tiny data set's 300-token BPE saved beside it."""
+    import shutil
+
+    saved_opt(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(data_dir / "tiny" / "tokenizer-bpe300" / name, folder / name)
+    return folder
+
+
+def test_a_block_size_past_the_models_positions_is_one_line_before_anything_is_written(tmp_path, lm_data_dir,
+                                                                                      hf_cache):
+    """A model folder of 128 positions under lm.block_size 80 passed the checks: every generation-0 job then
+    failed on an embedding's IndexError (a prompt block and 80 new tokens are 160 positions), in its log alone,
+    after the run folder was made."""
+    from collapse_hpc.experiments.lm.model import build_model
+    from tests.experiments.lm.conftest import tiny_cfg
+
+    model = saved_opt_with_tokenizer(tmp_path / "my-opt", lm_data_dir)
+    line = refused_run(tmp_path, lm_data_dir, hf_cache, f"dataset: tiny, model: {model}, block_size: 80")
+    assert line.endswith(f"lm.yaml: lm.block_size 80: the model {model} embeds 128 token positions "
+                         f"(max_position_embeddings in its config.json), and a generation uses 160: a prompt block "
+                         f"and as many new tokens when it samples; lower lm.block_size to 64 or less"), line
+    with pytest.raises(UserError, match="lm.block_size 80: the model .* embeds 128 token positions"):
+        build_model(tiny_cfg(model=str(model), pretrained=True, block_size=80), None, lm_data_dir)  # as a job
+
+
+def test_a_tokenizer_larger_than_the_models_embedding_is_one_line_before_anything_is_written(tmp_path, lm_data_dir,
+                                                                                            hf_cache):
+    """The tokenizer beside a model folder (or lm.tokenizer) with more tokens than its embedding has rows was
+    refused by each job alone, as a traceback in its log, after the run folder was made."""
+    model = saved_opt_with_tokenizer(tmp_path / "my-opt", lm_data_dir)
+    line = refused_run(tmp_path, lm_data_dir, hf_cache, f"dataset: tiny, model: {model}, block_size: 16")
+    assert "lm.yaml: lm.model: the tokenizer has " in line, line
+    assert line.endswith("tokens but the model's embedding has only 64 rows (vocab_size in its config.json): "
+                         "tokenizer and model do not belong together"), line
+    from collapse_hpc.experiments.lm.model import check_fits
+    from tests.experiments.lm.conftest import tiny_cfg
+
+    named = tiny_cfg(model=str(model), tokenizer=str(lm_data_dir / "tiny" / "tokenizer-bpe300"), block_size=16)
+    with pytest.raises(UserError, match=r"^lm.tokenizer: the tokenizer has \d+ tokens but the model's embedding has "
+                                        r"only 64 rows"):
+        check_fits(named, lm_data_dir, lambda key: f"lm.{key}")  # lm.tokenizer's, not the model's own
