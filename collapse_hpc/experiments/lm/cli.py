@@ -308,14 +308,16 @@ def _start_model(a, lm, load: Path | None):
     """The --load-name model, else the initial one (seeded by --seed), checked against the tokenizer."""
     import torch
 
-    from collapse_hpc.experiments.lm.model import build_model, check_vocab, load_model
+    from collapse_hpc.experiments.lm.model import build_model, check_positions, check_vocab, load_model
     from collapse_hpc.experiments.lm.tokenizer import check_trained_with
 
     torch.manual_seed(a.seed)
     if load:  # the tokenizer is the tag's (as the reference's): it must be the one the model learnt
         check_trained_with(load, lm.tokenizer, "--load-name")
-    model = load_model(load) if load else build_model(lm.cfg, lm.tokenizer, lm.data_dir)
+    model = load_model(load) if load else build_model(lm.cfg, lm.tokenizer, lm.data_dir, samples=bool(a.generate))
     check_vocab(model, lm.tokenizer)  # before any block is scored: say which two do not fit
+    if load:  # its positions, as build_model checks a tag's
+        check_positions("lm.block_size", lm.cfg, model.config.to_dict(), bool(a.generate), str(load))
     return model
 
 

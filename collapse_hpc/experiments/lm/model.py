@@ -15,7 +15,7 @@
   its folder (and generation 0's manifest, `initial_model`) says so.
 
 API:
-- build_model(cfg, tokenizer, data_dir) -> model   the initial model of a generation
+- build_model(cfg, tokenizer, data_dir, samples) -> model   the initial model of a generation
 - initial_model(cfg, data_dir, tokenizer) -> dict   what that initial model is (for reports)
 - pretrain_range(blocks, cfg) -> (start, stop, disjoint)   the tiny base's real train blocks
 - load_model(dir) -> model                          a save_pretrained folder (safetensors)
@@ -189,7 +189,9 @@ def skip_layerdrop_draws(model) -> None:
     decoder.train(model.training)
 
 
-def build_model(cfg, tokenizer, data_dir: Path):
+def build_model(cfg, tokenizer, data_dir: Path, samples: bool = True):
+    """The initial model; a hub model or folder is checked against lm.block_size (check_positions: whether the
+    unit `samples` too), as the run's check could not where it was not here when the run began."""
     if cfg.model == "tiny":
         if not cfg.pretrained:
             model = random_model(tiny_config(cfg, tokenizer))
@@ -197,7 +199,7 @@ def build_model(cfg, tokenizer, data_dir: Path):
             model = load_model(tiny_base(cfg, tokenizer, data_dir))
     else:
         model = _hub_model(cfg.model, cfg.pretrained)
-        check_positions("lm.block_size", cfg, model.config.to_dict())  # a hub model not here when the run began
+        check_positions("lm.block_size", cfg, model.config.to_dict(), samples)
     check_vocab(model, tokenizer)
     return model
 
@@ -350,15 +352,19 @@ def check_vocab(model, tokenizer) -> None:
 POSITIONS = {"opt": "max_position_embeddings", "gpt2": "n_positions", "gpt_neo": "max_position_embeddings"}
 
 
-def check_positions(key: str, cfg, config: dict) -> None:
-    """UserError where the model of config.json `config` embeds fewer positions than a generation uses: a
-    block of block_size tokens in training, a prompt block and block_size new tokens in sampling."""
+def check_positions(key: str, cfg, config: dict, samples: bool = True, model: str | None = None) -> None:
+    """UserError where the model (`model`, else lm.model) of config.json `config` embeds fewer positions than a
+    unit uses: a block of block_size tokens in training and scoring, and where it `samples`, a prompt block
+    and as many new tokens."""
     name = POSITIONS.get(str(config.get("model_type", "")))
     has = config.get(name) if name else None
-    if isinstance(has, int) and has < 2 * cfg.block_size:
-        raise UserError(f"{key} {cfg.block_size}: the model {cfg.model} embeds {has} token positions ({name} in its "
-                        f"config.json), and a generation uses {2 * cfg.block_size}: a prompt block and as many new "
-                        f"tokens when it samples; lower lm.block_size to {has // 2} or less")
+    need = 2 * cfg.block_size if samples else cfg.block_size
+    if isinstance(has, int) and has < need:
+        uses = (f"a generation uses {need}: a prompt block and as many new tokens when it samples" if samples
+                else "a block is as many tokens")
+        raise UserError(f"{key} {cfg.block_size}: the model {model or cfg.model} embeds {has} token positions "
+                        f"({name} in its config.json), and {uses}; lower lm.block_size to "
+                        f"{has * cfg.block_size // need} or less")
 
 
 def check_fits(cfg, data_dir: Path, where) -> None:

@@ -398,7 +398,7 @@ def test_a_block_size_past_the_models_positions_is_one_line_before_anything_is_w
     """A model folder of 128 positions under lm.block_size 80 passed the checks: every generation-0 job then
     failed on an embedding's IndexError (a prompt block and 80 new tokens are 160 positions), in its log alone,
     after the run folder was made."""
-    from collapse_hpc.experiments.lm.model import build_model
+    from collapse_hpc.experiments.lm.model import build_model, check_positions
     from tests.experiments.lm.conftest import tiny_cfg
 
     model = saved_opt_with_tokenizer(tmp_path / "my-opt", lm_data_dir)
@@ -408,6 +408,11 @@ def test_a_block_size_past_the_models_positions_is_one_line_before_anything_is_w
                          f"and as many new tokens when it samples; lower lm.block_size to 64 or less"), line
     with pytest.raises(UserError, match="lm.block_size 80: the model .* embeds 128 token positions"):
         build_model(tiny_cfg(model=str(model), pretrained=True, block_size=80), None, lm_data_dir)  # as a job
+    opt = {"model_type": "opt", "max_position_embeddings": 128}  # a call that does not sample needs a block's
+    check_positions("lm.block_size", tiny_cfg(model=str(model), block_size=128), opt, samples=False)
+    with pytest.raises(UserError, match="embeds 128 token positions .*, and a block is as many tokens; lower "
+                                        "lm.block_size to 128 or less"):
+        check_positions("lm.block_size", tiny_cfg(model=str(model), block_size=129), opt, samples=False)
 
 
 def test_a_tokenizer_larger_than_the_models_embedding_is_one_line_before_anything_is_written(tmp_path, lm_data_dir,
