@@ -175,8 +175,9 @@ def _parser() -> argparse.ArgumentParser:
         "Parquet or Arrow record (another name is refused with the line that renames it). Files or folders "
         "named for a split by a word of their own (train; validation, valid or dev; test: wiki.test.tokens, "
         "train-00000.parquet) keep it, all three needed; else a folder of 20 files or more is split 90/5/5 by "
-        "file, and fewer files' rows 90/5/5 by a hash of each row. Each split needs text for one block "
-        "(lm.block_size tokens) at least. --from a folder of MNIST's four IDX files: the vae's images."))
+        "file, and fewer files' rows 90/5/5 by a hash of each row. Each split needs text for one block of 64 "
+        "tokens at least (a run, for one of its lm.block_size). A run reads it as lm.dataset: NAME (--set "
+        "lm.dataset=NAME). --from a folder of MNIST's four IDX files: the vae's images (vae.dataset: NAME)."))
     dp.add_argument("name", metavar="NAME", help=f"data set to prepare: {known}, "
                     "or a new name for the files given with --from")
     dp.add_argument("--from", type=path_argument, dest="source", metavar="PATH",
