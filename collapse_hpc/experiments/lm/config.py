@@ -36,7 +36,8 @@ class LMConfig(Section):
                                choices=("corpus", "reference", "reference-4"))
 
     # --- model
-    model: str = knob("tiny", "causal LM: a hub tag (facebook/opt-125m, gpt2, ...) or 'tiny' (random OPT for CPU)")
+    model: str = knob("tiny", "causal LM: a hub tag (facebook/opt-125m, gpt2, ...), a save_pretrained folder (its "
+                      "config.json, weights and tokenizer; an absolute path) or 'tiny' (random OPT for CPU)")
     pretrained: bool = knob(True, "start from pretrained weights (tiny: a base pretrained once on the "
                                   "train split and cached under data/<dataset>/base/)")
     tokenizer: str | None = knob(None, "tokenizer tag or folder (default: the model's; "

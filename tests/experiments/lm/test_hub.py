@@ -431,3 +431,13 @@ def test_a_tokenizer_larger_than_the_models_embedding_is_one_line_before_anythin
     with pytest.raises(UserError, match=r"^lm.tokenizer: the tokenizer has \d+ tokens but the model's embedding has "
                                         r"only 64 rows"):
         check_fits(named, lm_data_dir, lambda key: f"lm.{key}")  # lm.tokenizer's, not the model's own
+
+
+def test_the_reference_of_lm_model_says_it_takes_a_folder():
+    """`collapse-hpc config` and the README said lm.model is a hub tag or 'tiny'; a folder of one's own model,
+    which every check and job takes, was named nowhere a newcomer looks for the key."""
+    from collapse_hpc import config as cfgmod, experiments
+
+    reference = cfgmod.describe_markdown(experiments.sections(experiments.BUILTIN))
+    row = next(line for line in reference.splitlines() if line.startswith("| `lm.model` |"))
+    assert "a save_pretrained folder (its config.json, weights and tokenizer; an absolute path)" in row, row
