@@ -675,13 +675,33 @@ def _renamed(path: Path, ext: str | None = None) -> str:
 
 
 def _rename_hint(path: Path, column: str | None) -> str:
-    """The line that renames `column` to text in a copy of the file (pandas), or '' where none is known."""
+    """The line that renames `column` to text in a copy of the file (pandas; a datasets folder's, datasets),
+    or '' where none is known."""
     fmt = kind(path)[0]
+    if column is not None and fmt == ".arrow" and (saved := _saved_dataset(path)) is not None:
+        return _rename_saved_hint(saved, column)
     if column is None or fmt not in RENAME:
         return ""
     read, write = (part.format(src=json.dumps(path.name), out=json.dumps(_renamed(path))) for part in RENAME[fmt])
     code = f"import pandas as pd; pd.{read}.rename(columns={{{json.dumps(column)}: \"text\"}}).{write}"
     return f" ({column} looks like it: python3 -c {shlex.quote(code)}, then prepare from {_renamed(path)})"
+
+
+def _saved_dataset(path: Path) -> Path | None:
+    """The save_to_disk folder an .arrow file is of: a DatasetDict's (dataset_dict.json, a folder per split),
+    else a Dataset's (state.json beside it); None where it is of neither."""
+    if (path.parent.parent / "dataset_dict.json").is_file():
+        return path.parent.parent
+    return path.parent if (path.parent / "state.json").is_file() else None
+
+
+def _rename_saved_hint(folder: Path, column: str) -> str:
+    """The line that renames `column` to text in a copy of a save_to_disk folder, every split's: its .arrow
+    files hold Arrow streams no pandas line writes back, and the refusal had told a datasets user nothing."""
+    out = folder.with_name(f"{folder.name}.text")
+    code = (f"import datasets; datasets.load_from_disk({json.dumps(str(folder))}).rename_column("
+            f"{json.dumps(column)}, \"text\").save_to_disk({json.dumps(str(out))})")
+    return f" ({column} looks like it: python3 -c {shlex.quote(code)}, then prepare from {out})"
 
 
 def _read_arrow(path: Path):

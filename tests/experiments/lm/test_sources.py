@@ -615,6 +615,25 @@ def test_a_text_column_named_otherwise_is_told_the_line_that_renames_it(tmp_path
     assert sources.read_rows(tmp_path / made) == rows
 
 
+def test_a_datasets_folder_with_its_text_in_another_column_is_told_the_line_that_renames_it(tmp_path):
+    """A save_to_disk folder whose text is in 'content' was told to name the column 'text', with nothing to paste
+    (the line of a CSV or Parquet file names pandas; its .arrow files are streams pandas does not write): the
+    line now renames it in a copy of the whole folder with datasets, which prepare then reads."""
+    datasets = pytest.importorskip("datasets")
+    parts = {"train": corpus_lines(300, 1), "validation": corpus_lines(60, 2), "test": corpus_lines(60, 3)}
+    datasets.DatasetDict({s: datasets.Dataset.from_dict({"id": list(range(len(t))), "content": t})
+                          for s, t in parts.items()}).save_to_disk(str(tmp_path / "hf"))
+    with pytest.raises(UserError) as refused:
+        data.prepare_local("hf", tmp_path / "hf", tmp_path / "data")
+    fix = re.search(r" \(content looks like it: (python3 -c .*), then prepare from (\S+)\)$", str(refused.value))
+    assert fix, str(refused.value)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # python3 with datasets, as in the user's .venv
+    subprocess.run(fix[1], shell=True, cwd=tmp_path, check=True, executable="/bin/bash", env={"PATH": path},
+                   capture_output=True)
+    data.prepare_local("hf", Path(fix[2]), tmp_path / "data")
+    assert {s: data.read_texts(tmp_path / "data", "hf", s) for s in data.SPLITS} == parts
+
+
 def test_a_folder_of_markdown_files_is_told_how_to_have_them_read_as_text(tmp_path):
     """A folder of Markdown notes was refused as no format prepare reads, found doc0.md …: nothing said that
     Markdown is plain text, read a row per line once named .txt (a README.md beside a corpus stays skipped)."""
