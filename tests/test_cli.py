@@ -58,7 +58,8 @@ def test_data_prepare_help_says_how_own_files_are_read_and_split():
 
     said = " ".join(cli("data", "prepare", "--help").stdout.split())
     for words in ("the field or column named text", "named for a split by a word of their own", "split 90/5/5 by "
-                  "file", f"a folder of {DOCUMENTS} files or more", "by a hash of each row", "one block of 64 tokens at least (a run, for one of its lm.block_size)",
+                  "file", f"a folder of {DOCUMENTS} files or more", "by a hash of each row",
+                  "one block of 64 tokens at least (a run, for one of its lm.block_size)",
                   "lm.dataset: NAME (--set lm.dataset=NAME)", "(vae.dataset: NAME)"):
         assert words in said, said
 
