@@ -128,7 +128,7 @@ class LanguageModel(Experiment):
                 checked.add(("vocabulary", tokenizer))
                 attempt(check_tokenizer, where("model" if own else "tokenizer"), tokenizer, model=own)
             attempt(check_deepspeed, where("deepspeed"), cfg)
-            attempt(check_fits, cfg, Path(run.data_dir), where)
+            attempt(check_fits, cfg, Path(run.data_dir), where, checked)
         if problems:
             raise UserError("; ".join(dict.fromkeys(problems)))
 

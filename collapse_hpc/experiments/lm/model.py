@@ -22,7 +22,7 @@ API:
 - model_fingerprint(dir) -> str                     sha256 of its safetensors files (16 hex)
 - check_vocab(model, tokenizer)                     UserError if the tokenizer does not fit the model
 - check_ids(model, ids)                             UserError if token ids exceed the embedding
-- check_fits(cfg, data_dir, where)                  before a run: UserError if the model has too few positions for
+- check_fits(cfg, data_dir, where, seen)            before a run: UserError if the model has too few positions for
                                                     lm.block_size, or too few embedding rows for the tokenizer
 """
 from __future__ import annotations
@@ -367,11 +367,15 @@ def check_positions(key: str, cfg, config: dict, samples: bool = True, model: st
                         f"{has * cfg.block_size // need} or less")
 
 
-def check_fits(cfg, data_dir: Path, where) -> None:
+def check_fits(cfg, data_dir: Path, where, seen: set | None = None) -> None:
     """Before a run, where the model's config.json is here (a folder, the HF cache): its positions hold a
     generation's tokens (check_positions) and its embedding the tokenizer's. Either was said by the job alone,
-    as a traceback in its log, after the run folder was made. `where(key)` names a config key."""
-    folder = None if cfg.model == "tiny" else local_config(cfg.model)
+    as a traceback in its log, after the run folder was made. `where(key)` names a config key; knobs already
+    in `seen` are not checked again (a tokenizer is loaded), and these are added to it."""
+    knobs = ("fits", cfg.model, cfg.tokenizer, cfg.block_size)
+    folder = None if cfg.model == "tiny" or knobs in (seen or ()) else local_config(cfg.model)
+    if seen is not None:
+        seen.add(knobs)
     if folder is None:
         return
     check_positions(where("block_size"), cfg, saved_config(folder))

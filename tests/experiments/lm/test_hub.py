@@ -428,9 +428,11 @@ def test_a_tokenizer_larger_than_the_models_embedding_is_one_line_before_anythin
     from tests.experiments.lm.conftest import tiny_cfg
 
     named = tiny_cfg(model=str(model), tokenizer=str(lm_data_dir / "tiny" / "tokenizer-bpe300"), block_size=16)
+    seen = set()
     with pytest.raises(UserError, match=r"^lm.tokenizer: the tokenizer has \d+ tokens but the model's embedding has "
                                         r"only 64 rows"):
-        check_fits(named, lm_data_dir, lambda key: f"lm.{key}")  # lm.tokenizer's, not the model's own
+        check_fits(named, lm_data_dir, lambda key: f"lm.{key}", seen)  # lm.tokenizer's, not the model's own
+    check_fits(named, lm_data_dir, lambda key: f"lm.{key}", seen)  # a config's other sections of these knobs: once
 
 
 def test_the_reference_of_lm_model_says_it_takes_a_folder():
