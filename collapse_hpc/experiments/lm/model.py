@@ -385,14 +385,24 @@ def check_fits(cfg, data_dir: Path, where, seen: set | None = None) -> None:
 def check_embedding(key: str, cfg, data_dir: Path) -> None:
     """UserError where the tokenizer a unit loads (where it is here) has more tokens than the model's
     config.json gives its embedding rows (vocab_size)."""
-    from collapse_hpc.experiments.lm.tokenizer import ready_tokenizer
+    from collapse_hpc.experiments.lm.tokenizer import ready_tokenizer, tokenizer_tag
 
     rows = shape(cfg)
     tokenizer = ready_tokenizer(cfg, data_dir) if rows is not None else None
     if tokenizer is not None and len(tokenizer) > rows.vocab:
+        # the tokenizer's folder, where it is a model's (or the HF cache's snapshot of one)
+        why = _without_its_config(local_config(tokenizer_tag(cfg))) or ": tokenizer and model do not belong together"
         raise UserError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only "
-                        f"{rows.vocab} rows (vocab_size in its config.json): tokenizer and model do not belong "
-                        f"together")
+                        f"{rows.vocab} rows (vocab_size in its config.json){why}")
+
+
+def _without_its_config(folder: Path | None) -> str:
+    """Why a model's own tokenizer may have a token too many: a copy of tokenizer.json without its
+    tokenizer_config.json loads with the class's own special tokens (GPT-2's <|endoftext|>), added."""
+    if folder is None or not (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+        return ""
+    return (f": {folder} has tokenizer.json without its tokenizer_config.json, and without it transformers adds "
+            f"special tokens of its own; copy tokenizer_config.json there too")
 
 
 def check_ids(model, ids) -> None:

@@ -443,3 +443,24 @@ def test_the_reference_of_lm_model_says_it_takes_a_folder():
     reference = cfgmod.describe_markdown(experiments.sections(experiments.BUILTIN))
     row = next(line for line in reference.splitlines() if line.startswith("| `lm.model` |"))
     assert "a save_pretrained folder (its config.json, weights and tokenizer; an absolute path)" in row, row
+
+
+def test_a_model_folder_with_its_tokenizer_json_alone_is_told_to_copy_its_tokenizer_config(tmp_path, lm_data_dir,
+                                                                                          lm_tokenizer):
+    """A model folder copied with tokenizer.json but not tokenizer_config.json loads a tokenizer with a special
+    token of transformers' own added, one more than the embedding's rows: it was refused as a tokenizer that
+    does not belong to the model, which it does."""
+    from collapse_hpc.experiments.lm.model import check_fits, random_model, tiny_config
+    from tests.experiments.lm.conftest import tiny_cfg
+
+    folder = tmp_path / "my-opt"
+    random_model(tiny_config(tiny_cfg(), lm_tokenizer)).save_pretrained(folder)
+    lm_tokenizer.save_pretrained(folder)
+    cfg = tiny_cfg(model=str(folder), pretrained=True)
+    check_fits(cfg, lm_data_dir, lambda key: f"lm.{key}")  # copied whole: they fit
+    (folder / "tokenizer_config.json").unlink()
+    with pytest.raises(UserError, match=rf"^lm.model: the tokenizer has \d+ tokens but the model's embedding has only "
+                                        rf"\d+ rows \(vocab_size in its config.json\): {folder} has tokenizer.json "
+                                        rf"without its tokenizer_config.json, .*; copy tokenizer_config.json there "
+                                        rf"too$"):
+        check_fits(cfg, lm_data_dir, lambda key: f"lm.{key}")
