@@ -188,7 +188,8 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
     run -> [(y, label)] drawn as dotted grey lines across that run's panels (baselines); lines:
     metric -> [(y, label)], thick light lines across that metric's panels (the real data's own value);
     baselines: metric -> [(y, label)], dotted grey lines across that metric's panels (a value of another kind,
-    which a thick light line would make look like the real data's own in the legend).
+    which a thick light line would make look like the real data's own in the legend), or metric -> {run: [(y,
+    label)]} where the level is the run's own (the VAE's 1/K of its data's K classes).
     logy "auto": a panel's axis goes log where its values span orders of magnitude, unless its metric is bounded
     above (a share); a log axis is named so in its label.
     Panels are titled and labelled from the metrics' declarations (ctx.spec); the paper's reported values
@@ -218,7 +219,8 @@ def metric_grid(ctx: Context, metrics: list[str], *, logy: bool | str = "auto", 
             drawn = len(ax.get_lines())  # the series'; the levels follow
             for y, label in (references or {}).get(run, []):
                 ax.axhline(y, label=label, **style.BASELINE)
-            for y, label in (baselines or {}).get(metric, []):
+            levels = (baselines or {}).get(metric, [])
+            for y, label in levels.get(run, []) if isinstance(levels, dict) else levels:
                 ax.axhline(y, label=label, **style.BASELINE)
             for y, label in (lines or {}).get(metric, []):
                 ax.axhline(y, label=label, **style.REAL)

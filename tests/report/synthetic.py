@@ -223,16 +223,18 @@ def _grid_png(blur: float, seed: int, side: int = 8, scale: int = 4) -> bytes:
 
 
 def vae(root: Path, generations: int = 4, finished: int = 3, seed: int = 0, far: int | None = None,
-        spread: float = 1.0) -> None:
+        spread: float = 1.0, classes: int | None = None) -> None:
     """far: a generation where a quarter of one latent dimension's means lie far out (1e3); spread: generation
-    0's sd of the latent means."""
+    0's sd of the latent means; classes: the real images' class count stored (real_classes; None: a run from
+    before the column)."""
     for regime in ("replace-p0", "accumulate"):
         for g in range(finished):
             blur = g * (2.0 if regime == "replace-p0" else 0.3)
             metrics = {"generation": pa.array([g], pa.int64()), "class_entropy": [2.3 - 0.4 * blur / 2],
                        "class_min_share": [0.09 / (1 + blur)], "latent_tail_share": [0.008 / (1 + blur) ** 2],
                        "classifier_accuracy": [0.94],
-                       "real_share": [1.0 if g == 0 else 0.0 if regime == "replace-p0" else 1 / (g + 1)]}
+                       "real_share": [1.0 if g == 0 else 0.0 if regime == "replace-p0" else 1 / (g + 1)],
+                       **({"real_classes": [float(classes)]} if classes else {})}
             mu = np.random.default_rng(g).normal(0, spread / (1 + blur), (400, 3))  # narrower with collapse
             if g == far:
                 mu[:100, 0] = 1e3

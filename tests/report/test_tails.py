@@ -100,6 +100,24 @@ def test_vae_tails_and_the_smallest_class(full_run):
     assert trend(ctx, "latent_tail_share") in caption and trend(ctx, "class_min_share") in caption
 
 
+def test_vae_class_levels_are_those_of_the_real_images_classes(tmp_path):
+    """A data set of the user's with five classes: the rarest class's level is 1/5 and the entropy's log 5, as
+    each generation stored them (real_classes), not ten classes' 0.1 and log 10, which read as collapse."""
+    from collapse_hpc.experiments.vae.figures import vae_class_entropy, vae_tails
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 4, "dataset": "clothes"}})
+    synthetic.vae(root, classes=5)
+    ctx = _context(root, "vae")
+    fig, caption = vae_tails(ctx)
+    refs = {ln.get_label(): set(ln.get_ydata()) for ax in fig.axes for ln in ax.get_lines()
+            if not ln.get_label().startswith(("replace", "accumulate", "real"))}
+    assert refs == {"all five classes equally often": {0.2}}
+    assert "dotted: 1/5, all five classes equally often." in caption and "all ten" not in caption
+    _, caption = vae_class_entropy(ctx)
+    assert "(log 5 = 1.61: all five classes equally often)" in caption and "log 10" not in caption
+
+
 @pytest.mark.parametrize("how", ["raw", "standardised"])
 def test_latent_figure_raw_as_the_notebook_or_standardised(tmp_path, how):
     from collapse_hpc.experiments.vae.figures import vae_latents

@@ -12,8 +12,8 @@ label (int8), height and width (int16); data/<name>/card.json: source, licence, 
   $COLLAPSE_MNIST_DIR, then in data/mnist/raw/; failing that, the Hugging Face datasets
   cache of `ylecun/mnist` (offline is fine once cached). No torchvision.
 - any other name: the same four IDX files of the user's own grey images (`data prepare NAME
-  --from FOLDER`: Fashion-MNIST, KMNIST and other sets ship so), labels 0..9 (the class metrics
-  are ten shares).
+  --from FOLDER`: Fashion-MNIST, KMNIST and other sets ship so), labels 0..9 (ten class shares;
+  the rarest class's share and the levels the report draws count the classes the train split has).
 """
 from __future__ import annotations
 

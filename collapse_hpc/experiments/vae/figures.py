@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from collapse_hpc.experiments.vae import grid
+from collapse_hpc.experiments.vae.metrics import CLASSES
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.figures import GAPS, band_note, metric_grid, pick, trend
 from collapse_hpc.plotting.plots import Context, no_data, unit_order, unit_series
@@ -299,22 +300,53 @@ def _legend_below(ax) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncols=2)
 
 
+WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def _class_counts(ctx: Context) -> dict[str, list[int]]:
+    """run -> the class counts of its real training images (real_classes, stored by each generation), ten where a
+    run predates the column (digits and MNIST have ten)."""
+    stored = ctx.df[ctx.df["metric"] == "real_classes"]
+    return {run: sorted({int(k) for k in stored.loc[stored["run"] == run, "value"].dropna()}) or [CLASSES]
+            for run in ctx.run_labels}
+
+
+def _evenly(k: int) -> str:
+    return f"all {WORDS[k] if k < len(WORDS) else k} classes equally often"
+
+
+def _share(k: int) -> str:
+    """1/k as the caption writes it: 0.1 for ten classes, else the fraction."""
+    return f"{1 / k:g}" if k in (1, 10) else f"1/{k}"
+
+
+def _counts_note(counts: dict[str, list[int]], each) -> str:
+    """`each(k)` of every class count, once where every run has the same, else run by run."""
+    ks = sorted({k for v in counts.values() for k in v})
+    if len(ks) == 1:
+        return each(ks[0])
+    return "; ".join(f"{run}: " + ", ".join(each(k) for k in v) for run, v in counts.items())
+
+
 def vae_tails(ctx: Context):
     metrics = [m for m in ("latent_tail_share", "class_min_share") if m in ctx.metrics()]
     if not metrics:
         return None
+    counts = _class_counts(ctx)
     fig = metric_grid(ctx, metrics, ylabels={"latent_tail_share": "share beyond the real 99% radius",
                                              "class_min_share": "rarest class's share"},
                       lines={"latent_tail_share": [(0.01, "real training images (1% by definition)")]},
-                      baselines={"class_min_share": [(0.1, "all ten classes equally often")]})
+                      baselines={"class_min_share": {run: [(1 / k, _evenly(k)) for k in ks]
+                                                     for run, ks in counts.items()}})
     here = "; ".join(f"{m}: {t}" for m in metrics if (t := trend(ctx, m)))
     return fig, ("The tails of the VAE's output: the share of each generation's generated images (the "
                  "vae.eval_samples it emits as training data, binary under vae.synthetic: bernoulli) whose latent "
                  "mean under generation 0's encoder lies farther from the prior's centre than 99% of the real "
                  "training images' (share beyond the real 99% radius; the radius is in each unit's metrics.parquet "
                  "metadata, latent_tail), and the share of the rarest class among the classifier's labels of those "
-                 f"images (rarest class's share); {band_note(ctx, metrics)}. Thick grey: the real training images' "
-                 "own 1% beyond the radius; dotted: 0.1, all ten classes equally often. Collapse as the paper "
+                 "images (rarest class's share, of the classes the real training images have); "
+                 f"{band_note(ctx, metrics)}. Thick grey: the real training images' own 1% beyond the radius; "
+                 f"dotted: {_counts_note(counts, lambda k: f'{_share(k)}, {_evenly(k)}')}. Collapse as the paper "
                  "expects it: the tails go first, so both "
                  f"fall to 0 while the common shapes remain (lower is worse). Here: {here}. {GAPS}")
 
@@ -322,8 +354,9 @@ def vae_tails(ctx: Context):
 def vae_class_entropy(ctx: Context):
     metric = pick(ctx.metrics(), "class_entropy", pattern=r"entropy")
     fig = metric and metric_grid(ctx, [metric], ylabels={metric: "class entropy (nats)"})
+    most = _counts_note(_class_counts(ctx), lambda k: f"log {k} = {math.log(k):.2f}: {_evenly(k)}")
     return fig and (fig, "Entropy of the classifier's labels of the generated samples (vae.eval_samples) "
-                         f"against generation (log 10 = 2.30: all ten classes equally often): "
+                         f"against generation ({most}): "
                          f"{band_note(ctx, [metric])}. Collapse as the "
                          "paper expects it: it falls towards 0, one class's shape left (lower is worse). Here: "
                          f"{trend(ctx, metric)} nats. {GAPS}")

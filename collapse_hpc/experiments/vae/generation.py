@@ -84,7 +84,8 @@ def _run(ctx) -> None:
     judge, record = classifier.cached(judge_dir, splits, cfg.classifier_hidden, cfg.classifier_epochs, device, ctx.log)
     ctx.uses(judge_dir / classifier.FILE)  # the yardstick of every generation: in the manifest, verified
     encoder = first_encoder(ctx, vae, device)
-    row = evaluate(vae, judge, splits["test"], cfg.eval_samples, ctx.seed(6), device)
+    row = evaluate(vae, judge, splits["test"], cfg.eval_samples, ctx.seed(6), device,
+                   present=np.unique(splits["train"].labels))
     # the latent tail: the images this generation emits as training data (binary ones under bernoulli, as
     # the next generation sees them) against the real training images (binarized where those are)
     emitted = row.pop("_samples")
@@ -131,18 +132,16 @@ def write_latents(ctx, vae, encoder, device) -> None:
                                                "encoder_generation": 0})
 
 
-def evaluate(vae, judge, test, n_samples: int, seed: int, device) -> dict:
-    """Every metric of one generation (see metrics.py); '_grid' holds the first 100 samples, '_samples' all."""
+def evaluate(vae, judge, test, n_samples: int, seed: int, device, present) -> dict:
+    """Every metric of one generation (see metrics.py); '_grid' holds the first 100 samples, '_samples' all;
+    present: the classes of the real training images, those the class metrics count."""
     g = torch.Generator(device=device).manual_seed(seed)
     test_x = torch.from_numpy(test.images).to(device)
     row = metrics.evaluate_elbo(vae, test_x, g)
     samples = vae.sample(n_samples, g, device)
     labels, feats = classifier.predict(judge, samples)
     _, real_feats = classifier.predict(judge, test_x)
-    shares = metrics.class_shares(labels)
-    row.update({f"class_{c}": float(s) for c, s in enumerate(shares)})
-    row["class_entropy"] = metrics.entropy(shares)
-    row["class_min_share"] = float(shares.min())
+    row.update(metrics.class_metrics(labels, present))
     samples_np = samples.cpu().numpy()
     row["pixel_variance"] = metrics.pixel_variance(samples_np)
     row["frechet"] = metrics.frechet(feats, real_feats)

@@ -2,13 +2,14 @@
 
 - elbo, recon, kl: on the real test split, per image (one posterior sample, seeded);
 - class_0..class_9 and class_entropy: the classifier's labels of generated samples; mode
-  collapse shows as entropy falling from ~log 10 towards 0;
+  collapse shows as entropy falling from ~log K towards 0, K the classes of the real training
+  images (real_classes: 10 for digits and MNIST, fewer for a data set of the user's with fewer);
 - pixel_variance: per-pixel variance across generated samples, averaged over pixels;
 - frechet: Frechet distance between Gaussians fitted to the classifier's penultimate features
   of generated and of real test images (FID's formula, with our small classifier: the distance
   squared, so in the square of those features' units);
-- the tails: class_min_share, the share of the rarest class among the labels (0.1 when all ten
-  classes come equally often; 0 once one is lost), and latent_tail_share, the share of generated
+- the tails: class_min_share, the share of the rarest of those K classes among the labels (1/K
+  when all come equally often; 0 once one is lost), and latent_tail_share, the share of generated
   images whose latent mean under generation 0's encoder lies farther from the prior's centre than
   99% of the real training images' (beyond_radius; the real images' own share is 0.01 by definition).
 """
@@ -34,6 +35,8 @@ SPECS = specs(
     # at most log 10 nats: every class equally often
     Metric("class_entropy", "class entropy", "nats", worse="lower", bounds=(0.0, float(np.log(CLASSES)))),
     Metric("class_min_share", "rarest class's share", worse="lower", bounds=SHARE),
+    # K: the levels of class_entropy (log K) and class_min_share (1/K) when every class comes equally often
+    Metric("real_classes", "classes of the real training images", kind="bookkeeping", bounds=(1.0, float(CLASSES))),
     Metric("pixel_variance", "pixel variance", "(0–1 intensity)²", worse="lower", bounds=NONNEGATIVE),
     # FID's formula gives the squared Fréchet (W2) distance: in the square of the classifier's feature activations
     Metric("frechet", "Fréchet distance", "classifier feature units²", worse="higher", bounds=NONNEGATIVE),
@@ -50,6 +53,16 @@ def class_shares(labels: np.ndarray, classes: int = CLASSES) -> np.ndarray:
     """Share of each class among labels (sums to 1)."""
     counts = np.bincount(np.asarray(labels, np.int64), minlength=classes)[:classes]
     return counts / max(1, counts.sum())
+
+
+def class_metrics(labels: np.ndarray, present) -> dict[str, float]:
+    """class_0 … class_9, class_entropy and class_min_share of the classifier's labels, the rarest share among
+    the classes `present` in the real training images (real_classes of them): a class the data never had is no
+    class lost."""
+    shares = class_shares(labels)
+    present = np.asarray(sorted(set(np.asarray(present).tolist())), np.int64)
+    return {**{f"class_{c}": float(s) for c, s in enumerate(shares)}, "class_entropy": entropy(shares),
+            "class_min_share": float(shares[present].min()), "real_classes": float(len(present))}
 
 
 def entropy(shares: np.ndarray) -> float:

@@ -80,3 +80,25 @@ def test_latent_radii_are_the_norms_of_the_encoders_means():
     images[:, 0, 0, 1] = torch.tensor([4.0, 0.0, 0.0, 8.0, 0.5])
     radii = metrics.latent_radii(Encoder(), images, batch=2)  # batches join in order
     np.testing.assert_allclose(radii, [5.0, 0.0, 1.0, 10.0, np.sqrt(0.5)])
+
+
+def test_the_class_metrics_count_the_classes_the_real_images_have(monkeypatch):
+    """A data set of the user's with labels 0..4, its samples labelled evenly over those five: the rarest class's
+    share is 1/5, not 0 for classes 5..9 the data never had, and the run stores the five it had."""
+    import torch
+
+    from collapse_hpc.experiments.vae import classifier, generation, model
+    from collapse_hpc.experiments.vae.data import Images
+
+    n = 500
+    monkeypatch.setattr(classifier, "predict", lambda judge, x: (np.arange(len(x)) % 5, np.random.default_rng(
+        0).normal(size=(len(x), 3))))
+    vae = model.ConvVAE(8, 8, latent=2, capacity=2, stages=1)
+    test = Images(np.zeros((4, 1, 8, 8), np.float32), np.arange(4))
+    row = generation.evaluate(vae, None, test, n, 0, torch.device("cpu"), present=np.array([4, 0, 1, 2, 3, 1]))
+    assert row["class_min_share"] == pytest.approx(0.2) and row["real_classes"] == 5
+    assert row["class_entropy"] == pytest.approx(math.log(5))
+    assert [row[f"class_{c}"] for c in range(10)] == pytest.approx([0.2] * 5 + [0.0] * 5)
+    # the digits' ten classes, as before: one class never labelled is one lost
+    ten = metrics.class_metrics(np.arange(n) % 9, present=range(10))
+    assert ten["class_min_share"] == 0 and ten["real_classes"] == 10

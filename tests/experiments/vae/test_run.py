@@ -20,8 +20,8 @@ from tests.helpers import MACHINE_FIXED, holds, readme_outputs
 TINY = {"epochs": 2, "batch_size": 64, "capacity": 4, "latent": 4, "eval_samples": 300, "latent_samples": 150,
         "classifier_epochs": 2, "classifier_hidden": 16, "grid_scale": 2, "synthetic_size": 256}
 METRICS = ["generation", "elbo", "recon", "kl", "class_0", "class_1", "class_2", "class_3", "class_4",
-           "class_5", "class_6", "class_7", "class_8", "class_9", "class_entropy", "class_min_share", "pixel_variance",
-           "frechet", "latent_tail_share", "train_loss", "classifier_accuracy", "real_share"]
+           "class_5", "class_6", "class_7", "class_8", "class_9", "class_entropy", "class_min_share", "real_classes",
+           "pixel_variance", "frechet", "latent_tail_share", "train_loss", "classifier_accuracy", "real_share"]
 
 
 def _run(tmp_path, regimes=("replace",), generations=2, executor="debug", seed=0, **vae):
@@ -210,12 +210,12 @@ def test_binarize_trains_on_binary_real_digits(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_chain_on_your_own_images(tmp_path):
-    """IDX files of the user's (another size than digits and MNIST) prepared under their own name,
+    """IDX files of the user's (another size than digits and MNIST, five classes) prepared under their own name,
     then the chain: the memory estimate reads the card, and the generations run and verify."""
     from collapse_hpc.data import prepare
     from tests.experiments.vae.test_data import _clothes
 
-    prepare("clothes", tmp_path / "data", source=str(_clothes(tmp_path / "idx")))
+    prepare("clothes", tmp_path / "data", source=str(_clothes(tmp_path / "idx", labels=range(5))))
     store, run = _run(tmp_path, dataset="clothes", stages=2)
     variant = experiments.get("vae").variants(run)[0]
     from collapse_hpc.experiments.vae import STEP_COPIES, _activations, _evaluation, _parameters
@@ -226,7 +226,7 @@ def test_a_chain_on_your_own_images(tmp_path):
     debug.execute(store, run, engine.plan(run))
     assert verify.verify_run(store.root) == 0
     row = pq.read_table(store.unit_dir("vae", "replace-p0-s0", "chain", 1) / "metrics.parquet").to_pylist()[0]
-    assert set(METRICS) <= set(row) and 0 <= row["class_min_share"] <= 0.1 + 1e-9
+    assert set(METRICS) <= set(row) and 0 <= row["class_min_share"] <= 0.2 + 1e-9 and row["real_classes"] == 5
 
 
 def test_the_memory_estimate_counts_the_sampling_pass(tmp_path, monkeypatch):
