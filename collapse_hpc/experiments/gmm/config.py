@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from collapse_hpc.config import Section, knob
 
+POINTS_PER_COMPONENT = 2
+
 
 @dataclass
 class GMMConfig(Section):
@@ -35,5 +37,10 @@ class GMMConfig(Section):
                                        "made smaller to fit in this much memory", gt=0)
 
     def validate(self):
-        if self.components > self.samples:
-            raise ValueError(f"components ({self.components}) must not exceed samples ({self.samples})")
+        # scikit-learn fits K components to n >= K points, but a component given one point is a point mass of
+        # variance reg_covar: generation 0 would start collapsed. Two points a component is the least with a
+        # spread (as gaussian.samples' least, 2)
+        if self.samples < POINTS_PER_COMPONENT * self.components:
+            raise ValueError(f"samples ({self.samples}) must be at least {POINTS_PER_COMPONENT} per component, "
+                             f"{POINTS_PER_COMPONENT * self.components} for components {self.components}: a component "
+                             f"fitted to one point is a point mass of variance reg_covar, no spread to recurse on")

@@ -88,7 +88,10 @@ def test_same_seed_gives_bit_identical_parquet(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"components": 200}, "components \\(200\\) must not exceed samples \\(120\\)"),
+    ({"components": 200}, "samples \\(120\\) must be at least 2 per component, 400 for components 200"),
+    # a component of one point is a point mass (variance reg_covar) from generation 0: refused, as one of 120
+    ({"components": 61}, "samples \\(120\\) must be at least 2 per component, 122 for components 61"),
+    ({"samples": 1, "components": 1}, "gmm: samples \\(1\\) must be at least 2 per component, 2 for components 1"),
     ({"tol": -1e-5}, "gmm.tol: must be > 0"),
     ({"covariance": "fulll"}, "did you mean 'full'"),
     ({"init_data": "three-mode"}, "gmm.init_data: must be one of"),
