@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from collapse_hpc.experiments import parts
-from collapse_hpc.experiments.base import Registration
+from collapse_hpc.experiments.base import Registration, sections_placed
 from collapse_hpc.experiments.parts import ArrayExperiment
 from collapse_hpc.experiments.gmm.config import GMMConfig
 from collapse_hpc.regimes import items_held
@@ -105,13 +105,8 @@ class GMMExperiment(ArrayExperiment):
         from collapse_hpc.experiments.gmm.em import compiled
 
         super().check(run)
-        wanted, G = run.section(NAME).snapshot_generations, self.generations(run)
-        asked = wanted != GMMConfig().snapshot_generations  # the default's 100 is for runs that reach it
-        beyond = [g for g in wanted if not -G <= g < G] if asked else []
-        if beyond:  # kept (a longer run may reach them), but nothing of them is drawn now
-            logging.getLogger("collapse_hpc").warning(
-                "gmm.snapshot_generations %s: beyond the run's %d generations (0..%d, or -1 for the last); "
-                "no snapshots of them", beyond, G, G - 1)
+        for line in snapshot_beyond(run, self.generations(run)):
+            logging.getLogger("collapse_hpc").warning(line)
         if run.executor != "slurm" and not passes.CACHED:
             logging.getLogger("collapse_hpc").warning(
                 "gmm: numba has nowhere to cache the EM kernels (NUMBA_CACHE_DIR, %s, ~/.cache/numba: none writable): "
@@ -141,5 +136,20 @@ class GMMExperiment(ArrayExperiment):
         return df
 
 
+def snapshot_beyond(run, generations: int) -> list[str]:
+    """A line per section (the gmm section's, a regime's override of it) whose snapshot_generations the run's
+    generations do not reach, past the end (7 of 4) or counted back past the start (-9 of 4): kept, a longer
+    run may reach them, but nothing of them is drawn now. The default's 100 is for the runs that reach it."""
+    G, lines = generations, []
+    for section, where in sections_placed(NAME, run):
+        wanted = section.snapshot_generations
+        beyond = [g for g in wanted if not -G <= g < G] if wanted != GMMConfig().snapshot_generations else []
+        if beyond:
+            lines.append(f"{where('snapshot_generations')} {beyond}: beyond the run's {G} generations (0..{G - 1}, "
+                         f"or -1..-{G} counted back from the last); no snapshots of them")
+    return list(dict.fromkeys(lines))
+
+
 EXPERIMENT = GMMExperiment()
 REGISTRATION = Registration(GMMConfig, EXPERIMENT)
+

@@ -150,7 +150,20 @@ def test_snapshot_generations_beyond_the_run_are_named(caplog):
                                         "gmm": {**SECTION, "snapshot_generations": [0, 7, -1, -9]}})
     with caplog.at_level("WARNING", logger="collapse_hpc"):
         experiments.get("gmm").check(run)
-    assert "gmm.snapshot_generations [7, -9]: beyond the run's 4 generations (0..3" in caplog.text
+    assert ("gmm.snapshot_generations [7, -9]: beyond the run's 4 generations (0..3, or -1..-4 counted back from "
+            "the last); no snapshots of them") in caplog.text
+
+
+def test_snapshot_generations_a_regime_overrides_beyond_the_run_are_named(caplog):
+    # a regime's own [-100] (or [30]) in a run of 4 generations drew no snapshot of them without a word: the
+    # check read the gmm section alone
+    regimes = [{"name": "replace", "gmm": {"snapshot_generations": [0, -100, 30]}}, {"name": "accumulate"}]
+    run = experiments.config_from_dict({"name": "t", "seeds": [0], "executor": "debug", "regimes": regimes,
+                                        "gmm": {**SECTION, "snapshot_generations": [0]}})
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        experiments.get("gmm").check(run)
+    assert "regimes[0].gmm.snapshot_generations [-100, 30]: beyond the run's 4 generations" in caplog.text
+    assert caplog.text.count("beyond the run's") == 1
 
 
 def test_the_default_snapshot_generations_are_not_named_beyond_a_short_run(caplog):
