@@ -385,3 +385,14 @@ def test_the_readme_synopsis_shows_every_option_of_every_command():
             assert bool(shown[2]) == repeatable, f"README: collapse-hpc {' '.join(words)} {flag}: '...' iff repeatable"
             if action.choices:
                 assert set(shown[1].strip().split("|")) == set(action.choices), f"README: {flag}'s choices differ"
+
+
+def test_the_configuration_section_says_an_experiment_without_a_section_does_not_run():
+    # a newcomer's config without a gmm: section ran no GMM, and the Configuration section did not say so
+    from collapse_hpc import experiments
+
+    configuration = (REPO / "README.md").read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    said = " ".join(configuration.split())
+    assert "a config without a `gmm:` section runs no GMM (a bare `gmm:` or `gmm: {}` runs it" in said
+    assert experiments.config_from_dict({"name": "t", "vae": {}}).enabled() == ["vae"]
+    assert set(experiments.config_from_dict({"name": "t", "vae": {}, "gmm": None}).enabled()) == {"gmm", "vae"}
