@@ -39,10 +39,10 @@ class Vae(Experiment):
     metrics = ("elbo, recon, kl: on the real test split, per image (nats); class_entropy and class_0 … class_9: "
                "the classifier's labels of generated samples; pixel_variance; frechet: Fréchet distance of "
                "classifier features of generated and real images; the tails: class_min_share, the rarest class's "
-               "share of the labels (of the real_classes classes the real training images have), and latent_tail_share, the share of generated images whose latent mean under "
-               "generation 0's encoder lies beyond the real training images' 99th-percentile radius; train_loss, "
-               "classifier_accuracy; real_share: the share of real images in the training data (see "
-               "vae/metrics.py).")
+               "share of the labels (among the real_classes classes of the real training images), and "
+               "latent_tail_share, the share of generated images whose latent mean under generation 0's encoder "
+               "lies beyond the real training images' 99th-percentile radius; train_loss, classifier_accuracy; "
+               "real_share: the share of real images in the training data (see vae/metrics.py).")
     datasets = {"digits": "collapse_hpc.experiments.vae.data:prepare_digits",
                 "mnist": "collapse_hpc.experiments.vae.data:prepare_mnist"}
     local_data = "collapse_hpc.experiments.vae.data:prepare_local"
