@@ -118,6 +118,20 @@ def test_vae_class_levels_are_those_of_the_real_images_classes(tmp_path):
     assert "(log 5 = 1.61: all five classes equally often)" in caption and "log 10" not in caption
 
 
+def test_vae_class_levels_of_a_one_class_data_set_say_one_class_alone(tmp_path):
+    """A data set of one class: its level reads "one class alone", not "all one classes equally often"."""
+    from collapse_hpc.experiments.vae.figures import vae_class_entropy, vae_tails
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 4, "dataset": "sevens"}})
+    synthetic.vae(root, classes=1)
+    ctx = _context(root, "vae")
+    _, caption = vae_tails(ctx)
+    assert "dotted: 1, one class alone." in caption and "classes equally" not in caption
+    _, caption = vae_class_entropy(ctx)
+    assert "(log 1 = 0.00: one class alone)" in caption
+
+
 @pytest.mark.parametrize("how", ["raw", "standardised"])
 def test_latent_figure_raw_as_the_notebook_or_standardised(tmp_path, how):
     from collapse_hpc.experiments.vae.figures import vae_latents

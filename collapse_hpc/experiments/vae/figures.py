@@ -312,6 +312,8 @@ def _class_counts(ctx: Context) -> dict[str, list[int]]:
 
 
 def _evenly(k: int) -> str:
+    if k == 1:  # a data set of one class: its share and entropy cannot move
+        return "one class alone"
     return f"all {WORDS[k] if k < len(WORDS) else k} classes equally often"
 
 
