@@ -8,6 +8,7 @@ atomically under a file lock), the others load it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -74,7 +75,7 @@ def train(train_x: np.ndarray, train_y: np.ndarray, hidden: int, epochs: int, de
 def cached(folder: Path, splits, hidden: int, epochs: int, device,
            log: logging.Logger | None = None) -> tuple[DigitClassifier, dict]:
     """The run's classifier (trained on first use) and its record: test accuracy, sha256."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     path = folder / FILE
     with file_lock(folder / ".lock") as locked:  # the first process trains, the others wait and load
@@ -82,23 +83,48 @@ def cached(folder: Path, splits, hidden: int, epochs: int, device,
             atomic.sweep(folder, FILE)
         if path.is_file():
             try:
-                with safetensors_open(path) as f:
-                    meta = json.loads(f.metadata()["record"])
-                model = DigitClassifier(**meta["arch"])
-                model.load_state_dict(load_file(str(path)))
+                model, meta = _load(path)
                 return model.to(device).eval(), {**meta, "sha256": atomic.sha256_file(path)}
             except Exception as e:  # a foreign or damaged file: train it again below
                 if refused_read(e):  # not its bytes: the units that scored with it recorded its sha256
                     raise NotRead(f"digit classifier {path}", e, "kept as it is (not trained again); the run goes "
                                   "on with it") from None
+                (log or logging.getLogger("collapse_hpc")).warning(
+                    "warning: digit classifier %s: damaged (%s): trained again", path, e)
         if log:
             log.info("training the digit classifier (%d epochs) -> %s", epochs, path)
         train_set, test_set = splits["train"], splits["test"]
         model = train(train_set.images, train_set.labels, hidden, epochs, device)
         predicted, _ = predict(model, torch.from_numpy(test_set.images).to(device))
-        record = {"arch": model.arch, "epochs": epochs, "seed": SEED,
-                  "accuracy": float((predicted == test_set.labels).mean())}
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        record = {"arch": model.arch, "epochs": epochs, "seed": SEED,
+                  "accuracy": float((predicted == test_set.labels).mean()), "weights_sha256": weights_sha256(state)}
         with atomic.atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata={"record": json.dumps(record, sort_keys=True)})
         return model, {**record, "sha256": atomic.sha256_file(path)}
+
+
+def _load(path: Path) -> tuple[DigitClassifier, dict]:
+    """The cached classifier and its record. Weights other than those its record was written with (bytes changed
+    inside a file that still loads) are damage: scored with, every later generation's labels would be garbage.
+    A record from before weights_sha256 was kept is loaded as it is."""
+    from safetensors.torch import load_file
+
+    with safetensors_open(path) as f:
+        meta = json.loads(f.metadata()["record"])
+    state = load_file(str(path))
+    if meta.get("weights_sha256", weights_sha256(state)) != weights_sha256(state):
+        raise ValueError("its weights are not those it was written with")
+    model = DigitClassifier(**meta["arch"])
+    model.load_state_dict(state)
+    return model, meta
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict (names, dtypes, shapes, values), as saved and as loaded."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()

@@ -46,3 +46,18 @@ def test_a_damaged_classifier_is_trained_again(tmp_path):
     path = tmp_path / classifier.FILE
     path.write_bytes(path.read_bytes()[:-10])
     assert classifier.cached(tmp_path, splits, 4, 1, "cpu")[1] == record  # the same seed, the same weights
+
+
+def test_a_classifier_whose_weights_were_changed_in_place_is_trained_again(tmp_path):
+    """Bytes changed inside the classifier's weights left a file that loads: a generation redone after `verify`
+    named it scored with it (class entropy 0, Fréchet distance 1e27), its record unchanged. Now it is damage:
+    trained again, to the same weights (the same seed)."""
+    splits = _splits()
+    model, record = classifier.cached(tmp_path, splits, 4, 1, "cpu")
+    path = tmp_path / classifier.FILE
+    damaged = bytearray(path.read_bytes())
+    damaged[-4:] = b"\xff\xff\x7f\x7f"  # the last weight of the head, a float32 still
+    path.write_bytes(bytes(damaged))
+    again, record_again = classifier.cached(tmp_path, splits, 4, 1, "cpu")
+    assert record_again == record
+    assert classifier.weights_sha256(again.state_dict()) == classifier.weights_sha256(model.state_dict())
