@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -649,12 +650,19 @@ def run_by_hand(args) -> int:
     # before open: a refused launcher must not rewrite config.yaml
     with store.lock(command=args.command, launcher=True):
         launch.refuse_if_submitted(store)
-        engine.open_run(store, run)
+        engine.open_run(store, _where_it_runs(args, run))
         logs.setup(args.verbose, store.root)
         notes.say()
         counts = execute(store, run, chains, deep=args.unit is not None)  # a unit named: checked in full
     print(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
+
+
+def _where_it_runs(args, run):
+    """The run as a unit run by hand saves it: the unit runs in this process, but the run keeps its config's own
+    executor, so the run's own command (collapse-hpc run RUN/config.yaml, as status and verify give it) goes on
+    where the run ran, not in one process (a Slurm run's units on the login node)."""
+    return dataclasses.replace(run, executor=_configured(args).executor)
 
 
 def _refuse_own_flags(args) -> None:

@@ -1201,3 +1201,16 @@ def test_the_report_of_a_run_whose_plan_has_another_shape_reads_the_manifests_an
         said = [r.getMessage() for r in caplog.records if "no usable plan" in r.getMessage()]
         assert len(said) == 1 and f"{plan}: not a plan this version reads ({what}" in said[0], said
         assert "| r | toy | replace-p0-s0 | 2 | ? |" in (run / "report" / "results.md").read_text()  # the manifests
+
+
+def test_a_unit_redone_by_hand_keeps_the_run_s_own_executor(tmp_path):
+    """verify's redo command (collapse-hpc EXPERIMENT RUN/config.yaml --run RUN --unit N) saved the run's config
+    with executor debug: the run's own command then ran every unit left in one process (a Slurm run's on the
+    login node). The unit runs in this process; the run's config still says where the run runs."""
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 2\nexecutor: local\ntoy: {rows: 4}\n")
+    run = tmp_path / "r"
+    for by_hand in ((cfg, "--unit", "0"), (run / "config.yaml", "--unit", "1")):
+        p = cli("toy", *by_hand, "--run", run)
+        assert p.returncode == 0, p.stderr
+        assert "\nexecutor: local\n" in (run / "config.yaml").read_text()
+    assert json.loads((run / "run.json").read_text())["config"]["executor"] == "local"
