@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
 from collapse_hpc.store.reads import NotRead, read_text, sha256
 
@@ -292,9 +293,12 @@ def read_manifest(unit_dir: Path) -> dict | None:
 def _read_manifest(unit_dir: Path) -> dict | None:
     path = Path(unit_dir) / MANIFEST
     try:  # a read refused (permissions, an I/O error) says nothing of the unit: NotRead, not redone
-        manifest = json.loads(read_text(path, "manifest", KEPT, kept=(FileNotFoundError, IsADirectoryError)))
+        manifest = json.loads(read_text(path, "manifest", KEPT,
+                                        kept=(FileNotFoundError, IsADirectoryError, NotADirectoryError)))
     except FileNotFoundError:
         return None
+    except NotADirectoryError:  # no read of it will do, as NotRead's "run the same command again" would promise
+        raise UserError(file_in_the_way(path)) from None
     except ValueError:
         return {"corrupt": "not valid JSON"}
     except IsADirectoryError:  # made by hand or a stray tool: the unit is redone, not the run stopped
@@ -306,6 +310,14 @@ def _read_manifest(unit_dir: Path) -> dict | None:
     if said := _misshapen(manifest):
         return {"corrupt": said}
     return manifest
+
+
+def file_in_the_way(path: Path) -> str:
+    """One line for a plain file where the run keeps a folder on the way to `path` (a unit's, a variant's,
+    made by hand or a stray tool): the run never deletes what it did not write."""
+    here = next((p for p in Path(path).parents if p.is_file()), Path(path).parent)
+    return (f"{here}: a file where the run keeps a folder; the run never deletes what it did not write: move it "
+            f"away (the run makes the folder), then run the same command again")
 
 
 # what readers take of a manifest (status's times, the report's compute and packages) as the kind of value each
