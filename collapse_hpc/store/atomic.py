@@ -147,8 +147,10 @@ def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_parquet(path, table, metadata: dict | None = None) -> Path:
+def write_parquet(path, table, metadata: dict | None = None, checksums: bool = False) -> Path:
     """Write a pyarrow Table (or a dict of columns) as Parquet; `metadata` goes in the schema as JSON.
+    `checksums`: a CRC of every page, for a file no manifest vouches for yet that a resume reads again (a
+    sampling shard): bytes changed in a zstd page decode to other values, silently, without one.
 
     Float columns are stored without a dictionary, their bytes split by significance (BYTE_STREAM_SPLIT),
     then zstd: a dictionary of measured values, nearly all distinct, took 9.4 bytes a float64 (the
@@ -164,7 +166,7 @@ def write_parquet(path, table, metadata: dict | None = None) -> Path:
         meta.update({k.encode(): json.dumps(v, sort_keys=True, default=str).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **parquet_options(table.schema))
+        pq.write_table(table, tmp, write_page_checksum=checksums, **parquet_options(table.schema))
     return Path(path)
 
 

@@ -553,19 +553,19 @@ def rank_shards(shard_dir: Path, rank: int) -> list[Path]:
 def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
     """The chunks with a shard; with model_hash, only those sampled by that model (a shard left by
     weights since retrained is sampled again, never mixed with the new model's). A shard that does not
-    read as Parquet is not done: each is written whole under a temporary name, so it was cut short
-    after (a node's crash before its data reached the disk, a copy of the run folder stopped), and a
-    resume that read it failed on it at every try; it is sampled again. One whose read the file system
-    refuses (permissions, an I/O error) is kept: NotRead."""
+    read as Parquet, its footer or a page (its CRC), is not done: each is written whole under a temporary
+    name, so it was cut short or damaged after (a node's crash before its data reached the disk, a copy of
+    the run folder stopped), and a resume that read it failed on it at every try, or took a changed page's
+    other tokens silently; it is sampled again. One whose read the file system refuses (permissions, an I/O
+    error) is kept: NotRead."""
     import logging
 
-    from collapse_hpc.store import read_parquet_metadata
     from collapse_hpc.store.reads import NotRead, refused_read
 
     done = set()
     for p in Path(shard_dir).glob("part-*-*.parquet"):
         try:
-            meta = read_parquet_metadata(p)
+            meta = _whole_shard_metadata(p)
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
             if refused_read(e):
                 raise NotRead(f"sampling shard {p}", e, "kept as it is (not sampled again); sampling goes on "
@@ -577,6 +577,16 @@ def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
             continue
         done.add(int(p.stem.split("-")[2]))
     return done
+
+
+def _whole_shard_metadata(path: Path) -> dict:
+    """A shard's metadata (write_parquet's), once its every page reads as read_shards will read it."""
+    import pyarrow.parquet as pq
+
+    from collapse_hpc.store import read_parquet_metadata
+
+    pq.read_table(path, page_checksum_verification=True)  # a shard from before page checksums: its pages decode
+    return read_parquet_metadata(path)
 
 
 def shards_decoding(shard_dir: Path, ran: dict) -> dict:
@@ -663,7 +673,7 @@ def _write_shard(shard_dir: Path, rank: int, chunk: int, table, metadata: dict) 
     from collapse_hpc.store import write_parquet
 
     name = shard_name(rank, chunk)
-    write_parquet(shard_dir / name, table, metadata)
+    write_parquet(shard_dir / name, table, metadata, checksums=True)
     for other in shard_dir.glob(f"part-*-{chunk:05d}.parquet"):
         if other.name != name:
             other.unlink(missing_ok=True)
@@ -698,5 +708,6 @@ def read_shards(shard_dir: Path):
     if not files:
         raise UserError(f"{shard_dir}: no generated shards (part-*.parquet)")
     # the reference CLI's original.parquet (and shards from before prompt_source) lack columns: nulls
-    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    table = pa.concat_tables([pq.read_table(f, page_checksum_verification=True) for f in files],
+                             promote_options="default")
     return table.sort_by("block_id")

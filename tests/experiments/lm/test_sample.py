@@ -451,6 +451,13 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
     assert done_chunks(one, "abc") == {0, 1}
     (one / "part-000-00002.parquet").write_bytes(b"")
     assert done_chunks(one) == {0, 1}
+    # bytes changed inside a page, the footer whole: decoded to other tokens, silently (or failed every resume)
+    group = pq.ParquetFile(pa.BufferReader(whole)).metadata.row_group(0)
+    tokens = next(c for c in map(group.column, range(group.num_columns)) if c.path_in_schema.startswith("input_ids"))
+    at, damaged = tokens.data_page_offset + tokens.total_compressed_size // 2, bytearray(whole)
+    damaged[at:at + 2] = bytes(255 - b for b in damaged[at:at + 2])
+    (one / "part-000-00002.parquet").write_bytes(bytes(damaged))
+    assert done_chunks(one) == {0, 1}
     assert sample_shards(model, _Tok(), blocks, d, one, generation=2, batch_size=8, model_hash="abc") == 1
     assert all(first[k].equals(v) for k, v in _tables(one).items())
     # weights since retrained: every shard of the old model is sampled again, none is mixed in
