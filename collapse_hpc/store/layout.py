@@ -18,8 +18,8 @@ from collapse_hpc.logs import first_few
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
-from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, last_binding, read_manifest,
-                                         verify_unit)
+from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, file_in_the_way, last_binding,
+                                         read_manifest, verify_unit)
 from collapse_hpc.store.reads import read_text, refusals
 
 log = logging.getLogger("collapse_hpc")
@@ -100,6 +100,8 @@ def closed(folder: Path) -> None:
     logs/submitit, and whoever can write there runs code in the run's jobs."""
     if folder.is_symlink():
         raise UserError(f"{folder}: a symbolic link in the run folder; the run never writes through one: remove it")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(file_in_the_way(folder))
     folder.mkdir(parents=True, exist_ok=True)
     mode = folder.stat().st_mode
     if mode & 0o022:

@@ -313,9 +313,9 @@ def _read_manifest(unit_dir: Path) -> dict | None:
 
 
 def file_in_the_way(path: Path) -> str:
-    """One line for a plain file where the run keeps a folder on the way to `path` (a unit's, a variant's,
-    made by hand or a stray tool): the run never deletes what it did not write."""
-    here = next((p for p in Path(path).parents if p.is_file()), Path(path).parent)
+    """One line for a plain file where the run keeps a folder, at `path` or on the way to it (a unit's, a
+    variant's, its logs', made by hand or a stray tool): the run never deletes what it did not write."""
+    here = next((p for p in (Path(path), *Path(path).parents) if p.is_file()), Path(path))
     return (f"{here}: a file where the run keeps a folder; the run never deletes what it did not write: move it "
             f"away (the run makes the folder), then run the same command again")
 

@@ -64,22 +64,23 @@ def test_the_job_pickles_folder_is_writable_by_its_owner_only(tmp_path, capsys):
     assert stat.S_IMODE((tmp_path / "run" / "logs" / "submitit").stat().st_mode) == 0o755
 
 
-@pytest.mark.parametrize("where", ["unit", "variant"])
+@pytest.mark.parametrize("where", ["unit", "variant", "logs"])
 def test_a_file_where_the_run_keeps_a_folder_is_named_kept_and_moved_away_the_run_goes_on(tmp_path, capsys, where):
     """A plain file where a unit's (or its variant's) folder goes was said as a refused read, "not read (Not a
-    directory) … run the same command again", which never helped. Now the line names the file, which is kept;
+    directory) … run the same command again", which never helped (logs/: "File exists"). Now the line names the
+    file, which is kept;
     moved away, the run remakes what was there to the same results."""
     (tmp_path / "c.yaml").write_text(TOY)
     assert _run(tmp_path, capsys)[0] == 0
     variant = tmp_path / "run" / "toy" / "replace-p0-s0"
     expected = pq.read_table(variant / "gen_002" / "metrics.parquet")
-    stray = variant / "gen_001" if where == "unit" else variant
+    stray = {"unit": variant / "gen_001", "variant": variant, "logs": tmp_path / "run" / "logs"}[where]
     for p in sorted(stray.rglob("*"), reverse=True):
         p.unlink() if p.is_file() else p.rmdir()
     stray.rmdir()
     stray.write_text("notes")
     for command in (["run", str(tmp_path / "c.yaml"), "--run", str(tmp_path / "run")],
-                    ["status", str(tmp_path / "run")]):
+                    *([["status", str(tmp_path / "run")]] if where != "logs" else [])):
         capsys.readouterr()
         assert cli.main(command) == 2
         assert capsys.readouterr().err.splitlines()[-1] == (
