@@ -68,8 +68,7 @@ def test_the_job_pickles_folder_is_writable_by_its_owner_only(tmp_path, capsys):
 def test_a_file_where_the_run_keeps_a_folder_is_named_kept_and_moved_away_the_run_goes_on(tmp_path, capsys, where):
     """A plain file where a unit's (or its variant's) folder goes was said as a refused read, "not read (Not a
     directory) … run the same command again", which never helped (logs/: "File exists"). Now the line names the
-    file, which is kept;
-    moved away, the run remakes what was there to the same results."""
+    file, which is kept; moved away, the run remakes what was there to the same results."""
     (tmp_path / "c.yaml").write_text(TOY)
     assert _run(tmp_path, capsys)[0] == 0
     variant = tmp_path / "run" / "toy" / "replace-p0-s0"
