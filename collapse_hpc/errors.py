@@ -59,6 +59,9 @@ def path_argument(text: str) -> str:
 _SAID = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]", re.IGNORECASE)
 RERUN = "run the same command again"  # how a refusal that may pass ends: a read refused (AGAIN), a full disk (space)
 AGAIN = f"once the file reads again (its permissions, the file system): {RERUN}"
+# a read that no retry mends: a folder or a file stands where the other goes (made by hand, a stray tool)
+MISPLACED = {errno.EISDIR: "a folder where a file goes", errno.ENOTDIR: "a file where a folder goes, on the way to it"}
+MOVE_AWAY = f"move it away (nothing the run did not write is deleted), then {RERUN}"
 
 
 def said_errno(e: BaseException) -> int | None:
@@ -86,7 +89,9 @@ class NotRead(UserError):
     def __init__(self, what: str, e: BaseException, then: str, path: Path | None = None):
         number = refused_read(e)
         self.filename, self.strerror = path or getattr(e, "filename", None), os.strerror(number) if number else str(e)
-        super().__init__(f"{what}: not read ({self.strerror}): {then} {AGAIN}")
+        shape = MISPLACED.get(number or 0)
+        super().__init__(f"{what}: {shape}: {then}; {MOVE_AWAY}" if shape else
+                         f"{what}: not read ({self.strerror}): {then} {AGAIN}")
 
 
 @contextlib.contextmanager

@@ -89,3 +89,20 @@ def test_a_file_where_the_run_keeps_a_folder_is_named_kept_and_moved_away_the_ru
     stray.rename(tmp_path / "notes")
     assert _run(tmp_path, capsys)[0] == 0
     assert pq.read_table(variant / "gen_002" / "metrics.parquet").equals(expected)
+
+
+def test_a_folder_where_the_run_lock_goes_is_named_to_move_away_not_to_retry(tmp_path, capsys):
+    """A folder at the run's .lock was said as a refused read, "not read (Is a directory) … once the file reads
+    again: run the same command again": no retry mends it. Now the line says what stands there and what to do."""
+    (tmp_path / "c.yaml").write_text(TOY)
+    assert _run(tmp_path, capsys)[0] == 0
+    lock = tmp_path / "run" / ".lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    code, errors = _run(tmp_path, capsys)
+    assert code == 2 and errors == [f"error: run lock {lock}: a folder where a file goes: the run and its lock are "
+                                    f"kept as they are (not taken over); move it away (nothing the run did not "
+                                    f"write is deleted), then run the same command again"]
+    assert lock.is_dir()
+    lock.rmdir()
+    assert _run(tmp_path, capsys)[0] == 0
