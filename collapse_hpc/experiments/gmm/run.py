@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments import parts
-from collapse_hpc.experiments.gmm import em, metrics
+from collapse_hpc.experiments.gmm import cache, em, metrics
 from collapse_hpc.experiments.gmm.recursion import REAL_PANEL, FitSettings, draws, real_data, real_modes, recurse
 
 
@@ -30,6 +30,7 @@ def run_part(ctx, size: int) -> None:
     # only add spin-waiting on such small tensors (20x slower on a busy machine, measured)
     torch.set_num_threads(1)
     em.threads(ctx.threads)  # the fits: one compiled loop per replicate, replicates over threads
+    cache.heal()  # a kernel's cached files cut short failed every fit of every later part
     cfg, G = ctx.config, ctx.run.generations_of("gmm")
     ids = parts.replicate_range(cfg.replicates, size, ctx.index)
     R = len(ids)

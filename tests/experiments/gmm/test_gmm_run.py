@@ -244,3 +244,16 @@ def test_a_share_of_real_points_that_rounds_to_none_is_refused():
     with pytest.raises(UserError, match=r"gmm replace-p0.1-s0: keep_fraction 0.1 of 4 points keeps round\(0.1 x 4\) = "
                                         r"0 real points, the same chain as keep_fraction 0.*gmm.samples of at least 6"):
         experiments.get("gmm").check(run)
+
+
+def test_a_part_looks_at_numba_s_cache_before_its_first_fit(tmp_path, monkeypatch):
+    """A kernel's cached file cut short failed every part's first fit (test_cache); each part now empties such a
+    cache first."""
+    from collapse_hpc.experiments.gmm import cache, em
+
+    order = []
+    monkeypatch.setattr(cache, "heal", lambda: order.append("heal") or [])
+    fit = em.fit
+    monkeypatch.setattr(em, "fit", lambda *a, **k: order.append("fit") or fit(*a, **k))
+    _run(tmp_path, "a", regimes=("replace",), replicates=1, chunk_replicates=1, generations=1)
+    assert order[:2] == ["heal", "fit"]
