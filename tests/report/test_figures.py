@@ -1664,3 +1664,34 @@ def test_series_of_30_generations_mark_other_generations_each(tmp_path):
         assert all(not a & b for i, a in enumerate(at) for b in at[:i]), (ax.get_title(), at)
         assert all(7 <= len(a) <= 8 for a in at), (ax.get_title(), at)
     assert len(panels) > 4
+
+
+def test_a_theory_curve_of_one_generation_is_drawn_where_the_legend_names_it(tmp_path):
+    # a line through one point draws nothing: the legend named the theory curve, the panels showed none
+    from tests.report import synthetic
+
+    root = tmp_path / "g1"
+    synthetic.write_config(root, {"gaussian": {"generations": 1}}, generations=1)
+    synthetic.gaussian(root, generations=1, replicates=5)
+    with drawing.figure_style():
+        fig, _ = gaussian_figures.gaussian_variance(_context(root, "gaussian"))
+    theory = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label().startswith("theory")]
+    assert len(theory) == 2 and all(ln.get_marker() not in (None, "None", "") for ln in theory)
+
+
+def test_a_theory_curve_far_past_the_data_leaves_the_axis_and_the_caption_says_where(tmp_path):
+    # n = 2 over 3000 generations: (1/2)^k falls to 5e-324 and the log axis ran from there to 1e16, the data a
+    # sliver at its top
+    from tests.report import synthetic
+
+    root = tmp_path / "g"
+    synthetic.write_config(root, {"gaussian": {"generations": 3000}}, generations=3000)
+    synthetic.gaussian(root, generations=3000, replicates=4, ns=(2,))
+    ctx = _context(root, "gaussian")
+    with drawing.figure_style():
+        fig, caption = gaussian_figures.gaussian_variance(ctx)
+    s = ctx.summary[(ctx.summary["metric"] == "var_hat") & (ctx.summary["mean"] > 0)]
+    bottom, top = fig.axes[0].get_ylim()
+    assert s["mean"].min() / 1e3 < bottom < s["mean"].min() and s["mean"].max() < top < 1e3, (bottom, top)
+    first = int(np.argmax(0.5 ** np.arange(1, 3001) < bottom))  # generation k has had k+1 fits
+    assert f"leaves the axis: n = 2: below from generation {first}." in caption, caption

@@ -32,9 +32,11 @@ def _samples(ctx: Context) -> list:
 
 
 def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, log: bool = True):
+    """The figure, and the caption's sentence on where a theory curve leaves its (log) axis ("" where none does)."""
     runs = ctx.run_labels
     ns = _samples(ctx)
     fig, axes = style.figure(len(runs), len(ns), sharey=True)
+    data, curves = [], []
     for r, run in enumerate(runs):
         for c, n in enumerate(ns):
             ax = axes[r, c]
@@ -44,19 +46,71 @@ def _per_samples(ctx: Context, metric: str, quantity: str | None, ylabel: str, l
             if not draw_series(ax, ctx, run, metric, fixed=fixed, exclude=("samples",)):
                 no_data(ax, _empty(ctx, run, n))
                 continue
+            title = (f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})")
+            data.append(_drawn_values(ax))  # before the theory, and before log_y floors the bands
             if quantity and n is not None:
                 # this run's generations: every run's drew a short run's curve on to another's last, far
                 # below its data, and the row's shared scale squeezed the other's series flat
                 gens = gens_axis(ctx.planned(run), ctx.summary.loc[ctx.summary["run"] == run, "generation"])
                 curve, label = _theory(ctx, run, int(n), gens, quantity)
-                ax.plot(gens, curve, label=label, **style.THEORY)
+                ax.plot(gens, curve, label=label, **style.THEORY, **_lone_mark(curve))
+                curves.append((title, curve))
             if log:
                 log_y(ax)
-            ax.set_title((f"n = {n}" if n is not None else metric) + ("" if len(runs) == 1 else f" ({run})"))
+            ax.set_title(title)
             ax.set_xlabel("generation k")
             integer_x(ax)
     legend_below(fig, axes)
-    return fig
+    return fig, (_keep_to_data(axes.flat[0], data, curves) if log and data else "")
+
+
+def _lone_mark(curve) -> dict:
+    """A marker where the theory curve has one point (a run of one generation): a line through one point draws
+    nothing, and the legend named a curve the panel did not show. A bar as wide as a stretch of the line."""
+    if np.isfinite(curve).sum() != 1:
+        return {}
+    return {"marker": "_", "markersize": 16, "markeredgewidth": style.THEORY["linewidth"]}
+
+
+def _drawn_values(ax) -> np.ndarray:
+    """The positive values a panel's series and their bands span."""
+    from matplotlib.collections import PolyCollection
+
+    ys = [np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()]
+    ys += [p.vertices[:, 1] for c in ax.collections if isinstance(c, PolyCollection) for p in c.get_paths()]
+    y = np.concatenate(ys) if ys else np.array([])
+    return y[np.isfinite(y) & (y > 0)]
+
+
+# decades a theory curve may widen a log axis beyond the data; past them the axis keeps to the data (n = 2 over
+# 20000 generations: the curve falls to 1e-308 and the axis ran from there to 1e16, the data a sliver in it)
+LEEWAY = 3.0
+MARGIN = 0.05  # the share of the span the axis reaches past what it holds, as matplotlib's own margin
+
+
+def _keep_to_data(ax, data: list, curves: list) -> str:
+    """A log y-axis (shared by the figure's panels) whose theory curves run more than LEEWAY decades past the
+    data on a side keeps to the data there; the caption's sentence on where each curve leaves it."""
+    y = np.log10(np.concatenate(data))
+    if not len(y) or not curves:
+        return ""
+    lo, hi = y.min(), y.max()
+    with np.errstate(divide="ignore"):  # a value that underflowed to 0 is -inf: below the axis
+        t = np.concatenate([np.log10(c[np.isfinite(c)]) for _, c in curves])
+    low, high = t.min() < lo - LEEWAY, t.max() > hi + LEEWAY
+    if not (low or high):
+        return ""
+    a, b = (lo if low else min(lo, t.min())), (hi if high else max(hi, t.max()))
+    room = max(MARGIN * (b - a), 0.1)
+    bottom, top = 10.0 ** (a - room), 10.0 ** (b + room)
+    ax.set_ylim(bottom, top)
+    out = []
+    for title, c in curves:
+        for side, off in (("below", c < bottom), ("above", c > top)):
+            if off.any():
+                out.append(f"{title}: {side} from generation {int(np.argmax(off))}")
+    return (" The axis keeps to the data's range; the theory curve runs far past it and leaves the axis: "
+            + "; ".join(out) + ".")
 
 
 def _empty(ctx: Context, run: str, n) -> str:
@@ -155,7 +209,7 @@ def _error(ctx: Context, names: tuple[str, ...], pattern: str, ylabel: str, capt
     metric = pick(ctx.metrics(), *names, pattern=pattern)
     if not metric:
         return None
-    return _per_samples(ctx, metric, None, ylabel), f"{caption}{_here(ctx, metric)} {GAPS}"
+    return _per_samples(ctx, metric, None, ylabel)[0], f"{caption}{_here(ctx, metric)} {GAPS}"
 
 
 def gaussian_mu_err(ctx: Context):
@@ -178,7 +232,7 @@ def gaussian_variance(ctx: Context):
     metric = pick(ctx.metrics(), "var_hat", "sigma2_hat")
     if not metric:
         return None
-    fig = _per_samples(ctx, metric, "var_hat", "mean σ̂²")
+    fig, clipped = _per_samples(ctx, metric, "var_hat", "mean σ̂²")
     rare = _carried_by_rare(ctx, metric)
     return fig, ("Mean over replicates of the estimated variance σ̂² against generation k (log scale), with "
                  "its expectation under replace (thick light orange line, behind the series): "
@@ -190,7 +244,7 @@ def gaussian_variance(ctx: Context):
                  "a mean over R replicates follows the curve while e^(sd²) stays well below R, and falls below it "
                  "after (the typical variance, next figure, is the one to hold against theory there)."
                  + (f" Under replace here: {rare}." if rare else "")
-                 + f"{_here(ctx, metric, 'var_hat')} {GAPS}")
+                 + f"{_here(ctx, metric, 'var_hat')}{clipped} {GAPS}")
 
 
 TYPICAL = ("Typical variance: mean over replicates of log σ̂² against generation k, with its expectation "
@@ -213,7 +267,8 @@ def _against_theory(ctx: Context, metric: str, ylabel: str, caption: str, log: b
     """A metric whose mean theory.py predicts (THEORY's key), per sample size, beside its curve."""
     if metric not in ctx.metrics():
         return None
-    return _per_samples(ctx, metric, metric, ylabel, log=log), f"{caption}{_here(ctx, metric, metric)} {GAPS}"
+    fig, clipped = _per_samples(ctx, metric, metric, ylabel, log=log)
+    return fig, f"{caption}{_here(ctx, metric, metric)}{clipped} {GAPS}"
 
 
 POINT_MASS = ("The mean of log σ̂² is −∞, and its line ends, from the generation where a replicate's σ̂ is exactly 0: "
