@@ -498,7 +498,7 @@ def test_a_panel_only_another_run_fills_says_so_not_no_data_yet(tmp_path):
 
     ctx = _side_by_side(tmp_path, [("small", 2, "replace"), ("large", 5, "replace")])
     assert ctx.unplanned("small", samples=5) == "not in small" and ctx.unplanned("small", samples=2) is None
-    fig = _per_samples(ctx, "var_hat", "var_hat", "mean")
+    fig, _ = _per_samples(ctx, "var_hat", "var_hat", "mean")
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts == ["n = 5: not in small", "n = 2: not in large"]
 
