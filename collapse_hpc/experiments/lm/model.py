@@ -23,7 +23,8 @@ API:
 - check_vocab(model, tokenizer)                     UserError if the tokenizer does not fit the model
 - check_ids(model, ids)                             UserError if token ids exceed the embedding
 - check_fits(cfg, data_dir, where, seen)            before a run: UserError if the model has too few positions for
-                                                    lm.block_size, or too few embedding rows for the tokenizer
+                                                    lm.block_size, or too few embedding rows for the tokenizer;
+                                                    a warning where a pretrained model reads another's token ids
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -394,6 +396,25 @@ def check_embedding(key: str, cfg, data_dir: Path) -> None:
         why = _without_its_config(local_config(tokenizer_tag(cfg))) or ": tokenizer and model do not belong together"
         raise UserError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only "
                         f"{rows.vocab} rows (vocab_size in its config.json){why}")
+    if tokenizer is not None:
+        warn_not_its_own(key, cfg, tokenizer)
+
+
+def warn_not_its_own(key: str, cfg, tokenizer) -> None:
+    """One warning line where lm.tokenizer names a tokenizer whose vocabulary is not the one saved beside a
+    pretrained model: its ids are read by the embedding trained for the other's, each as another token, and
+    nothing fails. Not pretrained, the model learns its embedding from these ids: a choice, said nothing of."""
+    from collapse_hpc.experiments.lm.tokenizer import own_tokenizer
+
+    if not cfg.pretrained or not cfg.tokenizer or cfg.tokenizer == cfg.model:
+        return
+    own = own_tokenizer(cfg.model)
+    if own is not None and own.get_vocab() != tokenizer.get_vocab():
+        print(f"warning: {key}: {cfg.tokenizer} ({len(tokenizer)} tokens) is not the tokenizer the pretrained "
+              f"model {cfg.model} was trained with ({len(own)} tokens, saved with it): the ids of {cfg.tokenizer} "
+              f"are read by the embedding trained for the tokenizer of {cfg.model}, each as another token; name "
+              f"its own tokenizer (or none), or set lm.pretrained false to train the model from scratch",
+              file=sys.stderr)
 
 
 def _without_its_config(folder: Path | None) -> str:

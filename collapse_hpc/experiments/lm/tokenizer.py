@@ -10,6 +10,7 @@ API:
 - train_bpe(texts, vocab_size) -> PreTrainedTokenizerFast
 - fingerprint(tokenizer) -> str  (12 hex chars; names the block caches)
 - check_trained_with(folder, tokenizer, flag)  (a saved model's own tokenizer is this one, or UserError)
+- own_tokenizer(model) -> tokenizer | None  (the one saved with a model, where it is here)
 """
 from __future__ import annotations
 
@@ -217,6 +218,18 @@ def _local_copy(tag: str, hub_only: bool = False) -> Path | None:
     try:
         return cached_snapshot(tag)
     except ValueError:  # no hub name
+        return None
+
+
+def own_tokenizer(model: str):
+    """The tokenizer saved with model folder or hub tag `model` (the HF cache's copy), from what is here;
+    None where it has none, or it does not load."""
+    folder = _local_copy(model)
+    if folder is None or not folder.is_dir() or missing_tokenizer(folder):
+        return None
+    try:
+        return _with_vocabulary(folder)
+    except Exception:  # noqa: BLE001 - one that does not load is said where it is loaded
         return None
 
 

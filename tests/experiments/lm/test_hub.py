@@ -464,3 +464,30 @@ def test_a_model_folder_with_its_tokenizer_json_alone_is_told_to_copy_its_tokeni
                                         rf"without its tokenizer_config.json, .*; copy tokenizer_config.json there "
                                         rf"too$"):
         check_fits(cfg, lm_data_dir, lambda key: f"lm.{key}")
+
+
+def test_a_pretrained_model_read_through_another_tokenizer_of_no_more_tokens_is_warned_of(tmp_path, lm_data_dir,
+                                                                                          lm_tokenizer, capsys):
+    """lm.tokenizer naming a tokenizer other than a pretrained model folder's own, of no more tokens than its
+    embedding has rows, passed in silence: every id then read as another token by the pretrained embedding."""
+    from collapse_hpc.experiments.lm.model import check_fits, random_model, tiny_config
+    from collapse_hpc.experiments.lm.tokenizer import save_atomic, train_bpe
+    from tests.experiments.lm.conftest import corpus_lines, tiny_cfg
+
+    model = tmp_path / "my-opt"
+    random_model(tiny_config(tiny_cfg(), lm_tokenizer)).save_pretrained(model)
+    lm_tokenizer.save_pretrained(model)  # its own: 300 tokens, as many rows
+    other, copy = tmp_path / "other-bpe", tmp_path / "its-copy"
+    save_atomic(train_bpe([line[::-1] for line in corpus_lines(300, 5)], 280), other)
+    save_atomic(lm_tokenizer, copy)
+    capsys.readouterr()  # the saves' progress bars
+    for tokenizer, pretrained, warned in ((other, True, True), (copy, True, False), (other, False, False)):
+        cfg = tiny_cfg(model=str(model), tokenizer=str(tokenizer), pretrained=pretrained, block_size=16)
+        check_fits(cfg, lm_data_dir, lambda key: f"lm.{key}")
+        err = capsys.readouterr().err
+        assert err.count("warning:") == int(warned), (tokenizer, pretrained, err)
+    cfg = tiny_cfg(model=str(model), tokenizer=str(other), pretrained=True, block_size=16)
+    check_fits(cfg, lm_data_dir, lambda key: f"lm.{key}")
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"warning: lm.tokenizer: {other} (") and f"the ids of {other} are read by the " \
+           f"embedding trained for the tokenizer of {model}" in line and "\n" not in line, line
