@@ -34,7 +34,7 @@ def unreadable(kernel: Dispatcher) -> tuple[list[Path], str] | None:
         return None
     try:
         names = list(files._load_index().values())
-    except OSError:  # a read refused: numba says it as it would have
+    except (OSError, AttributeError):  # a read refused (numba says it as it would have), or a numba without this API
         return None
     except Exception as e:  # pickle's errors, EOFError, garbage: the bytes
         return [], first_line(e)
