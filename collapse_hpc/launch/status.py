@@ -76,9 +76,10 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
             named.update(queued)
             queue_known = True
         except NoAnswer as e:  # sacct's states stand, where slurmdbd has them
-            controller = f"{e}: the states shown are Slurm's accounting's (sacct), which may lag behind the queue"
+            controller = queue_unread(str(e))
         except UserError as e:  # e.g. every job has left the queue ("Invalid job id"): sacct's states stand
             queue_known = "Invalid job id" in str(e)
+            controller = None if queue_known else queue_unread(str(e))  # slurmctld down, restarting: said
     others = run_jobs(book, named).others if book is not None else {}
     for jid in others:
         if not ended.get(jid, (None, False))[1]:  # sacct holds no record of the run's own job under that id
@@ -90,6 +91,12 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     states = RunQueue({j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()},
                       others=others, accounting=accounting, controller=controller, ends=ends)
     return states, signals
+
+
+def queue_unread(why: str) -> str:
+    """What to say where squeue could not read the queue (`why`): the jobs sacct holds no record of yet (queued
+    while slurmdbd lagged) read UNKNOWN, the others as Slurm's accounting last heard."""
+    return f"{why}: the states shown are Slurm's accounting's (sacct), which may lag behind the queue"
 
 
 class Ended(NamedTuple):

@@ -1172,3 +1172,20 @@ def test_status_says_squeue_got_no_answer_and_shows_saccts_states(tmp_path, fake
                    "behind the queue\n"), err
     rc, out, _ = collapse("status", store.root, "--json")
     assert rc == 0 and json.loads(out)["controller"] == err[len("note: "):-1], out
+
+
+def test_status_says_a_slurmctld_it_cannot_reach_and_shows_saccts_states(tmp_path, fake_slurm):  # noqa: F811
+    """slurmctld down or restarting: squeue fails at once ("Unable to contact slurm controller"), not past its
+    wait. status read every queued job UNKNOWN and said nothing of why; it says why in one note, as for a
+    slurmctld that does not answer."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    why = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+    (fake_slurm / "bin" / "squeue").write_text(f'#!/bin/bash\necho "squeue: error: {why}" >&2\nexit 1\n')
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0 and "  gen_000  FAILED" in out and "  gen_001  CANCELLED" in out, out + err
+    assert err.startswith("note: squeue -h failed: ") and f"{why}: the states shown are Slurm's accounting's " \
+        "(sacct), which may lag behind the queue\n" in err, err
+    rc, out, _ = collapse("status", store.root, "--json")
+    assert rc == 0 and json.loads(out)["controller"] == err[len("note: "):-1], out
