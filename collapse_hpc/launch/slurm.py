@@ -613,7 +613,19 @@ def _sbatch(what: str, name: str, call):
         limit = next((word for word in SUBMIT_LIMITS if word in str(e)), None)
         if limit:
             raise SubmitLimit(what, limit) from None
-        raise UserError(f"sbatch refused {what}: {said(str(e)) or e}") from None
+        raise _refused(what, said(str(e)) or str(e)) from None
+
+
+UNREACHABLE = "Unable to contact slurm controller"  # Slurm's words where slurmctld is down or restarting
+
+
+def _refused(what: str, why: str) -> UserError:
+    """sbatch's failure to queue `what` for `why`: a controller it cannot reach queued nothing (its request never
+    reached it), unlike one that does not answer, and is no refusal of the job's."""
+    if UNREACHABLE in why:
+        return UserError(f"sbatch of {what}: slurmctld cannot be reached ({why}: down or restarting, `scontrol "
+                         f"ping` says when it is back), so it was not queued; submit again once it answers")
+    return UserError(f"sbatch refused {what}: {why}")
 
 
 class _Unanswered(Exception):
@@ -920,11 +932,15 @@ class _Submission:
             raise NoAnswer(f"{e}; {self.queued_said([j for j in jobs if j not in self.new_ids])}") from None
 
     def sbatch(self, what: str, name: str, call):
-        """_sbatch; where slurmctld does not answer, what this submit queued before is said with it: recorded."""
+        """_sbatch; where it fails part-way (slurmctld unreachable or silent, a job refused), what this submit queued
+        before is said with it, recorded, and the queued jobs they replace, no longer recorded, named to cancel."""
         try:
             return _sbatch(what, name, call)
-        except NoAnswer as e:
-            raise NoAnswer(f"{e}; {self.queued_said(list(self.stale))}") from None
+        except SubmitLimit:  # withdrawn: submit cancels what it queued and puts the book back
+            raise
+        except UserError as e:
+            kind = NoAnswer if isinstance(e, NoAnswer) else UserError
+            raise kind(f"{e}; {self.queued_said(list(self.stale))}") from None
 
     def queued_said(self, old: list[str]) -> str:
         """What to say of this submit's jobs where it ends part-way: queued and recorded, and the queued jobs

@@ -1537,6 +1537,30 @@ def test_a_resubmit_whose_scancel_gets_no_answer_says_what_it_queued(tmp_path, f
         f"{' '.join(old)}\n"), err
 
 
+def test_a_resubmit_whose_slurmctld_goes_part_way_says_what_it_queued_and_left(tmp_path, fake_slurm):
+    """slurmctld stopped (restarted, failing over) part-way through a submit queuing a chain anew: sbatch fails at
+    once ("Unable to contact slurm controller"). The line said "sbatch refused" the job, not what this submit had
+    queued nor the queued jobs it replaces, which jobs.json no longer names: a submit again left them queued
+    beside the new chain, two jobs for a unit."""
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    old = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_00{g}"]["job_id"] for g in (1, 2)]
+    _queued_as(fake_slurm, os.environ.get("USER", "root"), dict.fromkeys(old, "PENDING"))  # gen_000's ended
+    sbatch = fake_slurm / "bin" / "sbatch"
+    sbatch.write_text(sbatch.read_text().replace('cp "${@: -1}"', '[ $n = 107 ] && { echo "sbatch: error: Batch '
+                                                 'job submission failed: Unable to contact slurm controller (connect '
+                                                 'failure)" >&2; exit 1; }; cp "${@: -1}"'))
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", REPO / "slurm" / "local.yaml")
+    assert [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_00{g}"]["job_id"] for g in (0, 1)] == ["105", "106"]
+    assert rc == 2 and "Traceback" not in err and err[err.index("error:"):] == (
+        "error: sbatch of ltchain/replace-p0-s0/gen_002: slurmctld cannot be reached (Unable to contact slurm "
+        "controller (connect failure): down or restarting, `scontrol ping` says when it is back), so it was not "
+        "queued; submit again once it answers; this submit queued 2 jobs (105 106), recorded in jobs.json "
+        "(collapse-hpc status, cancel); the queued jobs they replace are not cancelled: scancel "
+        f"{' '.join(old)}\n"), err
+
+
 def test_a_sbatch_slurmctld_does_not_answer_says_the_job_may_be_queued_and_what_was(tmp_path, fake_slurm, monkeypatch):
     """submitit ran the submission's sbatch with no timeout: a slurmctld that did not answer held submit for ever.
     It is one line now: sbatch got no answer, its job may be queued all the same (the answer lost) and how to find
