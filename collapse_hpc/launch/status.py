@@ -36,8 +36,11 @@ BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAI
 ROUTINE = {"None", "Dependency", ""}
 # Slurm's bare reasons that say what Slurm does, not what is wrong, in words for the listing (--json keeps
 # Slurm's): a job requeued (preempted, its node failed, its time limit's USR2) is held until a begin time
-# Slurm sets about 2 minutes on (these jobs never ask for one: no --begin)
-EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 2 minutes after the requeue"}
+# Slurm sets about 2 minutes on (these jobs never ask for one: no --begin); a job held (scontrol hold, by its
+# user or an admin) waits, and the units after it, until released: no time or resubmit ends a hold
+HELD = "held (scontrol hold): it and the units after it wait until `scontrol release` of its job"
+EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 2 minutes after the requeue",
+             "JobHeldUser": HELD, "JobHeldAdmin": HELD.replace("scontrol hold", "an administrator's scontrol hold")}
 
 
 # sacct's fields: the job's name last, whole, where it holds a '|'

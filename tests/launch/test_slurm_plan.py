@@ -1240,6 +1240,22 @@ def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake
     assert json.loads(out)["chains"][0]["units"][0]["reason"] == "BeginTime"
 
 
+@pytest.mark.parametrize("reason, by", [("JobHeldUser", "scontrol hold"),
+                                         ("JobHeldAdmin", "an administrator's scontrol hold")])
+def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_slurm, reason, by):
+    """A generation held (scontrol hold) waits, and its chain after it, until released: status showed Slurm's bare
+    word, (JobHeldAdmin), and submit again says everything is queued, so nothing told the user the chain stalls."""
+    cfg = write_config(tmp_path, generations=3, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    ids = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_00{g}"]["job_id"] for g in range(3)]
+    (fake_slurm / "squeue.txt").write_text(f"{ids[1]}|PENDING|0:00|{reason}\n{ids[2]}|PENDING|0:00|Dependency\n")
+    rc, out, err = collapse("status", run)
+    line = next(ln for ln in out.splitlines() if ln.startswith("  gen_001"))
+    assert rc == 0 and re.search(rf"job {ids[1]} +\(held \({by}\): it and the units after it wait until "
+                                 r"`scontrol release` of its job\)$", line), out + err
+
+
 def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slurm):
     """cp -r of a run whose jobs were queued: cancel on the copy cancelled the original's jobs, submit
     on the copy took them as its own queued units (they write to the original) and status showed them."""
