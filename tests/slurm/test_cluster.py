@@ -1052,3 +1052,26 @@ def test_a_run_whose_jobs_another_user_queued_is_not_queued_again_nor_run_beside
     assert cancelled[0] == 2 and cancelled[2].startswith(f"error: {run}: scancel refused {len(ids)} jobs of its "
                                                          f"{len(ids)} queued or running"), cancelled
     assert "Access/permission denied); jobs another user queued are theirs to cancel" in cancelled[2], cancelled
+
+
+def test_a_held_generation_says_how_to_release_it_and_its_chain_goes_on_once_released(tmp_path):
+    """scontrol hold of a queued generation: status gave Slurm's bare (JobHeldAdmin), and submit again says all is
+    queued, so nothing said the chain waits on the hold. Released, the chain runs on to the end, as it was queued."""
+    cfg = write_config(tmp_path, "held", generations=3, ltchain={"rows": 2})
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    first = unit_ids(run)
+    held = first["ltchain/replace-p0-s0/gen_001"]
+    try:
+        subprocess.run(["scontrol", "hold", held], check=True)
+        rc, out, _ = collapse("status", run)
+        again = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    finally:
+        subprocess.run(["scontrol", "release", held], capture_output=True)
+    assert re.search(rf"gen_001  PENDING +job {held} +\(held \(an administrator's scontrol hold\): it and the units "
+                     r"after it wait until `scontrol release` of its job\)", out), out
+    assert again[0] == 0 and "nothing to submit" in again[1] and unit_ids(run) == first, again
+    wait_for([*first.values(), jobs(run)["aggregate"]["job_id"]])
+    rc, out, _ = collapse("status", run)
+    assert "generation 2 reached (3/3 done)" in out, out
