@@ -40,7 +40,8 @@ ROUTINE = {"None", "Dependency", ""}
 # user or an admin) waits, and the units after it, until released: no time or resubmit ends a hold
 HELD = "held (scontrol hold): it and the units after it wait until `scontrol release` of its job"
 EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 2 minutes after the requeue",
-             "JobHeldUser": HELD, "JobHeldAdmin": HELD.replace("scontrol hold", "an administrator's scontrol hold")}
+             "JobHeldUser": HELD, "JobHeldAdmin": HELD.replace("scontrol hold", "an administrator's scontrol hold"),
+             "job requeued in held state": HELD.replace("held (scontrol hold)", "requeued held (scontrol requeuehold)")}
 
 
 # sacct's fields: the job's name last, whole, where it holds a '|'

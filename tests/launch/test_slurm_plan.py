@@ -1240,8 +1240,9 @@ def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake
     assert json.loads(out)["chains"][0]["units"][0]["reason"] == "BeginTime"
 
 
-@pytest.mark.parametrize("reason, by", [("JobHeldUser", "scontrol hold"),
-                                         ("JobHeldAdmin", "an administrator's scontrol hold")])
+@pytest.mark.parametrize("reason, by", [("JobHeldUser", "held (scontrol hold"),
+                                         ("JobHeldAdmin", "held (an administrator's scontrol hold"),
+                                         ("job requeued in held state", "requeued held (scontrol requeuehold")])
 def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_slurm, reason, by):
     """A generation held (scontrol hold) waits, and its chain after it, until released: status showed Slurm's bare
     word, (JobHeldAdmin), and submit again says everything is queued, so nothing told the user the chain stalls."""
@@ -1252,7 +1253,7 @@ def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_
     (fake_slurm / "squeue.txt").write_text(f"{ids[1]}|PENDING|0:00|{reason}\n{ids[2]}|PENDING|0:00|Dependency\n")
     rc, out, err = collapse("status", run)
     line = next(ln for ln in out.splitlines() if ln.startswith("  gen_001"))
-    assert rc == 0 and re.search(rf"job {ids[1]} +\(held \({by}\): it and the units after it wait until "
+    assert rc == 0 and re.search(rf"job {ids[1]} +\({re.escape(by)}\): it and the units after it wait until "
                                  r"`scontrol release` of its job\)$", line), out + err
 
 
