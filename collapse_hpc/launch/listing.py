@@ -101,7 +101,7 @@ def footer(state: dict) -> list[str]:
         out += ["", f"aggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()
                 + (f"  ({EXPLAINED.get(agg['reason'], agg['reason'])})" if agg.get("reason") else "")]
         if agg["state"] in BAD:
-            out += log_lines(agg.get("log"), f"waited on {agg['dependency']}" if agg.get("dependency") else None)
+            out += log_lines(agg.get("log"), agg.get("never_started"))
             out += [f"      | {ln}" for ln in agg["error"]]
             if agg.get("hint"):
                 out.append(f"      {agg['hint']}")
@@ -115,6 +115,9 @@ def footer(state: dict) -> list[str]:
         left = "queue what is left (finished units are kept, queued ones not queued twice)" \
             if state.get("executor") == "slurm" else "run what is left (finished units are kept)"
         out += ["", f"{said}{left}:", f"  {state['resume']}"]
+    elif agg and agg["state"] == "CANCELLED" and state.get("executor") == "slurm":
+        out += ["", "the report's job was cancelled; queue it again (finished units are kept, queued ones not "
+                "queued twice):", f"  {state['resume']}"]
     return out
 
 

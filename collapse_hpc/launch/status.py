@@ -649,6 +649,9 @@ def _aggregate_state(book: dict, slurm: dict) -> dict:
     said = {"state": state, "elapsed": elapsed, "job_id": agg.get("job_id"), "log": agg.get("log"),
             "reason": waits_on(slurm, agg.get("job_id")), "dependency": agg.get("dependency"),
             "error": error_lines(agg.get("log")) if state in BAD else []}
+    if state in BAD and not (agg.get("log") and Path(agg["log"]).is_file()):
+        # afterany waits out its units however they end: Slurm never cancels it for them, a user did
+        said["never_started"] = never_started(None, slurm)
     if hint := out_of_memory(state, said["error"], "aggregate", book.get("profile")):
         said["hint"] = hint
     return said

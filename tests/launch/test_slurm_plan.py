@@ -1257,6 +1257,24 @@ def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_
                                  r"`scontrol release` of its job\)$", line), out + err
 
 
+def test_a_report_job_cancelled_by_hand_reads_so_and_how_to_queue_it_again(tmp_path, fake_slurm):
+    """The report's job scancelled while it waited: status said it "waited on afterany:…", as if its units had
+    cancelled it (afterany waits them out however they end), and gave no command to queue it again."""
+    cfg = write_config(tmp_path, generations=2, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    book = jobs(run)
+    units = [book["units"][f"ltchain/replace-p0-s0/gen_00{g}"]["job_id"] for g in (0, 1)]
+    (fake_slurm / "squeue.txt").write_text(f"{units[0]}|RUNNING|0:05\n{units[1]}|PENDING|0:00|Dependency\n")
+    (fake_slurm / "sacct.txt").write_text(f"{book['aggregate']['job_id']}|CANCELLED by 0|0:00\n")
+    rc, out, err = collapse("status", run)
+    assert rc == 0 and "waited on" not in out, out + err
+    assert re.search(rf"aggregate  CANCELLED +job {book['aggregate']['job_id']} +0:00:00\n +never started, no log "
+                     r"\(cancelled while queued: scancel or collapse-hpc cancel\)\n\nthe report's job was cancelled; "
+                     r"queue it again \(finished units are kept, queued ones not queued twice\):\n  collapse-hpc "
+                     r"submit ", out), out
+
+
 def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slurm):
     """cp -r of a run whose jobs were queued: cancel on the copy cancelled the original's jobs, submit
     on the copy took them as its own queued units (they write to the original) and status showed them."""
