@@ -1240,16 +1240,21 @@ def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake
     assert json.loads(out)["chains"][0]["units"][0]["reason"] == "BeginTime"
 
 
+def _queued_chain(tmp_path, generations: int) -> tuple:
+    """A chain of `generations` submitted to the fake Slurm: its run folder and its generations' job ids."""
+    cfg = write_config(tmp_path, generations=generations, ltchain={})
+    run = tmp_path / "run"
+    submit(cfg, run)
+    return run, [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(generations)]
+
+
 @pytest.mark.parametrize("reason, by", [("JobHeldUser", "held (scontrol hold"),
                                          ("JobHeldAdmin", "held (an administrator's scontrol hold"),
                                          ("job requeued in held state", "requeued held (scontrol requeuehold")])
 def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_slurm, reason, by):
     """A generation held (scontrol hold) waits, and its chain after it, until released: status showed Slurm's bare
     word, (JobHeldAdmin), and submit again says everything is queued, so nothing told the user the chain stalls."""
-    cfg = write_config(tmp_path, generations=3, ltchain={})
-    run = tmp_path / "run"
-    submit(cfg, run)
-    ids = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_00{g}"]["job_id"] for g in range(3)]
+    run, ids = _queued_chain(tmp_path, 3)
     (fake_slurm / "squeue.txt").write_text(f"{ids[1]}|PENDING|0:00|{reason}\n{ids[2]}|PENDING|0:00|Dependency\n")
     rc, out, err = collapse("status", run)
     line = next(ln for ln in out.splitlines() if ln.startswith("  gen_001"))
@@ -1260,11 +1265,8 @@ def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_
 def test_a_report_job_cancelled_by_hand_reads_so_and_how_to_queue_it_again(tmp_path, fake_slurm):
     """The report's job scancelled while it waited: status said it "waited on afterany:…", as if its units had
     cancelled it (afterany waits them out however they end), and gave no command to queue it again."""
-    cfg = write_config(tmp_path, generations=2, ltchain={})
-    run = tmp_path / "run"
-    submit(cfg, run)
+    run, units = _queued_chain(tmp_path, 2)
     book = jobs(run)
-    units = [book["units"][f"ltchain/replace-p0-s0/gen_00{g}"]["job_id"] for g in (0, 1)]
     (fake_slurm / "squeue.txt").write_text(f"{units[0]}|RUNNING|0:05\n{units[1]}|PENDING|0:00|Dependency\n")
     (fake_slurm / "sacct.txt").write_text(f"{book['aggregate']['job_id']}|CANCELLED by 0|0:00\n")
     rc, out, err = collapse("status", run)
@@ -1379,10 +1381,7 @@ def test_the_resume_command_runs_from_any_folder(tmp_path, fake_slurm, monkeypat
                                          ("FAILED", "waited on afterok:{p}: job {p} ended FAILED")])
 def test_status_tells_a_job_cancelled_by_hand_from_one_its_parent_failed(tmp_path, fake_slurm, parent, why):
     # a generation cancelled while queued read 'waited on afterok:X' as if X had failed
-    cfg = write_config(tmp_path, generations=2, ltchain={})
-    run = tmp_path / "run"
-    submit(cfg, run)
-    gen = [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(2)]
+    run, gen = _queued_chain(tmp_path, 2)
     (fake_slurm / "sacct.txt").write_text(f"{gen[0]}|{parent}|0:10\n{gen[1]}|CANCELLED by 0|0:00\n")
     rc, out, err = collapse("status", run)
     assert rc == 0, err
