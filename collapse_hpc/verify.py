@@ -2,7 +2,8 @@
 
 A mismatch (exit 1): a listed file changed or went missing, a corrupt manifest, a manifest
 written under another config than the run's, or one bound to another folder, variant or content of
-the earlier generations (store.manifest.binding). Each comes with the command that redoes the
+the earlier generations (store.manifest.binding), a plain file where a unit's, variant's or
+experiment's folder goes (named once, as run and status name it). Each comes with the command that redoes the
 unit. A file the manifest does not list is reported
 (EXTRA) but does not fail: the recorded results are intact; remove it, or redo the unit.
 Finished generations past a chain's planned count (a run shortened with --generations) are not the
@@ -18,7 +19,7 @@ from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
-from collapse_hpc.store.manifest import read_once, upstream
+from collapse_hpc.store.manifest import file_in_the_way, read_once, upstream
 from collapse_hpc.store.reads import NotRead
 
 
@@ -35,7 +36,14 @@ def _verify(store: RunStore) -> int:
     planned, beyond = _planned(store)
     units = sorted((set(store.units()) - set(beyond)) | planned)
     bad, unfinished, extra, earlier = 0, 0, 0, 0
+    in_the_way: set[Path] = set()
     for unit in units:
+        if not unit.is_dir() and (stray := _file_on_the_way(unit)) is not None:
+            bad += 1  # no run makes this unit until the file is moved: a problem found, named once
+            if stray not in in_the_way:
+                in_the_way.add(stray)
+                print(f"MISMATCH {one_line(file_in_the_way(stray))}")
+            continue
         if not unit.is_dir() or read_manifest(unit) is None:
             unfinished += 1
             continue
@@ -66,6 +74,11 @@ def _verify(store: RunStore) -> int:
     if line := _beyond_line(beyond):
         print(line)
     return 1 if bad else 0
+
+
+def _file_on_the_way(unit: Path) -> Path | None:
+    """A plain file where the unit's folder, its variant's or its experiment's goes (None: none is)."""
+    return next((p for p in (unit, unit.parent, unit.parent.parent) if p.is_file()), None)
 
 
 def _planned(store: RunStore) -> tuple[set[Path], dict[Path, tuple[str, int]]]:

@@ -91,6 +91,31 @@ def test_a_file_where_the_run_keeps_a_folder_is_named_kept_and_moved_away_the_ru
     assert pq.read_table(variant / "gen_002" / "metrics.parquet").equals(expected)
 
 
+@pytest.mark.parametrize("where", ["experiment", "variant", "unit"])
+def test_verify_names_a_file_where_the_run_keeps_a_folder_as_a_problem_found(tmp_path, capsys, where):
+    """verify counted the units under a plain file (an experiment's, a variant's or a unit's folder replaced by
+    one) as unfinished, exit 0, the file unnamed; run and status named it. Now verify names it once, as they do,
+    and counts the units under it as problems found (exit 1)."""
+    (tmp_path / "c.yaml").write_text(TOY)
+    assert _run(tmp_path, capsys)[0] == 0
+    experiment = tmp_path / "run" / "toy"
+    stray = {"experiment": experiment, "variant": experiment / "replace-p0-s0",
+             "unit": experiment / "replace-p0-s0" / "gen_001"}[where]
+    for p in sorted(stray.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    stray.rmdir()
+    stray.write_text("notes")
+    capsys.readouterr()
+    assert cli.main(["verify", str(tmp_path / "run")]) == 1
+    out = capsys.readouterr().out.splitlines()
+    said = [ln for ln in out if ln.startswith(f"MISMATCH {stray}")]
+    assert said == [f"MISMATCH {stray}: a file where the run keeps a folder; the run never deletes what it did not "
+                    f"write: move it away (the run makes the folder), then run the same command again"]
+    bad = 2 if where == "unit" else 3  # gen_002 was made on the gen_001 gone
+    assert out[-1].endswith(f": {3 - bad} unit{'s' * (bad == 3)} verified, {bad} with mismatches, 0 unfinished")
+    assert stray.read_text() == "notes"
+
+
 def test_a_folder_where_the_run_lock_goes_is_named_to_move_away_not_to_retry(tmp_path, capsys):
     """A folder at the run's .lock was said as a refused read, "not read (Is a directory) … once the file reads
     again: run the same command again": no retry mends it. Now the line says what stands there and what to do."""
