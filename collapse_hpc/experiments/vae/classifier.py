@@ -8,9 +8,11 @@ atomically under a file lock), the others load it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,9 @@ def cached(folder: Path, splits, hidden: int, epochs: int, device,
     with file_lock(folder / ".lock") as locked:  # the first process trains, the others wait and load
         if locked:  # no other writer of it is alive: a temporary there is a killed one's
             atomic.sweep(folder, FILE)
+        if path.is_dir():  # made by hand or a stray tool: said before training, not at the write after it
+            raise NotRead(f"digit classifier {path}", IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)),
+                          "kept as it is (the classifier is written there)")
         if path.is_file():
             try:
                 model, meta = _load(path)

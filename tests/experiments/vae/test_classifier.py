@@ -8,6 +8,7 @@ import pytest
 from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.vae import classifier
 from collapse_hpc.experiments.vae.data import Images
+from collapse_hpc.store import atomic
 from tests.helpers import refuse_reads, safetensors_refuses
 
 
@@ -38,6 +39,24 @@ def test_a_classifier_the_file_system_will_not_read_now_is_kept_not_trained_agai
     assert (path.stat().st_ino, path.read_bytes()) == before
     assert classifier.cached(tmp_path, splits, 4, 1, "cpu")[1] == record
     assert (path.stat().st_ino, path.read_bytes()) == before
+
+
+def test_a_folder_where_the_classifier_goes_is_one_line_to_move_away_not_trained_over(tmp_path):
+    """A folder at the classifier's file (made by hand or a stray tool) failed the unit after training, with the
+    rename's raw "IsADirectoryError: ..." line. Now it is named in the project's line, before any training, kept
+    as it is; moved away, the classifier is trained and written there."""
+    splits = _splits()
+    path = tmp_path / classifier.FILE
+    path.mkdir()
+    (path / "notes").write_text("kept")
+    with pytest.raises(UserError) as said:
+        classifier.cached(tmp_path, splits, 4, 1, "cpu")
+    assert str(said.value) == (f"digit classifier {path}: a folder where a file goes: kept as it is (the classifier "
+                               f"is written there); move it away (nothing the run did not write is deleted), then "
+                               f"run the same command again")
+    assert (path / "notes").read_text() == "kept"
+    path.rename(tmp_path / "aside")
+    assert classifier.cached(tmp_path, splits, 4, 1, "cpu")[1]["sha256"] == atomic.sha256_file(path)
 
 
 def test_a_damaged_classifier_is_trained_again(tmp_path):
