@@ -392,6 +392,7 @@ def _generations(run, chains) -> str:
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
     from collapse_hpc.launch.slurm import Scontrol
+    from collapse_hpc.store.layout import made_folder
     from collapse_hpc.store.lock import ORPHANS_STOP_S
 
     if not getattr(args, "profile", None):  # where it goes to Slurm: picked as submit picks
@@ -404,6 +405,7 @@ def cmd_run(args, executor=None) -> int:
     # locked before open and the log file: a refused launcher writes nothing into the run folder;
     # submit holds it too (slurm's submit takes the same lock again inside); a run again right after its
     # launcher was killed waits for that one's unit processes, which stop on their own
+    made_folder(store.root, "--run " if args.run else "")  # a path mkdir refuses (/proc/x): which folder, and why
     with store.lock(log=log.warning, wait_s=ORPHANS_STOP_S, command=args.command, launcher=run.executor != "slurm"):
         if run.executor != "slurm":
             launch.refuse_if_submitted(store)

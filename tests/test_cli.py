@@ -1,5 +1,6 @@
 """The collapse-hpc command as a user meets it: one error line and exit 2 on bad input."""
 import argparse
+import errno
 import json
 import os
 import re
@@ -256,6 +257,36 @@ def test_run_folder_that_cannot_be_made(tmp_path):
     for where in (tmp_path / "afile" / "x", "/proc/nope/x"):
         line = one_error_line(cli("run", cfg, "--run", where))
         assert "afile" in line or "/proc/nope" in line
+
+
+def test_a_folder_the_file_system_will_not_make_is_named_with_why(tmp_path):
+    """--run under /proc (or a mount not there, a read-only one) read mkdir's bare "/proc/x: No such file or
+    directory": neither the folder asked for nor why. Now the line names both."""
+    for where in ("/proc/nope/x", "/proc/nope"):
+        line = one_error_line(cli("run", _toy_config(tmp_path), "--run", where, cwd=tmp_path))
+        assert line == (f"error: --run {where}: the folder could not be made: /proc/nope: No such file or "
+                        f"directory, though /proc is there (the kernel's file systems, /proc and /sys, take no "
+                        f"folders); give a folder that can be made"), line
+
+
+@pytest.mark.parametrize("refusal, why", [(errno.EROFS, "/ is mounted read-only"),
+                                          (errno.EACCES, "no permission to make a folder in {parent}")])
+def test_a_folder_refused_by_its_mount_or_permissions_is_named_with_why(tmp_path, monkeypatch, refusal, why):
+    from pathlib import Path
+
+    from collapse_hpc.errors import UserError
+    from collapse_hpc.store import layout, space
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(refusal, os.strerror(refusal), str(tmp_path / "scratch"))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    monkeypatch.setattr(space, "mount_point", lambda path: Path("/"))
+    with pytest.raises(UserError) as said:
+        layout.made_folder(tmp_path / "scratch" / "run", "--run ")
+    assert str(said.value) == (f"--run {tmp_path / 'scratch' / 'run'}: the folder could not be made: "
+                               f"{tmp_path / 'scratch'}: {os.strerror(refusal)} ({why.format(parent=tmp_path)}); "
+                               f"give a folder that can be made")
 
 
 def test_data_list_with_corrupt_card(tmp_path):

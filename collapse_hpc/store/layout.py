@@ -1,6 +1,7 @@
 """The run folder: runs/<run>/{config.yaml, run.json, plan.json, logs/, <experiment>/<variant>/<unit>/}."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -52,6 +53,33 @@ def folder_to_make(path, what: str) -> Path:
     if blocked:
         raise UserError(f"{what}{blocked}; a folder is made there: give a folder's path")
     return Path(path)
+
+
+def made_folder(path, what: str) -> Path:
+    """`path` made (folder_to_make's checks first), or one line naming the folder the file system would not
+    make and why: mkdir's word alone was "/proc/x: No such file or directory", the folder asked for unnamed."""
+    path = folder_to_make(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what}{path}: the folder could not be made: {_why_not_made(e, path)}; give a folder "
+                        f"that can be made") from None
+    return path
+
+
+def _why_not_made(e: OSError, path: Path) -> str:
+    """The part of the path mkdir refused and what that refusal means there."""
+    from collapse_hpc.store.space import mount_point
+
+    part = Path(e.filename) if e.filename is not None else path
+    said = f"{part}: {e.strerror or e}"
+    if e.errno == errno.ENOENT and part.parent.is_dir():  # its parent is there: its file system makes none
+        return f"{said}, though {part.parent} is there (the kernel's file systems, /proc and /sys, take no folders)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{said} (no permission to make a folder in {part.parent})"
+    if e.errno == errno.EROFS:
+        return f"{said} ({mount_point(part)} is mounted read-only)"
+    return said
 
 
 def unit_name(shape: str, index: int) -> str:
