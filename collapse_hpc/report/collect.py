@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 from collapse_hpc.engine import plan_or_why, run_plan_or_why
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import NotRead, UserError, first_line, refused_read
 from collapse_hpc.plotting.plots import KEYS, TAIL
 from collapse_hpc.regimes import values_of
 from collapse_hpc.report import longform
@@ -237,9 +237,9 @@ def _unit_part(run: RunData, unit: Unit, replicates: int | None = None) -> longf
     """The unit's metrics as recorded (derived ones added); with `replicates`, only its rows of replicates
     0..replicates-1 (ids are global within a variant: a part beyond them gives none)."""
     path = unit.file(METRICS)
-    if path is None:
+    table = _metrics_table(unit, path) if path is not None else None
+    if table is None:
         return None
-    table = pq.read_table(path)
     if replicates is not None and "replicate" in table.column_names:
         import pyarrow.compute as pc
 
@@ -265,6 +265,22 @@ def _unit_part(run: RunData, unit: Unit, replicates: int | None = None) -> longf
         return None
     return longform.Part(run.label, unit.experiment, unit.variant, run.variant(unit.experiment, unit.variant),
                          df[ids + metric_cols], ids, metric_cols)
+
+
+def _metrics_table(unit: Unit, path: Path):
+    """The unit's metrics table; None, the unit left out as a problem the report lists, where its bytes are no
+    Parquet file though its manifest's checksum matches them (written damaged, or listed by an older version)."""
+    import pyarrow as pa
+
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        if refused_read(e):  # says nothing of its bytes: not called damaged
+            raise NotRead(f"metrics {path}", e, "kept as it is; the report is not written") from None
+        said = first_line(e, None).split(f"{path}': ")[-1]  # pyarrow's own words name the file again
+        unit.problems.append(f"{path}: not a readable Parquet file ({said[:120]})")
+        log.warning("%s: %s; left out of the report", unit.dir, unit.problems[-1])
+        return None
 
 
 def tidy(runs: list[RunData], replicates: int | None = None) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import pytest
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.report import collect, longform, tables
+from collapse_hpc.store.atomic import sha256_file
 from tests.helpers import edit_manifest
 from tests.report import synthetic
 
@@ -119,6 +120,26 @@ def test_metrics_without_generation_column_are_rejected(tmp_path):
     d = collect.load_run(root)
     assert collect.tidy([d]).empty
     assert any("generation" in p for p in tables.problems([d]))
+
+
+def test_metrics_no_parquet_though_their_checksum_matches_are_left_out_and_said(tmp_path, caplog):
+    """Metrics damaged before their manifest was written (or listed by a version without checksums) pass the
+    checksum: the report stopped on pyarrow's traceback. Now the unit is left out and its problem listed."""
+    root = tmp_path / "r"
+    synthetic.write_config(root, {"vae": {"generations": 2}})
+    for unit in ("gen_000", "gen_001"):
+        synthetic._unit(root, "vae", "replace-p0-s0", unit, {"metrics.parquet": {"generation": pa.array([0]),
+                                                                                   "class_entropy": [1.0]}})
+    path = root / "vae" / "replace-p0-s0" / "gen_001" / "metrics.parquet"
+    path.write_bytes(b"PAR1 cut short")
+    edit_manifest(path.parent, lambda m: m["files"]["metrics.parquet"].update(sha256=sha256_file(path), bytes=14))
+    d = collect.load_run(root)
+    df = collect.tidy([d])
+    assert sorted(df["generation"].unique()) == [0]
+    said = f"vae/replace-p0-s0/gen_001/metrics.parquet: not a readable Parquet file ("
+    assert [p for p in tables.problems([d]) if p.startswith(said)] == tables.problems([d])
+    assert len(tables.problems([d])) == 1 and str(root) not in tables.problems([d])[0].partition(" (")[2]
+    assert "left out of the report" in caplog.text
 
 
 def test_settings_come_from_variants_and_columns(tmp_path):
