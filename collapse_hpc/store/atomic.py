@@ -31,10 +31,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             with open(tmp, "rb") as f:  # data on disk before the name points at it
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared on a cluster
-            os.replace(tmp, path)
+            _replace(tmp, path)
             fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """`tmp` renamed over the file `path`; a folder there (made by hand or a stray tool) is named in one line to
+    move away, not the rename's raw "Is a directory" between two names, one a temporary's."""
+    from collapse_hpc.errors import MOVE_AWAY, UserError
+
+    try:
+        os.replace(tmp, path)
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder where a file goes, and none is written over a folder; {MOVE_AWAY}") \
+            from None
 
 
 @contextlib.contextmanager

@@ -26,6 +26,20 @@ def test_interrupted_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_where_a_written_file_goes_is_named_to_move_away_and_kept(tmp_path):
+    """A folder at a file's name (a report's figure, made by hand or a stray tool) stopped aggregate on the rename's
+    raw "<temporary> -> <file>: Is a directory". Now one line names the file, the folder kept, no temporary left."""
+    target = tmp_path / "figures" / "gmm_l2.png"
+    target.mkdir(parents=True)
+    (target / "notes").write_text("kept")
+    with pytest.raises(UserError) as said:
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(b"png")
+    assert str(said.value) == (f"{target}: a folder where a file goes, and none is written over a folder; move it "
+                               f"away (nothing the run did not write is deleted), then run the same command again")
+    assert (target / "notes").read_text() == "kept" and [p.name for p in target.parent.iterdir()] == ["gmm_l2.png"]
+
+
 def test_killed_writer_leaves_only_a_temporary(tmp_path):
     """A process killed inside the write leaves at most a .tmp- file, never the final name."""
     target = tmp_path / "big.parquet"
