@@ -136,7 +136,7 @@ def test_metrics_no_parquet_though_their_checksum_matches_are_left_out_and_said(
     d = collect.load_run(root)
     df = collect.tidy([d])
     assert sorted(df["generation"].unique()) == [0]
-    said = f"vae/replace-p0-s0/gen_001/metrics.parquet: not a readable Parquet file ("
+    said = "vae/replace-p0-s0/gen_001/metrics.parquet: not a readable Parquet file ("
     assert [p for p in tables.problems([d]) if p.startswith(said)] == tables.problems([d])
     assert len(tables.problems([d])) == 1 and str(root) not in tables.problems([d])[0].partition(" (")[2]
     assert "left out of the report" in caplog.text
