@@ -47,7 +47,7 @@ def test_a_vae_generation_writes_what_its_estimate_says(tmp_path):
 
 def test_the_papers_disk_counts_every_experiment_and_the_report():
     """It counted the LM's weights alone (50.1 GB) and said nothing of the arrays' metrics, the VAE's models
-    and latents or the report's long table of 728,885,300 rows, all estimated from the config alone."""
+    and latents or the report's long table of 728,885,400 rows, all estimated from the config alone."""
     run = experiments.load_config(str(REPO / "configs" / "paper.yaml"), [], None)
     est = estimate.estimate(run, engine.plan(run))
     # 4 sample sizes x 3 regimes x 5 seeds of 1000 generations x 1000 replicates x 8 metrics, 8 bytes each
