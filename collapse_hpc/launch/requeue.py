@@ -2,7 +2,8 @@
 raising SystemExit in the main thread, wherever it is. Where that is a finalizer or a C callback (numba's
 first compile runs Python code in both), Python cannot raise there: it printed "Exception ignored …
 SystemExit" with a traceback in the job log, and the unit ran on though it had been requeued. The exit
-is now taken at the next point Python can raise it, without the traceback."""
+is now taken at the next point Python can raise it, without the traceback. Where no requeue is left, submitit's
+handler raises its error instead: it is an exit too, which no `except Exception` where the signal lands swallows."""
 from __future__ import annotations
 
 import logging
@@ -30,6 +31,11 @@ def exit_where_python_can() -> None:
         except SystemExit:
             _requeued.set()
             raise
+        except Exception as e:  # no requeue left ("timed-out too many times"): the job ends, failed
+            _requeued.set()
+            # an exit, not the error: code that catches Exception where the signal lands (a log line's write)
+            # swallowed the error, and the unit ran on to Slurm's kill at its time limit
+            raise SystemExit(f"{type(e).__name__}: {e}") from None
 
     shown = sys.unraisablehook
 
