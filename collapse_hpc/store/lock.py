@@ -337,7 +337,7 @@ class RunLock:
         """(registration, pid) of this host's unit processes registered in the run (working()),
         but those of Slurm jobs, which Slurm holds."""
         host, out, ours = socket.gethostname(), [], _registration(self.path.parent)
-        for p in sorted(self.path.with_name(WORKERS).glob("*")):
+        for p in _register(self.path.parent):
             name, _, pid = p.name.rpartition("-")
             if name == host and pid.isdigit() and _text(p) in ("", ours):  # not Slurm's, nor a copy's
                 out.append((p, int(pid)))
@@ -355,7 +355,7 @@ class RunLock:
         for p, pid in self._registered():
             if not pid_alive(pid):
                 p.unlink(missing_ok=True)
-        for p in self.path.with_name(WORKERS).glob(f"{socket.gethostname()}-*"):  # copied with the folder
+        for p in _register(self.path.parent, f"{socket.gethostname()}-"):  # copied with the folder
             text = _text(p)
             if text is not None and text.startswith(FOLDER) and text != ours:
                 p.unlink(missing_ok=True)
@@ -549,6 +549,17 @@ def _text(worker: Path) -> str | None:
         return read_text(worker, "unit registration", KEPT, kept=(FileNotFoundError, IsADirectoryError))
     except OSError:
         return None
+
+
+def _register(run_root: Path, prefix: str = "") -> list[Path]:
+    """The registrations (working()) in the run's register whose names begin with `prefix`, sorted. The last unit
+    out removes the register, maybe between Path.glob's look at it and its listing, which then raised
+    FileNotFoundError (a launcher's Ctrl-C ended in "error: RUN/.units: No such file or directory"): gone is empty."""
+    try:
+        with os.scandir(Path(run_root) / WORKERS) as entries:
+            return sorted(Path(e.path) for e in entries if e.name.startswith(prefix))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _me(run_root: Path) -> Path:

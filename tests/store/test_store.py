@@ -879,3 +879,31 @@ def test_a_redo_tells_a_damaged_binding_file_by_its_one_read(tmp_path, monkeypat
     store.reset_unit(unit, keep=("checkpoints",), expected=binding(unit))
     assert BINDING not in looked
     assert (unit / "checkpoints" / "step1" / "model.pt").is_file() == (damage is None)
+
+
+def test_the_register_read_while_its_last_unit_leaves_it_is_read_as_empty(tmp_path):
+    """A unit ending removes the register (.units) it leaves empty; a launcher reading it at that moment
+    (its Ctrl-C handling, a lock's judgement) stopped on "error: RUN/.units: No such file or directory"
+    (Path.glob looked at the folder, then listed it after it was gone). A unit enters and leaves in a loop
+    here, in another process, while the lock reads the register."""
+    import subprocess
+    import sys
+
+    # a unit's working() in its barest form (its mkdir, registration, unlink and rmdir), fast enough to meet the
+    # reads within a few hundred of them
+    code = ("import os, sys\nd = os.path.join(sys.argv[1], '.units')\nprint('in', flush=True)\n"
+            "while True:\n    try:\n        os.mkdir(d)\n        open(os.path.join(d, 'host-1'), 'w').close()\n"
+            "        os.unlink(os.path.join(d, 'host-1'))\n        os.rmdir(d)\n"
+            "    except OSError:\n        pass\n")  # the lock's own tidying removes the register too
+    churn = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert churn.stdout.readline().strip() == "in"
+        with RunLock(tmp_path / ".lock", log=lambda *_: None) as lock:
+            deadline = time.time() + 3
+            while time.time() < deadline:
+                lock.workers()  # raised FileNotFoundError within the first thousand reads, or so
+                lock._drop_dead_workers()
+        assert churn.poll() is None  # it raced the reads to the end
+    finally:
+        churn.kill()
+        churn.wait()
