@@ -9,7 +9,10 @@ types that together carry at most `frequent_fraction` (50%); the rest is the *mi
 
 - distinct_n: unique n-grams / all n-grams of token ids, over the whole generated set (n = 1..4)
 - unigram_entropy: entropy in bits of the token distribution of the generated set
-- type_token_ratio: unique / all words of the decoded text (lower-cased, split at white space)
+- type_token_ratio: unique / all words of the decoded text (lower-cased, split at white space; in
+  scripts written without spaces between words, Chinese, Japanese, Thai, Lao, Khmer and Myanmar
+  (SPACELESS), every character is a word of its own: split at white space alone, a line of Chinese
+  was one word, a ratio near 1 whatever the model wrote)
 - rare_token_share, middle_token_share: shares of generated tokens that are rare, and in the
   middle; real_rare_token_share, real_middle_token_share (generation 0 only): the same shares in
   the chain's real training blocks, the levels they are read against (a small model's beam text can
@@ -20,6 +23,8 @@ types that together carry at most `frequent_fraction` (50%); the rest is the *mi
   generation-0 model (the paper's histogram, summarised)
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -46,8 +51,20 @@ def unigram_entropy(ids: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+# scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, CJK punctuation, kana,
+# Han (with its extensions and compatibility ideographs), half-width kana
+SPACELESS = re.compile("([\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4dbf"
+                       "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff])")
+
+
+def text_words(text: str) -> list[str]:
+    """The words of `text` for type_token_ratio: split at white space, each character of a SPACELESS
+    script a word (English text splits as at white space alone)."""
+    return SPACELESS.sub(r" \1 ", text).split()
+
+
 def type_token_ratio(texts: list[str]) -> float:
-    words = [w for t in texts for w in t.lower().split()]
+    words = [w for t in texts for w in text_words(t.lower())]
     return len(set(words)) / len(words) if words else float("nan")
 
 

@@ -33,6 +33,21 @@ def test_entropy_ttr_rare_share_and_percentiles():
     assert p["ppl_p50"] == 51 and p["ppl_p5"] == 6 and p["ppl_mean"] == 51
 
 
+def test_type_token_ratio_of_english_is_its_words_at_white_space():
+    # pinned: the value before scripts without spaces were counted by character (Korean has spaces)
+    texts = ["The cat sat on the mat. The dog -- a café regular -- sat too!",
+             "Naïve résumé: the cat's mat, 2023; the END.", "한국어 문장 한국어"]
+    assert metrics.type_token_ratio(texts) == 19 / 26
+
+
+def test_type_token_ratio_counts_characters_of_scripts_without_spaces():
+    # split at white space alone, each line was one word: 1.0 whatever the text
+    assert metrics.type_token_ratio(["我爱猫。我爱狗。"]) == 5 / 8
+    assert metrics.type_token_ratio(["猫が好きです", "猫が好き"]) == 6 / 10
+    assert metrics.text_words("OPT模型 (125M)") == ["OPT", "模", "型", "(125M)"]
+    assert metrics.type_token_ratio(["สวัสดี สวัสดี"]) == 5 / 12
+
+
 def test_metrics_table_is_wide_with_float_columns():
     t = metrics.metrics_table(3, {"test_ppl": 12.5, "distinct_1": 0.4, "test_ppl_rare": 512})
     assert t.num_rows == 1 and t.column_names == ["generation", "test_ppl", "distinct_1", "test_ppl_rare"]
