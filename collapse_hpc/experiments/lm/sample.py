@@ -32,6 +32,10 @@ shard (shards_decoding: "mixed" after a resume under another sample_graphs, with
 (Decoding.precision) bf16 decodes with a bf16 copy of the weights; token_agreement() says how many
 tokens it shares with fp32 (fp32: HF generate's tokens).
 
+A shard keeps the sampled tokens (`input_ids`, what the next generation trains on) and their decoded
+`text` (for reading and type_token_ratio): a block's edge may cut a multi-byte character, shown as
+U+FFFD in the text, so the text does not always re-tokenize to the tokens.
+
 Sharding: prompts are cut into chunks of `batch_size`; rank r samples chunks r, r + world, ... and
 writes each as shards/part-<rank>-<chunk>.parquet. A chunk whose file exists is skipped, so a killed
 run resumes chunk by chunk, and a fixed config + seed gives the same tokens for any world size.
@@ -680,7 +684,9 @@ def _write_shard(shard_dir: Path, rank: int, chunk: int, table, metadata: dict) 
 
 
 def _shard_table(block_ids, out: np.ndarray, tokenizer, generation: int, prompt_source: str):
-    """One chunk's continuations (int32, one row per prompt) as a shard: lineage, tokens and text."""
+    """One chunk's continuations (int32, one row per prompt) as a shard: lineage, tokens and text. The text is
+    for reading: a byte-level BPE block may begin or end inside a character, or a model write bytes that
+    are no UTF-8, each shown as U+FFFD, so it may not re-tokenize to input_ids; training reads input_ids."""
     import pyarrow as pa
 
     n = len(block_ids)

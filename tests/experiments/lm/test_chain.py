@@ -92,6 +92,21 @@ def test_real_prompts_are_the_real_blocks_whatever_the_training_set():
     assert drifted.column("input_ids").to_pylist() == gens[0].column("input_ids").to_pylist()
 
 
+def test_the_next_generation_trains_on_the_sampled_tokens_not_their_text(lm_tokenizer):
+    # a byte-level BPE block may end inside a character: its text holds U+FFFD and re-tokenizes to other ids
+    from collapse_hpc.experiments.lm import mixing
+    from collapse_hpc.experiments.lm.sample import _shard_table
+
+    ids = lm_tokenizer("é 猫 😀", add_special_tokens=False)["input_ids"]
+    cut = np.array([ids[:-1], ids[1:]], np.int32)  # the emoji's last byte, then the é's first, cut off
+    shards = _shard_table(np.array([0, 1]), cut, lm_tokenizer, 0, "real")
+    texts = shards.column("text").to_pylist()
+    assert all("\ufffd" in t for t in texts)
+    assert [lm_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts] != cut.tolist()
+    ts = mixing.training_set(Regime("replace", 0.0), _pool(2), [shards], np.random.default_rng(0))
+    assert ts.column("input_ids").to_pylist() == cut.tolist()
+
+
 @pytest.mark.parametrize("sample_from,hashed", [("best", ["model"]), ("last", ["model", "model_last"])])
 def test_each_saved_model_is_fingerprinted_once(monkeypatch, tmp_path, sample_from, hashed):
     """The manifest's weights name the sampling and the scored weights; when both are model/ its
