@@ -194,9 +194,11 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     card = {"name": name, "source": f"local files: {source_name(source)}",
             "licence": "as given by the files' owner",
             "unit": "rows", "sha256": digest, "sha256_of": "the source files", **({"split": how} if how else {})}
-    if not splits["train"]:
-        raise _no_training_text(source, named, splits) if any(named.values()) else \
-            _too_little(name, "train", splits, card)
+    empty = next((s for s in SPLITS if not splits[s]), None)
+    if empty and any(named.values()):
+        raise _no_split_text(source, named, splits, empty)
+    if empty == "train":
+        raise _too_little(name, "train", splits, card)
     return _finish(out, splits, card)
 
 
@@ -230,15 +232,16 @@ def _no_text(source: Path, files: list[Path]) -> UserError:
     return UserError(f"--from {source}: no text: {'; '.join(said)}")
 
 
-def _no_training_text(source: Path, named: dict, splits: dict) -> UserError:
-    """Files named for the splits whose train files hold no text (blank, or null rows): the line said
-    "no training text", naming neither the files nor where the text is."""
-    train = [str(p.relative_to(source)) for p, s in named.items() if s == "train"]
+def _no_split_text(source: Path, named: dict, splits: dict, split: str) -> UserError:
+    """Files named for the splits whose files of one split hold no text (empty, blank, or null rows): the
+    line said "no training text", naming neither the files nor where the text is; an empty validation
+    file was "too little text …; give … your own train, validation and test files", which were given."""
+    files = [str(p.relative_to(source)) for p, s in named.items() if s == split]
     held = " and ".join(f"{s} ({count(len(splits[s]), 'row')})" for s in SPLITS if splits[s])
-    return UserError(f"--from {source}: no training text: every line or row of the train "
-                     f"{'file' if len(train) == 1 else 'files'} ({sources.listed(train)}) is blank, the text is "
-                     f"only in {held}; give the train split its text, or name no file for a split (rows are then "
-                     f"split 90/5/5)")
+    return UserError(f"--from {source}: no {'training' if split == 'train' else split} text: every line or row of "
+                     f"the {split} {'file' if len(files) == 1 else 'files'} ({sources.listed(files)}) is blank, the "
+                     f"text is only in {held}; give the {split} split its text, or name no file for a split (rows are "
+                     f"then split 90/5/5)")
 
 
 def _split_by_file(files: list[Path], rows: dict, source: Path, splits: dict) -> str:

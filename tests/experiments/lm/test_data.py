@@ -762,6 +762,22 @@ def test_text_only_in_the_test_split_is_refused_naming_the_blank_train_file(tmp_
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_an_empty_held_out_file_is_refused_naming_it_not_asking_for_the_files_given(tmp_path, split):
+    # it said "too little text for the validation split (0 rows …); … or your own train, validation and test files"
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, rows in (("train", 200), ("validation", 30), ("test", 30)):
+        (src / f"{name}.txt").write_text("" if name == split else "\n".join(corpus_lines(rows, seed=4)))
+    with pytest.raises(UserError) as refused:
+        data.prepare_local("noheld", src, tmp_path / "data")
+    held = " and ".join(f"{s} ({n} rows)" for s, n in (("train", 200), ("validation", 30), ("test", 30)) if s != split)
+    assert str(refused.value) == (f"--from {src}: no {split} text: every line or row of the {split} file ({split}.txt) "
+                                  f"is blank, the text is only in {held}; give the {split} split its text, or name "
+                                  f"no file for a split (rows are then split 90/5/5)")
+    assert not (tmp_path / "data").exists()
+
+
 def test_one_row_that_a_held_out_split_takes_is_too_little_text_not_no_training_text(tmp_path):
     # a one-line corpus whose line's hash gives it to validation or test: "no training text", as if blank
     line = next(w for w in (f"line {i}" for i in range(100)) if data.split_of(w) != "train")
