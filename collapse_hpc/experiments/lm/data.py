@@ -194,12 +194,14 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     card = {"name": name, "source": f"local files: {source_name(source)}",
             "licence": "as given by the files' owner",
             "unit": "rows", "sha256": digest, "sha256_of": "the source files", **({"split": how} if how else {})}
+    given = {s: [str(p.relative_to(source)) for p, x in named.items() if x == s] for s in SPLITS} \
+        if any(named.values()) else None  # the files named for each split
     empty = next((s for s in SPLITS if not splits[s]), None)
-    if empty and any(named.values()):
-        raise _no_split_text(source, named, splits, empty)
+    if empty and given:
+        raise _no_split_text(source, given, splits, empty)
     if empty == "train":
         raise _too_little(name, "train", splits, card)
-    return _finish(out, splits, card)
+    return _finish(out, splits, card, given)
 
 
 def _read_splits(source: Path, files: list[Path], named: dict) -> tuple[dict, str | None]:
@@ -232,11 +234,11 @@ def _no_text(source: Path, files: list[Path]) -> UserError:
     return UserError(f"--from {source}: no text: {'; '.join(said)}")
 
 
-def _no_split_text(source: Path, named: dict, splits: dict, split: str) -> UserError:
+def _no_split_text(source: Path, given: dict, splits: dict, split: str) -> UserError:
     """Files named for the splits whose files of one split hold no text (empty, blank, or null rows): the
     line said "no training text", naming neither the files nor where the text is; an empty validation
     file was "too little text …; give … your own train, validation and test files", which were given."""
-    files = [str(p.relative_to(source)) for p, s in named.items() if s == split]
+    files = given[split]
     held = " and ".join(f"{s} ({count(len(splits[s]), 'row')})" for s in SPLITS if splits[s])
     return UserError(f"--from {source}: no {'training' if split == 'train' else split} text: every line or row of "
                      f"the {split} {'file' if len(files) == 1 else 'files'} ({sources.listed(files)}) is blank, the "
@@ -285,7 +287,7 @@ def _rows_sha256(splits: dict) -> str:
     return h.hexdigest()
 
 
-def _finish(out: Path, splits: dict, card: dict) -> int:
+def _finish(out: Path, splits: dict, card: dict, given: dict | None = None) -> int:
     """Build the data set in a hidden sibling folder (splits, default tokenizer, blocks, card) and
     swap it in whole: a failed or refused preparation leaves data/ as it was, and --force never
     keeps a tokenizer, blocks or base model derived from the earlier text."""
@@ -294,7 +296,7 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     try:
-        _build(building, out.name, splits, card)
+        _build(building, out.name, splits, card, given)
         atomic.swap_in(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
@@ -312,10 +314,14 @@ def _finish(out: Path, splits: dict, card: dict) -> int:
 ENOUGH_CHARS = 20_000  # a corpus of this much text (~5,000 tokens) has a block for each split, in rows enough
 
 
-def _too_little(name: str, split: str, splits: dict, card: dict) -> UserError:
-    """A split that makes no block of 64 tokens: why, by how the rows were split (card's split)."""
+def _too_little(name: str, split: str, splits: dict, card: dict, given: dict | None = None) -> UserError:
+    """A split that makes no block of 64 tokens: why, by how the rows were split (card's split, or the
+    files `given` for each split: the line asked for "your own train, validation and test files")."""
     said = f"{name}: too little text for the {split} split ({count(len(splits[split]), card['unit'][:-1])}, less " \
            f"than one block of 64 tokens"
+    if given:
+        return UserError(f"{said}, in {sources.listed(given[split])}); give the {split} split more text, or name no "
+                         f"file for a split (rows are then split 90/5/5)")
     if card.get("split"):  # a folder of documents, each whole in one split
         return UserError(f"{said}; split {card['split']}); make those files longer, or name every file for its "
                          f"split (train, validation, test)")
@@ -338,7 +344,7 @@ def _few_long_rows(name: str, split: str, rows: int, longest: int) -> UserError:
                      f"each) to split it 90/5/5, or give your own train, validation and test files")
 
 
-def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
+def _build(folder: Path, name: str, splits: dict, card: dict, given: dict | None) -> None:
     import pyarrow as pa
 
     for s in SPLITS:
@@ -358,7 +364,7 @@ def _build(folder: Path, name: str, splits: dict, card: dict) -> None:
             log.info("%s: cutting the %s split into blocks of 64 tokens", name, s)
         blocks = make_blocks(texts, tok, 64)
         if not blocks.num_rows:  # training and evaluation would stop on it later, in a queued job
-            raise _too_little(name, s, splits, card)
+            raise _too_little(name, s, splits, card, given)
         write_blocks(blocks_path(data_dir, tmp_name, s, tok, 64), blocks, _blocks_meta(name, s, 64, tok))
         card["blocks"][s] = blocks.num_rows
         card["tokens"][s] = blocks.num_rows * 64

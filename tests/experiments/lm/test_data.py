@@ -778,6 +778,21 @@ def test_an_empty_held_out_file_is_refused_naming_it_not_asking_for_the_files_gi
     assert not (tmp_path / "data").exists()
 
 
+def test_a_held_out_file_too_short_for_a_block_is_refused_naming_it_not_asking_for_the_files_given(tmp_path):
+    # it said "… give more text, more (shorter) rows to split 90/5/5, or your own train, validation and test files"
+    src = tmp_path / "src"
+    (src / "held").mkdir(parents=True)
+    (src / "train.txt").write_text("\n".join(corpus_lines(200, seed=5)))
+    (src / "held" / "valid.txt").write_text("A short line.\n")
+    (src / "test.txt").write_text("\n".join(corpus_lines(30, seed=6)))
+    with pytest.raises(UserError) as refused:
+        data.prepare_local("shortheld", src, tmp_path / "data")
+    assert str(refused.value) == ("shortheld: too little text for the validation split (1 row, less than one block of "
+                                  "64 tokens, in held/valid.txt); give the validation split more text, or name no file "
+                                  "for a split (rows are then split 90/5/5)")
+    assert not (tmp_path / "data").exists()
+
+
 def test_one_row_that_a_held_out_split_takes_is_too_little_text_not_no_training_text(tmp_path):
     # a one-line corpus whose line's hash gives it to validation or test: "no training text", as if blank
     line = next(w for w in (f"line {i}" for i in range(100)) if data.split_of(w) != "train")
