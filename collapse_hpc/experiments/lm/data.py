@@ -189,8 +189,8 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     named = {p: sources.file_split(p, source) if source.is_dir() else None for p in files}  # one file: split its rows
     with sources.warnings_by_kind():
         splits, how = _read_splits(source, files, named)
-    if not any(splits.values()):  # e.g. a file of blank lines
-        raise _no_text(source, files)
+        if not any(splits.values()):  # e.g. a file of blank lines
+            raise _no_text(source, files)
     card = {"name": name, "source": f"local files: {source_name(source)}",
             "licence": "as given by the files' owner",
             "unit": "rows", "sha256": digest, "sha256_of": "the source files", **({"split": how} if how else {})}
@@ -227,7 +227,8 @@ def _no_text(source: Path, files: list[Path]) -> UserError:
     zero-row Parquet file, an empty text file)."""
     empty = [p for p in files if not sources.has_rows(p)]
     blank = len(files) - len(empty)
-    said = [f"every line or row of {count(blank, 'file')} is blank"] if blank else []
+    null = any(sources.kind(p)[0] not in sources.LINES for p in files if p not in empty)  # a null row is no line
+    said = [f"every line or row of {count(blank, 'file')} is blank{' or null' if null else ''}"] if blank else []
     if empty:
         said.append(("the file holds" if len(files) == 1 else f"{count(len(empty), 'file')} "
                      f"{'holds' if len(empty) == 1 else 'hold'}") + " no line or row at all")

@@ -364,7 +364,9 @@ def _alone(source: Path, train: list[Path]) -> str:
 @contextlib.contextmanager
 def warnings_by_kind():
     """While reading a corpus' files: each kind of warning about a file (not UTF-8, null rows dropped) said
-    once, for its first file, with how many others it holds for; a folder of 300 latin-1 files wrote 300."""
+    once, for its first file, with how many others it holds for; a folder of 300 latin-1 files wrote 300.
+    None where the reading is refused: its one line says what is wrong (a file of null rows was told
+    "null rows dropped", then "no text")."""
     held: dict[str, list[logging.LogRecord]] = {}
 
     def hold(record: logging.LogRecord) -> bool:
@@ -377,6 +379,9 @@ def warnings_by_kind():
     log.addFilter(hold)
     try:
         yield
+    except UserError:
+        held.clear()
+        raise
     finally:
         log.removeFilter(hold)
         for first, *more in held.values():

@@ -258,7 +258,7 @@ def test_a_file_of_blank_lines_is_refused_as_blank(tmp_path):
 
 @pytest.mark.parametrize("files, said", [
     ({"t.parquet": []}, "no text: the file holds no line or row at all$"),
-    ({"a.txt": None, "b.txt": "\n \n", "t.parquet": [" ", None]}, "no text: every line or row of 2 files is blank; "
+    ({"a.txt": None, "b.txt": "\n \n", "t.parquet": [" ", None]}, "no text: every line or row of 2 files is blank or null; "
                                                                  "1 file holds no line or row at all$")])
 def test_files_without_a_row_are_told_from_blank_ones(tmp_path, files, said):
     # a zero-row Parquet file was refused as "every line or row of 1 file is blank"
@@ -272,6 +272,17 @@ def test_files_without_a_row_are_told_from_blank_ones(tmp_path, files, said):
     target = src / next(iter(files)) if len(files) == 1 else src
     with pytest.raises(UserError, match=said):
         data.prepare_local("none", target, tmp_path / "data")
+
+
+def test_a_parquet_file_of_null_texts_is_one_line_saying_so(tmp_path, caplog):
+    # it was a warning ("50 null or blank rows of 50 dropped"), then "every line or row of 1 file is blank"
+    pq.write_table(pa.table({"text": pa.array([None] * 50, pa.string())}), tmp_path / "nulls.parquet")
+    with caplog.at_level("WARNING", logger="collapse_hpc"), pytest.raises(UserError) as refused:
+        data.prepare_local("nulls", tmp_path / "nulls.parquet", tmp_path / "data")
+    assert str(refused.value) == f"--from {tmp_path / 'nulls.parquet'}: no text: every line or row of 1 file is blank " \
+                                 f"or null"
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert not (tmp_path / "data").exists()
 
 
 def test_the_conversion_a_compressed_latin1_file_is_told_works_on_it(tmp_path, caplog):
