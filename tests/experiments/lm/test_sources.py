@@ -258,8 +258,8 @@ def test_a_file_of_blank_lines_is_refused_as_blank(tmp_path):
 
 @pytest.mark.parametrize("files, said", [
     ({"t.parquet": []}, "no text: the file holds no line or row at all$"),
-    ({"a.txt": None, "b.txt": "\n \n", "t.parquet": [" ", None]}, "no text: every line or row of 2 files is blank or null; "
-                                                                 "1 file holds no line or row at all$")])
+    ({"a.txt": None, "b.txt": "\n \n", "t.parquet": [" ", None]},
+     "no text: every line or row of 2 files is blank or null; 1 file holds no line or row at all$")])
 def test_files_without_a_row_are_told_from_blank_ones(tmp_path, files, said):
     # a zero-row Parquet file was refused as "every line or row of 1 file is blank"
     src = tmp_path / "src"
@@ -279,8 +279,8 @@ def test_a_parquet_file_of_null_texts_is_one_line_saying_so(tmp_path, caplog):
     pq.write_table(pa.table({"text": pa.array([None] * 50, pa.string())}), tmp_path / "nulls.parquet")
     with caplog.at_level("WARNING", logger="collapse_hpc"), pytest.raises(UserError) as refused:
         data.prepare_local("nulls", tmp_path / "nulls.parquet", tmp_path / "data")
-    assert str(refused.value) == f"--from {tmp_path / 'nulls.parquet'}: no text: every line or row of 1 file is blank " \
-                                 f"or null"
+    said = f"--from {tmp_path / 'nulls.parquet'}: no text: every line or row of 1 file is blank or null"
+    assert str(refused.value) == said
     assert not [r.getMessage() for r in caplog.records if r.levelno >= 30]
     assert not (tmp_path / "data").exists()
 
