@@ -187,21 +187,26 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if _prepared(out, force):
         return 0
     named = {p: sources.file_split(p, source) if source.is_dir() else None for p in files}  # one file: split its rows
-    with sources.warnings_by_kind():
-        splits, how = _read_splits(source, files, named)
-        if not any(splits.values()):  # e.g. a file of blank lines
-            raise _no_text(source, files)
-    card = {"name": name, "source": f"local files: {source_name(source)}",
-            "licence": "as given by the files' owner",
-            "unit": "rows", "sha256": digest, "sha256_of": "the source files", **({"split": how} if how else {})}
     given = {s: [str(p.relative_to(source)) for p, x in named.items() if x == s] for s in SPLITS} \
         if any(named.values()) else None  # the files named for each split
+    with sources.warnings_by_kind():  # a refusal within: its line alone, not after a warning of rows dropped
+        splits, how = _read_splits(source, files, named)
+        card = {"name": name, "source": f"local files: {source_name(source)}",
+                "licence": "as given by the files' owner", "unit": "rows", "sha256": digest,
+                "sha256_of": "the source files", **({"split": how} if how else {})}
+        _refuse_empty(source, files, given, splits, card)
+    return _finish(out, splits, card, given)
+
+
+def _refuse_empty(source: Path, files: list[Path], given: dict | None, splits: dict, card: dict) -> None:
+    """No text at all, a split whose files hold none, or (rows split 90/5/5) none for train."""
+    if not any(splits.values()):  # e.g. a file of blank lines
+        raise _no_text(source, files)
     empty = next((s for s in SPLITS if not splits[s]), None)
     if empty and given:
         raise _no_split_text(source, given, splits, empty)
     if empty == "train":
-        raise _too_little(name, "train", splits, card)
-    return _finish(out, splits, card, given)
+        raise _too_little(card["name"], "train", splits, card)
 
 
 def _read_splits(source: Path, files: list[Path], named: dict) -> tuple[dict, str | None]:
@@ -227,12 +232,17 @@ def _no_text(source: Path, files: list[Path]) -> UserError:
     zero-row Parquet file, an empty text file)."""
     empty = [p for p in files if not sources.has_rows(p)]
     blank = len(files) - len(empty)
-    null = any(sources.kind(p)[0] not in sources.LINES for p in files if p not in empty)  # a null row is no line
-    said = [f"every line or row of {count(blank, 'file')} is blank{' or null' if null else ''}"] if blank else []
+    said = [f"every line or row of {count(blank, 'file')} is {_blank([p for p in files if p not in empty])}"] \
+        if blank else []
     if empty:
         said.append(("the file holds" if len(files) == 1 else f"{count(len(empty), 'file')} "
                      f"{'holds' if len(empty) == 1 else 'hold'}") + " no line or row at all")
     return UserError(f"--from {source}: no text: {'; '.join(said)}")
+
+
+def _blank(files: list) -> str:
+    """What rows without text are in `files`: blank lines, or also null records (a Parquet column's)."""
+    return "blank or null" if any(sources.kind(Path(p))[0] not in sources.LINES for p in files) else "blank"
 
 
 def _no_split_text(source: Path, given: dict, splits: dict, split: str) -> UserError:
@@ -241,10 +251,10 @@ def _no_split_text(source: Path, given: dict, splits: dict, split: str) -> UserE
     file was "too little text …; give … your own train, validation and test files", which were given."""
     files = given[split]
     held = " and ".join(f"{s} ({count(len(splits[s]), 'row')})" for s in SPLITS if splits[s])
+    named = f"the {split} {'file' if len(files) == 1 else 'files'} ({sources.listed(files)})"
     return UserError(f"--from {source}: no {'training' if split == 'train' else split} text: every line or row of "
-                     f"the {split} {'file' if len(files) == 1 else 'files'} ({sources.listed(files)}) is blank, the "
-                     f"text is only in {held}; give the {split} split its text, or name no file for a split (rows are "
-                     f"then split 90/5/5)")
+                     f"{named} is {_blank(files)}, the text is only in {held}; give the {split} split its text, or "
+                     f"name no file for a split (rows are then split 90/5/5)")
 
 
 def _split_by_file(files: list[Path], rows: dict, source: Path, splits: dict) -> str:

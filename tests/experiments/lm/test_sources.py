@@ -285,6 +285,18 @@ def test_a_parquet_file_of_null_texts_is_one_line_saying_so(tmp_path, caplog):
     assert not (tmp_path / "data").exists()
 
 
+def test_a_split_file_of_null_texts_is_one_line_naming_it(tmp_path, caplog):
+    # a warning ("20 null or blank rows of 20 dropped"), then "… the validation file (validation.parquet) is blank"
+    (tmp_path / "train.txt").write_text("\n".join(corpus_lines(200, seed=7)))
+    (tmp_path / "test.txt").write_text("\n".join(corpus_lines(30, seed=8)))
+    pq.write_table(pa.table({"text": pa.array([None] * 20, pa.string())}), tmp_path / "validation.parquet")
+    with caplog.at_level("WARNING", logger="collapse_hpc"), pytest.raises(UserError) as refused:
+        data.prepare_local("nullheld", tmp_path, tmp_path / "data")
+    assert "the validation file (validation.parquet) is blank or null, the text is only in train" in str(refused.value)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert not (tmp_path / "data").exists()
+
+
 def test_the_conversion_a_compressed_latin1_file_is_told_works_on_it(tmp_path, caplog):
     # the hint was 'iconv -f latin1 -t utf-8', which on corpus.txt.gz converts its compressed bytes
     src = tmp_path / "src"
