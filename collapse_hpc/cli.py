@@ -239,7 +239,7 @@ def _warn_disk(store, run, chains) -> None:
     if short:
         logging.getLogger("collapse_hpc").warning(
             "warning: %s: %s (submit --dry-run's estimate of its units and report); it may stop on a full disk "
-            "midway (finished units are kept: free space, then run the same command again)", store.root, short)
+            f"midway (finished units are kept: free space, {space.AGAIN})", store.root, short)
 
 
 def resolve(args, executor: str | None = None, profile: str | None = None, problems: list[str] | None = None,

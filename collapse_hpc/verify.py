@@ -19,7 +19,7 @@ from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
-from collapse_hpc.store.manifest import file_in_the_way, read_once, upstream
+from collapse_hpc.store.manifest import file_in_the_way, file_on_the_way, read_once, upstream
 from collapse_hpc.store.reads import NotRead
 
 
@@ -38,7 +38,7 @@ def _verify(store: RunStore) -> int:
     bad, unfinished, extra, earlier = 0, 0, 0, 0
     in_the_way: set[Path] = set()
     for unit in units:
-        if not unit.is_dir() and (stray := _file_on_the_way(unit)) is not None:
+        if not unit.is_dir() and (stray := file_on_the_way(unit, below=store.root)) is not None:
             bad += 1  # no run makes this unit until the file is moved: a problem found, named once
             if stray not in in_the_way:
                 in_the_way.add(stray)
@@ -74,11 +74,6 @@ def _verify(store: RunStore) -> int:
     if line := _beyond_line(beyond):
         print(line)
     return 1 if bad else 0
-
-
-def _file_on_the_way(unit: Path) -> Path | None:
-    """A plain file where the unit's folder, its variant's or its experiment's goes (None: none is)."""
-    return next((p for p in (unit, unit.parent, unit.parent.parent) if p.is_file()), None)
 
 
 def _planned(store: RunStore) -> tuple[set[Path], dict[Path, tuple[str, int]]]:

@@ -10,6 +10,7 @@ import contextvars
 import fnmatch
 import functools
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import MOVE_AWAY, UserError
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
 from collapse_hpc.store.reads import NotRead, read_text, sha256
 
@@ -312,12 +313,18 @@ def _read_manifest(unit_dir: Path) -> dict | None:
     return manifest
 
 
+def file_on_the_way(path: Path, below: Path | None = None) -> Path | None:
+    """The plain file at `path` or nearest on the way to it (of the folders below `below`, where given: a run
+    folder's); None where none is one."""
+    way = itertools.takewhile(lambda p: p != below, (Path(path), *Path(path).parents))
+    return next((p for p in way if p.is_file()), None)
+
+
 def file_in_the_way(path: Path) -> str:
     """One line for a plain file where the run keeps a folder, at `path` or on the way to it (a unit's, a
     variant's, its logs', made by hand or a stray tool): the run never deletes what it did not write."""
-    here = next((p for p in (Path(path), *Path(path).parents) if p.is_file()), Path(path))
-    return (f"{here}: a file where the run keeps a folder; the run never deletes what it did not write: move it "
-            f"away (the run makes the folder), then run the same command again")
+    here = file_on_the_way(path) or Path(path)
+    return f"{here}: a file where the run keeps a folder, which it makes once the file is gone; {MOVE_AWAY}"
 
 
 # what readers take of a manifest (status's times, the report's compute and packages) as the kind of value each

@@ -83,8 +83,8 @@ def test_a_file_where_the_run_keeps_a_folder_is_named_kept_and_moved_away_the_ru
         capsys.readouterr()
         assert cli.main(command) == 2
         assert capsys.readouterr().err.splitlines()[-1] == (
-            f"error: {stray}: a file where the run keeps a folder; the run never deletes what it did not write: "
-            f"move it away (the run makes the folder), then run the same command again")
+            f"error: {stray}: a file where the run keeps a folder, which it makes once the file is gone; move it "
+            f"away (nothing the run did not write is deleted), then run the same command again")
     assert stray.read_text() == "notes"
     stray.rename(tmp_path / "notes")
     assert _run(tmp_path, capsys)[0] == 0
@@ -109,8 +109,8 @@ def test_verify_names_a_file_where_the_run_keeps_a_folder_as_a_problem_found(tmp
     assert cli.main(["verify", str(tmp_path / "run")]) == 1
     out = capsys.readouterr().out.splitlines()
     said = [ln for ln in out if ln.startswith(f"MISMATCH {stray}")]
-    assert said == [f"MISMATCH {stray}: a file where the run keeps a folder; the run never deletes what it did not "
-                    f"write: move it away (the run makes the folder), then run the same command again"]
+    assert said == [f"MISMATCH {stray}: a file where the run keeps a folder, which it makes once the file is gone; "
+                    f"move it away (nothing the run did not write is deleted), then run the same command again"]
     bad = 2 if where == "unit" else 3  # gen_002 was made on the gen_001 gone
     assert out[-1].endswith(f": {3 - bad} unit{'s' * (bad == 3)} verified, {bad} with mismatches, 0 unfinished")
     assert stray.read_text() == "notes"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from numba.core.dispatcher import Dispatcher
 
-from collapse_hpc.errors import UserError, first_line
+from collapse_hpc.errors import RERUN, UserError, first_line
 
 log = logging.getLogger("collapse_hpc")
 
@@ -66,7 +66,7 @@ def heal() -> list[str]:
         except OSError as e:
             raise UserError(f"{kernel._cache._cache_path}: numba's cache of gmm kernel {kernel.__name__} does not "
                             f"read ({found[1]}) and cannot be emptied ({e.strerror or e}): remove its files "
-                            f"{kernel.__name__}-*.nb?, then run the same command again") from None
+                            f"{kernel.__name__}-*.nb?, then {RERUN}") from None
         log.warning("warning: gmm: numba's cache of kernel %s does not read (%s): compiled again", kernel.__name__,
                     found[1])
         emptied.append(kernel.__name__)
