@@ -147,6 +147,12 @@ def missing_tokenizer(folder: Path) -> str | None:
     return "a tokenizer's files (tokenizer.json, or vocab.json and merges.txt)"
 
 
+def _saved_with(folder: Path):
+    """The tokenizer saved in model folder `folder` (_with_vocabulary's); None where its files are not all there
+    (missing_tokenizer), or it has no vocabulary."""
+    return None if missing_tokenizer(folder) else _with_vocabulary(folder)
+
+
 def check_tokenizer(key: str, tag: str, model: bool = False) -> None:
     """UserError where `tag` (config key `key`; if `model`, the model's tag, whose tokenizer is used as
     lm.tokenizer names none) is a folder, or with the hub offline the HF cache's copy of a hub tag, that
@@ -169,9 +175,7 @@ def check_trained_with(folder: Path, tokenizer, flag: str) -> None:
     """UserError where the model folder `folder` holds the tokenizer it was trained with (train saves it
     beside the weights) and its vocabulary is not `tokenizer`'s: the same ids would be other tokens, and
     every perplexity and sampled text meaningless, with nothing else to say so. A folder without one passes."""
-    if missing_tokenizer(folder):
-        return
-    own = _with_vocabulary(folder)
+    own = _saved_with(folder)
     if own is not None and own.get_vocab() != tokenizer.get_vocab():
         raise UserError(f"{flag} {folder}: the model was trained with another tokenizer ({len(own)} tokens, "
                         f"saved beside it) than this call's ({len(tokenizer)} tokens): give the --model_tag (tiny: "
@@ -225,10 +229,8 @@ def own_tokenizer(model: str):
     """The tokenizer saved with model folder or hub tag `model` (the HF cache's copy), from what is here;
     None where it has none, or it does not load."""
     folder = _local_copy(model)
-    if folder is None or not folder.is_dir() or missing_tokenizer(folder):
-        return None
     try:
-        return _with_vocabulary(folder)
+        return _saved_with(folder) if folder is not None else None
     except Exception:  # noqa: BLE001 - one that does not load is said where it is loaded
         return None
 
