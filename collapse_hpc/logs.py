@@ -1,5 +1,5 @@
 """Logging of the collapse_hpc loggers: to stderr, and to RUN/logs/collapse-hpc.log for a run; and
-how a count, or a long list, reads in what the commands say (count, first_few)."""
+how a count, or a long list, reads in what the commands say (count, first_few, first_listed)."""
 from __future__ import annotations
 
 import logging
@@ -18,8 +18,15 @@ def count(n: int, noun: str) -> str:
 def first_few(items: list[str], most: int, sep: str = " ") -> str:
     """The first `most` of `items` joined by `sep`, and how many more there are: '101 102 103 and 25 more'
     (a line names a few of a submit's thousand job ids, and says they are not all)."""
+    shown = first_listed(items, most)
+    return " ".join([sep.join(shown[:most]), *shown[most:]])
+
+
+def first_listed(items: list[str], most: int, more: str = "and {} more") -> list[str]:
+    """The first `most` of `items`, and where there are others, one item more saying how many (`more`
+    formatted with their count): a list cut unsaid reads as all there is."""
     rest = len(items) - most
-    return sep.join(items[:most]) + (f" and {rest} more" if rest > 0 else "")
+    return items[:most] + ([more.format(rest)] if rest > 0 else [])
 
 
 def for_job() -> None:

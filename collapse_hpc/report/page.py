@@ -10,7 +10,7 @@ from pathlib import Path
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.plots import Fig
 from collapse_hpc.report.tables import Table, Text
-from collapse_hpc.logs import count
+from collapse_hpc.logs import count, first_listed
 
 
 @dataclass
@@ -96,9 +96,8 @@ LISTED = 50  # items of a long list the page shows
 
 
 def _first(lines: list[str]) -> list[str]:
-    """The first LISTED lines, and one saying how many more (a list cut unsaid reads as all there is)."""
-    rest = len(lines) - LISTED
-    return lines[:LISTED] + ([f"… and {rest} more"] if rest > 0 else [])
+    """The first LISTED lines, and one saying how many more."""
+    return first_listed(lines, LISTED, "… and {} more")
 
 
 def _incomplete_html(lines: list[str]) -> str:
