@@ -225,13 +225,13 @@ def plan_or_why(store: RunStore) -> dict | UserError:
     return _unreadable_plan(store, problem) if problem else doc
 
 
-def run_plan_or_why(store: RunStore) -> list[Chain] | UserError:
-    """The chains of the run's frozen plan under its saved config (load_plan), or the error saying why there are
-    none to go by (no plan, one of another config, a run of an older version, a config edited since), for a
-    reader that goes on without them (verify, the report). A read the file system refuses says nothing of the
-    plan: NotRead, raised."""
+def run_plan_or_why(store: RunStore, made: dict | None = None) -> list[Chain] | UserError:
+    """The chains of the run's frozen plan under its saved config (load_plan; `made`: the config as saved() read
+    it, not read again), or the error saying why there are none to go by (no plan, one of another config, a run
+    of an older version, a config edited since), for a reader that goes on without them (verify, the report). A
+    read the file system refuses says nothing of the plan: NotRead, raised."""
     try:
-        return load_plan(store, store.load_config(experiments.sections()))
+        return load_plan(store, store.load_config(experiments.sections(), made))
     except NotRead:
         raise
     except UserError as e:
@@ -241,8 +241,9 @@ def run_plan_or_why(store: RunStore) -> list[Chain] | UserError:
 def load_plan(store: RunStore, run) -> list[Chain]:
     """The chains of the run's frozen plan; `run` is its saved config (RunStore.load_config)."""
     doc = read_plan(store)
-    made_for = (run.hash(), saved_hash(store))  # the latter: a run folder of an older version, not resumed
-    if doc["config_hash"] not in made_for or doc["generations"] != _generations(run):
+    # else the saved config's (read only then): a run folder of an older version, not resumed
+    made_for = doc["config_hash"] == run.hash() or doc["config_hash"] == saved_hash(store)
+    if not made_for or doc["generations"] != _generations(run):
         raise UserError(f"{store.plan_path}: made for another config than {store.config_path}; run or submit "
                         f"the run's config again to plan it anew")
     chains = []

@@ -134,19 +134,20 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     variants, generations = _planned(store, raw)
     # the job records first: a unit that finishes meanwhile is then found done, never "its job
     # completed, but manifest.json is missing" (records newer than the listing of the units)
-    jobs, absent = job_states(store.root), left_out(store)
+    jobs, absent = job_states(store.root), left_out(store, raw)
     units = [unit for d in store.units() if d.parent.parent.name != "report"  # unit folders only
              for unit in [_checked(d)]]
     _recorded(units, variants)
     return RunData(label or store.root.name, store.root, text, raw, variants, units, generations, jobs, absent)
 
 
-def left_out(store: RunStore) -> list[str]:
+def left_out(store: RunStore, made: dict) -> list[str]:
     """The experiments of the run's plan that no launch ran (--only), as status and verify tell them: not
-    unfinished chains of the run. Empty where the plan is not one of the run's config (nothing to tell by)."""
+    unfinished chains of the run. Empty where the plan is not one of the run's config (`made`: as saved() read
+    it) (nothing to tell by)."""
     from collapse_hpc.launch import records, status
 
-    chains = run_plan_or_why(store)
+    chains = run_plan_or_why(store, made)
     return [] if isinstance(chains, UserError) else sorted(status.left_out(store, chains, records.load(store)))
 
 

@@ -205,13 +205,15 @@ class RunStore:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def load_config(self, sections: Mapping[str, type]) -> cfgmod.RunConfig:
-        """The run's saved config, with `sections` (experiments.sections()) as its experiments."""
-        if not self.exists():
+    def load_config(self, sections: Mapping[str, type], made: dict | None = None) -> cfgmod.RunConfig:
+        """The run's saved config, with `sections` (experiments.sections()) as its experiments; `made`: its
+        mapping as saved() read it, not read again."""
+        if made is None and not self.exists():
             raise UserError(not_a_run(self.root))
         # as the run recorded it (a hand edit of how-it-runs knobs counts from the next run on); keys
         # added since take their defaults
-        return cfgmod.from_dict(self.saved_config(sections), str(self.config_path), sections=sections)
+        return cfgmod.from_dict(self.saved_config(sections) if made is None else made, str(self.config_path),
+                                sections=sections)
 
     def open(self, run: cfgmod.RunConfig, redone: Callable[[], list[str] | None] | None = None) -> cfgmod.RunConfig:
         """Create the run folder, or check that an existing one was made with the same config.
@@ -225,17 +227,19 @@ class RunStore:
         go on from (engine.redone_partial_work), for the warning line.
         """
         new = run.to_dict()
-        if self.exists() and self._recorded_hash() is None:  # neither run.json nor the line a run writes
+        recorded = self._recorded_hash() if self.exists() else None
+        if self.exists() and recorded is None:  # neither run.json nor the line a run writes
             raise UserError(f"{self.config_path}: not a config a run saved (no {RUN_JSON} beside it, no "
                             f"'# config_hash:' line): --run names a folder of yours; keep configs outside run "
                             f"folders, or give another --run")
         old = hand = None
         earlier: set[str] = set()
         if self.exists():  # the config as the run made it, and the file's values as they are now: one read
-            written, old = self.saved(run.section_classes())
-            hand = yamlfile.loads(written, str(self.config_path))
-            earlier = self.config_hashes(run.section_classes()) - {run.hash()}  # a damaged run.json: refused here
-        edited = old is not None and self._edited(hand)
+            _, hand, old = self._saved(run.section_classes())
+            earlier = ({cfgmod.config_hash(old)} | self._earlier()) - {run.hash()}  # a damaged run.json: refused
+        # edited by hand after the run saved it (how-it-runs knobs only, else _saved refuses it): the next run
+        # saves the config it goes on with over it
+        edited = hand is not None and cfgmod.config_hash(hand) != recorded
         if old is not None and edited:
             _warn_overwritten(self.config_path, old, hand, new, run.section_classes())
         if old is not None and cfgmod.config_hash(old) != run.hash():  # refused before anything is made
@@ -264,8 +268,12 @@ class RunStore:
         """The hashes of every config the run was made under: its saved config's, and those run.json
         keeps from before a how-it-runs knob changed or a newer version added keys (`earlier`)."""
         saved = cfgmod.config_hash(self.saved_config(sections))  # an edit by hand is said before a damaged record
+        return {saved} | self._earlier()
+
+    def _earlier(self) -> set[str]:
+        """The hashes run.json keeps of the configs the run was made under before its saved one (`earlier`)."""
         doc = self._intact_record()
-        return {saved} | set(doc.get("earlier", []) if doc is not None else [])
+        return set(doc.get("earlier", []) if doc is not None else [])
 
     def saved_config(self, sections: Mapping[str, type] | None = None) -> dict:
         """The run's config.yaml as a mapping, as the run made it (saved), or one error line (never a traceback)."""
@@ -280,6 +288,12 @@ class RunStore:
         the edited values, every unit made under the old ones. An edit of how-it-runs knobs only counts
         from the next run on; where run.json (an older version's) keeps no copy of the config, `sections`
         (name -> Section dataclass) tell the knobs, and the config it was made with is inferred."""
+        text, _, made = self._saved(sections)
+        return text, made
+
+    def _saved(self, sections: Mapping[str, type] | None) -> tuple[str, dict, dict]:
+        """saved's text and config, with between them the file's values as they are (an edit of how-it-runs
+        knobs: not the config the run made), all of one read."""
         try:  # a read refused is NotRead, not damage to restore
             text = self._saved_text()
             old = yamlfile.loads(text, str(self.config_path))
@@ -291,14 +305,14 @@ class RunStore:
                             f"restore it{self._copy_kept()} or use another --run")
         recorded = self._recorded_hash()
         if recorded is None or cfgmod.config_hash(old) == recorded:
-            return text, old
+            return text, old, old
         made = self._made_config(recorded) or (inferred(self.root, old, recorded, sections) if sections else None)
         shown = ""
         if made is not None:
             config, knobs = made
             hashed = [line for line in cfgmod.diff(config, old) if line.split(": ", 1)[0] not in knobs]
             if not hashed:  # how-it-runs knobs only: the next run goes on under them, as with --set
-                return text, config
+                return text, old, config
             shown = f" ({first_few(hashed, 3, '; ')})"
             lacking = [k for k in config if k not in old]
             if lacking:  # a file cut short (a copy stopped midway): its whole sections, not each one's values
@@ -337,12 +351,6 @@ class RunStore:
         """Where run.json keeps the config the run was made with, a clause saying so (to restore config.yaml)."""
         return f" ({RUN_JSON} keeps a copy of the run's config under 'config')" if self._made_config(
             "", any_hash=True) else ""
-
-    def _edited(self, hand) -> bool:
-        """Whether config.yaml, whose value is `hand`, was edited by hand after the run saved it (how-it-runs
-        knobs only, else saved refuses it): the next run saves the config it goes on with over it."""
-        recorded = self._recorded_hash()  # saved hashed this same value: no error left to meet here
-        return recorded is not None and cfgmod.config_hash(hand) != recorded
 
     def _made_config(self, recorded: str, any_hash: bool = False) -> tuple[dict, set[str]] | None:
         """The config run.json keeps beside its hash (`config`), with the dotted keys of the knobs a run
