@@ -71,6 +71,12 @@ def enforced(config: str) -> bool:
     return m is not None and bool({"limits", "safe", "all"} & set(m[1].lower().split(",")))
 
 
+def readable(config: str) -> bool:
+    """Whether there are limits to read here: `scontrol show config` says they are enforced, and sacctmgr is here
+    to tell them (else sbatch alone checks)."""
+    return enforced(config) and shutil.which("sacctmgr") is not None
+
+
 def _number(text: str) -> int | None:
     return int(text) if text.strip().isdigit() else None
 
@@ -229,7 +235,7 @@ def problem(jobs: dict[tuple[Charge, ...], int], user: str, config: str,
     it; None within them or where none can be read (where sacctmgr or squeue fails, a warning says so).
     `config`: scontrol show config's text; `partition_qos`: partition -> its QOS (scontrol show partition's
     QoS=)."""
-    if not enforced(config) or shutil.which("sacctmgr") is None:
+    if not readable(config):
         return None
     try:
         met = weighed(jobs, *_accounting(user, config))

@@ -452,7 +452,7 @@ def over_submit_limit(prof: profiles.Profile, kinds: dict[str, int], scontrol: S
     charging the profile's account, its QOS and its partition; None within them, or where none is read."""
     from collapse_hpc.launch import quota
 
-    if not quota.enforced(scontrol.config) or shutil.which("sacctmgr") is None:
+    if not quota.readable(scontrol.config):  # nor the partitions asked for
         return None
     parts, user = scontrol.partitions, getpass.getuser()
     by_charge: dict[tuple[quota.Charge, ...], int] = {}
