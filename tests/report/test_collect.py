@@ -36,6 +36,17 @@ def test_long_form_has_every_value_once(run):
     assert set(gmm["regime"]) == {"replace-p0", "accumulate"} and set(gmm["seed"]) == {0}
 
 
+def test_the_report_reads_a_runs_config_once(run, monkeypatch):
+    """load_run read and parsed config.yaml (and run.json) once for itself, then again for the plan's chains and
+    once more for the hash the plan was made under: one read each."""
+    from collapse_hpc import yamlfile
+
+    reads, read = [], yamlfile.read
+    monkeypatch.setattr(yamlfile, "read", lambda path, *a: reads.append(path) or read(path, *a))
+    data = collect.load_run(run)
+    assert reads == [run / "config.yaml"] and data.left_out == []
+
+
 def test_a_gmm_run_of_per_component_variances_reads_their_sum_as_total_variance():
     """A run that recorded per-component variances only (trace_0, trace_1) shows their sum as total_variance."""
     from collapse_hpc.experiments.gmm import EXPERIMENT

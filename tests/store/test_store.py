@@ -120,6 +120,21 @@ def test_run_config_mismatch_is_refused(tmp_path):
     assert not store.logs.exists()  # refused with nothing made (it made logs/ first)
 
 
+def test_opening_a_run_again_reads_and_parses_its_config_once(tmp_path, monkeypatch):
+    """RunStore.open of a run folder read config.yaml twice and parsed it three times (saved, its own parse of
+    the text, config_hashes): one read, one parse."""
+    from collapse_hpc import yamlfile
+
+    store = RunStore(tmp_path / "run")
+    config = experiments.config_from_dict({"toy": {"rows": 3}})
+    store.open(config)
+    reads, parses, read, loads = [], [], yamlfile.read, yamlfile.loads
+    monkeypatch.setattr(yamlfile, "read", lambda path, *a: reads.append(path) or read(path, *a))
+    monkeypatch.setattr(yamlfile, "loads", lambda text, source: parses.append(source) or loads(text, source))
+    assert store.open(config) == config
+    assert len(reads) == 1 and len(parses) == 1, (reads, parses)
+
+
 def test_a_config_changed_in_more_keys_than_the_line_names_says_how_many_more(tmp_path):
     """Four keys changed, given or edited into config.yaml: the line named three and '… (4 in all)'."""
     store = RunStore(tmp_path / "run")
