@@ -143,8 +143,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
 
 def left_out(store: RunStore, made: dict) -> list[str]:
     """The experiments of the run's plan that no launch ran (--only), as status and verify tell them: not
-    unfinished chains of the run. Empty where the plan is not one of the run's config (`made`: as saved() read
-    it) (nothing to tell by)."""
+    unfinished chains of the run. Empty where the plan is not one of the run's config (nothing to tell by);
+    `made`: that config, as saved() read it."""
     from collapse_hpc.launch import records, status
 
     chains = run_plan_or_why(store, made)
