@@ -6,6 +6,7 @@ Experiment.local_data); this module only looks them up.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import inspect
@@ -13,13 +14,14 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from collapse_hpc import experiments
 from collapse_hpc.errors import NotAFormat, UserError, one_line
 from collapse_hpc.store.atomic import sweep
 from collapse_hpc.store.cards import intact_card, load_card
-from collapse_hpc.store.layout import folder_to_make
+from collapse_hpc.store.layout import folder_to_make, made_folder
 from collapse_hpc.store.lock import data_lock
 from collapse_hpc.store.space import not_a_folder
 
@@ -63,10 +65,28 @@ def prepare(name: str, data_dir: Path, source: str | None = None, force: bool = 
     if source:
         _not_a_stream(source)
         source = _opened_file(source)
-    with data_lock(data_dir) as locked:
+    with data_lock(data_dir) as locked, _made(Path(data_dir)):
         if locked:
             sweep(data_dir, name)
         return _prepare(name, data_dir, source, force)
+
+
+@contextlib.contextmanager
+def _made(data_dir: Path) -> Iterator[None]:
+    """--data-dir made for the preparation, or one line naming the part the file system would not make and why
+    (layout.made_folder; a preparer's own mkdir said "/proc/x: No such file or directory" alone); the folders it
+    made are removed again where the preparation is refused, if nothing else came in."""
+    new = [p for p in (data_dir, *data_dir.parents) if not p.exists()]  # deepest first
+    made_folder(data_dir, "--data-dir ")
+    try:
+        yield
+    except BaseException:
+        for folder in new:
+            try:
+                folder.rmdir()
+            except OSError:  # something else came in meanwhile: kept
+                break
+        raise
 
 
 def _not_a_stream(source: str) -> None:

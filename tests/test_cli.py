@@ -1150,6 +1150,19 @@ def test_data_prepare_into_a_data_dir_that_is_a_file_is_one_line_before_reading(
     assert (tmp_path / "afile").read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c.txt"]
 
 
+def test_data_prepare_into_a_folder_the_file_system_will_not_make_names_it_with_why(tmp_path):
+    """--data-dir under /proc read a preparer's bare "[Errno 2] No such file or directory: '/proc/nope/.tmp-…'":
+    neither the folder asked for nor why. Now the line names both, as --run's does; a refused preparation still
+    leaves no data folder it made."""
+    for where in ("/proc/nope/x", "/proc/nope"):
+        line = one_error_line(cli("data", "prepare", "digits", "--data-dir", where, cwd=tmp_path))
+        assert line == (f"error: --data-dir {where}: the folder could not be made: /proc/nope: No such file or "
+                        f"directory, though /proc is there (the kernel's file systems, /proc and /sys, take no "
+                        f"folders); give a folder that can be made"), line
+    one_error_line(cli("data", "prepare", "nosuchset", "--data-dir", tmp_path / "data" / "sub"))
+    assert not (tmp_path / "data").exists()
+
+
 def test_every_command_that_reads_a_run_folder_words_a_path_that_is_none_alike(tmp_path):
     # cancel said "no such run folder" where status, verify and aggregate said "not a run folder (no config.yaml)"
     from tests.launch.helpers import collapse
