@@ -72,6 +72,9 @@ def _sweep(out: Path) -> None:
 def _write(out: Path, data: list, replicates: int | None) -> Path:
     drawn = _drawn(out / "figures")  # before anything is written: a refused read leaves the last report whole
     df = collect.tidy(data, replicates)
+    columns = tables.column_notes(data)
+    for note in columns:  # once an experiment, not a line a unit
+        log.warning("report: %s", note)
     summary = stats.summarise(df)
     for page_file in (out / "index.html", out / "results.md"):  # an earlier report's page: not over new files
         page_file.unlink(missing_ok=True)
@@ -98,7 +101,7 @@ def _write(out: Path, data: list, replicates: int | None) -> Path:
                       tables.completeness(data), tables.compute(data), tables.packages(data),
                       [(r.label, r.config_text) for r in data], tables.problems(data), tables.unfinished(data),
                       tables.phases(df, data, specs), _subset(data, replicates), tables.beyond_plan(data),
-                      tables.left_out(data))
+                      tables.left_out(data), columns)
     write_text(out / "results.md", page.write_markdown(rep))
     index = out / "index.html"
     write_text(index, page.write_html(rep))

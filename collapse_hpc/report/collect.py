@@ -9,6 +9,7 @@ unfinished for every table and figure alike, as `verify` and a run see it.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,27 @@ class VariantInfo:
 
 
 @dataclass
+class Columns:
+    """What the finished units' metrics.parquet of one experiment lack of its declared metrics, or hold besides
+    them and its keys: column -> how many units, said once for the experiment (tables.column_notes), not a line
+    a unit."""
+
+    units: int = 0  # the units read
+    lacking: Counter = field(default_factory=Counter)  # a declared metric the figures and tables miss
+    unknown: Counter = field(default_factory=Counter)  # no metric nor key the experiment declares: not shown
+    not_float: Counter = field(default_factory=Counter)  # a declared metric of another type than float64
+
+    def read(self, columns, ids: list[str], shown: list[str], declared: dict, schema) -> None:
+        """Count one unit's table: its `columns`, of which `ids` are keys and `shown` its metrics shown."""
+        self.units += 1
+        have = set(columns)
+        self.lacking.update(m for m in schema.metrics if m not in have and m not in schema.optional)
+        rest = [c for c in columns if c not in ids and c not in shown]
+        self.unknown.update(c for c in rest if c not in declared)
+        self.not_float.update(c for c in rest if c in declared)
+
+
+@dataclass
 class RunData:
     label: str
     root: Path
@@ -84,6 +106,7 @@ class RunData:
     generations: dict  # experiment -> planned generations (None: unknown)
     jobs: dict = field(default_factory=dict)  # job_states, read before the units were listed
     left_out: list[str] = field(default_factory=list)  # experiments of the plan left out with --only
+    columns: dict = field(default_factory=dict)  # experiment -> Columns, as tidy() read its units
 
     def experiments(self) -> list[str]:
         """Those of its units and of its plan, but the ones it left out with --only: no section of figures
@@ -256,11 +279,12 @@ def _unit_part(run: RunData, unit: Unit, replicates: int | None = None) -> longf
 
     experiment = experiments.describe(unit.experiment)
     df = experiment.derive(df)  # metrics the figures need, recorded in parts
-    ids = [c for c in experiment.metrics_schema().keys if c in df]  # the declared key columns
-    metric_cols = [c for c in df.columns if c not in ids and pd.api.types.is_float_dtype(df[c])]
-    left = [c for c in df.columns if c not in ids and c not in metric_cols]
-    if left:  # metrics are float64 (schema.MetricsSchema): anything else is no metric, nor a declared key
-        log.warning("%s: columns %s are neither declared keys nor float metrics; left out", path, ", ".join(left))
+    schema = experiment.metrics_schema()
+    ids = [c for c in schema.keys if c in df]  # the declared key columns
+    # the experiment's own metrics only: a float column it does not declare (a hand-edit, another tool's) is none
+    declared = experiment.metric_specs([c for c in df.columns if c not in ids])
+    metric_cols = [c for c in df.columns if c in declared and pd.api.types.is_float_dtype(df[c])]
+    run.columns.setdefault(unit.experiment, Columns()).read(df.columns, ids, metric_cols, declared, schema)
     if not metric_cols:
         unit.problems.append(f"{path}: no float metric columns")
         return None
@@ -289,6 +313,8 @@ def tidy(runs: list[RunData], replicates: int | None = None) -> pd.DataFrame:
     settings…, replicate, generation, metric, value, sorted by them; with `replicates`, the first that many
     replicates of each variant (a report that fits in memory: estimate.report_rows). Its string columns
     are Categoricals (longform.plain gives them as strings)."""
+    for run in runs:
+        run.columns.clear()  # counted afresh as its units are read
     parts = [part for run in runs for unit in run.units if unit.done
              for part in [_unit_part(run, unit, replicates)] if part is not None]
     if not parts:

@@ -46,6 +46,7 @@ class Report:
     subset: str = ""  # which replicates the report holds, where not all (aggregate --replicates)
     beyond: list[str] = field(default_factory=list)  # finished generations past the plan (tables.beyond_plan)
     left_out: list[str] = field(default_factory=list)  # experiments a run left out with --only (tables.left_out)
+    columns: list[str] = field(default_factory=list)  # metrics columns missing or not shown (tables.column_notes)
 
     def rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.out)).as_posix()
@@ -77,6 +78,7 @@ def _html_table(table: Table, css: str = "") -> str:
 
 
 INCOMPLETE = "Incomplete run"
+COLUMNS = "Metrics files unlike their experiment's metrics (each unit's values are in its own metrics.parquet):"
 COMPARE = "Generation 0 against the last common generation"
 COMPARE_INTRO = ("Each series' mean at generation 0 and at the last generation every series of the run reached; "
                  "collapse: which way it moves the metric (the experiment's declaration); relative change: only for a "
@@ -166,9 +168,11 @@ def write_html(rep: Report) -> str:
              f"<nav>{nav}<a href=\"#compute\">Compute</a><a href=\"#config\">Config</a></nav>"]
     if rep.incomplete:
         parts.insert(3, _incomplete_html(rep.incomplete))
-    if rep.problems:
+    if rep.problems or rep.columns:
         items = "".join(f"<li>{e(p)}</li>" for p in _first(rep.problems))
-        parts.append(f"<h2>Problems</h2><p>Units left out of the report:</p><ul>{items}</ul>")
+        notes = "".join(f"<li>{e(n)}</li>" for n in rep.columns)
+        parts.append("<h2>Problems</h2>" + (f"<p>Units left out of the report:</p><ul>{items}</ul>" if items else "")
+                     + (f"<p>{COLUMNS}</p><ul>{notes}</ul>" if notes else ""))
     for s in rep.sections:
         parts.append(f'<h2 id="{anchor(s.experiment)}">{e(s.heading)}</h2>')
         if s.absent:
@@ -205,8 +209,10 @@ def write_markdown(rep: Report) -> str:
     out += [rep.subset + "\n"] if rep.subset else []
     if rep.incomplete:
         out.insert(2, f"## {INCOMPLETE}\n\n" + "\n".join(f"- {ln}" for ln in rep.incomplete) + "\n")
-    if rep.problems:
-        out.append("## Problems\n\n" + "\n".join(f"- {p}" for p in _first(rep.problems)) + "\n")
+    if rep.problems or rep.columns:
+        out.append("## Problems\n\n" + "".join(f"- {p}\n" for p in _first(rep.problems))
+                   + ("\n" if rep.problems and rep.columns else "")
+                   + (f"{COLUMNS}\n\n" + "".join(f"- {n}\n" for n in rep.columns) if rep.columns else ""))
     for s in rep.sections:
         out.append(f"## {s.heading}\n")
         if s.absent:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pandas as pd
 
@@ -298,6 +298,26 @@ def packages(runs: list[RunData]) -> Table:
 
 def problems(runs: list[RunData]) -> list[str]:
     return [_rel(run, p) for run in runs for u in run.units for p in u.problems]
+
+
+def column_notes(runs: list[RunData]) -> list[str]:
+    """A line per experiment and kind of what its units' metrics.parquet lack of its declared metrics or hold
+    besides them (collect.Columns, as tidy read them), each column with how many of the units read it concerns."""
+    out = []
+    for experiment in sorted({e for r in runs for e in r.columns}):
+        seen = [r.columns[experiment] for r in runs if experiment in r.columns]
+        units = sum(c.units for c in seen)
+        for kind, said in (("lacking", "declared metrics missing from its units' metrics.parquet (written by an "
+                                       "older version, or edited; its figures and tables lack them there): {}"),
+                           ("unknown", "columns of its units' metrics.parquet that are no metric or key it "
+                                       "declares, not shown: {}"),
+                           ("not_float", "declared metrics its units' metrics.parquet hold as another type than "
+                                         "float64, not shown: {}")):
+            found: Counter = sum((getattr(c, kind) for c in seen), Counter())
+            if found:
+                columns = [f"{c} in {n} of {count(units, 'unit')}" for c, n in sorted(found.items())]
+                out.append(f"{experiment}: " + said.format(first_few(columns, 8, ", ")))
+    return out
 
 
 # ------------------------------------------------------------------ texts: what the models wrote

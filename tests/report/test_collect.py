@@ -308,3 +308,84 @@ def test_a_verifier_quantile_only_on_rows_of_a_verifier(tmp_path):
     df = collect.tidy([collect.load_run(root)])
     assert len(df) and df["verifier_quantile"].isna().all()
     assert df["keep_fraction"].notna().all()
+
+
+def _rewritten(unit_dir, edit) -> None:
+    """A finished unit's metrics.parquet changed by hand (`edit` of its pyarrow Table), its manifest's checksum
+    made to match: as a run of an older version, or a hand-edited file, is read."""
+    import pyarrow.parquet as pq
+
+    from collapse_hpc.store import write_parquet
+
+    path = unit_dir / "metrics.parquet"
+    table = edit(pq.read_table(path))
+    path.unlink()
+    write_parquet(path, table)
+    edit_manifest(unit_dir, lambda m: m["files"]["metrics.parquet"].update(sha256=sha256_file(path),
+                                                                          bytes=path.stat().st_size))
+
+
+def _edited_gaussian(tmp_path):
+    """A gaussian run of 4 units: 3 of them without w2, 2 of those with a float column extra_noise besides."""
+    root = tmp_path / "r"
+    synthetic.write_config(root, {"gaussian": {"generations": 3, "samples": [10, 100], "replicates": 4,
+                                               "regimes": ["replace", "accumulate"]}})
+    synthetic.gaussian(root, generations=3, replicates=4)
+    for i, unit in enumerate(sorted(root.glob("gaussian/*/part_000"))[:3]):
+        _rewritten(unit, lambda t, i=i: t.drop(["w2"]).append_column("extra_noise", pa.array([0.5] * t.num_rows))
+                   if i else t.drop(["w2"]))
+    return root
+
+
+MISSING = ("gaussian: declared metrics missing from its units' metrics.parquet (written by an older version, or "
+           "edited; its figures and tables lack them there): w2 in 3 of 4 units")
+UNKNOWN = ("gaussian: columns of its units' metrics.parquet that are no metric or key it declares, not shown: "
+           "extra_noise in 2 of 4 units")
+
+
+def _report(root, caplog, monkeypatch) -> tuple[str, list[str]]:
+    """results.md of the run's report and the report's log lines, its figures not drawn (seconds each)."""
+    import logging
+
+    from collapse_hpc.report import aggregate, drawing
+
+    monkeypatch.setattr(drawing, "draw", lambda ctx, folder: [])
+    with caplog.at_level(logging.WARNING, logger="collapse_hpc.report"):
+        index = aggregate.build([str(root)])
+    return (index.parent / "results.md").read_text(), [r.getMessage() for r in caplog.records]
+
+
+def test_a_declared_metric_missing_from_units_is_said_once_an_experiment(tmp_path, caplog, monkeypatch):
+    """Units whose metrics.parquet lacked a declared metric (an older version's, a hand-edited one) only drew no
+    curve, unsaid. Now it is said once for the experiment, naming the column and how many of its units lack it:
+    a line in the report's Problems and one in the log, not one a unit."""
+    root = _edited_gaussian(tmp_path)
+    data = collect.load_run(root)
+    assert "w2" in set(collect.tidy([data])["metric"])  # the fourth unit's
+    assert tables.column_notes([data])[0] == MISSING
+    page, logged = _report(root, caplog, monkeypatch)
+    assert [m for m in logged if "w2 in" in m] == [f"report: {MISSING}"]
+    assert page.count(MISSING) == 1 and page.index("## Problems") < page.index(MISSING)
+
+
+def test_a_float_column_no_experiment_declares_is_no_metric_of_the_report(tmp_path, caplog, monkeypatch):
+    """A float column the experiment declares no metric of (extra_noise, added by hand) was shown as a metric:
+    in the tables, summary.csv and the figures' panels. Now the report shows the declared metrics only and says
+    the column once for the experiment."""
+    root = _edited_gaussian(tmp_path)
+    data = collect.load_run(root)
+    assert "extra_noise" not in set(collect.tidy([data])["metric"])
+    assert tables.column_notes([data])[1] == UNKNOWN
+    page, logged = _report(root, caplog, monkeypatch)
+    assert [m for m in logged if "extra_noise" in m] == [f"report: {UNKNOWN}"]
+    assert page.count("extra_noise") == 1 and page.count(UNKNOWN) == 1
+    assert "extra_noise" not in (root / "report" / "summary.csv").read_text()
+
+
+def test_an_older_gaussian_runs_sigma2_hat_is_shown_as_the_fitted_variance():
+    """Only declared metrics are shown: an older run's name of var_hat (sigma2_hat) is read as var_hat."""
+    from collapse_hpc.experiments.gaussian import EXPERIMENT
+
+    old = pd.DataFrame({"generation": [0, 1], "sigma_hat": [1.0, 0.5], "sigma2_hat": [1.0, 0.25]})
+    derived = EXPERIMENT.derive(old)
+    assert derived["var_hat"].tolist() == [1.0, 0.25] and "sigma2_hat" not in derived

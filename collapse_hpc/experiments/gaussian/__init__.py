@@ -87,7 +87,9 @@ class GaussianExperiment(ArrayExperiment):
         from collapse_hpc.experiments.gaussian.run import derived
 
         extra = derived(df)
-        return df.assign(**extra) if extra else df
+        df = df.assign(**extra) if extra else df
+        # an older run's name of var_hat: shown as the metric it is (only declared metrics are)
+        return df.rename(columns={"sigma2_hat": "var_hat"}) if "var_hat" not in df else df
 
 
 EXPERIMENT = GaussianExperiment()
