@@ -46,12 +46,23 @@ class DigitClassifier(nn.Module):
 
 
 @torch.no_grad()
-def predict(model: DigitClassifier, images: torch.Tensor, batch: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted labels and penultimate features (float64) of images (N, 1, H, W) in [0, 1]."""
+def predict(model: DigitClassifier, images: torch.Tensor, batch: int = EVAL_BATCH,
+            classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted labels and penultimate features (float64) of images (N, 1, H, W) in [0, 1]. `classes`: the
+    labels it may give (those of the real training images); the head's outputs of any other (it has 10,
+    whatever the data set's) are no class of the data: an image is labelled the likeliest of `classes`."""
+    absent = None
+    if classes is not None:
+        absent = torch.ones(model.head.out_features, dtype=torch.bool)
+        absent[torch.as_tensor(np.asarray(classes), dtype=torch.long)] = False
+        absent = absent.to(next(model.parameters()).device) if absent.any() else None  # digits: every output
     labels, feats = [], []
     for start in range(0, len(images), batch):
         f = model.features(images[start:start + batch])
-        labels.append(model.head(f).argmax(1).cpu())
+        logits = model.head(f)
+        if absent is not None:
+            logits = logits.masked_fill(absent, -torch.inf)
+        labels.append(logits.argmax(1).cpu())
         feats.append(f.double().cpu())
     return torch.cat(labels).numpy(), torch.cat(feats).numpy()
 
@@ -100,7 +111,7 @@ def cached(folder: Path, splits, hidden: int, epochs: int, device,
             log.info("training the digit classifier (%d epochs) -> %s", epochs, path)
         train_set, test_set = splits["train"], splits["test"]
         model = train(train_set.images, train_set.labels, hidden, epochs, device)
-        predicted, _ = predict(model, torch.from_numpy(test_set.images).to(device))
+        predicted, _ = predict(model, torch.from_numpy(test_set.images).to(device), classes=np.unique(train_set.labels))
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         record = {"arch": model.arch, "epochs": epochs, "seed": SEED,
                   "accuracy": float((predicted == test_set.labels).mean()), "weights_sha256": weights_sha256(state)}

@@ -139,7 +139,7 @@ def evaluate(vae, judge, test, n_samples: int, seed: int, device, present) -> di
     test_x = torch.from_numpy(test.images).to(device)
     row = metrics.evaluate_elbo(vae, test_x, g)
     samples = vae.sample(n_samples, g, device)
-    labels, feats = classifier.predict(judge, samples)
+    labels, feats = classifier.predict(judge, samples, classes=present)
     _, real_feats = classifier.predict(judge, test_x)
     row.update(metrics.class_metrics(labels, present))
     samples_np = samples.cpu().numpy()

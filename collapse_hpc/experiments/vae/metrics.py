@@ -3,7 +3,8 @@
 - elbo, recon, kl: on the real test split, per image (one posterior sample, seeded);
 - class_0..class_9 and class_entropy: the classifier's labels of generated samples; mode
   collapse shows as entropy falling from ~log K towards 0, K the classes of the real training
-  images (real_classes: 10 for digits and MNIST, fewer for a data set of the user's with fewer);
+  images (real_classes: 10 for digits and MNIST, fewer for a data set of the user's with fewer), each
+  image labelled the likeliest of those K (the classifier's other outputs are no class of the data);
 - pixel_variance: per-pixel variance across generated samples, averaged over pixels;
 - frechet: Frechet distance between Gaussians fitted to the classifier's penultimate features
   of generated and of real test images (FID's formula, with our small classifier: the distance

@@ -80,3 +80,49 @@ def test_a_classifier_whose_weights_were_changed_in_place_is_trained_again(tmp_p
     again, record_again = classifier.cached(tmp_path, splits, 4, 1, "cpu")
     assert record_again == record
     assert classifier.weights_sha256(again.state_dict()) == classifier.weights_sha256(model.state_dict())
+
+
+def _judge(favoured: int) -> classifier.DigitClassifier:
+    """A classifier whose largest output is `favoured` for every image, then 9, 8, … (its head's biases alone)."""
+    import torch
+
+    model = classifier.DigitClassifier(64, hidden=4)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.arange(10.0) / 10)
+        model.head.bias[favoured] = 5.0
+    return model.eval()
+
+
+def test_generated_images_are_labelled_only_with_the_classes_the_real_images_have():
+    """The classifier has 10 outputs whatever the data set: on a user's images labelled 0..4 it gave generated
+    images labels 5..9 (99.8% of them class 6 for noise), classes the data never had, which class_5..class_9 counted
+    and class_entropy and the real classes' shares lost. Now an image is labelled the likeliest real class."""
+    import torch
+
+    from collapse_hpc.experiments.vae import generation, model
+
+    vae = model.ConvVAE(8, 8, latent=2, capacity=2, stages=1)
+    test = Images(np.zeros((4, 1, 8, 8), np.float32), np.arange(4))
+    row = generation.evaluate(vae, _judge(7), test, 50, 0, torch.device("cpu"), present=np.arange(5))
+    assert [row[f"class_{c}"] for c in range(10)] == [0.0] * 4 + [1.0] + [0.0] * 5  # 4: the likeliest of 0..4
+    assert row["class_entropy"] == 0 and row["real_classes"] == 5
+    images = torch.rand(6, 1, 8, 8)
+    assert classifier.predict(_judge(2), images, classes=[0, 2, 4])[0].tolist() == [2] * 6  # a real class kept
+
+
+def test_ten_classes_are_labelled_as_before(tmp_path):
+    """Digits and MNIST have all ten classes: every label, and the classifier's test accuracy, is the plain
+    argmax over its ten outputs, as before the labels were kept to the real classes."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    split = Images(rng.random((40, 1, 8, 8), dtype=np.float32), np.arange(40) % 10)
+    model, record = classifier.cached(tmp_path, {"train": split, "test": split}, 4, 1, "cpu")
+    images = 30 * torch.randn(500, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # outputs far apart
+    with torch.no_grad():
+        plain = model(images).argmax(1).numpy()
+        accuracy = float((model(torch.from_numpy(split.images)).argmax(1).numpy() == split.labels).mean())
+    assert len(set(plain.tolist())) > 1  # not a test of one label
+    assert classifier.predict(model, images, classes=range(10))[0].tolist() == plain.tolist()
+    assert record["accuracy"] == accuracy

@@ -91,8 +91,8 @@ def test_the_class_metrics_count_the_classes_the_real_images_have(monkeypatch):
     from collapse_hpc.experiments.vae.data import Images
 
     n = 500
-    monkeypatch.setattr(classifier, "predict", lambda judge, x: (np.arange(len(x)) % 5, np.random.default_rng(
-        0).normal(size=(len(x), 3))))
+    monkeypatch.setattr(classifier, "predict", lambda judge, x, classes=None: (
+        np.arange(len(x)) % 5, np.random.default_rng(0).normal(size=(len(x), 3))))
     vae = model.ConvVAE(8, 8, latent=2, capacity=2, stages=1)
     test = Images(np.zeros((4, 1, 8, 8), np.float32), np.arange(4))
     row = generation.evaluate(vae, None, test, n, 0, torch.device("cpu"), present=np.array([4, 0, 1, 2, 3, 1]))
