@@ -8,6 +8,7 @@ atomically under a file lock), the others load it.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -28,6 +29,7 @@ SEED = 0  # the classifier is part of the yardstick, not of a variant: one seed 
 LR = 1e-3
 BATCH = 128
 FILE = "classifier.safetensors"
+UNCHECKED = ".unchecked"  # beside FILE: the sha256 of an unchecked classifier already warned of
 
 
 class DigitClassifier(nn.Module):
@@ -100,13 +102,17 @@ def cached(folder: Path, splits, hidden: int, epochs: int, device,
         if path.is_file():
             try:
                 model, meta = _load(path)
-                return model.to(device).eval(), {**meta, "sha256": atomic.sha256_file(path)}
+                loaded = model.to(device).eval(), {**meta, "sha256": atomic.sha256_file(path)}
             except Exception as e:  # a foreign or damaged file: train it again below
                 if refused_read(e):  # not its bytes: the units that scored with it recorded its sha256
                     raise NotRead(f"digit classifier {path}", e, "kept as it is (not trained again); the run goes "
                                   "on with it") from None
                 (log or logging.getLogger("collapse_hpc")).warning(
                     "warning: digit classifier %s: damaged (%s): trained again", path, e)
+            else:
+                if "weights_sha256" not in meta:
+                    _unchecked(path, loaded[1]["sha256"], log or logging.getLogger("collapse_hpc"))
+                return loaded
         if log:
             log.info("training the digit classifier (%d epochs) -> %s", epochs, path)
         train_set, test_set = splits["train"], splits["test"]
@@ -134,6 +140,18 @@ def _load(path: Path) -> tuple[DigitClassifier, dict]:
     model = DigitClassifier(**meta["arch"])
     model.load_state_dict(state)
     return model, meta
+
+
+def _unchecked(path: Path, sha256: str, log: logging.Logger) -> None:
+    """One line, from the first unit of the run that loads it (its folder's lock held), for a classifier whose
+    record was written before weights_sha256 was kept: its weights cannot be checked against it."""
+    said = path.parent / UNCHECKED
+    with contextlib.suppress(OSError):
+        if said.read_text().strip() == sha256:
+            return
+    log.warning("warning: digit classifier %s: written by an older version, its record without the weights' "
+                "checksum: loaded unchecked (bytes changed inside its weights would go unnoticed)", path)
+    atomic.write_text(said, sha256 + "\n")
 
 
 def weights_sha256(state: dict[str, torch.Tensor]) -> str:

@@ -82,6 +82,29 @@ def test_a_classifier_whose_weights_were_changed_in_place_is_trained_again(tmp_p
     assert classifier.weights_sha256(again.state_dict()) == classifier.weights_sha256(model.state_dict())
 
 
+def test_a_classifier_of_an_older_version_without_its_weights_checksum_is_said_once_a_run(tmp_path, caplog):
+    """A classifier written before its record kept weights_sha256 loaded silently, its weights unchecked (bytes
+    changed inside them would go unnoticed). It is still loaded, as the units before scored with it, and the first
+    unit of the run to load it says so in one warning line; the others do not repeat it."""
+    import json
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    splits = _splits()
+    model, record = classifier.cached(tmp_path, splits, 4, 1, "cpu")
+    path = tmp_path / classifier.FILE
+    older = {k: v for k, v in record.items() if k not in ("weights_sha256", "sha256")}
+    save_file(load_file(str(path)), str(path), metadata={"record": json.dumps(older, sort_keys=True)})
+    with caplog.at_level(logging.WARNING):
+        loaded = [classifier.cached(tmp_path, splits, 4, 1, "cpu") for _ in range(3)]  # three units of the run
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"warning: digit classifier {path}: written by an older version, its record without the "
+                    f"weights' checksum: loaded unchecked (bytes changed inside its weights would go unnoticed)"]
+    assert all(r == {**older, "sha256": atomic.sha256_file(path)} for _, r in loaded)
+    assert classifier.weights_sha256(loaded[0][0].state_dict()) == record["weights_sha256"]
+
+
 def _judge(favoured: int) -> classifier.DigitClassifier:
     """A classifier whose largest output is `favoured` for every image, then 9, 8, … (its head's biases alone)."""
     import torch
