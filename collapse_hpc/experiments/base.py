@@ -375,7 +375,7 @@ class Experiment:
     def metric_specs(self, columns: list[str]) -> dict:
         """name -> plotting.metrics.Metric (display name, unit, which way collapse moves it, and whether it is
         a result, run bookkeeping or compute) of the metrics.parquet columns among `columns`: those its
-        metrics_schema declares (stored or derived); the report shows an undeclared column under its own name."""
+        metrics_schema declares (stored or derived); the report shows no other column (it names them once)."""
         return self.metrics_schema().shown
 
     def heading(self, sections: list[dict]) -> str:

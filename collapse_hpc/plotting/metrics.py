@@ -2,7 +2,8 @@
 
 Each experiment declares its metrics once, next to the code that computes them (its metrics.py, listed
 by Experiment.metric_specs); figures and tables read them from the Context and never guess from a
-column name. A column without a declaration is shown under its own name (an older run, a plugin).
+column name. The report shows declared metrics only: a column without a declaration (a hand-edit, another
+tool's) is named once in its Problems, not drawn (report.collect.Columns).
 
 A declaration also says which values the metric can take (bounds): a 95% interval of the mean of a few
 replicates can reach past them (a distance's below 0), which the figures do not draw; summary.csv keeps
