@@ -78,7 +78,7 @@ def _html_table(table: Table, css: str = "") -> str:
 
 
 INCOMPLETE = "Incomplete run"
-COLUMNS = "Metrics files unlike their experiment's metrics (each unit's values are in its own metrics.parquet):"
+COLUMNS = "Metrics files unlike their experiment's declared metrics:"
 COMPARE = "Generation 0 against the last common generation"
 COMPARE_INTRO = ("Each series' mean at generation 0 and at the last generation every series of the run reached; "
                  "collapse: which way it moves the metric (the experiment's declaration); relative change: only for a "
