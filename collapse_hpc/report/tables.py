@@ -314,9 +314,13 @@ def column_notes(runs: list[RunData]) -> list[str]:
                            ("not_float", "declared metrics its units' metrics.parquet hold as another type than "
                                          "float64, not shown: {}")):
             found: Counter = sum((getattr(c, kind) for c in seen), Counter())
+            by_units = defaultdict(list)  # the columns of each count of units, most first
+            for c, n in sorted(found.items()):
+                by_units[n].append(c)
             if found:
-                columns = [f"{c} in {n} of {count(units, 'unit')}" for c, n in sorted(found.items())]
-                out.append(f"{experiment}: " + said.format(first_few(columns, 8, ", ")))
+                out.append(f"{experiment}: " + said.format("; ".join(
+                    f"{first_few(columns, 8, ', ')} in {n} of {count(units, 'unit')}"
+                    for n, columns in sorted(by_units.items(), reverse=True))))
     return out
 
 
