@@ -379,3 +379,41 @@ def _renumbered(value):
     if isinstance(value, dict):
         return {k: _renumbered(v) for k, v in value.items()}
     return [_renumbered(v) for v in value]
+
+
+# another process's unit coming and going in its barest form: the folder made (its parents too), a file written in
+# it, both removed again up to the top (as working() leaves the register, a launcher a job's rank records), in a
+# loop fast enough to meet a reader's look and listing within a few hundred reads
+_CHURN = """import os, sys
+top, folder = sys.argv[1], os.path.join(*sys.argv[1:])
+print('in', flush=True)
+while True:
+    try:
+        os.makedirs(folder)
+        open(os.path.join(folder, 'host-1'), 'w').close()
+        os.unlink(os.path.join(folder, 'host-1'))
+        here = folder
+        while here != top:
+            os.rmdir(here)
+            here = os.path.dirname(here)
+    except OSError:
+        pass
+"""
+
+
+@contextlib.contextmanager
+def churning(top: Path, folder: str):
+    """Another process makes and removes `top/folder` (a relative path) in a loop while the block runs; it is
+    checked to have run to the block's end (it raced the reads all along)."""
+    import subprocess
+
+    churn = subprocess.Popen([sys.executable, "-c", _CHURN, str(top), *Path(folder).parts], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert churn.stdout.readline().strip() == "in"
+        yield
+        assert churn.poll() is None
+    finally:
+        churn.kill()
+        churn.wait()
+        churn.stdout.close()

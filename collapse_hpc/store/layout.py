@@ -21,6 +21,7 @@ from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
 from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, file_in_the_way, last_binding,
                                          read_manifest, verify_unit)
+from collapse_hpc.store.live import listing
 from collapse_hpc.store.reads import read_text, refusals
 
 log = logging.getLogger("collapse_hpc")
@@ -473,4 +474,5 @@ class RunStore:
 
     def units(self) -> list[Path]:
         """Every unit folder of the run (finished or not)."""
-        return sorted(p for p in self.root.glob("*/*/*") if p.is_dir() and UNIT.fullmatch(p.name))
+        return [unit for experiment in listing(self.root) for variant in listing(experiment)
+                for unit in listing(variant) if UNIT.fullmatch(unit.name) and unit.is_dir()]

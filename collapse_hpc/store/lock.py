@@ -17,6 +17,7 @@ from typing import Iterator
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic, space
+from collapse_hpc.store.live import listing
 from collapse_hpc.store.reads import NotRead, read_text
 
 SLURM_HELD = "slurm job"  # a worker file's text: the unit runs in this Slurm job
@@ -553,13 +554,9 @@ def _text(worker: Path) -> str | None:
 
 def _register(run_root: Path, prefix: str = "") -> list[Path]:
     """The registrations (working()) in the run's register whose names begin with `prefix`, sorted. The last unit
-    out removes the register, maybe between Path.glob's look at it and its listing, which then raised
-    FileNotFoundError (a launcher's Ctrl-C ended in "error: RUN/.units: No such file or directory"): gone is empty."""
-    try:
-        with os.scandir(Path(run_root) / WORKERS) as entries:
-            return sorted(Path(e.path) for e in entries if e.name.startswith(prefix))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    out removes the register, maybe while it is read (a launcher's Ctrl-C ended in "error: RUN/.units: No such file
+    or directory"): gone is empty (listing)."""
+    return [p for p in listing(Path(run_root) / WORKERS) if p.name.startswith(prefix)]
 
 
 def _me(run_root: Path) -> Path:

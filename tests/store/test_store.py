@@ -14,7 +14,7 @@ from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, atomic, verify_unit, write_manifest
 from collapse_hpc.store.lock import RunLock, beside_reader, reading
-from tests import helpers  # noqa: F401
+from tests import helpers
 
 
 def test_interrupted_write_leaves_no_file(tmp_path):
@@ -309,6 +309,22 @@ def test_config_hash_and_extra_files(tmp_path):
     (unit / "stray.txt").write_text("?")
     atomic.write_text(unit / ".tmp-x", "")  # temporaries are not artefacts
     assert extra_files(unit) == [unit / "stray.txt"]
+
+
+def test_a_finished_units_files_are_listed_while_a_redo_makes_and_removes_its_scratch(tmp_path):
+    """verify reads a finished unit while a launcher redoes it (its reset, then its run, make and remove its
+    checkpoints); Path.rglob listed a sub-folder after it was gone and verify stopped on "No such file or
+    directory"."""
+    from collapse_hpc.store import extra_files
+
+    unit = tmp_path / "gen_000"
+    atomic.write_text(unit / "note.txt", "hello")
+    write_manifest(unit, config_hash="abc", started=time.time())
+    scratch = unit / "checkpoints" / "step1" / "host-1"  # the churn's file: extra while it is there
+    with helpers.churning(unit, "checkpoints/step1"):
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            assert extra_files(unit) in ([], [scratch])
 
 
 def test_units_are_only_unit_folders(tmp_path):
@@ -901,24 +917,22 @@ def test_the_register_read_while_its_last_unit_leaves_it_is_read_as_empty(tmp_pa
     (its Ctrl-C handling, a lock's judgement) stopped on "error: RUN/.units: No such file or directory"
     (Path.glob looked at the folder, then listed it after it was gone). A unit enters and leaves in a loop
     here, in another process, while the lock reads the register."""
-    import subprocess
-    import sys
+    with helpers.churning(tmp_path, ".units"), RunLock(tmp_path / ".lock", log=lambda *_: None) as lock:
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            lock.workers()  # raised FileNotFoundError within the first thousand reads, or so
+            lock._drop_dead_workers()
 
-    # a unit's working() in its barest form (its mkdir, registration, unlink and rmdir), fast enough to meet the
-    # reads within a few hundred of them
-    code = ("import os, sys\nd = os.path.join(sys.argv[1], '.units')\nprint('in', flush=True)\n"
-            "while True:\n    try:\n        os.mkdir(d)\n        open(os.path.join(d, 'host-1'), 'w').close()\n"
-            "        os.unlink(os.path.join(d, 'host-1'))\n        os.rmdir(d)\n"
-            "    except OSError:\n        pass\n")  # the lock's own tidying removes the register too
-    churn = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert churn.stdout.readline().strip() == "in"
-        with RunLock(tmp_path / ".lock", log=lambda *_: None) as lock:
-            deadline = time.time() + 3
-            while time.time() < deadline:
-                lock.workers()  # raised FileNotFoundError within the first thousand reads, or so
-                lock._drop_dead_workers()
-        assert churn.poll() is None  # it raced the reads to the end
-    finally:
-        churn.kill()
-        churn.wait()
+
+@pytest.mark.parametrize("folder", [".units", "logs/ranks/7"], ids=["register", "rank records"])
+def test_a_live_runs_units_are_listed_while_its_other_folders_come_and_go(tmp_path, folder):
+    """status, verify and aggregate list a run's units while it runs: the register (.units) and a local job's rank
+    records (logs/ranks/<job>) come and go beside them, and the listing (Path.glob's look at each folder, then its
+    read) stopped on "No such file or directory" when one went in between."""
+    store = RunStore(tmp_path / "run")
+    unit = store.unit_dir("toy", "base", "chain", 0)
+    unit.mkdir(parents=True)
+    with helpers.churning(store.root, folder):
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            assert store.units() == [unit]
