@@ -23,6 +23,7 @@ from typing import Any
 
 from collapse_hpc.errors import MOVE_AWAY, UserError
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
+from collapse_hpc.store.live import files_below
 from collapse_hpc.store.reads import NotRead, read_text, sha256
 
 MANIFEST = "manifest.json"
@@ -81,8 +82,7 @@ def _rows(path: Path) -> int | None:
 
 def unit_files(unit_dir: Path) -> list[Path]:
     """The artefacts of a unit: every plain file except the manifest, its binding and temporaries."""
-    return sorted(p for p in unit_dir.rglob("*")
-                  if p.is_file() and p.name not in (MANIFEST, BINDING) and not is_temporary(p))
+    return [p for p, _ in files_below(unit_dir) if p.name not in (MANIFEST, BINDING) and not is_temporary(p)]
 
 
 def files_digest(manifest: dict) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import overload
 
 from collapse_hpc.errors import RERUN, said_errno
+from collapse_hpc.store.live import files_below
 
 REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 AGAIN = f"then {RERUN}"
@@ -103,7 +104,7 @@ def short_of_room(folder: str | os.PathLike, need: float) -> str | None:
     free = st.f_bavail * st.f_frsize
     if need <= free:  # the common case: the run folder is not walked
         return None
-    written = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else 0
+    written = sum(st.st_size for _, st in files_below(Path(folder)))  # a live run's: its units write meanwhile
     if need - written <= free:
         return None
     return f"about {size(need - written)} still to write, more than the {usage(here)} at {mount_point(here)}"

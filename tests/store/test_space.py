@@ -2,11 +2,13 @@
 to do), whatever library's words the refusal came in; the atomic writes leave nothing behind."""
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from collapse_hpc.store import atomic, space
+from tests import helpers
 
 # the refusals as the libraries raise them (seen on a full tmpfs): not all of them OSErrors
 SAFETENSORS = "Error while serializing: I/O error: No space left on device (os error 28)"
@@ -147,3 +149,18 @@ def test_short_of_room_weighs_what_is_still_to_write_against_the_free_space(tmp_
     with open(run / "done.parquet", "wb") as f:  # a resumed run's finished units (sparse: no space taken)
         f.truncate(2**42)
     assert space.short_of_room(run, free + 2**41) is None
+
+
+def test_short_of_room_walks_a_live_run_whose_folders_come_and_go(tmp_path):
+    """A launch (submit while the run's jobs run) weighs what its run folder holds against the free space: walked as
+    a unit's folders came and went (its register, a redo's scratch), Path.rglob listed a folder after it was gone
+    and the launch stopped on "No such file or directory"."""
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "done.parquet", "wb") as f:  # sparse: no space taken
+        f.truncate(2**42)
+    with helpers.churning(run, "toy/base/gen_000/checkpoints/step1"):
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            assert space.short_of_room(run, free + 2**41) is None
