@@ -475,14 +475,19 @@ def _missing(root: Path, unit_dir: Path) -> list[Path]:
 def _refused(unit_dir: Path, made: list[Path]) -> None:
     """A unit that refused its input (UserError, e.g. a changed cache file) and wrote nothing leaves
     nothing new: its binding goes, and the folders this attempt made. Where kept resumable leftovers
-    remain, the binding stays: it vouches for them."""
+    remain, the binding stays: it vouches for them. The other units of its experiment, running beside it, may refuse
+    the same input and remove the same folders, or make theirs in them, meanwhile: one gone is passed, one not empty
+    kept (with those above it)."""
     if any(p.name != BINDING for p in unit_dir.iterdir()):
         return
     (unit_dir / BINDING).unlink(missing_ok=True)
     for folder in made:
-        if any(folder.iterdir()):
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # another unit's refusal removed it
+            continue
+        except OSError:  # not empty: another unit's folder in it
             break
-        folder.rmdir()
 
 
 def redo_command(store: RunStore, experiment: str, variant: str, index: int | None) -> str:

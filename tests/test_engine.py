@@ -3,6 +3,7 @@ once (plan.json) and read by jobs, status and the report."""
 import errno
 import json
 import os
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,7 +12,9 @@ from collapse_hpc import engine, experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.launch import debug
 from collapse_hpc.store import read_manifest
+from collapse_hpc.store.manifest import BINDING
 from collapse_hpc.verify import verify_run
+from tests import helpers
 from tests.helpers import edit_manifest, refuse_reads, toy_run
 
 
@@ -405,3 +408,24 @@ def test_a_config_whose_sections_are_all_disabled_names_the_experiments_it_left_
                            "and one without a section does not run ("), said
     assert "gmm" in said.split("does not run")[1] and "gaussian" in said.split("does not run")[1], said
     assert said.endswith(f"; enable one, e.g. --set {said.split('does not run (')[1].split(',')[0]}.enabled=true")
+
+
+def test_units_refusing_side_by_side_remove_only_their_own_empty_folders(tmp_path):
+    """The units of an experiment new to the run refuse the same input (a changed cache file) side by side, each
+    removing the folders it made (the unit's, its variant's, the experiment's): one looked at a folder another had
+    just removed, or removed one another had just made a unit in, and the unit ended on "No such file or directory"
+    or "Directory not empty", not its refusal. Another unit comes and goes here in a loop, in another process."""
+    root = tmp_path / "run"
+    root.mkdir()
+    unit = root / "toy" / "a" / "gen_000"
+    with helpers.churning(root, "toy/b/gen_000"):
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            made = engine._missing(root, unit)
+            try:
+                unit.mkdir(parents=True, exist_ok=True)
+                (unit / BINDING).write_text("{}")
+            except OSError:  # the other unit removed the experiment's folder as this one made it (mkdir's own race)
+                continue
+            engine._refused(unit, made)
+            assert not unit.parent.exists()
