@@ -382,16 +382,19 @@ def _renumbered(value):
 
 
 # another process's unit coming and going in its barest form: the folder made (its parents too), a file written in
-# it, both removed again up to the top (as working() leaves the register, a launcher a job's rank records), in a
-# loop fast enough to meet a reader's look and listing within a few hundred reads
+# it (under a temporary name first, as atomic writes do), both removed again up to the top (as working() leaves the
+# register, a launcher a job's rank records), in a loop fast enough to meet a reader's look and listing within a few
+# hundred reads
 _CHURN = """import os, sys
-top, folder = sys.argv[1], os.path.join(*sys.argv[1:])
+top, name, text, folder = sys.argv[1], sys.argv[2], sys.argv[3], os.path.join(*sys.argv[1:2], *sys.argv[4:])
 print('in', flush=True)
 while True:
     try:
         os.makedirs(folder)
-        open(os.path.join(folder, 'host-1'), 'w').close()
-        os.unlink(os.path.join(folder, 'host-1'))
+        with open(os.path.join(folder, '.tmp-' + name), 'w') as f:
+            f.write(text)
+        os.rename(os.path.join(folder, '.tmp-' + name), os.path.join(folder, name))
+        os.unlink(os.path.join(folder, name))
         here = folder
         while here != top:
             os.rmdir(here)
@@ -402,13 +405,13 @@ while True:
 
 
 @contextlib.contextmanager
-def churning(top: Path, folder: str):
-    """Another process makes and removes `top/folder` (a relative path) in a loop while the block runs; it is
-    checked to have run to the block's end (it raced the reads all along)."""
+def churning(top: Path, folder: str, file: str = "host-1", text: str = ""):
+    """Another process makes and removes `top/folder` (a relative path), with `file` holding `text` in it, in a loop
+    while the block runs; it is checked to have run to the block's end (it raced the reads all along)."""
     import subprocess
 
-    churn = subprocess.Popen([sys.executable, "-c", _CHURN, str(top), *Path(folder).parts], stdout=subprocess.PIPE,
-                             text=True)
+    churn = subprocess.Popen([sys.executable, "-c", _CHURN, str(top), file, text, *Path(folder).parts],
+                             stdout=subprocess.PIPE, text=True)
     try:
         assert churn.stdout.readline().strip() == "in"
         yield
