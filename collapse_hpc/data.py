@@ -22,6 +22,7 @@ from collapse_hpc.errors import NotAFormat, UserError, one_line
 from collapse_hpc.store.atomic import sweep
 from collapse_hpc.store.cards import intact_card, load_card
 from collapse_hpc.store.layout import folder_to_make, made_folder
+from collapse_hpc.store.live import listing
 from collapse_hpc.store.lock import data_lock
 from collapse_hpc.store.space import not_a_folder
 
@@ -167,16 +168,31 @@ def _prepared_from_files(name: str, data_dir: Path, force: bool) -> int:
     return 0
 
 
+def _cards(data_dir: Path) -> list[tuple[Path, dict]]:
+    """The cards of the data sets prepared in `data_dir`, read, while a preparation may run beside: its temporary
+    folder, or one it set aside (their names begin with '.': atomic), is none, and one swapped out between the
+    listing and the read (prepare --force) is left out."""
+    out = []
+    for folder in listing(data_dir):
+        card = folder / "card.json"
+        if folder.name.startswith(".") or not card.is_file():
+            continue
+        try:
+            out.append((card, load_card(card)))
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def list_prepared(data_dir: Path) -> int:
     if not Path(data_dir).is_dir():  # a typo of --data-dir read as "nothing prepared" (exit 0)
         blocked = not_a_folder(data_dir) or f"{data_dir}: no such folder"
         raise UserError(f"--data-dir {blocked} (data sets are prepared under data/ by default)")
-    cards = sorted(Path(data_dir).glob("*/card.json"))
+    cards = _cards(Path(data_dir))
     if not cards:
         print(f"no prepared data sets under {data_dir}/ (collapse-hpc data prepare NAME)")
     rows = []
-    for c in cards:
-        card = load_card(c)
+    for c, card in cards:
         sizes = card.get("splits")
         splits = ", ".join(f"{k}: {v}" for k, v in sizes.items()) if isinstance(sizes, dict) else ""
         rows.append((one_line(c.parent.name), f"{one_line(card.get('source', ''))}  [{splits}]"))

@@ -299,6 +299,25 @@ def test_data_list_with_corrupt_card(tmp_path):
     assert str(tmp_path / "bad" / "card.json") in line
 
 
+def test_data_list_while_a_data_set_is_prepared_beside_it(tmp_path, capsys):
+    """`data list` while `data prepare` ran beside it listed the preparation's temporary folder as a data set, or
+    stopped on its card ("No such file or directory", "card is not a JSON mapping") as the folder was swapped in
+    between the listing and the read. A preparation comes and goes here in a loop, in another process: its
+    temporary folder, and a data set swapped out and in again (--force)."""
+    from collapse_hpc import data
+    from tests.helpers import churning
+
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "card.json").write_text('{"source": "here", "splits": {"train": 3}}')
+    card = '{"source": "there", "splits": {"train": 5}}'
+    with churning(tmp_path, ".tmp-wiki.x1", "card.json", card), churning(tmp_path, "wiki", "card.json", card):
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            data.list_prepared(tmp_path)
+            names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+            assert names in (["good"], ["good", "wiki"]), names
+
+
 def test_data_list_aligns_names_longer_than_twelve(tmp_path):
     """A --from name over 12 characters pushed its source out of the column the others start in."""
     for name in ("short", "a-name-of-twenty-chr"):
