@@ -5,13 +5,14 @@ done) in full, a chain's run of dependents never started as one. `status RUN --a
 `--json` gives everything to scripts."""
 from __future__ import annotations
 
+import datetime
 import json
 import shlex
 import sys
 from collections import Counter
 from pathlib import Path
 
-from collapse_hpc.launch.status import BAD, EXPLAINED, log_lines, state_of
+from collapse_hpc.launch.status import BAD, EXPLAINED, REQUEUED, log_lines, state_of
 from collapse_hpc.logs import count
 from collapse_hpc.store.layout import existing_run
 
@@ -73,12 +74,27 @@ def columns(units: list[dict]) -> tuple[int, int, int]:
             max([COLUMNS[2], *map(len, map(_ran, units))]))
 
 
+def ran_for(u: dict) -> str:
+    """A unit's (or the report job's) time, over its runs where its job was requeued."""
+    return u["elapsed"] + (f" over {count(u['runs'], 'run')}" if u.get("runs") else "")
+
+
+def explained(u: dict) -> str:
+    """Why a unit's (or the report job's) job waits, in words: a requeued one until its begin time, where squeue
+    told it (that time of day, its date too where it is not today's)."""
+    if u["reason"] == "BeginTime" and u.get("start_time"):
+        begins = datetime.datetime.fromisoformat(u["start_time"])
+        shown = f"{begins:%H:%M:%S}" if begins.date() == datetime.date.today() else f"{begins:%Y-%m-%d %H:%M:%S}"
+        return REQUEUED.replace("its begin time", f"{shown} (its begin time)")
+    return EXPLAINED.get(u["reason"], u["reason"])
+
+
 def unit_lines(u: dict, widths: tuple[int, int, int] = COLUMNS) -> list[str]:
     """A unit's line (its columns `widths` wide: columns()), and for one not done or failed what is missing, its
     log and last lines."""
-    line = f"  {u['unit']:<{widths[0]}}  {_state(u):<{widths[1]}} {_ran(u):<{widths[2]}} {u['elapsed']}"
+    line = f"  {u['unit']:<{widths[0]}}  {_state(u):<{widths[1]}} {_ran(u):<{widths[2]}} {ran_for(u)}"
     if u.get("reason"):
-        line += f"  ({EXPLAINED.get(u['reason'], u['reason'])})"
+        line += f"  ({explained(u)})"
     out = [line.rstrip()]
     if u["state"] == "RUNNING" and u.get("log") and Path(u["log"]).is_file():
         out.append(f"      log: {u['log']}")
@@ -98,8 +114,8 @@ def footer(state: dict) -> list[str]:
     out = []
     agg = state.get("aggregate")
     if agg:
-        out += ["", f"aggregate  {agg['state']:<13} job {agg['job_id']:<10} {agg['elapsed']}".rstrip()
-                + (f"  ({EXPLAINED.get(agg['reason'], agg['reason'])})" if agg.get("reason") else "")]
+        out += ["", f"aggregate  {agg['state']:<13} job {agg['job_id']:<10} {ran_for(agg)}".rstrip()
+                + (f"  ({explained(agg)})" if agg.get("reason") else "")]
         if agg["state"] in BAD:
             out += log_lines(agg.get("log"), agg.get("never_started"))
             out += [f"      | {ln}" for ln in agg["error"]]

@@ -20,6 +20,7 @@ import getpass
 import io
 import itertools
 import math
+import os
 import re
 import shlex
 import shutil
@@ -52,10 +53,12 @@ class NoAnswer(UserError):
     """A Slurm command whose controller (slurmctld) did not answer within SLURMCTLD_WAIT."""
 
 
-def ask(cmd: list[str]) -> subprocess.CompletedProcess:
-    """Run a Slurm command that asks slurmctld; NoAnswer, naming it, where it does not answer in time."""
+def ask(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a Slurm command that asks slurmctld (`env`: settings for it beside this process's); NoAnswer, naming
+    it, where it does not answer in time."""
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=SLURMCTLD_WAIT)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=SLURMCTLD_WAIT,
+                              env={**os.environ, **env} if env else None)
     except subprocess.TimeoutExpired:
         raise NoAnswer(f"{unanswered(_named(cmd))}; try again once it answers") from None
 
@@ -72,10 +75,10 @@ def _named(cmd: list[str]) -> str:
     return " ".join([cmd[0], *(["--test-only"] if "--test-only" in cmd else []), *shown])
 
 
-def _slurm(cmd: list[str]) -> str:
+def _slurm(cmd: list[str], env: dict | None = None) -> str:
     if shutil.which(cmd[0]) is None:
         raise UserError(f"{cmd[0]} not found: not a Slurm host (the dev cluster: bash slurm/dev-cluster/start.sh)")
-    out = ask(cmd)
+    out = ask(cmd, env)
     if out.returncode != 0:
         raise UserError(f"{' '.join(cmd[:2])} failed: {last_error(out)}")
     return out.stdout
@@ -87,27 +90,31 @@ def last_error(out: subprocess.CompletedProcess) -> str:
     return lines[-1].strip() if lines else f"exit status {out.returncode}"
 
 
-# squeue's fields: the job's name last, whole, where it holds a '|'
-FIELDS = "%i|%T|%M|%r|%u|%j"
+# squeue's fields: the job's name last, whole, where it holds a '|'; %S, its start time, is a pending job's
+# expected start, else its begin time where that is to come (a requeued job's: slurmctld's pack_job)
+FIELDS = "%i|%T|%M|%r|%u|%S|%j"
 
 
 class Queued(NamedTuple):
-    """A job in the queue as squeue tells it: who queued it and its name (job_name) besides its state."""
+    """A job in the queue as squeue tells it: who queued it and its name (job_name) besides its state, and its
+    start time (squeue's StartTime as SLURM_TIME_FORMAT=standard prints it; N/A where none is known)."""
     state: str
     elapsed: str
     reason: str = ""
     user: str = ""
     name: str = ""
+    start: str = ""
 
 
 def listed(selector: list[str]) -> dict[str, Queued]:
     """job id (array tasks as 123_4) -> the queued job, of the jobs `selector` picks (["-u", user] or
     ["-j", "1,2"]); UserError when squeue is missing or fails."""
     jobs = {}
-    for line in _slurm(["squeue", "-h", "-r", *selector, "-o", FIELDS]).splitlines():
-        fields = line.strip().split("|", 5)
+    for line in _slurm(["squeue", "-h", "-r", *selector, "-o", FIELDS], {"SLURM_TIME_FORMAT": "standard"}).splitlines():
+        fields = line.strip().split("|", 6)
         if len(fields) >= 3 and fields[0]:
-            jobs[fields[0]] = Queued(*fields[1:])
+            state, elapsed, reason, user, start, name = (fields[1:] + [""] * 5)[:6]
+            jobs[fields[0]] = Queued(state, elapsed, reason, user, name, start)
     return jobs
 
 
@@ -126,15 +133,20 @@ class RunQueue(dict):
     job id -> (what the book records it for, the job squeue gives that id now), for those ignored; `accounting`:
     what to say where sacct failed (status.slurm_view), the states of jobs that left the queue unknown;
     `controller`: where squeue got no answer (NoAnswer), the states sacct's alone; `ends`: job id -> when a job
-    that has left the queue ended (sacct's End, seconds since the epoch)."""
+    that has left the queue ended (sacct's End, seconds since the epoch); `begins`: job id -> the begin time a
+    job waits for (squeue's StartTime, of one whose reason is BeginTime); `runs`: job id -> (seconds, runs) of a
+    requeued job (it ran more than once, or ran and waits again), its runs' time summed."""
 
-    def __init__(self, states=(), users=None, others=None, accounting=None, controller=None, ends=None):
+    def __init__(self, states=(), users=None, others=None, accounting=None, controller=None, ends=None,
+                 begins=None, runs=None):
         super().__init__(states)
         self.users: dict[str, str] = users or {}
         self.others: dict[str, tuple[str, Queued]] = others or {}
         self.accounting: str | None = accounting
         self.controller: str | None = controller
         self.ends: dict[str, float] = ends or {}
+        self.begins: dict[str, str] = begins or {}
+        self.runs: dict[str, tuple[int, int]] = runs or {}
 
 
 def recorded(book: dict) -> RunQueue:

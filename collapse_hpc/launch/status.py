@@ -36,10 +36,13 @@ BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAI
 ROUTINE = {"None", "Dependency", ""}
 # Slurm's bare reasons that say what Slurm does, not what is wrong, in words for the listing (--json keeps
 # Slurm's): a job requeued (preempted, its node failed, its time limit's USR2) is held until a begin time
-# Slurm sets about 2 minutes on (these jobs never ask for one: no --begin); a job held (scontrol hold, by its
-# user or an admin) waits, and the units after it, until released: no time or resubmit ends a hold
+# Slurm sets at the requeue (these jobs never ask for one: no --begin), SchedulerParameters' requeue_delay
+# on, else AuthInfo's cred_expire (120 s by default; a cluster may set either otherwise); a job held
+# (scontrol hold, by its user or an admin) waits, and the units after it, until released: no time or resubmit
+# ends a hold
 HELD = "held (scontrol hold): it and the units after it wait until `scontrol release` of its job"
-EXPLAINED = {"BeginTime": "requeued: Slurm holds it until its begin time, about 2 minutes after the requeue",
+REQUEUED = "requeued: Slurm holds it until its begin time"
+EXPLAINED = {"BeginTime": f"{REQUEUED}, set at the requeue: AuthInfo's cred_expire on, 120 s by default",
              "JobHeldUser": HELD, "JobHeldAdmin": HELD.replace("scontrol hold", "an administrator's scontrol hold"),
              "job requeued in held state": HELD.replace("held (scontrol hold)", "requeued held (scontrol requeuehold)")}
 
@@ -67,7 +70,8 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
         return {}, {}
     found, accounting = _sacct(bases)
     names = book_names(book) if book is not None else None
-    ended = {jid: _chosen(jid, records_, names) for jid, records_ in found.items()}
+    own = {jid: _own(jid, records_, names) for jid, records_ in found.items()}
+    ended = {jid: (runs[-1], mine) for jid, (runs, mine) in own.items()}
     out = {jid: (r.state, r.elapsed, "") for jid, (r, _) in ended.items()}
     signals = {jid: r.signal for jid, (r, _) in ended.items() if r.signal}
     named = {jid: r.job for jid, (r, _) in ended.items() if r.job is not None}
@@ -92,9 +96,24 @@ def slurm_view(job_ids: list[str], book: dict | None = None) -> tuple[dict[str, 
     if queue_known:
         out.update(_unrun_tasks([str(j) for j in job_ids if j and "_" in str(j)], out))
     ends = {j: r.end for j, (r, _) in ended.items() if r.end is not None and j in out and j not in queued}
+    begins = {j: job.start for j, job in queued.items() if j in out and job.reason == "BeginTime"
+              and local_time(job.start) is not None}
+    runs = {j: ran for j, (records_, _) in own.items() if j in out
+            and (ran := _over_runs(records_, out[j][1], j in queued))}
     states = RunQueue({j: (state, _ran_for(state, elapsed), why) for j, (state, elapsed, why) in out.items()},
-                      others=others, accounting=accounting, controller=controller, ends=ends)
+                      others=others, accounting=accounting, controller=controller, ends=ends, begins=begins,
+                      runs=runs)
     return states, signals
+
+
+def _over_runs(runs: list[Ended], elapsed: str, queued: bool) -> tuple[int, int] | None:
+    """(seconds, runs) a requeued job ran in all (sacct --duplicates keeps a record of each run): its ended
+    runs' Elapsed, and the one under way's (`elapsed`, squeue's where the job is `queued`, whose record, sacct's
+    End Unknown, may lag or be missing); None where it ran once (and that run is the one shown) or never."""
+    now = slurm_seconds(elapsed) or 0
+    times = [slurm_seconds(r.elapsed) or 0 for r in runs if r.end is not None]
+    ran = [t for t in times + ([now] if queued or runs[-1].end is None else []) if t]  # 0: queued, never run
+    return (sum(ran), len(ran)) if len(ran) > 1 or (ran and not now) else None
 
 
 def queue_unread(why: str) -> str:
@@ -168,16 +187,21 @@ def local_time(stamp: str) -> float | None:
         return None
 
 
-def _chosen(jid: str, found: list[Ended], names: dict | None) -> tuple[Ended, bool]:
-    """Of an id's sacct records, the newest the run's book (slurm.book_names) names it for (slurm.runs_unit;
-    slurmdbd's placeholder name counts), else the newest; and whether it is the run's: after the id was reused,
-    the run's own job keeps its state."""
+def _own(jid: str, found: list[Ended], names: dict | None) -> tuple[list[Ended], bool]:
+    """Of an id's sacct records, oldest first, those of one job (a requeued job's runs): the ones the run's book
+    (slurm.book_names) names it for (slurm.runs_unit; slurmdbd's placeholder name counts), else the newest's
+    (its user and name); and whether they are the run's: after the id was reused, the run's own job keeps its
+    state, and another job's runs are not its."""
     from collapse_hpc.launch.slurm import entry_of, runs_unit
 
     newest = [_unnamed(r) for r in sorted(found, key=lambda r: r.submit)]  # stable: sacct's order within a second
     entry = entry_of(names, jid) if names is not None else None
     own = [r for r in newest if entry is not None and (r.job is None or runs_unit(*entry, r.job.name))]
-    return (own[-1], True) if own else (newest[-1], entry is None)
+    if own:
+        return own, True
+    last = newest[-1].job
+    return [r for r in newest if None in (r.job, last) or (r.job.user, r.job.name) == (last.user, last.name)], \
+        entry is None
 
 
 def _unnamed(record: Ended) -> Ended:
@@ -610,14 +634,29 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict], rec
     if entry.get("reason") and state == "NOT_RUN":
         unit["reason"] = records.reason(entry)
     elif state == "PENDING" and (why := waits_on(slurm, entry.get("job_id"))):  # not a done unit's requeue
-        unit["reason"] = why
+        unit.update(waits_for(slurm, entry.get("job_id"), why))
     elif state == "PENDING" and job.shape == "chain" and waits_on_parent(slurm, entry.get("job_id")):
         unit["after"] = job.index - 1  # afterok on the generation before: said as a local chain's wait is
     if state == "RUNNING" and entry.get("log"):  # where to follow it (tail -f): logs are named by job id
         unit["log"] = entry["log"]
     if state in BAD:
         unit.update(_failure(store, entry, book, view, local, state))
+    if not local and manifest is None and state != "unfinished":  # a done unit's time is its manifest's
+        unit.update(over_runs(slurm, entry.get("job_id")))
     return unit
+
+
+def waits_for(slurm: dict, job_id, why: str) -> dict:
+    """Slurm's reason a pending job waits (`why`), and for one held until its begin time (a requeued job) that
+    time: squeue's StartTime, which slurmctld gives as the begin time of a job that has none of its own."""
+    begins = getattr(slurm, "begins", {}).get(str(job_id))
+    return {"reason": why, **({"start_time": begins} if why == "BeginTime" and begins else {})}
+
+
+def over_runs(slurm: dict, job_id) -> dict:
+    """The time a job requeued ran in all (elapsed) and how many runs (RunQueue.runs); nothing for one run."""
+    ran = getattr(slurm, "runs", {}).get(str(job_id))
+    return {"elapsed": _clock(ran[0]), "runs": ran[1]} if ran else {}
 
 
 def _failure(store: RunStore, entry: dict, book: dict, view: tuple[dict, dict], local: bool, state: str) -> dict:
@@ -648,7 +687,9 @@ def _aggregate_state(book: dict, slurm: dict) -> dict:
     state, elapsed, _ = slurm.get(str(agg.get("job_id")), ("UNKNOWN", "", ""))
     said = {"state": state, "elapsed": elapsed, "job_id": agg.get("job_id"), "log": agg.get("log"),
             "reason": waits_on(slurm, agg.get("job_id")), "dependency": agg.get("dependency"),
-            "error": error_lines(agg.get("log")) if state in BAD else []}
+            "error": error_lines(agg.get("log")) if state in BAD else [], **over_runs(slurm, agg.get("job_id"))}
+    if said["reason"]:
+        said.update(waits_for(slurm, agg.get("job_id"), said["reason"]))
     if state in BAD and not (agg.get("log") and Path(agg["log"]).is_file()):
         # afterany waits out its units however they end: Slurm never cancels it for them, a user did
         said["never_started"] = never_started(None, slurm)

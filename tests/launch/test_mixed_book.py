@@ -23,7 +23,7 @@ def _with_local_unit(store, executor: str) -> None:
 def test_cancel_of_a_slurm_run_that_took_over_a_local_one_never_scancels_a_local_pid(tmp_path, fake_slurm):  # noqa: F811
     store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
     _with_local_unit(store, "slurm")
-    (fake_slurm / "squeue.txt").write_text(f"{PID}|RUNNING|0:05|None\n201|PENDING|0:00|Dependency|me|"
+    (fake_slurm / "squeue.txt").write_text(f"{PID}|RUNNING|0:05|None\n201|PENDING|0:00|Dependency|me|N/A|"
                                            "to00g001-t:toy/replace-p0-s0/gen_001\n")  # its name: the book's is by hand
     rc, out, err = collapse("cancel", store.root)
     assert rc == 0, err

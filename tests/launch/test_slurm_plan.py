@@ -27,12 +27,12 @@ FAKES = {
               'echo "sbatch: Job 1 to start at 2026-01-01T00:00:00" >&2; exit 0; }\n'
               'n=$(( $(cat "$FAKE_SLURM/counter" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE_SLURM/counter"\n'
               'cp "${@: -1}" "$FAKE_SLURM/job_$n.sh"; echo "Submitted batch job $n"\n',
-    # squeue.txt's lines as they are, but a job's (id|state|elapsed[|reason]) completed with the user and the
-    # name sbatch queued it with, as squeue -o "%i|%T|%M|%r|%u|%j" writes them
+    # squeue.txt's lines as they are, but a job's (id|state|elapsed[|reason[|start time]]) completed with the user
+    # and the name sbatch queued it with, as squeue -o "%i|%T|%M|%r|%u|%S|%j" writes them
     "squeue": 'while IFS= read -r line; do IFS="|" read -r -a f <<< "$line"; id=${f[0]}\n'
-              '  if [[ ! "$id" =~ ^[0-9]+(_[0-9]+)?$ ]] || [ ${#f[@]} -ge 6 ]; then echo "$line"; continue; fi\n'
+              '  if [[ ! "$id" =~ ^[0-9]+(_[0-9]+)?$ ]] || [ ${#f[@]} -ge 7 ]; then echo "$line"; continue; fi\n'
               '  name=$(sed -n "s/^#SBATCH --job-name=//p" "$FAKE_SLURM/job_${id%%_*}.sh" 2>/dev/null)\n'
-              '  echo "$id|${f[1]}|${f[2]}|${f[3]}|$USER|${name//\\\'/}"\n'
+              '  echo "$id|${f[1]}|${f[2]}|${f[3]}|$USER|${f[4]:-N/A}|${name//\\\'/}"\n'
               'done < "$FAKE_SLURM/squeue.txt" 2>/dev/null; true\n',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.txt"\n',
     # sacct.txt's lines (status.SACCT's fields, or the first few: JobID|State|Elapsed…), or nothing; where
@@ -1042,7 +1042,7 @@ def test_job_ids_for_a_command_write_an_arrays_tasks_in_slurms_form(jobs_, scanc
 def _queued_as(fake_slurm, user: str, lines: dict[str, str], name: str | None = None) -> None:
     """squeue.txt: each job id -> its state, queued by `user`, under `name` or the one sbatch queued it with."""
     named = {j: name or flag(scripts(fake_slurm)[int(j.split("_")[0])], "job-name") for j in lines}
-    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|{state}|0:00|None|{user}|{named[j]}\n"
+    (fake_slurm / "squeue.txt").write_text("".join(f"{j}|{state}|0:00|None|{user}|N/A|{named[j]}\n"
                                                    for j, state in lines.items()))
 
 
@@ -1223,21 +1223,36 @@ def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fak
 
 
 def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake_slurm):
-    """A generation preempted (or its node failed) is requeued, and Slurm holds it for about 2 minutes:
-    status showed only Slurm's bare word, (BeginTime), which these jobs never ask for."""
+    """A generation preempted (or its node failed) is requeued, and Slurm holds it until a begin time it sets:
+    status showed only Slurm's bare word, (BeginTime), which these jobs never ask for, then said "about 2 minutes
+    after the requeue", Slurm's default (AuthInfo cred_expire), which a cluster may set otherwise (the dev
+    cluster's: 10 s). It tells the begin time squeue gives (StartTime), and where none, no length of wait."""
+    import datetime
     import json
 
     cfg = write_config(tmp_path, generations=2, ltchain={})
     run = tmp_path / "run"
     submit(cfg, run)
     first = jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"]
-    (fake_slurm / "squeue.txt").write_text(f"{first}|PENDING|0:00|BeginTime\n")
-    rc, out, err = collapse("status", run)
-    assert rc == 0, err
-    line = next(ln for ln in out.splitlines() if ln.startswith("  gen_000"))
-    assert line.endswith("(requeued: Slurm holds it until its begin time, about 2 minutes after the requeue)"), line
+    begins = datetime.datetime.now().replace(microsecond=0) + datetime.timedelta(seconds=11)
+    later = begins + datetime.timedelta(days=1)
+    for start, said in ((begins, f"until {begins:%H:%M:%S} (its begin time)"),
+                        (later, f"until {later:%Y-%m-%d %H:%M:%S} (its begin time)"),
+                        (None, "until its begin time, set at the requeue: AuthInfo's cred_expire on, 120 s by "
+                               "default")):
+        told = start.isoformat() if start else "N/A"
+        (fake_slurm / "squeue.txt").write_text(f"{first}|PENDING|0:00|BeginTime|{told}\n")
+        rc, out, err = collapse("status", run)
+        assert rc == 0, err
+        line = next(ln for ln in out.splitlines() if ln.startswith("  gen_000"))
+        assert line.endswith(f"(requeued: Slurm holds it {said})"), line
+        assert "2 minutes" not in out, out
     rc, out, _ = collapse("status", run, "--json")  # scripts get Slurm's own word
     assert json.loads(out)["chains"][0]["units"][0]["reason"] == "BeginTime"
+    (fake_slurm / "squeue.txt").write_text(f"{first}|PENDING|0:00|BeginTime|{begins.isoformat()}\n")
+    rc, out, _ = collapse("status", run, "--json")  # and its StartTime as squeue gives it
+    unit = json.loads(out)["chains"][0]["units"][0]
+    assert (unit["reason"], unit["start_time"]) == ("BeginTime", begins.isoformat()), unit
 
 
 def _queued_chain(tmp_path, generations: int) -> tuple:

@@ -1004,8 +1004,8 @@ def test_recorded_job_ids_that_name_another_job_now_read_as_gone(tmp_path, fake_
     gone = collapse("status", store.root, "--all")
     (fake_slurm / "sacct.txt").write_text(f"200|FAILED|00:10:00|0:9|9:0|2026-12-06T09:00:00|2026-12-06T09:10:00|eve|"
                                           f"train-llama\n{gen1}\n")
-    (fake_slurm / "squeue.txt").write_text(f"900_0|RUNNING|1:00|None|eve|train-llama\n"
-                                           f"900_1|PENDING|0:00|Priority|{getpass.getuser()}|eval\n")
+    (fake_slurm / "squeue.txt").write_text(f"900_0|RUNNING|1:00|None|eve|N/A|train-llama\n"
+                                           f"900_1|PENDING|0:00|Priority|{getpass.getuser()}|N/A|eval\n")
     rc, out, err = collapse("status", store.root, "--all")
     assert rc == 0 and out == gone[1] and "FAILED" not in out and "RUNNING" not in out, out
     assert "  gen_000  UNKNOWN       job 200" in out and "  part_000  UNKNOWN       job 900_0" in out, out
@@ -1091,7 +1091,7 @@ def test_a_recorded_job_whose_id_was_reused_keeps_its_own_state(tmp_path, fake_s
     (fake_slurm / "squeue.txt").write_text("")
     rc, out, err = collapse("status", store.root, "--all")
     assert rc == 0 and "  gen_000  FAILED        job 200" in out and "killed by SIGKILL" in out and not err, (out, err)
-    (fake_slurm / "squeue.txt").write_text("200|RUNNING|1:00|None|eve|train-llama\n")
+    (fake_slurm / "squeue.txt").write_text("200|RUNNING|1:00|None|eve|N/A|train-llama\n")
     rc, out, err = collapse("status", store.root, "--all")
     assert rc == 0 and "  gen_000  FAILED        job 200" in out, out
     assert err.startswith("note: 1 job id of this run's jobs.json now names another job: 200 (recorded for "
@@ -1189,3 +1189,52 @@ def test_status_says_a_slurmctld_it_cannot_reach_and_shows_saccts_states(tmp_pat
         "(sacct), which may lag behind the queue\n" in err, err
     rc, out, _ = collapse("status", store.root, "--json")
     assert rc == 0 and json.loads(out)["controller"] == err[len("note: "):-1], out
+
+
+def test_a_requeued_units_time_is_that_of_all_its_runs_not_another_jobs(tmp_path, fake_slurm):  # noqa: F811
+    """A unit requeued at its time limit (USR2) showed its last run's time alone (sacct's newest record), though
+    sacct --duplicates keeps each run's: the researcher could not tell what it cost. Its time is its runs' sum,
+    and how many; not a job's that had the id before the cluster's job ids were reset."""
+    from collapse_hpc.launch.status import slurm_view
+    from tests.launch.helpers import collapse, jobs
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=2, parts=2)
+    book = jobs(store.root)["units"]
+    own, array = book["toy/replace-p0-s0/gen_000"]["name"], book["tail/replace-p0-s0/part_000"]["name"]
+
+    def ran(jid: str, state: str, elapsed: str, submit: str, end: str, who: str = "me", name: str = own) -> str:
+        end = end if end == "Unknown" else f"2026-12-07T{end}"
+        return f"{jid}|{state}|{elapsed}|0:0|0:0|2026-12-07T{submit}|{end}|{who}|{name}\n"
+
+    (fake_slurm / "sacct.txt").write_text(
+        "200|COMPLETED|05:00:00|0:0|0:0|2026-11-01T08:00:00|2026-11-01T13:00:00|eve|train-llama\n"  # before a reset
+        + ran("200", "REQUEUED", "00:30:00", "08:00:00", "08:30:00") + ran("200", "REQUEUED", "00:30:00", "08:30:11",
+                                                                           "09:00:11")
+        + ran("200", "RUNNING", "00:09:58", "09:00:22", "Unknown") + ran("201", "PENDING", "00:00:00", "08:00:00",
+                                                                         "Unknown")
+        + ran("900_0", "REQUEUED", "00:20:00", "08:00:00", "08:20:00", name=array)
+        + ran("900_0", "PENDING", "00:00:00", "08:20:01", "Unknown", name=array)
+        + ran("900_1", "REQUEUED", "00:30:00", "08:00:00", "08:30:00", name=array)
+        + ran("900_1", "FAILED", "00:15:00", "08:30:11", "08:45:11", name=array))
+    (fake_slurm / "squeue.txt").write_text("200|RUNNING|10:00|None\n201|PENDING|0:00|Dependency\n"
+                                           "900_0|PENDING|0:00|BeginTime\n")
+    rc, out, err = collapse("status", store.root, "--all")
+    assert rc == 0, err
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ")}
+    assert lines["gen_000"].split("job 200")[1].strip() == "1:10:00 over 3 runs", out  # not eve's 5 hours
+    assert lines["part_000"].split("job 900_0")[1].strip().startswith("0:20:00 over 1 run  (requeued"), out
+    assert lines["part_001"].split("job 900_1")[1].strip() == "0:45:00 over 2 runs", out
+    assert lines["gen_001"].endswith("job 201"), out  # never ran: no time
+    rc, out, _ = collapse("status", store.root, "--json")
+    units = {u["unit"]: u for c in json.loads(out)["chains"] for u in c["units"]}
+    assert (units["gen_000"]["elapsed"], units["gen_000"]["runs"]) == ("1:10:00", 3), units["gen_000"]
+    assert "runs" not in units["gen_001"], units["gen_001"]
+    # without the run's book, the newest job's runs (its user and name) alone
+    (fake_slurm / "squeue.txt").write_text("")
+    (fake_slurm / "sacct.txt").write_text(
+        ran("200", "REQUEUED", "00:30:00", "08:00:00", "08:30:00") + ran("200", "COMPLETED", "00:05:00", "08:30:11",
+                                                                         "08:35:11")
+        + ran("200", "REQUEUED", "02:00:00", "10:00:00", "12:00:00", who="eve", name="train-llama")
+        + ran("200", "COMPLETED", "01:00:00", "12:00:11", "13:00:11", who="eve", name="train-llama"))
+    states = slurm_view(["200"])[0]
+    assert states["200"][:2] == ("COMPLETED", "1:00:00") and states.runs == {"200": (3 * 3600, 2)}, states.runs

@@ -376,7 +376,7 @@ def test_the_report_reads_a_recorded_id_whose_job_has_another_name_now_as_gone(t
     gone = collect.job_states(run)  # purged: neither sacct nor squeue knows them
     (fake_slurm / "sacct.txt").write_text(f"{gen0['job_id']}|FAILED|00:00:01|0:0|1:0|2026-12-06T09:00:00|"
                                           "2026-12-06T09:00:01|eve|train-llama\n")
-    (fake_slurm / "squeue.txt").write_text(f"{gen1['job_id']}|RUNNING|0:05|None|eve|train-llama\n")
+    (fake_slurm / "squeue.txt").write_text(f"{gen1['job_id']}|RUNNING|0:05|None|eve|N/A|train-llama\n")
     states = collect.job_states(run)
     assert states == gone and states["ltchain/replace-p0-s0/gen_000"]["state"] == "", states
     (fake_slurm / "sacct.txt").write_text(f"{gen0['job_id']}|FAILED|00:00:01|0:0|1:0|2026-12-01T10:00:00|"
