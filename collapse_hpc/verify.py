@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from collapse_hpc import engine, experiments
+from collapse_hpc.config import config_hash
 from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
@@ -29,11 +30,12 @@ def verify_run(run_dir: str | Path) -> int:
 
 
 def _verify(store: RunStore) -> int:
+    made = store.saved_config(experiments.sections())  # config.yaml read once: the hashes and the plan
     # as made: also a run of an older version, or before a knob changed
-    config_hashes = store.config_hashes(experiments.sections())
+    config_hashes = store.config_hashes(made)
     hashes = engine.planned_hashes(store)
-    now = engine.saved_hash(store)
-    planned, beyond = _planned(store)
+    now = config_hash(made)
+    planned, beyond = _planned(store, made)
     units = sorted((set(store.units()) - set(beyond)) | planned)
     bad, unfinished, extra, earlier = 0, 0, 0, 0
     in_the_way: set[Path] = set()
@@ -76,15 +78,16 @@ def _verify(store: RunStore) -> int:
     return 1 if bad else 0
 
 
-def _planned(store: RunStore) -> tuple[set[Path], dict[Path, tuple[str, int]]]:
+def _planned(store: RunStore, made: dict) -> tuple[set[Path], dict[Path, tuple[str, int]]]:
     """The folders of every unit the run's plan holds of the experiments it launched: a generation whose
     job never started (its chain stopped before it) has none yet, and counts as unfinished, not as
     absent; an experiment left out with --only is not the run's. Beside them the generations past the
     end of a planned chain (a run made with more generations than its config now asks for), each with
-    its experiment and the plan's count: not the plan's, as status does not show them."""
+    its experiment and the plan's count: not the plan's, as status does not show them. `made`: the run's
+    config as saved_config read it."""
     from collapse_hpc.launch import records, status
 
-    chains = engine.run_plan_or_why(store)  # a read refused: NotRead, not one to verify without
+    chains = engine.run_plan_or_why(store, made)  # a read refused: NotRead, not one to verify without
     if isinstance(chains, UserError):  # no plan, one of another config, a run of an older version: the folders are all
         if store.plan_path.exists():  # damaged, or of an edited config: which units are unfinished is unknown
             print(f"note: {one_line(chains)}; verifying the unit folders there are (unfinished units not "

@@ -1030,6 +1030,22 @@ def test_verify_reads_each_units_manifest_once(tmp_path, monkeypatch, capsys):
     assert "3 units verified, 0 with mismatches" in capsys.readouterr().out
 
 
+def test_verify_reads_the_runs_config_once(tmp_path, monkeypatch, capsys):
+    # the hashes the run was made under, the hash it is under now and the plan's config each read config.yaml
+    from collapse_hpc import yamlfile
+    from collapse_hpc.verify import verify_run
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4}\n")
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    reads, read = [], yamlfile.read
+    monkeypatch.setattr(yamlfile, "read", lambda path, *a: reads.append(path) or read(path, *a))
+    assert verify_run(run) == 0
+    assert reads == [run / "config.yaml"]
+    assert "2 units verified, 0 with mismatches" in capsys.readouterr().out
+
+
 def test_a_data_set_of_your_own_files_prepared_again_by_name_asks_for_them(tmp_path):
     # `data prepare NAME --force`, which a changed or unreadable split's line tells, answered
     # "unknown data set" for a name prepared from the user's files; without --force, so did a rerun

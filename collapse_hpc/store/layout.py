@@ -265,11 +265,11 @@ class RunStore:
                                                  "config": new, "how_it_runs": knobs})
         return run
 
-    def config_hashes(self, sections: Mapping[str, type] | None = None) -> set[str]:
-        """The hashes of every config the run was made under: its saved config's, and those run.json
-        keeps from before a how-it-runs knob changed or a newer version added keys (`earlier`)."""
-        saved = cfgmod.config_hash(self.saved_config(sections))  # an edit by hand is said before a damaged record
-        return {saved} | self._earlier()
+    def config_hashes(self, made: dict) -> set[str]:
+        """The hashes of every config the run was made under: its saved config's (`made`, as saved_config read
+        it: an edit by hand is said before a damaged record), and those run.json keeps from before a how-it-runs
+        knob changed or a newer version added keys (`earlier`)."""
+        return {cfgmod.config_hash(made)} | self._earlier()
 
     def _earlier(self) -> set[str]:
         """The hashes run.json keeps of the configs the run was made under before its saved one (`earlier`)."""
