@@ -404,12 +404,12 @@ def warn_not_its_own(key: str, cfg, tokenizer) -> None:
     """One warning line where lm.tokenizer names a tokenizer whose vocabulary is not the one saved beside a
     pretrained model: its ids are read by the embedding trained for the other's, each as another token, and
     nothing fails. Not pretrained, the model learns its embedding from these ids: a choice, said nothing of."""
-    from collapse_hpc.experiments.lm.tokenizer import own_tokenizer
+    from collapse_hpc.experiments.lm.tokenizer import other_vocabulary, own_tokenizer
 
     if not cfg.pretrained or not cfg.tokenizer or cfg.tokenizer == cfg.model:
         return
     own = own_tokenizer(cfg.model)
-    if own is not None and own.get_vocab() != tokenizer.get_vocab():
+    if other_vocabulary(own, tokenizer):
         print(f"warning: {key}: {cfg.tokenizer} ({len(tokenizer)} tokens) is not the tokenizer the pretrained "
               f"model {cfg.model} was trained with ({len(own)} tokens, saved with it): the ids of {cfg.tokenizer} "
               f"are read by the embedding trained for the tokenizer of {cfg.model}, each as another token; name "

@@ -176,11 +176,17 @@ def check_trained_with(folder: Path, tokenizer, flag: str) -> None:
     beside the weights) and its vocabulary is not `tokenizer`'s: the same ids would be other tokens, and
     every perplexity and sampled text meaningless, with nothing else to say so. A folder without one passes."""
     own = _saved_with(folder)
-    if own is not None and own.get_vocab() != tokenizer.get_vocab():
+    if other_vocabulary(own, tokenizer):
         raise UserError(f"{flag} {folder}: the model was trained with another tokenizer ({len(own)} tokens, "
                         f"saved beside it) than this call's ({len(tokenizer)} tokens): give the --model_tag (tiny: "
                         f"also the --dataset and --set vocab_size) it was trained with, or --set tokenizer={folder} "
                         f"to read any data set with its own")
+
+
+def other_vocabulary(own, tokenizer) -> bool:
+    """Whether `own`, the tokenizer saved with a model (None: none saved), has another vocabulary than
+    `tokenizer`: its ids would be read as other tokens."""
+    return own is not None and own.get_vocab() != tokenizer.get_vocab()
 
 
 def fewest_tokens(texts: list[str]) -> list[int]:

@@ -491,3 +491,32 @@ def test_a_pretrained_model_read_through_another_tokenizer_of_no_more_tokens_is_
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"warning: lm.tokenizer: {other} (") and f"the ids of {other} are read by the " \
            f"embedding trained for the tokenizer of {model}" in line and "\n" not in line, line
+
+
+class _Vocabulary:
+    """A tokenizer as the vocabulary check reads one: its tokens and their ids."""
+
+    def __init__(self, *tokens):
+        self.vocab = {t: i for i, t in enumerate(tokens)}
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+    def __len__(self):
+        return len(self.vocab)
+
+
+@pytest.mark.parametrize("own, warned", [(None, False), (("a", "b"), False), (("b", "a"), True)])
+def test_a_pretrained_model_given_another_tokenizer_than_its_own_is_warned_of_once(monkeypatch, capsys, own, warned):
+    """lm.tokenizer with a vocabulary other than the one saved beside the pretrained model: one warning line; the
+    same vocabulary, or none saved, nothing."""
+    from types import SimpleNamespace
+
+    from collapse_hpc.experiments.lm import tokenizer
+    from collapse_hpc.experiments.lm.model import warn_not_its_own
+
+    monkeypatch.setattr(tokenizer, "own_tokenizer", lambda model: own and _Vocabulary(*own))
+    warn_not_its_own("lm", SimpleNamespace(pretrained=True, tokenizer="tok", model="base"), _Vocabulary("a", "b"))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == warned, err
+    assert not warned or "is not the tokenizer the pretrained model base was trained with (2 tokens" in err[0]
