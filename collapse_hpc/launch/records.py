@@ -22,7 +22,7 @@ import re
 import time
 
 from collapse_hpc.store import write_json
-from collapse_hpc.store.reads import read_text
+from collapse_hpc.store.reads import ReadOnce, read_text
 
 JOBS = "jobs.json"
 # in a copy's book: the original's units, as they were when copied. The jobs are not this folder's (cancel,
@@ -34,9 +34,24 @@ EXPERIMENTS = "experiments"  # the experiments launched so far (local, debug; a 
 STOPPING = "stopping"
 
 
+_BOOKS = ReadOnce("books_read")
+
+
+def read_once():
+    """Within it each run's book is read once, and the same mapping handed out again: for a process that only
+    reads the run (the report, its job), where the job states, the experiments left out and the job's
+    replicates each asked for it. Not for one that writes the book (a launch)."""
+    return _BOOKS.held()
+
+
 def load(store) -> dict:
     """The book; {"units": {}} where there is none, with "corrupt" where it is no such mapping. A read the file
-    system refuses is NotRead: taken for none, a submit would queue a second chain beside the jobs it names."""
+    system refuses is NotRead: taken for none, a submit would queue a second chain beside the jobs it names.
+    Within read_once, read once a run folder."""
+    return _BOOKS.get(store.root, lambda: _load(store))
+
+
+def _load(store) -> dict:
     path = store.root / JOBS
     try:
         data = json.loads(read_text(path, "job records", "the run and its jobs are kept as they are",

@@ -187,7 +187,7 @@ def job(run_dir: str) -> int:
     from collapse_hpc.launch.job import stops_when_ending
 
     logs.for_job()
-    with stops_when_ending("report", STOPS):
+    with stops_when_ending("report", STOPS), records.read_once():  # jobs.json: read once, here and by the report
         replicates = records.load(RunStore(run_dir)).get("report_replicates")
         # no run lock: a resubmit cancels this job as stale, which its lock would refuse
         return main([run_dir], None, replicates if isinstance(replicates, int) else None, held=False)

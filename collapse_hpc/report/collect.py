@@ -150,6 +150,7 @@ def _planned(store: RunStore, raw: dict) -> tuple[dict, dict]:
 def load_run(path: str | Path, label: str | None = None) -> RunData:
     store = existing_run(path)
     from collapse_hpc import experiments
+    from collapse_hpc.launch import records
 
     # as written, and as the run made it: an edit is refused, but one of how-it-runs knobs (read as made until
     # the next run)
@@ -157,7 +158,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     variants, generations = _planned(store, raw)
     # the job records first: a unit that finishes meanwhile is then found done, never "its job
     # completed, but manifest.json is missing" (records newer than the listing of the units)
-    jobs, absent = job_states(store.root), left_out(store, raw)
+    with records.read_once():  # jobs.json: one read for both
+        jobs, absent = job_states(store.root), left_out(store, raw)
     units = [unit for d in store.units() if d.parent.parent.name != "report"  # unit folders only
              for unit in [_checked(d)]]
     _recorded(units, variants)

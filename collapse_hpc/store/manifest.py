@@ -5,8 +5,6 @@ counts as done only when its manifest exists and every file still matches it.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import fnmatch
 import functools
 import hashlib
@@ -24,7 +22,7 @@ from typing import Any
 from collapse_hpc.errors import MOVE_AWAY, UserError
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
 from collapse_hpc.store.live import files_below
-from collapse_hpc.store.reads import NotRead, read_text, sha256
+from collapse_hpc.store.reads import NotRead, ReadOnce, read_text, sha256
 
 MANIFEST = "manifest.json"
 KEPT = "the unit is kept as it is (not redone)"  # a read of one of its files refused: the unit stays as it is
@@ -267,28 +265,18 @@ def own_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-_READ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("manifests_read", default=None)
+_MANIFESTS = ReadOnce("manifests_read")
 
 
-@contextlib.contextmanager
 def read_once():
     """Within it each manifest is read once, by its unit's path, and the same mapping handed out again:
     for a command that only reads the run (status), where a unit's state, binding and what its job
     made each asked for it. A unit written within would be read as it was."""
-    token = _READ.set({} if _READ.get() is None else _READ.get())
-    try:
-        yield
-    finally:
-        _READ.reset(token)
+    return _MANIFESTS.held()
 
 
 def read_manifest(unit_dir: Path) -> dict | None:
-    read = _READ.get()
-    if read is None:
-        return _read_manifest(unit_dir)
-    if unit_dir not in read:  # keyed by the path as given: no Path made per call
-        read[unit_dir] = _read_manifest(unit_dir)
-    return read[unit_dir]
+    return _MANIFESTS.get(unit_dir, lambda: _read_manifest(unit_dir))  # keyed by the path as given
 
 
 def _read_manifest(unit_dir: Path) -> dict | None:

@@ -12,19 +12,22 @@ API:
 - read_text(path, what, then, kept, refused)  the file's text, read in `refusals`
 - sha256(path, what, then, refused)  the file's sha256 (atomic.sha256_file); a refused read NotRead
 - safetensors_open(path)          safetensors' safe_open, a refused open said with its errno
+- ReadOnce(name)                  .held(): a block within which .get(key, read) reads each key once
 
 refused_read, NotRead and refusals live on the lowest floor (errors), for the config below the store to say a
 refused read of a config file as the store does; they are given here with the readers.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 from collapse_hpc.errors import AGAIN, NotRead, refusals, refused_read
 from collapse_hpc.store.atomic import sha256_file
 
-__all__ = ["AGAIN", "NotRead", "refused_read", "refusals", "read_text", "sha256", "safetensors_open"]
+__all__ = ["AGAIN", "NotRead", "refused_read", "refusals", "read_text", "sha256", "safetensors_open", "ReadOnce"]
 
 
 def read_text(path: Path, what: str = "", then: str = "", kept: tuple[type[OSError], ...] = (),
@@ -51,3 +54,28 @@ def safetensors_open(path: Path, framework: str = "pt"):
     with open(path, "rb"):
         pass
     return safe_open(str(path), framework=framework)
+
+
+class ReadOnce:
+    """Files read once within a block (held) of a process that only reads them, and the same value handed out
+    again to each that asks (get): one written within would be read as it was."""
+
+    def __init__(self, name: str):
+        self._read: contextvars.ContextVar[dict | None] = contextvars.ContextVar(name, default=None)
+
+    @contextlib.contextmanager
+    def held(self):
+        token = self._read.set({} if self._read.get() is None else self._read.get())  # nested: the outer's reads
+        try:
+            yield
+        finally:
+            self._read.reset(token)
+
+    def get(self, key: Hashable, read: Callable[[], object]):
+        """What `read` returns, read once a `key` (a file's path as given) within held; outside it, each time."""
+        done = self._read.get()
+        if done is None:
+            return read()
+        if key not in done:
+            done[key] = read()
+        return done[key]

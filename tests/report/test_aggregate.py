@@ -123,6 +123,18 @@ def _flip(path) -> None:
     path.write_bytes(bytes(data))
 
 
+def test_the_report_job_reads_the_runs_job_records_once(toy, tmp_path, monkeypatch):
+    """The report job read jobs.json for the replicates submit recorded, then the report twice more (job states,
+    experiments left out): one read."""
+    from collapse_hpc.report import aggregate
+
+    root = make_run(tmp_path / "run", {"toy": {"rows": 3}}, generations=2)
+    reads, read = [], records.read_text
+    monkeypatch.setattr(records, "read_text", lambda path, *a, **k: reads.append(path) or read(path, *a, **k))
+    assert aggregate.job(str(root)) == 0
+    assert reads == [root / "jobs.json"] and (root / "report" / "index.html").is_file()
+
+
 def test_a_damaged_side_file_leaves_its_unit_out_of_every_table_as_verify_does(tmp_path, capsys):
     # its metrics intact, the unit's snapshots.parquet (read only by a figure, after the tables) damaged: the
     # unit is unfinished in the long table, the summary, the incomplete list and the problems alike

@@ -47,6 +47,17 @@ def test_the_report_reads_a_runs_config_once(run, monkeypatch):
     assert reads == [run / "config.yaml"] and data.left_out == []
 
 
+def test_the_report_reads_a_runs_job_records_once(run, monkeypatch):
+    """load_run read jobs.json for the job states, then again for the experiments the run left out: one read."""
+    from collapse_hpc.launch import records
+
+    (run / "jobs.json").write_text(json.dumps({"units": {}}))
+    reads, read = [], records.read_text
+    monkeypatch.setattr(records, "read_text", lambda path, *a, **k: reads.append(path) or read(path, *a, **k))
+    data = collect.load_run(run)
+    assert reads == [run / "jobs.json"] and data.jobs == {} and data.left_out == []
+
+
 def test_a_gmm_run_of_per_component_variances_reads_their_sum_as_total_variance():
     """A run that recorded per-component variances only (trace_0, trace_1) shows their sum as total_variance."""
     from collapse_hpc.experiments.gmm import EXPERIMENT
