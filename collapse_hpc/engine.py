@@ -31,6 +31,7 @@ from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, writ
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.made import plan_json
 from collapse_hpc.store.reads import NotRead
+from collapse_hpc.store.live import folders_made
 from collapse_hpc.store.lock import working
 from collapse_hpc.store.manifest import (BINDING, MANIFEST, binding, files_changed, read_binding, read_once,
                                          write_binding)
@@ -434,7 +435,7 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
         store.reset_unit(unit_dir, keep=keep, expected=judged)
         write_binding(unit_dir, {**expected, "config": v.config(run)})  # what a resume after a knob compares
     else:
-        unit_dir.mkdir(parents=True, exist_ok=True)
+        folders_made(unit_dir)  # as reset_unit: units refusing beside remove their empty folders (_refused)
     section = v.section(run)
     ctx = UnitContext(run=run, config=section, variant=v, index=index, dir=unit_dir,
                       previous=previous, run_dir=store.root, data_dir=Path(run.data_dir).absolute(),

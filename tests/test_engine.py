@@ -13,6 +13,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import debug
 from collapse_hpc.store import read_manifest
 from collapse_hpc.store.manifest import BINDING
+from collapse_hpc.store.live import folders_made
 from collapse_hpc.verify import verify_run
 from tests import helpers
 from tests.helpers import edit_manifest, refuse_reads, toy_run
@@ -422,10 +423,6 @@ def test_units_refusing_side_by_side_remove_only_their_own_empty_folders(tmp_pat
         deadline = time.time() + 3
         while time.time() < deadline:
             made = engine._missing(root, unit)
-            try:
-                unit.mkdir(parents=True, exist_ok=True)
-                (unit / BINDING).write_text("{}")
-            except OSError:  # the other unit removed the experiment's folder as this one made it (mkdir's own race)
-                continue
+            folders_made(unit, lambda: (unit / BINDING).write_text("{}"))
             engine._refused(unit, made)
             assert not unit.parent.exists()

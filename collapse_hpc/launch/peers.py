@@ -46,6 +46,7 @@ from pathlib import Path
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic
+from collapse_hpc.store.live import folders_made
 from collapse_hpc.store.lock import pid_alive, unregister
 
 POLL_S = 0.5
@@ -85,12 +86,8 @@ def _record(where: Path, rank: int, state: str, cause: str = "", pid: int | None
 def _write(where: Path, rank: int, state: str, cause: str = "", pid: int | None = None) -> None:
     record = {"rank": rank, "pid": os.getpid() if pid is None else pid, "host": socket.gethostname(),
               "state": state, "cause": cause}
-    where.mkdir(parents=True, exist_ok=True)
-    try:
-        atomic.write_json(where / f"{rank}.json", record)
-    except FileNotFoundError:  # a launch's last rank removed the folder in between (_leave)
-        where.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(where / f"{rank}.json", record)
+    # a launch's last rank removes the folder meanwhile (_leave)
+    folders_made(where, lambda: atomic.write_json(where / f"{rank}.json", record))
 
 
 def _records(where: Path) -> list[dict]:

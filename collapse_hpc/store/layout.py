@@ -21,7 +21,7 @@ from collapse_hpc.store.lock import RunLock
 from collapse_hpc.store.made import inferred
 from collapse_hpc.store.manifest import (BINDING, binding_problems, data_changed, file_in_the_way, last_binding,
                                          read_manifest, verify_unit)
-from collapse_hpc.store.live import listing
+from collapse_hpc.store.live import folders_made, listing
 from collapse_hpc.store.reads import read_text, refusals
 
 log = logging.getLogger("collapse_hpc")
@@ -415,7 +415,7 @@ class RunStore:
         symlink in the unit is refused, never followed: deleting through it would empty whatever it points at.
         """
         self.refuse_links(unit_dir)
-        unit_dir.mkdir(parents=True, exist_ok=True)
+        folders_made(unit_dir)  # the experiment's units refusing beside remove their empty folders (engine._refused)
         # a binding file cut short or garbage (unbound): what the leftovers were made for is unknown (as none:
         # an older version's unit, which wrote none, keeps them)
         last, unbound = last_binding(unit_dir)

@@ -2,18 +2,23 @@
 temporaries and scratch, the register .units as its last unit leaves, a local job's rank records as the launcher
 tidies them, a redo's reset of a unit). Path.glob and Path.rglob look at a folder, then list it, and raised
 FileNotFoundError where it went in between ("error: RUN/.units: No such file or directory"): here what is gone
-meanwhile is simply not listed.
+meanwhile is simply not listed. Making a folder there meets the same: Path.mkdir(parents=True, exist_ok=True) made a
+parent, then failed on the folder in it as another process removed that parent, empty, meanwhile (a unit refusing
+beside, the register's last unit out), or found it there, then gone: here it is made again.
 
-API: listing(folder), files_below(folder).
+API: listing(folder), files_below(folder), folders_made(folder, then).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from pathlib import Path
+from typing import Callable
 
 GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # a file removed meanwhile, or a link to nothing (Path.is_file's)
+TRIES = 5  # each a fresh race lost; a file in the way fails them all alike (FileExistsError)
 
 
 def listing(folder: Path) -> list[Path]:
@@ -41,3 +46,18 @@ def files_below(folder: Path) -> list[tuple[Path, os.stat_result]]:
             if stat.S_ISREG(st.st_mode):
                 out.append((path, st))
     return sorted(out, key=lambda found: found[0])
+
+
+def folders_made(folder: Path, then: Callable[[], object] = lambda: None) -> None:
+    """Make `folder` and its parents where missing, then `then()` (a file written in it): both again where a folder
+    on the way went meanwhile (FileNotFoundError; FileExistsError from mkdir found it, then not), up to TRIES times."""
+    for _ in range(TRIES - 1):
+        with contextlib.suppress(FileNotFoundError, FileExistsError):
+            _in(Path(folder), then)
+            return
+    _in(Path(folder), then)
+
+
+def _in(folder: Path, then: Callable[[], object]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    then()

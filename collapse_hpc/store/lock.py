@@ -17,7 +17,7 @@ from typing import Iterator
 
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import atomic, space
-from collapse_hpc.store.live import listing
+from collapse_hpc.store.live import folders_made, listing
 from collapse_hpc.store.reads import NotRead, read_text
 
 SLURM_HELD = "slurm job"  # a worker file's text: the unit runs in this Slurm job
@@ -578,15 +578,8 @@ def working(run_root: Path) -> Iterator[None]:
     folder, me = Path(run_root) / WORKERS, _me(run_root)
     # submitit's Slurm job script exports SUBMITIT_EXECUTOR=slurm; its local executor, local
     slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
-    for attempt in range(3):
-        folder.mkdir(exist_ok=True)
-        try:
-            me.write_text(f"{SLURM_HELD} {os.environ.get('SLURM_JOB_ID', '')}" if slurm
-                          else _registration(Path(run_root)))
-            break
-        except FileNotFoundError:  # another unit, ending, removed the empty register in between
-            if attempt == 2:
-                raise
+    text = f"{SLURM_HELD} {os.environ.get('SLURM_JOB_ID', '')}" if slurm else _registration(Path(run_root))
+    folders_made(folder, lambda: me.write_text(text))  # another unit, ending, removes the empty register meanwhile
     try:
         yield
     finally:

@@ -1,5 +1,6 @@
 """The peer watch on real processes: a peer stopped (SIGSTOP) longer than the grace is ended and
 named; one continued in time, or stopped together with the watching rank (a suspended job), is not."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from collapse_hpc.launch import peers
+from tests import helpers
 
 
 @pytest.fixture
@@ -104,6 +106,7 @@ GLOO_RANK = """import os, sys, time
 import torch, torch.distributed as dist
 from collapse_hpc.experiments.lm import distributed
 from collapse_hpc.launch import peers
+from tests import helpers
 rank, _, _ = distributed.init(timeout_s=3)
 group = dist.new_group([0, 1])
 with peers.watching(sys.argv[1], rank, 2):
@@ -199,3 +202,20 @@ def test_a_launched_rank_keeps_its_own_error_and_leaves_no_record_once_done(monk
     with peers.launched_ranks():
         pass
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_rank_records_itself_while_another_launchs_records_come_and_go(tmp_path, monkeypatch):
+    """A rank records its state in its launch's folder (logs/ranks/<job>) while another launch's last rank removes
+    its own, and logs/ranks with it, empty: mkdir made logs/ranks, then failed on the launch's folder in it as it
+    went, and the rank's record was lost. The other launch comes and goes here in a loop, in another process; this
+    one's record and folder are removed each time too, as its last rank leaves them."""
+    where = peers.folder(tmp_path, "8")
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # the race is in making the folder: more tries meet it
+    with helpers.churning(tmp_path, "logs/ranks/7"):
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            peers._write(where, 0, "running")  # failed within a few hundred records, or so
+            peers._remove(where)
+            for folder in (where.parent, where.parent.parent):
+                with contextlib.suppress(OSError):  # the other launch's in it, or gone
+                    folder.rmdir()

@@ -1,4 +1,5 @@
 """Run store: atomic writes, manifests and verification, config checks, the run lock."""
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -13,7 +14,7 @@ import pytest
 from collapse_hpc import experiments
 from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, atomic, verify_unit, write_manifest
-from collapse_hpc.store.lock import RunLock, beside_reader, reading
+from collapse_hpc.store.lock import RunLock, beside_reader, reading, working
 from tests import helpers
 
 
@@ -936,3 +937,31 @@ def test_a_live_runs_units_are_listed_while_its_other_folders_come_and_go(tmp_pa
         deadline = time.time() + 3
         while time.time() < deadline:
             assert store.units() == [unit]
+
+
+def test_a_unit_is_reset_while_the_units_beside_it_remove_their_empty_folders(tmp_path):
+    """A unit of an experiment new to the run makes its folders (reset_unit) while another unit of it refuses and
+    removes the folders it made (the variant's, the experiment's): mkdir made the experiment's folder, then failed on
+    the variant's in it as it went, and the unit ended on "No such file or directory" or "File exists", not its run.
+    The other unit comes and goes here in a loop, in another process; this one's folders are removed each time too."""
+    store = RunStore(tmp_path / "run")
+    store.root.mkdir()
+    unit = store.unit_dir("toy", "a", "chain", 0)
+    with helpers.churning(store.root, "toy/b/gen_000"):
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            store.reset_unit(unit)  # failed within a few hundred resets, or so
+            for folder in (unit, unit.parent, unit.parent.parent):
+                with contextlib.suppress(OSError):  # the other unit's in it, or gone
+                    folder.rmdir()
+
+
+def test_a_unit_registers_while_another_leaves_the_register(tmp_path):
+    """A unit registers in the run (working(): .units) while another, ending, removes the register it leaves empty:
+    mkdir found the register, then it was gone, and the unit ended on "File exists" before it ran. The other unit
+    comes and goes here in a loop, in another process."""
+    with helpers.churning(tmp_path, ".units"):
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            with working(tmp_path):  # failed within a few thousand registrations, or so
+                pass
