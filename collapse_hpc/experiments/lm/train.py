@@ -409,7 +409,9 @@ def _cut_short(ckpt_dir: Path) -> list[Path]:
 def _drop_cut_short(step_dir: Path) -> None:
     """Best effort, at the failure: a step folder whose save failed (a full disk: ~1.5 GB for OPT-125M
     with its optimizer state) goes now, not only at the next resumed job's _cut_short; one that holds
-    its complete.json stays (resume trusts it), and what cannot be removed is left to _cut_short."""
+    its complete.json stays (resume trusts it), and what cannot be removed is left to _cut_short. Rank 0's
+    alone: a rank whose save failed removed the folder as the others still wrote theirs in it, and one of
+    them, failing on "No such file or directory", was named for the job's end in place of the full disk."""
     if step_dir.is_dir() and not step_dir.is_symlink() and not (step_dir / COMPLETE).is_file():
         shutil.rmtree(step_dir, ignore_errors=True)
 
@@ -636,7 +638,8 @@ class _Training:
                 marker = _marked(ckpt_dir / tag, {**state, "layout": self._layout()})
                 atomic.write_text(ckpt_dir / tag / COMPLETE, marker)
         except Exception:
-            _drop_cut_short(ckpt_dir / tag)
+            if self.rank == 0:  # the step folders' only remover, as it prunes: another rank may still write here
+                _drop_cut_short(ckpt_dir / tag)
             raise
         if self.rank == 0:
             for _, old in _complete_tags(ckpt_dir)[:-1]:

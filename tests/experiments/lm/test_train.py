@@ -938,3 +938,29 @@ def test_a_marker_the_file_system_refuses_when_read_again_for_the_layout_stops_t
         run(ckpt)
     monkeypatch.undo()
     assert run(ckpt)["resumed_from"] == 2
+
+
+def test_a_save_that_fails_on_another_rank_leaves_the_step_folder_to_rank_0(tmp_path):
+    """A save failed on rank 1 (a full disk on its part) while rank 0 still wrote its own files in the step folder:
+    rank 1 removed the folder under it, rank 0 failed on "No such file or directory", and the job's FAILED line
+    (the lowest failed rank's) named that, not the full disk. Rank 0, the step folders' only remover, removes it."""
+    from types import SimpleNamespace
+
+    step = tmp_path / "ckpt" / "step00000004"
+    step.mkdir(parents=True)
+    (step / "mp_rank_00_model_states.pt").write_bytes(b"rank 0 writing")
+
+    def refused(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device", str(step / "zero_pp_rank_1_optim_states.pt"))
+
+    def on_rank(rank):
+        return SimpleNamespace(state={"global_step": 4, "curve": []}, ckpt_dir=step.parent, rank=rank,
+                               curve=SimpleNamespace(flush=lambda _: None),
+                               engine=SimpleNamespace(save_checkpoint=refused))
+
+    with pytest.raises(OSError, match="No space left"):
+        train._Training.checkpoint(on_rank(1))
+    assert (step / "mp_rank_00_model_states.pt").read_bytes() == b"rank 0 writing"
+    with pytest.raises(OSError, match="No space left"):
+        train._Training.checkpoint(on_rank(0))
+    assert not step.exists()
