@@ -205,10 +205,10 @@ def test_a_launched_rank_keeps_its_own_error_and_leaves_no_record_once_done(monk
 
 
 def test_a_rank_records_itself_while_another_launchs_records_come_and_go(tmp_path, monkeypatch):
-    """A rank records its state in its launch's folder (logs/ranks/<job>) while another launch's last rank removes
-    its own, and logs/ranks with it, empty: mkdir made logs/ranks, then failed on the launch's folder in it as it
-    went, and the rank's record was lost. The other launch comes and goes here in a loop, in another process; this
-    one's record and folder are removed each time too, as its last rank leaves them."""
+    """A rank records its state in its job's folder (logs/ranks/<job>) while a local launcher tidies another job's
+    records, and logs/ranks with them once empty: mkdir made logs/ranks, then failed on the job's folder in it as
+    it went, and the rank's record was lost (its end then named by none). The other job comes and goes here in a
+    loop, in another process; this one's record and folders are removed each time too, as a launcher does."""
     where = peers.folder(tmp_path, "8")
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # the race is in making the folder: more tries meet it
     with helpers.churning(tmp_path, "logs/ranks/7"):
