@@ -248,13 +248,17 @@ def _blank(files: list) -> str:
 def _no_split_text(source: Path, given: dict, splits: dict, split: str) -> UserError:
     """Files named for the splits whose files of one split hold no text (empty, blank, or null rows): the
     line said "no training text", naming neither the files nor where the text is; an empty validation
-    file was "too little text …; give … your own train, validation and test files", which were given."""
+    file was "too little text …; give … your own train, validation and test files", which were given, then
+    "every line or row … is blank", of a file without a line."""
     files = given[split]
     held = " and ".join(f"{s} ({count(len(splits[s]), 'row')})" for s in SPLITS if splits[s])
     named = f"the {split} {'file' if len(files) == 1 else 'files'} ({sources.listed(files)})"
-    return UserError(f"--from {source}: no {'training' if split == 'train' else split} text: every line or row of "
-                     f"{named} is {_blank(files)}, the text is only in {held}; give the {split} split its text, or "
-                     f"name no file for a split (rows are then split 90/5/5)")
+    # empty files (a failed download) hold no line to call blank (sources.has_rows)
+    said = f"{named} {'holds' if len(files) == 1 else 'hold'} no line or row at all" \
+        if not any(sources.has_rows(source / f) for f in files) else f"every line or row of {named} is {_blank(files)}"
+    return UserError(f"--from {source}: no {'training' if split == 'train' else split} text: {said}, the text is "
+                     f"only in {held}; give the {split} split its text, or name no file for a split (rows are then "
+                     f"split 90/5/5)")
 
 
 def _split_by_file(files: list[Path], rows: dict, source: Path, splits: dict) -> str:

@@ -762,19 +762,22 @@ def test_text_only_in_the_test_split_is_refused_naming_the_blank_train_file(tmp_
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("split", ["validation", "test"])
-def test_an_empty_held_out_file_is_refused_naming_it_not_asking_for_the_files_given(tmp_path, split):
-    # it said "too little text for the validation split (0 rows …); … or your own train, validation and test files"
+@pytest.mark.parametrize("split, text, said", [
+    ("validation", "", "the validation file (validation.txt) holds no line or row at all"),
+    ("test", "", "the test file (test.txt) holds no line or row at all"),
+    ("validation", "\n \n", "every line or row of the validation file (validation.txt) is blank")])
+def test_an_empty_held_out_file_is_refused_naming_it_not_asking_for_the_files_given(tmp_path, split, text, said):
+    # it said "too little text for the validation split (0 rows …); … or your own train, validation and test files";
+    # then an empty file (no line at all) was told "every line or row … is blank", as one of blank lines
     src = tmp_path / "src"
     src.mkdir()
     for name, rows in (("train", 200), ("validation", 30), ("test", 30)):
-        (src / f"{name}.txt").write_text("" if name == split else "\n".join(corpus_lines(rows, seed=4)))
+        (src / f"{name}.txt").write_text(text if name == split else "\n".join(corpus_lines(rows, seed=4)))
     with pytest.raises(UserError) as refused:
         data.prepare_local("noheld", src, tmp_path / "data")
     held = " and ".join(f"{s} ({n} rows)" for s, n in (("train", 200), ("validation", 30), ("test", 30)) if s != split)
-    assert str(refused.value) == (f"--from {src}: no {split} text: every line or row of the {split} file ({split}.txt) "
-                                  f"is blank, the text is only in {held}; give the {split} split its text, or name "
-                                  f"no file for a split (rows are then split 90/5/5)")
+    assert str(refused.value) == (f"--from {src}: no {split} text: {said}, the text is only in {held}; give the "
+                                  f"{split} split its text, or name no file for a split (rows are then split 90/5/5)")
     assert not (tmp_path / "data").exists()
 
 
