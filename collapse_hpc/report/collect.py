@@ -288,7 +288,8 @@ def _unit_part(run: RunData, unit: Unit, replicates: int | None = None) -> longf
     metric_cols = [c for c in df.columns if c in declared and pd.api.types.is_float_dtype(df[c])]
     run.columns.setdefault(unit.experiment, Columns()).read(df.columns, ids, metric_cols, declared, schema)
     if not metric_cols:
-        unit.problems.append(f"{path}: no float metric columns")
+        # float columns it may hold, but none a metric its experiment declares (Columns names them)
+        unit.problems.append(f"{path}: no metric column {unit.experiment} declares (float64)")
         return None
     return longform.Part(run.label, unit.experiment, unit.variant, run.variant(unit.experiment, unit.variant),
                          df[ids + metric_cols], ids, metric_cols)

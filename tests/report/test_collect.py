@@ -400,3 +400,19 @@ def test_an_older_gaussian_runs_sigma2_hat_is_shown_as_the_fitted_variance():
     old = pd.DataFrame({"generation": [0, 1], "sigma_hat": [1.0, 0.5], "sigma2_hat": [1.0, 0.25]})
     derived = EXPERIMENT.derive(old)
     assert derived["var_hat"].tolist() == [1.0, 0.25] and "sigma2_hat" not in derived
+
+
+def test_a_unit_of_undeclared_float_columns_alone_is_not_said_to_have_none(tmp_path):
+    """A unit whose metrics.parquet holds float columns, none a metric its experiment declares, was left out as
+    having 'no float metric columns'."""
+    root = tmp_path / "r"
+    synthetic.write_config(root, {"gaussian": {"generations": 2, "samples": [10], "replicates": 2,
+                                               "regimes": ["replace"]}})
+    synthetic.gaussian(root, generations=2, replicates=2)
+    unit = sorted(root.glob("gaussian/*/part_000"))[0]
+    _rewritten(unit, lambda t: t.select(["generation", "replicate", "samples"]).append_column(
+        "extra_noise", pa.array([0.5] * t.num_rows)))
+    data = collect.load_run(root)
+    collect.tidy([data])
+    said = [p for u in data.units for p in u.problems]
+    assert said == [f"{unit / 'metrics.parquet'}: no metric column gaussian declares (float64)"], said
