@@ -27,7 +27,7 @@ from collapse_hpc.experiments.base import UnitContext, Variant
 from collapse_hpc.logs import count
 from collapse_hpc.machine import cores_per_rank
 from collapse_hpc.regimes import Regime, values_of
-from collapse_hpc.store import RunStore, read_manifest, space, verify_unit, write_json, write_manifest
+from collapse_hpc.store import RunStore, attempts, read_manifest, space, verify_unit, write_json, write_manifest
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.made import plan_json
 from collapse_hpc.store.reads import NotRead
@@ -428,7 +428,9 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
                                 f"run it first: {redo_command(store, experiment, variant, unit_index(p.name))}")
     expected = binding(unit_dir, variant_hash)
     made = _missing(store.root, unit_dir)
+    before = (0, 0.0)
     if rank == 0:
+        before = attempts.earlier(unit_dir)  # read before the leftovers go: a killed attempt's last write
         judged, keep, redone = leftovers(unit_dir, exp, v.config(run), expected)
         for sub, why in redone.items():
             log.warning("%s/%s: redone after a how-it-runs knob changed (%s)", unit_dir, sub, why)
@@ -442,6 +444,8 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
                       rank=rank, world_size=world, local_rank=local_rank,
                       log=logging.getLogger(f"collapse_hpc.{experiment}"), schema=exp.metrics_schema(section))
     started = time.time()
+    if rank == 0:
+        attempts.begin(unit_dir, before, started)
     with working(store.root):  # holds the run against a new launcher even if ours is killed
         try:
             exp.run_unit(ctx)
@@ -462,9 +466,12 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
                           # what the name encodes, as values, for readers without the experiment's code
                           "regime": v.regime.record(), "seed": v.seed, "settings": v.settings,
                           "config": unit_config, "generations": exp.generations(run),
-                          "world_size": world, "resources": _resources(exp.job, world)},
-                   inputs=ctx.inputs, root=store.root, data_dir=ctx.data_dir, volatile=exp.volatile)
+                          "world_size": world, "resources": _resources(exp.job, world),
+                          "attempts": before[0] + 1},
+                   inputs=ctx.inputs, root=store.root, data_dir=ctx.data_dir, volatile=exp.volatile,
+                   earlier=before[1])
     (unit_dir / BINDING).unlink(missing_ok=True)
+    (unit_dir / attempts.ATTEMPTS).unlink(missing_ok=True)
     return "done"
 
 

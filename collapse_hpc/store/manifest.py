@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from collapse_hpc.errors import MOVE_AWAY, UserError
+from collapse_hpc.store.attempts import ATTEMPTS
 from collapse_hpc.store.atomic import is_temporary, sha256_file, write_json
 from collapse_hpc.store.live import files_below
 from collapse_hpc.store.reads import NotRead, ReadOnce, read_text, sha256
@@ -80,7 +81,7 @@ def _rows(path: Path) -> int | None:
 
 def unit_files(unit_dir: Path) -> list[Path]:
     """The artefacts of a unit: every plain file except the manifest, its binding and temporaries."""
-    return [p for p, _ in files_below(unit_dir) if p.name not in (MANIFEST, BINDING) and not is_temporary(p)]
+    return [p for p, _ in files_below(unit_dir) if p.name not in (MANIFEST, BINDING, ATTEMPTS) and not is_temporary(p)]
 
 
 def files_digest(manifest: dict) -> str:
@@ -218,11 +219,12 @@ def run_root(unit_dir: Path) -> Path:
 
 def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: dict | None = None,
                    inputs=(), root: Path | None = None,
-                   data_dir: Path | None = None, volatile: Collection[str] = ()) -> dict:
+                   data_dir: Path | None = None, volatile: Collection[str] = (), earlier: float = 0.0) -> dict:
     """inputs: files outside the unit that its results depend on: under `root` (the run folder)
     listed under "inputs" relative to it; under `data_dir` (cached data, the base model) under
     "data" relative to it, beside "data_dir". volatile: name patterns (fnmatch, of the listed path) of
-    the files holding what the run measured; those listed go under "volatile" (files_digest)."""
+    the files holding what the run measured; those listed go under "volatile" (files_digest). earlier: the
+    seconds of the unit's attempts before this one (killed and resumed), counted in its "seconds"."""
     files = {p.relative_to(unit_dir).as_posix(): file_entry(p) for p in unit_files(unit_dir)}
     measured = sorted(rel for rel in files if any(fnmatch.fnmatchcase(rel, pattern) for pattern in volatile))
     root = (Path(root) if root is not None else run_root(unit_dir)).absolute()
@@ -247,7 +249,7 @@ def write_manifest(unit_dir: Path, *, config_hash: str, started: float, extra: d
         "job_id": job_id(),
         "started": started,
         "finished": finished,
-        "seconds": round(finished - started, 3),
+        "seconds": round(earlier + finished - started, 3),
         **binding(unit_dir),  # the engine's extra gives the variant's hash and the binding it started with
         **(extra or {}),
     }
@@ -321,7 +323,7 @@ NUMBER, TEXT, MAPPING, COUNT = ((int, float), "a number"), ((str, type(None)), "
     ((int, type(None)), "a whole number")
 SHAPE: dict[str, tuple[type | tuple[type, ...], str]] = {
     "seconds": NUMBER, "started": NUMBER, "finished": NUMBER, "resources": MAPPING, "packages": MAPPING,
-    "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT, VOLATILE: (list, "a list")}
+    "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT, "attempts": COUNT, VOLATILE: (list, "a list")}
 WORDS = {int: "a number", float: "a number", str: "text", dict: "a mapping", list: "a list", bool: "true or false"}
 
 
