@@ -624,6 +624,8 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict], rec
         if unit["by_hand_on"] and not recorded:  # no book to tell a job from a hand
             unit["by_hand_on"], unit["unrecorded"] = None, unrecorded(book, job.label, recorded)[1]
         by = "slurm" if manifest.get("job_id") else by  # the manifest names Slurm's job alone
+        if isinstance(manifest.get("attempts"), int) and manifest["attempts"] > 1:  # its seconds are theirs in all
+            unit["runs"] = manifest["attempts"]
     elif state in COMPLETED and entry.get("job_id") is None:  # a copy's: the original's job ended it
         unit["job_id"], unit["unrecorded"] = unrecorded(book, job.label, recorded)
     if unit["job_id"] is not None and (by != book.get("executor") or by == "local"):

@@ -88,10 +88,11 @@ BOOKKEEPING_INTRO = "How the units were set up (not what collapse did), at the s
 PROGRESS_INTRO = ("Problems: the files this report reads, checked against their units' manifests; collapse-hpc "
                   "verify RUN re-hashes every file (generated shards and model weights too).")
 COMPUTE_INTRO = ("Summed from the manifests: seconds × the CPU cores allotted (core-hours) and × the GPUs (GPU-hours) "
-                 "each unit held.")
-PHASES_INTRO = ("Per generation: a unit's seconds (mean over the generation's units; an array experiment's unit runs "
-                "every generation) × its CPU cores and × its GPUs, and the phases the experiment times (mean over "
-                "series and seeds).")
+                 "each unit held; a unit killed and resumed (a requeue) counts every attempt, a killed one's up to "
+                 "its last write.")
+PHASES_INTRO = ("Per generation: a unit's seconds, every attempt's (mean over the generation's units; an array "
+                "experiment's unit runs every generation) × its CPU cores and × its GPUs, and the phases the "
+                "experiment times (mean over series and seeds; of a resumed unit, its last attempt's).")
 
 
 LISTED = 50  # items of a long list the page shows

@@ -346,7 +346,7 @@ def test_a_unit_killed_alone_is_named_killed_and_the_next_run_resumes_it(tmp_pat
     # a unit process killed outright (the OOM killer) was reported FAILED with its log's last line,
     # which read like progress, not like what happened
     # and then said only that it was killed, not by which signal nor what that usually means
-    cfg, run, _, proc = _launched_stepping(tmp_path, sleep_s=4)
+    cfg, run, gen0, proc = _launched_stepping(tmp_path, sleep_s=4)
     try:
         (registered,) = (run / ".units").iterdir()
         pid = int(registered.name.rpartition("-")[2])
@@ -362,6 +362,10 @@ def test_a_unit_killed_alone_is_named_killed_and_the_next_run_resumes_it(tmp_pat
     rc, out, err = collapse("run", cfg, "--run", run)
     assert rc == 0 and "1 unit done" in out, err
     assert verify_run(run) == 0
+    # its time is that of both attempts, and says so: the killed one's counted too
+    assert read_manifest(gen0)["attempts"] == 2
+    rc, out, _ = collapse("status", run)
+    assert any(ln.startswith("  gen_000  done") and ln.endswith("over 2 runs") for ln in out.splitlines()), out
 
 
 def test_a_rank_killed_from_outside_is_named_with_its_signal(tmp_path):
