@@ -323,7 +323,8 @@ NUMBER, TEXT, MAPPING, COUNT = ((int, float), "a number"), ((str, type(None)), "
     ((int, type(None)), "a whole number")
 SHAPE: dict[str, tuple[type | tuple[type, ...], str]] = {
     "seconds": NUMBER, "started": NUMBER, "finished": NUMBER, "resources": MAPPING, "packages": MAPPING,
-    "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT, "attempts": COUNT, VOLATILE: (list, "a list")}
+    "git_commit": TEXT, "host": TEXT, "job_id": TEXT, "generations": COUNT, "attempts": COUNT,
+    VOLATILE: (list, "a list")}
 WORDS = {int: "a number", float: "a number", str: "text", dict: "a mapping", list: "a list", bool: "true or false"}
 
 
