@@ -10,6 +10,7 @@ and in which order jobs run.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -446,7 +447,8 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
     started = time.time()
     if rank == 0:
         attempts.begin(unit_dir, before, started)
-    with working(store.root):  # holds the run against a new launcher even if ours is killed
+    beat = attempts.beating(unit_dir) if rank == 0 else contextlib.nullcontext()
+    with working(store.root), beat:  # holds the run against a new launcher even if ours is killed
         try:
             exp.run_unit(ctx)
         except UserError:

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from collapse_hpc import engine, experiments
-from collapse_hpc.store import RunStore, read_manifest
+from collapse_hpc.store import RunStore, attempts, read_manifest
 from collapse_hpc.store.attempts import ATTEMPTS
 
 
@@ -13,23 +13,32 @@ class Killed(Exception):
     """Stands for the kill: the attempt ends without its manifest."""
 
 
-def test_a_resumed_unit_counts_the_seconds_of_every_attempt(tmp_path, monkeypatch):
+def _chain_of_one(tmp_path):
+    """(store, variant, its unit) of a run of ltchain's generation 0."""
     run = experiments.config_from_dict({"name": "t", "generations": 1, "seeds": [0], "executor": "debug",
                                         "ltchain": {}})
     store = RunStore(tmp_path / "run")
     variant = engine.open_run(store, run)[0].variant.name
-    exp = experiments.get("ltchain")
-    unit = store.unit_dir("ltchain", variant, "chain", 0)
+    return store, variant, store.unit_dir("ltchain", variant, "chain", 0)
 
+
+def _killed_after(store, variant: str, monkeypatch, seconds: float, writes: bool) -> None:
+    """An attempt at the unit that ran `seconds` (its last write then, where it `writes`) and was killed."""
     def killed_part_way(ctx):
-        time.sleep(0.6)
-        (ctx.dir / "step_0.json").write_text("{}")  # the last write the killed attempt left
+        time.sleep(seconds)
+        if writes:
+            (ctx.dir / "step_0.json").write_text("{}")
         raise Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(exp, "run_unit", killed_part_way)
+        patch.setattr(experiments.get("ltchain"), "run_unit", killed_part_way)
         with pytest.raises(Killed):
             engine.run_unit(store.root, "ltchain", variant, 0)
+
+
+def test_a_resumed_unit_counts_the_seconds_of_every_attempt(tmp_path, monkeypatch):
+    store, variant, unit = _chain_of_one(tmp_path)
+    _killed_after(store, variant, monkeypatch, 0.6, writes=True)
     assert read_manifest(unit) is None
     assert engine.run_unit(store.root, "ltchain", variant, 0) == "done"
     manifest = read_manifest(unit)
@@ -38,12 +47,19 @@ def test_a_resumed_unit_counts_the_seconds_of_every_attempt(tmp_path, monkeypatc
     assert not (unit / ATTEMPTS).exists() and ATTEMPTS not in manifest["files"]
 
 
-def test_a_unit_run_once_is_one_attempt_of_its_own_seconds(tmp_path):
-    run = experiments.config_from_dict({"name": "t", "generations": 1, "seeds": [0], "executor": "debug",
-                                        "ltchain": {}})
-    store = RunStore(tmp_path / "run")
-    variant = engine.open_run(store, run)[0].variant.name
+def test_a_killed_attempt_that_wrote_nothing_counts_until_it_was_killed(tmp_path, monkeypatch):
+    # e.g. a language model's loading: minutes with no file written, which the next start would count as none
+    monkeypatch.setattr(attempts, "BEAT_S", 0.05)
+    store, variant, unit = _chain_of_one(tmp_path)
+    _killed_after(store, variant, monkeypatch, 0.6, writes=False)
     assert engine.run_unit(store.root, "ltchain", variant, 0) == "done"
-    manifest = read_manifest(store.unit_dir("ltchain", variant, "chain", 0))
+    manifest = read_manifest(unit)
+    assert manifest["seconds"] >= 0.5 + (manifest["finished"] - manifest["started"])
+
+
+def test_a_unit_run_once_is_one_attempt_of_its_own_seconds(tmp_path):
+    store, variant, unit = _chain_of_one(tmp_path)
+    assert engine.run_unit(store.root, "ltchain", variant, 0) == "done"
+    manifest = read_manifest(unit)
     assert manifest["attempts"] == 1
     assert manifest["seconds"] == pytest.approx(manifest["finished"] - manifest["started"], abs=0.002)
