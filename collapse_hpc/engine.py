@@ -488,9 +488,10 @@ def _refused(unit_dir: Path, made: list[Path]) -> None:
     remain, the binding stays: it vouches for them. The other units of its experiment, running beside it, may refuse
     the same input and remove the same folders, or make theirs in them, meanwhile: one gone is passed, one not empty
     kept (with those above it)."""
-    if any(p.name != BINDING for p in unit_dir.iterdir()):
+    if any(p.name not in (BINDING, attempts.ATTEMPTS) for p in unit_dir.iterdir()):
         return
     (unit_dir / BINDING).unlink(missing_ok=True)
+    (unit_dir / attempts.ATTEMPTS).unlink(missing_ok=True)  # of an attempt that did nothing
     for folder in made:
         try:
             folder.rmdir()

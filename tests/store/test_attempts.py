@@ -5,6 +5,7 @@ import time
 import pytest
 
 from collapse_hpc import engine, experiments
+from collapse_hpc.errors import UserError
 from collapse_hpc.store import RunStore, attempts, read_manifest
 from collapse_hpc.store.attempts import ATTEMPTS
 
@@ -63,3 +64,15 @@ def test_a_unit_run_once_is_one_attempt_of_its_own_seconds(tmp_path):
     manifest = read_manifest(unit)
     assert manifest["attempts"] == 1
     assert manifest["seconds"] == pytest.approx(manifest["finished"] - manifest["started"], abs=0.002)
+
+
+def test_a_unit_that_refused_its_input_leaves_no_folder_for_its_attempt(tmp_path, monkeypatch):
+    store, variant, unit = _chain_of_one(tmp_path)
+
+    def refuses(ctx):
+        raise UserError("a changed cache file")
+
+    monkeypatch.setattr(experiments.get("ltchain"), "run_unit", refuses)
+    with pytest.raises(UserError):
+        engine.run_unit(store.root, "ltchain", variant, 0)
+    assert not unit.exists() and not unit.parent.exists()
