@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # a file removed meanwhile, or a link to nothing (Path.is_file's)
-TRIES = 5  # each a fresh race lost; a file in the way fails them all alike (FileExistsError)
+# each a fresh race lost, a few microseconds: a remover in a tight loop (a launcher tidying many jobs' records) can win
+# several in a row; a file in the way fails them all alike (FileExistsError), at once
+TRIES = 200
 
 
 def listing(folder: Path) -> list[Path]:
