@@ -415,7 +415,8 @@ def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_pat
     row = sacct(first["job_id"])[first["job_id"]][-1]
     assert row["State"] == "CANCELLED" and row["End"] >= row["Start"]
     assert not (unit / "manifest.json").exists() and not (unit / "metrics.parquet").exists()
-    assert {p.name for p in unit.iterdir()} <= {"steps", ".binding.json"}  # nothing half-written
+    # nothing half-written: the binding and the attempt's record (its time counts when submit resumes it) are kept
+    assert {p.name for p in unit.iterdir()} <= {"steps", ".binding.json", ".attempts.json"}
     done = sorted(p.name for p in (unit / "steps").iterdir())
     assert all(re.fullmatch(r"\d{3}\.done", n) for n in done) and len(done) < 20, done
     assert "the unit stops here (what it finished stays for a resume)" in open(first["log"]).read()
