@@ -22,7 +22,7 @@ from collapse_hpc.errors import NotAFormat, UserError, one_line
 from collapse_hpc.store.atomic import sweep
 from collapse_hpc.store.cards import intact_card, load_card
 from collapse_hpc.store.layout import folder_to_make, made_folder
-from collapse_hpc.store.live import listing
+from collapse_hpc.store.live import listing, not_yet_made, remove_made
 from collapse_hpc.store.lock import data_lock
 from collapse_hpc.store.space import not_a_folder
 
@@ -77,16 +77,12 @@ def _made(data_dir: Path) -> Iterator[None]:
     """--data-dir made for the preparation, or one line naming the part the file system would not make and why
     (layout.made_folder; a preparer's own mkdir said "/proc/x: No such file or directory" alone); the folders it
     made are removed again where the preparation is refused, if nothing else came in."""
-    new = [p for p in (data_dir, *data_dir.parents) if not p.exists()]  # deepest first
+    new = not_yet_made(data_dir)
     made_folder(data_dir, "--data-dir ")
     try:
         yield
     except BaseException:
-        for folder in new:
-            try:
-                folder.rmdir()
-            except OSError:  # something else came in meanwhile: kept
-                break
+        remove_made(new)
         raise
 
 

@@ -32,7 +32,7 @@ from collapse_hpc.store import RunStore, attempts, read_manifest, space, verify_
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.made import plan_json
 from collapse_hpc.store.reads import NotRead
-from collapse_hpc.store.live import folders_made
+from collapse_hpc.store.live import folders_made, not_yet_made, remove_made
 from collapse_hpc.store.lock import working
 from collapse_hpc.store.manifest import (BINDING, MANIFEST, binding, files_changed, read_binding, read_once,
                                          write_binding)
@@ -428,7 +428,7 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
                 raise UserError(f"{p}: an earlier generation is unfinished or does not verify ({problems[0]}); "
                                 f"run it first: {redo_command(store, experiment, variant, unit_index(p.name))}")
     expected = binding(unit_dir, variant_hash)
-    made = _missing(store.root, unit_dir)
+    made = not_yet_made(unit_dir, store.root)
     before = (0, 0.0)
     if rank == 0:
         before = attempts.earlier(unit_dir)  # read before the leftovers go: a killed attempt's last write
@@ -477,11 +477,6 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
     return "done"
 
 
-def _missing(root: Path, unit_dir: Path) -> list[Path]:
-    """The folders on the way from the run folder to `unit_dir` that do not exist yet, innermost first."""
-    return [p for p in [unit_dir, *unit_dir.parents] if root in p.parents and not p.exists()]
-
-
 def _refused(unit_dir: Path, made: list[Path]) -> None:
     """A unit that refused its input (UserError, e.g. a changed cache file) and wrote nothing leaves
     nothing new: its binding goes, and the folders this attempt made. Where kept resumable leftovers
@@ -492,13 +487,7 @@ def _refused(unit_dir: Path, made: list[Path]) -> None:
         return
     (unit_dir / BINDING).unlink(missing_ok=True)
     (unit_dir / attempts.ATTEMPTS).unlink(missing_ok=True)  # of an attempt that did nothing
-    for folder in made:
-        try:
-            folder.rmdir()
-        except FileNotFoundError:  # another unit's refusal removed it
-            continue
-        except OSError:  # not empty: another unit's folder in it
-            break
+    remove_made(made)
 
 
 def redo_command(store: RunStore, experiment: str, variant: str, index: int | None) -> str:

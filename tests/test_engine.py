@@ -13,7 +13,7 @@ from collapse_hpc.errors import UserError
 from collapse_hpc.launch import debug
 from collapse_hpc.store import read_manifest
 from collapse_hpc.store.manifest import BINDING
-from collapse_hpc.store.live import folders_made
+from collapse_hpc.store.live import folders_made, not_yet_made
 from collapse_hpc.verify import verify_run
 from tests import helpers
 from tests.helpers import edit_manifest, refuse_reads, toy_run
@@ -422,7 +422,7 @@ def test_units_refusing_side_by_side_remove_only_their_own_empty_folders(tmp_pat
     with helpers.churning(root, "toy/b/gen_000"):
         deadline = time.time() + 3
         while time.time() < deadline:
-            made = engine._missing(root, unit)
+            made = not_yet_made(unit, root)
             folders_made(unit, lambda: (unit / BINDING).write_text("{}"))
             engine._refused(unit, made)
             assert not unit.parent.exists()

@@ -6,7 +6,8 @@ meanwhile is simply not listed. Making a folder there meets the same: Path.mkdir
 parent, then failed on the folder in it as another process removed that parent, empty, meanwhile (a unit refusing
 beside, the register's last unit out), or found it there, then gone: here it is made again.
 
-API: listing(folder), files_below(folder), folders_made(folder, then).
+API: listing(folder), files_below(folder), folders_made(folder, then), not_yet_made(folder, below),
+remove_made(made).
 """
 from __future__ import annotations
 
@@ -63,3 +64,21 @@ def folders_made(folder: Path, then: Callable[[], object] = lambda: None) -> Non
 def _in(folder: Path, then: Callable[[], object]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     then()
+
+
+def not_yet_made(folder: Path, below: Path | None = None) -> list[Path]:
+    """`folder` and its parents (those inside `below` alone, where given) that do not exist yet, innermost first:
+    what making it makes, for remove_made to take back."""
+    return [p for p in (folder, *folder.parents) if (below is None or below in p.parents) and not p.exists()]
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the folders `made` (not_yet_made, innermost first) that are empty: one gone meanwhile (another process
+    took back the same) is passed, one not empty (another's made in it meanwhile) kept with those above it."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            break
