@@ -52,8 +52,9 @@ API:
 - train_generation(model, tokenizer, train_blocks, val_blocks, cfg, out_dir, ckpt_dir, *, seed,
       rank, world_size, local_rank, log) -> dict summary:
       best_val_loss, best_epoch, val_loss (per epoch), train_loss (per epoch), epochs, steps,
-      tokens, tokens_per_s, seconds, epoch_seconds (training time of each epoch run here),
-      resumed_from (global step, or None), master_dtype, compute_dtype, autocast_dtype, saved_dtype,
+      tokens, tokens_per_s, seconds, epoch_seconds (training time of each epoch; a resumed job's
+      tokens and seconds count every attempt's up to the checkpoint it resumed from, as its steps
+      do), resumed_from (global step, or None), master_dtype, compute_dtype, autocast_dtype, saved_dtype,
       loss ('hf' or 'chunked (N tokens)'), startup ({deepspeed_import, deepspeed_init,
       first_step} seconds)
   `model` is consumed (moved to the device, possibly cast to bf16); reload from out_dir.
@@ -476,13 +477,14 @@ class _Training:
         torch.manual_seed(seed)
         self.startup: dict[str, float] = {}  # seconds of the one-time phases (DeepSpeed init, first step)
         self.engine = self._engine(model)
+        # the sums over the run ride in the checkpoints too (resume continues them; older ones lack them: from 0)
         self.state = {"global_step": 0, "best_val_loss": math.inf, "best_epoch": -1, "val_loss": [],
-                      "train_loss": [], "curve": {k: [] for k in CURVE}}
+                      "train_loss": [], "curve": {k: [] for k in CURVE}, "train_seconds": 0.0, "tokens": 0,
+                      "epoch_seconds": []}
         self.resumed_from = None
         self.last_dir: Path | None = None  # where finish() saves the last epoch's weights, if anywhere
         # the whole training set lives on the device: no host-to-device copy per step
         self.ids_dev = torch.from_numpy(ids).to(self.device)
-        self.train_time, self.tokens, self.epoch_seconds = 0.0, 0, []
         self.curve = _Curve(self.device, self.global_batch * ids.shape[1], self.accum)
 
     def _engine(self, model):
@@ -668,13 +670,13 @@ class _Training:
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if cfg.checkpoint_every_steps and state["global_step"] % cfg.checkpoint_every_steps == 0 \
                     and step + 1 < steps_per_epoch:
-                self.train_time += time.perf_counter() - t0
+                state["train_seconds"] += time.perf_counter() - t0
                 self.checkpoint()
                 t0 = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.synchronize()  # steps are queued asynchronously: time them once they ran
-        self.train_time += time.perf_counter() - t0
-        self.epoch_seconds.append(self.train_time - sum(self.epoch_seconds))
+        state["train_seconds"] += time.perf_counter() - t0
+        state["epoch_seconds"].append(state["train_seconds"] - sum(state["epoch_seconds"]))
         loss_sum = distributed.mean_over_ranks(loss_sum)  # the global batches', not this rank's share
         state["train_loss"].append(float(loss_sum) / micro_steps if micro_steps else float("nan"))
 
@@ -703,7 +705,7 @@ class _Training:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             self.startup["first_step"] = time.perf_counter() - started
-        self.tokens += self.global_batch * self.ids.shape[1]
+        state["tokens"] += self.global_batch * self.ids.shape[1]
         state["global_step"] += 1
         return loss
 
@@ -748,14 +750,15 @@ class _Training:
             torch.cuda.empty_cache()
         from collapse_hpc.experiments.lm.model import saved_dtypes
 
-        state, train_time, tokens = self.state, self.train_time, self.tokens
+        state = self.state
+        train_time, tokens = state["train_seconds"], state["tokens"]
         saved = "/".join(SAFETENSORS_DTYPES.get(d, d) for d in saved_dtypes(self.out_dir))
         return {**self.dtypes, "saved_dtype": saved,
                 "best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
                 "val_loss": state["val_loss"], "train_loss": state["train_loss"], "epochs": self.cfg.epochs,
                 "curve": state["curve"],
                 "steps": state["global_step"], "tokens": tokens, "seconds": train_time,
-                "epoch_seconds": self.epoch_seconds,
+                "epoch_seconds": state["epoch_seconds"],
                 "tokens_per_s": tokens / train_time if train_time else float("nan"),
                 "resumed_from": self.resumed_from, "world_size": self.world_size, "micro_batch_size": self.micro,
                 "gradient_accumulation": self.accum, "precision": self.precision, "zero_stage": self.zero_stage,

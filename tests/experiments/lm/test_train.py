@@ -648,6 +648,55 @@ def test_step_folders_a_full_disk_or_a_kill_cut_short_are_removed_by_the_next_wr
     assert (full / train.COMPLETE).is_file() and not (full / "mp_rank_00_model_states.pt").is_symlink()
 
 
+@pytest.mark.timeout(600)
+def test_a_resumed_job_counts_the_training_time_and_tokens_its_checkpoint_holds(
+        lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
+    """training.json's seconds (metrics.parquet's train_seconds), tokens and epoch_seconds started at 0 in every
+    job, so a unit killed after a checkpoint and resumed counted only its last job's steps: its tokens/s too.
+    They ride in the checkpoint now: the resumed job counts the time trained up to it, and its own."""
+    import time
+
+    from collapse_hpc.experiments.lm.model import build_model
+
+    cfg = tiny_cfg(epochs=1, checkpoint_every_steps=2)  # 64 blocks of 16 a step: 4 steps, checkpoint at step 2
+    step, checkpoint = train._Training.optimizer_step, train._Training.checkpoint
+    timed: list[float] = []  # each step's seconds that the resumed summary should count
+
+    class Killed(Exception):
+        pass
+
+    def slow_step(self, *args):  # each step takes half a second at least
+        started = time.perf_counter()
+        time.sleep(0.5)
+        loss = step(self, *args)
+        timed.append(time.perf_counter() - started)
+        return loss
+
+    def killed_after_step_2(self):
+        if self.state["global_step"] == 4:  # the job dies before the epoch's checkpoint: steps 3-4 are lost
+            raise Killed
+        checkpoint(self)
+
+    def attempt():
+        return train.train_generation(build_model(cfg, lm_tokenizer, lm_data_dir), lm_tokenizer,
+                                      lm_blocks["train"].slice(0, 64), lm_blocks["validation"], cfg,
+                                      tmp_path / "model", tmp_path / "ckpt", seed=0, rank=0, world_size=1,
+                                      local_rank=0)
+
+    monkeypatch.setattr(train._Training, "optimizer_step", slow_step)
+    monkeypatch.setattr(train._Training, "checkpoint", killed_after_step_2)
+    with pytest.raises(Killed):
+        attempt()
+    del timed[2:]  # steps 3-4 of the first job: past its last checkpoint
+    monkeypatch.setattr(train._Training, "checkpoint", checkpoint)
+    summary = attempt()
+    assert summary["resumed_from"] == 2 and summary["steps"] == 4 and len(timed) == 4
+    assert summary["seconds"] >= sum(timed) > 2.0  # both jobs' steps (the resumed job's alone: 2 of them, ~1 s)
+    assert summary["epoch_seconds"] == [summary["seconds"]]
+    assert summary["tokens"] == 4 * cfg.batch_size * cfg.block_size
+    assert summary["tokens_per_s"] == pytest.approx(summary["tokens"] / summary["seconds"])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_checkpoint_marker_is_written_atomically(lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
