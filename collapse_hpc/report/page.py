@@ -92,7 +92,9 @@ COMPUTE_INTRO = ("Summed from the manifests: seconds × the CPU cores allotted (
                  "its last write.")
 PHASES_INTRO = ("Per generation: a unit's seconds, every attempt's (mean over the generation's units; an array "
                 "experiment's unit runs every generation) × its CPU cores and × its GPUs, and the phases the "
-                "experiment times (mean over series and seeds; of a resumed unit, its last attempt's).")
+                "experiment times (mean over series and seeds; of a resumed unit, the work it kept from earlier "
+                "attempts counts too, as training up to the checkpoint it resumed from and the shards already "
+                "sampled; work done again, as evaluation, is its last attempt's).")
 
 
 LISTED = 50  # items of a long list the page shows

@@ -41,8 +41,9 @@ class LanguageModel(Experiment):
     resumable = ("shards", "checkpoints", "model", "model_last")
     scratch = ("checkpoints",)
     # what a redo to the same weights and shards writes otherwise: its seconds and tokens/s (metrics.parquet's
-    # train_seconds, sample_seconds, sample_tokens_per_s; the curve's seconds, tokens_per_s; training.json's)
-    volatile = ("metrics.parquet", "training_curve.parquet", "model/training.json")
+    # train_seconds, sample_seconds, sample_tokens_per_s; the curve's seconds, tokens_per_s; training.json's;
+    # the seconds each rank sampled for, sample.seconds_name's)
+    volatile = ("metrics.parquet", "training_curve.parquet", "model/training.json", "shards/seconds-*.json")
     memory_keys = ("hidden_size", "layers", "ffn_size", "vocab_size", "micro_batch_size", "sample_batch_size",
                    "ranks")
     title = "Language model (OPT)"

@@ -73,6 +73,7 @@ def run_generation(ctx) -> None:
     shards = read_shards(ctx.path(SHARDS))
     started = time.perf_counter()
     scores = _evaluate(ctx, lm, model, inputs, shards, gen0)
+    # train and sample count the work kept from earlier attempts (a checkpoint, shards); evaluation starts over
     ctx.record(phase_seconds={"train": training.get("seconds"), "sample": sample_seconds,
                               "evaluate": time.perf_counter() - started})
     if not ctx.is_main:
@@ -258,7 +259,8 @@ def _weights(ctx, training: dict) -> dict:
 
 def _sample(ctx, lm: Pipeline, model, inputs: _Inputs, weights: dict):
     """Step 3: the next generation's data, by the weights sample_from names (the same on every rank
-    and on resume) -> (prompts, the decoding's metadata, seconds this rank sampled)."""
+    and on resume) -> (prompts, the decoding's metadata, seconds this rank sampled: over the attempts, as the
+    shards kept from an earlier one are not sampled again; Pipeline.sample)."""
     from collapse_hpc.experiments.lm import mixing
     from collapse_hpc.experiments.lm.sample import Decoding, shards_decoding
 

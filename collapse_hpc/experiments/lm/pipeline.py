@@ -111,17 +111,20 @@ class Pipeline:
     def sample(self, model, prompts, decoding, shards: Path, *, generation: int, seed: int, model_hash: str,
                prompt_source: str = "train_set") -> float:
         """This rank's share of the chunks of `prompts` still to do continued into `shards` (chunks
-        already there are kept); returns the seconds this rank sampled."""
-        from collapse_hpc.experiments.lm.sample import remaining_chunks, sample_shards
+        already there are kept); returns the seconds this rank sampled, over the attempts: the chunks kept
+        are not sampled again, so the seconds earlier attempts sampled them for count (sample.sampled_before)."""
+        from collapse_hpc.experiments.lm.sample import remaining_chunks, sample_shards, sampled_before
 
         started = time.time()
         batch_size = self.cfg.sample_batch_size
         remaining = remaining_chunks(shards, prompts.num_rows, batch_size, model_hash)
+        before = sampled_before(shards, self.rank, model_hash)
         distributed.barrier()  # every rank read the folder before any writes to it: the same chunks dealt
         sample_shards(model, self.tokenizer, prompts, decoding, shards, generation=generation, rank=self.rank,
                       world_size=self.world_size, batch_size=batch_size, seed=seed, model_hash=model_hash,
-                      device=self.device, log=self.log, prompt_source=prompt_source, remaining=remaining)
-        seconds = time.time() - started
+                      device=self.device, log=self.log, prompt_source=prompt_source, remaining=remaining,
+                      seconds_before=before)
+        seconds = before + time.time() - started
         distributed.barrier()  # every shard exists
         return seconds
 

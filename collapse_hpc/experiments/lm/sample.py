@@ -38,7 +38,9 @@ U+FFFD in the text, so the text does not always re-tokenize to the tokens.
 
 Sharding: prompts are cut into chunks of `batch_size`; rank r samples chunks r, r + world, ... and
 writes each as shards/part-<rank>-<chunk>.parquet. A chunk whose file exists is skipped, so a killed
-run resumes chunk by chunk, and a fixed config + seed gives the same tokens for any world size.
+run resumes chunk by chunk, and a fixed config + seed gives the same tokens for any world size. Each
+rank keeps the seconds it has sampled for beside them (shards/seconds-<rank>.json), so a resumed
+generation's sampling time counts the kept chunks' too.
 """
 from __future__ import annotations
 
@@ -549,6 +551,25 @@ def shard_name(rank: int, chunk: int) -> str:
     return f"part-{rank:03d}-{chunk:05d}.parquet"
 
 
+def seconds_name(rank: int) -> str:
+    """The record of the seconds rank `rank` has sampled a generation's shards for, over its attempts: the shards
+    are kept across attempts, so their time is too (not in a shard's metadata: a shard's bytes stay its tokens')."""
+    return f"seconds-{rank:03d}.json"
+
+
+def sampled_before(shard_dir: Path, rank: int, model_hash: str) -> float:
+    """The seconds rank `rank` sampled shards of `model_hash` in earlier attempts (seconds_name's record); 0 with
+    none, another model's (retrained weights: their shards are sampled again) or one that does not read (a
+    timing, not a result: counted from 0, as before it was kept)."""
+    import json
+
+    try:
+        record = json.loads((Path(shard_dir) / seconds_name(rank)).read_text())
+        return float(record["seconds"]) if record.get("model_sha256") == model_hash else 0.0
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return 0.0
+
+
 def rank_shards(shard_dir: Path, rank: int) -> list[Path]:
     """The shards in `shard_dir` that rank `rank` wrote (shard_name's)."""
     return sorted(Path(shard_dir).glob(f"part-{rank:03d}-*.parquet"))
@@ -631,12 +652,12 @@ def deal_chunks(remaining: list[int], rank: int, world_size: int) -> list[int]:
 
 def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, generation: int, rank: int = 0,
                   world_size: int = 1, batch_size: int = 128, seed: int = 0, model_hash: str = "",
-                  device=None, log=None, prompt_source: str = "train_set", remaining: list[int] | None = None) -> int:
-    """Sample this rank's share of the chunks of `prompts` (pa.Table block_id, input_ids) still to do into
-    shard files; prompt_source says what the prompts' block_ids name (real: real training blocks;
-    train_set: rows of the generation's training set). `remaining` (remaining_chunks) must be the same on
-    every rank: read before any rank writes (None: read here, for a lone rank). Each shard is written
-    atomically. Returns the number of chunks sampled now (finished ones are skipped)."""
+                  device=None, log=None, prompt_source: str = "train_set", remaining: list[int] | None = None,
+                  seconds_before: float | None = None) -> int:
+    """Sample this rank's share of the chunks of `prompts` (pa.Table block_id, input_ids) still to do into shards,
+    each written atomically (then, with `seconds_before`, seconds_name's record); prompt_source: what the prompts'
+    block_ids name (real: real training blocks; train_set: the training set's rows). `remaining` (remaining_chunks,
+    read before any rank writes; None: here, for a lone rank) is every rank's. Returns how many it sampled now."""
     import torch
     from tqdm import tqdm
 
@@ -663,11 +684,21 @@ def sample_shards(model, tokenizer, prompts, d: Decoding, shard_dir: Path, *, ge
         _write_shard(shard_dir, rank, k, _shard_table(ids[lo:hi], out, tokenizer, generation, prompt_source),
                      {"decoding": d.metadata(device), "model_sha256": model_hash, "generation": generation,
                       "chunk": k, "prompts": [lo, hi], "seed": chunk_seed})
+        _record_seconds(shard_dir, rank, model_hash, seconds_before, started)
     if log and todo:
         dt = time.time() - started
         log.info("sampled %s (%d tokens) in %.1f s: %.0f tokens/s", count(len(todo), "chunk"), produced, dt,
                  produced / max(dt, 1e-9))
     return len(todo)
+
+
+def _record_seconds(shard_dir: Path, rank: int, model_hash: str, before: float | None, started: float) -> None:
+    """After each shard: seconds_name's record of `before` (None: none kept) and the seconds since `started`."""
+    if before is not None:
+        from collapse_hpc.store import atomic
+
+        atomic.write_json(shard_dir / seconds_name(rank), {"model_sha256": model_hash,
+                                                          "seconds": before + time.time() - started})
 
 
 def _write_shard(shard_dir: Path, rank: int, chunk: int, table, metadata: dict) -> None:

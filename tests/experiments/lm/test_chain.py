@@ -202,7 +202,7 @@ def test_two_generation_chain_two_ranks_local(tmp_path, lm_data_dir, monkeypatch
     _check_chain(store)
     manifest = json.loads((store.root / "lm" / "replace-p0-s0" / "gen_001" / "manifest.json").read_text())
     assert manifest["world_size"] == 2
-    names = {p.name.split("-")[1] for p in (store.root / "lm" / "replace-p0-s0" / "gen_000" / "shards").iterdir()}
+    names = {p.name.split("-")[1] for p in (store.root / "lm" / "replace-p0-s0" / "gen_000" / "shards").glob("part-*")}
     assert names == {"000", "001"}  # both ranks sampled
 
 

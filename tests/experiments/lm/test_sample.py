@@ -474,6 +474,52 @@ def test_shards_columns_metadata_resume_and_ranks(tmp_path, model):
     assert read_shards(two).column("input_ids").equals(t.column("input_ids"))
 
 
+def test_a_resumed_sampling_counts_the_seconds_its_kept_shards_took(tmp_path, model, monkeypatch):
+    """Sampling resumes chunk by chunk (the shards kept are not sampled again), but sample_seconds (and
+    sample_tokens_per_s, the phase's seconds) counted the last attempt's alone: a generation killed after most of
+    its chunks seemed to sample them all in seconds. Each rank's seconds so far are kept beside the shards now."""
+    import logging
+    import time
+
+    from collapse_hpc.experiments.lm import sample
+    from collapse_hpc.experiments.lm.pipeline import Pipeline
+    from tests.experiments.lm.conftest import tiny_cfg
+
+    class Killed(Exception):
+        pass
+
+    took, decode = [], sample.generate
+
+    def slow(*args, **kwargs):  # each chunk takes half a second at least; the first attempt dies at its 3rd
+        started = time.time()
+        time.sleep(0.5)
+        if len(took) == 2 and not (tmp_path / "resumed").exists():
+            raise Killed
+        out = decode(*args, **kwargs)
+        took.append(time.time() - started)
+        return out
+
+    monkeypatch.setattr(sample, "generate", slow)
+    lm = Pipeline(tiny_cfg(sample_batch_size=8), None, _Tok(), 0, 1, 0, torch.device("cpu"),
+                  logging.getLogger("collapse_hpc.lm"), {})
+    shards, d = tmp_path / "shards", Decoding(num_beams=2, new_tokens=8)
+
+    def attempt(model_hash="abc"):
+        return lm.sample(model, _blocks(n=32), d, shards, generation=1, seed=0, model_hash=model_hash)
+
+    with pytest.raises(Killed):
+        attempt()
+    assert done_chunks(shards) == {0, 1}
+    (tmp_path / "resumed").touch()
+    seconds = attempt()
+    assert len(took) == 4 and seconds >= sum(took) > 2.0  # the resumed attempt's alone: 2 chunks, ~1 s
+    assert read_shards(shards).num_rows == 32 and sorted(p.name for p in shards.glob("part-*")) == \
+        [shard_name(0, k) for k in range(4)]
+    took.clear()  # weights since retrained: their shards are all sampled again, and only their seconds count
+    again = attempt("retrained")
+    assert len(took) == 4 and sum(took) <= again < sum(took) + seconds
+
+
 def test_the_chunks_left_are_dealt_evenly_over_the_ranks():
     """Chunk k was rank k % world's: a resume whose earlier attempt finished rank 0's chunks left rank 0
     nothing and rank 1 all, rank 0 idle at the barrier for rank 1's whole share."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collapse_hpc.experiments.lm.sample import Decoding, read_shards, sample_shards, shard_name
+from collapse_hpc.experiments.lm.sample import Decoding, read_shards, sample_shards, seconds_name, shard_name
 from collapse_hpc.machine import free_port
 from tests.experiments.lm.test_sample import _blocks, _opt, _Tok
 
@@ -47,5 +47,5 @@ def test_a_resume_whose_rank_0_had_finished_shares_its_peers_chunks(tmp_path):
     errs = [p.communicate(timeout=120)[1] for p in ranks]
     assert [p.returncode for p in ranks] == [0, 0], "\n".join(e[-1500:] for e in errs)
     assert sorted(p.name for p in part.iterdir()) == [shard_name(0, 0), shard_name(0, 1), shard_name(0, 2),
-                                                      shard_name(1, 3)]
+                                                      shard_name(1, 3), seconds_name(0), seconds_name(1)]
     assert read_shards(part).equals(read_shards(whole))
