@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.experiments.vae.metrics import EVAL_BATCH
 from collapse_hpc.store import atomic
 from collapse_hpc.store.lock import file_lock
@@ -144,14 +145,21 @@ def _load(path: Path) -> tuple[DigitClassifier, dict]:
 
 def _unchecked(path: Path, sha256: str, log: logging.Logger) -> None:
     """One line, from the first unit of the run that loads it (its folder's lock held), for a classifier whose
-    record was written before weights_sha256 was kept: its weights cannot be checked against it."""
+    record was written before weights_sha256 was kept: its weights cannot be checked against it. The note that
+    keeps the later units quiet is no result: where it cannot be written (a read-only folder, a full disk) the
+    unit goes on, and its line says the later ones will warn again."""
     said = path.parent / UNCHECKED
     with contextlib.suppress(OSError):
         if said.read_text().strip() == sha256:
             return
+    try:
+        atomic.write_text(said, sha256 + "\n")
+        again = ""
+    except (OSError, UserError) as e:  # UserError: a folder in its place (atomic's own line)
+        why = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e, None)
+        again = f"; {said} not written ({why}): each unit that loads it says so again"
     log.warning("warning: digit classifier %s: written by an older version, its record without the weights' "
-                "checksum: loaded unchecked (bytes changed inside its weights would go unnoticed)", path)
-    atomic.write_text(said, sha256 + "\n")
+                "checksum: loaded unchecked (bytes changed inside its weights would go unnoticed)%s", path, again)
 
 
 def weights_sha256(state: dict[str, torch.Tensor]) -> str:

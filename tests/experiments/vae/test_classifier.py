@@ -105,6 +105,51 @@ def test_a_classifier_of_an_older_version_without_its_weights_checksum_is_said_o
     assert classifier.weights_sha256(loaded[0][0].state_dict()) == record["weights_sha256"]
 
 
+@pytest.mark.parametrize("kept_from", ["read-only folder", "full disk", "folder in the way"])
+def test_an_unchecked_classifier_whose_note_cannot_be_written_is_still_used(tmp_path, caplog, monkeypatch,
+                                                                             kept_from):
+    """The note beside an older classifier (it was warned of) only keeps later units quiet: where it could not be
+    written (a read-only run folder, a full disk) the unit failed on it. It goes on now, its warning saying the note
+    is not kept, and the next unit warns again."""
+    import json
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    from collapse_hpc.errors import MOVE_AWAY
+
+    if kept_from == "read-only folder" and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder: the full disk and the folder in the way stand for it")
+    splits = _splits()
+    _, record = classifier.cached(tmp_path, splits, 4, 1, "cpu")
+    path = tmp_path / classifier.FILE
+    older = {k: v for k, v in record.items() if k not in ("weights_sha256", "sha256")}
+    save_file(load_file(str(path)), str(path), metadata={"record": json.dumps(older, sort_keys=True)})
+    if kept_from == "read-only folder":
+        tmp_path.chmod(0o555)
+    elif kept_from == "full disk":
+        def full(path, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+        monkeypatch.setattr(atomic, "write_text", full)
+    else:
+        (tmp_path / classifier.UNCHECKED).mkdir()
+    try:
+        with caplog.at_level(logging.WARNING):
+            loaded = [classifier.cached(tmp_path, splits, 4, 1, "cpu") for _ in range(2)]  # two units of the run
+    finally:
+        tmp_path.chmod(0o755)
+    assert all(r == {**older, "sha256": atomic.sha256_file(path)} for _, r in loaded)
+    why = {"read-only folder": "Permission denied", "full disk": "No space left on device",
+           "folder in the way": f"{tmp_path / classifier.UNCHECKED}: a folder where a file goes, and none is written "
+                                f"over a folder; {MOVE_AWAY}"}[kept_from]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"warning: digit classifier {path}: written by an older version, its record without the "
+                    f"weights' checksum: loaded unchecked (bytes changed inside its weights would go unnoticed); "
+                    f"{tmp_path / classifier.UNCHECKED} not written ({why}): each unit that loads it says so "
+                    f"again"] * 2
+
+
 def _judge(favoured: int) -> classifier.DigitClassifier:
     """A classifier whose largest output is `favoured` for every image, then 9, 8, … (its head's biases alone)."""
     import torch
