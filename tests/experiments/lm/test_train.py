@@ -649,11 +649,13 @@ def test_step_folders_a_full_disk_or_a_kill_cut_short_are_removed_by_the_next_wr
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("older", [False, True], ids=["checkpoint", "older version's checkpoint"])
 def test_a_resumed_job_counts_the_training_time_and_tokens_its_checkpoint_holds(
-        lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch):
+        lm_data_dir, lm_tokenizer, lm_blocks, tmp_path, monkeypatch, older):
     """training.json's seconds (metrics.parquet's train_seconds), tokens and epoch_seconds started at 0 in every
     job, so a unit killed after a checkpoint and resumed counted only its last job's steps: its tokens/s too.
-    They ride in the checkpoint now: the resumed job counts the time trained up to it, and its own."""
+    They ride in the checkpoint now: the resumed job counts the time trained up to it, and its own. A checkpoint
+    of an older version, without them, still resumes, counted from 0 as then."""
     import time
 
     from collapse_hpc.experiments.lm.model import build_model
@@ -675,6 +677,10 @@ def test_a_resumed_job_counts_the_training_time_and_tokens_its_checkpoint_holds(
     def killed_after_step_2(self):
         if self.state["global_step"] == 4:  # the job dies before the epoch's checkpoint: steps 3-4 are lost
             raise Killed
+        if older:
+            save, sums = self.engine.save_checkpoint, ("train_seconds", "tokens", "epoch_seconds")
+            self.engine.save_checkpoint = lambda *a, client_state, **k: save(
+                *a, client_state={key: v for key, v in client_state.items() if key not in sums}, **k)
         checkpoint(self)
 
     def attempt():
@@ -691,6 +697,10 @@ def test_a_resumed_job_counts_the_training_time_and_tokens_its_checkpoint_holds(
     monkeypatch.setattr(train._Training, "checkpoint", checkpoint)
     summary = attempt()
     assert summary["resumed_from"] == 2 and summary["steps"] == 4 and len(timed) == 4
+    if older:  # this job's 2 steps alone
+        assert sum(timed[2:]) <= summary["seconds"] < sum(timed) and summary["epoch_seconds"] == [summary["seconds"]]
+        assert summary["tokens"] == 2 * cfg.batch_size * cfg.block_size
+        return
     assert summary["seconds"] >= sum(timed) > 2.0  # both jobs' steps (the resumed job's alone: 2 of them, ~1 s)
     assert summary["epoch_seconds"] == [summary["seconds"]]
     assert summary["tokens"] == 4 * cfg.batch_size * cfg.block_size
