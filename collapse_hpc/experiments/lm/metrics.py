@@ -11,8 +11,10 @@ types that together carry at most `frequent_fraction` (50%); the rest is the *mi
 - unigram_entropy: entropy in bits of the token distribution of the generated set
 - type_token_ratio: unique / all words of the decoded text (lower-cased, split at white space; in
   scripts written without spaces between words, Chinese, Japanese, Thai, Lao, Khmer and Myanmar
-  (SPACELESS), every character is a word of its own: split at white space alone, a line of Chinese
-  was one word, a ratio near 1 whatever the model wrote)
+  (SPACELESS), every character with the combining marks after it (a vowel sign, a tone mark) is a
+  word of its own; Tibetan's words are its syllables, split at tsheg and shad: split at white space
+  alone, a line of Chinese was one word, a ratio near 1 whatever the model wrote). U+FFFD is no part
+  of a word: a block's edge cuts a character into it, and a half-trained model writes bytes no text holds
 - rare_token_share, middle_token_share: shares of generated tokens that are rare, and in the
   middle; real_rare_token_share, real_middle_token_share (generation 0 only): the same shares in
   the chain's real training blocks, the levels they are read against (a small model's beam text can
@@ -25,6 +27,7 @@ types that together carry at most `frequent_fraction` (50%); the rest is the *mi
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import numpy as np
 
@@ -51,16 +54,23 @@ def unigram_entropy(ids: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-# scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, CJK punctuation, kana,
-# Han (with its extensions and compatibility ideographs), half-width kana
-SPACELESS = re.compile("([\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4dbf"
-                       "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff])")
+# scripts written without spaces between words, a word per character: Thai, Lao, Myanmar, Khmer, CJK
+# punctuation, kana, Han (with its extensions and compatibility ideographs), half-width kana
+PER_CHARACTER = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+                 "\uff66-\uff9f\U00020000-\U0003ffff")
+# their combining marks (Thai's vowel signs and tone marks, Myanmar's and Khmer's vowel signs, kana's voicing):
+# part of the character before them, not words of their own
+MARKED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3000, 0x30FF))  # the blocks that hold them
+MARKS = "".join(chr(c) for lo, hi in MARKED for c in range(lo, hi + 1) if unicodedata.category(chr(c))[0] == "M")
+TSHEG_SHAD = "\u0f0b-\u0f12\u0f14"  # Tibetan's syllable and clause marks: where its words end
+SPACELESS = re.compile(f"([\u0f00-\u0f0a\u0f13\u0f15-\u0fff]+|[{PER_CHARACTER}][{MARKS}]*)|[{TSHEG_SHAD}]")
 
 
 def text_words(text: str) -> list[str]:
     """The words of `text` for type_token_ratio: split at white space, each character of a SPACELESS
-    script a word (English text splits as at white space alone)."""
-    return SPACELESS.sub(r" \1 ", text).split()
+    script with its combining marks a word, each Tibetan syllable a word; U+FFFD dropped (English text
+    splits as at white space alone)."""
+    return SPACELESS.sub(r" \1 ", text.replace("\ufffd", "")).split()
 
 
 def type_token_ratio(texts: list[str]) -> float:

@@ -45,7 +45,33 @@ def test_type_token_ratio_counts_characters_of_scripts_without_spaces():
     assert metrics.type_token_ratio(["我爱猫。我爱狗。"]) == 5 / 8
     assert metrics.type_token_ratio(["猫が好きです", "猫が好き"]) == 6 / 10
     assert metrics.text_words("OPT模型 (125M)") == ["OPT", "模", "型", "(125M)"]
-    assert metrics.type_token_ratio(["สวัสดี สวัสดี"]) == 5 / 12
+    assert metrics.type_token_ratio(["สวัสดี สวัสดี"]) == 3 / 8  # ส วั ส ดี, twice
+
+
+def test_a_combining_mark_is_part_of_the_character_before_it_not_a_word():
+    # a vowel sign or tone mark counted as a word of its own: Thai's ั and ี, Myanmar's ြ ် ာ (Mc and Mn)
+    assert metrics.text_words("สวัสดี") == ["ส", "วั", "ส", "ดี"]
+    assert metrics.text_words("ເມືອງ") == ["ເ", "ມື", "ອ", "ງ"]  # Lao: ເ is a letter, ື a mark
+    assert metrics.text_words("မြန်မာ") == ["မြ", "န်", "မာ"]
+    assert metrics.text_words("ខ្មែរ") == ["ខ្", "មែ", "រ"]
+    assert metrics.text_words("か\u3099") == ["か\u3099"]  # が, decomposed: kana's voicing mark
+    assert metrics.type_token_ratio(["ที่นี่ ที่นั่น"]) == 4 / 5  # ที่ นี่ ที่ นั่ น: ที่ twice
+
+
+def test_tibetan_words_are_its_syllables_split_at_tsheg_and_shad():
+    # no spaces between its words: a sentence was one word
+    sentence = "བོད་སྐད་ནི་བོད་ཀྱི་སྐད་ཡིན།"
+    assert metrics.text_words(sentence) == ["བོད", "སྐད", "ནི", "བོད", "ཀྱི", "སྐད", "ཡིན"]
+    assert metrics.type_token_ratio([sentence]) == 5 / 7
+    assert metrics.text_words("OPTབོད་སྐད། ok") == ["OPT", "བོད", "སྐད", "ok"]
+
+
+def test_replacement_characters_are_no_part_of_a_word():
+    # a character cut at a block's edge, or bytes a half-trained model writes, shown as U+FFFD
+    assert metrics.text_words("\ufffdthe cat\ufffd \ufffd\ufffd") == ["the", "cat"]
+    assert metrics.text_words("猫\ufffd狗") == ["猫", "狗"]
+    assert metrics.type_token_ratio(["the cat\ufffd", "\ufffd\ufffd the cat"]) == 2 / 4
+    assert math.isnan(metrics.type_token_ratio(["\ufffd"]))
 
 
 def test_metrics_table_is_wide_with_float_columns():
