@@ -5,7 +5,8 @@ Formats, by extension (any case); the line formats and the JSON and CSV ones als
 (.gz, .bz2, .xz, .zst on top, e.g. corpus.txt.gz, The Pile's .jsonl.zst):
   .txt .text .tokens .raw   one row per non-empty line (WikiText ships wiki.train.tokens / .raw)
   .jsonl .ndjson .json      JSON lines (datasets' to_json) or one array, of objects; field `text`
-  .csv .tsv                 a header row, then rows; column `text` (quoted fields may span lines)
+  .csv .tsv                 a header row, then rows; column `text` (quoted fields may span lines;
+                            their \\r\\n read as \\n)
   .parquet                  column `text` (datasets' to_parquet, the hub's shards)
   .arrow                    column `text` (datasets' save_to_disk)
 Null and blank texts of the structured formats are dropped, with a warning that counts them.
@@ -578,12 +579,13 @@ def _text_field(path: Path, i: int, record, array: bool = False) -> str | None:
 
 
 def _table_texts(path: Path) -> list:
-    """Column `text` of a CSV or TSV file with a header row."""
+    """Column `text` of a CSV or TSV file with a header row. Its line endings are read as \\n, inside a
+    quoted field too (newline=None; newline="" kept a Windows file's \\r\\n in the text), as a text file's are."""
     body = _decode(path, _raw(path))
     tab = kind(path)[0] == ".tsv"
     csv.field_size_limit(MAX_ROW_CHARS + 1)  # longer rows are refused by the row check, not csv
     try:
-        reader = csv.DictReader(io.StringIO(body, newline=""), delimiter="\t" if tab else ",",
+        reader = csv.DictReader(io.StringIO(body, newline=None), delimiter="\t" if tab else ",",
                                 strict=True)
         if "text" not in (reader.fieldnames or []):
             _no_text_column(path, reader.fieldnames or [], list(itertools.islice(reader, 100)))

@@ -87,6 +87,16 @@ def test_json_lines_csv_and_tsv_give_their_text_field_and_say_what_they_drop(tmp
         sources.read_rows(tmp_path / "b.csv")
 
 
+@pytest.mark.parametrize("name", ["w.csv", "w.tsv", "w.csv.gz"])
+def test_line_endings_inside_a_quoted_field_read_as_a_text_files_do(tmp_path, name):
+    """A Windows CSV (Excel, pandas' to_csv there) ends its lines with \\r\\n, inside a quoted field too: the
+    field's \\r stayed in the text (a token of its own), where a .txt file's line endings are \\n."""
+    sep = "\t" if ".tsv" in name else ","
+    body = f'id{sep}text\r\n1{sep}"line one\r\nline two"\r\n2{sep}"an old Mac\rline"\r\n3{sep}plain\r\n'.encode()
+    (tmp_path / name).write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
+    assert sources.read_rows(tmp_path / name) == ["line one\nline two", "an old Mac\nline", "plain"]
+
+
 def test_json_records_that_are_bare_strings_are_told_the_jq_line_that_makes_them_objects(tmp_path):
     """A JSON array of strings (or JSON lines of strings) was told "record 1 has no field 'text' (str); name the
     field that holds the text 'text' (e.g. jq -c '{text: .FIELD}')": a string has no field to name."""
