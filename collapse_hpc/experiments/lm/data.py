@@ -214,8 +214,10 @@ def _read_splits(source: Path, files: list[Path], named: dict) -> tuple[dict, st
     splits, how = {s: [] for s in SPLITS}, None
     if any(named.values()):
         sources.check_split_layout(source, named)
+        rows = {p: sources.read_rows(p) for p in files}
+        _refuse_side_by_side(source, rows, named)
         for p in files:
-            splits[named[p]].extend({"text": t} for t in sources.read_rows(p))
+            splits[named[p]].extend({"text": t} for t in rows[p])
         return splits, how
     rows = {p: sources.read_rows(p) for p in files}
     documents = [p for p in files if rows[p]]  # an empty file (a failed download) is no document
@@ -225,6 +227,21 @@ def _read_splits(source: Path, files: list[Path], named: dict) -> tuple[dict, st
         for t in (t for p in files for t in rows[p]):
             splits[split_of(t)].append({"text": t})
     return splits, how
+
+
+def _refuse_side_by_side(source: Path, rows: dict, named: dict) -> None:
+    """Two files of one split in two folders holding the same rows: data sets side by side, as a hub data set's
+    configs (WikiText's wikitext-2-raw-v1/ and wikitext-103-raw-v1/ hold one test file), were read as one
+    corpus, its train split two data sets and each held-out row twice. A validation file given as the test
+    file too is the user's own choice."""
+    seen: dict[tuple, Path] = {}
+    for p, texts in rows.items():
+        first = seen.setdefault((named[p], *texts), p) if texts else p  # an empty file is no copy
+        if first.parent != p.parent:
+            a, b = first.relative_to(source), p.relative_to(source)
+            raise UserError(f"--from {source}: {a} and {b} hold the same rows: two data sets side by side (a hub "
+                            f"data set's configs?), read as one; give one's folder (--from {source / a.parent}), "
+                            f"or move one file out")
 
 
 def _no_text(source: Path, files: list[Path]) -> UserError:

@@ -133,6 +133,30 @@ def test_a_datasets_save_to_disk_folder_keeps_its_splits(tmp_path):
     assert {s: data.read_texts(tmp_path / "data", "hf", s) for s in data.SPLITS} == parts
 
 
+def test_a_hub_data_sets_configs_side_by_side_are_refused_not_read_as_one_corpus(tmp_path):
+    """A hub download of WikiText holds its configs side by side (wikitext-2-raw-v1/, wikitext-103-raw-v1/),
+    each with its train, validation and test files, the held-out ones the same: given whole, its train split
+    was two data sets and every held-out row was there twice. Split folders of one data set whose
+    validation and test rows are the same (a user's own choice) are read as before."""
+    held_out = corpus_lines(60, 2)
+    for config, n in (("wikitext-2-raw-v1", 200), ("wikitext-103-raw-v1", 400)):
+        (tmp_path / "hub" / config).mkdir(parents=True)
+        for split, rows in (("train", corpus_lines(n, 1)), ("validation", held_out), ("test", corpus_lines(60, 3))):
+            pq.write_table(pa.table({"text": rows}), tmp_path / "hub" / config / f"{split}-00000-of-00001.parquet")
+    with pytest.raises(UserError, match=r"hub: wikitext-103-raw-v1/test-00000-of-00001.parquet and wikitext-2-raw-v1/"
+                                        r"test-00000-of-00001.parquet hold the same rows: two data sets side by side "
+                                        rf".*give one's folder \(--from {tmp_path / 'hub' / 'wikitext-103-raw-v1'}\)"):
+        data.prepare_local("hub", tmp_path / "hub", tmp_path / "data")
+    assert not (tmp_path / "data" / "hub").exists()
+    data.prepare_local("hub", tmp_path / "hub" / "wikitext-103-raw-v1", tmp_path / "data")  # as told
+    assert data.read_texts(tmp_path / "data", "hub", "train") == corpus_lines(400, 1)
+    for split, rows in (("train", corpus_lines(300, 1)), ("validation", held_out), ("test", held_out)):
+        (tmp_path / "own" / split).mkdir(parents=True)
+        (tmp_path / "own" / split / "part.txt").write_text("\n".join(rows) + "\n")
+    data.prepare_local("own", tmp_path / "own", tmp_path / "data")
+    assert data.read_texts(tmp_path / "data", "own", "test") == held_out
+
+
 def test_a_datasets_folder_with_a_train_split_alone_is_told_how_to_split_it(tmp_path):
     # a hub data set with only a train split, saved with save_to_disk, was told to rename its files; the
     # train file or folder given alone is split 90/5/5 as it is
