@@ -437,10 +437,25 @@ def _raw(path: Path) -> bytes:
         with reading(path), COMPRESSED[packed](path, "rb") as f:
             raw = f.read(MAX_SOURCE_BYTES + 1)
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
-        raise UserError(f"{path}: not a readable {packed[1:]} file ({e})") from None
+        raise UserError(f"{path}: not a readable {packed[1:]} file ({e})" + _packed_otherwise(path, packed)) from None
     if len(raw) > MAX_SOURCE_BYTES:
         raise UserError(f"{path}: over {MAX_SOURCE_BYTES >> 30} GiB decompressed; split it into several files")
     return raw
+
+
+def _packed_otherwise(path: Path, packed: str) -> str:
+    """What a file its name calls compressed, and which does not decompress so, is instead: compressed
+    otherwise (a .gz that is bzip2), or not compressed at all (a browser saves a .gz download unpacked,
+    its name kept); '' where neither (a file cut short)."""
+    with reading(path), open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    other = next((ext for ext, magic in MAGIC.items() if magic.match(head)), None)
+    inner = path.name[:-len(packed)]
+    if other not in (None, packed):
+        return f"; it is {other[1:]}-compressed: name it {inner}{other}"
+    if other is None and head and b"\0" not in head:
+        return f"; it is not compressed but text (a browser unpacks a download and keeps its name): name it {inner}"
+    return ""
 
 
 BOMS = (("utf-32", (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)), ("utf-16", (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)))

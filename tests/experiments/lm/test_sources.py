@@ -66,6 +66,25 @@ def test_compressed_text_reads_as_the_plain_file(tmp_path):
         sources.read_rows(tmp_path / "cut.txt.gz")
 
 
+@pytest.mark.parametrize("name, body, said", [
+    ("c.txt.gz", _lines(50, 1).encode(), "it is not compressed but text (a browser unpacks a download and keeps its "
+                                         "name): name it c.txt"),
+    ("c.jsonl.zst", json.dumps({"text": "a row"}).encode(), "it is not compressed but text (a browser unpacks a "
+                                                             "download and keeps its name): name it c.jsonl"),
+    ("c.jsonl.gz", bz2.compress(json.dumps({"text": "a row"}).encode()), "it is bz2-compressed: name it c.jsonl.bz2"),
+    ("c.txt.xz", gzip.compress(b"a row"), "it is gz-compressed: name it c.txt.gz")],
+    ids=["plain-named-gz", "plain-named-zst", "bz2-named-gz", "gz-named-xz"])
+def test_a_file_not_compressed_as_its_name_says_is_told_what_it_is(tmp_path, name, body, said):
+    """A browser saves a .gz download unpacked and keeps its name; a .gz may be bzip2 inside: both were
+    "not a readable gz file (Not a gzipped file (b'Th'))" alone, not what the file is nor the name to give it."""
+    (tmp_path / name).write_bytes(body)
+    with pytest.raises(UserError, match=rf"{re.escape(name)}: not a readable \w+ file \(.*\); {re.escape(said)}$"):
+        sources.read_rows(tmp_path / name)
+    (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(_lines(50, 1).encode())[:40])  # its own kind, cut short
+    with pytest.raises(UserError, match=r"cut.txt.gz: not a readable gz file \([^;]*\)$"):
+        sources.read_rows(tmp_path / "cut.txt.gz")
+
+
 def test_json_lines_csv_and_tsv_give_their_text_field_and_say_what_they_drop(tmp_path, caplog):
     rows = corpus_lines(5, 1) + ['a "quoted", multi-line\ntext, with commas']
     records = [{"id": i, "text": t} for i, t in enumerate(rows)] + [{"id": 9, "text": None}, {"id": 10, "text": " "}]
