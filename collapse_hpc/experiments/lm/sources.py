@@ -282,6 +282,14 @@ def _not_readable(path: Path) -> str:
     if archive:
         return (f"--from {path}: an archive; unpack it first ({archive.format(p=path)}) and give the folder: "
                 f"prepare reads {ACCEPTED}")
+    fmt, packed = kind(path)
+    inner = path.name[:-len(packed)] if packed else path.name
+    if packed and fmt in COLUMNAR:  # a format compressed within, read in place: never packed on top
+        return (f"--from {path}: {packed[1:]}-compressed {fmt[1:].capitalize()}, which compresses its own columns: "
+                f"unpack it ({UNPACK[packed][0]} {shlex.quote(str(path))} > {shlex.quote(inner)}) and give {inner}")
+    if packed and not fmt:  # corpus.gz: the format is told by the name
+        return (f"--from {path}: {packed[1:]}-compressed, of what its name does not say: name it for the format "
+                f"inside, e.g. {inner}.txt{packed} (a row per line) or {inner}.jsonl{packed} (JSON lines)")
     if path.suffix.lower() in PLAIN_TEXT:
         return (f"--from {path}: not a format prepare reads ({ACCEPTED}); {path.suffix} is plain text, read as a row "
                 f"per line when named .txt: cp {shlex.quote(str(path))} {shlex.quote(str(path.with_suffix('.txt')))}")

@@ -277,7 +277,14 @@ def test_a_json_description_beside_the_text_is_skipped_and_named(tmp_path, caplo
 
 @pytest.mark.parametrize("name, says", [("corpus.zip", r"unpack it first \(unzip .*corpus.zip -d DIR\)"),
                                         ("corpus.tar.gz", r"unpack it first \(tar xzf"),
-                                        ("corpus.docx", r"not a format prepare reads; give text \(.txt")])
+                                        ("corpus.docx", r"not a format prepare reads; give text \(.txt"),
+                                        # was "not a format prepare reads", .parquet and .gz among what it reads
+                                        ("corpus.parquet.gz", r"gz-compressed Parquet, which compresses its own "
+                                                              r"columns: unpack it \(zcat .*corpus.parquet.gz > "
+                                                              r"corpus.parquet\) and give corpus.parquet"),
+                                        ("corpus.gz", r"gz-compressed, of what its name does not say: name it for the "
+                                                      r"format inside, e.g. corpus.txt.gz \(a row per line\) or "
+                                                      r"corpus.jsonl.gz")])
 def test_an_unreadable_file_says_what_is_read_and_how_to_get_there(tmp_path, name, says):
     (tmp_path / name).write_bytes(b"PK\x03\x04")
     with pytest.raises(UserError, match=says):
