@@ -14,7 +14,8 @@ types that together carry at most `frequent_fraction` (50%); the rest is the *mi
   (SPACELESS), every character with the combining marks after it (a vowel sign, a tone mark) is a
   word of its own; Tibetan's words are its syllables, split at tsheg and shad: split at white space
   alone, a line of Chinese was one word, a ratio near 1 whatever the model wrote). U+FFFD is no part
-  of a word: a block's edge cuts a character into it, and a half-trained model writes bytes no text holds
+  of a word: a block's edge cuts a character into it, and a half-trained model writes bytes no text
+  holds; a zero-width space (U+200B) parts words as a space does
 - rare_token_share, middle_token_share: shares of generated tokens that are rare, and in the
   middle; real_rare_token_share, real_middle_token_share (generation 0 only): the same shares in
   the chain's real training blocks, the levels they are read against (a small model's beam text can
@@ -66,11 +67,16 @@ TSHEG_SHAD = "\u0f0b-\u0f12\u0f14"  # Tibetan's syllable and clause marks: where
 SPACELESS = re.compile(f"([\u0f00-\u0f0a\u0f13\u0f15-\u0fff]+|[{PER_CHARACTER}][{MARKS}]*)|[{TSHEG_SHAD}]")
 
 
+# what is no part of a word: U+FFFD (a character cut at a block's edge), and the zero-width space, which
+# Khmer, Myanmar and Thai text puts between words where it shows no space (str.split keeps it)
+NOT_WORD = str.maketrans({"\ufffd": "", "\u200b": " "})
+
+
 def text_words(text: str) -> list[str]:
-    """The words of `text` for type_token_ratio: split at white space, each character of a SPACELESS
-    script with its combining marks a word, each Tibetan syllable a word; U+FFFD dropped (English text
-    splits as at white space alone)."""
-    return SPACELESS.sub(r" \1 ", text.replace("\ufffd", "")).split()
+    """The words of `text` for type_token_ratio: split at white space (a zero-width one too), each character of
+    a SPACELESS script with its combining marks a word, each Tibetan syllable a word; U+FFFD dropped
+    (English text splits as at white space alone)."""
+    return SPACELESS.sub(r" \1 ", text.translate(NOT_WORD)).split()
 
 
 def type_token_ratio(texts: list[str]) -> float:

@@ -74,6 +74,12 @@ def test_replacement_characters_are_no_part_of_a_word():
     assert math.isnan(metrics.type_token_ratio(["\ufffd"]))
 
 
+def test_a_zero_width_space_parts_words_and_is_none():
+    # Khmer, Myanmar and Thai text puts U+200B between words: each one counted as a word, the text's most frequent
+    assert metrics.text_words("ខ្មែរ\u200bភាសា") == ["ខ្", "មែ", "រ", "ភា", "សា"]
+    assert metrics.text_words("word\u200bother word") == ["word", "other", "word"]
+
+
 def test_metrics_table_is_wide_with_float_columns():
     t = metrics.metrics_table(3, {"test_ppl": 12.5, "distinct_1": 0.4, "test_ppl_rare": 512})
     assert t.num_rows == 1 and t.column_names == ["generation", "test_ppl", "distinct_1", "test_ppl_rare"]
