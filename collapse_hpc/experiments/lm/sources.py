@@ -148,7 +148,7 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     found = sorted(p for p in _walk(source) if not (skip and Path(os.path.realpath(p)).is_relative_to(skip)))
     _check_fetched(source, [p for p in found if readable(p)])
     found = [p for p in found if p.is_file()]
-    files = [p for p in found if readable(p)]
+    files = _without_caches(source, [p for p in found if readable(p)])
     twice = [p for p in files if kind(p)[1] and p.with_suffix("") in files]
     if twice:  # train.txt beside train.txt.gz: its text would be read twice
         raise UserError(f"--from {source}: {twice[0].relative_to(source)} beside {twice[0].with_suffix('').name}: "
@@ -168,6 +168,29 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
                     count(len(described), "JSON file"), listed([str(p.relative_to(source)) for p in described]),
                     "each " + DESCRIPTION if len(described) > 1 else DESCRIPTION)
     return files
+
+
+def _without_caches(source: Path, files: list[Path]) -> list[Path]:
+    """A save_to_disk folder's .arrow files its state.json lists: a map or filter on the data set loaded from it
+    writes its result beside them as cache-<fingerprint>.arrow, read as more rows (a train split twice, once
+    changed). The others are skipped with a warning naming them."""
+    def saved(p: Path) -> bool:
+        state = p.parent / "state.json"
+        if kind(p)[0] != ".arrow" or not state.is_file():
+            return True
+        try:
+            with reading(state):
+                names = {f.get("filename") for f in json.loads(state.read_bytes()).get("_data_files", [])}
+        except (ValueError, AttributeError, TypeError):
+            return True  # not datasets' state: its files are read as any
+        return p.name in names
+    caches = [p for p in files if not saved(p)]
+    if caches:
+        log.warning("warning: --from %s: %s skipped (%s): a datasets cache beside the saved data (what a map or "
+                    "filter on the loaded data set wrote), not the data set (save_to_disk what it made, to prepare "
+                    "that)", source, count(len(caches), ".arrow file"),
+                    listed([str(p.relative_to(source)) for p in caches]))
+    return [p for p in files if p not in caches]
 
 
 def _walk(source: Path) -> list[Path]:

@@ -152,6 +152,23 @@ def test_a_datasets_save_to_disk_folder_keeps_its_splits(tmp_path):
     assert {s: data.read_texts(tmp_path / "data", "hf", s) for s in data.SPLITS} == parts
 
 
+def test_a_datasets_folders_cache_files_are_skipped_not_read_as_more_rows(tmp_path, caplog):
+    """A map on a data set loaded from a save_to_disk folder writes its result beside the saved data, as
+    cache-<fingerprint>.arrow in each split's folder: read as more rows, the train split was twice as long,
+    its second half the map's changed text."""
+    datasets = pytest.importorskip("datasets")
+    parts = {"train": corpus_lines(300, 1), "validation": corpus_lines(60, 2), "test": corpus_lines(60, 3)}
+    datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": t}) for s, t in parts.items()}).save_to_disk(
+        str(tmp_path / "hf"))
+    datasets.load_from_disk(str(tmp_path / "hf")).map(lambda r: {"text": r["text"].upper()})
+    caches = sorted(str(p.relative_to(tmp_path / "hf")) for p in (tmp_path / "hf").rglob("cache-*.arrow"))
+    assert len(caches) == 3, caches
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        data.prepare_local("hf", tmp_path / "hf", tmp_path / "data")
+    assert {s: data.read_texts(tmp_path / "data", "hf", s) for s in data.SPLITS} == parts
+    assert f"3 .arrow files skipped ({', '.join(caches)}): a datasets cache beside the saved data" in caplog.text
+
+
 def test_a_hub_data_sets_configs_side_by_side_are_refused_not_read_as_one_corpus(tmp_path):
     """A hub download of WikiText holds its configs side by side (wikitext-2-raw-v1/, wikitext-103-raw-v1/),
     each with its train, validation and test files, the held-out ones the same: given whole, its train split
