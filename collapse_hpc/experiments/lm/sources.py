@@ -9,7 +9,8 @@ Formats, by extension (any case); the line formats and the JSON and CSV ones als
                             their \\r\\n read as \\n)
   .parquet                  column `text` (datasets' to_parquet, the hub's shards)
   .arrow                    column `text` (datasets' save_to_disk)
-Null and blank texts of the structured formats are dropped, with a warning that counts them.
+Null and blank texts of the structured formats (a JSON NaN too: pandas' null) are dropped, with a
+warning that counts them.
 A Git LFS pointer, or a link to a git-annex or DVC object not fetched, is refused: it stands in for the text.
 A JSON escape of half a UTF-16 pair alone ("\\ud83d") becomes U+FFFD, with a warning.
 A .json file that is one JSON object without a field `text` (README.json, dataset_info.json, a
@@ -39,6 +40,7 @@ import itertools
 import json
 import logging
 import lzma
+import math
 import os
 import re
 import shlex
@@ -616,6 +618,8 @@ def _text_field(path: Path, i: int, record, array: bool = False) -> str | None:
                         f"the text 'text' (e.g. jq -c '{'.[] | ' if array else ''}{{text: .{jq}}}' "
                         f"{shlex.quote(path.name)} > {shlex.quote(_renamed(path, '.jsonl'))})")
     text = record["text"]
+    if isinstance(text, float) and math.isnan(text):  # pandas' null, as json.dumps of its records writes it
+        return None
     if text is not None and not isinstance(text, str):
         columns = isinstance(text, dict) and all(str(k).isdigit() for k in list(text)[:100])  # row numbers
         raise UserError(f"{path}: record {i + 1}: field 'text' holds {type(text).__name__}, not a string"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -114,6 +115,21 @@ def test_line_endings_inside_a_quoted_field_read_as_a_text_files_do(tmp_path, na
     body = f'id{sep}text\r\n1{sep}"line one\r\nline two"\r\n2{sep}"an old Mac\rline"\r\n3{sep}plain\r\n'.encode()
     (tmp_path / name).write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
     assert sources.read_rows(tmp_path / name) == ["line one\nline two", "an old Mac\nline", "plain"]
+
+
+@pytest.mark.parametrize("name", ["nan.jsonl", "nan.json"])
+def test_a_json_nan_text_is_a_null_one_as_in_the_same_rows_as_parquet(tmp_path, caplog, name):
+    """pandas' missing text is NaN, and json.dumps of its records writes it so: the file was refused ("field
+    'text' holds float, not a string") where the same rows as Parquet (NaN written as null) were read."""
+    rows = [{"text": t} for t in corpus_lines(5, 1)] + [{"text": float("nan")}]
+    body = json.dumps(rows) if name.endswith(".json") else "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / name).write_text(body)
+    assert "NaN" in body
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        assert sources.read_rows(tmp_path / name) == corpus_lines(5, 1)
+    assert "1 null or blank row of 6 dropped" in caplog.text
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame(rows)), tmp_path / "nan.parquet")  # NaN as null
+    assert sources.read_rows(tmp_path / "nan.parquet") == corpus_lines(5, 1)
 
 
 def test_json_records_that_are_bare_strings_are_told_the_jq_line_that_makes_them_objects(tmp_path):
