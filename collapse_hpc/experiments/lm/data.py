@@ -214,10 +214,9 @@ def _read_splits(source: Path, files: list[Path], named: dict) -> tuple[dict, st
     splits, how = {s: [] for s in SPLITS}, None
     if any(named.values()):
         sources.check_split_layout(source, named)
-        rows = {p: sources.read_rows(p) for p in files}
-        _refuse_side_by_side(source, rows, named)
+        _refuse_side_by_side(source, named)
         for p in files:
-            splits[named[p]].extend({"text": t} for t in rows[p])
+            splits[named[p]].extend({"text": t} for t in sources.read_rows(p))
         return splits, how
     rows = {p: sources.read_rows(p) for p in files}
     documents = [p for p in files if rows[p]]  # an empty file (a failed download) is no document
@@ -229,19 +228,21 @@ def _read_splits(source: Path, files: list[Path], named: dict) -> tuple[dict, st
     return splits, how
 
 
-def _refuse_side_by_side(source: Path, rows: dict, named: dict) -> None:
-    """Two files of one split in two folders holding the same rows: data sets side by side, as a hub data set's
-    configs (WikiText's wikitext-2-raw-v1/ and wikitext-103-raw-v1/ hold one test file), were read as one
-    corpus, its train split two data sets and each held-out row twice. A validation file given as the test
-    file too is the user's own choice."""
-    seen: dict[tuple, Path] = {}
-    for p, texts in rows.items():
-        first = seen.setdefault((named[p], *texts), p) if texts else p  # an empty file is no copy
-        if first.parent != p.parent:
-            a, b = first.relative_to(source), p.relative_to(source)
-            raise UserError(f"--from {source}: {a} and {b} hold the same rows: two data sets side by side (a hub "
-                            f"data set's configs?), read as one; give one's folder (--from {source / a.parent}), "
-                            f"or move one file out")
+def _refuse_side_by_side(source: Path, named: dict) -> None:
+    """Two folders each holding files named for all three splits: data sets side by side, as a hub data set's
+    configs (WikiText's wikitext-2-raw-v1/ and wikitext-103-raw-v1/) or WikiText's two zips unpacked (wikitext-103/
+    and wikitext-103-raw/), were read as one corpus: its train split two data sets, each held-out row twice. A
+    folder per split (save_to_disk's train/, validation/, test/) names each split once."""
+    splits_in: dict[Path, set] = {}
+    for p, split in named.items():
+        if sources.file_split(p) is not None:  # named by its own name, not its folder's
+            splits_in.setdefault(p.parent, set()).add(split)
+    whole = [folder.relative_to(source) for folder, held in splits_in.items() if len(held) == len(SPLITS)]
+    if len(whole) > 1:
+        a, b = sorted(whole, key=str)[:2]
+        raise UserError(f"--from {source}: {a}/ and {b}/ each hold a train, validation and test file: two data sets "
+                        f"side by side (a hub data set's configs?), read as one; give one's folder (--from "
+                        f"{source / a}), or put the files in one folder to prepare them as one")
 
 
 def _no_text(source: Path, files: list[Path]) -> UserError:

@@ -185,23 +185,30 @@ def test_a_datasets_folders_cache_files_are_skipped_not_read_as_more_rows(tmp_pa
     assert f"3 .arrow files skipped ({', '.join(caches)}): a datasets cache beside the saved data" in caplog.text
 
 
-def test_a_hub_data_sets_configs_side_by_side_are_refused_not_read_as_one_corpus(tmp_path):
-    """A hub download of WikiText holds its configs side by side (wikitext-2-raw-v1/, wikitext-103-raw-v1/),
-    each with its train, validation and test files, the held-out ones the same: given whole, its train split
-    was two data sets and every held-out row was there twice. Split folders of one data set whose
-    validation and test rows are the same (a user's own choice) are read as before."""
-    held_out = corpus_lines(60, 2)
+def test_data_sets_side_by_side_are_refused_not_read_as_one_corpus(tmp_path):
+    """A hub download of WikiText holds its configs side by side (wikitext-2-raw-v1/, wikitext-103-raw-v1/), each
+    with its train, validation and test files; so do WikiText's two zips unpacked in one folder (wiki.*.tokens
+    and wiki.*.raw). Given whole, its train split was two data sets, each held-out row there twice. A folder
+    per split (save_to_disk's) is one data set, its validation and test rows the same where the user wants."""
     for config, n in (("wikitext-2-raw-v1", 200), ("wikitext-103-raw-v1", 400)):
         (tmp_path / "hub" / config).mkdir(parents=True)
-        for split, rows in (("train", corpus_lines(n, 1)), ("validation", held_out), ("test", corpus_lines(60, 3))):
+        for split, rows in (("train", corpus_lines(n, 1)), ("validation", corpus_lines(60, 2)),
+                            ("test", corpus_lines(60, 3))):
             pq.write_table(pa.table({"text": rows}), tmp_path / "hub" / config / f"{split}-00000-of-00001.parquet")
-    with pytest.raises(UserError, match=r"hub: wikitext-103-raw-v1/test-00000-of-00001.parquet and wikitext-2-raw-v1/"
-                                        r"test-00000-of-00001.parquet hold the same rows: two data sets side by side "
-                                        rf".*give one's folder \(--from {tmp_path / 'hub' / 'wikitext-103-raw-v1'}\)"):
+    with pytest.raises(UserError, match=r"hub: wikitext-103-raw-v1/ and wikitext-2-raw-v1/ each hold a train, "
+                                        r"validation and test file: two data sets side by side .* give one's "
+                                        rf"folder \(--from {tmp_path / 'hub' / 'wikitext-103-raw-v1'}\)"):
         data.prepare_local("hub", tmp_path / "hub", tmp_path / "data")
     assert not (tmp_path / "data" / "hub").exists()
     data.prepare_local("hub", tmp_path / "hub" / "wikitext-103-raw-v1", tmp_path / "data")  # as told
     assert data.read_texts(tmp_path / "data", "hub", "train") == corpus_lines(400, 1)
+    for folder, ext in (("wikitext-103", "tokens"), ("wikitext-103-raw", "raw")):
+        (tmp_path / "zips" / folder).mkdir(parents=True)
+        for split, seed in (("train", 1), ("valid", 2), ("test", 3)):
+            (tmp_path / "zips" / folder / f"wiki.{split}.{ext}").write_text(_lines(300 if seed == 1 else 60, seed))
+    with pytest.raises(UserError, match=r"zips: wikitext-103/ and wikitext-103-raw/ each hold a train, validation"):
+        data.prepare_local("zips", tmp_path / "zips", tmp_path / "data")
+    held_out = corpus_lines(60, 2)
     for split, rows in (("train", corpus_lines(300, 1)), ("validation", held_out), ("test", held_out)):
         (tmp_path / "own" / split).mkdir(parents=True)
         (tmp_path / "own" / split / "part.txt").write_text("\n".join(rows) + "\n")
