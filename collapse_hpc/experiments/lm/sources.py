@@ -172,25 +172,33 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     return files
 
 
+CACHE_FILE = re.compile(r"cache-[0-9a-f]{16}\.arrow")  # datasets' name for a map's or filter's result
+
+
+def _datasets_cache(p: Path) -> bool:
+    """An .arrow file datasets wrote beside a data set's own as a map's or filter's result: one a save_to_disk
+    folder's state.json does not list, or one named CACHE_FILE beside the dataset_info.json of datasets' own
+    cache (~/.cache/huggingface/datasets/…: wikitext-train.arrow, …)."""
+    if kind(p)[0] != ".arrow":
+        return False
+    state = p.parent / "state.json"
+    if not state.is_file():
+        return (p.parent / "dataset_info.json").is_file() and CACHE_FILE.fullmatch(p.name) is not None
+    try:
+        with reading(state):
+            return p.name not in {f.get("filename") for f in json.loads(state.read_bytes()).get("_data_files", [])}
+    except (ValueError, AttributeError, TypeError):
+        return False  # not datasets' state: its files are read as any
+
+
 def _without_caches(source: Path, files: list[Path]) -> list[Path]:
-    """A save_to_disk folder's .arrow files its state.json lists: a map or filter on the data set loaded from it
-    writes its result beside them as cache-<fingerprint>.arrow, read as more rows (a train split twice, once
-    changed). The others are skipped with a warning naming them."""
-    def saved(p: Path) -> bool:
-        state = p.parent / "state.json"
-        if kind(p)[0] != ".arrow" or not state.is_file():
-            return True
-        try:
-            with reading(state):
-                names = {f.get("filename") for f in json.loads(state.read_bytes()).get("_data_files", [])}
-        except (ValueError, AttributeError, TypeError):
-            return True  # not datasets' state: its files are read as any
-        return p.name in names
-    caches = [p for p in files if not saved(p)]
+    """The files but datasets' caches (_datasets_cache): read as more rows, a train split was there twice,
+    once as a map changed it. They are skipped with a warning naming them."""
+    caches = [p for p in files if _datasets_cache(p)]
     if caches:
-        log.warning("warning: --from %s: %s skipped (%s): a datasets cache beside the saved data (what a map or "
-                    "filter on the loaded data set wrote), not the data set (save_to_disk what it made, to prepare "
-                    "that)", source, count(len(caches), ".arrow file"),
+        log.warning("warning: --from %s: %s skipped (%s): a datasets cache beside the data (what a map or filter "
+                    "on the loaded data set wrote), not the data set (save_to_disk what it made, to prepare that)",
+                    source, count(len(caches), ".arrow file"),
                     listed([str(p.relative_to(source)) for p in caches]))
     return [p for p in files if p not in caches]
 

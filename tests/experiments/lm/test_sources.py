@@ -182,7 +182,17 @@ def test_a_datasets_folders_cache_files_are_skipped_not_read_as_more_rows(tmp_pa
     with caplog.at_level("WARNING", logger="collapse_hpc"):
         data.prepare_local("hf", tmp_path / "hf", tmp_path / "data")
     assert {s: data.read_texts(tmp_path / "data", "hf", s) for s in data.SPLITS} == parts
-    assert f"3 .arrow files skipped ({', '.join(caches)}): a datasets cache beside the saved data" in caplog.text
+    assert f"3 .arrow files skipped ({', '.join(caches)}): a datasets cache beside the data" in caplog.text
+    # datasets' own cache (~/.cache/huggingface/datasets/…): no state.json, the caches named by their fingerprint
+    cached = tmp_path / "hub-cache" / "wikitext" / "wikitext-2-raw-v1" / "0.0.0" / "b08601e04326c79d"
+    cached.mkdir(parents=True)
+    (cached / "dataset_info.json").write_text(json.dumps({"dataset_name": "wikitext"}))
+    for split, rows in parts.items():
+        (cached / f"wikitext-{split}.arrow").write_bytes((tmp_path / "hf" / split / "data-00000-of-00001.arrow")
+                                                         .read_bytes())
+    (cached / "cache-0123456789abcdef.arrow").write_bytes((tmp_path / "hf" / caches[1]).read_bytes())
+    data.prepare_local("cached", cached, tmp_path / "data")
+    assert {s: data.read_texts(tmp_path / "data", "cached", s) for s in data.SPLITS} == parts
 
 
 def test_data_sets_side_by_side_are_refused_not_read_as_one_corpus(tmp_path):
