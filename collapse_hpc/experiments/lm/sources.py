@@ -310,6 +310,10 @@ def _wrapping(value) -> str | None:
 
 
 def _not_readable(path: Path) -> str:
+    if path.name in DATASETS_METADATA:  # a .json file, refused as "not a format …", .json among those read
+        folder = path.parent.parent if (path.parent.parent / "dataset_dict.json").is_file() else path.parent
+        return (f"--from {path}: datasets' description of the data set saved in {folder}, not its text; give the "
+                f"folder: --from {folder}")
     archive = next((how for ext, how in ARCHIVES.items() if path.name.lower().endswith((ext, ".tar" + ext))),
                    ARCHIVES[".tgz"] if path.name.lower().endswith(".tar.gz") else None)
     if archive:

@@ -226,6 +226,20 @@ def test_data_sets_side_by_side_are_refused_not_read_as_one_corpus(tmp_path):
     assert data.read_texts(tmp_path / "data", "own", "test") == held_out
 
 
+def test_a_datasets_folders_description_given_as_the_source_is_told_to_give_the_folder(tmp_path):
+    # "not a format prepare reads; give … JSON lines (.jsonl, .json)", of a .json file
+    datasets = pytest.importorskip("datasets")
+    datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": corpus_lines(20, 1)}) for s in data.SPLITS}
+                         ).save_to_disk(str(tmp_path / "hf"))
+    datasets.Dataset.from_dict({"text": corpus_lines(20, 1)}).save_to_disk(str(tmp_path / "one"))
+    for given, folder in (("hf/dataset_dict.json", "hf"), ("hf/train/state.json", "hf"),
+                          ("hf/test/dataset_info.json", "hf"), ("one/state.json", "one")):
+        with pytest.raises(UserError, match=rf"^--from .*{given}: datasets' description of the data set saved in "
+                                            rf"{tmp_path / folder}, not its text; give the folder: --from "
+                                            rf"{tmp_path / folder}$"):
+            data.prepare_local("x", tmp_path / given, tmp_path / "data")
+
+
 def test_a_datasets_folder_with_a_train_split_alone_is_told_how_to_split_it(tmp_path):
     # a hub data set with only a train split, saved with save_to_disk, was told to rename its files; the
     # train file or folder given alone is split 90/5/5 as it is
