@@ -35,14 +35,16 @@ BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAI
 # why a queued job waits, where that is news: an afterok parent still running is the chain's normal wait
 ROUTINE = {"None", "Dependency", ""}
 # Slurm's bare reasons that say what Slurm does, not what is wrong, in words for the listing (--json keeps
-# Slurm's): a job requeued (preempted, its node failed, its time limit's USR2) is held until a begin time
-# Slurm sets at the requeue (these jobs never ask for one: no --begin), SchedulerParameters' requeue_delay
-# on, else AuthInfo's cred_expire (120 s by default; a cluster may set either otherwise); a job held
-# (scontrol hold, by its user or an admin) waits, and the units after it, until released: no time or resubmit
-# ends a hold
+# Slurm's): a job requeued (preempted, its node failed, its time limit's USR2) waits for a begin time Slurm
+# sets at the requeue (these jobs never ask for one: no --begin), the requeue's time plus the cluster's requeue
+# delay and 1 s: SchedulerParameters' requeue_delay (Slurm 26.05 on), else AuthInfo's cred_expire (120 s by
+# default); a job held (scontrol hold, by its user or an admin) waits, and the units after it, until released:
+# no time or resubmit ends a hold
 HELD = "held (scontrol hold): it and the units after it wait until `scontrol release` of its job"
-REQUEUED = "requeued: Slurm holds it until its begin time"
-EXPLAINED = {"BeginTime": f"{REQUEUED}, set at the requeue: AuthInfo's cred_expire on, 120 s by default",
+REQUEUED = "requeued: Slurm may start it again {}"  # {}: from when: squeue's begin time, where it gives one
+REQUEUE_DELAY = ("once the cluster's requeue delay has passed (SchedulerParameters' requeue_delay where set, else "
+                 "AuthInfo's cred_expire, 120 s by default)")
+EXPLAINED = {"BeginTime": REQUEUED.format(REQUEUE_DELAY),
              "JobHeldUser": HELD, "JobHeldAdmin": HELD.replace("scontrol hold", "an administrator's scontrol hold"),
              "job requeued in held state": HELD.replace("held (scontrol hold)", "requeued held (scontrol requeuehold)")}
 

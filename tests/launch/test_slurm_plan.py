@@ -1223,7 +1223,7 @@ def test_status_says_why_a_job_waits_unless_it_waits_for_its_chain(tmp_path, fak
 
 
 def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake_slurm):
-    """A generation preempted (or its node failed) is requeued, and Slurm holds it until a begin time it sets:
+    """A generation preempted (or its node failed) is requeued, and Slurm starts it again from a begin time it sets:
     status showed only Slurm's bare word, (BeginTime), which these jobs never ask for, then said "about 2 minutes
     after the requeue", Slurm's default (AuthInfo cred_expire), which a cluster may set otherwise (the dev
     cluster's: 10 s). It tells the begin time squeue gives (StartTime), and where none, no length of wait."""
@@ -1236,16 +1236,16 @@ def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake
     first = jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"]
     begins = datetime.datetime.now().replace(microsecond=0) + datetime.timedelta(seconds=11)
     later = begins + datetime.timedelta(days=1)
-    for start, said in ((begins, f"until {begins:%H:%M:%S} (its begin time)"),
-                        (later, f"until {later:%Y-%m-%d %H:%M:%S} (its begin time)"),
-                        (None, "until its begin time, set at the requeue: AuthInfo's cred_expire on, 120 s by "
-                               "default")):
+    for start, said in ((begins, f"from {begins:%H:%M:%S} (its begin time)"),
+                        (later, f"from {later:%Y-%m-%d %H:%M:%S} (its begin time)"),
+                        (None, "once the cluster's requeue delay has passed (SchedulerParameters' requeue_delay "
+                               "where set, else AuthInfo's cred_expire, 120 s by default)")):
         told = start.isoformat() if start else "N/A"
         (fake_slurm / "squeue.txt").write_text(f"{first}|PENDING|0:00|BeginTime|{told}\n")
         rc, out, err = collapse("status", run)
         assert rc == 0, err
         line = next(ln for ln in out.splitlines() if ln.startswith("  gen_000"))
-        assert line.endswith(f"(requeued: Slurm holds it {said})"), line
+        assert line.endswith(f"(requeued: Slurm may start it again {said})"), line
         assert "2 minutes" not in out, out
     rc, out, _ = collapse("status", run, "--json")  # scripts get Slurm's own word
     assert json.loads(out)["chains"][0]["units"][0]["reason"] == "BeginTime"

@@ -1238,3 +1238,19 @@ def test_a_requeued_units_time_is_that_of_all_its_runs_not_another_jobs(tmp_path
         + ran("200", "COMPLETED", "01:00:00", "12:00:11", "13:00:11", who="eve", name="train-llama"))
     states = slurm_view(["200"])[0]
     assert states["200"][:2] == ("COMPLETED", "1:00:00") and states.runs == {"200": (3 * 3600, 2)}, states.runs
+
+
+def test_a_requeued_job_with_no_begin_time_names_both_settings_that_set_its_wait():
+    """Where squeue gave a requeued job no begin time, status read "Slurm holds it until its begin time, set at
+    the requeue: AuthInfo's cred_expire on, 120 s by default": "holds" as if held, and only cred_expire, though
+    SchedulerParameters' requeue_delay sets the wait where a cluster sets it (Slurm 26.05 on)."""
+    import datetime
+
+    from collapse_hpc.launch.listing import explained
+
+    said = explained({"reason": "BeginTime"})
+    assert said == ("requeued: Slurm may start it again once the cluster's requeue delay has passed "
+                    "(SchedulerParameters' requeue_delay where set, else AuthInfo's cred_expire, 120 s by default)")
+    begins = datetime.datetime.combine(datetime.date.today(), datetime.time(12, 0, 5))
+    assert explained({"reason": "BeginTime", "start_time": begins.isoformat()}) == \
+        "requeued: Slurm may start it again from 12:00:05 (its begin time)"
