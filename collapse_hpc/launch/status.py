@@ -277,6 +277,12 @@ def log_lines(log: str | None, why: str | None) -> list[str]:
     return ["      never started, no log" + (f" ({why})" if why else "")]  # cancelled while queued: no log
 
 
+def unrun(said: dict) -> dict:
+    """No elapsed time for a job that never started (status's `never_started`): sacct's 00:00:00 read as if it had
+    run for no time, as a queued job's 0:00 did (_ran_for)."""
+    return {"elapsed": ""} if said.get("never_started") and said.get("elapsed") == _clock(0) else {}
+
+
 def never_started(dependency: str | None, slurm: dict) -> str:
     """Why a job that left the queue unrun did: a job it waited on ended badly (kill-on-invalid-dep
     cancels it), else it was cancelled by hand (scancel, collapse-hpc cancel)."""
@@ -645,6 +651,7 @@ def _unit_of(store: RunStore, run, job, book: dict, view: tuple[dict, dict], rec
         unit["log"] = entry["log"]
     if state in BAD:
         unit.update(_failure(store, entry, book, view, local, state))
+        unit.update(unrun(unit))
     if not local and manifest is None and state != "unfinished":  # a done unit's time is its manifest's
         unit.update(over_runs(slurm, entry.get("job_id")))
     return unit
@@ -697,6 +704,7 @@ def _aggregate_state(book: dict, slurm: dict) -> dict:
     if state in BAD and not (agg.get("log") and Path(agg["log"]).is_file()):
         # afterany waits out its units however they end: Slurm never cancels it for them, a user did
         said["never_started"] = never_started(None, slurm)
+        said.update(unrun(said))
     if hint := out_of_memory(state, said["error"], "aggregate", book.get("profile")):
         said["hint"] = hint
     return said

@@ -1254,3 +1254,19 @@ def test_a_requeued_job_with_no_begin_time_names_both_settings_that_set_its_wait
     begins = datetime.datetime.combine(datetime.date.today(), datetime.time(12, 0, 5))
     assert explained({"reason": "BeginTime", "start_time": begins.isoformat()}) == \
         "requeued: Slurm may start it again from 12:00:05 (its begin time)"
+
+
+def test_a_generation_cancelled_before_it_started_shows_no_elapsed_time(tmp_path, fake_slurm):  # noqa: F811
+    """A chain's generation that kill_invalid_depend cancelled behind a failed one (seen on the dev cluster) read
+    "CANCELLED  job 201  0:00:00" above "never started, no log": sacct's Elapsed, as if it had run for no time.
+    One that ran keeps its time, 0:00:00 included."""
+    from tests.launch.helpers import collapse
+
+    store = _submitted_run(tmp_path, fake_slurm, generations=3, parts=1)
+    (fake_slurm / "sacct.txt").write_text("200|FAILED|00:00:00\n201|CANCELLED by 0|00:00:00\n"
+                                          "202|CANCELLED by 0|00:00:00\n")
+    (fake_slurm / "squeue.txt").write_text("")
+    rc, out, err = collapse("status", store.root, "--all")
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  gen_")}
+    assert rc == 0 and lines["gen_001"].endswith("job 201") and lines["gen_002"].endswith("job 202"), out + err
+    assert "never started, no log" in out and lines["gen_000"].endswith(" 0:00:00"), out  # its log is there
