@@ -1270,3 +1270,53 @@ def test_a_generation_cancelled_before_it_started_shows_no_elapsed_time(tmp_path
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  gen_")}
     assert rc == 0 and lines["gen_001"].endswith("job 201") and lines["gen_002"].endswith("job 202"), out + err
     assert "never started, no log" in out and lines["gen_000"].endswith(" 0:00:00"), out  # its log is there
+
+
+# sacct -n -P -X -D's lines (status.SACCT's fields) of a generation the dev cluster requeued (scontrol requeue
+# 7 s in), as it gave them: the run's record, then the requeued job's as it waited, ran again and was cancelled
+GEN = "va00g001-faults:vae/replace-p0-s0/gen_001"
+REQUEUED_RUN = f"5537|REQUEUED|00:00:07|0:0|0:0|2026-12-07T23:04:01|2026-12-07T23:04:46|root|{GEN}\n"
+AGAIN = {"waits": f"5537|PENDING|00:00:00|0:0|0:0|2026-12-07T23:04:48|Unknown|root|{GEN}\n",
+         "runs": f"5537|RUNNING|00:00:02|0:0|0:0|2026-12-07T23:04:48|Unknown|root|{GEN}\n",
+         "runs, its record slurmdbd's placeholder": "5537|RUNNING|00:00:02|0:0|0:0|2026-12-07T23:04:48|Unknown|root|"
+                                                   "allocation\n",
+         "ran": f"5537|CANCELLED by 0|00:00:05|143:0|0:0|2026-12-07T23:04:48|2026-12-07T23:05:04|root|{GEN}\n",
+         "cancelled before it ran again": f"5537|CANCELLED by 0|00:00:00|0:0|0:0|2026-12-07T23:04:48|"
+                                          f"2026-12-07T23:04:50|root|{GEN}\n"}
+
+
+@pytest.mark.parametrize("then, squeue, runs", [
+    ("waits", "0:00", (7, 1)),  # the run before alone: it waits to run again
+    ("runs", "0:02", (9, 2)),
+    ("runs, its record slurmdbd's placeholder", "0:02", (9, 2)),
+    ("ran", None, (12, 2)),
+    ("cancelled before it ran again", None, (7, 1)),  # its record of no run is no run
+])
+def test_a_requeued_jobs_runs_are_its_records_that_ran(then, squeue, runs):
+    """status's "over N runs" of a requeued job sums sacct --duplicates' records of its runs: a record of a run that
+    never was (cancelled while it waited again, Elapsed 0, End set) is none, and the run under way (End Unknown)
+    is counted once, squeue's time where the job is queued, whatever name its record has yet."""
+    from collapse_hpc.launch.status import _own, _over_runs, _sacct_records
+
+    found = _sacct_records(REQUEUED_RUN + AGAIN[then])["5537"]
+    names = {"5537": ("vae/replace-p0-s0/gen_001", GEN)}
+    mine, _ = _own("5537", found, names)
+    assert len(mine) == 2, mine
+    assert _over_runs(mine, squeue or mine[-1].elapsed, squeue is not None) == runs
+
+
+@pytest.mark.parametrize("lines, squeue", [
+    ("5536|COMPLETED|00:00:21|0:0|0:0|2026-12-07T23:04:01|2026-12-07T23:04:22|root|g\n", None),  # ran once
+    ("5543|CANCELLED|00:00:00|0:0|0:0|2026-12-07T23:05:30|2026-12-07T23:05:52|root|g\n", None),  # never ran
+    ("5536|RUNNING|00:00:30|0:0|0:0|2026-12-07T23:04:01|Unknown|root|g\n", "0:30"),  # runs, its first
+    # requeued as it was launched (its node failed to start it): a record of no time, then its one run
+    ("5536|REQUEUED|00:00:00|0:0|0:0|2026-12-07T23:04:01|2026-12-07T23:04:01|root|g\n"
+     "5536|RUNNING|00:00:30|0:0|0:0|2026-12-07T23:04:03|Unknown|root|g\n", "0:30"),
+])
+def test_a_job_that_ran_once_or_never_has_no_runs_to_count(lines, squeue):
+    """A job with one run (or none) shows its own time, not "over 1 run"."""
+    from collapse_hpc.launch.status import _own, _over_runs, _sacct_records
+
+    found = next(iter(_sacct_records(lines).values()))
+    mine, _ = _own("5536", found, None)
+    assert _over_runs(mine, squeue or mine[-1].elapsed, squeue is not None) is None
