@@ -1,8 +1,9 @@
 """A unit's attempts: one killed part-way (kill -9, preemption, a Slurm requeue) and resumed has cost the time of
 every attempt, not only the last one's. Each start records itself in the unit folder (ATTEMPTS, written atomically);
 the next start reads it before the unit's leftovers go, and counts the attempt before as ending at the last write
-it left there, the record's own touched every BEAT_S while it runs (a kill leaves no end time: a killed attempt's
-seconds are a lower bound, short by up to BEAT_S)."""
+it left there, the record's own touched every BEAT_S while it runs and as the attempt stops (scancel, a requeue,
+Ctrl-C); a kill (kill -9, the kernel's) leaves no end time: a killed attempt's seconds are a lower bound, short by up
+to BEAT_S."""
 from __future__ import annotations
 
 import contextlib
@@ -50,6 +51,8 @@ def beating(unit_dir: Path) -> Iterator[None]:
     thread.start()
     try:
         yield
-    finally:
+    finally:  # a stop that ends the attempt through Python (scancel's or a requeue's SIGTERM, Ctrl-C) sets its end
         stop.set()
         thread.join()
+        with contextlib.suppress(OSError):
+            os.utime(Path(unit_dir) / ATTEMPTS)

@@ -76,3 +76,14 @@ def test_a_unit_that_refused_its_input_leaves_no_folder_for_its_attempt(tmp_path
     with pytest.raises(UserError):
         engine.run_unit(store.root, "ltchain", variant, 0)
     assert not unit.exists() and not unit.parent.exists()
+
+
+def test_an_attempt_stopped_before_its_first_beat_counts_until_it_stopped(tmp_path, monkeypatch):
+    """A generation scancelled (or requeued) before it wrote a file or its record's first beat (30 s) counted as no
+    time (the dev cluster: "0:00:20 over 4 runs" for runs of 7, 5, 20 and 20 s): the stop, an exception through the
+    unit (job.Ending), sets the attempt's end."""
+    store, variant, unit = _chain_of_one(tmp_path)
+    _killed_after(store, variant, monkeypatch, 0.6, writes=False)
+    assert engine.run_unit(store.root, "ltchain", variant, 0) == "done"
+    manifest = read_manifest(unit)
+    assert manifest["seconds"] >= 0.6 + (manifest["finished"] - manifest["started"]) - 0.01
