@@ -116,6 +116,8 @@ def footer(state: dict) -> list[str]:
     if agg:
         out += ["", f"aggregate  {agg['state']:<13} job {agg['job_id']:<10} {ran_for(agg)}".rstrip()
                 + (f"  ({explained(agg)})" if agg.get("reason") else "")]
+        if agg["state"] == "RUNNING" and agg.get("log") and Path(agg["log"]).is_file():  # as a unit's: to follow it
+            out.append(f"      log: {agg['log']}")
         if agg["state"] in BAD:
             out += log_lines(agg.get("log"), agg.get("never_started"))
             out += [f"      | {ln}" for ln in agg["error"]]

@@ -1292,6 +1292,20 @@ def test_a_report_job_cancelled_by_hand_reads_so_and_how_to_queue_it_again(tmp_p
                      r"submit ", out), out
 
 
+def test_status_names_the_running_report_jobs_log(tmp_path, fake_slurm):
+    """A running generation's line is followed by its log; the report's job's was not, so following it (the
+    figures take minutes on a large run) meant finding its job id first."""
+    run, units = _queued_chain(tmp_path, 2)
+    agg = jobs(run)["aggregate"]
+    Path(agg["log"]).write_text("drawing figures\n")
+    (fake_slurm / "sacct.txt").write_text("".join(f"{u}|COMPLETED|00:01:00\n" for u in units))
+    (fake_slurm / "squeue.txt").write_text(f"{agg['job_id']}|RUNNING|0:05\n")
+    rc, out, err = collapse("status", run)
+    lines = out.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("aggregate  RUNNING"))
+    assert rc == 0 and lines[at + 1] == f"      log: {agg['log']}", out + err
+
+
 def test_a_copied_run_folder_does_not_own_the_originals_jobs(tmp_path, fake_slurm):
     """cp -r of a run whose jobs were queued: cancel on the copy cancelled the original's jobs, submit
     on the copy took them as its own queued units (they write to the original) and status showed them."""
