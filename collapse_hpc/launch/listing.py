@@ -85,7 +85,7 @@ def explained(u: dict) -> str:
     if u["reason"] == "BeginTime" and u.get("start_time"):
         begins = datetime.datetime.fromisoformat(u["start_time"])
         shown = f"{begins:%H:%M:%S}" if begins.date() == datetime.date.today() else f"{begins:%Y-%m-%d %H:%M:%S}"
-        return REQUEUED.format(f"from {shown} (its begin time)")
+        return REQUEUED.format(f"from {shown}, its begin time")
     return EXPLAINED.get(u["reason"], u["reason"])
 
 

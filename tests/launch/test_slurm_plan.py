@@ -1236,8 +1236,8 @@ def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake
     first = jobs(run)["units"]["ltchain/replace-p0-s0/gen_000"]["job_id"]
     begins = datetime.datetime.now().replace(microsecond=0) + datetime.timedelta(seconds=11)
     later = begins + datetime.timedelta(days=1)
-    for start, said in ((begins, f"from {begins:%H:%M:%S} (its begin time)"),
-                        (later, f"from {later:%Y-%m-%d %H:%M:%S} (its begin time)"),
+    for start, said in ((begins, f"from {begins:%H:%M:%S}, its begin time"),
+                        (later, f"from {later:%Y-%m-%d %H:%M:%S}, its begin time"),
                         (None, "once the cluster's requeue delay has passed (SchedulerParameters' requeue_delay "
                                "where set, else AuthInfo's cred_expire, 120 s by default)")):
         told = start.isoformat() if start else "N/A"

@@ -1253,7 +1253,7 @@ def test_a_requeued_job_with_no_begin_time_names_both_settings_that_set_its_wait
                     "(SchedulerParameters' requeue_delay where set, else AuthInfo's cred_expire, 120 s by default)")
     begins = datetime.datetime.combine(datetime.date.today(), datetime.time(12, 0, 5))
     assert explained({"reason": "BeginTime", "start_time": begins.isoformat()}) == \
-        "requeued: Slurm may start it again from 12:00:05 (its begin time)"
+        "requeued: Slurm may start it again from 12:00:05, its begin time"
 
 
 def test_a_generation_cancelled_before_it_started_shows_no_elapsed_time(tmp_path, fake_slurm):  # noqa: F811
