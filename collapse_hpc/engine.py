@@ -11,6 +11,7 @@ and in which order jobs run.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import json
 import logging
@@ -435,6 +436,8 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
         judged, keep, redone = leftovers(unit_dir, exp, v.config(run), expected)
         for sub, why in redone.items():
             log.warning("%s/%s: redone after a how-it-runs knob changed (%s)", unit_dir, sub, why)
+        if before[0]:
+            log.info("%s", resumed_words(unit_dir, before, [k for k in keep if (unit_dir / k).is_dir()]))
         store.reset_unit(unit_dir, keep=keep, expected=judged)
         write_binding(unit_dir, {**expected, "config": v.config(run)})  # what a resume after a knob compares
     else:
@@ -475,6 +478,15 @@ def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, in
     (unit_dir / BINDING).unlink(missing_ok=True)
     (unit_dir / attempts.ATTEMPTS).unlink(missing_ok=True)
     return "done"
+
+
+def resumed_words(unit_dir: Path, before: tuple[int, float], kept: list[str]) -> str:
+    """What a unit's log says as an attempt after others (killed, cancelled, requeued) starts: which one, and what
+    of theirs it goes on from (`kept`: its resumable sub-folders there), or that it does all again."""
+    went = f"attempt {before[0] + 1} at {unit_dir} ({count(before[0], 'attempt')} before it, " \
+        f"{datetime.timedelta(seconds=round(before[1]))} in all)"
+    return f"{went}: goes on from their {', '.join(f'{k}/' for k in kept)}" if kept else \
+        f"{went}: none of their work is kept, it starts again from the beginning"
 
 
 def _refused(unit_dir: Path, made: list[Path]) -> None:

@@ -87,3 +87,38 @@ def test_an_attempt_stopped_before_its_first_beat_counts_until_it_stopped(tmp_pa
     assert engine.run_unit(store.root, "ltchain", variant, 0) == "done"
     manifest = read_manifest(unit)
     assert manifest["seconds"] >= 0.6 + (manifest["finished"] - manifest["started"]) - 0.01
+
+
+def test_an_attempt_after_others_says_so_and_what_of_theirs_it_goes_on_from(tmp_path, monkeypatch, caplog):
+    """A generation scancelled (or killed) and submitted again logged only "starts, job 5542 on vm": nothing told
+    the researcher it resumed, nor whether from the earlier attempt's work (its steps) or from the beginning."""
+    import logging
+
+    store, variant, unit = _chain_of_one(tmp_path)
+
+    def stepped_and_killed(ctx):
+        (ctx.dir / "steps").mkdir()
+        (ctx.dir / "steps" / "000.done").write_text("")
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(experiments.get("ltchain"), "run_unit", stepped_and_killed)
+        with pytest.raises(Killed):
+            engine.run_unit(store.root, "ltchain", variant, 0)
+    with caplog.at_level(logging.INFO, logger="collapse_hpc"):
+        assert engine.run_unit(store.root, "ltchain", variant, 0) == "done"
+    said = [r.getMessage() for r in caplog.records if "attempt 2 at" in r.getMessage()]
+    assert said == [f"attempt 2 at {unit} (1 attempt before it, 0:00:00 in all): goes on from their steps/"], \
+        caplog.text
+    caplog.clear()
+    store, variant, unit = _chain_of_one(tmp_path / "unstepped")  # killed before its first step: nothing to go on from
+    _killed_after(store, variant, monkeypatch, 0.1, writes=False)
+    with caplog.at_level(logging.INFO, logger="collapse_hpc"):
+        assert engine.run_unit(store.root, "ltchain", variant, 0) == "done"
+    assert f"attempt 2 at {unit} (1 attempt before it, 0:00:00 in all): none of their work is kept, it starts " \
+           "again from the beginning" in caplog.messages, caplog.text
+    caplog.clear()
+    store, variant, unit = _chain_of_one(tmp_path / "once")
+    with caplog.at_level(logging.INFO, logger="collapse_hpc"):
+        assert engine.run_unit(store.root, "ltchain", variant, 0) == "done"
+    assert not [m for m in caplog.messages if "attempt" in m], caplog.text  # a first attempt says nothing more
