@@ -433,6 +433,9 @@ def test_cancel_stops_a_running_generation_at_once_and_submit_resumes_it(tmp_pat
     wait_for([again["job_id"], jobs(run)["aggregate"]["job_id"]])
     steps = re.findall(r"ltchain step (\d+) done", open(first["log"]).read() + open(again["log"]).read())
     assert sorted(map(int, steps)) == list(range(20))  # the resumed job did only what was left
+    said = open(again["log"]).read()  # and its log says so
+    assert re.search(rf"attempt 2 at {re.escape(str(unit))} \(1 attempt before it, [0-9:]+ in all\): goes on from "
+                     r"their steps/\n", said), said
     rc, out, _ = collapse("status", run)
     assert re.search(rf"gen_000  done +job {again['job_id']} ", out), out
 
