@@ -993,6 +993,19 @@ def test_a_file_of_no_format_prepare_reads_says_what_image_data_the_vae_takes(tm
     assert not (tmp_path / "data" / "mine").exists()
 
 
+@pytest.mark.parametrize("name,said", [("dataset_dict.json", "datasets' description of the data set saved in"),
+                                       ("corpus.parquet.gz", "gz-compressed Parquet, which compresses its own"),
+                                       ("notes.md", "not a format prepare reads (text")])
+def test_a_file_of_text_prepare_does_not_read_is_told_so_without_the_vaes_images(tmp_path, name, said):
+    """A lone file of text (datasets' description, a Parquet file gzipped, Markdown) was told, after how to give
+    it, "; or, for the vae, grey images as … IDX files": images it cannot be. That is said where it may apply."""
+    (tmp_path / name).write_bytes(b"\x1f\x8b not read" if name.endswith(".gz") else b'{"splits": ["train"]}')
+    line = one_error_line(cli("data", "prepare", "mine", "--from", tmp_path / name, "--data-dir", tmp_path / "data"))
+    assert line.startswith(f"error: --from {tmp_path / name}: {said}"), line
+    assert "for the vae" not in line, line
+    assert not (tmp_path / "data").exists()
+
+
 def test_one_line_escapes_what_does_not_print_as_itself_and_keeps_the_rest():
     from collapse_hpc.errors import one_line
 

@@ -181,15 +181,16 @@ def prepare_local(name: str, source: Path, data_dir: Path, force: bool = False) 
     if not source.exists():
         raise UserError(f"--from {source}: no such file or folder")
     out = Path(data_dir) / name
-    files = sources.source_files(source, exclude=Path(data_dir))
-    digest = source_digest(files)
-    _same_source(out, digest, source, force)
-    if _prepared(out, force):
-        return 0
-    named = {p: sources.file_split(p, source) if source.is_dir() else None for p in files}  # one file: split its rows
-    given = {s: [str(p.relative_to(source)) for p, x in named.items() if x == s] for s in SPLITS} \
-        if any(named.values()) else None  # the files named for each split
-    with sources.warnings_by_kind():  # a refusal within: its line alone, not after a warning of rows dropped
+    # a refusal within: its line alone, not after a warning of files skipped or rows dropped
+    with sources.warnings_by_kind():
+        files = sources.source_files(source, exclude=Path(data_dir))
+        digest = source_digest(files)
+        _same_source(out, digest, source, force)
+        if _prepared(out, force):
+            return 0
+        named = {p: sources.file_split(p, source) if source.is_dir() else None for p in files}  # one file: its rows
+        given = {s: [str(p.relative_to(source)) for p, x in named.items() if x == s] for s in SPLITS} \
+            if any(named.values()) else None  # the files named for each split
         splits, how = _read_splits(source, files, named)
         card = {"name": name, "source": f"local files: {source_name(source)}",
                 "licence": "as given by the files' owner", "unit": "rows", "sha256": digest,

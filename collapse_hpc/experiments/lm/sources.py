@@ -140,7 +140,7 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     skipped with a warning naming them; a lone file or folder of none is one error line."""
     if source.is_file():
         if not readable(source):
-            raise NotAFormat(_not_readable(source))
+            raise _not_readable(source)
         if describes(source):
             raise UserError(f"--from {source}: {DESCRIPTION}, not records of text; give the text's files "
                             f"(JSON lines, or one array of objects, each with a field text)")
@@ -309,29 +309,35 @@ def _wrapping(value) -> str | None:
                 None)
 
 
-def _not_readable(path: Path) -> str:
+def _not_readable(path: Path) -> UserError:
+    """Why a lone file is not read. NotAFormat (data prepare adds what the vae reads) only where the file may hold
+    images (an archive, a format of no text, a file compressed of what its name does not say): a datasets file,
+    a compressed Parquet file or Markdown are text's, where "or, for the vae, grey images" misleads."""
     if path.name in DATASETS_METADATA:  # a .json file, refused as "not a format …", .json among those read
         folder = path.parent.parent if (path.parent.parent / "dataset_dict.json").is_file() else path.parent
-        return (f"--from {path}: datasets' description of the data set saved in {folder}, not its text; give the "
-                f"folder: --from {folder}")
+        return UserError(f"--from {path}: datasets' description of the data set saved in {folder}, not its text; "
+                         f"give the folder: --from {folder}")
     archive = next((how for ext, how in ARCHIVES.items() if path.name.lower().endswith((ext, ".tar" + ext))),
                    ARCHIVES[".tgz"] if path.name.lower().endswith(".tar.gz") else None)
     if archive:
-        return (f"--from {path}: an archive; unpack it first ({archive.format(p=path)}) and give the folder: "
-                f"prepare reads {ACCEPTED}")
+        return NotAFormat(f"--from {path}: an archive; unpack it first ({archive.format(p=path)}) and give the "
+                          f"folder: prepare reads {ACCEPTED}")
     fmt, packed = kind(path)
     inner = path.name[:-len(packed)] if packed else path.name
     if packed and fmt in COLUMNAR:  # a format compressed within, read in place: never packed on top
-        return (f"--from {path}: {packed[1:]}-compressed {fmt[1:].capitalize()}, which compresses its own columns: "
-                f"unpack it ({UNPACK[packed][0]} {shlex.quote(str(path))} > {shlex.quote(inner)}) and give {inner}")
+        return UserError(f"--from {path}: {packed[1:]}-compressed {fmt[1:].capitalize()}, which compresses its own "
+                         f"columns: unpack it ({UNPACK[packed][0]} {shlex.quote(str(path))} > {shlex.quote(inner)}) "
+                         f"and give {inner}")
     if packed and not fmt:  # corpus.gz: the format is told by the name
-        return (f"--from {path}: {packed[1:]}-compressed, of what its name does not say: name it for the format "
-                f"inside, e.g. {inner}.txt{packed} (a row per line) or {inner}.jsonl{packed} (JSON lines)")
+        return NotAFormat(f"--from {path}: {packed[1:]}-compressed, of what its name does not say: name it for the "
+                          f"format inside, e.g. {inner}.txt{packed} (a row per line) or {inner}.jsonl{packed} "
+                          f"(JSON lines)")
     if path.suffix.lower() in PLAIN_TEXT:
-        return (f"--from {path}: not a format prepare reads ({ACCEPTED}); {path.suffix} is plain text, read as a row "
-                f"per line when named .txt: cp {shlex.quote(str(path))} {shlex.quote(str(path.with_suffix('.txt')))}")
-    return (f"--from {path}: not a format prepare reads; give {ACCEPTED} (convert others first, e.g. a "
-            f"text column to Parquet with pandas' to_parquet)")
+        return UserError(f"--from {path}: not a format prepare reads ({ACCEPTED}); {path.suffix} is plain text, read "
+                         f"as a row per line when named .txt: cp {shlex.quote(str(path))} "
+                         f"{shlex.quote(str(path.with_suffix('.txt')))}")
+    return NotAFormat(f"--from {path}: not a format prepare reads; give {ACCEPTED} (convert others first, e.g. a "
+                      f"text column to Parquet with pandas' to_parquet)")
 
 
 # formats of plain text prepare does not read as such (a folder's README.md is no corpus): named .txt, they are
@@ -412,7 +418,7 @@ def warnings_by_kind():
     """While reading a corpus' files: each kind of warning about a file (not UTF-8, null rows dropped) said
     once, for its first file, with how many others it holds for; a folder of 300 latin-1 files wrote 300.
     None where the reading is refused: its one line says what is wrong (a file of null rows was told
-    "null rows dropped", then "no text")."""
+    "null rows dropped", then "no text"; a folder's README.md "skipped", then "no validation file")."""
     held: dict[str, list[logging.LogRecord]] = {}
 
     def hold(record: logging.LogRecord) -> bool:

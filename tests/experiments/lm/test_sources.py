@@ -827,3 +827,28 @@ def test_a_parquet_source_without_a_text_column_refused_at_its_head_is_one_line_
         with pytest.raises(UserError) as refused:
             sources.read_rows(path)
     assert str(refused.value).startswith(f"source file {path}: not read ({os.strerror(refusal)}): nothing is prepared")
+
+
+@pytest.mark.parametrize("refused", ["no validation or test file", "already prepared from other files"])
+def test_a_refused_folder_is_its_refusal_alone_not_after_the_files_it_skipped(tmp_path, caplog, refused):
+    """"README.md skipped" was said, then the refusal: two lines where nothing is prepared. Prepared, the folder
+    still says the files it skipped."""
+    src = tmp_path / "corpus"
+    src.mkdir()
+    (src / "README.md").write_text("# my corpus\n")
+    (src / "notes.json").write_text('{"license": "mine"}')
+    (src / "train.txt").write_text(_lines(200, seed=3))
+    if refused.startswith("already"):
+        (src / "validation.txt").write_text(_lines(30, seed=4))
+        (src / "test.txt").write_text(_lines(30, seed=5))
+        data.prepare_local("mine", src / "train.txt", tmp_path / "data")
+    with caplog.at_level("WARNING", logger="collapse_hpc"), pytest.raises(UserError, match=refused):
+        data.prepare_local("mine", src, tmp_path / "data")
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    (src / "validation.txt").write_text(_lines(30, seed=4))
+    (src / "test.txt").write_text(_lines(30, seed=5))
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        data.prepare_local("mine", src, tmp_path / "data", force=True)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert sum("1 file of other formats skipped (README.md)" in s for s in said) == 1, said
+    assert sum("1 JSON file skipped (notes.json)" in s for s in said) == 1, said
