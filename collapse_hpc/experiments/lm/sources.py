@@ -3,7 +3,8 @@ keeps, and their rows.
 
 Formats, by extension (any case); the line formats and the JSON and CSV ones also compressed
 (.gz, .bz2, .xz, .zst on top, e.g. corpus.txt.gz, The Pile's .jsonl.zst):
-  .txt .text .tokens .raw   one row per non-empty line (WikiText ships wiki.train.tokens / .raw)
+  .txt .text .tokens .raw   one row per non-empty line, ended by \\n, \\r\\n or \\r (WikiText ships
+                            wiki.train.tokens / .raw)
   .jsonl .ndjson .json      JSON lines (datasets' to_json) or one array, of objects; field `text`
   .csv .tsv                 a header row, then rows; column `text` (quoted fields may span lines;
                             their \\r\\n read as \\n)
@@ -452,7 +453,7 @@ def read_rows(path: Path) -> list[str]:
                         f"({MAX_SOURCE_BYTES >> 30} GiB); split it into several files")
     fmt, _ = kind(path)
     if fmt in LINES:
-        rows = [line for line in _decode(path, _raw(path)).splitlines() if line.strip()]
+        rows = [line for line in _text_lines(_decode(path, _raw(path))) if line.strip()]
     else:
         texts = _records(path, fmt)
         rows = [t for t in texts if t and t.strip()]
@@ -464,6 +465,17 @@ def read_rows(path: Path) -> list[str]:
         raise UserError(f"{path}: row {long + 1} (non-empty rows counted) has {len(rows[long])} characters, more "
                         f"than {MAX_ROW_CHARS} (one paragraph or article per row); break it into lines")
     return rows
+
+
+# a line ends at \n, \r\n or a lone \r (an old Mac's), as Python reads a file's lines (newline=None); not at
+# what str.splitlines also ends one at (U+2028, U+0085, a form feed, …), each one character inside a JSON row
+LINE_END = re.compile(r"\r\n?")
+
+
+def _text_lines(text: str) -> list[str]:
+    """A text's lines, a .txt file's rows: str.splitlines made two rows of a line with a U+2028 or a form feed
+    inside, one row as a JSON record's text."""
+    return LINE_END.sub("\n", text).split("\n")
 
 
 def _records(path: Path, fmt: str) -> list:
@@ -577,7 +589,7 @@ def _json_texts(path: Path) -> list:
             records = json.loads(body)
         else:
             try:
-                records = [json.loads(line) for line in body.splitlines() if line.strip()]
+                records = [json.loads(line) for line in _text_lines(body) if line.strip()]
             except json.JSONDecodeError:
                 records = _one_after_another(body)
     except json.JSONDecodeError as e:

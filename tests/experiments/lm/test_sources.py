@@ -852,3 +852,29 @@ def test_a_refused_folder_is_its_refusal_alone_not_after_the_files_it_skipped(tm
     said = [r.getMessage() for r in caplog.records if r.levelno >= 30]
     assert sum("1 file of other formats skipped (README.md)" in s for s in said) == 1, said
     assert sum("1 JSON file skipped (notes.json)" in s for s in said) == 1, said
+
+
+def _write_texts(path: Path, texts: list[str]) -> None:
+    """Texts as records of JSON lines (raw characters, not \\u escapes: "\\u0000" still one), a JSON array,
+    Parquet or an Arrow stream."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), newline="")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps([{"text": t} for t in texts]))
+    elif path.suffix == ".parquet":
+        pq.write_table(pa.table({"text": texts}), path)
+    else:
+        table = pa.table({"text": texts})
+        with pa.ipc.new_stream(path, table.schema) as out:
+            out.write_table(table)
+
+
+def test_a_text_files_rows_end_at_its_line_endings_only_as_json_rows_do(tmp_path):
+    """A line with a U+2028, U+0085, a form feed (Project Gutenberg's page breaks) or a vertical tab was two rows
+    of a .txt file (str.splitlines ends a line at each), where the same text is one JSON record's row."""
+    texts = ["a line\u2028separated", "a next\x85line", "page one\x0cpage two", "a\x0bvertical tab",
+             "file\x1cgroup and\u2029paragraph", "plain"]
+    (tmp_path / "t.txt").write_bytes(("\n".join(texts[:3]) + "\r\n" + "\r".join(texts[3:]) + "\n").encode())
+    _write_texts(tmp_path / "t.jsonl", texts)
+    assert sources.read_rows(tmp_path / "t.txt") == texts
+    assert sources.read_rows(tmp_path / "t.jsonl") == texts
