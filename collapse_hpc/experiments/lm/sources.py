@@ -11,7 +11,8 @@ Formats, by extension (any case); the line formats and the JSON and CSV ones als
   .parquet                  column `text` (datasets' to_parquet, the hub's shards)
   .arrow                    column `text` (datasets' save_to_disk)
 Null and blank texts of the structured formats (a JSON NaN too: pandas' null) are dropped, with a
-warning that counts them.
+warning that counts them. Their line endings are read as \\n, as a .txt file's; their NUL characters
+(a JSON "\\u0000", a Parquet column's) are removed, with a warning (a .txt file of NUL bytes is binary).
 A Git LFS pointer, or a link to a git-annex or DVC object not fetched, is refused: it stands in for the text.
 A JSON escape of half a UTF-16 pair alone ("\\ud83d") becomes U+FFFD, with a warning.
 A .json file that is one JSON object without a field `text` (README.json, dataset_info.json, a
@@ -455,7 +456,7 @@ def read_rows(path: Path) -> list[str]:
     if fmt in LINES:
         rows = [line for line in _text_lines(_decode(path, _raw(path))) if line.strip()]
     else:
-        texts = _records(path, fmt)
+        texts = _as_lines_read(path, _records(path, fmt))
         rows = [t for t in texts if t and t.strip()]
         if len(rows) < len(texts):
             log.warning("warning: %s: %s of %d dropped (no text)", path,
@@ -476,6 +477,17 @@ def _text_lines(text: str) -> list[str]:
     """A text's lines, a .txt file's rows: str.splitlines made two rows of a line with a U+2028 or a form feed
     inside, one row as a JSON record's text."""
     return LINE_END.sub("\n", text).split("\n")
+
+
+def _as_lines_read(path: Path, texts: list) -> list:
+    """Record texts as a text file's lines are read: \\r\\n and a lone \\r as \\n (a JSON "\\r\\n", a Windows
+    text in a Parquet column: a token of its own; a CSV's are read so already), and NUL characters (U+0000: a
+    JSON "\\u0000", a C string's padding) removed, with one warning: they went into the Parquet shards and the
+    tokenizer's training (a row of a NUL alone was a row), where a text file of NUL bytes is refused."""
+    nuls = sum(t.count("\0") for t in texts if t)
+    if nuls:
+        log.warning("warning: %s: %s (U+0000) removed from the text", path, count(nuls, "NUL character"))
+    return [LINE_END.sub("\n", t.replace("\0", "")) if t else t for t in texts]
 
 
 def _records(path: Path, fmt: str) -> list:

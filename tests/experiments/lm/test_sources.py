@@ -869,6 +869,44 @@ def _write_texts(path: Path, texts: list[str]) -> None:
             out.write_table(table)
 
 
+@pytest.mark.parametrize("name", ["n.jsonl", "n.json", "n.parquet", "n.arrow"])
+def test_nul_characters_in_record_texts_are_removed_with_a_warning(tmp_path, caplog, name):
+    """A JSON "\\u0000" or a NUL in a Parquet column went into the Parquet shards and the tokenizer's training
+    (byte 0, a token of its own), and a row of a NUL alone was a row; a text file with NUL bytes is refused as
+    binary. They are removed, said in one warning, and a row left blank is dropped as blank."""
+    _write_texts(tmp_path / name, ["before\x00after", "\x00", "plain", "two\x00\x00"])
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        assert sources.read_rows(tmp_path / name) == ["beforeafter", "plain", "two"]
+    said = [r.getMessage() for r in caplog.records]
+    assert sum(f"{name}: 4 NUL characters (U+0000) removed from the text" in s for s in said) == 1, said
+    assert sum(f"{name}: 1 null or blank row of 4 dropped" in s for s in said) == 1, said
+
+
+def test_a_corpus_of_nul_characters_prepares_without_them_and_says_so_once(tmp_path, caplog):
+    src = tmp_path / "corpus"
+    src.mkdir()
+    rows = {s: [t.replace(" ", "\x00 ", 1) for t in corpus_lines(n, seed)]
+            for s, n, seed in (("train", 300, 1), ("validation", 40, 2), ("test", 40, 3))}
+    _write_texts(src / "train.jsonl", rows["train"])
+    _write_texts(src / "validation.parquet", rows["validation"])
+    _write_texts(src / "test.parquet", rows["test"])
+    with caplog.at_level("WARNING", logger="collapse_hpc"):
+        data.prepare_local("mine", src, tmp_path / "data")
+    for split, seed in (("train", 1), ("test", 3)):
+        assert data.read_texts(tmp_path / "data", "mine", split) == corpus_lines(len(rows[split]), seed)
+    said = [r.getMessage() for r in caplog.records if "NUL" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("test.parquet: 40 NUL characters (U+0000) removed from the text; "
+                                               "the same for 2 other files (train.jsonl, validation.parquet)"), said
+
+
+@pytest.mark.parametrize("name", ["w.jsonl", "w.json", "w.parquet", "w.arrow"])
+def test_line_endings_inside_a_record_text_read_as_a_text_files_do(tmp_path, name):
+    """A JSON "\\r\\n" (a Windows text dumped as is) or a Parquet column's kept its \\r, a token of its own,
+    where the same text's line endings are \\n in a CSV's quoted field and end a .txt file's rows."""
+    _write_texts(tmp_path / name, ["line one\r\nline two", "an old Mac\rline", "plain\r\n"])
+    assert sources.read_rows(tmp_path / name) == ["line one\nline two", "an old Mac\nline", "plain\n"]
+
+
 def test_a_text_files_rows_end_at_its_line_endings_only_as_json_rows_do(tmp_path):
     """A line with a U+2028, U+0085, a form feed (Project Gutenberg's page breaks) or a vertical tab was two rows
     of a .txt file (str.splitlines ends a line at each), where the same text is one JSON record's row."""
