@@ -1006,6 +1006,23 @@ def test_a_file_of_text_prepare_does_not_read_is_told_so_without_the_vaes_images
     assert not (tmp_path / "data").exists()
 
 
+def test_a_folder_of_markdown_notes_is_told_how_to_read_them_without_the_vaes_images(tmp_path):
+    """A folder of Markdown (and a README.json) was told the find line that names them .txt, then "; or, for the
+    vae, grey images as … IDX files"; beside a file of no text (an .npz) that is still said."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# A\n\nsome text\n")
+    (notes / "README.json").write_text('{"license": "mine"}')
+    line = one_error_line(cli("data", "prepare", "mine", "--from", notes, "--data-dir", tmp_path / "data"))
+    assert line.startswith(f"error: --from {notes}: no file of a format prepare reads"), line
+    assert line.endswith(".md files are plain text, read as a row per line when named .txt: find "
+                         f"{notes} -name '*.md' -exec sh -c 'cp \"$0\" \"${{0%.md}}.txt\"' {{}} \\;"), line
+    (notes / "images.npz").write_bytes(b"\x93NUMPY not text")
+    line = one_error_line(cli("data", "prepare", "mine", "--from", notes, "--data-dir", tmp_path / "data"))
+    assert "; or, for the vae, grey images as a folder of the four IDX files" in line, line
+    assert not (tmp_path / "data").exists()
+
+
 def test_one_line_escapes_what_does_not_print_as_itself_and_keeps_the_rest():
     from collapse_hpc.errors import one_line
 

@@ -161,9 +161,7 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     files = [p for p in files if p not in described]
     other = [str(p.relative_to(source)) for p in found if not readable(p) and p.name not in DATASETS_METADATA]
     if not files:
-        found_here = other + [str(p.relative_to(source)) for p in described]
-        raise NotAFormat(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
-                        + (f"; found {listed(found_here)}" if found_here else "") + _as_text(source, found))
+        raise _none_read(source, found, other + [str(p.relative_to(source)) for p in described])
     if other:
         log.warning("warning: --from %s: %s of other formats skipped (%s); prepare reads %s", source,
                     count(len(other), "file"), listed(other), ACCEPTED)
@@ -172,6 +170,15 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
                     count(len(described), "JSON file"), listed([str(p.relative_to(source)) for p in described]),
                     "each " + DESCRIPTION if len(described) > 1 else DESCRIPTION)
     return files
+
+
+def _none_read(source: Path, found: list[Path], names: list[str]) -> UserError:
+    """A folder of no file read, naming those found. NotAFormat (data prepare adds what the vae reads) unless
+    they are all text's (Markdown, datasets' or other descriptions): no help to a folder of Markdown notes."""
+    text = found and all(p.suffix.lower() in PLAIN_TEXT or p.name in DATASETS_METADATA or describes(p) for p in found)
+    return (UserError if text else NotAFormat)(f"--from {source}: no file of a format prepare reads ({ACCEPTED})"
+                                               + (f"; found {listed(names)}" if names else "")
+                                               + _as_text(source, found))
 
 
 CACHE_FILE = re.compile(r"cache-[0-9a-f]{16}\.arrow")  # datasets' name for a map's or filter's result
