@@ -6,13 +6,14 @@ done) in full, a chain's run of dependents never started as one. `status RUN --a
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import shlex
 import sys
 from collections import Counter
 from pathlib import Path
 
-from collapse_hpc.launch.status import BAD, EXPLAINED, REQUEUED, log_lines, state_of
+from collapse_hpc.launch.status import BAD, EXPLAINED, HELD, RELEASE, REQUEUED, log_lines, state_of
 from collapse_hpc.logs import count
 from collapse_hpc.store.layout import existing_run
 
@@ -81,12 +82,30 @@ def ran_for(u: dict) -> str:
 
 def explained(u: dict) -> str:
     """Why a unit's (or the report job's) job waits, in words: a requeued one until its begin time, where squeue
-    told it (that time of day, its date too where it is not today's)."""
+    told it (that time of day, its date too where it is not today's); a held one, what waits on it with it (its
+    "behind": held()) and what releases it."""
     if u["reason"] == "BeginTime" and u.get("start_time"):
         begins = datetime.datetime.fromisoformat(u["start_time"])
         shown = f"{begins:%H:%M:%S}" if begins.date() == datetime.date.today() else f"{begins:%Y-%m-%d %H:%M:%S}"
         return REQUEUED.format(f"from {shown}, its begin time")
+    if u["reason"] in HELD:
+        behind = u.get("behind") or []
+        waits = f"{', '.join(['it', *behind[:-1]])} and {behind[-1]} wait" if behind else "it waits"
+        return f"{HELD[u['reason']]}: {waits} {RELEASE}"
     return EXPLAINED.get(u["reason"], u["reason"])
+
+
+def held(u: dict, item: dict, state: dict) -> dict:
+    """A held unit (`item`'s) with what waits on it ("behind"): its chain's generations queued after it (a
+    chain's last has none, an array's part none), as one range, and the report's job where it is queued
+    (afterany on every unit); any other unit as it is."""
+    if u.get("reason") not in HELD:
+        return u
+    later = item["units"][item["units"].index(u) + 1:] if item["shape"] == "chain" else []
+    queued = [v["unit"] for v in itertools.takewhile(lambda v: v["state"] == "PENDING", later)]
+    behind = [queued[0] if len(queued) == 1 else f"{queued[0]}..{queued[-1]}"] if queued else []
+    report = (state.get("aggregate") or {}).get("state") == "PENDING"
+    return {**u, "behind": behind + (["the report's job"] if report else [])}
 
 
 def unit_lines(u: dict, widths: tuple[int, int, int] = COLUMNS) -> list[str]:
@@ -150,7 +169,7 @@ def every_unit(state: dict) -> list[str]:
         out += ["", f"{name}  {chain_head(item)}"]
         widths = columns(item["units"])
         for u in item["units"]:
-            out += unit_lines(u, widths)
+            out += unit_lines(held(u, item, state), widths)
     return out + footer(state)
 
 

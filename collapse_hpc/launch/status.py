@@ -38,15 +38,17 @@ ROUTINE = {"None", "Dependency", ""}
 # Slurm's): a job requeued (preempted, its node failed, its time limit's USR2) waits for a begin time Slurm
 # sets at the requeue (these jobs never ask for one: no --begin), the requeue's time plus the cluster's requeue
 # delay and 1 s: SchedulerParameters' requeue_delay (Slurm 26.05 on), else AuthInfo's cred_expire (120 s by
-# default); a job held (scontrol hold, by its user or an admin) waits, and the units after it, until released:
-# no time or resubmit ends a hold
-HELD = "held (scontrol hold): it and the units after it wait until `scontrol release` of its job"
+# default); a job held (scontrol hold, by its user or an admin) waits until released, and what depends on it with
+# it (its chain's later generations, the report's job: listing.held): no time or resubmit ends a hold
+HELD = {"JobHeldUser": "held by scontrol hold", "JobHeldAdmin": "held by an administrator's scontrol hold",
+        "job requeued in held state": "requeued and held by scontrol requeuehold"}
+RELEASE = "until `scontrol release` of its job"
 REQUEUED = "requeued: Slurm may start it again {}"  # {}: from when: squeue's begin time, where it gives one
-REQUEUE_DELAY = ("once the cluster's requeue delay has passed (SchedulerParameters' requeue_delay where set, else "
-                 "AuthInfo's cred_expire, 120 s by default)")
-EXPLAINED = {"BeginTime": REQUEUED.format(REQUEUE_DELAY),
-             "JobHeldUser": HELD, "JobHeldAdmin": HELD.replace("scontrol hold", "an administrator's scontrol hold"),
-             "job requeued in held state": HELD.replace("held (scontrol hold)", "requeued held (scontrol requeuehold)")}
+REQUEUE_DELAY = ("once the cluster's requeue delay has passed, its SchedulerParameters' requeue_delay where set, "
+                 "else its AuthInfo's cred_expire, 120 s by default")
+# words for a reason alone, a summary's count of jobs too: a single held job's line adds what waits on it and
+# its release (listing.held)
+EXPLAINED = {"BeginTime": REQUEUED.format(REQUEUE_DELAY), **HELD}
 
 
 # sacct's fields: the job's name last, whole, where it holds a '|'

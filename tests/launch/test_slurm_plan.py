@@ -1238,8 +1238,8 @@ def test_status_explains_a_requeued_job_held_until_its_begin_time(tmp_path, fake
     later = begins + datetime.timedelta(days=1)
     for start, said in ((begins, f"from {begins:%H:%M:%S}, its begin time"),
                         (later, f"from {later:%Y-%m-%d %H:%M:%S}, its begin time"),
-                        (None, "once the cluster's requeue delay has passed (SchedulerParameters' requeue_delay "
-                               "where set, else AuthInfo's cred_expire, 120 s by default)")):
+                        (None, "once the cluster's requeue delay has passed, its SchedulerParameters' "
+                               "requeue_delay where set, else its AuthInfo's cred_expire, 120 s by default")):
         told = start.isoformat() if start else "N/A"
         (fake_slurm / "squeue.txt").write_text(f"{first}|PENDING|0:00|BeginTime|{told}\n")
         rc, out, err = collapse("status", run)
@@ -1263,9 +1263,9 @@ def _queued_chain(tmp_path, generations: int) -> tuple:
     return run, [jobs(run)["units"][f"ltchain/replace-p0-s0/gen_{g:03d}"]["job_id"] for g in range(generations)]
 
 
-@pytest.mark.parametrize("reason, by", [("JobHeldUser", "held (scontrol hold"),
-                                         ("JobHeldAdmin", "held (an administrator's scontrol hold"),
-                                         ("job requeued in held state", "requeued held (scontrol requeuehold")])
+@pytest.mark.parametrize("reason, by", [("JobHeldUser", "held by scontrol hold"),
+                                         ("JobHeldAdmin", "held by an administrator's scontrol hold"),
+                                         ("job requeued in held state", "requeued and held by scontrol requeuehold")])
 def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_slurm, reason, by):
     """A generation held (scontrol hold) waits, and its chain after it, until released: status showed Slurm's bare
     word, (JobHeldAdmin), and submit again says everything is queued, so nothing told the user the chain stalls."""
@@ -1273,7 +1273,7 @@ def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_
     (fake_slurm / "squeue.txt").write_text(f"{ids[1]}|PENDING|0:00|{reason}\n{ids[2]}|PENDING|0:00|Dependency\n")
     rc, out, err = collapse("status", run)
     line = next(ln for ln in out.splitlines() if ln.startswith("  gen_001"))
-    assert rc == 0 and re.search(rf"job {ids[1]} +\({re.escape(by)}\): it and the units after it wait until "
+    assert rc == 0 and re.search(rf"job {ids[1]} +\({re.escape(by)}: it and gen_002 wait until "
                                  r"`scontrol release` of its job\)$", line), out + err
 
 

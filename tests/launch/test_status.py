@@ -1249,8 +1249,8 @@ def test_a_requeued_job_with_no_begin_time_names_both_settings_that_set_its_wait
     from collapse_hpc.launch.listing import explained
 
     said = explained({"reason": "BeginTime"})
-    assert said == ("requeued: Slurm may start it again once the cluster's requeue delay has passed "
-                    "(SchedulerParameters' requeue_delay where set, else AuthInfo's cred_expire, 120 s by default)")
+    assert said == ("requeued: Slurm may start it again once the cluster's requeue delay has passed, its "
+                    "SchedulerParameters' requeue_delay where set, else its AuthInfo's cred_expire, 120 s by default")
     begins = datetime.datetime.combine(datetime.date.today(), datetime.time(12, 0, 5))
     assert explained({"reason": "BeginTime", "start_time": begins.isoformat()}) == \
         "requeued: Slurm may start it again from 12:00:05, its begin time"
@@ -1320,3 +1320,52 @@ def test_a_job_that_ran_once_or_never_has_no_runs_to_count(lines, squeue):
     found = next(iter(_sacct_records(lines).values()))
     mine, _ = _own("5536", found, None)
     assert _over_runs(mine, squeue or mine[-1].elapsed, squeue is not None) is None
+
+
+@pytest.mark.parametrize("held, behind", [
+    (3, "it and the report's job wait"),  # the last generation: no units after it
+    (1, "it, gen_002..gen_003 and the report's job wait"),
+    (2, "it, gen_003 and the report's job wait"),
+])
+def test_a_held_generation_names_what_waits_on_it_and_the_last_no_units_after_it(tmp_path, fake_slurm, held,  # noqa: F811
+                                                                                   behind):
+    """A held generation's line said "it and the units after it wait", the last generation's too, which has
+    none after it (the report's job waits on it: afterany), and held Slurm's hold in brackets inside its own
+    reason's."""
+    import re
+
+    from tests.launch.helpers import collapse, jobs
+    from tests.launch.test_slurm_plan import _queued_chain
+
+    run, ids = _queued_chain(tmp_path, 4)
+    report = jobs(run)["aggregate"]["job_id"]
+    (fake_slurm / "squeue.txt").write_text(
+        "".join(f"{job}|PENDING|0:00|{'JobHeldUser' if g == held else 'Dependency'}\n"
+                for g, job in enumerate(ids) if g >= held) + f"{report}|PENDING|0:00|Dependency\n")
+    rc, out, err = collapse("status", run)
+    lines = [ln for ln in out.splitlines() if ln.startswith("  gen_")]
+    line = next(ln for ln in lines if ln.startswith(f"  gen_{held:03d}"))
+    assert rc == 0 and line.endswith(f"(held by scontrol hold: {behind} until `scontrol release` of its job)"), \
+        out + err
+    assert line.count("(") == 1 and not re.search(r"\(after gen", line), line  # no brackets in the reason's own
+    assert len({ln.index(" job ") for ln in lines}) == 1, out  # its job's column lined up with the others'
+    (fake_slurm / "squeue.txt").write_text(f"{ids[held]}|PENDING|0:00|JobHeldAdmin\n")  # nothing queued behind it
+    (fake_slurm / "sacct.txt").write_text(f"{report}|CANCELLED by 0|00:00:00\n")
+    rc, out, _ = collapse("status", run)
+    line = next(ln for ln in out.splitlines() if ln.startswith(f"  gen_{held:03d}"))
+    assert line.endswith("(held by an administrator's scontrol hold: it waits until `scontrol release` of its "
+                         "job)"), out
+
+
+def test_a_summary_counts_held_jobs_in_short_words():
+    """A summary's count of held jobs (a run too long for a screen) took a single job's words: "2 PENDING (held
+    (scontrol hold): it and the units after it wait until `scontrol release` of its job)"."""
+    from collapse_hpc.launch.listing import experiment_lines
+
+    units = [{"unit": f"gen_{g:03d}", "index": g, "state": "PENDING", "elapsed": "", "job_id": str(300 + g),
+              **({"reason": reason} if reason else {})}
+             for g, reason in enumerate(["JobHeldUser", "JobHeldUser", "job requeued in held state", None])]
+    item = {"experiment": "toy", "variant": "replace-p0-s0", "shape": "chain", "units": units, "done": 0,
+            "reached": -1}
+    assert experiment_lines("toy", [item])[0] == ("toy: 1 chain, 0/4 done; 2 PENDING (held by scontrol hold), "
+                                                  "1 PENDING (requeued and held by scontrol requeuehold), 1 PENDING")

@@ -1060,21 +1060,27 @@ def test_a_run_whose_jobs_another_user_queued_is_not_queued_again_nor_run_beside
 
 def test_a_held_generation_says_how_to_release_it_and_its_chain_goes_on_once_released(tmp_path):
     """scontrol hold of a queued generation: status gave Slurm's bare (JobHeldAdmin), and submit again says all is
-    queued, so nothing said the chain waits on the hold. Released, the chain runs on to the end, as it was queued."""
+    queued, so nothing said the chain waits on the hold; then "it and the units after it wait" of any, the chain's
+    last too. Released, the chain runs on to the end, as it was queued."""
     cfg = write_config(tmp_path, "held", generations=3, ltchain={"rows": 2})
     run = tmp_path / "run"
     rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
     assert rc == 0, err
     first = unit_ids(run)
-    held = first["ltchain/replace-p0-s0/gen_001"]
+    held, last = first["ltchain/replace-p0-s0/gen_001"], first["ltchain/replace-p0-s0/gen_002"]
     try:
         subprocess.run(["scontrol", "hold", held], check=True)
         rc, out, _ = collapse("status", run)
         again = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+        subprocess.run(["scontrol", "hold", last], check=True)  # the chain's last: no units after it
+        subprocess.run(["scontrol", "release", held], check=True)
+        rc, out_last, _ = collapse("status", run)
     finally:
-        subprocess.run(["scontrol", "release", held], capture_output=True)
-    assert re.search(rf"gen_001  PENDING +job {held} +\(held \(an administrator's scontrol hold\): it and the units "
-                     r"after it wait until `scontrol release` of its job\)", out), out
+        subprocess.run(["scontrol", "release", held, last], capture_output=True)
+    assert re.search(rf"gen_001  PENDING +job {held} +\(held by an administrator's scontrol hold: it, gen_002 and "
+                     r"the report's job wait until `scontrol release` of its job\)$", out, re.M), out
+    assert re.search(rf"gen_002  PENDING +job {last} +\(held by an administrator's scontrol hold: it and the "
+                     r"report's job wait until `scontrol release` of its job\)$", out_last, re.M), out_last
     assert again[0] == 0 and "nothing to submit" in again[1] and unit_ids(run) == first, again
     wait_for([*first.values(), jobs(run)["aggregate"]["job_id"]])
     rc, out, _ = collapse("status", run)
