@@ -32,8 +32,8 @@ EPILOG = "Any bad input (config key, file, model) ends with one 'error:' line an
 
 
 GENERATIONS_HELP = ("generations of the run's chains (overrides the config's run-level generations); "
-                    "a section with its own generations keeps it (gmm and gaussian in the shipped configs, "
-                    "and the vae in demo.yaml)")
+                    "a section with its own generations keeps it, and a note: line says so (gmm and gaussian in the "
+                    "shipped configs, and the vae in demo.yaml)")
 EXPERIMENT_GENERATIONS_HELP = "generations of this experiment's chains (sets its section's generations)"
 SET_HELP = "override one config value, e.g. --set gmm.replicates=64 (repeatable)"
 
@@ -389,6 +389,21 @@ def _generations(run, chains) -> str:
     return "; ".join(out)
 
 
+def note_kept_generations(run, generations: int | None, only: list[str] | None = None) -> None:
+    """One line where --generations (the run-level count) leaves an experiment the count its section sets
+    (gmm's 2050): the chains it was asked to lengthen otherwise keep theirs unsaid."""
+    from collapse_hpc import experiments
+
+    kept = {name: n for name in run.enabled() if not only or name in only
+            if (n := experiments.get(name).generations(run)) != generations} if generations is not None else {}
+    if not kept:
+        return
+    (first, n), *others = kept.items()
+    keeps = ", ".join([f"{first} keeps {n}", *(f"{name} {m}" for name, m in others)])
+    print(f"note: --generations {generations} is the run's count; a section's own generations win over it: {keeps} "
+          f"(--set {first}.generations={generations} sets {'one' if others else 'it'})", file=sys.stderr)
+
+
 def cmd_run(args, executor=None) -> int:
     from collapse_hpc import engine, launch
     from collapse_hpc.launch.slurm import Scontrol
@@ -412,6 +427,7 @@ def cmd_run(args, executor=None) -> int:
         chains = engine.open_run(store, run, only=args.only, force=getattr(args, "force", False))
         logs.setup(args.verbose, store.root)
         notes.say()
+        note_kept_generations(run, args.generations, args.only)
         jobs = sum(len(c.jobs) for c in chains)
         log.info("run %s: %s, %s, executor %s (%s)", store.root, count(len(chains), "chain"), count(jobs, "unit"),
                  run.executor, _generations(run, chains))
@@ -506,6 +522,7 @@ def dry_run(args) -> int:
     problems: list[str] = []
     scontrol = Scontrol()
     store, run = resolve(args, "slurm", args.profile, problems, scontrol)
+    note_kept_generations(run, args.generations, args.only)
     return dryrun.show(store, run, engine.plan(run, only=args.only), profmod.load(run.profile), problems, scontrol)
 
 
@@ -715,6 +732,7 @@ def cmd_config(args) -> int:
         engine.check(run, args.config, force=True, sizes=False)  # only shown: a large plan is no risk here
         print(f"# config_hash: {run.hash()}")
         print(cfgmod.dump(run), end="", flush=True)
+        note_kept_generations(run, args.generations)
         # after it is shown: the paper's config on a machine without its data still shows what it resolves to
         check_inputs(run, args.config, profile.load(run.profile) if run.executor == "slurm" else None)
     else:

@@ -386,6 +386,22 @@ def test_generations_by_hand_are_the_experiment_s_own_also_where_its_section_set
         "gen_000", "gen_001", "gen_002"]
 
 
+def test_generations_that_a_section_overrides_are_said_in_a_note(tmp_path):
+    # `collapse-hpc run CFG --generations 3` where toy says generations: 1 ran 1 generation and said nothing of it
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 2\nexecutor: debug\ntoy: {rows: 4, generations: 1}\n")
+    note = ("note: --generations 3 is the run's count; a section's own generations win over it: toy keeps 1 "
+            "(--set toy.generations=3 sets it)")
+    p = cli("run", cfg, "--run", tmp_path / "r", "--generations", "3")
+    assert p.returncode == 0 and note in p.stderr.splitlines(), p.stderr
+    assert [d.name for d in (tmp_path / "r" / "toy" / "replace-p0-s0").iterdir()] == ["gen_000"]
+    shown = cli("config", cfg, "--generations", "3")
+    assert shown.returncode == 0 and note in shown.stderr.splitlines(), shown.stderr
+    for argv in (("config", cfg, "--generations", "3", "--set", "toy.generations=3"),  # the section's, asked for
+                 ("config", cfg, "--generations", "1"), ("toy", cfg, "--run", tmp_path / "h", "--generations", "3")):
+        p = cli(*argv)
+        assert p.returncode == 0 and "note: --generations" not in p.stderr, (argv, p.stderr)
+
+
 def test_an_unknown_variant_lists_the_variants(tmp_path):
     cfg = _toy_config(tmp_path)
     line = one_error_line(cli("toy", cfg, "--run", tmp_path / "r", "--variant", "replace-s0"))
