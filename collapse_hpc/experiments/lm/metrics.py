@@ -11,11 +11,12 @@ types that together carry at most `frequent_fraction` (50%); the rest is the *mi
 - unigram_entropy: entropy in bits of the token distribution of the generated set
 - type_token_ratio: unique / all words of the decoded text (lower-cased, split at white space; in
   scripts written without spaces between words, Chinese, Japanese, Thai, Lao, Khmer and Myanmar
-  (SPACELESS), every character with the combining marks after it (a vowel sign, a tone mark) is a
-  word of its own; Tibetan's words are its syllables, split at tsheg and shad: split at white space
-  alone, a line of Chinese was one word, a ratio near 1 whatever the model wrote). U+FFFD is no part
-  of a word: a block's edge cuts a character into it, and a half-trained model writes bytes no text
-  holds; a zero-width space (U+200B) parts words as a space does
+  (SPACELESS), every character with the combining marks after it (a vowel sign, a tone mark, a
+  consonant a Khmer or Myanmar virama stacks under it) is a word of its own; Tibetan's words are its
+  syllables, split at tsheg and shad: split at white space alone, a line of Chinese was one word, a
+  ratio near 1 whatever the model wrote). U+FFFD is no part of a word: a block's edge cuts a character
+  into it, and a half-trained model writes bytes no text holds; a zero-width space (U+200B) parts
+  words as a space does
 - rare_token_share, middle_token_share: shares of generated tokens that are rare, and in the
   middle; real_rare_token_share, real_middle_token_share (generation 0 only): the same shares in
   the chain's real training blocks, the levels they are read against (a small model's beam text can
@@ -63,8 +64,12 @@ PER_CHARACTER = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4
 # part of the character before them, not words of their own
 MARKED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3000, 0x30FF))  # the blocks that hold them
 MARKS = "".join(chr(c) for lo, hi in MARKED for c in range(lo, hi + 1) if unicodedata.category(chr(c))[0] == "M")
+# a virama that stacks the letter after it under the one before, Khmer's coeng (U+17D2) and Myanmar's U+1039: with
+# that letter part of the character before, as a mark is (Myanmar's asat U+103A, a mark too, stacks nothing)
+STACKED = "\u17d2[\u1780-\u17ff]|\u1039[\u1000-\u109f]"
 TSHEG_SHAD = "\u0f0b-\u0f12\u0f14"  # Tibetan's syllable and clause marks: where its words end
-SPACELESS = re.compile(f"([\u0f00-\u0f0a\u0f13\u0f15-\u0fff]+|[{PER_CHARACTER}][{MARKS}]*)|[{TSHEG_SHAD}]")
+SPACELESS = re.compile(f"([\u0f00-\u0f0a\u0f13\u0f15-\u0fff]+|[{PER_CHARACTER}](?:{STACKED}|[{MARKS}])*)"
+                       f"|[{TSHEG_SHAD}]")
 
 
 # what is no part of a word: U+FFFD (a character cut at a block's edge), and the zero-width space, which
@@ -74,8 +79,8 @@ NOT_WORD = str.maketrans({"\ufffd": "", "\u200b": " "})
 
 def text_words(text: str) -> list[str]:
     """The words of `text` for type_token_ratio: split at white space (a zero-width one too), each character of
-    a SPACELESS script with its combining marks a word, each Tibetan syllable a word; U+FFFD dropped
-    (English text splits as at white space alone)."""
+    a SPACELESS script with its combining marks (and STACKED consonants) a word, each Tibetan syllable a word;
+    U+FFFD dropped (English text splits as at white space alone)."""
     return SPACELESS.sub(r" \1 ", text.translate(NOT_WORD)).split()
 
 

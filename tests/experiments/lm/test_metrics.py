@@ -53,9 +53,22 @@ def test_a_combining_mark_is_part_of_the_character_before_it_not_a_word():
     assert metrics.text_words("สวัสดี") == ["ส", "วั", "ส", "ดี"]
     assert metrics.text_words("ເມືອງ") == ["ເ", "ມື", "ອ", "ງ"]  # Lao: ເ is a letter, ື a mark
     assert metrics.text_words("မြန်မာ") == ["မြ", "န်", "မာ"]
-    assert metrics.text_words("ខ្មែរ") == ["ខ្", "មែ", "រ"]
+    assert metrics.text_words("ខ្មែរ") == ["ខ្មែ", "រ"]
     assert metrics.text_words("か\u3099") == ["か\u3099"]  # が, decomposed: kana's voicing mark
     assert metrics.type_token_ratio(["ที่นี่ ที่นั่น"]) == 4 / 5  # ที่ นี่ ที่ นั่ น: ที่ twice
+
+
+def test_a_consonant_a_virama_stacks_is_part_of_the_character_before_it():
+    # Khmer's coeng and Myanmar's U+1039 write the consonant after them under the one before: it was a word of its
+    # own, ស្ត្រី three words (ស្ ត្ រី), not the one cluster it is
+    assert metrics.text_words("ស្ត្រី") == ["ស្ត្រី"]
+    assert metrics.text_words("ក្សត្រ") == ["ក្ស", "ត្រ"]
+    assert metrics.type_token_ratio(["ខ្មែរ មែ"]) == 3 / 3  # ខ្មែ រ មែ: the ម stacked in ខ្មែ was a second មែ
+    assert metrics.text_words("ပစ္စည်း") == ["ပ", "စ္စ", "ည်း"]
+    assert metrics.text_words("မင်္ဂလာ") == ["မ", "င်္ဂ", "လာ"]  # kinzi: asat, then the virama that stacks ဂ
+    # Myanmar's asat (U+103A) ends a syllable and stacks nothing: the consonant after it is a character of its own
+    assert metrics.text_words("န်မ") == ["န်", "မ"]
+    assert metrics.text_words("ខ្ a") == ["ខ្", "a"]  # a coeng at a block's edge, before no consonant
 
 
 def test_tibetan_words_are_its_syllables_split_at_tsheg_and_shad():
@@ -76,7 +89,7 @@ def test_replacement_characters_are_no_part_of_a_word():
 
 def test_a_zero_width_space_parts_words_and_is_none():
     # Khmer, Myanmar and Thai text puts U+200B between words: each one counted as a word, the text's most frequent
-    assert metrics.text_words("ខ្មែរ\u200bភាសា") == ["ខ្", "មែ", "រ", "ភា", "សា"]
+    assert metrics.text_words("ខ្មែរ\u200bភាសា") == ["ខ្មែ", "រ", "ភា", "សា"]
     assert metrics.text_words("word\u200bother word") == ["word", "other", "word"]
 
 
