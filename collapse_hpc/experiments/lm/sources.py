@@ -13,6 +13,8 @@ Formats, by extension (any case); the line formats and the JSON and CSV ones als
 Null and blank texts of the structured formats (a JSON NaN too: pandas' null) are dropped, with a
 warning that counts them. Their line endings are read as \\n, as a .txt file's; their NUL characters
 (a JSON "\\u0000", a Parquet column's) are removed, with a warning (a .txt file of NUL bytes is binary).
+Two files of one folder whose names differ in their format or compression alone (train.txt, train.jsonl) are
+refused: one text twice, each row read twice.
 A Git LFS pointer, or a link to a git-annex or DVC object not fetched, is refused: it stands in for the text.
 A JSON escape of half a UTF-16 pair alone ("\\ud83d") becomes U+FFFD, with a warning.
 A .json file that is one JSON object without a field `text` (README.json, dataset_info.json, a
@@ -130,6 +132,12 @@ def kind(path: Path) -> tuple[str, str | None]:
     return (suffixes[-1] if suffixes else ""), None
 
 
+def stem(path: Path) -> str:
+    """A file's name without its format and compression extensions: corpus.txt.gz -> corpus."""
+    fmt, packed = kind(path)
+    return path.name[:len(path.name) - len(fmt) - len(packed or "")]
+
+
 def readable(path: Path) -> bool:
     fmt, packed = kind(path)
     return fmt in FORMATS and not (packed and fmt in COLUMNAR) and path.name not in DATASETS_METADATA
@@ -153,12 +161,9 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
     _check_fetched(source, [p for p in found if readable(p)])
     found = [p for p in found if p.is_file()]
     files = _without_caches(source, [p for p in found if readable(p)])
-    twice = [p for p in files if kind(p)[1] and p.with_suffix("") in files]
-    if twice:  # train.txt beside train.txt.gz: its text would be read twice
-        raise UserError(f"--from {source}: {twice[0].relative_to(source)} beside {twice[0].with_suffix('').name}: "
-                        f"the same text twice? give one of them (move the other out of the folder)")
     described = [p for p in files if describes(p)]
     files = [p for p in files if p not in described]
+    _refuse_twice(source, files)
     other = [str(p.relative_to(source)) for p in found if not readable(p) and p.name not in DATASETS_METADATA]
     if not files:
         raise _none_read(source, found, other + [str(p.relative_to(source)) for p in described])
@@ -170,6 +175,22 @@ def source_files(source: Path, exclude: Path | None = None) -> list[Path]:
                     count(len(described), "JSON file"), listed([str(p.relative_to(source)) for p in described]),
                     "each " + DESCRIPTION if len(described) > 1 else DESCRIPTION)
     return files
+
+
+def _refuse_twice(source: Path, files: list[Path]) -> None:
+    """Files of one folder whose names differ in their format or compression alone (train.txt beside
+    train.txt.gz, corpus.txt.gz beside corpus.jsonl.gz, wiki.train.tokens beside wiki.train.raw): one text in
+    two forms, each of its rows read twice. Refused naming them, and the other names that are so."""
+    forms: dict[Path, list[str]] = {}
+    for p in files:
+        forms.setdefault(p.parent / stem(p), []).append(p.name)
+    twice = [(name, names) for name, names in forms.items() if len(names) > 1]
+    if twice:
+        (name, names), more = twice[0], [f"{n.relative_to(source)}.*" for n, _ in twice[1:]]
+        raise UserError(f"--from {source}: {name.parent.relative_to(source) / names[0]} beside {', '.join(names[1:])}"
+                        + (f" (also {listed(more)})" if more else "")
+                        + f": the same text {'twice' if len(names) == 2 else f'{len(names)} times'}? give one of "
+                        f"them (move the other{'s' if len(names) > 2 else ''} out of the folder)")
 
 
 def _none_read(source: Path, found: list[Path], names: list[str]) -> UserError:
@@ -775,9 +796,7 @@ RENAME = {".csv": ("read_csv({src})", "to_csv({out}, index=False)"),
 
 def _renamed(path: Path, ext: str | None = None) -> str:
     """The name of a converted copy of a file: c.csv -> c.text.csv, j.json -> j.text.jsonl (ext)."""
-    fmt, packed = kind(path)
-    tail = len(fmt) + len(packed or "")
-    return f"{path.name[:len(path.name) - tail]}.text{ext or path.name[len(path.name) - tail:]}"
+    return f"{stem(path)}.text{ext or path.name[len(stem(path)):]}"
 
 
 def _rename_hint(path: Path, column: str | None) -> str:

@@ -451,8 +451,45 @@ def test_a_text_beside_its_compressed_copy_is_refused_not_read_twice(tmp_path):
     (src / "train.txt").write_text(text)
     with gzip.open(src / "train.txt.gz", "wt") as f:
         f.write(text)
-    with pytest.raises(UserError, match=r"train.txt.gz beside train.txt: the same text twice\? give one of them"):
+    with pytest.raises(UserError, match=r"train.txt beside train.txt.gz: the same text twice\? give one of them"):
         sources.source_files(src)
+
+
+def test_one_text_in_two_formats_in_a_folder_is_refused_not_read_twice(tmp_path):
+    """A corpus converted and kept beside its source (train.txt and train.jsonl, corpus.txt.gz and corpus.jsonl.gz,
+    WikiText's wiki.train.tokens and wiki.train.raw) was read as two files: each row twice, in one split or,
+    split by row, the same row's two copies in train and test alike. Names differing in more than their format
+    are other texts; so is a file in another folder."""
+    rows = corpus_lines(50, 0)
+    src = tmp_path / "src"
+    src.mkdir()
+    with gzip.open(src / "corpus.txt.gz", "wt") as f:
+        f.write("\n".join(rows) + "\n")
+    with gzip.open(src / "corpus.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"text": r}) + "\n" for r in rows)
+    with pytest.raises(UserError, match=r"^--from .*src: corpus.jsonl.gz beside corpus.txt.gz: the same text "
+                                        r"twice\? give one of them \(move the other out of the folder\)$"):
+        sources.source_files(src)
+    splits = tmp_path / "splits" / "wiki"
+    splits.mkdir(parents=True)
+    for split, seed in (("train", 1), ("valid", 2), ("test", 3)):
+        for ext in ("tokens", "raw"):
+            (splits / f"wiki.{split}.{ext}").write_text(_lines(300 if seed == 1 else 60, seed))
+    with pytest.raises(UserError, match=r"splits: wiki/wiki.test.raw beside wiki.test.tokens \(also "
+                                        r"wiki/wiki.train.\*, wiki/wiki.valid.\*\): the same text twice\?"):
+        data.prepare_local("wiki", tmp_path / "splits", tmp_path / "data")
+    assert not (tmp_path / "data" / "wiki").exists()
+    pq.write_table(pa.table({"text": rows}), src / "corpus.parquet")
+    with pytest.raises(UserError, match=r"corpus.jsonl.gz beside corpus.parquet, corpus.txt.gz: the same text 3 "
+                                        r"times\? give one of them \(move the others out of the folder\)"):
+        sources.source_files(src)
+    other = tmp_path / "other"
+    for name in ("a/part.txt", "b/part.jsonl", "corpus.txt", "corpus.text.jsonl", "corpus.en.txt"):
+        (other / name).parent.mkdir(parents=True, exist_ok=True)
+        (other / name).write_text("\n".join(json.dumps({"text": r}) if name.endswith("jsonl") else r for r in rows))
+    (other / "corpus.json").write_text(json.dumps({"description": "a card", "licence": "cc-by"}))  # no text: skipped
+    assert [p.relative_to(other).as_posix() for p in sources.source_files(other)] == [
+        "a/part.txt", "b/part.jsonl", "corpus.en.txt", "corpus.text.jsonl", "corpus.txt"]
 
 
 def test_the_source_digest_reads_a_large_file_in_pieces(tmp_path):
