@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from collapse_hpc.launch.status import BAD, EXPLAINED, HELD, RELEASE, REQUEUED, log_lines, state_of
+from collapse_hpc.launch.status import BAD, COUNTED, EXPLAINED, HELD, RELEASE, REQUEUED, log_lines, state_of
 from collapse_hpc.logs import count
 from collapse_hpc.store.layout import existing_run
 
@@ -76,8 +76,9 @@ def columns(units: list[dict]) -> tuple[int, int, int]:
 
 
 def ran_for(u: dict) -> str:
-    """A unit's (or the report job's) time, over its runs where its job was requeued."""
-    return u["elapsed"] + (f" over {count(u['runs'], 'run')}" if u.get("runs") else "")
+    """A unit's (or the report job's) time, over its runs where its job was requeued and ran again (one run's,
+    of a job requeued and waiting, is its time alone)."""
+    return u["elapsed"] + (f" over {u['runs']} runs" if u.get("runs", 0) > 1 else "")
 
 
 def explained(u: dict) -> str:
@@ -108,10 +109,11 @@ def held(u: dict, item: dict, state: dict) -> dict:
     return {**u, "behind": behind + (["the report's job"] if report else [])}
 
 
-def unit_lines(u: dict, widths: tuple[int, int, int] = COLUMNS) -> list[str]:
+def unit_lines(u: dict, widths: tuple[int, int, int] = COLUMNS, name: str | None = None) -> list[str]:
     """A unit's line (its columns `widths` wide: columns()), and for one not done or failed what is missing, its
-    log and last lines."""
-    line = f"  {u['unit']:<{widths[0]}}  {_state(u):<{widths[1]}} {_ran(u):<{widths[2]}} {ran_for(u)}"
+    log and last lines; the report's job's too, `name` in the place of the unit's indented name."""
+    first = f"  {u['unit']}" if name is None else name
+    line = f"{first:<{widths[0] + 2}}  {_state(u):<{widths[1]}} {_ran(u):<{widths[2]}} {ran_for(u)}"
     if u.get("reason"):
         line += f"  ({explained(u)})"
     out = [line.rstrip()]
@@ -128,20 +130,13 @@ def unit_lines(u: dict, widths: tuple[int, int, int] = COLUMNS) -> list[str]:
     return out
 
 
-def footer(state: dict) -> list[str]:
-    """The aggregation job, and how many units failed."""
+def footer(state: dict, widths: tuple[int, int, int] = COLUMNS) -> list[str]:
+    """The aggregation job, as a unit is shown (its log to follow where it runs, its error where it failed), its
+    columns `widths` wide, the units' above it; and how many units failed."""
     out = []
     agg = state.get("aggregate")
     if agg:
-        out += ["", f"aggregate  {agg['state']:<13} job {agg['job_id']:<10} {ran_for(agg)}".rstrip()
-                + (f"  ({explained(agg)})" if agg.get("reason") else "")]
-        if agg["state"] == "RUNNING" and agg.get("log") and Path(agg["log"]).is_file():  # as a unit's: to follow it
-            out.append(f"      log: {agg['log']}")
-        if agg["state"] in BAD:
-            out += log_lines(agg.get("log"), agg.get("never_started"))
-            out += [f"      | {ln}" for ln in agg["error"]]
-            if agg.get("hint"):
-                out.append(f"      {agg['hint']}")
+        out += ["", *unit_lines(agg, widths, "aggregate")]
     bad = [u["state"] for item in state["chains"] for u in item["units"] if u["state"] in BAD]
     if bad:
         were = "was" if len(bad) == 1 else "were"
@@ -159,8 +154,9 @@ def footer(state: dict) -> list[str]:
 
 
 def every_unit(state: dict) -> list[str]:
-    """Every chain with every unit on its own line, the columns of each chain's lined up."""
-    out = header(state)
+    """Every chain with every unit on its own line, the columns of each chain's lined up, and the report's job's
+    with the last chain's, right above it."""
+    out, widths = header(state), COLUMNS
     for item in state["chains"]:
         name = f"{item['experiment']}/{item['variant']}"
         if item.get("not_in_this_run"):
@@ -170,7 +166,7 @@ def every_unit(state: dict) -> list[str]:
         widths = columns(item["units"])
         for u in item["units"]:
             out += unit_lines(held(u, item, state), widths)
-    return out + footer(state)
+    return out + footer(state, widths)
 
 
 SCREEN = 60  # lines: a longer listing of every unit is summarised (status --all lists them)
@@ -218,7 +214,7 @@ def experiment_lines(name: str, items: list[dict]) -> list[str]:
     units = [u for item in items for u in item["units"]]
     # why a queued job waits (a QOS limit, a drained node) beside its count; a local chain's NOT_RUN
     # reason names its failed generation, shown below
-    states = Counter(u["state"] + (f" ({EXPLAINED.get(u['reason'], u['reason'])})"
+    states = Counter(u["state"] + (f" ({COUNTED.get(u['reason'], u['reason'])})"
                                    if u.get("reason") and u["state"] == "PENDING" else "") for u in units)
     done = states.pop("done", 0)
     shape = items[0]["shape"]
@@ -231,8 +227,9 @@ def experiment_lines(name: str, items: list[dict]) -> list[str]:
     width = max(len(item["variant"]) for item in items[:CHAINS])
     for item in items[:CHAINS]:
         nxt = next((u for u in item["units"] if u["state"] != "done"), None)
-        where = f"; {nxt['unit']} {nxt['state']}" + (f", {job_words(nxt)}" if nxt.get("job_id") else "") \
-            if nxt else ""
+        # a held job stalls its chain until released: said, where the chain's line shows no reason
+        where = f"; {nxt['unit']} {nxt['state']}" + (", held" if nxt.get("reason") in HELD else "") \
+            + (f", {job_words(nxt)}" if nxt.get("job_id") else "") if nxt else ""
         out.append(f"  {item['variant']:<{width}}  {chain_head(item)}{where}")
     if len(items) > CHAINS:
         out.append(f"  … {count(len(items) - CHAINS, 'more chain')}")

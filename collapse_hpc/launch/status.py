@@ -46,9 +46,10 @@ RELEASE = "until `scontrol release` of its job"
 REQUEUED = "requeued: Slurm may start it again {}"  # {}: from when: squeue's begin time, where it gives one
 REQUEUE_DELAY = ("once the cluster's requeue delay has passed, its SchedulerParameters' requeue_delay where set, "
                  "else its AuthInfo's cred_expire, 120 s by default")
-# words for a reason alone, a summary's count of jobs too: a single held job's line adds what waits on it and
-# its release (listing.held)
+# words for a reason alone: a single held job's line adds what waits on it and its release (listing.held)
 EXPLAINED = {"BeginTime": REQUEUED.format(REQUEUE_DELAY), **HELD}
+# a summary's words for a count of jobs, one or several: none that fit one job alone ("it")
+COUNTED = {**EXPLAINED, "BeginTime": "requeued, to start again after the cluster's requeue delay"}
 
 
 # sacct's fields: the job's name last, whole, where it holds a '|'

@@ -1277,6 +1277,20 @@ def test_status_explains_a_held_generation_and_how_to_release_it(tmp_path, fake_
                                  r"`scontrol release` of its job\)$", line), out + err
 
 
+@pytest.mark.parametrize("reason", ["JobHeldUser", "DependencyNeverSatisfied"])
+def test_the_report_jobs_reason_lines_up_with_its_units(tmp_path, fake_slurm, reason):
+    """The report's job's reason, with no elapsed time, followed its job id with the id's padding stripped, out of
+    line with the units' reasons above it."""
+    run, ids = _queued_chain(tmp_path, 2)
+    report = jobs(run)["aggregate"]["job_id"]
+    (fake_slurm / "squeue.txt").write_text(f"{ids[0]}|PENDING|0:00|BeginTime\n{ids[1]}|PENDING|0:00|Dependency\n"
+                                           f"{report}|PENDING|0:00|{reason}\n")
+    rc, out, err = collapse("status", run)
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith(("  gen_000", "aggregate"))}
+    assert rc == 0 and lines["aggregate"].endswith(")"), out + err
+    assert lines["gen_000"].index("  (requeued") == lines["aggregate"].index("  ("), out
+
+
 def test_a_report_job_cancelled_by_hand_reads_so_and_how_to_queue_it_again(tmp_path, fake_slurm):
     """The report's job scancelled while it waited: status said it "waited on afterany:…", as if its units had
     cancelled it (afterany waits them out however they end), and gave no command to queue it again."""

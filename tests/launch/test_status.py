@@ -1222,7 +1222,8 @@ def test_a_requeued_units_time_is_that_of_all_its_runs_not_another_jobs(tmp_path
     assert rc == 0, err
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ")}
     assert lines["gen_000"].split("job 200")[1].strip() == "1:10:00 over 3 runs", out  # not eve's 5 hours
-    assert lines["part_000"].split("job 900_0")[1].strip().startswith("0:20:00 over 1 run  (requeued"), out
+    # requeued after one run, it waits: that run's time alone, not "over 1 run"
+    assert lines["part_000"].split("job 900_0")[1].strip().startswith("0:20:00  (requeued"), out
     assert lines["part_001"].split("job 900_1")[1].strip() == "0:45:00 over 2 runs", out
     assert lines["gen_001"].endswith("job 201"), out  # never ran: no time
     rc, out, _ = collapse("status", store.root, "--json")
@@ -1357,15 +1358,39 @@ def test_a_held_generation_names_what_waits_on_it_and_the_last_no_units_after_it
                          "job)"), out
 
 
+def _chain_item(reasons: list) -> dict:
+    """A chain whose generations are all queued, each with Slurm's reason it waits (None: its chain's wait)."""
+    units = [{"unit": f"gen_{g:03d}", "index": g, "state": "PENDING", "elapsed": "", "job_id": str(300 + g),
+              **({"reason": reason} if reason else {})} for g, reason in enumerate(reasons)]
+    return {"experiment": "toy", "variant": "replace-p0-s0", "shape": "chain", "units": units, "done": 0,
+            "reached": -1}
+
+
 def test_a_summary_counts_held_jobs_in_short_words():
     """A summary's count of held jobs (a run too long for a screen) took a single job's words: "2 PENDING (held
     (scontrol hold): it and the units after it wait until `scontrol release` of its job)"."""
     from collapse_hpc.launch.listing import experiment_lines
 
-    units = [{"unit": f"gen_{g:03d}", "index": g, "state": "PENDING", "elapsed": "", "job_id": str(300 + g),
-              **({"reason": reason} if reason else {})}
-             for g, reason in enumerate(["JobHeldUser", "JobHeldUser", "job requeued in held state", None])]
-    item = {"experiment": "toy", "variant": "replace-p0-s0", "shape": "chain", "units": units, "done": 0,
-            "reached": -1}
+    item = _chain_item(["JobHeldUser", "JobHeldUser", "job requeued in held state", None])
     assert experiment_lines("toy", [item])[0] == ("toy: 1 chain, 0/4 done; 2 PENDING (held by scontrol hold), "
                                                   "1 PENDING (requeued and held by scontrol requeuehold), 1 PENDING")
+
+
+def test_a_summary_counts_requeued_jobs_in_words_that_fit_several():
+    """A summary's count of requeued jobs took a single job's words: "3 PENDING (requeued: Slurm may start it again
+    once the cluster's requeue delay has passed, ...)"."""
+    from collapse_hpc.launch.listing import experiment_lines
+
+    line = experiment_lines("toy", [_chain_item(["BeginTime"] * 3 + [None])])[0]
+    assert line == ("toy: 1 chain, 0/4 done; 3 PENDING (requeued, to start again after the cluster's requeue "
+                    "delay), 1 PENDING"), line
+
+
+@pytest.mark.parametrize("reason", ["JobHeldUser", "JobHeldAdmin", "job requeued in held state"])
+def test_a_chains_summary_line_says_its_next_generation_is_held(reason):
+    """A chain's line in a summary named its next generation "PENDING, job 300" whether it waited to run or was
+    held, which stalls the chain until released; a generation waiting for its turn reads as before."""
+    from collapse_hpc.launch.listing import experiment_lines
+
+    assert experiment_lines("toy", [_chain_item([reason, None])])[1].endswith("; gen_000 PENDING, held, job 300")
+    assert experiment_lines("toy", [_chain_item(["BeginTime", None])])[1].endswith("; gen_000 PENDING, job 300")
