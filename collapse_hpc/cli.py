@@ -10,7 +10,7 @@
   collapse-hpc aggregate RUN [RUN…]  tidy tables, figures, results page
   collapse-hpc verify RUN            re-hash every artefact against its manifest
   collapse-hpc data prepare NAME     prepare a data set under data/
-  collapse-hpc data list            the data sets prepared under data/
+  collapse-hpc data list             the data sets prepared under data/
   collapse-hpc config [CONFIG]       every config key with its default and meaning, or a resolved config
   collapse-hpc lm|gmm|gaussian|vae   run one experiment (or one unit of it) by hand
 """

@@ -153,6 +153,15 @@ def test_the_commands_help_lists_every_command():
         assert re.search(rf"collapse-hpc (\S+\|)?{name}\b", summary), f"collapse-hpc --help: {name} is not listed"
 
 
+def test_the_commands_help_says_every_meaning_in_one_column():
+    # `data list`'s meaning began one column left of every other's
+    from collapse_hpc import cli
+
+    lines = [line for line in cli.__doc__.splitlines() if line.startswith("  ")]
+    starts = {re.match(r"  (collapse-hpc .*?\S  +|\s+)\S", line).end() - 1 for line in lines}
+    assert len(starts) == 1, f"collapse-hpc --help: meanings start at columns {sorted(starts)}"
+
+
 def test_a_run_and_its_report_hold_what_the_outputs_block_names(tmp_path, capsys):
     """The run's own files, its logs, every unit's manifest and metrics, and the report's files, as a
     local run of the tests' toy experiment and its aggregate write them (each experiment's own files
