@@ -455,10 +455,10 @@ FOR_A_CORE = "for a free core"  # a live local launcher starts a unit once its r
 
 def waiting(units: list[dict], launcher_runs: bool = False, stopping: str | None = None) -> None:
     """A chain's generations the local launcher has not started (none recorded) behind one it runs read
-    waiting, `after` that one, not 'not run', which says the chain stopped (those it stops are NOT_RUN).
-    Where its launcher runs now (launcher_runs), the first it has not started waits for a free core, and
-    those behind it wait after it; where that launcher starts no further unit (`stopping`: why, records.STOPPING),
-    they read NOT_RUN, as it records them when it ends."""
+    waiting, each `after` the one before it, as a Slurm chain's afterok says, not 'not run', which says the
+    chain stopped (those it stops are NOT_RUN). Where its launcher runs now (launcher_runs), the first it has
+    not started waits for a free core, and each behind it after the one before; where that launcher starts no
+    further unit (`stopping`: why, records.STOPPING), they read NOT_RUN, as it records them when it ends."""
     after = None
     for u in units:
         if u["state"] == "not run" and stopping:
@@ -466,7 +466,7 @@ def waiting(units: list[dict], launcher_runs: bool = False, stopping: str | None
         elif u["state"] == "RUNNING":
             after = u["index"]
         elif u["state"] == "not run" and after is not None:
-            u["state"], u["after"] = "waiting", after
+            u["state"], u["after"], after = "waiting", after, u["index"]
         elif u["state"] == "not run" and launcher_runs:
             u["state"], u["reason"], after = "waiting", FOR_A_CORE, u["index"]
         else:

@@ -708,7 +708,7 @@ def test_a_local_chains_later_generations_wait_for_the_one_it_runs(tmp_path, cap
         return [s if after is None else f"{s} (after gen {after})" for s, after in states], capsys.readouterr().out
 
     states, out = listed({"job_id": str(os.getpid()), "state": "RUNNING"})
-    assert states == ["RUNNING", "waiting (after gen 0)", "waiting (after gen 0)"], states
+    assert states == ["RUNNING", "waiting (after gen 0)", "waiting (after gen 1)"], states
     assert "gen_001  waiting (after gen 0)" in out and "not run" not in out, out
     from collapse_hpc.launch.listing import experiment_lines  # a large run's summary counts them as one state
     from collapse_hpc.launch.status import state_of
@@ -788,7 +788,7 @@ def test_units_a_running_local_launcher_has_not_started_wait_for_a_core(tmp_path
     assert show(store.root, as_json=True) == 0
     units = {c["experiment"]: c["units"] for c in json.loads(capsys.readouterr().out)["chains"]}
     assert [(u["state"], u.get("reason"), u.get("after")) for u in units["toy"]] == [
-        ("waiting", "for a free core", None), ("waiting", None, 0), ("waiting", None, 0)]
+        ("waiting", "for a free core", None), ("waiting", None, 0), ("waiting", None, 1)]
     assert [(u["state"], u.get("reason")) for u in units["tail"]] == [("waiting", "for a free core")] * 2
     assert show(store.root) == 0
     out = capsys.readouterr().out
@@ -889,6 +889,22 @@ def test_a_failed_local_runs_footer_says_run_what_is_left_not_queue_it(tmp_path,
     assert lines[-2] == ("1 unit failed or was cancelled; fix the cause, then run what is left (finished units are "
                          "kept):")
     assert lines[-1] == f"  collapse-hpc run {store.root / 'config.yaml'} --run {store.root}"
+
+
+def test_a_local_chains_waiting_generations_each_wait_after_the_one_before(tmp_path, capsys):
+    """A local chain's generations behind the one its launcher runs read 'waiting (after gen 0)' all alike, the
+    demo's vae gen_005 too, as if it would start once generation 0 ends; each waits after the one before, as a
+    Slurm chain's afterok says."""
+    from collapse_hpc.launch.listing import show
+
+    def running(book):
+        book["units"]["toy/replace-p0-s0/gen_000"] = {"job_id": str(os.getpid()), "state": "RUNNING"}
+
+    store = _held_local_run(tmp_path, 5, running)
+    assert show(store.root) == 0
+    out = capsys.readouterr().out
+    for gen in range(1, 5):
+        assert f"gen_{gen:03d}  waiting (after gen {gen - 1})" in out, out
 
 
 def test_a_slurm_chains_generations_queued_after_the_one_before_say_so(tmp_path, fake_slurm, capsys):  # noqa: F811
