@@ -438,9 +438,15 @@ def cmd_run(args, executor=None) -> int:
             return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []
-    print(f"{store.root}: {count(counts.get('done', 0), 'unit')} done, {counts.get('skipped', 0)} already finished"
-          + (f", {len(failed)} failed" if failed else "") + f" ({jobs} planned)")
+    _last_word(f"{store.root}: {count(counts.get('done', 0), 'unit')} done, {counts.get('skipped', 0)} already "
+               "finished" + (f", {len(failed)} failed" if failed else "") + f" ({jobs} planned)")
     return 1 if failed else 0
+
+
+def _last_word(line: str) -> None:
+    """A run's end as the command prints it, and into the run's log, which said only how it began."""
+    print(line)
+    logs.to_run_log(line)
 
 
 def _submit_pending(store, run, only, scontrol) -> set[str]:
@@ -673,7 +679,7 @@ def run_by_hand(args) -> int:
         logs.setup(args.verbose, store.root)
         notes.say()
         counts = execute(store, run, chains, deep=args.unit is not None)  # a unit named: checked in full
-    print(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
+    _last_word(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
 
 

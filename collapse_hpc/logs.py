@@ -57,6 +57,16 @@ def setup(verbose: bool = False, run_dir: Path | None = None) -> None:
         root.addHandler(h)
 
 
+def to_run_log(message: str) -> None:
+    """`message` into the run's log file alone: a command's last word, printed on stdout (how many units were
+    done), is kept where a run's story is read afterwards."""
+    root = logging.getLogger("collapse_hpc")
+    record = root.makeRecord(root.name, logging.INFO, __file__, 0, message, (), None)
+    for h in root.handlers:
+        if isinstance(h, RunLog):
+            h.handle(record)
+
+
 class RunLog(logging.FileHandler):
     """The run's log file. One the disk stops taking (full, a quota, read-only) is dropped with one
     warning: logging's own answer is a traceback on the terminal at every line after it."""

@@ -115,6 +115,19 @@ def _toy_config(tmp_path, name="toy.yaml", text="name: toy\ngenerations: 2\nexec
     return cfg
 
 
+def test_the_run_log_says_how_a_run_ended_as_well_as_how_it_began(tmp_path):
+    """logs/collapse-hpc.log said a run's plan and nothing after it: read later, a run that ended, and how,
+    could not be told from one killed as it began. Its last line is the one the command prints."""
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    for executor, done in (("debug", "2 units done, 0 already finished"), ("local", "0 units done, 2 already")):
+        p = cli("run", cfg, "--run", run, "--executor", executor)
+        assert p.returncode == 0, p.stderr
+        said = p.stdout.strip().splitlines()[-1]
+        assert done in said, said
+        assert (run / "logs" / "collapse-hpc.log").read_text().splitlines()[-1].endswith(f"INFO: {said}")
+
+
 def _hold_lock(run):
     """The run's lock as a live process other than the launcher holds it (this test process)."""
     import json
