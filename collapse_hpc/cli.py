@@ -113,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
                         description="init: write a starter slurm/site.yaml from sinfo (submit uses it when "
                                     "neither --profile nor the config's profile: names one).")
     prsub = pr.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
-    pi = prsub.add_parser("init", help="write a starter profile from sinfo")
+    pi = prsub.add_parser("init", help="write a starter profile from sinfo",
+                          description="Write a starter cluster profile from sinfo: the default partition, a "
+                                      "partition with GPUs for the GPU jobs, time limits within the partitions', "
+                                      "memory and CPUs within their largest node's; check its account, QOS and "
+                                      "container image before submitting.")
     pi.add_argument("--out", type=path_argument, default="slurm/site.yaml", metavar="YAML",
                     help="the profile file to write (default: slurm/site.yaml, which submit uses where neither "
                          "--profile nor the config names one)")
@@ -162,7 +166,8 @@ def _parser() -> argparse.ArgumentParser:
                         "says so")
 
     v = sub.add_parser("verify", help="re-hash every artefact against its manifest",
-                       description="Exit 1 on any mismatch, naming the file and the command that redoes it.")
+                       description="Re-hash every artefact of RUN against its unit's manifest. Exit 1 on any "
+                                   "mismatch, naming the file and the command that redoes it.")
     v.add_argument("run", type=path_argument, help="run folder")
 
     d = sub.add_parser("data", help="prepare data sets", description="Prepare data sets as Parquet under data/.")
@@ -187,7 +192,9 @@ def _parser() -> argparse.ArgumentParser:
                     "MNIST-named IDX images (the vae)")
     dp.add_argument("--data-dir", type=path_argument, default="data", help="where prepared data goes (default: data)")
     dp.add_argument("--force", action="store_true", help="prepare again even if present")
-    dl = dsub.add_parser("list", help="list prepared data sets")
+    dl = dsub.add_parser("list", help="list prepared data sets",
+                         description="Each data set prepared under --data-dir: its name, where it came from and "
+                                     "the size of each split.")
     dl.add_argument("--data-dir", type=path_argument, default="data", help="where prepared data is (default: data)")
 
     c = sub.add_parser("config", help="show every config key, or a resolved config",

@@ -261,6 +261,19 @@ def test_every_option_of_every_command_says_what_it_does():
                 assert action.help, f"collapse-hpc {' '.join(words)} {action.option_strings[-1]}: no help text"
 
 
+def test_every_command_s_help_says_what_it_does():
+    # `data list --help` and `profile init --help` showed their options alone; `verify --help` said when it exits 1,
+    # not what it checks
+    from collapse_hpc import cli, experiments
+
+    plugged = set(experiments.names()) - set(experiments.BUILTIN)
+    for words, parser in _commands(cli._parser()):
+        if words[0] not in plugged:
+            assert parser.description, f"collapse-hpc {' '.join(words)} --help: no word on what it does"
+    verify = dict(_commands(cli._parser()))[("verify",)].description
+    assert "re-hash" in verify.lower(), verify
+
+
 def test_the_extending_guide_names_everything_an_experiment_may_set():
     # ranks, data_sets, hub_models (what stage fetches), redone_after, texts, … were nowhere in the guide:
     # a new experiment's author learnt of them only from base.py
