@@ -28,7 +28,7 @@ def test_all_metrics_leave_out_constant_and_bookkeeping_metrics(full_run):
     fig, caption = draw(ctx)
     drawn = {" ".join(ax.get_title().split()) for ax in fig.axes if ax.get_visible()}  # a long title breaks
     # titled by their declarations (vae/metrics.py), with the way collapse moves them
-    assert drawn == {"class entropy (↓ worse)", "rarest class's share (↓ worse)", "latent tail share"}
+    assert drawn == {"class entropy (↓ worse)", "rarest class's share (↓ worse)", "latent tail share (↓ worse)"}
     assert "classifier accuracy (0.94)" in caption  # one value throughout: not drawn
     assert "real_share." in caption and "how the run was set up" in caption  # declared bookkeeping
     assert "one value per generation and series (n = 1: one seed, no replicates), so no interval" in caption

@@ -396,3 +396,26 @@ def test_latent_panels_share_a_density_axis_unless_a_spike_would_flatten_another
     else:
         assert tops[0] == tops[1] and "own density axis" not in caption
         assert fig.axes[1].get_ylabel() == "" and not fig.axes[1].yaxis.majorTicks[0].label1.get_visible()
+
+
+def test_vae_tails_panels_and_table_say_which_way_is_worse(tmp_path):
+    """The tails' caption says both of its metrics fall under collapse (lower is worse), but the latent tail
+    share declared no direction: its overview panel had no arrow and the comparison table's collapse column read
+    '—'. Both tail metrics now say lower is worse, in the panel titles and the table."""
+    from collapse_hpc.experiments.vae.figures import vae_tails
+    from collapse_hpc.report import tables
+
+    root = tmp_path / "v"
+    synthetic.write_config(root, {"vae": {"generations": 4}}, generations=4)
+    synthetic.vae(root, generations=4, finished=4)
+    ctx = _context(root, "vae")
+    fig, caption = vae_tails(ctx)
+    assert "lower is worse" in caption
+    with drawing.figure_style():
+        fig, _ = drawing.overview(ctx, ["latent_tail_share", "class_min_share"])
+    titles = [" ".join(ax.get_title().replace("\0", " ").split()) for ax in fig.axes if ax.get_visible()]
+    assert len(titles) == 2 and all(t.endswith("(↓ worse)") for t in titles), titles
+    (header, rows), _ = tables.first_last(ctx.summary, ctx.runs, "vae", ctx.specs)
+    tails = {r[header.index("metric")]: r[header.index("collapse")] for r in rows
+             if r[header.index("metric")] in ("latent tail share", "rarest class's share")}
+    assert tails and set(tails.values()) == {"lower is worse"}, tails

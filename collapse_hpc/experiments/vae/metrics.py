@@ -41,7 +41,8 @@ SPECS = specs(
     Metric("pixel_variance", "pixel variance", "(0–1 intensity)²", worse="lower", bounds=NONNEGATIVE),
     # FID's formula gives the squared Fréchet (W2) distance: in the square of the classifier's feature activations
     Metric("frechet", "Fréchet distance", "classifier feature units²", worse="higher", bounds=NONNEGATIVE),
-    Metric("latent_tail_share", "latent tail share", bounds=SHARE),
+    # the paper's collapse: the tails go first, so fewer generated images lie out where 1% of the real ones do
+    Metric("latent_tail_share", "latent tail share", worse="lower", bounds=SHARE),
     Metric("train_loss", "training loss", "nats", bounds=NONNEGATIVE),
     Metric("classifier_accuracy", "classifier accuracy", kind="bookkeeping", bounds=SHARE),
     Metric("real_share", "real share trained on", kind="bookkeeping", bounds=SHARE),
