@@ -77,8 +77,8 @@ def columns(units: list[dict]) -> tuple[int, int, int]:
 
 def ran_for(u: dict) -> str:
     """A unit's (or the report job's) time, over its runs where its job was requeued and ran again (one run's,
-    of a job requeued and waiting, is its time alone)."""
-    return u["elapsed"] + (f" over {u['runs']} runs" if u.get("runs", 0) > 1 else "")
+    of a job requeued and waiting, is its time alone), right-aligned: "1.4 s" under "0:00:49"."""
+    return u["elapsed"].rjust(len("0:00:00")) + (f" over {u['runs']} runs" if u.get("runs", 0) > 1 else "")
 
 
 def explained(u: dict) -> str:

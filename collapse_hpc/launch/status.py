@@ -271,7 +271,14 @@ def slurm_seconds(elapsed: str) -> int | None:
 
 
 def _clock(seconds) -> str:
-    return str(datetime.timedelta(seconds=int(seconds))) if seconds is not None else ""
+    return str(datetime.timedelta(seconds=round(seconds))) if seconds is not None else ""
+
+
+def took(seconds) -> str:
+    """A time the run measured itself (a manifest's compute seconds, a local process's elapsed): under a minute
+    to a tenth of a second ("1.4 s", which whole seconds read 0:00:01, and rounded down 0:00:00), else H:MM:SS
+    to the nearest second as Slurm's times read."""
+    return f"{seconds:.1f} s" if seconds is not None and seconds < 59.95 else _clock(seconds)
 
 
 def log_lines(log: str | None, why: str | None) -> list[str]:
@@ -372,16 +379,16 @@ def unit_state(store: RunStore, run, job, entry: dict, slurm: dict, local: bool)
     unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
     manifest = read_manifest(unit_dir)
     if manifest is not None and engine.job_done(store, run, job):
-        return "done", _clock(manifest.get("seconds")), manifest
+        return "done", took(manifest.get("seconds")), manifest
     jid = entry.get("job_id")
     if jid is None and manifest is not None:  # no job on record (a copy, jobs.json removed), yet it completed
-        return "COMPLETED", _clock(manifest.get("seconds")), None  # its manifest is written last: say what is missing
+        return "COMPLETED", took(manifest.get("seconds")), None  # its manifest is written last: say what is missing
     if local and jid is None and unit_dir.is_dir():  # begun in-process (debug, by hand), which records no job
         return "unfinished", "", None  # as the report says it: its folder holds no manifest yet
     if jid is not None and begun_again(unit_dir, job_end(entry, slurm, local)):  # its job's end did not leave it so
         return "unfinished", "", None
     if local:
-        return local_state(entry), _clock(entry.get("elapsed")), None
+        return local_state(entry), took(entry.get("elapsed")), None
     if jid is None:
         return "not submitted", "", None
     state, elapsed, _ = slurm.get(str(jid), ("UNKNOWN", "", ""))

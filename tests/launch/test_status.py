@@ -1410,3 +1410,21 @@ def test_a_chains_summary_line_says_its_next_generation_is_held(reason):
 
     assert experiment_lines("toy", [_chain_item([reason, None])])[1].endswith("; gen_000 PENDING, held, job 300")
     assert experiment_lines("toy", [_chain_item(["BeginTime", None])])[1].endswith("; gen_000 PENDING, job 300")
+
+
+def test_a_short_unit_shows_its_time_to_a_tenth_of_a_second(tmp_path, capsys):
+    """A finished unit's time is its manifest's compute seconds, which status rounded down to whole seconds: a
+    1.4 s unit read 0:00:00, as if it had taken no time. Under a minute it reads "1.4 s", right-aligned under
+    an H:MM:SS time, which rounds to the nearest second (83.6 s: 0:01:24, not 0:01:23)."""
+    from collapse_hpc.launch.listing import show
+    from collapse_hpc.store.manifest import SELF, own_digest
+
+    store = _completed_locally(tmp_path)
+    for gen, seconds in (("gen_000", 1.4), ("gen_001", 83.6)):
+        path = store.root / "toy" / "replace-p0-s0" / gen / "manifest.json"
+        manifest = {**json.loads(path.read_text()), "seconds": seconds}
+        path.write_text(json.dumps({**manifest, SELF: own_digest(manifest)}))
+    assert show(store.root) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  gen_")]
+    assert [ln.split("local pid")[1][6:] for ln in lines] == ["  1.4 s", "0:01:24"], lines
+    assert len({len(ln) for ln in lines}) == 1, lines  # one column
