@@ -153,14 +153,28 @@ def _fig_html(rep: Report, fig: Fig) -> str:
             f'<figcaption>{html.escape(fig.caption)} (<a href="{html.escape(pdf)}">PDF</a>)</figcaption></figure>')
 
 
+def _where(rep: Report, root: Path, link, text=str) -> str:
+    """Where a run's folder is, in words and no machine path: the one this report is in, else the folder by its
+    name and its path from the page. link(path from the page, words) links the words to it; text() quotes."""
+    rel = rep.rel(root)
+    if rel == "..":
+        return link(rel, "the run folder this report is in")
+    return f"folder {link(rel, Path(root).name)}, at {text(rel)} from this page"
+
+
 def _runs(rep: Report) -> str:
-    """The runs by label, with their folders relative to the page (no machine path)."""
-    return ", ".join(f"{label} (folder {rep.rel(root)})" for label, root in rep.runs)
+    """The runs by label, with where their folders are (_where), as Markdown links."""
+    return ", ".join(f"{label} ({_where(rep, root, lambda rel, words: f'[{words}]({rel})')})"
+                     for label, root in rep.runs)
+
+
+def _html_link(rel: str, words: str) -> str:
+    return f'<a href="{html.escape(rel)}">{html.escape(words)}</a>'
 
 
 def write_html(rep: Report) -> str:
     e = html.escape
-    runs = ", ".join(f"<code>{e(label)}</code> (folder <code>{e(rep.rel(root))}</code>)" for label, root in rep.runs)
+    runs = ", ".join(f"<code>{e(label)}</code> ({_where(rep, root, _html_link, e)})" for label, root in rep.runs)
     nav = "".join(f'<a href="#{anchor(s.experiment)}">{e(s.heading)}</a>' for s in rep.sections)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(rep.title)}</title>",
              f"<style>{CSS}</style></head><body>",

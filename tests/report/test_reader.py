@@ -45,7 +45,24 @@ def test_title_is_the_configs_name_and_the_page_names_no_machine_path(tmp_path):
     assert "Model collapse: gpu" not in html
     for text in (html, md):
         assert str(tmp_path) not in text and str(root.absolute()) not in text
-    assert "folder <code>..</code>" in html  # the run folder, relative to the page
+
+
+def test_the_page_says_plainly_where_its_runs_are(tmp_path):
+    """The page said "Runs: demo (folder ..)", a path relative to report/ that a reader had to decode. A run's
+    own report says it is in the run's folder, a report elsewhere (--out) names each run's folder and its
+    path from the page; each a link that leads to the run's folder."""
+    root = _lm_run(tmp_path / "runs" / "gpu", name="demo")
+    html, md = _page(root)
+    assert '<p>Runs: <code>gpu</code> (<a href="..">the run folder this report is in</a>).</p>' in html, html[:900]
+    assert "\nRuns: gpu ([the run folder this report is in](..)).\n" in md
+    out = tmp_path / "reports" / "both"
+    other = _lm_run(tmp_path / "runs" / "cpu")
+    index = aggregate.build([str(root), str(other)], out=str(out))
+    html, md = index.read_text(), (out / "results.md").read_text()
+    assert ('<code>gpu</code> (folder <a href="../../runs/gpu">gpu</a>, at ../../runs/gpu from this page), '
+            '<code>cpu</code> (folder <a href="../../runs/cpu">cpu</a>') in html, html[:900]
+    assert "Runs: gpu (folder [gpu](../../runs/gpu), at ../../runs/gpu from this page), cpu (folder" in md
+    assert (out / "../../runs/gpu" / "config.yaml").resolve() == (root / "config.yaml").resolve()
 
 
 def test_problems_name_paths_relative_to_the_run(tmp_path):
