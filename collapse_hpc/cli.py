@@ -445,15 +445,9 @@ def cmd_run(args, executor=None) -> int:
             return 0
         counts = launch.execute(store, run, chains, run.executor)
     failed = counts.get("failed") or []
-    _last_word(f"{store.root}: {count(counts.get('done', 0), 'unit')} done, {counts.get('skipped', 0)} already "
+    logs.last_word(f"{store.root}: {count(counts.get('done', 0), 'unit')} done, {counts.get('skipped', 0)} already "
                "finished" + (f", {len(failed)} failed" if failed else "") + f" ({jobs} planned)")
     return 1 if failed else 0
-
-
-def _last_word(line: str) -> None:
-    """A run's end as the command prints it, and into the run's log, which said only how it began."""
-    print(line)
-    logs.to_run_log(line)
 
 
 def _submit_pending(store, run, only, scontrol) -> set[str]:
@@ -633,6 +627,9 @@ def cmd_verify(args) -> int:
 def cmd_aggregate(args) -> int:
     from collapse_hpc.report import aggregate
 
+    home = aggregate.home(args.runs, args.out)
+    if home is not None:  # its lines go into the run's log too, as run's do
+        logs.setup(args.verbose, home)
     return aggregate.main(args.runs, out=args.out, replicates=args.replicates)
 
 
@@ -686,7 +683,7 @@ def run_by_hand(args) -> int:
         logs.setup(args.verbose, store.root)
         notes.say()
         counts = execute(store, run, chains, deep=args.unit is not None)  # a unit named: checked in full
-    _last_word(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
+    logs.last_word(f"{store.root}: {count(counts['done'], 'unit')} done, {counts['skipped']} already finished")
     return 0
 
 

@@ -57,6 +57,13 @@ def setup(verbose: bool = False, run_dir: Path | None = None) -> None:
         root.addHandler(h)
 
 
+def last_word(line: str) -> None:
+    """A command's end as it prints it (a run's units done, the report's page), and into the run's log, which
+    said only how it began."""
+    print(line)
+    to_run_log(line)
+
+
 def to_run_log(message: str) -> None:
     """`message` into the run's log file alone: a command's last word, printed on stdout (how many units were
     done), is kept where a run's story is read afterwards."""

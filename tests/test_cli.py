@@ -1352,3 +1352,22 @@ def test_a_unit_redone_by_hand_keeps_the_run_s_own_executor(tmp_path):
         assert p.returncode == 0, p.stderr
         assert "\nexecutor: local\n" in (run / "config.yaml").read_text()
     assert json.loads((run / "run.json").read_text())["config"]["executor"] == "local"
+
+
+def test_the_run_log_says_what_aggregate_did(tmp_path):
+    """aggregate printed its lines (figures drawn, the page's path) to the terminal only: the run's log said how
+    the run began and ended, but not that its report was written. They go into the run's log too; a report
+    written elsewhere (--out) leaves the run's log as it was."""
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    assert cli("run", cfg, "--run", run).returncode == 0
+    log = run / "logs" / "collapse-hpc.log"
+    before = log.read_text()
+    p = cli("aggregate", run, "--out", tmp_path / "elsewhere")
+    assert p.returncode == 0 and log.read_text() == before, p.stderr
+    p = cli("aggregate", run)
+    assert p.returncode == 0, p.stderr
+    added = log.read_text()[len(before):].splitlines()
+    said = p.stdout.strip().splitlines()[-1]
+    assert said.endswith("index.html") and added[-1].endswith(f"INFO: {said}"), added
+    assert any("report: toy:" in ln and "figures" in ln for ln in added), added  # as on the terminal

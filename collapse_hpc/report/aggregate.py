@@ -174,8 +174,17 @@ def _drop_stale(folder: Path, earlier: list, keep: set) -> None:
 
 def main(runs: list[str], out: str | None = None, replicates: int | None = None, held: bool = True) -> int:
     index = build(runs, out, replicates, held)
-    print(index)
+    logs.last_word(str(index))
     return 0
+
+
+def home(runs: list[str], out: str | None) -> Path | None:
+    """The run whose own report/ the report is (the first run's, without --out), where its log may be written:
+    None for an --out report, a folder that is no run, or a run one may only read (build refuses it)."""
+    if out is not None or not runs or not RunStore(runs[0]).exists():
+        return None
+    root = Path(runs[0])
+    return root if unwritable(nearest_folder(root / "logs")) is None else None
 
 
 def job(run_dir: str) -> int:
