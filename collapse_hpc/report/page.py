@@ -164,8 +164,14 @@ def _where(rep: Report, root: Path, link, text=str) -> str:
 
 def _runs(rep: Report) -> str:
     """The runs by label, with where their folders are (_where), as Markdown links."""
-    return ", ".join(f"{label} ({_where(rep, root, lambda rel, words: f'[{words}]({rel})')})"
-                     for label, root in rep.runs)
+    return ", ".join(f"{label} ({_where(rep, root, _md_link)})" for label, root in rep.runs)
+
+
+def _md_link(rel: str, words: str) -> str:
+    # a target in <…> may hold spaces and brackets (CommonMark); '<', '>' and a newline it may not
+    target = rel.replace("<", "%3C").replace(">", "%3E").replace("\n", "%0A")
+    words = words.replace("[", "\\[").replace("]", "\\]")
+    return f"[{words}](<{target}>)" if re.search(r"[\s()<>]", rel) else f"[{words}]({rel})"
 
 
 def _html_link(rel: str, words: str) -> str:

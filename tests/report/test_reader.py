@@ -65,6 +65,16 @@ def test_the_page_says_plainly_where_its_runs_are(tmp_path):
     assert (out / "../../runs/gpu" / "config.yaml").resolve() == (root / "config.yaml").resolve()
 
 
+
+def test_a_run_folder_of_spaces_and_brackets_is_still_a_markdown_link(tmp_path):
+    # "[my run (v2)](../../runs/my run (v2))" is no link in Markdown: the target ends at its first space
+    root = _lm_run(tmp_path / "runs" / "my run (v2) [b]")
+    out = tmp_path / "reports"
+    aggregate.build([str(root)], out=str(out))
+    md = (out / "results.md").read_text()
+    said = r"(folder [my run (v2) \[b\]](<../runs/my run (v2) [b]>), at ../runs/my run (v2) [b] from this page)"
+    assert said in md, md[:900]
+
 def test_problems_name_paths_relative_to_the_run(tmp_path):
     root = _lm_run(tmp_path / "r")
     (root / "lm" / "replace-p0-s0" / "gen_000" / "sequence_ppl.parquet").unlink()
