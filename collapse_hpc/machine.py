@@ -93,6 +93,26 @@ def hub_cache() -> Path:
     return Path(os.environ["HF_HUB_CACHE"]).expanduser() if os.environ.get("HF_HUB_CACHE") else hf_home() / "hub"
 
 
+# what a download from the hub that failed for want of a network says to do (stage, data prepare)
+HUB_UNREACHABLE = ("the hub is not reachable from here: run it where huggingface.co is, e.g. a login node with "
+                   "internet, then submit from here")
+
+
+def hub_unreachable(error: BaseException) -> bool:
+    """Whether a download from the hub failed for want of a network (a name not resolved, no route, a timeout),
+    through the causes huggingface_hub (LocalEntryNotFoundError) and datasets (ConnectionError) wrap it in."""
+    seen: BaseException | None = error
+    for _ in range(16):  # a chain of causes, never a cycle
+        if seen is None:
+            return False
+        names = {c.__name__ for c in type(seen).__mro__}
+        if isinstance(seen, (ConnectionError, TimeoutError, socket.gaierror)) or \
+                names & {"ConnectError", "ConnectTimeout", "LocalEntryNotFoundError"}:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def interruptible() -> bool:
     """SIGINT taken as Ctrl-C (KeyboardInterrupt) also where this process inherited it ignored: a
     script's background command (`nohup collapse-hpc run … &`, any `&` of a shell without job

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.launch.profile import Profile, jobs_caches
+from collapse_hpc.machine import HUB_UNREACHABLE, hub_unreachable
 
 
 def fetch_models(models: dict[str, tuple[str, ...] | None], prof: Profile | None) -> list[str]:
@@ -23,7 +24,7 @@ def fetch_models(models: dict[str, tuple[str, ...] | None], prof: Profile | None
         except Exception as e:  # offline, unknown repository, network, disk: huggingface_hub's many kinds
             why = first_line(e, None)
             hint = " (the hub is offline here: HF_HUB_OFFLINE=1; stage where it is reachable)" \
-                if constants.HF_HUB_OFFLINE else ""
+                if constants.HF_HUB_OFFLINE else f" ({HUB_UNREACHABLE})" if hub_unreachable(e) else ""
             raise UserError(f"stage: {tag}: cannot fetch into {cache}: {why}{hint}") from None
         lines.append(f"model {tag}: in {cache} ({path})")
     return lines

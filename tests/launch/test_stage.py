@@ -143,3 +143,27 @@ def test_stage_of_a_config_run_here_needs_no_cluster_profile(tmp_path, setup, mo
     cache_model(jobs / "hub", TAG)
     rc, out, err = collapse("stage", cfg)  # the site's profile, as `submit CONFIG` picks it
     assert rc == 0 and f"model {TAG}: in {jobs / 'hub'}" in out and "staged for slurm/site.yaml" in out, out + err
+
+
+def test_stage_where_the_hub_is_unreachable_says_where_to_run_it(tmp_path, setup, monkeypatch):
+    """No internet here (a compute node, a login node behind a firewall): huggingface_hub's 'cannot find the
+    appropriate snapshot folder' was all stage said, not that it must run where the hub is reachable."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cfg, prof, shell, jobs = setup
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the hub on, as make stage turns it
+
+    def no_network(*args, **kwargs):  # what snapshot_download raises where no name resolves
+        raise LocalEntryNotFoundError("Got: ConnectError: [Errno -2] Name or service not known") from \
+            socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    rc, _, err = collapse("stage", cfg, "--profile", prof)
+    assert rc == 2, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: stage: ") and TAG in line, line
+    assert "the hub is not reachable from here: run it where huggingface.co is, e.g. a login node" in line, line

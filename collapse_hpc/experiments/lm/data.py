@@ -149,6 +149,7 @@ def prepare_wikivital(data_dir: Path, force: bool = False) -> int:
 
 def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
     from collapse_hpc.experiments.lm.hub import hub_offline
+    from collapse_hpc.machine import HUB_UNREACHABLE, hub_unreachable
 
     out = Path(data_dir) / "wikitext2"
     if _prepared(out, force):
@@ -160,7 +161,8 @@ def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
         ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1")
     except Exception as e:  # offline, no cache, hub errors: all one line for the user
         hint = " (HF_HUB_OFFLINE=1 and not in the HF cache: prepare it where the hub is reachable " \
-               "with HF_HOME on shared storage, see data/README.md)" if hub_offline() else ""
+               "with HF_HOME on shared storage, see data/README.md)" if hub_offline() else \
+               f" ({HUB_UNREACHABLE})" if hub_unreachable(e) else ""
         raise UserError(f"wikitext-2-raw-v1 cannot be loaded{hint}: {first_line(e, 200)}") from None
     splits = {s: [{"text": t} for t in ds[s]["text"]] for s in SPLITS}
     card = {"name": "wikitext2", "source": "HF datasets: wikitext, wikitext-2-raw-v1",

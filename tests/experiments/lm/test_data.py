@@ -831,3 +831,17 @@ def test_a_block_cache_whose_card_does_not_read_is_refused_and_built_again_once_
     path.unlink()  # as the line says: built again, the same bytes, sealed again
     assert data.load_blocks(lm_data_dir, "tiny", "test", lm_tokenizer, 16).equals(lm_blocks["test"])
     assert path.read_bytes() == original and data.sealed_file(path)
+
+
+def test_wikitext2_where_the_hub_is_unreachable_says_where_to_prepare_it(tmp_path, monkeypatch):
+    """With the hub on but no network, the line quoted datasets' "Couldn't reach 'wikitext' on the Hub" alone."""
+    import datasets
+
+    def no_network(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'wikitext' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", no_network)
+    with pytest.raises(UserError, match="not reachable from here: run it where huggingface.co is, e.g. a login node"):
+        data.prepare_wikitext2(tmp_path / "data")
+    assert not (tmp_path / "data" / "wikitext2").exists()
