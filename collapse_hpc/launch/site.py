@@ -9,6 +9,7 @@ nor the config's `profile:` names one.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from collapse_hpc.errors import UserError
@@ -118,6 +119,8 @@ def init(path: Path = SITE, force: bool = False) -> int:
     text = starter(_slurm(["sinfo", "-h", "-o", FORMAT]))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path, text)
+    # --profile names it: a config's own `profile:` (paper.yaml's) comes before the site's, and --out's file is
+    # never picked by itself
     print(f"wrote {path}: check partition, time limits, account and container, then: "
-          f"collapse-hpc submit CONFIG --dry-run")
+          f"collapse-hpc submit CONFIG --profile {shlex.quote(str(path))} --dry-run")
     return 0

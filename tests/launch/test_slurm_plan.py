@@ -935,6 +935,12 @@ def test_submit_picks_the_configs_profile_then_the_site_profile(tmp_path, fake_s
     rc, _, err = collapse("profile", "init", "--out", "slurm", "--force")  # a folder, not a file
     assert rc == 2 and err == "error: slurm is a folder: --out names the profile file to write, e.g. slurm/site.yaml\n"
     assert sorted(p.name for p in (tmp_path / "slurm").iterdir()) == ["site.yaml"]
+    # the command it says to run next uses the file it wrote: submit never picks --out's by itself, and a config's
+    # own profile: (paper.yaml's) comes before the site's
+    assert "then: collapse-hpc submit CONFIG --profile slurm/site.yaml --dry-run" in out, out
+    rc, out, err = collapse("profile", "init", "--out", "slurm/my cluster.yaml")
+    assert rc == 0 and "then: collapse-hpc submit CONFIG --profile 'slurm/my cluster.yaml' --dry-run" in out, out
+    (tmp_path / "slurm" / "my cluster.yaml").unlink()
     cfg = write_config(tmp_path, generations=1, ltchain={})
     submit_anywhere = collapse("submit", cfg, "--run", tmp_path / "a")
     assert submit_anywhere[0] == 0, submit_anywhere[2]
