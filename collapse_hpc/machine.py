@@ -8,6 +8,7 @@ nothing of the package.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import socket
@@ -96,6 +97,19 @@ def hub_cache() -> Path:
 # what a download from the hub that failed for want of a network says to do (stage, data prepare)
 HUB_UNREACHABLE = ("the hub is not reachable from here: run it where huggingface.co is, e.g. a login node with "
                    "internet, then submit from here")
+
+
+@contextmanager
+def quiet_hub_retries() -> Iterator[None]:
+    """huggingface_hub's warnings while it retries a request (two lines a try, five tries) kept off the screen:
+    the failure ends in one line of ours (hub_unreachable's), a success needs none."""
+    logger = logging.getLogger("huggingface_hub.utils._http")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def hub_unreachable(error: BaseException) -> bool:

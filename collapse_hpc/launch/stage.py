@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collapse_hpc.errors import UserError, first_line
 from collapse_hpc.launch.profile import Profile, jobs_caches
-from collapse_hpc.machine import HUB_UNREACHABLE, hub_unreachable
+from collapse_hpc.machine import HUB_UNREACHABLE, hub_unreachable, quiet_hub_retries
 
 
 def fetch_models(models: dict[str, tuple[str, ...] | None], prof: Profile | None) -> list[str]:
@@ -20,7 +20,8 @@ def fetch_models(models: dict[str, tuple[str, ...] | None], prof: Profile | None
     lines = []
     for tag, files in models.items():
         try:
-            path = snapshot_download(tag, cache_dir=cache, allow_patterns=None if files is None else list(files))
+            with quiet_hub_retries():
+                path = snapshot_download(tag, cache_dir=cache, allow_patterns=None if files is None else list(files))
         except Exception as e:  # offline, unknown repository, network, disk: huggingface_hub's many kinds
             why = first_line(e, None)
             hint = " (the hub is offline here: HF_HUB_OFFLINE=1; stage where it is reachable)" \

@@ -145,7 +145,7 @@ def test_stage_of_a_config_run_here_needs_no_cluster_profile(tmp_path, setup, mo
     assert rc == 0 and f"model {TAG}: in {jobs / 'hub'}" in out and "staged for slurm/site.yaml" in out, out + err
 
 
-def test_stage_where_the_hub_is_unreachable_says_where_to_run_it(tmp_path, setup, monkeypatch):
+def test_stage_where_the_hub_is_unreachable_says_where_to_run_it(tmp_path, setup, monkeypatch, capfd):
     """No internet here (a compute node, a login node behind a firewall): huggingface_hub's 'cannot find the
     appropriate snapshot folder' was all stage said, not that it must run where the hub is reachable."""
     import socket
@@ -153,11 +153,13 @@ def test_stage_where_the_hub_is_unreachable_says_where_to_run_it(tmp_path, setup
     import huggingface_hub
     from huggingface_hub import constants
     from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import logging
 
     cfg, prof, shell, jobs = setup
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the hub on, as make stage turns it
 
-    def no_network(*args, **kwargs):  # what snapshot_download raises where no name resolves
+    def no_network(*args, **kwargs):  # what snapshot_download says and raises where no name resolves
+        logging.get_logger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
         raise LocalEntryNotFoundError("Got: ConnectError: [Errno -2] Name or service not known") from \
             socket.gaierror(-2, "Name or service not known")
 
@@ -167,3 +169,4 @@ def test_stage_where_the_hub_is_unreachable_says_where_to_run_it(tmp_path, setup
     (line,) = err.strip().splitlines()
     assert line.startswith("error: stage: ") and TAG in line, line
     assert "the hub is not reachable from here: run it where huggingface.co is, e.g. a login node" in line, line
+    assert "Retry" not in capfd.readouterr().err  # huggingface_hub's retries kept off the screen

@@ -149,7 +149,7 @@ def prepare_wikivital(data_dir: Path, force: bool = False) -> int:
 
 def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
     from collapse_hpc.experiments.lm.hub import hub_offline
-    from collapse_hpc.machine import HUB_UNREACHABLE, hub_unreachable
+    from collapse_hpc.machine import HUB_UNREACHABLE, hub_unreachable, quiet_hub_retries
 
     out = Path(data_dir) / "wikitext2"
     if _prepared(out, force):
@@ -158,7 +158,8 @@ def prepare_wikitext2(data_dir: Path, force: bool = False) -> int:
         import datasets
 
         datasets.logging.set_verbosity_error()
-        ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1")
+        with quiet_hub_retries():
+            ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1")
     except Exception as e:  # offline, no cache, hub errors: all one line for the user
         hint = " (HF_HUB_OFFLINE=1 and not in the HF cache: prepare it where the hub is reachable " \
                "with HF_HOME on shared storage, see data/README.md)" if hub_offline() else \
