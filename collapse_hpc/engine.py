@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from collapse_hpc import experiments
 from collapse_hpc.config import CHAIN_KEYS, build, config_hash, diff, knobs_changed, plain
@@ -33,7 +34,7 @@ from collapse_hpc.store import RunStore, attempts, read_manifest, space, verify_
 from collapse_hpc.store.layout import unit_index
 from collapse_hpc.store.made import plan_json
 from collapse_hpc.store.reads import NotRead
-from collapse_hpc.store.live import folders_made, not_yet_made, remove_made
+from collapse_hpc.store.live import RunRemoved, at_work, folders_made, not_yet_made, remove_made, removed
 from collapse_hpc.store.lock import working
 from collapse_hpc.store.manifest import (BINDING, MANIFEST, binding, files_changed, read_binding, read_once,
                                          write_binding)
@@ -393,16 +394,25 @@ def run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, inp
     """Perform one unit (all ranks call this). Returns 'done', 'skipped'. A write the disk refused
     (full, a quota, read-only) ends it in one line naming the file system and what to do, as its
     FAILED line and status show it, not a library's own words. inputs: a finished unit counts only where the
-    run's files it used verify too (a unit named by hand: verify's redo command for a damaged one)."""
-    try:
-        return _run_unit(run_dir, experiment, variant, index, inputs)
-    except UserError:
-        raise
-    except Exception as e:
-        said = space.named(e, getattr(e, "filename", None) or run_dir)
-        if not isinstance(said, OSError) or not space.refused(said):
+    run's files it used verify too (a unit named by hand: verify's redo command for a damaged one). Its run folder
+    removed meanwhile (rm -rf RUN) ends it in RunRemoved's line, nothing of the run made again."""
+    with at_work(Path(run_dir)):  # removed by hand meanwhile: not made again by its writes
+        try:
+            return _run_unit(run_dir, experiment, variant, index, inputs)
+        except UserError:
             raise
-        raise UserError(space.explain(said) + space.KEPT) from e
+        except Exception as e:
+            if removed(Path(run_dir)):  # what failed in it since (a file gone with it) is that
+                raise RunRemoved(Path(run_dir).absolute()) from e
+            _refusal(e, run_dir)
+
+
+def _refusal(e: Exception, run_dir: str | Path) -> NoReturn:
+    """A unit's error `e` (in flight) raised again, as one line where the disk refused a write (run_unit)."""
+    said = space.named(e, getattr(e, "filename", None) or run_dir)
+    if not isinstance(said, OSError) or not space.refused(said):
+        raise e
+    raise UserError(space.explain(said) + space.KEPT) from e
 
 
 def _run_unit(run_dir: str | Path, experiment: str, variant: str, index: int, inputs: bool = False) -> str:

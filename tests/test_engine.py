@@ -426,3 +426,48 @@ def test_units_refusing_side_by_side_remove_only_their_own_empty_folders(tmp_pat
             folders_made(unit, lambda: (unit / BINDING).write_text("{}"))
             engine._refused(unit, made)
             assert not unit.parent.exists()
+
+
+def _removed_once(folder, when):
+    """A thread that removes `folder` (rm -rf) once `when` exists, as a user does while the run works in it."""
+    import shutil
+    import threading
+
+    def remove():
+        deadline = time.time() + 20
+        while not when.exists() and time.time() < deadline:
+            time.sleep(0.01)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    thread = threading.Thread(target=remove, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_run_folder_removed_while_its_unit_runs_stops_it_in_one_line_and_is_not_made_again(tmp_path):
+    """rm -rf RUN while a unit ran: its next writes made the run folder's skeleton again (the unit's folder, its
+    files, .units) and it ended on "No such file or directory"."""
+    store, run = toy_run(tmp_path, generations=2, sleep_s=2.0)
+    remover = _removed_once(store.root, gen(store, 0) / "steps" / "0.done")
+    with pytest.raises(UserError, match="the run folder was removed while the run was working in it"):
+        debug.execute(store, run, engine.plan(run))
+    remover.join()
+    assert not store.root.exists()
+
+
+def test_a_write_into_a_removed_run_folder_makes_none_of_it_again(tmp_path):
+    from collapse_hpc.store import atomic
+    from collapse_hpc.store.live import at_work
+    from collapse_hpc.store.lock import working
+
+    root = tmp_path / "run"
+    root.mkdir()
+    with at_work(root):
+        (tmp_path / "run").rmdir()
+        with pytest.raises(UserError, match=f"{root}: the run folder was removed"):
+            atomic.write_json(root / "toy" / "a" / "gen_000" / "x.json", {})
+        with pytest.raises(UserError, match="was removed"), working(root):
+            pass
+        with pytest.raises(UserError, match="was removed"):
+            folders_made(root / "logs" / "ranks")
+    assert not root.exists()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 from submitit.helpers import Checkpointable, DelayedSubmission
@@ -23,28 +24,31 @@ from collapse_hpc import logs
 from collapse_hpc.launch import requeue
 from collapse_hpc.launch.distributed import export_env
 from collapse_hpc.launch.peers import watching
+from collapse_hpc.store.live import RunRemoved, at_work
 from collapse_hpc.machine import interruptible, leave_process_group, main_thread_woken
 
 
 LAUNCHER = "COLLAPSE_LAUNCHER_PID"  # set by the local launcher for its units
 LAUNCHER_POLL_S = 1.0
 _orphaned = threading.Event()
+_removed = threading.Event()
 
 
-def _stop_without_launcher() -> None:
-    """A local unit stops as on Ctrl-C once its launcher is gone. A launcher killed outright
-    (SIGKILL, the OOM killer) cannot cancel its units: they ran on unattended to their end, and
+def _stop_without_launcher(run_dir: str) -> None:
+    """A local unit stops as on Ctrl-C once its launcher is gone, or its run folder (rm -rf RUN). A launcher
+    killed outright (SIGKILL, the OOM killer) cannot cancel its units: they ran on unattended to their end, and
     held the run against the next launcher meanwhile."""
     pid = os.environ.get(LAUNCHER, "")
     if os.environ.get("SUBMITIT_EXECUTOR") != "local" or not pid.isdigit() or \
             threading.current_thread() is not threading.main_thread():
         return
+    from collapse_hpc.store.live import removed
     from collapse_hpc.store.lock import pid_alive
 
     def watch() -> None:
-        while pid_alive(int(pid)):
+        while pid_alive(int(pid)) and not removed(run_dir):
             time.sleep(LAUNCHER_POLL_S)
-        _orphaned.set()
+        (_removed if removed(run_dir) else _orphaned).set()
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # it stops where Ctrl-C would stop it
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
@@ -156,12 +160,14 @@ class UnitJob(Checkpointable):
         interruptible()  # a local launcher stops its units by SIGINT (Ctrl-C, cancel)
         with stops_when_ending(f"{experiment}/{variant} unit {index}", STOPS):
             requeue.exit_where_python_can()  # submitit's USR2 handler is installed by now
-            _stop_without_launcher()
+            _stop_without_launcher(run_dir)
             try:
-                with watching(run_dir, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))):
+                with at_work(Path(run_dir)), watching(run_dir, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))):
                     # the group is left watched still: a peer lost meanwhile ends this rank, not a timeout
                     return run_on_this_rank(run_dir, experiment, variant, index)
             except KeyboardInterrupt:  # Ending too: a Slurm job is never orphaned, so it goes on up
+                if _removed.is_set():
+                    raise RunRemoved(Path(run_dir).absolute()) from None
                 if not _orphaned.is_set():
                     raise
                 logging.getLogger("collapse_hpc").warning("%s/%s unit %d: its launcher is gone: %s",

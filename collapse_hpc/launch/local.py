@@ -31,6 +31,7 @@ from collapse_hpc.launch import peers, records
 from collapse_hpc.machine import available_memory, free_port, gpu_ids, machine_cores, term_as_interrupt
 from collapse_hpc.logs import count
 from collapse_hpc.store import space
+from collapse_hpc.store.live import RunRemoved, at_work, removed
 
 POLL_S = 0.2
 CANCEL_WAIT_S = 10  # on Ctrl-C, how long the units' processes get to end before their state is read
@@ -85,11 +86,14 @@ def execute(store, run, chains, **_) -> dict:
     pool.counts["skipped"] = skipped
     if skipped:
         print(f"{count(skipped, 'unit')} already finished (skipped)", file=sys.stderr)
-    with term_as_interrupt():  # a `kill` of the launcher cancels its units, as Ctrl-C does
+    with term_as_interrupt(), at_work(store.root):  # a `kill` of the launcher cancels its units, as Ctrl-C does
         try:
             pool.run()
         except KeyboardInterrupt:
             pool.cancel()
+            raise
+        except RunRemoved:  # rm -rf of the run: its units stop on their own, and nothing is recorded
+            pool.wait_running()
             raise
     if pool.counts["failed"]:
         blocked = sum(len(lane.blocked) for lane in lanes)
@@ -170,6 +174,8 @@ class _Pool:
         with tqdm(total=sum(len(lane.jobs) for lane in self.lanes), desc="units", unit="unit",
                   dynamic_ncols=True) as bar:
             while any(lane.running or (lane.jobs and not self.stopped) for lane in self.lanes):
+                if removed(self.store.root):
+                    raise RunRemoved(self.store.root)
                 for lane in self.lanes:
                     if lane.running and lane.running[0].done():
                         self.finish(lane, bar)
@@ -332,6 +338,12 @@ class _Pool:
         tqdm.write(f"FAILED {job.label}: {last_error(entry['error'])} (log: {entry['log']})", file=sys.stderr)
         if (number := refused_in(e)) is not None or lost:
             self.out_of_room(job.label, number)
+
+    def wait_running(self) -> None:
+        """The running units' ends, up to CANCEL_WAIT_S: each stops by itself once its run folder is removed."""
+        deadline = time.time() + CANCEL_WAIT_S
+        while time.time() < deadline and not all(lane.running[0].done() for lane in self.lanes if lane.running):
+            time.sleep(POLL_S)
 
     def cancel(self) -> None:
         """Ctrl-C: the running jobs are cancelled; each is recorded by what its manifest says once

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from collapse_hpc.store import space
+from collapse_hpc.store.live import made
 
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"  # a folder swap_in moved aside
@@ -20,7 +21,7 @@ OLD_PREFIX = ".old-"  # a folder swap_in moved aside
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made(path.parent)  # never the run folder again, removed by hand
     with _naming(path):  # a read-only file system refuses the temporary: name the file it is for
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     os.close(fd)
@@ -54,7 +55,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; swap it in for `path` (a folder there is replaced)
     only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made(path.parent)  # never the run folder again, removed by hand
     with _naming(path):
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
     try:

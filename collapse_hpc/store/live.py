@@ -6,8 +6,11 @@ meanwhile is simply not listed. Making a folder there meets the same: Path.mkdir
 parent, then failed on the folder in it as another process removed that parent, empty, meanwhile (a unit refusing
 beside, the register's last unit out), or found it there, then gone: here it is made again.
 
+A run folder removed by hand while its units run (rm -rf RUN) is not made again by their writes (made): each
+mkdir(parents=True) on the way made an orphan skeleton (RUN/.units, a unit's folder, jobs.json) that read as a run.
+
 API: listing(folder), files_below(folder), folders_made(folder, then), not_yet_made(folder, below),
-remove_made(made).
+remove_made(made), at_work(root), made(folder), removed(root).
 """
 from __future__ import annotations
 
@@ -16,12 +19,70 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+from collapse_hpc.errors import UserError
 
 GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # a file removed meanwhile, or a link to nothing (Path.is_file's)
 # each a fresh race lost, a few microseconds: a remover in a tight loop (a launcher tidying many jobs' records) can win
 # several in a row; a file in the way fails them all alike (FileExistsError), at once
 TRIES = 200
+_AT_WORK: dict[Path, str | None] = {}  # the run folders this process works in (at_work): their identity then
+
+
+class RunRemoved(UserError):
+    """The run folder a process works in was removed (or replaced) meanwhile: nothing is written there again."""
+
+    def __init__(self, root: Path):
+        super().__init__(f"{root}: the run folder was removed while the run was working in it; its units stop and "
+                         f"nothing of it is made again there (run the config again for a new run)")
+
+
+def _identity(folder: Path) -> str | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+@contextlib.contextmanager
+def at_work(root: Path) -> Iterator[None]:
+    """While the block runs, the run folder `root` is never made again once removed (made, removed)."""
+    root = Path(root).absolute()
+    before = _AT_WORK.get(root, ...)
+    _AT_WORK[root] = _identity(root) if before is ... else before
+    try:
+        yield
+    finally:
+        if before is ...:
+            _AT_WORK.pop(root, None)
+
+
+def removed(root: Path) -> bool:
+    """Whether the run folder `root`, worked in (at_work), is gone or another folder since."""
+    root = Path(root).absolute()
+    return root in _AT_WORK and _identity(root) != _AT_WORK[root]
+
+
+def made(folder: Path) -> None:
+    """folder.mkdir(parents=True, exist_ok=True), except inside a run folder worked in (at_work) and removed since:
+    RunRemoved, the run folder itself never made again; below it, each folder is made in the one above, which
+    must be there."""
+    folder = Path(folder)
+    root = next((r for r in _AT_WORK if r == folder.absolute() or r in folder.absolute().parents), None)
+    if root is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    if removed(root):
+        raise RunRemoved(root)
+    for part in reversed([p for p in (folder.absolute(), *folder.absolute().parents) if root in p.parents]):
+        try:
+            part.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            if removed(root):
+                raise RunRemoved(root) from None
+            raise
 
 
 def listing(folder: Path) -> list[Path]:
@@ -62,7 +123,7 @@ def folders_made(folder: Path, then: Callable[[], object] = lambda: None) -> Non
 
 
 def _in(folder: Path, then: Callable[[], object]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    made(folder)
     then()
 
 

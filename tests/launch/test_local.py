@@ -553,3 +553,28 @@ def test_a_read_the_file_system_refused_a_unit_is_said_in_its_own_words():
         assert last_error(tail) == said
     assert last_error("ValueError: collapse_hpc.store.reads.NotRead: x") == "ValueError: collapse_hpc.store.reads." \
                                                                             "NotRead: x"
+
+
+def test_a_run_folder_removed_while_its_units_run_stops_them_in_one_line_and_is_not_made_again(tmp_path):
+    """rm -rf RUN during a local run: the units' writes made a skeleton of it again (jobs.json, the unit's folder
+    and its steps, .units), the launcher printed a FAILED line per unit in the file system's words and exited 1."""
+    import shutil
+
+    cfg, run, gen0, proc = _launched_stepping(tmp_path, sleep_s=30)
+    try:
+        assert (gen0 / "steps" / "000.done").exists()
+        shutil.rmtree(run, ignore_errors=True)
+        _, err = proc.communicate(timeout=60)
+        deadline = time.time() + 10
+        while _running_in_group(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _running_in_group(proc.pid) == []  # the unit stopped too
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith("units:")]
+    assert proc.returncode == 2 and "Traceback" not in err and "FAILED" not in err, err
+    assert lines[-1] == f"error: {run}: the run folder was removed while the run was working in it; its units " \
+                        f"stop and nothing of it is made again there (run the config again for a new run)", err
+    time.sleep(1.5)  # a unit's next step
+    assert not run.exists()
