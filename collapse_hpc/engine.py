@@ -541,6 +541,22 @@ def job_done(store: RunStore, run, job: Job, deep: bool = False) -> bool:
                     variant_hash=unit_hash(unit_dir, want, config))
 
 
+def refuse_unwritable(store: RunStore, jobs: list[Job]) -> None:
+    """The units about to run, refused before any starts where they cannot write: their folder and every folder in
+    it (an unfinished unit's leftovers go as it starts), or the nearest folder above one not made yet. One started
+    there failed in the file system's words ("PermissionError: [Errno 13] Permission denied: '…/snapshots.parquet'")."""
+    for job in jobs:
+        unit_dir = store.unit_dir(job.experiment, job.variant, job.shape, job.index)
+        folders = [unit_dir, *(Path(here) for here, _, _ in os.walk(unit_dir))] if unit_dir.is_dir() \
+            else [space.nearest_folder(unit_dir)]
+        for folder in folders:
+            said = space.not_writable(folder)
+            if said is not None:
+                raise UserError(f"{said}; {job.label} runs there: give yourself write permission "
+                                f"(chmod -R u+w {shlex.quote(str(folder))}), or run a copy you may write to "
+                                f"(cp -r, --run COPY); no unit was started")
+
+
 def pending(store: RunStore, run, chain: Chain) -> list[Job]:
     """The jobs of a chain a launcher starts, local or Slurm alike: an array's unfinished parts; a
     chain's generations from its first unfinished one on, since each later one is built on it and a redo

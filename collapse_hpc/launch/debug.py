@@ -21,6 +21,7 @@ def execute(store, run, chains, deep: bool = False, **_):
     run's files it used, such as the VAE's classifier, no longer match)."""
     records.launched_here(store, chains)
     jobs = [j for c in chains for j in (c.jobs if deep else engine.pending(store, run, c))]
+    engine.refuse_unwritable(store, jobs)
     counts = {"done": 0, "skipped": sum(len(c.jobs) for c in chains) - len(jobs)}
     if counts["skipped"]:
         print(f"{count(counts['skipped'], 'unit')} already finished (skipped)", file=sys.stderr)

@@ -79,6 +79,7 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
 def execute(store, run, chains, **_) -> dict:
     n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
+    engine.refuse_unwritable(store, [job for lane in lanes for job in lane.jobs])
     pool = _Pool(store, run, lanes, n_cores, free_gpus, str(unit_threads(store, run, chains, n_cores)))
     records.launching(pool.book, chains)
     if settle(store, run, pool.book):

@@ -214,6 +214,13 @@ class RunLock:
             except FileExistsError:
                 self._judge(me["host"])  # returns where the lock may be free now: look again
                 continue
+            except PermissionError:  # a colleague's run, or one made read-only: said so, not "Permission denied"
+                said = space.not_writable(self.path.parent)
+                if said is None:
+                    raise
+                raise UserError(f"{said}, so its run lock {self.path.name} cannot be made; give yourself write "
+                                f"permission there, or work in a copy you may write to (cp -r); nothing was "
+                                f"written") from None
             self._write(fd, me)
             self._refuse_beside()
             self._drop_dead_workers()

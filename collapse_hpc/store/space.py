@@ -157,6 +157,16 @@ def unwritable(folder: str | os.PathLike) -> Unwritable | None:
     return Unwritable.READ_ONLY if read_only else Unwritable.PERMISSION
 
 
+def not_writable(folder: str | os.PathLike) -> str | None:
+    """Why this user can make (or remove) no file in `folder`, as a line's start naming it; None where one can."""
+    why = unwritable(folder)
+    if why is None:
+        return None
+    if why is Unwritable.READ_ONLY:  # no owner's permission to ask for
+        return f"{folder}: on a read-only file system (mounted read-only at {mount_point(folder)})"
+    return f"{folder}: not writable by you (no permission to make or remove files in it)"
+
+
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 

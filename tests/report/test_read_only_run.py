@@ -154,3 +154,43 @@ def test_a_report_into_a_run_on_a_read_only_file_system_says_so_not_permissions(
                      f"its report elsewhere with --out DIR"], lines
     assert cli.main(["aggregate", str(run), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "index.html").is_file()
+
+
+def test_a_run_of_a_run_one_may_only_read_is_refused_in_one_line_naming_the_folder(theirs):
+    """Its run lock refused: "error: RUN/.lock: Permission denied", neither whose folder nor what to do."""
+    user, run = theirs
+    code, err = _as(user, ["run", str(run / "config.yaml"), "--run", str(run), "--executor", "debug"])
+    assert code == 2 and err.count("\n") == 1, err
+    assert err == (f"error: {run}: not writable by you (no permission to make or remove files in it), so its run "
+                   f"lock .lock cannot be made; give yourself write permission there, or work in a copy you may "
+                   f"write to (cp -r); nothing was written\n")
+
+
+@pytest.fixture
+def top():
+    """A folder every user may reach (pytest's own tmp_path is root's alone)."""
+    top = Path(tempfile.mkdtemp(prefix="collapse-hpc-top-"))
+    top.chmod(0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+def test_a_unit_to_redo_in_a_folder_one_may_not_write_is_refused_before_any_unit_starts(top):
+    """A unit's folder left read-only (chmod -w): its redo failed on its first removal, in the file system's words
+    ("PermissionError: [Errno 13] Permission denied: '…/metrics.parquet'"), the units before it run."""
+    user = nobody()
+    store, run = toy_run(top, generations=3)
+    debug.execute(store, run, engine.plan(run))
+    gen1 = store.unit_dir("toy", "replace-p0-s0", "chain", 1)
+    (gen1 / "manifest.json").unlink()
+    for path in [store.root, *store.root.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    gen1.chmod(0o555)
+    before = sorted(gen1.iterdir())
+    code, err = _as(user, ["run", str(store.config_path), "--run", str(store.root), "--executor", "debug"])
+    last = err.strip().splitlines()[-1]  # after the run's line (its plan), as any launcher's refusal
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert last == (f"error: {gen1}: not writable by you (no permission to make or remove files in it); "
+                          f"toy/replace-p0-s0/gen_001 runs there: give yourself write permission (chmod -R u+w "
+                          f"{gen1}), or run a copy you may write to (cp -r, --run COPY); no unit was started"), err
+    assert sorted(gen1.iterdir()) == before
