@@ -79,7 +79,7 @@ def _lanes(store, run, chains, gpus_here: int) -> tuple[list[Lane], int]:
 def execute(store, run, chains, **_) -> dict:
     n_cores, free_gpus = machine_cores(), gpu_ids()
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
-    engine.refuse_unwritable(store, [job for lane in lanes for job in lane.jobs])
+    _refuse_unwritable(store, lanes)
     pool = _Pool(store, run, lanes, n_cores, free_gpus, str(unit_threads(store, run, chains, n_cores)))
     records.launching(pool.book, chains)
     if settle(store, run, pool.book):
@@ -107,6 +107,17 @@ def execute(store, run, chains, **_) -> dict:
     if pool.halted is not None:
         _halted(store, pool.book, lanes, pool.halted)
     return pool.counts
+
+
+def _refuse_unwritable(store, lanes: list[Lane]) -> None:
+    """No unit starts where one could not write: its folder (engine.refuse_unwritable), or logs/submitit, where
+    each unit's job file goes (a refusal there said "RUN/logs/submitit/<hex>.pkl: Permission denied")."""
+    engine.refuse_unwritable(store, [job for lane in lanes for job in lane.jobs])
+    jobs = store.logs / "submitit"
+    if lanes and (said := space.not_writable(jobs)):
+        raise UserError(f"{said}; each unit's job file and log go there: give yourself write permission (chmod u+w "
+                        f"{shlex.quote(str(jobs))}), or run a copy you may write to (cp -r, --run COPY); no unit was "
+                        f"started")
 
 
 def settle(store, run, book: dict) -> bool:

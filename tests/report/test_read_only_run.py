@@ -194,3 +194,22 @@ def test_a_unit_to_redo_in_a_folder_one_may_not_write_is_refused_before_any_unit
                           f"toy/replace-p0-s0/gen_001 runs there: give yourself write permission (chmod -R u+w "
                           f"{gen1}), or run a copy you may write to (cp -r, --run COPY); no unit was started"), err
     assert sorted(gen1.iterdir()) == before
+
+
+def test_a_local_run_whose_job_folder_one_may_not_write_is_refused_before_any_unit_starts(top):
+    """logs/submitit left read-only: the launcher ended on "error: RUN/logs/submitit/<hex>.pkl: Permission denied",
+    a temporary's name and no word of what to do."""
+    user = nobody()
+    store, run = toy_run(top, generations=2)
+    debug.execute(store, run, engine.plan(run))
+    (store.unit_dir("toy", "replace-p0-s0", "chain", 1) / "manifest.json").unlink()
+    for path in [store.root, *store.root.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    jobs = store.logs / "submitit"
+    jobs.chmod(0o555)
+    code, err = _as(user, ["run", str(store.config_path), "--run", str(store.root), "--executor", "local"])
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: {jobs}: not writable by you (no permission to make or remove files in it); each unit's job file and "
+        f"log go there: give yourself write permission (chmod u+w {jobs}), or run a copy you may write to (cp -r, "
+        f"--run COPY); no unit was started"), err
