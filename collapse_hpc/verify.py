@@ -16,7 +16,7 @@ from pathlib import Path
 
 from collapse_hpc import engine, experiments
 from collapse_hpc.config import config_hash
-from collapse_hpc.errors import UserError, one_line
+from collapse_hpc.errors import AGAIN, UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
@@ -53,16 +53,20 @@ def _verify(store: RunStore) -> int:
             extra += 1
             print(f"EXTRA {one_line(p)}: not in its manifest (not verified)")
         exp, variant = unit.parent.parent.name, unit.parent.name
+        unread = False
         try:
             want, config = hashes.get((exp, variant), (None, None))
             problems = verify_unit(unit, config_hash=config_hashes, inputs=True,
                                    variant_hash=engine.unit_hash(unit, want, config))
         except (OSError, NotRead) as e:  # a file one may not read: this unit is not vouched for; the others still are
-            problems = [f"{e.filename or unit}: not readable ({e.strerror or e})"]
+            problems, unread = [f"{e.filename or unit}: not readable ({e.strerror or e})"], True
         if problems:
             bad += 1
             for p in problems:
                 print(f"MISMATCH {one_line(p)}")
+            if unread:  # not known to be damaged: a redo would replace what may be whole (a chmod slip)
+                print(f"  the unit is kept as it is (not redone) {AGAIN}")
+                continue
             # built on a generation left unfinished: that one first (a unit by hand is refused before it)
             index = None if "" in upstream(unit).values() else unit_index(unit.name)
             print(f"  redo with: {one_line(engine.redo_command(store, exp, variant, index))}")

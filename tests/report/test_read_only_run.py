@@ -108,14 +108,17 @@ def test_a_report_elsewhere_of_a_run_one_may_only_read_is_refused_while_its_laun
 
 def test_verify_names_a_file_it_may_not_read_and_goes_on_to_the_other_units(theirs):
     """verify stopped at the first file it could not read ('error: …: Permission denied', exit 2),
-    leaving every later unit unchecked; it now names that unit's file and verifies the rest."""
+    leaving every later unit unchecked; it now names that unit's file and verifies the rest. It then gave the unit's
+    redo command, which refuses the same unread file ("the unit is kept as it is (not redone)"): the unit is kept."""
     user, run = theirs
     first = sorted(run.glob("toy/*/gen_000"))[0]
     (first / "metrics.parquet").chmod(0o000)
     code, out = _as(user, ["verify", str(run)], stdout=True)
     assert code == 1, out
     assert f"MISMATCH {first / 'metrics.parquet'}: not readable (Permission denied)" in out, out
-    assert "redo with:" in out and ": 1 unit verified, 1 with mismatches, 0 unfinished" in out, out
+    assert "  the unit is kept as it is (not redone) once the file reads again (its permissions, the file system): " \
+           "run the same command again\n" in out and "redo with:" not in out, out
+    assert ": 1 unit verified, 1 with mismatches, 0 unfinished" in out, out
 
 
 @pytest.fixture
