@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import shlex
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from collapse_hpc.config import FILE_NAME, FILE_NAME_CHARS
-from collapse_hpc.errors import UserError
+from collapse_hpc.errors import RERUN, UserError
 from collapse_hpc.experiments.vae.metrics import CLASSES  # labels 0..9: ten class shares
 from collapse_hpc.logs import first_few
 from collapse_hpc.store import atomic
@@ -299,6 +300,10 @@ def check_digits_room(data_dir: Path) -> None:
     out = Path(data_dir) / "digits"
     if _is_prepared(out):
         return
+    if out.is_dir() and not os.access(out, os.R_OK | os.X_OK):  # prepared maybe, but not to be looked into
+        raise UserError(f"data_dir: {out}: not readable by you (no permission to list or read it), so whether "
+                        f"digits is prepared there is unknown; nothing is prepared over it: give yourself read "
+                        f"permission (chmod -R u+rX {shlex.quote(str(out))}), or another data_dir, then {RERUN}")
     blocked = not_a_folder(out)
     there = nearest_folder(out).absolute()
     if blocked or not writable(there):

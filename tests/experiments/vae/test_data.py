@@ -381,3 +381,35 @@ def test_digits_to_prepare_where_the_data_folder_cannot_take_it_is_refused_befor
     assert data.prepare_digits(tmp_path / "mine") == 0  # prepared, a read-only folder serves: nothing is written
     monkeypatch.setattr(space, "writable", lambda folder: False)
     vae.check(experiments.config_from_dict({"data_dir": str(tmp_path / "mine"), "vae": {"dataset": "digits"}}))
+
+
+def test_digits_prepared_in_a_folder_one_may_not_read_is_refused_as_unread_not_as_unprepared():
+    """A prepared digits folder one may not list (chmod 000, a colleague's): the check said "not writable by you,
+    and digits is not prepared there", though it is, and named preparing it elsewhere."""
+    import shutil
+    import tempfile
+
+    from collapse_hpc import experiments
+    from tests.helpers import ended, forked_as, nobody
+
+    user = nobody()
+    top = Path(tempfile.mkdtemp(prefix="collapse-hpc-digits-"))
+    try:
+        top.chmod(0o755)
+        assert data.prepare_digits(top) == 0
+        (top / "digits").chmod(0o000)
+        run = experiments.config_from_dict({"data_dir": str(top), "vae": {"dataset": "digits"}})
+
+        def check() -> str:
+            try:
+                experiments.get("vae").check(run)
+            except UserError as e:
+                return str(e)
+            return "passed"
+
+        assert ended(forked_as(user, check)) == (
+            f"data_dir: {top / 'digits'}: not readable by you (no permission to list or read it), so whether digits "
+            f"is prepared there is unknown; nothing is prepared over it: give yourself read permission (chmod -R "
+            f"u+rX {top / 'digits'}), or another data_dir, then run the same command again")
+    finally:
+        shutil.rmtree(top)
