@@ -471,3 +471,34 @@ def test_a_write_into_a_removed_run_folder_makes_none_of_it_again(tmp_path):
         with pytest.raises(UserError, match="was removed"):
             folders_made(root / "logs" / "ranks")
     assert not root.exists()
+
+
+def test_a_run_folder_whose_stat_fails_otherwise_than_gone_is_not_judged_removed(tmp_path, monkeypatch):
+    """A shared file system's hiccup (EIO, a soft NFS mount's timeout) or a folder above it made unsearchable failed
+    the run folder's stat: the unit ended on "the run folder was removed" though it was there, and its next writes
+    were refused alike."""
+    import errno
+    import os
+
+    from collapse_hpc.store import atomic
+    from collapse_hpc.store.live import at_work, removed
+
+    root = tmp_path / "run"
+    root.mkdir()
+    stat = os.stat
+    failing = set()
+
+    def flaky(path, *args, **kwargs):
+        if str(path) in failing:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", flaky)
+    with at_work(root):
+        failing.add(str(root))
+        assert not removed(root)
+        atomic.write_json(root / "toy" / "gen_000" / "x.json", {})
+    assert (root / "toy" / "gen_000" / "x.json").is_file()
+    with at_work(root):  # not read as it began: judged by nothing
+        failing.clear()
+        assert not removed(root)

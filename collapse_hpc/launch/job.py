@@ -46,9 +46,9 @@ def _stop_without_launcher(run_dir: str) -> None:
     from collapse_hpc.store.lock import pid_alive
 
     def watch() -> None:
-        while pid_alive(int(pid)) and not removed(run_dir):
+        while pid_alive(int(pid)) and not (gone := removed(run_dir)):
             time.sleep(LAUNCHER_POLL_S)
-        (_removed if removed(run_dir) else _orphaned).set()
+        (_removed if gone else _orphaned).set()  # as judged once: a unit ending meanwhile is no longer at work
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # it stops where Ctrl-C would stop it
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()

@@ -27,7 +27,8 @@ GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # a file removed meanwhile, o
 # each a fresh race lost, a few microseconds: a remover in a tight loop (a launcher tidying many jobs' records) can win
 # several in a row; a file in the way fails them all alike (FileExistsError), at once
 TRIES = 200
-_AT_WORK: dict[Path, str | None] = {}  # the run folders this process works in (at_work): their identity then
+_AT_WORK: dict[Path, object] = {}  # the run folders this process works in (at_work): their identity then
+UNKNOWN = object()  # a run folder's identity not read (stat failed, not as on one gone): not judged removed
 
 
 class RunRemoved(UserError):
@@ -38,11 +39,13 @@ class RunRemoved(UserError):
                          f"nothing of it is made again there (run the config again for a new run)")
 
 
-def _identity(folder: Path) -> str | None:
+def _identity(folder: Path) -> object:
+    """`folder`'s device and inode; None where it is gone, UNKNOWN where stat failed otherwise: a shared file
+    system's hiccup (EIO, a soft mount's timeout) or a folder above made unsearchable is no removal."""
     try:
         st = os.stat(folder)
-    except OSError:
-        return None
+    except OSError as e:
+        return None if e.errno in (*GONE, errno.ESTALE) else UNKNOWN  # ESTALE: removed by another NFS client
     return f"{st.st_dev}:{st.st_ino}"
 
 
@@ -62,7 +65,8 @@ def at_work(root: Path) -> Iterator[None]:
 def removed(root: Path) -> bool:
     """Whether the run folder `root`, worked in (at_work), is gone or another folder since."""
     root = Path(root).absolute()
-    return root in _AT_WORK and _identity(root) != _AT_WORK[root]
+    then = _AT_WORK.get(root, UNKNOWN)
+    return then is not UNKNOWN and (now := _identity(root)) is not UNKNOWN and now != then
 
 
 def made(folder: Path) -> None:
@@ -70,7 +74,7 @@ def made(folder: Path) -> None:
     RunRemoved, the run folder itself never made again; below it, each folder is made in the one above, which
     must be there."""
     folder = Path(folder)
-    root = next((r for r in _AT_WORK if r == folder.absolute() or r in folder.absolute().parents), None)
+    root = next((r for r in list(_AT_WORK) if r == folder.absolute() or r in folder.absolute().parents), None)
     if root is None:
         folder.mkdir(parents=True, exist_ok=True)
         return
