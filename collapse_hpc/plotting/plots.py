@@ -21,6 +21,7 @@ from collapse_hpc import regimes
 from collapse_hpc.plotting import style
 from collapse_hpc.plotting.metrics import Metric, spec
 from collapse_hpc.store.atomic import atomic_path
+from collapse_hpc.store.live import made
 
 REGIME = list(regimes.VALUES)  # the regime as values (kind, keep_fraction, ...) beside its label `regime`
 KEYS = ["run", "experiment", "variant", "regime", *REGIME, "seed"]  # then setting columns
@@ -486,7 +487,7 @@ def save(fig, out: Path, key: str) -> list[Path]:
     nest(fig)
     dodge(fig)
     fit_labels(fig)
-    out.mkdir(parents=True, exist_ok=True)
+    made(out)  # never a run folder removed meanwhile again (its report/figures/)
     files = []
     for fmt in ("png", "pdf"):
         path = out / f"{key}.{fmt}"

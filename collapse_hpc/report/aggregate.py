@@ -23,6 +23,7 @@ from collapse_hpc.report import collect, drawing, longform, page, stats, tables
 from collapse_hpc.store import RunStore
 from collapse_hpc.store.atomic import claim_folder, sweep, write_text
 from collapse_hpc.store.layout import folder_to_make, utf8_path
+from collapse_hpc.store.live import at_work, removed
 from collapse_hpc.store.lock import folder_lock, reading
 from collapse_hpc.store.reads import read_text
 from collapse_hpc.store.space import Unwritable, mount_point, nearest_folder, unwritable
@@ -47,10 +48,19 @@ def build(runs: list[str], out: str | Path | None = None, replicates: int | None
     if out is None and Path(runs[0]).is_dir():
         _writable(Path(runs[0]) / "report")
     with contextlib.ExitStack() as locks:
-        for run in runs if held else []:
+        for run in runs:
             if RunStore(run).exists():  # else load_run says what it is, with nothing made there
-                locks.enter_context(reading(Path(run), "aggregate", log=log.warning))
-        return _build(runs, out, replicates)
+                locks.enter_context(at_work(Path(run)))  # removed meanwhile (rm -rf): no report/ made again there
+                if held:
+                    locks.enter_context(reading(Path(run), "aggregate", log=log.warning))
+        try:
+            return _build(runs, out, replicates)
+        except Exception as e:  # what failed in one removed since (a file gone with it, RunRemoved) is that
+            gone = next((Path(run).absolute() for run in runs if removed(Path(run))), None)
+            if gone is None:
+                raise
+            raise UserError(f"{gone}: the run folder was removed while aggregate worked in it; its report is not "
+                            f"written there, nor anything of the run made again") from e
 
 
 def _build(runs: list[str], out: str | Path | None, replicates: int | None) -> Path:

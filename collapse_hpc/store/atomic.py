@@ -261,7 +261,7 @@ def claim_folder(path: str | os.PathLike, what: str, owned: bool = False) -> Pat
         if not owned and not (path / OWNED).is_file() and any(path.iterdir()):
             raise UserError(f"{path}: {what} holds files the tool did not write (no {OWNED} marker); name a new "
                             f"or empty folder, it never overwrites what it does not own")
-    path.mkdir(parents=True, exist_ok=True)
+    made(path)  # never a run folder removed meanwhile again (its report/)
     if not (path / OWNED).is_file():
         write_text(path / OWNED, f"made by collapse-hpc for {what}; it may write here again\n")
     return path

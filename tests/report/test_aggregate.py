@@ -367,3 +367,27 @@ def test_a_report_of_runs_one_of_which_left_an_experiment_out_says_whose_its_sec
     tail, toy_section = md.split("## Zipf tail")[1].split("\n## ")[0], md.split("## toy")[1].split("\n## ")[0]
     assert said in tail and "Not in" not in toy_section, md
     assert said in (tmp_path / "rep" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("when", ["summarise", "draw"])
+def test_a_run_folder_removed_while_aggregate_works_in_it_is_not_made_again(toy, tmp_path, capsys, monkeypatch, when):
+    """rm -rf RUN while aggregate ran: it made RUN/report/ again, the whole report in a run folder of nothing else,
+    and exited 0 (or, removed as a file was written, ended on its temporary's "No such file or directory")."""
+    import shutil
+
+    from collapse_hpc.report import drawing, stats
+
+    root = make_run(tmp_path / "toyrun", {"toy": {"rows": 5}}, generations=2)
+    module = {"summarise": stats, "draw": drawing}[when]
+    step = getattr(module, when)
+
+    def removed_first(*args, **kwargs):
+        shutil.rmtree(root, ignore_errors=True)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(module, when, removed_first)
+    assert cli.main(["aggregate", str(root)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {root}: the run folder was removed while aggregate worked in it; its report is not written there, "
+        f"nor anything of the run made again")
+    assert not root.exists()
