@@ -107,3 +107,24 @@ def test_the_report_job_stops_on_the_sigterm_of_its_cancel_and_leaves_report_as_
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (root / "report").rglob("*") if p.is_file()}
     assert after == before
     assert "report: job 7 is ending (Slurm: COMPLETING): the report stops here" in caplog.text
+
+
+def test_a_local_unit_whose_run_folder_is_removed_as_it_ends_is_not_taken_for_orphaned(monkeypatch):
+    """The launcher's watch saw the run folder removed, then judged again which stopped the unit: the unit, ending
+    meanwhile, no longer worked in it, so it read as one whose launcher is gone ("its launcher is gone")."""
+    import threading
+    import time
+
+    from collapse_hpc.store import live, lock
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv(job.LAUNCHER, "1")
+    monkeypatch.setattr(job, "_removed", threading.Event())
+    monkeypatch.setattr(job, "_orphaned", threading.Event())
+    monkeypatch.setattr(lock, "pid_alive", lambda pid: True)
+    judged = iter([True])  # removed, then no longer at work: not removed
+    monkeypatch.setattr(live, "removed", lambda root: next(judged, False))
+    with pytest.raises(KeyboardInterrupt):
+        job._stop_without_launcher("/nowhere/run")
+        time.sleep(10)
+    assert job._removed.is_set() and not job._orphaned.is_set()
