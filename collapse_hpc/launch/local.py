@@ -81,6 +81,10 @@ def execute(store, run, chains, **_) -> dict:
     lanes, skipped = _lanes(store, run, chains, len(free_gpus))
     _refuse_unwritable(store, lanes)
     pool = _Pool(store, run, lanes, n_cores, free_gpus, str(unit_threads(store, run, chains, n_cores)))
+    if pool.book.get("corrupt"):  # written over, it kept the mark: status and submit called the new records corrupt
+        raise UserError(f"{pool.book['corrupt']} is corrupt: the run's job records are unknown; restore it, or "
+                        f"remove it (a Slurm run's jobs still queued: cancel them first, squeue --me), then run again; "
+                        f"no unit was started")
     records.launching(pool.book, chains)
     if settle(store, run, pool.book):
         pool.save()

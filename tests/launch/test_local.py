@@ -578,3 +578,22 @@ def test_a_run_folder_removed_while_its_units_run_stops_them_in_one_line_and_is_
                         f"stop and nothing of it is made again there (run the config again for a new run)", err
     time.sleep(1.5)  # a unit's next step
     assert not run.exists()
+
+
+def test_a_local_run_over_a_corrupt_jobs_json_is_refused_and_leaves_it_as_it_was(tmp_path):
+    """The launcher wrote its records over it with the mark of a corrupt one kept ("corrupt": its path), so status
+    and submit then called the new, whole jobs.json corrupt, and said to restore what was gone."""
+    cfg = write_config(tmp_path, generations=2, ltchain={"rows": 4})
+    run = tmp_path / "run"
+    assert collapse("run", cfg, "--run", run, "--executor", "debug")[0] == 0
+    (unit(run, "ltchain", "replace-p0-s0", "gen_001") / "manifest.json").unlink()
+    book = run / "jobs.json"
+    book.write_text('{"units": [')
+    rc, _, err = collapse("run", cfg, "--run", run)
+    assert rc == 2 and err.splitlines()[-1] == (
+        f"error: {book} is corrupt: the run's job records are unknown; restore it, or remove it (a Slurm run's jobs "
+        f"still queued: cancel them first, squeue --me), then run again; no unit was started"), err
+    assert book.read_text() == '{"units": ['
+    assert read_manifest(unit(run, "ltchain", "replace-p0-s0", "gen_001")) is None
+    book.unlink()
+    assert collapse("run", cfg, "--run", run)[0] == 0 and collapse("status", run)[0] == 0
