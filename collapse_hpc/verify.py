@@ -20,13 +20,27 @@ from collapse_hpc.errors import AGAIN, UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
+from collapse_hpc.store.live import at_work, removed
 from collapse_hpc.store.manifest import file_in_the_way, file_on_the_way, read_once, upstream
 from collapse_hpc.store.reads import NotRead
 
 
 def verify_run(run_dir: str | Path) -> int:
     with read_once():  # a unit's binding, state and inputs each ask for its manifest
-        return _verify(existing_run(run_dir))
+        store = existing_run(run_dir)
+        with at_work(store.root):  # removed meanwhile (rm -rf): the units not reached are not unfinished
+            try:
+                return _verify(store)
+            except Exception as e:  # what failed in a run folder removed since (a file gone with it) is that
+                _still_there(store.root, e)
+                raise
+
+
+def _still_there(root: Path, cause: Exception | None = None) -> None:
+    """UserError where the run folder `root` (at_work) was removed or replaced since verify began reading it."""
+    if removed(root):
+        raise UserError(f"{root}: the run folder was removed while verify read it; the units it had not reached are "
+                        f"not verified (nothing of the run is made again)") from cause
 
 
 def _verify(store: RunStore) -> int:
@@ -40,6 +54,7 @@ def _verify(store: RunStore) -> int:
     bad, unfinished, extra, earlier = 0, 0, 0, 0
     in_the_way: set[Path] = set()
     for unit in units:
+        _still_there(store.root)
         if not unit.is_dir() and (stray := file_on_the_way(unit, below=store.root)) is not None:
             bad += 1  # no run makes this unit until the file is moved: a problem found, named once
             if stray not in in_the_way:
@@ -61,6 +76,7 @@ def _verify(store: RunStore) -> int:
         except (OSError, NotRead) as e:  # a file one may not read: this unit is not vouched for; the others still are
             problems, unread = [f"{e.filename or unit}: not readable ({e.strerror or e})"], True
         if problems:
+            _still_there(store.root)  # its files gone with the folder: no mismatch of the unit
             bad += 1
             for p in problems:
                 print(f"MISMATCH {one_line(p)}")
@@ -72,6 +88,7 @@ def _verify(store: RunStore) -> int:
             print(f"  redo with: {one_line(engine.redo_command(store, exp, variant, index))}")
         elif (read_manifest(unit) or {}).get("config_hash") != now:
             earlier += 1
+    _still_there(store.root)
     ok = len(units) - bad - unfinished
     print(f"{one_line(store.root)}: {count(ok, 'unit')} verified, {bad} with mismatches, {unfinished} unfinished"
           + (f", {extra} extra files" if extra else "")

@@ -1371,3 +1371,28 @@ def test_the_run_log_says_what_aggregate_did(tmp_path):
     said = p.stdout.strip().splitlines()[-1]
     assert said.endswith("index.html") and added[-1].endswith(f"INFO: {said}"), added
     assert any("report: toy:" in ln and "figures" in ln for ln in added), added  # as on the terminal
+
+
+def test_verify_of_a_run_folder_removed_while_it_reads_ends_in_one_line(tmp_path, monkeypatch):
+    """rm -rf RUN while verify ran: the units it had not reached yet were counted unfinished, exit 0."""
+    from collapse_hpc import verify
+    from tests.launch.helpers import collapse
+
+    cfg = _toy_config(tmp_path, text="name: toy\ngenerations: 3\nexecutor: debug\ntoy: {rows: 4}\n")
+    run = tmp_path / "r"
+    assert collapse("run", cfg, "--run", run)[0] == 0
+    real = verify.verify_unit
+
+    def then_removed(unit, **kwargs):
+        problems = real(unit, **kwargs)
+        shutil.rmtree(run)
+        return problems
+
+    monkeypatch.setattr(verify, "verify_unit", then_removed)
+    rc, out, err = collapse("verify", run)
+    assert rc == 2, (out, err)
+    assert "unfinished" not in out
+    assert err.strip().splitlines() == [
+        f"error: {run}: the run folder was removed while verify read it; the units it had not reached are not "
+        f"verified (nothing of the run is made again)"]
+    assert not run.exists()
