@@ -6,6 +6,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shlex
 import socket
@@ -226,8 +227,20 @@ class RunLock:
             self._drop_dead_workers()
             self.held, self.depth = True, 1
             return self
-        raise UserError(f"could not take the run lock {self.path}: it is unreadable; remove it if no "
-                        f"launcher is running on this run")
+        raise UserError(self._unread())
+
+    def _unread(self) -> str:
+        """The refusal of a lock file with no owner record (its content is the only evidence of one: no process
+        holds it otherwise): empty, or not a record, and not yet unchanged long enough to be judged stale."""
+        try:
+            what = "empty" if self.path.stat().st_size == 0 else "not a lock record"
+            left = max(1, math.ceil(ABANDONED_S - (time.time() - self.path.stat().st_mtime)))
+        except OSError:  # gone or changed meanwhile: another process is taking the run
+            return f"could not take the run lock {self.path}: another process is taking it; try again"
+        return (f"could not take the run lock {self.path}: it is {what}, as a launcher killed while making it "
+                f"leaves it (one starting now writes it at once); it is taken over as stale once unchanged for "
+                f"{ABANDONED_S} s, in {left} s: run the command again then, or remove the file now if no "
+                f"collapse-hpc command works on this run")
 
     def _record(self) -> dict:
         """What the lock file says of its holder (held_by reads it in another process's refusal)."""
@@ -245,7 +258,8 @@ class RunLock:
         owner = self.owner()
         if owner is None:  # being written or unreadable: look again
             if self._abandoned() and self._take_over(None):
-                self.log(f"took over unreadable lock {self.path} (unchanged for over {ABANDONED_S} s)")
+                self.log(f"took over stale lock {self.path}, empty or not a lock record (unchanged for over "
+                         f"{ABANDONED_S} s: its maker was killed while making it)")
             else:
                 time.sleep(0.2)
             return

@@ -965,3 +965,20 @@ def test_a_unit_registers_while_another_leaves_the_register(tmp_path):
         while time.time() < deadline:
             with working(tmp_path):  # failed within a few thousand registrations, or so
                 pass
+
+
+@pytest.mark.parametrize("text, said", [("", "empty"), ("garbage", "not a lock record")])
+def test_a_fresh_lock_without_its_record_says_it_is_stale_when_and_what_to_do(tmp_path, text, said):
+    """A launcher killed as it made the lock leaves it empty: the next one was told only 'it is unreadable;
+    remove it', not that it is a killed launcher's, taken over by itself a minute on."""
+    path = tmp_path / ".lock"
+    path.write_text(text)
+    os.utime(path, (time.time() - 20, time.time() - 20))
+    with pytest.raises(UserError) as e:
+        RunLock(path, log=lambda *_: None).acquire()
+    assert re.fullmatch(re.escape(
+        f"could not take the run lock {path}: it is {said}, as a launcher killed while making it leaves it (one "
+        f"starting now writes it at once); it is taken over as stale once unchanged for 60 s, in ") + r"(39|40) s" +
+        re.escape(": run the command again then, or remove the file now if no collapse-hpc command works on this run"),
+        str(e.value)), e.value
+    assert path.read_text() == text
