@@ -7,6 +7,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from collapse_hpc.errors import UserError
+
 _OURS = "_collapse_hpc_handler"
 
 
@@ -48,13 +50,26 @@ def setup(verbose: bool = False, run_dir: Path | None = None) -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     handlers[0].setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     if run_dir is not None:
-        (Path(run_dir) / "logs").mkdir(parents=True, exist_ok=True)
-        fh = RunLog(Path(run_dir) / "logs" / "collapse-hpc.log")
+        fh = _run_log(Path(run_dir) / "logs" / "collapse-hpc.log")
         fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
         handlers.append(fh)
     for h in handlers:
         setattr(h, _OURS, True)
         root.addHandler(h)
+
+
+def _run_log(path: Path) -> "RunLog":
+    """The run's log file opened: UserError naming it, and what to do, where it cannot be (a folder in its place,
+    no permission), before the command goes on to any unit."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return RunLog(path)
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder where the run keeps its log file; move it away, then run the same command "
+                        f"again") from None
+    except OSError as e:
+        raise UserError(f"{path}: the run's log file cannot be written ({e.strerror or e}); make it writable to you "
+                        f"(or move it), then run the command again") from None
 
 
 def last_word(line: str) -> None:

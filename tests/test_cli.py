@@ -1396,3 +1396,33 @@ def test_verify_of_a_run_folder_removed_while_it_reads_ends_in_one_line(tmp_path
         f"error: {run}: the run folder was removed while verify read it; the units it had not reached are not "
         f"verified (nothing of the run is made again)"]
     assert not run.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "toy"])
+def test_a_run_log_that_is_a_folder_is_refused_in_one_line_before_any_unit(tmp_path, command):
+    """RUN/logs/collapse-hpc.log a folder: the launcher ended on 'error: [Errno 21] Is a directory', naming neither
+    the file nor what to do."""
+    cfg = _toy_config(tmp_path)
+    run = tmp_path / "r"
+    (run / "logs" / "collapse-hpc.log").mkdir(parents=True)
+    line = one_error_line(cli(command, cfg, "--run", run))
+    assert line == (f"error: {run}/logs/collapse-hpc.log: a folder where the run keeps its log file; move it away, "
+                    f"then run the same command again"), line
+    assert not list(run.glob("toy/*/gen_*/manifest.json"))
+
+
+def test_a_run_log_that_cannot_be_opened_is_named_with_what_to_do(tmp_path, monkeypatch):
+    """A read-only log file (or file system): 'error: …: Permission denied' said nothing of what to do."""
+    import errno
+
+    from collapse_hpc import logs
+    from collapse_hpc.errors import UserError
+
+    def refused(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(logs, "RunLog", refused)
+    with pytest.raises(UserError) as e:
+        logs.setup(run_dir=tmp_path)
+    assert str(e.value) == (f"{tmp_path}/logs/collapse-hpc.log: the run's log file cannot be written (Permission "
+                            f"denied); make it writable to you (or move it), then run the command again")
