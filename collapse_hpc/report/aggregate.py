@@ -205,7 +205,7 @@ def job(run_dir: str) -> int:
     from collapse_hpc.launch import records
     from collapse_hpc.launch.job import stops_when_ending
 
-    logs.for_job()
+    logs.setup(run_dir=home([run_dir], None))  # the job's log, and the run's, as `collapse-hpc aggregate` writes
     with stops_when_ending("report", STOPS), records.read_once():  # jobs.json: read once, here and by the report
         replicates = records.load(RunStore(run_dir)).get("report_replicates")
         # no run lock: a resubmit cancels this job as stale, which its lock would refuse

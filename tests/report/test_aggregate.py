@@ -135,6 +135,25 @@ def test_the_report_job_reads_the_runs_job_records_once(toy, tmp_path, monkeypat
     assert reads == [root / "jobs.json"] and (root / "report" / "index.html").is_file()
 
 
+def test_the_report_job_writes_its_lines_into_the_runs_log(toy, tmp_path, capsys):
+    """The report's job on Slurm said what it drew and where the page is in its own job log alone, while
+    `collapse-hpc aggregate` by hand writes them into the run's log as well: the job does too."""
+    from collapse_hpc import logs
+    from collapse_hpc.report import aggregate
+
+    root = make_run(tmp_path / "run", {"toy": {"rows": 3}}, generations=2)
+    log = root / "logs" / "collapse-hpc.log"
+    before = log.read_text() if log.exists() else ""
+    try:
+        assert aggregate.job(str(root)) == 0
+    finally:
+        logs.setup()  # later tests' lines stay out of this run's log
+    added = log.read_text()[len(before):].splitlines()
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said.endswith("index.html") and added[-1].endswith(f"INFO: {said}"), added
+    assert any("report: toy:" in ln and "figures" in ln for ln in added), added
+
+
 def test_a_damaged_side_file_leaves_its_unit_out_of_every_table_as_verify_does(tmp_path, capsys):
     # its metrics intact, the unit's snapshots.parquet (read only by a figure, after the tables) damaged: the
     # unit is unfinished in the long table, the summary, the incomplete list and the problems alike
