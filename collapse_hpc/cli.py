@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -338,19 +339,25 @@ def resolve(args, executor: str | None = None, profile: str | None = None, probl
             else:
                 slurm.try_requests(store, run, prof, kinds)
         check(cluster)
-    check_inputs(run, args.config, prof, only, problems)
+    check_inputs(run, args.config, prof, only, problems, args.overrides)
     return store, run
 
 
-def check_inputs(run, file: str, prof=None, only=None, problems: list[str] | None = None) -> None:
+def check_inputs(run, file: str, prof=None, only=None, problems: list[str] | None = None, overrides=()) -> None:
     """What run and config check of a config's inputs before starting: each enabled experiment's (of `only`)
     data sets prepared and models loadable, e.g. an unprepared data set one line now, not a failed job later
     (a model looked for in the HF cache the jobs of `prof`, the profile, use, not this shell's); then the
-    units' memory. With `problems` (a list), an experiment's failure is added to it instead of raised."""
+    units' memory. With `problems` (a list), an experiment's failure is added to it instead of raised. A built-in
+    data set not prepared for the jobs of `prof` says to stage it: the command names `file`, the profile and the
+    --set `overrides` as given."""
     from collapse_hpc import experiments
+    from collapse_hpc.experiments.base import staged_by
     from collapse_hpc.launch import profile as profmod
 
-    with profmod.job_environment(prof):
+    # a data set for Slurm jobs is staged (make stage) where the profile's jobs look, not prepared here
+    stage = " ".join(["collapse-hpc stage", shlex.quote(str(file)), "--profile", shlex.quote(str(run.profile)),
+                      *(f"--set {shlex.quote(o)}" for o in overrides)]) if prof is not None else None
+    with profmod.job_environment(prof), staged_by(stage):
         for name in (n for n in run.enabled() if not only or n in only):
             try:
                 experiments.get(name).check(run)
@@ -744,7 +751,8 @@ def cmd_config(args) -> int:
         print(cfgmod.dump(run), end="", flush=True)
         note_kept_generations(run, args.generations)
         # after it is shown: the paper's config on a machine without its data still shows what it resolves to
-        check_inputs(run, args.config, profile.load(run.profile) if run.executor == "slurm" else None)
+        check_inputs(run, args.config, profile.load(run.profile) if run.executor == "slurm" else None,
+                     overrides=args.overrides)
     else:
         print(cfgmod.describe(experiments.sections()), end="")
     return 0

@@ -209,7 +209,10 @@ def test_config_shows_what_a_config_resolves_to_before_its_inputs_are_checked(tm
 
     shown = cli("config", REPO / "configs/paper.yaml", "--set", f"data_dir={tmp_path}", "--set", "seeds=[7]")
     line = one_error_line(shown)
-    assert "lm.dataset" in line and "data prepare wikitext2" in line, line
+    # paper.yaml's jobs run on Slurm: its data set is staged where the profile's jobs look, with the same --set
+    assert "lm.dataset" in line and (f"run: collapse-hpc stage {REPO / 'configs/paper.yaml'} --profile "
+                                     f"{REPO / 'slurm/example-cluster.yaml'} --set data_dir={tmp_path} "
+                                     f"--set 'seeds=[7]'") in line, line
     first, _, rest = shown.stdout.partition("\n")
     assert re.fullmatch(r"# config_hash: [0-9a-f]{16}", first), shown.stdout
     resolved = yaml.safe_load(rest)

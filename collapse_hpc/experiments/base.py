@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -115,6 +117,21 @@ def sections_placed(experiment: str, run) -> list[tuple[Any, Callable[[str], str
     return seen
 
 
+# what a built-in data set not prepared says to run: `data prepare` for a run here; `stage` for Slurm jobs (staged_by)
+_STAGE: ContextVar[str | None] = ContextVar("stage", default=None)
+
+
+@contextmanager
+def staged_by(command: str | None):
+    """Within it, a built-in data set not prepared (check_prepared) says to run `command` (a submit's checks:
+    `collapse-hpc stage CONFIG --profile P`, which prepares it where the profile's jobs look), not `data prepare`."""
+    token = _STAGE.set(command)
+    try:
+        yield
+    finally:
+        _STAGE.reset(token)
+
+
 def check_prepared(experiment: str, run, splits, section=None, key: str | None = None, builtin=()) -> None:
     """The experiment's prepared data set (section key `dataset`; of `section` when given, else the
     run's) exists under the run's data_dir, with its card and every split; else one line saying how
@@ -132,8 +149,9 @@ def check_prepared(experiment: str, run, splits, section=None, key: str | None =
         # from another folder) names a data folder this machine lacks: preparing there makes a second copy
         where = "" if data_dir.is_dir() else (f" (there is no folder {data_dir} here; where the data sets are "
                                               f"elsewhere, give it: --set data_dir=PATH)")
-        raise UserError(f"{key}: {out} is not prepared; run: collapse-hpc data prepare {name}{own} "
-                        f"--data-dir {data_dir}{where}")
+        stage = _STAGE.get() if name in builtin else None
+        raise UserError(f"{key}: {out} is not prepared; run: "
+                        + (stage or f"collapse-hpc data prepare {name}{own} --data-dir {data_dir}") + where)
 
 
 METRICS = "metrics.parquet"  # each unit's table of metrics (MetricsSchema), written by UnitContext.write_metrics

@@ -185,3 +185,20 @@ def test_an_hf_cache_placed_with_a_variable_not_set_is_a_failed_check(tmp_path, 
     rc, _, err = collapse("submit", cfg, "--run", tmp_path / "run", "--profile", prof)
     assert rc == 2 and "env.HF_HOME" in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "$NOT_SET_HERE").exists()
+
+
+def test_a_data_set_not_prepared_says_to_stage_it_for_a_submit_and_to_prepare_it_for_a_run_here(
+        tmp_path, fake_slurm):  # noqa: F811
+    """submit stopped at 'run: collapse-hpc data prepare mnist', which prepares it here, while a cluster's step is
+    stage (make stage, README step 3), which prepares it where the profile's jobs look. A run here says data prepare."""
+    cfg, profile = tmp_path / "vae.yaml", REPO / "slurm" / "local.yaml"
+    cfg.write_text(f"executor: local\ndata_dir: {tmp_path / 'data'}\ngenerations: 1\nvae: {{dataset: mnist}}\n")
+    for args in (("submit", cfg, "--run", tmp_path / "run", "--profile", profile), ("submit", cfg, "--dry-run",
+                 "--run", tmp_path / "run", "--profile", profile)):
+        rc, out, err = collapse(*args)
+        assert rc == 2 and f"is not prepared; run: collapse-hpc stage {cfg} --profile {profile}" in out + err, \
+            out + err
+        assert "data prepare" not in out + err
+    rc, _, err = collapse("run", cfg, "--run", tmp_path / "run")
+    assert rc == 2 and f"is not prepared; run: collapse-hpc data prepare mnist --data-dir {tmp_path / 'data'}" \
+        in err, err
