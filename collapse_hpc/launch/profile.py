@@ -88,7 +88,7 @@ class Jobs:
 
 @dataclass
 class Profile:
-    name: str = knob("cluster", "a name for the cluster, shown by submit and status")
+    name: str = knob("cluster", "a name for the cluster, shown by submit and status (left out: the file's name, load)")
     executor: str = knob("slurm", "back-end of `run --profile THIS` without --executor: slurm (submit), "
                          "local or debug", choices=EXECUTORS)
     partition: str | None = knob(None, "default partition (unset: the cluster's default)")

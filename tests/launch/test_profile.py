@@ -26,6 +26,15 @@ def test_shipped_profiles_load():
     assert dev.executor == ex.executor == "slurm"  # what `run --profile` does without --executor
 
 
+def test_a_copy_of_the_example_profile_is_named_after_its_file(tmp_path):
+    """A copy of example-cluster.yaml kept its `name: example-cluster`: a dry run of slurm/mycluster.yaml read
+    'profile example-cluster'. The template names no cluster, so a copy is called by its own file's name."""
+    assert profile.load(REPO / "slurm" / "example-cluster.yaml").name == "example-cluster"
+    mine = tmp_path / "mycluster.yaml"
+    mine.write_bytes((REPO / "slurm" / "example-cluster.yaml").read_bytes())
+    assert profile.load(mine).name == "mycluster"
+
+
 @pytest.mark.parametrize("text, where", [
     ("partitoin: gpu\n", "partitoin: unknown key (did you mean 'partition'?)"),
     ("jobs: {gpu: {gpus: 4}}\n", "jobs.gpu.gpus: unknown key"),
