@@ -13,14 +13,17 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Iterator
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from collapse_hpc import logs
+from collapse_hpc.errors import UserError, one_line
 from collapse_hpc.launch import requeue
 from collapse_hpc.launch.distributed import export_env
 from collapse_hpc.launch.peers import watching
@@ -144,6 +147,22 @@ def announce(experiment: str, variant: str, index: int, rank: int = 0, world: in
                                            unit_name(experiments.get(experiment).shape, index), where)
 
 
+def refused_on_this_rank(e: UserError, rank: int, world: int) -> SystemExit:
+    """A rank's bad input (UserError) ends its job as the CLI ends on it: `error: <message>` in one line in the
+    rank's log (`rank N:` first where the unit has several) and the error's exit status (2). Left to submitit, it
+    re-raised the error and the rank's log held the whole traceback. The launcher reads the error from the result
+    written here, as submitit writes a failed job's (the traceback, whose last line is the message). Any other
+    exception, a bug, keeps its traceback. Call it in the `except` that caught `e`."""
+    print(f"error: {f'rank {rank}: ' if world > 1 else ''}{one_line(e)}", file=sys.stderr, flush=True)
+    from submitit.core import utils
+    from submitit.helpers import JobEnvironment
+
+    with contextlib.suppress(OSError):  # a full disk: the launcher says the result went unwritten (local.unwritten)
+        with utils.temporary_save_path(JobEnvironment().paths.result_pickle) as tmp:
+            utils.cloudpickle_dump(("error", traceback.format_exc()), tmp)
+    return SystemExit(e.exit_code)
+
+
 class UnitJob(Checkpointable):
     """engine.run_unit(run_dir, experiment, variant, index), preemption-safe.
 
@@ -156,18 +175,21 @@ class UnitJob(Checkpointable):
     def __call__(self, run_dir: str, experiment: str, variant: str, index: int) -> str:
         logs.for_job()
         env = export_env()
-        announce(experiment, variant, index, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+        rank, world = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+        announce(experiment, variant, index, rank, world)
         interruptible()  # a local launcher stops its units by SIGINT (Ctrl-C, cancel)
         with stops_when_ending(f"{experiment}/{variant} unit {index}", STOPS):
             requeue.exit_where_python_can()  # submitit's USR2 handler is installed by now
             _stop_without_launcher(run_dir)
             try:
-                with at_work(Path(run_dir)), watching(run_dir, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))):
+                with at_work(Path(run_dir)), watching(run_dir, rank, world):
                     # the group is left watched still: a peer lost meanwhile ends this rank, not a timeout
                     return run_on_this_rank(run_dir, experiment, variant, index)
+            except UserError as e:  # recorded failed by now (watching): its peers end on it
+                raise refused_on_this_rank(e, rank, world) from None
             except KeyboardInterrupt:  # Ending too: a Slurm job is never orphaned, so it goes on up
                 if _removed.is_set():
-                    raise RunRemoved(Path(run_dir).absolute()) from None
+                    raise refused_on_this_rank(RunRemoved(Path(run_dir).absolute()), rank, world) from None
                 if not _orphaned.is_set():
                     raise
                 logging.getLogger("collapse_hpc").warning("%s/%s unit %d: its launcher is gone: %s",
