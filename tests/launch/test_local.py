@@ -106,6 +106,19 @@ def test_failed_unit_stops_its_chain_only(tmp_path):
     assert "gen_002  NOT_RUN" in out
 
 
+def test_bad_input_of_a_unit_is_one_line_in_its_log(tmp_path):
+    """A UserError ends the unit's job as the CLI ends on one, `error: <message>` in its log, where submitit's
+    re-raise wrote the whole traceback; the FAILED line says the message."""
+    cfg = write_config(tmp_path, generations=1, ltchain={"fail_at": 0, "fail_as": "input"})
+    run = tmp_path / "run"
+    rc, _, err = collapse("run", cfg, "--run", run)
+    assert rc == 1
+    label = "ltchain/replace-p0-s0/gen_000"
+    log = jobs(run)["units"][label]["log"]
+    assert f"FAILED {label}: ltchain failure at generation 0 (log: {log})" in err, err
+    text = open(log).read()
+    assert "Traceback" not in text and text.splitlines()[-1] == "error: ltchain failure at generation 0", text
+
 def test_several_ranks_rendezvous(tmp_path):
     cfg = write_config(tmp_path, generations=1, ltchain={"ranks": 2, "rows": 2})
     run = tmp_path / "run"

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from collapse_hpc.errors import UserError
 from collapse_hpc.experiments.base import Experiment, Registration
 from collapse_hpc.experiments.schema import MetricsSchema
 from collapse_hpc.plotting.metrics import Metric, specs
@@ -40,7 +41,7 @@ class ChainToy(Experiment):
     def run_unit(self, ctx):
         cfg = ctx.config
         if ctx.index == cfg.fail_at and cfg.fail_seed in (-1, ctx.variant.seed) and cfg.fail_rank in (-1, ctx.rank):
-            raise RuntimeError(f"ltchain failure at generation {ctx.index}")
+            raise (UserError if cfg.fail_as == "input" else RuntimeError)(f"ltchain failure at generation {ctx.index}")
         if ctx.index == cfg.warns_at and ctx.is_main:
             logging.getLogger("collapse_hpc").warning("warning: ltchain step folder %s set aside", ctx.dir / "steps")
         rank_sum = float(ctx.rank + 1)

@@ -10,6 +10,7 @@ class ChainToyConfig(Section):
     fail_at: int = knob(-1, "generation that raises; -1 never")
     fail_seed: int = knob(-1, "only the chain of this seed fails; -1 every chain")
     fail_rank: int = knob(-1, "only this rank raises (the others wait for it in the rendezvous); -1 every rank")
+    fail_as: str = knob("bug", "what the failure is: bug (a RuntimeError) or input (bad input: a UserError)")
     warns_at: int = knob(-1, "generation whose unit logs a warning line, as the lm's does for a training checkpoint "
                              "it sets aside; -1 none")
     sleep_s: float = knob(0.0, "seconds per generation, in 0.5 s steps that survive a requeue", min=0)
