@@ -238,6 +238,32 @@ def test_failed_generation_cancels_its_dependents(tmp_path, ranks):
     assert f"never started, no log (waited on afterok:{gens[1]}: job {gens[1]} ended FAILED)" in out
 
 
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_bad_input_on_a_rank_is_one_line_in_its_log(tmp_path, ranks):
+    """A UserError on a rank (its last or only one) is said in its log as the CLI says one, without submitit's
+    traceback, and `collapse-hpc status` shows that line; a lone rank's job exits 2 (the error's)."""
+    toy = {"fail_at": 0, "fail_as": "input", "ranks": ranks, "fail_rank": ranks - 1}
+    cfg = write_config(tmp_path, "refusing", generations=1, ltchain=toy)
+    run = tmp_path / "run"
+    rc, _, err = collapse("submit", cfg, "--run", run, "--profile", PROFILE)
+    assert rc == 0, err
+    label = "ltchain/replace-p0-s0/gen_000"
+    job = unit_ids(run)[label]
+    wait_for([job])
+    assert sacct(job)[job][-1]["State"] == "FAILED"
+    log = jobs(run)["units"][label]["log"].replace("_0_log.err", f"_{ranks - 1}_log.err")
+    text = Path(log).read_text()
+    assert "Traceback" not in text, text
+    line = f"error: {'rank 1: ' if ranks > 1 else ''}ltchain failure at generation 0"
+    assert [ln for ln in text.splitlines() if ln.startswith("error: ")] == [line], text
+    rc, out, _ = collapse("status", run)
+    assert rc == 0 and f"| {line}" in out, out
+    if ranks == 1:
+        code = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "ExitCode", "-j", job], capture_output=True,
+                              text=True, check=True).stdout.split()
+        assert code == ["2:0"], code
+
 def test_a_rank_lost_where_no_peer_sees_it_ends_the_other_through_srun(tmp_path):
     """Rank 1 of a two-task job dies where the peer watch cannot see it (its record removed: a rank of
     another host): srun's --kill-on-bad-exit ends rank 0, which would wait 240 s as in a collective
