@@ -384,15 +384,16 @@ def _whole_or_none(out: Path, rank: int = 0):
     midway (a full disk, Ctrl-C) would have the same command, which the error line says to run again, refuse
     the folder as an earlier call's. _check_flags made sure it was new or empty. The main rank (0) cleans up
     the folder: a failed peer's cleanup of it removed it under ranks still writing into it. A peer removes the
-    shards it wrote itself: where the main rank failed first, a peer still sampling wrote on after its
-    cleanup, and stops only at the barrier after sampling (or at the launcher's SIGTERM)."""
-    from collapse_hpc.experiments.lm.sample import rank_shards
+    files it wrote itself (its shards, its seconds' record): where the main rank failed first, a peer still
+    sampling wrote on after its cleanup, and stops only at the barrier after sampling (or at the launcher's
+    SIGTERM)."""
+    from collapse_hpc.experiments.lm.sample import rank_files
 
     made = not out.exists()
     try:
         yield
     except BaseException:
-        written = rank_shards(out, rank) if rank else ([out] if made else list(out.iterdir()))
+        written = rank_files(out, rank) if rank else ([out] if made else list(out.iterdir()))
         for path in written:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

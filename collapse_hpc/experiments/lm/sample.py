@@ -570,9 +570,10 @@ def sampled_before(shard_dir: Path, rank: int, model_hash: str) -> float:
         return 0.0
 
 
-def rank_shards(shard_dir: Path, rank: int) -> list[Path]:
-    """The shards in `shard_dir` that rank `rank` wrote (shard_name's)."""
-    return sorted(Path(shard_dir).glob(f"part-{rank:03d}-*.parquet"))
+def rank_files(shard_dir: Path, rank: int) -> list[Path]:
+    """The files in `shard_dir` that rank `rank` wrote: its shards (shard_name's) and its seconds' record."""
+    record = Path(shard_dir) / seconds_name(rank)
+    return sorted(Path(shard_dir).glob(f"part-{rank:03d}-*.parquet")) + ([record] if record.exists() else [])
 
 
 def done_chunks(shard_dir: Path, model_hash: str | None = None) -> set[int]:
