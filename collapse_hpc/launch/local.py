@@ -477,8 +477,10 @@ def _result(sj, done) -> str:
 
 def refused_in(e: BaseException) -> int | None:
     """The errno of a write the file system refused (space.refused) that failed a unit: in its
-    traceback (submitit's error), or the launcher's own read of its result (_result)."""
-    return space.refused(e) or (space.refused(e.__cause__) if e.__cause__ is not None else None)
+    traceback (submitit's error), the launcher's own read of its result (_result), or the one line a rank
+    ended on (job.refused_on_this_rank) where its result went unwritten (submitit quotes its log's tail)."""
+    return space.refused(e) or (space.refused(e.__cause__) if e.__cause__ is not None else None) \
+        or space.refused_in_words(str(e))
 
 
 def unwritten(sj) -> str | None:

@@ -27,6 +27,12 @@ def refused(e: BaseException) -> int | None:
     return number if number in REFUSED else None
 
 
+def refused_in_words(text: str) -> int | None:
+    """The refusal a line of explain()'s names in its words ('<file>: No space left on device: …'): a unit's
+    rank that ends on such an error writes that line alone to its log, no errno for refused() to read."""
+    return next((n for n in REFUSED if re.search(rf"(?:^|: ){re.escape(os.strerror(n))}: ", text, re.M)), None)
+
+
 @overload
 def named(e: OSError, path: str | os.PathLike | None) -> OSError: ...
 @overload

@@ -164,3 +164,11 @@ def test_short_of_room_walks_a_live_run_whose_folders_come_and_go(tmp_path):
         deadline = time.time() + 3
         while time.time() < deadline:
             assert space.short_of_room(run, free + 2**41) is None
+
+
+def test_a_refusal_said_in_explains_words_is_read_back_from_the_line_alone():
+    # a rank that ends on its one error line leaves no errno: the launcher reads the refusal from the words
+    said = space.explain(OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/scratch/run/x.parquet"))
+    assert space.refused_in_words(f"… error stream:\nerror: rank 1: {said}\n") == errno.EDQUOT
+    assert space.refused_in_words(space.explain(OSError(errno.ENOSPC, "x"))) == errno.ENOSPC  # no file named
+    assert space.refused_in_words("error: config: a note on No space left on device handling") is None
