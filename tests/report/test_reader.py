@@ -65,7 +65,6 @@ def test_the_page_says_plainly_where_its_runs_are(tmp_path):
     assert (out / "../../runs/gpu" / "config.yaml").resolve() == (root / "config.yaml").resolve()
 
 
-
 def test_a_run_folder_of_spaces_and_brackets_is_still_a_markdown_link(tmp_path):
     # "[my run (v2)](../../runs/my run (v2))" is no link in Markdown: the target ends at its first space
     root = _lm_run(tmp_path / "runs" / "my run (v2) [b]")

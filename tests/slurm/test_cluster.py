@@ -238,7 +238,6 @@ def test_failed_generation_cancels_its_dependents(tmp_path, ranks):
     assert f"never started, no log (waited on afterok:{gens[1]}: job {gens[1]} ended FAILED)" in out
 
 
-
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_bad_input_on_a_rank_is_one_line_in_its_log(tmp_path, ranks):
     """A UserError on a rank (its last or only one) is said in its log as the CLI says one, without submitit's
