@@ -20,7 +20,7 @@ from collapse_hpc.errors import AGAIN, UserError, one_line
 from collapse_hpc.logs import count
 from collapse_hpc.store import RunStore, extra_files, read_manifest, verify_unit
 from collapse_hpc.store.layout import existing_run, unit_index
-from collapse_hpc.store.live import at_work, removed
+from collapse_hpc.store.live import RunRemoved, at_work, removed
 from collapse_hpc.store.manifest import file_in_the_way, file_on_the_way, read_once, upstream
 from collapse_hpc.store.reads import NotRead
 
@@ -39,8 +39,8 @@ def verify_run(run_dir: str | Path) -> int:
 def _still_there(root: Path, cause: Exception | None = None) -> None:
     """UserError where the run folder `root` (at_work) was removed or replaced since verify began reading it."""
     if removed(root):
-        raise UserError(f"{root}: the run folder was removed while verify read it; the units it had not reached are "
-                        f"not verified (nothing of the run is made again)") from cause
+        raise RunRemoved(root, "verify read it",
+                         "the units it had not reached are not verified (nothing of the run is made again)") from cause
 
 
 def _verify(store: RunStore) -> int:

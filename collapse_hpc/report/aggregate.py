@@ -23,7 +23,7 @@ from collapse_hpc.report import collect, drawing, longform, page, stats, tables
 from collapse_hpc.store import RunStore
 from collapse_hpc.store.atomic import claim_folder, sweep, write_text
 from collapse_hpc.store.layout import folder_to_make, utf8_path
-from collapse_hpc.store.live import at_work, removed
+from collapse_hpc.store.live import RunRemoved, at_work, removed
 from collapse_hpc.store.lock import folder_lock, reading
 from collapse_hpc.store.reads import read_text
 from collapse_hpc.store.space import Unwritable, mount_point, nearest_folder, unwritable
@@ -59,8 +59,8 @@ def build(runs: list[str], out: str | Path | None = None, replicates: int | None
             gone = next((Path(run).absolute() for run in runs if removed(Path(run))), None)
             if gone is None:
                 raise
-            raise UserError(f"{gone}: the run folder was removed while aggregate worked in it; its report is not "
-                            f"written there, nor anything of the run made again") from e
+            raise RunRemoved(gone, "aggregate worked in it",
+                             "its report is not written there, nor anything of the run made again") from e
 
 
 def _build(runs: list[str], out: str | Path | None, replicates: int | None) -> Path:

@@ -32,11 +32,12 @@ UNKNOWN = object()  # a run folder's identity not read (stat failed, not as on o
 
 
 class RunRemoved(UserError):
-    """The run folder a process works in was removed (or replaced) meanwhile: nothing is written there again."""
+    """The run folder a process works in was removed (or replaced) meanwhile: nothing is written there again.
+    `doing`: what worked in it; `then`: what that means of what it had not done."""
 
-    def __init__(self, root: Path):
-        super().__init__(f"{root}: the run folder was removed while the run was working in it; its units stop and "
-                         f"nothing of it is made again there (run the config again for a new run)")
+    def __init__(self, root: Path, doing: str = "the run was working in it", then: str = (
+            "its units stop and nothing of it is made again there (run the config again for a new run)")):
+        super().__init__(f"{root}: the run folder was removed while {doing}; {then}")
 
 
 def _identity(folder: Path) -> object:
